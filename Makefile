@@ -1,0 +1,40 @@
+# Buckets: two commands on a fresh machine.
+#   make run   - set up .venv and start a single-node server on :9000 with ./data
+#   make test  - set up .venv and run the default test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATA   ?= ./data
+ADDRESS ?= :9000
+
+.PHONY: run test test-slow test-faults test-all bench bench-http venv clean prometheus-check
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/buckets server --address $(ADDRESS) $(DATA)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -m faults tests/faults
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

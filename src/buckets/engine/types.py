@@ -1,0 +1,139 @@
+"""Value types the engine returns and accepts.
+
+These are the contract between the engine and everything above it (S3 handlers,
+admin API, embedded users). Plain dataclasses: no I/O, no behaviour beyond small helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+NULL_VERSION = "null"
+
+# Headers S3 stores with an object and returns verbatim on GET/HEAD.
+STORED_HEADERS = (
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+)
+
+
+@dataclass(slots=True)
+class BucketInfo:
+    name: str
+    created: float  # unix seconds
+
+
+@dataclass(slots=True)
+class PartInfo:
+    """One part of an object (a single PUT is one part numbered 1)."""
+
+    number: int
+    size: int
+    etag: str  # hex MD5 of the part, no quotes
+    checksums: dict[str, str] = field(default_factory=dict)  # {"CRC32": base64, ...}
+    last_modified: float = 0.0
+
+
+@dataclass(slots=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    etag: str  # no quotes; "<md5hex>" or "<md5-of-md5s>-N"
+    last_modified: float  # unix seconds
+    headers: dict[str, str] = field(default_factory=dict)  # STORED_HEADERS present on PUT
+    user_meta: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* (name without prefix, lowercase)
+    checksums: dict[str, str] = field(default_factory=dict)  # {"CRC32": "base64" or "base64-N"}
+    checksum_type: str | None = None  # "FULL_OBJECT" | "COMPOSITE" | None
+    version_id: str = NULL_VERSION
+    storage_class: str = "STANDARD"
+    parts: list[PartInfo] = field(default_factory=list)
+    content_hash: str = ""  # BLAKE3 hex of the whole object
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "binary/octet-stream")
+
+
+# Called by the engine once the whole body has been consumed, before anything is
+# committed. It receives what the engine computed: {"md5": bytes, "size": int,
+# "CRC32": base64, ...}. Raise a BucketsError (BadDigest, ...) to abort the write; the
+# engine then removes everything it staged.
+VerifyHook = Callable[[dict], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class PutOptions:
+    headers: dict[str, str] = field(default_factory=dict)  # subset of STORED_HEADERS
+    user_meta: dict[str, str] = field(default_factory=dict)
+    checksum_algorithms: tuple[str, ...] = ()  # extra checksums to compute: "CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"
+    checksum_type: str | None = None  # for multipart: "FULL_OBJECT" or "COMPOSITE"
+    verify: VerifyHook | None = None
+    if_match: str | None = None  # commit only if the current ETag equals this
+    if_none_match: bool = False  # commit only if no object exists ("If-None-Match: *")
+    storage_class: str = "STANDARD"  # STANDARD | REDUCED_REDUNDANCY (fewer parity shards)
+
+
+@dataclass(slots=True)
+class ByteRange:
+    """An inclusive-exclusive resolved range [start, end)."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(slots=True)
+class ListResult:
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+    is_truncated: bool
+    next_marker: str | None  # the last key or common prefix returned, when truncated
+
+
+@dataclass(slots=True)
+class UploadInfo:
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: float
+    headers: dict[str, str] = field(default_factory=dict)
+    user_meta: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+    storage_class: str = "STANDARD"
+
+
+@dataclass(slots=True)
+class ListPartsResult:
+    upload: UploadInfo
+    parts: list[PartInfo]
+    is_truncated: bool
+    next_marker: int
+
+
+@dataclass(slots=True)
+class ListUploadsResult:
+    uploads: list[UploadInfo]
+    prefixes: list[str]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_upload_id_marker: str | None
+
+
+@dataclass(slots=True)
+class CompletePart:
+    number: int
+    etag: str  # as the client sent it (quotes stripped by the S3 layer)
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+BodyStream = AsyncIterator[bytes]
