@@ -80,6 +80,8 @@ InvalidPartOrder = _error(
     "InvalidPartOrder", "InvalidPartOrder", 400,
     "The list of parts was not in ascending order. Parts must be ordered by part number.")
 InvalidRange = _error("InvalidRange", "InvalidRange", 416, "The requested range is not satisfiable")
+InvalidPartNumber = _error(
+    "InvalidPartNumber", "InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
 NoSuchBucket = _error("NoSuchBucket", "NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _error("NoSuchKey", "NoSuchKey", 404, "The specified key does not exist.")
 NoSuchUpload = _error(

@@ -1,0 +1,54 @@
+"""Object metadata: the registry entry and the per-disk metadata file.
+
+A registry entry is a msgpack-friendly dict with short field names (it is stored once
+per object and scanned by listings). The metadata file on each disk holds the same
+fields plus ``bucket``, ``key``, the ``shard`` index that disk holds and, for small
+objects, that shard's framed data inline (``data``). File layout::
+
+    b"BKM1" | xxh3_64(payload) as 8 bytes little-endian | msgpack(payload)
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import xxhash
+
+from buckets.engine.types import ObjectInfo, PartInfo, UploadInfo
+from buckets.errors import CorruptData
+
+MAGIC = b"BKM1"
+_HDR = struct.Struct("<4sQ")
+
+
+def encode_meta_file(payload: dict) -> bytes:
+    body = msgpack.packb(payload, use_bin_type=True)
+    return _HDR.pack(MAGIC, xxhash.xxh3_64_intdigest(body)) + body
+
+
+def decode_meta_file(raw: bytes) -> dict:
+    if len(raw) < _HDR.size:
+        raise CorruptData("metadata file too short")
+    magic, ck = _HDR.unpack_from(raw, 0)
+    body = raw[_HDR.size:]
+    if magic != MAGIC or ck != xxhash.xxh3_64_intdigest(body):
+        raise CorruptData("metadata file checksum mismatch")
+    return msgpack.unpackb(body, raw=False)
+
+
+def entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket, key=key, size=e["size"], etag=e["etag"], last_modified=e["mt"],
+        headers=e.get("h") or {}, user_meta=e.get("um") or {}, checksums=e.get("ck") or {},
+        checksum_type=e.get("ckt"), version_id=e.get("vid", "null"), storage_class=e.get("sc", "STANDARD"),
+        parts=[PartInfo(p[0], p[1], p[2], p[3] or {}, p[4]) for p in e.get("parts", ())],
+        content_hash=e.get("ch", ""),
+    )
+
+
+def upload_to_info(rec: dict) -> UploadInfo:
+    return UploadInfo(bucket=rec["bucket"], key=rec["key"], upload_id=rec["uid"], initiated=rec["init"],
+                      headers=rec.get("h") or {}, user_meta=rec.get("um") or {},
+                      checksum_algorithm=rec.get("ca"), checksum_type=rec.get("ct"),
+                      storage_class=rec.get("sc", "STANDARD"))

@@ -1,0 +1,242 @@
+"""Multipart uploads: parts are erasure-coded as they arrive; completion adopts them.
+
+Each part is streamed straight into ``.buckets.sys/multipart/<upload>/<pwid>.part`` on
+the disks of the key's partition (the upload directory is itself a staging area: a part
+exists only once the registry's upload record names it). CompleteMultipartUpload
+validates the list, then renames the chosen part files into the new object's data
+directory on each disk and writes the metadata last: no byte is copied or re-read.
+
+These functions are methods of ``Store`` (bound in its class body).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from buckets import errors
+from buckets.engine import paths
+from buckets.engine.meta import entry_to_info, upload_to_info
+from buckets.engine.names import check_object_key
+from buckets.engine.types import (
+    CompletePart, ListPartsResult, ListUploadsResult, ObjectInfo, PartInfo, PutOptions, UploadInfo,
+)
+from buckets.engine.writer import ErasureWriter
+from buckets.registry import Op
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+
+
+def _upload(self: "Store", bucket: str, key: str, upload_id: str) -> dict:
+    self._require_bucket(bucket)
+    rec = self.registry.get_upload(bucket, upload_id)
+    if rec is None or rec["key"] != key:
+        raise errors.NoSuchUpload(resource=f"/{bucket}/{key}", UploadId=upload_id)
+    return rec
+
+
+async def create_multipart_upload(self: "Store", bucket: str, key: str,
+                                  opts: PutOptions | None = None) -> UploadInfo:
+    opts = opts or PutOptions()
+    check_object_key(key)
+    self._require_bucket(bucket)
+    k, m = self.layout_for(opts.storage_class)
+    _, disk_ids = self.table.locate(bucket, key)
+    # Time-ordered ids keep uploads of one key in initiation order in listings.
+    upload_id = f"{time.time_ns():x}{uuid.uuid4().hex[:16]}"
+    rec = {
+        "bucket": bucket, "key": key, "uid": upload_id, "init": time.time(),
+        "h": dict(opts.headers), "um": dict(opts.user_meta),
+        "ca": opts.checksum_algorithms[0].upper() if opts.checksum_algorithms else None,
+        "ct": opts.checksum_type or ("COMPOSITE" if opts.checksum_algorithms else None),
+        "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size,
+        "disks": list(disk_ids[: k + m]), "parts": {},
+    }
+    await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])
+    return upload_to_info(rec)
+
+
+async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_number: int, stream,
+                   size: int | None, opts: PutOptions | None = None) -> PartInfo:
+    opts = opts or PutOptions()
+    if not 1 <= part_number <= MAX_PARTS:
+        raise errors.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
+                                     ArgumentName="partNumber", ArgumentValue=str(part_number))
+    rec = _upload(self, bucket, key, upload_id)
+    codec = self.codec_for(rec["k"], rec["m"], rec["bs"])
+    disks = self.disks_for(rec["disks"])
+    pwid = uuid.uuid4().hex
+    path = paths.upload_part(upload_id, pwid)
+    algs = tuple(opts.checksum_algorithms)
+    if rec.get("ca") and rec["ca"] not in algs:
+        algs = algs + (rec["ca"],)
+    writer = ErasureWriter(codec, disks, [path] * codec.n, self.cpu, algorithms=algs, inline_limit=-1)
+    try:
+        result = await writer.run(stream, size)
+        if opts.verify is not None:
+            await opts.verify(self._computed(result))
+        ok = await writer.finish(self.sync)
+        await self._on_disks(lambda d: d.fsync_dir(paths.upload_dir(upload_id)) if self.sync else _noop(),
+                             [disks[i] for i in ok])
+    except BaseException:
+        await writer.abort()
+        raise
+    if len(ok) < self._write_quorum(codec.k, codec.m):
+        await self._on_disks(lambda d: d.delete(path), disks)
+        raise errors.WriteQuorumLost()
+    mtime = time.time()
+    etag = result.md5.hex()
+    async with self.locks.hold(("upload", upload_id)):
+        try:
+            rec = _upload(self, bucket, key, upload_id)
+        except errors.BucketsError:
+            await self._on_disks(lambda d: d.delete(path), disks)
+            raise
+        old = rec["parts"].get(str(part_number))
+        rec["parts"][str(part_number)] = [pwid, result.size, etag, result.checksums, mtime, ok]
+        await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])
+    if old is not None:
+        old_path = paths.upload_part(upload_id, old[0])
+        self._spawn(self._on_disks(lambda d: d.delete(old_path), disks))
+    return PartInfo(part_number, result.size, etag, result.checksums, mtime)
+
+
+async def _noop() -> None:
+    return None
+
+
+def _object_checksum(rec: dict, chosen: list[list]) -> tuple[dict[str, str], str | None]:
+    alg, ctype = rec.get("ca"), rec.get("ct")
+    if not alg:
+        return {}, None
+    from buckets import checksums
+
+    digests = []
+    for p in chosen:
+        value = (p[3] or {}).get(alg)
+        if value is None:
+            return {}, None  # a part was uploaded without the checksum: nothing to combine
+        digests.append(base64.b64decode(value))
+    if ctype == "FULL_OBJECT":
+        raw = checksums.combine_full_object(alg, [(d, p[1]) for d, p in zip(digests, chosen)])
+        return {alg: base64.b64encode(raw).decode()}, "FULL_OBJECT"
+    return {alg: checksums.composite(alg, digests)}, "COMPOSITE"
+
+
+async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload_id: str,
+                                    parts: list[CompletePart], opts: PutOptions | None = None) -> ObjectInfo:
+    opts = opts or PutOptions()
+    async with self.locks.hold(("upload", upload_id)):
+        rec = _upload(self, bucket, key, upload_id)
+        if not parts:
+            raise errors.MalformedXML("The XML you provided was not well-formed or did not validate "
+                                      "against our published schema: no parts were listed.")
+        chosen: list[list] = []
+        prev = 0
+        for i, cp in enumerate(parts):
+            if cp.number <= prev:
+                raise errors.InvalidPartOrder(UploadId=upload_id)
+            prev = cp.number
+            have = rec["parts"].get(str(cp.number))
+            if have is None or have[2] != cp.etag.strip('"').lower():
+                raise errors.InvalidPart(UploadId=upload_id, PartNumber=str(cp.number))
+            for alg, value in cp.checksums.items():
+                if (have[3] or {}).get(alg.upper()) not in (None, value):
+                    raise errors.InvalidPart(f"The checksum of part {cp.number} does not match.",
+                                             UploadId=upload_id, PartNumber=str(cp.number))
+            if i < len(parts) - 1 and have[1] < MIN_PART_SIZE:
+                raise errors.EntityTooSmall(ProposedSize=str(have[1]), MinSizeAllowed=str(MIN_PART_SIZE),
+                                            PartNumber=str(cp.number), ETag=have[2])
+            chosen.append([cp.number, *have])
+        self._check_conditions(bucket, key, opts)
+        md5s = b"".join(bytes.fromhex(p[3]) for p in chosen)
+        etag = f"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"
+        ck, ckt = _object_checksum(rec, [[p[0], p[2], p[3], p[4]] for p in chosen])
+        wid = uuid.uuid4().hex
+        mtime = time.time()
+        entry = {
+            "vid": "null", "wid": wid, "mt": mtime, "size": sum(p[2] for p in chosen), "etag": etag,
+            "h": rec.get("h") or {}, "um": rec.get("um") or {}, "ck": ck, "ckt": ckt, "ch": "",
+            "sc": rec.get("sc", "STANDARD"), "k": rec["k"], "m": rec["m"], "bs": rec["bs"],
+            "disks": rec["disks"], "gen": self.table.generation, "inline": False,
+            "parts": [[p[0], p[2], p[3], p[4], p[5]] for p in chosen],
+        }
+        disks = self.disks_for(rec["disks"])
+        stage = paths.staging(uuid.uuid4().hex)
+        moves = [(paths.upload_part(upload_id, p[1]), paths.part_path(bucket, key, wid, p[0])) for p in chosen]
+        # a disk can adopt the parts only if it holds every one of them
+        slots = [i for i, d in enumerate(disks)
+                 if d is not None and all(i in (p[6] if len(p) > 6 else range(len(disks))) for p in chosen)]
+        ok = await self._commit_streamed(bucket, key, entry, stage, disks, slots, moves)
+        await self._publish(bucket, key, entry, opts, disks, ok, [Op("delete_upload", bucket, upload_id)])
+    self._spawn(self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True), disks))
+    return entry_to_info(bucket, key, entry)
+
+
+async def abort_multipart_upload(self: "Store", bucket: str, key: str, upload_id: str) -> None:
+    async with self.locks.hold(("upload", upload_id)):
+        rec = _upload(self, bucket, key, upload_id)
+        await self.registry.commit([Op("delete_upload", bucket, upload_id)])
+    await self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True),
+                         self.disks_for(rec["disks"]))
+
+
+async def list_parts(self: "Store", bucket: str, key: str, upload_id: str, part_marker: int = 0,
+                     max_parts: int = 1000) -> ListPartsResult:
+    rec = _upload(self, bucket, key, upload_id)
+    numbers = sorted(int(n) for n in rec["parts"] if int(n) > part_marker)
+    page = numbers[:max(0, max_parts)]
+    parts = []
+    for n in page:
+        p = rec["parts"][str(n)]
+        parts.append(PartInfo(n, p[1], p[2], p[3] or {}, p[4]))
+    truncated = len(numbers) > len(page)
+    return ListPartsResult(upload_to_info(rec), parts, truncated, page[-1] if page else part_marker)
+
+
+async def list_multipart_uploads(self: "Store", bucket: str, prefix: str = "", delimiter: str = "",
+                                 key_marker: str = "", upload_id_marker: str = "",
+                                 limit: int = 1000) -> ListUploadsResult:
+    self._require_bucket(bucket)
+    recs = sorted((r for r in self.registry.list_uploads(bucket) if r["key"].startswith(prefix)),
+                  key=lambda r: (r["key"].encode(), r["uid"]))
+    uploads: list[UploadInfo] = []
+    prefixes: list[str] = []
+    truncated = False
+    for r in recs:
+        kb = r["key"].encode()
+        if key_marker:
+            mk = key_marker.encode()
+            if kb < mk or (kb == mk and (not upload_id_marker or r["uid"] <= upload_id_marker)):
+                continue
+        if delimiter:
+            idx = r["key"].find(delimiter, len(prefix))
+            if idx >= 0:
+                cp = r["key"][: idx + len(delimiter)]
+                if prefixes and prefixes[-1] == cp:
+                    continue
+                if key_marker and cp.encode() <= key_marker.encode():
+                    continue
+                if len(uploads) + len(prefixes) >= limit:
+                    truncated = True
+                    break
+                prefixes.append(cp)
+                continue
+        if len(uploads) + len(prefixes) >= limit:
+            truncated = True
+            break
+        uploads.append(upload_to_info(r))
+    next_key = next_uid = None
+    if truncated:
+        if uploads and (not prefixes or uploads[-1].key.encode() >= prefixes[-1].encode()):
+            next_key, next_uid = uploads[-1].key, uploads[-1].upload_id
+        elif prefixes:
+            next_key = prefixes[-1]
+    return ListUploadsResult(uploads, prefixes, truncated, next_key, next_uid)

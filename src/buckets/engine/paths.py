@@ -1,0 +1,47 @@
+"""Where an object's files live on a disk (see ``buckets.storage.format`` for the tree)."""
+
+from __future__ import annotations
+
+import xxhash
+
+from buckets.storage.format import DATA_DIR, MULTIPART_DIR, TMP_DIR
+
+
+def key_hash(key: str) -> str:
+    return xxhash.xxh3_128_hexdigest(key.encode())
+
+
+def object_dir(bucket: str, key: str) -> str:
+    return f"{DATA_DIR}/{bucket}/{key_hash(key)[:3]}"
+
+
+def meta_path(bucket: str, key: str, wid: str) -> str:
+    return f"{object_dir(bucket, key)}/{key_hash(key)}.{wid}.meta"
+
+
+def data_dir(bucket: str, key: str, wid: str) -> str:
+    return f"{object_dir(bucket, key)}/{key_hash(key)}.{wid}"
+
+
+def part_path(bucket: str, key: str, wid: str, number: int) -> str:
+    return f"{data_dir(bucket, key, wid)}/part.{number}"
+
+
+def bucket_dir(bucket: str) -> str:
+    return f"{DATA_DIR}/{bucket}"
+
+
+def bucket_meta(bucket: str) -> str:
+    return f"{DATA_DIR}/{bucket}/.bucket.meta"
+
+
+def staging(txid: str) -> str:
+    return f"{TMP_DIR}/{txid}"
+
+
+def upload_dir(upload_id: str) -> str:
+    return f"{MULTIPART_DIR}/{upload_id}"
+
+
+def upload_part(upload_id: str, pwid: str) -> str:
+    return f"{MULTIPART_DIR}/{upload_id}/{pwid}.part"

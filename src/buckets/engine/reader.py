@@ -1,0 +1,186 @@
+"""``ObjectReader``: stream an object's bytes (or a range) back from its shards.
+
+Only the blocks the range touches are read, from the data shards first (the code is
+systematic, so a healthy read never decodes). A shard that is missing, short, or fails
+its piece checksum is replaced by parity for the affected blocks; the right bytes are
+served anyway and the object is queued for heal. Reads run one span ahead of the
+consumer, so memory is bounded by two spans, never by object size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from buckets.engine import paths
+from buckets.engine.meta import decode_meta_file
+from buckets.engine.types import ByteRange, ObjectInfo
+from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
+from buckets.errors import CorruptData, DiskError, ReadQuorumLost
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+SPAN_BLOCKS = 4  # blocks fetched per disk read
+
+
+class ObjectReader:
+    def __init__(self, store: "Store", bucket: str, key: str, entry: dict, info: ObjectInfo,
+                 rng: ByteRange | None) -> None:
+        self.store = store
+        self.bucket, self.key = bucket, key
+        self.entry = entry
+        self.info = info
+        self.range = rng
+        start, end = (rng.start, rng.end) if rng else (0, info.size)
+        self._start, self._end = start, end
+        self.length = end - start
+        self._codec = store.codec_for(entry["k"], entry["m"], entry["bs"])
+        self._disks = store.disks_for(entry["disks"])
+        self._closed = False
+        self._inline: dict[int, bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    # -- iteration ----------------------------------------------------------------------
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        if self.length <= 0:
+            return
+        spans = list(self._spans())
+        if not spans:
+            return
+        nxt = asyncio.ensure_future(self._read_span(*spans[0]))
+        try:
+            for i, (part_no, geo, b0, b1, lo, hi) in enumerate(spans):
+                blocks = await nxt
+                nxt = asyncio.ensure_future(self._read_span(*spans[i + 1])) if i + 1 < len(spans) else None
+                data = b"".join(blocks) if len(blocks) > 1 else blocks[0]
+                out = memoryview(data)[lo:hi]
+                if self._closed:
+                    return
+                yield bytes(out)
+        finally:
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
+                try:
+                    await nxt
+                except BaseException:
+                    pass
+
+    def _spans(self):
+        """(part number, geometry, first block, last block+1, lo, hi) per read, in order."""
+        offset = 0
+        bs = self.entry["bs"]
+        k = self.entry["k"]
+        for part in self.entry["parts"]:
+            number, psize = part[0], part[1]
+            p_start, p_end = offset, offset + psize
+            offset = p_end
+            lo, hi = max(self._start, p_start), min(self._end, p_end)
+            if lo >= hi:
+                continue
+            geo = ShardGeometry(k, bs, psize)
+            rel_lo, rel_hi = lo - p_start, hi - p_start
+            b = rel_lo // bs
+            last = (rel_hi - 1) // bs
+            while b <= last:
+                b1 = min(b + SPAN_BLOCKS, last + 1)
+                span_start = b * bs
+                yield (number, geo, b, b1, max(rel_lo - span_start, 0), min(rel_hi, b1 * bs) - span_start)
+                b = b1
+
+    # -- shard access -----------------------------------------------------------------------
+    async def _load_inline(self) -> dict[int, bytes]:
+        """Framed inline data per shard index, from the metadata files (data shards first)."""
+        if self._inline is not None:
+            return self._inline
+        k = self._codec.k
+        got: dict[int, bytes] = {}
+        mp = paths.meta_path(self.bucket, self.key, self.entry["wid"])
+
+        async def fetch(i: int) -> None:
+            disk = self._disks[i]
+            if disk is None:
+                return
+            try:
+                meta = decode_meta_file(await disk.read_file(mp))
+                if meta.get("wid") == self.entry["wid"] and meta.get("shard") == i:
+                    got[i] = meta.get("data") or b""
+            except (DiskError, CorruptData):
+                pass
+
+        await asyncio.gather(*(fetch(i) for i in range(k)))
+        if len(got) < k:
+            await asyncio.gather(*(fetch(i) for i in range(k, self._codec.n)))
+            self.store.report_damage(self.bucket, self.key, self.entry["wid"], "inline metadata unreadable")
+        self._inline = got
+        return got
+
+    async def _read_frames(self, slot: int, part_no: int, geo: ShardGeometry, b0: int, b1: int) -> bytes | None:
+        if self.entry.get("inline"):
+            data = (await self._load_inline()).get(slot)
+            if data is None:
+                return None
+            return data[geo.frame_offset(b0): geo.frame_offset(b1 - 1) + geo.frame_len(b1 - 1)]
+        disk = self._disks[slot]
+        if disk is None:
+            return None
+        start = geo.frame_offset(b0)
+        length = geo.frame_offset(b1 - 1) + geo.frame_len(b1 - 1) - start
+        try:
+            return await disk.read_range(paths.part_path(self.bucket, self.key, self.entry["wid"], part_no),
+                                         start, length)
+        except DiskError:
+            return None
+
+    async def _read_span(self, part_no: int, geo: ShardGeometry, b0: int, b1: int, _lo: int, _hi: int) -> list[bytes]:
+        codec = self._codec
+        k, n = codec.k, codec.n
+        slots = list(range(k))
+        raw = dict(zip(slots, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in slots))))
+        loop = asyncio.get_running_loop()
+        pieces, bad = await loop.run_in_executor(self.store.cpu, _split_frames, raw, geo, b0, b1)
+        if not bad:
+            return await loop.run_in_executor(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
+        # Some data pieces are missing or corrupt: bring in parity for the whole span.
+        self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {sorted(bad)}")
+        extra = list(range(k, n))
+        raw2 = dict(zip(extra, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in extra))))
+        pieces2, _ = await loop.run_in_executor(self.store.cpu, _split_frames, raw2, geo, b0, b1)
+        for idx, per_block in enumerate(pieces):
+            per_block.update(pieces2[idx])
+            if len(per_block) < k:
+                raise ReadQuorumLost(
+                    f"{self.bucket}/{self.key}: block {b0 + idx} of part {part_no} has only "
+                    f"{len(per_block)} good pieces, {k} needed")
+        return await loop.run_in_executor(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
+
+
+def _split_frames(raw: dict[int, bytes | None], geo: ShardGeometry, b0: int, b1: int
+                  ) -> tuple[list[dict[int, bytes]], set[int]]:
+    """Per block, the verified pieces by slot; and the slots that had any bad piece."""
+    pieces: list[dict[int, bytes]] = [{} for _ in range(b0, b1)]
+    bad: set[int] = set()
+    base = geo.frame_offset(b0)
+    for slot, data in raw.items():
+        if data is None:
+            bad.add(slot)
+            continue
+        mv = memoryview(data)
+        for idx, b in enumerate(range(b0, b1)):
+            off = geo.frame_offset(b) - base
+            flen = geo.frame_len(b)
+            try:
+                pieces[idx][slot] = unframe_piece(mv[off:off + flen], flen - 8)
+            except CorruptData:
+                bad.add(slot)
+    return pieces, bad
+
+
+def _join_blocks(codec: ErasureCodec, pieces: list[dict[int, bytes]], geo: ShardGeometry, b0: int) -> list[bytes]:
+    return [codec.decode_block(p, geo.block_len(b0 + idx)) for idx, p in enumerate(pieces)]

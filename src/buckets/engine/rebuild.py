@@ -1,0 +1,69 @@
+"""Rebuild the registry from the disks' metadata files.
+
+Every disk holds, per object write, a self-describing metadata file. For each
+(bucket, key) the newest write that at least k disks agree on is the object; older or
+under-replicated writes are left for the scanner to remove. Buckets come from each
+disk's ``.bucket.meta``. Runs automatically at start when the registry is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from buckets.engine.meta import decode_meta_file
+from buckets.errors import CorruptData, DiskError
+from buckets.registry import Op
+from buckets.storage.format import DATA_DIR
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+log = logging.getLogger("buckets.engine")
+_DROP = ("bucket", "key", "shard", "data")
+
+
+async def rebuild_registry(store: "Store") -> dict:
+    buckets: dict[str, float] = {}
+    # (bucket, key) -> wid -> [entry, count]
+    writes: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
+
+    async def scan(disk) -> None:
+        try:
+            names = await disk.list_dir(DATA_DIR)
+        except DiskError:
+            return
+        for b in names:
+            try:
+                meta = decode_meta_file(await disk.read_file(f"{DATA_DIR}/{b}/.bucket.meta"))
+                buckets[b] = min(buckets.get(b, meta["created"]), meta["created"])
+            except (DiskError, CorruptData, KeyError):
+                continue
+            async for rel in disk.walk_files(f"{DATA_DIR}/{b}", ".meta"):
+                if rel.endswith(".bucket.meta"):
+                    continue
+                try:
+                    meta = decode_meta_file(await disk.read_file(rel))
+                except (DiskError, CorruptData):
+                    continue
+                slot = writes[(meta["bucket"], meta["key"])].setdefault(meta["wid"], [meta, 0])
+                slot[1] += 1
+
+    await asyncio.gather(*(scan(d) for d in store.disks if d.online))
+    ops = [Op("put_bucket", b, value={"created": c}) for b, c in buckets.items()]
+    objects = 0
+    for (bucket, key), by_wid in writes.items():
+        if bucket not in buckets:
+            continue
+        readable = [(m["mt"], wid, m) for wid, (m, count) in by_wid.items() if count >= m["k"]]
+        if not readable:
+            continue
+        _, _, meta = max(readable)
+        entry = {f: v for f, v in meta.items() if f not in _DROP}
+        ops.append(Op("put_object", bucket, key, entry))
+        objects += 1
+    for i in range(0, len(ops), 2000):
+        await store.registry.commit(ops[i:i + 2000])
+    return {"buckets": len(buckets), "objects": objects}

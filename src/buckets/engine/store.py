@@ -1,0 +1,454 @@
+"""``Store``: the object layer the S3 handlers and embedded users call.
+
+Commit order for every write (PUT, CompleteMultipartUpload, DeleteObject):
+
+1. data is erasure-coded into the staging area of each disk and fsynced;
+2. it is renamed into place (data first, then the metadata file) and the directories
+   are fsynced; a write quorum of disks must succeed or everything is rolled back;
+3. the registry commits the new entry (group commit, synced);
+4. the caller is answered; only then are the replaced write's files removed.
+
+A crash before 3 leaves the old entry pointing at untouched old files (the new files
+are orphans, swept by the scanner); a crash after 3 leaves extra old files. Either way a
+reader sees the old object or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from buckets import errors
+from buckets.engine import paths
+from buckets.engine.bootstrap import bootstrap
+from buckets.engine.locks import KeyLocks
+from buckets.engine.meta import encode_meta_file, entry_to_info
+from buckets.engine.names import check_bucket_name, check_object_key
+from buckets.engine.reader import ObjectReader
+from buckets.engine.types import (
+    BucketInfo, ByteRange, ListResult, ObjectInfo, PutOptions,
+)
+from buckets.engine.users import UserStore
+from buckets.engine.writer import ErasureWriter, WriteResult
+from buckets.erasure import ErasureCodec
+from buckets.placement import DiskSpec, Topology, build_table
+from buckets.registry import Op, Registry
+from buckets.storage import LocalDisk
+from buckets.storage.format import REGISTRY_DIR, TMP_DIR
+
+log = logging.getLogger("buckets.engine")
+
+DEFAULT_BLOCK_SIZE = 1 << 20
+DEFAULT_PARTITIONS = 4096
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Store:
+    """One node's object layer over its disks. Create with ``await Store.open(paths)``."""
+
+    def __init__(self) -> None:
+        self.disks: list[LocalDisk] = []
+        self.by_id: dict[str, LocalDisk] = {}
+        self.registry: Registry
+        self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
+        self.locks = KeyLocks()
+        self.heal_queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+        self._heal_pending: set[tuple[str, str, str]] = set()
+        self._codecs: dict[tuple[int, int, int], ErasureCodec] = {}
+        self._background: set[asyncio.Task] = set()
+        self.sync = True
+        self.started = _now()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    async def open(cls, paths_: list[str], *, parity: int | None = None, sync: bool = True,
+                   cache_size: int = 1_000_000, inline_threshold: int = 128 * 1024,
+                   block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
+                   registry_dir: str | None = None) -> "Store":
+        self = cls()
+        self.sync = sync
+        self.inline_threshold = inline_threshold
+        loop = asyncio.get_running_loop()
+        boot = await loop.run_in_executor(None, lambda: bootstrap(
+            list(paths_), parity=parity, block_size=block_size, partitions=partitions, sync=sync))
+        self.boot = boot
+        self.deployment_id = boot.deployment_id
+        self.k, self.m, self.block_size = boot.k, boot.m, boot.block_size
+        self.paths = [s.path for s in boot.slots]
+        for slot, disk_id in zip(boot.slots, boot.disk_ids):
+            disk = LocalDisk(slot.path, disk_id)
+            disk.online = slot.online
+            disk.last_error = slot.error
+            disk.healing = slot.fresh
+            self.disks.append(disk)
+            self.by_id[disk_id] = disk
+        online = [d for d in self.disks if d.online]
+        if len(online) < self.k:
+            raise errors.FormatError(f"only {len(online)} of {len(self.disks)} disks are usable; "
+                                     f"at least {self.k} are needed to read this deployment")
+        topo = Topology(generation=1, disks=tuple(DiskSpec(d, "local") for d in boot.disk_ids),
+                        partitions=boot.partitions)
+        self.table = await loop.run_in_executor(None, build_table, topo, self.k + self.m)
+        await asyncio.gather(*(self._clean_staging(d) for d in online))
+        reg_dir = registry_dir or os.path.join(online[0].root, REGISTRY_DIR)
+        self.registry = Registry(reg_dir, cache_size=cache_size, sync=sync)
+        self.registry.start()
+        if self.registry.created and not boot.new_deployment:
+            from buckets.engine.rebuild import rebuild_registry
+
+            stats = await rebuild_registry(self)
+            log.warning("registry was missing: rebuilt from disk metadata (%s)", stats)
+        await self.registry.commit([Op("put_sys", "deployment", value=self.deployment_id)])
+        self.users = UserStore(self.registry)
+        return self
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            try:
+                await asyncio.wait_for(task, 10)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        await self.registry.close()
+        for d in self.disks:
+            d.close()
+        self.cpu.shutdown(wait=True)
+
+    async def _clean_staging(self, disk: LocalDisk) -> None:
+        try:
+            for name in await disk.list_dir(TMP_DIR):
+                await disk.delete(f"{TMP_DIR}/{name}", recursive=True)
+        except errors.DiskError:
+            pass
+
+    # -- helpers used by readers/writers ------------------------------------------------------
+    @property
+    def layout(self) -> tuple[int, int]:
+        return self.k, self.m
+
+    @property
+    def disk_count(self) -> int:
+        return len(self.disks)
+
+    def codec_for(self, k: int, m: int, bs: int) -> ErasureCodec:
+        codec = self._codecs.get((k, m, bs))
+        if codec is None:
+            codec = self._codecs[(k, m, bs)] = ErasureCodec(k, m, bs)
+        return codec
+
+    def disks_for(self, disk_ids: list[str]) -> list[LocalDisk | None]:
+        out: list[LocalDisk | None] = []
+        for i in disk_ids:
+            d = self.by_id.get(i)
+            out.append(d if d is not None and d.online else None)
+        return out
+
+    def layout_for(self, storage_class: str) -> tuple[int, int]:
+        if storage_class == "REDUCED_REDUNDANCY" and self.m > 1:
+            n = self.k + self.m
+            m = max(1, self.m // 2)
+            return n - m, m
+        return self.k, self.m
+
+    def report_damage(self, bucket: str, key: str, wid: str, reason: str) -> None:
+        item = (bucket, key, wid)
+        if item in self._heal_pending:
+            return
+        log.warning("damaged object %s/%s (write %s): %s; queued for heal", bucket, key, wid, reason)
+        try:
+            self.heal_queue.put_nowait((bucket, key, wid, reason))
+            self._heal_pending.add(item)
+        except asyncio.QueueFull:
+            pass
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- buckets --------------------------------------------------------------------------
+    async def make_bucket(self, name: str) -> BucketInfo:
+        check_bucket_name(name)
+        async with self.locks.hold(("bucket", name)):
+            if self.registry.get_bucket(name) is not None:
+                raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
+            created = _now()
+            data = encode_meta_file({"bucket": name, "created": created})
+            ok = await self._on_disks(lambda d: d.write_file(paths.bucket_meta(name), data, sync=self.sync))
+            if ok < self._write_quorum(self.k, self.m):
+                raise errors.WriteQuorumLost()
+            await self.registry.commit([Op("put_bucket", name, value={"created": created})])
+        return BucketInfo(name, created)
+
+    async def delete_bucket(self, name: str) -> None:
+        async with self.locks.hold(("bucket", name)):
+            self._require_bucket(name)
+            if self.registry.bucket_has_objects(name):
+                raise errors.BucketNotEmpty(resource=name, BucketName=name)
+            uploads = self.registry.list_uploads(name)
+            ops = [Op("delete_upload", name, u["uid"]) for u in uploads]
+            await self.registry.commit(ops + [Op("delete_bucket", name)])
+            await self._on_disks(lambda d: d.delete(paths.bucket_dir(name), recursive=True))
+            for u in uploads:
+                await self._on_disks(lambda d, u=u: d.delete(paths.upload_dir(u["uid"]), recursive=True))
+
+    async def list_buckets(self) -> list[BucketInfo]:
+        return [BucketInfo(name, rec["created"]) for name, rec in self.registry.list_buckets()]
+
+    async def get_bucket(self, name: str) -> BucketInfo:
+        return BucketInfo(name, self._require_bucket(name)["created"])
+
+    async def bucket_exists(self, name: str) -> bool:
+        return self.registry.get_bucket(name) is not None
+
+    def _require_bucket(self, name: str) -> dict:
+        rec = self.registry.get_bucket(name)
+        if rec is None:
+            raise errors.NoSuchBucket(resource=name, BucketName=name)
+        return rec
+
+    async def _on_disks(self, fn, disks: list[LocalDisk | None] | None = None) -> int:
+        targets = [d for d in (disks if disks is not None else self.disks) if d is not None and d.online]
+
+        async def one(d) -> bool:
+            try:
+                await fn(d)
+                return True
+            except errors.DiskError as exc:
+                log.warning("disk %s: %s", d.endpoint, exc)
+                return False
+
+        return sum(await asyncio.gather(*(one(d) for d in targets)))
+
+    @staticmethod
+    def _write_quorum(k: int, m: int) -> int:
+        return k + 1 if k == m else k
+
+    # -- objects --------------------------------------------------------------------------
+    def _check_conditions(self, bucket: str, key: str, opts: PutOptions) -> dict | None:
+        current = self.registry.get_object(bucket, key)
+        if opts.if_none_match and current is not None:
+            raise errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-None-Match")
+        if opts.if_match is not None and (current is None or current["etag"] != opts.if_match.strip('"')):
+            if current is None:
+                raise errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
+            raise errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-Match")
+        return current
+
+    async def put_object(self, bucket: str, key: str, stream: AsyncIterator[bytes] | bytes,
+                         size: int | None, opts: PutOptions | None = None) -> ObjectInfo:
+        opts = opts or PutOptions()
+        check_object_key(key)
+        self._require_bucket(bucket)
+        self._check_conditions(bucket, key, opts)
+        k, m = self.layout_for(opts.storage_class)
+        codec = self.codec_for(k, m, self.block_size)
+        _, disk_ids = self.table.locate(bucket, key)
+        disk_ids = list(disk_ids[: k + m])
+        disks = self.disks_for(disk_ids)
+        wid = uuid.uuid4().hex
+        txid = uuid.uuid4().hex
+        stage = paths.staging(txid)
+        writer = ErasureWriter(codec, disks, [f"{stage}/{wid}/part.1"] * codec.n, self.cpu,
+                               algorithms=opts.checksum_algorithms, inline_limit=self.inline_threshold)
+        try:
+            result = await writer.run(stream, size)
+            if opts.verify is not None:
+                await opts.verify(self._computed(result))
+            mtime = _now()
+            etag = result.md5.hex()
+            entry = {
+                "vid": "null", "wid": wid, "mt": mtime, "size": result.size, "etag": etag,
+                "h": dict(opts.headers), "um": dict(opts.user_meta), "ck": result.checksums,
+                "ckt": "FULL_OBJECT" if result.checksums else None, "ch": result.content_hash,
+                "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size, "disks": disk_ids,
+                "gen": self.table.generation, "inline": result.inline is not None,
+                "parts": [[1, result.size, etag, result.checksums, mtime]],
+            }
+            if result.inline is not None:
+                ok = await self._commit_inline(bucket, key, entry, result, disks)
+            else:
+                ok_slots = await writer.finish(self.sync)
+                ok = await self._commit_streamed(bucket, key, entry, stage, disks, ok_slots,
+                                                 [(f"{stage}/{wid}", paths.data_dir(bucket, key, wid))])
+        except BaseException:
+            await writer.abort()
+            await self._on_disks(lambda d: d.delete(stage, recursive=True), disks)
+            raise
+        await self._publish(bucket, key, entry, opts, disks, ok)
+        return entry_to_info(bucket, key, entry)
+
+    @staticmethod
+    def _computed(result: WriteResult) -> dict:
+        return {"md5": result.md5, "size": result.size, **result.checksums}
+
+    def _disk_meta(self, bucket: str, key: str, entry: dict, shard: int, data: bytes | None = None) -> bytes:
+        payload = dict(entry, bucket=bucket, key=key, shard=shard)
+        if data is not None:
+            payload["data"] = data
+        return encode_meta_file(payload)
+
+    async def _commit_inline(self, bucket, key, entry, result: WriteResult, disks) -> list[int]:
+        mp = paths.meta_path(bucket, key, entry["wid"])
+        inline = result.inline or []
+
+        async def one(i: int) -> int | None:
+            d = disks[i]
+            if d is None:
+                return None
+            try:
+                await d.write_file(mp, self._disk_meta(bucket, key, entry, i, inline[i]), sync=self.sync)
+                return i
+            except errors.DiskError as exc:
+                log.warning("disk %s: %s", d.endpoint, exc)
+                return None
+
+        return [i for i in await asyncio.gather(*(one(i) for i in range(len(disks)))) if i is not None]
+
+    async def _commit_streamed(self, bucket, key, entry, stage, disks, slots: list[int],
+                               moves: list[tuple[str, str]]) -> list[int]:
+        """Write each disk's metadata into staging, then move data and metadata into place."""
+        mp = paths.meta_path(bucket, key, entry["wid"])
+
+        async def one(i: int) -> int | None:
+            d = disks[i]
+            try:
+                w = await d.create_file(f"{stage}/meta")
+                await w.write(self._disk_meta(bucket, key, entry, i))
+                await w.close(self.sync)
+                await d.move_all(moves, (f"{stage}/meta", mp), sync=self.sync)
+                await d.delete(stage, recursive=True)
+                return i
+            except errors.DiskError as exc:
+                log.warning("disk %s: %s", d.endpoint, exc)
+                return None
+
+        return [i for i in await asyncio.gather(*(one(i) for i in slots)) if i is not None]
+
+    async def _publish(self, bucket: str, key: str, entry: dict, opts: PutOptions,
+                       disks: list, ok: list[int], extra_ops: list[Op] | None = None) -> None:
+        """Quorum check, then the registry commit under the key lock, then old-data cleanup."""
+        k, m = entry["k"], entry["m"]
+        if len(ok) < self._write_quorum(k, m):
+            await self._remove_write(bucket, key, entry["wid"], disks)
+            raise errors.WriteQuorumLost(
+                f"Write quorum lost: {len(ok)} of {k + m} disks stored the object, "
+                f"{self._write_quorum(k, m)} needed")
+        if len(ok) < k + m:
+            self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks")
+        async with self.locks.hold((bucket, key)):
+            try:
+                self._require_bucket(bucket)
+                old = self._check_conditions(bucket, key, opts)
+            except errors.BucketsError:
+                await self._remove_write(bucket, key, entry["wid"], disks)
+                raise
+            await self.registry.commit([Op("put_object", bucket, key, entry)] + (extra_ops or []))
+        if old is not None and old["wid"] != entry["wid"]:
+            self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"])))
+
+    async def _remove_write(self, bucket: str, key: str, wid: str, disks: list) -> None:
+        """Delete one write's files: metadata first, so no metadata outlives its data."""
+        async def one(d) -> None:
+            await d.delete(paths.meta_path(bucket, key, wid))
+            await d.delete(paths.data_dir(bucket, key, wid), recursive=True, prune=1)
+
+        await self._on_disks(one, disks)
+
+    async def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        entry = self._lookup(bucket, key)
+        return entry_to_info(bucket, key, entry)
+
+    def _lookup(self, bucket: str, key: str) -> dict:
+        entry = self.registry.get_object(bucket, key)
+        if entry is None:
+            self._require_bucket(bucket)
+            raise errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
+        return entry
+
+    async def get_object(self, bucket: str, key: str, range: tuple[int | None, int | None] | None = None,
+                         part_number: int | None = None) -> ObjectReader:
+        entry = self._lookup(bucket, key)
+        info = entry_to_info(bucket, key, entry)
+        rng = None
+        if part_number is not None:
+            rng = _part_range(entry, part_number)
+        elif range is not None:
+            rng = resolve_range(range, info.size)
+        return ObjectReader(self, bucket, key, entry, info, rng)
+
+    async def delete_object(self, bucket: str, key: str) -> bool:
+        self._require_bucket(bucket)
+        async with self.locks.hold((bucket, key)):
+            entry = self.registry.get_object(bucket, key)
+            if entry is None:
+                return False
+            await self.registry.commit([Op("delete_object", bucket, key)])
+        self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
+        return True
+
+    async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "",
+                           start_after: str = "", limit: int = 1000) -> ListResult:
+        self._require_bucket(bucket)
+        if limit <= 0:
+            return ListResult([], [], False, None)
+        items, prefixes, truncated = await self.registry.list_objects(
+            bucket, prefix, delimiter, start_after, limit)
+        objects = [entry_to_info(bucket, k, e) for k, e in items]
+        next_marker = None
+        if truncated:
+            last_obj = objects[-1].key if objects else ""
+            last_cp = prefixes[-1] if prefixes else ""
+            next_marker = max(last_obj.encode(), last_cp.encode()).decode()
+        return ListResult(objects, prefixes, truncated, next_marker)
+
+    # -- multipart (see multipart.py) ------------------------------------------------------
+    from buckets.engine.multipart import (  # noqa: E402  (methods defined in their own module)
+        abort_multipart_upload, complete_multipart_upload, create_multipart_upload,
+        list_multipart_uploads, list_parts, put_part,
+    )
+
+    # -- status ---------------------------------------------------------------------------
+    async def disk_infos(self):
+        return await asyncio.gather(*(d.info() if d.online else _offline(d) for d in self.disks))
+
+
+async def _offline(d: LocalDisk):
+    from buckets.storage.disk import DiskInfo
+
+    return DiskInfo(d.disk_id, d.endpoint, False, error=d.last_error or "offline")
+
+
+def resolve_range(rng: tuple[int | None, int | None], size: int) -> ByteRange:
+    first, last = rng
+    if first is None:
+        if last is None or last <= 0:
+            raise errors.InvalidRange(ActualObjectSize=str(size))
+        return ByteRange(max(0, size - last), size)
+    if first >= size:
+        raise errors.InvalidRange(ActualObjectSize=str(size))
+    end = size if last is None else min(last + 1, size)
+    if end <= first:
+        raise errors.InvalidRange(ActualObjectSize=str(size))
+    return ByteRange(first, end)
+
+
+def _part_range(entry: dict, number: int) -> ByteRange:
+    offset = 0
+    for p in entry["parts"]:
+        if p[0] == number:
+            return ByteRange(offset, offset + p[1])
+        offset += p[1]
+    if number == 1 and entry["size"] == 0:
+        return ByteRange(0, 0)
+    raise errors.InvalidPartNumber()
+
+
+from buckets.engine.sync import SyncStore  # noqa: E402,F401  (re-exported: buckets.SyncStore)

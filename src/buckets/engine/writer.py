@@ -1,0 +1,207 @@
+"""``ErasureWriter``: stream a body into k+m shard files, block by block.
+
+Memory is bounded by two blocks (the one being encoded and the one being written):
+the body is never held whole. Hashing (MD5 for the ETag, BLAKE3 for content, the
+client's flexible checksum) and encoding run in the CPU pool concurrently, and block
+b+1 is encoded while block b's pieces are being written to the disks.
+
+A body no larger than the inline threshold is kept in memory (it is at most that big)
+and returned as framed pieces for the metadata files instead of shard files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import blake3
+
+from buckets.erasure import ErasureCodec
+from buckets.errors import DiskError, IncompleteBody, WriteQuorumLost
+from buckets.storage.disk import Disk, ShardWriter
+
+
+@dataclass(slots=True)
+class WriteResult:
+    size: int
+    md5: bytes
+    content_hash: str
+    checksums: dict[str, str]  # alg -> base64
+    checksum_raw: dict[str, bytes]
+    inline: list[bytes] | None  # per shard index: concatenated frames (small objects only)
+    ok_slots: list[int] = field(default_factory=list)
+
+
+class _Hashers:
+    def __init__(self, algorithms: tuple[str, ...]) -> None:
+        self.md5 = hashlib.md5()
+        self.blake = blake3.blake3()
+        self.extra = {}
+        if algorithms:
+            from buckets.checksums import new_checksum
+
+            self.extra = {alg.upper(): new_checksum(alg) for alg in algorithms}
+
+    def update(self, block: bytes) -> None:
+        self.md5.update(block)
+        self.blake.update(block)
+        for h in self.extra.values():
+            h.update(block)
+
+
+async def _aiter_body(stream: AsyncIterator[bytes] | bytes) -> AsyncIterator[bytes]:
+    if isinstance(stream, (bytes, bytearray, memoryview)):
+        if len(stream):
+            yield bytes(stream)
+        return
+    async for chunk in stream:
+        if chunk:
+            yield chunk
+
+
+class ErasureWriter:
+    """Encodes one stream onto ``disks`` (slot order; ``None`` = offline) under ``paths``."""
+
+    def __init__(self, codec: ErasureCodec, disks: list[Disk | None], paths: list[str], cpu: Executor,
+                 *, algorithms: tuple[str, ...] = (), inline_limit: int = 0) -> None:
+        self.codec = codec
+        self.disks = disks
+        self.paths = paths
+        self.cpu = cpu
+        self.algorithms = algorithms
+        self.inline_limit = inline_limit
+        self.writers: list[ShardWriter | None] = []
+        self.errors: list[str] = []
+
+    def _alive(self) -> int:
+        return sum(1 for w in self.writers if w is not None)
+
+    async def _open(self) -> None:
+        async def open_one(i: int) -> ShardWriter | None:
+            disk = self.disks[i]
+            if disk is None:
+                return None
+            try:
+                return await disk.create_file(self.paths[i])
+            except DiskError as exc:
+                self.errors.append(str(exc))
+                return None
+
+        self.writers = list(await asyncio.gather(*(open_one(i) for i in range(self.codec.n))))
+        self._check_quorum()
+
+    def _check_quorum(self) -> None:
+        if self._alive() < self.codec.write_quorum:
+            raise WriteQuorumLost(
+                f"Write quorum lost: {self._alive()} of {self.codec.n} disks writable, "
+                f"{self.codec.write_quorum} needed ({'; '.join(self.errors[-3:])})")
+
+    async def _write_frames(self, frames: list[bytes]) -> None:
+        async def write_one(i: int) -> None:
+            w = self.writers[i]
+            if w is None:
+                return
+            try:
+                await w.write(frames[i])
+            except DiskError as exc:
+                self.errors.append(str(exc))
+                self.writers[i] = None
+                await w.abort()
+
+        await asyncio.gather(*(write_one(i) for i in range(self.codec.n)))
+        self._check_quorum()
+
+    async def _process(self, loop, hashers: _Hashers, block: bytes) -> list[bytes]:
+        if len(block) >= 65536:
+            _, frames = await asyncio.gather(
+                loop.run_in_executor(self.cpu, hashers.update, block),
+                loop.run_in_executor(self.cpu, self.codec.encode_block, block))
+        else:
+            hashers.update(block)
+            frames = self.codec.encode_block(block)
+        return frames
+
+    async def run(self, stream: AsyncIterator[bytes] | bytes, size: int | None) -> WriteResult:
+        """Consume the stream. On any exception the caller must call ``abort()``."""
+        loop = asyncio.get_running_loop()
+        bs = self.codec.block_size
+        hashers = _Hashers(self.algorithms)
+        buf = bytearray()
+        total = 0
+        pending: asyncio.Task | None = None
+        streaming = self.inline_limit < 0 or (size is not None and size > self.inline_limit)
+        if streaming:
+            await self._open()
+        try:
+            async for chunk in _aiter_body(stream):
+                total += len(chunk)
+                if size is not None and total > size:
+                    raise IncompleteBody("The request body is longer than the declared Content-Length.")
+                buf += chunk
+                if not streaming and len(buf) > self.inline_limit:
+                    streaming = True
+                    await self._open()
+                while len(buf) >= bs:
+                    block = bytes(buf[:bs])
+                    del buf[:bs]
+                    frames = await self._process(loop, hashers, block)
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(self._write_frames(frames))
+            if size is not None and total != size:
+                raise IncompleteBody(resource=None)
+            inline = None
+            if buf or (total == 0):
+                frames = await self._process(loop, hashers, bytes(buf)) if buf else None
+                if streaming:
+                    if pending is not None:
+                        await pending
+                    pending = None
+                    if frames is not None:
+                        await self._write_frames(frames)
+                else:
+                    inline = frames if frames is not None else [b""] * self.codec.n
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                try:
+                    await pending
+                except BaseException:
+                    pass
+        checksum_raw = {alg: h.digest() for alg, h in hashers.extra.items()}
+        return WriteResult(
+            size=total, md5=hashers.md5.digest(), content_hash=hashers.blake.hexdigest(),
+            checksums={a: base64.b64encode(d).decode() for a, d in checksum_raw.items()},
+            checksum_raw=checksum_raw, inline=inline,
+            ok_slots=[i for i, w in enumerate(self.writers) if w is not None] if streaming
+            else [i for i, d in enumerate(self.disks) if d is not None],
+        )
+
+    async def finish(self, sync: bool) -> list[int]:
+        """Close (and fsync) every shard file; return the slots that made it."""
+        async def close_one(i: int) -> bool:
+            w = self.writers[i]
+            if w is None:
+                return False
+            try:
+                await w.close(sync)
+                return True
+            except DiskError as exc:
+                self.errors.append(str(exc))
+                self.writers[i] = None
+                return False
+
+        ok = await asyncio.gather(*(close_one(i) for i in range(len(self.writers))))
+        self._check_quorum()
+        return [i for i, good in enumerate(ok) if good]
+
+    async def abort(self) -> None:
+        await asyncio.gather(*(w.abort() for w in self.writers if w is not None), return_exceptions=True)
+        self.writers = [None] * len(self.writers)

@@ -1,0 +1,131 @@
+"""zfec Reed-Solomon over fixed-size blocks, with xxh3-framed pieces.
+
+An object (or a multipart part) is cut into blocks of ``block_size`` bytes (the last one
+may be shorter). Each block is split into k equal pieces (the last padded with zeros) and
+zfec computes m parity pieces. The code is systematic: piece i < k *is* a slice of the
+data, so a healthy read never decodes.
+
+On disk every piece is a frame: 8 bytes little-endian xxh3_64 of the piece, then the
+piece. A shard file is the frames of one shard index for every block, in block order, so
+the offset of block b in a shard is ``b * frame_size(full block)`` and a ranged read
+touches only the frames it needs.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import xxhash
+import zfec
+
+from buckets.errors import CorruptData, ReadQuorumLost
+
+CHECKSUM_SIZE = 8
+_CK = struct.Struct("<Q")
+
+
+def frame_piece(piece: bytes) -> bytes:
+    return _CK.pack(xxhash.xxh3_64_intdigest(piece)) + piece
+
+
+def unframe_piece(frame: bytes | memoryview, expected_len: int) -> bytes:
+    """Return the piece inside ``frame`` or raise CorruptData (short, or checksum mismatch)."""
+    if len(frame) != CHECKSUM_SIZE + expected_len:
+        raise CorruptData(f"short piece: {len(frame)} bytes, expected {CHECKSUM_SIZE + expected_len}")
+    piece = bytes(frame[CHECKSUM_SIZE:])
+    if _CK.unpack_from(frame, 0)[0] != xxhash.xxh3_64_intdigest(piece):
+        raise CorruptData("piece checksum mismatch")
+    return piece
+
+
+@dataclass(frozen=True, slots=True)
+class ShardGeometry:
+    """Where each block's frame sits in a shard file, for an encoded stream of ``size`` bytes."""
+
+    k: int
+    block_size: int
+    size: int
+
+    @property
+    def blocks(self) -> int:
+        return (self.size + self.block_size - 1) // self.block_size
+
+    def block_len(self, b: int) -> int:
+        return min(self.block_size, self.size - b * self.block_size)
+
+    def piece_len(self, b: int) -> int:
+        return (self.block_len(b) + self.k - 1) // self.k
+
+    def frame_offset(self, b: int) -> int:
+        full = CHECKSUM_SIZE + (self.block_size + self.k - 1) // self.k
+        return b * full
+
+    def frame_len(self, b: int) -> int:
+        return CHECKSUM_SIZE + self.piece_len(b)
+
+    @property
+    def shard_size(self) -> int:
+        if self.size == 0:
+            return 0
+        last = self.blocks - 1
+        return self.frame_offset(last) + self.frame_len(last)
+
+
+class ErasureCodec:
+    """RS(k, m) for one layout. Thread-safe: zfec encoders/decoders hold no per-call state."""
+
+    def __init__(self, k: int, m: int, block_size: int = 1 << 20) -> None:
+        if k < 1 or m < 0 or k + m > 256:
+            raise ValueError(f"invalid erasure layout {k}+{m}")
+        self.k, self.m, self.n = k, m, k + m
+        self.block_size = block_size
+        self._encoder = zfec.Encoder(k, self.n) if m else None
+        self._decoder = zfec.Decoder(k, self.n) if m else None
+        self._parity_nums = list(range(k, self.n))
+
+    @property
+    def write_quorum(self) -> int:
+        return self.k + 1 if self.k == self.m else self.k
+
+    def split(self, block: bytes) -> list[bytes]:
+        """The k data pieces of one block (the last padded with zeros to equal length)."""
+        k = self.k
+        if k == 1:
+            return [bytes(block)]
+        plen = (len(block) + k - 1) // k
+        mv = memoryview(block)
+        pieces = [bytes(mv[i * plen:(i + 1) * plen]) for i in range(k)]
+        short = plen - len(pieces[-1])
+        if short:
+            pieces[-1] += b"\0" * short
+        for i in range(k):  # blocks shorter than k bytes leave empty trailing pieces
+            if len(pieces[i]) < plen:
+                pieces[i] = pieces[i] + b"\0" * (plen - len(pieces[i]))
+        return pieces
+
+    def encode_block(self, block: bytes) -> list[bytes]:
+        """All n framed pieces of a block, in shard order."""
+        data = self.split(block)
+        if self._encoder is not None and len(data[0]):
+            parity = self._encoder.encode(data, self._parity_nums)
+        else:
+            parity = [b""] * self.m
+        return [frame_piece(p) for p in data] + [frame_piece(p) for p in parity]
+
+    def decode_block(self, pieces: dict[int, bytes], block_len: int) -> bytes:
+        """Rebuild a block from >= k verified pieces ({shard index: piece bytes})."""
+        k = self.k
+        if all(i in pieces for i in range(k)):
+            return b"".join(pieces[i] for i in range(k))[:block_len]
+        if len(pieces) < k or self._decoder is None:
+            raise ReadQuorumLost(f"only {len(pieces)} of the {k} pieces needed are readable")
+        nums = sorted(pieces)[:k]
+        data = self._decoder.decode([pieces[i] for i in nums], nums)
+        return b"".join(data)[:block_len]
+
+    def reconstruct_pieces(self, pieces: dict[int, bytes], block_len: int, want: list[int]) -> dict[int, bytes]:
+        """Recompute the pieces ``want`` (data or parity) of one block from >= k good pieces."""
+        block = self.decode_block(pieces, block_len)
+        framed = self.encode_block(block)
+        return {i: framed[i] for i in want}

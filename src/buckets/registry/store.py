@@ -1,0 +1,386 @@
+"""``Registry``: LMDB-backed index of buckets, objects, uploads, users and usage.
+
+Object keys are stored as ``bucket \\0 key`` in UTF-8, so a listing is one sorted range
+scan. LMDB caps keys at 511 bytes while S3 keys reach 1024, so a full key of
+``LONG`` bytes or more is filed under its first ``LONG`` bytes in a record that holds a
+sorted list of every full key sharing that prefix. Sort order is preserved: every key
+with that prefix sorts after all shorter records below the prefix and before all above.
+
+Writes go through ``commit()``: callers queue their ops and await; one committer task
+takes everything queued, applies it in a single write transaction in a thread, syncs
+once, updates the cache, and wakes every waiter (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+import msgpack
+
+from buckets.registry.cache import LRUCache
+
+LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
+_SINGLE, _MULTI = b"\x01", b"\x02"
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _unpack(b: bytes) -> Any:
+    return msgpack.unpackb(b, raw=False)
+
+
+def object_key(bucket: str, key: str) -> bytes:
+    return bucket.encode() + b"\0" + key.encode()
+
+
+def prefix_successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with ``prefix``."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None
+
+
+@dataclass(slots=True)
+class Op:
+    """One change inside a group commit. ``kind`` picks the table."""
+
+    kind: str  # put_object, delete_object, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys
+    name: str
+    key: str = ""
+    value: Any = None
+
+
+class Registry:
+    TABLES = ("buckets", "objects", "uploads", "users", "usage", "sys")
+
+    def __init__(self, path: str, *, cache_size: int = 1_000_000, sync: bool = True,
+                 map_size: int = 1 << 36) -> None:
+        self.path = path
+        self.created = not os.path.exists(os.path.join(path, "data.mdb"))
+        os.makedirs(path, exist_ok=True)
+        self.env = lmdb.open(path, map_size=map_size, max_dbs=len(self.TABLES) + 2, sync=sync,
+                             metasync=sync, readahead=False, max_readers=512, lock=True)
+        self.db = {name: self.env.open_db(name.encode()) for name in self.TABLES}
+        self.cache = LRUCache(cache_size)
+        self.usage: dict[str, list[int]] = {}  # bucket -> [objects, bytes], mirrors the usage table
+        self._pending: list[tuple[list[Op], asyncio.Future]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._committer: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-commit")
+        self._read_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="registry-read")
+        self.commits = 0
+        self.committed_ops = 0
+        self.last_batch = 0
+        self._load_usage()
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._committer = asyncio.get_running_loop().create_task(self._commit_loop(), name="registry-commit")
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            while self._pending:
+                await asyncio.sleep(0.005)
+            self._committer.cancel()
+            try:
+                await self._committer
+            except asyncio.CancelledError:
+                pass
+            self._committer = None
+        self._pool.shutdown(wait=True)
+        self._read_pool.shutdown(wait=True)
+        self.env.sync(True)
+        self.env.close()
+
+    def _load_usage(self) -> None:
+        with self.env.begin(db=self.db["usage"]) as txn:
+            for k, v in txn.cursor():
+                self.usage[bytes(k).decode()] = list(_unpack(v))
+
+    # -- group commit ---------------------------------------------------------------
+    async def commit(self, ops: list[Op]) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((ops, fut))
+        assert self._wakeup is not None, "Registry.start() not called"
+        self._wakeup.set()
+        await fut
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                ops = [op for ops, _ in batch for op in ops]
+                try:
+                    deltas = await loop.run_in_executor(self._pool, self._apply, ops)
+                except Exception as exc:  # the environment failed (disk full, I/O): fail the batch
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                self._after_commit(ops, deltas)
+                self.commits += 1
+                self.committed_ops += len(ops)
+                self.last_batch = len(batch)
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    def _apply(self, ops: list[Op]) -> dict[str, list[int]]:
+        deltas: dict[str, list[int]] = {}
+        with self.env.begin(write=True) as txn:
+            for op in ops:
+                kind = op.kind
+                if kind == "put_object" or kind == "delete_object":
+                    old = self._txn_get_object(txn, op.name, op.key)
+                    d = deltas.setdefault(op.name, [0, 0])
+                    if old is not None:
+                        d[0] -= 1
+                        d[1] -= old.get("size", 0)
+                    if kind == "put_object":
+                        self._txn_put_object(txn, op.name, op.key, op.value)
+                        d[0] += 1
+                        d[1] += op.value.get("size", 0)
+                    elif old is not None:
+                        self._txn_delete_object(txn, op.name, op.key)
+                elif kind == "put_bucket":
+                    txn.put(op.name.encode(), _pack(op.value), db=self.db["buckets"])
+                elif kind == "delete_bucket":
+                    txn.delete(op.name.encode(), db=self.db["buckets"])
+                    txn.delete(op.name.encode(), db=self.db["usage"])
+                    deltas.pop(op.name, None)
+                    deltas[op.name] = None  # type: ignore[assignment]
+                elif kind == "put_upload":
+                    txn.put(f"{op.name}\0{op.key}".encode(), _pack(op.value), db=self.db["uploads"])
+                elif kind == "delete_upload":
+                    txn.delete(f"{op.name}\0{op.key}".encode(), db=self.db["uploads"])
+                elif kind == "put_user":
+                    txn.put(op.name.encode(), _pack(op.value), db=self.db["users"])
+                elif kind == "delete_user":
+                    txn.delete(op.name.encode(), db=self.db["users"])
+                elif kind == "put_sys":
+                    txn.put(op.name.encode(), _pack(op.value), db=self.db["sys"])
+                else:
+                    raise ValueError(f"unknown registry op {kind}")
+            for bucket, d in deltas.items():
+                if d is None:
+                    continue
+                cur = txn.get(bucket.encode(), db=self.db["usage"])
+                objs, size = _unpack(cur) if cur else (0, 0)
+                txn.put(bucket.encode(), _pack([objs + d[0], size + d[1]]), db=self.db["usage"])
+        return deltas
+
+    def _after_commit(self, ops: list[Op], deltas: dict[str, list[int]]) -> None:
+        for op in ops:
+            if op.kind == "put_object":
+                self.cache.put((op.name, op.key), op.value)
+            elif op.kind == "delete_object":
+                self.cache.discard((op.name, op.key))
+        for bucket, d in deltas.items():
+            if d is None:
+                self.usage.pop(bucket, None)
+                continue
+            u = self.usage.setdefault(bucket, [0, 0])
+            u[0] += d[0]
+            u[1] += d[1]
+
+    # -- object records ---------------------------------------------------------------
+    def _txn_get_object(self, txn, bucket: str, key: str) -> dict | None:
+        full = object_key(bucket, key)
+        if len(full) < LONG:
+            raw = txn.get(full, db=self.db["objects"])
+            return _unpack(raw[1:]) if raw is not None else None
+        raw = txn.get(full[:LONG], db=self.db["objects"])
+        if raw is None:
+            return None
+        for k, entry in _unpack(raw[1:]):
+            if k == full:
+                return entry
+        return None
+
+    def _txn_put_object(self, txn, bucket: str, key: str, entry: dict) -> None:
+        full = object_key(bucket, key)
+        objects = self.db["objects"]
+        if len(full) < LONG:
+            txn.put(full, _SINGLE + _pack(entry), db=objects)
+            return
+        raw = txn.get(full[:LONG], db=objects)
+        items = [i for i in _unpack(raw[1:]) if i[0] != full] if raw is not None else []
+        items.append([full, entry])
+        items.sort(key=lambda i: i[0])
+        txn.put(full[:LONG], _MULTI + _pack(items), db=objects)
+
+    def _txn_delete_object(self, txn, bucket: str, key: str) -> None:
+        full = object_key(bucket, key)
+        objects = self.db["objects"]
+        if len(full) < LONG:
+            txn.delete(full, db=objects)
+            return
+        raw = txn.get(full[:LONG], db=objects)
+        if raw is None:
+            return
+        items = [i for i in _unpack(raw[1:]) if i[0] != full]
+        if items:
+            txn.put(full[:LONG], _MULTI + _pack(items), db=objects)
+        else:
+            txn.delete(full[:LONG], db=objects)
+
+    def get_object(self, bucket: str, key: str) -> dict | None:
+        """Cache, then LMDB. Point lookups are a few microseconds: safe on the event loop."""
+        ck = (bucket, key)
+        entry = self.cache.get(ck)
+        if entry is not None:
+            return entry
+        with self.env.begin() as txn:
+            entry = self._txn_get_object(txn, bucket, key)
+        if entry is not None:
+            self.cache.put(ck, entry)
+        return entry
+
+    def scan_objects(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
+                     limit: int = 1000) -> tuple[list[tuple[str, dict]], list[str], bool]:
+        """One listing page: (objects, common prefixes, truncated). Blocking: run off-loop."""
+        base = bucket.encode() + b"\0"
+        pfx = prefix.encode()
+        delim = delimiter.encode()
+        after = start_after.encode()
+        objects: list[tuple[str, dict]] = []
+        prefixes: list[str] = []
+        full_prefix = base + pfx
+        seek = max(full_prefix, base + after) if after else full_prefix
+        with self.env.begin(db=self.db["objects"]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(seek):
+                return objects, prefixes, False
+            while True:
+                rec = cur.key()
+                if not rec.startswith(base) or (pfx and not rec.startswith(full_prefix[:len(rec)])):
+                    return objects, prefixes, False
+                raw = cur.value()
+                if raw[:1] == _SINGLE:
+                    items: Iterable = ((rec, raw),)
+                else:
+                    items = [(k, None, e) for k, e in _unpack(raw[1:])]  # type: ignore[misc]
+                next_seek = None
+                for item in items:
+                    full = item[0]
+                    k = full[len(base):]
+                    if after and k <= after:
+                        continue
+                    if not k.startswith(pfx):
+                        if k > pfx:
+                            return objects, prefixes, False
+                        continue
+                    if delim:
+                        idx = k.find(delim, len(pfx))
+                        if idx >= 0:
+                            cp = k[: idx + len(delim)]
+                            if after and cp <= after:
+                                next_seek = prefix_successor(base + cp)
+                                break
+                            if len(objects) + len(prefixes) >= limit:
+                                return objects, prefixes, True
+                            prefixes.append(cp.decode())
+                            next_seek = prefix_successor(base + cp)
+                            break
+                    if len(objects) + len(prefixes) >= limit:
+                        return objects, prefixes, True
+                    entry = _unpack(item[1][1:]) if len(item) == 2 else item[2]
+                    objects.append((k.decode(), entry))
+                if next_seek is not None:
+                    if not cur.set_range(next_seek):
+                        return objects, prefixes, False
+                elif not cur.next():
+                    return objects, prefixes, False
+
+    async def list_objects(self, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, lambda: self.scan_objects(*args, **kwargs))
+
+    def bucket_has_objects(self, bucket: str) -> bool:
+        base = bucket.encode() + b"\0"
+        with self.env.begin(db=self.db["objects"]) as txn:
+            cur = txn.cursor()
+            return bool(cur.set_range(base)) and cur.key().startswith(base)
+
+    def iter_objects(self, bucket: str | None = None, start: bytes = b""):
+        """Yield (bucket, key, entry) in order from ``start`` (a raw record key); for scanners."""
+        with self.env.begin(db=self.db["objects"]) as txn:
+            cur = txn.cursor()
+            seek = start or ((bucket.encode() + b"\0") if bucket else b"")
+            if not cur.set_range(seek):
+                return
+            for rec, raw in cur:
+                rec = bytes(rec)
+                if raw[:1] == _SINGLE:
+                    items = [(rec, _unpack(raw[1:]))]
+                else:
+                    items = [(bytes(k), e) for k, e in _unpack(raw[1:])]
+                for full, entry in items:
+                    b, _, k = full.partition(b"\0")
+                    if bucket is not None and b.decode() != bucket:
+                        return
+                    yield b.decode(), k.decode(), entry
+
+    def count_objects(self) -> int:
+        with self.env.begin(db=self.db["objects"]) as txn:
+            return txn.stat(self.db["objects"])["entries"]
+
+    # -- other tables -----------------------------------------------------------------
+    def _get(self, table: str, key: str) -> Any:
+        with self.env.begin(db=self.db[table]) as txn:
+            raw = txn.get(key.encode())
+        return _unpack(raw) if raw is not None else None
+
+    def _items(self, table: str, prefix: str = "") -> list[tuple[str, Any]]:
+        out = []
+        p = prefix.encode()
+        with self.env.begin(db=self.db[table]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(p):
+                return out
+            for k, v in cur:
+                if not bytes(k).startswith(p):
+                    break
+                out.append((bytes(k).decode(), _unpack(v)))
+        return out
+
+    def get_bucket(self, name: str) -> dict | None:
+        return self._get("buckets", name)
+
+    def list_buckets(self) -> list[tuple[str, dict]]:
+        return self._items("buckets")
+
+    def get_upload(self, bucket: str, upload_id: str) -> dict | None:
+        return self._get("uploads", f"{bucket}\0{upload_id}")
+
+    def list_uploads(self, bucket: str) -> list[dict]:
+        return [v for _, v in self._items("uploads", f"{bucket}\0")]
+
+    def get_user(self, access_key: str) -> dict | None:
+        return self._get("users", access_key)
+
+    def list_users(self) -> list[tuple[str, dict]]:
+        return self._items("users")
+
+    def get_sys(self, name: str) -> Any:
+        return self._get("sys", name)
+
+    def size_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"]
