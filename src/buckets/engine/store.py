@@ -29,7 +29,9 @@ from buckets.engine.bootstrap import bootstrap
 from buckets.engine.locks import KeyLocks
 from buckets.engine.meta import encode_meta_file, entry_to_info
 from buckets.engine.names import check_bucket_name, check_object_key
+from buckets.engine.heal import HealStats
 from buckets.engine.reader import ObjectReader
+from buckets.engine.scanner import Scanner, ScannerConfig
 from buckets.engine.types import (
     BucketInfo, ByteRange, ListResult, ObjectInfo, PutOptions,
 )
@@ -62,6 +64,7 @@ class Store:
         self.locks = KeyLocks()
         self.heal_queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self._heal_pending: set[tuple[str, str, str]] = set()
+        self.heal_stats = HealStats()
         self._codecs: dict[tuple[int, int, int], ErasureCodec] = {}
         self._background: set[asyncio.Task] = set()
         self.sync = True
@@ -72,7 +75,8 @@ class Store:
     async def open(cls, paths_: list[str], *, parity: int | None = None, sync: bool = True,
                    cache_size: int = 1_000_000, inline_threshold: int = 128 * 1024,
                    block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
-                   registry_dir: str | None = None) -> "Store":
+                   registry_dir: str | None = None, background: bool = True,
+                   scanner_config: "ScannerConfig | None" = None) -> "Store":
         self = cls()
         self.sync = sync
         self.inline_threshold = inline_threshold
@@ -108,9 +112,13 @@ class Store:
             log.warning("registry was missing: rebuilt from disk metadata (%s)", stats)
         await self.registry.commit([Op("put_sys", "deployment", value=self.deployment_id)])
         self.users = UserStore(self.registry)
+        self.scanner = Scanner(self, scanner_config)
+        if background:
+            self.scanner.start()
         return self
 
     async def close(self) -> None:
+        await self.scanner.stop()
         for task in list(self._background):
             try:
                 await asyncio.wait_for(task, 10)

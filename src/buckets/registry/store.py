@@ -317,24 +317,36 @@ class Registry:
             cur = txn.cursor()
             return bool(cur.set_range(base)) and cur.key().startswith(base)
 
-    def iter_objects(self, bucket: str | None = None, start: bytes = b""):
-        """Yield (bucket, key, entry) in order from ``start`` (a raw record key); for scanners."""
+    def page_objects(self, start: bytes = b"", limit: int = 256) -> tuple[list[tuple[str, str, dict]], bytes | None]:
+        """Up to ``limit`` (bucket, key, entry) from raw position ``start``, and where to resume.
+
+        Each page is its own short read transaction, so slow walkers (scanner, refill)
+        never pin an old snapshot of the database.
+        """
+        out: list[tuple[str, str, dict]] = []
         with self.env.begin(db=self.db["objects"]) as txn:
             cur = txn.cursor()
-            seek = start or ((bucket.encode() + b"\0") if bucket else b"")
-            if not cur.set_range(seek):
-                return
+            if not cur.set_range(start):
+                return out, None
             for rec, raw in cur:
                 rec = bytes(rec)
+                if len(out) >= limit:
+                    return out, rec
                 if raw[:1] == _SINGLE:
                     items = [(rec, _unpack(raw[1:]))]
                 else:
                     items = [(bytes(k), e) for k, e in _unpack(raw[1:])]
                 for full, entry in items:
                     b, _, k = full.partition(b"\0")
-                    if bucket is not None and b.decode() != bucket:
-                        return
-                    yield b.decode(), k.decode(), entry
+                    out.append((b.decode(), k.decode(), entry))
+        return out, None
+
+    def walk_objects(self, start: bytes = b""):
+        """Every (bucket, key, entry) from ``start``, one short transaction per page."""
+        pos: bytes | None = start
+        while pos is not None:
+            page, pos = self.page_objects(pos)
+            yield from page
 
     def count_objects(self) -> int:
         with self.env.begin(db=self.db["objects"]) as txn:

@@ -235,6 +235,9 @@ class LocalDisk:
         full = self.abspath(path)
         return await self._run(os.listdir, full)
 
+    async def file_size(self, path: str) -> int:
+        return (await self._run(os.stat, self.abspath(path))).st_size
+
     async def exists(self, path: str) -> bool:
         return await self._run(os.path.exists, self.abspath(path))
 

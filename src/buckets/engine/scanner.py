@@ -1,0 +1,347 @@
+"""Background integrity work: heal queue, scanner, disk monitor, refill, orphan sweep.
+
+- The **heal worker** repairs objects that reads or writes reported as damaged.
+- The **scanner** walks the registry in key order at a bounded pace (objects/s and
+  MB/s), checks every object's shards (a deep piece-checksum pass every
+  ``deep_every`` cycles), repairs what it finds, and checkpoints its position in the
+  registry so a restart resumes where it stopped. After each full cycle it sweeps
+  orphans: write files no registry entry points to, stale staging entries, and multipart
+  uploads older than ``upload_max_age``. Anything younger than ``grace`` is left alone,
+  because a write in flight has files on disk before its registry commit.
+- The **disk monitor** notices a disk whose format file vanished (wiped or replaced
+  while running) or an offline disk that came back; it re-formats the disk into its
+  old slot and starts a **refill**: one pass that rebuilds every shard that belongs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from buckets.engine import paths
+from buckets.engine.heal import heal_object
+from buckets.engine.meta import decode_meta_file
+from buckets.errors import CorruptData, DiskError
+from buckets.registry import Op
+from buckets.storage.format import DATA_DIR, FORMAT_FILE, MULTIPART_DIR, TMP_DIR, new_format
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+log = logging.getLogger("buckets.heal")
+
+
+@dataclass(slots=True)
+class ScannerConfig:
+    objects_per_sec: float = 100.0
+    mb_per_sec: float = 50.0
+    deep_every: int = 8  # every Nth cycle verifies every piece checksum
+    cycle_pause: float = 60.0  # seconds between cycles
+    grace: float = 3600.0  # files younger than this are never treated as orphans
+    upload_max_age: float = 7 * 86400.0
+    monitor_interval: float = 5.0
+
+
+class Throttle:
+    """Token pacing for objects and bytes."""
+
+    def __init__(self, cfg: ScannerConfig) -> None:
+        self.cfg = cfg
+        self._t = time.monotonic()
+
+    async def pace(self, nbytes: int) -> None:
+        cost = max(1.0 / self.cfg.objects_per_sec, nbytes / (self.cfg.mb_per_sec * 1e6))
+        self._t = max(self._t + cost, time.monotonic() - 1.0)
+        delay = self._t - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class Scanner:
+    def __init__(self, store: "Store", cfg: ScannerConfig | None = None) -> None:
+        self.store = store
+        self.cfg = cfg or ScannerConfig()
+        self.tasks: list[asyncio.Task] = []
+        self.cycle = 0
+        self.position = ""
+        self.running_cycle = False
+        self.refill: dict[str, dict] = {}  # disk id -> {"total", "done", "started"}
+        self.last_cycle_end = 0.0
+        self._manual = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, *, scan: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        state = self.store.registry.get_sys("scanner") or {}
+        self.cycle, self.position = state.get("cycle", 0), state.get("pos", "")
+        self.tasks.append(loop.create_task(self._heal_worker(), name="heal-worker"))
+        self.tasks.append(loop.create_task(self._monitor(), name="disk-monitor"))
+        if scan:
+            self.tasks.append(loop.create_task(self._scan_loop(), name="scanner"))
+        for d in self.store.disks:
+            if getattr(d, "healing", False):
+                self._start_refill(d)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.tasks.clear()
+
+    def status(self) -> dict:
+        s = self.store.heal_stats
+        return {
+            "cycle": self.cycle, "position": self.position, "scanning": self.running_cycle,
+            "objects_checked": s.objects_checked, "shards_bad": s.shards_bad,
+            "shards_repaired": s.shards_repaired, "shards_failed": s.shards_failed,
+            "objects_unrecoverable": s.objects_unrecoverable, "orphans_removed": s.orphans_removed,
+            "uploads_expired": s.uploads_expired, "queued": self.store.heal_queue.qsize(),
+            "refill": {k: dict(v) for k, v in self.refill.items()},
+        }
+
+    def trigger(self) -> None:
+        """Start a full cycle now (``buckets-admin heal start``)."""
+        self._manual.set()
+
+    # -- heal queue -----------------------------------------------------------------------
+    async def _heal_worker(self) -> None:
+        q = self.store.heal_queue
+        while True:
+            bucket, key, wid, _reason = await q.get()
+            self.store._heal_pending.discard((bucket, key, wid))
+            try:
+                await heal_object(self.store, bucket, key, deep=True)
+            except Exception:
+                log.exception("heal of %s/%s failed", bucket, key)
+
+    # -- scanner ----------------------------------------------------------------------------
+    async def _scan_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._manual.wait(), timeout=self.cfg.cycle_pause)
+            except asyncio.TimeoutError:
+                pass
+            self._manual.clear()
+            try:
+                await self.run_cycle()
+            except Exception:
+                log.exception("scanner cycle failed")
+
+    async def run_cycle(self, *, deep: bool | None = None, paced: bool = True) -> dict:
+        """One pass over every object from the checkpoint, then the orphan sweep."""
+        store = self.store
+        deep = (self.cycle % self.cfg.deep_every == 0) if deep is None else deep
+        throttle = Throttle(self.cfg)
+        self.running_cycle = True
+        checked = 0
+        try:
+            start = self.position.encode() if self.position else b""
+            batch: list = []
+            for bucket, key, entry in store.registry.walk_objects(start):
+                batch.append((bucket, key, entry["size"]))
+                if len(batch) >= 64:
+                    checked += await self._scan_batch(batch, deep, throttle if paced else None)
+                    batch = []
+            if batch:
+                checked += await self._scan_batch(batch, deep, throttle if paced else None)
+            self.cycle += 1
+            self.position = ""
+            await store.registry.commit([Op("put_sys", "scanner", value={"cycle": self.cycle, "pos": ""})])
+            swept = await self.sweep()
+            self.last_cycle_end = time.time()
+            return {"checked": checked, "deep": deep, **swept}
+        finally:
+            self.running_cycle = False
+
+    async def _scan_batch(self, batch, deep: bool, throttle: Throttle | None) -> int:
+        for bucket, key, size in batch:
+            if throttle is not None:
+                await throttle.pace(size if deep else 0)
+            try:
+                await heal_object(self.store, bucket, key, deep=deep)
+            except Exception:
+                log.exception("scan of %s/%s failed", bucket, key)
+        last_bucket, last_key, _ = batch[-1]
+        self.position = f"{last_bucket}\0{last_key}\0"  # resume strictly after this key
+        await self.store.registry.commit(
+            [Op("put_sys", "scanner", value={"cycle": self.cycle, "pos": self.position})])
+        return len(batch)
+
+    # -- orphans ----------------------------------------------------------------------------
+    async def sweep(self, *, grace: float | None = None) -> dict:
+        grace = self.cfg.grace if grace is None else grace
+        store = self.store
+        cutoff = time.time() - grace
+        removed = 0
+        for disk in [d for d in store.disks if d.online]:
+            removed += await self._sweep_disk(disk, cutoff)
+        expired = 0
+        for name, _ in store.registry.list_buckets():
+            for up in store.registry.list_uploads(name):
+                if up["init"] < time.time() - self.cfg.upload_max_age:
+                    try:
+                        await store.abort_multipart_upload(name, up["key"], up["uid"])
+                        expired += 1
+                    except Exception:
+                        log.exception("expiring upload %s failed", up["uid"])
+        store.heal_stats.orphans_removed += removed
+        store.heal_stats.uploads_expired += expired
+        return {"orphans_removed": removed, "uploads_expired": expired}
+
+    async def _sweep_disk(self, disk, cutoff: float) -> int:
+        store = self.store
+        loop = asyncio.get_running_loop()
+        removed = 0
+        # staging and upload directories nobody owns any more
+        live_uploads = {u["uid"] for b, _ in store.registry.list_buckets() for u in store.registry.list_uploads(b)}
+        for base, keep in ((TMP_DIR, set()), (MULTIPART_DIR, live_uploads)):
+            try:
+                names = await disk.list_dir(base)
+            except DiskError:
+                continue
+            for name in names:
+                if name in keep:
+                    continue
+                if await loop.run_in_executor(None, _mtime, disk.abspath(f"{base}/{name}")) < cutoff:
+                    await disk.delete(f"{base}/{name}", recursive=True)
+                    removed += 1
+        # object writes the registry does not point to
+        buckets = {b for b, _ in store.registry.list_buckets()}
+        try:
+            on_disk = await disk.list_dir(DATA_DIR)
+        except DiskError:
+            return removed
+        for b in on_disk:
+            if b not in buckets:
+                continue
+            removed += await self._sweep_bucket(disk, b, cutoff)
+        return removed
+
+    async def _sweep_bucket(self, disk, bucket: str, cutoff: float) -> int:
+        store = self.store
+        loop = asyncio.get_running_loop()
+        removed = 0
+        entries = await loop.run_in_executor(None, _list_writes, disk.abspath(f"{DATA_DIR}/{bucket}"))
+        for fan, h, wid, is_meta, mtime in entries:
+            if mtime >= cutoff:
+                continue
+            rel = f"{DATA_DIR}/{bucket}/{fan}/{h}.{wid}"
+            if is_meta:
+                try:
+                    meta = decode_meta_file(await disk.read_file(rel + ".meta"))
+                    current = store.registry.get_object(bucket, meta["key"])
+                    if current is not None and current["wid"] == wid:
+                        continue
+                except (DiskError, CorruptData, KeyError, ValueError):
+                    pass  # unreadable metadata of a write nobody can name: an orphan
+                await disk.delete(rel + ".meta")
+                await disk.delete(rel, recursive=True, prune=1)
+                removed += 1
+            elif not await disk.exists(rel + ".meta"):
+                # a data directory without its metadata: a write that never finished
+                await disk.delete(rel, recursive=True, prune=1)
+                removed += 1
+        return removed
+
+    # -- disks ------------------------------------------------------------------------------
+    async def _monitor(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.monitor_interval)
+            try:
+                await self.check_disks()
+            except Exception:
+                log.exception("disk monitor failed")
+
+    async def check_disks(self) -> None:
+        store = self.store
+        ref = store.boot
+        loop = asyncio.get_running_loop()
+        for slot, disk in enumerate(store.disks):
+            present = await loop.run_in_executor(None, os.path.exists, os.path.join(disk.root, FORMAT_FILE))
+            if disk.online and present:
+                continue
+            if not disk.online and present:
+                log.warning("disk %s is back online", disk.endpoint)
+                disk.online = True
+                continue
+            # no format file: wiped/replaced while running, or still missing
+            try:
+                from buckets.engine.bootstrap import _write_format
+
+                fmt = new_format(slot, ref.disk_ids, ref.deployment_id, ref.k, ref.m, ref.block_size, ref.partitions)
+                await loop.run_in_executor(None, _write_format, disk.root, fmt, store.sync)
+            except OSError as exc:
+                if disk.online:
+                    log.error("disk %s went offline: %s", disk.endpoint, exc)
+                disk.online = False
+                disk.last_error = str(exc)
+                continue
+            log.warning("disk %s lost its format (wiped or replaced): re-formatted into slot %d, refilling",
+                        disk.endpoint, slot)
+            disk.online = True
+            disk.healing = True
+            self._start_refill(disk)
+
+    def _start_refill(self, disk) -> None:
+        if disk.disk_id in self.refill and not self.refill[disk.disk_id].get("finished"):
+            return
+        self.refill[disk.disk_id] = {"endpoint": disk.endpoint, "total": self.store.registry.count_objects(),
+                                     "done": 0, "repaired": 0, "started": time.time(), "finished": None}
+        self.tasks.append(asyncio.get_running_loop().create_task(self._refill(disk), name="refill"))
+
+    async def _refill(self, disk) -> None:
+        st = self.refill[disk.disk_id]
+        try:
+            from buckets.engine.meta import encode_meta_file
+
+            for name, rec in self.store.registry.list_buckets():
+                data = encode_meta_file({"bucket": name, "created": rec["created"]})
+                await disk.write_file(paths.bucket_meta(name), data, sync=self.store.sync)
+            for bucket, key, entry in self.store.registry.walk_objects():
+                if disk.disk_id in entry["disks"]:
+                    res = await heal_object(self.store, bucket, key, deep=False)
+                    st["repaired"] += len(res.repaired)
+                st["done"] += 1
+                if st["done"] % 64 == 0:
+                    await asyncio.sleep(0)
+            disk.healing = False
+            st["finished"] = time.time()
+            log.warning("refill of %s finished: %d shards rebuilt", disk.endpoint, st["repaired"])
+        except Exception:
+            log.exception("refill of %s failed", disk.endpoint)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()
+
+
+def _list_writes(bucket_root: str) -> list[tuple[str, str, str, bool, float]]:
+    """(fan dir, key hash, write id, is metadata, mtime) for every write under a bucket."""
+    out = []
+    try:
+        fans = os.listdir(bucket_root)
+    except OSError:
+        return out
+    for fan in fans:
+        fdir = os.path.join(bucket_root, fan)
+        if not os.path.isdir(fdir):
+            continue
+        for name in os.listdir(fdir):
+            is_meta = name.endswith(".meta")
+            stem = name[:-5] if is_meta else name
+            h, _, wid = stem.partition(".")
+            if not wid:
+                continue
+            out.append((fan, h, wid, is_meta, _mtime(os.path.join(fdir, name))))
+    return out
