@@ -12,9 +12,9 @@ MAX_KEY_BYTES = 1024
 
 
 def check_bucket_name(name: str) -> None:
-    if not isinstance(name, str) or not _BUCKET_RE.match(name):
+    if not isinstance(name, str) or not _BUCKET_RE.fullmatch(name):  # fullmatch: '$' would admit 'abc\n'
         raise InvalidBucketName(resource=name if isinstance(name, str) else None, BucketName=str(name))
-    if ".." in name or ".-" in name or "-." in name or _IP_RE.match(name):
+    if ".." in name or ".-" in name or "-." in name or _IP_RE.fullmatch(name):
         raise InvalidBucketName(resource=name, BucketName=name)
     if name.startswith("xn--") or name.startswith("sthree-") or name.endswith("-s3alias") \
             or name.endswith("--ol-s3"):

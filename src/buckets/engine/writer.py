@@ -142,7 +142,8 @@ class ErasureWriter:
                 if size is not None and total > size:
                     raise IncompleteBody("The request body is longer than the declared Content-Length.")
                 buf += chunk
-                if not streaming and len(buf) > self.inline_limit:
+                # Inline data is one block's frames: a full block always goes to shard files.
+                if not streaming and (len(buf) > self.inline_limit or len(buf) >= bs):
                     streaming = True
                     await self._open()
                 while len(buf) >= bs:

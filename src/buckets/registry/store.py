@@ -262,9 +262,12 @@ class Registry:
         prefixes: list[str] = []
         full_prefix = base + pfx
         seek = max(full_prefix, base + after) if after else full_prefix
+        # A key of LONG bytes or more lives in the record named by its first LONG bytes, which
+        # sorts before a longer seek target: seek to seek[:LONG] and skip items below ``floor``.
+        floor = seek
         with self.env.begin(db=self.db["objects"]) as txn:
             cur = txn.cursor()
-            if not cur.set_range(seek):
+            if not cur.set_range(seek[:LONG]):
                 return objects, prefixes, False
             while True:
                 rec = cur.key()
@@ -278,6 +281,8 @@ class Registry:
                 next_seek = None
                 for item in items:
                     full = item[0]
+                    if full < floor:
+                        continue
                     k = full[len(base):]
                     if after and k <= after:
                         continue
@@ -302,7 +307,8 @@ class Registry:
                     entry = _unpack(item[1][1:]) if len(item) == 2 else item[2]
                     objects.append((k.decode(), entry))
                 if next_seek is not None:
-                    if not cur.set_range(next_seek):
+                    floor = next_seek
+                    if not cur.set_range(next_seek[:LONG]):
                         return objects, prefixes, False
                 elif not cur.next():
                     return objects, prefixes, False
@@ -354,6 +360,8 @@ class Registry:
 
     # -- other tables -----------------------------------------------------------------
     def _get(self, table: str, key: str) -> Any:
+        if not key:  # LMDB rejects an empty key (MDB_BAD_VALSIZE); no record can have one
+            return None
         with self.env.begin(db=self.db[table]) as txn:
             raw = txn.get(key.encode())
         return _unpack(raw) if raw is not None else None

@@ -1,0 +1,398 @@
+"""The server's one typed configuration object and the layers it is built from.
+
+Owns :class:`Config` (every setting of ``buckets server``, with defaults that work for
+``buckets server ./data`` and no file at all), the table of :class:`Setting` entries that
+says, for each setting, its YAML key, its ``BUCKETS_*`` environment variable, its flag and
+how to parse and check it, and :func:`build_config`, which applies the layers in order:
+
+    defaults  <-  YAML file (--config / BUCKETS_CONFIG)  <-  environment  <-  flags
+
+Every bad value becomes one :class:`ConfigError` line naming where it came from
+("BUCKETS_PARITY: ..."), so the CLI can print it and exit 2 without a traceback. Nothing
+here opens disks or sockets; the argparse parser is built from the same table in
+``buckets.cli.server``, so ``--help`` cannot forget a setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from buckets.cli.ellipsis import Endpoint, parse_endpoints
+
+DEFAULT_ROOT_USER = "bucketsadmin"
+DEFAULT_ROOT_PASSWORD = "bucketsadmin"
+DEFAULT_ADDRESS = ":9000"
+MAX_INLINE_THRESHOLD = 1 << 20  # one erasure block: inlining more than that saves nothing
+CONFIG_ENV = "BUCKETS_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message is one line an operator can act on."""
+
+
+@dataclass(slots=True)
+class Config:
+    """Every setting of a Buckets server. Built by :func:`build_config`; plain data."""
+
+    paths: list[str] = field(default_factory=list)  # disk arguments as given, ellipses unexpanded
+    address: str = DEFAULT_ADDRESS  # "HOST:PORT" or ":PORT" (every interface)
+    domains: list[str] = field(default_factory=list)  # virtual-host-style bucket domains
+    parity: int | None = None  # None: the default for the disk count
+    root_user: str = DEFAULT_ROOT_USER
+    root_password: str = DEFAULT_ROOT_PASSWORD
+    region: str = "us-east-1"
+    sync: bool = True  # fsync before acknowledging writes; off is for development only
+    cache_size: int = 1_000_000  # registry LRU entries
+    inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
+    log_format: str = "json"  # "json" | "console"
+    log_level: str = "info"  # "debug" | "info" | "warning" | "error"
+    metrics_auth: str = "public"  # "public" | "bearer"
+    scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
+    shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
+    config_file: str | None = None  # the YAML file the settings were read from, if any
+    endpoints: list[Endpoint] = field(default_factory=list)  # filled in by build_config
+
+    @property
+    def host(self) -> str:
+        """The host part of ``address``; "" means every interface."""
+        return split_address(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_address(self.address)[1]
+
+    @property
+    def disk_paths(self) -> list[str]:
+        """Absolute local paths of the disks, in command-line order (what Store.open takes)."""
+        return [endpoint.path for endpoint in self.endpoints]
+
+    @property
+    def using_default_credentials(self) -> bool:
+        """True while the root secret is the published default: anyone can log in."""
+        return self.root_password == DEFAULT_ROOT_PASSWORD
+
+
+# --- value parsers -------------------------------------------------------------------------
+# Each takes a value from any layer (a string from the environment or a flag, a native
+# value from YAML) and returns the typed value or raises ValueError(message).
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``":9000"`` -> ``("", 9000)``; ``"127.0.0.1:9100"``; ``"[::1]:9000"`` -> ``("::1", 9000)``."""
+    host, colon, port_text = address.rpartition(":")
+    if not colon:
+        raise ValueError(f"address {address!r} must be HOST:PORT or :PORT, e.g. :9000 or 127.0.0.1:9000")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"address {address!r}: write an IPv6 host in brackets, e.g. [::1]:9000")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"address {address!r}: port must be a number from 1 to 65535")
+    if any(char.isspace() or char in "/@" for char in host):
+        raise ValueError(f"address {address!r}: invalid host")
+    return host, int(port_text)
+
+
+def _parse_address(value: object) -> str:
+    text = _text(value, "address").strip()
+    split_address(text)
+    return text
+
+
+def _parse_paths(value: object) -> list[str]:
+    if isinstance(value, str):
+        items = value.split()
+    elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        items = [item for item in value if item.strip() != ""]
+    else:
+        raise ValueError("must be a list of paths or a space-separated string")
+    return list(items)
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _parse_domains(value: object) -> list[str]:
+    if isinstance(value, str):
+        raw = [value]
+    elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        raw = list(value)
+    else:
+        raise ValueError("must be a domain name, a comma-separated string or a list")
+    domains: list[str] = []
+    for chunk in raw:
+        for name in chunk.split(","):
+            name = name.strip().lower().rstrip(".")
+            if not name:
+                continue
+            if not _DOMAIN.match(name):
+                raise ValueError(f"{name!r} is not a domain name (no scheme, port or path: e.g. s3.example.com)")
+            if name not in domains:
+                domains.append(name)
+    return domains
+
+
+def _parse_parity(value: object) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"parity must be a whole number of disks, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise ValueError(f"parity must be a whole number of disks (or 'auto'), got {value!r}")
+    if number < 0:
+        raise ValueError(f"parity must not be negative, got {number}")
+    return number
+
+
+_TRUE = ("on", "true", "yes", "1")
+_FALSE = ("off", "false", "no", "0")
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"must be on/off (or true/false, 1/0), got {value!r}")
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def _secret(min_length: int, what: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if not isinstance(value, str):
+            # Never echo the value: it may be a real secret with a YAML typo around it.
+            raise ValueError(f"{what} must be a string")
+        if len(value) < min_length:
+            raise ValueError(f"{what} must be at least {min_length} characters long")
+        if any(char.isspace() or not char.isprintable() for char in value):
+            raise ValueError(f"{what} must not contain spaces or control characters")
+        return value
+
+    return parse
+
+
+def _integer(minimum: int, maximum: int | None, what: str) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"{what} must be a whole number, got {value!r}")
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9][0-9_]*\s*", value):
+            number = int(value.strip())
+        elif isinstance(value, int):
+            number = value
+        else:
+            raise ValueError(f"{what} must be a whole number, got {value!r}")
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise ValueError(f"{what} must be {bound}, got {number}")
+        return number
+
+    return parse
+
+
+def _decimal(minimum: float, what: str) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{what} must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{what} must be a number, got {value!r}") from None
+        if not number >= minimum or number == float("inf"):  # also rejects NaN
+            raise ValueError(f"{what} must be a number of at least {minimum:g}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...], what: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if isinstance(value, str) and value.strip().lower() in choices:
+            return value.strip().lower()
+        raise ValueError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+
+    return parse
+
+
+def _parse_region(value: object) -> str:
+    text = _text(value, "region").strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
+        raise ValueError(f"region {text!r} must be lower-case letters, digits and dashes, e.g. us-east-1")
+    return text
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """How one Config field is named in each layer and how its values are checked."""
+
+    name: str  # Config field and YAML key
+    env: str  # environment variable
+    flag: str | None  # command-line flag; None keeps secrets out of `ps` output
+    parse: Callable[[object], Any]
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+METRICS_AUTH = ("public", "bearer")
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("paths", "BUCKETS_VOLUMES", None, _parse_paths,
+            "disk paths or endpoint URLs, ellipsis syntax allowed (/data{1...4}); "
+            "in the environment, space-separated"),
+    Setting("address", "BUCKETS_ADDRESS", "--address", _parse_address,
+            "listen address, HOST:PORT or :PORT for every interface", metavar="ADDR"),
+    Setting("domains", "BUCKETS_DOMAIN", "--domain", _parse_domains,
+            "domain for virtual-host-style requests (BUCKET.DOMAIN); repeat the flag or "
+            "give a comma-separated list", metavar="DOMAIN"),
+    Setting("parity", "BUCKETS_PARITY", "--parity", _parse_parity,
+            "parity shards per object (m of k+m), at most half the disks; 'auto' is 0 for "
+            "1 disk, 1 for 2-3 disks, 2 for 4-5, 3 for 6-7, 4 for 8-16", metavar="M"),
+    Setting("root_user", "BUCKETS_ROOT_USER", None, _secret(3, "root user"),
+            "root access key, at least 3 characters"),
+    Setting("root_password", "BUCKETS_ROOT_PASSWORD", None, _secret(8, "root password"),
+            "root secret key, at least 8 characters"),
+    Setting("region", "BUCKETS_REGION", "--region", _parse_region,
+            "region name the server reports and signs with", metavar="REGION"),
+    Setting("sync", "BUCKETS_SYNC", "--sync", _parse_bool,
+            "fsync data before acknowledging writes; 'off' loses acknowledged writes on power "
+            "failure (development only)", metavar="on|off"),
+    Setting("cache_size", "BUCKETS_CACHE_SIZE", "--cache-size",
+            _integer(0, None, "cache size"), "registry cache size in entries", metavar="N"),
+    Setting("inline_threshold", "BUCKETS_INLINE_THRESHOLD", "--inline-threshold",
+            _integer(0, MAX_INLINE_THRESHOLD, "inline threshold"),
+            f"objects up to this many bytes are stored inside their metadata file "
+            f"(max {MAX_INLINE_THRESHOLD})", metavar="BYTES"),
+    Setting("log_format", "BUCKETS_LOG_FORMAT", "--log-format", _choice(LOG_FORMATS, "log format"),
+            "log line format", choices=LOG_FORMATS),
+    Setting("log_level", "BUCKETS_LOG_LEVEL", "--log-level", _choice(LOG_LEVELS, "log level"),
+            "lowest level logged", choices=LOG_LEVELS),
+    Setting("metrics_auth", "BUCKETS_METRICS_AUTH", "--metrics-auth",
+            _choice(METRICS_AUTH, "metrics auth"),
+            "who may read /metrics: anyone, or requests with a bearer token", choices=METRICS_AUTH),
+    Setting("scanner_rate", "BUCKETS_SCANNER_RATE", "--scanner-rate", _decimal(0, "scanner rate"),
+            "objects per second the background scanner verifies; 0 turns it off", metavar="N"),
+    Setting("shutdown_timeout", "BUCKETS_SHUTDOWN_TIMEOUT", "--shutdown-timeout",
+            _decimal(0, "shutdown timeout"),
+            "seconds in-flight requests get to finish after SIGTERM/SIGINT", metavar="SECONDS"),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+_CONFIG_FIELDS = {item.name for item in fields(Config)}
+assert set(SETTINGS_BY_NAME) <= _CONFIG_FIELDS, "every setting must be a Config field"
+
+
+def default_of(name: str) -> object:
+    """The default of a Config field, for help texts and the example file."""
+    return getattr(Config(), name)
+
+
+# --- layers --------------------------------------------------------------------------------
+
+
+def read_config_file(path: str) -> dict[str, object]:
+    """Load a YAML config file into {setting name: raw value}; unknown keys are errors."""
+    import yaml  # only servers with a config file pay for the import
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path}: {problem}{where}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings at the top level")
+    values: dict[str, object] = {}
+    for key, value in document.items():
+        if key not in SETTINGS_BY_NAME:
+            close = difflib.get_close_matches(str(key).replace("-", "_"), SETTINGS_BY_NAME, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(SETTINGS_BY_NAME)})"
+            raise ConfigError(f"config file {path}: unknown key {key!r}{hint}")
+        values[str(key)] = value
+    return values
+
+
+def _layer_from_env(environ: Mapping[str, str]) -> dict[str, object]:
+    # An empty variable counts as unset: `BUCKETS_PARITY= buckets server ...` in a shell
+    # script that defaults a variable to "" must not be an error.
+    return {setting.name: environ[setting.env] for setting in SETTINGS
+            if environ.get(setting.env, "").strip() != ""}
+
+
+def build_config(flags: Mapping[str, object] | None = None,
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Build and validate the Config: defaults <- YAML file <- environment <- flags.
+
+    ``flags`` maps setting names (plus ``config``, the file path) to values given on the
+    command line; absent or None means "not given". ``environ`` defaults to an empty
+    mapping so callers pass ``os.environ`` explicitly.
+    """
+    flags = {name: value for name, value in (flags or {}).items() if value is not None}
+    environ = environ or {}
+    config_path = flags.pop("config", None) or environ.get(CONFIG_ENV, "").strip() or None
+    unknown = set(flags) - set(SETTINGS_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+
+    file_values = read_config_file(str(config_path)) if config_path else {}
+    env_values = _layer_from_env(environ)
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        # Later layers win; each value is checked where it came from so the message can
+        # name the source even when a later layer would have replaced it.
+        for layer, source in ((file_values, f"{setting.name} in {config_path}"),
+                              (env_values, setting.env),
+                              (flags, setting.flag or setting.name)):
+            if setting.name in layer:
+                try:
+                    values[setting.name] = setting.parse(layer[setting.name])
+                except ValueError as error:
+                    raise ConfigError(f"{source}: {error}") from None
+    config = Config(**values, config_file=str(config_path) if config_path else None)
+    return validate(config)
+
+
+def validate(config: Config) -> Config:
+    """Cross-setting checks; fills in ``config.endpoints``. Returns the same object."""
+    try:
+        host, port = split_address(config.address)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not config.paths:
+        raise ConfigError("no disk paths given: pass at least one PATH (e.g. buckets server ./data), "
+                          "or set BUCKETS_VOLUMES or 'paths' in the config file")
+    try:
+        config.endpoints = parse_endpoints(config.paths, server_port=port, address_host=host)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    disks = len(config.endpoints)
+    if config.parity is not None and config.parity > disks // 2:
+        raise ConfigError(
+            f"parity {config.parity} is too high for {disks} disk{'s' if disks != 1 else ''}: "
+            f"at most half the disks ({disks // 2}) can be parity")
+    return config

@@ -1,0 +1,344 @@
+"""``buckets server``: the entry point that turns a command line into a running node.
+
+Owns the ``buckets`` console script: the argparse parser (generated from the settings
+table in ``buckets.cli.config`` so ``--help`` documents every option and its environment
+variable), the startup banner, logging setup, and the process lifecycle: open the store,
+serve the S3 app on uvloop, and on SIGTERM/SIGINT stop accepting, let in-flight requests
+finish, then close the app and the store so the registry is closed cleanly.
+
+Exit codes: 0 after a clean shutdown, 1 when the node cannot start (store refused to open,
+address in use), 2 for a bad command line or configuration. Errors are one line on
+stderr, never a traceback, because they are the operator's to fix, not a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import NoReturn, TextIO
+
+from buckets import __version__
+from buckets.cli.config import (
+    CONFIG_ENV,
+    DEFAULT_ROOT_PASSWORD,
+    DEFAULT_ROOT_USER,
+    SETTINGS,
+    Config,
+    ConfigError,
+    build_config,
+    default_of,
+)
+from buckets.errors import BucketsError, FormatError
+
+PROG = "buckets"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("buckets.server")
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def _default_text(name: str) -> str:
+    value = default_of(name)
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return "none"
+    return str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Buckets: an S3-compatible, erasure-coded object store.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    env_only = [setting for setting in SETTINGS if setting.flag is None and setting.name != "paths"]
+    epilog_lines = [
+        "settings are read from defaults, then the config file, then the environment, then flags "
+        "(later wins).",
+        "",
+        "environment only (kept off the command line so secrets stay out of `ps`):",
+        *[f"  {setting.env:<24} {setting.help} (default: {_default_text(setting.name)})"
+          for setting in env_only],
+        "",
+        "examples:",
+        "  buckets server ./data                      one disk, no erasure coding",
+        "  buckets server /mnt/disk{1...4}             four disks, 2 data + 2 parity",
+        "  buckets server --address 127.0.0.1:9100 --domain s3.example.com /data{01...08}",
+    ]
+    server = commands.add_parser(
+        "server", help="start a node serving the S3 API",
+        description="Start a Buckets node: serve the S3 API from the given disks.",
+        epilog="\n".join(epilog_lines), formatter_class=argparse.RawDescriptionHelpFormatter)
+    paths_setting = next(setting for setting in SETTINGS if setting.name == "paths")
+    server.add_argument("paths", nargs="*", metavar="PATH",
+                        help=f"{paths_setting.help} [env {paths_setting.env}]")
+    server.add_argument("--config", metavar="FILE",
+                        help=f"YAML config file, see configs/buckets.example.yaml [env {CONFIG_ENV}]")
+    for setting in SETTINGS:
+        if setting.flag is None:
+            continue
+        help_text = f"{setting.help} (default: {_default_text(setting.name)}) [env {setting.env}]"
+        # Every value is parsed by the settings table, not argparse, so a bad flag and a
+        # bad environment variable get the same message; choices only feed --help.
+        action = "append" if setting.name == "domains" else "store"
+        server.add_argument(setting.flag, dest=setting.name, action=action, metavar=setting.metavar
+                            or "{" + ",".join(setting.choices or ()) + "}", help=help_text)
+    return parser
+
+
+# --- banner --------------------------------------------------------------------------------
+
+
+def endpoint_urls(config: Config) -> list[str]:
+    """URLs clients can use; for a wildcard bind, loopback and this host's name."""
+    scheme_host = "http://{}:" + str(config.port)
+    if config.host in ("", "0.0.0.0", "::"):
+        return [scheme_host.format("127.0.0.1"), scheme_host.format(socket.gethostname())]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return [scheme_host.format(host)]
+
+
+def erasure_text(data: int, parity: int) -> str:
+    if parity == 0:
+        return f"{data} data + 0 parity (no erasure coding: a lost disk loses data)"
+    return (f"{data} data + {parity} parity per object "
+            f"(survives {parity} lost disk{'s' if parity != 1 else ''})")
+
+
+def format_banner(config: Config, layout: tuple[int, int] | None, disk_count: int | None = None) -> str:
+    """The startup banner. ``layout`` is the store's (k, m); None before the store is open."""
+    disks = config.disk_paths
+    count = disk_count if disk_count is not None else len(disks)
+    lines = [
+        f"Buckets {__version__}",
+        f"S3 endpoint: {'  '.join(endpoint_urls(config))}",
+        f"Disks ({count}): {' '.join(disks)}",
+        f"Erasure:     {erasure_text(*layout) if layout else 'decided when the store opens'}",
+        f"Region:      {config.region}",
+    ]
+    if config.domains:
+        lines.append(f"Domains:     {', '.join(config.domains)} (virtual-host-style buckets)")
+    if not config.sync:
+        lines.append("Sync:        off (development only: acknowledged writes can be lost on power failure)")
+    if config.config_file:
+        lines.append(f"Config:      {config.config_file}")
+    lines.append(f"RootUser:    {config.root_user}")
+    if config.using_default_credentials:
+        lines.append(f"RootPass:    {config.root_password}")
+    else:
+        lines.append("RootPass:    (set from the configuration; not shown)")
+    return "\n".join(lines)
+
+
+def default_credentials_warning(config: Config) -> str:
+    return "\n".join([
+        f"WARNING: the root credentials are the published defaults "
+        f"({DEFAULT_ROOT_USER} / {DEFAULT_ROOT_PASSWORD})."
+        if config.root_user == DEFAULT_ROOT_USER else
+        f"WARNING: the root password is the published default ({DEFAULT_ROOT_PASSWORD}).",
+        "WARNING: anyone who can reach this port can read, overwrite and delete every object.",
+        "WARNING: set BUCKETS_ROOT_USER and BUCKETS_ROOT_PASSWORD before exposing this server.",
+    ])
+
+
+def print_banner(config: Config, layout: tuple[int, int] | None, disk_count: int | None,
+                 stream: TextIO) -> None:
+    print(format_banner(config, layout, disk_count), file=stream)
+    if config.using_default_credentials:
+        warning = default_credentials_warning(config)
+        if stream.isatty():
+            warning = f"\x1b[1;31m{warning}\x1b[0m"  # bold red: it must not scroll past unseen
+        print(warning, file=stream)
+    stream.flush()
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line: what log shippers parse without a grok pattern."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(JsonLineFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+class StartupError(Exception):
+    """The node cannot start for a reason the operator must fix; the message is one line."""
+
+
+def _listen_error(config: Config, error: OSError) -> StartupError:
+    where = config.address if config.host else f"port {config.port}"
+    if error.errno == errno.EADDRINUSE:
+        return StartupError(f"cannot listen on {where}: address already in use "
+                            "(another server is running there; pick one with --address)")
+    if error.errno == errno.EACCES:
+        return StartupError(f"cannot listen on {where}: permission denied (ports below 1024 need privileges)")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return StartupError(f"cannot listen on {where}: {config.host} is not an address of this machine")
+    return StartupError(f"cannot listen on {where}: {error.strerror or error}")
+
+
+def check_address_free(config: Config) -> None:
+    """Fail before opening the store (which may rebuild a registry) if we cannot listen.
+
+    Binds and releases the same addresses the server will listen on, with the same
+    SO_REUSEADDR, so a lingering TIME_WAIT is not mistaken for a running server. The real
+    bind later still reports its own error if another process wins the race.
+    """
+    try:
+        infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise StartupError(f"cannot listen on {config.address}: cannot resolve {config.host!r} "
+                           f"({error.strerror})") from None
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:
+            continue  # e.g. IPv6 disabled: asyncio's create_server skips the family too
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                raise _listen_error(config, error) from None
+
+
+async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
+    """Open the store, serve until SIGTERM/SIGINT, shut down cleanly. Returns the exit code."""
+    from aiohttp import web
+
+    check_address_free(config)  # blocking, but nothing else runs yet
+    try:
+        from buckets.engine.store import Store
+        from buckets.s3.app import create_app
+    except ModuleNotFoundError as error:
+        if error.name not in ("buckets.engine.store", "buckets.s3.app", "buckets.engine", "buckets.s3"):
+            raise
+        raise StartupError(f"this build cannot serve yet: module {error.name} is missing") from None
+
+    # Signals are handled from here on, so a Ctrl-C while the store opens (which may take
+    # a while: registry rebuild) still closes it cleanly instead of a KeyboardInterrupt.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stopping.is_set():
+            log.warning("%s again: still waiting up to %gs for in-flight requests",
+                        name, config.shutdown_timeout)
+            return
+        log.info("%s received: stopping (in-flight requests get %gs to finish)",
+                 name, config.shutdown_timeout)
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    try:
+        store = await Store.open(config.disk_paths, parity=config.parity, sync=config.sync,
+                                 cache_size=config.cache_size, inline_threshold=config.inline_threshold)
+    except (FormatError, BucketsError, ValueError) as error:
+        # The engine's refusals (foreign or mismatched disks, bad parity for the disk
+        # count) are the operator's to fix: one line; the traceback only at debug level.
+        log.debug("store open failed", exc_info=True)
+        raise StartupError(str(error)) from None
+    except OSError as error:
+        target = f" {error.filename}" if error.filename else ""
+        raise StartupError(f"cannot open disk{target}: {error.strerror or error}") from None
+
+    runner: web.AppRunner | None = None
+    try:
+        if stopping.is_set():  # signalled while the store was opening: never start serving
+            log.info("stopped before serving")
+            return EXIT_OK
+        app = create_app(store, config)
+        # handle_signals=False: the signals are ours, so the order below (drain requests,
+        # close the app, then close the store) is not left to aiohttp's own handler.
+        runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                               shutdown_timeout=config.shutdown_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as error:
+            raise _listen_error(config, error) from None
+
+        print_banner(config, tuple(store.layout), store.disk_count, stream)
+        log.info("serving on %s", " ".join(endpoint_urls(config)))
+        await stopping.wait()
+    finally:
+        try:
+            if runner is not None:
+                await runner.cleanup()  # stops listening, drains in-flight requests, app cleanup
+        finally:
+            await store.close()
+    log.info("stopped cleanly")
+    return EXIT_OK
+
+
+def run_server(config: Config) -> int:
+    import uvloop
+
+    configure_logging(config)
+    try:
+        return uvloop.run(serve(config))
+    except StartupError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console script ``buckets``. Always exits (SystemExit) with the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        sys.exit(EXIT_USAGE)
+    flags = {name: value for name, value in vars(args).items() if name != "command"}
+    if not flags.get("paths"):
+        flags.pop("paths", None)  # no positional PATH: let BUCKETS_VOLUMES or the file decide
+    try:
+        config = build_config(flags, os.environ)
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(run_server(config))
