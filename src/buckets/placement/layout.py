@@ -1,0 +1,69 @@
+"""Erasure layout policy: how many disks a partition spans and how they split into k + m.
+
+Pure arithmetic on the design's defaults; the erasure codec itself lives in
+``buckets.erasure``.
+"""
+
+from __future__ import annotations
+
+MAX_SET_SIZE = 16
+
+# (largest set size of the band, parity) by disks per partition, from the design brief.
+_DEFAULT_PARITY_BANDS: tuple[tuple[int, int], ...] = (
+    (1, 0),  # one disk: nothing to protect with
+    (2, 1),  # 1+1 mirror
+    (3, 1),  # 2+1
+    (5, 2),
+    (7, 3),
+    (MAX_SET_SIZE, 4),
+)
+
+
+def default_set_size(n_disks: int) -> int:
+    """Disks per partition for a deployment of ``n_disks`` disks: all of them, up to 16."""
+    if n_disks < 1:
+        raise ValueError(f"need at least one disk, got {n_disks}")
+    return min(n_disks, MAX_SET_SIZE)
+
+
+def default_parity(set_size: int) -> int:
+    """The design's default parity count m for a set of ``set_size`` disks."""
+    _check_set_size(set_size)
+    for largest, parity in _DEFAULT_PARITY_BANDS:
+        if set_size <= largest:
+            return parity
+    raise AssertionError("unreachable: bands cover 1..MAX_SET_SIZE")
+
+
+def erasure_layout(set_size: int, parity: int | None = None) -> tuple[int, int]:
+    """Return ``(k, m)``: data and parity shards for a set of ``set_size`` disks.
+
+    ``parity`` overrides the default m (from ``--parity`` or a storage class). It must
+    leave at least as many data shards as parity shards (``m <= set_size // 2``), which also
+    guarantees ``k >= 1``.
+    """
+    _check_set_size(set_size)
+    if parity is None:
+        m = default_parity(set_size)
+    else:
+        if isinstance(parity, bool) or not isinstance(parity, int):
+            raise ValueError(f"parity must be an integer, got {parity!r}")
+        if parity < 0:
+            raise ValueError(f"parity must be >= 0, got {parity}")
+        if parity > set_size // 2:
+            raise ValueError(
+                f"parity {parity} is too high for a set of {set_size} disks: "
+                f"at most {set_size // 2} (parity may not exceed the data shards)"
+            )
+        m = parity
+    k = set_size - m
+    if k < 1:  # unreachable given the checks above; kept as the contract's last line
+        raise ValueError(f"a set of {set_size} disks with parity {m} leaves no data shard")
+    return k, m
+
+
+def _check_set_size(set_size: int) -> None:
+    if isinstance(set_size, bool) or not isinstance(set_size, int):
+        raise ValueError(f"set size must be an integer, got {set_size!r}")
+    if not 1 <= set_size <= MAX_SET_SIZE:
+        raise ValueError(f"set size must be between 1 and {MAX_SET_SIZE} disks, got {set_size}")
