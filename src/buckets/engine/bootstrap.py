@@ -130,3 +130,58 @@ def _new_deployment(paths, probes, parity, block_size, partitions, sync) -> Boot
         _write_format(p, fmt, sync)
         boot.slots.append(DiskSlot(p, fmt, True))
     return boot
+
+
+REGISTRY_POINTER = f"{SYS_DIR}/registry.json"
+
+
+def choose_registry(disks: list, sync: bool) -> tuple[str, bool]:
+    """Pick the disk whose registry is authoritative; return (registry dir, rebuild needed).
+
+    Every disk holds ``registry.json``: {epoch, disk_id} naming where the registry lived at
+    the last start. The highest epoch wins. If that disk is offline, the registry moves to
+    the first online disk and is rebuilt from the disks' metadata (a stale copy there,
+    from an older epoch, is discarded). The new pointer, epoch + 1, is written to every
+    online disk before the store serves, so a disk that returns later with an old registry
+    can never shadow writes acknowledged meanwhile.
+    """
+    import json
+    import shutil
+
+    from buckets.storage.format import REGISTRY_DIR
+
+    online = [d for d in disks if d.online]
+    best: dict | None = None
+    for d in online:
+        try:
+            with open(os.path.join(d.root, REGISTRY_POINTER), "rb") as f:
+                ptr = json.loads(f.read())
+            if best is None or ptr["epoch"] > best["epoch"]:
+                best = ptr
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    by_id = {d.disk_id: d for d in online}
+    rebuild = False
+    if best is not None and best.get("disk_id") in by_id:
+        home = by_id[best["disk_id"]]
+    else:
+        home = online[0]
+        if best is not None:  # the authoritative registry is unreachable: start over from the disks
+            log.warning("registry disk %s is unavailable: rebuilding the registry on %s",
+                        best.get("disk_id"), home.endpoint)
+            shutil.rmtree(os.path.join(home.root, REGISTRY_DIR), ignore_errors=True)
+            rebuild = True
+    epoch = (best["epoch"] + 1) if best else 1
+    data = json.dumps({"epoch": epoch, "disk_id": home.disk_id}).encode()
+    for d in online:
+        try:
+            tmp = os.path.join(d.root, REGISTRY_POINTER + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, os.path.join(d.root, REGISTRY_POINTER))
+        except OSError as exc:
+            log.warning("cannot write the registry pointer on %s: %s", d.endpoint, exc)
+    return os.path.join(home.root, REGISTRY_DIR), rebuild

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from buckets.engine import paths
+from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file
 from buckets.erasure import ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, DiskNotFound
@@ -135,7 +135,7 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
     if not targets:
         store.heal_stats.shards_failed += len(res.failed)
         return res
-    txid = uuid.uuid4().hex
+    txid = new_id()
     stage = paths.staging(txid)
     try:
         inline = await _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage)

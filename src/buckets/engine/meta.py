@@ -38,11 +38,12 @@ def decode_meta_file(raw: bytes) -> dict:
 
 
 def entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
+    # Copies: ``e`` may be the registry cache's own entry, which callers must not be able to change.
     return ObjectInfo(
         bucket=bucket, key=key, size=e["size"], etag=e["etag"], last_modified=e["mt"],
-        headers=e.get("h") or {}, user_meta=e.get("um") or {}, checksums=e.get("ck") or {},
+        headers=dict(e.get("h") or {}), user_meta=dict(e.get("um") or {}), checksums=dict(e.get("ck") or {}),
         checksum_type=e.get("ckt"), version_id=e.get("vid", "null"), storage_class=e.get("sc", "STANDARD"),
-        parts=[PartInfo(p[0], p[1], p[2], p[3] or {}, p[4]) for p in e.get("parts", ())],
+        parts=[PartInfo(p[0], p[1], p[2], dict(p[3] or {}), p[4]) for p in e.get("parts", ())],
         content_hash=e.get("ch", ""),
     )
 

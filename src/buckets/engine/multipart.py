@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from buckets import errors
 from buckets.engine import paths
+from buckets.engine.ids import new_id
 from buckets.engine.meta import entry_to_info, upload_to_info
 from buckets.engine.names import check_object_key
 from buckets.engine.types import (
@@ -49,8 +49,7 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
     self._require_bucket(bucket)
     k, m = self.layout_for(opts.storage_class)
     _, disk_ids = self.table.locate(bucket, key)
-    # Time-ordered ids keep uploads of one key in initiation order in listings.
-    upload_id = f"{time.time_ns():x}{uuid.uuid4().hex[:16]}"
+    upload_id = new_id()  # time-ordered: uploads of one key list in initiation order
     rec = {
         "bucket": bucket, "key": key, "uid": upload_id, "init": time.time(),
         "h": dict(opts.headers), "um": dict(opts.user_meta),
@@ -72,7 +71,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     rec = _upload(self, bucket, key, upload_id)
     codec = self.codec_for(rec["k"], rec["m"], rec["bs"])
     disks = self.disks_for(rec["disks"])
-    pwid = uuid.uuid4().hex
+    pwid = new_id()
     path = paths.upload_part(upload_id, pwid)
     algs = tuple(opts.checksum_algorithms)
     if rec.get("ca") and rec["ca"] not in algs:
@@ -159,7 +158,7 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
         md5s = b"".join(bytes.fromhex(p[3]) for p in chosen)
         etag = f"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"
         ck, ckt = _object_checksum(rec, [[p[0], p[2], p[3], p[4]] for p in chosen])
-        wid = uuid.uuid4().hex
+        wid = new_id()
         mtime = time.time()
         entry = {
             "vid": "null", "wid": wid, "mt": mtime, "size": sum(p[2] for p in chosen), "etag": etag,
@@ -169,7 +168,7 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
             "parts": [[p[0], p[2], p[3], p[4], p[5]] for p in chosen],
         }
         disks = self.disks_for(rec["disks"])
-        stage = paths.staging(uuid.uuid4().hex)
+        stage = paths.staging(new_id())
         moves = [(paths.upload_part(upload_id, p[1]), paths.part_path(bucket, key, wid, p[0])) for p in chosen]
         # a disk can adopt the parts only if it holds every one of them
         slots = [i for i, d in enumerate(disks)

@@ -40,15 +40,37 @@ class ObjectReader:
         self._disks = store.disks_for(entry["disks"])
         self._closed = False
         self._inline: dict[int, bytes] | None = None
+        # Pin this write: an overwrite or delete waits for us before removing its files.
+        self._ident: tuple[str, str, str] | None = (bucket, key, entry["wid"])
+        store.read_started(self._ident)
+
+    def _release(self) -> None:
+        if self._ident is not None:
+            self.store.read_finished(self._ident)
+            self._ident = None
+
+    def __del__(self) -> None:  # a reader dropped without being read or closed
+        try:
+            self._release()
+        except Exception:
+            pass
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
 
     async def aclose(self) -> None:
         self._closed = True
+        self._release()
 
     # -- iteration ----------------------------------------------------------------------
     async def _iterate(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._iterate_spans():
+                yield chunk
+        finally:
+            self._release()
+
+    async def _iterate_spans(self) -> AsyncIterator[bytes]:
         if self.length <= 0:
             return
         spans = list(self._spans())

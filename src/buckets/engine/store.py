@@ -19,13 +19,13 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from buckets import errors
 from buckets.engine import paths
-from buckets.engine.bootstrap import bootstrap
+from buckets.engine.ids import new_id
+from buckets.engine.bootstrap import bootstrap, choose_registry
 from buckets.engine.locks import KeyLocks
 from buckets.engine.meta import encode_meta_file, entry_to_info
 from buckets.engine.names import check_bucket_name, check_object_key
@@ -41,7 +41,7 @@ from buckets.erasure import ErasureCodec
 from buckets.placement import DiskSpec, Topology, build_table
 from buckets.registry import Op, Registry
 from buckets.storage import LocalDisk
-from buckets.storage.format import REGISTRY_DIR, TMP_DIR
+from buckets.storage.format import TMP_DIR
 
 log = logging.getLogger("buckets.engine")
 
@@ -67,6 +67,8 @@ class Store:
         self.heal_stats = HealStats()
         self._codecs: dict[tuple[int, int, int], ErasureCodec] = {}
         self._background: set[asyncio.Task] = set()
+        # (bucket, key, wid) -> [readers streaming that write, event set when none are left]
+        self._active_reads: dict[tuple[str, str, str], list] = {}
         self.sync = True
         self.started = _now()
 
@@ -102,10 +104,13 @@ class Store:
                         partitions=boot.partitions)
         self.table = await loop.run_in_executor(None, build_table, topo, self.k + self.m)
         await asyncio.gather(*(self._clean_staging(d) for d in online))
-        reg_dir = registry_dir or os.path.join(online[0].root, REGISTRY_DIR)
+        if registry_dir:
+            reg_dir, rebuild = registry_dir, False
+        else:
+            reg_dir, rebuild = await loop.run_in_executor(None, choose_registry, online, sync)
         self.registry = Registry(reg_dir, cache_size=cache_size, sync=sync)
         self.registry.start()
-        if self.registry.created and not boot.new_deployment:
+        if (self.registry.created or rebuild) and not boot.new_deployment:
             from buckets.engine.rebuild import rebuild_registry
 
             stats = await rebuild_registry(self)
@@ -255,14 +260,15 @@ class Store:
         opts = opts or PutOptions()
         check_object_key(key)
         self._require_bucket(bucket)
-        self._check_conditions(bucket, key, opts)
+        if opts.if_none_match or opts.if_match is not None:
+            self._check_conditions(bucket, key, opts)  # fail fast; re-checked at commit
         k, m = self.layout_for(opts.storage_class)
         codec = self.codec_for(k, m, self.block_size)
         _, disk_ids = self.table.locate(bucket, key)
         disk_ids = list(disk_ids[: k + m])
         disks = self.disks_for(disk_ids)
-        wid = uuid.uuid4().hex
-        txid = uuid.uuid4().hex
+        wid = new_id()
+        txid = new_id()
         stage = paths.staging(txid)
         writer = ErasureWriter(codec, disks, [f"{stage}/{wid}/part.1"] * codec.n, self.cpu,
                                algorithms=opts.checksum_algorithms, inline_limit=self.inline_threshold)
@@ -355,15 +361,42 @@ class Store:
             try:
                 self._require_bucket(bucket)
                 old = self._check_conditions(bucket, key, opts)
-            except errors.BucketsError:
+                await self.registry.commit([Op("put_object", bucket, key, entry)] + (extra_ops or []))
+            except errors.BucketsError:  # precondition failed, or the bucket was deleted under us
                 await self._remove_write(bucket, key, entry["wid"], disks)
+                if self.registry.get_bucket(bucket) is None:  # our rename re-created its directory
+                    await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
                 raise
-            await self.registry.commit([Op("put_object", bucket, key, entry)] + (extra_ops or []))
         if old is not None and old["wid"] != entry["wid"]:
             self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"])))
 
-    async def _remove_write(self, bucket: str, key: str, wid: str, disks: list) -> None:
-        """Delete one write's files: metadata first, so no metadata outlives its data."""
+    def read_started(self, ident: tuple[str, str, str]) -> None:
+        slot = self._active_reads.get(ident)
+        if slot is None:
+            self._active_reads[ident] = [1, asyncio.Event()]
+        else:
+            slot[0] += 1
+
+    def read_finished(self, ident: tuple[str, str, str]) -> None:
+        slot = self._active_reads.get(ident)
+        if slot is None:
+            return
+        slot[0] -= 1
+        if slot[0] <= 0:
+            del self._active_reads[ident]
+            slot[1].set()
+
+    async def _remove_write(self, bucket: str, key: str, wid: str, disks: list,
+                            *, wait_readers: float = 3600.0) -> None:
+        """Delete one write's files once no GET is streaming them; metadata first, so no
+        metadata outlives its data."""
+        slot = self._active_reads.get((bucket, key, wid))
+        if slot is not None:
+            try:
+                await asyncio.wait_for(slot[1].wait(), wait_readers)
+            except asyncio.TimeoutError:
+                log.warning("removing %s/%s write %s with a reader still attached", bucket, key, wid)
+
         async def one(d) -> None:
             await d.delete(paths.meta_path(bucket, key, wid))
             await d.delete(paths.data_dir(bucket, key, wid), recursive=True, prune=1)

@@ -23,6 +23,7 @@ from typing import Any
 import lmdb
 import msgpack
 
+from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
 from buckets.registry.cache import LRUCache
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
@@ -82,6 +83,8 @@ class Registry:
         self.committed_ops = 0
         self.last_batch = 0
         self._load_usage()
+        # Buckets are few and read on every request: keep the table in memory.
+        self.buckets: dict[str, dict] = dict(self._items("buckets"))
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -124,65 +127,97 @@ class Registry:
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                ops = [op for ops, _ in batch for op in ops]
                 try:
-                    deltas = await loop.run_in_executor(self._pool, self._apply, ops)
+                    results, deltas = await loop.run_in_executor(self._pool, self._apply, [ops for ops, _ in batch])
                 except Exception as exc:  # the environment failed (disk full, I/O): fail the batch
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
-                self._after_commit(ops, deltas)
+                self._after_commit([op for (ops, _), err in zip(batch, results) if err is None for op in ops], deltas)
                 self.commits += 1
-                self.committed_ops += len(ops)
+                self.committed_ops += sum(len(ops) for ops, _ in batch)
                 self.last_batch = len(batch)
-                for _, fut in batch:
-                    if not fut.done():
+                for (_, fut), err in zip(batch, results):
+                    if fut.done():
+                        continue
+                    if err is None:
                         fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
 
-    def _apply(self, ops: list[Op]) -> dict[str, list[int]]:
-        deltas: dict[str, list[int]] = {}
+    def _apply(self, items: list[list[Op]]) -> tuple[list[Exception | None], dict[str, list[int]]]:
+        """One write transaction for the whole batch; each caller's ops in a nested one, so
+        a failed precondition rejects only that caller's change."""
+        results: list[Exception | None] = []
+        deltas: dict[str, list[int] | None] = {}
         with self.env.begin(write=True) as txn:
-            for op in ops:
-                kind = op.kind
-                if kind == "put_object" or kind == "delete_object":
-                    old = self._txn_get_object(txn, op.name, op.key)
-                    d = deltas.setdefault(op.name, [0, 0])
-                    if old is not None:
-                        d[0] -= 1
-                        d[1] -= old.get("size", 0)
-                    if kind == "put_object":
-                        self._txn_put_object(txn, op.name, op.key, op.value)
-                        d[0] += 1
-                        d[1] += op.value.get("size", 0)
-                    elif old is not None:
-                        self._txn_delete_object(txn, op.name, op.key)
-                elif kind == "put_bucket":
-                    txn.put(op.name.encode(), _pack(op.value), db=self.db["buckets"])
-                elif kind == "delete_bucket":
-                    txn.delete(op.name.encode(), db=self.db["buckets"])
-                    txn.delete(op.name.encode(), db=self.db["usage"])
-                    deltas.pop(op.name, None)
-                    deltas[op.name] = None  # type: ignore[assignment]
-                elif kind == "put_upload":
-                    txn.put(f"{op.name}\0{op.key}".encode(), _pack(op.value), db=self.db["uploads"])
-                elif kind == "delete_upload":
-                    txn.delete(f"{op.name}\0{op.key}".encode(), db=self.db["uploads"])
-                elif kind == "put_user":
-                    txn.put(op.name.encode(), _pack(op.value), db=self.db["users"])
-                elif kind == "delete_user":
-                    txn.delete(op.name.encode(), db=self.db["users"])
-                elif kind == "put_sys":
-                    txn.put(op.name.encode(), _pack(op.value), db=self.db["sys"])
-                else:
-                    raise ValueError(f"unknown registry op {kind}")
+            for ops in items:
+                item_deltas: dict[str, list[int] | None] = {}
+                try:
+                    with self.env.begin(write=True, parent=txn) as sub:
+                        for op in ops:
+                            self._apply_op(sub, op, item_deltas)
+                except BucketsError as exc:
+                    results.append(exc)
+                    continue
+                results.append(None)
+                for bucket, d in item_deltas.items():
+                    acc = deltas.get(bucket)
+                    if d is None:
+                        deltas[bucket] = None
+                    elif acc is None:
+                        deltas[bucket] = list(d)
+                    else:
+                        acc[0] += d[0]
+                        acc[1] += d[1]
             for bucket, d in deltas.items():
                 if d is None:
                     continue
                 cur = txn.get(bucket.encode(), db=self.db["usage"])
                 objs, size = _unpack(cur) if cur else (0, 0)
                 txn.put(bucket.encode(), _pack([objs + d[0], size + d[1]]), db=self.db["usage"])
-        return deltas
+        return results, deltas  # type: ignore[return-value]
+
+    def _apply_op(self, txn, op: Op, deltas: dict[str, list[int] | None]) -> None:
+        kind = op.kind
+        if kind == "put_object" or kind == "delete_object":
+            if kind == "put_object" and txn.get(op.name.encode(), db=self.db["buckets"]) is None:
+                raise NoSuchBucket(resource=op.name, BucketName=op.name)
+            old = self._txn_get_object(txn, op.name, op.key)
+            d = deltas.get(op.name) or [0, 0]
+            deltas[op.name] = d
+            if old is not None:
+                d[0] -= 1
+                d[1] -= old.get("size", 0)
+            if kind == "put_object":
+                self._txn_put_object(txn, op.name, op.key, op.value)
+                d[0] += 1
+                d[1] += op.value.get("size", 0)
+            elif old is not None:
+                self._txn_delete_object(txn, op.name, op.key)
+        elif kind == "put_bucket":
+            txn.put(op.name.encode(), _pack(op.value), db=self.db["buckets"])
+        elif kind == "delete_bucket":
+            base = op.name.encode() + b"\0"
+            cur = txn.cursor(db=self.db["objects"])
+            if cur.set_range(base) and cur.key().startswith(base):
+                raise BucketNotEmpty(resource=op.name, BucketName=op.name)
+            txn.delete(op.name.encode(), db=self.db["buckets"])
+            txn.delete(op.name.encode(), db=self.db["usage"])
+            deltas[op.name] = None
+        elif kind == "put_upload":
+            txn.put(f"{op.name}\0{op.key}".encode(), _pack(op.value), db=self.db["uploads"])
+        elif kind == "delete_upload":
+            txn.delete(f"{op.name}\0{op.key}".encode(), db=self.db["uploads"])
+        elif kind == "put_user":
+            txn.put(op.name.encode(), _pack(op.value), db=self.db["users"])
+        elif kind == "delete_user":
+            txn.delete(op.name.encode(), db=self.db["users"])
+        elif kind == "put_sys":
+            txn.put(op.name.encode(), _pack(op.value), db=self.db["sys"])
+        else:
+            raise ValueError(f"unknown registry op {kind}")
 
     def _after_commit(self, ops: list[Op], deltas: dict[str, list[int]]) -> None:
         for op in ops:
@@ -190,6 +225,10 @@ class Registry:
                 self.cache.put((op.name, op.key), op.value)
             elif op.kind == "delete_object":
                 self.cache.discard((op.name, op.key))
+            elif op.kind == "put_bucket":
+                self.buckets[op.name] = op.value
+            elif op.kind == "delete_bucket":
+                self.buckets.pop(op.name, None)
         for bucket, d in deltas.items():
             if d is None:
                 self.usage.pop(bucket, None)
@@ -380,10 +419,10 @@ class Registry:
         return out
 
     def get_bucket(self, name: str) -> dict | None:
-        return self._get("buckets", name)
+        return self.buckets.get(name)
 
     def list_buckets(self) -> list[tuple[str, dict]]:
-        return self._items("buckets")
+        return sorted(self.buckets.items(), key=lambda kv: kv[0].encode())
 
     def get_upload(self, bucket: str, upload_id: str) -> dict | None:
         return self._get("uploads", f"{bucket}\0{upload_id}")
