@@ -1,0 +1,142 @@
+"""The S3 aiohttp application: `create_app(store, cfg)`.
+
+Owns the request pipeline every S3 call goes through: a request id, the error
+middleware (every `BucketsError` becomes S3 XML with its status; anything else is a bug,
+logged with the request id and answered as InternalError), routing (path- and
+virtual-host-style, see `buckets.s3.router`), authentication, and dispatch to the
+handler of the operation. Every response carries `x-amz-request-id`, `x-amz-id-2` and
+`Server: Buckets`, set just before headers go out so streamed responses get them too.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError
+from buckets.s3.auth import authenticate
+from buckets.s3.context import S3Request
+from buckets.s3.credentials import ServerCredentials
+from buckets.s3.errors import error_response
+from buckets.s3.handlers import OPERATIONS
+from buckets.s3.router import Target, parse_target, select_operation
+
+log = logging.getLogger("buckets.s3")
+
+SERVER_NAME = "Buckets"
+_REQUEST_ID = "s3_request_id"
+_TARGET = "s3_target"
+
+
+def _new_request_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+def _host_id() -> str:
+    return base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+@web.middleware
+async def s3_error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    request_id = request.get(_REQUEST_ID) or _new_request_id()
+    request[_REQUEST_ID] = request_id
+    try:
+        return await handler(request)
+    except BucketsError as err:
+        error = err
+    except ConnectionResetError:
+        # The client went away mid-request; the engine has already cleaned up. Nobody is
+        # left to read an answer, so this is not a server fault.
+        log.info("request %s: client disconnected during %s %s", request_id, request.method, request.path)
+        error = IncompleteBody()
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("request %s: unhandled error in %s %s", request_id, request.method, request.path)
+        error = InternalError()
+    target: Target | None = request.get(_TARGET)
+    resource = target.resource if target is not None else (error.resource or request.path)
+    if error.status >= 500 and error.code != "NotImplemented":
+        log.warning("request %s: %s %s -> %s %s", request_id, request.method, request.path,
+                    error.status, error.code)
+    return error_response(error, request_id=request_id, host_id=_host_id(), resource=resource,
+                          head=request.method == "HEAD")
+
+
+async def _stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get(_REQUEST_ID) or _new_request_id()
+    request[_REQUEST_ID] = request_id
+    response.headers["x-amz-request-id"] = request_id
+    response.headers["x-amz-id-2"] = _host_id()
+    response.headers["Server"] = SERVER_NAME
+    if request.can_read_body and not request.content.is_eof():
+        # Answered before the body arrived (an error, or a client still waiting for
+        # 100 Continue): the unread body would be parsed as the next request, so this
+        # connection cannot be reused. Tell the client, as S3 does.
+        response.headers["Connection"] = "close"
+        response.force_close()
+
+
+async def _defer_continue(request: web.Request) -> None:
+    """Do not answer `Expect: 100-continue` before routing and auth: the body module sends
+    100 Continue once the request is known to be acceptable (see `buckets.s3.body`)."""
+    return None
+
+
+class S3Service:
+    """The catch-all handler: route, authenticate, dispatch."""
+
+    def __init__(self, store: Any, cfg: Any) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.domains: list[str] = list(getattr(cfg, "domains", None) or [])
+        self.region: str = getattr(cfg, "region", "us-east-1")
+        self.credentials = ServerCredentials(cfg.root_user, cfg.root_password, getattr(store, "users", None))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        target = parse_target(request.headers.get("Host", ""), request.raw_path, self.domains)
+        request[_TARGET] = target
+        auth = await authenticate(request, self.credentials, region=self.region,
+                                  bucket_from_host=target.host_bucket)
+        if auth.is_anonymous:
+            raise AccessDenied()
+        request["s3_access_key"] = auth.access_key
+        operation = select_operation(request.method, target, request.query, request.headers)
+        request["s3_operation"] = operation  # read by the access log and metrics (buckets.obs)
+        s3req = S3Request(request=request, store=self.store, config=self.cfg, target=target,
+                          operation=operation, request_id=request[_REQUEST_ID], auth=auth)
+        return await OPERATIONS[operation](s3req)
+
+
+def _unlock_users(store: Any, cfg: Any) -> None:
+    """Stored user secrets are sealed under a key derived from the root credentials; give
+    the user table that key so SigV4 can use the secrets of `buckets-admin user add` users."""
+    users = getattr(store, "users", None)
+    if users is None or not hasattr(users, "set_kek") or not hasattr(store, "deployment_id"):
+        return
+    from buckets.engine.users import derive_kek
+
+    users.set_kek(derive_kek(cfg.root_user, cfg.root_password, store.deployment_id))
+
+
+def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
+               extra_middlewares: list | None = None) -> web.Application:
+    """The S3 API over `store`; `cfg` needs region, domains, root_user, root_password.
+
+    ``extra_routes`` (aiohttp RouteDefs: metrics, health, admin) are registered before the
+    S3 catch-all so they win; ``extra_middlewares`` run outside the S3 error middleware.
+    """
+    _unlock_users(store, cfg)
+    app = web.Application(middlewares=[*(extra_middlewares or []), s3_error_middleware],
+                          handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    service = S3Service(store, cfg)
+    if extra_routes:
+        app.router.add_routes(extra_routes)
+    app.router.add_route("*", "/{tail:.*}", service.handle, expect_handler=_defer_continue)
+    app.on_response_prepare.append(_stamp_headers)
+    return app

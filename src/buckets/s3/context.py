@@ -1,0 +1,82 @@
+"""The per-request value every S3 handler receives.
+
+`S3Request` bundles what a handler needs (the aiohttp request, the engine, the server
+config, the resolved bucket/key, the authenticated caller and the request id) so
+handlers are plain `async def op(req: S3Request) -> web.StreamResponse` functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDictProxy, MultiDictProxy
+
+from buckets.errors import InvalidArgument, KeyTooLongError
+from buckets.s3.router import Target
+
+MAX_KEY_BYTES = 1024
+
+
+@dataclass(slots=True)
+class S3Request:
+    request: web.Request
+    store: Any  # buckets.engine.store.Store (duck-typed so this module imports cheaply)
+    config: Any  # server config: region, domains, root_user, root_password
+    target: Target
+    operation: str
+    request_id: str
+    auth: Any = None  # buckets.s3.auth.AuthContext
+
+    @property
+    def bucket(self) -> str:
+        assert self.target.bucket is not None
+        return self.target.bucket
+
+    @property
+    def key(self) -> str:
+        assert self.target.key is not None
+        return self.target.key
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        return self.request.query
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self.request.headers
+
+    @property
+    def is_head(self) -> bool:
+        return self.request.method == "HEAD"
+
+    def owner(self) -> tuple[str, str]:
+        """(canonical ID, display name) of the bucket owner; one tenant: the root user."""
+        root = str(getattr(self.config, "root_user", "buckets"))
+        return hashlib.sha256(f"buckets-owner:{root}".encode()).hexdigest(), root
+
+    def int_param(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None,
+                  cap: int | None = None) -> int:
+        """An integer query parameter; out of range or not a number is InvalidArgument."""
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidArgument(f"Provided {name} not an integer or within integer range",
+                                  ArgumentName=name, ArgumentValue=raw) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise InvalidArgument(f"Argument {name} must be an integer between {minimum} and "
+                                  f"{maximum if maximum is not None else 2**31 - 1}",
+                                  ArgumentName=name, ArgumentValue=raw)
+        return min(value, cap) if cap is not None else value
+
+
+def check_key(key: str) -> None:
+    """Refuse over-long keys before any body is read."""
+    if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+        raise KeyTooLongError(Size=str(len(key.encode("utf-8", "surrogateescape"))),
+                              MaxSizeAllowed=str(MAX_KEY_BYTES))

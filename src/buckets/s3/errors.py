@@ -1,0 +1,57 @@
+"""S3 error documents: the one place a `BucketsError` becomes an HTTP response.
+
+Also defines the few S3 error codes only the HTTP layer can raise (they are about
+request syntax, not storage), as `BucketsError` subclasses so they render the same way.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from buckets.errors import BucketsError
+from buckets.s3.xmlio import XmlBuilder
+
+
+class InvalidStorageClass(BucketsError):
+    code = "InvalidStorageClass"
+    status = 400
+    default_message = "The storage class you specified is not valid."
+
+
+class IllegalLocationConstraint(BucketsError):
+    code = "IllegalLocationConstraintException"
+    status = 400
+    default_message = "The specified location-constraint is not valid for this endpoint."
+
+
+class InvalidURI(BucketsError):
+    code = "InvalidURI"
+    status = 400
+    default_message = "Couldn't parse the specified URI."
+
+
+def set_response_headers(err: BucketsError, headers: dict[str, str]) -> BucketsError:
+    """Attach headers an error response must carry (e.g. Content-Range on InvalidRange)."""
+    err.response_headers = headers  # type: ignore[attr-defined]
+    return err
+
+
+def error_response(err: BucketsError, *, request_id: str, host_id: str, resource: str,
+                   head: bool) -> web.Response:
+    """Render `err` as S3 does; a HEAD answer carries the status and headers but no body.
+
+    `resource` is what the client addressed (/bucket/key), which S3 reports even when
+    the failure concerns a part of it (a missing bucket under a key request).
+    """
+    headers = {"Content-Type": "application/xml"}
+    headers.update(getattr(err, "response_headers", None) or {})
+    if head:
+        resp = web.Response(status=err.status, headers=headers)
+        return resp
+    doc = XmlBuilder("Error", namespace=False)
+    doc.elem("Code", err.code).elem("Message", err.message)
+    for name, value in err.extra.items():
+        doc.elem(name, value)
+    doc.elem("Resource", resource)
+    doc.elem("RequestId", request_id).elem("HostId", host_id)
+    return web.Response(status=err.status, body=doc.finish(), headers=headers)

@@ -1,0 +1,96 @@
+"""Bucket operations: CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
+GetBucketVersioning (always unversioned here), and S3's bucket naming rules."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from aiohttp import web
+
+from buckets.errors import InvalidBucketName, NotImplementedErr
+from buckets.s3.body import read_document
+from buckets.s3.context import S3Request
+from buckets.s3.errors import IllegalLocationConstraint
+from buckets.s3.handlers.common import empty_response, xml_response
+from buckets.s3.xmlio import XmlBuilder, parse_document
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap")
+MAX_CONFIG_XML = 64 * 1024
+
+
+def check_bucket_name(name: str) -> None:
+    """S3's general-purpose bucket naming rules; any violation is InvalidBucketName."""
+    problem = None
+    if not 3 <= len(name) <= 63:
+        problem = "Bucket names must be between 3 and 63 characters long."
+    elif not _NAME.match(name):
+        problem = ("Bucket names can consist only of lowercase letters, numbers, dots and hyphens, "
+                   "and must begin and end with a letter or number.")
+    elif ".." in name or ".-" in name or "-." in name:
+        problem = "Bucket names must not contain two adjacent periods or a period next to a hyphen."
+    elif name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        problem = "Bucket names must not use a reserved prefix or suffix."
+    else:
+        try:
+            ipaddress.IPv4Address(name)
+            problem = "Bucket names must not be formatted as an IP address."
+        except ValueError:
+            pass
+    if problem:
+        raise InvalidBucketName(problem, BucketName=name)
+
+
+def _has_body(req: S3Request) -> bool:
+    length = req.headers.get("Content-Length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "chunked" in req.headers.get("Transfer-Encoding", "").lower()
+
+
+async def create_bucket(req: S3Request) -> web.StreamResponse:
+    check_bucket_name(req.bucket)
+    if req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true":
+        raise NotImplementedErr("Object lock is not implemented.")
+    acl = req.headers.get("x-amz-acl")
+    if acl is not None and acl != "private":
+        raise NotImplementedErr("Canned ACLs other than 'private' are not implemented.")
+    if _has_body(req):
+        body, _ = await read_document(req, MAX_CONFIG_XML)
+        if body.strip():
+            config = parse_document(body, "CreateBucketConfiguration")
+            location = config.child_text("LocationConstraint")
+            if location is not None and location.strip() and location.strip() != req.config.region:
+                raise IllegalLocationConstraint(
+                    f"The {location.strip()} location constraint is incompatible for the region "
+                    f"specific endpoint this request was sent to ({req.config.region}).")
+    await req.store.make_bucket(req.bucket)
+    return empty_response(200, {"Location": f"/{req.bucket}"})
+
+
+async def head_bucket(req: S3Request) -> web.StreamResponse:
+    await req.store.get_bucket(req.bucket)
+    return empty_response(200, {"x-amz-bucket-region": req.config.region,
+                                "x-amz-access-point-alias": "false"})
+
+
+async def delete_bucket(req: S3Request) -> web.StreamResponse:
+    await req.store.delete_bucket(req.bucket)
+    return empty_response(204)
+
+
+async def get_bucket_location(req: S3Request) -> web.StreamResponse:
+    await req.store.get_bucket(req.bucket)
+    # us-east-1 is reported as an empty constraint, as S3 does (clients map it back).
+    region = req.config.region
+    doc = XmlBuilder("LocationConstraint")
+    if region != "us-east-1":
+        doc.text(region)
+    return xml_response(doc.finish())
+
+
+async def get_bucket_versioning(req: S3Request) -> web.StreamResponse:
+    await req.store.get_bucket(req.bucket)
+    return xml_response(XmlBuilder("VersioningConfiguration").finish())

@@ -1,0 +1,133 @@
+"""Server-side copies: CopyObject and UploadPartCopy.
+
+Both stream: the source's ObjectReader is handed to the engine as the body of the
+destination write, so a copy never holds more than the engine's blocks in flight.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote
+
+from aiohttp import web
+
+from buckets import checksums
+from buckets.engine.types import PutOptions
+from buckets.errors import InvalidArgument, InvalidRequest, NoSuchVersion
+from buckets.s3.conditions import check_copy_source
+from buckets.s3.context import S3Request, check_key
+from buckets.s3.handlers.common import xml_response
+from buckets.s3.handlers.multipart import part_number_required, upload_id_param
+from buckets.s3.headers import (
+    put_options,
+    quote_etag,
+    refuse_unsupported,
+    storage_class,
+    write_conditions,
+)
+from buckets.s3.ranges import parse_copy_source_range
+from buckets.s3.xmlio import XmlBuilder, iso8601
+
+MAX_COPY_SOURCE = 5 * 1024**3  # larger sources must be copied with UploadPartCopy
+
+
+def parse_copy_source(header: str) -> tuple[str, str]:
+    """`x-amz-copy-source`: `[/]bucket/key[?versionId=null]`, URL-encoded."""
+    path, _, query = header.strip().partition("?")
+    try:
+        path = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidArgument("Invalid copy source encoding.", ArgumentName="x-amz-copy-source") from None
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket or not key:
+        raise InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+                              ArgumentName="x-amz-copy-source", ArgumentValue=header)
+    if query:
+        version = parse_qs(query, keep_blank_values=True).get("versionId", [None])[0]
+        if version is not None and version != "null":
+            raise NoSuchVersion(Key=key, VersionId=version)
+    check_key(key)
+    return bucket, key
+
+
+def _result(element: str, etag: str, last_modified: float, sums: dict[str, str],
+            checksum_type: str | None) -> bytes:
+    doc = XmlBuilder(element)
+    doc.elem("ETag", quote_etag(etag)).elem("LastModified", iso8601(last_modified))
+    for alg, value in sums.items():
+        if alg in checksums.ALGORITHMS:
+            doc.elem("Checksum" + alg, value)
+    if sums and element == "CopyObjectResult":
+        doc.elem("ChecksumType", checksum_type or "FULL_OBJECT")
+    return doc.finish()
+
+
+def _copy_checksum(req: S3Request, source_sums: dict[str, str]) -> tuple[str, ...]:
+    raw = req.headers.get("x-amz-checksum-algorithm")
+    if raw:
+        alg = raw.strip().upper()
+        if alg not in checksums.ALGORITHMS:
+            raise InvalidRequest("Checksum algorithm provided is unsupported.")
+        return (alg,)
+    # Keep the source's algorithm; the copy is one part, so its checksum is full-object.
+    return tuple(alg for alg in source_sums if alg in checksums.ALGORITHMS)[:1]
+
+
+async def copy_object(req: S3Request) -> web.StreamResponse:
+    check_key(req.key)
+    src_bucket, src_key = parse_copy_source(req.headers["x-amz-copy-source"])
+    directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
+                              ArgumentValue=directive)
+    if (src_bucket, src_key) == (req.bucket, req.key) and directive == "COPY" \
+            and "x-amz-storage-class" not in req.headers and "x-amz-checksum-algorithm" not in req.headers:
+        raise InvalidRequest(
+            "This copy request is illegal because it is trying to copy an object to itself without "
+            "changing the object's metadata, storage class, website redirect location or encryption attributes.")
+    if_match, if_none_match = write_conditions(req.headers)
+    reader = await req.store.get_object(src_bucket, src_key)
+    try:
+        info = reader.info
+        check_copy_source(req.headers, info)
+        if info.size > MAX_COPY_SOURCE:
+            raise InvalidRequest(f"The specified copy source is larger than the maximum allowable size "
+                                 f"for a copy source: {MAX_COPY_SOURCE}")
+        if directive == "REPLACE":
+            opts = put_options(req.headers)
+        else:
+            refuse_unsupported(req.headers)
+            opts = PutOptions(headers=dict(info.headers), user_meta=dict(info.user_meta),
+                              storage_class=storage_class(req.headers) if "x-amz-storage-class" in req.headers
+                              else info.storage_class)
+        opts.checksum_algorithms = _copy_checksum(req, info.checksums)
+        opts.if_match, opts.if_none_match = if_match, if_none_match
+        new = await req.store.put_object(req.bucket, req.key, reader, reader.length, opts)
+    finally:
+        await reader.aclose()
+    return xml_response(_result("CopyObjectResult", new.etag, new.last_modified, new.checksums, new.checksum_type))
+
+
+async def upload_part_copy(req: S3Request) -> web.StreamResponse:
+    check_key(req.key)
+    part_number = part_number_required(req)
+    upload_id = upload_id_param(req)
+    src_bucket, src_key = parse_copy_source(req.headers["x-amz-copy-source"])
+    source = await req.store.head_object(src_bucket, src_key)
+    check_copy_source(req.headers, source)
+    range_header = req.headers.get("x-amz-copy-source-range")
+    wanted = None
+    if range_header:
+        wanted = parse_copy_source_range(range_header, source.size)
+    elif source.size > MAX_COPY_SOURCE:
+        raise InvalidRequest("The specified copy source is larger than the maximum allowable size "
+                             f"for a copy source: {MAX_COPY_SOURCE}")
+    reader = await req.store.get_object(src_bucket, src_key, range=wanted)
+    try:
+        if reader.info.etag != source.etag:  # replaced between the two lookups: check again
+            check_copy_source(req.headers, reader.info)
+        part = await req.store.put_part(req.bucket, req.key, upload_id, part_number, reader,
+                                        reader.length, PutOptions())
+    finally:
+        await reader.aclose()
+    return xml_response(_result("CopyPartResult", part.etag, part.last_modified or reader.info.last_modified,
+                                part.checksums, None))

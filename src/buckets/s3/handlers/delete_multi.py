@@ -1,0 +1,97 @@
+"""DeleteObjects: up to 1000 keys in one request, with per-key results.
+
+The body must carry an integrity check (Content-MD5 or a flexible checksum), as S3
+requires; it is verified before anything is deleted. Keys are deleted concurrently
+(bounded) and reported in request order; Quiet mode reports only failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+from aiohttp import web
+
+from buckets import checksums
+from buckets.errors import (
+    BadDigest,
+    BucketsError,
+    InternalError,
+    InvalidRequest,
+    KeyTooLongError,
+    MalformedXML,
+)
+from buckets.s3.body import Integrity, read_document
+from buckets.s3.context import MAX_KEY_BYTES, S3Request
+from buckets.s3.handlers.common import xml_response
+from buckets.s3.xmlio import MAX_REQUEST_XML, XmlBuilder, parse_document
+
+log = logging.getLogger("buckets.s3")
+
+MAX_DELETE_KEYS = 1000
+_CONCURRENCY = 16
+
+
+def _verify_body(integrity: Integrity, body: bytes) -> None:
+    if integrity.content_md5 is None and integrity.algorithm is None:
+        raise InvalidRequest("Missing required header for this request: Content-MD5")
+    if integrity.content_md5 is not None and hashlib.md5(body).digest() != integrity.content_md5:
+        raise BadDigest("The Content-MD5 you specified did not match what we received.")
+    expected = integrity.expected_checksum()
+    if integrity.algorithm and expected is not None:
+        digest = checksums.new_checksum(integrity.algorithm)
+        digest.update(body)
+        if digest.b64() != expected:
+            raise BadDigest(f"The {integrity.algorithm} you specified did not match the calculated checksum.")
+
+
+async def delete_objects(req: S3Request) -> web.StreamResponse:
+    integrity = Integrity.from_headers(req.headers)
+    body, reader = await read_document(req, MAX_REQUEST_XML)
+    integrity.reader = reader
+    _verify_body(integrity, body)
+    doc = parse_document(body, "Delete")
+    quiet = (doc.child_text("Quiet") or "false").strip().lower() == "true"
+    entries = []
+    for node in doc.find_all("Object"):
+        key = node.child_text("Key")
+        if key is None:
+            raise MalformedXML()
+        entries.append((key, node.child_text("VersionId")))
+    if not entries or len(entries) > MAX_DELETE_KEYS:
+        raise MalformedXML(f"A DeleteObjects request must list between 1 and {MAX_DELETE_KEYS} keys.")
+    await req.store.get_bucket(req.bucket)  # a missing bucket fails the whole request
+
+    limit = asyncio.Semaphore(_CONCURRENCY)
+
+    async def delete_one(key: str, version: str | None) -> BucketsError | None:
+        async with limit:
+            try:
+                if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+                    raise KeyTooLongError()
+                if version is not None and version != "null":
+                    return None  # no such version can exist in an unversioned bucket
+                await req.store.delete_object(req.bucket, key)
+                return None
+            except BucketsError as err:
+                return err
+            except Exception:
+                log.exception("request %s: DeleteObjects failed for key %r", req.request_id, key)
+                return InternalError()
+
+    results = await asyncio.gather(*(delete_one(k, v) for k, v in entries))
+    out = XmlBuilder("DeleteResult")
+    for (key, version), err in zip(entries, results):
+        if err is None:
+            if not quiet:
+                out.open("Deleted").elem("Key", key)
+                if version is not None:
+                    out.elem("VersionId", version)
+                out.close()
+        else:
+            out.open("Error").elem("Key", key)
+            if version is not None:
+                out.elem("VersionId", version)
+            out.elem("Code", err.code).elem("Message", err.message).close()
+    return xml_response(out.finish())

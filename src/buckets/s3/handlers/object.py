@@ -1,0 +1,231 @@
+"""Single-object operations: PutObject, GetObject, HeadObject, DeleteObject.
+
+GET streams: the engine's ObjectReader is iterated straight into a `StreamResponse`, so
+memory stays bounded by the blocks in flight whatever the object size. PUT streams the
+decoded request body into the engine; Content-MD5 and checksums are checked in the
+engine's verify hook, before commit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from buckets.engine.types import ObjectInfo
+from buckets.errors import (
+    InvalidArgument,
+    InvalidPart,
+    InvalidPartNumber,
+    InvalidRange,
+    InvalidRequest,
+    NoSuchVersion,
+)
+from buckets.s3.body import Integrity, open_stream
+from buckets.s3.conditions import ReadOutcome, evaluate_read
+from buckets.s3.context import S3Request, check_key
+from buckets.s3.errors import set_response_headers
+from buckets.s3.headers import (
+    apply_response_overrides,
+    checksum_headers,
+    http_date,
+    object_headers,
+    put_options,
+    quote_etag,
+    write_conditions,
+)
+from buckets.s3.ranges import parse_range
+
+log = logging.getLogger("buckets.s3")
+
+MAX_PART_NUMBER = 10000
+
+
+def check_version_id(req: S3Request) -> None:
+    """Buckets are unversioned: the only version is `null`."""
+    version = req.query.get("versionId")
+    if version is not None and version != "null":
+        raise NoSuchVersion(Key=req.key, VersionId=version)
+
+
+def part_number_param(req: S3Request) -> int | None:
+    raw = req.query.get("partNumber")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
+        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
+                              ArgumentName="partNumber", ArgumentValue=raw)
+    return int(raw)
+
+
+# --- PUT -------------------------------------------------------------------------------------
+
+
+async def put_object(req: S3Request) -> web.StreamResponse:
+    check_key(req.key)
+    opts = put_options(req.headers)
+    opts.if_match, opts.if_none_match = write_conditions(req.headers)
+    integrity = Integrity.from_headers(req.headers)
+    opts.checksum_algorithms = integrity.algorithms
+    opts.verify = integrity.verify
+    body = await open_stream(req)
+    integrity.reader = body.reader
+    info = await req.store.put_object(req.bucket, req.key, body.stream, body.size, opts)
+    headers = {"ETag": quote_etag(info.etag)}
+    headers.update(integrity.response_headers(info.checksums))
+    if integrity.algorithm:
+        headers["x-amz-checksum-type"] = "FULL_OBJECT"
+    return web.Response(status=200, headers=headers)
+
+
+# --- GET / HEAD ------------------------------------------------------------------------------
+
+
+def _read_headers(req: S3Request, info: ObjectInfo, part_number: int | None, whole: bool) -> dict[str, str]:
+    headers = object_headers(info)
+    if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        if whole:
+            headers.update(checksum_headers(info.checksums, info.checksum_type))
+        elif part_number is not None and 0 < part_number <= len(info.parts):
+            part = info.parts[part_number - 1]
+            if info.checksum_type != "FULL_OBJECT":
+                headers.update(checksum_headers(part.checksums, "COMPOSITE"))
+    if part_number is not None and "-" in info.etag:
+        headers["x-amz-mp-parts-count"] = str(len(info.parts))
+    apply_response_overrides(headers, req.query)
+    return headers
+
+
+def _not_modified(info: ObjectInfo) -> web.Response:
+    return web.Response(status=304, headers={"ETag": quote_etag(info.etag),
+                                             "Last-Modified": http_date(info.last_modified)})
+
+
+async def _open_reader(req: S3Request):
+    """Resolve range/partNumber and open a (lazy) reader; conditions decide before errors."""
+    check_key(req.key)
+    check_version_id(req)
+    part_number = part_number_param(req)
+    range_header = req.headers.get("Range")
+    if part_number is not None and range_header:
+        raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
+    wanted = parse_range(range_header)
+    try:
+        reader = await req.store.get_object(req.bucket, req.key, range=wanted, part_number=part_number)
+    except (InvalidRange, InvalidPart, InvalidPartNumber) as err:
+        # Preconditions take precedence over an unsatisfiable range, as in S3.
+        info = await req.store.head_object(req.bucket, req.key)
+        if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
+            return None, _not_modified(info), part_number
+        if part_number is not None:
+            raise InvalidPartNumber(PartNumberRequested=str(part_number),
+                                    ActualPartCount=str(max(len(info.parts), 1))) from None
+        err.extra.setdefault("RangeRequested", range_header or "")
+        err.extra.setdefault("ActualObjectSize", str(info.size))
+        raise set_response_headers(err, {"Content-Range": f"bytes */{info.size}"})
+    return reader, None, part_number
+
+
+def _range_headers(reader, info: ObjectInfo, part_number: int | None, headers: dict[str, str]) -> int:
+    """Content-Length/Content-Range for what the reader yields; returns the HTTP status.
+
+    A partNumber read is always a 206 with the part's Content-Range, as S3 answers it.
+    """
+    headers["Content-Length"] = str(reader.length)
+    if reader.range is not None:
+        headers["Content-Range"] = f"bytes {reader.range.start}-{reader.range.end - 1}/{info.size}"
+        return 206
+    if part_number is not None:
+        headers["Content-Range"] = f"bytes 0-{max(info.size - 1, 0)}/{info.size}"
+        return 206
+    return 200
+
+
+async def get_object(req: S3Request) -> web.StreamResponse:
+    reader, early, part_number = await _open_reader(req)
+    if early is not None:
+        return early
+    try:
+        info = reader.info
+        if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
+            return _not_modified(info)
+        headers = _read_headers(req, info, part_number, whole=reader.range is None and part_number is None)
+        status = _range_headers(reader, info, part_number, headers)
+        length = int(headers.pop("Content-Length"))
+        return await _stream(req, reader, status, headers, length)
+    finally:
+        await reader.aclose()
+
+
+async def _stream(req: S3Request, reader, status: int, headers: dict[str, str], length: int) -> web.StreamResponse:
+    """Write the reader's bytes as the response body, block by block."""
+    chunks = reader.__aiter__()
+    try:
+        # Read the first block before sending headers: a failure there (quorum lost, ...)
+        # can still be answered as a proper S3 error instead of a cut connection.
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = length
+        await resp.prepare(req.request)
+        try:
+            if first:
+                await resp.write(first)
+            async for chunk in chunks:
+                await resp.write(chunk)
+        except ConnectionResetError:
+            log.info("request %s: client went away during GET %s/%s", req.request_id, req.bucket, req.key)
+            return resp
+        except Exception:
+            # Headers are gone already: the only honest signal left is a cut connection.
+            log.exception("request %s: GET %s/%s failed mid-stream", req.request_id, req.bucket, req.key)
+            transport = req.request.transport
+            if transport is not None:
+                transport.abort()
+            return resp
+        await resp.write_eof()
+        return resp
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def head_object(req: S3Request) -> web.StreamResponse:
+    if req.query.get("partNumber") is not None or req.headers.get("Range"):
+        reader, early, part_number = await _open_reader(req)
+        if early is not None:
+            return early
+        try:
+            info = reader.info
+            if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
+                return _not_modified(info)
+            headers = _read_headers(req, info, part_number, whole=reader.range is None and part_number is None)
+            status = _range_headers(reader, info, part_number, headers)
+            return web.Response(status=status, headers=headers)
+        finally:
+            await reader.aclose()
+    check_key(req.key)
+    check_version_id(req)
+    info = await req.store.head_object(req.bucket, req.key)
+    if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
+        return _not_modified(info)
+    headers = _read_headers(req, info, None, whole=True)
+    headers["Content-Length"] = str(info.size)
+    return web.Response(status=200, headers=headers)
+
+
+# --- DELETE ----------------------------------------------------------------------------------
+
+
+async def delete_object(req: S3Request) -> web.StreamResponse:
+    check_key(req.key)
+    version = req.query.get("versionId")
+    if version is not None and version != "null":
+        # No such version can exist in an unversioned bucket; deleting it is a no-op.
+        await req.store.get_bucket(req.bucket)
+        return web.Response(status=204)
+    await req.store.delete_object(req.bucket, req.key)
+    return web.Response(status=204)

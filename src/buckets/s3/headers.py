@@ -1,0 +1,210 @@
+"""Object headers in and out: what a PUT stores and what a GET/HEAD returns.
+
+Owns the mapping between HTTP headers and the engine's `PutOptions`/`ObjectInfo` fields:
+user metadata (`x-amz-meta-*`, 2 KiB limit), the stored standard headers, storage class,
+ETag quoting, HTTP dates, and the `response-*` query overrides of GET/HEAD.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import timezone
+from collections.abc import Mapping
+
+from buckets.engine.types import STORED_HEADERS, ObjectInfo, PutOptions
+from buckets.errors import InvalidArgument, MetadataTooLarge, NotImplementedErr
+from buckets.s3.errors import InvalidStorageClass
+
+META_PREFIX = "x-amz-meta-"
+MAX_USER_META_BYTES = 2048
+STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY")
+
+# GET/HEAD query parameters that override the stored header of the same name.
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+_CANONICAL = {
+    "content-type": "Content-Type",
+    "content-encoding": "Content-Encoding",
+    "content-disposition": "Content-Disposition",
+    "content-language": "Content-Language",
+    "cache-control": "Cache-Control",
+    "expires": "Expires",
+}
+
+
+def http_date(ts: float) -> str:
+    """RFC 7231 date (Last-Modified), whole seconds as S3 sends it."""
+    return email.utils.formatdate(int(ts), usegmt=True)
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """Parse an If-Modified-Since style date; None when absent or unparseable (then ignored)."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc).timestamp()
+    return parsed.timestamp()
+
+
+def quote_etag(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def unquote_etag(value: str) -> str:
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return value
+
+
+def etag_list(header: str) -> list[str]:
+    """`"a", "b"` / `*` / `a` -> unquoted ETags (or `*`)."""
+    return [unquote_etag(part) for part in header.split(",") if part.strip()]
+
+
+def user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """Collect `x-amz-meta-*` (names lowercased, prefix stripped) and enforce the 2 KiB cap."""
+    meta: dict[str, str] = {}
+    total = 0
+    for name, value in headers.items():
+        lower = name.lower()
+        if not lower.startswith(META_PREFIX):
+            continue
+        short = lower[len(META_PREFIX):]
+        if not short:
+            raise InvalidArgument("User metadata names must not be empty.")
+        if short in meta:  # repeated header: S3 joins the values
+            meta[short] = f"{meta[short]},{value}"
+        else:
+            meta[short] = value
+    for short, value in meta.items():
+        total += len(short.encode("utf-8", "surrogateescape")) + len(value.encode("utf-8", "surrogateescape"))
+    if total > MAX_USER_META_BYTES:
+        raise MetadataTooLarge(
+            f"Your metadata headers exceed the maximum allowed metadata size of "
+            f"{MAX_USER_META_BYTES} bytes ({total} given).", MaxSizeAllowed=str(MAX_USER_META_BYTES))
+    return meta
+
+
+def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The standard headers S3 keeps with an object (lowercase names)."""
+    out: dict[str, str] = {}
+    for name in STORED_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        if name == "content-encoding":
+            # aws-chunked describes this request's framing, not the object: never store it.
+            codings = [c.strip() for c in value.split(",") if c.strip() and c.strip().lower() != "aws-chunked"]
+            if not codings:
+                continue
+            value = ",".join(codings)
+        out[name] = value
+    return out
+
+
+def storage_class(headers: Mapping[str, str]) -> str:
+    value = headers.get("x-amz-storage-class")
+    if value is None or value == "":
+        return "STANDARD"
+    if value not in STORAGE_CLASSES:
+        raise InvalidStorageClass(f"The storage class you specified is not valid: {value}.")
+    return value
+
+
+def object_headers(info: ObjectInfo) -> dict[str, str]:
+    """Headers GET and HEAD return for an object (without Content-Length/Range)."""
+    out = {
+        "Last-Modified": http_date(info.last_modified),
+        "ETag": quote_etag(info.etag),
+        "Accept-Ranges": "bytes",
+        "Content-Type": info.content_type,
+    }
+    for name, value in info.headers.items():
+        canonical = _CANONICAL.get(name)
+        if canonical and name != "content-type":
+            out[canonical] = value
+    for name, value in info.user_meta.items():
+        out[META_PREFIX + name] = value
+    if info.storage_class and info.storage_class != "STANDARD":
+        out["x-amz-storage-class"] = info.storage_class
+    return out
+
+
+def apply_response_overrides(out: dict[str, str], query: Mapping[str, str]) -> None:
+    for param, header in RESPONSE_OVERRIDES.items():
+        value = query.get(param)
+        if value is not None:
+            out[header] = value
+
+
+
+# Canned ACLs that mean "only the owner", which is all this server does today.
+_PRIVATE_ACLS = ("private", "bucket-owner-full-control", "bucket-owner-read")
+# Headers asking for features not implemented yet: refusing beats silently ignoring them.
+_UNSUPPORTED_WRITE_HEADERS = (
+    ("x-amz-server-side-encryption", "Server-side encryption"),
+    ("x-amz-server-side-encryption-customer-algorithm", "SSE-C"),
+    ("x-amz-tagging", "Object tagging"),
+    ("x-amz-object-lock-mode", "Object lock"),
+    ("x-amz-object-lock-retain-until-date", "Object lock"),
+    ("x-amz-object-lock-legal-hold", "Object lock"),
+    ("x-amz-website-redirect-location", "Website redirects"),
+    ("x-amz-grant-read", "ACL grants"),
+    ("x-amz-grant-full-control", "ACL grants"),
+    ("x-amz-grant-read-acp", "ACL grants"),
+    ("x-amz-grant-write-acp", "ACL grants"),
+)
+
+
+def refuse_unsupported(headers: Mapping[str, str]) -> None:
+    for name, feature in _UNSUPPORTED_WRITE_HEADERS:
+        if name in headers:
+            raise NotImplementedErr(f"{feature} ({name}) is not implemented by this server.")
+    acl = headers.get("x-amz-acl")
+    if acl is not None and acl not in _PRIVATE_ACLS:
+        raise NotImplementedErr(f"The canned ACL {acl!r} is not implemented by this server.")
+
+
+def put_options(headers: Mapping[str, str]) -> PutOptions:
+    """PutOptions carrying what S3 stores from a PUT/CreateMultipartUpload request."""
+    refuse_unsupported(headers)
+    return PutOptions(headers=stored_headers(headers), user_meta=user_metadata(headers),
+                      storage_class=storage_class(headers))
+
+
+def write_conditions(headers: Mapping[str, str]) -> tuple[str | None, bool]:
+    """(If-Match ETag, If-None-Match: *) of a conditional write."""
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise NotImplementedErr("If-None-Match on writes supports only '*'.")
+    if_match = headers.get("If-Match")
+    return (unquote_etag(if_match) if if_match is not None else None), if_none_match is not None
+
+
+def checksum_headers(values: Mapping[str, str], checksum_type: str | None) -> dict[str, str]:
+    """x-amz-checksum-<alg> (+ x-amz-checksum-type) for stored checksum values."""
+    from buckets import checksums
+
+    out: dict[str, str] = {}
+    for alg, value in values.items():
+        if alg in checksums.ALGORITHMS:
+            out[checksums.header_name(alg)] = value
+    if out:
+        out["x-amz-checksum-type"] = checksum_type or "FULL_OBJECT"
+    return out

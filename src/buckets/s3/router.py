@@ -1,0 +1,195 @@
+"""Request routing: which bucket, which key, which S3 operation.
+
+Pure functions over the request line and Host header, no I/O. Path-style
+(`/bucket/key`) and virtual-host-style (`bucket.<domain>/key`, domains from config)
+addressing both resolve to a `Target`; `select_operation` then names the S3 operation
+from the method and the query sub-resources. Sub-resources S3 defines but this server
+does not implement raise NotImplemented (501), never fall through to a wrong handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from buckets.errors import MethodNotAllowed, NotImplementedErr
+from buckets.s3.errors import InvalidURI
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    bucket: str | None
+    key: str | None
+    host_bucket: str | None  # set when the bucket came from the Host header
+
+    @property
+    def resource(self) -> str:
+        """The `Resource` element of an error document: /bucket/key as the client addressed it."""
+        if self.bucket is None:
+            return "/"
+        return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
+
+
+def bucket_from_host(host: str, domains: list[str]) -> str | None:
+    """`photos.s3.example.com:9000` with domain `s3.example.com` -> `photos`."""
+    if not host or not domains:
+        return None
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    hostname = hostname.lower().rstrip(".")
+    for domain in domains:
+        domain = domain.lower().rstrip(".")
+        if hostname.endswith("." + domain):
+            bucket = hostname[: -len(domain) - 1]
+            if bucket:
+                return bucket
+    return None
+
+
+def _decode(segment: str) -> str:
+    try:
+        return unquote(segment, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidURI() from None
+
+
+def parse_target(host: str, raw_path: str, domains: list[str]) -> Target:
+    """Split the raw (still percent-encoded) request path into bucket and key.
+
+    The key is decoded after splitting so that `%2F` inside a key stays part of the key
+    and `+` stays a plus (S3 paths are not form-encoded).
+    """
+    path = raw_path.split("?", 1)[0]
+    if not path.startswith("/"):
+        path = "/" + path
+    host_bucket = bucket_from_host(host, domains)
+    if host_bucket is not None:
+        key = _decode(path[1:])
+        return Target(host_bucket, key or None, host_bucket)
+    rest = path[1:]
+    if not rest:
+        return Target(None, None, None)
+    bucket_raw, _, key_raw = rest.partition("/")
+    bucket = _decode(bucket_raw)
+    if not bucket:
+        raise InvalidURI()
+    key = _decode(key_raw)
+    return Target(bucket, key or None, None)
+
+
+# Every sub-resource S3 defines. Those this server answers are handled in select_operation;
+# any other present in the query means the client wants something not implemented.
+KNOWN_SUBRESOURCES = frozenset({
+    "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
+    "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location", "logging",
+    "metadataTable", "metrics", "notification", "object-lock", "ownershipControls",
+    "partNumber", "policy", "policyStatus", "publicAccessBlock", "renameObject", "replication",
+    "requestPayment", "restore", "retention", "select", "session", "tagging", "torrent",
+    "uploadId", "uploads", "versionId", "versioning", "versions", "website",
+})
+
+# Sub-resources that only qualify an operation, never select one by themselves.
+_QUALIFIERS = frozenset({"versionId", "partNumber", "uploadId"})
+
+
+def _unsupported(query: Mapping[str, str], supported: set[str]) -> str | None:
+    for name in query:
+        if name in KNOWN_SUBRESOURCES and name not in supported:
+            return name
+    return None
+
+
+def select_operation(method: str, target: Target, query: Mapping[str, str],
+                     headers: Mapping[str, str]) -> str:
+    """Name the S3 operation (AWS API names) this request asks for."""
+    if target.bucket is None:
+        if method in ("GET", "HEAD"):
+            return "ListBuckets"
+        raise MethodNotAllowed(resource="/")
+    if target.key is None:
+        return _bucket_operation(method, query)
+    return _object_operation(method, query, headers)
+
+
+def _not_implemented(name: str) -> NotImplementedErr:
+    return NotImplementedErr(
+        f"The '{name}' sub-resource is not implemented by this server.")
+
+
+def _bucket_operation(method: str, query: Mapping[str, str]) -> str:
+    if method == "GET":
+        table = {"location": "GetBucketLocation", "uploads": "ListMultipartUploads",
+                 "versions": "ListObjectVersions", "versioning": "GetBucketVersioning"}
+        bad = _unsupported(query, set(table))
+        if bad:
+            raise _not_implemented(bad)
+        for name, op in table.items():
+            if name in query:
+                return op
+        if query.get("list-type") == "2":
+            return "ListObjectsV2"
+        return "ListObjects"
+    if method == "HEAD":
+        return "HeadBucket"
+    if method == "PUT":
+        bad = _unsupported(query, set())
+        if bad:
+            raise _not_implemented(bad)
+        return "CreateBucket"
+    if method == "DELETE":
+        bad = _unsupported(query, set())
+        if bad:
+            raise _not_implemented(bad)
+        return "DeleteBucket"
+    if method == "POST":
+        bad = _unsupported(query, {"delete"})
+        if bad:
+            raise _not_implemented(bad)
+        if "delete" in query:
+            return "DeleteObjects"
+        raise NotImplementedErr("POST object (browser form upload) is not implemented.")
+    if method == "OPTIONS":
+        raise NotImplementedErr("CORS is not implemented.")
+    raise MethodNotAllowed()
+
+
+def _object_operation(method: str, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
+    if method == "GET":
+        bad = _unsupported(query, {"uploadId", "attributes"} | _QUALIFIERS)
+        if bad:
+            raise _not_implemented(bad)
+        if "uploadId" in query:
+            return "ListParts"
+        if "attributes" in query:
+            return "GetObjectAttributes"
+        return "GetObject"
+    if method == "HEAD":
+        bad = _unsupported(query, set(_QUALIFIERS))
+        if bad:
+            raise _not_implemented(bad)
+        return "HeadObject"
+    if method == "PUT":
+        bad = _unsupported(query, set(_QUALIFIERS))
+        if bad:
+            raise _not_implemented(bad)
+        copy = "x-amz-copy-source" in headers
+        if "uploadId" in query or "partNumber" in query:
+            return "UploadPartCopy" if copy else "UploadPart"
+        return "CopyObject" if copy else "PutObject"
+    if method == "DELETE":
+        bad = _unsupported(query, set(_QUALIFIERS))
+        if bad:
+            raise _not_implemented(bad)
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    if method == "POST":
+        bad = _unsupported(query, {"uploads", "uploadId"})
+        if bad:
+            raise _not_implemented(bad)
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        raise MethodNotAllowed()
+    if method == "OPTIONS":
+        raise NotImplementedErr("CORS is not implemented.")
+    raise MethodNotAllowed()

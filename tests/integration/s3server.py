@@ -1,0 +1,136 @@
+"""Helpers for the integration suite: start/stop a real server process, boto3 clients,
+test bucket names, and S3 error extraction.
+
+Kept out of conftest.py so test modules can import it by a name no other test directory
+uses (`from s3server import ...`): several conftest.py files exist under tests/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT_USER = "integration-admin"
+ROOT_PASSWORD = "integration-secret-123"
+REGION = "us-east-1"
+DOMAIN = "s3.buckets.test"  # virtual-host-style: <bucket>.s3.buckets.test
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
+BIN = Path(PYTHON).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    data_dir: Path
+    scheme: str = "http"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **config: object):
+        kwargs = dict(config)
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=REGION,
+            aws_access_key_id=kwargs.pop("access_key", ROOT_USER),
+            aws_secret_access_key=kwargs.pop("secret_key", ROOT_PASSWORD),
+            verify=False,
+            config=Config(**kwargs) if kwargs else None)
+
+
+def wait_listening(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not start listening:\n{log_path.read_text()}")
+
+
+def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> ServerProcess:
+    port = free_port()
+    data = base / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    disk_paths = [str(data / f"disk{i}") for i in range(1, disks + 1)]
+    log_path = base / "server.log"
+    env = dict(os.environ)
+    env.update({
+        "BUCKETS_ROOT_USER": ROOT_USER,
+        "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
+        "BUCKETS_SYNC": "off",
+        "BUCKETS_LOG_FORMAT": "console",
+        "BUCKETS_SCANNER_RATE": "0",
+    })
+    env.update(extra_env or {})
+    if command is None:
+        cmd = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", "--domain", DOMAIN, *disk_paths]
+    else:  # a custom runner: "{PORT}" is replaced, the disk paths are appended
+        cmd = [c.replace("{PORT}", str(port)) for c in command] + disk_paths
+    log_file = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=str(base))
+    log_file.close()
+    wait_listening(port, proc, log_path)
+    return ServerProcess(proc, port, log_path, data)
+
+
+def stop_server(server: ServerProcess) -> None:
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+
+
+def new_bucket_name(prefix: str = "it") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def empty_and_delete(client, name: str) -> None:
+    try:
+        for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    except Exception:  # noqa: BLE001 - best effort cleanup
+        pass
+    try:
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=name):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=obj["Key"])
+        client.delete_bucket(Bucket=name)
+    except client.exceptions.NoSuchBucket:
+        pass
+
+
+def error_of(excinfo: pytest.ExceptionInfo) -> tuple[str, int]:
+    """(S3 error Code, HTTP status) of a botocore ClientError."""
+    response = excinfo.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]

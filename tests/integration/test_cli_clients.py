@@ -1,0 +1,171 @@
+"""The aws cli (v1) and s3cmd against a real server process, as users run them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from s3server import BIN, REGION, ROOT_PASSWORD, ROOT_USER, empty_and_delete, new_bucket_name
+
+MIB = 1024 * 1024
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- aws cli ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws(server, tmp_path):
+    config = tmp_path / "aws-config"
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": ROOT_USER, "AWS_SECRET_ACCESS_KEY": ROOT_PASSWORD,
+        "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+    }
+    aws_bin = str(BIN / "aws")
+    run([aws_bin, "configure", "set", "default.s3.multipart_threshold", "5MB"], env)
+    run([aws_bin, "configure", "set", "default.s3.multipart_chunksize", "5MB"], env)
+
+    def call(*args: str) -> str:
+        return run([aws_bin, "--endpoint-url", server.endpoint, *args], env)
+
+    return call
+
+
+def test_aws_cli_s3_commands(aws, s3, tmp_path):
+    bucket = new_bucket_name("awscli")
+    try:
+        assert f"make_bucket: {bucket}" in aws("s3", "mb", f"s3://{bucket}")
+        big = os.urandom(12 * MIB + 321)  # over the 5 MB threshold: a 3-part multipart upload
+        src = tmp_path / "src"
+        write_files(src, {"big.bin": big, "a.txt": b"alpha", "sub/b.txt": b"beta", "sub/deep/c.txt": b"gamma"})
+        aws("s3", "cp", str(src / "big.bin"), f"s3://{bucket}/single/big.bin")
+        head = s3.head_object(Bucket=bucket, Key="single/big.bin")
+        assert head["ETag"].endswith('-3"') and head["ContentLength"] == len(big)
+        aws("s3", "cp", f"s3://{bucket}/single/big.bin", str(tmp_path / "big.down"))
+        assert (tmp_path / "big.down").read_bytes() == big
+
+        aws("s3", "sync", str(src), f"s3://{bucket}/synced")
+        listing = aws("s3", "ls", "--recursive", f"s3://{bucket}/synced/")
+        for name in ("synced/a.txt", "synced/sub/b.txt", "synced/sub/deep/c.txt", "synced/big.bin"):
+            assert name in listing
+        top = aws("s3", "ls", f"s3://{bucket}/synced/")
+        assert "PRE sub/" in top and "a.txt" in top
+        (src / "a.txt").write_bytes(b"alpha, changed")
+        out = aws("s3", "sync", str(src), f"s3://{bucket}/synced")
+        assert "a.txt" in out and "b.txt" not in out  # only the changed file is sent again
+        down = tmp_path / "down"
+        aws("s3", "sync", f"s3://{bucket}/synced", str(down))
+        assert tree(down) == tree(src)
+
+        assert "delete:" in aws("s3", "rm", f"s3://{bucket}/synced/a.txt")
+        aws("s3", "rm", "--recursive", f"s3://{bucket}/synced/")
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["single/big.bin"]
+        assert f"remove_bucket: {bucket}" in aws("s3", "rb", "--force", f"s3://{bucket}")
+        assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    finally:
+        if bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+            empty_and_delete(s3, bucket)
+
+
+def test_aws_cli_s3api(aws, s3, bucket, tmp_path):
+    body = tmp_path / "body.txt"
+    body.write_bytes(b"s3api body")
+    import json
+
+    put = json.loads(aws("s3api", "put-object", "--bucket", bucket, "--key", "api/key.txt",
+                         "--body", str(body), "--content-type", "text/plain", "--metadata", "k=v"))
+    assert put["ETag"] == f'"{hashlib.md5(b"s3api body").hexdigest()}"'
+    head = json.loads(aws("s3api", "head-object", "--bucket", bucket, "--key", "api/key.txt"))
+    assert head["ContentType"] == "text/plain" and head["Metadata"] == {"k": "v"}
+    listed = json.loads(aws("s3api", "list-objects-v2", "--bucket", bucket, "--prefix", "api/"))
+    assert [o["Key"] for o in listed["Contents"]] == ["api/key.txt"]
+    out = tmp_path / "out.txt"
+    json.loads(aws("s3api", "get-object", "--bucket", bucket, "--key", "api/key.txt", "--range", "bytes=0-4",
+                   str(out)))
+    assert out.read_bytes() == b"s3api"
+    loc = json.loads(aws("s3api", "get-bucket-location", "--bucket", bucket))
+    assert loc["LocationConstraint"] is None
+
+
+# --- s3cmd --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3cmd(server, tmp_path):
+    def make(signature_v2: bool):
+        config = tmp_path / f"s3cfg-{'v2' if signature_v2 else 'v4'}"
+        config.write_text("\n".join([
+            "[default]",
+            f"access_key = {ROOT_USER}",
+            f"secret_key = {ROOT_PASSWORD}",
+            f"host_base = 127.0.0.1:{server.port}",
+            f"host_bucket = 127.0.0.1:{server.port}",
+            "use_https = False",
+            f"signature_v2 = {'True' if signature_v2 else 'False'}",
+            f"bucket_location = {REGION}",
+            "check_ssl_certificate = False",
+            "multipart_chunk_size_mb = 5",
+            "",
+        ]))
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+
+        def call(*args: str) -> str:
+            return run([str(BIN / "s3cmd"), "-c", str(config), *args], env)
+
+        return call
+
+    return make
+
+
+@pytest.mark.parametrize("signature_v2", [True, False], ids=["sigv2", "sigv4"])
+def test_s3cmd(s3cmd, s3, tmp_path, signature_v2):
+    call = s3cmd(signature_v2)
+    bucket = new_bucket_name("s3cmd")
+    try:
+        assert f"Bucket 's3://{bucket}/' created" in call("mb", f"s3://{bucket}")
+        small = tmp_path / "small.txt"
+        small.write_bytes(b"hello from s3cmd")
+        big = tmp_path / "big.bin"
+        big_data = os.urandom(6 * MIB + 5)  # over multipart_chunk_size_mb: two parts
+        big.write_bytes(big_data)
+        call("put", str(small), f"s3://{bucket}/dir/small.txt")
+        call("put", str(big), f"s3://{bucket}/big.bin")
+        assert s3.head_object(Bucket=bucket, Key="big.bin")["ETag"].endswith('-2"')
+        listing = call("ls", f"s3://{bucket}/")
+        assert f"s3://{bucket}/big.bin" in listing and f"s3://{bucket}/dir/" in listing
+        assert f"s3://{bucket}/dir/small.txt" in call("ls", "--recursive", f"s3://{bucket}")
+        call("get", f"s3://{bucket}/dir/small.txt", str(tmp_path / "small.down"))
+        assert (tmp_path / "small.down").read_bytes() == b"hello from s3cmd"
+        call("get", f"s3://{bucket}/big.bin", str(tmp_path / "big.down"))
+        assert (tmp_path / "big.down").read_bytes() == big_data
+        call("del", f"s3://{bucket}/dir/small.txt")
+        call("del", f"s3://{bucket}/big.bin")
+        assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+        assert f"Bucket 's3://{bucket}/' removed" in call("rb", f"s3://{bucket}")
+        assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    finally:
+        if bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+            empty_and_delete(s3, bucket)

@@ -1,0 +1,378 @@
+"""Single-object operations through boto3 (default config) against a real server process."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import os
+import socket
+
+import pytest
+from botocore.exceptions import ClientError
+
+import rawhttp
+from s3server import error_of, new_bucket_name
+
+MEDIUM = os.urandom(3 * 1024 * 1024 + 12345)  # spans several erasure blocks
+
+
+def absent(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        return err.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    return False
+
+
+def test_put_get_head_roundtrip_with_headers(s3, bucket):
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    put = s3.put_object(
+        Bucket=bucket, Key="dir/file.txt", Body=MEDIUM, ContentType="text/plain",
+        ContentEncoding="identity", ContentDisposition='attachment; filename="f.txt"',
+        ContentLanguage="en", CacheControl="max-age=60", Expires=expires,
+        Metadata={"color": "blue", "Mixed-Case": "Value"})
+    assert put["ETag"] == f'"{hashlib.md5(MEDIUM).hexdigest()}"'
+    headers = put["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["server"] == "Buckets" and headers["x-amz-request-id"] and headers["x-amz-id-2"]
+    assert "x-amz-checksum-crc32" in headers  # boto3 sent CRC32 by default; S3 echoes it
+
+    got = s3.get_object(Bucket=bucket, Key="dir/file.txt")
+    assert got["Body"].read() == MEDIUM
+    assert got["ContentLength"] == len(MEDIUM)
+    assert got["ContentType"] == "text/plain"
+    assert got["ContentDisposition"] == 'attachment; filename="f.txt"'
+    assert got["ContentLanguage"] == "en"
+    assert got["CacheControl"] == "max-age=60"
+    assert got["ContentEncoding"] == "identity"
+    assert got["Expires"] == expires
+    assert got["Metadata"] == {"color": "blue", "mixed-case": "Value"}
+    assert got["AcceptRanges"] == "bytes"
+
+    head = s3.head_object(Bucket=bucket, Key="dir/file.txt")
+    assert head["ContentLength"] == len(MEDIUM)
+    assert head["ETag"] == put["ETag"]
+    assert head["Metadata"] == got["Metadata"]
+    assert head["LastModified"] == got["LastModified"]
+
+
+def test_empty_object_and_default_content_type(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    got = s3.get_object(Bucket=bucket, Key="empty")
+    assert got["Body"].read() == b""
+    assert got["ContentType"] == "binary/octet-stream"
+    assert got["ETag"] == '"d41d8cd98f00b204e9800998ecf8427e"'
+
+
+def test_response_overrides(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="o", Body=b"data", ContentType="text/plain")
+    got = s3.get_object(Bucket=bucket, Key="o", ResponseContentType="application/json",
+                        ResponseContentDisposition="inline", ResponseCacheControl="no-cache",
+                        ResponseContentLanguage="de", ResponseContentEncoding="gzip",
+                        ResponseExpires=datetime.datetime(2031, 1, 1, tzinfo=datetime.timezone.utc))
+    assert got["ContentType"] == "application/json"
+    assert got["ContentDisposition"] == "inline"
+    assert got["CacheControl"] == "no-cache"
+    assert got["ContentLanguage"] == "de"
+    assert got["ContentEncoding"] == "gzip"
+    assert got["Body"].read() == b"data"
+    assert s3.head_object(Bucket=bucket, Key="o")["ContentType"] == "text/plain"  # not stored
+
+
+def test_metadata_too_large(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="big-meta", Body=b"x", Metadata={"k": "v" * 2100})
+    assert error_of(exc) == ("MetadataTooLarge", 400)
+    assert absent(s3, bucket, "big-meta")
+    s3.put_object(Bucket=bucket, Key="ok-meta", Body=b"x", Metadata={"k": "v" * 2000})
+
+
+def test_content_md5(server, s3, bucket):
+    body = b"checked body"
+    good = base64.b64encode(hashlib.md5(body).digest()).decode()
+    s3.put_object(Bucket=bucket, Key="md5", Body=body, ContentMD5=good)
+    s3.put_object(Bucket=bucket, Key="keep", Body=b"original")
+
+    wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="bad-md5", Body=body, ContentMD5=wrong)
+    assert error_of(exc) == ("BadDigest", 400)
+    assert absent(s3, bucket, "bad-md5")
+    # An overwrite with a bad digest leaves the old object untouched.
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="keep", Body=body, ContentMD5=wrong)
+    assert error_of(exc) == ("BadDigest", 400)
+    assert s3.get_object(Bucket=bucket, Key="keep")["Body"].read() == b"original"
+
+    resp = rawhttp.request(server, "PUT", f"/{bucket}/bad-md5", body=body, headers={"Content-MD5": "not base64!"})
+    assert (resp.status, resp.code) == (400, "InvalidDigest")
+    resp = rawhttp.request(server, "PUT", f"/{bucket}/bad-md5", body=body,
+                           headers={"Content-MD5": base64.b64encode(b"short").decode()})
+    assert (resp.status, resp.code) == (400, "InvalidDigest")
+    assert absent(s3, bucket, "bad-md5")
+
+
+@pytest.mark.parametrize("alg", ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"])
+def test_flexible_checksums_roundtrip(s3, bucket, alg):
+    put = s3.put_object(Bucket=bucket, Key=f"ck-{alg}", Body=MEDIUM, ChecksumAlgorithm=alg)
+    value = put[f"Checksum{alg}"]
+    assert value
+    head = s3.head_object(Bucket=bucket, Key=f"ck-{alg}", ChecksumMode="ENABLED")
+    assert head[f"Checksum{alg}"] == value
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket=bucket, Key=f"ck-{alg}", ChecksumMode="ENABLED")
+    assert got[f"Checksum{alg}"] == value
+    assert got["Body"].read() == MEDIUM  # botocore validates the checksum while reading
+    attrs = s3.get_object_attributes(Bucket=bucket, Key=f"ck-{alg}",
+                                     ObjectAttributes=["Checksum", "ETag", "ObjectSize", "StorageClass"])
+    assert attrs["Checksum"][f"Checksum{alg}"] == value
+    assert attrs["ObjectSize"] == len(MEDIUM)
+    assert attrs["ETag"] == hashlib.md5(MEDIUM).hexdigest()
+    assert attrs["StorageClass"] == "STANDARD"
+
+
+def test_wrong_checksum_is_bad_digest(server, s3, bucket):
+    wrong = base64.b64encode(b"\x00\x00\x00\x01").decode()
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="bad-ck", Body=b"payload", ChecksumCRC32=wrong)
+    assert error_of(exc) == ("BadDigest", 400)
+    assert absent(s3, bucket, "bad-ck")
+    resp = rawhttp.request(server, "PUT", f"/{bucket}/bad-ck", body=b"payload",
+                           headers={"x-amz-checksum-sha256": "tooshort"})
+    assert (resp.status, resp.code) == (400, "InvalidRequest")
+    resp = rawhttp.request(server, "PUT", f"/{bucket}/bad-ck", body=b"payload",
+                           headers={"x-amz-checksum-crc32": wrong, "x-amz-checksum-sha1": "AAAA"})
+    assert (resp.status, resp.code) == (400, "InvalidRequest")
+    assert absent(s3, bucket, "bad-ck")
+
+
+def test_ranges(server, s3, bucket):
+    body = bytes(range(256)) * 40  # 10240 bytes
+    s3.put_object(Bucket=bucket, Key="r", Body=body)
+    got = s3.get_object(Bucket=bucket, Key="r", Range="bytes=10-19")
+    assert got["Body"].read() == body[10:20]
+    assert got["ContentRange"] == f"bytes 10-19/{len(body)}"
+    assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+    got = s3.get_object(Bucket=bucket, Key="r", Range="bytes=10000-")
+    assert got["Body"].read() == body[10000:]
+    got = s3.get_object(Bucket=bucket, Key="r", Range="bytes=-7")
+    assert got["Body"].read() == body[-7:]
+    assert got["ContentRange"] == f"bytes {len(body) - 7}-{len(body) - 1}/{len(body)}"
+    got = s3.get_object(Bucket=bucket, Key="r", Range="bytes=10200-99999")  # clipped at the end
+    assert got["Body"].read() == body[10200:]
+
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="r", Range=f"bytes={len(body)}-")
+    assert error_of(exc) == ("InvalidRange", 416)
+    assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["content-range"] == f"bytes */{len(body)}"
+
+    # Several ranges, or a range S3 cannot parse: the whole object with 200, as S3 does.
+    for header in ("bytes=0-1,5-6", "bytes=abc", "bytes=9-3", "items=0-5"):
+        got = s3.get_object(Bucket=bucket, Key="r", Range=header)
+        assert got["ResponseMetadata"]["HTTPStatusCode"] == 200, header
+        assert got["Body"].read() == body
+    head = s3.head_object(Bucket=bucket, Key="r", Range="bytes=0-99")
+    assert head["ContentLength"] == 100 and head["ResponseMetadata"]["HTTPStatusCode"] == 206
+    resp = rawhttp.request(server, "GET", f"/{bucket}/r", headers={"Range": "bytes=20000-"})
+    assert (resp.status, resp.code) == (416, "InvalidRange")
+
+
+def test_conditional_get_and_head(s3, bucket):
+    put = s3.put_object(Bucket=bucket, Key="c", Body=b"conditional")
+    etag = put["ETag"]
+    lm = s3.head_object(Bucket=bucket, Key="c")["LastModified"]
+    before = lm - datetime.timedelta(hours=1)
+
+    assert s3.get_object(Bucket=bucket, Key="c", IfMatch=etag)["Body"].read() == b"conditional"
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="c", IfMatch='"0000"')
+    assert error_of(exc) == ("PreconditionFailed", 412)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="c", IfNoneMatch=etag)
+    assert error_of(exc)[1] == 304
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="c", IfModifiedSince=lm)  # not modified since then
+    assert error_of(exc)[1] == 304
+    assert s3.get_object(Bucket=bucket, Key="c", IfModifiedSince=before)["ContentLength"] == 11
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="c", IfUnmodifiedSince=before)
+    assert error_of(exc) == ("PreconditionFailed", 412)
+    # S3 precedence: If-Match true wins over If-Unmodified-Since false ...
+    assert s3.get_object(Bucket=bucket, Key="c", IfMatch=etag, IfUnmodifiedSince=before)["ContentLength"] == 11
+    # ... and If-None-Match false (ETag matches) with If-Modified-Since true is still 304.
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="c", IfNoneMatch=etag, IfModifiedSince=before)
+    assert error_of(exc)[1] == 304
+    assert s3.get_object(Bucket=bucket, Key="c", IfNoneMatch='"other"', IfModifiedSince=lm)["ContentLength"] == 11
+    # HEAD answers the same statuses, without a body.
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="c", IfMatch='"nope"')
+    assert error_of(exc)[1] == 412
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="c", IfNoneMatch="*")
+    assert error_of(exc)[1] == 304
+    # Preconditions are decided before an unsatisfiable range.
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="c", IfMatch='"nope"', Range="bytes=500-")
+    assert error_of(exc) == ("PreconditionFailed", 412)
+
+
+def test_conditional_writes(s3, bucket):
+    first = s3.put_object(Bucket=bucket, Key="cw", Body=b"one", IfNoneMatch="*")
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="cw", Body=b"two", IfNoneMatch="*")
+    assert error_of(exc) == ("PreconditionFailed", 412)
+    assert s3.get_object(Bucket=bucket, Key="cw")["Body"].read() == b"one"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="cw", Body=b"two", IfMatch='"00000000000000000000000000000000"')
+    assert error_of(exc) == ("PreconditionFailed", 412)
+    assert s3.get_object(Bucket=bucket, Key="cw")["Body"].read() == b"one"
+    s3.put_object(Bucket=bucket, Key="cw", Body=b"two", IfMatch=first["ETag"])
+    assert s3.get_object(Bucket=bucket, Key="cw")["Body"].read() == b"two"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="cw-missing", Body=b"x", IfMatch=first["ETag"])
+    assert error_of(exc) == ("NoSuchKey", 404)
+
+
+def test_key_length_limit(s3, bucket):
+    key_1024 = "k" * 1024
+    s3.put_object(Bucket=bucket, Key=key_1024, Body=b"max")
+    assert s3.get_object(Bucket=bucket, Key=key_1024)["Body"].read() == b"max"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k" * 1025, Body=b"too long")
+    assert error_of(exc) == ("KeyTooLongError", 400)
+    # Multi-byte: 342 x 3-byte characters = 1026 bytes.
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="€" * 342, Body=b"too long")
+    assert error_of(exc) == ("KeyTooLongError", 400)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == [key_1024]
+
+
+@pytest.mark.parametrize("key", [
+    "with space.txt", "plus+sign", "percent%2Fslash", "a//double", "unicode-é-日本", "trailing space ",
+    "semi;colon&amp=eq?q#hash", "~tilde", "x" * 200 + "/deep/nested/path",
+])
+def test_special_keys(s3, bucket, key):
+    s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == key.encode()
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert listed == [key]
+    listed = [o["Key"] for o in s3.list_objects(Bucket=bucket)["Contents"]]
+    assert listed == [key]
+    s3.delete_object(Bucket=bucket, Key=key)
+    assert absent(s3, bucket, key)
+
+
+def test_invalid_object_names(server, s3, bucket):
+    for path in (f"/{bucket}/a/../b", f"/{bucket}/./x", f"/{bucket}/nul%00byte"):
+        resp = rawhttp.request(server, "PUT", path, body=b"x")
+        assert resp.status == 400, (path, resp.text)
+        assert resp.code in ("InvalidArgument", "InvalidObjectName", "InvalidURI"), resp.text
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_delete_is_idempotent(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="d", Body=b"x")
+    assert s3.delete_object(Bucket=bucket, Key="d")["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert s3.delete_object(Bucket=bucket, Key="d")["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert absent(s3, bucket, "d")
+    with pytest.raises(ClientError) as exc:
+        s3.delete_object(Bucket=new_bucket_name("missing"), Key="d")
+    assert error_of(exc) == ("NoSuchBucket", 404)
+
+
+def test_missing_object_and_bucket(server, s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="nope")
+    assert error_of(exc) == ("NoSuchKey", 404)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=new_bucket_name("missing"), Key="nope")
+    assert error_of(exc) == ("NoSuchBucket", 404)
+    resp = rawhttp.request(server, "HEAD", f"/{bucket}/nope")
+    assert resp.status == 404 and resp.body == b""
+    assert resp.headers["x-amz-request-id"]
+    resp = rawhttp.request(server, "GET", f"/{bucket}/nope")
+    assert resp.code == "NoSuchKey" and f"<Resource>/{bucket}/nope</Resource>" in resp.text
+    assert "<RequestId>" in resp.text
+
+
+def test_missing_content_length(server, s3, bucket):
+    """A PUT with neither Content-Length nor chunked encoding is 411 MissingContentLength."""
+    headers = rawhttp.sign("PUT", f"http://127.0.0.1:{server.port}/{bucket}/nolen",
+                           {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"}, b"")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        lines = [f"PUT /{bucket}/nolen HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        reply = sock.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 411"), reply
+    assert "<Code>MissingContentLength</Code>" in reply
+    assert absent(s3, bucket, "nolen")
+
+
+def test_chunked_transfer_encoding_upload(server, s3, bucket):
+    body = os.urandom(200_000)
+    url = f"http://127.0.0.1:{server.port}/{bucket}/chunked"
+    headers = rawhttp.sign("PUT", url, {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"}, b"")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        lines = [f"PUT /{bucket}/chunked HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Transfer-Encoding: chunked"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        for i in range(0, len(body), 65536):
+            piece = body[i:i + 65536]
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        reply = sock.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 200"), reply
+    assert s3.get_object(Bucket=bucket, Key="chunked")["Body"].read() == body
+
+
+def test_storage_class(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="rr", Body=MEDIUM, StorageClass="REDUCED_REDUNDANCY")
+    head = s3.head_object(Bucket=bucket, Key="rr")
+    assert head["StorageClass"] == "REDUCED_REDUNDANCY"
+    assert s3.get_object(Bucket=bucket, Key="rr")["Body"].read() == MEDIUM
+    listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert listed[0]["StorageClass"] == "REDUCED_REDUNDANCY"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="glacier", Body=b"x", StorageClass="GLACIER")
+    assert error_of(exc) == ("InvalidStorageClass", 400)
+    assert absent(s3, bucket, "glacier")
+
+
+def test_unsupported_write_features_are_refused(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="sse", Body=b"x", ServerSideEncryption="AES256")
+    assert error_of(exc) == ("NotImplemented", 501)
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="tagged", Body=b"x", Tagging="a=b")
+    assert error_of(exc) == ("NotImplemented", 501)
+    assert absent(s3, bucket, "sse") and absent(s3, bucket, "tagged")
+
+
+def test_virtual_host_style(server, bucket, monkeypatch):
+    """`<bucket>.s3.buckets.test` resolves to the server (the name is patched to 127.0.0.1)."""
+    real = socket.getaddrinfo
+
+    def fake_getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith("s3.buckets.test"):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    import boto3
+    from botocore.config import Config
+
+    from s3server import ROOT_PASSWORD, ROOT_USER
+
+    vclient = boto3.client("s3", endpoint_url=f"http://s3.buckets.test:{server.port}", region_name="us-east-1",
+                           aws_access_key_id=ROOT_USER, aws_secret_access_key=ROOT_PASSWORD,
+                           config=Config(s3={"addressing_style": "virtual"}))
+    put = vclient.put_object(Bucket=bucket, Key="v/host.txt", Body=b"virtual")
+    assert put["ResponseMetadata"]["HTTPStatusCode"] == 200
+    got = vclient.get_object(Bucket=bucket, Key="v/host.txt")
+    assert got["Body"].read() == b"virtual"
+    assert [o["Key"] for o in vclient.list_objects_v2(Bucket=bucket)["Contents"]] == ["v/host.txt"]
+    vclient.delete_object(Bucket=bucket, Key="v/host.txt")
+    assert vclient.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
