@@ -138,11 +138,10 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
             raise errors.MalformedXML("The XML you provided was not well-formed or did not validate "
                                       "against our published schema: no parts were listed.")
         chosen: list[list] = []
-        prev = 0
+        numbers = [cp.number for cp in parts]
+        if any(b <= a for a, b in zip(numbers, numbers[1:])):
+            raise errors.InvalidPartOrder(UploadId=upload_id)
         for i, cp in enumerate(parts):
-            if cp.number <= prev:
-                raise errors.InvalidPartOrder(UploadId=upload_id)
-            prev = cp.number
             have = rec["parts"].get(str(cp.number))
             if have is None or have[2] != cp.etag.strip('"').lower():
                 raise errors.InvalidPart(UploadId=upload_id, PartNumber=str(cp.number))
@@ -158,6 +157,8 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
         md5s = b"".join(bytes.fromhex(p[3]) for p in chosen)
         etag = f"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"
         ck, ckt = _object_checksum(rec, [[p[0], p[2], p[3], p[4]] for p in chosen])
+        if opts.verify is not None:  # whole-object checksum / x-amz-mp-object-size, before anything moves
+            await opts.verify({"size": sum(p[2] for p in chosen), "checksum_type": ckt, **ck})
         wid = new_id()
         mtime = time.time()
         entry = {
