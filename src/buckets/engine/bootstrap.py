@@ -44,6 +44,8 @@ class Bootstrap:
 
 
 def _write_format(path: str, fmt: DiskFormat, sync: bool) -> None:
+    if not os.path.isdir(path):  # never create a missing disk root (an unmounted disk)
+        raise FileNotFoundError(f"{path} does not exist")
     os.makedirs(os.path.join(path, SYS_DIR), exist_ok=True)
     os.makedirs(os.path.join(path, TMP_DIR), exist_ok=True)
     final = os.path.join(path, FORMAT_FILE)

@@ -124,6 +124,8 @@ class Store:
 
     async def close(self) -> None:
         await self.scanner.stop()
+        for _count, done in self._active_reads.values():
+            done.set()  # readers left open do not hold up shutdown; their write's removal proceeds
         for task in list(self._background):
             try:
                 await asyncio.wait_for(task, 10)

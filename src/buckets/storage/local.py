@@ -97,10 +97,17 @@ class LocalDisk:
             raise DiskError(f"path escapes disk root: {rel!r}")
         return path
 
+    def _checked(self, fn, *args):
+        # A vanished root (unmounted, pulled) must fail the call: creating directories
+        # below it would silently write to whatever filesystem holds its parent.
+        if not os.path.isdir(self.root):
+            raise OSError(errno.ENODEV, "disk root is missing", self.root)
+        return fn(*args)
+
     async def _run(self, fn, *args):
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, fn, *args)
+            return await loop.run_in_executor(self._pool, self._checked, fn, *args)
         except FileNotFoundError as exc:
             raise DiskNotFound(str(exc)) from None
         except NotADirectoryError as exc:
@@ -108,6 +115,8 @@ class LocalDisk:
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ENODEV, errno.EROFS, errno.ENOSPC, errno.EACCES):
                 self.last_error = str(exc)
+            if exc.errno in (errno.EIO, errno.ENODEV):
+                self.online = False  # the disk monitor brings it back when it reappears
             raise DiskError(f"{self.root}: {exc}") from None
 
     def close(self) -> None:
