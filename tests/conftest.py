@@ -1,0 +1,27 @@
+"""Fixtures shared by every test directory. Keep this file small and side-effect free."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def tmp_disks(tmp_path: Path) -> Callable[..., list[str]]:
+    """Factory: ``tmp_disks(4)`` -> four fresh disk directory paths (not yet created).
+
+    Each call returns a new set under the test's tmp_path, so one test can build several
+    deployments (e.g. to swap a disk from one into another).
+    """
+    counter = 0
+
+    def make(n: int = 4) -> list[str]:
+        nonlocal counter
+        counter += 1
+        base = tmp_path / f"disks{counter}"
+        base.mkdir()
+        return [str(base / f"d{i + 1}") for i in range(n)]
+
+    return make
