@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+
+import blake3
 import time
 from typing import TYPE_CHECKING
 
@@ -99,7 +101,8 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
             await self._on_disks(lambda d: d.delete(path), disks)
             raise
         old = rec["parts"].get(str(part_number))
-        rec["parts"][str(part_number)] = [pwid, result.size, etag, result.checksums, mtime, ok]
+        rec["parts"][str(part_number)] = [pwid, result.size, etag, result.checksums, mtime, ok,
+                                          result.content_hash]
         await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])
     if old is not None:
         old_path = paths.upload_part(upload_id, old[0])
@@ -163,7 +166,8 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
         mtime = time.time()
         entry = {
             "vid": "null", "wid": wid, "mt": mtime, "size": sum(p[2] for p in chosen), "etag": etag,
-            "h": rec.get("h") or {}, "um": rec.get("um") or {}, "ck": ck, "ckt": ckt, "ch": "",
+            "h": rec.get("h") or {}, "um": rec.get("um") or {}, "ck": ck, "ckt": ckt,
+            "ch": _multipart_content_hash(chosen),
             "sc": rec.get("sc", "STANDARD"), "k": rec["k"], "m": rec["m"], "bs": rec["bs"],
             "disks": rec["disks"], "gen": self.table.generation, "inline": False,
             "parts": [[p[0], p[2], p[3], p[4], p[5]] for p in chosen],
@@ -178,6 +182,14 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
         await self._publish(bucket, key, entry, opts, disks, ok, [Op("delete_upload", bucket, upload_id)])
     self._spawn(self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True), disks))
     return entry_to_info(bucket, key, entry)
+
+
+def _multipart_content_hash(chosen: list[list]) -> str:
+    """``mp:`` + BLAKE3 over the parts' BLAKE3 digests: a content hash without re-reading data."""
+    digests = [bytes.fromhex(p[7]) for p in chosen if len(p) > 7 and p[7]]
+    if len(digests) != len(chosen):
+        return ""
+    return "mp:" + blake3.blake3(b"".join(digests)).hexdigest()
 
 
 async def abort_multipart_upload(self: "Store", bucket: str, key: str, upload_id: str) -> None:

@@ -243,11 +243,11 @@ class Scanner:
                 except (DiskError, CorruptData, KeyError, ValueError):
                     pass  # unreadable metadata of a write nobody can name: an orphan
                 await disk.delete(rel + ".meta")
-                await disk.delete(rel, recursive=True, prune=1)
+                await disk.delete(rel, recursive=True)
                 removed += 1
             elif not await disk.exists(rel + ".meta"):
                 # a data directory without its metadata: a write that never finished
-                await disk.delete(rel, recursive=True, prune=1)
+                await disk.delete(rel, recursive=True)
                 removed += 1
         return removed
 

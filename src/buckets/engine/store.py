@@ -401,7 +401,8 @@ class Store:
 
         async def one(d) -> None:
             await d.delete(paths.meta_path(bucket, key, wid))
-            await d.delete(paths.data_dir(bucket, key, wid), recursive=True, prune=1)
+            # fan-out directories are kept: pruning one could race another key's rename into it
+            await d.delete(paths.data_dir(bucket, key, wid), recursive=True)
 
         await self._on_disks(one, disks)
 

@@ -57,7 +57,11 @@ class SyncStore:
         return self._call(self._store.put_object(bucket, key, agen(), size, opts))
 
     def get_object(self, bucket: str, key: str, range=None) -> Iterator[bytes]:
+        """Errors (NoSuchKey, InvalidRange) are raised here; the body streams lazily."""
         reader = self._call(self._store.get_object(bucket, key, range))
+        return self._chunks(reader)
+
+    def _chunks(self, reader) -> Iterator[bytes]:
         agen = reader.__aiter__()
         while True:
             try:

@@ -7,9 +7,9 @@ Layout of one disk root::
     .buckets.sys/multipart/<upload>/  erasure-coded parts of uploads in progress
     .buckets.sys/registry/            the node's LMDB registry (on the first online disk)
     buckets/<bucket>/.bucket.meta     bucket record
-    buckets/<bucket>/<h[:2]>/<h>/     one object: h = xxh3_128(key) hex
-        <write_id>.meta               metadata (+ inline data) of one write
-        <write_id>/part.<n>           shard files of that write
+    buckets/<bucket>/<h[:3]>/         fan-out directory; h = xxh3_128(key) hex
+        <h>.<wid>.meta                metadata (+ inline data) of one write of the object
+        <h>.<wid>/part.<n>            shard files of that write
 """
 
 from __future__ import annotations
