@@ -9,16 +9,34 @@ after the rename (when ``sync`` is on).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import errno
+import itertools
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from buckets.errors import DiskError, DiskNotFound
 from buckets.storage.disk import DiskInfo
 from buckets.storage.format import TMP_DIR
+
+
+def _load_syncfs():
+    """libc ``syncfs(fd)``: flush one filesystem (data, inodes, directory entries)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.syncfs
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+        return fn
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+_TMP_IDS = (f"{os.getpid():x}-{os.urandom(4).hex()}-{i:x}" for i in itertools.count())
 
 
 def _fsync_dir(path: str) -> None:
@@ -89,6 +107,8 @@ class LocalDisk:
         self.online = True
         self.last_error = ""
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}")
+        self._batch: list[tuple[str, str, bytes, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
 
     # -- plumbing ---------------------------------------------------------------------
     def abspath(self, rel: str) -> str:
@@ -144,13 +164,51 @@ class LocalDisk:
         return LocalShardWriter(self, full, await self._run(_open))
 
     async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
+        """Atomic small-file write. With ``sync``, concurrent writes to this disk are
+        group-committed: each is written to staging and renamed into place, then a single
+        ``syncfs`` makes the whole batch durable before any caller is answered."""
         full = self.abspath(path)
-        tmp = self.abspath(f"{TMP_DIR}/{uuid.uuid4().hex}.w")
+        tmp = self.abspath(f"{TMP_DIR}/{next(_TMP_IDS)}.w")
+        if not sync or _syncfs is None:
+            await self._run(_write_atomic, tmp, full, data, sync)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._batch.append((tmp, full, data, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_batches())
+        await fut
 
-        def _write() -> None:
-            _write_atomic(tmp, full, data, sync)
+    async def _flush_batches(self) -> None:
+        while self._batch:
+            batch, self._batch = self._batch, []
+            try:
+                results = await self._run(self._write_batch, [(t, f, d) for t, f, d, _ in batch])
+            except DiskError as exc:
+                results = [exc] * len(batch)
+            for (_, _, _, fut), err in zip(batch, results):
+                if fut.done():
+                    continue
+                if err is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(err if isinstance(err, DiskError) else DiskError(f"{self.root}: {err}"))
 
-        await self._run(_write)
+    def _write_batch(self, items: list[tuple[str, str, bytes]]) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        for tmp, final, data in items:
+            try:
+                _write_atomic(tmp, final, data, False)
+                results.append(None)
+            except OSError as exc:
+                results.append(exc)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _syncfs(fd) != 0:  # the batch is not durable: fail every write in it
+                err = OSError(ctypes.get_errno(), "syncfs failed")
+                return [err] * len(items)
+        finally:
+            os.close(fd)
+        return results
 
     async def read_file(self, path: str) -> bytes:
         full = self.abspath(path)
