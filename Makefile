@@ -33,6 +33,10 @@ test-faults: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
+prometheus-check: $(STAMP)
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+	$(PY) -m pytest -q -rs tests/ops/test_ops_prometheus.py tests/ops/test_ops_docs.py
+
 bench: $(STAMP)
 	$(PY) -m bench
 

@@ -51,7 +51,9 @@ class Config:
     log_format: str = "json"  # "json" | "console"
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
     metrics_auth: str = "public"  # "public" | "bearer"
+    metrics_token: str | None = None  # the bearer token /metrics wants in "bearer" mode
     scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
+    scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
     shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
     config_file: str | None = None  # the YAML file the settings were read from, if any
     endpoints: list[Endpoint] = field(default_factory=list)  # filled in by build_config
@@ -186,6 +188,27 @@ def _secret(min_length: int, what: str) -> Callable[[object], str]:
     return parse
 
 
+def _optional_secret(min_length: int, what: str) -> Callable[[object], str | None]:
+    required = _secret(min_length, what)
+
+    def parse(value: object) -> str | None:
+        if value is None:
+            return None
+        return required(value)
+
+    return parse
+
+
+def _positive(parse_number: Callable[[object], float], what: str) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        number = parse_number(value)
+        if number <= 0:
+            raise ValueError(f"{what} must be greater than 0, got {value!r}")
+        return number
+
+    return parse
+
+
 def _integer(minimum: int, maximum: int | None, what: str) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, bool):
@@ -289,8 +312,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_auth", "BUCKETS_METRICS_AUTH", "--metrics-auth",
             _choice(METRICS_AUTH, "metrics auth"),
             "who may read /metrics: anyone, or requests with a bearer token", choices=METRICS_AUTH),
+    Setting("metrics_token", "BUCKETS_METRICS_TOKEN", None, _optional_secret(16, "metrics token"),
+            "bearer token Prometheus must send when metrics_auth is bearer, at least 16 characters"),
     Setting("scanner_rate", "BUCKETS_SCANNER_RATE", "--scanner-rate", _decimal(0, "scanner rate"),
             "objects per second the background scanner verifies; 0 turns it off", metavar="N"),
+    Setting("scanner_mb_rate", "BUCKETS_SCANNER_MB_RATE", "--scanner-mb-rate",
+            _positive(_decimal(0, "scanner MB rate"), "scanner MB rate"),
+            "megabytes per second the scanner may read when it verifies piece checksums", metavar="MB"),
     Setting("shutdown_timeout", "BUCKETS_SHUTDOWN_TIMEOUT", "--shutdown-timeout",
             _decimal(0, "shutdown timeout"),
             "seconds in-flight requests get to finish after SIGTERM/SIGINT", metavar="SECONDS"),
@@ -390,6 +418,9 @@ def validate(config: Config) -> Config:
         config.endpoints = parse_endpoints(config.paths, server_port=port, address_host=host)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if config.metrics_auth == "bearer" and not config.metrics_token:
+        raise ConfigError("metrics_auth is bearer but no token is set: set BUCKETS_METRICS_TOKEN "
+                          "(or metrics_token in the config file)")
     disks = len(config.endpoints)
     if config.parity is not None and config.parity > disks // 2:
         raise ConfigError(

@@ -2,9 +2,11 @@
 
 Owns the ``buckets`` console script: the argparse parser (generated from the settings
 table in ``buckets.cli.config`` so ``--help`` documents every option and its environment
-variable), the startup banner, logging setup, and the process lifecycle: open the store,
-serve the S3 app on uvloop, and on SIGTERM/SIGINT stop accepting, let in-flight requests
-finish, then close the app and the store so the registry is closed cleanly.
+variable), the startup banner, logging setup, the assembly of the app (the S3 API plus
+``/metrics``, health, the admin API and the access logger from ``buckets.obs`` and
+``buckets.admin``), and the process lifecycle: open the store, serve on uvloop, and on
+SIGTERM/SIGINT stop accepting, let in-flight requests finish, then close the app and the
+store so the registry is closed cleanly.
 
 Exit codes: 0 after a clean shutdown, 1 when the node cannot start (store refused to open,
 address in use), 2 for a bad command line or configuration. Errors are one line on
@@ -16,13 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import json
 import logging
 import os
 import signal
 import socket
 import sys
-import time
 from typing import NoReturn, TextIO
 
 from buckets import __version__
@@ -50,7 +50,7 @@ log = logging.getLogger("buckets.server")
 def _default_text(name: str) -> str:
     value = default_of(name)
     if value is None:
-        return "auto"
+        return "auto" if name == "parity" else "none"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, list):
@@ -165,34 +165,35 @@ def print_banner(config: Config, layout: tuple[int, int] | None, disk_count: int
     stream.flush()
 
 
-# --- logging -------------------------------------------------------------------------------
-
-
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per line: what log shippers parse without a grok pattern."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+# --- logging and the app ------------------------------------------------------------------
 
 
 def configure_logging(config: Config) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log_format == "json":
-        handler.setFormatter(JsonLineFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.log_level.upper())
+    from buckets.obs.logs import configure_logging as configure
+
+    configure(config.log_format, config.log_level)
+
+
+def build_app(store: object, config: Config):
+    """The S3 app plus metrics, health and the admin API, wired to one store.
+
+    Returns ``(app, runner_kwargs)``: the runner must get ``runner_kwargs`` so that the
+    access logger (one line and the request metrics per request) sees every response.
+    """
+    from buckets.admin import AdminApi, LiveSettings
+    from buckets.obs import AccessLogger, OpsEndpoints, ServerMetrics
+    from buckets.obs.access import METRICS_KEY, timing_middleware
+    from buckets.s3.app import create_app
+
+    metrics = ServerMetrics(store)
+    endpoints = OpsEndpoints(store, metrics, metrics_auth=config.metrics_auth,
+                             metrics_token=config.metrics_token)
+    settings = LiveSettings(store, endpoints, scanner_rate=config.scanner_rate)
+    admin = AdminApi(store, config, settings)
+    app = create_app(store, config, extra_routes=admin.routes(), extra_middlewares=[timing_middleware, endpoints.middleware])
+    app[METRICS_KEY] = metrics
+    runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access")}
+    return app, runner_kwargs
 
 
 # --- lifecycle -----------------------------------------------------------------------------
@@ -248,8 +249,9 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
     check_address_free(config)  # blocking, but nothing else runs yet
     try:
+        from buckets.admin.settings import make_scanner_config
         from buckets.engine.store import Store
-        from buckets.s3.app import create_app
+        from buckets.engine.users import derive_kek
     except ModuleNotFoundError as error:
         if error.name not in ("buckets.engine.store", "buckets.s3.app", "buckets.engine", "buckets.s3"):
             raise
@@ -275,7 +277,8 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
     try:
         store = await Store.open(config.disk_paths, parity=config.parity, sync=config.sync,
-                                 cache_size=config.cache_size, inline_threshold=config.inline_threshold)
+                                 cache_size=config.cache_size, inline_threshold=config.inline_threshold,
+                                 scanner_config=make_scanner_config(config.scanner_rate, config.scanner_mb_rate))
     except (FormatError, BucketsError, ValueError) as error:
         # The engine's refusals (foreign or mismatched disks, bad parity for the disk
         # count) are the operator's to fix: one line; the traceback only at debug level.
@@ -290,11 +293,14 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         if stopping.is_set():  # signalled while the store was opening: never start serving
             log.info("stopped before serving")
             return EXIT_OK
-        app = create_app(store, config)
+        # User secrets are sealed under a key derived from the root credentials: without
+        # it no user added with buckets-admin could sign a request.
+        store.users.set_kek(derive_kek(config.root_user, config.root_password, store.deployment_id))
+        app, runner_kwargs = build_app(store, config)
         # handle_signals=False: the signals are ours, so the order below (drain requests,
         # close the app, then close the store) is not left to aiohttp's own handler.
-        runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               shutdown_timeout=config.shutdown_timeout)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
+                               **runner_kwargs)
         await runner.setup()
         site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
         try:

@@ -72,6 +72,7 @@ class Scanner:
         self.refill: dict[str, dict] = {}  # disk id -> {"total", "done", "started"}
         self.last_cycle_end = 0.0
         self._manual = asyncio.Event()
+        self._force_deep = False
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, *, scan: bool = True) -> None:
@@ -107,8 +108,9 @@ class Scanner:
             "refill": {k: dict(v) for k, v in self.refill.items()},
         }
 
-    def trigger(self) -> None:
-        """Start a full cycle now (``buckets-admin heal start``)."""
+    def trigger(self, *, deep: bool = True) -> None:
+        """Start a full cycle now (``buckets-admin heal start``); deep by default."""
+        self._force_deep = deep
         self._manual.set()
 
     # -- heal queue -----------------------------------------------------------------------
@@ -130,8 +132,9 @@ class Scanner:
             except asyncio.TimeoutError:
                 pass
             self._manual.clear()
+            deep, self._force_deep = (True if self._force_deep else None), False
             try:
-                await self.run_cycle()
+                await self.run_cycle(deep=deep)
             except Exception:
                 log.exception("scanner cycle failed")
 

@@ -14,6 +14,7 @@ once, updates the cache, and wakes every waiter (group commit).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,11 @@ class Registry:
         self.commits = 0
         self.committed_ops = 0
         self.last_batch = 0
+        # group-commit size histogram: writers per transaction, cumulative bucket counts
+        self.batch_bounds = (1, 2, 4, 8, 16, 32, 64, 128)
+        self.batch_counts = [0] * (len(self.batch_bounds) + 1)
+        self.batch_sum = 0
+        self.closed = False
         self._load_usage()
         # Buckets are few and read on every request: keep the table in memory.
         self.buckets: dict[str, dict] = dict(self._items("buckets"))
@@ -105,6 +111,12 @@ class Registry:
         self._read_pool.shutdown(wait=True)
         self.env.sync(True)
         self.env.close()
+        self.closed = True
+
+    @property
+    def is_open(self) -> bool:
+        """True while writes can be committed (environment open, committer alive)."""
+        return not self.closed and self._committer is not None and not self._committer.done()
 
     def _load_usage(self) -> None:
         with self.env.begin(db=self.db["usage"]) as txn:
@@ -138,6 +150,8 @@ class Registry:
                 self.commits += 1
                 self.committed_ops += sum(len(ops) for ops, _ in batch)
                 self.last_batch = len(batch)
+                self.batch_sum += len(batch)
+                self.batch_counts[bisect.bisect_left(self.batch_bounds, len(batch))] += 1
                 for (_, fut), err in zip(batch, results):
                     if fut.done():
                         continue

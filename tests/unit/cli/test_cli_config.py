@@ -98,7 +98,9 @@ def test_environment_names(tmp_path) -> None:
         "BUCKETS_INLINE_THRESHOLD": "0",
         "BUCKETS_LOG_FORMAT": "Console",
         "BUCKETS_METRICS_AUTH": "bearer",
+        "BUCKETS_METRICS_TOKEN": "a-token-of-32-characters-0123456",
         "BUCKETS_SCANNER_RATE": "0",
+        "BUCKETS_SCANNER_MB_RATE": "12.5",
         "BUCKETS_SHUTDOWN_TIMEOUT": "2.5",
         "BUCKETS_PARITY_UNRELATED": "x",
     }
@@ -112,7 +114,9 @@ def test_environment_names(tmp_path) -> None:
     assert config.inline_threshold == 0
     assert config.log_format == "console"
     assert config.metrics_auth == "bearer"
+    assert config.metrics_token == "a-token-of-32-characters-0123456"
     assert config.scanner_rate == 0.0
+    assert config.scanner_mb_rate == 12.5
     assert config.shutdown_timeout == 2.5
 
 
@@ -188,6 +192,9 @@ def test_every_config_field_is_a_setting() -> None:
         ({"scanner_rate": "fast"}, {}, "scanner rate must be a number"),
         ({"scanner_rate": "nan"}, {}, "scanner rate must be a number of at least 0"),
         ({"domains": ["http://s3.example.com"]}, {}, "is not a domain name"),
+        ({"metrics_auth": "bearer"}, {}, "metrics_auth is bearer but no token is set"),
+        ({}, {"BUCKETS_METRICS_TOKEN": "short"}, "BUCKETS_METRICS_TOKEN: metrics token must be at least 16"),
+        ({"scanner_mb_rate": "0"}, {}, "--scanner-mb-rate: scanner MB rate must be greater than 0"),
         ({"region": "US East"}, {}, "region 'US East' must be lower-case"),
     ],
 )

@@ -1,0 +1,306 @@
+"""The signed admin API under ``/_buckets/admin/v1/``: JSON in, JSON out, root only.
+
+Every request is verified with the S3 layer's SigV4 code (service ``s3``, any region in
+the scope, which the signature still binds) and must come from the root user; the body
+is read whole (it is small, capped at ``MAX_BODY``) and checked against the signed
+``x-amz-content-sha256``, so a signed request cannot have its body swapped.
+
+===========  ==================================  =========================================
+method       path (after the prefix)             what
+===========  ==================================  =========================================
+GET          ``info``                            version, uptime, disks, layout, usage, registry
+GET          ``users``                           users (never their secrets)
+PUT          ``users/{access_key}``              create or replace a user: ``{"secret_key": ...}``
+DELETE       ``users/{access_key}``              remove a user
+POST         ``users/{access_key}/enable``       let the user sign requests again
+POST         ``users/{access_key}/disable``      refuse the user's requests, keep the record
+GET / POST   ``heal``                            heal status / start a full pass
+GET / PUT    ``config``                          live settings / change some: ``{"name": value}``
+===========  ==================================  =========================================
+
+Errors are ``{"code": ..., "message": ..., "request_id": ...}`` with the HTTP status of
+the matching S3 error; the request id is the one in ``x-amz-request-id`` and in the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from buckets import __version__
+from buckets.admin.settings import LiveSettings
+from buckets.errors import AccessDenied, BucketsError, InternalError, InvalidArgument, XAmzContentSHA256Mismatch
+from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE
+from buckets.obs.endpoints import node_health
+from buckets.s3.auth import authenticate
+from buckets.s3.auth.credentials import STREAMING_PAYLOADS, UNSIGNED_PAYLOAD
+from buckets.s3.credentials import ServerCredentials
+
+log = logging.getLogger("buckets.admin")
+
+PREFIX = "/_buckets/admin/v1"
+MAX_BODY = 64 * 1024
+ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9._@+=-]{3,128}")
+_REQUEST_ID = "s3_request_id"  # the key the S3 app stamps into x-amz-request-id
+
+
+class NoSuchUser(BucketsError):
+    code = "NoSuchUser"
+    status = 404
+    default_message = "The specified user does not exist."
+
+
+class NoSuchAdminEndpoint(BucketsError):
+    code = "NoSuchAdminEndpoint"
+    status = 404
+    default_message = "There is no such admin API endpoint."
+
+
+class AdminMethodNotAllowed(BucketsError):
+    code = "MethodNotAllowed"
+    status = 405
+    default_message = "The method is not allowed on this admin endpoint."
+
+
+def _request_id(request: web.Request) -> str:
+    request_id = request.get(_REQUEST_ID)
+    if not request_id:
+        request_id = request[_REQUEST_ID] = secrets.token_hex(8).upper()
+    return request_id
+
+
+def _answer(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(payload, default=str) + "\n",
+                        content_type="application/json")
+
+
+class HealTracker:
+    """Progress of the heal pass an operator asked for, from the scanner's counters."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.started: float | None = None
+        self.target_cycle = 0
+        self.checked_at_start = 0
+        self.total = 0
+
+    def start(self) -> None:
+        scanner = self.store.scanner
+        # A pass already running started before the request: ours is the one after it.
+        self.target_cycle = scanner.cycle + (2 if scanner.running_cycle else 1)
+        self.checked_at_start = self.store.heal_stats.objects_checked
+        self.total = self.store.registry.count_objects() * (self.target_cycle - scanner.cycle)
+        self.started = time.time()
+        scanner.trigger()
+
+    def status(self) -> dict[str, Any]:
+        scanner = self.store.scanner
+        state = scanner.status()
+        if self.started is None:
+            progress: dict[str, Any] = {"started": None, "done": True, "objects_total": 0,
+                                        "objects_done": 0}
+        else:
+            done = scanner.cycle >= self.target_cycle
+            checked = self.store.heal_stats.objects_checked - self.checked_at_start
+            progress = {"started": self.started, "done": done, "objects_total": self.total,
+                        "objects_done": self.total if done else max(0, min(checked, self.total))}
+        return {**progress, "scanning": state["scanning"], "cycle": state["cycle"],
+                "objects_checked": state["objects_checked"], "shards_bad": state["shards_bad"],
+                "shards_repaired": state["shards_repaired"], "shards_failed": state["shards_failed"],
+                "objects_unrecoverable": state["objects_unrecoverable"], "queued": state["queued"],
+                "refill": state["refill"]}
+
+
+class AdminApi:
+    """Route handlers of the admin API over one store."""
+
+    def __init__(self, store: Any, cfg: Any, settings: LiveSettings) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.settings = settings
+        self.root_user: str = cfg.root_user
+        self.region: str = getattr(cfg, "region", "us-east-1")
+        self.credentials = ServerCredentials(cfg.root_user, cfg.root_password, getattr(store, "users", None))
+        self.heal = HealTracker(store)
+        self._table: list[tuple[re.Pattern[str], dict[str, Any], str]] = [
+            (re.compile(r"info"), {"GET": self.info}, "info"),
+            (re.compile(r"users"), {"GET": self.list_users}, "user.list"),
+            (re.compile(r"users/(?P<access_key>[^/]+)"), {"PUT": self.put_user, "DELETE": self.remove_user},
+             "user"),
+            (re.compile(r"users/(?P<access_key>[^/]+)/(?P<action>enable|disable)"), {"POST": self.enable_user},
+             "user.enable"),
+            (re.compile(r"heal"), {"GET": self.heal_status, "POST": self.heal_start}, "heal"),
+            (re.compile(r"config"), {"GET": self.get_config, "PUT": self.set_config}, "config"),
+        ]
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.route("*", PREFIX + "/{tail:.*}", self.dispatch)]
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        request_id = _request_id(request)
+        request[OPS_API] = "admin"
+        try:
+            handler, params, name = self._resolve(request)
+            request[OPS_API] = f"admin.{name}"
+            body = await self._authenticate(request)
+            return await handler(request, body, **params)
+        except BucketsError as error:
+            return self._error(request, error, request_id)
+        except Exception:
+            log.exception("request %s: unhandled error in admin %s %s", request_id, request.method, request.path)
+            return self._error(request, InternalError(), request_id)
+
+    def _resolve(self, request: web.Request) -> tuple[Any, dict[str, str], str]:
+        tail = request.match_info.get("tail", "").strip("/")
+        for pattern, methods, name in self._table:
+            match = pattern.fullmatch(tail)
+            if match is None:
+                continue
+            handler = methods.get(request.method)
+            if handler is None:
+                raise AdminMethodNotAllowed(f"{request.method} is not allowed on {PREFIX}/{tail}; "
+                                            f"use {', '.join(methods)}")
+            return handler, match.groupdict(), name
+        raise NoSuchAdminEndpoint(f"no admin endpoint {PREFIX}/{tail}")
+
+    def _error(self, request: web.Request, error: BucketsError, request_id: str) -> web.Response:
+        request[OPS_ERROR_CODE] = error.code
+        if error.status >= 500:
+            log.warning("request %s: admin %s %s -> %s %s", request_id, request.method, request.path,
+                        error.status, error.code)
+        return _answer({"code": error.code, "message": error.message, "request_id": request_id},
+                       status=error.status)
+
+    async def _authenticate(self, request: web.Request) -> bytes:
+        auth = await authenticate(request, self.credentials, region=None, service="s3")
+        if auth.is_anonymous:
+            raise AccessDenied("The admin API needs a request signed with the root credentials.")
+        request[OPS_ACCESS_KEY] = auth.access_key
+        if not hmac.compare_digest(auth.access_key.encode(), self.root_user.encode()):
+            raise AccessDenied("The admin API takes the root credentials only.")
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise InvalidArgument(f"admin request bodies are limited to {MAX_BODY} bytes")
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise InvalidArgument(f"admin request bodies are limited to {MAX_BODY} bytes")
+        claimed = auth.content_sha256
+        if claimed is None or claimed == UNSIGNED_PAYLOAD or claimed in STREAMING_PAYLOADS:
+            raise InvalidArgument("admin requests must sign their body: send x-amz-content-sha256 "
+                                  "with the SHA-256 of the body")
+        if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), claimed.lower()):
+            raise XAmzContentSHA256Mismatch()
+        return body
+
+    @staticmethod
+    def _json_body(body: bytes) -> dict[str, Any]:
+        if not body:
+            return {}
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidArgument("the request body is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise InvalidArgument("the request body must be a JSON object")
+        return document
+
+    # -- info ---------------------------------------------------------------------------------
+    async def info(self, request: web.Request, body: bytes) -> web.Response:
+        store = self.store
+        data, parity = store.layout
+        health = node_health(store)
+        disks = []
+        for info, disk in zip(await store.disk_infos(), store.disks):
+            state = "healing" if getattr(disk, "healing", False) and info.online else (
+                "online" if info.online else "offline")
+            disks.append({"endpoint": info.endpoint, "id": info.disk_id, "state": state, "total": info.total,
+                          "free": info.free, "used": info.used, "error": info.error or None})
+        usage = store.registry.usage
+        cache = store.registry.cache
+        return _answer({
+            "version": __version__,
+            "deployment_id": store.deployment_id,
+            "region": self.region,
+            "uptime_seconds": round(time.time() - store.started, 3),
+            "erasure": {"data": data, "parity": parity, "write_quorum": health.write_quorum,
+                        "read_quorum": health.read_quorum, "block_size": getattr(store, "block_size", None)},
+            "health": health.as_dict(),
+            "disks": disks,
+            "usage": {"buckets": len(usage), "objects": sum(u[0] for u in usage.values()),
+                      "bytes": sum(u[1] for u in usage.values())},
+            "registry": {"size_bytes": store.registry.size_bytes(), "entries": store.registry.count_objects(),
+                         "cache_entries": len(cache), "cache_hits": cache.hits, "cache_misses": cache.misses,
+                         "commits": store.registry.commits, "committed_ops": store.registry.committed_ops},
+        })
+
+    # -- users --------------------------------------------------------------------------------
+    async def list_users(self, request: web.Request, body: bytes) -> web.Response:
+        users = await self.store.users.list()
+        return _answer({"users": [{"access_key": user.access_key, "enabled": user.enabled,
+                                   "created": user.created, "policy": user.policy} for user in users]})
+
+    def _check_access_key(self, access_key: str) -> str:
+        if not ACCESS_KEY_RE.fullmatch(access_key):
+            raise InvalidArgument("an access key is 3 to 128 letters, digits or ._@+=- characters")
+        if hmac.compare_digest(access_key.encode(), self.root_user.encode()):
+            raise InvalidArgument("that access key is the root user's; pick another")
+        return access_key
+
+    async def put_user(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
+        access_key = self._check_access_key(access_key)
+        document = self._json_body(body)
+        secret = document.get("secret_key")
+        if not isinstance(secret, str) or not 8 <= len(secret) <= 128 or any(
+                char.isspace() or not char.isprintable() for char in secret):
+            raise InvalidArgument("secret_key must be 8 to 128 printable characters without spaces")
+        enabled = document.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise InvalidArgument("enabled must be true or false")
+        existed = self.store.registry.get_user(access_key) is not None
+        await self.store.users.put(access_key, secret, enabled=enabled)
+        log.info("user %s %s", access_key, "updated" if existed else "added")
+        return _answer({"access_key": access_key, "enabled": enabled, "created": not existed})
+
+    async def remove_user(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
+        if not await self.store.users.remove(access_key):
+            raise NoSuchUser(f"no user with access key {access_key!r}")
+        log.info("user %s removed", access_key)
+        return _answer({"access_key": access_key, "removed": True})
+
+    async def enable_user(self, request: web.Request, body: bytes, access_key: str, action: str) -> web.Response:
+        enabled = action == "enable"
+        if not await self.store.users.set_enabled(access_key, enabled):
+            raise NoSuchUser(f"no user with access key {access_key!r}")
+        log.info("user %s %sd", access_key, action)
+        return _answer({"access_key": access_key, "enabled": enabled})
+
+    # -- heal ---------------------------------------------------------------------------------
+    async def heal_start(self, request: web.Request, body: bytes) -> web.Response:
+        self.heal.start()
+        log.info("heal pass requested")
+        return _answer(self.heal.status())
+
+    async def heal_status(self, request: web.Request, body: bytes) -> web.Response:
+        return _answer(self.heal.status())
+
+    # -- live config --------------------------------------------------------------------------
+    async def get_config(self, request: web.Request, body: bytes) -> web.Response:
+        return _answer({"settings": self.settings.describe()})
+
+    async def set_config(self, request: web.Request, body: bytes) -> web.Response:
+        changes = self._json_body(body)
+        if not changes:
+            raise InvalidArgument("nothing to set: send {\"name\": value, ...}")
+        try:
+            applied = self.settings.update(changes)
+        except ValueError as error:
+            raise InvalidArgument(str(error)) from None
+        log.warning("live settings changed: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
+        return _answer({"applied": applied, "settings": self.settings.describe()})

@@ -1,0 +1,47 @@
+"""Fixtures for the operations suite (helpers live in ``opsserver``).
+
+One server per session serves most tests; tests that break a server (take disks away)
+start their own with ``opsserver.start_server``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opsserver import ROOT_PASSWORD, ROOT_USER, Cli, Server, start_server, stop_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("ops-server"))
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture(autouse=True)
+def no_server_bugs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test fails if the shared server logged a traceback while it ran (a 500 is a bug)."""
+    if "server" not in request.fixturenames:
+        yield
+        return
+    srv: Server = request.getfixturevalue("server")
+    before = len(srv.log_text())
+    yield
+    new = srv.log_text()[before:]
+    assert "Traceback" not in new and "unhandled error" not in new, f"server logged a bug:\n{new}"
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "cli-home" / "config.json")
+
+
+@pytest.fixture
+def aliased(cli: Cli, server: Server) -> Cli:
+    """A CLI with alias ``srv`` -> the shared server, root credentials."""
+    cli.admin("alias", "set", "srv", server.url, ROOT_USER, ROOT_PASSWORD).ok()
+    return cli
