@@ -17,6 +17,7 @@ big-endian bytes S3 puts, base64-encoded, on the wire.
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import hashlib
@@ -74,19 +75,19 @@ def alg_from_header(name: str) -> str | None:
 # --- streaming digests --------------------------------------------------------------------
 
 
-class Checksum:
+class Checksum(abc.ABC):
     """A running digest of one algorithm. ``update`` may be called from a worker thread."""
 
     algorithm: str
 
-    def update(self, data: bytes | bytearray | memoryview) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def update(self, data: bytes | bytearray | memoryview) -> None: ...
 
-    def digest(self) -> bytes:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def digest(self) -> bytes: ...
 
-    def copy(self) -> Checksum:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def copy(self) -> Checksum: ...
 
     def b64(self) -> str:
         return base64.b64encode(self.digest()).decode("ascii")
