@@ -40,5 +40,8 @@ prometheus-check: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+bench-http: $(STAMP)
+	$(PY) -m bench --suite http
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
