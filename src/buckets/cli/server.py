@@ -25,6 +25,7 @@ import socket
 import sys
 from typing import NoReturn, TextIO
 
+from buckets.runtime import freeze_startup_objects, tune_process
 from buckets import __version__
 from buckets.cli.config import (
     CONFIG_ENV,
@@ -308,6 +309,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         except OSError as error:
             raise _listen_error(config, error) from None
 
+        freeze_startup_objects()
         print_banner(config, tuple(store.layout), store.disk_count, stream)
         log.info("serving on %s", " ".join(endpoint_urls(config)))
         await stopping.wait()
@@ -325,6 +327,7 @@ def run_server(config: Config) -> int:
     import uvloop
 
     configure_logging(config)
+    tune_process()
     try:
         return uvloop.run(serve(config))
     except StartupError as error:

@@ -36,7 +36,8 @@ def _load_syncfs():
 
 
 _syncfs = _load_syncfs()
-_TMP_IDS = (f"{os.getpid():x}-{os.urandom(4).hex()}-{i:x}" for i in itertools.count())
+_TMP_PREFIX = f"{os.getpid():x}-{os.urandom(4).hex()}"
+_TMP_IDS = (f"{_TMP_PREFIX}-{i:x}" for i in itertools.count())
 
 
 def _fsync_dir(path: str) -> None:
