@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -36,7 +37,7 @@ class RawResponse:
 
 
 def sign(method: str, url: str, headers: dict[str, str], body: bytes,
-         access_key: str = ROOT_USER, secret_key: str = ROOT_PASSWORD) -> dict[str, str]:
+         access_key: str = ROOT_USER, secret_key: str = ROOT_PASSWORD, region: str = REGION) -> dict[str, str]:
     req = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
     content_sha256 = headers.get("x-amz-content-sha256")
     if content_sha256 == "UNSIGNED-PAYLOAD":
@@ -46,7 +47,7 @@ def sign(method: str, url: str, headers: dict[str, str], body: bytes,
         # botocore keeps this value only when it believes it is sending a trailer.
         req.context["checksum"] = {"request_algorithm": {"in": "trailer", "algorithm": "crc32",
                                                          "name": "x-amz-checksum-crc32"}}
-    S3SigV4Auth(Credentials(access_key, secret_key), "s3", REGION).add_auth(req)
+    S3SigV4Auth(Credentials(access_key, secret_key), "s3", region).add_auth(req)
     return dict(req.headers.items())
 
 
@@ -58,9 +59,13 @@ def request(server, method: str, path: str, *, query: str = "", body: bytes = b"
     host_header = host or f"127.0.0.1:{server.port}"
     hdrs = {"x-amz-content-sha256": "UNSIGNED-PAYLOAD", **(headers or {})}
     if signed:
-        hdrs = sign(method, f"http://{host_header}{target}", hdrs, body, **signer)
+        hdrs = sign(method, f"{getattr(server, 'scheme', 'http')}://{host_header}{target}", hdrs, body, **signer)
     hdrs.setdefault("Host", host_header)
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    if getattr(server, "scheme", "http") == "https":  # tls_runner's self-signed certificate
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            "127.0.0.1", server.port, timeout=30, context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in hdrs.items():

@@ -53,7 +53,7 @@ class ServerProcess:
     def client(self, **config: object):
         kwargs = dict(config)
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION,
+            "s3", endpoint_url=self.endpoint, region_name=kwargs.pop("region", REGION),
             aws_access_key_id=kwargs.pop("access_key", ROOT_USER),
             aws_secret_access_key=kwargs.pop("secret_key", ROOT_PASSWORD),
             verify=False,
@@ -98,6 +98,42 @@ def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None
     log_file.close()
     wait_listening(port, proc, log_path)
     return ServerProcess(proc, port, log_path, data)
+
+
+def self_signed_cert(directory: Path) -> tuple[str, str]:
+    """(cert.pem, key.pem) for 127.0.0.1, valid for a day either side of now."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def start_tls_runner(base: Path, *, extra_env: dict[str, str] | None = None, disks: int = 4) -> ServerProcess:
+    """The same `create_app` behind https (`tls_runner.py`), with a config the CLI cannot
+    express yet (``TEST_REGION``, ``TEST_REGION_STRICT`` in ``extra_env``)."""
+    cert, key = self_signed_cert(base)
+    runner = str(Path(__file__).with_name("tls_runner.py"))
+    srv = start_server(base, disks=disks, extra_env=extra_env, command=[PYTHON, runner, "{PORT}", cert, key])
+    srv.scheme = "https"
+    return srv
 
 
 def stop_server(server: ServerProcess) -> None:

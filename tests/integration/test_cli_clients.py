@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,14 +36,15 @@ def tree(root: Path) -> dict[str, str]:
 # --- aws cli ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def aws(server, tmp_path):
-    config = tmp_path / "aws-config"
+def aws_cli(server, home: Path, region: str = REGION):
+    """The aws cli as a user runs it: credentials from the environment, a default region,
+    and s3 transfer settings small enough to make multipart uploads of a few MiB."""
+    config = home / f"aws-config-{region}"
     env = {
-        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+        "PATH": os.environ.get("PATH", ""), "HOME": str(home),
         "AWS_ACCESS_KEY_ID": ROOT_USER, "AWS_SECRET_ACCESS_KEY": ROOT_PASSWORD,
-        "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": str(config),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        "AWS_DEFAULT_REGION": region, "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
     }
     aws_bin = str(BIN / "aws")
     run([aws_bin, "configure", "set", "default.s3.multipart_threshold", "5MB"], env)
@@ -52,6 +54,11 @@ def aws(server, tmp_path):
         return run([aws_bin, "--endpoint-url", server.endpoint, *args], env)
 
     return call
+
+
+@pytest.fixture
+def aws(server, tmp_path):
+    return aws_cli(server, tmp_path)
 
 
 def test_aws_cli_s3_commands(aws, s3, tmp_path):
@@ -110,12 +117,41 @@ def test_aws_cli_s3api(aws, s3, bucket, tmp_path):
     assert loc["LocationConstraint"] is None
 
 
+def test_aws_cli_with_another_default_region(server, s3, tmp_path):
+    """A user whose aws cli defaults to ap-south-1: mb sends that LocationConstraint and
+    every request is signed for ap-south-1; the server takes both, and still reports its
+    own region."""
+    import json
+
+    aws = aws_cli(server, tmp_path, region="ap-south-1")
+    bucket = new_bucket_name("south")
+    try:
+        assert f"make_bucket: {bucket}" in aws("s3", "mb", f"s3://{bucket}")
+        data = os.urandom(6 * MIB + 7)  # over the 5 MB threshold: multipart
+        (tmp_path / "up.bin").write_bytes(data)
+        aws("s3", "cp", str(tmp_path / "up.bin"), f"s3://{bucket}/up.bin")
+        assert "up.bin" in aws("s3", "ls", f"s3://{bucket}/")
+        aws("s3", "cp", f"s3://{bucket}/up.bin", str(tmp_path / "down.bin"))
+        assert (tmp_path / "down.bin").read_bytes() == data
+        url = aws("s3", "presign", f"s3://{bucket}/up.bin").strip()
+        assert "ap-south-1" in url  # SigV4 query auth scoped to the client's region
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert hashlib.md5(resp.read()).digest() == hashlib.md5(data).digest()
+        loc = json.loads(aws("s3api", "get-bucket-location", "--bucket", bucket))
+        assert loc["LocationConstraint"] is None  # the server's us-east-1
+        aws("s3", "rb", "--force", f"s3://{bucket}")
+        assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    finally:
+        if bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+            empty_and_delete(s3, bucket)
+
+
 # --- s3cmd --------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def s3cmd(server, tmp_path):
-    def make(signature_v2: bool):
+    def make(signature_v2: bool, bucket_location: str = REGION):
         config = tmp_path / f"s3cfg-{'v2' if signature_v2 else 'v4'}"
         config.write_text("\n".join([
             "[default]",
@@ -125,7 +161,7 @@ def s3cmd(server, tmp_path):
             f"host_bucket = 127.0.0.1:{server.port}",
             "use_https = False",
             f"signature_v2 = {'True' if signature_v2 else 'False'}",
-            f"bucket_location = {REGION}",
+            f"bucket_location = {bucket_location}",
             "check_ssl_certificate = False",
             "multipart_chunk_size_mb = 5",
             "",
@@ -140,9 +176,12 @@ def s3cmd(server, tmp_path):
     return make
 
 
-@pytest.mark.parametrize("signature_v2", [True, False], ids=["sigv2", "sigv4"])
-def test_s3cmd(s3cmd, s3, tmp_path, signature_v2):
-    call = s3cmd(signature_v2)
+# s3cmd's own default location is "US"; a user in Europe sets eu-west-1 (SigV4 then signs
+# for eu-west-1 and mb sends it as the LocationConstraint).
+@pytest.mark.parametrize("signature_v2,location", [(True, "US"), (False, "US"), (False, "eu-west-1")],
+                         ids=["sigv2", "sigv4", "sigv4-eu-west-1"])
+def test_s3cmd(s3cmd, s3, tmp_path, signature_v2, location):
+    call = s3cmd(signature_v2, location)
     bucket = new_bucket_name("s3cmd")
     try:
         assert f"Bucket 's3://{bucket}/' created" in call("mb", f"s3://{bucket}")

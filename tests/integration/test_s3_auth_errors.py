@@ -274,3 +274,26 @@ def test_hostile_paths_are_4xx(server, s3, bucket, path, expected):
     resp = rawhttp.request(server, "GET", path.format(bucket=bucket))
     assert 400 <= resp.status < 500, resp.text
     assert keys_of(s3, bucket) == []
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"PUT /b/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n",
+], ids=["header-token", "content-length", "long-line", "chunk-size"])
+def test_malformed_http_is_one_info_line(server, raw):
+    """Requests too broken to parse get 400 and one INFO line in the log, not an ERROR with
+    a traceback (the autouse fixture fails the test on any traceback)."""
+    before = len(server.log_text())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.0 400") or reply.startswith(b"HTTP/1.1 400"), reply
+    deadline = time.monotonic() + 5
+    while "malformed HTTP request" not in server.log_text()[before:] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new = server.log_text()[before:]
+    lines = [line for line in new.splitlines() if "malformed HTTP request" in line]
+    assert len(lines) == 1 and " INFO " in lines[0] and "127.0.0.1" in lines[0], new
+    assert "ERROR" not in new, new

@@ -129,6 +129,16 @@ def test_complete_errors_leave_nothing(server, s3, bucket):
         s3.complete_multipart_upload(Bucket=bucket, Key="bad", UploadId=upload_id,
                                      MultipartUpload={"Parts": [parts[0], parts[0]]})
     assert error_of(exc) == ("InvalidPartOrder", 400)
+    # The order of the whole list is judged before any part's size: part 2 is too small,
+    # but 3 listed before 2 is what S3 reports.
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket=bucket, Key="bad", UploadId=upload_id,
+                                     MultipartUpload={"Parts": [parts[0], parts[2], parts[1]]})
+    assert error_of(exc) == ("InvalidPartOrder", 400)
+    with pytest.raises(ClientError) as exc:  # the order problem is past the small part
+        s3.complete_multipart_upload(Bucket=bucket, Key="bad", UploadId=upload_id,
+                                     MultipartUpload={"Parts": [parts[1], parts[2], parts[0]]})
+    assert error_of(exc) == ("InvalidPartOrder", 400)
     with pytest.raises(ClientError) as exc:
         s3.complete_multipart_upload(Bucket=bucket, Key="bad", UploadId=upload_id,
                                      MultipartUpload={"Parts": [{"PartNumber": 7, "ETag": parts[0]["ETag"]}]})
@@ -267,3 +277,46 @@ def test_complete_whole_object_claims(s3, bucket):
                                         MultipartUpload={"Parts": parts}, ChecksumCRC32=_crc32_b64(PART + TAIL),
                                         ChecksumType="FULL_OBJECT", MpuObjectSize=len(PART) + len(TAIL))
     assert done["ChecksumCRC32"] == _crc32_b64(PART + TAIL)
+
+
+def test_complete_claims_composite_and_mismatches(s3, bucket):
+    """Claims are judged on the object the engine is about to commit: a COMPOSITE value
+    with or without its -N suffix, and the wrong algorithm, type or size refused."""
+    upload_id, parts = upload_parts(s3, bucket, "comp", [PART, TAIL], ChecksumAlgorithm="CRC32")
+    raw = base64.b64decode(parts[0]["ChecksumCRC32"]) + base64.b64decode(parts[1]["ChecksumCRC32"])
+    composite = _crc32_b64(raw)
+    refused = [
+        ({"ChecksumCRC32": _crc32_b64(b"other") + "-2"}, ("BadDigest", 400)),
+        ({"ChecksumSHA256": base64.b64encode(hashlib.sha256(b"x").digest()).decode()}, ("InvalidRequest", 400)),
+        ({"ChecksumType": "FULL_OBJECT"}, ("InvalidRequest", 400)),
+        ({"MpuObjectSize": len(PART) + len(TAIL) + 1}, ("InvalidRequest", 400)),
+    ]
+    for claim, expected in refused:
+        with pytest.raises(ClientError) as exc:
+            s3.complete_multipart_upload(Bucket=bucket, Key="comp", UploadId=upload_id,
+                                         MultipartUpload={"Parts": parts}, **claim)
+        assert error_of(exc) == expected, claim
+    # Nothing was committed or consumed by the refusals.
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert len(s3.list_parts(Bucket=bucket, Key="comp", UploadId=upload_id)["Parts"]) == 2
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="comp", UploadId=upload_id,
+                                        MultipartUpload={"Parts": parts}, ChecksumCRC32=composite,
+                                        ChecksumType="COMPOSITE", MpuObjectSize=len(PART) + len(TAIL))
+    assert done["ChecksumCRC32"] == f"{composite}-2" and done["ChecksumType"] == "COMPOSITE"
+
+
+def test_complete_claims_without_upload_checksum(s3, bucket):
+    """An upload created without a checksum algorithm: a size claim is still checked, a
+    checksum claim names an algorithm the upload does not have."""
+    upload_id, parts = upload_parts(s3, bucket, "plain", [TAIL])
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket=bucket, Key="plain", UploadId=upload_id,
+                                     MultipartUpload={"Parts": parts}, ChecksumCRC32=_crc32_b64(TAIL))
+    assert error_of(exc) == ("InvalidRequest", 400)
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket=bucket, Key="plain", UploadId=upload_id,
+                                     MultipartUpload={"Parts": parts}, MpuObjectSize=1)
+    assert error_of(exc) == ("InvalidRequest", 400)
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="plain", UploadId=upload_id,
+                                        MultipartUpload={"Parts": parts}, MpuObjectSize=len(TAIL))
+    assert done["ETag"] == multipart_etag(TAIL)

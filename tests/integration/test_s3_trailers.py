@@ -8,51 +8,21 @@ same `create_app` behind an https listener). Raw trailer requests need no TLS.
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 from awscrt import checksums as crt
 
 import rawhttp
-from s3server import PYTHON, ServerProcess, empty_and_delete, new_bucket_name, start_server, stop_server
+from s3server import ServerProcess, empty_and_delete, new_bucket_name, start_tls_runner, stop_server
 
 MIB = 1024 * 1024
 
 
-def _self_signed(directory: Path) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
-
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
-
-
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("tls")
-    cert, key = _self_signed(base)
-    runner = str(Path(__file__).with_name("tls_runner.py"))
-    srv = start_server(base, command=[PYTHON, runner, "{PORT}", cert, key])
-    srv.scheme = "https"
+    srv = start_tls_runner(tmp_path_factory.mktemp("tls"))
     yield srv
     stop_server(srv)
 

@@ -24,7 +24,9 @@ from buckets.s3.app import create_app
 
 @dataclass
 class TestConfig:
-    region: str = "us-east-1"
+    # TEST_REGION / TEST_REGION_STRICT=1 stand in for the operator's region settings.
+    region: str = os.environ.get("TEST_REGION", "us-east-1")
+    region_strict: bool = os.environ.get("TEST_REGION_STRICT") == "1"
     domains: list[str] = field(default_factory=list)
     root_user: str = os.environ["BUCKETS_ROOT_USER"]
     root_password: str = os.environ["BUCKETS_ROOT_PASSWORD"]

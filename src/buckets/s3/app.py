@@ -6,21 +6,26 @@ logged with the request id and answered as InternalError), routing (path- and
 virtual-host-style, see `buckets.s3.router`), authentication, and dispatch to the
 handler of the operation. Every response carries `x-amz-request-id`, `x-amz-id-2` and
 `Server: Buckets`, set just before headers go out so streamed responses get them too.
+Requests too malformed to parse never reach the pipeline: aiohttp answers them 400, and
+`ClientProtocolErrorLogger` logs them as one INFO line instead of an ERROR traceback.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
-import secrets
+import sys
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 
 from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError
 from buckets.s3.auth import authenticate
-from buckets.s3.context import S3Request
+from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.errors import error_response
 from buckets.s3.handlers import OPERATIONS
@@ -33,12 +38,19 @@ _REQUEST_ID = "s3_request_id"
 _TARGET = "s3_target"
 
 
+# Request ids without a syscall each (the OS random source costs a GIL round trip on
+# the event loop): a random per-process prefix and a counter.
+_ID_PREFIX = os.urandom(4).hex().upper()
+_ID_COUNTER = itertools.count(1)
+_HOST_TAG = os.urandom(24)
+
+
 def _new_request_id() -> str:
-    return secrets.token_hex(8).upper()
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08X}"
 
 
-def _host_id() -> str:
-    return base64.b64encode(os.urandom(32)).decode("ascii")
+def _host_id(request_id: str = "") -> str:
+    return base64.b64encode(_HOST_TAG + request_id.encode()).decode("ascii")
 
 
 @web.middleware
@@ -64,7 +76,7 @@ async def s3_error_middleware(request: web.Request, handler: Any) -> web.StreamR
     if error.status >= 500 and error.code != "NotImplemented":
         log.warning("request %s: %s %s -> %s %s", request_id, request.method, request.path,
                     error.status, error.code)
-    return error_response(error, request_id=request_id, host_id=_host_id(), resource=resource,
+    return error_response(error, request_id=request_id, host_id=_host_id(request_id), resource=resource,
                           head=request.method == "HEAD")
 
 
@@ -72,7 +84,7 @@ async def _stamp_headers(request: web.Request, response: web.StreamResponse) -> 
     request_id = request.get(_REQUEST_ID) or _new_request_id()
     request[_REQUEST_ID] = request_id
     response.headers["x-amz-request-id"] = request_id
-    response.headers["x-amz-id-2"] = _host_id()
+    response.headers["x-amz-id-2"] = _host_id(request_id)
     response.headers["Server"] = SERVER_NAME
     if request.can_read_body and not request.content.is_eof():
         # Answered before the body arrived (an error, or a client still waiting for
@@ -96,12 +108,17 @@ class S3Service:
         self.cfg = cfg
         self.domains: list[str] = list(getattr(cfg, "domains", None) or [])
         self.region: str = getattr(cfg, "region", "us-east-1")
+        # Clients carry whatever default region their user configured (eu-west-1, rclone's
+        # "other-v2-signature", s3cmd's "US"); like MinIO without a configured region, any
+        # region in the credential scope is accepted (the signature still binds it) unless
+        # the operator asked for a strict one.
+        self.signing_region: str | None = self.region if region_is_strict(cfg) else None
         self.credentials = ServerCredentials(cfg.root_user, cfg.root_password, getattr(store, "users", None))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = parse_target(request.headers.get("Host", ""), request.raw_path, self.domains)
         request[_TARGET] = target
-        auth = await authenticate(request, self.credentials, region=self.region,
+        auth = await authenticate(request, self.credentials, region=self.signing_region,
                                   bucket_from_host=target.host_bucket)
         if auth.is_anonymous:
             raise AccessDenied()
@@ -111,6 +128,38 @@ class S3Service:
         s3req = S3Request(request=request, store=self.store, config=self.cfg, target=target,
                           operation=operation, request_id=request[_REQUEST_ID], auth=auth)
         return await OPERATIONS[operation](s3req)
+
+
+class ClientProtocolErrorLogger(logging.LoggerAdapter):
+    """The logger aiohttp's connection handler uses (``aiohttp.server``), made quiet about
+    clients that do not speak HTTP properly.
+
+    aiohttp answers a request it cannot parse (bad header token, bad chunk size, a line
+    over the size limit) with 400 itself, then logs it at ERROR with a traceback, as if
+    the server were broken. That is the client's fault: it becomes one INFO line here
+    (the access log records the 400 as well). Everything else aiohttp logs, including
+    exceptions from handlers, passes through unchanged.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(error, HttpProcessingError):
+            self.logger.info(f"{msg}: malformed HTTP request (%s)", *args, _one_line(error))
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _one_line(error: HttpProcessingError) -> str:
+    """``400 BadHttpMessage: Invalid header token: b'Bad Header'``: aiohttp's message
+    without its caret-marker line, squeezed onto one line and capped."""
+    lines = [line.strip() for line in str(error.message or "").splitlines()]
+    text = " ".join(line for line in lines if line and set(line) - set("^~ "))
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{error.code} {type(error).__name__}: {text}"
 
 
 def _unlock_users(store: Any, cfg: Any) -> None:
@@ -126,14 +175,16 @@ def _unlock_users(store: Any, cfg: Any) -> None:
 
 def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
                extra_middlewares: list | None = None) -> web.Application:
-    """The S3 API over `store`; `cfg` needs region, domains, root_user, root_password.
+    """The S3 API over `store`; `cfg` needs region, domains, root_user, root_password
+    (and may set region_strict: only then must requests be signed for `region`).
 
     ``extra_routes`` (aiohttp RouteDefs: metrics, health, admin) are registered before the
     S3 catch-all so they win; ``extra_middlewares`` run outside the S3 error middleware.
     """
     _unlock_users(store, cfg)
     app = web.Application(middlewares=[*(extra_middlewares or []), s3_error_middleware],
-                          handler_args={"max_field_size": 16384, "max_line_size": 16384})
+                          handler_args={"max_field_size": 16384, "max_line_size": 16384,
+                                        "logger": ClientProtocolErrorLogger(server_logger)})
     service = S3Service(store, cfg)
     if extra_routes:
         app.router.add_routes(extra_routes)

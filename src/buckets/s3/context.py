@@ -24,7 +24,7 @@ MAX_KEY_BYTES = 1024
 class S3Request:
     request: web.Request
     store: Any  # buckets.engine.store.Store (duck-typed so this module imports cheaply)
-    config: Any  # server config: region, domains, root_user, root_password
+    config: Any  # server config: region, region_strict (optional), domains, root_user, root_password
     target: Target
     operation: str
     request_id: str
@@ -73,6 +73,15 @@ class S3Request:
                                   f"{maximum if maximum is not None else 2**31 - 1}",
                                   ArgumentName=name, ArgumentValue=raw)
         return min(value, cap) if cap is not None else value
+
+
+def region_is_strict(config: Any) -> bool:
+    """Whether requests must name the server's region (SigV4 scope, LocationConstraint).
+
+    Off unless the operator set ``region_strict``: then any region a client is configured
+    with is accepted, as MinIO does when no region is configured.
+    """
+    return bool(getattr(config, "region_strict", False))
 
 
 def check_key(key: str) -> None:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from buckets.errors import InvalidBucketName, NotImplementedErr
 from buckets.s3.body import read_document
-from buckets.s3.context import S3Request
+from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.errors import IllegalLocationConstraint
 from buckets.s3.handlers.common import empty_response, xml_response
 from buckets.s3.xmlio import XmlBuilder, parse_document
@@ -62,7 +62,10 @@ async def create_bucket(req: S3Request) -> web.StreamResponse:
         if body.strip():
             config = parse_document(body, "CreateBucketConfiguration")
             location = config.child_text("LocationConstraint")
-            if location is not None and location.strip() and location.strip() != req.config.region:
+            # A client configured for another region sends it here (`aws s3 mb` with
+            # AWS_DEFAULT_REGION=eu-west-1); only a strict region refuses it.
+            if location is not None and location.strip() and location.strip() != req.config.region \
+                    and region_is_strict(req.config):
                 raise IllegalLocationConstraint(
                     f"The {location.strip()} location constraint is incompatible for the region "
                     f"specific endpoint this request was sent to ({req.config.region}).")

@@ -1,13 +1,16 @@
 """Multipart uploads: Create, UploadPart, Complete, Abort, ListParts, ListMultipartUploads.
 
 Parts stream into the engine like PutObject bodies; CompleteMultipartUpload parses the
-client's part list (capped in size), applies conditional-write headers, and reports the
-object's ETag and checksum (COMPOSITE `b64-N` or FULL_OBJECT) as S3 does.
+client's part list (capped in size), applies conditional-write headers, checks the client's
+whole-object claims (checksum, checksum type, size) in the engine's verify hook, and
+reports the object's ETag and checksum (COMPOSITE `b64-N` or FULL_OBJECT) as S3 does.
 """
 
 from __future__ import annotations
 
-import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -123,59 +126,50 @@ def _parse_complete(body: bytes) -> list[CompletePart]:
     return parts
 
 
-async def _listed_parts(req: S3Request, upload_id: str):
-    """Every uploaded part of the upload, and the upload itself (ListParts, all pages)."""
-    parts = {}
-    marker = 0
-    while True:
-        result = await req.store.list_parts(req.bucket, req.key, upload_id, part_marker=marker, max_parts=1000)
-        parts.update({p.number: p for p in result.parts})
-        if not result.is_truncated:
-            return result.upload, parts
-        marker = result.next_marker
+@dataclass(frozen=True, slots=True)
+class CompleteClaims:
+    """What a client asserts about the whole object on Complete: a whole-object checksum
+    (x-amz-checksum-*), its type (x-amz-checksum-type) and its size (x-amz-mp-object-size).
 
-
-async def _check_complete_claims(req: S3Request, upload_id: str, parts: list[CompletePart]) -> None:
-    """Verify what the client asserts about the whole object on Complete, before commit:
-    a whole-object checksum (x-amz-checksum-*), its type, and x-amz-mp-object-size.
-
-    Values derive from the stored part checksums and sizes alone, so no data is re-read.
-    Parts that are missing or mismatched are left for the engine to refuse (InvalidPart).
+    Checked by `verify`, the engine's hook, against what the engine computed from the
+    part list it is about to commit (under the upload's lock, before anything moves), so
+    the claims are judged on exactly the parts that become the object and no data is
+    re-read.
     """
-    claimed = [(alg, v.strip()) for n, v in req.headers.items() if (alg := checksums.alg_from_header(n))]
-    claimed_type = req.headers.get("x-amz-checksum-type")
-    claimed_size = req.headers.get("x-amz-mp-object-size")
-    if not claimed and not claimed_type and claimed_size is None:
-        return
-    upload, have = await _listed_parts(req, upload_id)
-    chosen = [have.get(cp.number) for cp in parts]
-    if any(p is None for p in chosen):
-        return
-    if claimed_size is not None:
-        total = sum(p.size for p in chosen)
-        if not claimed_size.strip().isdigit() or int(claimed_size) != total:
-            raise InvalidRequest(f"The provided 'x-amz-mp-object-size' header value {claimed_size} does not "
+
+    checksums: tuple[tuple[str, str], ...] = ()  # (algorithm, value as sent)
+    checksum_type: str | None = None
+    size: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> "CompleteClaims":
+        claimed = tuple((alg, value.strip()) for name, value in headers.items()
+                        if (alg := checksums.alg_from_header(name)))
+        return cls(claimed, headers.get("x-amz-checksum-type"), headers.get("x-amz-mp-object-size"))
+
+    @property
+    def any(self) -> bool:
+        return bool(self.checksums or self.checksum_type or self.size is not None)
+
+    async def verify(self, computed: dict[str, Any]) -> None:
+        """``computed`` = {"size": int, "checksum_type": "COMPOSITE"|"FULL_OBJECT"|None,
+        "<ALG>": object checksum as stored}; the upload has no checksum when the type is None."""
+        total = computed["size"]
+        if self.size is not None and (not self.size.strip().isdigit() or int(self.size) != total):
+            raise InvalidRequest(f"The provided 'x-amz-mp-object-size' header value {self.size} does not "
                                  f"match what was computed: {total}")
-    upload_type = upload.checksum_type or ("COMPOSITE" if upload.checksum_algorithm else None)
-    if claimed_type and upload_type and claimed_type.strip().upper() != upload_type:
-        raise InvalidRequest(f"The upload was created using the {upload_type} checksum mode. The complete "
-                             f"request must use the same checksum mode.")
-    for alg, value in claimed:
-        if alg != upload.checksum_algorithm:
-            raise InvalidRequest(f"The upload was created using the "
-                                 f"{(upload.checksum_algorithm or 'null').lower()} checksum algorithm; "
-                                 f"the complete request must use the same algorithm.")
-        digests = [p.checksums.get(alg) for p in chosen]
-        if any(d is None for d in digests):
-            return
-        raw = [base64.b64decode(d) for d in digests]
-        if upload_type == "FULL_OBJECT":
-            expected = base64.b64encode(checksums.combine_full_object(
-                alg, [(d, p.size) for d, p in zip(raw, chosen)])).decode()
-        else:
-            expected = checksums.composite(alg, raw)
-        if value.split("-", 1)[0] != expected.split("-", 1)[0]:
-            raise BadDigest(f"The {alg} you specified did not match the calculated checksum.")
+        upload_type = computed.get("checksum_type")
+        upload_alg = next((alg for alg in computed if alg in checksums.ALGORITHMS), None) if upload_type else None
+        if self.checksum_type and upload_type and self.checksum_type.strip().upper() != upload_type:
+            raise InvalidRequest(f"The upload was created using the {upload_type} checksum mode. The complete "
+                                 f"request must use the same checksum mode.")
+        for alg, value in self.checksums:
+            if alg != upload_alg:
+                raise InvalidRequest(f"The upload was created using the {(upload_alg or 'null').lower()} "
+                                     f"checksum algorithm; the complete request must use the same algorithm.")
+            # A COMPOSITE value may be sent with or without its "-N" part-count suffix.
+            if value.split("-", 1)[0] != str(computed[alg]).split("-", 1)[0]:
+                raise BadDigest(f"The {alg} you specified did not match the calculated checksum.")
 
 
 async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
@@ -184,8 +178,9 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     if_match, if_none_match = write_conditions(req.headers)
     body, _ = await read_document(req, MAX_REQUEST_XML)
     parts = _parse_complete(body)
-    await _check_complete_claims(req, upload_id, parts)
-    opts = PutOptions(if_match=if_match, if_none_match=if_none_match)
+    claims = CompleteClaims.from_headers(req.headers)
+    opts = PutOptions(if_match=if_match, if_none_match=if_none_match,
+                      verify=claims.verify if claims.any else None)
     info = await req.store.complete_multipart_upload(req.bucket, req.key, upload_id, parts, opts)
 
     host = req.headers.get("Host", "localhost")

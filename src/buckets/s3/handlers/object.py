@@ -171,10 +171,18 @@ async def _stream(req: S3Request, reader, status: int, headers: dict[str, str], 
         resp.content_length = length
         await resp.prepare(req.request)
         try:
+            # Drop each chunk as soon as it is written: a name still bound to it would pin
+            # one more span per GET while the next is read (the first for the whole stream).
             if first:
                 await resp.write(first)
-            async for chunk in chunks:
+            del first
+            while True:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
                 await resp.write(chunk)
+                del chunk
         except ConnectionResetError:
             log.info("request %s: client went away during GET %s/%s", req.request_id, req.bucket, req.key)
             return resp
