@@ -128,7 +128,7 @@ class WriteQuorumLost(BucketsError):
 class ReadQuorumLost(BucketsError):
     """Fewer than k good shards are available: the object cannot be reconstructed now."""
 
-    code = "InternalError"
+    code = "ServiceUnavailable"
     status = 503
     default_message = "Read quorum lost: not enough healthy disks hold this object to reconstruct it."
 

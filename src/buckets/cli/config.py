@@ -45,6 +45,7 @@ class Config:
     root_user: str = DEFAULT_ROOT_USER
     root_password: str = DEFAULT_ROOT_PASSWORD
     region: str = "us-east-1"
+    region_strict: bool = False  # refuse requests signed for another region (S3's behaviour)
     sync: bool = True  # fsync before acknowledging writes; off is for development only
     cache_size: int = 1_000_000  # registry LRU entries
     inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
@@ -296,6 +297,9 @@ SETTINGS: tuple[Setting, ...] = (
             "root secret key, at least 8 characters"),
     Setting("region", "BUCKETS_REGION", "--region", _parse_region,
             "region name the server reports and signs with", metavar="REGION"),
+    Setting("region_strict", "BUCKETS_REGION_STRICT", "--region-strict", _parse_bool,
+            "refuse requests signed for a region other than --region (off: any client region "
+            "works, as with MinIO when no region is set)", metavar="on|off"),
     Setting("sync", "BUCKETS_SYNC", "--sync", _parse_bool,
             "fsync data before acknowledging writes; 'off' loses acknowledged writes on power "
             "failure (development only)", metavar="on|off"),

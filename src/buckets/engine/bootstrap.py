@@ -109,8 +109,10 @@ def bootstrap(paths: list[str], *, parity: int | None, block_size: int, partitio
                 log.warning("disk %s was empty: formatted into slot %d of deployment %s; it will be refilled",
                             p, slot, deployment_id)
             except OSError as exc:
+                log.error("disk %s is offline: %s", p, exc)
                 boot.slots.append(DiskSlot(p, None, False, error=str(exc)))
         else:
+            log.error("disk %s is offline: %s", p, r)
             boot.slots.append(DiskSlot(p, None, False, error=r))
     return boot
 

@@ -138,7 +138,18 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
     txid = new_id()
     stage = paths.staging(txid)
     try:
-        inline = await _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage)
+        try:
+            inline = await _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage)
+        except DiskError as exc:
+            current = store.registry.get_object(bucket, key)
+            if current is None or current["wid"] != entry["wid"]:
+                res.reason = "object changed while healing; nothing to do"
+                return res
+            res.failed = list(res.bad)
+            res.reason = f"rebuild failed: {exc}"
+            store.heal_stats.shards_failed += len(res.failed)
+            log.warning("heal of %s/%s failed: %s", bucket, key, exc)
+            return res
         async with store.locks.hold((bucket, key)):
             current = store.registry.get_object(bucket, key)
             if current is None or current["wid"] != entry["wid"]:

@@ -139,7 +139,8 @@ class ObjectReader:
         await asyncio.gather(*(fetch(i) for i in range(k)))
         if len(got) < k:
             await asyncio.gather(*(fetch(i) for i in range(k, self._codec.n)))
-            self.store.report_damage(self.bucket, self.key, self.entry["wid"], "inline metadata unreadable")
+            if any(self._disks[i] is not None and i not in got for i in range(k)):  # not just offline
+                self.store.report_damage(self.bucket, self.key, self.entry["wid"], "inline metadata unreadable")
         self._inline = got
         return got
 
@@ -169,8 +170,11 @@ class ObjectReader:
         pieces, bad = await loop.run_in_executor(self.store.cpu, _split_frames, raw, geo, b0, b1)
         if not bad:
             return await loop.run_in_executor(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
-        # Some data pieces are missing or corrupt: bring in parity for the whole span.
-        self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {sorted(bad)}")
+        # Some data pieces are missing or corrupt: bring in parity for the whole span. Slots
+        # on offline disks are not damage (the refill handles them when the disk returns).
+        damaged = sorted(i for i in bad if self._disks[i] is not None)
+        if damaged:
+            self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {damaged}")
         extra = list(range(k, n))
         raw2 = dict(zip(extra, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in extra))))
         pieces2, _ = await loop.run_in_executor(self.store.cpu, _split_frames, raw2, geo, b0, b1)

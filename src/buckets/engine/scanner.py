@@ -105,7 +105,7 @@ class Scanner:
             "shards_repaired": s.shards_repaired, "shards_failed": s.shards_failed,
             "objects_unrecoverable": s.objects_unrecoverable, "orphans_removed": s.orphans_removed,
             "uploads_expired": s.uploads_expired, "queued": self.store.heal_queue.qsize(),
-            "refill": {k: dict(v) for k, v in self.refill.items()},
+            "refill": {k: {f: v for f, v in r.items() if f != "task"} for k, r in self.refill.items()},
         }
 
     def trigger(self, *, deep: bool = True) -> None:
@@ -272,8 +272,11 @@ class Scanner:
             if disk.online and present:
                 continue
             if not disk.online and present:
-                log.warning("disk %s is back online", disk.endpoint)
+                log.warning("disk %s is back online: refilling what was written while it was away",
+                            disk.endpoint)
                 disk.online = True
+                disk.healing = True
+                self._start_refill(disk)
                 continue
             # no format file: wiped/replaced while running, or still missing
             try:
@@ -294,11 +297,14 @@ class Scanner:
             self._start_refill(disk)
 
     def _start_refill(self, disk) -> None:
-        if disk.disk_id in self.refill and not self.refill[disk.disk_id].get("finished"):
-            return
+        current = self.refill.get(disk.disk_id)
+        if current is not None and current.get("task") is not None and not current["task"].done():
+            return  # already refilling
+        task = asyncio.get_running_loop().create_task(self._refill(disk), name="refill")
         self.refill[disk.disk_id] = {"endpoint": disk.endpoint, "total": self.store.registry.count_objects(),
-                                     "done": 0, "repaired": 0, "started": time.time(), "finished": None}
-        self.tasks.append(asyncio.get_running_loop().create_task(self._refill(disk), name="refill"))
+                                     "done": 0, "repaired": 0, "failed": 0, "started": time.time(),
+                                     "finished": None, "task": task}
+        self.tasks.append(task)
 
     async def _refill(self, disk) -> None:
         st = self.refill[disk.disk_id]
@@ -310,8 +316,15 @@ class Scanner:
                 await disk.write_file(paths.bucket_meta(name), data, sync=self.store.sync)
             for bucket, key, entry in self.store.registry.walk_objects():
                 if disk.disk_id in entry["disks"]:
-                    res = await heal_object(self.store, bucket, key, deep=False)
+                    try:
+                        res = await heal_object(self.store, bucket, key, deep=False)
+                    except Exception:
+                        log.exception("refill of %s: %s/%s failed", disk.endpoint, bucket, key)
+                        st["failed"] += 1
+                        st["done"] += 1
+                        continue
                     st["repaired"] += len(res.repaired)
+                    st["failed"] += len(res.failed)
                 st["done"] += 1
                 if st["done"] % 64 == 0:
                     await asyncio.sleep(0)

@@ -434,6 +434,13 @@ class Store:
             entry = self.registry.get_object(bucket, key)
             if entry is None:
                 return False
+            # Like a write: the disks that would keep the shards must not be a majority
+            # (a registry rebuild would bring the key back from them).
+            online = sum(1 for d in self.disks_for(entry["disks"]) if d is not None)
+            if online < self._write_quorum(entry["k"], entry["m"]):
+                raise errors.WriteQuorumLost(
+                    f"Write quorum lost: {online} of {entry['k'] + entry['m']} disks of this object are "
+                    f"online, {self._write_quorum(entry['k'], entry['m'])} needed to delete it")
             await self.registry.commit([Op("delete_object", bucket, key)])
         self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
         return True

@@ -98,7 +98,7 @@ class ErasureWriter:
         if self._alive() < self.codec.write_quorum:
             raise WriteQuorumLost(
                 f"Write quorum lost: {self._alive()} of {self.codec.n} disks writable, "
-                f"{self.codec.write_quorum} needed ({'; '.join(self.errors[-3:])})")
+                f"{self.codec.write_quorum} needed" + (f" ({'; '.join(self.errors[-3:])})" if self.errors else ""))
 
     async def _write_frames(self, frames: list[bytes]) -> None:
         async def write_one(i: int) -> None:

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import errno
 import itertools
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -21,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from buckets.errors import DiskError, DiskNotFound
 from buckets.storage.disk import DiskInfo
 from buckets.storage.format import TMP_DIR
+
+log = logging.getLogger("buckets.storage")
 
 
 def _load_syncfs():
@@ -136,8 +139,9 @@ class LocalDisk:
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ENODEV, errno.EROFS, errno.ENOSPC, errno.EACCES):
                 self.last_error = str(exc)
-            if exc.errno in (errno.EIO, errno.ENODEV):
+            if exc.errno in (errno.EIO, errno.ENODEV) and self.online:
                 self.online = False  # the disk monitor brings it back when it reappears
+                log.error("disk %s went offline: %s", self.root, exc)
             raise DiskError(f"{self.root}: {exc}") from None
 
     def close(self) -> None:
