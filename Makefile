@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ./data
 ADDRESS ?= :9000
 
-.PHONY: run test test-slow test-faults test-all bench bench-http venv clean prometheus-check
+.PHONY: run test test-slow test-rss test-faults test-all bench bench-http venv clean prometheus-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+test-rss: $(STAMP)
+	$(PY) -m pytest -q -s -m slow tests/slow/test_rss_large_upload.py
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -m faults tests/faults

@@ -22,7 +22,7 @@ from buckets.errors import CorruptData, DiskError, ReadQuorumLost
 if TYPE_CHECKING:
     from buckets.engine.store import Store
 
-SPAN_BLOCKS = 4  # blocks fetched per disk read
+SPAN_BLOCKS = 2  # blocks fetched per disk read (memory per GET: ~2 spans of this)
 
 
 class ObjectReader:
@@ -78,14 +78,19 @@ class ObjectReader:
             return
         nxt = asyncio.ensure_future(self._read_span(*spans[0]))
         try:
+            bs = self.entry["bs"]
             for i, (part_no, geo, b0, b1, lo, hi) in enumerate(spans):
                 blocks = await nxt
                 nxt = asyncio.ensure_future(self._read_span(*spans[i + 1])) if i + 1 < len(spans) else None
-                data = b"".join(blocks) if len(blocks) > 1 else blocks[0]
-                out = memoryview(data)[lo:hi]
-                if self._closed:
-                    return
-                yield bytes(out)
+                for idx, block in enumerate(blocks):  # hand out blocks as they are, cut only at the edges
+                    start = idx * bs
+                    a, b = max(lo - start, 0), min(hi - start, len(block))
+                    if a >= b:
+                        continue
+                    if self._closed:
+                        return
+                    yield block if (a == 0 and b == len(block)) else block[a:b]
+                del blocks
         finally:
             if nxt is not None and not nxt.done():
                 nxt.cancel()

@@ -29,11 +29,11 @@ def frame_piece(piece: bytes) -> bytes:
     return _CK.pack(xxhash.xxh3_64_intdigest(piece)) + piece
 
 
-def unframe_piece(frame: bytes | memoryview, expected_len: int) -> bytes:
-    """Return the piece inside ``frame`` or raise CorruptData (short, or checksum mismatch)."""
+def unframe_piece(frame: bytes | memoryview, expected_len: int) -> memoryview:
+    """The piece inside ``frame`` (a view, no copy) or CorruptData (short, or checksum mismatch)."""
     if len(frame) != CHECKSUM_SIZE + expected_len:
         raise CorruptData(f"short piece: {len(frame)} bytes, expected {CHECKSUM_SIZE + expected_len}")
-    piece = bytes(frame[CHECKSUM_SIZE:])
+    piece = memoryview(frame)[CHECKSUM_SIZE:]
     if _CK.unpack_from(frame, 0)[0] != xxhash.xxh3_64_intdigest(piece):
         raise CorruptData("piece checksum mismatch")
     return piece
@@ -113,7 +113,7 @@ class ErasureCodec:
             parity = [b""] * self.m
         return [frame_piece(p) for p in data] + [frame_piece(p) for p in parity]
 
-    def decode_block(self, pieces: dict[int, bytes], block_len: int) -> bytes:
+    def decode_block(self, pieces: dict[int, bytes | memoryview], block_len: int) -> bytes:
         """Rebuild a block from >= k verified pieces ({shard index: piece bytes})."""
         k = self.k
         if all(i in pieces for i in range(k)):
@@ -121,7 +121,7 @@ class ErasureCodec:
         if len(pieces) < k or self._decoder is None:
             raise ReadQuorumLost(f"only {len(pieces)} of the {k} pieces needed are readable")
         nums = sorted(pieces)[:k]
-        data = self._decoder.decode([pieces[i] for i in nums], nums)
+        data = self._decoder.decode([bytes(pieces[i]) for i in nums], nums)
         return b"".join(data)[:block_len]
 
     def reconstruct_pieces(self, pieces: dict[int, bytes], block_len: int, want: list[int]) -> dict[int, bytes]:
