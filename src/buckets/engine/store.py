@@ -78,10 +78,12 @@ class Store:
                    cache_size: int = 1_000_000, inline_threshold: int = 128 * 1024,
                    block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
                    registry_dir: str | None = None, background: bool = True,
+                   small_copy_limit: int = 16 * 1024,
                    scanner_config: "ScannerConfig | None" = None) -> "Store":
         self = cls()
         self.sync = sync
         self.inline_threshold = inline_threshold
+        self.small_copy_limit = min(small_copy_limit, inline_threshold)
         loop = asyncio.get_running_loop()
         boot = await loop.run_in_executor(None, lambda: bootstrap(
             list(paths_), parity=parity, block_size=block_size, partitions=partitions, sync=sync))
@@ -298,7 +300,8 @@ class Store:
             await writer.abort()
             await self._on_disks(lambda d: d.delete(stage, recursive=True), disks)
             raise
-        await self._publish(bucket, key, entry, opts, disks, ok)
+        small = result.body if result.body is not None and result.size <= self.small_copy_limit else None
+        await self._publish(bucket, key, entry, opts, disks, ok, small=small)
         return entry_to_info(bucket, key, entry)
 
     @staticmethod
@@ -349,7 +352,8 @@ class Store:
         return [i for i in await asyncio.gather(*(one(i) for i in slots)) if i is not None]
 
     async def _publish(self, bucket: str, key: str, entry: dict, opts: PutOptions,
-                       disks: list, ok: list[int], extra_ops: list[Op] | None = None) -> None:
+                       disks: list, ok: list[int], extra_ops: list[Op] | None = None,
+                       small: bytes | None = None) -> None:
         """Quorum check, then the registry commit under the key lock, then old-data cleanup."""
         k, m = entry["k"], entry["m"]
         if len(ok) < self._write_quorum(k, m):
@@ -363,7 +367,7 @@ class Store:
             try:
                 self._require_bucket(bucket)
                 old = self._check_conditions(bucket, key, opts)
-                await self.registry.commit([Op("put_object", bucket, key, entry)] + (extra_ops or []))
+                await self.registry.commit([Op("put_object", bucket, key, entry, data=small)] + (extra_ops or []))
             except errors.BucketsError:  # precondition failed, or the bucket was deleted under us
                 await self._remove_write(bucket, key, entry["wid"], disks)
                 if self.registry.get_bucket(bucket) is None:  # our rename re-created its directory

@@ -33,6 +33,7 @@ class WriteResult:
     checksums: dict[str, str]  # alg -> base64
     checksum_raw: dict[str, bytes]
     inline: list[bytes] | None  # per shard index: concatenated frames (small objects only)
+    body: bytes | None = None  # the whole body, for inline objects (at most the inline limit)
     ok_slots: list[int] = field(default_factory=list)
 
 
@@ -180,7 +181,7 @@ class ErasureWriter:
         return WriteResult(
             size=total, md5=hashers.md5.digest(), content_hash=hashers.blake.hexdigest(),
             checksums={a: base64.b64encode(d).decode() for a, d in checksum_raw.items()},
-            checksum_raw=checksum_raw, inline=inline,
+            checksum_raw=checksum_raw, inline=inline, body=bytes(buf) if inline is not None else None,
             ok_slots=[i for i, w in enumerate(self.writers) if w is not None] if streaming
             else [i for i, d in enumerate(self.disks) if d is not None],
         )

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import hashlib
 import os
+import struct
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,12 +25,14 @@ from typing import Any
 
 import lmdb
 import msgpack
+import xxhash
 
 from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
 from buckets.registry.cache import LRUCache
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
 _SINGLE, _MULTI = b"\x01", b"\x02"
+_SMALL = struct.Struct("<Q")  # xxh3_64 of the bytes that follow, in the "small" table
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -60,10 +64,11 @@ class Op:
     name: str
     key: str = ""
     value: Any = None
+    data: bytes | None = None  # put_object of a small object: a copy of its bytes for disk-free GETs
 
 
 class Registry:
-    TABLES = ("buckets", "objects", "uploads", "users", "usage", "sys")
+    TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys")
 
     def __init__(self, path: str, *, cache_size: int = 1_000_000, sync: bool = True,
                  map_size: int = 1 << 36) -> None:
@@ -204,12 +209,20 @@ class Registry:
             if old is not None:
                 d[0] -= 1
                 d[1] -= old.get("size", 0)
+            small_key = hashlib.blake2b(object_key(op.name, op.key), digest_size=20).digest()
             if kind == "put_object":
                 self._txn_put_object(txn, op.name, op.key, op.value)
                 d[0] += 1
                 d[1] += op.value.get("size", 0)
+                if op.data is not None:
+                    body = op.value["wid"].encode() + b"\0" + op.data
+                    txn.put(small_key, _SMALL.pack(xxhash.xxh3_64_intdigest(body)) + body, db=self.db["small"])
+                elif old is not None and old.get("inline"):
+                    txn.delete(small_key, db=self.db["small"])
             elif old is not None:
                 self._txn_delete_object(txn, op.name, op.key)
+                if old.get("inline"):
+                    txn.delete(small_key, db=self.db["small"])
         elif kind == "put_bucket":
             txn.put(op.name.encode(), _pack(op.value), db=self.db["buckets"])
         elif kind == "delete_bucket":
@@ -291,6 +304,23 @@ class Registry:
             txn.put(full[:LONG], _MULTI + _pack(items), db=objects)
         else:
             txn.delete(full[:LONG], db=objects)
+
+    def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
+        """The registry's copy of the bytes of write ``wid`` of a small object, if present and intact.
+
+        The disks hold the authoritative, erasure-coded copy; this one only saves small GETs
+        their disk reads (two thread hand-offs each). A copy failing its xxh3 is ignored.
+        """
+        small_key = hashlib.blake2b(object_key(bucket, key), digest_size=20).digest()
+        with self.env.begin(db=self.db["small"]) as txn:
+            raw = txn.get(small_key)
+        if raw is None or len(raw) < _SMALL.size:
+            return None
+        body = raw[_SMALL.size:]
+        if _SMALL.unpack_from(raw, 0)[0] != xxhash.xxh3_64_intdigest(body):
+            return None
+        stored_wid, _, data = body.partition(b"\0")
+        return data if stored_wid == wid.encode() else None
 
     def get_object(self, bucket: str, key: str) -> dict | None:
         """Cache, then LMDB. Point lookups are a few microseconds: safe on the event loop."""

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buckets import Store, errors
+from buckets.engine import paths
 from buckets.engine.types import PutOptions
 
 BLOCK = 4096
@@ -53,9 +54,11 @@ class Harness:
 
     def __init__(self, paths: list[str]) -> None:
         self.loop = asyncio.new_event_loop()
-        # background=False: no heal worker, so what reads report stays in heal_queue to be seen
+        # background=False: no heal worker, so what reads report stays in heal_queue to be seen;
+        # small_copy_limit=0: every read goes to the disks (the registry's small-object copy
+        # would serve small objects without touching the damaged shards)
         self.store = self.run(Store.open(paths, sync=False, block_size=BLOCK, inline_threshold=INLINE,
-                                         partitions=32, background=False))
+                                         partitions=32, background=False, small_copy_limit=0))
         self.run(self.store.make_bucket("dmg"))
         self.n = 0
 
@@ -143,7 +146,7 @@ async def test_multipart_object_with_a_damaged_part_shard(tmp_disks) -> None:
     from buckets.engine import paths
     from buckets.engine.types import CompletePart
 
-    store = await Store.open(tmp_disks(4), sync=False, partitions=32, background=False)
+    store = await Store.open(tmp_disks(4), sync=False, partitions=32, background=False, small_copy_limit=0)
     try:
         await store.make_bucket("dmg")
         bodies = [content("p1", 5 * MiB), content("p2", 3000)]
@@ -166,7 +169,7 @@ async def test_multipart_object_with_a_damaged_part_shard(tmp_disks) -> None:
 
 
 async def test_reduced_redundancy_uses_fewer_parity_shards(tmp_disks) -> None:
-    store = await Store.open(tmp_disks(6), sync=False, block_size=BLOCK, partitions=32)
+    store = await Store.open(tmp_disks(6), sync=False, block_size=BLOCK, partitions=32, small_copy_limit=0)
     try:
         await store.make_bucket("dmg")
         assert store.layout == (3, 3)
@@ -188,7 +191,7 @@ async def test_reported_damage_is_repaired_by_the_heal_worker(tmp_disks) -> None
     """With background work on (the default), a damaged read leads to the shard being rebuilt."""
     from engine_testkit import eventually
 
-    store = await Store.open(tmp_disks(4), sync=False, block_size=BLOCK, partitions=32)
+    store = await Store.open(tmp_disks(4), sync=False, block_size=BLOCK, partitions=32, small_copy_limit=0)
     try:
         await store.make_bucket("dmg")
         for key, size in [("streamed", 3 * BLOCK + 1), ("inline", 100)]:
@@ -200,5 +203,38 @@ async def test_reported_damage_is_repaired_by_the_heal_worker(tmp_disks) -> None
             damage(path, "flip", random.Random(1))
             assert await get_bytes(store, "dmg", key) == body
             await eventually(lambda: os.path.exists(path) and open(path, "rb").read() == original, timeout=10)
+    finally:
+        await store.close()
+
+
+async def test_small_objects_are_served_from_the_registry_copy_and_bad_copies_are_ignored(tmp_disks) -> None:
+    """A small object's registry copy serves GETs without disk reads; a copy that fails its
+    checksum, or belongs to an older write, is never served: the disks answer instead."""
+
+    store = await Store.open(tmp_disks(4), sync=False, partitions=32, background=False)
+    try:
+        await store.make_bucket("small")
+        await store.put_object("small", "k", b"first", 5)
+        await store.put_object("small", "k", b"second!", 7)
+        assert await get_bytes(store, "small", "k") == b"second!"
+        entry = store.registry.get_object("small", "k")
+        assert store.registry.get_small("small", "k", entry["wid"]) == b"second!"
+        assert store.registry.get_small("small", "k", "not-this-write") is None
+        # served without any disk: every shard file of the object removed
+        for d in store.disks:
+            os.unlink(os.path.join(d.root, paths.meta_path("small", "k", entry["wid"])))
+        assert await get_bytes(store, "small", "k") == b"second!"
+        # corrupt the registry copy: it is refused, and with the disks gone the read fails
+        env = store.registry.env
+        with env.begin(write=True, db=store.registry.db["small"]) as txn:
+            (rec_key, raw), = list(txn.cursor())
+            txn.put(rec_key, raw[:-1] + bytes([raw[-1] ^ 1]))
+        assert store.registry.get_small("small", "k", entry["wid"]) is None
+        with pytest.raises(errors.ReadQuorumLost):
+            await get_bytes(store, "small", "k")
+        # deleting the object removes its copy
+        await store.delete_object("small", "k")
+        with env.begin(db=store.registry.db["small"]) as txn:
+            assert list(txn.cursor()) == []
     finally:
         await store.close()

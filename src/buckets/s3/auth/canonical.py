@@ -10,6 +10,7 @@ turns them back into the exact bytes that were signed.
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import datetime, timezone
 from urllib.parse import quote, unquote
 
@@ -59,10 +60,17 @@ def decoded_query_params(raw_query: str) -> dict[str, str]:
 # --- time -----------------------------------------------------------------------------------
 
 
+_AMZ_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+
+
 def parse_amz_date(value: str) -> datetime | None:
-    """``20130524T000000Z`` -> aware datetime, or None if malformed."""
+    """``20130524T000000Z`` -> aware datetime, or None if malformed (a regex: strptime is
+    ~40 µs, a noticeable share of a small request)."""
+    m = _AMZ_DATE_RE.fullmatch(value.strip())
+    if m is None:
+        return None
     try:
-        return datetime.strptime(value.strip(), AMZ_DATE_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime(*map(int, m.groups()), tzinfo=timezone.utc)
     except ValueError:
         return None
 

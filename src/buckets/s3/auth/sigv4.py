@@ -13,6 +13,7 @@ accepting either does not widen what a signature authorises.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -80,6 +81,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 @lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=1024)  # one key per user, day, region and service: four HMACs saved per request
 def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     """kSigning = HMAC(HMAC(HMAC(HMAC("AWS4"+secret, date), region), service), "aws4_request")."""
     k_date = _hmac(wire_bytes("AWS4" + secret), date)
