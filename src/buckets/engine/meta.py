@@ -48,6 +48,14 @@ def entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
     )
 
 
+def entry_to_listing(bucket: str, key: str, e: dict) -> ObjectInfo:
+    """What a listing shows (no parts, headers or metadata). ``e`` is a freshly decoded
+    record from a registry scan, never the cache's: no copies needed."""
+    return ObjectInfo(bucket=bucket, key=key, size=e["size"], etag=e["etag"], last_modified=e["mt"],
+                      checksums=e.get("ck") or {}, checksum_type=e.get("ckt"),
+                      version_id=e.get("vid", "null"), storage_class=e.get("sc", "STANDARD"))
+
+
 def upload_to_info(rec: dict) -> UploadInfo:
     return UploadInfo(bucket=rec["bucket"], key=rec["key"], upload_id=rec["uid"], initiated=rec["init"],
                       headers=rec.get("h") or {}, user_meta=rec.get("um") or {},

@@ -27,7 +27,7 @@ from buckets.engine import paths
 from buckets.engine.ids import new_id
 from buckets.engine.bootstrap import bootstrap, choose_registry
 from buckets.engine.locks import KeyLocks
-from buckets.engine.meta import encode_meta_file, entry_to_info
+from buckets.engine.meta import encode_meta_file, entry_to_info, entry_to_listing
 from buckets.engine.names import check_bucket_name, check_object_key
 from buckets.engine.heal import HealStats
 from buckets.engine.reader import ObjectReader
@@ -456,7 +456,7 @@ class Store:
             return ListResult([], [], False, None)
         items, prefixes, truncated = await self.registry.list_objects(
             bucket, prefix, delimiter, start_after, limit)
-        objects = [entry_to_info(bucket, k, e) for k, e in items]
+        objects = [entry_to_listing(bucket, k, e) for k, e in items]
         next_marker = None
         if truncated:
             last_obj = objects[-1].key if objects else ""

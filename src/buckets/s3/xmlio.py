@@ -8,6 +8,7 @@ size cap and namespace stripping. Nothing here knows about HTTP or the engine.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -33,7 +34,14 @@ def _escape_char(m: re.Match[str]) -> str:
 
 
 def escape(text: str) -> str:
+    if _NEEDS_ESCAPE.search(text) is None:  # the common case: nothing to replace
+        return text
     return _NEEDS_ESCAPE.sub(_escape_char, text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def iso8601(ts: float) -> str:
@@ -41,7 +49,7 @@ def iso8601(ts: float) -> str:
     ms = int(round((ts - int(ts)) * 1000))
     if ms >= 1000:
         ts, ms = int(ts) + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(ts))) + f".{ms:03d}Z"
+    return f"{_iso_seconds(int(ts))}.{ms:03d}Z"
 
 
 class XmlBuilder:
@@ -62,6 +70,11 @@ class XmlBuilder:
         else:
             text = escape(str(value))
         self._parts.append(f"<{name}>{text}</{name}>" if text else f"<{name}></{name}>")
+        return self
+
+    def raw(self, markup: str) -> "XmlBuilder":
+        """Append markup the caller has already escaped (hot paths such as listings)."""
+        self._parts.append(markup)
         return self
 
     def text(self, value: str) -> "XmlBuilder":

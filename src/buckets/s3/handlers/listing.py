@@ -15,7 +15,7 @@ from buckets.errors import InvalidArgument
 from buckets.s3.context import S3Request
 from buckets.s3.handlers.common import add_owner, decode_token, encode_token, name_encoder, xml_response
 from buckets.s3.headers import quote_etag
-from buckets.s3.xmlio import XmlBuilder, iso8601
+from buckets.s3.xmlio import XmlBuilder, escape, iso8601
 
 MAX_KEYS = 1000
 _INT32_MAX = 2**31 - 1
@@ -31,6 +31,13 @@ async def _list(req: S3Request, prefix: str, delimiter: str, start_after: str, l
 
 def _add_object(doc: XmlBuilder, req: S3Request, info: ObjectInfo, enc: Callable[[str], str],
                 *, owner: bool, element: str = "Contents", version: bool = False) -> None:
+    if not (version or owner or info.checksums):
+        # The common listing entry, rendered in one string (same elements, same order as below).
+        doc.raw(f"<{element}><Key>{escape(enc(info.key))}</Key>"
+                f"<LastModified>{iso8601(info.last_modified)}</LastModified>"
+                f"<ETag>&quot;{escape(info.etag)}&quot;</ETag><Size>{info.size}</Size>"
+                f"<StorageClass>{escape(info.storage_class or 'STANDARD')}</StorageClass></{element}>")
+        return
     doc.open(element).elem("Key", enc(info.key))
     if version:
         doc.elem("VersionId", info.version_id or "null").elem("IsLatest", True)
