@@ -31,7 +31,27 @@ from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
 from buckets.registry.cache import LRUCache
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
-_SINGLE, _MULTI = b"\x01", b"\x02"
+# Object record values: _SINGLE | u16 head length | head | entry, where head is the msgpack
+# of what a listing shows (LISTING_FIELDS), so scans decode ~60 bytes, not the whole entry.
+# _MULTI | msgpack [[full key, entry], ...] for long keys sharing one record.
+_SINGLE, _MULTI = b"\x03", b"\x02"
+LISTING_FIELDS = ("size", "etag", "mt", "sc", "ck", "ckt", "vid")
+_HEAD = struct.Struct("<H")
+
+
+def _encode_single(entry: dict) -> bytes:
+    head = _pack([entry.get(f) for f in LISTING_FIELDS])
+    return _SINGLE + _HEAD.pack(len(head)) + head + _pack(entry)
+
+
+def _decode_single(raw: bytes) -> dict:
+    (n,) = _HEAD.unpack_from(raw, 1)
+    return _unpack(raw[3 + n:])
+
+
+def _decode_listing(raw: bytes) -> dict:
+    (n,) = _HEAD.unpack_from(raw, 1)
+    return dict(zip(LISTING_FIELDS, _unpack(raw[3:3 + n])))
 _SMALL = struct.Struct("<Q")  # xxh3_64 of the bytes that follow, in the "small" table
 
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -269,7 +289,7 @@ class Registry:
         full = object_key(bucket, key)
         if len(full) < LONG:
             raw = txn.get(full, db=self.db["objects"])
-            return _unpack(raw[1:]) if raw is not None else None
+            return _decode_single(raw) if raw is not None else None
         raw = txn.get(full[:LONG], db=self.db["objects"])
         if raw is None:
             return None
@@ -282,7 +302,7 @@ class Registry:
         full = object_key(bucket, key)
         objects = self.db["objects"]
         if len(full) < LONG:
-            txn.put(full, _SINGLE + _pack(entry), db=objects)
+            txn.put(full, _encode_single(entry), db=objects)
             return
         raw = txn.get(full[:LONG], db=objects)
         items = [i for i in _unpack(raw[1:]) if i[0] != full] if raw is not None else []
@@ -336,7 +356,10 @@ class Registry:
 
     def scan_objects(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
                      limit: int = 1000) -> tuple[list[tuple[str, dict]], list[str], bool]:
-        """One listing page: (objects, common prefixes, truncated). Blocking: run off-loop."""
+        """One listing page: (objects, common prefixes, truncated). Blocking: run off-loop.
+
+        Each object comes with its listing fields only (``LISTING_FIELDS``), not the whole
+        entry: use ``get_object`` for that."""
         base = bucket.encode() + b"\0"
         pfx = prefix.encode()
         delim = delimiter.encode()
@@ -360,7 +383,8 @@ class Registry:
                 if raw[:1] == _SINGLE:
                     items: Iterable = ((rec, raw),)
                 else:
-                    items = [(k, None, e) for k, e in _unpack(raw[1:])]  # type: ignore[misc]
+                    items = [(k, None, {f: e.get(f) for f in LISTING_FIELDS})  # type: ignore[misc]
+                             for k, e in _unpack(raw[1:])]
                 next_seek = None
                 for item in items:
                     full = item[0]
@@ -387,7 +411,7 @@ class Registry:
                             break
                     if len(objects) + len(prefixes) >= limit:
                         return objects, prefixes, True
-                    entry = _unpack(item[1][1:]) if len(item) == 2 else item[2]
+                    entry = _decode_listing(item[1]) if len(item) == 2 else item[2]
                     objects.append((k.decode(), entry))
                 if next_seek is not None:
                     floor = next_seek
@@ -422,7 +446,7 @@ class Registry:
                 if len(out) >= limit:
                     return out, rec
                 if raw[:1] == _SINGLE:
-                    items = [(rec, _unpack(raw[1:]))]
+                    items = [(rec, _decode_single(raw))]
                 else:
                     items = [(bytes(k), e) for k, e in _unpack(raw[1:])]
                 for full, entry in items:
