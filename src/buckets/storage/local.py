@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,6 +40,62 @@ def _load_syncfs():
 
 
 _syncfs = _load_syncfs()
+
+
+class _DeviceSync:
+    """One ``syncfs`` at a time per filesystem, shared by every caller that asked for it
+    before it started (group commit across the disks that live on one device).
+
+    A caller needs a flush that *starts* after its own writes: the next generation. If one
+    is running, it waits for it and for the next; whoever finds none running starts it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._started = 0
+        self._completed = 0
+        self._running = False
+        self._failed: dict[int, int] = {}  # generation -> errno, for recent failures
+
+    def sync(self, fd: int) -> None:
+        with self._cond:
+            target = self._started + 1
+            while self._completed < target:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                gen = self._started
+                self._cond.release()
+                err = 0
+                try:
+                    if _syncfs(fd) != 0:
+                        err = ctypes.get_errno() or errno.EIO
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._completed = gen
+                    if err:
+                        self._failed[gen] = err
+                        for old in [g for g in self._failed if g < gen - 64]:
+                            del self._failed[old]
+                    self._cond.notify_all()
+            err = self._failed.get(target) or next((e for g, e in self._failed.items() if g > target), 0)
+        if err:
+            raise OSError(err, "syncfs failed")
+
+
+_DEVICE_SYNC: dict[int, _DeviceSync] = {}
+_DEVICE_SYNC_LOCK = threading.Lock()
+
+
+def _device_sync(dev: int) -> _DeviceSync:
+    with _DEVICE_SYNC_LOCK:
+        ds = _DEVICE_SYNC.get(dev)
+        if ds is None:
+            ds = _DEVICE_SYNC[dev] = _DeviceSync()
+        return ds
 _TMP_PREFIX = f"{os.getpid():x}-{os.urandom(4).hex()}"
 _TMP_IDS = (f"{_TMP_PREFIX}-{i:x}" for i in itertools.count())
 
@@ -208,9 +265,9 @@ class LocalDisk:
                 results.append(exc)
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            if _syncfs(fd) != 0:  # the batch is not durable: fail every write in it
-                err = OSError(ctypes.get_errno(), "syncfs failed")
-                return [err] * len(items)
+            _device_sync(os.fstat(fd).st_dev).sync(fd)
+        except OSError as err:  # the batch is not durable: fail every write in it
+            return [err] * len(items)
         finally:
             os.close(fd)
         return results
