@@ -168,7 +168,7 @@ class LocalDisk:
         self.online = True
         self.last_error = ""
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}")
-        self._batch: list[tuple[str, str, bytes, asyncio.Future]] = []
+        self._batch: list[tuple[str, str, bytes, bool, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
 
     # -- plumbing ---------------------------------------------------------------------
@@ -226,16 +226,16 @@ class LocalDisk:
         return LocalShardWriter(self, full, await self._run(_open))
 
     async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
-        """Atomic small-file write. With ``sync``, concurrent writes to this disk are
-        group-committed: each is written to staging and renamed into place, then a single
-        ``syncfs`` makes the whole batch durable before any caller is answered."""
+        """Atomic small-file write. Concurrent writes to this disk are batched into one
+        thread hand-off: each is written to staging and renamed into place; with ``sync``,
+        a single ``syncfs`` then makes the whole batch durable before any caller is answered."""
         full = self.abspath(path)
         tmp = self.abspath(f"{TMP_DIR}/{next(_TMP_IDS)}.w")
-        if not sync or _syncfs is None:
+        if sync and _syncfs is None:  # no syncfs here: fsync each file and directory instead
             await self._run(_write_atomic, tmp, full, data, sync)
             return
         fut = asyncio.get_running_loop().create_future()
-        self._batch.append((tmp, full, data, fut))
+        self._batch.append((tmp, full, data, sync, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_batches())
         await fut
@@ -243,11 +243,12 @@ class LocalDisk:
     async def _flush_batches(self) -> None:
         while self._batch:
             batch, self._batch = self._batch, []
+            sync = any(item[3] for item in batch)
             try:
-                results = await self._run(self._write_batch, [(t, f, d) for t, f, d, _ in batch])
+                results = await self._run(self._write_batch, [(t, f, d) for t, f, d, _, _ in batch], sync)
             except DiskError as exc:
                 results = [exc] * len(batch)
-            for (_, _, _, fut), err in zip(batch, results):
+            for (_, _, _, _, fut), err in zip(batch, results):
                 if fut.done():
                     continue
                 if err is None:
@@ -255,7 +256,7 @@ class LocalDisk:
                 else:
                     fut.set_exception(err if isinstance(err, DiskError) else DiskError(f"{self.root}: {err}"))
 
-    def _write_batch(self, items: list[tuple[str, str, bytes]]) -> list[Exception | None]:
+    def _write_batch(self, items: list[tuple[str, str, bytes]], sync: bool) -> list[Exception | None]:
         results: list[Exception | None] = []
         for tmp, final, data in items:
             try:
@@ -263,6 +264,8 @@ class LocalDisk:
                 results.append(None)
             except OSError as exc:
                 results.append(exc)
+        if not sync:
+            return results
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             _device_sync(os.fstat(fd).st_dev).sync(fd)
