@@ -10,9 +10,9 @@ Why child processes: every encode allocates about 3 MiB of short-lived 256 KiB-1
 buffers, and glibc's malloc may return them to the kernel after each call (mmap and
 heap-trim thresholds that adapt to what the process freed earlier), costing ~700 page
 faults per block. So a figure depends on what ran before it in the same process. Each
-measurement set therefore runs in a fresh interpreter: once with glibc's defaults (what
-the server gets today) and once with ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``
-raised (what it would get if it tuned malloc), and page faults per block are reported.
+measurement set therefore runs in a fresh interpreter: once with the malloc settings
+``buckets server`` runs with (``buckets.runtime.tune_malloc()``) and once with glibc's
+defaults (what an untuned process gets), and page faults per block are reported.
 
 Every single-thread rate is the median of several timed runs, each at least
 ``min_seconds`` of the thread's CPU time, and counts MB per CPU-second: the target is per
@@ -40,7 +40,8 @@ from bench.report import SuiteResult, at_least
 LAYOUTS = ((2, 2), (4, 2), (8, 4))
 ENCODE_TARGET_MBPS = 1000.0  # 4+2, per core
 TIMING = {"quick": (0.1, 3), "full": (0.5, 5)}  # (seconds per timed run, runs)
-TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * MiB), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+# glibc's malloc environment knobs: cleared for the children, so neither variant inherits them
+MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -139,10 +140,12 @@ def measure(group: str, min_seconds: float, runs: int) -> list[dict]:
 
 def _child(variant: str, group: str, quick: bool) -> list[dict]:
     env = dict(os.environ)
-    for name in TUNED_MALLOC_ENV:
+    for name in MALLOC_ENV:
         env.pop(name, None)
-    if variant == "tuned":
-        env.update(TUNED_MALLOC_ENV)
+    if variant == "server":
+        env["BENCH_SERVER_MALLOC"] = "1"  # the child applies buckets.runtime.tune_malloc(), as the server does
+    else:
+        env.pop("BENCH_SERVER_MALLOC", None)
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "bench.codec_suite", "--child", group] + (["--quick"] if quick else [])
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
@@ -154,27 +157,32 @@ def _child(variant: str, group: str, quick: bool) -> list[dict]:
 def run(quick: bool = False, **_: object) -> SuiteResult:
     min_seconds, runs = TIMING["quick" if quick else "full"]
     result = SuiteResult("codec", params={"block_bytes": MiB, "min_seconds_per_run": min_seconds, "runs": runs,
-                                          "statistic": "median", "tuned_malloc_env": TUNED_MALLOC_ENV})
+                                          "statistic": "median"})
     groups = [f"{k}+{m}" for k, m in LAYOUTS]
-    for variant, group in [("default", g) for g in groups + ["breakdown"]] + [("tuned", g) for g in groups]:
+    for variant, group in [("server", g) for g in groups + ["breakdown"]] + [("default", g) for g in groups]:
         for fig in _child(variant, group, quick):
             name, value, unit = fig.pop("name"), fig.pop("value"), fig.pop("unit")
             target = None
-            if variant == "default" and name == "encode 4+2 (1 thread)":
+            if variant == "server" and name == "encode 4+2 (1 thread)":
                 target = at_least(ENCODE_TARGET_MBPS)
-            if variant == "tuned":
-                name += " [tuned malloc]"
+            if variant == "default":
+                name += " [glibc defaults]"
             result.add(name, value, unit, target, **fig)
     result.notes.append("MB/s = 10^6 bytes of object data per CPU-second of the measuring thread (per core; "
                         "wall-clock rates in the JSON as wall_runs); 2-thread rows are wall-clock; "
                         f"median of {runs} runs of >= {min_seconds} CPU-s; each layout in a fresh process")
-    result.notes.append("[tuned malloc] = MALLOC_MMAP_THRESHOLD_=64MiB MALLOC_TRIM_THRESHOLD_=1GiB: "
-                        "large buffers stay in the heap instead of being unmapped after every block")
+    result.notes.append("rows without a tag run with the server's malloc settings (buckets.runtime.tune_malloc: "
+                        "mmap threshold 4 MiB, trim threshold 16 MiB, 4 arenas), so block buffers stay in the heap; "
+                        "[glibc defaults] rows show what an untuned process gets (~740 page faults per block)")
     return result
 
 
 if __name__ == "__main__":
     if "--child" in sys.argv:
+        if os.environ.get("BENCH_SERVER_MALLOC") == "1":
+            from buckets.runtime import tune_malloc
+
+            tune_malloc()
         group = sys.argv[sys.argv.index("--child") + 1]
         is_quick = "--quick" in sys.argv
         figures = measure(group, *TIMING["quick" if is_quick else "full"])
