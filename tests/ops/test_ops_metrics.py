@@ -112,3 +112,38 @@ def test_a_bucket_named_metrics_still_works_over_s3(server: Server) -> None:
     finally:
         s3.delete_object(Bucket="metrics", Key="k")
         s3.delete_bucket(Bucket="metrics")
+
+
+def test_refill_progress_of_a_wiped_disk_is_in_metrics(tmp_path) -> None:
+    """A disk wiped while the server runs is re-formatted and refilled; /metrics shows it."""
+    import shutil
+    import time
+
+    from opsserver import start_server, stop_server
+
+    srv = start_server(tmp_path / "refill")
+    try:
+        s3 = srv.s3()
+        s3.create_bucket(Bucket="refill")
+        for i in range(20):
+            s3.put_object(Bucket="refill", Key=f"k{i}", Body=bytes([i]) * (200_000 + i))
+        wiped = srv.disks[2]
+        shutil.rmtree(wiped)
+        wiped.mkdir()
+        deadline = time.monotonic() + 30
+        while True:
+            samples = scrape(srv)
+            refill = [labels for labels, _ in samples.get("buckets_disk_refill_objects_total", [])]
+            if refill and value(samples, "buckets_disk_healing", disk=refill[0]["disk"]) == 0:
+                break
+            assert time.monotonic() < deadline, "the wiped disk was not refilled in time"
+            time.sleep(0.5)
+        disk = refill[0]["disk"]
+        assert refill[0]["endpoint"] == str(wiped)
+        assert value(samples, "buckets_disk_refill_objects_total", disk=disk) == 20
+        assert value(samples, "buckets_disk_refill_objects_done", disk=disk) == 20
+        assert value(samples, "buckets_disk_refill_shards_rebuilt_total", disk=disk) == 20
+        for i in range(20):
+            assert s3.get_object(Bucket="refill", Key=f"k{i}")["Body"].read() == bytes([i]) * (200_000 + i)
+    finally:
+        stop_server(srv)

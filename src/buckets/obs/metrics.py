@@ -126,6 +126,19 @@ class StoreCollector:
                                       value=scanner.cycle)
             yield GaugeMetricFamily("buckets_scanner_running", "1 while a scanner pass is running.",
                                     value=1 if scanner.running_cycle else 0)
+            done = GaugeMetricFamily("buckets_disk_refill_objects_done",
+                                     "Objects the refill of a replaced, wiped or returning disk has visited.",
+                                     labels=["disk", "endpoint"])
+            total = GaugeMetricFamily("buckets_disk_refill_objects_total",
+                                      "Objects the refill of that disk has to visit.", labels=["disk", "endpoint"])
+            rebuilt = CounterMetricFamily("buckets_disk_refill_shards_rebuilt",
+                                          "Shards the refill of that disk rebuilt.", labels=["disk", "endpoint"])
+            for disk_id, state in scanner.refill.items():
+                key = [disk_id, state.get("endpoint", "")]
+                done.add_metric(key, state.get("done", 0))
+                total.add_metric(key, state.get("total", 0))
+                rebuilt.add_metric(key, state.get("repaired", 0))
+            yield from (done, total, rebuilt)
 
     @staticmethod
     def _registry(registry: Any) -> Iterable[Metric]:
