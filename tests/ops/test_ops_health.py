@@ -65,7 +65,7 @@ def test_losing_write_quorum_makes_ready_503_and_live_stays_200(tmp_path) -> Non
         assert srv.get("/health/live")[0] == 200
         assert srv.get("/minio/health/live")[0] == 200
         metrics = srv.get("/metrics")[2].decode()
-        assert f'buckets_disk_online{{disk="' in metrics and "buckets_disks_online 2.0" in metrics
+        assert 'buckets_disk_online{disk="' in metrics and "buckets_disks_online 2.0" in metrics
 
         # A write now fails with 503; the console access line names the request id the client saw.
         from botocore.exceptions import ClientError
