@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import CorruptData, DiskError
 from buckets.registry import Op
-from buckets.storage.format import DATA_DIR
+from buckets.storage.format import DATA_DIR, USERS_FILE
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -53,6 +53,8 @@ async def rebuild_registry(store: "Store") -> dict:
 
     await asyncio.gather(*(scan(d) for d in store.disks if d.online))
     ops = [Op("put_bucket", b, value={"created": c}) for b, c in buckets.items()]
+    users = await _newest_users(store)
+    ops += [Op("put_user", ak, value=rec) for ak, rec in users.items()]
     objects = 0
     for (bucket, key), by_wid in writes.items():
         if bucket not in buckets:
@@ -66,4 +68,17 @@ async def rebuild_registry(store: "Store") -> dict:
         objects += 1
     for i in range(0, len(ops), 2000):
         await store.registry.commit(ops[i:i + 2000])
-    return {"buckets": len(buckets), "objects": objects}
+    return {"buckets": len(buckets), "objects": objects, "users": len(users)}
+
+
+async def _newest_users(store: "Store") -> dict:
+    """The newest user-table mirror any disk holds (secrets stay sealed)."""
+    best: dict | None = None
+    for disk in [d for d in store.disks if d.online]:
+        try:
+            snap = decode_meta_file(await disk.read_file(USERS_FILE))
+        except (DiskError, CorruptData):
+            continue
+        if best is None or snap.get("version", 0) > best.get("version", 0):
+            best = snap
+    return dict(best.get("users") or {}) if best else {}

@@ -40,7 +40,7 @@ from buckets.erasure import ErasureCodec
 from buckets.placement import DiskSpec, Topology, build_table
 from buckets.registry import Op, Registry
 from buckets.storage import LocalDisk
-from buckets.storage.format import TMP_DIR
+from buckets.storage.format import TMP_DIR, USERS_FILE
 
 log = logging.getLogger("buckets.engine")
 
@@ -117,11 +117,16 @@ class Store:
             stats = await rebuild_registry(self)
             log.warning("registry was missing: rebuilt from disk metadata (%s)", stats)
         await self.registry.commit([Op("put_sys", "deployment", value=self.deployment_id)])
-        self.users = UserStore(self.registry)
+        self.users = UserStore(self.registry, mirror=self._mirror_users)
         self.scanner = Scanner(self, scanner_config)
         if background:
             self.scanner.start()
         return self
+
+    async def _mirror_users(self, snapshot: bytes) -> None:
+        ok = await self._on_disks(lambda d: d.write_file(USERS_FILE, snapshot, sync=self.sync))
+        if ok < self._write_quorum(self.k, self.m):
+            log.warning("the user table reached only %d disks; a registry rebuild may not restore it", ok)
 
     async def close(self) -> None:
         await self.scanner.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
@@ -33,10 +34,28 @@ def derive_kek(root_user: str, root_password: str, deployment_id: str) -> bytes:
                 info=b"buckets users v1").derive(f"{root_user}\0{root_password}".encode())
 
 
+Mirror = Callable[[bytes], Awaitable[None]]
+
+
+def users_snapshot(registry: Registry) -> bytes:
+    """Every user record (secrets still sealed), as the mirror file written to each disk."""
+    from buckets.engine.meta import encode_meta_file
+
+    return encode_meta_file({"version": time.time_ns(), "users": dict(registry.list_users())})
+
+
 class UserStore:
-    def __init__(self, registry: Registry, kek: bytes | None = None) -> None:
+    """Users in the registry, mirrored after every change to a file on each disk
+    (``.buckets.sys/users.meta``) so that a registry rebuild brings them back."""
+
+    def __init__(self, registry: Registry, kek: bytes | None = None, mirror: Mirror | None = None) -> None:
         self.registry = registry
         self._kek = kek
+        self._mirror = mirror
+
+    async def _changed(self) -> None:
+        if self._mirror is not None:
+            await self._mirror(users_snapshot(self.registry))
 
     def set_kek(self, kek: bytes) -> None:
         self._kek = kek
@@ -70,6 +89,7 @@ class UserStore:
         created = existing.get("created", time.time()) if existing else time.time()
         await self.registry.commit([Op("put_user", access_key, value={
             "secret": self._seal(access_key, secret), "enabled": enabled, "created": created, "policy": policy})])
+        await self._changed()
 
     async def set_enabled(self, access_key: str, enabled: bool) -> bool:
         rec = self.registry.get_user(access_key)
@@ -77,12 +97,14 @@ class UserStore:
             return False
         rec["enabled"] = enabled
         await self.registry.commit([Op("put_user", access_key, value=rec)])
+        await self._changed()
         return True
 
     async def remove(self, access_key: str) -> bool:
         if self.registry.get_user(access_key) is None:
             return False
         await self.registry.commit([Op("delete_user", access_key)])
+        await self._changed()
         return True
 
     async def list(self) -> list[UserRecord]:

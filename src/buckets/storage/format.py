@@ -5,7 +5,8 @@ Layout of one disk root::
     .buckets.sys/format.json          deployment id, disk id, slot, layout (this module)
     .buckets.sys/tmp/<txid>/          staging for writes in flight (wiped at start)
     .buckets.sys/multipart/<upload>/  erasure-coded parts of uploads in progress
-    .buckets.sys/registry/            the node's LMDB registry (on the first online disk)
+    .buckets.sys/registry/            the node's LMDB registry (on the disk registry.json names)
+    .buckets.sys/users.meta           mirror of the user table (secrets sealed), for rebuilds
     buckets/<bucket>/.bucket.meta     bucket record
     buckets/<bucket>/<h[:3]>/         fan-out directory; h = xxh3_128(key) hex
         <h>.<wid>.meta                metadata (+ inline data) of one write of the object
@@ -26,6 +27,7 @@ FORMAT_FILE = f"{SYS_DIR}/format.json"
 TMP_DIR = f"{SYS_DIR}/tmp"
 MULTIPART_DIR = f"{SYS_DIR}/multipart"
 REGISTRY_DIR = f"{SYS_DIR}/registry"
+USERS_FILE = f"{SYS_DIR}/users.meta"
 DATA_DIR = "buckets"
 FORMAT_VERSION = 1
 
