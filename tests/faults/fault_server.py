@@ -9,31 +9,19 @@ the kill -9 test needs it on, everything else only needs a process crash to be s
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from serverproc import PYTHON, free_port, server_env, spawn, stop, wait_listening
 
 ROOT_USER = "faults-admin"
 ROOT_PASSWORD = "faults-secret-123"
 REGION = "us-east-1"
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_disks(base: Path, n: int = 4) -> list[Path]:
     """``n`` disk directory paths under ``base`` (not created: the server formats them)."""
     base.mkdir(parents=True, exist_ok=True)
@@ -72,14 +60,7 @@ class ServerProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: a clean shutdown. Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: the crash. Nothing in the process gets to run."""
@@ -120,34 +101,18 @@ def start_server(disks: list[Path], base: Path, *, sync: bool = False, port: int
     """Start ``buckets server`` over ``disks``; wait until it listens (or exits, if expected)."""
     port = port or free_port()
     log_path = base / log_name
-    env = dict(os.environ)
-    env.update({
-        "BUCKETS_ROOT_USER": ROOT_USER,
-        "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
-        "BUCKETS_SYNC": "on" if sync else "off",
-        "BUCKETS_LOG_FORMAT": "console",
-    })
-    env.update(extra_env or {})
+    env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
+                      "BUCKETS_SYNC": "on" if sync else "off", "BUCKETS_LOG_FORMAT": "console"}, extra_env)
     cmd = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", *map(str, disks)]
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=str(base))
+    proc = spawn(cmd, env, log_path, base)
     server = ServerProcess(proc, port, list(disks), log_path, sync, env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            if expect_failure:
-                return server
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                if expect_failure:
-                    server.stop()
-                    raise AssertionError(f"server started although it should have refused:\n{server.log_text()}")
-                return server
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise RuntimeError(f"server did not start listening within {timeout}s:\n{server.log_text()}")
+    listening = wait_listening(proc, port, log_path, timeout)
+    if listening and expect_failure:
+        server.stop()
+        raise AssertionError(f"server started although it should have refused:\n{server.log_text()}")
+    if not listening and not expect_failure:
+        raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_text()}")
+    return server
 
 
 def server_bugs(log: str) -> list[str]:

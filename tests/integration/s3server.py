@@ -7,11 +7,7 @@ uses (`from s3server import ...`): several conftest.py files exist under tests/.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,22 +15,12 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from serverproc import PYTHON, free_port, server_env, spawn, stop, wait_listening
 
 ROOT_USER = "integration-admin"
 ROOT_PASSWORD = "integration-secret-123"
 REGION = "us-east-1"
 DOMAIN = "s3.buckets.test"  # virtual-host-style: <bucket>.s3.buckets.test
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
-BIN = Path(PYTHON).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen
@@ -60,19 +46,6 @@ class ServerProcess:
             config=Config(**kwargs) if kwargs else None)
 
 
-def wait_listening(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server did not start listening:\n{log_path.read_text()}")
-
-
 def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None = None,
                  command: list[str] | None = None) -> ServerProcess:
     port = free_port()
@@ -80,23 +53,16 @@ def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None
     data.mkdir(parents=True, exist_ok=True)
     disk_paths = [str(data / f"disk{i}") for i in range(1, disks + 1)]
     log_path = base / "server.log"
-    env = dict(os.environ)
-    env.update({
-        "BUCKETS_ROOT_USER": ROOT_USER,
-        "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
-        "BUCKETS_SYNC": "off",
-        "BUCKETS_LOG_FORMAT": "console",
-        "BUCKETS_SCANNER_RATE": "0",
-    })
-    env.update(extra_env or {})
+    env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
+                      "BUCKETS_SYNC": "off", "BUCKETS_LOG_FORMAT": "console", "BUCKETS_SCANNER_RATE": "0"},
+                     extra_env)
     if command is None:
         cmd = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", "--domain", DOMAIN, *disk_paths]
     else:  # a custom runner: "{PORT}" is replaced, the disk paths are appended
         cmd = [c.replace("{PORT}", str(port)) for c in command] + disk_paths
-    log_file = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=str(base))
-    log_file.close()
-    wait_listening(port, proc, log_path)
+    proc = spawn(cmd, env, log_path, base)
+    if not wait_listening(proc, port, log_path):
+        raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
     return ServerProcess(proc, port, log_path, data)
 
 
@@ -137,13 +103,7 @@ def start_tls_runner(base: Path, *, extra_env: dict[str, str] | None = None, dis
 
 
 def stop_server(server: ServerProcess) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+    stop(server.proc)
 
 
 def new_bucket_name(prefix: str = "it") -> str:

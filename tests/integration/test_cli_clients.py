@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from s3server import BIN, REGION, ROOT_PASSWORD, ROOT_USER, empty_and_delete, new_bucket_name
+from s3server import REGION, ROOT_PASSWORD, ROOT_USER, empty_and_delete, new_bucket_name
+from serverproc import BIN
 
 MIB = 1024 * 1024
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,22 +19,12 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+from serverproc import BIN, PYTHON, free_port, server_env, spawn, stop, wait_listening
 
 ROOT_USER = "ops-admin"
 ROOT_PASSWORD = "ops-secret-password-123"
 METRICS_TOKEN = "ops-metrics-token-0123456789abcdef"
 REGION = "us-east-1"
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
-BIN = Path(PYTHON).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     proc: subprocess.Popen
@@ -74,51 +61,26 @@ class Server:
             return error.code, dict(error.headers), error.read()
 
 
-def _wait_listening(server: Server, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server did not start listening:\n{server.log_text()}")
-
-
 def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None = None,
                  args: list[str] | None = None) -> Server:
     base.mkdir(parents=True, exist_ok=True)
     port = free_port()
     disk_paths = [base / f"disk{i}" for i in range(1, disks + 1)]
-    env = {name: value for name, value in os.environ.items() if not name.startswith("BUCKETS_")}
-    env.update({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD, "BUCKETS_SYNC": "off",
-                "BUCKETS_LOG_FORMAT": "json", "BUCKETS_SCANNER_RATE": "0",
-                "BUCKETS_METRICS_TOKEN": METRICS_TOKEN})
-    env.update(extra_env or {})
+    env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD, "BUCKETS_SYNC": "off",
+                      "BUCKETS_LOG_FORMAT": "json", "BUCKETS_SCANNER_RATE": "0",
+                      "BUCKETS_METRICS_TOKEN": METRICS_TOKEN}, extra_env)
     log_path = base / "server.log"
     command = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", *(args or []),
                *map(str, disk_paths)]
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=str(base))
+    proc = spawn(command, env, log_path, base)
     server = Server(proc, port, log_path, disk_paths, env)
-    try:
-        _wait_listening(server)
-    except Exception:
-        stop_server(server)
-        raise
+    if not wait_listening(proc, port, log_path):
+        raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_text()}")
     return server
 
 
 def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+    stop(server.proc)
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""Running ``buckets server`` as a real process for tests: one place for the plumbing.
+
+Free ports on 127.0.0.1, the environment (no inherited ``BUCKETS_*``), spawning with the
+log captured to a file, waiting until the port answers (or the process exits), and
+stopping by process id: SIGTERM for a clean stop, SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
+BIN = Path(PYTHON).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(settings: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any ``BUCKETS_*`` of its own, plus ``settings``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("BUCKETS_")}
+    env.update(settings)
+    env.update(extra or {})
+    return env
+
+
+def spawn(command: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> subprocess.Popen:
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=str(cwd))
+
+
+def wait_listening(proc: subprocess.Popen, port: int, log_path: Path, timeout: float = 30.0,
+                   poll: float = 0.05) -> bool:
+    """True once the port accepts a connection; False if the process exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(poll)
+    stop(proc)
+    raise RuntimeError(f"server did not start listening within {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGTERM, wait, then SIGKILL if it hangs. Returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
