@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ./data
 ADDRESS ?= :9000
 
-.PHONY: run test test-slow test-rss test-faults test-all bench bench-http venv clean prometheus-check
+.PHONY: run tools test test-slow test-rss test-faults test-all bench bench-http venv clean prometheus-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/buckets server --address $(ADDRESS) $(DATA)
 
-test: $(STAMP)
+# The integration tests drive presigned URLs with curl: install it if this machine lacks it.
+tools:
+	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
+
+test: $(STAMP) tools
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
