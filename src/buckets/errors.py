@@ -22,99 +22,100 @@ class BucketsError(Exception):
         super().__init__(self.message)
 
 
-def _error(name: str, code: str, status: int, message: str) -> type[BucketsError]:
+def define_error(name: str, code: str, status: int, message: str) -> type[BucketsError]:
+    """A BucketsError subclass for one S3 error code (used by every layer that needs one)."""
     return type(name, (BucketsError,), {"code": code, "status": status, "default_message": message})
 
 
 # --- 4xx: the client's fault -------------------------------------------------------------
-AccessDenied = _error("AccessDenied", "AccessDenied", 403, "Access Denied.")
-InvalidAccessKeyId = _error(
+AccessDenied = define_error("AccessDenied", "AccessDenied", 403, "Access Denied.")
+InvalidAccessKeyId = define_error(
     "InvalidAccessKeyId", "InvalidAccessKeyId", 403,
     "The AWS Access Key Id you provided does not exist in our records.")
-SignatureDoesNotMatch = _error(
+SignatureDoesNotMatch = define_error(
     "SignatureDoesNotMatch", "SignatureDoesNotMatch", 403,
     "The request signature we calculated does not match the signature you provided. "
     "Check your key and signing method.")
-RequestTimeTooSkewed = _error(
+RequestTimeTooSkewed = define_error(
     "RequestTimeTooSkewed", "RequestTimeTooSkewed", 403,
     "The difference between the request time and the server's time is too large.")
-ExpiredToken = _error("ExpiredToken", "AccessDenied", 403, "Request has expired")
-AuthorizationHeaderMalformed = _error(
+ExpiredToken = define_error("ExpiredToken", "AccessDenied", 403, "Request has expired")
+AuthorizationHeaderMalformed = define_error(
     "AuthorizationHeaderMalformed", "AuthorizationHeaderMalformed", 400,
     "The authorization header is malformed.")
-AuthorizationQueryParametersError = _error(
+AuthorizationQueryParametersError = define_error(
     "AuthorizationQueryParametersError", "AuthorizationQueryParametersError", 400,
     "Error parsing the X-Amz-Credential parameter.")
-MissingSecurityHeader = _error(
+MissingSecurityHeader = define_error(
     "MissingSecurityHeader", "MissingSecurityHeader", 400, "Your request was missing a required header.")
-XAmzContentSHA256Mismatch = _error(
+XAmzContentSHA256Mismatch = define_error(
     "XAmzContentSHA256Mismatch", "XAmzContentSHA256Mismatch", 400,
     "The provided 'x-amz-content-sha256' header does not match what was computed.")
-InvalidArgument = _error("InvalidArgument", "InvalidArgument", 400, "Invalid Argument")
-InvalidRequest = _error("InvalidRequest", "InvalidRequest", 400, "Invalid Request")
-MalformedXML = _error(
+InvalidArgument = define_error("InvalidArgument", "InvalidArgument", 400, "Invalid Argument")
+InvalidRequest = define_error("InvalidRequest", "InvalidRequest", 400, "Invalid Request")
+MalformedXML = define_error(
     "MalformedXML", "MalformedXML", 400,
     "The XML you provided was not well-formed or did not validate against our published schema.")
-InvalidBucketName = _error("InvalidBucketName", "InvalidBucketName", 400, "The specified bucket is not valid.")
-KeyTooLongError = _error("KeyTooLongError", "KeyTooLongError", 400, "Your key is too long.")
-InvalidObjectName = _error("InvalidObjectName", "InvalidArgument", 400, "Object name contains unsupported characters.")
-MetadataTooLarge = _error(
+InvalidBucketName = define_error("InvalidBucketName", "InvalidBucketName", 400, "The specified bucket is not valid.")
+KeyTooLongError = define_error("KeyTooLongError", "KeyTooLongError", 400, "Your key is too long.")
+InvalidObjectName = define_error("InvalidObjectName", "InvalidArgument", 400, "Object name contains unsupported characters.")
+MetadataTooLarge = define_error(
     "MetadataTooLarge", "MetadataTooLarge", 400,
     "Your metadata headers exceed the maximum allowed metadata size.")
-EntityTooSmall = _error(
+EntityTooSmall = define_error(
     "EntityTooSmall", "EntityTooSmall", 400,
     "Your proposed upload is smaller than the minimum allowed object size.")
-EntityTooLarge = _error(
+EntityTooLarge = define_error(
     "EntityTooLarge", "EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size.")
-IncompleteBody = _error(
+IncompleteBody = define_error(
     "IncompleteBody", "IncompleteBody", 400,
     "You did not provide the number of bytes specified by the Content-Length HTTP header.")
-BadDigest = _error(
+BadDigest = define_error(
     "BadDigest", "BadDigest", 400, "The Content-MD5 or checksum you specified did not match what we received.")
-InvalidDigest = _error("InvalidDigest", "InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
-InvalidPart = _error(
+InvalidDigest = define_error("InvalidDigest", "InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
+InvalidPart = define_error(
     "InvalidPart", "InvalidPart", 400,
     "One or more of the specified parts could not be found. The part may not have been uploaded, "
     "or the specified entity tag may not match the part's entity tag.")
-InvalidPartOrder = _error(
+InvalidPartOrder = define_error(
     "InvalidPartOrder", "InvalidPartOrder", 400,
     "The list of parts was not in ascending order. Parts must be ordered by part number.")
-InvalidRange = _error("InvalidRange", "InvalidRange", 416, "The requested range is not satisfiable")
-InvalidPartNumber = _error(
+InvalidRange = define_error("InvalidRange", "InvalidRange", 416, "The requested range is not satisfiable")
+InvalidPartNumber = define_error(
     "InvalidPartNumber", "InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
-NoSuchBucket = _error("NoSuchBucket", "NoSuchBucket", 404, "The specified bucket does not exist")
-NoSuchKey = _error("NoSuchKey", "NoSuchKey", 404, "The specified key does not exist.")
-NoSuchUpload = _error(
+NoSuchBucket = define_error("NoSuchBucket", "NoSuchBucket", 404, "The specified bucket does not exist")
+NoSuchKey = define_error("NoSuchKey", "NoSuchKey", 404, "The specified key does not exist.")
+NoSuchUpload = define_error(
     "NoSuchUpload", "NoSuchUpload", 404,
     "The specified multipart upload does not exist. The upload ID may be invalid, "
     "or the upload may have been aborted or completed.")
-NoSuchVersion = _error("NoSuchVersion", "NoSuchVersion", 404, "The specified version does not exist.")
-MethodNotAllowed = _error(
+NoSuchVersion = define_error("NoSuchVersion", "NoSuchVersion", 404, "The specified version does not exist.")
+MethodNotAllowed = define_error(
     "MethodNotAllowed", "MethodNotAllowed", 405, "The specified method is not allowed against this resource.")
-BucketAlreadyExists = _error(
+BucketAlreadyExists = define_error(
     "BucketAlreadyExists", "BucketAlreadyExists", 409,
     "The requested bucket name is not available. Please select a different name and try again.")
-BucketAlreadyOwnedByYou = _error(
+BucketAlreadyOwnedByYou = define_error(
     "BucketAlreadyOwnedByYou", "BucketAlreadyOwnedByYou", 409,
     "Your previous request to create the named bucket succeeded and you already own it.")
-BucketNotEmpty = _error("BucketNotEmpty", "BucketNotEmpty", 409, "The bucket you tried to delete is not empty")
-ConditionalRequestConflict = _error(
+BucketNotEmpty = define_error("BucketNotEmpty", "BucketNotEmpty", 409, "The bucket you tried to delete is not empty")
+ConditionalRequestConflict = define_error(
     "ConditionalRequestConflict", "ConditionalRequestConflict", 409,
     "A conflicting conditional operation is currently in progress against this resource.")
-PreconditionFailed = _error(
+PreconditionFailed = define_error(
     "PreconditionFailed", "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold")
-MissingContentLength = _error(
+MissingContentLength = define_error(
     "MissingContentLength", "MissingContentLength", 411, "You must provide the Content-Length HTTP header.")
-RequestTimeout = _error(
+RequestTimeout = define_error(
     "RequestTimeout", "RequestTimeout", 400,
     "Your socket connection to the server was not read from or written to within the timeout period.")
-NotImplementedErr = _error(
+NotImplementedErr = define_error(
     "NotImplementedErr", "NotImplemented", 501, "A header or query you provided implies functionality that is not implemented.")
 
 # --- 5xx: ours ---------------------------------------------------------------------------
-InternalError = _error("InternalError", "InternalError", 500, "We encountered an internal error. Please try again.")
-SlowDown = _error("SlowDown", "SlowDown", 503, "Please reduce your request rate.")
-ServiceUnavailable = _error("ServiceUnavailable", "ServiceUnavailable", 503, "The service is unavailable.")
+InternalError = define_error("InternalError", "InternalError", 500, "We encountered an internal error. Please try again.")
+SlowDown = define_error("SlowDown", "SlowDown", 503, "Please reduce your request rate.")
+ServiceUnavailable = define_error("ServiceUnavailable", "ServiceUnavailable", 503, "The service is unavailable.")
 
 
 class WriteQuorumLost(BucketsError):

@@ -37,7 +37,9 @@ from aiohttp import web
 
 from buckets import __version__
 from buckets.admin.settings import LiveSettings
-from buckets.errors import AccessDenied, BucketsError, InternalError, InvalidArgument, XAmzContentSHA256Mismatch
+from buckets.errors import (
+    AccessDenied, BucketsError, InternalError, InvalidArgument, XAmzContentSHA256Mismatch, define_error,
+)
 from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE
 from buckets.obs.endpoints import node_health
 from buckets.s3.auth import authenticate
@@ -52,22 +54,11 @@ ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9._@+=-]{3,128}")
 _REQUEST_ID = "s3_request_id"  # the key the S3 app stamps into x-amz-request-id
 
 
-class NoSuchUser(BucketsError):
-    code = "NoSuchUser"
-    status = 404
-    default_message = "The specified user does not exist."
-
-
-class NoSuchAdminEndpoint(BucketsError):
-    code = "NoSuchAdminEndpoint"
-    status = 404
-    default_message = "There is no such admin API endpoint."
-
-
-class AdminMethodNotAllowed(BucketsError):
-    code = "MethodNotAllowed"
-    status = 405
-    default_message = "The method is not allowed on this admin endpoint."
+NoSuchUser = define_error("NoSuchUser", "NoSuchUser", 404, "The specified user does not exist.")
+NoSuchAdminEndpoint = define_error("NoSuchAdminEndpoint", "NoSuchAdminEndpoint", 404,
+                                   "There is no such admin API endpoint.")
+AdminMethodNotAllowed = define_error("AdminMethodNotAllowed", "MethodNotAllowed", 405,
+                                     "The method is not allowed on this admin endpoint.")
 
 
 def _request_id(request: web.Request) -> str:

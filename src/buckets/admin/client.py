@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 PREFIX = "/_buckets/admin/v1"
+MAX_RESPONSE = 16 << 20
 
 
 class AdminCallError(Exception):
@@ -85,7 +86,10 @@ class AdminClient:
         try:
             connection.request(method, target, body=payload, headers=headers)
             response = connection.getresponse()
-            return response.status, response.read()
+            body = response.read(MAX_RESPONSE + 1)  # admin answers are small JSON documents
+            if len(body) > MAX_RESPONSE:
+                raise AdminCallError(f"{self.url} sent an answer over {MAX_RESPONSE} bytes: not a Buckets admin API")
+            return response.status, body
         except ssl.SSLError as error:
             raise AdminCallError(f"TLS failed with {self.url}: {error.reason or error}") from None
         except (socket.timeout, TimeoutError):

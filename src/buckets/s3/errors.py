@@ -8,26 +8,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from buckets.errors import BucketsError
+from buckets.errors import BucketsError, define_error
 from buckets.s3.xmlio import XmlBuilder
 
 
-class InvalidStorageClass(BucketsError):
-    code = "InvalidStorageClass"
-    status = 400
-    default_message = "The storage class you specified is not valid."
-
-
-class IllegalLocationConstraint(BucketsError):
-    code = "IllegalLocationConstraintException"
-    status = 400
-    default_message = "The specified location-constraint is not valid for this endpoint."
-
-
-class InvalidURI(BucketsError):
-    code = "InvalidURI"
-    status = 400
-    default_message = "Couldn't parse the specified URI."
+InvalidStorageClass = define_error("InvalidStorageClass", "InvalidStorageClass", 400,
+                                   "The storage class you specified is not valid.")
+IllegalLocationConstraint = define_error("IllegalLocationConstraint", "IllegalLocationConstraintException", 400,
+                                         "The specified location-constraint is not valid for this endpoint.")
+InvalidURI = define_error("InvalidURI", "InvalidURI", 400, "Couldn't parse the specified URI.")
 
 
 def set_response_headers(err: BucketsError, headers: dict[str, str]) -> BucketsError:

@@ -20,11 +20,15 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
-from buckets.errors import DiskError, DiskNotFound
+from buckets.errors import CorruptData, DiskError, DiskNotFound
 from buckets.storage.disk import DiskInfo
 from buckets.storage.format import TMP_DIR
 
 log = logging.getLogger("buckets.storage")
+
+# Largest file read whole: an inline object's shard (<= 128 KiB of data, framed) plus its
+# metadata, or the user-table mirror. Anything bigger is damage, not a metadata file.
+MAX_SMALL_FILE = 16 << 20
 
 
 def _load_syncfs():
@@ -275,12 +279,18 @@ class LocalDisk:
             os.close(fd)
         return results
 
-    async def read_file(self, path: str) -> bytes:
+    async def read_file(self, path: str, *, max_size: int = MAX_SMALL_FILE) -> bytes:
+        """A whole small file (metadata, format, user mirror). Shard data is never read this
+        way: it goes through ``read_range``. A file over ``max_size`` is refused as corrupt
+        rather than loaded: no metadata file can legitimately be that large."""
         full = self.abspath(path)
 
         def _read() -> bytes:
             with open(full, "rb") as f:
-                return f.read()
+                size = os.fstat(f.fileno()).st_size
+                if size > max_size:
+                    raise CorruptData(f"{full}: {size} bytes, more than any metadata file holds")
+                return f.read(size)
 
         return await self._run(_read)
 

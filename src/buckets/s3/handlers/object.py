@@ -141,7 +141,9 @@ def _range_headers(reader, info: ObjectInfo, part_number: int | None, headers: d
     return 200
 
 
-async def get_object(req: S3Request) -> web.StreamResponse:
+async def _read_response(req: S3Request, *, body: bool) -> web.StreamResponse:
+    """GET, and HEAD with Range or partNumber: open a reader, apply the conditions, and
+    answer with the headers of the selected bytes (streaming them for GET)."""
     reader, early, part_number = await _open_reader(req)
     if early is not None:
         return early
@@ -151,10 +153,16 @@ async def get_object(req: S3Request) -> web.StreamResponse:
             return _not_modified(info)
         headers = _read_headers(req, info, part_number, whole=reader.range is None and part_number is None)
         status = _range_headers(reader, info, part_number, headers)
+        if not body:
+            return web.Response(status=status, headers=headers)
         length = int(headers.pop("Content-Length"))
         return await _stream(req, reader, status, headers, length)
     finally:
         await reader.aclose()
+
+
+async def get_object(req: S3Request) -> web.StreamResponse:
+    return await _read_response(req, body=True)
 
 
 async def _stream(req: S3Request, reader, status: int, headers: dict[str, str], length: int) -> web.StreamResponse:
@@ -203,18 +211,7 @@ async def _stream(req: S3Request, reader, status: int, headers: dict[str, str], 
 
 async def head_object(req: S3Request) -> web.StreamResponse:
     if req.query.get("partNumber") is not None or req.headers.get("Range"):
-        reader, early, part_number = await _open_reader(req)
-        if early is not None:
-            return early
-        try:
-            info = reader.info
-            if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
-                return _not_modified(info)
-            headers = _read_headers(req, info, part_number, whole=reader.range is None and part_number is None)
-            status = _range_headers(reader, info, part_number, headers)
-            return web.Response(status=status, headers=headers)
-        finally:
-            await reader.aclose()
+        return await _read_response(req, body=False)
     check_key(req.key)
     check_version_id(req)
     info = await req.store.head_object(req.bucket, req.key)
