@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,3 +66,13 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
             proc.kill()
             proc.wait(timeout=10)
     return proc.returncode
+
+
+@contextmanager
+def no_new_tracebacks(log_text: Callable[[], str]) -> Iterator[None]:
+    """Fail if the server logged a traceback or an unhandled error inside the block (a bug,
+    whatever status the client saw)."""
+    before = len(log_text())
+    yield
+    new = log_text()[before:]
+    assert "Traceback" not in new and "unhandled error" not in new, f"server logged a bug:\n{new}"

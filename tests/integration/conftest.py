@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from s3server import ServerProcess, empty_and_delete, new_bucket_name, start_server, stop_server
+from serverproc import no_new_tracebacks
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +31,8 @@ def no_server_bugs(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     srv: ServerProcess = request.getfixturevalue("server")
-    before = len(srv.log_text())
-    yield
-    new = srv.log_text()[before:]
-    assert "unhandled error" not in new and "Traceback" not in new, f"server logged a bug:\n{new}"
+    with no_new_tracebacks(srv.log_text):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from opsserver import ROOT_PASSWORD, ROOT_USER, Cli, Server, start_server, stop_server
+from serverproc import no_new_tracebacks
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +30,8 @@ def no_server_bugs(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     srv: Server = request.getfixturevalue("server")
-    before = len(srv.log_text())
-    yield
-    new = srv.log_text()[before:]
-    assert "Traceback" not in new and "unhandled error" not in new, f"server logged a bug:\n{new}"
+    with no_new_tracebacks(srv.log_text):
+        yield
 
 
 @pytest.fixture
