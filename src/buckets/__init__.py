@@ -12,8 +12,12 @@ __all__ = ["Store", "SyncStore", "__version__"]
 
 
 def __getattr__(name: str):  # lazy: importing buckets must stay cheap for the CLIs
-    if name in ("Store", "SyncStore"):
-        from buckets.engine import store as _store
+    if name == "Store":
+        from buckets.engine.store import Store
 
-        return getattr(_store, name)
+        return Store
+    if name == "SyncStore":
+        from buckets.engine.sync import SyncStore
+
+        return SyncStore
     raise AttributeError(name)

@@ -508,6 +508,3 @@ def _part_range(entry: dict, number: int) -> ByteRange:
     if number == 1 and entry["size"] == 0:
         return ByteRange(0, 0)
     raise errors.InvalidPartNumber()
-
-
-from buckets.engine.sync import SyncStore  # noqa: E402,F401  (re-exported: buckets.SyncStore)
