@@ -65,6 +65,12 @@ def object_key(bucket: str, key: str) -> bytes:
     return bucket.encode() + b"\0" + key.encode()
 
 
+def _tomb_key(full: bytes) -> bytes:
+    """Tombstones are keyed like objects; a full key too long for LMDB is filed by its hash
+    (tombstones are only ever looked up by key or walked whole, never listed in order)."""
+    return full if len(full) < LONG else full[:LONG - 21] + b"\1" + hashlib.blake2b(full, digest_size=20).digest()
+
+
 def prefix_successor(prefix: bytes) -> bytes | None:
     """The smallest byte string greater than every string starting with ``prefix``."""
     b = bytearray(prefix)
@@ -80,15 +86,28 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys
+    kind: str  # put_object, delete_object, merge_object, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys
     name: str
     key: str = ""
     value: Any = None
     data: bytes | None = None  # put_object of a small object: a copy of its bytes for disk-free GETs
+    # merge_object (a replica of the cluster's object index): the write's version, compared
+    # last-writer-wins with what is stored; ``value`` None is a delete (kept as a tombstone).
+    ts: tuple | None = None
+    applied: bool = True  # merge_object: set False when a newer version was already stored
+
+
+def entry_version(entry: dict) -> tuple:
+    """An entry's last-writer-wins version: ``ts`` ([hlc, wid]) when the cluster index wrote
+    it, else one derived from its mtime, so entries of a single-node registry compare too."""
+    ts = entry.get("ts")
+    if ts is not None:
+        return (ts[0], ts[1])
+    return (int(entry.get("mt", 0) * 1000) << 16, entry.get("wid", ""))
 
 
 class Registry:
-    TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys")
+    TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys", "tombs")
 
     def __init__(self, path: str, *, cache_size: int = 1_000_000, sync: bool = True,
                  map_size: int = 1 << 36) -> None:
@@ -223,26 +242,26 @@ class Registry:
         if kind == "put_object" or kind == "delete_object":
             if kind == "put_object" and txn.get(op.name.encode(), db=self.db["buckets"]) is None:
                 raise NoSuchBucket(resource=op.name, BucketName=op.name)
-            old = self._txn_get_object(txn, op.name, op.key)
-            d = deltas.get(op.name) or [0, 0]
-            deltas[op.name] = d
-            if old is not None:
-                d[0] -= 1
-                d[1] -= old.get("size", 0)
-            small_key = hashlib.blake2b(object_key(op.name, op.key), digest_size=20).digest()
-            if kind == "put_object":
-                self._txn_put_object(txn, op.name, op.key, op.value)
-                d[0] += 1
-                d[1] += op.value.get("size", 0)
-                if op.data is not None:
-                    body = op.value["wid"].encode() + b"\0" + op.data
-                    txn.put(small_key, _SMALL.pack(xxhash.xxh3_64_intdigest(body)) + body, db=self.db["small"])
-                elif old is not None and old.get("inline"):
-                    txn.delete(small_key, db=self.db["small"])
-            elif old is not None:
-                self._txn_delete_object(txn, op.name, op.key)
-                if old.get("inline"):
-                    txn.delete(small_key, db=self.db["small"])
+            self._txn_set_object(txn, op.name, op.key, op.value if kind == "put_object" else None,
+                                 op.data, deltas)
+        elif kind == "merge_object":
+            assert op.ts is not None, "merge_object needs a version"
+            full = object_key(op.name, op.key)
+            tomb_key = _tomb_key(full)
+            current = self._txn_get_object(txn, op.name, op.key)
+            if current is not None:
+                have = entry_version(current)
+            else:
+                raw = txn.get(tomb_key, db=self.db["tombs"])
+                have = tuple(_unpack(raw)[:2]) if raw is not None else None
+            if have is not None and have >= tuple(op.ts):
+                op.applied = False
+                return
+            self._txn_set_object(txn, op.name, op.key, op.value, op.data, deltas, old=current)
+            if op.value is None:
+                txn.put(tomb_key, _pack([op.ts[0], op.ts[1], op.key]), db=self.db["tombs"])
+            else:
+                txn.delete(tomb_key, db=self.db["tombs"])
         elif kind == "put_bucket":
             txn.put(op.name.encode(), _pack(op.value), db=self.db["buckets"])
         elif kind == "delete_bucket":
@@ -266,11 +285,37 @@ class Registry:
         else:
             raise ValueError(f"unknown registry op {kind}")
 
+    def _txn_set_object(self, txn, bucket: str, key: str, entry: dict | None, data: bytes | None,
+                        deltas: dict[str, list[int] | None], old: Any = False) -> None:
+        """Store ``entry`` for (bucket, key), or remove the key when it is None; keep the
+        usage counters and the small-object copy in step."""
+        if old is False:
+            old = self._txn_get_object(txn, bucket, key)
+        d = deltas.get(bucket) or [0, 0]
+        deltas[bucket] = d
+        if old is not None:
+            d[0] -= 1
+            d[1] -= old.get("size", 0)
+        small_key = hashlib.blake2b(object_key(bucket, key), digest_size=20).digest()
+        if entry is not None:
+            self._txn_put_object(txn, bucket, key, entry)
+            d[0] += 1
+            d[1] += entry.get("size", 0)
+            if data is not None:
+                body = entry["wid"].encode() + b"\0" + data
+                txn.put(small_key, _SMALL.pack(xxhash.xxh3_64_intdigest(body)) + body, db=self.db["small"])
+            elif old is not None and old.get("inline"):
+                txn.delete(small_key, db=self.db["small"])
+        elif old is not None:
+            self._txn_delete_object(txn, bucket, key)
+            if old.get("inline"):
+                txn.delete(small_key, db=self.db["small"])
+
     def _after_commit(self, ops: list[Op], deltas: dict[str, list[int]]) -> None:
         for op in ops:
-            if op.kind == "put_object":
+            if op.kind == "put_object" or (op.kind == "merge_object" and op.applied and op.value is not None):
                 self.cache.put((op.name, op.key), op.value)
-            elif op.kind == "delete_object":
+            elif op.kind == "delete_object" or (op.kind == "merge_object" and op.applied):
                 self.cache.discard((op.name, op.key))
             elif op.kind == "put_bucket":
                 self.buckets[op.name] = op.value
@@ -460,6 +505,50 @@ class Registry:
         while pos is not None:
             page, pos = self.page_objects(pos)
             yield from page
+
+    def bucket_versions(self, bucket: str) -> list[tuple[str, tuple, bool]]:
+        """Every (key, version, is_tombstone) of one bucket: the input of anti-entropy digests.
+        Blocking and linear in the bucket's size: run off-loop, paced by the caller."""
+        base = bucket.encode() + b"\0"
+        out: list[tuple[str, tuple, bool]] = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db["objects"])
+            if cur.set_range(base):
+                for rec, raw in cur:
+                    if not bytes(rec).startswith(base):
+                        break
+                    items = ([(bytes(rec), _decode_single(raw))] if raw[:1] == _SINGLE
+                             else [(bytes(k), e) for k, e in _unpack(raw[1:])])
+                    for full, entry in items:
+                        out.append((full[len(base):].decode(), entry_version(entry), False))
+            cur = txn.cursor(db=self.db["tombs"])
+            if cur.set_range(base):
+                for rec, raw in cur:
+                    if not bytes(rec).startswith(base):
+                        break
+                    hlc, wid, key = _unpack(raw)
+                    out.append((key, (hlc, wid), True))
+        return out
+
+    def get_version(self, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
+        """(entry, version) of a key, or (None, tombstone version or None)."""
+        entry = self.get_object(bucket, key)
+        if entry is not None:
+            return entry, entry_version(entry)
+        with self.env.begin(db=self.db["tombs"]) as txn:
+            raw = txn.get(_tomb_key(object_key(bucket, key)))
+        return None, (tuple(_unpack(raw)[:2]) if raw is not None else None)
+
+    def drop_tombstones(self, older_than_hlc: int) -> int:
+        """Forget delete markers older than a horizon every replica has certainly seen."""
+        dropped = 0
+        with self.env.begin(write=True, db=self.db["tombs"]) as txn:
+            cur = txn.cursor()
+            for rec, raw in list(cur):
+                if _unpack(raw)[0] < older_than_hlc:
+                    txn.delete(rec)
+                    dropped += 1
+        return dropped
 
     def count_objects(self) -> int:
         with self.env.begin(db=self.db["objects"]) as txn:

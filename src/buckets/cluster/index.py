@@ -1,0 +1,344 @@
+"""The cluster's object index: the location registry, partitioned by bucket and replicated.
+
+Each bucket's entries live on ``N = min(3, nodes)`` replica nodes (the first distinct nodes of
+the partition table row that the bucket name hashes to), in each replica's own LMDB
+``Registry``. Writes carry a version ``(hlc, wid)`` from a hybrid logical clock and are merged
+last-writer-wins (``merge_object``); deletes are tombstones. A write is acknowledged once
+``W = N // 2 + 1`` replicas have it; a read asks ``R = N - W + 1`` replicas and takes the newest
+version, so every read quorum overlaps every write quorum: once a PUT or DELETE is
+acknowledged anywhere, a GET, HEAD or listing anywhere sees it (or something newer).
+
+Replicas that missed a write are repaired on read (the newest version is pushed to the
+replicas that answered an older one) and by a periodic anti-entropy pass (digests of each
+bucket's versions, hashed into a fixed number of ranges; differing ranges are exchanged).
+
+The per-node LRU cache in front of each LMDB stays correct by construction: it caches that
+replica's own state, which only ever moves forward through ``merge_object``; freshness comes
+from the read quorum, never from the cache alone.
+
+Must not: know about disks, shards or HTTP. Transport is a callable per node
+(``IndexTransport``); the peer RPC layer provides it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import xxhash
+
+from buckets import errors
+from buckets.registry import Op, Registry
+from buckets.registry.store import entry_version
+
+log = logging.getLogger("buckets.cluster.index")
+
+DIGEST_RANGES = 64
+# Tombstones older than this are forgotten; anti-entropy runs far more often, so every
+# replica has long seen them. (A replica down for longer must be re-seeded, not merged.)
+TOMBSTONE_TTL = 7 * 24 * 3600.0
+
+
+class HybridClock:
+    """Hybrid logical clock (Kulkarni et al.): milliseconds << 16 | a counter. Monotonic on
+    this node, and never behind any version this node has seen from another, so a write
+    that follows another in real time, through any nodes, gets a larger version even when
+    the clocks of those nodes disagree by less than the gap."""
+
+    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+        self._wall = wall
+        self._last = 0
+
+    def now(self) -> int:
+        physical = int(self._wall() * 1000) << 16
+        self._last = max(self._last + 1, physical)
+        return self._last
+
+    def observe(self, remote: int) -> None:
+        if remote > self._last:
+            self._last = remote
+
+
+# (node id, method, args) -> result. Raises errors.BucketsError subclasses on failure.
+IndexTransport = Callable[[str, str, dict], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    n: int
+    w: int
+    r: int
+
+    @classmethod
+    def for_replicas(cls, n: int) -> "Quorum":
+        w = n // 2 + 1
+        return cls(n, w, n - w + 1)
+
+
+def _ts(value: Sequence) -> tuple:
+    return (int(value[0]), str(value[1]))
+
+
+class IndexReplica:
+    """What one node serves to its peers for the buckets it replicates (the RPC handlers)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def merge(self, args: dict) -> dict:
+        op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
+                data=args.get("data"), ts=_ts(args["ts"]))
+        await self.registry.commit([op])
+        return {"applied": op.applied}
+
+    async def get(self, args: dict) -> dict:
+        entry, version = self.registry.get_version(args["bucket"], args["key"])
+        return {"entry": entry, "ts": list(version) if version is not None else None}
+
+    async def scan(self, args: dict) -> dict:
+        objects, prefixes, truncated = await self.registry.list_objects(
+            args["bucket"], args.get("prefix", ""), args.get("delimiter", ""),
+            args.get("start_after", ""), int(args.get("limit", 1000)))
+        return {"objects": [[k, e] for k, e in objects], "prefixes": prefixes, "truncated": truncated}
+
+    async def digest(self, args: dict) -> dict:
+        versions = await asyncio.get_running_loop().run_in_executor(
+            None, self.registry.bucket_versions, args["bucket"])
+        return {"digest": range_digests(versions, int(args.get("ranges", DIGEST_RANGES)))}
+
+    async def versions(self, args: dict) -> dict:
+        """(key, version, tombstone) of the given digest ranges of one bucket."""
+        wanted = set(args["ranges"])
+        n = int(args.get("ranges_total", DIGEST_RANGES))
+        versions = await asyncio.get_running_loop().run_in_executor(
+            None, self.registry.bucket_versions, args["bucket"])
+        return {"versions": [[k, list(v), t] for k, v, t in versions if _range_of(k, n) in wanted]}
+
+    def handlers(self) -> dict[str, Callable[[dict], Awaitable[dict]]]:
+        return {"merge": self.merge, "get": self.get, "scan": self.scan,
+                "digest": self.digest, "versions": self.versions}
+
+
+def _range_of(key: str, n: int) -> int:
+    return xxhash.xxh3_64_intdigest(key.encode()) % n
+
+
+def range_digests(versions: list[tuple[str, tuple, bool]], n: int) -> list[int]:
+    """An order-independent digest per key-hash range: the xor of each (key, version)'s hash."""
+    out = [0] * n
+    for key, version, tomb in versions:
+        h = xxhash.xxh3_64_intdigest(f"{key}\0{version[0]}\0{version[1]}\0{int(tomb)}".encode())
+        out[_range_of(key, n)] ^= h
+    return out
+
+
+class ReplicatedIndex:
+    """The object-index API the engine calls in a cluster (``get``, ``put``, ``delete``,
+    ``list``), routed to each bucket's replicas with quorums."""
+
+    def __init__(self, node_id: str, local: IndexReplica, transport: IndexTransport,
+                 replicas_of: Callable[[str], list[str]], *, clock: HybridClock | None = None,
+                 timeout: float = 5.0) -> None:
+        self.node_id = node_id
+        self.local = local
+        self.transport = transport
+        self.replicas_of = replicas_of
+        self.clock = clock or HybridClock()
+        self.timeout = timeout
+        self._background: set[asyncio.Task] = set()
+        self.read_repairs = 0
+        self.entropy_repairs = 0
+
+    # -- calls ----------------------------------------------------------------------------
+    async def _call(self, node: str, method: str, args: dict) -> Any:
+        if node == self.node_id:
+            return await self.local.handlers()[method](args)
+        return await asyncio.wait_for(self.transport(node, method, args), self.timeout)
+
+    async def _gather(self, nodes: Sequence[str], method: str, args: dict, need: int,
+                      error: type[errors.BucketsError] = errors.ReadQuorumLost) -> list[tuple[str, Any]]:
+        """Call ``nodes`` concurrently; return as soon as ``need`` have answered (the rest keep
+        going in the background). Fewer than ``need`` answers is ``IndexQuorumLost``."""
+        tasks = {asyncio.ensure_future(self._call(n, method, args)): n for n in nodes}
+        done: list[tuple[str, Any]] = []
+        failures: list[str] = []
+        pending = set(tasks)
+        while pending and len(done) < need:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in finished:
+                exc = t.exception()
+                if exc is None:
+                    done.append((tasks[t], t.result()))
+                else:
+                    failures.append(f"{tasks[t]}: {exc}")
+        for t in pending:  # stragglers finish (or fail) on their own; their answers are not needed
+            self._keep(t)
+        if len(done) < need:
+            raise error(
+                f"Index quorum lost: {len(done)} of {len(nodes)} replicas answered, {need} needed "
+                f"({'; '.join(failures)})")
+        return done
+
+    async def _read(self, nodes: Sequence[str], method: str, args: dict, r: int) -> list[tuple[str, Any]]:
+        """A read quorum: this node's replica (free) and the fewest others; if one of those
+        fails, the remaining replicas are asked as well."""
+        ordered = sorted(nodes, key=lambda n: n != self.node_id)
+        try:
+            return await self._gather(ordered[:r], method, args, r)
+        except errors.ReadQuorumLost:
+            if len(ordered) == r:
+                raise
+            return await self._gather(ordered, method, args, r)
+
+    def _keep(self, task: asyncio.Future) -> None:
+        self._background.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(lambda t: (self._background.discard(t), t.cancelled() or t.exception()))
+
+    def _quorum(self, bucket: str) -> tuple[list[str], Quorum]:
+        nodes = self.replicas_of(bucket)
+        return nodes, Quorum.for_replicas(len(nodes))
+
+    # -- writes ---------------------------------------------------------------------------
+    async def put(self, bucket: str, key: str, entry: dict, data: bytes | None = None) -> dict:
+        """Store ``entry`` (given a fresh version) on a write quorum of the bucket's replicas."""
+        entry = dict(entry, ts=[self.clock.now(), entry["wid"]])
+        await self._write(bucket, key, entry, data, entry["ts"])
+        return entry
+
+    async def delete(self, bucket: str, key: str, wid: str) -> None:
+        await self._write(bucket, key, None, None, [self.clock.now(), wid])
+
+    async def _write(self, bucket: str, key: str, entry: dict | None, data: bytes | None, ts: list) -> None:
+        nodes, q = self._quorum(bucket)
+        args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": ts}
+        await self._gather(nodes, "merge", args, q.w, errors.WriteQuorumLost)
+
+    # -- reads ----------------------------------------------------------------------------
+    async def get(self, bucket: str, key: str) -> dict | None:
+        nodes, q = self._quorum(bucket)
+        # Ask the local replica (free) and enough others to make a read quorum; if one of
+        # those fails, the remaining replicas are asked too.
+        answers = await self._read(nodes, "get", {"bucket": bucket, "key": key}, q.r)
+        best_entry, best_ts = None, None
+        for _, ans in answers:
+            ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
+            if ts is not None:
+                self.clock.observe(ts[0])
+            if ts is not None and (best_ts is None or ts > best_ts):
+                best_entry, best_ts = ans.get("entry"), ts
+        if best_ts is not None:
+            stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
+            if stale:
+                self._repair(bucket, key, best_entry, best_ts, stale)
+        return best_entry
+
+    def _repair(self, bucket: str, key: str, entry: dict | None, ts: tuple, nodes: list[str]) -> None:
+        self.read_repairs += len(nodes)
+        args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
+        for n in nodes:
+            self._keep(asyncio.ensure_future(self._call(n, "merge", args)))
+
+    async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
+                   limit: int = 1000) -> tuple[list[tuple[str, dict]], list[str], bool]:
+        """One listing page, merged from a read quorum of replicas. Where replicas disagree about
+        a key (present on one, missing or older on another), the key is resolved by a quorum
+        point read, so a stale replica can neither hide nor resurrect an object."""
+        while True:
+            objects, prefixes, truncated, horizon = await self._list_page(
+                bucket, prefix, delimiter, start_after, limit)
+            if objects or prefixes or not truncated or horizon is None:
+                return objects, prefixes, truncated
+            start_after = horizon  # every key up to the horizon was deleted: read on
+
+    async def _list_page(self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int,
+                         ) -> tuple[list[tuple[str, dict]], list[str], bool, str | None]:
+        nodes, q = self._quorum(bucket)
+        args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
+                "start_after": start_after, "limit": limit}
+        answers = await self._read(nodes, "scan", args, q.r)
+        if len(answers) == 1:
+            ans = answers[0][1]
+            return [(k, e) for k, e in ans["objects"]], list(ans["prefixes"]), bool(ans["truncated"]), None
+        pages = [a for _, a in answers]
+        # Only keys below every truncated page's last item are known to all answers.
+        horizon: str | None = None
+        for page in pages:
+            if page["truncated"]:
+                last = max([k for k, _ in page["objects"]] + list(page["prefixes"]), key=str.encode, default="")
+                horizon = last if horizon is None or last.encode() < horizon.encode() else horizon
+        merged: dict[str, list] = {}
+        prefixes: set[str] = set()
+        for page in pages:
+            for k, e in page["objects"]:
+                merged.setdefault(k, []).append(e)
+            prefixes.update(page["prefixes"])
+        objects: list[tuple[str, dict]] = []
+        for k in sorted(merged, key=str.encode):
+            if horizon is not None and k.encode() > horizon.encode():
+                continue
+            seen = merged[k]
+            if len(seen) == len(pages) and all(_same_listing(seen[0], e) for e in seen[1:]):
+                objects.append((k, seen[0]))
+                continue
+            entry = await self.get(bucket, k)  # disagreement: quorum point read decides
+            if entry is not None:
+                objects.append((k, {f: entry.get(f) for f in seen[0]}))
+        cps = sorted((p for p in prefixes if horizon is None or p.encode() <= horizon.encode()), key=str.encode)
+        items = sorted([(k, False) for k, _ in objects] + [(p, True) for p in cps], key=lambda i: i[0].encode())
+        truncated = horizon is not None or len(items) > limit
+        items = items[:limit]
+        keep = {k for k, is_cp in items if not is_cp}
+        return ([(k, e) for k, e in objects if k in keep], [p for p, is_cp in items if is_cp], truncated,
+                horizon)
+
+    # -- anti-entropy ---------------------------------------------------------------------
+    async def sync_bucket(self, bucket: str) -> int:
+        """Pull every version this replica is missing from the bucket's other replicas.
+        Run on every replica, it makes them converge. Returns the number of repairs."""
+        nodes, _ = self._quorum(bucket)
+        if self.node_id not in nodes:
+            return 0
+        mine = (await self.local.digest({"bucket": bucket}))["digest"]
+        repaired = 0
+        for peer in nodes:
+            if peer == self.node_id:
+                continue
+            try:
+                theirs = (await self._call(peer, "digest", {"bucket": bucket}))["digest"]
+                differ = [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
+                if not differ:
+                    continue
+                remote = (await self._call(peer, "versions", {"bucket": bucket, "ranges": differ}))["versions"]
+                local = {k: (v, t) for k, v, t in (await self.local.versions(
+                    {"bucket": bucket, "ranges": differ}))["versions"]}
+                for key, version, _tomb in remote:
+                    version = _ts(version)
+                    have = local.get(key)
+                    if have is not None and _ts(have[0]) >= version:
+                        continue
+                    ans = await self._call(peer, "get", {"bucket": bucket, "key": key})
+                    if ans.get("ts") is None:
+                        continue
+                    await self.local.merge({"bucket": bucket, "key": key, "entry": ans.get("entry"),
+                                            "data": None, "ts": ans["ts"]})
+                    repaired += 1
+            except errors.BucketsError as exc:
+                log.info("anti-entropy of %s with %s: %s", bucket, peer, exc)
+            except asyncio.TimeoutError:
+                log.info("anti-entropy of %s with %s: timed out", bucket, peer)
+        self.entropy_repairs += repaired
+        return repaired
+
+    async def close(self) -> None:
+        for t in list(self._background):
+            t.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _same_listing(a: dict, b: dict) -> bool:
+    return a.get("etag") == b.get("etag") and a.get("mt") == b.get("mt") and a.get("size") == b.get("size")
