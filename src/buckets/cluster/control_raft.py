@@ -1,0 +1,223 @@
+"""Raft for the control plane: ``pysyncobj`` wired to the state machine, durable on disk.
+
+What this adds to the library, and why:
+
+- **One replicated method** (``RaftNode.command``) carrying a msgpack command for
+  ``ControlMachine``. pysyncobj numbers replicated methods by their sorted names, so one
+  method keeps log entries readable across versions of this code; the command itself
+  carries its format version.
+- **A durable journal.** pysyncobj 0.3.17's ``FileJournal`` writes log entries into an
+  mmap and never syncs it (a crash of the process is survived through the page cache,
+  a crash of the machine is not), and writes the term/vote file without fsync. Raft needs
+  both on stable storage before it answers: ``DurableJournal`` msyncs after every change
+  (before pysyncobj goes on to acknowledge an entry to the leader or count itself) and
+  writes the metadata with fsync and an atomic rename. pysyncobj has no option for this
+  and creates its journal itself, so ``createJournal`` in ``pysyncobj.syncobj`` is
+  replaced (once, for every journal with a file; in-memory journals are unchanged).
+  ``RaftNode`` checks it got one and refuses to start otherwise.
+- **Snapshots in msgpack, not pickle.** Log compaction stores the state machine's own
+  dump (``ControlMachine.dump``) through pysyncobj's ``serializer``/``deserializer`` hooks,
+  fsynced; the same file is what a leader streams to a follower that fell behind.
+- **Status published per tick.** pysyncobj's state lives in its tick thread; reading it
+  from the event loop would race. A tick callback publishes an immutable ``RaftStatus``.
+
+The library's own traffic encryption (Fernet, keyed by PBKDF2 of ``SyncObjConf.password``)
+authenticates every message: a peer without the password is disconnected at its first
+message, before anything is unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import journal as _journal
+from pysyncobj import syncobj as _syncobj
+from pysyncobj.node import TCPNode
+from pysyncobj.pickle import dumps as _pickle_dumps
+
+from buckets.cluster.control_state import ControlMachine
+
+log = logging.getLogger("buckets.cluster.control")
+
+JOURNAL_FILE = "raft.journal"  # pysyncobj adds raft.journal.meta (term, vote, commit index)
+SNAPSHOT_FILE = "raft.snapshot"
+SNAPSHOT_KIND = "buckets-control-snapshot"
+
+_RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _DurableMeta(_journal.MetaStorer):
+    """pysyncobj's term/vote/commit-index file, written with fsync and an atomic rename."""
+
+    def storeMeta(self, meta: dict) -> None:  # noqa: N802 (pysyncobj's name)
+        path = self.getPath()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(_pickle_dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path))
+
+
+class DurableJournal(_journal.FileJournal):
+    """pysyncobj's file journal, synced to disk after every change."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        if not hasattr(self, "_FileJournal__metaStorer"):
+            raise RuntimeError("pysyncobj's FileJournal changed shape; DurableJournal needs updating")
+        self._FileJournal__metaStorer = _DurableMeta(path + ".meta")
+        self._directory = os.path.dirname(path)
+        self._batch = False
+        self.flush()
+        _fsync_dir(self._directory)
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        super().add(command, idx, term)
+        if not self._batch:
+            self.flush()
+
+    def clear(self) -> None:
+        super().clear()
+        if not self._batch:
+            self.flush()
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802,N803
+        super().deleteEntriesFrom(entryFrom)
+        self.flush()
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802,N803
+        # Called once a snapshot covering these entries was renamed into place: make that
+        # rename durable before the entries it replaces are dropped, then rewrite in one sync.
+        _fsync_dir(self._directory)
+        self._batch = True
+        try:
+            super().deleteEntriesTo(entryTo)
+        finally:
+            self._batch = False
+        self.flush()
+
+
+_install_lock = threading.Lock()
+
+
+def _install_durable_journal() -> None:
+    with _install_lock:
+        if getattr(_syncobj.createJournal, "buckets_durable", False):
+            return
+
+        def create_journal(journalFile: str | None = None) -> _journal.Journal:  # noqa: N803
+            return _journal.MemoryJournal() if journalFile is None else DurableJournal(journalFile)
+
+        create_journal.buckets_durable = True  # type: ignore[attr-defined]
+        _syncobj.createJournal = create_journal
+
+
+def _snapshot_hooks(machine: ControlMachine) -> tuple[Callable, Callable]:
+    """pysyncobj's serializer/deserializer: our state in msgpack plus the raft fields it needs."""
+
+    def serialize(filename: str, data: tuple) -> None:
+        last, previous, cluster = data
+        document = {
+            "kind": SNAPSHOT_KIND,
+            "machine": machine.dump(),
+            "raft": {"last": list(last), "previous": list(previous),
+                     "cluster": sorted(node.id for node in cluster)},
+        }
+        try:
+            with open(filename, "wb") as f:
+                f.write(msgpack.packb(document, use_bin_type=True))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            log.exception("control plane: could not write the snapshot %s", filename)
+            raise
+
+    def deserialize(filename: str) -> tuple:
+        with open(filename, "rb") as f:
+            document = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+        if not isinstance(document, dict) or document.get("kind") != SNAPSHOT_KIND:
+            raise ValueError(f"{filename} is not a control-plane snapshot")
+        machine.load(document["machine"])
+        raft = document["raft"]
+        return tuple(raft["last"]), tuple(raft["previous"]), [TCPNode(a) for a in raft["cluster"]]
+
+    return serialize, deserialize
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    """What this node's Raft knows, as of its last tick."""
+
+    address: str
+    role: str  # leader | follower | candidate
+    leader: str | None
+    term: int
+    commit_index: int
+    last_applied: int
+    has_quorum: bool
+    members: tuple[str, ...]  # every voting member, this node included
+    connected: frozenset[str]  # members this node has a live connection to (itself included)
+    match_index: dict[str, int]  # leader only: how far each follower's log is known to match
+    log_entries: int
+
+
+class RaftNode(SyncObj):
+    """A pysyncobj node applying ``ControlMachine`` commands. Construct on a long-lived
+    thread: pysyncobj's tick thread stops when the constructing thread exits."""
+
+    def __init__(self, address: str, members: Iterable[str], conf: SyncObjConf, machine: ControlMachine) -> None:
+        _install_durable_journal()
+        self._machine = machine
+        self._status: RaftStatus | None = None
+        serialize, deserialize = _snapshot_hooks(machine)
+        conf.serializer, conf.deserializer = serialize, deserialize
+        super().__init__(address, [m for m in members if m != address], conf)
+        if conf.journalFile is not None and not isinstance(getattr(self, "_SyncObj__raftLog", None), DurableJournal):
+            self.destroy()
+            raise RuntimeError("pysyncobj did not take the durable journal; refusing to run without fsync")
+        self.addOnTickCallback(self._publish_status)
+
+    @replicated
+    def command(self, payload: bytes) -> Any:
+        return self._machine.apply(payload)
+
+    def _publish_status(self) -> None:
+        status = self.getStatus()
+        me = self.selfNode.id
+        others = sorted(node.id for node in self.otherNodes)
+        leader = status["leader"]
+        self._status = RaftStatus(
+            address=me,
+            role=_RAFT_STATES.get(status["state"], "unknown"),
+            leader=leader.id if leader is not None else None,
+            term=status["raft_term"],
+            commit_index=status["commit_idx"],
+            last_applied=status["last_applied"],
+            has_quorum=status["has_quorum"],
+            members=tuple(sorted([me, *others])),
+            connected=frozenset([me, *(n for n in others if status.get(f"partner_node_status_server_{n}") == 2)]),
+            match_index={n: status[f"match_idx_server_{n}"] for n in others
+                         if f"match_idx_server_{n}" in status} if status["state"] == 2 else {},
+            log_entries=status["log_len"],
+        )
+
+    @property
+    def published_status(self) -> RaftStatus | None:
+        return self._status
