@@ -1,0 +1,493 @@
+"""The peer RPC client: one :class:`PeerClient` per peer node, all on one pooled session.
+
+Owns calling a peer (:meth:`PeerClient.call` for control calls, :meth:`call_stream_in`
+to stream bytes to a handler, :meth:`call_stream_out` to stream bytes back), the
+timeouts of every call, and the peer's health as this node sees it:
+
+``online``
+    calls go through.
+``suspect``
+    a call timed out, failed to connect or lost its connection; calls still go through
+    (the next success makes the peer online again).
+``offline``
+    ``failures_to_offline`` consecutive failures, or one refused connection (nothing
+    listens there: the node is down). Calls fail at once with :class:`PeerOffline`
+    instead of waiting for a timeout each, and a background probe (``node/ping``) every
+    ``probe_interval`` seconds brings the peer back online by itself.
+
+Typed errors a peer's handler raises are raised here as the same class and say nothing
+about health (the peer answered). A 403 (:class:`PeerAuthRefused`: another secret, or
+clocks apart) is not a health failure either, but it keeps a probing peer offline.
+
+Timeouts (:class:`PeerTimeouts`): ``connect`` for the TCP connect; ``call`` for the
+whole of a control call, including the wait for a pooled connection; ``idle`` for a
+streamed call: the longest the peer may take to accept the next chunk of an upload, to
+send the next bytes of a download, or to answer once an upload is complete.
+
+Must not: parse S3, or know what the services do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import aiohttp
+
+from buckets.cluster import rpcframe as wire
+from buckets.cluster.rpcauth import PeerSigner, body_declaration
+from buckets.cluster.rpcerrors import (
+    PeerAuthRefused, PeerError, PeerOffline, PeerProtocolError, PeerTimeout, PeerUnreachable, error_from_wire,
+)
+
+log = logging.getLogger("buckets.cluster.rpc")
+
+POOL_LIMIT = 512  # connections from this process to all peers
+POOL_LIMIT_PER_HOST = 64  # to one peer: enough for every disk of a node streaming at once
+KEEPALIVE = 15.0  # idle pooled connections are closed well before any server's idle timeout
+MAX_RESULT = 64 << 20  # bytes of a msgpack result (control answers are small by design)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerTimeouts:
+    connect: float = 2.0
+    call: float = 10.0
+    idle: float = 10.0
+    probe: float = 2.0  # a probe's whole ping
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    failures_to_offline: int = 3
+    probe_interval: float = 1.0
+
+
+class PeerState(str, Enum):
+    ONLINE = "online"
+    SUSPECT = "suspect"
+    OFFLINE = "offline"
+
+
+class PeerHealth:
+    """The state machine above, with counters for metrics and ``/health/cluster``."""
+
+    def __init__(self, policy: HealthPolicy) -> None:
+        self.policy = policy
+        self.state = PeerState.ONLINE
+        self.since = time.time()
+        self.consecutive_failures = 0
+        self.last_error = ""
+        self.last_ok: float | None = None
+        self.calls = 0
+        self.failures = 0
+        self.times_offline = 0
+
+    def _move(self, state: PeerState) -> None:
+        if state is not self.state:
+            self.state, self.since = state, time.time()
+
+    def succeeded(self) -> bool:
+        """Record an answer from the peer; True if that brought it back from offline."""
+        was_offline = self.state is PeerState.OFFLINE
+        self.consecutive_failures = 0
+        self.last_ok = time.time()
+        self._move(PeerState.ONLINE)
+        return was_offline
+
+    def failed(self, error: str, *, definitive: bool = False) -> bool:
+        """Record a transport failure; True if the peer went offline because of it."""
+        self.failures += 1
+        self.consecutive_failures += 1
+        self.last_error = error
+        if self.state is PeerState.OFFLINE:
+            return False
+        if definitive or self.consecutive_failures >= self.policy.failures_to_offline:
+            self._move(PeerState.OFFLINE)
+            self.times_offline += 1
+            return True
+        self._move(PeerState.SUSPECT)
+        return False
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": self.state.value, "since": self.since, "consecutive_failures": self.consecutive_failures,
+                "last_error": self.last_error, "last_ok": self.last_ok, "calls": self.calls,
+                "failures": self.failures, "times_offline": self.times_offline}
+
+
+# --- one pooled session per process (per event loop) ---------------------------------------
+
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
+
+
+def shared_session() -> aiohttp.ClientSession:
+    """The process's peer session (one per event loop: a session cannot change loops)."""
+    loop = asyncio.get_running_loop()
+    session = _SESSIONS.get(loop)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT_PER_HOST,
+                                         keepalive_timeout=KEEPALIVE, ttl_dns_cache=60)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+        _SESSIONS[loop] = session
+    return session
+
+
+async def close_shared_session() -> None:
+    """Close this loop's peer session (at shutdown, after the clients are closed)."""
+    session = _SESSIONS.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
+
+
+# --- calls ---------------------------------------------------------------------------------
+
+
+class _IdleWatchdog:
+    """Bounds how long an upload may stall on the peer, not on the producer of the bytes:
+    armed while aiohttp writes a chunk, disarmed while the caller's iterator makes the next."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self._timeout: asyncio.Timeout | None = None
+        self.producer_error: BaseException | None = None
+
+    def attach(self, timeout: asyncio.Timeout) -> None:
+        self._timeout = timeout
+
+    def detach(self) -> None:
+        self._set(None)
+        self._timeout = None
+
+    def arm(self) -> None:
+        self._set(asyncio.get_running_loop().time() + self.idle)
+
+    def disarm(self) -> None:
+        self._set(None)
+
+    def _set(self, when: float | None) -> None:
+        if self._timeout is None:
+            return
+        try:
+            self._timeout.reschedule(when)
+        except RuntimeError:  # the call already finished (an early answer): nothing to guard
+            self._timeout = None
+
+
+class PeerStream:
+    """The bytes a peer streams back, as an async iterator; raises the peer's typed error
+    if its handler failed midway, and :class:`PeerProtocolError` if the stream was cut.
+
+    Iterate it to the end, or close it (``await stream.aclose()`` or ``async with``):
+    a stream left half-read holds a connection until it is closed.
+    """
+
+    def __init__(self, client: PeerClient, response: aiohttp.ClientResponse) -> None:
+        self._client = client
+        self._response: aiohttp.ClientResponse | None = response
+        self.received = 0
+
+    def __aiter__(self) -> PeerStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        response = self._response
+        if response is None:
+            raise StopAsyncIteration
+        try:
+            kind, payload = await self._next_frame(response)
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+        except PeerError:
+            await self.aclose()
+            raise
+        except Exception as error:  # noqa: BLE001 - timeouts, resets, cut streams
+            await self.aclose()
+            raise self._client._transport_error(error, "streaming from") from error
+        if kind == wire.FRAME_DATA:
+            self.received += len(payload)
+            return payload
+        if kind == wire.FRAME_END:
+            response.release()
+            self._response = None
+            raise StopAsyncIteration
+        await self.aclose()
+        raise error_from_wire(payload)
+
+    async def _next_frame(self, response: aiohttp.ClientResponse) -> tuple[bytes, Any]:
+        content = response.content
+        while True:
+            kind, length = wire.FRAME_HEADER.unpack(await content.readexactly(wire.FRAME_HEADER.size))
+            if kind == wire.FRAME_DATA and length <= wire.MAX_FRAME:
+                if length:
+                    return kind, await content.readexactly(length)
+                continue
+            if kind == wire.FRAME_END and length == 0:
+                if await content.read(1):
+                    raise PeerProtocolError("bytes after the end of a peer stream", endpoint=self._client.endpoint)
+                return kind, None
+            if kind == wire.FRAME_ERROR and length <= wire.MAX_ERROR_FRAME:
+                try:
+                    return kind, wire.unpack(await content.readexactly(length))
+                except ValueError as error:  # msgpack's decode errors are ValueErrors
+                    raise PeerProtocolError(f"unreadable error record in a peer stream: {error}",
+                                            endpoint=self._client.endpoint) from None
+            raise PeerProtocolError(f"bad frame {kind!r} of {length} bytes in a peer stream",
+                                    endpoint=self._client.endpoint)
+
+    async def aclose(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()  # not read to the end: this connection cannot be reused
+
+    async def __aenter__(self) -> PeerStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class PeerClient:
+    """Calls to one peer node (``endpoint`` like ``http://127.0.0.2:9000``), signed with
+    the cluster ``secret``."""
+
+    def __init__(self, endpoint: str, secret: bytes, *, timeouts: PeerTimeouts | None = None,
+                 policy: HealthPolicy | None = None, session: aiohttp.ClientSession | None = None) -> None:
+        endpoint = endpoint.rstrip("/")
+        if not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"peer endpoint {endpoint!r} must be an http:// or https:// URL")
+        self.endpoint = endpoint
+        self.timeouts = timeouts or PeerTimeouts()
+        self.health = PeerHealth(policy or HealthPolicy())
+        self._signer = PeerSigner(secret)
+        self._session = session
+        self._probe_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def state(self) -> PeerState:
+        return self.health.state
+
+    def status(self) -> dict[str, Any]:
+        """What metrics and ``/health/cluster`` show about this peer."""
+        return {"endpoint": self.endpoint, **self.health.snapshot()}
+
+    # -- the three kinds of call ------------------------------------------------------------------
+    async def call(self, service: str, method: str, args: dict[str, Any] | None = None, *,
+                   timeout: float | None = None) -> Any:
+        """A control call: msgpack arguments in, msgpack result out, within ``timeout``
+        (default ``timeouts.call``) seconds in all."""
+        self._check_online()
+        return await self._call(service, method, args, timeout or self.timeouts.call)
+
+    async def call_stream_in(self, service: str, method: str, args: dict[str, Any] | None,
+                             body: AsyncIterable[bytes], *, length: int | None = None) -> Any:
+        """Stream ``body`` to a handler registered with ``stream_in=True``; its msgpack result.
+
+        With ``length`` the peer knows the size up front and the iterator must yield
+        exactly that many bytes; without it the body is sent chunked. If ``body`` raises,
+        the upload is cut (the peer's handler sees the body end early) and the same
+        exception is raised here.
+        """
+        self._check_online()
+        path = wire.path_for(service, method)
+        packed = wire.pack(args or {})
+        headers = self._signer.headers("POST", path, "", packed, body_declaration(length, streamed=True))
+        headers["Content-Type"] = "application/octet-stream"
+        if length is not None:
+            headers["Content-Length"] = str(wire.ARGS_PREFIX.size + len(packed) + length)
+        dog = _IdleWatchdog(self.timeouts.idle)
+        data = self._upload(wire.args_prefix(packed) + packed, body, length, dog)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.call,
+                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle)
+        self.health.calls += 1
+        try:
+            async with asyncio.timeout(None) as guard:
+                dog.attach(guard)
+                async with self._session_().post(self.endpoint + path, data=data, headers=headers,
+                                                  timeout=timeout) as response:
+                    dog.detach()
+                    return await self._result(response)
+        except PeerError:
+            raise
+        except BaseException as error:
+            if dog.producer_error is not None:
+                raise dog.producer_error from None
+            if isinstance(error, TimeoutError | aiohttp.ClientError | OSError):
+                raise self._transport_error(error, "streaming to") from error
+            raise
+
+    async def call_stream_out(self, service: str, method: str, args: dict[str, Any] | None = None) -> PeerStream:
+        """Start a call whose answer is a byte stream; errors before the first byte (the
+        handler's typed error, an offline peer) are raised here, later ones while iterating."""
+        self._check_online()
+        path = wire.path_for(service, method)
+        packed = wire.pack(args or {})
+        headers = self._signer.headers("POST", path, "", packed, body_declaration(None, streamed=False))
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.call,
+                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle)
+        self.health.calls += 1
+        response: aiohttp.ClientResponse | None = None
+        try:
+            response = await self._session_().post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
+                                                   headers=headers, timeout=timeout)
+            if response.status == 200 and response.content_type == wire.STREAM_TYPE:
+                self._succeeded()
+                stream, response = PeerStream(self, response), None
+                return stream
+            await self._result(response)  # raises the peer's error, or a protocol error
+            raise PeerProtocolError(f"{service}/{method} answered a result, not a stream", endpoint=self.endpoint)
+        except PeerError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            raise self._transport_error(error, "calling") from error
+        finally:
+            if response is not None:
+                response.release()
+
+    async def ping(self) -> dict[str, Any]:
+        """``node/ping``, even while the peer is offline (this is how the probe asks)."""
+        return await self._call("node", "ping", None, self.timeouts.probe)
+
+    async def close(self) -> None:
+        """Stop the probe. The shared session stays open for other clients."""
+        self._closed = True
+        task, self._probe_task = self._probe_task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    # -- internals -------------------------------------------------------------------------------
+    def _session_(self) -> aiohttp.ClientSession:
+        return self._session if self._session is not None else shared_session()
+
+    def _check_online(self) -> None:
+        if self.health.state is PeerState.OFFLINE:
+            raise PeerOffline(f"peer {self.endpoint} is offline ({self.health.last_error})", endpoint=self.endpoint)
+
+    async def _call(self, service: str, method: str, args: dict[str, Any] | None, total: float) -> Any:
+        path = wire.path_for(service, method)
+        packed = wire.pack(args or {})
+        headers = self._signer.headers("POST", path, "", packed, body_declaration(None, streamed=False))
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.timeouts.connect)
+        self.health.calls += 1
+        try:
+            async with self._session_().post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
+                                              headers=headers, timeout=timeout) as response:
+                return await self._result(response)
+        except PeerError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            raise self._transport_error(error, "calling") from error
+
+    async def _upload(self, head: bytes, body: AsyncIterable[bytes], length: int | None,
+                      dog: _IdleWatchdog) -> AsyncIterator[bytes]:
+        dog.arm()
+        yield head
+        dog.disarm()
+        # One chunk is held back until the next one (or the end) arrives, so the peer never
+        # has every declared byte from a producer that turns out to have more, or to fail.
+        sent, pending = 0, b""
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                sent += len(chunk)
+                if length is not None and sent > length:
+                    raise ValueError(f"the body is longer than its declared {length} bytes")
+                if pending:
+                    dog.arm()
+                    yield pending
+                    dog.disarm()
+                pending = chunk
+            if length is not None and sent != length:
+                raise ValueError(f"the body ended after {sent} of its declared {length} bytes")
+        except Exception as error:  # the caller's iterator failed: cut the upload, re-raise it
+            dog.producer_error = error
+            raise
+        if pending:
+            dog.arm()
+            yield pending
+            dog.disarm()
+
+    async def _result(self, response: aiohttp.ClientResponse) -> Any:
+        """The result of an answered call, or the typed error it carries."""
+        status, kind = response.status, response.content_type
+        if status == 200 and kind == wire.RESULT_TYPE:
+            result = self._decode(await self._read_bounded(response, MAX_RESULT))
+            self._succeeded()
+            return result
+        if status in (wire.PEER_ERROR_STATUS, 500) and kind == wire.ERROR_TYPE:
+            record = self._decode(await self._read_bounded(response, wire.MAX_ERROR_FRAME))
+            self._succeeded()
+            raise error_from_wire(record)
+        if status == 403:
+            self.health.last_error = "refused our signature (cluster secret or clock mismatch)"
+            raise PeerAuthRefused(endpoint=self.endpoint)
+        raise PeerProtocolError(f"peer {self.endpoint} answered HTTP {status} ({kind}): not a Buckets peer "
+                                "of this version?", endpoint=self.endpoint)
+
+    def _decode(self, data: bytes) -> Any:
+        try:
+            return wire.unpack(data)
+        except ValueError as error:
+            raise PeerProtocolError(f"peer {self.endpoint} sent an unreadable answer: {error}",
+                                    endpoint=self.endpoint) from None
+
+    @staticmethod
+    async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+        if response.content_length is not None and response.content_length > limit:
+            raise PeerProtocolError(f"answer of {response.content_length} bytes, over the {limit} limit")
+        data = bytearray()
+        while len(data) <= limit:
+            more = await response.content.read(limit + 1 - len(data))
+            if not more:
+                return bytes(data)
+            data += more
+        raise PeerProtocolError(f"answer over the {limit} byte limit")
+
+    def _succeeded(self) -> None:
+        if self.health.succeeded():
+            log.info("peer %s is back online", self.endpoint)
+
+    def _transport_error(self, error: BaseException, doing: str) -> PeerError:
+        """The typed error for a failed exchange; records it in the peer's health."""
+        definitive = False
+        if isinstance(error, aiohttp.ClientConnectorError):
+            definitive = isinstance(error.os_error, ConnectionRefusedError)
+            typed: PeerError = PeerUnreachable(f"cannot connect to peer {self.endpoint}: {error.strerror or error}",
+                                               endpoint=self.endpoint)
+        elif isinstance(error, TimeoutError):  # aiohttp's connect/read timeouts are TimeoutErrors too
+            typed = PeerTimeout(f"peer {self.endpoint} did not answer in time ({doing} it)", endpoint=self.endpoint)
+        elif isinstance(error, asyncio.IncompleteReadError | aiohttp.ClientPayloadError):
+            typed = PeerProtocolError(f"the stream from peer {self.endpoint} was cut", endpoint=self.endpoint)
+        else:
+            typed = PeerUnreachable(f"lost the connection to peer {self.endpoint} ({doing} it): "
+                                    f"{type(error).__name__}: {error}", endpoint=self.endpoint)
+        if self.health.failed(typed.message, definitive=definitive):
+            log.warning("peer %s is offline: %s", self.endpoint, typed.message)
+            self._start_probe()
+        return typed
+
+    def _start_probe(self) -> None:
+        if self._closed or (self._probe_task is not None and not self._probe_task.done()):
+            return
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe(), name=f"peer-probe {self.endpoint}")
+
+    async def _probe(self) -> None:
+        while self.health.state is PeerState.OFFLINE and not self._closed:
+            await asyncio.sleep(self.health.policy.probe_interval)
+            try:
+                await self.ping()
+            except PeerError as error:
+                log.debug("probe of %s failed: %s", self.endpoint, error.message)
+            except Exception:  # noqa: BLE001 - the probe must survive anything a peer answers
+                log.exception("probe of %s failed unexpectedly", self.endpoint)

@@ -1,0 +1,60 @@
+"""A real peer RPC server for the unit tests: an aiohttp app with a ``PeerRpcServer`` on a
+free port of 127.0.0.1, in the test's own event loop, that can be stopped and started
+again on the same port (a peer going down and coming back).
+
+Imported by name (``from rpc_testkit import ...``), like the other test kits.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from buckets.cluster.rpcauth import PeerVerifier, ReplayCache
+from buckets.cluster.rpcclient import HealthPolicy, PeerClient, PeerTimeouts
+from buckets.cluster.rpcserver import PeerRpcServer
+
+SECRET = b"unit-test-cluster-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RpcNode:
+    """One peer: its RPC server (register handlers on ``rpc``) and its listening state."""
+
+    rpc: PeerRpcServer
+    port: int = field(default_factory=free_port)
+    runner: web.AppRunner | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_routes(self.rpc.routes())
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def client(self, secret: bytes = SECRET, **options: object) -> PeerClient:
+        timeouts = options.pop("timeouts", None) or PeerTimeouts(connect=2.0, call=5.0, idle=5.0, probe=1.0)
+        policy = options.pop("policy", None) or HealthPolicy(failures_to_offline=3, probe_interval=0.05)
+        assert not options, options
+        return PeerClient(self.endpoint, secret, timeouts=timeouts, policy=policy)  # type: ignore[arg-type]
+
+
+def make_rpc(secret: bytes = SECRET, window: float = 60.0, replay: bool = True) -> PeerRpcServer:
+    return PeerRpcServer(PeerVerifier(secret, window=window, replay=ReplayCache() if replay else None))

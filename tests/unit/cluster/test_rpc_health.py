@@ -1,0 +1,221 @@
+"""Timeouts and the per-peer health state: suspect, offline (fail fast), back online by probe.
+
+Short timeouts make the tests quick; nothing here asserts how long anything took, only
+what state the peer is in and which typed error a call raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from rpc_testkit import RpcNode, make_rpc
+
+from buckets.cluster.rpcclient import HealthPolicy, PeerClient, PeerState, PeerTimeouts
+from buckets.cluster.rpcerrors import PeerOffline, PeerTimeout, PeerUnreachable
+from buckets.cluster.rpcserver import BodyReader
+
+MiB = 1 << 20
+QUICK = PeerTimeouts(connect=2.0, call=0.3, idle=0.3, probe=1.0)
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[RpcNode]:
+    peer = RpcNode(make_rpc())
+    await peer.start()
+    yield peer
+    await peer.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[PeerClient]]:
+    made: list[PeerClient] = []
+    yield made
+    for client in made:
+        await client.close()
+
+
+async def wait_for_state(client: PeerClient, state: PeerState, within: float = 20.0) -> None:
+    """Poll until the client reports ``state`` (a generous deadline, not a timing assertion)."""
+    async with asyncio.timeout(within):
+        while client.state is not state:
+            await asyncio.sleep(0.02)
+
+
+def sleeper(seconds: float):
+    async def sleep(args: dict[str, Any]) -> str:
+        await asyncio.sleep(seconds)
+        return "late"
+
+    return sleep
+
+
+async def test_a_call_that_outlives_its_timeout_raises_peer_timeout_and_makes_the_peer_suspect(
+        node: RpcNode, clients: list[PeerClient]) -> None:
+    node.rpc.register("test", "slow", sleeper(5))
+    client = node.client(timeouts=QUICK)
+    clients.append(client)
+    with pytest.raises(PeerTimeout):
+        await client.call("test", "slow")
+    assert client.state is PeerState.SUSPECT
+    assert client.status()["consecutive_failures"] == 1 and "did not answer in time" in client.status()["last_error"]
+    assert await client.ping()  # an answer clears the suspicion
+    assert client.state is PeerState.ONLINE and client.health.consecutive_failures == 0
+
+
+async def test_a_per_call_timeout_overrides_the_default(node: RpcNode, clients: list[PeerClient]) -> None:
+    node.rpc.register("test", "slow", sleeper(0.6))
+    client = node.client(timeouts=QUICK)
+    clients.append(client)
+    assert await client.call("test", "slow", timeout=10) == "late"
+
+
+async def test_repeated_timeouts_take_the_peer_offline_and_calls_fail_fast(
+        node: RpcNode, clients: list[PeerClient]) -> None:
+    node.rpc.register("test", "slow", sleeper(5))
+    calls = 0
+
+    def counted(args: dict[str, Any]) -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    node.rpc.register("test", "counted", counted)
+    # A probe interval long enough that the peer stays offline while we look at it.
+    client = node.client(timeouts=QUICK, policy=HealthPolicy(failures_to_offline=2, probe_interval=30))
+    clients.append(client)
+    with pytest.raises(PeerTimeout):
+        await client.call("test", "slow")
+    assert client.state is PeerState.SUSPECT
+    with pytest.raises(PeerTimeout):
+        await client.call("test", "slow")
+    assert client.state is PeerState.OFFLINE
+    with pytest.raises(PeerOffline, match="offline"):
+        await client.call("test", "counted")
+    with pytest.raises(PeerOffline):
+        await client.call_stream_out("test", "counted")
+    assert calls == 0  # nothing was sent while offline
+    assert client.status()["times_offline"] == 1
+
+
+async def test_a_stalled_download_times_out_per_read(node: RpcNode, clients: list[PeerClient]) -> None:
+    async def stalls(args: dict[str, Any]) -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.sleep(5)
+        yield b"never"
+
+    node.rpc.register("test", "stalls", stalls)
+    client = node.client(timeouts=QUICK)
+    clients.append(client)
+    stream = await client.call_stream_out("test", "stalls")
+    assert await stream.__anext__() == b"first"
+    with pytest.raises(PeerTimeout):
+        await stream.__anext__()
+    assert client.state is PeerState.SUSPECT
+
+
+async def test_a_slow_but_steady_download_is_not_a_timeout(node: RpcNode, clients: list[PeerClient]) -> None:
+    async def steady(args: dict[str, Any]) -> AsyncIterator[bytes]:
+        for _ in range(4):
+            await asyncio.sleep(0.2)  # each gap under the 0.3 s idle timeout, the whole well over it
+            yield b"tick"
+
+    node.rpc.register("test", "steady", steady)
+    client = node.client(timeouts=QUICK)
+    clients.append(client)
+    assert [chunk async for chunk in await client.call_stream_out("test", "steady")] == [b"tick"] * 4
+
+
+async def test_an_upload_the_peer_stops_reading_times_out(node: RpcNode, clients: list[PeerClient]) -> None:
+    async def stuck(args: dict[str, Any], body: BodyReader) -> None:
+        await body.read(1)
+        await asyncio.sleep(30)  # never reads the rest: the client's writes back up
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"u" * MiB
+
+    node.rpc.register("test", "stuck", stuck, stream_in=True)
+    client = node.client(timeouts=QUICK)
+    clients.append(client)
+    with pytest.raises(PeerTimeout):
+        await client.call_stream_in("test", "stuck", None, big(), length=64 * MiB)
+    assert client.state is PeerState.SUSPECT
+
+
+async def test_a_slow_producer_is_not_the_peers_fault(node: RpcNode, clients: list[PeerClient]) -> None:
+    async def count(args: dict[str, Any], body: BodyReader) -> int:
+        return sum([len(chunk) async for chunk in body])
+
+    async def slow_source() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            await asyncio.sleep(0.5)  # longer than the idle timeout: our side is slow, not the peer
+            yield b"s" * 1000
+
+    node.rpc.register("test", "count", count, stream_in=True)
+    client = node.client(timeouts=QUICK)
+    clients.append(client)
+    assert await client.call_stream_in("test", "count", None, slow_source(), length=3000) == 3000
+    assert client.state is PeerState.ONLINE
+
+
+async def test_a_stopped_peer_is_offline_at_once_and_a_probe_brings_it_back(
+        node: RpcNode, clients: list[PeerClient]) -> None:
+    client = node.client(timeouts=QUICK, policy=HealthPolicy(failures_to_offline=5, probe_interval=0.05))
+    clients.append(client)
+    assert await client.ping()
+    await node.stop()
+
+    # A pooled connection may die under the first call (the peer lost it: suspect); the
+    # first refused connection is enough to know nothing listens there: offline, well
+    # before five failures in a row.
+    failed: list[PeerUnreachable] = []
+    while client.state is not PeerState.OFFLINE:
+        with pytest.raises(PeerUnreachable) as caught:
+            await client.call("node", "ping")
+        failed.append(caught.value)
+    assert len(failed) <= 2 and "cannot connect" in failed[-1].message
+    with pytest.raises(PeerOffline):
+        await client.call("node", "ping")
+    # The probe keeps trying in the background and keeps failing while the port is closed.
+    failures = client.health.failures
+    async with asyncio.timeout(20):
+        while client.health.failures <= failures + 2:
+            await asyncio.sleep(0.02)
+    assert client.state is PeerState.OFFLINE
+
+    await node.start()  # the same port: the node restarted
+    await wait_for_state(client, PeerState.ONLINE)
+    assert (await client.ping())["time"] > 0
+    assert client.status()["times_offline"] == 1
+
+
+async def test_a_probe_answered_with_403_keeps_the_peer_offline(node: RpcNode, clients: list[PeerClient]) -> None:
+    client = node.client(secret=b"a-secret-the-peer-does-not-share", timeouts=QUICK,
+                         policy=HealthPolicy(failures_to_offline=1, probe_interval=0.05))
+    clients.append(client)
+    await node.stop()
+    with pytest.raises(PeerUnreachable):
+        await client.call("node", "ping")
+    assert client.state is PeerState.OFFLINE
+    await node.start()
+    refused = node.rpc.refused
+    async with asyncio.timeout(20):
+        while node.rpc.refused < refused + 2:
+            await asyncio.sleep(0.02)
+    assert client.state is PeerState.OFFLINE
+    assert "signature" in client.health.last_error
+
+
+async def test_close_stops_the_probe(node: RpcNode) -> None:
+    client = node.client(timeouts=QUICK, policy=HealthPolicy(failures_to_offline=1, probe_interval=0.05))
+    await node.stop()
+    with pytest.raises(PeerUnreachable):
+        await client.ping()
+    assert client.state is PeerState.OFFLINE
+    probe = client._probe_task
+    assert probe is not None and not probe.done()
+    await client.close()
+    assert probe.done()
