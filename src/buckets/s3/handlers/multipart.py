@@ -25,6 +25,7 @@ from buckets.s3.headers import checksum_headers, put_options, quote_etag, unquot
 from buckets.s3.xmlio import MAX_REQUEST_XML, XmlBuilder, iso8601, parse_document
 
 MAX_PARTS = 10000
+_MAX_XS_INT = 2**31 - 1
 CHECKSUM_TYPES = ("FULL_OBJECT", "COMPOSITE")
 
 
@@ -110,7 +111,10 @@ def _parse_complete(body: bytes) -> list[CompletePart]:
     for node in doc.find_all("Part"):
         number_text = (node.child_text("PartNumber") or "").strip()
         etag = node.child_text("ETag")
-        if not number_text.isdigit() or etag is None:
+        # PartNumber is an xs:int in S3's schema: ASCII digits that fit in 32 bits (int()
+        # would refuse "²" or 5,000 digits with a ValueError, i.e. a 500).
+        if not (number_text.isascii() and number_text.isdigit()) or len(number_text) > 10 \
+                or int(number_text) > _MAX_XS_INT or etag is None:
             raise MalformedXML()
         sums = {}
         for alg in checksums.ALGORITHMS:
