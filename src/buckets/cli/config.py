@@ -53,6 +53,7 @@ class Config:
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
     metrics_auth: str = "public"  # "public" | "bearer"
     metrics_token: str | None = None  # the bearer token /metrics wants in "bearer" mode
+    cluster_secret: str | None = None  # signs peer RPC; None: derived from the root credentials
     scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
     scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
     shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
@@ -318,6 +319,9 @@ SETTINGS: tuple[Setting, ...] = (
             "who may read /metrics: anyone, or requests with a bearer token", choices=METRICS_AUTH),
     Setting("metrics_token", "BUCKETS_METRICS_TOKEN", None, _optional_secret(16, "metrics token"),
             "bearer token Prometheus must send when metrics_auth is bearer, at least 16 characters"),
+    Setting("cluster_secret", "BUCKETS_CLUSTER_SECRET", None, _optional_secret(16, "cluster secret"),
+            "secret the nodes of a cluster sign peer requests with, the same on every node, at least "
+            "16 characters; unset, it is derived from the root credentials"),
     Setting("scanner_rate", "BUCKETS_SCANNER_RATE", "--scanner-rate", _decimal(0, "scanner rate"),
             "objects per second the background scanner verifies; 0 turns it off", metavar="N"),
     Setting("scanner_mb_rate", "BUCKETS_SCANNER_MB_RATE", "--scanner-mb-rate",

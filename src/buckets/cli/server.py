@@ -182,6 +182,7 @@ def build_app(store: object, config: Config):
     access logger (one line and the request metrics per request) sees every response.
     """
     from buckets.admin import AdminApi, LiveSettings
+    from buckets.cluster.rpcserver import build_node_rpc
     from buckets.obs import AccessLogger, OpsEndpoints, ServerMetrics
     from buckets.obs.access import METRICS_KEY, timing_middleware
     from buckets.s3.app import create_app
@@ -191,7 +192,9 @@ def build_app(store: object, config: Config):
                              metrics_token=config.metrics_token)
     settings = LiveSettings(store, endpoints, scanner_rate=config.scanner_rate)
     admin = AdminApi(store, config, settings)
-    app = create_app(store, config, extra_routes=admin.routes(), extra_middlewares=[timing_middleware, endpoints.middleware])
+    peer_rpc = build_node_rpc(store, config)  # /_buckets/peer/v1/...: other nodes, signed with the cluster secret
+    app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes()],
+                     extra_middlewares=[timing_middleware, endpoints.middleware])
     app[METRICS_KEY] = metrics
     runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access")}
     return app, runner_kwargs

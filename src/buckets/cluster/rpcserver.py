@@ -178,7 +178,11 @@ class PeerRpcServer:
         request[OPS_ERROR_CODE] = "AccessDenied"
         peer = request.remote or "?"
         log.info("peer request from %s refused: %s", peer, reason)
-        return web.Response(status=403, body=wire.FORBIDDEN_BODY, content_type="text/plain")
+        response = web.Response(status=403, body=wire.FORBIDDEN_BODY, content_type="text/plain")
+        # Always close: the unread body must not be parsed as a next request, and closing
+        # only sometimes (when the body had not arrived yet) would make answers differ.
+        response.force_close()
+        return response
 
     def _route(self, request: web.Request) -> tuple[Registration, str]:
         if request.method != "POST":
@@ -280,7 +284,7 @@ class PeerRpcServer:
 def build_node_rpc(store: Any, config: Any, *, window: float = DEFAULT_WINDOW) -> PeerRpcServer:
     """The peer RPC server of ``buckets server``: signed with the cluster secret, serving
     ``node/ping`` and ``node/info`` for now (RemoteDisk and the registry add theirs)."""
-    secret = cluster_secret(getattr(config, "cluster_secret", None), config.root_user, config.root_password)
+    secret = cluster_secret(config.cluster_secret, config.root_user, config.root_password)
     server = PeerRpcServer(PeerVerifier(secret, window=window, replay=ReplayCache()))
 
     def info(args: dict[str, Any]) -> dict[str, Any]:
