@@ -50,7 +50,7 @@ SIGNATURE_HEADER = "X-Buckets-Peer-Signature"
 SIGNED_HEADERS = (TIME_HEADER, NONCE_HEADER, ARGS_HEADER, BODY_HEADER, SIGNATURE_HEADER)
 
 DEFAULT_WINDOW = 60.0  # seconds either side of the receiver's clock
-DEFAULT_REPLAY_CAPACITY = 1_000_000  # nonces remembered (~100 bytes each)
+DEFAULT_REPLAY_CAPACITY = 500_000  # nonces remembered, ~180 bytes each: ~90 MB at most
 
 # Fixed HKDF "info" strings: changing one changes every key, so they are part of the protocol.
 _SECRET_FROM_ROOT_INFO = b"buckets/v1/cluster-secret-from-root-credentials"
