@@ -312,15 +312,14 @@ class PeerClient:
                 async with self._session_().post(self.endpoint + path, data=data, headers=headers,
                                                   timeout=timeout) as response:
                     dog.detach()
-                    return await self._result(response)
-        except PeerError:
-            raise
-        except BaseException as error:
-            if dog.producer_error is not None:
+                    result, error = await self._answer(response)
+        except (TimeoutError, aiohttp.ClientError, OSError) as failure:
+            if dog.producer_error is not None:  # aiohttp reports our source's failure as its own
                 raise dog.producer_error from None
-            if isinstance(error, TimeoutError | aiohttp.ClientError | OSError):
-                raise self._transport_error(error, "streaming to") from error
-            raise
+            raise self._transport_error(failure, "streaming to") from failure
+        if error is not None:
+            raise error
+        return result
 
     async def call_stream_out(self, service: str, method: str, args: dict[str, Any] | None = None) -> PeerStream:
         """Start a call whose answer is a byte stream; errors before the first byte (the
@@ -340,15 +339,14 @@ class PeerClient:
                 self._succeeded()
                 stream, response = PeerStream(self, response), None
                 return stream
-            await self._result(response)  # raises the peer's error, or a protocol error
-            raise PeerProtocolError(f"{service}/{method} answered a result, not a stream", endpoint=self.endpoint)
-        except PeerError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise self._transport_error(error, "calling") from error
+            _, error = await self._answer(response)
+        except (TimeoutError, aiohttp.ClientError, OSError) as failure:
+            raise self._transport_error(failure, "calling") from failure
         finally:
             if response is not None:
                 response.release()
+        raise error or PeerProtocolError(f"{service}/{method} answered a result, not a stream",
+                                         endpoint=self.endpoint)
 
     async def ping(self) -> dict[str, Any]:
         """``node/ping``, even while the peer is offline (this is how the probe asks)."""
@@ -382,11 +380,12 @@ class PeerClient:
         try:
             async with self._session_().post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
                                               headers=headers, timeout=timeout) as response:
-                return await self._result(response)
-        except PeerError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise self._transport_error(error, "calling") from error
+                result, error = await self._answer(response)
+        except (TimeoutError, aiohttp.ClientError, OSError) as failure:
+            raise self._transport_error(failure, "calling") from failure
+        if error is not None:
+            raise error
+        return result
 
     async def _upload(self, head: bytes, body: AsyncIterable[bytes], length: int | None,
                       dog: _IdleWatchdog) -> AsyncIterator[bytes]:
@@ -418,20 +417,22 @@ class PeerClient:
             yield pending
             dog.disarm()
 
-    async def _result(self, response: aiohttp.ClientResponse) -> Any:
-        """The result of an answered call, or the typed error it carries."""
+    async def _answer(self, response: aiohttp.ClientResponse) -> tuple[Any, BaseException | None]:
+        """``(result, None)``, or ``(None, the typed error the peer answered with)``: returned,
+        not raised, so no handler error is ever mistaken for a transport failure. Raises
+        only transport errors (reading the body) and :class:`PeerError`."""
         status, kind = response.status, response.content_type
         if status == 200 and kind == wire.RESULT_TYPE:
             result = self._decode(await self._read_bounded(response, MAX_RESULT))
             self._succeeded()
-            return result
+            return result, None
         if status in (wire.PEER_ERROR_STATUS, 500) and kind == wire.ERROR_TYPE:
             record = self._decode(await self._read_bounded(response, wire.MAX_ERROR_FRAME))
             self._succeeded()
-            raise error_from_wire(record)
+            return None, error_from_wire(record)
         if status == 403:
             self.health.last_error = "refused our signature (cluster secret or clock mismatch)"
-            raise PeerAuthRefused(endpoint=self.endpoint)
+            return None, PeerAuthRefused(endpoint=self.endpoint)
         raise PeerProtocolError(f"peer {self.endpoint} answered HTTP {status} ({kind}): not a Buckets peer "
                                 "of this version?", endpoint=self.endpoint)
 

@@ -8,12 +8,14 @@ Imported by name (``from rpc_testkit import ...``), like the other test kits.
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import pytest
 from aiohttp import web
 
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache
-from buckets.cluster.rpcclient import HealthPolicy, PeerClient, PeerTimeouts
+from buckets.cluster.rpcclient import HealthPolicy, PeerClient, PeerTimeouts, close_shared_session
 from buckets.cluster.rpcserver import PeerRpcServer
 
 SECRET = b"unit-test-cluster-secret-0123456789"
@@ -54,6 +56,14 @@ class RpcNode:
         policy = options.pop("policy", None) or HealthPolicy(failures_to_offline=3, probe_interval=0.05)
         assert not options, options
         return PeerClient(self.endpoint, secret, timeouts=timeouts, policy=policy)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+async def closed_peer_session() -> AsyncIterator[None]:
+    """Close the process's shared peer session after each test (each test has its own loop).
+    Autouse in every module that imports it."""
+    yield
+    await close_shared_session()
 
 
 def make_rpc(secret: bytes = SECRET, window: float = 60.0, replay: bool = True) -> PeerRpcServer:

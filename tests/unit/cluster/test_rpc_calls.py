@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from rpc_testkit import SECRET, RpcNode, make_rpc
+from rpc_testkit import SECRET, RpcNode, closed_peer_session, make_rpc  # noqa: F401 - autouse fixture
 
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcauth import PeerSigner, body_declaration

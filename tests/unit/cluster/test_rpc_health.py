@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from rpc_testkit import RpcNode, make_rpc
+from rpc_testkit import RpcNode, closed_peer_session, make_rpc  # noqa: F401 - autouse fixture
 
 from buckets.cluster.rpcclient import HealthPolicy, PeerClient, PeerState, PeerTimeouts
 from buckets.cluster.rpcerrors import PeerOffline, PeerTimeout, PeerUnreachable
