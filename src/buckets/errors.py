@@ -135,15 +135,102 @@ class ReadQuorumLost(BucketsError):
 
 
 class DiskError(Exception):
-    """A disk-level failure (offline, I/O error, missing file). Never shown to clients as-is."""
+    """A disk-level failure. Never shown to clients as-is: the engine turns disk failures
+    into quorum decisions (``WriteQuorumLost``, ``ReadQuorumLost``, a heal).
+
+    Every class below has a stable ``code``, so a disk error crosses a peer RPC as
+    ``{"code", "message"}`` (``disk_error_to_wire``) and comes back as the same class
+    (``disk_error_from_wire``): code above a remote disk catches what it would catch from
+    a local one. A plain ``DiskError`` is a failure with no better name (an unexpected
+    errno, a caller passing an impossible argument).
+    """
+
+    code = "DiskError"
 
 
-class DiskNotFound(DiskError):
-    """The file or directory asked for does not exist on this disk."""
+class FileNotFound(DiskError):
+    """The file or directory asked for does not exist on this disk (or a path component is
+    not a directory)."""
+
+    code = "FileNotFound"
 
 
 class CorruptData(DiskError):
-    """A piece or metadata file failed its checksum."""
+    """A piece or metadata file failed its checksum, or a file is larger than any file of
+    its kind can be."""
+
+    code = "CorruptData"
+
+
+class DiskFull(DiskError):
+    """No space (or quota) left on the disk's filesystem."""
+
+    code = "DiskFull"
+
+
+class DiskAccessDenied(DiskError):
+    """The disk refused the operation: permissions, or a read-only filesystem."""
+
+    code = "DiskAccessDenied"
+
+
+class PathEscape(DiskError):
+    """A path that does not name something inside the disk root (``..``, absolute, NUL), or
+    an operation that would replace or remove the root itself. Always a caller bug."""
+
+    code = "PathEscape"
+
+
+class DiskOffline(DiskError):
+    """The disk cannot be used at all: its root is gone or not a directory, it is closed,
+    or (remote) its node does not answer. The disk is marked offline when this happens."""
+
+    code = "DiskOffline"
+
+
+class DiskFaulty(DiskOffline):
+    """The device answered with an I/O error (EIO, ENODEV, ...): the disk is marked offline
+    and probed until it answers again."""
+
+    code = "DiskFaulty"
+
+
+class DiskTimeout(DiskOffline):
+    """The disk (or the node serving it) did not answer within the call's time limit."""
+
+    code = "DiskTimeout"
+
+
+class UnformattedDisk(DiskError):
+    """The disk root holds no format file and nothing else (missing or empty): it may be
+    formatted."""
+
+    code = "UnformattedDisk"
+
+
+class ForeignDisk(DiskError):
+    """The disk root holds files but no format file: someone else's directory, never used."""
+
+    code = "ForeignDisk"
+
+
+DISK_ERRORS: dict[str, type[DiskError]] = {cls.code: cls for cls in (
+    DiskError, FileNotFound, CorruptData, DiskFull, DiskAccessDenied, PathEscape, DiskOffline,
+    DiskFaulty, DiskTimeout, UnformattedDisk, ForeignDisk)}
+
+
+def disk_error_to_wire(error: DiskError) -> dict[str, str]:
+    """The msgpack-able form of a disk error: ``{"code": ..., "message": ...}``."""
+    return {"code": error.code, "message": str(error)}
+
+
+def disk_error_from_wire(doc: object) -> DiskError:
+    """The disk error ``doc`` describes, as the class its code names. An unknown code (a
+    newer peer) or a malformed record is a plain ``DiskError``, still a disk failure."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("message", ""), str):
+        return DiskError(f"malformed disk error record: {doc!r:.200}")
+    cls = DISK_ERRORS.get(doc.get("code"), DiskError) if isinstance(doc.get("code"), str) else DiskError
+    return cls(doc.get("message", ""))
 
 
 class FormatError(Exception):

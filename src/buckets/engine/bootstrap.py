@@ -1,34 +1,32 @@
 """Bring a node's disks up: format new ones, refuse foreign ones, find offline ones.
 
-Rules: every disk root is probed. All empty → a new deployment is formatted (one
-deployment id, one disk id per path, the erasure layout fixed). Some formatted → the
-formatted ones must agree on the deployment; an empty disk at a slot takes that slot's
-old identity back (it was replaced or wiped, the healer refills it); a disk from another
-deployment or a non-empty foreign directory is refused with a message; an unreadable
-path is reported offline and tolerated while the read quorum holds.
+Rules: every disk's format file is read (``Disk.read_format``). All unformatted → a new
+deployment is formatted (one deployment id, one disk id per disk, the erasure layout
+fixed; missing roots are created then, and only then). Some formatted → the formatted ones
+must agree on the deployment; an unformatted disk at a slot takes that slot's old
+identity back (it was replaced or wiped, the healer refills it); a disk from another
+deployment or a non-empty foreign directory is refused with a message; an unusable disk
+is reported offline and tolerated while the read quorum holds.
+
+Everything here goes through the ``Disk`` protocol, so the disks may be local or remote.
+The one exception is the registry directory (``choose_registry``): an LMDB environment
+lives on a local filesystem, so only disks with a ``local_path`` can hold it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from buckets.errors import FormatError
+from buckets.errors import CorruptData, DiskError, ForeignDisk, FormatError, UnformattedDisk
 from buckets.placement import default_set_size, erasure_layout
-from buckets.storage.format import DiskFormat, FORMAT_FILE, SYS_DIR, TMP_DIR, new_format, new_ids, probe
+from buckets.storage.disk import Disk
+from buckets.storage.format import REGISTRY_DIR, REGISTRY_POINTER, DiskFormat, FORMAT_FILE, new_format, new_ids
 
 log = logging.getLogger("buckets.engine")
-
-
-@dataclass(slots=True)
-class DiskSlot:
-    path: str
-    fmt: DiskFormat | None
-    online: bool
-    fresh: bool = False  # formatted just now into an existing deployment (needs refill)
-    error: str = ""
 
 
 @dataclass(slots=True)
@@ -39,153 +37,145 @@ class Bootstrap:
     block_size: int
     partitions: int
     disk_ids: list[str]
-    slots: list[DiskSlot] = field(default_factory=list)
     new_deployment: bool = False
 
-
-def _write_format(path: str, fmt: DiskFormat, sync: bool) -> None:
-    if not os.path.isdir(path):  # never create a missing disk root (an unmounted disk)
-        raise FileNotFoundError(f"{path} does not exist")
-    os.makedirs(os.path.join(path, SYS_DIR), exist_ok=True)
-    os.makedirs(os.path.join(path, TMP_DIR), exist_ok=True)
-    final = os.path.join(path, FORMAT_FILE)
-    tmp = final + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(fmt.to_json())
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, final)
-    if sync:
-        fd = os.open(os.path.dirname(final), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def format_for(self, slot: int) -> DiskFormat:
+        """The format file of slot ``slot`` (to re-format a wiped disk into it)."""
+        return new_format(slot, self.disk_ids, self.deployment_id, self.k, self.m, self.block_size,
+                          self.partitions)
 
 
-def bootstrap(paths: list[str], *, parity: int | None, block_size: int, partitions: int,
-              sync: bool) -> Bootstrap:
-    if not paths:
+# What reading one disk's format found: its format, None (unformatted: may be formatted),
+# or why the disk cannot be used now (a string).
+Probe = DiskFormat | None | str
+
+
+async def read_disk_format(disk: Disk) -> Probe:
+    """Classify a disk. ``FormatError`` for a foreign directory or an unreadable format file:
+    both refuse the start rather than risk someone else's data."""
+    try:
+        raw = await disk.read_format()
+    except UnformattedDisk:
+        return None
+    except ForeignDisk as exc:
+        raise FormatError(str(exc)) from None
+    except CorruptData as exc:
+        raise FormatError(f"{disk.endpoint}: unreadable format file ({exc})") from None
+    except DiskError as exc:
+        return str(exc) or f"{disk.endpoint} is unusable"
+    return DiskFormat.from_json(raw, f"{disk.endpoint}/{FORMAT_FILE}")
+
+
+async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, partitions: int,
+                    sync: bool) -> Bootstrap:
+    """Format or check ``disks`` (in slot order); set each one's ``disk_id`` and state
+    (offline with its error, or ``healing`` when it was formatted into an existing slot)."""
+    if not disks:
         raise FormatError("no disk paths given")
-    if len(set(os.path.abspath(p) for p in paths)) != len(paths):
+    if len({d.endpoint for d in disks}) != len(disks):
         raise FormatError("the same disk path is given twice")
-    probes: list[DiskFormat | None | str] = []
-    for p in paths:
-        try:
-            probes.append(probe(p))
-        except FormatError:
-            raise
-        except OSError as exc:
-            probes.append(f"{p}: {exc.strerror or exc}")
-    foreign = [r for r in probes if isinstance(r, str) and "refusing" in r]
-    if foreign:
-        raise FormatError(foreign[0])
+    probes: list[Probe] = list(await asyncio.gather(*(read_disk_format(d) for d in disks)))
     formats = [r for r in probes if isinstance(r, DiskFormat)]
     if not formats:
-        return _new_deployment(paths, probes, parity, block_size, partitions, sync)
+        return await _new_deployment(disks, probes, parity, block_size, partitions, sync)
 
     deployments = Counter(f.deployment_id for f in formats)
     deployment_id, _ = deployments.most_common(1)[0]
-    for p, r in zip(paths, probes):
+    for d, r in zip(disks, probes):
         if isinstance(r, DiskFormat) and r.deployment_id != deployment_id:
-            raise FormatError(f"{p} belongs to another deployment ({r.deployment_id}); "
+            raise FormatError(f"{d.endpoint} belongs to another deployment ({r.deployment_id}); "
                               f"this node's disks are in {deployment_id}")
     ref = next(f for f in formats if f.deployment_id == deployment_id)
-    if len(ref.disks) != len(paths):
-        raise FormatError(f"this deployment has {len(ref.disks)} disks but {len(paths)} paths were given")
+    if len(ref.disks) != len(disks):
+        raise FormatError(f"this deployment has {len(ref.disks)} disks but {len(disks)} paths were given")
     boot = Bootstrap(deployment_id, ref.k, ref.m, ref.block_size, ref.partitions, list(ref.disks))
-    for slot, (p, r) in enumerate(zip(paths, probes)):
+    for slot, (d, r) in enumerate(zip(disks, probes)):
+        if isinstance(r, DiskFormat) and (r.slot != slot or r.disk_id != ref.disks[slot]):
+            raise FormatError(f"{d.endpoint} holds disk {r.disk_id} of slot {r.slot}, but is given at "
+                              f"position {slot}; keep the disk order of the first start")
+    for slot, (d, r) in enumerate(zip(disks, probes)):
+        d.disk_id = ref.disks[slot]
         if isinstance(r, DiskFormat):
-            if r.slot != slot or r.disk_id != ref.disks[slot]:
-                raise FormatError(f"{p} holds disk {r.disk_id} of slot {r.slot}, but is given at position {slot}; "
-                                  "keep the disk order of the first start")
-            boot.slots.append(DiskSlot(p, r, True))
-        elif r is None:
-            fmt = new_format(slot, ref.disks, deployment_id, ref.k, ref.m, ref.block_size, ref.partitions)
+            continue
+        if r is None:
             try:
-                _write_format(p, fmt, sync)
-                boot.slots.append(DiskSlot(p, fmt, True, fresh=True))
-                log.warning("disk %s was empty: formatted into slot %d of deployment %s; it will be refilled",
-                            p, slot, deployment_id)
-            except OSError as exc:
-                log.error("disk %s is offline: %s", p, exc)
-                boot.slots.append(DiskSlot(p, None, False, error=str(exc)))
+                await d.write_format(boot.format_for(slot).to_json(), create_root=False, sync=sync)
+            except DiskError as exc:
+                d.mark_offline(str(exc))
+                continue
+            d.healing = True
+            log.warning("disk %s was empty: formatted into slot %d of deployment %s; it will be refilled",
+                        d.endpoint, slot, deployment_id)
         else:
-            log.error("disk %s is offline: %s", p, r)
-            boot.slots.append(DiskSlot(p, None, False, error=r))
+            d.mark_offline(r)
     return boot
 
 
-def _new_deployment(paths, probes, parity, block_size, partitions, sync) -> Bootstrap:
+async def _new_deployment(disks: list[Disk], probes: list[Probe], parity: int | None, block_size: int,
+                          partitions: int, sync: bool) -> Bootstrap:
     offline = [r for r in probes if isinstance(r, str)]
     if offline:
         raise FormatError(f"cannot format a new deployment while a disk is unusable: {offline[0]}")
-    set_size = default_set_size(len(paths))
+    set_size = default_set_size(len(disks))
     try:
         k, m = erasure_layout(set_size, parity)
     except ValueError as exc:
         raise FormatError(str(exc)) from None
-    deployment_id, disk_ids = new_ids(len(paths))
+    deployment_id, disk_ids = new_ids(len(disks))
     boot = Bootstrap(deployment_id, k, m, block_size, partitions, disk_ids, new_deployment=True)
-    for slot, p in enumerate(paths):
-        fmt = new_format(slot, disk_ids, deployment_id, k, m, block_size, partitions)
-        os.makedirs(p, exist_ok=True)
-        _write_format(p, fmt, sync)
-        boot.slots.append(DiskSlot(p, fmt, True))
+    for slot, d in enumerate(disks):
+        d.disk_id = disk_ids[slot]
+        try:
+            await d.write_format(boot.format_for(slot).to_json(), create_root=True, sync=sync)
+        except DiskError as exc:
+            raise FormatError(f"cannot format {d.endpoint}: {exc}") from None
     return boot
 
 
-REGISTRY_POINTER = f"{SYS_DIR}/registry.json"
-
-
-def choose_registry(disks: list, sync: bool) -> tuple[str, bool]:
+async def choose_registry(disks: list[Disk], sync: bool) -> tuple[str, bool]:
     """Pick the disk whose registry is authoritative; return (registry dir, rebuild needed).
 
-    Every disk holds ``registry.json``: {epoch, disk_id} naming where the registry lived at
-    the last start. The highest epoch wins. If that disk is offline, the registry moves to
-    the first online disk and is rebuilt from the disks' metadata (a stale copy there,
-    from an older epoch, is discarded). The new pointer, epoch + 1, is written to every
-    online disk before the store serves, so a disk that returns later with an old registry
-    can never shadow writes acknowledged meanwhile.
+    Only online disks with a ``local_path`` count: the registry is an LMDB environment of
+    this node, on one of its own disks, and the pointer beside it is this node's too.
+    Every such disk holds ``registry.json``: {epoch, disk_id} naming where the registry
+    lived at the last start. The highest epoch wins. If that disk is offline, the registry
+    moves to the first local online disk and is rebuilt from the disks' metadata (a stale
+    copy there, from an older epoch, is discarded). The new pointer, epoch + 1, is written
+    to every local online disk before the store serves, so a disk that returns later with
+    an old registry can never shadow writes acknowledged meanwhile.
     """
-    import json
-    import shutil
-
-    from buckets.storage.format import REGISTRY_DIR
-
-    online = [d for d in disks if d.online]
+    local = [d for d in disks if d.online and d.local_path(REGISTRY_DIR) is not None]
+    if not local:
+        raise FormatError("no online local disk can hold this node's registry")
     best: dict | None = None
-    for d in online:
+    for d in local:
         try:
-            with open(os.path.join(d.root, REGISTRY_POINTER), "rb") as f:
-                ptr = json.loads(f.read())
+            ptr = json.loads(await d.read_file(REGISTRY_POINTER, max_size=4096))
             if best is None or ptr["epoch"] > best["epoch"]:
                 best = ptr
-        except (OSError, ValueError, KeyError, TypeError):
+        except (DiskError, ValueError, KeyError, TypeError):
             continue
-    by_id = {d.disk_id: d for d in online}
+    by_id = {d.disk_id: d for d in local}
     rebuild = False
     if best is not None and best.get("disk_id") in by_id:
         home = by_id[best["disk_id"]]
     else:
-        home = online[0]
+        home = local[0]
         if best is not None:  # the authoritative registry is unreachable: start over from the disks
             log.warning("registry disk %s is unavailable: rebuilding the registry on %s",
                         best.get("disk_id"), home.endpoint)
-            shutil.rmtree(os.path.join(home.root, REGISTRY_DIR), ignore_errors=True)
+            try:
+                await home.delete(REGISTRY_DIR, recursive=True)
+            except DiskError as exc:
+                raise FormatError(f"cannot clear the stale registry on {home.endpoint}: {exc}") from None
             rebuild = True
     epoch = (best["epoch"] + 1) if best else 1
     data = json.dumps({"epoch": epoch, "disk_id": home.disk_id}).encode()
-    for d in online:
+    for d in local:
         try:
-            tmp = os.path.join(d.root, REGISTRY_POINTER + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if sync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(d.root, REGISTRY_POINTER))
-        except OSError as exc:
+            await d.write_file(REGISTRY_POINTER, data, sync=sync)
+        except DiskError as exc:
             log.warning("cannot write the registry pointer on %s: %s", d.endpoint, exc)
-    return os.path.join(home.root, REGISTRY_DIR), rebuild
+    path = home.local_path(REGISTRY_DIR)
+    assert path is not None
+    return path, rebuild

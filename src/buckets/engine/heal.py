@@ -21,7 +21,7 @@ from buckets.engine import paths
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file
 from buckets.erasure import ShardGeometry, unframe_piece
-from buckets.errors import CorruptData, DiskError, DiskNotFound
+from buckets.errors import CorruptData, DiskError
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -216,13 +216,10 @@ async def _install(store, bucket, key, entry, disks, targets, stage, inline) -> 
             if inline is not None:
                 await d.write_file(mp, store._disk_meta(bucket, key, entry, t, inline[t]), sync=store.sync)
             else:
-                w = await d.create_file(f"{stage}/meta.{t}")
-                await w.write(store._disk_meta(bucket, key, entry, t))
-                await w.close(store.sync)
                 moves = [(f"{stage}/part.{p[0]}", paths.part_path(bucket, key, entry["wid"], p[0]))
                          for p in entry["parts"]]
-                await d.move_all(moves, (f"{stage}/meta.{t}", mp), sync=store.sync)
+                await d.rename_data(moves, (mp, store._disk_meta(bucket, key, entry, t)), sync=store.sync)
             done.append(t)
-        except (DiskError, DiskNotFound) as exc:
+        except DiskError as exc:
             log.warning("heal of %s/%s on %s failed: %s", bucket, key, d.endpoint, exc)
     return done

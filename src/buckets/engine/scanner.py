@@ -8,16 +8,19 @@
   orphans: write files no registry entry points to, stale staging entries, and multipart
   uploads older than ``upload_max_age``. Anything younger than ``grace`` is left alone,
   because a write in flight has files on disk before its registry commit.
-- The **disk monitor** notices a disk whose format file vanished (wiped or replaced
-  while running) or an offline disk that came back; it re-formats the disk into its
-  old slot and starts a **refill**: one pass that rebuilds every shard that belongs on it.
+- The **disk monitor** probes every disk's format file (``Disk.read_format``): a disk
+  whose format vanished (wiped or replaced while running) is re-formatted into its old
+  slot, an offline disk that answers again with its own format comes back; either way a
+  **refill** starts: one pass that rebuilds every shard that belongs on it. A disk that
+  fails the probe (gone, I/O error, foreign or another disk's format) is marked offline.
+
+Everything here reaches the disks through the ``Disk`` protocol only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,9 +28,10 @@ from typing import TYPE_CHECKING
 from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
-from buckets.errors import CorruptData, DiskError
+from buckets.errors import CorruptData, DiskError, FileNotFound, FormatError, UnformattedDisk
 from buckets.registry import Op
-from buckets.storage.format import DATA_DIR, FORMAT_FILE, MULTIPART_DIR, TMP_DIR, new_format
+from buckets.storage.disk import Disk
+from buckets.storage.format import DATA_DIR, FORMAT_FILE, MULTIPART_DIR, TMP_DIR, DiskFormat
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -199,23 +203,20 @@ class Scanner:
         store.heal_stats.uploads_expired += expired
         return {"orphans_removed": removed, "uploads_expired": expired}
 
-    async def _sweep_disk(self, disk, cutoff: float) -> int:
+    async def _sweep_disk(self, disk: Disk, cutoff: float) -> int:
         store = self.store
-        loop = asyncio.get_running_loop()
         removed = 0
         # staging and upload directories nobody owns any more
         live_uploads = {u["uid"] for b, _ in store.registry.list_buckets() for u in store.registry.list_uploads(b)}
         for base, keep in ((TMP_DIR, set()), (MULTIPART_DIR, live_uploads)):
             try:
-                names = await disk.list_dir(base)
-            except DiskError:
-                continue
-            for name in names:
-                if name in keep:
-                    continue
-                if await loop.run_in_executor(None, _mtime, disk.abspath(f"{base}/{name}")) < cutoff:
-                    await disk.delete(f"{base}/{name}", recursive=True)
+                stale = [e.path async for e in disk.walk_entries(base, 1)
+                         if e.mtime < cutoff and e.path.rsplit("/", 1)[-1] not in keep]
+                for path in stale:
+                    await disk.delete(path, recursive=True)
                     removed += 1
+            except DiskError as exc:
+                log.warning("sweep of %s on %s stopped: %s", base, disk.endpoint, exc)
         # object writes the registry does not point to
         buckets = {b for b, _ in store.registry.list_buckets()}
         try:
@@ -228,30 +229,42 @@ class Scanner:
             removed += await self._sweep_bucket(disk, b, cutoff)
         return removed
 
-    async def _sweep_bucket(self, disk, bucket: str, cutoff: float) -> int:
+    async def _sweep_bucket(self, disk: Disk, bucket: str, cutoff: float) -> int:
+        """Remove the writes under a bucket that no registry entry points to: for each
+        ``<fan>/<h>.<wid>.meta`` and ``<fan>/<h>.<wid>/`` older than the cutoff. A disk
+        error other than a missing or corrupt file stops the pass: a metadata file that
+        could not be read (timeout, I/O error) may well be the current write's."""
         store = self.store
-        loop = asyncio.get_running_loop()
         removed = 0
-        entries = await loop.run_in_executor(None, _list_writes, disk.abspath(f"{DATA_DIR}/{bucket}"))
-        for fan, h, wid, is_meta, mtime in entries:
-            if mtime >= cutoff:
-                continue
-            rel = f"{DATA_DIR}/{bucket}/{fan}/{h}.{wid}"
-            if is_meta:
-                try:
-                    meta = decode_meta_file(await disk.read_file(rel + ".meta"))
-                    current = store.registry.get_object(bucket, meta["key"])
-                    if current is not None and current["wid"] == wid:
-                        continue
-                except (DiskError, CorruptData, KeyError, ValueError):
-                    pass  # unreadable metadata of a write nobody can name: an orphan
-                await disk.delete(rel + ".meta")
-                await disk.delete(rel, recursive=True)
+        gone: set[str] = set()  # writes removed in this pass (their other entry may follow)
+        try:
+            async for entry in disk.walk_entries(f"{DATA_DIR}/{bucket}", 2):
+                is_meta = entry.path.endswith(".meta")
+                rel = entry.path[:-5] if is_meta else entry.path
+                _h, _, wid = rel.rsplit("/", 1)[-1].partition(".")
+                if not wid or entry.mtime >= cutoff or rel in gone:
+                    continue
+                if is_meta:
+                    try:
+                        meta = decode_meta_file(await disk.read_file(rel + ".meta"))
+                        current = store.registry.get_object(bucket, meta["key"])
+                        if current is not None and current["wid"] == wid:
+                            continue
+                    except FileNotFound:
+                        continue  # removed meanwhile (an overwrite's cleanup)
+                    except (CorruptData, KeyError, ValueError, TypeError):
+                        pass  # unreadable metadata of a write nobody can name: an orphan
+                    await disk.delete(rel + ".meta")
+                    await disk.delete(rel, recursive=True)
+                elif not await disk.exists(rel + ".meta"):
+                    # a data directory without its metadata: a write that never finished
+                    await disk.delete(rel, recursive=True)
+                else:
+                    continue
+                gone.add(rel)
                 removed += 1
-            elif not await disk.exists(rel + ".meta"):
-                # a data directory without its metadata: a write that never finished
-                await disk.delete(rel, recursive=True)
-                removed += 1
+        except DiskError as exc:
+            log.warning("sweep of bucket %s on %s stopped: %s", bucket, disk.endpoint, exc)
         return removed
 
     # -- disks ------------------------------------------------------------------------------
@@ -264,37 +277,40 @@ class Scanner:
                 log.exception("disk monitor failed")
 
     async def check_disks(self) -> None:
+        """Probe every disk once (see the module docstring)."""
+        for slot, disk in enumerate(self.store.disks):
+            await self._probe(slot, disk)
+
+    async def _probe(self, slot: int, disk: Disk) -> None:
         store = self.store
         ref = store.boot
-        loop = asyncio.get_running_loop()
-        for slot, disk in enumerate(store.disks):
-            present = await loop.run_in_executor(None, os.path.exists, os.path.join(disk.root, FORMAT_FILE))
-            if disk.online and present:
-                continue
-            if not disk.online and present:
-                log.warning("disk %s is back online: refilling what was written while it was away",
-                            disk.endpoint)
-                disk.online = True
-                disk.healing = True
-                self._start_refill(disk)
-                continue
-            # no format file: wiped/replaced while running, or still missing
+        try:
+            fmt = DiskFormat.from_json(await disk.read_format(), f"{disk.endpoint}/{FORMAT_FILE}")
+        except UnformattedDisk:
+            fmt = None
+        except (DiskError, FormatError) as exc:
+            disk.mark_offline(str(exc))
+            return
+        if fmt is not None:
+            if fmt.deployment_id != ref.deployment_id or fmt.disk_id != ref.disk_ids[slot]:
+                disk.mark_offline(f"{disk.endpoint} now holds disk {fmt.disk_id} of deployment "
+                                  f"{fmt.deployment_id}, not this slot's disk {ref.disk_ids[slot]}")
+                return
+            if disk.online:
+                return
+            log.warning("disk %s is back online: refilling what was written while it was away", disk.endpoint)
+        else:
+            # no format file: wiped/replaced while running, or its root is still missing
             try:
-                from buckets.engine.bootstrap import _write_format
-
-                fmt = new_format(slot, ref.disk_ids, ref.deployment_id, ref.k, ref.m, ref.block_size, ref.partitions)
-                await loop.run_in_executor(None, _write_format, disk.root, fmt, store.sync)
-            except OSError as exc:
-                if disk.online:
-                    log.error("disk %s went offline: %s", disk.endpoint, exc)
-                disk.online = False
-                disk.last_error = str(exc)
-                continue
+                await disk.write_format(ref.format_for(slot).to_json(), create_root=False, sync=store.sync)
+            except DiskError as exc:
+                disk.mark_offline(str(exc))
+                return
             log.warning("disk %s lost its format (wiped or replaced): re-formatted into slot %d, refilling",
                         disk.endpoint, slot)
-            disk.online = True
-            disk.healing = True
-            self._start_refill(disk)
+        disk.mark_online()
+        disk.healing = True
+        self._start_refill(disk)
 
     def _start_refill(self, disk) -> None:
         current = self.refill.get(disk.disk_id)
@@ -334,30 +350,3 @@ class Scanner:
         except Exception:
             log.exception("refill of %s failed", disk.endpoint)
 
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return time.time()
-
-
-def _list_writes(bucket_root: str) -> list[tuple[str, str, str, bool, float]]:
-    """(fan dir, key hash, write id, is metadata, mtime) for every write under a bucket."""
-    out = []
-    try:
-        fans = os.listdir(bucket_root)
-    except OSError:
-        return out
-    for fan in fans:
-        fdir = os.path.join(bucket_root, fan)
-        if not os.path.isdir(fdir):
-            continue
-        for name in os.listdir(fdir):
-            is_meta = name.endswith(".meta")
-            stem = name[:-5] if is_meta else name
-            h, _, wid = stem.partition(".")
-            if not wid:
-                continue
-            out.append((fan, h, wid, is_meta, _mtime(os.path.join(fdir, name))))
-    return out

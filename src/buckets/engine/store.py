@@ -39,7 +39,8 @@ from buckets.engine.writer import ErasureWriter, WriteResult
 from buckets.erasure import ErasureCodec
 from buckets.placement import DiskSpec, Topology, build_table
 from buckets.registry import Op, Registry
-from buckets.storage import LocalDisk
+from buckets.storage import Disk, LocalDisk
+from buckets.storage.disk import DiskInfo
 from buckets.storage.format import TMP_DIR, USERS_FILE
 
 log = logging.getLogger("buckets.engine")
@@ -56,8 +57,8 @@ class Store:
     """One node's object layer over its disks. Create with ``await Store.open(paths)``."""
 
     def __init__(self) -> None:
-        self.disks: list[LocalDisk] = []
-        self.by_id: dict[str, LocalDisk] = {}
+        self.disks: list[Disk] = []
+        self.by_id: dict[str, Disk] = {}
         self.registry: Registry
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self.locks = KeyLocks()
@@ -73,30 +74,43 @@ class Store:
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
-    async def open(cls, paths_: list[str], *, parity: int | None = None, sync: bool = True,
-                   cache_size: int = 1_000_000, inline_threshold: int = 128 * 1024,
-                   block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
-                   registry_dir: str | None = None, background: bool = True,
-                   small_copy_limit: int = 16 * 1024,
-                   scanner_config: "ScannerConfig | None" = None) -> "Store":
+    async def open(cls, paths_: list[str], **kwargs) -> "Store":
+        """A store over local directories (one ``LocalDisk`` each); see ``open_disks``."""
+        return await cls.open_disks([LocalDisk(p) for p in paths_], **kwargs)
+
+    @classmethod
+    async def open_disks(cls, disks: list[Disk], *, parity: int | None = None, sync: bool = True,
+                         cache_size: int = 1_000_000, inline_threshold: int = 128 * 1024,
+                         block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
+                         registry_dir: str | None = None, background: bool = True,
+                         small_copy_limit: int = 16 * 1024,
+                         scanner_config: "ScannerConfig | None" = None) -> "Store":
+        """The composition root: a store over ``disks`` (any ``Disk``: local, remote, wrapped),
+        in slot order. The store owns them from here on and closes them, also when opening
+        fails."""
         self = cls()
+        self.disks = list(disks)
+        try:
+            await self._open(parity=parity, sync=sync, cache_size=cache_size, inline_threshold=inline_threshold,
+                             block_size=block_size, partitions=partitions, registry_dir=registry_dir,
+                             background=background, small_copy_limit=small_copy_limit,
+                             scanner_config=scanner_config)
+        except BaseException:
+            await self._abandon()
+            raise
+        return self
+
+    async def _open(self, *, parity, sync, cache_size, inline_threshold, block_size, partitions, registry_dir,
+                    background, small_copy_limit, scanner_config) -> None:
         self.sync = sync
         self.inline_threshold = inline_threshold
         self.small_copy_limit = min(small_copy_limit, inline_threshold)
         loop = asyncio.get_running_loop()
-        boot = await loop.run_in_executor(None, lambda: bootstrap(
-            list(paths_), parity=parity, block_size=block_size, partitions=partitions, sync=sync))
+        boot = await bootstrap(self.disks, parity=parity, block_size=block_size, partitions=partitions, sync=sync)
         self.boot = boot
         self.deployment_id = boot.deployment_id
         self.k, self.m, self.block_size = boot.k, boot.m, boot.block_size
-        self.paths = [s.path for s in boot.slots]
-        for slot, disk_id in zip(boot.slots, boot.disk_ids):
-            disk = LocalDisk(slot.path, disk_id)
-            disk.online = slot.online
-            disk.last_error = slot.error
-            disk.healing = slot.fresh
-            self.disks.append(disk)
-            self.by_id[disk_id] = disk
+        self.by_id = {d.disk_id: d for d in self.disks}
         online = [d for d in self.disks if d.online]
         if len(online) < self.k:
             raise errors.FormatError(f"only {len(online)} of {len(self.disks)} disks are usable; "
@@ -108,7 +122,7 @@ class Store:
         if registry_dir:
             reg_dir, rebuild = registry_dir, False
         else:
-            reg_dir, rebuild = await loop.run_in_executor(None, choose_registry, online, sync)
+            reg_dir, rebuild = await choose_registry(online, sync)
         self.registry = Registry(reg_dir, cache_size=cache_size, sync=sync)
         self.registry.start()
         if (self.registry.created or rebuild) and not boot.new_deployment:
@@ -121,7 +135,20 @@ class Store:
         self.scanner = Scanner(self, scanner_config)
         if background:
             self.scanner.start()
-        return self
+
+    async def _abandon(self) -> None:
+        """Undo a failed open: stop what started, close the registry and the disks."""
+        scanner = getattr(self, "scanner", None)
+        if scanner is not None:
+            await scanner.stop()
+        registry = getattr(self, "registry", None)
+        if registry is not None:
+            try:
+                await registry.close()
+            except Exception:  # noqa: BLE001 - the open's own error is the one to report
+                log.exception("closing the registry of a failed open")
+        await asyncio.gather(*(d.close() for d in self.disks), return_exceptions=True)
+        self.cpu.shutdown(wait=False)
 
     async def _mirror_users(self, snapshot: bytes) -> None:
         ok = await self._on_disks(lambda d: d.write_file(USERS_FILE, snapshot, sync=self.sync))
@@ -138,11 +165,10 @@ class Store:
             except (asyncio.TimeoutError, Exception):
                 pass
         await self.registry.close()
-        for d in self.disks:
-            d.close()
+        await asyncio.gather(*(d.close() for d in self.disks))
         self.cpu.shutdown(wait=True)
 
-    async def _clean_staging(self, disk: LocalDisk) -> None:
+    async def _clean_staging(self, disk: Disk) -> None:
         try:
             for name in await disk.list_dir(TMP_DIR):
                 await disk.delete(f"{TMP_DIR}/{name}", recursive=True)
@@ -164,8 +190,8 @@ class Store:
             codec = self._codecs[(k, m, bs)] = ErasureCodec(k, m, bs)
         return codec
 
-    def disks_for(self, disk_ids: list[str]) -> list[LocalDisk | None]:
-        out: list[LocalDisk | None] = []
+    def disks_for(self, disk_ids: list[str]) -> list[Disk | None]:
+        out: list[Disk | None] = []
         for i in disk_ids:
             d = self.by_id.get(i)
             out.append(d if d is not None and d.online else None)
@@ -235,7 +261,7 @@ class Store:
             raise errors.NoSuchBucket(resource=name, BucketName=name)
         return rec
 
-    async def _on_disks(self, fn, disks: list[LocalDisk | None] | None = None) -> int:
+    async def _on_disks(self, fn, disks: list[Disk | None] | None = None) -> int:
         targets = [d for d in (disks if disks is not None else self.disks) if d is not None and d.online]
 
         async def one(d) -> bool:
@@ -337,17 +363,14 @@ class Store:
 
     async def _commit_streamed(self, bucket, key, entry, stage, disks, slots: list[int],
                                moves: list[tuple[str, str]]) -> list[int]:
-        """Write each disk's metadata into staging, then move data and metadata into place."""
+        """One call per disk: move the data into place, then write that disk's metadata."""
         mp = paths.meta_path(bucket, key, entry["wid"])
 
         async def one(i: int) -> int | None:
             d = disks[i]
             try:
-                w = await d.create_file(f"{stage}/meta")
-                await w.write(self._disk_meta(bucket, key, entry, i))
-                await w.close(self.sync)
-                await d.move_all(moves, (f"{stage}/meta", mp), sync=self.sync)
-                await d.delete(stage, recursive=True)
+                await d.rename_data(moves, (mp, self._disk_meta(bucket, key, entry, i)), sync=self.sync,
+                                    cleanup=stage)
                 return i
             except errors.DiskError as exc:
                 log.warning("disk %s: %s", d.endpoint, exc)
@@ -475,14 +498,8 @@ class Store:
     )
 
     # -- status ---------------------------------------------------------------------------
-    async def disk_infos(self):
-        return await asyncio.gather(*(d.info() if d.online else _offline(d) for d in self.disks))
-
-
-async def _offline(d: LocalDisk):
-    from buckets.storage.disk import DiskInfo
-
-    return DiskInfo(d.disk_id, d.endpoint, False, error=d.last_error or "offline")
+    async def disk_infos(self) -> list[DiskInfo]:
+        return list(await asyncio.gather(*(d.info() for d in self.disks)))
 
 
 def resolve_range(rng: tuple[int | None, int | None], size: int) -> ByteRange:

@@ -5,7 +5,9 @@ Layout of one disk root::
     .buckets.sys/format.json          deployment id, disk id, slot, layout (this module)
     .buckets.sys/tmp/<txid>/          staging for writes in flight (wiped at start)
     .buckets.sys/multipart/<upload>/  erasure-coded parts of uploads in progress
-    .buckets.sys/registry/            the node's LMDB registry (on the disk registry.json names)
+    .buckets.sys/registry/            the node's LMDB registry (on the disk registry.json names;
+                                      local disks only, reached by path, not through Disk)
+    .buckets.sys/registry.json        {epoch, disk_id}: where the authoritative registry is
     .buckets.sys/users.meta           mirror of the user table (secrets sealed), for rebuilds
     buckets/<bucket>/.bucket.meta     bucket record
     buckets/<bucket>/<h[:3]>/         fan-out directory; h = xxh3_128(key) hex
@@ -16,7 +18,6 @@ Layout of one disk root::
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import asdict, dataclass, field
 
@@ -27,6 +28,7 @@ FORMAT_FILE = f"{SYS_DIR}/format.json"
 TMP_DIR = f"{SYS_DIR}/tmp"
 MULTIPART_DIR = f"{SYS_DIR}/multipart"
 REGISTRY_DIR = f"{SYS_DIR}/registry"
+REGISTRY_POINTER = f"{SYS_DIR}/registry.json"
 USERS_FILE = f"{SYS_DIR}/users.meta"
 DATA_DIR = "buckets"
 FORMAT_VERSION = 1
@@ -62,23 +64,6 @@ class DiskFormat:
             raise
         except (ValueError, TypeError) as exc:
             raise FormatError(f"{where}: unreadable format file ({exc})") from None
-
-
-def probe(root: str) -> DiskFormat | None | str:
-    """Classify a disk root: its DiskFormat, None when empty/new, or an error string."""
-    if not os.path.exists(root):
-        return None
-    if not os.path.isdir(root):
-        return f"{root} is not a directory"
-    path = os.path.join(root, FORMAT_FILE)
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            return DiskFormat.from_json(f.read(), path)
-    entries = [e for e in os.listdir(root) if e not in ("lost+found", SYS_DIR)]
-    if entries:
-        return (f"{root} is not empty and holds no Buckets format file "
-                f"(found {', '.join(sorted(entries)[:3])}); refusing to use a foreign directory")
-    return None
 
 
 def new_format(slot: int, disks: list[str], deployment_id: str, k: int, m: int,

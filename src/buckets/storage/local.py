@@ -4,6 +4,10 @@ Every blocking call runs in this disk's own small thread pool, so a slow or hung
 stalls only its own work and never the event loop. Durability: data files are fsynced
 before they are renamed into place, and every directory whose entries change is fsynced
 after the rename (when ``sync`` is on).
+
+Errors: ``OSError`` never leaves this module; it becomes the typed ``DiskError`` its errno
+means (``FileNotFound``, ``DiskFull``, ``DiskAccessDenied``, ``DiskFaulty``...). An I/O
+error or a vanished root marks the disk offline.
 """
 
 from __future__ import annotations
@@ -16,19 +20,25 @@ import itertools
 import logging
 import os
 import shutil
+import stat as stat_mod
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from buckets.errors import CorruptData, DiskError, DiskNotFound
-from buckets.storage.disk import DiskInfo
-from buckets.storage.format import TMP_DIR
+from buckets.errors import (
+    CorruptData, DiskAccessDenied, DiskError, DiskFaulty, DiskFull, DiskOffline, FileNotFound, ForeignDisk,
+    PathEscape, UnformattedDisk,
+)
+from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, DiskInfo, FileStat
+from buckets.storage.format import FORMAT_FILE, SYS_DIR, TMP_DIR
 
 log = logging.getLogger("buckets.storage")
 
-# Largest file read whole: an inline object's shard (<= 128 KiB of data, framed) plus its
-# metadata, or the user-table mirror. Anything bigger is damage, not a metadata file.
-MAX_SMALL_FILE = 16 << 20
+# errnos that mean the device itself is failing: the disk goes offline until probed back
+_FAULTY_ERRNOS = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN, errno.EUCLEAN}
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DENIED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+_WALK_BATCH = 512  # entries per thread hand-off (and per round trip, for a remote disk)
 
 
 def _load_syncfs():
@@ -126,19 +136,44 @@ def _makedirs(path: str, sync: bool) -> None:
         _fsync_dir(parent)
 
 
+def _write_all(fh, data: bytes) -> None:
+    """An unbuffered write may be short: loop until every byte is written."""
+    view = memoryview(data)
+    while view:
+        n = fh.write(view)
+        view = view[n:]
+
+
+def _rmtree(path: str) -> None:
+    """Remove a tree; entries that vanish meanwhile (a concurrent delete) are not errors."""
+    def onerror(_fn, _path, exc_info) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(path, onerror=onerror)
+
+
 class LocalShardWriter:
-    """Streams one staged file; writes go through the disk's pool in order."""
+    """Streams one file; writes go through the disk's pool in order."""
 
     def __init__(self, disk: "LocalDisk", path: str, fh) -> None:
         self._disk, self._path, self._fh = disk, path, fh
+        self._state = "open"
 
     async def write(self, data: bytes) -> None:
-        await self._disk._run(self._fh.write, data)
+        if self._state != "open":
+            raise DiskError(f"{self._path}: write to a file already {self._state}")
+        await self._disk._run(_write_all, self._fh, data)
 
     async def close(self, sync: bool) -> None:
+        if self._state == "closed":
+            return
+        if self._state != "open":
+            raise DiskError(f"{self._path}: close of a file already {self._state}")
+        self._state = "closed"
+
         def _close() -> None:
             try:
-                self._fh.flush()
                 if sync:
                     os.fsync(self._fh.fileno())
             finally:
@@ -147,6 +182,8 @@ class LocalShardWriter:
         await self._disk._run(_close)
 
     async def abort(self) -> None:
+        self._state = "aborted"
+
         def _abort() -> None:
             try:
                 self._fh.close()
@@ -163,65 +200,173 @@ class LocalShardWriter:
 
 
 class LocalDisk:
-    """One directory. ``online`` turns False after an I/O error that looks like a dead disk."""
+    """One directory of this machine. See ``buckets.storage.disk`` for the contract."""
 
     def __init__(self, root: str, disk_id: str = "", *, threads: int = 4) -> None:
         self.root = os.path.abspath(root)
         self.endpoint = self.root
         self.disk_id = disk_id
         self.online = True
+        self.healing = False
         self.last_error = ""
+        self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}")
         self._batch: list[tuple[str, str, bytes, bool, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
 
+    def __repr__(self) -> str:
+        return f"LocalDisk({self.root!r}, {self.disk_id!r})"
+
+    # -- state --------------------------------------------------------------------------
+    def mark_offline(self, reason: str) -> None:
+        self.last_error = reason
+        if self.online:
+            self.online = False
+            log.error("disk %s went offline: %s", self.endpoint, reason)
+
+    def mark_online(self) -> None:
+        self.online = True
+
+    def local_path(self, rel: str) -> str:
+        return self._abs(rel, root_ok=True)
+
     # -- plumbing ---------------------------------------------------------------------
-    def abspath(self, rel: str) -> str:
+    def _abs(self, rel: str, *, root_ok: bool = False) -> str:
+        if not isinstance(rel, str) or "\0" in rel:
+            raise PathEscape(f"not a path: {rel!r:.100}")
         path = os.path.normpath(os.path.join(self.root, rel))
-        if path != self.root and not path.startswith(self.root + os.sep):
-            raise DiskError(f"path escapes disk root: {rel!r}")
+        if path == self.root:
+            if not root_ok:
+                raise PathEscape(f"refusing to replace or remove the disk root: {rel!r}")
+        elif not path.startswith(self.root + os.sep):
+            raise PathEscape(f"path escapes disk root: {rel!r}")
         return path
 
     def _checked(self, fn, *args):
         # A vanished root (unmounted, pulled) must fail the call: creating directories
         # below it would silently write to whatever filesystem holds its parent.
         if not os.path.isdir(self.root):
-            raise OSError(errno.ENODEV, "disk root is missing", self.root)
+            raise DiskOffline(f"{self.root}: disk root is missing or not a directory")
         return fn(*args)
 
-    async def _run(self, fn, *args):
+    def _typed(self, exc: OSError) -> DiskError:
+        msg = f"{self.root}: {exc}"
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+            return FileNotFound(msg)
+        if exc.errno in _FULL_ERRNOS:
+            err: DiskError = DiskFull(msg)
+        elif exc.errno in _DENIED_ERRNOS:
+            err = DiskAccessDenied(msg)
+        elif exc.errno in _FAULTY_ERRNOS:
+            err = DiskFaulty(msg)
+        else:
+            return DiskError(msg)
+        self.last_error = msg
+        return err
+
+    async def _run(self, fn, *args, check_root: bool = True):
+        if self._closed:
+            raise DiskOffline(f"{self.endpoint}: disk is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self._checked, fn, *args)
-        except FileNotFoundError as exc:
-            raise DiskNotFound(str(exc)) from None
-        except NotADirectoryError as exc:
-            raise DiskNotFound(str(exc)) from None
+            if check_root:
+                return await loop.run_in_executor(self._pool, self._checked, fn, *args)
+            return await loop.run_in_executor(self._pool, fn, *args)
+        except DiskError as exc:
+            if isinstance(exc, DiskOffline):
+                self.mark_offline(str(exc))
+            raise
         except OSError as exc:
-            if exc.errno in (errno.EIO, errno.ENODEV, errno.EROFS, errno.ENOSPC, errno.EACCES):
-                self.last_error = str(exc)
-            if exc.errno in (errno.EIO, errno.ENODEV) and self.online:
-                self.online = False  # the disk monitor brings it back when it reappears
-                log.error("disk %s went offline: %s", self.root, exc)
-            raise DiskError(f"{self.root}: {exc}") from None
+            err = self._typed(exc)
+            if isinstance(err, DiskOffline):
+                self.mark_offline(str(err))
+            raise err from None
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    async def _batches(self, gen: Iterator[list]) -> AsyncIterator[list]:
+        """Advance a blocking generator of batches in the pool, one batch per hand-off.
+        No thread waits on the consumer, so one that stops early leaks nothing."""
+        try:
+            while True:
+                batch = await self._run(next, gen, None)
+                if batch is None:
+                    return
+                yield batch
+        finally:
+            try:
+                gen.close()
+            except ValueError:  # still running in the pool (the consumer was cancelled)
+                pass
 
-    # -- Disk protocol ----------------------------------------------------------------
+    # -- lifecycle and health ---------------------------------------------------------
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._flusher is not None and not self._flusher.done():
+            try:
+                await self._flusher  # batched small writes already accepted finish first
+            except Exception:  # noqa: BLE001 - their callers got the error
+                pass
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+
     async def info(self) -> DiskInfo:
+        if not self.online:
+            return DiskInfo(self.disk_id, self.endpoint, False, error=self.last_error or "offline",
+                            healing=self.healing)
+
         def _info() -> DiskInfo:
             st = os.statvfs(self.root)
             total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-            return DiskInfo(self.disk_id, self.endpoint, True, total, free, total - st.f_bfree * st.f_frsize)
+            return DiskInfo(self.disk_id, self.endpoint, True, total, free, total - st.f_bfree * st.f_frsize,
+                            healing=self.healing)
 
         try:
             return await self._run(_info)
         except DiskError as exc:
-            return DiskInfo(self.disk_id, self.endpoint, False, error=str(exc))
+            return DiskInfo(self.disk_id, self.endpoint, False, error=str(exc), healing=self.healing)
 
+    # -- the format file ----------------------------------------------------------------
+    async def read_format(self) -> bytes:
+        root = self.root
+
+        def _read() -> bytes:
+            if not os.path.lexists(root):
+                raise UnformattedDisk(f"{root} does not exist")
+            if not os.path.isdir(root):
+                raise DiskOffline(f"{root} is not a directory")
+            try:
+                with open(os.path.join(root, FORMAT_FILE), "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size > MAX_FORMAT_FILE:
+                        raise CorruptData(f"{root}/{FORMAT_FILE}: {size} bytes, not a format file")
+                    return f.read(size)
+            except FileNotFoundError:
+                pass
+            entries = sorted(e for e in os.listdir(root) if e not in ("lost+found", SYS_DIR))
+            if entries:
+                raise ForeignDisk(f"{root} is not empty and holds no Buckets format file "
+                                  f"(found {', '.join(entries[:3])}); refusing to use a foreign directory")
+            raise UnformattedDisk(f"{root} is empty")
+
+        return await self._run(_read, check_root=False)
+
+    async def write_format(self, data: bytes, *, create_root: bool, sync: bool) -> None:
+        root = self.root
+        tmp = os.path.join(root, TMP_DIR, f"{next(_TMP_IDS)}.w")
+
+        def _write() -> None:
+            if not os.path.isdir(root):
+                if not create_root or os.path.lexists(root):
+                    raise DiskOffline(f"{root}: disk root is missing or not a directory")
+                _makedirs(root, sync)
+            _makedirs(os.path.join(root, TMP_DIR), sync)
+            _write_atomic(tmp, os.path.join(root, FORMAT_FILE), data, sync)
+
+        await self._run(_write, check_root=False)
+
+    # -- files ----------------------------------------------------------------------------
     async def create_file(self, path: str) -> LocalShardWriter:
-        full = self.abspath(path)
+        full = self._abs(path)
 
         def _open():
             os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -233,8 +378,10 @@ class LocalDisk:
         """Atomic small-file write. Concurrent writes to this disk are batched into one
         thread hand-off: each is written to staging and renamed into place; with ``sync``,
         a single ``syncfs`` then makes the whole batch durable before any caller is answered."""
-        full = self.abspath(path)
-        tmp = self.abspath(f"{TMP_DIR}/{next(_TMP_IDS)}.w")
+        full = self._abs(path)
+        if self._closed:
+            raise DiskOffline(f"{self.endpoint}: disk is closed")
+        tmp = self._abs(f"{TMP_DIR}/{next(_TMP_IDS)}.w")
         if sync and _syncfs is None:  # no syncfs here: fsync each file and directory instead
             await self._run(_write_atomic, tmp, full, data, sync)
             return
@@ -257,8 +404,13 @@ class LocalDisk:
                     continue
                 if err is None:
                     fut.set_result(None)
+                elif isinstance(err, DiskError):
+                    fut.set_exception(err)
                 else:
-                    fut.set_exception(err if isinstance(err, DiskError) else DiskError(f"{self.root}: {err}"))
+                    typed = self._typed(err)
+                    if isinstance(typed, DiskOffline):
+                        self.mark_offline(str(typed))
+                    fut.set_exception(typed)
 
     def _write_batch(self, items: list[tuple[str, str, bytes]], sync: bool) -> list[Exception | None]:
         results: list[Exception | None] = []
@@ -283,7 +435,7 @@ class LocalDisk:
         """A whole small file (metadata, format, user mirror). Shard data is never read this
         way: it goes through ``read_range``. A file over ``max_size`` is refused as corrupt
         rather than loaded: no metadata file can legitimately be that large."""
-        full = self.abspath(path)
+        full = self._abs(path, root_ok=True)
 
         def _read() -> bytes:
             with open(full, "rb") as f:
@@ -295,7 +447,9 @@ class LocalDisk:
         return await self._run(_read)
 
     async def read_range(self, path: str, offset: int, length: int) -> bytes:
-        full = self.abspath(path)
+        full = self._abs(path, root_ok=True)
+        if offset < 0 or length < 0 or length > MAX_RANGE:
+            raise DiskError(f"{full}: invalid range (offset {offset}, length {length}, at most {MAX_RANGE})")
 
         def _read() -> bytes:
             fd = os.open(full, os.O_RDONLY)
@@ -306,28 +460,14 @@ class LocalDisk:
 
         return await self._run(_read)
 
-    async def rename(self, src: str, dst: str, *, sync: bool) -> None:
-        s, d = self.abspath(src), self.abspath(dst)
+    async def rename_data(self, moves: list[tuple[str, str]], meta: tuple[str, bytes] | None, *,
+                          sync: bool, cleanup: str | None = None) -> None:
+        pairs = [(self._abs(s), self._abs(d)) for s, d in moves]
+        fin = (self._abs(meta[0]), meta[1]) if meta is not None else None
+        clean = self._abs(cleanup) if cleanup else None
+        tmp = self._abs(f"{TMP_DIR}/{next(_TMP_IDS)}.w")
 
-        def _rename() -> None:
-            _makedirs(os.path.dirname(d), sync)
-            os.replace(s, d)
-            if sync:
-                _fsync_dir(os.path.dirname(d))
-
-        await self._run(_rename)
-
-    async def move_all(self, moves: list[tuple[str, str]], last: tuple[str, str] | None, *,
-                       sync: bool) -> None:
-        """Rename every (src, dst) into place, fsync their directories, then do ``last``.
-
-        ``last`` is the metadata file: it becomes visible only after the data it
-        describes is durably in place.
-        """
-        pairs = [(self.abspath(s), self.abspath(d)) for s, d in moves]
-        fin = (self.abspath(last[0]), self.abspath(last[1])) if last else None
-
-        def _move() -> None:
+        def _commit() -> None:
             dirs: dict[str, None] = {}
             for s, d in pairs:
                 parent = os.path.dirname(d)
@@ -338,33 +478,34 @@ class LocalDisk:
                 for parent in dirs:
                     _fsync_dir(parent)
             if fin is not None:
-                parent = os.path.dirname(fin[1])
-                _makedirs(parent, sync)
-                os.replace(*fin)
-                if sync:
-                    _fsync_dir(parent)
+                _write_atomic(tmp, fin[0], fin[1], sync)
+            if clean is not None:
+                shutil.rmtree(clean, ignore_errors=True)  # committed already; the sweep retries
 
-        await self._run(_move)
+        await self._run(_commit)
 
     async def fsync_dir(self, path: str) -> None:
-        await self._run(_fsync_dir, self.abspath(path))
+        await self._run(_fsync_dir, self._abs(path, root_ok=True))
 
     async def delete(self, path: str, *, recursive: bool = False, prune: int = 0) -> None:
-        """Remove a file or directory; then remove up to ``prune`` parents left empty."""
-        full = self.abspath(path)
+        full = self._abs(path)
+        root = self.root
 
         def _delete() -> None:
             try:
-                if recursive and os.path.isdir(full):
-                    shutil.rmtree(full)
-                elif os.path.isdir(full):
-                    os.rmdir(full)
+                if os.path.isdir(full) and not os.path.islink(full):
+                    if recursive:
+                        _rmtree(full)
+                    else:
+                        os.rmdir(full)
                 else:
                     os.unlink(full)
             except FileNotFoundError:
                 pass
             parent = os.path.dirname(full)
             for _ in range(prune):
+                if parent == root:
+                    break
                 try:
                     os.rmdir(parent)  # fails (and stops) unless empty
                 except OSError:
@@ -374,52 +515,93 @@ class LocalDisk:
         await self._run(_delete)
 
     async def list_dir(self, path: str) -> list[str]:
-        full = self.abspath(path)
-        return await self._run(os.listdir, full)
+        return await self._run(os.listdir, self._abs(path, root_ok=True))
 
     async def file_size(self, path: str) -> int:
-        return (await self._run(os.stat, self.abspath(path))).st_size
+        return (await self._run(os.stat, self._abs(path, root_ok=True))).st_size
 
     async def exists(self, path: str) -> bool:
-        return await self._run(os.path.exists, self.abspath(path))
+        return await self._run(os.path.exists, self._abs(path, root_ok=True))
+
+    async def stat(self, path: str) -> FileStat:
+        full = self._abs(path, root_ok=True)
+        st = await self._run(os.stat, full)
+        return FileStat(os.path.relpath(full, self.root), st.st_size, st.st_mtime, stat_mod.S_ISDIR(st.st_mode))
 
     async def walk_files(self, path: str, suffix: str) -> AsyncIterator[str]:
-        """Relative paths of files under ``path`` ending in ``suffix`` (batched off-loop)."""
-        base = self.abspath(path)
-        queue: asyncio.Queue = asyncio.Queue(maxsize=8)
-        loop = asyncio.get_running_loop()
-
-        def _walk() -> None:
-            batch: list[str] = []
-            for dirpath, _dirs, files in os.walk(base):
-                for name in files:
-                    if name.endswith(suffix):
-                        batch.append(os.path.relpath(os.path.join(dirpath, name), self.root))
-                        if len(batch) >= 512:
-                            asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
-                            batch = []
-            asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
-
-        fut = loop.run_in_executor(self._pool, _walk)
-        while True:
-            batch = await queue.get()
-            if batch is None:
-                break
+        gen = _walk_files(self._abs(path, root_ok=True), self.root, suffix)
+        async for batch in self._batches(gen):
             for rel in batch:
                 yield rel
-        await fut
+
+    async def walk_entries(self, path: str, depth: int) -> AsyncIterator[FileStat]:
+        if depth < 1:
+            raise DiskError(f"walk depth must be at least 1, not {depth}")
+        gen = _walk_entries(self._abs(path, root_ok=True), self.root, depth)
+        async for batch in self._batches(gen):
+            for entry in batch:
+                yield entry
+
+
+def _walk_files(base: str, root: str, suffix: str) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for dirpath, _dirs, files in os.walk(base):
+        for name in files:
+            if name.endswith(suffix):
+                batch.append(os.path.relpath(os.path.join(dirpath, name), root))
+        if len(batch) >= _WALK_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _walk_entries(base: str, root: str, depth: int) -> Iterator[list[FileStat]]:
+    def visit(directory: str, level: int) -> Iterator[FileStat]:
+        try:
+            it = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with it:
+            for entry in it:
+                if level == depth:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # removed since the listing
+                        continue
+                    yield FileStat(os.path.relpath(entry.path, root), st.st_size, st.st_mtime,
+                                   stat_mod.S_ISDIR(st.st_mode))
+                elif entry.is_dir(follow_symlinks=False):
+                    yield from visit(entry.path, level + 1)
+
+    batch: list[FileStat] = []
+    for item in visit(base, 1):
+        batch.append(item)
+        if len(batch) >= _WALK_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _write_atomic(tmp: str, final: str, data: bytes, sync: bool) -> None:
+    """Write ``tmp``, make it durable, rename it over ``final``: readers of ``final`` see the
+    old content or the new, never a mix. A failure leaves ``final`` untouched and no ``tmp``."""
     os.makedirs(os.path.dirname(tmp), exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    parent = os.path.dirname(final)
-    _makedirs(parent, sync)
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        parent = os.path.dirname(final)
+        _makedirs(parent, sync)
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     if sync:
         _fsync_dir(parent)

@@ -120,4 +120,4 @@ def shard_file(store, bucket: str, key: str, slot: int) -> str:
         rel = paths.meta_path(bucket, key, entry["wid"])
     else:
         rel = paths.part_path(bucket, key, entry["wid"], 1)
-    return os.path.join(disk.root, rel)
+    return disk.local_path(rel)

@@ -160,7 +160,7 @@ async def test_multipart_object_with_a_damaged_part_shard(tmp_disks) -> None:
         rnd = random.Random(7)
         for slot, part in [(0, 1), (1, 2)]:  # different data shards of different parts
             disk = store.by_id[entry["disks"][slot]]
-            damage(os.path.join(disk.root, paths.part_path("dmg", "mp", entry["wid"], part)), "flip_many", rnd)
+            damage(disk.local_path(paths.part_path("dmg", "mp", entry["wid"], part)), "flip_many", rnd)
         assert await read_all(await store.get_object("dmg", "mp")) == b"".join(bodies)
         assert await read_all(await store.get_object("dmg", "mp", part_number=2)) == bodies[1]
         assert ("dmg", "mp", entry["wid"]) in queued(store)
@@ -222,7 +222,7 @@ async def test_small_objects_are_served_from_the_registry_copy_and_bad_copies_ar
         assert store.registry.get_small("small", "k", "not-this-write") is None
         # served without any disk: every shard file of the object removed
         for d in store.disks:
-            os.unlink(os.path.join(d.root, paths.meta_path("small", "k", entry["wid"])))
+            os.unlink(d.local_path(paths.meta_path("small", "k", entry["wid"])))
         assert await get_bytes(store, "small", "k") == b"second!"
         # corrupt the registry copy: it is refused, and with the disks gone the read fails
         env = store.registry.env
