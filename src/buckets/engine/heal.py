@@ -111,7 +111,7 @@ def _verify_frames(data: bytes, geo: ShardGeometry) -> bool:
 async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = True) -> ObjectHealResult:
     """Check one object and rebuild its bad shards. Safe to run concurrently with I/O."""
     res = ObjectHealResult()
-    entry = store.registry.get_object(bucket, key)
+    entry = await store.catalog.get_object(bucket, key)
     if entry is None:
         return res
     disks = store.disks_for(entry["disks"])
@@ -141,7 +141,7 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
         try:
             inline = await _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage)
         except DiskError as exc:
-            current = store.registry.get_object(bucket, key)
+            current = await store.catalog.get_object(bucket, key)
             if current is None or current["wid"] != entry["wid"]:
                 res.reason = "object changed while healing; nothing to do"
                 return res
@@ -151,7 +151,7 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
             log.warning("heal of %s/%s failed: %s", bucket, key, exc)
             return res
         async with store.locks.hold((bucket, key)):
-            current = store.registry.get_object(bucket, key)
+            current = await store.catalog.get_object(bucket, key)
             if current is None or current["wid"] != entry["wid"]:
                 res.reason = "object changed while healing; nothing to do"
                 return res

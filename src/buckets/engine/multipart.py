@@ -27,7 +27,6 @@ from buckets.engine.types import (
     CompletePart, ListPartsResult, ListUploadsResult, ObjectInfo, PartInfo, PutOptions, UploadInfo,
 )
 from buckets.engine.writer import ErasureWriter
-from buckets.registry import Op
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -36,9 +35,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 
 
-def _upload(self: "Store", bucket: str, key: str, upload_id: str) -> dict:
+async def _upload(self: "Store", bucket: str, key: str, upload_id: str) -> dict:
     self._require_bucket(bucket)
-    rec = self.registry.get_upload(bucket, upload_id)
+    rec = await self.catalog.get_upload(bucket, upload_id)
     if rec is None or rec["key"] != key:
         raise errors.NoSuchUpload(resource=f"/{bucket}/{key}", UploadId=upload_id)
     return rec
@@ -60,7 +59,7 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
         "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size,
         "disks": list(disk_ids[: k + m]), "parts": {},
     }
-    await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])
+    await self.catalog.create_upload(bucket, upload_id, rec)
     return upload_to_info(rec)
 
 
@@ -70,7 +69,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     if not 1 <= part_number <= MAX_PARTS:
         raise errors.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
                                      ArgumentName="partNumber", ArgumentValue=str(part_number))
-    rec = _upload(self, bucket, key, upload_id)
+    rec = await _upload(self, bucket, key, upload_id)
     codec = self.codec_for(rec["k"], rec["m"], rec["bs"])
     disks = self.disks_for(rec["disks"])
     pwid = new_id()
@@ -96,14 +95,13 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     etag = result.md5.hex()
     async with self.locks.hold(("upload", upload_id)):
         try:
-            rec = _upload(self, bucket, key, upload_id)
+            await _upload(self, bucket, key, upload_id)
+            old = await self.catalog.put_part(bucket, upload_id, part_number,
+                                              [pwid, result.size, etag, result.checksums, mtime, ok,
+                                               result.content_hash])
         except errors.BucketsError:
             await self._on_disks(lambda d: d.delete(path), disks)
             raise
-        old = rec["parts"].get(str(part_number))
-        rec["parts"][str(part_number)] = [pwid, result.size, etag, result.checksums, mtime, ok,
-                                          result.content_hash]
-        await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])
     if old is not None:
         old_path = paths.upload_part(upload_id, old[0])
         self._spawn(self._on_disks(lambda d: d.delete(old_path), disks))
@@ -136,7 +134,7 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
                                     parts: list[CompletePart], opts: PutOptions | None = None) -> ObjectInfo:
     opts = opts or PutOptions()
     async with self.locks.hold(("upload", upload_id)):
-        rec = _upload(self, bucket, key, upload_id)
+        rec = await _upload(self, bucket, key, upload_id)
         if not parts:
             raise errors.MalformedXML("The XML you provided was not well-formed or did not validate "
                                       "against our published schema: no parts were listed.")
@@ -156,7 +154,7 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
                 raise errors.EntityTooSmall(ProposedSize=str(have[1]), MinSizeAllowed=str(MIN_PART_SIZE),
                                             PartNumber=str(cp.number), ETag=have[2])
             chosen.append([cp.number, *have])
-        self._check_conditions(bucket, key, opts)
+        await self._check_conditions(bucket, key, opts)
         md5s = b"".join(bytes.fromhex(p[3]) for p in chosen)
         etag = f"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"
         ck, ckt = _object_checksum(rec, [[p[0], p[2], p[3], p[4]] for p in chosen])
@@ -179,7 +177,7 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
         slots = [i for i, d in enumerate(disks)
                  if d is not None and all(i in (p[6] if len(p) > 6 else range(len(disks))) for p in chosen)]
         ok = await self._commit_streamed(bucket, key, entry, stage, disks, slots, moves)
-        await self._publish(bucket, key, entry, opts, disks, ok, [Op("delete_upload", bucket, upload_id)])
+        await self._publish(bucket, key, entry, opts, disks, ok, finished_upload=upload_id)
     self._spawn(self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True), disks))
     return entry_to_info(bucket, key, entry)
 
@@ -194,15 +192,15 @@ def _multipart_content_hash(chosen: list[list]) -> str:
 
 async def abort_multipart_upload(self: "Store", bucket: str, key: str, upload_id: str) -> None:
     async with self.locks.hold(("upload", upload_id)):
-        rec = _upload(self, bucket, key, upload_id)
-        await self.registry.commit([Op("delete_upload", bucket, upload_id)])
+        rec = await _upload(self, bucket, key, upload_id)
+        await self.catalog.delete_upload(bucket, upload_id)
     await self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True),
                          self.disks_for(rec["disks"]))
 
 
 async def list_parts(self: "Store", bucket: str, key: str, upload_id: str, part_marker: int = 0,
                      max_parts: int = 1000) -> ListPartsResult:
-    rec = _upload(self, bucket, key, upload_id)
+    rec = await _upload(self, bucket, key, upload_id)
     numbers = sorted(int(n) for n in rec["parts"] if int(n) > part_marker)
     page = numbers[:max(0, max_parts)]
     parts = []
@@ -217,7 +215,7 @@ async def list_multipart_uploads(self: "Store", bucket: str, prefix: str = "", d
                                  key_marker: str = "", upload_id_marker: str = "",
                                  limit: int = 1000) -> ListUploadsResult:
     self._require_bucket(bucket)
-    recs = sorted((r for r in self.registry.list_uploads(bucket) if r["key"].startswith(prefix)),
+    recs = sorted((r for r in await self.catalog.list_uploads(bucket) if r["key"].startswith(prefix)),
                   key=lambda r: (r["key"].encode(), r["uid"]))
     uploads: list[UploadInfo] = []
     prefixes: list[str] = []

@@ -32,6 +32,11 @@ class ObjectReader:
         self.bucket, self.key = bucket, key
         self.entry = entry
         self.info = info
+        if rng is not None and info.size == 0:
+            # An empty object has no byte a range could select: whatever satisfiable range
+            # or part 1 was asked for, the answer is the whole (empty) object, not a 206
+            # with the impossible `Content-Range: bytes 0--1/0`.
+            rng = None
         self.range = rng
         start, end = (rng.start, rng.end) if rng else (0, info.size)
         self._start, self._end = start, end
@@ -75,7 +80,7 @@ class ObjectReader:
             return
         if self.entry.get("inline") and self.info.size <= self.store.small_copy_limit:
             # Small objects: the registry keeps a checksummed copy; no disk thread needed.
-            data = self.store.registry.get_small(self.bucket, self.key, self.entry["wid"])
+            data = self.store.catalog.get_small(self.bucket, self.key, self.entry["wid"])
             if data is not None and len(data) == self.info.size:
                 yield data[self._start:self._end] if self.range else data
                 return

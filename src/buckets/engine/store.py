@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from buckets import errors
 from buckets.engine import paths
 from buckets.engine.ids import new_id
+from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
 from buckets.engine.locks import KeyLocks
 from buckets.engine.meta import encode_meta_file, entry_to_info, entry_to_listing
@@ -59,7 +60,8 @@ class Store:
     def __init__(self) -> None:
         self.disks: list[Disk] = []
         self.by_id: dict[str, Disk] = {}
-        self.registry: Registry
+        self.registry: Registry  # this node's own LMDB (single node: the whole catalog)
+        self.catalog: Catalog
         self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
         self.locks = KeyLocks()
         self.heal_queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
@@ -131,6 +133,7 @@ class Store:
             stats = await rebuild_registry(self)
             log.warning("registry was missing: rebuilt from disk metadata (%s)", stats)
         await self.registry.commit([Op("put_sys", "deployment", value=self.deployment_id)])
+        self.catalog = LocalCatalog(self.registry)
         self.users = UserStore(self.registry, mirror=self._mirror_users)
         self.scanner = Scanner(self, scanner_config)
         if background:
@@ -224,39 +227,35 @@ class Store:
     async def make_bucket(self, name: str) -> BucketInfo:
         check_bucket_name(name)
         async with self.locks.hold(("bucket", name)):
-            if self.registry.get_bucket(name) is not None:
+            if self.catalog.get_bucket(name) is not None:
                 raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
             created = _now()
             data = encode_meta_file({"bucket": name, "created": created})
             ok = await self._on_disks(lambda d: d.write_file(paths.bucket_meta(name), data, sync=self.sync))
             if ok < self._write_quorum(self.k, self.m):
                 raise errors.WriteQuorumLost()
-            await self.registry.commit([Op("put_bucket", name, value={"created": created})])
+            await self.catalog.create_bucket(name, {"created": created})
         return BucketInfo(name, created)
 
     async def delete_bucket(self, name: str) -> None:
         async with self.locks.hold(("bucket", name)):
             self._require_bucket(name)
-            if self.registry.bucket_has_objects(name):
-                raise errors.BucketNotEmpty(resource=name, BucketName=name)
-            uploads = self.registry.list_uploads(name)
-            ops = [Op("delete_upload", name, u["uid"]) for u in uploads]
-            await self.registry.commit(ops + [Op("delete_bucket", name)])
+            uploads = await self.catalog.delete_bucket(name)
             await self._on_disks(lambda d: d.delete(paths.bucket_dir(name), recursive=True))
             for u in uploads:
                 await self._on_disks(lambda d, u=u: d.delete(paths.upload_dir(u["uid"]), recursive=True))
 
     async def list_buckets(self) -> list[BucketInfo]:
-        return [BucketInfo(name, rec["created"]) for name, rec in self.registry.list_buckets()]
+        return [BucketInfo(name, rec["created"]) for name, rec in self.catalog.list_buckets()]
 
     async def get_bucket(self, name: str) -> BucketInfo:
         return BucketInfo(name, self._require_bucket(name)["created"])
 
     async def bucket_exists(self, name: str) -> bool:
-        return self.registry.get_bucket(name) is not None
+        return self.catalog.get_bucket(name) is not None
 
     def _require_bucket(self, name: str) -> dict:
-        rec = self.registry.get_bucket(name)
+        rec = self.catalog.get_bucket(name)
         if rec is None:
             raise errors.NoSuchBucket(resource=name, BucketName=name)
         return rec
@@ -279,8 +278,8 @@ class Store:
         return k + 1 if k == m else k
 
     # -- objects --------------------------------------------------------------------------
-    def _check_conditions(self, bucket: str, key: str, opts: PutOptions) -> dict | None:
-        current = self.registry.get_object(bucket, key)
+    async def _check_conditions(self, bucket: str, key: str, opts: PutOptions) -> dict | None:
+        current = await self.catalog.get_object(bucket, key)
         if opts.if_none_match and current is not None:
             raise errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-None-Match")
         if opts.if_match is not None and (current is None or current["etag"] != opts.if_match.strip('"')):
@@ -295,7 +294,7 @@ class Store:
         check_object_key(key)
         self._require_bucket(bucket)
         if opts.if_none_match or opts.if_match is not None:
-            self._check_conditions(bucket, key, opts)  # fail fast; re-checked at commit
+            await self._check_conditions(bucket, key, opts)  # fail fast; re-checked at commit
         k, m = self.layout_for(opts.storage_class)
         codec = self.codec_for(k, m, self.block_size)
         _, disk_ids = self.table.locate(bucket, key)
@@ -379,7 +378,7 @@ class Store:
         return [i for i in await asyncio.gather(*(one(i) for i in slots)) if i is not None]
 
     async def _publish(self, bucket: str, key: str, entry: dict, opts: PutOptions,
-                       disks: list, ok: list[int], extra_ops: list[Op] | None = None,
+                       disks: list, ok: list[int], finished_upload: str | None = None,
                        small: bytes | None = None) -> None:
         """Quorum check, then the registry commit under the key lock, then old-data cleanup."""
         k, m = entry["k"], entry["m"]
@@ -393,11 +392,11 @@ class Store:
         async with self.locks.hold((bucket, key)):
             try:
                 self._require_bucket(bucket)
-                old = self._check_conditions(bucket, key, opts)
-                await self.registry.commit([Op("put_object", bucket, key, entry, data=small)] + (extra_ops or []))
+                old = await self._check_conditions(bucket, key, opts)
+                await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
             except errors.BucketsError:  # precondition failed, or the bucket was deleted under us
                 await self._remove_write(bucket, key, entry["wid"], disks)
-                if self.registry.get_bucket(bucket) is None:  # our rename re-created its directory
+                if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
                 raise
         if old is not None and old["wid"] != entry["wid"]:
@@ -438,11 +437,11 @@ class Store:
         await self._on_disks(one, disks)
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo:
-        entry = self._lookup(bucket, key)
+        entry = await self._lookup(bucket, key)
         return entry_to_info(bucket, key, entry)
 
-    def _lookup(self, bucket: str, key: str) -> dict:
-        entry = self.registry.get_object(bucket, key)
+    async def _lookup(self, bucket: str, key: str) -> dict:
+        entry = await self.catalog.get_object(bucket, key)
         if entry is None:
             self._require_bucket(bucket)
             raise errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
@@ -450,7 +449,7 @@ class Store:
 
     async def get_object(self, bucket: str, key: str, range: tuple[int | None, int | None] | None = None,
                          part_number: int | None = None) -> ObjectReader:
-        entry = self._lookup(bucket, key)
+        entry = await self._lookup(bucket, key)
         info = entry_to_info(bucket, key, entry)
         rng = None
         if part_number is not None:
@@ -462,7 +461,7 @@ class Store:
     async def delete_object(self, bucket: str, key: str) -> bool:
         self._require_bucket(bucket)
         async with self.locks.hold((bucket, key)):
-            entry = self.registry.get_object(bucket, key)
+            entry = await self.catalog.get_object(bucket, key)
             if entry is None:
                 return False
             # Like a write: the disks that would keep the shards must not be a majority
@@ -472,7 +471,7 @@ class Store:
                 raise errors.WriteQuorumLost(
                     f"Write quorum lost: {online} of {entry['k'] + entry['m']} disks of this object are "
                     f"online, {self._write_quorum(entry['k'], entry['m'])} needed to delete it")
-            await self.registry.commit([Op("delete_object", bucket, key)])
+            await self.catalog.delete_object(bucket, key, entry)
         self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
         return True
 
@@ -481,7 +480,7 @@ class Store:
         self._require_bucket(bucket)
         if limit <= 0:
             return ListResult([], [], False, None)
-        items, prefixes, truncated = await self.registry.list_objects(
+        items, prefixes, truncated = await self.catalog.list_objects(
             bucket, prefix, delimiter, start_after, limit)
         objects = [entry_to_listing(bucket, k, e) for k, e in items]
         next_marker = None

@@ -1,0 +1,116 @@
+"""The ``Catalog``: what the engine needs to know about buckets, objects and uploads.
+
+The engine writes shards through ``Disk``s and records where they are through a catalog.
+One node (``LocalCatalog``) keeps everything in its own LMDB ``Registry``; a cluster
+(``buckets.cluster.catalog.ClusterCatalog``) keeps buckets in the Raft control plane and
+object and upload entries in the replicated, bucket-partitioned index. The engine does not
+know which: it calls these methods and gets the same answers and the same typed errors.
+
+Object entries are the registry's entry dicts. Bucket records are ``{"created": ts, ...}``.
+An upload record holds the upload's settings and, under ``parts``, ``{"<n>": part}``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from buckets import errors
+from buckets.registry import Op, Registry
+
+
+class Catalog(Protocol):
+    # -- buckets (few, read on every request: local, synchronous reads) -------------------
+    def get_bucket(self, name: str) -> dict | None: ...
+    def list_buckets(self) -> list[tuple[str, dict]]: ...
+    async def create_bucket(self, name: str, rec: dict) -> None:
+        """``BucketAlreadyOwnedByYou`` when it exists."""
+    async def delete_bucket(self, name: str) -> list[dict]:
+        """``BucketNotEmpty`` while it holds objects; returns the uploads it dropped."""
+
+    # -- objects --------------------------------------------------------------------------
+    async def get_object(self, bucket: str, key: str) -> dict | None: ...
+    async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
+                         finished_upload: str | None = None) -> None:
+        """Make ``entry`` the key's current entry (``NoSuchBucket`` if the bucket went away);
+        ``finished_upload`` names a multipart upload the entry completes, dropped with it."""
+    async def delete_object(self, bucket: str, key: str, entry: dict) -> None: ...
+    async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
+                           limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]: ...
+    def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
+        """A locally held verified copy of a small object's bytes, if any (never required)."""
+
+    # -- multipart uploads ----------------------------------------------------------------
+    async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None: ...
+    async def get_upload(self, bucket: str, upload_id: str) -> dict | None: ...
+    async def put_part(self, bucket: str, upload_id: str, number: int, part: list) -> list | None:
+        """Record a part (replacing one with the same number); returns the replaced part."""
+    async def delete_upload(self, bucket: str, upload_id: str) -> None: ...
+    async def list_uploads(self, bucket: str) -> list[dict]: ...
+
+
+class LocalCatalog:
+    """One node: everything in the node's LMDB registry, in group-committed transactions."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def get_bucket(self, name: str) -> dict | None:
+        return self.registry.get_bucket(name)
+
+    def list_buckets(self) -> list[tuple[str, dict]]:
+        return self.registry.list_buckets()
+
+    async def create_bucket(self, name: str, rec: dict) -> None:
+        if self.registry.get_bucket(name) is not None:
+            raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
+        await self.registry.commit([Op("put_bucket", name, value=rec)])
+
+    async def delete_bucket(self, name: str) -> list[dict]:
+        if self.registry.bucket_has_objects(name):
+            raise errors.BucketNotEmpty(resource=name, BucketName=name)
+        uploads = self.registry.list_uploads(name)
+        ops = [Op("delete_upload", name, u["uid"]) for u in uploads]
+        await self.registry.commit(ops + [Op("delete_bucket", name)])
+        return uploads
+
+    async def get_object(self, bucket: str, key: str) -> dict | None:
+        return self.registry.get_object(bucket, key)
+
+    async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
+                         finished_upload: str | None = None) -> None:
+        ops = [Op("put_object", bucket, key, entry, data=small)]
+        if finished_upload is not None:
+            ops.append(Op("delete_upload", bucket, finished_upload))
+        await self.registry.commit(ops)
+
+    async def delete_object(self, bucket: str, key: str, entry: dict) -> None:
+        await self.registry.commit([Op("delete_object", bucket, key)])
+
+    async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
+                           limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]:
+        return await self.registry.list_objects(bucket, prefix, delimiter, start_after, limit)
+
+    def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
+        return self.registry.get_small(bucket, key, wid)
+
+    async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:
+        await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])
+
+    async def get_upload(self, bucket: str, upload_id: str) -> dict | None:
+        return self.registry.get_upload(bucket, upload_id)
+
+    async def put_part(self, bucket: str, upload_id: str, number: int, part: list) -> list | None:
+        # Read-modify-write of the upload record: the caller holds the upload's lock.
+        rec = self.registry.get_upload(bucket, upload_id)
+        if rec is None:
+            raise errors.NoSuchUpload(UploadId=upload_id)
+        old = rec["parts"].get(str(number))
+        rec["parts"][str(number)] = part
+        await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])
+        return old
+
+    async def delete_upload(self, bucket: str, upload_id: str) -> None:
+        await self.registry.commit([Op("delete_upload", bucket, upload_id)])
+
+    async def list_uploads(self, bucket: str) -> list[dict]:
+        return self.registry.list_uploads(bucket)
