@@ -21,9 +21,13 @@ What this adds to the library, and why:
 - **Status published per tick.** pysyncobj's state lives in its tick thread; reading it
   from the event loop would race. A tick callback publishes an immutable ``RaftStatus``.
 
-The library's own traffic encryption (Fernet, keyed by PBKDF2 of ``SyncObjConf.password``)
-authenticates every message: a peer without the password is disconnected at its first
-message, before anything is unpickled.
+- **Strangers are cut off.** The library's traffic encryption (Fernet, keyed by PBKDF2 of
+  ``SyncObjConf.password``) authenticates every message: a peer without the password is
+  disconnected at its first complete message, before anything is unpickled. But pysyncobj
+  waits as long as the peer likes for that message to complete (its 4-byte length prefix
+  may announce 2 GiB) and buffers it all; ``GuardedTransport`` drops a connection that has
+  not identified itself once it buffers more than a handshake's worth of bytes or is
+  older than the connection timeout.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import journal as _journal
 from pysyncobj import syncobj as _syncobj
+from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pickle import dumps as _pickle_dumps
+from pysyncobj.transport import TCPTransport
 
 from buckets.cluster.control_state import ControlMachine
 
@@ -161,6 +167,37 @@ def _snapshot_hooks(machine: ControlMachine) -> tuple[Callable, Callable]:
     return serialize, deserialize
 
 
+class GuardedTransport(TCPTransport):
+    """pysyncobj's TCP transport with a bound on incoming connections that have not yet
+    identified themselves (completed the encrypted handshake)."""
+
+    HANDSHAKE_BYTES = 64 * 1024  # a handshake is two small Fernet tokens
+
+    def __init__(self, syncObj: SyncObj, selfNode: TCPNode, otherNodes: Iterable[TCPNode]) -> None:  # noqa: N803
+        self._strangers: dict[Any, float] = {}  # connection -> when it was accepted
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
+        super()._onNewIncomingConnection(conn)
+        self._strangers[conn] = monotonic()
+
+    def _onTick(self) -> None:  # noqa: N802
+        super()._onTick()
+        if self._strangers:
+            self._drop_strangers()
+
+    def _drop_strangers(self) -> None:
+        now, limit = monotonic(), self._syncObj.conf.connectionTimeout
+        for conn, accepted in list(self._strangers.items()):
+            if conn not in self._unknownConnections:  # identified, or gone
+                del self._strangers[conn]
+                continue
+            buffered = len(getattr(conn, "_TcpConnection__readBuffer", b""))
+            if now - accepted > limit or buffered > self.HANDSHAKE_BYTES:
+                del self._strangers[conn]
+                conn.disconnect()
+
+
 @dataclass(frozen=True, slots=True)
 class RaftStatus:
     """What this node's Raft knows, as of its last tick."""
@@ -188,7 +225,7 @@ class RaftNode(SyncObj):
         self._status: RaftStatus | None = None
         serialize, deserialize = _snapshot_hooks(machine)
         conf.serializer, conf.deserializer = serialize, deserialize
-        super().__init__(address, [m for m in members if m != address], conf)
+        super().__init__(address, [m for m in members if m != address], conf, transportClass=GuardedTransport)
         if conf.journalFile is not None and not isinstance(getattr(self, "_SyncObj__raftLog", None), DurableJournal):
             self.destroy()
             raise RuntimeError("pysyncobj did not take the durable journal; refusing to run without fsync")
