@@ -100,9 +100,12 @@ class IndexReplica:
         return {"entry": entry, "ts": list(version) if version is not None else None}
 
     async def scan(self, args: dict) -> dict:
+        bucket = args["bucket"]
         objects, prefixes, truncated = await self.registry.list_objects(
-            args["bucket"], args.get("prefix", ""), args.get("delimiter", ""),
+            bucket, args.get("prefix", ""), args.get("delimiter", ""),
             args.get("start_after", ""), int(args.get("limit", 1000)))
+        if args.get("full"):  # whole entries, not only listing fields (small internal listings)
+            objects = [(k, self.registry.get_object(bucket, k) or e) for k, e in objects]
         return {"objects": [[k, e] for k, e in objects], "prefixes": prefixes, "truncated": truncated}
 
     async def digest(self, args: dict) -> dict:
@@ -243,22 +246,22 @@ class ReplicatedIndex:
             self._keep(asyncio.ensure_future(self._call(n, "merge", args)))
 
     async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
-                   limit: int = 1000) -> tuple[list[tuple[str, dict]], list[str], bool]:
+                   limit: int = 1000, *, full: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool]:
         """One listing page, merged from a read quorum of replicas. Where replicas disagree about
         a key (present on one, missing or older on another), the key is resolved by a quorum
         point read, so a stale replica can neither hide nor resurrect an object."""
         while True:
             objects, prefixes, truncated, horizon = await self._list_page(
-                bucket, prefix, delimiter, start_after, limit)
+                bucket, prefix, delimiter, start_after, limit, full)
             if objects or prefixes or not truncated or horizon is None:
                 return objects, prefixes, truncated
             start_after = horizon  # every key up to the horizon was deleted: read on
 
     async def _list_page(self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int,
-                         ) -> tuple[list[tuple[str, dict]], list[str], bool, str | None]:
+                         full: bool) -> tuple[list[tuple[str, dict]], list[str], bool, str | None]:
         nodes, q = self._quorum(bucket)
         args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
-                "start_after": start_after, "limit": limit}
+                "start_after": start_after, "limit": limit, "full": full}
         answers = await self._read(nodes, "scan", args, q.r)
         if len(answers) == 1:
             ans = answers[0][1]

@@ -29,6 +29,10 @@ from buckets.storage.format import REGISTRY_DIR, REGISTRY_POINTER, DiskFormat, F
 log = logging.getLogger("buckets.engine")
 
 
+class NotFormatted(FormatError):
+    """A cluster node found no formatted disk and is not the one that formats: wait and retry."""
+
+
 @dataclass(slots=True)
 class Bootstrap:
     deployment_id: str
@@ -67,7 +71,7 @@ async def read_disk_format(disk: Disk) -> Probe:
 
 
 async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, partitions: int,
-                    sync: bool) -> Bootstrap:
+                    sync: bool, may_create: bool = True) -> Bootstrap:
     """Format or check ``disks`` (in slot order); set each one's ``disk_id`` and state
     (offline with its error, or ``healing`` when it was formatted into an existing slot)."""
     if not disks:
@@ -77,6 +81,8 @@ async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, p
     probes: list[Probe] = list(await asyncio.gather(*(read_disk_format(d) for d in disks)))
     formats = [r for r in probes if isinstance(r, DiskFormat)]
     if not formats:
+        if not may_create:
+            raise NotFormatted("no disk is formatted yet: waiting for the first node to format the cluster")
         return await _new_deployment(disks, probes, parity, block_size, partitions, sync)
 
     deployments = Counter(f.deployment_id for f in formats)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from buckets import errors
@@ -47,6 +49,16 @@ from buckets.storage.format import TMP_DIR, USERS_FILE
 log = logging.getLogger("buckets.engine")
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+
+
+@dataclass(slots=True)
+class ClusterParts:
+    """What a cluster node gives its store (see ``buckets.cluster.node``)."""
+
+    disk_nodes: list[str]  # the node (URL) of each disk, in slot order
+    may_format: bool  # only the first node creates a new deployment's format
+    catalog: Callable[["Store"], Catalog]  # built once the registry is open
+    users: Any  # the user table (get_user, list_users, commit)
 DEFAULT_PARTITIONS = 4096
 
 
@@ -86,12 +98,15 @@ class Store:
                          block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
                          registry_dir: str | None = None, background: bool = True,
                          small_copy_limit: int = 16 * 1024,
-                         scanner_config: "ScannerConfig | None" = None) -> "Store":
+                         scanner_config: "ScannerConfig | None" = None,
+                         cluster: "ClusterParts | None" = None) -> "Store":
         """The composition root: a store over ``disks`` (any ``Disk``: local, remote, wrapped),
         in slot order. The store owns them from here on and closes them, also when opening
-        fails."""
+        fails. ``cluster`` (given by ``buckets.cluster.node``) names the node of each disk and
+        supplies the catalog and user table that replace this node's own registry."""
         self = cls()
         self.disks = list(disks)
+        self.cluster = cluster
         try:
             await self._open(parity=parity, sync=sync, cache_size=cache_size, inline_threshold=inline_threshold,
                              block_size=block_size, partitions=partitions, registry_dir=registry_dir,
@@ -108,7 +123,8 @@ class Store:
         self.inline_threshold = inline_threshold
         self.small_copy_limit = min(small_copy_limit, inline_threshold)
         loop = asyncio.get_running_loop()
-        boot = await bootstrap(self.disks, parity=parity, block_size=block_size, partitions=partitions, sync=sync)
+        boot = await bootstrap(self.disks, parity=parity, block_size=block_size, partitions=partitions, sync=sync,
+                               may_create=self.cluster is None or self.cluster.may_format)
         self.boot = boot
         self.deployment_id = boot.deployment_id
         self.k, self.m, self.block_size = boot.k, boot.m, boot.block_size
@@ -117,7 +133,8 @@ class Store:
         if len(online) < self.k:
             raise errors.FormatError(f"only {len(online)} of {len(self.disks)} disks are usable; "
                                      f"at least {self.k} are needed to read this deployment")
-        topo = Topology(generation=1, disks=tuple(DiskSpec(d, "local") for d in boot.disk_ids),
+        nodes = self.cluster.disk_nodes if self.cluster is not None else ["local"] * len(boot.disk_ids)
+        topo = Topology(generation=1, disks=tuple(DiskSpec(d, n) for d, n in zip(boot.disk_ids, nodes)),
                         partitions=boot.partitions)
         self.table = await loop.run_in_executor(None, build_table, topo, self.k + self.m)
         await asyncio.gather(*(self._clean_staging(d) for d in online))
@@ -127,14 +144,20 @@ class Store:
             reg_dir, rebuild = await choose_registry(online, sync)
         self.registry = Registry(reg_dir, cache_size=cache_size, sync=sync)
         self.registry.start()
-        if (self.registry.created or rebuild) and not boot.new_deployment:
+        # In a cluster this registry is only this node's replica of the index: a lost one is
+        # refilled from the other replicas by anti-entropy, not rebuilt from the disks.
+        if (self.registry.created or rebuild) and not boot.new_deployment and self.cluster is None:
             from buckets.engine.rebuild import rebuild_registry
 
             stats = await rebuild_registry(self)
             log.warning("registry was missing: rebuilt from disk metadata (%s)", stats)
         await self.registry.commit([Op("put_sys", "deployment", value=self.deployment_id)])
-        self.catalog = LocalCatalog(self.registry)
-        self.users = UserStore(self.registry, mirror=self._mirror_users)
+        if self.cluster is not None:
+            self.catalog = self.cluster.catalog(self)
+            self.users = UserStore(self.cluster.users, mirror=None)
+        else:
+            self.catalog = LocalCatalog(self.registry)
+            self.users = UserStore(self.registry, mirror=self._mirror_users)
         self.scanner = Scanner(self, scanner_config)
         if background:
             self.scanner.start()
