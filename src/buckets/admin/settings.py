@@ -48,7 +48,7 @@ def _number(value: object, name: str, *, minimum: float, strict: bool) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a JSON integer of 309+ digits
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if math.isnan(number) or math.isinf(number) or number < minimum or (strict and number == minimum):
         bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"

@@ -31,6 +31,7 @@ from buckets.errors import (
 )
 from buckets.s3.auth import payload_reader
 from buckets.s3.context import S3Request
+from buckets.s3.params import BEYOND, decimal
 
 MAX_OBJECT_SIZE = 5 * 1024**3  # single PUT / single part, as S3
 _CHECKSUM_META_HEADERS = ("x-amz-checksum-mode", "x-amz-checksum-algorithm", "x-amz-checksum-type")
@@ -68,7 +69,8 @@ async def open_stream(req: S3Request) -> BodyStream:
     reader = payload_reader(req.request, req.auth)
     size = getattr(reader, "declared_length", None)
     if size is not None and size > MAX_OBJECT_SIZE:
-        raise EntityTooLarge(ProposedSize=str(size), MaxSizeAllowed=str(MAX_OBJECT_SIZE))
+        proposed = {"ProposedSize": str(size)} if size < BEYOND else {}  # a length of 20+ digits
+        raise EntityTooLarge(MaxSizeAllowed=str(MAX_OBJECT_SIZE), **proposed)
     stream = _continue_first(req.request, reader, None if size is not None else MAX_OBJECT_SIZE)
     return BodyStream(reader, stream, size)
 
@@ -89,8 +91,8 @@ async def _continue_first(request: web.Request, stream: AsyncIterator[bytes],
 
 async def read_document(req: S3Request, limit: int) -> tuple[bytes, Any]:
     """Read a small request document (XML) fully, refusing more than `limit` bytes."""
-    declared = req.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > limit * 2:
+    declared = decimal(req.headers.get("Content-Length"))
+    if declared is not None and declared > limit * 2:
         raise MalformedXML("The XML you provided was larger than the maximum allowed size.")
     reader = payload_reader(req.request, req.auth)
     size = getattr(reader, "declared_length", None)

@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDictProxy
 
-from buckets.errors import InvalidArgument, KeyTooLongError
+from buckets.errors import KeyTooLongError
+from buckets.s3.params import INT32_MAX, int_argument
 from buckets.s3.router import Target
 
 MAX_KEY_BYTES = 1024
@@ -57,22 +58,12 @@ class S3Request:
         root = str(getattr(self.config, "root_user", "buckets"))
         return hashlib.sha256(f"buckets-owner:{root}".encode()).hexdigest(), root
 
-    def int_param(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None,
+    def int_param(self, name: str, default: int, *, minimum: int = 0, maximum: int = INT32_MAX,
                   cap: int | None = None) -> int:
-        """An integer query parameter; out of range or not a number is InvalidArgument."""
-        raw = self.query.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise InvalidArgument(f"Provided {name} not an integer or within integer range",
-                                  ArgumentName=name, ArgumentValue=raw) from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise InvalidArgument(f"Argument {name} must be an integer between {minimum} and "
-                                  f"{maximum if maximum is not None else 2**31 - 1}",
-                                  ArgumentName=name, ArgumentValue=raw)
-        return min(value, cap) if cap is not None else value
+        """An integer query parameter (see `params.int_argument`): InvalidArgument when it is
+        not a number or out of range."""
+        return int_argument(self.query.get(name), name, default=default, minimum=minimum,
+                            maximum=maximum, cap=cap)
 
 
 def region_is_strict(config: Any) -> bool:

@@ -60,7 +60,7 @@ def decoded_query_params(raw_query: str) -> dict[str, str]:
 # --- time -----------------------------------------------------------------------------------
 
 
-_AMZ_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+_AMZ_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z", re.ASCII)  # no "٢٠١٣..."
 
 
 def parse_amz_date(value: str) -> datetime | None:

@@ -41,6 +41,7 @@ from buckets.errors import (
     SignatureDoesNotMatch,
     XAmzContentSHA256Mismatch,
 )
+from buckets.s3.params import decimal
 
 from .credentials import (
     STREAMING_PAYLOADS,
@@ -288,13 +289,14 @@ class PayloadReader:
 
 
 def _length_header(request: web.Request, name: str) -> int | None:
+    """A declared body length; `params.BEYOND` for one of 20+ digits (too large anyway)."""
     value = request.headers.get(name)
     if value is None:
         return None
-    value = value.strip()
-    if not (value.isascii() and value.isdigit()):
+    length = decimal(value.strip())
+    if length is None:
         raise InvalidRequest(f"The {name} header is not a valid length.")
-    return int(value)
+    return length
 
 
 def payload_reader(request: web.Request, ctx: AuthContext, *, chunk_size: int = 1 << 20) -> PayloadReader:

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from buckets.errors import AccessDenied, ExpiredToken, InvalidAccessKeyId, InvalidArgument, SignatureDoesNotMatch
+from buckets.s3.params import signed_decimal
 
 from .canonical import (
     check_skew,
@@ -147,10 +148,9 @@ async def verify_query(request: web.Request, creds: CredentialStore, *, now: flo
     if not access_key or not signature or expires is None:
         raise AccessDenied("Query-string authentication requires the Signature, Expires and AWSAccessKeyId "
                            "parameters")
-    try:
-        expires_at = int(expires)
-    except ValueError:
-        raise AccessDenied("Invalid date (should be seconds since epoch): " + expires) from None
+    expires_at = signed_decimal(expires)  # a huge value is BEYOND: far in the future, still a float
+    if expires_at is None:
+        raise AccessDenied("Invalid date (should be seconds since epoch): " + expires)
     if now > expires_at:
         raise ExpiredToken("Request has expired",
                            Expires=format_epoch(expires_at), ServerTime=format_epoch(now))

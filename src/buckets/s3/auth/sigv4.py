@@ -37,6 +37,7 @@ from buckets.errors import (
     NotImplementedErr,
     SignatureDoesNotMatch,
 )
+from buckets.s3.params import signed_decimal
 
 from .canonical import (
     aws_uri_encode,
@@ -335,10 +336,9 @@ async def verify_query(request: web.Request, creds: CredentialStore, *, region: 
     amz_date = format_amz_date(moment)
     if credential.date != amz_date[:8]:
         raise error(f"{prefix} Invalid credential date. Date is not the same as X-Amz-Date.")
-    try:
-        expires = int(params["X-Amz-Expires"])
-    except ValueError:
-        raise error("X-Amz-Expires should be a number") from None
+    expires = signed_decimal(params["X-Amz-Expires"])
+    if expires is None:
+        raise error("X-Amz-Expires should be a number")
     if expires < 1:
         raise error("X-Amz-Expires must be non-negative and at least 1")
     if expires > MAX_PRESIGN_EXPIRES:

@@ -10,19 +10,10 @@ from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import xml_response
 from buckets.s3.handlers.object import check_version_id
 from buckets.s3.headers import http_date
+from buckets.s3.params import int_argument
 from buckets.s3.xmlio import XmlBuilder
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
-
-
-def _header_int(req: S3Request, name: str, default: int) -> int:
-    raw = req.headers.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.strip().isdigit():
-        raise InvalidArgument(f"Provided {name} not an integer or within integer range",
-                              ArgumentName=name, ArgumentValue=raw)
-    return int(raw.strip())
 
 
 async def get_object_attributes(req: S3Request) -> web.StreamResponse:
@@ -37,8 +28,8 @@ async def get_object_attributes(req: S3Request) -> web.StreamResponse:
     if unknown:
         raise InvalidArgument("Invalid attribute name specified.", ArgumentName="x-amz-object-attributes",
                               ArgumentValue=sorted(unknown)[0])
-    max_parts = min(_header_int(req, "x-amz-max-parts", 1000), 1000)
-    marker = _header_int(req, "x-amz-part-number-marker", 0)
+    max_parts = int_argument(req.headers.get("x-amz-max-parts"), "x-amz-max-parts", default=1000, cap=1000)
+    marker = int_argument(req.headers.get("x-amz-part-number-marker"), "x-amz-part-number-marker", default=0)
     info = await req.store.head_object(req.bucket, req.key)
 
     doc = XmlBuilder("GetObjectAttributesResponse")

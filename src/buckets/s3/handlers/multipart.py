@@ -22,6 +22,7 @@ from buckets.s3.body import Integrity, open_stream, read_document
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import add_owner, name_encoder, xml_response
 from buckets.s3.headers import checksum_headers, put_options, quote_etag, unquote_etag, write_conditions
+from buckets.s3.params import decimal, part_number
 from buckets.s3.xmlio import MAX_REQUEST_XML, XmlBuilder, iso8601, parse_document
 
 MAX_PARTS = 10000
@@ -82,11 +83,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
 
 
 def part_number_required(req: S3Request) -> int:
-    raw = req.query.get("partNumber", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARTS:
-        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
-                              ArgumentName="partNumber", ArgumentValue=raw)
-    return int(raw)
+    return part_number(req.query.get("partNumber"))
 
 
 async def upload_part(req: S3Request) -> web.StreamResponse:
@@ -159,7 +156,7 @@ class CompleteClaims:
         """``computed`` = {"size": int, "checksum_type": "COMPOSITE"|"FULL_OBJECT"|None,
         "<ALG>": object checksum as stored}; the upload has no checksum when the type is None."""
         total = computed["size"]
-        if self.size is not None and (not self.size.strip().isdigit() or int(self.size) != total):
+        if self.size is not None and decimal(self.size.strip()) != total:
             raise InvalidRequest(f"The provided 'x-amz-mp-object-size' header value {self.size} does not "
                                  f"match what was computed: {total}")
         upload_type = computed.get("checksum_type")

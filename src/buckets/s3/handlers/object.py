@@ -14,7 +14,6 @@ from aiohttp import web
 
 from buckets.engine.types import ObjectInfo
 from buckets.errors import (
-    InvalidArgument,
     InvalidPart,
     InvalidPartNumber,
     InvalidRange,
@@ -34,11 +33,10 @@ from buckets.s3.headers import (
     quote_etag,
     write_conditions,
 )
+from buckets.s3.params import part_number as parse_part_number
 from buckets.s3.ranges import parse_range
 
 log = logging.getLogger("buckets.s3")
-
-MAX_PART_NUMBER = 10000
 
 
 def check_version_id(req: S3Request) -> None:
@@ -50,12 +48,7 @@ def check_version_id(req: S3Request) -> None:
 
 def part_number_param(req: S3Request) -> int | None:
     raw = req.query.get("partNumber")
-    if raw is None:
-        return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
-        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
-                              ArgumentName="partNumber", ArgumentValue=raw)
-    return int(raw)
+    return None if raw is None else parse_part_number(raw)
 
 
 # --- PUT -------------------------------------------------------------------------------------
@@ -126,17 +119,16 @@ async def _open_reader(req: S3Request):
     return reader, None, part_number
 
 
-def _range_headers(reader, info: ObjectInfo, part_number: int | None, headers: dict[str, str]) -> int:
+def _range_headers(reader, info: ObjectInfo, headers: dict[str, str]) -> int:
     """Content-Length/Content-Range for what the reader yields; returns the HTTP status.
 
-    A partNumber read is always a 206 with the part's Content-Range, as S3 answers it.
+    A partNumber read is a 206 with the part's Content-Range, as S3 answers it. The engine
+    gives no range for an empty object (nothing to select): that is a 200 with an empty
+    body, since no Content-Range can describe zero bytes.
     """
     headers["Content-Length"] = str(reader.length)
     if reader.range is not None:
         headers["Content-Range"] = f"bytes {reader.range.start}-{reader.range.end - 1}/{info.size}"
-        return 206
-    if part_number is not None:
-        headers["Content-Range"] = f"bytes 0-{max(info.size - 1, 0)}/{info.size}"
         return 206
     return 200
 
@@ -152,7 +144,7 @@ async def _read_response(req: S3Request, *, body: bool) -> web.StreamResponse:
         if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
             return _not_modified(info)
         headers = _read_headers(req, info, part_number, whole=reader.range is None and part_number is None)
-        status = _range_headers(reader, info, part_number, headers)
+        status = _range_headers(reader, info, headers)
         if not body:
             return web.Response(status=status, headers=headers)
         length = int(headers.pop("Content-Length"))
