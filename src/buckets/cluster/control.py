@@ -44,6 +44,7 @@ import asyncio
 import functools
 import logging
 import os
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -246,7 +247,6 @@ class ControlPlane:
         self.config = config
         self.machine = ControlMachine()
         self._raft: RaftNode | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -256,8 +256,8 @@ class ControlPlane:
         stops when the thread that created it exits).
         """
         config = self.config
-        try:
-            os.makedirs(config.directory, exist_ok=True)
+        try:  # the journal holds sealed user secrets and bucket names: owner only
+            os.makedirs(config.directory, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ControlPlaneError(f"cannot create the control-plane directory {config.directory}: "
                                     f"{exc.strerror}") from None
@@ -279,8 +279,10 @@ class ControlPlane:
             bindRetryTime=0.25, maxBindRetries=max(1, int(config.bind_timeout / 0.25)),
             onStateChanged=self._on_state_changed,
         )
-        self._loop = asyncio.get_running_loop()
-        raft = RaftNode(config.address, config.members, conf, self.machine)
+        try:
+            raft = RaftNode(config.address, config.members, conf, self.machine)
+        except (OSError, ValueError, struct.error) as exc:  # unreadable or damaged journal
+            raise ControlPlaneError(f"cannot open the control-plane journal in {config.directory}: {exc}") from None
         try:
             await asyncio.to_thread(raft.waitBinded)
         except SyncObjException:

@@ -135,7 +135,24 @@ def _install_durable_journal() -> None:
         _syncobj.createJournal = create_journal
 
 
-def _snapshot_hooks(machine: ControlMachine) -> tuple[Callable, Callable]:
+def align_journal(journal: _journal.Journal | None, last: tuple, previous: tuple) -> None:
+    """Make a journal that still holds the entries a snapshot covers start at that snapshot.
+
+    pysyncobj truncates the journal one tick after it renamed a snapshot into place. If the
+    process dies in between, the journal on disk still starts at the beginning, and on
+    restart pysyncobj, seeing a journal that does not start with the snapshot's last two
+    entries, clears it down to those two: every entry after the snapshot (acknowledged,
+    perhaps committed) would be lost here. Dropping just the entries before the snapshot
+    is what the truncation would have done.
+    """
+    if journal is None or len(journal) < 2 or (journal[0] == previous and journal[1] == last):
+        return
+    position = previous[1] - journal[0][1]
+    if 0 < position < len(journal) - 1 and journal[position] == previous and journal[position + 1] == last:
+        journal.deleteEntriesTo(position)
+
+
+def _snapshot_hooks(machine: ControlMachine, journal: Callable[[], _journal.Journal | None]) -> tuple[Callable, Callable]:
     """pysyncobj's serializer/deserializer: our state in msgpack plus the raft fields it needs."""
 
     def serialize(filename: str, data: tuple) -> None:
@@ -162,7 +179,9 @@ def _snapshot_hooks(machine: ControlMachine) -> tuple[Callable, Callable]:
             raise ValueError(f"{filename} is not a control-plane snapshot")
         machine.load(document["machine"])
         raft = document["raft"]
-        return tuple(raft["last"]), tuple(raft["previous"]), [TCPNode(a) for a in raft["cluster"]]
+        last, previous = tuple(raft["last"]), tuple(raft["previous"])
+        align_journal(journal(), last, previous)
+        return last, previous, [TCPNode(a) for a in raft["cluster"]]
 
     return serialize, deserialize
 
@@ -223,7 +242,8 @@ class RaftNode(SyncObj):
         _install_durable_journal()
         self._machine = machine
         self._status: RaftStatus | None = None
-        serialize, deserialize = _snapshot_hooks(machine)
+        # The dump is loaded on pysyncobj's first tick, after its journal exists.
+        serialize, deserialize = _snapshot_hooks(machine, lambda: getattr(self, "_SyncObj__raftLog", None))
         conf.serializer, conf.deserializer = serialize, deserialize
         super().__init__(address, [m for m in members if m != address], conf, transportClass=GuardedTransport)
         if conf.journalFile is not None and not isinstance(getattr(self, "_SyncObj__raftLog", None), DurableJournal):

@@ -20,7 +20,7 @@ import pytest
 from control_cluster import DEFAULT_LAYOUT, ControlCluster, Node, node_records
 from cryptography.fernet import Fernet
 
-from buckets.cluster.control_state import parse_table
+from buckets.cluster.control_state import TopologyRecord, parse_table
 from buckets.placement import build_table
 
 
@@ -126,8 +126,6 @@ def test_bootstrap_from_every_node_and_racing_generations(shared: ControlCluster
     assert tables[0] == tables[1] == tables[2]
     table = parse_table(tables[0])
     # The stored table is what placement computes from the stored inputs, and spans the nodes.
-    from buckets.cluster.control_state import TopologyRecord
-
     record = TopologyRecord.from_wire(shared.nodes[0].state()["topology"])
     assert build_table(record.current.topology(DEFAULT_LAYOUT["partitions"]), 3) == table
     owner = {d["id"]: n["id"] for n in records for d in n["disks"]}

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+
+import msgpack
+from pysyncobj.journal import FileJournal, MemoryJournal
+from pysyncobj.pickle import loads as pickle_loads
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,10 @@ from buckets import errors
 from buckets.cluster.control import (
     ControlConfig, ControlPlane, ControlPlaneError, NoSuchUser, control_directory,
 )
-from buckets.cluster.control_raft import JOURNAL_FILE, SNAPSHOT_FILE, DurableJournal
+from buckets.cluster.control_raft import (
+    JOURNAL_FILE, SNAPSHOT_FILE, SNAPSHOT_KIND, DurableJournal, align_journal,
+)
+from buckets.cluster.control_state import ControlMachine
 from serverproc import free_port
 
 FAST = {"election_timeout": (0.35, 0.5)}
@@ -102,3 +109,53 @@ async def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_control_directory_is_a_system_directory_of_the_disk() -> None:
     assert control_directory("/srv/d1") == "/srv/d1/.buckets.sys/control"
+
+
+async def test_a_damaged_journal_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / JOURNAL_FILE).write_bytes(b"PYSYNCOBJ" + os.urandom(200))
+    plane = ControlPlane(config(tmp_path, free_port()))
+    with pytest.raises(ControlPlaneError, match="cannot open the control-plane journal"):
+        await plane.start()
+
+
+async def test_restart_after_a_snapshot_whose_journal_was_not_truncated_yet(tmp_path: Path) -> None:
+    port = free_port()
+    plane = await started(tmp_path, port)
+    for i in range(20):
+        await plane.apply("create_bucket", name=f"bucket-{i:02d}")
+    await plane.close()
+
+    # The disk as a kill leaves it between pysyncobj renaming a snapshot (taken after the
+    # 10th bucket) into place and truncating the journal one tick later.
+    journal = FileJournal(str(tmp_path / JOURNAL_FILE))
+    entries = [journal[i] for i in range(len(journal))]
+    journal._destroy()
+    machine = ControlMachine()
+    for position, (command, _, _) in enumerate(entries):
+        if command[:1] == b"\x00":  # a regular command: (method id, (payload,))
+            machine.apply(pickle_loads(command[1:])[1][0])
+            if len(machine.snapshot.buckets) == 10:
+                break
+    document = {"kind": SNAPSHOT_KIND, "machine": machine.dump(),
+                "raft": {"last": list(entries[position]), "previous": list(entries[position - 1]),
+                         "cluster": [f"127.0.0.1:{port}"]}}
+    (tmp_path / SNAPSHOT_FILE).write_bytes(msgpack.packb(document, use_bin_type=True))
+
+    again = await started(tmp_path, port)
+    try:
+        state = await again.read(linearizable=True)
+        assert len(state.buckets) == 20, "entries after the snapshot were dropped"
+    finally:
+        await again.close()
+
+
+def test_align_journal_drops_only_what_the_snapshot_covers() -> None:
+    journal = MemoryJournal()
+    for index in range(1, 11):
+        journal.add(b"entry %d" % index, index, 1)
+    align_journal(journal, last=(b"entry 6", 6, 1), previous=(b"entry 5", 5, 1))
+    assert [journal[i][1] for i in range(len(journal))] == [5, 6, 7, 8, 9, 10]
+    align_journal(journal, last=(b"entry 6", 6, 1), previous=(b"entry 5", 5, 1))  # already aligned
+    assert len(journal) == 6
+    align_journal(journal, last=(b"other", 8, 2), previous=(b"entry 7", 7, 1))  # not this log: untouched
+    assert len(journal) == 6
