@@ -184,6 +184,9 @@ def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
     _unlock_users(store, cfg)
     app = web.Application(middlewares=[*(extra_middlewares or []), s3_error_middleware],
                           handler_args={"max_field_size": 16384, "max_line_size": 16384,
+                                        # Bodies are stored as sent: Content-Encoding (gzip, br,
+                                        # ...) is the object's metadata, never decoded here.
+                                        "auto_decompress": False,
                                         "logger": ClientProtocolErrorLogger(server_logger)})
     service = S3Service(store, cfg)
     if extra_routes:
