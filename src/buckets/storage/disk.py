@@ -132,7 +132,9 @@ class Disk(Protocol):
 
     # -- files -------------------------------------------------------------------------------
     async def create_file(self, path: str) -> ShardWriter:
-        """Start streaming a file (parents created, an existing file truncated)."""
+        """Start streaming a file (parents created, an existing file truncated). A bad path
+        is refused here; a disk failure may surface here or at the first ``write``/``close``
+        (a remote disk opens its stream lazily, so a PUT costs one round trip per shard)."""
 
     async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
         """Write a whole small file atomically: a reader sees the old content or the new,

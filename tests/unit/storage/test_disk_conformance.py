@@ -380,9 +380,10 @@ async def test_a_vanished_root_fails_calls_and_is_not_recreated(disk, tmp_path) 
     silently recreate it on whatever filesystem holds its parent."""
     await disk.write_file("x", b"x", sync=False)
     shutil.rmtree(tmp_path / "disk")
-    with pytest.raises(DiskOffline):
+    with pytest.raises(DiskOffline):  # at create (a local disk) or once data is sent (a remote one)
         w = await disk.create_file(f"{TMP_DIR}/tx/part.1")
-        await w.abort()
+        await w.write(b"x")
+        await w.close(True)
     assert not disk.online and disk.last_error
     for call in (lambda: disk.write_file("buckets/b/x.meta", b"m", sync=True), lambda: disk.read_file("x"),
                  lambda: disk.rename_data([], ("m", b"m"), sync=False), lambda: disk.list_dir("")):
