@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
-from buckets.errors import CorruptData, DiskError, FileNotFound, FormatError, UnformattedDisk
+from buckets.errors import BucketsError, CorruptData, DiskError, FileNotFound, FormatError, UnformattedDisk
 from buckets.registry import Op
 from buckets.storage.disk import Disk
 from buckets.storage.format import DATA_DIR, FORMAT_FILE, MULTIPART_DIR, TMP_DIR, DiskFormat
@@ -153,6 +153,8 @@ class Scanner:
             start = self.position.encode() if self.position else b""
             batch: list = []
             for bucket, key, entry in store.registry.walk_objects(start):
+                if "\x01" in bucket:  # a cluster's upload records, not objects
+                    continue
                 batch.append((bucket, key, entry["size"]))
                 if len(batch) >= 64:
                     checked += await self._scan_batch(batch, deep, throttle if paced else None)
@@ -188,11 +190,17 @@ class Scanner:
         store = self.store
         cutoff = time.time() - grace
         removed = 0
-        for disk in [d for d in store.disks if d.online]:
-            removed += await self._sweep_disk(disk, cutoff)
+        try:
+            uploads = {name: await store.catalog.list_uploads(name) for name, _ in store.catalog.list_buckets()}
+        except BucketsError as exc:  # a cluster without its index quorum: sweep nothing rather than guess
+            log.info("orphan sweep skipped: %s", exc)
+            return {"orphans_removed": 0, "uploads_expired": 0}
+        # Each node sweeps only its own disks (in a cluster, peers sweep theirs).
+        for disk in [d for d in store.disks if d.online and d.local_path("") is not None]:
+            removed += await self._sweep_disk(disk, cutoff, {u["uid"] for ups in uploads.values() for u in ups})
         expired = 0
-        for name, _ in store.registry.list_buckets():
-            for up in store.registry.list_uploads(name):
+        for name, ups in uploads.items():
+            for up in ups:
                 if up["init"] < time.time() - self.cfg.upload_max_age:
                     try:
                         await store.abort_multipart_upload(name, up["key"], up["uid"])
@@ -203,11 +211,10 @@ class Scanner:
         store.heal_stats.uploads_expired += expired
         return {"orphans_removed": removed, "uploads_expired": expired}
 
-    async def _sweep_disk(self, disk: Disk, cutoff: float) -> int:
+    async def _sweep_disk(self, disk: Disk, cutoff: float, live_uploads: set[str]) -> int:
         store = self.store
         removed = 0
         # staging and upload directories nobody owns any more
-        live_uploads = {u["uid"] for b, _ in store.registry.list_buckets() for u in store.registry.list_uploads(b)}
         for base, keep in ((TMP_DIR, set()), (MULTIPART_DIR, live_uploads)):
             try:
                 stale = [e.path async for e in disk.walk_entries(base, 1)
@@ -218,7 +225,7 @@ class Scanner:
             except DiskError as exc:
                 log.warning("sweep of %s on %s stopped: %s", base, disk.endpoint, exc)
         # object writes the registry does not point to
-        buckets = {b for b, _ in store.registry.list_buckets()}
+        buckets = {b for b, _ in store.catalog.list_buckets()}
         try:
             on_disk = await disk.list_dir(DATA_DIR)
         except DiskError:
@@ -247,7 +254,7 @@ class Scanner:
                 if is_meta:
                     try:
                         meta = decode_meta_file(await disk.read_file(rel + ".meta"))
-                        current = store.registry.get_object(bucket, meta["key"])
+                        current = await store.catalog.get_object(bucket, meta["key"])
                         if current is not None and current["wid"] == wid:
                             continue
                     except FileNotFound:
@@ -263,7 +270,7 @@ class Scanner:
                     continue
                 gone.add(rel)
                 removed += 1
-        except DiskError as exc:
+        except (DiskError, BucketsError) as exc:  # BucketsError: the cluster index did not answer
             log.warning("sweep of bucket %s on %s stopped: %s", bucket, disk.endpoint, exc)
         return removed
 
@@ -277,9 +284,9 @@ class Scanner:
                 log.exception("disk monitor failed")
 
     async def check_disks(self) -> None:
-        """Probe every disk once (see the module docstring)."""
-        for slot, disk in enumerate(self.store.disks):
-            await self._probe(slot, disk)
+        """Probe every disk once, all at the same time: a disk that hangs (or a peer that
+        does not answer) delays only its own probe (see the module docstring)."""
+        await asyncio.gather(*(self._probe(slot, disk) for slot, disk in enumerate(self.store.disks)))
 
     async def _probe(self, slot: int, disk: Disk) -> None:
         store = self.store
@@ -327,11 +334,13 @@ class Scanner:
         try:
             from buckets.engine.meta import encode_meta_file
 
-            for name, rec in self.store.registry.list_buckets():
+            for name, rec in self.store.catalog.list_buckets():
                 data = encode_meta_file({"bucket": name, "created": rec["created"]})
                 await disk.write_file(paths.bucket_meta(name), data, sync=self.store.sync)
+            # In a cluster this node's registry holds only the buckets it replicates: the
+            # other replicas' nodes refill the rest (each walks its own replica).
             for bucket, key, entry in self.store.registry.walk_objects():
-                if disk.disk_id in entry["disks"]:
+                if "\x01" not in bucket and disk.disk_id in entry["disks"]:
                     try:
                         res = await heal_object(self.store, bucket, key, deep=False)
                     except Exception:

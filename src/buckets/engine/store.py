@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +40,7 @@ from buckets.engine.types import (
 from buckets.engine.users import UserStore
 from buckets.engine.writer import ErasureWriter, WriteResult
 from buckets.erasure import ErasureCodec
-from buckets.placement import DiskSpec, Topology, build_table
+from buckets.placement import DiskSpec, PartitionTable, Topology, build_table
 from buckets.registry import Op, Registry
 from buckets.storage import Disk, LocalDisk
 from buckets.storage.disk import DiskInfo
@@ -57,8 +57,11 @@ class ClusterParts:
 
     disk_nodes: list[str]  # the node (URL) of each disk, in slot order
     may_format: bool  # only the first node creates a new deployment's format
+    table: Callable[["Store", Any], Awaitable[PartitionTable]]  # after bootstrap: the agreed table
     catalog: Callable[["Store"], Catalog]  # built once the registry is open
-    users: Any  # the user table (get_user, list_users, commit)
+    users: Callable[["Store"], Any]  # the user table (get_user, list_users, commit)
+
+
 DEFAULT_PARTITIONS = 4096
 
 
@@ -133,10 +136,12 @@ class Store:
         if len(online) < self.k:
             raise errors.FormatError(f"only {len(online)} of {len(self.disks)} disks are usable; "
                                      f"at least {self.k} are needed to read this deployment")
-        nodes = self.cluster.disk_nodes if self.cluster is not None else ["local"] * len(boot.disk_ids)
-        topo = Topology(generation=1, disks=tuple(DiskSpec(d, n) for d, n in zip(boot.disk_ids, nodes)),
-                        partitions=boot.partitions)
-        self.table = await loop.run_in_executor(None, build_table, topo, self.k + self.m)
+        if self.cluster is not None:
+            self.table = await self.cluster.table(self, boot)  # the control plane's, same on every node
+        else:
+            topo = Topology(generation=1, disks=tuple(DiskSpec(d, "local") for d in boot.disk_ids),
+                            partitions=boot.partitions)
+            self.table = await loop.run_in_executor(None, build_table, topo, self.k + self.m)
         await asyncio.gather(*(self._clean_staging(d) for d in online))
         if registry_dir:
             reg_dir, rebuild = registry_dir, False
@@ -154,7 +159,7 @@ class Store:
         await self.registry.commit([Op("put_sys", "deployment", value=self.deployment_id)])
         if self.cluster is not None:
             self.catalog = self.cluster.catalog(self)
-            self.users = UserStore(self.cluster.users, mirror=None)
+            self.users = UserStore(self.cluster.users(self), mirror=None)
         else:
             self.catalog = LocalCatalog(self.registry)
             self.users = UserStore(self.registry, mirror=self._mirror_users)

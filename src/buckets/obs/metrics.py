@@ -64,13 +64,16 @@ class StoreCollector:
                                  "(logical size, before erasure coding).", labels=["bucket"])
         total_objects = total_bytes = 0
         for bucket, (count, nbytes) in sorted(usage.items()):
+            if "\x01" in bucket:  # a cluster's upload records, kept beside the bucket's objects
+                continue
             objects.add_metric([bucket], count)
             size.add_metric([bucket], nbytes)
             total_objects += count
             total_bytes += nbytes
         yield objects
         yield size
-        yield GaugeMetricFamily("buckets_buckets", "Buckets on this node.", value=len(usage))
+        yield GaugeMetricFamily("buckets_buckets", "Buckets on this node.",
+                                value=sum(1 for b in usage if "\x01" not in b))
         yield GaugeMetricFamily("buckets_objects", "Objects stored, all buckets.", value=total_objects)
         yield GaugeMetricFamily("buckets_stored_bytes", "Bytes of object data stored, all buckets "
                                 "(logical size, before erasure coding).", value=total_bytes)
