@@ -264,9 +264,9 @@ def test_stored_users_authenticate(tmp_path):
 @pytest.mark.parametrize("path,expected", [
     ("/%FF%FE", ("InvalidURI", 400)),              # not UTF-8
     ("/{bucket}/%C3%28", ("InvalidURI", 400)),
-    ("/{bucket}/a%00b", ("InvalidArgument", 400)),  # NUL in a key
-    ("/{bucket}/..", ("InvalidArgument", 400)),
-    ("/{bucket}/a/./b", ("InvalidArgument", 400)),
+    ("/{bucket}/a%00b", ("InvalidArgument", 400)),  # NUL in a key (dot segments are plain keys)
+    ("/a%0Abc/k", ("InvalidBucketName", 400)),      # a line feed in the bucket name
+    ("/../k", ("InvalidBucketName", 400)),
 ])
 def test_hostile_paths_are_4xx(server, s3, bucket, path, expected):
     resp = rawhttp.request(server, "PUT", path.format(bucket=bucket), body=b"x")

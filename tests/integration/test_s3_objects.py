@@ -265,10 +265,11 @@ def test_special_keys(s3, bucket, key):
 
 
 def test_invalid_object_names(server, s3, bucket):
-    for path in (f"/{bucket}/a/../b", f"/{bucket}/./x", f"/{bucket}/nul%00byte"):
+    # NUL is the one character refused in a key; dot segments and control characters are
+    # ordinary keys (tests/integration/test_bad_input_names.py).
+    for path in (f"/{bucket}/nul%00byte", f"/{bucket}/%00", f"/{bucket}/a/%00/b"):
         resp = rawhttp.request(server, "PUT", path, body=b"x")
-        assert resp.status == 400, (path, resp.text)
-        assert resp.code in ("InvalidArgument", "InvalidObjectName", "InvalidURI"), resp.text
+        assert (resp.status, resp.code) == (400, "InvalidArgument"), (path, resp.text)
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 

@@ -1,4 +1,12 @@
-"""Where an object's files live on a disk (see ``buckets.storage.format`` for the tree)."""
+"""Where an object's files live on a disk (see ``buckets.storage.format`` for the tree).
+
+Every path below ``buckets/`` and ``.buckets.sys/`` is built here, and no part of one is
+chosen by a client except a bucket name that passed ``names.check_bucket_name``: keys
+appear only as ``key_hash`` (32 hex digits), write ids, transaction ids, part-write ids and
+upload ids are server-generated hex (an upload id sent by a client is used only after the
+registry found a record under it), part numbers are ints. So a key such as ``../x``,
+``a/./b`` or one with control characters is as harmless as any other.
+"""
 
 from __future__ import annotations
 

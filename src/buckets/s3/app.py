@@ -173,6 +173,11 @@ def _unlock_users(store: Any, cfg: Any) -> None:
     users.set_kek(derive_kek(cfg.root_user, cfg.root_password, store.deployment_id))
 
 
+# The S3 catch-all handler, for an extra route that finds a request is S3's after all (the
+# admin API gives back a virtual-host-style request: there /_buckets/... is an object key).
+S3_HANDLER = web.AppKey("buckets_s3_handler")
+
+
 def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
                extra_middlewares: list | None = None) -> web.Application:
     """The S3 API over `store`; `cfg` needs region, domains, root_user, root_password
@@ -191,6 +196,9 @@ def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
     service = S3Service(store, cfg)
     if extra_routes:
         app.router.add_routes(extra_routes)
-    app.router.add_route("*", "/{tail:.*}", service.handle, expect_handler=_defer_continue)
+    # (?s): a path may hold a line feed (a key or bucket name with %0A); a bare '.' does not
+    # match it, and aiohttp would answer such a request with a plain-text 404 of its own.
+    app.router.add_route("*", "/{tail:(?s:.*)}", service.handle, expect_handler=_defer_continue)
+    app[S3_HANDLER] = service.handle
     app.on_response_prepare.append(_stamp_headers)
     return app

@@ -9,10 +9,12 @@ does not implement raise NotImplemented (501), never fall through to a wrong han
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+from buckets.engine.names import check_bucket_name
 from buckets.errors import MethodNotAllowed, NotImplementedErr
 from buckets.s3.errors import InvalidURI
 
@@ -25,10 +27,17 @@ class Target:
 
     @property
     def resource(self) -> str:
-        """The `Resource` element of an error document: /bucket/key as the client addressed it."""
+        """The `Resource` element of an error document: /bucket/key as the client addressed
+        it. A character XML 1.0 cannot carry even as a reference (NUL, most C0 controls) is
+        left percent-encoded as it was sent, so that the error document stays readable by
+        strict parsers (boto3's): a client refused for such a name still sees the code."""
         if self.bucket is None:
             return "/"
-        return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
+        text = f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
+        return _NOT_XML.sub(lambda m: quote(m.group(0), safe=""), text)
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def bucket_from_host(host: str, domains: list[str]) -> str | None:
@@ -57,7 +66,9 @@ def parse_target(host: str, raw_path: str, domains: list[str]) -> Target:
     """Split the raw (still percent-encoded) request path into bucket and key.
 
     The key is decoded after splitting so that `%2F` inside a key stays part of the key
-    and `+` stays a plus (S3 paths are not form-encoded).
+    and `+` stays a plus (S3 paths are not form-encoded). Nothing is normalised: S3 keys
+    may hold `.` and `..` segments, `//`, control characters (`%0A`, ...) and they are
+    kept exactly as sent (the key never becomes a file path, see `buckets.engine.names`).
     """
     path = raw_path.split("?", 1)[0]
     if not path.startswith("/"):
@@ -101,13 +112,22 @@ def _unsupported(query: Mapping[str, str], supported: set[str]) -> str | None:
 
 def select_operation(method: str, target: Target, query: Mapping[str, str],
                      headers: Mapping[str, str]) -> str:
-    """Name the S3 operation (AWS API names) this request asks for."""
+    """Name the S3 operation (AWS API names) this request asks for.
+
+    A bucket name no bucket can have (a control character, `_`, upper case, too short...)
+    is InvalidBucketName whatever the operation, before anything looks it up. A PUT on a
+    bucket (CreateBucket) is left to its handler, which applies the stricter rules for new
+    names with a message saying which one failed.
+    """
     if target.bucket is None:
         if method in ("GET", "HEAD"):
             return "ListBuckets"
         raise MethodNotAllowed(resource="/")
     if target.key is None:
+        if method != "PUT":
+            check_bucket_name(target.bucket)
         return _bucket_operation(method, query)
+    check_bucket_name(target.bucket)
     return _object_operation(method, query, headers)
 
 

@@ -224,7 +224,7 @@ async def test_long_key_delete_and_overwrite(store, long_tree) -> None:
     assert store.registry.usage[bucket][0] == len(remaining)
 
 
-KEY_ALPHABET = st.sampled_from(["a", "b", "/", "é", "z", "-", "\U0001F600"])
+KEY_ALPHABET = st.sampled_from(["a", "b", "/", ".", "é", "z", "-", "\U0001F600"])  # "." makes ./.. segments
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -235,8 +235,6 @@ def test_listing_property(tmp_path_factory, keys, prefix, delimiter, start_after
     import asyncio
 
     from buckets import Store
-
-    keys = [k for k in keys if k not in (".", "..") and "/./" not in f"/{k}/" and "/../" not in f"/{k}/"]
 
     async def run() -> None:
         store = await Store.open([str(tmp_path_factory.mktemp("d") / f"d{i}") for i in range(2)], sync=False,

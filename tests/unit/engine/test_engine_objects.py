@@ -61,6 +61,8 @@ async def test_default_content_type_and_empty_object(store, bucket) -> None:
 @pytest.mark.parametrize("key", [
     "a", "with space", "ünïcödé/😀", "a//b", "/leading", "trailing/", "...", "a/.../b", ".hidden", "x" * 1024,
     "é" * 512, "new\nline", "tab\tkey", "%2e%2e/x",
+    # S3 keys, stored hashed: never a path (buckets.engine.names)
+    "..", ".", "a/../b", "../etc/passwd", "a/./b", "a/..", "./a", "\x01\x1f\x7f",
 ])
 async def test_unusual_but_valid_keys(store, bucket, key: str) -> None:
     data = content(key, 100)
@@ -72,12 +74,7 @@ async def test_unusual_but_valid_keys(store, bucket, key: str) -> None:
 @pytest.mark.parametrize("key,error", [
     ("", errors.InvalidObjectName),
     ("a\0b", errors.InvalidObjectName),
-    ("..", errors.InvalidObjectName),
-    (".", errors.InvalidObjectName),
-    ("a/../b", errors.InvalidObjectName),
-    ("../etc/passwd", errors.InvalidObjectName),
-    ("a/./b", errors.InvalidObjectName),
-    ("a/..", errors.InvalidObjectName),
+    ("\0", errors.InvalidObjectName),
     ("\ud800", errors.InvalidObjectName),
     ("x" * 1025, errors.KeyTooLongError),
     ("é" * 513, errors.KeyTooLongError),
@@ -308,13 +305,12 @@ async def test_many_concurrent_puts_and_gets(store, bucket) -> None:
 
 
 async def test_object_files_never_escape_the_disk(store, bucket, disk_paths) -> None:
-    key = "../../../../outside"
-    with pytest.raises(errors.InvalidObjectName):
+    for key in ("../../../../outside", "..%2f..%2foutside/...", os.path.join(os.path.dirname(disk_paths[0]), "outside")):
         await store.put_object(bucket, key, b"x", 1)
-    key = "..%2f..%2foutside/..."
-    await store.put_object(bucket, key, b"x", 1)
-    for p in disk_paths:
-        assert os.path.isfile(os.path.join(p, paths.meta_path(bucket, key, store.registry.get_object(bucket, key)["wid"])))
+        for p in disk_paths:
+            meta = paths.meta_path(bucket, key, store.registry.get_object(bucket, key)["wid"])
+            assert os.path.isfile(os.path.join(p, meta)) and ".." not in meta.split("/")
+        assert await get_bytes(store, bucket, key) == b"x"
     parent = os.path.dirname(disk_paths[0])
     assert sorted(os.listdir(parent)) == sorted(os.path.basename(p) for p in disk_paths)
 
