@@ -20,6 +20,13 @@ GET / PUT    ``config``                          live settings / change some: ``
 
 Errors are ``{"code": ..., "message": ..., "request_id": ...}`` with the HTTP status of
 the matching S3 error; the request id is the one in ``x-amz-request-id`` and in the log.
+
+A request is authenticated before it is routed: whatever the path under the prefix and
+whatever the method, a request that is not signed by the root user gets the same 403 (or
+the same 400 for a malformed signature), so the API's endpoints cannot be discovered
+without the root credentials. ``100 Continue`` is sent only once the signature is good.
+A virtual-host-style request (``<bucket>.<domain>/_buckets/...``) is not the admin API's:
+there the path is an object key in that bucket, and it goes to the S3 handler.
 """
 
 from __future__ import annotations
@@ -42,9 +49,12 @@ from buckets.errors import (
 )
 from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE
 from buckets.obs.endpoints import node_health
+from buckets.s3.app import S3_HANDLER
 from buckets.s3.auth import authenticate
 from buckets.s3.auth.credentials import STREAMING_PAYLOADS, UNSIGNED_PAYLOAD
+from buckets.s3.body import send_continue
 from buckets.s3.credentials import ServerCredentials
+from buckets.s3.router import bucket_from_host
 
 log = logging.getLogger("buckets.admin")
 
@@ -66,6 +76,12 @@ def _request_id(request: web.Request) -> str:
     if not request_id:
         request_id = request[_REQUEST_ID] = secrets.token_hex(8).upper()
     return request_id
+
+
+async def _no_early_continue(request: web.Request) -> None:
+    """Keep aiohttp from answering ``Expect: 100-continue`` before the request is
+    authenticated; ``_authenticate`` sends it once the signature is good."""
+    return None
 
 
 def _answer(payload: Any, status: int = 200) -> web.Response:
@@ -119,6 +135,7 @@ class AdminApi:
         self.settings = settings
         self.root_user: str = cfg.root_user
         self.region: str = getattr(cfg, "region", "us-east-1")
+        self.domains: list[str] = list(getattr(cfg, "domains", None) or [])
         self.credentials = ServerCredentials(cfg.root_user, cfg.root_password, getattr(store, "users", None))
         self.heal = HealTracker(store)
         self._table: list[tuple[re.Pattern[str], dict[str, Any], str]] = [
@@ -133,15 +150,21 @@ class AdminApi:
         ]
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.route("*", PREFIX + "/{tail:.*}", self.dispatch)]
+        # The prefix itself and everything below it, line feeds included ((?s): a bare '.'
+        # would let ".../info%0A" fall through to the S3 handler).
+        return [web.route("*", PREFIX + "{tail:(?s:/.*)?}", self.dispatch, expect_handler=_no_early_continue)]
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        if bucket_from_host(request.headers.get("Host", ""), self.domains) is not None:
+            return await request.app[S3_HANDLER](request)
         request_id = _request_id(request)
         request[OPS_API] = "admin"
         try:
+            # Authenticate first, then route: until the root user has signed, every path
+            # and method answers alike (no 404/405 telling which endpoints exist).
+            body = await self._authenticate(request)
             handler, params, name = self._resolve(request)
             request[OPS_API] = f"admin.{name}"
-            body = await self._authenticate(request)
             return await handler(request, body, **params)
         except BucketsError as error:
             return self._error(request, error, request_id)
@@ -179,7 +202,16 @@ class AdminApi:
             raise AccessDenied("The admin API takes the root credentials only.")
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise InvalidArgument(f"admin request bodies are limited to {MAX_BODY} bytes")
-        body = await request.content.read(MAX_BODY + 1)
+        await send_continue(request)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_BODY:  # read() answers with what has arrived: loop to the end
+            chunk = await request.content.read(MAX_BODY + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        body = b"".join(chunks)
         if len(body) > MAX_BODY:
             raise InvalidArgument(f"admin request bodies are limited to {MAX_BODY} bytes")
         claimed = auth.content_sha256
