@@ -14,6 +14,7 @@ source keeps its base name (with ``-r``, its path below the source folder).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +49,19 @@ def _transfer_config(options: CopyOptions) -> Any:
                           max_concurrency=4, use_threads=True)
 
 
-def _join(base: Remote | Path, relative: str) -> Remote | Path:
+def _join(base: Remote | Path, relative: str) -> Remote | Path | None:
+    """``relative`` below ``base``; None when a local path would leave the folder.
+
+    Below a local folder, ``relative`` comes from an object key, which anyone who could
+    write the bucket chose: ``../x`` or ``/etc/x`` are valid keys. Such a key is never
+    followed out of the folder (as ``aws s3 cp`` does, it is skipped with a warning);
+    empty and ``.`` segments are dropped (``a//b`` and ``a/./b`` land at ``a/b``).
+    """
     if isinstance(base, Path):
-        return base / relative
+        parts = [part for part in relative.split("/") if part not in ("", ".")]
+        if not parts or ".." in parts:
+            return None
+        return base.joinpath(*parts)
     key = base.key if base.key == "" or base.key.endswith("/") else base.key + "/"
     return Remote(base.alias, base.bucket, key + relative)
 
@@ -104,6 +115,9 @@ def plan(sources: list[Remote | Path], destination: Remote | Path, options: Copy
     for source in sources:
         for item, name, size in _expand_source(source, options):
             target = _join(destination, name) if folder else destination
+            if target is None:
+                print(f"warning: skipped {str(item)!r}: its key would leave {destination}", file=sys.stderr)
+                continue
             jobs.append(CopyJob(item, target, size))
     if not jobs:
         raise CliError("nothing to copy")
