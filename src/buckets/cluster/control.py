@@ -59,10 +59,11 @@ from pysyncobj.syncobj import SyncObjException
 
 from buckets import errors
 from buckets.cluster.control_raft import JOURNAL_FILE, SNAPSHOT_FILE, RaftNode, RaftStatus
-from buckets.cluster.control_state import (
-    ControlMachine, ControlSnapshot, Layout, NodeRecord, check_nodes, check_address, check_endpoint,
-    compress_table, encode_command, placement_disks,
+from buckets.cluster.control_records import (
+    ControlSnapshot, Layout, NodeRecord, check_address, check_endpoint, check_nodes, compress_table,
+    placement_disks,
 )
+from buckets.cluster.control_state import ControlMachine, encode_command
 from buckets.errors import BucketsError, define_error
 from buckets.placement import DiskSpec, PartitionTable, Topology, build_table
 
@@ -93,7 +94,7 @@ ClusterNotInitialized = define_error(
     "ClusterNotInitialized", "ServiceUnavailable", 503, "The cluster has not been initialised yet.")
 MembershipChangeRefused = define_error(
     "MembershipChangeRefused", "MembershipChangeRefused", 409,
-    "The control plane refused the membership change (another change is in progress).")
+    "The control plane kept refusing the membership change (another change is in progress).")
 
 _ERRORS: dict[str, type[BucketsError]] = {
     "InvalidArgument": errors.InvalidArgument,
@@ -351,9 +352,13 @@ class ControlPlane:
         budget = self.config.commit_timeout if timeout is None else timeout
         deadline = loop.time() + budget
         pause = 0.02
+        denied = False
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if denied:
+                    raise MembershipChangeRefused(f"{what}: the leader kept refusing it for {budget:g}s (another "
+                                                  "membership change in progress)")
                 raise NoQuorum(f"{what}: no majority of the control plane committed it within {budget:g}s")
             status = raft.published_status
             if status is not None and not status.has_quorum:
@@ -369,10 +374,10 @@ class ControlPlane:
                 continue  # the loop raises NoQuorum
             if error == FAIL_REASON.SUCCESS:
                 return result
-            if error == FAIL_REASON.REQUEST_DENIED:
-                raise MembershipChangeRefused(f"{what}: refused by the leader (a membership change is in "
-                                              "progress, or the node is already in that state)")
-            if error not in _RETRY:
+            # A membership change is refused while the previous one, or a new leader's first
+            # entry, is not applied yet: transient, so try again until the deadline.
+            denied = error == FAIL_REASON.REQUEST_DENIED
+            if error not in _RETRY and not denied:
                 log.warning("control plane: %s failed with pysyncobj reason %s; retrying", what, error)
             await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
             pause = min(pause * 2, 0.25)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -81,11 +82,36 @@ class _DurableMeta(_journal.MetaStorer):
         _fsync_dir(os.path.dirname(path))
 
 
+def _check_journal_header(path: str) -> None:
+    """Refuse a journal file pysyncobj would misread: it checks nothing, and a damaged header
+    can read as an empty journal (a node that forgot its log and its votes)."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return
+    if size == 0:  # created, then the process died before the header was synced
+        os.remove(path)
+        return
+    with open(path, "rb") as f:
+        header = f.read(_journal.FIRST_RECORD_OFFSET)
+    name = _journal.APP_NAME + b"\0" * (_journal.NAME_SIZE - len(_journal.APP_NAME))
+    if len(header) < _journal.FIRST_RECORD_OFFSET or header[:_journal.NAME_SIZE] != name:
+        raise ValueError(f"{path} is not a pysyncobj journal")
+    version, last = struct.unpack_from("<II", header, _journal.NAME_SIZE + _journal.VERSION_SIZE)
+    if version != _journal.JOURNAL_FORMAT_VERSION or not _journal.FIRST_RECORD_OFFSET <= last <= size:
+        raise ValueError(f"{path}: damaged journal header (format {version}, end {last} of {size} bytes)")
+
+
 class DurableJournal(_journal.FileJournal):
-    """pysyncobj's file journal, synced to disk after every change."""
+    """pysyncobj's file journal, synced to disk after every change, checked when opened."""
 
     def __init__(self, path: str) -> None:
+        _check_journal_header(path)
         super().__init__(path)
+        indices = [self[i][1] for i in range(len(self))]
+        if any(b != a + 1 for a, b in zip(indices, indices[1:])):
+            self._destroy()
+            raise ValueError(f"{path}: damaged journal (entry indices are not consecutive)")
         if not hasattr(self, "_FileJournal__metaStorer"):
             raise RuntimeError("pysyncobj's FileJournal changed shape; DurableJournal needs updating")
         self._FileJournal__metaStorer = _DurableMeta(path + ".meta")

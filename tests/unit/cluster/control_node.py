@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from buckets.cluster.control import ControlConfig, ControlPlane, ControlPlaneError
-from buckets.cluster.control_state import Layout
+from buckets.cluster.control_records import Layout
 from buckets.errors import BucketsError
 
 

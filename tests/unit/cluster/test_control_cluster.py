@@ -20,7 +20,7 @@ import pytest
 from control_cluster import DEFAULT_LAYOUT, ControlCluster, Node, node_records
 from cryptography.fernet import Fernet
 
-from buckets.cluster.control_state import TopologyRecord, parse_table
+from buckets.cluster.control_records import TopologyRecord, parse_table
 from buckets.placement import build_table
 
 

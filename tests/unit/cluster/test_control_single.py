@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 
 import msgpack
 from pysyncobj.journal import FileJournal, MemoryJournal
@@ -112,10 +113,32 @@ def test_control_directory_is_a_system_directory_of_the_disk() -> None:
 
 
 async def test_a_damaged_journal_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / JOURNAL_FILE).write_bytes(b"PYSYNCOBJ" + os.urandom(200))
-    plane = ControlPlane(config(tmp_path, free_port()))
-    with pytest.raises(ControlPlaneError, match="cannot open the control-plane journal"):
-        await plane.start()
+    port = free_port()
+    plane = await started(tmp_path, port)
+    for i in range(5):
+        await plane.apply("create_bucket", name=f"bucket-{i}")
+    await plane.close()
+    journal = tmp_path / JOURNAL_FILE
+    good = journal.read_bytes()
+    damaged = {
+        "not a journal": b"PYSYNCOBJ" + bytes(200),
+        "end offset inside the header": good[:36] + struct.pack("<I", 8) + good[40:],
+        "end offset past the file": good[:36] + struct.pack("<I", len(good) + 1) + good[40:],
+        "an entry index overwritten": good[:44] + struct.pack("<Q", 99) + good[52:],
+    }
+    for why, data in damaged.items():
+        journal.write_bytes(data)
+        plane = ControlPlane(config(tmp_path, port))
+        with pytest.raises(ControlPlaneError, match="cannot open the control-plane journal"):
+            await plane.start()
+            await plane.close()
+            pytest.fail(f"{why}: started over a damaged journal")
+    journal.write_bytes(good)
+    again = await started(tmp_path, port)
+    try:
+        assert len((await again.read(linearizable=True)).buckets) == 5
+    finally:
+        await again.close()
 
 
 async def test_restart_after_a_snapshot_whose_journal_was_not_truncated_yet(tmp_path: Path) -> None:

@@ -11,9 +11,8 @@ import msgpack
 import pytest
 
 from buckets.cluster.control import ControlConfig, ControlPlaneError, control_address, derive_password, plan_table
-from buckets.cluster.control_state import (
-    RECENT_RESULTS, ControlMachine, DiskRecord, Layout, NodeRecord, compress_table, encode_command, parse_table,
-)
+from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord, compress_table, parse_table
+from buckets.cluster.control_state import RECENT_RESULTS, ControlMachine, encode_command
 from buckets.placement import PartitionTable, build_table
 
 LAYOUT = Layout(k=2, m=2, block_size=1 << 20, partitions=64)
