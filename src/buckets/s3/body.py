@@ -8,6 +8,8 @@ write before anything is committed.
 
 The 100 Continue interim response is sent here, after authentication and the handler's
 own checks, so a client that waits for it never uploads a body that will be refused.
+From then on a body that stalls (no bytes for the connection's ``body_timeout``) ends the
+request with 400 RequestTimeout (``buckets.s3.connections.watch_body``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from buckets.errors import (
     MissingContentLength,
 )
 from buckets.s3.auth import payload_reader
+from buckets.s3.connections import watch_body
 from buckets.s3.context import S3Request
 from buckets.s3.params import BEYOND, decimal
 
@@ -81,7 +84,7 @@ async def _continue_first(request: web.Request, stream: AsyncIterator[bytes],
     first (NoSuchBucket, NoSuchUpload, ...), a waiting client never sends the body."""
     await send_continue(request)
     seen = 0
-    async for chunk in stream:
+    async for chunk in watch_body(request, stream):
         if limit is not None:
             seen += len(chunk)
             if seen > limit:
@@ -100,7 +103,7 @@ async def read_document(req: S3Request, limit: int) -> tuple[bytes, Any]:
         raise MalformedXML("The XML you provided was larger than the maximum allowed size.")
     await send_continue(req.request)
     buf = bytearray()
-    async for chunk in reader:
+    async for chunk in watch_body(req.request, reader):
         buf += chunk
         if len(buf) > limit:
             raise MalformedXML("The XML you provided was larger than the maximum allowed size.")
