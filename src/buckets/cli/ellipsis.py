@@ -7,8 +7,8 @@ Owns two steps that turn what an operator typed after ``buckets server`` into di
   line copied from a MinIO deployment names the same disks in the same order.
 * :func:`parse_endpoints` turns every expanded argument into an :class:`Endpoint` (a local
   path or an ``http(s)://host:port/path`` URL) and refuses what cannot work: mixed local
-  paths and URLs, duplicates, malformed URLs, and, until clustering lands, any URL that
-  names another node.
+  paths and URLs, duplicates and malformed URLs. URLs naming several nodes are a cluster
+  (``names_cluster``; ``buckets.cluster.topology`` finds this node among them).
 
 Pure functions, no I/O except asking the OS for this host's name. Every failure is a
 ``ValueError`` whose message is one line an operator can act on.
@@ -32,13 +32,6 @@ _RANGE = re.compile(r"^([0-9]+|[A-Za-z])\.\.\.([0-9]+|[A-Za-z])$")
 MAX_EXPANSION = 4096
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-CLUSTERING_UNAVAILABLE = "clustering is not available yet in this build: run with local paths"
-
-
-class ClusteringUnavailable(ValueError):
-    """The arguments name a cluster (another host) and this build serves one node only."""
-
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -147,7 +140,7 @@ def this_host_names(address_host: str) -> frozenset[str]:
     """Names that mean "this node": loopback, the machine's host name, the bound address.
 
     No DNS lookups: a slow resolver must not stall startup, and a name that only resolves
-    to us through DNS is a cluster configuration, which this build refuses anyway.
+    to us through DNS needs ``--address`` to say which node this is.
     """
     names = set(LOOPBACK_HOSTS)
     hostname = socket.gethostname().lower()
@@ -191,8 +184,7 @@ def parse_endpoints(args: list[str], server_port: int, address_host: str = "") -
     """Expand and parse the disk arguments of ``buckets server``.
 
     ``server_port`` and ``address_host`` come from ``--address``; they decide whether a URL
-    names this node. Raises ``ValueError`` (or :class:`ClusteringUnavailable`) with a
-    one-line message.
+    names this node. Raises ``ValueError`` with a one-line message.
     """
     if not args:
         raise ValueError("no disk paths given: pass at least one PATH, e.g. buckets server ./data")
@@ -217,13 +209,16 @@ def parse_endpoints(args: list[str], server_port: int, address_host: str = "") -
     for endpoint, arg in zip(endpoints, expanded):
         # Two URLs that differ only in scheme, or name this node as localhost and as
         # 127.0.0.1, are still the same disk.
-        identity = (None if endpoint.is_local else endpoint.host, endpoint.port, endpoint.path)
+        identity = ("loopback" if endpoint.host in LOOPBACK_HOSTS else endpoint.host, endpoint.port,
+                    endpoint.path)
         if identity in seen:
             raise ValueError(f"duplicate disk: {arg!r} names the same disk as {seen[identity]!r}")
         seen[identity] = arg
-    remote = [endpoint for endpoint in endpoints if not endpoint.is_local]
-    if remote:
-        raise ClusteringUnavailable(
-            f"{CLUSTERING_UNAVAILABLE} ({remote[0].url} is not this server, "
-            f"which listens on port {server_port})")
     return endpoints
+
+
+def names_cluster(endpoints: list[Endpoint]) -> bool:
+    """True when the endpoints name more than one node (distinct host:port), or one that is
+    not this server: either way this server must find itself among them."""
+    nodes = {(e.host, e.port) for e in endpoints if e.url is not None}
+    return len(nodes) > 1 or any(not e.is_local for e in endpoints)

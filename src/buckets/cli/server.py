@@ -4,8 +4,7 @@ Owns the ``buckets`` console script: the argparse parser (generated from the set
 table in ``buckets.cli.config`` so ``--help`` documents every option and its environment
 variable), the startup banner, logging setup, the assembly of the app (the S3 API plus
 ``/metrics``, health, the admin API and the access logger from ``buckets.obs`` and
-``buckets.admin``, behind the connection limits and timeouts of ``buckets.s3.connections``,
-fitted to the open-file limit), and the process lifecycle: open the store, serve on uvloop, and on
+``buckets.admin``), and the process lifecycle: open the store, serve on uvloop, and on
 SIGTERM/SIGINT stop accepting, let in-flight requests finish, then close the app and the
 store so the registry is closed cleanly.
 
@@ -176,52 +175,30 @@ def configure_logging(config: Config) -> None:
     configure(config.log_format, config.log_level)
 
 
-def build_app(store: object, config: Config):
+def build_app(store: object, config: Config, peer_rpc: object | None = None):
     """The S3 app plus metrics, health and the admin API, wired to one store.
 
     Returns ``(app, runner_kwargs)``: the runner must get ``runner_kwargs`` so that the
-    access logger (one line and the request metrics per request) sees every response,
-    and the connection guard (limits and timeouts for slow clients, whose counts are in
-    the metrics) is enforced.
+    access logger (one line and the request metrics per request) sees every response.
     """
     from buckets.admin import AdminApi, LiveSettings
     from buckets.cluster.rpcserver import build_node_rpc
     from buckets.obs import AccessLogger, OpsEndpoints, ServerMetrics
     from buckets.obs.access import METRICS_KEY, timing_middleware
     from buckets.s3.app import create_app
-    from buckets.s3.connections import ConnectionCollector
 
     metrics = ServerMetrics(store)
     endpoints = OpsEndpoints(store, metrics, metrics_auth=config.metrics_auth,
                              metrics_token=config.metrics_token)
     settings = LiveSettings(store, endpoints, scanner_rate=config.scanner_rate)
     admin = AdminApi(store, config, settings)
-    peer_rpc = build_node_rpc(store, config)  # /_buckets/peer/v1/...: other nodes, signed with the cluster secret
+    if peer_rpc is None:  # one node: /_buckets/peer/v1/... answers ping and info (a cluster node brings its own)
+        peer_rpc = build_node_rpc(store, config)
     app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes()],
                      extra_middlewares=[timing_middleware, endpoints.middleware])
     app[METRICS_KEY] = metrics
-    guard = connection_guard(config)
-    metrics.registry.register(ConnectionCollector(guard))
-    runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access"),
-                     "guard": guard}
+    runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access")}
     return app, runner_kwargs
-
-
-def connection_guard(config: Config):
-    """The limits and timeouts for client connections, the connection limit fitted to the
-    open-file limit (raised toward its hard limit first when that is needed)."""
-    from dataclasses import replace
-
-    from buckets.s3.connections import ConnectionGuard, ConnectionLimits, fit_to_fd_limit
-
-    limits = ConnectionLimits.from_config(config)
-    allowed, fd_limit = fit_to_fd_limit(limits.max_connections)
-    if allowed < limits.max_connections:
-        log.warning("max_connections lowered from %d to %d to fit the open-file limit of %s "
-                    "(raise it with `ulimit -n` or LimitNOFILE= to allow more)",
-                    limits.max_connections, allowed, fd_limit)
-        limits = replace(limits, max_connections=allowed)
-    return ConnectionGuard(limits)
 
 
 # --- lifecycle -----------------------------------------------------------------------------
@@ -275,8 +252,6 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
     """Open the store, serve until SIGTERM/SIGINT, shut down cleanly. Returns the exit code."""
     from aiohttp import web
 
-    from buckets.s3.connections import GuardedAppRunner
-
     check_address_free(config)  # blocking, but nothing else runs yet
     try:
         from buckets.admin.settings import make_scanner_config
@@ -305,10 +280,28 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
+    store_kwargs = dict(parity=config.parity, sync=config.sync, cache_size=config.cache_size,
+                        inline_threshold=config.inline_threshold,
+                        scanner_config=make_scanner_config(config.scanner_rate, config.scanner_mb_rate))
+    node = None
     try:
-        store = await Store.open(config.disk_paths, parity=config.parity, sync=config.sync,
-                                 cache_size=config.cache_size, inline_threshold=config.inline_threshold,
-                                 scanner_config=make_scanner_config(config.scanner_rate, config.scanner_mb_rate))
+        if config.is_cluster:
+            # Forming a cluster waits for peers: a signal meanwhile stops the wait.
+            opening = asyncio.ensure_future(open_cluster_store(config, store_kwargs))
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not opening.done():
+                opening.cancel()
+                try:
+                    await opening
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                    pass
+                log.info("stopped before the cluster formed")
+                return EXIT_OK
+            node, store = opening.result()
+        else:
+            store = await Store.open(config.disk_paths, **store_kwargs)
     except (FormatError, BucketsError, ValueError) as error:
         # The engine's refusals (foreign or mismatched disks, bad parity for the disk
         # count) are the operator's to fix: one line; the traceback only at debug level.
@@ -326,11 +319,11 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         # User secrets are sealed under a key derived from the root credentials: without
         # it no user added with buckets-admin could sign a request.
         store.users.set_kek(derive_kek(config.root_user, config.root_password, store.deployment_id))
-        app, runner_kwargs = build_app(store, config)
+        app, runner_kwargs = build_app(store, config, node.rpc if node is not None else None)
         # handle_signals=False: the signals are ours, so the order below (drain requests,
         # close the app, then close the store) is not left to aiohttp's own handler.
-        runner = GuardedAppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
-                                  **runner_kwargs)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
+                               **runner_kwargs)
         await runner.setup()
         site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
         try:
@@ -340,6 +333,8 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
         freeze_startup_objects()
         print_banner(config, tuple(store.layout), store.disk_count, stream)
+        if node is not None:
+            print(node.banner(), file=stream, flush=True)
         log.info("serving on %s", " ".join(endpoint_urls(config)))
         await stopping.wait()
     finally:
@@ -348,8 +343,55 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                 await runner.cleanup()  # stops listening, drains in-flight requests, app cleanup
         finally:
             await store.close()
+            if node is not None:
+                await node.close()
     log.info("stopped cleanly")
     return EXIT_OK
+
+
+async def open_cluster_store(config: Config, store_kwargs: dict):
+    """A cluster node: serve the peer routes (this node's disks, its hello) on the node's own
+    port while the cluster forms and the store opens, then hand the port to the full app."""
+    from aiohttp import web
+
+    from buckets.cluster.node import ClusterNode, ClusterStartError
+
+    try:
+        node = ClusterNode.create(config)
+    except ClusterStartError as error:
+        raise StartupError(str(error)) from None
+    app = web.Application()
+    app.router.add_routes(node.rpc.routes())
+
+    async def forming(request: web.Request) -> web.StreamResponse:
+        from buckets.errors import ServiceUnavailable
+        from buckets.s3.errors import error_response
+
+        error = ServiceUnavailable("This node is joining its cluster; retry shortly.")
+        return error_response(error, request_id="0", host_id="", resource=request.path,
+                              head=request.method == "HEAD")
+
+    app.router.add_route("*", "/{tail:.*}", forming)  # S3 clients get a retryable 503 meanwhile
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise _listen_error(config, error) from None
+    log.info("cluster node %s: waiting for %d peers", node.spec.me.url, len(node.spec.peers))
+    try:
+        store = await node.open_store(**store_kwargs)
+    except ClusterStartError as error:
+        await node.close()
+        raise StartupError(str(error)) from None
+    except BaseException:
+        await node.close()
+        raise
+    finally:
+        await runner.cleanup()
+    return node, store
 
 
 def run_server(config: Config) -> int:

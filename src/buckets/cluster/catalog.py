@@ -50,6 +50,17 @@ class ClusterCatalog:
         return sorted(((n, {"created": r.created, "owner": r.owner}) for n, r in self.control.snapshot.buckets.items()),
                       key=lambda kv: kv[0].encode())
 
+    async def find_bucket(self, name: str) -> dict | None:
+        found = self.get_bucket(name)
+        if found is None:  # maybe created through another node a moment ago: catch up first
+            await self.control.read(linearizable=True)
+            found = self.get_bucket(name)
+        return found
+
+    async def fresh_buckets(self) -> list[tuple[str, dict]]:
+        await self.control.read(linearizable=True)
+        return self.list_buckets()
+
     async def create_bucket(self, name: str, rec: dict) -> None:
         await self.control.apply("create_bucket", name=name, owner=rec.get("owner", ""))
 

@@ -26,10 +26,10 @@ from typing import Any
 from buckets import errors
 from buckets.cluster.catalog import ClusterCatalog, ClusterUserTable, index_bucket
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
-from buckets.cluster.control_state import DiskRecord, Layout, NodeRecord
+from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
-from buckets.cluster.rpcclient import PeerClient
+from buckets.cluster.rpcclient import PeerClient, close_shared_session
 from buckets.cluster.rpcserver import PeerRpcServer
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.placement import PartitionTable
@@ -64,6 +64,7 @@ class ClusterNode:
     control: ControlPlane | None = None
     index: ReplicatedIndex | None = None
     table: PartitionTable | None = None
+    _served: list = field(default_factory=list)
     _replicas: dict[str, list[str]] = field(default_factory=dict)
 
     # -- 1. wiring ------------------------------------------------------------------------
@@ -85,14 +86,17 @@ class ClusterNode:
         for node in spec.nodes:
             for path in node.paths:
                 if node is spec.me:
+                    # The store owns (and closes) its disks; the disk service keeps its own
+                    # handles on the same directories for as long as the node runs.
                     disk: Disk = LocalDisk(path)
-                    local[path] = disk  # type: ignore[assignment]
+                    local[path] = LocalDisk(path)
                 else:
                     disk = RemoteDisk(clients[node.url], path, node.disk_endpoint(path))
                 disks.append(disk)
                 disk_nodes.append(node_id_of(node))
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
         self = cls(spec, secret, clients, disks, disk_nodes, rpc, config)
+        self._served = list(local.values())
         DiskService(local).register(rpc)
         rpc.register("node", "hello", self._hello)
         return self
@@ -133,32 +137,40 @@ class ClusterNode:
         from buckets.engine.store import ClusterParts, Store
 
         await self.wait_for_peers()
-        parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=self.spec.self_index == 0,
+        first = self.spec.self_index == 0
+        if not first:
+            await self._wait_formatted()
+        parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=first,
                              table=self._start_control, catalog=self._catalog, users=self._users)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + FORMATION_TIMEOUT
-        while True:
-            try:
-                store = await Store.open_disks(self.disks, cluster=parts, **store_kwargs)
-                break
-            except NotFormatted:
-                if loop.time() >= deadline:
-                    raise ClusterStartError(f"no disk was formatted within {FORMATION_TIMEOUT:g}s: is "
-                                            f"{self.spec.nodes[0].url} (the first node) running?") from None
-                await asyncio.sleep(0.5)
-                self.disks = [self._fresh(d) for d in self.disks]  # the failed open closed them
+        try:
+            store = await Store.open_disks(self.disks, cluster=parts, **store_kwargs)
+        except NotFormatted:
+            raise ClusterStartError(f"the disks lost their format while this node started: is "
+                                    f"{self.spec.nodes[0].url} (the first node) formatting another cluster?") from None
         assert self.index is not None
         for method, fn in self.index.local.handlers().items():
             self.rpc.register("index", method, fn)
         return store
 
-    def _fresh(self, disk: Disk) -> Disk:
-        from buckets.cluster.remotedisk import RemoteDisk
+    async def _wait_formatted(self, timeout: float = FORMATION_TIMEOUT) -> None:
+        """Wait until the first node has formatted every disk of a new cluster (a disk that
+        is formatted already, as on every later start, passes at once)."""
+        from buckets.engine.bootstrap import read_disk_format
+        from buckets.storage.format import DiskFormat
 
-        if isinstance(disk, LocalDisk):
-            return LocalDisk(disk.root)
-        assert isinstance(disk, RemoteDisk)
-        return RemoteDisk(disk.client, disk.path, disk.endpoint)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            probes = await asyncio.gather(*(read_disk_format(d) for d in self.disks))
+            if all(isinstance(p, DiskFormat) for p in probes):
+                for d in self.disks:  # a probe may have marked a not-yet-reachable disk offline
+                    d.mark_online()
+                return
+            if loop.time() >= deadline:
+                missing = [d.endpoint for d, p in zip(self.disks, probes) if not isinstance(p, DiskFormat)]
+                raise ClusterStartError(f"disks not formatted within {timeout:g}s ({', '.join(missing[:4])}): "
+                                        f"is {self.spec.nodes[0].url} (the first node) running?")
+            await asyncio.sleep(0.5)
 
     async def _start_control(self, store: Any, boot: Any) -> PartitionTable:
         """Start Raft, initialise the topology (every node proposes the same; one wins) and
@@ -196,6 +208,36 @@ class ClusterNode:
                                     f"the disks to {boot.deployment_id}")
         self.table = topology.partition_table()
         return self.table
+
+    def tolerated_node_failures(self, k: int, m: int) -> int:
+        """How many whole nodes may fail with every object still readable and writable, every
+        index still answering and the control plane keeping its majority."""
+        assert self.table is not None
+        node_of = {d.disk_id: n for d, n in zip(self.disks, self.disk_nodes)}
+        worst = 1
+        for row in self.table.rows:
+            per_node: dict[str, int] = {}
+            for disk_id in row:
+                per_node[node_of[disk_id]] = per_node.get(node_of[disk_id], 0) + 1
+            worst = max(worst, max(per_node.values()))
+        write_spare = m - (1 if k == m else 0)  # the write quorum is k, or k + 1 when k == m
+        shards = write_spare // worst
+        nodes = len(self.spec.nodes)
+        majority = (nodes - 1) // 2
+        index = min(INDEX_REPLICAS, nodes) - (min(INDEX_REPLICAS, nodes) // 2 + 1)
+        return max(0, min(shards, majority, index))
+
+    def banner(self) -> str:
+        assert self.table is not None
+        me = self.spec.me
+        layout = self.control.snapshot.topology.layout if self.control and self.control.snapshot.topology else None
+        lines = [f"Cluster:     {len(self.spec.nodes)} nodes, this is {me.url}"]
+        for n in self.spec.nodes:
+            lines.append(f"  {n.url}  {len(n.paths)} disks{'  (this node)' if n is me else ''}")
+        if layout is not None:
+            lines.append(f"Tolerates:   {self.tolerated_node_failures(layout.k, layout.m)} node failure(s) "
+                         f"for reads and writes")
+        return "\n".join(lines)
 
     def replicas_of(self, bucket: str) -> list[str]:
         """The index replicas of a bucket: the first 3 distinct nodes of its partition's row."""
@@ -235,3 +277,6 @@ class ClusterNode:
             await self.control.close()
         for client in self.clients.values():
             await client.close()
+        for disk in self._served:
+            await disk.close()
+        await close_shared_session()

@@ -20,8 +20,13 @@ from buckets.registry import Op, Registry
 
 class Catalog(Protocol):
     # -- buckets (few, read on every request: local, synchronous reads) -------------------
-    def get_bucket(self, name: str) -> dict | None: ...
+    def get_bucket(self, name: str) -> dict | None:
+        """This node's view (may lag a change made through another node by a moment)."""
     def list_buckets(self) -> list[tuple[str, dict]]: ...
+    async def find_bucket(self, name: str) -> dict | None:
+        """Like ``get_bucket``, but sees every change acknowledged anywhere before the call."""
+    async def fresh_buckets(self) -> list[tuple[str, dict]]:
+        """Like ``list_buckets``, with ``find_bucket``'s freshness."""
     async def create_bucket(self, name: str, rec: dict) -> None:
         """``BucketAlreadyOwnedByYou`` when it exists."""
     async def delete_bucket(self, name: str) -> list[dict]:
@@ -58,6 +63,12 @@ class LocalCatalog:
         return self.registry.get_bucket(name)
 
     def list_buckets(self) -> list[tuple[str, dict]]:
+        return self.registry.list_buckets()
+
+    async def find_bucket(self, name: str) -> dict | None:
+        return self.registry.get_bucket(name)
+
+    async def fresh_buckets(self) -> list[tuple[str, dict]]:
         return self.registry.list_buckets()
 
     async def create_bucket(self, name: str, rec: dict) -> None:

@@ -36,7 +36,7 @@ MAX_PARTS = 10_000
 
 
 async def _upload(self: "Store", bucket: str, key: str, upload_id: str) -> dict:
-    self._require_bucket(bucket)
+    await self._require_bucket(bucket)
     rec = await self.catalog.get_upload(bucket, upload_id)
     if rec is None or rec["key"] != key:
         raise errors.NoSuchUpload(resource=f"/{bucket}/{key}", UploadId=upload_id)
@@ -47,7 +47,7 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
                                   opts: PutOptions | None = None) -> UploadInfo:
     opts = opts or PutOptions()
     check_object_key(key)
-    self._require_bucket(bucket)
+    await self._require_bucket(bucket)
     k, m = self.layout_for(opts.storage_class)
     _, disk_ids = self.table.locate(bucket, key)
     upload_id = new_id()  # time-ordered: uploads of one key list in initiation order
@@ -214,7 +214,7 @@ async def list_parts(self: "Store", bucket: str, key: str, upload_id: str, part_
 async def list_multipart_uploads(self: "Store", bucket: str, prefix: str = "", delimiter: str = "",
                                  key_marker: str = "", upload_id_marker: str = "",
                                  limit: int = 1000) -> ListUploadsResult:
-    self._require_bucket(bucket)
+    await self._require_bucket(bucket)
     recs = sorted((r for r in await self.catalog.list_uploads(bucket) if r["key"].startswith(prefix)),
                   key=lambda r: (r["key"].encode(), r["uid"]))
     uploads: list[UploadInfo] = []

@@ -255,7 +255,7 @@ class Store:
     async def make_bucket(self, name: str) -> BucketInfo:
         check_bucket_name(name)
         async with self.locks.hold(("bucket", name)):
-            if self.catalog.get_bucket(name) is not None:
+            if await self.catalog.find_bucket(name) is not None:
                 raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
             created = _now()
             data = encode_meta_file({"bucket": name, "created": created})
@@ -267,23 +267,23 @@ class Store:
 
     async def delete_bucket(self, name: str) -> None:
         async with self.locks.hold(("bucket", name)):
-            self._require_bucket(name)
+            await self._require_bucket(name)
             uploads = await self.catalog.delete_bucket(name)
             await self._on_disks(lambda d: d.delete(paths.bucket_dir(name), recursive=True))
             for u in uploads:
                 await self._on_disks(lambda d, u=u: d.delete(paths.upload_dir(u["uid"]), recursive=True))
 
     async def list_buckets(self) -> list[BucketInfo]:
-        return [BucketInfo(name, rec["created"]) for name, rec in self.catalog.list_buckets()]
+        return [BucketInfo(name, rec["created"]) for name, rec in await self.catalog.fresh_buckets()]
 
     async def get_bucket(self, name: str) -> BucketInfo:
-        return BucketInfo(name, self._require_bucket(name)["created"])
+        return BucketInfo(name, (await self._require_bucket(name))["created"])
 
     async def bucket_exists(self, name: str) -> bool:
-        return self.catalog.get_bucket(name) is not None
+        return await self.catalog.find_bucket(name) is not None
 
-    def _require_bucket(self, name: str) -> dict:
-        rec = self.catalog.get_bucket(name)
+    async def _require_bucket(self, name: str) -> dict:
+        rec = await self.catalog.find_bucket(name)
         if rec is None:
             raise errors.NoSuchBucket(resource=name, BucketName=name)
         return rec
@@ -320,7 +320,7 @@ class Store:
                          size: int | None, opts: PutOptions | None = None) -> ObjectInfo:
         opts = opts or PutOptions()
         check_object_key(key)
-        self._require_bucket(bucket)
+        await self._require_bucket(bucket)
         if opts.if_none_match or opts.if_match is not None:
             await self._check_conditions(bucket, key, opts)  # fail fast; re-checked at commit
         k, m = self.layout_for(opts.storage_class)
@@ -419,7 +419,7 @@ class Store:
             self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks")
         async with self.locks.hold((bucket, key)):
             try:
-                self._require_bucket(bucket)
+                await self._require_bucket(bucket)
                 old = await self._check_conditions(bucket, key, opts)
                 await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
             except errors.BucketsError:  # precondition failed, or the bucket was deleted under us
@@ -471,7 +471,7 @@ class Store:
     async def _lookup(self, bucket: str, key: str) -> dict:
         entry = await self.catalog.get_object(bucket, key)
         if entry is None:
-            self._require_bucket(bucket)
+            await self._require_bucket(bucket)
             raise errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
         return entry
 
@@ -487,7 +487,7 @@ class Store:
         return ObjectReader(self, bucket, key, entry, info, rng)
 
     async def delete_object(self, bucket: str, key: str) -> bool:
-        self._require_bucket(bucket)
+        await self._require_bucket(bucket)
         async with self.locks.hold((bucket, key)):
             entry = await self.catalog.get_object(bucket, key)
             if entry is None:
@@ -505,7 +505,7 @@ class Store:
 
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "",
                            start_after: str = "", limit: int = 1000) -> ListResult:
-        self._require_bucket(bucket)
+        await self._require_bucket(bucket)
         if limit <= 0:
             return ListResult([], [], False, None)
         items, prefixes, truncated = await self.catalog.list_objects(

@@ -240,6 +240,13 @@ def test_missing_config_file(tmp_path) -> None:
         build_config({"config": str(tmp_path / "nope.yaml"), "paths": [str(tmp_path)]}, {})
 
 
-def test_clustering_reported_as_config_error(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="clustering is not available yet in this build"):
+def test_a_cluster_this_node_is_not_part_of_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no node in the endpoint list matches"):
         build_config({"paths": ["http://node{1...4}:9000/data{1...4}"]}, {})
+    with pytest.raises(ConfigError, match="no node in the endpoint list matches --address 127.0.0.9:9000"):
+        build_config({"paths": ["http://127.0.0.{1...4}:9000/data{1...4}"], "address": "127.0.0.9:9000"}, {})
+
+
+def test_a_cluster_node_found_by_its_address(tmp_path) -> None:
+    config = build_config({"paths": ["http://127.0.0.{1...4}:9000/data{1...4}"], "address": "127.0.0.3:9000"}, {})
+    assert config.is_cluster and len(config.endpoints) == 16

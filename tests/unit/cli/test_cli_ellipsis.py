@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from buckets.cli.ellipsis import ClusteringUnavailable, Endpoint, expand, expand_all, parse_endpoints
+from buckets.cli.ellipsis import Endpoint, expand, expand_all, names_cluster, parse_endpoints
 
 
 @pytest.mark.parametrize(
@@ -137,10 +137,15 @@ def test_bound_address_host_counts_as_local() -> None:
         ["http://localhost:9000/d1", "http://node2:9000/d2"],
     ],
 )
-def test_other_nodes_mean_clustering_which_is_not_available(args: list[str]) -> None:
-    with pytest.raises(ClusteringUnavailable, match="clustering is not available yet in this build: "
-                                                    "run with local paths"):
-        parse_endpoints(args, server_port=9000)
+def test_other_nodes_name_a_cluster(args: list[str]) -> None:
+    endpoints = parse_endpoints(args, server_port=9000)
+    assert names_cluster(endpoints)
+    assert [e.url for e in endpoints][0].startswith("http://")
+
+
+def test_one_node_named_by_urls_is_not_a_cluster() -> None:
+    endpoints = parse_endpoints(["http://localhost:9000/d{1...4}"], server_port=9000)
+    assert not names_cluster(endpoints) and all(e.is_local for e in endpoints)
 
 
 @pytest.mark.parametrize(
@@ -168,4 +173,3 @@ def test_parse_endpoints_rejects(args: list[str], message: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_endpoints(args, server_port=9000)
     assert message in str(caught.value)
-    assert not isinstance(caught.value, ClusteringUnavailable)

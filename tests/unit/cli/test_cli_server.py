@@ -39,7 +39,7 @@ def clean_env(monkeypatch):
         (["server", "{tmp}"], {"BUCKETS_ROOT_USER": "ab"}, "root user must be at least 3 characters"),
         (["server", "{tmp}"], {"BUCKETS_PARITY": "x"}, "BUCKETS_PARITY: parity must be a whole number"),
         (["server", "http://node{{1...4}}:9000/data{{1...4}}"], {},
-         "clustering is not available yet in this build: run with local paths"),
+         "no node in the endpoint list matches this host's own addresses on port 9000"),
         (["server", "{tmp}/a", "http://localhost:9000/b"], {}, "local paths and URLs cannot be mixed"),
         (["server", "{tmp}/d{{1...2}}", "{tmp}/d2"], {}, "duplicate disk"),
         (["server", "--config", "{tmp}/missing.yaml", "{tmp}"], {}, "cannot read config file"),

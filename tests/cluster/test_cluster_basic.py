@@ -1,0 +1,81 @@
+"""A 4-node x 4-disk cluster serves any key through any node (the fast subset, in `make test`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def test_any_node_serves_any_key(cluster4) -> None:
+    c = cluster4
+    s3 = {i: c.client(i) for i in range(1, 5)}
+    s3[1].create_bucket(Bucket="photos")
+    for i in range(2, 5):  # a bucket created through one node exists on every node
+        assert [b["Name"] for b in s3[i].list_buckets()["Buckets"]] == ["photos"]
+    sizes = {"empty": 0, "tiny": 10, "small": 4096, "inline": 100_000, "block": 1_500_000, "multi": 5_000_000}
+    data = {k: os.urandom(n) for k, n in sizes.items()}
+    for k, v in data.items():
+        s3[1].put_object(Bucket="photos", Key=k, Body=v)
+    for i in range(2, 5):
+        for k, v in data.items():
+            got = s3[i].get_object(Bucket="photos", Key=k)["Body"].read()
+            assert hashlib.sha256(got).digest() == hashlib.sha256(v).digest(), (i, k)
+            assert s3[i].head_object(Bucket="photos", Key=k)["ContentLength"] == len(v)
+        listed = [o["Key"] for o in s3[i].list_objects_v2(Bucket="photos")["Contents"]]
+        assert listed == sorted(data)
+    # a delete through one node is seen by all
+    s3[3].delete_object(Bucket="photos", Key="tiny")
+    for i in (1, 2, 4):
+        with pytest.raises(ClientError) as caught:
+            s3[i].head_object(Bucket="photos", Key="tiny")
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # an overwrite through another node wins everywhere
+    s3[4].put_object(Bucket="photos", Key="small", Body=b"new")
+    for i in range(1, 5):
+        assert s3[i].get_object(Bucket="photos", Key="small")["Body"].read() == b"new"
+
+
+def test_multipart_parts_through_different_nodes(cluster4) -> None:
+    c = cluster4
+    s3 = {i: c.client(i) for i in range(1, 5)}
+    s3[2].create_bucket(Bucket="mpu")
+    up = s3[1].create_multipart_upload(Bucket="mpu", Key="big")
+    blobs = [os.urandom(5 << 20), os.urandom(5 << 20), os.urandom(777)]
+    parts = []
+    for n, blob in enumerate(blobs, start=1):
+        r = s3[n + 1].upload_part(Bucket="mpu", Key="big", UploadId=up["UploadId"], PartNumber=n, Body=blob)
+        parts.append({"PartNumber": n, "ETag": r["ETag"]})
+    assert [p["PartNumber"] for p in s3[4].list_parts(Bucket="mpu", Key="big", UploadId=up["UploadId"])["Parts"]] == [1, 2, 3]
+    assert [u["UploadId"] for u in s3[3].list_multipart_uploads(Bucket="mpu").get("Uploads", [])] == [up["UploadId"]]
+    s3[4].complete_multipart_upload(Bucket="mpu", Key="big", UploadId=up["UploadId"], MultipartUpload={"Parts": parts})
+    for i in range(1, 5):
+        assert s3[i].get_object(Bucket="mpu", Key="big")["Body"].read() == b"".join(blobs)
+    assert s3[1].list_multipart_uploads(Bucket="mpu").get("Uploads", []) == []
+
+
+def test_users_and_buckets_are_cluster_wide(cluster4, tmp_path) -> None:
+    import subprocess
+
+    from clusterproc import ROOT_PASSWORD, ROOT_USER
+    from serverproc import BIN
+
+    c = cluster4
+    env = dict(os.environ, HOME=str(tmp_path))
+    run = lambda *args: subprocess.run([str(BIN / "buckets-admin"), *args], env=env, capture_output=True,
+                                       text=True, timeout=60)
+    assert run("alias", "set", "n1", c.url(1), ROOT_USER, ROOT_PASSWORD).returncode == 0
+    added = run("user", "add", "n1", "alice", "alice-secret-1")
+    assert added.returncode == 0, added.stderr
+    import boto3
+
+    for i in range(1, 5):  # the user added through node 1 signs requests on every node
+        alice = boto3.client("s3", endpoint_url=c.url(i), aws_access_key_id="alice",
+                             aws_secret_access_key="alice-secret-1", region_name="us-east-1")
+        alice.list_buckets()
+    c.client(3).create_bucket(Bucket="shared")
+    with pytest.raises(ClientError) as caught:
+        c.client(1).create_bucket(Bucket="shared")
+    assert caught.value.response["Error"]["Code"] in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
