@@ -57,6 +57,12 @@ class Config:
     scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
     scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
     shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
+    # Slow clients (buckets.s3.connections): how long each stage may take, how many connections.
+    header_timeout: float = 10.0  # seconds from connect (or a request's first byte) to its whole header
+    body_timeout: float = 60.0  # seconds an upload or download may stall (no bytes move)
+    idle_timeout: float = 75.0  # seconds a keep-alive connection may wait for its next request
+    max_connections: int = 4096  # open connections; lowered to fit the open-file limit
+    max_connections_per_client: int = 512  # open connections per client IP address; 0 = no limit
     config_file: str | None = None  # the YAML file the settings were read from, if any
     endpoints: list[Endpoint] = field(default_factory=list)  # filled in by build_config
 
@@ -335,6 +341,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shutdown_timeout", "BUCKETS_SHUTDOWN_TIMEOUT", "--shutdown-timeout",
             _decimal(0, "shutdown timeout"),
             "seconds in-flight requests get to finish after SIGTERM/SIGINT", metavar="SECONDS"),
+    Setting("header_timeout", "BUCKETS_HEADER_TIMEOUT", "--header-timeout",
+            _positive(_decimal(0, "header timeout"), "header timeout"),
+            "seconds a client has to send a whole request header, from connecting or from the "
+            "first byte of the next request on a kept-alive connection", metavar="SECONDS"),
+    Setting("body_timeout", "BUCKETS_BODY_TIMEOUT", "--body-timeout",
+            _positive(_decimal(0, "body timeout"), "body timeout"),
+            "seconds an upload may send nothing (400 RequestTimeout) or a download may read "
+            "nothing (connection closed) before the server gives up", metavar="SECONDS"),
+    Setting("idle_timeout", "BUCKETS_IDLE_TIMEOUT", "--idle-timeout",
+            _positive(_decimal(0, "idle timeout"), "idle timeout"),
+            "seconds a kept-alive connection may wait for its next request", metavar="SECONDS"),
+    Setting("max_connections", "BUCKETS_MAX_CONNECTIONS", "--max-connections",
+            _integer(1, None, "max connections"),
+            "open client connections at most (lowered to fit the open-file limit); more are "
+            "answered 503 SlowDown and closed", metavar="N"),
+    Setting("max_connections_per_client", "BUCKETS_MAX_CONNECTIONS_PER_CLIENT",
+            "--max-connections-per-client", _integer(0, None, "max connections per client"),
+            "open connections from one client IP address at most; 0 turns the limit off "
+            "(e.g. behind a reverse proxy)", metavar="N"),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}

@@ -4,7 +4,8 @@ Owns the ``buckets`` console script: the argparse parser (generated from the set
 table in ``buckets.cli.config`` so ``--help`` documents every option and its environment
 variable), the startup banner, logging setup, the assembly of the app (the S3 API plus
 ``/metrics``, health, the admin API and the access logger from ``buckets.obs`` and
-``buckets.admin``), and the process lifecycle: open the store, serve on uvloop, and on
+``buckets.admin``, behind the connection limits and timeouts of ``buckets.s3.connections``,
+fitted to the open-file limit), and the process lifecycle: open the store, serve on uvloop, and on
 SIGTERM/SIGINT stop accepting, let in-flight requests finish, then close the app and the
 store so the registry is closed cleanly.
 
@@ -179,13 +180,16 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     """The S3 app plus metrics, health and the admin API, wired to one store.
 
     Returns ``(app, runner_kwargs)``: the runner must get ``runner_kwargs`` so that the
-    access logger (one line and the request metrics per request) sees every response.
+    access logger (one line and the request metrics per request) sees every response,
+    and the connection guard (limits and timeouts for slow clients, whose counts are in
+    the metrics) is enforced.
     """
     from buckets.admin import AdminApi, LiveSettings
     from buckets.cluster.rpcserver import build_node_rpc
     from buckets.obs import AccessLogger, OpsEndpoints, ServerMetrics
     from buckets.obs.access import METRICS_KEY, timing_middleware
     from buckets.s3.app import create_app
+    from buckets.s3.connections import ConnectionCollector
 
     metrics = ServerMetrics(store)
     endpoints = OpsEndpoints(store, metrics, metrics_auth=config.metrics_auth,
@@ -197,8 +201,28 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes()],
                      extra_middlewares=[timing_middleware, endpoints.middleware])
     app[METRICS_KEY] = metrics
-    runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access")}
+    guard = connection_guard(config)
+    metrics.registry.register(ConnectionCollector(guard))
+    runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access"),
+                     "guard": guard}
     return app, runner_kwargs
+
+
+def connection_guard(config: Config):
+    """The limits and timeouts for client connections, the connection limit fitted to the
+    open-file limit (raised toward its hard limit first when that is needed)."""
+    from dataclasses import replace
+
+    from buckets.s3.connections import ConnectionGuard, ConnectionLimits, fit_to_fd_limit
+
+    limits = ConnectionLimits.from_config(config)
+    allowed, fd_limit = fit_to_fd_limit(limits.max_connections)
+    if allowed < limits.max_connections:
+        log.warning("max_connections lowered from %d to %d to fit the open-file limit of %s "
+                    "(raise it with `ulimit -n` or LimitNOFILE= to allow more)",
+                    limits.max_connections, allowed, fd_limit)
+        limits = replace(limits, max_connections=allowed)
+    return ConnectionGuard(limits)
 
 
 # --- lifecycle -----------------------------------------------------------------------------
@@ -251,6 +275,8 @@ def check_address_free(config: Config) -> None:
 async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
     """Open the store, serve until SIGTERM/SIGINT, shut down cleanly. Returns the exit code."""
     from aiohttp import web
+
+    from buckets.s3.connections import GuardedAppRunner
 
     check_address_free(config)  # blocking, but nothing else runs yet
     try:
@@ -322,8 +348,8 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         app, runner_kwargs = build_app(store, config, node.rpc if node is not None else None)
         # handle_signals=False: the signals are ours, so the order below (drain requests,
         # close the app, then close the store) is not left to aiohttp's own handler.
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
-                               **runner_kwargs)
+        runner = GuardedAppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
+                                  **runner_kwargs)
         await runner.setup()
         site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
         try:
