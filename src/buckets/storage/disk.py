@@ -121,8 +121,9 @@ class Disk(Protocol):
     # -- the format file (owned by the storage layer) ---------------------------------------
     async def read_format(self) -> bytes:
         """The raw format file. ``UnformattedDisk`` when the root is missing or holds nothing
-        else (``lost+found`` and the system directory aside), ``ForeignDisk`` when it holds
-        other files, ``DiskOffline`` when the root is not a usable directory."""
+        but ``lost+found`` and Buckets' own trees (the system directory and ``buckets/``: a
+        disk wiped under load is written to before it is re-formatted), ``ForeignDisk`` when
+        it holds anything else, ``DiskOffline`` when the root is not a usable directory."""
 
     async def write_format(self, data: bytes, *, create_root: bool, sync: bool) -> None:
         """Write the format file atomically, with the system and staging directories. A

@@ -30,7 +30,7 @@ from buckets.errors import (
     PathEscape, UnformattedDisk,
 )
 from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, DiskInfo, FileStat
-from buckets.storage.format import FORMAT_FILE, SYS_DIR, TMP_DIR
+from buckets.storage.format import DATA_DIR, FORMAT_FILE, SYS_DIR, TMP_DIR
 
 log = logging.getLogger("buckets.storage")
 
@@ -342,7 +342,9 @@ class LocalDisk:
                     return f.read(size)
             except FileNotFoundError:
                 pass
-            entries = sorted(e for e in os.listdir(root) if e not in ("lost+found", SYS_DIR))
+            # Our own two trees are not foreign: a disk wiped while the server runs gets
+            # written to (staging, shards) before the disk monitor re-formats it.
+            entries = sorted(e for e in os.listdir(root) if e not in ("lost+found", SYS_DIR, DATA_DIR))
             if entries:
                 raise ForeignDisk(f"{root} is not empty and holds no Buckets format file "
                                   f"(found {', '.join(entries[:3])}); refusing to use a foreign directory")

@@ -16,7 +16,7 @@ from buckets.errors import (
     CorruptData, DiskError, DiskOffline, FileNotFound, ForeignDisk, PathEscape, UnformattedDisk,
 )
 from buckets.storage.disk import MAX_RANGE, DiskInfo, FileStat
-from buckets.storage.format import FORMAT_FILE, SYS_DIR, TMP_DIR
+from buckets.storage.format import DATA_DIR, FORMAT_FILE, SYS_DIR, TMP_DIR
 
 from disk_factories import DISK_ID
 
@@ -336,6 +336,11 @@ async def test_format_file_lifecycle(open_disk, tmp_path) -> None:
     os.makedirs(tmp_path / "fresh" / "lost+found")
     os.makedirs(tmp_path / "fresh" / SYS_DIR)
     with pytest.raises(UnformattedDisk):  # lost+found and our own system dir are not foreign
+        await disk.read_format()
+    # nor is our own tree without its format file (a disk wiped under load is written to
+    # before the disk monitor re-formats it)
+    await disk.write_file(f"{DATA_DIR}/bkt/abc/x.meta", b"m", sync=False)
+    with pytest.raises(UnformattedDisk):
         await disk.read_format()
     await disk.write_format(b'{"format": "buckets"}', create_root=False, sync=True)
     assert await disk.read_format() == b'{"format": "buckets"}'
