@@ -73,7 +73,7 @@ async def test_heal_gives_up_quietly_when_a_put_replaces_the_object(tmp_path, mo
         shard = current_shards(disks, BUCKET, "k")[0]
         shutil.rmtree(shard.data_dir)  # one shard lost: the object needs a repair
         raced = overwrite_before_first_rebuild(monkeypatch, store, disks, new)
-        result = await heal_object(store, BUCKET, "k", deep=True)  # must not raise DiskNotFound
+        result = await heal_object(store, BUCKET, "k", deep=True)  # must not raise FileNotFound
         assert raced == ["k"]
         assert result.reason.startswith("object changed"), result
         assert await read_back(store, "k") == new

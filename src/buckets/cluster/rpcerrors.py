@@ -1,6 +1,6 @@
 """Errors of peer RPC: the transport's own, and typed errors carried across the wire.
 
-A handler on one node raises a typed error (``DiskNotFound``, ``NoSuchKey``,
+A handler on one node raises a typed error (``FileNotFound``, ``NoSuchKey``,
 ``WriteQuorumLost``...); the server sends it as a msgpack record and the client raises
 the same class again, so code above ``RemoteDisk`` catches exactly what it would catch
 from a ``LocalDisk``. Records are keyed by class name, because S3 codes are shared by

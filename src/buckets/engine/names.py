@@ -13,7 +13,7 @@ Why a key may hold any character but NUL (``.``/``..`` segments, control charact
   lookup (``buckets.s3.router.select_operation``);
 * multipart upload ids come back from clients, but reach a path only once the registry has
   a record under that id, i.e. only ids the server generated (hex);
-* ``LocalDisk.abspath`` refuses any relative path that would leave the disk root, as a
+* every ``Disk`` refuses (``PathEscape``) any relative path that would leave the disk root, as a
   second line should one of the above ever be broken.
 
 NUL stays refused: the registry and the placement hash join ``bucket`` and ``key`` with a
