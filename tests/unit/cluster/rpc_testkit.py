@@ -52,7 +52,8 @@ class RpcNode:
             await runner.cleanup()
 
     def client(self, secret: bytes = SECRET, **options: object) -> PeerClient:
-        timeouts = options.pop("timeouts", None) or PeerTimeouts(connect=2.0, call=5.0, idle=5.0, probe=1.0)
+        # Generous defaults: a loaded 2-core machine must not turn a test into a timeout.
+        timeouts = options.pop("timeouts", None) or PeerTimeouts(connect=10.0, call=30.0, idle=30.0, probe=5.0)
         policy = options.pop("policy", None) or HealthPolicy(failures_to_offline=3, probe_interval=0.05)
         assert not options, options
         return PeerClient(self.endpoint, secret, timeouts=timeouts, policy=policy)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """Timeouts and the per-peer health state: suspect, offline (fail fast), back online by probe.
 
-Short timeouts make the tests quick; nothing here asserts how long anything took, only
-what state the peer is in and which typed error a call raised.
+Nothing here asserts how long anything took, only what state the peer is in and which
+typed error a call raised. A test that expects a timeout lets the peer stall far longer
+than the timeout; one that expects none keeps every wait far below it, so a loaded
+machine changes neither outcome.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from buckets.cluster.rpcerrors import PeerOffline, PeerTimeout, PeerUnreachable
 from buckets.cluster.rpcserver import BodyReader
 
 MiB = 1 << 20
-QUICK = PeerTimeouts(connect=2.0, call=0.3, idle=0.3, probe=1.0)
+QUICK = PeerTimeouts(connect=5.0, call=1.0, idle=1.0, probe=5.0)  # for calls that must time out
+STALL = 30.0  # how long a stalling peer stalls: far beyond QUICK
+PATIENT = PeerTimeouts(connect=5.0, call=30.0, idle=2.0, probe=5.0)  # for slow calls that must not
 
 
 @pytest.fixture
@@ -54,7 +58,7 @@ def sleeper(seconds: float):
 
 async def test_a_call_that_outlives_its_timeout_raises_peer_timeout_and_makes_the_peer_suspect(
         node: RpcNode, clients: list[PeerClient]) -> None:
-    node.rpc.register("test", "slow", sleeper(5))
+    node.rpc.register("test", "slow", sleeper(STALL))
     client = node.client(timeouts=QUICK)
     clients.append(client)
     with pytest.raises(PeerTimeout):
@@ -66,15 +70,15 @@ async def test_a_call_that_outlives_its_timeout_raises_peer_timeout_and_makes_th
 
 
 async def test_a_per_call_timeout_overrides_the_default(node: RpcNode, clients: list[PeerClient]) -> None:
-    node.rpc.register("test", "slow", sleeper(0.6))
+    node.rpc.register("test", "slow", sleeper(1.5))  # over QUICK's 1 s call timeout
     client = node.client(timeouts=QUICK)
     clients.append(client)
-    assert await client.call("test", "slow", timeout=10) == "late"
+    assert await client.call("test", "slow", timeout=30) == "late"
 
 
 async def test_repeated_timeouts_take_the_peer_offline_and_calls_fail_fast(
         node: RpcNode, clients: list[PeerClient]) -> None:
-    node.rpc.register("test", "slow", sleeper(5))
+    node.rpc.register("test", "slow", sleeper(STALL))
     calls = 0
 
     def counted(args: dict[str, Any]) -> int:
@@ -103,11 +107,12 @@ async def test_repeated_timeouts_take_the_peer_offline_and_calls_fail_fast(
 async def test_a_stalled_download_times_out_per_read(node: RpcNode, clients: list[PeerClient]) -> None:
     async def stalls(args: dict[str, Any]) -> AsyncIterator[bytes]:
         yield b"first"
-        await asyncio.sleep(5)
+        await asyncio.sleep(STALL)
         yield b"never"
 
     node.rpc.register("test", "stalls", stalls)
-    client = node.client(timeouts=QUICK)
+    # The first bytes must arrive within the idle timeout even on a loaded machine.
+    client = node.client(timeouts=PeerTimeouts(connect=5.0, call=30.0, idle=3.0, probe=5.0))
     clients.append(client)
     stream = await client.call_stream_out("test", "stalls")
     assert await stream.__anext__() == b"first"
@@ -118,20 +123,20 @@ async def test_a_stalled_download_times_out_per_read(node: RpcNode, clients: lis
 
 async def test_a_slow_but_steady_download_is_not_a_timeout(node: RpcNode, clients: list[PeerClient]) -> None:
     async def steady(args: dict[str, Any]) -> AsyncIterator[bytes]:
-        for _ in range(4):
-            await asyncio.sleep(0.2)  # each gap under the 0.3 s idle timeout, the whole well over it
+        for _ in range(6):
+            await asyncio.sleep(0.5)  # each gap far under the 2 s idle timeout, the whole over it
             yield b"tick"
 
     node.rpc.register("test", "steady", steady)
-    client = node.client(timeouts=QUICK)
+    client = node.client(timeouts=PATIENT)
     clients.append(client)
-    assert [chunk async for chunk in await client.call_stream_out("test", "steady")] == [b"tick"] * 4
+    assert [chunk async for chunk in await client.call_stream_out("test", "steady")] == [b"tick"] * 6
 
 
 async def test_an_upload_the_peer_stops_reading_times_out(node: RpcNode, clients: list[PeerClient]) -> None:
     async def stuck(args: dict[str, Any], body: BodyReader) -> None:
         await body.read(1)
-        await asyncio.sleep(30)  # never reads the rest: the client's writes back up
+        await asyncio.sleep(STALL)  # never reads the rest: the client's writes back up
 
     async def big() -> AsyncIterator[bytes]:
         for _ in range(64):
@@ -151,11 +156,11 @@ async def test_a_slow_producer_is_not_the_peers_fault(node: RpcNode, clients: li
 
     async def slow_source() -> AsyncIterator[bytes]:
         for _ in range(3):
-            await asyncio.sleep(0.5)  # longer than the idle timeout: our side is slow, not the peer
+            await asyncio.sleep(1.5)  # 4.5 s in all, over the 2 s idle timeout: our side is slow, not the peer
             yield b"s" * 1000
 
     node.rpc.register("test", "count", count, stream_in=True)
-    client = node.client(timeouts=QUICK)
+    client = node.client(timeouts=PATIENT)
     clients.append(client)
     assert await client.call_stream_in("test", "count", None, slow_source(), length=3000) == 3000
     assert client.state is PeerState.ONLINE
