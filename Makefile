@@ -1,6 +1,6 @@
 # Buckets: two commands on a fresh machine.
 #   make run   - set up .venv and start a single-node server on :9000 with ./data
-#   make test  - set up .venv and run the default test suite
+#   make test  - set up .venv and run the default test suite (deterministic)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ./data
 ADDRESS ?= :9000
 
-.PHONY: run tools test test-slow test-rss test-faults test-all bench bench-http venv clean prometheus-check
+.PHONY: run tools test test-fuzz test-slow test-rss test-faults test-all bench bench-http venv clean prometheus-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ run: $(STAMP)
 tools:
 	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
 
+# Hypothesis runs its "ci" profile here: derandomized, the same examples on every run
+# (tests/hypothesis_profiles.py), so a random example never decides whether a change lands.
 test: $(STAMP) tools
-	$(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+
+# Random examples: hypothesis's "fuzz" profile over the unit fuzz tests, then FUZZ_SECONDS
+# of generated HTTP requests against a real server (tests/fuzz; FUZZ_SEED repeats a run).
+FUZZ_SECONDS ?= 600
+test-fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/unit/auth/test_auth_fuzz.py
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -m fuzz tests/fuzz
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

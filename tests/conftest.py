@@ -1,11 +1,15 @@
-"""Fixtures shared by every test directory. Keep this file small and side-effect free."""
+"""Fixtures shared by every test directory. Keep this file small and side-effect free
+(the one effect: choosing the hypothesis profile, before any test module is imported)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import hypothesis_profiles
 import pytest
+
+hypothesis_profiles.load()  # ci unless HYPOTHESIS_PROFILE says otherwise (pytest -v shows it)
 
 
 @pytest.fixture

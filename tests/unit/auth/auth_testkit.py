@@ -2,7 +2,9 @@
 
 Signing is done by botocore (SigV4 header/query, SigV2 header/query), exactly as boto3 and
 the aws cli do it; the server side sees an ``aiohttp`` request built from the same
-method, URL and headers, with the body in a real ``StreamReader``. aws-chunked bodies
+method, URL and headers, with the body in a real ``StreamReader``. The request head goes
+through aiohttp's own HTTP parser (the one the server runs, see ``wire_request``), so
+tests see the URL the server would see, and never one the server cannot receive. aws-chunked bodies
 are encoded here by hand from the AWS specification, with an HMAC chain written
 independently of the code under test.
 """
@@ -13,9 +15,11 @@ import asyncio
 import hashlib
 import hmac
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from aiohttp.http import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web import Request
@@ -56,6 +60,44 @@ def make_stream(body: bytes, *, eof: bool = True) -> StreamReader:
     return stream
 
 
+# What create_app configures (handler_args), so heads the server refuses are refused here too.
+MAX_LINE_SIZE = MAX_FIELD_SIZE = 16384
+
+
+def parse_head(method: str, target: str, headers: Mapping[str, str]) -> RawRequestMessage:
+    """The message aiohttp's HTTP parser (the one the server runs) makes of this request head.
+
+    ``target`` and header values are str as aiohttp hands them over (UTF-8 with
+    surrogateescape for other bytes). Raises ``aiohttp.http_exceptions.HttpProcessingError``
+    (status 400) exactly when the server would answer 400 before any handler runs.
+
+    ``make_mocked_request`` alone is not enough: it parses the target with ``yarl.URL(...)``,
+    which reads ``//:a`` as a URL with a host and an invalid port (a ValueError), while the
+    server's parser builds the URL from the path (``URL.build(path=...)``) and serves it.
+    """
+    lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    parser = HttpRequestParser(_BufferProtocol(), asyncio.get_running_loop(), 2**16,  # type: ignore[arg-type]
+                               max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE)
+    messages, _upgraded, _tail = parser.feed_data(head)
+    assert len(messages) == 1, f"one request head, got {len(messages)}"
+    return messages[0][0]
+
+
+def wire_request(method: str, target: str, headers: Mapping[str, str], body: bytes = b"", *,
+                 eof: bool = True) -> Request:
+    """The ``aiohttp.web.Request`` a handler of the server would get for this request.
+
+    The head is parsed by aiohttp's parser (``parse_head``, which raises for a head the
+    server refuses); the body is fed whole into a real ``StreamReader``. The transport,
+    writer and app around the request are aiohttp's test mocks.
+    """
+    message = parse_head(method, target, headers)
+    payload = make_stream(body, eof=eof)
+    shell = make_mocked_request(message.method, "/", headers=message.headers, payload=payload)
+    return Request(message, payload, shell.protocol, shell.writer, shell.task, asyncio.get_running_loop())
+
+
 @dataclass
 class Signed:
     """A signed request as a client would send it."""
@@ -78,8 +120,7 @@ class Signed:
         if "Host" not in sent:  # urllib3 adds Host from the URL, as botocore assumed when signing
             sent["Host"] = urlsplit(self.url).netloc
         payload = self.body if body is None else body
-        return make_mocked_request(self.method, target or self.target, headers=sent,
-                                   payload=make_stream(payload, eof=eof))
+        return wire_request(self.method, target or self.target, sent, payload, eof=eof)
 
 
 def _aws_request(method: str, url: str, headers: dict[str, str] | None, body: bytes) -> AWSRequest:

@@ -1,0 +1,76 @@
+"""The HTTP fuzzer (httpfuzz.py) against a real ``buckets server`` process.
+
+* ``test_http_fuzz_smoke`` runs in ``make test``: 300 exchanges from a fixed seed over one
+  connection at a time, so every run sends the same requests.
+* ``test_http_fuzz`` is ``make test-fuzz`` (marker ``fuzz``, excluded from the default
+  run): ``FUZZ_SECONDS`` (default 600) of generated requests from ``FUZZ_WORKERS``
+  (default 4) concurrent connections, seeded by ``FUZZ_SEED`` (random unless given; the
+  seed is printed so a run can be repeated). It prints the number of requests by status
+  class and every class of finding with one example request.
+
+Both fail on any finding: a 5xx (other than 501 NotImplemented), a traceback in the
+server log, a request without an answer within ``FUZZ_TIMEOUT`` seconds (default 30),
+or the server process exiting.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from httpfuzz import Campaign, FuzzServer, Report, start_server, stop_server
+from serverproc import no_new_tracebacks
+
+SMOKE_SEED = 8
+SMOKE_REQUESTS = 300
+
+
+@pytest.fixture
+def fuzz_server(tmp_path: Path) -> Iterator[FuzzServer]:
+    server = start_server(tmp_path)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def _timeout() -> float:
+    return float(os.environ.get("FUZZ_TIMEOUT", "30"))
+
+
+def _check(report: Report) -> None:
+    assert not report.crashed and not report.findings, report.summary()
+
+
+def test_http_fuzz_smoke(fuzz_server: FuzzServer) -> None:
+    with no_new_tracebacks(fuzz_server.log_text):
+        report = Campaign(fuzz_server, SMOKE_SEED, workers=1, timeout=_timeout()).run(requests=SMOKE_REQUESTS)
+        _check(report)
+    assert report.sent >= SMOKE_REQUESTS
+    # Not only refusals: signed requests got through to handlers that store and answer.
+    assert report.by_code["200 (empty)"] + report.by_code["200 (plain text)"] > 0, report.summary()
+    assert report.by_class["4xx"] > 0, report.summary()
+
+
+@pytest.mark.fuzz
+def test_http_fuzz(fuzz_server: FuzzServer, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    seconds = float(os.environ.get("FUZZ_SECONDS", "600"))
+    workers = int(os.environ.get("FUZZ_WORKERS", "4"))
+    seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(1 << 32))
+
+    def say(line: str) -> None:
+        with capsys.disabled():
+            print(line, flush=True)
+
+    say(f"\nfuzz: FUZZ_SEED={seed} FUZZ_SECONDS={seconds:g} FUZZ_WORKERS={workers} server log {fuzz_server.log_path}")
+    with no_new_tracebacks(fuzz_server.log_text):
+        report = Campaign(fuzz_server, seed, workers=workers, timeout=_timeout()).run(seconds=seconds, progress=say)
+        summary = report.summary()
+        say(summary)
+        (tmp_path / "fuzz-report.txt").write_text(summary + "\n")
+        if os.environ.get("FUZZ_REPORT"):
+            Path(os.environ["FUZZ_REPORT"]).write_text(f"FUZZ_SEED={seed}\n{summary}\n")
+        _check(report)
