@@ -79,3 +79,29 @@ def test_users_and_buckets_are_cluster_wide(cluster4, tmp_path) -> None:
     with pytest.raises(ClientError) as caught:
         c.client(1).create_bucket(Bucket="shared")
     assert caught.value.response["Error"]["Code"] in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+
+
+def test_health_and_info_show_every_node(cluster4, tmp_path) -> None:
+    import json
+    import subprocess
+    import urllib.request
+
+    from clusterproc import ROOT_PASSWORD, ROOT_USER
+    from serverproc import BIN
+
+    c = cluster4
+    with urllib.request.urlopen(f"{c.url(2)}/health/cluster", timeout=10) as r:
+        body = json.load(r)
+        assert r.status == 200
+    assert body["nodes_total"] == 4 and body["nodes_online"] == 4 and body["has_quorum"]
+    assert sum(1 for n in body["nodes"] if n["leader"]) == 1
+    assert [n["endpoint"] for n in body["nodes"]] == [c.url(i) for i in range(1, 5)]
+    assert all(n["disks_online"] == n["disks_total"] == 4 for n in body["nodes"])
+    env = dict(os.environ, HOME=str(tmp_path))
+    run = lambda *args: subprocess.run([str(BIN / "buckets-admin"), *args], env=env, capture_output=True,
+                                       text=True, timeout=60)
+    assert run("alias", "set", "n3", c.url(3), ROOT_USER, ROOT_PASSWORD).returncode == 0
+    info = json.loads(run("info", "n3", "--json").stdout)
+    assert info["cluster"]["nodes_online"] == 4 and info["cluster"]["generation"] == 1
+    text = run("info", "n3").stdout
+    assert "4/4 nodes online" in text and "(this node)" in text and "leader" in text

@@ -261,6 +261,7 @@ class AdminApi:
             "registry": {"size_bytes": store.registry.size_bytes(), "entries": store.registry.count_objects(),
                          "cache_entries": len(cache), "cache_hits": cache.hits, "cache_misses": cache.misses,
                          "commits": store.registry.commits, "committed_ops": store.registry.committed_ops},
+            "cluster": node.status() if (node := getattr(store, "cluster_node", None)) is not None else None,
         })
 
     # -- users --------------------------------------------------------------------------------

@@ -78,6 +78,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"Usage:    {usage['objects']} objects, {human_size(usage['bytes'])} in {usage['buckets']} buckets")
     print(f"Registry: {human_size(registry['size_bytes'])}, {registry['entries']} entries, "
           f"cache {registry['cache_hits']} hits / {registry['cache_misses']} misses")
+    cluster = info.get("cluster")
+    if cluster:
+        print(f"Cluster:  {cluster['nodes_online']}/{cluster['nodes_total']} nodes online, generation "
+              f"{cluster['generation']}, control plane {'has a majority' if cluster['has_quorum'] else 'HAS NO MAJORITY'}")
+        print()
+        table(["NODE", "STATE", "ROLE", "DISKS"],
+              [[n["endpoint"] + ("  (this node)" if n["self"] else ""), "online" if n["online"] else "OFFLINE",
+                "leader" if n["leader"] else "", f"{n['disks_online']}/{n['disks_total']}"]
+               for n in cluster["nodes"]])
     print()
     table(["DISK", "STATE", "USED", "FREE", "TOTAL", "ERROR"],
           [[d["endpoint"], d["state"], human_size(d["used"]) if d["state"] != "offline" else "-",

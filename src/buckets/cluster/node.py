@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buckets import errors
-from buckets.cluster.catalog import ClusterCatalog, ClusterUserTable, index_bucket
+from buckets.cluster.catalog import UPLOADS, ClusterCatalog, ClusterUserTable, index_bucket
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
 from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
@@ -39,6 +39,7 @@ from buckets.storage.disk import Disk
 log = logging.getLogger("buckets.cluster")
 
 INDEX_REPLICAS = 3
+ANTI_ENTROPY_INTERVAL = 60.0  # seconds between passes (each compares 64 digests per bucket first)
 # How long a node waits for its peers (and the first node's format) before giving up.
 FORMATION_TIMEOUT = 120.0
 
@@ -65,6 +66,7 @@ class ClusterNode:
     index: ReplicatedIndex | None = None
     table: PartitionTable | None = None
     _served: list = field(default_factory=list)
+    _entropy: asyncio.Task | None = None
     _replicas: dict[str, list[str]] = field(default_factory=dict)
 
     # -- 1. wiring ------------------------------------------------------------------------
@@ -150,7 +152,29 @@ class ClusterNode:
         assert self.index is not None
         for method, fn in self.index.local.handlers().items():
             self.rpc.register("index", method, fn)
+        self._entropy = asyncio.get_running_loop().create_task(self._anti_entropy(store), name="anti-entropy")
+        store.cluster_node = self  # for /health/cluster and buckets-admin info
         return store
+
+    async def _anti_entropy(self, store: Any, interval: float = ANTI_ENTROPY_INTERVAL) -> None:
+        """Every ``interval`` (and soon after a start, to catch up on what was missed while
+        down): for each bucket this node replicates, pull what the other replicas have newer."""
+        assert self.index is not None
+        me = node_id_of(self.spec.me)
+        await asyncio.sleep(min(5.0, interval))
+        while True:
+            repaired = 0
+            for name, _ in store.catalog.list_buckets():
+                if me not in self.replicas_of(name):
+                    continue
+                for bucket in (name, name + UPLOADS):
+                    try:
+                        repaired += await self.index.sync_bucket(bucket)
+                    except Exception:  # noqa: BLE001 - one bucket's failure must not stop the pass
+                        log.exception("anti-entropy of %s failed", bucket)
+            if repaired:
+                log.info("anti-entropy repaired %d index entries", repaired)
+            await asyncio.sleep(interval)
 
     async def _wait_formatted(self, timeout: float = FORMATION_TIMEOUT) -> None:
         """Wait until the first node has formatted every disk of a new cluster (a disk that
@@ -208,6 +232,35 @@ class ClusterNode:
                                     f"the disks to {boot.deployment_id}")
         self.table = topology.partition_table()
         return self.table
+
+    def status(self) -> dict:
+        """Every node as this node sees it: online, control-plane leader, disks; plus the
+        generation and whether the control plane has a majority (``/health/cluster``, ``info``)."""
+        control = self.control.status() if self.control is not None else None
+        leader = control.leader if control is not None else None
+        online_disks: dict[str, int] = {}
+        for d, n in zip(self.disks, self.disk_nodes):
+            online_disks[n] = online_disks.get(n, 0) + (1 if d.online else 0)
+        nodes = []
+        for node in self.spec.nodes:
+            me = node is self.spec.me
+            client = self.clients.get(node.url)
+            nodes.append({
+                "endpoint": node.url, "self": me,
+                "online": True if me else (client is not None and client.state.value == "online"),
+                "leader": leader is not None and control_address(node.url) == leader,
+                "disks_total": len(node.paths), "disks_online": online_disks.get(node_id_of(node), 0),
+            })
+        return {
+            "nodes": nodes,
+            "nodes_total": len(nodes),
+            "nodes_online": sum(1 for n in nodes if n["online"]),
+            "generation": control.generation if control is not None else None,
+            "control": control.as_dict() if control is not None else None,
+            "has_quorum": bool(control and control.has_quorum),
+            "index": {"read_repairs": self.index.read_repairs if self.index else 0,
+                      "entropy_repairs": self.index.entropy_repairs if self.index else 0},
+        }
 
     def tolerated_node_failures(self, k: int, m: int) -> int:
         """How many whole nodes may fail with every object still readable and writable, every
@@ -271,6 +324,12 @@ class ClusterNode:
         return await self.clients[node].call("index", method, args)
 
     async def close(self) -> None:
+        if self._entropy is not None:
+            self._entropy.cancel()
+            try:
+                await self._entropy
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
         if self.index is not None:
             await self.index.close()
         if self.control is not None:

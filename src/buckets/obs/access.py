@@ -114,7 +114,10 @@ class AccessLogger(AbstractAccessLogger):
         if metrics is not None:
             metrics.observe(str(api), status, seconds, received, sent)
 
-        level = logging.DEBUG if api in QUIET_APIS else (logging.WARNING if status >= 500 else logging.INFO)
+        # Peer RPC between cluster nodes (``peer.*``) is traffic of the cluster itself, many calls
+        # per client request: debug level, unless it failed.
+        quiet = api in QUIET_APIS or (str(api).startswith("peer.") and status < 400)
+        level = logging.DEBUG if quiet else (logging.WARNING if status >= 500 else logging.INFO)
         if not log.isEnabledFor(level):
             return
         target = _request_value(request, "s3_target")

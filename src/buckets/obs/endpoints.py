@@ -134,6 +134,15 @@ class OpsEndpoints:
         if not health.ready:
             request[OPS_ERROR_CODE] = "NotReady"
         quorum = str(health.write_quorum)
+        node = getattr(self.store, "cluster_node", None)
+        if node is not None:  # a cluster: every node as this one sees it, and the control plane's majority
+            status = node.status()
+            ok = health.ready and status["has_quorum"]
+            body = {**health.as_dict(), **status, "status": "ok" if ok else "unavailable"}
+            if not ok:
+                request[OPS_ERROR_CODE] = "NotReady"
+            return _json(200 if ok else 503, body,
+                         headers={"X-Buckets-Write-Quorum": quorum, "X-Minio-Write-Quorum": quorum})
         body = {**health.as_dict(), "nodes_total": 1, "nodes_online": 1 if health.ready else 0}
         return _json(200 if health.ready else 503, body,
                      headers={"X-Buckets-Write-Quorum": quorum, "X-Minio-Write-Quorum": quorum})
