@@ -46,7 +46,7 @@ async def remote_disk(path: str) -> AsyncIterator[Disk]:
     from buckets.cluster.diskservice import DiskService
     from buckets.cluster.remotedisk import RemoteDisk
     from buckets.cluster.rpcauth import PeerVerifier, ReplayCache
-    from buckets.cluster.rpcclient import PeerClient, close_shared_session
+    from buckets.cluster.rpcclient import PeerClient, PeerTimeouts, close_shared_session
     from buckets.cluster.rpcserver import PeerRpcServer
 
     secret = b"conformance-secret"
@@ -60,7 +60,10 @@ async def remote_disk(path: str) -> AsyncIterator[Disk]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = PeerClient(f"http://127.0.0.1:{port}", secret)
+    # Generous timeouts: this suite checks what the calls do, not how fast a loaded machine is
+    # (timeouts and offline marking have their own tests in tests/unit/cluster).
+    client = PeerClient(f"http://127.0.0.1:{port}", secret,
+                        timeouts=PeerTimeouts(connect=30.0, call=120.0, idle=120.0, probe=30.0))
     disk = RemoteDisk(client, path, f"http://127.0.0.1:{port}{path}", DISK_ID)
     try:
         yield disk
