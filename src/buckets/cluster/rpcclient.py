@@ -20,9 +20,10 @@ about health (the peer answered). A 403 (:class:`PeerAuthRefused`: another secre
 clocks apart) is not a health failure either, but it keeps a probing peer offline.
 
 Timeouts (:class:`PeerTimeouts`): ``connect`` for the TCP connect; ``call`` for the
-whole of a control call, including the wait for a pooled connection; ``idle`` for a
-streamed call: the longest the peer may take to accept the next chunk of an upload, to
-send the next bytes of a download, or to answer once an upload is complete.
+whole of a control call, including the wait for a pooled connection, and for the answer
+to an upload once its last byte is sent (the peer may fsync); ``idle`` for a streamed
+call: the longest the peer may take to accept the next chunk of an upload or to send the
+next bytes of a download.
 
 Must not: parse S3, or know what the services do.
 """
@@ -303,8 +304,10 @@ class PeerClient:
             headers["Content-Length"] = str(wire.ARGS_PREFIX.size + len(packed) + length)
         dog = _IdleWatchdog(self.timeouts.idle)
         data = self._upload(wire.args_prefix(packed) + packed, body, length, dog)
+        # The watchdog bounds the upload; aiohttp's read timeout starts once the body is
+        # sent and bounds the answer, which may include an fsync: a control call's time.
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.call,
-                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle)
+                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.call)
         self.health.calls += 1
         try:
             async with asyncio.timeout(None) as guard:

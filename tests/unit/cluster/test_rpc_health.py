@@ -155,14 +155,16 @@ async def test_a_slow_producer_is_not_the_peers_fault(node: RpcNode, clients: li
         return sum([len(chunk) async for chunk in body])
 
     async def slow_source() -> AsyncIterator[bytes]:
-        for _ in range(3):
-            await asyncio.sleep(1.5)  # 4.5 s in all, over the 2 s idle timeout: our side is slow, not the peer
-            yield b"s" * 1000
+        yield b"s" * 1000
+        await asyncio.sleep(2.5)  # longer than the 1 s idle timeout: our side is slow, not the peer
+        yield b"s" * 1000
+        await asyncio.sleep(2.5)
 
     node.rpc.register("test", "count", count, stream_in=True)
-    client = node.client(timeouts=PATIENT)
+    # The upload's idle timeout is short; the answer once the body is sent gets the call's 30 s.
+    client = node.client(timeouts=PeerTimeouts(connect=5.0, call=30.0, idle=1.0, probe=5.0))
     clients.append(client)
-    assert await client.call_stream_in("test", "count", None, slow_source(), length=3000) == 3000
+    assert await client.call_stream_in("test", "count", None, slow_source(), length=2000) == 2000
     assert client.state is PeerState.ONLINE
 
 
