@@ -549,7 +549,8 @@ class Generator:
         if attack == "cdata":
             return document.replace(f"</{root}>", f"<{child}><![CDATA[<x>]]></{child}></{root}>").encode()
         if attack == "latin1":
-            return document.replace(f"</{root}>", f"<{child}>\u00e9</{child}></{root}>").encode("latin-1")
+            return document.replace(f"</{root}>", f"<{child}>\u00e9</{child}></{root}>").encode(
+                "latin-1", "xmlcharrefreplace")
         if attack == "binary":
             return self.rng.randbytes(self.rng.choice([1, 10, 1000]))
         if attack == "huge-text":
@@ -699,7 +700,7 @@ class Generator:
             exchange.expect_continue = True
         if framing in ("truncated", "truncated-chunked"):
             exchange.truncated = True
-        declared = sent.get("Content-Length", "")
+        declared = sent.get("Content-Length", "").strip(" \t")  # a header value's surrounding blanks are not part of it
         if (declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > len(wire_body))
                 and "Transfer-Encoding" not in sent):
             exchange.truncated = True  # a length longer than the body: the server would wait for the rest

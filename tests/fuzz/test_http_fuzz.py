@@ -26,6 +26,7 @@ from serverproc import no_new_tracebacks
 
 SMOKE_SEED = 8
 SMOKE_REQUESTS = 300
+FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "600"))
 
 
 @pytest.fixture
@@ -56,8 +57,9 @@ def test_http_fuzz_smoke(fuzz_server: FuzzServer) -> None:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(FUZZ_SECONDS + 600)  # the run itself, then the last answers, the log scan, the server's stop
 def test_http_fuzz(fuzz_server: FuzzServer, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    seconds = float(os.environ.get("FUZZ_SECONDS", "600"))
+    seconds = FUZZ_SECONDS
     workers = int(os.environ.get("FUZZ_WORKERS", "4"))
     seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(1 << 32))
 
