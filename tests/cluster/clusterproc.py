@@ -3,6 +3,11 @@
 Node i listens on 127.0.0.i with the same port on every node, and is started with the same
 endpoint list, exactly as on real hosts (``buckets server --address 127.0.0.i:PORT
 http://127.0.0.1:PORT/.../n1/d{1...4} ...``). Nodes are stopped by process id.
+
+``first_host`` shifts the addresses (``first_host=2``: nodes on 127.0.0.2-5, leaving 127.0.0.1
+for something else on the same port, such as the integration suite's load-balancing proxy),
+``data_root`` and ``disk_prefix`` place the disks (default ``BASE/n{node}/d1..4``), and
+``extra_args`` are passed to every node.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ def _free_on_all(port: int, hosts: list[str]) -> bool:
     return True
 
 
-def free_cluster_port(nodes: int) -> int:
-    hosts = [f"127.0.0.{i}" for i in range(1, nodes + 1)]
+def free_cluster_port(nodes: int, first_host: int = 1, also: tuple[str, ...] = ()) -> int:
+    """A port free on every node's address (and on ``also``), with its control port."""
+    hosts = [f"127.0.0.{i}" for i in range(first_host, first_host + nodes)] + list(also)
     for _ in range(200):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -47,27 +53,35 @@ def free_cluster_port(nodes: int) -> int:
 
 
 class Cluster:
-    def __init__(self, base: Path, nodes: int = 4, disks: int = 4, extra_env: dict | None = None) -> None:
+    def __init__(self, base: Path, nodes: int = 4, disks: int = 4, extra_env: dict | None = None, *,
+                 first_host: int = 1, also_free: tuple[str, ...] = (), data_root: Path | None = None,
+                 disk_prefix: str = "n{node}/d", extra_args: tuple[str, ...] = ()) -> None:
         self.base = base
         self.n = nodes
         self.disks = disks
-        self.port = free_cluster_port(nodes)
+        self.first_host = first_host
+        self.data_root = data_root if data_root is not None else base
+        self.disk_prefix = disk_prefix
+        self.extra_args = tuple(extra_args)
+        self.port = free_cluster_port(nodes, first_host, also_free)
         self.env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
                                "BUCKETS_SCANNER_RATE": "0"}, extra_env)
         self.procs: dict[int, subprocess.Popen] = {}
         self.logs = {i: base / f"node{i}.log" for i in range(1, nodes + 1)}
 
     def host(self, i: int) -> str:
-        return f"127.0.0.{i}"
+        return f"127.0.0.{i + self.first_host - 1}"
 
     def url(self, i: int) -> str:
         return f"http://{self.host(i)}:{self.port}"
 
     def endpoint_args(self) -> list[str]:
-        return [f"{self.url(i)}{self.base}/n{i}/d{{1...{self.disks}}}" for i in range(1, self.n + 1)]
+        return [f"{self.url(i)}{self.data_root}/{self.disk_prefix.format(node=i)}{{1...{self.disks}}}"
+                for i in range(1, self.n + 1)]
 
     def command(self, i: int) -> list[str]:
-        return [str(BIN / "buckets"), "server", "--address", f"{self.host(i)}:{self.port}", *self.endpoint_args()]
+        return [str(BIN / "buckets"), "server", "--address", f"{self.host(i)}:{self.port}", *self.extra_args,
+                *self.endpoint_args()]
 
     def start(self, *which: int, wait: bool = True, timeout: float = 120.0) -> None:
         for i in which or range(1, self.n + 1):
@@ -89,6 +103,32 @@ class Cluster:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"node {i} not ready within {timeout}s:\n{self.log(i)[-4000:]}")
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Until every running node sees every node online with all its disks (``/health/cluster``).
+        Ready nodes may still count a peer's disks offline for a few seconds after forming."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for i in self.procs:
+                if self.procs[i].poll() is not None:
+                    raise RuntimeError(f"node {i} exited:\n{self.log(i)[-4000:]}")
+            try:
+                views = []
+                for i in self.procs:
+                    with urllib.request.urlopen(f"{self.url(i)}/health/cluster", timeout=5) as r:
+                        views.append(json.loads(r.read()))
+                last = "; ".join(f"{n['endpoint']} online={n['online']} disks {n['disks_online']}/{n['disks_total']}"
+                                 for v in views for n in v["nodes"]
+                                 if not (n["online"] and n["disks_online"] == n["disks_total"]))
+                if not last:
+                    return
+            except OSError as exc:  # includes a 503 while the control plane has no majority
+                last = str(exc)
+            time.sleep(0.2)
+        raise RuntimeError(f"cluster not healthy within {timeout}s: {last}")
 
     def log(self, i: int) -> str:
         return self.logs[i].read_text(errors="replace")
