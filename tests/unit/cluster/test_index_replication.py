@@ -82,7 +82,7 @@ async def test_write_with_one_replica_down_is_read_through_any_other_quorum(clus
     net.down = {"n1"}  # the writer's replica is lost; n2 and n3 form the read quorum
     got = await idx["n3"].get("b", "k")
     assert got is not None and got["wid"] == "w1"
-    await asyncio.sleep(0.05)  # read repair reached n3
+    await asyncio.gather(*idx["n3"]._background)  # the read repair, sent in the background, has landed
     assert regs["n3"].get_object("b", "k")["wid"] == "w1"
     assert idx["n3"].read_repairs >= 1
 
