@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp.http import HttpRequestParser, RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web import Request
 from botocore.auth import HmacV1Auth, HmacV1QueryAuth, S3SigV4Auth, S3SigV4QueryAuth
@@ -64,6 +65,16 @@ def make_stream(body: bytes, *, eof: bool = True) -> StreamReader:
 MAX_LINE_SIZE = MAX_FIELD_SIZE = 16384
 
 
+def _parser() -> HttpRequestParser:
+    return HttpRequestParser(_BufferProtocol(), asyncio.get_running_loop(), 2**16,  # type: ignore[arg-type]
+                             max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE, auto_decompress=False)
+
+
+def _head_bytes(method: str, target: str, headers: Mapping[str, str]) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
 def parse_head(method: str, target: str, headers: Mapping[str, str]) -> RawRequestMessage:
     """The message aiohttp's HTTP parser (the one the server runs) makes of this request head.
 
@@ -75,26 +86,43 @@ def parse_head(method: str, target: str, headers: Mapping[str, str]) -> RawReque
     which reads ``//:a`` as a URL with a host and an invalid port (a ValueError), while the
     server's parser builds the URL from the path (``URL.build(path=...)``) and serves it.
     """
-    lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
-    parser = HttpRequestParser(_BufferProtocol(), asyncio.get_running_loop(), 2**16,  # type: ignore[arg-type]
-                               max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE)
-    messages, _upgraded, _tail = parser.feed_data(head)
+    messages, _upgraded, _tail = _parser().feed_data(_head_bytes(method, target, headers))
     assert len(messages) == 1, f"one request head, got {len(messages)}"
     return messages[0][0]
 
 
 def wire_request(method: str, target: str, headers: Mapping[str, str], body: bytes = b"", *,
-                 eof: bool = True) -> Request:
+                 eof: bool = True, body_as_given: bool = False) -> Request:
     """The ``aiohttp.web.Request`` a handler of the server would get for this request.
 
-    The head is parsed by aiohttp's parser (``parse_head``, which raises for a head the
-    server refuses); the body is fed whole into a real ``StreamReader``. The transport,
-    writer and app around the request are aiohttp's test mocks.
+    Head and body go through aiohttp's parser, configured as the server's, and the handler
+    gets the parser's own body stream: aiohttp's ``EmptyStreamReader`` when the head
+    announces no body, the data without its chunked framing, cut at Content-Length. A
+    head the parser refuses raises ``HttpProcessingError`` (the server's 400 before any
+    handler). ``eof``: the client sent everything; if that is less than the head
+    announced, or the body's framing is broken (the server answers that 400 itself and
+    closes), the connection is lost, as aiohttp reports it (ConnectionResetError on the
+    stream). Bytes after the request (the start of a next one) are ignored. The
+    transport, writer and app around the request are aiohttp's test mocks.
+
+    ``body_as_given``: the stream holds ``body`` exactly, whatever the head says, ended
+    cleanly unless ``eof`` is false (for tests of the body decoders that alter the bytes
+    of a signed request without re-framing it).
     """
-    message = parse_head(method, target, headers)
-    payload = make_stream(body, eof=eof)
-    shell = make_mocked_request(message.method, "/", headers=message.headers, payload=payload)
+    parser = _parser()
+    messages, _upgraded, _tail = parser.feed_data(_head_bytes(method, target, headers))
+    assert len(messages) == 1, f"one request head, got {len(messages)}"
+    message, payload = messages[0]
+    if body_as_given:
+        payload = make_stream(body, eof=eof)
+    elif body and payload is not EMPTY_PAYLOAD:
+        try:
+            parser.feed_data(body)
+        except HttpProcessingError:  # broken framing: the server answers 400 itself and closes
+            eof = True
+    if eof and not body_as_given and not payload.is_eof() and payload.exception() is None:
+        payload.set_exception(ConnectionResetError("Connection lost"))
+    shell = make_mocked_request(message.method, "/", headers=message.headers)
     return Request(message, payload, shell.protocol, shell.writer, shell.task, asyncio.get_running_loop())
 
 
@@ -115,12 +143,13 @@ class Signed:
 
     def to_request(self, *, body: bytes | None = None, target: str | None = None,
                    headers: dict[str, str] | None = None, eof: bool = True) -> Request:
-        """The aiohttp request the server would see (optionally tampered)."""
+        """The aiohttp request the server would see (optionally tampered): the head as
+        aiohttp parses it, the body handed to the decoders as given (see ``wire_request``)."""
         sent = CIMultiDict(headers if headers is not None else self.headers)
         if "Host" not in sent:  # urllib3 adds Host from the URL, as botocore assumed when signing
             sent["Host"] = urlsplit(self.url).netloc
         payload = self.body if body is None else body
-        return wire_request(self.method, target or self.target, sent, payload, eof=eof)
+        return wire_request(self.method, target or self.target, sent, payload, eof=eof, body_as_given=True)
 
 
 def _aws_request(method: str, url: str, headers: dict[str, str] | None, body: bytes) -> AWSRequest:

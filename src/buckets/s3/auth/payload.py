@@ -165,6 +165,9 @@ class PayloadReader:
 
     async def _read_line(self) -> bytes:
         """One line including its LF; b"" at a clean end of stream."""
+        if self._stream.at_eof():
+            # Also a request without a body: aiohttp's EmptyStreamReader cannot readuntil().
+            return b""
         try:
             line = await self._stream.readuntil(b"\n", max_size=MAX_LINE)
         except LineTooLong as exc:
