@@ -170,16 +170,21 @@ class ReplicatedIndex:
         done: list[tuple[str, Any]] = []
         failures: list[str] = []
         pending = set(tasks)
-        while pending and len(done) < need:
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for t in finished:
-                exc = t.exception()
-                if exc is None:
-                    done.append((tasks[t], t.result()))
-                else:
-                    failures.append(f"{tasks[t]}: {exc}")
-        for t in pending:  # stragglers finish (or fail) on their own; their answers are not needed
-            self._keep(t)
+        try:
+            while pending and len(done) < need:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in finished:
+                    exc = t.exception()
+                    if exc is None:
+                        done.append((tasks[t], t.result()))
+                    else:
+                        failures.append(f"{tasks[t]}: {exc}")
+        finally:
+            # Stragglers finish (or fail) on their own; their answers are not needed. If we were
+            # cancelled (the request or the scanner stopped), every call still running is one:
+            # kept, so its failure is consumed instead of logged as never retrieved.
+            for t in pending:
+                self._keep(t)
         if len(done) < need:
             raise error(
                 f"Index quorum lost: {len(done)} of {len(nodes)} replicas answered, {need} needed "

@@ -41,6 +41,11 @@ _QUEUE_DEPTH = 4  # chunks in flight per streamed shard: backpressure, bounded m
 _END = object()
 
 
+def _consume_failure(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class RemoteShardWriter:
     """One streamed ``create_file`` call, fed chunk by chunk."""
 
@@ -67,6 +72,10 @@ class RemoteShardWriter:
                                               body())
 
         self._call = asyncio.ensure_future(run())
+        # The call's failure reaches the engine through write() or close(); a writer that is
+        # aborted (or dropped) after its call already failed would otherwise leave the
+        # exception unretrieved, and asyncio logs it with a traceback when the task is freed.
+        self._call.add_done_callback(_consume_failure)
 
     async def write(self, data: bytes) -> None:
         if self._done:
