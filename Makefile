@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ./data
 ADDRESS ?= :9000
 
-.PHONY: run tools test test-fuzz test-slow test-rss test-faults test-all bench bench-http venv clean prometheus-check
+.PHONY: run tools test test-fuzz test-slow test-rss test-faults test-cluster test-all bench bench-http venv clean prometheus-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ test-rss: $(STAMP)
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -m faults tests/faults
+
+# 4-node clusters on 127.0.0.1-4 (tests/cluster): the fault suite (kill -9, two nodes down, a
+# partitioned node, a linearizability check; marked `cluster`) and the fast subset. The partition
+# cuts peer traffic with nftables (needs root; installed here if missing, skipped if unusable).
+test-cluster: $(STAMP)
+	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; } || true
+	$(PY) -m pytest -q -rsx -m 'cluster or not (slow or faults or fuzz)' tests/cluster
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

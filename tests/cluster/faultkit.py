@@ -1,0 +1,235 @@
+"""Fault injection for the cluster suite: restarts that keep the logs, and network partitions.
+
+``FaultCluster`` is ``clusterproc.Cluster`` plus:
+
+* every run of a node logs to its own file (``node{i}.run{n}.log``) and ``log(i)`` is all of
+  them, so a restart never hides what the previous run logged (the traceback check at the end
+  covers every run);
+* ``restart(i)``, ``alive(i)``, ``leader()`` (the control-plane leader as a node number, from
+  ``/health/cluster``), ``replica_versions`` (signed peer RPCs, as another node would make
+  them, to look at one node's own replica of the index);
+* with ``partitionable=True`` each node runs in its own cgroup (cgroup v2), so its sockets can
+  be told apart from the other nodes' although they all share the loopback interface and
+  connect from 127.0.0.1.
+
+Partitions (``Partition``): nodes address each other by URL (``http://127.0.0.N:PORT``) and
+the control plane by ``127.0.0.N:PORT+1000``, and the test's own S3 clients use the same
+addresses and ports, so neither a TCP proxy nor an address-based rule can cut peer traffic
+alone. The kernel can: an nftables ``output`` rule matches a packet by the cgroup of the
+socket that sends it (``socket cgroupv2``). Isolating node P adds one table with two kinds of
+rules, both dropping packets (a real partition: no reset, the peer just never answers):
+
+* sent by P's sockets to another node's S3 or control port (P -> peers; this also stalls
+  connections P had open before the cut);
+* sent by another node's sockets to P's S3 or control port (peers -> P).
+
+The test process's sockets are in neither cgroup, so clients still reach every node. The
+table is named after the cluster's port and removed on heal (and at teardown), so it touches
+nothing else on the machine. It needs root, nftables with the ``socket`` expression, and a
+writable cgroup v2 hierarchy: ``partition_support()`` says why not when one is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from clusterproc import CONTROL_OFFSET, ROOT_PASSWORD, ROOT_USER, Cluster
+from serverproc import spawn, stop
+
+
+NFT_CGROUP_BASE = Path("/sys/fs/cgroup")  # nft resolves ``socket cgroupv2`` paths below this directory
+
+
+def _cgroup2_mount() -> Path | None:
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2] == "cgroup2":
+                    return Path(fields[1])
+    except OSError:
+        pass
+    return None
+
+
+def partition_support() -> str | None:
+    """None if partitions work here, else the reason they do not."""
+    if os.geteuid() != 0:
+        return "partitions need root (nftables rules)"
+    if shutil.which("nft") is None:
+        return "nft is not installed (apt-get install nftables)"
+    root = _cgroup2_mount()
+    if root is None or not os.access(root, os.W_OK):
+        return "no writable cgroup v2 hierarchy to tell the nodes' sockets apart"
+    if not root.is_relative_to(NFT_CGROUP_BASE):
+        return f"cgroup v2 is mounted at {root}, outside {NFT_CGROUP_BASE} where nft looks for it"
+    probe = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"nft does not work here: {probe.stderr.strip()}"
+    return None
+
+
+class FaultCluster(Cluster):
+    def __init__(self, base: Path, *, partitionable: bool = False, **kwargs) -> None:
+        super().__init__(base, **kwargs)
+        self.runs: dict[int, list[Path]] = {i: [] for i in range(1, self.n + 1)}
+        self.cgroup_root = _cgroup2_mount() if partitionable else None
+        self.cgroups: dict[int, Path] = {}
+        if self.cgroup_root is not None:
+            for i in range(1, self.n + 1):
+                cg = self.cgroup_root / f"buckets-test-{self.port}-n{i}"
+                cg.mkdir(exist_ok=True)
+                self.cgroups[i] = cg
+
+    # -- processes ------------------------------------------------------------------------
+    def start(self, *which: int, wait: bool = True, timeout: float = 180.0) -> None:
+        nodes = which or tuple(range(1, self.n + 1))
+        for i in nodes:
+            if self.alive(i):
+                raise RuntimeError(f"node {i} is already running")
+            log_path = self.base / f"node{i}.run{len(self.runs[i]) + 1}.log"
+            self.runs[i].append(log_path)
+            self.logs[i] = log_path
+            command = self.command(i)
+            if i in self.cgroups:  # join the node's cgroup before exec, so every socket it opens is in it
+                command = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroups[i]), *command]
+            self.procs[i] = spawn(command, self.env, log_path, self.base)
+        if wait:
+            for i in nodes:
+                self.wait_ready(i, timeout)
+
+    def restart(self, i: int, timeout: float = 180.0) -> None:
+        self.start(i, timeout=timeout)
+
+    def alive(self, i: int) -> bool:
+        proc = self.procs.get(i)
+        return proc is not None and proc.poll() is None
+
+    def log(self, i: int) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.runs[i] if p.exists())
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            stop(proc)
+
+    def close(self) -> None:
+        """Stop every node and remove the cgroups (after their processes are gone)."""
+        self.stop_all()
+        for cg in self.cgroups.values():
+            for _ in range(50):
+                try:
+                    cg.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # a process is still leaving it
+                    time.sleep(0.1)
+
+    def bug_lines(self) -> dict[int, str]:
+        """Per node, the tail of its logs if any run logged a traceback or an unhandled error."""
+        out = {}
+        for i in range(1, self.n + 1):
+            text = self.log(i)
+            if "Traceback" in text or "unhandled error" in text:
+                at = max(text.find("Traceback"), text.find("unhandled error"))
+                out[i] = text[max(0, at - 3000): at + 3000]
+        return out
+
+    # -- what the nodes say ---------------------------------------------------------------
+    def health(self, i: int, timeout: float = 5.0) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"{self.url(i)}/health/cluster", timeout=timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:  # 503 while the control plane has no majority
+            try:
+                return json.loads(exc.read())
+            except ValueError:
+                return None
+        except (OSError, ValueError):
+            return None
+
+    def leader(self) -> int | None:
+        """The control-plane leader as a node number, if a live node names one."""
+        for i in range(1, self.n + 1):
+            if not self.alive(i):
+                continue
+            control = (self.health(i) or {}).get("control") or {}
+            address = control.get("leader")
+            if address:
+                for j in range(1, self.n + 1):
+                    if address == f"{self.host(j)}:{self.port + CONTROL_OFFSET}":
+                        return j
+        return None
+
+    def peer_calls(self, i: int, service: str, method: str, many: list[dict], timeout: float = 10.0) -> list:
+        """Signed peer RPCs to node ``i`` (what another node would send), one per argument dict."""
+        from buckets.cluster.rpcauth import cluster_secret
+        from buckets.cluster.rpcclient import PeerClient, close_shared_session
+
+        async def go():
+            client = PeerClient(self.url(i), cluster_secret(None, ROOT_USER, ROOT_PASSWORD))
+            try:
+                return [await client.call(service, method, args, timeout=timeout) for args in many]
+            finally:
+                await client.close()
+                await close_shared_session()
+
+        return asyncio.run(go())
+
+    def replica_versions(self, i: int, items: list[tuple[str, str]]) -> list[tuple | None]:
+        """The version of each ``(bucket, key)`` in node ``i``'s own replica of the index (None:
+        no entry there: not a replica of that bucket, or it missed the write)."""
+        answers = self.peer_calls(i, "index", "get", [{"bucket": b, "key": k} for b, k in items])
+        return [tuple(a["ts"]) if a.get("ts") is not None else None for a in answers]
+
+
+class Partition:
+    """Cut one node's peer traffic (both directions, S3 port and control port) and heal it."""
+
+    def __init__(self, cluster: FaultCluster) -> None:
+        if not cluster.cgroups:
+            raise RuntimeError("start the cluster with partitionable=True")
+        self.cluster = cluster
+        self.table = f"buckets_test_{cluster.port}"
+        self.isolated: int | None = None
+
+    def _rel(self, i: int) -> str:
+        return str(self.cluster.cgroups[i].relative_to(NFT_CGROUP_BASE))
+
+    def isolate(self, p: int) -> None:
+        c = self.cluster
+        ports = f"{{ {c.port}, {c.port + CONTROL_OFFSET} }}"
+        rules = [
+            f"add table inet {self.table}",
+            f"add chain inet {self.table} out {{ type filter hook output priority 0; policy accept; }}",
+            # P -> any other node
+            f'add rule inet {self.table} out socket cgroupv2 level 1 "{self._rel(p)}" '
+            f"ip daddr 127.0.0.0/8 ip daddr != {c.host(p)} tcp dport {ports} drop",
+        ]
+        for j in range(1, c.n + 1):  # any other node -> P
+            if j != p:
+                rules.append(f'add rule inet {self.table} out socket cgroupv2 level 1 "{self._rel(j)}" '
+                             f"ip daddr {c.host(p)} tcp dport {ports} drop")
+        done = subprocess.run(["nft", "-f", "-"], input="\n".join(rules) + "\n", capture_output=True, text=True)
+        if done.returncode != 0:
+            self.heal()
+            raise RuntimeError(f"nft refused the partition rules: {done.stderr}")
+        self.isolated = p
+
+    def heal(self) -> None:
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
+        self.isolated = None
+
+    def __enter__(self) -> Partition:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.heal()
