@@ -1,9 +1,20 @@
-"""Integration fixtures: one real `buckets server` process per session, real clients.
+"""Integration fixtures: real `buckets server` processes, real clients.
 
-The server runs as `python -m buckets server` on a free port over four disk
-directories (2 data + 2 parity), with test root credentials and `BUCKETS_SYNC=off` for
-speed. Its log is checked after every test: an unhandled error (a 500) fails the test
-that caused it, because a 500 is a bug.
+The `server` fixture has two parameters, and every test that uses it runs against both:
+
+* ``single``: one `python -m buckets server` on a free port over four disk directories
+  (2 data + 2 parity);
+* ``cluster4``: four nodes of four disks on 127.0.0.2-5, every request through a node chosen
+  at random (per request for boto3, per connection for other clients: clusterserver.py).
+
+Both run with test root credentials and `BUCKETS_SYNC=off` for speed. The logs are
+checked after every test: an unhandled error (a 500) fails the test that caused it,
+because a 500 is a bug.
+
+``cluster4`` carries the ``cluster`` marker (``make test-cluster``), except in the modules
+of CLUSTER_IN_DEFAULT_RUN, which run against the cluster in ``make test`` as well. To run
+the whole suite against the cluster only: ``pytest -m 'not slow and not faults and not fuzz'
+-k cluster4 tests/integration``. ``CLUSTER_SEED`` repeats a run's choice of nodes.
 """
 
 from __future__ import annotations
@@ -11,12 +22,39 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from s3server import ServerProcess, empty_and_delete, new_bucket_name, start_server, stop_server
+from s3server import ServerProcess, empty_and_delete, new_bucket_name, start_cluster_server, start_server, stop_server
 from serverproc import no_new_tracebacks
+
+# The fast subset: objects, multipart and listing against the cluster in the default run.
+CLUSTER_IN_DEFAULT_RUN = {"test_s3_objects", "test_s3_multipart", "test_s3_listing", "test_cluster_routing"}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from clusterserver import SEED
+
+    return f"integration cluster4: CLUSTER_SEED={SEED}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "server" not in metafunc.fixturenames:
+        return
+    fast = metafunc.module.__name__.rpartition(".")[2] in CLUSTER_IN_DEFAULT_RUN
+    metafunc.parametrize("server", ["single", pytest.param("cluster4", marks=() if fast else pytest.mark.cluster)],
+                         indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    if request.param == "cluster4":
+        cluster = start_cluster_server(tmp_path_factory.mktemp("cluster4"))
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        # Between tests too (anti-entropy, heal, the control plane): a traceback is a bug.
+        text = cluster.log_text()
+        assert "Traceback" not in text and "unhandled error" not in text, f"a node logged a bug:\n{text[-6000:]}"
+        return
     srv = start_server(tmp_path_factory.mktemp("server"))
     try:
         yield srv

@@ -21,6 +21,11 @@ ROOT_USER = "integration-admin"
 ROOT_PASSWORD = "integration-secret-123"
 REGION = "us-east-1"
 DOMAIN = "s3.buckets.test"  # virtual-host-style: <bucket>.s3.buckets.test
+# Every server the suite starts (one node or a cluster's nodes) runs with these settings.
+SERVER_SETTINGS = {"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD, "BUCKETS_SYNC": "off",
+                   "BUCKETS_LOG_FORMAT": "console", "BUCKETS_SCANNER_RATE": "0"}
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen
@@ -35,6 +40,10 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def disk_dirs(self) -> list[Path]:
+        """Every disk directory (``clusterserver.ClusterServer`` answers with every node's)."""
+        return sorted(p for p in self.data_dir.iterdir() if p.is_dir())
 
     def client(self, **config: object):
         kwargs = dict(config)
@@ -53,9 +62,7 @@ def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None
     data.mkdir(parents=True, exist_ok=True)
     disk_paths = [str(data / f"disk{i}") for i in range(1, disks + 1)]
     log_path = base / "server.log"
-    env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
-                      "BUCKETS_SYNC": "off", "BUCKETS_LOG_FORMAT": "console", "BUCKETS_SCANNER_RATE": "0"},
-                     extra_env)
+    env = server_env(SERVER_SETTINGS, extra_env)
     if command is None:
         cmd = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", "--domain", DOMAIN, *disk_paths]
     else:  # a custom runner: "{PORT}" is replaced, the disk paths are appended
@@ -104,6 +111,21 @@ def start_tls_runner(base: Path, *, extra_env: dict[str, str] | None = None, dis
 
 def stop_server(server: ServerProcess) -> None:
     stop(server.proc)
+
+
+def start_cluster_server(base: Path):
+    """A 4-node x 4-disk cluster on 127.0.0.2-5 behind 127.0.0.1:PORT, with the same settings
+    as ``start_server`` (see ``clusterserver.py``: a random node per request)."""
+    from clusterserver import ClusterServer
+
+    srv = ClusterServer(base, settings=SERVER_SETTINGS, domain=DOMAIN, root_user=ROOT_USER,
+                        root_password=ROOT_PASSWORD, region=REGION)
+    try:
+        srv.start()
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
 
 
 def new_bucket_name(prefix: str = "it") -> str:

@@ -1,0 +1,95 @@
+"""The ``cluster4`` server parameter spreads the suite's requests over the nodes.
+
+boto3 requests go to a node chosen per request (signed for that node), other clients to a
+node chosen per connection through the proxy on the suite's address, and the suite's views
+of the logs and disks cover every node (clusterserver.py). Checked from the nodes' own
+access logs. Against one node there is nothing to route: skipped.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from collections import Counter
+
+import pytest
+import rawhttp
+from clusterserver import NODES, ClusterServer
+
+
+def cluster_of(server) -> ClusterServer:
+    if not isinstance(server, ClusterServer):
+        pytest.skip("one node: nothing to route")
+    return server
+
+
+def served_by(server: ClusterServer, method: str, paths: list[str]) -> dict[str, list[int]]:
+    """For each path, the nodes whose access log has ``METHOD PATH``; waits (bounded) until
+    every path was logged somewhere, since a node logs just after it answered."""
+    found: dict[str, list[int]] = {}
+    deadline = time.monotonic() + 30
+    while True:
+        logs = {i: server.cluster.log(i) for i in range(1, NODES + 1)}
+        found = {p: [i for i, text in logs.items() if f"buckets.access: {method} {p} " in text] for p in paths}
+        if all(found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_boto3_picks_a_node_per_request(server, s3, bucket):
+    srv = cluster_of(server)
+    run = uuid.uuid4().hex[:8]
+    keys = [f"route-{run}-{n:02d}" for n in range(24)]
+    before = sum(srv.requests.values())
+    for key in keys:  # one client, one after the other: keep-alive would pin a connection-level choice
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    assert sum(srv.requests.values()) - before == len(keys)
+    nodes = served_by(srv, "PUT", [f"/{bucket}/{key}" for key in keys])
+    assert all(len(n) == 1 for n in nodes.values()), nodes  # each request reached exactly one node
+    order = [n[0] for n in nodes.values()]
+    assert len(set(order)) >= 3, Counter(order)
+    assert any(a != b for a, b in zip(order, order[1:])), order  # consecutive requests move
+    for key in keys:  # and what one node stored, the others serve
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == key.encode()
+
+
+def test_other_clients_pick_a_node_per_connection(server, s3, bucket):
+    srv = cluster_of(server)
+    run = uuid.uuid4().hex[:8]
+    s3.put_object(Bucket=bucket, Key=f"raw-{run}", Body=b"through the proxy")
+    path = f"/{bucket}/raw-{run}"
+    for _ in range(20):  # rawhttp opens a connection per request, to the suite's address
+        resp = rawhttp.request(srv, "GET", path)
+        assert (resp.status, resp.body) == (200, b"through the proxy"), resp.text
+    assert len(served_by(srv, "GET", [path])[path]) >= 2
+    assert srv.proxy is not None and len(srv.proxy.connections) >= 2, srv.proxy.connections
+
+
+def test_presigned_urls_name_the_suites_address(server, s3, bucket):
+    srv = cluster_of(server)
+    s3.put_object(Bucket=bucket, Key="presigned", Body=b"any node")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "presigned"}, ExpiresIn=60)
+    assert url.startswith(f"http://127.0.0.1:{srv.port}/{bucket}/presigned?")
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        assert resp.read() == b"any node"
+
+
+def test_the_merged_log_only_grows_and_covers_every_node(server, s3, bucket):
+    srv = cluster_of(server)
+    first = srv.log_text()
+    for n in range(12):
+        s3.put_object(Bucket=bucket, Key=f"log-{n}", Body=b"x")
+    later = srv.log_text()
+    assert later.startswith(first) and len(later) > len(first)
+    labels = {line.split("|", 1)[0] for line in later.splitlines()}
+    assert labels == {f"n{i}" for i in range(1, NODES + 1)}, labels
+
+
+def test_the_data_dir_holds_every_nodes_disks(server, s3, bucket):
+    srv = cluster_of(server)
+    disks = srv.disk_dirs()
+    assert [d.name for d in disks] == [f"n{i}-d{j}" for i in range(1, NODES + 1) for j in range(1, 5)]
+    s3.put_object(Bucket=bucket, Key="spread", Body=b"y" * 1000)
+    holding = {d.name.split("-")[0] for d in disks if (d / "buckets" / bucket).is_dir()}
+    assert holding == {f"n{i}" for i in range(1, NODES + 1)}, holding  # the bucket exists on every node
