@@ -2,6 +2,7 @@
 
     python -m bench                         codec, engine, registry
     python -m bench --suite http            only the HTTP suite (starts a server)
+    python -m bench --suite cluster         one node and a 4-node loopback cluster, the same load
     python -m bench --all --quick           every suite, shrunk to a smoke check
     python -m bench --json out.json         write the JSON there instead of bench/results/
 
@@ -27,6 +28,7 @@ SUITES = {
     "engine": "bench.engine_suite",
     "registry": "bench.registry_suite",
     "http": "bench.http_suite",
+    "cluster": "bench.cluster_suite",
 }
 DEFAULT_SUITES = ("codec", "engine", "registry")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -37,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default=None,
                         help=f"comma-separated suites: {','.join(SUITES)} (default: {','.join(DEFAULT_SUITES)})")
-    parser.add_argument("--all", action="store_true", help="run every suite, http included")
+    parser.add_argument("--all", action="store_true", help="run every suite, http and cluster included")
     parser.add_argument("--quick", action="store_true", help="shrink every suite to a smoke check (< 1 min total)")
     parser.add_argument("--json", metavar="PATH",
                         help="write results here (default: bench/results/<UTC time>.json and latest.json)")
