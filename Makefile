@@ -49,9 +49,12 @@ test-faults: $(STAMP)
 # 4-node clusters on 127.0.0.1-4 (tests/cluster): the fault suite (kill -9, two nodes down, a
 # partitioned node, a linearizability check; marked `cluster`) and the fast subset. The partition
 # cuts peer traffic with nftables (needs root; installed here if missing, skipped if unusable).
-test-cluster: $(STAMP)
+# Then the whole integration suite against a 4-node cluster (its `cluster4` parameter; make test
+# runs only objects, multipart and listing there).
+test-cluster: $(STAMP) tools
 	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; } || true
 	$(PY) -m pytest -q -rsx -m 'cluster or not (slow or faults or fuzz)' tests/cluster
+	$(PY) -m pytest -q -m 'not (slow or faults or fuzz)' -k cluster4 tests/integration
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
