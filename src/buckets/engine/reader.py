@@ -45,6 +45,7 @@ class ObjectReader:
         self._disks = store.disks_for(entry["disks"])
         self._closed = False
         self._inline: dict[int, bytes] | None = None
+        self._inline_fetch: asyncio.Future | None = None
         # Pin this write: an overwrite or delete waits for us before removing its files.
         self._ident: tuple[str, str, str] | None = (bucket, key, entry["wid"])
         store.read_started(self._ident)
@@ -134,9 +135,16 @@ class ObjectReader:
 
     # -- shard access -----------------------------------------------------------------------
     async def _load_inline(self) -> dict[int, bytes]:
-        """Framed inline data per shard index, from the metadata files (data shards first)."""
+        """Framed inline data per shard index, from the metadata files (data shards first).
+        Every slot's read asks at once: they share one fetch (one read per disk, not one per
+        slot per disk)."""
         if self._inline is not None:
             return self._inline
+        if self._inline_fetch is None:
+            self._inline_fetch = asyncio.ensure_future(self._fetch_inline())
+        return await asyncio.shield(self._inline_fetch)
+
+    async def _fetch_inline(self) -> dict[int, bytes]:
         k = self._codec.k
         got: dict[int, bytes] = {}
         mp = paths.meta_path(self.bucket, self.key, self.entry["wid"])
