@@ -283,7 +283,8 @@ class PeerRpcServer:
 
 def build_node_rpc(store: Any, config: Any, *, window: float = DEFAULT_WINDOW) -> PeerRpcServer:
     """The peer RPC server of ``buckets server``: signed with the cluster secret, serving
-    ``node/ping`` and ``node/info`` for now (RemoteDisk and the registry add theirs)."""
+    ``node/ping`` and ``node/info``: what a single node serves. A cluster node builds its own
+    server with the disk and index services (``buckets.cluster.node.ClusterNode``)."""
     secret = cluster_secret(config.cluster_secret, config.root_user, config.root_password)
     server = PeerRpcServer(PeerVerifier(secret, window=window, replay=ReplayCache()))
 
