@@ -422,7 +422,11 @@ class Store:
                 await self._require_bucket(bucket)
                 old = await self._check_conditions(bucket, key, opts)
                 await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
-            except errors.BucketsError:  # precondition failed, or the bucket was deleted under us
+            except errors.BucketsError as exc:  # precondition failed, or the bucket was deleted under us
+                if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost):
+                    # The index entry may have reached some replicas and can still win: keep the
+                    # data it points to (the orphan sweep removes it if no entry ever does).
+                    raise
                 await self._remove_write(bucket, key, entry["wid"], disks)
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
