@@ -69,17 +69,35 @@ def _fsync_dir(path: str) -> None:
 
 
 class _DurableMeta(_journal.MetaStorer):
-    """pysyncobj's term/vote/commit-index file, written with fsync and an atomic rename."""
+    """pysyncobj's term/vote/commit-index file, written with fsync and an atomic rename.
+
+    pysyncobj stores it on its one-second timer whenever ``setRaftCommitIndex`` was called,
+    and a follower calls that on every append (heartbeats included) even when the index did
+    not move: an idle follower would rewrite and fsync the file every second. A store whose
+    bytes equal what the file already holds is skipped; a change is written durably (temp
+    file, fsync, rename, directory fsync) before ``storeMeta`` returns."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        try:
+            with open(path, "rb") as f:
+                self._stored: bytes | None = f.read()  # what the file holds, as last written or read
+        except FileNotFoundError:
+            self._stored = None
 
     def storeMeta(self, meta: dict) -> None:  # noqa: N802 (pysyncobj's name)
+        data = _pickle_dumps(meta)
+        if data == self._stored:
+            return
         path = self.getPath()
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
-            f.write(_pickle_dumps(meta))
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(os.path.dirname(path))
+        self._stored = data
 
 
 def _check_journal_header(path: str) -> None:
