@@ -11,8 +11,12 @@
 - The **disk monitor** probes every disk's format file (``Disk.read_format``): a disk
   whose format vanished (wiped or replaced while running) is re-formatted into its old
   slot, an offline disk that answers again with its own format comes back; either way a
-  **refill** starts: one pass that rebuilds every shard that belongs on it. A disk that
-  fails the probe (gone, I/O error, foreign or another disk's format) is marked offline.
+  **refill** starts: a pass that rebuilds every shard that belongs on it. An object it
+  cannot refill now (too few shards readable, the index quorum lost, a disk error) is
+  retried later with backoff; the disk stays ``healing`` until every object is refilled
+  or gone. If the disk itself goes offline the refill pauses, and starts over when the
+  monitor brings the disk back. A disk that fails the probe (gone, I/O error, foreign or
+  another disk's format) is marked offline.
 
 Everything here reaches the disks through the ``Disk`` protocol only.
 """
@@ -48,6 +52,8 @@ class ScannerConfig:
     grace: float = 3600.0  # files younger than this are never treated as orphans
     upload_max_age: float = 7 * 86400.0
     monitor_interval: float = 5.0
+    refill_retry: float = 5.0  # first wait before a refill retries the objects it could not refill
+    refill_retry_max: float = 300.0  # the wait doubles after each round that refilled nothing, up to this
 
 
 class Throttle:
@@ -73,7 +79,7 @@ class Scanner:
         self.cycle = 0
         self.position = ""
         self.running_cycle = False
-        self.refill: dict[str, dict] = {}  # disk id -> {"total", "done", "started"}
+        self.refill: dict[str, dict] = {}  # disk id -> progress (see _start_refill)
         self.last_cycle_end = 0.0
         self._manual = asyncio.Event()
         self._force_deep = False
@@ -322,40 +328,171 @@ class Scanner:
     def _start_refill(self, disk) -> None:
         current = self.refill.get(disk.disk_id)
         if current is not None and current.get("task") is not None and not current["task"].done():
-            return  # already refilling
+            # Already refilling (perhaps waiting to retry): the disk was away again meanwhile,
+            # so what was written then is missed too; the running refill starts a new pass.
+            current["again"] = True
+            return
         task = asyncio.get_running_loop().create_task(self._refill(disk), name="refill")
+        # total/done: objects of the registry and of the current pass; repaired: shards
+        # rebuilt; failed: object refills that failed (each retry counts again); pending:
+        # objects waiting for a retry; state: refilling, retrying, paused (the disk is
+        # offline: the monitor restarts the refill when it is back) or finished.
         self.refill[disk.disk_id] = {"endpoint": disk.endpoint, "total": self.store.registry.count_objects(),
-                                     "done": 0, "repaired": 0, "failed": 0, "started": time.time(),
-                                     "finished": None, "task": task}
+                                     "done": 0, "repaired": 0, "failed": 0, "pending": 0, "retries": 0,
+                                     "state": "refilling", "started": time.time(), "finished": None,
+                                     "again": False, "task": task}
         self.tasks.append(task)
 
     async def _refill(self, disk) -> None:
+        """Rebuild every shard that belongs on ``disk``: a full pass, then rounds that retry
+        what failed (with backoff) until nothing is left; only then is the disk healed."""
         st = self.refill[disk.disk_id]
-        try:
-            from buckets.engine.meta import encode_meta_file
+        pending: dict[tuple[str, str], str] = {}  # (bucket, key) -> why its last attempt failed
+        full_pass = True
+        delay = self.cfg.refill_retry
+        while True:
+            if not disk.online:
+                st["state"] = "paused"
+                log.warning("refill of %s paused: the disk is offline (%s); it starts over when the disk is back",
+                            disk.endpoint, disk.last_error or "no reason given")
+                return
+            before = len(pending)
+            try:
+                if full_pass or st["again"]:
+                    st["again"] = False
+                    st["done"] = 0
+                    st["total"] = self.store.registry.count_objects()
+                    await self._refill_pass(disk, st, pending)
+                else:
+                    st["retries"] += 1
+                    await self._refill_retry(disk, st, pending)
+            except Exception:  # a bug: logged with its traceback, and the pass runs again later
+                log.exception("refill of %s failed", disk.endpoint)
+                full_pass = True
+            else:
+                full_pass = False
+            st["pending"] = len(pending)
+            if not disk.online:
+                continue  # paused, above
+            if not pending and not full_pass:
+                if st["again"]:
+                    continue  # the disk was away again meanwhile: one more full pass at once
+                break
+            # Wait before the next round; longer after a round that refilled nothing.
+            delay = self.cfg.refill_retry if len(pending) < before else min(delay * 2, self.cfg.refill_retry_max)
+            st["state"] = "retrying"
+            if pending:
+                (bucket, key), why = next(iter(pending.items()))
+                log.warning("refill of %s: %d objects left to refill (%s/%s: %s); retrying in %gs",
+                            disk.endpoint, len(pending), bucket, key or "(bucket metadata)", why, delay)
+            await asyncio.sleep(delay)
+            st["state"] = "refilling"
+        disk.healing = False
+        st["state"] = "finished"
+        st["finished"] = time.time()
+        log.warning("refill of %s finished: %d shards rebuilt", disk.endpoint, st["repaired"])
 
-            for name, rec in self.store.catalog.list_buckets():
-                data = encode_meta_file({"bucket": name, "created": rec["created"]})
+    async def _refill_pass(self, disk, st: dict, pending: dict[tuple[str, str], str]) -> None:
+        """Every bucket's metadata file, then every object whose set holds ``disk``. Objects
+        that fail are put in ``pending`` (one warning line per batch of failures)."""
+        from buckets.engine.meta import encode_meta_file
+
+        for name, rec in self.store.catalog.list_buckets():
+            data = encode_meta_file({"bucket": name, "created": rec["created"]})
+            try:
                 await disk.write_file(paths.bucket_meta(name), data, sync=self.store.sync)
-            # In a cluster this node's registry holds only the buckets it replicates: the
-            # other replicas' nodes refill the rest (each walks its own replica).
-            for bucket, key, entry in self.store.registry.walk_objects():
-                if "\x01" not in bucket and disk.disk_id in entry["disks"]:
-                    try:
-                        res = await heal_object(self.store, bucket, key, deep=False)
-                    except Exception:
-                        log.exception("refill of %s: %s/%s failed", disk.endpoint, bucket, key)
-                        st["failed"] += 1
-                        st["done"] += 1
-                        continue
-                    st["repaired"] += len(res.repaired)
-                    st["failed"] += len(res.failed)
-                st["done"] += 1
-                if st["done"] % 64 == 0:
-                    await asyncio.sleep(0)
-            disk.healing = False
-            st["finished"] = time.time()
-            log.warning("refill of %s finished: %d shards rebuilt", disk.endpoint, st["repaired"])
-        except Exception:
-            log.exception("refill of %s failed", disk.endpoint)
+            except DiskError as exc:
+                pending[(name, "")] = f"the bucket's metadata file: {exc}"
+                if not disk.online:
+                    return
+            else:
+                pending.pop((name, ""), None)
+        # In a cluster this node's registry holds only the buckets it replicates: the
+        # other replicas' nodes refill the rest (each walks its own replica).
+        failed: list[tuple[str, str, str]] = []
+        for bucket, key, entry in self.store.registry.walk_objects():
+            if "\x01" not in bucket and disk.disk_id in entry["disks"]:
+                why = await self._refill_object(disk, st, bucket, key)
+                if why is None:
+                    pending.pop((bucket, key), None)
+                else:
+                    pending[(bucket, key)] = why
+                    failed.append((bucket, key, why))
+                    if not disk.online:
+                        break
+            st["done"] += 1
+            if st["done"] % 64 == 0:
+                self._log_refill_failures(disk, failed)
+                failed = []
+                await asyncio.sleep(0)
+        self._log_refill_failures(disk, failed)
 
+    async def _refill_retry(self, disk, st: dict, pending: dict[tuple[str, str], str]) -> None:
+        """One more attempt at every object in ``pending``; those that succeed (or are gone,
+        or no longer on this disk) leave it. The caller logs what is left, in one line."""
+        for n, (bucket, key) in enumerate(list(pending)):
+            if not disk.online:
+                break
+            if key == "":  # a bucket's metadata file
+                rec = dict(self.store.catalog.list_buckets()).get(bucket)
+                if rec is None:
+                    del pending[(bucket, key)]
+                    continue
+                from buckets.engine.meta import encode_meta_file
+
+                try:
+                    await disk.write_file(paths.bucket_meta(bucket),
+                                          encode_meta_file({"bucket": bucket, "created": rec["created"]}),
+                                          sync=self.store.sync)
+                    del pending[(bucket, key)]
+                except DiskError as exc:
+                    pending[(bucket, key)] = f"the bucket's metadata file: {exc}"
+                continue
+            entry = self.store.registry.get_object(bucket, key)
+            if entry is None or disk.disk_id not in entry.get("disks", ()):
+                del pending[(bucket, key)]  # deleted, or overwritten onto other disks
+                continue
+            why = await self._refill_object(disk, st, bucket, key)
+            if why is None:
+                del pending[(bucket, key)]
+            else:
+                pending[(bucket, key)] = why
+            if n % 64 == 63:
+                await asyncio.sleep(0)
+
+    async def _refill_object(self, disk, st: dict, bucket: str, key: str) -> str | None:
+        """Rebuild ``disk``'s shard of one object: None once it is in place (or the object
+        is gone), otherwise why not (the object is then retried later)."""
+        try:
+            res = await heal_object(self.store, bucket, key, deep=False)
+            st["repaired"] += len(res.repaired)
+            if not res.failed:
+                return None
+            # Some slot could not be rebuilt: is it this disk's? (Another disk being away
+            # is that disk's refill to deal with.)
+            entry = await self.store.catalog.get_object(bucket, key)
+        except (BucketsError, DiskError, asyncio.TimeoutError) as exc:
+            # A quorum lost (index or shards), a peer or disk away: expected while nodes
+            # come and go, so no traceback; the object is retried.
+            st["failed"] += 1
+            return f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug: logged with its traceback, and the object retried
+            log.exception("refill of %s: %s/%s failed", disk.endpoint, bucket, key)
+            st["failed"] += 1
+            return f"{type(exc).__name__}: {exc}"
+        if entry is None:
+            return None
+        mine = {i for i, d in enumerate(entry["disks"]) if d == disk.disk_id}
+        if not mine & set(res.failed):
+            return None
+        st["failed"] += 1
+        return res.reason or ("the disk is offline" if not disk.online else "its shard could not be written")
+
+    @staticmethod
+    def _log_refill_failures(disk, failed: list[tuple[str, str, str]]) -> None:
+        """One warning line for a batch of objects a refill could not refill (no traceback)."""
+        if failed:
+            bucket, key, why = failed[0]
+            more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+            log.warning("refill of %s: could not refill %s/%s%s for now (%s); will retry",
+                        disk.endpoint, bucket, key, more, why)
