@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("buckets.heal")
 
+# What a heal meets while nodes or disks are away (a quorum lost, a peer or disk error, a
+# timeout): expected, logged in one line without a traceback, and tried again later.
+_UNAVAILABLE = (BucketsError, DiskError, asyncio.TimeoutError)
+
 
 @dataclass(slots=True)
 class ScannerConfig:
@@ -131,6 +135,9 @@ class Scanner:
             self.store._heal_pending.discard((bucket, key, wid))
             try:
                 await heal_object(self.store, bucket, key, deep=True)
+            except _UNAVAILABLE as exc:  # nodes or disks away: the scanner checks it again
+                log.warning("heal of %s/%s not possible now (%s: %s); the scanner will check it again",
+                            bucket, key, type(exc).__name__, exc)
             except Exception:
                 log.exception("heal of %s/%s failed", bucket, key)
 
@@ -177,13 +184,21 @@ class Scanner:
             self.running_cycle = False
 
     async def _scan_batch(self, batch, deep: bool, throttle: Throttle | None) -> int:
+        unavailable: list[tuple[str, str, BaseException]] = []
         for bucket, key, size in batch:
             if throttle is not None:
                 await throttle.pace(size if deep else 0)
             try:
                 await heal_object(self.store, bucket, key, deep=deep)
+            except _UNAVAILABLE as exc:  # nodes or disks away: checked again next cycle
+                unavailable.append((bucket, key, exc))
             except Exception:
                 log.exception("scan of %s/%s failed", bucket, key)
+        if unavailable:  # one line for the batch
+            bucket, key, exc = unavailable[0]
+            more = f" and {len(unavailable) - 1} more" if len(unavailable) > 1 else ""
+            log.warning("scan could not check %s/%s%s now (%s: %s); the next cycle checks them again",
+                        bucket, key, more, type(exc).__name__, exc)
         last_bucket, last_key, _ = batch[-1]
         self.position = f"{last_bucket}\0{last_key}\0"  # resume strictly after this key
         await self.store.registry.commit(
@@ -471,7 +486,7 @@ class Scanner:
             # Some slot could not be rebuilt: is it this disk's? (Another disk being away
             # is that disk's refill to deal with.)
             entry = await self.store.catalog.get_object(bucket, key)
-        except (BucketsError, DiskError, asyncio.TimeoutError) as exc:
+        except _UNAVAILABLE as exc:
             # A quorum lost (index or shards), a peer or disk away: expected while nodes
             # come and go, so no traceback; the object is retried.
             st["failed"] += 1
