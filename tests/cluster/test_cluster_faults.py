@@ -440,9 +440,6 @@ def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
             assert status_of(gone.value) == 404
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "bug: a node cannot restart while another node is down: ClusterNode.wait_for_peers (node.py) waits for "
-    "every peer to answer hello, then exits after FORMATION_TIMEOUT (120s) with 'peers did not answer'"))
 def test_restart_while_another_node_is_down(cluster: FaultCluster) -> None:
     """Two nodes fail; one comes back alone: it must start (3 of 4 is a majority again), so the
     control plane takes changes and writes succeed, without waiting for the last one."""

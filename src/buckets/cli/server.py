@@ -310,6 +310,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                         inline_threshold=config.inline_threshold,
                         scanner_config=make_scanner_config(config.scanner_rate, config.scanner_mb_rate))
     node = None
+    forming: FormingListener | None = None
     try:
         if config.is_cluster:
             # Forming a cluster waits for peers: a signal meanwhile stops the wait.
@@ -325,7 +326,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                     pass
                 log.info("stopped before the cluster formed")
                 return EXIT_OK
-            node, store = opening.result()
+            node, store, forming = opening.result()
         else:
             store = await Store.open(config.disk_paths, **store_kwargs)
     except (FormatError, BucketsError, ValueError) as error:
@@ -351,11 +352,15 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         runner = GuardedAppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
                                   **runner_kwargs)
         await runner.setup()
-        site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as error:
-            raise _listen_error(config, error) from None
+        if forming is not None:
+            # The cluster node's port is handed over without closing it: peers never see it down.
+            await forming.hand_over(runner)
+        else:
+            site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as error:
+                raise _listen_error(config, error) from None
 
         freeze_startup_objects()
         print_banner(config, tuple(store.layout), store.disk_count, stream)
@@ -367,57 +372,164 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         try:
             if runner is not None:
                 await runner.cleanup()  # stops listening, drains in-flight requests, app cleanup
+            if forming is not None:
+                await forming.close()  # the peer connections accepted while the cluster formed
         finally:
-            await store.close()
-            if node is not None:
-                await node.close()
+            try:
+                if node is not None:
+                    await node.stop()  # anti-entropy and read repairs end before the registry closes
+            finally:
+                await store.close()
+                if node is not None:
+                    await node.close()
     log.info("stopped cleanly")
     return EXIT_OK
 
 
+class FormingListener:
+    """The cluster node's port while the cluster forms: the peer routes (this node's disks,
+    its hello, its index answering "not ready") and a retryable 503 to S3 clients.
+
+    The listening sockets are this node's own, bound once: this listener serves a duplicate
+    of each, and :meth:`hand_over` starts the full app on another duplicate before it stops
+    accepting here (one listening socket, one accept queue, never closed in between), so the port never closes and a peer never sees this node down
+    (which would mark its disks offline just as the first writes arrive). Connections
+    accepted before (peers' pooled keep-alive connections) stay with this listener's app,
+    which serves the same peer services, and each is closed after its next answer, so the
+    peer's following call reaches the full app (access log, metrics, connection limits); an
+    S3 client's connection is closed after its 503 at any time. Idle ones are closed by the
+    peers' pools, or when the node stops.
+    """
+
+    def __init__(self, config: Config, peer_routes: list) -> None:
+        from aiohttp import web
+
+        self.config = config
+        self.sockets: list[socket.socket] = []
+        self.app = web.Application()
+        self.app.router.add_routes(peer_routes)
+        self.app.router.add_route("*", "/{tail:.*}", self._forming)
+        self.app.on_response_prepare.append(self._after_hand_over)
+        self.handed_over = False
+        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
+        self._sites: list = []
+
+    @staticmethod
+    async def _forming(request):
+        from buckets.errors import ServiceUnavailable
+        from buckets.s3.errors import error_response
+
+        error = ServiceUnavailable("This node is joining its cluster; retry shortly.")
+        response = error_response(error, request_id="0", host_id="", resource=request.path,
+                                  head=request.method == "HEAD")
+        response.force_close()  # the retry comes on a new connection: to the full app once it serves
+        return response
+
+    async def _after_hand_over(self, request, response) -> None:
+        if self.handed_over:
+            # Each connection still here closes after its answer: the peer's next call opens
+            # a new one, to the full app (access log, metrics, connection limits).
+            response.force_close()
+
+    def _bind(self) -> None:
+        config = self.config
+        try:
+            infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as error:
+            raise StartupError(f"cannot listen on {config.address}: cannot resolve {config.host!r} "
+                               f"({error.strerror})") from None
+        seen = set()
+        for family, kind, proto, _, sockaddr in infos:
+            if (family, sockaddr) in seen:
+                continue
+            seen.add((family, sockaddr))
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # e.g. IPv6 disabled, as asyncio's create_server skips it
+            self.sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(sockaddr)
+                sock.listen(1024)
+            except OSError as error:
+                raise _listen_error(config, error) from None
+            sock.setblocking(False)
+        if not self.sockets:
+            raise StartupError(f"cannot listen on {config.address}: no usable address")
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        try:
+            self._bind()
+            await self.runner.setup()
+            for sock in self.sockets:
+                site = web.SockSite(self.runner, sock.dup())
+                await site.start()
+                self._sites.append(site)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def hand_over(self, runner) -> None:
+        """Serve ``runner``'s app on the same sockets, then stop accepting here."""
+        from aiohttp import web
+
+        sockets, self.sockets = self.sockets, []
+        try:
+            for sock in sockets:
+                await web.SockSite(runner, sock.dup()).start()
+        except OSError as error:
+            raise _listen_error(self.config, error) from None
+        finally:
+            for sock in sockets:
+                sock.close()  # each site holds its own descriptor of the same listening socket
+        self.handed_over = True
+        for site in self._sites:
+            await site.stop()
+        self._sites = []
+
+    async def close(self) -> None:
+        try:
+            await self.runner.cleanup()
+        finally:
+            for sock in self.sockets:
+                sock.close()
+            self.sockets = []
+
+
 async def open_cluster_store(config: Config, store_kwargs: dict):
     """A cluster node: serve the peer routes (this node's disks, its hello) on the node's own
-    port while the cluster forms and the store opens, then hand the port to the full app."""
-    from aiohttp import web
-
+    port while the cluster forms and the store opens. Returns the node, the store and the
+    listener, whose port ``serve`` hands to the full app (:class:`FormingListener`)."""
     from buckets.cluster.node import ClusterNode, ClusterStartError
 
     try:
         node = ClusterNode.create(config)
     except ClusterStartError as error:
         raise StartupError(str(error)) from None
-    app = web.Application()
-    app.router.add_routes(node.rpc.routes())
-
-    async def forming(request: web.Request) -> web.StreamResponse:
-        from buckets.errors import ServiceUnavailable
-        from buckets.s3.errors import error_response
-
-        error = ServiceUnavailable("This node is joining its cluster; retry shortly.")
-        return error_response(error, request_id="0", host_id="", resource=request.path,
-                              head=request.method == "HEAD")
-
-    app.router.add_route("*", "/{tail:.*}", forming)  # S3 clients get a retryable 503 meanwhile
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
+    forming = FormingListener(config, node.rpc.routes())
     try:
-        await site.start()
-    except OSError as error:
-        await runner.cleanup()
-        raise _listen_error(config, error) from None
-    log.info("cluster node %s: waiting for %d peers", node.spec.me.url, len(node.spec.peers))
-    try:
-        store = await node.open_store(**store_kwargs)
-    except ClusterStartError as error:
-        await node.close()
-        raise StartupError(str(error)) from None
+        await forming.start()
     except BaseException:
         await node.close()
         raise
-    finally:
-        await runner.cleanup()
-    return node, store
+    log.info("cluster node %s: waiting for its peers (%d)", node.spec.me.url, len(node.spec.peers))
+    try:
+        store = await node.open_store(**store_kwargs)
+    except BaseException as error:
+        try:
+            await forming.close()
+        finally:
+            await node.close()
+        if isinstance(error, ClusterStartError):
+            raise StartupError(str(error)) from None
+        raise
+    return node, store, forming
 
 
 def run_server(config: Config) -> int:

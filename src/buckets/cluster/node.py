@@ -5,15 +5,23 @@ Started by ``buckets server`` when the disk arguments are URLs naming several no
 1. ``ClusterNode.create``: the cluster spec (which node is this one), the cluster secret, one
    ``PeerClient`` per peer, a ``LocalDisk`` per own path and a ``RemoteDisk`` per peer path (in
    the command line's order: that order is the slot order, the same on every node), and the
-   peer RPC server with the disk service, so peers can reach this node's disks before anything
-   else is ready (the server listens with only the peer routes while the store opens).
-2. ``open_store``: wait until every peer answers with the same endpoint list (a node started
-   with another list, or another secret, is refused with one line), then open the store. Only
-   the first node of the list formats a new deployment; the others wait for its format. Then
-   the control plane (Raft over every node) starts and is initialised with the topology
-   (generation 1, its partition table), and the store uses that table and the cluster catalog:
-   buckets and users in the control plane, object entries in the replicated index whose
-   replicas are, for each bucket, the first 3 distinct nodes of the bucket's partition row.
+   peer RPC server with every service this node serves (disks, index, ``node/hello`` and
+   ``node/info``), so peers can reach this node's disks before anything else is ready (the
+   server listens with only the peer routes while the store opens). Until the store is open
+   (and again once the node stops) the index methods answer ``PeerNotReady``: the caller
+   counts this replica as unavailable, exactly as for a node that is down.
+2. ``open_store``: wait until the peers answer with the same endpoint list (a node started
+   with another list, or another secret, is refused with one line): every peer for a new
+   cluster, a majority of the nodes on a restart (this node's disks already carry a format),
+   so a node can restart while another is down. Then open the store. Only the first node of
+   the list formats a new deployment; the others wait for its format. Then the control plane
+   (Raft over every node) starts and is initialised with the topology (generation 1, its
+   partition table), and the store uses that table and the cluster catalog: buckets and users
+   in the control plane, object entries in the replicated index whose replicas are, for each
+   bucket, the first 3 distinct nodes of the bucket's partition row.
+3. ``stop`` (before the store closes): the background tasks that use the store (anti-entropy,
+   read repairs) end and the index service stops answering; ``close`` (after the store closed)
+   releases the control plane, the peer clients and the served disks.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, close_shared_session
-from buckets.cluster.rpcserver import PeerRpcServer
+from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.placement import PartitionTable
 from buckets.storage import LocalDisk
@@ -42,6 +50,12 @@ INDEX_REPLICAS = 3
 ANTI_ENTROPY_INTERVAL = 60.0  # seconds between passes (each compares 64 digests per bucket first)
 # How long a node waits for its peers (and the first node's format) before giving up.
 FORMATION_TIMEOUT = 120.0
+# On a restart, once a majority of the nodes answers, how much longer the others are waited
+# for (a whole cluster restarting comes up within a few seconds); after that they are left to
+# the probes and their disks count as offline until they answer.
+RESTART_GRACE = 5.0
+# The index replica's peer methods, registered before the store (and the replica) exists.
+INDEX_METHODS = tuple(IndexReplica.__new__(IndexReplica).handlers())
 
 
 class ClusterStartError(Exception):
@@ -67,6 +81,8 @@ class ClusterNode:
     table: PartitionTable | None = None
     _served: list = field(default_factory=list)
     _entropy: asyncio.Task | None = None
+    _store: Any = None  # set once the store is open and the node serves; None again once it stops
+    _stopping: bool = False
     _replicas: dict[str, list[str]] = field(default_factory=dict)
 
     # -- 1. wiring ------------------------------------------------------------------------
@@ -101,46 +117,100 @@ class ClusterNode:
         self._served = list(local.values())
         DiskService(local).register(rpc)
         rpc.register("node", "hello", self._hello)
+        register_node_info(rpc, config, lambda: self._store, disks=len(disks))
+        # Every service is registered up front: a peer that calls the index while this node
+        # starts gets a typed, retryable "not ready", never "no peer method".
+        for method in INDEX_METHODS:
+            rpc.register("index", method, self._index_handler(method))
         return self
+
+    def _index_handler(self, method: str):
+        async def handle(args: dict) -> Any:
+            store, index = self._store, self.index
+            if store is None or index is None:
+                state = "stopping" if self._stopping else "starting"
+                raise PeerNotReady(f"{self.spec.me.url} is {state}: its index replica is not serving")
+            return await index.local.handlers()[method](args)
+        return handle
 
     async def _hello(self, args: dict) -> dict:
         return {"url": self.spec.me.url, "fingerprint": self.spec.fingerprint()}
 
     # -- 2. forming the cluster ------------------------------------------------------------
-    async def wait_for_peers(self, timeout: float = FORMATION_TIMEOUT) -> None:
-        """Every peer answers ``hello`` with the same endpoint list; refuse a mismatch at once."""
+    def majority_peers(self) -> int:
+        """How many peers must answer for this node to be part of a majority of the nodes
+        (what the control plane and, with the index's 2 of 3, the write quorum need)."""
+        return len(self.spec.nodes) // 2
+
+    async def wait_for_peers(self, need: int | None = None, *, timeout: float = FORMATION_TIMEOUT,
+                             grace: float = RESTART_GRACE) -> list[str]:
+        """Until ``need`` peers (default: every one) answer ``hello`` with the same endpoint
+        list; a mismatch is refused at once. Once ``need`` have answered, the others get
+        ``grace`` seconds more, then are left to the health probes. Returns the peers that
+        did not answer."""
         loop = asyncio.get_running_loop()
+        need = len(self.clients) if need is None else min(need, len(self.clients))
         deadline = loop.time() + timeout
         pending = dict(self.clients)
         last: dict[str, str] = {}
-        while pending:
-            for url, client in list(pending.items()):
-                try:
-                    ans = await client.call("node", "hello", {}, timeout=2.0)
-                except errors.BucketsError as exc:
-                    if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
-                        raise ClusterStartError(f"{url} refused this node's signature: the nodes were "
-                                                f"started with different cluster secrets") from None
-                    last[url] = str(exc)
-                    continue
-                if ans.get("fingerprint") != self.spec.fingerprint():
-                    raise ClusterStartError(f"{url} was started with a different endpoint list; start every "
-                                            f"node with the same list, in the same order")
-                del pending[url]
-            if not pending:
+        enough_at: float | None = None
+
+        async def hello(url: str, client: PeerClient) -> None:
+            try:
+                ans = await client.call("node", "hello", {}, timeout=2.0)
+            except errors.BucketsError as exc:
+                if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
+                    raise ClusterStartError(f"{url} refused this node's signature: the nodes were "
+                                            f"started with different cluster secrets") from None
+                last[url] = str(exc)
                 return
-            if loop.time() >= deadline:
+            if ans.get("fingerprint") != self.spec.fingerprint():
+                raise ClusterStartError(f"{url} was started with a different endpoint list; start every "
+                                        f"node with the same list, in the same order")
+            pending.pop(url, None)
+
+        while pending:
+            await asyncio.gather(*(hello(url, client) for url, client in list(pending.items())))
+            if not pending:
+                return []
+            now = loop.time()
+            if len(self.clients) - len(pending) >= need:
+                enough_at = now if enough_at is None else enough_at
+                if now - enough_at >= grace:
+                    log.warning("starting with %d of %d nodes: %s did not answer (%s); their disks count "
+                                "as offline until they do", len(self.spec.nodes) - len(pending),
+                                len(self.spec.nodes), ", ".join(pending),
+                                "; ".join(last.get(u, "no answer") for u in pending))
+                    return list(pending)
+            if now >= deadline:
                 waiting = ", ".join(f"{u} ({last.get(u, 'no answer')})" for u in pending)
-                raise ClusterStartError(f"peers did not answer within {timeout:g}s: {waiting}")
+                raise ClusterStartError(f"{len(self.clients) - len(pending)} of {len(self.clients)} peers "
+                                        f"answered within {timeout:g}s, {need} needed: {waiting}")
             await asyncio.sleep(0.5)
+        return []
+
+    async def _restarting(self) -> bool:
+        """Whether this node's disks already belong to a deployment (a restart), as opposed to
+        a new cluster forming. A foreign or unreadable format refuses the start (FormatError)."""
+        from buckets.engine.bootstrap import read_disk_format
+        from buckets.storage.format import DiskFormat
+
+        own = [d for d in self.disks if isinstance(d, LocalDisk)]
+        probes = await asyncio.gather(*(read_disk_format(d) for d in own))
+        return any(isinstance(p, DiskFormat) for p in probes)
 
     async def open_store(self, **store_kwargs: Any):
         from buckets.engine.bootstrap import NotFormatted
         from buckets.engine.store import ClusterParts, Store
 
-        await self.wait_for_peers()
+        # A new cluster needs every node: the first node formats every disk (a disk it cannot
+        # reach would be left out of the deployment) and the layout follows the total disk
+        # count. A restart needs a majority only: the disks are formatted already, the control
+        # plane commits with a majority, and a missing node's disks are offline until it answers.
+        restart = await self._restarting()
+        await self.wait_for_peers(self.majority_peers() if restart else None)
         first = self.spec.self_index == 0
-        if not first:
+        if not first and not restart:
             await self._wait_formatted()
         parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=first,
                              table=self._start_control, catalog=self._catalog, users=self._users)
@@ -150,10 +220,9 @@ class ClusterNode:
             raise ClusterStartError(f"the disks lost their format while this node started: is "
                                     f"{self.spec.nodes[0].url} (the first node) formatting another cluster?") from None
         assert self.index is not None
-        for method, fn in self.index.local.handlers().items():
-            self.rpc.register("index", method, fn)
         self._entropy = asyncio.get_running_loop().create_task(self._anti_entropy(store), name="anti-entropy")
         store.cluster_node = self  # for /health/cluster and buckets-admin info
+        self._store = store  # from here on the index service answers its peers
         return store
 
     async def _anti_entropy(self, store: Any, interval: float = ANTI_ENTROPY_INTERVAL) -> None:
@@ -164,9 +233,9 @@ class ClusterNode:
         await asyncio.sleep(min(5.0, interval))
         while True:
             repaired = 0
-            for name, _ in store.catalog.list_buckets():
-                if me not in self.replicas_of(name):
-                    continue
+            buckets = [name for name, _ in store.catalog.list_buckets() if me in self.replicas_of(name)]
+            log.debug("anti-entropy: a pass over the %d buckets this node replicates", len(buckets))
+            for name in buckets:
                 for bucket in (name, name + UPLOADS):
                     try:
                         repaired += await self.index.sync_bucket(bucket)
@@ -323,15 +392,25 @@ class ClusterNode:
     async def _transport(self, node: str, method: str, args: dict) -> Any:
         return await self.clients[node].call("index", method, args)
 
-    async def close(self) -> None:
-        if self._entropy is not None:
-            self._entropy.cancel()
+    async def stop(self) -> None:
+        """Before the store closes: stop answering index calls and end every background task
+        that uses the store (anti-entropy, read repairs), so none runs into a closed registry."""
+        self._stopping = True
+        self._store = None
+        entropy, self._entropy = self._entropy, None
+        if entropy is not None:
+            entropy.cancel()
             try:
-                await self._entropy
+                await entropy
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         if self.index is not None:
             await self.index.close()
+
+    async def close(self) -> None:
+        """After the store closed (or when it never opened): the control plane, the peer
+        clients and their probes, the disks served to peers, the shared session."""
+        await self.stop()
         if self.control is not None:
             await self.control.close()
         for client in self.clients.values():

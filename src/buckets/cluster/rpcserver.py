@@ -41,7 +41,7 @@ from buckets.cluster.rpcauth import (
     DEFAULT_WINDOW, AuthRefused, PeerVerifier, ReplayCache, SignedRequest, cluster_secret,
 )
 from buckets.cluster.rpcerrors import (
-    BadPeerRequest, PeerBodyIncomplete, UnknownPeerMethod, error_to_wire,
+    BadPeerRequest, PeerBodyIncomplete, PeerError, UnknownPeerMethod, error_to_wire,
 )
 from buckets.errors import BucketsError, DiskError, FormatError, InternalError
 from buckets.obs.access import OPS_API, OPS_ERROR_CODE
@@ -50,6 +50,16 @@ log = logging.getLogger("buckets.cluster.rpc")
 
 Handler = Callable[..., Any]  # (args) or (args, body) -> result | Awaitable[result] | AsyncIterator[bytes]
 TYPED_ERRORS = (BucketsError, DiskError, FormatError)
+
+
+class PeerNotReady(PeerError):
+    """The peer answered, but the service asked for is not serving yet (the node is still
+    starting: its store is not open) or any more (it is stopping). Retryable: callers count
+    the peer's replica (or disk) as unavailable for this call, as for a peer that is down,
+    and the peer's health is untouched, since it answered. A ``PeerError`` so that code
+    which handles an unreachable peer handles this the same way."""
+
+    default_message = "The peer node is starting or stopping; retry shortly."
 
 
 class BodyReader:
@@ -281,17 +291,28 @@ class PeerRpcServer:
 # --- the node's own peer endpoint ------------------------------------------------------------
 
 
+def register_node_info(server: PeerRpcServer, config: Any, store: Callable[[], Any],
+                       disks: int | None = None) -> None:
+    """Serve ``node/info``: version, deployment id, address, disk count, clock. ``store()``
+    is the open store, or None while a cluster node is still starting (the deployment id is
+    then empty and the disk count is ``disks``, the node's command line's)."""
+
+    def info(args: dict[str, Any]) -> dict[str, Any]:
+        current = store()
+        count = getattr(current, "disk_count", None) if current is not None else disks
+        return {"version": __version__, "deployment_id": str(getattr(current, "deployment_id", "") or ""),
+                "address": config.address, "disks": int(count or 0), "time": time.time(),
+                "ready": current is not None}
+
+    server.register("node", "info", info)
+
+
 def build_node_rpc(store: Any, config: Any, *, window: float = DEFAULT_WINDOW) -> PeerRpcServer:
     """The peer RPC server of ``buckets server``: signed with the cluster secret, serving
     ``node/ping`` and ``node/info``: what a single node serves. A cluster node builds its own
-    server with the disk and index services (``buckets.cluster.node.ClusterNode``)."""
+    server with the disk and index services and its own ``node/info``
+    (``buckets.cluster.node.ClusterNode``)."""
     secret = cluster_secret(config.cluster_secret, config.root_user, config.root_password)
     server = PeerRpcServer(PeerVerifier(secret, window=window, replay=ReplayCache()))
-
-    def info(args: dict[str, Any]) -> dict[str, Any]:
-        return {"version": __version__, "deployment_id": str(getattr(store, "deployment_id", "")),
-                "address": config.address, "disks": int(getattr(store, "disk_count", 0) or 0),
-                "time": time.time()}
-
-    server.register("node", "info", info)
+    register_node_info(server, config, lambda: store)
     return server
