@@ -4,22 +4,30 @@ The server half of ``RemoteDisk`` (MinIO's storage REST server): every ``Disk`` 
 handler. A disk is named by its root path as written on the command line (the path part of
 the endpoint URL); a path that is not one of this node's disks is refused without touching
 the filesystem. Shard bodies stream in (``create_file``: the request body is written to the
-local ``ShardWriter`` as it arrives, fsynced at the end, aborted if the stream breaks) and
-walks stream out in batches. Errors keep their type across the wire (``rpcerrors``).
+local ``ShardWriter`` as it arrives, fsynced at the end, aborted if the stream breaks), a
+GET's range of one shard streams out (``read_stream``: one call per shard per GET, not one
+``read_range`` per span) and walks stream out in batches. ``status`` answers the format and
+usage of many disks at once (the disk monitor's probe, a metrics scrape). Errors keep their
+type across the wire (``rpcerrors``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import msgpack
 
+from buckets.cluster import rpcframe as wire
+from buckets.cluster.rpcerrors import BadPeerRequest, error_to_wire
 from buckets.cluster.rpcserver import BodyReader, PeerRpcServer
 from buckets.errors import DiskError
 from buckets.storage.disk import Disk, FileStat
 
 WALK_BATCH = 256
+MAX_STATUS_DISKS = 1024  # disks one ``status`` call may name
+MIN_STREAM_CHUNK = 4096  # read_stream's chunk bounds: each chunk is one pread and one frame
 
 
 class NoSuchDisk(DiskError):
@@ -44,6 +52,7 @@ class DiskService:
             "rename_data": self.rename_data, "fsync_dir": self.fsync_dir, "delete": self.delete,
             "list_dir": self.list_dir, "exists": self.exists, "file_size": self.file_size,
             "stat": self.stat, "walk_files": self.walk_files, "walk_entries": self.walk_entries,
+            "status": self.status, "read_stream": self.read_stream,
         }
         for name, fn in simple.items():
             rpc.register("disk", name, fn)
@@ -54,6 +63,33 @@ class DiskService:
 
     async def read_format(self, args: dict) -> bytes:
         return await self._disk(args).read_format()
+
+    async def status(self, args: dict) -> dict:
+        """The format file and usage of every disk named in ``disks``, in one answer: what the
+        disk monitor's probe (``read_format``) and a metrics scrape (``info``) ask each disk,
+        for all of this node's disks at once. Per path: ``format`` (the file's bytes) or
+        ``format_error`` (the typed error ``read_format`` raised, as a wire record), and
+        ``info`` (``DiskInfo`` on the wire; a disk that cannot answer says so in it). Read
+        fresh on every call: the caller decides how long an answer stays good."""
+        paths = args.get("disks")
+        if (not isinstance(paths, list) or len(paths) > MAX_STATUS_DISKS
+                or not all(isinstance(p, str) for p in paths)):
+            raise BadPeerRequest(f"disk/status takes a list of at most {MAX_STATUS_DISKS} disk paths")
+
+        async def one(path: str) -> dict:
+            disk = self.disks.get(path)
+            if disk is None:
+                return {"error": error_to_wire(NoSuchDisk(f"this node serves no disk {path!r}"))}
+            record: dict[str, Any] = {}
+            try:
+                record["format"] = await disk.read_format()
+            except DiskError as exc:
+                record["format_error"] = error_to_wire(exc)
+            record["info"] = (await disk.info()).to_wire()
+            return record
+
+        records = await asyncio.gather(*(one(p) for p in dict.fromkeys(paths)))
+        return {"disks": dict(zip(dict.fromkeys(paths), records))}
 
     async def write_format(self, args: dict) -> None:
         await self._disk(args).write_format(args["data"], create_root=bool(args["create_root"]),
@@ -80,6 +116,22 @@ class DiskService:
 
     async def read_range(self, args: dict) -> bytes:
         return await self._disk(args).read_range(args["path"], int(args["offset"]), int(args["length"]))
+
+    async def read_stream(self, args: dict) -> AsyncIterator[bytes]:
+        """``length`` bytes of ``path`` from ``offset`` as a byte stream, ``chunk`` bytes per
+        disk read (and per frame): a GET's whole range of one shard in one call instead of
+        one ``read_range`` call per span. Like ``read_range`` the answer is short when the
+        file is; the first chunk is read before the answer starts (the server pulls it
+        first), so a missing file is a plain typed error."""
+        disk = self._disk(args)
+        path, offset, length, chunk = args.get("path"), args.get("offset"), args.get("length"), args.get("chunk")
+        if not (isinstance(path, str) and all(isinstance(v, int) and not isinstance(v, bool)
+                                              for v in (offset, length, chunk))):
+            raise BadPeerRequest("disk/read_stream takes a path and integer offset, length and chunk")
+        if offset < 0 or length < 0 or not MIN_STREAM_CHUNK <= chunk <= wire.MAX_FRAME:
+            raise BadPeerRequest(f"disk/read_stream: offset {offset}, length {length} or chunk {chunk} "
+                                 f"out of range (chunk {MIN_STREAM_CHUNK}..{wire.MAX_FRAME})")
+        return _ranged(disk, path, offset, length, chunk)
 
     async def rename_data(self, args: dict) -> None:
         meta = args.get("meta")
@@ -113,6 +165,18 @@ class DiskService:
     async def walk_entries(self, args: dict) -> AsyncIterator[bytes]:
         disk = self._disk(args)
         return _batched(disk.walk_entries(args["path"], int(args["depth"])), FileStat.to_wire)
+
+
+async def _ranged(disk: Disk, path: str, offset: int, length: int, chunk: int) -> AsyncIterator[bytes]:
+    end = offset + length
+    while offset < end:
+        want = min(chunk, end - offset)
+        data = await disk.read_range(path, offset, want)
+        if data:
+            yield data
+        if len(data) < want:  # the file ends here
+            return
+        offset += want
 
 
 async def _batched(items: AsyncIterator[Any], encode) -> AsyncIterator[bytes]:

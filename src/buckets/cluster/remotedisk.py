@@ -7,6 +7,11 @@ bounded queue; ``close`` ends it and waits for the peer's fsync), and typed erro
 (offline, refused, timed out) is ``DiskOffline``: the disk marks itself offline and the engine
 counts it as missing (reads decode around it, writes need their quorum without it); the
 engine's disk monitor probes it (``read_format``) and brings it back.
+
+The monitor's probe (every disk's ``read_format``, every few seconds) and a ``/metrics``
+scrape (every disk's ``info``) ask all disks at once; :class:`PeerDisks` answers both for all
+of one peer's disks with a single ``disk/status`` call, so they cost one call per peer, not
+one per disk.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import msgpack
 
-from buckets.cluster.rpcclient import PeerClient
-from buckets.cluster.rpcerrors import PeerError
+from buckets.cluster import rpcframe as wire
+from buckets.cluster.rpcclient import PeerClient, PeerState, PeerStream
+from buckets.cluster.rpcerrors import PeerError, PeerProtocolError, UnknownPeerMethod, error_from_wire
 from buckets.errors import DiskError, DiskOffline, PathEscape
 from buckets.storage.disk import MAX_SMALL_FILE, DiskInfo, FileStat
 
@@ -37,6 +45,11 @@ def _check_rel(rel: str) -> None:
 
 
 MAX_IN_FLIGHT = 16
+# Shard read streams (``open_range``) open at once to one peer, from this process. They have
+# their own connections (``shared_session(bulk=True)``) and live as long as a GET takes; past
+# this many, reads go span by span (``read_range``) instead of waiting for one to end.
+READ_STREAMS_PER_PEER = 64
+MIN_STREAM_CHUNK = 4096  # the server's bounds for read_stream's chunk
 _QUEUE_DEPTH = 4  # chunks in flight per streamed shard: backpressure, bounded memory
 _END = object()
 
@@ -44,6 +57,198 @@ _END = object()
 def _consume_failure(task: asyncio.Future) -> None:
     if not task.cancelled():
         task.exception()
+
+
+# How long one ``disk/status`` answer serves a peer's disks' ``read_format`` and ``info``: well
+# under the disk monitor's interval (5 s), so every probe round sees the peer as it is now,
+# while a scrape and a probe round that come together (or a burst of scrapes) share one call.
+STATUS_TTL = 1.0
+
+
+class PeerDisks:
+    """The format and usage of all of one peer's disks (those this node has a ``RemoteDisk``
+    for), fetched together with one ``disk/status`` call.
+
+    Callers that ask while a call is in flight share it; its answer serves for
+    :data:`STATUS_TTL` seconds, and only while the peer is online and to a disk that has
+    not failed since the call was sent (so a disk that went offline is probed afresh). A
+    failed call is not kept: every waiter gets its error. A peer that does not know the
+    method (an older version) is asked disk by disk from then on.
+    """
+
+    def __init__(self, client: PeerClient) -> None:
+        self.client = client
+        self.paths: dict[str, None] = {}  # insertion-ordered set
+        self.batched = True
+        self.calls = 0  # disk/status calls made (for tests and debugging)
+        self.read_streams = 0  # open RemoteRangeReaders to this peer (at most READ_STREAMS_PER_PEER)
+        self.has_read_stream = True  # False once the peer answered UnknownPeerMethod (an older version)
+        self._answer: dict[str, Any] | None = None
+        self._sent_at = float("-inf")  # time.monotonic() when the kept answer's call was sent
+        self._fetch: asyncio.Task | None = None
+        self._fetch_sent_at = float("-inf")
+
+    def invalidate(self) -> None:
+        """Forget the kept answer (after this node wrote a format file)."""
+        self._answer = None
+
+    async def record(self, path: str, *, not_before: float) -> dict[str, Any] | None:
+        """The peer's record of disk ``path``, from a call sent after ``not_before``
+        (``time.monotonic()``); None when the disk must be asked directly. Raises the call's
+        ``PeerError`` (or ``PeerProtocolError``)."""
+        if not self.batched:
+            return None
+        self.paths.setdefault(path, None)
+        now = time.monotonic()
+        answer = self._answer
+        if (answer is not None and path in answer and self._sent_at > not_before
+                and now - self._sent_at < STATUS_TTL and self.client.state is PeerState.ONLINE):
+            return answer[path]
+        if self._fetch is None or self._fetch.done() or self._fetch_sent_at <= not_before:
+            self._fetch_sent_at = now
+            self._fetch = asyncio.ensure_future(self._call(now))
+            self._fetch.add_done_callback(_consume_failure)
+        answer = await asyncio.shield(self._fetch)
+        return answer.get(path) if self.batched else None
+
+    async def _call(self, sent_at: float) -> dict[str, Any]:
+        self.calls += 1
+        try:
+            result = await self.client.call("disk", "status", {"disks": list(self.paths)})
+        except UnknownPeerMethod:
+            log.info("peer %s has no disk/status (an older version): asking its disks one by one",
+                     self.client.endpoint)
+            self.batched = False
+            return {}
+        disks = result.get("disks") if isinstance(result, dict) else None
+        if not isinstance(disks, dict) or not all(isinstance(r, dict) for r in disks.values()):
+            raise PeerProtocolError(f"peer {self.client.endpoint} answered disk/status without disk records",
+                                    endpoint=self.client.endpoint)
+        if sent_at >= self._sent_at:
+            self._answer, self._sent_at = disks, sent_at
+        return disks
+
+
+_PEER_DISKS: weakref.WeakKeyDictionary[PeerClient, PeerDisks] = weakref.WeakKeyDictionary()
+
+
+def peer_disks(client: PeerClient) -> PeerDisks:
+    """The one :class:`PeerDisks` of ``client``'s peer, shared by all its ``RemoteDisk``s."""
+    group = _PEER_DISKS.get(client)
+    if group is None:
+        group = _PEER_DISKS[client] = PeerDisks(client)
+    return group
+
+
+class RemoteRangeReader:
+    """Consecutive reads of one byte range of a peer's file over one streamed call
+    (``disk/read_stream``), opened at the first read: what a GET reads of one shard, span
+    after span, in one call instead of one ``read_range`` call per span.
+
+    ``read(offset, length)`` must continue where the previous read ended; any other read
+    returns None (the caller reads that range with ``read_range``), as does every read once
+    the peer turned out not to know the method. Memory: aiohttp's read buffer and one
+    frame (``chunk`` bytes) per stream, whatever the range's size. A stream that fails
+    raises the disk error (``DiskOffline`` when the peer stopped answering) on that read and
+    every later one. ``close`` ends the call (its connection is not reused unless the stream
+    was read to its end).
+    """
+
+    def __init__(self, disk: "RemoteDisk", path: str, offset: int, length: int, chunk: int) -> None:
+        self.disk = disk
+        self.path = path
+        self._pos, self._end = offset, offset + length
+        self._args = {"path": path, "offset": offset, "length": length, "chunk": chunk}
+        self._stream: PeerStream | None = None
+        self._buf = b""
+        self._ended = False  # the peer sent the end of the stream
+        self._failed = ""
+        self._held = True  # counts against READ_STREAMS_PER_PEER until closed
+        self._busy = False  # a read is in flight
+        self._moved: asyncio.Event | None = None  # set when it ends (reads waiting for their turn)
+
+    async def read(self, offset: int, length: int) -> bytes | None:
+        """``length`` bytes at ``offset`` (fewer at the end of the file), or None for a range
+        the stream cannot serve. A read that comes while another is in flight (a reader with
+        more than one span on its way) waits for it, then goes on if it starts where that one
+        ended."""
+        while self._busy and self._held and not self._failed:
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()
+        self._busy = True
+        try:
+            return await self._read(offset, length)
+        finally:
+            self._busy = False
+            moved, self._moved = self._moved, None
+            if moved is not None:
+                moved.set()
+
+    async def _read(self, offset: int, length: int) -> bytes | None:
+        if self._failed:
+            raise DiskError(f"{self.disk.endpoint}: {self.path}: the read stream failed earlier ({self._failed})")
+        if offset != self._pos or offset + length > self._end or not self._held:
+            return None
+        try:
+            if self._stream is None and not self._ended:
+                self._stream = await self.disk._open_stream("read_stream", self._args)
+            pieces: list[bytes] = []
+            need = length
+            while need > 0:
+                if not self._buf:
+                    if not await self._next():
+                        break  # the file is shorter than the range: a short read, as read_range's
+                take, self._buf = (self._buf, b"") if len(self._buf) <= need else (self._buf[:need], self._buf[need:])
+                pieces.append(take)
+                need -= len(take)
+            self._pos += length - need
+            if self._pos >= self._end and not self._ended and await self._next():
+                raise DiskError(f"{self.disk.endpoint}: {self.path}: the peer streamed more than the range")
+        except UnknownPeerMethod:  # a peer of an older version: read span by span
+            self.disk._peer_disks.has_read_stream = False
+            self.close()
+            return None
+        except DiskError as exc:
+            self._failed = str(exc) or type(exc).__name__
+            self.close()
+            raise
+        except BaseException:  # cancelled (the GET ended), or a bug: never leave the call half-read
+            self._failed = "the read was interrupted"
+            self.close()
+            raise
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def _next(self) -> bool:
+        """The next chunk into ``_buf``; False at the end of the stream."""
+        assert self._stream is not None
+        try:
+            self._buf = await self._stream.__anext__()
+            return True
+        except StopAsyncIteration:
+            self._ended = True
+            self._release()
+            return False
+        except PeerError as exc:
+            raise self.disk._offline(exc) from None
+        except DiskOffline as exc:  # the peer's own disk went offline
+            self.disk.mark_offline(str(exc))
+            raise
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self.disk._peer_disks.read_streams -= 1
+
+    def close(self) -> None:
+        self._release()
+        self._buf = b""
+        moved, self._moved = self._moved, None
+        if moved is not None:
+            moved.set()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
 
 class RemoteShardWriter:
@@ -134,6 +339,9 @@ class RemoteDisk:
         self.healing = False
         self.last_error = ""
         self._closed = False
+        self._failed_at = float("-inf")  # time.monotonic() of the last failure seen
+        self._peer_disks = peer_disks(client)
+        self._peer_disks.paths.setdefault(path, None)
         # Calls in flight to this disk: like a local disk's thread pool, a queue here (not in
         # the connection pool) so that waiting for a turn never counts as the peer being slow.
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -144,6 +352,7 @@ class RemoteDisk:
     # -- state ----------------------------------------------------------------------------
     def mark_offline(self, reason: str) -> None:
         self.last_error = reason
+        self._failed_at = time.monotonic()
         if self.online:
             self.online = False
             log.error("disk %s went offline: %s", self.endpoint, reason)
@@ -186,6 +395,18 @@ class RemoteDisk:
             self.mark_offline(str(exc))
             raise
 
+    async def _open_stream(self, method: str, args: dict) -> PeerStream:
+        """A streamed answer on the bulk session (its own connections), outside the per-disk
+        call slots: it lives as long as its consumer (a GET) takes."""
+        self._check_open()
+        try:
+            return await self.client.call_stream_out("disk", method, dict(args, disk=self.path), bulk=True)
+        except PeerError as exc:
+            raise self._offline(exc) from None
+        except DiskOffline as exc:
+            self.mark_offline(str(exc))
+            raise
+
     async def _stream_out(self, method: str, args: dict) -> AsyncIterator[list]:
         self._check_open()
         try:
@@ -217,12 +438,33 @@ class RemoteDisk:
     async def close(self) -> None:
         self._closed = True  # the peer client (shared by a node's disks) is closed by its owner
 
+    async def _status(self) -> dict[str, Any] | None:
+        """This disk's record in its peer's batched ``disk/status`` (see :class:`PeerDisks`);
+        None when the peer must be asked the single method instead."""
+        self._check_open()
+        try:
+            record = await self._peer_disks.record(self.path, not_before=self._failed_at)
+        except PeerError as exc:
+            raise self._offline(exc) from None
+        if record is not None and "error" in record:  # the peer serves no such disk
+            raise self._wire_error(record["error"])
+        return record
+
+    def _wire_error(self, record: object) -> DiskError:
+        """A disk error the peer sent inside a ``disk/status`` answer, as a ``DiskError``."""
+        error = error_from_wire(record) if isinstance(record, dict) else None
+        if isinstance(error, DiskError):
+            return error
+        return DiskError(f"{self.endpoint}: the peer's disk status is unreadable ({error or record!r:.100})")
+
     async def info(self) -> DiskInfo:
         if not self.online:
             return DiskInfo(self.disk_id, self.endpoint, False, error=self.last_error or "offline")
         try:
-            info = DiskInfo.from_wire(await self._call("info", {}))
-        except DiskError as exc:
+            record = await self._status()
+            doc = record["info"] if record is not None else await self._call("info", {})
+            info = DiskInfo.from_wire(doc)
+        except (DiskError, KeyError, TypeError) as exc:
             return DiskInfo(self.disk_id, self.endpoint, False, error=str(exc))
         info.endpoint = self.endpoint
         info.healing = info.healing or self.healing
@@ -230,10 +472,22 @@ class RemoteDisk:
 
     # -- format ---------------------------------------------------------------------------
     async def read_format(self) -> bytes:
-        return await self._call("read_format", {})
+        record = await self._status()
+        if record is None:
+            return await self._call("read_format", {})
+        if "format" in record:
+            return record["format"]
+        error = self._wire_error(record.get("format_error"))
+        if isinstance(error, DiskOffline):  # the peer's own disk is offline
+            self.mark_offline(str(error))
+        raise error
 
     async def write_format(self, data: bytes, *, create_root: bool, sync: bool) -> None:
-        await self._call("write_format", {"data": data, "create_root": create_root, "sync": sync})
+        self._peer_disks.invalidate()
+        try:
+            await self._call("write_format", {"data": data, "create_root": create_root, "sync": sync})
+        finally:
+            self._peer_disks.invalidate()
 
     # -- files ----------------------------------------------------------------------------
     async def create_file(self, path: str) -> RemoteShardWriter:
@@ -249,6 +503,19 @@ class RemoteDisk:
 
     async def read_range(self, path: str, offset: int, length: int) -> bytes:
         return await self._call("read_range", {"path": path, "offset": offset, "length": length})
+
+    def open_range(self, path: str, offset: int, length: int, *, chunk: int) -> RemoteRangeReader | None:
+        """A reader for consecutive reads of ``length`` bytes of ``path`` from ``offset`` (the
+        reads of a GET, span by span) over one streamed call, ``chunk`` bytes per frame (the
+        size of one read, ideally); None when this peer has as many open as it may have, or
+        does not know the method: read with ``read_range`` then."""
+        group = self._peer_disks
+        if (self._closed or not self.online or not group.has_read_stream
+                or group.read_streams >= READ_STREAMS_PER_PEER):
+            return None
+        _check_rel(path)
+        group.read_streams += 1
+        return RemoteRangeReader(self, path, offset, length, max(MIN_STREAM_CHUNK, min(chunk, wire.MAX_FRAME)))
 
     async def rename_data(self, moves: list[tuple[str, str]], meta: tuple[str, bytes] | None, *,
                           sync: bool, cleanup: str | None = None) -> None:

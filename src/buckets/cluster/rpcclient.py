@@ -124,25 +124,44 @@ class PeerHealth:
 # --- one pooled session per process (per event loop) ---------------------------------------
 
 _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
+_BULK_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary())
+# aiohttp's read buffer per response (its default is 64 KiB): a shard read answers 100 KiB to
+# 1 MiB at once, and a smaller buffer pauses and resumes the socket several times per answer.
+# A stream holds at most about twice this (aiohttp pauses reading above 2x) plus one frame.
+READ_BUFSIZE = 256 << 10
 
 
-def shared_session() -> aiohttp.ClientSession:
-    """The process's peer session (one per event loop: a session cannot change loops)."""
+def shared_session(*, bulk: bool = False) -> aiohttp.ClientSession:
+    """The process's peer session (one per event loop: a session cannot change loops).
+
+    ``bulk``: the session for long-lived byte streams (a GET's shard streams, which live as
+    long as the S3 client takes to read the object), with its own connections, so they never
+    hold the pooled connections control calls wait for. Its connector has no limit of its
+    own: callers bound how many streams they open (``remotedisk.READ_STREAMS_PER_PEER``).
+    """
     loop = asyncio.get_running_loop()
-    session = _SESSIONS.get(loop)
+    sessions = _BULK_SESSIONS if bulk else _SESSIONS
+    session = sessions.get(loop)
     if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT_PER_HOST,
-                                         keepalive_timeout=KEEPALIVE, ttl_dns_cache=60)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
-        _SESSIONS[loop] = session
+        if bulk:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=KEEPALIVE, ttl_dns_cache=60)
+        else:
+            connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT_PER_HOST,
+                                             keepalive_timeout=KEEPALIVE, ttl_dns_cache=60)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False,
+                                        read_bufsize=READ_BUFSIZE)
+        sessions[loop] = session
     return session
 
 
 async def close_shared_session() -> None:
-    """Close this loop's peer session (at shutdown, after the clients are closed)."""
-    session = _SESSIONS.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
+    """Close this loop's peer sessions (at shutdown, after the clients are closed)."""
+    loop = asyncio.get_running_loop()
+    for sessions in (_SESSIONS, _BULK_SESSIONS):
+        session = sessions.pop(loop, None)
+        if session is not None:
+            await session.close()
 
 
 # --- calls ---------------------------------------------------------------------------------
@@ -242,6 +261,10 @@ class PeerStream:
                                     endpoint=self._client.endpoint)
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """``aclose`` for code that cannot await (a finalizer)."""
         response, self._response = self._response, None
         if response is not None:
             response.close()  # not read to the end: this connection cannot be reused
@@ -324,9 +347,11 @@ class PeerClient:
             raise error
         return result
 
-    async def call_stream_out(self, service: str, method: str, args: dict[str, Any] | None = None) -> PeerStream:
+    async def call_stream_out(self, service: str, method: str, args: dict[str, Any] | None = None, *,
+                              bulk: bool = False) -> PeerStream:
         """Start a call whose answer is a byte stream; errors before the first byte (the
-        handler's typed error, an offline peer) are raised here, later ones while iterating."""
+        handler's typed error, an offline peer) are raised here, later ones while iterating.
+        ``bulk``: on the session for long-lived streams (see :func:`shared_session`)."""
         self._check_online()
         path = wire.path_for(service, method)
         packed = wire.pack(args or {})
@@ -336,8 +361,8 @@ class PeerClient:
         self.health.calls += 1
         response: aiohttp.ClientResponse | None = None
         try:
-            response = await self._session_().post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
-                                                   headers=headers, timeout=timeout)
+            response = await self._session_(bulk).post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
+                                                       headers=headers, timeout=timeout)
             if response.status == 200 and response.content_type == wire.STREAM_TYPE:
                 self._succeeded()
                 stream, response = PeerStream(self, response), None
@@ -367,8 +392,8 @@ class PeerClient:
                 pass
 
     # -- internals -------------------------------------------------------------------------------
-    def _session_(self) -> aiohttp.ClientSession:
-        return self._session if self._session is not None else shared_session()
+    def _session_(self, bulk: bool = False) -> aiohttp.ClientSession:
+        return self._session if self._session is not None else shared_session(bulk=bulk)
 
     def _check_online(self) -> None:
         if self.health.state is PeerState.OFFLINE:

@@ -4,14 +4,17 @@ Only the blocks the range touches are read, from the data shards first (the code
 systematic, so a healthy read never decodes). A shard that is missing, short, or fails
 its piece checksum is replaced by parity for the affected blocks; the right bytes are
 served anyway and the object is queued for heal. Reads run one span ahead of the
-consumer, so memory is bounded by two spans, never by object size.
+consumer, so memory is bounded by two spans, never by object size. A disk with
+``open_range`` (a peer's, in a cluster) reads a slot's span after span over one streamed call
+instead of one call per span; every piece is still verified here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from buckets.engine import paths
 from buckets.engine.meta import decode_meta_file
@@ -22,7 +25,8 @@ from buckets.errors import CorruptData, DiskError, ReadQuorumLost
 if TYPE_CHECKING:
     from buckets.engine.store import Store
 
-SPAN_BLOCKS = 2  # blocks fetched per disk read (memory per GET: ~2 spans of this)
+SPAN_BLOCKS = 2  # blocks fetched per disk read
+READ_AHEAD = 1  # spans being read while the consumer takes one (memory per GET: READ_AHEAD + 1 spans)
 
 
 class ObjectReader:
@@ -46,11 +50,19 @@ class ObjectReader:
         self._closed = False
         self._inline: dict[int, bytes] | None = None
         self._inline_fetch: asyncio.Future | None = None
+        # Remote disks read a slot's whole range in one streamed call (``open_range``); by
+        # (slot, part number), None where the slot reads span by span.
+        self._streams: dict[tuple[int, int], Any] = {}
+        self._part_ends: dict[int, int] = {}  # part number -> the last block this read needs + 1
         # Pin this write: an overwrite or delete waits for us before removing its files.
         self._ident: tuple[str, str, str] | None = (bucket, key, entry["wid"])
         store.read_started(self._ident)
 
     def _release(self) -> None:
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            if stream is not None:
+                stream.close()
         if self._ident is not None:
             self.store.read_finished(self._ident)
             self._ident = None
@@ -88,12 +100,21 @@ class ObjectReader:
         spans = list(self._spans())
         if not spans:
             return
-        nxt = asyncio.ensure_future(self._read_span(*spans[0]))
+        for part_no, _geo, _b0, b1, _lo, _hi in spans:
+            self._part_ends[part_no] = b1
+        pending: deque[asyncio.Future] = deque()
+        ahead = READ_AHEAD
+
+        def fill(upto: int) -> None:
+            while len(pending) < ahead and upto + len(pending) < len(spans):
+                pending.append(asyncio.ensure_future(self._read_span(*spans[upto + len(pending)])))
+
+        fill(0)
         try:
             bs = self.entry["bs"]
             for i, (part_no, geo, b0, b1, lo, hi) in enumerate(spans):
-                blocks = await nxt
-                nxt = asyncio.ensure_future(self._read_span(*spans[i + 1])) if i + 1 < len(spans) else None
+                blocks = await pending.popleft()
+                fill(i + 1)
                 for idx, block in enumerate(blocks):  # hand out blocks as they are, cut only at the edges
                     start = idx * bs
                     a, b = max(lo - start, 0), min(hi - start, len(block))
@@ -104,10 +125,11 @@ class ObjectReader:
                     yield block if (a == 0 and b == len(block)) else block[a:b]
                 del blocks
         finally:
-            if nxt is not None and not nxt.done():
-                nxt.cancel()
+            for fut in pending:
+                fut.cancel()
+            for fut in pending:
                 try:
-                    await nxt
+                    await fut
                 except BaseException:
                     pass
 
@@ -179,11 +201,29 @@ class ObjectReader:
             return None
         start = geo.frame_offset(b0)
         length = geo.frame_offset(b1 - 1) + geo.frame_len(b1 - 1) - start
+        path = paths.part_path(self.bucket, self.key, self.entry["wid"], part_no)
         try:
-            return await disk.read_range(paths.part_path(self.bucket, self.key, self.entry["wid"], part_no),
-                                         start, length)
+            stream = self._shard_stream(slot, disk, path, part_no, geo, start, length)
+            if stream is not None and (data := await stream.read(start, length)) is not None:
+                return data
+            return await disk.read_range(path, start, length)
         except DiskError:
             return None
+
+    def _shard_stream(self, slot: int, disk, path: str, part_no: int, geo: ShardGeometry, start: int, length: int):
+        """The disk's reader for the rest of this slot's range in this part, opened at its first
+        read when the disk has one (remote disks: one call for the range instead of one per
+        span) and more than one span is left; None: read span by span."""
+        key = (slot, part_no)
+        if self._ident is None:  # released: nothing may hold a stream open any more
+            return None
+        if key not in self._streams:
+            opener = getattr(disk, "open_range", None)
+            last = self._part_ends.get(part_no, 0)
+            end = geo.frame_offset(last - 1) + geo.frame_len(last - 1) if last else 0
+            self._streams[key] = (opener(path, start, end - start, chunk=length)
+                                  if opener is not None and end - start > length else None)
+        return self._streams[key]
 
     async def _read_span(self, part_no: int, geo: ShardGeometry, b0: int, b1: int, _lo: int, _hi: int) -> list[bytes]:
         codec = self._codec

@@ -1,0 +1,179 @@
+"""The disk monitor's probe and a metrics scrape ask a peer about all its disks in one call.
+
+A real peer: a ``PeerRpcServer`` with the ``DiskService`` over four ``LocalDisk``s on a
+loopback port; this side: four ``RemoteDisk``s sharing one ``PeerClient``, as a cluster node
+wires them. Calls are counted where they are made (``PeerClient.health.calls``: every
+request this client sent) and where they are served (the server's access log would show the
+same; here a count per method on the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+
+import pytest
+from aiohttp import web
+from rpc_testkit import RpcNode, closed_peer_session, make_rpc  # noqa: F401 - autouse fixture
+
+from buckets.cluster import remotedisk
+from buckets.cluster.diskservice import DiskService
+from buckets.cluster.remotedisk import RemoteDisk
+from buckets.cluster.rpcerrors import BadPeerRequest
+from buckets.errors import DiskError, DiskOffline
+from buckets.storage import LocalDisk
+
+DISKS = 4
+
+
+class Peer:
+    """One peer node serving four formatted local disks; counts the disk calls it serves."""
+
+    def __init__(self, base: str, *, with_status: bool = True) -> None:
+        self.paths = [os.path.join(base, f"d{i}") for i in range(1, DISKS + 1)]
+        self.local = {p: LocalDisk(p, f"disk-{i}") for i, p in enumerate(self.paths, 1)}
+        self.rpc = make_rpc()
+        DiskService(self.local).register(self.rpc)
+        if not with_status:  # a peer of the version before disk/status
+            del self.rpc._handlers[("disk", "status")]
+        self.served: Counter = Counter()
+        self.node = RpcNode(self.rpc)
+
+    async def start(self) -> None:
+        for i, path in enumerate(self.paths, 1):
+            await self.local[path].write_format(f'{{"disk": {i}}}'.encode(), create_root=True, sync=False)
+
+        @web.middleware
+        async def count(request: web.Request, handler):
+            self.served[request.path.rsplit("/", 2)[-2] + "/" + request.path.rsplit("/", 1)[-1]] += 1
+            return await handler(request)
+
+        app = web.Application(middlewares=[count])
+        app.router.add_routes(self.rpc.routes())
+        self.node.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await self.node.runner.setup()
+        await web.TCPSite(self.node.runner, "127.0.0.1", self.node.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        await self.node.stop()
+        for disk in self.local.values():
+            await disk.close()
+
+
+@pytest.fixture
+async def peer(tmp_path):
+    p = Peer(str(tmp_path))
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def remote_disks(peer: Peer, client=None) -> list[RemoteDisk]:
+    client = client or peer.node.client()
+    return [RemoteDisk(client, path, f"{peer.node.endpoint}{path}", f"disk-{i}")
+            for i, path in enumerate(peer.paths, 1)]
+
+
+async def probe_round(disks: list[RemoteDisk]) -> list:
+    """What the disk monitor does: every disk's format, all at once."""
+    return await asyncio.gather(*(d.read_format() for d in disks), return_exceptions=True)
+
+
+async def scrape(disks: list[RemoteDisk]) -> list:
+    """What a /metrics scrape does: every disk's info, all at once (``Store.disk_infos``)."""
+    return await asyncio.gather(*(d.info() for d in disks))
+
+
+async def test_a_probe_round_is_one_call_per_peer_and_a_scrape_right_after_shares_it(peer: Peer) -> None:
+    disks = remote_disks(peer)
+    client = disks[0].client
+    formats = await probe_round(disks)
+    assert formats == [f'{{"disk": {i}}}'.encode() for i in range(1, DISKS + 1)]
+    assert client.health.calls == 1
+    assert peer.served == Counter({"disk/status": 1})
+
+    infos = await scrape(disks)  # within STATUS_TTL of the probe: its answer serves
+    assert [i.online for i in infos] == [True] * DISKS
+    assert all(i.total > 0 and i.endpoint == d.endpoint for i, d in zip(infos, disks))
+    assert client.health.calls == 1
+    assert peer.served == Counter({"disk/status": 1})
+
+
+async def test_every_round_after_the_ttl_asks_again_and_sees_a_disk_that_went_offline(
+        peer: Peer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remotedisk, "STATUS_TTL", 0.0)  # every round is past the TTL
+    disks = remote_disks(peer)
+    client = disks[0].client
+    await scrape(disks)
+    await probe_round(disks)
+    assert client.health.calls == 2 and peer.served == Counter({"disk/status": 2})
+
+    # Disk 2's root stops being a directory on the peer: the next round says so.
+    root = peer.paths[1]
+    os.rename(root, root + ".away")
+    with open(root, "wb") as fh:
+        fh.write(b"not a directory")
+    results = await probe_round(disks)
+    assert isinstance(results[1], DiskOffline) and not disks[1].online
+    assert [r for i, r in enumerate(results) if i != 1] == [f'{{"disk": {i}}}'.encode() for i in (1, 3, 4)]
+    assert all(d.online for i, d in enumerate(disks) if i != 1)
+    assert peer.served == Counter({"disk/status": 3})
+
+    # It comes back: the next probe round (what brings a disk back online) sees it.
+    os.remove(root)
+    os.rename(root + ".away", root)
+    assert (await probe_round(disks))[1] == b'{"disk": 2}'
+    assert peer.served == Counter({"disk/status": 4})
+
+
+async def test_a_disk_that_failed_after_the_answer_was_fetched_is_asked_afresh(peer: Peer) -> None:
+    disks = remote_disks(peer)
+    await probe_round(disks)
+    disks[2].mark_offline("a read_range timed out")
+    assert await disks[2].read_format() == b'{"disk": 3}'
+    assert peer.served == Counter({"disk/status": 2})
+    await probe_round(disks)  # the fresh answer serves the others too
+    assert peer.served == Counter({"disk/status": 2})
+
+
+async def test_a_peer_that_went_down_fails_every_disk_with_one_call(peer: Peer) -> None:
+    disks = remote_disks(peer)
+    client = disks[0].client
+    await peer.node.stop()
+    results = await probe_round(disks)
+    assert all(isinstance(r, DiskOffline) for r in results)
+    assert not any(d.online for d in disks)
+    assert client.health.calls == 1
+    infos = await scrape(disks)  # offline disks are reported without asking
+    assert [i.online for i in infos] == [False] * DISKS and client.health.calls == 1
+
+
+async def test_a_disk_the_peer_does_not_serve(peer: Peer) -> None:
+    disks = remote_disks(peer)
+    stranger = RemoteDisk(disks[0].client, "/no/such/disk", f"{peer.node.endpoint}/no/such/disk", "x")
+    with pytest.raises(DiskError, match="serves no disk"):
+        await stranger.read_format()
+    info = await stranger.info()
+    assert not info.online and "serves no disk" in info.error
+    assert [await d.read_format() for d in disks] == [f'{{"disk": {i}}}'.encode() for i in range(1, DISKS + 1)]
+    assert peer.served == Counter({"disk/status": 1})  # the stranger's answer served everyone
+
+
+async def test_a_peer_without_disk_status_is_asked_disk_by_disk(tmp_path) -> None:
+    old = Peer(str(tmp_path), with_status=False)
+    await old.start()
+    try:
+        disks = remote_disks(old)
+        assert await probe_round(disks) == [f'{{"disk": {i}}}'.encode() for i in range(1, DISKS + 1)]
+        assert [i.online for i in await scrape(disks)] == [True] * DISKS
+        assert old.served == Counter({"disk/status": 1, "disk/read_format": DISKS, "disk/info": DISKS})
+    finally:
+        await old.stop()
+
+
+async def test_disk_status_refuses_a_malformed_list(peer: Peer) -> None:
+    client = peer.node.client()
+    for bad in ("/a/disk", [1, 2], None, ["/d"] * 2000):
+        with pytest.raises(BadPeerRequest):
+            await client.call("disk", "status", {"disks": bad})

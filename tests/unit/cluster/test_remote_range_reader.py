@@ -1,0 +1,212 @@
+"""A GET's reads of one remote shard go over one streamed call (``RemoteDisk.open_range`` and
+``disk/read_stream``) instead of one ``read_range`` call per span.
+
+A real peer (``PeerRpcServer`` + ``DiskService`` over a ``LocalDisk`` on a loopback port) and
+a ``RemoteDisk`` to it; calls are counted where they are served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+
+import pytest
+from aiohttp import web
+from rpc_testkit import RpcNode, closed_peer_session, make_rpc  # noqa: F401 - autouse fixture
+
+from buckets.cluster import remotedisk
+from buckets.cluster.diskservice import DiskService
+from buckets.cluster.remotedisk import RemoteDisk
+from buckets.cluster.rpcclient import PeerTimeouts
+from buckets.cluster.rpcerrors import BadPeerRequest
+from buckets.errors import DiskError, DiskOffline, FileNotFound
+from buckets.storage import LocalDisk
+
+KiB, MiB = 1 << 10, 1 << 20
+FILE = "shards/part.1"
+SPAN = 100 * KiB
+
+
+class Peer:
+    def __init__(self, root: str, *, with_stream: bool = True) -> None:
+        self.root = root
+        self.local = LocalDisk(root, "disk-1")
+        self.rpc = make_rpc()
+        DiskService({root: self.local}).register(self.rpc)
+        if not with_stream:  # a peer of the version before disk/read_stream
+            del self.rpc._handlers[("disk", "read_stream")]
+        self.node = RpcNode(self.rpc)
+        self.served: Counter = Counter()
+
+    async def start(self) -> None:
+        @web.middleware
+        async def count(request: web.Request, handler):
+            self.served["/".join(request.path.rsplit("/", 2)[-2:])] += 1
+            return await handler(request)
+
+        app = web.Application(middlewares=[count])
+        app.router.add_routes(self.rpc.routes())
+        self.node.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await self.node.runner.setup()
+        await web.TCPSite(self.node.runner, "127.0.0.1", self.node.port, reuse_address=True).start()
+
+    def disk(self, **timeouts: float) -> RemoteDisk:
+        options = {"timeouts": PeerTimeouts(**timeouts)} if timeouts else {}
+        client = self.node.client(**options)
+        return RemoteDisk(client, self.root, f"{self.node.endpoint}{self.root}", "disk-1")
+
+
+@pytest.fixture
+def content(tmp_path) -> bytes:
+    data = os.urandom(4 * MiB + 12345)
+    os.makedirs(tmp_path / "d1" / "shards")
+    (tmp_path / "d1" / FILE).write_bytes(data)
+    return data
+
+
+@pytest.fixture
+async def peer(tmp_path, content):
+    p = Peer(str(tmp_path / "d1"))
+    await p.start()
+    yield p
+    await p.node.stop()
+    await p.local.close()
+
+
+async def read_spans(reader, start: int, end: int, span: int = SPAN) -> bytes:
+    out = bytearray()
+    for offset in range(start, end, span):
+        data = await reader.read(offset, min(span, end - offset))
+        assert data is not None
+        out += data
+    return bytes(out)
+
+
+async def test_a_range_read_span_by_span_is_one_call(peer: Peer, content: bytes) -> None:
+    disk = peer.disk()
+    start, end = 3 * SPAN, len(content)
+    reader = disk.open_range(FILE, start, end - start, chunk=SPAN)
+    assert await read_spans(reader, start, end) == content[start:end]
+    assert peer.served == Counter({"disk/read_stream": 1})
+    assert disk._peer_disks.read_streams == 0  # read to its end: released
+    assert await disk.read_range(FILE, 0, 10) == content[:10]  # the connection went back to the pool
+
+
+async def test_chunks_that_do_not_match_the_reads(peer: Peer, content: bytes) -> None:
+    disk = peer.disk()
+    reader = disk.open_range(FILE, 0, MiB, chunk=7 * KiB + 3)
+    assert await read_spans(reader, 0, MiB, span=64 * KiB + 1) == content[:MiB]
+
+
+async def test_a_range_past_the_end_of_the_file_reads_short_like_read_range(peer: Peer, content: bytes) -> None:
+    disk = peer.disk()
+    start = len(content) - SPAN - 10
+    reader = disk.open_range(FILE, start, 3 * SPAN, chunk=SPAN)
+    assert await reader.read(start, SPAN) == content[start:start + SPAN]
+    assert await reader.read(start + SPAN, SPAN) == content[start + SPAN:]
+    assert await reader.read(start + 2 * SPAN, SPAN) is None  # nothing left to stream: the caller asks directly
+    assert await disk.read_range(FILE, start + 2 * SPAN, SPAN) == b""
+    assert disk._peer_disks.read_streams == 0
+
+
+async def test_a_read_out_of_order_is_left_to_the_caller(peer: Peer, content: bytes) -> None:
+    disk = peer.disk()
+    reader = disk.open_range(FILE, 0, 4 * SPAN, chunk=SPAN)
+    assert await reader.read(SPAN, SPAN) is None  # not where the stream is
+    assert await reader.read(0, SPAN) == content[:SPAN]
+    assert await reader.read(0, SPAN) is None  # behind it
+    assert await reader.read(SPAN, 4 * SPAN) is None  # past the range's end
+    reader.close()
+    assert disk._peer_disks.read_streams == 0
+
+
+async def test_reads_asked_for_at_once_are_served_in_turn(peer: Peer, content: bytes) -> None:
+    disk = peer.disk()
+    reader = disk.open_range(FILE, 0, 8 * SPAN, chunk=SPAN)
+    got = await asyncio.gather(*(reader.read(i * SPAN, SPAN) for i in range(8)))
+    assert b"".join(got) == content[:8 * SPAN]
+    assert peer.served == Counter({"disk/read_stream": 1})
+
+
+async def test_a_missing_file_is_the_same_typed_error_on_every_read(peer: Peer) -> None:
+    disk = peer.disk()
+    reader = disk.open_range("shards/nope", 0, 4 * SPAN, chunk=SPAN)
+    with pytest.raises(FileNotFound):
+        await reader.read(0, SPAN)
+    with pytest.raises(DiskError):
+        await reader.read(SPAN, SPAN)
+    assert disk.online  # the peer answered: a missing file is not a disk failure
+    assert disk._peer_disks.read_streams == 0
+
+
+async def test_a_peer_that_goes_away_midway_is_disk_offline(peer: Peer) -> None:
+    # Far more than the socket buffers and the stream's read buffer hold between them, so
+    # the peer is still sending when it goes.
+    size = 64 * MiB
+    with open(os.path.join(peer.root, "shards/big"), "wb") as fh:
+        fh.write(os.urandom(MiB) * 64)
+    disk = peer.disk()
+    reader = disk.open_range("shards/big", 0, size, chunk=SPAN)
+    assert len(await reader.read(0, SPAN)) == SPAN
+    await peer.node.stop()
+    with pytest.raises(DiskOffline):
+        await read_spans(reader, SPAN, size)
+    assert not disk.online
+    with pytest.raises(DiskError):
+        await reader.read(size - 1, 1)
+    assert disk._peer_disks.read_streams == 0
+
+
+async def test_a_consumer_slower_than_the_idle_timeout_is_not_the_peers_fault(peer: Peer, content: bytes) -> None:
+    """A GET's client may take its time between spans: the stream pauses (its buffer full)
+    and the idle timeout only counts while bytes are expected."""
+    disk = peer.disk(connect=5.0, call=30.0, idle=0.5, probe=5.0)
+    reader = disk.open_range(FILE, 0, len(content), chunk=SPAN)
+    assert await reader.read(0, SPAN) == content[:SPAN]
+    await asyncio.sleep(1.5)  # three idle timeouts
+    assert await read_spans(reader, SPAN, len(content)) == content[SPAN:]
+    assert disk.online
+
+
+async def test_closing_midway_frees_the_stream(peer: Peer, content: bytes) -> None:
+    disk = peer.disk()
+    reader = disk.open_range(FILE, 0, len(content), chunk=SPAN)
+    assert await reader.read(0, SPAN) == content[:SPAN]
+    assert disk._peer_disks.read_streams == 1
+    reader.close()
+    assert disk._peer_disks.read_streams == 0
+    assert await reader.read(SPAN, SPAN) is None
+
+
+async def test_at_most_so_many_streams_per_peer_then_span_by_span(peer: Peer, monkeypatch) -> None:
+    monkeypatch.setattr(remotedisk, "READ_STREAMS_PER_PEER", 2)
+    disk = peer.disk()
+    first = disk.open_range(FILE, 0, 4 * SPAN, chunk=SPAN)
+    second = disk.open_range(FILE, 0, 4 * SPAN, chunk=SPAN)
+    assert first is not None and second is not None
+    assert disk.open_range(FILE, 0, 4 * SPAN, chunk=SPAN) is None
+    first.close()
+    assert disk.open_range(FILE, 0, 4 * SPAN, chunk=SPAN) is not None
+
+
+async def test_a_peer_without_read_stream_is_read_span_by_span(tmp_path, content: bytes) -> None:
+    old = Peer(str(tmp_path / "d1"), with_stream=False)
+    await old.start()
+    try:
+        disk = old.disk()
+        reader = disk.open_range(FILE, 0, 4 * SPAN, chunk=SPAN)
+        assert await reader.read(0, SPAN) is None
+        assert disk.open_range(FILE, 0, 4 * SPAN, chunk=SPAN) is None  # not asked again
+        assert disk._peer_disks.read_streams == 0
+    finally:
+        await old.node.stop()
+        await old.local.close()
+
+
+async def test_read_stream_refuses_bad_arguments(peer: Peer) -> None:
+    client = peer.node.client()
+    base = {"disk": peer.root, "path": FILE, "offset": 0, "length": 10, "chunk": SPAN}
+    for bad in ({"offset": -1}, {"length": "10"}, {"chunk": 10}, {"chunk": 2 * MiB}, {"offset": True}):
+        with pytest.raises(BadPeerRequest):
+            await client.call_stream_out("disk", "read_stream", dict(base, **bad))
