@@ -23,11 +23,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
-from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError
+from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError, MethodNotAllowed
 from buckets.s3.auth import authenticate
 from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.credentials import ServerCredentials
-from buckets.s3.errors import error_response
+from buckets.s3.errors import InvalidURI, error_response
 from buckets.s3.handlers import OPERATIONS
 from buckets.s3.router import Target, parse_target, select_operation
 
@@ -66,6 +66,12 @@ async def s3_error_middleware(request: web.Request, handler: Any) -> web.StreamR
         # left to read an answer, so this is not a server fault.
         log.info("request %s: client disconnected during %s %s", request_id, request.method, request.path)
         error = IncompleteBody()
+    except web.HTTPNotFound:
+        if request.raw_path.startswith("/"):
+            raise
+        # Asterisk form (``OPTIONS *``) or authority form (``CONNECT host:443``): no route
+        # matches a target that is not a path; answer as S3 would, in XML.
+        error = MethodNotAllowed() if request.method == "CONNECT" else InvalidURI()
     except web.HTTPException:
         raise
     except Exception:

@@ -44,7 +44,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from buckets.errors import RequestTimeout, SlowDown
 from buckets.s3.xmlio import XmlBuilder
@@ -230,12 +232,13 @@ class ConnectionGuard:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection protocol plus the limits and timeouts of the module docstring."""
 
-    __slots__ = ("_guard", "_client", "_header_deadline", "_header_started", "_header_timer",
+    __slots__ = ("_body", "_guard", "_client", "_header_deadline", "_header_started", "_header_timer",
                  "_send_timer", "_send_resumes", "_send_mark", "_send_idle")
 
     def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
+        self._body: Any = None  # the body stream of the request made last (origin_form_factory)
         self._client: str | None = None  # set once admitted
         self._header_deadline = 0.0  # 0: no header pending (a request is in progress, or idle)
         self._header_started = False  # some bytes of the pending header have arrived
@@ -283,6 +286,7 @@ class GuardedRequestHandler(RequestHandler):
         idle = not self._header_deadline and self._waiter is not None  # awaiting the next request
         RequestHandler.data_received(self, data)  # not super(): this runs for every read
         if self._request_count != count:
+            self._fail_body_on_framing_error()
             self._header_deadline = 0.0  # a whole header arrived: the request runs
             self._header_started = False
         elif self._header_deadline:
@@ -293,6 +297,23 @@ class GuardedRequestHandler(RequestHandler):
             self._header_deadline = self._loop.time() + self._guard.header_timeout
             if self._header_timer is None:
                 self._header_timer = self._loop.call_at(self._header_deadline, self._check_header)
+
+    def _fail_body_on_framing_error(self) -> None:
+        """A framing error in the body of the request being served (a bad chunk size, a
+        chunk without its CRLF) reaches aiohttp as a new "message" carrying the error, and
+        the running handler's body stream is left waiting for bytes that will never be
+        parsed. Hand the error to that stream instead, so the handler answers ``400
+        IncompleteBody`` at once (rather than hanging until the body timeout, then being
+        followed by aiohttp's plain-text 400 for the queued error). The unread body makes
+        that answer close the connection (``_stamp_headers`` in ``buckets.s3.app``)."""
+        if not self._messages or not isinstance(self._messages[-1][0], _ErrInfo):
+            return
+        # The body that was being parsed: the last request still queued, or else the one
+        # whose request object was made last (its handler may not have started yet).
+        body = self._messages[-2][1] if len(self._messages) > 1 else self._body
+        if body is not None and not body.is_eof():
+            error = self._messages.pop()[0]
+            body.set_exception(error.exc)
 
     def _check_header(self) -> None:
         self._header_timer = None
@@ -357,6 +378,43 @@ class _Refusal(asyncio.Protocol):
         self.guard.refuse(transport, "server", client_address(transport.get_extra_info("peername")))
 
 
+def origin_form(message: Any) -> Any:
+    """An absolute-form request target (``GET http://host/key HTTP/1.1``) as origin form.
+
+    RFC 9112 section 3.2.2: a server must accept the absolute form, and then the target's
+    authority replaces the Host header. aiohttp keeps the whole target as the path, so
+    without this the router would read a bucket named ``http:``, and reading the URL's
+    host runs IDNA decoding, which raises for labels such as ``xn--abc`` while aiohttp is
+    still building the request: the connection was then never answered. The authority is
+    taken as the client wrote it (no decoding), so it reaches the router as any other
+    Host header does.
+    """
+    url = message.url
+    if not url.absolute:
+        return message
+    path = url.raw_path or "/"
+    target = path + ("?" + url.raw_query_string if url.raw_query_string else "")
+    headers = CIMultiDict(message.headers)
+    headers["Host"] = url.raw_authority
+    raw_headers = tuple((name, value) for name, value in message.raw_headers if name.lower() != b"host")
+    raw_headers += ((b"Host", url.raw_authority.encode("latin-1", "replace")),)
+    return message._replace(path=target, url=URL.build(path=path, query_string=url.raw_query_string,
+                                                       encoded=True),
+                            headers=CIMultiDictProxy(headers), raw_headers=raw_headers)
+
+
+def origin_form_factory(factory: Any) -> Any:
+    """Wrap aiohttp's request factory with :func:`origin_form`; it also tells the
+    connection which body is being read (see ``_fail_body_on_framing_error``)."""
+
+    def make_request(message: Any, payload: Any, protocol: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(protocol, GuardedRequestHandler):
+            protocol._body = payload
+        return factory(origin_form(message), payload, protocol, *args, **kwargs)
+
+    return make_request
+
+
 class GuardedServer(web.Server):
     """aiohttp's low-level server, making a :class:`GuardedRequestHandler` per connection."""
 
@@ -368,6 +426,7 @@ class GuardedServer(web.Server):
         guarded = cls.__new__(cls)
         guarded.__dict__.update(vars(server))
         guarded.guard = guard
+        guarded.request_factory = origin_form_factory(server.request_factory)
         return guarded
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]

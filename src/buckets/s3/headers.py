@@ -146,7 +146,26 @@ def object_headers(info: ObjectInfo) -> dict[str, str]:
     return out
 
 
+def _header_safe(value: str) -> bool:
+    """True when ``value`` can be sent as a header value: no control character but tab."""
+    return not any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value)
+
+
+def check_response_overrides(query: Mapping[str, str]) -> None:
+    """Refuse a ``response-*`` override no header may carry (CR, LF, NUL, DEL...).
+
+    Checked before the object is read, so a GET or HEAD with such a parameter answers
+    ``400 InvalidArgument`` naming it, never a half-sent response or a header injection.
+    """
+    for param in RESPONSE_OVERRIDES:
+        value = query.get(param)
+        if value is not None and not _header_safe(value):
+            raise InvalidArgument(f"Header value for {param} contains a control character",
+                                  ArgumentName=param, ArgumentValue=value.encode("unicode_escape").decode("ascii"))
+
+
 def apply_response_overrides(out: dict[str, str], query: Mapping[str, str]) -> None:
+    check_response_overrides(query)
     for param, header in RESPONSE_OVERRIDES.items():
         value = query.get(param)
         if value is not None:

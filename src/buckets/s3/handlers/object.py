@@ -26,6 +26,7 @@ from buckets.s3.context import S3Request, check_key
 from buckets.s3.errors import set_response_headers
 from buckets.s3.headers import (
     apply_response_overrides,
+    check_response_overrides,
     checksum_headers,
     http_date,
     object_headers,
@@ -98,6 +99,7 @@ async def _open_reader(req: S3Request):
     """Resolve range/partNumber and open a (lazy) reader; conditions decide before errors."""
     check_key(req.key)
     check_version_id(req)
+    check_response_overrides(req.query)
     part_number = part_number_param(req)
     range_header = req.headers.get("Range")
     if part_number is not None and range_header:
@@ -206,6 +208,7 @@ async def head_object(req: S3Request) -> web.StreamResponse:
         return await _read_response(req, body=False)
     check_key(req.key)
     check_version_id(req)
+    check_response_overrides(req.query)
     info = await req.store.head_object(req.bucket, req.key)
     if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
         return _not_modified(info)
