@@ -372,8 +372,9 @@ class Scanner:
                             disk.endpoint, disk.last_error or "no reason given")
                 return
             before = len(pending)
+            retry_round = not (full_pass or st["again"])
             try:
-                if full_pass or st["again"]:
+                if not retry_round:
                     st["again"] = False
                     st["done"] = 0
                     st["total"] = self.store.registry.count_objects()
@@ -393,8 +394,11 @@ class Scanner:
                 if st["again"]:
                     continue  # the disk was away again meanwhile: one more full pass at once
                 break
-            # Wait before the next round; longer after a round that refilled nothing.
-            delay = self.cfg.refill_retry if len(pending) < before else min(delay * 2, self.cfg.refill_retry_max)
+            # Wait before the next round; longer after a retry round that refilled nothing.
+            if retry_round and len(pending) >= before:
+                delay = min(delay * 2, self.cfg.refill_retry_max)
+            else:
+                delay = self.cfg.refill_retry
             st["state"] = "retrying"
             if pending:
                 (bucket, key), why = next(iter(pending.items()))
@@ -416,7 +420,7 @@ class Scanner:
             data = encode_meta_file({"bucket": name, "created": rec["created"]})
             try:
                 await disk.write_file(paths.bucket_meta(name), data, sync=self.store.sync)
-            except DiskError as exc:
+            except _UNAVAILABLE as exc:
                 pending[(name, "")] = f"the bucket's metadata file: {exc}"
                 if not disk.online:
                     return
@@ -460,7 +464,7 @@ class Scanner:
                                           encode_meta_file({"bucket": bucket, "created": rec["created"]}),
                                           sync=self.store.sync)
                     del pending[(bucket, key)]
-                except DiskError as exc:
+                except _UNAVAILABLE as exc:
                     pending[(bucket, key)] = f"the bucket's metadata file: {exc}"
                 continue
             entry = self.store.registry.get_object(bucket, key)
