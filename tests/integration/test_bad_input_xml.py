@@ -252,6 +252,18 @@ def test_complete_multipart_bad_part_number(server, s3, bucket, number):
         "CompleteMultipartUpload", f"<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>").encode())
 
 
+@pytest.mark.parametrize("number", ["01", "0" * 20 + "1"], ids=["one-zero", "twenty-zeros"])
+def test_complete_multipart_part_number_with_leading_zeros(server, s3, bucket, number):
+    """xs:int allows leading zeros: "0" * 20 + "1" is part 1, not an over-long number."""
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1, Body=b"part one")["ETag"]
+    body = _doc("CompleteMultipartUpload",
+                f"<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>").encode()
+    resp = send(server, "POST", f"/{bucket}/mp", body, query=f"uploadId={upload_id}")
+    assert resp.status == 200 and b"<CompleteMultipartUploadResult" in resp.body, resp.text
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"part one"
+
+
 def test_complete_multipart_control(server, s3, bucket):
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
     etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1, Body=b"part one")["ETag"]

@@ -26,7 +26,7 @@ def check_bucket_name(name: str) -> None:
     problem = None
     if not 3 <= len(name) <= 63:
         problem = "Bucket names must be between 3 and 63 characters long."
-    elif not _NAME.match(name):
+    elif not _NAME.fullmatch(name):  # fullmatch: "$" would admit a trailing newline
         problem = ("Bucket names can consist only of lowercase letters, numbers, dots and hyphens, "
                    "and must begin and end with a letter or number.")
     elif ".." in name or ".-" in name or "-." in name:

@@ -110,8 +110,10 @@ def _parse_complete(body: bytes) -> list[CompletePart]:
         etag = node.child_text("ETag")
         # PartNumber is an xs:int in S3's schema: ASCII digits that fit in 32 bits (int()
         # would refuse "²" or 5,000 digits with a ValueError, i.e. a 500).
-        if not (number_text.isascii() and number_text.isdigit()) or len(number_text) > 10 \
-                or int(number_text) > _MAX_XS_INT or etag is None:
+        # Leading zeros are allowed (xs:int "0001" is 1) and do not count toward the length.
+        significant = number_text.lstrip("0") or "0"
+        if not (number_text.isascii() and number_text.isdigit()) or len(significant) > 10 \
+                or int(significant) > _MAX_XS_INT or etag is None:
             raise MalformedXML()
         sums = {}
         for alg in checksums.ALGORITHMS:
