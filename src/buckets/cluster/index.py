@@ -33,7 +33,7 @@ import xxhash
 
 from buckets import errors
 from buckets.registry import Op, Registry
-from buckets.registry.store import entry_version
+from buckets.registry.store import version_tuple
 
 log = logging.getLogger("buckets.cluster.index")
 
@@ -80,7 +80,33 @@ class Quorum:
 
 
 def _ts(value: Sequence) -> tuple:
-    return (int(value[0]), str(value[1]))
+    """A version off the wire: ``(hlc, wid)`` or, for an entry the migration moved,
+    ``(hlc, wid, gen)`` (greater than ``(hlc, wid)``, less than any newer write)."""
+    return version_tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPlacement:
+    """Where one bucket's index lives right now: the replicas a read asks (``read``) and the
+    replica sets a write must reach, each with its own write quorum (``write``). Outside an
+    index move both are the same single set; during a move a write needs a quorum in the old
+    set and in the new one (``buckets.cluster.catalog.IndexPlacer`` computes the phases)."""
+
+    read: tuple[str, ...]
+    write: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def single(cls, nodes: Sequence[str]) -> "IndexPlacement":
+        nodes = tuple(nodes)
+        return cls(nodes, (nodes,))
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node that holds the bucket's index in this phase (read set first)."""
+        out = list(self.read)
+        for s in self.write:
+            out.extend(n for n in s if n not in out)
+        return tuple(out)
 
 
 class IndexReplica:
@@ -93,7 +119,11 @@ class IndexReplica:
         op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
                 data=args.get("data"), ts=_ts(args["ts"]))
         await self.registry.commit([op])
-        return {"applied": op.applied}
+        if op.applied:
+            return {"applied": True}
+        # What this replica holds instead (equal: a retry of this very write; newer: it lost).
+        _, held = self.registry.get_version(args["bucket"], args["key"])
+        return {"applied": False, "ts": list(held) if held is not None else None}
 
     async def get(self, args: dict) -> dict:
         entry, version = self.registry.get_version(args["bucket"], args["key"])
@@ -121,9 +151,14 @@ class IndexReplica:
             None, self.registry.bucket_versions, args["bucket"])
         return {"versions": [[k, list(v), t] for k, v, t in versions if _range_of(k, n) in wanted]}
 
+    async def drop(self, args: dict) -> dict:
+        """Forget one bucket's entries and tombstones: this node no longer replicates its index
+        (the last step of an index move), or is about to start replicating it afresh."""
+        return {"dropped": await self.registry.drop_entries(args["bucket"])}
+
     def handlers(self) -> dict[str, Callable[[dict], Awaitable[dict]]]:
         return {"merge": self.merge, "get": self.get, "scan": self.scan,
-                "digest": self.digest, "versions": self.versions}
+                "digest": self.digest, "versions": self.versions, "drop": self.drop}
 
 
 def _range_of(key: str, n: int) -> int:
@@ -134,18 +169,24 @@ def range_digests(versions: list[tuple[str, tuple, bool]], n: int) -> list[int]:
     """An order-independent digest per key-hash range: the xor of each (key, version)'s hash."""
     out = [0] * n
     for key, version, tomb in versions:
-        h = xxhash.xxh3_64_intdigest(f"{key}\0{version[0]}\0{version[1]}\0{int(tomb)}".encode())
+        # A moved entry's generation is part of its version: replicas holding (h, w) and
+        # (h, w, g) of one key must differ, so anti-entropy spreads the moved one.
+        gen = f"\0g{version[2]}" if len(version) > 2 else ""
+        h = xxhash.xxh3_64_intdigest(f"{key}\0{version[0]}\0{version[1]}\0{int(tomb)}{gen}".encode())
         out[_range_of(key, n)] ^= h
     return out
 
 
 class ReplicatedIndex:
     """The object-index API the engine calls in a cluster (``get``, ``put``, ``delete``,
-    ``list``), routed to each bucket's replicas with quorums."""
+    ``list``), routed to each bucket's replicas with quorums.
+
+    ``replicas_of(bucket)`` names the bucket's replicas: a list (one set, read and written),
+    or an ``IndexPlacement`` (during an index move: read one set, write a quorum of each)."""
 
     def __init__(self, node_id: str, local: IndexReplica, transport: IndexTransport,
-                 replicas_of: Callable[[str], list[str]], *, clock: HybridClock | None = None,
-                 timeout: float = 5.0) -> None:
+                 replicas_of: Callable[[str], Sequence[str] | IndexPlacement], *,
+                 clock: HybridClock | None = None, timeout: float = 5.0) -> None:
         self.node_id = node_id
         self.local = local
         self.transport = transport
@@ -206,9 +247,45 @@ class ReplicatedIndex:
         self._background.add(task)  # type: ignore[arg-type]
         task.add_done_callback(lambda t: (self._background.discard(t), t.cancelled() or t.exception()))
 
+    def placement(self, bucket: str) -> IndexPlacement:
+        p = self.replicas_of(bucket)
+        return p if isinstance(p, IndexPlacement) else IndexPlacement.single(p)
+
     def _quorum(self, bucket: str) -> tuple[list[str], Quorum]:
-        nodes = self.replicas_of(bucket)
+        """The replicas a read asks, and their quorum sizes."""
+        nodes = list(self.placement(bucket).read)
         return nodes, Quorum.for_replicas(len(nodes))
+
+    async def _gather_sets(self, sets: Sequence[Sequence[str]], call: Callable[[str], Awaitable[Any]],
+                           answered: dict[str, Any], stop: Callable[[], bool] | None = None) -> None:
+        """Call every node of ``sets`` that is not in ``answered`` yet, concurrently, adding
+        each answer to ``answered``; return once every set has a write quorum of answers (or
+        ``stop()`` holds). A set that can no longer reach its quorum is ``WriteQuorumLost``."""
+        def satisfied() -> bool:
+            return all(sum(1 for n in s if n in answered) >= Quorum.for_replicas(len(s)).w for s in sets)
+
+        nodes = list(dict.fromkeys(n for s in sets for n in s if n not in answered))
+        tasks = {asyncio.ensure_future(call(n)): n for n in nodes}
+        pending = set(tasks)
+        failures: list[str] = []
+        try:
+            while pending and not satisfied() and not (stop is not None and stop()):
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in finished:
+                    exc = t.exception()
+                    if exc is None:
+                        answered[tasks[t]] = t.result()
+                    else:
+                        failures.append(f"{tasks[t]}: {exc}")
+        finally:
+            for t in pending:  # stragglers finish on their own (see _gather)
+                self._keep(t)
+        if satisfied() or (stop is not None and stop()):
+            return
+        short = [f"{sum(1 for n in s if n in answered)} of {len(s)}" for s in sets]
+        raise errors.WriteQuorumLost(
+            f"Index quorum lost: {', '.join(short)} replicas answered, "
+            f"{'/'.join(str(Quorum.for_replicas(len(s)).w) for s in sets)} needed ({'; '.join(failures)})")
 
     # -- writes ---------------------------------------------------------------------------
     async def put(self, bucket: str, key: str, entry: dict, data: bytes | None = None) -> dict:
@@ -221,9 +298,60 @@ class ReplicatedIndex:
         await self._write(bucket, key, None, None, [self.clock.now(), wid])
 
     async def _write(self, bucket: str, key: str, entry: dict | None, data: bytes | None, ts: list) -> None:
-        nodes, q = self._quorum(bucket)
         args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": ts}
-        await self._gather(nodes, "merge", args, q.w, errors.WriteQuorumLost)
+        await self._write_placed(bucket, lambda n: self._call(n, "merge", args))
+
+    async def _write_placed(self, bucket: str, call: Callable[[str], Awaitable[Any]],
+                            stop: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """Write a quorum of every write set of the bucket's placement; if the placement
+        changed meanwhile (an index move's phase applied here), write the new one's sets too
+        (merging a version twice is harmless). So a write acknowledged under a placement was
+        on a quorum of it while that placement was still this node's current one: the move
+        waits for every node to apply a phase before it copies, and the copy finds the write."""
+        answered: dict[str, Any] = {}
+        placement = self.placement(bucket)
+        while True:
+            await self._gather_sets(placement.write, call, answered,
+                                    None if stop is None else (lambda: stop(answered)))
+            if stop is not None and stop(answered):
+                return answered
+            now = self.placement(bucket)
+            if now == placement:
+                return answered
+            placement = now
+
+    async def put_version(self, bucket: str, key: str, entry: dict | None, ts: Sequence) -> bool:
+        """Merge ``entry`` (None: a tombstone) with the given version ``ts`` (no new clock
+        value) on a write quorum of each of the bucket's write sets: a compare-and-set through
+        last-writer-wins for the migration, whose moved entry carries the version it moved plus
+        the generation (``[hlc, wid, gen]``).
+
+        True: a quorum of every write set held exactly this version (it is committed; a later
+        write may still replace it). False: some replica holds a newer version, so this one
+        can never be the key's state again (a concurrent overwrite or delete won). Neither
+        known (replicas unreachable): ``WriteQuorumLost``, and the outcome is open (the
+        version may still spread): the caller keeps what the entry points to and retries."""
+        version = _ts(ts)
+        self.clock.observe(version[0])
+        if entry is not None:
+            entry = dict(entry, ts=list(version))
+        args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}
+
+        async def merge(node: str) -> tuple:
+            ans = await self._call(node, "merge", args)
+            if ans.get("applied"):
+                return version
+            held = ans.get("ts") if "ts" in ans else (await self._call(node, "get", {"bucket": bucket,
+                                                                                   "key": key})).get("ts")
+            if held is None:  # refused, yet holding nothing: not an answer this can count
+                raise errors.WriteQuorumLost(f"{node} refused version {list(version)} of {key!r} and holds none")
+            return _ts(held)
+
+        def lost(answered: dict[str, Any]) -> bool:
+            return any(held > version for held in answered.values())
+
+        answered = await self._write_placed(bucket, merge, lost)
+        return not lost(answered)
 
     # -- reads ----------------------------------------------------------------------------
     async def get(self, bucket: str, key: str) -> dict | None:
@@ -305,41 +433,87 @@ class ReplicatedIndex:
 
     # -- anti-entropy ---------------------------------------------------------------------
     async def sync_bucket(self, bucket: str) -> int:
-        """Pull every version this replica is missing from the bucket's other replicas.
-        Run on every replica, it makes them converge. Returns the number of repairs."""
-        nodes, _ = self._quorum(bucket)
+        """Pull every version this replica is missing from the bucket's other replicas (every
+        node of its placement: during an index move, both sets). Run on every replica, it makes
+        them converge. Returns the number of repairs."""
+        nodes = self.placement(bucket).nodes
         if self.node_id not in nodes:
             return 0
-        mine = (await self.local.digest({"bucket": bucket}))["digest"]
         repaired = 0
         for peer in nodes:
             if peer == self.node_id:
                 continue
             try:
-                theirs = (await self._call(peer, "digest", {"bucket": bucket}))["digest"]
-                differ = [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
-                if not differ:
-                    continue
-                remote = (await self._call(peer, "versions", {"bucket": bucket, "ranges": differ}))["versions"]
-                local = {k: (v, t) for k, v, t in (await self.local.versions(
-                    {"bucket": bucket, "ranges": differ}))["versions"]}
-                for key, version, _tomb in remote:
-                    version = _ts(version)
-                    have = local.get(key)
-                    if have is not None and _ts(have[0]) >= version:
-                        continue
-                    ans = await self._call(peer, "get", {"bucket": bucket, "key": key})
-                    if ans.get("ts") is None:
-                        continue
-                    await self.local.merge({"bucket": bucket, "key": key, "entry": ans.get("entry"),
-                                            "data": None, "ts": ans["ts"]})
-                    repaired += 1
+                repaired += await self.exchange(bucket, peer, self.node_id)
             except errors.BucketsError as exc:
                 log.info("anti-entropy of %s with %s: %s", bucket, peer, exc)
             except asyncio.TimeoutError:
                 log.info("anti-entropy of %s with %s: timed out", bucket, peer)
         self.entropy_repairs += repaired
         return repaired
+
+    async def exchange(self, bucket: str, source: str, target: str) -> int:
+        """The anti-entropy exchange between two replicas (either may be this node): compare
+        their range digests, then copy to ``target`` every entry and tombstone of the differing
+        ranges that ``source`` holds newer. Returns how many it copied; errors propagate."""
+        mine = (await self._call(target, "digest", {"bucket": bucket}))["digest"]
+        theirs = (await self._call(source, "digest", {"bucket": bucket}))["digest"]
+        differ = [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
+        if not differ:
+            return 0
+        remote = (await self._call(source, "versions", {"bucket": bucket, "ranges": differ}))["versions"]
+        local = {k: _ts(v) for k, v, _t in (await self._call(
+            target, "versions", {"bucket": bucket, "ranges": differ}))["versions"]}
+        copied = 0
+        for key, version, _tomb in remote:
+            have = local.get(key)
+            if have is not None and have >= _ts(version):
+                continue
+            ans = await self._call(source, "get", {"bucket": bucket, "key": key})
+            if ans.get("ts") is None:
+                continue
+            await self._call(target, "merge", {"bucket": bucket, "key": key, "entry": ans.get("entry"),
+                                               "data": None, "ts": ans["ts"]})
+            copied += 1
+        return copied
+
+    async def copy_replicas(self, bucket: str, sources: Sequence[str], targets: Sequence[str]) -> int:
+        """Bring ``targets`` up to date with ``sources`` (an index move's copy step): each
+        target pulls from every reachable source. A target counts as complete once it pulled
+        from a read quorum of the sources, which overlaps the write quorum of every write
+        acknowledged on them; fewer than a write quorum of complete targets is
+        ``WriteQuorumLost`` (the move is retried). Returns the entries copied."""
+        need_src = Quorum.for_replicas(len(sources)).r
+        complete, copied, failures = 0, 0, []
+        for target in targets:
+            pulled = 0
+            for source in sources:
+                if source == target:
+                    pulled += 1
+                    continue
+                try:
+                    copied += await self.exchange(bucket, source, target)
+                    pulled += 1
+                except (errors.BucketsError, asyncio.TimeoutError) as exc:
+                    failures.append(f"{source} -> {target}: {exc or type(exc).__name__}")
+            complete += pulled >= need_src
+        if complete < Quorum.for_replicas(len(targets)).w:
+            raise errors.WriteQuorumLost(
+                f"Index copy of {bucket!r}: {complete} of {len(targets)} new replicas complete "
+                f"({'; '.join(failures)})")
+        return copied
+
+    async def drop_replicas(self, bucket: str, nodes: Sequence[str]) -> int:
+        """Ask ``nodes`` to forget the bucket's entries; a node that does not answer keeps them
+        (it is no replica, so nothing reads them) and is logged. Returns the entries dropped."""
+        dropped = 0
+        for node in nodes:
+            try:
+                dropped += int((await self._call(node, "drop", {"bucket": bucket}))["dropped"])
+            except (errors.BucketsError, asyncio.TimeoutError) as exc:
+                log.warning("index of %s: %s did not drop its old replica: %s", bucket, node,
+                            exc or type(exc).__name__)
+        return dropped
 
     async def close(self) -> None:
         for t in list(self._background):

@@ -86,7 +86,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, merge_object, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys
+    kind: str  # put_object, delete_object, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys
     name: str
     key: str = ""
     value: Any = None
@@ -95,15 +95,42 @@ class Op:
     # last-writer-wins with what is stored; ``value`` None is a delete (kept as a tombstone).
     ts: tuple | None = None
     applied: bool = True  # merge_object: set False when a newer version was already stored
+    # drop_entries: the keys it removed (for the cache); ``applied`` then says whether more remain.
+    result: Any = None
+
+
+def version_tuple(ts) -> tuple:
+    """A last-writer-wins version as a comparable tuple: ``(hlc, wid)`` or ``(hlc, wid, gen)``.
+
+    The optional third element is the placement generation an entry was *moved* to (the
+    migration commits a moved entry with its old version plus the generation): tuples compare
+    element-wise and a longer one with an equal prefix is greater, so ``(h, w, g)`` replaces
+    exactly the version ``(h, w)`` it moved (or a lower generation of it) and loses to any
+    newer write ``(h2 > h, ...)``."""
+    if len(ts) > 2:
+        return (int(ts[0]), str(ts[1]), int(ts[2]))
+    return (int(ts[0]), str(ts[1]))
 
 
 def entry_version(entry: dict) -> tuple:
-    """An entry's last-writer-wins version: ``ts`` ([hlc, wid]) when the cluster index wrote
-    it, else one derived from its mtime, so entries of a single-node registry compare too."""
+    """An entry's last-writer-wins version: ``ts`` ([hlc, wid] or [hlc, wid, gen]) when the
+    cluster index wrote it, else one derived from its mtime, so entries of a single-node
+    registry compare too."""
     ts = entry.get("ts")
     if ts is not None:
-        return (ts[0], ts[1])
+        return version_tuple(ts)
     return (int(entry.get("mt", 0) * 1000) << 16, entry.get("wid", ""))
+
+
+def _tomb_value(ts: tuple, key: str) -> bytes:
+    """A tombstone record: ``[hlc, wid, key]``, or ``[hlc, wid, key, gen]`` for a moved one."""
+    return _pack([ts[0], ts[1], key, *ts[2:3]])
+
+
+def _tomb_version(raw: bytes) -> tuple[tuple, str]:
+    """(version, key) of a tombstone record."""
+    hlc, wid, key, *gen = _unpack(raw)
+    return version_tuple([hlc, wid, *gen[:1]]), key
 
 
 class Registry:
@@ -253,15 +280,17 @@ class Registry:
                 have = entry_version(current)
             else:
                 raw = txn.get(tomb_key, db=self.db["tombs"])
-                have = tuple(_unpack(raw)[:2]) if raw is not None else None
-            if have is not None and have >= tuple(op.ts):
+                have = _tomb_version(raw)[0] if raw is not None else None
+            if have is not None and have >= version_tuple(op.ts):
                 op.applied = False
                 return
             self._txn_set_object(txn, op.name, op.key, op.value, op.data, deltas, old=current)
             if op.value is None:
-                txn.put(tomb_key, _pack([op.ts[0], op.ts[1], op.key]), db=self.db["tombs"])
+                txn.put(tomb_key, _tomb_value(version_tuple(op.ts), op.key), db=self.db["tombs"])
             else:
                 txn.delete(tomb_key, db=self.db["tombs"])
+        elif kind == "drop_entries":
+            self._txn_drop_entries(txn, op, deltas)
         elif kind == "put_bucket":
             txn.put(op.name.encode(), _pack(op.value), db=self.db["buckets"])
         elif kind == "delete_bucket":
@@ -311,9 +340,58 @@ class Registry:
             if old.get("inline"):
                 txn.delete(small_key, db=self.db["small"])
 
+    def _txn_drop_entries(self, txn, op: Op, deltas: dict[str, list[int] | None]) -> None:
+        """Remove up to ``op.value`` object entries and as many tombstones of bucket ``op.name``
+        (a replica that no longer holds the bucket's index); ``op.applied``: more remain."""
+        limit = int(op.value or 1000)
+        base = op.name.encode() + b"\0"
+        keys: list[str] = []
+        cur = txn.cursor(db=self.db["objects"])
+        more = False
+        if cur.set_range(base):
+            for rec, raw in cur:
+                rec = bytes(rec)
+                if not rec.startswith(base):
+                    break
+                fulls = [rec] if raw[:1] == _SINGLE else [bytes(k) for k, _ in _unpack(raw[1:])]
+                keys.extend(f[len(base):].decode() for f in fulls)
+                if len(keys) >= limit:
+                    more = True
+                    break
+        for key in keys:
+            self._txn_set_object(txn, op.name, key, None, None, deltas)
+        tombs = []
+        cur = txn.cursor(db=self.db["tombs"])
+        if cur.set_range(base):
+            for rec, _ in cur:
+                if not bytes(rec).startswith(base):
+                    break
+                if len(tombs) >= limit:
+                    more = True
+                    break
+                tombs.append(bytes(rec))
+        for rec in tombs:
+            txn.delete(rec, db=self.db["tombs"])
+        op.result = keys
+        op.applied = more
+
+    async def drop_entries(self, bucket: str, batch: int = 1000) -> int:
+        """Forget every object entry and tombstone of ``bucket`` (the index replica moved
+        away), ``batch`` at a time (short transactions). Returns how many entries went."""
+        dropped = 0
+        while True:
+            op = Op("drop_entries", bucket, value=batch)
+            await self.commit([op])
+            dropped += len(op.result or ())
+            if not op.applied:
+                return dropped
+
     def _after_commit(self, ops: list[Op], deltas: dict[str, list[int]]) -> None:
         for op in ops:
-            if op.kind == "put_object" or (op.kind == "merge_object" and op.applied and op.value is not None):
+            if op.kind == "drop_entries":
+                for key in op.result or ():
+                    self.cache.discard((op.name, key))
+            elif op.kind == "put_object" or (op.kind == "merge_object" and op.applied and op.value is not None):
                 self.cache.put((op.name, op.key), op.value)
             elif op.kind == "delete_object" or (op.kind == "merge_object" and op.applied):
                 self.cache.discard((op.name, op.key))
@@ -526,8 +604,8 @@ class Registry:
                 for rec, raw in cur:
                     if not bytes(rec).startswith(base):
                         break
-                    hlc, wid, key = _unpack(raw)
-                    out.append((key, (hlc, wid), True))
+                    version, key = _tomb_version(raw)
+                    out.append((key, version, True))
         return out
 
     def get_version(self, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
@@ -537,7 +615,7 @@ class Registry:
             return entry, entry_version(entry)
         with self.env.begin(db=self.db["tombs"]) as txn:
             raw = txn.get(_tomb_key(object_key(bucket, key)))
-        return None, (tuple(_unpack(raw)[:2]) if raw is not None else None)
+        return None, (_tomb_version(raw)[0] if raw is not None else None)
 
     def drop_tombstones(self, older_than_hlc: int) -> int:
         """Forget delete markers older than a horizon every replica has certainly seen."""
