@@ -314,7 +314,7 @@ async def _peer_counts(session, endpoints: list[str]) -> Counter:
 # Peer calls the nodes make on their own, whatever the clients do: the disk monitor's probe
 # (every disk's format, every 5 s), the anti-entropy pass, health probes, and the disk usage
 # a /metrics scrape asks every peer for. Counted apart, never charged to a GET.
-BACKGROUND_APIS = frozenset({"peer.disk.read_format", "peer.disk.info", "peer.index.digest",
+BACKGROUND_APIS = frozenset({"peer.disk.read_format", "peer.disk.info", "peer.disk.status", "peer.index.digest",
                              "peer.index.versions", "peer.node.ping"})
 
 
@@ -326,6 +326,7 @@ async def _rpc_per_get(result: SuiteResult, dep: Deployment, session, clients: l
     index: list[float] = []
     disk: list[float] = []
     index_by_node: dict[str, list[float]] = {url: [] for url in endpoints}
+    disk_by_node: dict[str, list[float]] = {url: [] for url in endpoints}
     by_api: Counter = Counter()
     background: Counter = Counter()
     for _ in range(gets):
@@ -340,13 +341,20 @@ async def _rpc_per_get(result: SuiteResult, dep: Deployment, session, clients: l
         index.append(sum(n for api, n in counted.items() if api.startswith("peer.index.")))
         disk.append(sum(n for api, n in counted.items() if api.startswith("peer.disk.")))
         index_by_node[client.endpoint].append(index[-1])
+        disk_by_node[client.endpoint].append(disk[-1])
     per_node = ", ".join(f"via {url.split('//')[1].split(':')[0]}: {max(v):g}" for url, v in index_by_node.items() if v)
+    # A node that holds no replica of the bucket's index asks two peers and (without the small
+    # object's local copy) reads its shards from the disks; a replica asks one and has it.
+    round_trips = ", ".join(
+        f"via {url.split('//')[1].split(':')[0]}: {sum(index_by_node[url]) / len(v):.2f} index + "
+        f"{sum(v) / len(v):.2f} disk" for url, v in disk_by_node.items() if v)
     result.add(f"cluster: peer RPC per {label} GET, registry lookup (peer.index.*), max", max(index), "calls",
                below(1.5), f"target: at most 1; mean {sum(index) / len(index):.2f} over {len(index)} sequential "
                f"GETs through random nodes; max by the node asked: {per_node}", samples=index)
     result.add(f"cluster: peer RPC per {label} GET, shard reads (peer.disk.*), mean", sum(disk) / len(disk), "calls",
                note=f"max {max(disk):g}; per GET by API: "
                     + ", ".join(f"{a} {n / gets:.2f}" for a, n in sorted(by_api.items()))
+                    + f"; mean peer calls per GET by the node asked: {round_trips}"
                     + "; meanwhile in the background (not counted): "
                     + (", ".join(f"{a} {n:g}" for a, n in sorted(background.items())) or "nothing"),
                samples=disk)
