@@ -37,7 +37,7 @@ from buckets.cluster.control import ControlConfig, ControlPlane, control_address
 from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
-from buckets.cluster.rpcclient import PeerClient, close_shared_session
+from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.placement import PartitionTable
@@ -54,6 +54,7 @@ FORMATION_TIMEOUT = 120.0
 # for (a whole cluster restarting comes up within a few seconds); after that they are left to
 # the probes and their disks count as offline until they answer.
 RESTART_GRACE = 5.0
+PEER_DISKS_INTERVAL = 0.5  # how often a node looks for peers that came back (see _disks_follow_peers)
 # The index replica's peer methods, registered before the store (and the replica) exists.
 INDEX_METHODS = tuple(IndexReplica.__new__(IndexReplica).handlers())
 
@@ -81,6 +82,7 @@ class ClusterNode:
     table: PartitionTable | None = None
     _served: list = field(default_factory=list)
     _entropy: asyncio.Task | None = None
+    _peer_disks: asyncio.Task | None = None  # probes a peer's disks as soon as the peer is back
     _store: Any = None  # set once the store is open and the node serves; None again once it stops
     _stopping: bool = False
     _replicas: dict[str, list[str]] = field(default_factory=dict)
@@ -221,9 +223,27 @@ class ClusterNode:
                                     f"{self.spec.nodes[0].url} (the first node) formatting another cluster?") from None
         assert self.index is not None
         self._entropy = asyncio.get_running_loop().create_task(self._anti_entropy(store), name="anti-entropy")
+        self._peer_disks = asyncio.get_running_loop().create_task(self._disks_follow_peers(store),
+                                                                  name="peer-disks")
         store.cluster_node = self  # for /health/cluster and buckets-admin info
         self._store = store  # from here on the index service answers its peers
         return store
+
+    async def _disks_follow_peers(self, store: Any, interval: float = PEER_DISKS_INTERVAL) -> None:
+        """A peer that was offline and answers again (its client's probe) gets its disks probed
+        at once, instead of at the disk monitor's next round: a node restarted (or started
+        late) is written to and read from by every node as soon as it is back."""
+        offline = {url for url, c in self.clients.items() if c.state is PeerState.OFFLINE}
+        while True:
+            await asyncio.sleep(interval)
+            now = {url for url, c in self.clients.items() if c.state is PeerState.OFFLINE}
+            back, offline = offline - now, now
+            if back and any(not d.online for d, n in zip(self.disks, self.disk_nodes) if n in back):
+                log.info("answering again: %s; probing their disks", ", ".join(sorted(back)))
+                try:
+                    await store.scanner.check_disks()
+                except Exception:  # noqa: BLE001 - the disk monitor's next round tries again
+                    log.exception("probing the disks of %s failed", ", ".join(sorted(back)))
 
     async def _anti_entropy(self, store: Any, interval: float = ANTI_ENTROPY_INTERVAL) -> None:
         """Every ``interval`` (and soon after a start, to catch up on what was missed while
@@ -397,13 +417,14 @@ class ClusterNode:
         that uses the store (anti-entropy, read repairs), so none runs into a closed registry."""
         self._stopping = True
         self._store = None
-        entropy, self._entropy = self._entropy, None
-        if entropy is not None:
-            entropy.cancel()
-            try:
-                await entropy
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
+        tasks, self._entropy, self._peer_disks = (self._entropy, self._peer_disks), None, None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                    pass
         if self.index is not None:
             await self.index.close()
 
