@@ -12,19 +12,38 @@
   same time never overwrite each other's record (no read-modify-write across nodes).
 - Users (``ClusterUserTable``) live in the control plane; ``buckets.engine.users.UserStore``
   seals and opens their secrets exactly as on one node.
+- Where a bucket's index lives (``IndexPlacer``) follows the bucket's *index generation*
+  (``settings["index_gen"]``, absent = 1): the first 3 distinct nodes of the row the bucket
+  name hashes to in that generation's partition table, not the current table. Moving the
+  index to a new generation (``ClusterCatalog.move_bucket_index``) goes through the phases
+  ``index_next`` (write both sets, read the old), ``index_gen``/``index_prev`` (read the new,
+  write both), then plain; ``architecture/consistency.md`` says why reads stay strongly
+  consistent throughout.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from buckets import errors
 from buckets.cluster.control import ControlPlane
-from buckets.cluster.index import ReplicatedIndex
+from buckets.cluster.control_records import ControlSnapshot
+from buckets.cluster.index import IndexPlacement, ReplicatedIndex
+from buckets.placement import PartitionTable
 from buckets.registry import Op
 
+log = logging.getLogger("buckets.cluster.catalog")
+
 UPLOADS = "\x01uploads"
+INDEX_REPLICAS = 3
+# A bucket's index phase: (index_gen, index_next, index_prev).
+Phase = tuple[int, "int | None", "int | None"]
+# Waits until every live node's control plane has applied at least this many commands
+# (``ControlSnapshot.applied``, the same count on every node for the same log position).
+WaitApplied = Callable[[int], Awaitable[None]]
 
 
 def index_bucket(name: str) -> str:
@@ -36,10 +55,106 @@ def _part_key(upload_id: str, number: int) -> str:
     return f"{upload_id}/{number:05d}"
 
 
+def index_phase(settings: Mapping[str, Any]) -> Phase:
+    """(index_gen, index_next, index_prev) from a bucket's settings (absent index_gen = 1)."""
+    nxt, prev = settings.get("index_next"), settings.get("index_prev")
+    return (int(settings.get("index_gen", 1)), None if nxt is None else int(nxt),
+            None if prev is None else int(prev))
+
+
+class IndexPlacer:
+    """Each bucket's index replicas, from the control plane's snapshot (local, no round trip):
+    the replica set of generation g is the first ``replicas`` distinct nodes of the row that
+    the bucket name hashes to in g's table (the nodes owning those disks in g). The phase of an
+    index move decides which sets a read asks and a write must reach:
+
+    =====================================  ===========  =================================
+    bucket settings                        reads        writes (a write quorum in each)
+    =====================================  ===========  =================================
+    ``index_gen=g``                        S(g)         S(g)
+    ``index_gen=g, index_next=n``          S(g)         S(g), S(n)
+    ``index_gen=n, index_prev=g``          S(n)         S(n), S(g)
+    =====================================  ===========  =================================
+
+    The uploads shadow bucket ``<bucket>\x01uploads`` is placed with its bucket."""
+
+    def __init__(self, snapshot: Callable[[], ControlSnapshot], replicas: int = INDEX_REPLICAS) -> None:
+        self._snapshot = snapshot
+        self.replicas_per_set = replicas
+        self._sets: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._placements: dict[tuple[str, Phase], IndexPlacement] = {}
+        # The last phase seen of each bucket: a deleted bucket's last index calls (its uploads
+        # removed after the bucket record went) still reach the replicas it had.
+        self._seen: dict[str, Phase] = {}
+
+    def phase(self, bucket: str) -> Phase:
+        name = index_bucket(bucket)
+        snap = self._snapshot()
+        rec = snap.buckets.get(name)
+        if rec is not None:
+            phase = index_phase(rec.settings)
+            if self._seen.get(name) != phase:
+                self._seen[name] = phase
+            return phase
+        seen = self._seen.get(name)
+        if seen is not None:
+            return seen
+        topology = snap.topology
+        first = topology.generation_record(1) if topology is not None else None
+        gen = 1 if first is None or first.table is not None else topology.generation  # type: ignore[union-attr]
+        return (gen, None, None)
+
+    def replica_set(self, bucket: str, generation: int) -> tuple[str, ...]:
+        """The bucket's replica set in ``generation`` (LookupError: no such table)."""
+        name = index_bucket(bucket)
+        nodes = self._sets.get((name, generation))
+        if nodes is None:
+            topology = self._snapshot().topology
+            record = topology.generation_record(generation) if topology is not None else None
+            if record is None:
+                raise LookupError(f"no generation {generation} in the topology")
+            owner = {disk_id: node_id for disk_id, node_id, _ in record.disks}
+            _, row = record.partition_table().locate(name, "")
+            found: list[str] = []
+            for disk_id in row:
+                node = owner[disk_id]
+                if node not in found:
+                    found.append(node)
+                if len(found) == self.replicas_per_set:
+                    break
+            nodes = self._sets[(name, generation)] = tuple(found)
+        return nodes
+
+    def placement(self, bucket: str) -> IndexPlacement:
+        """What ``ReplicatedIndex`` calls ``replicas_of``."""
+        name = index_bucket(bucket)
+        phase = self.phase(name)
+        placement = self._placements.get((name, phase))
+        if placement is None:
+            gen, nxt, prev = phase
+            current = self.replica_set(name, gen)
+            other = nxt if nxt is not None else prev
+            second = self.replica_set(name, other) if other is not None and other != gen else current
+            if set(second) == set(current):
+                placement = IndexPlacement.single(current)
+            else:
+                placement = IndexPlacement(current, (current, second))
+            if len(self._placements) > 100_000:
+                self._placements.clear()
+            self._placements[(name, phase)] = placement
+        return placement
+
+    def replicas(self, bucket: str) -> list[str]:
+        """Every node holding the bucket's index now (both sets during a move): the nodes whose
+        anti-entropy covers the bucket."""
+        return list(self.placement(bucket).nodes)
+
+
 class ClusterCatalog:
-    def __init__(self, control: ControlPlane, index: ReplicatedIndex) -> None:
+    def __init__(self, control: ControlPlane, index: ReplicatedIndex, placer: IndexPlacer | None = None) -> None:
         self.control = control
         self.index = index
+        self.placer = placer or IndexPlacer(lambda: control.snapshot)
 
     # -- buckets ------------------------------------------------------------------------------
     def get_bucket(self, name: str) -> dict | None:
@@ -62,7 +177,11 @@ class ClusterCatalog:
         return self.list_buckets()
 
     async def create_bucket(self, name: str, rec: dict) -> None:
-        await self.control.apply("create_bucket", name=name, owner=rec.get("owner", ""))
+        # A new bucket's index lives on the current generation's nodes (absent means 1, so a
+        # cluster that never grew keeps the records it always had).
+        generation = self.control.snapshot.generation
+        settings = {"index_gen": generation} if generation > 1 else {}
+        await self.control.apply("create_bucket", name=name, owner=rec.get("owner", ""), settings=settings)
 
     async def delete_bucket(self, name: str) -> list[dict]:
         objects, prefixes, _ = await self.index.list(name, limit=1)
@@ -137,6 +256,121 @@ class ClusterCatalog:
 
     async def list_uploads(self, bucket: str) -> list[dict]:
         return [dict(rec, parts={}) for _, rec in await self._records(bucket, "", "/")]
+
+
+    # -- index generations and moves ------------------------------------------------------------
+    def tables_by_generation(self) -> dict[int, PartitionTable]:
+        """The partition table of every generation not retired (an index placed on an old
+        generation needs it for as long as a bucket's ``index_gen`` points at it)."""
+        topology = self.control.snapshot.topology
+        if topology is None:
+            return {}
+        return {g.generation: g.partition_table() for g in topology.history if g.table is not None}
+
+    def index_generations_in_use(self) -> set[int]:
+        """Generations some bucket's index is placed by (index_gen, index_next, index_prev):
+        none of them may be retired."""
+        used: set[int] = set()
+        for rec in self.control.snapshot.buckets.values():
+            used.update(g for g in index_phase(rec.settings) if g is not None)
+            if rec.settings.get("index_drop") is not None:
+                used.add(int(rec.settings["index_drop"]))
+        return used
+
+    def buckets_to_move(self, to_gen: int) -> list[str]:
+        """Buckets (name order) whose index is not plainly on ``to_gen``: what a migration to
+        ``to_gen`` must still move (a bucket created during the migration under the previous
+        generation included)."""
+        return sorted((n for n, r in self.control.snapshot.buckets.items()
+                       if index_phase(r.settings) != (to_gen, None, None) or "index_drop" in r.settings),
+                      key=str.encode)
+
+    async def _set_phase(self, bucket: str, wait_applied: WaitApplied, *, values: dict | None = None,
+                         unset: list[str] | None = None) -> None:
+        """One control-plane step of an index move, then wait until every live node applied it."""
+        await self.control.apply("update_bucket", name=bucket, set=values or {}, unset=unset or [])
+        await wait_applied(self.control.snapshot.applied)
+
+    async def move_bucket_index(self, bucket: str, to_gen: int, *, wait_applied: WaitApplied) -> dict:
+        """Move ``bucket``'s index (and its uploads shadow bucket) to the replica set of
+        generation ``to_gen``; resumable from any phase (a new coordinator calls it again):
+
+        (a) ``index_next = to_gen``: every node writes both sets (a quorum in each), reads the
+            old; (b) once every live node applied (a), every new replica pulls the entries and
+            tombstones from a read quorum of the old set (the anti-entropy exchange); (c)
+            ``index_gen = to_gen, index_prev = old``: reads the new set, writes still both;
+            (d) once every live node applied (c), ``index_prev`` is unset (``index_drop = old``
+            recorded) and, once that is applied everywhere, the old-only replicas drop the
+            bucket's entries and ``index_drop`` goes.
+
+        ``wait_applied(n)`` returns once every live node's control snapshot has ``applied >=
+        n`` (the membership layer asks each node). Raises ``NoSuchBucket`` if the bucket is gone,
+        ``WriteQuorumLost`` if the copy could not reach enough replicas (call again later)."""
+        snap = await self.control.read(linearizable=True)
+        rec = snap.buckets.get(bucket)
+        if rec is None:
+            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
+        if snap.topology is None or snap.topology.generation_record(to_gen) is None:
+            raise errors.InvalidArgument(f"no generation {to_gen} to move the index of {bucket!r} to")
+        gen, nxt, prev = index_phase(rec.settings)
+        pending_drop = rec.settings.get("index_drop")
+        shadow = (bucket, bucket + UPLOADS)
+        result = {"bucket": bucket, "from_gen": gen, "to_gen": to_gen, "copied": 0, "dropped": 0}
+        if pending_drop is not None and prev is None:  # an earlier move stopped between (d) and its drop
+            result["dropped"] += await self._finish(bucket, int(pending_drop), gen, wait_applied, unset_prev=False)
+        if gen != to_gen and prev is not None:
+            # An earlier move (to gen) stopped after (c): finish it before starting this one.
+            result["dropped"] += await self._finish(bucket, prev, gen, wait_applied, unset_prev=True)
+            prev = None
+        if gen != to_gen:
+            old = gen
+            if nxt != to_gen:
+                # (a). The new-only replicas start empty: nothing is written there yet, and an
+                # entry left by an earlier stay of the index cannot come back through the copy.
+                fresh = set(self.placer.replica_set(bucket, to_gen)) - set(self.placer.replica_set(bucket, old))
+                for name in shadow:
+                    await self.index.drop_replicas(name, sorted(fresh))
+                await self._set_phase(bucket, wait_applied, values={"index_next": to_gen})
+            else:
+                await wait_applied(self.control.snapshot.applied)  # resumed after (a): make sure
+            # (b)
+            sources, targets = self.placer.replica_set(bucket, old), self.placer.replica_set(bucket, to_gen)
+            if set(sources) != set(targets):
+                for name in shadow:
+                    result["copied"] += await self.index.copy_replicas(name, sources, targets)
+            # (c)
+            await self._set_phase(bucket, wait_applied, values={"index_gen": to_gen, "index_prev": old},
+                                  unset=["index_next"])
+            prev = old
+        elif nxt is not None:  # already on to_gen with a stray index_next (an abandoned move)
+            await self._set_phase(bucket, wait_applied, unset=["index_next"])
+        if prev is not None:  # (d)
+            result["dropped"] += await self._finish(bucket, prev, to_gen, wait_applied, unset_prev=True)
+        if result["copied"] or result["dropped"] or gen != to_gen:
+            log.info("index of %s moved from generation %d to %d (%d entries copied, %d dropped)",
+                     bucket, result["from_gen"], to_gen, result["copied"], result["dropped"])
+        return result
+
+    async def _finish(self, bucket: str, old: int, new: int, wait_applied: WaitApplied, *, unset_prev: bool) -> int:
+        """Step (d): once every node reads the new set, stop writing the old one (the pending
+        drop is recorded as ``index_drop``, so a coordinator that dies here still drops), then
+        the old-only replicas forget the bucket."""
+        if unset_prev:
+            await wait_applied(self.control.snapshot.applied)
+            await self._set_phase(bucket, wait_applied, values={"index_drop": old}, unset=["index_prev"])
+        dropped = await self._drop_old(bucket, old, new)
+        await self.control.apply("update_bucket", name=bucket, set={}, unset=["index_drop"])
+        return dropped
+
+    async def _drop_old(self, bucket: str, old: int, new: int) -> int:
+        try:
+            gone = set(self.placer.replica_set(bucket, old)) - set(self.placer.replica_set(bucket, new))
+        except LookupError:  # the old generation's table was retired: nothing to name
+            return 0
+        dropped = 0
+        for name in (bucket, bucket + UPLOADS):
+            dropped += await self.index.drop_replicas(name, sorted(gone))
+        return dropped
 
 
 class ClusterUserTable:

@@ -151,6 +151,7 @@ async def test_put_version_loses_to_a_concurrent_overwrite_or_delete(trio) -> No
     assert (await idx["n3"].get("b", "k"))["wid"] == "w2"
 
     gone = await idx["n1"].put("b", "d", entry("w3"))
+    assert (await idx["n2"].get("b", "d"))["wid"] == "w3"  # as the engine does: read, then delete
     await idx["n2"].delete("b", "d", "w3")
     assert await idx["n3"].put_version("b", "d", dict(gone, gen=2), gone["ts"] + [2]) is False
     assert await idx["n1"].get("b", "d") is None

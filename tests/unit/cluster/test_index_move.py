@@ -1,0 +1,414 @@
+"""Moving a bucket's index replicas to a new generation's nodes (``ClusterCatalog.move_bucket_index``).
+
+Six in-process nodes, each with its own LMDB registry; the control plane is the real
+deterministic state machine (``ControlMachine``) with generation 1 on three nodes and
+generation 2 on six; every node places the index through its own ``IndexPlacer`` over its
+own *view* of the control plane, which lags: a node sees a committed change only when
+``wait_applied`` (the membership layer's job in a real cluster) brings it up to date, one
+node at a time, while clients keep writing and reading through every node. The transport
+delays every call a little, so calls straddle the phase changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buckets import errors
+from buckets.cluster.catalog import UPLOADS, ClusterCatalog, IndexPlacer, index_phase
+from buckets.cluster.control import plan_table
+from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
+from buckets.cluster.control_state import ControlMachine, encode_command
+from buckets.cluster.index import IndexPlacement, IndexReplica, ReplicatedIndex
+from buckets.registry import Registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cluster"))
+from linearizability import DELETE, GET, PUT, Op, check  # noqa: E402
+
+LAYOUT = Layout(k=2, m=1, block_size=1 << 20, partitions=64)
+NAMES = [f"n{i}" for i in range(1, 7)]
+
+
+def node(name: str) -> NodeRecord:
+    i = int(name[1:])
+    return NodeRecord(name, f"http://127.0.0.{i}:9000", f"127.0.0.{i}:10000", "active",
+                      (DiskRecord(f"{name}d0", f"/srv/{name}/d0"),))
+
+
+class Control:
+    """The control plane's state machine, applied in-process (what ``ControlPlane`` offers the
+    catalog: ``snapshot``, ``apply``, ``read``)."""
+
+    def __init__(self) -> None:
+        self.machine = ControlMachine()
+        self.ts = 1_700_000_000.0
+        self.fail_after: str | None = None  # crash the coordinator after committing this phase
+
+    @property
+    def snapshot(self):
+        return self.machine.snapshot
+
+    async def apply(self, op: str, **args: Any) -> Any:
+        self.ts += 1
+        result = self.machine.apply(encode_command(op, args, os.urandom(16), self.ts))
+        if result[0] != "ok":
+            if result[1] == "NoSuchBucket":
+                raise errors.NoSuchBucket(resource=args.get("name"), BucketName=args.get("name"))
+            raise AssertionError(result)
+        await asyncio.sleep(0)
+        return result[1]
+
+    async def read(self, *, linearizable: bool = False):
+        return self.machine.snapshot
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, seed: int = 1) -> None:
+        self.tmp = tmp_path
+        self.rng = random.Random(seed)
+        self.control = Control()
+        self.views: dict[str, Any] = {}
+        self.regs: dict[str, Registry] = {}
+        self.replicas: dict[str, IndexReplica] = {}
+        self.idx: dict[str, ReplicatedIndex] = {}
+        self.down: set[str] = set()
+        self.delay = 0.002
+        self.phases_seen: list[tuple] = []
+
+    async def start(self) -> None:
+        first = [node(n) for n in NAMES[:3]]
+        await self.control.apply("init_cluster", deployment_id="dep", layout=LAYOUT.to_wire(),
+                                 nodes=[n.to_wire() for n in first], table=plan_table(LAYOUT, first, 1))
+        everyone = [node(n) for n in NAMES]
+        previous = self.control.snapshot.topology.partition_table(1)
+        await self.control.apply("propose_generation", expected_generation=1, nodes=[n.to_wire() for n in everyone],
+                                 table=plan_table(LAYOUT, everyone, 2, previous))
+        for n in NAMES:
+            self.regs[n] = Registry(str(self.tmp / n), cache_size=1000, sync=False)
+            self.regs[n].start()
+            self.replicas[n] = IndexReplica(self.regs[n])
+            self.views[n] = self.control.snapshot
+            placer = IndexPlacer(lambda n=n: self.views[n])
+            self.idx[n] = ReplicatedIndex(n, self.replicas[n], self.transport_for(n), placer.placement)
+        # The coordinator runs on n1 and reads the control plane it just wrote.
+        self.catalog = ClusterCatalog(self.control, self.idx["n1"])  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        for i in self.idx.values():
+            await i.close()
+        for r in self.regs.values():
+            await r.close()
+
+    def transport_for(self, src: str):
+        async def call(dst: str, method: str, args: dict):
+            await asyncio.sleep(self.rng.random() * self.delay)
+            if dst in self.down or src in self.down:
+                raise errors.ServiceUnavailable(f"{dst} unreachable")
+            result = await self.replicas[dst].handlers()[method](args)
+            await asyncio.sleep(self.rng.random() * self.delay)
+            return result
+        return call
+
+    async def wait_applied(self, applied: int) -> None:
+        """Every node applies the control plane up to ``applied``, one at a time, in random
+        order, with the clients running in between."""
+        assert self.control.snapshot.applied >= applied
+        order = list(NAMES)
+        self.rng.shuffle(order)
+        for n in order:
+            await asyncio.sleep(self.rng.random() * self.delay * 3)
+            self.views[n] = self.control.snapshot
+        if self.control.fail_after is not None:
+            bucket = next(iter(self.control.snapshot.buckets.values()))
+            if self.control.fail_after in bucket.settings or (self.control.fail_after == "plain"
+                                                               and index_phase(bucket.settings)[1:] == (None, None)):
+                self.control.fail_after = None
+                raise ConnectionError("the coordinator died")
+        for b in self.control.snapshot.buckets.values():
+            self.phases_seen.append(index_phase(b.settings))
+
+    def sets(self, bucket: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        placer = self.catalog.placer
+        return placer.replica_set(bucket, 1), placer.replica_set(bucket, 2)
+
+    async def bucket(self, name: str) -> None:
+        await self.control.apply("create_bucket", name=name)
+        for n in NAMES:
+            self.views[n] = self.control.snapshot
+
+
+def moving_bucket(cluster: Cluster, want_overlap: bool | None = None) -> str:
+    """A bucket name whose index replica set changes from generation 1 to 2."""
+    placer = IndexPlacer(lambda: cluster.control.snapshot)
+    for i in range(1000):
+        name = f"bucket-{i}"
+        old, new = placer.replica_set(name, 1), placer.replica_set(name, 2)
+        if set(old) != set(new) and (want_overlap is None or bool(set(old) & set(new)) == want_overlap):
+            return name
+    raise AssertionError("no bucket moves")
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    await c.start()
+    yield c
+    await c.close()
+
+
+def entry(wid: str, size: int = 1) -> dict:
+    return {"wid": wid, "size": size, "etag": "e", "mt": 1.0, "vid": "null"}
+
+
+def live_keys(reg: Registry, bucket: str) -> dict[str, tuple]:
+    return {k: v for k, v, tomb in reg.bucket_versions(bucket) if not tomb}
+
+
+async def fill(cluster: Cluster, bucket: str, n: int = 120) -> tuple[set[str], set[str]]:
+    keys = {f"k{i:03d}" for i in range(n)}
+    for i, key in enumerate(sorted(keys)):
+        await cluster.idx[NAMES[i % 6]].put(bucket, key, entry(f"w{i}"))
+    deleted = {f"k{i:03d}" for i in range(0, n, 7)}
+    for key in deleted:
+        await cluster.idx["n4"].get(bucket, key)  # as the engine does: read, then delete
+        await cluster.idx["n4"].delete(bucket, key, "x")
+    await cluster.idx["n2"].put(bucket + UPLOADS, "up1", entry("up1"))
+    await cluster.idx["n2"].put(bucket + UPLOADS, "up1/00001", entry("p1"))
+    return keys - deleted, deleted
+
+
+# -- placement -----------------------------------------------------------------------------------
+async def test_placement_follows_the_phase(cluster) -> None:
+    name = moving_bucket(cluster)
+    await cluster.bucket(name)
+    old, new = cluster.sets(name)
+    placer = cluster.catalog.placer
+    assert placer.placement(name) == IndexPlacement.single(old)
+    assert placer.placement(name + UPLOADS) == placer.placement(name)  # uploads move with the bucket
+    await cluster.control.apply("update_bucket", name=name, set={"index_next": 2})
+    assert placer.placement(name) == IndexPlacement(old, (old, new))
+    await cluster.control.apply("update_bucket", name=name, set={"index_gen": 2, "index_prev": 1},
+                                unset=["index_next"])
+    assert placer.placement(name) == IndexPlacement(new, (new, old))
+    await cluster.control.apply("update_bucket", name=name, unset=["index_prev"])
+    assert placer.placement(name) == IndexPlacement.single(new)
+    assert set(placer.replicas(name)) == set(new)
+    # A bucket deleted since keeps its last placement for its last calls (its uploads).
+    await cluster.control.apply("delete_bucket", name=name)
+    assert placer.placement(name + UPLOADS) == IndexPlacement.single(new)
+    assert cluster.catalog.tables_by_generation().keys() == {1, 2}
+
+
+# -- the move, step by step -------------------------------------------------------------------------
+@pytest.mark.parametrize("overlap", [True, False], ids=["sets-overlap", "sets-disjoint"])
+async def test_move_copies_entries_and_tombstones_and_drops_the_old_replicas(cluster, overlap) -> None:
+    try:
+        name = moving_bucket(cluster, overlap)
+    except AssertionError:
+        pytest.skip("no bucket with that kind of move in this table")
+    await cluster.bucket(name)
+    live, deleted = await fill(cluster, name)
+    old, new = cluster.sets(name)
+
+    result = await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    assert result["copied"] > 0
+    assert index_phase(cluster.control.snapshot.buckets[name].settings) == (2, None, None)
+    assert cluster.phases_seen == [(1, 2, None), (2, None, 1), (2, None, 1), (2, None, None)]
+    assert cluster.catalog.buckets_to_move(2) == []
+    assert cluster.catalog.index_generations_in_use() == {2}
+
+    for n in new:  # every new replica has every entry and every tombstone
+        versions = {k: tomb for k, _, tomb in cluster.regs[n].bucket_versions(name)}
+        assert {k for k, t in versions.items() if not t} == live
+        assert {k for k, t in versions.items() if t} == deleted
+        assert set(live_keys(cluster.regs[n], name + UPLOADS)) == {"up1", "up1/00001"}
+    for n in set(old) - set(new):  # the old-only replicas hold nothing of the bucket any more
+        assert cluster.regs[n].bucket_versions(name) == []
+        assert cluster.regs[n].bucket_versions(name + UPLOADS) == []
+    # Every node reads every entry from the new set (the old-only replicas are not asked).
+    cluster.down = set(old) - set(new)
+    for n in new:
+        objects, _, truncated = await cluster.idx[n].list(name, limit=1000)
+        assert {k for k, _ in objects} == live and not truncated
+        assert await cluster.idx[n].get(name, sorted(deleted)[0]) is None
+        assert (await cluster.idx[n].get(name + UPLOADS, "up1"))["wid"] == "up1"
+
+
+async def test_writes_during_the_move_reach_a_quorum_of_both_sets(cluster) -> None:
+    name = moving_bucket(cluster)
+    await cluster.bucket(name)
+    old, new = cluster.sets(name)
+    await cluster.control.apply("update_bucket", name=name, set={"index_next": 2})
+    await cluster.wait_applied(cluster.control.snapshot.applied)
+    await cluster.idx["n5"].put(name, "during", entry("wd"))
+    for members in (old, new):
+        holders = [n for n in members if "during" in live_keys(cluster.regs[n], name)]
+        assert len(holders) >= len(members) // 2 + 1
+    # The old set is still what is read: a key only on new-only replicas is not seen.
+    for n in set(new) - set(old):
+        await cluster.regs[n].drop_entries(name)
+    assert (await cluster.idx["n1"].get(name, "during"))["wid"] == "wd"
+
+
+async def test_a_write_that_straddles_a_phase_change_is_written_again_under_the_new_one(cluster) -> None:
+    name = moving_bucket(cluster, True)
+    await cluster.bucket(name)
+    old, new = cluster.sets(name)
+    writer = sorted(set(NAMES) - set(old) - set(new)) or ["n1"]
+    idx = cluster.idx[writer[0]]
+    real = idx._call
+    changed = asyncio.Event()
+
+    async def slow(dst: str, method: str, args: dict):
+        ans = await real(dst, method, args)
+        if method == "merge" and not changed.is_set():
+            # The phase changes at this node while its write is in flight to the old set.
+            await cluster.control.apply("update_bucket", name=name, set={"index_next": 2})
+            cluster.views[writer[0]] = cluster.control.snapshot
+            changed.set()
+        return ans
+
+    idx._call = slow  # type: ignore[method-assign]
+    await idx.put(name, "k", entry("w"))
+    holders = [n for n in new if "k" in live_keys(cluster.regs[n], name)]
+    assert len(holders) >= len(new) // 2 + 1
+
+
+async def test_the_move_resumes_after_the_coordinator_dies_at_any_phase(cluster) -> None:
+    name = moving_bucket(cluster)
+    await cluster.bucket(name)
+    live, deleted = await fill(cluster, name, 60)
+    old, new = cluster.sets(name)
+    for phase in ("index_next", "index_prev", "plain"):
+        cluster.control.fail_after = phase
+        with pytest.raises(ConnectionError):
+            await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+        await cluster.idx["n3"].put(name, f"after-{phase}", entry(f"a-{phase}"))
+        live.add(f"after-{phase}")
+    await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    assert index_phase(cluster.control.snapshot.buckets[name].settings) == (2, None, None)
+    cluster.down = set(old) - set(new)
+    for n in new:
+        objects, _, _ = await cluster.idx[n].list(name, limit=1000)
+        assert {k for k, _ in objects} == live
+    for n in set(old) - set(new):  # the drop the last coordinator missed was done by the next
+        assert cluster.regs[n].bucket_versions(name) == []
+    assert "index_drop" not in cluster.control.snapshot.buckets[name].settings
+    # Moving again is a no-op.
+    again = await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    assert again["copied"] == 0 and again["dropped"] == 0
+
+
+async def test_the_copy_needs_a_read_quorum_of_the_old_set(cluster) -> None:
+    name = moving_bucket(cluster, False)
+    await cluster.bucket(name)
+    live, _ = await fill(cluster, name, 30)
+    old, new = cluster.sets(name)
+    # One old replica down: the other two are a read quorum; the copy completes.
+    cluster.down = {old[0]}
+    await cluster.idx[next(n for n in NAMES if n != old[0])].put(name, "late", entry("late"))
+    cluster.down = {old[0], old[1]}  # two of three down: no read quorum of the old set
+    with pytest.raises(errors.WriteQuorumLost):
+        await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    assert index_phase(cluster.control.snapshot.buckets[name].settings) == (1, 2, None)  # stopped in (a)
+    cluster.down = {old[0]}
+    await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    cluster.down = set()
+    for n in new:
+        assert set(live_keys(cluster.regs[n], name)) == live | {"late"}
+
+
+async def test_an_unknown_generation_or_bucket_is_refused(cluster) -> None:
+    name = moving_bucket(cluster)
+    with pytest.raises(errors.NoSuchBucket):
+        await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    await cluster.bucket(name)
+    with pytest.raises(errors.InvalidArgument):
+        await cluster.catalog.move_bucket_index(name, 3, wait_applied=cluster.wait_applied)
+    assert index_phase(cluster.control.snapshot.buckets[name].settings) == (1, None, None)
+
+
+# -- clients during the move: nothing acknowledged is lost, every read is linearizable ----------------
+@pytest.mark.parametrize("seed, overlap", [(1, True), (2, False), (3, True), (4, False)])
+async def test_concurrent_clients_during_a_move_are_linearizable(tmp_path, seed, overlap) -> None:
+    cluster = Cluster(tmp_path, seed)
+    await cluster.start()
+    try:
+        name = moving_bucket(cluster, overlap)
+        await cluster.bucket(name)
+        # Enough keys that some are not rewritten while a phase lasts: a read that looked in
+        # the wrong set would miss their last acknowledged write.
+        keys = [f"key{i:02d}" for i in range(16)]
+        cold = [f"cold{i}" for i in range(4)]  # written once before the move, only read after
+        history: list[Op] = []
+        acked: dict[str, int] = {}
+        stop = asyncio.Event()
+        counter = 0
+        t0 = time.monotonic()
+
+        def now() -> float:
+            return time.monotonic() - t0
+
+        for i, key in enumerate(keys + cold):
+            start = now()
+            await cluster.idx[NAMES[i % 6]].put(name, key, entry(f"first-{key}"))
+            history.append(Op(50, key, PUT, f"first-{key}", start, now()))
+
+        async def client(cid: int, via: str) -> None:
+            nonlocal counter
+            rng = random.Random(seed * 100 + cid)
+            while not stop.is_set():
+                key = rng.choice(keys)
+                roll = rng.random()
+                start = now()
+                try:
+                    if roll < 0.55:
+                        # As the engine does: a PUT or DELETE first reads the key through a
+                        # quorum, so its version is newer than every acknowledged one.
+                        await cluster.idx[via].get(name, key)
+                    if roll < 0.45:
+                        counter += 1
+                        value = f"v{counter}"
+                        await cluster.idx[via].put(name, key, entry(value))
+                        history.append(Op(cid, key, PUT, value, start, now()))
+                    elif roll < 0.55:
+                        await cluster.idx[via].delete(name, key, "x")
+                        history.append(Op(cid, key, DELETE, None, start, now()))
+                    else:
+                        key = rng.choice(keys + cold)
+                        got = await cluster.idx[via].get(name, key)
+                        history.append(Op(cid, key, GET, None if got is None else got["wid"], start, now()))
+                except errors.BucketsError:
+                    raise AssertionError("no node is down: every call must succeed")
+                acked[via] = acked.get(via, 0) + 1
+
+        clients = [asyncio.ensure_future(client(i, NAMES[i % 6])) for i in range(6)]
+        await asyncio.sleep(0.05)
+        await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*clients)
+
+        assert len(acked) == 6 and sum(acked.values()) > 100
+        result = check(history)
+        assert result.ok, result.report()
+        # After the move, the final state of every key, read through any node from the new set
+        # alone, is the last acknowledged operation's.
+        old, new = cluster.sets(name)
+        cluster.down = set(old) - set(new)
+        final = check(history + [Op(99, k, GET, _value(await cluster.idx[new[0]].get(name, k)), now(), now())
+                                 for k in keys + cold])
+        assert final.ok, final.report()
+    finally:
+        await cluster.close()
+
+
+def _value(got: dict | None) -> str | None:
+    return None if got is None else got["wid"]
