@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -150,11 +151,41 @@ class IndexPlacer:
         return list(self.placement(bucket).nodes)
 
 
+def applied_waiter(snapshot: Callable[[], ControlSnapshot], ask: Callable[[str], Awaitable[int]], *,
+                   poll: float = 0.2, timeout: float = 120.0) -> WaitApplied:
+    """A ``WaitApplied`` over the topology's nodes: ``ask(node_id)`` returns that node's
+    ``ControlSnapshot.applied`` (a peer call; this node's own answer may be local). A node that
+    does not answer is not live and is not waited for (it must catch up before it serves
+    again); a live node still behind after ``timeout`` is ``ServiceUnavailable``."""
+    async def wait(applied: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        topology = snapshot().topology
+        pending = [n.node_id for n in topology.nodes if n.state != "removed"] if topology is not None else []
+        while pending:
+            behind = []
+            for node in pending:
+                try:
+                    if int(await ask(node)) < applied:
+                        behind.append(node)
+                except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
+                    log.info("index move: %s does not answer (%s); not waited for", node, exc)
+            pending = behind
+            if pending:
+                if loop.time() >= deadline:
+                    raise errors.ServiceUnavailable(f"nodes {', '.join(pending)} have not applied control-plane "
+                                                    f"change {applied} within {timeout:g}s")
+                await asyncio.sleep(poll)
+    return wait
+
+
 class ClusterCatalog:
-    def __init__(self, control: ControlPlane, index: ReplicatedIndex, placer: IndexPlacer | None = None) -> None:
+    def __init__(self, control: ControlPlane, index: ReplicatedIndex, placer: IndexPlacer | None = None, *,
+                 wait_applied: WaitApplied | None = None) -> None:
         self.control = control
         self.index = index
         self.placer = placer or IndexPlacer(lambda: control.snapshot)
+        self.wait_applied = wait_applied  # what move_bucket_index waits with, unless given one
 
     # -- buckets ------------------------------------------------------------------------------
     def get_bucket(self, name: str) -> dict | None:
@@ -291,7 +322,7 @@ class ClusterCatalog:
         await self.control.apply("update_bucket", name=bucket, set=values or {}, unset=unset or [])
         await wait_applied(self.control.snapshot.applied)
 
-    async def move_bucket_index(self, bucket: str, to_gen: int, *, wait_applied: WaitApplied) -> dict:
+    async def move_bucket_index(self, bucket: str, to_gen: int, *, wait_applied: WaitApplied | None = None) -> dict:
         """Move ``bucket``'s index (and its uploads shadow bucket) to the replica set of
         generation ``to_gen``; resumable from any phase (a new coordinator calls it again):
 
@@ -304,8 +335,13 @@ class ClusterCatalog:
             bucket's entries and ``index_drop`` goes.
 
         ``wait_applied(n)`` returns once every live node's control snapshot has ``applied >=
-        n`` (the membership layer asks each node). Raises ``NoSuchBucket`` if the bucket is gone,
-        ``WriteQuorumLost`` if the copy could not reach enough replicas (call again later)."""
+        n`` (default: the one the catalog was built with; ``applied_waiter`` makes one from a
+        peer call). Raises ``NoSuchBucket`` if the bucket is gone, ``WriteQuorumLost`` if the
+        copy could not reach enough replicas (call again later)."""
+        wait_applied = wait_applied or self.wait_applied
+        if wait_applied is None:
+            raise errors.ServiceUnavailable("an index move needs to know when every node applied a "
+                                            "control-plane change (no wait_applied was given)")
         snap = await self.control.read(linearizable=True)
         rec = snap.buckets.get(bucket)
         if rec is None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from buckets import errors
-from buckets.cluster.catalog import UPLOADS, ClusterCatalog, IndexPlacer, index_phase
+from buckets.cluster.catalog import UPLOADS, ClusterCatalog, IndexPlacer, applied_waiter, index_phase
 from buckets.cluster.control import plan_table
 from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
 from buckets.cluster.control_state import ControlMachine, encode_command
@@ -412,3 +412,33 @@ async def test_concurrent_clients_during_a_move_are_linearizable(tmp_path, seed,
 
 def _value(got: dict | None) -> str | None:
     return None if got is None else got["wid"]
+
+
+async def test_applied_waiter_waits_for_every_live_node(cluster) -> None:
+    target = cluster.control.snapshot.applied
+    asked: list[str] = []
+    behind = {"n2": 2}  # n2 answers "behind" twice, then catches up
+
+    async def ask(node: str) -> int:
+        asked.append(node)
+        if node == "n6":
+            raise errors.ServiceUnavailable("n6 is down")  # not live: not waited for
+        if behind.get(node):
+            behind[node] -= 1
+            return target - 1
+        return target
+
+    await applied_waiter(lambda: cluster.control.snapshot, ask, poll=0)(target)
+    assert asked.count("n2") == 3 and asked.count("n6") == 1 and asked.count("n1") == 1
+
+    async def stuck(node: str) -> int:
+        return target - 1
+
+    with pytest.raises(errors.ServiceUnavailable):
+        await applied_waiter(lambda: cluster.control.snapshot, stuck, poll=0, timeout=0)(target)
+    # Without any way to wait, a move refuses to start.
+    name = moving_bucket(cluster)
+    await cluster.bucket(name)
+    with pytest.raises(errors.ServiceUnavailable):
+        await cluster.catalog.move_bucket_index(name, 2)
+    assert index_phase(cluster.control.snapshot.buckets[name].settings) == (1, None, None)
