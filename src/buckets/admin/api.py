@@ -148,6 +148,9 @@ class AdminApi:
             (re.compile(r"heal"), {"GET": self.heal_status, "POST": self.heal_start}, "heal"),
             (re.compile(r"config"), {"GET": self.get_config, "PUT": self.set_config}, "config"),
         ]
+        from buckets.admin import cluster_api  # membership: cluster/nodes, add-node, remove-node
+
+        self._table.extend(cluster_api.routes(store))
 
     def routes(self) -> list[web.RouteDef]:
         # The prefix itself and everything below it, line feeds included ((?s): a bare '.'

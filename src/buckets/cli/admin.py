@@ -6,6 +6,9 @@
     buckets-admin user list local
     buckets-admin heal start local          # progress bar until the pass is done
     buckets-admin config set local scanner_rate=50 log_level=debug
+    buckets-admin cluster add-node local http://127.0.0.5:9000/srv/n5/d{1...4}   # until migrated
+    buckets-admin cluster list-nodes local
+    buckets-admin cluster remove-node local http://127.0.0.5:9000                 # drains first
 
 Every command that reads takes ``--json`` for scripts. Errors are one line on stderr and
 exit status 1 (2 for a bad command line); never a traceback.
@@ -82,10 +85,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     if cluster:
         print(f"Cluster:  {cluster['nodes_online']}/{cluster['nodes_total']} nodes online, generation "
               f"{cluster['generation']}, control plane {'has a majority' if cluster['has_quorum'] else 'HAS NO MAJORITY'}")
+        print(f"Migration: {_migration_line(cluster.get('migration'))}")
         print()
-        table(["NODE", "STATE", "ROLE", "DISKS"],
-              [[n["endpoint"] + ("  (this node)" if n["self"] else ""), "online" if n["online"] else "OFFLINE",
-                "leader" if n["leader"] else "", f"{n['disks_online']}/{n['disks_total']}"]
+        table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS"],
+              [[n["endpoint"] + ("  (this node)" if n["self"] else ""), n.get("state", "active"),
+                "online" if n["online"] else "OFFLINE", "leader" if n["leader"] else "",
+                f"{n['disks_online']}/{n['disks_total']}"]
                for n in cluster["nodes"]])
     print()
     table(["DISK", "STATE", "USED", "FREE", "TOTAL", "ERROR"],
@@ -220,6 +225,235 @@ def cmd_config_set(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- cluster -----------------------------------------------------------------------------------
+
+
+def _migration_line(job: dict[str, Any] | None) -> str:
+    if not job or job.get("state") in (None, "none"):
+        return "none"
+    return (f"{job['state']}, generation {job.get('from_gen')} -> {job.get('to_gen')}, "
+            f"{job.get('moved_objects') or 0} objects ({human_size(job.get('moved_bytes') or 0)}) moved, "
+            f"{job.get('errors') or 0} errors")
+
+
+def _node_and_paths(arg: str) -> tuple[str, list[str]]:
+    """``http://127.0.0.5:9000/srv/n5/d{1...4}`` -> the node's URL and its disk paths."""
+    from urllib.parse import urlsplit
+
+    from buckets.cli.ellipsis import expand
+
+    try:
+        items = expand(arg)
+    except ValueError as error:
+        raise CliError(f"{arg!r}: {error}") from None
+    nodes: dict[str, list[str]] = {}
+    for item in items:
+        try:
+            parts = urlsplit(item)
+            port = parts.port
+        except ValueError:
+            port = None
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise CliError(f"{item!r}: name the node's disks as URLs with a port, e.g. "
+                           f"http://127.0.0.5:9000/data{{1...4}}")
+        nodes.setdefault(f"{parts.scheme}://{parts.netloc}", [])
+        if parts.path not in ("", "/"):
+            nodes[f"{parts.scheme}://{parts.netloc}"].append(parts.path.rstrip("/") or "/")
+    if len(nodes) != 1:
+        raise CliError(f"{arg!r} names {len(nodes)} nodes: add or remove one node at a time")
+    (url, paths), = nodes.items()
+    return url, paths
+
+
+def _follow_migration(args: argparse.Namespace, client: Any, what: str) -> dict[str, Any]:
+    """A progress bar until the migration is done; returns its last status."""
+    deadline = time.monotonic() + args.wait_timeout if args.wait_timeout else None
+    status = client.call("GET", "cluster/migration")
+    with progress_bar(what, None, enabled=show_progress(args.progress), unit_bytes=False) as bar:
+        while status.get("state") not in ("done", "none", None):
+            planned = status.get("planned") or {}
+            total = planned.get("objects") or None
+            if total is not None and status.get("remaining_objects") is not None:
+                bar.update(completed=max(0, total - status["remaining_objects"]), total=total)
+            if deadline is not None and time.monotonic() > deadline:
+                raise CliError(f"the migration is still {status.get('state')} after {args.wait_timeout:g}s; "
+                               f"follow it with: buckets-admin cluster migration-status {args.alias}")
+            time.sleep(args.interval)
+            status = client.call("GET", "cluster/migration")
+        total = (status.get("planned") or {}).get("objects") or 1
+        bar.update(completed=total, total=total)
+    return status
+
+
+def _print_migration(status: dict[str, Any]) -> None:
+    if status.get("state") in (None, "none"):
+        print("Migration: none")
+        return
+    planned = status.get("planned") or {}
+    rate = status.get("rate") or {}
+    print(f"Migration: {status['state']}, generation {status.get('from_gen')} -> {status.get('to_gen')}"
+          f"{', coordinated by ' + status['coordinator'] if status.get('coordinator') else ''}")
+    print(f"Moved:     {status.get('moved_objects') or 0} objects, {human_size(status.get('moved_bytes') or 0)}"
+          f" (pass {status.get('pass') or 1}); {status.get('skipped') or 0} skipped, {status.get('errors') or 0} errors")
+    if planned:
+        print(f"Planned:   {planned.get('objects', 0)} objects, {human_size(planned.get('bytes', 0))}; remaining "
+              f"{status.get('remaining_objects')} objects, {human_size(status.get('remaining_bytes') or 0)}")
+    if status.get("state") != "done":
+        eta = status.get("eta_seconds")
+        print(f"Rate:      {human_size(rate.get('bytes_per_s') or 0)}/s, {rate.get('objects_per_s') or 0:g} objects/s"
+              f"; ETA {human_duration(eta) if eta is not None else 'unknown'}")
+    throttle = status.get("throttle") or {}
+    if throttle:
+        limit = throttle.get("bytes_per_s")
+        print(f"Throttle:  {human_size(limit) + '/s' if limit else 'unlimited'}, "
+              f"{throttle.get('objects')} objects at a time")
+    for name, counts in sorted((status.get("nodes") or {}).items()):
+        print(f"  {name}: in {counts.get('objects_in', 0)} objects ({human_size(counts.get('bytes_in', 0))}), "
+              f"out {counts.get('objects_out', 0)} objects ({human_size(counts.get('bytes_out', 0))})")
+    if status.get("last_error"):
+        print(f"Last error: {status['last_error']}")
+
+
+def cmd_cluster_add_node(args: argparse.Namespace) -> int:
+    url, paths = _node_and_paths(args.node)
+    client = _client(args)
+    result = client.call("POST", "cluster/add-node", {"endpoint": url, "paths": paths or None})
+    if not result.get("added"):
+        if args.json:
+            print_json(result)
+        else:
+            print(result.get("message") or f"{url} is already in the cluster")
+        return EXIT_OK
+    if not args.json:
+        print(f"Added {url} ({len(result.get('disks') or [])} disks): generation {result['generation']}, "
+              f"migrating from generation {result['from_generation']}")
+    if args.no_wait:
+        if args.json:
+            print_json(result)
+        else:
+            print(f"Follow the migration with: buckets-admin cluster migration-status {args.alias}")
+        return EXIT_OK
+    status = _follow_migration(args, client, "Migrating")
+    if args.json:
+        print_json({**result, "migration": status})
+    else:
+        print(f"Migration done: {status.get('moved_objects') or 0} objects "
+              f"({human_size(status.get('moved_bytes') or 0)}) moved, {status.get('errors') or 0} errors")
+    return EXIT_OK
+
+
+def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
+    client = _client(args)
+    result = client.call("POST", "cluster/remove-node", {"endpoint": args.node, "force": args.force})
+    node = result["node"]
+    if result.get("message"):
+        if args.json:
+            print_json(result)
+        else:
+            print(result["message"])
+        return EXIT_OK
+    if not args.json:
+        print(f"{'Removed' if args.force else 'Draining'} {node}: generation {result['generation']}, migrating "
+              f"from generation {result['from_generation']}")
+    if args.no_wait:
+        if args.json:
+            print_json(result)
+        else:
+            print(f"Follow it with: buckets-admin cluster migration-status {args.alias}; the node leaves once "
+                  f"the migration is done")
+        return EXIT_OK
+    status = _follow_migration(args, client, "Draining" if not args.force else "Rebuilding")
+    deadline = time.monotonic() + 60.0
+    state = result["state"]
+    while state != "removed" and time.monotonic() < deadline:  # the leader finishes the removal
+        nodes = client.call("GET", "cluster/nodes")["nodes"]
+        state = next((n["state"] for n in nodes if n["endpoint"] == node), "removed")
+        if state != "removed":
+            time.sleep(args.interval)
+    if args.json:
+        print_json({**result, "state": state, "migration": status})
+    else:
+        print(f"Migration done: {status.get('moved_objects') or 0} objects "
+              f"({human_size(status.get('moved_bytes') or 0)}) moved, {status.get('errors') or 0} errors")
+        print(f"{node} is {state}" + (": it can be stopped" if state == "removed" else
+                                      "; it leaves shortly (check with list-nodes)"))
+    return EXIT_OK
+
+
+def _disk_summary(n: dict[str, Any]) -> str:
+    online = sum(1 for d in n["disks"] if d["online"])
+    return f"{online}/{len(n['disks'])}"
+
+
+def cmd_cluster_list_nodes(args: argparse.Namespace) -> int:
+    listing = _client(args).call("GET", "cluster/nodes")
+    if args.json:
+        print_json(listing)
+        return EXIT_OK
+    layout = listing["layout"]
+    print(f"Deployment {listing['deployment_id']}, generation {listing['generation']}, "
+          f"{layout['k']} data + {layout['m']} parity")
+    print(f"Migration: {_migration_line(listing.get('migration'))}")
+    print()
+    table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "SLOTS"],
+          [[n["endpoint"] + ("  (this node)" if n["self"] else ""), n["state"],
+            "online" if n["online"] else "OFFLINE",
+            "leader" if n["leader"] else ("member" if n["raft_member"] else "-"), _disk_summary(n), n["slots"]]
+           for n in listing["nodes"]])
+    return EXIT_OK
+
+
+def cmd_cluster_node_info(args: argparse.Namespace) -> int:
+    name = args.node.split("://", 1)[-1].rstrip("/")
+    listing = _client(args).call("GET", "cluster/nodes")
+    info = next((n for n in listing["nodes"] if n["endpoint"].split("://", 1)[-1] == name), None)
+    if info is None:
+        raise CliError(f"no node {args.node} in the cluster (nodes: "
+                       f"{', '.join(n['endpoint'] for n in listing['nodes'])})")
+    info = {**info, "generation": listing["generation"], "migration": listing.get("migration")}
+    if args.json:
+        print_json(info)
+        return EXIT_OK
+    print(f"Node:      {info['endpoint']}{'  (this node)' if info['self'] else ''}")
+    print(f"State:     {info['state']}, {'online' if info['online'] else 'OFFLINE'}")
+    print(f"Control:   {info['control_address']}, "
+          f"{'leader' if info['leader'] else ('member' if info['raft_member'] else 'not a member')}")
+    print(f"Slots:     {info['slots']} partition slots in generation {info['generation']}")
+    print()
+    table(["DISK", "ID", "ONLINE", "PLACED", "SLOTS"],
+          [[d["endpoint"], d["id"], "online" if d["online"] else "OFFLINE", "yes" if d["placed"] else "no",
+            d["slots"]] for d in info["disks"]])
+    return EXIT_OK
+
+
+def cmd_migration_status(args: argparse.Namespace) -> int:
+    status = _client(args).call("GET", "cluster/migration")
+    if args.json:
+        print_json(status)
+    else:
+        _print_migration(status)
+    return EXIT_OK
+
+
+def cmd_migration_change(args: argparse.Namespace) -> int:
+    body: dict[str, Any] | None = None
+    if args.action == "throttle":
+        body = {}
+        if args.bytes_per_s is not None:
+            body["bytes_per_s"] = args.bytes_per_s
+        if args.objects is not None:
+            body["objects"] = args.objects
+        if not body:
+            raise CliError("give --bytes-per-s N and/or --objects N")
+    status = _client(args).call("POST", f"cluster/migration/{args.action}", body if body is not None else {})
+    if args.json:
+        print_json(status)
+    else:
+        _print_migration(status)
+    return EXIT_OK
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -278,6 +512,41 @@ def build_parser() -> argparse.ArgumentParser:
                           help="always show the progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show it")
     command(heal_group, "status", cmd_heal_status, "progress of the heal pass and repair counters")
+
+    def wait_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--no-wait", action="store_true", help="return once the change is committed")
+        sub.add_argument("--interval", type=float, default=0.5, help="seconds between status polls")
+        sub.add_argument("--wait-timeout", type=float, default=0.0, help="give up waiting after this many seconds")
+        progress = sub.add_mutually_exclusive_group()
+        progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                              help="always show the progress bar")
+        progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show it")
+
+    cluster_group = commands.add_parser("cluster", help="nodes and the migration between generations").add_subparsers(
+        dest="cluster_command", metavar="ACTION", required=True)
+    sub = command(cluster_group, "add-node", cmd_cluster_add_node,
+                  "place a node started with --join, then follow the migration to it")
+    sub.add_argument("node", metavar="URL", help="the node and its disks, e.g. http://127.0.0.5:9000/data{1...4}")
+    wait_flags(sub)
+    sub = command(cluster_group, "remove-node", cmd_cluster_remove_node,
+                  "drain a node (its data moves away first), then it leaves")
+    sub.add_argument("node", metavar="URL", help="the node, e.g. http://127.0.0.5:9000")
+    sub.add_argument("--force", action="store_true",
+                     help="the node is dead: remove it at once; its shards are rebuilt from parity")
+    wait_flags(sub)
+    command(cluster_group, "list-nodes", cmd_cluster_list_nodes, "every node: state, online, role, disks")
+    sub = command(cluster_group, "node-info", cmd_cluster_node_info, "one node and its disks")
+    sub.add_argument("node", metavar="NODE", help="the node's URL or HOST:PORT")
+    command(cluster_group, "migration-status", cmd_migration_status,
+            "progress of the migration: objects and bytes moved, rate, ETA, errors")
+    for action in ("pause", "resume"):
+        sub = command(cluster_group, f"migration-{action}", cmd_migration_change, f"{action} the migration")
+        sub.set_defaults(action=action)
+    sub = command(cluster_group, "migration-throttle", cmd_migration_change,
+                  "limit the migration's bandwidth and concurrency (takes effect within a second)")
+    sub.add_argument("--bytes-per-s", type=int, default=None, metavar="N", help="bytes per second; 0: unlimited")
+    sub.add_argument("--objects", type=int, default=None, metavar="N", help="objects moved at a time")
+    sub.set_defaults(action="throttle")
 
     config_group = commands.add_parser("config", help="settings that can change live").add_subparsers(
         dest="config_command", metavar="ACTION", required=True)

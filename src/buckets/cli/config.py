@@ -54,6 +54,7 @@ class Config:
     metrics_auth: str = "public"  # "public" | "bearer"
     metrics_token: str | None = None  # the bearer token /metrics wants in "bearer" mode
     cluster_secret: str | None = None  # signs peer RPC; None: derived from the root credentials
+    join: str | None = None  # a member's URL: this new node joins that cluster (cluster add-node places it)
     scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
     scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
     shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
@@ -77,8 +78,11 @@ class Config:
 
     @property
     def is_cluster(self) -> bool:
-        """The endpoints name several nodes: ``buckets.cluster.node`` serves this one of them."""
-        return names_cluster(self.endpoints)
+        """The endpoints are URLs: ``buckets.cluster.node`` serves this one of the nodes they
+        name. One node named by URLs (``http://127.0.0.1:9000/data{1...4}``) is a cluster of
+        one, which grows with ``buckets-admin cluster add-node``; plain paths are a single
+        node without a cluster."""
+        return names_cluster(self.endpoints) or any(e.url is not None for e in self.endpoints)
 
     @property
     def disk_paths(self) -> list[str]:
@@ -212,6 +216,24 @@ def _optional_secret(min_length: int, what: str) -> Callable[[object], str | Non
     return parse
 
 
+def _parse_join(value: object) -> str | None:
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return None
+    text = _text(value, "join").strip().rstrip("/")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        port = None
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or port is None \
+            or parts.path or parts.query or parts.fragment:
+        raise ValueError(f"must be a node's URL, http://HOST:PORT, got {value!r}")
+    return text
+
+
 def _positive(parse_number: Callable[[object], float], what: str) -> Callable[[object], float]:
     def parse(value: object) -> float:
         number = parse_number(value)
@@ -333,6 +355,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_secret", "BUCKETS_CLUSTER_SECRET", None, _optional_secret(16, "cluster secret"),
             "secret the nodes of a cluster sign peer requests with, the same on every node, at least "
             "16 characters; unset, it is derived from the root credentials"),
+    Setting("join", "BUCKETS_JOIN", "--join", _parse_join,
+            "URL of a node of a running cluster (http://HOST:PORT) that this new node joins; its "
+            "disk arguments name only its own disks, and `buckets-admin cluster add-node` places "
+            "it; ignored once the node is a member", metavar="URL"),
     Setting("scanner_rate", "BUCKETS_SCANNER_RATE", "--scanner-rate", _decimal(0, "scanner rate"),
             "objects per second the background scanner verifies; 0 turns it off", metavar="N"),
     Setting("scanner_mb_rate", "BUCKETS_SCANNER_MB_RATE", "--scanner-mb-rate",
@@ -461,6 +487,11 @@ def validate(config: Config) -> Config:
             cluster_spec(config.endpoints, host, port, this_host_names(host))
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if config.join is not None:
+        nodes = {(e.host, e.port) for e in config.endpoints}
+        if any(e.url is None for e in config.endpoints) or len(nodes) != 1:
+            raise ConfigError("--join: name only this node's own disks, as URLs "
+                              "(e.g. --join http://127.0.0.1:9000 http://127.0.0.5:9000/srv/n5/d{1...4})")
     if config.metrics_auth == "bearer" and not config.metrics_token:
         raise ConfigError("metrics_auth is bearer but no token is set: set BUCKETS_METRICS_TOKEN "
                           "(or metrics_token in the config file)")

@@ -198,14 +198,37 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     admin = AdminApi(store, config, settings)
     if peer_rpc is None:  # one node: /_buckets/peer/v1/... answers ping and info (a cluster node brings its own)
         peer_rpc = build_node_rpc(store, config)
+    middlewares = [timing_middleware, endpoints.middleware]
+    node = getattr(store, "cluster_node", None)
+    if node is not None:
+        middlewares.append(removed_node_guard(node))
     app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes()],
-                     extra_middlewares=[timing_middleware, endpoints.middleware])
+                     extra_middlewares=middlewares)
     app[METRICS_KEY] = metrics
     guard = connection_guard(config)
     metrics.registry.register(ConnectionCollector(guard))
     runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access"),
                      "guard": guard}
     return app, runner_kwargs
+
+
+def removed_node_guard(node: object):
+    """A node removed from its cluster (``buckets-admin cluster remove-node``) answers S3 with
+    a 503 until it is stopped; peer RPC, health, metrics and the admin API still answer."""
+    from aiohttp import web
+
+    @web.middleware
+    async def guard(request, handler):
+        if getattr(node, "removed", False) and not request.path.startswith(("/_buckets/", "/health", "/metrics")):
+            from buckets.errors import ServiceUnavailable
+            from buckets.s3.errors import error_response
+
+            error = ServiceUnavailable("This node was removed from the cluster: send requests to another node.")
+            return error_response(error, request_id="0", host_id="", resource=request.path,
+                                  head=request.method == "HEAD")
+        return await handler(request)
+
+    return guard
 
 
 def connection_guard(config: Config):
@@ -518,7 +541,10 @@ async def open_cluster_store(config: Config, store_kwargs: dict):
     except BaseException:
         await node.close()
         raise
-    log.info("cluster node %s: waiting for its peers (%d)", node.spec.me.url, len(node.spec.peers))
+    if node.join is not None:
+        log.info("cluster node %s: joining the cluster of %s", node.spec.me.url, node.join)
+    else:
+        log.info("cluster node %s: waiting for its peers (%d)", node.spec.me.url, len(node.clients))
     try:
         store = await node.open_store(**store_kwargs)
     except BaseException as error:

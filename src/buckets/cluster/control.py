@@ -447,6 +447,38 @@ class ControlPlane:
         await self._submit(lambda callback: change(address, callback=callback), f"{kind} member {address}", timeout)
         return True
 
+    async def transfer_leadership(self, *, timeout: float = 5.0) -> bool:
+        """On the leader: hand leadership to the most caught-up follower (Raft TimeoutNow), so
+        that a node leaving the cluster can be removed by the next leader. True once another
+        node leads; False if none took over within ``timeout`` (try again later)."""
+        raft = self._started()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        fired: list[bool] = []
+
+        def on_tick() -> None:  # pysyncobj's thread: its state is only touched there
+            if not fired:
+                fired.append(True)
+                raft.transferLeadership(None, callback=functools.partial(self._handback, loop, future))
+
+        raft.addOnTickCallback(on_tick)
+        try:
+            _, error = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            raft.removeOnTickCallback(on_tick)
+        if error != FAIL_REASON.SUCCESS:
+            return False
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            status = raft.published_status
+            if status is not None and status.leader is not None and status.leader != self.config.address:
+                log.info("control plane: leadership handed to %s", status.leader)
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
     # --- status ---------------------------------------------------------------------------------
     async def wait_leader(self, timeout: float | None = None) -> str:
         """Wait until a leader is known here; return its address or raise NoQuorum."""

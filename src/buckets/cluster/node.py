@@ -34,8 +34,9 @@ from typing import Any
 from buckets import errors
 from buckets.cluster.catalog import UPLOADS, ClusterCatalog, ClusterUserTable, index_bucket
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
-from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
+from buckets.cluster.control_records import REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
+from buckets.cluster import membership
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
@@ -55,6 +56,9 @@ FORMATION_TIMEOUT = 120.0
 # the probes and their disks count as offline until they answer.
 RESTART_GRACE = 5.0
 PEER_DISKS_INTERVAL = 0.5  # how often a node looks for peers that came back (see _disks_follow_peers)
+# How often a node looks at the control plane for a new topology (and, on the leader, for a
+# drained node to remove); the snapshot is a local reference, so a look costs nothing.
+FOLLOW_INTERVAL = 0.2
 # The index replica's peer methods, registered before the store (and the replica) exists.
 INDEX_METHODS = tuple(IndexReplica.__new__(IndexReplica).handlers())
 
@@ -86,6 +90,17 @@ class ClusterNode:
     _store: Any = None  # set once the store is open and the node serves; None again once it stops
     _stopping: bool = False
     _replicas: dict[str, list[str]] = field(default_factory=dict)
+    # Membership (``buckets.cluster.membership``): the nodes this node knew at its last run
+    # (its membership file; None for a node that was never a member), the seed of --join.
+    known: dict | None = None
+    join: str | None = None
+    join_info: dict | None = None
+    deployment_id: str | None = None
+    topology: TopologyRecord | None = None  # the one this node applied last
+    removed: bool = False  # this node was removed from the cluster: S3 answers 503
+    migration: Any = None  # the migration coordinator (``buckets.cluster.migration``), once started
+    _node_of_disk: dict[str, str] = field(default_factory=dict)
+    _follow: asyncio.Task | None = None
 
     # -- 1. wiring ------------------------------------------------------------------------
     @classmethod
@@ -99,7 +114,30 @@ class ClusterNode:
         except ValueError as exc:
             raise ClusterStartError(str(exc)) from None
         secret = cluster_secret(config.cluster_secret, config.root_user, config.root_password)
+        try:
+            known = membership.read_members(spec.me.paths[0])
+        except errors.FormatError as exc:
+            raise ClusterStartError(str(exc)) from None
+        join = getattr(config, "join", None)
+        if known is not None:
+            me = next((n for n in known["nodes"] if n.endpoint == spec.me.url), None)
+            if me is not None and me.state == REMOVED:
+                raise ClusterStartError(f"{spec.me.url} was removed from the cluster (deployment "
+                                        f"{known['deployment_id']}); to add it back, wipe its disks and start "
+                                        f"it with --join")
+            join = None  # a member restarts from its membership file, whatever the command line says
+        elif join is not None:
+            if join.rstrip("/") == spec.me.url:
+                raise ClusterStartError("--join names this node itself: name a node of the running cluster")
         clients = {peer.url: PeerClient(peer.url, secret) for peer in spec.peers}
+        if known is not None:
+            # The peers are the control plane's nodes as last applied here (a removed node's
+            # disks stay reachable while an object may still name them).
+            for n in known["nodes"]:
+                if n.endpoint != spec.me.url and n.endpoint not in clients:
+                    clients[n.endpoint] = PeerClient(n.endpoint, secret)
+        elif join is not None:
+            clients[join] = PeerClient(join, secret)
         disks: list[Disk] = []
         disk_nodes: list[str] = []
         local: dict[str, LocalDisk] = {}
@@ -115,10 +153,13 @@ class ClusterNode:
                 disks.append(disk)
                 disk_nodes.append(node_id_of(node))
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
-        self = cls(spec, secret, clients, disks, disk_nodes, rpc, config)
+        self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join)
+        if known is not None:
+            self.deployment_id = known["deployment_id"]
         self._served = list(local.values())
         DiskService(local).register(rpc)
         rpc.register("node", "hello", self._hello)
+        rpc.register("cluster", "join_info", self._join_info)
         register_node_info(rpc, config, lambda: self._store, disks=len(disks))
         # Every service is registered up front: a peer that calls the index while this node
         # starts gets a typed, retryable "not ready", never "no peer method".
@@ -136,13 +177,41 @@ class ClusterNode:
         return handle
 
     async def _hello(self, args: dict) -> dict:
-        return {"url": self.spec.me.url, "fingerprint": self.spec.fingerprint()}
+        own = [d for d in self.disks if isinstance(d, LocalDisk)]
+        return {"url": self.spec.me.url, "fingerprint": self.spec.fingerprint(),
+                "deployment": self.deployment_id or "",
+                "disks": [{"id": d.disk_id, "path": p} for p, d in zip(self.spec.me.paths, own)]
+                if self.deployment_id else [],
+                "member": self.known is not None or self._store is not None}
+
+    async def _join_info(self, args: dict) -> dict:
+        control = self.control
+        if control is None or control.snapshot.topology is None or self._store is None:
+            raise PeerNotReady(f"{self.spec.me.url} is starting: ask again shortly")
+        return membership.join_info(control)
+
+    def disk_by_id(self, disk_id: str) -> Disk | None:
+        store = self._store
+        if store is not None:
+            return store.by_id.get(disk_id)
+        return next((d for d in self.disks if d.disk_id == disk_id), None)
+
+    @property
+    def member_urls(self) -> list[str]:
+        """The nodes that count for a majority: the control plane's (not removed), or the
+        command line's before this node ever applied a topology."""
+        topology = self.topology
+        if topology is None and self.known is not None:
+            return [n.endpoint for n in self.known["nodes"] if n.state != REMOVED]
+        if topology is None:
+            return [n.url for n in self.spec.nodes]
+        return [n.endpoint for n in topology.nodes if n.state != REMOVED]
 
     # -- 2. forming the cluster ------------------------------------------------------------
     def majority_peers(self) -> int:
         """How many peers must answer for this node to be part of a majority of the nodes
         (what the control plane and, with the index's 2 of 3, the write quorum need)."""
-        return len(self.spec.nodes) // 2
+        return len(self.member_urls) // 2
 
     async def wait_for_peers(self, need: int | None = None, *, timeout: float = FORMATION_TIMEOUT,
                              grace: float = RESTART_GRACE) -> list[str]:
@@ -151,9 +220,11 @@ class ClusterNode:
         ``grace`` seconds more, then are left to the health probes. Returns the peers that
         did not answer."""
         loop = asyncio.get_running_loop()
-        need = len(self.clients) if need is None else min(need, len(self.clients))
+        members = set(self.member_urls)
+        peers = {url: client for url, client in self.clients.items() if url in members}
+        need = len(peers) if need is None else min(need, len(peers))
         deadline = loop.time() + timeout
-        pending = dict(self.clients)
+        pending = dict(peers)
         last: dict[str, str] = {}
         enough_at: float | None = None
 
@@ -166,7 +237,13 @@ class ClusterNode:
                                             f"started with different cluster secrets") from None
                 last[url] = str(exc)
                 return
-            if ans.get("fingerprint") != self.spec.fingerprint():
+            if self.known is not None:
+                # A member restarting: its peers are the control plane's, whatever their command
+                # lines; they must belong to the same deployment.
+                if ans.get("deployment") and ans.get("deployment") != self.deployment_id:
+                    raise ClusterStartError(f"{url} belongs to deployment {ans.get('deployment')}, this node "
+                                            f"to {self.deployment_id}")
+            elif ans.get("fingerprint") != self.spec.fingerprint():
                 raise ClusterStartError(f"{url} was started with a different endpoint list; start every "
                                         f"node with the same list, in the same order")
             pending.pop(url, None)
@@ -176,17 +253,17 @@ class ClusterNode:
             if not pending:
                 return []
             now = loop.time()
-            if len(self.clients) - len(pending) >= need:
+            if len(peers) - len(pending) >= need:
                 enough_at = now if enough_at is None else enough_at
                 if now - enough_at >= grace:
                     log.warning("starting with %d of %d nodes: %s did not answer (%s); their disks count "
-                                "as offline until they do", len(self.spec.nodes) - len(pending),
-                                len(self.spec.nodes), ", ".join(pending),
+                                "as offline until they do", len(peers) + 1 - len(pending),
+                                len(peers) + 1, ", ".join(pending),
                                 "; ".join(last.get(u, "no answer") for u in pending))
                     return list(pending)
             if now >= deadline:
                 waiting = ", ".join(f"{u} ({last.get(u, 'no answer')})" for u in pending)
-                raise ClusterStartError(f"{len(self.clients) - len(pending)} of {len(self.clients)} peers "
+                raise ClusterStartError(f"{len(peers) - len(pending)} of {len(peers)} peers "
                                         f"answered within {timeout:g}s, {need} needed: {waiting}")
             await asyncio.sleep(0.5)
         return []
@@ -210,12 +287,25 @@ class ClusterNode:
         # count. A restart needs a majority only: the disks are formatted already, the control
         # plane commits with a majority, and a missing node's disks are offline until it answers.
         restart = await self._restarting()
-        await self.wait_for_peers(self.majority_peers() if restart else None)
-        first = self.spec.self_index == 0
-        if not first and not restart:
-            await self._wait_formatted()
-        parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=first,
-                             table=self._start_control, catalog=self._catalog, users=self._users)
+        if self.join is not None:
+            # A new node: not a member yet. It formats its own disks for the seed's deployment and
+            # opens its store once `cluster add-node` placed it; meanwhile it serves its disks.
+            await self._join()
+            parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=False,
+                                 table=self._start_joined_control, catalog=self._catalog, users=self._users)
+        elif self.known is not None:
+            # A member restarting: peers, disks and Raft members come from the control plane
+            # (its membership file); a majority of them must answer.
+            await self.wait_for_peers(self.majority_peers())
+            parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=False,
+                                 table=self._start_member_control, catalog=self._catalog, users=self._users)
+        else:
+            await self.wait_for_peers(self.majority_peers() if restart else None)
+            first = self.spec.self_index == 0
+            if not first and not restart:
+                await self._wait_formatted()
+            parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=first,
+                                 table=self._start_control, catalog=self._catalog, users=self._users)
         try:
             store = await Store.open_disks(self.disks, cluster=parts, **store_kwargs)
         except NotFormatted:
@@ -227,6 +317,7 @@ class ClusterNode:
                                                                   name="peer-disks")
         store.cluster_node = self  # for /health/cluster and buckets-admin info
         self._store = store  # from here on the index service answers its peers
+        self._follow = asyncio.get_running_loop().create_task(self._follow_topology(store), name="topology")
         return store
 
     async def _disks_follow_peers(self, store: Any, interval: float = PEER_DISKS_INTERVAL) -> None:
@@ -319,8 +410,174 @@ class ClusterNode:
         if topology.deployment_id != boot.deployment_id:
             raise ClusterStartError(f"the control plane belongs to deployment {topology.deployment_id}, "
                                     f"the disks to {boot.deployment_id}")
-        self.table = topology.partition_table()
-        return self.table
+        return self._adopt(topology, store)
+
+    # -- 2b. joining a running cluster, restarting as a member ------------------------------
+    async def _join(self, timeout: float = FORMATION_TIMEOUT) -> None:
+        """Ask the seed (``--join``) for the deployment, format this node's own disks for it."""
+        assert self.join is not None
+        seed = self.clients[self.join]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                info = await seed.call("cluster", "join_info", {"url": self.spec.me.url}, timeout=5.0)
+                break
+            except errors.BucketsError as exc:
+                if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
+                    raise ClusterStartError(f"{self.join} refused this node's signature: start it with the "
+                                            f"cluster's secret (BUCKETS_CLUSTER_SECRET or the same root "
+                                            f"credentials)") from None
+                if loop.time() >= deadline:
+                    raise ClusterStartError(f"{self.join} (--join) did not answer within {timeout:g}s: "
+                                            f"{exc}") from None
+                log.info("waiting for %s (--join) to answer: %s", self.join, exc)
+                await asyncio.sleep(1.0)
+        nodes = [NodeRecord.from_wire(n) for n in info["nodes"]]
+        mine = next((n for n in nodes if n.endpoint == self.spec.me.url), None)
+        own = [d for d in self.disks if isinstance(d, LocalDisk)]
+        if mine is not None and mine.state == REMOVED:
+            from buckets.engine.bootstrap import read_disk_format
+
+            if any(p is not None for p in await asyncio.gather(*(read_disk_format(d) for d in own))):
+                raise ClusterStartError(f"{self.spec.me.url} was removed from this cluster: to add it back, "
+                                        f"wipe its disks first")
+        try:
+            ids = await membership.format_for_join(own, info, sync=getattr(self.config, "sync", True))
+        except errors.FormatError as exc:
+            raise ClusterStartError(str(exc)) from None
+        for disk, disk_id in zip(own, ids):
+            disk.disk_id = disk_id
+        self.deployment_id = info["deployment_id"]
+        self.join_info = info
+        for n in nodes:
+            if n.endpoint != self.spec.me.url and n.state != REMOVED and n.endpoint not in self.clients:
+                self.clients[n.endpoint] = PeerClient(n.endpoint, self.secret)
+        log.info("joining deployment %s through %s (generation %d, %d nodes): waiting to be added with "
+                 "`buckets-admin cluster add-node ALIAS %s`", self.deployment_id, self.join, info["generation"],
+                 len(nodes), " ".join(self.config.paths))
+
+    def _control_plane(self, members: list[str]) -> ControlPlane:
+        me = self.spec.me
+        first_local = next(d for d in self.disks if isinstance(d, LocalDisk))
+        address = control_address(me.url)
+        return ControlPlane(ControlConfig(address=address, members=tuple(dict.fromkeys([*members, address])),
+                                          secret=self.secret, directory=control_directory(first_local.root)))
+
+    async def _start_joined_control(self, store: Any, boot: Any) -> PartitionTable:
+        """Raft with the members as partners (they accept it once add-node adds it); wait, as
+        long as it takes, until the topology places this node."""
+        assert self.join_info is not None
+        self.control = self._control_plane(list(self.join_info["members"]))
+        await self.control.start()
+        loop = asyncio.get_running_loop()
+        said = loop.time()
+        while True:
+            topology = self.control.snapshot.topology
+            mine = topology.node(self.spec.me.url) if topology is not None else None
+            if mine is not None and mine.placed:
+                break
+            if loop.time() - said >= 30.0:
+                said = loop.time()
+                log.info("still waiting to be added: run `buckets-admin cluster add-node ALIAS %s` on any node",
+                         " ".join(self.config.paths))
+            await asyncio.sleep(0.2)
+        if topology.deployment_id != boot.deployment_id:
+            raise ClusterStartError(f"the control plane belongs to deployment {topology.deployment_id}, "
+                                    f"the disks to {boot.deployment_id}")
+        log.info("added to the cluster: generation %d", topology.generation)
+        return self._adopt(topology, store)
+
+    async def _start_member_control(self, store: Any, boot: Any) -> PartitionTable:
+        """A restart: Raft with the members of the membership file; the topology is the one
+        the journal replays (or the leader sends)."""
+        assert self.known is not None
+        self.control = self._control_plane([n.control_address for n in self.known["nodes"] if n.state != REMOVED])
+        await self.control.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FORMATION_TIMEOUT
+        while self.control.snapshot.topology is None:
+            if loop.time() >= deadline:
+                raise ClusterStartError(f"the control plane did not replay its topology within "
+                                        f"{FORMATION_TIMEOUT:g}s: is a majority of the nodes running?")
+            await asyncio.sleep(0.1)
+        topology = self.control.snapshot.topology
+        if topology.deployment_id != boot.deployment_id:
+            raise ClusterStartError(f"the control plane belongs to deployment {topology.deployment_id}, "
+                                    f"the disks to {boot.deployment_id}")
+        mine = topology.node(self.spec.me.url)
+        if mine is not None and mine.state == REMOVED:
+            raise ClusterStartError(f"{self.spec.me.url} was removed from the cluster")
+        return self._adopt(topology, store)
+
+    # -- 2c. following the control plane's topology -----------------------------------------
+    def _adopt(self, topology: TopologyRecord, store: Any) -> PartitionTable:
+        """Make ``topology`` this node's: a RemoteDisk for every disk it does not have yet
+        (old generations' disks stay: entries may still name them), the current table for new
+        writes, the peers and their probes, the membership file."""
+        from buckets.cluster.remotedisk import RemoteDisk
+
+        me = self.spec.me.url
+        for n in topology.nodes:
+            if n.endpoint == me:
+                continue
+            client = self.clients.get(n.endpoint)
+            if client is None:
+                client = self.clients[n.endpoint] = PeerClient(n.endpoint, self.secret)
+            for d in n.disks:
+                if d.disk_id in store.by_id:
+                    continue
+                disk = RemoteDisk(client, d.path, f"{n.endpoint}{d.path}", d.disk_id)
+                store.disks.append(disk)
+                store.by_id[d.disk_id] = disk
+                self.disks.append(disk)
+                self.disk_nodes.append(n.node_id)
+        self._node_of_disk = {d.disk_id: n.node_id for n in topology.nodes for d in n.disks}
+        table = topology.partition_table()
+        self.table = table
+        store.table = table
+        self._replicas.clear()
+        previous, self.topology = self.topology, topology
+        self.deployment_id = topology.deployment_id
+        mine = topology.node(me)
+        removed = mine is not None and mine.state == REMOVED
+        if removed and not self.removed:
+            log.warning("this node was removed from the cluster: S3 requests are answered 503")
+        self.removed = removed
+        if previous is None or previous.generation != topology.generation or previous.nodes != topology.nodes:
+            first_local = next(d for d in self.disks if isinstance(d, LocalDisk))
+            try:
+                membership.write_members(first_local.root, topology)
+            except OSError as exc:
+                log.warning("cannot write the membership file: %s", exc)
+            self.known = {"deployment_id": topology.deployment_id, "generation": topology.generation,
+                          "nodes": topology.nodes}
+            if previous is not None:
+                log.info("topology: generation %d, nodes %s", topology.generation,
+                         ", ".join(f"{n.endpoint} ({n.state})" for n in topology.nodes))
+        return table
+
+    async def _follow_topology(self, store: Any, interval: float = FOLLOW_INTERVAL) -> None:
+        """Apply every topology change the control plane commits; on the leader, finish the
+        removal of drained nodes."""
+        assert self.control is not None
+        loop = asyncio.get_running_loop()
+        next_finish = loop.time()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                topology = self.control.snapshot.topology
+                if topology is not None and topology is not self.topology:
+                    self._adopt(topology, store)
+                if loop.time() >= next_finish:
+                    next_finish = loop.time() + 1.0
+                    await membership.finish_removals(self)
+            except asyncio.CancelledError:
+                raise
+            except errors.BucketsError as exc:  # no majority, a change refused: try again next time
+                log.info("membership: %s", exc)
+            except Exception:  # noqa: BLE001 - the loop must survive a bug in one look
+                log.exception("following the topology failed")
 
     def status(self) -> dict:
         """Every node as this node sees it: online, control-plane leader, disks; plus the
@@ -331,20 +588,25 @@ class ClusterNode:
         for d, n in zip(self.disks, self.disk_nodes):
             online_disks[n] = online_disks.get(n, 0) + (1 if d.online else 0)
         nodes = []
-        for node in self.spec.nodes:
-            me = node is self.spec.me
-            client = self.clients.get(node.url)
+        topology = self.topology
+        listed = ([(n.endpoint, len(n.disks), n.state) for n in topology.nodes] if topology is not None
+                  else [(n.url, len(n.paths), "active") for n in self.spec.nodes])
+        for url, disks, state in listed:
+            me = url == self.spec.me.url
+            client = self.clients.get(url)
             nodes.append({
-                "endpoint": node.url, "self": me,
+                "endpoint": url, "self": me, "state": state,
                 "online": True if me else (client is not None and client.state.value == "online"),
-                "leader": leader is not None and control_address(node.url) == leader,
-                "disks_total": len(node.paths), "disks_online": online_disks.get(node_id_of(node), 0),
+                "leader": leader is not None and control_address(url) == leader,
+                "disks_total": disks, "disks_online": online_disks.get(url, 0),
             })
+        members = [n for n in nodes if n["state"] != REMOVED]
         return {
             "nodes": nodes,
-            "nodes_total": len(nodes),
-            "nodes_online": sum(1 for n in nodes if n["online"]),
+            "nodes_total": len(members),
+            "nodes_online": sum(1 for n in members if n["online"]),
             "generation": control.generation if control is not None else None,
+            "migration": self.migration_summary(),
             "control": control.as_dict() if control is not None else None,
             "has_quorum": bool(control and control.has_quorum),
             "index": {"read_repairs": self.index.read_repairs if self.index else 0,
@@ -355,7 +617,7 @@ class ClusterNode:
         """How many whole nodes may fail with every object still readable and writable, every
         index still answering and the control plane keeping its majority."""
         assert self.table is not None
-        node_of = {d.disk_id: n for d, n in zip(self.disks, self.disk_nodes)}
+        node_of = self._node_of_disk
         worst = 1
         for row in self.table.rows:
             per_node: dict[str, int] = {}
@@ -364,7 +626,7 @@ class ClusterNode:
             worst = max(worst, max(per_node.values()))
         write_spare = m - (1 if k == m else 0)  # the write quorum is k, or k + 1 when k == m
         shards = write_spare // worst
-        nodes = len(self.spec.nodes)
+        nodes = len(self.member_urls)
         majority = (nodes - 1) // 2
         index = min(INDEX_REPLICAS, nodes) - (min(INDEX_REPLICAS, nodes) // 2 + 1)
         return max(0, min(shards, majority, index))
@@ -373,13 +635,35 @@ class ClusterNode:
         assert self.table is not None
         me = self.spec.me
         layout = self.control.snapshot.topology.layout if self.control and self.control.snapshot.topology else None
-        lines = [f"Cluster:     {len(self.spec.nodes)} nodes, this is {me.url}"]
-        for n in self.spec.nodes:
-            lines.append(f"  {n.url}  {len(n.paths)} disks{'  (this node)' if n is me else ''}")
+        topology = self.topology
+        nodes = topology.nodes if topology is not None else ()
+        members = [n for n in nodes if n.state != REMOVED]
+        generation = topology.generation if topology is not None else 0
+        lines = [f"Cluster:     {len(members)} node{'s' if len(members) != 1 else ''}, generation {generation}, "
+                 f"this is {me.url}"]
+        for n in nodes:
+            lines.append(f"  {n.endpoint}  {len(n.disks)} disks  {n.state}"
+                         f"{'  (this node)' if n.endpoint == me.url else ''}")
+        lines.append(f"Migration:   {self.migration_line()}")
         if layout is not None:
             lines.append(f"Tolerates:   {self.tolerated_node_failures(layout.k, layout.m)} node failure(s) "
                          f"for reads and writes")
         return "\n".join(lines)
+
+    def migration_summary(self) -> dict | None:
+        control = self.control
+        record = control.snapshot.jobs.get(membership.JOB_KEY) if control is not None else None
+        if record is None or not isinstance(record.value, dict):
+            return None
+        job = record.value
+        return {k: job.get(k) for k in ("state", "from_gen", "to_gen", "moved_objects", "moved_bytes", "errors")}
+
+    def migration_line(self) -> str:
+        job = self.migration_summary()
+        if job is None:
+            return "none"
+        return (f"{job['state']}, generation {job['from_gen']} -> {job['to_gen']}, {job['moved_objects'] or 0} "
+                f"objects ({job['moved_bytes'] or 0} bytes) moved, {job['errors'] or 0} errors")
 
     def replicas_of(self, bucket: str) -> list[str]:
         """The index replicas of a bucket: the first 3 distinct nodes of its partition's row."""
@@ -400,7 +684,6 @@ class ClusterNode:
 
     def _catalog(self, store: Any) -> ClusterCatalog:
         assert self.control is not None
-        self._node_of_disk = {d.disk_id: n for d, n in zip(self.disks, self.disk_nodes)}
         self.index = ReplicatedIndex(node_id_of(self.spec.me), IndexReplica(store.registry), self._transport,
                                      self.replicas_of)
         return ClusterCatalog(self.control, self.index)
@@ -417,14 +700,20 @@ class ClusterNode:
         that uses the store (anti-entropy, read repairs), so none runs into a closed registry."""
         self._stopping = True
         self._store = None
-        tasks, self._entropy, self._peer_disks = (self._entropy, self._peer_disks), None, None
-        for task in tasks:
+        for task in (self._entropy, self._follow, self._peer_disks):
             if task is not None:
                 task.cancel()
                 try:
                     await task
                 except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                     pass
+        self._entropy = self._follow = self._peer_disks = None
+        migration, self.migration = self.migration, None
+        if migration is not None:
+            try:
+                await migration.stop()
+            except Exception:  # noqa: BLE001 - shutting down
+                log.exception("stopping the migration coordinator")
         if self.index is not None:
             await self.index.close()
 

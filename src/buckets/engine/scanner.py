@@ -319,14 +319,21 @@ class Scanner:
         except (DiskError, FormatError) as exc:
             disk.mark_offline(str(exc))
             return
+        # A disk the cluster added after this node started (``buckets.cluster.node``) is past the
+        # format's slots: it is known by its id, and only its own node re-formats it.
+        added = slot >= len(ref.disk_ids)
+        expected = disk.disk_id if added else ref.disk_ids[slot]
         if fmt is not None:
-            if fmt.deployment_id != ref.deployment_id or fmt.disk_id != ref.disk_ids[slot]:
+            if fmt.deployment_id != ref.deployment_id or fmt.disk_id != expected:
                 disk.mark_offline(f"{disk.endpoint} now holds disk {fmt.disk_id} of deployment "
-                                  f"{fmt.deployment_id}, not this slot's disk {ref.disk_ids[slot]}")
+                                  f"{fmt.deployment_id}, not this slot's disk {expected}")
                 return
             if disk.online:
                 return
             log.warning("disk %s is back online: refilling what was written while it was away", disk.endpoint)
+        elif added:
+            disk.mark_offline(f"{disk.endpoint} has no format: its own node formats it again")
+            return
         else:
             # no format file: wiped/replaced while running, or its root is still missing
             try:

@@ -1,0 +1,83 @@
+"""The cluster membership endpoints of the admin API (under ``/_buckets/admin/v1/``, root only).
+
+===========  ==================================  =============================================
+method       path (after the prefix)             what
+===========  ==================================  =============================================
+GET          ``cluster/nodes``                   every node: state, online, Raft role, disks
+                                                 (placed, partition slots), the generation and
+                                                 the migration in progress
+POST         ``cluster/add-node``                ``{"endpoint": "http://h:p", "paths": [...]}``:
+                                                 place a node started with ``--join``; a new
+                                                 generation and the migration to it
+POST         ``cluster/remove-node``             ``{"endpoint": "http://h:p", "force": false}``:
+                                                 drain the node (a generation without its
+                                                 disks, the migration), then it leaves;
+                                                 ``force``: a dead node leaves at once
+===========  ==================================  =============================================
+
+Any node answers: the changes are control-plane commands, forwarded to the Raft leader. A
+change while a migration runs answers 409 ``MigrationInProgress``. The orchestration is
+``buckets.cluster.membership``; ``routes(store)`` gives ``AdminApi`` its table rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from buckets import errors
+from buckets.cluster import membership
+
+
+def _answer(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(payload, default=str) + "\n",
+                        content_type="application/json")
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    if not body:
+        return {}
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidArgument("the request body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise errors.InvalidArgument("the request body must be a JSON object")
+    return document
+
+
+class ClusterApi:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @property
+    def node(self) -> Any:
+        node = getattr(self.store, "cluster_node", None)
+        if node is None or getattr(node, "control", None) is None or node.control.snapshot.topology is None:
+            raise membership.NotACluster()
+        return node
+
+    async def list_nodes(self, request: web.Request, body: bytes) -> web.Response:
+        return _answer(membership.describe_nodes(self.node))
+
+    async def add_node(self, request: web.Request, body: bytes) -> web.Response:
+        document = _json_body(body)
+        return _answer(await membership.add_node(self.node, document.get("endpoint"), document.get("paths")))
+
+    async def remove_node(self, request: web.Request, body: bytes) -> web.Response:
+        document = _json_body(body)
+        return _answer(await membership.remove_node(self.node, document.get("endpoint"),
+                                                    document.get("force", False)))
+
+
+def routes(store: Any) -> list[tuple[Any, dict[str, Any], str]]:
+    """The rows ``AdminApi`` adds to its table."""
+    api = ClusterApi(store)
+    return [
+        (re.compile(r"cluster/nodes"), {"GET": api.list_nodes}, "cluster.nodes"),
+        (re.compile(r"cluster/add-node"), {"POST": api.add_node}, "cluster.add_node"),
+        (re.compile(r"cluster/remove-node"), {"POST": api.remove_node}, "cluster.remove_node"),
+    ]

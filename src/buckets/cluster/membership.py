@@ -1,0 +1,378 @@
+"""Membership: nodes join and leave a running cluster, one at a time.
+
+Three pieces, used by ``ClusterNode`` (``buckets.cluster.node``) and the admin API
+(``buckets.admin.cluster_api``):
+
+- **The membership file** (``members.json`` beside the Raft journal on the node's first disk):
+  the control plane's node list as this node last applied it. On a restart it names the
+  peers, their disks and the Raft members before the control plane has replayed its journal;
+  the command line then only names this node's own disks (and, the first time, the seed).
+  The control plane stays the source of truth: the file is rewritten on every topology
+  change this node applies.
+- **Joining**: a new node asks a member for ``cluster/join_info`` (peer RPC, signed with the
+  cluster secret like every peer call): the deployment id, the erasure layout, the nodes and
+  the Raft members. It formats its own empty disks for that deployment (each disk's format
+  names this node's disks only: the partition table, not the format, says where shards go).
+- **Changes** (``add_node``, ``remove_node``), run by whichever node the operator's admin
+  call reached; every control-plane change is forwarded to the Raft leader:
+
+  add-node: hello-check the new node (same secret, joined this deployment, the disks the
+  operator named), ``add_member`` its Raft address, commit generation g+1 with the node
+  ACTIVE (its table built from g's, so only what must move moves), start the migration.
+
+  remove-node: the node DRAINING in generation g+1 (no disk of it placed), migration; once
+  the migration to g+1 is done, ``finish_removals`` (on the leader) sets it REMOVED and
+  removes it from Raft. ``--force`` (a dead node): REMOVED in g+1 at once, out of Raft; the
+  migration rebuilds its shards from parity on their new disks.
+
+A second change while a migration runs is refused with 409 ``MigrationInProgress``: one
+``from_gen -> to_gen`` at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from buckets import errors
+from buckets.cluster.control import control_address, control_directory
+from buckets.cluster.control_records import (
+    ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint,
+)
+from buckets.errors import define_error
+
+log = logging.getLogger("buckets.cluster")
+
+MEMBERS_FILE = "members.json"
+JOB_KEY = "migration"
+
+NodeUnreachable = define_error(
+    "NodeUnreachable", "ServiceUnavailable", 503,
+    "The node did not answer: start it with --join first, then add it.")
+NodeRefused = define_error(
+    "NodeRefused", "NodeRefused", 409,
+    "The node refused this cluster's signature: it was started with another cluster secret.")
+NodeNotJoined = define_error(
+    "NodeNotJoined", "NodeNotJoined", 409,
+    "The node is not joining this cluster: start it with --join and this cluster's URL.")
+NotACluster = define_error(
+    "NotACluster", "InvalidRequest", 400,
+    "This server is not a cluster node: start it with node URLs (http://HOST:PORT/path).")
+
+
+# --- the membership file ----------------------------------------------------------------------
+def members_path(first_disk_root: str) -> str:
+    return os.path.join(control_directory(first_disk_root), MEMBERS_FILE)
+
+
+def read_members(first_disk_root: str) -> dict | None:
+    """``{deployment_id, generation, nodes: [NodeRecord]}`` or None (no file: never a member).
+    A damaged file refuses the start: it is this node's only record of its peers."""
+    path = members_path(first_disk_root)
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+        nodes = tuple(NodeRecord.from_wire(n) for n in doc["nodes"])
+        return {"deployment_id": str(doc["deployment_id"]), "generation": int(doc["generation"]), "nodes": nodes}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise errors.FormatError(f"{path}: unreadable membership file ({exc}); it is rewritten from the "
+                                 f"control plane: restore it from another node's copy with this node's "
+                                 f"own entry, or start with --join again") from None
+
+
+def write_members(first_disk_root: str, topology: TopologyRecord) -> None:
+    """Atomically (temp file, fsync, rename, directory fsync), like the Raft metadata."""
+    path = members_path(first_disk_root)
+    doc = {"deployment_id": topology.deployment_id, "generation": topology.generation,
+           "nodes": [n.to_wire() for n in topology.nodes]}
+    data = json.dumps(doc, indent=1, sort_keys=True).encode()
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- joining ----------------------------------------------------------------------------------
+def join_info(control: Any) -> dict:
+    """What a member tells a joining node (``cluster/join_info``)."""
+    topology = control.snapshot.topology
+    status = control.status()
+    return {"deployment_id": topology.deployment_id, "layout": topology.layout.to_wire(),
+            "generation": topology.generation, "nodes": [n.to_wire() for n in topology.nodes],
+            "members": [m.address for m in status.members]}
+
+
+async def format_for_join(disks: list, info: dict, sync: bool = True) -> list[str]:
+    """Format this node's own empty disks for the deployment of ``info``; disks already
+    formatted for it (a restart before add-node) are kept. Returns the disk ids."""
+    from buckets.engine.bootstrap import read_disk_format
+    from buckets.storage.format import DiskFormat, new_format, new_ids
+
+    deployment = info["deployment_id"]
+    layout = Layout.from_wire(info["layout"])
+    probes = await asyncio.gather(*(read_disk_format(d) for d in disks))
+    for d, p in zip(disks, probes):
+        if isinstance(p, str):
+            raise errors.FormatError(f"{d.endpoint} is unusable: {p}")
+        if isinstance(p, DiskFormat) and p.deployment_id != deployment:
+            raise errors.FormatError(f"{d.endpoint} belongs to deployment {p.deployment_id}, the cluster at "
+                                     f"--join is {deployment}: give the joining node empty disks")
+    formats = [p for p in probes if isinstance(p, DiskFormat)]
+    if formats and len(formats) == len(disks):
+        return list(formats[0].disks)
+    if formats:
+        ids = list(formats[0].disks)
+        if len(ids) != len(disks):
+            raise errors.FormatError(f"this node's disks were formatted as {len(ids)} disks, {len(disks)} are given")
+    else:
+        _, ids = new_ids(len(disks))
+    for slot, (d, p) in enumerate(zip(disks, probes)):
+        if p is None:
+            fmt = new_format(slot, ids, deployment, layout.k, layout.m, layout.block_size, layout.partitions)
+            await d.write_format(fmt.to_json(), create_root=True, sync=sync)
+    log.info("formatted %d disks for deployment %s (joining)", len(disks), deployment)
+    return ids
+
+
+# --- the operator's changes ---------------------------------------------------------------------
+def normalize_endpoint(value: Any) -> str:
+    """``http://host:port`` from what the operator typed (a trailing slash, no scheme)."""
+    if not isinstance(value, str) or not value.strip():
+        raise errors.InvalidArgument("name the node by its URL, http://HOST:PORT")
+    text = value.strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        return check_endpoint(text)
+    except ValueError as exc:
+        raise errors.InvalidArgument(str(exc)) from None
+
+
+def find_node(topology: TopologyRecord, name: str) -> NodeRecord:
+    """A node by URL or host:port."""
+    wanted = normalize_endpoint(name)
+    netloc = urlsplit(wanted).netloc
+    for n in topology.nodes:
+        if n.endpoint == wanted or urlsplit(n.endpoint).netloc == netloc:
+            return n
+    from buckets.cluster.control import NoSuchNode
+
+    raise NoSuchNode(f"no node {name} in the cluster (nodes: {', '.join(n.endpoint for n in topology.nodes)})")
+
+
+def _migration_active(snapshot: Any) -> dict | None:
+    record = snapshot.jobs.get(JOB_KEY)
+    if record is not None and isinstance(record.value, dict) and record.value.get("state") in ("running", "paused"):
+        return record.value
+    return None
+
+
+def _refuse_while_migrating(snapshot: Any) -> None:
+    from buckets.cluster.migration import MigrationInProgress
+
+    job = _migration_active(snapshot)
+    if job is not None:
+        raise MigrationInProgress(f"the migration from generation {job.get('from_gen')} to {job.get('to_gen')} is "
+                                  f"{job.get('state')}: run this change once `buckets-admin cluster "
+                                  f"migration-status` says done")
+
+
+async def hello(node: Any, endpoint: str) -> dict:
+    """``node/hello`` of ``endpoint``, with the answers an operator can act on."""
+    from buckets.cluster.rpcclient import PeerClient
+
+    client = node.clients.get(endpoint)
+    own = client is None
+    if own:
+        client = PeerClient(endpoint, node.secret)
+    try:
+        return await client.call("node", "hello", {}, timeout=5.0)
+    except errors.BucketsError as exc:
+        if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
+            raise NodeRefused(f"{endpoint} refused this cluster's signature: it was started with another "
+                              f"cluster secret") from None
+        raise NodeUnreachable(f"{endpoint} did not answer ({exc}): start it with `buckets server --join "
+                              f"{node.spec.me.url} {endpoint}/DISKS...` first") from None
+    finally:
+        if own:
+            await client.close()
+
+
+async def add_node(node: Any, endpoint: Any, paths: Any = None) -> dict:
+    from buckets.cluster.migration import start_migration
+
+    endpoint = normalize_endpoint(endpoint)
+    if paths is not None and (not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths)):
+        raise errors.InvalidArgument("paths must be a list of the node's disk paths")
+    control = node.control
+    snapshot = await control.read(linearizable=True, timeout=10.0)
+    topology = snapshot.topology
+    existing = next((n for n in topology.nodes if n.endpoint == endpoint), None)
+    if existing is not None and existing.placed:  # a retry of an add-node that went through
+        return {"node": endpoint, "added": False, "generation": topology.generation,
+                "message": f"{endpoint} is already an active node"}
+    _refuse_while_migrating(snapshot)
+    if existing is not None and existing.state == REMOVED and existing.control_address in {
+            m.address for m in control.status().members}:
+        raise errors.InvalidArgument(f"{endpoint} is still leaving the control plane: try again in a few seconds")
+    answer = await hello(node, endpoint)
+    if answer.get("deployment") != topology.deployment_id:
+        raise NodeNotJoined(f"{endpoint} is not joining this cluster (its deployment is "
+                            f"{answer.get('deployment') or 'none yet'}): start it with --join {node.spec.me.url}")
+    disks = answer.get("disks") or []
+    served = [d.get("path") for d in disks]
+    if paths is not None and list(paths) != served:
+        raise errors.InvalidArgument(f"{endpoint} serves the disks {', '.join(served)}, not {', '.join(paths)}: "
+                                     f"name them as the node was started")
+    record = NodeRecord(endpoint, endpoint, control_address(endpoint), ACTIVE,
+                        tuple(DiskRecord(d["id"], d["path"]) for d in disks))
+    # A removed node comes back with wiped disks (new disk ids): its old record is replaced.
+    others = [n for n in topology.nodes if n.endpoint != endpoint]
+    taken = {d.disk_id for n in topology.nodes for d in n.disks}
+    if any(d.disk_id in taken for d in record.disks):
+        raise errors.InvalidArgument(f"{endpoint}'s disks already belong to a node of this cluster: a removed "
+                                     f"node comes back with wiped disks")
+    await control.add_member(record.control_address, timeout=30.0)
+    from_gen = topology.generation
+    result = await control.propose_generation([*others, record], timeout=30.0)
+    to_gen = result["generation"]
+    log.info("node %s added (%d disks): generation %d, migrating from %d", endpoint, len(record.disks),
+             to_gen, from_gen)
+    job = await start_migration(node, from_gen, to_gen)
+    return {"node": endpoint, "added": True, "generation": to_gen, "from_generation": from_gen,
+            "disks": [d.to_wire() for d in record.disks], "migration": {"state": job.get("state")}}
+
+
+async def remove_node(node: Any, endpoint: Any, force: bool = False) -> dict:
+    from buckets.cluster.migration import start_migration
+
+    if not isinstance(force, bool):
+        raise errors.InvalidArgument("force must be true or false")
+    control = node.control
+    snapshot = await control.read(linearizable=True, timeout=10.0)
+    _refuse_while_migrating(snapshot)
+    topology = snapshot.topology
+    target = find_node(topology, endpoint)
+    if target.state == REMOVED:
+        return {"node": target.endpoint, "state": REMOVED, "generation": topology.generation,
+                "message": f"{target.endpoint} is already removed"}
+    if target.state == DRAINING and not force:
+        return {"node": target.endpoint, "state": DRAINING, "generation": topology.generation,
+                "message": f"{target.endpoint} is draining already"}
+    remaining = [n for n in topology.nodes if n.placed and n.node_id != target.node_id]
+    disks = sum(len(n.disks) for n in remaining)
+    if disks < topology.layout.set_size:
+        raise errors.InvalidArgument(f"removing {target.endpoint} would leave {disks} disks, fewer than the "
+                                     f"{topology.layout.set_size} each object's shards need")
+    if force and target.control_address == control.config.address:
+        raise errors.InvalidArgument("a node cannot force its own removal: ask another node")
+    state = REMOVED if force else DRAINING
+    nodes = [replace(n, state=state) if n.node_id == target.node_id else n for n in topology.nodes]
+    from_gen = topology.generation
+    result = await control.propose_generation(nodes, timeout=30.0)
+    to_gen = result["generation"]
+    if force:
+        await control.remove_member(target.control_address, timeout=30.0)
+        log.warning("node %s removed by force: generation %d; its shards are rebuilt from parity", target.endpoint,
+                    to_gen)
+    else:
+        log.info("node %s draining: generation %d, migrating from %d", target.endpoint, to_gen, from_gen)
+    job = await start_migration(node, from_gen, to_gen)
+    return {"node": target.endpoint, "state": state, "generation": to_gen, "from_generation": from_gen,
+            "migration": {"state": job.get("state")}}
+
+
+async def finish_removals(node: Any) -> None:
+    """On the control plane's leader: a DRAINING node whose migration is done becomes REMOVED
+    (while it is still a Raft member, so it learns it), then leaves Raft. A leader that is
+    itself the node leaving hands its leadership over first."""
+    from buckets.cluster.migration import start_migration
+
+    control = node.control
+    status = control.status()
+    if status.role != "leader" or not status.has_quorum:
+        return
+    snapshot = control.snapshot
+    topology = snapshot.topology
+    if topology is None:
+        return
+    draining = [n for n in topology.nodes if n.state == DRAINING]
+    members = {m.address for m in status.members}
+    gone = [n for n in topology.nodes if n.state == REMOVED and n.control_address in members]
+    if not draining and not gone:
+        return
+    record = snapshot.jobs.get(JOB_KEY)
+    job = record.value if record is not None and isinstance(record.value, dict) else None
+    if job is not None and job.get("state") in ("running", "paused"):
+        return
+    if draining and (job is None or job.get("to_gen", 0) < topology.generation):
+        # The change committed but its migration never started (the proposer died in between).
+        await start_migration(node, job.get("to_gen", topology.generation - 1) if job else topology.generation - 1,
+                              topology.generation)
+        return
+    for n in draining:
+        await control.apply("set_node_state", node_id=n.node_id, state=REMOVED, timeout=10.0)
+        log.info("node %s drained: removed from the cluster", n.endpoint)
+        gone.append(replace(n, state=REMOVED))
+    for n in gone:
+        if n.control_address == control.config.address:
+            await control.transfer_leadership()
+            return
+        if await control.remove_member(n.control_address, timeout=30.0):
+            log.info("node %s left the control plane", n.endpoint)
+
+
+def describe_nodes(node: Any) -> dict:
+    """Every node of the topology with its state, disks, whether it answers, and the
+    migration in progress (``cluster/nodes``)."""
+    control = node.control
+    snapshot = control.snapshot
+    topology = snapshot.topology
+    status = control.status()
+    members = {m.address: m for m in status.members}
+    current = topology.current
+    placed_disks = {d[0] for d in current.disks}
+    table = topology.partition_table()
+    slots: dict[str, int] = {}
+    for row in table.rows:
+        for disk_id in row:
+            slots[disk_id] = slots.get(disk_id, 0) + 1
+    out = []
+    for n in topology.nodes:
+        me = n.endpoint == node.spec.me.url
+        client = node.clients.get(n.endpoint)
+        member = members.get(n.control_address)
+        online = True if me else (client is not None and client.state.value == "online")
+        disks = []
+        for d in n.disks:
+            disk = node.disk_by_id(d.disk_id)
+            disks.append({"id": d.disk_id, "path": d.path, "endpoint": f"{n.endpoint}{d.path}",
+                          "online": bool(disk is not None and disk.online) if not me or disk is not None else False,
+                          "placed": d.disk_id in placed_disks, "slots": slots.get(d.disk_id, 0),
+                          "weight": d.weight})
+        out.append({"endpoint": n.endpoint, "node_id": n.node_id, "state": n.state, "self": me,
+                    "online": online, "control_address": n.control_address,
+                    "raft_member": member is not None, "leader": member is not None and member.leader,
+                    "disks": disks, "slots": sum(d["slots"] for d in disks)})
+    record = snapshot.jobs.get(JOB_KEY)
+    job = record.value if record is not None and isinstance(record.value, dict) else None
+    return {"deployment_id": topology.deployment_id, "generation": topology.generation,
+            "layout": topology.layout.to_wire(), "nodes": out,
+            "migration": None if job is None else {k: job.get(k) for k in (
+                "state", "from_gen", "to_gen", "moved_objects", "moved_bytes", "errors")}}
