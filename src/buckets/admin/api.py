@@ -148,6 +148,9 @@ class AdminApi:
             (re.compile(r"heal"), {"GET": self.heal_status, "POST": self.heal_start}, "heal"),
             (re.compile(r"config"), {"GET": self.get_config, "PUT": self.set_config}, "config"),
         ]
+        from buckets.admin import migration_api  # the migration's endpoints (cluster/migration...)
+
+        self._table.extend(migration_api.routes(store))
         from buckets.admin import cluster_api  # membership: cluster/nodes, add-node, remove-node
 
         self._table.extend(cluster_api.routes(store))

@@ -188,6 +188,9 @@ class ServerMetrics:
         self.store_collector = StoreCollector(store)
         self.registry.register(self.store_collector)
         self.registry.register(_InfoCollector(store))
+        from buckets.cluster.migration import MigrationCollector  # cluster nodes only; nothing on one node
+
+        self.registry.register(MigrationCollector(store))
         # Process memory, CPU and open file descriptors (Linux /proc), Python version.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
