@@ -46,7 +46,7 @@ class ObjectReader:
         self._start, self._end = start, end
         self.length = end - start
         self._codec = store.codec_for(entry["k"], entry["m"], entry["bs"])
-        self._disks = store.disks_for(entry["disks"])
+        self._disks = store.disks_for_read(entry["disks"], entry["k"])
         self._closed = False
         self._inline: dict[int, bytes] | None = None
         self._inline_fetch: asyncio.Future | None = None

@@ -228,6 +228,17 @@ class Store:
             out.append(d if d is not None and d.online else None)
         return out
 
+    def disks_for_read(self, disk_ids: list[str], need: int) -> list[Disk | None]:
+        """Like :meth:`disks_for`, but when fewer than ``need`` of them are online, the disks
+        marked offline are tried as well: the mark may be stale (a peer that was slow to
+        answer a probe under load, a node that just came back), and a read that cannot be
+        served otherwise loses nothing by asking. A disk that is really gone fails its call
+        and counts as missing, as before."""
+        out = self.disks_for(disk_ids)
+        if sum(d is not None for d in out) >= need:
+            return out
+        return [d if d is not None else self.by_id.get(i) for d, i in zip(out, disk_ids)]
+
     def layout_for(self, storage_class: str) -> tuple[int, int]:
         if storage_class == "REDUCED_REDUNDANCY" and self.m > 1:
             n = self.k + self.m

@@ -332,3 +332,25 @@ async def test_disks_failing_at_runtime(tmp_disks) -> None:
         assert store.registry.usage["bkt"] == [2, len(big) + 5]
     finally:
         await store.close()
+
+
+async def test_read_tries_disks_marked_offline_when_too_few_are_online(tmp_disks) -> None:
+    """A stale offline mark (a peer slow to answer a probe under load) must not fail a read
+    the disks could serve: with fewer than k disks online, the marked ones are asked too.
+    With enough online, the marked ones are left alone."""
+    disks = tmp_disks(4)
+    await populate(disks)
+    store = await Store.open(disks, **OPTS)
+    try:
+        for d in store.disks[:3]:
+            d.mark_offline("probe timed out (test)")
+        assert sum(d.online for d in store.disks) == 1
+        await check_objects(store)
+        entry = await store.catalog.get_object("bkt", "obj3")
+        assert all(d is not None for d in store.disks_for_read(entry["disks"], entry["k"]))
+        store.disks[0].mark_online()
+        store.disks[1].mark_online()
+        chosen = store.disks_for_read([d.disk_id for d in store.disks], 2)
+        assert [d is not None for d in chosen] == [True, True, False, True]
+    finally:
+        await store.close()
