@@ -318,6 +318,7 @@ class Mover(Protocol):
     async def prepare_bucket(self, bucket: str, to_gen: int) -> None: ...
     async def move(self, bucket: str, key: str, entry: dict, target: list[str], to_gen: int,
                    pace: Callable[[int], Awaitable[None]]) -> MoveOutcome: ...
+    async def sweep(self, bucket: str, key: str, entry: dict) -> None: ...
     async def drain(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -378,13 +379,36 @@ class StoreMover:
     async def prepare_bucket(self, bucket: str, to_gen: int) -> None:
         """Move the bucket's index replicas first, so the entries' commits land on the new
         replica set (``ClusterCatalog.move_bucket_index``; resumable, a no-op once moved)."""
-        move_index = getattr(self.store.catalog, "move_bucket_index", None)
+        catalog = self.store.catalog
+        move_index = getattr(catalog, "move_bucket_index", None)
         if move_index is None:
             return
+        kwargs = {}
+        if getattr(catalog, "wait_applied", None) is None:
+            kwargs["wait_applied"] = self._wait_applied()
         try:
-            await move_index(bucket, to_gen)
+            await move_index(bucket, to_gen, **kwargs)
         except errors.NoSuchBucket:
             pass  # deleted meanwhile: nothing to move
+
+    def _wait_applied(self):
+        """Until every live node applied a control-plane change (the index move's barrier),
+        asking each node's ``migration/applied`` (registered by ``ensure_coordinator``); used
+        when the node did not give its catalog one of its own."""
+        from buckets.cluster.catalog import applied_waiter
+
+        node = self.node
+        me = getattr(node, "node_id", None) or node.spec.me.url
+
+        async def ask(node_id: str) -> int:
+            if node_id == me:
+                return node.control.snapshot.applied
+            client = node.clients.get(node_id)
+            if client is None:
+                raise errors.ServiceUnavailable(f"no peer client for {node_id}")
+            return int((await client.call("migration", "applied", {}, timeout=5.0))["applied"])
+
+        return applied_waiter(lambda: node.control.snapshot, ask)
 
     # -- one object -------------------------------------------------------------------------------
     async def move(self, bucket: str, key: str, entry: dict, target: list[str], to_gen: int,
@@ -404,7 +428,11 @@ class StoreMover:
             return MoveOutcome("failed", error=f"{bucket}/{key}: the entry has no version to move")
         copy = await copy_shards(store, bucket, key, entry, target, to_gen, pace=pace)
         version = [ts[0], ts[1], to_gen]
-        committed = dict(copy.entry, ts=version)
+        old, new = list(entry["disks"]), list(target)
+        vacated = old if copy.rewritten else [old[i] for i in copy.slots if old[i] not in new]
+        # What the move leaves behind, so a coordinator that takes over after a crash can
+        # remove it (the delayed removal below lives in this process only).
+        committed = dict(copy.entry, ts=version, moved_from={"wid": entry["wid"], "disks": vacated})
         uncertain: str | None = None
         try:
             await self._put_version(bucket, key, committed, version)
@@ -414,9 +442,7 @@ class StoreMover:
             current = await store.catalog.get_object(bucket, key)
         except (errors.BucketsError, asyncio.TimeoutError) as exc:
             return MoveOutcome("failed", error=uncertain or f"{bucket}/{key}: reading the moved entry back: {exc}")
-        old, new = list(entry["disks"]), list(target)
         if current is not None and current.get("wid") == copy.wid and list(current.get("disks", ())) == new:
-            vacated = old if copy.rewritten else [old[i] for i in copy.slots if old[i] not in new]
             self._schedule_vacate(bucket, key, entry["wid"], vacated)
             per = copy.bytes // max(1, len(copy.slots))
             into: dict[str, int] = {}
@@ -441,6 +467,13 @@ class StoreMover:
         # Until the index has put_version: the same last-writer-wins merge on a write quorum.
         await index._write(bucket, key, entry, None, ts)
         return None
+
+    async def sweep(self, bucket: str, key: str, entry: dict) -> None:
+        from buckets.engine.move import remove_shards
+
+        moved_from = entry["moved_from"]
+        disks = [d for d in moved_from.get("disks", ()) if d not in entry["disks"] or moved_from["wid"] != entry["wid"]]
+        await remove_shards(self.store, bucket, key, moved_from["wid"], self.store.disks_for(disks))
 
     # -- vacated shards, after the grace delay ------------------------------------------------------
     def _schedule_vacate(self, bucket: str, key: str, wid: str, disk_ids: list[str]) -> None:
@@ -511,6 +544,7 @@ class Progress:
     nodes: dict = field(default_factory=dict)
     rate: dict = field(default_factory=lambda: {"bytes_per_s": 0.0, "objects_per_s": 0.0})
     last_error: str | None = None
+    sweep: bool = False  # a coordinator died with vacated shards pending: sweep them before done
 
     @classmethod
     def from_job(cls, value: dict) -> "Progress":
@@ -522,7 +556,7 @@ class Progress:
                    pass_errors=value.get("pass_errors", 0),
                    nodes={k: dict(v) for k, v in (value.get("nodes") or {}).items()},
                    rate=dict(value.get("rate") or {"bytes_per_s": 0.0, "objects_per_s": 0.0}),
-                   last_error=value.get("last_error"))
+                   last_error=value.get("last_error"), sweep=bool(value.get("sweep")))
 
     def to_wire(self) -> dict:
         return {"cursor": self.cursor, "pass": self.pass_no, "phase": self.phase,
@@ -530,7 +564,7 @@ class Progress:
                 "errors": self.errors, "rebuilt": self.rebuilt, "planned": self.planned,
                 "pass_objects": self.pass_objects, "pass_bytes": self.pass_bytes, "pass_errors": self.pass_errors,
                 "nodes": {k: dict(v) for k, v in self.nodes.items()}, "rate": dict(self.rate),
-                "last_error": self.last_error}
+                "last_error": self.last_error, "sweep": self.sweep}
 
     def record(self, outcome: MoveOutcome) -> None:
         if outcome.status == "moved":
@@ -645,12 +679,14 @@ class MigrationCoordinator:
                    "no longer the control-plane leader" if not leader else
                    "another coordinator claimed it" if active else "the job changed")
             log.info("migration: stopping here (%s)", why)
-            await self._cancel_run(checkpoint=leader)
+            await self._cancel_run(checkpoint=leader, release=why == "paused")
         elif active:
             self.token = None
             self._run = asyncio.get_running_loop().create_task(self._execute(), name="migration-run")
 
-    async def _cancel_run(self, *, checkpoint: bool = False) -> None:
+    async def _cancel_run(self, *, checkpoint: bool = False, release: bool = False) -> None:
+        """Stop this node's run; with ``checkpoint``, write its last progress (and with
+        ``release``, give the job up: a paused job has no coordinator until it resumes)."""
         run, self._run = self._run, None
         if run is None:
             return
@@ -662,7 +698,7 @@ class MigrationCoordinator:
             run.exception()  # retrieved (the run logs its own failures)
         if checkpoint and self.progress is not None and self.token is not None:
             try:
-                await self._checkpoint()
+                await self._checkpoint(release=release)
             except (Superseded, errors.BucketsError) as exc:
                 log.info("migration: last checkpoint not written (%s)", exc)
 
@@ -684,13 +720,17 @@ class MigrationCoordinator:
                 continue
             self.token = token
             progress = Progress.from_job(record.value)
+            if record.value.get("owner"):
+                # The previous coordinator died or was cut off without letting go: the vacated
+                # shards it meant to remove after the grace delay may still be there.
+                progress.sweep = True
             log.info("migration %d -> %d: coordinated by %s from %s", record.value.get("from_gen"),
                      record.value.get("to_gen"), self.node_id,
                      f"{progress.cursor[0]}/{progress.cursor[1]}" if progress.cursor else f"pass {progress.pass_no} start")
             return progress, record.value["to_gen"]
         raise Superseded("could not claim the job (it kept changing)")
 
-    async def _checkpoint(self, *, done: bool = False) -> None:
+    async def _checkpoint(self, *, done: bool = False, release: bool = False) -> None:
         """Write the progress with a compare-and-set; keep the operator's fields; refuse if
         another coordinator claimed the job since (``Superseded``)."""
         assert self.progress is not None
@@ -705,6 +745,7 @@ class MigrationCoordinator:
             if done:
                 value["state"] = DONE
                 value["finished"] = now
+            if done or release:
                 value["owner"] = None
             try:
                 await self.control.apply("put_job", key=JOB_KEY, value=value, expected_version=record.version)
@@ -770,6 +811,9 @@ class MigrationCoordinator:
                                 backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(MAX_BACKOFF, backoff * 2)
+            if self.progress.sweep:
+                await self._sweep(to_gen)
+                self.progress.sweep = False
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             self._update_rate()
@@ -807,6 +851,23 @@ class MigrationCoordinator:
         self.progress.planned = {"objects": objects, "bytes": shard_bytes}
         log.info("migration to generation %d, pass %d: %d objects (%d shard bytes) to move", to_gen,
                  self.progress.pass_no, objects, shard_bytes)
+
+    async def _sweep(self, to_gen: int) -> None:
+        """Remove what earlier coordinators vacated but did not get to remove: every entry
+        moved to ``to_gen`` names the disks it left (``moved_from``)."""
+        swept = 0
+        for bucket in self.mover.buckets():
+            after = ""
+            while True:
+                page, truncated = await self.mover.page(bucket, after, self.page)
+                for key, entry in page:
+                    if entry.get("gen") == to_gen and entry.get("moved_from"):
+                        await self.mover.sweep(bucket, key, entry)
+                        swept += 1
+                if not truncated or not page:
+                    break
+                after = page[-1][0]
+        log.info("migration to generation %d: swept the vacated shards of %d moved objects", to_gen, swept)
 
     async def _walk(self, to_gen: int) -> None:
         progress = self.progress
@@ -891,6 +952,10 @@ def ensure_coordinator(store: Any) -> MigrationCoordinator | None:
             node.control, mover, node_id,
             stopping=lambda: bool(getattr(node, "_stopping", False)))
         node.migration = coordinator
+        rpc = getattr(node, "rpc", None)
+        if rpc is not None and "migration/applied" not in rpc.methods():
+            # How far this node applied the control plane (the index move waits for every node).
+            rpc.register("migration", "applied", lambda args: {"applied": node.control.snapshot.applied})
         coordinator.start()
     return coordinator
 

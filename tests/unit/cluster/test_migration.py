@@ -44,6 +44,7 @@ class MemoryMover:
         self.started: list[tuple[str, str]] = []
         self.fail_once: set[tuple[str, str]] = set()
         self.prepared: list[str] = []
+        self.swept: list[tuple[str, str]] = []
 
     def buckets(self) -> list[str]:
         return sorted(self.world.entries, key=str.encode)
@@ -78,8 +79,12 @@ class MemoryMover:
             return MoveOutcome("skipped")
         await pace(entry["size"])
         current["disks"] = list(target)
+        current.update(gen=to_gen, moved_from={"wid": current["wid"], "disks": ["b"]})
         self.world.commits[(bucket, key)] = self.world.commits.get((bucket, key), 0) + 1
         return MoveOutcome("moved", entry["size"], into={"node-c": entry["size"]}, out_of={"node-b": entry["size"]})
+
+    async def sweep(self, bucket, key, entry):
+        self.swept.append((bucket, key))
 
     async def drain(self):
         return None
@@ -288,6 +293,9 @@ async def test_a_stale_coordinator_cannot_checkpoint_and_the_new_one_resumes(pla
     assert world.unmoved() == []
     assert all(n == 1 for n in world.commits.values()), "an object was committed twice"
     assert mover_b.started and min(mover_b.started)[1] >= cursor[1]  # b resumed from the cursor, not from the start
+    # b took over from a coordinator that never let go: it swept what a may have left behind
+    assert sorted(mover_b.swept) == sorted(world.commits)
+    assert not mover_a.swept and job(plane)["sweep"] is False
     assert job(plane)["moved_objects"] == 40
 
 
@@ -309,6 +317,7 @@ async def test_pause_stops_moving_and_resume_finishes_from_the_checkpoint(plane)
         assert len(mover.started) == started and world.commits == committed
         value = job(plane)
         assert value["state"] == "paused" and value["moved_objects"] == len(committed)
+        assert value["owner"] is None  # a paused job has no coordinator
         assert world.unmoved()
         mover.gate = mover.hold_after = None
         await update_job(plane, migration.resume)
