@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buckets import errors
-from buckets.cluster.catalog import UPLOADS, ClusterCatalog, ClusterUserTable, index_bucket
+from buckets.cluster.catalog import (
+    UPLOADS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter, index_bucket,
+)
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
 from buckets.cluster.control_records import REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
@@ -90,6 +92,7 @@ class ClusterNode:
     _store: Any = None  # set once the store is open and the node serves; None again once it stops
     _stopping: bool = False
     _replicas: dict[str, list[str]] = field(default_factory=dict)
+    placer: IndexPlacer | None = None  # each bucket's index replicas, once the catalog exists
     # Membership (``buckets.cluster.membership``): the nodes this node knew at its last run
     # (its membership file; None for a node that was never a member), the seed of --join.
     known: dict | None = None
@@ -160,6 +163,7 @@ class ClusterNode:
         DiskService(local).register(rpc)
         rpc.register("node", "hello", self._hello)
         rpc.register("cluster", "join_info", self._join_info)
+        rpc.register("cluster", "applied", self._applied)
         register_node_info(rpc, config, lambda: self._store, disks=len(disks))
         # Every service is registered up front: a peer that calls the index while this node
         # starts gets a typed, retryable "not ready", never "no peer method".
@@ -189,6 +193,23 @@ class ClusterNode:
         if control is None or control.snapshot.topology is None or self._store is None:
             raise PeerNotReady(f"{self.spec.me.url} is starting: ask again shortly")
         return membership.join_info(control)
+
+    async def _applied(self, args: dict) -> dict:
+        """How many control-plane commands this node has applied (an index move waits until
+        every live node has applied its phase change: ``catalog.applied_waiter``)."""
+        control = self.control
+        if control is None or self._store is None:
+            raise PeerNotReady(f"{self.spec.me.url} is starting: ask again shortly")
+        return {"applied": control.snapshot.applied}
+
+    async def _ask_applied(self, node_id: str) -> int:
+        if node_id == node_id_of(self.spec.me):
+            assert self.control is not None
+            return self.control.snapshot.applied
+        client = self.clients.get(node_id)
+        if client is None:
+            raise errors.ServiceUnavailable(f"no peer client for {node_id}")
+        return int((await client.call("cluster", "applied", {}, timeout=5.0))["applied"])
 
     def disk_by_id(self, disk_id: str) -> Disk | None:
         store = self._store
@@ -501,6 +522,19 @@ class ClusterNode:
                 raise ClusterStartError(f"the control plane did not replay its topology within "
                                         f"{FORMATION_TIMEOUT:g}s: is a majority of the nodes running?")
             await asyncio.sleep(0.1)
+        # The journal replays what this node had seen before it stopped; a topology change or
+        # an index move committed while it was down must be applied before it routes anything
+        # (an old replica set would miss writes): a linearizable read catches it up.
+        while True:
+            try:
+                await self.control.read(linearizable=True, timeout=5.0)
+                break
+            except errors.BucketsError as exc:
+                if loop.time() >= deadline:
+                    raise ClusterStartError(f"the control plane could not catch up within {FORMATION_TIMEOUT:g}s "
+                                            f"({exc}): is a majority of the nodes running?") from None
+                log.info("catching up the control plane: %s", exc)
+                await asyncio.sleep(0.5)
         topology = self.control.snapshot.topology
         if topology.deployment_id != boot.deployment_id:
             raise ClusterStartError(f"the control plane belongs to deployment {topology.deployment_id}, "
@@ -556,6 +590,14 @@ class ClusterNode:
                 log.info("topology: generation %d, nodes %s", topology.generation,
                          ", ".join(f"{n.endpoint} ({n.state})" for n in topology.nodes))
         return table
+
+    def follow_now(self) -> None:
+        """Adopt the control plane's current topology at once if this node has not yet: the
+        migration coordinator can see a new generation's job before ``_follow_topology``'s
+        next look, and its copies need the new node's disks (``engine.move.copy_shards``)."""
+        topology = self.control.snapshot.topology if self.control is not None else None
+        if topology is not None and topology is not self.topology and self._store is not None:
+            self._adopt(topology, self._store)
 
     async def _follow_topology(self, store: Any, interval: float = FOLLOW_INTERVAL) -> None:
         """Apply every topology change the control plane commits; on the leader, finish the
@@ -666,7 +708,11 @@ class ClusterNode:
                 f"objects ({job['moved_bytes'] or 0} bytes) moved, {job['errors'] or 0} errors")
 
     def replicas_of(self, bucket: str) -> list[str]:
-        """The index replicas of a bucket: the first 3 distinct nodes of its partition's row."""
+        """The nodes holding a bucket's index now: the replica set of the bucket's index
+        generation (both sets while its index moves, ``IndexPlacer``); before the catalog
+        exists, the first 3 distinct nodes of its partition's row in the current table."""
+        if self.placer is not None:
+            return self.placer.replicas(bucket)
         bucket = index_bucket(bucket)
         nodes = self._replicas.get(bucket)
         if nodes is None:
@@ -684,9 +730,15 @@ class ClusterNode:
 
     def _catalog(self, store: Any) -> ClusterCatalog:
         assert self.control is not None
+        control = self.control
+        # Each bucket's index is placed by its index generation, not the current table: a
+        # topology change moves it in phases (ClusterCatalog.move_bucket_index), which wait
+        # until every live node applied each phase (the ``cluster/applied`` peer call).
+        self.placer = IndexPlacer(lambda: control.snapshot)
         self.index = ReplicatedIndex(node_id_of(self.spec.me), IndexReplica(store.registry), self._transport,
-                                     self.replicas_of)
-        return ClusterCatalog(self.control, self.index)
+                                     self.placer.placement)
+        return ClusterCatalog(control, self.index, self.placer,
+                              wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied))
 
     def _users(self, store: Any) -> ClusterUserTable:
         assert self.control is not None
