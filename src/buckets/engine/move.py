@@ -114,6 +114,11 @@ async def copy_shards(store: "Store", bucket: str, key: str, entry: dict, new_di
     result = ShardCopy(new_entry, slots, rewritten=rewritten)
     if not slots:
         return result
+    if any(store.by_id.get(new_disks[i]) is None for i in slots):
+        # A generation this node has not adopted yet (its disks are opened on adoption).
+        follow_now = getattr(getattr(store, "cluster_node", None), "follow_now", None)
+        if follow_now is not None:
+            follow_now()
     targets = {i: store.by_id.get(new_disks[i]) for i in slots}
     offline = [new_disks[i] for i in slots if targets[i] is None or not targets[i].online]
     if offline:
