@@ -3,6 +3,7 @@
     python -m bench                         codec, engine, registry
     python -m bench --suite http            only the HTTP suite (starts a server)
     python -m bench --suite cluster         one node and a 4-node loopback cluster, the same load
+    python -m bench --suite migration       4 KiB GET/PUT p50/p99 with and without a migration running
     python -m bench --all --quick           every suite, shrunk to a smoke check
     python -m bench --json out.json         write the JSON there instead of bench/results/
 
@@ -29,6 +30,7 @@ SUITES = {
     "registry": "bench.registry_suite",
     "http": "bench.http_suite",
     "cluster": "bench.cluster_suite",
+    "migration": "bench.migration_suite",
 }
 DEFAULT_SUITES = ("codec", "engine", "registry")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
