@@ -30,6 +30,7 @@ The ``cluster``-marked chain (one cluster, each test leaves it for the next):
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import threading
 import time
@@ -42,6 +43,7 @@ from growkit import GrowCluster, Load, movement_bound, read_all, shard_totals, w
 from linearizability import DELETE, GET, PUT, Op, check
 
 from buckets.admin.client import AdminCallError
+from buckets.engine import paths
 
 # fast (the default run): 1 -> 2 -> 3 nodes, a small data set; full: 1 -> 2 -> 3 -> 4.
 SIZES = {"fast": {"objects": 7, "multipart": 1, "workers": 2, "grow_to": 3},
@@ -420,7 +422,6 @@ def test_force_remove_a_killed_node_then_heal(grown: Chain) -> None:
     listing = c.nodes(survivors[0])
     live_disks = {d["id"]: d["path"] for n in listing["nodes"] if n["state"] == "active" for d in n["disks"]}
     short = []
-    from buckets.engine import paths
     for key in sorted(grown.expected):
         answer = index_entry(c, survivors, "chain", key)
         entry = answer["entry"]
@@ -430,7 +431,6 @@ def test_force_remove_a_killed_node_then_heal(grown: Chain) -> None:
                 short.append(f"{key}: slot {slot} on {disk_id}, not a live disk")
                 continue
             meta = f"{live_disks[disk_id]}/{paths.meta_path('chain', key, entry['wid'])}"
-            import os
             if not os.path.exists(meta):
                 short.append(f"{key}: slot {slot} missing on {live_disks[disk_id]}")
     assert not short, short[:10]
