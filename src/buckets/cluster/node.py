@@ -74,6 +74,22 @@ def node_id_of(node: NodeSpec) -> str:
     return node.url
 
 
+async def _cancel_and_wait(task: asyncio.Task, attempts: int = 20) -> None:
+    """Cancel ``task`` and wait for it to end. On Python 3.11 ``asyncio.wait_for`` can swallow
+    a cancel that arrives as its inner call finishes, and the task then goes on (into its
+    next sleep): cancel again until it ends, a second at a time, instead of waiting forever."""
+    for _ in range(attempts):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if done:
+            break
+    else:
+        log.warning("a background task did not stop after %d cancels: %r", attempts, task)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("background task ended with %r while stopping", task.exception())
+
+
 @dataclass
 class ClusterNode:
     spec: ClusterSpec
@@ -363,12 +379,14 @@ class ClusterNode:
         assert self.index is not None
         me = node_id_of(self.spec.me)
         await asyncio.sleep(min(5.0, interval))
-        while True:
+        while not self._stopping:
             repaired = 0
             buckets = [name for name, _ in store.catalog.list_buckets() if me in self.replicas_of(name)]
             log.debug("anti-entropy: a pass over the %d buckets this node replicates", len(buckets))
             for name in buckets:
                 for bucket in (name, name + UPLOADS):
+                    if self._stopping:  # a cancel swallowed by wait_for (Python 3.11) ends here
+                        return
                     try:
                         repaired += await self.index.sync_bucket(bucket)
                     except Exception:  # noqa: BLE001 - one bucket's failure must not stop the pass
@@ -754,11 +772,7 @@ class ClusterNode:
         self._store = None
         for task in (self._entropy, self._follow, self._peer_disks):
             if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                    pass
+                await _cancel_and_wait(task)
         self._entropy = self._follow = self._peer_disks = None
         migration, self.migration = self.migration, None
         if migration is not None:
