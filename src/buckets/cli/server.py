@@ -451,7 +451,11 @@ class FormingListener:
     async def _after_hand_over(self, request, response) -> None:
         if self.handed_over:
             # Each connection still here closes after its answer: the peer's next call opens
-            # a new one, to the full app (access log, metrics, connection limits).
+            # a new one, to the full app (access log, metrics, connection limits). aiohttp has
+            # computed the headers before this hook runs, so force_close alone would close the
+            # connection without telling the peer, whose pool would then pick a closing
+            # connection for its next call: say it in the header too.
+            response.headers["Connection"] = "close"
             response.force_close()
 
     def _bind(self) -> None:

@@ -167,6 +167,17 @@ async def close_shared_session() -> None:
 # --- calls ---------------------------------------------------------------------------------
 
 
+def _never_sent(failure: BaseException) -> bool:
+    """True when a call failed because its pooled connection was already closing when the
+    request was written (the peer closed an idle keep-alive connection just as we picked it
+    from the pool): aiohttp refuses the write before a byte leaves, so the peer never saw
+    the call and sending it again on a new connection cannot run it twice. A reset the
+    kernel reports (an errno) may come after bytes left, and is not retried."""
+    cause = failure.__cause__
+    return (isinstance(failure, aiohttp.ClientOSError) and isinstance(cause, ConnectionResetError)
+            and cause.errno is None)
+
+
 class _IdleWatchdog:
     """Bounds how long an upload may stall on the peer, not on the producer of the bytes:
     armed while aiohttp writes a chunk, disarmed while the caller's iterator makes the next."""
@@ -361,8 +372,18 @@ class PeerClient:
         self.health.calls += 1
         response: aiohttp.ClientResponse | None = None
         try:
-            response = await self._session_(bulk).post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
-                                                       headers=headers, timeout=timeout)
+            try:
+                response = await self._session_(bulk).post(self.endpoint + path,
+                                                           data=wire.args_prefix(packed) + packed,
+                                                           headers=headers, timeout=timeout)
+            except (aiohttp.ClientError, OSError) as failure:
+                if not _never_sent(failure):
+                    raise
+                log.debug("%s/%s to %s: the pooled connection was closed before the call was sent; "
+                          "sending it again on a new one", service, method, self.endpoint)
+                response = await self._session_(bulk).post(self.endpoint + path,
+                                                           data=wire.args_prefix(packed) + packed,
+                                                           headers=headers, timeout=timeout)
             if response.status == 200 and response.content_type == wire.STREAM_TYPE:
                 self._succeeded()
                 stream, response = PeerStream(self, response), None
@@ -405,12 +426,18 @@ class PeerClient:
         headers = self._signer.headers("POST", path, "", packed, body_declaration(None, streamed=False))
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.timeouts.connect)
         self.health.calls += 1
-        try:
-            async with self._session_().post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
-                                              headers=headers, timeout=timeout) as response:
-                result, error = await self._answer(response)
-        except (TimeoutError, aiohttp.ClientError, OSError) as failure:
-            raise self._transport_error(failure, "calling") from failure
+        for attempt in range(2):
+            try:
+                async with self._session_().post(self.endpoint + path, data=wire.args_prefix(packed) + packed,
+                                                  headers=headers, timeout=timeout) as response:
+                    result, error = await self._answer(response)
+                break
+            except (TimeoutError, aiohttp.ClientError, OSError) as failure:
+                if attempt == 0 and _never_sent(failure):
+                    log.debug("%s/%s to %s: the pooled connection was closed before the call was sent; "
+                              "sending it again on a new one", service, method, self.endpoint)
+                    continue
+                raise self._transport_error(failure, "calling") from failure
         if error is not None:
             raise error
         return result

@@ -146,20 +146,34 @@ def test_bootstrap_from_every_node_and_racing_generations(shared: ControlCluster
 
 
 def test_status_shows_every_member(shared: ControlCluster) -> None:
-    leader = shared.wait_leader()
-    statuses = [node.status() for node in shared.nodes]
-    assert {s["term"] for s in statuses} == {statuses[0]["term"]}
-    for node, status in zip(shared.nodes, statuses):
-        assert status["address"] == node.address and status["has_quorum"]
-        assert status["role"] == ("leader" if node is leader else "follower")
-        assert status["leader"] == leader.address
-        members = {m["address"]: m for m in status["members"]}
-        assert set(members) == set(shared.members)
-        assert all(m["online"] for m in members.values())
-        assert [a for a, m in members.items() if m["leader"]] == [leader.address]
-        assert members[node.address]["self"]
-    leader_view = {m["address"]: m for m in statuses[shared.nodes.index(leader)]["members"]}
-    assert all(m["match_index"] is not None for a, m in leader_view.items() if a != leader.address)
+    def check() -> None:
+        leader = shared.wait_leader()
+        statuses = [node.status() for node in shared.nodes]
+        assert {s["term"] for s in statuses} == {statuses[0]["term"]}
+        for node, status in zip(shared.nodes, statuses):
+            assert status["address"] == node.address and status["has_quorum"]
+            assert status["role"] == ("leader" if node is leader else "follower")
+            assert status["leader"] == leader.address
+            members = {m["address"]: m for m in status["members"]}
+            assert set(members) == set(shared.members)
+            assert all(m["online"] for m in members.values())
+            assert [a for a, m in members.items() if m["leader"]] == [leader.address]
+            assert members[node.address]["self"]
+        leader_view = {m["address"]: m for m in statuses[shared.nodes.index(leader)]["members"]}
+        assert all(m["match_index"] is not None for a, m in leader_view.items() if a != leader.address)
+
+    # Each node's status is its own view: right after an election (an earlier test may
+    # have stopped a leader) a follower may not have heard the new leader's first heartbeat,
+    # nor the leader its first answer. The views must agree within a few heartbeats.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def test_bad_input_is_refused_the_same_everywhere_and_changes_nothing(shared: ControlCluster) -> None:
