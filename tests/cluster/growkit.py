@@ -41,8 +41,11 @@ TRANSPORT_ERRORS = (BotoCoreError, ProtocolError, OSError)
 
 
 class GrowCluster:
-    def __init__(self, base: Path, extra_env: dict | None = None) -> None:
+    def __init__(self, base: Path, extra_env: dict | None = None, *, plain_first: bool = False) -> None:
         self.base = base
+        # Node 1 started as a plain single node (``buckets server BASE/n1/d{1...4}``), which
+        # the first add-node turns into a cluster of one, instead of a one-node URL cluster.
+        self.plain_first = plain_first
         self.port = free_cluster_port(HOSTS, 1)
         self.env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
                                "BUCKETS_SCANNER_RATE": "0", "BUCKETS_MIGRATION_GRACE": "1"}, extra_env)
@@ -69,7 +72,8 @@ class GrowCluster:
             line = [str(BIN / "buckets"), "server", "--address", f"{self.host(i)}:{self.port}"]
             if i != 1:
                 line += ["--join", self.url(1)]
-            self.first_lines[i] = line + [self.disks(i)]
+            disks = f"{self.base}/n1/d{{1...4}}" if i == 1 and self.plain_first else self.disks(i)
+            self.first_lines[i] = line + [disks]
         return self.first_lines[i]
 
     # -- processes ------------------------------------------------------------------------------
@@ -324,6 +328,7 @@ class Load:
     nodes: list[int]
     workers: int = 3
     seed: int = 1
+    attempts: int = 1  # boto3's total_max_attempts: 1 counts every failure; 3 is its default
     acked: dict[str, str] = field(default_factory=dict)  # key -> sha256 of the acknowledged body
     maybe: set[str] = field(default_factory=set)
     counts: Counter = field(default_factory=Counter)  # "PUT ok", "GET 503", ...
@@ -367,7 +372,8 @@ class Load:
         while not self.stopping.is_set():
             nodes = list(self.nodes)
             node = rng.choice(nodes)
-            s3 = clients.get(node) or clients.setdefault(node, self.cluster.s3(node))
+            s3 = clients.get(node) or clients.setdefault(
+                node, self.cluster.s3(node, retries={"total_max_attempts": self.attempts}))
             op = rng.choices(["PUT", "GET", "DELETE", "LIST"], [40, 35, 10, 15])[0]
             if op != "PUT" and not mine:
                 op = "PUT"

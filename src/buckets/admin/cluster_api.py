@@ -65,6 +65,13 @@ class ClusterApi:
 
     async def add_node(self, request: web.Request, body: bytes) -> web.Response:
         document = _json_body(body)
+        convert = getattr(self.store, "become_cluster", None)
+        if getattr(self.store, "cluster_node", None) is None and convert is not None:
+            # A single node: it becomes a cluster of one first (buckets.cluster.convert) and
+            # restarts; buckets-admin then asks again. Bad input is refused before anything changes.
+            endpoint = membership.normalize_endpoint(document.get("endpoint"))
+            membership.check_paths(document.get("paths"))
+            return _answer(await convert(request.host, endpoint))
         return _answer(await membership.add_node(self.node, document.get("endpoint"), document.get("paths")))
 
     async def remove_node(self, request: web.Request, body: bytes) -> web.Response:

@@ -315,10 +315,43 @@ def _print_migration(status: dict[str, Any]) -> None:
         print(f"Last error: {status['last_error']}")
 
 
+def _add_node_call(args: argparse.Namespace, client: Any, url: str, paths: list[str]) -> dict[str, Any]:
+    """``cluster/add-node``; a single node answers that it becomes a cluster of one and
+    restarts: wait until it answers as a cluster node, then ask again (the joining node
+    needs a moment to format its disks for the deployment: retried while it has not)."""
+    from buckets.admin.client import AdminCallError
+
+    body = {"endpoint": url, "paths": paths or None}
+    result = client.call("POST", "cluster/add-node", body)
+    if not result.get("converting"):
+        return result
+    if not args.json:
+        print(f"{args.alias} was a single node: it becomes a cluster of one at {result.get('url')} and restarts "
+              f"(S3 clients wait a moment; nothing is refused)")
+    deadline = time.monotonic() + (args.wait_timeout or 300.0)
+    last = ""
+    while True:
+        time.sleep(0.5)
+        try:
+            result = client.call("POST", "cluster/add-node", body)
+            if not result.get("converting"):
+                return result
+            last = "still restarting"
+        except AdminCallError as error:
+            if error.code == "InvalidRequest" and "not a cluster node" in str(error):
+                raise CliError(f"{args.alias} did not become a cluster: see its log") from None
+            if error.code not in (None, "NodeNotJoined", "ServiceUnavailable", "SlowDown", "NoQuorum"):
+                raise
+            last = str(error)
+        if time.monotonic() > deadline:
+            raise CliError(f"{args.alias} did not accept {url} within {args.wait_timeout or 300.0:g}s after "
+                           f"becoming a cluster: {last}")
+
+
 def cmd_cluster_add_node(args: argparse.Namespace) -> int:
     url, paths = _node_and_paths(args.node)
     client = _client(args)
-    result = client.call("POST", "cluster/add-node", {"endpoint": url, "paths": paths or None})
+    result = _add_node_call(args, client, url, paths)
     if not result.get("added"):
         if args.json:
             print_json(result)

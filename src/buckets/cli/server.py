@@ -42,6 +42,10 @@ from buckets.errors import BucketsError, FormatError
 
 PROG = "buckets"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# ``serve`` asks ``run_server`` to start the process again in place (same pid, same command
+# line, the listening sockets inherited): a single node that became a cluster of one.
+EXIT_RESTART = -1
+LISTEN_FDS_ENV = "BUCKETS_LISTEN_FDS"  # set only across that re-exec: the inherited sockets
 
 log = logging.getLogger("buckets.server")
 
@@ -274,25 +278,8 @@ def check_address_free(config: Config) -> None:
     SO_REUSEADDR, so a lingering TIME_WAIT is not mistaken for a running server. The real
     bind later still reports its own error if another process wins the race.
     """
-    try:
-        infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except socket.gaierror as error:
-        raise StartupError(f"cannot listen on {config.address}: cannot resolve {config.host!r} "
-                           f"({error.strerror})") from None
-    for family, kind, proto, _, sockaddr in infos:
-        try:
-            probe = socket.socket(family, kind, proto)
-        except OSError:
-            continue  # e.g. IPv6 disabled: asyncio's create_server skips the family too
-        with probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(sockaddr)
-            except OSError as error:
-                raise _listen_error(config, error) from None
+    for sock in bind_sockets(config, listen=False):
+        sock.close()
 
 
 async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
@@ -301,7 +288,17 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
     from buckets.s3.connections import GuardedAppRunner
 
-    check_address_free(config)  # blocking, but nothing else runs yet
+    from buckets.cluster.convert import membership_config
+
+    try:
+        # A single node converted into a cluster of one starts as a cluster node from
+        # then on, with the same plain paths on its command line.
+        config = membership_config(config)
+    except FormatError as error:
+        raise StartupError(str(error)) from None
+    inherited = inherited_sockets()
+    if not inherited:
+        check_address_free(config)  # blocking, but nothing else runs yet
     try:
         from buckets.admin.settings import make_scanner_config
         from buckets.engine.store import Store
@@ -334,10 +331,12 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                         scanner_config=make_scanner_config(config.scanner_rate, config.scanner_mb_rate))
     node = None
     forming: FormingListener | None = None
+    sockets: list[socket.socket] = []  # a single node's listening sockets (kept across a re-exec)
+    convert_to: list[str] = []  # the URL this single node becomes a cluster of one at, once asked
     try:
         if config.is_cluster:
             # Forming a cluster waits for peers: a signal meanwhile stops the wait.
-            opening = asyncio.ensure_future(open_cluster_store(config, store_kwargs))
+            opening = asyncio.ensure_future(open_cluster_store(config, store_kwargs, inherited))
             stop = asyncio.ensure_future(stopping.wait())
             await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
@@ -351,7 +350,9 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                 return EXIT_OK
             node, store, forming = opening.result()
         else:
+            sockets = inherited  # bound once the store is open, unless a re-exec passed them on
             store = await Store.open(config.disk_paths, **store_kwargs)
+            store.become_cluster = _conversion_hook(config, convert_to, stopping)
     except (FormatError, BucketsError, ValueError) as error:
         # The engine's refusals (foreign or mismatched disks, bad parity for the disk
         # count) are the operator's to fix: one line; the traceback only at debug level.
@@ -379,9 +380,11 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
             # The cluster node's port is handed over without closing it: peers never see it down.
             await forming.hand_over(runner)
         else:
-            site = web.TCPSite(runner, host=config.host or None, port=config.port, reuse_address=True)
+            if not sockets:
+                sockets = bind_sockets(config)
             try:
-                await site.start()
+                for sock in sockets:  # the site owns a duplicate: the socket itself outlives it
+                    await web.SockSite(runner, sock.dup()).start()
             except OSError as error:
                 raise _listen_error(config, error) from None
 
@@ -402,11 +405,141 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                 if node is not None:
                     await node.stop()  # anti-entropy and read repairs end before the registry closes
             finally:
-                await store.close()
-                if node is not None:
-                    await node.close()
+                try:
+                    if convert_to:
+                        await _convert(store, config, convert_to[0])
+                finally:
+                    await store.close()
+                    if node is not None:
+                        await node.close()
+    if convert_to:
+        for sock in sockets:
+            os.set_inheritable(sock.fileno(), True)
+        _RESTART_SOCKETS[:] = sockets
+        return EXIT_RESTART
+    for sock in sockets:
+        sock.close()
     log.info("stopped cleanly")
     return EXIT_OK
+
+
+_RESTART_SOCKETS: list[socket.socket] = []
+
+
+async def _convert(store, config: Config, url: str) -> None:
+    """Make the (no longer serving) single-node store a cluster of one; on failure the node
+    restarts as the single node it was, and says why."""
+    from buckets.cluster.convert import become_cluster_of_one
+    from buckets.cluster.rpcauth import cluster_secret
+
+    try:
+        await become_cluster_of_one(store, url, cluster_secret(config.cluster_secret, config.root_user,
+                                                               config.root_password))
+    except BucketsError as error:
+        log.error("this node could not become a cluster (it restarts as a single node): %s", error)
+    except Exception:  # noqa: BLE001 - the node restarts either way; the log has the traceback
+        log.exception("this node could not become a cluster (it restarts as a single node)")
+
+
+def _conversion_hook(config: Config, convert_to: list[str], stopping: asyncio.Event):
+    """``store.become_cluster(request_host)``, called by ``cluster add-node`` on a single node:
+    checks what it can at once, then stops serving; ``serve`` converts the store once every
+    request in flight has finished (nothing changes buckets, users or uploads meanwhile) and
+    starts the process again as a cluster node. The port stays open throughout: connections
+    wait in its queue and are answered by the new process."""
+    from buckets.cluster.control import control_address
+    from buckets.cluster.convert import node_url
+
+    async def become_cluster(request_host: str | None, joining: str) -> dict:
+        url = node_url(config, request_host)
+        if joining.rstrip("/") == url:
+            raise _invalid(f"{joining} is this node itself: name the node to add")
+        try:
+            control = control_address(url)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+        if not convert_to:
+            convert_to.append(url)
+            log.info("cluster add-node %s: this single node becomes a cluster of one at %s (control plane %s); "
+                     "it stops serving for a moment and starts again as a cluster node", joining, url, control)
+            stopping.set()
+        return {"node": joining, "added": False, "converting": True, "url": convert_to[0],
+                "message": f"this single node becomes a cluster of one at {convert_to[0]} and restarts as a "
+                           f"cluster node; add {joining} once it answers again"}
+
+    return become_cluster
+
+
+def _invalid(message: str) -> BucketsError:
+    from buckets.errors import InvalidArgument
+
+    return InvalidArgument(message)
+
+
+def inherited_sockets() -> list[socket.socket]:
+    """The listening sockets a re-exec of this process passed on (``LISTEN_FDS_ENV``)."""
+    value = os.environ.pop(LISTEN_FDS_ENV, "")
+    out = []
+    for text in filter(None, value.split(",")):
+        sock = socket.socket(fileno=int(text))
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+        out.append(sock)
+    return out
+
+
+def restart_in_place(sockets: list[socket.socket]) -> NoReturn:
+    """Exec this program again with the same command line and environment, handing it the
+    listening sockets, so the port never closes (connections wait in its accept queue)."""
+    env = dict(os.environ)
+    env[LISTEN_FDS_ENV] = ",".join(str(sock.fileno()) for sock in sockets)
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def bind_sockets(config: Config, *, listen: bool = True) -> list[socket.socket]:
+    """The node's listening sockets, bound once (as asyncio's create_server would: every
+    address the host resolves to, SO_REUSEADDR, IPv6 only on IPv6 sockets). Sites serve
+    duplicates of them, so a listener can hand the port to another without closing it.
+    ``listen=False``: bound only (``check_address_free`` closes them at once)."""
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise StartupError(f"cannot listen on {config.address}: cannot resolve {config.host!r} "
+                           f"({error.strerror})") from None
+    seen = set()
+    try:
+        for family, kind, proto, _, sockaddr in infos:
+            if (family, sockaddr) in seen:
+                continue
+            seen.add((family, sockaddr))
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # e.g. IPv6 disabled, as asyncio's create_server skips it
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(sockaddr)
+                if listen:
+                    sock.listen(1024)
+            except OSError as error:
+                raise _listen_error(config, error) from None
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise StartupError(f"cannot listen on {config.address}: no usable address")
+    return sockets
 
 
 class FormingListener:
@@ -424,11 +557,11 @@ class FormingListener:
     peers' pools, or when the node stops.
     """
 
-    def __init__(self, config: Config, peer_routes: list) -> None:
+    def __init__(self, config: Config, peer_routes: list, sockets: list[socket.socket] | None = None) -> None:
         from aiohttp import web
 
         self.config = config
-        self.sockets: list[socket.socket] = []
+        self.sockets: list[socket.socket] = list(sockets or [])  # inherited across a re-exec, or bound at start
         self.app = web.Application()
         self.app.router.add_routes(peer_routes)
         self.app.router.add_route("*", "/{tail:.*}", self._forming)
@@ -458,41 +591,12 @@ class FormingListener:
             response.headers["Connection"] = "close"
             response.force_close()
 
-    def _bind(self) -> None:
-        config = self.config
-        try:
-            infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-        except socket.gaierror as error:
-            raise StartupError(f"cannot listen on {config.address}: cannot resolve {config.host!r} "
-                               f"({error.strerror})") from None
-        seen = set()
-        for family, kind, proto, _, sockaddr in infos:
-            if (family, sockaddr) in seen:
-                continue
-            seen.add((family, sockaddr))
-            try:
-                sock = socket.socket(family, kind, proto)
-            except OSError:
-                continue  # e.g. IPv6 disabled, as asyncio's create_server skips it
-            self.sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(sockaddr)
-                sock.listen(1024)
-            except OSError as error:
-                raise _listen_error(config, error) from None
-            sock.setblocking(False)
-        if not self.sockets:
-            raise StartupError(f"cannot listen on {config.address}: no usable address")
-
     async def start(self) -> None:
         from aiohttp import web
 
         try:
-            self._bind()
+            if not self.sockets:
+                self.sockets = bind_sockets(self.config)
             await self.runner.setup()
             for sock in self.sockets:
                 site = web.SockSite(self.runner, sock.dup())
@@ -529,7 +633,7 @@ class FormingListener:
             self.sockets = []
 
 
-async def open_cluster_store(config: Config, store_kwargs: dict):
+async def open_cluster_store(config: Config, store_kwargs: dict, sockets: list[socket.socket] | None = None):
     """A cluster node: serve the peer routes (this node's disks, its hello) on the node's own
     port while the cluster forms and the store opens. Returns the node, the store and the
     listener, whose port ``serve`` hands to the full app (:class:`FormingListener`)."""
@@ -539,7 +643,7 @@ async def open_cluster_store(config: Config, store_kwargs: dict):
         node = ClusterNode.create(config)
     except ClusterStartError as error:
         raise StartupError(str(error)) from None
-    forming = FormingListener(config, node.rpc.routes())
+    forming = FormingListener(config, node.rpc.routes(), sockets)
     try:
         await forming.start()
     except BaseException:
@@ -568,10 +672,13 @@ def run_server(config: Config) -> int:
     configure_logging(config)
     tune_process()
     try:
-        return uvloop.run(serve(config))
+        code = uvloop.run(serve(config))
     except StartupError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    if code == EXIT_RESTART:
+        restart_in_place(_RESTART_SOCKETS)
+    return code
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

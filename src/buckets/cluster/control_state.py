@@ -294,7 +294,7 @@ def _put_user(state: ControlSnapshot, args: dict, ts: float):
     existing = state.users.get(access_key)
     if existing is not None and args.get("create_only"):
         raise CommandError("UserAlreadyExists", f"a user with access key {access_key!r} exists")
-    created = existing.created if existing is not None else ts
+    created = existing.created if existing is not None else _imported_time(args, ts)
     record = UserRecord(access_key, secret, status, policy, created)
     return replace(state, users=_with(state.users, access_key, record)), {"created": existing is None}
 
@@ -345,6 +345,17 @@ def _check_settings(settings: Any, what: str) -> dict:
     return check_plain(settings, what)
 
 
+def _imported_time(args: dict, ts: float) -> float:
+    """A record's creation time: the command's commit time, or ``created`` when a single
+    node's records are imported (``buckets.cluster.convert``) and keep their own."""
+    created = args.get("created")
+    if created is None:
+        return ts
+    if isinstance(created, bool) or not isinstance(created, (int, float)) or not 0 <= created <= ts + 86400:
+        raise _invalid("created must be a time in seconds, not in the future")
+    return float(created)
+
+
 @command("create_bucket")
 def _create_bucket(state: ControlSnapshot, args: dict, ts: float):
     name = _check_bucket_name(args.get("name"))
@@ -356,7 +367,7 @@ def _create_bucket(state: ControlSnapshot, args: dict, ts: float):
         if existing.owner == owner:
             raise CommandError("BucketAlreadyOwnedByYou", f"bucket {name} exists and is yours")
         raise CommandError("BucketAlreadyExists", f"bucket {name} exists")
-    record = BucketRecord(name, ts, owner, _check_settings(args.get("settings", {}), "settings"))
+    record = BucketRecord(name, _imported_time(args, ts), owner, _check_settings(args.get("settings", {}), "settings"))
     return replace(state, buckets=_with(state.buckets, name, record)), record.to_wire()
 
 

@@ -214,12 +214,16 @@ async def hello(node: Any, endpoint: str) -> dict:
             await client.close()
 
 
+def check_paths(paths: Any) -> None:
+    if paths is not None and (not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths)):
+        raise errors.InvalidArgument("paths must be a list of the node's disk paths")
+
+
 async def add_node(node: Any, endpoint: Any, paths: Any = None) -> dict:
     from buckets.cluster.migration import start_migration
 
     endpoint = normalize_endpoint(endpoint)
-    if paths is not None and (not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths)):
-        raise errors.InvalidArgument("paths must be a list of the node's disk paths")
+    check_paths(paths)
     control = node.control
     snapshot = await control.read(linearizable=True, timeout=10.0)
     topology = snapshot.topology

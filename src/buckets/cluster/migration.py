@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from buckets import errors
+from buckets.registry.store import entry_version
 from buckets.errors import define_error
 
 log = logging.getLogger("buckets.migration")
@@ -423,7 +424,9 @@ class StoreMover:
         target = self.target(bucket, key, entry, to_gen)
         if target is None:
             return MoveOutcome("skipped")
-        ts = entry.get("ts")
+        # An entry a single node wrote before it became a cluster has no index version: its
+        # version is the one derived from its mtime, as every replica compares it.
+        ts = entry.get("ts") or list(entry_version(entry))
         if not isinstance(ts, (list, tuple)) or len(ts) < 2:
             return MoveOutcome("failed", error=f"{bucket}/{key}: the entry has no version to move")
         copy = await copy_shards(store, bucket, key, entry, target, to_gen, pace=pace)

@@ -458,10 +458,20 @@ class ClusterNode:
         seed = self.clients[self.join]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        said = loop.time()
         while True:
             try:
                 info = await seed.call("cluster", "join_info", {"url": self.spec.me.url}, timeout=5.0)
                 break
+            except PeerNotReady as exc:
+                # The seed answered: it is starting, or a single node that `cluster add-node`
+                # turns into a cluster first. Wait for as long as the operator takes.
+                if loop.time() >= said:
+                    said = loop.time() + 30.0
+                    log.info("waiting for %s (--join): %s", self.join, exc.message)
+                deadline = loop.time() + timeout  # it answers: a restart into a cluster may follow
+                await asyncio.sleep(1.0)
+                continue
             except errors.BucketsError as exc:
                 if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
                     raise ClusterStartError(f"{self.join} refused this node's signature: start it with the "

@@ -315,4 +315,12 @@ def build_node_rpc(store: Any, config: Any, *, window: float = DEFAULT_WINDOW) -
     secret = cluster_secret(config.cluster_secret, config.root_user, config.root_password)
     server = PeerRpcServer(PeerVerifier(secret, window=window, replay=ReplayCache()))
     register_node_info(server, config, lambda: store)
+
+    def join_info(args: dict) -> None:
+        # A node started with --join naming this single node waits: `cluster add-node` here
+        # makes this node a cluster of one first (buckets.cluster.convert), then answers.
+        raise PeerNotReady("this node is a single node, not a cluster yet: run `buckets-admin cluster add-node` "
+                           "on it to add the joining node (it becomes a cluster of one first)")
+
+    server.register("cluster", "join_info", join_info)
     return server

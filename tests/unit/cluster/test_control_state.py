@@ -126,6 +126,20 @@ def test_users(drive: Driver) -> None:
     drive.refused("delete_user", "NoSuchUser", access_key="alice")
 
 
+def test_imported_records_keep_their_creation_time(drive: Driver) -> None:
+    """A single node becoming a cluster imports its buckets and users with their own times;
+    a time in the future or not a number is refused (the commit time is the bound)."""
+    drive.ok("create_bucket", name="imported", owner="", settings={}, created=1_600_000_000.5)
+    assert drive.machine.snapshot.buckets["imported"].created == 1_600_000_000.5
+    drive.ok("put_user", access_key="carol", secret=b"sealed", created=1_600_000_001)
+    assert drive.machine.snapshot.users["carol"].created == 1_600_000_001
+    for bad in (drive.ts + 10 * 86400, -1, "yesterday", True, float("nan")):
+        drive.refused("create_bucket", "InvalidArgument", name="other", created=bad)
+        drive.refused("put_user", "InvalidArgument", access_key="dave", secret=b"sealed", created=bad)
+    drive.ok("create_bucket", name="plain")
+    assert drive.machine.snapshot.buckets["plain"].created == drive.ts  # the commit time
+
+
 # --- settings and jobs ----------------------------------------------------------------------------
 def test_settings_and_jobs(drive: Driver) -> None:
     drive.ok("set_settings", set={"migration.throttle_bytes": 50 << 20, "heal.interval": "1h"})
