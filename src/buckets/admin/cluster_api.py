@@ -16,7 +16,8 @@ POST         ``cluster/remove-node``             ``{"endpoint": "http://h:p", "f
 ===========  ==================================  =============================================
 
 Any node answers: the changes are control-plane commands, forwarded to the Raft leader. A
-change while a migration runs answers 409 ``MigrationInProgress``. The orchestration is
+change asked for while a migration runs is checked and queued (``"queued": true`` and its
+position), and applied once the migration is done. The orchestration is
 ``buckets.cluster.membership``; ``routes(store)`` gives ``AdminApi`` its table rows.
 """
 

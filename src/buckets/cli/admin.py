@@ -352,6 +352,10 @@ def cmd_cluster_add_node(args: argparse.Namespace) -> int:
     url, paths = _node_and_paths(args.node)
     client = _client(args)
     result = _add_node_call(args, client, url, paths)
+    if result.get("queued"):
+        result = _wait_queued(args, client, result, "add-node", url)
+        if result is None:
+            return EXIT_OK
     if not result.get("added"):
         if args.json:
             print_json(result)
@@ -376,10 +380,50 @@ def cmd_cluster_add_node(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _wait_queued(args: argparse.Namespace, client: Any, result: dict[str, Any], op: str,
+                 endpoint: str) -> dict[str, Any] | None:
+    """A change queued behind a running migration: say so; unless ``--no-wait``, wait until the
+    leader applied it and return what ``add-node``/``remove-node`` answer right after a change
+    (None: nothing more to do here)."""
+    if args.json and args.no_wait:
+        print_json(result)
+        return None
+    if not args.json:
+        print(result["message"])
+    if args.no_wait:
+        print(f"Follow it with: buckets-admin cluster list-nodes {args.alias}")
+        return None
+    deadline = time.monotonic() + args.wait_timeout if args.wait_timeout else None
+    with progress_bar("Queued", None, enabled=show_progress(args.progress), unit_bytes=False):
+        while True:
+            listing = client.call("GET", "cluster/nodes")
+            if not any(c.get("op") == op and c.get("endpoint") == endpoint for c in listing.get("queued") or []):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise CliError(f"{op} {endpoint} is still queued after {args.wait_timeout:g}s; follow it with: "
+                               f"buckets-admin cluster list-nodes {args.alias}")
+            time.sleep(args.interval)
+    info = next((n for n in listing["nodes"] if n["endpoint"] == endpoint), None)
+    migration = listing.get("migration") or {}
+    applied = {"node": endpoint, "generation": listing["generation"], "from_generation": migration.get("from_gen"),
+               "disks": (info or {}).get("disks") or [], "state": (info or {}).get("state", "removed")}
+    if op == "add-node":
+        if info is None or info["state"] != "active":
+            raise CliError(f"the queued add-node of {endpoint} was dropped: see the leader's log")
+        return {**applied, "added": True}
+    if info is not None and info["state"] == "active":
+        raise CliError(f"the queued remove-node of {endpoint} was dropped: see the leader's log")
+    return applied
+
+
 def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
     client = _client(args)
     result = client.call("POST", "cluster/remove-node", {"endpoint": args.node, "force": args.force})
     node = result["node"]
+    if result.get("queued"):
+        result = _wait_queued(args, client, result, "remove-node", node)
+        if result is None:
+            return EXIT_OK
     if result.get("message"):
         if args.json:
             print_json(result)
@@ -428,6 +472,9 @@ def cmd_cluster_list_nodes(args: argparse.Namespace) -> int:
     print(f"Deployment {listing['deployment_id']}, generation {listing['generation']}, "
           f"{layout['k']} data + {layout['m']} parity")
     print(f"Migration: {_migration_line(listing.get('migration'))}")
+    for n, change in enumerate(listing.get("queued") or [], 1):
+        print(f"Queued {n}:  {change.get('op')} {change.get('endpoint')}"
+              f"{' --force' if change.get('force') else ''} (after the running migration)")
     print()
     table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "SLOTS"],
           [[n["endpoint"] + ("  (this node)" if n["self"] else ""), n["state"],

@@ -25,8 +25,12 @@ Three pieces, used by ``ClusterNode`` (``buckets.cluster.node``) and the admin A
   removes it from Raft. ``--force`` (a dead node): REMOVED in g+1 at once, out of Raft; the
   migration rebuilds its shards from parity on their new disks.
 
-A second change while a migration runs is refused with 409 ``MigrationInProgress``: one
-``from_gen -> to_gen`` at a time.
+A second change while a migration runs is **queued**: one ``from_gen -> to_gen`` migration at
+a time, the changes after it in a queue in the control plane (job ``changes``), checked when
+they are asked for (the node answers, has joined, the disks match) and applied in order by the
+leader once the migration before them is done (``run_queued``): each commits its own
+generation and migration. The queue survives any restart; a change applied twice (a leader
+that died between applying and dequeuing) is a no-op the second time.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +55,8 @@ log = logging.getLogger("buckets.cluster")
 
 MEMBERS_FILE = "members.json"
 JOB_KEY = "migration"
+CHANGES_KEY = "changes"  # the queue of topology changes waiting for the running migration
+MAX_QUEUED = 16
 
 NodeUnreachable = define_error(
     "NodeUnreachable", "ServiceUnavailable", 503,
@@ -183,14 +190,82 @@ def _migration_active(snapshot: Any) -> dict | None:
     return None
 
 
-def _refuse_while_migrating(snapshot: Any) -> None:
-    from buckets.cluster.migration import MigrationInProgress
+# --- the queue of changes -----------------------------------------------------------------------
+def queued_changes(snapshot: Any) -> list[dict]:
+    record = snapshot.jobs.get(CHANGES_KEY)
+    if record is None or not isinstance(record.value, dict):
+        return []
+    return [c for c in record.value.get("queue", []) if isinstance(c, dict)]
 
-    job = _migration_active(snapshot)
-    if job is not None:
-        raise MigrationInProgress(f"the migration from generation {job.get('from_gen')} to {job.get('to_gen')} is "
-                                  f"{job.get('state')}: run this change once `buckets-admin cluster "
-                                  f"migration-status` says done")
+
+async def _update_queue(control: Any, change) -> list[dict]:
+    """Compare-and-set the queue: ``change(queue)`` returns the new list (or raises)."""
+    for _ in range(20):
+        record = control.snapshot.jobs.get(CHANGES_KEY)
+        queue = queued_changes(control.snapshot)
+        new = change(list(queue))
+        try:
+            await control.apply("put_job", key=CHANGES_KEY, value={"queue": new},
+                                expected_version=record.version if record is not None else 0, timeout=10.0)
+            return new
+        except errors.BucketsError as exc:
+            if exc.code != "VersionConflict":
+                raise
+            await control.read(linearizable=True, timeout=10.0)
+    raise errors.ServiceUnavailable("the queue of changes kept changing; try again")
+
+
+async def _enqueue(control: Any, change: dict, migrating: dict) -> dict:
+    def add(queue: list[dict]) -> list[dict]:
+        same = [c for c in queue if c.get("op") == change["op"] and c.get("endpoint") == change["endpoint"]]
+        if same:
+            return queue  # asked again: queued once
+        if len(queue) >= MAX_QUEUED:
+            raise errors.ServiceUnavailable(f"{len(queue)} changes are queued already: wait for the migration")
+        return [*queue, dict(change, queued=time.time())]
+
+    queue = await _update_queue(control, add)
+    position = next(i for i, c in enumerate(queue, 1) if c.get("op") == change["op"]
+                    and c.get("endpoint") == change["endpoint"])
+    log.info("%s %s queued (position %d): the migration to generation %s is %s", change["op"], change["endpoint"],
+             position, migrating.get("to_gen"), migrating.get("state"))
+    return {"node": change["endpoint"], "added": False, "queued": True, "position": position,
+            "generation": control.snapshot.topology.generation,
+            "message": f"{change['op']} {change['endpoint']} is queued (position {position}): it is applied once the "
+                       f"migration to generation {migrating.get('to_gen')} ({migrating.get('state')}) is done"}
+
+
+async def run_queued(node: Any) -> None:
+    """On the leader, with no migration running and no node left draining: apply the first
+    queued change, then take it off the queue. A change that cannot be applied any more (its
+    node went away, the disks changed) is dropped with a warning; one that fails for a moment
+    (no majority, a peer slow to answer) stays first and is tried again."""
+    control = node.control
+    snapshot = control.snapshot
+    queue = queued_changes(snapshot)
+    if not queue or _migration_active(snapshot) is not None:
+        return
+    status = control.status()
+    if status.role != "leader" or not status.has_quorum:
+        return
+    topology = snapshot.topology
+    if topology is None or any(n.state == DRAINING for n in topology.nodes):
+        return  # finish_removals first
+    change = queue[0]
+    try:
+        if change.get("op") == "add-node":
+            result = await add_node(node, change.get("endpoint"), change.get("paths"), from_queue=True)
+        elif change.get("op") == "remove-node":
+            result = await remove_node(node, change.get("endpoint"), bool(change.get("force")), from_queue=True)
+        else:
+            result = {"message": f"unknown change {change.get('op')!r}"}
+        log.info("queued %s %s applied: %s", change.get("op"), change.get("endpoint"),
+                 result.get("message") or f"generation {result.get('generation')}")
+    except errors.BucketsError as exc:
+        if exc.status >= 500 or exc.code in ("MigrationInProgress", "GenerationConflict"):
+            raise  # for a moment: tried again on the next look
+        log.warning("queued %s %s dropped: %s", change.get("op"), change.get("endpoint"), exc)
+    await _update_queue(control, lambda q: [c for c in q if c != change])
 
 
 async def hello(node: Any, endpoint: str) -> dict:
@@ -219,7 +294,7 @@ def check_paths(paths: Any) -> None:
         raise errors.InvalidArgument("paths must be a list of the node's disk paths")
 
 
-async def add_node(node: Any, endpoint: Any, paths: Any = None) -> dict:
+async def add_node(node: Any, endpoint: Any, paths: Any = None, *, from_queue: bool = False) -> dict:
     from buckets.cluster.migration import start_migration
 
     endpoint = normalize_endpoint(endpoint)
@@ -231,7 +306,7 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None) -> dict:
     if existing is not None and existing.placed:  # a retry of an add-node that went through
         return {"node": endpoint, "added": False, "generation": topology.generation,
                 "message": f"{endpoint} is already an active node"}
-    _refuse_while_migrating(snapshot)
+    migrating = _migration_active(snapshot)
     if existing is not None and existing.state == REMOVED and existing.control_address in {
             m.address for m in control.status().members}:
         raise errors.InvalidArgument(f"{endpoint} is still leaving the control plane: try again in a few seconds")
@@ -252,6 +327,8 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None) -> dict:
     if any(d.disk_id in taken for d in record.disks):
         raise errors.InvalidArgument(f"{endpoint}'s disks already belong to a node of this cluster: a removed "
                                      f"node comes back with wiped disks")
+    if migrating is not None and not from_queue:
+        return await _enqueue(control, {"op": "add-node", "endpoint": endpoint, "paths": paths}, migrating)
     await control.add_member(record.control_address, timeout=30.0)
     from_gen = topology.generation
     result = await control.propose_generation([*others, record], timeout=30.0)
@@ -263,14 +340,13 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None) -> dict:
             "disks": [d.to_wire() for d in record.disks], "migration": {"state": job.get("state")}}
 
 
-async def remove_node(node: Any, endpoint: Any, force: bool = False) -> dict:
+async def remove_node(node: Any, endpoint: Any, force: bool = False, *, from_queue: bool = False) -> dict:
     from buckets.cluster.migration import start_migration
 
     if not isinstance(force, bool):
         raise errors.InvalidArgument("force must be true or false")
     control = node.control
     snapshot = await control.read(linearizable=True, timeout=10.0)
-    _refuse_while_migrating(snapshot)
     topology = snapshot.topology
     target = find_node(topology, endpoint)
     if target.state == REMOVED:
@@ -286,6 +362,9 @@ async def remove_node(node: Any, endpoint: Any, force: bool = False) -> dict:
                                      f"{topology.layout.set_size} each object's shards need")
     if force and target.control_address == control.config.address:
         raise errors.InvalidArgument("a node cannot force its own removal: ask another node")
+    migrating = _migration_active(snapshot)
+    if migrating is not None and not from_queue:
+        return await _enqueue(control, {"op": "remove-node", "endpoint": target.endpoint, "force": force}, migrating)
     state = REMOVED if force else DRAINING
     nodes = [replace(n, state=state) if n.node_id == target.node_id else n for n in topology.nodes]
     from_gen = topology.generation
@@ -377,6 +456,6 @@ def describe_nodes(node: Any) -> dict:
     record = snapshot.jobs.get(JOB_KEY)
     job = record.value if record is not None and isinstance(record.value, dict) else None
     return {"deployment_id": topology.deployment_id, "generation": topology.generation,
-            "layout": topology.layout.to_wire(), "nodes": out,
+            "layout": topology.layout.to_wire(), "nodes": out, "queued": queued_changes(snapshot),
             "migration": None if job is None else {k: job.get(k) for k in (
                 "state", "from_gen", "to_gen", "moved_objects", "moved_bytes", "errors")}}

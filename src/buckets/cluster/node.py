@@ -629,7 +629,7 @@ class ClusterNode:
 
     async def _follow_topology(self, store: Any, interval: float = FOLLOW_INTERVAL) -> None:
         """Apply every topology change the control plane commits; on the leader, finish the
-        removal of drained nodes."""
+        removal of drained nodes, then apply the next queued change."""
         assert self.control is not None
         loop = asyncio.get_running_loop()
         next_finish = loop.time()
@@ -642,6 +642,7 @@ class ClusterNode:
                 if loop.time() >= next_finish:
                     next_finish = loop.time() + 1.0
                     await membership.finish_removals(self)
+                    await membership.run_queued(self)
             except asyncio.CancelledError:
                 raise
             except errors.BucketsError as exc:  # no majority, a change refused: try again next time

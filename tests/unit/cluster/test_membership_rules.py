@@ -1,6 +1,7 @@
 """The refusals of add-node and remove-node, over a real single-node control plane (real
-pysyncobj): nothing changes when a change is refused; and the membership file a restart
-reads its peers from."""
+pysyncobj): nothing changes when a change is refused; a change asked for while a migration
+runs is queued and applied once it is done; and the membership file a restart reads its
+peers from."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from buckets import errors
 from buckets.cluster import membership
 from buckets.cluster.control import ControlConfig, ControlPlane, NoSuchNode
 from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
-from buckets.cluster.migration import MigrationInProgress
 from buckets.cluster.rpcclient import close_shared_session
 from serverproc import free_port
 
@@ -44,16 +44,40 @@ async def node(tmp_path: Path):
         await close_shared_session()
 
 
-async def test_a_change_while_a_migration_runs_is_refused_and_changes_nothing(node) -> None:
-    await node.control.apply("put_job", key="migration", value={"state": "running", "from_gen": 1, "to_gen": 2},
-                             expected_version=0)
-    with pytest.raises(MigrationInProgress) as caught:
-        await membership.add_node(node, "http://127.0.0.9:9000", ["/d1"])
-    assert caught.value.status == 409 and "migration-status" in caught.value.message
-    with pytest.raises(MigrationInProgress):
-        await membership.remove_node(node, node.spec.me.url)
-    assert node.control.snapshot.generation == 1
-    assert [n.state for n in node.control.snapshot.topology.nodes] == ["active"]
+async def test_a_change_while_a_migration_runs_is_queued_then_applied_in_order(node) -> None:
+    control = node.control
+    other, third = node_record("127.0.0.8", 9000), node_record("127.0.0.9", 9000)
+    await control.propose_generation([*control.snapshot.topology.nodes, other, third], timeout=10)
+    assert control.snapshot.generation == 2
+    await control.apply("put_job", key="migration", value={"state": "running", "from_gen": 1, "to_gen": 2},
+                        expected_version=0)
+    # Checked at once (a bad change is refused, not queued), then queued: nothing changes yet.
+    with pytest.raises(NoSuchNode):
+        await membership.remove_node(node, "http://127.0.0.7:9000")
+    first = await membership.remove_node(node, other.endpoint)
+    assert first["queued"] is True and first["position"] == 1 and "queued" in first["message"]
+    again = await membership.remove_node(node, other.endpoint)  # asked twice: queued once
+    assert again["position"] == 1
+    second = await membership.remove_node(node, third.endpoint, True)
+    assert second["position"] == 2
+    assert [(c["op"], c["endpoint"], c["force"]) for c in membership.queued_changes(control.snapshot)] == [
+        ("remove-node", other.endpoint, False), ("remove-node", third.endpoint, True)]
+    await membership.run_queued(node)  # the migration still runs: nothing is applied
+    assert control.snapshot.generation == 2 and len(membership.queued_changes(control.snapshot)) == 2
+    assert [n.state for n in control.snapshot.topology.nodes] == ["active"] * 3
+
+    # The migration is done: the first change is applied (its own generation and migration).
+    record = control.snapshot.jobs["migration"]
+    await control.apply("put_job", key="migration", value=dict(record.value, state="done"),
+                        expected_version=record.version)
+    await membership.run_queued(node)
+    snapshot = control.snapshot
+    assert snapshot.generation == 3
+    assert [n.state for n in snapshot.topology.nodes] == ["active", "draining", "active"]
+    assert snapshot.jobs["migration"].value["to_gen"] == 3 and snapshot.jobs["migration"].value["state"] == "running"
+    assert [c["endpoint"] for c in membership.queued_changes(snapshot)] == [third.endpoint]
+    await membership.run_queued(node)  # the second waits for the first's migration
+    assert control.snapshot.generation == 3
 
 
 async def test_bad_changes_are_refused_with_typed_errors(node) -> None:
