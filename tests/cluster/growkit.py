@@ -165,6 +165,14 @@ class GrowCluster:
                 return j
         return None
 
+    def begin(self, bucket: str):
+        """Start node 1, wait until it serves, create ``bucket``: its S3 client (3 attempts)."""
+        self.start(1)
+        self.wait_ready(1)
+        s3 = self.s3(1, retries={"total_max_attempts": 3})
+        s3.create_bucket(Bucket=bucket)
+        return s3
+
     # -- clients ----------------------------------------------------------------------------------
     def s3(self, i: int, **config):
         config.setdefault("retries", {"total_max_attempts": 1})

@@ -84,10 +84,7 @@ def test_growth_under_load(tmp_path, size: str) -> None:
     params = SIZES[size]
     cluster = GrowCluster(tmp_path)
     try:
-        cluster.start(1)
-        cluster.wait_ready(1)
-        s3 = cluster.s3(1, retries={"total_max_attempts": 3})
-        s3.create_bucket(Bucket="grow")
+        s3 = cluster.begin("grow")
         seed = write_seed(s3, "grow", params["objects"], params["multipart"])
         load = Load(cluster, "grow", [1], workers=params["workers"], seed=7)
         live = [1]

@@ -13,6 +13,12 @@ POST         ``cluster/remove-node``             ``{"endpoint": "http://h:p", "f
                                                  drain the node (a generation without its
                                                  disks, the migration), then it leaves;
                                                  ``force``: a dead node leaves at once
+POST         ``cluster/add-disk``                ``{"endpoint": "http://h:p", "path": "/d5"}``:
+                                                 the node formats and serves the disk; a new
+                                                 generation places it, the migration fills it
+POST         ``cluster/remove-disk``             ``{"endpoint": "http://h:p", "path": "/d3"}``:
+                                                 the disk drains (not placed, migration off
+                                                 it), then leaves the node's record
 ===========  ==================================  =============================================
 
 Any node answers: the changes are control-plane commands, forwarded to the Raft leader. A
@@ -75,6 +81,14 @@ class ClusterApi:
             return _answer(await convert(request.host, endpoint))
         return _answer(await membership.add_node(self.node, document.get("endpoint"), document.get("paths")))
 
+    async def add_disk(self, request: web.Request, body: bytes) -> web.Response:
+        document = _json_body(body)
+        return _answer(await membership.add_disk(self.node, document.get("endpoint"), document.get("path")))
+
+    async def remove_disk(self, request: web.Request, body: bytes) -> web.Response:
+        document = _json_body(body)
+        return _answer(await membership.remove_disk(self.node, document.get("endpoint"), document.get("path")))
+
     async def remove_node(self, request: web.Request, body: bytes) -> web.Response:
         document = _json_body(body)
         return _answer(await membership.remove_node(self.node, document.get("endpoint"),
@@ -88,4 +102,6 @@ def routes(store: Any) -> list[tuple[Any, dict[str, Any], str]]:
         (re.compile(r"cluster/nodes"), {"GET": api.list_nodes}, "cluster.nodes"),
         (re.compile(r"cluster/add-node"), {"POST": api.add_node}, "cluster.add_node"),
         (re.compile(r"cluster/remove-node"), {"POST": api.remove_node}, "cluster.remove_node"),
+        (re.compile(r"cluster/add-disk"), {"POST": api.add_disk}, "cluster.add_disk"),
+        (re.compile(r"cluster/remove-disk"), {"POST": api.remove_disk}, "cluster.remove_disk"),
     ]

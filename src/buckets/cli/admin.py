@@ -352,36 +352,32 @@ def cmd_cluster_add_node(args: argparse.Namespace) -> int:
     url, paths = _node_and_paths(args.node)
     client = _client(args)
     result = _add_node_call(args, client, url, paths)
+    return _run_add(args, client, result, lambda: _wait_queued(args, client, result, "add-node", url),
+                    f"{url} is already in the cluster",
+                    lambda r: f"Added {url} ({len(r.get('disks') or [])} disks): generation {r['generation']}, "
+                              f"migrating from generation {r['from_generation']}", "Migrating")
+
+
+def _run_add(args: argparse.Namespace, client: Any, result: dict[str, Any], wait_queued: Any, already: str,
+             added: Any, what: str) -> int:
+    """The rest of an add-node or add-disk: its turn in the queue, a no-op, or the migration."""
     if result.get("queued"):
-        result = _wait_queued(args, client, result, "add-node", url)
+        result = wait_queued()
         if result is None:
             return EXIT_OK
     if not result.get("added"):
         if args.json:
             print_json(result)
         else:
-            print(result.get("message") or f"{url} is already in the cluster")
+            print(result.get("message") or already)
         return EXIT_OK
     if not args.json:
-        print(f"Added {url} ({len(result.get('disks') or [])} disks): generation {result['generation']}, "
-              f"migrating from generation {result['from_generation']}")
-    if args.no_wait:
-        if args.json:
-            print_json(result)
-        else:
-            print(f"Follow the migration with: buckets-admin cluster migration-status {args.alias}")
-        return EXIT_OK
-    status = _follow_migration(args, client, "Migrating")
-    if args.json:
-        print_json({**result, "migration": status})
-    else:
-        print(f"Migration done: {status.get('moved_objects') or 0} objects "
-              f"({human_size(status.get('moved_bytes') or 0)}) moved, {status.get('errors') or 0} errors")
-    return EXIT_OK
+        print(added(result))
+    return _after_change(args, client, result, what)
 
 
 def _wait_queued(args: argparse.Namespace, client: Any, result: dict[str, Any], op: str,
-                 endpoint: str) -> dict[str, Any] | None:
+                 endpoint: str, *, path: str | None = None, check: bool = True) -> dict[str, Any] | None:
     """A change queued behind a running migration: say so; unless ``--no-wait``, wait until the
     leader applied it and return what ``add-node``/``remove-node`` answer right after a change
     (None: nothing more to do here)."""
@@ -397,12 +393,15 @@ def _wait_queued(args: argparse.Namespace, client: Any, result: dict[str, Any], 
     with progress_bar("Queued", None, enabled=show_progress(args.progress), unit_bytes=False):
         while True:
             listing = client.call("GET", "cluster/nodes")
-            if not any(c.get("op") == op and c.get("endpoint") == endpoint for c in listing.get("queued") or []):
+            if not any(c.get("op") == op and c.get("endpoint") == endpoint and c.get("path") == path
+                       for c in listing.get("queued") or []):
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise CliError(f"{op} {endpoint} is still queued after {args.wait_timeout:g}s; follow it with: "
                                f"buckets-admin cluster list-nodes {args.alias}")
             time.sleep(args.interval)
+    if not check:
+        return listing
     info = next((n for n in listing["nodes"] if n["endpoint"] == endpoint), None)
     migration = listing.get("migration") or {}
     applied = {"node": endpoint, "generation": listing["generation"], "from_generation": migration.get("from_gen"),
@@ -416,19 +415,28 @@ def _wait_queued(args: argparse.Namespace, client: Any, result: dict[str, Any], 
     return applied
 
 
-def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
-    client = _client(args)
-    result = client.call("POST", "cluster/remove-node", {"endpoint": args.node, "force": args.force})
-    node = result["node"]
+def _removal(args: argparse.Namespace, result: dict[str, Any], wait_queued: Any) -> dict[str, Any] | None:
+    """A remove-node or remove-disk answer: its turn in the queue, or a message that ends it
+    (draining already; None returned), or the change to follow."""
     if result.get("queued"):
-        result = _wait_queued(args, client, result, "remove-node", node)
+        result = wait_queued()
         if result is None:
-            return EXIT_OK
+            return None
     if result.get("message"):
         if args.json:
             print_json(result)
         else:
             print(result["message"])
+        return None
+    return result
+
+
+def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
+    client = _client(args)
+    result = client.call("POST", "cluster/remove-node", {"endpoint": args.node, "force": args.force})
+    node = result["node"]
+    result = _removal(args, result, lambda: _wait_queued(args, client, result, "remove-node", node))
+    if result is None:
         return EXIT_OK
     if not args.json:
         print(f"{'Removed' if args.force else 'Draining'} {node}: generation {result['generation']}, migrating "
@@ -458,6 +466,79 @@ def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _one_disk(arg: str) -> tuple[str, str]:
+    url, paths = _node_and_paths(arg)
+    if len(paths) != 1:
+        raise CliError(f"{arg!r}: name one disk, as http://HOST:PORT/path")
+    return url, paths[0]
+
+
+def cmd_cluster_add_disk(args: argparse.Namespace) -> int:
+    url, path = _one_disk(args.disk)
+    client = _client(args)
+    result = client.call("POST", "cluster/add-disk", {"endpoint": url, "path": path})
+    return _run_add(args, client, result, lambda: _wait_queued_disk(args, client, result, "add-disk", url, path),
+                    f"{url}{path} is a disk of the cluster already",
+                    lambda r: f"Added disk {url}{path} ({r['disk']['id']}): generation {r['generation']}, "
+                              f"migrating from generation {r['from_generation']}", "Filling")
+
+
+def cmd_cluster_remove_disk(args: argparse.Namespace) -> int:
+    url, path = _one_disk(args.disk)
+    client = _client(args)
+    result = client.call("POST", "cluster/remove-disk", {"endpoint": url, "path": path})
+    result = _removal(args, result, lambda: _wait_queued_disk(args, client, result, "remove-disk", url, path))
+    if result is None:
+        return EXIT_OK
+    if not args.json:
+        print(f"Draining disk {url}{path}: generation {result['generation']}, migrating from generation "
+              f"{result['from_generation']}")
+    code = _after_change(args, client, result, "Draining")
+    if not args.no_wait:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:  # the leader drops the drained disk
+            nodes = client.call("GET", "cluster/nodes")["nodes"]
+            if not any(d["path"] == path for n in nodes if n["endpoint"] == url for d in n["disks"]):
+                if not args.json:
+                    print(f"{url}{path} is removed from the cluster: it can be unmounted")
+                break
+            time.sleep(args.interval)
+        else:
+            print(f"{url}{path} is drained; it leaves the node's record shortly (check with node-info)")
+    return code
+
+
+def _wait_queued_disk(args: argparse.Namespace, client: Any, result: dict[str, Any], op: str, url: str,
+                      path: str) -> dict[str, Any] | None:
+    """A disk change queued behind a running migration: as ``_wait_queued``, then the answer of
+    the change itself (asked again: now it is applied, or a no-op)."""
+    if _wait_queued(args, client, result, op, url, path=path, check=False) is None:
+        return None
+    listing = client.call("GET", "cluster/nodes")
+    migration = listing.get("migration") or {}
+    disk = next((d for n in listing["nodes"] if n["endpoint"] == url for d in n["disks"] if d["path"] == path), None)
+    if op == "add-disk" and disk is None:
+        raise CliError(f"the queued add-disk of {url}{path} was dropped: see the leader's log")
+    return {"node": url, "added": op == "add-disk", "disk": disk or {"path": path}, "state": "draining",
+            "generation": listing["generation"], "from_generation": migration.get("from_gen")}
+
+
+def _after_change(args: argparse.Namespace, client: Any, result: dict[str, Any], what: str) -> int:
+    if args.no_wait:
+        if args.json:
+            print_json(result)
+        else:
+            print(f"Follow the migration with: buckets-admin cluster migration-status {args.alias}")
+        return EXIT_OK
+    status = _follow_migration(args, client, what)
+    if args.json:
+        print_json({**result, "migration": status})
+    else:
+        print(f"Migration done: {status.get('moved_objects') or 0} objects "
+              f"({human_size(status.get('moved_bytes') or 0)}) moved, {status.get('errors') or 0} errors")
+    return EXIT_OK
+
+
 def _disk_summary(n: dict[str, Any]) -> str:
     online = sum(1 for d in n["disks"] if d["online"])
     return f"{online}/{len(n['disks'])}"
@@ -473,7 +554,7 @@ def cmd_cluster_list_nodes(args: argparse.Namespace) -> int:
           f"{layout['k']} data + {layout['m']} parity")
     print(f"Migration: {_migration_line(listing.get('migration'))}")
     for n, change in enumerate(listing.get("queued") or [], 1):
-        print(f"Queued {n}:  {change.get('op')} {change.get('endpoint')}"
+        print(f"Queued {n}:  {change.get('op')} {change.get('endpoint')}{change.get('path') or ''}"
               f"{' --force' if change.get('force') else ''} (after the running migration)")
     print()
     table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "SLOTS"],
@@ -502,8 +583,9 @@ def cmd_cluster_node_info(args: argparse.Namespace) -> int:
     print(f"Slots:     {info['slots']} partition slots in generation {info['generation']}")
     print()
     table(["DISK", "ID", "ONLINE", "PLACED", "SLOTS"],
-          [[d["endpoint"], d["id"], "online" if d["online"] else "OFFLINE", "yes" if d["placed"] else "no",
-            d["slots"]] for d in info["disks"]])
+          [[d["endpoint"], d["id"], "online" if d["online"] else "OFFLINE",
+            "draining" if d.get("draining") else ("yes" if d["placed"] else "no"), d["slots"]]
+           for d in info["disks"]])
     return EXIT_OK
 
 
@@ -613,6 +695,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("node", metavar="URL", help="the node, e.g. http://127.0.0.5:9000")
     sub.add_argument("--force", action="store_true",
                      help="the node is dead: remove it at once; its shards are rebuilt from parity")
+    wait_flags(sub)
+    sub = command(cluster_group, "add-disk", cmd_cluster_add_disk,
+                  "add one disk to a node (it formats and serves it), then follow the migration onto it")
+    sub.add_argument("disk", metavar="URL", help="the node and the disk's path, e.g. http://127.0.0.2:9000/srv/d5")
+    wait_flags(sub)
+    sub = command(cluster_group, "remove-disk", cmd_cluster_remove_disk,
+                  "drain one disk of a node (its shards move away first), then it leaves the cluster")
+    sub.add_argument("disk", metavar="URL", help="the node and the disk's path, e.g. http://127.0.0.2:9000/srv/d3")
     wait_flags(sub)
     command(cluster_group, "list-nodes", cmd_cluster_list_nodes, "every node: state, online, role, disks")
     sub = command(cluster_group, "node-info", cmd_cluster_node_info, "one node and its disks")

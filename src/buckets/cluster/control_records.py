@@ -92,12 +92,15 @@ def check_endpoint(endpoint: Any) -> str:
 # --- records --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class DiskRecord:
-    """One disk of a node. ``weight`` is relative capacity for placement; ``capacity`` bytes (0: unknown)."""
+    """One disk of a node. ``weight`` is relative capacity for placement; ``capacity`` bytes (0: unknown);
+    ``draining``: being removed (``cluster remove-disk``): not placed, its shards move away, then it
+    is dropped from the node's record."""
 
     disk_id: str
     path: str
     weight: float = 1.0
     capacity: int = 0
+    draining: bool = False
 
     def __post_init__(self) -> None:
         check_str(self.disk_id, "disk id")
@@ -107,14 +110,21 @@ class DiskRecord:
             raise ValueError(f"weight of disk {self.disk_id} must be > 0, got {weight}")
         object.__setattr__(self, "weight", weight)
         check_int(self.capacity, f"capacity of disk {self.disk_id}")
+        if not isinstance(self.draining, bool):
+            raise ValueError(f"draining of disk {self.disk_id} must be true or false")
 
     def to_wire(self) -> Wire:
-        return {"id": self.disk_id, "path": self.path, "weight": self.weight, "capacity": self.capacity}
+        wire: dict[str, Any] = {"id": self.disk_id, "path": self.path, "weight": self.weight,
+                                "capacity": self.capacity}
+        if self.draining:  # absent when false: the records of a cluster that never removed a disk stay as they were
+            wire["draining"] = True
+        return wire
 
     @classmethod
     def from_wire(cls, doc: Any) -> DiskRecord:
         doc = as_map(doc, "disk")
-        return cls(doc.get("id"), doc.get("path"), doc.get("weight", 1.0), doc.get("capacity", 0))
+        return cls(doc.get("id"), doc.get("path"), doc.get("weight", 1.0), doc.get("capacity", 0),
+                   doc.get("draining", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +371,8 @@ def parse_table(blob: bytes) -> PartitionTable:
 
 def placement_disks(nodes: Iterable[NodeRecord]) -> tuple[tuple[str, str, float], ...]:
     """``(disk_id, node_id, weight)`` of every disk the table may use, sorted by disk id."""
-    return tuple(sorted((d.disk_id, n.node_id, d.weight) for n in nodes if n.placed for d in n.disks))
+    return tuple(sorted((d.disk_id, n.node_id, d.weight) for n in nodes if n.placed for d in n.disks
+                        if not d.draining))
 
 
 def check_nodes(nodes: Any) -> tuple[NodeRecord, ...]:

@@ -215,9 +215,13 @@ async def _update_queue(control: Any, change) -> list[dict]:
     raise errors.ServiceUnavailable("the queue of changes kept changing; try again")
 
 
+def _same_change(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("op", "endpoint", "path"))
+
+
 async def _enqueue(control: Any, change: dict, migrating: dict) -> dict:
     def add(queue: list[dict]) -> list[dict]:
-        same = [c for c in queue if c.get("op") == change["op"] and c.get("endpoint") == change["endpoint"]]
+        same = [c for c in queue if _same_change(c, change)]
         if same:
             return queue  # asked again: queued once
         if len(queue) >= MAX_QUEUED:
@@ -225,13 +229,12 @@ async def _enqueue(control: Any, change: dict, migrating: dict) -> dict:
         return [*queue, dict(change, queued=time.time())]
 
     queue = await _update_queue(control, add)
-    position = next(i for i, c in enumerate(queue, 1) if c.get("op") == change["op"]
-                    and c.get("endpoint") == change["endpoint"])
-    log.info("%s %s queued (position %d): the migration to generation %s is %s", change["op"], change["endpoint"],
-             position, migrating.get("to_gen"), migrating.get("state"))
+    position = next(i for i, c in enumerate(queue, 1) if _same_change(c, change))
+    log.info("%s %s%s queued (position %d): the migration to generation %s is %s", change["op"],
+             change["endpoint"], change.get("path", ""), position, migrating.get("to_gen"), migrating.get("state"))
     return {"node": change["endpoint"], "added": False, "queued": True, "position": position,
             "generation": control.snapshot.topology.generation,
-            "message": f"{change['op']} {change['endpoint']} is queued (position {position}): it is applied once the "
+            "message": f"{change['op']} {change['endpoint']}{change.get('path', '')} is queued (position {position}): it is applied once the "
                        f"migration to generation {migrating.get('to_gen')} ({migrating.get('state')}) is done"}
 
 
@@ -249,14 +252,18 @@ async def run_queued(node: Any) -> None:
     if status.role != "leader" or not status.has_quorum:
         return
     topology = snapshot.topology
-    if topology is None or any(n.state == DRAINING for n in topology.nodes):
-        return  # finish_removals first
+    if topology is None or any(n.state == DRAINING or any(d.draining for d in n.disks) for n in topology.nodes):
+        return  # finish_removals and finish_disk_removals first
     change = queue[0]
     try:
         if change.get("op") == "add-node":
             result = await add_node(node, change.get("endpoint"), change.get("paths"), from_queue=True)
         elif change.get("op") == "remove-node":
             result = await remove_node(node, change.get("endpoint"), bool(change.get("force")), from_queue=True)
+        elif change.get("op") == "add-disk":
+            result = await add_disk(node, change.get("endpoint"), change.get("path"), from_queue=True)
+        elif change.get("op") == "remove-disk":
+            result = await remove_disk(node, change.get("endpoint"), change.get("path"), from_queue=True)
         else:
             result = {"message": f"unknown change {change.get('op')!r}"}
         log.info("queued %s %s applied: %s", change.get("op"), change.get("endpoint"),
@@ -381,33 +388,151 @@ async def remove_node(node: Any, endpoint: Any, force: bool = False, *, from_que
             "migration": {"state": job.get("state")}}
 
 
+# --- one disk at a time ----------------------------------------------------------------------------
+def _disk_path(path: Any) -> str:
+    if not isinstance(path, str) or not path.startswith("/") or os.path.normpath(path) != path:
+        raise errors.InvalidArgument(f"disk path {path!r}: name an absolute, normalized path")
+    return path
+
+
+async def _disk_target(node: Any, endpoint: Any, path: Any) -> tuple[str, Any, Any, NodeRecord]:
+    """(path, snapshot, topology, node record) for a disk change, read linearizably."""
+    path = _disk_path(path)
+    snapshot = await node.control.read(linearizable=True, timeout=10.0)
+    return path, snapshot, snapshot.topology, find_node(snapshot.topology, endpoint)
+
+
+async def _commit(node: Any, nodes: list[NodeRecord], from_gen: int) -> tuple[int, dict]:
+    """Commit the generation of ``nodes`` and start the migration to it: (generation, job)."""
+    from buckets.cluster.migration import start_migration
+
+    result = await node.control.propose_generation(nodes, timeout=30.0)
+    to_gen = result["generation"]
+    return to_gen, await start_migration(node, from_gen, to_gen)
+
+
+async def add_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = False) -> dict:
+    """``cluster add-disk``: the node formats and serves the new disk (``prepare_disk``), then a
+    generation that places it is committed and the migration moves its share onto it."""
+    control = node.control
+    path, snapshot, topology, target = await _disk_target(node, endpoint, path)
+    existing = next((d for d in target.disks if d.path == path), None)
+    if existing is not None:
+        if existing.draining:
+            raise errors.InvalidArgument(f"{target.endpoint}{path} is being removed: add it back once it is gone")
+        return {"node": target.endpoint, "added": False, "generation": topology.generation,
+                "disk": existing.to_wire(), "message": f"{target.endpoint}{path} is a disk of the cluster already"}
+    if target.state != ACTIVE:
+        raise errors.InvalidArgument(f"{target.endpoint} is {target.state}: disks are added to active nodes")
+    migrating = _migration_active(snapshot)
+    if migrating is not None and not from_queue:
+        return await _enqueue(control, {"op": "add-disk", "endpoint": target.endpoint, "path": path}, migrating)
+    if target.endpoint == node.spec.me.url:
+        answer = await node.prepare_disk({"path": path})
+    else:
+        client = node.clients.get(target.endpoint)
+        if client is None:
+            raise NodeUnreachable(f"{target.endpoint} has no peer client here")
+        answer = await client.call("cluster", "prepare_disk", {"path": path}, timeout=60.0)
+    disk = DiskRecord(answer["id"], path)
+    nodes = [replace(n, disks=(*n.disks, disk)) if n.node_id == target.node_id else n for n in topology.nodes]
+    from_gen = topology.generation
+    to_gen, job = await _commit(node, nodes, from_gen)
+    log.info("disk %s%s added (%s): generation %d, migrating from %d", target.endpoint, path, disk.disk_id,
+             to_gen, from_gen)
+    return {"node": target.endpoint, "added": True, "disk": disk.to_wire(), "generation": to_gen,
+            "from_generation": from_gen, "migration": {"state": job.get("state")}}
+
+
+async def remove_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = False) -> dict:
+    """``cluster remove-disk``: the disk drains (a generation that does not place it, and the
+    migration off it); once that is done the leader drops it from the node's record
+    (``finish_disk_removals``). The node's first disk (its control plane and membership
+    file) stays."""
+    control = node.control
+    path, snapshot, topology, target = await _disk_target(node, endpoint, path)
+    disk = next((d for d in target.disks if d.path == path), None)
+    if disk is None:
+        raise errors.InvalidArgument(f"{target.endpoint} has no disk {path} (its disks: "
+                                     f"{', '.join(d.path for d in target.disks)})")
+    if disk.draining:
+        return {"node": target.endpoint, "disk": disk.to_wire(), "generation": topology.generation,
+                "message": f"{target.endpoint}{path} is draining already"}
+    if disk is target.disks[0]:
+        raise errors.InvalidArgument(f"{path} is the first disk of {target.endpoint}: it holds the node's control "
+                                     f"plane and membership file and stays while the node is a member")
+    placed = sum(1 for n in topology.nodes if n.placed for d in n.disks if not d.draining)
+    if target.placed and placed - 1 < topology.layout.set_size:
+        raise errors.InvalidArgument(f"removing {path} would leave {placed - 1} disks, fewer than the "
+                                     f"{topology.layout.set_size} each object's shards need")
+    migrating = _migration_active(snapshot)
+    if migrating is not None and not from_queue:
+        return await _enqueue(control, {"op": "remove-disk", "endpoint": target.endpoint, "path": path}, migrating)
+    record = replace(target, disks=tuple(replace(d, draining=True) if d.disk_id == disk.disk_id else d
+                                         for d in target.disks))
+    nodes = [record if n.node_id == target.node_id else n for n in topology.nodes]
+    from_gen = topology.generation
+    to_gen, job = await _commit(node, nodes, from_gen)
+    log.info("disk %s%s (%s) draining: generation %d, migrating from %d", target.endpoint, path, disk.disk_id,
+             to_gen, from_gen)
+    return {"node": target.endpoint, "disk": replace(disk, draining=True).to_wire(), "state": "draining",
+            "generation": to_gen, "from_generation": from_gen, "migration": {"state": job.get("state")}}
+
+
+async def _settled(node: Any, draining: bool) -> bool:
+    """On the leader, with no migration running or paused: whether the migration to the
+    current generation is done. With ``draining`` (something drains), one that never started
+    (its proposer died between committing the generation and starting it) is started now."""
+    from buckets.cluster.migration import start_migration
+
+    snapshot = node.control.snapshot
+    topology = snapshot.topology
+    record = snapshot.jobs.get(JOB_KEY)
+    job = record.value if record is not None and isinstance(record.value, dict) else None
+    if job is not None and job.get("state") in ("running", "paused"):
+        return False
+    if draining and (job is None or job.get("to_gen", 0) < topology.generation):
+        await start_migration(node, job.get("to_gen", topology.generation - 1) if job else topology.generation - 1,
+                              topology.generation)
+        return False
+    return True
+
+
+def _leading(control: Any) -> Any:
+    """The control plane's status if this node leads with a majority, else None."""
+    status = control.status()
+    return status if status.role == "leader" and status.has_quorum and control.snapshot.topology else None
+
+
+async def finish_disk_removals(node: Any) -> None:
+    """On the leader, once the migration off draining disks is done: a generation without
+    them (the table does not change: they were not placed), and its (empty) migration."""
+    if _leading(node.control) is None:
+        return
+    topology = node.control.snapshot.topology
+    if not any(d.draining for n in topology.nodes for d in n.disks) or not await _settled(node, True):
+        return
+    dropped = [f"{n.endpoint}{d.path}" for n in topology.nodes for d in n.disks if d.draining]
+    nodes = [replace(n, disks=tuple(d for d in n.disks if not d.draining)) for n in topology.nodes]
+    to_gen, _ = await _commit(node, nodes, topology.generation)
+    log.info("disks drained and removed from the cluster: %s (generation %d)", ", ".join(dropped), to_gen)
+
+
 async def finish_removals(node: Any) -> None:
     """On the control plane's leader: a DRAINING node whose migration is done becomes REMOVED
     (while it is still a Raft member, so it learns it), then leaves Raft. A leader that is
     itself the node leaving hands its leadership over first."""
-    from buckets.cluster.migration import start_migration
-
     control = node.control
-    status = control.status()
-    if status.role != "leader" or not status.has_quorum:
+    status = _leading(control)
+    if status is None:
         return
-    snapshot = control.snapshot
-    topology = snapshot.topology
-    if topology is None:
-        return
+    topology = control.snapshot.topology
     draining = [n for n in topology.nodes if n.state == DRAINING]
     members = {m.address for m in status.members}
     gone = [n for n in topology.nodes if n.state == REMOVED and n.control_address in members]
     if not draining and not gone:
         return
-    record = snapshot.jobs.get(JOB_KEY)
-    job = record.value if record is not None and isinstance(record.value, dict) else None
-    if job is not None and job.get("state") in ("running", "paused"):
-        return
-    if draining and (job is None or job.get("to_gen", 0) < topology.generation):
-        # The change committed but its migration never started (the proposer died in between).
-        await start_migration(node, job.get("to_gen", topology.generation - 1) if job else topology.generation - 1,
-                              topology.generation)
+    if not await _settled(node, bool(draining)):
         return
     for n in draining:
         await control.apply("set_node_state", node_id=n.node_id, state=REMOVED, timeout=10.0)
@@ -448,7 +573,7 @@ def describe_nodes(node: Any) -> dict:
             disks.append({"id": d.disk_id, "path": d.path, "endpoint": f"{n.endpoint}{d.path}",
                           "online": bool(disk is not None and disk.online) if not me or disk is not None else False,
                           "placed": d.disk_id in placed_disks, "slots": slots.get(d.disk_id, 0),
-                          "weight": d.weight})
+                          "weight": d.weight, "draining": d.draining})
         out.append({"endpoint": n.endpoint, "node_id": n.node_id, "state": n.state, "self": me,
                     "online": online, "control_address": n.control_address,
                     "raft_member": member is not None, "leader": member is not None and member.leader,

@@ -103,6 +103,7 @@ class ClusterNode:
     index: ReplicatedIndex | None = None
     table: PartitionTable | None = None
     _served: list = field(default_factory=list)
+    disk_service: Any = None  # serves this node's disks to its peers (a disk added is served at once)
     _entropy: asyncio.Task | None = None
     _peer_disks: asyncio.Task | None = None  # probes a peer's disks as soon as the peer is back
     _store: Any = None  # set once the store is open and the node serves; None again once it stops
@@ -160,23 +161,31 @@ class ClusterNode:
         disks: list[Disk] = []
         disk_nodes: list[str] = []
         local: dict[str, LocalDisk] = {}
-        for node in spec.nodes:
-            for path in node.paths:
-                if node is spec.me:
+        # A member restarting: its disks, its peers' and their ids are the control plane's, as
+        # its membership file last recorded them (disks added or removed since included),
+        # whatever the command line says; a node never placed yet starts from the command line.
+        placed = known is not None and any(n.endpoint == spec.me.url for n in known["nodes"])
+        layout = ([(n.endpoint, [(d.path, d.disk_id) for d in n.disks]) for n in known["nodes"]] if placed
+                  else [(n.url, [(p, "") for p in n.paths]) for n in spec.nodes])
+        for url, node_disks in layout:
+            for path, disk_id in node_disks:
+                if url == spec.me.url:
                     # The store owns (and closes) its disks; the disk service keeps its own
                     # handles on the same directories for as long as the node runs.
-                    disk: Disk = LocalDisk(path)
-                    local[path] = LocalDisk(path)
+                    disk: Disk = LocalDisk(path, disk_id)
+                    local[path] = LocalDisk(path, disk_id)
                 else:
-                    disk = RemoteDisk(clients[node.url], path, node.disk_endpoint(path))
+                    disk = RemoteDisk(clients[url], path, f"{url}{path}", disk_id)
                 disks.append(disk)
-                disk_nodes.append(node_id_of(node))
+                disk_nodes.append(url)
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
         self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join)
         if known is not None:
             self.deployment_id = known["deployment_id"]
         self._served = list(local.values())
-        DiskService(local).register(rpc)
+        self.disk_service = DiskService(local)
+        self.disk_service.register(rpc)
+        rpc.register("cluster", "prepare_disk", self.prepare_disk)
         rpc.register("node", "hello", self._hello)
         rpc.register("cluster", "join_info", self._join_info)
         rpc.register("cluster", "applied", self._applied)
@@ -226,6 +235,66 @@ class ClusterNode:
         if client is None:
             raise errors.ServiceUnavailable(f"no peer client for {node_id}")
         return int((await client.call("cluster", "applied", {}, timeout=5.0))["applied"])
+
+    async def prepare_disk(self, args: dict) -> dict:
+        """``cluster add-disk``, on the node that owns the path: format the directory (created
+        if missing; it must be empty, or a disk of this deployment not placed yet: a retry) as a
+        new disk of this deployment, serve it to the peers and give it to the store. The
+        caller then commits a generation that names it. Returns its id."""
+        import os
+
+        from buckets.engine.bootstrap import read_disk_format
+        from buckets.storage.format import DiskFormat, new_format, new_ids
+
+        path = args.get("path")
+        if not isinstance(path, str) or not path.startswith("/") or os.path.normpath(path) != path:
+            raise errors.InvalidArgument(f"disk path {path!r}: name an absolute, normalized path")
+        store = self._store
+        topology = self.control.snapshot.topology if self.control is not None else None
+        if store is None or topology is None:
+            raise PeerNotReady(f"{self.spec.me.url} is starting: ask again shortly")
+        mine = topology.node(self.spec.me.url)
+        if mine is not None and any(d.path == path for d in mine.disks):
+            raise errors.InvalidArgument(f"{path} is a disk of {self.spec.me.url} already")
+        if any(os.path.realpath(path) == os.path.realpath(d.root) for d in self._served):
+            raise errors.InvalidArgument(f"{path} is a disk of {self.spec.me.url} already")
+        disk = LocalDisk(path)
+        try:
+            probe = await read_disk_format(disk)
+        except errors.FormatError as exc:  # a foreign, non-empty directory: never taken over
+            await disk.close()
+            raise errors.InvalidArgument(f"{path} cannot be added: {exc}") from None
+        if isinstance(probe, str):
+            await disk.close()
+            raise errors.InvalidArgument(f"{path} is unusable: {probe}")
+        taken = {d.disk_id for n in topology.nodes for d in n.disks}
+        if isinstance(probe, DiskFormat):
+            if probe.deployment_id != topology.deployment_id:
+                raise errors.InvalidArgument(f"{path} belongs to deployment {probe.deployment_id}: give an empty "
+                                             f"directory")
+            if probe.disk_id in taken:
+                raise errors.InvalidArgument(f"{path} holds disk {probe.disk_id}, which the cluster has already")
+            disk_id = probe.disk_id  # formatted by an add-disk that did not commit: the same disk
+        else:
+            _, (disk_id,) = new_ids(1)
+            layout = topology.layout
+            fmt = new_format(0, [disk_id], topology.deployment_id, layout.k, layout.m, layout.block_size,
+                             layout.partitions)
+            await disk.write_format(fmt.to_json(), create_root=True, sync=store.sync)
+        disk.disk_id = disk_id
+        if disk_id not in store.by_id:
+            served = LocalDisk(path, disk_id)
+            self._served.append(served)
+            self.disk_service.disks[path] = served
+            store.disks.append(disk)
+            store.by_id[disk_id] = disk
+            self.disks.append(disk)
+            self.disk_nodes.append(self.spec.me.url)
+            log.info("disk %s formatted as disk %s of deployment %s: served, placed once its generation commits",
+                     path, disk_id, topology.deployment_id)
+        else:
+            await disk.close()
+        return {"id": disk_id, "path": path}
 
     def disk_by_id(self, disk_id: str) -> Disk | None:
         store = self._store
@@ -335,7 +404,8 @@ class ClusterNode:
             # (its membership file); a majority of them must answer.
             await self.wait_for_peers(self.majority_peers())
             parts = ClusterParts(disk_nodes=self.disk_nodes, may_format=False,
-                                 table=self._start_member_control, catalog=self._catalog, users=self._users)
+                                 table=self._start_member_control, catalog=self._catalog, users=self._users,
+                                 known_ids=all(d.disk_id for d in self.disks))
         else:
             await self.wait_for_peers(self.majority_peers() if restart else None)
             first = self.spec.self_index == 0
@@ -642,6 +712,7 @@ class ClusterNode:
                 if loop.time() >= next_finish:
                     next_finish = loop.time() + 1.0
                     await membership.finish_removals(self)
+                    await membership.finish_disk_removals(self)
                     await membership.run_queued(self)
             except asyncio.CancelledError:
                 raise

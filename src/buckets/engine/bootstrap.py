@@ -71,15 +71,22 @@ async def read_disk_format(disk: Disk) -> Probe:
 
 
 async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, partitions: int,
-                    sync: bool, may_create: bool = True) -> Bootstrap:
+                    sync: bool, may_create: bool = True, known_ids: bool = False) -> Bootstrap:
     """Format or check ``disks`` (in slot order); set each one's ``disk_id`` and state
-    (offline with its error, or ``healing`` when it was formatted into an existing slot)."""
+    (offline with its error, or ``healing`` when it was formatted into an existing slot).
+
+    ``known_ids``: a cluster member restarting, whose disks (its own and its peers') and their
+    ids come from the control plane (its membership file, set on each disk as ``disk_id``), not
+    from the format files' disk lists: a disk added or removed since the first start is no
+    mismatch. Each format must still be this deployment's and name the disk id expected."""
     if not disks:
         raise FormatError("no disk paths given")
     if len({d.endpoint for d in disks}) != len(disks):
         raise FormatError("the same disk path is given twice")
     probes: list[Probe] = list(await asyncio.gather(*(read_disk_format(d) for d in disks)))
     formats = [r for r in probes if isinstance(r, DiskFormat)]
+    if known_ids and formats:
+        return await _bootstrap_known(disks, probes, formats, sync)
     if not formats:
         if not may_create:
             raise NotFormatted("no disk is formatted yet: waiting for the first node to format the cluster")
@@ -112,6 +119,37 @@ async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, p
             d.healing = True
             log.warning("disk %s was empty: formatted into slot %d of deployment %s; it will be refilled",
                         d.endpoint, slot, deployment_id)
+        else:
+            d.mark_offline(r)
+    return boot
+
+
+async def _bootstrap_known(disks: list[Disk], probes: list[Probe], formats: list[DiskFormat],
+                           sync: bool) -> Bootstrap:
+    deployments = Counter(f.deployment_id for f in formats)
+    deployment_id, _ = deployments.most_common(1)[0]
+    ref = next(f for f in formats if f.deployment_id == deployment_id)
+    boot = Bootstrap(deployment_id, ref.k, ref.m, ref.block_size, ref.partitions, [d.disk_id for d in disks])
+    for d, r in zip(disks, probes):
+        if not d.disk_id:
+            raise FormatError(f"{d.endpoint}: no disk id for it in the membership file")
+        if isinstance(r, DiskFormat):
+            if r.deployment_id != deployment_id:
+                raise FormatError(f"{d.endpoint} belongs to another deployment ({r.deployment_id}); "
+                                  f"this node's disks are in {deployment_id}")
+            if r.disk_id != d.disk_id:
+                raise FormatError(f"{d.endpoint} holds disk {r.disk_id}, but the cluster knows this path as disk "
+                                  f"{d.disk_id}: keep each disk at the path it was added with")
+        elif r is None:
+            fmt = new_format(0, [d.disk_id], deployment_id, ref.k, ref.m, ref.block_size, ref.partitions)
+            try:
+                await d.write_format(fmt.to_json(), create_root=False, sync=sync)
+            except DiskError as exc:
+                d.mark_offline(str(exc))
+                continue
+            d.healing = True
+            log.warning("disk %s was empty: formatted as disk %s of deployment %s; it will be refilled",
+                        d.endpoint, d.disk_id, deployment_id)
         else:
             d.mark_offline(r)
     return boot

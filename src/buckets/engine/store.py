@@ -60,6 +60,7 @@ class ClusterParts:
     table: Callable[["Store", Any], Awaitable[PartitionTable]]  # after bootstrap: the agreed table
     catalog: Callable[["Store"], Catalog]  # built once the registry is open
     users: Callable[["Store"], Any]  # the user table (get_user, list_users, commit)
+    known_ids: bool = False  # the disks' ids are set from the control plane (a member restarting)
 
 
 DEFAULT_PARTITIONS = 4096
@@ -127,7 +128,8 @@ class Store:
         self.small_copy_limit = min(small_copy_limit, inline_threshold)
         loop = asyncio.get_running_loop()
         boot = await bootstrap(self.disks, parity=parity, block_size=block_size, partitions=partitions, sync=sync,
-                               may_create=self.cluster is None or self.cluster.may_format)
+                               may_create=self.cluster is None or self.cluster.may_format,
+                               known_ids=self.cluster is not None and self.cluster.known_ids)
         self.boot = boot
         self.deployment_id = boot.deployment_id
         self.k, self.m, self.block_size = boot.k, boot.m, boot.block_size
