@@ -100,6 +100,10 @@ async def test_last_writer_wins_and_tombstones_hide_older_writes(cluster) -> Non
     net, idx, regs = cluster
     await idx["n1"].put("b", "k", entry("w1"))
     net.down = {"n3"}
+    # The engine reads an entry before it deletes it (the shards to remove): that read is what
+    # makes the deleting node's clock pass the put's version, even when n2's own copy of the
+    # put is still in flight and both writes fall in the same millisecond.
+    assert (await idx["n2"].get("b", "k"))["wid"] == "w1"
     await idx["n2"].delete("b", "k", "w1")
     net.down = {"n1"}
     # n3 still has w1; n2 has the tombstone, which is newer: the key is gone.
