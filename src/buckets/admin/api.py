@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -41,6 +40,8 @@ import time
 from typing import Any
 
 from aiohttp import web
+
+from buckets.admin.jsonio import answer, json_body
 
 from buckets import __version__
 from buckets.admin.settings import LiveSettings
@@ -83,10 +84,6 @@ async def _no_early_continue(request: web.Request) -> None:
     authenticated; ``_authenticate`` sends it once the signature is good."""
     return None
 
-
-def _answer(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(payload, default=str) + "\n",
-                        content_type="application/json")
 
 
 class HealTracker:
@@ -196,7 +193,7 @@ class AdminApi:
         if error.status >= 500:
             log.warning("request %s: admin %s %s -> %s %s", request_id, request.method, request.path,
                         error.status, error.code)
-        return _answer({"code": error.code, "message": error.message, "request_id": request_id},
+        return answer({"code": error.code, "message": error.message, "request_id": request_id},
                        status=error.status)
 
     async def _authenticate(self, request: web.Request) -> bytes:
@@ -228,17 +225,6 @@ class AdminApi:
             raise XAmzContentSHA256Mismatch()
         return body
 
-    @staticmethod
-    def _json_body(body: bytes) -> dict[str, Any]:
-        if not body:
-            return {}
-        try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("the request body is not valid JSON") from None
-        if not isinstance(document, dict):
-            raise InvalidArgument("the request body must be a JSON object")
-        return document
 
     # -- info ---------------------------------------------------------------------------------
     async def info(self, request: web.Request, body: bytes) -> web.Response:
@@ -253,7 +239,7 @@ class AdminApi:
                           "free": info.free, "used": info.used, "error": info.error or None})
         usage = store.registry.usage
         cache = store.registry.cache
-        return _answer({
+        return answer({
             "version": __version__,
             "deployment_id": store.deployment_id,
             "region": self.region,
@@ -273,7 +259,7 @@ class AdminApi:
     # -- users --------------------------------------------------------------------------------
     async def list_users(self, request: web.Request, body: bytes) -> web.Response:
         users = await self.store.users.list()
-        return _answer({"users": [{"access_key": user.access_key, "enabled": user.enabled,
+        return answer({"users": [{"access_key": user.access_key, "enabled": user.enabled,
                                    "created": user.created, "policy": user.policy} for user in users]})
 
     def _check_access_key(self, access_key: str) -> str:
@@ -285,7 +271,7 @@ class AdminApi:
 
     async def put_user(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
         access_key = self._check_access_key(access_key)
-        document = self._json_body(body)
+        document = json_body(body)
         secret = document.get("secret_key")
         if not isinstance(secret, str) or not 8 <= len(secret) <= 128 or any(
                 char.isspace() or not char.isprintable() for char in secret):
@@ -296,36 +282,36 @@ class AdminApi:
         existed = self.store.registry.get_user(access_key) is not None
         await self.store.users.put(access_key, secret, enabled=enabled)
         log.info("user %s %s", access_key, "updated" if existed else "added")
-        return _answer({"access_key": access_key, "enabled": enabled, "created": not existed})
+        return answer({"access_key": access_key, "enabled": enabled, "created": not existed})
 
     async def remove_user(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
         if not await self.store.users.remove(access_key):
             raise NoSuchUser(f"no user with access key {access_key!r}")
         log.info("user %s removed", access_key)
-        return _answer({"access_key": access_key, "removed": True})
+        return answer({"access_key": access_key, "removed": True})
 
     async def enable_user(self, request: web.Request, body: bytes, access_key: str, action: str) -> web.Response:
         enabled = action == "enable"
         if not await self.store.users.set_enabled(access_key, enabled):
             raise NoSuchUser(f"no user with access key {access_key!r}")
         log.info("user %s %sd", access_key, action)
-        return _answer({"access_key": access_key, "enabled": enabled})
+        return answer({"access_key": access_key, "enabled": enabled})
 
     # -- heal ---------------------------------------------------------------------------------
     async def heal_start(self, request: web.Request, body: bytes) -> web.Response:
         self.heal.start()
         log.info("heal pass requested")
-        return _answer(self.heal.status())
+        return answer(self.heal.status())
 
     async def heal_status(self, request: web.Request, body: bytes) -> web.Response:
-        return _answer(self.heal.status())
+        return answer(self.heal.status())
 
     # -- live config --------------------------------------------------------------------------
     async def get_config(self, request: web.Request, body: bytes) -> web.Response:
-        return _answer({"settings": self.settings.describe()})
+        return answer({"settings": self.settings.describe()})
 
     async def set_config(self, request: web.Request, body: bytes) -> web.Response:
-        changes = self._json_body(body)
+        changes = json_body(body)
         if not changes:
             raise InvalidArgument("nothing to set: send {\"name\": value, ...}")
         try:
@@ -333,4 +319,4 @@ class AdminApi:
         except ValueError as error:
             raise InvalidArgument(str(error)) from None
         log.warning("live settings changed: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
-        return _answer({"applied": applied, "settings": self.settings.describe()})
+        return answer({"applied": applied, "settings": self.settings.describe()})

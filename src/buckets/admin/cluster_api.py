@@ -29,31 +29,16 @@ position), and applied once the migration is done. The orchestration is
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from aiohttp import web
 
 from buckets import errors
+from buckets.admin.jsonio import answer, json_body
 from buckets.cluster import membership
 
 
-def _answer(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(payload, default=str) + "\n",
-                        content_type="application/json")
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    if not body:
-        return {}
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidArgument("the request body is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise errors.InvalidArgument("the request body must be a JSON object")
-    return document
 
 
 class ClusterApi:
@@ -68,30 +53,30 @@ class ClusterApi:
         return node
 
     async def list_nodes(self, request: web.Request, body: bytes) -> web.Response:
-        return _answer(membership.describe_nodes(self.node))
+        return answer(membership.describe_nodes(self.node))
 
     async def add_node(self, request: web.Request, body: bytes) -> web.Response:
-        document = _json_body(body)
+        document = json_body(body)
         convert = getattr(self.store, "become_cluster", None)
         if getattr(self.store, "cluster_node", None) is None and convert is not None:
             # A single node: it becomes a cluster of one first (buckets.cluster.convert) and
             # restarts; buckets-admin then asks again. Bad input is refused before anything changes.
             endpoint = membership.normalize_endpoint(document.get("endpoint"))
             membership.check_paths(document.get("paths"))
-            return _answer(await convert(request.host, endpoint))
-        return _answer(await membership.add_node(self.node, document.get("endpoint"), document.get("paths")))
+            return answer(await convert(request.host, endpoint))
+        return answer(await membership.add_node(self.node, document.get("endpoint"), document.get("paths")))
 
     async def add_disk(self, request: web.Request, body: bytes) -> web.Response:
-        document = _json_body(body)
-        return _answer(await membership.add_disk(self.node, document.get("endpoint"), document.get("path")))
+        document = json_body(body)
+        return answer(await membership.add_disk(self.node, document.get("endpoint"), document.get("path")))
 
     async def remove_disk(self, request: web.Request, body: bytes) -> web.Response:
-        document = _json_body(body)
-        return _answer(await membership.remove_disk(self.node, document.get("endpoint"), document.get("path")))
+        document = json_body(body)
+        return answer(await membership.remove_disk(self.node, document.get("endpoint"), document.get("path")))
 
     async def remove_node(self, request: web.Request, body: bytes) -> web.Response:
-        document = _json_body(body)
-        return _answer(await membership.remove_node(self.node, document.get("endpoint"),
+        document = json_body(body)
+        return answer(await membership.remove_node(self.node, document.get("endpoint"),
                                                     document.get("force", False)))
 
 

@@ -24,13 +24,13 @@ starts this node's coordinator (``buckets.cluster.migration.ensure_coordinator``
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from buckets import errors
+from buckets.admin.jsonio import answer, json_body
 from buckets.cluster import migration
 
 log = logging.getLogger("buckets.admin")
@@ -40,21 +40,6 @@ NotACluster = errors.define_error(
     "This server is not a cluster node: there is no migration (start it with node URLs).")
 
 
-def _answer(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(payload, default=str) + "\n",
-                        content_type="application/json")
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    if not body:
-        return {}
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidArgument("the request body is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise errors.InvalidArgument("the request body must be a JSON object")
-    return document
 
 
 class MigrationApi:
@@ -80,23 +65,23 @@ class MigrationApi:
 
     async def status(self, request: web.Request, body: bytes) -> web.Response:
         if getattr(self.store, "cluster_node", None) is None:
-            return _answer({"state": "none", "cluster": False})
-        return _answer(self._status())
+            return answer({"state": "none", "cluster": False})
+        return answer(self._status())
 
     async def pause(self, request: web.Request, body: bytes) -> web.Response:
-        _json_body(body)
+        json_body(body)
         await migration.update_job(self.node.control, migration.pause)
         log.info("migration paused by the operator")
-        return _answer(self._status())
+        return answer(self._status())
 
     async def resume(self, request: web.Request, body: bytes) -> web.Response:
-        _json_body(body)
+        json_body(body)
         await migration.update_job(self.node.control, migration.resume)
         log.info("migration resumed by the operator")
-        return _answer(self._status())
+        return answer(self._status())
 
     async def throttle(self, request: web.Request, body: bytes) -> web.Response:
-        document = _json_body(body)
+        document = json_body(body)
         if not document:
             raise errors.InvalidArgument("nothing to set: send {\"bytes_per_s\": N, \"objects\": N}")
         migration.check_throttle(document)  # refuse bad input before touching the job
@@ -106,12 +91,12 @@ class MigrationApi:
 
         value = await migration.update_job(self.node.control, change)
         log.info("migration throttle set to %s", value["throttle"])
-        return _answer(self._status())
+        return answer(self._status())
 
     async def reweight(self, request: web.Request, body: bytes) -> web.Response:
         """A new generation whose placement weights differ (a disk filling up, a bigger disk),
         then the migration to it."""
-        document = _json_body(body)
+        document = json_body(body)
         weights = document.get("weights")
         if not isinstance(weights, dict) or not weights:
             raise errors.InvalidArgument("send {\"weights\": {\"<disk id>\": weight, ...}}")
@@ -138,7 +123,7 @@ class MigrationApi:
         to_gen = result["generation"]
         await migration.start_migration(node, from_gen, to_gen)
         log.info("disk weights changed (%s): generation %d, migrating from %d", weights, to_gen, from_gen)
-        return _answer(self._status())
+        return answer(self._status())
 
 
 def routes(store: Any) -> list[tuple[Any, dict[str, Any], str]]:
