@@ -244,9 +244,10 @@ class ClusterCatalog:
         return await self.index.list(bucket, prefix, delimiter, start_after, limit)
 
     def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
-        # Only this node's replica's copy, and only for the write the caller already resolved
-        # through a quorum read (``wid``), so it can never be stale.
-        return self.index.local.registry.get_small(bucket, key, wid)
+        # Only a copy of the write the caller already resolved through a quorum read (``wid``),
+        # so it can never be stale: this node's replica's, or the one a replica answered with.
+        data = self.index.local.registry.get_small(bucket, key, wid)
+        return data if data is not None else self.index.small_copy(bucket, key, wid)
 
     # -- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:

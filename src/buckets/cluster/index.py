@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ from buckets.registry.store import version_tuple
 log = logging.getLogger("buckets.cluster.index")
 
 DIGEST_RANGES = 64
+SMALL_COPIES = 1024  # small objects' bytes kept from replicas' answers (each at most 16 KiB)
 # Tombstones older than this are forgotten; anti-entropy runs far more often, so every
 # replica has long seen them. (A replica down for longer must be re-seeded, not merged.)
 TOMBSTONE_TTL = 7 * 24 * 3600.0
@@ -127,7 +129,14 @@ class IndexReplica:
 
     async def get(self, args: dict) -> dict:
         entry, version = self.registry.get_version(args["bucket"], args["key"])
-        return {"entry": entry, "ts": list(version) if version is not None else None}
+        answer = {"entry": entry, "ts": list(version) if version is not None else None}
+        if args.get("small") and entry is not None and entry.get("inline"):
+            # The registry's copy of a small object's bytes (at most ``small_copy_limit``): the
+            # asking node then serves the GET without reading a disk.
+            data = self.registry.get_small(args["bucket"], args["key"], entry.get("wid", ""))
+            if data is not None:
+                answer["data"] = data
+        return answer
 
     async def scan(self, args: dict) -> dict:
         bucket = args["bucket"]
@@ -196,6 +205,10 @@ class ReplicatedIndex:
         self._background: set[asyncio.Task] = set()
         self.read_repairs = 0
         self.entropy_repairs = 0
+        # Small objects' bytes that another replica sent with its answer to ``get``, by
+        # (bucket, key, wid): a write id names immutable bytes, so an entry is never stale;
+        # bounded by count (each copy is at most the store's small-copy limit, 16 KiB).
+        self._small: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
 
     # -- calls ----------------------------------------------------------------------------
     async def _call(self, node: str, method: str, args: dict) -> Any:
@@ -357,8 +370,9 @@ class ReplicatedIndex:
     async def get(self, bucket: str, key: str) -> dict | None:
         nodes, q = self._quorum(bucket)
         # Ask the local replica (free) and enough others to make a read quorum; if one of
-        # those fails, the remaining replicas are asked too.
-        answers = await self._read(nodes, "get", {"bucket": bucket, "key": key}, q.r)
+        # those fails, the remaining replicas are asked too. A replica answers a small
+        # object's bytes with its entry, so the GET that follows reads no disk.
+        answers = await self._read(nodes, "get", {"bucket": bucket, "key": key, "small": True}, q.r)
         best_entry, best_ts = None, None
         for _, ans in answers:
             ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
@@ -370,7 +384,22 @@ class ReplicatedIndex:
             stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
             if stale:
                 self._repair(bucket, key, best_entry, best_ts, stale)
+            if best_entry is not None:
+                data = next((ans["data"] for n, ans in answers if n != self.node_id and ans.get("data") is not None
+                             and (ans.get("entry") or {}).get("wid") == best_entry.get("wid")), None)
+                if isinstance(data, bytes):
+                    self._remember_small(bucket, key, best_entry.get("wid", ""), data)
         return best_entry
+
+    def _remember_small(self, bucket: str, key: str, wid: str, data: bytes) -> None:
+        self._small[(bucket, key, wid)] = data
+        self._small.move_to_end((bucket, key, wid))
+        while len(self._small) > SMALL_COPIES:
+            self._small.popitem(last=False)
+
+    def small_copy(self, bucket: str, key: str, wid: str) -> bytes | None:
+        """The bytes of write ``wid`` if a replica sent them with a recent ``get``."""
+        return self._small.get((bucket, key, wid))
 
     def _repair(self, bucket: str, key: str, entry: dict | None, ts: tuple, nodes: list[str]) -> None:
         self.read_repairs += len(nodes)

@@ -154,3 +154,30 @@ async def test_listing_merges_replicas_and_resolves_disagreement(cluster) -> Non
     assert seen == sorted(keys)
     objects, prefixes, _ = await idx["n3"].list("b", delimiter="/")
     assert objects == [] and prefixes == ["a/"]
+
+
+async def test_a_node_outside_the_replica_set_gets_a_small_objects_bytes_with_its_entry(cluster, tmp_path) -> None:
+    """A GET through a node that holds no replica of the bucket: the read quorum's answers
+    carry the registry's copy of a small object's bytes, so the GET reads no disk; the copy
+    is keyed by write id, so an overwrite is never answered with the old bytes."""
+    net, idx, _ = cluster
+    reg = Registry(str(tmp_path / "n4"), cache_size=100, sync=False)
+    reg.start()
+    try:
+        outside = ReplicatedIndex("n4", IndexReplica(reg), net.transport_for("n4"), lambda bucket: list(NODES))
+        small = dict(entry("w1"), inline=True)
+        await idx["n1"].put("b", "k", small, b"tiny bytes")
+        calls = net.calls
+        got = await outside.get("b", "k")
+        assert got["wid"] == "w1" and net.calls - calls == 2  # one read quorum, in parallel
+        assert outside.small_copy("b", "k", "w1") == b"tiny bytes"
+        await idx["n2"].put("b", "k", dict(entry("w2"), inline=True), b"new bytes")
+        got = await outside.get("b", "k")
+        assert got["wid"] == "w2" and outside.small_copy("b", "k", "w2") == b"new bytes"
+        assert outside.small_copy("b", "k", "w3") is None
+        await idx["n2"].put("b", "big", entry("w9"))  # not inline: no bytes travel
+        await outside.get("b", "big")
+        assert outside.small_copy("b", "big", "w9") is None
+        await outside.close()
+    finally:
+        await reg.close()
