@@ -120,8 +120,15 @@ def test_a_plain_single_node_grows_with_add_node(tmp_path: Path) -> None:
         got = s3.get_object(Bucket="plain", Key="open/upload")["Body"].read()
         assert hashlib.sha256(got).digest() == hashlib.sha256(part).digest()
 
-        # Restarted with its original plain command line, node 1 is a cluster member.
+        # Restarted with its original plain command line, node 1 is a cluster member; without
+        # its membership file it refuses to start as a single node (that would fork the data).
         assert cluster.stop(1) == 0
+        members = next((tmp_path / "n1" / "d1").rglob("members.json"))
+        members.rename(members.with_suffix(".away"))
+        cluster.start(1)
+        assert cluster.procs[1].wait(timeout=120) == 1
+        assert "became a cluster member" in cluster.log(1) and "membership file" in cluster.log(1)
+        members.with_suffix(".away").rename(members)
         cluster.start(1)
         cluster.wait_ready(1)
         assert cluster.first_lines[1][-1] == f"{tmp_path}/n1/d{{1...4}}"

@@ -288,7 +288,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
     from buckets.s3.connections import GuardedAppRunner
 
-    from buckets.cluster.convert import membership_config
+    from buckets.cluster.convert import check_not_member, membership_config
 
     try:
         # A single node converted into a cluster of one starts as a cluster node from
@@ -352,6 +352,11 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         else:
             sockets = inherited  # bound once the store is open, unless a re-exec passed them on
             store = await Store.open(config.disk_paths, **store_kwargs)
+            try:
+                check_not_member(store)
+            except FormatError:
+                await store.close()
+                raise
             store.become_cluster = _conversion_hook(config, convert_to, stopping)
     except (FormatError, BucketsError, ValueError) as error:
         # The engine's refusals (foreign or mismatched disks, bad parity for the disk

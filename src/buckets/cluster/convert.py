@@ -44,6 +44,7 @@ from buckets.registry import Op
 
 log = logging.getLogger("buckets.cluster.convert")
 
+MEMBER_MARK = "cluster_member"  # in the registry's system table: this node became a cluster member
 UPLOADS = "\x01uploads"  # the cluster catalog's shadow bucket suffix (buckets.cluster.catalog)
 # Import errors that mean "already imported": a retried conversion finds its own records.
 _ALREADY = ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
@@ -100,6 +101,7 @@ async def become_cluster_of_one(store: Any, url: str, secret: bytes) -> Topology
         if topology.partition_table().rows != store.table.rows:
             raise errors.InternalError("the cluster's partition table would differ from this node's")
         counts = await _import(store, control)
+        await store.registry.commit([Op("put_sys", MEMBER_MARK, value=url)])
         # The commit point: from here on this node starts as a cluster member.
         membership.write_members(first_root, topology)
         await _drop_local_uploads(store)
@@ -164,6 +166,11 @@ def membership_config(config: Any) -> Any:
     disks' membership file says this node was converted (or else ``config`` unchanged)."""
     if config.is_cluster or not config.endpoints:
         return config
+    if not os.path.isfile(membership.members_path(config.disk_paths[0])):
+        # Never converted, or the first disk is unusable (missing, not a directory): a single
+        # node opens its disks as always (a converted node's registry says it is a member,
+        # and ``check_not_member`` refuses that start).
+        return config
     known = membership.read_members(config.disk_paths[0])
     if known is None:
         return config
@@ -182,3 +189,14 @@ def membership_config(config: Any) -> Any:
     endpoints = parse_endpoints([mine.endpoint + p for p in paths], server_port=port,
                                 address_host=config.host)
     return replace(config, endpoints=endpoints)
+
+
+def check_not_member(store: Any) -> None:
+    """A single node's start over a registry that says the node became a cluster member: its
+    membership file (on the first disk) is missing or unreadable, and serving as a single
+    node would fork the deployment. Refused with what to do."""
+    url = store.registry.get_sys(MEMBER_MARK)
+    if url and store.cluster is None:
+        raise errors.FormatError(f"this node became a cluster member ({url}), but its membership file "
+                                 f"{membership.members_path(store.disks[0].root)} is missing or its first disk is "
+                                 f"unusable: restore that disk (it holds the control plane too)")
