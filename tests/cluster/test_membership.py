@@ -213,7 +213,7 @@ def test_one_node_cluster_grows_by_a_joining_node(pair: Pair) -> None:
 
 @pytest.mark.cluster
 def test_restart_with_first_command_lines_then_remove_the_node(pair: Pair) -> None:
-    if set(nodes_listed(pair).values()) != {"active"} or len(pair.procs) != 2:
+    if len(pair.procs) != 2 or set(nodes_listed(pair).values()) != {"active"}:
         pytest.skip("needs the grown cluster of the first test")
     assert pair.stop(1) == 0 and pair.stop(5) == 0
     pair.start(1)
