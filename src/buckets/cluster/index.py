@@ -209,8 +209,6 @@ class ReplicatedIndex:
         # (bucket, key, wid): a write id names immutable bytes, so an entry is never stale;
         # bounded by count (each copy is at most the store's small-copy limit, 16 KiB).
         self._small: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
-        # Asks a replica for a whole quorum read (``index/quorum_get``); None: never delegate.
-        self.delegate: Callable[[str, dict], Awaitable[dict]] | None = None
 
     # -- calls ----------------------------------------------------------------------------
     async def _call(self, node: str, method: str, args: dict) -> Any:
@@ -371,49 +369,10 @@ class ReplicatedIndex:
     # -- reads ----------------------------------------------------------------------------
     async def get(self, bucket: str, key: str) -> dict | None:
         nodes, q = self._quorum(bucket)
-        if self.node_id not in nodes and q.r > 1 and self.delegate is not None:
-            # No replica here: one replica does the quorum read (its own copy and one other),
-            # so the lookup costs this node one call instead of R. If that replica cannot,
-            # the replicas are asked directly.
-            delegate = nodes[xxhash.xxh3_64_intdigest(key.encode()) % len(nodes)]
-            try:
-                ans = await asyncio.wait_for(self.delegate(delegate, {"bucket": bucket, "key": key}),
-                                             2 * self.timeout)
-            except (errors.BucketsError, asyncio.TimeoutError) as exc:
-                log.debug("quorum read of %s/%s through %s failed (%s): asking the replicas", bucket, key,
-                          delegate, exc)
-            else:
-                return self._chosen(bucket, key, [(delegate, ans)])
-        return await self.quorum_get(bucket, key)
-
-    async def quorum_answer(self, bucket: str, key: str) -> dict:
-        """``get`` as an answer for the node that delegated it: entry, version, small bytes."""
-        nodes, q = self._quorum(bucket)
-        answers = await self._read(nodes, "get", {"bucket": bucket, "key": key, "small": True}, q.r)
-        entry = self._chosen(bucket, key, answers)
-        ts = max((_ts(a["ts"]) for _, a in answers if a.get("ts") is not None), default=None)
-        answer: dict[str, Any] = {"entry": entry, "ts": list(ts) if ts is not None else None}
-        if entry is not None:
-            data = next((a["data"] for _, a in answers if a.get("data") is not None
-                         and (a.get("entry") or {}).get("wid") == entry.get("wid")), None)
-            if data is None:
-                data = self.local.registry.get_small(bucket, key, entry.get("wid", "")) or self.small_copy(
-                    bucket, key, entry.get("wid", ""))
-            if data is not None:
-                answer["data"] = data
-        return answer
-
-    async def quorum_get(self, bucket: str, key: str) -> dict | None:
-        nodes, q = self._quorum(bucket)
         # Ask the local replica (free) and enough others to make a read quorum; if one of
         # those fails, the remaining replicas are asked too. A replica answers a small
         # object's bytes with its entry, so the GET that follows reads no disk.
         answers = await self._read(nodes, "get", {"bucket": bucket, "key": key, "small": True}, q.r)
-        return self._chosen(bucket, key, answers)
-
-    def _chosen(self, bucket: str, key: str, answers: list[tuple[str, Any]]) -> dict | None:
-        """The newest answer's entry (None for none or a tombstone); repairs stale replicas,
-        keeps a small object's bytes that came with it."""
         best_entry, best_ts = None, None
         for _, ans in answers:
             ts = _ts(ans["ts"]) if ans.get("ts") is not None else None

@@ -194,16 +194,7 @@ class ClusterNode:
         # starts gets a typed, retryable "not ready", never "no peer method".
         for method in INDEX_METHODS:
             rpc.register("index", method, self._index_handler(method))
-        rpc.register("index", "quorum_get", self._quorum_get)
         return self
-
-    async def _quorum_get(self, args: dict) -> dict:
-        """A read quorum of one key, done here for a node that holds no replica of the bucket's
-        index (``ReplicatedIndex.get``): its GET then costs it one index call."""
-        if self._store is None or self.index is None:
-            state = "stopping" if self._stopping else "starting"
-            raise PeerNotReady(f"{self.spec.me.url} is {state}: its index replica is not serving")
-        return await self.index.quorum_answer(args["bucket"], args["key"])
 
     def _index_handler(self, method: str):
         async def handle(args: dict) -> Any:
@@ -218,7 +209,8 @@ class ClusterNode:
         own = [d for d in self.disks if isinstance(d, LocalDisk)]
         return {"url": self.spec.me.url, "fingerprint": self.spec.fingerprint(),
                 "deployment": self.deployment_id or "",
-                "disks": [{"id": d.disk_id, "path": d.root} for d in own] if self.deployment_id else [],
+                "disks": [{"id": d.disk_id, "path": p} for p, d in zip(self.spec.me.paths, own)]
+                if self.deployment_id else [],
                 "member": self.known is not None or self._store is not None}
 
     async def _join_info(self, args: dict) -> dict:
@@ -845,7 +837,6 @@ class ClusterNode:
         self.placer = IndexPlacer(lambda: control.snapshot)
         self.index = ReplicatedIndex(node_id_of(self.spec.me), IndexReplica(store.registry), self._transport,
                                      self.placer.placement)
-        self.index.delegate = lambda node, args: self._transport(node, "quorum_get", args)
         return ClusterCatalog(control, self.index, self.placer,
                               wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied))
 
