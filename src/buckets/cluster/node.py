@@ -209,8 +209,7 @@ class ClusterNode:
         own = [d for d in self.disks if isinstance(d, LocalDisk)]
         return {"url": self.spec.me.url, "fingerprint": self.spec.fingerprint(),
                 "deployment": self.deployment_id or "",
-                "disks": [{"id": d.disk_id, "path": p} for p, d in zip(self.spec.me.paths, own)]
-                if self.deployment_id else [],
+                "disks": [{"id": d.disk_id, "path": d.root} for d in own] if self.deployment_id else [],
                 "member": self.known is not None or self._store is not None}
 
     async def _join_info(self, args: dict) -> dict:

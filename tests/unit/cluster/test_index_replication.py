@@ -52,6 +52,11 @@ async def cluster(tmp_path):
         await r.close()
 
 
+async def settle(idx: dict[str, ReplicatedIndex]) -> None:
+    """Wait for the writes still reaching their last replica (a put returns at W of N)."""
+    await asyncio.gather(*(t for i in idx.values() for t in list(i._background)), return_exceptions=True)
+
+
 def entry(wid: str, size: int = 1, etag: str = "e") -> dict:
     return {"wid": wid, "size": size, "etag": etag, "mt": 1.0, "vid": "null"}
 
@@ -167,6 +172,7 @@ async def test_a_node_outside_the_replica_set_gets_a_small_objects_bytes_with_it
         outside = ReplicatedIndex("n4", IndexReplica(reg), net.transport_for("n4"), lambda bucket: list(NODES))
         small = dict(entry("w1"), inline=True)
         await idx["n1"].put("b", "k", small, b"tiny bytes")
+        await settle(idx)
         calls = net.calls
         got = await outside.get("b", "k")
         assert got["wid"] == "w1" and net.calls - calls == 2  # one read quorum, in parallel
