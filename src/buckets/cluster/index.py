@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,17 +148,19 @@ class IndexReplica:
         return {"objects": [[k, e] for k, e in objects], "prefixes": prefixes, "truncated": truncated}
 
     async def digest(self, args: dict) -> dict:
-        versions = await asyncio.get_running_loop().run_in_executor(
-            None, self.registry.bucket_versions, args["bucket"])
-        return {"digest": range_digests(versions, int(args.get("ranges", DIGEST_RANGES)))}
+        n = int(args.get("ranges", DIGEST_RANGES))
+        digest = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: range_digests(self.registry.iter_bucket_versions(args["bucket"]), n))
+        return {"digest": digest}
 
     async def versions(self, args: dict) -> dict:
         """(key, version, tombstone) of the given digest ranges of one bucket."""
         wanted = set(args["ranges"])
         n = int(args.get("ranges_total", DIGEST_RANGES))
         versions = await asyncio.get_running_loop().run_in_executor(
-            None, self.registry.bucket_versions, args["bucket"])
-        return {"versions": [[k, list(v), t] for k, v, t in versions if _range_of(k, n) in wanted]}
+            None, lambda: [[k, list(v), t] for k, v, t in self.registry.iter_bucket_versions(args["bucket"])
+                           if _range_of(k, n) in wanted])
+        return {"versions": versions}
 
     async def drop(self, args: dict) -> dict:
         """Forget one bucket's entries and tombstones: this node no longer replicates its index
@@ -174,7 +176,7 @@ def _range_of(key: str, n: int) -> int:
     return xxhash.xxh3_64_intdigest(key.encode()) % n
 
 
-def range_digests(versions: list[tuple[str, tuple, bool]], n: int) -> list[int]:
+def range_digests(versions: Iterable[tuple[str, tuple, bool]], n: int) -> list[int]:
     """An order-independent digest per key-hash range: the xor of each (key, version)'s hash."""
     out = [0] * n
     for key, version, tomb in versions:

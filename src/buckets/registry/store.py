@@ -18,7 +18,7 @@ import bisect
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -585,10 +585,15 @@ class Registry:
             yield from page
 
     def bucket_versions(self, bucket: str) -> list[tuple[str, tuple, bool]]:
-        """Every (key, version, is_tombstone) of one bucket: the input of anti-entropy digests.
-        Blocking and linear in the bucket's size: run off-loop, paced by the caller."""
+        """Every (key, version, is_tombstone) of one bucket, as a list (tests, small buckets)."""
+        return list(self.iter_bucket_versions(bucket))
+
+    def iter_bucket_versions(self, bucket: str) -> Iterator[tuple[str, tuple, bool]]:
+        """Every (key, version, is_tombstone) of one bucket, one at a time from one read
+        transaction: the input of anti-entropy digests, which fold it as it comes (memory does
+        not grow with the bucket). Blocking and linear in the bucket's size: consume it
+        off-loop, paced by the caller."""
         base = bucket.encode() + b"\0"
-        out: list[tuple[str, tuple, bool]] = []
         with self.env.begin() as txn:
             cur = txn.cursor(db=self.db["objects"])
             if cur.set_range(base):
@@ -598,15 +603,14 @@ class Registry:
                     items = ([(bytes(rec), _decode_single(raw))] if raw[:1] == _SINGLE
                              else [(bytes(k), e) for k, e in _unpack(raw[1:])])
                     for full, entry in items:
-                        out.append((full[len(base):].decode(), entry_version(entry), False))
+                        yield full[len(base):].decode(), entry_version(entry), False
             cur = txn.cursor(db=self.db["tombs"])
             if cur.set_range(base):
                 for rec, raw in cur:
                     if not bytes(rec).startswith(base):
                         break
                     version, key = _tomb_version(raw)
-                    out.append((key, version, True))
-        return out
+                    yield key, version, True
 
     def get_version(self, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
         """(entry, version) of a key, or (None, tombstone version or None)."""

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from buckets import errors
-from buckets.cluster.index import HybridClock, IndexReplica, Quorum, ReplicatedIndex
+from buckets.cluster.index import HybridClock, IndexReplica, Quorum, ReplicatedIndex, range_digests
 from buckets.registry import Op, Registry
 
 NODES = ["n1", "n2", "n3"]
@@ -185,5 +185,31 @@ async def test_a_node_outside_the_replica_set_gets_a_small_objects_bytes_with_it
         await outside.get("b", "big")
         assert outside.small_copy("b", "big", "w9") is None
         await outside.close()
+    finally:
+        await reg.close()
+
+
+async def test_a_digest_does_not_hold_the_bucket_in_memory(tmp_path) -> None:
+    """Anti-entropy digests every bucket each minute: the versions are folded as the LMDB
+    cursor yields them, so memory does not grow with the bucket (20,000 keys here)."""
+    import tracemalloc
+
+    reg = Registry(str(tmp_path / "big"), cache_size=100, sync=False)
+    reg.start()
+    try:
+        await reg.commit([Op("put_bucket", "big", value={"created": 1.0})])
+        for start in range(0, 20_000, 2_000):
+            await reg.commit([Op("merge_object", "big", f"key-{n:06d}", value=dict(entry(f"w{n}"), ts=[n + 1, f"w{n}"]),
+                                 ts=(n + 1, f"w{n}")) for n in range(start, start + 2_000)])
+        replica = IndexReplica(reg)
+        as_list = range_digests(reg.bucket_versions("big"), 64)
+        tracemalloc.start()
+        try:
+            answer = await replica.digest({"bucket": "big", "ranges": 64})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert answer["digest"] == as_list
+        assert peak < 1_000_000, f"digest of 20,000 keys peaked at {peak} bytes"
     finally:
         await reg.close()
