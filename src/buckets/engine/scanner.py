@@ -276,7 +276,10 @@ class Scanner:
                     try:
                         meta = decode_meta_file(await disk.read_file(rel + ".meta"))
                         current = await store.catalog.get_object(bucket, meta["key"])
-                        if current is not None and current["wid"] == wid:
+                        # The current write's shard, on a disk its entry names: kept. The same
+                        # write on another disk is a shard a migration vacated (its coordinator
+                        # died before the delayed removal) or copied without committing.
+                        if current is not None and current["wid"] == wid and disk.disk_id in current.get("disks", ()):
                             continue
                     except FileNotFound:
                         continue  # removed meanwhile (an overwrite's cleanup)
