@@ -312,8 +312,10 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
     # a while: registry rebuild) still closes it cleanly instead of a KeyboardInterrupt.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signalled: list[int] = []  # a stop asked for by a signal (a conversion then does not restart)
 
     def on_signal(signum: int) -> None:
+        signalled.append(signum)
         name = signal.Signals(signum).name
         if stopping.is_set():
             log.warning("%s again: still waiting up to %gs for in-flight requests",
@@ -417,7 +419,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                     await store.close()
                     if node is not None:
                         await node.close()
-    if convert_to:
+    if convert_to and not signalled:
         for sock in sockets:
             os.set_inheritable(sock.fileno(), True)
         _RESTART_SOCKETS[:] = sockets
