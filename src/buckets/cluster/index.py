@@ -39,6 +39,7 @@ from buckets.registry.store import version_tuple
 log = logging.getLogger("buckets.cluster.index")
 
 DIGEST_RANGES = 64
+VERSIONS_BATCH = 100_000  # keys per anti-entropy "versions" exchange (about 5 MB of answer)
 SMALL_COPIES = 1024  # small objects' bytes kept from replicas' answers (each at most 16 KiB)
 # Tombstones older than this are forgotten; anti-entropy runs far more often, so every
 # replica has long seen them. (A replica down for longer must be re-seeded, not merged.)
@@ -149,9 +150,10 @@ class IndexReplica:
 
     async def digest(self, args: dict) -> dict:
         n = int(args.get("ranges", DIGEST_RANGES))
+        counts = [0] * n
         digest = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: range_digests(self.registry.iter_bucket_versions(args["bucket"]), n))
-        return {"digest": digest}
+            None, lambda: range_digests(self.registry.iter_bucket_versions(args["bucket"]), n, counts))
+        return {"digest": digest, "counts": counts}
 
     async def versions(self, args: dict) -> dict:
         """(key, version, tombstone) of the given digest ranges of one bucket."""
@@ -176,10 +178,13 @@ def _range_of(key: str, n: int) -> int:
     return xxhash.xxh3_64_intdigest(key.encode()) % n
 
 
-def range_digests(versions: Iterable[tuple[str, tuple, bool]], n: int) -> list[int]:
-    """An order-independent digest per key-hash range: the xor of each (key, version)'s hash."""
+def range_digests(versions: Iterable[tuple[str, tuple, bool]], n: int, counts: list[int] | None = None) -> list[int]:
+    """An order-independent digest per key-hash range: the xor of each (key, version)'s hash.
+    ``counts``, if given, gets the number of keys and tombstones of each range."""
     out = [0] * n
     for key, version, tomb in versions:
+        if counts is not None:
+            counts[_range_of(key, n)] += 1
         # A moved entry's generation is part of its version: replicas holding (h, w) and
         # (h, w, g) of one key must differ, so anti-entropy spreads the moved one.
         gen = f"\0g{version[2]}" if len(version) > 2 else ""
@@ -487,14 +492,29 @@ class ReplicatedIndex:
         """The anti-entropy exchange between two replicas (either may be this node): compare
         their range digests, then copy to ``target`` every entry and tombstone of the differing
         ranges that ``source`` holds newer. Returns how many it copied; errors propagate."""
-        mine = (await self._call(target, "digest", {"bucket": bucket}))["digest"]
-        theirs = (await self._call(source, "digest", {"bucket": bucket}))["digest"]
-        differ = [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
-        if not differ:
-            return 0
-        remote = (await self._call(source, "versions", {"bucket": bucket, "ranges": differ}))["versions"]
+        mine = await self._call(target, "digest", {"bucket": bucket})
+        theirs = await self._call(source, "digest", {"bucket": bucket})
+        differ = [i for i, (a, b) in enumerate(zip(mine["digest"], theirs["digest"])) if a != b]
+        copied = 0
+        # The differing ranges in batches of about VERSIONS_BATCH keys (by the larger side's
+        # counts): a replica far behind, or new, never gets a huge bucket's whole version list
+        # in one answer (each batch costs each side one scan of the bucket).
+        sizes = [max(c1, c2) for c1, c2 in zip(mine.get("counts") or [0] * len(mine["digest"]),
+                                               theirs.get("counts") or [0] * len(theirs["digest"]))]
+        batch: list[int] = []
+        held = 0
+        for i in differ:
+            batch.append(i)
+            held += sizes[i] if i < len(sizes) else 0
+            if held >= VERSIONS_BATCH or i == differ[-1]:
+                copied += await self._exchange_ranges(bucket, source, target, batch)
+                batch, held = [], 0
+        return copied
+
+    async def _exchange_ranges(self, bucket: str, source: str, target: str, ranges: list[int]) -> int:
+        remote = (await self._call(source, "versions", {"bucket": bucket, "ranges": ranges}))["versions"]
         local = {k: _ts(v) for k, v, _t in (await self._call(
-            target, "versions", {"bucket": bucket, "ranges": differ}))["versions"]}
+            target, "versions", {"bucket": bucket, "ranges": ranges}))["versions"]}
         copied = 0
         for key, version, _tomb in remote:
             have = local.get(key)

@@ -213,3 +213,28 @@ async def test_a_digest_does_not_hold_the_bucket_in_memory(tmp_path) -> None:
         assert peak < 1_000_000, f"digest of 20,000 keys peaked at {peak} bytes"
     finally:
         await reg.close()
+
+
+async def test_anti_entropy_exchanges_a_big_difference_in_batches(cluster, monkeypatch) -> None:
+    """A replica that missed everything gets the other side's versions in batches of about
+    VERSIONS_BATCH keys (by the digests' per-range counts), never the whole bucket at once."""
+    import buckets.cluster.index as index_module
+
+    monkeypatch.setattr(index_module, "VERSIONS_BATCH", 10)
+    net, idx, regs = cluster
+    net.down = {"n3"}
+    for i in range(120):
+        await idx["n1"].put("b", f"k{i:03d}", entry(f"w{i}"))
+    net.down = set()
+    answered: list[int] = []
+    original = idx["n1"].local.versions
+
+    async def counted(args: dict) -> dict:
+        result = await original(args)
+        answered.append(len(result["versions"]))
+        return result
+
+    monkeypatch.setattr(idx["n1"].local, "versions", counted)  # handlers() looks it up per call
+    assert await idx["n3"].exchange("b", "n1", "n3") == 120
+    assert regs["n3"].count_objects() == 120
+    assert len(answered) > 5 and max(answered) < 30, answered  # batches of ~10 keys, not one of 120
