@@ -117,3 +117,34 @@ def test_add_and_remove_one_disk_under_load(tmp_path: Path) -> None:
         cluster.stop_all()
     bugs = cluster.bugs()
     assert not bugs, bugs
+
+
+def test_a_wiped_disk_of_a_member_is_formatted_under_its_known_id_and_refilled(tmp_path: Path) -> None:
+    """A member restarting finds one of its disks empty (replaced): the disk gets the id the
+    control plane knows it by (not a new one), and the refill rebuilds its shards."""
+    import shutil
+    import time
+
+    cluster = GrowCluster(tmp_path)
+    try:
+        s3 = cluster.begin("wiped")
+        seed = write_seed(s3, "wiped", 12, 1)
+        assert cluster.stop(1) == 0
+        disk = tmp_path / "n1" / "d3"
+        known_id = json.loads((disk / ".buckets.sys" / "format.json").read_text())["disk_id"]
+        shutil.rmtree(disk)
+        disk.mkdir()
+        cluster.start(1)
+        cluster.wait_ready(1)
+        assert json.loads((disk / ".buckets.sys" / "format.json").read_text())["disk_id"] == known_id
+        deadline = time.monotonic() + 120
+        while "refill of" not in cluster.log(1):
+            assert time.monotonic() < deadline, cluster.log(1)[-3000:]
+            time.sleep(0.2)
+        print([line for line in cluster.log(1).splitlines() if "refill of" in line][-1][:240])
+        assert len(list(disk.rglob("*.meta"))) >= 13  # a shard of every object is back
+        read_all(cluster, [1], "wiped", seed)
+    finally:
+        cluster.stop_all()
+    bugs = cluster.bugs()
+    assert not bugs, bugs
