@@ -142,3 +142,31 @@ def test_a_plain_single_node_grows_with_add_node(tmp_path: Path) -> None:
         cluster.stop_all()
     bugs = cluster.bugs()
     assert not bugs, bugs
+
+
+def test_a_conversion_that_cannot_start_its_control_plane_leaves_the_single_node_as_it_was(tmp_path: Path) -> None:
+    """The control plane's port (S3 port + 1000) is taken: the node logs why, restarts as the
+    single node it was (same data, no membership file), and add-node says what happened."""
+    cluster = GrowCluster(tmp_path, plain_first=True)
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", cluster.port + CONTROL_OFFSET))
+        blocker.listen(1)
+        s3 = cluster.begin("stays")
+        seed = write_seed(s3, "stays", 5, 0)
+        pid = cluster.procs[1].pid
+        result = cluster.admin(1, "cluster", "add-node", cluster.disks(2), check=False, timeout=240)
+        assert result.returncode == 1 and "did not become a cluster" in result.stderr, (result.stdout, result.stderr)
+        assert "cannot bind the control port" in result.stderr, result.stderr  # the reason, not "see the log"
+        assert cluster.log(1).count("could not become a cluster") == 1  # tried once, not again and again
+        assert cluster.procs[1].pid == pid and cluster.alive(1)  # restarted in place, same process
+        cluster.wait_ready(1)
+        with pytest.raises(AdminCallError, match="not a cluster node"):
+            cluster.nodes(1)
+        assert not list((tmp_path / "n1").rglob("members.json"))
+        read_all(cluster, [1], "stays", seed)
+    finally:
+        blocker.close()
+        cluster.stop_all()
+    bugs = cluster.bugs()
+    assert not bugs, bugs

@@ -338,6 +338,8 @@ def _add_node_call(args: argparse.Namespace, client: Any, url: str, paths: list[
                 return result
             last = "still restarting"
         except AdminCallError as error:
+            if error.code == "ConversionFailed":
+                raise CliError(f"{args.alias} did not become a cluster: {error}") from None
             if error.code == "InvalidRequest" and "not a cluster node" in str(error):
                 raise CliError(f"{args.alias} did not become a cluster: see its log") from None
             if error.code not in (None, "NodeNotJoined", "ServiceUnavailable", "SlowDown", "NoQuorum"):

@@ -38,7 +38,7 @@ from buckets.cli.config import (
     build_config,
     default_of,
 )
-from buckets.errors import BucketsError, FormatError
+from buckets.errors import BucketsError, FormatError, define_error
 
 PROG = "buckets"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -46,6 +46,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # line, the listening sockets inherited): a single node that became a cluster of one.
 EXIT_RESTART = -1
 LISTEN_FDS_ENV = "BUCKETS_LISTEN_FDS"  # set only across that re-exec: the inherited sockets
+CONVERSION_ERROR_ENV = "BUCKETS_CONVERSION_ERROR"  # ... and why the conversion failed, if it did
 
 log = logging.getLogger("buckets.server")
 
@@ -359,7 +360,8 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
             except FormatError:
                 await store.close()
                 raise
-            store.become_cluster = _conversion_hook(config, convert_to, stopping)
+            store.become_cluster = _conversion_hook(config, convert_to, stopping,
+                                                    os.environ.pop(CONVERSION_ERROR_ENV, None))
     except (FormatError, BucketsError, ValueError) as error:
         # The engine's refusals (foreign or mismatched disks, bad parity for the disk
         # count) are the operator's to fix: one line; the traceback only at debug level.
@@ -435,7 +437,8 @@ _RESTART_SOCKETS: list[socket.socket] = []
 
 async def _convert(store, config: Config, url: str) -> None:
     """Make the (no longer serving) single-node store a cluster of one; on failure the node
-    restarts as the single node it was, and says why."""
+    restarts as the single node it was, says why in its log, and answers the next add-node
+    with it (``CONVERSION_ERROR_ENV`` across the re-exec) instead of trying again."""
     from buckets.cluster.convert import become_cluster_of_one
     from buckets.cluster.rpcauth import cluster_secret
 
@@ -444,11 +447,13 @@ async def _convert(store, config: Config, url: str) -> None:
                                                                config.root_password))
     except BucketsError as error:
         log.error("this node could not become a cluster (it restarts as a single node): %s", error)
-    except Exception:  # noqa: BLE001 - the node restarts either way; the log has the traceback
+        os.environ[CONVERSION_ERROR_ENV] = str(error)
+    except Exception as error:  # noqa: BLE001 - the node restarts either way; the log has the traceback
         log.exception("this node could not become a cluster (it restarts as a single node)")
+        os.environ[CONVERSION_ERROR_ENV] = f"{type(error).__name__}: {error}"
 
 
-def _conversion_hook(config: Config, convert_to: list[str], stopping: asyncio.Event):
+def _conversion_hook(config: Config, convert_to: list[str], stopping: asyncio.Event, failed: str | None):
     """``store.become_cluster(request_host)``, called by ``cluster add-node`` on a single node:
     checks what it can at once, then stops serving; ``serve`` converts the store once every
     request in flight has finished (nothing changes buckets, users or uploads meanwhile) and
@@ -457,7 +462,13 @@ def _conversion_hook(config: Config, convert_to: list[str], stopping: asyncio.Ev
     from buckets.cluster.control import control_address
     from buckets.cluster.convert import node_url
 
+    last_failure = [failed]  # the conversion that restarted this process failed: say so, once
+
     async def become_cluster(request_host: str | None, joining: str) -> dict:
+        if last_failure[0]:
+            why, last_failure[0] = last_failure[0], None
+            raise ConversionFailed(f"this node could not become a cluster of one and restarted as a single node: "
+                                   f"{why}; fix that, then run add-node again")
         url = node_url(config, request_host)
         if joining.rstrip("/") == url:
             raise _invalid(f"{joining} is this node itself: name the node to add")
@@ -475,6 +486,10 @@ def _conversion_hook(config: Config, convert_to: list[str], stopping: asyncio.Ev
                            f"cluster node; add {joining} once it answers again"}
 
     return become_cluster
+
+
+ConversionFailed = define_error("ConversionFailed", "ConversionFailed", 409,
+                                "This node could not become a cluster of one: see its log.")
 
 
 def _invalid(message: str) -> BucketsError:
