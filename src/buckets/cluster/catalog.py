@@ -35,6 +35,7 @@ from buckets.cluster.control_records import ControlSnapshot
 from buckets.cluster.index import IndexPlacement, ReplicatedIndex
 from buckets.placement import PartitionTable
 from buckets.registry import Op
+from buckets.registry.store import POLICY_PREFIX
 
 log = logging.getLogger("buckets.cluster.catalog")
 
@@ -211,8 +212,13 @@ class ClusterCatalog:
         # A new bucket's index lives on the current generation's nodes (absent means 1, so a
         # cluster that never grew keeps the records it always had).
         generation = self.control.snapshot.generation
-        settings = {"index_gen": generation} if generation > 1 else {}
+        settings = {k: v for k, v in rec.items() if k not in ("created", "owner")}
+        if generation > 1:
+            settings["index_gen"] = generation
         await self.control.apply("create_bucket", name=name, owner=rec.get("owner", ""), settings=settings)
+
+    async def update_bucket(self, name: str, set: dict, unset: list[str]) -> None:
+        await self.control.apply("update_bucket", name=name, set=set, unset=unset)
 
     async def delete_bucket(self, name: str) -> list[dict]:
         objects, prefixes, _ = await self.index.list(name, limit=1)
@@ -425,6 +431,16 @@ class ClusterUserTable:
     def list_users(self) -> list[tuple[str, dict]]:
         return [(ak, self.get_user(ak)) for ak in sorted(self.control.snapshot.users)]  # type: ignore[misc]
 
+    # Named policies are cluster settings ``policy:<name>``: one key each, so two admins
+    # changing different policies never overwrite each other.
+    def get_policy(self, name: str) -> dict | None:
+        value = self.control.snapshot.settings.get(POLICY_PREFIX + name)
+        return dict(value) if value is not None else None
+
+    def list_policies(self) -> list[tuple[str, dict]]:
+        settings = self.control.snapshot.settings
+        return [(k[len(POLICY_PREFIX):], dict(settings[k])) for k in sorted(settings) if k.startswith(POLICY_PREFIX)]
+
     async def commit(self, ops: list[Op]) -> None:
         for op in ops:
             if op.kind == "put_user":
@@ -434,5 +450,9 @@ class ClusterUserTable:
                                          policy=value.get("policy", "readwrite"))
             elif op.kind == "delete_user":
                 await self.control.apply("delete_user", access_key=op.name)
+            elif op.kind == "put_policy":
+                await self.control.apply("set_settings", set={POLICY_PREFIX + op.name: op.value})
+            elif op.kind == "delete_policy":
+                await self.control.apply("set_settings", unset=[POLICY_PREFIX + op.name])
             else:
                 raise ValueError(f"not a user change: {op.kind}")

@@ -41,6 +41,7 @@ from buckets.cluster.control import ControlConfig, ControlPlane, control_address
 from buckets.cluster.control_records import ACTIVE, DiskRecord, Layout, NodeRecord, TopologyRecord
 from buckets.cluster.index import HybridClock
 from buckets.registry import Op
+from buckets.registry.store import POLICY_PREFIX
 
 log = logging.getLogger("buckets.cluster.convert")
 
@@ -130,6 +131,8 @@ async def _import(store: Any, control: ControlPlane) -> dict[str, int]:
                             status="enabled" if user.get("enabled", True) else "disabled",
                             policy=user.get("policy", "readwrite"), created=user.get("created"))
         counts["users"] += 1
+    for name, policy in registry.list_policies():
+        await control.apply("set_settings", timeout=30.0, set={POLICY_PREFIX + name: policy})
     clock = HybridClock()
     for name, _ in registry.list_buckets():
         ops = []

@@ -29,6 +29,9 @@ class Catalog(Protocol):
         """Like ``list_buckets``, with ``find_bucket``'s freshness."""
     async def create_bucket(self, name: str, rec: dict) -> None:
         """``BucketAlreadyOwnedByYou`` when it exists."""
+    async def update_bucket(self, name: str, set: dict, unset: list[str]) -> None:
+        """Replace the named settings and remove those in ``unset`` (``NoSuchBucket``); the
+        caller holds the bucket's lock."""
     async def delete_bucket(self, name: str) -> list[dict]:
         """``BucketNotEmpty`` while it holds objects; returns the uploads it dropped."""
 
@@ -72,9 +75,20 @@ class LocalCatalog:
         return self.registry.list_buckets()
 
     async def create_bucket(self, name: str, rec: dict) -> None:
-        if self.registry.get_bucket(name) is not None:
-            raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
+        existing = self.registry.get_bucket(name)
+        if existing is not None:
+            if existing.get("owner", "") == rec.get("owner", ""):
+                raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
+            raise errors.BucketAlreadyExists(resource=name, BucketName=name)
         await self.registry.commit([Op("put_bucket", name, value=rec)])
+
+    async def update_bucket(self, name: str, set: dict, unset: list[str]) -> None:
+        current = self.registry.get_bucket(name)
+        if current is None:
+            raise errors.NoSuchBucket(resource=name, BucketName=name)
+        record = {k: v for k, v in current.items() if k not in unset}
+        record.update(set)
+        await self.registry.commit([Op("put_bucket", name, value=record)])
 
     async def delete_bucket(self, name: str) -> list[dict]:
         if self.registry.bucket_has_objects(name):

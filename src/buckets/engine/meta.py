@@ -37,6 +37,14 @@ def decode_meta_file(raw: bytes) -> dict:
     return msgpack.unpackb(body, raw=False)
 
 
+def bucket_meta_file(name: str, record: dict) -> bytes:
+    """A bucket's ``.bucket.meta``: its whole record (creation time, owner, settings such as
+    its policy and ACL), versioned so that a registry rebuild keeps the newest one."""
+    import time
+
+    return encode_meta_file({**record, "bucket": name, "version": time.time_ns()})
+
+
 def entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
     # Copies: ``e`` may be the registry cache's own entry, which callers must not be able to change.
     return ObjectInfo(

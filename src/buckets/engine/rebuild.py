@@ -27,6 +27,7 @@ _DROP = ("bucket", "key", "shard", "data")
 
 async def rebuild_registry(store: "Store") -> dict:
     buckets: dict[str, float] = {}
+    records: dict[str, dict] = {}  # the newest bucket record any disk holds
     # (bucket, key) -> wid -> [entry, count]
     writes: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
 
@@ -39,6 +40,8 @@ async def rebuild_registry(store: "Store") -> dict:
             try:
                 meta = decode_meta_file(await disk.read_file(f"{DATA_DIR}/{b}/.bucket.meta"))
                 buckets[b] = min(buckets.get(b, meta["created"]), meta["created"])
+                if meta.get("version", 0) >= records.get(b, {}).get("version", 0):
+                    records[b] = meta
             except (DiskError, CorruptData, KeyError):
                 continue
             async for rel in disk.walk_files(f"{DATA_DIR}/{b}", ".meta"):
@@ -52,9 +55,10 @@ async def rebuild_registry(store: "Store") -> dict:
                 slot[1] += 1
 
     await asyncio.gather(*(scan(d) for d in store.disks if d.online))
-    ops = [Op("put_bucket", b, value={"created": c}) for b, c in buckets.items()]
-    users = await _newest_users(store)
+    ops = [Op("put_bucket", b, value=_bucket_record(records[b], c)) for b, c in buckets.items()]
+    users, policies = await _newest_users(store)
     ops += [Op("put_user", ak, value=rec) for ak, rec in users.items()]
+    ops += [Op("put_policy", name, value=rec) for name, rec in policies.items()]
     objects = 0
     for (bucket, key), by_wid in writes.items():
         if bucket not in buckets:
@@ -71,8 +75,15 @@ async def rebuild_registry(store: "Store") -> dict:
     return {"buckets": len(buckets), "objects": objects, "users": len(users)}
 
 
-async def _newest_users(store: "Store") -> dict:
-    """The newest user-table mirror any disk holds (secrets stay sealed)."""
+def _bucket_record(meta: dict, created: float) -> dict:
+    record = {k: v for k, v in meta.items() if k not in ("bucket", "version")}
+    record["created"] = created
+    return record
+
+
+async def _newest_users(store: "Store") -> tuple[dict, dict]:
+    """The users and named policies of the newest user-table mirror any disk holds
+    (secrets stay sealed)."""
     best: dict | None = None
     for disk in [d for d in store.disks if d.online]:
         try:
@@ -81,4 +92,6 @@ async def _newest_users(store: "Store") -> dict:
             continue
         if best is None or snap.get("version", 0) > best.get("version", 0):
             best = snap
-    return dict(best.get("users") or {}) if best else {}
+    if best is None:
+        return {}, {}
+    return dict(best.get("users") or {}), dict(best.get("policies") or {})

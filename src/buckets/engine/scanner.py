@@ -424,10 +424,10 @@ class Scanner:
     async def _refill_pass(self, disk, st: dict, pending: dict[tuple[str, str], str]) -> None:
         """Every bucket's metadata file, then every object whose set holds ``disk``. Objects
         that fail are put in ``pending`` (one warning line per batch of failures)."""
-        from buckets.engine.meta import encode_meta_file
+        from buckets.engine.meta import bucket_meta_file
 
         for name, rec in self.store.catalog.list_buckets():
-            data = encode_meta_file({"bucket": name, "created": rec["created"]})
+            data = bucket_meta_file(name, self.store.catalog.get_bucket(name) or rec)
             try:
                 await disk.write_file(paths.bucket_meta(name), data, sync=self.store.sync)
             except _UNAVAILABLE as exc:
@@ -467,11 +467,11 @@ class Scanner:
                 if rec is None:
                     del pending[(bucket, key)]
                     continue
-                from buckets.engine.meta import encode_meta_file
+                from buckets.engine.meta import bucket_meta_file
 
                 try:
                     await disk.write_file(paths.bucket_meta(bucket),
-                                          encode_meta_file({"bucket": bucket, "created": rec["created"]}),
+                                          bucket_meta_file(bucket, self.store.catalog.get_bucket(bucket) or rec),
                                           sync=self.store.sync)
                     del pending[(bucket, key)]
                 except _UNAVAILABLE as exc:

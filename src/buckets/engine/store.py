@@ -29,7 +29,7 @@ from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
 from buckets.engine.locks import KeyLocks
-from buckets.engine.meta import encode_meta_file, entry_to_info, entry_to_listing
+from buckets.engine.meta import bucket_meta_file, encode_meta_file, entry_to_info, entry_to_listing
 from buckets.engine.names import check_bucket_name, check_object_key
 from buckets.engine.heal import HealStats
 from buckets.engine.reader import ObjectReader
@@ -265,18 +265,47 @@ class Store:
         task.add_done_callback(self._background.discard)
 
     # -- buckets --------------------------------------------------------------------------
-    async def make_bucket(self, name: str) -> BucketInfo:
+    async def make_bucket(self, name: str, owner: str = "", settings: dict | None = None) -> BucketInfo:
+        """Create ``name`` owned by ``owner`` (an access key; "" is the root user) with its first
+        ``settings`` (ACL, object ownership, ...). ``BucketAlreadyOwnedByYou`` when ``owner``
+        has it already, ``BucketAlreadyExists`` when someone else does."""
         check_bucket_name(name)
         async with self.locks.hold(("bucket", name)):
-            if await self.catalog.find_bucket(name) is not None:
-                raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
+            existing = await self.catalog.find_bucket(name)
+            if existing is not None:
+                if existing.get("owner", "") == owner:
+                    raise errors.BucketAlreadyOwnedByYou(resource=name, BucketName=name)
+                raise errors.BucketAlreadyExists(resource=name, BucketName=name)
             created = _now()
-            data = encode_meta_file({"bucket": name, "created": created})
+            record = {**(settings or {}), "created": created, "owner": owner}
+            data = bucket_meta_file(name, record)
             ok = await self._on_disks(lambda d: d.write_file(paths.bucket_meta(name), data, sync=self.sync))
             if ok < self._write_quorum(self.k, self.m):
                 raise errors.WriteQuorumLost()
-            await self.catalog.create_bucket(name, {"created": created})
-        return BucketInfo(name, created)
+            await self.catalog.create_bucket(name, record)
+        return BucketInfo(name, created, owner)
+
+    async def bucket_record(self, name: str) -> dict:
+        """The bucket's whole record: ``created``, ``owner`` and its settings (``NoSuchBucket``)."""
+        return await self._require_bucket(name)
+
+    async def update_bucket(self, name: str, set: dict | None = None, unset: list[str] | None = None) -> dict:
+        """Change a bucket's settings (policy, ACL, CORS, encryption, ...): ``set`` replaces the
+        named values, ``unset`` removes them. Durable in the catalog and in the bucket's
+        metadata file on every disk (so a registry rebuild keeps it). Returns the new record."""
+        values, drop = dict(set or {}), list(unset or [])
+        reserved = {"created", "owner", "bucket", "version"} & (values.keys() | drop)
+        if reserved or any(k.startswith("index_") for k in (*values, *drop)):
+            raise ValueError(f"not a bucket setting: {sorted(reserved) or drop}")
+        async with self.locks.hold(("bucket", name)):
+            await self._require_bucket(name)
+            await self.catalog.update_bucket(name, values, drop)
+            record = await self._require_bucket(name)
+            data = bucket_meta_file(name, record)
+            ok = await self._on_disks(lambda d: d.write_file(paths.bucket_meta(name), data, sync=self.sync))
+            if ok < self._write_quorum(self.k, self.m):
+                log.warning("bucket %s: its settings reached only %d disks; the scanner rewrites them", name, ok)
+        return record
 
     async def delete_bucket(self, name: str) -> None:
         async with self.locks.hold(("bucket", name)):
@@ -287,10 +316,11 @@ class Store:
                 await self._on_disks(lambda d, u=u: d.delete(paths.upload_dir(u["uid"]), recursive=True))
 
     async def list_buckets(self) -> list[BucketInfo]:
-        return [BucketInfo(name, rec["created"]) for name, rec in await self.catalog.fresh_buckets()]
+        return [BucketInfo(name, rec["created"], rec.get("owner", "")) for name, rec in await self.catalog.fresh_buckets()]
 
     async def get_bucket(self, name: str) -> BucketInfo:
-        return BucketInfo(name, (await self._require_bucket(name))["created"])
+        rec = await self._require_bucket(name)
+        return BucketInfo(name, rec["created"], rec.get("owner", ""))
 
     async def bucket_exists(self, name: str) -> bool:
         return await self.catalog.find_bucket(name) is not None

@@ -26,6 +26,7 @@ STORED_HEADERS = (
 class BucketInfo:
     name: str
     created: float  # unix seconds
+    owner: str = ""  # the access key of the user who created it; "" is the root user
 
 
 @dataclass(slots=True)

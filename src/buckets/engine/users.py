@@ -1,4 +1,4 @@
-"""Users (access key → secret) kept durably in the registry.
+"""Users (access key → secret, policy) and named access policies, kept durably in the registry.
 
 SigV4 needs the secret itself (it is an HMAC key), so secrets cannot be hashed; they are
 encrypted with AES-256-GCM under a key-encryption key derived (HKDF-SHA256) from the root
@@ -41,7 +41,8 @@ def users_snapshot(registry: Registry) -> bytes:
     """Every user record (secrets still sealed), as the mirror file written to each disk."""
     from buckets.engine.meta import encode_meta_file
 
-    return encode_meta_file({"version": time.time_ns(), "users": dict(registry.list_users())})
+    return encode_meta_file({"version": time.time_ns(), "users": dict(registry.list_users()),
+                             "policies": dict(registry.list_policies())})
 
 
 class UserStore:
@@ -104,6 +105,37 @@ class UserStore:
         if self.registry.get_user(access_key) is None:
             return False
         await self.registry.commit([Op("delete_user", access_key)])
+        await self._changed()
+        return True
+
+    async def set_policy(self, access_key: str, policy: str) -> bool:
+        """Attach ``policy`` (a canned or named policy's name, or a JSON document) to a user."""
+        rec = self.registry.get_user(access_key)
+        if rec is None:
+            return False
+        rec["policy"] = policy
+        await self.registry.commit([Op("put_user", access_key, value=rec)])
+        await self._changed()
+        return True
+
+    # -- named policies (``buckets-admin policy``) -------------------------------------------
+    def get_policy(self, name: str) -> dict | None:
+        """``{"document": <policy JSON text>, "created": ts}`` or None."""
+        return self.registry.get_policy(name)
+
+    def list_policies(self) -> list[tuple[str, dict]]:
+        return self.registry.list_policies()
+
+    async def put_policy(self, name: str, document: str) -> None:
+        existing = self.registry.get_policy(name)
+        created = existing.get("created", time.time()) if existing else time.time()
+        await self.registry.commit([Op("put_policy", name, value={"document": document, "created": created})])
+        await self._changed()
+
+    async def delete_policy(self, name: str) -> bool:
+        if self.registry.get_policy(name) is None:
+            return False
+        await self.registry.commit([Op("delete_policy", name)])
         await self._changed()
         return True
 

@@ -61,6 +61,9 @@ def _unpack(b: bytes) -> Any:
     return msgpack.unpackb(b, raw=False)
 
 
+POLICY_PREFIX = "policy:"
+
+
 def object_key(bucket: str, key: str) -> bytes:
     return bucket.encode() + b"\0" + key.encode()
 
@@ -86,7 +89,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys
+    kind: str  # put_object, delete_object, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy
     name: str
     key: str = ""
     value: Any = None
@@ -311,6 +314,10 @@ class Registry:
             txn.delete(op.name.encode(), db=self.db["users"])
         elif kind == "put_sys":
             txn.put(op.name.encode(), _pack(op.value), db=self.db["sys"])
+        elif kind == "put_policy":
+            txn.put((POLICY_PREFIX + op.name).encode(), _pack(op.value), db=self.db["sys"])
+        elif kind == "delete_policy":
+            txn.delete((POLICY_PREFIX + op.name).encode(), db=self.db["sys"])
         else:
             raise ValueError(f"unknown registry op {kind}")
 
@@ -677,6 +684,13 @@ class Registry:
 
     def get_sys(self, name: str) -> Any:
         return self._get("sys", name)
+
+    def get_policy(self, name: str) -> dict | None:
+        """A named access policy (``buckets-admin policy``): ``{"document": ..., "created": ts}``."""
+        return self._get("sys", POLICY_PREFIX + name)
+
+    def list_policies(self) -> list[tuple[str, dict]]:
+        return [(k[len(POLICY_PREFIX):], v) for k, v in self._items("sys", POLICY_PREFIX)]
 
     def size_bytes(self) -> int:
         info = self.env.info()
