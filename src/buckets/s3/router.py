@@ -136,13 +136,42 @@ def _not_implemented(name: str) -> NotImplementedErr:
         f"The '{name}' sub-resource is not implemented by this server.")
 
 
+# Bucket configuration sub-resources: name -> (GET, PUT, DELETE) operation (None: not allowed).
+_BUCKET_CONFIG = {
+    "policy": ("GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"),
+    "policyStatus": ("GetBucketPolicyStatus", None, None),
+    "acl": ("GetBucketAcl", "PutBucketAcl", None),
+    "ownershipControls": ("GetBucketOwnershipControls", "PutBucketOwnershipControls",
+                          "DeleteBucketOwnershipControls"),
+    "publicAccessBlock": ("GetPublicAccessBlock", "PutPublicAccessBlock", "DeletePublicAccessBlock"),
+    "cors": ("GetBucketCors", "PutBucketCors", "DeleteBucketCors"),
+    "encryption": ("GetBucketEncryption", "PutBucketEncryption", "DeleteBucketEncryption"),
+}
+_METHOD_COLUMN = {"GET": 0, "PUT": 1, "DELETE": 2}
+
+
+def _bucket_config(method: str, query: Mapping[str, str]) -> str | None:
+    for name, ops in _BUCKET_CONFIG.items():
+        if name in query:
+            column = _METHOD_COLUMN.get(method)
+            op = ops[column] if column is not None else None
+            if op is None:
+                raise MethodNotAllowed()
+            return op
+    return None
+
+
 def _bucket_operation(method: str, query: Mapping[str, str]) -> str:
+    if method in ("GET", "PUT", "DELETE"):
+        bad = _unsupported(query, {"location", "uploads", "versions", "versioning", *_BUCKET_CONFIG})
+        if bad:
+            raise _not_implemented(bad)
+        config = _bucket_config(method, query)
+        if config is not None:
+            return config
     if method == "GET":
         table = {"location": "GetBucketLocation", "uploads": "ListMultipartUploads",
                  "versions": "ListObjectVersions", "versioning": "GetBucketVersioning"}
-        bad = _unsupported(query, set(table))
-        if bad:
-            raise _not_implemented(bad)
         for name, op in table.items():
             if name in query:
                 return op
@@ -167,17 +196,19 @@ def _bucket_operation(method: str, query: Mapping[str, str]) -> str:
             raise _not_implemented(bad)
         if "delete" in query:
             return "DeleteObjects"
-        raise NotImplementedErr("POST object (browser form upload) is not implemented.")
+        return "PostObject"
     if method == "OPTIONS":
-        raise NotImplementedErr("CORS is not implemented.")
+        return "PreflightRequest"
     raise MethodNotAllowed()
 
 
 def _object_operation(method: str, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
     if method == "GET":
-        bad = _unsupported(query, {"uploadId", "attributes"} | _QUALIFIERS)
+        bad = _unsupported(query, {"uploadId", "attributes", "acl"} | _QUALIFIERS)
         if bad:
             raise _not_implemented(bad)
+        if "acl" in query:
+            return "GetObjectAcl"
         if "uploadId" in query:
             return "ListParts"
         if "attributes" in query:
@@ -189,9 +220,11 @@ def _object_operation(method: str, query: Mapping[str, str], headers: Mapping[st
             raise _not_implemented(bad)
         return "HeadObject"
     if method == "PUT":
-        bad = _unsupported(query, set(_QUALIFIERS))
+        bad = _unsupported(query, {"acl"} | _QUALIFIERS)
         if bad:
             raise _not_implemented(bad)
+        if "acl" in query:
+            return "PutObjectAcl"
         copy = "x-amz-copy-source" in headers
         if "uploadId" in query or "partNumber" in query:
             return "UploadPartCopy" if copy else "UploadPart"
@@ -211,5 +244,5 @@ def _object_operation(method: str, query: Mapping[str, str], headers: Mapping[st
             return "CompleteMultipartUpload"
         raise MethodNotAllowed()
     if method == "OPTIONS":
-        raise NotImplementedErr("CORS is not implemented.")
+        return "PreflightRequest"
     raise MethodNotAllowed()

@@ -8,13 +8,17 @@ Handlers translate HTTP to engine calls and back; they never touch disks.
 from __future__ import annotations
 
 from buckets.s3.handlers import (
+    access,
     attributes,
     bucket,
     copy,
+    cors,
     delete_multi,
+    encryption,
     listing,
     multipart,
     object,
+    post_object,
     service,
 )
 
@@ -42,4 +46,29 @@ OPERATIONS = {
     "AbortMultipartUpload": multipart.abort_multipart_upload,
     "ListParts": multipart.list_parts,
     "ListMultipartUploads": multipart.list_multipart_uploads,
+    # who may do what (buckets.iam): policies, ACLs, ownership controls, public access block
+    "GetBucketPolicy": access.get_bucket_policy,
+    "PutBucketPolicy": access.put_bucket_policy,
+    "DeleteBucketPolicy": access.delete_bucket_policy,
+    "GetBucketPolicyStatus": access.get_bucket_policy_status,
+    "GetBucketAcl": access.get_bucket_acl,
+    "PutBucketAcl": access.put_bucket_acl,
+    "GetObjectAcl": access.get_object_acl,
+    "PutObjectAcl": access.put_object_acl,
+    "GetBucketOwnershipControls": access.get_ownership_controls,
+    "PutBucketOwnershipControls": access.put_ownership_controls,
+    "DeleteBucketOwnershipControls": access.delete_ownership_controls,
+    "GetPublicAccessBlock": access.get_public_access_block,
+    "PutPublicAccessBlock": access.put_public_access_block,
+    "DeletePublicAccessBlock": access.delete_public_access_block,
+    # browser uploads and CORS
+    "PostObject": post_object.post_object,
+    "PreflightRequest": cors.preflight,
+    "GetBucketCors": cors.get_bucket_cors,
+    "PutBucketCors": cors.put_bucket_cors,
+    "DeleteBucketCors": cors.delete_bucket_cors,
+    # encryption at rest
+    "GetBucketEncryption": encryption.get_bucket_encryption,
+    "PutBucketEncryption": encryption.put_bucket_encryption,
+    "DeleteBucketEncryption": encryption.delete_bucket_encryption,
 }
