@@ -12,8 +12,13 @@ GET          ``info``                            version, uptime, disks, layout,
 GET          ``users``                           users (never their secrets)
 PUT          ``users/{access_key}``              create or replace a user: ``{"secret_key": ...}``
 DELETE       ``users/{access_key}``              remove a user
+GET          ``users/{access_key}``              one user: status, policy, canonical and account IDs
+PUT          ``users/{access_key}/policy``       attach a policy: ``{"policy": name or JSON document}``
 POST         ``users/{access_key}/enable``       let the user sign requests again
 POST         ``users/{access_key}/disable``      refuse the user's requests, keep the record
+GET          ``policies``                        the canned and named policies
+GET / PUT    ``policies/{name}``                 one named policy / create or replace it: ``{"document": ...}``
+DELETE       ``policies/{name}``                 remove a named policy no user has
 GET / POST   ``heal``                            heal status / start a full pass
 GET / PUT    ``config``                          live settings / change some: ``{"name": value}``
 ===========  ==================================  =========================================
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -48,6 +54,8 @@ from buckets.admin.settings import LiveSettings
 from buckets.errors import (
     AccessDenied, BucketsError, InternalError, InvalidArgument, XAmzContentSHA256Mismatch, define_error,
 )
+from buckets.iam.identity import account_id, canonical_id
+from buckets.iam.policy import CANNED_USER_POLICIES, parse_policy
 from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE
 from buckets.obs.endpoints import node_health
 from buckets.s3.app import S3_HANDLER
@@ -66,6 +74,9 @@ _REQUEST_ID = "s3_request_id"  # the key the S3 app stamps into x-amz-request-id
 
 
 NoSuchUser = define_error("NoSuchUser", "NoSuchUser", 404, "The specified user does not exist.")
+NoSuchPolicy = define_error("NoSuchPolicy", "NoSuchPolicy", 404, "The specified policy does not exist.")
+PolicyInUse = define_error("PolicyInUse", "PolicyInUse", 409, "The policy is attached to a user.")
+POLICY_NAME_RE = re.compile(r"[A-Za-z0-9._@+=-]{1,128}")
 NoSuchAdminEndpoint = define_error("NoSuchAdminEndpoint", "NoSuchAdminEndpoint", 404,
                                    "There is no such admin API endpoint.")
 AdminMethodNotAllowed = define_error("AdminMethodNotAllowed", "MethodNotAllowed", 405,
@@ -138,8 +149,12 @@ class AdminApi:
         self._table: list[tuple[re.Pattern[str], dict[str, Any], str]] = [
             (re.compile(r"info"), {"GET": self.info}, "info"),
             (re.compile(r"users"), {"GET": self.list_users}, "user.list"),
-            (re.compile(r"users/(?P<access_key>[^/]+)"), {"PUT": self.put_user, "DELETE": self.remove_user},
-             "user"),
+            (re.compile(r"users/(?P<access_key>[^/]+)"), {"GET": self.get_user, "PUT": self.put_user,
+                                                          "DELETE": self.remove_user}, "user"),
+            (re.compile(r"users/(?P<access_key>[^/]+)/policy"), {"PUT": self.set_user_policy}, "user.policy"),
+            (re.compile(r"policies"), {"GET": self.list_policies}, "policy.list"),
+            (re.compile(r"policies/(?P<name>[^/]+)"), {"GET": self.get_policy, "PUT": self.put_policy,
+                                                       "DELETE": self.remove_policy}, "policy"),
             (re.compile(r"users/(?P<access_key>[^/]+)/(?P<action>enable|disable)"), {"POST": self.enable_user},
              "user.enable"),
             (re.compile(r"heal"), {"GET": self.heal_status, "POST": self.heal_start}, "heal"),
@@ -279,10 +294,84 @@ class AdminApi:
         enabled = document.get("enabled", True)
         if not isinstance(enabled, bool):
             raise InvalidArgument("enabled must be true or false")
-        existed = self.store.registry.get_user(access_key) is not None
-        await self.store.users.put(access_key, secret, enabled=enabled)
+        policy = document.get("policy")
+        if policy is not None:
+            policy = self._check_user_policy(policy)
+        existed = self.store.users.registry.get_user(access_key) is not None
+        await self.store.users.put(access_key, secret, enabled=enabled, policy=policy)
         log.info("user %s %s", access_key, "updated" if existed else "added")
-        return answer({"access_key": access_key, "enabled": enabled, "created": not existed})
+        record = self.store.users.registry.get_user(access_key) or {}
+        return answer({"access_key": access_key, "enabled": enabled, "created": not existed,
+                       "policy": record.get("policy", "readwrite")})
+
+    async def get_user(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
+        record = self.store.users.registry.get_user(access_key)
+        if record is None:
+            raise NoSuchUser(f"no user with access key {access_key!r}")
+        return answer({"access_key": access_key, "enabled": record.get("enabled", True),
+                       "created": record.get("created", 0.0), "policy": record.get("policy", "readwrite"),
+                       "canonical_id": canonical_id(access_key), "account_id": account_id(access_key),
+                       "arn": f"arn:aws:iam::{account_id(access_key)}:user/{access_key}"})
+
+    def _check_user_policy(self, policy: Any) -> str:
+        """A canned policy's name, a named policy that exists, or a valid JSON policy document."""
+        if not isinstance(policy, str) or not policy.strip():
+            raise InvalidArgument("policy must be a policy name or a JSON policy document")
+        if policy.lstrip().startswith("{"):
+            parse_policy(policy)  # MalformedPolicy says what is wrong
+            return policy
+        if policy not in CANNED_USER_POLICIES and self.store.users.get_policy(policy) is None:
+            raise NoSuchPolicy(f"no policy named {policy!r}: use one of {', '.join(CANNED_USER_POLICIES)} "
+                               f"or add it with 'buckets-admin policy add'")
+        return policy
+
+    async def set_user_policy(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
+        policy = self._check_user_policy(json_body(body).get("policy"))
+        if not await self.store.users.set_policy(access_key, policy):
+            raise NoSuchUser(f"no user with access key {access_key!r}")
+        log.info("user %s: policy set to %s", access_key, policy if len(policy) < 64 else "a JSON document")
+        return answer({"access_key": access_key, "policy": policy})
+
+    # -- named policies -----------------------------------------------------------------------
+    async def list_policies(self, request: web.Request, body: bytes) -> web.Response:
+        canned = [{"name": name, "canned": True, "document": json.dumps(doc)}
+                  for name, doc in CANNED_USER_POLICIES.items()]
+        named = [{"name": name, "canned": False, "document": rec["document"], "created": rec.get("created", 0.0)}
+                 for name, rec in self.store.users.list_policies()]
+        return answer({"policies": canned + named})
+
+    async def get_policy(self, request: web.Request, body: bytes, name: str) -> web.Response:
+        if name in CANNED_USER_POLICIES:
+            return answer({"name": name, "canned": True, "document": json.dumps(CANNED_USER_POLICIES[name])})
+        rec = self.store.users.get_policy(name)
+        if rec is None:
+            raise NoSuchPolicy(f"no policy named {name!r}")
+        users = [ak for ak, u in self.store.users.registry.list_users() if u.get("policy") == name]
+        return answer({"name": name, "canned": False, "document": rec["document"],
+                       "created": rec.get("created", 0.0), "users": users})
+
+    async def put_policy(self, request: web.Request, body: bytes, name: str) -> web.Response:
+        if not POLICY_NAME_RE.fullmatch(name):
+            raise InvalidArgument("a policy name is 1 to 128 letters, digits or ._@+=- characters")
+        if name in CANNED_USER_POLICIES:
+            raise InvalidArgument(f"{name!r} is a canned policy and cannot be replaced")
+        document = json_body(body).get("document")
+        if not isinstance(document, str):
+            raise InvalidArgument("document must be the policy's JSON text")
+        parse_policy(document)
+        existed = self.store.users.get_policy(name) is not None
+        await self.store.users.put_policy(name, document)
+        log.info("policy %s %s", name, "updated" if existed else "added")
+        return answer({"name": name, "created": not existed})
+
+    async def remove_policy(self, request: web.Request, body: bytes, name: str) -> web.Response:
+        users = [ak for ak, u in self.store.users.registry.list_users() if u.get("policy") == name]
+        if users:
+            raise PolicyInUse(f"policy {name!r} is attached to {', '.join(users)}; give them another first")
+        if not await self.store.users.delete_policy(name):
+            raise NoSuchPolicy(f"no policy named {name!r}")
+        log.info("policy %s removed", name)
+        return answer({"name": name, "removed": True})
 
     async def remove_user(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
         if not await self.store.users.remove(access_key):

@@ -17,6 +17,7 @@ exit status 1 (2 for a bad command line); never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from typing import Any, NoReturn
@@ -104,12 +105,87 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- users -------------------------------------------------------------------------------------
 
 
+def _policy_argument(value: str) -> str:
+    """A policy name, a JSON document, or ``@FILE`` holding one."""
+    if value.startswith("@"):
+        with open(value[1:], encoding="utf-8") as f:
+            return f.read()
+    return value
+
+
 def cmd_user_add(args: argparse.Namespace) -> int:
-    result = _client(args).call("PUT", f"users/{args.access_key}", {"secret_key": args.secret_key})
+    body = {"secret_key": args.secret_key}
+    if args.policy is not None:
+        body["policy"] = _policy_argument(args.policy)
+    result = _client(args).call("PUT", f"users/{args.access_key}", body)
     if args.json:
         print_json(result)
     else:
-        print(f"{'Added' if result.get('created') else 'Updated'} user {args.access_key}")
+        print(f"{'Added' if result.get('created') else 'Updated'} user {args.access_key} "
+              f"(policy {_short(result.get('policy', 'readwrite'))})")
+    return EXIT_OK
+
+
+def _short(policy: str) -> str:
+    return "a JSON document" if policy.lstrip().startswith("{") else policy
+
+
+def cmd_user_info(args: argparse.Namespace) -> int:
+    user = _client(args).call("GET", f"users/{args.access_key}")
+    if args.json:
+        print_json(user)
+    else:
+        for field in ("access_key", "enabled", "policy", "canonical_id", "account_id", "arn"):
+            print(f"{field:13} {user[field]}")
+    return EXIT_OK
+
+
+def cmd_user_policy(args: argparse.Namespace) -> int:
+    result = _client(args).call("PUT", f"users/{args.access_key}/policy", {"policy": _policy_argument(args.policy)})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"User {args.access_key} now has policy {_short(result['policy'])}")
+    return EXIT_OK
+
+
+# --- policies ----------------------------------------------------------------------------------
+
+
+def cmd_policy_list(args: argparse.Namespace) -> int:
+    policies = _client(args).call("GET", "policies")["policies"]
+    if args.json:
+        print_json({"policies": policies})
+    else:
+        table(["NAME", "KIND"], [[p["name"], "canned" if p["canned"] else "named"] for p in policies])
+    return EXIT_OK
+
+
+def cmd_policy_info(args: argparse.Namespace) -> int:
+    policy = _client(args).call("GET", f"policies/{args.name}")
+    if args.json:
+        print_json(policy)
+    else:
+        print(json.dumps(json.loads(policy["document"]), indent=2))
+        if policy.get("users"):
+            print(f"attached to: {', '.join(policy['users'])}")
+    return EXIT_OK
+
+
+def cmd_policy_add(args: argparse.Namespace) -> int:
+    with open(args.file, encoding="utf-8") as f:
+        document = f.read()
+    result = _client(args).call("PUT", f"policies/{args.name}", {"document": document})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{'Added' if result.get('created') else 'Updated'} policy {args.name}")
+    return EXIT_OK
+
+
+def cmd_policy_remove(args: argparse.Namespace) -> int:
+    _client(args).call("DELETE", f"policies/{args.name}")
+    print(f"Removed policy {args.name}")
     return EXIT_OK
 
 
@@ -657,7 +733,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(user_group, "add", cmd_user_add, "add a user, or set a new secret for one")
     sub.add_argument("access_key", metavar="ACCESS_KEY")
     sub.add_argument("secret_key", metavar="SECRET_KEY", help="8 to 128 characters")
+    sub.add_argument("--policy", metavar="POLICY",
+                     help="readwrite (a new user's default), readonly, writeonly, a named policy, "
+                          "a JSON policy document, or @FILE holding one")
     command(user_group, "list", cmd_user_list, "list users")
+    sub = command(user_group, "info", cmd_user_info, "a user's status, policy and the IDs S3 shows for it")
+    sub.add_argument("access_key", metavar="ACCESS_KEY")
+    sub = command(user_group, "policy", cmd_user_policy, "attach a policy to a user")
+    sub.add_argument("access_key", metavar="ACCESS_KEY")
+    sub.add_argument("policy", metavar="POLICY", help="a policy name, a JSON document, or @FILE")
+
+    policy_group = commands.add_parser("policy", help="manage named access policies").add_subparsers(
+        dest="policy_command", metavar="ACTION", required=True)
+    command(policy_group, "list", cmd_policy_list, "list canned and named policies")
+    sub = command(policy_group, "info", cmd_policy_info, "show a policy's document and its users")
+    sub.add_argument("name", metavar="NAME")
+    sub = command(policy_group, "add", cmd_policy_add, "add or replace a named policy from a JSON file")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("file", metavar="FILE", help="the policy document (AWS policy language, no Principal)")
+    sub = command(policy_group, "remove", cmd_policy_remove, "remove a named policy no user has", json_flag=False)
+    sub.add_argument("name", metavar="NAME")
     sub = command(user_group, "remove", cmd_user_remove, "remove a user", json_flag=False)
     sub.add_argument("access_key", metavar="ACCESS_KEY")
     for name, enable in (("enable", True), ("disable", False)):

@@ -57,7 +57,7 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
         "ca": opts.checksum_algorithms[0].upper() if opts.checksum_algorithms else None,
         "ct": opts.checksum_type or ("COMPOSITE" if opts.checksum_algorithms else None),
         "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size,
-        "disks": list(disk_ids[: k + m]), "parts": {},
+        "disks": list(disk_ids[: k + m]), "parts": {}, "access": dict(opts.access),
     }
     await self.catalog.create_upload(bucket, upload_id, rec)
     return upload_to_info(rec)
@@ -170,6 +170,7 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
             "disks": rec["disks"], "gen": self.table.generation, "inline": False,
             "parts": [[p[0], p[2], p[3], p[4], p[5]] for p in chosen],
         }
+        entry.update(rec.get("access") or {})
         disks = self.disks_for(rec["disks"])
         stage = paths.staging(new_id())
         moves = [(paths.upload_part(upload_id, p[1]), paths.part_path(bucket, key, wid, p[0])) for p in chosen]

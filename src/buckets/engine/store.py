@@ -29,7 +29,7 @@ from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
 from buckets.engine.locks import KeyLocks
-from buckets.engine.meta import bucket_meta_file, encode_meta_file, entry_to_info, entry_to_listing
+from buckets.engine.meta import bucket_meta_file, decode_meta_file, encode_meta_file, entry_to_info, entry_to_listing
 from buckets.engine.names import check_bucket_name, check_object_key
 from buckets.engine.heal import HealStats
 from buckets.engine.reader import ObjectReader
@@ -390,6 +390,7 @@ class Store:
                 "gen": self.table.generation, "inline": result.inline is not None,
                 "parts": [[1, result.size, etag, result.checksums, mtime]],
             }
+            entry.update(opts.access)
             if result.inline is not None:
                 ok = await self._commit_inline(bucket, key, entry, result, disks)
             else:
@@ -514,6 +515,32 @@ class Store:
     async def head_object(self, bucket: str, key: str) -> ObjectInfo:
         entry = await self._lookup(bucket, key)
         return entry_to_info(bucket, key, entry)
+
+    async def object_access(self, bucket: str, key: str) -> dict | None:
+        """The current object's owner and ACL (``{"own": ..., "acl": ...}``), None if no object."""
+        entry = await self.catalog.get_object(bucket, key)
+        return None if entry is None else {"own": entry.get("own"), "acl": entry.get("acl")}
+
+    async def set_object_access(self, bucket: str, key: str, access: dict) -> None:
+        """Replace the current object's ACL (PutObjectAcl): in the catalog, and in the object's
+        metadata file on each of its disks, so that a registry rebuild keeps it."""
+        async with self.locks.hold((bucket, key)):
+            entry = await self._lookup(bucket, key)
+            updated = {f: v for f, v in entry.items() if f != "ts"}
+            updated.update(access)
+            small = self.catalog.get_small(bucket, key, entry["wid"])
+            await self.catalog.put_object(bucket, key, updated, small=small)
+
+        async def rewrite(disk: Disk) -> None:
+            path = paths.meta_path(bucket, key, entry["wid"])
+            try:
+                meta = decode_meta_file(await disk.read_file(path))
+                meta.update(access)
+                await disk.write_file(path, encode_meta_file(meta), sync=self.sync)
+            except errors.BucketsError as exc:  # an offline disk: its next heal rewrites it from the entry
+                log.info("object %s/%s: its ACL did not reach %s: %s", bucket, key, disk.endpoint, exc)
+
+        await asyncio.gather(*(rewrite(d) for d in self.disks_for(entry["disks"]) if d is not None))
 
     async def _lookup(self, bucket: str, key: str) -> dict:
         entry = await self.catalog.get_object(bucket, key)

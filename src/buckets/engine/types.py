@@ -78,6 +78,9 @@ class PutOptions:
     if_match: str | None = None  # commit only if the current ETag equals this
     if_none_match: bool = False  # commit only if no object exists ("If-None-Match: *")
     storage_class: str = "STANDARD"  # STANDARD | REDUCED_REDUNDANCY (fewer parity shards)
+    # Who owns the new object and its ACL: {"own": access key, "acl": ACL record}, kept in its
+    # entry (absent: the bucket's owner, no ACL beyond the owner's). See buckets.iam.
+    access: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)

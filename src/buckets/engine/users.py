@@ -85,9 +85,13 @@ class UserStore:
         return UserRecord(access_key, secret, rec.get("enabled", True), rec.get("created", 0.0),
                           rec.get("policy", "readwrite"))
 
-    async def put(self, access_key: str, secret: str, *, enabled: bool = True, policy: str = "readwrite") -> None:
+    async def put(self, access_key: str, secret: str, *, enabled: bool = True, policy: str | None = None) -> None:
+        """Add a user or give it a new secret; ``policy`` None keeps the one it has (a new
+        user gets readwrite)."""
         existing = self.registry.get_user(access_key)
         created = existing.get("created", time.time()) if existing else time.time()
+        if policy is None:
+            policy = existing.get("policy", "readwrite") if existing else "readwrite"
         await self.registry.commit([Op("put_user", access_key, value={
             "secret": self._seal(access_key, secret), "enabled": enabled, "created": created, "policy": policy})])
         await self._changed()

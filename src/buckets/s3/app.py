@@ -28,7 +28,9 @@ from buckets.s3.auth import authenticate
 from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.errors import InvalidURI, error_response
+from buckets.iam.actions import OPERATION_ACTIONS
 from buckets.s3.handlers import OPERATIONS
+from buckets.s3.permissions import authorize, caller_of, check_expected_owner
 from buckets.s3.router import Target, parse_target, select_operation
 
 log = logging.getLogger("buckets.s3")
@@ -126,13 +128,19 @@ class S3Service:
         request[_TARGET] = target
         auth = await authenticate(request, self.credentials, region=self.signing_region,
                                   bucket_from_host=target.host_bucket)
-        if auth.is_anonymous:
-            raise AccessDenied()
         request["s3_access_key"] = auth.access_key
         operation = select_operation(request.method, target, request.query, request.headers)
         request["s3_operation"] = operation  # read by the access log and metrics (buckets.obs)
         s3req = S3Request(request=request, store=self.store, config=self.cfg, target=target,
                           operation=operation, request_id=request[_REQUEST_ID], auth=auth)
+        if operation not in OPERATION_ACTIONS:  # fail closed: an operation with no action is root's
+            if not caller_of(s3req).root:
+                raise AccessDenied()
+        elif OPERATION_ACTIONS[operation] is not None:
+            await authorize(s3req, OPERATION_ACTIONS[operation], target.bucket, target.key)
+        if target.bucket is not None and "x-amz-expected-bucket-owner" in request.headers \
+                and operation != "CreateBucket":
+            check_expected_owner(s3req, await self.store.bucket_record(target.bucket))
         return await OPERATIONS[operation](s3req)
 
 

@@ -7,7 +7,6 @@ handlers are plain `async def op(req: S3Request) -> web.StreamResponse` function
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDictProxy
 
 from buckets.errors import KeyTooLongError
+from buckets.iam.identity import canonical_id
 from buckets.s3.params import INT32_MAX, int_argument
 from buckets.s3.router import Target
 
@@ -54,9 +54,19 @@ class S3Request:
         return self.request.method == "HEAD"
 
     def owner(self) -> tuple[str, str]:
-        """(canonical ID, display name) of the bucket owner; one tenant: the root user."""
+        """(canonical ID, display name) of the owner a response names: the bucket's owner for
+        what is in a bucket, the caller for ListBuckets."""
         root = str(getattr(self.config, "root_user", "buckets"))
-        return hashlib.sha256(f"buckets-owner:{root}".encode()).hexdigest(), root
+        name = None
+        catalog = getattr(self.store, "catalog", None)
+        if self.target.bucket is not None and catalog is not None:
+            record = catalog.get_bucket(self.target.bucket)
+            if record is not None:
+                name = record.get("owner", "") or root
+        if name is None:
+            access_key = getattr(self.auth, "access_key", None)
+            name = access_key or root
+        return canonical_id(name), name
 
     def int_param(self, name: str, default: int, *, minimum: int = 0, maximum: int = INT32_MAX,
                   cap: int | None = None) -> int:

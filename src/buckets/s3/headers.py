@@ -174,7 +174,6 @@ def apply_response_overrides(out: dict[str, str], query: Mapping[str, str]) -> N
 
 
 # Canned ACLs that mean "only the owner", which is all this server does today.
-_PRIVATE_ACLS = ("private", "bucket-owner-full-control", "bucket-owner-read")
 # Headers asking for features not implemented yet: refusing beats silently ignoring them.
 _UNSUPPORTED_WRITE_HEADERS = (
     ("x-amz-server-side-encryption", "Server-side encryption"),
@@ -184,10 +183,6 @@ _UNSUPPORTED_WRITE_HEADERS = (
     ("x-amz-object-lock-retain-until-date", "Object lock"),
     ("x-amz-object-lock-legal-hold", "Object lock"),
     ("x-amz-website-redirect-location", "Website redirects"),
-    ("x-amz-grant-read", "ACL grants"),
-    ("x-amz-grant-full-control", "ACL grants"),
-    ("x-amz-grant-read-acp", "ACL grants"),
-    ("x-amz-grant-write-acp", "ACL grants"),
 )
 
 
@@ -195,9 +190,6 @@ def refuse_unsupported(headers: Mapping[str, str]) -> None:
     for name, feature in _UNSUPPORTED_WRITE_HEADERS:
         if name in headers:
             raise NotImplementedErr(f"{feature} ({name}) is not implemented by this server.")
-    acl = headers.get("x-amz-acl")
-    if acl is not None and acl not in _PRIVATE_ACLS:
-        raise NotImplementedErr(f"The canned ACL {acl!r} is not implemented by this server.")
 
 
 def put_options(headers: Mapping[str, str]) -> PutOptions:

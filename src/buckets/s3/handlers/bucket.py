@@ -8,11 +8,15 @@ import re
 
 from aiohttp import web
 
-from buckets.errors import InvalidBucketName, NotImplementedErr
+from buckets.errors import InvalidArgument, InvalidBucketName, NotImplementedErr
+from buckets.iam.errors import InvalidBucketAclWithObjectOwnership
+from buckets.s3.acls import acl_from_headers
 from buckets.s3.body import read_document
 from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.errors import IllegalLocationConstraint
+from buckets.s3.handlers.access import OWNERSHIP_VALUES
 from buckets.s3.handlers.common import empty_response, xml_response
+from buckets.s3.permissions import owner_name
 from buckets.s3.xmlio import XmlBuilder, parse_document
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -54,9 +58,19 @@ async def create_bucket(req: S3Request) -> web.StreamResponse:
     check_bucket_name(req.bucket)
     if req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true":
         raise NotImplementedErr("Object lock is not implemented.")
-    acl = req.headers.get("x-amz-acl")
-    if acl is not None and acl != "private":
-        raise NotImplementedErr("Canned ACLs other than 'private' are not implemented.")
+    owner = owner_name(req)
+    settings: dict = {}
+    ownership = req.headers.get("x-amz-object-ownership")
+    if ownership is not None:
+        if ownership.strip() not in OWNERSHIP_VALUES:
+            raise InvalidArgument("Invalid x-amz-object-ownership header", ArgumentName="x-amz-object-ownership",
+                                  ArgumentValue=ownership)
+        settings["ownership"] = ownership.strip()
+    acl = acl_from_headers(req, owner, for_bucket=True, bucket_owner=owner)
+    if acl is not None and not acl.is_owner_only:
+        if settings.get("ownership") == "BucketOwnerEnforced":
+            raise InvalidBucketAclWithObjectOwnership()
+        settings["acl"] = acl.to_record()
     if _has_body(req):
         body, _ = await read_document(req, MAX_CONFIG_XML)
         if body.strip():
@@ -69,7 +83,7 @@ async def create_bucket(req: S3Request) -> web.StreamResponse:
                 raise IllegalLocationConstraint(
                     f"The {location.strip()} location constraint is incompatible for the region "
                     f"specific endpoint this request was sent to ({req.config.region}).")
-    await req.store.make_bucket(req.bucket)
+    await req.store.make_bucket(req.bucket, owner, settings)
     return empty_response(200, {"Location": f"/{req.bucket}"})
 
 

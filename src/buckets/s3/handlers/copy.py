@@ -13,6 +13,7 @@ from aiohttp import web
 from buckets import checksums
 from buckets.engine.types import PutOptions
 from buckets.errors import InvalidArgument, InvalidRequest, NoSuchVersion
+from buckets.s3.acls import write_access
 from buckets.s3.conditions import check_copy_source
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import xml_response
@@ -24,6 +25,7 @@ from buckets.s3.headers import (
     storage_class,
     write_conditions,
 )
+from buckets.s3.permissions import authorize, check_expected_owner
 from buckets.s3.ranges import parse_copy_source_range
 from buckets.s3.xmlio import XmlBuilder, iso8601
 
@@ -47,6 +49,13 @@ def parse_copy_source(header: str) -> tuple[str, str]:
             raise NoSuchVersion(Key=key, VersionId=version)
     check_key(key)
     return bucket, key
+
+
+async def authorize_source(req: S3Request, bucket: str, key: str) -> None:
+    """The caller must be allowed to read the source (and its owner be the one expected)."""
+    await authorize(req, "s3:GetObject", bucket, key)
+    if "x-amz-source-expected-bucket-owner" in req.headers:
+        check_expected_owner(req, await req.store.bucket_record(bucket), "x-amz-source-expected-bucket-owner")
 
 
 def _result(element: str, etag: str, last_modified: float, sums: dict[str, str],
@@ -75,6 +84,7 @@ def _copy_checksum(req: S3Request, source_sums: dict[str, str]) -> tuple[str, ..
 async def copy_object(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
     src_bucket, src_key = parse_copy_source(req.headers["x-amz-copy-source"])
+    await authorize_source(req, src_bucket, src_key)
     directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
@@ -100,6 +110,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
                               storage_class=storage_class(req.headers) if "x-amz-storage-class" in req.headers
                               else info.storage_class)
         opts.checksum_algorithms = _copy_checksum(req, info.checksums)
+        opts.access = await write_access(req, req.bucket)  # a copy gets the request's ACL, not the source's
         opts.if_match, opts.if_none_match = if_match, if_none_match
         new = await req.store.put_object(req.bucket, req.key, reader, reader.length, opts)
     finally:
@@ -112,6 +123,7 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     part_number = part_number_required(req)
     upload_id = upload_id_param(req)
     src_bucket, src_key = parse_copy_source(req.headers["x-amz-copy-source"])
+    await authorize_source(req, src_bucket, src_key)
     source = await req.store.head_object(src_bucket, src_key)
     check_copy_source(req.headers, source)
     range_header = req.headers.get("x-amz-copy-source-range")

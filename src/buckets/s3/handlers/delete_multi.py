@@ -25,6 +25,7 @@ from buckets.errors import (
 from buckets.s3.body import Integrity, read_document
 from buckets.s3.context import MAX_KEY_BYTES, S3Request
 from buckets.s3.handlers.common import xml_response
+from buckets.s3.permissions import authorize
 from buckets.s3.xmlio import MAX_REQUEST_XML, XmlBuilder, parse_document
 
 log = logging.getLogger("buckets.s3")
@@ -70,6 +71,8 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
             try:
                 if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
                     raise KeyTooLongError()
+                await authorize(req, "s3:DeleteObject" if version is None else "s3:DeleteObjectVersion",
+                                req.bucket, key)
                 if version is not None and version != "null":
                     return None  # no such version can exist in an unversioned bucket
                 await req.store.delete_object(req.bucket, key)

@@ -19,6 +19,7 @@ from buckets import checksums
 from buckets.engine.types import CompletePart, ListUploadsResult, PutOptions
 from buckets.errors import BadDigest, InvalidArgument, InvalidRequest, MalformedXML
 from buckets.s3.body import Integrity, open_stream, read_document
+from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import add_owner, name_encoder, xml_response
 from buckets.s3.headers import checksum_headers, put_options, quote_etag, unquote_etag, write_conditions
@@ -69,6 +70,7 @@ def _upload_checksum(req: S3Request) -> tuple[str | None, str | None]:
 async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
     opts = put_options(req.headers)
+    opts.access = await write_access(req, req.bucket)
     alg, ctype = _upload_checksum(req)
     if alg:
         opts.checksum_algorithms = (alg,)

@@ -22,6 +22,7 @@ from buckets.errors import (
 )
 from buckets.s3.body import Integrity, open_stream
 from buckets.s3.conditions import ReadOutcome, evaluate_read
+from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.errors import set_response_headers
 from buckets.s3.headers import (
@@ -58,6 +59,7 @@ def part_number_param(req: S3Request) -> int | None:
 async def put_object(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
     opts = put_options(req.headers)
+    opts.access = await write_access(req, req.bucket)
     opts.if_match, opts.if_none_match = write_conditions(req.headers)
     integrity = Integrity.from_headers(req.headers)
     opts.checksum_algorithms = integrity.algorithms

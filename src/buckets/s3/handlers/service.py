@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from buckets.engine.types import BucketInfo
+from buckets.errors import BucketsError
 from buckets.s3.context import S3Request
+from buckets.s3.permissions import allowed, caller_of
 from buckets.s3.handlers.common import add_owner, decode_token, encode_token, xml_response
 from buckets.s3.xmlio import XmlBuilder, iso8601
 
 MAX_BUCKETS_PAGE = 10000
+
+
+async def _may_list(req: S3Request, info: BucketInfo) -> bool:
+    """A user sees the buckets it owns and those another owner lets it list (the root user
+    sees every bucket)."""
+    caller = caller_of(req)
+    if caller.root or caller.is_owner(info.owner):
+        return True
+    try:
+        return await allowed(req, "s3:ListBucket", info.name)
+    except BucketsError:  # deleted meanwhile
+        return False
 
 
 async def list_buckets(req: S3Request) -> web.StreamResponse:
@@ -18,7 +33,7 @@ async def list_buckets(req: S3Request) -> web.StreamResponse:
     token = req.query.get("continuation-token")
     after = decode_token(token) if token else ""
     buckets = [b for b in await req.store.list_buckets()
-               if b.name.startswith(prefix) and b.name > after]
+               if b.name.startswith(prefix) and b.name > after and await _may_list(req, b)]
     page, more = buckets[:max_buckets], len(buckets) > max_buckets
 
     doc = XmlBuilder("ListAllMyBucketsResult")
