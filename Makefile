@@ -21,9 +21,13 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/buckets server --address $(ADDRESS) $(DATA)
 
-# The integration tests drive presigned URLs with curl: install it if this machine lacks it.
+# The integration tests drive presigned URLs with curl and browser uploads with Debian's
+# chromium (through Playwright, whose own browser download does not work here): install them
+# if this machine lacks them. Without chromium the browser tests skip, saying why.
 tools:
 	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "chromium could not be installed: tests/integration/test_browser_upload.py will be skipped"
 
 # Hypothesis runs its "ci" profile here: derandomized, the same examples on every run
 # (tests/hypothesis_profiles.py), so a random example never decides whether a change lands.

@@ -5,7 +5,9 @@ middleware (every `BucketsError` becomes S3 XML with its status; anything else i
 logged with the request id and answered as InternalError), routing (path- and
 virtual-host-style, see `buckets.s3.router`), authentication, and dispatch to the
 handler of the operation. Every response carries `x-amz-request-id`, `x-amz-id-2` and
-`Server: Buckets`, set just before headers go out so streamed responses get them too.
+`Server: Buckets`, set just before headers go out so streamed responses get them too, and
+the CORS headers of the bucket's matching rule when the request has an `Origin`
+(`buckets.s3.corsrules`). A preflight `OPTIONS` is never authenticated.
 Requests too malformed to parse never reach the pipeline: aiohttp answers them 400, and
 `ClientProtocolErrorLogger` logs them as one INFO line instead of an ERROR traceback.
 """
@@ -24,7 +26,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
 from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError, MethodNotAllowed
-from buckets.s3.auth import authenticate
+from buckets.s3 import corsrules
+from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext, authenticate
 from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.errors import InvalidURI, error_response
@@ -126,8 +129,13 @@ class S3Service:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = parse_target(request.headers.get("Host", ""), request.raw_path, self.domains)
         request[_TARGET] = target
-        auth = await authenticate(request, self.credentials, region=self.signing_region,
-                                  bucket_from_host=target.host_bucket)
+        if request.method == "OPTIONS":
+            # A CORS preflight is never signed; the browser sends it to the URL of the actual
+            # request, whose presigned query it does not sign for OPTIONS: do not verify it.
+            auth = AuthContext(access_key=None, method=METHOD_ANONYMOUS, content_sha256=None)
+        else:
+            auth = await authenticate(request, self.credentials, region=self.signing_region,
+                                      bucket_from_host=target.host_bucket)
         request["s3_access_key"] = auth.access_key
         operation = select_operation(request.method, target, request.query, request.headers)
         request["s3_operation"] = operation  # read by the access log and metrics (buckets.obs)
@@ -215,4 +223,5 @@ def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
     app.router.add_route("*", "/{tail:(?s:.*)}", service.handle, expect_handler=_defer_continue)
     app[S3_HANDLER] = service.handle
     app.on_response_prepare.append(_stamp_headers)
+    app.on_response_prepare.append(corsrules.response_hook(store, _TARGET))  # CORS headers of a matching rule
     return app
