@@ -173,14 +173,24 @@ def test_virtual_host_style_post(server, s3, bucket):
     assert stored(s3, bucket, "vh") == b"virtual"
 
 
-def test_acl_field_is_accepted_and_checked(server, s3, bucket):
+def test_acl_field_is_recorded_and_checked(server, s3, bucket):
+    import rawhttp
+
     fields = {"key": "acl", "acl": "private", **v4_fields([{"bucket": bucket}, {"key": "acl"}, {"acl": "private"}])}
     assert post_form(server, bucket, fields).status == 204
+    fields = {"key": "pub", "acl": "public-read",
+              **v4_fields([{"bucket": bucket}, {"key": "pub"}, {"acl": "public-read"}])}
+    assert post_form(server, bucket, fields, file=("f", b"for everyone")).status == 204
+    grants = s3.get_object_acl(Bucket=bucket, Key="pub")["Grants"]
+    assert {"Grantee": {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"},
+            "Permission": "READ"} in grants
+    assert rawhttp.request(server, "GET", f"/{bucket}/pub", signed=False).body == b"for everyone"
+    assert rawhttp.request(server, "GET", f"/{bucket}/acl", signed=False).status == 403
     fields = {"key": "acl2", "acl": "no-such-acl",
               **v4_fields([{"bucket": bucket}, {"key": "acl2"}, {"acl": "no-such-acl"}])}
     resp = post_form(server, bucket, fields)
     assert (resp.status, resp.code) == (400, "InvalidArgument")
-    assert keys(s3, bucket) == ["acl"]
+    assert keys(s3, bucket) == ["acl", "pub"]
 
 
 # --- refusals ------------------------------------------------------------------------------------
@@ -403,3 +413,76 @@ def test_the_connection_stays_usable_after_a_form(server, s3, bucket):
     finally:
         conn.close()
     assert stored(s3, bucket, "ka") == b"keep-alive"
+
+
+# --- who may upload ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def users(server, tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """Two users made with ``buckets-admin``: one ``readwrite``, one ``readonly``."""
+    import subprocess
+    import uuid
+
+    from s3server import ROOT_PASSWORD, ROOT_USER
+    from serverproc import BIN
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUCKETS_", "AWS_"))}
+    env["BUCKETS_CLIENT_CONFIG"] = str(tmp_path_factory.mktemp("admin") / "config.json")
+
+    def admin(*args: str) -> None:
+        done = subprocess.run([str(BIN / "buckets-admin"), *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    admin("alias", "set", "srv", server.endpoint, ROOT_USER, ROOT_PASSWORD)
+    made = {}
+    for role, policy in (("writer", "readwrite"), ("reader", "readonly")):
+        name, secret = f"post-{role}-{uuid.uuid4().hex[:8]}", "secret-" + uuid.uuid4().hex
+        admin("user", "add", "srv", name, secret, "--policy", policy)
+        made[role] = (name, secret)
+    return made
+
+
+def user_arn(access_key: str) -> str:
+    from buckets.iam.identity import account_id
+
+    return f"arn:aws:iam::{account_id(access_key)}:user/{access_key}"
+
+
+def test_the_forms_signer_is_authorized_for_put_object(server, s3, bucket, users):
+    import json
+
+    (writer, writer_secret), (reader, reader_secret) = users["writer"], users["reader"]
+
+    def form(user: str, secret: str, key: str) -> dict[str, str]:
+        return {"key": key, **v4_fields([{"bucket": bucket}, {"key": key}], access_key=user, secret_key=secret)}
+
+    # Another user's bucket: no grant, no upload (the user's own readwrite policy is not enough).
+    refused(server, s3, bucket, form(writer, writer_secret, "w1"), 403, "AccessDenied")
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": [user_arn(writer), user_arn(reader)]},
+         "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    assert post_form(server, bucket, form(writer, writer_secret, "w2")).status == 204
+    assert s3.get_object_acl(Bucket=bucket, Key="w2")["Owner"]["DisplayName"] == writer  # the signer owns it
+    # The bucket grants it, but a readonly user's own policy does not allow writing.
+    resp = post_form(server, bucket, form(reader, reader_secret, "r1"))
+    assert (resp.status, resp.code) == (403, "AccessDenied")
+    assert keys(s3, bucket) == ["w2"]
+
+
+def test_an_anonymous_form_where_a_bucket_policy_allows_it(server, s3, bucket):
+    """An unsigned form is anonymous; its ``acl`` field is the ``s3:x-amz-acl`` condition key."""
+    import json
+
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/inbox/*",
+         "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}}}]}))
+    resp = post_form(server, bucket, {"key": "inbox/a", "acl": "bucket-owner-full-control"}, file=("a", b"anon"))
+    assert resp.status == 204, resp.text
+    for fields in ({"key": "inbox/b", "acl": "private"}, {"key": "inbox/c"},
+                   {"key": "elsewhere/d", "acl": "bucket-owner-full-control"}):
+        resp = post_form(server, bucket, fields)
+        assert (resp.status, resp.code) == (403, "AccessDenied"), fields
+    assert keys(s3, bucket) == ["inbox/a"]
+    assert stored(s3, bucket, "inbox/a") == b"anon"

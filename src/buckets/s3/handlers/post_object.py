@@ -7,9 +7,10 @@ PutObject body (content-length-range is enforced while it streams: the write is 
 nothing is stored). The request's own Authorization header or query, if any, plays no
 part: the form alone says who uploads (a form without a policy is anonymous).
 
-The ``acl`` field is checked against the canned ACLs and handed to authorization as
-``s3:x-amz-acl``; it is not stored with the object yet. Encryption and tagging fields
-are refused (501) rather than ignored.
+The ``acl`` field is a canned ACL: handed to authorization as ``s3:x-amz-acl`` and
+recorded with the object (with its owner, the form's signer) exactly as PutObject's
+``x-amz-acl`` header is (``buckets.s3.acls.write_access``). Encryption, tagging and grant
+fields are refused (501) rather than ignored; a bucket's default encryption applies.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import time
 from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from buckets.engine.types import STORED_HEADERS
 from buckets.errors import EntityTooLarge, EntityTooSmall, InvalidArgument, NotImplementedErr
 from buckets.s3 import postpolicy
+from buckets.s3.acls import write_access
 from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext
 from buckets.s3.body import MAX_OBJECT_SIZE, Integrity, require_length
 from buckets.s3.context import S3Request, check_key, region_is_strict
@@ -39,7 +42,18 @@ _NOT_HEADERS = frozenset({"x-amz-algorithm", "x-amz-credential", "x-amz-date", "
                           "x-amz-security-token"})
 _UNSUPPORTED_PREFIXES = (("x-amz-server-side-encryption", "Server-side encryption of a POST upload"),
                          ("tagging", "Object tagging"), ("x-amz-tagging", "Object tagging"),
-                         ("x-amz-object-lock-", "Object lock"))
+                         ("x-amz-object-lock-", "Object lock"), ("x-amz-grant-", "ACL grants in a POST form"))
+
+
+class _FormAsHeaders:
+    """``req`` as the ACL code sees a PutObject, with the form's ``acl`` as its ``x-amz-acl``."""
+
+    def __init__(self, req: S3Request, acl: str | None) -> None:
+        self._req = req
+        self.headers = CIMultiDictProxy(CIMultiDict({} if acl is None else {"x-amz-acl": acl}))
+
+    def __getattr__(self, name: str):
+        return getattr(self._req, name)
 
 
 def _credentials(req: S3Request) -> ServerCredentials:
@@ -149,6 +163,7 @@ async def post_object(req: S3Request) -> web.StreamResponse:
     opts.verify = integrity.verify
 
     await authorize(req, "s3:PutObject", req.bucket, key, context=context)
+    opts.access = await write_access(_FormAsHeaders(req, acl), req.bucket)
     info = await req.store.put_object(req.bucket, key, _limited(form.file_chunks(), form, low, high), None, opts)
     await form.finish()
 
