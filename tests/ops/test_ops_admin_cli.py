@@ -44,7 +44,7 @@ def test_info_table_and_json(aliased: Cli, server: Server) -> None:
 def test_user_lifecycle_and_the_user_can_sign(aliased: Cli, server: Server) -> None:
     name = f"user-{uuid.uuid4().hex[:8]}"
     secret = "user-secret-" + uuid.uuid4().hex
-    assert aliased.admin("user", "add", "srv", name, secret).ok().out.strip() == f"Added user {name}"
+    assert aliased.admin("user", "add", "srv", name, secret).ok().out.strip() == f"Added user {name} (policy readwrite)"
     listed = {u["access_key"]: u for u in aliased.admin("user", "list", "srv", "--json").ok().json()["users"]}
     assert listed[name]["enabled"] is True and "secret" not in json.dumps(listed[name])
     assert name in aliased.admin("user", "list", "srv").ok().out
@@ -65,7 +65,10 @@ def test_user_lifecycle_and_the_user_can_sign(aliased: Cli, server: Server) -> N
     aliased.admin("alias", "set", "as-user", server.url, name, secret).ok()
     assert "AccessDenied" in aliased.admin("info", "as-user").one_line_error()
 
-    assert aliased.admin("user", "add", "srv", name, "another-secret-1").ok().out.strip() == f"Updated user {name}"
+    # A new secret keeps the policy the user has.
+    aliased.admin("user", "policy", "srv", name, "readonly").ok()
+    assert aliased.admin("user", "add", "srv", name, "another-secret-1").ok().out.strip() == \
+        f"Updated user {name} (policy readonly)"
     aliased.admin("user", "remove", "srv", name).ok()
     with pytest.raises(ClientError):
         user_s3.list_buckets()
