@@ -55,7 +55,8 @@ def free_cluster_port(nodes: int, first_host: int = 1, also: tuple[str, ...] = (
 class Cluster:
     def __init__(self, base: Path, nodes: int = 4, disks: int = 4, extra_env: dict | None = None, *,
                  first_host: int = 1, also_free: tuple[str, ...] = (), data_root: Path | None = None,
-                 disk_prefix: str = "n{node}/d", extra_args: tuple[str, ...] = ()) -> None:
+                 disk_prefix: str = "n{node}/d", extra_args: tuple[str, ...] = (),
+                 ca_file: str | None = None) -> None:
         self.base = base
         self.n = nodes
         self.disks = disks
@@ -63,6 +64,8 @@ class Cluster:
         self.data_root = data_root if data_root is not None else base
         self.disk_prefix = disk_prefix
         self.extra_args = tuple(extra_args)
+        self.ca_file = ca_file  # set: the nodes serve https (extra_args carry --certs-dir), verified with it
+        self.scheme = "https" if ca_file else "http"
         self.port = free_cluster_port(nodes, first_host, also_free)
         self.env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
                                "BUCKETS_SCANNER_RATE": "0"}, extra_env)
@@ -73,7 +76,7 @@ class Cluster:
         return f"127.0.0.{i + self.first_host - 1}"
 
     def url(self, i: int) -> str:
-        return f"http://{self.host(i)}:{self.port}"
+        return f"{self.scheme}://{self.host(i)}:{self.port}"
 
     def endpoint_args(self) -> list[str]:
         return [f"{self.url(i)}{self.data_root}/{self.disk_prefix.format(node=i)}{{1...{self.disks}}}"
@@ -96,7 +99,7 @@ class Cluster:
             if self.procs[i].poll() is not None:
                 raise RuntimeError(f"node {i} exited:\n{self.log(i)[-4000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url(i)}/health/ready", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.url(i)}/health/ready", timeout=2, context=self._ssl()) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -118,7 +121,7 @@ class Cluster:
             try:
                 views = []
                 for i in self.procs:
-                    with urllib.request.urlopen(f"{self.url(i)}/health/cluster", timeout=5) as r:
+                    with urllib.request.urlopen(f"{self.url(i)}/health/cluster", timeout=5, context=self._ssl()) as r:
                         views.append(json.loads(r.read()))
                 last = "; ".join(f"{n['endpoint']} online={n['online']} disks {n['disks_online']}/{n['disks_total']}"
                                  for v in views for n in v["nodes"]
@@ -129,6 +132,11 @@ class Cluster:
                 last = str(exc)
             time.sleep(0.2)
         raise RuntimeError(f"cluster not healthy within {timeout}s: {last}")
+
+    def _ssl(self):
+        import ssl
+
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
 
     def log(self, i: int) -> str:
         return self.logs[i].read_text(errors="replace")
@@ -146,4 +154,5 @@ class Cluster:
     def client(self, i: int, **config) -> "boto3.client":
         return boto3.client("s3", endpoint_url=self.url(i), aws_access_key_id=ROOT_USER,
                             aws_secret_access_key=ROOT_PASSWORD, region_name="us-east-1",
+                            verify=self.ca_file if self.ca_file else None,
                             config=Config(**config) if config else None)

@@ -61,9 +61,10 @@ def request(server, method: str, path: str, *, query: str = "", body: bytes = b"
     if signed:
         hdrs = sign(method, f"{getattr(server, 'scheme', 'http')}://{host_header}{target}", hdrs, body, **signer)
     hdrs.setdefault("Host", host_header)
-    if getattr(server, "scheme", "http") == "https":  # tls_runner's self-signed certificate
+    if getattr(server, "scheme", "http") == "https":  # verified against the test CA that signed it
+        context = ssl.create_default_context(cafile=getattr(server, "ca_file", None))
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", server.port, timeout=30, context=ssl._create_unverified_context())
+            "127.0.0.1", server.port, timeout=30, context=context)
     else:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:

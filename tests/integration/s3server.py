@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from serverproc import PYTHON, free_port, server_env, spawn, stop, wait_listening
+from serverproc import PYTHON, free_port, make_certificates, server_env, spawn, stop, wait_listening
 
 ROOT_USER = "integration-admin"
 ROOT_PASSWORD = "integration-secret-123"
@@ -33,6 +33,7 @@ class ServerProcess:
     log_path: Path
     data_dir: Path
     scheme: str = "http"
+    ca_file: str | None = None  # https: the test CA that signed the server's certificate
 
     @property
     def endpoint(self) -> str:
@@ -51,12 +52,12 @@ class ServerProcess:
             "s3", endpoint_url=self.endpoint, region_name=kwargs.pop("region", REGION),
             aws_access_key_id=kwargs.pop("access_key", ROOT_USER),
             aws_secret_access_key=kwargs.pop("secret_key", ROOT_PASSWORD),
-            verify=False,
+            verify=self.ca_file or False,
             config=Config(**kwargs) if kwargs else None)
 
 
 def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None = None,
-                 command: list[str] | None = None) -> ServerProcess:
+                 command: list[str] | None = None, extra_args: list[str] | None = None) -> ServerProcess:
     port = free_port()
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,8 @@ def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None
     log_path = base / "server.log"
     env = server_env(SERVER_SETTINGS, extra_env)
     if command is None:
-        cmd = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", "--domain", DOMAIN, *disk_paths]
+        cmd = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", "--domain", DOMAIN,
+               *(extra_args or []), *disk_paths]
     else:  # a custom runner: "{PORT}" is replaced, the disk paths are appended
         cmd = [c.replace("{PORT}", str(port)) for c in command] + disk_paths
     proc = spawn(cmd, env, log_path, base)
@@ -73,39 +75,14 @@ def start_server(base: Path, *, disks: int = 4, extra_env: dict[str, str] | None
     return ServerProcess(proc, port, log_path, data)
 
 
-def self_signed_cert(directory: Path) -> tuple[str, str]:
-    """(cert.pem, key.pem) for 127.0.0.1, valid for a day either side of now."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
-
-
-def start_tls_runner(base: Path, *, extra_env: dict[str, str] | None = None, disks: int = 4) -> ServerProcess:
-    """The same `create_app` behind https (`tls_runner.py`), with a config the CLI cannot
-    express yet (``TEST_REGION``, ``TEST_REGION_STRICT`` in ``extra_env``)."""
-    cert, key = self_signed_cert(base)
-    runner = str(Path(__file__).with_name("tls_runner.py"))
-    srv = start_server(base, disks=disks, extra_env=extra_env, command=[PYTHON, runner, "{PORT}", cert, key])
+def start_tls_server(base: Path, *, extra_env: dict[str, str] | None = None, disks: int = 4) -> ServerProcess:
+    """`buckets server --certs-dir` with a test CA's certificate: HTTPS only. Clients verify it
+    with ``server.ca_file`` (``client()`` does)."""
+    certs = base / "certs"
+    ca, _, _ = make_certificates(certs)
+    srv = start_server(base, disks=disks, extra_env=extra_env, extra_args=["--certs-dir", str(certs)])
     srv.scheme = "https"
+    srv.ca_file = str(ca)
     return srv
 
 

@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import rawhttp
-from s3server import ServerProcess, empty_and_delete, error_of, new_bucket_name, start_tls_runner, stop_server
+from s3server import ServerProcess, empty_and_delete, error_of, new_bucket_name, start_tls_server, stop_server
 
 
 def test_boto3_in_another_region(server, s3):
@@ -58,16 +58,13 @@ def test_odd_region_names_in_the_scope(server, s3, bucket):
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory):
-    srv = start_tls_runner(tmp_path_factory.mktemp("strict"), disks=2,
-                           extra_env={"TEST_REGION": "eu-central-1", "TEST_REGION_STRICT": "1"})
+    srv = start_tls_server(tmp_path_factory.mktemp("strict"), disks=2,
+                           extra_env={"BUCKETS_REGION": "eu-central-1", "BUCKETS_REGION_STRICT": "on"})
     yield srv
     stop_server(srv)
 
 
 def test_strict_region_refuses_others(strict_server: ServerProcess):
-    import urllib3
-
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     good = strict_server.client(region="eu-central-1")
     name = new_bucket_name("strict")
     with pytest.raises(ClientError) as exc:

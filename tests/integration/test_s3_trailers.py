@@ -1,8 +1,9 @@
 """aws-chunked bodies with trailing checksums: boto3's default over https, and raw ones.
 
 boto3 (default config) sends PutObject/UploadPart bodies as aws-chunked with an
-`x-amz-checksum-crc32` trailer only over TLS, so those tests use `tls_runner.py` (the
-same `create_app` behind an https listener). Raw trailer requests need no TLS.
+`x-amz-checksum-crc32` trailer only over TLS, so those tests use the real server with TLS on
+(`buckets server --certs-dir`, a certificate from a test CA the client verifies). Raw
+trailer requests need no TLS.
 """
 
 from __future__ import annotations
@@ -15,23 +16,20 @@ import pytest
 from awscrt import checksums as crt
 
 import rawhttp
-from s3server import ServerProcess, empty_and_delete, new_bucket_name, start_tls_runner, stop_server
+from s3server import ServerProcess, empty_and_delete, new_bucket_name, start_tls_server, stop_server
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
-    srv = start_tls_runner(tmp_path_factory.mktemp("tls"))
+    srv = start_tls_server(tmp_path_factory.mktemp("tls"))
     yield srv
     stop_server(srv)
 
 
 @pytest.fixture
 def tls_s3(tls_server: ServerProcess):
-    import urllib3
-
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return tls_server.client()
 
 

@@ -34,12 +34,13 @@ class AdminCallError(Exception):
 
 class AdminClient:
     def __init__(self, url: str, access_key: str, secret_key: str, *, region: str = "us-east-1",
-                 insecure: bool = False, timeout: float = 30.0) -> None:
+                 insecure: bool = False, ca_file: str | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region
         self.insecure = insecure
+        self.ca_file = ca_file
         self.timeout = timeout
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,7 +76,7 @@ class AdminClient:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         if parts.scheme == "https":
-            context = ssl.create_default_context()
+            context = ssl.create_default_context(cafile=self.ca_file)
             if self.insecure:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE

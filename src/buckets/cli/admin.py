@@ -35,8 +35,10 @@ def _client(args: argparse.Namespace) -> Any:
     from buckets.admin.client import AdminClient
 
     alias = AliasStore().get(args.alias)
+    verify = alias.tls_verify() if alias.url.startswith("https") else True
     return AdminClient(alias.url, alias.access_key, alias.secret_key, region=alias.region,
-                       insecure=alias.insecure, timeout=args.timeout)
+                       insecure=verify is False, ca_file=verify if isinstance(verify, str) else None,
+                       timeout=args.timeout)
 
 
 # --- alias -------------------------------------------------------------------------------------
@@ -44,7 +46,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 def cmd_alias_set(args: argparse.Namespace) -> int:
     AliasStore().set(Alias(args.name, args.url, args.access_key, args.secret_key, region=args.region,
-                           insecure=args.insecure))
+                           insecure=args.insecure, ca_file=args.ca_file))
     print(f"Added alias {args.name} -> {args.url.rstrip('/')}")
     return EXIT_OK
 
@@ -722,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("secret_key", metavar="SECRET_KEY")
     sub.add_argument("--region", default="us-east-1", help="region to sign with (default us-east-1)")
     sub.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    sub.add_argument("--ca-file", metavar="FILE", help="verify the server with this CA bundle (PEM)")
     command(alias_group, "list", cmd_alias_list, "list aliases (secrets are never shown)", alias=False)
     sub = command(alias_group, "remove", cmd_alias_remove, "remove an alias", alias=False, json_flag=False)
     sub.add_argument("name", metavar="NAME")

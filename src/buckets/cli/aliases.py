@@ -34,11 +34,23 @@ class Alias:
     secret_key: str
     region: str = "us-east-1"
     insecure: bool = False  # skip TLS certificate checks (self-signed test servers)
+    ca_file: str | None = None  # verify the server against this CA bundle (and not the system store's)
 
     def public(self) -> dict[str, object]:
         """Everything but the secret, for listings."""
         return {"name": self.name, "url": self.url, "access_key": self.access_key, "region": self.region,
-                "insecure": self.insecure}
+                "insecure": self.insecure, "ca_file": self.ca_file}
+
+    def tls_verify(self) -> bool | str:
+        """What clients pass as ``verify``: False (insecure, with a warning on stderr), the
+        CA bundle's path, or True (the system store)."""
+        if self.insecure:
+            import sys
+
+            print(f"WARNING: the TLS certificate of {self.url} is not verified (alias {self.name} is "
+                  "--insecure): anyone on the path can read and change this traffic.", file=sys.stderr)
+            return False
+        return self.ca_file or True
 
 
 def config_path() -> Path:
@@ -87,7 +99,7 @@ class AliasStore:
             try:
                 out.append(Alias(name=name, url=entry["url"], access_key=entry["access_key"],
                                  secret_key=entry["secret_key"], region=entry.get("region", "us-east-1"),
-                                 insecure=bool(entry.get("insecure", False))))
+                                 insecure=bool(entry.get("insecure", False)), ca_file=entry.get("ca_file")))
             except (KeyError, TypeError):
                 raise CliError(f"{self.path}: alias {name!r} is incomplete; set it again") from None
         return out
@@ -108,6 +120,11 @@ class AliasStore:
             raise CliError(f"alias name {alias.name!r} must start with a letter and hold only letters, "
                            "digits, '-' and '_'")
         alias.url = check_url(alias.url)
+        if alias.ca_file is not None:
+            ca = Path(alias.ca_file).expanduser()
+            if not ca.is_file():
+                raise CliError(f"--ca-file {alias.ca_file}: no such file")
+            alias.ca_file = str(ca.resolve())
         aliases = self._load()
         entry = asdict(alias)
         entry.pop("name")

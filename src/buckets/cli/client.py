@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("secret_key", metavar="SECRET_KEY")
     sub.add_argument("--region", default="us-east-1", help="region to sign with (default us-east-1)")
     sub.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    sub.add_argument("--ca-file", metavar="FILE", help="verify the server with this CA bundle (PEM)")
     sub.set_defaults(func=cmd_alias_set)
     sub = alias_group.add_parser("list", help="list aliases (secrets are never shown)")
     sub.add_argument("--json", action="store_true")

@@ -54,6 +54,7 @@ class Config:
     metrics_auth: str = "public"  # "public" | "bearer"
     metrics_token: str | None = None  # the bearer token /metrics wants in "bearer" mode
     cluster_secret: str | None = None  # signs peer RPC; None: derived from the root credentials
+    certs_dir: str | None = None  # public.crt + private.key: the port speaks HTTPS only; CAs/ for peers
     join: str | None = None  # a member's URL: this new node joins that cluster (cluster add-node places it)
     scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
     scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
@@ -216,6 +217,18 @@ def _optional_secret(min_length: int, what: str) -> Callable[[object], str | Non
     return parse
 
 
+def _parse_optional_path(what: str) -> Callable[[object], str | None]:
+    def parse(value: object) -> str | None:
+        if value is None:
+            return None
+        text = _text(value, what).strip()
+        if not text:
+            raise ValueError(f"{what} must not be empty")
+        return text
+
+    return parse
+
+
 def _parse_join(value: object) -> str | None:
     from urllib.parse import urlsplit
 
@@ -355,6 +368,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_secret", "BUCKETS_CLUSTER_SECRET", None, _optional_secret(16, "cluster secret"),
             "secret the nodes of a cluster sign peer requests with, the same on every node, at least "
             "16 characters; unset, it is derived from the root credentials"),
+    Setting("certs_dir", "BUCKETS_CERTS_DIR", "--certs-dir", _parse_optional_path("certs dir"),
+            "directory with public.crt and private.key (MinIO's layout): the port then speaks HTTPS "
+            "only; CAs/ holds extra authorities for calls to peers; SIGHUP reloads the certificate",
+            metavar="DIR"),
     Setting("join", "BUCKETS_JOIN", "--join", _parse_join,
             "URL of a node of a running cluster (http://HOST:PORT) that this new node joins; its "
             "disk arguments name only its own disks, and `buckets-admin cluster add-node` places "

@@ -76,7 +76,8 @@ def s3_client(alias: Alias) -> Any:
     session = boto3.session.Session()
     client = session.client("s3", endpoint_url=alias.url, aws_access_key_id=alias.access_key,
                             aws_secret_access_key=alias.secret_key, region_name=alias.region,
-                            verify=not alias.insecure, config=config)
+                            verify=alias.tls_verify() if alias.url.startswith("https") else True,
+                            config=config)
     _CLIENTS[alias.name] = client
     return client
 

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def endpoint_urls(config: Config) -> list[str]:
     """URLs clients can use; for a wildcard bind, loopback and this host's name."""
-    scheme_host = "http://{}:" + str(config.port)
+    scheme_host = ("https" if config.certs_dir else "http") + "://{}:" + str(config.port)
     if config.host in ("", "0.0.0.0", "::"):
         return [scheme_host.format("127.0.0.1"), scheme_host.format(socket.gethostname())]
     host = f"[{config.host}]" if ":" in config.host else config.host
@@ -328,6 +328,9 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    tls = setup_tls(config)
+    loop.add_signal_handler(signal.SIGHUP, lambda: tls.reload() if tls is not None else
+                            log.info("SIGHUP: no --certs-dir, nothing to reload"))
 
     store_kwargs = dict(parity=config.parity, sync=config.sync, cache_size=config.cache_size,
                         inline_threshold=config.inline_threshold,
@@ -393,7 +396,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                 sockets = bind_sockets(config)
             try:
                 for sock in sockets:  # the site owns a duplicate: the socket itself outlives it
-                    await web.SockSite(runner, sock.dup()).start()
+                    await web.SockSite(runner, sock.dup(), ssl_context=server_ssl()).start()
             except OSError as error:
                 raise _listen_error(config, error) from None
 
@@ -433,6 +436,30 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
 
 _RESTART_SOCKETS: list[socket.socket] = []
+_SERVER_TLS: list = []  # the ServerTLS of --certs-dir, once set up (one per process)
+
+
+def setup_tls(config: Config):
+    """``--certs-dir``: the port's certificate and the authorities peer calls trust (a
+    problem with the files is a StartupError saying which)."""
+    _SERVER_TLS.clear()
+    if not config.certs_dir:
+        return None
+    from buckets.cluster import rpcclient
+    from buckets.tls import ServerTLS, TLSConfigError
+
+    try:
+        tls = ServerTLS(config.certs_dir)
+        rpcclient.set_client_tls(tls.client_context())
+    except TLSConfigError as error:
+        raise StartupError(str(error)) from None
+    _SERVER_TLS.append(tls)
+    return tls
+
+
+def server_ssl():
+    """The SSL context every listening site serves with (None: plain HTTP)."""
+    return _SERVER_TLS[0].context if _SERVER_TLS else None
 
 
 async def _convert(store, config: Config, url: str) -> None:
@@ -621,7 +648,7 @@ class FormingListener:
                 self.sockets = bind_sockets(self.config)
             await self.runner.setup()
             for sock in self.sockets:
-                site = web.SockSite(self.runner, sock.dup())
+                site = web.SockSite(self.runner, sock.dup(), ssl_context=server_ssl())
                 await site.start()
                 self._sites.append(site)
         except BaseException:
@@ -635,7 +662,7 @@ class FormingListener:
         sockets, self.sockets = self.sockets, []
         try:
             for sock in sockets:
-                await web.SockSite(runner, sock.dup()).start()
+                await web.SockSite(runner, sock.dup(), ssl_context=server_ssl()).start()
         except OSError as error:
             raise _listen_error(self.config, error) from None
         finally:

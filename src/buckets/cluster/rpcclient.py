@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator
@@ -132,6 +133,19 @@ _BULK_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.Cli
 READ_BUFSIZE = 256 << 10
 
 
+_CLIENT_SSL: list[ssl.SSLContext] = []  # --certs-dir: what https peers are verified with
+
+
+def set_client_tls(context: ssl.SSLContext | None) -> None:
+    """Verify https peers with ``context`` (the node's certificate and CAs/ besides the
+    system store); sessions made from now on use it."""
+    _CLIENT_SSL[:] = [context] if context is not None else []
+
+
+def _peer_ssl() -> ssl.SSLContext | bool:
+    return _CLIENT_SSL[0] if _CLIENT_SSL else True
+
+
 def shared_session(*, bulk: bool = False) -> aiohttp.ClientSession:
     """The process's peer session (one per event loop: a session cannot change loops).
 
@@ -145,10 +159,11 @@ def shared_session(*, bulk: bool = False) -> aiohttp.ClientSession:
     session = sessions.get(loop)
     if session is None or session.closed:
         if bulk:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=KEEPALIVE, ttl_dns_cache=60)
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=KEEPALIVE, ttl_dns_cache=60,
+                                             ssl=_peer_ssl())
         else:
             connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT_PER_HOST,
-                                             keepalive_timeout=KEEPALIVE, ttl_dns_cache=60)
+                                             keepalive_timeout=KEEPALIVE, ttl_dns_cache=60, ssl=_peer_ssl())
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False,
                                         read_bufsize=READ_BUFSIZE)
         sessions[loop] = session

@@ -312,6 +312,7 @@ CANNED_USER_POLICIES = {
 }
 
 
+@lru_cache(maxsize=None)
 def canned_user_policy(name: str) -> Policy | None:
     doc = CANNED_USER_POLICIES.get(name)
     return parse_policy(json.dumps(doc)) if doc is not None else None
