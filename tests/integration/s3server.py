@@ -22,8 +22,12 @@ ROOT_PASSWORD = "integration-secret-123"
 REGION = "us-east-1"
 DOMAIN = "s3.buckets.test"  # virtual-host-style: <bucket>.s3.buckets.test
 # Every server the suite starts (one node or a cluster's nodes) runs with these settings.
+# The master key (SSE-S3, SSE-KMS) comes from the environment: every node of a cluster has the
+# same, and no key file is created in the home directory of whoever runs the tests.
+KMS_SECRET_KEY = "integration-master:" + "aW50ZWdyYXRpb24tbWFzdGVyLWtleS0zMi1ieXRlcyE="
 SERVER_SETTINGS = {"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD, "BUCKETS_SYNC": "off",
-                   "BUCKETS_LOG_FORMAT": "console", "BUCKETS_SCANNER_RATE": "0"}
+                   "BUCKETS_LOG_FORMAT": "console", "BUCKETS_SCANNER_RATE": "0",
+                   "BUCKETS_KMS_SECRET_KEY": KMS_SECRET_KEY}
 
 
 @dataclass

@@ -21,6 +21,7 @@ GET / PUT    ``policies/{name}``                 one named policy / create or re
 DELETE       ``policies/{name}``                 remove a named policy no user has
 GET / POST   ``heal``                            heal status / start a full pass
 GET / PUT    ``config``                          live settings / change some: ``{"name": value}``
+GET / PUT    ``kms/keys[/{name}]``               the key store: list / create a KMS key (kms_api)
 ===========  ==================================  =========================================
 
 Errors are ``{"code": ..., "message": ..., "request_id": ...}`` with the HTTP status of
@@ -166,6 +167,9 @@ class AdminApi:
         from buckets.admin import cluster_api  # membership: cluster/nodes, add-node, remove-node
 
         self._table.extend(cluster_api.routes(store))
+        from buckets.admin import kms_api  # the key store: kms/keys (buckets-admin kms key ...)
+
+        self._table.extend(kms_api.routes(store))
 
     def routes(self) -> list[web.RouteDef]:
         # The prefix itself and everything below it, line feeds included ((?s): a bare '.'

@@ -4,6 +4,8 @@
     buckets-admin info local
     buckets-admin user add local alice alice-secret-key
     buckets-admin user list local
+    buckets-admin kms key create local my-key   # SSE-KMS with --sse-kms-key-id my-key
+    buckets-admin kms key list local
     buckets-admin heal start local          # progress bar until the pass is done
     buckets-admin config set local scanner_rate=50 log_level=debug
     buckets-admin cluster add-node local http://127.0.0.5:9000/srv/n5/d{1...4}   # until migrated
@@ -188,6 +190,40 @@ def cmd_policy_add(args: argparse.Namespace) -> int:
 def cmd_policy_remove(args: argparse.Namespace) -> int:
     _client(args).call("DELETE", f"policies/{args.name}")
     print(f"Removed policy {args.name}")
+    return EXIT_OK
+
+
+# --- kms ---------------------------------------------------------------------------------------
+
+
+def cmd_kms_key_create(args: argparse.Namespace) -> int:
+    result = _client(args).call("PUT", f"kms/keys/{args.name}")
+    if args.json:
+        print_json(result)
+    else:
+        print(f"Created KMS key {result['name']} ({result['arn']})")
+    return EXIT_OK
+
+
+def cmd_kms_key_list(args: argparse.Namespace) -> int:
+    result = _client(args).call("GET", "kms/keys")
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    master = result["master"]
+    line = f"Master key: {master['state']}"
+    if master.get("name"):
+        line += f", {master['name']} (fingerprint {master.get('fingerprint')})"
+    if master.get("source"):
+        line += f" from {master['source']}"
+    print(line)
+    if master.get("problem"):
+        print(f"Problem:    {master['problem']}")
+    print()
+    table(["KEY", "DEFAULT", "CREATED"],
+          [[k["name"], "yes" if k["default"] else "",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k["created"])) if k.get("created") else ""]
+           for k in result["keys"]])
     return EXIT_OK
 
 
@@ -756,6 +792,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("file", metavar="FILE", help="the policy document (AWS policy language, no Principal)")
     sub = command(policy_group, "remove", cmd_policy_remove, "remove a named policy no user has", json_flag=False)
     sub.add_argument("name", metavar="NAME")
+
+    kms_group = commands.add_parser("kms", help="the key store for SSE-KMS").add_subparsers(
+        dest="kms_command", metavar="OBJECT", required=True)
+    kms_key_group = kms_group.add_parser("key", help="KMS keys").add_subparsers(
+        dest="kms_key_command", metavar="ACTION", required=True)
+    sub = command(kms_key_group, "create", cmd_kms_key_create,
+                  "create a KMS key (x-amz-server-side-encryption-aws-kms-key-id NAME)")
+    sub.add_argument("name", metavar="NAME", help="1 to 64 letters, digits, '.', '_' or '-'")
+    command(kms_key_group, "list", cmd_kms_key_list, "the master key's state and every KMS key")
     sub = command(user_group, "remove", cmd_user_remove, "remove a user", json_flag=False)
     sub.add_argument("access_key", metavar="ACCESS_KEY")
     for name, enable in (("enable", True), ("disable", False)):

@@ -55,6 +55,8 @@ class Config:
     metrics_token: str | None = None  # the bearer token /metrics wants in "bearer" mode
     cluster_secret: str | None = None  # signs peer RPC; None: derived from the root credentials
     certs_dir: str | None = None  # public.crt + private.key: the port speaks HTTPS only; CAs/ for peers
+    kms_secret_key: str | None = None  # the master key for SSE-S3/SSE-KMS, "NAME:BASE64"; None: the key file
+    kms_key_file: str | None = None  # the master key's file; None: ~/.buckets/keys/<deployment id>.key
     join: str | None = None  # a member's URL: this new node joins that cluster (cluster add-node places it)
     scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
     scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
@@ -217,6 +219,20 @@ def _optional_secret(min_length: int, what: str) -> Callable[[object], str | Non
     return parse
 
 
+def _parse_kms_secret(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("the master key must be a string NAME:BASE64")  # never echo a secret
+    from buckets.kms.master import MasterKeyError, parse_master_key
+
+    try:
+        parse_master_key(value, "the master key")
+    except MasterKeyError as error:
+        raise ValueError(str(error)) from None
+    return value.strip()
+
+
 def _parse_optional_path(what: str) -> Callable[[object], str | None]:
     def parse(value: object) -> str | None:
         if value is None:
@@ -368,6 +384,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_secret", "BUCKETS_CLUSTER_SECRET", None, _optional_secret(16, "cluster secret"),
             "secret the nodes of a cluster sign peer requests with, the same on every node, at least "
             "16 characters; unset, it is derived from the root credentials"),
+    Setting("kms_secret_key", "BUCKETS_KMS_SECRET_KEY", None, _parse_kms_secret,
+            "master key for SSE-S3 and SSE-KMS as NAME:BASE64 (32 bytes, e.g. my-key:$(openssl rand "
+            "-base64 32)), the same on every node of a cluster; unset, the key file is used"),
+    Setting("kms_key_file", "BUCKETS_KMS_KEY_FILE", "--kms-key-file", _parse_optional_path("kms key file"),
+            "file holding the master key (NAME:BASE64), created the first time encryption is used if no "
+            "key was recorded yet; back it up (default: ~/.buckets/keys/<deployment id>.key)", metavar="FILE"),
     Setting("certs_dir", "BUCKETS_CERTS_DIR", "--certs-dir", _parse_optional_path("certs dir"),
             "directory with public.crt and private.key (MinIO's layout): the port then speaks HTTPS "
             "only; CAs/ holds extra authorities for calls to peers; SIGHUP reloads the certificate",

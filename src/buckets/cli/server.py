@@ -382,6 +382,11 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         # User secrets are sealed under a key derived from the root credentials: without
         # it no user added with buckets-admin could sign a request.
         store.users.set_kek(derive_kek(config.root_user, config.root_password, store.deployment_id))
+        # Encryption at rest: the master key, checked against the one the deployment recorded
+        # (a missing or different key is logged as an error; the node serves what it can).
+        from buckets.kms import open_key_manager
+
+        store.kms = await open_key_manager(store, config)
         app, runner_kwargs = build_app(store, config, node.rpc if node is not None else None)
         # handle_signals=False: the signals are ours, so the order below (drain requests,
         # close the app, then close the store) is not left to aiohttp's own handler.

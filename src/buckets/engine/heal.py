@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from buckets.engine import paths
+from buckets.engine import crypto, paths
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file
 from buckets.erasure import ShardGeometry, unframe_piece
@@ -61,7 +61,7 @@ async def _check_slot(store: "Store", bucket: str, key: str, entry: dict, slot: 
     k, bs = entry["k"], entry["bs"]
     if entry.get("inline"):
         data = meta.get("data") or b""
-        geo = ShardGeometry(k, bs, entry["size"])
+        geo = ShardGeometry(k, bs, crypto.stored_length(entry))  # inline: the stored (maybe encrypted) bytes
         if len(data) != geo.shard_size:
             return False
         return _verify_frames(data, geo) if deep else True
@@ -178,7 +178,7 @@ async def _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage
         for i in sources:
             meta = decode_meta_file(await disks[i].read_file(paths.meta_path(bucket, key, entry["wid"])))
             frames[i] = meta.get("data") or b""
-        geo = ShardGeometry(k, bs, entry["size"])
+        geo = ShardGeometry(k, bs, crypto.stored_length(entry))  # inline: the stored (maybe encrypted) bytes
         rebuilt = {t: b"" for t in targets}
         if geo.blocks:
             for b in range(geo.blocks):

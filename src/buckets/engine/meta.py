@@ -47,6 +47,16 @@ def bucket_meta_file(name: str, record: dict) -> bytes:
 
 def entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
     # Copies: ``e`` may be the registry cache's own entry, which callers must not be able to change.
+    sse = e.get("sse")
+    if sse:  # parts are recorded with their stored (encrypted) sizes; clients see plaintext sizes
+        from buckets.engine import crypto
+
+        parts = [PartInfo(p[0], crypto.plain_size(p[1]), p[2], dict(p[3] or {}), p[4]) for p in e.get("parts", ())]
+        return ObjectInfo(
+            bucket=bucket, key=key, size=e["size"], etag=e["etag"], last_modified=e["mt"],
+            headers=dict(e.get("h") or {}), user_meta=dict(e.get("um") or {}), checksums=dict(e.get("ck") or {}),
+            checksum_type=e.get("ckt"), version_id=e.get("vid", "null"), storage_class=e.get("sc", "STANDARD"),
+            parts=parts, content_hash=e.get("ch", ""), sse=crypto.sse_info(sse))
     return ObjectInfo(
         bucket=bucket, key=key, size=e["size"], etag=e["etag"], last_modified=e["mt"],
         headers=dict(e.get("h") or {}), user_meta=dict(e.get("um") or {}), checksums=dict(e.get("ck") or {}),
@@ -68,4 +78,12 @@ def upload_to_info(rec: dict) -> UploadInfo:
     return UploadInfo(bucket=rec["bucket"], key=rec["key"], upload_id=rec["uid"], initiated=rec["init"],
                       headers=rec.get("h") or {}, user_meta=rec.get("um") or {},
                       checksum_algorithm=rec.get("ca"), checksum_type=rec.get("ct"),
-                      storage_class=rec.get("sc", "STANDARD"))
+                      storage_class=rec.get("sc", "STANDARD"), sse=_upload_sse(rec))
+
+
+def _upload_sse(rec: dict):
+    if not rec.get("sse"):
+        return None
+    from buckets.engine import crypto
+
+    return crypto.sse_info(rec["sse"])

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from buckets.engine import paths
+from buckets.engine import crypto, paths
 from buckets.engine.heal import _check_slot, _rebuild_shards, _verify_frames, _verify_span
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file
@@ -167,7 +167,7 @@ async def _copy_slot(store: "Store", bucket: str, key: str, entry: dict, new_ent
         if meta.get("wid") != entry["wid"] or meta.get("shard") != slot:
             raise CorruptData(f"metadata on {source.endpoint} is not slot {slot} of write {entry['wid']}")
         data = meta.get("data") or b""
-        geo = ShardGeometry(k, bs, entry["size"])
+        geo = ShardGeometry(k, bs, crypto.stored_length(entry))  # inline: the stored (maybe encrypted) bytes
         if len(data) != geo.shard_size or not _verify_frames(data, geo):
             raise CorruptData(f"inline shard {slot} on {source.endpoint} is damaged")
         await pace(len(data))

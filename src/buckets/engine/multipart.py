@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from buckets import errors
-from buckets.engine import paths
+from buckets.engine import crypto, paths
 from buckets.engine.ids import new_id
 from buckets.engine.meta import entry_to_info, upload_to_info
 from buckets.engine.names import check_object_key
@@ -47,7 +47,10 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
                                   opts: PutOptions | None = None) -> UploadInfo:
     opts = opts or PutOptions()
     check_object_key(key)
-    await self._require_bucket(bucket)
+    bucket_rec = await self._require_bucket(bucket)
+    # One data key for the whole upload, sealed in its record; each part is its own packages.
+    sse = opts.sse if opts.sse is not None else crypto.bucket_default(bucket_rec)
+    _, sse_rec = await crypto.begin_write(self, sse, bucket, key) if sse is not None else (None, None)
     k, m = self.layout_for(opts.storage_class)
     _, disk_ids = self.table.locate(bucket, key)
     upload_id = new_id()  # time-ordered: uploads of one key list in initiation order
@@ -59,6 +62,8 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
         "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size,
         "disks": list(disk_ids[: k + m]), "parts": {}, "access": dict(opts.access),
     }
+    if sse_rec is not None:
+        rec["sse"] = sse_rec
     await self.catalog.create_upload(bucket, upload_id, rec)
     return upload_to_info(rec)
 
@@ -70,6 +75,8 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
         raise errors.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
                                      ArgumentName="partNumber", ArgumentValue=str(part_number))
     rec = await _upload(self, bucket, key, upload_id)
+    customer_key = opts.sse.customer_key if opts.sse is not None else None
+    data_key = crypto.open_data_key(self, rec.get("sse"), bucket, key, customer_key, upload=True)
     codec = self.codec_for(rec["k"], rec["m"], rec["bs"])
     disks = self.disks_for(rec["disks"])
     pwid = new_id()
@@ -77,7 +84,9 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     algs = tuple(opts.checksum_algorithms)
     if rec.get("ca") and rec["ca"] not in algs:
         algs = algs + (rec["ca"],)
-    writer = ErasureWriter(codec, disks, [path] * codec.n, self.cpu, algorithms=algs, inline_limit=-1)
+    cipher = crypto.PartCipher(data_key, crypto.write_iv(pwid), part_number) if data_key is not None else None
+    writer = ErasureWriter(codec, disks, [path] * codec.n, self.cpu, algorithms=algs, inline_limit=-1,
+                           cipher=cipher)
     try:
         result = await writer.run(stream, size)
         if opts.verify is not None:
@@ -92,12 +101,12 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
         await self._on_disks(lambda d: d.delete(path), disks)
         raise errors.WriteQuorumLost()
     mtime = time.time()
-    etag = result.md5.hex()
+    etag = crypto.etag_for(rec.get("sse"), data_key, result.md5)
     async with self.locks.hold(("upload", upload_id)):
         try:
             await _upload(self, bucket, key, upload_id)
             old = await self.catalog.put_part(bucket, upload_id, part_number,
-                                              [pwid, result.size, etag, result.checksums, mtime, ok,
+                                              [pwid, result.stored_size, etag, result.checksums, mtime, ok,
                                                result.content_hash])
         except errors.BucketsError:
             await self._on_disks(lambda d: d.delete(path), disks)
@@ -105,7 +114,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     if old is not None:
         old_path = paths.upload_part(upload_id, old[0])
         self._spawn(self._on_disks(lambda d: d.delete(old_path), disks))
-    return PartInfo(part_number, result.size, etag, result.checksums, mtime)
+    return PartInfo(part_number, result.size, etag, result.checksums, mtime, sse=crypto.sse_info(rec.get("sse")))
 
 
 async def _noop() -> None:
@@ -150,26 +159,32 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
                 if (have[3] or {}).get(alg.upper()) not in (None, value):
                     raise errors.InvalidPart(f"The checksum of part {cp.number} does not match.",
                                              UploadId=upload_id, PartNumber=str(cp.number))
-            if i < len(parts) - 1 and have[1] < MIN_PART_SIZE:
-                raise errors.EntityTooSmall(ProposedSize=str(have[1]), MinSizeAllowed=str(MIN_PART_SIZE),
+            have_size = crypto.part_plain_size(rec, have[1])
+            if i < len(parts) - 1 and have_size < MIN_PART_SIZE:
+                raise errors.EntityTooSmall(ProposedSize=str(have_size), MinSizeAllowed=str(MIN_PART_SIZE),
                                             PartNumber=str(cp.number), ETag=have[2])
             chosen.append([cp.number, *have])
+        # [number, pwid, stored size, etag, checksums, mtime, slots, blake3]; the sizes the client
+        # is judged on (minimum part size, object size, full-object CRCs) are plaintext sizes.
+        plain = [crypto.part_plain_size(rec, p[2]) for p in chosen]
         await self._check_conditions(bucket, key, opts)
         md5s = b"".join(bytes.fromhex(p[3]) for p in chosen)
         etag = f"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"
-        ck, ckt = _object_checksum(rec, [[p[0], p[2], p[3], p[4]] for p in chosen])
+        ck, ckt = _object_checksum(rec, [[p[0], size, p[3], p[4]] for p, size in zip(chosen, plain)])
         if opts.verify is not None:  # whole-object checksum / x-amz-mp-object-size, before anything moves
-            await opts.verify({"size": sum(p[2] for p in chosen), "checksum_type": ckt, **ck})
+            await opts.verify({"size": sum(plain), "checksum_type": ckt, **ck})
         wid = new_id()
         mtime = time.time()
         entry = {
-            "vid": "null", "wid": wid, "mt": mtime, "size": sum(p[2] for p in chosen), "etag": etag,
+            "vid": "null", "wid": wid, "mt": mtime, "size": sum(plain), "etag": etag,
             "h": rec.get("h") or {}, "um": rec.get("um") or {}, "ck": ck, "ckt": ckt,
             "ch": _multipart_content_hash(chosen),
             "sc": rec.get("sc", "STANDARD"), "k": rec["k"], "m": rec["m"], "bs": rec["bs"],
             "disks": rec["disks"], "gen": self.table.generation, "inline": False,
             "parts": [[p[0], p[2], p[3], p[4], p[5]] for p in chosen],
         }
+        if rec.get("sse"):
+            entry["sse"] = dict(rec["sse"], iv=[crypto.write_iv(p[1]) for p in chosen])
         entry.update(rec.get("access") or {})
         disks = self.disks_for(rec["disks"])
         stage = paths.staging(new_id())
@@ -207,7 +222,7 @@ async def list_parts(self: "Store", bucket: str, key: str, upload_id: str, part_
     parts = []
     for n in page:
         p = rec["parts"][str(n)]
-        parts.append(PartInfo(n, p[1], p[2], p[3] or {}, p[4]))
+        parts.append(PartInfo(n, crypto.part_plain_size(rec, p[1]), p[2], p[3] or {}, p[4]))
     truncated = len(numbers) > len(page)
     return ListPartsResult(upload_to_info(rec), parts, truncated, page[-1] if page else part_marker)
 

@@ -7,6 +7,10 @@ served anyway and the object is queued for heal. Reads run one span ahead of the
 consumer, so memory is bounded by two spans, never by object size. A disk with
 ``open_range`` (a peer's, in a cluster) reads a slot's span after span over one streamed call
 instead of one call per span; every piece is still verified here.
+
+An encrypted object (``entry["sse"]``) is read the same way over its stored bytes: the
+plaintext range is widened to the packages that cover it (``crypto.DecryptPlan``), those
+stored bytes are read as above, and the packages are opened and cut to the range.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from buckets.engine import paths
+from buckets.engine import crypto, paths
 from buckets.engine.meta import decode_meta_file
 from buckets.engine.types import ByteRange, ObjectInfo
 from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
@@ -31,7 +35,7 @@ READ_AHEAD = 1  # spans being read while the consumer takes one (memory per GET:
 
 class ObjectReader:
     def __init__(self, store: "Store", bucket: str, key: str, entry: dict, info: ObjectInfo,
-                 rng: ByteRange | None) -> None:
+                 rng: ByteRange | None, data_key: bytes | None = None) -> None:
         self.store = store
         self.bucket, self.key = bucket, key
         self.entry = entry
@@ -43,8 +47,15 @@ class ObjectReader:
             rng = None
         self.range = rng
         start, end = (rng.start, rng.end) if rng else (0, info.size)
-        self._start, self._end = start, end
-        self.length = end - start
+        self._plan: crypto.DecryptPlan | None = None
+        if entry.get("sse"):
+            if data_key is None:
+                raise crypto.SSEEncryptedObject()
+            self._plan = crypto.DecryptPlan(entry, data_key, start, end)
+            self._start, self._end = self._plan.stored_start, self._plan.stored_end
+        else:
+            self._start, self._end = start, end
+        self.length = end - start  # what the caller gets: plaintext bytes
         self._codec = store.codec_for(entry["k"], entry["m"], entry["bs"])
         self._disks = store.disks_for_read(entry["disks"], entry["k"])
         self._closed = False
@@ -83,19 +94,31 @@ class ObjectReader:
     # -- iteration ----------------------------------------------------------------------
     async def _iterate(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._iterate_spans():
-                yield chunk
+            if self._plan is None:
+                async for chunk in self._iterate_spans():
+                    yield chunk
+            else:
+                spans = self._iterate_spans()
+                try:
+                    async for chunk in self._plan.decrypt(spans, self.store.cpu):
+                        if self._closed:
+                            return
+                        yield chunk
+                finally:
+                    await spans.aclose()
         finally:
             self._release()
 
     async def _iterate_spans(self) -> AsyncIterator[bytes]:
-        if self.length <= 0:
+        """The stored bytes [_start, _end) (plaintext, unless the object is encrypted)."""
+        if self._end <= self._start:
             return
-        if self.entry.get("inline") and self.info.size <= self.store.small_copy_limit:
+        stored = crypto.stored_length(self.entry)
+        if self.entry.get("inline") and stored <= self.store.small_copy_limit:
             # Small objects: the registry keeps a checksummed copy; no disk thread needed.
             data = self.store.catalog.get_small(self.bucket, self.key, self.entry["wid"])
-            if data is not None and len(data) == self.info.size:
-                yield data[self._start:self._end] if self.range else data
+            if data is not None and len(data) == stored:
+                yield data[self._start:self._end] if (self._start, self._end) != (0, stored) else data
                 return
         spans = list(self._spans())
         if not spans:

@@ -24,7 +24,7 @@ from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from buckets import errors
-from buckets.engine import paths
+from buckets.engine import crypto, paths
 from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
@@ -89,6 +89,9 @@ class Store:
         self._active_reads: dict[tuple[str, str, str], list] = {}
         self.sync = True
         self.started = _now()
+        # The node's key manager (``buckets.kms``), set by the server once the store is open;
+        # None: SSE-S3 and SSE-KMS are refused (SSE-C needs no server key).
+        self.kms: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -363,9 +366,11 @@ class Store:
                          size: int | None, opts: PutOptions | None = None) -> ObjectInfo:
         opts = opts or PutOptions()
         check_object_key(key)
-        await self._require_bucket(bucket)
+        bucket_rec = await self._require_bucket(bucket)
         if opts.if_none_match or opts.if_match is not None:
             await self._check_conditions(bucket, key, opts)  # fail fast; re-checked at commit
+        sse = opts.sse if opts.sse is not None else crypto.bucket_default(bucket_rec)
+        data_key, sse_rec = await crypto.begin_write(self, sse, bucket, key) if sse is not None else (None, None)
         k, m = self.layout_for(opts.storage_class)
         codec = self.codec_for(k, m, self.block_size)
         _, disk_ids = self.table.locate(bucket, key)
@@ -374,22 +379,26 @@ class Store:
         wid = new_id()
         txid = new_id()
         stage = paths.staging(txid)
+        iv = crypto.write_iv(wid)
         writer = ErasureWriter(codec, disks, [f"{stage}/{wid}/part.1"] * codec.n, self.cpu,
-                               algorithms=opts.checksum_algorithms, inline_limit=self.inline_threshold)
+                               algorithms=opts.checksum_algorithms, inline_limit=self.inline_threshold,
+                               cipher=crypto.PartCipher(data_key, iv, 1) if data_key is not None else None)
         try:
             result = await writer.run(stream, size)
             if opts.verify is not None:
                 await opts.verify(self._computed(result))
             mtime = _now()
-            etag = result.md5.hex()
+            etag = crypto.etag_for(sse_rec, data_key, result.md5)
             entry = {
                 "vid": "null", "wid": wid, "mt": mtime, "size": result.size, "etag": etag,
                 "h": dict(opts.headers), "um": dict(opts.user_meta), "ck": result.checksums,
                 "ckt": "FULL_OBJECT" if result.checksums else None, "ch": result.content_hash,
                 "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size, "disks": disk_ids,
                 "gen": self.table.generation, "inline": result.inline is not None,
-                "parts": [[1, result.size, etag, result.checksums, mtime]],
+                "parts": [[1, result.stored_size, etag, result.checksums, mtime]],
             }
+            if sse_rec is not None:
+                entry["sse"] = dict(sse_rec, iv=[iv])
             entry.update(opts.access)
             if result.inline is not None:
                 ok = await self._commit_inline(bucket, key, entry, result, disks)
@@ -401,7 +410,7 @@ class Store:
             await writer.abort()
             await self._on_disks(lambda d: d.delete(stage, recursive=True), disks)
             raise
-        small = result.body if result.body is not None and result.size <= self.small_copy_limit else None
+        small = result.body if result.body is not None and len(result.body) <= self.small_copy_limit else None
         await self._publish(bucket, key, entry, opts, disks, ok, small=small)
         return entry_to_info(bucket, key, entry)
 
@@ -550,15 +559,18 @@ class Store:
         return entry
 
     async def get_object(self, bucket: str, key: str, range: tuple[int | None, int | None] | None = None,
-                         part_number: int | None = None) -> ObjectReader:
+                         part_number: int | None = None, customer_key: bytes | None = None) -> ObjectReader:
+        """A reader of the object (or a range, or a part). An encrypted object's data key is
+        opened first: an SSE-C object needs ``customer_key`` (missing: 400, wrong: 403)."""
         entry = await self._lookup(bucket, key)
         info = entry_to_info(bucket, key, entry)
+        data_key = crypto.open_data_key(self, entry.get("sse"), bucket, key, customer_key)
         rng = None
         if part_number is not None:
             rng = _part_range(entry, part_number)
         elif range is not None:
             rng = resolve_range(range, info.size)
-        return ObjectReader(self, bucket, key, entry, info, rng)
+        return ObjectReader(self, bucket, key, entry, info, rng, data_key=data_key)
 
     async def delete_object(self, bucket: str, key: str) -> bool:
         await self._require_bucket(bucket)
@@ -620,9 +632,10 @@ def resolve_range(rng: tuple[int | None, int | None], size: int) -> ByteRange:
 def _part_range(entry: dict, number: int) -> ByteRange:
     offset = 0
     for p in entry["parts"]:
+        size = crypto.part_plain_size(entry, p[1])
         if p[0] == number:
-            return ByteRange(offset, offset + p[1])
-        offset += p[1]
+            return ByteRange(offset, offset + size)
+        offset += size
     if number == 1 and entry["size"] == 0:
         return ByteRange(0, 0)
     raise errors.InvalidPartNumber()

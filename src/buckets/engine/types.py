@@ -30,14 +30,39 @@ class BucketInfo:
 
 
 @dataclass(slots=True)
+class SSEInfo:
+    """How an object (or a multipart upload) is encrypted at rest: what GET/HEAD report and
+    what a read must present. Never holds a key."""
+
+    mode: str  # "SSE-S3" | "SSE-KMS" | "SSE-C"
+    kms_key_id: str | None = None  # SSE-KMS: the key's name in the node's key store
+    bucket_key: bool = False  # SSE-KMS: x-amz-server-side-encryption-bucket-key-enabled
+    context: str | None = None  # SSE-KMS: the encryption context (JSON text), if one was given
+    customer_key_check: bytes | None = None  # SSE-C: salt + HMAC-SHA256 of the customer key
+
+
+@dataclass(slots=True)
+class SSESpec:
+    """The encryption a write asks for (``PutOptions.sse``), or the customer key a part upload
+    of an SSE-C upload presents. ``customer_key`` lives in memory only: it is never stored."""
+
+    mode: str  # "SSE-S3" | "SSE-KMS" | "SSE-C"
+    kms_key_id: str | None = None  # SSE-KMS: a key name, ARN or alias/NAME; None: the default key
+    bucket_key: bool = False
+    context: str | None = None  # SSE-KMS: encryption context, canonical JSON text
+    customer_key: bytes | None = None  # SSE-C: the 32-byte key
+
+
+@dataclass(slots=True)
 class PartInfo:
     """One part of an object (a single PUT is one part numbered 1)."""
 
     number: int
-    size: int
-    etag: str  # hex MD5 of the part, no quotes
+    size: int  # plaintext bytes (an encrypted part takes a little more on disk)
+    etag: str  # hex MD5 of the part, no quotes (SSE-C/SSE-KMS: an opaque value of the same form)
     checksums: dict[str, str] = field(default_factory=dict)  # {"CRC32": base64, ...}
     last_modified: float = 0.0
+    sse: SSEInfo | None = None  # UploadPart's answer: the upload's encryption
 
 
 @dataclass(slots=True)
@@ -54,7 +79,8 @@ class ObjectInfo:
     version_id: str = NULL_VERSION
     storage_class: str = "STANDARD"
     parts: list[PartInfo] = field(default_factory=list)
-    content_hash: str = ""  # BLAKE3 hex of the whole object
+    content_hash: str = ""  # BLAKE3 hex of the whole object (encrypted: of its stored bytes)
+    sse: SSEInfo | None = None  # encryption at rest, None when stored in the clear
 
     @property
     def content_type(self) -> str:
@@ -81,6 +107,7 @@ class PutOptions:
     # Who owns the new object and its ACL: {"own": access key, "acl": ACL record}, kept in its
     # entry (absent: the bucket's owner, no ACL beyond the owner's). See buckets.iam.
     access: dict = field(default_factory=dict)
+    sse: SSESpec | None = None  # encrypt at rest; None: the bucket's default encryption, if any
 
 
 @dataclass(slots=True)
@@ -114,6 +141,7 @@ class UploadInfo:
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
     storage_class: str = "STANDARD"
+    sse: SSEInfo | None = None
 
 
 @dataclass(slots=True)

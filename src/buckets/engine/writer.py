@@ -7,6 +7,11 @@ b+1 is encoded while block b's pieces are being written to the disks.
 
 A body no larger than the inline threshold is kept in memory (it is at most that big)
 and returned as framed pieces for the metadata files instead of shard files.
+
+With a ``PartCipher`` (encryption at rest, ``engine/crypto.py``) the plaintext is hashed
+(MD5, flexible checksums) and sealed into packages a batch at a time, and the package
+stream is what gets erasure-coded; sizes, the inline threshold and the BLAKE3 content hash
+then apply to the stored bytes, while ``WriteResult.size`` stays the plaintext size.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 
 import blake3
 
+from buckets.engine import crypto
 from buckets.erasure import ErasureCodec
 from buckets.errors import DiskError, IncompleteBody, WriteQuorumLost
 from buckets.storage.disk import Disk, ShardWriter
@@ -35,6 +41,7 @@ class WriteResult:
     inline: list[bytes] | None  # per shard index: concatenated frames (small objects only)
     body: bytes | None = None  # the whole body, for inline objects (at most the inline limit)
     ok_slots: list[int] = field(default_factory=list)
+    stored_size: int = -1  # bytes on disk (encrypted: packages and tags); -1 until run() sets it
 
 
 class _Hashers:
@@ -53,6 +60,16 @@ class _Hashers:
         for h in self.extra.values():
             h.update(block)
 
+    def update_plain(self, data: bytes) -> None:
+        """Encrypted writes: the client's digests are of the plaintext..."""
+        self.md5.update(data)
+        for h in self.extra.values():
+            h.update(data)
+
+    def update_stored(self, block: bytes) -> None:
+        """... and the content hash is of what is stored (no plaintext digest of ours on disk)."""
+        self.blake.update(block)
+
 
 async def _aiter_body(stream: AsyncIterator[bytes] | bytes) -> AsyncIterator[bytes]:
     if isinstance(stream, (bytes, bytearray, memoryview)):
@@ -68,8 +85,10 @@ class ErasureWriter:
     """Encodes one stream onto ``disks`` (slot order; ``None`` = offline) under ``paths``."""
 
     def __init__(self, codec: ErasureCodec, disks: list[Disk | None], paths: list[str], cpu: Executor,
-                 *, algorithms: tuple[str, ...] = (), inline_limit: int = 0) -> None:
+                 *, algorithms: tuple[str, ...] = (), inline_limit: int = 0,
+                 cipher: crypto.PartCipher | None = None) -> None:
         self.codec = codec
+        self.cipher = cipher
         self.disks = disks
         self.paths = paths
         self.cpu = cpu
@@ -116,21 +135,69 @@ class ErasureWriter:
         await asyncio.gather(*(write_one(i) for i in range(self.codec.n)))
         self._check_quorum()
 
-    async def _process(self, loop, hashers: _Hashers, block: bytes) -> list[bytes]:
+    async def _process(self, loop, hash_block, block: bytes) -> list[bytes]:
         if len(block) >= 65536:
             _, frames = await asyncio.gather(
-                loop.run_in_executor(self.cpu, hashers.update, block),
+                loop.run_in_executor(self.cpu, hash_block, block),
                 loop.run_in_executor(self.cpu, self.codec.encode_block, block))
         else:
-            hashers.update(block)
+            hash_block(block)
             frames = self.codec.encode_block(block)
         return frames
 
+    def _seal_batch(self, hashers: _Hashers, plain: bytes, first_index: int, final: bool) -> bytes:
+        hashers.update_plain(plain)
+        assert self.cipher is not None
+        return self.cipher.encrypt(plain, first_index, final)
+
+    async def _encrypting(self, stream: AsyncIterator[bytes] | bytes, size: int | None, hashers: _Hashers,
+                          plain_total: list[int]) -> AsyncIterator[bytes]:
+        """The package stream of a plaintext body, sealed a batch at a time (memory: one batch
+        and one chunk). One package is always held back until the body ends, so the part's last
+        package is sealed with the final flag whatever the body's length."""
+        loop = asyncio.get_running_loop()
+        batch = crypto.BATCH_PACKAGES * crypto.PACKAGE
+        pending = bytearray()
+        total = index = 0
+
+        async def seal(plain: bytes, first: int, final: bool) -> bytes:
+            if len(plain) >= crypto.PACKAGE:
+                return await loop.run_in_executor(self.cpu, self._seal_batch, hashers, plain, first, final)
+            return self._seal_batch(hashers, plain, first, final)
+
+        async for chunk in _aiter_body(stream):
+            total += len(chunk)
+            if size is not None and total > size:
+                raise IncompleteBody("The request body is longer than the declared Content-Length.")
+            pending += chunk
+            while len(pending) > batch:
+                plain = bytes(pending[:batch])
+                del pending[:batch]
+                yield await seal(plain, index, False)
+                index += crypto.BATCH_PACKAGES
+        if size is not None and total != size:
+            raise IncompleteBody(resource=None)
+        plain_total[0] = total
+        if pending:
+            yield await seal(bytes(pending), index, True)
+
     async def run(self, stream: AsyncIterator[bytes] | bytes, size: int | None) -> WriteResult:
-        """Consume the stream. On any exception the caller must call ``abort()``."""
+        """Consume the stream (``size``: its plaintext length, when declared). On any exception
+        the caller must call ``abort()``."""
+        hashers = _Hashers(self.algorithms)
+        if self.cipher is None:
+            return await self._run(stream, size, hashers, hashers.update)
+        plain_total = [0]
+        result = await self._run(self._encrypting(stream, size, hashers, plain_total),
+                                 None if size is None else crypto.stored_size(size), hashers,
+                                 hashers.update_stored)
+        result.size = plain_total[0]
+        return result
+
+    async def _run(self, stream: AsyncIterator[bytes] | bytes, size: int | None, hashers: _Hashers,
+                   hash_block) -> WriteResult:
         loop = asyncio.get_running_loop()
         bs = self.codec.block_size
-        hashers = _Hashers(self.algorithms)
         buf = bytearray()
         total = 0
         pending: asyncio.Task | None = None
@@ -150,7 +217,7 @@ class ErasureWriter:
                 while len(buf) >= bs:
                     block = bytes(buf[:bs])
                     del buf[:bs]
-                    frames = await self._process(loop, hashers, block)
+                    frames = await self._process(loop, hash_block, block)
                     if pending is not None:
                         await pending
                     pending = asyncio.ensure_future(self._write_frames(frames))
@@ -158,7 +225,7 @@ class ErasureWriter:
                 raise IncompleteBody(resource=None)
             inline = None
             if buf or (total == 0):
-                frames = await self._process(loop, hashers, bytes(buf)) if buf else None
+                frames = await self._process(loop, hash_block, bytes(buf)) if buf else None
                 if streaming:
                     if pending is not None:
                         await pending
@@ -184,6 +251,7 @@ class ErasureWriter:
             checksum_raw=checksum_raw, inline=inline, body=bytes(buf) if inline is not None else None,
             ok_slots=[i for i, w in enumerate(self.writers) if w is not None] if streaming
             else [i for i, d in enumerate(self.disks) if d is not None],
+            stored_size=total,
         )
 
     async def finish(self, sync: bool) -> list[int]:

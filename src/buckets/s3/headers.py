@@ -176,8 +176,6 @@ def apply_response_overrides(out: dict[str, str], query: Mapping[str, str]) -> N
 # Canned ACLs that mean "only the owner", which is all this server does today.
 # Headers asking for features not implemented yet: refusing beats silently ignoring them.
 _UNSUPPORTED_WRITE_HEADERS = (
-    ("x-amz-server-side-encryption", "Server-side encryption"),
-    ("x-amz-server-side-encryption-customer-algorithm", "SSE-C"),
     ("x-amz-tagging", "Object tagging"),
     ("x-amz-object-lock-mode", "Object lock"),
     ("x-amz-object-lock-retain-until-date", "Object lock"),
@@ -194,9 +192,11 @@ def refuse_unsupported(headers: Mapping[str, str]) -> None:
 
 def put_options(headers: Mapping[str, str]) -> PutOptions:
     """PutOptions carrying what S3 stores from a PUT/CreateMultipartUpload request."""
+    from buckets.s3.sse import write_encryption
+
     refuse_unsupported(headers)
     return PutOptions(headers=stored_headers(headers), user_meta=user_metadata(headers),
-                      storage_class=storage_class(headers))
+                      storage_class=storage_class(headers), sse=write_encryption(headers))
 
 
 def write_conditions(headers: Mapping[str, str]) -> tuple[str | None, bool]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from buckets import checksums
+from buckets.engine.crypto import check_customer_key
 from buckets.errors import InvalidArgument
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import xml_response
 from buckets.s3.handlers.object import check_version_id
 from buckets.s3.headers import http_date
 from buckets.s3.params import int_argument
+from buckets.s3.sse import read_key
 from buckets.s3.xmlio import XmlBuilder
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
@@ -30,7 +32,9 @@ async def get_object_attributes(req: S3Request) -> web.StreamResponse:
                               ArgumentValue=sorted(unknown)[0])
     max_parts = int_argument(req.headers.get("x-amz-max-parts"), "x-amz-max-parts", default=1000, cap=1000)
     marker = int_argument(req.headers.get("x-amz-part-number-marker"), "x-amz-part-number-marker", default=0)
+    customer_key = read_key(req.headers)
     info = await req.store.head_object(req.bucket, req.key)
+    check_customer_key(info.sse, customer_key)  # an SSE-C object's attributes need its key, as in S3
 
     doc = XmlBuilder("GetObjectAttributesResponse")
     if "ETag" in wanted:

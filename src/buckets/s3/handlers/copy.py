@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, unquote
 from aiohttp import web
 
 from buckets import checksums
-from buckets.engine.types import PutOptions
+from buckets.engine.crypto import MODE_C
+from buckets.engine.types import PutOptions, SSESpec
 from buckets.errors import InvalidArgument, InvalidRequest, NoSuchVersion
 from buckets.s3.acls import write_access
 from buckets.s3.conditions import check_copy_source
@@ -27,6 +28,7 @@ from buckets.s3.headers import (
 )
 from buckets.s3.permissions import authorize, check_expected_owner
 from buckets.s3.ranges import parse_copy_source_range
+from buckets.s3 import sse as sse_headers
 from buckets.s3.xmlio import XmlBuilder, iso8601
 
 MAX_COPY_SOURCE = 5 * 1024**3  # larger sources must be copied with UploadPartCopy
@@ -90,12 +92,17 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
                               ArgumentValue=directive)
     if (src_bucket, src_key) == (req.bucket, req.key) and directive == "COPY" \
-            and "x-amz-storage-class" not in req.headers and "x-amz-checksum-algorithm" not in req.headers:
+            and "x-amz-storage-class" not in req.headers and "x-amz-checksum-algorithm" not in req.headers \
+            and not sse_headers.asks_for_encryption(req.headers):
         raise InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without "
             "changing the object's metadata, storage class, website redirect location or encryption attributes.")
     if_match, if_none_match = write_conditions(req.headers)
-    reader = await req.store.get_object(src_bucket, src_key)
+    # The source is decrypted (SSE-C: with the x-amz-copy-source-...-customer-key) and the copy
+    # encrypted as the request (or the destination bucket's default) says, streamed.
+    source_key = sse_headers.read_key(req.headers, sse_headers.COPY_CUSTOMER)
+    destination_key = sse_headers.customer_key(req.headers)
+    reader = await req.store.get_object(src_bucket, src_key, customer_key=source_key)
     try:
         info = reader.info
         check_copy_source(req.headers, info)
@@ -108,14 +115,15 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             refuse_unsupported(req.headers)
             opts = PutOptions(headers=dict(info.headers), user_meta=dict(info.user_meta),
                               storage_class=storage_class(req.headers) if "x-amz-storage-class" in req.headers
-                              else info.storage_class)
+                              else info.storage_class, sse=sse_headers.write_encryption(req.headers))
         opts.checksum_algorithms = _copy_checksum(req, info.checksums)
         opts.access = await write_access(req, req.bucket)  # a copy gets the request's ACL, not the source's
         opts.if_match, opts.if_none_match = if_match, if_none_match
         new = await req.store.put_object(req.bucket, req.key, reader, reader.length, opts)
     finally:
         await reader.aclose()
-    return xml_response(_result("CopyObjectResult", new.etag, new.last_modified, new.checksums, new.checksum_type))
+    return xml_response(_result("CopyObjectResult", new.etag, new.last_modified, new.checksums, new.checksum_type),
+                        headers=sse_headers.response_headers(new.sse, destination_key))
 
 
 async def upload_part_copy(req: S3Request) -> web.StreamResponse:
@@ -133,13 +141,16 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     elif source.size > MAX_COPY_SOURCE:
         raise InvalidRequest("The specified copy source is larger than the maximum allowable size "
                              f"for a copy source: {MAX_COPY_SOURCE}")
-    reader = await req.store.get_object(src_bucket, src_key, range=wanted)
+    destination_key = sse_headers.customer_key(req.headers)
+    reader = await req.store.get_object(src_bucket, src_key, range=wanted,
+                                        customer_key=sse_headers.read_key(req.headers, sse_headers.COPY_CUSTOMER))
     try:
         if reader.info.etag != source.etag:  # replaced between the two lookups: check again
             check_copy_source(req.headers, reader.info)
+        opts = PutOptions(sse=SSESpec(MODE_C, customer_key=destination_key.key) if destination_key else None)
         part = await req.store.put_part(req.bucket, req.key, upload_id, part_number, reader,
-                                        reader.length, PutOptions())
+                                        reader.length, opts)
     finally:
         await reader.aclose()
     return xml_response(_result("CopyPartResult", part.etag, part.last_modified or reader.info.last_modified,
-                                part.checksums, None))
+                                part.checksums, None), headers=sse_headers.response_headers(part.sse, destination_key))

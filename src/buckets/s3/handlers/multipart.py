@@ -16,7 +16,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from buckets import checksums
-from buckets.engine.types import CompletePart, ListUploadsResult, PutOptions
+from buckets.engine.crypto import MODE_C
+from buckets.engine.types import CompletePart, ListUploadsResult, PutOptions, SSESpec
 from buckets.errors import BadDigest, InvalidArgument, InvalidRequest, MalformedXML
 from buckets.s3.body import Integrity, open_stream, read_document
 from buckets.s3.acls import write_access
@@ -25,6 +26,7 @@ from buckets.s3.handlers.common import add_owner, name_encoder, xml_response
 from buckets.s3.headers import checksum_headers, put_options, quote_etag, unquote_etag, write_conditions
 from buckets.s3.params import decimal, part_number
 from buckets.s3.xmlio import MAX_REQUEST_XML, XmlBuilder, iso8601, parse_document
+from buckets.s3 import sse as sse_headers
 
 MAX_PARTS = 10000
 _MAX_XS_INT = 2**31 - 1
@@ -78,9 +80,9 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     info = await req.store.create_multipart_upload(req.bucket, req.key, opts)
     doc = XmlBuilder("InitiateMultipartUploadResult")
     doc.elem("Bucket", req.bucket).elem("Key", req.key).elem("UploadId", info.upload_id)
-    headers = {}
+    headers = sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers))
     if alg:
-        headers = {"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype or "COMPOSITE"}
+        headers.update({"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype or "COMPOSITE"})
     return xml_response(doc.finish(), headers=headers)
 
 
@@ -93,11 +95,14 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
     part_number = part_number_required(req)
     upload_id = upload_id_param(req)
     integrity = Integrity.from_headers(req.headers)
-    opts = PutOptions(checksum_algorithms=integrity.algorithms, verify=integrity.verify)
+    customer = sse_headers.customer_key(req.headers)  # an SSE-C upload's parts bring its key again
+    opts = PutOptions(checksum_algorithms=integrity.algorithms, verify=integrity.verify,
+                      sse=SSESpec(MODE_C, customer_key=customer.key) if customer is not None else None)
     body = await open_stream(req)
     integrity.reader = body.reader
     part = await req.store.put_part(req.bucket, req.key, upload_id, part_number, body.stream, body.size, opts)
     headers = {"ETag": quote_etag(part.etag)}
+    headers.update(sse_headers.response_headers(part.sse, customer))
     for alg, value in part.checksums.items():
         if alg in checksums.ALGORITHMS:
             headers[checksums.header_name(alg)] = value
@@ -184,6 +189,7 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     body, _ = await read_document(req, MAX_REQUEST_XML)
     parts = _parse_complete(body)
     claims = CompleteClaims.from_headers(req.headers)
+    customer = sse_headers.customer_key(req.headers)  # optional here (SDKs send it); checked before anything moves
     opts = PutOptions(if_match=if_match, if_none_match=if_none_match,
                       verify=claims.verify if claims.any else None)
     info = await req.store.complete_multipart_upload(req.bucket, req.key, upload_id, parts, opts)
@@ -199,6 +205,7 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     if info.checksums:
         doc.elem("ChecksumType", info.checksum_type or "COMPOSITE")
     headers = checksum_headers(info.checksums, info.checksum_type)
+    headers.update(sse_headers.response_headers(info.sse, customer))
     return xml_response(doc.finish(), headers=headers)
 
 

@@ -12,6 +12,7 @@ import logging
 
 from aiohttp import web
 
+from buckets.engine.crypto import check_customer_key
 from buckets.engine.types import ObjectInfo
 from buckets.errors import (
     InvalidPart,
@@ -37,6 +38,7 @@ from buckets.s3.headers import (
 )
 from buckets.s3.params import part_number as parse_part_number
 from buckets.s3.ranges import parse_range
+from buckets.s3 import sse as sse_headers
 
 log = logging.getLogger("buckets.s3")
 
@@ -68,6 +70,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     integrity.reader = body.reader
     info = await req.store.put_object(req.bucket, req.key, body.stream, body.size, opts)
     headers = {"ETag": quote_etag(info.etag)}
+    headers.update(sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers)))
     headers.update(integrity.response_headers(info.checksums))
     if integrity.algorithm:
         headers["x-amz-checksum-type"] = "FULL_OBJECT"
@@ -79,6 +82,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
 
 def _read_headers(req: S3Request, info: ObjectInfo, part_number: int | None, whole: bool) -> dict[str, str]:
     headers = object_headers(info)
+    headers.update(sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers)))
     if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         if whole:
             headers.update(checksum_headers(info.checksums, info.checksum_type))
@@ -107,8 +111,10 @@ async def _open_reader(req: S3Request):
     if part_number is not None and range_header:
         raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
     wanted = parse_range(range_header)
+    customer_key = sse_headers.read_key(req.headers)
     try:
-        reader = await req.store.get_object(req.bucket, req.key, range=wanted, part_number=part_number)
+        reader = await req.store.get_object(req.bucket, req.key, range=wanted, part_number=part_number,
+                                            customer_key=customer_key)
     except (InvalidRange, InvalidPart, InvalidPartNumber) as err:
         # Preconditions take precedence over an unsatisfiable range, as in S3.
         info = await req.store.head_object(req.bucket, req.key)
@@ -211,7 +217,9 @@ async def head_object(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
     check_version_id(req)
     check_response_overrides(req.query)
+    customer_key = sse_headers.read_key(req.headers)
     info = await req.store.head_object(req.bucket, req.key)
+    check_customer_key(info.sse, customer_key)
     if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
         return _not_modified(info)
     headers = _read_headers(req, info, None, whole=True)
