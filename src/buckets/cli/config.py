@@ -55,6 +55,7 @@ class Config:
     metrics_token: str | None = None  # the bearer token /metrics wants in "bearer" mode
     cluster_secret: str | None = None  # signs peer RPC; None: derived from the root credentials
     certs_dir: str | None = None  # public.crt + private.key: the port speaks HTTPS only; CAs/ for peers
+    notify_webhooks: list[str] = field(default_factory=list)  # "NAME=URL" bucket notification targets
     kms_secret_key: str | None = None  # the master key for SSE-S3/SSE-KMS, "NAME:BASE64"; None: the key file
     kms_key_file: str | None = None  # the master key's file; None: ~/.buckets/keys/<deployment id>.key
     join: str | None = None  # a member's URL: this new node joins that cluster (cluster add-node places it)
@@ -245,6 +246,20 @@ def _parse_optional_path(what: str) -> Callable[[object], str | None]:
     return parse
 
 
+def _parse_webhooks(value: object) -> list[str]:
+    if isinstance(value, str):
+        raw = [value]
+    elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        raw = list(value)
+    else:
+        raise ValueError("must be NAME=URL, a comma-separated string of them or a list")
+    items = [item.strip() for chunk in raw for item in chunk.replace(",", " ").split() if item.strip()]
+    from buckets.notify.service import parse_targets
+
+    parse_targets(items, {})  # raises ValueError with the item at fault
+    return items
+
+
 def _parse_join(value: object) -> str | None:
     from urllib.parse import urlsplit
 
@@ -394,6 +409,10 @@ SETTINGS: tuple[Setting, ...] = (
             "directory with public.crt and private.key (MinIO's layout): the port then speaks HTTPS "
             "only; CAs/ holds extra authorities for calls to peers; SIGHUP reloads the certificate",
             metavar="DIR"),
+    Setting("notify_webhooks", "BUCKETS_NOTIFY_WEBHOOK", "--notify-webhook", _parse_webhooks,
+            "a bucket-notification target, NAME=URL (repeat the flag, or comma-separate); bucket "
+            "configurations name it arn:buckets:sqs::NAME:webhook; a bearer token for it comes from "
+            "BUCKETS_NOTIFY_WEBHOOK_TOKEN_<NAME>", metavar="NAME=URL"),
     Setting("join", "BUCKETS_JOIN", "--join", _parse_join,
             "URL of a node of a running cluster (http://HOST:PORT) that this new node joins; its "
             "disk arguments name only its own disks, and `buckets-admin cluster add-node` places "

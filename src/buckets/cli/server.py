@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"{setting.help} (default: {_default_text(setting.name)}) [env {setting.env}]"
         # Every value is parsed by the settings table, not argparse, so a bad flag and a
         # bad environment variable get the same message; choices only feed --help.
-        action = "append" if setting.name == "domains" else "store"
+        action = "append" if setting.name in ("domains", "notify_webhooks") else "store"
         server.add_argument(setting.flag, dest=setting.name, action=action, metavar=setting.metavar
                             or "{" + ",".join(setting.choices or ()) + "}", help=help_text)
     return parser
@@ -207,8 +207,15 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     node = getattr(store, "cluster_node", None)
     if node is not None:
         middlewares.append(removed_node_guard(node))
+    notifier = None
+    if config.notify_webhooks:
+        from buckets.notify import Notifier, parse_targets
+        from buckets.notify.service import NotifyCollector
+
+        notifier = Notifier(store, parse_targets(config.notify_webhooks), region=config.region)
+        metrics.registry.register(NotifyCollector(notifier))
     app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes()],
-                     extra_middlewares=middlewares)
+                     extra_middlewares=middlewares, notifier=notifier)
     app[METRICS_KEY] = metrics
     guard = connection_guard(config)
     metrics.registry.register(ConnectionCollector(guard))

@@ -90,6 +90,8 @@ OPERATION_ACTIONS: dict[str, str | None] = {
     "GetBucketEncryption": "s3:GetEncryptionConfiguration",
     "PutBucketEncryption": "s3:PutEncryptionConfiguration",
     "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    "GetBucketNotificationConfiguration": "s3:GetBucketNotification",
+    "PutBucketNotificationConfiguration": "s3:PutBucketNotification",
     "PostObject": None,  # s3:PutObject for the form's signer, checked by the handler
     "PreflightRequest": None,  # answered from the bucket's CORS rules, never authorized
 }

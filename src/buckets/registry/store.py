@@ -89,7 +89,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy
+    kind: str  # put_object, delete_object, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
     name: str
     key: str = ""
     value: Any = None
@@ -137,7 +137,7 @@ def _tomb_version(raw: bytes) -> tuple[tuple, str]:
 
 
 class Registry:
-    TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys", "tombs")
+    TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys", "tombs", "events")
 
     def __init__(self, path: str, *, cache_size: int = 1_000_000, sync: bool = True,
                  map_size: int = 1 << 36) -> None:
@@ -314,6 +314,10 @@ class Registry:
             txn.delete(op.name.encode(), db=self.db["users"])
         elif kind == "put_sys":
             txn.put(op.name.encode(), _pack(op.value), db=self.db["sys"])
+        elif kind == "put_event":  # the notification queue: key = a time-ordered id
+            txn.put(op.name.encode(), _pack(op.value), db=self.db["events"])
+        elif kind == "delete_event":
+            txn.delete(op.name.encode(), db=self.db["events"])
         elif kind == "put_policy":
             txn.put((POLICY_PREFIX + op.name).encode(), _pack(op.value), db=self.db["sys"])
         elif kind == "delete_policy":
@@ -684,6 +688,26 @@ class Registry:
 
     def get_sys(self, name: str) -> Any:
         return self._get("sys", name)
+
+    def list_events(self, after: str = "", limit: int = 256) -> list[tuple[str, dict]]:
+        """Queued notification events in id (time) order, after ``after``."""
+        out = []
+        with self.env.begin(db=self.db["events"]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(after.encode()):
+                return out
+            for k, v in cur:
+                key = bytes(k).decode()
+                if key == after:
+                    continue
+                out.append((key, _unpack(v)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def count_events(self) -> int:
+        with self.env.begin(db=self.db["events"]) as txn:
+            return txn.stat(self.db["events"])["entries"]
 
     def get_policy(self, name: str) -> dict | None:
         """A named access policy (``buckets-admin policy``): ``{"document": ..., "created": ts}``."""

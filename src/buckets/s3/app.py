@@ -33,12 +33,23 @@ from buckets.s3.credentials import ServerCredentials
 from buckets.s3.errors import InvalidURI, error_response
 from buckets.iam.actions import OPERATION_ACTIONS
 from buckets.s3.handlers import OPERATIONS
+from buckets.s3.handlers.notification import NOTIFIER_KEY
 from buckets.s3.permissions import authorize, caller_of, check_expected_owner
 from buckets.s3.router import Target, parse_target, select_operation
 
 log = logging.getLogger("buckets.s3")
 
 SERVER_NAME = "Buckets"
+# Operations that notify (buckets.notify), with the event each produces.
+EVENT_OPERATIONS = {
+    "PutObject": "s3:ObjectCreated:Put", "PostObject": "s3:ObjectCreated:Post",
+    "CopyObject": "s3:ObjectCreated:Copy", "CompleteMultipartUpload": "s3:ObjectCreated:CompleteMultipartUpload",
+    "DeleteObject": "s3:ObjectRemoved:Delete", "DeleteObjects": "s3:ObjectRemoved:Delete",
+}
+# What a handler leaves in the request for the notifier: the keys DeleteObjects removed, the
+# key a POST form wrote.
+DELETED_KEYS = "s3_deleted_keys"
+WRITTEN_KEY = "s3_written_key"
 _REQUEST_ID = "s3_request_id"
 _TARGET = "s3_target"
 
@@ -125,6 +136,7 @@ class S3Service:
         # the operator asked for a strict one.
         self.signing_region: str | None = self.region if region_is_strict(cfg) else None
         self.credentials = ServerCredentials(cfg.root_user, cfg.root_password, getattr(store, "users", None))
+        self.notifier: Any = None  # buckets.notify.Notifier, when the server has webhook targets
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = parse_target(request.headers.get("Host", ""), request.raw_path, self.domains)
@@ -149,7 +161,31 @@ class S3Service:
         if target.bucket is not None and "x-amz-expected-bucket-owner" in request.headers \
                 and operation != "CreateBucket":
             check_expected_owner(s3req, await self.store.bucket_record(target.bucket))
-        return await OPERATIONS[operation](s3req)
+        response = await OPERATIONS[operation](s3req)
+        if self.notifier is not None and operation in EVENT_OPERATIONS and response.status < 300 \
+                and self.notifier.wants(target.bucket):
+            await self._notify(s3req, response)  # queued durably before the answer goes out
+        return response
+
+    async def _notify(self, req: S3Request, response: web.StreamResponse) -> None:
+        event = EVENT_OPERATIONS[req.operation]
+        request = req.request
+        if req.operation == "DeleteObjects":
+            keys = request.get(DELETED_KEYS) or []
+        else:
+            keys = [request.get(WRITTEN_KEY) or req.target.key]
+        happenings = []
+        for key in keys:
+            happening = {"event": event, "key": key}
+            if event.startswith("s3:ObjectCreated"):
+                try:
+                    info = await self.store.head_object(req.bucket, key)
+                    happening.update(size=info.size, etag=info.etag)
+                except BucketsError:  # replaced or deleted meanwhile: what the answer said
+                    happening.update(size=0, etag=response.headers.get("ETag", "").strip('"'))
+            happenings.append(happening)
+        await self.notifier.emit(req.bucket, happenings, request_id=req.request_id,
+                                 principal=req.auth.access_key or "anonymous", source_ip=request.remote or "")
 
 
 class ClientProtocolErrorLogger(logging.LoggerAdapter):
@@ -201,7 +237,7 @@ S3_HANDLER = web.AppKey("buckets_s3_handler")
 
 
 def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
-               extra_middlewares: list | None = None) -> web.Application:
+               extra_middlewares: list | None = None, notifier: Any = None) -> web.Application:
     """The S3 API over `store`; `cfg` needs region, domains, root_user, root_password
     (and may set region_strict: only then must requests be signed for `region`).
 
@@ -216,6 +252,17 @@ def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
                                         "auto_decompress": False,
                                         "logger": ClientProtocolErrorLogger(server_logger)})
     service = S3Service(store, cfg)
+    service.notifier = notifier
+    app[NOTIFIER_KEY] = notifier
+    if notifier is not None:
+        async def start_notifier(_app: web.Application) -> None:
+            notifier.start()
+
+        async def stop_notifier(_app: web.Application) -> None:
+            await notifier.stop()
+
+        app.on_startup.append(start_notifier)
+        app.on_cleanup.append(stop_notifier)
     if extra_routes:
         app.router.add_routes(extra_routes)
     # (?s): a path may hold a line feed (a key or bucket name with %0A); a bare '.' does not

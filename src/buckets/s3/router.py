@@ -146,6 +146,7 @@ _BUCKET_CONFIG = {
     "publicAccessBlock": ("GetPublicAccessBlock", "PutPublicAccessBlock", "DeletePublicAccessBlock"),
     "cors": ("GetBucketCors", "PutBucketCors", "DeleteBucketCors"),
     "encryption": ("GetBucketEncryption", "PutBucketEncryption", "DeleteBucketEncryption"),
+    "notification": ("GetBucketNotificationConfiguration", "PutBucketNotificationConfiguration", None),
 }
 _METHOD_COLUMN = {"GET": 0, "PUT": 1, "DELETE": 2}
 

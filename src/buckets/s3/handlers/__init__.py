@@ -17,6 +17,7 @@ from buckets.s3.handlers import (
     encryption,
     listing,
     multipart,
+    notification,
     object,
     post_object,
     service,
@@ -67,6 +68,9 @@ OPERATIONS = {
     "GetBucketCors": cors.get_bucket_cors,
     "PutBucketCors": cors.put_bucket_cors,
     "DeleteBucketCors": cors.delete_bucket_cors,
+    # notifications
+    "GetBucketNotificationConfiguration": notification.get_bucket_notification,
+    "PutBucketNotificationConfiguration": notification.put_bucket_notification,
     # encryption at rest
     "GetBucketEncryption": encryption.get_bucket_encryption,
     "PutBucketEncryption": encryption.put_bucket_encryption,

@@ -84,6 +84,7 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
                 return InternalError()
 
     results = await asyncio.gather(*(delete_one(k, v) for k, v in entries))
+    req.request["s3_deleted_keys"] = [k for (k, v), err in zip(entries, results) if err is None and v is None]
     out = XmlBuilder("DeleteResult")
     for (key, version), err in zip(entries, results):
         if err is None:

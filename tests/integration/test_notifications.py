@@ -1,0 +1,185 @@
+"""Bucket notifications to a webhook (`buckets server --notify-webhook NAME=URL`): the
+configuration API, AWS's event records, and at-least-once delivery, including events made
+while the receiver was down and across a server restart."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from s3server import ServerProcess, error_of, start_server, stop_server
+from serverproc import free_port
+
+ARN = "arn:buckets:sqs::hook:webhook"
+MIB = 1024 * 1024
+
+
+class Receiver:
+    """A webhook on 127.0.0.1:port that records every event it is sent; it can go down and
+    come back on the same port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.events: list[dict] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.events.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def seen(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return [(e["EventName"], e["Key"]) for e in self.events]
+
+    def wait_for(self, wanted: set[tuple[str, str]], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not wanted <= set(self.seen()):
+            assert time.monotonic() < deadline, f"never delivered: {sorted(wanted - set(self.seen()))}"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver(free_port())
+    r.start()
+    yield r
+    r.stop()
+
+
+def notified_server(base: Path, receiver: Receiver) -> ServerProcess:
+    return start_server(base, extra_args=["--notify-webhook", f"hook=http://127.0.0.1:{receiver.port}/events"])
+
+
+def configure(s3, bucket: str, **filters: str) -> None:
+    config = {"Id": "all", "QueueArn": ARN, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+    if filters:
+        config["Filter"] = {"Key": {"FilterRules": [{"Name": k, "Value": v} for k, v in filters.items()]}}
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [config]})
+
+
+def test_every_create_and_delete_is_delivered_as_an_aws_record(tmp_path: Path, receiver: Receiver):
+    srv = notified_server(tmp_path, receiver)
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="events")
+        configure(s3, "events")
+        got = s3.get_bucket_notification_configuration(Bucket="events")["QueueConfigurations"]
+        assert got == [{"Id": "all", "QueueArn": ARN, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]
+        s3.put_object(Bucket="events", Key="a b.txt", Body=b"hello")
+        s3.copy_object(Bucket="events", Key="copy", CopySource="events/a b.txt")
+        upload = s3.create_multipart_upload(Bucket="events", Key="multi")["UploadId"]
+        etag = s3.upload_part(Bucket="events", Key="multi", UploadId=upload, PartNumber=1, Body=b"m" * 10)["ETag"]
+        s3.complete_multipart_upload(Bucket="events", Key="multi", UploadId=upload,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+        s3.delete_object(Bucket="events", Key="copy")
+        s3.delete_objects(Bucket="events", Delete={"Objects": [{"Key": "multi"}, {"Key": "a b.txt"}]})
+        receiver.wait_for({("s3:ObjectCreated:Put", "events/a b.txt"), ("s3:ObjectCreated:Copy", "events/copy"),
+                           ("s3:ObjectCreated:CompleteMultipartUpload", "events/multi"),
+                           ("s3:ObjectRemoved:Delete", "events/copy"), ("s3:ObjectRemoved:Delete", "events/multi"),
+                           ("s3:ObjectRemoved:Delete", "events/a b.txt")})
+        put = next(e["Records"][0] for e in receiver.events if e["EventName"] == "s3:ObjectCreated:Put")
+        assert put["eventSource"] == "aws:s3" and put["eventName"] == "ObjectCreated:Put"
+        assert put["s3"]["bucket"]["name"] == "events" and put["s3"]["bucket"]["arn"] == "arn:aws:s3:::events"
+        assert put["s3"]["object"]["key"] == "a+b.txt"  # URL-encoded, as AWS sends keys
+        assert put["s3"]["object"]["size"] == 5 and put["s3"]["object"]["eTag"] == "5d41402abc4b2a76b9719d911017c592"
+        assert put["s3"]["configurationId"] == "all" and put["eventTime"].endswith("Z")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=10).read().decode()
+        assert 'buckets_notify_events_sent_total{target="hook"} 6.0' in metrics
+        assert "buckets_notify_queue_depth 0.0" in metrics
+    finally:
+        stop_server(srv)
+    assert "Traceback" not in srv.log_text()
+
+
+def test_filters_pick_the_keys(tmp_path: Path, receiver: Receiver):
+    srv = notified_server(tmp_path, receiver)
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="filtered")
+        configure(s3, "filtered", prefix="images/", suffix=".jpg")
+        for key in ("images/cat.jpg", "images/cat.png", "docs/cat.jpg", "images/dog.jpg"):
+            s3.put_object(Bucket="filtered", Key=key, Body=b"x")
+        receiver.wait_for({("s3:ObjectCreated:Put", "filtered/images/cat.jpg"),
+                           ("s3:ObjectCreated:Put", "filtered/images/dog.jpg")})
+        time.sleep(1)
+        assert sorted(k for _, k in receiver.seen()) == ["filtered/images/cat.jpg", "filtered/images/dog.jpg"]
+    finally:
+        stop_server(srv)
+
+
+def test_events_wait_for_a_receiver_that_is_down_and_survive_a_restart(tmp_path: Path, receiver: Receiver):
+    srv = notified_server(tmp_path, receiver)
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="durable")
+        configure(s3, "durable")
+        receiver.stop()  # down: writes still succeed, their events wait
+        for i in range(5):
+            s3.put_object(Bucket="durable", Key=f"while-down/{i}", Body=b"d")
+        time.sleep(1.5)  # a few failed deliveries
+    finally:
+        stop_server(srv)  # and the server restarts before the receiver is back
+    srv = notified_server(tmp_path, receiver)
+    try:
+        s3 = srv.client()
+        s3.delete_object(Bucket="durable", Key="while-down/0")
+        receiver.start()
+        receiver.wait_for({("s3:ObjectCreated:Put", f"durable/while-down/{i}") for i in range(5)}
+                          | {("s3:ObjectRemoved:Delete", "durable/while-down/0")})
+        assert "webhook hook failed" in (tmp_path / "server.log").read_text()
+    finally:
+        stop_server(srv)
+    assert "Traceback" not in srv.log_text()
+
+
+def test_configuration_errors_change_nothing(tmp_path: Path, receiver: Receiver):
+    srv = notified_server(tmp_path, receiver)
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="checked")
+        configure(s3, "checked", prefix="keep/")
+        bad = [
+            {"QueueConfigurations": [{"QueueArn": "arn:buckets:sqs::nobody:webhook", "Events": ["s3:ObjectCreated:*"]}]},
+            {"QueueConfigurations": [{"QueueArn": ARN, "Events": ["s3:ObjectExploded:*"]}]},
+            {"QueueConfigurations": [{"Id": "x", "QueueArn": ARN, "Events": ["s3:ObjectCreated:*"]},
+                                     {"Id": "y", "QueueArn": ARN, "Events": ["s3:ObjectCreated:Put"]}]},
+        ]
+        for config in bad:
+            with pytest.raises(ClientError) as caught:
+                s3.put_bucket_notification_configuration(Bucket="checked", NotificationConfiguration=config)
+            assert error_of(caught) == ("InvalidArgument", 400), config
+        got = s3.get_bucket_notification_configuration(Bucket="checked")["QueueConfigurations"]
+        assert got[0]["Filter"]["Key"]["FilterRules"] == [{"Name": "Prefix", "Value": "keep/"}]
+        s3.put_bucket_notification_configuration(Bucket="checked", NotificationConfiguration={})
+        assert "QueueConfigurations" not in s3.get_bucket_notification_configuration(Bucket="checked")
+    finally:
+        stop_server(srv)
