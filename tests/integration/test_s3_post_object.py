@@ -384,6 +384,8 @@ def test_no_such_bucket(server, s3):
     fields = {"key": "k", **v4_fields([{"bucket": "no-such-bucket-post"}, {"key": "k"}])}
     resp = post_form(server, "no-such-bucket-post", fields)
     assert (resp.status, resp.code) == (404, "NoSuchBucket")
+    resp = post(server, "/no-such-bucket-post", b"not a form", "text/plain")  # before the form is looked at
+    assert (resp.status, resp.code) == (404, "NoSuchBucket")
 
 
 def test_a_header_signature_on_the_request_does_not_replace_the_form(server, s3, bucket):

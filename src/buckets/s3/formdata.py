@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from buckets.errors import InvalidArgument, PreconditionFailed, define_error
+from buckets.errors import BucketsError, InvalidArgument, PreconditionFailed, define_error
 from buckets.s3.body import send_continue
 from buckets.s3.connections import watch_body
 
@@ -141,8 +141,8 @@ class PostForm:
         try:
             async for _ in watch_body(self._request, self._trailing()):
                 pass
-        except (MalformedPOSTRequest, *_PARSE_ERRORS):
-            pass  # the object is stored; a broken epilogue only costs the connection
+        except (BucketsError, *_PARSE_ERRORS):
+            pass  # the object is stored; a broken or stalled epilogue only costs the connection
 
     async def _trailing(self) -> AsyncIterator[None]:
         budget = MAX_TRAILING

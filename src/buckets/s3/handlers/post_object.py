@@ -115,6 +115,7 @@ async def _limited(chunks, form: PostForm, low: int, high: int):
 
 
 async def post_object(req: S3Request) -> web.StreamResponse:
+    await req.store.bucket_record(req.bucket)  # NoSuchBucket before anything about the form
     form = PostForm(req.request)
     require_length(req.request)
     await form.read_fields()
