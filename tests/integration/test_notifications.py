@@ -75,6 +75,21 @@ def receiver():
     r.stop()
 
 
+def requests_post(form: dict, filename: str, body: bytes) -> int:
+    """POST a browser-style multipart/form-data upload built from boto3's presigned post."""
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in form["fields"].items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 f"Content-Type: text/plain\r\n\r\n".encode() + body + f"\r\n--{boundary}--\r\n".encode())
+    request = urllib.request.Request(form["url"], data=b"".join(parts), method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return resp.status
+
+
 def notified_server(base: Path, receiver: Receiver) -> ServerProcess:
     return start_server(base, extra_args=["--notify-webhook", f"hook=http://127.0.0.1:{receiver.port}/events"])
 
@@ -100,9 +115,13 @@ def test_every_create_and_delete_is_delivered_as_an_aws_record(tmp_path: Path, r
         etag = s3.upload_part(Bucket="events", Key="multi", UploadId=upload, PartNumber=1, Body=b"m" * 10)["ETag"]
         s3.complete_multipart_upload(Bucket="events", Key="multi", UploadId=upload,
                                      MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+        form = s3.generate_presigned_post("events", "posted/${filename}")
+        posted = requests_post(form, "form.txt", b"from a form")
+        assert posted in (200, 204), posted
         s3.delete_object(Bucket="events", Key="copy")
         s3.delete_objects(Bucket="events", Delete={"Objects": [{"Key": "multi"}, {"Key": "a b.txt"}]})
         receiver.wait_for({("s3:ObjectCreated:Put", "events/a b.txt"), ("s3:ObjectCreated:Copy", "events/copy"),
+                           ("s3:ObjectCreated:Post", "events/posted/form.txt"),
                            ("s3:ObjectCreated:CompleteMultipartUpload", "events/multi"),
                            ("s3:ObjectRemoved:Delete", "events/copy"), ("s3:ObjectRemoved:Delete", "events/multi"),
                            ("s3:ObjectRemoved:Delete", "events/a b.txt")})
@@ -113,7 +132,7 @@ def test_every_create_and_delete_is_delivered_as_an_aws_record(tmp_path: Path, r
         assert put["s3"]["object"]["size"] == 5 and put["s3"]["object"]["eTag"] == "5d41402abc4b2a76b9719d911017c592"
         assert put["s3"]["configurationId"] == "all" and put["eventTime"].endswith("Z")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=10).read().decode()
-        assert 'buckets_notify_events_sent_total{target="hook"} 6.0' in metrics
+        assert 'buckets_notify_events_sent_total{target="hook"} 7.0' in metrics
         assert "buckets_notify_queue_depth 0.0" in metrics
     finally:
         stop_server(srv)

@@ -166,6 +166,7 @@ async def post_object(req: S3Request) -> web.StreamResponse:
     await authorize(req, "s3:PutObject", req.bucket, key, context=context)
     opts.access = await write_access(_FormAsHeaders(req, acl), req.bucket)
     info = await req.store.put_object(req.bucket, key, _limited(form.file_chunks(), form, low, high), None, opts)
+    req.request["s3_written_key"] = key  # the key the notifier reports (buckets.s3.app.WRITTEN_KEY)
     await form.finish()
 
     etag = quote_etag(info.etag)
