@@ -20,7 +20,7 @@ def compose_cluster(nodes: int) -> Cluster:
     (no process is started and no port is probed)."""
     cluster = Cluster.__new__(Cluster)
     cluster.n, cluster.disks, cluster.port, cluster.extra_args = nodes, 4, 9000, ()
-    cluster.data_root, cluster.disk_prefix = "/data", "d"
+    cluster.data_root, cluster.disk_prefix, cluster.scheme = "/data", "d", "http"
     cluster.host = lambda i: f"node{i}"  # type: ignore[method-assign]
     return cluster
 

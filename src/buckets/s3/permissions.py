@@ -178,7 +178,8 @@ async def allowed(req: Any, action: str, bucket: str | None, key: str | None = N
         found = await req.store.object_access(bucket, key)
         acl = None
         if found is not None:
-            acl = ACL.from_record(found.get("acl"), found.get("own") or access.owner)
+            owner = found["own"] if found.get("own") is not None else access.owner  # "" is the root user
+            acl = ACL.from_record(found.get("acl"), owner)
             if acl is None and found.get("own") is not None and found.get("own") != access.owner:
                 from buckets.iam.acl import owner_acl
 

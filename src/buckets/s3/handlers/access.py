@@ -43,7 +43,10 @@ async def get_bucket_policy(req: S3Request) -> web.StreamResponse:
 
 async def put_bucket_policy(req: S3Request) -> web.StreamResponse:
     record = await req.store.bucket_record(req.bucket)
-    body, _ = await read_document(req, MAX_POLICY_BYTES * 2)
+    try:
+        body, _ = await read_document(req, MAX_POLICY_BYTES * 8)
+    except MalformedXML:  # the only complaint read_document has: too large
+        raise MalformedPolicy("Policy exceeds the maximum allowed document size.") from None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -112,7 +115,7 @@ async def get_object_acl(req: S3Request) -> web.StreamResponse:
     record = await req.store.bucket_record(req.bucket)
     await req.store.head_object(req.bucket, req.key)  # NoSuchKey first
     found = await req.store.object_access(req.bucket, req.key) or {}
-    owner = found.get("own") or record.get("owner", "")
+    owner = found["own"] if found.get("own") is not None else record.get("owner", "")  # "" is the root user
     acl = None
     if ownership_of(record) != "BucketOwnerEnforced" and found.get("acl"):
         acl = ACL.from_record(found["acl"], owner)
@@ -125,7 +128,7 @@ async def put_object_acl(req: S3Request) -> web.StreamResponse:
     record = await req.store.bucket_record(req.bucket)
     await req.store.head_object(req.bucket, req.key)
     found = await req.store.object_access(req.bucket, req.key) or {}
-    owner = found.get("own") or record.get("owner", "")
+    owner = found["own"] if found.get("own") is not None else record.get("owner", "")  # "" is the root user
     acl = await _acl_in_request(req, owner, for_bucket=False, bucket_owner=record.get("owner", ""))
     check_acl_allowed(req, record, acl)
     await req.store.set_object_access(req.bucket, req.key, {"acl": None if acl.is_owner_only else acl.to_record()})
