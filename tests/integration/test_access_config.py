@@ -844,3 +844,14 @@ def test_settings_survive_a_restart(tmp_path: Path):
             assert (excinfo.value.code, excinfo.value.status) == ("PolicyInUse", 409)
     finally:
         stop_server(srv)
+
+
+def test_a_missing_key_is_404_only_to_who_may_list_the_bucket(env: Env, bucket: str):
+    """As AWS answers: a caller allowed to list the bucket learns that a key is not there
+    (404 NoSuchKey); one who may not gets 403 and learns nothing."""
+    assert error(env.other.get_object, Bucket=bucket, Key="no-such-key") == ("AccessDenied", 403)
+    assert error(env.anon.get_object, Bucket=bucket, Key="no-such-key") == ("AccessDenied", 403)
+    env.owner.put_bucket_acl(Bucket=bucket, ACL="public-read")  # READ on the bucket: everyone may list it
+    assert error(env.anon.get_object, Bucket=bucket, Key="no-such-key") == ("NoSuchKey", 404)
+    assert error(env.other.get_object, Bucket=bucket, Key="no-such-key") == ("NoSuchKey", 404)
+    assert error(env.anon.get_object, Bucket=bucket, Key="obj") == ("AccessDenied", 403)  # there, not readable

@@ -87,7 +87,8 @@ def decide(req: AccessRequest, bucket: BucketAccess | None = None, object_acl: A
     if caller.root:
         return Decision(True, "root user")
     resource = resource_arn(req.bucket, req.key)
-    variables = {"aws:username": caller.access_key or "", "aws:userid": caller.access_key or ""}
+    # An anonymous caller has no name: a statement that needs one does not apply to it.
+    variables = {} if caller.anonymous else {"aws:username": caller.access_key, "aws:userid": caller.access_key}
     identity_allow, identity_deny = (False, False) if caller.anonymous else \
         _effects(req.identity, req, resource, variables)
     if identity_deny:

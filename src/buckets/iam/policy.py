@@ -75,11 +75,17 @@ class Statement:
         hit = any(glob_match(p, lowered) for p in self.actions)
         if hit == self.not_action:
             return False
-        hit = any(glob_match(_substitute(p, variables), resource) for p in self.resources)
+        patterns = [_substitute(p, variables) for p in self.resources]
+        if None in patterns and self.not_resource:
+            return False  # a NotResource that cannot be resolved for this caller excludes nothing safely
+        hit = any(p is not None and glob_match(p, resource) for p in patterns)
         if hit == self.not_resource:
             return False
         if self.condition:
-            return conditions.holds(self.condition, context, lambda v: _substitute(v, variables))
+            values = [v for pairs in self.condition.values() for vs in pairs.values() for v in vs]
+            if any(_substitute(v, variables) is None for v in values):
+                return False  # a variable this request has no value for (an anonymous caller's name)
+            return conditions.holds(self.condition, context, lambda v: _substitute(v, variables) or "")
         return True
 
     @property
@@ -117,11 +123,15 @@ class Policy:
         return any(s.is_public for s in self.statements)
 
 
-def _substitute(pattern: str, variables: Mapping[str, str]) -> str:
+def _substitute(pattern: str, variables: Mapping[str, str]) -> str | None:
+    """The pattern with its policy variables replaced; None when one has no value for this
+    request (AWS: the element then matches nothing)."""
     if "${" not in pattern:
         return pattern
+    missing = False
 
     def one(m: re.Match[str]) -> str:
+        nonlocal missing
         name = m.group(1)
         if name in ("*", "?"):
             return "\x00" + name  # a literal character, not a wildcard (see glob_match)
@@ -129,10 +139,12 @@ def _substitute(pattern: str, variables: Mapping[str, str]) -> str:
             return "$"
         value = variables.get(name.lower())
         if value is None:
-            return m.group(0)
+            missing = True
+            return ""
         return "".join("\x00" + ch if ch in "*?" else ch for ch in value)
 
-    return _VARIABLE.sub(one, pattern)
+    text = _VARIABLE.sub(one, pattern)
+    return None if missing else text
 
 
 def _strings(value: Any, field: str) -> list[str]:
@@ -236,7 +248,7 @@ def _check_statement(raw: Any, bucket: str | None) -> Statement:
             raise MalformedPolicy("Policy has invalid resource")
         if bucket is not None:
             name = r[len("arn:aws:s3:::"):].split("/", 1)[0] if r != "*" else "*"
-            if not glob_match(_substitute(name, {}), bucket):
+            if not glob_match(_substitute(name, {}) or "*", bucket):
                 raise MalformedPolicy("Policy has invalid resource")
         resource_kinds |= _resource_kind(r)
     if action_field == "Action" and resource_field == "Resource" and not (kinds & resource_kinds):

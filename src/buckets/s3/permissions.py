@@ -26,6 +26,7 @@ from buckets.s3.auth.credentials import METHOD_V2_HEADER, METHOD_V2_QUERY, METHO
 
 log = logging.getLogger("buckets.s3.access")
 
+_READS = ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes", "s3:GetObjectVersionAttributes")
 # Actions that need no bucket record (the bucket may not exist yet, or none is named).
 _SERVICE_ACTIONS = ("s3:CreateBucket", "s3:ListAllMyBuckets")
 _CONTEXT_HEADERS = (
@@ -197,6 +198,12 @@ async def authorize(req: Any, action: str, bucket: str | None, key: str | None =
     action name such as ``s3:PutObject``) on ``bucket``/``key``. ``context`` adds condition
     keys the request itself does not carry (``s3:x-amz-acl`` of a POST form field, ...)."""
     if not await allowed(req, action, bucket, key, context=context):
+        if key is not None and action in _READS and bucket is not None \
+                and await req.store.object_access(bucket, key) is None \
+                and await allowed(req, "s3:ListBucket", bucket):
+            # As AWS: a caller who may list the bucket learns the key is not there (404);
+            # one who may not gets 403 and learns nothing.
+            raise errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
         raise AccessDenied()
 
 
