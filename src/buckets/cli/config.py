@@ -56,6 +56,9 @@ class Config:
     cluster_secret: str | None = None  # signs peer RPC; None: derived from the root credentials
     certs_dir: str | None = None  # public.crt + private.key: the port speaks HTTPS only; CAs/ for peers
     notify_webhooks: list[str] = field(default_factory=list)  # "NAME=URL" bucket notification targets
+    console: bool = True  # serve the web console (buckets.console)
+    console_address: str | None = None  # "HOST:PORT": the console on a port of its own; None: /console/ here
+    console_session_ttl: float = 43200.0  # seconds a console login lasts
     kms_secret_key: str | None = None  # the master key for SSE-S3/SSE-KMS, "NAME:BASE64"; None: the key file
     kms_key_file: str | None = None  # the master key's file; None: ~/.buckets/keys/<deployment id>.key
     join: str | None = None  # a member's URL: this new node joins that cluster (cluster add-node places it)
@@ -124,6 +127,12 @@ def _parse_address(value: object) -> str:
     text = _text(value, "address").strip()
     split_address(text)
     return text
+
+
+def _parse_optional_address(value: object) -> str | None:
+    if value is None:
+        return None
+    return _parse_address(value)
 
 
 def _parse_paths(value: object) -> list[str]:
@@ -413,6 +422,14 @@ SETTINGS: tuple[Setting, ...] = (
             "a bucket-notification target, NAME=URL (repeat the flag, or comma-separate); bucket "
             "configurations name it arn:buckets:sqs::NAME:webhook; a bearer token for it comes from "
             "BUCKETS_NOTIFY_WEBHOOK_TOKEN_<NAME>", metavar="NAME=URL"),
+    Setting("console", "BUCKETS_CONSOLE", "--console", _parse_bool,
+            "serve the web console at /console/ (login with an access key and secret)", metavar="on|off"),
+    Setting("console_address", "BUCKETS_CONSOLE_ADDRESS", "--console-address", _parse_optional_address,
+            "serve the web console on this HOST:PORT (or :PORT) of its own instead of at /console/ on the "
+            "S3 port", metavar="ADDR"),
+    Setting("console_session_ttl", "BUCKETS_CONSOLE_SESSION_TTL", "--console-session-ttl",
+            _positive(_decimal(0, "console session ttl"), "console session ttl"),
+            "seconds a console login lasts before it must be made again", metavar="SECONDS"),
     Setting("join", "BUCKETS_JOIN", "--join", _parse_join,
             "URL of a node of a running cluster (http://HOST:PORT) that this new node joins; its "
             "disk arguments name only its own disks, and `buckets-admin cluster add-node` places "
@@ -550,6 +567,9 @@ def validate(config: Config) -> Config:
         if any(e.url is None for e in config.endpoints) or len(nodes) != 1:
             raise ConfigError("--join: name only this node's own disks, as URLs "
                               "(e.g. --join http://127.0.0.1:9000 http://127.0.0.5:9000/srv/n5/d{1...4})")
+    if config.console_address is not None and split_address(config.console_address)[1] == port:
+        raise ConfigError(f"console address {config.console_address} uses the S3 port {port}: pick another port "
+                          "(or leave console_address unset to serve the console at /console/ on the S3 port)")
     if config.metrics_auth == "bearer" and not config.metrics_token:
         raise ConfigError("metrics_auth is bearer but no token is set: set BUCKETS_METRICS_TOKEN "
                           "(or metrics_token in the config file)")

@@ -136,6 +136,10 @@ def format_banner(config: Config, layout: tuple[int, int] | None, disk_count: in
         f"Erasure:     {erasure_text(*layout) if layout else 'decided when the store opens'}",
         f"Region:      {config.region}",
     ]
+    from buckets.console.listener import console_url
+
+    if console_url(config):
+        lines.append(f"Console:     {console_url(config)}")
     if config.domains:
         lines.append(f"Domains:     {', '.join(config.domains)} (virtual-host-style buckets)")
     if not config.sync:
@@ -214,9 +218,20 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
 
         notifier = Notifier(store, parse_targets(config.notify_webhooks), region=config.region)
         metrics.registry.register(NotifyCollector(notifier))
-    app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes()],
+    console = None
+    if getattr(config, "console", True):  # the web console: at /console/ here, or on its own port
+        from buckets.console import Console
+
+        console = Console(store, config, admin=admin, metrics=metrics, notifier=notifier)
+    console_routes = console.routes() if console is not None and not config.console_address else []
+    app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes(), *console_routes],
                      extra_middlewares=middlewares, notifier=notifier)
     app[METRICS_KEY] = metrics
+    if console is not None:
+        from buckets.console.listener import CONSOLE_KEY
+
+        console.attach(app)
+        app[CONSOLE_KEY] = console  # serve() starts its own port, if it has one
     guard = connection_guard(config)
     metrics.registry.register(ConnectionCollector(guard))
     runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access"),
@@ -382,6 +397,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         raise StartupError(f"cannot open disk{target}: {error.strerror or error}") from None
 
     runner: web.AppRunner | None = None
+    console_runner: web.AppRunner | None = None  # --console-address: the console's own port
     try:
         if stopping.is_set():  # signalled while the store was opening: never start serving
             log.info("stopped before serving")
@@ -400,6 +416,15 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         runner = GuardedAppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
                                   **runner_kwargs)
         await runner.setup()
+        from buckets.console.listener import start_console_listener
+
+        try:  # --console-address: listening before the S3 port takes requests
+            console_runner = await start_console_listener(app, config, runner_kwargs, server_ssl())
+        except OSError as error:
+            from dataclasses import replace
+
+            why = str(_listen_error(replace(config, address=config.console_address), error))
+            raise StartupError("--console-address: " + why.replace("--address", "--console-address")) from None
         if forming is not None:
             # The cluster node's port is handed over without closing it: peers never see it down.
             await forming.hand_over(runner)
@@ -420,6 +445,8 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         await stopping.wait()
     finally:
         try:
+            if console_runner is not None:
+                await console_runner.cleanup()
             if runner is not None:
                 await runner.cleanup()  # stops listening, drains in-flight requests, app cleanup
             if forming is not None:
