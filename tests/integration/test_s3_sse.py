@@ -351,13 +351,17 @@ def test_bucket_default_encryption(server, s3, bucket, tmp_path) -> None:
 
 # --- the disks ---------------------------------------------------------------------------------------
 def files_containing(roots: list[Path], needle: bytes) -> list[str]:
+    """Every file under ``roots`` holding ``needle``. The server keeps working meanwhile (other
+    tests' uploads finish, staging is cleaned): what vanishes during the walk is skipped."""
     hits = []
     for root in roots:
-        for path in root.rglob("*"):
-            if path.is_file():
+        for dirpath, _dirs, files in os.walk(root):  # os.walk skips directories that vanish
+            for name in files:
+                path = os.path.join(dirpath, name)
                 try:
-                    if needle in path.read_bytes():
-                        hits.append(str(path))
+                    with open(path, "rb") as handle:
+                        if needle in handle.read():
+                            hits.append(path)
                 except OSError:
                     continue  # a file removed while the scan ran
     return hits

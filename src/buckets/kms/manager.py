@@ -209,7 +209,11 @@ class KeyManager:
                                  "(or kms_key_file) to a path, or BUCKETS_KMS_SECRET_KEY") from None
 
     async def start(self) -> None:
-        await self.records.load()
+        try:
+            await self.records.load()
+        except BucketsError as error:  # e.g. no control-plane majority this instant: use what is known
+            log.warning("encryption at rest: the key store could not be read in full at start (%s); "
+                        "using this node's copy", error.message)
         recorded = self.records.master()
         key: MasterKey | None = None
         try:

@@ -337,3 +337,31 @@ async def test_the_key_store_survives_a_registry_rebuild(tmp_disks, tmp_path) ->
         assert secret.split(":")[1].encode() not in mirror and b"rebuild-key" in mirror
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("key_id", ["app", "alias/app", "arn:aws:kms:app",
+                                    "arn:aws:kms:us-east-1:123456789012:key/app",
+                                    "arn:aws:kms:eu-west-1:123456789012:alias/app"])
+def test_kms_key_ids_name_the_same_key(key_id: str) -> None:
+    from buckets.kms import key_name_of
+
+    assert key_name_of(key_id) == "app"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("no-colon", "expected NAME:BASE64"),
+    ("bad name!:" + "A" * 44, "key name must be"),
+    ("name:not base64!", "not valid base64"),
+    ("name:" + __import__("base64").b64encode(b"short").decode(), "must be 32 bytes"),
+])
+def test_a_malformed_master_key_is_refused_without_echoing_it(value: str, message: str) -> None:
+    from buckets.cli.config import ConfigError, build_config
+    from buckets.kms import MasterKeyError, parse_master_key
+
+    with pytest.raises(MasterKeyError) as caught:
+        parse_master_key(value, "BUCKETS_KMS_SECRET_KEY")
+    secret = value.partition(":")[2]
+    assert message in str(caught.value) and (not secret or secret not in str(caught.value))
+    with pytest.raises(ConfigError) as caught:
+        build_config({"paths": ["/tmp/x"]}, {"BUCKETS_KMS_SECRET_KEY": value})
+    assert str(caught.value).startswith("BUCKETS_KMS_SECRET_KEY:") and message in str(caught.value)
