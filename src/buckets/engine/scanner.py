@@ -7,7 +7,9 @@
   registry so a restart resumes where it stopped. After each full cycle it sweeps
   orphans: write files no registry entry points to, stale staging entries, and multipart
   uploads older than ``upload_max_age``. Anything younger than ``grace`` is left alone,
-  because a write in flight has files on disk before its registry commit.
+  because a write in flight has files on disk before its registry commit. Each cycle also
+  rewrites any bucket metadata file of this node's disks that is missing or out of date (a
+  refill cut short by a restart, a settings change that missed a disk).
 - The **disk monitor** probes every disk's format file (``Disk.read_format``): a disk
   whose format vanished (wiped or replaced while running) is re-formatted into its old
   slot, an offline disk that answers again with its own format comes back; either way a
@@ -177,9 +179,10 @@ class Scanner:
             self.cycle += 1
             self.position = ""
             await store.registry.commit([Op("put_sys", "scanner", value={"cycle": self.cycle, "pos": ""})])
+            rewritten = await self.check_bucket_files()
             swept = await self.sweep()
             self.last_cycle_end = time.time()
-            return {"checked": checked, "deep": deep, **swept}
+            return {"checked": checked, "deep": deep, "bucket_files_rewritten": rewritten, **swept}
         finally:
             self.running_cycle = False
 
@@ -204,6 +207,37 @@ class Scanner:
         await self.store.registry.commit(
             [Op("put_sys", "scanner", value={"cycle": self.cycle, "pos": self.position})])
         return len(batch)
+
+    async def check_bucket_files(self) -> int:
+        """Make every bucket's metadata file on this node's disks say what the catalog says;
+        returns how many were rewritten. A disk's refill is what writes them after a wipe,
+        and a refill cut short by a restart is not resumed (the disk is formatted by then),
+        so without this a disk could miss them for good (a registry rebuild reads them)."""
+        from buckets.engine.meta import bucket_meta_file
+
+        store = self.store
+        rewritten = 0
+        disks = [d for d in store.disks if d.online and d.local_path("") is not None]
+        for name, _ in store.catalog.list_buckets():
+            async with store.locks.hold(("bucket", name)):  # not racing a settings change
+                record = store.catalog.get_bucket(name)
+                if record is None:
+                    continue
+                for disk in disks:
+                    try:
+                        have = decode_meta_file(await disk.read_file(paths.bucket_meta(name)))
+                        if {k: v for k, v in have.items() if k not in ("bucket", "version")} == record:
+                            continue
+                    except (DiskError, CorruptData):
+                        pass
+                    try:
+                        await disk.write_file(paths.bucket_meta(name), bucket_meta_file(name, record), sync=store.sync)
+                        rewritten += 1
+                    except DiskError as exc:
+                        log.warning("cannot rewrite bucket %s's metadata file on %s: %s", name, disk.endpoint, exc)
+        if rewritten:
+            log.warning("rewrote %d bucket metadata files that were missing or out of date", rewritten)
+        return rewritten
 
     # -- orphans ----------------------------------------------------------------------------
     async def sweep(self, *, grace: float | None = None) -> dict:

@@ -156,7 +156,11 @@ class Store:
         self.registry.start()
         # In a cluster this registry is only this node's replica of the index: a lost one is
         # refilled from the other replicas by anti-entropy, not rebuilt from the disks.
-        if (self.registry.created or rebuild) and not boot.new_deployment and self.cluster is None:
+        # A registry without the deployment id (committed last, below) was being created or
+        # rebuilt when the node stopped: a crash there leaves it empty or partial, so it is
+        # rebuilt again rather than trusted.
+        incomplete = self.registry.get_sys("deployment") is None
+        if (self.registry.created or rebuild or incomplete) and not boot.new_deployment and self.cluster is None:
             from buckets.engine.rebuild import rebuild_registry
 
             stats = await rebuild_registry(self)

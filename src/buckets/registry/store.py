@@ -136,6 +136,14 @@ def _tomb_version(raw: bytes) -> tuple[tuple, str]:
     return version_tuple([hlc, wid, *gen[:1]]), key
 
 
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Registry:
     TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys", "tombs", "events")
 
@@ -146,6 +154,12 @@ class Registry:
         os.makedirs(path, exist_ok=True)
         self.env = lmdb.open(path, map_size=map_size, max_dbs=len(self.TABLES) + 2, sync=sync,
                              metasync=sync, readahead=False, max_readers=512, lock=True)
+        if self.created and sync:
+            # LMDB syncs its file's data at every commit, never the directory entries: until
+            # they are durable a power cut could take the whole new registry, and its rebuild
+            # from the disks would bring back deleted keys and forget open uploads.
+            _fsync_dir(path)
+            _fsync_dir(os.path.dirname(os.path.abspath(path)))
         self.db = {name: self.env.open_db(name.encode()) for name in self.TABLES}
         self.cache = LRUCache(cache_size)
         self.usage: dict[str, list[int]] = {}  # bucket -> [objects, bytes], mirrors the usage table

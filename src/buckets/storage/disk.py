@@ -151,11 +151,13 @@ class Disk(Protocol):
     async def rename_data(self, moves: list[tuple[str, str]], meta: tuple[str, bytes] | None, *,
                           sync: bool, cleanup: str | None = None) -> None:
         """Commit a write in one call (MinIO's ``RenameData``): rename each (src, dst) into
-        place (creating parents, replacing what is there), fsync their directories, then
-        write the metadata file ``meta = (path, bytes)`` atomically, and last remove the
-        directory ``cleanup`` (the emptied staging area). The metadata becomes visible only
-        after the data it describes is durably in place: if a move fails, it is not
-        written."""
+        place (creating parents, replacing what is there), fsync their directories (and a
+        moved directory itself), then write the metadata file ``meta = (path, bytes)``
+        atomically, and last remove the directory ``cleanup`` (the emptied staging area).
+        The metadata becomes visible only after the data it describes is durably in place:
+        if a move fails, it is not written. A source inside a multipart upload's directory
+        is linked into place rather than moved: the upload keeps its part until the
+        upload is removed, so a completion that fails or is cut by a crash can be retried."""
 
     async def fsync_dir(self, path: str) -> None: ...
 

@@ -1,0 +1,129 @@
+"""Regression tests of what the power-loss campaigns found (architecture/consistency.md,
+"What it found"), each one quick and deterministic: the fast campaigns sample cuts, so they
+need not meet the cut where a regression would show.
+
+Findings 1 (a PUT's shard files) and 7 (a new registry) show at the last cut of the
+``put-multiblock`` and ``registry-rebuild`` campaigns, in the "every unsynced change lost"
+state that every campaign checks; finding 1 also through the self-test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import lmdb
+import pytest
+from crash_harness import BLOCK, INLINE, body, run_campaign
+from crash_scenarios import LARGE, SCENARIOS
+
+from buckets import Store, errors
+from buckets.engine import paths
+from buckets.engine.meta import bucket_meta_file, decode_meta_file
+from buckets.engine.types import CompletePart
+from buckets.registry import Registry
+from buckets.storage import LocalDisk
+from buckets.storage.faulty import FaultyDisk
+from buckets.storage.format import REGISTRY_DIR
+
+OPTS = dict(block_size=BLOCK, inline_threshold=INLINE, partitions=16, background=False)
+
+
+async def _read(store: Store, bucket: str, key: str) -> bytes:
+    reader = await store.get_object(bucket, key)
+    out = bytearray()
+    try:
+        async for chunk in reader:
+            out += chunk
+    finally:
+        await reader.aclose()
+    return bytes(out)
+
+
+async def test_2_a_complete_that_lost_its_quorum_can_be_completed_again(tmp_disks) -> None:
+    """Before: the Complete moved the parts on the disks where it succeeded, then removed
+    them with the failed write; every retry lost its quorum again."""
+    disks = [FaultyDisk(LocalDisk(p)) for p in tmp_disks(4)]
+    store = await Store.open_disks(disks, sync=False, **OPTS)
+    try:
+        await store.make_bucket("bkt")
+        up = await store.create_multipart_upload("bkt", "k")
+        data = body("k", LARGE)
+        part = await store.put_part("bkt", "k", up.upload_id, 1, data, len(data))
+        for d in disks[:2]:
+            d.fail("rename_data", error=errors.DiskError("injected"), times=1)
+        with pytest.raises(errors.WriteQuorumLost):
+            await store.complete_multipart_upload("bkt", "k", up.upload_id, [CompletePart(1, part.etag)])
+        await store.complete_multipart_upload("bkt", "k", up.upload_id, [CompletePart(1, part.etag)])
+        assert await _read(store, "bkt", "k") == data
+    finally:
+        await store.close()
+
+
+async def test_3_the_scanner_rewrites_missing_and_stale_bucket_records(tmp_disks) -> None:
+    """Before: only a refill wrote them, and a refill cut short is not resumed."""
+    roots = tmp_disks(4)
+    store = await Store.open(roots, sync=False, **OPTS)
+    try:
+        await store.make_bucket("bkt")
+        await store.update_bucket("bkt", {"tagging": {"k": "v"}})
+        record = await store.bucket_record("bkt")
+        os.unlink(os.path.join(roots[0], paths.bucket_meta("bkt")))
+        with open(os.path.join(roots[1], paths.bucket_meta("bkt")), "wb") as f:
+            f.write(bucket_meta_file("bkt", {"created": record["created"], "owner": ""}))  # before the update
+        result = await store.scanner.run_cycle(paced=False)
+        assert result["bucket_files_rewritten"] == 2
+        for root in roots:
+            with open(os.path.join(root, paths.bucket_meta("bkt")), "rb") as f:
+                meta = decode_meta_file(f.read())
+            assert {k: v for k, v in meta.items() if k not in ("bucket", "version")} == record
+        assert (await store.scanner.run_cycle(paced=False))["bucket_files_rewritten"] == 0
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("left", ["empty", "partial"])
+async def test_4_a_registry_left_half_built_by_a_crash_is_rebuilt(tmp_disks, left) -> None:
+    """Before: an existing LMDB file was trusted, however little a crashed rebuild had put
+    in it (what a crash right after the environment was created, or between two of the
+    rebuild's commits, leaves)."""
+    roots = tmp_disks(4)
+    store = await Store.open(roots, sync=False, **OPTS)
+    await store.make_bucket("bkt")
+    data = {f"k{i}": body(f"k{i}", 1000 + 9000 * i) for i in range(3)}
+    for key, value in data.items():
+        await store.put_object("bkt", key, value, len(value))
+    registry_dir = store.disks[0].local_path(REGISTRY_DIR)
+    await store.close()
+    shutil.rmtree(registry_dir)
+    if left == "empty":
+        lmdb.open(registry_dir, max_dbs=len(Registry.TABLES) + 2).close()
+    else:
+        reg = Registry(registry_dir, sync=False)
+        reg.start()
+        from buckets.registry import Op
+
+        await reg.commit([Op("put_bucket", "bkt", value={"created": 1.0, "owner": ""})])
+        await reg.close()
+    store = await Store.open(roots, sync=False, **OPTS)
+    try:
+        for key, value in data.items():
+            assert await _read(store, "bkt", key) == value
+    finally:
+        await store.close()
+
+
+async def test_5_a_rewritten_metadata_file_never_tears(crash_dir) -> None:
+    """Before: a cut between a batch's renames and its syncfs could leave PutObjectAcl's
+    rewritten metadata files empty on several disks (the sweep then removed their shards)."""
+    report = await run_campaign(SCENARIOS["put-object-acl"], crash_dir, limit=16, combos=32,
+                                cut_filter=lambda ev: ev.kind == "syncfs")
+    assert report.cuts_checked >= 8 and report.states > 0
+    assert not report.violations, "\n".join(report.violations)
+
+
+async def test_6_an_acknowledged_part_survives_with_its_upload_directory(crash_dir) -> None:
+    """Before: the upload's directory was created with no fsync of its parent, so a power
+    cut could take it, and every acknowledged part in it."""
+    report = await run_campaign(SCENARIOS["upload-part"], crash_dir, limit=16, combos=32)
+    assert report.states > 0
+    assert not report.violations, "\n".join(report.violations)

@@ -1,0 +1,30 @@
+"""The harness catches a real bug: with one fsync of the write path left out on purpose
+(``buckets.storage.local.OMIT_FSYNC_FOR_TESTS``, a test-only switch, empty otherwise), the
+campaign over a streamed PUT reports violations. With every fsync in place the same
+campaign passes (``test_crash_paths.py``, ``put-multiblock``)."""
+
+from __future__ import annotations
+
+import pytest
+from crash_harness import run_campaign
+from crash_scenarios import SCENARIOS
+
+from buckets.storage import local
+
+# A few cuts (the one after the last event, where the PUT is acknowledged, always among them)
+BOUNDS = dict(limit=8, combos=16, max_violations=3, cut_sample=3)
+
+
+@pytest.mark.parametrize("omitted, symptom", [
+    # the shard's data is renamed into place and committed while still in the page cache
+    ("shard", "GET fails"),
+    # the renamed data directory's entry in its parent is never made durable
+    ("rename-dir", "GET fails"),
+])
+async def test_a_missing_fsync_is_reported(crash_dir, crash_summary, omitted, symptom) -> None:
+    report = await run_campaign(SCENARIOS["put-multiblock"], crash_dir, omit_fsync=frozenset({omitted}), **BOUNDS)
+    report.name = f"self-test: no {omitted} fsync"
+    crash_summary.append(report)
+    assert report.violations, f"leaving out the {omitted} fsync went unnoticed ({report.states} states checked)"
+    assert any(symptom in v and "crash/large" in v for v in report.violations), "\n".join(report.violations)
+    assert local.OMIT_FSYNC_FOR_TESTS == frozenset()  # the switch is off again
