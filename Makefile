@@ -34,7 +34,7 @@ tools:
 # Hypothesis runs its "ci" profile here: derandomized, the same examples on every run
 # (tests/hypothesis_profiles.py), so a random example never decides whether a change lands.
 test: $(STAMP) tools
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q --durations=25
 
 # Random examples: hypothesis's "fuzz" profile over the unit fuzz tests, then FUZZ_SECONDS
 # of generated HTTP requests against a real server (tests/fuzz; FUZZ_SEED repeats a run).

@@ -14,6 +14,10 @@ import pytest
 from clusterproc import Cluster
 from serverproc import make_certificates
 
+# A 4-node https cluster takes a while to form on a loaded box: `make test-cluster` runs it
+# (`make test` covers TLS on one node: tests/integration/test_tls.py).
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
