@@ -212,6 +212,23 @@ class Integrity:
             return value
         return None
 
+    def check_document(self, body: bytes, *, required: bool) -> None:
+        """A small request document read whole (DeleteObjects, PutBucketCors, ...): its
+        Content-MD5 and flexible checksum, when sent; ``required``: one of them must be, as S3
+        demands for some operations (InvalidRequest otherwise)."""
+        import hashlib
+
+        if required and self.content_md5 is None and self.algorithm is None:
+            raise InvalidRequest("Missing required header for this request: Content-MD5")
+        if self.content_md5 is not None and hashlib.md5(body).digest() != self.content_md5:
+            raise BadDigest("The Content-MD5 you specified did not match what we received.")
+        expected = self.expected_checksum()
+        if self.algorithm and expected is not None:
+            digest = checksums.new_checksum(self.algorithm)
+            digest.update(body)
+            if digest.b64() != expected:
+                raise BadDigest(f"The {self.algorithm} you specified did not match the calculated checksum.")
+
     async def verify(self, computed: dict[str, Any]) -> None:
         """The engine's verify hook: raise to abort the write before it is committed."""
         self.computed = computed

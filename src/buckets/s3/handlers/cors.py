@@ -8,12 +8,8 @@ no authorization, nothing else read.
 
 from __future__ import annotations
 
-import hashlib
-
 from aiohttp import web
 
-from buckets import checksums
-from buckets.errors import BadDigest, InvalidRequest
 from buckets.s3 import corsrules
 from buckets.s3.body import Integrity, read_document
 from buckets.s3.context import S3Request
@@ -22,25 +18,11 @@ from buckets.s3.handlers.common import empty_response, xml_response
 MAX_CORS_XML = 64 * 1024
 
 
-def _verify_body(integrity: Integrity, body: bytes) -> None:
-    """S3 requires an integrity check on PutBucketCors (Content-MD5 or a checksum)."""
-    if integrity.content_md5 is None and integrity.algorithm is None:
-        raise InvalidRequest("Missing required header for this request: Content-MD5")
-    if integrity.content_md5 is not None and hashlib.md5(body).digest() != integrity.content_md5:
-        raise BadDigest("The Content-MD5 you specified did not match what we received.")
-    expected = integrity.expected_checksum()
-    if integrity.algorithm and expected is not None:
-        digest = checksums.new_checksum(integrity.algorithm)
-        digest.update(body)
-        if digest.b64() != expected:
-            raise BadDigest(f"The {integrity.algorithm} you specified did not match the calculated checksum.")
-
-
 async def put_bucket_cors(req: S3Request) -> web.StreamResponse:
     integrity = Integrity.from_headers(req.headers)
     body, reader = await read_document(req, MAX_CORS_XML)
     integrity.reader = reader
-    _verify_body(integrity, body)
+    integrity.check_document(body, required=True)
     rules = corsrules.parse_configuration(body)
     await req.store.update_bucket(req.bucket, set={"cors": rules})
     return empty_response(200)

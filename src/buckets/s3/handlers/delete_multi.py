@@ -8,17 +8,13 @@ requires; it is verified before anything is deleted. Keys are deleted concurrent
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 
 from aiohttp import web
 
-from buckets import checksums
 from buckets.errors import (
-    BadDigest,
     BucketsError,
     InternalError,
-    InvalidRequest,
     KeyTooLongError,
     MalformedXML,
 )
@@ -34,24 +30,11 @@ MAX_DELETE_KEYS = 1000
 _CONCURRENCY = 16
 
 
-def _verify_body(integrity: Integrity, body: bytes) -> None:
-    if integrity.content_md5 is None and integrity.algorithm is None:
-        raise InvalidRequest("Missing required header for this request: Content-MD5")
-    if integrity.content_md5 is not None and hashlib.md5(body).digest() != integrity.content_md5:
-        raise BadDigest("The Content-MD5 you specified did not match what we received.")
-    expected = integrity.expected_checksum()
-    if integrity.algorithm and expected is not None:
-        digest = checksums.new_checksum(integrity.algorithm)
-        digest.update(body)
-        if digest.b64() != expected:
-            raise BadDigest(f"The {integrity.algorithm} you specified did not match the calculated checksum.")
-
-
 async def delete_objects(req: S3Request) -> web.StreamResponse:
     integrity = Integrity.from_headers(req.headers)
     body, reader = await read_document(req, MAX_REQUEST_XML)
     integrity.reader = reader
-    _verify_body(integrity, body)
+    integrity.check_document(body, required=True)
     doc = parse_document(body, "Delete")
     quiet = (doc.child_text("Quiet") or "false").strip().lower() == "true"
     entries = []

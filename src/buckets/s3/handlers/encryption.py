@@ -8,12 +8,9 @@ it, ``crypto.bucket_default``); requests that name an encryption use theirs.
 
 from __future__ import annotations
 
-import hashlib
-
 from aiohttp import web
 
-from buckets import checksums
-from buckets.errors import BadDigest, InvalidArgument, MalformedXML, NotImplementedErr, define_error
+from buckets.errors import InvalidArgument, MalformedXML, NotImplementedErr, define_error
 from buckets.s3.body import Integrity, read_document
 from buckets.s3.context import S3Request
 from buckets.s3.handlers.common import empty_response, xml_response
@@ -25,18 +22,6 @@ ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
 ServerSideEncryptionConfigurationNotFound = define_error(
     "ServerSideEncryptionConfigurationNotFound", "ServerSideEncryptionConfigurationNotFoundError", 404,
     "The server side encryption configuration was not found")
-
-
-def _verify_body(integrity: Integrity, body: bytes) -> None:
-    """Content-MD5 or a flexible checksum, when the client sent one (SDKs always do)."""
-    if integrity.content_md5 is not None and hashlib.md5(body).digest() != integrity.content_md5:
-        raise BadDigest("The Content-MD5 you specified did not match what we received.")
-    expected = integrity.expected_checksum()
-    if integrity.algorithm and expected is not None:
-        digest = checksums.new_checksum(integrity.algorithm)
-        digest.update(body)
-        if digest.b64() != expected:
-            raise BadDigest(f"The {integrity.algorithm} you specified did not match the calculated checksum.")
 
 
 def parse_configuration(body: bytes) -> dict:
@@ -86,7 +71,7 @@ async def put_bucket_encryption(req: S3Request) -> web.StreamResponse:
     integrity = Integrity.from_headers(req.headers)
     body, reader = await read_document(req, MAX_ENCRYPTION_XML)
     integrity.reader = reader
-    _verify_body(integrity, body)
+    integrity.check_document(body, required=False)
     config = parse_configuration(body)
     await req.store.bucket_record(req.bucket)  # NoSuchBucket before the key store is asked
     kms = getattr(req.store, "kms", None)
