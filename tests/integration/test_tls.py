@@ -169,6 +169,12 @@ def test_sighup_swaps_the_certificate_under_load(tmp_path: Path):
     srv = start_tls_server(tmp_path / "srv")
     try:
         certs = tmp_path / "srv" / "certs"
+        # The next certificate comes from a new CA; clients trust both CAs from the start (as
+        # after a CA rollover's first step), so a connection made after the swap verifies too.
+        new_ca, new_cert, new_key = make_certificates(tmp_path / "next", name="Buckets second CA")
+        bundle = tmp_path / "both-cas.pem"
+        bundle.write_bytes(Path(srv.ca_file).read_bytes() + new_ca.read_bytes())
+        srv.ca_file = str(bundle)
         before = served_serial(srv.port, srv.ca_file)
         s3 = srv.client()
         s3.create_bucket(Bucket="swap")
@@ -195,11 +201,6 @@ def test_sighup_swaps_the_certificate_under_load(tmp_path: Path):
         for t in threads:
             t.start()
         time.sleep(1.5)
-        # A new certificate from a new CA, kept beside the old CA so clients trust both.
-        new_ca, new_cert, new_key = make_certificates(tmp_path / "next", name="Buckets second CA")
-        bundle = tmp_path / "both-cas.pem"
-        bundle.write_bytes(Path(srv.ca_file).read_bytes() + new_ca.read_bytes())
-        srv.ca_file = str(bundle)
         shutil.copy(new_key, certs / "private.key.new")
         shutil.copy(new_cert, certs / "public.crt.new")
         os.replace(certs / "private.key.new", certs / "private.key")
