@@ -14,7 +14,6 @@ installs both: the ``test`` extras and the ``tools`` target).
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -22,46 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from browserkit import launch_browser
 from botocore.exceptions import ClientError
 
 from serverproc import free_port
 
-CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
-
-
-def chromium_executable() -> str | None:
-    explicit = os.environ.get("BUCKETS_TEST_CHROMIUM")
-    if explicit:
-        return explicit
-    for name in CHROMIUM_CANDIDATES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    try:
-        from playwright.sync_api import Error as PlaywrightError
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.skip(f"playwright is not installed ({exc}); `make test` installs it")
-    executable = chromium_executable()
-    if executable is None:
-        pytest.skip("no chromium on this machine (`make tools` installs Debian's chromium)")
-    manager = sync_playwright().start()
-    try:
-        try:
-            chromium = manager.chromium.launch(executable_path=executable, headless=True)
-        except PlaywrightError as exc:
-            pytest.skip(f"chromium at {executable} cannot run here: {str(exc).splitlines()[0]}")
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-    finally:
-        manager.stop()
+    yield from launch_browser()
 
 
 class PageServer:

@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browserkit import launch_browser
 from consoleclient import ConsoleClient
 from s3server import ROOT_PASSWORD, ROOT_USER, ServerProcess, empty_and_delete, start_server, stop_server
 from serverproc import REPO, no_new_tracebacks
 
-CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 SHOTS = REPO / "docs" / "console"
 BIG = 20 * 1024 * 1024
 WIDE = {"width": 1180, "height": 760}
@@ -70,39 +69,9 @@ WATCH_PROGRESS = """() => {
 }"""
 
 
-def chromium_executable() -> str | None:
-    explicit = os.environ.get("BUCKETS_TEST_CHROMIUM")
-    if explicit:
-        return explicit
-    for name in CHROMIUM_CANDIDATES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    try:
-        from playwright.sync_api import Error as PlaywrightError
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.skip(f"playwright is not installed ({exc}); `make test` installs it")
-    executable = chromium_executable()
-    if executable is None:
-        pytest.skip("no chromium on this machine (`make tools` installs Debian's chromium)")
-    manager = sync_playwright().start()
-    try:
-        try:
-            chromium = manager.chromium.launch(executable_path=executable, headless=True)
-        except PlaywrightError as exc:
-            pytest.skip(f"chromium at {executable} cannot run here: {str(exc).splitlines()[0]}")
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-    finally:
-        manager.stop()
+    yield from launch_browser()
 
 
 @pytest.fixture(scope="module")

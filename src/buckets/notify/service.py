@@ -30,6 +30,7 @@ log = logging.getLogger("buckets.notify")
 MAX_BACKOFF = 60.0
 DELIVERY_TIMEOUT = 10.0
 BATCH = 256
+RESPONSE_LIMIT = 64 * 1024  # bytes of a webhook's answer read before the connection is released
 
 
 @dataclass(slots=True)
@@ -178,7 +179,7 @@ class Notifier:
         stats = self.counters.by_target.setdefault(target.name, [0, 0])
         try:
             async with self._session.post(target.url, data=body, headers=headers) as resp:
-                await resp.read()
+                await resp.content.read(RESPONSE_LIMIT)  # the answer's status is what counts; never the whole body
                 ok = 200 <= resp.status < 300
                 error = "" if ok else f"HTTP {resp.status}"
         except Exception as exc:  # noqa: BLE001 - any failure is a failed delivery, retried later
