@@ -102,8 +102,8 @@ def test_get_bucket_versioning_is_unversioned(s3, bucket):
 
 def test_unimplemented_subresource_is_501(s3, bucket):
     with pytest.raises(ClientError) as exc:
-        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+        s3.get_bucket_website(Bucket=bucket)
     assert error_of(exc) == ("NotImplemented", 501)
     with pytest.raises(ClientError) as exc:
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_request_payment(Bucket=bucket, RequestPaymentConfiguration={"Payer": "Requester"})
     assert error_of(exc) == ("NotImplemented", 501)

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
-from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError, MethodNotAllowed
+from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError, MethodNotAllowed, NotImplementedErr
 from buckets.s3 import corsrules
 from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext, authenticate
 from buckets.s3.context import S3Request, region_is_strict
@@ -151,6 +151,9 @@ class S3Service:
         request["s3_access_key"] = auth.access_key
         operation = select_operation(request.method, target, request.query, request.headers)
         request["s3_operation"] = operation  # read by the access log and metrics (buckets.obs)
+        handler = OPERATIONS.get(operation)
+        if handler is None:
+            raise NotImplementedErr(f"{operation} is not implemented by this server.")
         s3req = S3Request(request=request, store=self.store, config=self.cfg, target=target,
                           operation=operation, request_id=request[_REQUEST_ID], auth=auth)
         if operation not in OPERATION_ACTIONS:  # fail closed: an operation with no action is root's
@@ -161,7 +164,7 @@ class S3Service:
         if target.bucket is not None and "x-amz-expected-bucket-owner" in request.headers \
                 and operation != "CreateBucket":
             check_expected_owner(s3req, await self.store.bucket_record(target.bucket))
-        response = await OPERATIONS[operation](s3req)
+        response = await handler(s3req)
         if self.notifier is not None and operation in EVENT_OPERATIONS and response.status < 300 \
                 and self.notifier.wants(target.bucket):
             await self._notify(s3req, response)  # queued durably before the answer goes out

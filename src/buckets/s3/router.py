@@ -147,12 +147,23 @@ _BUCKET_CONFIG = {
     "cors": ("GetBucketCors", "PutBucketCors", "DeleteBucketCors"),
     "encryption": ("GetBucketEncryption", "PutBucketEncryption", "DeleteBucketEncryption"),
     "notification": ("GetBucketNotificationConfiguration", "PutBucketNotificationConfiguration", None),
+    "versioning": ("GetBucketVersioning", "PutBucketVersioning", None),
+    "lifecycle": ("GetBucketLifecycleConfiguration", "PutBucketLifecycleConfiguration", "DeleteBucketLifecycle"),
+    "tagging": ("GetBucketTagging", "PutBucketTagging", "DeleteBucketTagging"),
+    "object-lock": ("GetObjectLockConfiguration", "PutObjectLockConfiguration", None),
+}
+# Object sub-resources: name -> (GET, PUT, DELETE) operation (None: not allowed).
+_OBJECT_CONFIG = {
+    "acl": ("GetObjectAcl", "PutObjectAcl", None),
+    "tagging": ("GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging"),
+    "retention": ("GetObjectRetention", "PutObjectRetention", None),
+    "legal-hold": ("GetObjectLegalHold", "PutObjectLegalHold", None),
 }
 _METHOD_COLUMN = {"GET": 0, "PUT": 1, "DELETE": 2}
 
 
-def _bucket_config(method: str, query: Mapping[str, str]) -> str | None:
-    for name, ops in _BUCKET_CONFIG.items():
+def _bucket_config(method: str, query: Mapping[str, str], table: dict = _BUCKET_CONFIG) -> str | None:
+    for name, ops in table.items():
         if name in query:
             column = _METHOD_COLUMN.get(method)
             op = ops[column] if column is not None else None
@@ -164,7 +175,7 @@ def _bucket_config(method: str, query: Mapping[str, str]) -> str | None:
 
 def _bucket_operation(method: str, query: Mapping[str, str]) -> str:
     if method in ("GET", "PUT", "DELETE"):
-        bad = _unsupported(query, {"location", "uploads", "versions", "versioning", *_BUCKET_CONFIG})
+        bad = _unsupported(query, {"location", "uploads", "versions", *_BUCKET_CONFIG})
         if bad:
             raise _not_implemented(bad)
         config = _bucket_config(method, query)
@@ -172,7 +183,7 @@ def _bucket_operation(method: str, query: Mapping[str, str]) -> str:
             return config
     if method == "GET":
         table = {"location": "GetBucketLocation", "uploads": "ListMultipartUploads",
-                 "versions": "ListObjectVersions", "versioning": "GetBucketVersioning"}
+                 "versions": "ListObjectVersions"}
         for name, op in table.items():
             if name in query:
                 return op
@@ -204,12 +215,17 @@ def _bucket_operation(method: str, query: Mapping[str, str]) -> str:
 
 
 def _object_operation(method: str, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
+    if method in ("GET", "PUT", "DELETE"):
+        config = _bucket_config(method, query, _OBJECT_CONFIG)
+        if config is not None:
+            bad = _unsupported(query, {*_OBJECT_CONFIG, "versionId"})
+            if bad:
+                raise _not_implemented(bad)
+            return config
     if method == "GET":
-        bad = _unsupported(query, {"uploadId", "attributes", "acl"} | _QUALIFIERS)
+        bad = _unsupported(query, {"uploadId", "attributes"} | _QUALIFIERS)
         if bad:
             raise _not_implemented(bad)
-        if "acl" in query:
-            return "GetObjectAcl"
         if "uploadId" in query:
             return "ListParts"
         if "attributes" in query:
@@ -221,11 +237,9 @@ def _object_operation(method: str, query: Mapping[str, str], headers: Mapping[st
             raise _not_implemented(bad)
         return "HeadObject"
     if method == "PUT":
-        bad = _unsupported(query, {"acl"} | _QUALIFIERS)
+        bad = _unsupported(query, set(_QUALIFIERS))
         if bad:
             raise _not_implemented(bad)
-        if "acl" in query:
-            return "PutObjectAcl"
         copy = "x-amz-copy-source" in headers
         if "uploadId" in query or "partNumber" in query:
             return "UploadPartCopy" if copy else "UploadPart"
