@@ -64,6 +64,8 @@ class Config:
     join: str | None = None  # a member's URL: this new node joins that cluster (cluster add-node places it)
     scanner_rate: float = 100.0  # objects per second the background healer verifies; 0 = off
     scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
+    lifecycle_day_seconds: float = 86400.0  # length of a lifecycle "day"; shortened only for tests
+    lifecycle_interval: float = 3600.0  # seconds between two passes of the lifecycle worker
     shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
     # Slow clients (buckets.s3.connections): how long each stage may take, how many connections.
     header_timeout: float = 10.0  # seconds from connect (or a request's first byte) to its whole header
@@ -439,6 +441,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scanner_mb_rate", "BUCKETS_SCANNER_MB_RATE", "--scanner-mb-rate",
             _positive(_decimal(0, "scanner MB rate"), "scanner MB rate"),
             "megabytes per second the scanner may read when it verifies piece checksums", metavar="MB"),
+    Setting("lifecycle_day_seconds", "BUCKETS_LIFECYCLE_DAY_SECONDS", "--lifecycle-day-seconds",
+            _positive(_decimal(0, "lifecycle day seconds"), "lifecycle day seconds"),
+            "seconds in a lifecycle day (rule Days, NoncurrentDays, DaysAfterInitiation); shorten it "
+            "only to test lifecycle rules", metavar="SECONDS"),
+    Setting("lifecycle_interval", "BUCKETS_LIFECYCLE_INTERVAL", "--lifecycle-interval",
+            _positive(_decimal(0, "lifecycle interval"), "lifecycle interval"),
+            "seconds between two passes of the worker that applies the buckets' lifecycle rules",
+            metavar="SECONDS"),
     Setting("shutdown_timeout", "BUCKETS_SHUTDOWN_TIMEOUT", "--shutdown-timeout",
             _decimal(0, "shutdown timeout"),
             "seconds in-flight requests get to finish after SIGTERM/SIGINT", metavar="SECONDS"),

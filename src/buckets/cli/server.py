@@ -227,6 +227,9 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes(), *console_routes],
                      extra_middlewares=middlewares, notifier=notifier)
     app[METRICS_KEY] = metrics
+    from buckets.lifecycle.worker import attach_worker
+
+    attach_worker(app, store, config)  # applies the buckets' lifecycle rules while the app runs
     if console is not None:
         from buckets.console.listener import CONSOLE_KEY
 

@@ -94,6 +94,9 @@ OPERATION_ACTIONS: dict[str, str | None] = {
     "PutBucketNotificationConfiguration": "s3:PutBucketNotification",
     "PostObject": None,  # s3:PutObject for the form's signer, checked by the handler
     "PreflightRequest": None,  # answered from the bucket's CORS rules, never authorized
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",  # as AWS: no action of its own
 }
 
 # Versioned operations ask for the version's action (issue 12 adds version ids).

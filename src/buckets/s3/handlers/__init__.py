@@ -15,6 +15,7 @@ from buckets.s3.handlers import (
     cors,
     delete_multi,
     encryption,
+    lifecycle,
     listing,
     multipart,
     notification,
@@ -75,4 +76,8 @@ OPERATIONS = {
     "GetBucketEncryption": encryption.get_bucket_encryption,
     "PutBucketEncryption": encryption.put_bucket_encryption,
     "DeleteBucketEncryption": encryption.delete_bucket_encryption,
+    # lifecycle (buckets.lifecycle)
+    "GetBucketLifecycleConfiguration": lifecycle.get_bucket_lifecycle,
+    "PutBucketLifecycleConfiguration": lifecycle.put_bucket_lifecycle,
+    "DeleteBucketLifecycle": lifecycle.delete_bucket_lifecycle,
 }

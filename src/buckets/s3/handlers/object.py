@@ -26,6 +26,7 @@ from buckets.s3.conditions import ReadOutcome, evaluate_read
 from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.errors import set_response_headers
+from buckets.s3.handlers.lifecycle import expiration_headers
 from buckets.s3.headers import (
     apply_response_overrides,
     check_response_overrides,
@@ -70,6 +71,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     integrity.reader = body.reader
     info = await req.store.put_object(req.bucket, req.key, body.stream, body.size, opts)
     headers = {"ETag": quote_etag(info.etag)}
+    headers.update(expiration_headers(req, info))  # x-amz-expiration, when a lifecycle rule applies
     headers.update(sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers)))
     headers.update(integrity.response_headers(info.checksums))
     if integrity.algorithm:
@@ -82,6 +84,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
 
 def _read_headers(req: S3Request, info: ObjectInfo, part_number: int | None, whole: bool) -> dict[str, str]:
     headers = object_headers(info)
+    headers.update(expiration_headers(req, info))
     headers.update(sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers)))
     if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         if whole:
