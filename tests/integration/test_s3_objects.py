@@ -343,11 +343,12 @@ def test_storage_class(s3, bucket):
 
 
 def test_unsupported_write_features_are_refused(s3, bucket):
-    # (Encryption at rest is implemented: tests/integration/test_s3_sse.py.)
+    # (Encryption at rest is implemented: tests/integration/test_s3_sse.py; tagging and object
+    # lock: test_tagging.py, test_object_lock.py.)
     with pytest.raises(ClientError) as exc:
-        s3.put_object(Bucket=bucket, Key="tagged", Body=b"x", Tagging="a=b")
+        s3.put_object(Bucket=bucket, Key="redirect", Body=b"x", WebsiteRedirectLocation="/elsewhere")
     assert error_of(exc) == ("NotImplemented", 501)
-    assert absent(s3, bucket, "tagged")
+    assert absent(s3, bucket, "redirect")
 
 
 def test_virtual_host_style(server, bucket, monkeypatch):

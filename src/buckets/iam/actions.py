@@ -97,6 +97,18 @@ OPERATION_ACTIONS: dict[str, str | None] = {
     "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
     "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
     "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",  # as AWS: no action of its own
+    "GetObjectTagging": "s3:GetObjectTagging",
+    "PutObjectTagging": "s3:PutObjectTagging",
+    "DeleteObjectTagging": "s3:DeleteObjectTagging",
+    "GetBucketTagging": "s3:GetBucketTagging",
+    "PutBucketTagging": "s3:PutBucketTagging",
+    "DeleteBucketTagging": "s3:PutBucketTagging",  # as AWS: deleting the tag set is putting none
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    "GetObjectRetention": "s3:GetObjectRetention",
+    "PutObjectRetention": "s3:PutObjectRetention",  # + s3:BypassGovernanceRetention to bypass
+    "GetObjectLegalHold": "s3:GetObjectLegalHold",
+    "PutObjectLegalHold": "s3:PutObjectLegalHold",
 }
 
 # Versioned operations ask for the version's action (issue 12 adds version ids).
@@ -106,6 +118,9 @@ VERSION_ACTIONS = {
     "s3:GetObjectAcl": "s3:GetObjectVersionAcl",
     "s3:PutObjectAcl": "s3:PutObjectVersionAcl",
     "s3:GetObjectAttributes": "s3:GetObjectVersionAttributes",
+    "s3:GetObjectTagging": "s3:GetObjectVersionTagging",
+    "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
+    "s3:DeleteObjectTagging": "s3:DeleteObjectVersionTagging",
 }
 
 

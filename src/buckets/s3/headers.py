@@ -175,11 +175,8 @@ def apply_response_overrides(out: dict[str, str], query: Mapping[str, str]) -> N
 
 # Canned ACLs that mean "only the owner", which is all this server does today.
 # Headers asking for features not implemented yet: refusing beats silently ignoring them.
+# (x-amz-tagging and the object-lock headers: buckets.s3.handlers.objectlock.apply_write_options.)
 _UNSUPPORTED_WRITE_HEADERS = (
-    ("x-amz-tagging", "Object tagging"),
-    ("x-amz-object-lock-mode", "Object lock"),
-    ("x-amz-object-lock-retain-until-date", "Object lock"),
-    ("x-amz-object-lock-legal-hold", "Object lock"),
     ("x-amz-website-redirect-location", "Website redirects"),
 )
 

@@ -20,8 +20,10 @@ from buckets.s3.handlers import (
     multipart,
     notification,
     object,
+    objectlock,
     post_object,
     service,
+    tagging,
 )
 
 OPERATIONS = {
@@ -80,4 +82,18 @@ OPERATIONS = {
     "GetBucketLifecycleConfiguration": lifecycle.get_bucket_lifecycle,
     "PutBucketLifecycleConfiguration": lifecycle.put_bucket_lifecycle,
     "DeleteBucketLifecycle": lifecycle.delete_bucket_lifecycle,
+    # tagging
+    "GetObjectTagging": tagging.get_object_tagging,
+    "PutObjectTagging": tagging.put_object_tagging,
+    "DeleteObjectTagging": tagging.delete_object_tagging,
+    "GetBucketTagging": tagging.get_bucket_tagging,
+    "PutBucketTagging": tagging.put_bucket_tagging,
+    "DeleteBucketTagging": tagging.delete_bucket_tagging,
+    # object lock
+    "GetObjectLockConfiguration": objectlock.get_object_lock_configuration,
+    "PutObjectLockConfiguration": objectlock.put_object_lock_configuration,
+    "GetObjectRetention": objectlock.get_object_retention,
+    "PutObjectRetention": objectlock.put_object_retention,
+    "GetObjectLegalHold": objectlock.get_object_legal_hold,
+    "PutObjectLegalHold": objectlock.put_object_legal_hold,
 }

@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from buckets.errors import InvalidArgument, InvalidBucketName, NotImplementedErr
+from buckets.errors import InvalidArgument, InvalidBucketName
 from buckets.iam.errors import InvalidBucketAclWithObjectOwnership
 from buckets.s3.acls import acl_from_headers
 from buckets.s3.body import read_document
@@ -16,6 +16,7 @@ from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.errors import IllegalLocationConstraint
 from buckets.s3.handlers.access import OWNERSHIP_VALUES
 from buckets.s3.handlers.common import empty_response, xml_response
+from buckets.s3.handlers.objectlock import create_bucket_settings
 from buckets.s3.permissions import owner_name
 from buckets.s3.xmlio import XmlBuilder, parse_document
 
@@ -56,10 +57,8 @@ def _has_body(req: S3Request) -> bool:
 
 async def create_bucket(req: S3Request) -> web.StreamResponse:
     check_bucket_name(req.bucket)
-    if req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true":
-        raise NotImplementedErr("Object lock is not implemented.")
     owner = owner_name(req)
-    settings: dict = {}
+    settings: dict = create_bucket_settings(req.headers)  # x-amz-bucket-object-lock-enabled
     ownership = req.headers.get("x-amz-object-ownership")
     if ownership is not None:
         if ownership.strip() not in OWNERSHIP_VALUES:

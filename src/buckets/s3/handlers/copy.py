@@ -18,6 +18,7 @@ from buckets.s3.acls import write_access
 from buckets.s3.conditions import check_copy_source
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import xml_response
+from buckets.s3.handlers.objectlock import apply_write_options
 from buckets.s3.handlers.multipart import part_number_required, upload_id_param
 from buckets.s3.headers import (
     put_options,
@@ -117,6 +118,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
                               storage_class=storage_class(req.headers) if "x-amz-storage-class" in req.headers
                               else info.storage_class, sse=sse_headers.write_encryption(req.headers))
         opts.checksum_algorithms = _copy_checksum(req, info.checksums)
+        await apply_write_options(req, opts, source=info)  # tags (x-amz-tagging-directive), lock: never the source's
         opts.access = await write_access(req, req.bucket)  # a copy gets the request's ACL, not the source's
         opts.if_match, opts.if_none_match = if_match, if_none_match
         new = await req.store.put_object(req.bucket, req.key, reader, reader.length, opts)

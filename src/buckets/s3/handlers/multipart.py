@@ -23,6 +23,7 @@ from buckets.s3.body import Integrity, open_stream, read_document
 from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import add_owner, name_encoder, xml_response
+from buckets.s3.handlers.objectlock import apply_write_options
 from buckets.s3.headers import checksum_headers, put_options, quote_etag, unquote_etag, write_conditions
 from buckets.s3.params import decimal, part_number
 from buckets.s3.xmlio import MAX_REQUEST_XML, XmlBuilder, iso8601, parse_document
@@ -77,6 +78,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     if alg:
         opts.checksum_algorithms = (alg,)
         opts.checksum_type = ctype
+    await apply_write_options(req, opts)  # x-amz-tagging and the lock, carried by the upload to Complete
     info = await req.store.create_multipart_upload(req.bucket, req.key, opts)
     doc = XmlBuilder("InitiateMultipartUploadResult")
     doc.elem("Bucket", req.bucket).elem("Key", req.key).elem("UploadId", info.upload_id)

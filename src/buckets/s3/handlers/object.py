@@ -27,6 +27,7 @@ from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.errors import set_response_headers
 from buckets.s3.handlers.lifecycle import expiration_headers
+from buckets.s3.handlers.objectlock import apply_write_options, read_headers as tag_and_lock_headers
 from buckets.s3.headers import (
     apply_response_overrides,
     check_response_overrides,
@@ -67,6 +68,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     integrity = Integrity.from_headers(req.headers)
     opts.checksum_algorithms = integrity.algorithms
     opts.verify = integrity.verify
+    await apply_write_options(req, opts, integrity=integrity)  # x-amz-tagging, object lock
     body = await open_stream(req)
     integrity.reader = body.reader
     info = await req.store.put_object(req.bucket, req.key, body.stream, body.size, opts)
@@ -157,6 +159,7 @@ async def _read_response(req: S3Request, *, body: bool) -> web.StreamResponse:
         if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
             return _not_modified(info)
         headers = _read_headers(req, info, part_number, whole=reader.range is None and part_number is None)
+        headers.update(await tag_and_lock_headers(req, info))
         status = _range_headers(reader, info, headers)
         if not body:
             return web.Response(status=status, headers=headers)
@@ -226,6 +229,7 @@ async def head_object(req: S3Request) -> web.StreamResponse:
     if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
         return _not_modified(info)
     headers = _read_headers(req, info, None, whole=True)
+    headers.update(await tag_and_lock_headers(req, info))
     headers["Content-Length"] = str(info.size)
     return web.Response(status=200, headers=headers)
 
