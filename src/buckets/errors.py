@@ -89,6 +89,8 @@ NoSuchUpload = define_error(
     "NoSuchUpload", "NoSuchUpload", 404,
     "The specified multipart upload does not exist. The upload ID may be invalid, "
     "or the upload may have been aborted or completed.")
+InvalidBucketState = define_error(
+    "InvalidBucketState", "InvalidBucketState", 409, "The request is not valid with the current state of the bucket.")
 NoSuchVersion = define_error("NoSuchVersion", "NoSuchVersion", 404, "The specified version does not exist.")
 MethodNotAllowed = define_error(
     "MethodNotAllowed", "MethodNotAllowed", 405, "The specified method is not allowed against this resource.")

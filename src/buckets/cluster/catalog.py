@@ -255,6 +255,38 @@ class ClusterCatalog:
         data = self.index.local.registry.get_small(bucket, key, wid)
         return data if data is not None else self.index.small_copy(bucket, key, wid)
 
+    # -- versions: a cluster's buckets are unversioned for now (Store.set_versioning refuses), so
+    # each key has one version, "null", the current entry ---------------------------------------
+    async def put_version(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
+                          finished_upload: str | None = None) -> list[dict]:
+        raise errors.NotImplementedErr("Versioning is not available on a cluster yet.")
+
+    async def delete_version(self, bucket: str, key: str, vid: str) -> dict | None:
+        raise errors.NotImplementedErr("Versioning is not available on a cluster yet.")
+
+    async def update_version(self, bucket: str, key: str, entry: dict) -> bool:
+        current = await self.get_object(bucket, key)
+        if current is None or current["wid"] != entry["wid"]:
+            return False
+        small = self.get_small(bucket, key, entry["wid"])
+        await self.put_object(bucket, key, {f: v for f, v in entry.items() if f != "ts"}, small=small)
+        return True
+
+    async def get_version(self, bucket: str, key: str, vid: str) -> dict | None:
+        current = await self.get_object(bucket, key)
+        return current if current is not None and current.get("vid", "null") == vid else None
+
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
+                            version_marker: str, limit: int):
+        # One version per key: a version-id marker means its key was listed whole.
+        objects, prefixes, truncated = await self.list_objects(bucket, prefix, delimiter, key_marker, limit)
+        items = [(k, e, True) for k, e in objects]
+        cursor = None
+        if truncated:
+            last = max([k for k, _ in objects] + prefixes, key=lambda n: n.encode(), default="")
+            cursor = (last, next((e.get("vid", "null") for k, e in objects if k == last), ""))
+        return items, prefixes, truncated, cursor
+
     # -- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:
         await self.index.put(bucket + UPLOADS, upload_id, dict(rec, wid=upload_id, mt=rec.get("init", time.time()),

@@ -12,6 +12,7 @@ An upload record holds the upload's settings and, under ``parts``, ``{"<n>": par
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from buckets import errors
@@ -46,6 +47,20 @@ class Catalog(Protocol):
                            limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]: ...
     def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
         """A locally held verified copy of a small object's bytes, if any (never required)."""
+
+    # -- versions (versioned buckets; a cluster has none yet) ----------------------------------
+    async def put_version(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
+                          finished_upload: str | None = None) -> list[dict]:
+        """Make ``entry`` the current version; the previous one becomes noncurrent unless it has
+        the same version id. Returns the entries it replaced (same version id)."""
+    async def delete_version(self, bucket: str, key: str, vid: str) -> dict | None:
+        """Remove one version for good (the next newest becomes current); the removed entry."""
+    async def update_version(self, bucket: str, key: str, entry: dict) -> bool:
+        """Replace one version's entry in place (same write); False when it is gone."""
+    async def get_version(self, bucket: str, key: str, vid: str) -> dict | None: ...
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
+                            version_marker: str, limit: int):
+        """``Registry.scan_versions``'s page."""
 
     # -- multipart uploads ----------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None: ...
@@ -117,6 +132,34 @@ class LocalCatalog:
 
     def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
         return self.registry.get_small(bucket, key, wid)
+
+    async def put_version(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
+                          finished_upload: str | None = None) -> list[dict]:
+        op = Op("put_version", bucket, key, entry, data=small)
+        ops = [op]
+        if finished_upload is not None:
+            ops.append(Op("delete_upload", bucket, finished_upload))
+        await self.registry.commit(ops)
+        return list(op.result or ())
+
+    async def delete_version(self, bucket: str, key: str, vid: str) -> dict | None:
+        op = Op("delete_version", bucket, key, vid)
+        await self.registry.commit([op])
+        return op.result
+
+    async def update_version(self, bucket: str, key: str, entry: dict) -> bool:
+        op = Op("update_version", bucket, key, entry)
+        await self.registry.commit([op])
+        return op.applied
+
+    async def get_version(self, bucket: str, key: str, vid: str) -> dict | None:
+        return self.registry.get_object_version(bucket, key, vid)
+
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
+                            version_marker: str, limit: int):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self.registry.scan_versions(
+            bucket, prefix, delimiter, key_marker, version_marker, limit))
 
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:
         await self.registry.commit([Op("put_upload", bucket, upload_id, rec)])

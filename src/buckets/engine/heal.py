@@ -109,9 +109,28 @@ def _verify_frames(data: bytes, geo: ShardGeometry) -> bool:
 
 
 async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = True) -> ObjectHealResult:
-    """Check one object and rebuild its bad shards. Safe to run concurrently with I/O."""
+    """Check one object, every version of it (noncurrent ones and delete markers too), and
+    rebuild their bad shards. Safe to run concurrently with I/O."""
+    res = await _heal_version(store, bucket, key, None, deep)
+    if store.cluster is None:
+        for old in store.registry.noncurrent_versions(bucket, key):
+            more = await _heal_version(store, bucket, key, old.get("vid", "null"), deep)
+            res.bad += more.bad
+            res.repaired += more.repaired
+            res.failed += more.failed
+            res.reason = res.reason or more.reason
+    return res
+
+
+async def _heal_version(store: "Store", bucket: str, key: str, vid: str | None, deep: bool) -> ObjectHealResult:
     res = ObjectHealResult()
-    entry = await store.catalog.get_object(bucket, key)
+
+    async def lookup() -> dict | None:
+        if vid is None:
+            return await store.catalog.get_object(bucket, key)
+        return await store.catalog.get_version(bucket, key, vid)
+
+    entry = await lookup()
     if entry is None:
         return res
     disks = store.disks_for(entry["disks"])
@@ -141,7 +160,7 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
         try:
             inline = await _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage)
         except DiskError as exc:
-            current = await store.catalog.get_object(bucket, key)
+            current = await lookup()
             if current is None or current["wid"] != entry["wid"]:
                 res.reason = "object changed while healing; nothing to do"
                 return res
@@ -151,7 +170,7 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
             log.warning("heal of %s/%s failed: %s", bucket, key, exc)
             return res
         async with store.locks.hold((bucket, key)):
-            current = await store.catalog.get_object(bucket, key)
+            current = await lookup()
             if current is None or current["wid"] != entry["wid"]:
                 res.reason = "object changed while healing; nothing to do"
                 return res

@@ -46,6 +46,25 @@ def bucket_meta_file(name: str, record: dict) -> bytes:
 
 
 def entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
+    info = _entry_to_info(bucket, key, e)
+    info.owner = e.get("own")
+    info.tags = dict(e.get("tg") or {})
+    info.lock_mode, info.lock_until, info.legal_hold = e.get("lm"), e.get("lu"), bool(e.get("lh"))
+    info.upload_id = e.get("mpu")
+    info.delete_marker = bool(e.get("dm"))
+    return info
+
+
+def entry_to_version(bucket: str, key: str, e: dict, latest: bool) -> ObjectInfo:
+    """A ListObjectVersions item: the listing fields, whose owner, latest or not, marker or not."""
+    info = entry_to_listing(bucket, key, e)
+    info.is_latest = latest
+    info.delete_marker = bool(e.get("dm"))
+    info.owner = e.get("own")
+    return info
+
+
+def _entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
     # Copies: ``e`` may be the registry cache's own entry, which callers must not be able to change.
     sse = e.get("sse")
     if sse:  # parts are recorded with their stored (encrypted) sizes; clients see plaintext sizes

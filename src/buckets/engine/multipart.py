@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from buckets import errors
-from buckets.engine import crypto, paths
+from buckets.engine import crypto, paths, versions
 from buckets.engine.ids import new_id
 from buckets.engine.meta import entry_to_info, upload_to_info
 from buckets.engine.names import check_object_key
@@ -62,6 +62,13 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
         "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size,
         "disks": list(disk_ids[: k + m]), "parts": {}, "access": dict(opts.access),
     }
+    # tags and object lock given at creation apply to the object Complete makes
+    if opts.tags:
+        rec["tg"] = dict(opts.tags)
+    if opts.lock_mode is not None:
+        rec["lm"], rec["lu"] = opts.lock_mode, float(opts.lock_until)
+    if opts.legal_hold:
+        rec["lh"] = True
     if sse_rec is not None:
         rec["sse"] = sse_rec
     await self.catalog.create_upload(bucket, upload_id, rec)
@@ -143,7 +150,13 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
                                     parts: list[CompletePart], opts: PutOptions | None = None) -> ObjectInfo:
     opts = opts or PutOptions()
     async with self.locks.hold(("upload", upload_id)):
-        rec = await _upload(self, bucket, key, upload_id)
+        try:
+            rec = await _upload(self, bucket, key, upload_id)
+        except errors.NoSuchUpload:
+            done = await _completed(self, bucket, key, upload_id, parts)
+            if done is not None:  # a client's retry of a Complete that succeeded: same answer
+                return done
+            raise
         if not parts:
             raise errors.MalformedXML("The XML you provided was not well-formed or did not validate "
                                       "against our published schema: no parts were listed.")
@@ -168,6 +181,7 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
         # is judged on (minimum part size, object size, full-object CRCs) are plaintext sizes.
         plain = [crypto.part_plain_size(rec, p[2]) for p in chosen]
         await self._check_conditions(bucket, key, opts)
+        bucket_rec = await self._require_bucket(bucket)
         md5s = b"".join(bytes.fromhex(p[3]) for p in chosen)
         etag = f"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"
         ck, ckt = _object_checksum(rec, [[p[0], size, p[3], p[4]] for p, size in zip(chosen, plain)])
@@ -175,8 +189,11 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
             await opts.verify({"size": sum(plain), "checksum_type": ckt, **ck})
         wid = new_id()
         mtime = time.time()
+        lock_opts = PutOptions(tags=rec.get("tg") or {}, lock_mode=rec.get("lm"), lock_until=rec.get("lu"),
+                               legal_hold=bool(rec.get("lh")))
         entry = {
-            "vid": "null", "wid": wid, "mt": mtime, "size": sum(plain), "etag": etag,
+            **versions.version_fields(bucket_rec, lock_opts, mtime), "mpu": upload_id,
+            "wid": wid, "mt": mtime, "size": sum(plain), "etag": etag,
             "h": rec.get("h") or {}, "um": rec.get("um") or {}, "ck": ck, "ckt": ckt,
             "ch": _multipart_content_hash(chosen),
             "sc": rec.get("sc", "STANDARD"), "k": rec["k"], "m": rec["m"], "bs": rec["bs"],
@@ -195,6 +212,19 @@ async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload
         ok = await self._commit_streamed(bucket, key, entry, stage, disks, slots, moves)
         await self._publish(bucket, key, entry, opts, disks, ok, finished_upload=upload_id)
     self._spawn(self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True), disks))
+    return entry_to_info(bucket, key, entry)
+
+
+async def _completed(self: "Store", bucket: str, key: str, upload_id: str,
+                     parts: list[CompletePart]) -> ObjectInfo | None:
+    """The object a finished upload made, if it is still the key's current version and the
+    retried request lists the same parts."""
+    entry = await self.catalog.get_object(bucket, key)
+    if entry is None or entry.get("mpu") != upload_id or entry.get("dm"):
+        return None
+    have = [(p[0], p[2]) for p in entry["parts"]]
+    if have != [(cp.number, cp.etag.strip('"').lower()) for cp in parts]:
+        return None
     return entry_to_info(bucket, key, entry)
 
 

@@ -1,8 +1,10 @@
 """Rebuild the registry from the disks' metadata files.
 
 Every disk holds, per object write, a self-describing metadata file. For each
-(bucket, key) the newest write that at least k disks agree on is the object; older or
-under-replicated writes are left for the scanner to remove. Buckets come from each
+(bucket, key) of a bucket never versioned, the newest write that at least k disks agree on
+is the object (none if it is a delete marker); older or under-replicated writes are left for
+the scanner to remove. In a versioned bucket every version id's newest readable write is a
+version, delete markers included, and the newest of them is current. Buckets come from each
 disk's ``.bucket.meta``. Runs automatically at start when the registry is missing.
 """
 
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import CorruptData, DiskError
 from buckets.registry import Op
+from buckets.registry.store import version_seq
 from buckets.storage.format import DATA_DIR, USERS_FILE
 
 if TYPE_CHECKING:
@@ -60,19 +63,33 @@ async def rebuild_registry(store: "Store") -> dict:
     ops += [Op("put_user", ak, value=rec) for ak, rec in users.items()]
     ops += [Op("put_policy", name, value=rec) for name, rec in policies.items()]
     objects = 0
+    versions = 0
     for (bucket, key), by_wid in writes.items():
         if bucket not in buckets:
             continue
-        readable = [(m["mt"], wid, m) for wid, (m, count) in by_wid.items() if count >= m["k"]]
+        readable = sorted((version_seq(m), wid, m) for wid, (m, count) in by_wid.items() if count >= m["k"])
         if not readable:
             continue
-        _, _, meta = max(readable)
-        entry = {f: v for f, v in meta.items() if f not in _DROP}
-        ops.append(Op("put_object", bucket, key, entry))
+        if records[bucket].get("versioning") is None:
+            # Never versioned: the newest write is the object (older ones are an overwrite's
+            # leftovers); a delete marker there means the key was deleted.
+            meta = readable[-1][2]
+            if not meta.get("dm"):
+                ops.append(Op("put_object", bucket, key, {f: v for f, v in meta.items() if f not in _DROP}))
+                objects += 1
+            continue
+        # Versioned: every version id's newest write, oldest first, so each makes the one
+        # before it noncurrent (a version id written twice, "null", keeps its newest write).
+        newest: dict[str, dict] = {}
+        for _, _, meta in readable:
+            newest[meta.get("vid", "null")] = meta
+        for meta in sorted(newest.values(), key=lambda m: (version_seq(m), m["wid"])):
+            ops.append(Op("put_version", bucket, key, {f: v for f, v in meta.items() if f not in _DROP}))
+            versions += 1
         objects += 1
     for i in range(0, len(ops), 2000):
         await store.registry.commit(ops[i:i + 2000])
-    return {"buckets": len(buckets), "objects": objects, "users": len(users)}
+    return {"buckets": len(buckets), "objects": objects, "versions": versions, "users": len(users)}
 
 
 def _bucket_record(meta: dict, created: float) -> dict:

@@ -310,6 +310,9 @@ class Scanner:
                     try:
                         meta = decode_meta_file(await disk.read_file(rel + ".meta"))
                         current = await store.catalog.get_object(bucket, meta["key"])
+                        if current is not None and current["wid"] != wid and current.get("vid", "null") != meta.get("vid", "null"):
+                            # a noncurrent version's write (versioned buckets) is kept as well
+                            current = await store.catalog.get_version(bucket, meta["key"], meta.get("vid", "null"))
                         # The current write's shard, on a disk its entry names: kept. The same
                         # write on another disk is a shard a migration vacated (its coordinator
                         # died before the delayed removal) or copied without committing.

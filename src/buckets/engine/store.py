@@ -24,7 +24,7 @@ from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from buckets import errors
-from buckets.engine import crypto, paths
+from buckets.engine import crypto, paths, versions
 from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
@@ -356,14 +356,26 @@ class Store:
         return k + 1 if k == m else k
 
     # -- objects --------------------------------------------------------------------------
-    async def _check_conditions(self, bucket: str, key: str, opts: PutOptions) -> dict | None:
+    async def _check_conditions(self, bucket: str, key: str, opts: PutOptions, *,
+                                at_commit: bool = False) -> dict | None:
+        """Check a conditional write against the current version (a delete marker counts as no
+        object) and return the current entry. At commit, under the key's lock, a condition that
+        held when the write started but no longer does means another write won the race:
+        ``409 ConditionalRequestConflict``, as S3 answers it (the client retries)."""
         current = await self.catalog.get_object(bucket, key)
-        if opts.if_none_match and current is not None:
-            raise errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-None-Match")
-        if opts.if_match is not None and (current is None or current["etag"] != opts.if_match.strip('"')):
-            if current is None:
-                raise errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
-            raise errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-Match")
+        visible = current if current is not None and not current.get("dm") else None
+        failed: errors.BucketsError | None = None
+        if opts.if_none_match and visible is not None:
+            failed = errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-None-Match")
+        elif opts.if_match is not None and (visible is None or visible["etag"] != opts.if_match.strip('"')):
+            if visible is None:
+                failed = errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
+            else:
+                failed = errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-Match")
+        if failed is not None:
+            if at_commit:
+                raise errors.ConditionalRequestConflict(resource=f"/{bucket}/{key}")
+            raise failed
         return current
 
     async def put_object(self, bucket: str, key: str, stream: AsyncIterator[bytes] | bytes,
@@ -394,7 +406,8 @@ class Store:
             mtime = _now()
             etag = crypto.etag_for(sse_rec, data_key, result.md5)
             entry = {
-                "vid": "null", "wid": wid, "mt": mtime, "size": result.size, "etag": etag,
+                **versions.version_fields(bucket_rec, opts, mtime), "wid": wid, "mt": mtime,
+                "size": result.size, "etag": etag,
                 "h": dict(opts.headers), "um": dict(opts.user_meta), "ck": result.checksums,
                 "ckt": "FULL_OBJECT" if result.checksums else None, "ch": result.content_hash,
                 "sc": opts.storage_class, "k": k, "m": m, "bs": self.block_size, "disks": disk_ids,
@@ -476,9 +489,14 @@ class Store:
             self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks")
         async with self.locks.hold((bucket, key)):
             try:
-                await self._require_bucket(bucket)
-                old = await self._check_conditions(bucket, key, opts)
-                await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
+                bucket_rec = await self._require_bucket(bucket)
+                old = await self._check_conditions(bucket, key, opts, at_commit=True)
+                if versions.versioning_of(bucket_rec) is not None:
+                    replaced = await self.catalog.put_version(bucket, key, entry, small=small,
+                                                              finished_upload=finished_upload)
+                else:
+                    await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
+                    replaced = [old] if old is not None and old["wid"] != entry["wid"] else []
             except errors.BucketsError as exc:  # precondition failed, or the bucket was deleted under us
                 if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost):
                     # The index entry may have reached some replicas and can still win: keep the
@@ -488,8 +506,9 @@ class Store:
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
                 raise
-        if old is not None and old["wid"] != entry["wid"]:
-            self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"])))
+        for old in replaced:
+            if old["wid"] != entry["wid"]:
+                self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"])))
 
     def read_started(self, ident: tuple[str, str, str]) -> None:
         slot = self._active_reads.get(ident)
@@ -525,35 +544,35 @@ class Store:
 
         await self._on_disks(one, disks)
 
-    async def head_object(self, bucket: str, key: str) -> ObjectInfo:
-        entry = await self._lookup(bucket, key)
+    async def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        entry = await versions.lookup_version(self, bucket, key, version_id)
         return entry_to_info(bucket, key, entry)
 
-    async def object_access(self, bucket: str, key: str) -> dict | None:
-        """The current object's owner and ACL (``{"own": ..., "acl": ...}``), None if no object."""
-        entry = await self.catalog.get_object(bucket, key)
-        return None if entry is None else {"own": entry.get("own"), "acl": entry.get("acl")}
+    async def object_access(self, bucket: str, key: str, version_id: str | None = None) -> dict | None:
+        """The object's owner and ACL (``{"own": ..., "acl": ...}``), None if no object (or the
+        current version is a delete marker)."""
+        if version_id is None:
+            entry = await self.catalog.get_object(bucket, key)
+        else:
+            versions.check_version_id(version_id)
+            entry = await self.catalog.get_version(bucket, key, version_id)
+        if entry is None or entry.get("dm"):
+            return None
+        return {"own": entry.get("own"), "acl": entry.get("acl")}
 
-    async def set_object_access(self, bucket: str, key: str, access: dict) -> None:
-        """Replace the current object's ACL (PutObjectAcl): in the catalog, and in the object's
-        metadata file on each of its disks, so that a registry rebuild keeps it."""
-        async with self.locks.hold((bucket, key)):
-            entry = await self._lookup(bucket, key)
-            updated = {f: v for f, v in entry.items() if f != "ts"}
-            updated.update(access)
-            small = self.catalog.get_small(bucket, key, entry["wid"])
-            await self.catalog.put_object(bucket, key, updated, small=small)
+    async def set_object_access(self, bucket: str, key: str, access: dict, version_id: str | None = None) -> None:
+        """Replace an object version's ACL (PutObjectAcl): in the catalog, and in its metadata
+        file on each of its disks, so that a registry rebuild keeps it."""
+        await self.update_object(bucket, key, version_id, access=access)
 
-        async def rewrite(disk: Disk) -> None:
-            path = paths.meta_path(bucket, key, entry["wid"])
-            try:
-                meta = decode_meta_file(await disk.read_file(path))
-                meta.update(access)
-                await disk.write_file(path, encode_meta_file(meta), sync=self.sync)
-            except errors.BucketsError as exc:  # an offline disk: its next heal rewrites it from the entry
-                log.info("object %s/%s: its ACL did not reach %s: %s", bucket, key, disk.endpoint, exc)
-
-        await asyncio.gather(*(rewrite(d) for d in self.disks_for(entry["disks"]) if d is not None))
+    def _check_delete_quorum(self, entry: dict) -> None:
+        # Like a write: the disks that would keep the shards must not be a majority
+        # (a registry rebuild would bring the key back from them).
+        online = sum(1 for d in self.disks_for(entry["disks"]) if d is not None)
+        if online < self._write_quorum(entry["k"], entry["m"]):
+            raise errors.WriteQuorumLost(
+                f"Write quorum lost: {online} of {entry['k'] + entry['m']} disks of this object are "
+                f"online, {self._write_quorum(entry['k'], entry['m'])} needed to delete it")
 
     async def _lookup(self, bucket: str, key: str) -> dict:
         entry = await self.catalog.get_object(bucket, key)
@@ -563,10 +582,12 @@ class Store:
         return entry
 
     async def get_object(self, bucket: str, key: str, range: tuple[int | None, int | None] | None = None,
-                         part_number: int | None = None, customer_key: bytes | None = None) -> ObjectReader:
-        """A reader of the object (or a range, or a part). An encrypted object's data key is
-        opened first: an SSE-C object needs ``customer_key`` (missing: 400, wrong: 403)."""
-        entry = await self._lookup(bucket, key)
+                         part_number: int | None = None, customer_key: bytes | None = None,
+                         version_id: str | None = None) -> ObjectReader:
+        """A reader of the object (or a range, or a part; the current version or
+        ``version_id``'s). An encrypted object's data key is opened first: an SSE-C object
+        needs ``customer_key`` (missing: 400, wrong: 403)."""
+        entry = await versions.lookup_version(self, bucket, key, version_id)
         info = entry_to_info(bucket, key, entry)
         data_key = crypto.open_data_key(self, entry.get("sse"), bucket, key, customer_key)
         rng = None
@@ -575,23 +596,6 @@ class Store:
         elif range is not None:
             rng = resolve_range(range, info.size)
         return ObjectReader(self, bucket, key, entry, info, rng, data_key=data_key)
-
-    async def delete_object(self, bucket: str, key: str) -> bool:
-        await self._require_bucket(bucket)
-        async with self.locks.hold((bucket, key)):
-            entry = await self.catalog.get_object(bucket, key)
-            if entry is None:
-                return False
-            # Like a write: the disks that would keep the shards must not be a majority
-            # (a registry rebuild would bring the key back from them).
-            online = sum(1 for d in self.disks_for(entry["disks"]) if d is not None)
-            if online < self._write_quorum(entry["k"], entry["m"]):
-                raise errors.WriteQuorumLost(
-                    f"Write quorum lost: {online} of {entry['k'] + entry['m']} disks of this object are "
-                    f"online, {self._write_quorum(entry['k'], entry['m'])} needed to delete it")
-            await self.catalog.delete_object(bucket, key, entry)
-        self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
-        return True
 
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "",
                            start_after: str = "", limit: int = 1000) -> ListResult:
@@ -607,6 +611,11 @@ class Store:
             last_cp = prefixes[-1] if prefixes else ""
             next_marker = max(last_obj.encode(), last_cp.encode()).decode()
         return ListResult(objects, prefixes, truncated, next_marker)
+
+    # -- versions, delete markers, tags, object lock (see versions.py) -----------------------
+    from buckets.engine.versions import (  # noqa: E402  (methods defined in their own module)
+        delete_object, list_object_versions, set_versioning, update_object,
+    )
 
     # -- multipart (see multipart.py) ------------------------------------------------------
     from buckets.engine.multipart import (  # noqa: E402  (methods defined in their own module)

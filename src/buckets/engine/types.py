@@ -81,6 +81,14 @@ class ObjectInfo:
     parts: list[PartInfo] = field(default_factory=list)
     content_hash: str = ""  # BLAKE3 hex of the whole object (encrypted: of its stored bytes)
     sse: SSEInfo | None = None  # encryption at rest, None when stored in the clear
+    delete_marker: bool = False  # a delete marker (a version with no data), in version listings
+    is_latest: bool = True
+    owner: str | None = None  # the object's owner (access key, "" root); None: the bucket's owner
+    tags: dict[str, str] = field(default_factory=dict)
+    lock_mode: str | None = None  # object lock retention: "GOVERNANCE" | "COMPLIANCE"
+    lock_until: float | None = None  # retain-until date, unix seconds
+    legal_hold: bool = False
+    upload_id: str | None = None  # the multipart upload that made it, if any
 
     @property
     def content_type(self) -> str:
@@ -108,6 +116,26 @@ class PutOptions:
     # entry (absent: the bucket's owner, no ACL beyond the owner's). See buckets.iam.
     access: dict = field(default_factory=dict)
     sse: SSESpec | None = None  # encrypt at rest; None: the bucket's default encryption, if any
+    tags: dict[str, str] = field(default_factory=dict)  # the object's tag set (validated by the caller)
+    lock_mode: str | None = None  # object lock: "GOVERNANCE" | "COMPLIANCE" (with lock_until);
+    lock_until: float | None = None  # None: the bucket's default retention, if it has one
+    legal_hold: bool = False
+
+
+@dataclass(slots=True)
+class DeleteResult:
+    version_id: str | None  # the version removed, or the delete marker written (None: unversioned)
+    delete_marker: bool  # a delete marker was written, or the version removed was one
+    deleted: bool = True  # False: there was nothing to delete (S3 still answers 204)
+
+
+@dataclass(slots=True)
+class VersionListResult:
+    versions: list[ObjectInfo]  # keys ascending, each key's versions newest first (markers too)
+    prefixes: list[str]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_version_id_marker: str | None
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
 # of what a listing shows (LISTING_FIELDS), so scans decode ~60 bytes, not the whole entry.
 # _MULTI | msgpack [[full key, entry], ...] for long keys sharing one record.
 _SINGLE, _MULTI = b"\x03", b"\x02"
-LISTING_FIELDS = ("size", "etag", "mt", "sc", "ck", "ckt", "vid")
+LISTING_FIELDS = ("size", "etag", "mt", "sc", "ck", "ckt", "vid", "dm")
 _HEAD = struct.Struct("<H")
 
 
@@ -68,6 +68,28 @@ def object_key(bucket: str, key: str) -> bytes:
     return bucket.encode() + b"\0" + key.encode()
 
 
+_VS = struct.Struct(">Q")
+_VS_MAX = (1 << 64) - 1
+
+
+def version_seq(entry: dict) -> int:
+    """The order of an object's versions: ``vs`` (nanoseconds at the write), or one derived
+    from the mtime for entries written before versioning existed."""
+    vs = entry.get("vs")
+    return int(vs) if vs is not None else int(entry.get("mt", 0) * 1e9)
+
+
+def _versions_base(bucket: str, key: str) -> bytes:
+    """Prefix of a key's noncurrent versions in the ``versions`` table: the key's hash, so
+    every record key stays far below LMDB's limit whatever the key's length."""
+    return bucket.encode() + b"\0" + xxhash.xxh3_128_digest(key.encode())
+
+
+def _versions_key(bucket: str, key: str, entry: dict) -> bytes:
+    """Newest first: the inverted version sequence, then the version id."""
+    return _versions_base(bucket, key) + _VS.pack(_VS_MAX - version_seq(entry)) + entry["vid"].encode()
+
+
 def _tomb_key(full: bytes) -> bytes:
     """Tombstones are keyed like objects; a full key too long for LMDB is filed by its hash
     (tombstones are only ever looked up by key or walked whole, never listed in order)."""
@@ -89,7 +111,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
+    kind: str  # put_object, delete_object, put_version, delete_version, update_version, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
     name: str
     key: str = ""
     value: Any = None
@@ -145,7 +167,7 @@ def _fsync_dir(path: str) -> None:
 
 
 class Registry:
-    TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys", "tombs", "events")
+    TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys", "tombs", "events", "versions")
 
     def __init__(self, path: str, *, cache_size: int = 1_000_000, sync: bool = True,
                  map_size: int = 1 << 36) -> None:
@@ -288,6 +310,12 @@ class Registry:
                 raise NoSuchBucket(resource=op.name, BucketName=op.name)
             self._txn_set_object(txn, op.name, op.key, op.value if kind == "put_object" else None,
                                  op.data, deltas)
+        elif kind == "put_version":
+            self._txn_put_version(txn, op, deltas)
+        elif kind == "delete_version":
+            self._txn_delete_version(txn, op, deltas)
+        elif kind == "update_version":
+            self._txn_update_version(txn, op)
         elif kind == "merge_object":
             assert op.ts is not None, "merge_object needs a version"
             full = object_key(op.name, op.key)
@@ -365,6 +393,211 @@ class Registry:
             if old.get("inline"):
                 txn.delete(small_key, db=self.db["small"])
 
+    # -- versions (versioned buckets) ----------------------------------------------------
+    # The ``objects`` table holds each key's current version (an object or a delete marker,
+    # ``dm``); the ``versions`` table holds the noncurrent ones, newest first per key. The
+    # usage counters count every stored version that is not a delete marker.
+    @staticmethod
+    def _count(d: list[int], entry: dict, sign: int) -> None:
+        if not entry.get("dm"):
+            d[0] += sign
+            d[1] += sign * entry.get("size", 0)
+
+    def _txn_versions(self, txn, bucket: str, key: str) -> list[tuple[bytes, dict]]:
+        base = _versions_base(bucket, key)
+        out = []
+        cur = txn.cursor(db=self.db["versions"])
+        if cur.set_range(base):
+            for rec, raw in cur:
+                rec = bytes(rec)
+                if not rec.startswith(base):
+                    break
+                entry = _unpack(raw)
+                if entry.get("key") == key:  # a hash collision is never mistaken for this key
+                    out.append((rec, entry))
+        return out
+
+    def _txn_set_current(self, txn, bucket: str, key: str, entry: dict | None, data: bytes | None,
+                         old: dict | None) -> None:
+        """Replace the current record (no usage accounting) and keep the small copy in step."""
+        small_key = hashlib.blake2b(object_key(bucket, key), digest_size=20).digest()
+        if entry is not None:
+            self._txn_put_object(txn, bucket, key, entry)
+            if data is not None:
+                body = entry["wid"].encode() + b"\0" + data
+                txn.put(small_key, _SMALL.pack(xxhash.xxh3_64_intdigest(body)) + body, db=self.db["small"])
+            elif old is not None and old.get("inline"):
+                txn.delete(small_key, db=self.db["small"])
+        elif old is not None:
+            self._txn_delete_object(txn, bucket, key)
+            if old.get("inline"):
+                txn.delete(small_key, db=self.db["small"])
+
+    def _txn_put_version(self, txn, op: Op, deltas: dict[str, list[int] | None]) -> None:
+        """Make ``op.value`` the current version. The previous current becomes noncurrent,
+        unless it has the same version id (the ``null`` version is replaced in place); a
+        noncurrent version with the new one's id is replaced too. ``op.result``: the entries
+        replaced (their files are the caller's to remove)."""
+        bucket, key, entry = op.name, op.key, op.value
+        if txn.get(bucket.encode(), db=self.db["buckets"]) is None:
+            raise NoSuchBucket(resource=bucket, BucketName=bucket)
+        d = deltas.get(bucket) or [0, 0]
+        deltas[bucket] = d
+        old = self._txn_get_object(txn, bucket, key)
+        replaced = []
+        if old is not None:
+            if old.get("vid", "null") == entry["vid"]:
+                replaced.append(old)
+            else:
+                txn.put(_versions_key(bucket, key, old), _pack(dict(old, key=key)), db=self.db["versions"])
+        for rec, prior in self._txn_versions(txn, bucket, key):
+            if prior.get("vid") == entry["vid"]:
+                txn.delete(rec, db=self.db["versions"])
+                replaced.append(prior)
+        for r in replaced:
+            self._count(d, r, -1)
+        self._count(d, entry, +1)
+        self._txn_set_current(txn, bucket, key, entry, op.data, old)
+        op.result = replaced
+
+    def _txn_delete_version(self, txn, op: Op, deltas: dict[str, list[int] | None]) -> None:
+        """Remove version ``op.value`` of a key for good; when it was the current one, the
+        newest noncurrent version (object or delete marker) becomes current. ``op.result``:
+        the removed entry, or None when there was no such version."""
+        bucket, key, vid = op.name, op.key, op.value
+        d = deltas.get(bucket) or [0, 0]
+        deltas[bucket] = d
+        current = self._txn_get_object(txn, bucket, key)
+        op.result = None
+        if current is not None and current.get("vid", "null") == vid:
+            older = self._txn_versions(txn, bucket, key)
+            if older:
+                rec, promoted = older[0]
+                txn.delete(rec, db=self.db["versions"])
+                promoted = {f: v for f, v in promoted.items() if f != "key"}
+                self._txn_set_current(txn, bucket, key, promoted, None, current)
+            else:
+                self._txn_set_current(txn, bucket, key, None, None, current)
+            op.result = current
+        else:
+            for rec, prior in self._txn_versions(txn, bucket, key):
+                if prior.get("vid") == vid:
+                    txn.delete(rec, db=self.db["versions"])
+                    op.result = {f: v for f, v in prior.items() if f != "key"}
+                    break
+        if op.result is not None:
+            self._count(d, op.result, -1)
+
+    def _txn_update_version(self, txn, op: Op) -> None:
+        """Replace the stored entry of version ``op.value["vid"]`` (same write: its tags, lock,
+        ACL), wherever it is; ``op.applied`` False when that version no longer exists."""
+        bucket, key, entry = op.name, op.key, op.value
+        current = self._txn_get_object(txn, bucket, key)
+        if current is not None and current.get("vid", "null") == entry["vid"] and current["wid"] == entry["wid"]:
+            self._txn_put_object(txn, bucket, key, entry)
+            return
+        for rec, prior in self._txn_versions(txn, bucket, key):
+            if prior.get("vid") == entry["vid"] and prior["wid"] == entry["wid"]:
+                txn.put(rec, _pack(dict(entry, key=key)), db=self.db["versions"])
+                return
+        op.applied = False
+
+    def get_object_version(self, bucket: str, key: str, vid: str) -> dict | None:
+        """Version ``vid`` of a key (current or not), or None."""
+        current = self.get_object(bucket, key)
+        if current is not None and current.get("vid", "null") == vid:
+            return current
+        with self.env.begin() as txn:
+            for _, entry in self._txn_versions(txn, bucket, key):
+                if entry.get("vid") == vid:
+                    return {f: v for f, v in entry.items() if f != "key"}
+        return None
+
+    def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
+        """A key's noncurrent versions, newest first (entries without ``key``)."""
+        with self.env.begin() as txn:
+            return [{f: v for f, v in e.items() if f != "key"} for _, e in self._txn_versions(txn, bucket, key)]
+
+    def scan_versions(self, bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
+                      version_marker: str = "", limit: int = 1000
+                      ) -> tuple[list[tuple[str, dict, bool]], list[str], bool, tuple[str, str] | None]:
+        """One ListObjectVersions page: ([(key, entry, is_latest)], common prefixes, truncated,
+        (next key marker, next version-id marker) or None). Keys ascending, each key's versions
+        newest first, delete markers included. Blocking: run off-loop."""
+        items: list[tuple[str, dict, bool]] = []
+        prefixes: list[str] = []
+
+        def expand(key: str, after_vid: str | None) -> bool:
+            """Add a key's versions (after ``after_vid`` when given); False when the page filled."""
+            current = self.get_object(bucket, key)
+            if current is None:
+                return True
+            versions = [(current, True)] + [(e, False) for e in self.noncurrent_versions(bucket, key)]
+            if after_vid is not None:
+                ids = [e.get("vid", "null") for e, _ in versions]
+                if after_vid not in ids:
+                    return True
+                versions = versions[ids.index(after_vid) + 1:]
+            for entry, latest in versions:
+                if len(items) + len(prefixes) >= limit:
+                    return False
+                items.append((key, entry, latest))
+            return True
+
+        start_after = key_marker
+        if key_marker and version_marker and key_marker.startswith(prefix):
+            if not expand(key_marker, version_marker):
+                last_key, last_entry, _ = items[-1]
+                return items, prefixes, True, (last_key, last_entry.get("vid", "null"))
+        while True:
+            room = limit - len(items) - len(prefixes)
+            if room <= 0:
+                more_keys, more_prefixes, _ = self.scan_objects(bucket, prefix, delimiter, start_after, 1,
+                                                                include_markers=True)
+                if not more_keys and not more_prefixes:
+                    return items, prefixes, False, None
+                return items, prefixes, True, self._version_cursor(items, prefixes)
+            keys, cps, truncated = self.scan_objects(bucket, prefix, delimiter, start_after, min(room, 256),
+                                                     include_markers=True)
+            # merge keys and prefixes in order, as the scan produced them
+            merged = sorted([(k.encode(), k, False) for k, _ in keys] + [(p.encode(), p, True) for p in cps])
+            for _, name, is_prefix in merged:
+                if is_prefix:
+                    if len(items) + len(prefixes) >= limit:
+                        return items, prefixes, True, self._version_cursor(items, prefixes)
+                    prefixes.append(name)
+                elif not expand(name, None):
+                    return items, prefixes, True, self._version_cursor(items, prefixes)
+                start_after = name
+            if not truncated:
+                return items, prefixes, False, None
+
+    @staticmethod
+    def _version_cursor(items: list[tuple[str, dict, bool]], prefixes: list[str]) -> tuple[str, str]:
+        last_item = items[-1] if items else None
+        last_prefix = prefixes[-1] if prefixes else None
+        if last_prefix is not None and (last_item is None or last_prefix.encode() > last_item[0].encode()):
+            return last_prefix, ""
+        assert last_item is not None
+        return last_item[0], last_item[1].get("vid", "null")
+
+    def walk_noncurrent(self, start: bytes = b"", limit: int = 256) -> tuple[list[tuple[str, str, dict]], bytes | None]:
+        """Up to ``limit`` noncurrent (bucket, key, entry) from raw position ``start`` in the
+        versions table, and where to resume (the scanner's pass over old versions)."""
+        out: list[tuple[str, str, dict]] = []
+        with self.env.begin(db=self.db["versions"]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(start):
+                return out, None
+            for rec, raw in cur:
+                if len(out) >= limit:
+                    return out, bytes(rec)
+                entry = _unpack(raw)
+                bucket = bytes(rec).split(b"\0", 1)[0].decode()
+                key = entry.pop("key")
+                out.append((bucket, key, entry))
+        return out, None
+
     def _txn_drop_entries(self, txn, op: Op, deltas: dict[str, list[int] | None]) -> None:
         """Remove up to ``op.value`` object entries and as many tombstones of bucket ``op.name``
         (a replica that no longer holds the bucket's index); ``op.applied``: more remain."""
@@ -416,6 +649,8 @@ class Registry:
             if op.kind == "drop_entries":
                 for key in op.result or ():
                     self.cache.discard((op.name, key))
+            elif op.kind in ("put_version", "delete_version", "update_version"):
+                self.cache.discard((op.name, op.key))  # the current may have changed: re-read it
             elif op.kind == "put_object" or (op.kind == "merge_object" and op.applied and op.value is not None):
                 self.cache.put((op.name, op.key), op.value)
             elif op.kind == "delete_object" or (op.kind == "merge_object" and op.applied):
@@ -503,11 +738,12 @@ class Registry:
         return entry
 
     def scan_objects(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
-                     limit: int = 1000) -> tuple[list[tuple[str, dict]], list[str], bool]:
+                     limit: int = 1000, include_markers: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool]:
         """One listing page: (objects, common prefixes, truncated). Blocking: run off-loop.
 
         Each object comes with its listing fields only (``LISTING_FIELDS``), not the whole
-        entry: use ``get_object`` for that."""
+        entry: use ``get_object`` for that. A key whose current version is a delete marker
+        is not listed (and makes no common prefix) unless ``include_markers``."""
         base = bucket.encode() + b"\0"
         pfx = prefix.encode()
         delim = delimiter.encode()
@@ -545,6 +781,9 @@ class Registry:
                         if k > pfx:
                             return objects, prefixes, False
                         continue
+                    entry = _decode_listing(item[1]) if len(item) == 2 else item[2]
+                    if entry.get("dm") and not include_markers:
+                        continue
                     if delim:
                         idx = k.find(delim, len(pfx))
                         if idx >= 0:
@@ -559,7 +798,6 @@ class Registry:
                             break
                     if len(objects) + len(prefixes) >= limit:
                         return objects, prefixes, True
-                    entry = _decode_listing(item[1]) if len(item) == 2 else item[2]
                     objects.append((k.decode(), entry))
                 if next_seek is not None:
                     floor = next_seek

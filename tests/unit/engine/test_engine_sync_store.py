@@ -39,7 +39,7 @@ def test_sync_store_round_trip(tmp_disks) -> None:
             store.head_object("sync", "absent")
         with pytest.raises(errors.NoSuchKey):
             b"".join(store.get_object("sync", "absent"))
-        assert store.delete_object("sync", "small") is True
+        assert store.delete_object("sync", "small").deleted is True
     finally:
         store.close()
     # closed cleanly: the loop thread is gone and the data is durable for the next open

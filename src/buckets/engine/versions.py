@@ -1,0 +1,308 @@
+"""Object versions, delete markers, tags and object lock: the engine's side of S3 versioning.
+
+A bucket's ``versioning`` setting is absent (never enabled), ``Enabled`` or ``Suspended``.
+Every write is its own set of files (``<h>.<wid>.meta`` + data) whatever the setting; what
+versioning changes is what the registry keeps:
+
+- never enabled: one entry per key, version id ``null``; an overwrite replaces it.
+- Enabled: each PUT/Complete/Copy gets a new version id; the previous current version
+  becomes noncurrent (registry table ``versions``); a DELETE without a version id writes a
+  *delete marker*: a version with no data (``dm``), written to the disks like an empty
+  inline object, so a registry rebuild restores it.
+- Suspended: new writes and delete markers get the ``null`` id, replacing an existing
+  ``null`` version; other versions stay.
+
+Object lock (``lm`` mode, ``lu`` retain-until, ``lh`` legal hold) and tags (``tg``) are
+fields of a version's entry and of its metadata files. A locked version cannot be removed
+(``delete_object`` with its version id) until its retention passes (GOVERNANCE: unless the
+caller bypasses it) and its legal hold is off; a delete without a version id only adds a
+marker, which a lock never prevents.
+
+These functions are methods of ``Store`` (bound in its class body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import TYPE_CHECKING
+
+from buckets import errors
+from buckets.engine import paths
+from buckets.engine.ids import new_id
+from buckets.engine.meta import decode_meta_file, encode_meta_file, entry_to_info, entry_to_version
+from buckets.engine.names import check_object_key
+from buckets.engine.types import NULL_VERSION, DeleteResult, ObjectInfo, VersionListResult
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+log = logging.getLogger("buckets.engine")
+
+VERSIONING_STATES = ("Enabled", "Suspended")
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+DAY = 86400.0
+_VERSION_ID = re.compile(r"^[0-9a-f]{32}$")
+_UNSET = object()
+
+
+def check_version_id(version_id: str) -> None:
+    """A version id this server could have given (``null`` or 32 hex digits); anything else is
+    400 InvalidArgument, as S3 answers an id it never issued the format of."""
+    if version_id != NULL_VERSION and not _VERSION_ID.match(version_id):
+        raise errors.InvalidArgument("Invalid version id specified", ArgumentName="versionId",
+                                     ArgumentValue=version_id)
+
+
+def versioning_of(bucket_rec: dict) -> str | None:
+    return bucket_rec.get("versioning")
+
+
+def version_fields(bucket_rec: dict, opts, now: float) -> dict:
+    """The version id, order, tags and lock of a new write into a bucket with ``bucket_rec``."""
+    fields: dict = {"vid": new_id() if versioning_of(bucket_rec) == "Enabled" else NULL_VERSION,
+                    "vs": time.time_ns()}
+    if opts.tags:
+        fields["tg"] = dict(opts.tags)
+    lock = bucket_rec.get("lock") or {}
+    if opts.lock_mode is not None:
+        fields["lm"], fields["lu"] = opts.lock_mode, float(opts.lock_until)
+    elif lock.get("mode") and (lock.get("days") or lock.get("years")):
+        period = (lock.get("days") or 0) * DAY + (lock.get("years") or 0) * 365 * DAY
+        fields["lm"], fields["lu"] = lock["mode"], now + period
+    if opts.legal_hold:
+        fields["lh"] = True
+    return fields
+
+
+def check_removable(entry: dict, bypass_governance: bool, now: float | None = None) -> None:
+    """Refuse removing (or overwriting by id) a version its lock protects."""
+    now = time.time() if now is None else now
+    if entry.get("lh"):
+        raise errors.AccessDenied("Access Denied because object protected by object lock.")
+    until = entry.get("lu")
+    if until is not None and until > now:
+        if entry.get("lm") == "COMPLIANCE" or not bypass_governance:
+            raise errors.AccessDenied("Access Denied because object protected by object lock.")
+
+
+async def set_versioning(self: "Store", bucket: str, status: str) -> None:
+    if status not in VERSIONING_STATES:
+        raise ValueError(f"versioning status must be one of {VERSIONING_STATES}, not {status!r}")
+    rec = await self._require_bucket(bucket)
+    if self.cluster is not None:
+        raise errors.NotImplementedErr("Versioning is not available on a cluster yet.")
+    if status == "Suspended" and (rec.get("lock") or {}).get("enabled"):
+        raise errors.InvalidBucketState("An Object Lock configuration is present on this bucket, so the "
+                                        "versioning state cannot be changed.")
+    if rec.get("versioning") != status:
+        await self.update_bucket(bucket, set={"versioning": status})
+
+
+def _marker_gone(bucket: str, key: str, entry: dict, *, by_version: bool) -> errors.BucketsError:
+    """The error GET/HEAD answer when they land on a delete marker."""
+    if by_version:
+        err: errors.BucketsError = errors.MethodNotAllowed(
+            "The specified method is not allowed against this resource.", resource=f"/{bucket}/{key}",
+            Method="GET", ResourceType="DeleteMarker")
+    else:
+        err = errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
+    err.delete_marker = True  # type: ignore[attr-defined]
+    err.version_id = entry.get("vid", NULL_VERSION)  # type: ignore[attr-defined]
+    err.last_modified = entry.get("mt")  # type: ignore[attr-defined]
+    return err
+
+
+async def lookup_version(self: "Store", bucket: str, key: str, version_id: str | None) -> dict:
+    """The entry GET/HEAD serve: the current version, or ``version_id``'s. A delete marker is
+    404 NoSuchKey (current) or 405 MethodNotAllowed (asked for by id), both saying so."""
+    if version_id is None:
+        entry = await self._lookup(bucket, key)
+        if entry.get("dm"):
+            raise _marker_gone(bucket, key, entry, by_version=False)
+        return entry
+    check_version_id(version_id)
+    entry = await self.catalog.get_version(bucket, key, version_id)
+    if entry is None:
+        await self._require_bucket(bucket)
+        raise errors.NoSuchVersion(resource=f"/{bucket}/{key}", Key=key, VersionId=version_id)
+    if entry.get("dm"):
+        raise _marker_gone(bucket, key, entry, by_version=True)
+    return entry
+
+
+async def delete_object(self: "Store", bucket: str, key: str, version_id: str | None = None, *,
+                        bypass_governance: bool = False) -> DeleteResult:
+    """S3 DeleteObject. Without a version id: an unversioned bucket's object is removed; a
+    versioned bucket gets a delete marker (``Enabled``: a new version id; ``Suspended``: the
+    ``null`` version, replacing the old one). With a version id: that version is removed for
+    good, unless its lock protects it."""
+    if version_id is not None:
+        check_version_id(version_id)
+    bucket_rec = await self._require_bucket(bucket)
+    versioned = versioning_of(bucket_rec) is not None
+    if version_id is None and versioned:
+        return await _add_delete_marker(self, bucket, key, bucket_rec)
+    async with self.locks.hold((bucket, key)):
+        if not versioned:
+            entry = await self.catalog.get_object(bucket, key)
+            if entry is None or (version_id is not None and entry.get("vid", NULL_VERSION) != version_id):
+                return DeleteResult(version_id, False, deleted=False)
+            self._check_delete_quorum(entry)
+            marker, marker_disks = None, []
+            if self.cluster is None:
+                # A marker on the disks first: were the node to stop between the registry
+                # commit and the removal of the files, a rebuild would otherwise revive the key.
+                marker, marker_disks = await _write_marker(self, bucket, key, NULL_VERSION)
+            try:
+                await self.catalog.delete_object(bucket, key, entry)
+            except BaseException:
+                if marker is not None:
+                    await self._remove_write(bucket, key, marker["wid"], marker_disks)
+                raise
+            if marker is not None:
+                self._spawn(_remove_then_forget(self, bucket, key, entry, marker, marker_disks))
+                return DeleteResult(version_id, False, deleted=True)
+        else:
+            entry = await self.catalog.get_version(bucket, key, version_id)  # type: ignore[arg-type]
+            if entry is None:
+                return DeleteResult(version_id, False, deleted=False)
+            check_removable(entry, bypass_governance)
+            self._check_delete_quorum(entry)
+            entry = await self.catalog.delete_version(bucket, key, version_id)  # type: ignore[arg-type]
+            if entry is None:
+                return DeleteResult(version_id, False, deleted=False)
+    self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
+    return DeleteResult(entry.get("vid", NULL_VERSION) if versioned or version_id else None,
+                        bool(entry.get("dm")), deleted=True)
+
+
+async def _write_marker(self: "Store", bucket: str, key: str, vid: str) -> tuple[dict, list]:
+    """Write a delete marker's metadata files (an empty inline write, healed and rebuilt like
+    any) to a write quorum of the key's disks; returns its entry and those disks."""
+    check_object_key(key)
+    k, m = self.layout_for("STANDARD")
+    _, disk_ids = self.table.locate(bucket, key)
+    disk_ids = list(disk_ids[: k + m])
+    disks = self.disks_for(disk_ids)
+    entry = {
+        "vid": vid, "vs": time.time_ns(), "dm": True, "wid": new_id(), "mt": time.time(), "size": 0,
+        "etag": "", "h": {}, "um": {}, "ck": {}, "ckt": None, "ch": "", "sc": "STANDARD", "k": k, "m": m,
+        "bs": self.block_size, "disks": disk_ids, "gen": self.table.generation, "inline": True, "parts": [],
+    }
+    mp = paths.meta_path(bucket, key, entry["wid"])
+
+    async def one(i: int) -> int | None:
+        d = disks[i]
+        if d is None:
+            return None
+        try:
+            await d.write_file(mp, self._disk_meta(bucket, key, entry, i, b""), sync=self.sync)
+            return i
+        except errors.DiskError as exc:
+            log.warning("disk %s: %s", d.endpoint, exc)
+            return None
+
+    ok = [i for i in await asyncio.gather(*(one(i) for i in range(len(disks)))) if i is not None]
+    if len(ok) < self._write_quorum(k, m):
+        await self._remove_write(bucket, key, entry["wid"], disks)
+        raise errors.WriteQuorumLost(f"Write quorum lost: {len(ok)} of {k + m} disks stored the delete marker")
+    return entry, disks
+
+
+async def _add_delete_marker(self: "Store", bucket: str, key: str, bucket_rec: dict) -> DeleteResult:
+    vid = new_id() if versioning_of(bucket_rec) == "Enabled" else NULL_VERSION
+    entry, disks = await _write_marker(self, bucket, key, vid)
+    async with self.locks.hold((bucket, key)):
+        try:
+            replaced = await self.catalog.put_version(bucket, key, entry)
+        except errors.BucketsError:
+            await self._remove_write(bucket, key, entry["wid"], disks)
+            raise
+    for old in replaced:
+        self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"])))
+    return DeleteResult(entry["vid"], True, deleted=True)
+
+
+async def _remove_then_forget(self: "Store", bucket: str, key: str, entry: dict, marker: dict, disks: list) -> None:
+    """After an unversioned delete: remove the object's files, then the marker that told a
+    registry rebuild the key is gone (the orphan sweep removes it if this never runs)."""
+    await self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]))
+    await self._remove_write(bucket, key, marker["wid"], disks)
+
+
+async def list_object_versions(self: "Store", bucket: str, prefix: str = "", delimiter: str = "",
+                               key_marker: str = "", version_id_marker: str = "",
+                               limit: int = 1000) -> VersionListResult:
+    await self._require_bucket(bucket)
+    if version_id_marker:
+        check_version_id(version_id_marker)
+    if limit <= 0:
+        return VersionListResult([], [], False, None, None)
+    items, prefixes, truncated, cursor = await self.catalog.list_versions(
+        bucket, prefix, delimiter, key_marker, version_id_marker, limit)
+    versions = [entry_to_version(bucket, key, entry, latest) for key, entry, latest in items]
+    next_key, next_vid = cursor if truncated and cursor else (None, None)
+    return VersionListResult(versions, prefixes, truncated, next_key, next_vid or None)
+
+
+async def update_object(self: "Store", bucket: str, key: str, version_id: str | None = None, *,
+                        tags=_UNSET, lock_mode=_UNSET, lock_until=_UNSET, legal_hold=_UNSET,
+                        access=_UNSET, bypass_governance: bool = False) -> ObjectInfo:
+    """Change one version's tags, retention, legal hold or ACL (each only when given), in the
+    catalog and in the version's metadata file on each of its disks, so a registry rebuild
+    keeps it. Retention: COMPLIANCE is never shortened or removed; GOVERNANCE only when
+    ``bypass_governance``; lengthening is always allowed."""
+    async with self.locks.hold((bucket, key)):
+        entry = await lookup_version(self, bucket, key, version_id)
+        changes: dict = {}
+        if tags is not _UNSET:
+            changes["tg"] = dict(tags) if tags else None
+        if lock_mode is not _UNSET or lock_until is not _UNSET:
+            new_mode = entry.get("lm") if lock_mode is _UNSET else lock_mode
+            new_until = entry.get("lu") if lock_until is _UNSET else lock_until
+            _check_retention_change(entry, new_mode, new_until, bypass_governance)
+            changes["lm"], changes["lu"] = new_mode, (float(new_until) if new_until is not None else None)
+        if legal_hold is not _UNSET:
+            changes["lh"] = True if legal_hold else None
+        if access is not _UNSET:
+            changes.update(access)
+        updated = {f: v for f, v in entry.items() if f != "ts"}
+        for f, v in changes.items():
+            if v is None:
+                updated.pop(f, None)
+            else:
+                updated[f] = v
+        if not await self.catalog.update_version(bucket, key, updated):
+            raise errors.NoSuchVersion(resource=f"/{bucket}/{key}", Key=key, VersionId=version_id or NULL_VERSION)
+
+    async def rewrite(disk) -> None:
+        path = paths.meta_path(bucket, key, entry["wid"])
+        try:
+            meta = decode_meta_file(await disk.read_file(path))
+            for f, v in changes.items():
+                if v is None:
+                    meta.pop(f, None)
+                else:
+                    meta[f] = v
+            await disk.write_file(path, encode_meta_file(meta), sync=self.sync)
+        except errors.BucketsError as exc:  # an offline disk: its next heal rewrites it from the entry
+            log.info("object %s/%s: a metadata change did not reach %s: %s", bucket, key, disk.endpoint, exc)
+
+    await asyncio.gather(*(rewrite(d) for d in self.disks_for(entry["disks"]) if d is not None))
+    return entry_to_info(bucket, key, updated)
+
+
+def _check_retention_change(entry: dict, mode, until, bypass_governance: bool) -> None:
+    old_mode, old_until = entry.get("lm"), entry.get("lu")
+    if old_until is None or old_until <= time.time():
+        return  # no retention in force: anything may be set
+    shortened = until is None or float(until) < old_until or (old_mode == "COMPLIANCE" and mode != old_mode)
+    if not shortened:
+        return
+    if old_mode == "COMPLIANCE":
+        raise errors.AccessDenied("Access Denied because object protected by object lock.")
+    if not bypass_governance:
+        raise errors.AccessDenied("Access Denied because object protected by object lock.")
