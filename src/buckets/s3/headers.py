@@ -110,10 +110,13 @@ def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
             continue
         if name == "content-encoding":
             # aws-chunked describes this request's framing, not the object: never store it.
-            codings = [c.strip() for c in value.split(",") if c.strip() and c.strip().lower() != "aws-chunked"]
-            if not codings:
-                continue
-            value = ",".join(codings)
+            # Without it the value is stored exactly as sent.
+            codings = [c.strip() for c in value.split(",")]
+            if any(c.lower() == "aws-chunked" for c in codings):
+                codings = [c for c in codings if c and c.lower() != "aws-chunked"]
+                if not codings:
+                    continue
+                value = ",".join(codings)
         out[name] = value
     return out
 
@@ -197,10 +200,16 @@ def put_options(headers: Mapping[str, str]) -> PutOptions:
 
 
 def write_conditions(headers: Mapping[str, str]) -> tuple[str | None, bool]:
-    """(If-Match ETag, If-None-Match: *) of a conditional write."""
+    """(If-Match ETag, If-None-Match: *) of a conditional write (PutObject, CopyObject,
+    CompleteMultipartUpload).
+
+    AWS takes only ``*`` in a write's If-None-Match; an ETag there is S3's own
+    ``501 NotImplemented`` naming the header (not a 412), and this server answers the same.
+    """
     if_none_match = headers.get("If-None-Match")
     if if_none_match is not None and if_none_match.strip() != "*":
-        raise NotImplementedErr("If-None-Match on writes supports only '*'.")
+        raise NotImplementedErr("A header you provided implies functionality that is not implemented",
+                                Header="If-None-Match")
     if_match = headers.get("If-Match")
     return (unquote_etag(if_match) if if_match is not None else None), if_none_match is not None
 

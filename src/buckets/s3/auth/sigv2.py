@@ -125,10 +125,14 @@ async def verify_header(request: web.Request, creds: CredentialStore, *, now: fl
         raise InvalidArgument("AWS authorization header is invalid. Expected AwsAccessKeyId:signature",
                               ArgumentName="Authorization")
     amz_date, date = request.headers.get("x-amz-date"), request.headers.get("date")
-    moment = parse_any_date(amz_date) if amz_date is not None else None
-    if moment is None and date is not None:
-        moment = parse_http_date(date)
-    if moment is None:
+    # x-amz-date, when sent, is the request time (a bad one is not rescued by Date). A time
+    # that is missing, unparseable or before the epoch is AccessDenied, as S3 answers it;
+    # a valid one too far from now is RequestTimeTooSkewed.
+    if amz_date is not None:
+        moment = parse_any_date(amz_date)
+    else:
+        moment = parse_http_date(date) if date is not None else None
+    if moment is None or moment.timestamp() < 0:
         raise missing_date_error()
     check_skew(moment, now, max_skew)
     secret = await _secret(creds, access_key)

@@ -93,13 +93,8 @@ async def list_objects_v2(req: S3Request) -> web.StreamResponse:
     delimiter = req.query.get("delimiter", "")
     token = req.query.get("continuation-token")
     start_after = req.query.get("start-after", "")
-    if token is not None:
-        if token == "":
-            raise InvalidArgument("The continuation token provided is incorrect",
-                                  ArgumentName="continuation-token", ArgumentValue=token)
-        after = decode_token(token)
-    else:
-        after = start_after
+    # An empty token is no token (lists from the start, start-after applies), still echoed.
+    after = decode_token(token) if token else start_after
     max_keys = _max_keys(req)
     fetch_owner = req.query.get("fetch-owner", "").lower() == "true"
     result = await _list(req, prefix, delimiter, after, max_keys)

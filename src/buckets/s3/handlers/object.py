@@ -199,7 +199,7 @@ async def _stream(req: S3Request, reader, status: int, headers: dict[str, str], 
                     break
                 await resp.write(chunk)
                 del chunk
-        except ConnectionResetError:
+        except ConnectionError:  # reset, or aiohttp's "Connection lost" while draining: not a bug
             log.info("request %s: client went away during GET %s/%s", req.request_id, req.bucket, req.key)
             return resp
         except Exception:
