@@ -169,14 +169,32 @@ class LifecycleWorker:
         return dict(getattr(info, "tags", None) or {})
 
     async def _expiry(self, bucket: str, rules: list[dict], info: Any) -> tuple[float, str] | None:
-        """When a current version expires. Its tags are read only when a rule with a tag
-        filter would otherwise select it (a listing does not carry them)."""
-        tags = getattr(info, "tags", None)
-        if tags is None and any(lc.needs_tags(r) for r in rules):
+        """When a current version expires, if that is now or earlier; None otherwise. A
+        listing carries no tags: they are read (one lookup) only when a rule with a tag
+        filter is all that stands between the object and its expiry."""
+        day = self.settings.day
+        if not any(lc.needs_tags(r) for r in rules):
+            due = lc.current_expiry(rules, info.key, info.size, None, info.last_modified, day)
+        else:
+            # Without its tag predicates a rule selects more, never less: if even that is not
+            # due, nothing is.
             bare = [dict(r, filter={**r["filter"], "tags": []}) for r in rules]
-            if lc.current_expiry(bare, info.key, info.size, None, info.last_modified, self.settings.day):
+            due = lc.current_expiry(bare, info.key, info.size, None, info.last_modified, day)
+            if due is not None and self.clock() >= due[0]:
                 tags = await self._tags(bucket, info.key, _version_of(info))
-        return lc.current_expiry(rules, info.key, info.size, tags, info.last_modified, self.settings.day)
+                due = lc.current_expiry(rules, info.key, info.size, tags, info.last_modified, day)
+        return due if due is not None and self.clock() >= due[0] else None
+
+    async def _noncurrent(self, bucket: str, rules: list[dict], info: Any, since: float, rank: int) -> str | None:
+        """The rule that expires a noncurrent version now, if any (tags read as in _expiry)."""
+        day, now = self.settings.day, self.clock()
+        if getattr(info, "delete_marker", False) or not any(lc.needs_tags(r) for r in rules):
+            return lc.noncurrent_due(rules, info.key, info.size, None, since, rank, now, day)
+        bare = [dict(r, filter={**r["filter"], "tags": []}) for r in rules]
+        if lc.noncurrent_due(bare, info.key, info.size, None, since, rank, now, day) is None:
+            return None
+        tags = await self._tags(bucket, info.key, info.version_id)
+        return lc.noncurrent_due(rules, info.key, info.size, tags, since, rank, now, day)
 
     # -- unversioned ----------------------------------------------------------------------------
     async def _objects(self, bucket: str, rules: list[dict], throttle: Throttle) -> None:
@@ -190,9 +208,8 @@ class LifecycleWorker:
                 await throttle.pace(0)
                 self.stats.examined += 1
                 due = await self._expiry(bucket, rules, info)
-                if due is None or self.clock() < due[0]:
-                    continue
-                await self._expire_current(bucket, info, due[1])
+                if due is not None:
+                    await self._expire_current(bucket, info, due[1])
             if not page.is_truncated or not page.next_marker:
                 return
             marker = page.next_marker
@@ -214,7 +231,6 @@ class LifecycleWorker:
     # -- versioned --------------------------------------------------------------------------------
     async def _versions(self, bucket: str, rules: list[dict], throttle: Throttle) -> None:
         store = self.store
-        day = self.settings.day
         key_marker = version_marker = ""
         current_key: str | None = None
         successor: float | None = None  # last-modified of the next newer version of current_key
@@ -235,16 +251,13 @@ class LifecycleWorker:
                         lone_marker = info
                     else:
                         due = await self._expiry(bucket, rules, info)
-                        if due is not None and self.clock() >= due[0]:
+                        if due is not None:
                             await self._expire_current(bucket, info, due[1])
                     successor = info.last_modified
                     continue
                 lone_marker = None
                 since = successor if successor is not None else info.last_modified
-                tags = getattr(info, "tags", None)
-                if tags is None and not getattr(info, "delete_marker", False) and any(lc.needs_tags(r) for r in rules):
-                    tags = await self._tags(bucket, info.key, info.version_id)
-                rule_id = lc.noncurrent_due(rules, info.key, info.size, tags, since, rank, self.clock(), day)
+                rule_id = await self._noncurrent(bucket, rules, info, since, rank)
                 if rule_id is not None:
                     try:
                         await store.delete_object(bucket, info.key, version_id=info.version_id)
