@@ -124,6 +124,13 @@ def empty_and_delete(client, name: str) -> None:
         for page in paginator.paginate(Bucket=name):
             for obj in page.get("Contents", []):
                 client.delete_object(Bucket=name, Key=obj["Key"])
+        if client.get_bucket_versioning(Bucket=name).get("Status"):  # every version and marker too
+            for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    try:
+                        client.delete_object(Bucket=name, Key=v["Key"], VersionId=v["VersionId"])
+                    except Exception:  # noqa: BLE001 - a version under object lock stays
+                        pass
         client.delete_bucket(Bucket=name)
     except client.exceptions.NoSuchBucket:
         pass

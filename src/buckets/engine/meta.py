@@ -49,7 +49,7 @@ def entry_to_info(bucket: str, key: str, e: dict) -> ObjectInfo:
     info = _entry_to_info(bucket, key, e)
     info.owner = e.get("own")
     info.tags = dict(e.get("tg") or {})
-    info.lock_mode, info.lock_until, info.legal_hold = e.get("lm"), e.get("lu"), bool(e.get("lh"))
+    info.lock_mode, info.lock_until, info.legal_hold = e.get("lm"), e.get("lu"), e.get("lh")
     info.upload_id = e.get("mpu")
     info.delete_marker = bool(e.get("dm"))
     return info

@@ -87,7 +87,7 @@ class ObjectInfo:
     tags: dict[str, str] = field(default_factory=dict)
     lock_mode: str | None = None  # object lock retention: "GOVERNANCE" | "COMPLIANCE"
     lock_until: float | None = None  # retain-until date, unix seconds
-    legal_hold: bool = False
+    legal_hold: bool | None = None  # None: never set; False: set OFF
     upload_id: str | None = None  # the multipart upload that made it, if any
 
     @property

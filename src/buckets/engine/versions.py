@@ -266,7 +266,7 @@ async def update_object(self: "Store", bucket: str, key: str, version_id: str | 
             _check_retention_change(entry, new_mode, new_until, bypass_governance)
             changes["lm"], changes["lu"] = new_mode, (float(new_until) if new_until is not None else None)
         if legal_hold is not _UNSET:
-            changes["lh"] = True if legal_hold else None
+            changes["lh"] = bool(legal_hold)  # OFF is kept: S3 then answers OFF, not "none"
         if access is not _UNSET:
             changes.update(access)
         updated = {f: v for f, v in entry.items() if f != "ts"}

@@ -53,6 +53,7 @@ OPERATION_ACTIONS: dict[str, str | None] = {
     "DeleteBucket": "s3:DeleteBucket",
     "GetBucketLocation": "s3:GetBucketLocation",
     "GetBucketVersioning": "s3:GetBucketVersioning",
+    "PutBucketVersioning": "s3:PutBucketVersioning",
     "ListObjects": "s3:ListBucket",
     "ListObjectsV2": "s3:ListBucket",
     "ListObjectVersions": "s3:ListBucketVersions",

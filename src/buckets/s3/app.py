@@ -31,7 +31,7 @@ from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext, authenticate
 from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.errors import InvalidURI, error_response
-from buckets.iam.actions import OPERATION_ACTIONS
+from buckets.iam.actions import OPERATION_ACTIONS, VERSION_ACTIONS
 from buckets.s3.handlers import OPERATIONS
 from buckets.s3.handlers.notification import NOTIFIER_KEY
 from buckets.s3.permissions import authorize, caller_of, check_expected_owner
@@ -160,7 +160,10 @@ class S3Service:
             if not caller_of(s3req).root:
                 raise AccessDenied()
         elif OPERATION_ACTIONS[operation] is not None:
-            await authorize(s3req, OPERATION_ACTIONS[operation], target.bucket, target.key)
+            action = OPERATION_ACTIONS[operation]
+            if "versionId" in request.query:  # a version named by id needs the version's action
+                action = VERSION_ACTIONS.get(action, action)
+            await authorize(s3req, action, target.bucket, target.key)
         if target.bucket is not None and "x-amz-expected-bucket-owner" in request.headers \
                 and operation != "CreateBucket":
             check_expected_owner(s3req, await self.store.bucket_record(target.bucket))

@@ -34,6 +34,13 @@ def error_response(err: BucketsError, *, request_id: str, host_id: str, resource
     """
     headers = {"Content-Type": "application/xml"}
     headers.update(getattr(err, "response_headers", None) or {})
+    if getattr(err, "delete_marker", False):  # GET/HEAD that landed on a delete marker
+        headers["x-amz-delete-marker"] = "true"
+        headers["x-amz-version-id"] = err.version_id  # type: ignore[attr-defined]
+        if err.status == 405 and getattr(err, "last_modified", None):
+            from buckets.s3.headers import http_date
+
+            headers["Last-Modified"] = http_date(err.last_modified)  # type: ignore[attr-defined]
     if head:
         resp = web.Response(status=err.status, headers=headers)
         return resp

@@ -146,6 +146,8 @@ def object_headers(info: ObjectInfo) -> dict[str, str]:
         out[META_PREFIX + name] = value
     if info.storage_class and info.storage_class != "STANDARD":
         out["x-amz-storage-class"] = info.storage_class
+    if info.version_id and info.version_id != "null":
+        out["x-amz-version-id"] = info.version_id
     return out
 
 

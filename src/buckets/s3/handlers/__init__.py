@@ -33,6 +33,7 @@ OPERATIONS = {
     "DeleteBucket": bucket.delete_bucket,
     "GetBucketLocation": bucket.get_bucket_location,
     "GetBucketVersioning": bucket.get_bucket_versioning,
+    "PutBucketVersioning": bucket.put_bucket_versioning,
     "ListObjects": listing.list_objects_v1,
     "ListObjectsV2": listing.list_objects_v2,
     "ListObjectVersions": listing.list_object_versions,

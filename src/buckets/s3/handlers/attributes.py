@@ -9,7 +9,7 @@ from buckets.engine.crypto import check_customer_key
 from buckets.errors import InvalidArgument
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import xml_response
-from buckets.s3.handlers.object import check_version_id
+from buckets.s3.handlers.object import version_param
 from buckets.s3.headers import http_date
 from buckets.s3.params import int_argument
 from buckets.s3.sse import read_key
@@ -20,7 +20,7 @@ ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 
 async def get_object_attributes(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
-    check_version_id(req)
+    version_id = version_param(req)
     raw = req.headers.get("x-amz-object-attributes", "")
     wanted = {a.strip() for a in raw.split(",") if a.strip()}
     if not wanted:
@@ -33,7 +33,7 @@ async def get_object_attributes(req: S3Request) -> web.StreamResponse:
     max_parts = int_argument(req.headers.get("x-amz-max-parts"), "x-amz-max-parts", default=1000, cap=1000)
     marker = int_argument(req.headers.get("x-amz-part-number-marker"), "x-amz-part-number-marker", default=0)
     customer_key = read_key(req.headers)
-    info = await req.store.head_object(req.bucket, req.key)
+    info = await req.store.head_object(req.bucket, req.key, version_id)
     check_customer_key(info.sse, customer_key)  # an SSE-C object's attributes need its key, as in S3
 
     doc = XmlBuilder("GetObjectAttributesResponse")

@@ -1,5 +1,5 @@
 """Bucket operations: CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
-GetBucketVersioning (always unversioned here), and S3's bucket naming rules."""
+Get/PutBucketVersioning, and S3's bucket naming rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from buckets.errors import InvalidArgument, InvalidBucketName
+from buckets.errors import InvalidArgument, InvalidBucketName, MalformedXML
 from buckets.iam.errors import InvalidBucketAclWithObjectOwnership
 from buckets.s3.acls import acl_from_headers
 from buckets.s3.body import read_document
@@ -16,6 +16,7 @@ from buckets.s3.context import S3Request, region_is_strict
 from buckets.s3.errors import IllegalLocationConstraint
 from buckets.s3.handlers.access import OWNERSHIP_VALUES
 from buckets.s3.handlers.common import empty_response, xml_response
+from buckets.s3 import lockrules
 from buckets.s3.handlers.objectlock import create_bucket_settings
 from buckets.s3.permissions import owner_name
 from buckets.s3.xmlio import XmlBuilder, parse_document
@@ -108,5 +109,26 @@ async def get_bucket_location(req: S3Request) -> web.StreamResponse:
 
 
 async def get_bucket_versioning(req: S3Request) -> web.StreamResponse:
-    await req.store.get_bucket(req.bucket)
-    return xml_response(XmlBuilder("VersioningConfiguration").finish())
+    """No <Status> for a bucket never versioned, as S3 answers."""
+    record = await req.store.bucket_record(req.bucket)
+    doc = XmlBuilder("VersioningConfiguration")
+    if record.get("versioning"):
+        doc.elem("Status", record["versioning"])
+    return xml_response(doc.finish())
+
+
+async def put_bucket_versioning(req: S3Request) -> web.StreamResponse:
+    """Enabled or Suspended (never back to unversioned). MFA Delete is not supported: asking
+    to enable it is refused, as on S3 buckets without an MFA device."""
+    body, _ = await read_document(req, MAX_CONFIG_XML)
+    doc = parse_document(body, "VersioningConfiguration")
+    status = doc.child_text("Status")
+    mfa = doc.child_text("MfaDelete")
+    if status not in ("Enabled", "Suspended") or mfa not in (None, "Disabled", "Enabled"):
+        raise MalformedXML()
+    if mfa == "Enabled":
+        raise InvalidArgument("MFA Delete is not supported by this server.", ArgumentName="MfaDelete",
+                              ArgumentValue=mfa)
+    lockrules.check_versioning_change(await req.store.bucket_record(req.bucket), status)
+    await req.store.set_versioning(req.bucket, status)
+    return empty_response(200)

@@ -13,11 +13,12 @@ from aiohttp import web
 from buckets import checksums
 from buckets.engine.crypto import MODE_C
 from buckets.engine.types import PutOptions, SSESpec
-from buckets.errors import InvalidArgument, InvalidRequest, NoSuchVersion
+from buckets.errors import InvalidArgument, InvalidRequest
 from buckets.s3.acls import write_access
 from buckets.s3.conditions import check_copy_source
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import xml_response
+from buckets.s3.handlers.object import check_version_id
 from buckets.s3.handlers.objectlock import apply_write_options
 from buckets.s3.handlers.multipart import part_number_required, upload_id_param
 from buckets.s3.headers import (
@@ -35,8 +36,8 @@ from buckets.s3.xmlio import XmlBuilder, iso8601
 MAX_COPY_SOURCE = 5 * 1024**3  # larger sources must be copied with UploadPartCopy
 
 
-def parse_copy_source(header: str) -> tuple[str, str]:
-    """`x-amz-copy-source`: `[/]bucket/key[?versionId=null]`, URL-encoded."""
+def parse_copy_source(header: str) -> tuple[str, str, str | None]:
+    """`x-amz-copy-source`: `[/]bucket/key[?versionId=ID]`, URL-encoded: (bucket, key, version id)."""
     path, _, query = header.strip().partition("?")
     try:
         path = unquote(path, errors="strict")
@@ -46,17 +47,18 @@ def parse_copy_source(header: str) -> tuple[str, str]:
     if not bucket or not key:
         raise InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                               ArgumentName="x-amz-copy-source", ArgumentValue=header)
+    version = None
     if query:
         version = parse_qs(query, keep_blank_values=True).get("versionId", [None])[0]
-        if version is not None and version != "null":
-            raise NoSuchVersion(Key=key, VersionId=version)
+        if version is not None:
+            check_version_id(version)
     check_key(key)
-    return bucket, key
+    return bucket, key, version
 
 
-async def authorize_source(req: S3Request, bucket: str, key: str) -> None:
+async def authorize_source(req: S3Request, bucket: str, key: str, version: str | None = None) -> None:
     """The caller must be allowed to read the source (and its owner be the one expected)."""
-    await authorize(req, "s3:GetObject", bucket, key)
+    await authorize(req, "s3:GetObjectVersion" if version is not None else "s3:GetObject", bucket, key)
     if "x-amz-source-expected-bucket-owner" in req.headers:
         check_expected_owner(req, await req.store.bucket_record(bucket), "x-amz-source-expected-bucket-owner")
 
@@ -86,13 +88,13 @@ def _copy_checksum(req: S3Request, source_sums: dict[str, str]) -> tuple[str, ..
 
 async def copy_object(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
-    src_bucket, src_key = parse_copy_source(req.headers["x-amz-copy-source"])
-    await authorize_source(req, src_bucket, src_key)
+    src_bucket, src_key, src_version = parse_copy_source(req.headers["x-amz-copy-source"])
+    await authorize_source(req, src_bucket, src_key, src_version)
     directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
                               ArgumentValue=directive)
-    if (src_bucket, src_key) == (req.bucket, req.key) and directive == "COPY" \
+    if (src_bucket, src_key) == (req.bucket, req.key) and directive == "COPY" and src_version is None \
             and "x-amz-storage-class" not in req.headers and "x-amz-checksum-algorithm" not in req.headers \
             and not sse_headers.asks_for_encryption(req.headers):
         raise InvalidRequest(
@@ -103,7 +105,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     # encrypted as the request (or the destination bucket's default) says, streamed.
     source_key = sse_headers.read_key(req.headers, sse_headers.COPY_CUSTOMER)
     destination_key = sse_headers.customer_key(req.headers)
-    reader = await req.store.get_object(src_bucket, src_key, customer_key=source_key)
+    reader = await req.store.get_object(src_bucket, src_key, customer_key=source_key, version_id=src_version)
     try:
         info = reader.info
         check_copy_source(req.headers, info)
@@ -124,17 +126,28 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         new = await req.store.put_object(req.bucket, req.key, reader, reader.length, opts)
     finally:
         await reader.aclose()
+    headers = sse_headers.response_headers(new.sse, destination_key)
+    headers.update(_version_headers(info, new))
     return xml_response(_result("CopyObjectResult", new.etag, new.last_modified, new.checksums, new.checksum_type),
-                        headers=sse_headers.response_headers(new.sse, destination_key))
+                        headers=headers)
+
+
+def _version_headers(source, new=None) -> dict[str, str]:
+    out = {}
+    if source.version_id and source.version_id != "null":
+        out["x-amz-copy-source-version-id"] = source.version_id
+    if new is not None and new.version_id and new.version_id != "null":
+        out["x-amz-version-id"] = new.version_id
+    return out
 
 
 async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
     part_number = part_number_required(req)
     upload_id = upload_id_param(req)
-    src_bucket, src_key = parse_copy_source(req.headers["x-amz-copy-source"])
-    await authorize_source(req, src_bucket, src_key)
-    source = await req.store.head_object(src_bucket, src_key)
+    src_bucket, src_key, src_version = parse_copy_source(req.headers["x-amz-copy-source"])
+    await authorize_source(req, src_bucket, src_key, src_version)
+    source = await req.store.head_object(src_bucket, src_key, src_version)
     check_copy_source(req.headers, source)
     range_header = req.headers.get("x-amz-copy-source-range")
     wanted = None
@@ -144,7 +157,7 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
         raise InvalidRequest("The specified copy source is larger than the maximum allowable size "
                              f"for a copy source: {MAX_COPY_SOURCE}")
     destination_key = sse_headers.customer_key(req.headers)
-    reader = await req.store.get_object(src_bucket, src_key, range=wanted,
+    reader = await req.store.get_object(src_bucket, src_key, range=wanted, version_id=src_version,
                                         customer_key=sse_headers.read_key(req.headers, sse_headers.COPY_CUSTOMER))
     try:
         if reader.info.etag != source.etag:  # replaced between the two lookups: check again
@@ -154,5 +167,7 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
                                         reader.length, opts)
     finally:
         await reader.aclose()
+    headers = sse_headers.response_headers(part.sse, destination_key)
+    headers.update(_version_headers(reader.info))
     return xml_response(_result("CopyPartResult", part.etag, part.last_modified or reader.info.last_modified,
-                                part.checksums, None), headers=sse_headers.response_headers(part.sse, destination_key))
+                                part.checksums, None), headers=headers)

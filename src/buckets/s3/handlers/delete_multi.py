@@ -20,7 +20,11 @@ from buckets.errors import (
 )
 from buckets.s3.body import Integrity, read_document
 from buckets.s3.context import MAX_KEY_BYTES, S3Request
+from buckets.engine.types import DeleteResult
 from buckets.s3.handlers.common import xml_response
+from buckets.s3 import lockrules
+from buckets.s3.handlers.object import check_version_id
+from buckets.s3.handlers.objectlock import bypass_governance
 from buckets.s3.permissions import authorize
 from buckets.s3.xmlio import MAX_REQUEST_XML, XmlBuilder, parse_document
 
@@ -45,21 +49,22 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
         entries.append((key, node.child_text("VersionId")))
     if not entries or len(entries) > MAX_DELETE_KEYS:
         raise MalformedXML(f"A DeleteObjects request must list between 1 and {MAX_DELETE_KEYS} keys.")
-    await req.store.get_bucket(req.bucket)  # a missing bucket fails the whole request
+    # a missing bucket fails the whole request
+    lockrules.check_bypass_header(req.headers, await req.store.bucket_record(req.bucket))
 
     limit = asyncio.Semaphore(_CONCURRENCY)
 
-    async def delete_one(key: str, version: str | None) -> BucketsError | None:
+    async def delete_one(key: str, version: str | None) -> BucketsError | DeleteResult:
         async with limit:
             try:
                 if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
                     raise KeyTooLongError()
                 await authorize(req, "s3:DeleteObject" if version is None else "s3:DeleteObjectVersion",
                                 req.bucket, key)
-                if version is not None and version != "null":
-                    return None  # no such version can exist in an unversioned bucket
-                await req.store.delete_object(req.bucket, key)
-                return None
+                if version is not None:
+                    check_version_id(version)
+                bypass = await bypass_governance(req, req.bucket, key)
+                return await req.store.delete_object(req.bucket, key, version, bypass_governance=bypass)
             except BucketsError as err:
                 return err
             except Exception:
@@ -67,14 +72,19 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
                 return InternalError()
 
     results = await asyncio.gather(*(delete_one(k, v) for k, v in entries))
-    req.request["s3_deleted_keys"] = [k for (k, v), err in zip(entries, results) if err is None and v is None]
+    req.request["s3_deleted_keys"] = [k for (k, v), res in zip(entries, results)
+                                      if isinstance(res, DeleteResult) and v is None]
     out = XmlBuilder("DeleteResult")
     for (key, version), err in zip(entries, results):
-        if err is None:
+        if isinstance(err, DeleteResult):
             if not quiet:
                 out.open("Deleted").elem("Key", key)
                 if version is not None:
                     out.elem("VersionId", version)
+                if err.delete_marker:
+                    out.elem("DeleteMarker", "true")
+                    if err.version_id is not None:
+                        out.elem("DeleteMarkerVersionId", err.version_id)
                 out.close()
         else:
             out.open("Error").elem("Key", key)

@@ -121,7 +121,8 @@ async def list_objects_v2(req: S3Request) -> web.StreamResponse:
 
 
 async def list_object_versions(req: S3Request) -> web.StreamResponse:
-    """Unversioned buckets: every object is its one version, `null`, and the latest."""
+    """Every version of every key (delete markers too), keys ascending, each key's versions
+    newest first; paged by key marker and version-id marker, as S3 does."""
     enc, encoding = name_encoder(req)
     prefix = req.query.get("prefix", "")
     delimiter = req.query.get("delimiter", "")
@@ -131,22 +132,56 @@ async def list_object_versions(req: S3Request) -> web.StreamResponse:
         raise InvalidArgument("A version-id marker cannot be specified without a key marker.",
                               ArgumentName="version-id-marker", ArgumentValue=version_marker)
     max_keys = _max_keys(req)
-    result = await _list(req, prefix, delimiter, key_marker, max_keys)
+    result = await req.store.list_object_versions(req.bucket, prefix=prefix, delimiter=delimiter,
+                                                  key_marker=key_marker, version_id_marker=version_marker,
+                                                  limit=max_keys)
 
     doc = XmlBuilder("ListVersionsResult")
     doc.elem("Name", req.bucket).elem("Prefix", enc(prefix))
     doc.elem("KeyMarker", enc(key_marker)).elem("VersionIdMarker", version_marker)
-    if result.is_truncated and result.next_marker is not None:
-        doc.elem("NextKeyMarker", enc(result.next_marker))
-        if result.next_marker not in result.prefixes:
-            doc.elem("NextVersionIdMarker", "null")
+    if result.is_truncated and result.next_key_marker is not None:
+        doc.elem("NextKeyMarker", enc(result.next_key_marker))
+        if result.next_version_id_marker:
+            doc.elem("NextVersionIdMarker", result.next_version_id_marker)
     doc.elem("MaxKeys", max_keys)
     if delimiter:
         doc.elem("Delimiter", enc(delimiter))
     doc.elem("IsTruncated", result.is_truncated)
-    for info in result.objects:
-        _add_object(doc, req, info, enc, owner=True, element="Version", version=True)
+    for info in result.versions:
+        _add_version(doc, req, info, enc)
     _add_prefixes(doc, result.prefixes, enc)
     if encoding:
         doc.elem("EncodingType", encoding)
     return xml_response(doc.finish())
+
+
+def _add_version(doc: XmlBuilder, req: S3Request, info: ObjectInfo, enc: Callable[[str], str]) -> None:
+    """A <Version> or a <DeleteMarker>, in the elements and order S3 uses."""
+    if info.delete_marker:
+        doc.open("DeleteMarker")
+        _version_owner(doc, req, info)
+        doc.elem("Key", enc(info.key)).elem("VersionId", info.version_id or "null")
+        doc.elem("IsLatest", info.is_latest).elem("LastModified", iso8601(info.last_modified))
+        doc.close()
+        return
+    doc.open("Version").elem("Key", enc(info.key)).elem("VersionId", info.version_id or "null")
+    doc.elem("IsLatest", info.is_latest)
+    doc.elem("LastModified", iso8601(info.last_modified)).elem("ETag", quote_etag(info.etag))
+    if info.checksums:
+        for alg in info.checksums:
+            doc.elem("ChecksumAlgorithm", alg)
+        doc.elem("ChecksumType", info.checksum_type or "FULL_OBJECT")
+    doc.elem("Size", info.size)
+    _version_owner(doc, req, info)
+    doc.elem("StorageClass", info.storage_class or "STANDARD")
+    doc.close()
+
+
+def _version_owner(doc: XmlBuilder, req: S3Request, info: ObjectInfo) -> None:
+    if info.owner is None:
+        add_owner(doc, req)
+        return
+    from buckets.s3.permissions import owner_ids
+
+    owner_id, display = owner_ids(req, info.owner)
+    doc.open("Owner").elem("ID", owner_id).elem("DisplayName", display).close()

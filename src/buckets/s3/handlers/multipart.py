@@ -208,6 +208,8 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         doc.elem("ChecksumType", info.checksum_type or "COMPOSITE")
     headers = checksum_headers(info.checksums, info.checksum_type)
     headers.update(sse_headers.response_headers(info.sse, customer))
+    if info.version_id and info.version_id != "null":
+        headers["x-amz-version-id"] = info.version_id
     return xml_response(doc.finish(), headers=headers)
 
 

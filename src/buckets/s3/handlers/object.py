@@ -15,6 +15,7 @@ from aiohttp import web
 from buckets.engine.crypto import check_customer_key
 from buckets.engine.types import ObjectInfo
 from buckets.errors import (
+    InvalidArgument,
     InvalidPart,
     InvalidPartNumber,
     InvalidRange,
@@ -27,7 +28,8 @@ from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.errors import set_response_headers
 from buckets.s3.handlers.lifecycle import expiration_headers
-from buckets.s3.handlers.objectlock import apply_write_options, read_headers as tag_and_lock_headers
+from buckets.s3.handlers.objectlock import apply_write_options, bypass_governance, read_headers as tag_and_lock_headers
+from buckets.s3 import lockrules
 from buckets.s3.headers import (
     apply_response_overrides,
     check_response_overrides,
@@ -45,11 +47,22 @@ from buckets.s3 import sse as sse_headers
 log = logging.getLogger("buckets.s3")
 
 
-def check_version_id(req: S3Request) -> None:
-    """Buckets are unversioned: the only version is `null`."""
+def version_param(req: S3Request) -> str | None:
+    """The ``versionId`` a request names (None: the current version); a malformed one is
+    400 InvalidArgument, an empty one too (as S3 answers both)."""
     version = req.query.get("versionId")
-    if version is not None and version != "null":
-        raise NoSuchVersion(Key=req.key, VersionId=version)
+    if version is not None:
+        check_version_id(version)
+    return version
+
+
+def check_version_id(version: str) -> None:
+    from buckets.engine.versions import check_version_id as check
+
+    if version == "":
+        raise InvalidArgument("Version id cannot be the empty string", ArgumentName="versionId",
+                              ArgumentValue="")
+    check(version)
 
 
 def part_number_param(req: S3Request) -> int | None:
@@ -73,6 +86,8 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     integrity.reader = body.reader
     info = await req.store.put_object(req.bucket, req.key, body.stream, body.size, opts)
     headers = {"ETag": quote_etag(info.etag)}
+    if info.version_id != "null":
+        headers["x-amz-version-id"] = info.version_id
     headers.update(expiration_headers(req, info))  # x-amz-expiration, when a lifecycle rule applies
     headers.update(sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers)))
     headers.update(integrity.response_headers(info.checksums))
@@ -109,7 +124,7 @@ def _not_modified(info: ObjectInfo) -> web.Response:
 async def _open_reader(req: S3Request):
     """Resolve range/partNumber and open a (lazy) reader; conditions decide before errors."""
     check_key(req.key)
-    check_version_id(req)
+    version_id = version_param(req)
     check_response_overrides(req.query)
     part_number = part_number_param(req)
     range_header = req.headers.get("Range")
@@ -119,10 +134,10 @@ async def _open_reader(req: S3Request):
     customer_key = sse_headers.read_key(req.headers)
     try:
         reader = await req.store.get_object(req.bucket, req.key, range=wanted, part_number=part_number,
-                                            customer_key=customer_key)
+                                            customer_key=customer_key, version_id=version_id)
     except (InvalidRange, InvalidPart, InvalidPartNumber) as err:
         # Preconditions take precedence over an unsatisfiable range, as in S3.
-        info = await req.store.head_object(req.bucket, req.key)
+        info = await req.store.head_object(req.bucket, req.key, version_id)
         if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
             return None, _not_modified(info), part_number
         if part_number is not None:
@@ -221,10 +236,10 @@ async def head_object(req: S3Request) -> web.StreamResponse:
     if req.query.get("partNumber") is not None or req.headers.get("Range"):
         return await _read_response(req, body=False)
     check_key(req.key)
-    check_version_id(req)
+    version_id = version_param(req)
     check_response_overrides(req.query)
     customer_key = sse_headers.read_key(req.headers)
-    info = await req.store.head_object(req.bucket, req.key)
+    info = await req.store.head_object(req.bucket, req.key, version_id)
     check_customer_key(info.sse, customer_key)
     if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
         return _not_modified(info)
@@ -239,10 +254,13 @@ async def head_object(req: S3Request) -> web.StreamResponse:
 
 async def delete_object(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
-    version = req.query.get("versionId")
-    if version is not None and version != "null":
-        # No such version can exist in an unversioned bucket; deleting it is a no-op.
-        await req.store.get_bucket(req.bucket)
-        return web.Response(status=204)
-    await req.store.delete_object(req.bucket, req.key)
-    return web.Response(status=204)
+    version = version_param(req)
+    lockrules.check_bypass_header(req.headers, await req.store.bucket_record(req.bucket))
+    bypass = await bypass_governance(req, req.bucket, req.key)
+    result = await req.store.delete_object(req.bucket, req.key, version, bypass_governance=bypass)
+    headers = {}
+    if result.version_id is not None:
+        headers["x-amz-version-id"] = result.version_id
+    if result.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    return web.Response(status=204, headers=headers)

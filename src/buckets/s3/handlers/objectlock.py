@@ -119,11 +119,9 @@ async def get_object_legal_hold(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
     lockrules.require_lock(await req.store.bucket_record(req.bucket), req.bucket)
     info = await req.store.head_object(req.bucket, req.key, version_id=version_param(req))
-    if not info.legal_hold:
-        # The engine keeps a legal hold as on/off: a version whose hold was removed cannot be
-        # told from one that never had one, and both answer as S3 answers the latter.
+    if info.legal_hold is None:  # never set on this version (one turned OFF answers OFF)
         raise lockrules.NoSuchObjectLockConfiguration()
-    return xml_response(lockrules.legal_hold_xml(True))
+    return xml_response(lockrules.legal_hold_xml(info.legal_hold))
 
 
 # --- writes and reads of objects ----------------------------------------------------------------
