@@ -51,9 +51,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not rows:
         return
     header = ("write path", "sync points", "cut positions", "cuts checked", "sampled cuts", "crash states",
-              "violations", "seconds")
+              "violations", "known bug", "seconds")
     table = [header] + [(r.name, str(sum(r.sync_points.values())), str(r.events), str(r.cuts_checked),
-                         str(r.sampled_cuts), str(r.states), str(len(r.violations)), f"{r.seconds:.0f}")
+                         str(r.sampled_cuts), str(r.states), str(len(r.violations)), str(len(r.known)),
+                         f"{r.seconds:.0f}")
                         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     terminalreporter.section("power-loss campaigns")

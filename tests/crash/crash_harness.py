@@ -52,8 +52,8 @@ from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
 from buckets.engine.scanner import ScannerConfig
-from buckets.engine.types import CompletePart
-from buckets.storage.format import DATA_DIR, MULTIPART_DIR, TMP_DIR
+from buckets.engine.types import CompletePart, PutOptions
+from buckets.storage.format import DATA_DIR, MULTIPART_DIR, REGISTRY_DIR, TMP_DIR
 from buckets.storage.powerloss import CrashModel, CrashState, PowerLossDisk, PowerLossRecorder, path_pattern
 
 BLOCK = 16 * 1024  # erasure block: multi-block objects stay small
@@ -64,6 +64,36 @@ BUCKET = "crash"
 MiB = 1 << 20
 
 Value = tuple[str, str] | None  # (sha256 of the bytes, ACL as JSON) or None: no such key
+# A key of a versioned bucket is modelled by its whole version list: ("V", version, ...), newest
+# first (ListObjectVersions order, the first is the latest), None when it has no version. A
+# version is (n, version id, sha256 of the bytes or "dm" for a delete marker, tags as JSON, lock
+# mode, retain-until, legal hold); n is the model's creation order (never compared with the
+# store: what a read gives has no n, see ``strip``).
+VKINDS = ("vput", "vdelete", "vupdate")
+KEY_KINDS = ("put", "delete", "acl", "complete") + VKINDS
+_UNSET = object()
+
+
+def tags_tag(tags: dict | None) -> str:
+    return json.dumps(tags or {}, sort_keys=True)
+
+
+def strip(value):
+    """A modelled value as a read gives it (versions without the model's creation order)."""
+    if isinstance(value, tuple) and value and value[0] == "V":
+        return ("V",) + tuple(v[1:] for v in value[1:])
+    return value
+
+
+def _present(value) -> bool:
+    """A plain GET (and ListObjects) finds the key: it exists and its latest is no delete marker."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return True  # a read that failed: the listing is not judged by it (the failure is reported)
+    if value[0] == "V":
+        return value[1][1] != "dm"
+    return True
 
 
 def body(tag: str, size: int) -> bytes:
@@ -102,6 +132,9 @@ class Op:
     etag: str = ""
     data: bytes = b""  # a part's bytes (to check a completion of the acknowledged parts)
     parts: list[int] = field(default_factory=list)
+    # vdelete with a version id: (the modelled version it removes, its write id); a registry
+    # rebuild may bring exactly that version back while its files are still on the disks
+    revive: tuple | None = None
     start: int | None = None
     ack: int | None = None
     error: str = ""
@@ -121,6 +154,8 @@ class Run:
         self.baseline: dict[tuple[str, str], Value] = {}
         self.baseline_buckets: set[str] = set()
         self.sync_store = True
+        self.vmodel: dict[tuple[str, str], tuple] = {}  # versioned keys: versions, newest first
+        self.vseq = 0
 
     # -- the store ------------------------------------------------------------------------
     async def open_store(self, **extra) -> Store:
@@ -143,9 +178,11 @@ class Run:
             await asyncio.gather(*list(store._background), return_exceptions=True)
 
     # -- operations ----------------------------------------------------------------------------
-    async def op(self, op: Op, action: Callable[[], Awaitable[Any]]) -> Any:
+    async def op(self, op: Op, action: Callable[[], Awaitable[Any]],
+                 value_of: Callable[[Any], Any] | None = None) -> Any:
         """Run ``action`` as operation ``op``: in the window, bracketed by marks; before the
-        checkpoint (setup), its result is the baseline."""
+        checkpoint (setup), its result is the baseline. ``value_of`` (versioned keys) gives the
+        op's value from its result (the version id the store chose)."""
         op.id = len(self.ops)
         recording = self.rec.recording
         if recording:
@@ -155,17 +192,105 @@ class Run:
             result = await action()
         except Exception as exc:  # an operation that failed was never acknowledged: either outcome is fine
             op.error = f"{type(exc).__name__}: {exc}"
+            if value_of is not None:  # a refused versioned op changes nothing (the lock's refusals)
+                op.value = self._vvalue((op.bucket, op.key))
+                op.revive = None
             raise
+        if value_of is not None:
+            op.value = value_of(result)
         if recording:
             op.ack = self.rec.mark("ack", op=op.id)
-        elif op.kind in ("put", "delete", "acl"):
+        elif op.kind in ("put", "delete", "acl") + VKINDS:
             self.baseline[(op.bucket, op.key)] = op.value
         elif op.kind == "bucket":
             self.baseline_buckets.add(op.bucket)
         return result
 
-    async def make_bucket(self, name: str = BUCKET) -> None:
-        await self.op(Op(0, "bucket", name), lambda: self.store.make_bucket(name))
+    async def make_bucket(self, name: str = BUCKET, settings: dict | None = None) -> None:
+        await self.op(Op(0, "bucket", name), lambda: self.store.make_bucket(name, settings=settings))
+
+    # -- versioned buckets: the model follows each op as it completes (ops on one key are
+    # sequential in every scenario, so the state after each is well defined) --------------------
+    def _vvalue(self, bk: tuple[str, str]):
+        versions = self.vmodel.get(bk, ())
+        return ("V",) + versions if versions else None
+
+    def _vnew(self, bk: tuple[str, str], vid: str, body_tag: str, tags: dict | None = None,
+              mode: str | None = None, until: float | None = None, hold: bool | None = None):
+        """A new latest version ``vid``: one with the same id (the null version) is replaced."""
+        self.vseq += 1
+        v = (self.vseq, vid, body_tag, tags_tag(tags), mode, until, hold)
+        self.vmodel[bk] = (v,) + tuple(x for x in self.vmodel.get(bk, ()) if x[1] != vid)
+        return self._vvalue(bk)
+
+    async def vput(self, key: str, data: bytes, *, tags: dict | None = None, lock: tuple | None = None,
+                   hold: bool = False, bucket: str = BUCKET):
+        """PUT into a versioned (or suspended) bucket, with tags, a retention (mode, until), a legal hold."""
+        opts = PutOptions(tags=dict(tags or {}), lock_mode=lock[0] if lock else None,
+                          lock_until=lock[1] if lock else None, legal_hold=hold)
+        bk = (bucket, key)
+        return await self.op(Op(0, "vput", bucket, key), lambda: self.store.put_object(bucket, key, data, len(data), opts),
+                             lambda info: self._vnew(bk, info.version_id, sha(data), tags,
+                                                     lock[0] if lock else None, lock[1] if lock else None,
+                                                     True if hold else None))
+
+    async def vdelete(self, key: str, version_id: str | None = None, *, bypass: bool = False,
+                      bucket: str = BUCKET):
+        """DELETE without a version id (a delete marker) or of one version (for good)."""
+        bk = (bucket, key)
+        op = Op(0, "vdelete", bucket, key)
+        if version_id is not None:
+            entry = self.store.registry.get_object_version(bucket, key, version_id)
+            gone = [v for v in self.vmodel.get(bk, ()) if v[1] == version_id]
+            if entry is not None and gone:
+                op.revive = (gone[0], entry["wid"])
+
+        def value_of(res):
+            if version_id is None:
+                assert res.delete_marker and res.version_id, res
+                return self._vnew(bk, res.version_id, "dm")
+            self.vmodel[bk] = tuple(v for v in self.vmodel.get(bk, ()) if v[1] != version_id)
+            return self._vvalue(bk)
+
+        return await self.op(op, lambda: self.store.delete_object(bucket, key, version_id,
+                                                                  bypass_governance=bypass), value_of)
+
+    async def vupdate(self, key: str, version_id: str, *, tags=_UNSET, retention=_UNSET, hold=_UNSET,
+                      bypass: bool = False, bucket: str = BUCKET):
+        """PutObjectTagging / DeleteObjectTagging (tags={}) / PutObjectRetention ((mode, until) or
+        None) / PutObjectLegalHold of one version."""
+        bk = (bucket, key)
+        kw: dict = {}
+        if tags is not _UNSET:
+            kw["tags"] = dict(tags)
+        if retention is not _UNSET:
+            kw["lock_mode"], kw["lock_until"] = retention if retention is not None else (None, None)
+        if hold is not _UNSET:
+            kw["legal_hold"] = hold
+
+        def value_of(_info):
+            out = []
+            for v in self.vmodel.get(bk, ()):
+                if v[1] == version_id:
+                    n, vid, body_tag, tg, mode, until, lh = v
+                    if tags is not _UNSET:
+                        tg = tags_tag(tags)
+                    if retention is not _UNSET:
+                        mode, until = retention if retention is not None else (None, None)
+                    if hold is not _UNSET:
+                        lh = bool(hold)
+                    v = (n, vid, body_tag, tg, mode, until, lh)
+                out.append(v)
+            self.vmodel[bk] = tuple(out)
+            return self._vvalue(bk)
+
+        return await self.op(Op(0, "vupdate", bucket, key),
+                             lambda: self.store.update_object(bucket, key, version_id, bypass_governance=bypass, **kw),
+                             value_of)
+
+    def vid(self, key: str, index: int = 0, bucket: str = BUCKET) -> str:
+        """The version id the model holds at ``index`` (0: the latest) of ``key``."""
+        return self.vmodel[(bucket, key)][index][1]
 
     async def put(self, key: str, data: bytes, bucket: str = BUCKET) -> None:
         await self.op(Op(0, "put", bucket, key, (sha(data), "")),
@@ -230,6 +355,10 @@ class Expect:
     buckets: set[str]  # must exist
     uploads: list[UploadExpect]
     key: tuple = ()
+    versioned: frozenset = frozenset()  # keys modelled by their version list
+    # (bucket, key, the version, its write id) of every delete by version id started before the
+    # cut: after a registry rebuild (only then), each may come back while its files remain
+    revivable: tuple = ()
 
 
 class Oracle:
@@ -240,8 +369,8 @@ class Oracle:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.keys = set(run.baseline) | {(o.bucket, o.key) for o in run.ops
-                                         if o.kind in ("put", "delete", "acl", "complete")}
+        self.keys = set(run.baseline) | {(o.bucket, o.key) for o in run.ops if o.kind in KEY_KINDS}
+        self.versioned = frozenset(set(run.vmodel) | {(o.bucket, o.key) for o in run.ops if o.kind in VKINDS})
 
     def at(self, cut: int) -> Expect:
         run = self.run
@@ -254,7 +383,7 @@ class Oracle:
         for bk in self.keys:
             cands: list[tuple[float, float, Value]] = [(-1, -1, run.baseline.get(bk))]
             for o in started:
-                if (o.bucket, o.key) == bk and o.kind in ("put", "delete", "acl", "complete"):
+                if (o.bucket, o.key) == bk and o.kind in KEY_KINDS:
                     cands.append((o.start, o.ack if acked(o) else float("inf"), o.value))
             acks = [(s, a) for s, a, _ in cands if a != float("inf")]
             allowed[bk] = {v for s, a, v in cands if not any(s2 > a for s2, a2 in acks)}
@@ -266,9 +395,27 @@ class Oracle:
             completes = [o for o in started if o.kind == "complete" and o.upload == uid]
             uploads.append(UploadExpect(uid, create.bucket, create.key, parts, must_exist=not completes,
                                         must_be_gone=any(acked(o) for o in completes)))
+        revivable = tuple((o.bucket, o.key, *o.revive) for o in started if o.kind == "vdelete" and o.revive)
         key = (tuple(sorted((bk, tuple(sorted(v, key=repr))) for bk, v in allowed.items())), tuple(sorted(buckets)),
-               tuple((u.upload, tuple(p.number for p in u.parts), u.must_exist, u.must_be_gone) for u in uploads))
-        return Expect(allowed, buckets, uploads, key)
+               tuple((u.upload, tuple(p.number for p in u.parts), u.must_exist, u.must_be_gone) for u in uploads),
+               revivable)
+        return Expect(allowed, buckets, uploads, key, self.versioned, revivable)
+
+
+def with_revivals(allowed: set, revive: list[tuple]) -> set:
+    """``allowed`` plus each of its version lists with any subset of the ``revive`` versions
+    (deleted by id) back in their place (the model's creation order), where not already there."""
+    out = set(allowed)
+    for v in revive:
+        for value in list(out):
+            if value is None or value[0] != "V":
+                versions: tuple = ()
+            else:
+                versions = value[1:]
+            if any(x[1] == v[1] for x in versions):
+                continue
+            out.add(("V",) + tuple(sorted(versions + (v,), key=lambda x: -x[0])))
+    return out
 
 
 # -- the check of one crash state --------------------------------------------------------------
@@ -291,16 +438,84 @@ async def read_value(store: Store, bucket: str, key: str) -> Value | str:
     return h.hexdigest(), acl_tag(await store.object_access(bucket, key))
 
 
+async def _stream_sha(reader) -> str:
+    h = hashlib.sha256()
+    try:
+        async for chunk in reader:
+            h.update(chunk)
+    finally:
+        await reader.aclose()
+    return h.hexdigest()
+
+
+async def read_versions(store: Store, bucket: str, key: str):
+    """A versioned key as the store serves it: ListObjectVersions' entries of the key in its
+    order, each version read back by its id (streamed, hashed; its tags, lock and legal hold as
+    GET gives them; a delete marker's HEAD by id must answer 405), checked against the
+    is_latest flags and against what a GET without a version id answers. ("V", (version id,
+    sha256 or "dm", tags, lock mode, retain-until, legal hold), ...), None when the key has no
+    version, or the first disagreement as a string."""
+    try:
+        page = await store.list_object_versions(bucket, prefix=key, limit=1000)
+    except errors.NoSuchBucket:
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"ListObjectVersions fails: {type(exc).__name__}: {exc}"
+    listed = [v for v in page.versions if v.key == key]
+    flags = [v.is_latest for v in listed]
+    if flags and flags != [True] + [False] * (len(flags) - 1):
+        return f"ListObjectVersions' is_latest flags are {flags}"
+    out = []
+    for v in listed:
+        if v.delete_marker:
+            try:
+                await store.head_object(bucket, key, version_id=v.version_id)
+                return f"HEAD of delete marker {v.version_id[:8]} by id answers an object"
+            except errors.MethodNotAllowed:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                return f"HEAD of delete marker {v.version_id[:8]} fails: {type(exc).__name__}: {exc}"
+            out.append((v.version_id, "dm", tags_tag(None), None, None, None))
+            continue
+        try:
+            reader = await store.get_object(bucket, key, version_id=v.version_id)
+            info = reader.info
+            digest = await _stream_sha(reader)
+        except Exception as exc:  # noqa: BLE001
+            return f"GET of version {v.version_id[:8]} fails: {type(exc).__name__}: {exc}"
+        if (info.version_id, info.size, info.etag) != (v.version_id, v.size, v.etag):
+            return (f"version {v.version_id[:8]}: GET by id answers {info.version_id[:8]} ({info.size} bytes, "
+                    f"{info.etag}), ListObjectVersions lists {v.size} bytes, {v.etag}")
+        out.append((v.version_id, digest, tags_tag(info.tags), info.lock_mode, info.lock_until, info.legal_hold))
+    try:
+        reader = await store.get_object(bucket, key)
+        current = (reader.info.version_id, await _stream_sha(reader))
+    except errors.NoSuchKey as exc:
+        current = (getattr(exc, "version_id", None), "dm") if getattr(exc, "delete_marker", False) else None
+    except Exception as exc:  # noqa: BLE001
+        return f"GET without a version id fails: {type(exc).__name__}: {exc}"
+    want = (out[0][0], out[0][1]) if out else None
+    if current != want:
+        return f"GET without a version id answers {current}, ListObjectVersions' latest is {want}"
+    return ("V",) + tuple(out) if out else None
+
+
 def _describe(v: Value | str) -> str:
     if v is None:
         return "absent"
     if isinstance(v, str):
         return v
+    if v[0] == "V":
+        return "versions [" + ", ".join(
+            f"{x[0][:8]} " + ("marker" if x[1] == "dm" else f"sha256 {x[1][:12]}") +
+            (f" tags {x[2]}" if x[2] != "{}" else "") + (f" lock {x[3]} {x[4]}" if x[3] else "") +
+            (f" hold {x[5]}" if x[5] is not None else "") for x in v[1:]) + "]"
     return f"sha256 {v[0][:12]}" + (f" acl {v[1][:40]}" if v[1] else "")
 
 
 async def _read_all(store: Store, expect: Expect) -> dict[tuple[str, str], Value | str]:
-    return {bk: await read_value(store, *bk) for bk in sorted(expect.allowed)}
+    return {bk: await (read_versions if bk in expect.versioned else read_value)(store, *bk)
+            for bk in sorted(expect.allowed)}
 
 
 async def _listed(store: Store, bucket: str) -> set[str]:
@@ -334,6 +549,13 @@ async def _agreement(store: Store, roots: list[str]) -> list[str]:
         h = paths.key_hash(key)
         for disk_id in entry["disks"]:
             wanted.setdefault(disk_id, set()).add(f"{paths.object_dir(bucket, key)}/{h}.{entry['wid']}")
+    pos: bytes | None = b""
+    while pos is not None:  # noncurrent versions (heal_object above healed them with the current)
+        page, pos = store.registry.walk_noncurrent(pos)
+        for bucket, key, entry in page:
+            h = paths.key_hash(key)
+            for disk_id in entry["disks"]:
+                wanted.setdefault(disk_id, set()).add(f"{paths.object_dir(bucket, key)}/{h}.{entry['wid']}")
     buckets = {b for b, _ in store.catalog.list_buckets()}
     uploads = {u["uid"] for b in buckets for u in await store.catalog.list_uploads(b)}
     for disk, root in zip(store.disks, roots):
@@ -373,10 +595,59 @@ async def _refills_done(store: Store, problems: list[str]) -> None:
     problems.append(f"a refill started at the start-up does not finish: {store.scanner.status()['refill']}")
 
 
-async def check_state(model: CrashModel, state: CrashState, expect: Expect, workdir: Path) -> list[str]:
-    """Everything that is wrong with one crash state (empty: nothing)."""
+def _files_left(roots: list[str], bucket: str, key: str, wid: str) -> bool:
+    rel = paths.meta_path(bucket, key, wid)
+    return any(os.path.exists(os.path.join(r, rel)) for r in roots)
+
+
+def _meta_outlived_data(roots: list[str], bucket: str, key: str, wid: str) -> bool:
+    """A disk keeps the write's metadata file but not all its part files: what the removal of
+    a write (``Store._remove_write``: metadata, then data, nothing synced in between) leaves
+    when the power is cut and the filesystem kept the data's unlink but not the metadata's."""
+    rel = paths.meta_path(bucket, key, wid)
+    for r in roots:
+        try:
+            with open(os.path.join(r, rel), "rb") as f:
+                meta = decode_meta_file(f.read())
+        except (OSError, errors.BucketsError, ValueError):
+            continue
+        if meta.get("inline"):
+            continue
+        if any(not os.path.exists(os.path.join(r, paths.part_path(bucket, key, wid, p[0])))
+               for p in meta.get("parts", ())):
+            return True
+    return False
+
+
+# A known engine bug (reported with the versioned campaigns, see tests/crash/README.md): a
+# version deleted by id whose removal the power cut half way (the data's unlink durable, the
+# metadata's not) comes back after a registry rebuild, torn (listed, unreadable, unhealable).
+# Problems of exactly such a key in exactly such a state are reported apart as "known".
+KNOWN_TORN_REVIVAL = "known engine bug, a deleted version revived torn by the rebuild"
+
+
+async def check_state(model: CrashModel, state: CrashState, expect: Expect, workdir: Path,
+                      rebuild: bool = False, known: list[str] | None = None) -> list[str]:
+    """Everything that is wrong with one crash state (empty: nothing). ``rebuild``: the
+    registry is deleted first, so the start-up rebuilds it from the disks' metadata files.
+    Problems of the known bug (``KNOWN_TORN_REVIVAL``) go to ``known`` instead."""
     roots = [str(workdir / f"d{i + 1}") for i in range(len(state.roots))]
     model.materialize(state, roots)
+    allowed = {bk: {strip(v) for v in vals} for bk, vals in expect.allowed.items()}
+    torn: set[tuple[str, str]] = set()
+    if rebuild:
+        for root in roots:
+            shutil.rmtree(os.path.join(root, REGISTRY_DIR), ignore_errors=True)
+        # The documented limitation (versions.py): a version deleted by id is removed from the
+        # registry first and its files after; a rebuild from disks that still hold them brings
+        # it back. Accepted only for that version, only while its metadata is on a disk, only
+        # exactly as it was, and only after a rebuild (a normal restart never shows it).
+        for bk in {(b, k) for b, k, _, _ in expect.revivable}:
+            back = [v for b, k, v, wid in expect.revivable if (b, k) == bk and _files_left(roots, b, k, wid)]
+            if back:
+                allowed[bk] = {strip(v) for v in with_revivals(set(expect.allowed[bk]), back)}
+            if any((b, k) == bk and _meta_outlived_data(roots, b, k, wid) for b, k, _, wid in expect.revivable):
+                torn.add(bk)
     try:
         # A start as the server does it (background work on: a disk found empty is refilled),
         # with the scanner's timed cycles and probes pushed out of the way: the check runs
@@ -397,11 +668,11 @@ async def check_state(model: CrashModel, state: CrashState, expect: Expect, work
                 problems.append(f"acknowledged bucket {b} is gone")
         values = await _read_all(store, expect)
         for bk, v in values.items():
-            if v not in expect.allowed[bk]:
-                want = " or ".join(sorted(_describe(a) for a in expect.allowed[bk]))
+            if v not in allowed[bk]:
+                want = " or ".join(sorted(_describe(a) for a in allowed[bk]))
                 problems.append(f"{bk[0]}/{bk[1]} reads {_describe(v)}, expected {want}")
         for b in {bk[0] for bk in values} & {name for name, _ in store.catalog.list_buckets()}:
-            present = {k for (bb, k), v in values.items() if bb == b and not (v is None)}
+            present = {k for (bb, k), v in values.items() if bb == b and _present(v)}
             listed = await _listed(store, b)
             if listed != present:
                 problems.append(f"listing of {b} {sorted(listed)} disagrees with the reads {sorted(present)}")
@@ -445,6 +716,10 @@ async def check_state(model: CrashModel, state: CrashState, expect: Expect, work
     finally:
         await store.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    if torn and known is not None:
+        mine = [p for p in problems if any(p.startswith((f"{b}/{k} ", f"{b}/{k}:")) for b, k in torn)]
+        known += [f"{KNOWN_TORN_REVIVAL}: {p}" for p in mine]
+        problems = [p for p in problems if p not in mine]
     return problems
 
 
@@ -454,6 +729,9 @@ class Scenario:
     name: str
     setup: Callable[[Run], Awaitable[None]]
     window: Callable[[Run], Awaitable[None]]
+    # every crash state is checked twice: reopened as it is, and with the registry deleted
+    # (rebuilt from the disks at the start-up)
+    rebuild: bool = False
 
 
 @dataclass
@@ -466,12 +744,13 @@ class Report:
     max_optional: int = 0  # most unsynced changes pending at one cut
     sampled_cuts: int = 0  # cuts whose states were sampled rather than all listed
     violations: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)  # states showing only a known engine bug
     seconds: float = 0.0
 
     def line(self) -> str:
         return (f"{self.name}: {sum(self.sync_points.values())} sync points, {self.events} cut positions, "
                 f"{self.cuts_checked} cuts checked ({self.sampled_cuts} sampled), {self.states} crash states, "
-                f"{len(self.violations)} violations")
+                f"{len(self.violations)} violations" + (f", {len(self.known)} known" if self.known else ""))
 
 
 def _sync_label(ev) -> str:
@@ -499,6 +778,13 @@ async def record(scenario: Scenario, base: Path, *, omit_fsync: frozenset[str] =
             await scenario.window(run)
             await run.drain()
             rec.stop()
+            if run.store is not None:
+                # the model of the versioned keys is the store's own state at the end, or the
+                # model (not the store under a cut) is wrong
+                for (bucket, key) in sorted(run.vmodel):
+                    have = await read_versions(run.store, bucket, key)
+                    want = strip(run._vvalue((bucket, key)))
+                    assert have == want, f"the model of {bucket}/{key} is {want}, the store has {have}"
         finally:
             local.OMIT_FSYNC_FOR_TESTS = saved
             await run.close_store()
@@ -540,15 +826,21 @@ async def run_campaign(scenario: Scenario, base: Path, *, limit: int = 64, combo
                 continue
             seen.add(key)
             report.states += 1
-            n += 1
-            problems = await check_state(model, state, expect, base / "check" / str(n))
-            if problems:
-                where = _where_cut(model, cut)
-                report.violations.append(f"cut {cut} ({where}):\n  " + "\n  ".join(problems) +
-                                         "\n  state: " + model.describe(state).replace("\n", "\n         "))
-                if len(report.violations) >= max_violations:
-                    report.seconds = time.monotonic() - t0
-                    return report
+            for rebuild in (False, True) if scenario.rebuild else (False,):
+                n += 1
+                known: list[str] = []
+                problems = await check_state(model, state, expect, base / "check" / str(n), rebuild=rebuild,
+                                             known=known)
+                where = _where_cut(model, cut) + (", registry deleted and rebuilt" if rebuild else "")
+                if known:
+                    report.known.append(f"cut {cut} ({where}):\n  " + "\n  ".join(known) +
+                                        "\n  state: " + model.describe(state).replace("\n", "\n         "))
+                if problems:
+                    report.violations.append(f"cut {cut} ({where}):\n  " + "\n  ".join(problems) +
+                                             "\n  state: " + model.describe(state).replace("\n", "\n         "))
+                    if len(report.violations) >= max_violations:
+                        report.seconds = time.monotonic() - t0
+                        return report
         report.sampled_cuts += model.sampled > sampled
     report.seconds = time.monotonic() - t0
     return report

@@ -12,6 +12,7 @@ import shutil
 
 from crash_harness import BUCKET, Run, Scenario, body
 
+from buckets import errors
 from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.multipart import MIN_PART_SIZE
@@ -199,6 +200,108 @@ async def _concurrent(run: Run) -> None:
     )
 
 
+# -- versioned buckets ---------------------------------------------------------------------------------
+# Every versioned campaign is checked twice per crash state: reopened as it is, and with the
+# registry deleted, rebuilt from the disks (Scenario.rebuild). The model is each key's whole
+# version list (crash_harness.Run.vput/vdelete/vupdate).
+YEAR = 365 * 86400.0
+
+
+async def _versioned_setup(run: Run) -> None:
+    await run.open_store()
+    await run.make_bucket(settings={"versioning": "Enabled"})
+    await run.vput("obj", body("obj-v1", LARGE))
+    await run.vput("tiny", body("tiny-v1", SMALL), tags={"k": "v1"})
+
+
+async def _v_put(run: Run) -> None:
+    await run.vput("obj", body("obj-v2", LARGE + 5000))
+    await run.vput("tiny", body("tiny-v2", SMALL + 10), tags={"k": "v2", "x": "y"})
+    await run.vput("new", body("new", SMALL))
+
+
+async def _v_marker_setup(run: Run) -> None:
+    await _versioned_setup(run)
+    await run.vput("obj", body("obj-v2", LARGE + 5000))
+
+
+async def _v_marker(run: Run) -> None:
+    await run.vdelete("obj")
+    await run.vdelete("tiny")
+    await run.vdelete("never")  # a marker on a key that never had a version
+    await run.vput("tiny", body("tiny-v3", SMALL + 20))  # back after its marker
+
+
+async def _v_delete_version_setup(run: Run) -> None:
+    await _v_marker_setup(run)
+    await run.vput("tiny", body("tiny-v2", SMALL + 10))
+    await run.vput("gone", body("gone", SMALL))
+    await run.vdelete("gone")
+
+
+async def _v_delete_version(run: Run) -> None:
+    await run.vdelete("obj", run.vid("obj", 0))  # the latest: v1 becomes current again
+    await run.vdelete("tiny", run.vid("tiny", 1))  # a noncurrent one
+    await run.vdelete("gone", run.vid("gone", 0))  # the delete marker: the key is back
+
+
+async def _v_suspended_setup(run: Run) -> None:
+    await _versioned_setup(run)
+    await run.store.set_versioning(BUCKET, "Suspended")
+    await run.vput("obj", body("obj-null", SMALL + 30))  # the null version, beside v1
+    await run.vput("tiny", body("tiny-null", LARGE))
+
+
+async def _v_suspended(run: Run) -> None:
+    await run.vput("obj", body("obj-null2", LARGE + 100))  # the null version replaced (inline -> streamed)
+    await run.vdelete("tiny")  # a null delete marker replaces the null version
+    await run.vput("fresh", body("fresh", SMALL))  # a new key's null version
+    await run.vput("obj", body("obj-null3", SMALL + 40))  # replaced again (streamed -> inline)
+
+
+async def _v_lock_setup(run: Run) -> None:
+    await run.open_store()
+    await run.make_bucket(settings={"lock": {"enabled": True}, "versioning": "Enabled"})
+    run.until = 1e9 + YEAR * 40  # a retain-until date well in the future (2041)
+    await run.vput("obj", body("obj-v1", LARGE), lock=("GOVERNANCE", run.until))
+    await run.vput("obj", body("obj-v2", SMALL + 5))
+    await run.vput("tiny", body("tiny-v1", SMALL), tags={"a": "1", "b": "2"})
+    await run.vput("held", body("held", SMALL), hold=True)
+
+
+async def _v_lock(run: Run) -> None:
+    old = run.vid("obj", 1)
+    await run.vupdate("obj", old, tags={"after": "lock"})  # tags of a locked noncurrent version
+    await run.vupdate("obj", run.vid("obj", 0), hold=True)  # legal hold on the latest
+    await run.vupdate("obj", run.vid("obj", 0), retention=("COMPLIANCE", run.until + 86400))
+    await run.vupdate("tiny", run.vid("tiny", 0), tags={})  # DeleteObjectTagging
+    try:  # refused: the retention protects it (changes nothing)
+        await run.vdelete("obj", old)
+        raise AssertionError("a GOVERNANCE-locked version was deleted without a bypass")
+    except errors.AccessDenied:
+        pass
+    await run.vupdate("obj", old, retention=("GOVERNANCE", run.until + YEAR))  # lengthened
+    await run.vupdate("held", run.vid("held", 0), hold=False)  # released
+    await run.vdelete("held", run.vid("held", 0))  # then removed for good
+    await run.vdelete("obj", old, bypass=True)  # GOVERNANCE bypassed
+
+
+async def _v_concurrent_setup(run: Run) -> None:
+    await _v_delete_version_setup(run)
+    await run.vput("upd", body("upd", SMALL), tags={"t": "0"})
+
+
+async def _v_concurrent(run: Run) -> None:
+    # one op per key at a time (the model's rule), different keys at once
+    await asyncio.gather(
+        run.vput("obj", body("obj-v3", LARGE + 7)),
+        run.vdelete("tiny", run.vid("tiny", 0)),
+        run.vdelete("gone"),
+        run.vupdate("upd", run.vid("upd", 0), tags={"t": "1"}),
+        run.vput("new", body("new", LARGE)),
+    )
+
+
 SCENARIOS = {
     s.name: s for s in [
         Scenario("put-inline", _open_with_bucket, _put_small),
@@ -215,6 +318,13 @@ SCENARIOS = {
         Scenario("first-start", _nothing, _first_start),
         Scenario("registry-rebuild", _rebuild_setup, _rebuild),
         Scenario("put-object-acl", _overwrite_setup, _acl),
+        Scenario("versioned-put", _versioned_setup, _v_put, rebuild=True),
+        Scenario("versioned-delete-marker", _v_marker_setup, _v_marker, rebuild=True),
+        Scenario("versioned-delete-version", _v_delete_version_setup, _v_delete_version, rebuild=True),
+        Scenario("suspended-null-version", _v_suspended_setup, _v_suspended, rebuild=True),
+        Scenario("versioned-tags-lock", _v_lock_setup, _v_lock, rebuild=True),
     ]
 }
+VERSIONED = [name for name, s in SCENARIOS.items() if s.rebuild]
 CONCURRENT = Scenario("concurrent", _concurrent_setup, _concurrent)
+VERSIONED_CONCURRENT = Scenario("versioned-concurrent", _v_concurrent_setup, _v_concurrent, rebuild=True)

@@ -9,7 +9,10 @@
   states per cut, so that a regression in any path fails the default suite quickly.
 
 Every state must pass ``crash_harness.check_state``: a violation fails the test with the
-cut, what was lost, and what was wrong.
+cut, what was lost, and what was wrong. The versioned paths (``Scenario.rebuild``) check each
+state twice, the second time with the registry deleted and rebuilt from the disks. States
+showing only the known engine bug ``crash_harness.KNOWN_TORN_REVIVAL`` (and nothing else)
+make the test xfail, naming them, until the engine is fixed.
 """
 
 from __future__ import annotations
@@ -18,14 +21,20 @@ import os
 
 import pytest
 from crash_harness import run_campaign
-from crash_scenarios import SCENARIOS
+from crash_scenarios import SCENARIOS, VERSIONED
 
 SEED = int(os.environ.get("BUCKETS_CRASH_SEED", "0"))
 
 
 def _verdict(report) -> None:
+    verdict(report)
+
+
+def verdict(report) -> None:
     assert report.states > 0, "no crash state was checked"
     assert not report.violations, f"{report.line()}\n" + "\n".join(report.violations)
+    if report.known:
+        pytest.xfail(f"{report.line()}\n" + "\n".join(report.known[:3]))
 
 
 @pytest.mark.crash
@@ -42,11 +51,15 @@ async def test_power_cut_exhaustive(name, crash_dir, crash_summary) -> None:
 # The multipart path streams a 5 MiB part (the smallest a non-last part may be), so its checks
 # cost most: fewer of its cuts in the fast subset.
 FAST_CUTS = {"multipart-complete": 2}
+# The versioned paths check every state twice (as it is, and with the registry rebuilt): fewer
+# cuts, fewer states per cut.
+FAST_CUTS.update({name: 3 for name in VERSIONED})
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_power_cut_fast(name, crash_dir, crash_summary) -> None:
-    report = await run_campaign(SCENARIOS[name], crash_dir, limit=3, combos=3, seed=SEED,
+    few = 2 if name in VERSIONED else 3
+    report = await run_campaign(SCENARIOS[name], crash_dir, limit=few, combos=few, seed=SEED,
                                 cut_sample=FAST_CUTS.get(name, 5))
     report.name += " (fast)"
     crash_summary.append(report)

@@ -127,3 +127,45 @@ async def test_6_an_acknowledged_part_survives_with_its_upload_directory(crash_d
     report = await run_campaign(SCENARIOS["upload-part"], crash_dir, limit=16, combos=32)
     assert report.states > 0
     assert not report.violations, "\n".join(report.violations)
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug, reported: Store._remove_write syncs nothing between the "
+                                        "metadata's unlink and the data's, and the rebuild counts metadata only")
+async def test_a_version_deleted_by_id_is_not_revived_torn_by_a_rebuild(tmp_disks) -> None:
+    """What the versioned campaigns found (crash_harness.KNOWN_TORN_REVIVAL): DELETE of a
+    version by id commits the registry, then removes the write's files, metadata first, then
+    data. The power cut keeps the data's unlink on some disks and loses the metadata's: here
+    the state is made by hand (v1's metadata on every disk, its part file gone from three).
+    After a registry rebuild v1 must be gone or whole; it comes back listed and unreadable."""
+    roots = tmp_disks(4)
+    store = await Store.open(roots, sync=False, **OPTS)
+    await store.make_bucket("bkt", settings={"versioning": "Enabled"})
+    v1 = await store.put_object("bkt", "k", body("v1", LARGE), LARGE)
+    v2 = await store.put_object("bkt", "k", body("v2", 1000), 1000)
+    entry = store.registry.get_object_version("bkt", "k", v1.version_id)
+    registry_dir = store.disks[0].local_path(REGISTRY_DIR)
+    await store.catalog.delete_version("bkt", "k", v1.version_id)  # the registry commit of the DELETE
+    await store.close()
+    for root in roots[:3]:  # what the power cut kept of the removal: the data's unlink only
+        os.unlink(os.path.join(root, paths.part_path("bkt", "k", entry["wid"], 1)))
+    shutil.rmtree(registry_dir)
+    store = await Store.open(roots, sync=False, **OPTS)
+    try:
+        page = await store.list_object_versions("bkt", prefix="k")
+        listed = [v.version_id for v in page.versions]
+        if v1.version_id in listed:  # back: then whole
+            assert await _read_version(store, "bkt", "k", v1.version_id) == body("v1", LARGE)
+        assert listed[0] == v2.version_id
+    finally:
+        await store.close()
+
+
+async def _read_version(store: Store, bucket: str, key: str, vid: str) -> bytes:
+    reader = await store.get_object(bucket, key, version_id=vid)
+    out = bytearray()
+    try:
+        async for chunk in reader:
+            out += chunk
+    finally:
+        await reader.aclose()
+    return bytes(out)
