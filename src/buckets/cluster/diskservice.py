@@ -53,6 +53,9 @@ class DiskService:
             "list_dir": self.list_dir, "exists": self.exists, "file_size": self.file_size,
             "stat": self.stat, "walk_files": self.walk_files, "walk_entries": self.walk_entries,
             "status": self.status, "read_stream": self.read_stream,
+            "append_records": self.append_records, "read_record": self.read_record,
+            "walk_records": self.walk_records, "list_segments": self.list_segments,
+            "delete_segment": self.delete_segment,
         }
         for name, fn in simple.items():
             rpc.register("disk", name, fn)
@@ -165,6 +168,34 @@ class DiskService:
     async def walk_entries(self, args: dict) -> AsyncIterator[bytes]:
         disk = self._disk(args)
         return _batched(disk.walk_entries(args["path"], int(args["depth"])), FileStat.to_wire)
+
+    # -- the record log ------------------------------------------------------------------------
+    async def append_records(self, args: dict) -> list[list[int]]:
+        """One call carries every small write a peer has for this disk (many PUTs): one local
+        group commit, one fsync."""
+        records = args.get("records")
+        if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
+            raise BadPeerRequest("disk/append_records takes a list of byte strings")
+        return await self._disk(args).append_records(records, sync=bool(args.get("sync")))
+
+    async def read_record(self, args: dict) -> bytes:
+        return await self._disk(args).read_record(args.get("location"))
+
+    async def walk_records(self, args: dict) -> AsyncIterator[bytes]:
+        disk = self._disk(args)
+        segment = args.get("segment")
+        if segment is not None and (not isinstance(segment, int) or isinstance(segment, bool)):
+            raise BadPeerRequest("disk/walk_records takes an integer segment or none")
+        return _batched(disk.walk_records(segment), lambda item: [item[0], item[1]])
+
+    async def list_segments(self, args: dict) -> list[list[int]]:
+        return await self._disk(args).list_segments()
+
+    async def delete_segment(self, args: dict) -> None:
+        segment = args.get("segment")
+        if not isinstance(segment, int) or isinstance(segment, bool):
+            raise BadPeerRequest("disk/delete_segment takes an integer segment")
+        await self._disk(args).delete_segment(segment)
 
 
 async def _ranged(disk: Disk, path: str, offset: int, length: int, chunk: int) -> AsyncIterator[bytes]:

@@ -51,6 +51,8 @@ MAX_IN_FLIGHT = 16
 READ_STREAMS_PER_PEER = 64
 MIN_STREAM_CHUNK = 4096  # the server's bounds for read_stream's chunk
 _QUEUE_DEPTH = 4  # chunks in flight per streamed shard: backpressure, bounded memory
+MAX_APPEND_BATCH = 256  # appends (each one PUT's record) one append_records call carries at most
+MAX_APPEND_BYTES = 2 << 20  # and bytes: well under the peer's limit on one control message
 _END = object()
 
 
@@ -345,6 +347,8 @@ class RemoteDisk:
         # Calls in flight to this disk: like a local disk's thread pool, a queue here (not in
         # the connection pool) so that waiting for a turn never counts as the peer being slow.
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._appends: list[tuple[list[bytes], bool, asyncio.Future]] = []  # see append_records
+        self._append_task: asyncio.Future | None = None
 
     def __repr__(self) -> str:
         return f"RemoteDisk({self.endpoint!r}, {self.disk_id!r})"
@@ -553,3 +557,66 @@ class RemoteDisk:
             async for batch in batches:
                 for doc in batch:
                     yield FileStat.from_wire(doc)
+
+    # -- the record log: one call carries every append waiting for this disk -----------------
+    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+        """Concurrent appends to this disk (many small PUTs) share one call: while one is in
+        flight the next ones queue, and the next call carries all of them (the peer's disk then
+        group-commits them in one write and one fsync)."""
+        self._check_open()
+        if not records:
+            return []
+        if sum(len(r) for r in records) > MAX_APPEND_BYTES:
+            raise DiskError(f"{self.endpoint}: {sum(len(r) for r in records)} bytes of records in one append, "
+                            f"more than one call carries ({MAX_APPEND_BYTES})")
+        fut = asyncio.get_running_loop().create_future()
+        self._appends.append((list(records), sync, fut))
+        if self._append_task is None or self._append_task.done():
+            self._append_task = asyncio.ensure_future(self._send_appends())
+        return await fut
+
+    async def _send_appends(self) -> None:
+        while self._appends:
+            take, size = 0, 0
+            for recs, _, _ in self._appends[:MAX_APPEND_BATCH]:
+                size += sum(len(r) for r in recs)
+                if take and size > MAX_APPEND_BYTES:
+                    break
+                take += 1
+            batch, self._appends = self._appends[:take], self._appends[take:]
+            records = [r for recs, _, _ in batch for r in recs]
+            try:
+                locs = await self._call("append_records", {"records": records,
+                                                           "sync": any(s for _, s, _ in batch)})
+                if not isinstance(locs, list) or len(locs) != len(records):
+                    raise PeerProtocolError(f"disk/append_records answered {len(locs) if isinstance(locs, list) else locs!r} "
+                                            f"locations for {len(records)} records")
+            except BaseException as exc:  # every caller of the batch gets the error
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc if isinstance(exc, Exception) else DiskOffline("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            at = 0
+            for recs, _, fut in batch:
+                if not fut.done():
+                    fut.set_result([list(loc) for loc in locs[at:at + len(recs)]])
+                at += len(recs)
+
+    async def read_record(self, location: list[int]) -> bytes:
+        from buckets.storage.records import check_location
+
+        return await self._call("read_record", {"location": list(check_location(location))})
+
+    async def walk_records(self, segment: int | None = None) -> AsyncIterator[tuple[list[int], bytes]]:
+        async with aclosing(self._stream_out("walk_records", {"segment": segment})) as batches:
+            async for batch in batches:
+                for loc, payload in batch:
+                    yield list(loc), payload
+
+    async def list_segments(self) -> list[list[int]]:
+        return [list(s) for s in await self._call("list_segments", {})]
+
+    async def delete_segment(self, segment: int) -> None:
+        await self._call("delete_segment", {"segment": segment})

@@ -180,3 +180,28 @@ class Disk(Protocol):
     def walk_entries(self, path: str, depth: int) -> AsyncIterator[FileStat]:
         """Every file and directory exactly ``depth`` levels below ``path``, with sizes and
         mtimes (the orphan sweep's listing); nothing if ``path`` does not exist. Streamed."""
+
+    # -- the record log of small writes (``buckets.storage.records``) -------------------------
+    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+        """Append each payload as one framed record to this disk's current log segment and
+        return their locations ``[segment, offset, length]``, in order. Concurrent calls are
+        group-committed: they share one write and (with ``sync``) one fsync of the segment,
+        and none is answered before the batch is durable. On failure none of them is
+        (the segment is closed; the next append starts a new one)."""
+
+    async def read_record(self, location: list[int]) -> bytes:
+        """The payload of the record at ``location`` (one ``pread``): ``FileNotFound`` when
+        its segment is gone (compacted), ``CorruptData`` when the bytes there fail the
+        record's magic, length or checksum; ``DiskError`` for a malformed location."""
+
+    def walk_records(self, segment: int | None = None) -> AsyncIterator[tuple[list[int], bytes]]:
+        """Every intact record ``(location, payload)`` of every segment in ascending order (or
+        of ``segment`` only); each segment's scan ends at its first bad record (a torn tail).
+        Streamed in batches; nothing when there is no log."""
+
+    async def list_segments(self) -> list[list[int]]:
+        """``[[segment, size], ...]`` ascending; the one being appended to, if any, is last."""
+
+    async def delete_segment(self, segment: int) -> None:
+        """Remove a sealed segment (compaction moved its live records away first). The segment
+        being appended to is refused (``DiskError``); a missing one is not an error."""

@@ -12,7 +12,9 @@ until ``clear``):
 - ``delay(...)``: sleep before the call (a slow disk, or a slow peer);
 - ``tear(...)``: torn writes. ``write_file`` and the metadata of ``rename_data`` store only
   the first ``keep`` bytes (at most all but one); a ``create_file`` writer stores only
-  its first ``keep`` bytes. Then the call raises ``error``, or, with ``silent``, reports
+  its first ``keep`` bytes; ``append_records`` stores each record's payload cut the same
+  way (a record whose frame checks but whose content does not: only the engine's decoding
+  of the payload catches it). Then the call raises ``error``, or, with ``silent``, reports
   success: a disk that lies, which only checksums can catch.
 
 Method names are the protocol's, plus ``shard.write`` and ``shard.close`` for the calls of
@@ -33,8 +35,9 @@ METHODS = frozenset({
     "info", "read_format", "write_format", "create_file", "write_file", "read_file", "read_range",
     "rename_data", "fsync_dir", "delete", "list_dir", "exists", "file_size", "stat", "walk_files",
     "walk_entries", "shard.write", "shard.close",
+    "append_records", "read_record", "walk_records", "list_segments", "delete_segment",
 })
-TEARABLE = frozenset({"write_file", "create_file", "rename_data"})
+TEARABLE = frozenset({"write_file", "create_file", "rename_data", "append_records"})
 
 
 @dataclass(slots=True)
@@ -261,6 +264,35 @@ class FaultyDisk:
         await self._before("walk_entries")
         async for entry in self.inner.walk_entries(path, depth):
             yield entry
+
+    # -- the record log ------------------------------------------------------------------------
+    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+        await self._before("append_records")
+        torn = self._take("tear", "append_records")
+        if torn is None:
+            return await self.inner.append_records(records, sync=sync)
+        cut = [r[:min(torn.keep, max(len(r) - 1, 0))] for r in records]
+        locs = await self.inner.append_records(cut, sync=sync)
+        if not torn.silent:
+            raise self._error(torn, "append_records", "torn write")
+        return locs
+
+    async def read_record(self, location: list[int]) -> bytes:
+        await self._before("read_record")
+        return await self.inner.read_record(location)
+
+    async def walk_records(self, segment: int | None = None) -> AsyncIterator[tuple[list[int], bytes]]:
+        await self._before("walk_records")
+        async for item in self.inner.walk_records(segment):
+            yield item
+
+    async def list_segments(self) -> list[list[int]]:
+        await self._before("list_segments")
+        return await self.inner.list_segments()
+
+    async def delete_segment(self, segment: int) -> None:
+        await self._before("delete_segment")
+        await self.inner.delete_segment(segment)
 
 
 class _FaultyShardWriter:

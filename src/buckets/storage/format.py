@@ -9,6 +9,7 @@ Layout of one disk root::
                                       local disks only, reached by path, not through Disk)
     .buckets.sys/registry.json        {epoch, disk_id}: where the authoritative registry is
     .buckets.sys/users.meta           mirror of the user table (secrets sealed), for rebuilds
+    .buckets.sys/log/<seg>.seg        record log of small writes (``buckets.storage.records``)
     buckets/<bucket>/.bucket.meta     bucket record
     buckets/<bucket>/<h[:3]>/         fan-out directory; h = xxh3_128(key) hex
         <h>.<wid>.meta                metadata (+ inline data) of one write of the object
@@ -30,6 +31,7 @@ MULTIPART_DIR = f"{SYS_DIR}/multipart"
 REGISTRY_DIR = f"{SYS_DIR}/registry"
 REGISTRY_POINTER = f"{SYS_DIR}/registry.json"
 USERS_FILE = f"{SYS_DIR}/users.meta"
+LOG_DIR = f"{SYS_DIR}/log"  # the record log of small writes (buckets.storage.records)
 DATA_DIR = "buckets"
 FORMAT_VERSION = 1
 

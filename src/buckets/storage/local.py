@@ -22,6 +22,7 @@ import os
 import shutil
 import stat as stat_mod
 import threading
+from builtins import open as builtins_open
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +31,8 @@ from buckets.errors import (
     PathEscape, UnformattedDisk,
 )
 from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, DiskInfo, FileStat
-from buckets.storage.format import DATA_DIR, FORMAT_FILE, MULTIPART_DIR, SYS_DIR, TMP_DIR
+from buckets.storage import records as rlog
+from buckets.storage.format import DATA_DIR, FORMAT_FILE, LOG_DIR, MULTIPART_DIR, SYS_DIR, TMP_DIR
 
 log = logging.getLogger("buckets.storage")
 
@@ -218,6 +220,10 @@ class LocalDisk:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}")
         self._batch: list[tuple[str, str, bytes, bool, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
+        # The record log: appends queue here and one task writes each batch (group commit).
+        self._rec_batch: list[tuple[list[bytes], bool, asyncio.Future]] = []
+        self._rec_flusher: asyncio.Task | None = None
+        self._seg: "_Segment | None" = None  # the segment being appended to (this process's)
 
     def __repr__(self) -> str:
         return f"LocalDisk({self.root!r}, {self.disk_id!r})"
@@ -306,12 +312,16 @@ class LocalDisk:
     async def close(self) -> None:
         if self._closed:
             return
-        if self._flusher is not None and not self._flusher.done():
-            try:
-                await self._flusher  # batched small writes already accepted finish first
-            except Exception:  # noqa: BLE001 - their callers got the error
-                pass
+        for flusher in (self._flusher, self._rec_flusher):
+            if flusher is not None and not flusher.done():
+                try:
+                    await flusher  # batched small writes already accepted finish first
+                except Exception:  # noqa: BLE001 - their callers got the error
+                    pass
         self._closed = True
+        if self._seg is not None:
+            seg, self._seg = self._seg, None
+            await asyncio.get_running_loop().run_in_executor(self._pool, seg.close)
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
 
     async def info(self) -> DiskInfo:
@@ -578,6 +588,176 @@ class LocalDisk:
         async for batch in self._batches(gen):
             for entry in batch:
                 yield entry
+
+    # -- the record log ---------------------------------------------------------------------
+    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+        """Group commit: calls that arrive while a batch is being written and synced wait
+        for the next batch, which takes all of them in one write and one fsync."""
+        if self._closed:
+            raise DiskOffline(f"{self.endpoint}: disk is closed")
+        framed = [rlog.frame(bytes(p)) for p in records]  # an oversized record fails alone, here
+        if not framed:
+            return []
+        fut = asyncio.get_running_loop().create_future()
+        self._rec_batch.append((framed, sync, fut))
+        if self._rec_flusher is None or self._rec_flusher.done():
+            self._rec_flusher = asyncio.get_running_loop().create_task(self._flush_records())
+        return await fut
+
+    async def _flush_records(self) -> None:
+        while self._rec_batch:
+            batch, self._rec_batch = self._rec_batch, []
+            sync = any(item[1] for item in batch)
+            try:
+                results = await self._run(self._append_batch, [item[0] for item in batch], sync)
+            except DiskError as exc:
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), locs in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(locs)
+
+    def _open_segment(self, sync: bool) -> "_Segment":
+        directory = os.path.join(self.root, LOG_DIR)
+        _makedirs(directory, sync)
+        ids = [i for i in (rlog.parse_segment_name(n) for n in os.listdir(directory)) if i is not None]
+        seg_id = max(ids, default=0) + 1
+        fh = open(os.path.join(directory, rlog.segment_name(seg_id)), "xb", buffering=0)
+        if sync:
+            _fsync_dir(directory)  # the new name must outlive a power cut with its records
+        return _Segment(seg_id, fh)
+
+    def _append_batch(self, batches: list[list[bytes]], sync: bool) -> list[list[list[int]]]:
+        seg = self._seg
+        if seg is None or seg.size >= rlog.SEGMENT_MAX:
+            if seg is not None:
+                self._seg = None
+                seg.close()
+            seg = self._seg = self._open_segment(sync)
+        out: list[list[list[int]]] = []
+        pos = seg.size
+        for framed in batches:
+            locs = []
+            for rec in framed:
+                locs.append([seg.id, pos, len(rec)])
+                pos += len(rec)
+            out.append(locs)
+        try:
+            _write_all(seg.fh, b"".join(itertools.chain.from_iterable(batches)))
+            if sync:
+                os.fsync(seg.fh.fileno())
+        except BaseException:
+            # Part of the batch may be in the file: nothing may ever be appended after it
+            # (a scan stops at the first bad record), so this segment is done.
+            self._seg = None
+            seg.close()
+            raise
+        seg.size = pos
+        return out
+
+    async def read_record(self, location: list[int]) -> bytes:
+        segment, offset, length = rlog.check_location(location)
+        full = os.path.join(self.root, LOG_DIR, rlog.segment_name(segment))
+
+        def _read() -> bytes:
+            fd = os.open(full, os.O_RDONLY)
+            try:
+                raw = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+            return rlog.unframe(raw, f"{full}@{offset}")
+
+        return await self._run(_read)
+
+    async def walk_records(self, segment: int | None = None) -> AsyncIterator[tuple[list[int], bytes]]:
+        gen = _walk_records(os.path.join(self.root, LOG_DIR), segment)
+        async for batch in self._batches(gen):
+            for item in batch:
+                yield item
+
+    async def list_segments(self) -> list[list[int]]:
+        directory = os.path.join(self.root, LOG_DIR)
+
+        def _list() -> list[list[int]]:
+            out = []
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                return []
+            for name in names:
+                seg = rlog.parse_segment_name(name)
+                if seg is None:
+                    continue
+                try:
+                    out.append([seg, os.stat(os.path.join(directory, name)).st_size])
+                except FileNotFoundError:
+                    continue
+            return sorted(out)
+
+        return await self._run(_list)
+
+    async def delete_segment(self, segment: int) -> None:
+        rlog.check_location([segment, 0, rlog.HEADER_SIZE])
+        if self._seg is not None and self._seg.id == segment:
+            raise DiskError(f"{self.endpoint}: segment {segment} is being appended to")
+        directory = os.path.join(self.root, LOG_DIR)
+
+        def _delete() -> None:
+            try:
+                os.unlink(os.path.join(directory, rlog.segment_name(segment)))
+            except FileNotFoundError:
+                return
+            _fsync_dir(directory)  # a segment that came back after a crash could revive what it killed
+
+        await self._run(_delete)
+
+
+class _Segment:
+    """The segment this process appends to (only ever from one batch at a time)."""
+
+    def __init__(self, seg_id: int, fh) -> None:
+        self.id, self.fh, self.size = seg_id, fh, 0
+
+    def close(self) -> None:
+        try:
+            self.fh.close()
+        except OSError:
+            pass
+
+
+_SCAN_CHUNK = 4 << 20
+
+
+def _walk_records(directory: str, only: int | None) -> Iterator[list[tuple[list[int], bytes]]]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    segments = sorted(i for i in (rlog.parse_segment_name(n) for n in names) if i is not None)
+    if only is not None:
+        segments = [s for s in segments if s == only]
+    for seg in segments:
+        try:
+            f = builtins_open(os.path.join(directory, rlog.segment_name(seg)), "rb")
+        except FileNotFoundError:
+            continue  # compacted meanwhile
+        with f:
+            base = 0
+            pending = b""
+            while True:
+                chunk = f.read(_SCAN_CHUNK)
+                data = pending + chunk if pending else chunk
+                if not data:
+                    break
+                found, used, stopped = rlog.scan(data, base, seg)
+                if found:
+                    yield found
+                if stopped or not chunk:
+                    break  # a torn tail (or an incomplete record at the end): the segment ends here
+                base += used
+                pending = data[used:]
 
 
 def _walk_files(base: str, root: str, suffix: str) -> Iterator[list[str]]:

@@ -768,6 +768,22 @@ class PowerLossDisk:
         async for entry in self.inner.walk_entries(path, depth):
             yield entry
 
+    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+        return await self.inner.append_records(records, sync=sync)
+
+    async def read_record(self, location: list[int]) -> bytes:
+        return await self.inner.read_record(location)
+
+    async def walk_records(self, segment: int | None = None) -> AsyncIterator[tuple[list[int], bytes]]:
+        async for item in self.inner.walk_records(segment):
+            yield item
+
+    async def list_segments(self) -> list[list[int]]:
+        return await self.inner.list_segments()
+
+    async def delete_segment(self, segment: int) -> None:
+        await self.inner.delete_segment(segment)
+
 
 # -- crash states ----------------------------------------------------------------------------
 @dataclass(slots=True)
