@@ -47,6 +47,9 @@ def test_copy_with_version_id_null(server, s3, bucket):
     assert s3.get_object(Bucket=bucket, Key="v2")["Body"].read() == b"versioned"
     resp = rawhttp.request(server, "PUT", f"/{bucket}/v3",
                            headers={"x-amz-copy-source": f"/{bucket}/v?versionId=abc"})
+    assert (resp.status, resp.code) == (400, "InvalidArgument")  # not a version id S3 could issue
+    resp = rawhttp.request(server, "PUT", f"/{bucket}/v3",
+                           headers={"x-amz-copy-source": f"/{bucket}/v?versionId={'0' * 32}"})
     assert (resp.status, resp.code) == (404, "NoSuchVersion")
     resp = rawhttp.request(server, "PUT", f"/{bucket}/v3", headers={"x-amz-copy-source": f"{bucket}"})
     assert (resp.status, resp.code) == (400, "InvalidArgument")

@@ -16,12 +16,6 @@ from serverproc import BIN
 import rawhttp
 
 
-@pytest.fixture(autouse=True)
-def single_node_only(request):
-    if "cluster4" in request.node.name:
-        pytest.skip("versioned buckets are single-node for now: a cluster answers 501 (docs/s3-compatibility.md)")
-
-
 @pytest.fixture
 def vbucket(s3, bucket):
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})

@@ -40,6 +40,34 @@ from buckets.registry.store import POLICY_PREFIX
 log = logging.getLogger("buckets.cluster.catalog")
 
 UPLOADS = "\x01uploads"
+VERSIONS = "\x01versions"
+SHADOWS = (UPLOADS, VERSIONS)  # a bucket's shadow buckets in the index, on the bucket's replicas
+_VS_MAX = (1 << 64) - 1
+
+
+def version_record(key: str, entry: dict) -> str:
+    """A version's record key in the versions shadow bucket: the object key, NUL (no S3 key
+    has one, so every record of ``a`` sorts before any of ``a/b``), then the inverted version
+    order in hex (newest first) and the version id."""
+    from buckets.registry.store import version_seq
+
+    return f"{key}\0{_VS_MAX - version_seq(entry):016x}{entry.get('vid', 'null')}"
+
+
+def _plain(entry: dict) -> dict:
+    """An entry without the index's version stamp (the index stamps each record it writes)."""
+    return {f: v for f, v in entry.items() if f != "ts"}
+
+
+def _merge_current(records: list[dict], current: dict | None) -> list[dict]:
+    """A key's versions newest first: its records, plus the current entry if it has no record."""
+    from buckets.registry.store import version_seq
+
+    versions = list(records)
+    if current is not None and not any(e.get("wid") == current.get("wid") for e in versions):
+        versions.append(current)
+        versions.sort(key=lambda e: (version_seq(e), e.get("vid", "null")), reverse=True)
+    return versions
 INDEX_REPLICAS = 3
 # A bucket's index phase: (index_gen, index_next, index_prev).
 Phase = tuple[int, "int | None", "int | None"]
@@ -221,7 +249,9 @@ class ClusterCatalog:
         await self.control.apply("update_bucket", name=name, set=set, unset=unset)
 
     async def delete_bucket(self, name: str) -> list[dict]:
-        objects, prefixes, _ = await self.index.list(name, limit=1)
+        objects, prefixes, _ = await self.index.list(name, limit=1, markers=True)
+        if not objects and not prefixes:
+            objects, prefixes, _ = await self.index.list(name + VERSIONS, limit=1, markers=True)
         if objects or prefixes:
             raise errors.BucketNotEmpty(resource=name, BucketName=name)
         uploads = await self.list_uploads(name)
@@ -255,37 +285,158 @@ class ClusterCatalog:
         data = self.index.local.registry.get_small(bucket, key, wid)
         return data if data is not None else self.index.small_copy(bucket, key, wid)
 
-    # -- versions: a cluster's buckets are unversioned for now (Store.set_versioning refuses), so
-    # each key has one version, "null", the current entry ---------------------------------------
+    # -- versions (versioned buckets) ------------------------------------------------------------
+    # Every version a versioned write makes (delete markers too) is its own record in the shadow
+    # bucket ``<bucket>\x01versions`` under ``version_record(key, entry)``, newest first per key;
+    # the key's current version is also its entry in the bucket itself, as for any object. Each
+    # record is written once and only ever removed (a tombstone), so writes racing through two
+    # nodes both stay versions (the main entry's last-writer-wins picks the latest). An object
+    # written before versioning was enabled has no record: it is the ``null`` version, found as
+    # the main entry, and gets its record once something replaces it.
     async def put_version(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                           finished_upload: str | None = None) -> list[dict]:
-        raise errors.NotImplementedErr("Versioning is not available on a cluster yet.")
+        if self.get_bucket(bucket) is None:
+            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
+        current = await self.index.get(bucket, key)
+        records = await self._version_records(bucket, key)
+        replaced: list[dict] = []
+        if current is not None and current.get("vid", "null") != entry["vid"] \
+                and not any(e.get("wid") == current["wid"] for _, e in records):
+            await self.index.put(bucket + VERSIONS, version_record(key, current), _plain(current))
+        for rkey, old in records:
+            if old.get("vid") == entry["vid"] and old.get("wid") != entry["wid"]:
+                await self.index.delete(bucket + VERSIONS, rkey, old["wid"])
+                replaced.append(old)
+        if current is not None and current.get("vid", "null") == entry["vid"] and current["wid"] != entry["wid"] \
+                and not any(r["wid"] == current["wid"] for r in replaced):
+            replaced.append(_plain(current))
+        await self.index.put(bucket + VERSIONS, version_record(key, entry), entry)
+        await self.index.put(bucket, key, entry, small)
+        if finished_upload is not None:
+            await self.delete_upload(bucket, finished_upload)
+        return replaced
 
     async def delete_version(self, bucket: str, key: str, vid: str) -> dict | None:
-        raise errors.NotImplementedErr("Versioning is not available on a cluster yet.")
+        current = await self.index.get(bucket, key)
+        records = await self._version_records(bucket, key)
+        target = next((e for _, e in records if e.get("vid") == vid), None)
+        for rkey, e in records:
+            if e.get("vid") == vid:
+                await self.index.delete(bucket + VERSIONS, rkey, e["wid"])
+        if current is not None and current.get("vid", "null") == vid:
+            target = target or _plain(current)
+            rest = [e for _, e in records if e.get("vid") != vid]
+            if rest:  # the next newest becomes current
+                await self.index.put(bucket, key, rest[0])
+            else:
+                await self.index.delete(bucket, key, current["wid"])
+        return target
 
     async def update_version(self, bucket: str, key: str, entry: dict) -> bool:
-        current = await self.get_object(bucket, key)
-        if current is None or current["wid"] != entry["wid"]:
-            return False
-        small = self.get_small(bucket, key, entry["wid"])
-        await self.put_object(bucket, key, {f: v for f, v in entry.items() if f != "ts"}, small=small)
-        return True
+        entry = _plain(entry)
+        found = False
+        current = await self.index.get(bucket, key)
+        if current is not None and current.get("vid", "null") == entry.get("vid", "null") \
+                and current["wid"] == entry["wid"]:
+            small = self.get_small(bucket, key, entry["wid"])
+            await self.index.put(bucket, key, entry, small)
+            found = True
+        if self._versioned(bucket):
+            for rkey, e in await self._version_records(bucket, key):
+                if e.get("vid") == entry.get("vid") and e["wid"] == entry["wid"]:
+                    await self.index.put(bucket + VERSIONS, rkey, entry)
+                    found = True
+        return found
 
     async def get_version(self, bucket: str, key: str, vid: str) -> dict | None:
-        current = await self.get_object(bucket, key)
-        return current if current is not None and current.get("vid", "null") == vid else None
+        current = await self.index.get(bucket, key)
+        if current is not None and current.get("vid", "null") == vid:
+            return current
+        if not self._versioned(bucket):
+            return None
+        return next((_plain(e) for _, e in await self._version_records(bucket, key) if e.get("vid") == vid), None)
+
+    async def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
+        """A key's versions other than the current one, newest first (heal, sweep)."""
+        if not self._versioned(bucket):
+            return []
+        current = await self.index.get(bucket, key)
+        wid = current["wid"] if current is not None else None
+        return [_plain(e) for _, e in await self._version_records(bucket, key) if e["wid"] != wid]
+
+    def _versioned(self, bucket: str) -> bool:
+        record = self.get_bucket(bucket)
+        return record is not None and record.get("versioning") is not None
+
+    async def _version_records(self, bucket: str, key: str) -> list[tuple[str, dict]]:
+        """Every version record of one key, newest first."""
+        out: list[tuple[str, dict]] = []
+        after = ""
+        while True:
+            objects, _, truncated = await self.index.list(bucket + VERSIONS, key + "\0", "", after, 1000,
+                                                          full=True, markers=True)
+            out.extend(objects)
+            if not truncated or not objects:
+                return out
+            after = objects[-1][0]
 
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                             version_marker: str, limit: int):
-        # One version per key: a version-id marker means its key was listed whole.
-        objects, prefixes, truncated = await self.list_objects(bucket, prefix, delimiter, key_marker, limit)
-        items = [(k, e, True) for k, e in objects]
-        cursor = None
-        if truncated:
-            last = max([k for k, _ in objects] + prefixes, key=lambda n: n.encode(), default="")
-            cursor = (last, next((e.get("vid", "null") for k, e in objects if k == last), ""))
-        return items, prefixes, truncated, cursor
+        """One ListObjectVersions page: the bucket's current entries (delete markers included)
+        say which keys exist, in order; each key's versions come from its records, merged with
+        the current entry when that has none (an object older than versioning)."""
+        items: list[tuple[str, dict, bool]] = []
+        prefixes: list[str] = []
+
+        def full() -> bool:
+            return len(items) + len(prefixes) >= limit
+
+        def cursor() -> tuple[str, str]:
+            last_item = items[-1] if items else None
+            last_prefix = prefixes[-1] if prefixes else None
+            if last_prefix is not None and (last_item is None or last_prefix.encode() > last_item[0].encode()):
+                return last_prefix, ""
+            assert last_item is not None
+            return last_item[0], last_item[1].get("vid", "null")
+
+        async def expand(key: str, current: dict | None, after_vid: str | None) -> bool:
+            records = [e for _, e in await self._version_records(bucket, key)] if self._versioned(bucket) else []
+            versions = _merge_current(records, current)
+            if after_vid is not None:
+                ids = [e.get("vid", "null") for e in versions]
+                if after_vid not in ids:
+                    return True
+                versions = versions[ids.index(after_vid) + 1:]
+            latest = current.get("vid", "null") if current is not None else None
+            for e in versions:
+                if full():
+                    return False
+                items.append((key, _plain(e), e.get("vid", "null") == latest))
+            return True
+
+        after = key_marker
+        if key_marker and version_marker and key_marker.startswith(prefix):
+            if not await expand(key_marker, await self.index.get(bucket, key_marker), version_marker):
+                return items, prefixes, True, cursor()
+        while True:
+            room = limit - len(items) - len(prefixes)
+            if room <= 0:
+                more, more_cps, _ = await self.index.list(bucket, prefix, delimiter, after, 1, markers=True)
+                return items, prefixes, bool(more or more_cps), (cursor() if more or more_cps else None)
+            objects, cps, truncated = await self.index.list(bucket, prefix, delimiter, after, min(room, 256),
+                                                            full=True, markers=True)
+            merged = sorted([(k.encode(), k, e) for k, e in objects] + [(p.encode(), p, None) for p in cps],
+                            key=lambda i: i[0])
+            for _, name, entry in merged:
+                if entry is None:
+                    if full():
+                        return items, prefixes, True, cursor()
+                    prefixes.append(name)
+                elif not await expand(name, entry, None):
+                    return items, prefixes, True, cursor()
+                after = name
+            if not truncated:
+                return items, prefixes, False, None
 
     # -- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:
@@ -389,7 +540,7 @@ class ClusterCatalog:
             raise errors.InvalidArgument(f"no generation {to_gen} to move the index of {bucket!r} to")
         gen, nxt, prev = index_phase(rec.settings)
         pending_drop = rec.settings.get("index_drop")
-        shadow = (bucket, bucket + UPLOADS)
+        shadow = (bucket, *(bucket + s for s in SHADOWS))
         result = {"bucket": bucket, "from_gen": gen, "to_gen": to_gen, "copied": 0, "dropped": 0}
         if pending_drop is not None and prev is None:  # an earlier move stopped between (d) and its drop
             result["dropped"] += await self._finish(bucket, int(pending_drop), gen, wait_applied, unset_prev=False)
@@ -443,7 +594,7 @@ class ClusterCatalog:
         except LookupError:  # the old generation's table was retired: nothing to name
             return 0
         dropped = 0
-        for name in (bucket, bucket + UPLOADS):
+        for name in (bucket, *(bucket + s for s in SHADOWS)):
             dropped += await self.index.drop_replicas(name, sorted(gone))
         return dropped
 

@@ -152,6 +152,21 @@ async def _import(store: Any, control: ControlPlane) -> dict[str, int]:
             counts["uploads"] += 1
         for start in range(0, len(ops), 256):
             await registry.commit(ops[start:start + 256])
+    # Noncurrent versions of versioned buckets: one record each in the bucket's versions shadow
+    # (the current versions are the objects' own entries, which need no import).
+    from buckets.cluster.catalog import VERSIONS, version_record
+
+    pos: bytes | None = b""
+    while pos is not None:
+        page, pos = registry.walk_noncurrent(pos)
+        ops = []
+        for bucket, key, entry in page:
+            version = clock.now()
+            ops.append(Op("merge_object", bucket + VERSIONS, version_record(key, entry),
+                          value=dict(entry, ts=[version, entry["wid"]]), ts=(version, entry["wid"])))
+        if ops:
+            await registry.commit(ops)
+        counts["versions"] = counts.get("versions", 0) + len(ops)
     return counts
 
 

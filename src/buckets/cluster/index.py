@@ -143,7 +143,8 @@ class IndexReplica:
         bucket = args["bucket"]
         objects, prefixes, truncated = await self.registry.list_objects(
             bucket, args.get("prefix", ""), args.get("delimiter", ""),
-            args.get("start_after", ""), int(args.get("limit", 1000)))
+            args.get("start_after", ""), int(args.get("limit", 1000)),
+            include_markers=bool(args.get("markers")))
         if args.get("full"):  # whole entries, not only listing fields (small internal listings)
             objects = [(k, self.registry.get_object(bucket, k) or e) for k, e in objects]
         return {"objects": [[k, e] for k, e in objects], "prefixes": prefixes, "truncated": truncated}
@@ -415,22 +416,26 @@ class ReplicatedIndex:
             self._keep(asyncio.ensure_future(self._call(n, "merge", args)))
 
     async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
-                   limit: int = 1000, *, full: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool]:
+                   limit: int = 1000, *, full: bool = False,
+                   markers: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool]:
         """One listing page, merged from a read quorum of replicas. Where replicas disagree about
         a key (present on one, missing or older on another), the key is resolved by a quorum
-        point read, so a stale replica can neither hide nor resurrect an object."""
+        point read, so a stale replica can neither hide nor resurrect an object. Keys whose
+        entry is a delete marker are left out unless ``markers``."""
         while True:
             objects, prefixes, truncated, horizon = await self._list_page(
-                bucket, prefix, delimiter, start_after, limit, full)
+                bucket, prefix, delimiter, start_after, limit, full, markers)
             if objects or prefixes or not truncated or horizon is None:
                 return objects, prefixes, truncated
             start_after = horizon  # every key up to the horizon was deleted: read on
 
     async def _list_page(self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int,
-                         full: bool) -> tuple[list[tuple[str, dict]], list[str], bool, str | None]:
+                         full: bool, markers: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool, str | None]:
         nodes, q = self._quorum(bucket)
         args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
                 "start_after": start_after, "limit": limit, "full": full}
+        if markers:
+            args["markers"] = True
         answers = await self._read(nodes, "scan", args, q.r)
         if len(answers) == 1:
             ans = answers[0][1]
@@ -457,7 +462,7 @@ class ReplicatedIndex:
                 objects.append((k, seen[0]))
                 continue
             entry = await self.get(bucket, k)  # disagreement: quorum point read decides
-            if entry is not None:
+            if entry is not None and (markers or not entry.get("dm")):
                 objects.append((k, {f: entry.get(f) for f in seen[0]}))
         cps = sorted((p for p in prefixes if horizon is None or p.encode() <= horizon.encode()), key=str.encode)
         items = sorted([(k, False) for k, _ in objects] + [(p, True) for p in cps], key=lambda i: i[0].encode())

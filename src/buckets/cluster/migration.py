@@ -339,12 +339,28 @@ class StoreMover:
 
     # -- listing ----------------------------------------------------------------------------------
     def buckets(self) -> list[str]:
-        return sorted(self.node.control.snapshot.buckets, key=str.encode)
+        """Every bucket, and after each versioned one its versions (a shadow bucket of the index
+        whose records are the noncurrent versions' entries: their shards move too)."""
+        from buckets.cluster.catalog import VERSIONS
+
+        out = []
+        for name, rec in sorted(self.node.control.snapshot.buckets.items(), key=lambda kv: kv[0].encode()):
+            out.append(name)
+            if rec.settings.get("versioning") is not None:
+                out.append(name + VERSIONS)
+        return out
 
     async def page(self, bucket: str, after: str, limit: int) -> tuple[list[tuple[str, dict]], bool]:
         objects, _prefixes, truncated = await self.store.catalog.index.list(
-            bucket, "", "", after, limit, full=True)
+            bucket, "", "", after, limit, full=True, markers=True)
         return objects, truncated
+
+    @staticmethod
+    def _real(bucket: str, key: str) -> tuple[str, str]:
+        """The S3 bucket and key an index record names (a version record: its object's)."""
+        if "\x01" in bucket:
+            return bucket.split("\x01", 1)[0], key.split("\0", 1)[0]
+        return bucket, key
 
     def _table(self, generation: int):
         table = self._tables.get(generation)
@@ -354,7 +370,7 @@ class StoreMover:
 
     def target(self, bucket: str, key: str, entry: dict, to_gen: int) -> list[str] | None:
         n = entry["k"] + entry["m"]
-        row = list(self._table(to_gen).locate(bucket, key)[1][:n])
+        row = list(self._table(to_gen).locate(*self._real(bucket, key))[1][:n])
         return None if row == list(entry["disks"]) else row
 
     def shard_bytes(self, entry: dict, target: list[str]) -> int:
@@ -417,7 +433,7 @@ class StoreMover:
         from buckets.engine.move import copy_shards, remove_shards
 
         store = self.store
-        fresh = await store.catalog.get_object(bucket, key)  # a quorum read: the version to move
+        fresh = await store.catalog.index.get(bucket, key)  # a quorum read: the version to move
         if fresh is None or fresh.get("wid") != entry.get("wid"):
             return MoveOutcome("skipped")
         entry = fresh
@@ -429,7 +445,8 @@ class StoreMover:
         ts = entry.get("ts") or list(entry_version(entry))
         if not isinstance(ts, (list, tuple)) or len(ts) < 2:
             return MoveOutcome("failed", error=f"{bucket}/{key}: the entry has no version to move")
-        copy = await copy_shards(store, bucket, key, entry, target, to_gen, pace=pace)
+        real_bucket, real_key = self._real(bucket, key)
+        copy = await copy_shards(store, real_bucket, real_key, entry, target, to_gen, pace=pace)
         version = [ts[0], ts[1], to_gen]
         old, new = list(entry["disks"]), list(target)
         vacated = old if copy.rewritten else [old[i] for i in copy.slots if old[i] not in new]
@@ -442,11 +459,11 @@ class StoreMover:
         except (errors.BucketsError, asyncio.TimeoutError) as exc:
             uncertain = f"{bucket}/{key}: committing the moved entry: {exc or type(exc).__name__}"
         try:
-            current = await store.catalog.get_object(bucket, key)
+            current = await store.catalog.index.get(bucket, key)
         except (errors.BucketsError, asyncio.TimeoutError) as exc:
             return MoveOutcome("failed", error=uncertain or f"{bucket}/{key}: reading the moved entry back: {exc}")
         if current is not None and current.get("wid") == copy.wid and list(current.get("disks", ())) == new:
-            self._schedule_vacate(bucket, key, entry["wid"], vacated)
+            self._schedule_vacate(real_bucket, real_key, entry["wid"], vacated)
             per = copy.bytes // max(1, len(copy.slots))
             into: dict[str, int] = {}
             out_of: dict[str, int] = {}
@@ -457,7 +474,7 @@ class StoreMover:
             return MoveOutcome("moved", copy.bytes, len(copy.rebuilt), into, out_of)
         if current is None or current.get("wid") not in (entry["wid"], copy.wid):
             # An overwrite or a delete won (a newer hlc: it stays the winner): drop the copies.
-            await remove_shards(store, bucket, key, copy.wid, store.disks_for([new[i] for i in copy.slots]))
+            await remove_shards(store, real_bucket, real_key, copy.wid, store.disks_for([new[i] for i in copy.slots]))
             return MoveOutcome("skipped")
         # The same write, but not our version (yet): the commit may still land, keep every file.
         return MoveOutcome("failed", error=uncertain or f"{bucket}/{key}: the moved entry is not the one read back")
@@ -476,7 +493,7 @@ class StoreMover:
 
         moved_from = entry["moved_from"]
         disks = [d for d in moved_from.get("disks", ()) if d not in entry["disks"] or moved_from["wid"] != entry["wid"]]
-        await remove_shards(self.store, bucket, key, moved_from["wid"], self.store.disks_for(disks))
+        await remove_shards(self.store, *self._real(bucket, key), moved_from["wid"], self.store.disks_for(disks))
 
     # -- vacated shards, after the grace delay ------------------------------------------------------
     def _schedule_vacate(self, bucket: str, key: str, wid: str, disk_ids: list[str]) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 from buckets import errors
 from buckets.cluster.catalog import (
-    UPLOADS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter, index_bucket,
+    SHADOWS, UPLOADS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter, index_bucket,
 )
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
 from buckets.cluster.control_records import REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord
@@ -453,7 +453,7 @@ class ClusterNode:
             buckets = [name for name, _ in store.catalog.list_buckets() if me in self.replicas_of(name)]
             log.debug("anti-entropy: a pass over the %d buckets this node replicates", len(buckets))
             for name in buckets:
-                for bucket in (name, name + UPLOADS):
+                for bucket in (name, *(name + s for s in SHADOWS)):
                     if self._stopping:  # a cancel swallowed by wait_for (Python 3.11) ends here
                         return
                     try:

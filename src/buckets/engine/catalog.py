@@ -58,6 +58,8 @@ class Catalog(Protocol):
     async def update_version(self, bucket: str, key: str, entry: dict) -> bool:
         """Replace one version's entry in place (same write); False when it is gone."""
     async def get_version(self, bucket: str, key: str, vid: str) -> dict | None: ...
+    async def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
+        """A key's versions other than the current one, newest first."""
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                             version_marker: str, limit: int):
         """``Registry.scan_versions``'s page."""
@@ -154,6 +156,9 @@ class LocalCatalog:
 
     async def get_version(self, bucket: str, key: str, vid: str) -> dict | None:
         return self.registry.get_object_version(bucket, key, vid)
+
+    async def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
+        return self.registry.noncurrent_versions(bucket, key)
 
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                             version_marker: str, limit: int):

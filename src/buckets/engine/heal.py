@@ -112,8 +112,9 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
     """Check one object, every version of it (noncurrent ones and delete markers too), and
     rebuild their bad shards. Safe to run concurrently with I/O."""
     res = await _heal_version(store, bucket, key, None, deep)
-    if store.cluster is None:
-        for old in store.registry.noncurrent_versions(bucket, key):
+    record = store.catalog.get_bucket(bucket)
+    if record is not None and record.get("versioning") is not None:
+        for old in await store.catalog.noncurrent_versions(bucket, key):
             more = await _heal_version(store, bucket, key, old.get("vid", "null"), deep)
             res.bad += more.bad
             res.repaired += more.repaired

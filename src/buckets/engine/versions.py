@@ -92,8 +92,6 @@ async def set_versioning(self: "Store", bucket: str, status: str) -> None:
     if status not in VERSIONING_STATES:
         raise ValueError(f"versioning status must be one of {VERSIONING_STATES}, not {status!r}")
     rec = await self._require_bucket(bucket)
-    if self.cluster is not None:
-        raise errors.NotImplementedErr("Versioning is not available on a cluster yet.")
     if status == "Suspended" and (rec.get("lock") or {}).get("enabled"):
         raise errors.InvalidBucketState("An Object Lock configuration is present on this bucket, so the "
                                         "versioning state cannot be changed.")
