@@ -527,7 +527,7 @@ class Store:
             slot[1].set()
 
     async def _remove_write(self, bucket: str, key: str, wid: str, disks: list,
-                            *, wait_readers: float = 3600.0) -> None:
+                            *, wait_readers: float = 3600.0, durable: bool = False) -> None:
         """Delete one write's files once no GET is streaming them; metadata first, so no
         metadata outlives its data."""
         slot = self._active_reads.get((bucket, key, wid))
@@ -538,7 +538,13 @@ class Store:
                 log.warning("removing %s/%s write %s with a reader still attached", bucket, key, wid)
 
         async def one(d) -> None:
-            await d.delete(paths.meta_path(bucket, key, wid))
+            meta = paths.meta_path(bucket, key, wid)
+            await d.delete(meta)
+            if durable and self.sync:
+                # The removal of a version by id: its metadata must be gone for good before its
+                # data goes, or a power cut could leave metadata on k disks without the data,
+                # which a registry rebuild would take for a readable version.
+                await d.fsync_dir(meta.rsplit("/", 1)[0])
             # fan-out directories are kept: pruning one could race another key's rename into it
             await d.delete(paths.data_dir(bucket, key, wid), recursive=True)
 

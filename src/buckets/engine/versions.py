@@ -172,7 +172,7 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
             entry = await self.catalog.delete_version(bucket, key, version_id)  # type: ignore[arg-type]
             if entry is None:
                 return DeleteResult(version_id, False, deleted=False)
-    self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
+    self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]), durable=versioned))
     return DeleteResult(entry.get("vid", NULL_VERSION) if versioned or version_id else None,
                         bool(entry.get("dm")), deleted=True)
 
