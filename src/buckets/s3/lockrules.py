@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from buckets.errors import InvalidArgument, InvalidRequest, MalformedXML, define_error
+# InvalidBucketState is the engine's own class (errors travel between nodes by class name)
+from buckets.errors import InvalidArgument, InvalidBucketState, InvalidRequest, MalformedXML, define_error
 from buckets.s3.xmlio import XmlBuilder, XmlNode, iso8601, parse_document
 
 MODES = ("GOVERNANCE", "COMPLIANCE")
@@ -36,8 +37,6 @@ ObjectLockConfigurationNotFound = define_error(
 NoSuchObjectLockConfiguration = define_error(
     "NoSuchObjectLockConfiguration", "NoSuchObjectLockConfiguration", 404,
     "The specified object does not have a ObjectLock configuration")
-InvalidBucketState = define_error(
-    "InvalidBucketState", "InvalidBucketState", 409, "The request is not valid for the current state of the bucket.")
 
 MISSING_LOCK = "Bucket is missing Object Lock Configuration"
 BYPASS_HEADER = "x-amz-bypass-governance-retention"
