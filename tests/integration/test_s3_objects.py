@@ -234,6 +234,31 @@ def test_conditional_writes(s3, bucket):
     assert error_of(exc) == ("NoSuchKey", 404)
 
 
+def test_racing_conditional_writes_have_one_winner(server, bucket):
+    """Eight ``If-None-Match: *`` PUTs of one key at once (on a cluster, through different
+    nodes): exactly one is acknowledged, the others answer 412 (the object was there when they
+    began) or 409 ConditionalRequestConflict (they lost at commit), and the object is the
+    winner's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [server.client() for _ in range(8)]
+
+    def put(i: int):
+        try:
+            clients[i].put_object(Bucket=bucket, Key="race", Body=f"body-{i}".encode(), IfNoneMatch="*")
+            return i
+        except ClientError as exc:
+            return exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(put, range(8)))
+    winners = [o for o in outcomes if isinstance(o, int)]
+    assert len(winners) == 1, outcomes
+    assert all(o in (("PreconditionFailed", 412), ("ConditionalRequestConflict", 409))
+               for o in outcomes if not isinstance(o, int)), outcomes
+    assert clients[0].get_object(Bucket=bucket, Key="race")["Body"].read() == f"body-{winners[0]}".encode()
+
+
 def test_key_length_limit(s3, bucket):
     key_1024 = "k" * 1024
     s3.put_object(Bucket=bucket, Key=key_1024, Body=b"max")

@@ -24,10 +24,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
+
+import xxhash
 
 from buckets import errors
 from buckets.cluster.control import ControlPlane
@@ -39,6 +43,9 @@ from buckets.registry.store import POLICY_PREFIX
 
 log = logging.getLogger("buckets.cluster.catalog")
 
+LEASE_PREFIX = "lease:"  # control-plane job records of conditional writes in progress
+LEASE_SECONDS = 30.0  # a lease a dead node left expires after this
+LEASE_WAIT = 20.0  # how long a conditional write waits for another one on the same key
 UPLOADS = "\x01uploads"
 VERSIONS = "\x01versions"
 SHADOWS = (UPLOADS, VERSIONS)  # a bucket's shadow buckets in the index, on the bucket's replicas
@@ -437,6 +444,50 @@ class ClusterCatalog:
                 after = name
             if not truncated:
                 return items, prefixes, False, None
+
+    # -- conditional writes ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def key_lease(self, bucket: str, key: str) -> AsyncIterator[None]:
+        """Hold a short cluster-wide lease on one key while a conditional write checks its
+        condition and commits (``If-None-Match: *``, ``If-Match``): two nodes' conditional writes
+        to one key then take turns, so the second sees the first's object and fails its
+        condition (``409 ConditionalRequestConflict``) instead of both being acknowledged. The
+        lease is a control-plane record taken with a compare-and-set and removed after; one left
+        by a node that died expires after ``LEASE_SECONDS``. Unconditional writes take none: one
+        that lands before the check is seen by the check's quorum read, one that lands after
+        simply comes later."""
+        name = LEASE_PREFIX + xxhash.xxh3_128_hexdigest(f"{bucket}\0{key}".encode())
+        token = os.urandom(8).hex()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEASE_WAIT
+        version = None
+        pause = 0.01
+        while version is None:
+            record = self.control.snapshot.jobs.get(name)
+            now = time.time()
+            if record is None or float((record.value or {}).get("until", 0)) < now:
+                try:
+                    answer = await self.control.apply("put_job", key=name, value={"owner": token, "until": now + LEASE_SECONDS},
+                                                      expected_version=record.version if record is not None else 0)
+                    version = int(answer["version"])
+                    break
+                except errors.BucketsError as exc:
+                    if exc.code != "VersionConflict":
+                        raise
+                    await self.control.read(linearizable=True)
+            if loop.time() > deadline:
+                raise errors.ConditionalRequestConflict(
+                    "Another conditional write to this key is in progress; retry the request.",
+                    resource=f"/{bucket}/{key}")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+        try:
+            yield
+        finally:
+            try:
+                await self.control.apply("delete_job", key=name, expected_version=version)
+            except errors.BucketsError as exc:  # taken over after expiry, or the plane is away: it expires
+                log.info("lease on %s/%s not released: %s", bucket, key, exc)
 
     # -- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:

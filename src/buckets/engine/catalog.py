@@ -13,6 +13,7 @@ An upload record holds the upload's settings and, under ``parts``, ``{"<n>": par
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 from buckets import errors
@@ -60,6 +61,9 @@ class Catalog(Protocol):
     async def get_version(self, bucket: str, key: str, vid: str) -> dict | None: ...
     async def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
         """A key's versions other than the current one, newest first."""
+    def key_lease(self, bucket: str, key: str):
+        """An async context manager held around a conditional write's check and commit, making
+        conditional writes to one key take turns across every node (a no-op on one node)."""
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                             version_marker: str, limit: int):
         """``Registry.scan_versions``'s page."""
@@ -159,6 +163,10 @@ class LocalCatalog:
 
     async def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
         return self.registry.noncurrent_versions(bucket, key)
+
+    def key_lease(self, bucket: str, key: str):
+        """One node: the store's key lock already serializes a key's conditional writes."""
+        return contextlib.nullcontext()
 
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                             version_marker: str, limit: int):

@@ -16,6 +16,7 @@ reader sees the old object or the new one, never a mix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -487,7 +488,9 @@ class Store:
                 f"{self._write_quorum(k, m)} needed")
         if len(ok) < k + m:
             self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks")
-        async with self.locks.hold((bucket, key)):
+        conditional = opts.if_none_match or opts.if_match is not None
+        lease = self.catalog.key_lease(bucket, key) if conditional else contextlib.nullcontext()
+        async with self.locks.hold((bucket, key)), lease:  # a cluster: across nodes too
             try:
                 bucket_rec = await self._require_bucket(bucket)
                 old = await self._check_conditions(bucket, key, opts, at_commit=True)
