@@ -49,6 +49,7 @@ class Config:
     sync: bool = True  # fsync before acknowledging writes; off is for development only
     cache_size: int = 1_000_000  # registry LRU entries
     inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
+    small_log: bool = True  # inline objects and delete markers go to each disk's record log
     log_format: str = "json"  # "json" | "console"
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
     metrics_auth: str = "public"  # "public" | "bearer"
@@ -398,6 +399,10 @@ SETTINGS: tuple[Setting, ...] = (
             _integer(0, MAX_INLINE_THRESHOLD, "inline threshold"),
             f"objects up to this many bytes are stored inside their metadata file "
             f"(max {MAX_INLINE_THRESHOLD})", metavar="BYTES"),
+    Setting("small_log", "BUCKETS_SMALL_LOG", "--small-log", _parse_bool,
+            "write inline objects and delete markers as records of each disk's append-only log "
+            "(group-committed) instead of one metadata file per disk; single node only, objects "
+            "written either way stay readable", metavar="on|off"),
     Setting("log_format", "BUCKETS_LOG_FORMAT", "--log-format", _choice(LOG_FORMATS, "log format"),
             "log line format", choices=LOG_FORMATS),
     Setting("log_level", "BUCKETS_LOG_LEVEL", "--log-level", _choice(LOG_LEVELS, "log level"),

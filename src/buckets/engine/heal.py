@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from buckets.engine import crypto, paths
+from buckets.engine import crypto, paths, smalllog
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file
 from buckets.erasure import ShardGeometry, unframe_piece
@@ -53,7 +53,7 @@ async def _check_slot(store: "Store", bucket: str, key: str, entry: dict, slot: 
     if disk is None:
         return False
     try:
-        meta = decode_meta_file(await disk.read_file(paths.meta_path(bucket, key, entry["wid"])))
+        meta = await smalllog.read_slot(bucket, key, entry, slot, disk)  # its record, or its .meta file
     except (DiskError, CorruptData, ValueError):
         return False
     if meta.get("wid") != entry["wid"] or meta.get("shard") != slot:
@@ -196,7 +196,7 @@ async def _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage
     if entry.get("inline"):
         frames = {}
         for i in sources:
-            meta = decode_meta_file(await disks[i].read_file(paths.meta_path(bucket, key, entry["wid"])))
+            meta = await smalllog.read_slot(bucket, key, entry, i, disks[i])
             frames[i] = meta.get("data") or b""
         geo = ShardGeometry(k, bs, crypto.stored_length(entry))  # inline: the stored (maybe encrypted) bytes
         rebuilt = {t: b"" for t in targets}
@@ -228,6 +228,8 @@ async def _rebuild_shards(store, bucket, key, entry, disks, good, targets, stage
 
 
 async def _install(store, bucket, key, entry, disks, targets, stage, inline) -> list[int]:
+    if inline is not None and smalllog.uses_log(entry):  # new records, and the entry points at them
+        return await smalllog.install(store, bucket, key, entry, disks, targets, inline)
     done = []
     mp = paths.meta_path(bucket, key, entry["wid"])
     for t in targets:

@@ -20,8 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from buckets.engine import crypto, paths
-from buckets.engine.meta import decode_meta_file
+from buckets.engine import crypto, paths, smalllog
 from buckets.engine.types import ByteRange, ObjectInfo
 from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, ReadQuorumLost
@@ -192,14 +191,14 @@ class ObjectReader:
     async def _fetch_inline(self) -> dict[int, bytes]:
         k = self._codec.k
         got: dict[int, bytes] = {}
-        mp = paths.meta_path(self.bucket, self.key, self.entry["wid"])
 
         async def fetch(i: int) -> None:
             disk = self._disks[i]
             if disk is None:
                 return
             try:
-                meta = decode_meta_file(await disk.read_file(mp))
+                # its record in the disk's log (one pread), or its metadata file
+                meta = await smalllog.read_slot(self.bucket, self.key, self.entry, i, disk)
                 if meta.get("wid") == self.entry["wid"] and meta.get("shard") == i:
                     got[i] = meta.get("data") or b""
             except (DiskError, CorruptData):

@@ -6,6 +6,11 @@ is the object (none if it is a delete marker); older or under-replicated writes 
 the scanner to remove. In a versioned bucket every version id's newest readable write is a
 version, delete markers included, and the newest of them is current. Buckets come from each
 disk's ``.bucket.meta``. Runs automatically at start when the registry is missing.
+
+Small writes live as records in each disk's log (``engine/smalllog.py``): every segment is
+scanned, and a record counts like a metadata file (its newest record per write and disk, when
+the write was rewritten by a tag or ACL change, a heal or compaction), unless a kill record on
+the same disk says the write was removed there. The rebuilt entry points at the records (``lg``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from buckets.engine import smalllog
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import CorruptData, DiskError
 from buckets.registry import Op
@@ -35,10 +41,27 @@ async def rebuild_registry(store: "Store") -> dict:
     writes: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
 
     async def scan(disk) -> None:
+        # this disk's writes: (bucket, key, wid) -> metadata (with "_loc" when it is a record)
+        found: dict[tuple[str, str, str], dict] = {}
+        killed: set[tuple[str, str, str]] = set()
+        try:
+            async for loc, raw in disk.walk_records():
+                try:
+                    meta = smalllog.decode(raw)
+                    ident = (meta["bucket"], meta["key"], meta["wid"])
+                except (CorruptData, KeyError, TypeError):
+                    continue
+                if meta.get("kill"):
+                    killed.add(ident)
+                else:
+                    meta.pop("data", None)  # never kept: a rebuild holds every write's metadata at once
+                    found[ident] = dict(meta, _loc=loc)  # records come in append order: the newest wins
+        except DiskError as exc:
+            log.warning("rebuild: the log of %s could not be read whole: %s", disk.endpoint, exc)
         try:
             names = await disk.list_dir(DATA_DIR)
         except DiskError:
-            return
+            names = []
         for b in names:
             try:
                 meta = decode_meta_file(await disk.read_file(f"{DATA_DIR}/{b}/.bucket.meta"))
@@ -54,8 +77,15 @@ async def rebuild_registry(store: "Store") -> dict:
                     meta = decode_meta_file(await disk.read_file(rel))
                 except (DiskError, CorruptData):
                     continue
-                slot = writes[(meta["bucket"], meta["key"])].setdefault(meta["wid"], [meta, 0])
-                slot[1] += 1
+                meta.pop("data", None)
+                found.setdefault((meta["bucket"], meta["key"], meta["wid"]), meta)
+        for ident, meta in found.items():
+            if ident in killed:
+                continue
+            slot = writes[(ident[0], ident[1])].setdefault(ident[2], [meta, 0, {}])
+            slot[1] += 1
+            if "_loc" in meta and isinstance(meta.get("shard"), int):
+                slot[2][meta["shard"]] = meta["_loc"]
 
     await asyncio.gather(*(scan(d) for d in store.disks if d.online))
     ops = [Op("put_bucket", b, value=_bucket_record(records[b], c)) for b, c in buckets.items()]
@@ -67,7 +97,8 @@ async def rebuild_registry(store: "Store") -> dict:
     for (bucket, key), by_wid in writes.items():
         if bucket not in buckets:
             continue
-        readable = sorted((version_seq(m), wid, m) for wid, (m, count) in by_wid.items() if count >= m["k"])
+        readable = sorted((version_seq(m), wid, _entry_meta(m, locs))
+                          for wid, (m, count, locs) in by_wid.items() if count >= m["k"])
         if not readable:
             continue
         if records[bucket].get("versioning") is None:
@@ -90,6 +121,15 @@ async def rebuild_registry(store: "Store") -> dict:
     for i in range(0, len(ops), 2000):
         await store.registry.commit(ops[i:i + 2000])
     return {"buckets": len(buckets), "objects": objects, "versions": versions, "users": len(users)}
+
+
+def _entry_meta(meta: dict, locs: dict[int, list]) -> dict:
+    """A write's metadata as a registry entry's source: a record-based write gets ``lg``, the
+    location of each slot's record (None where no disk had one)."""
+    meta = {f: v for f, v in meta.items() if f != "_loc"}
+    if locs:
+        meta[smalllog.LOG_FIELD] = [locs.get(i) for i in range(meta["k"] + meta["m"])]
+    return meta
 
 
 def _bucket_record(meta: dict, created: float) -> dict:

@@ -25,7 +25,7 @@ from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from buckets import errors
-from buckets.engine import crypto, paths, versions
+from buckets.engine import crypto, paths, smalllog, versions
 from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
@@ -105,7 +105,7 @@ class Store:
                          cache_size: int = 1_000_000, inline_threshold: int = 128 * 1024,
                          block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
                          registry_dir: str | None = None, background: bool = True,
-                         small_copy_limit: int = 16 * 1024,
+                         small_copy_limit: int = 16 * 1024, small_log: bool = False,
                          scanner_config: "ScannerConfig | None" = None,
                          cluster: "ClusterParts | None" = None) -> "Store":
         """The composition root: a store over ``disks`` (any ``Disk``: local, remote, wrapped),
@@ -119,15 +119,19 @@ class Store:
             await self._open(parity=parity, sync=sync, cache_size=cache_size, inline_threshold=inline_threshold,
                              block_size=block_size, partitions=partitions, registry_dir=registry_dir,
                              background=background, small_copy_limit=small_copy_limit,
-                             scanner_config=scanner_config)
+                             scanner_config=scanner_config, small_log=small_log)
         except BaseException:
             await self._abandon()
             raise
         return self
 
     async def _open(self, *, parity, sync, cache_size, inline_threshold, block_size, partitions, registry_dir,
-                    background, small_copy_limit, scanner_config) -> None:
+                    background, small_copy_limit, scanner_config, small_log=False) -> None:
         self.sync = sync
+        # Inline writes and delete markers go to the disks' record logs (engine/smalllog.py).
+        # Single node only for now: a cluster's catalog, migration and anti-entropy still
+        # know only metadata files (the disks' log calls work over peer RPC already).
+        self.small_log = bool(small_log) and self.cluster is None
         self.inline_threshold = inline_threshold
         self.small_copy_limit = min(small_copy_limit, inline_threshold)
         loop = asyncio.get_running_loop()
@@ -174,14 +178,22 @@ class Store:
             self.catalog = LocalCatalog(self.registry)
             self.users = UserStore(self.registry, mirror=self._mirror_users)
         self.scanner = Scanner(self, scanner_config)
+        from buckets.engine.compaction import Compactor
+
+        self.compactor = Compactor(self, self.scanner.cfg)
         if background:
             self.scanner.start()
+            if self.small_log:
+                self.compactor.start()
 
     async def _abandon(self) -> None:
         """Undo a failed open: stop what started, close the registry and the disks."""
         scanner = getattr(self, "scanner", None)
         if scanner is not None:
             await scanner.stop()
+        compactor = getattr(self, "compactor", None)
+        if compactor is not None:
+            await compactor.stop()
         registry = getattr(self, "registry", None)
         if registry is not None:
             try:
@@ -198,6 +210,7 @@ class Store:
 
     async def close(self) -> None:
         await self.scanner.stop()
+        await self.compactor.stop()
         for _count, done in self._active_reads.values():
             done.set()  # readers left open do not hold up shutdown; their write's removal proceeds
         for task in list(self._background):
@@ -443,8 +456,19 @@ class Store:
         return encode_meta_file(payload)
 
     async def _commit_inline(self, bucket, key, entry, result: WriteResult, disks) -> list[int]:
+        return await self._store_inline(bucket, key, entry, disks, result.inline or [])
+
+    async def _store_inline(self, bucket: str, key: str, entry: dict, disks: list, inline: list) -> list[int]:
+        """Write an inline write's (or a delete marker's) metadata with each slot's framed
+        data to its disk: one record per disk in the disks' logs (``entry["lg"]`` gets their
+        locations), or, with the log off, one metadata file per disk. The slots that took it."""
+        if self.small_log:
+            n = len(disks)
+            got = await smalllog.append_slots(self, bucket, key, entry, disks,
+                                              {i: inline[i] if i < len(inline) else b"" for i in range(n)})
+            entry[smalllog.LOG_FIELD] = [got.get(i) for i in range(n)]
+            return sorted(got)
         mp = paths.meta_path(bucket, key, entry["wid"])
-        inline = result.inline or []
 
         async def one(i: int) -> int | None:
             d = disks[i]
@@ -482,7 +506,7 @@ class Store:
         """Quorum check, then the registry commit under the key lock, then old-data cleanup."""
         k, m = entry["k"], entry["m"]
         if len(ok) < self._write_quorum(k, m):
-            await self._remove_write(bucket, key, entry["wid"], disks)
+            await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry))
             raise errors.WriteQuorumLost(
                 f"Write quorum lost: {len(ok)} of {k + m} disks stored the object, "
                 f"{self._write_quorum(k, m)} needed")
@@ -505,13 +529,14 @@ class Store:
                     # The index entry may have reached some replicas and can still win: keep the
                     # data it points to (the orphan sweep removes it if no entry ever does).
                     raise
-                await self._remove_write(bucket, key, entry["wid"], disks)
+                await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry))
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
                 raise
         for old in replaced:
             if old["wid"] != entry["wid"]:
-                self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"])))
+                self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),
+                                               in_log=smalllog.uses_log(old)))
 
     def read_started(self, ident: tuple[str, str, str]) -> None:
         slot = self._active_reads.get(ident)
@@ -530,15 +555,23 @@ class Store:
             slot[1].set()
 
     async def _remove_write(self, bucket: str, key: str, wid: str, disks: list,
-                            *, wait_readers: float = 3600.0, durable: bool = False) -> None:
+                            *, wait_readers: float = 3600.0, in_log: bool | None = None,
+                            durable: bool = False) -> None:
         """Delete one write's files once no GET is streaming them; metadata first, so no
-        metadata outlives its data."""
+        metadata outlives its data. A write in the disks' logs (``in_log``; None: not known, so
+        both when the log is on) gets a kill record on each disk instead (engine/smalllog.py)."""
         slot = self._active_reads.get((bucket, key, wid))
         if slot is not None:
             try:
                 await asyncio.wait_for(slot[1].wait(), wait_readers)
             except asyncio.TimeoutError:
                 log.warning("removing %s/%s write %s with a reader still attached", bucket, key, wid)
+
+        if in_log or (in_log is None and self.small_log):
+            # durable: a version removed by id must not come back after a power cut and a rebuild
+            await smalllog.kill(self, bucket, key, wid, disks, sync=durable and self.sync)
+            if in_log:
+                return  # a log write has no files
 
         async def one(d) -> None:
             meta = paths.meta_path(bucket, key, wid)

@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING
 
 from buckets import errors
-from buckets.engine import paths
+from buckets.engine import paths, smalllog
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file, encode_meta_file, entry_to_info, entry_to_version
 from buckets.engine.names import check_object_key
@@ -190,20 +190,8 @@ async def _write_marker(self: "Store", bucket: str, key: str, vid: str) -> tuple
         "etag": "", "h": {}, "um": {}, "ck": {}, "ckt": None, "ch": "", "sc": "STANDARD", "k": k, "m": m,
         "bs": self.block_size, "disks": disk_ids, "gen": self.table.generation, "inline": True, "parts": [],
     }
-    mp = paths.meta_path(bucket, key, entry["wid"])
-
-    async def one(i: int) -> int | None:
-        d = disks[i]
-        if d is None:
-            return None
-        try:
-            await d.write_file(mp, self._disk_meta(bucket, key, entry, i, b""), sync=self.sync)
-            return i
-        except errors.DiskError as exc:
-            log.warning("disk %s: %s", d.endpoint, exc)
-            return None
-
-    ok = [i for i in await asyncio.gather(*(one(i) for i in range(len(disks)))) if i is not None]
+    # a record in each disk's log (or a metadata file each, with the log off)
+    ok = await self._store_inline(bucket, key, entry, disks, [b""] * len(disks))
     if len(ok) < self._write_quorum(k, m):
         await self._remove_write(bucket, key, entry["wid"], disks)
         raise errors.WriteQuorumLost(f"Write quorum lost: {len(ok)} of {k + m} disks stored the delete marker")
@@ -273,8 +261,12 @@ async def update_object(self: "Store", bucket: str, key: str, version_id: str | 
                 updated.pop(f, None)
             else:
                 updated[f] = v
+        if smalllog.uses_log(entry):  # new records carrying the change, before the entry points at them
+            updated[smalllog.LOG_FIELD] = await smalllog.rewrite_records(self, bucket, key, entry, updated)
         if not await self.catalog.update_version(bucket, key, updated):
             raise errors.NoSuchVersion(resource=f"/{bucket}/{key}", Key=key, VersionId=version_id or NULL_VERSION)
+        if smalllog.uses_log(entry):
+            return entry_to_info(bucket, key, updated)
 
     async def rewrite(disk) -> None:
         path = paths.meta_path(bucket, key, entry["wid"])

@@ -22,6 +22,7 @@ import os
 import shutil
 import stat as stat_mod
 import threading
+import time
 from builtins import open as builtins_open
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -224,6 +225,7 @@ class LocalDisk:
         self._rec_batch: list[tuple[list[bytes], bool, asyncio.Future]] = []
         self._rec_flusher: asyncio.Task | None = None
         self._seg: "_Segment | None" = None  # the segment being appended to (this process's)
+        self._seg_stale = False  # set when the disk comes back: the next append opens a new segment
 
     def __repr__(self) -> str:
         return f"LocalDisk({self.root!r}, {self.disk_id!r})"
@@ -237,6 +239,7 @@ class LocalDisk:
 
     def mark_online(self) -> None:
         self.online = True
+        self._seg_stale = True
 
     def local_path(self, rel: str) -> str:
         return self._abs(rel, root_ok=True)
@@ -623,7 +626,9 @@ class LocalDisk:
         directory = os.path.join(self.root, LOG_DIR)
         _makedirs(directory, sync)
         ids = [i for i in (rlog.parse_segment_name(n) for n in os.listdir(directory)) if i is not None]
-        seg_id = max(ids, default=0) + 1
+        # Ascending (append order), and not reused after a wipe: a stale location from before
+        # is then most likely a missing segment, not another record (readers check anyway).
+        seg_id = max(max(ids, default=0) + 1, time.time_ns() // 1_000_000)
         fh = open(os.path.join(directory, rlog.segment_name(seg_id)), "xb", buffering=0)
         if sync:
             _fsync_dir(directory)  # the new name must outlive a power cut with its records
@@ -631,6 +636,12 @@ class LocalDisk:
 
     def _append_batch(self, batches: list[list[bytes]], sync: bool) -> list[list[list[int]]]:
         seg = self._seg
+        if seg is not None and (self._seg_stale or os.fstat(seg.fh.fileno()).st_nlink == 0):
+            # the disk was away (or wiped: the segment is gone): start afresh
+            self._seg = None
+            seg.close()
+            seg = None
+        self._seg_stale = False
         if seg is None or seg.size >= rlog.SEGMENT_MAX:
             if seg is not None:
                 self._seg = None

@@ -1,0 +1,198 @@
+"""Compaction of the disks' record logs (``engine/smalllog.py``), in the background.
+
+Overwrites, deletes, heals and tag changes leave records nothing points to. Every
+``interval`` seconds, for each disk, each sealed segment (all but the newest, which may be the
+one being appended to) is scanned, paced like the scanner (records/s and MB/s): a record is
+*live* when the registry entry of its write names exactly its location for its slot on this
+disk. When the dead share of a segment reaches ``threshold``, its live records are appended
+again (to the current segment, group-committed) and each entry is pointed at its new record
+with a compare-and-set on the write id and the old location, under the key's lock (so a
+concurrent overwrite or delete wins and the copy is just garbage); then the segment is
+deleted, once every live record of it has moved.
+
+Kill records (a removal, see smalllog) are carried forward like live records, except from the
+disk's oldest segment: records they kill are never newer than they are, so once no older
+segment exists, none of those records remains, and the kill has nothing left to say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from buckets.engine import smalllog
+from buckets.engine.scanner import ScannerConfig, Throttle
+from buckets.errors import BucketsError, CorruptData, DiskError
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+log = logging.getLogger("buckets.heal")
+
+_MOVE_BATCH = 64  # live records moved at once (their appends share one group commit)
+
+
+@dataclass(slots=True)
+class CompactionConfig:
+    threshold: float = 0.5  # dead share of a segment that makes it worth rewriting
+    interval: float = 60.0  # seconds between passes
+    records_per_sec: float = 5000.0
+    mb_per_sec: float = 50.0
+
+
+class Compactor:
+    def __init__(self, store: "Store", scanner_cfg: ScannerConfig | None = None,
+                 cfg: CompactionConfig | None = None) -> None:
+        self.store = store
+        self.cfg = cfg or CompactionConfig(interval=(scanner_cfg or ScannerConfig()).cycle_pause,
+                                           mb_per_sec=(scanner_cfg or ScannerConfig()).mb_per_sec)
+        self.stats = {"passes": 0, "segments_scanned": 0, "segments_compacted": 0, "records_moved": 0,
+                      "kills_carried": 0, "bytes_reclaimed": 0}
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()  # one pass at a time (background and on demand)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="log-compaction")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def status(self) -> dict:
+        return dict(self.stats)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.interval)
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("log compaction failed")
+
+    def _throttle(self) -> Throttle:
+        return Throttle(ScannerConfig(objects_per_sec=self.cfg.records_per_sec, mb_per_sec=self.cfg.mb_per_sec))
+
+    async def run_pass(self, *, paced: bool = True, threshold: float | None = None) -> dict:
+        """One pass over every online disk's sealed segments; what it did."""
+        async with self._lock:
+            before = dict(self.stats)
+            throttle = self._throttle() if paced else None
+            limit = self.cfg.threshold if threshold is None else threshold
+            for disk in list(self.store.disks):
+                if disk is None or not disk.online:
+                    continue
+                try:
+                    await self._compact_disk(disk, throttle, limit)
+                except (DiskError, BucketsError) as exc:
+                    log.warning("log compaction of %s stopped: %s", disk.endpoint, exc)
+            self.stats["passes"] += 1
+            return {k: self.stats[k] - before[k] for k in self.stats}
+
+    async def _compact_disk(self, disk, throttle: Throttle | None, threshold: float) -> None:
+        segments = await disk.list_segments()
+        if len(segments) < 2:
+            return
+        oldest = True
+        for seg, size in segments[:-1]:
+            self.stats["segments_scanned"] += 1
+            live_bytes = 0
+            async for loc, raw in disk.walk_records(seg):
+                if throttle is not None:
+                    await throttle.pace(0)
+                kind = await self._classify(disk, loc, raw, oldest)
+                if kind != "dead":
+                    live_bytes += loc[2]
+            if size and (size - live_bytes) / size < threshold:
+                oldest = False
+                continue
+            if await self._move_segment(disk, seg, throttle, oldest):
+                await disk.delete_segment(seg)
+                self.stats["segments_compacted"] += 1
+                self.stats["bytes_reclaimed"] += size - live_bytes
+                log.info("log compaction: segment %d of %s rewritten (%d of %d bytes were garbage)",
+                         seg, disk.endpoint, size - live_bytes, size)
+            else:
+                oldest = False
+
+    async def _classify(self, disk, loc: list, raw: bytes, oldest: bool) -> str:
+        """"live" (the registry points at it), "kill" (a kill record to carry) or "dead"."""
+        try:
+            meta = smalllog.decode(raw)
+        except CorruptData:
+            return "dead"
+        if meta.get("kill"):
+            return "dead" if oldest else "kill"
+        return "live" if await self._is_live(disk, loc, meta) else "dead"
+
+    async def _is_live(self, disk, loc: list, meta: dict) -> bool:
+        try:
+            entry = await smalllog.lookup_write(self.store, meta["bucket"], meta["key"], meta["wid"],
+                                                meta.get("vid", "null"))
+            shard = meta["shard"]
+        except (KeyError, TypeError):
+            return False
+        if entry is None or not smalllog.uses_log(entry) or not isinstance(shard, int):
+            return False
+        disks = entry.get("disks") or []
+        return (smalllog.location_of(entry, shard) == list(loc) and shard < len(disks)
+                and disks[shard] == disk.disk_id)
+
+    async def _move_segment(self, disk, seg: int, throttle: Throttle | None, oldest: bool) -> bool:
+        """Append the segment's live records (and kill records, unless ``oldest``) again and
+        point their entries at the copies; True when nothing of it is needed any more."""
+        ok = True
+        batch: list[tuple[list, bytes]] = []
+        kills: list[bytes] = []
+
+        async def flush() -> None:
+            nonlocal ok, batch, kills
+            results = await asyncio.gather(*(self._move(disk, loc, raw) for loc, raw in batch))
+            ok = ok and all(results)
+            if kills:
+                try:
+                    await disk.append_records(kills, sync=self.store.sync)
+                    self.stats["kills_carried"] += len(kills)
+                except DiskError as exc:
+                    log.warning("log compaction of %s: %s", disk.endpoint, exc)
+                    ok = False
+            batch, kills = [], []
+
+        async for loc, raw in disk.walk_records(seg):
+            if throttle is not None:
+                await throttle.pace(loc[2])
+            kind = await self._classify(disk, loc, raw, oldest)
+            if kind == "live":
+                batch.append((loc, raw))
+            elif kind == "kill":
+                kills.append(raw)
+            if len(batch) + len(kills) >= _MOVE_BATCH:
+                await flush()
+        await flush()
+        return ok
+
+    async def _move(self, disk, loc: list, raw: bytes) -> bool:
+        """One live record to the current segment, its entry pointed at the copy. True when
+        the old record is no longer needed (moved, or its write changed meanwhile)."""
+        store = self.store
+        meta = smalllog.decode(raw)
+        bucket, key, shard = meta["bucket"], meta["key"], meta["shard"]
+        async with store.locks.hold((bucket, key)):
+            if not await self._is_live(disk, loc, meta):
+                return True  # overwritten or removed since the scan: garbage now
+            entry = await smalllog.lookup_write(store, bucket, key, meta["wid"], meta.get("vid", "null"))
+            try:
+                new = (await disk.append_records([raw], sync=store.sync))[0]
+            except DiskError as exc:
+                log.warning("log compaction of %s: %s", disk.endpoint, exc)
+                return False
+            assert entry is not None
+            await smalllog.set_locations(store, bucket, key, entry, {shard: new}, expect={shard: list(loc)})
+            self.stats["records_moved"] += 1
+            return True

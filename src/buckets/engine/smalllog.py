@@ -1,0 +1,185 @@
+"""Small writes through the disks' record logs (issue 15).
+
+An inline object (its data fits in the metadata, ``inline_threshold``) and a delete marker
+are written as one *record* per disk instead of one ``<h>.<wid>.meta`` file per disk: the
+record's payload is exactly what the metadata file would hold (msgpack of the entry plus
+``bucket``, ``key``, ``shard``, ``data``), appended to the disk's log with
+``Disk.append_records``, which group-commits concurrent appends (one write and one fsync per
+disk for a burst of PUTs). The registry entry keeps each slot's record location in ``lg``
+(``[segment, offset, length]`` or None for a slot that has none), so a read is one
+``read_record`` (one pread). Entries without ``lg`` are writes from before the log (or from a
+store running with it off): their ``.meta`` files are read as always.
+
+Removing a write from the disks (an overwrite's or a delete's cleanup, a failed write) cannot
+unlink a record: it appends a *kill record* ``{kill, bucket, key, wid}`` instead, which tells a
+registry rebuild that the write is gone on that disk (what deleting its ``.meta`` file said).
+Records nothing points to are garbage, reclaimed by compaction (``engine/compaction.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from buckets import errors
+from buckets.engine import paths
+from buckets.engine.meta import decode_meta_file
+from buckets.errors import CorruptData, DiskError
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+log = logging.getLogger("buckets.engine")
+
+LOG_FIELD = "lg"
+
+
+def uses_log(entry: dict) -> bool:
+    return entry.get(LOG_FIELD) is not None
+
+
+def encode(payload: dict) -> bytes:
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+def decode(raw: bytes) -> dict:
+    """A record's payload; ``CorruptData`` when it is not a metadata dict (a disk that cut it)."""
+    try:
+        doc = msgpack.unpackb(raw, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+        raise CorruptData(f"record payload does not decode: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CorruptData("record payload is not a metadata record")
+    return doc
+
+
+def slot_payload(bucket: str, key: str, entry: dict, shard: int, data: bytes | None) -> bytes:
+    payload = {f: v for f, v in entry.items() if f != LOG_FIELD}
+    payload.update(bucket=bucket, key=key, shard=shard)
+    if data is not None:
+        payload["data"] = data
+    return encode(payload)
+
+
+def location_of(entry: dict, slot: int) -> list | None:
+    locs = entry.get(LOG_FIELD) or []
+    return locs[slot] if slot < len(locs) else None
+
+
+async def read_slot(bucket: str, key: str, entry: dict, slot: int, disk) -> dict:
+    """The metadata of ``slot`` of this write on ``disk``: its record (log entries) or its
+    ``.meta`` file. ``DiskError``/``CorruptData`` when missing or damaged; the caller checks
+    that it names this write and slot (a stale location may hold another record)."""
+    if uses_log(entry):
+        loc = location_of(entry, slot)
+        if loc is None:
+            raise errors.FileNotFound(f"slot {slot} of {bucket}/{key} has no record")
+        meta = decode(await disk.read_record(loc))
+        if meta.get("bucket") != bucket or meta.get("key") != key:
+            raise CorruptData(f"the record at {loc} is not one of {bucket}/{key}")
+        return meta
+    return decode_meta_file(await disk.read_file(paths.meta_path(bucket, key, entry["wid"])))
+
+
+async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks: list,
+                       data: dict[int, bytes | None]) -> dict[int, list]:
+    """Append slot ``i``'s record (with ``data[i]``) to ``disks[i]`` for every ``i`` in ``data``;
+    the locations of those that succeeded, by slot."""
+    out: dict[int, list] = {}
+
+    async def one(i: int) -> None:
+        d = disks[i]
+        if d is None:
+            return
+        try:
+            out[i] = (await d.append_records([slot_payload(bucket, key, entry, i, data[i])], sync=store.sync))[0]
+        except DiskError as exc:
+            log.warning("disk %s: %s", d.endpoint, exc)
+
+    await asyncio.gather(*(one(i) for i in data))
+    return out
+
+
+async def kill(store: "Store", bucket: str, key: str, wid: str, disks: list, *, sync: bool = False) -> None:
+    """Record on each disk that write ``wid`` is gone (see the module doc). Not synced on its
+    own unless ``sync`` (as an unlink is not): a later synced append carries it."""
+    payload = encode({"kill": True, "bucket": bucket, "key": key, "wid": wid})
+
+    async def one(d) -> None:
+        if d is None:
+            return
+        try:
+            await d.append_records([payload], sync=sync)
+        except DiskError as exc:
+            log.info("disk %s: the removal of %s/%s write %s was not recorded: %s", d.endpoint, bucket, key, wid, exc)
+
+    await asyncio.gather(*(one(d) for d in disks))
+
+
+async def lookup_write(store: "Store", bucket: str, key: str, wid: str, vid: str | None) -> dict | None:
+    """The registry entry of write ``wid`` (the key's current version or its version ``vid``)."""
+    entry = await store.catalog.get_object(bucket, key)
+    if entry is not None and entry.get("wid") == wid:
+        return entry
+    if vid is None:
+        return None
+    entry = await store.catalog.get_version(bucket, key, vid)
+    return entry if entry is not None and entry.get("wid") == wid else None
+
+
+async def set_locations(store: "Store", bucket: str, key: str, entry: dict, new: dict[int, list | None],
+                        expect: dict[int, list | None] | None = None) -> bool:
+    """Point slots of ``entry``'s write at new records: a compare-and-set on the write id and,
+    per slot in ``expect``, the old location. The caller holds the key's lock, so no commit of
+    this key runs meanwhile; False when the write or a location changed (someone else won)."""
+    current = await lookup_write(store, bucket, key, entry["wid"], entry.get("vid", "null"))
+    if current is None or not uses_log(current):
+        return False
+    locs = list(current[LOG_FIELD])
+    for slot, old in (expect or {}).items():
+        if (locs[slot] if slot < len(locs) else None) != old:
+            return False
+    n = current["k"] + current["m"]
+    locs += [None] * (n - len(locs))
+    for slot, loc in new.items():
+        locs[slot] = loc
+    updated = {f: v for f, v in current.items() if f != "ts"}
+    updated[LOG_FIELD] = locs
+    updated.setdefault("vid", "null")
+    return await store.catalog.update_version(bucket, key, updated)
+
+
+async def rewrite_records(store: "Store", bucket: str, key: str, entry: dict, updated: dict) -> list:
+    """New records of ``entry``'s write carrying ``updated``'s fields (tags, lock, ACL changed)
+    on each of its disks; the new ``lg`` list (None where a disk could not take it: its next
+    heal rewrites it from the entry). The caller holds the key's lock."""
+    disks = store.disks_for(entry["disks"])
+    n = entry["k"] + entry["m"]
+    data: dict[int, bytes | None] = {}
+    for i in range(n):
+        if disks[i] is None:
+            continue
+        try:
+            meta = await read_slot(bucket, key, entry, i, disks[i])
+        except (DiskError, CorruptData) as exc:
+            log.info("object %s/%s: a metadata change did not reach %s: %s", bucket, key, disks[i].endpoint, exc)
+            continue
+        if meta.get("wid") == entry["wid"] and meta.get("shard") == i:
+            data[i] = meta.get("data") or b""
+    got = await append_slots(store, bucket, key, updated, disks, data)
+    return [got.get(i) for i in range(n)]
+
+
+async def install(store: "Store", bucket: str, key: str, entry: dict, disks: list, targets: list[int],
+                  inline: dict[int, bytes]) -> list[int]:
+    """Heal and refill: new records for the rebuilt slots ``targets``, then the entry pointed
+    at them (a compare-and-set on the write; the caller holds the key's lock). The slots done."""
+    got = await append_slots(store, bucket, key, entry, disks, {t: inline[t] for t in targets})
+    if not got:
+        return []
+    if not await set_locations(store, bucket, key, entry, got):
+        return []  # overwritten or removed meanwhile: the new records are garbage
+    return sorted(got)

@@ -1,0 +1,362 @@
+"""The small-object write path through the disks' record logs (issue 15): PUT, GET, heal,
+refill, registry rebuild, tags, delete markers, compaction, and objects written before the
+log. A real store over real directories; damage is done to the segment files themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+
+import pytest
+from engine_testkit import BLOCK, INLINE, content, eventually, get_bytes
+
+from buckets import Store, errors
+from buckets.engine import smalllog
+from buckets.engine.heal import heal_object
+from buckets.engine.types import PutOptions
+from buckets.storage import records as rlog
+from buckets.storage.faulty import FaultyDisk
+from buckets.storage.format import LOG_DIR, REGISTRY_DIR
+from buckets.storage.local import LocalDisk
+
+# small_copy_limit 0: every GET of an inline object reads the records (no registry copy)
+OPTS = dict(sync=False, block_size=BLOCK, inline_threshold=INLINE, partitions=64, small_log=True,
+            small_copy_limit=0, background=False)
+
+
+async def open_store(paths: list[str], **extra) -> Store:
+    return await Store.open(paths, **{**OPTS, **extra})
+
+
+def meta_files(paths: list[str]) -> list[str]:
+    out = []
+    for root in paths:
+        out += [f for f in glob.glob(os.path.join(root, "buckets", "*", "*", "*.meta"))]
+    return out
+
+
+def segment_file(root: str, loc: list) -> str:
+    return os.path.join(root, LOG_DIR, rlog.segment_name(loc[0]))
+
+
+def damage(root: str, loc: list) -> None:
+    """Flip bytes inside the record at ``loc`` (bit rot): its checksum no longer matches."""
+    with open(segment_file(root, loc), "r+b") as f:
+        f.seek(loc[1] + rlog.HEADER_SIZE + 5)
+        f.write(b"\x00\xff\x00\xff")
+
+
+@pytest.fixture
+async def store(tmp_disks):
+    paths = tmp_disks(4)
+    s = await open_store(paths)
+    s.test_paths = paths
+    await s.make_bucket("bkt")
+    yield s
+    if s.registry.is_open:  # a test that reopened the store closed this one already
+        await s.close()
+
+
+async def test_inline_puts_are_records_not_files(store) -> None:
+    bodies = {f"k{i}": content(f"k{i}", 100 + i * 37) for i in range(20)}
+    await asyncio.gather(*(store.put_object("bkt", k, v, len(v)) for k, v in bodies.items()))
+    assert meta_files(store.test_paths) == []  # no file per object per disk
+    for k, v in bodies.items():
+        entry = store.registry.get_object("bkt", k)
+        assert entry["inline"] and len(entry["lg"]) == 4 and all(loc is not None for loc in entry["lg"])
+        assert await get_bytes(store, "bkt", k) == v
+        assert await get_bytes(store, "bkt", k, range=(3, 10)) == v[3:11]
+    # streamed objects keep their shard files and metadata files
+    big = content("big", 3 * BLOCK)
+    await store.put_object("bkt", "big", big, len(big))
+    assert "lg" not in store.registry.get_object("bkt", "big")
+    assert len(meta_files(store.test_paths)) == 4
+    assert await get_bytes(store, "bkt", "big") == big
+
+
+async def test_a_damaged_or_missing_record_is_read_around_and_healed(store) -> None:
+    body = content("x", 3000)
+    await store.put_object("bkt", "x", body, len(body))
+    entry = store.registry.get_object("bkt", "x")
+    slot0 = store.by_id[entry["disks"][0]]
+    damage(slot0.root, entry["lg"][0])  # a data slot: parity must stand in
+    assert await get_bytes(store, "bkt", "x") == body
+    res = await heal_object(store, "bkt", "x", deep=True)
+    assert res.bad == [0] and res.repaired == [0]
+    healed = store.registry.get_object("bkt", "x")
+    assert healed["lg"][0] != entry["lg"][0] and healed["lg"][1:] == entry["lg"][1:]
+    meta = smalllog.decode(await slot0.read_record(healed["lg"][0]))
+    assert meta["wid"] == entry["wid"] and meta["shard"] == 0
+    assert (await heal_object(store, "bkt", "x", deep=True)).bad == []
+    assert await get_bytes(store, "bkt", "x") == body
+
+
+async def test_a_slot_that_missed_the_write_is_healed_as_a_record(tmp_disks) -> None:
+    paths = tmp_disks(4)
+    disks = [FaultyDisk(LocalDisk(p)) for p in paths]
+    store = await Store.open_disks(disks, **OPTS)
+    try:
+        await store.make_bucket("bkt")
+        body = content("y", 2500)
+        entry_disks = list(store.table.locate("bkt", "y")[1][:4])
+        victim = next(d for d in disks if d.disk_id == entry_disks[1])
+        victim.fail("append_records", error=errors.DiskFull, times=1)  # the disk stays online
+        await store.put_object("bkt", "y", body, len(body))  # 3 of 4: quorum met, queued for heal
+        entry = store.registry.get_object("bkt", "y")
+        assert entry["lg"][1] is None and all(entry["lg"][i] is not None for i in (0, 2, 3))
+        res = await heal_object(store, "bkt", "y", deep=False)
+        assert res.repaired == [1], res
+        assert store.registry.get_object("bkt", "y")["lg"][1] is not None
+        assert (await heal_object(store, "bkt", "y", deep=True)).bad == []
+        assert await get_bytes(store, "bkt", "y") == body
+    finally:
+        await store.close()
+
+
+async def test_write_quorum_lost_leaves_nothing_readable(tmp_disks) -> None:
+    paths = tmp_disks(4)
+    disks = [FaultyDisk(LocalDisk(p)) for p in paths]
+    store = await Store.open_disks(disks, **OPTS)
+    try:
+        await store.make_bucket("bkt")
+        for d in disks[:2]:
+            d.fail("append_records")
+        with pytest.raises(errors.WriteQuorumLost):
+            await store.put_object("bkt", "z", b"abc", 3)
+        with pytest.raises(errors.NoSuchKey):
+            await store.head_object("bkt", "z")
+    finally:
+        await store.close()
+
+
+async def _drop_registry_and_reopen(store: Store) -> Store:
+    paths = store.test_paths
+    await store.close()
+    for p in paths:
+        shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
+    again = await open_store(paths)
+    again.test_paths = paths
+    return again
+
+
+async def test_rebuild_from_the_logs(store) -> None:
+    """Overwrites, deletes, tags, versions and delete markers all come back as they were."""
+    live = {}
+    for i in range(30):
+        body = content(f"a{i}", 200 + i)
+        await store.put_object("bkt", f"a{i}", body, len(body))
+        live[f"a{i}"] = body
+    for i in range(0, 30, 3):  # overwrites
+        body = content(f"b{i}", 300 + i)
+        await store.put_object("bkt", f"a{i}", body, len(body))
+        live[f"a{i}"] = body
+    for i in range(1, 30, 5):  # deletes
+        await store.delete_object("bkt", f"a{i}")
+        del live[f"a{i}"]
+    await store.update_object("bkt", "a2", tags={"t": "v"})
+    await store.make_bucket("ver")
+    await store.set_versioning("ver", "Enabled")
+    v1 = await store.put_object("ver", "k", b"one", 3)
+    v2 = await store.put_object("ver", "k", b"two", 3)
+    marker = await store.delete_object("ver", "k")
+    await asyncio.gather(*list(store._background), return_exceptions=True)
+    store = await _drop_registry_and_reopen(store)
+    try:
+        listed = sorted(o.key for o in (await store.list_objects("bkt", limit=1000)).objects)
+        assert listed == sorted(live)
+        for k, v in live.items():
+            assert await get_bytes(store, "bkt", k) == v
+            assert smalllog.uses_log(store.registry.get_object("bkt", k))
+        assert (await store.head_object("bkt", "a2")).tags == {"t": "v"}
+        with pytest.raises(errors.NoSuchKey):
+            await store.head_object("ver", "k")
+        versions = await store.list_object_versions("ver")
+        assert [(v.version_id, v.delete_marker) for v in versions.versions] == [
+            (marker.version_id, True), (v2.version_id, False), (v1.version_id, False)]
+        assert await get_bytes(store, "ver", "k", version_id=v1.version_id) == b"one"
+    finally:
+        await store.close()
+
+
+async def test_a_torn_tail_is_ignored_by_the_rebuild(store) -> None:
+    await store.put_object("bkt", "kept", b"kept!", 5)
+    entry = store.registry.get_object("bkt", "kept")
+    paths = store.test_paths
+    await store.close()
+    for root in paths:  # a power cut mid-append: half a record at each log's end
+        seg = max(glob.glob(os.path.join(root, LOG_DIR, "*.seg")))
+        with open(seg, "ab") as f:
+            f.write(rlog.frame(b"\x81\xa3key\xa4torn")[:20])
+    for p in paths:
+        shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
+    store = await open_store(paths)
+    store.test_paths = paths
+    try:
+        assert store.registry.get_object("bkt", "kept")["lg"] == entry["lg"]
+        assert await get_bytes(store, "bkt", "kept") == b"kept!"
+        await store.put_object("bkt", "after", b"after", 5)  # appends go to a new segment
+        assert await get_bytes(store, "bkt", "after") == b"after"
+    finally:
+        await store.close()
+
+
+async def test_tags_and_acl_changes_rewrite_the_records(store) -> None:
+    await store.put_object("bkt", "t", b"tagged", 6)
+    before = store.registry.get_object("bkt", "t")["lg"]
+    await store.update_object("bkt", "t", tags={"a": "1"})
+    after = store.registry.get_object("bkt", "t")
+    assert all(a != b for a, b in zip(before, after["lg"]))
+    for i, d in enumerate(store.disks_for(after["disks"])):
+        assert smalllog.decode(await d.read_record(after["lg"][i]))["tg"] == {"a": "1"}
+    assert await get_bytes(store, "bkt", "t") == b"tagged"
+
+
+async def test_compaction_reclaims_overwritten_and_deleted_records(tmp_disks) -> None:
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    for i in range(40):
+        await store.put_object("bkt", f"k{i}", content(f"old{i}", 500), 500)
+    await store.close()
+    store = await open_store(paths)  # a new process: the first segments are sealed now
+    try:
+        final = {}
+        for i in range(40):
+            if i % 4 == 0:
+                final[f"k{i}"] = content(f"old{i}", 500)  # left as they were: live in the old segment
+                continue
+            if i % 4 == 1:
+                await store.delete_object("bkt", f"k{i}")
+                continue
+            body = content(f"new{i}", 400)
+            await store.put_object("bkt", f"k{i}", body, len(body))
+            final[f"k{i}"] = body
+        await asyncio.gather(*list(store._background), return_exceptions=True)
+        sealed = {root: sorted(os.listdir(os.path.join(root, LOG_DIR)))[0] for root in paths}
+        done = await store.compactor.run_pass(paced=False)
+        assert done["segments_compacted"] == 4 and done["records_moved"] == 40  # 10 live keys x 4 disks
+        for root, name in sealed.items():
+            assert name not in os.listdir(os.path.join(root, LOG_DIR))
+        for k, v in final.items():
+            assert await get_bytes(store, "bkt", k) == v
+            assert (await heal_object(store, "bkt", k, deep=True)).bad == []
+        # nothing is live in what is left to compact, twice over
+        assert (await store.compactor.run_pass(paced=False))["records_moved"] == 0
+        store.test_paths = paths
+        store = await _drop_registry_and_reopen(store)  # deleted keys stay deleted
+        listed = sorted(o.key for o in (await store.list_objects("bkt", limit=1000)).objects)
+        assert listed == sorted(final)
+        for k, v in final.items():
+            assert await get_bytes(store, "bkt", k) == v
+    finally:
+        await store.close()
+
+
+async def test_compaction_loses_to_a_concurrent_overwrite(tmp_disks) -> None:
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    for i in range(10):
+        await store.put_object("bkt", f"k{i}", b"old", 3)
+    await store.close()
+    store = await open_store(paths)
+    try:
+        for i in range(1, 10):
+            await store.delete_object("bkt", f"k{i}")
+        await asyncio.gather(*list(store._background), return_exceptions=True)
+        # overwrite k0 while the compactor holds its old record
+        original = store.compactor._move
+
+        async def racing_move(disk, loc, raw):
+            if smalllog.decode(raw)["key"] == "k0" and not racing_move.done:
+                racing_move.done = True
+                await store.put_object("bkt", "k0", b"newer", 5)
+            return await original(disk, loc, raw)
+
+        racing_move.done = False
+        store.compactor._move = racing_move
+        await store.compactor.run_pass(paced=False)
+        assert await get_bytes(store, "bkt", "k0") == b"newer"
+        assert (await heal_object(store, "bkt", "k0", deep=True)).bad == []
+    finally:
+        await store.close()
+
+
+async def test_a_wiped_disk_is_refilled_with_records(tmp_disks) -> None:
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    try:
+        await store.make_bucket("bkt")
+        bodies = {f"k{i}": content(f"k{i}", 700) for i in range(12)}
+        for k, v in bodies.items():
+            await store.put_object("bkt", k, v, len(v))
+        wiped = store.disks[3]
+        for name in os.listdir(paths[3]):
+            shutil.rmtree(os.path.join(paths[3], name))
+        store.scanner.start(scan=False)
+        await store.scanner.check_disks()
+        await eventually(lambda: store.scanner.refill.get(wiped.disk_id, {}).get("state") == "finished", timeout=30)
+        for k, v in bodies.items():
+            entry = store.registry.get_object("bkt", k)
+            slot = entry["disks"].index(wiped.disk_id)
+            meta = smalllog.decode(await wiped.read_record(entry["lg"][slot]))
+            assert meta["wid"] == entry["wid"] and meta["shard"] == slot
+            assert await get_bytes(store, "bkt", k) == v
+    finally:
+        await store.close()
+
+
+async def test_objects_written_before_the_log_stay_readable(tmp_disks) -> None:
+    paths = tmp_disks(4)
+    store = await open_store(paths, small_log=False)
+    await store.make_bucket("bkt")
+    await store.put_object("bkt", "legacy", b"from a metadata file", 20)
+    await store.put_object("bkt", "replaced", b"old", 3)
+    await store.close()
+    assert len(meta_files(paths)) == 8
+    store = await open_store(paths)
+    try:
+        assert await get_bytes(store, "bkt", "legacy") == b"from a metadata file"
+        assert (await heal_object(store, "bkt", "legacy", deep=True)).bad == []
+        await store.put_object("bkt", "replaced", b"new", 3)
+        assert await get_bytes(store, "bkt", "replaced") == b"new"
+        await asyncio.gather(*list(store._background), return_exceptions=True)
+        assert len(meta_files(paths)) == 4  # the replaced write's metadata files are gone
+        store.test_paths = paths
+        store = await _drop_registry_and_reopen(store)
+        assert await get_bytes(store, "bkt", "legacy") == b"from a metadata file"
+        assert await get_bytes(store, "bkt", "replaced") == b"new"
+    finally:
+        await store.close()
+
+
+async def test_versioned_delete_markers_and_lock_through_the_log(store) -> None:
+    await store.make_bucket("vbk")
+    await store.set_versioning("vbk", "Enabled")
+    a = await store.put_object("vbk", "k", b"aaa", 3, PutOptions(tags={"x": "1"}))
+    m = await store.delete_object("vbk", "k")
+    marker = await store.catalog.get_version("vbk", "k", m.version_id)
+    assert marker["dm"] and smalllog.uses_log(marker)
+    assert (await heal_object(store, "vbk", "k", deep=True)).bad == []
+    await store.delete_object("vbk", "k", version_id=m.version_id)  # removing the marker by id
+    await asyncio.gather(*list(store._background), return_exceptions=True)
+    assert await get_bytes(store, "vbk", "k") == b"aaa"
+    assert (await store.head_object("vbk", "k")).version_id == a.version_id
+
+
+async def test_a_scanner_cycle_checks_records_and_sweeps_nothing_live(store) -> None:
+    bodies = {f"s{i}": content(f"s{i}", 900) for i in range(10)}
+    for k, v in bodies.items():
+        await store.put_object("bkt", k, v, len(v))
+    entry = store.registry.get_object("bkt", "s3")
+    damage(store.by_id[entry["disks"][2]].root, entry["lg"][2])
+    store.scanner.cfg.grace = 0.0  # everything is old enough to be an orphan, were it one
+    result = await store.scanner.run_cycle(deep=True, paced=False)
+    assert result["checked"] == 10
+    assert store.heal_stats.shards_repaired == 1
+    assert store.registry.get_object("bkt", "s3")["lg"][2] != entry["lg"][2]
+    for k, v in bodies.items():
+        assert await get_bytes(store, "bkt", k) == v
+        assert (await heal_object(store, "bkt", k, deep=True)).bad == []
