@@ -49,7 +49,7 @@ class Config:
     sync: bool = True  # fsync before acknowledging writes; off is for development only
     cache_size: int = 1_000_000  # registry LRU entries
     inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
-    small_log: bool = True  # inline objects and delete markers go to each disk's record log
+    small_log: bool = False  # inline objects and delete markers go to each disk's record log (on: issue 15)
     log_format: str = "json"  # "json" | "console"
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
     metrics_auth: str = "public"  # "public" | "bearer"
