@@ -5,6 +5,7 @@
     python -m bench --suite cluster         one node and a 4-node loopback cluster, the same load
     python -m bench --suite migration       4 KiB GET/PUT p50/p99 with and without a migration running
     python -m bench --suite smallwrites     4 KiB PUT: the fsync-per-file reference, Buckets without and with the log
+    python -m bench --suite versioning      PUT/GET/DELETE/list on a versioned bucket beside an unversioned one
     python -m bench --all --quick           every suite, shrunk to a smoke check
     python -m bench --json out.json         write the JSON there instead of bench/results/
 
@@ -33,6 +34,7 @@ SUITES = {
     "cluster": "bench.cluster_suite",
     "migration": "bench.migration_suite",
     "smallwrites": "bench.smallwrites_suite",
+    "versioning": "bench.versioning_suite",
 }
 DEFAULT_SUITES = ("codec", "engine", "registry")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

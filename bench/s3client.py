@@ -1,4 +1,4 @@
-"""``SignedS3Client``: the few S3 calls the HTTP suite makes, on aiohttp, signed by botocore.
+"""``SignedS3Client``: the few S3 calls the HTTP suites make, on aiohttp, signed by botocore.
 
 Signing uses botocore's own ``S3SigV4Auth`` (what boto3 and the AWS CLI run), so the
 server sees real client requests: small bodies are signed with their SHA-256, as boto3
@@ -42,6 +42,15 @@ class S3HttpError(Exception):
 class ListPage:
     keys: list[str]
     next_token: str | None
+    parse_seconds: float
+
+
+@dataclass(slots=True)
+class VersionsPage:
+    versions: int  # <Version> elements
+    delete_markers: int  # <DeleteMarker> elements
+    next_key_marker: str | None  # None: the last page
+    next_version_id_marker: str | None
     parse_seconds: float
 
 
@@ -98,10 +107,10 @@ class SignedS3Client:
             if resp.status >= 300:
                 raise S3HttpError("PUT", path, resp.status, data)
 
-    async def get(self, bucket: str, key: str) -> int:
-        """GET the object, reading every byte; returns how many arrived."""
+    async def get(self, bucket: str, key: str, version_id: str | None = None) -> int:
+        """GET the object (``version_id``'s when given), reading every byte; returns how many arrived."""
         path = f"/{bucket}/{quote(key, safe='/~')}"
-        url = self.endpoint + path
+        url = self.endpoint + path + (f"?versionId={quote(version_id, safe='')}" if version_id else "")
         headers = self._sign("GET", url, None)
         async with self.session.get(URL(url, encoded=True), headers=headers) as resp:
             if resp.status >= 300:
@@ -110,6 +119,58 @@ class SignedS3Client:
             async for chunk in resp.content.iter_any():
                 n += len(chunk)
             return n
+
+    async def _request_headers(self, method: str, path: str, query: str = "", body: bytes | None = None
+                               ) -> tuple[bytes, dict[str, str]]:
+        """Like ``_request``, also returning the response headers (lower-case names)."""
+        url = f"{self.endpoint}{path}" + (f"?{query}" if query else "")
+        headers = self._sign(method, url, body)
+        async with self.session.request(method, URL(url, encoded=True), data=body, headers=headers) as resp:
+            data = await resp.read()
+            if resp.status >= 300:
+                raise S3HttpError(method, path, resp.status, data)
+            return data, {k.lower(): v for k, v in resp.headers.items()}
+
+    async def put_bucket_versioning(self, bucket: str, status: str) -> None:
+        body = (f'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                f"<Status>{status}</Status></VersioningConfiguration>").encode()
+        await self._request("PUT", f"/{bucket}", "versioning", body=body)
+
+    async def put_versioned(self, bucket: str, key: str, body: bytes) -> str | None:
+        """PUT; returns the ``x-amz-version-id`` the server answered (None without one)."""
+        _, headers = await self._request_headers("PUT", f"/{bucket}/{quote(key, safe='/~')}", body=body)
+        return headers.get("x-amz-version-id")
+
+    async def delete(self, bucket: str, key: str) -> tuple[str | None, bool]:
+        """DeleteObject without a version id: (``x-amz-version-id``, whether a delete marker was made)."""
+        _, headers = await self._request_headers("DELETE", f"/{bucket}/{quote(key, safe='/~')}")
+        return headers.get("x-amz-version-id"), headers.get("x-amz-delete-marker") == "true"
+
+    async def list_versions_page(self, bucket: str, key_marker: str | None, version_marker: str | None,
+                                 max_keys: int = 1000) -> VersionsPage:
+        """One ListObjectVersions page, parsed (every Version and DeleteMarker read from the XML)."""
+        query = f"max-keys={max_keys}&versions"
+        if key_marker:
+            query = f"key-marker={quote(key_marker, safe='-_.~')}&" + query
+            if version_marker:
+                query += f"&version-id-marker={quote(version_marker, safe='-_.~')}"
+        data = await self._request("GET", f"/{bucket}", query)
+        t0 = time.perf_counter()
+        root = ET.fromstring(data)
+        versions = markers = 0
+        for el in root:
+            if el.tag == f"{S3_NS}Version":
+                versions += 1
+                el.findtext(f"{S3_NS}Key"), el.findtext(f"{S3_NS}VersionId")
+            elif el.tag == f"{S3_NS}DeleteMarker":
+                markers += 1
+                el.findtext(f"{S3_NS}Key"), el.findtext(f"{S3_NS}VersionId")
+        truncated = (root.findtext(f"{S3_NS}IsTruncated") or "false").lower() == "true"
+        next_key = root.findtext(f"{S3_NS}NextKeyMarker") if truncated else None
+        if truncated and not next_key:
+            raise S3HttpError("GET", f"/{bucket}?versions", 200, b"truncated page without NextKeyMarker")
+        next_vid = root.findtext(f"{S3_NS}NextVersionIdMarker") if truncated else None
+        return VersionsPage(versions, markers, next_key, next_vid, time.perf_counter() - t0)
 
     async def list_page(self, bucket: str, token: str | None, max_keys: int = 1000) -> ListPage:
         """One ListObjectsV2 page, parsed the way a client must (every Key read from the XML)."""
