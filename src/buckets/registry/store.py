@@ -403,7 +403,26 @@ class Registry:
             d[0] += sign
             d[1] += sign * entry.get("size", 0)
 
-    def _txn_versions(self, txn, bucket: str, key: str) -> list[tuple[bytes, dict]]:
+    def _txn_find_version(self, txn, bucket: str, key: str, vid: str) -> tuple[bytes, dict] | None:
+        """A noncurrent version by id: one lookup for ids that carry their order
+        (``engine.versions.new_version_id``), a walk of the key's versions otherwise (``null``)."""
+        if len(vid) == 32 and vid != "null":
+            try:
+                rec = _versions_base(bucket, key) + _VS.pack(_VS_MAX - int(vid[:16], 16)) + vid.encode()
+            except ValueError:
+                rec = None
+            if rec is not None:
+                raw = txn.get(rec, db=self.db["versions"])
+                if raw is not None:
+                    entry = _unpack(raw)
+                    if entry.get("key") == key and entry.get("vid") == vid:
+                        return rec, entry
+        for rec, entry in self._txn_versions(txn, bucket, key, vid=vid):
+            return rec, entry
+        return None
+
+    def _txn_versions(self, txn, bucket: str, key: str, *, vid: str | None = None,
+                      limit: int | None = None) -> list[tuple[bytes, dict]]:
         base = _versions_base(bucket, key)
         out = []
         cur = txn.cursor(db=self.db["versions"])
@@ -413,8 +432,10 @@ class Registry:
                 if not rec.startswith(base):
                     break
                 entry = _unpack(raw)
-                if entry.get("key") == key:  # a hash collision is never mistaken for this key
-                    out.append((rec, entry))
+                if entry.get("key") == key and (vid is None or entry.get("vid") == vid):
+                    out.append((rec, entry))  # (a hash collision is never mistaken for this key)
+                    if limit is not None and len(out) >= limit:
+                        break
         return out
 
     def _txn_set_current(self, txn, bucket: str, key: str, entry: dict | None, data: bytes | None,
@@ -450,8 +471,8 @@ class Registry:
                 replaced.append(old)
             else:
                 txn.put(_versions_key(bucket, key, old), _pack(dict(old, key=key)), db=self.db["versions"])
-        for rec, prior in self._txn_versions(txn, bucket, key):
-            if prior.get("vid") == entry["vid"]:
+        if entry["vid"] == "null":  # only the null version can be written twice
+            for rec, prior in self._txn_versions(txn, bucket, key, vid="null"):
                 txn.delete(rec, db=self.db["versions"])
                 replaced.append(prior)
         for r in replaced:
@@ -470,7 +491,7 @@ class Registry:
         current = self._txn_get_object(txn, bucket, key)
         op.result = None
         if current is not None and current.get("vid", "null") == vid:
-            older = self._txn_versions(txn, bucket, key)
+            older = self._txn_versions(txn, bucket, key, limit=1)
             if older:
                 rec, promoted = older[0]
                 txn.delete(rec, db=self.db["versions"])
@@ -480,11 +501,10 @@ class Registry:
                 self._txn_set_current(txn, bucket, key, None, None, current)
             op.result = current
         else:
-            for rec, prior in self._txn_versions(txn, bucket, key):
-                if prior.get("vid") == vid:
-                    txn.delete(rec, db=self.db["versions"])
-                    op.result = {f: v for f, v in prior.items() if f != "key"}
-                    break
+            found = self._txn_find_version(txn, bucket, key, vid)
+            if found is not None:
+                txn.delete(found[0], db=self.db["versions"])
+                op.result = {f: v for f, v in found[1].items() if f != "key"}
         if op.result is not None:
             self._count(d, op.result, -1)
 
@@ -496,10 +516,10 @@ class Registry:
         if current is not None and current.get("vid", "null") == entry["vid"] and current["wid"] == entry["wid"]:
             self._txn_put_object(txn, bucket, key, entry)
             return
-        for rec, prior in self._txn_versions(txn, bucket, key):
-            if prior.get("vid") == entry["vid"] and prior["wid"] == entry["wid"]:
-                txn.put(rec, _pack(dict(entry, key=key)), db=self.db["versions"])
-                return
+        found = self._txn_find_version(txn, bucket, key, entry["vid"])
+        if found is not None and found[1]["wid"] == entry["wid"]:
+            txn.put(found[0], _pack(dict(entry, key=key)), db=self.db["versions"])
+            return
         op.applied = False
 
     def get_object_version(self, bucket: str, key: str, vid: str) -> dict | None:
@@ -508,10 +528,8 @@ class Registry:
         if current is not None and current.get("vid", "null") == vid:
             return current
         with self.env.begin() as txn:
-            for _, entry in self._txn_versions(txn, bucket, key):
-                if entry.get("vid") == vid:
-                    return {f: v for f, v in entry.items() if f != "key"}
-        return None
+            found = self._txn_find_version(txn, bucket, key, vid)
+        return None if found is None else {f: v for f, v in found[1].items() if f != "key"}
 
     def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
         """A key's noncurrent versions, newest first (entries without ``key``)."""
