@@ -544,13 +544,18 @@ class Registry:
         newest first, delete markers included. Blocking: run off-loop."""
         items: list[tuple[str, dict, bool]] = []
         prefixes: list[str] = []
+        with self.env.begin() as txn:  # one read transaction for the page's versions
+            return self._scan_versions(txn, items, prefixes, bucket, prefix, delimiter, key_marker,
+                                       version_marker, limit)
 
+    def _scan_versions(self, txn, items: list, prefixes: list, bucket: str, prefix: str, delimiter: str,
+                       key_marker: str, version_marker: str, limit: int):
         def expand(key: str, after_vid: str | None) -> bool:
             """Add a key's versions (after ``after_vid`` when given); False when the page filled."""
-            current = self.get_object(bucket, key)
+            current = self._txn_get_object(txn, bucket, key)
             if current is None:
                 return True
-            versions = [(current, True)] + [(e, False) for e in self.noncurrent_versions(bucket, key)]
+            versions = [(current, True)] + [(e, False) for _, e in self._txn_versions(txn, bucket, key)]
             if after_vid is not None:
                 ids = [e.get("vid", "null") for e, _ in versions]
                 if after_vid not in ids:
