@@ -64,6 +64,33 @@ def slot_payload(bucket: str, key: str, entry: dict, shard: int, data: bytes | N
     return encode(payload)
 
 
+def slot_payloads(bucket: str, key: str, entry: dict, data: dict[int, bytes | None]) -> dict[int, bytes]:
+    """``slot_payload`` for many slots of one write: the fields they share are packed once and
+    each slot's ``shard`` and ``data`` appended to them (the same msgpack map, byte for byte
+    what ``slot_payload`` gives but for the order of the last keys)."""
+    common = {f: v for f, v in entry.items() if f not in (LOG_FIELD, "shard", "data")}
+    common.update(bucket=bucket, key=key)
+    body = msgpack.packb(common, use_bin_type=True)
+    n = len(common)
+    head = _map_header(n)
+    shared = body[len(head):]
+    out = {}
+    for i, d in data.items():
+        extra = [b"\xa5shard", msgpack.packb(i)]
+        if d is not None:
+            extra += [b"\xa4data", msgpack.packb(d, use_bin_type=True)]
+        out[i] = _map_header(n + len(extra) // 2) + shared + b"".join(extra)
+    return out
+
+
+def _map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x80 | n])
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
 def location_of(entry: dict, slot: int) -> list | None:
     locs = entry.get(LOG_FIELD) or []
     return locs[slot] if slot < len(locs) else None
@@ -89,13 +116,14 @@ async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks
     """Append slot ``i``'s record (with ``data[i]``) to ``disks[i]`` for every ``i`` in ``data``;
     the locations of those that succeeded, by slot."""
     out: dict[int, list] = {}
+    payloads = slot_payloads(bucket, key, entry, {i: data[i] for i in data if disks[i] is not None})
 
     async def one(i: int) -> None:
         d = disks[i]
         if d is None:
             return
         try:
-            out[i] = (await d.append_records([slot_payload(bucket, key, entry, i, data[i])], sync=store.sync))[0]
+            out[i] = (await d.append_records([payloads[i]], sync=store.sync))[0]
         except DiskError as exc:
             log.warning("disk %s: %s", d.endpoint, exc)
 

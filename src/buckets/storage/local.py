@@ -598,11 +598,13 @@ class LocalDisk:
         for the next batch, which takes all of them in one write and one fsync."""
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
-        framed = [rlog.frame(bytes(p)) for p in records]  # an oversized record fails alone, here
-        if not framed:
+        for p in records:  # an oversized record fails alone, here (framing is the pool's work)
+            if len(p) > rlog.MAX_RECORD:
+                raise DiskError(f"a record of {len(p)} bytes is over the limit of {rlog.MAX_RECORD}")
+        if not records:
             return []
         fut = asyncio.get_running_loop().create_future()
-        self._rec_batch.append((framed, sync, fut))
+        self._rec_batch.append((list(records), sync, fut))
         if self._rec_flusher is None or self._rec_flusher.done():
             self._rec_flusher = asyncio.get_running_loop().create_task(self._flush_records())
         return await fut
@@ -649,6 +651,7 @@ class LocalDisk:
             seg = self._seg = self._open_segment(sync)
         out: list[list[list[int]]] = []
         pos = seg.size
+        batches = [[rlog.frame(bytes(p)) for p in payloads] for payloads in batches]
         for framed in batches:
             locs = []
             for rec in framed:
