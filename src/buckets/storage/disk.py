@@ -196,8 +196,8 @@ class Disk(Protocol):
 
     def walk_records(self, segment: int | None = None) -> AsyncIterator[tuple[list[int], bytes]]:
         """Every intact record ``(location, payload)`` of every segment in ascending order (or
-        of ``segment`` only); each segment's scan ends at its first bad record (a torn tail).
-        Streamed in batches; nothing when there is no log."""
+        of ``segment`` only): a damaged record is skipped, a torn tail ignored. Streamed in
+        batches; nothing when there is no log."""
 
     async def list_segments(self) -> list[list[int]]:
         """``[[segment, size], ...]`` ascending; the one being appended to, if any, is last."""

@@ -762,14 +762,13 @@ def _walk_records(directory: str, only: int | None) -> Iterator[list[tuple[list[
             pending = b""
             while True:
                 chunk = f.read(_SCAN_CHUNK)
+                final = len(chunk) < _SCAN_CHUNK  # the end of the segment is in this read
                 data = pending + chunk if pending else chunk
-                if not data:
-                    break
-                found, used, stopped = rlog.scan(data, base, seg)
+                found, used = rlog.scan(data, base, seg, final)
                 if found:
                     yield found
-                if stopped or not chunk:
-                    break  # a torn tail (or an incomplete record at the end): the segment ends here
+                if final:
+                    break  # what is left is a torn tail
                 base += used
                 pending = data[used:]
 

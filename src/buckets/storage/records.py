@@ -10,9 +10,9 @@ each process start opens a new segment, and a segment is sealed once it passes
 The payload is opaque here (the engine's msgpack, the same fields a ``.meta`` file holds).
 A record's *location* is ``[segment, offset, length]`` (offset of the magic, total length
 including the 16-byte header). A record that fails its magic, length or checksum is
-``CorruptData``: a torn tail (power cut mid-append) is never mistaken for a record, and a
-scan of a segment stops at its first bad record (nothing valid can follow a torn one: a new
-process appends to a new segment, and a failed append closes its segment).
+``CorruptData``: a torn tail (power cut mid-append) is never mistaken for a record (and nothing
+is ever appended after one: a new process appends to a new segment, and a failed append
+closes its segment), and a scan skips a damaged record to the next intact one.
 """
 
 from __future__ import annotations
@@ -78,25 +78,33 @@ def check_location(location) -> tuple[int, int, int]:
     return segment, offset, length
 
 
-def scan(data: bytes | memoryview, base: int, segment: int) -> tuple[list[tuple[list[int], bytes]], int, bool]:
-    """Records in ``data`` (the segment's bytes from offset ``base``): ``(records, consumed,
-    stopped)``; ``consumed`` bytes were whole records; ``stopped``: a bad record was met (the
-    rest of the segment is a torn tail), otherwise the rest is an incomplete record whose
-    bytes were not all in ``data``."""
+def scan(data: bytes | memoryview, base: int, segment: int, final: bool) -> tuple[list[tuple[list[int], bytes]], int]:
+    """Records in ``data`` (the segment's bytes from offset ``base``): ``(records, consumed)``;
+    the caller reads on from ``consumed`` (the rest may hold the start of a record whose bytes
+    were not all in ``data``). ``final``: ``data`` runs to the end of the segment.
+
+    A damaged record (bit rot, a bad sector) is skipped: the scan looks for the next place
+    where an intact record starts (its magic, and a checksum over its length and payload), so
+    one bad record never hides the ones after it. A torn tail has no intact record after it."""
     out: list[tuple[list[int], bytes]] = []
     mv = memoryview(data)
+    raw = bytes(data) if not isinstance(data, bytes) else data
     pos = 0
     while len(mv) - pos >= HEADER_SIZE:
         magic, length, _ck = HEADER.unpack_from(mv, pos)
-        if magic != MAGIC or length > MAX_RECORD:
-            return out, pos, True
-        end = pos + HEADER_SIZE + length
-        if end > len(mv):
-            return out, pos, False
-        try:
-            payload = unframe(mv[pos:end])
-        except CorruptData:
-            return out, pos, True
-        out.append(([segment, base + pos, end - pos], payload))
-        pos = end
-    return out, pos, False
+        if magic == MAGIC and length <= MAX_RECORD:
+            end = pos + HEADER_SIZE + length
+            if end > len(mv) and not final:
+                return out, pos  # wait for the rest of it
+            if end <= len(mv):
+                try:
+                    out.append(([segment, base + pos, end - pos], unframe(mv[pos:end])))
+                    pos = end
+                    continue
+                except CorruptData:
+                    pass
+        nxt = raw.find(MAGIC, pos + 1)
+        if nxt < 0:  # nothing here: keep a few bytes, a magic may straddle the next read
+            return out, len(mv) if final else max(pos, len(mv) - len(MAGIC) + 1)
+        pos = nxt
+    return out, pos

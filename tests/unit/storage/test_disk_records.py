@@ -85,7 +85,7 @@ async def test_read_record_of_a_missing_segment_or_a_wrong_offset(disk) -> None:
         await disk.read_record([locs[1][0], locs[1][1] + locs[1][2], 64])
 
 
-async def test_a_torn_tail_is_ignored_by_walks_and_refused_by_reads(open_disk, tmp_path) -> None:
+async def test_a_torn_tail_is_ignored_and_a_damaged_record_skipped(open_disk, tmp_path) -> None:
     disk = await open_disk("torn")
     locs = await disk.append_records([payload(i, 500) for i in range(4)], sync=True)
     seg_file = tmp_path / "torn" / LOG_DIR / rlog.segment_name(locs[0][0])
@@ -96,14 +96,19 @@ async def test_a_torn_tail_is_ignored_by_walks_and_refused_by_reads(open_disk, t
     assert [loc for loc, _ in walked] == locs[:-1]
     with pytest.raises(CorruptData):
         await disk.read_record(last)
-    # a record whose bytes are garbage (torn in place) ends the scan there, and fails its read
+    # a record damaged in place (bit rot) fails its read, and a scan skips it to the next one
     with open(seg_file, "r+b") as f:
         f.seek(locs[1][1] + rlog.HEADER_SIZE + 10)
         f.write(b"\xff" * 20)
-    assert [loc for loc, _ in [r async for r in disk.walk_records()]] == locs[:1]
+    assert [loc for loc, _ in [r async for r in disk.walk_records()]] == [locs[0], locs[2]]
     with pytest.raises(CorruptData):
         await disk.read_record(locs[1])
     assert await disk.read_record(locs[0]) == payload(0, 500)
+    # its header too: the scan still finds the records after it
+    with open(seg_file, "r+b") as f:
+        f.seek(locs[1][1])
+        f.write(b"\0" * rlog.HEADER_SIZE)
+    assert [loc for loc, _ in [r async for r in disk.walk_records()]] == [locs[0], locs[2]]
 
 
 async def test_a_new_process_appends_to_a_new_segment_and_sealed_ones_can_go(open_disk, tmp_path) -> None:
@@ -164,3 +169,32 @@ async def test_faulty_disk_fails_and_tears_appends(tmp_path) -> None:
         assert disk.calls["append_records"] == 2 and disk.calls["read_record"] == 2
     finally:
         await disk.close()
+
+
+def test_scan_across_reads_and_damage() -> None:
+    """The segment scanner, fed in pieces as a walk reads it: every intact record, once, with
+    its location, whatever the cut points and wherever the damage."""
+    recs = [payload(i, 50 + i * 13) for i in range(30)]
+    blob = bytearray(b"".join(rlog.frame(r) for r in recs))
+    starts, pos = [], 0
+    for r in recs:
+        starts.append(pos)
+        pos += len(r) + rlog.HEADER_SIZE
+    blob[starts[7] + 2] ^= 0xFF  # a damaged magic
+    blob[starts[12] + rlog.HEADER_SIZE + 3] ^= 0x01  # a damaged payload
+    blob[starts[20] + 4:starts[20] + 8] = (10 ** 6).to_bytes(4, "little")  # a damaged length
+    blob += rlog.frame(b"torn")[:9]  # and a torn tail
+    want = [(starts[i], recs[i]) for i in range(30) if i not in (7, 12, 20)]
+    for step in (17, 64, 333, 4096, len(blob)):
+        got, base, pending = [], 0, b""
+        for at in range(0, len(blob) + 1, step):
+            chunk = bytes(blob[at:at + step])
+            final = len(chunk) < step
+            data = pending + chunk
+            found, used = rlog.scan(data, base, 9, final)
+            got += [(loc[1], p) for loc, p in found]
+            if final:
+                break
+            base += used
+            pending = data[used:]
+        assert got == want, f"read in pieces of {step}"
