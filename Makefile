@@ -59,7 +59,9 @@ test-crash: $(STAMP)
 	$(PY) -m pytest -q -m 'crash or not (slow or faults or fuzz or cluster)' tests/crash
 
 # 4-node clusters on 127.0.0.1-4 (tests/cluster): the fault suite (kill -9, two nodes down, a
-# partitioned node, a linearizability check; marked `cluster`) and the fast subset. The partition
+# partitioned node, a linearizability check; marked `cluster`), growth, membership, disk changes,
+# lifecycle and peer-call tests (also `cluster`), and the fast subset that make test runs too
+# (test_cluster_basic, test_compose, test_growth_under_load[fast]). The partition
 # cuts peer traffic with nftables (needs root; installed here if missing, skipped if unusable).
 # Then the whole integration suite against a 4-node cluster (its `cluster4` parameter; make test
 # runs only objects, multipart and listing there).

@@ -25,6 +25,9 @@ from clusterproc import Cluster
 from buckets.engine.paths import key_hash
 from buckets.storage.format import DATA_DIR
 
+# Long multi-node run: make test-cluster (make test keeps test_cluster_basic and test_growth_under_load[fast]).
+pytestmark = pytest.mark.cluster
+
 INLINE_AND_NOT = [10, 4096, 100_000, 300_000]  # inline (in the metadata) and shard files alike
 ANTI_ENTROPY_PASS = "anti-entropy: a pass over"
 

@@ -19,6 +19,9 @@ from collections import Counter
 
 import pytest
 
+# Long multi-node run: make test-cluster (make test keeps test_cluster_basic and test_growth_under_load[fast]).
+pytestmark = pytest.mark.cluster
+
 MiB = 1 << 20
 _PEER_LINE = re.compile(r'^buckets_s3_requests_total\{api="(peer\.[^"]+)",status_class="[^"]+"\} ([0-9.e+]+)$',
                         re.MULTILINE)

@@ -19,6 +19,9 @@ from growkit import GrowCluster, Load, movement_bound, read_all, shard_totals, w
 
 from buckets.admin.client import AdminCallError
 
+# Long multi-node run: make test-cluster (make test keeps test_cluster_basic and test_growth_under_load[fast]).
+pytestmark = pytest.mark.cluster
+
 
 def disk_paths(cluster: GrowCluster) -> list[str]:
     return [d["path"] for d in cluster.nodes(1)["nodes"][0]["disks"]]

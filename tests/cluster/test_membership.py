@@ -163,6 +163,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     no_bugs_logged(p)
 
 
+@pytest.mark.cluster  # make test grows a cluster in test_growth.py::test_growth_under_load[fast]
 def test_one_node_cluster_grows_by_a_joining_node(pair: Pair) -> None:
     pair.start(1)
     pair.wait_ready(1)

@@ -28,6 +28,9 @@ from growkit import GrowCluster, Load, read_all, write_seed
 
 from buckets.admin.client import AdminCallError
 
+# Long multi-node run: make test-cluster (make test keeps test_cluster_basic and test_growth_under_load[fast]).
+pytestmark = pytest.mark.cluster
+
 
 def _watch_refusals(cluster: GrowCluster, i: int, done: threading.Event, refused: list[int]) -> threading.Thread:
     """Connect to node ``i`` again and again: its port must never refuse a connection."""
