@@ -78,6 +78,25 @@ def no_new_tracebacks(log_text: Callable[[], str]) -> Iterator[None]:
     assert "Traceback" not in new and "unhandled error" not in new, f"server logged a bug:\n{new}"
 
 
+@contextmanager
+def no_new_tracebacks_in(log_path: Path) -> Iterator[None]:
+    """``no_new_tracebacks`` for one log file that only grows: reads only the bytes appended
+    inside the block, not the whole log twice (a session server's log grows to megabytes)."""
+    def size() -> int:
+        try:
+            return log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    before = size()
+    yield
+    with open(log_path, "rb") as log_file:
+        if size() >= before:  # else rewritten (a restart onto the same path): read it whole
+            log_file.seek(before)
+        new = log_file.read().decode("utf-8", errors="replace")
+    assert "Traceback" not in new and "unhandled error" not in new, f"server logged a bug:\n{new}"
+
+
 def make_certificates(directory: Path, *, name: str = "Buckets test CA",
                       ips: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path, Path]:
     """A test certificate authority and a certificate it signed for ``ips`` and localhost,

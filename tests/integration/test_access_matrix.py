@@ -30,7 +30,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from s3server import REGION, ROOT_PASSWORD, ROOT_USER, ServerProcess, new_bucket_name, start_server, stop_server
-from serverproc import no_new_tracebacks
+from serverproc import no_new_tracebacks_in
 
 from buckets.admin.client import AdminClient
 from buckets.iam.identity import account_id, canonical_id
@@ -133,7 +133,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.fixture(autouse=True)
 def no_server_bugs(world: World) -> Iterator[None]:
     """A 500 (a traceback in the server's log) fails the cell that caused it."""
-    with no_new_tracebacks(world.srv.log_text):
+    with no_new_tracebacks_in(world.srv.log_path):
         yield
 
 
