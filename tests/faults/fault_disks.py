@@ -3,7 +3,10 @@
 An object's files are found from its key alone (``<disk>/buckets/<bucket>/<h[:3]>/<h>.<wid>``,
 see architecture/on-disk-format.md); each metadata file names the write, the shard index
 it holds and the geometry, so a :class:`Shard` knows where every piece of every block
-lives. Damage is recorded as a :class:`Fault` with a fingerprint of the file as it was
+lives. A small object written with ``--small-log on`` has no metadata file: each disk holds a
+record in its log instead (``.buckets.sys/log/<segment>.seg``), found by scanning the
+segments as a registry rebuild does; its Shard names the segment and the record's location,
+and damage to it is damage to those bytes. Damage is recorded as a :class:`Fault` with a fingerprint of the file as it was
 before, so a test can later prove the file was rebuilt byte for byte, not just "healed".
 """
 
@@ -17,11 +20,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgpack
+
 from buckets.engine.meta import decode_meta_file
 from buckets.engine.paths import key_hash
 from buckets.erasure import ShardGeometry
 from buckets.erasure.codec import CHECKSUM_SIZE
-from buckets.storage.format import FORMAT_FILE, TMP_DIR
+from buckets.storage import records as rlog
+from buckets.storage.format import FORMAT_FILE, LOG_DIR, TMP_DIR
 
 
 @dataclass
@@ -33,8 +39,9 @@ class Shard:
     disk: Path
     slot: int
     wid: str
-    meta_path: Path
+    meta_path: Path  # the metadata file, or the log segment holding the record
     meta: dict = field(repr=False)
+    loc: list | None = None  # a record in the disk's log: [segment, offset, length]
 
     @property
     def inline(self) -> bool:
@@ -64,6 +71,7 @@ class Fault:
     before: str  # sha256 of the file before (for a directory: of its files, sorted)
     detail: str = ""
     original_meta: dict | None = field(default=None, repr=False)  # payload, for metadata files
+    record: tuple | None = None  # a log record's (disk, wid): restored is a new record of the slot
 
 
 def fingerprint(path: Path) -> str:
@@ -84,8 +92,40 @@ def meta_payload(path: Path) -> dict | None:
         return None
 
 
-def current_shards(disks: list[Path], bucket: str, key: str) -> list[Shard]:
-    """Every readable shard of the newest write of ``key`` (by mtime in the metadata)."""
+def log_records(disk: Path) -> list[tuple[Path, list, dict]]:
+    """The records of a disk's log a registry rebuild would count: per write and slot the
+    newest intact one, unless a kill record names the write. ``(segment file, location,
+    payload)`` each."""
+    seg_dir = disk / LOG_DIR
+    if not disk.is_dir() or not seg_dir.is_dir():
+        return []
+    newest: dict[tuple, tuple[Path, list, dict]] = {}
+    killed: set[tuple] = set()
+    for seg_path in sorted(seg_dir.glob("*.seg")):
+        seg = rlog.parse_segment_name(seg_path.name)
+        if seg is None:
+            continue
+        try:
+            found, _ = rlog.scan(seg_path.read_bytes(), 0, seg, True)
+        except FileNotFoundError:
+            continue
+        for loc, raw in found:
+            try:
+                meta = msgpack.unpackb(raw, raw=False)
+            except Exception:  # noqa: BLE001 - a payload that does not decode is no record
+                continue
+            if not isinstance(meta, dict):
+                continue
+            ident = (meta.get("bucket"), meta.get("key"), meta.get("wid"))
+            if meta.get("kill"):
+                killed.add(ident)
+            else:
+                newest[ident + (meta.get("shard"),)] = (seg_path, loc, meta)
+    return [v for k, v in newest.items() if k[:3] not in killed]
+
+
+def all_shards(disks: list[Path], bucket: str, key: str) -> list[Shard]:
+    """Every readable shard of every write of ``key``: metadata files and log records."""
     h = key_hash(key)
     found: list[Shard] = []
     for disk in disks:
@@ -94,6 +134,15 @@ def current_shards(disks: list[Path], bucket: str, key: str) -> list[Shard]:
             meta = meta_payload(mp)
             if meta is not None and meta.get("key") == key:
                 found.append(Shard(bucket, key, disk, meta["shard"], meta["wid"], mp, meta))
+        for seg_path, loc, meta in log_records(disk):
+            if meta.get("bucket") == bucket and meta.get("key") == key:
+                found.append(Shard(bucket, key, disk, meta["shard"], meta["wid"], seg_path, meta, loc))
+    return found
+
+
+def current_shards(disks: list[Path], bucket: str, key: str) -> list[Shard]:
+    """Every readable shard of the newest write of ``key`` (by mtime in the metadata)."""
+    found = all_shards(disks, bucket, key)
     if not found:
         return []
     newest = max(found, key=lambda s: s.meta["mt"]).wid
@@ -130,7 +179,18 @@ def flip_piece(shard: Shard, rnd: random.Random, *, checksum: bool = False) -> F
                  path, before, detail)
 
 
+def _record_bytes(shard: Shard) -> bytes:
+    with open(shard.meta_path, "rb") as f:
+        f.seek(shard.loc[1])
+        return f.read(shard.loc[2])
+
+
 def flip_meta(shard: Shard, rnd: random.Random) -> Fault:
+    if shard.loc is not None:  # a record: one bit anywhere in it (its checksum must catch it)
+        before = hashlib.sha256(_record_bytes(shard)).hexdigest()
+        detail = "record " + _flip_byte(shard.meta_path, shard.loc[1] + rnd.randrange(shard.loc[2]), rnd)
+        return Fault(shard.bucket, shard.key, shard.slot, "flip-meta", shard.meta_path, before, detail,
+                     original_meta=shard.meta, record=(shard.disk, shard.wid))
     before = fingerprint(shard.meta_path)
     size = shard.meta_path.stat().st_size
     detail = _flip_byte(shard.meta_path, rnd.randrange(size), rnd)
@@ -148,6 +208,13 @@ def delete_part(shard: Shard, rnd: random.Random) -> Fault:
 
 
 def delete_meta(shard: Shard, rnd: random.Random) -> Fault:
+    if shard.loc is not None:  # a record cannot be unlinked: its bytes are lost (zeroed) instead
+        before = hashlib.sha256(_record_bytes(shard)).hexdigest()
+        with open(shard.meta_path, "r+b") as f:
+            f.seek(shard.loc[1])
+            f.write(b"\0" * shard.loc[2])
+        return Fault(shard.bucket, shard.key, shard.slot, "delete-meta", shard.meta_path, before,
+                     f"record at {shard.loc} zeroed", original_meta=shard.meta, record=(shard.disk, shard.wid))
     before = fingerprint(shard.meta_path)
     shard.meta_path.unlink()
     return Fault(shard.bucket, shard.key, shard.slot, "delete-meta", shard.meta_path, before,
@@ -164,7 +231,15 @@ def delete_data_dir(shard: Shard, rnd: random.Random) -> Fault:
 
 def restored(fault: Fault) -> bool:
     """True when the damaged file is back as it was: shard files byte for byte, metadata
-    files with the same payload (a rebuilt one may be encoded with another field order)."""
+    files with the same payload (a rebuilt one may be encoded with another field order), a
+    log record as a new record of the same write and slot with the same payload."""
+    if fault.record is not None:
+        disk, wid = fault.record
+        for _seg, _loc, meta in log_records(disk):
+            if (meta.get("bucket"), meta.get("key"), meta.get("wid"), meta.get("shard")) == (
+                    fault.bucket, fault.key, wid, fault.slot):
+                return meta == fault.original_meta
+        return False
     if fault.original_meta is not None:
         return meta_payload(fault.path) == fault.original_meta
     return fingerprint(fault.path) == fault.before
@@ -185,8 +260,11 @@ def staging_entries(disks: list[Path]) -> list[str]:
 
 
 def meta_files(disk: Path, bucket: str) -> list[Path]:
+    """The object metadata files of ``bucket`` on ``disk``, and its log records (one entry,
+    the segment file, per record): one per shard the disk holds."""
     root = disk / "buckets" / bucket
-    return [p for p in root.rglob("*.meta") if p.name != ".bucket.meta"] if root.is_dir() else []
+    files = [p for p in root.rglob("*.meta") if p.name != ".bucket.meta"] if root.is_dir() else []
+    return files + [seg for seg, _loc, meta in log_records(disk) if meta.get("bucket") == bucket]
 
 
 def wipe(disk: Path, bucket: str) -> int:
@@ -221,13 +299,16 @@ def plug_back(disk: Path) -> None:
 
 
 def files_of_key(disks: list[Path], bucket: str, key: str) -> list[str]:
-    """Every file or directory of any write of ``key`` on the disks that are directories."""
+    """Every file or directory of any write of ``key`` on the disks that are directories, and
+    every log record of one that no kill record removed (``<segment>@<offset>:<wid>``)."""
     h = key_hash(key)
     out = []
     for disk in disks:
         fan = disk / "buckets" / bucket / h[:3]
         if disk.is_dir() and fan.is_dir():
             out += [str(p) for p in fan.iterdir() if p.name.startswith(h + ".")]
+        out += [f"{seg}@{loc[1]}:{meta.get('wid')}" for seg, loc, meta in log_records(disk)
+                if meta.get("bucket") == bucket and meta.get("key") == key]
     return out
 
 

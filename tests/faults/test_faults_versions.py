@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from fault_campaign import EDGE_SIZES, HEALED, seed_from_env, wait_quiet
-from fault_disks import (Shard, delete_data_dir, delete_meta, delete_part, flip_meta, flip_piece, key_hash,
-                         meta_payload, restored, wipe)
+from fault_disks import (Shard, all_shards, delete_data_dir, delete_meta, delete_part, flip_meta, flip_piece,
+                         restored, wipe)
 from fault_ledger import FaultTally
 from fault_load import KiB, MiB, content, content_digest, digest
 from fault_offline import heal_pass
@@ -181,16 +181,8 @@ def fill(client, rnd: random.Random, sizes: list[int]) -> VersionLedger:
 
 
 def version_shards(disks: list[Path], key: str, vid: str) -> list[Shard]:
-    """Every readable shard of version ``vid`` of ``key``."""
-    h = key_hash(key)
-    found = []
-    for disk in disks:
-        fan = disk / "buckets" / BUCKET / h[:3]
-        for mp in fan.glob(f"{h}.*.meta") if fan.is_dir() else ():
-            meta = meta_payload(mp)
-            if meta is not None and meta.get("key") == key and meta.get("vid") == vid:
-                found.append(Shard(BUCKET, key, disk, meta["shard"], meta["wid"], mp, meta))
-    return sorted(found, key=lambda s: s.slot)
+    """Every readable shard of version ``vid`` of ``key`` (metadata files or log records)."""
+    return sorted((s for s in all_shards(disks, BUCKET, key) if s.meta.get("vid") == vid), key=lambda s: s.slot)
 
 
 def judge(tally: FaultTally, check: Check, what: str) -> None:

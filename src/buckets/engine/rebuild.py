@@ -40,6 +40,8 @@ async def rebuild_registry(store: "Store") -> dict:
     # (bucket, key) -> wid -> [entry, count]
     writes: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
 
+    unscanned = {d.disk_id for d in store.disks}  # logs not read whole (a disk away, an error)
+
     async def scan(disk) -> None:
         # this disk's writes: (bucket, key, wid) -> metadata (with "_loc" when it is a record)
         found: dict[tuple[str, str, str], dict] = {}
@@ -56,6 +58,7 @@ async def rebuild_registry(store: "Store") -> dict:
                 else:
                     meta.pop("data", None)  # never kept: a rebuild holds every write's metadata at once
                     found[ident] = dict(meta, _loc=loc)  # records come in append order: the newest wins
+            unscanned.discard(disk.disk_id)
         except DiskError as exc:
             log.warning("rebuild: the log of %s could not be read whole: %s", disk.endpoint, exc)
         try:
@@ -118,6 +121,8 @@ async def rebuild_registry(store: "Store") -> dict:
             ops.append(Op("put_version", bucket, key, {f: v for f, v in meta.items() if f not in _DROP}))
             versions += 1
         objects += 1
+    # the records of a disk not scanned here are adopted when it is back (smalllog.adopt_records)
+    ops.append(Op("put_sys", smalllog.UNSCANNED, value=sorted(unscanned)))
     for i in range(0, len(ops), 2000):
         await store.registry.commit(ops[i:i + 2000])
     return {"buckets": len(buckets), "objects": objects, "versions": versions, "users": len(users)}

@@ -461,8 +461,15 @@ class Scanner:
     async def _refill_pass(self, disk, st: dict, pending: dict[tuple[str, str], str]) -> None:
         """Every bucket's metadata file, then every object whose set holds ``disk``. Objects
         that fail are put in ``pending`` (one warning line per batch of failures)."""
+        from buckets.engine import smalllog
         from buckets.engine.meta import bucket_meta_file
 
+        try:  # records the registry lost track of while the disk was away (a rebuild without it)
+            adopted = await smalllog.adopt_records(self.store, disk)
+            if adopted:
+                log.warning("refill of %s: %d records on the disk adopted by their entries", disk.endpoint, adopted)
+        except _UNAVAILABLE as exc:
+            log.warning("refill of %s: its log could not be scanned (%s); its slots are rebuilt", disk.endpoint, exc)
         for name, rec in self.store.catalog.list_buckets():
             data = bucket_meta_file(name, self.store.catalog.get_bucket(name) or rec)
             try:

@@ -28,6 +28,7 @@ from buckets import errors
 from buckets.engine import paths
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import CorruptData, DiskError
+from buckets.registry import Op
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("buckets.engine")
 
 LOG_FIELD = "lg"
+# registry sys key: ids of the disks whose logs the last registry rebuild could not scan
+UNSCANNED = "log_unscanned"
 
 
 def uses_log(entry: dict) -> bool:
@@ -211,3 +214,53 @@ async def install(store: "Store", bucket: str, key: str, entry: dict, disks: lis
     if not await set_locations(store, bucket, key, entry, got):
         return []  # overwritten or removed meanwhile: the new records are garbage
     return sorted(got)
+
+
+async def adopt_records(store: "Store", disk) -> int:
+    """A disk that comes back (its refill starts): an entry with no record location for a slot
+    on this disk (the registry was rebuilt while the disk was away, so its records were not
+    seen) is pointed at the record the disk holds for that write and slot, the newest, unless
+    a kill record removed the write there; the refill's check then verifies it instead of
+    rewriting it. How many were adopted."""
+    if store.cluster is not None or disk.disk_id not in (store.registry.get_sys(UNSCANNED) or ()):
+        return 0  # only a disk a registry rebuild could not scan can hold records it lost track of
+    newest: dict[tuple, tuple[list, str]] = {}
+    killed: set[tuple] = set()
+    async for loc, raw in disk.walk_records():
+        try:
+            meta = decode(raw)
+            ident = (meta["bucket"], meta["key"], meta["wid"])
+        except (CorruptData, KeyError, TypeError):
+            continue
+        if meta.get("kill"):
+            killed.add(ident)
+        elif isinstance(meta.get("shard"), int):
+            newest[ident + (meta["shard"],)] = (loc, meta.get("vid", "null"))
+    adopted = 0
+    for (bucket, key, wid, shard), (loc, vid) in newest.items():
+        if (bucket, key, wid) in killed:
+            continue
+        entry = await lookup_write(store, bucket, key, wid, vid)
+        if (entry is None or not uses_log(entry) or location_of(entry, shard) is not None
+                or shard >= len(entry.get("disks", ())) or entry["disks"][shard] != disk.disk_id):
+            continue
+        async with store.locks.hold((bucket, key)):
+            if await set_locations(store, bucket, key, entry, {shard: loc}, expect={shard: None}):
+                adopted += 1
+    left = [d for d in (store.registry.get_sys(UNSCANNED) or ()) if d != disk.disk_id]
+    await store.registry.commit([Op("put_sys", UNSCANNED, value=left)])
+    return adopted
+
+
+async def adopt_at_start(store: "Store") -> None:
+    """At start-up: adopt the records of every disk a registry rebuild could not scan that is
+    online now (see ``adopt_records``), before any request is served."""
+    for disk in store.disks:
+        if disk.online and disk.disk_id in (store.registry.get_sys(UNSCANNED) or ()):
+            try:
+                adopted = await adopt_records(store, disk)
+                log.warning("disk %s is back after a registry rebuild without it: %d of its records adopted",
+                            disk.endpoint, adopted)
+            except (DiskError, errors.BucketsError) as exc:
+                log.warning("disk %s: its log could not be scanned (%s); its slots are rebuilt as they are read",
+                            disk.endpoint, exc)

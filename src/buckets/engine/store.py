@@ -177,6 +177,8 @@ class Store:
         else:
             self.catalog = LocalCatalog(self.registry)
             self.users = UserStore(self.registry, mirror=self._mirror_users)
+        if self.cluster is None:
+            await smalllog.adopt_at_start(self)
         self.scanner = Scanner(self, scanner_config)
         from buckets.engine.compaction import Compactor
 

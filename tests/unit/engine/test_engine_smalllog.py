@@ -360,3 +360,42 @@ async def test_a_scanner_cycle_checks_records_and_sweeps_nothing_live(store) -> 
     for k, v in bodies.items():
         assert await get_bytes(store, "bkt", k) == v
         assert (await heal_object(store, "bkt", k, deep=True)).bad == []
+
+
+async def test_records_of_a_disk_away_during_a_rebuild_are_adopted_when_it_is_back(tmp_disks) -> None:
+    """A registry rebuilt while a disk is away cannot see that disk's records (its slots get no
+    location); when the disk is back, its records are taken as they are, not rebuilt."""
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    bodies = {f"k{i}": content(f"k{i}", 300 + i) for i in range(12)}
+    for k, v in bodies.items():
+        await store.put_object("bkt", k, v, len(v))
+    before = {k: store.registry.get_object("bkt", k)["lg"] for k in bodies}
+    away_id = store.disks[2].disk_id
+    await store.close()
+    away = paths[2]
+    os.rename(away, away + ".aside")  # the disk is gone, and so is the registry
+    with open(away, "w") as f:
+        f.write("not a disk")
+    for p in paths:
+        shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
+    store = await open_store(paths)
+    try:
+        for k, v in bodies.items():
+            entry = store.registry.get_object("bkt", k)
+            assert entry["lg"][entry["disks"].index(away_id)] is None
+            assert await get_bytes(store, "bkt", k) == v  # read around the missing slot
+        assert store.registry.get_sys(smalllog.UNSCANNED) == [away_id]
+    finally:
+        await store.close()
+    os.unlink(away)
+    os.rename(away + ".aside", away)
+    store = await open_store(paths)
+    try:
+        for k, v in bodies.items():
+            assert store.registry.get_object("bkt", k)["lg"] == before[k]  # adopted, not rewritten
+            assert (await heal_object(store, "bkt", k, deep=True)).bad == []
+        assert store.registry.get_sys(smalllog.UNSCANNED) == []
+    finally:
+        await store.close()
