@@ -20,8 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
-
+from buckets.engine import smalllog
 from buckets.engine.meta import decode_meta_file
 from buckets.engine.paths import key_hash
 from buckets.erasure import ShardGeometry
@@ -111,10 +110,8 @@ def log_records(disk: Path) -> list[tuple[Path, list, dict]]:
             continue
         for loc, raw in found:
             try:
-                meta = msgpack.unpackb(raw, raw=False)
+                meta = smalllog.decode(raw)  # as the engine reads it (ids and hashes back to text)
             except Exception:  # noqa: BLE001 - a payload that does not decode is no record
-                continue
-            if not isinstance(meta, dict):
                 continue
             ident = (meta.get("bucket"), meta.get("key"), meta.get("wid"))
             if meta.get("kill"):
