@@ -118,6 +118,7 @@ def test_aws_cli_s3api(aws, s3, bucket, tmp_path):
     assert loc["LocationConstraint"] is None
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_aws_cli_with_another_default_region(server, s3, tmp_path):
     """A user whose aws cli defaults to ap-south-1: mb sends that LocationConstraint and
     every request is signed for ap-south-1; the server takes both, and still reports its

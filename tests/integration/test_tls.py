@@ -148,6 +148,7 @@ def test_rclone_over_https(tls: ServerProcess, bucket: str, tmp_path: Path):
     assert {p.name: p.read_bytes() for p in down.iterdir()} == files
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_buckets_admin_verifies_with_ca_file(tls: ServerProcess, tmp_path: Path):
     env = dict(os.environ, HOME=str(tmp_path))
     admin = lambda *args: subprocess.run([str(BIN / "buckets-admin"), *args], env=env, capture_output=True,

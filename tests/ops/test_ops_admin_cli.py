@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from opsserver import ROOT_PASSWORD, ROOT_USER, Cli, Server, free_port
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_alias_set_list_remove(cli: Cli, server: Server) -> None:
     cli.admin("alias", "set", "one", server.url + "/", ROOT_USER, ROOT_PASSWORD).ok()
     cli.admin("alias", "set", "two", "https://s3.example.com", "AKIA", "secret-two", "--region", "eu-west-1").ok()
@@ -113,6 +114,7 @@ def test_heal_start_waits_and_reports(aliased: Cli, server: Server) -> None:
     s3.delete_bucket(Bucket=bucket)
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_config_get_and_set_live(aliased: Cli) -> None:
     settings = aliased.admin("config", "get", "srv", "--json").ok().json()
     assert settings == {"scanner_rate": 0.0, "scanner_mb_rate": 50.0, "log_level": "info", "metrics_auth": "public"}
@@ -134,6 +136,7 @@ def test_config_get_and_set_live(aliased: Cli) -> None:
     assert aliased.admin("config", "get", "srv", "--json").ok().json()["scanner_mb_rate"] == 50.0
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_wrong_credentials_unknown_alias_and_server_down(cli: Cli, server: Server) -> None:
     cli.admin("alias", "set", "bad", server.url, ROOT_USER, "not-the-password").ok()
     assert "SignatureDoesNotMatch" in cli.admin("info", "bad").one_line_error()

@@ -35,6 +35,7 @@ def test_mb_ls_rb(aliased: Cli) -> None:
     assert "NoSuchBucket" in aliased.client("rb", f"srv/{name}").one_line_error()
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_cp_up_down_listing_cat_stat(aliased: Cli, bucket: str, tmp_path: Path) -> None:
     tree = tmp_path / "photos"
     (tree / "2024").mkdir(parents=True)
@@ -73,6 +74,7 @@ def test_cp_up_down_listing_cat_stat(aliased: Cli, bucket: str, tmp_path: Path) 
     assert aliased.client("cat", f"srv/{bucket}/single.txt").ok().out == "alpha\n"
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_multipart_upload_download_and_remote_copies(aliased: Cli, bucket: str, tmp_path: Path, server: Server) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(11 * MiB + 123))
@@ -94,6 +96,7 @@ def test_multipart_upload_download_and_remote_copies(aliased: Cli, bucket: str, 
         assert hashlib.md5(down.read_bytes()).hexdigest() == digest, name
 
 
+@pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_rm_single_recursive_with_confirmation(aliased: Cli, bucket: str, tmp_path: Path) -> None:
     for name in ("x/1", "x/2", "y"):
         source = tmp_path / "f"
