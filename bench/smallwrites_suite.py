@@ -8,7 +8,9 @@ client (``bench.s3client``: 16 concurrent clients, 4 KiB bodies, ``--sync on``):
 1. the reference, ``bench.refserver``: bare aiohttp, one file written and fsynced per PUT;
 2. Buckets on 4 disks with ``--small-log off``: one metadata file per disk per PUT (before);
 3. Buckets on 4 disks with ``--small-log on``: one record per disk in each disk's log,
-   group-committed (after).
+   group-committed (after, the default);
+4. the same with ``--small-copy-limit 0``: no copy of small objects in the registry (GETs
+   read the records), the space-saving setting.
 
 Figures: PUT ops/s, p50, p99 and server CPU per PUT for each, GET ops/s for Buckets, the
 ratio of Buckets (log) to the reference (**target >= 1.5**), its PUT p99 (**target < 30 ms**),
@@ -34,6 +36,9 @@ from bench.measure import KiB, ScratchDir, payload, run_async, run_concurrently
 from bench.report import SuiteResult, at_least, below
 
 SIZE = 4 * KiB
+CONFIGS = [("files", False, 16384), ("log", True, 16384), ("nocopy", True, 0)]  # name, --small-log, copy limit
+LABELS = {"files": "Buckets --small-log off", "log": "Buckets --small-log on",
+          "nocopy": "Buckets --small-log on --small-copy-limit 0"}
 
 
 @dataclass
@@ -64,13 +69,15 @@ class BucketsServer(ServerProcess):
     """``buckets server --sync on`` with ``--small-log on|off``."""
 
     small_log: bool = True
+    copy_limit: int = 16384
 
     def start(self) -> None:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("BUCKETS_")}
         env.update(BUCKETS_ROOT_USER=ACCESS_KEY, BUCKETS_ROOT_PASSWORD=SECRET_KEY)
         cmd = [sys.executable, "-m", "buckets", "server", "--address", f"127.0.0.1:{self.port}", "--sync", "on",
-               "--small-log", "on" if self.small_log else "off", *self.disks]
+               "--small-log", "on" if self.small_log else "off", "--small-copy-limit", str(self.copy_limit),
+               *self.disks]
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
                                      cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
@@ -147,13 +154,12 @@ def run(quick: bool = False, base_dir: str | None = None, **_: object) -> SuiteR
             ref = RefServer(scratch.sub("ref")[0], os.path.join(scratch.path, "ref.log"))
             ref_out = await _drive(ref, "reference (aiohttp, fsync per file)", result, count, get=False)
             figures = {}
-            for small_log in (False, True):
-                name = "log" if small_log else "files"
+            for name, small_log, copy_limit in CONFIGS:
                 disks = scratch.sub(*(f"{name}{i}" for i in range(1, 5)))
                 server = BucketsServer(disks, True, os.path.join(scratch.path, f"{name}.log"))
-                server.small_log = small_log
+                server.small_log, server.copy_limit = small_log, copy_limit
                 server.space = lambda disks=disks: allocated(disks)
-                label = "Buckets --small-log " + ("on" if small_log else "off")
+                label = LABELS[name]
                 out = await _drive(server, label, result, count, get=True)
                 total = allocated(disks) - out["space0"]
                 registry = allocated(disks, only=os.path.join(".buckets.sys", "registry"))
@@ -162,9 +168,9 @@ def run(quick: bool = False, base_dir: str | None = None, **_: object) -> SuiteR
                 figures[name] = out
             ref_rate = ref_out["put"].ops_per_second if ref_out["put"].ops else None
             for name, out in figures.items():
-                label = "Buckets --small-log " + ("on" if name == "log" else "off")
+                label = LABELS[name]
                 rate = out["put"].ops_per_second if out["put"].ops else None
-                final = name == "log"
+                final = name != "files"
                 result.add(f"{label}: PUT / reference", rate / ref_rate if rate and ref_rate else None, "x",
                            at_least(1.5) if final else None)
                 result.add(f"{label}: PUT p99", out["put"].p99_ms() if out["put"].ops else None, "ms",
@@ -172,8 +178,8 @@ def run(quick: bool = False, base_dir: str | None = None, **_: object) -> SuiteR
                 result.add(f"{label}: server CPU per PUT", out["server_cpu_us"], "µs")
                 ratio, registry = out["space"]
                 result.add(f"{label}: space per 4 KiB object / body", ratio, "x", below(2.5) if final else None,
-                           note=f"registry {registry / max(out['put'].ops, 1):,.0f} B/object of it "
-                                f"(LMDB, with its copy of objects up to 16 KiB)")
+                           note=f"registry {registry / max(out['put'].ops, 1):,.0f} B/object of it (LMDB"
+                                + (", with its copy of objects up to 16 KiB)" if name != "nocopy" else ")"))
             result.add("reference: server CPU per PUT", ref_out["server_cpu_us"], "µs")
 
     run_async(main())

@@ -49,7 +49,8 @@ class Config:
     sync: bool = True  # fsync before acknowledging writes; off is for development only
     cache_size: int = 1_000_000  # registry LRU entries
     inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
-    small_log: bool = False  # inline objects and delete markers go to each disk's record log (on: issue 15)
+    small_log: bool = True  # inline objects and delete markers go to each disk's record log (issue 15)
+    small_copy_limit: int = 16384  # objects up to this size keep a copy in the registry (GETs read no disk)
     log_format: str = "json"  # "json" | "console"
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
     metrics_auth: str = "public"  # "public" | "bearer"
@@ -403,6 +404,11 @@ SETTINGS: tuple[Setting, ...] = (
             "write inline objects and delete markers as records of each disk's append-only log "
             "(group-committed) instead of one metadata file per disk; single node only, objects "
             "written either way stay readable", metavar="on|off"),
+    Setting("small_copy_limit", "BUCKETS_SMALL_COPY_LIMIT", "--small-copy-limit",
+            _integer(0, MAX_INLINE_THRESHOLD, "small copy limit"),
+            "objects up to this many bytes also keep a checksummed copy of their bytes in the "
+            "registry, so GETs of them read no disk (0: none; a 4 KiB object's copy costs about "
+            "8 KB of registry)", metavar="BYTES"),
     Setting("log_format", "BUCKETS_LOG_FORMAT", "--log-format", _choice(LOG_FORMATS, "log format"),
             "log line format", choices=LOG_FORMATS),
     Setting("log_level", "BUCKETS_LOG_LEVEL", "--log-level", _choice(LOG_LEVELS, "log level"),
