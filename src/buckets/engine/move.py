@@ -36,10 +36,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from buckets.engine import crypto, paths
+from buckets.engine import crypto, paths, smalllog
 from buckets.engine.heal import _check_slot, _rebuild_shards, _verify_frames, _verify_span
 from buckets.engine.ids import new_id
-from buckets.engine.meta import decode_meta_file
 from buckets.erasure import ShardGeometry
 from buckets.errors import CorruptData, DiskOffline, ReadQuorumLost, define_error
 
@@ -111,6 +110,11 @@ async def copy_shards(store: "Store", bucket: str, key: str, entry: dict, new_di
     new_entry.pop("ts", None)
     if rewritten:
         new_entry["wid"] = new_id()
+    if smalllog.uses_log(entry):  # a small write in the disks' logs: the copied slots become files
+        locs = [None] * n if rewritten else list(entry[smalllog.LOG_FIELD]) + [None] * n
+        for i in slots:
+            locs[i] = None
+        new_entry[smalllog.LOG_FIELD] = locs[:n]
     result = ShardCopy(new_entry, slots, rewritten=rewritten)
     if not slots:
         return result
@@ -163,7 +167,7 @@ async def _copy_slot(store: "Store", bucket: str, key: str, entry: dict, new_ent
     old_mp = paths.meta_path(bucket, key, entry["wid"])
     new_mp = paths.meta_path(bucket, key, new_entry["wid"])
     if entry.get("inline"):
-        meta = decode_meta_file(await source.read_file(old_mp))
+        meta = await smalllog.read_slot(bucket, key, entry, slot, source)  # its record or its file
         if meta.get("wid") != entry["wid"] or meta.get("shard") != slot:
             raise CorruptData(f"metadata on {source.endpoint} is not slot {slot} of write {entry['wid']}")
         data = meta.get("data") or b""

@@ -163,13 +163,12 @@ def location_of(entry: dict, slot: int) -> list | None:
 
 
 async def read_slot(bucket: str, key: str, entry: dict, slot: int, disk) -> dict:
-    """The metadata of ``slot`` of this write on ``disk``: its record (log entries) or its
-    ``.meta`` file. ``DiskError``/``CorruptData`` when missing or damaged; the caller checks
-    that it names this write and slot (a stale location may hold another record)."""
-    if uses_log(entry):
-        loc = location_of(entry, slot)
-        if loc is None:
-            raise errors.FileNotFound(f"slot {slot} of {bucket}/{key} has no record")
+    """The metadata of ``slot`` of this write on ``disk``: its record (the entry names one for
+    the slot) or its ``.meta`` file (a slot a migration copied to a disk of a cluster, where
+    small writes are files). ``DiskError``/``CorruptData`` when missing or damaged; the caller
+    checks that it names this write and slot (a stale location may hold another record)."""
+    loc = location_of(entry, slot) if uses_log(entry) else None
+    if loc is not None:
         meta = decode(await disk.read_record(loc))
         if meta.get("bucket") != bucket or meta.get("key") != key:
             raise CorruptData(f"the record at {loc} is not one of {bucket}/{key}")

@@ -453,6 +453,7 @@ class Store:
 
     def _disk_meta(self, bucket: str, key: str, entry: dict, shard: int, data: bytes | None = None) -> bytes:
         payload = dict(entry, bucket=bucket, key=key, shard=shard)
+        payload.pop(smalllog.LOG_FIELD, None)  # where records are is the registry's to say
         if data is not None:
             payload["data"] = data
         return encode_meta_file(payload)
