@@ -91,8 +91,8 @@ def test_heal_start_waits_and_reports(aliased: Cli, server: Server) -> None:
     s3 = server.s3()
     bucket = f"heal-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
-    for index in range(3):
-        s3.put_object(Bucket=bucket, Key=f"k{index}", Body=b"z" * 1000)
+    for index in range(3):  # above the inline threshold: a metadata file and shard files per disk
+        s3.put_object(Bucket=bucket, Key=f"k{index}", Body=b"z" * (200 * 1024))
     # Damage one shard: remove one disk's metadata file of one object.
     metas = sorted(server.disks[0].rglob("*.meta"))
     victims = [m for m in metas if bucket in str(m) and m.name != ".bucket.meta"]
