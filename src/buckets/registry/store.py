@@ -378,20 +378,10 @@ class Registry:
         if old is not None:
             d[0] -= 1
             d[1] -= old.get("size", 0)
-        small_key = hashlib.blake2b(object_key(bucket, key), digest_size=20).digest()
         if entry is not None:
-            self._txn_put_object(txn, bucket, key, entry)
             d[0] += 1
             d[1] += entry.get("size", 0)
-            if data is not None:
-                body = entry["wid"].encode() + b"\0" + data
-                txn.put(small_key, _SMALL.pack(xxhash.xxh3_64_intdigest(body)) + body, db=self.db["small"])
-            elif old is not None and old.get("inline"):
-                txn.delete(small_key, db=self.db["small"])
-        elif old is not None:
-            self._txn_delete_object(txn, bucket, key)
-            if old.get("inline"):
-                txn.delete(small_key, db=self.db["small"])
+        self._txn_set_current(txn, bucket, key, entry, data, old)
 
     # -- versions (versioned buckets) ----------------------------------------------------
     # The ``objects`` table holds each key's current version (an object or a delete marker,
