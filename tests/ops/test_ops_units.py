@@ -85,3 +85,45 @@ def test_scanner_rate_zero_stops_the_periodic_pass_without_a_zero_pace() -> None
 def test_quorum_and_status_class() -> None:
     assert [write_quorum(k, m) for k, m in ((1, 0), (2, 1), (2, 2), (4, 2), (4, 4))] == [1, 2, 3, 4, 5]
     assert [status_class(s) for s in (200, 304, 404, 503, 42)] == ["2xx", "3xx", "4xx", "5xx", "other"]
+
+
+def _batching_logger(stream: io.StringIO, delay: float):
+    from buckets.obs.logs import BatchingStreamHandler
+
+    handler = BatchingStreamHandler(stream, delay=delay)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"buckets.test.batching.{delay}")
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+def test_batching_handler_holds_info_lines_and_writes_warnings_at_once() -> None:
+    stream = io.StringIO()
+    logger, handler = _batching_logger(stream, delay=600)
+    try:
+        logger.info("first")
+        logger.info("second")
+        assert stream.getvalue() == ""  # held: one write for the batch
+        logger.warning("trouble")  # written at once, after what was held
+        assert stream.getvalue() == "INFO first\nINFO second\nWARNING trouble\n"
+        logger.info("last")
+    finally:
+        handler.close()
+    assert stream.getvalue().endswith("INFO last\n")  # close() writes what is held
+
+
+def test_batching_handler_writes_held_lines_after_its_delay() -> None:
+    import time
+
+    stream = io.StringIO()
+    logger, handler = _batching_logger(stream, delay=0.05)
+    try:
+        logger.info("later")
+        deadline = time.monotonic() + 10
+        while "later" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.getvalue() == "INFO later\n"  # the flusher wrote it without a flush() call
+    finally:
+        handler.close()

@@ -19,6 +19,7 @@ Records nothing points to are garbage, reclaimed by compaction (``engine/compact
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,7 @@ def _hex_bytes(value, length: int):
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # disk ids: a few per deployment, on every record
 def _uuid_bytes(value):
     import uuid
 
@@ -86,6 +88,13 @@ def _uuid_bytes(value):
         if str(u) == value:
             return u.bytes
     return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _uuid_text(raw: bytes) -> str:
+    import uuid
+
+    return str(uuid.UUID(bytes=raw))
 
 
 def compact(payload: dict) -> dict:
@@ -115,7 +124,7 @@ def expand(doc: dict) -> dict:
         if isinstance(out.get(f), bytes):
             out[f] = out[f].hex()
     if isinstance(out.get("disks"), list):
-        out["disks"] = [str(uuid.UUID(bytes=d)) if isinstance(d, bytes) else d for d in out["disks"]]
+        out["disks"] = [_uuid_text(d) if isinstance(d, bytes) else d for d in out["disks"]]
     if "parts" not in out:
         out["parts"] = [[1, out["size"], out["etag"], out["ck"], out["mt"]]]
     return out

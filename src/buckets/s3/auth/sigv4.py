@@ -83,6 +83,7 @@ def sha256_hex(data: bytes) -> str:
 
 @lru_cache(maxsize=512)
 @functools.lru_cache(maxsize=1024)  # one key per user, day, region and service: four HMACs saved per request
+@functools.lru_cache(maxsize=256)
 def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     """kSigning = HMAC(HMAC(HMAC(HMAC("AWS4"+secret, date), region), service), "aws4_request")."""
     k_date = _hmac(wire_bytes("AWS4" + secret), date)
