@@ -35,6 +35,7 @@ SUITES = {
     "migration": "bench.migration_suite",
     "smallwrites": "bench.smallwrites_suite",
     "versioning": "bench.versioning_suite",
+    "scale": "bench.scale_suite",
 }
 DEFAULT_SUITES = ("codec", "engine", "registry")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
