@@ -36,6 +36,7 @@ SUITES = {
     "smallwrites": "bench.smallwrites_suite",
     "versioning": "bench.versioning_suite",
     "scale": "bench.scale_suite",
+    "bigwrites": "bench.bigwrites_suite",
 }
 DEFAULT_SUITES = ("codec", "engine", "registry")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
