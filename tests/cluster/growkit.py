@@ -30,6 +30,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+import diskview
 from clusterproc import CONTROL_OFFSET, ROOT_PASSWORD, ROOT_USER, free_cluster_port
 from urllib3.exceptions import ProtocolError
 
@@ -236,26 +237,16 @@ class GrowCluster:
 
     # -- what is on the disks ---------------------------------------------------------------------
     def census(self, nodes: list[int]) -> dict[tuple[str, str], dict[str, int]]:
-        """Every write's shard files on the disks of ``nodes``: ``{(bucket, "<keyhash>.<wid>"):
+        """Every write's shards on the disks of ``nodes``: ``{(bucket, "<keyhash>.<wid>"):
         {disk path: shard bytes}}``. A shard's bytes are its part files' sizes (a streamed
-        object) or its metadata file's size (an inline object: the shard is in it)."""
+        object), or its metadata file's or log record's size (an inline object: the shard is
+        in it); see ``tests/diskview.py``."""
         out: dict[tuple[str, str], dict[str, int]] = {}
         for i in nodes:
             for disk in sorted((self.base / f"n{i}").glob("d*")):
-                root = disk / "buckets"
-                if not root.is_dir():
-                    continue
-                for meta in root.glob("*/*/*.meta"):
-                    if meta.name == ".bucket.meta":
-                        continue
-                    write = meta.name[:-len(".meta")]
-                    data = meta.parent / write
-                    try:
-                        size = (sum(p.stat().st_size for p in data.iterdir()) if data.is_dir()
-                                else meta.stat().st_size)
-                    except FileNotFoundError:  # removed meanwhile (a delete, a vacated shard)
-                        continue
-                    out.setdefault((meta.parent.parent.name, write), {})[str(disk)] = size
+                for shard in diskview.shards(disk):
+                    sizes = out.setdefault((shard.bucket, shard.write), {})
+                    sizes[str(disk)] = sizes.get(str(disk), 0) + shard.size
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import diskview
 import pytest
 from botocore.exceptions import ClientError
 
@@ -26,6 +27,12 @@ def test_any_node_serves_any_key(cluster4) -> None:
             assert s3[i].head_object(Bucket="photos", Key=k)["ContentLength"] == len(v)
         listed = [o["Key"] for o in s3[i].list_objects_v2(Bucket="photos")["Contents"]]
         assert listed == sorted(data)
+    # small objects are records of the disks' logs on a cluster too, one per slot, on 4 nodes
+    roots = [c.data_root / f"{c.disk_prefix.format(node=n)}{d}" for n in range(1, 5) for d in range(1, 5)]
+    held = [r for r in roots for m in diskview.writes_of(r, "photos", "small")]
+    assert len(held) == 16 and len({r.parent for r in held}) == 4  # 12+4 over 16 disks
+    for r in roots:
+        assert all(s.source == "record" for s in diskview.shards(r, "photos") if s.size < 10_000)
     # a delete through one node is seen by all
     s3[3].delete_object(Bucket="photos", Key="tiny")
     for i in (1, 2, 4):

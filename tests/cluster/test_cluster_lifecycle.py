@@ -19,11 +19,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import diskview
 import pytest
 from clusterproc import Cluster
-
-from buckets.engine.paths import key_hash
-from buckets.storage.format import DATA_DIR
 
 # Long multi-node run: make test-cluster (make test keeps test_cluster_basic and test_growth_under_load[fast]).
 pytestmark = pytest.mark.cluster
@@ -47,9 +45,9 @@ def disk_roots(c: Cluster) -> list[Path]:
 
 
 def disks_holding(c: Cluster, bucket: str, key: str) -> list[Path]:
-    """The disks with a committed metadata file of ``key`` (one per shard of the object)."""
-    pattern = f"{key_hash(key)}.*.meta"
-    return [root for root in disk_roots(c) if any((root / DATA_DIR / bucket).glob(f"*/{pattern}"))]
+    """The disks with a committed metadata file or log record of ``key`` (one per shard of
+    the object)."""
+    return [root for root in disk_roots(c) if diskview.writes_of(root, bucket, key)]
 
 
 def no_bugs_logged(c: Cluster) -> None:

@@ -17,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+import diskview
 import pytest
 from clusterproc import ROOT_PASSWORD, ROOT_USER, Cluster
 
@@ -61,18 +62,9 @@ def disk_ids(cluster: Cluster) -> dict[str, Path]:
 
 
 def shards_on_disk(disks: dict[str, Path], bucket: str, key: str) -> list[tuple[str, dict]]:
-    """(disk id, metadata) of every metadata file of ``bucket/key`` on any disk."""
-    from buckets.engine.paths import key_hash, object_dir
-
-    found = []
-    for disk_id, root in disks.items():
-        directory = root / object_dir(bucket, key)
-        if not directory.is_dir():
-            continue
-        for name in os.listdir(directory):
-            if name.startswith(key_hash(key) + ".") and name.endswith(".meta"):
-                found.append((disk_id, decode_meta_file((directory / name).read_bytes())))
-    return found
+    """(disk id, metadata) of every metadata file, and every log record still counting, of
+    ``bucket/key`` on any disk."""
+    return [(disk_id, meta) for disk_id, root in disks.items() for meta in diskview.writes_of(root, bucket, key)]
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
+import diskview
 import pytest
 from botocore.exceptions import ClientError
 from growkit import GrowCluster, Load, movement_bound, read_all, shard_totals, write_seed
@@ -427,8 +429,9 @@ def test_force_remove_a_killed_node_then_heal(grown: Chain) -> None:
             if disk_id not in live_disks:
                 short.append(f"{key}: slot {slot} on {disk_id}, not a live disk")
                 continue
-            meta = f"{live_disks[disk_id]}/{paths.meta_path('chain', key, entry['wid'])}"
-            if not os.path.exists(meta):
+            held = [m for m in diskview.writes_of(Path(live_disks[disk_id]), "chain", key)
+                    if m.get("wid") == entry["wid"]]  # its metadata file, or its log record
+            if not held:
                 short.append(f"{key}: slot {slot} missing on {live_disks[disk_id]}")
     assert not short, short[:10]
     _done(grown)

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import diskview
 import pytest
 from botocore.config import Config
 from clusterproc import ROOT_PASSWORD, ROOT_USER, free_cluster_port
@@ -137,9 +138,9 @@ def read_back(pair: Pair, i: int, bucket: str = "grow") -> None:
     assert big == b"a" * (5 << 20) + b"b" * 1000
 
 
-def object_files(pair: Pair, i: int) -> list[Path]:
-    """The object metadata files (one per shard of an object) on node ``i``'s disks."""
-    return [p for p in (pair.base / f"n{i}").glob("d*/buckets/*/*/*.meta") if p.name != ".bucket.meta"]
+def object_files(pair: Pair, i: int) -> list:
+    """The objects' shards (metadata files and log records) on node ``i``'s disks."""
+    return [s for disk in sorted((pair.base / f"n{i}").glob("d*")) for s in diskview.shards(disk)]
 
 
 def nodes_listed(pair: Pair) -> dict[str, str]:

@@ -137,7 +137,7 @@ async def _compaction_setup(run: Run) -> None:
 
 
 async def _compaction(run: Run) -> None:
-    done = await run.maintenance("compaction", lambda: run.store.compactor.run_pass(paced=False))
+    done = await run.maintenance("compaction", lambda: run.store.compactor.run_pass(paced=False, settle=0))
     assert done["segments_compacted"] >= 1 and done["records_moved"] >= 1, done
     await run.put("c0", body("c0-v2", SMALL + 99))  # and a write after it
 

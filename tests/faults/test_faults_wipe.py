@@ -136,8 +136,9 @@ def test_disks_lost_while_running(servers, tally) -> None:
     unplug(disks[0])
     server.wait_log(OFFLINE.format("disk1"), timeout=15)
     # With 1 of 4 disks left, objects stored on disks can no longer be read: 503. Objects up
-    # to 16 KiB may still be served from the registry's checksummed copy of their bytes:
-    # then they must be exactly the acknowledged bytes, never anything else.
+    # to the small-copy limit (1 KiB by default, at most 16 KiB here) may still be served from
+    # the registry's checksummed copy of their bytes: then they must be exactly the
+    # acknowledged bytes, never anything else.
     answers, from_copy = [], []
     for key in before.keys:
         try:

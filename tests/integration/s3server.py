@@ -7,6 +7,8 @@ uses (`from s3server import ...`): several conftest.py files exist under tests/.
 
 from __future__ import annotations
 
+import time
+
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -45,6 +47,17 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it contains ``text`` (info lines reach it within 0.1 s of the event:
+        the server writes them in batches); AssertionError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()
+            if text in log or time.monotonic() > deadline:
+                assert text in log, f"{text!r} not logged within {timeout}s:\n{log[-3000:]}"
+                return log
+            time.sleep(0.05)
 
     def disk_dirs(self) -> list[Path]:
         """Every disk directory (``clusterserver.ClusterServer`` answers with every node's)."""

@@ -343,7 +343,7 @@ def test_objects_expire(fast, fs3, fbucket):
     left = [o["Key"] for o in fs3.list_objects_v2(Bucket=fbucket)["Contents"]]
     assert left == ["keep/a", "off/a", "size/small"]
     assert fs3.get_object(Bucket=fbucket, Key="off/a")["Body"].read() == b"x"
-    assert "lifecycle rule 'tmp' expired" in fast.log_text()
+    fast.wait_log("lifecycle rule 'tmp' expired")
 
 
 def test_a_replaced_object_gets_a_new_expiry(fs3, fbucket):

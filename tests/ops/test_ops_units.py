@@ -103,11 +103,13 @@ def test_batching_handler_holds_info_lines_and_writes_warnings_at_once() -> None
     stream = io.StringIO()
     logger, handler = _batching_logger(stream, delay=600)
     try:
+        logger.info("quiet")  # nothing written for a while: at once
+        assert stream.getvalue() == "INFO quiet\n"
         logger.info("first")
         logger.info("second")
-        assert stream.getvalue() == ""  # held: one write for the batch
+        assert stream.getvalue() == "INFO quiet\n"  # held: one write for the batch
         logger.warning("trouble")  # written at once, after what was held
-        assert stream.getvalue() == "INFO first\nINFO second\nWARNING trouble\n"
+        assert stream.getvalue() == "INFO quiet\nINFO first\nINFO second\nWARNING trouble\n"
         logger.info("last")
     finally:
         handler.close()
@@ -118,12 +120,13 @@ def test_batching_handler_writes_held_lines_after_its_delay() -> None:
     import time
 
     stream = io.StringIO()
-    logger, handler = _batching_logger(stream, delay=0.05)
+    logger, handler = _batching_logger(stream, delay=0.5)
     try:
-        logger.info("later")
+        logger.info("now")
+        logger.info("later")  # within the delay of the last write: held
         deadline = time.monotonic() + 10
         while "later" not in stream.getvalue() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert stream.getvalue() == "INFO later\n"  # the flusher wrote it without a flush() call
+        assert stream.getvalue() == "INFO now\nINFO later\n"  # the flusher wrote it without a flush() call
     finally:
         handler.close()

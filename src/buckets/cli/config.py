@@ -50,7 +50,7 @@ class Config:
     cache_size: int = 1_000_000  # registry LRU entries
     inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
     small_log: bool = True  # inline objects and delete markers go to each disk's record log (issue 15)
-    small_copy_limit: int = 16384  # objects up to this size keep a copy in the registry (GETs read no disk)
+    small_copy_limit: int = 1024  # objects up to this size keep a copy in the registry (GETs read no disk)
     log_format: str = "json"  # "json" | "console"
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
     metrics_auth: str = "public"  # "public" | "bearer"
@@ -402,13 +402,13 @@ SETTINGS: tuple[Setting, ...] = (
             f"(max {MAX_INLINE_THRESHOLD})", metavar="BYTES"),
     Setting("small_log", "BUCKETS_SMALL_LOG", "--small-log", _parse_bool,
             "write inline objects and delete markers as records of each disk's append-only log "
-            "(group-committed) instead of one metadata file per disk; single node only, objects "
-            "written either way stay readable", metavar="on|off"),
+            "(group-committed) instead of one metadata file per disk, on one node and on a "
+            "cluster; objects written either way stay readable", metavar="on|off"),
     Setting("small_copy_limit", "BUCKETS_SMALL_COPY_LIMIT", "--small-copy-limit",
             _integer(0, MAX_INLINE_THRESHOLD, "small copy limit"),
             "objects up to this many bytes also keep a checksummed copy of their bytes in the "
-            "registry, so GETs of them read no disk (0: none; a 4 KiB object's copy costs about "
-            "8 KB of registry)", metavar="BYTES"),
+            "registry, so GETs of them read no disk (0: none; above about 1900 bytes a copy takes "
+            "whole overflow pages: a 4 KiB object's costs about 8 KB of registry)", metavar="BYTES"),
     Setting("log_format", "BUCKETS_LOG_FORMAT", "--log-format", _choice(LOG_FORMATS, "log format"),
             "log line format", choices=LOG_FORMATS),
     Setting("log_level", "BUCKETS_LOG_LEVEL", "--log-level", _choice(LOG_LEVELS, "log level"),

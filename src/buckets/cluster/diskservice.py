@@ -27,6 +27,7 @@ from buckets.storage.disk import Disk, FileStat
 
 WALK_BATCH = 256
 MAX_STATUS_DISKS = 1024  # disks one ``status`` call may name
+MAX_READ_RECORDS = 256  # records one ``read_records`` call may ask for
 MIN_STREAM_CHUNK = 4096  # read_stream's chunk bounds: each chunk is one pread and one frame
 
 
@@ -53,7 +54,8 @@ class DiskService:
             "list_dir": self.list_dir, "exists": self.exists, "file_size": self.file_size,
             "stat": self.stat, "walk_files": self.walk_files, "walk_entries": self.walk_entries,
             "status": self.status, "read_stream": self.read_stream,
-            "append_records": self.append_records, "read_record": self.read_record,
+            "append_records": self.append_records, "append_batch": self.append_batch,
+            "read_record": self.read_record, "read_records": self.read_records,
             "walk_records": self.walk_records, "list_segments": self.list_segments,
             "delete_segment": self.delete_segment,
         }
@@ -177,6 +179,57 @@ class DiskService:
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
             raise BadPeerRequest("disk/append_records takes a list of byte strings")
         return await self._disk(args).append_records(records, sync=bool(args.get("sync")))
+
+    async def append_batch(self, args: dict) -> dict:
+        """``append_records`` for many of this node's disks in one call (``disks``: path ->
+        ``{"records": [...], "sync": bool}``): what a peer's small PUTs have for all of this
+        node's disks. The disks append concurrently, each in one group commit. Per path:
+        ``{"locs": [...]}`` or ``{"error": <wire record>}`` (one disk's failure is its own)."""
+        wanted = args.get("disks")
+        if (not isinstance(wanted, dict) or len(wanted) > MAX_STATUS_DISKS
+                or not all(isinstance(p, str) and isinstance(d, dict) and isinstance(d.get("records"), list)
+                           and all(isinstance(r, bytes) for r in d["records"]) for p, d in wanted.items())):
+            raise BadPeerRequest(f"disk/append_batch takes a map of at most {MAX_STATUS_DISKS} disk paths "
+                                 "to lists of byte strings")
+
+        async def one(path: str, doc: dict) -> dict:
+            disk = self.disks.get(path)
+            try:
+                if disk is None:
+                    raise NoSuchDisk(f"this node serves no disk {path!r}")
+                return {"locs": await disk.append_records(doc["records"], sync=bool(doc.get("sync")))}
+            except DiskError as exc:
+                return {"error": error_to_wire(exc)}
+
+        results = await asyncio.gather(*(one(p, d) for p, d in wanted.items()))
+        return {"disks": dict(zip(wanted, results))}
+
+    async def read_records(self, args: dict) -> dict:
+        """``read_record`` of many records on many of this node's disks in one call
+        (``disks``: path -> list of locations), read concurrently. Per path, in order: per
+        location ``{"data": bytes}`` or ``{"error": <wire record>}``."""
+        wanted = args.get("disks")
+        if (not isinstance(wanted, dict) or len(wanted) > MAX_STATUS_DISKS
+                or sum(len(v) for v in wanted.values() if isinstance(v, list)) > MAX_READ_RECORDS
+                or not all(isinstance(p, str) and isinstance(v, list) for p, v in wanted.items())):
+            raise BadPeerRequest(f"disk/read_records takes a map of disk paths to lists of locations, "
+                                 f"at most {MAX_READ_RECORDS} in all")
+
+        async def one(path: str, location: Any) -> dict:
+            disk = self.disks.get(path)
+            try:
+                if disk is None:
+                    raise NoSuchDisk(f"this node serves no disk {path!r}")
+                return {"data": await disk.read_record(location)}
+            except DiskError as exc:
+                return {"error": error_to_wire(exc)}
+
+        flat = [(p, loc) for p, locs in wanted.items() for loc in locs]
+        results = await asyncio.gather(*(one(p, loc) for p, loc in flat))
+        out: dict[str, list] = {p: [] for p in wanted}
+        for (p, _), result in zip(flat, results):
+            out[p].append(result)
+        return {"disks": out}
 
     async def read_record(self, args: dict) -> bytes:
         return await self._disk(args).read_record(args.get("location"))

@@ -53,6 +53,7 @@ MIN_STREAM_CHUNK = 4096  # the server's bounds for read_stream's chunk
 _QUEUE_DEPTH = 4  # chunks in flight per streamed shard: backpressure, bounded memory
 MAX_APPEND_BATCH = 256  # appends (each one PUT's record) one append_records call carries at most
 MAX_APPEND_BYTES = 2 << 20  # and bytes: well under the peer's limit on one control message
+MAX_READ_BATCH = 64  # record reads one disk/read_records call carries at most
 _END = object()
 
 
@@ -65,6 +66,25 @@ def _consume_failure(task: asyncio.Future) -> None:
 # under the disk monitor's interval (5 s), so every probe round sees the peer as it is now,
 # while a scrape and a probe round that come together (or a burst of scrapes) share one call.
 STATUS_TTL = 1.0
+
+
+def _fail_waiters(waiters: list[tuple["RemoteDisk", asyncio.Future]], exc: BaseException) -> None:
+    """Every waiter of a batched call that failed gets the error: its disk offline when the
+    peer did not answer."""
+    for disk, fut in waiters:
+        if not fut.done():
+            if isinstance(exc, PeerError):
+                fut.set_exception(disk._offline(exc))
+            else:
+                fut.set_exception(exc if isinstance(exc, Exception) else DiskOffline("cancelled"))
+
+
+def _disk_failure(disk: "RemoteDisk", record: object) -> DiskError:
+    """A disk's typed error from inside a batched answer (its disk marked offline if it is)."""
+    error = disk._wire_error(record)
+    if isinstance(error, DiskOffline):
+        disk.mark_offline(str(error))
+    return error
 
 
 class PeerDisks:
@@ -89,6 +109,18 @@ class PeerDisks:
         self._sent_at = float("-inf")  # time.monotonic() when the kept answer's call was sent
         self._fetch: asyncio.Task | None = None
         self._fetch_sent_at = float("-inf")
+        # Appends to any of this peer's disks (small PUTs' records): one disk/append_batch call
+        # carries all that wait, for every disk (see ``append``).
+        self.has_append_batch = True  # False once the peer answered UnknownPeerMethod
+        self.append_calls = 0  # disk/append_batch calls made (for tests and debugging)
+        self._appends: list[tuple["RemoteDisk", list[bytes], bool, asyncio.Future]] = []
+        self._append_task: asyncio.Future | None = None
+        # Record reads (a small GET reads k records, several on each peer): the reads asked in
+        # one turn of the event loop go in one disk/read_records call (see ``read_record``).
+        self.has_read_batch = True
+        self.read_calls = 0
+        self._reads: list[tuple["RemoteDisk", list[int], asyncio.Future]] = []
+        self._read_scheduled = False
 
     def invalidate(self) -> None:
         """Forget the kept answer (after this node wrote a format file)."""
@@ -112,6 +144,136 @@ class PeerDisks:
             self._fetch.add_done_callback(_consume_failure)
         answer = await asyncio.shield(self._fetch)
         return answer.get(path) if self.batched else None
+
+    async def append(self, disk: "RemoteDisk", records: list[bytes], sync: bool) -> list[list[int]] | None:
+        """Append ``records`` to ``disk`` of this peer together with every other append waiting
+        for any of its disks: while one ``disk/append_batch`` call is in flight the next ones
+        queue, and the next call carries all of them (a small PUT writes a record on each of
+        a peer's disks: one call per peer, not one per disk). None when the peer does not know
+        the method (an older version): the caller asks the disk directly."""
+        if not self.has_append_batch:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        self._appends.append((disk, records, sync, fut))
+        if self._append_task is None or self._append_task.done():
+            self._append_task = asyncio.ensure_future(self._send_appends())
+        return await fut
+
+    async def _send_appends(self) -> None:
+        while self._appends:
+            take, size = 0, 0
+            for _, recs, _, _ in self._appends[:MAX_APPEND_BATCH]:
+                size += sum(len(r) for r in recs)
+                if take and size > MAX_APPEND_BYTES:
+                    break
+                take += 1
+            batch, self._appends = self._appends[:take], self._appends[take:]
+            per_disk: dict[str, dict[str, Any]] = {}
+            for disk, recs, sync, _ in batch:
+                doc = per_disk.setdefault(disk.path, {"records": [], "sync": False})
+                doc["records"].extend(recs)
+                doc["sync"] = doc["sync"] or sync
+            try:
+                self.append_calls += 1
+                results = await self._batch_call("append_batch", per_disk)
+            except BaseException as exc:  # every caller of the batch gets the error
+                _fail_waiters([(disk, fut) for disk, _, _, fut in batch], exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            if results is None:
+                self.has_append_batch = False
+                for _, _, _, fut in batch + self._appends:
+                    if not fut.done():
+                        fut.set_result(None)
+                self._appends = []
+                return
+            taken: dict[str, int] = {}
+            for disk, recs, _, fut in batch:
+                if fut.done():
+                    continue
+                record = results.get(disk.path)
+                locs = record.get("locs") if isinstance(record, dict) else None
+                if isinstance(record, dict) and "error" in record:
+                    fut.set_exception(_disk_failure(disk, record["error"]))
+                    continue
+                at = taken.get(disk.path, 0)
+                if not isinstance(locs, list) or len(locs) < at + len(recs):
+                    fut.set_exception(PeerProtocolError(
+                        f"disk/append_batch answered {len(locs) if isinstance(locs, list) else locs!r} "
+                        f"locations for {disk.path}", endpoint=self.client.endpoint))
+                    continue
+                fut.set_result([list(loc) for loc in locs[at:at + len(recs)]])
+                taken[disk.path] = at + len(recs)
+
+    async def read_record(self, disk: "RemoteDisk", location: list[int]) -> bytes | None:
+        """One record of ``disk``, read in one ``disk/read_records`` call with every other record
+        read of this peer's disks asked in the same turn of the event loop (the k slots of a
+        small GET are asked together: one call per peer, not one per slot). None when the peer
+        does not know the method: the caller asks the disk directly."""
+        if not self.has_read_batch:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        self._reads.append((disk, location, fut))
+        if not self._read_scheduled:
+            self._read_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_reads)
+        return await fut
+
+    def _start_reads(self) -> None:
+        self._read_scheduled = False
+        while self._reads:
+            batch, self._reads = self._reads[:MAX_READ_BATCH], self._reads[MAX_READ_BATCH:]
+            task = asyncio.ensure_future(self._send_reads(batch))
+            task.add_done_callback(_consume_failure)
+
+    async def _send_reads(self, batch: list[tuple["RemoteDisk", list[int], asyncio.Future]]) -> None:
+        per_disk: dict[str, list[list[int]]] = {}
+        for disk, loc, _ in batch:
+            per_disk.setdefault(disk.path, []).append(list(loc))
+        try:
+            self.read_calls += 1
+            results = await self._batch_call("read_records", per_disk)
+        except BaseException as exc:
+            _fail_waiters([(disk, fut) for disk, _, fut in batch], exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if results is None:
+            self.has_read_batch = False
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+            return
+        taken: dict[str, int] = {}
+        for disk, _, fut in batch:
+            at = taken.get(disk.path, 0)
+            taken[disk.path] = at + 1
+            if fut.done():
+                continue
+            items = results.get(disk.path)
+            item = items[at] if isinstance(items, list) and at < len(items) else None
+            if isinstance(item, dict) and isinstance(item.get("data"), bytes):
+                fut.set_result(item["data"])
+            elif isinstance(item, dict) and "error" in item:
+                fut.set_exception(_disk_failure(disk, item["error"]))
+            else:
+                fut.set_exception(PeerProtocolError(f"disk/read_records answered no record for {disk.path}",
+                                                    endpoint=self.client.endpoint))
+
+    async def _batch_call(self, method: str, per_disk: dict) -> dict | None:
+        """``disk/<method>`` with ``{"disks": per_disk}``: the answer's per-disk map, or None
+        when the peer does not know the method (an older version)."""
+        try:
+            answer = await self.client.call("disk", method, {"disks": per_disk})
+        except UnknownPeerMethod:
+            log.info("peer %s has no disk/%s (an older version): asking disk by disk", self.client.endpoint, method)
+            return None
+        results = answer.get("disks") if isinstance(answer, dict) else None
+        if not isinstance(results, dict):
+            raise PeerProtocolError(f"peer {self.client.endpoint} answered disk/{method} without disk records",
+                                    endpoint=self.client.endpoint)
+        return results
 
     async def _call(self, sent_at: float) -> dict[str, Any]:
         self.calls += 1
@@ -558,7 +720,7 @@ class RemoteDisk:
                 for doc in batch:
                     yield FileStat.from_wire(doc)
 
-    # -- the record log: one call carries every append waiting for this disk -----------------
+    # -- the record log: one call carries every append waiting for this peer's disks ---------
     async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
         """Concurrent appends to this disk (many small PUTs) share one call: while one is in
         flight the next ones queue, and the next call carries all of them (the peer's disk then
@@ -569,6 +731,10 @@ class RemoteDisk:
         if sum(len(r) for r in records) > MAX_APPEND_BYTES:
             raise DiskError(f"{self.endpoint}: {sum(len(r) for r in records)} bytes of records in one append, "
                             f"more than one call carries ({MAX_APPEND_BYTES})")
+        if self._peer_disks.has_append_batch:
+            locs = await self._peer_disks.append(self, list(records), sync)
+            if locs is not None:
+                return locs
         fut = asyncio.get_running_loop().create_future()
         self._appends.append((list(records), sync, fut))
         if self._append_task is None or self._append_task.done():
@@ -607,7 +773,13 @@ class RemoteDisk:
     async def read_record(self, location: list[int]) -> bytes:
         from buckets.storage.records import check_location
 
-        return await self._call("read_record", {"location": list(check_location(location))})
+        location = list(check_location(location))
+        self._check_open()
+        if self._peer_disks.has_read_batch:
+            data = await self._peer_disks.read_record(self, location)
+            if data is not None:
+                return data
+        return await self._call("read_record", {"location": location})
 
     async def walk_records(self, segment: int | None = None) -> AsyncIterator[tuple[list[int], bytes]]:
         async with aclosing(self._stream_out("walk_records", {"segment": segment})) as batches:

@@ -10,6 +10,15 @@ with a compare-and-set on the write id and the old location, under the key's loc
 concurrent overwrite or delete wins and the copy is just garbage); then the segment is
 deleted, once every live record of it has moved.
 
+A sealed segment is left alone for ``settle`` seconds (10 minutes) after the next one began:
+a PUT appends its records before it commits its entry, and a record must not be judged by an
+entry that is still on its way.
+
+On a cluster each node compacts its own disks, and a live record is not appended again: it
+becomes its write's ``.meta`` file on the same disk (``smalllog.relocate``), which readers find
+when the record is gone, because an entry of the replicated index is not changed after its
+write (a change would race with writes of the key through other nodes).
+
 Kill records (a removal, see smalllog) are carried forward like live records, except from the
 disk's oldest segment: records they kill are never newer than they are, so once no older
 segment exists, none of those records remains, and the kill has nothing left to say.
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +50,7 @@ class CompactionConfig:
     interval: float = 60.0  # seconds between passes
     records_per_sec: float = 5000.0
     mb_per_sec: float = 50.0
+    settle: float = 600.0  # seconds a sealed segment is left alone (its writes' commits land first)
 
 
 class Compactor:
@@ -79,28 +90,40 @@ class Compactor:
     def _throttle(self) -> Throttle:
         return Throttle(ScannerConfig(objects_per_sec=self.cfg.records_per_sec, mb_per_sec=self.cfg.mb_per_sec))
 
-    async def run_pass(self, *, paced: bool = True, threshold: float | None = None) -> dict:
-        """One pass over every online disk's sealed segments; what it did."""
+    async def run_pass(self, *, paced: bool = True, threshold: float | None = None,
+                       settle: float | None = None) -> dict:
+        """One pass over every online disk's sealed segments; what it did. ``settle``: seconds
+        since a segment was sealed before it is looked at (default ``cfg.settle``; 0 in tests
+        that know no write is in flight)."""
         async with self._lock:
             before = dict(self.stats)
             throttle = self._throttle() if paced else None
             limit = self.cfg.threshold if threshold is None else threshold
+            wait = self.cfg.settle if settle is None else settle
             for disk in list(self.store.disks):
                 if disk is None or not disk.online:
                     continue
+                if self.store.cluster is not None and disk.local_path("") is None:
+                    continue  # on a cluster each node compacts its own disks' logs
                 try:
-                    await self._compact_disk(disk, throttle, limit)
+                    await self._compact_disk(disk, throttle, limit, wait)
                 except (DiskError, BucketsError) as exc:
                     log.warning("log compaction of %s stopped: %s", disk.endpoint, exc)
             self.stats["passes"] += 1
             return {k: self.stats[k] - before[k] for k in self.stats}
 
-    async def _compact_disk(self, disk, throttle: Throttle | None, threshold: float) -> None:
+    async def _compact_disk(self, disk, throttle: Throttle | None, threshold: float, settle: float) -> None:
         segments = await disk.list_segments()
         if len(segments) < 2:
             return
         oldest = True
-        for seg, size in segments[:-1]:
+        now_ms = time.time() * 1000
+        for (seg, size), (following, _) in zip(segments[:-1], segments[1:]):
+            # A segment id is its creation time in ms, so the next one's id is about when this
+            # one was sealed: leave it alone for a while, so that a PUT whose record went into it
+            # has committed its entry (or failed) before the record is judged by the entry.
+            if now_ms - following < settle * 1000:
+                break
             self.stats["segments_scanned"] += 1
             live_bytes = 0
             async for loc, raw in disk.walk_records(seg):
@@ -186,6 +209,14 @@ class Compactor:
         async with store.locks.hold((bucket, key)):
             if not await self._is_live(disk, loc, meta):
                 return True  # overwritten or removed since the scan: garbage now
+            if store.cluster is not None:  # the entry keeps its locations: the record becomes a file
+                try:
+                    await smalllog.relocate(store, bucket, key, disk, meta)
+                except DiskError as exc:
+                    log.warning("log compaction of %s: %s", disk.endpoint, exc)
+                    return False
+                self.stats["records_moved"] += 1
+                return True
             entry = await smalllog.lookup_write(store, bucket, key, meta["wid"], meta.get("vid", "null"))
             try:
                 new = (await disk.append_records([raw], sync=store.sync))[0]

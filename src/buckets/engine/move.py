@@ -269,4 +269,7 @@ async def remove_shards(store: "Store", bucket: str, key: str, wid: str, disks: 
         await d.delete(paths.meta_path(bucket, key, wid))
         await d.delete(paths.data_dir(bucket, key, wid), recursive=True)
 
-    return await store._on_disks(one, [d for d in disks if d is not None])
+    live = [d for d in disks if d is not None]
+    if store.small_log:  # a write in the disks' logs: say on each vacated disk that it left
+        await smalllog.kill(store, bucket, key, wid, live)
+    return await store._on_disks(one, live)

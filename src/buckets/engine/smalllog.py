@@ -19,7 +19,6 @@ Records nothing points to are garbage, reclaimed by compaction (``engine/compact
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,8 @@ import msgpack
 
 from buckets import errors
 from buckets.engine import paths
-from buckets.engine.meta import decode_meta_file
+from buckets.engine.meta import decode_meta_file, encode_meta_file
+from buckets.registry.entrycodec import compact, expand  # noqa: F401 - the records' codec
 from buckets.errors import CorruptData, DiskError
 from buckets.registry import Op
 
@@ -62,72 +62,6 @@ def decode(raw: bytes) -> dict:
     if not isinstance(doc, dict):
         raise CorruptData("record payload is not a metadata record")
     return doc
-
-
-# What a record leaves out when it holds the default (restored by ``expand``).
-_DEFAULTS = {"h": {}, "um": {}, "ck": {}, "ckt": None, "sc": "STANDARD", "inline": True}
-_HEX = frozenset("0123456789abcdef")
-
-
-def _hex_bytes(value, length: int):
-    """``value`` as raw bytes when it is exactly ``length`` lowercase hex digits (reversibly)."""
-    if isinstance(value, str) and len(value) == length and set(value) <= _HEX:
-        return bytes.fromhex(value)
-    return value
-
-
-@functools.lru_cache(maxsize=1024)  # disk ids: a few per deployment, on every record
-def _uuid_bytes(value):
-    import uuid
-
-    if isinstance(value, str) and len(value) == 36:
-        try:
-            u = uuid.UUID(value)
-        except ValueError:
-            return value
-        if str(u) == value:
-            return u.bytes
-    return value
-
-
-@functools.lru_cache(maxsize=1024)
-def _uuid_text(raw: bytes) -> str:
-    import uuid
-
-    return str(uuid.UUID(bytes=raw))
-
-
-def compact(payload: dict) -> dict:
-    """The fields of a record as stored: the same metadata in fewer bytes (a 4 KiB object's
-    record is most of its cost on disk): defaults left out, the one part of an inline object
-    left out when it only repeats the object's size, ETag, checksums and time, ids and hashes
-    as raw bytes instead of hex. ``z`` marks it; ``decode`` gives back exactly ``payload``."""
-    p = {f: v for f, v in payload.items() if not (f in _DEFAULTS and v == _DEFAULTS[f])}
-    if p.get("parts") == [[1, payload.get("size"), payload.get("etag"), payload.get("ck", {}), payload.get("mt")]]:
-        del p["parts"]
-    for f, n in (("etag", 32), ("ch", 64), ("wid", 32)):
-        if f in p:
-            p[f] = _hex_bytes(p[f], n)
-    if isinstance(p.get("disks"), list):
-        p["disks"] = [_uuid_bytes(d) for d in p["disks"]]
-    p["z"] = 1
-    return p
-
-
-def expand(doc: dict) -> dict:
-    import uuid
-
-    out = {f: v for f, v in doc.items() if f != "z"}
-    for f, v in _DEFAULTS.items():
-        out.setdefault(f, dict(v) if isinstance(v, dict) else v)
-    for f in ("etag", "ch", "wid"):
-        if isinstance(out.get(f), bytes):
-            out[f] = out[f].hex()
-    if isinstance(out.get("disks"), list):
-        out["disks"] = [_uuid_text(d) if isinstance(d, bytes) else d for d in out["disks"]]
-    if "parts" not in out:
-        out["parts"] = [[1, out["size"], out["etag"], out["ck"], out["mt"]]]
-    return out
 
 
 def slot_payload(bucket: str, key: str, entry: dict, shard: int, data: bytes | None) -> bytes:
@@ -177,12 +111,33 @@ async def read_slot(bucket: str, key: str, entry: dict, slot: int, disk) -> dict
     small writes are files). ``DiskError``/``CorruptData`` when missing or damaged; the caller
     checks that it names this write and slot (a stale location may hold another record)."""
     loc = location_of(entry, slot) if uses_log(entry) else None
-    if loc is not None:
+    meta_path = paths.meta_path(bucket, key, entry["wid"])
+    if loc is None:
+        return decode_meta_file(await disk.read_file(meta_path))
+    try:
         meta = decode(await disk.read_record(loc))
-        if meta.get("bucket") != bucket or meta.get("key") != key:
-            raise CorruptData(f"the record at {loc} is not one of {bucket}/{key}")
-        return meta
-    return decode_meta_file(await disk.read_file(paths.meta_path(bucket, key, entry["wid"])))
+        if meta.get("bucket") == bucket and meta.get("key") == key and meta.get("wid") == entry["wid"]:
+            return meta
+        failed: Exception = CorruptData(f"the record at {loc} is not one of {bucket}/{key} write {entry['wid']}")
+    except (DiskError, CorruptData) as exc:
+        failed = exc
+    # On a cluster a slot's record location never changes after the write (see ``relocate``):
+    # a record that compaction or a heal moved is this write's ``.meta`` file on the same disk.
+    try:
+        return decode_meta_file(await disk.read_file(meta_path))
+    except (DiskError, CorruptData):
+        raise failed from None
+
+
+async def relocate(store: "Store", bucket: str, key: str, disk, meta: dict) -> None:
+    """Store a slot's metadata (a decoded record: the entry's fields, ``bucket``, ``key``,
+    ``shard``, ``data``) as the write's ``.meta`` file on ``disk``, which ``read_slot`` finds
+    when the record is gone. A cluster's compaction and heal do this instead of appending a
+    new record and pointing the entry at it: the entry lives in the replicated index, where
+    changing it would race with writes of the same key through other nodes (last writer
+    wins), so a write's record locations are fixed when it commits."""
+    payload = {f: v for f, v in meta.items() if f not in (LOG_FIELD, "z")}
+    await disk.write_file(paths.meta_path(bucket, key, payload["wid"]), encode_meta_file(payload), sync=store.sync)
 
 
 async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks: list,
@@ -279,6 +234,17 @@ async def install(store: "Store", bucket: str, key: str, entry: dict, disks: lis
                   inline: dict[int, bytes]) -> list[int]:
     """Heal and refill: new records for the rebuilt slots ``targets``, then the entry pointed
     at them (a compare-and-set on the write; the caller holds the key's lock). The slots done."""
+    if store.cluster is not None:  # the entry's locations stay; the rebuilt slots become files
+        done = []
+        for t in targets:
+            meta = {f: v for f, v in entry.items() if f != LOG_FIELD}
+            meta.update(bucket=bucket, key=key, shard=t, data=inline[t])
+            try:
+                await relocate(store, bucket, key, disks[t], meta)
+                done.append(t)
+            except DiskError as exc:
+                log.warning("disk %s: %s", disks[t].endpoint, exc)
+        return done
     got = await append_slots(store, bucket, key, entry, disks, {t: inline[t] for t in targets})
     if not got:
         return []

@@ -128,10 +128,10 @@ class Store:
     async def _open(self, *, parity, sync, cache_size, inline_threshold, block_size, partitions, registry_dir,
                     background, small_copy_limit, scanner_config, small_log=False) -> None:
         self.sync = sync
-        # Inline writes and delete markers go to the disks' record logs (engine/smalllog.py).
-        # Single node only for now: a cluster's catalog, migration and anti-entropy still
-        # know only metadata files (the disks' log calls work over peer RPC already).
-        self.small_log = bool(small_log) and self.cluster is None
+        # Inline writes and delete markers go to the disks' record logs (engine/smalllog.py),
+        # on a cluster too (over peer RPC; a write's record locations never change there, see
+        # smalllog.relocate).
+        self.small_log = bool(small_log)
         self.inline_threshold = inline_threshold
         self.small_copy_limit = min(small_copy_limit, inline_threshold)
         loop = asyncio.get_running_loop()
@@ -573,8 +573,8 @@ class Store:
         if in_log or (in_log is None and self.small_log):
             # durable: a version removed by id must not come back after a power cut and a rebuild
             await smalllog.kill(self, bucket, key, wid, disks, sync=durable and self.sync)
-            if in_log:
-                return  # a log write has no files
+            if in_log and self.cluster is None:
+                return  # a log write has no files (on a cluster, compaction and heal may make some)
 
         async def one(d) -> None:
             meta = paths.meta_path(bucket, key, wid)

@@ -74,8 +74,9 @@ class BatchingStreamHandler(logging.StreamHandler):
     request, and one write system call per line was a measurable share of a small PUT's CPU.
 
     A line at WARNING or above is written at once, with everything buffered before it (a
-    traceback is never held back); other lines wait at most ``delay`` seconds or until
-    ``limit`` bytes are buffered. ``flush()`` (called by ``logging.shutdown`` at exit) writes
+    traceback is never held back), and so is a line on a quiet node (nothing written in the
+    last ``delay`` seconds); other lines wait at most ``delay`` seconds or until ``limit``
+    bytes are buffered. ``flush()`` (called by ``logging.shutdown`` at exit) writes
     what is buffered; a process killed with ``kill -9`` loses at most ``delay`` of info lines.
     """
 
@@ -85,6 +86,7 @@ class BatchingStreamHandler(logging.StreamHandler):
         self.limit = limit
         self._lines: list[str] = []
         self._size = 0
+        self._written = float("-inf")  # time.monotonic() of the last write
         self._due = threading.Event()
         self._closed = False
         self._flusher = threading.Thread(target=self._run, name="log-flusher", daemon=True)
@@ -96,11 +98,12 @@ class BatchingStreamHandler(logging.StreamHandler):
         except Exception:  # noqa: BLE001 - logging's contract: report, never raise
             self.handleError(record)
             return
-        urgent = record.levelno >= logging.WARNING
+        now = time.monotonic()
         with self.lock:  # type: ignore[union-attr]
             self._lines.append(line)
             self._size += len(line)
-            if urgent or self._size >= self.limit or self._closed:
+            if (record.levelno >= logging.WARNING or self._size >= self.limit or self._closed
+                    or (len(self._lines) == 1 and now - self._written >= self.delay)):
                 self._write_locked()
                 return
             first = len(self._lines) == 1
@@ -110,6 +113,7 @@ class BatchingStreamHandler(logging.StreamHandler):
     def _write_locked(self) -> None:
         if not self._lines:
             return
+        self._written = time.monotonic()
         text = "".join(self._lines)
         self._lines.clear()
         self._size = 0

@@ -29,6 +29,7 @@ import xxhash
 
 from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
 from buckets.registry.cache import LRUCache
+from buckets.registry.entrycodec import MARK, compact, compactable, expand
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
 # Object record values: _SINGLE | u16 head length | head | entry, where head is the msgpack
@@ -41,12 +42,13 @@ _HEAD = struct.Struct("<H")
 
 def _encode_single(entry: dict) -> bytes:
     head = _pack([entry.get(f) for f in LISTING_FIELDS])
-    return _SINGLE + _HEAD.pack(len(head)) + head + _pack(entry)
+    return _SINGLE + _HEAD.pack(len(head)) + head + _pack(compact(entry) if compactable(entry) else entry)
 
 
 def _decode_single(raw: bytes) -> dict:
     (n,) = _HEAD.unpack_from(raw, 1)
-    return _unpack(raw[3 + n:])
+    entry = _unpack(raw[3 + n:])
+    return expand(entry) if entry.get(MARK) == 1 else entry
 
 
 def _decode_listing(raw: bytes) -> dict:

@@ -177,3 +177,82 @@ async def test_disk_status_refuses_a_malformed_list(peer: Peer) -> None:
     for bad in ("/a/disk", [1, 2], None, ["/d"] * 2000):
         with pytest.raises(BadPeerRequest):
             await client.call("disk", "status", {"disks": bad})
+
+
+# -- small PUTs' records: one disk/append_batch call per peer, whatever the number of its disks --
+
+
+async def test_concurrent_appends_to_all_of_a_peers_disks_share_one_call(peer) -> None:
+    disks = remote_disks(peer)
+    group = remotedisk.peer_disks(disks[0].client)
+    writes = [(d, [f"put {n} on {d.path}".encode()]) for n in range(8) for d in disks]  # 8 PUTs x 4 disks
+    locs = await asyncio.gather(*(d.append_records(recs, sync=True) for d, recs in writes))
+    # the first call went alone; everything that queued meanwhile went in the next one
+    assert group.append_calls <= 3 and peer.served["disk/append_batch"] == group.append_calls
+    assert peer.served["disk/append_records"] == 0
+    for (d, recs), got in zip(writes, locs):
+        assert len(got) == 1
+        assert await peer.local[d.path].read_record(got[0]) == recs[0]  # on that disk, at that place
+
+
+async def test_one_disk_failing_in_a_batch_fails_only_its_appends(peer) -> None:
+    disks = remote_disks(peer)
+    await peer.local[peer.paths[1]].close()  # the peer's second disk is gone
+    results = await asyncio.gather(*(d.append_records([b"record"], sync=False) for d in disks),
+                                   return_exceptions=True)
+    assert isinstance(results[1], DiskError)
+    for i in (0, 2, 3):
+        assert not isinstance(results[i], BaseException), results[i]
+        assert await peer.local[peer.paths[i]].read_record(results[i][0]) == b"record"
+
+
+async def test_a_peer_without_append_batch_gets_one_call_per_disk(tmp_path) -> None:
+    old = Peer(str(tmp_path))  # a peer of the version before disk/append_batch
+    del old.rpc._handlers[("disk", "append_batch")]
+    await old.start()
+    try:
+        disks = remote_disks(old)
+        locs = await asyncio.gather(*(d.append_records([d.path.encode()], sync=False) for d in disks))
+        for d, got in zip(disks, locs):
+            assert await old.local[d.path].read_record(got[0]) == d.path.encode()
+        assert old.served["disk/append_records"] >= 4
+        assert not remotedisk.peer_disks(disks[0].client).has_append_batch
+    finally:
+        await old.stop()
+
+
+async def test_append_batch_refuses_malformed_arguments(peer) -> None:
+    client = peer.node.client()
+    for args in ({"disks": [1, 2]}, {"disks": {peer.paths[0]: {"records": ["text"]}}},
+                 {"disks": {peer.paths[0]: {"records": b"x"}}}):
+        with pytest.raises(BadPeerRequest):
+            await client.call("disk", "append_batch", args)
+    assert await peer.local[peer.paths[0]].list_segments() == []  # nothing appended
+
+
+async def test_record_reads_asked_together_share_one_call_per_peer(peer) -> None:
+    """A small GET asks its k slots at once: the reads of one peer's disks go in one call."""
+    locals_ = list(peer.local.values())
+    for d in locals_:
+        await d.write_format(b"{}", create_root=True, sync=False)
+    placed = [(path, (await peer.local[path].append_records([f"shard on {path}".encode()], sync=False))[0])
+              for path in peer.paths]
+    disks = {d.path: d for d in remote_disks(peer)}
+    group = remotedisk.peer_disks(next(iter(disks.values())).client)
+    bad = [placed[0][1][0] + 999, 0, placed[0][1][2]]  # a segment that does not exist
+    got = await asyncio.gather(*(disks[path].read_record(loc) for path, loc in placed),
+                               disks[peer.paths[0]].read_record(bad), return_exceptions=True)
+    assert got[:4] == [f"shard on {path}".encode() for path in peer.paths]
+    assert isinstance(got[4], DiskError)  # that read's own error, the others unharmed
+    assert group.read_calls == 1 and peer.served["disk/read_records"] == 1
+    assert peer.served["disk/read_record"] == 0
+
+
+async def test_read_records_refuses_malformed_arguments(peer) -> None:
+    client = peer.node.client()
+    for args in ({"disks": "x"}, {"disks": {peer.paths[0]: "not a list"}},
+                 {"disks": {peer.paths[0]: [[0, 0, 20]] * 300}}):
+        with pytest.raises(BadPeerRequest):
+            await client.call("disk", "read_records", args)
+    answer = await client.call("disk", "read_records", {"disks": {peer.paths[0]: [["x"], [0, 0, 20]]}})
+    assert [sorted(item) for item in answer["disks"][peer.paths[0]]] == [["error"], ["error"]]

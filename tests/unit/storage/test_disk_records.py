@@ -198,3 +198,32 @@ def test_scan_across_reads_and_damage() -> None:
             base += used
             pending = data[used:]
         assert got == want, f"read in pieces of {step}"
+
+
+async def test_a_record_read_before_its_segment_went_is_not_read_again(open_disk, tmp_path) -> None:
+    """A disk keeps a descriptor of a segment it read (page-cache reads on the event loop): once
+    the segment is deleted, by compaction or by hand (a wiped disk), reads fail as for any
+    missing segment instead of finding the old bytes through that descriptor."""
+    earlier = LocalDisk(str(tmp_path / "w"), "earlier")
+    os.makedirs(tmp_path / "w")
+    try:
+        sealed = await earlier.append_records([payload(1), payload(2)], sync=True)
+    finally:
+        await earlier.close()
+    disk = await open_disk("w", create=False)
+    await disk.append_records([payload(3)], sync=True)
+    for _ in range(2):  # the second read takes the kept descriptor
+        assert await disk.read_record(sealed[1]) == payload(2)
+    await disk.delete_segment(sealed[0][0])
+    with pytest.raises(FileNotFound):
+        await disk.read_record(sealed[1])
+    again = LocalDisk(str(tmp_path / "w"), "again")
+    try:  # removed behind the disk's back: the same
+        fresh = await again.append_records([payload(4)], sync=True)
+        assert await disk.read_record(fresh[0]) == payload(4)
+        assert await disk.read_record(fresh[0]) == payload(4)
+        os.remove(tmp_path / "w" / LOG_DIR / rlog.segment_name(fresh[0][0]))
+        with pytest.raises(FileNotFound):
+            await disk.read_record(fresh[0])
+    finally:
+        await again.close()
