@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 from buckets import errors
 from buckets.cluster.control import control_address, control_directory
+from buckets.cluster.rpcerrors import refused_signature
 from buckets.cluster.control_records import (
     ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint,
 )
@@ -286,7 +287,7 @@ async def hello(node: Any, endpoint: str) -> dict:
     try:
         return await client.call("node", "hello", {}, timeout=5.0)
     except errors.BucketsError as exc:
-        if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
+        if refused_signature(exc):
             raise NodeRefused(f"{endpoint} refused this cluster's signature: it was started with another "
                               f"cluster secret") from None
         raise NodeUnreachable(f"{endpoint} did not answer ({exc}): start it with `buckets server --join "

@@ -41,6 +41,7 @@ from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster import membership
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
+from buckets.cluster.rpcerrors import refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.placement import PartitionTable
@@ -337,7 +338,7 @@ class ClusterNode:
             try:
                 ans = await client.call("node", "hello", {}, timeout=2.0)
             except errors.BucketsError as exc:
-                if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
+                if refused_signature(exc):
                     raise ClusterStartError(f"{url} refused this node's signature: the nodes were "
                                             f"started with different cluster secrets") from None
                 last[url] = str(exc)
@@ -542,7 +543,7 @@ class ClusterNode:
                 await asyncio.sleep(1.0)
                 continue
             except errors.BucketsError as exc:
-                if "403" in str(exc) or type(exc).__name__ in ("PeerAuthRefused", "AccessDenied"):
+                if refused_signature(exc):
                     raise ClusterStartError(f"{self.join} refused this node's signature: start it with the "
                                             f"cluster's secret (BUCKETS_CLUSTER_SECRET or the same root "
                                             f"credentials)") from None

@@ -84,6 +84,14 @@ class PeerAuthRefused(PeerProtocolError):
                        "same cluster secret and that their clocks agree.")
 
 
+def refused_signature(exc: BaseException) -> bool:
+    """True when a peer refused this node's signature (another cluster secret, or clocks too
+    far apart): by the error's type and status, never by its text (a peer's URL with a port
+    like 40351 contains "403")."""
+    return (isinstance(exc, PeerAuthRefused) or type(exc).__name__ == "AccessDenied"
+            or (isinstance(exc, RemoteError) and exc.status == 403))
+
+
 # --- errors a server answers with before calling a handler --------------------------------
 
 

@@ -88,3 +88,13 @@ def test_garbage_records_become_an_error_not_a_crash(record: object) -> None:
 
 def test_messages_are_bounded_on_the_wire() -> None:
     assert len(error_to_wire(PeerOffline("x" * 100_000))["message"]) == 2048
+
+
+def test_a_refused_signature_is_known_by_type_and_status_never_by_text() -> None:
+    from buckets.cluster.rpcerrors import PeerAuthRefused, PeerOffline, RemoteError, refused_signature
+
+    assert refused_signature(PeerAuthRefused(endpoint="http://127.0.0.1:9000"))
+    assert refused_signature(RemoteError("AccessDenied", "AccessDenied", 403, "refused"))
+    # A peer that could not be reached, on a port with "403" in it (a start-up once failed so)
+    assert not refused_signature(PeerOffline("cannot connect to peer http://127.0.0.1:40351"))
+    assert not refused_signature(RemoteError("SlowDown", "SlowDown", 503, "peer 127.0.0.1:40300 is busy"))
