@@ -6,12 +6,13 @@ One bucket on four fresh disk directories, filled through the engine's API in-pr
 (``Store.put_object``, many concurrent tasks; no HTTP, to save time) with
 small objects of 1-4 KiB, up to 10k, 100k and 1M objects (``--quick``: 2k, 10k, 20k). The
 Store is opened as ``buckets server`` opens it with its defaults (``--sync on``, the small
-record log, the registry's small-object copy, the default ``--cache-size``, the scanner at
-its default pace), every write is synced, and the process is tuned as the server tunes
-itself (``buckets.runtime.tune_process``). At each size:
+record log, the registry's small-object copy, the default ``--cache-size``) except that the
+background scanner and log compaction are off (``--scanner-rate 0``, see ``SCANNER_RATE``);
+every write is synced, and the process is tuned as the server tunes itself
+(``buckets.runtime.tune_process``). At each size:
 
-- PUT ops/s, p50, p99 over the last stretch of the population (the last 5k PUTs, 1k quick),
-  from the same concurrent tasks as the rest of the population;
+- PUT ops/s, p50, p99 and CPU per PUT over the last stretch of the population (the last 5k
+  PUTs, 1k quick), from the same concurrent tasks as the rest of the population;
 - ``Store.open`` on the filled disks (a fresh Store and registry: the LRU is empty);
 - GET p50/p99 with the registry cache cold (the first read of each sampled key after that
   open) and warm (the same keys again): ``Store.get_object`` and the reader drained; one
@@ -25,7 +26,8 @@ itself (``buckets.runtime.tune_process``). At each size:
   looked up (the LRU then holds min(objects, cache size) entries, as on a server that served
   them all); the heap's growth from just after ``Store.open`` to then, per LRU entry;
 - bytes per object: st_blocks of everything under the four disks (record logs, metadata,
-  the LMDB registry) divided by the objects, with the registry's share.
+  the LMDB registry) divided by the objects, with the registry's share;
+- how many CPUs other processes kept busy during the PUT stretch and during the reads (notes).
 
 Every population and every measurement runs in its own child interpreter
 (``python -m bench.scale_suite --child SPEC``), like a server restarted between them: the
@@ -47,7 +49,7 @@ import sys
 import tempfile
 import time
 
-from bench.measure import KiB, LatencyRun, ScratchDir, percentile, run_async, run_concurrently
+from bench.measure import KiB, LatencyRun, OtherLoad, ScratchDir, percentile, run_async, run_concurrently
 from bench.report import SuiteResult, at_least, below
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +61,13 @@ QUICK = dict(steps=(2_000, 10_000, 20_000), stretch=1_000, sample=500, list_keys
 MIN_SIZE, MAX_SIZE = 1 * KiB, 4 * KiB
 HEAP_TARGET_MB = 300
 FLAT = 1.2  # per-op cost within 20%: latency ratio < 1.2, rate ratio >= 1/1.2
+# The scanner is off, and with it the periodic log compaction (its interval is the scanner's
+# cycle pause). Both work at a fixed pace per second, whatever the object count, and start
+# only after that pause (60 s; compaction also leaves segments alone for 10 minutes): they ran
+# during the long 1M population and not during the short 10k one, which made the sizes'
+# PUT figures incomparable (bench/README.md, "scale": a compaction pass over clean segments
+# costs ~0.3 CPUs, +~400 µs per PUT).
+SCANNER_RATE = 0
 MB = 1_000_000
 
 
@@ -83,14 +92,15 @@ def _smaps() -> dict[str, int]:
 
 
 def _store_kwargs() -> dict:
-    """What ``buckets server`` passes ``Store.open`` with every setting at its default."""
+    """What ``buckets server`` passes ``Store.open`` with every setting at its default but the
+    scanner's rate (``SCANNER_RATE``)."""
     from buckets.admin import make_scanner_config
     from buckets.cli.config import Config
 
     cfg = Config()
     return dict(parity=cfg.parity, sync=cfg.sync, cache_size=cfg.cache_size, inline_threshold=cfg.inline_threshold,
                 small_log=cfg.small_log, small_copy_limit=cfg.small_copy_limit,
-                scanner_config=make_scanner_config(cfg.scanner_rate, cfg.scanner_mb_rate))
+                scanner_config=make_scanner_config(SCANNER_RATE, cfg.scanner_mb_rate))
 
 
 class _Phase:
@@ -141,15 +151,16 @@ class _Phase:
             await self.fill(store, start, first)
             fill_rate = (first - start) / (time.perf_counter() - t0) if first > start else None
             self.progress(f"measured stretch {first:,} -> {stop:,}")
-            cpu0 = time.process_time()
+            cpu0, load = time.process_time(), OtherLoad()
             run = await self.stretch(store, first, stop - first)
             cpu_us = (time.process_time() - cpu0) / run.ops * 1e6
+            others = load.cpus()
         finally:
             await store.close()
         label = f"{stop:,}"
+        note = "" if fill_rate is None else f"population {start:,} -> {first:,} before it: {fill_rate:,.0f} PUT/s; "
         self.add(f"{label}: PUT, last {run.ops:,}", run.ops_per_second, "ops/s", wall_seconds=round(run.wall, 3),
-                 note="" if fill_rate is None else
-                 f"population {start:,} -> {first:,} before it: {fill_rate:,.0f} PUT/s on average")
+                 other_processes_cpus=others, note=note + _busy(others))
         self.add(f"  {label}: PUT p50", run.p50_ms(), "ms")
         self.add(f"  {label}: PUT p99", run.p99_ms(), "ms")
         self.add(f"  {label}: PUT CPU per op", cpu_us, "µs", note="this process's CPU time, all threads")
@@ -254,6 +265,7 @@ class _Phase:
                      note=f"LRU held {cached_at_open} entries after the open" if cached_at_open else "")
             gc.collect()
             mem0 = _smaps()
+            load, first_read = OtherLoad(), len(self.figures)
 
             rng = random.Random(1_000_003 + n)
             sample = min(self.p["sample"], n // 2)
@@ -271,6 +283,9 @@ class _Phase:
             self.add(f"{label}: list pages of 1000", rate, "keys/s", runs=[round(r) for r in rates],
                      keys_per_run=listed, note=f"{listed:,} keys per run from a random point in '{PREFIX}', median of 3")
             v["list"] = rate
+            others = load.cpus()
+            self.figures[first_read]["note"] = _busy(others) + " (GET, HEAD, list)"
+            self.figures[first_read]["extra"]["other_processes_cpus"] = others
 
             # Every key looked up once: the LRU then holds what a server that served them all holds.
             self.progress(f"looking up all {n:,} keys")
@@ -304,6 +319,10 @@ class _Phase:
                           f"{total / n:,.0f} B/object")
         finally:
             await store.close()
+
+
+def _busy(cpus: float | None) -> str:
+    return "" if cpus is None else f"other processes kept {cpus:.2f} CPUs busy meanwhile"
 
 
 def _child(spec: dict) -> dict:
@@ -369,7 +388,8 @@ def run(quick: bool = False, base_dir: str | None = None, **_: object) -> SuiteR
         f"data dirs under {base_dir or 'the system temp dir'}; layout {result.params.get('layout')}; the Store "
         f"opened as `buckets server` opens it with its defaults: sync on for every PUT (population included), the "
         f"small record log on, the registry's copy of objects up to {kwargs['small_copy_limit']:,} B, --cache-size "
-        f"{kwargs['cache_size']:,} entries, the scanner at its default pace; the process tuned as the server's "
+        f"{kwargs['cache_size']:,} entries; the background scanner and log compaction off (--scanner-rate "
+        f"{SCANNER_RATE}: both run at a fixed pace per second, whatever the object count); the process tuned as the server's "
         f"(buckets.runtime.tune_process); objects of {MIN_SIZE:,}-{MAX_SIZE:,} B under hashed keys '{PREFIX}xx/...'",
         f"population and the measured PUT stretch: {CONCURRENCY} concurrent tasks calling Store.put_object; each "
         "population and each measurement runs in its own fresh interpreter (a server restart)",
