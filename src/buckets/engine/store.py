@@ -102,7 +102,7 @@ class Store:
 
     @classmethod
     async def open_disks(cls, disks: list[Disk], *, parity: int | None = None, sync: bool = True,
-                         cache_size: int = 1_000_000, inline_threshold: int = 128 * 1024,
+                         cache_size: int = 50_000, inline_threshold: int = 128 * 1024,
                          block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
                          registry_dir: str | None = None, background: bool = True,
                          small_copy_limit: int = 16 * 1024, small_log: bool = False,

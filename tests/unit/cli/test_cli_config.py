@@ -35,7 +35,7 @@ def test_defaults_work_with_only_a_path(tmp_path) -> None:
     assert config.using_default_credentials
     assert config.region == "us-east-1"
     assert config.sync is True
-    assert config.cache_size == 1_000_000
+    assert config.cache_size == 50_000
     assert config.inline_threshold == 131072
     assert config.log_format == "json"
     assert config.metrics_auth == "public"

@@ -471,3 +471,29 @@ async def test_a_relocated_record_is_read_from_its_meta_file(store) -> None:
     await store.delete_object("bkt", "k")
     await asyncio.gather(*list(store._background), return_exceptions=True)
     assert meta_files(store.test_paths) == []  # the file went with its write
+
+
+async def test_compaction_does_not_rescan_a_segment_it_found_mostly_live(tmp_disks) -> None:
+    """A pass remembers the segments it found mostly live: the next passes (a minute apart in
+    a server) skip them for ``recheck`` seconds instead of reading every record again."""
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    for i in range(10):
+        await store.put_object("bkt", f"k{i}", b"old", 3)
+    await store.close()
+    store = await open_store(paths)
+    try:
+        await store.put_object("bkt", "new", b"new", 3)  # a new segment per disk: the first ones are sealed
+        first = await store.compactor.run_pass(paced=False, settle=0)
+        assert first["segments_scanned"] == 4 and first["segments_compacted"] == 0  # all live
+        again = await store.compactor.run_pass(paced=False, settle=0)
+        assert again["segments_scanned"] == 0  # remembered
+        for i in range(10):
+            await store.delete_object("bkt", f"k{i}")
+        await asyncio.gather(*list(store._background), return_exceptions=True)
+        assert (await store.compactor.run_pass(paced=False, settle=0))["segments_scanned"] == 0
+        done = await store.compactor.run_pass(paced=False, settle=0, recheck=0)  # due again
+        assert done["segments_scanned"] == 4 and done["segments_compacted"] == 4
+    finally:
+        await store.close()
