@@ -159,3 +159,22 @@ async def test_a_new_cluster_waits_for_every_node(served) -> None:
     with pytest.raises(ClusterStartError) as refused:
         await me.wait_for_peers(timeout=1.0, grace=0.0)
     assert nodes[3].spec.me.url in str(refused.value)
+
+
+async def test_a_peer_with_another_cluster_secret_stops_the_start_with_one_clear_line(tmp_path: Path) -> None:
+    ports = [free_port() for _ in range(2)]
+    urls = [f"http://127.0.0.1:{p}{tmp_path}/n{i}/d{{1...2}}" for i, p in enumerate(ports, start=1)]
+    me = ClusterNode.create(build_config({"paths": urls, "address": f"127.0.0.1:{ports[0]}", "sync": "off"},
+                                         {"BUCKETS_CLUSTER_SECRET": "the-one-cluster-secret"}))
+    other = ClusterNode.create(build_config({"paths": urls, "address": f"127.0.0.1:{ports[1]}", "sync": "off"},
+                                            {"BUCKETS_CLUSTER_SECRET": "another-cluster-secret"}))
+    listener = RpcNode(other.rpc, port=other.config.port)
+    try:
+        await listener.start()
+        with pytest.raises(ClusterStartError) as refused:
+            await me.wait_for_peers(timeout=30.0)
+        assert "different cluster secrets" in str(refused.value)
+    finally:
+        await listener.stop()
+        await me.close()
+        await other.close()
