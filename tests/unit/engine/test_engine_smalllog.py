@@ -30,6 +30,17 @@ async def open_store(paths: list[str], **extra) -> Store:
     return await Store.open(paths, **{**OPTS, **extra})
 
 
+async def reopened_with_ten_objects(paths: list[str]) -> Store:
+    """A store over ``paths`` with ten small objects k0..k9 written by an earlier process, so
+    they sit in segments that the next append (of this process) seals."""
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    for i in range(10):
+        await store.put_object("bkt", f"k{i}", b"old", 3)
+    await store.close()
+    return await open_store(paths)
+
+
 def meta_files(paths: list[str]) -> list[str]:
     out = []
     for root in paths:
@@ -255,13 +266,7 @@ async def test_compaction_reclaims_overwritten_and_deleted_records(tmp_disks) ->
 
 
 async def test_compaction_loses_to_a_concurrent_overwrite(tmp_disks) -> None:
-    paths = tmp_disks(4)
-    store = await open_store(paths)
-    await store.make_bucket("bkt")
-    for i in range(10):
-        await store.put_object("bkt", f"k{i}", b"old", 3)
-    await store.close()
-    store = await open_store(paths)
+    store = await reopened_with_ten_objects(tmp_disks(4))
     try:
         for i in range(1, 10):
             await store.delete_object("bkt", f"k{i}")
@@ -476,13 +481,7 @@ async def test_a_relocated_record_is_read_from_its_meta_file(store) -> None:
 async def test_compaction_does_not_rescan_a_segment_it_found_mostly_live(tmp_disks) -> None:
     """A pass remembers the segments it found mostly live: the next passes (a minute apart in
     a server) skip them for ``recheck`` seconds instead of reading every record again."""
-    paths = tmp_disks(4)
-    store = await open_store(paths)
-    await store.make_bucket("bkt")
-    for i in range(10):
-        await store.put_object("bkt", f"k{i}", b"old", 3)
-    await store.close()
-    store = await open_store(paths)
+    store = await reopened_with_ten_objects(tmp_disks(4))
     try:
         await store.put_object("bkt", "new", b"new", 3)  # a new segment per disk: the first ones are sealed
         first = await store.compactor.run_pass(paced=False, settle=0)
