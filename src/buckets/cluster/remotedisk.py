@@ -509,8 +509,6 @@ class RemoteDisk:
         # Calls in flight to this disk: like a local disk's thread pool, a queue here (not in
         # the connection pool) so that waiting for a turn never counts as the peer being slow.
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._appends: list[tuple[list[bytes], bool, asyncio.Future]] = []  # see append_records
-        self._append_task: asyncio.Future | None = None
 
     def __repr__(self) -> str:
         return f"RemoteDisk({self.endpoint!r}, {self.disk_id!r})"
@@ -722,9 +720,8 @@ class RemoteDisk:
 
     # -- the record log: one call carries every append waiting for this peer's disks ---------
     async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
-        """Concurrent appends to this disk (many small PUTs) share one call: while one is in
-        flight the next ones queue, and the next call carries all of them (the peer's disk then
-        group-commits them in one write and one fsync)."""
+        """Concurrent appends to any of this peer's disks (many small PUTs) share one call
+        (``PeerDisks.append``); the peer's disk group-commits them in one write and one fsync."""
         self._check_open()
         if not records:
             return []
@@ -735,40 +732,12 @@ class RemoteDisk:
             locs = await self._peer_disks.append(self, list(records), sync)
             if locs is not None:
                 return locs
-        fut = asyncio.get_running_loop().create_future()
-        self._appends.append((list(records), sync, fut))
-        if self._append_task is None or self._append_task.done():
-            self._append_task = asyncio.ensure_future(self._send_appends())
-        return await fut
-
-    async def _send_appends(self) -> None:
-        while self._appends:
-            take, size = 0, 0
-            for recs, _, _ in self._appends[:MAX_APPEND_BATCH]:
-                size += sum(len(r) for r in recs)
-                if take and size > MAX_APPEND_BYTES:
-                    break
-                take += 1
-            batch, self._appends = self._appends[:take], self._appends[take:]
-            records = [r for recs, _, _ in batch for r in recs]
-            try:
-                locs = await self._call("append_records", {"records": records,
-                                                           "sync": any(s for _, s, _ in batch)})
-                if not isinstance(locs, list) or len(locs) != len(records):
-                    raise PeerProtocolError(f"disk/append_records answered {len(locs) if isinstance(locs, list) else locs!r} "
-                                            f"locations for {len(records)} records")
-            except BaseException as exc:  # every caller of the batch gets the error
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc if isinstance(exc, Exception) else DiskOffline("cancelled"))
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            at = 0
-            for recs, _, fut in batch:
-                if not fut.done():
-                    fut.set_result([list(loc) for loc in locs[at:at + len(recs)]])
-                at += len(recs)
+        # A peer of an older version (no disk/append_batch): this disk's records in one call.
+        locs = await self._call("append_records", {"records": list(records), "sync": sync})
+        if not isinstance(locs, list) or len(locs) != len(records):
+            raise PeerProtocolError(f"disk/append_records answered {len(locs) if isinstance(locs, list) else locs!r} "
+                                    f"locations for {len(records)} records")
+        return [list(loc) for loc in locs]
 
     async def read_record(self, location: list[int]) -> bytes:
         from buckets.storage.records import check_location
