@@ -104,6 +104,15 @@ def test_health_and_info_show_every_node(cluster4, tmp_path) -> None:
     assert sum(1 for n in body["nodes"] if n["leader"]) == 1
     assert [n["endpoint"] for n in body["nodes"]] == [c.url(i) for i in range(1, 5)]
     assert all(n["disks_online"] == n["disks_total"] == 4 for n in body["nodes"])
+    # every node sees all 16 disks online with their usage, its own and its peers' (a peer's
+    # disk service once reported a disk it had probed before formatting it as offline for good)
+    for i in range(1, 5):
+        with urllib.request.urlopen(f"{c.url(i)}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        online = [line for line in text.splitlines() if line.startswith("buckets_disk_online{")]
+        sizes = [line for line in text.splitlines() if line.startswith("buckets_disk_total_bytes{")]
+        assert len(online) == 16 and all(line.endswith(" 1.0") for line in online), (i, online)
+        assert len(sizes) == 16 and all(float(line.split()[-1]) > 0 for line in sizes), (i, sizes)
     env = dict(os.environ, HOME=str(tmp_path))
     run = lambda *args: subprocess.run([str(BIN / "buckets-admin"), *args], env=env, capture_output=True,
                                        text=True, timeout=60)

@@ -67,6 +67,27 @@ def test_a_large_get_reads_each_remote_shard_with_one_streamed_call(cluster4, bi
         assert delta["peer.disk.read_range"] == 0, (i, delta)
 
 
+def test_a_small_gets_lookup_brings_the_records_it_reads(cluster4, big) -> None:
+    """A 4 KiB object is 16 records on 16 disks (12+4), 4 per node, and its index entry is on
+    3 of the 4 nodes. The GET's lookup asks a read quorum of 2 replicas, which answer with
+    their own disks' records: with the node's own 4, a node that is not a replica has its 12
+    and reads none; a replica (it asks itself and one other: 8) reads the last 4 from one
+    peer. Two peer calls per GET through any node, where it was 1-2 lookups plus 2-3 reads."""
+    c = cluster4
+    body = os.urandom(4096)
+    c.client(1).put_object(Bucket="calls", Key="small", Body=body)
+    gets = 3
+    for i in range(1, c.n + 1):
+        s3 = c.client(i)
+        before = served(c)
+        for _ in range(gets):
+            assert s3.get_object(Bucket="calls", Key="small")["Body"].read() == body, f"node {i}: wrong bytes"
+        delta = served(c) - before
+        lookups, reads = delta["peer.index.get"], delta["peer.disk.read_records"]
+        assert reads <= gets and lookups + reads <= 2 * gets, (i, delta)
+        assert delta["peer.disk.read_file"] == 0 and delta["peer.disk.read_record"] == 0, (i, delta)
+
+
 def test_range_gets_through_every_node(cluster4, big) -> None:
     c = cluster4
     ranges = [(0, 0), (5, 1000), (MiB - 3, 3 * MiB + 7), (2 * MiB, 11 * MiB), (len(big) - 100, len(big) - 1)]

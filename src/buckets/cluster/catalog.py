@@ -268,8 +268,11 @@ class ClusterCatalog:
         return uploads
 
     # -- objects ------------------------------------------------------------------------------
-    async def get_object(self, bucket: str, key: str) -> dict | None:
-        return await self.index.get(bucket, key)
+    async def get_object(self, bucket: str, key: str, *, read: bool = False) -> dict | None:
+        return await self.index.get(bucket, key, records=read)
+
+    def take_records(self, bucket: str, key: str, wid: str) -> dict[int, bytes]:
+        return self.index.take_records(bucket, key, wid)
 
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                          finished_upload: str | None = None) -> None:

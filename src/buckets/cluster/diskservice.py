@@ -90,6 +90,13 @@ class DiskService:
                 record["format"] = await disk.read_format()
             except DiskError as exc:
                 record["format_error"] = error_to_wire(exc)
+            else:
+                if not disk.online:
+                    # This handle latched offline on an error (a probe before the node
+                    # formatted the disk, a disk that was away): it answers again, so it is
+                    # online, as the peers' monitors see it. (The store's own handle is its
+                    # disk monitor's to bring back, with a refill.)
+                    disk.mark_online()
             record["info"] = (await disk.info()).to_wire()
             return record
 

@@ -41,6 +41,7 @@ log = logging.getLogger("buckets.cluster.index")
 DIGEST_RANGES = 64
 VERSIONS_BATCH = 100_000  # keys per anti-entropy "versions" exchange (about 5 MB of answer)
 SMALL_COPIES = 1024  # small objects' bytes kept from replicas' answers (each at most 16 KiB)
+RECORD_SETS = 256  # small objects' shard records kept from replicas' answers until their GET reads them
 # Tombstones older than this are forgotten; anti-entropy runs far more often, so every
 # replica has long seen them. (A replica down for longer must be re-seeded, not merged.)
 TOMBSTONE_TTL = 7 * 24 * 3600.0
@@ -115,8 +116,12 @@ class IndexPlacement:
 class IndexReplica:
     """What one node serves to its peers for the buckets it replicates (the RPC handlers)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry,
+                 records: Callable[[str, str, dict], Awaitable[list]] | None = None) -> None:
         self.registry = registry
+        # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
+        # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
+        self.records = records
 
     async def merge(self, args: dict) -> dict:
         op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
@@ -137,6 +142,13 @@ class IndexReplica:
             data = self.registry.get_small(args["bucket"], args["key"], entry.get("wid", ""))
             if data is not None:
                 answer["data"] = data
+        if args.get("records") and "data" not in answer and entry is not None and self.records is not None:
+            # A GET's lookup: the write's records on this node's disks come with the entry,
+            # so the GET reads no more of them than the lookup already brought (the lookup
+            # adds no call of its own to a small GET on a cluster).
+            recs = await self.records(args["bucket"], args["key"], entry)
+            if recs:
+                answer["recs"] = recs
         return answer
 
     async def scan(self, args: dict) -> dict:
@@ -217,6 +229,9 @@ class ReplicatedIndex:
         # (bucket, key, wid): a write id names immutable bytes, so an entry is never stale;
         # bounded by count (each copy is at most the store's small-copy limit, 16 KiB).
         self._small: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        # A small write's shard records that replicas answered a GET's lookup with, by
+        # (bucket, key, wid): {slot: record}. Taken (removed) by the GET's reader.
+        self._records: OrderedDict[tuple[str, str, str], dict[int, bytes]] = OrderedDict()
 
     # -- calls ----------------------------------------------------------------------------
     async def _call(self, node: str, method: str, args: dict) -> Any:
@@ -375,12 +390,18 @@ class ReplicatedIndex:
         return not lost(answered)
 
     # -- reads ----------------------------------------------------------------------------
-    async def get(self, bucket: str, key: str) -> dict | None:
+    async def get(self, bucket: str, key: str, *, records: bool = False) -> dict | None:
+        """The key's entry from a read quorum (None: no object). A replica answers a small
+        object's bytes with its entry when its registry keeps a copy, so the GET that follows
+        reads no disk; with ``records`` (a GET's lookup), else its records of the write on its
+        own disks, which the GET then need not fetch (``take_records``)."""
         nodes, q = self._quorum(bucket)
         # Ask the local replica (free) and enough others to make a read quorum; if one of
-        # those fails, the remaining replicas are asked too. A replica answers a small
-        # object's bytes with its entry, so the GET that follows reads no disk.
-        answers = await self._read(nodes, "get", {"bucket": bucket, "key": key, "small": True}, q.r)
+        # those fails, the remaining replicas are asked too.
+        args = {"bucket": bucket, "key": key, "small": True}
+        if records:
+            args["records"] = True
+        answers = await self._read(nodes, "get", args, q.r)
         best_entry, best_ts = None, None
         for _, ans in answers:
             ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
@@ -397,7 +418,31 @@ class ReplicatedIndex:
                              and (ans.get("entry") or {}).get("wid") == best_entry.get("wid")), None)
                 if isinstance(data, bytes):
                     self._remember_small(bucket, key, best_entry.get("wid", ""), data)
+                if records:
+                    self._remember_records(bucket, key, best_entry.get("wid", ""), [
+                        ans.get("recs") for _, ans in answers
+                        if (ans.get("entry") or {}).get("wid") == best_entry.get("wid")])
         return best_entry
+
+    def _remember_records(self, bucket: str, key: str, wid: str, answered: list) -> None:
+        got: dict[int, bytes] = {}
+        for recs in answered:
+            if not isinstance(recs, list):
+                continue
+            for item in recs:  # [[slot, record], ...]; the reader checks each record it uses
+                if (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], int)
+                        and isinstance(item[1], bytes)):
+                    got.setdefault(item[0], item[1])
+        if not got:
+            return
+        self._records[(bucket, key, wid)] = got
+        self._records.move_to_end((bucket, key, wid))
+        while len(self._records) > RECORD_SETS:
+            self._records.popitem(last=False)
+
+    def take_records(self, bucket: str, key: str, wid: str) -> dict[int, bytes]:
+        """The records of write ``wid`` that replicas answered its GET's lookup with (once)."""
+        return self._records.pop((bucket, key, wid), None) or {}
 
     def _remember_small(self, bucket: str, key: str, wid: str, data: bytes) -> None:
         self._small[(bucket, key, wid)] = data

@@ -27,6 +27,7 @@ Started by ``buckets server`` when the disk arguments are URLs naming several no
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_sessio
 from buckets.cluster.rpcerrors import refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
+from buckets.engine import smalllog
 from buckets.placement import PartitionTable
 from buckets.storage import LocalDisk
 from buckets.storage.disk import Disk
@@ -172,9 +174,11 @@ class ClusterNode:
             for path, disk_id in node_disks:
                 if url == spec.me.url:
                     # The store owns (and closes) its disks; the disk service keeps its own
-                    # handles on the same directories for as long as the node runs.
-                    disk: Disk = LocalDisk(path, disk_id)
-                    local[path] = LocalDisk(path, disk_id)
+                    # handles on the same directories for as long as the node runs, which
+                    # append to the record log through the store's (one appender per disk).
+                    store_disk = LocalDisk(path, disk_id)
+                    disk: Disk = store_disk
+                    local[path] = store_disk.peer_handle()
                 else:
                     disk = RemoteDisk(clients[url], path, f"{url}{path}", disk_id)
                 disks.append(disk)
@@ -283,7 +287,7 @@ class ClusterNode:
             await disk.write_format(fmt.to_json(), create_root=True, sync=store.sync)
         disk.disk_id = disk_id
         if disk_id not in store.by_id:
-            served = LocalDisk(path, disk_id)
+            served = disk.peer_handle()
             self._served.append(served)
             self.disk_service.disks[path] = served
             store.disks.append(disk)
@@ -835,7 +839,8 @@ class ClusterNode:
         # topology change moves it in phases (ClusterCatalog.move_bucket_index), which wait
         # until every live node applied each phase (the ``cluster/applied`` peer call).
         self.placer = IndexPlacer(lambda: control.snapshot)
-        self.index = ReplicatedIndex(node_id_of(self.spec.me), IndexReplica(store.registry), self._transport,
+        replica = IndexReplica(store.registry, functools.partial(smalllog.local_records, store))
+        self.index = ReplicatedIndex(node_id_of(self.spec.me), replica, self._transport,
                                      self.placer.placement)
         return ClusterCatalog(control, self.index, self.placer,
                               wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied))

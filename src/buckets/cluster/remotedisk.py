@@ -631,6 +631,9 @@ class RemoteDisk:
         except (DiskError, KeyError, TypeError) as exc:
             return DiskInfo(self.disk_id, self.endpoint, False, error=str(exc))
         info.endpoint = self.endpoint
+        # the cluster's id for the disk: the peer's handle may not know it (a fresh cluster's
+        # disks are formatted after the disk service took its handles)
+        info.disk_id = self.disk_id or info.disk_id
         info.healing = info.healing or self.healing
         return info
 

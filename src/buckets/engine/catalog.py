@@ -38,7 +38,11 @@ class Catalog(Protocol):
         """``BucketNotEmpty`` while it holds objects; returns the uploads it dropped."""
 
     # -- objects --------------------------------------------------------------------------
-    async def get_object(self, bucket: str, key: str) -> dict | None: ...
+    async def get_object(self, bucket: str, key: str, *, read: bool = False) -> dict | None:
+        """The key's entry; ``read``: for a GET, which will read the object's data next."""
+    def take_records(self, bucket: str, key: str, wid: str) -> dict[int, bytes]:
+        """Shard records of a small write its GET's lookup already brought, by slot (once);
+        the reader checks each one as if it had read it from its disk."""
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                          finished_upload: str | None = None) -> None:
         """Make ``entry`` the key's current entry (``NoSuchBucket`` if the bucket went away);
@@ -119,8 +123,11 @@ class LocalCatalog:
         await self.registry.commit(ops + [Op("delete_bucket", name)])
         return uploads
 
-    async def get_object(self, bucket: str, key: str) -> dict | None:
+    async def get_object(self, bucket: str, key: str, *, read: bool = False) -> dict | None:
         return self.registry.get_object(bucket, key)
+
+    def take_records(self, bucket: str, key: str, wid: str) -> dict[int, bytes]:
+        return {}  # one node's disks are all local: the reader reads them
 
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                          finished_upload: str | None = None) -> None:

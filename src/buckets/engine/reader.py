@@ -60,6 +60,7 @@ class ObjectReader:
         self._closed = False
         self._inline: dict[int, bytes] | None = None
         self._inline_fetch: asyncio.Future | None = None
+        self._inline_rest: tuple[list[int], Any] = ([], None)  # slots not read yet, and the reader of one
         # Remote disks read a slot's whole range in one streamed call (``open_range``); by
         # (slot, part number), None where the slot reads span by span.
         self._streams: dict[tuple[int, int], Any] = {}
@@ -189,35 +190,64 @@ class ObjectReader:
         return await asyncio.shield(self._inline_fetch)
 
     async def _fetch_inline(self) -> dict[int, bytes]:
-        k = self._codec.k
+        """k slots' framed data: first the records the GET's lookup brought (a cluster's
+        replicas answer their own disks' records with the entry), then as few reads as make
+        up k: this node's disks first, then whole peers (each peer's records come in one
+        call), data slots before parity; the rest only if some of those fail."""
+        k, n = self._codec.k, self._codec.n
         got: dict[int, bytes] = {}
+        failed: list[int] = []
+        wid = self.entry["wid"]
+
+        def accept(i: int, meta: dict) -> bool:
+            if meta.get("bucket", self.bucket) == self.bucket and meta.get("key", self.key) == self.key \
+                    and meta.get("wid") == wid and meta.get("shard") == i:
+                got[i] = meta.get("data") or b""
+                return True
+            return False
+
+        for i, raw in self.store.catalog.take_records(self.bucket, self.key, wid).items():
+            if 0 <= i < n and self._disks[i] is not None:
+                try:
+                    accept(i, smalllog.decode(raw))
+                except CorruptData:
+                    pass  # read again from its disk below
 
         async def fetch(i: int) -> None:
-            disk = self._disks[i]
-            if disk is None:
-                return
             try:
                 # its record in the disk's log (one pread), or its metadata file
-                meta = await smalllog.read_slot(self.bucket, self.key, self.entry, i, disk)
-                if meta.get("wid") == self.entry["wid"] and meta.get("shard") == i:
-                    got[i] = meta.get("data") or b""
+                meta = await smalllog.read_slot(self.bucket, self.key, self.entry, i, self._disks[i])
+                if not accept(i, meta):
+                    failed.append(i)
             except (DiskError, CorruptData):
-                pass
+                failed.append(i)
 
-        await asyncio.gather(*(fetch(i) for i in range(k)))
+        order = self._slot_order([i for i in range(n) if i not in got and self._disks[i] is not None])
+        first, rest = order[:max(k - len(got), 0)], order[max(k - len(got), 0):]
+        await asyncio.gather(*(fetch(i) for i in first))
         if len(got) < k:
-            await asyncio.gather(*(fetch(i) for i in range(k, self._codec.n)))
-            if any(self._disks[i] is not None and i not in got for i in range(k)):  # not just offline
-                self.store.report_damage(self.bucket, self.key, self.entry["wid"], "inline metadata unreadable")
-        self._inline = got
+            await asyncio.gather(*(fetch(i) for i in rest))
+            rest = []
+        if failed:  # not just offline
+            self.store.report_damage(self.bucket, self.key, wid, "inline metadata unreadable")
+        self._inline, self._inline_rest = got, (rest, fetch)
         return got
 
+    def _slot_order(self, slots: list[int]) -> list[int]:
+        """``slots`` in the order to read them: local disks, then by peer, the peers holding
+        the most of them first (a remote disk's ``client`` is its node's; records asked of
+        one node in one turn share a call), data slots first within each."""
+        k = self._codec.k
+        peers: dict[int, list[int]] = {}
+        local: list[int] = []
+        for i in slots:
+            client = getattr(self._disks[i], "client", None)
+            (local if client is None else peers.setdefault(id(client), [])).append(i)
+        groups = sorted(peers.values(), key=lambda g: (-len(g), g[0]))
+        return sorted(local, key=lambda i: (i >= k, i)) + [
+            i for g in groups for i in sorted(g, key=lambda i: (i >= k, i))]
+
     async def _read_frames(self, slot: int, part_no: int, geo: ShardGeometry, b0: int, b1: int) -> bytes | None:
-        if self.entry.get("inline"):
-            data = (await self._load_inline()).get(slot)
-            if data is None:
-                return None
-            return data[geo.frame_offset(b0): geo.frame_offset(b1 - 1) + geo.frame_len(b1 - 1)]
         disk = self._disks[slot]
         if disk is None:
             return None
@@ -247,12 +277,31 @@ class ObjectReader:
                                   if opener is not None and end - start > length else None)
         return self._streams[key]
 
+    async def _inline_span(self, geo: ShardGeometry, b0: int, b1: int) -> list[bytes]:
+        loaded = await self._load_inline()
+        blocks, bad = await asyncio.get_running_loop().run_in_executor(
+            self.store.cpu, _inline_blocks, self._codec, loaded, geo, b0, b1)
+        rest, fetch = self._inline_rest
+        if blocks is None and rest:  # a slot it read is damaged: read the slots it had left out
+            self._inline_rest = ([], fetch)
+            await asyncio.gather(*(fetch(i) for i in rest))
+            blocks, bad = await asyncio.get_running_loop().run_in_executor(
+                self.store.cpu, _inline_blocks, self._codec, loaded, geo, b0, b1)
+        if bad:
+            self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"inline slots {sorted(bad)}")
+        if blocks is None:
+            raise ReadQuorumLost(f"{self.bucket}/{self.key}: {len(loaded) - len(bad)} good inline pieces of "
+                                 f"{self._codec.n}, {self._codec.k} needed")
+        return blocks
+
     async def _read_span(self, part_no: int, geo: ShardGeometry, b0: int, b1: int, _lo: int, _hi: int) -> list[bytes]:
         codec = self._codec
         k, n = codec.k, codec.n
+        loop = asyncio.get_running_loop()
+        if self.entry.get("inline"):
+            return await self._inline_span(geo, b0, b1)
         slots = list(range(k))
         raw = dict(zip(slots, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in slots))))
-        loop = asyncio.get_running_loop()
         pieces, bad = await loop.run_in_executor(self.store.cpu, _split_frames, raw, geo, b0, b1)
         if not bad:
             return await loop.run_in_executor(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
@@ -271,6 +320,26 @@ class ObjectReader:
                     f"{self.bucket}/{self.key}: block {b0 + idx} of part {part_no} has only "
                     f"{len(per_block)} good pieces, {k} needed")
         return await loop.run_in_executor(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
+
+
+def _inline_blocks(codec: ErasureCodec, loaded: dict[int, bytes], geo: ShardGeometry, b0: int, b1: int
+                   ) -> tuple[list[bytes] | None, set[int]]:
+    """Decode blocks [b0, b1) of an inline write from the slots loaded (any k of them, data
+    slots first; more only if some piece is bad): the blocks (None: fewer than k good pieces
+    of some block) and the slots that had a bad piece."""
+    k = codec.k
+    order = sorted(loaded, key=lambda i: (i >= k, i))
+    base, end = geo.frame_offset(b0), geo.frame_offset(b1 - 1) + geo.frame_len(b1 - 1)
+    window = {i: loaded[i][base:end] for i in order[:k]}
+    pieces, bad = _split_frames(window, geo, b0, b1)
+    if bad or len(window) < k:
+        more, bad2 = _split_frames({i: loaded[i][base:end] for i in order[k:]}, geo, b0, b1)
+        bad |= bad2
+        for idx, per_block in enumerate(pieces):
+            per_block.update(more[idx])
+            if len(per_block) < k:
+                return None, bad
+    return _join_blocks(codec, pieces, geo, b0), bad
 
 
 def _split_frames(raw: dict[int, bytes | None], geo: ShardGeometry, b0: int, b1: int

@@ -129,6 +129,29 @@ async def read_slot(bucket: str, key: str, entry: dict, slot: int, disk) -> dict
         raise failed from None
 
 
+async def local_records(store: "Store", bucket: str, key: str, entry: dict) -> list:
+    """``[[slot, record], ...]`` for the slots of this log write whose disk is one of this
+    node's own (a cluster node answering a GET's index lookup, see ``IndexReplica.get``):
+    page-cache reads on the event loop, mostly. A slot whose record is gone or unreadable is
+    left out (the reader then reads it, from its ``.meta`` file if it moved). Nothing for a
+    write that does not use the log, or one too big to carry in an answer."""
+    from buckets.storage.local import LocalDisk
+
+    if not uses_log(entry) or not entry.get("inline") or int(entry.get("size") or 0) > store.inline_threshold:
+        return []
+    slots = [(slot, disk, loc) for slot, disk_id in enumerate(entry.get("disks") or [])
+             if isinstance(disk := store.by_id.get(disk_id), LocalDisk) and disk.online
+             and (loc := location_of(entry, slot)) is not None]
+
+    async def one(slot: int, disk, loc) -> list | None:
+        try:
+            return [slot, await disk.read_record(loc)]
+        except (DiskError, CorruptData, ValueError):
+            return None
+
+    return [r for r in await asyncio.gather(*(one(*s) for s in slots)) if r is not None]
+
+
 async def relocate(store: "Store", bucket: str, key: str, disk, meta: dict) -> None:
     """Store a slot's metadata (a decoded record: the entry's fields, ``bucket``, ``key``,
     ``shard``, ``data``) as the write's ``.meta`` file on ``disk``, which ``read_slot`` finds

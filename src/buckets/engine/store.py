@@ -619,8 +619,8 @@ class Store:
                 f"Write quorum lost: {online} of {entry['k'] + entry['m']} disks of this object are "
                 f"online, {self._write_quorum(entry['k'], entry['m'])} needed to delete it")
 
-    async def _lookup(self, bucket: str, key: str) -> dict:
-        entry = await self.catalog.get_object(bucket, key)
+    async def _lookup(self, bucket: str, key: str, *, read: bool = False) -> dict:
+        entry = await self.catalog.get_object(bucket, key, read=read)
         if entry is None:
             await self._require_bucket(bucket)
             raise errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
@@ -632,7 +632,7 @@ class Store:
         """A reader of the object (or a range, or a part; the current version or
         ``version_id``'s). An encrypted object's data key is opened first: an SSE-C object
         needs ``customer_key`` (missing: 400, wrong: 403)."""
-        entry = await versions.lookup_version(self, bucket, key, version_id)
+        entry = await versions.lookup_version(self, bucket, key, version_id, read=True)
         info = entry_to_info(bucket, key, entry)
         data_key = crypto.open_data_key(self, entry.get("sse"), bucket, key, customer_key)
         rng = None

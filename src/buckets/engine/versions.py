@@ -119,11 +119,13 @@ def _marker_gone(bucket: str, key: str, entry: dict, *, by_version: bool) -> err
     return err
 
 
-async def lookup_version(self: "Store", bucket: str, key: str, version_id: str | None) -> dict:
+async def lookup_version(self: "Store", bucket: str, key: str, version_id: str | None, *,
+                         read: bool = False) -> dict:
     """The entry GET/HEAD serve: the current version, or ``version_id``'s. A delete marker is
-    404 NoSuchKey (current) or 405 MethodNotAllowed (asked for by id), both saying so."""
+    404 NoSuchKey (current) or 405 MethodNotAllowed (asked for by id), both saying so.
+    ``read``: a GET's lookup (see ``Catalog.get_object``)."""
     if version_id is None:
-        entry = await self._lookup(bucket, key)
+        entry = await self._lookup(bucket, key, read=read)
         if entry.get("dm"):
             raise _marker_gone(bucket, key, entry, by_version=False)
         return entry

@@ -213,8 +213,14 @@ class LocalShardWriter:
 class LocalDisk:
     """One directory of this machine. See ``buckets.storage.disk`` for the contract."""
 
-    def __init__(self, root: str, disk_id: str = "", *, threads: int = 4) -> None:
+    def __init__(self, root: str, disk_id: str = "", *, threads: int = 4,
+                 log_owner: "LocalDisk | None" = None) -> None:
         self.root = os.path.abspath(root)
+        # A second handle on the same directory (``peer_handle``) appends to the record log
+        # through its owner: a disk's log has one appender in a process, because compaction
+        # leaves alone only the segment its handle appends to (and judges "sealed" by the
+        # next segment's id).
+        self._log_owner = log_owner
         self.endpoint = self.root
         self.disk_id = disk_id
         self.online = True
@@ -235,6 +241,12 @@ class LocalDisk:
 
     def __repr__(self) -> str:
         return f"LocalDisk({self.root!r}, {self.disk_id!r})"
+
+    def peer_handle(self) -> "LocalDisk":
+        """Another handle on this disk for the node's disk service: its own pool, its own
+        online state (the service's, not the store's disk monitor's), and this handle's record
+        log. Closing it leaves this one open."""
+        return LocalDisk(self.root, self.disk_id, log_owner=self)
 
     # -- state --------------------------------------------------------------------------
     def mark_offline(self, reason: str) -> None:
@@ -606,6 +618,8 @@ class LocalDisk:
         for the next batch, which takes all of them in one write and one fsync."""
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
+        if self._log_owner is not None:
+            return await self._log_owner.append_records(records, sync=sync)
         for p in records:  # an oversized record fails alone, here (framing is the pool's work)
             if len(p) > rlog.MAX_RECORD:
                 raise DiskError(f"a record of {len(p)} bytes is over the limit of {rlog.MAX_RECORD}")
@@ -775,6 +789,8 @@ class LocalDisk:
 
     async def delete_segment(self, segment: int) -> None:
         rlog.check_location([segment, 0, rlog.HEADER_SIZE])
+        if self._log_owner is not None:
+            return await self._log_owner.delete_segment(segment)
         if self._seg is not None and self._seg.id == segment:
             raise DiskError(f"{self.endpoint}: segment {segment} is being appended to")
         self._drop_read_fd(segment)

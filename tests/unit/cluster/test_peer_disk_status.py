@@ -125,6 +125,11 @@ async def test_every_round_after_the_ttl_asks_again_and_sees_a_disk_that_went_of
     os.rename(root + ".away", root)
     assert (await probe_round(disks))[1] == b'{"disk": 2}'
     assert peer.served == Counter({"disk/status": 4})
+    # ... and the peer's own handle on it, which latched offline, reports it online again,
+    # with its usage (a scrape showed it offline for good once)
+    disks[1].mark_online()  # what the monitor does on that answer
+    infos = await scrape(disks)
+    assert infos[1].online and infos[1].total > 0 and not infos[1].error
 
 
 async def test_a_disk_that_failed_after_the_answer_was_fetched_is_asked_afresh(peer: Peer) -> None:

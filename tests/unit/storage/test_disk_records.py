@@ -227,3 +227,29 @@ async def test_a_record_read_before_its_segment_went_is_not_read_again(open_disk
             await disk.read_record(fresh[0])
     finally:
         await again.close()
+
+
+async def test_a_peer_handle_appends_through_its_owner(tmp_path) -> None:
+    """A cluster node serves its disks to peers through a second handle on each
+    (``peer_handle``): both append to one segment, and neither may delete it while it is
+    appended to, so compaction (which leaves alone only the segment its handle appends to)
+    never removes a segment the disk service is still writing."""
+    os.makedirs(tmp_path / "p")
+    owner = LocalDisk(str(tmp_path / "p"), "p")
+    served = owner.peer_handle()
+    try:
+        mine = await owner.append_records([payload(1)], sync=True)
+        theirs = await served.append_records([payload(2), payload(3)], sync=True)
+        assert {loc[0] for loc in mine + theirs} == {mine[0][0]}
+        assert [s for s, _ in await owner.list_segments()] == [mine[0][0]]
+        for handle in (owner, served):
+            with pytest.raises(DiskError, match="being appended to"):
+                await handle.delete_segment(mine[0][0])
+        assert await owner.read_record(theirs[1]) == payload(3)
+        assert await served.read_record(mine[0]) == payload(1)
+        await served.close()  # the service's handle goes; the store's keeps appending
+        more = await owner.append_records([payload(4)], sync=True)
+        assert more[0][0] == mine[0][0] and await owner.read_record(more[0]) == payload(4)
+    finally:
+        await served.close()
+        await owner.close()
