@@ -87,11 +87,20 @@ class Cluster:
                 *self.endpoint_args()]
 
     def start(self, *which: int, wait: bool = True, timeout: float = 120.0) -> None:
-        for i in which or range(1, self.n + 1):
+        """Start nodes (all by default) and wait until each is ready. If one exits or is not
+        ready in time, the nodes this call started are stopped before the error is raised:
+        a fixture whose setup fails never runs its teardown, and they would outlive the test."""
+        started = list(which or range(1, self.n + 1))
+        for i in started:
             self.procs[i] = spawn(self.command(i), self.env, self.logs[i], self.base)
         if wait:
-            for i in which or range(1, self.n + 1):
-                self.wait_ready(i, timeout)
+            try:
+                for i in started:
+                    self.wait_ready(i, timeout)
+            except BaseException:
+                for i in started:
+                    stop(self.procs[i])
+                raise
 
     def wait_ready(self, i: int, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
