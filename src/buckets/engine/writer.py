@@ -209,13 +209,26 @@ class ErasureWriter:
                 total += len(chunk)
                 if size is not None and total > size:
                     raise IncompleteBody("The request body is longer than the declared Content-Length.")
-                buf += chunk
                 # Inline data is one block's frames: a full block always goes to shard files.
-                if not streaming and (len(buf) > self.inline_limit or len(buf) >= bs):
+                if not streaming and (len(buf) + len(chunk) > self.inline_limit or len(buf) + len(chunk) >= bs):
                     streaming = True
                     await self._open()
+                if not buf and len(chunk) >= bs and isinstance(chunk, bytes):
+                    # The common case of a large body: the reader hands out whole blocks, and
+                    # they go on as they are (no copy into ``buf`` and out again).
+                    view, at = memoryview(chunk), 0
+                    while len(chunk) - at >= bs:
+                        block = chunk if (at == 0 and len(chunk) == bs) else bytes(view[at:at + bs])
+                        at += bs
+                        frames = await self._process(loop, hash_block, block)
+                        if pending is not None:
+                            await pending
+                        pending = asyncio.ensure_future(self._write_frames(frames))
+                    buf += view[at:]
+                    continue
+                buf += chunk
                 while len(buf) >= bs:
-                    block = bytes(buf[:bs])
+                    block = bytes(memoryview(buf)[:bs])  # one copy (a bytearray slice would be two)
                     del buf[:bs]
                     frames = await self._process(loop, hash_block, block)
                     if pending is not None:
