@@ -25,7 +25,7 @@ CHECKSUM_SIZE = 8
 _CK = struct.Struct("<Q")
 
 
-def frame_piece(piece: bytes) -> bytes:
+def frame_piece(piece: bytes | memoryview) -> bytes:
     return _CK.pack(xxhash.xxh3_64_intdigest(piece)) + piece
 
 
@@ -88,20 +88,19 @@ class ErasureCodec:
     def write_quorum(self) -> int:
         return self.k + 1 if self.k == self.m else self.k
 
-    def split(self, block: bytes) -> list[bytes]:
-        """The k data pieces of one block (the last padded with zeros to equal length)."""
+    def split(self, block: bytes) -> list[bytes | memoryview]:
+        """The k data pieces of one block (the last padded with zeros to equal length): views
+        of ``block`` where a piece is whole (zfec and the framing read them as they are; a
+        copy here cost 1 MiB of memmove per MiB written), bytes where padded."""
         k = self.k
         if k == 1:
-            return [bytes(block)]
+            return [block]
         plen = (len(block) + k - 1) // k
         mv = memoryview(block)
-        pieces = [bytes(mv[i * plen:(i + 1) * plen]) for i in range(k)]
-        short = plen - len(pieces[-1])
-        if short:
-            pieces[-1] += b"\0" * short
-        for i in range(k):  # blocks shorter than k bytes leave empty trailing pieces
+        pieces: list[bytes | memoryview] = [mv[i * plen:(i + 1) * plen] for i in range(k)]
+        for i in range(k):  # the last piece, or trailing empty ones of a block shorter than k bytes
             if len(pieces[i]) < plen:
-                pieces[i] = pieces[i] + b"\0" * (plen - len(pieces[i]))
+                pieces[i] = bytes(pieces[i]) + b"\0" * (plen - len(pieces[i]))
         return pieces
 
     def encode_block(self, block: bytes) -> list[bytes]:
