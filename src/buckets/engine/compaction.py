@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from buckets.engine import smalllog
+from buckets.registry.cache import background_lookups
 from buckets.engine.scanner import ScannerConfig, Throttle
 from buckets.errors import BucketsError, CorruptData, DiskError
 
@@ -88,6 +89,7 @@ class Compactor:
         return dict(self.stats)
 
     async def _loop(self) -> None:
+        background_lookups()  # its lookups leave the registry's cache to the clients' reads
         while True:
             await asyncio.sleep(self.cfg.interval)
             try:

@@ -36,6 +36,7 @@ from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import BucketsError, CorruptData, DiskError, FileNotFound, FormatError, UnformattedDisk
 from buckets.registry import Op
+from buckets.registry.cache import background_lookups
 from buckets.storage.disk import Disk
 from buckets.storage.format import DATA_DIR, FORMAT_FILE, MULTIPART_DIR, TMP_DIR, DiskFormat
 
@@ -131,6 +132,7 @@ class Scanner:
 
     # -- heal queue -----------------------------------------------------------------------
     async def _heal_worker(self) -> None:
+        background_lookups()  # see registry.cache: the cache stays the clients'
         q = self.store.heal_queue
         while True:
             bucket, key, wid, _reason = await q.get()
@@ -145,6 +147,7 @@ class Scanner:
 
     # -- scanner ----------------------------------------------------------------------------
     async def _scan_loop(self) -> None:
+        background_lookups()  # see registry.cache: the cache stays the clients'
         while True:
             try:
                 await asyncio.wait_for(self._manual.wait(), timeout=self.cfg.cycle_pause)
@@ -408,6 +411,7 @@ class Scanner:
     async def _refill(self, disk) -> None:
         """Rebuild every shard that belongs on ``disk``: a full pass, then rounds that retry
         what failed (with backoff) until nothing is left; only then is the disk healed."""
+        background_lookups()
         st = self.refill[disk.disk_id]
         pending: dict[tuple[str, str], str] = {}  # (bucket, key) -> why its last attempt failed
         full_pass = True

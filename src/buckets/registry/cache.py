@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections import OrderedDict
 from typing import Any
+
+# Set (``background_lookups()``) in a background worker's task: the compactor, the scanner,
+# a refill, the heal worker. Their lookups walk every key once; they neither enter the LRU
+# nor refresh what is in it, so a pass over a million records does not push out the entries
+# that clients are reading.
+_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("buckets_background_lookups", default=False)
+
+
+def background_lookups() -> None:
+    """From here on, in this task (and the tasks it starts), registry lookups leave the cache
+    as it is."""
+    _BACKGROUND.set(True)
+
+
+def in_background() -> bool:
+    return _BACKGROUND.get()
 
 
 class LRUCache:
@@ -24,6 +41,10 @@ class LRUCache:
         self._data.move_to_end(key)
         self.hits += 1
         return value
+
+    def peek(self, key: Any) -> Any:
+        """The value if cached, without refreshing it or counting a hit or a miss."""
+        return self._data.get(key)
 
     def put(self, key: Any, value: Any) -> None:
         if self.capacity <= 0:

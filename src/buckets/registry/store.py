@@ -28,7 +28,7 @@ import msgpack
 import xxhash
 
 from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
-from buckets.registry.cache import LRUCache
+from buckets.registry.cache import LRUCache, in_background
 from buckets.registry.entrycodec import MARK, compact, compactable, expand
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
@@ -741,14 +741,16 @@ class Registry:
         return data if stored_wid == wid.encode() else None
 
     def get_object(self, bucket: str, key: str) -> dict | None:
-        """Cache, then LMDB. Point lookups are a few microseconds: safe on the event loop."""
+        """Cache, then LMDB. Point lookups are a few microseconds: safe on the event loop.
+        A background worker's lookup (``cache.background_lookups``) leaves the cache as it is."""
         ck = (bucket, key)
-        entry = self.cache.get(ck)
+        quiet = in_background()
+        entry = self.cache.peek(ck) if quiet else self.cache.get(ck)
         if entry is not None:
             return entry
         with self.env.begin() as txn:
             entry = self._txn_get_object(txn, bucket, key)
-        if entry is not None:
+        if entry is not None and not quiet:
             self.cache.put(ck, entry)
         return entry
 

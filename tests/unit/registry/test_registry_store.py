@@ -79,6 +79,32 @@ async def test_registry_lookups_go_through_the_cache(tmp_path) -> None:
         await reg.close()
 
 
+async def test_a_background_workers_lookups_leave_the_cache_as_it_is(tmp_path) -> None:
+    """The compactor, the scanner, a refill and the heal worker look every key up once: they
+    neither enter the LRU nor refresh what is in it (the clients' hot entries stay)."""
+    from buckets.registry.cache import background_lookups
+
+    reg = Registry(str(tmp_path / "reg"), cache_size=2, sync=False)
+    reg.start()
+    try:
+        await reg.commit(buckets("b") + [Op("put_object", "b", f"k{i}", entry(i)) for i in range(4)])
+        reg.cache.clear()
+        assert reg.get_object("b", "k0") and reg.get_object("b", "k1")  # a client's reads: k0, k1 cached
+        hot = list(reg.cache._data)
+
+        async def scan() -> list:
+            background_lookups()
+            return [reg.get_object("b", f"k{i}")["size"] for i in (3, 2, 0)]
+
+        h, m = reg.cache.hits, reg.cache.misses
+        assert await asyncio.ensure_future(scan()) == [3, 2, 0]  # read right, from LMDB or the cache
+        assert list(reg.cache._data) == hot and (reg.cache.hits, reg.cache.misses) == (h, m)
+        assert reg.get_object("b", "k2")["size"] == 2  # the client's task is not affected
+        assert reg.cache.misses == m + 1 and ("b", "k2") in reg.cache._data
+    finally:
+        await reg.close()
+
+
 async def test_cache_is_cold_after_reopen(tmp_path) -> None:
     path = str(tmp_path / "reg")
     reg = Registry(path, sync=False)
