@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -79,6 +79,24 @@ async def _aiter_body(stream: AsyncIterator[bytes] | bytes) -> AsyncIterator[byt
     async for chunk in stream:
         if chunk:
             yield chunk
+
+
+def _take_blocks(buf: bytearray, chunk: bytes, bs: int) -> Iterator[bytes]:
+    """The whole blocks of what ``buf`` holds followed by ``chunk``; the rest stays in ``buf``.
+    A chunk that starts a block is cut without passing through ``buf``: a body read in whole
+    blocks (the common case of a large body) is not copied at all."""
+    if not buf and len(chunk) >= bs and isinstance(chunk, bytes):
+        view, at = memoryview(chunk), 0
+        while len(chunk) - at >= bs:
+            yield chunk if len(chunk) == bs else bytes(view[at:at + bs])
+            at += bs
+        buf += view[at:]
+        return
+    buf += chunk
+    while len(buf) >= bs:
+        block = bytes(memoryview(buf)[:bs])  # one copy (a bytearray slice would be two)
+        del buf[:bs]
+        yield block
 
 
 class ErasureWriter:
@@ -213,23 +231,7 @@ class ErasureWriter:
                 if not streaming and (len(buf) + len(chunk) > self.inline_limit or len(buf) + len(chunk) >= bs):
                     streaming = True
                     await self._open()
-                if not buf and len(chunk) >= bs and isinstance(chunk, bytes):
-                    # The common case of a large body: the reader hands out whole blocks, and
-                    # they go on as they are (no copy into ``buf`` and out again).
-                    view, at = memoryview(chunk), 0
-                    while len(chunk) - at >= bs:
-                        block = chunk if (at == 0 and len(chunk) == bs) else bytes(view[at:at + bs])
-                        at += bs
-                        frames = await self._process(loop, hash_block, block)
-                        if pending is not None:
-                            await pending
-                        pending = asyncio.ensure_future(self._write_frames(frames))
-                    buf += view[at:]
-                    continue
-                buf += chunk
-                while len(buf) >= bs:
-                    block = bytes(memoryview(buf)[:bs])  # one copy (a bytearray slice would be two)
-                    del buf[:bs]
+                for block in _take_blocks(buf, chunk, bs):
                     frames = await self._process(loop, hash_block, block)
                     if pending is not None:
                         await pending
