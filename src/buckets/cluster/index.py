@@ -393,8 +393,8 @@ class ReplicatedIndex:
     async def get(self, bucket: str, key: str, *, records: bool = False) -> dict | None:
         """The key's entry from a read quorum (None: no object). A replica answers a small
         object's bytes with its entry when its registry keeps a copy, so the GET that follows
-        reads no disk; with ``records`` (a GET's lookup), else its records of the write on its
-        own disks, which the GET then need not fetch (``take_records``)."""
+        reads no disk. Otherwise, when ``records`` is set (a GET's lookup), it answers the
+        write's records on its own disks, which the GET then need not read (``take_records``)."""
         nodes, q = self._quorum(bucket)
         # Ask the local replica (free) and enough others to make a read quorum; if one of
         # those fails, the remaining replicas are asked too.
