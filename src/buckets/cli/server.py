@@ -227,6 +227,11 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     app = create_app(store, config, extra_routes=[*admin.routes(), *peer_rpc.routes(), *console_routes],
                      extra_middlewares=middlewares, notifier=notifier)
     app[METRICS_KEY] = metrics
+
+    async def channels_go_away(app) -> None:  # the peers' channels: new calls go elsewhere, no call is cut
+        await peer_rpc.go_away(app)
+
+    app.on_shutdown.append(channels_go_away)
     from buckets.lifecycle.worker import attach_worker
 
     attach_worker(app, store, config)  # applies the buckets' lifecycle rules while the app runs
@@ -649,10 +654,12 @@ class FormingListener:
     peers' pools, or when the node stops.
     """
 
-    def __init__(self, config: Config, peer_routes: list, sockets: list[socket.socket] | None = None) -> None:
+    def __init__(self, config: Config, peer_routes: list, sockets: list[socket.socket] | None = None,
+                 peer_rpc: object | None = None) -> None:
         from aiohttp import web
 
         self.config = config
+        self.peer_rpc = peer_rpc  # its channels opened here are sent away at the hand-over
         self.sockets: list[socket.socket] = list(sockets or [])  # inherited across a re-exec, or bound at start
         self.app = web.Application()
         self.app.router.add_routes(peer_routes)
@@ -715,6 +722,8 @@ class FormingListener:
         for site in self._sites:
             await site.stop()
         self._sites = []
+        if self.peer_rpc is not None:  # peers' channels opened here: their next calls reach the full app
+            await self.peer_rpc.go_away(self.app)
 
     async def close(self) -> None:
         try:
@@ -735,7 +744,7 @@ async def open_cluster_store(config: Config, store_kwargs: dict, sockets: list[s
         node = ClusterNode.create(config)
     except ClusterStartError as error:
         raise StartupError(str(error)) from None
-    forming = FormingListener(config, node.rpc.routes(), sockets)
+    forming = FormingListener(config, node.rpc.routes(), sockets, peer_rpc=node.rpc)
     try:
         await forming.start()
     except BaseException:

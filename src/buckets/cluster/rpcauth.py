@@ -171,6 +171,11 @@ class PeerSigner:
         self._key = signing_key(secret)
         self._clock = clock
 
+    @property
+    def key(self) -> bytes:
+        """The signing key (a channel's key is derived from it: :mod:`rpcchannel`)."""
+        return self._key
+
     def headers(self, method: str, path: str, query: str, args: bytes, body: str) -> dict[str, str]:
         """The headers that authenticate one request (``body`` from :func:`body_declaration`)."""
         timestamp = str(int(self._clock() * 1000))
@@ -200,6 +205,11 @@ class PeerVerifier:
         self.window = window
         self.replay = replay
         self._clock = clock
+
+    @property
+    def key(self) -> bytes:
+        """The signing key (a channel's key is derived from it: :mod:`rpcchannel`)."""
+        return self._key
 
     def verify(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> SignedRequest:
         """The signed facts of a request; raises :class:`AuthRefused` for anything else."""

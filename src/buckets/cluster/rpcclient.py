@@ -42,8 +42,9 @@ from typing import Any
 
 import aiohttp
 
+from buckets.cluster import rpcchannel as channels
 from buckets.cluster import rpcframe as wire
-from buckets.cluster.rpcauth import PeerSigner, body_declaration
+from buckets.cluster.rpcauth import NONCE_HEADER, PeerSigner, body_declaration
 from buckets.cluster.rpcerrors import (
     PeerAuthRefused, PeerError, PeerOffline, PeerProtocolError, PeerTimeout, PeerUnreachable, error_from_wire,
 )
@@ -54,6 +55,7 @@ POOL_LIMIT = 512  # connections from this process to all peers
 POOL_LIMIT_PER_HOST = 64  # to one peer: enough for every disk of a node streaming at once
 KEEPALIVE = 15.0  # idle pooled connections are closed well before any server's idle timeout
 MAX_RESULT = 64 << 20  # bytes of a msgpack result (control answers are small by design)
+CHANNEL_RETRY = 60.0  # a peer that would not open a channel is called over HTTP this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +320,10 @@ class PeerClient:
         self._session = session
         self._probe_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._channel: channels.CallerChannel | None = None
+        self._channel_lock: asyncio.Lock | None = None
+        self._channel_refused_until = 0.0
+        self.use_channel = True  # control calls on a channel (rpcchannel); False: every call over HTTP
 
     @property
     def state(self) -> PeerState:
@@ -417,8 +423,11 @@ class PeerClient:
         return await self._call("node", "ping", None, self.timeouts.probe)
 
     async def close(self) -> None:
-        """Stop the probe. The shared session stays open for other clients."""
+        """Stop the probe and close the channel. The shared session stays open for other clients."""
         self._closed = True
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
         task, self._probe_task = self._probe_task, None
         if task is not None:
             task.cancel()
@@ -438,6 +447,19 @@ class PeerClient:
     async def _call(self, service: str, method: str, args: dict[str, Any] | None, total: float) -> Any:
         path = wire.path_for(service, method)
         packed = wire.pack(args or {})
+        if self.use_channel and len(packed) <= channels.MAX_CHANNEL_ARGS:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + total
+            answer = await self._call_on_channel(service, method, packed, total)
+            if answer is not None:
+                kind, value = answer
+                if kind == channels.RESULT:
+                    return value
+                if kind in (channels.ERROR, channels.INTERNAL) and isinstance(value, dict):
+                    raise error_from_wire(value)
+                raise PeerProtocolError(f"peer {self.endpoint} answered a call with kind {kind!r}",
+                                        endpoint=self.endpoint)
+            total = max(deadline - loop.time(), 0.001)  # no channel to this peer: over HTTP
         headers = self._signer.headers("POST", path, "", packed, body_declaration(None, streamed=False))
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.timeouts.connect)
         self.health.calls += 1
@@ -456,6 +478,66 @@ class PeerClient:
         if error is not None:
             raise error
         return result
+
+    async def _call_on_channel(self, service: str, method: str, packed: bytes,
+                               total: float) -> tuple[int, Any] | None:
+        """``(kind, value)`` of a call sent on this peer's channel, or None when the peer opens
+        no channel (it is then called over HTTP). A channel that closes before the call left
+        is replaced once; one that closes after is a lost connection, as over HTTP."""
+        self.health.calls += 1
+        try:
+            async with asyncio.timeout(total):
+                for attempt in range(2):
+                    channel = await self._channel_for_call()
+                    if channel is None:
+                        self.health.calls -= 1  # counted again by the HTTP call
+                        return None
+                    try:
+                        answer = await channel.call(service, method, packed)
+                    except channels.ChannelClosed as closed:
+                        if closed.unsent and attempt == 0:
+                            continue
+                        raise
+                    break
+        except (TimeoutError, aiohttp.ClientError, OSError) as failure:
+            raise self._transport_error(failure, "calling") from failure
+        self._succeeded()
+        return answer
+
+    async def _channel_for_call(self) -> channels.CallerChannel | None:
+        channel = self._channel
+        if channel is not None and channel.usable:
+            return channel
+        loop = asyncio.get_running_loop()
+        if self._channel_refused_until > loop.time() or self._closed:
+            return None
+        if self._channel_lock is None:
+            self._channel_lock = asyncio.Lock()
+        async with self._channel_lock:  # one opening at a time; the others use what it opened
+            channel = self._channel
+            if channel is not None and channel.usable:
+                return channel
+            headers = self._signer.headers("GET", channels.CHANNEL_PATH, "", b"", body_declaration(None, streamed=False))
+            try:
+                async with asyncio.timeout(self.timeouts.connect + self.timeouts.probe):
+                    ws = await self._session_(bulk=True).ws_connect(
+                        self.endpoint + channels.CHANNEL_PATH, headers=headers, heartbeat=channels.HEARTBEAT,
+                        compress=0, max_msg_size=MAX_RESULT + 4096,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=self.timeouts.connect))
+            except aiohttp.WSServerHandshakeError as refused:
+                if refused.status == 403:
+                    self.health.last_error = "refused our signature (cluster secret or clock mismatch)"
+                    raise PeerAuthRefused(endpoint=self.endpoint) from None
+                log.info("peer %s opens no channel (HTTP %s): calling it over HTTP for %.0f s",
+                         self.endpoint, refused.status, CHANNEL_RETRY)
+                self._channel_refused_until = loop.time() + CHANNEL_RETRY
+                return None
+            if self._closed:
+                await ws.close()
+                return None
+            self._channel = channels.CallerChannel(
+                ws, channels.channel_key(self._signer.key, headers[NONCE_HEADER]), self.endpoint)
+            return self._channel
 
     async def _upload(self, head: bytes, body: AsyncIterable[bytes], length: int | None,
                       dog: _IdleWatchdog) -> AsyncIterator[bytes]:

@@ -36,15 +36,16 @@ from typing import Any
 from aiohttp import web
 
 from buckets import __version__
+from buckets.cluster import rpcchannel as channels
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcauth import (
-    DEFAULT_WINDOW, AuthRefused, PeerVerifier, ReplayCache, SignedRequest, cluster_secret,
+    DEFAULT_WINDOW, NONCE_HEADER, AuthRefused, PeerVerifier, ReplayCache, SignedRequest, cluster_secret,
 )
 from buckets.cluster.rpcerrors import (
     BadPeerRequest, PeerBodyIncomplete, PeerError, UnknownPeerMethod, error_to_wire,
 )
 from buckets.errors import BucketsError, DiskError, FormatError, InternalError
-from buckets.obs.access import OPS_API, OPS_ERROR_CODE
+from buckets.obs.access import METRICS_KEY, OPS_API, OPS_ERROR_CODE
 
 log = logging.getLogger("buckets.cluster.rpc")
 
@@ -125,6 +126,7 @@ class PeerRpcServer:
         self.verifier = verifier
         self.max_args = max_args
         self._handlers: dict[tuple[str, str], Registration] = {}
+        self._channels: set[channels.ServedChannel] = set()
         self.refused = 0  # requests answered 403 (for metrics)
         self.register("node", "ping", self._ping)
 
@@ -159,6 +161,8 @@ class PeerRpcServer:
             signed = self.verifier.verify(request.method, url.raw_path, url.raw_query_string, request.headers)
         except AuthRefused as refused:
             return self._forbidden(request, refused.reason)
+        if url.path == channels.CHANNEL_PATH:
+            return await self._channel(request, signed)
         try:
             registration, name = self._route(request)
             request[OPS_API] = f"peer.{name}"
@@ -182,6 +186,63 @@ class PeerRpcServer:
         except Exception:
             log.exception("peer request %s %s: unhandled error", request.method, request.path)
             return self._error(request, InternalError(), status=500)
+
+    # -- channels (rpcchannel) ------------------------------------------------------------------
+    async def _channel(self, request: web.Request, signed: SignedRequest) -> web.StreamResponse:
+        """Serve a signed upgrade to a channel until the caller closes it."""
+        request[OPS_API] = "peer.channel"
+        ws = web.WebSocketResponse(max_msg_size=self.max_args + 4096, heartbeat=channels.HEARTBEAT,
+                                   compress=False)
+        if signed.streamed or request.method != "GET" or not ws.can_prepare(request).ok:
+            return self._error(request, BadPeerRequest("a peer channel opens with a bodiless WebSocket upgrade (GET)"))
+        await ws.prepare(request)
+        metrics = request.app.get(METRICS_KEY)
+        key = channels.channel_key(self.verifier.key, request.headers[NONCE_HEADER])
+        channel = channels.ServedChannel(ws, key, self._invoke, metrics.observe if metrics is not None else None,
+                                         request.app, request.remote or "?")
+        self._channels.add(channel)
+        try:
+            await channel.run()
+        finally:
+            self._channels.discard(channel)
+        return ws
+
+    async def _invoke(self, service: str, method: str, args: Any) -> tuple[int, Any]:
+        """One call from a channel: ``(kind, value)`` as :mod:`rpcchannel` answers it."""
+        try:
+            registration = self._handlers.get((service, method))
+            if registration is None:
+                raise UnknownPeerMethod(f"no peer method {service}/{method}")
+            if registration.stream_in:
+                raise BadPeerRequest(f"peer method {service}/{method} takes a body: it is called over HTTP")
+            if not isinstance(args, dict):
+                raise BadPeerRequest("the control message must be a msgpack map")
+            result = registration.fn(args)
+            if inspect.isawaitable(result):
+                result = await result
+            if hasattr(result, "__aiter__"):
+                aclose = getattr(result, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise BadPeerRequest(f"peer method {service}/{method} answers a stream: it is called over HTTP")
+            return channels.RESULT, result
+        except TYPED_ERRORS as error:
+            log.debug("peer call %s/%s answered %s: %s", service, method, type(error).__name__, error)
+            return channels.ERROR, error_to_wire(error)
+        except Exception:
+            log.exception("peer call %s/%s on a channel: unhandled error", service, method)
+            return channels.INTERNAL, error_to_wire(InternalError())
+
+    async def go_away(self, app: Any = None) -> None:
+        """Ask the callers on this node's channels (those ``app`` serves; all without it) to
+        open new ones for their next calls: the node stops, or its port passes to another app."""
+        for channel in list(self._channels):
+            if app is None or channel.app is app:
+                await channel.go_away()
+
+    @property
+    def open_channels(self) -> int:
+        return len(self._channels)
 
     def _forbidden(self, request: web.Request, reason: str) -> web.Response:
         self.refused += 1

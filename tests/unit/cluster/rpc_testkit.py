@@ -42,6 +42,11 @@ class RpcNode:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_routes(self.rpc.routes())
+
+        async def go_away(app: web.Application) -> None:  # as buckets server does: channels close at once
+            await self.rpc.go_away(app)
+
+        app.on_shutdown.append(go_away)
         self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()

@@ -20,8 +20,10 @@ from rpc_testkit import RpcNode, closed_peer_session, make_rpc  # noqa: F401 - a
 from buckets.cluster import remotedisk
 from buckets.cluster.diskservice import DiskService
 from buckets.cluster.remotedisk import RemoteDisk
+from buckets.cluster.rpcchannel import CHANNEL_PATH
 from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.errors import DiskError, DiskOffline
+from buckets.obs.access import METRICS_KEY
 from buckets.storage import LocalDisk
 
 DISKS = 4
@@ -45,12 +47,26 @@ class Peer:
             await self.local[path].write_format(f'{{"disk": {i}}}'.encode(), create_root=True, sync=False)
 
         @web.middleware
-        async def count(request: web.Request, handler):
-            self.served[request.path.rsplit("/", 2)[-2] + "/" + request.path.rsplit("/", 1)[-1]] += 1
+        async def count(request: web.Request, handler):  # calls over HTTP
+            if request.path != CHANNEL_PATH:
+                self.served[request.path.rsplit("/", 2)[-2] + "/" + request.path.rsplit("/", 1)[-1]] += 1
             return await handler(request)
 
+        served = self.served
+
+        class CallsOnChannels:  # what the server reports to metrics for each call on a channel
+            @staticmethod
+            def observe(api: str, status: int, seconds: float, received: int, sent: int) -> None:
+                served[api.split(".", 1)[1].replace(".", "/")] += 1
+
         app = web.Application(middlewares=[count])
+        app[METRICS_KEY] = CallsOnChannels()
         app.router.add_routes(self.rpc.routes())
+
+        async def go_away(app: web.Application) -> None:
+            await self.rpc.go_away(app)
+
+        app.on_shutdown.append(go_away)
         self.node.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self.node.runner.setup()
         await web.TCPSite(self.node.runner, "127.0.0.1", self.node.port, reuse_address=True).start()
