@@ -11,8 +11,9 @@ internode "grid" made the same move for the same reason.
 
 Messages (binary frames, never compressed), each ``mac | payload``:
 
-- ``mac``: the first 16 bytes of HMAC-SHA256 under the channel's key over
-  ``direction | sequence number (u64 big-endian) | payload``. The key is derived from the
+- ``mac``: 16 bytes of keyed BLAKE3 under the channel's key over
+  ``direction | sequence number (u64 big-endian) | payload`` (BLAKE3's keyed mode is a
+  MAC; OpenSSL 3's one-shot HMAC costs ~7 µs of setup per message, BLAKE3 ~2). The key is derived from the
   signing key and the nonce of the signed upgrade request; ``direction`` is ``C`` from the
   caller and ``S`` from the peer, and each side counts its messages from 0. A message that
   is forged, altered, replayed, reordered or dropped fails the check, and the channel is
@@ -46,6 +47,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from blake3 import blake3
 
 from buckets.cluster import rpcframe as wire
 
@@ -80,8 +82,9 @@ class Sealer:
         self.sequence = 0
 
     def _mac(self, payload: bytes | memoryview) -> bytes:
-        message = b"".join((self._direction, self.sequence.to_bytes(8, "big"), payload))
-        return hmac.digest(self._key, message, "sha256")[:MAC_BYTES]
+        mac = blake3(self._direction + self.sequence.to_bytes(8, "big"), key=self._key)
+        mac.update(payload)
+        return mac.digest(MAC_BYTES)
 
     def seal(self, payload: bytes) -> bytes:
         """``mac | payload``; call it right before the message is written (no await between)."""

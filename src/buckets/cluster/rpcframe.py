@@ -46,10 +46,18 @@ MAX_ERROR_FRAME = 64 * 1024
 DEFAULT_MAX_ARGS = 4 << 20  # a control message (registry batches fit; shard bytes never go here)
 
 
+_PATHS: dict[tuple[str, str], str] = {}  # checked names: every call asks, the set is small
+
+
 def path_for(service: str, method: str) -> str:
-    if not (NAME_RE.fullmatch(service) and NAME_RE.fullmatch(method)):
-        raise ValueError(f"peer RPC names are lower-case identifiers: {service!r}/{method!r}")
-    return f"{PREFIX}/{service}/{method}"
+    path = _PATHS.get((service, method))
+    if path is None:
+        if not (NAME_RE.fullmatch(service) and NAME_RE.fullmatch(method)):
+            raise ValueError(f"peer RPC names are lower-case identifiers: {service!r}/{method!r}")
+        path = f"{PREFIX}/{service}/{method}"
+        if len(_PATHS) < 1024:
+            _PATHS[(service, method)] = path
+    return path
 
 
 def pack(value: Any) -> bytes:

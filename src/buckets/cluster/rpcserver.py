@@ -195,7 +195,11 @@ class PeerRpcServer:
                                    compress=False)
         if signed.streamed or request.method != "GET" or not ws.can_prepare(request).ok:
             return self._error(request, BadPeerRequest("a peer channel opens with a bodiless WebSocket upgrade (GET)"))
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:  # the caller gave up (its opening timed out, it stopped) before our 101
+            log.debug("peer channel from %s: the caller left before the upgrade was answered", request.remote)
+            return ws
         metrics = request.app.get(METRICS_KEY)
         key = channels.channel_key(self.verifier.key, request.headers[NONCE_HEADER])
         channel = channels.ServedChannel(ws, key, self._invoke, metrics.observe if metrics is not None else None,
@@ -227,7 +231,8 @@ class PeerRpcServer:
                 raise BadPeerRequest(f"peer method {service}/{method} answers a stream: it is called over HTTP")
             return channels.RESULT, result
         except TYPED_ERRORS as error:
-            log.debug("peer call %s/%s answered %s: %s", service, method, type(error).__name__, error)
+            # What the access line of a failed HTTP call said (a channel's calls have none).
+            log.info("peer call %s/%s on a channel answered %s: %s", service, method, type(error).__name__, error)
             return channels.ERROR, error_to_wire(error)
         except Exception:
             log.exception("peer call %s/%s on a channel: unhandled error", service, method)
