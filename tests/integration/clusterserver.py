@@ -202,6 +202,16 @@ class ClusterServer:
     def log_text(self) -> str:
         return self._log.text()
 
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """Every node's log once one of them contains ``text`` (``ServerProcess.wait_log``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()
+            if text in log or time.monotonic() > deadline:
+                assert text in log, f"{text!r} not logged within {timeout}s:\n{log[-3000:]}"
+                return log
+            time.sleep(0.05)
+
     @property
     def data_dir(self) -> Path:
         """Every node's disks, side by side; read once the control plane's writes have landed."""

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from clusterserver import ClusterServer
 from s3server import ROOT_PASSWORD, ROOT_USER, ServerProcess, new_bucket_name, start_server, stop_server
 from serverproc import no_new_tracebacks
 
@@ -167,7 +168,8 @@ async def test_without_a_cluster_secret_the_node_uses_one_derived_from_the_root_
     derived = PeerClient(server.endpoint, cluster_secret(None, ROOT_USER, ROOT_PASSWORD))
     explicit = PeerClient(server.endpoint, SECRET.encode())
     try:
-        assert (await derived.call(*EXISTING))["disks"] == 4
+        # One node's own 4 disks; a cluster node counts the cluster's (4 nodes x 4).
+        assert (await derived.call(*EXISTING))["disks"] == (16 if isinstance(server, ClusterServer) else 4)
         with pytest.raises(PeerAuthRefused):
             await explicit.call(*EXISTING)
     finally:

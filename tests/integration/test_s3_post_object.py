@@ -34,12 +34,13 @@ def keys(s3, bucket: str) -> list[str]:
 
 
 def disk_files(server: ServerProcess) -> dict[str, int]:
-    """Every shard file (not the registry's files) under the disks, with its size."""
+    """Every shard file (not the registry's files, nor a cluster's control-plane journal and
+    snapshot, which pysyncobj rewrites at its own pace) under the disks, with its size."""
     state = {}
     for root, _dirs, files in os.walk(server.data_dir):
         for name in files:
             path = Path(root, name)
-            if "registry" in path.parts or name.endswith((".mdb", ".lock")):
+            if "registry" in path.parts or "control" in path.parts or name.endswith((".mdb", ".lock")):
                 continue
             state[str(path.relative_to(server.data_dir))] = path.stat().st_size
     return state
