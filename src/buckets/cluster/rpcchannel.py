@@ -57,7 +57,7 @@ CHANNEL_PATH = wire.PREFIX + "/channel"
 MAC_BYTES = 16
 MAX_CHANNEL_ARGS = 1 << 20  # bigger control messages (large registry batches) go over HTTP
 MAX_IN_FLIGHT = 256  # calls one channel runs at once on the peer; more wait their turn
-HEARTBEAT = 10.0  # a ping every 10 s: a channel whose peer stops answering is closed (and reopened)
+HEARTBEAT = 30.0  # a ping every 30 s, answered within 15: else the channel is closed (the next call opens one)
 GOAWAY_GRACE = 30.0  # after GOAWAY, how long the peer waits for the caller to close the channel
 
 RESULT, ERROR, INTERNAL, GOAWAY = 0, 1, 2, 3
