@@ -62,3 +62,38 @@ async def test_connections_kept_from_before_the_hand_over_are_told_to_close() ->
         await peer.close()
         await runner.cleanup()
         await forming.close()
+
+
+async def test_a_channel_opened_while_forming_is_sent_to_the_full_app_at_the_hand_over() -> None:
+    """Peers' control calls ride one channel each (rpcchannel): the hand-over sends GOAWAY on
+    the channels the forming app accepted, so the callers' next calls open a channel to the
+    full app (its metrics and limits), and no call fails on the way."""
+    port = free_port()
+    rpc, full_rpc = make_rpc(), make_rpc()
+    rpc.register("test", "where", lambda args: "forming")
+    full_rpc.register("test", "where", lambda args: "full")
+    forming = FormingListener(Config(address=f"127.0.0.1:{port}"), rpc.routes(), peer_rpc=rpc)
+    await forming.start()
+    full = web.Application()
+    full.router.add_routes(full_rpc.routes())
+    runner = web.AppRunner(full, handle_signals=False)
+    await runner.setup()
+    peer = RpcNode(rpc, port=port).client()
+    try:
+        assert await peer.call("test", "where") == "forming"
+        assert rpc.open_channels == 1
+        await forming.hand_over(runner)
+        # A call sent before the caller read the GOAWAY is still answered by the forming app;
+        # after that, every call reaches the full app.
+        answers = [await peer.call("test", "where") for _ in range(20)]
+        assert set(answers[:2]) <= {"forming", "full"} and answers[2:] == ["full"] * 18, answers
+        assert peer.health.failures == 0
+        for _ in range(100):  # the caller closes the drained channel to the forming app
+            if rpc.open_channels == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert rpc.open_channels == 0 and full_rpc.open_channels == 1
+    finally:
+        await peer.close()
+        await runner.cleanup()
+        await forming.close()
