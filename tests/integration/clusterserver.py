@@ -56,6 +56,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 from clusterproc import Cluster  # noqa: E402  (tests/cluster is not a package)
+from s3server import ServerProcess  # noqa: E402
 
 PROXY_HOST = "127.0.0.1"
 NODES = 4
@@ -202,15 +203,8 @@ class ClusterServer:
     def log_text(self) -> str:
         return self._log.text()
 
-    def wait_log(self, text: str, timeout: float = 10.0) -> str:
-        """Every node's log once one of them contains ``text`` (``ServerProcess.wait_log``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            log = self.log_text()
-            if text in log or time.monotonic() > deadline:
-                assert text in log, f"{text!r} not logged within {timeout}s:\n{log[-3000:]}"
-                return log
-            time.sleep(0.05)
+    # Every node's log once one of them contains the text: the same wait, over the merged log.
+    wait_log = ServerProcess.wait_log
 
     @property
     def data_dir(self) -> Path:
