@@ -64,6 +64,7 @@ RESULT, ERROR, INTERNAL, GOAWAY = 0, 1, 2, 3
 FROM_CALLER, FROM_PEER = b"C", b"S"
 _CHANNEL_KEY_LABEL = b"buckets/v1/peer-channel\n"
 _MAX_ID = (1 << 63) - 1
+_REFUSED_WRITE = "Cannot write to closing transport"  # aiohttp's words for a frame it did not write
 
 
 def channel_key(signing_key: bytes, nonce: str) -> bytes:
@@ -243,8 +244,13 @@ class CallerChannel:
         try:
             try:
                 await self.ws.send_bytes(self._out.seal(call_message(call_id, service, method, packed_args)))
-            except (ConnectionError, aiohttp.ClientConnectionResetError) as error:
-                raise ChannelClosed(f"the channel closed: {error}", unsent=True) from None
+            except ConnectionError as error:
+                # aiohttp refuses to write a frame to a closing transport before a byte of it
+                # leaves: the peer never saw this call. Any other loss (while waiting for the
+                # transport to drain) may come after the frame left: not sent again.
+                unsent = str(error) == _REFUSED_WRITE
+                self.draining = True  # a channel that failed a write takes no more calls
+                raise ChannelClosed(f"the channel closed: {error}", unsent=unsent) from None
             return await future
         finally:
             self._pending.pop(call_id, None)

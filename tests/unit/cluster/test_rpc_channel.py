@@ -281,3 +281,18 @@ async def test_a_peer_that_goes_down_fails_the_calls_it_held_and_a_restart_serve
         assert (await client.call("test", "echo", {"n": 3}))["n"] == 3
     finally:
         await client.close()
+
+
+async def test_a_call_that_never_left_a_closing_channel_is_sent_on_a_new_one(peer) -> None:
+    node, state = peer
+    client = node.client()
+    try:
+        assert (await client.call("test", "echo", {"n": 1}))["n"] == 1
+        channel = client._channel
+        channel.ws._writer.transport.close()  # closing, and nothing has noticed yet
+        assert (await client.call("test", "echo", {"n": 2}))["n"] == 2
+        assert client._channel is not channel
+        assert node.served.http == Counter({"/channel": 2})
+        assert state["calls"]["echo"] == 2 and client.health.failures == 0
+    finally:
+        await client.close()
