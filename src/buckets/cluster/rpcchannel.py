@@ -137,6 +137,9 @@ class ServedChannel:
         ws = self.ws
         try:
             async for message in ws:
+                if message.type is aiohttp.WSMsgType.ERROR:  # no pong in time, a reset, a bad frame
+                    log.info("peer channel from %s lost: %s", self.remote, message.data)
+                    break
                 if message.type is not aiohttp.WSMsgType.BINARY:
                     log.info("peer channel from %s: unexpected %s message; closing it", self.remote, message.type.name)
                     break
@@ -261,6 +264,9 @@ class CallerChannel:
         why = "the peer closed the channel"
         try:
             async for message in self.ws:
+                if message.type is aiohttp.WSMsgType.ERROR:
+                    why = f"the channel was lost: {message.data}"
+                    break
                 if message.type is not aiohttp.WSMsgType.BINARY:
                     why = f"unexpected {message.type.name} message on the channel"
                     break

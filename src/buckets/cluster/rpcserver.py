@@ -199,7 +199,9 @@ class PeerRpcServer:
             await ws.prepare(request)
         except ConnectionError:  # the caller gave up (its opening timed out, it stopped) before our 101
             log.debug("peer channel from %s: the caller left before the upgrade was answered", request.remote)
-            return ws
+            # Not ``ws``: aiohttp would finish a half-prepared WebSocket with an error. A plain
+            # answer meets the closed connection, which aiohttp expects.
+            return web.Response(status=400, text="the caller left before the upgrade was answered")
         metrics = request.app.get(METRICS_KEY)
         key = channels.channel_key(self.verifier.key, request.headers[NONCE_HEADER])
         channel = channels.ServedChannel(ws, key, self._invoke, metrics.observe if metrics is not None else None,
