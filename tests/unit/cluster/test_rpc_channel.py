@@ -296,3 +296,15 @@ async def test_a_call_that_never_left_a_closing_channel_is_sent_on_a_new_one(pee
         assert state["calls"]["echo"] == 2 and client.health.failures == 0
     finally:
         await client.close()
+
+
+async def test_a_signed_request_to_the_channel_path_that_is_no_upgrade_is_a_bad_request(peer) -> None:
+    node, state = peer
+    signer = PeerSigner(SECRET)
+    for method in ("GET", "POST"):
+        headers = signer.headers(method, channels.CHANNEL_PATH, "", b"", body_declaration(None, streamed=False))
+        async with shared_session().request(method, node.endpoint + channels.CHANNEL_PATH, headers=headers) as resp:
+            assert resp.status == wire.PEER_ERROR_STATUS, resp.status
+            assert resp.content_type == wire.ERROR_TYPE
+            assert wire.unpack(await resp.read())["type"] == "BadPeerRequest"
+    assert node.rpc.open_channels == 0 and state["calls"]["echo"] == 0
