@@ -4,9 +4,9 @@ Only the blocks the range touches are read, from the data shards first (the code
 systematic, so a healthy read never decodes). A shard that is missing, short, or fails
 its piece checksum is replaced by parity for the affected blocks; the right bytes are
 served anyway and the object is queued for heal. Reads run one span ahead of the
-consumer, so memory is bounded by two spans, never by object size. A disk with
-``open_range`` (a peer's, in a cluster) reads a slot's span after span over one streamed call
-instead of one call per span; every piece is still verified here.
+consumer, so memory is bounded by two spans (at most 8 MiB each), never by object size.
+A disk with ``open_range`` (a peer's, in a cluster) reads a slot's span after span over one
+streamed call instead of one call per span; every piece is still verified here.
 
 An encrypted object (``entry["sse"]``) is read the same way over its stored bytes: the
 plaintext range is widened to the packages that cover it (``crypto.DecryptPlan``), those
@@ -28,8 +28,22 @@ from buckets.errors import CorruptData, DiskError, ReadQuorumLost
 if TYPE_CHECKING:
     from buckets.engine.store import Store
 
-SPAN_BLOCKS = 2  # blocks fetched per disk read
+# A span is the blocks read from each shard in one disk read. Each read has a fixed cost (a
+# thread hop or a peer frame, a future, a checksum loop) whatever its size, so a span is sized
+# by what one shard's read brings: at least SPAN_SHARD_BYTES (2 blocks for 2+2 with 1 MiB
+# blocks, 6 for 12+4, whose pieces are 87 KiB), never fewer than MIN_SPAN_BLOCKS, and never more
+# than SPAN_MAX_BYTES of the object. With 12+4 and 2-block spans a GET spent more CPU on its
+# 96 reads than on its bytes (bench/README.md, cluster).
+SPAN_SHARD_BYTES = 512 * 1024
+MIN_SPAN_BLOCKS = 2
+SPAN_MAX_BYTES = 8 << 20
 READ_AHEAD = 1  # spans being read while the consumer takes one (memory per GET: READ_AHEAD + 1 spans)
+
+
+def span_blocks(k: int, block_size: int) -> int:
+    """Blocks per span for ``k`` data shards of ``block_size`` blocks (see above)."""
+    want = max(-(-SPAN_SHARD_BYTES * k // block_size), MIN_SPAN_BLOCKS)
+    return max(1, min(want, SPAN_MAX_BYTES // block_size))
 
 
 class ObjectReader:
@@ -161,6 +175,7 @@ class ObjectReader:
         offset = 0
         bs = self.entry["bs"]
         k = self.entry["k"]
+        per_span = span_blocks(k, bs)
         for part in self.entry["parts"]:
             number, psize = part[0], part[1]
             p_start, p_end = offset, offset + psize
@@ -173,7 +188,7 @@ class ObjectReader:
             b = rel_lo // bs
             last = (rel_hi - 1) // bs
             while b <= last:
-                b1 = min(b + SPAN_BLOCKS, last + 1)
+                b1 = min(b + per_span, last + 1)
                 span_start = b * bs
                 yield (number, geo, b, b1, max(rel_lo - span_start, 0), min(rel_hi, b1 * bs) - span_start)
                 b = b1

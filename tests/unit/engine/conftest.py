@@ -6,6 +6,17 @@ import pytest
 from engine_testkit import BLOCK, INLINE
 
 from buckets import Store
+from buckets.engine import reader
+
+
+@pytest.fixture(autouse=True)
+def two_block_spans(monkeypatch):
+    """The objects here are a few small blocks, which the server would read in one span (a span
+    brings at least 512 KiB per shard). Spans of 2 blocks make their reads cross span
+    boundaries, as a large object's do; test_engine_ranges checks the server's sizing too."""
+    server_value = reader.SPAN_SHARD_BYTES
+    monkeypatch.setattr(reader, "SPAN_SHARD_BYTES", 0)
+    return server_value  # what a test that wants the server's sizing sets back
 
 
 @pytest.fixture

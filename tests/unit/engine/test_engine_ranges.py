@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buckets import errors
+from buckets.engine import reader
 from buckets.engine.store import resolve_range
 from buckets.engine.types import CompletePart
 
@@ -139,3 +140,34 @@ async def test_part_number_and_ranges_of_a_multipart_object(store, bucket) -> No
     for rng in [(b1 - 10, b1 + 10), (b1 - 1, b1), (b1, b1), (b1 - BLOCK, sizes[0] + sizes[1] + 5),
                 (None, sizes[2] + 3), (0, None)]:
         assert await get_bytes(store, bucket, "mp", range=rng) == http_slice(whole, *rng), rng
+
+
+def test_span_sizing(monkeypatch, two_block_spans) -> None:
+    """A span brings at least 512 KiB per shard, 2 blocks at least, 8 MiB of object at most."""
+    assert two_block_spans == 512 * 1024
+    monkeypatch.setattr(reader, "SPAN_SHARD_BYTES", two_block_spans)
+    assert reader.span_blocks(2, MiB) == 2  # 2+2: 512 KiB pieces
+    assert reader.span_blocks(4, MiB) == 2
+    assert reader.span_blocks(12, MiB) == 6  # 12+4: 87 KiB pieces, 6 per read
+    assert reader.span_blocks(16, MiB) == 8
+    assert reader.span_blocks(32, MiB) == 8  # capped at 8 MiB of object
+    assert reader.span_blocks(2, 16 * 1024) == 64
+    assert reader.span_blocks(2, 8 * MiB) == 1
+    assert reader.span_blocks(2, 16 * MiB) == 1  # a block is never split
+
+
+async def test_reads_with_the_servers_span_sizes(monkeypatch, two_block_spans, store, bucket) -> None:
+    """Spans sized as the server sizes them (64 blocks of 16 KiB here): whole reads and ranges
+    across their boundaries return the right bytes."""
+    monkeypatch.setattr(reader, "SPAN_SHARD_BYTES", two_block_spans)
+    per_span = reader.span_blocks(2, BLOCK)
+    assert per_span == 64
+    size = 3 * per_span * BLOCK + 5  # 3 full spans and a bit
+    data = content("spans", size)
+    await store.put_object(bucket, "s", data, size)
+    assert await get_bytes(store, bucket, "s") == data
+    edge = per_span * BLOCK
+    for first, last in [(0, edge - 1), (edge - 1, edge), (edge - 10, 2 * edge + 10), (2 * edge, None),
+                        (17, size - 18), (size - 3, None)]:
+        got = await get_bytes(store, bucket, "s", range=(first, last))
+        assert got == http_slice(data, first, last), (first, last)
