@@ -274,13 +274,21 @@ class ClusterCatalog:
     def take_records(self, bucket: str, key: str, wid: str) -> dict[int, bytes]:
         return self.index.take_records(bucket, key, wid)
 
+    # put_object(displaced=True) answers the entries the write replaced (Catalog protocol).
+    reports_displaced = True
+
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
-                         finished_upload: str | None = None) -> None:
+                         finished_upload: str | None = None, displaced: bool = False) -> list[dict] | None:
         if self.get_bucket(bucket) is None:
             raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
-        await self.index.put(bucket, key, entry, small)
+        replaced = None
+        if displaced:
+            replaced = await self.index.put_displacing(bucket, key, entry, small)
+        else:
+            await self.index.put(bucket, key, entry, small)
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
+        return replaced
 
     async def delete_object(self, bucket: str, key: str, entry: dict) -> None:
         await self.index.delete(bucket, key, entry["wid"])

@@ -47,6 +47,12 @@ RECORD_SETS = 256  # small objects' shard records kept from replicas' answers un
 TOMBSTONE_TTL = 7 * 24 * 3600.0
 
 
+# A PUT merged without a read first is merged again under a later version when a replica holds
+# a newer one (ReplicatedIndex.put_displacing); beyond this many rounds the newer ones are
+# concurrent writes.
+DISPLACE_ATTEMPTS = 4
+
+
 class HybridClock:
     """Hybrid logical clock (Kulkarni et al.): milliseconds << 16 | a counter. Monotonic on
     this node, and never behind any version this node has seen from another, so a write
@@ -128,7 +134,9 @@ class IndexReplica:
                 data=args.get("data"), ts=_ts(args["ts"]))
         await self.registry.commit([op])
         if op.applied:
-            return {"applied": True}
+            # ``displaced``: a PUT that needs to know which write it replaced (to remove that
+            # write's data) learns it here instead of from a quorum read before the merge.
+            return {"applied": True, "was": op.result} if args.get("displaced") else {"applied": True}
         # What this replica holds instead (equal: a retry of this very write; newer: it lost).
         _, held = self.registry.get_version(args["bucket"], args["key"])
         return {"applied": False, "ts": list(held) if held is not None else None}
@@ -329,6 +337,51 @@ class ReplicatedIndex:
         entry = dict(entry, ts=[self.clock.now(), entry["wid"]])
         await self._write(bucket, key, entry, data, entry["ts"])
         return entry
+
+    async def put_displacing(self, bucket: str, key: str, entry: dict,
+                             data: bytes | None = None) -> list[dict] | None:
+        """``put`` without a read of the key first; returns the entries it replaced.
+
+        A read before a write did two things, and this does both from the merge's answers:
+
+        - **Order.** The read made this node's clock pass the version of every write already
+          acknowledged (a read quorum meets every write quorum), so this write's version is
+          larger. Here, a replica that holds a newer version refuses the merge and answers that
+          version; then this node's clock passes it and the write is merged again under a new
+          version, at most ``DISPLACE_ATTEMPTS`` times (after that, the newer writes are
+          concurrent ones still racing this one, and either order is a correct outcome).
+        - **Cleanup.** Each replica that applied the write answers the entry it replaced: a write
+          older than this one, which once this one is acknowledged is never the key's state
+          again. The caller removes their data.
+
+        Returns those entries; None when a replica that applied the write did not say what it
+        replaced (a node of an older version): the caller cannot know them."""
+        replaced: dict[str, dict] = {}
+        unknown = False
+        for _ in range(DISPLACE_ATTEMPTS):
+            versioned = dict(entry, ts=[self.clock.now(), entry["wid"]])
+            ts = _ts(versioned["ts"])
+            args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
+                    "displaced": True}
+            answered = await self._write_placed(bucket, lambda n, a=args: self._call(n, "merge", a))
+            newer: tuple | None = None
+            for ans in answered.values():
+                if not ans.get("applied"):
+                    held = _ts(ans["ts"]) if ans.get("ts") is not None else None
+                    if held is not None and held > ts and (newer is None or held > newer):
+                        newer = held
+                    continue
+                if "was" not in ans:
+                    unknown = True
+                    continue
+                was = ans["was"]
+                if isinstance(was, dict) and was.get("wid") not in (None, entry["wid"]) \
+                        and was.get("ts") is not None and _ts(was["ts"]) < ts:
+                    replaced.setdefault(was["wid"], was)
+            if newer is None:
+                break
+            self.clock.observe(newer[0])
+        return None if unknown else list(replaced.values())
 
     async def delete(self, bucket: str, key: str, wid: str) -> None:
         await self._write(bucket, key, None, None, [self.clock.now(), wid])

@@ -46,7 +46,10 @@ class Catalog(Protocol):
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                          finished_upload: str | None = None) -> None:
         """Make ``entry`` the key's current entry (``NoSuchBucket`` if the bucket went away);
-        ``finished_upload`` names a multipart upload the entry completes, dropped with it."""
+        ``finished_upload`` names a multipart upload the entry completes, dropped with it.
+        A catalog with ``reports_displaced = True`` (the cluster's) also takes
+        ``displaced=True`` and then returns the entries the write replaced, or None when it
+        cannot tell: a PUT uses that instead of reading the key before it commits."""
     async def delete_object(self, bucket: str, key: str, entry: dict) -> None: ...
     async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
                            limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]: ...

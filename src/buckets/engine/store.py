@@ -520,10 +520,22 @@ class Store:
         async with self.locks.hold((bucket, key)), lease:  # a cluster: across nodes too
             try:
                 bucket_rec = await self._require_bucket(bucket)
-                old = await self._check_conditions(bucket, key, opts, at_commit=True)
-                if versions.versioning_of(bucket_rec) is not None:
+                versioned = versions.versioning_of(bucket_rec) is not None
+                # An unconditional write to an unversioned bucket on a cluster needs no read of
+                # the key first (a quorum read: one or two peer calls): the replicas say which
+                # write it replaced as they merge it.
+                blind = not conditional and not versioned and getattr(self.catalog, "reports_displaced", False)
+                old = None if blind else await self._check_conditions(bucket, key, opts, at_commit=True)
+                if versioned:
                     replaced = await self.catalog.put_version(bucket, key, entry, small=small,
                                                               finished_upload=finished_upload)
+                elif blind:
+                    displaced = await self.catalog.put_object(bucket, key, entry, small=small,
+                                                              finished_upload=finished_upload, displaced=True)
+                    if displaced is None:
+                        log.info("%s/%s: a replica did not say which write this one replaced; "
+                                 "its data is left to the orphan sweep", bucket, key)
+                    replaced = displaced or []
                 else:
                     await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
                     replaced = [old] if old is not None and old["wid"] != entry["wid"] else []

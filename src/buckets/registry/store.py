@@ -123,6 +123,7 @@ class Op:
     ts: tuple | None = None
     applied: bool = True  # merge_object: set False when a newer version was already stored
     # drop_entries: the keys it removed (for the cache); ``applied`` then says whether more remain.
+    # merge_object, applied: the entry it replaced (None: none, or a tombstone).
     result: Any = None
 
 
@@ -332,6 +333,7 @@ class Registry:
                 op.applied = False
                 return
             self._txn_set_object(txn, op.name, op.key, op.value, op.data, deltas, old=current)
+            op.result = current
             if op.value is None:
                 txn.put(tomb_key, _tomb_value(version_tuple(op.ts), op.key), db=self.db["tombs"])
             else:

@@ -238,3 +238,66 @@ async def test_anti_entropy_exchanges_a_big_difference_in_batches(cluster, monke
     assert await idx["n3"].exchange("b", "n1", "n3") == 120
     assert regs["n3"].count_objects() == 120
     assert len(answered) > 5 and max(answered) < 30, answered  # batches of ~10 keys, not one of 120
+
+
+# -- a PUT without a read first (put_displacing) -------------------------------------------------
+
+async def test_a_put_without_a_read_learns_what_it_replaced(cluster) -> None:
+    net, idx, regs = cluster
+    assert await idx["n1"].put_displacing("b", "k", entry("w1")) == []  # a new key replaces nothing
+    await settle(idx)
+    calls = net.calls
+    replaced = await idx["n2"].put_displacing("b", "k", entry("w2"))
+    assert net.calls - calls <= 2  # the merges only: no read of the key first
+    assert [e["wid"] for e in replaced] == ["w1"]
+    assert replaced[0]["ts"] < (await idx["n3"].get("b", "k"))["ts"]
+    await settle(idx)
+    assert all(r.get_object("b", "k")["wid"] == "w2" for r in regs.values())
+    # a tombstone replaced is no write to remove
+    await idx["n3"].delete("b", "k", "w2")
+    await settle(idx)
+    assert await idx["n1"].put_displacing("b", "k", entry("w3")) == []
+
+
+async def test_a_put_through_a_node_whose_clock_is_behind_still_comes_last(tmp_path) -> None:
+    """Without the read, nothing made the writing node's clock pass the acknowledged write's
+    version: the replicas' refusals do, and the write is merged again under a later version."""
+    regs = {}
+    for n in NODES:
+        reg = Registry(str(tmp_path / n), cache_size=100, sync=False)
+        reg.start()
+        await reg.commit([Op("put_bucket", "b", value={"created": 1.0})])
+        regs[n] = reg
+    replicas = {n: IndexReplica(r) for n, r in regs.items()}
+    net = Net(replicas)
+    wall = {"n1": lambda: 2_000_000.0, "n2": lambda: 1_000_000.0, "n3": lambda: 2_000_000.0}  # n2 is 11 days behind
+    idx = {n: ReplicatedIndex(n, replicas[n], net.transport_for(n), lambda bucket: list(NODES),
+                              clock=HybridClock(wall[n])) for n in NODES}
+    try:
+        await idx["n1"].put("b", "k", entry("w1"))
+        replaced = await idx["n2"].put_displacing("b", "k", entry("w2"))
+        assert [e["wid"] for e in replaced] == ["w1"]
+        for n in NODES:  # every read quorum, through every node, sees the later write
+            assert (await idx[n].get("b", "k"))["wid"] == "w2"
+        await settle(idx)
+        assert all(r.get_object("b", "k")["wid"] == "w2" for r in regs.values())
+    finally:
+        for i in idx.values():
+            await i.close()
+        for r in regs.values():
+            await r.close()
+
+
+async def test_a_replica_that_does_not_say_what_it_replaced_leaves_the_caller_unsure(cluster) -> None:
+    net, idx, _ = cluster
+    await idx["n1"].put("b", "k", entry("w1"))
+    await settle(idx)
+    plain = net.transport_for("n2")
+
+    async def older_node(node: str, method: str, args: dict):  # answers as a node without "was" would
+        ans = await plain(node, method, args)
+        return {k: v for k, v in ans.items() if k != "was"} if method == "merge" else ans
+
+    idx["n2"].transport = older_node
+    assert await idx["n2"].put_displacing("b", "k", entry("w2")) is None
+    assert (await idx["n3"].get("b", "k"))["wid"] == "w2"
