@@ -16,10 +16,18 @@ Called once by ``buckets server`` before the event loop starts (embedded users m
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import ctypes
 import ctypes.util
+import functools
 import gc
+import queue
 import sys
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -54,3 +62,142 @@ def freeze_startup_objects() -> None:
     """Call once the server is initialised: start-up objects are never collected anyway."""
     gc.collect()
     gc.freeze()
+
+
+# -- thread hand-offs -------------------------------------------------------------------------
+
+
+class Workers(concurrent.futures.Executor):
+    """A thread pool for the event loop's hand-offs (disk I/O, registry commits, hashing).
+
+    ``await workers.run(fn, *args)`` queues the call and returns an asyncio future that the
+    worker resolves through ``loop.call_soon_threadsafe``. ``loop.run_in_executor`` on a
+    ``ThreadPoolExecutor`` builds a concurrent future (with its Condition), a work item, and an
+    asyncio future chained to it by two callbacks: measured on this machine's uvloop, ~25-28 µs
+    of the event loop's CPU per hand-off against ~5 µs here, and a small PUT makes several
+    (its disks' log appends, the registry's commit). ``submit`` still returns a concurrent
+    future, so ``loop.run_in_executor(workers, ...)`` works too (the slow way).
+
+    Threads start on demand, up to ``max_workers``; ``shutdown`` runs what is queued, then
+    stops them. They are daemon threads: a pool nobody shut down does not hold the process at
+    exit (the work they do is crash-safe by design: a write is durable when its fsync
+    returned, not when the process exits cleanly), and one that is garbage-collected stops its
+    threads. A call already running cannot be cancelled (as with ``run_in_executor``): a
+    cancelled ``run`` only drops its result.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "workers") -> None:
+        self._max = max(1, int(max_workers))
+        self._prefix = thread_name_prefix
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = [0]  # threads waiting for work (under _lock; read unlocked as a hint)
+        self._lock = threading.Lock()
+        self._closed = False
+        weakref.finalize(self, _stop_workers, self._queue, self._threads)
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """``fn(*args)`` in a worker thread; call from the event loop's thread."""
+        if self._closed:
+            raise RuntimeError("cannot schedule new work after shutdown")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put((fn, args, loop, fut))
+        if not self._idle[0] and len(self._threads) < self._max:
+            self._spawn()
+        return fut
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        if self._closed:
+            raise RuntimeError("cannot schedule new work after shutdown")
+        cf: concurrent.futures.Future = concurrent.futures.Future()
+        call = functools.partial(fn, *args, **kwargs) if kwargs else fn
+        self._queue.put((call, args if not kwargs else (), None, cf))
+        if not self._idle[0] and len(self._threads) < self._max:
+            self._spawn()
+        return cf
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    _cancel(item)
+        _stop_workers(self._queue, self._threads)
+        if wait:
+            for t in list(self._threads):
+                if t is not threading.current_thread():
+                    t.join()
+
+    def _spawn(self) -> None:
+        t = threading.Thread(target=_work, args=(self._queue, self._idle, self._lock),
+                             name=f"{self._prefix}_{len(self._threads)}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+
+def _stop_workers(q: queue.SimpleQueue, threads: list[threading.Thread]) -> None:
+    for _ in threads:
+        q.put(None)
+
+
+def _cancel(item: tuple) -> None:
+    _fn, _args, loop, fut = item
+    if loop is None:
+        fut.cancel()
+    else:
+        try:
+            loop.call_soon_threadsafe(fut.cancel)
+        except RuntimeError:  # its loop is closed
+            pass
+
+
+def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _work(q: queue.SimpleQueue, idle: list, lock: threading.Lock) -> None:
+    while True:
+        with lock:
+            idle[0] += 1
+        item = q.get()
+        with lock:
+            idle[0] -= 1
+        if item is None:
+            return
+        fn, args, loop, fut = item
+        del item
+        if loop is None:  # submit(): a concurrent future
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(exc)
+        else:
+            try:
+                result, ok = fn(*args), True
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                result, ok = exc, False
+            try:
+                loop.call_soon_threadsafe(_resolve, fut, ok, result)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                pass
+            del result
+        del fn, args, loop, fut
+
+
+def run_in(executor: concurrent.futures.Executor | None, fn: Callable[..., Any], *args: Any) -> "asyncio.Future":
+    """``fn(*args)`` in ``executor``: the quick hand-off of a :class:`Workers`, else
+    ``run_in_executor``."""
+    if isinstance(executor, Workers):
+        return executor.run(fn, *args)
+    return asyncio.get_running_loop().run_in_executor(executor, fn, *args)

@@ -24,6 +24,7 @@ from buckets.engine import crypto, paths, smalllog
 from buckets.engine.types import ByteRange, ObjectInfo
 from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, ReadQuorumLost
+from buckets.runtime import run_in
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -294,13 +295,13 @@ class ObjectReader:
 
     async def _inline_span(self, geo: ShardGeometry, b0: int, b1: int) -> list[bytes]:
         loaded = await self._load_inline()
-        blocks, bad = await asyncio.get_running_loop().run_in_executor(
+        blocks, bad = await run_in(
             self.store.cpu, _inline_blocks, self._codec, loaded, geo, b0, b1)
         rest, fetch = self._inline_rest
         if blocks is None and rest:  # a slot it read is damaged: read the slots it had left out
             self._inline_rest = ([], fetch)
             await asyncio.gather(*(fetch(i) for i in rest))
-            blocks, bad = await asyncio.get_running_loop().run_in_executor(
+            blocks, bad = await run_in(
                 self.store.cpu, _inline_blocks, self._codec, loaded, geo, b0, b1)
         if bad:
             self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"inline slots {sorted(bad)}")
@@ -312,14 +313,13 @@ class ObjectReader:
     async def _read_span(self, part_no: int, geo: ShardGeometry, b0: int, b1: int, _lo: int, _hi: int) -> list[bytes]:
         codec = self._codec
         k, n = codec.k, codec.n
-        loop = asyncio.get_running_loop()
         if self.entry.get("inline"):
             return await self._inline_span(geo, b0, b1)
         slots = list(range(k))
         raw = dict(zip(slots, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in slots))))
-        pieces, bad = await loop.run_in_executor(self.store.cpu, _split_frames, raw, geo, b0, b1)
+        pieces, bad = await run_in(self.store.cpu, _split_frames, raw, geo, b0, b1)
         if not bad:
-            return await loop.run_in_executor(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
+            return await run_in(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
         # Some data pieces are missing or corrupt: bring in parity for the whole span. Slots
         # on offline disks are not damage (the refill handles them when the disk returns).
         damaged = sorted(i for i in bad if self._disks[i] is not None)
@@ -327,14 +327,14 @@ class ObjectReader:
             self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {damaged}")
         extra = list(range(k, n))
         raw2 = dict(zip(extra, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in extra))))
-        pieces2, _ = await loop.run_in_executor(self.store.cpu, _split_frames, raw2, geo, b0, b1)
+        pieces2, _ = await run_in(self.store.cpu, _split_frames, raw2, geo, b0, b1)
         for idx, per_block in enumerate(pieces):
             per_block.update(pieces2[idx])
             if len(per_block) < k:
                 raise ReadQuorumLost(
                     f"{self.bucket}/{self.key}: block {b0 + idx} of part {part_no} has only "
                     f"{len(per_block)} good pieces, {k} needed")
-        return await loop.run_in_executor(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
+        return await run_in(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
 
 
 def _inline_blocks(codec: ErasureCodec, loaded: dict[int, bytes], geo: ShardGeometry, b0: int, b1: int

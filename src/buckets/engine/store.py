@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from concurrent.futures import ThreadPoolExecutor
 
 from buckets import errors
 from buckets.engine import crypto, paths, smalllog, versions
@@ -46,6 +45,7 @@ from buckets.registry import Op, Registry
 from buckets.storage import Disk, LocalDisk
 from buckets.storage.disk import DiskInfo
 from buckets.storage.format import TMP_DIR, USERS_FILE
+from buckets.runtime import Workers
 
 log = logging.getLogger("buckets.engine")
 
@@ -79,7 +79,7 @@ class Store:
         self.by_id: dict[str, Disk] = {}
         self.registry: Registry  # this node's own LMDB (single node: the whole catalog)
         self.catalog: Catalog
-        self.cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpu")
+        self.cpu = Workers(max_workers=4, thread_name_prefix="cpu")
         self.locks = KeyLocks()
         self.heal_queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self._heal_pending: set[tuple[str, str, str]] = set()

@@ -28,6 +28,7 @@ import blake3
 from buckets.engine import crypto
 from buckets.erasure import ErasureCodec
 from buckets.errors import DiskError, IncompleteBody, WriteQuorumLost
+from buckets.runtime import run_in
 from buckets.storage.disk import Disk, ShardWriter
 
 
@@ -156,8 +157,8 @@ class ErasureWriter:
     async def _process(self, loop, hash_block, block: bytes) -> list[bytes]:
         if len(block) >= 65536:
             _, frames = await asyncio.gather(
-                loop.run_in_executor(self.cpu, hash_block, block),
-                loop.run_in_executor(self.cpu, self.codec.encode_block, block))
+                run_in(self.cpu, hash_block, block),
+                run_in(self.cpu, self.codec.encode_block, block))
         else:
             hash_block(block)
             frames = self.codec.encode_block(block)
@@ -173,14 +174,13 @@ class ErasureWriter:
         """The package stream of a plaintext body, sealed a batch at a time (memory: one batch
         and one chunk). One package is always held back until the body ends, so the part's last
         package is sealed with the final flag whatever the body's length."""
-        loop = asyncio.get_running_loop()
         batch = crypto.BATCH_PACKAGES * crypto.PACKAGE
         pending = bytearray()
         total = index = 0
 
         async def seal(plain: bytes, first: int, final: bool) -> bytes:
             if len(plain) >= crypto.PACKAGE:
-                return await loop.run_in_executor(self.cpu, self._seal_batch, hashers, plain, first, final)
+                return await run_in(self.cpu, self._seal_batch, hashers, plain, first, final)
             return self._seal_batch(hashers, plain, first, final)
 
         async for chunk in _aiter_body(stream):

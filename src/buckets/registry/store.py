@@ -19,7 +19,6 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ import xxhash
 from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
 from buckets.registry.cache import LRUCache, in_background
 from buckets.registry.entrycodec import MARK, compact, compactable, expand
+from buckets.runtime import Workers
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
 # Object record values: _SINGLE | u16 head length | head | entry, where head is the msgpack
@@ -191,8 +191,8 @@ class Registry:
         self._pending: list[tuple[list[Op], asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._committer: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-commit")
-        self._read_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="registry-read")
+        self._pool = Workers(max_workers=1, thread_name_prefix="registry-commit")
+        self._read_pool = Workers(max_workers=2, thread_name_prefix="registry-read")
         self.commits = 0
         self.committed_ops = 0
         self.last_batch = 0
@@ -253,7 +253,7 @@ class Registry:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    results, deltas = await loop.run_in_executor(self._pool, self._apply, [ops for ops, _ in batch])
+                    results, deltas = await self._pool.run(self._apply, [ops for ops, _ in batch])
                 except Exception as exc:  # the environment failed (disk full, I/O): fail the batch
                     for _, fut in batch:
                         if not fut.done():
@@ -827,7 +827,7 @@ class Registry:
 
     async def list_objects(self, *args, **kwargs):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._read_pool, lambda: self.scan_objects(*args, **kwargs))
+        return await self._read_pool.run(lambda: self.scan_objects(*args, **kwargs))
 
     def bucket_has_objects(self, bucket: str) -> bool:
         base = bucket.encode() + b"\0"

@@ -26,7 +26,6 @@ import threading
 import time
 from builtins import open as builtins_open
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from buckets.errors import (
     CorruptData, DiskAccessDenied, DiskError, DiskFaulty, DiskFull, DiskOffline, FileNotFound, ForeignDisk,
@@ -35,6 +34,7 @@ from buckets.errors import (
 from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, DiskInfo, FileStat
 from buckets.storage import records as rlog
 from buckets.storage.format import DATA_DIR, FORMAT_FILE, LOG_DIR, MULTIPART_DIR, SYS_DIR, TMP_DIR
+from buckets.runtime import Workers
 
 log = logging.getLogger("buckets.storage")
 
@@ -256,7 +256,7 @@ class LocalDisk:
         self.healing = False
         self.last_error = ""
         self._closed = False
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}")
+        self._pool = Workers(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}")
         self._batch: list[tuple[str, str, bytes, bool, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         # The record log: appends queue here and one task writes each batch (group commit).
@@ -332,8 +332,8 @@ class LocalDisk:
         loop = asyncio.get_running_loop()
         try:
             if check_root:
-                return await loop.run_in_executor(self._pool, self._checked, fn, *args)
-            return await loop.run_in_executor(self._pool, fn, *args)
+                return await self._pool.run(self._checked, fn, *args)
+            return await self._pool.run(fn, *args)
         except DiskError as exc:
             if isinstance(exc, DiskOffline):
                 self.mark_offline(str(exc))
