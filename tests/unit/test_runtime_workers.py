@@ -70,3 +70,20 @@ def test_a_pool_nobody_shut_down_stops_its_threads_when_collected() -> None:
     for t in threads:
         t.join(5)
     assert not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4096, 4097, 65536, 65537, 200_000])
+def test_hash_update_in_pieces_gives_the_same_digests(size) -> None:
+    import hashlib
+
+    import blake3
+
+    from buckets.checksums import new_checksum
+    from buckets.runtime import hash_update
+
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    for make in (hashlib.md5, hashlib.sha256, blake3.blake3, lambda: new_checksum("crc32c")):
+        whole, pieces = make(), make()
+        whole.update(data)
+        hash_update(pieces, data)
+        assert pieces.digest() == whole.digest()

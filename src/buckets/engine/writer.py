@@ -28,7 +28,7 @@ import blake3
 from buckets.engine import crypto
 from buckets.erasure import ErasureCodec
 from buckets.errors import DiskError, IncompleteBody, WriteQuorumLost
-from buckets.runtime import run_in
+from buckets.runtime import hash_update, run_in
 from buckets.storage.disk import Disk, ShardWriter
 
 
@@ -56,10 +56,10 @@ class _Hashers:
             self.extra = {alg.upper(): new_checksum(alg) for alg in algorithms}
 
     def update(self, block: bytes) -> None:
-        self.md5.update(block)
-        self.blake.update(block)
+        hash_update(self.md5, block)
+        hash_update(self.blake, block)
         for h in self.extra.values():
-            h.update(block)
+            hash_update(h, block)
 
     def update_plain(self, data: bytes) -> None:
         """Encrypted writes: the client's digests are of the plaintext..."""

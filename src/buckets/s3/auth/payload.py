@@ -42,6 +42,7 @@ from buckets.errors import (
     XAmzContentSHA256Mismatch,
 )
 from buckets.s3.params import decimal
+from buckets.runtime import hash_update
 
 from .credentials import (
     STREAMING_PAYLOADS,
@@ -90,7 +91,7 @@ async def _hash_update(hasher: hashlib._Hash, data: bytes) -> None:  # type: ign
     if len(data) >= _HASH_IN_THREAD:
         await asyncio.get_running_loop().run_in_executor(None, hasher.update, data)
     else:
-        hasher.update(data)
+        hash_update(hasher, data)
 
 
 class PayloadReader:
