@@ -33,8 +33,8 @@ class Net:
         return call
 
 
-@pytest.fixture
-async def cluster(tmp_path):
+async def start_trio(tmp_path, walls: dict | None = None):
+    """Three replicas of bucket ``b``; ``walls``: a node's wall clock, by node (default: the real one)."""
     regs = {}
     for n in NODES:
         reg = Registry(str(tmp_path / n), cache_size=100, sync=False)
@@ -43,13 +43,24 @@ async def cluster(tmp_path):
         regs[n] = reg
     replicas = {n: IndexReplica(r) for n, r in regs.items()}
     net = Net(replicas)
-    idx = {n: ReplicatedIndex(n, replicas[n], net.transport_for(n), lambda bucket: list(NODES))
+    idx = {n: ReplicatedIndex(n, replicas[n], net.transport_for(n), lambda bucket: list(NODES),
+                              clock=HybridClock(walls[n]) if walls else None)
            for n in NODES}
-    yield net, idx, regs
+    return net, idx, regs
+
+
+async def stop_trio(idx, regs) -> None:
     for i in idx.values():
         await i.close()
     for r in regs.values():
         await r.close()
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    net, idx, regs = await start_trio(tmp_path)
+    yield net, idx, regs
+    await stop_trio(idx, regs)
 
 
 async def settle(idx: dict[str, ReplicatedIndex]) -> None:
@@ -262,17 +273,8 @@ async def test_a_put_without_a_read_learns_what_it_replaced(cluster) -> None:
 async def test_a_put_through_a_node_whose_clock_is_behind_still_comes_last(tmp_path) -> None:
     """Without the read, nothing made the writing node's clock pass the acknowledged write's
     version: the replicas' refusals do, and the write is merged again under a later version."""
-    regs = {}
-    for n in NODES:
-        reg = Registry(str(tmp_path / n), cache_size=100, sync=False)
-        reg.start()
-        await reg.commit([Op("put_bucket", "b", value={"created": 1.0})])
-        regs[n] = reg
-    replicas = {n: IndexReplica(r) for n, r in regs.items()}
-    net = Net(replicas)
-    wall = {"n1": lambda: 2_000_000.0, "n2": lambda: 1_000_000.0, "n3": lambda: 2_000_000.0}  # n2 is 11 days behind
-    idx = {n: ReplicatedIndex(n, replicas[n], net.transport_for(n), lambda bucket: list(NODES),
-                              clock=HybridClock(wall[n])) for n in NODES}
+    walls = {"n1": lambda: 2_000_000.0, "n2": lambda: 1_000_000.0, "n3": lambda: 2_000_000.0}  # n2: 11 days behind
+    _net, idx, regs = await start_trio(tmp_path, walls)
     try:
         await idx["n1"].put("b", "k", entry("w1"))
         replaced = await idx["n2"].put_displacing("b", "k", entry("w2"))
@@ -282,10 +284,7 @@ async def test_a_put_through_a_node_whose_clock_is_behind_still_comes_last(tmp_p
         await settle(idx)
         assert all(r.get_object("b", "k")["wid"] == "w2" for r in regs.values())
     finally:
-        for i in idx.values():
-            await i.close()
-        for r in regs.values():
-            await r.close()
+        await stop_trio(idx, regs)
 
 
 async def test_a_replica_that_does_not_say_what_it_replaced_leaves_the_caller_unsure(cluster) -> None:
