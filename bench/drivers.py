@@ -1,0 +1,265 @@
+"""Load drivers for profiling and A/B comparisons (not a suite: no table, no targets).
+
+    python -m bench.drivers put [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 disks
+    python -m bench.drivers get [--disks 16] [--n 40]              16 MiB GETs, one node
+    python -m bench.drivers cluster-put [--n 2000] [--spy OUT]     4 KiB PUTs, 4 nodes x 4 disks
+    python -m bench.drivers cluster-get [--via 2] [--n 30]         16 MiB GETs, 4 nodes x 4 disks
+    python -m bench.drivers profile OUT [OUT...]                   sum py-spy raw files by function
+
+Each starts its own servers on fresh temporary disks (``--sync on``), drives them with the
+bench's signing client (16 concurrent clients for small objects, one at a time for large),
+prints rates and the servers' CPU per operation (user and system apart, context switches for
+``put``), and stops them by pid. ``--spy OUT`` records the servers with py-spy
+(``pip install py-spy``; ``--gil``: only the thread holding the GIL) into ``OUT`` (``OUT.<node>``
+on a cluster), which ``profile`` sums into inclusive and self shares.
+
+The figures drift with this machine's speed (by up to 30% within an hour): compare two
+versions by alternating them, each run started from its own tree, e.g. the old one with
+``git worktree add /tmp/old <rev>`` and ``PYTHONPATH=/tmp/old/src python -m bench.drivers put``
+(the servers inherit ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.measure import KiB, MiB, payload, run_concurrently
+
+
+def _spy(pid: int, out: str, gil: bool, rate: int) -> subprocess.Popen:
+    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    cmd = [exe, "record", "-r", str(rate), "-p", str(pid), "-f", "raw", "-o", out] + (["--gil"] if gil else [])
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _stop_spies(spies: list[subprocess.Popen]) -> None:
+    for s in spies:
+        s.send_signal(2)
+        s.wait()
+
+
+def _switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of every thread of ``pid`` so far."""
+    vol = invol = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                vol += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches"):
+                invol += int(line.split()[1])
+    return vol, invol
+
+
+def _cpu(pids: list[int]) -> list[tuple[float, float]]:
+    import psutil
+
+    return [(t.user, t.system) for t in (psutil.Process(p).cpu_times() for p in pids)]
+
+
+def _per_op(before: list, after: list, ops: int) -> str:
+    parts = [f"user {(b[0] - a[0]) / ops * 1e6:,.0f} sys {(b[1] - a[1]) / ops * 1e6:,.0f}" for a, b in zip(before, after)]
+    return "; ".join(parts) + " µs/op"
+
+
+def _single(disks: int) -> "object":
+    from bench.http_suite import ServerProcess
+
+    d = tempfile.mkdtemp(prefix="buckets-drive-")
+    return ServerProcess(disks=[f"{d}/d{i}" for i in range(disks)], sync=True, log_path=f"{d}/server.log")
+
+
+def cmd_put(args: argparse.Namespace) -> None:
+    from bench.http_suite import BUCKET, _with_server
+
+    srv = _single(4)
+
+    async def body(client) -> None:
+        data = payload(4 * KiB)
+        await run_concurrently(lambda i: client.put(BUCKET, f"warm/{i}", data), 200, 16)
+        pid = srv.proc.pid
+        spies = [_spy(pid, args.spy, args.gil, args.rate)] if args.spy else []
+        if spies:
+            await asyncio.sleep(1)
+        cpu0, sw0, t0 = _cpu([pid]), _switches(pid), time.perf_counter()
+        run = await run_concurrently(lambda i: client.put(BUCKET, f"small/{i:07d}", data), args.n, 16)
+        wall = time.perf_counter() - t0
+        cpu1, sw1 = _cpu([pid]), _switches(pid)
+        await _stop_spies(spies)
+        lat = sorted(run.latencies)
+        print(f"4 KiB PUT: {args.n / wall:,.0f} ops/s, p50 {lat[len(lat) // 2] * 1e3:.1f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.1f} ms, failed {run.failures}")
+        print(f"server CPU: {_per_op(cpu0, cpu1, args.n)}; context switches per PUT: "
+              f"{(sw1[0] - sw0[0]) / args.n:.1f} voluntary, {(sw1[1] - sw0[1]) / args.n:.1f} involuntary")
+
+    asyncio.run(_with_server(srv, body))
+
+
+def cmd_get(args: argparse.Namespace) -> None:
+    from bench.http_suite import BUCKET, _with_server
+
+    srv = _single(args.disks)
+
+    async def body(client) -> None:
+        await _put_large(client.put_stream, 4)
+        for i in range(4):
+            await client.get(BUCKET, f"big{i}")
+        pid = srv.proc.pid
+        spies = [_spy(pid, args.spy, args.gil, args.rate)] if args.spy else []
+        if spies:
+            await asyncio.sleep(1)
+        cpu0, t0 = _cpu([pid]), time.perf_counter()
+        for i in range(args.n):
+            assert await client.get(BUCKET, f"big{i % 4}") == 16 * MiB
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu([pid])
+        await _stop_spies(spies)
+        print(f"16 MiB GET over {args.disks} disks: {args.n * 16 * MiB / wall / 1e6:,.0f} MB/s; "
+              f"server CPU {_per_op(cpu0, cpu1, args.n)} (per GET)")
+
+    asyncio.run(_with_server(srv, body))
+
+
+async def _put_large(put_stream, count: int) -> None:
+    from bench.http_suite import BUCKET
+
+    chunks = [payload(MiB) for _ in range(16)]
+
+    async def gen():
+        for c in chunks:
+            yield c
+
+    for i in range(count):
+        await put_stream(BUCKET, f"big{i}", 16 * MiB, gen())
+
+
+def _cluster():
+    from bench.cluster_suite import Deployment
+
+    return Deployment("drivers", tempfile.mkdtemp(prefix="buckets-drive-cluster-"), 4, 4)
+
+
+def cmd_cluster_put(args: argparse.Namespace) -> None:
+    from bench.cluster_suite import RandomNodeClient, _peer_counts, _with
+    from bench.http_suite import BUCKET
+
+    dep = _cluster()
+
+    async def body(session, clients) -> None:
+        client = RandomNodeClient(clients, random.Random(1))
+        data = payload(4 * KiB)
+        await run_concurrently(lambda i: client.put(BUCKET, f"warm/{i}", data), 200, 16)
+        pids = [p.pid for p in dep.procs]
+        calls0 = await _peer_counts(session, dep.endpoints)
+        spies = [_spy(p, f"{args.spy}.{n}", args.gil, args.rate) for n, p in enumerate(pids, 1)] if args.spy else []
+        if spies:
+            await asyncio.sleep(1)
+        cpu0, t0 = _cpu(pids), time.perf_counter()
+        run = await run_concurrently(lambda i: client.put(BUCKET, f"small/{i:07d}", data), args.n, 16)
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu(pids)
+        await _stop_spies(spies)
+        calls1 = await _peer_counts(session, dep.endpoints)
+        print(f"4 KiB PUT through random nodes: {args.n / wall:,.0f} ops/s, failed {run.failures}")
+        print(f"CPU per PUT, node by node: {_per_op(cpu0, cpu1, args.n)}")
+        per = {k: (calls1[k] - calls0[k]) / args.n for k in calls1 if calls1[k] - calls0[k] > 0}
+        print("peer calls per PUT: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda x: -x[1])))
+
+    asyncio.run(_with(dep, body))
+
+
+def cmd_cluster_get(args: argparse.Namespace) -> None:
+    from bench.cluster_suite import _with
+    from bench.http_suite import BUCKET
+
+    dep = _cluster()
+
+    async def body(session, clients) -> None:
+        await _put_large(clients[0].put_stream, 4)
+        for i in range(4):
+            await clients[i].get(BUCKET, f"big{i}")
+        pids = [p.pid for p in dep.procs]
+        spies = [_spy(p, f"{args.spy}.{n}", args.gil, args.rate) for n, p in enumerate(pids, 1)] if args.spy else []
+        if spies:
+            await asyncio.sleep(1)
+        cpu0, t0 = _cpu(pids), time.perf_counter()
+        for i in range(args.n):
+            via = clients[args.via - 1] if args.via else clients[i % 4]
+            assert await via.get(BUCKET, f"big{i % 4}") == 16 * MiB
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu(pids)
+        await _stop_spies(spies)
+        print(f"16 MiB GET through {'node ' + str(args.via) if args.via else 'each node in turn'}: "
+              f"{args.n * 16 * MiB / wall / 1e6:,.0f} MB/s")
+        print(f"CPU per GET, node by node: {_per_op(cpu0, cpu1, args.n)}")
+
+    asyncio.run(_with(dep, body))
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    """Sum py-spy raw files (``stack;frames count`` lines) into inclusive and self shares."""
+    inclusive: collections.Counter = collections.Counter()
+    own: collections.Counter = collections.Counter()
+    total = 0
+
+    def name(frame: str) -> str:
+        func, _, where = frame.partition(" (")
+        return f"{func} {where.split(':')[0].rsplit('/', 1)[-1]}" if where else func
+
+    for path in args.files:
+        with open(path) as fh:
+            for line in fh:
+                stack, _, count = line.rstrip().rpartition(" ")
+                if not stack:
+                    continue
+                n = int(count)
+                total += n
+                frames = [name(f) for f in stack.split(";")]
+                for f in set(frames):
+                    inclusive[f] += n
+                own[frames[-1]] += n
+    print(f"{total} samples")
+    for title, counter in (("inclusive", inclusive), ("self", own)):
+        print(f"-- {title}")
+        for f, n in counter.most_common(args.top):
+            print(f"{n / total * 100:5.1f}% {f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.drivers", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, n in (("put", cmd_put, 3000), ("get", cmd_get, 40), ("cluster-put", cmd_cluster_put, 2000),
+                        ("cluster-get", cmd_cluster_get, 30)):
+        p = sub.add_parser(name)
+        p.set_defaults(fn=fn)
+        p.add_argument("--n", type=int, default=n, help="operations measured")
+        p.add_argument("--spy", help="record the server(s) with py-spy into this raw file (.<node> on a cluster)")
+        p.add_argument("--gil", action="store_true", help="py-spy: only the thread holding the GIL")
+        p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+        if name == "get":
+            p.add_argument("--disks", type=int, default=16)
+        if name == "cluster-get":
+            p.add_argument("--via", type=int, choices=[1, 2, 3, 4], help="every GET through this node")
+    p = sub.add_parser("profile")
+    p.set_defaults(fn=cmd_profile)
+    p.add_argument("files", nargs="+")
+    p.add_argument("--top", type=int, default=60)
+    args = parser.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
