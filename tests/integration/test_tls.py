@@ -183,7 +183,7 @@ def test_sighup_swaps_the_certificate_under_load(tmp_path: Path):
         done = {"kept": 0, "fresh": 0}
         stop = threading.Event()
 
-        def steady(kind: str) -> None:
+        def steady(kind: str, worker: int) -> None:
             client = srv.client(retries={"max_attempts": 1})  # a failure shows, never retried away
             n = 0
             while not stop.is_set():
@@ -191,14 +191,15 @@ def test_sighup_swaps_the_certificate_under_load(tmp_path: Path):
                     if kind == "fresh":  # a new client: a new connection and handshake each time
                         client = srv.client(retries={"max_attempts": 1})
                     body = f"{kind}-{n}".encode() * 100
-                    client.put_object(Bucket="swap", Key=f"{kind}/{n % 8}", Body=body)
-                    assert client.get_object(Bucket="swap", Key=f"{kind}/{n % 8}")["Body"].read() == body
+                    key = f"{kind}-{worker}/{n % 8}"  # each thread its own keys: no write races another's read
+                    client.put_object(Bucket="swap", Key=key, Body=body)
+                    assert client.get_object(Bucket="swap", Key=key)["Body"].read() == body
                     done[kind] += 1
                     n += 1
                 except Exception as error:  # noqa: BLE001 - every failure is reported
                     failures.append(f"{kind}: {type(error).__name__}: {error}")
 
-        threads = [threading.Thread(target=steady, args=(k,)) for k in ("kept", "kept", "fresh")]
+        threads = [threading.Thread(target=steady, args=(k, i)) for i, k in enumerate(("kept", "kept", "fresh"))]
         for t in threads:
             t.start()
         time.sleep(1.5)
@@ -229,7 +230,7 @@ def test_sighup_swaps_the_certificate_under_load(tmp_path: Path):
             assert time.monotonic() < deadline, "the broken pair was not reported"
             time.sleep(0.2)
         assert served_serial(srv.port, srv.ca_file) == serving
-        assert srv.client().get_object(Bucket="swap", Key="kept/0")["Body"].read()
+        assert srv.client().get_object(Bucket="swap", Key="kept-0/0")["Body"].read()
     finally:
         stop_server(srv)
     assert "Traceback" not in srv.log_text()
