@@ -13,6 +13,8 @@ pid when its phase is done:
 
 On each: 4 KiB PUT and GET (16 concurrent clients) and 16 MiB PUT and GET (streamed in 1 MiB
 chunks, one at a time), with p50/p99 latency and the servers' CPU per operation (all nodes).
+A node's first 16 MiB GET is measured apart (one through each node: it grows the node's heap,
+whose first touch is slow on this VM); the GET rate is that of GET_REPS GETs after those.
 
 Then, on the cluster only, what a GET costs in peer RPC: each node counts every peer
 request it serves in ``/metrics`` (``buckets_s3_requests_total{api="peer.<service>.<method>"}``),
@@ -49,6 +51,7 @@ DISKS_PER_NODE = 4
 CONCURRENCY = 16
 START_TIMEOUT = 180.0  # a cluster forms in 10-60 s on a loaded 2-core machine
 CONTROL_PORT_OFFSET = 1000  # buckets.cluster.control: the Raft port is the S3 port + 1000
+GET_REPS = 20  # sequential 16 MiB GETs measured after each node's first (the large objects in turn)
 RPC_SAMPLE_GETS = 40  # sequential GETs whose peer calls are counted one by one
 _PEER_LINE = re.compile(r'^buckets_s3_requests_total\{api="(peer\.[^"]+)",status_class="([^"]+)"\} ([0-9.e+]+)$',
                         re.MULTILINE)
@@ -271,28 +274,56 @@ async def _load(result: SuiteResult, dep: Deployment, client, small: int, size: 
         rates[f"4k {op}"] = run.ops_per_second if run.ops and not run.failures else 0.0
 
     chunks = [payload(MiB) for _ in range(8)]
-    for op in ("PUT", "GET"):
-        cpu0, client0 = dep.cpu_seconds(), time.process_time()
-        run = LatencyRun()
-        start = time.perf_counter()
-        for i in range(reps):
-            t0 = time.perf_counter()
-            try:
-                if op == "PUT":
-                    await client.put_stream(BUCKET, f"large-{i}", size, chunk_stream(size, chunks))
-                elif (got := await client.get(BUCKET, f"large-{i}")) != size:
-                    raise AssertionError(f"GET large-{i}: {got} bytes, expected {size}")
-            except Exception as exc:
-                run.failures += 1
-                run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
-                continue
-            run.latencies.append(time.perf_counter() - t0)
-        run.wall = time.perf_counter() - start
-        rate = size * run.ops / sum(run.latencies) / MB if run.ops else None
-        _add_run(result, f"{dep.label}: {size // MiB} MiB {op}", run, "MB/s", rate,
-                 note=_cpu_note(dep, cpu0, client0, max(1, run.ops) * size // MiB, "MiB"))
-        rates[f"large {op}"] = rate if rate and not run.failures else 0.0
+    cpu0, client0 = dep.cpu_seconds(), time.process_time()
+    run = await _large_run(reps, lambda i: client.put_stream(BUCKET, f"large-{i}", size, chunk_stream(size, chunks)))
+    _add_large(result, dep, f"{dep.label}: {size // MiB} MiB PUT", run, size, cpu0, client0)
+    rates["large PUT"] = _rate(run, size)
+
+    # A node's first large GET grows its heap by a span's buffers (~20 MiB): page faults,
+    # which on this VM cost a first touch of the guest's memory (~100 ms more than a later
+    # GET, measured). With GETs through random nodes most of a few GETs would be some node's
+    # first, so those are measured apart (one per node) and the steady rate from GET_REPS more.
+    nodes = getattr(client, "clients", [client])
+
+    async def get(i: int, via=None) -> None:
+        if (got := await (via or client).get(BUCKET, f"large-{i % reps}")) != size:
+            raise AssertionError(f"GET large-{i % reps}: {got} bytes, expected {size}")
+
+    cpu0, client0 = dep.cpu_seconds(), time.process_time()
+    run = await _large_run(len(nodes), lambda i: get(i, nodes[i]))
+    _add_large(result, dep, f"{dep.label}: {size // MiB} MiB GET, the first through each node", run, size, cpu0, client0)
+    cpu0, client0 = dep.cpu_seconds(), time.process_time()
+    run = await _large_run(GET_REPS if reps > 2 else 2 * reps, get)
+    _add_large(result, dep, f"{dep.label}: {size // MiB} MiB GET", run, size, cpu0, client0)
+    rates["large GET"] = _rate(run, size)
     return rates
+
+
+async def _large_run(count: int, op) -> LatencyRun:
+    """``op(i)`` for i in range(count), one at a time: latencies, failures, wall time."""
+    run = LatencyRun()
+    start = time.perf_counter()
+    for i in range(count):
+        t0 = time.perf_counter()
+        try:
+            await op(i)
+        except Exception as exc:
+            run.failures += 1
+            run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        run.latencies.append(time.perf_counter() - t0)
+    run.wall = time.perf_counter() - start
+    return run
+
+
+def _rate(run: LatencyRun, size: int) -> float:
+    return size * run.ops / sum(run.latencies) / MB if run.ops and not run.failures else 0.0
+
+
+def _add_large(result: SuiteResult, dep: Deployment, name: str, run: LatencyRun, size: int,
+               cpu0: float | None, client0: float) -> None:
+    rate = size * run.ops / sum(run.latencies) / MB if run.ops else None
+    _add_run(result, name, run, "MB/s", rate, note=_cpu_note(dep, cpu0, client0, max(1, run.ops) * size // MiB, "MiB"))
 
 
 async def _peer_counts(session, endpoints: list[str]) -> Counter:
@@ -385,7 +416,7 @@ async def _suite(result: SuiteResult, base_dir: str | None, quick: bool) -> None
     rpc_gets = 10 if quick else RPC_SAMPLE_GETS
     seed = int(os.environ.get("BENCH_SEED") or 1)
     result.params.update(small_ops=small, small_object_bytes=4 * KiB, concurrency=CONCURRENCY, large_object_bytes=size,
-                         large_repetitions=reps, nodes=NODES, disks_per_node=DISKS_PER_NODE, sync="on",
+                         large_repetitions=reps, large_get_repetitions=GET_REPS if reps > 2 else 2 * reps, nodes=NODES, disks_per_node=DISKS_PER_NODE, sync="on",
                          rpc_sample_gets=rpc_gets, seed=seed, client="aiohttp + botocore S3SigV4Auth")
     rates: dict[str, dict[str, float]] = {}
     with ScratchDir(base_dir, "buckets-bench-cluster-") as scratch:

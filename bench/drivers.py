@@ -41,6 +41,12 @@ def _spy(pid: int, out: str, gil: bool, rate: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _perf(pid: int, out: str) -> subprocess.Popen:
+    """``perf record`` of one process (C extensions and the kernel, which py-spy does not see)."""
+    return subprocess.Popen(["perf", "record", "-g", "-F", "499", "-p", str(pid), "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def _stop_spies(spies: list[subprocess.Popen]) -> None:
     for s in spies:
         s.send_signal(2)
@@ -119,6 +125,7 @@ def cmd_get(args: argparse.Namespace) -> None:
             await client.get(BUCKET, f"big{i}")
         pid = srv.proc.pid
         spies = [_spy(pid, args.spy, args.gil, args.rate)] if args.spy else []
+        spies += [_perf(pid, args.perf)] if args.perf else []
         if spies:
             await asyncio.sleep(1)
         cpu0, t0 = _cpu([pid]), time.perf_counter()
@@ -193,6 +200,7 @@ def cmd_cluster_get(args: argparse.Namespace) -> None:
             await clients[i].get(BUCKET, f"big{i}")
         pids = [p.pid for p in dep.procs]
         spies = [_spy(p, f"{args.spy}.{n}", args.gil, args.rate) for n, p in enumerate(pids, 1)] if args.spy else []
+        spies += [_perf(p, f"{args.perf}.{n}") for n, p in enumerate(pids, 1)] if args.perf else []
         if spies:
             await asyncio.sleep(1)
         cpu0, t0 = _cpu(pids), time.perf_counter()
@@ -249,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--spy", help="record the server(s) with py-spy into this raw file (.<node> on a cluster)")
         p.add_argument("--gil", action="store_true", help="py-spy: only the thread holding the GIL")
         p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+        if name in ("get", "cluster-get"):
+            p.add_argument("--perf", help="record the server(s) with perf record -g into this file (.<node> on a cluster)")
         if name == "get":
             p.add_argument("--disks", type=int, default=16)
         if name == "cluster-get":
