@@ -39,6 +39,23 @@ def unframe_piece(frame: bytes | memoryview, expected_len: int) -> memoryview:
     return piece
 
 
+def _joined(pieces: list, block_len: int) -> bytes:
+    """The first ``block_len`` bytes of the pieces, in one copy: the padding is cut from the
+    last pieces before the join (a join then a slice copied the whole block twice)."""
+    excess = sum(len(p) for p in pieces) - block_len
+    if excess > 0:
+        pieces = list(pieces)
+        while excess > 0 and pieces:
+            last = memoryview(pieces[-1])
+            if len(last) <= excess:
+                excess -= len(last)
+                pieces.pop()
+            else:
+                pieces[-1] = last[:len(last) - excess]
+                excess = 0
+    return b"".join(pieces)
+
+
 @dataclass(frozen=True, slots=True)
 class ShardGeometry:
     """Where each block's frame sits in a shard file, for an encoded stream of ``size`` bytes."""
@@ -116,12 +133,12 @@ class ErasureCodec:
         """Rebuild a block from >= k verified pieces ({shard index: piece bytes})."""
         k = self.k
         if all(i in pieces for i in range(k)):
-            return b"".join(pieces[i] for i in range(k))[:block_len]
+            return _joined([pieces[i] for i in range(k)], block_len)
         if len(pieces) < k or self._decoder is None:
             raise ReadQuorumLost(f"only {len(pieces)} of the {k} pieces needed are readable")
         nums = sorted(pieces)[:k]
         data = self._decoder.decode([bytes(pieces[i]) for i in nums], nums)
-        return b"".join(data)[:block_len]
+        return _joined(data, block_len)
 
     def reconstruct_pieces(self, pieces: dict[int, bytes], block_len: int, want: list[int]) -> dict[int, bytes]:
         """Recompute the pieces ``want`` (data or parity) of one block from >= k good pieces."""
