@@ -43,7 +43,7 @@ def _spy(pid: int, out: str, gil: bool, rate: int) -> subprocess.Popen:
 
 def _perf(pid: int, out: str) -> subprocess.Popen:
     """``perf record`` of one process (C extensions and the kernel, which py-spy does not see)."""
-    return subprocess.Popen(["perf", "record", "-g", "-F", "499", "-p", str(pid), "-o", out],
+    return subprocess.Popen(["perf", "record", "-g", "-F", "1999", "-p", str(pid), "-o", out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -70,14 +70,23 @@ def _switches(pid: int) -> tuple[int, int]:
     return vol, invol
 
 
-def _cpu(pids: list[int]) -> list[tuple[float, float]]:
+def _cpu(pids: list[int]) -> list[tuple[float, float, int]]:
+    """User and system CPU seconds and minor page faults of each process so far."""
     import psutil
 
-    return [(t.user, t.system) for t in (psutil.Process(p).cpu_times() for p in pids)]
+    out = []
+    for p in pids:
+        proc = psutil.Process(p)
+        t = proc.cpu_times()
+        with open(f"/proc/{p}/stat") as fh:
+            minflt = int(fh.read().rsplit(")", 1)[1].split()[7])
+        out.append((t.user, t.system, minflt))
+    return out
 
 
 def _per_op(before: list, after: list, ops: int) -> str:
-    parts = [f"user {(b[0] - a[0]) / ops * 1e6:,.0f} sys {(b[1] - a[1]) / ops * 1e6:,.0f}" for a, b in zip(before, after)]
+    parts = [f"user {(b[0] - a[0]) / ops * 1e6:,.0f} sys {(b[1] - a[1]) / ops * 1e6:,.0f} faults {(b[2] - a[2]) / ops:,.0f}"
+             for a, b in zip(before, after)]
     return "; ".join(parts) + " µs/op"
 
 
