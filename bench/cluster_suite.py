@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from bench.http_suite import ACCESS_KEY, BUCKET, REPO_ROOT, SECRET_KEY, ServerUnavailable, _add_run
-from bench.measure import MB, KiB, LatencyRun, MiB, ScratchDir, chunk_stream, payload, run_async, run_concurrently
+from bench.measure import (MB, KiB, LatencyRun, MiB, ScratchDir, chunk_stream, payload, run_async, run_concurrently,
+                           run_sequentially)
 from bench.report import SuiteResult, at_least, below
 
 NODES = 4
@@ -275,7 +276,7 @@ async def _load(result: SuiteResult, dep: Deployment, client, small: int, size: 
 
     chunks = [payload(MiB) for _ in range(8)]
     cpu0, client0 = dep.cpu_seconds(), time.process_time()
-    run = await _large_run(reps, lambda i: client.put_stream(BUCKET, f"large-{i}", size, chunk_stream(size, chunks)))
+    run = await run_sequentially(reps, lambda i: client.put_stream(BUCKET, f"large-{i}", size, chunk_stream(size, chunks)))
     _add_large(result, dep, f"{dep.label}: {size // MiB} MiB PUT", run, size, cpu0, client0)
     rates["large PUT"] = _rate(run, size)
 
@@ -290,30 +291,13 @@ async def _load(result: SuiteResult, dep: Deployment, client, small: int, size: 
             raise AssertionError(f"GET large-{i % reps}: {got} bytes, expected {size}")
 
     cpu0, client0 = dep.cpu_seconds(), time.process_time()
-    run = await _large_run(len(nodes), lambda i: get(i, nodes[i]))
+    run = await run_sequentially(len(nodes), lambda i: get(i, nodes[i]))
     _add_large(result, dep, f"{dep.label}: {size // MiB} MiB GET, the first through each node", run, size, cpu0, client0)
     cpu0, client0 = dep.cpu_seconds(), time.process_time()
-    run = await _large_run(GET_REPS if reps > 2 else 2 * reps, get)
+    run = await run_sequentially(GET_REPS if reps > 2 else 2 * reps, get)
     _add_large(result, dep, f"{dep.label}: {size // MiB} MiB GET", run, size, cpu0, client0)
     rates["large GET"] = _rate(run, size)
     return rates
-
-
-async def _large_run(count: int, op) -> LatencyRun:
-    """``op(i)`` for i in range(count), one at a time: latencies, failures, wall time."""
-    run = LatencyRun()
-    start = time.perf_counter()
-    for i in range(count):
-        t0 = time.perf_counter()
-        try:
-            await op(i)
-        except Exception as exc:
-            run.failures += 1
-            run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
-            continue
-        run.latencies.append(time.perf_counter() - t0)
-    run.wall = time.perf_counter() - start
-    return run
 
 
 def _rate(run: LatencyRun, size: int) -> float:

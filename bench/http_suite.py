@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from bench.measure import MB, MiB, KiB, LatencyRun, ScratchDir, chunk_stream, payload, run_async, run_concurrently
+from bench.measure import (MB, MiB, KiB, LatencyRun, ScratchDir, chunk_stream, payload, run_async, run_concurrently,
+                           run_sequentially)
 from bench.report import SuiteResult, at_least
 
 BUCKET = "bench"
@@ -206,21 +207,14 @@ async def _small_and_large(result: SuiteResult, server: ServerProcess, client, s
     chunks = [payload(MiB) for _ in range(8)]
     for op in ("PUT", "GET"):
         phase = _Phase(server, client)
-        run = LatencyRun()
-        start = time.perf_counter()
-        for i in range(reps):
-            t0 = time.perf_counter()
-            try:
-                if op == "PUT":
-                    await client.put_stream(BUCKET, f"large-{i}", size, chunk_stream(size, chunks))
-                elif (got := await client.get(BUCKET, f"large-{i}")) != size:
-                    raise AssertionError(f"GET large-{i}: {got} bytes, expected {size}")
-            except Exception as exc:
-                run.failures += 1
-                run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
-                continue
-            run.latencies.append(time.perf_counter() - t0)
-        run.wall = time.perf_counter() - start
+
+        async def one(i: int, op=op) -> None:
+            if op == "PUT":
+                await client.put_stream(BUCKET, f"large-{i}", size, chunk_stream(size, chunks))
+            elif (got := await client.get(BUCKET, f"large-{i}")) != size:
+                raise AssertionError(f"GET large-{i}: {got} bytes, expected {size}")
+
+        run = await run_sequentially(reps, one)
         rate = size * run.ops / sum(run.latencies) / MB if run.ops else None
         _add_run(result, f"{size // MiB} MiB {op} sync=on", run, "MB/s", rate,
                  note=phase.note(max(1, run.ops) * size // MiB, "MiB"))

@@ -173,3 +173,21 @@ class OtherLoad:
             return None
         other = (busy - self._busy0) - (_own_cpu_seconds() - self._own0)
         return max(0.0, other / wall)
+
+
+async def run_sequentially(count: int, op) -> LatencyRun:
+    """``await op(i)`` for i in range(count), one at a time: latencies, failures (the first
+    error kept), wall time."""
+    run = LatencyRun()
+    start = time.perf_counter()
+    for i in range(count):
+        t0 = time.perf_counter()
+        try:
+            await op(i)
+        except Exception as exc:
+            run.failures += 1
+            run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        run.latencies.append(time.perf_counter() - t0)
+    run.wall = time.perf_counter() - start
+    return run
