@@ -8,8 +8,9 @@ last-writer-wins (``merge_object``); deletes are tombstones. A write is acknowle
 version, so every read quorum overlaps every write quorum: once a PUT or DELETE is
 acknowledged anywhere, a GET, HEAD or listing anywhere sees it (or something newer).
 
-Replicas that missed a write are repaired on read (the newest version is pushed to the
-replicas that answered an older one) and by a periodic anti-entropy pass (digests of each
+Replicas that missed a write are repaired on read: a read that met replicas disagreeing puts
+the newest version on a write quorum before it returns it (ABD's write-back, so no later read
+can return an older one), and by a periodic anti-entropy pass (digests of each
 bucket's versions, hashed into a fixed number of ranges; differing ranges are exchanged).
 
 The per-node LRU cache in front of each LMDB stays correct by construction: it caches that
@@ -465,7 +466,7 @@ class ReplicatedIndex:
         if best_ts is not None:
             stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
             if stale:
-                self._repair(bucket, key, best_entry, best_ts, stale)
+                await self._write_back(bucket, key, best_entry, best_ts, [n for n, _ in answers if n not in stale])
             if best_entry is not None:
                 data = next((ans["data"] for n, ans in answers if n != self.node_id and ans.get("data") is not None
                              and (ans.get("entry") or {}).get("wid") == best_entry.get("wid")), None)
@@ -507,11 +508,29 @@ class ReplicatedIndex:
         """The bytes of write ``wid`` if a replica sent them with a recent ``get``."""
         return self._small.get((bucket, key, wid))
 
-    def _repair(self, bucket: str, key: str, entry: dict | None, ts: tuple, nodes: list[str]) -> None:
-        self.read_repairs += len(nodes)
+    async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str]) -> None:
+        """Before a read returns a version that some replica it asked lacks, put that version
+        on a write quorum of every write set (the ``holders`` already have it): ABD's write-back.
+        Without it, a read that met a write still in flight (on one replica of three) could
+        return the new version, and a later read, asking two replicas the write had not reached
+        yet, the old one. Merged under its own version (no new clock value), so it changes
+        nothing a newer write did; a replica that holds a newer one answers so, which counts
+        too (it holds at least this version). Fewer replicas than a quorum reachable: the read
+        fails (``ReadQuorumLost``) rather than return a version a later read might not see."""
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
-        for n in nodes:
-            self._keep(asyncio.ensure_future(self._call(n, "merge", args)))
+        answered: dict[str, Any] = dict.fromkeys(holders, True)
+        self.read_repairs += 1
+        placement = self.placement(bucket)
+        try:
+            while True:
+                await self._gather_sets(placement.write, lambda n: self._call(n, "merge", args), answered)
+                now = self.placement(bucket)
+                if now == placement:
+                    return
+                placement = now
+        except errors.WriteQuorumLost as exc:
+            raise errors.ReadQuorumLost(f"{bucket}/{key}: the version read could not be written back to a "
+                                        f"quorum: {exc}") from None
 
     async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
                    limit: int = 1000, *, full: bool = False,

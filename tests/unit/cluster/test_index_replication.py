@@ -23,12 +23,15 @@ class Net:
         self.replicas = replicas
         self.down: set[str] = set()
         self.calls = 0
+        self.held: dict[str, asyncio.Event] = {}  # merges to these nodes wait for their event
 
     def transport_for(self, src: str):
         async def call(node: str, method: str, args: dict):
             self.calls += 1
             if node in self.down or src in self.down:
                 raise errors.ServiceUnavailable(f"{node} unreachable")
+            if method == "merge" and node in self.held:
+                await self.held[node].wait()
             return await self.replicas[node].handlers()[method](args)
         return call
 
@@ -101,6 +104,45 @@ async def test_write_with_one_replica_down_is_read_through_any_other_quorum(clus
     await asyncio.gather(*idx["n3"]._background)  # the read repair, sent in the background, has landed
     assert regs["n3"].get_object("b", "k")["wid"] == "w1"
     assert idx["n3"].read_repairs >= 1
+
+
+async def test_a_read_that_met_a_write_in_flight_writes_it_back_before_it_answers(cluster) -> None:
+    """A write on one replica of three (still in flight): a read of it and a stale replica
+    returns the new version; a later read of the two other replicas must not return the old
+    one, so the first read puts the new version on a write quorum before it answers."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    version = [idx["n1"].clock.now(), "new"]
+    await idx["n1"].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("new"), ts=version), "data": None,
+                                 "ts": version})
+    net.down = {"n3"}
+    net.held = {"n2": asyncio.Event()}  # the write-back to n2 is slow
+    first = asyncio.ensure_future(idx["n1"].get("b", "k"))  # asks n1 (new) and n2 (old)
+    await asyncio.sleep(0.05)
+    assert not first.done()  # it waits until a quorum holds what it is about to return
+    net.held["n2"].set()
+    assert (await first)["wid"] == "new"
+    assert regs["n2"].get_object("b", "k")["wid"] == "new"
+    net.down, net.held = {"n1"}, {}
+    assert (await idx["n3"].get("b", "k"))["wid"] == "new"  # n2 and n3: the new version still
+
+
+async def test_a_read_whose_write_back_finds_no_quorum_fails_and_does_not_answer(cluster) -> None:
+    net, idx, _ = cluster
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    version = [idx["n1"].clock.now(), "new"]
+    await idx["n1"].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("new"), ts=version), "data": None,
+                                 "ts": version})
+    net.down = {"n3"}
+
+    async def refuse(args: dict) -> dict:  # n2 answers reads but its merges fail
+        raise errors.ServiceUnavailable("n2's registry is failing")
+
+    net.replicas["n2"].merge = refuse  # type: ignore[method-assign]
+    with pytest.raises(errors.ReadQuorumLost):
+        await idx["n1"].get("b", "k")
 
 
 async def test_no_quorum_fails_clearly_and_never_half_answers(cluster) -> None:
