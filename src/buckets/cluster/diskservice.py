@@ -6,7 +6,8 @@ the endpoint URL); a path that is not one of this node's disks is refused withou
 the filesystem. Shard bodies stream in (``create_file``: the request body is written to the
 local ``ShardWriter`` as it arrives, fsynced at the end, aborted if the stream breaks), a
 GET's range of one shard streams out (``read_stream``: one call per shard per GET, not one
-``read_range`` per span) and walks stream out in batches. ``status`` answers the format and
+``read_range`` per span), or its ranges of all the shards on this node at once
+(``read_streams``: one call per peer per GET), and walks stream out in batches. ``status`` answers the format and
 usage of many disks at once (the disk monitor's probe, a metrics scrape). Errors keep their
 type across the wire (``rpcerrors``).
 """
@@ -53,7 +54,7 @@ class DiskService:
             "rename_data": self.rename_data, "fsync_dir": self.fsync_dir, "delete": self.delete,
             "list_dir": self.list_dir, "exists": self.exists, "file_size": self.file_size,
             "stat": self.stat, "walk_files": self.walk_files, "walk_entries": self.walk_entries,
-            "status": self.status, "read_stream": self.read_stream,
+            "status": self.status, "read_stream": self.read_stream, "read_streams": self.read_streams,
             "append_records": self.append_records, "append_batch": self.append_batch,
             "read_record": self.read_record, "read_records": self.read_records,
             "walk_records": self.walk_records, "list_segments": self.list_segments,
@@ -144,6 +145,29 @@ class DiskService:
             raise BadPeerRequest(f"disk/read_stream: offset {offset}, length {length} or chunk {chunk} "
                                  f"out of range (chunk {MIN_STREAM_CHUNK}..{wire.MAX_FRAME})")
         return _ranged(disk, path, offset, length, chunk)
+
+    async def read_streams(self, args: dict) -> AsyncIterator[bytes]:
+        """Several ranges (``reads``: ``[disk, path, offset, length]`` each) in one stream: a
+        GET's ranges of all the shards this node holds, in one call instead of one per shard.
+        Round by round, one chunk of each range still going (read from the disks at once),
+        each chunk after a tag frame (``rpcframe.RANGE_TAG``: the range's index, what follows,
+        its length). A range whose disk fails gets an error tag and its typed error record and
+        ends; the others go on. A chunk shorter than asked means that file ends there."""
+        reads, chunk = args.get("reads"), args.get("chunk")
+        if not (isinstance(reads, list) and 0 < len(reads) <= wire.MAX_STREAM_RANGES
+                and isinstance(chunk, int) and not isinstance(chunk, bool)
+                and MIN_STREAM_CHUNK <= chunk <= wire.MAX_FRAME):
+            raise BadPeerRequest(f"disk/read_streams takes 1..{wire.MAX_STREAM_RANGES} reads and a chunk of "
+                                 f"{MIN_STREAM_CHUNK}..{wire.MAX_FRAME} bytes")
+        ranges = []
+        for item in reads:
+            if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str)
+                    and isinstance(item[1], str)
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in item[2:])):
+                raise BadPeerRequest("each disk/read_streams read is [disk, path, offset, length], offset and "
+                                     "length integers >= 0")
+            ranges.append((self._disk({"disk": item[0]}), item[1], item[2], item[2] + item[3]))
+        return _interleaved(ranges, chunk)
 
     async def rename_data(self, args: dict) -> None:
         meta = args.get("meta")
@@ -268,6 +292,40 @@ async def _ranged(disk: Disk, path: str, offset: int, length: int, chunk: int) -
         if len(data) < want:  # the file ends here
             return
         offset += want
+
+
+async def _interleaved(ranges: list[tuple[Disk, str, int, int]], chunk: int) -> AsyncIterator[bytes]:
+    """``read_streams``' frames: per round, each open range's next chunk (read at once from
+    their disks) behind its tag. Memory: one chunk per range."""
+    pos = [start for _, _, start, _ in ranges]
+    going = [i for i, (_, _, start, end) in enumerate(ranges) if start < end]
+
+    async def read(i: int) -> bytes:
+        disk, path, _, end = ranges[i]
+        return await disk.read_range(path, pos[i], min(chunk, end - pos[i]))
+
+    for i, (_, _, start, end) in enumerate(ranges):
+        if start >= end:  # nothing asked: ends at once
+            yield wire.range_tag(i, wire.RANGE_DATA, 0)
+    while going:
+        results = await asyncio.gather(*(read(i) for i in going), return_exceptions=True)
+        later = []
+        for i, data in zip(going, results):
+            if isinstance(data, DiskError):
+                record = wire.pack(error_to_wire(data))
+                yield wire.range_tag(i, wire.RANGE_ERROR, len(record))
+                yield record
+                continue
+            if isinstance(data, BaseException):
+                raise data
+            want = min(chunk, ranges[i][3] - pos[i])
+            yield wire.range_tag(i, wire.RANGE_DATA, len(data))
+            if data:
+                yield data
+            pos[i] += len(data)
+            if len(data) == want and pos[i] < ranges[i][3]:
+                later.append(i)
+        going = later
 
 
 async def _batched(items: AsyncIterator[Any], encode) -> AsyncIterator[bytes]:

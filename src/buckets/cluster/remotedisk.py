@@ -105,6 +105,7 @@ class PeerDisks:
         self.calls = 0  # disk/status calls made (for tests and debugging)
         self.read_streams = 0  # open RemoteRangeReaders to this peer (at most READ_STREAMS_PER_PEER)
         self.has_read_stream = True  # False once the peer answered UnknownPeerMethod (an older version)
+        self.has_read_streams = True  # the same, for disk/read_streams (several ranges in one call)
         self._answer: dict[str, Any] | None = None
         self._sent_at = float("-inf")  # time.monotonic() when the kept answer's call was sent
         self._fetch: asyncio.Task | None = None
@@ -415,6 +416,233 @@ class RemoteRangeReader:
             stream.close()
 
 
+def open_ranges(disks: list["RemoteDisk"], path: str, offset: int, length: int, *, chunk: int
+                ) -> list["GroupedRangeReader"] | None:
+    """One reader per disk for the same range of ``path`` on each of ``disks`` (all of one
+    peer), all over one streamed call (``disk/read_streams``): a GET's shards on one peer in one
+    call instead of one per shard. None when the peer cannot take another stream, does not know
+    the method (an older version), or one of the disks is offline: open them one by one then."""
+    group = disks[0]._peer_disks if disks else None
+    if (group is None or not group.has_read_streams or group.read_streams >= READ_STREAMS_PER_PEER
+            or len(disks) > wire.MAX_STREAM_RANGES
+            or any(d._peer_disks is not group or d._closed or not d.online for d in disks)):
+        return None
+    _check_rel(path)
+    group.read_streams += 1
+    return RangeGroup(disks, path, offset, length, max(MIN_STREAM_CHUNK, min(chunk, wire.MAX_FRAME))).readers
+
+
+class RangeGroup:
+    """The ``disk/read_streams`` call behind a set of :class:`GroupedRangeReader`, opened at
+    the first read of any of them. Whichever reader needs bytes takes the stream's next
+    range chunk (one at a time, under a lock) into the buffer of the reader it belongs to.
+    The peer sends a chunk of each range in turn and a GET reads all its shards span by span,
+    so a buffer holds about a chunk: memory is bounded by the chunk times the readers."""
+
+    def __init__(self, disks: list["RemoteDisk"], path: str, offset: int, length: int, chunk: int) -> None:
+        self.chunk = chunk
+        self.readers = [GroupedRangeReader(self, i, d, path, offset, length) for i, d in enumerate(disks)]
+        self._args = {"reads": [[d.path, path, offset, length] for d in disks], "chunk": chunk}
+        self._peer = disks[0]._peer_disks
+        self._stream: PeerStream | None = None
+        self._lock = asyncio.Lock()
+        self._held = True  # counts against READ_STREAMS_PER_PEER until every reader is done
+        self._done = False  # the stream ended, failed, or was closed
+
+    async def pump(self, reader: "GroupedRangeReader", want: int) -> None:
+        """Take stream chunks until ``reader`` holds ``want`` bytes or will get no more."""
+        async with self._lock:
+            while not self._done and not reader._ended and reader._buffered < want:
+                await self._next()
+            if not self._done and all(r._ended for r in self.readers):
+                await self._next()  # every range has all it asked for: take the end, free the connection
+
+    async def _next(self) -> None:
+        first = self.readers[0].disk
+        try:
+            if self._stream is None:
+                self._stream = await first._open_stream("read_streams", self._args)
+            tag = await self._take(wire.RANGE_TAG.size)
+            if tag is None:  # the end: every range has all the peer had
+                self._finish(None)
+                return
+            index, kind, length = wire.RANGE_TAG.unpack(tag)
+            if index >= len(self.readers) or kind not in (wire.RANGE_DATA, wire.RANGE_ERROR) \
+                    or length > (wire.MAX_FRAME if kind == wire.RANGE_DATA else wire.MAX_ERROR_FRAME):
+                raise PeerProtocolError(f"bad range tag {tag!r} in a read_streams answer", endpoint=first.endpoint)
+            payload = await self._take(length) if length else b""
+            if payload is None:
+                raise PeerProtocolError("a read_streams answer ended inside a chunk", endpoint=first.endpoint)
+            reader = self.readers[index]
+            if reader._ended:
+                raise PeerProtocolError(f"the peer streamed more than range {index} asked for",
+                                        endpoint=first.endpoint)
+            if kind == wire.RANGE_DATA:
+                reader._arrive(payload)
+            else:
+                try:
+                    error = error_from_wire(wire.unpack(payload))
+                except ValueError as exc:
+                    raise PeerProtocolError(f"unreadable error record in a read_streams answer: {exc}",
+                                            endpoint=first.endpoint) from None
+                if isinstance(error, DiskOffline):  # the peer's own disk went offline
+                    reader.disk.mark_offline(str(error))
+                reader._fail(error if isinstance(error, DiskError) else DiskError(str(error)))
+        except UnknownPeerMethod:  # a peer of an older version: the caller reads another way
+            self._peer.has_read_streams = False
+            self._finish(None, unsupported=True)
+        except PeerError as exc:  # the peer stopped answering: each of its disks is offline
+            self._finish(exc)
+        except DiskError as exc:  # a typed error for the whole call (a disk it does not serve)
+            self._finish(exc)
+        except BaseException:  # cancelled (the GET ended), or a bug: never leave the call half-read
+            self._finish(DiskError(f"{first.endpoint}: the read stream was interrupted"))
+            raise
+
+    async def _take(self, n: int) -> bytes | None:
+        """The next ``n`` bytes of the stream's data frames (None at its end). A range's chunk is
+        one frame (the peer's chunk is at most a frame), so this joins nothing in practice."""
+        assert self._stream is not None
+        pieces: list[bytes] = []
+        got = 0
+        while got < n:
+            try:
+                frame = await self._stream.__anext__()
+            except StopAsyncIteration:
+                if got:
+                    raise PeerProtocolError("a read_streams answer ended inside a frame",
+                                            endpoint=self.readers[0].disk.endpoint) from None
+                return None
+            pieces.append(frame)
+            got += len(frame)
+        if got != n:
+            raise PeerProtocolError("a read_streams frame ran past its tag's length",
+                                    endpoint=self.readers[0].disk.endpoint)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _finish(self, failure: BaseException | None, *, unsupported: bool = False) -> None:
+        """The stream is over: readers keep what they hold; those still expecting bytes get
+        ``failure`` (None: they end short, as the file did), or fall back when ``unsupported``."""
+        self._done = True
+        for reader in self.readers:
+            if reader._ended:
+                continue
+            if unsupported:
+                reader._unsupported = True
+                reader._ended = True
+            elif isinstance(failure, PeerError):
+                reader._fail(reader.disk._offline(failure))
+            elif failure is not None:
+                if isinstance(failure, DiskOffline):  # the call could not be made: the peer is away
+                    reader.disk.mark_offline(str(failure))
+                reader._fail(failure if isinstance(failure, DiskError) else DiskError(str(failure)))
+            else:
+                reader._ended = True
+        self._release()
+
+    def reader_closed(self) -> None:
+        if all(r._closed for r in self.readers):
+            self._done = True
+            self._release()
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._peer.read_streams -= 1
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+
+class GroupedRangeReader:
+    """One range of a :class:`RangeGroup`, read like a :class:`RemoteRangeReader`: consecutive
+    ``read(offset, length)`` calls from where the last one ended; anything else returns None
+    (the caller reads that range with ``read_range``). A range whose disk failed on the peer
+    raises that typed error on this read and every later one; the group's other ranges go on."""
+
+    def __init__(self, group: RangeGroup, index: int, disk: "RemoteDisk", path: str, offset: int, length: int) -> None:
+        self.group, self.index = group, index
+        self.disk, self.path = disk, path
+        self._pos, self._end = offset, offset + length
+        self._arrived = offset  # the stream has sent this range up to here
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._ended = offset >= self._end  # no more bytes will arrive
+        self._error: DiskError | None = None
+        self._unsupported = False
+        self._closed = False
+        self._busy = False
+        self._moved: asyncio.Event | None = None
+
+    async def read(self, offset: int, length: int) -> bytes | None:
+        """``length`` bytes at ``offset`` (fewer at the end of the file), or None for a range
+        this reader cannot serve. A read that comes while another is in flight waits for it."""
+        while self._busy and not self._closed:
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()
+        self._busy = True
+        try:
+            return await self._read(offset, length)
+        finally:
+            self._busy = False
+            moved, self._moved = self._moved, None
+            if moved is not None:
+                moved.set()
+
+    async def _read(self, offset: int, length: int) -> bytes | None:
+        if self._error is not None:
+            raise self._error
+        if self._closed or self._unsupported or offset != self._pos or offset + length > self._end:
+            return None
+        if self._buffered < length and not self._ended:
+            await self.group.pump(self, length)
+            if self._error is not None:
+                raise self._error
+            if self._unsupported or self._closed:
+                return None
+        take = min(length, self._buffered)  # fewer only where the file ended: a short read, as read_range's
+        self._pos += take
+        return self._pop(take) if take else b""
+
+    def _pop(self, n: int) -> bytes:
+        pieces: list[bytes] = []
+        while n > 0:
+            head = self._buf[0]
+            if len(head) <= n:
+                pieces.append(self._buf.pop(0))
+                n -= len(head)
+            else:
+                pieces.append(head[:n])
+                self._buf[0] = head[n:]
+                n = 0
+        self._buffered -= sum(len(p) for p in pieces)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _arrive(self, data: bytes) -> None:
+        want = min(self.group.chunk, self._end - self._arrived)
+        self._arrived += len(data)
+        if len(data) < want or self._arrived >= self._end:
+            self._ended = True  # the file ends here, or the range is complete
+        if not self._closed and data:
+            self._buf.append(data)
+            self._buffered += len(data)
+
+    def _fail(self, error: DiskError) -> None:
+        self._error = error
+        self._ended = True
+        self._buf, self._buffered = [], 0
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._buf, self._buffered = [], 0
+            moved, self._moved = self._moved, None
+            if moved is not None:
+                moved.set()
+            self.group.reader_closed()
+
+
 class RemoteShardWriter:
     """One streamed ``create_file`` call, fed chunk by chunk."""
 
@@ -683,6 +911,11 @@ class RemoteDisk:
         _check_rel(path)
         group.read_streams += 1
         return RemoteRangeReader(self, path, offset, length, max(MIN_STREAM_CHUNK, min(chunk, wire.MAX_FRAME)))
+
+    def open_ranges(self, disks: list["RemoteDisk"], path: str, offset: int, length: int, *, chunk: int
+                    ) -> list["GroupedRangeReader"] | None:
+        """:func:`open_ranges` for ``disks`` (this one among them, all of this peer)."""
+        return open_ranges(disks, path, offset, length, chunk=chunk)
 
     async def rename_data(self, moves: list[tuple[str, str]], meta: tuple[str, bytes] | None, *,
                           sync: bool, cleanup: str | None = None) -> None:

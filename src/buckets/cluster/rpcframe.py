@@ -43,6 +43,13 @@ FRAME_HEADER = struct.Struct(">cI")
 FRAME_DATA, FRAME_ERROR, FRAME_END = b"D", b"E", b"Z"
 MAX_FRAME = 1 << 20  # a data frame's payload; bigger chunks are split
 MAX_ERROR_FRAME = 64 * 1024
+# ``disk/read_streams`` carries several ranges in one stream: before each range's chunk, one
+# data frame holding this tag (the range's index, what follows, its length in bytes), then
+# that many bytes in data frames: the chunk (``RANGE_DATA``; shorter than asked where the file
+# ends, and then that range is done), or the range's typed error record (``RANGE_ERROR``).
+RANGE_TAG = struct.Struct(">HcI")
+RANGE_DATA, RANGE_ERROR = b"d", b"e"
+MAX_STREAM_RANGES = 256
 DEFAULT_MAX_ARGS = 4 << 20  # a control message (registry batches fit; shard bytes never go here)
 
 
@@ -75,6 +82,10 @@ def unpack(data: bytes) -> Any:
 
 def args_prefix(args: bytes) -> bytes:
     return ARGS_PREFIX.pack(len(args))
+
+
+def range_tag(index: int, kind: bytes, length: int) -> bytes:
+    return RANGE_TAG.pack(index, kind, length)
 
 
 def frame_header(kind: bytes, length: int) -> bytes:

@@ -6,7 +6,8 @@ its piece checksum is replaced by parity for the affected blocks; the right byte
 served anyway and the object is queued for heal. Reads run one span ahead of the
 consumer, so memory is bounded by two spans (at most 8 MiB each), never by object size.
 A disk with ``open_range`` (a peer's, in a cluster) reads a slot's span after span over one
-streamed call instead of one call per span; every piece is still verified here.
+streamed call instead of one call per span, and the slots on one peer share one such call
+(``open_ranges``); every piece is still verified here.
 
 An encrypted object (``entry["sse"]``) is read the same way over its stored bytes: the
 plaintext range is widened to the packages that cover it (``crypto.DecryptPlan``), those
@@ -289,8 +290,25 @@ class ObjectReader:
             opener = getattr(disk, "open_range", None)
             last = self._part_ends.get(part_no, 0)
             end = geo.frame_offset(last - 1) + geo.frame_len(last - 1) if last else 0
-            self._streams[key] = (opener(path, start, end - start, chunk=length)
-                                  if opener is not None and end - start > length else None)
+            if opener is None or end - start <= length:
+                self._streams[key] = None
+                return None
+            # The slots of this read (data, or parity) on the same peer share one call; every
+            # slot's range of a part is the same (same file, same frames), so one set of
+            # arguments serves them all.
+            k = self._codec.k
+            peer = getattr(disk, "client", None)
+            siblings = [i for i in (range(k) if slot < k else range(k, self._codec.n))
+                        if (i == slot or (i, part_no) not in self._streams)
+                        and getattr(self._disks[i], "client", None) is peer]
+            grouped = getattr(disk, "open_ranges", None)
+            readers = grouped([self._disks[i] for i in siblings], path, start, end - start, chunk=length) \
+                if grouped is not None and peer is not None and len(siblings) > 1 else None
+            if readers is None:
+                self._streams[key] = opener(path, start, end - start, chunk=length)
+            else:
+                for i, reader in zip(siblings, readers):
+                    self._streams[(i, part_no)] = reader
         return self._streams[key]
 
     async def _inline_span(self, geo: ShardGeometry, b0: int, b1: int) -> list[bytes]:

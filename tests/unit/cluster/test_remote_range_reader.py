@@ -1,5 +1,6 @@
 """A GET's reads of one remote shard go over one streamed call (``RemoteDisk.open_range`` and
-``disk/read_stream``) instead of one ``read_range`` call per span.
+``disk/read_stream``) instead of one ``read_range`` call per span; the shards of one GET on one
+peer go over one call together (``RemoteDisk.open_ranges`` and ``disk/read_streams``).
 
 A real peer (``PeerRpcServer`` + ``DiskService`` over a ``LocalDisk`` on a loopback port) and
 a ``RemoteDisk`` to it; calls are counted where they are served.
@@ -29,13 +30,17 @@ SPAN = 100 * KiB
 
 
 class Peer:
-    def __init__(self, root: str, *, with_stream: bool = True) -> None:
+    def __init__(self, root: str, *, with_stream: bool = True, more: tuple[str, ...] = (),
+                 with_streams: bool = True) -> None:
         self.root = root
         self.local = LocalDisk(root, "disk-1")
+        self.locals = [self.local] + [LocalDisk(r, f"disk-{i}") for i, r in enumerate(more, 2)]
         self.rpc = make_rpc()
-        DiskService({root: self.local}).register(self.rpc)
+        DiskService({d.root: d for d in self.locals}).register(self.rpc)
         if not with_stream:  # a peer of the version before disk/read_stream
             del self.rpc._handlers[("disk", "read_stream")]
+        if not with_streams:  # a peer of the version before disk/read_streams
+            del self.rpc._handlers[("disk", "read_streams")]
         self.node = RpcNode(self.rpc)
         self.served: Counter = Counter()
 
@@ -55,6 +60,13 @@ class Peer:
         options = {"timeouts": PeerTimeouts(**timeouts)} if timeouts else {}
         client = self.node.client(**options)
         return RemoteDisk(client, self.root, f"{self.node.endpoint}{self.root}", "disk-1")
+
+    def all_disks(self, **timeouts: float) -> list[RemoteDisk]:
+        """A RemoteDisk for each of the peer's disks, through one client (as a node has)."""
+        options = {"timeouts": PeerTimeouts(**timeouts)} if timeouts else {}
+        client = self.node.client(**options)
+        return [RemoteDisk(client, d.root, f"{self.node.endpoint}{d.root}", d.disk_id if hasattr(d, "disk_id")
+                           else f"disk-{i}") for i, d in enumerate(self.locals, 1)]
 
 
 @pytest.fixture
@@ -210,3 +222,169 @@ async def test_read_stream_refuses_bad_arguments(peer: Peer) -> None:
     for bad in ({"offset": -1}, {"length": "10"}, {"chunk": 10}, {"chunk": 2 * MiB}, {"offset": True}):
         with pytest.raises(BadPeerRequest):
             await client.call_stream_out("disk", "read_stream", dict(base, **bad))
+
+
+# -- several shards of one peer in one call (open_ranges, disk/read_streams) -------------------
+
+THREE = 3
+
+
+def three_files(tmp_path, sizes=(4 * MiB + 12345,) * THREE) -> tuple[list[str], list[bytes]]:
+    roots, contents = [], []
+    for i, size in enumerate(sizes, 1):
+        root = tmp_path / f"g{i}"
+        os.makedirs(root / "shards")
+        data = os.urandom(size) if size else b""
+        if size is not None:
+            (root / FILE).write_bytes(data)
+        roots.append(str(root))
+        contents.append(data)
+    return roots, contents
+
+
+@pytest.fixture
+async def group_peer(tmp_path):
+    roots, contents = three_files(tmp_path)
+    p = Peer(roots[0], more=tuple(roots[1:]))
+    await p.start()
+    yield p, contents
+    await p.node.stop()
+    for d in p.locals:
+        await d.close()
+
+
+async def read_all_spans(readers, start: int, end: int, span: int = SPAN) -> list[bytes]:
+    """Span by span, every reader's span at once (as a GET reads its data shards)."""
+    outs = [bytearray() for _ in readers]
+    for offset in range(start, end, span):
+        got = await asyncio.gather(*(r.read(offset, min(span, end - offset)) for r in readers))
+        for out, data in zip(outs, got):
+            assert data is not None
+            out += data
+    return [bytes(o) for o in outs]
+
+
+async def test_the_shards_of_one_peer_are_read_in_one_call(group_peer) -> None:
+    peer, contents = group_peer
+    disks = peer.all_disks()
+    start, end = 2 * SPAN, len(contents[0])
+    readers = disks[0].open_ranges(disks, FILE, start, end - start, chunk=SPAN)
+    assert readers is not None and len(readers) == THREE
+    got = await read_all_spans(readers, start, end)
+    assert got == [c[start:end] for c in contents]
+    assert peer.served == Counter({"disk/read_streams": 1})
+    assert disks[0]._peer_disks.read_streams == 0  # read to its end: released
+    assert await disks[1].read_range(FILE, 0, 10) == contents[1][:10]
+
+
+async def test_grouped_reads_that_do_not_match_the_chunks_or_each_other(group_peer) -> None:
+    peer, contents = group_peer
+    disks = peer.all_disks()
+    readers = disks[0].open_ranges(disks, FILE, 0, MiB, chunk=7 * KiB + 3)
+    # one reader far ahead of the others: the chunks for the others wait in their buffers
+    assert await read_spans(readers[2], 0, MiB, span=64 * KiB + 1) == contents[2][:MiB]
+    assert await read_spans(readers[0], 0, MiB, span=3 * KiB) == contents[0][:MiB]
+    assert await read_spans(readers[1], 0, MiB, span=MiB) == contents[1][:MiB]
+    assert disks[0]._peer_disks.read_streams == 0
+
+
+async def test_a_grouped_read_asked_again_while_in_flight_waits_its_turn(group_peer) -> None:
+    peer, contents = group_peer
+    disks = peer.all_disks()
+    readers = disks[0].open_ranges(disks, FILE, 0, 8 * SPAN, chunk=SPAN)
+    got = await asyncio.gather(*(r.read(i * SPAN, SPAN) for i in range(8) for r in readers))
+    for j in range(THREE):
+        assert b"".join(got[i * THREE + j] for i in range(8)) == contents[j][:8 * SPAN]
+
+
+async def test_a_short_or_missing_file_ends_its_range_and_the_others_go_on(tmp_path) -> None:
+    roots, contents = three_files(tmp_path, sizes=(4 * MiB, SPAN + 100, None))
+    peer = Peer(roots[0], more=tuple(roots[1:]))
+    await peer.start()
+    try:
+        disks = peer.all_disks()
+        readers = disks[0].open_ranges(disks, FILE, 0, 4 * SPAN, chunk=SPAN)
+        first = await asyncio.gather(*(r.read(0, SPAN) for r in readers[:2]))
+        assert first == [contents[0][:SPAN], contents[1][:SPAN]]
+        with pytest.raises(FileNotFound):
+            await readers[2].read(0, SPAN)
+        assert await readers[1].read(SPAN, SPAN) == contents[1][SPAN:]  # short: the file ends
+        assert await readers[1].read(SPAN + 100, SPAN) == b""  # past the end of the file: nothing
+        assert await read_spans(readers[0], SPAN, 4 * SPAN) == contents[0][SPAN:4 * SPAN]
+        with pytest.raises(DiskError):
+            await readers[2].read(0, SPAN)  # the same error on every read
+        assert all(d.online for d in disks)  # a missing file is not a disk failure
+        for r in readers:
+            r.close()
+        assert disks[0]._peer_disks.read_streams == 0
+    finally:
+        await peer.node.stop()
+        for d in peer.locals:
+            await d.close()
+
+
+async def test_a_peer_that_goes_away_midway_takes_every_grouped_range_offline(group_peer, tmp_path) -> None:
+    peer, _ = group_peer
+    for d in peer.locals:  # far more than the socket buffers hold, so the peer is still sending
+        with open(os.path.join(d.root, "shards/big"), "wb") as fh:
+            fh.write(os.urandom(MiB) * 32)
+    disks = peer.all_disks()
+    readers = disks[0].open_ranges(disks, "shards/big", 0, 32 * MiB, chunk=SPAN)
+    assert [len(x) for x in await asyncio.gather(*(r.read(0, SPAN) for r in readers))] == [SPAN] * THREE
+    await peer.node.stop()
+    with pytest.raises(DiskOffline):
+        await read_all_spans(readers, SPAN, 32 * MiB)
+    assert not any(d.online for d in disks)
+    for r in readers:
+        with pytest.raises(DiskError):
+            await r.read(r._pos, 1)
+    assert disks[0]._peer_disks.read_streams == 0
+
+
+async def test_closing_one_grouped_reader_leaves_the_others_and_closing_all_frees_the_stream(group_peer) -> None:
+    peer, contents = group_peer
+    disks = peer.all_disks()
+    end = len(contents[0])
+    readers = disks[0].open_ranges(disks, FILE, 0, end, chunk=SPAN)
+    await read_all_spans(readers, 0, SPAN)
+    readers[1].close()
+    assert await readers[1].read(SPAN, SPAN) is None
+    got = await read_all_spans([readers[0], readers[2]], SPAN, 3 * SPAN)
+    assert got == [contents[0][SPAN:3 * SPAN], contents[2][SPAN:3 * SPAN]]
+    assert disks[0]._peer_disks.read_streams == 1
+    readers[0].close()
+    readers[2].close()
+    assert disks[0]._peer_disks.read_streams == 0
+    assert await disks[0].read_range(FILE, 0, 10) == contents[0][:10]
+
+
+async def test_a_peer_without_read_streams_is_read_one_shard_at_a_time(tmp_path) -> None:
+    roots, contents = three_files(tmp_path)
+    old = Peer(roots[0], more=tuple(roots[1:]), with_streams=False)
+    await old.start()
+    try:
+        disks = old.all_disks()
+        readers = disks[0].open_ranges(disks, FILE, 0, 4 * SPAN, chunk=SPAN)
+        assert await readers[0].read(0, SPAN) is None  # the caller reads another way
+        assert disks[0].open_ranges(disks, FILE, 0, 4 * SPAN, chunk=SPAN) is None  # not asked again
+        assert disks[0]._peer_disks.read_streams == 0
+        single = disks[1].open_range(FILE, 0, 4 * SPAN, chunk=SPAN)  # one stream per shard still works
+        assert await read_spans(single, 0, 4 * SPAN) == contents[1][:4 * SPAN]
+    finally:
+        await old.node.stop()
+        for d in old.locals:
+            await d.close()
+
+
+async def test_read_streams_refuses_bad_arguments(group_peer) -> None:
+    peer, _ = group_peer
+    client = peer.node.client()
+    one = [peer.root, FILE, 0, 10]
+    for bad in ({"reads": [], "chunk": SPAN}, {"reads": [one], "chunk": 10}, {"reads": [one], "chunk": 2 * MiB},
+                {"reads": [[peer.root, FILE, -1, 10]], "chunk": SPAN}, {"reads": [[peer.root, FILE, 0]], "chunk": SPAN},
+                {"reads": [[peer.root, FILE, True, 10]], "chunk": SPAN}, {"reads": one, "chunk": SPAN},
+                {"reads": [one] * 257, "chunk": SPAN}):
+        with pytest.raises(BadPeerRequest):
+            await client.call_stream_out("disk", "read_streams", bad)
+    with pytest.raises(DiskError):  # a disk the peer does not serve
+        await client.call_stream_out("disk", "read_streams", {"reads": [["/nope", FILE, 0, 10]], "chunk": SPAN})
