@@ -305,7 +305,41 @@ def peer_disks(client: PeerClient) -> PeerDisks:
     return group
 
 
-class RemoteRangeReader:
+class _ReadsInTurn:
+    """``read(offset, length)`` calls served one after another: a read that comes while another
+    is in flight (a GET with its next span on its way) waits for it, then goes on if it starts
+    where that one ended. Subclasses give ``_read`` and say when waiting is over anyway."""
+
+    _busy = False
+    _moved: asyncio.Event | None = None
+
+    def _stop_waiting(self) -> bool:
+        return False
+
+    async def read(self, offset: int, length: int) -> bytes | None:
+        """``length`` bytes at ``offset`` (fewer at the end of the file), or None for a range
+        this reader cannot serve (the caller reads it with ``read_range``)."""
+        while self._busy and not self._stop_waiting():
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()
+        self._busy = True
+        try:
+            return await self._read(offset, length)
+        finally:
+            self._busy = False
+            self._wake()
+
+    async def _read(self, offset: int, length: int) -> bytes | None:
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        moved, self._moved = self._moved, None
+        if moved is not None:
+            moved.set()
+
+
+class RemoteRangeReader(_ReadsInTurn):
     """Consecutive reads of one byte range of a peer's file over one streamed call
     (``disk/read_stream``), opened at the first read: what a GET reads of one shard, span
     after span, in one call instead of one ``read_range`` call per span.
@@ -329,26 +363,9 @@ class RemoteRangeReader:
         self._ended = False  # the peer sent the end of the stream
         self._failed = ""
         self._held = True  # counts against READ_STREAMS_PER_PEER until closed
-        self._busy = False  # a read is in flight
-        self._moved: asyncio.Event | None = None  # set when it ends (reads waiting for their turn)
 
-    async def read(self, offset: int, length: int) -> bytes | None:
-        """``length`` bytes at ``offset`` (fewer at the end of the file), or None for a range
-        the stream cannot serve. A read that comes while another is in flight (a reader with
-        more than one span on its way) waits for it, then goes on if it starts where that one
-        ended."""
-        while self._busy and self._held and not self._failed:
-            if self._moved is None:
-                self._moved = asyncio.Event()
-            await self._moved.wait()
-        self._busy = True
-        try:
-            return await self._read(offset, length)
-        finally:
-            self._busy = False
-            moved, self._moved = self._moved, None
-            if moved is not None:
-                moved.set()
+    def _stop_waiting(self) -> bool:
+        return not self._held or bool(self._failed)
 
     async def _read(self, offset: int, length: int) -> bytes | None:
         if self._failed:
@@ -408,9 +425,7 @@ class RemoteRangeReader:
     def close(self) -> None:
         self._release()
         self._buf = b""
-        moved, self._moved = self._moved, None
-        if moved is not None:
-            moved.set()
+        self._wake()
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
@@ -554,7 +569,7 @@ class RangeGroup:
             stream.close()
 
 
-class GroupedRangeReader:
+class GroupedRangeReader(_ReadsInTurn):
     """One range of a :class:`RangeGroup`, read like a :class:`RemoteRangeReader`: consecutive
     ``read(offset, length)`` calls from where the last one ended; anything else returns None
     (the caller reads that range with ``read_range``). A range whose disk failed on the peer
@@ -571,24 +586,9 @@ class GroupedRangeReader:
         self._error: DiskError | None = None
         self._unsupported = False
         self._closed = False
-        self._busy = False
-        self._moved: asyncio.Event | None = None
 
-    async def read(self, offset: int, length: int) -> bytes | None:
-        """``length`` bytes at ``offset`` (fewer at the end of the file), or None for a range
-        this reader cannot serve. A read that comes while another is in flight waits for it."""
-        while self._busy and not self._closed:
-            if self._moved is None:
-                self._moved = asyncio.Event()
-            await self._moved.wait()
-        self._busy = True
-        try:
-            return await self._read(offset, length)
-        finally:
-            self._busy = False
-            moved, self._moved = self._moved, None
-            if moved is not None:
-                moved.set()
+    def _stop_waiting(self) -> bool:
+        return self._closed
 
     async def _read(self, offset: int, length: int) -> bytes | None:
         if self._error is not None:
@@ -637,9 +637,7 @@ class GroupedRangeReader:
         if not self._closed:
             self._closed = True
             self._buf, self._buffered = [], 0
-            moved, self._moved = self._moved, None
-            if moved is not None:
-                moved.set()
+            self._wake()
             self.group.reader_closed()
 
 
