@@ -16,7 +16,8 @@ def test_any_node_serves_any_key(cluster4) -> None:
     s3[1].create_bucket(Bucket="photos")
     for i in range(2, 5):  # a bucket created through one node exists on every node
         assert [b["Name"] for b in s3[i].list_buckets()["Buckets"]] == ["photos"]
-    sizes = {"empty": 0, "tiny": 10, "small": 4096, "inline": 100_000, "block": 1_500_000, "multi": 5_000_000}
+    sizes = {"empty": 0, "tiny": 10, "small": 4096, "inline": 100_000, "block": 1_500_000, "multi": 5_000_000,
+             "large": 20_000_000}
     data = {k: os.urandom(n) for k, n in sizes.items()}
     for k, v in data.items():
         s3[1].put_object(Bucket="photos", Key=k, Body=v)
@@ -27,6 +28,13 @@ def test_any_node_serves_any_key(cluster4) -> None:
             assert s3[i].head_object(Bucket="photos", Key=k)["ContentLength"] == len(v)
         listed = [o["Key"] for o in s3[i].list_objects_v2(Bucket="photos")["Contents"]]
         assert listed == sorted(data)
+    # a large object's GET reads each peer's shards over one stream (several 6 MiB spans of
+    # 12+4); ranges that start and end inside spans, through every node
+    large = data["large"]
+    for i, (a, b) in zip(range(1, 5), [(0, len(large) - 1), (6 << 20, (12 << 20) + 5), (100, 100),
+                                       ((7 << 20) + 3, len(large) - 1)]):
+        got = s3[i].get_object(Bucket="photos", Key="large", Range=f"bytes={a}-{b}")["Body"].read()
+        assert got == large[a:b + 1], (i, a, b)
     # small objects are records of the disks' logs on a cluster too, one per slot, on 4 nodes
     roots = [c.data_root / f"{c.disk_prefix.format(node=n)}{d}" for n in range(1, 5) for d in range(1, 5)]
     held = [r for r in roots for m in diskview.writes_of(r, "photos", "small")]
