@@ -106,16 +106,21 @@ async def test_write_with_one_replica_down_is_read_through_any_other_quorum(clus
     assert idx["n3"].read_repairs >= 1
 
 
-async def test_a_read_that_met_a_write_in_flight_writes_it_back_before_it_answers(cluster) -> None:
-    """A write on one replica of three (still in flight): a read of it and a stale replica
-    returns the new version; a later read of the two other replicas must not return the old
-    one, so the first read puts the new version on a write quorum before it answers."""
-    net, idx, regs = cluster
+async def new_on_n1_only(idx: dict[str, ReplicatedIndex]) -> None:
+    """Key ``k``: version "old" on every replica, then "new" on n1 alone (a write in flight)."""
     await idx["n1"].put("b", "k", entry("old"))
     await settle(idx)
     version = [idx["n1"].clock.now(), "new"]
     await idx["n1"].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("new"), ts=version), "data": None,
                                  "ts": version})
+
+
+async def test_a_read_that_met_a_write_in_flight_writes_it_back_before_it_answers(cluster) -> None:
+    """A write on one replica of three (still in flight): a read of it and a stale replica
+    returns the new version; a later read of the two other replicas must not return the old
+    one, so the first read puts the new version on a write quorum before it answers."""
+    net, idx, regs = cluster
+    await new_on_n1_only(idx)
     net.down = {"n3"}
     net.held = {"n2": asyncio.Event()}  # the write-back to n2 is slow
     first = asyncio.ensure_future(idx["n1"].get("b", "k"))  # asks n1 (new) and n2 (old)
@@ -130,11 +135,7 @@ async def test_a_read_that_met_a_write_in_flight_writes_it_back_before_it_answer
 
 async def test_a_read_whose_write_back_finds_no_quorum_fails_and_does_not_answer(cluster) -> None:
     net, idx, _ = cluster
-    await idx["n1"].put("b", "k", entry("old"))
-    await settle(idx)
-    version = [idx["n1"].clock.now(), "new"]
-    await idx["n1"].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("new"), ts=version), "data": None,
-                                 "ts": version})
+    await new_on_n1_only(idx)
     net.down = {"n3"}
 
     async def refuse(args: dict) -> dict:  # n2 answers reads but its merges fail
