@@ -16,6 +16,7 @@ one per disk.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import posixpath
@@ -305,7 +306,7 @@ def peer_disks(client: PeerClient) -> PeerDisks:
     return group
 
 
-class _ReadsInTurn:
+class _ReadsInTurn(abc.ABC):
     """``read(offset, length)`` calls served one after another: a read that comes while another
     is in flight (a GET with its next span on its way) waits for it, then goes on if it starts
     where that one ended. Subclasses give ``_read`` and say when waiting is over anyway."""
@@ -330,8 +331,9 @@ class _ReadsInTurn:
             self._busy = False
             self._wake()
 
+    @abc.abstractmethod
     async def _read(self, offset: int, length: int) -> bytes | None:
-        raise NotImplementedError
+        """The read itself, once it is this one's turn."""
 
     def _wake(self) -> None:
         moved, self._moved = self._moved, None
@@ -436,8 +438,9 @@ def open_ranges(disks: list["RemoteDisk"], path: str, offset: int, length: int, 
     """One reader per disk for the same range of ``path`` on each of ``disks`` (all of one
     peer), all over one streamed call (``disk/read_streams``): a GET's shards on one peer in one
     call instead of one per shard. None when the peer cannot take another stream, does not know
-    the method (an older version), or one of the disks is offline: open them one by one then."""
-    group = disks[0]._peer_disks if disks else None
+    the method (an older version), or one of the disks is offline: open them one by one then;
+    and for an empty range (nothing to stream)."""
+    group = disks[0]._peer_disks if disks and length > 0 else None
     if (group is None or not group.has_read_streams or group.read_streams >= READ_STREAMS_PER_PEER
             or len(disks) > wire.MAX_STREAM_RANGES
             or any(d._peer_disks is not group or d._closed or not d.online for d in disks)):

@@ -17,6 +17,7 @@ from aiohttp import web
 from rpc_testkit import RpcNode, closed_peer_session, make_rpc  # noqa: F401 - autouse fixture
 
 from buckets.cluster import remotedisk
+from buckets.cluster import rpcframe as wire
 from buckets.cluster.diskservice import DiskService
 from buckets.cluster.remotedisk import RemoteDisk
 from buckets.cluster.rpcclient import PeerTimeouts
@@ -388,3 +389,16 @@ async def test_read_streams_refuses_bad_arguments(group_peer) -> None:
             await client.call_stream_out("disk", "read_streams", bad)
     with pytest.raises(DiskError):  # a disk the peer does not serve
         await client.call_stream_out("disk", "read_streams", {"reads": [["/nope", FILE, 0, 10]], "chunk": SPAN})
+
+
+async def test_an_empty_range_opens_no_grouped_stream_and_the_peer_sends_it_nothing(group_peer) -> None:
+    peer, contents = group_peer
+    disks = peer.all_disks()
+    assert disks[0].open_ranges(disks, FILE, 100, 0, chunk=SPAN) is None
+    assert disks[0]._peer_disks.read_streams == 0
+    # asked anyway, among others: no frame for it, the others as usual
+    client = peer.node.client()
+    stream = await client.call_stream_out("disk", "read_streams", {
+        "reads": [[peer.root, FILE, 100, 0], [peer.root, FILE, 0, 10]], "chunk": SPAN})
+    frames = [f async for f in stream]
+    assert frames == [wire.range_tag(1, wire.RANGE_DATA, 10), contents[0][:10]]
