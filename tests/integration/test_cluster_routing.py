@@ -82,9 +82,16 @@ def test_the_merged_log_only_grows_and_covers_every_node(server, s3, bucket):
     first = srv.log_text()
     for n in range(12):
         s3.put_object(Bucket=bucket, Key=f"log-{n}", Body=b"x")
-    later = srv.log_text()
+    # A node writes its log lines in batches (within 0.1 s): twelve PUTs can all come back first.
+    deadline = time.monotonic() + 10
+    while True:
+        later = srv.log_text()
+        labels = {line.split("|", 1)[0] for line in later.splitlines()}
+        grown = len(later) > len(first) and labels == {f"n{i}" for i in range(1, NODES + 1)}
+        if grown or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert later.startswith(first) and len(later) > len(first)
-    labels = {line.split("|", 1)[0] for line in later.splitlines()}
     assert labels == {f"n{i}" for i in range(1, NODES + 1)}, labels
 
 
