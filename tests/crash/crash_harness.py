@@ -357,7 +357,8 @@ class Expect:
     key: tuple = ()
     versioned: frozenset = frozenset()  # keys modelled by their version list
     # (bucket, key, the version, its write id) of every delete by version id started before the
-    # cut: after a registry rebuild (only then), each may come back while its files remain
+    # cut and not acknowledged: after a registry rebuild (only then), each may come back while
+    # its files remain
     revivable: tuple = ()
 
 
@@ -395,7 +396,9 @@ class Oracle:
             completes = [o for o in started if o.kind == "complete" and o.upload == uid]
             uploads.append(UploadExpect(uid, create.bucket, create.key, parts, must_exist=not completes,
                                         must_be_gone=any(acked(o) for o in completes)))
-        revivable = tuple((o.bucket, o.key, *o.revive) for o in started if o.kind == "vdelete" and o.revive)
+        # an acknowledged one never: its kill records were synced before the registry commit
+        revivable = tuple((o.bucket, o.key, *o.revive) for o in started
+                          if o.kind == "vdelete" and o.revive and not acked(o))
         key = (tuple(sorted((bk, tuple(sorted(v, key=repr))) for bk, v in allowed.items())), tuple(sorted(buckets)),
                tuple((u.upload, tuple(p.number for p in u.parts), u.must_exist, u.must_be_gone) for u in uploads),
                revivable)

@@ -129,9 +129,9 @@ async def test_6_an_acknowledged_part_survives_with_its_upload_directory(crash_d
     assert not report.violations, "\n".join(report.violations)
 
 
-@pytest.mark.xfail(strict=True, reason="the rebuild counts metadata files only; the state made here by hand is "
-                                        "no longer reachable (since 77551a5 a version's metadata unlinks are synced "
-                                        "before its data goes), so this stays as a record of the rebuild's assumption")
+@pytest.mark.xfail(strict=True, reason="the rebuild counts metadata files only; the state made here by hand (the "
+                                        "registry commit without the kill records synced before it) is no longer "
+                                        "reachable, so this stays as a record of the rebuild's assumption")
 async def test_a_version_deleted_by_id_is_not_revived_torn_by_a_rebuild(tmp_disks) -> None:
     """What the versioned campaigns found (crash_harness.KNOWN_TORN_REVIVAL): DELETE of a
     version by id commits the registry, then removes the write's files, metadata first, then

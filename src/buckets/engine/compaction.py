@@ -23,7 +23,9 @@ write (a change would race with writes of the key through other nodes).
 
 Kill records (a removal, see smalllog) are carried forward like live records, except from the
 disk's oldest segment: records they kill are never newer than they are, so once no older
-segment exists, none of those records remains, and the kill has nothing left to say.
+segment exists, none of those records remains, and the kill has nothing left to say, unless
+the write's ``.meta`` file is still on that disk (a version removed by id whose files were not
+yet deleted when the node stopped): then it is carried until they are.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buckets.engine import smalllog
+from buckets.engine import paths, smalllog
 from buckets.registry.cache import background_lookups
 from buckets.engine.scanner import ScannerConfig, Throttle
 from buckets.errors import BucketsError, CorruptData, DiskError
@@ -170,7 +172,18 @@ class Compactor:
         except CorruptData:
             return "dead"
         if meta.get("kill"):
-            return "dead" if oldest else "kill"
+            if not oldest:
+                return "kill"
+            # From the oldest segment only while the write's metadata file is still on this
+            # disk (a removal by id that stopped after its registry commit, until the orphan
+            # sweep takes the files): the kill is what keeps a rebuild from counting it.
+            try:
+                meta_file = paths.meta_path(meta["bucket"], meta["key"], meta["wid"])
+                return "kill" if await disk.exists(meta_file) else "dead"
+            except (KeyError, TypeError, ValueError):
+                return "dead"
+            except DiskError:
+                return "kill"
         return "live" if await self._is_live(disk, loc, meta) else "dead"
 
     async def _is_live(self, disk, loc: list, meta: dict) -> bool:

@@ -183,20 +183,23 @@ async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks
     return out
 
 
-async def kill(store: "Store", bucket: str, key: str, wid: str, disks: list, *, sync: bool = False) -> None:
-    """Record on each disk that write ``wid`` is gone (see the module doc). Not synced on its
-    own unless ``sync`` (as an unlink is not): a later synced append carries it."""
+async def kill(store: "Store", bucket: str, key: str, wid: str, disks: list, *, sync: bool = False) -> int:
+    """Record on each disk that write ``wid`` is gone (see the module doc); returns on how many
+    disks it was recorded. Not synced on its own unless ``sync`` (as an unlink is not): a later
+    synced append carries it."""
     payload = encode({"kill": True, "bucket": bucket, "key": key, "wid": wid})
 
-    async def one(d) -> None:
+    async def one(d) -> bool:
         if d is None:
-            return
+            return False
         try:
             await d.append_records([payload], sync=sync)
+            return True
         except DiskError as exc:
             log.info("disk %s: the removal of %s/%s write %s was not recorded: %s", d.endpoint, bucket, key, wid, exc)
+            return False
 
-    await asyncio.gather(*(one(d) for d in disks))
+    return sum(await asyncio.gather(*(one(d) for d in disks)))
 
 
 async def lookup_write(store: "Store", bucket: str, key: str, wid: str, vid: str | None) -> dict | None:

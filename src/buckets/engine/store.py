@@ -570,8 +570,7 @@ class Store:
             slot[1].set()
 
     async def _remove_write(self, bucket: str, key: str, wid: str, disks: list,
-                            *, wait_readers: float = 3600.0, in_log: bool | None = None,
-                            durable: bool = False) -> None:
+                            *, wait_readers: float = 3600.0, in_log: bool | None = None) -> None:
         """Delete one write's files once no GET is streaming them; metadata first, so no
         metadata outlives its data. A write in the disks' logs (``in_log``; None: not known, so
         both when the log is on) gets a kill record on each disk instead (engine/smalllog.py)."""
@@ -583,19 +582,13 @@ class Store:
                 log.warning("removing %s/%s write %s with a reader still attached", bucket, key, wid)
 
         if in_log or (in_log is None and self.small_log):
-            # durable: a version removed by id must not come back after a power cut and a rebuild
-            await smalllog.kill(self, bucket, key, wid, disks, sync=durable and self.sync)
+            await smalllog.kill(self, bucket, key, wid, disks)
             if in_log and self.cluster is None:
                 return  # a log write has no files (on a cluster, compaction and heal may make some)
 
         async def one(d) -> None:
             meta = paths.meta_path(bucket, key, wid)
             await d.delete(meta)
-            if durable and self.sync:
-                # The removal of a version by id: its metadata must be gone for good before its
-                # data goes, or a power cut could leave metadata on k disks without the data,
-                # which a registry rebuild would take for a readable version.
-                await d.fsync_dir(meta.rsplit("/", 1)[0])
             # fan-out directories are kept: pruning one could race another key's rename into it
             await d.delete(paths.data_dir(bucket, key, wid), recursive=True)
 

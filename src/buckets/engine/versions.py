@@ -177,12 +177,34 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
                 return DeleteResult(version_id, False, deleted=False)
             check_removable(entry, bypass_governance)
             self._check_delete_quorum(entry)
+            await _kill_first(self, bucket, key, entry)
             entry = await self.catalog.delete_version(bucket, key, version_id)  # type: ignore[arg-type]
             if entry is None:
                 return DeleteResult(version_id, False, deleted=False)
-    self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]), durable=versioned))
+            # The kill records said it all for a write in the logs; files (a large version's, or
+            # on a cluster those that compaction and heal make) are removed now, metadata first.
+            if smalllog.LOG_FIELD not in entry or self.cluster is not None:
+                self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
+                                               in_log=False))
+            return DeleteResult(entry.get("vid", NULL_VERSION), bool(entry.get("dm")), deleted=True)
+    self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
     return DeleteResult(entry.get("vid", NULL_VERSION) if versioned or version_id else None,
                         bool(entry.get("dm")), deleted=True)
+
+
+async def _kill_first(self: "Store", bucket: str, key: str, entry: dict) -> None:
+    """Before a version is removed by id: a kill record for its write on a write quorum of its
+    disks, synced. Were the node to stop between the registry commit and the removal of the
+    files, a registry rebuild would otherwise find the version whole and bring it back; with
+    more than m of its disks saying it is gone, fewer than k count for it. (On a WriteQuorumLost
+    here the version stays in the registry; kill records already on some disks only matter to a
+    later rebuild, which then keeps or drops the version: the DELETE failed either way.)"""
+    k, m = entry["k"], entry["m"]
+    done = await smalllog.kill(self, bucket, key, entry["wid"], self.disks_for(entry["disks"]), sync=self.sync)
+    if done < self._write_quorum(k, m):
+        raise errors.WriteQuorumLost(
+            f"Write quorum lost: {done} of {k + m} disks recorded the removal of this version, "
+            f"{self._write_quorum(k, m)} needed")
 
 
 async def _write_marker(self: "Store", bucket: str, key: str, vid: str | None) -> tuple[dict, list]:

@@ -265,6 +265,41 @@ async def test_compaction_reclaims_overwritten_and_deleted_records(tmp_disks) ->
         await store.close()
 
 
+async def test_compaction_carries_the_kill_of_a_version_whose_files_are_still_there(tmp_disks) -> None:
+    """A version removed by id, the node stopped before its files were deleted: the kill
+    records on its disks are what keeps a rebuild from bringing it back, so compacting the
+    oldest segment must carry them while the version's .meta files remain (and only those)."""
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    await store.set_versioning("bkt", "Enabled")
+    size = 2 * BLOCK + 3
+    v1 = await store.put_object("bkt", "big", content("v1", size), size)  # files, not records
+    v2 = await store.put_object("bkt", "big", b"v2", 2)
+    junk = [await store.put_object("bkt", f"junk{i}", content(f"j{i}", 500), 500) for i in range(20)]
+
+    async def crashed(*args, **kwargs) -> None:  # the removal of files never happens
+        return None
+
+    store._remove_write = crashed
+    await store.delete_object("bkt", "big", version_id=v1.version_id)
+    for i, put in enumerate(junk):  # garbage and kill records of log writes in the same segment
+        await store.delete_object("bkt", f"junk{i}", version_id=put.version_id)
+    await store.close()
+    store = await open_store(paths)  # a new process: its first append seals that segment
+    store.test_paths = paths
+    try:
+        await store.put_object("bkt", "after", b"a", 1)
+        done = await store.compactor.run_pass(paced=False, settle=0)
+        assert done["segments_compacted"] == 4
+        assert done["kills_carried"] == 4  # big's on each disk; the junk's kills had nothing left to say
+        store = await _drop_registry_and_reopen(store)
+        page = await store.list_object_versions("bkt", limit=100)
+        assert [(v.key, v.version_id) for v in page.versions if v.key == "big"] == [("big", v2.version_id)]
+    finally:
+        await store.close()
+
+
 async def test_compaction_loses_to_a_concurrent_overwrite(tmp_disks) -> None:
     store = await reopened_with_ten_objects(tmp_disks(4))
     try:

@@ -213,3 +213,32 @@ async def test_unversioned_delete_is_not_revived_by_a_rebuild(tmp_disks) -> None
         assert (await store.list_objects("bkt2")).objects == []
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("small_log", [True, False])
+@pytest.mark.parametrize("size", [10, 2 * BLOCK + 3])
+async def test_a_version_removed_by_id_is_not_revived_by_a_rebuild(tmp_disks, size, small_log) -> None:
+    """Crash between the registry commit of a version's removal and the removal of its files:
+    the kill records written first (durable, on a write quorum) tell the rebuild it is gone."""
+    disks = tmp_disks(4)
+    store = await Store.open(disks, **dict(OPTS, small_log=small_log))
+    await store.make_bucket("vbk")
+    await store.set_versioning("vbk", "Enabled")
+    v1 = await store.put_object("vbk", "k", content("one", size), size)
+    v2 = await store.put_object("vbk", "k", b"two", 3)
+
+    async def crashed(*args, **kwargs) -> None:  # the removal never happens
+        return None
+
+    store._remove_write = crashed
+    gone = await store.delete_object("vbk", "k", version_id=v1.version_id)
+    assert gone.version_id == v1.version_id
+    await store.close()
+    shutil.rmtree(os.path.join(disks[0], REGISTRY_DIR))
+    store = await Store.open(disks, **dict(OPTS, small_log=small_log))
+    try:
+        assert await versions_of(store, "vbk") == [("k", v2.version_id, True, False)]
+        with pytest.raises(errors.NoSuchVersion):
+            await store.head_object("vbk", "k", v1.version_id)
+    finally:
+        await store.close()
