@@ -2,6 +2,7 @@
 
     python -m bench.drivers put [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 disks
     python -m bench.drivers get [--disks 16] [--n 40]              16 MiB GETs, one node
+    python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20]   16 MiB PUTs, one node
     python -m bench.drivers cluster-put [--n 2000] [--spy OUT]     4 KiB PUTs, 4 nodes x 4 disks
     python -m bench.drivers cluster-get [--via 2] [--n 30]         16 MiB GETs, 4 nodes x 4 disks
     python -m bench.drivers profile OUT [OUT...]                   sum py-spy raw files by function
@@ -149,6 +150,40 @@ def cmd_get(args: argparse.Namespace) -> None:
     asyncio.run(_with_server(srv, body))
 
 
+def cmd_put_large(args: argparse.Namespace) -> None:
+    from bench.http_suite import BUCKET, _with_server
+
+    srv = _single(args.disks)
+
+    async def body(client) -> None:
+        chunks = [payload(MiB) for _ in range(16)]
+
+        async def gen():
+            for c in chunks:
+                yield c
+
+        for i in range(2):  # warm: the server's heap grows to its working size
+            await client.put_stream(BUCKET, f"warm{i}", 16 * MiB, gen())
+        pid = srv.proc.pid
+        spies = [_spy(pid, args.spy, args.gil, args.rate)] if args.spy else []
+        spies += [_perf(pid, args.perf)] if args.perf else []
+        if spies:
+            await asyncio.sleep(1)
+        cpu0, sw0, t0 = _cpu([pid]), _switches(pid), time.perf_counter()
+        run = await run_concurrently(lambda i: client.put_stream(BUCKET, f"big{i}", 16 * MiB, gen()),
+                                     args.n, args.concurrency)
+        wall = time.perf_counter() - t0
+        cpu1, sw1 = _cpu([pid]), _switches(pid)
+        await _stop_spies(spies)
+        lat = sorted(run.latencies)
+        print(f"16 MiB PUT over {args.disks} disks, {args.concurrency} at a time: "
+              f"{args.n * 16 * MiB / wall / 1e6:,.0f} MB/s, p50 {lat[len(lat) // 2] * 1e3:.0f} ms, failed {run.failures}")
+        print(f"server CPU {_per_op(cpu0, cpu1, args.n)} (per PUT); context switches per PUT: "
+              f"{(sw1[0] - sw0[0]) / args.n:.0f} voluntary, {(sw1[1] - sw0[1]) / args.n:.0f} involuntary")
+
+    asyncio.run(_with_server(srv, body))
+
+
 async def _put_large(put_stream, count: int) -> None:
     from bench.http_suite import BUCKET
 
@@ -258,18 +293,21 @@ def cmd_profile(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.drivers", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn, n in (("put", cmd_put, 3000), ("get", cmd_get, 40), ("cluster-put", cmd_cluster_put, 2000),
-                        ("cluster-get", cmd_cluster_get, 30)):
+    for name, fn, n in (("put", cmd_put, 3000), ("get", cmd_get, 40), ("put-large", cmd_put_large, 20),
+                        ("cluster-put", cmd_cluster_put, 2000), ("cluster-get", cmd_cluster_get, 30)):
         p = sub.add_parser(name)
         p.set_defaults(fn=fn)
         p.add_argument("--n", type=int, default=n, help="operations measured")
         p.add_argument("--spy", help="record the server(s) with py-spy into this raw file (.<node> on a cluster)")
         p.add_argument("--gil", action="store_true", help="py-spy: only the thread holding the GIL")
         p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
-        if name in ("get", "cluster-get"):
+        if name in ("get", "put-large", "cluster-get"):
             p.add_argument("--perf", help="record the server(s) with perf record -g into this file (.<node> on a cluster)")
         if name == "get":
             p.add_argument("--disks", type=int, default=16)
+        if name == "put-large":
+            p.add_argument("--disks", type=int, default=4)
+            p.add_argument("--concurrency", type=int, default=1, help="PUTs at a time")
         if name == "cluster-get":
             p.add_argument("--via", type=int, choices=[1, 2, 3, 4], help="every GET through this node")
     p = sub.add_parser("profile")

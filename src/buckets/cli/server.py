@@ -27,6 +27,7 @@ import sys
 from typing import NoReturn, TextIO
 
 from buckets.runtime import freeze_startup_objects, tune_process
+from buckets.storage import local as local_storage
 from buckets import __version__
 from buckets.cli.config import (
     CONFIG_ENV,
@@ -772,6 +773,7 @@ def run_server(config: Config) -> int:
 
     configure_logging(config)
     tune_process()
+    local_storage.direct_writes = config.direct_io
     try:
         code = uvloop.run(serve(config))
     except StartupError as error:

@@ -17,8 +17,10 @@ import collections
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import itertools
 import logging
+import mmap
 import os
 import shutil
 import stat as stat_mod
@@ -182,6 +184,110 @@ def _write_and_start_writeback(fh, data: bytes, offset: int) -> None:
         _SYNC_FILE_RANGE(fh.fileno(), offset, len(data), _SYNC_FILE_RANGE_WRITE)
 
 
+# -- direct writes of shard files ----------------------------------------------------------------
+#
+# A shard file's bytes are written with O_DIRECT (from the writer's page-aligned buffer straight
+# to the device) rather than copied into the page cache first. Measured on this project's VM
+# (bench/README.md, bigwrites): a buffered write plus fdatasync cost ~2.7-3.7 ms of kernel CPU
+# per MiB (copy_folio_from_iter_atomic: 41% of the server's samples during 16 MiB PUTs), O_DIRECT
+# ~0.25. MinIO writes its shard files the same way. Whatever is not a whole 4 KiB block when the
+# file is closed is written without O_DIRECT, then the file is fsynced as before: durability is
+# unchanged (O_DIRECT alone promises nothing; the fsync does). A file system that refuses O_DIRECT
+# (tmpfs, some FUSE ones) gets buffered writes, as before.
+DIRECT_ALIGN = 4096
+DIRECT_BUFFER = 1 << 20
+_DIRECT_KEEP = 32  # aligned buffers kept for reuse (a fresh one page-faults, dear on a VM)
+_direct_free: list[mmap.mmap] = []
+_direct_lock = threading.Lock()
+direct_writes = True  # the server's --direct-io / BUCKETS_DIRECT_IO
+
+
+def _set_direct(fh, on: bool) -> bool:
+    try:
+        fd = fh.fileno()
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | os.O_DIRECT) if on else (flags & ~os.O_DIRECT))
+        return True
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+class _DirectFile:
+    """The O_DIRECT side of one shard file: bytes gather in a page-aligned buffer (taken from
+    a small free list) and go out in whole 4 KiB blocks, the tail at ``finish``. One thread at
+    a time (the lock: an abort must not hand the buffer back while a write still copies into it)."""
+
+    def __init__(self, fh) -> None:
+        self._fh = fh
+        self._buf: mmap.mmap | None = None
+        self._view: memoryview | None = None
+        self._used = 0
+        self._lock = threading.Lock()
+        self._wrote = False  # a direct write went through
+        self._refused = False  # the file system took the flag but refused the write: buffered
+
+    def _out(self, view: memoryview) -> None:
+        if not self._refused:
+            try:
+                _write_all(self._fh, view)
+                self._wrote = True
+                return
+            except OSError as exc:
+                # EINVAL before any direct write went through: a file system that accepts the
+                # flag but not the writes. Nothing was written: the same bytes, buffered.
+                if exc.errno != errno.EINVAL or self._wrote or not _set_direct(self._fh, False):
+                    raise
+                self._refused = True
+        _write_all(self._fh, view)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._view is None:
+                with _direct_lock:
+                    self._buf = _direct_free.pop() if _direct_free else mmap.mmap(-1, DIRECT_BUFFER)
+                self._view = memoryview(self._buf)
+            buf, src = self._view, memoryview(data).cast("B")
+            while src:
+                n = min(DIRECT_BUFFER - self._used, len(src))
+                buf[self._used:self._used + n] = src[:n]
+                self._used += n
+                src = src[n:]
+                if self._used == DIRECT_BUFFER:
+                    self._out(buf)
+                    self._used = 0
+            whole = self._used - self._used % DIRECT_ALIGN
+            if whole:  # out now, so the device works while the body streams
+                self._out(buf[:whole])
+                rest = self._used - whole
+                buf[:rest] = buf[whole:self._used]
+                self._used = rest
+
+    def finish(self) -> None:
+        """Write the tail (less than a block) without O_DIRECT; give the buffer back."""
+        with self._lock:
+            if self._used and self._view is not None:
+                if not self._refused and not _set_direct(self._fh, False):
+                    raise OSError(errno.EIO, "cannot clear O_DIRECT for a file's last bytes")
+                _write_all(self._fh, self._view[:self._used])
+                self._used = 0
+            self._release()
+
+    def release(self) -> None:
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        if self._view is None:
+            return
+        self._view.release()
+        buf, self._buf, self._view, self._used = self._buf, None, None, 0
+        with _direct_lock:
+            if len(_direct_free) < _DIRECT_KEEP:
+                _direct_free.append(buf)
+                return
+        buf.close()
+
+
 def _rmtree(path: str) -> None:
     """Remove a tree; entries that vanish meanwhile (a concurrent delete) are not errors."""
     def onerror(_fn, _path, exc_info) -> None:
@@ -198,11 +304,23 @@ class LocalShardWriter:
         self._disk, self._path, self._fh = disk, path, fh
         self._state = "open"
         self._written = 0
+        self._direct: _DirectFile | None = None
+        self._tried_direct = not (disk.direct_writes and direct_writes)
+
+    def _write(self, data: bytes) -> None:
+        if not self._tried_direct:
+            self._tried_direct = True
+            if _set_direct(self._fh, True):
+                self._direct = _DirectFile(self._fh)
+        if self._direct is not None:
+            self._direct.write(data)
+        else:
+            _write_and_start_writeback(self._fh, data, self._written)
 
     async def write(self, data: bytes) -> None:
         if self._state != "open":
             raise DiskError(f"{self._path}: write to a file already {self._state}")
-        await self._disk._run(_write_and_start_writeback, self._fh, data, self._written)
+        await self._disk._run(self._write, data)
         self._written += len(data)
 
     async def close(self, sync: bool) -> None:
@@ -214,9 +332,13 @@ class LocalShardWriter:
 
         def _close() -> None:
             try:
+                if self._direct is not None:
+                    self._direct.finish()
                 if sync and "shard" not in OMIT_FSYNC_FOR_TESTS:
                     os.fsync(self._fh.fileno())
             finally:
+                if self._direct is not None:
+                    self._direct.release()
                 self._fh.close()
 
         await self._disk._run(_close)
@@ -226,6 +348,8 @@ class LocalShardWriter:
 
         def _abort() -> None:
             try:
+                if self._direct is not None:
+                    self._direct.release()  # waits for a write still running
                 self._fh.close()
             finally:
                 try:
@@ -250,6 +374,7 @@ class LocalDisk:
         # leaves alone only the segment its handle appends to (and judges "sealed" by the
         # next segment's id).
         self._log_owner = log_owner
+        self.direct_writes = True  # shard files with O_DIRECT where the file system takes it
         self.endpoint = self.root
         self.disk_id = disk_id
         self.online = True
