@@ -98,6 +98,22 @@ def _single(disks: int) -> "object":
     return ServerProcess(disks=[f"{d}/d{i}" for i in range(disks)], sync=True, log_path=f"{d}/server.log")
 
 
+async def _measured(pid: int, args: argparse.Namespace, op, total: int, concurrency: int):
+    """``op(i)`` ``total`` times from ``concurrency`` tasks, under the recorders asked for
+    (``--spy``, ``--perf``): the run, its wall time, ``pid``'s CPU per op (printable) and its
+    voluntary and involuntary context switches per op."""
+    spies = [_spy(pid, args.spy, args.gil, args.rate)] if args.spy else []
+    spies += [_perf(pid, args.perf)] if getattr(args, "perf", None) else []
+    if spies:
+        await asyncio.sleep(1)
+    cpu0, sw0, t0 = _cpu([pid]), _switches(pid), time.perf_counter()
+    run = await run_concurrently(op, total, concurrency)
+    wall = time.perf_counter() - t0
+    cpu1, sw1 = _cpu([pid]), _switches(pid)
+    await _stop_spies(spies)
+    return run, wall, _per_op(cpu0, cpu1, total), ((sw1[0] - sw0[0]) / total, (sw1[1] - sw0[1]) / total)
+
+
 def cmd_put(args: argparse.Namespace) -> None:
     from bench.http_suite import BUCKET, _with_server
 
@@ -106,20 +122,12 @@ def cmd_put(args: argparse.Namespace) -> None:
     async def body(client) -> None:
         data = payload(4 * KiB)
         await run_concurrently(lambda i: client.put(BUCKET, f"warm/{i}", data), 200, 16)
-        pid = srv.proc.pid
-        spies = [_spy(pid, args.spy, args.gil, args.rate)] if args.spy else []
-        if spies:
-            await asyncio.sleep(1)
-        cpu0, sw0, t0 = _cpu([pid]), _switches(pid), time.perf_counter()
-        run = await run_concurrently(lambda i: client.put(BUCKET, f"small/{i:07d}", data), args.n, 16)
-        wall = time.perf_counter() - t0
-        cpu1, sw1 = _cpu([pid]), _switches(pid)
-        await _stop_spies(spies)
+        run, wall, cpu, (vol, invol) = await _measured(
+            srv.proc.pid, args, lambda i: client.put(BUCKET, f"small/{i:07d}", data), args.n, 16)
         lat = sorted(run.latencies)
         print(f"4 KiB PUT: {args.n / wall:,.0f} ops/s, p50 {lat[len(lat) // 2] * 1e3:.1f} ms, "
               f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.1f} ms, failed {run.failures}")
-        print(f"server CPU: {_per_op(cpu0, cpu1, args.n)}; context switches per PUT: "
-              f"{(sw1[0] - sw0[0]) / args.n:.1f} voluntary, {(sw1[1] - sw0[1]) / args.n:.1f} involuntary")
+        print(f"server CPU: {cpu}; context switches per PUT: {vol:.1f} voluntary, {invol:.1f} involuntary")
 
     asyncio.run(_with_server(srv, body))
 
@@ -164,22 +172,13 @@ def cmd_put_large(args: argparse.Namespace) -> None:
 
         for i in range(2):  # warm: the server's heap grows to its working size
             await client.put_stream(BUCKET, f"warm{i}", 16 * MiB, gen())
-        pid = srv.proc.pid
-        spies = [_spy(pid, args.spy, args.gil, args.rate)] if args.spy else []
-        spies += [_perf(pid, args.perf)] if args.perf else []
-        if spies:
-            await asyncio.sleep(1)
-        cpu0, sw0, t0 = _cpu([pid]), _switches(pid), time.perf_counter()
-        run = await run_concurrently(lambda i: client.put_stream(BUCKET, f"big{i}", 16 * MiB, gen()),
-                                     args.n, args.concurrency)
-        wall = time.perf_counter() - t0
-        cpu1, sw1 = _cpu([pid]), _switches(pid)
-        await _stop_spies(spies)
+        run, wall, cpu, (vol, invol) = await _measured(
+            srv.proc.pid, args, lambda i: client.put_stream(BUCKET, f"big{i}", 16 * MiB, gen()),
+            args.n, args.concurrency)
         lat = sorted(run.latencies)
         print(f"16 MiB PUT over {args.disks} disks, {args.concurrency} at a time: "
               f"{args.n * 16 * MiB / wall / 1e6:,.0f} MB/s, p50 {lat[len(lat) // 2] * 1e3:.0f} ms, failed {run.failures}")
-        print(f"server CPU {_per_op(cpu0, cpu1, args.n)} (per PUT); context switches per PUT: "
-              f"{(sw1[0] - sw0[0]) / args.n:.0f} voluntary, {(sw1[1] - sw0[1]) / args.n:.0f} involuntary")
+        print(f"server CPU {cpu} (per PUT); context switches per PUT: {vol:.0f} voluntary, {invol:.0f} involuntary")
 
     asyncio.run(_with_server(srv, body))
 

@@ -27,3 +27,15 @@ async def open_disk(request, tmp_path):
 @pytest.fixture
 async def disk(open_disk):
     return await open_disk()
+
+
+@pytest.fixture
+async def local_disk(tmp_path):
+    """One ``LocalDisk`` over ``tmp_path / "disk"``, for what is particular to it."""
+    from buckets.storage import LocalDisk
+
+    root = tmp_path / "disk"
+    root.mkdir()
+    d = LocalDisk(str(root), "disk-1")
+    yield d
+    await d.close()

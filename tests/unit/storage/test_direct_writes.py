@@ -22,12 +22,8 @@ def _body(n: int, seed: int) -> bytes:
 
 
 @pytest.fixture
-async def disk(tmp_path):
-    root = tmp_path / "disk"
-    root.mkdir()
-    d = LocalDisk(str(root), "disk-1")
-    yield d
-    await d.close()
+def disk(local_disk):
+    return local_disk
 
 
 def _o_direct(writer) -> bool:

@@ -19,12 +19,8 @@ from buckets.storage.local import _write_all
 
 
 @pytest.fixture
-async def disk(tmp_path):
-    root = tmp_path / "disk"
-    root.mkdir()
-    d = LocalDisk(str(root), "disk-1")
-    yield d
-    await d.close()
+def disk(local_disk):
+    return local_disk
 
 
 @pytest.mark.parametrize("err,typed,offline", [
