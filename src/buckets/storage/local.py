@@ -195,8 +195,8 @@ def _write_and_start_writeback(fh, data: bytes, offset: int) -> None:
 # unchanged (O_DIRECT alone promises nothing; the fsync does). A file system that refuses O_DIRECT
 # (tmpfs, some FUSE ones) gets buffered writes, as before.
 DIRECT_ALIGN = 4096
-DIRECT_BUFFER = 1 << 20
-_DIRECT_KEEP = 32  # aligned buffers kept for reuse (a fresh one page-faults, dear on a VM)
+DIRECT_BUFFER = 256 << 10
+_DIRECT_KEEP = 16  # aligned buffers kept for reuse (a fresh one page-faults, dear on a VM)
 _direct_free: list[mmap.mmap] = []
 _direct_lock = threading.Lock()
 direct_writes = True  # the server's --direct-io / BUCKETS_DIRECT_IO
