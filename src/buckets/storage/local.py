@@ -193,7 +193,7 @@ def _write_and_start_writeback(fh, data: bytes, offset: int) -> None:
 # ~0.25. MinIO writes its shard files the same way. Whatever is not a whole 4 KiB block when the
 # file is closed is written without O_DIRECT, then the file is fsynced as before: durability is
 # unchanged (O_DIRECT alone promises nothing; the fsync does). A file system that refuses O_DIRECT
-# (tmpfs, some FUSE ones) gets buffered writes, as before.
+# (older tmpfs, some FUSE ones) gets buffered writes, as before.
 DIRECT_ALIGN = 4096
 DIRECT_BUFFER = 256 << 10
 _DIRECT_KEEP = 16  # aligned buffers kept for reuse (a fresh one page-faults, dear on a VM)
@@ -305,7 +305,7 @@ class LocalShardWriter:
         self._state = "open"
         self._written = 0
         self._direct: _DirectFile | None = None
-        self._tried_direct = not (disk.direct_writes and direct_writes)
+        self._tried_direct = not direct_writes
 
     def _write(self, data: bytes) -> None:
         if not self._tried_direct:
@@ -374,7 +374,6 @@ class LocalDisk:
         # leaves alone only the segment its handle appends to (and judges "sealed" by the
         # next segment's id).
         self._log_owner = log_owner
-        self.direct_writes = True  # shard files with O_DIRECT where the file system takes it
         self.endpoint = self.root
         self.disk_id = disk_id
         self.online = True
