@@ -21,6 +21,18 @@ What this adds to the library, and why:
 - **Status published per tick.** pysyncobj's state lives in its tick thread; reading it
   from the event loop would race. A tick callback publishes an immutable ``RaftStatus``.
 
+- **PreVote** (Raft thesis §9.6). pysyncobj starts an election by raising its term; a node
+  cut off from its peers by a partition that still leaves its TCP connections open (packets
+  dropped, not refused) raises its term at every election timeout, and when the partition
+  heals that higher term makes the healthy leader step down: an election, and a few seconds
+  in which no change commits, for nothing. Here a node whose election timeout has passed
+  first asks its peers whether they would vote for it (``buckets_pre_vote``, with the term
+  it would take and its log position); a peer says yes only if it has not heard from a
+  leader for the minimum election timeout and the asker's log is at least as up to date as
+  its own, and changes nothing either way. Only with a majority of yeses does the node let
+  pysyncobj raise its term and run the real election. A leader's hand-over (TimeoutNow) goes
+  straight to the election, as before. Safety does not depend on it (which elections start
+  is Raft's liveness, not its safety); it keeps a healed node from disrupting the cluster.
 - **Strangers are cut off.** The library's traffic encryption (Fernet, keyed by PBKDF2 of
   ``SyncObjConf.password``) authenticates every message: a peer without the password is
   disconnected at its first complete message, before anything is unpickled. But pysyncobj
@@ -44,6 +56,7 @@ import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import journal as _journal
 from pysyncobj import syncobj as _syncobj
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pickle import dumps as _pickle_dumps
@@ -58,6 +71,8 @@ SNAPSHOT_FILE = "raft.snapshot"
 SNAPSHOT_KIND = "buckets-control-snapshot"
 
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+PRE_VOTE = "buckets_pre_vote"
+PRE_VOTE_ANSWER = "buckets_pre_vote_answer"
 
 
 def _fsync_dir(path: str) -> None:
@@ -286,6 +301,14 @@ class RaftNode(SyncObj):
         _install_durable_journal()
         self._machine = machine
         self._status: RaftStatus | None = None
+        # PreVote (module doc). Set before pysyncobj starts ticking: all of it lives on the tick
+        # thread, as pysyncobj's own state does.
+        self._pre_round = 0  # this node's current pre-vote round
+        self._pre_grants: set[str] = set()  # who said yes in it (this node included)
+        self._pre_won = False  # a majority said yes: the next tick runs the real election
+        self._leader_heard = 0.0  # monotonic time of the last append_entries from a current leader
+        self.pre_votes_started = 0
+        self.pre_votes_won = 0
         # The dump is loaded on pysyncobj's first tick, after its journal exists.
         serialize, deserialize = _snapshot_hooks(machine, lambda: getattr(self, "_SyncObj__raftLog", None))
         conf.serializer, conf.deserializer = serialize, deserialize
@@ -298,6 +321,71 @@ class RaftNode(SyncObj):
     @replicated
     def command(self, payload: bytes) -> Any:
         return self._machine.apply(payload)
+
+    # -- PreVote (module doc) -------------------------------------------------------------------
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj's names)
+        self._pre_vote_gate()
+        super()._onTick(timeToWait)
+
+    def _pre_vote_gate(self) -> None:
+        """Where pysyncobj's tick would start an election, run a pre-vote round instead,
+        unless the last round won (then let the tick start the election)."""
+        others = self._SyncObj__otherNodes
+        if (self._SyncObj__selfNode is None or not others
+                or self._SyncObj__raftState == _RAFT_STATE.LEADER
+                or self._SyncObj__raftElectionDeadline >= monotonic()
+                or self._SyncObj__transferInProgress  # the leader handed over: elect at once
+                or not self._SyncObj__connectedToAnyone()):
+            return
+        if self._pre_won:
+            self._pre_won = False
+            self.pre_votes_won += 1
+            return
+        self._SyncObj__raftElectionDeadline = monotonic() + self._SyncObj__generateRaftTimeout()
+        self._pre_round += 1
+        self._pre_grants = {self._SyncObj__selfNode.id}
+        self.pre_votes_started += 1
+        message = {"type": PRE_VOTE, "term": self._SyncObj__raftCurrentTerm + 1, "round": self._pre_round,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        for node in list(others):
+            self._SyncObj__transport.send(node, message)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict) -> None:  # noqa: N802 (overrides pysyncobj's)
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == PRE_VOTE:
+            self._answer_pre_vote(node, message)
+            return
+        if kind == PRE_VOTE_ANSWER:
+            self._count_pre_vote(node, message)
+            return
+        if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
+            self._leader_heard = monotonic()
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _answer_pre_vote(self, node: Any, message: dict) -> None:
+        """Would this node vote for the asker? Changes nothing here either way."""
+        try:
+            term, last_index, last_term = int(message["term"]), int(message["last_log_index"]), int(message["last_log_term"])
+        except (KeyError, TypeError, ValueError):
+            return
+        my_term, my_index = self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()
+        grant = (self._SyncObj__raftState != _RAFT_STATE.LEADER
+                 and monotonic() - self._leader_heard >= self._SyncObj__conf.raftMinTimeout
+                 and term > self._SyncObj__raftCurrentTerm
+                 and (last_term > my_term or (last_term == my_term and last_index >= my_index)))
+        self._SyncObj__transport.send(node, {"type": PRE_VOTE_ANSWER, "round": message.get("round"),
+                                             "granted": grant, "term": self._SyncObj__raftCurrentTerm})
+
+    def _count_pre_vote(self, node: Any, message: dict) -> None:
+        if (message.get("round") != self._pre_round or not message.get("granted")
+                or self._SyncObj__raftState == _RAFT_STATE.LEADER or self._pre_won):
+            return
+        self._pre_grants.add(node.id)
+        if len(self._pre_grants) > (len(self._SyncObj__otherNodes) + 1) / 2:
+            self._pre_won = True
+            self._SyncObj__raftElectionDeadline = 0  # the next tick starts the election
 
     def _publish_status(self) -> None:
         status = self.getStatus()

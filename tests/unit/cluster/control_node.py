@@ -63,7 +63,29 @@ class NodeProcess:
             return await plane.add_member(request["address"], timeout=timeout)
         if call == "remove_member":
             return await plane.remove_member(request["address"], timeout=timeout)
+        if call == "isolate":
+            return isolate(plane, set(request["peers"]))
         raise ValueError(f"unknown call {call!r}")
+
+
+def isolate(plane: ControlPlane, peers: set[str]) -> list[str]:
+    """Drop every Raft message to and from ``peers`` (an empty set heals), leaving the TCP
+    connections up: a partition whose packets vanish, as a firewall rule or a dead switch port
+    makes it, which a node cannot tell from slow peers. The test calls it on both sides."""
+    transport = plane._raft._SyncObj__transport
+    if not hasattr(transport, "cut_peers"):
+        send, receive = transport.send, transport._onMessageReceivedCallback
+
+        def filtered_send(node, message):
+            return False if node.id in transport.cut_peers else send(node, message)
+
+        def filtered_receive(node, message):
+            if node.id not in transport.cut_peers:
+                receive(node, message)
+
+        transport.send, transport._onMessageReceivedCallback = filtered_send, filtered_receive
+    transport.cut_peers = frozenset(peers)
+    return sorted(peers)
 
 
 async def main(config: dict) -> int:

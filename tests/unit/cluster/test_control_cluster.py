@@ -389,3 +389,38 @@ def test_a_follower_behind_the_compacted_log_gets_a_snapshot(tmp_path: Path) -> 
             assert len(lagging.state(linearizable=True)["buckets"]) == 80
     finally:
         cluster.close()
+
+
+def test_a_partitioned_follower_does_not_unseat_the_leader_when_the_partition_heals(fresh: ControlCluster) -> None:
+    """PreVote (control_raft.py): cut off with its connections up, a follower keeps asking
+    whether it could win an election and is told no; its term does not grow, so when the
+    partition heals it takes the leader's heartbeats instead of forcing an election, and no
+    change is refused for a moment. Without PreVote its term grew at every election timeout
+    and the healed cluster re-elected (stop 23's ListBuckets 503 after a heal)."""
+    leader = fresh.wait_leader()
+    assert leader.apply("create_bucket", name="before-cut")["ok"]
+    term = leader.status()["term"]
+    lone = fresh.followers()[0]
+    rest = [n for n in fresh.alive() if n is not lone]
+    lone.ok("isolate", peers=[n.address for n in rest])
+    for n in rest:
+        n.ok("isolate", peers=[lone.address])
+    try:
+        time.sleep(5.0)  # over three times the longest election timeout (1.4 s)
+        # The majority side went on under the same leader; the lone node could not commit.
+        assert leader.apply("create_bucket", name="during-cut")["ok"]
+        refused(lone.apply("create_bucket", name="through-lone", timeout=2), "ServiceUnavailable", 503)
+        lone_term = lone.status()["term"]
+        assert lone_term == term, f"the lone follower's term went from {term} to {lone_term}"
+    finally:
+        for n in fresh.alive():
+            n.ok("isolate", peers=[])
+    fresh.wait_applied(lambda s: {"before-cut", "during-cut"} <= bucket_names(s), [lone])
+    time.sleep(3.0)  # time for an election, had the heal forced one
+    for n in fresh.alive():
+        status = n.status()
+        assert (status["leader"], status["term"]) == (leader.address, term), (n.address, status)
+    # A change through the healed node commits at once.
+    frame = lone.apply("create_bucket", name="after-heal", timeout=2)
+    assert frame.get("ok"), frame
+    assert "through-lone" not in bucket_names(leader.state(linearizable=True))
