@@ -309,11 +309,14 @@ def files_of_key(disks: list[Path], bucket: str, key: str) -> list[str]:
     return out
 
 
-def upload_files(disks: list[Path], upload_id: str) -> list[str]:
-    """Part files of one multipart upload in progress, on the disks that are directories."""
+def upload_files(disks: list[Path], upload_id: str | None = None) -> list[str]:
+    """Files of one multipart upload (None: of every upload) on the disks that are
+    directories: its parts and the records beside them (upload.meta, <pwid>.pmeta)."""
     out = []
     for disk in disks:
-        d = disk / ".buckets.sys" / "multipart" / upload_id
+        d = disk / ".buckets.sys" / "multipart"
+        if upload_id is not None:
+            d = d / upload_id
         if disk.is_dir() and d.is_dir():
             out += [str(p) for p in d.rglob("*") if p.is_file()]
     return out

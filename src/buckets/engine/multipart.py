@@ -6,13 +6,23 @@ exists only once the registry's upload record names it). CompleteMultipartUpload
 validates the list, then renames the chosen part files into the new object's data
 directory on each disk and writes the metadata last: no byte is copied or re-read.
 
+The disks also hold what a registry rebuild needs to bring an upload back (engine/rebuild.py):
+``upload.meta``, the upload's record as created, written on a write quorum of its disks
+before the registry knows the upload, and beside each part file ``<pwid>.pmeta``, that
+part's number and entry, written before the registry names the part. An abort removes the
+``upload.meta`` files first (from a write quorum of disks, or it is refused), so a rebuild
+after a crash in between cannot revive it; a completed upload is named by its object
+(``mpu``), which a rebuild reads first.
+
 These functions are methods of ``Store`` (bound in its class body).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import logging
 
 import blake3
 import time
@@ -21,7 +31,7 @@ from typing import TYPE_CHECKING
 from buckets import errors
 from buckets.engine import crypto, paths, versions
 from buckets.engine.ids import new_id
-from buckets.engine.meta import entry_to_info, upload_to_info
+from buckets.engine.meta import encode_meta_file, entry_to_info, upload_to_info
 from buckets.engine.names import check_object_key
 from buckets.engine.types import (
     CompletePart, ListPartsResult, ListUploadsResult, ObjectInfo, PartInfo, PutOptions, UploadInfo,
@@ -30,6 +40,8 @@ from buckets.engine.writer import ErasureWriter
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
+
+log = logging.getLogger("buckets.engine")
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10_000
@@ -71,6 +83,14 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
         rec["lh"] = True
     if sse_rec is not None:
         rec["sse"] = sse_rec
+    # On the disks first (a rebuild's source), then in the registry (the commit point).
+    disks = self.disks_for(rec["disks"])
+    meta = encode_meta_file({f: v for f, v in rec.items() if f != "parts"})
+    stored = await self._on_disks(lambda d: d.write_file(paths.upload_meta(upload_id), meta, sync=self.sync), disks)
+    if stored < self._write_quorum(k, m):
+        await self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True), disks)
+        raise errors.WriteQuorumLost(f"Write quorum lost: the upload's record reached {stored} of {k + m} disks, "
+                                     f"{self._write_quorum(k, m)} needed")
     await self.catalog.create_upload(bucket, upload_id, rec)
     return upload_to_info(rec)
 
@@ -94,33 +114,56 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     cipher = crypto.PartCipher(data_key, crypto.write_iv(pwid), part_number) if data_key is not None else None
     writer = ErasureWriter(codec, disks, [path] * codec.n, self.cpu, algorithms=algs, inline_limit=-1,
                            cipher=cipher)
+    meta_path = paths.upload_part_meta(upload_id, pwid)
+
+    async def drop(d) -> None:
+        await d.delete(path)
+        await d.delete(meta_path)
+
     try:
         result = await writer.run(stream, size)
         if opts.verify is not None:
             await opts.verify(self._computed(result))
         ok = await writer.finish(self.sync)
+        mtime = time.time()
+        etag = crypto.etag_for(rec.get("sse"), data_key, result.md5)
+        part = [pwid, result.stored_size, etag, result.checksums, mtime, ok, result.content_hash]
+        # Beside the part file, what the registry is about to say of it (a rebuild's source).
+        meta = encode_meta_file({"uid": upload_id, "n": part_number, "part": part})
+        with_meta: list[int] = []
+
+        async def describe(i: int) -> None:
+            try:
+                await disks[i].write_file(meta_path, meta, sync=self.sync)
+                with_meta.append(i)
+            except errors.DiskError as exc:
+                log.warning("disk %s: %s", disks[i].endpoint, exc)
+
+        await asyncio.gather(*(describe(i) for i in ok))
         await self._on_disks(lambda d: d.fsync_dir(paths.upload_dir(upload_id)) if self.sync else _noop(),
                              [disks[i] for i in ok])
     except BaseException:
         await writer.abort()
+        await self._on_disks(lambda d: d.delete(meta_path), disks)
         raise
-    if len(ok) < self._write_quorum(codec.k, codec.m):
-        await self._on_disks(lambda d: d.delete(path), disks)
+    if len(with_meta) < self._write_quorum(codec.k, codec.m):
+        await self._on_disks(drop, disks)
         raise errors.WriteQuorumLost()
-    mtime = time.time()
-    etag = crypto.etag_for(rec.get("sse"), data_key, result.md5)
     async with self.locks.hold(("upload", upload_id)):
         try:
             await _upload(self, bucket, key, upload_id)
-            old = await self.catalog.put_part(bucket, upload_id, part_number,
-                                              [pwid, result.stored_size, etag, result.checksums, mtime, ok,
-                                               result.content_hash])
+            old = await self.catalog.put_part(bucket, upload_id, part_number, part)
         except errors.BucketsError:
-            await self._on_disks(lambda d: d.delete(path), disks)
+            await self._on_disks(drop, disks)
             raise
     if old is not None:
-        old_path = paths.upload_part(upload_id, old[0])
-        self._spawn(self._on_disks(lambda d: d.delete(old_path), disks))
+        old_path, old_meta = paths.upload_part(upload_id, old[0]), paths.upload_part_meta(upload_id, old[0])
+
+        async def drop_old(d) -> None:
+            await d.delete(old_meta)  # the record first: a rebuild never counts a part it lost
+            await d.delete(old_path)
+
+        self._spawn(self._on_disks(drop_old, disks))
     return PartInfo(part_number, result.size, etag, result.checksums, mtime, sse=crypto.sse_info(rec.get("sse")))
 
 
@@ -239,6 +282,23 @@ def _multipart_content_hash(chosen: list[list]) -> str:
 async def abort_multipart_upload(self: "Store", bucket: str, key: str, upload_id: str) -> None:
     async with self.locks.hold(("upload", upload_id)):
         rec = await _upload(self, bucket, key, upload_id)
+        # Its record off a write quorum of its disks first: fewer than k copies are left, and
+        # a rebuild (after a crash before the registry forgets it) does not bring it back.
+        disks = self.disks_for(rec["disks"])
+
+        async def unrecord(d) -> None:
+            await d.delete(paths.upload_meta(upload_id))
+            if self.sync:  # the removal itself must outlive a power cut
+                try:
+                    await d.fsync_dir(paths.upload_dir(upload_id))
+                except errors.DiskError:
+                    if await d.exists(paths.upload_dir(upload_id)):
+                        raise  # (no directory there: nothing to remove on this disk)
+
+        removed = await self._on_disks(unrecord, disks)
+        if removed < self._write_quorum(rec["k"], rec["m"]):
+            raise errors.WriteQuorumLost(f"Write quorum lost: the upload's record was removed from {removed} of "
+                                         f"{rec['k'] + rec['m']} disks, {self._write_quorum(rec['k'], rec['m'])} needed")
         await self.catalog.delete_upload(bucket, upload_id)
     await self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True),
                          self.disks_for(rec["disks"]))

@@ -53,3 +53,17 @@ def upload_dir(upload_id: str) -> str:
 
 def upload_part(upload_id: str, pwid: str) -> str:
     return f"{MULTIPART_DIR}/{upload_id}/{pwid}.part"
+
+
+UPLOAD_META = "upload.meta"
+PART_META_SUFFIX = ".pmeta"
+
+
+def upload_meta(upload_id: str) -> str:
+    """The upload's record as created (no parts), on each of its disks: a rebuild finds it."""
+    return f"{MULTIPART_DIR}/{upload_id}/{UPLOAD_META}"
+
+
+def upload_part_meta(upload_id: str, pwid: str) -> str:
+    """One stored part's record (its number and what the upload record says of it)."""
+    return f"{MULTIPART_DIR}/{upload_id}/{pwid}{PART_META_SUFFIX}"

@@ -11,6 +11,11 @@ Small writes live as records in each disk's log (``engine/smalllog.py``): every 
 scanned, and a record counts like a metadata file (its newest record per write and disk, when
 the write was rewritten by a tag or ACL change, a heal or compaction), unless a kill record on
 the same disk says the write was removed there. The rebuilt entry points at the records (``lg``).
+
+Multipart uploads in progress come back from their directories (``engine/multipart.py``): an
+upload whose ``upload.meta`` at least k of its disks hold, unless a write found here completed
+it (its ``mpu``), with per part number the newest part whose ``.pmeta`` and part file at least
+k disks hold.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from buckets.engine import smalllog
+from buckets.engine import paths, smalllog
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import CorruptData, DiskError
 from buckets.registry import Op
 from buckets.registry.store import version_seq
-from buckets.storage.format import DATA_DIR, USERS_FILE
+from buckets.storage.format import DATA_DIR, MULTIPART_DIR, USERS_FILE
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -41,6 +46,10 @@ async def rebuild_registry(store: "Store") -> dict:
     writes: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
 
     unscanned = {d.disk_id for d in store.disks}  # logs not read whole (a disk away, an error)
+    # upload id -> [record, disks holding it]; (upload id, pwid) -> [part number, part, disks]
+    uploads: dict[str, list] = {}
+    stored_parts: dict[tuple[str, str], list] = {}
+    completed: set[str] = set()  # uploads a write names as the one it completed
 
     async def scan(disk) -> None:
         # this disk's writes: (bucket, key, wid) -> metadata (with "_loc" when it is a record)
@@ -82,7 +91,10 @@ async def rebuild_registry(store: "Store") -> dict:
                     continue
                 meta.pop("data", None)
                 found.setdefault((meta["bucket"], meta["key"], meta["wid"]), meta)
+        await _scan_uploads(disk, uploads, stored_parts)
         for ident, meta in found.items():
+            if meta.get("mpu"):
+                completed.add(meta["mpu"])
             if ident in killed:
                 continue
             slot = writes[(ident[0], ident[1])].setdefault(ident[2], [meta, 0, {}])
@@ -121,11 +133,63 @@ async def rebuild_registry(store: "Store") -> dict:
             ops.append(Op("put_version", bucket, key, {f: v for f, v in meta.items() if f not in _DROP}))
             versions += 1
         objects += 1
+    recovered = 0
+    for uid, (rec, holders) in uploads.items():
+        if holders < rec.get("k", 1) or uid in completed or rec.get("bucket") not in buckets:
+            continue
+        rec = dict(rec, parts={})
+        chosen: dict[int, list] = {}
+        for (puid, _pwid), (number, part, count) in stored_parts.items():
+            if puid != uid or count < rec["k"]:
+                continue
+            if number not in chosen or (part[4], part[0]) > (chosen[number][4], chosen[number][0]):
+                chosen[number] = part
+        rec["parts"] = {str(n): part for n, part in sorted(chosen.items())}
+        ops.append(Op("put_upload", rec["bucket"], uid, rec))
+        recovered += 1
     # the records of a disk not scanned here are adopted when it is back (smalllog.adopt_records)
     ops.append(Op("put_sys", smalllog.UNSCANNED, value=sorted(unscanned)))
     for i in range(0, len(ops), 2000):
         await store.registry.commit(ops[i:i + 2000])
-    return {"buckets": len(buckets), "objects": objects, "versions": versions, "users": len(users)}
+    return {"buckets": len(buckets), "objects": objects, "versions": versions, "users": len(users),
+            "uploads": recovered}
+
+
+async def _scan_uploads(disk, uploads: dict[str, list], stored_parts: dict[tuple[str, str], list]) -> None:
+    """This disk's multipart upload directories: each ``upload.meta`` it holds, and each part
+    whose ``.pmeta`` and part file it holds (both, or the part does not count here)."""
+    try:
+        ids = await disk.list_dir(MULTIPART_DIR)
+    except DiskError:
+        return
+    for uid in ids:
+        try:
+            names = set(await disk.list_dir(paths.upload_dir(uid)))
+        except DiskError:
+            continue
+        if paths.UPLOAD_META in names:
+            try:
+                rec = decode_meta_file(await disk.read_file(paths.upload_meta(uid)))
+            except (DiskError, CorruptData):
+                rec = None
+            if isinstance(rec, dict) and rec.get("uid") == uid and isinstance(rec.get("k"), int):
+                slot = uploads.setdefault(uid, [rec, 0])
+                slot[1] += 1
+        for name in names:
+            if not name.endswith(paths.PART_META_SUFFIX):
+                continue
+            pwid = name[:-len(paths.PART_META_SUFFIX)]
+            if f"{pwid}.part" not in names:
+                continue
+            try:
+                meta = decode_meta_file(await disk.read_file(paths.upload_part_meta(uid, pwid)))
+                number, part = int(meta["n"]), list(meta["part"])
+            except (DiskError, CorruptData, KeyError, TypeError, ValueError):
+                continue
+            if meta.get("uid") != uid or not part or part[0] != pwid:
+                continue
+            slot = stored_parts.setdefault((uid, pwid), [number, part, 0])
+            slot[2] += 1
 
 
 def _entry_meta(meta: dict, locs: dict[int, list]) -> dict:

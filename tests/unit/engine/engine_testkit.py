@@ -89,10 +89,21 @@ def key_files(disk_paths: list[str], bucket: str, key: str) -> list[str]:
 
 
 def upload_files(disk_paths: list[str], upload_id: str | None = None) -> list[str]:
+    """The part files of one upload (or of every upload) on the disks; the records beside them
+    (``upload.meta``, ``<pwid>.pmeta``: ``upload_records``) are not counted."""
     out = []
     for p in disk_paths:
         root = os.path.join(p, MULTIPART_DIR, upload_id) if upload_id else os.path.join(p, MULTIPART_DIR)
-        out += [os.path.join(root, f) for f in files_under(root)]
+        out += [os.path.join(root, f) for f in files_under(root) if f.endswith(".part")]
+    return out
+
+
+def upload_records(disk_paths: list[str], upload_id: str) -> list[str]:
+    """The records a registry rebuild reads back: ``upload.meta`` and each part's ``.pmeta``."""
+    out = []
+    for p in disk_paths:
+        root = os.path.join(p, MULTIPART_DIR, upload_id)
+        out += [os.path.join(root, f) for f in files_under(root) if not f.endswith(".part")]
     return out
 
 

@@ -8,7 +8,7 @@ import hashlib
 import os
 
 import pytest
-from engine_testkit import MiB, chunks, content, eventually, get_bytes, key_files, upload_files
+from engine_testkit import MiB, chunks, content, eventually, get_bytes, key_files, upload_files, upload_records
 
 from buckets import checksums, errors
 from buckets.engine import paths
@@ -133,6 +133,8 @@ async def test_reuploaded_part_replaces_the_old_one(store, bucket, disk_paths) -
     assert [(p.number, p.etag, p.size) for p in listing.parts] == [(1, second.etag, 7)]
     await eventually(lambda: not any(os.path.exists(f) for f in old_files))
     assert len(upload_files(disk_paths, up.upload_id)) == 4
+    # the records a rebuild reads: upload.meta and the remaining attempt's .pmeta, per disk
+    await eventually(lambda: len(upload_records(disk_paths, up.upload_id)) == 8)
     with pytest.raises(errors.InvalidPart):
         await store.complete_multipart_upload(bucket, "k", up.upload_id, [CompletePart(1, first.etag)])
     await store.complete_multipart_upload(bucket, "k", up.upload_id, [CompletePart(1, second.etag)])

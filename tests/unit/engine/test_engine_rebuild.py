@@ -193,3 +193,110 @@ async def test_users_survive_the_loss_of_the_registry_disk(tmp_disks) -> None:
             assert b"alice-secret-1" not in f.read()
     finally:
         await store.close()
+
+
+def _lose_registry(disks) -> None:
+    shutil.rmtree(os.path.join(disks[0], REGISTRY_DIR))
+
+
+async def test_uploads_in_progress_come_back_and_complete(tmp_disks) -> None:
+    """An upload's record and each part's record are on its disks: a rebuild restores the
+    uploads in progress with their parts (a part uploaded twice: the newer), so they list,
+    take more parts and complete to the right bytes. Uploads completed or aborted stay gone."""
+    disks = tmp_disks(4)
+    store = await Store.open(disks, **OPTS)
+    await store.make_bucket("bkt")
+    bodies = {1: content("p1", 5 * MiB), 2: content("p2", 5 * MiB + 7)}
+    open_up = await store.create_multipart_upload("bkt", "big", PutOptions(headers={"content-type": "x/big"},
+                                                                           user_meta={"who": "me"}))
+    await store.put_part("bkt", "big", open_up.upload_id, 1, content("stale", 5 * MiB), 5 * MiB)
+    for n, body in bodies.items():  # part 1 again: the newer one counts
+        await store.put_part("bkt", "big", open_up.upload_id, n, body, len(body))
+    empty = await store.create_multipart_upload("bkt", "nothing-yet")
+    done = await store.create_multipart_upload("bkt", "done")
+    p = await store.put_part("bkt", "done", done.upload_id, 1, b"d" * 1000, 1000)
+    await store.complete_multipart_upload("bkt", "done", done.upload_id, [CompletePart(1, p.etag)])
+    aborted = await store.create_multipart_upload("bkt", "aborted")
+    await store.put_part("bkt", "aborted", aborted.upload_id, 1, b"a" * 1000, 1000)
+    await store.abort_multipart_upload("bkt", "aborted", aborted.upload_id)
+    parts_before = [(p.number, p.size, p.etag) for p in
+                    (await store.list_parts("bkt", "big", open_up.upload_id)).parts]
+    await store.close()
+
+    _lose_registry(disks)
+    store = await Store.open(disks, **OPTS)
+    try:
+        listed = {(u.key, u.upload_id) for u in (await store.list_multipart_uploads("bkt")).uploads}
+        assert listed == {("big", open_up.upload_id), ("nothing-yet", empty.upload_id)}
+        got = await store.list_parts("bkt", "big", open_up.upload_id)
+        assert [(p.number, p.size, p.etag) for p in got.parts] == parts_before
+        third = content("p3", 1234)
+        p3 = await store.put_part("bkt", "big", open_up.upload_id, 3, third, len(third))
+        etags = {p.number: p.etag for p in got.parts}
+        info = await store.complete_multipart_upload(
+            "bkt", "big", open_up.upload_id,
+            [CompletePart(1, etags[1]), CompletePart(2, etags[2]), CompletePart(3, p3.etag)])
+        assert info.size == 10 * MiB + 7 + 1234
+        assert await get_bytes(store, "bkt", "big") == bodies[1] + bodies[2] + third
+        head = await store.head_object("bkt", "big")
+        assert (head.headers.get("content-type"), head.user_meta) == ("x/big", {"who": "me"})
+        assert await get_bytes(store, "bkt", "done") == b"d" * 1000
+        await store.abort_multipart_upload("bkt", "nothing-yet", empty.upload_id)
+    finally:
+        await store.close()
+    # and again: what was completed or aborted since is not brought back either
+    _lose_registry(disks)
+    store = await Store.open(disks, **OPTS)
+    try:
+        assert (await store.list_multipart_uploads("bkt")).uploads == []
+        assert await get_bytes(store, "bkt", "big") == bodies[1] + bodies[2] + third
+    finally:
+        await store.close()
+
+
+async def test_an_upload_on_fewer_than_k_disks_is_not_brought_back(tmp_disks) -> None:
+    disks = tmp_disks(4)
+    store = await Store.open(disks, **OPTS)
+    await store.make_bucket("bkt")
+    up = await store.create_multipart_upload("bkt", "k")
+    await store.put_part("bkt", "k", up.upload_id, 1, b"x" * 1000, 1000)
+    await store.close()
+    gone = 0
+    for d in disks:  # leave its record on one disk only (k = 2)
+        meta = os.path.join(d, ".buckets.sys", "multipart", up.upload_id, "upload.meta")
+        if os.path.exists(meta) and gone < 3:
+            os.unlink(meta)
+            gone += 1
+    assert gone == 3
+    _lose_registry(disks)
+    store = await Store.open(disks, **OPTS)
+    try:
+        assert (await store.list_multipart_uploads("bkt")).uploads == []
+    finally:
+        await store.close()
+
+
+async def test_an_abort_that_cannot_reach_a_write_quorum_is_refused_and_changes_nothing(tmp_disks) -> None:
+    disks = tmp_disks(4)
+    store = await Store.open(disks, **{**OPTS, "sync": True})
+    try:
+        await store.make_bucket("bkt")
+        up = await store.create_multipart_upload("bkt", "k")
+        await store.put_part("bkt", "k", up.upload_id, 1, b"x" * 1000, 1000)
+        store.disks[1].mark_offline("test")
+        store.disks[2].mark_offline("test")
+        with pytest.raises(errors.WriteQuorumLost):
+            await store.abort_multipart_upload("bkt", "k", up.upload_id)
+        assert [u.upload_id for u in (await store.list_multipart_uploads("bkt")).uploads] == [up.upload_id]
+        store.disks[1].mark_online()
+        store.disks[2].mark_online()
+        await store.abort_multipart_upload("bkt", "k", up.upload_id)  # all back: it goes through
+        assert (await store.list_multipart_uploads("bkt")).uploads == []
+    finally:
+        await store.close()
+    _lose_registry(disks)
+    store = await Store.open(disks, **OPTS)
+    try:
+        assert (await store.list_multipart_uploads("bkt")).uploads == []
+    finally:
+        await store.close()
