@@ -139,6 +139,47 @@ def test_every_create_and_delete_is_delivered_as_an_aws_record(tmp_path: Path, r
     assert "Traceback" not in srv.log_text()
 
 
+def test_a_versioned_bucket_names_versions_and_delete_markers(tmp_path: Path, receiver: Receiver):
+    """As AWS: every record of a versioned bucket carries the versionId it made or removed; a
+    DELETE without a version id writes a delete marker: ObjectRemoved:DeleteMarkerCreated with the
+    marker's version id; a DELETE of one version (or of a marker) is ObjectRemoved:Delete with
+    that version id; DeleteObjects the same, per key."""
+    srv = notified_server(tmp_path, receiver)
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="vers")
+        s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Enabled"})
+        configure(s3, "vers")
+        v1 = s3.put_object(Bucket="vers", Key="doc", Body=b"one")["VersionId"]
+        v2 = s3.put_object(Bucket="vers", Key="doc", Body=b"two")["VersionId"]
+        marker = s3.delete_object(Bucket="vers", Key="doc")
+        assert marker["DeleteMarker"] is True
+        s3.delete_object(Bucket="vers", Key="doc", VersionId=v1)
+        vo = s3.put_object(Bucket="vers", Key="other", Body=b"x")["VersionId"]
+        multi = s3.delete_objects(Bucket="vers", Delete={"Objects": [{"Key": "other"}, {"Key": "doc", "VersionId": v2}]})
+        multi_marker = next(d for d in multi["Deleted"] if d["Key"] == "other")
+        assert multi_marker["DeleteMarker"] is True
+        receiver.wait_for({("s3:ObjectCreated:Put", "vers/doc"), ("s3:ObjectRemoved:DeleteMarkerCreated", "vers/doc"),
+                           ("s3:ObjectRemoved:Delete", "vers/doc"), ("s3:ObjectRemoved:DeleteMarkerCreated", "vers/other")})
+        deadline = time.monotonic() + 30
+        while len(receiver.events) < 7:
+            assert time.monotonic() < deadline, receiver.seen()
+            time.sleep(0.1)
+        records = [(e["Records"][0]["eventName"], e["Records"][0]["s3"]["object"]["key"],
+                    e["Records"][0]["s3"]["object"].get("versionId")) for e in receiver.events]
+        assert sorted(records) == sorted([
+            ("ObjectCreated:Put", "doc", v1), ("ObjectCreated:Put", "doc", v2),
+            ("ObjectRemoved:DeleteMarkerCreated", "doc", marker["VersionId"]),
+            ("ObjectRemoved:Delete", "doc", v1),
+            ("ObjectCreated:Put", "other", vo),
+            ("ObjectRemoved:DeleteMarkerCreated", "other", multi_marker["DeleteMarkerVersionId"]),
+            ("ObjectRemoved:Delete", "doc", v2),
+        ]), records
+    finally:
+        stop_server(srv)
+    assert "Traceback" not in srv.log_text()
+
+
 def test_filters_pick_the_keys(tmp_path: Path, receiver: Receiver):
     srv = notified_server(tmp_path, receiver)
     try:

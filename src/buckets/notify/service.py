@@ -213,6 +213,8 @@ def _record(region: str, bucket: str, bucket_record: dict, config_id: str, happe
     if happening["event"].startswith("s3:ObjectCreated"):
         obj["size"] = happening.get("size", 0)
         obj["eTag"] = happening.get("etag", "")
+    if happening.get("version_id"):  # a versioned bucket's: the version made, removed or the marker
+        obj["versionId"] = happening["version_id"]
     return {
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": region,
         "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",

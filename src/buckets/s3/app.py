@@ -176,13 +176,21 @@ class S3Service:
     async def _notify(self, req: S3Request, response: web.StreamResponse) -> None:
         event = EVENT_OPERATIONS[req.operation]
         request = req.request
+        version = response.headers.get("x-amz-version-id")
         if req.operation == "DeleteObjects":
-            keys = request.get(DELETED_KEYS) or []
+            # (key, version id, whether a delete marker was written) per key it deleted
+            items = request.get(DELETED_KEYS) or []
         else:
-            keys = [request.get(WRITTEN_KEY) or req.target.key]
+            # A DELETE without a version id that wrote a delete marker (a versioned bucket)
+            # is AWS's ObjectRemoved:DeleteMarkerCreated; one by version id is :Delete.
+            marker = (req.operation == "DeleteObject" and "versionId" not in request.query
+                      and response.headers.get("x-amz-delete-marker") == "true")
+            items = [(request.get(WRITTEN_KEY) or req.target.key, version, marker)]
         happenings = []
-        for key in keys:
-            happening = {"event": event, "key": key}
+        for key, version_id, marker in items:
+            happening = {"event": "s3:ObjectRemoved:DeleteMarkerCreated" if marker else event, "key": key}
+            if version_id:
+                happening["version_id"] = version_id
             if event.startswith("s3:ObjectCreated"):
                 try:
                     info = await self.store.head_object(req.bucket, key)

@@ -72,8 +72,9 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
                 return InternalError()
 
     results = await asyncio.gather(*(delete_one(k, v) for k, v in entries))
-    req.request["s3_deleted_keys"] = [k for (k, v), res in zip(entries, results)
-                                      if isinstance(res, DeleteResult) and v is None]
+    # for the notifier (buckets.s3.app.DELETED_KEYS): (key, version id, delete marker written)
+    req.request["s3_deleted_keys"] = [(k, res.version_id if v is None else v, v is None and res.delete_marker)
+                                      for (k, v), res in zip(entries, results) if isinstance(res, DeleteResult)]
     out = XmlBuilder("DeleteResult")
     for (key, version), err in zip(entries, results):
         if isinstance(err, DeleteResult):
