@@ -180,6 +180,42 @@ def test_a_versioned_bucket_names_versions_and_delete_markers(tmp_path: Path, re
     assert "Traceback" not in srv.log_text()
 
 
+def test_lifecycle_expiries_are_events(tmp_path: Path, receiver: Receiver):
+    """The lifecycle worker's expiries notify as AWS's do: LifecycleExpiration:Delete for an
+    object removed (and for a noncurrent version, with its versionId), DeleteMarkerCreated for
+    a current version hidden under a delete marker; principal s3.amazonaws.com."""
+    srv = start_server(tmp_path, extra_args=["--notify-webhook", f"hook=http://127.0.0.1:{receiver.port}/events"],
+                       extra_env={"BUCKETS_LIFECYCLE_DAY_SECONDS": "1", "BUCKETS_LIFECYCLE_INTERVAL": "0.5"})
+    try:
+        s3 = srv.client()
+        rule = {"ID": "soon", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}
+        events = ["s3:LifecycleExpiration:*"]
+        for bucket in ("plain", "kept"):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+                "QueueConfigurations": [{"Id": "lc", "QueueArn": ARN, "Events": events}]})
+        s3.put_bucket_versioning(Bucket="kept", VersioningConfiguration={"Status": "Enabled"})
+        s3.put_object(Bucket="plain", Key="old", Body=b"x")
+        v1 = s3.put_object(Bucket="kept", Key="doc", Body=b"1")["VersionId"]
+        for bucket in ("plain", "kept"):
+            s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [rule]})
+        receiver.wait_for({("s3:LifecycleExpiration:Delete", "plain/old"),
+                           ("s3:LifecycleExpiration:DeleteMarkerCreated", "kept/doc"),
+                           ("s3:LifecycleExpiration:Delete", "kept/doc")}, timeout=60)
+        records = [e["Records"][0] for e in receiver.events]
+        assert all(r["userIdentity"]["principalId"] == "s3.amazonaws.com" for r in records), records
+        removed = [r["s3"]["object"].get("versionId") for r in records
+                   if r["eventName"] == "LifecycleExpiration:Delete" and r["s3"]["bucket"]["name"] == "kept"]
+        assert v1 in removed, records
+        marker = next(r for r in records if r["eventName"] == "LifecycleExpiration:DeleteMarkerCreated")
+        assert marker["s3"]["object"]["versionId"] not in (None, "", v1), marker  # the new marker's own id
+        assert "versionId" not in next(r for r in records if r["s3"]["bucket"]["name"] == "plain")["s3"]["object"]
+    finally:
+        stop_server(srv)
+    assert "Traceback" not in srv.log_text()
+
+
 def test_filters_pick_the_keys(tmp_path: Path, receiver: Receiver):
     srv = notified_server(tmp_path, receiver)
     try:

@@ -235,7 +235,7 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     app.on_shutdown.append(channels_go_away)
     from buckets.lifecycle.worker import attach_worker
 
-    attach_worker(app, store, config)  # applies the buckets' lifecycle rules while the app runs
+    attach_worker(app, store, config, notifier)  # applies the buckets' lifecycle rules while the app runs
     if console is not None:
         from buckets.console.listener import CONSOLE_KEY
 

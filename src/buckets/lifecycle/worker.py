@@ -19,6 +19,12 @@ expired it is looked up again: one overwritten since the listing is left alone.
 A "day" is ``day`` seconds (86400 unless an operator shortens it for tests, see
 ``buckets.lifecycle.rules``). In a cluster only the control plane's leader runs the
 cycles, so an object is expired once, not once per node.
+
+With a notifier (``--notify-webhook``), each expiry is an event, as AWS names them:
+``s3:LifecycleExpiration:Delete`` for an object or a version removed (a noncurrent version,
+a lone delete marker: with its ``versionId``), ``s3:LifecycleExpiration:DeleteMarkerCreated``
+for a current version hidden under a new delete marker (the marker's ``versionId``); the
+principal is ``s3.amazonaws.com``, as in AWS's lifecycle records.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from buckets.lifecycle import rules as lc
 log = logging.getLogger("buckets.lifecycle")
 
 PAGE = 1000
+LIFECYCLE_PRINCIPAL = "s3.amazonaws.com"  # AWS's userIdentity of lifecycle events
 
 
 @dataclass(slots=True)
@@ -61,12 +68,30 @@ class LifecycleStats:
 
 class LifecycleWorker:
     def __init__(self, store: Any, settings: LifecycleSettings | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, notifier: Any = None) -> None:
         self.store = store
         self.settings = settings or LifecycleSettings()
         self.clock = clock
+        self.notifier = notifier
         self.stats = LifecycleStats()
         self._task: asyncio.Task | None = None
+
+    async def _notify(self, bucket: str, key: str, result: Any, *, removed_version: str | None = None) -> None:
+        """The event of one expiry (see the module doc); never fails the expiry itself."""
+        if self.notifier is None:
+            return
+        if removed_version is not None:
+            happening = {"event": "s3:LifecycleExpiration:Delete", "key": key, "version_id": removed_version}
+        elif getattr(result, "delete_marker", False) and getattr(result, "version_id", None):
+            happening = {"event": "s3:LifecycleExpiration:DeleteMarkerCreated", "key": key,
+                         "version_id": result.version_id}
+        else:
+            happening = {"event": "s3:LifecycleExpiration:Delete", "key": key}
+        try:
+            await self.notifier.emit(bucket, [happening], request_id=f"lifecycle-{time.time_ns():x}",
+                                     principal=LIFECYCLE_PRINCIPAL, source_ip="")
+        except Exception:  # noqa: BLE001 - the expiry is done; its event is best effort here
+            log.exception("lifecycle: the event of %s/%s could not be queued", bucket, key)
 
     # -- running ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,8 +249,9 @@ class LifecycleWorker:
             return  # gone (or its latest is a delete marker) already
         if (now.etag, now.last_modified, _version_of(now)) != (listed.etag, listed.last_modified, _version_of(listed)):
             return  # overwritten since it was listed: the new version is judged next cycle
-        await store.delete_object(bucket, listed.key)
+        result = await store.delete_object(bucket, listed.key)
         self.stats.expired += 1
+        await self._notify(bucket, listed.key, result)
         log.info("lifecycle rule %r expired %s/%s", rule_id, bucket, listed.key)
 
     # -- versioned --------------------------------------------------------------------------------
@@ -266,6 +292,7 @@ class LifecycleWorker:
                                  info.key, info.version_id, exc)
                     else:
                         self.stats.noncurrent_expired += 1
+                        await self._notify(bucket, info.key, None, removed_version=info.version_id)
                         log.info("lifecycle rule %r expired noncurrent %s/%s version %s", rule_id, bucket,
                                  info.key, info.version_id)
                 rank += 1
@@ -289,6 +316,7 @@ class LifecycleWorker:
                      marker.key, exc)
             return
         self.stats.markers_removed += 1
+        await self._notify(bucket, marker.key, None, removed_version=marker.version_id)
         log.info("lifecycle rule %r removed the expired delete marker of %s/%s", rule_id, bucket, marker.key)
 
     # -- multipart uploads ------------------------------------------------------------------------
@@ -329,10 +357,10 @@ def settings_from_config(config: Any) -> LifecycleSettings:
                              interval=float(getattr(config, "lifecycle_interval", 3600.0)))
 
 
-def attach_worker(app: Any, store: Any, config: Any) -> LifecycleWorker:
+def attach_worker(app: Any, store: Any, config: Any, notifier: Any = None) -> LifecycleWorker:
     """Start the worker with the app and stop it when the app is cleaned up (before the
     store is closed)."""
-    worker = LifecycleWorker(store, settings_from_config(config))
+    worker = LifecycleWorker(store, settings_from_config(config), notifier=notifier)
 
     async def start(_app: Any) -> None:
         worker.start()

@@ -12,8 +12,9 @@ from buckets.errors import InvalidArgument, MalformedXML
 from buckets.s3.xmlio import XmlBuilder, XmlNode
 
 # Every event name AWS accepts in a configuration. Buckets produces ObjectCreated:*,
-# ObjectRemoved:Delete and ObjectRemoved:DeleteMarkerCreated; the others are accepted and fire
-# once their feature exists.
+# ObjectRemoved:Delete, ObjectRemoved:DeleteMarkerCreated and LifecycleExpiration:Delete and
+# :DeleteMarkerCreated (the lifecycle worker's); the others are accepted and fire once their
+# feature exists.
 EVENTS = (
     "s3:ObjectCreated:*", "s3:ObjectCreated:Put", "s3:ObjectCreated:Post", "s3:ObjectCreated:Copy",
     "s3:ObjectCreated:CompleteMultipartUpload", "s3:ObjectRemoved:*", "s3:ObjectRemoved:Delete",
