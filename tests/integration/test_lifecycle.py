@@ -253,6 +253,34 @@ def test_no_expiration_header_for_rules_without_expiration(s3, bucket):
     assert s3.put_object(Bucket=bucket, Key="big", Body=b"0123456789A")["Expiration"].endswith('rule-id="big"')
 
 
+def test_abort_date_on_create_multipart_upload_and_list_parts(s3, bucket):
+    """x-amz-abort-date / x-amz-abort-rule-id (boto3's AbortDate, AbortRuleId) when a rule's
+    AbortIncompleteMultipartUpload selects the key: the earliest such rule; none otherwise."""
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "tmp-uploads", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled",
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 3}},
+        {"ID": "all-uploads", "Filter": {}, "Status": "Enabled",
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 30}},
+        {"ID": "off", "Filter": {}, "Status": "Disabled", "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+    ]})
+    before = time.time()
+    up = s3.create_multipart_upload(Bucket=bucket, Key="tmp/a")
+    after = time.time()
+    assert up["AbortRuleId"] == "tmp-uploads"
+    # the first midnight (UTC) after initiation + 3 days, S3's rounding
+    assert up["AbortDate"].timestamp() in {((t // 86400) + 4) * 86400 for t in (before, after)}, up["AbortDate"]
+    parts = s3.list_parts(Bucket=bucket, Key="tmp/a", UploadId=up["UploadId"])
+    assert (parts["AbortDate"], parts["AbortRuleId"]) == (up["AbortDate"], "tmp-uploads")
+    other = s3.create_multipart_upload(Bucket=bucket, Key="other")
+    assert other["AbortRuleId"] == "all-uploads"
+    s3.delete_bucket_lifecycle(Bucket=bucket)
+    plain = s3.create_multipart_upload(Bucket=bucket, Key="tmp/b")
+    assert "AbortDate" not in plain and "AbortRuleId" not in plain
+    assert "AbortDate" not in s3.list_parts(Bucket=bucket, Key="tmp/a", UploadId=up["UploadId"])
+    for key, upload in (("tmp/a", up), ("other", other), ("tmp/b", plain)):
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+
+
 # --- the aws cli --------------------------------------------------------------------------------------
 
 

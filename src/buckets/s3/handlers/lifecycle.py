@@ -9,6 +9,8 @@ flexible checksum of its body.
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +53,22 @@ async def delete_bucket_lifecycle(req: S3Request) -> web.StreamResponse:
 
 def day_seconds(req: S3Request) -> float:
     return float(getattr(req.config, "lifecycle_day_seconds", lifecycle_rules.DAY) or lifecycle_rules.DAY)
+
+
+def abort_headers(req: S3Request, key: str, initiated: float) -> dict[str, str]:
+    """``x-amz-abort-date`` and ``x-amz-abort-rule-id`` for a multipart upload of ``key``
+    started at ``initiated`` when an enabled rule's AbortIncompleteMultipartUpload selects it
+    (CreateMultipartUpload and ListParts answer them, as S3 does); empty otherwise."""
+    catalog = getattr(req.store, "catalog", None)
+    record = catalog.get_bucket(req.bucket) if catalog is not None else None
+    rules = (record or {}).get("lifecycle")
+    if not rules:
+        return {}
+    due = lifecycle_rules.abort_date(rules, key, initiated, day_seconds(req))
+    if due is None:
+        return {}
+    rule_id = "".join(ch for ch in due[1] if ch >= " " and ch != "\x7f")
+    return {"x-amz-abort-date": formatdate(due[0], usegmt=True), "x-amz-abort-rule-id": rule_id}
 
 
 def expiration_headers(req: S3Request, info: Any) -> dict[str, str]:

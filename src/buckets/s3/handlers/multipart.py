@@ -23,6 +23,7 @@ from buckets.s3.body import Integrity, open_stream, read_document
 from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import add_owner, name_encoder, xml_response
+from buckets.s3.handlers.lifecycle import abort_headers
 from buckets.s3.handlers.objectlock import apply_write_options
 from buckets.s3.headers import checksum_headers, put_options, quote_etag, unquote_etag, write_conditions
 from buckets.s3.params import decimal, part_number
@@ -83,6 +84,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     doc = XmlBuilder("InitiateMultipartUploadResult")
     doc.elem("Bucket", req.bucket).elem("Key", req.key).elem("UploadId", info.upload_id)
     headers = sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers))
+    headers.update(abort_headers(req, req.key, info.initiated))  # a lifecycle rule will abort it then
     if alg:
         headers.update({"x-amz-checksum-algorithm": alg, "x-amz-checksum-type": ctype or "COMPOSITE"})
     return xml_response(doc.finish(), headers=headers)
@@ -247,7 +249,7 @@ async def list_parts(req: S3Request) -> web.StreamResponse:
     if upload.checksum_algorithm:
         doc.elem("ChecksumAlgorithm", upload.checksum_algorithm)
         doc.elem("ChecksumType", upload.checksum_type or "COMPOSITE")
-    return xml_response(doc.finish())
+    return xml_response(doc.finish(), headers=abort_headers(req, req.key, upload.initiated))
 
 
 async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
