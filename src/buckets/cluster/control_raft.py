@@ -307,8 +307,6 @@ class RaftNode(SyncObj):
         self._pre_grants: set[str] = set()  # who said yes in it (this node included)
         self._pre_won = False  # a majority said yes: the next tick runs the real election
         self._leader_heard = 0.0  # monotonic time of the last append_entries from a current leader
-        self.pre_votes_started = 0
-        self.pre_votes_won = 0
         # The dump is loaded on pysyncobj's first tick, after its journal exists.
         serialize, deserialize = _snapshot_hooks(machine, lambda: getattr(self, "_SyncObj__raftLog", None))
         conf.serializer, conf.deserializer = serialize, deserialize
@@ -340,12 +338,10 @@ class RaftNode(SyncObj):
             return
         if self._pre_won:
             self._pre_won = False
-            self.pre_votes_won += 1
             return
         self._SyncObj__raftElectionDeadline = monotonic() + self._SyncObj__generateRaftTimeout()
         self._pre_round += 1
         self._pre_grants = {self._SyncObj__selfNode.id}
-        self.pre_votes_started += 1
         message = {"type": PRE_VOTE, "term": self._SyncObj__raftCurrentTerm + 1, "round": self._pre_round,
                    "last_log_index": self._SyncObj__getCurrentLogIndex(),
                    "last_log_term": self._SyncObj__getCurrentLogTerm()}

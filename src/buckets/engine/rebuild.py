@@ -46,9 +46,9 @@ async def rebuild_registry(store: "Store") -> dict:
     writes: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
 
     unscanned = {d.disk_id for d in store.disks}  # logs not read whole (a disk away, an error)
-    # upload id -> [record, disks holding it]; (upload id, pwid) -> [part number, part, disks]
+    # upload id -> [record, disks holding it]; upload id -> pwid -> [part number, part, disks]
     uploads: dict[str, list] = {}
-    stored_parts: dict[tuple[str, str], list] = {}
+    stored_parts: dict[str, dict[str, list]] = defaultdict(dict)
     completed: set[str] = set()  # uploads a write names as the one it completed
 
     async def scan(disk) -> None:
@@ -139,8 +139,8 @@ async def rebuild_registry(store: "Store") -> dict:
             continue
         rec = dict(rec, parts={})
         chosen: dict[int, list] = {}
-        for (puid, _pwid), (number, part, count) in stored_parts.items():
-            if puid != uid or count < rec["k"]:
+        for number, part, count in stored_parts[uid].values():
+            if count < rec["k"]:
                 continue
             if number not in chosen or (part[4], part[0]) > (chosen[number][4], chosen[number][0]):
                 chosen[number] = part
@@ -155,7 +155,7 @@ async def rebuild_registry(store: "Store") -> dict:
             "uploads": recovered}
 
 
-async def _scan_uploads(disk, uploads: dict[str, list], stored_parts: dict[tuple[str, str], list]) -> None:
+async def _scan_uploads(disk, uploads: dict[str, list], stored_parts: dict[str, dict[str, list]]) -> None:
     """This disk's multipart upload directories: each ``upload.meta`` it holds, and each part
     whose ``.pmeta`` and part file it holds (both, or the part does not count here)."""
     try:
@@ -188,7 +188,7 @@ async def _scan_uploads(disk, uploads: dict[str, list], stored_parts: dict[tuple
                 continue
             if meta.get("uid") != uid or not part or part[0] != pwid:
                 continue
-            slot = stored_parts.setdefault((uid, pwid), [number, part, 0])
+            slot = stored_parts[uid].setdefault(pwid, [number, part, 0])
             slot[2] += 1
 
 

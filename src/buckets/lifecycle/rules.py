@@ -124,6 +124,10 @@ def expiration_header(when: float, rule_id: str) -> str:
     """The ``x-amz-expiration`` value: ``expiry-date="<HTTP date>", rule-id="<id>"``. The id is
     a quoted string: a quote or backslash in it is escaped, and a control character (which a
     header cannot carry) is dropped."""
-    text = "".join(ch for ch in rule_id if ch >= " " and ch != "\x7f")
-    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    text = header_text(rule_id).replace("\\", "\\\\").replace('"', '\\"')
     return f'expiry-date="{formatdate(when, usegmt=True)}", rule-id="{text}"'
+
+
+def header_text(rule_id: str) -> str:
+    """A rule id as a header can carry it: control characters dropped."""
+    return "".join(ch for ch in rule_id if ch >= " " and ch != "\x7f")

@@ -199,6 +199,16 @@ def _lose_registry(disks) -> None:
     shutil.rmtree(os.path.join(disks[0], REGISTRY_DIR))
 
 
+async def _uploads_after_a_rebuild(disks, bucket: str) -> list:
+    """Lose the registry, reopen (a rebuild), and list the bucket's uploads."""
+    _lose_registry(disks)
+    store = await Store.open(disks, **OPTS)
+    try:
+        return (await store.list_multipart_uploads(bucket)).uploads
+    finally:
+        await store.close()
+
+
 async def test_uploads_in_progress_come_back_and_complete(tmp_disks) -> None:
     """An upload's record and each part's record are on its disks: a rebuild restores the
     uploads in progress with their parts (a part uploaded twice: the newer), so they list,
@@ -245,10 +255,9 @@ async def test_uploads_in_progress_come_back_and_complete(tmp_disks) -> None:
     finally:
         await store.close()
     # and again: what was completed or aborted since is not brought back either
-    _lose_registry(disks)
+    assert await _uploads_after_a_rebuild(disks, "bkt") == []
     store = await Store.open(disks, **OPTS)
     try:
-        assert (await store.list_multipart_uploads("bkt")).uploads == []
         assert await get_bytes(store, "bkt", "big") == bodies[1] + bodies[2] + third
     finally:
         await store.close()
@@ -268,12 +277,7 @@ async def test_an_upload_on_fewer_than_k_disks_is_not_brought_back(tmp_disks) ->
             os.unlink(meta)
             gone += 1
     assert gone == 3
-    _lose_registry(disks)
-    store = await Store.open(disks, **OPTS)
-    try:
-        assert (await store.list_multipart_uploads("bkt")).uploads == []
-    finally:
-        await store.close()
+    assert await _uploads_after_a_rebuild(disks, "bkt") == []
 
 
 async def test_an_abort_that_cannot_reach_a_write_quorum_is_refused_and_changes_nothing(tmp_disks) -> None:
@@ -294,9 +298,4 @@ async def test_an_abort_that_cannot_reach_a_write_quorum_is_refused_and_changes_
         assert (await store.list_multipart_uploads("bkt")).uploads == []
     finally:
         await store.close()
-    _lose_registry(disks)
-    store = await Store.open(disks, **OPTS)
-    try:
-        assert (await store.list_multipart_uploads("bkt")).uploads == []
-    finally:
-        await store.close()
+    assert await _uploads_after_a_rebuild(disks, "bkt") == []

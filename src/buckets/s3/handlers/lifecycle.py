@@ -55,20 +55,23 @@ def day_seconds(req: S3Request) -> float:
     return float(getattr(req.config, "lifecycle_day_seconds", lifecycle_rules.DAY) or lifecycle_rules.DAY)
 
 
+def _bucket_rules(req: S3Request) -> list | None:
+    """The bucket's lifecycle rules from this node's copy of its record (no round trip)."""
+    catalog = getattr(req.store, "catalog", None)
+    record = catalog.get_bucket(req.bucket) if catalog is not None else None
+    return (record or {}).get("lifecycle")
+
+
 def abort_headers(req: S3Request, key: str, initiated: float) -> dict[str, str]:
     """``x-amz-abort-date`` and ``x-amz-abort-rule-id`` for a multipart upload of ``key``
     started at ``initiated`` when an enabled rule's AbortIncompleteMultipartUpload selects it
     (CreateMultipartUpload and ListParts answer them, as S3 does); empty otherwise."""
-    catalog = getattr(req.store, "catalog", None)
-    record = catalog.get_bucket(req.bucket) if catalog is not None else None
-    rules = (record or {}).get("lifecycle")
-    if not rules:
-        return {}
-    due = lifecycle_rules.abort_date(rules, key, initiated, day_seconds(req))
+    rules = _bucket_rules(req)
+    due = lifecycle_rules.abort_date(rules, key, initiated, day_seconds(req)) if rules else None
     if due is None:
         return {}
-    rule_id = "".join(ch for ch in due[1] if ch >= " " and ch != "\x7f")
-    return {"x-amz-abort-date": formatdate(due[0], usegmt=True), "x-amz-abort-rule-id": rule_id}
+    return {"x-amz-abort-date": formatdate(due[0], usegmt=True),
+            "x-amz-abort-rule-id": lifecycle_rules.header_text(due[1])}
 
 
 def expiration_headers(req: S3Request, info: Any) -> dict[str, str]:
@@ -77,9 +80,7 @@ def expiration_headers(req: S3Request, info: Any) -> dict[str, str]:
     node's copy (no extra round trip on the read path)."""
     if getattr(info, "delete_marker", False) or getattr(info, "is_latest", True) is False:
         return {}
-    catalog = getattr(req.store, "catalog", None)
-    record = catalog.get_bucket(req.bucket) if catalog is not None else None
-    rules = (record or {}).get("lifecycle")
+    rules = _bucket_rules(req)
     if not rules:
         return {}
     due = lifecycle_rules.current_expiry(rules, info.key, info.size, getattr(info, "tags", None),
