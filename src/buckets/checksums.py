@@ -34,6 +34,10 @@ CRC_ALGORITHMS: tuple[str, ...] = ("CRC32", "CRC32C", "CRC64NVME")
 
 DIGEST_SIZES: dict[str, int] = {"CRC32": 4, "CRC32C": 4, "CRC64NVME": 8, "SHA1": 20, "SHA256": 32}
 
+# What S3 computes, as a full-object checksum, for an object (or a multipart upload's parts)
+# uploaded without any checksum of the client's.
+DEFAULT_ALGORITHM = "CRC64NVME"
+
 _HEADER_PREFIX = "x-amz-checksum-"
 
 

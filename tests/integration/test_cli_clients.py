@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
@@ -9,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from awscrt import checksums as crt
 
 from s3server import REGION, ROOT_PASSWORD, ROOT_USER, empty_and_delete, new_bucket_name
 from serverproc import BIN
@@ -195,6 +197,12 @@ def test_s3cmd(s3cmd, s3, tmp_path, signature_v2, location):
         call("put", str(small), f"s3://{bucket}/dir/small.txt")
         call("put", str(big), f"s3://{bucket}/big.bin")
         assert s3.head_object(Bucket=bucket, Key="big.bin")["ETag"].endswith('-2"')
+        # s3cmd sends no flexible checksum: both objects get S3's default CRC64NVME (the
+        # multipart one combined from its parts'), which boto3 checks as it reads them.
+        for key, data in (("dir/small.txt", b"hello from s3cmd"), ("big.bin", big_data)):
+            got = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            assert got["ChecksumCRC64NVME"] == base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
+            assert got["ChecksumType"] == "FULL_OBJECT" and got["Body"].read() == data
         listing = call("ls", f"s3://{bucket}/")
         assert f"s3://{bucket}/big.bin" in listing and f"s3://{bucket}/dir/" in listing
         assert f"s3://{bucket}/dir/small.txt" in call("ls", "--recursive", f"s3://{bucket}")

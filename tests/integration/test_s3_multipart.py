@@ -305,6 +305,32 @@ def test_complete_claims_composite_and_mismatches(s3, bucket):
     assert done["ChecksumCRC32"] == f"{composite}-2" and done["ChecksumType"] == "COMPOSITE"
 
 
+def _crc64nvme_b64(data: bytes) -> str:
+    return base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+def test_an_upload_created_without_a_checksum_gets_s3s_default_crc64nvme(s3, bucket):
+    """Created without an algorithm: each part gets a CRC64NVME, and the object the full-object
+    CRC64NVME combined from them (S3's default), which GET checks end to end."""
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="dflt")["UploadId"]
+    parts = []
+    for number, data in enumerate([PART, TAIL], start=1):
+        resp = s3.upload_part(Bucket=bucket, Key="dflt", UploadId=upload_id, PartNumber=number, Body=data)
+        assert resp["ChecksumCRC64NVME"] == _crc64nvme_b64(data)
+        parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+    listed = s3.list_parts(Bucket=bucket, Key="dflt", UploadId=upload_id)["Parts"]
+    assert [p["ChecksumCRC64NVME"] for p in listed] == [_crc64nvme_b64(PART), _crc64nvme_b64(TAIL)]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="dflt", UploadId=upload_id,
+                                        MultipartUpload={"Parts": parts})
+    whole = _crc64nvme_b64(PART + TAIL)
+    assert (done["ChecksumCRC64NVME"], done["ChecksumType"]) == (whole, "FULL_OBJECT")
+    head = s3.head_object(Bucket=bucket, Key="dflt", ChecksumMode="ENABLED")
+    assert (head["ChecksumCRC64NVME"], head["ChecksumType"]) == (whole, "FULL_OBJECT")
+    got = s3.get_object(Bucket=bucket, Key="dflt")
+    assert got["ChecksumCRC64NVME"] == whole
+    assert got["Body"].read() == PART + TAIL  # botocore checks the combined checksum
+
+
 def test_complete_claims_without_upload_checksum(s3, bucket):
     """An upload created without a checksum algorithm: a size claim is still checked, a
     checksum claim names an algorithm the upload does not have."""

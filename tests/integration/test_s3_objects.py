@@ -131,6 +131,42 @@ def test_flexible_checksums_roundtrip(s3, bucket, alg):
     assert attrs["StorageClass"] == "STANDARD"
 
 
+def _crc64nvme_b64(data: bytes) -> str:
+    from awscrt import checksums as crt
+
+    return base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+@pytest.mark.parametrize("size", [0, 4096, len(MEDIUM)], ids=["empty", "small", "medium"])
+def test_an_object_put_without_a_checksum_gets_s3s_default_crc64nvme(server, s3, bucket, size):
+    """S3 gives an object uploaded without any checksum a full-object CRC64NVME: the PUT
+    answers it, HEAD and GET (checksum mode) report it, botocore checks it on GET, listings
+    name the algorithm, and a copy keeps it."""
+    body = MEDIUM[:size]
+    expected = _crc64nvme_b64(body)
+    put = rawhttp.request(server, "PUT", f"/{bucket}/plain", body=body)  # no checksum header at all
+    assert put.status == 200, put.text
+    assert put.headers["x-amz-checksum-crc64nvme"] == expected
+    assert put.headers["x-amz-checksum-type"] == "FULL_OBJECT"
+    head = s3.head_object(Bucket=bucket, Key="plain", ChecksumMode="ENABLED")
+    assert (head["ChecksumCRC64NVME"], head["ChecksumType"]) == (expected, "FULL_OBJECT")
+    got = s3.get_object(Bucket=bucket, Key="plain")  # boto3 asks for checksums and checks this one
+    assert got["ChecksumCRC64NVME"] == expected
+    assert got["Body"].read() == body
+    listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [(o["Key"], o["ChecksumAlgorithm"], o["ChecksumType"]) for o in listed] == \
+        [("plain", ["CRC64NVME"], "FULL_OBJECT")]
+    copied = s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "plain"})
+    assert copied["CopyObjectResult"]["ChecksumCRC64NVME"] == expected
+    if size:
+        ranged = s3.get_object(Bucket=bucket, Key="copy", Range="bytes=0-0", ChecksumMode="ENABLED")
+        assert "ChecksumCRC64NVME" not in ranged  # a range is not the object: no whole-object checksum
+    # A client's own checksum is the one the object keeps (no second one beside it).
+    s3.put_object(Bucket=bucket, Key="crc32", Body=body, ChecksumAlgorithm="CRC32")
+    head = s3.head_object(Bucket=bucket, Key="crc32", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" in head and "ChecksumCRC64NVME" not in head
+
+
 def test_wrong_checksum_is_bad_digest(server, s3, bucket):
     wrong = base64.b64encode(b"\x00\x00\x00\x01").decode()
     with pytest.raises(ClientError) as exc:

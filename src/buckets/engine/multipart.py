@@ -28,7 +28,7 @@ import blake3
 import time
 from typing import TYPE_CHECKING
 
-from buckets import errors
+from buckets import checksums, errors
 from buckets.engine import crypto, paths, versions
 from buckets.engine.ids import new_id
 from buckets.engine.meta import encode_meta_file, entry_to_info, upload_to_info
@@ -109,8 +109,11 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     pwid = new_id()
     path = paths.upload_part(upload_id, pwid)
     algs = tuple(opts.checksum_algorithms)
-    if rec.get("ca") and rec["ca"] not in algs:
-        algs = algs + (rec["ca"],)
+    # The upload's algorithm, or S3's default for an upload created without one (the object's
+    # full-object CRC64NVME is combined from the parts' at Complete).
+    upload_alg = rec.get("ca") or checksums.DEFAULT_ALGORITHM
+    if upload_alg not in algs:
+        algs = algs + (upload_alg,)
     cipher = crypto.PartCipher(data_key, crypto.write_iv(pwid), part_number) if data_key is not None else None
     writer = ErasureWriter(codec, disks, [path] * codec.n, self.cpu, algorithms=algs, inline_limit=-1,
                            cipher=cipher)
@@ -173,10 +176,8 @@ async def _noop() -> None:
 
 def _object_checksum(rec: dict, chosen: list[list]) -> tuple[dict[str, str], str | None]:
     alg, ctype = rec.get("ca"), rec.get("ct")
-    if not alg:
-        return {}, None
-    from buckets import checksums
-
+    if not alg:  # created without an algorithm: S3's default, when every part has it
+        alg, ctype = checksums.DEFAULT_ALGORITHM, "FULL_OBJECT"
     digests = []
     for p in chosen:
         value = (p[3] or {}).get(alg)

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from buckets import errors
+from buckets import checksums, errors
 from buckets.engine import crypto, paths, smalllog, versions
 from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
@@ -413,7 +413,8 @@ class Store:
         stage = paths.staging(txid)
         iv = crypto.write_iv(wid)
         writer = ErasureWriter(codec, disks, [f"{stage}/{wid}/part.1"] * codec.n, self.cpu,
-                               algorithms=opts.checksum_algorithms, inline_limit=self.inline_threshold,
+                               algorithms=opts.checksum_algorithms or (checksums.DEFAULT_ALGORITHM,),
+                               inline_limit=self.inline_threshold,
                                cipher=crypto.PartCipher(data_key, iv, 1) if data_key is not None else None)
         try:
             result = await writer.run(stream, size)

@@ -12,6 +12,8 @@ says which entries that holds for: the ones with every defaulted field present).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import uuid
 
@@ -19,6 +21,9 @@ import uuid
 _DEFAULTS = {"h": {}, "um": {}, "ck": {}, "ckt": None, "sc": "STANDARD", "inline": True, "bs": 1 << 20}
 _HEX = frozenset("0123456789abcdef")
 MARK = "z"
+# S3's default checksum, which every object written without one of the client's carries:
+# ``ck = {"CRC64NVME": <base64 of 8 bytes>}, ckt = "FULL_OBJECT"`` is stored as its 8 raw bytes.
+_CRC64 = "c6"
 
 
 def _hex_bytes(value, length: int):
@@ -58,6 +63,10 @@ def compact(payload: dict) -> dict:
     p = {f: v for f, v in payload.items() if not (f in _DEFAULTS and v == _DEFAULTS[f])}
     if p.get("parts") == [[1, payload.get("size"), payload.get("etag"), payload.get("ck", {}), payload.get("mt")]]:
         del p["parts"]
+    raw = default_checksum(p)
+    if raw is not None:
+        del p["ck"], p["ckt"]
+        p[_CRC64] = raw
     for f, n in (("etag", 32), ("ch", 64), ("wid", 32)):
         if f in p:
             p[f] = _hex_bytes(p[f], n)
@@ -67,8 +76,32 @@ def compact(payload: dict) -> dict:
     return p
 
 
+def default_checksum(p: dict) -> bytes | None:
+    """The raw CRC64NVME when ``p`` holds exactly S3's default full-object checksum, written
+    in its canonical base64 (so ``expand`` gives back the same text)."""
+    ck = p.get("ck")
+    if p.get("ckt") != "FULL_OBJECT" or not isinstance(ck, dict) or len(ck) != 1 or _CRC64 in p:
+        return None
+    value = ck.get("CRC64NVME")
+    if not isinstance(value, str) or len(value) != 12:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 8 and base64.b64encode(raw).decode() == value else None
+
+
+def default_checksum_fields(raw: bytes) -> tuple[dict, str]:
+    """``ck`` and ``ckt`` of S3's default checksum from its raw bytes (``default_checksum``)."""
+    return {"CRC64NVME": base64.b64encode(raw).decode()}, "FULL_OBJECT"
+
+
 def expand(doc: dict) -> dict:
     out = {f: v for f, v in doc.items() if f != MARK}
+    raw = out.pop(_CRC64, None)
+    if isinstance(raw, bytes):
+        out["ck"], out["ckt"] = default_checksum_fields(raw)
     for f, v in _DEFAULTS.items():
         out.setdefault(f, dict(v) if isinstance(v, dict) else v)
     for f in ("etag", "ch", "wid"):

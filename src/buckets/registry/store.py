@@ -28,20 +28,34 @@ import xxhash
 
 from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
 from buckets.registry.cache import LRUCache, in_background
-from buckets.registry.entrycodec import MARK, compact, compactable, expand
+from buckets.registry.entrycodec import (
+    MARK, compact, compactable, default_checksum, default_checksum_fields, expand,
+)
 from buckets.runtime import Workers
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
 # Object record values: _SINGLE | u16 head length | head | entry, where head is the msgpack
-# of what a listing shows (LISTING_FIELDS), so scans decode ~60 bytes, not the whole entry.
+# of what a listing shows (LISTING_FIELDS), so scans decode ~60 bytes, not the whole entry
+# (an MD5 ETag as its 16 bytes, S3's default checksum as its 8: ``_decode_listing``).
 # _MULTI | msgpack [[full key, entry], ...] for long keys sharing one record.
 _SINGLE, _MULTI = b"\x03", b"\x02"
 LISTING_FIELDS = ("size", "etag", "mt", "sc", "ck", "ckt", "vid", "dm")
 _HEAD = struct.Struct("<H")
 
 
+_CK, _ETAG = LISTING_FIELDS.index("ck"), LISTING_FIELDS.index("etag")
+_HEX = frozenset("0123456789abcdef")
+
+
 def _encode_single(entry: dict) -> bytes:
-    head = _pack([entry.get(f) for f in LISTING_FIELDS])
+    fields = [entry.get(f) for f in LISTING_FIELDS]
+    etag = fields[_ETAG]
+    if isinstance(etag, str) and len(etag) == 32 and set(etag) <= _HEX:  # a plain MD5: its 16 bytes
+        fields[_ETAG] = bytes.fromhex(etag)
+    raw = default_checksum(entry)
+    if raw is not None:  # S3's default checksum: its 8 bytes for "ck" (and "ckt" implied)
+        fields[_CK], fields[_CK + 1] = raw, None
+    head = _pack(fields)
     return _SINGLE + _HEAD.pack(len(head)) + head + _pack(compact(entry) if compactable(entry) else entry)
 
 
@@ -53,7 +67,12 @@ def _decode_single(raw: bytes) -> dict:
 
 def _decode_listing(raw: bytes) -> dict:
     (n,) = _HEAD.unpack_from(raw, 1)
-    return dict(zip(LISTING_FIELDS, _unpack(raw[3:3 + n])))
+    out = dict(zip(LISTING_FIELDS, _unpack(raw[3:3 + n])))
+    if isinstance(out.get("etag"), bytes):
+        out["etag"] = out["etag"].hex()
+    if isinstance(out.get("ck"), bytes):
+        out["ck"], out["ckt"] = default_checksum_fields(out["ck"])
+    return out
 _SMALL = struct.Struct("<Q")  # xxh3_64 of the bytes that follow, in the "small" table
 
 _pack = msgpack.Packer(use_bin_type=True).pack

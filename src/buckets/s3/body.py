@@ -241,8 +241,10 @@ class Integrity:
                 raise BadDigest(f"The {self.algorithm} you specified did not match the calculated checksum.")
 
     def response_headers(self, object_checksums: Mapping[str, str]) -> dict[str, str]:
-        """x-amz-checksum-* for the algorithm the client used, as S3 echoes it on PUT."""
+        """x-amz-checksum-* for the algorithm the client used, as S3 echoes it on PUT, or, when
+        the client sent none, S3's default one that the object got (CRC64NVME)."""
         out: dict[str, str] = {}
-        if self.algorithm and self.algorithm in object_checksums:
-            out[checksums.header_name(self.algorithm)] = object_checksums[self.algorithm]
+        alg = self.algorithm or checksums.DEFAULT_ALGORITHM
+        if alg in object_checksums:
+            out[checksums.header_name(alg)] = object_checksums[alg]
         return out

@@ -48,10 +48,13 @@ async def test_several_algorithms_at_once_and_lower_case_names(store, bucket) ->
     }
 
 
-async def test_no_algorithms_no_checksums(store, bucket) -> None:
-    info = await store.put_object(bucket, "k", b"abc", 3)
-    assert info.checksums == {} and info.checksum_type is None
-    assert (await store.head_object(bucket, "k")).checksums == {}
+async def test_no_algorithms_gets_s3s_default_crc64nvme(store, bucket) -> None:
+    """An object written without a checksum of the client's gets S3's default: a full-object
+    CRC64NVME (published check value of '123456789' below), and only that one."""
+    info = await store.put_object(bucket, "k", b"123456789", 9)
+    assert info.checksum_type == "FULL_OBJECT"
+    assert {alg: base64.b64decode(v).hex() for alg, v in info.checksums.items()} == {"CRC64NVME": "ae8b14860a799888"}
+    assert (await store.head_object(bucket, "k")).checksums == info.checksums
 
 
 async def test_known_vectors(store, bucket) -> None:

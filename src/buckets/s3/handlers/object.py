@@ -91,7 +91,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     headers.update(expiration_headers(req, info))  # x-amz-expiration, when a lifecycle rule applies
     headers.update(sse_headers.response_headers(info.sse, sse_headers.customer_key(req.headers)))
     headers.update(integrity.response_headers(info.checksums))
-    if integrity.algorithm:
+    if integrity.algorithm or info.checksum_type == "FULL_OBJECT":
         headers["x-amz-checksum-type"] = "FULL_OBJECT"
     return web.Response(status=200, headers=headers)
 
