@@ -2,7 +2,7 @@
 
     python -m bench.drivers put [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 disks
     python -m bench.drivers get [--disks 16] [--n 40]              16 MiB GETs, one node
-    python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20]   16 MiB PUTs, one node
+    python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20] [--checksum CRC32]   16 MiB PUTs, one node
     python -m bench.drivers cluster-put [--n 2000] [--spy OUT]     4 KiB PUTs, 4 nodes x 4 disks
     python -m bench.drivers cluster-get [--via 2] [--n 30]         16 MiB GETs, 4 nodes x 4 disks
     python -m bench.drivers profile OUT [OUT...]                   sum py-spy raw files by function
@@ -165,15 +165,23 @@ def cmd_put_large(args: argparse.Namespace) -> None:
 
     async def body(client) -> None:
         chunks = [payload(MiB) for _ in range(16)]
+        extra = None
+        if args.checksum:  # as boto3 sends by default (CRC32): the server computes and checks it
+            from buckets.checksums import header_name, new_checksum
+
+            digest = new_checksum(args.checksum)
+            for c in chunks:
+                digest.update(c)
+            extra = {header_name(args.checksum): digest.b64()}
 
         async def gen():
             for c in chunks:
                 yield c
 
         for i in range(2):  # warm: the server's heap grows to its working size
-            await client.put_stream(BUCKET, f"warm{i}", 16 * MiB, gen())
+            await client.put_stream(BUCKET, f"warm{i}", 16 * MiB, gen(), extra)
         run, wall, cpu, (vol, invol) = await _measured(
-            srv.proc.pid, args, lambda i: client.put_stream(BUCKET, f"big{i}", 16 * MiB, gen()),
+            srv.proc.pid, args, lambda i: client.put_stream(BUCKET, f"big{i}", 16 * MiB, gen(), extra),
             args.n, args.concurrency)
         lat = sorted(run.latencies)
         print(f"16 MiB PUT over {args.disks} disks, {args.concurrency} at a time: "
@@ -307,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         if name == "put-large":
             p.add_argument("--disks", type=int, default=4)
             p.add_argument("--concurrency", type=int, default=1, help="PUTs at a time")
+            p.add_argument("--checksum", choices=["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"],
+                           help="send this checksum of the body (boto3 sends CRC32 by default)")
         if name == "cluster-get":
             p.add_argument("--via", type=int, choices=[1, 2, 3, 4], help="every GET through this node")
     p = sub.add_parser("profile")

@@ -97,10 +97,12 @@ class SignedS3Client:
     async def put(self, bucket: str, key: str, body: bytes) -> None:
         await self._request("PUT", f"/{bucket}/{quote(key, safe='/~')}", body=body)
 
-    async def put_stream(self, bucket: str, key: str, size: int, stream: AsyncIterator[bytes]) -> None:
+    async def put_stream(self, bucket: str, key: str, size: int, stream: AsyncIterator[bytes],
+                         headers: dict[str, str] | None = None) -> None:
+        """``headers``: more to send (and sign), e.g. the body's ``x-amz-checksum-crc32``."""
         path = f"/{bucket}/{quote(key, safe='/~')}"
         url = self.endpoint + path
-        headers = self._sign("PUT", url, None, unsigned_payload=True)
+        headers = self._sign("PUT", url, None, unsigned_payload=True, headers=headers)
         headers["Content-Length"] = str(size)  # not signed; sent so the body is not chunked
         async with self.session.put(URL(url, encoded=True), data=stream, headers=headers) as resp:
             data = await resp.read()
