@@ -211,6 +211,19 @@ MALFORMED = [
 ]
 
 
+def test_a_conditional_delete_on_an_etag_needs_the_right_to_read(env: Env, bucket: str):
+    """As S3: DeleteObject with If-Match and an ETag tells the caller about the object, so it
+    needs s3:GetObject as well; If-Match: * (it exists) does not."""
+    env.owner.put_bucket_policy(Bucket=bucket, Policy=grant_users(bucket, OTHER, actions=("s3:DeleteObject",)))
+    etag = env.owner.head_object(Bucket=bucket, Key="obj")["ETag"]
+    denied(env.other.delete_object, Bucket=bucket, Key="obj", IfMatch=etag)
+    resp = env.other.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "obj", "ETag": etag}]})
+    assert [(e["Key"], e["Code"]) for e in resp["Errors"]] == [("obj", "AccessDenied")]
+    assert env.owner.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"object body"
+    env.other.delete_object(Bucket=bucket, Key="obj", IfMatch="*")
+    assert env.owner.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
 @pytest.mark.parametrize("text", [m[1] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
 def test_malformed_policy_changes_nothing(env: Env, bucket: str, text: str):
     old = public_read(bucket)

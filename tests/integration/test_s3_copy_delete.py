@@ -160,3 +160,80 @@ def test_delete_objects_bad_requests(server, s3, bucket):
     with pytest.raises(ClientError) as exc:
         s3.delete_objects(Bucket=new_bucket_name("gone"), Delete={"Objects": [{"Key": "a"}]})
     assert error_of(exc) == ("NoSuchBucket", 404)
+
+
+# --- conditional deletes -------------------------------------------------------------------
+
+
+def _versions(s3, bucket: str, key: str) -> tuple[int, int, bool]:
+    """(versions, delete markers, the latest is a marker) of ``key``."""
+    got = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    versions = [v for v in got.get("Versions", []) if v["Key"] == key]
+    markers = [m for m in got.get("DeleteMarkers", []) if m["Key"] == key]
+    return len(versions), len(markers), any(m["IsLatest"] for m in markers)
+
+
+def test_conditional_delete_object(server, s3, bucket):
+    """DeleteObject with If-Match: the current ETag deletes, another is 412 and a missing key
+    404 NoSuchKey, both changing nothing; ``*`` asks only that the object exist; the
+    directory-bucket-only conditions are refused (501), not ignored."""
+    etag = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["ETag"]
+    with pytest.raises(ClientError) as exc:
+        s3.delete_object(Bucket=bucket, Key="k", IfMatch='"0123456789abcdef0123456789abcdef"')
+    assert error_of(exc) == ("PreconditionFailed", 412)
+    for header in ("x-amz-if-match-size", "x-amz-if-match-last-modified-time"):
+        resp = rawhttp.request(server, "DELETE", f"/{bucket}/k", headers={header: "3"})
+        assert (resp.status, resp.code) == (501, "NotImplemented"), resp.text
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"one"
+    assert s3.delete_object(Bucket=bucket, Key="k", IfMatch=etag)["ResponseMetadata"]["HTTPStatusCode"] == 204
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="k")
+    assert error_of(exc)[1] == 404
+    for condition in (etag, "*"):
+        with pytest.raises(ClientError) as exc:
+            s3.delete_object(Bucket=bucket, Key="k", IfMatch=condition)
+        assert error_of(exc) == ("NoSuchKey", 404)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"two")
+    s3.delete_object(Bucket=bucket, Key="k", IfMatch="*")
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_conditional_delete_in_a_versioned_bucket(s3, bucket):
+    """The condition is judged on the current version: a failed one adds no delete marker, a
+    kept one adds it, and once a marker is current the object counts as missing."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket=bucket, Key="v", Body=b"one")
+    second = s3.put_object(Bucket=bucket, Key="v", Body=b"two")
+    with pytest.raises(ClientError) as exc:  # the old version's ETag is not the current one's
+        s3.delete_object(Bucket=bucket, Key="v", IfMatch=first["ETag"])
+    assert error_of(exc) == ("PreconditionFailed", 412)
+    with pytest.raises(ClientError) as exc:  # with a version id too: judged on the current version
+        s3.delete_object(Bucket=bucket, Key="v", VersionId=first["VersionId"], IfMatch=first["ETag"])
+    assert error_of(exc) == ("PreconditionFailed", 412)
+    assert _versions(s3, bucket, "v") == (2, 0, False)
+    resp = s3.delete_object(Bucket=bucket, Key="v", IfMatch=second["ETag"])
+    assert resp["DeleteMarker"] is True
+    assert _versions(s3, bucket, "v") == (2, 1, True)
+    with pytest.raises(ClientError) as exc:
+        s3.delete_object(Bucket=bucket, Key="v", IfMatch="*")
+    assert error_of(exc) == ("NoSuchKey", 404)
+    assert _versions(s3, bucket, "v") == (2, 1, True)
+
+
+def test_conditional_delete_objects(server, s3, bucket):
+    """DeleteObjects: an object's <ETag> makes its delete conditional; a failed condition is
+    that key's <Error> and the key stays; conditions S3 takes only for directory buckets
+    (<Size>, <LastModifiedTime>) are that key's NotImplemented."""
+    tags = {k: s3.put_object(Bucket=bucket, Key=k, Body=k.encode())["ETag"] for k in ("a", "b", "c", "d", "e")}
+    resp = s3.delete_objects(Bucket=bucket, Delete={"Objects": [
+        {"Key": "a", "ETag": tags["a"]},
+        {"Key": "b", "ETag": tags["a"]},  # another object's ETag
+        {"Key": "c", "ETag": "*"},
+        {"Key": "missing", "ETag": tags["a"]},
+        {"Key": "d", "Size": 1},
+        {"Key": "e"},
+    ]})
+    assert sorted(d["Key"] for d in resp["Deleted"]) == ["a", "c", "e"]
+    assert {e["Key"]: e["Code"] for e in resp["Errors"]} == {
+        "b": "PreconditionFailed", "missing": "NoSuchKey", "d": "NotImplemented"}
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == ["b", "d"]

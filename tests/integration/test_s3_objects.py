@@ -167,6 +167,16 @@ def test_an_object_put_without_a_checksum_gets_s3s_default_crc64nvme(server, s3,
     assert "ChecksumCRC32" in head and "ChecksumCRC64NVME" not in head
 
 
+def test_an_append_is_refused_not_taken_for_an_overwrite(server, s3, bucket):
+    """x-amz-write-offset-bytes (S3 appends, for directory buckets only): 501 before the body
+    is read, and the object keeps its bytes."""
+    s3.put_object(Bucket=bucket, Key="log", Body=b"first line\n")
+    resp = rawhttp.request(server, "PUT", f"/{bucket}/log", body=b"second line\n",
+                           headers={"x-amz-write-offset-bytes": "11"})
+    assert (resp.status, resp.code) == (501, "NotImplemented"), resp.text
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"first line\n"
+
+
 def test_wrong_checksum_is_bad_digest(server, s3, bucket):
     wrong = base64.b64encode(b"\x00\x00\x00\x01").decode()
     with pytest.raises(ClientError) as exc:

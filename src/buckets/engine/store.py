@@ -374,8 +374,9 @@ class Store:
     # -- objects --------------------------------------------------------------------------
     async def _check_conditions(self, bucket: str, key: str, opts: PutOptions, *,
                                 at_commit: bool = False) -> dict | None:
-        """Check a conditional write against the current version (a delete marker counts as no
-        object) and return the current entry. At commit, under the key's lock, a condition that
+        """Check a conditional write (or delete) against the current version (a delete marker
+        counts as no object; ``If-Match: *`` asks only that there be one) and return the
+        current entry. At commit, under the key's lock, a condition that
         held when the write started but no longer does means another write won the race:
         ``409 ConditionalRequestConflict``, as S3 answers it (the client retries)."""
         current = await self.catalog.get_object(bucket, key)
@@ -383,11 +384,14 @@ class Store:
         failed: errors.BucketsError | None = None
         if opts.if_none_match and visible is not None:
             failed = errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-None-Match")
-        elif opts.if_match is not None and (visible is None or visible["etag"] != opts.if_match.strip('"')):
+        elif opts.if_match is not None and (visible is None or (
+                opts.if_match.strip() != "*" and visible["etag"] != opts.if_match.strip('"'))):
             if visible is None:
                 failed = errors.NoSuchKey(resource=f"/{bucket}/{key}", Key=key)
             else:
                 failed = errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="If-Match")
+        elif opts.if_current is not None and (visible is None or not opts.if_current(visible)):
+            failed = errors.PreconditionFailed(resource=f"/{bucket}/{key}", Condition="the version judged")
         if failed is not None:
             if at_commit:
                 raise errors.ConditionalRequestConflict(resource=f"/{bucket}/{key}")

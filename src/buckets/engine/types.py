@@ -111,6 +111,9 @@ class PutOptions:
     verify: VerifyHook | None = None
     if_match: str | None = None  # commit only if the current ETag equals this
     if_none_match: bool = False  # commit only if no object exists ("If-None-Match: *")
+    # (internal) commit only if the current version satisfies this (the lifecycle's expiry of
+    # the very version it judged); checked with if_match, under the key's lock
+    if_current: Callable[[dict], bool] | None = None
     storage_class: str = "STANDARD"  # STANDARD | REDUCED_REDUNDANCY (fewer parity shards)
     # Who owns the new object and its ACL: {"own": access key, "acl": ACL record}, kept in its
     # entry (absent: the bucket's owner, no ACL beyond the owner's). See buckets.iam.

@@ -24,9 +24,11 @@ These functions are methods of ``Store`` (bound in its class body).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from buckets import errors
@@ -34,7 +36,7 @@ from buckets.engine import paths, smalllog
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file, encode_meta_file, entry_to_info, entry_to_version
 from buckets.engine.names import check_object_key
-from buckets.engine.types import NULL_VERSION, DeleteResult, ObjectInfo, VersionListResult
+from buckets.engine.types import NULL_VERSION, DeleteResult, ObjectInfo, PutOptions, VersionListResult
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -140,18 +142,35 @@ async def lookup_version(self: "Store", bucket: str, key: str, version_id: str |
 
 
 async def delete_object(self: "Store", bucket: str, key: str, version_id: str | None = None, *,
-                        bypass_governance: bool = False) -> DeleteResult:
+                        bypass_governance: bool = False, if_match: str | None = None,
+                        if_current: Callable[[dict], bool] | None = None) -> DeleteResult:
     """S3 DeleteObject. Without a version id: an unversioned bucket's object is removed; a
     versioned bucket gets a delete marker (``Enabled``: a new version id; ``Suspended``: the
     ``null`` version, replacing the old one). With a version id: that version is removed for
-    good, unless its lock protects it."""
+    good, unless its lock protects it.
+
+    ``if_match`` (a conditional delete: an ETag, or ``*`` for "exists") is checked against the
+    key's current version, as S3 does (also when a version id is given): no object (or a
+    delete marker) is ``404 NoSuchKey``, another ETag ``412 PreconditionFailed``, both before
+    anything is written. It is checked again under the key's lock (on a cluster, the key's
+    control-plane lease, which conditional writes take too) right before the delete commits:
+    a write that won meanwhile makes it ``409 ConditionalRequestConflict``, and nothing is
+    deleted. ``if_current`` (internal: the lifecycle's "still the version I judged") is a
+    predicate on the current entry, checked the same way (412 when it does not hold)."""
     if version_id is not None:
         check_version_id(version_id)
     bucket_rec = await self._require_bucket(bucket)
     versioned = versioning_of(bucket_rec) is not None
+    condition = PutOptions(if_match=if_match, if_current=if_current) \
+        if if_match is not None or if_current is not None else None
+    if condition is not None:
+        await self._check_conditions(bucket, key, condition)  # fail fast; checked again at commit
     if version_id is None and versioned:
-        return await _add_delete_marker(self, bucket, key, bucket_rec)
-    async with self.locks.hold((bucket, key)):
+        return await _add_delete_marker(self, bucket, key, bucket_rec, condition)
+    lease = self.catalog.key_lease(bucket, key) if condition is not None else contextlib.nullcontext()
+    async with self.locks.hold((bucket, key)), lease:
+        if condition is not None:
+            await self._check_conditions(bucket, key, condition, at_commit=True)
         if not versioned:
             entry = await self.catalog.get_object(bucket, key)
             if entry is None or (version_id is not None and entry.get("vid", NULL_VERSION) != version_id):
@@ -229,11 +248,15 @@ async def _write_marker(self: "Store", bucket: str, key: str, vid: str | None) -
     return entry, disks
 
 
-async def _add_delete_marker(self: "Store", bucket: str, key: str, bucket_rec: dict) -> DeleteResult:
+async def _add_delete_marker(self: "Store", bucket: str, key: str, bucket_rec: dict,
+                             condition: PutOptions | None = None) -> DeleteResult:
     vid = None if versioning_of(bucket_rec) == "Enabled" else NULL_VERSION  # None: a new id
     entry, disks = await _write_marker(self, bucket, key, vid)
-    async with self.locks.hold((bucket, key)):
+    lease = self.catalog.key_lease(bucket, key) if condition is not None else contextlib.nullcontext()
+    async with self.locks.hold((bucket, key)), lease:
         try:
+            if condition is not None:
+                await self._check_conditions(bucket, key, condition, at_commit=True)
             replaced = await self.catalog.put_version(bucket, key, entry)
         except errors.BucketsError:
             await self._remove_write(bucket, key, entry["wid"], disks)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buckets.engine.scanner import ScannerConfig, Throttle
-from buckets.errors import BucketsError, NoSuchBucket
+from buckets.errors import BucketsError, ConditionalRequestConflict, NoSuchBucket, NoSuchKey, PreconditionFailed
 from buckets.lifecycle import rules as lc
 
 log = logging.getLogger("buckets.lifecycle")
@@ -242,14 +242,18 @@ class LifecycleWorker:
     async def _expire_current(self, bucket: str, listed: Any, rule_id: str) -> None:
         """Delete (unversioned) or hide under a delete marker (versioned) the current version
         ``listed`` saw, unless it was overwritten or removed since."""
-        store = self.store
+        judged = (listed.etag, listed.last_modified, _version_of(listed))
+
+        def unchanged(entry: dict) -> bool:
+            return (entry.get("etag"), entry.get("mt"), _version_of_entry(entry)) == judged
+
         try:
-            now = await store.head_object(bucket, listed.key)
-        except BucketsError:
-            return  # gone (or its latest is a delete marker) already
-        if (now.etag, now.last_modified, _version_of(now)) != (listed.etag, listed.last_modified, _version_of(listed)):
-            return  # overwritten since it was listed: the new version is judged next cycle
-        result = await store.delete_object(bucket, listed.key)
+            # The check is the engine's, under the key's lock right before the delete commits:
+            # a PUT that lands after the listing (even between a look and the delete) is never
+            # what expires; it is judged next cycle.
+            result = await self.store.delete_object(bucket, listed.key, if_current=unchanged)
+        except (NoSuchKey, PreconditionFailed, ConditionalRequestConflict):
+            return  # gone, or overwritten since it was listed
         self.stats.expired += 1
         await self._notify(bucket, listed.key, result)
         log.info("lifecycle rule %r expired %s/%s", rule_id, bucket, listed.key)
@@ -349,6 +353,11 @@ class LifecycleWorker:
 
 def _version_of(info: Any) -> str | None:
     version = getattr(info, "version_id", None)
+    return None if version in (None, "", "null") else version
+
+
+def _version_of_entry(entry: dict) -> str | None:
+    version = entry.get("vid")
     return None if version in (None, "", "null") else version
 
 

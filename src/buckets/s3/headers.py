@@ -181,8 +181,11 @@ def apply_response_overrides(out: dict[str, str], query: Mapping[str, str]) -> N
 # Canned ACLs that mean "only the owner", which is all this server does today.
 # Headers asking for features not implemented yet: refusing beats silently ignoring them.
 # (x-amz-tagging and the object-lock headers: buckets.s3.handlers.objectlock.apply_write_options.)
+# Refused, not ignored: a client that asked for one of these and had it ignored would get
+# something else than it asked for (an append ignored is an overwrite).
 _UNSUPPORTED_WRITE_HEADERS = (
     ("x-amz-website-redirect-location", "Website redirects"),
+    ("x-amz-write-offset-bytes", "Appending to an object (S3: directory buckets only)"),
 )
 
 

@@ -233,6 +233,45 @@ async def test_if_match(store, bucket) -> None:
         await store.put_object(bucket, "absent", b"x", 1, PutOptions(if_match=first.etag))
 
 
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+async def test_a_conditional_delete_that_loses_a_race_deletes_nothing(store, bucket, versioned) -> None:
+    """A write that lands between a conditional delete's first check and its commit (under
+    the key's lock) makes the delete 409 ConditionalRequestConflict, and the write stays."""
+    if versioned:
+        await store.set_versioning(bucket, "Enabled")
+    first = await store.put_object(bucket, "k", b"one", 3)
+    real = store._check_conditions
+
+    async def a_write_lands_meanwhile(b, k, opts, *, at_commit=False):
+        current = await real(b, k, opts, at_commit=at_commit)
+        if not at_commit and opts.if_match is not None:
+            await store.put_object(bucket, "k", b"two", 3)
+        return current
+
+    store._check_conditions = a_write_lands_meanwhile
+    with pytest.raises(errors.ConditionalRequestConflict):
+        await store.delete_object(bucket, "k", if_match=first.etag)
+    store._check_conditions = real
+    assert await get_bytes(store, bucket, "k") == b"two"
+    if versioned:
+        versions = (await store.list_object_versions(bucket)).versions
+        assert [v.delete_marker for v in versions] == [False, False]  # no marker was added
+
+
+async def test_conditional_delete(store, bucket) -> None:
+    first = await store.put_object(bucket, "k", b"one", 3)
+    with pytest.raises(errors.PreconditionFailed):
+        await store.delete_object(bucket, "k", if_match="0" * 32)
+    assert await get_bytes(store, bucket, "k") == b"one"
+    await store.delete_object(bucket, "k", if_match=f'"{first.etag}"')
+    with pytest.raises(errors.NoSuchKey):
+        await store.delete_object(bucket, "k", if_match="*")
+    await store.put_object(bucket, "k", b"two", 3)
+    await store.delete_object(bucket, "k", if_match="*")
+    with pytest.raises(errors.NoSuchKey):
+        await store.head_object(bucket, "k")
+
+
 @pytest.mark.parametrize("size", [10, 2 * BLOCK])
 async def test_concurrent_if_none_match_has_exactly_one_winner(store, bucket, disk_paths, size) -> None:
     bodies = [content(f"w{i}", size) for i in range(6)]

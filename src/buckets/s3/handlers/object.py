@@ -9,6 +9,7 @@ engine's verify hook, before commit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from buckets.errors import (
     InvalidRange,
     InvalidRequest,
     NoSuchVersion,
+    NotImplementedErr,
 )
 from buckets.s3.body import Integrity, open_stream
 from buckets.s3.conditions import ReadOutcome, evaluate_read
@@ -38,9 +40,11 @@ from buckets.s3.headers import (
     object_headers,
     put_options,
     quote_etag,
+    unquote_etag,
     write_conditions,
 )
 from buckets.s3.params import part_number as parse_part_number
+from buckets.s3.permissions import authorize
 from buckets.s3.ranges import parse_range
 from buckets.s3 import sse as sse_headers
 
@@ -252,12 +256,36 @@ async def head_object(req: S3Request) -> web.StreamResponse:
 # --- DELETE ----------------------------------------------------------------------------------
 
 
+def delete_condition(headers: Mapping[str, str]) -> str | None:
+    """A conditional delete's ``If-Match`` (an ETag, or ``*``: the object exists). The
+    conditions S3 takes only for directory buckets (``x-amz-if-match-last-modified-time``,
+    ``x-amz-if-match-size``) are refused rather than ignored: a client that asked for one must
+    not see its object deleted unconditionally."""
+    for name in ("x-amz-if-match-last-modified-time", "x-amz-if-match-size"):
+        if name in headers:
+            raise NotImplementedErr("A header you provided implies functionality that is not implemented",
+                                    Header=name)
+    value = headers.get("If-Match")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise InvalidArgument("If-Match cannot be empty.", ArgumentName="If-Match", ArgumentValue="")
+    return "*" if value == "*" else unquote_etag(value)
+
+
 async def delete_object(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
     version = version_param(req)
+    if_match = delete_condition(req.headers)
+    if if_match is not None and if_match != "*":
+        # As S3: deleting on an ETag's condition tells the caller about the object, so it
+        # needs the right to read it too.
+        await authorize(req, "s3:GetObject", req.bucket, req.key)
     lockrules.check_bypass_header(req.headers, await req.store.bucket_record(req.bucket))
     bypass = await bypass_governance(req, req.bucket, req.key)
-    result = await req.store.delete_object(req.bucket, req.key, version, bypass_governance=bypass)
+    result = await req.store.delete_object(req.bucket, req.key, version, bypass_governance=bypass,
+                                           if_match=if_match)
     headers = {}
     if result.version_id is not None:
         headers["x-amz-version-id"] = result.version_id
