@@ -43,7 +43,7 @@ LISTING_FIELDS = ("size", "etag", "mt", "sc", "ck", "ckt", "vid", "dm")
 _HEAD = struct.Struct("<H")
 
 
-_CK, _ETAG = LISTING_FIELDS.index("ck"), LISTING_FIELDS.index("etag")
+_CK, _CKT, _ETAG = (LISTING_FIELDS.index(f) for f in ("ck", "ckt", "etag"))
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -54,7 +54,7 @@ def _encode_single(entry: dict) -> bytes:
         fields[_ETAG] = bytes.fromhex(etag)
     raw = default_checksum(entry)
     if raw is not None:  # S3's default checksum: its 8 bytes for "ck" (and "ckt" implied)
-        fields[_CK], fields[_CK + 1] = raw, None
+        fields[_CK], fields[_CKT] = raw, None
     head = _pack(fields)
     return _SINGLE + _HEAD.pack(len(head)) + head + _pack(compact(entry) if compactable(entry) else entry)
 
