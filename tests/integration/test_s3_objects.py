@@ -167,14 +167,29 @@ def test_an_object_put_without_a_checksum_gets_s3s_default_crc64nvme(server, s3,
     assert "ChecksumCRC32" in head and "ChecksumCRC64NVME" not in head
 
 
-def test_an_append_is_refused_not_taken_for_an_overwrite(server, s3, bucket):
-    """x-amz-write-offset-bytes (S3 appends, for directory buckets only): 501 before the body
-    is read, and the object keeps its bytes."""
+@pytest.mark.parametrize("header,value", [
+    ("x-amz-write-offset-bytes", "11"),  # S3's append (directory buckets): here it would overwrite
+    ("x-amz-object-lock-event-hold", "ON"),  # a hold not kept would leave the object deletable
+    ("x-amz-object-lock-event-hold-duration-days", "1"),
+])
+def test_write_features_not_implemented_are_refused_not_ignored(server, s3, bucket, header, value):
+    """501 before the body is read, for a PUT and a CreateMultipartUpload, and nothing changes."""
     s3.put_object(Bucket=bucket, Key="log", Body=b"first line\n")
-    resp = rawhttp.request(server, "PUT", f"/{bucket}/log", body=b"second line\n",
-                           headers={"x-amz-write-offset-bytes": "11"})
+    resp = rawhttp.request(server, "PUT", f"/{bucket}/log", body=b"second line\n", headers={header: value})
     assert (resp.status, resp.code) == (501, "NotImplemented"), resp.text
     assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"first line\n"
+    resp = rawhttp.request(server, "POST", f"/{bucket}/log", query="uploads=", headers={header: value})
+    assert (resp.status, resp.code) == (501, "NotImplemented"), resp.text
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_an_abort_on_a_directory_bucket_condition_is_refused(server, s3, bucket):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+    resp = rawhttp.request(server, "DELETE", f"/{bucket}/big", query=f"uploadId={upload_id}",
+                           headers={"x-amz-if-match-initiated-time": "Wed, 01 Jan 2025 00:00:00 GMT"})
+    assert (resp.status, resp.code) == (501, "NotImplemented"), resp.text
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [upload_id]
+    s3.abort_multipart_upload(Bucket=bucket, Key="big", UploadId=upload_id)
 
 
 def test_wrong_checksum_is_bad_digest(server, s3, bucket):

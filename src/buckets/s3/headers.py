@@ -186,6 +186,10 @@ def apply_response_overrides(out: dict[str, str], query: Mapping[str, str]) -> N
 _UNSUPPORTED_WRITE_HEADERS = (
     ("x-amz-website-redirect-location", "Website redirects"),
     ("x-amz-write-offset-bytes", "Appending to an object (S3: directory buckets only)"),
+    # an object lock event hold asked for and not kept would leave the object deletable
+    ("x-amz-object-lock-event-hold", "Object lock event holds"),
+    ("x-amz-object-lock-event-hold-duration-days", "Object lock event holds"),
+    ("x-amz-object-lock-event-hold-duration-years", "Object lock event holds"),
 )
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from buckets import checksums
 from buckets.engine.crypto import MODE_C
 from buckets.engine.types import CompletePart, ListUploadsResult, PutOptions, SSESpec
-from buckets.errors import BadDigest, InvalidArgument, InvalidRequest, MalformedXML
+from buckets.errors import BadDigest, InvalidArgument, InvalidRequest, MalformedXML, NotImplementedErr
 from buckets.s3.body import Integrity, open_stream, read_document
 from buckets.s3.acls import write_access
 from buckets.s3.context import S3Request, check_key
@@ -217,6 +217,9 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
 
 async def abort_multipart_upload(req: S3Request) -> web.StreamResponse:
     check_key(req.key)
+    if "x-amz-if-match-initiated-time" in req.headers:  # S3: directory buckets only; refused, not ignored
+        raise NotImplementedErr("A header you provided implies functionality that is not implemented",
+                                Header="x-amz-if-match-initiated-time")
     await req.store.abort_multipart_upload(req.bucket, req.key, upload_id_param(req))
     return web.Response(status=204)
 
