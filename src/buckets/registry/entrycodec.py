@@ -94,7 +94,7 @@ def default_checksum(p: dict) -> bytes | None:
 
 def default_checksum_fields(raw: bytes) -> tuple[dict, str]:
     """``ck`` and ``ckt`` of S3's default checksum from its raw bytes (``default_checksum``)."""
-    return {"CRC64NVME": base64.b64encode(raw).decode()}, "FULL_OBJECT"
+    return {"CRC64NVME": binascii.b2a_base64(raw, newline=False).decode()}, "FULL_OBJECT"
 
 
 def expand(doc: dict) -> dict:
