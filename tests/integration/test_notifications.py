@@ -268,6 +268,9 @@ def test_configuration_errors_change_nothing(tmp_path: Path, receiver: Receiver)
             {"QueueConfigurations": [{"QueueArn": ARN, "Events": ["s3:ObjectExploded:*"]}]},
             {"QueueConfigurations": [{"Id": "x", "QueueArn": ARN, "Events": ["s3:ObjectCreated:*"]},
                                      {"Id": "y", "QueueArn": ARN, "Events": ["s3:ObjectCreated:Put"]}]},
+            # no EventBridge here: refused rather than accepted and never delivered
+            {"QueueConfigurations": [{"QueueArn": ARN, "Events": ["s3:ObjectCreated:*"]}],
+             "EventBridgeConfiguration": {}},
         ]
         for config in bad:
             with pytest.raises(ClientError) as caught:

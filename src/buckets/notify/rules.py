@@ -67,6 +67,11 @@ def parse_configuration(doc: XmlNode, targets: set[str]) -> list[NotificationRul
     """The rules of a ``NotificationConfiguration`` document; ``targets`` are the webhook
     names this server knows (an ARN naming another is refused, as AWS refuses a destination
     it cannot validate)."""
+    if doc.find("EventBridgeConfiguration") is not None:  # refused, not ignored: no event would come
+        raise _invalid("Unable to validate the following destination configurations",
+                       ArgumentName="EventBridgeConfiguration",
+                       ArgumentValue="EventBridge is not available on this server; use a webhook target "
+                       "(--notify-webhook NAME=URL).")
     rules: list[NotificationRule] = []
     for kind, arn_element in KINDS:
         for node in doc.find_all(kind):
