@@ -122,6 +122,15 @@ def start_cluster_server(base: Path):
     return srv
 
 
+def crc64nvme_b64(data: bytes) -> str:
+    """S3's default checksum of ``data`` as the headers and XML carry it."""
+    import base64
+
+    from awscrt import checksums
+
+    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
 def new_bucket_name(prefix: str = "it") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

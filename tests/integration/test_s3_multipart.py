@@ -11,7 +11,7 @@ from awscrt import checksums as crt
 from botocore.exceptions import ClientError
 
 import rawhttp
-from s3server import error_of
+from s3server import crc64nvme_b64, error_of
 
 MIB = 1024 * 1024
 PART = os.urandom(5 * MIB)
@@ -305,10 +305,6 @@ def test_complete_claims_composite_and_mismatches(s3, bucket):
     assert done["ChecksumCRC32"] == f"{composite}-2" and done["ChecksumType"] == "COMPOSITE"
 
 
-def _crc64nvme_b64(data: bytes) -> str:
-    return base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
-
-
 def test_an_upload_created_without_a_checksum_gets_s3s_default_crc64nvme(s3, bucket):
     """Created without an algorithm: each part gets a CRC64NVME, and the object the full-object
     CRC64NVME combined from them (S3's default), which GET checks end to end."""
@@ -316,13 +312,13 @@ def test_an_upload_created_without_a_checksum_gets_s3s_default_crc64nvme(s3, buc
     parts = []
     for number, data in enumerate([PART, TAIL], start=1):
         resp = s3.upload_part(Bucket=bucket, Key="dflt", UploadId=upload_id, PartNumber=number, Body=data)
-        assert resp["ChecksumCRC64NVME"] == _crc64nvme_b64(data)
+        assert resp["ChecksumCRC64NVME"] == crc64nvme_b64(data)
         parts.append({"PartNumber": number, "ETag": resp["ETag"]})
     listed = s3.list_parts(Bucket=bucket, Key="dflt", UploadId=upload_id)["Parts"]
-    assert [p["ChecksumCRC64NVME"] for p in listed] == [_crc64nvme_b64(PART), _crc64nvme_b64(TAIL)]
+    assert [p["ChecksumCRC64NVME"] for p in listed] == [crc64nvme_b64(PART), crc64nvme_b64(TAIL)]
     done = s3.complete_multipart_upload(Bucket=bucket, Key="dflt", UploadId=upload_id,
                                         MultipartUpload={"Parts": parts})
-    whole = _crc64nvme_b64(PART + TAIL)
+    whole = crc64nvme_b64(PART + TAIL)
     assert (done["ChecksumCRC64NVME"], done["ChecksumType"]) == (whole, "FULL_OBJECT")
     head = s3.head_object(Bucket=bucket, Key="dflt", ChecksumMode="ENABLED")
     assert (head["ChecksumCRC64NVME"], head["ChecksumType"]) == (whole, "FULL_OBJECT")

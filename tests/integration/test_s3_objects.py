@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import rawhttp
-from s3server import error_of, new_bucket_name
+from s3server import crc64nvme_b64, error_of, new_bucket_name
 
 MEDIUM = os.urandom(3 * 1024 * 1024 + 12345)  # spans several erasure blocks
 
@@ -131,19 +131,13 @@ def test_flexible_checksums_roundtrip(s3, bucket, alg):
     assert attrs["StorageClass"] == "STANDARD"
 
 
-def _crc64nvme_b64(data: bytes) -> str:
-    from awscrt import checksums as crt
-
-    return base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
-
-
 @pytest.mark.parametrize("size", [0, 4096, len(MEDIUM)], ids=["empty", "small", "medium"])
 def test_an_object_put_without_a_checksum_gets_s3s_default_crc64nvme(server, s3, bucket, size):
     """S3 gives an object uploaded without any checksum a full-object CRC64NVME: the PUT
     answers it, HEAD and GET (checksum mode) report it, botocore checks it on GET, listings
     name the algorithm, and a copy keeps it."""
     body = MEDIUM[:size]
-    expected = _crc64nvme_b64(body)
+    expected = crc64nvme_b64(body)
     put = rawhttp.request(server, "PUT", f"/{bucket}/plain", body=body)  # no checksum header at all
     assert put.status == 200, put.text
     assert put.headers["x-amz-checksum-crc64nvme"] == expected

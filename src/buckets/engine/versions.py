@@ -169,10 +169,12 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
         return await _add_delete_marker(self, bucket, key, bucket_rec, condition)
     lease = self.catalog.key_lease(bucket, key) if condition is not None else contextlib.nullcontext()
     async with self.locks.hold((bucket, key)), lease:
+        checked = None
         if condition is not None:
-            await self._check_conditions(bucket, key, condition, at_commit=True)
+            checked = await self._check_conditions(bucket, key, condition, at_commit=True)
         if not versioned:
-            entry = await self.catalog.get_object(bucket, key)
+            # the commit-time check just read the current entry (a quorum read on a cluster)
+            entry = checked if condition is not None else await self.catalog.get_object(bucket, key)
             if entry is None or (version_id is not None and entry.get("vid", NULL_VERSION) != version_id):
                 return DeleteResult(version_id, False, deleted=False)
             self._check_delete_quorum(entry)
