@@ -112,7 +112,7 @@ async def plane(tmp_path: Path):
         await cp.close()
 
 
-async def eventually(what: str, predicate, timeout: float = 20.0) -> None:
+async def eventually(what: str, predicate, timeout: float = 60.0) -> None:  # a bound, not a pace: loaded CI machines are slow
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
