@@ -136,6 +136,19 @@ class ReadQuorumLost(BucketsError):
     default_message = "Read quorum lost: not enough healthy disks hold this object to reconstruct it."
 
 
+class KeyLocked(BucketsError):
+    """An index replica holds the key for a conditional write that is committing (the key's
+    lock, ``Registry`` op ``lock_key``): other writes of the key wait for it to end."""
+
+    code = "SlowDown"
+    status = 503
+    default_message = "A conditional write to this key is committing; retry the request."
+
+    def __init__(self, message: str | None = None, *, until: float = 0.0, **kw: str) -> None:
+        super().__init__(message, **kw)
+        self.until = until  # when the lock expires if its writer never ends it (wall clock)
+
+
 class DiskError(Exception):
     """A disk-level failure. Never shown to clients as-is: the engine turns disk failures
     into quorum decisions (``WriteQuorumLost``, ``ReadQuorumLost``, a heal).

@@ -29,7 +29,9 @@ is "never took effect"). Two exact reductions keep the search small:
   PUT, so no GET can sit between it and the next write in any linearization; removing it
   changes no GET's expected value, and a linearization without it extends to one with it
   (put it last). Unknown DELETEs are kept (their "absent" is indistinguishable from
-  another's).
+  another's). An unknown conditional PUT nobody observed is dropped by the same argument
+  (taking no effect is always one of its outcomes); one whose value was observed took effect,
+  so its condition must hold where it is placed.
 
 Failed operations that certainly did not take effect (refused before the request was sent)
 should not be passed in at all.
@@ -43,6 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PUT, GET, DELETE = "put", "get", "delete"
+# A conditional PUT that succeeded (``If-Match: <the ETag of a value read>``, or
+# ``If-None-Match: *`` for "absent"): ``value`` is ``(expected, new)``; legal only where the
+# register holds ``expected``. One refused (412, 409) took no effect and is not recorded.
+CAS = "cas"
 _INF = float("inf")
 _CALL, _RETURN = 0, 1
 
@@ -64,14 +70,18 @@ class Op:
     ret: float | None
 
     def __post_init__(self) -> None:
-        if self.kind not in (PUT, GET, DELETE):
+        if self.kind not in (PUT, GET, DELETE, CAS):
             raise ValueError(f"unknown operation kind {self.kind!r}")
         if self.ret is not None and self.ret < self.call:
             raise ValueError(f"{self}: returns before it is called")
 
     def describe(self) -> str:
-        what = {PUT: f"put({self.value!r})", DELETE: "delete()",
-                GET: f"get() -> {'absent' if self.value is None else repr(self.value)}"}[self.kind]
+        if self.kind == CAS:
+            expected, new = self.value  # type: ignore[misc]
+            what = f"put({new!r}) if {'absent' if expected is None else repr(expected)}"
+        else:
+            what = {PUT: f"put({self.value!r})", DELETE: "delete()",
+                    GET: f"get() -> {'absent' if self.value is None else repr(self.value)}"}[self.kind]
         end = "?" if self.ret is None else f"{self.ret:.6f}"
         return f"client {self.client}: {what} [{self.call:.6f}, {end}]"
 
@@ -82,6 +92,9 @@ def step(state: Hashable | None, op: Op) -> tuple[bool, Hashable | None]:
         return True, op.value
     if op.kind == DELETE:
         return True, None
+    if op.kind == CAS:
+        expected, new = op.value  # type: ignore[misc]
+        return expected == state, new
     return op.value == state, state
 
 
@@ -133,10 +146,16 @@ def check(history: Iterable[Op], *, initial: Hashable | None = None, max_steps: 
 
 
 def reduce(ops: list[Op]) -> list[Op]:
-    """The exact reductions above: drop unknown GETs and unknown PUTs nobody observed."""
+    """The exact reductions above: drop unknown GETs and unknown PUTs (conditional ones too)
+    nobody observed (no GET returned the value, no conditional PUT expected it)."""
     observed = {op.value for op in ops if op.kind == GET and op.ret is not None}
+    observed |= {op.value[0] for op in ops if op.kind == CAS}  # type: ignore[index]
+
+    def written(op: Op) -> Hashable | None:
+        return op.value[1] if op.kind == CAS else op.value  # type: ignore[index]
+
     return [op for op in ops
-            if not (op.ret is None and (op.kind == GET or (op.kind == PUT and op.value not in observed)))]
+            if not (op.ret is None and (op.kind == GET or (op.kind in (PUT, CAS) and written(op) not in observed)))]
 
 
 def check_key(key: str, ops: list[Op], *, initial: Hashable | None = None,

@@ -12,7 +12,8 @@
    control-plane change or acknowledge a write, its refused changes never appear anywhere, the
    other three keep serving, and once healed it catches up.
 4. a linearizability check (linearizability.py) of a PUT/GET/DELETE history on a few keys
-   through every node, with kills, restarts and a partition in between.
+   through every node, conditional PUTs (If-Match the ETag just read, If-None-Match: *)
+   among them, with kills, restarts and a partition in between.
 
 Each test leaves every node running and the network whole for the next one (one cluster per
 module: forming one takes a while on a loaded 2-core machine). The timeouts below are
@@ -37,7 +38,7 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 from clusterproc import ROOT_PASSWORD, ROOT_USER
 from faultkit import FaultCluster, Partition, partition_support
-from linearizability import DELETE, GET, PUT, Op, check
+from linearizability import CAS, DELETE, GET, PUT, Op, check
 from serverproc import BIN
 from urllib3.exceptions import ProtocolError
 
@@ -570,6 +571,29 @@ def lin_body(value: str) -> bytes:
     return head
 
 
+def lin_read(s3, key: str, c: int, history: list[Op], unexpected: list) -> tuple[str | None, str | None] | bool:
+    """A GET, recorded: (value or None, ETag or None), or False when its outcome is unknown."""
+    call = time.monotonic()
+    try:
+        try:
+            got = s3.get_object(Bucket="lin", Key=key)
+            body = got["Body"].read()
+            tag = body.split(b"\n", 1)[0].decode(errors="replace")
+            seen = (tag, got["ETag"]) if body == lin_body(tag) else (f"WRONG BYTES {sha(body)}", None)
+        except ClientError as exc:
+            if status_of(exc) != 404:
+                raise
+            seen = (None, None)
+    except ClientError as exc:
+        if status_of(exc) != 503:
+            unexpected.append(("get", key, exc.response["Error"]))
+        return False  # an unknown GET has no effect and nothing to check
+    except (EndpointConnectionError, ConnectTimeoutError, *TRANSPORT_ERRORS):
+        return False
+    history.append(Op(c, key, GET, seen[0], call, time.monotonic()))
+    return seen if seen[1] is not None or seen[0] is None else False
+
+
 def lin_client(cluster: FaultCluster, c: int, history: list[Op], unexpected: list, stop: threading.Event,
                seed: int) -> None:
     rng = random.Random(seed)
@@ -578,12 +602,27 @@ def lin_client(cluster: FaultCluster, c: int, history: list[Op], unexpected: lis
     while not stop.is_set():
         node = rng.choice(NODES)
         key = rng.choice(LIN_KEYS)
-        kind = rng.choices([PUT, GET, DELETE], [45, 45, 10])[0]
+        kind = rng.choices([PUT, GET, DELETE, CAS], [35, 45, 10, 10])[0]
         seq += 1
-        value = f"{key}:{c}:{seq}{'L' if rng.random() < 0.2 else ''}" if kind == PUT else None
+        value = f"{key}:{c}:{seq}{'L' if rng.random() < 0.2 else ''}" if kind in (PUT, CAS) else None
+        if kind == CAS:
+            # A conditional PUT from what a GET just read (recorded as that GET): If-Match its
+            # ETag, or If-None-Match: * when the key was absent.
+            seen = lin_read(s3[rng.choice(NODES)], key, c, history, unexpected)
+            if seen is False:
+                continue
+            value = (seen[0], value)
         call = time.monotonic()
         try:
-            if kind == PUT:
+            if kind == CAS:
+                condition = {"IfMatch": seen[1]} if seen[0] is not None else {"IfNoneMatch": "*"}
+                try:
+                    s3[node].put_object(Bucket="lin", Key=key, Body=lin_body(value[1]), **condition)
+                except ClientError as exc:
+                    if status_of(exc) in (404, 409, 412):  # the condition failed: no effect
+                        continue
+                    raise
+            elif kind == PUT:
                 s3[node].put_object(Bucket="lin", Key=key, Body=lin_body(value))
             elif kind == DELETE:
                 s3[node].delete_object(Bucket="lin", Key=key)
@@ -656,6 +695,6 @@ def test_linearizable_under_faults(cluster: FaultCluster) -> None:
     print(f"linearizability: faults: {', '.join(faults)}")
     print(f"linearizability: {len(history)} operations recorded ({dict(kinds)}), {unknown} with unknown outcome")
     print(result.report())
-    assert kinds[GET] >= 50 and kinds[PUT] >= 50, "too few operations to show anything"
+    assert kinds[GET] >= 50 and kinds[PUT] >= 50 and kinds[CAS] >= 10, "too few operations to show anything"
     assert not any(op.kind == GET and isinstance(op.value, str) and op.value.startswith("WRONG") for op in history)
     assert result.ok, result.report()

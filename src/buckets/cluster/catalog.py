@@ -215,6 +215,10 @@ def applied_waiter(snapshot: Callable[[], ControlSnapshot], ask: Callable[[str],
     return wait
 
 
+class _NothingThere(Exception):
+    """A checked delete found no entry: nothing to write (the key's locks are released)."""
+
+
 class ClusterCatalog:
     def __init__(self, control: ControlPlane, index: ReplicatedIndex, placer: IndexPlacer | None = None, *,
                  wait_applied: WaitApplied | None = None) -> None:
@@ -292,6 +296,26 @@ class ClusterCatalog:
 
     async def delete_object(self, bucket: str, key: str, entry: dict) -> None:
         await self.index.delete(bucket, key, entry["wid"])
+
+    async def put_object_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
+                                 small: bytes | None = None, finished_upload: str | None = None) -> dict | None:
+        if self.get_bucket(bucket) is None:
+            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
+        current = await self.index.write_checked(bucket, key, entry, judge, small)
+        if finished_upload is not None:
+            await self.delete_upload(bucket, finished_upload)
+        return current
+
+    async def delete_object_checked(self, bucket: str, key: str, judge: Callable[[dict | None], None]) -> dict | None:
+        def judge_present(current: dict | None) -> None:
+            judge(current)
+            if current is None:
+                raise _NothingThere()
+
+        try:
+            return await self.index.write_checked(bucket, key, None, judge_present)
+        except _NothingThere:
+            return None
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
                            limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -52,6 +53,13 @@ TOMBSTONE_TTL = 7 * 24 * 3600.0
 # a newer one (ReplicatedIndex.put_displacing); beyond this many rounds the newer ones are
 # concurrent writes.
 DISPLACE_ATTEMPTS = 4
+
+# A conditional write's key lock (``write_checked``): held on a quorum of the key's replicas
+# from the condition's check to the commit (milliseconds); one whose writer died expires after
+# KEY_LOCK_SECONDS, and the writer gives up rather than commit after KEY_LOCK_SECONDS / 2. A
+# write that finds the key locked on a replica waits there up to KEY_LOCK_WAIT for it to end.
+KEY_LOCK_SECONDS = 10.0
+KEY_LOCK_WAIT = 3.0
 
 
 class HybridClock:
@@ -131,9 +139,22 @@ class IndexReplica:
         self.records = records
 
     async def merge(self, args: dict) -> dict:
-        op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
-                data=args.get("data"), ts=_ts(args["ts"]))
-        await self.registry.commit([op])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KEY_LOCK_WAIT
+        pause = 0.002
+        while True:
+            op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
+                    data=args.get("data"), ts=_ts(args["ts"]), lock=args.get("lock"))
+            try:
+                await self.registry.commit([op])
+                break
+            except errors.KeyLocked:
+                # A conditional write of this key is between its check and its commit here:
+                # this write waits for it (then merges after it, or is refused as older).
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
         if op.applied:
             # ``displaced``: a PUT that needs to know which write it replaced (to remove that
             # write's data) learns it here instead of from a quorum read before the merge.
@@ -141,6 +162,24 @@ class IndexReplica:
         # What this replica holds instead (equal: a retry of this very write; newer: it lost).
         _, held = self.registry.get_version(args["bucket"], args["key"])
         return {"applied": False, "ts": list(held) if held is not None else None}
+
+    async def lock(self, args: dict) -> dict:
+        """Take the key's lock for a conditional write (``write_checked``) and answer what this
+        replica holds for the key, as ``get`` does; ``{"locked": True}`` if another write holds
+        it. Until the write's commit (a ``merge`` carrying the lock's id), an ``unlock`` or
+        the lock's expiry, no other write of the key merges here."""
+        ttl = min(float(args.get("ttl", KEY_LOCK_SECONDS)), KEY_LOCK_SECONDS)
+        op = Op("lock_key", args["bucket"], args["key"], value={"id": str(args["id"]), "until": time.time() + ttl})
+        try:
+            await self.registry.commit([op])
+        except errors.KeyLocked:
+            return {"locked": True}
+        entry, version = op.result
+        return {"entry": entry, "ts": list(version) if version is not None else None}
+
+    async def unlock(self, args: dict) -> dict:
+        await self.registry.commit([Op("unlock_key", args["bucket"], args["key"], value={"id": str(args["id"])})])
+        return {}
 
     async def get(self, args: dict) -> dict:
         entry, version = self.registry.get_version(args["bucket"], args["key"])
@@ -192,8 +231,8 @@ class IndexReplica:
         return {"dropped": await self.registry.drop_entries(args["bucket"])}
 
     def handlers(self) -> dict[str, Callable[[dict], Awaitable[dict]]]:
-        return {"merge": self.merge, "get": self.get, "scan": self.scan,
-                "digest": self.digest, "versions": self.versions, "drop": self.drop}
+        return {"merge": self.merge, "get": self.get, "scan": self.scan, "digest": self.digest,
+                "versions": self.versions, "drop": self.drop, "lock": self.lock, "unlock": self.unlock}
 
 
 def _range_of(key: str, n: int) -> int:
@@ -442,6 +481,93 @@ class ReplicatedIndex:
 
         answered = await self._write_placed(bucket, merge, lost)
         return not lost(answered)
+
+    async def write_checked(self, bucket: str, key: str, entry: dict | None, judge: Callable[[dict | None], None],
+                            data: bytes | None = None) -> dict | None:
+        """A conditional write (``entry``) or delete (None) of one key: ``judge(current)``
+        decides on the key's current entry (None: no object) and raises to refuse; no other
+        write of the key can land between that decision and this write's commit.
+
+        The check and the commit are one step on the replicas: each replica asked takes the
+        key's lock and answers what it holds (``lock``); with a write quorum of every write
+        set locked, the newest of their answers is the key's state (every acknowledged write
+        is on one of them), and no other write can reach a quorum until this one commits: a
+        write that reaches a locked replica waits there for the commit. Then ``judge`` runs, and
+        the write merges with a version newer than any answered, carrying the lock's id (which
+        ends the lock on each replica). A refusal unlocks and raises the judge's error. A write
+        that was acknowledged before the locks were taken is thus seen by the judge; one that
+        was not is acknowledged after this one, with a newer version (a replica that already
+        holds this write refuses the older one and its writer merges it again, newer).
+
+        Returns the entry this replaced (what ``judge`` saw)."""
+        loop = asyncio.get_running_loop()
+        lock_id = os.urandom(8).hex()
+        args = {"bucket": bucket, "key": key, "id": lock_id, "ttl": KEY_LOCK_SECONDS}
+        placement = self.placement(bucket)
+        taken: set[str] = set()  # replicas whose lock this write holds (until committed or unlocked)
+        finished = False
+
+        async def lock(node: str) -> dict:
+            ans = await self._call(node, "lock", args)
+            if not ans.get("locked"):
+                taken.add(node)
+                if finished:  # answered after this write ended: end the lock it took there now
+                    self._keep(asyncio.ensure_future(self._unlock(node, args)))
+            return ans
+
+        started = loop.time()
+        answered: dict[str, Any] = {}
+        committed: set[str] = set()
+        try:
+            try:
+                await self._gather_sets(placement.write, lock, answered)
+            except errors.WriteQuorumLost as exc:
+                raise errors.WriteQuorumLost(f"{bucket}/{key}: the key could not be locked on a quorum: {exc}") from None
+            if any(ans.get("locked") for ans in answered.values()):
+                raise errors.ConditionalRequestConflict(
+                    "Another conditional write to this key is committing; retry the request.",
+                    resource=f"/{bucket}/{key}")
+            current, newest = None, None
+            for ans in answered.values():
+                ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
+                if ts is not None:
+                    self.clock.observe(ts[0])
+                    if newest is None or ts > newest:
+                        current, newest = ans.get("entry"), ts
+            judge(current)
+            if loop.time() - started > KEY_LOCK_SECONDS / 2 or self.placement(bucket) != placement:
+                # The locks may be about to expire, or the bucket's index is moving: the commit
+                # could no longer be sure no other write came in between.
+                raise errors.SlowDown(f"{bucket}/{key}: the conditional write's commit was delayed; retry")
+            wid = entry["wid"] if entry is not None else os.urandom(8).hex()
+            version = [self.clock.now(), wid]
+            if entry is not None:
+                entry = dict(entry, ts=version)
+            merge_args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": version, "lock": lock_id}
+
+            async def merge(node: str) -> dict:
+                ans = await self._call(node, "merge", merge_args)
+                committed.add(node)
+                return ans
+
+            written = await self._write_placed(bucket, merge)
+            mine = _ts(version)
+            for node, ans in written.items():
+                if not ans.get("applied") and ans.get("ts") is not None and _ts(ans["ts"]) > mine:
+                    # Only after this write's lock expired there (its writer stalled): the
+                    # outcome is open, as for any write that fails after reaching replicas.
+                    raise errors.WriteQuorumLost(f"{bucket}/{key}: {node} took a newer write while locked for this one")
+            return current
+        finally:
+            finished = True
+            for node in taken - committed:
+                self._keep(asyncio.ensure_future(self._unlock(node, args)))
+
+    async def _unlock(self, node: str, args: dict) -> None:
+        try:
+            await self._call(node, "unlock", args)
+        except Exception as exc:  # it expires on its own
+            log.info("key lock on %s/%s at %s not ended: %s", args["bucket"], args["key"], node, exc)
 
     # -- reads ----------------------------------------------------------------------------
     async def get(self, bucket: str, key: str, *, records: bool = False) -> dict | None:

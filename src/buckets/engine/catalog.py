@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Protocol
 
 from buckets import errors
@@ -51,6 +52,13 @@ class Catalog(Protocol):
         ``displaced=True`` and then returns the entries the write replaced, or None when it
         cannot tell: a PUT uses that instead of reading the key before it commits."""
     async def delete_object(self, bucket: str, key: str, entry: dict) -> None: ...
+    async def put_object_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
+                                 small: bytes | None = None, finished_upload: str | None = None) -> dict | None:
+        """A conditional write: ``judge(current)`` raises to refuse, and no other write of the
+        key commits between its decision and this commit (the caller holds the key's lock; a
+        cluster also locks the key on its index replicas). Returns the entry it replaced."""
+    async def delete_object_checked(self, bucket: str, key: str, judge: Callable[[dict | None], None]) -> dict | None:
+        """``put_object_checked`` for a delete; returns the entry it removed (None: none)."""
     async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
                            limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]: ...
     def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
@@ -141,6 +149,21 @@ class LocalCatalog:
 
     async def delete_object(self, bucket: str, key: str, entry: dict) -> None:
         await self.registry.commit([Op("delete_object", bucket, key)])
+
+    # One node: the store's key lock, held by the caller, keeps other writes out.
+    async def put_object_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
+                                 small: bytes | None = None, finished_upload: str | None = None) -> dict | None:
+        current = self.registry.get_object(bucket, key)
+        judge(current)
+        await self.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
+        return current
+
+    async def delete_object_checked(self, bucket: str, key: str, judge: Callable[[dict | None], None]) -> dict | None:
+        current = self.registry.get_object(bucket, key)
+        judge(current)
+        if current is not None:
+            await self.delete_object(bucket, key, current)
+        return current
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
                            limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]:

@@ -380,6 +380,12 @@ class Store:
         held when the write started but no longer does means another write won the race:
         ``409 ConditionalRequestConflict``, as S3 answers it (the client retries)."""
         current = await self.catalog.get_object(bucket, key)
+        self._judge(bucket, key, opts, current, at_commit=at_commit)
+        return current
+
+    @staticmethod
+    def _judge(bucket: str, key: str, opts: PutOptions, current: dict | None, *, at_commit: bool) -> None:
+        """Raise if the conditions of ``opts`` do not hold for ``current`` (the key's entry)."""
         visible = current if current is not None and not current.get("dm") else None
         failed: errors.BucketsError | None = None
         if opts.if_none_match and visible is not None:
@@ -396,7 +402,6 @@ class Store:
             if at_commit:
                 raise errors.ConditionalRequestConflict(resource=f"/{bucket}/{key}")
             raise failed
-        return current
 
     async def put_object(self, bucket: str, key: str, stream: AsyncIterator[bytes] | bytes,
                          size: int | None, opts: PutOptions | None = None) -> ObjectInfo:
@@ -530,8 +535,16 @@ class Store:
                 # the key first (a quorum read: one or two peer calls): the replicas say which
                 # write it replaced as they merge it.
                 blind = not conditional and not versioned and getattr(self.catalog, "reports_displaced", False)
-                old = None if blind else await self._check_conditions(bucket, key, opts, at_commit=True)
-                if versioned:
+                checked = conditional and not versioned
+                old = None if blind or checked else await self._check_conditions(bucket, key, opts, at_commit=True)
+                if checked:
+                    # The check and the commit in one step (a cluster: under the key's lock on
+                    # its replicas, so no write lands between them).
+                    old = await self.catalog.put_object_checked(
+                        bucket, key, entry, lambda cur: self._judge(bucket, key, opts, cur, at_commit=True),
+                        small=small, finished_upload=finished_upload)
+                    replaced = [old] if old is not None and old["wid"] != entry["wid"] else []
+                elif versioned:
                     replaced = await self.catalog.put_version(bucket, key, entry, small=small,
                                                               finished_upload=finished_upload)
                 elif blind:

@@ -169,6 +169,24 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
         return await _add_delete_marker(self, bucket, key, bucket_rec, condition)
     lease = self.catalog.key_lease(bucket, key) if condition is not None else contextlib.nullcontext()
     async with self.locks.hold((bucket, key)), lease:
+        if condition is not None and not versioned and self.cluster is not None:
+            # The check and the delete in one step, under the key's lock on its index replicas
+            # (no write lands between them; one node's key lock above does that there).
+            def judge(current: dict | None) -> None:
+                self._judge(bucket, key, condition, current, at_commit=True)
+                if current is not None and version_id is not None and current.get("vid", NULL_VERSION) != version_id:
+                    raise _KeepIt()
+                if current is not None:
+                    self._check_delete_quorum(current)
+
+            try:
+                removed = await self.catalog.delete_object_checked(bucket, key, judge)
+            except _KeepIt:
+                removed = None
+            if removed is None:
+                return DeleteResult(version_id, False, deleted=False)
+            self._spawn(self._remove_write(bucket, key, removed["wid"], self.disks_for(removed["disks"])))
+            return DeleteResult(version_id, False, deleted=True)
         checked = None
         if condition is not None:
             checked = await self._check_conditions(bucket, key, condition, at_commit=True)
@@ -211,6 +229,10 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
     self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
     return DeleteResult(entry.get("vid", NULL_VERSION) if versioned or version_id else None,
                         bool(entry.get("dm")), deleted=True)
+
+
+class _KeepIt(Exception):
+    """A checked delete's judge: the current entry is not the version asked for; nothing to do."""
 
 
 async def _kill_first(self: "Store", bucket: str, key: str, entry: dict) -> None:

@@ -18,6 +18,7 @@ import bisect
 import hashlib
 import os
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import lmdb
 import msgpack
 import xxhash
 
-from buckets.errors import BucketNotEmpty, BucketsError, NoSuchBucket
+from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket
 from buckets.registry.cache import LRUCache, in_background
 from buckets.registry.entrycodec import (
     MARK, compact, compactable, default_checksum, default_checksum_fields, expand,
@@ -83,6 +84,9 @@ def _unpack(b: bytes) -> Any:
 
 
 POLICY_PREFIX = "policy:"
+# Key locks of the cluster index (``lock_key``), in the ``sys`` table: while a conditional write
+# commits, no other write of the key merges on this replica (cluster/index.py, write_checked).
+KEY_LOCK_PREFIX = b"klock\0"
 
 
 def object_key(bucket: str, key: str) -> bytes:
@@ -117,6 +121,11 @@ def _tomb_key(full: bytes) -> bytes:
     return full if len(full) < LONG else full[:LONG - 21] + b"\1" + hashlib.blake2b(full, digest_size=20).digest()
 
 
+def _lock_key(full: bytes) -> bytes:
+    """A key lock's record in ``sys``: filed like the key's tombstone (hashed when long)."""
+    return KEY_LOCK_PREFIX + _tomb_key(full)
+
+
 def prefix_successor(prefix: bytes) -> bytes | None:
     """The smallest byte string greater than every string starting with ``prefix``."""
     b = bytearray(prefix)
@@ -132,7 +141,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, put_version, delete_version, update_version, merge_object, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
+    kind: str  # put_object, delete_object, put_version, delete_version, update_version, merge_object, lock_key, unlock_key, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
     name: str
     key: str = ""
     value: Any = None
@@ -143,7 +152,12 @@ class Op:
     applied: bool = True  # merge_object: set False when a newer version was already stored
     # drop_entries: the keys it removed (for the cache); ``applied`` then says whether more remain.
     # merge_object, applied: the entry it replaced (None: none, or a tombstone).
+    # lock_key: (entry or None, version or None) of the key as the lock found it.
     result: Any = None
+    # merge_object of a conditional write's commit: the id of the key lock its ``lock_key``
+    # took here (the merge passes that lock and ends it); without one, a locked key is
+    # ``KeyLocked``.
+    lock: str | None = None
 
 
 def version_tuple(ts) -> tuple:
@@ -342,6 +356,11 @@ class Registry:
             assert op.ts is not None, "merge_object needs a version"
             full = object_key(op.name, op.key)
             tomb_key = _tomb_key(full)
+            lock = self._txn_key_lock(txn, full)
+            if lock is not None:
+                if lock["id"] != op.lock:
+                    raise KeyLocked(until=lock["until"])
+                txn.delete(_lock_key(full), db=self.db["sys"])  # the lock's own commit ends it
             current = self._txn_get_object(txn, op.name, op.key)
             if current is not None:
                 have = entry_version(current)
@@ -357,6 +376,23 @@ class Registry:
                 txn.put(tomb_key, _tomb_value(version_tuple(op.ts), op.key), db=self.db["tombs"])
             else:
                 txn.delete(tomb_key, db=self.db["tombs"])
+        elif kind == "lock_key":
+            full = object_key(op.name, op.key)
+            lock = self._txn_key_lock(txn, full)
+            if lock is not None and lock["id"] != op.value["id"]:
+                raise KeyLocked(until=lock["until"])
+            txn.put(_lock_key(full), _pack(op.value), db=self.db["sys"])
+            current = self._txn_get_object(txn, op.name, op.key)
+            if current is not None:
+                op.result = (current, entry_version(current))
+            else:
+                raw = txn.get(_tomb_key(full), db=self.db["tombs"])
+                op.result = (None, _tomb_version(raw)[0] if raw is not None else None)
+        elif kind == "unlock_key":
+            full = object_key(op.name, op.key)
+            lock = self._txn_key_lock(txn, full)
+            if lock is not None and lock["id"] == op.value["id"]:
+                txn.delete(_lock_key(full), db=self.db["sys"])
         elif kind == "drop_entries":
             self._txn_drop_entries(txn, op, deltas)
         elif kind == "put_bucket":
@@ -389,6 +425,18 @@ class Registry:
             txn.delete((POLICY_PREFIX + op.name).encode(), db=self.db["sys"])
         else:
             raise ValueError(f"unknown registry op {kind}")
+
+    def _txn_key_lock(self, txn, full: bytes) -> dict | None:
+        """The key's lock (``{"id", "until"}``), if one is held; an expired one (its writer
+        died or stalled past ``until``, wall clock) is removed and counts as none."""
+        raw = txn.get(_lock_key(full), db=self.db["sys"])
+        if raw is None:
+            return None
+        lock = _unpack(raw)
+        if float(lock.get("until", 0)) < time.time():
+            txn.delete(_lock_key(full), db=self.db["sys"])
+            return None
+        return lock
 
     def _txn_set_object(self, txn, bucket: str, key: str, entry: dict | None, data: bytes | None,
                         deltas: dict[str, list[int] | None], old: Any = False) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cluster"))
-from linearizability import DELETE, GET, PUT, Op, check, check_key, reduce  # noqa: E402
+from linearizability import CAS, DELETE, GET, PUT, Op, check, check_key, reduce  # noqa: E402
 
 
 def op(client, kind, value, call, ret, key="k"):
@@ -101,6 +101,39 @@ def test_keys_are_independent_registers() -> None:
 def test_touching_operations_overlap() -> None:
     # The read is called at the very instant the write returns: concurrent, either answer is fine.
     assert verdict([op(0, PUT, "a", 0, 5), op(1, GET, None, 5, 6)])
+
+
+def test_conditional_puts() -> None:
+    # A chain of conditional PUTs, each from the value the last one wrote: linearizable.
+    assert verdict([op(0, PUT, "a", 0, 1), op(1, CAS, ("a", "b"), 2, 3), op(2, CAS, ("b", "c"), 4, 5),
+                    op(0, GET, "c", 6, 7), op(1, CAS, (None, "x"), 8, 9, key="k2")])
+    # Two writers both won from the same value, one after the other: one of them is wrong.
+    assert not verdict([op(0, PUT, "a", 0, 1), op(1, CAS, ("a", "b"), 2, 3), op(2, CAS, ("a", "c"), 4, 5)])
+    # Concurrent, both from "a": still only one can win.
+    assert not verdict([op(0, PUT, "a", 0, 1), op(1, CAS, ("a", "b"), 2, 6), op(2, CAS, ("a", "c"), 3, 7)])
+    # If-None-Match: * while the key holds a value.
+    assert not verdict([op(0, PUT, "a", 0, 1), op(1, CAS, (None, "b"), 2, 3)])
+
+
+def test_a_write_acknowledged_inside_a_conditional_puts_window_and_then_lost() -> None:
+    """The lost update conditional writes exist to prevent: an unconditional PUT acknowledged
+    while a conditional one (judged on the value before it) was in flight, then the
+    conditional one's value read back: no order explains it."""
+    h = [op(0, PUT, "a", 0, 1), op(1, CAS, ("a", "c"), 2, 10), op(2, PUT, "u", 3, 4), op(0, GET, "c", 11, 12)]
+    result = check(h)
+    assert not result.ok
+    # ... whereas the same with the unconditional PUT read back last is fine (it came after).
+    assert verdict([op(0, PUT, "a", 0, 1), op(1, CAS, ("a", "c"), 2, 10), op(2, PUT, "u", 3, 4),
+                    op(0, GET, "u", 11, 12)])
+
+
+def test_unknown_conditional_puts() -> None:
+    # Unknown and never observed: dropped (it may have taken no effect).
+    ops = [op(0, PUT, "a", 0, 1), op(1, CAS, ("zz", "b"), 2, None), op(0, GET, "a", 3, 4)]
+    assert len(reduce(ops)) == 2 and verdict(ops)
+    # Unknown but observed: it took effect, so its condition must have held.
+    assert verdict([op(0, PUT, "a", 0, 1), op(1, CAS, ("a", "b"), 2, None), op(0, GET, "b", 3, 4)])
+    assert not verdict([op(0, PUT, "a", 0, 1), op(1, CAS, ("zz", "b"), 2, None), op(0, GET, "b", 3, 4)])
 
 
 def test_budget_gives_up_instead_of_hanging() -> None:

@@ -1,0 +1,178 @@
+"""Conditional writes on the replicated index (``ReplicatedIndex.write_checked``): the check
+and the commit are one step on a quorum of the key's replicas, under the key's lock there, so
+no write lands between them (architecture/consistency.md, "Conditional writes and deletes").
+
+Three replicas in one process (the harness of test_index_replication.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+from test_index_replication import entry, settle, start_trio, stop_trio
+
+from buckets import errors
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    net, idx, regs = await start_trio(tmp_path)
+    yield net, idx, regs
+    await stop_trio(idx, regs)
+
+
+def expect_etag(etag: str | None):
+    """The judge of an ``If-Match: <etag>`` write (None: ``If-None-Match: *``)."""
+    def judge(current: dict | None) -> None:
+        if etag is None:
+            if current is not None:
+                raise errors.ConditionalRequestConflict()
+        elif current is None or current["etag"] != etag:
+            raise errors.ConditionalRequestConflict()
+    return judge
+
+
+async def test_a_write_acknowledged_after_the_first_check_fails_the_condition(cluster) -> None:
+    """The engine checks a condition when the request arrives and again at commit. An
+    unconditional write acknowledged through another node in between (here: after the first
+    check, before the commit) must make the conditional write fail, and stay the object."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    assert (await idx["n1"].get("b", "k"))["etag"] == "E0"  # the condition holds when checked
+    await idx["n2"].put_displacing("b", "k", entry("u", etag="EU"))  # acknowledged through n2
+    with pytest.raises(errors.ConditionalRequestConflict):
+        await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), expect_etag("E0"))
+    await settle(idx)
+    for n in ("n1", "n2", "n3"):
+        assert (await idx[n].get("b", "k"))["wid"] == "u"
+    t0 = time.monotonic()
+    await idx["n3"].put_displacing("b", "k", entry("u2"))  # the refused write left no lock behind
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_a_write_arriving_during_the_commit_waits_and_lands_after_it(cluster) -> None:
+    """Before, the commit-time check was a quorum read followed by a merge: a write
+    acknowledged between the two was overwritten by the conditional one, whose condition no
+    longer held (with the old two steps in place of ``write_checked``, this test and the
+    increments below fail: the racing write is acknowledged first, and increments are lost)."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    racing: list[asyncio.Future] = []
+
+    def judge(current: dict | None) -> None:
+        expect_etag("E0")(current)
+        # The key is locked on a quorum now: an unconditional write through n2 cannot be
+        # acknowledged until the conditional one has committed.
+        racing.append(asyncio.ensure_future(idx["n2"].put_displacing("b", "k", entry("u", etag="EU"))))
+
+    replaced = await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), judge)
+    assert replaced["wid"] == "old"
+    assert not racing[0].done()
+    await racing[0]
+    await settle(idx)
+    # The racing write was acknowledged after the conditional one: it is the later write.
+    for n in ("n1", "n2", "n3"):
+        assert (await idx[n].get("b", "k"))["wid"] == "u"
+
+
+async def test_a_refused_condition_changes_nothing_and_releases_the_key(cluster) -> None:
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    with pytest.raises(errors.ConditionalRequestConflict):
+        await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), expect_etag("nope"))
+    with pytest.raises(errors.ConditionalRequestConflict):
+        await idx["n2"].write_checked("b", "k", None, expect_etag("nope"))  # a conditional delete
+    await settle(idx)
+    assert (await idx["n3"].get("b", "k"))["wid"] == "old"
+    t0 = time.monotonic()
+    await idx["n2"].put("b", "k", entry("u"))
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_a_conditional_delete_leaves_a_tombstone(cluster) -> None:
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    removed = await idx["n2"].write_checked("b", "k", None, expect_etag("E0"))
+    assert removed["wid"] == "old"
+    await settle(idx)
+    for n in ("n1", "n2", "n3"):
+        assert await idx[n].get("b", "k") is None
+        assert regs[n].get_version("b", "k")[1] is not None  # a tombstone, newer than "old"
+
+
+async def test_one_replica_down_a_quorum_commits_and_the_late_one_catches_up(cluster) -> None:
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    net.down = {"n3"}
+    await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), expect_etag("E0"))
+    net.down = {"n1"}
+    assert (await idx["n2"].get("b", "k"))["wid"] == "c"  # n2 and n3: read repair brings n3 up
+    net.down = {"n2", "n3"}
+    with pytest.raises(errors.WriteQuorumLost):
+        await idx["n1"].write_checked("b", "k", entry("d"), expect_etag("EC"))
+
+
+async def test_a_late_lock_answer_is_released_after_the_write(cluster) -> None:
+    """A lock that reaches a replica only after the write finished (its call was slow) must not
+    hold the key there until it expires."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    gate = asyncio.Event()
+    real_lock = net.replicas["n3"].lock
+
+    async def slow_lock(args: dict) -> dict:
+        await gate.wait()
+        return await real_lock(args)
+
+    net.replicas["n3"].lock = slow_lock  # type: ignore[method-assign]
+    await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), expect_etag("E0"))
+    gate.set()
+    await settle(idx)
+    await asyncio.sleep(0.05)
+    await settle(idx)
+    t0 = time.monotonic()
+    await net.replicas["n3"].merge({"bucket": "b", "key": "k", "entry": None, "data": None,
+                                    "ts": [idx["n3"].clock.now(), "x"]})
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_conditional_increments_through_three_nodes_never_lose_one(cluster) -> None:
+    """Read, then write value + 1 if the key is still what was read, through all three nodes
+    at once and with no lease above the index: every acknowledged increment is one step of one
+    sequence (no two writers both win from the same value)."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "c", entry("v0", etag="0"))
+    won: list[int] = []
+    conflicts = 0
+
+    rng = random.Random(7)
+
+    async def worker(node: str, rounds: int) -> None:
+        nonlocal conflicts
+        done = 0
+        pause = 0.001
+        while done < rounds:
+            current = await idx[node].get("b", "c")
+            value = int(current["etag"])
+            try:
+                await idx[node].write_checked("b", "c", entry(f"v{value + 1}-{node}-{done}", etag=str(value + 1)),
+                                              expect_etag(str(value)))
+            except errors.ConditionalRequestConflict:  # a client's retry, with jittered backoff
+                conflicts += 1
+                await asyncio.sleep(rng.uniform(0, pause))
+                pause = min(pause * 2, 0.05)
+                continue
+            won.append(value + 1)
+            done += 1
+            pause = 0.001
+
+    await asyncio.gather(*(worker(n, 8) for n in ("n1", "n2", "n3")))
+    assert sorted(won) == list(range(1, 25))
+    assert int((await idx["n2"].get("b", "c"))["etag"]) == 24
+    assert conflicts > 0  # they did race

@@ -1,0 +1,104 @@
+"""Key locks of the cluster index's replicas (``lock_key`` / ``unlock_key``): while a
+conditional write holds one, no other write of the key merges; the write's own commit (a
+merge carrying the lock's id) ends it; an expired lock counts as none; locks are durable."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from buckets import errors
+from buckets.registry import Op, Registry
+
+
+def entry(wid: str, hlc: int) -> dict:
+    return {"wid": wid, "size": 1, "etag": wid, "mt": 1.0, "vid": "null", "ts": [hlc, wid]}
+
+
+def merge(wid: str | None, hlc: int, lock: str | None = None, key: str = "k") -> Op:
+    return Op("merge_object", "b", key, value=entry(wid, hlc) if wid else None, ts=(hlc, wid or "tomb"), lock=lock)
+
+
+def lock(lock_id: str, ttl: float = 10.0, key: str = "k") -> Op:
+    return Op("lock_key", "b", key, value={"id": lock_id, "until": time.time() + ttl})
+
+
+@pytest.fixture
+async def reg(tmp_path):
+    r = Registry(str(tmp_path / "reg"), cache_size=100, sync=False)
+    r.start()
+    await r.commit([Op("put_bucket", "b", value={"created": 1.0})])
+    yield r
+    if r.is_open:
+        await r.close()
+
+
+async def test_a_lock_answers_what_the_replica_holds(reg) -> None:
+    op = lock("L1")
+    await reg.commit([op])
+    assert op.result == (None, None)
+    await reg.commit([Op("unlock_key", "b", "k", value={"id": "L1"})])
+    await reg.commit([merge("w1", 100)])
+    op = lock("L2")
+    await reg.commit([op])
+    assert op.result[0]["wid"] == "w1" and op.result[1] == (100, "w1")
+    await reg.commit([Op("unlock_key", "b", "k", value={"id": "L2"})])
+    await reg.commit([merge(None, 200)])  # a delete: the lock sees its tombstone's version
+    op = lock("L3")
+    await reg.commit([op])
+    assert op.result == (None, (200, "tomb"))
+
+
+async def test_other_writes_wait_while_the_lock_holders_commit_ends_it(reg) -> None:
+    await reg.commit([merge("w1", 100)])
+    await reg.commit([lock("L1")])
+    with pytest.raises(errors.KeyLocked) as exc:
+        await reg.commit([merge("u", 150)])  # an unconditional write of the key
+    assert exc.value.until > time.time()
+    with pytest.raises(errors.KeyLocked):
+        await reg.commit([lock("L2")])  # another conditional write
+    with pytest.raises(errors.KeyLocked):
+        await reg.commit([merge("w1", 100)])  # even a read's write-back of what is there
+    await reg.commit([merge("other", 150, key="k2")])  # other keys are not held
+    assert reg.get_object("b", "k")["wid"] == "w1"
+    holder = merge("c", 200, lock="L1")
+    await reg.commit([holder])
+    assert holder.applied and reg.get_object("b", "k")["wid"] == "c"
+    late = merge("u", 150)  # the waiting write, older than the commit: refused as LWW says
+    await reg.commit([late])
+    assert not late.applied
+    await reg.commit([merge("u2", 300)])
+    assert reg.get_object("b", "k")["wid"] == "u2"
+
+
+async def test_unlock_needs_the_locks_id_and_an_expired_lock_is_none(reg) -> None:
+    await reg.commit([lock("L1")])
+    await reg.commit([Op("unlock_key", "b", "k", value={"id": "someone-else"})])
+    with pytest.raises(errors.KeyLocked):
+        await reg.commit([merge("u", 100)])
+    await reg.commit([Op("unlock_key", "b", "k", value={"id": "L1"})])
+    await reg.commit([merge("u", 100)])
+    await reg.commit([lock("L2", ttl=-1.0)])  # its writer died long ago
+    await reg.commit([merge("u2", 200)])
+    assert reg.get_object("b", "k")["wid"] == "u2"
+    stale_commit = merge("c", 300, lock="L2")  # the stalled writer's late commit: a plain merge now
+    await reg.commit([stale_commit])
+    assert stale_commit.applied
+
+
+async def test_a_lock_survives_a_restart(tmp_path) -> None:
+    path = str(tmp_path / "reg")
+    r = Registry(path, cache_size=100, sync=True)
+    r.start()
+    await r.commit([Op("put_bucket", "b", value={"created": 1.0}), lock("L1", key="k" * 600)])
+    await r.close()
+    r = Registry(path, cache_size=100, sync=True)
+    r.start()
+    try:
+        with pytest.raises(errors.KeyLocked):
+            await r.commit([merge("u", 100, key="k" * 600)])  # a long key's lock is filed by hash
+        await r.commit([merge("c", 200, lock="L1", key="k" * 600)])
+        assert r.get_object("b", "k" * 600)["wid"] == "c"
+    finally:
+        await r.close()
