@@ -340,6 +340,33 @@ class ClusterCatalog:
         if self.get_bucket(bucket) is None:
             raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
         current = await self.index.get(bucket, key)
+        replaced = await self._put_version_records(bucket, key, entry, current)
+        await self.index.put(bucket, key, entry, small)
+        if finished_upload is not None:
+            await self.delete_upload(bucket, finished_upload)
+        return replaced
+
+    async def put_version_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
+                                  small: bytes | None = None, finished_upload: str | None = None) -> list[dict]:
+        """``put_version`` of a conditional write: judged and committed under the key's lock on
+        its index replicas (``ReplicatedIndex.write_checked``), the version records written
+        in between."""
+        if self.get_bucket(bucket) is None:
+            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
+        replaced: list[dict] = []
+
+        async def records(current: dict | None) -> None:
+            replaced.extend(await self._put_version_records(bucket, key, entry, current))
+
+        await self.index.write_checked(bucket, key, entry, judge, small, before_commit=records)
+        if finished_upload is not None:
+            await self.delete_upload(bucket, finished_upload)
+        return replaced
+
+    async def _put_version_records(self, bucket: str, key: str, entry: dict, current: dict | None) -> list[dict]:
+        """The version records a write of ``entry`` makes over ``current`` (the key's entry):
+        the current one's record if it had none, the new one's; replaces those of the same
+        version id. Returns the entries it replaced."""
         records = await self._version_records(bucket, key)
         replaced: list[dict] = []
         if current is not None and current.get("vid", "null") != entry["vid"] \
@@ -353,9 +380,6 @@ class ClusterCatalog:
                 and not any(r["wid"] == current["wid"] for r in replaced):
             replaced.append(_plain(current))
         await self.index.put(bucket + VERSIONS, version_record(key, entry), entry)
-        await self.index.put(bucket, key, entry, small)
-        if finished_upload is not None:
-            await self.delete_upload(bucket, finished_upload)
         return replaced
 
     async def delete_version(self, bucket: str, key: str, vid: str) -> dict | None:

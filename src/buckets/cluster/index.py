@@ -483,7 +483,8 @@ class ReplicatedIndex:
         return not lost(answered)
 
     async def write_checked(self, bucket: str, key: str, entry: dict | None, judge: Callable[[dict | None], None],
-                            data: bytes | None = None) -> dict | None:
+                            data: bytes | None = None, *,
+                            before_commit: Callable[[dict | None], Awaitable[None]] | None = None) -> dict | None:
         """A conditional write (``entry``) or delete (None) of one key: ``judge(current)``
         decides on the key's current entry (None: no object) and raises to refuse; no other
         write of the key can land between that decision and this write's commit.
@@ -498,6 +499,9 @@ class ReplicatedIndex:
         that was acknowledged before the locks were taken is thus seen by the judge; one that
         was not is acknowledged after this one, with a newer version (a replica that already
         holds this write refuses the older one and its writer merges it again, newer).
+
+        ``before_commit(current)``, if given, runs after ``judge`` under the locks (a versioned
+        bucket's version records, which must be written before the key's entry names them).
 
         Returns the entry this replaced (what ``judge`` saw)."""
         loop = asyncio.get_running_loop()
@@ -535,6 +539,8 @@ class ReplicatedIndex:
                     if newest is None or ts > newest:
                         current, newest = ans.get("entry"), ts
             judge(current)
+            if before_commit is not None:
+                await before_commit(current)
             if loop.time() - started > KEY_LOCK_SECONDS / 2 or self.placement(bucket) != placement:
                 # The locks may be about to expire, or the bucket's index is moving: the commit
                 # could no longer be sure no other write came in between.

@@ -59,6 +59,9 @@ class Catalog(Protocol):
         cluster also locks the key on its index replicas). Returns the entry it replaced."""
     async def delete_object_checked(self, bucket: str, key: str, judge: Callable[[dict | None], None]) -> dict | None:
         """``put_object_checked`` for a delete; returns the entry it removed (None: none)."""
+    async def put_version_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
+                                  small: bytes | None = None, finished_upload: str | None = None) -> list[dict]:
+        """``put_version`` of a conditional write, judged as ``put_object_checked``."""
     async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
                            limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]: ...
     def get_small(self, bucket: str, key: str, wid: str) -> bytes | None:
@@ -164,6 +167,11 @@ class LocalCatalog:
         if current is not None:
             await self.delete_object(bucket, key, current)
         return current
+
+    async def put_version_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
+                                  small: bytes | None = None, finished_upload: str | None = None) -> list[dict]:
+        judge(self.registry.get_object(bucket, key))
+        return await self.put_version(bucket, key, entry, small=small, finished_upload=finished_upload)
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str, start_after: str,
                            limit: int) -> tuple[list[tuple[str, dict]], list[str], bool]:

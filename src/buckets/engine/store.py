@@ -535,11 +535,13 @@ class Store:
                 # the key first (a quorum read: one or two peer calls): the replicas say which
                 # write it replaced as they merge it.
                 blind = not conditional and not versioned and getattr(self.catalog, "reports_displaced", False)
-                checked = conditional and not versioned
-                old = None if blind or checked else await self._check_conditions(bucket, key, opts, at_commit=True)
-                if checked:
+                if conditional and versioned:
                     # The check and the commit in one step (a cluster: under the key's lock on
                     # its replicas, so no write lands between them).
+                    replaced = await self.catalog.put_version_checked(
+                        bucket, key, entry, lambda cur: self._judge(bucket, key, opts, cur, at_commit=True),
+                        small=small, finished_upload=finished_upload)
+                elif conditional:
                     old = await self.catalog.put_object_checked(
                         bucket, key, entry, lambda cur: self._judge(bucket, key, opts, cur, at_commit=True),
                         small=small, finished_upload=finished_upload)
@@ -555,6 +557,7 @@ class Store:
                                  "its data is left to the orphan sweep", bucket, key)
                     replaced = displaced or []
                 else:
+                    old = await self.catalog.get_object(bucket, key)  # the write this one replaces
                     await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
                     replaced = [old] if old is not None and old["wid"] != entry["wid"] else []
             except errors.BucketsError as exc:  # precondition failed, or the bucket was deleted under us

@@ -279,9 +279,11 @@ async def _add_delete_marker(self: "Store", bucket: str, key: str, bucket_rec: d
     lease = self.catalog.key_lease(bucket, key) if condition is not None else contextlib.nullcontext()
     async with self.locks.hold((bucket, key)), lease:
         try:
-            if condition is not None:
-                await self._check_conditions(bucket, key, condition, at_commit=True)
-            replaced = await self.catalog.put_version(bucket, key, entry)
+            if condition is not None:  # checked and committed in one step (see Store._publish)
+                replaced = await self.catalog.put_version_checked(
+                    bucket, key, entry, lambda cur: self._judge(bucket, key, condition, cur, at_commit=True))
+            else:
+                replaced = await self.catalog.put_version(bucket, key, entry)
         except errors.BucketsError:
             await self._remove_write(bucket, key, entry["wid"], disks)
             raise
