@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -505,32 +506,55 @@ class ReplicatedIndex:
 
         Returns the entry this replaced (what ``judge`` saw)."""
         loop = asyncio.get_running_loop()
-        lock_id = os.urandom(8).hex()
-        args = {"bucket": bucket, "key": key, "id": lock_id, "ttl": KEY_LOCK_SECONDS}
         placement = self.placement(bucket)
-        taken: set[str] = set()  # replicas whose lock this write holds (until committed or unlocked)
+        held: dict[str, str] = {}  # replica -> id of this write's lock there (until committed or unlocked)
         finished = False
 
-        async def lock(node: str) -> dict:
+        async def take(node: str, args: dict, busy: set[str]) -> dict:
             ans = await self._call(node, "lock", args)
-            if not ans.get("locked"):
-                taken.add(node)
-                if finished:  # answered after this write ended: end the lock it took there now
-                    self._keep(asyncio.ensure_future(self._unlock(node, args)))
+            if ans.get("locked"):
+                busy.add(node)
+                raise errors.KeyLocked(f"{node} holds {bucket}/{key} for another write")
+            if finished or args["id"] != lock_id:
+                # Answered after this write ended, or after the round it belongs to gave up: end
+                # the lock it took there now.
+                self._keep(asyncio.ensure_future(self._unlock(node, args)))
+            else:
+                held[node] = args["id"]
             return ans
 
         started = loop.time()
+        deadline = started + KEY_LOCK_WAIT
+        pause = 0.005
         answered: dict[str, Any] = {}
         committed: set[str] = set()
         try:
-            try:
-                await self._gather_sets(placement.write, lock, answered)
-            except errors.WriteQuorumLost as exc:
-                raise errors.WriteQuorumLost(f"{bucket}/{key}: the key could not be locked on a quorum: {exc}") from None
-            if any(ans.get("locked") for ans in answered.values()):
-                raise errors.ConditionalRequestConflict(
-                    "Another conditional write to this key is committing; retry the request.",
-                    resource=f"/{bucket}/{key}")
+            while True:
+                # Each round its own lock id, so a lock that lands after its round gave up is
+                # told apart from this round's. A replica held by another write counts as one
+                # that did not answer: a quorum of this write's own locks is what it needs.
+                lock_id = os.urandom(8).hex()
+                args = {"bucket": bucket, "key": key, "id": lock_id, "ttl": KEY_LOCK_SECONDS}
+                busy: set[str] = set()
+                answered = {}
+                try:
+                    await self._gather_sets(placement.write, lambda n, a=args, b=busy: take(n, a, b), answered)
+                    break
+                except errors.WriteQuorumLost as exc:
+                    for node, lid in list(held.items()):
+                        held.pop(node)
+                        self._keep(asyncio.ensure_future(self._unlock(node, dict(args, id=lid))))
+                    if not busy:
+                        raise errors.WriteQuorumLost(
+                            f"{bucket}/{key}: the key could not be locked on a quorum: {exc}") from None
+                    if loop.time() > deadline:
+                        raise errors.ConditionalRequestConflict(
+                            "Another conditional write to this key is committing; retry the request.",
+                            resource=f"/{bucket}/{key}") from None
+                await asyncio.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, 0.1)
+                if self.placement(bucket) != placement:
+                    raise errors.SlowDown(f"{bucket}/{key}: the bucket's index is moving; retry")
             current, newest = None, None
             for ans in answered.values():
                 ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
@@ -566,8 +590,9 @@ class ReplicatedIndex:
             return current
         finally:
             finished = True
-            for node in taken - committed:
-                self._keep(asyncio.ensure_future(self._unlock(node, args)))
+            for node, lid in held.items():
+                if node not in committed:
+                    self._keep(asyncio.ensure_future(self._unlock(node, {"bucket": bucket, "key": key, "id": lid})))
 
     async def _unlock(self, node: str, args: dict) -> None:
         try:

@@ -69,10 +69,13 @@ async def test_a_write_arriving_during_the_commit_waits_and_lands_after_it(clust
         # acknowledged until the conditional one has committed.
         racing.append(asyncio.ensure_future(idx["n2"].put_displacing("b", "k", entry("u", etag="EU"))))
 
-    replaced = await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), judge)
+    async def still_locked(current: dict | None) -> None:
+        await asyncio.sleep(0.05)
+        assert not racing[0].done()  # the racing write waits at the locked replicas
+
+    replaced = await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), judge, before_commit=still_locked)
     assert replaced["wid"] == "old"
-    assert not racing[0].done()
-    await racing[0]
+    assert "c" in [e["wid"] for e in await racing[0]]  # it replaced the conditional write
     await settle(idx)
     # The racing write was acknowledged after the conditional one: it is the later write.
     for n in ("n1", "n2", "n3"):
@@ -213,3 +216,29 @@ async def test_a_blind_put_seen_by_a_read_does_not_come_back_after_a_later_write
     await put_a
     await settle(idx)
     assert (await idx["n2"].get("b", "k"))["wid"] == "B"
+
+
+async def test_a_lock_left_by_another_write_on_one_replica_does_not_stop_a_conditional_write(
+        cluster, monkeypatch) -> None:
+    """A replica still held by another write (one that died between its locks and its commit,
+    or whose unlock is still on its way) is like a replica that does not answer: a quorum of
+    this write's own locks is enough. Held on a quorum, the write waits for them, then 409."""
+    from buckets.cluster import index as index_module
+
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    await net.replicas["n3"].lock({"bucket": "b", "key": "k", "id": "dead-writer", "ttl": 10})
+    await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), expect_etag("E0"))
+    net.down = {"n3"}
+    assert (await idx["n2"].get("b", "k"))["wid"] == "c"
+    net.down = set()
+    monkeypatch.setattr(index_module, "KEY_LOCK_WAIT", 0.3)
+    await net.replicas["n2"].lock({"bucket": "b", "key": "k", "id": "dead-writer", "ttl": 10})
+    t0 = time.monotonic()
+    with pytest.raises(errors.ConditionalRequestConflict):
+        await idx["n1"].write_checked("b", "k", entry("d", etag="ED"), expect_etag("EC"))
+    assert time.monotonic() - t0 >= 0.3
+    await net.replicas["n2"].unlock({"bucket": "b", "key": "k", "id": "dead-writer"})
+    await idx["n1"].write_checked("b", "k", entry("d", etag="ED"), expect_etag("EC"))
+    assert (await idx["n1"].get("b", "k"))["wid"] == "d"
