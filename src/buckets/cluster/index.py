@@ -390,7 +390,10 @@ class ReplicatedIndex:
           larger. Here, a replica that holds a newer version refuses the merge and answers that
           version; then this node's clock passes it and the write is merged again under a new
           version, at most ``DISPLACE_ATTEMPTS`` times (after that, the newer writes are
-          concurrent ones still racing this one, and either order is a correct outcome).
+          concurrent ones still racing this one, and either order is a correct outcome) -
+          unless every replica's answer shows the first version applied on a write quorum:
+          then no newer write can have been acknowledged before this one began, and it stands
+          (a read may already have returned it).
         - **Cleanup.** Each replica that applied the write answers the entry it replaced: a write
           older than this one, which once this one is acknowledged is never the key's state
           again. The caller removes their data.
@@ -404,13 +407,40 @@ class ReplicatedIndex:
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
                     "displaced": True}
-            answered = await self._write_placed(bucket, lambda n, a=args: self._call(n, "merge", a))
-            newer: tuple | None = None
+            late: dict[str, Any] = {}  # every answer, also those after the quorum's (None: the call failed)
+            calls: list[asyncio.Future] = []
+
+            async def merge(node: str, a: dict = args, late: dict = late) -> Any:
+                try:
+                    ans = await self._call(node, "merge", a)
+                except BaseException:
+                    late[node] = None
+                    raise
+                late[node] = ans
+                return ans
+
+            def call(node: str, merge=merge, calls: list = calls) -> asyncio.Future:
+                calls.append(asyncio.ensure_future(merge(node)))
+                return calls[-1]
+
+            placement = self.placement(bucket)
+            answered = await self._write_placed(bucket, call)
+            newer = self._newer_than(ts, answered.values())
+            if newer is not None and self.placement(bucket) == placement:
+                # Refused by a newer version. Merged again, this write could come back after a
+                # write that a read has already seen replace it (a read that met this version
+                # where it was applied): so first hear every replica. Applied on a write quorum
+                # of every set, it stands as it is, older than the newer write: no write
+                # acknowledged before this one began can be newer (the replicas of its quorum
+                # would have refused this one; one of them is in this quorum).
+                await asyncio.wait(calls, timeout=self.timeout)
+                holders = {n for n, ans in late.items() if ans is not None and (
+                    ans.get("applied") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts))}
+                if all(len(holders & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write):
+                    answered = {n: ans for n, ans in late.items() if ans is not None}
+                    newer = None
             for ans in answered.values():
                 if not ans.get("applied"):
-                    held = _ts(ans["ts"]) if ans.get("ts") is not None else None
-                    if held is not None and held > ts and (newer is None or held > newer):
-                        newer = held
                     continue
                 if "was" not in ans:
                     unknown = True
@@ -423,6 +453,17 @@ class ReplicatedIndex:
                 break
             self.clock.observe(newer[0])
         return None if unknown else list(replaced.values())
+
+    @staticmethod
+    def _newer_than(ts: tuple, answers: Iterable[Any]) -> tuple | None:
+        """The newest version a replica refused a merge of version ``ts`` with, if any."""
+        newer: tuple | None = None
+        for ans in answers:
+            if not ans.get("applied"):
+                held = _ts(ans["ts"]) if ans.get("ts") is not None else None
+                if held is not None and held > ts and (newer is None or held > newer):
+                    newer = held
+        return newer
 
     async def delete(self, bucket: str, key: str, wid: str) -> None:
         await self._write(bucket, key, None, None, [self.clock.now(), wid])

@@ -11,7 +11,7 @@ import random
 import time
 
 import pytest
-from test_index_replication import entry, settle, start_trio, stop_trio
+from test_index_replication import NODES, entry, settle, start_trio, stop_trio
 
 from buckets import errors
 
@@ -21,6 +21,16 @@ async def cluster(tmp_path):
     net, idx, regs = await start_trio(tmp_path)
     yield net, idx, regs
     await stop_trio(idx, regs)
+
+
+async def wid_through(net, idx, via: str, *, without: str) -> str | None:
+    """Key ``k``'s write id as a read through ``via`` sees it while ``without`` is unreachable."""
+    net.down = {without}
+    try:
+        got = await idx[via].get("b", "k")
+    finally:
+        net.down = set()
+    return got["wid"] if got is not None else None
 
 
 def expect_etag(etag: str | None):
@@ -204,14 +214,10 @@ async def test_a_blind_put_seen_by_a_read_does_not_come_back_after_a_later_write
     put_a = asyncio.ensure_future(idx["n1"].put_displacing("b", "k", entry("A")))
     while (regs["n1"].get_object("b", "k") or {}).get("wid") != "A":
         await asyncio.sleep(0.001)
-    net.down = {"n2"}
-    assert (await idx["n3"].get("b", "k"))["wid"] == "A"  # n3 and n1: A, written back to n3
-    net.down = set()
+    assert await wid_through(net, idx, "n3", without="n2") == "A"  # n3 and n1: A, written back to n3
     await asyncio.sleep(0.002)
     await idx["n2"].put_displacing("b", "k", entry("B"))
-    net.down = {"n1"}
-    assert (await idx["n2"].get("b", "k"))["wid"] == "B"
-    net.down = set()
+    assert await wid_through(net, idx, "n2", without="n1") == "B"
     gate.set()
     await put_a
     await settle(idx)
@@ -242,3 +248,50 @@ async def test_a_lock_left_by_another_write_on_one_replica_does_not_stop_a_condi
     await net.replicas["n2"].unlock({"bucket": "b", "key": "k", "id": "dead-writer"})
     await idx["n1"].write_checked("b", "k", entry("d", etag="ED"), expect_etag("EC"))
     assert (await idx["n1"].get("b", "k"))["wid"] == "d"
+
+
+async def test_a_blind_put_applied_on_a_quorum_stands_when_a_newer_write_refused_it(tmp_path) -> None:
+    """PUT A is applied on n1 and n3 (n3's answer is slow) and refused on n2, which holds B,
+    a newer write still in flight. A read through n1 and n3 returns A; B then lands on n3 and
+    a read returns B. A must not be merged again over B (it would come back after B was
+    read): having heard n3, A's writer finds its first version applied on a write quorum,
+    so no write acknowledged before A began can be newer, and A stands as it is, older than
+    B. (Before, A was merged again as soon as n2 refused it.)"""
+    walls = {"n1": time.time, "n2": lambda: time.time() + 10.0, "n3": time.time}  # n2 writes newer versions
+    net, idx, regs = await start_trio(tmp_path, walls)
+    try:
+        await idx["n1"].put("b", "k", entry("old"))
+        await settle(idx)
+        version_b = [idx["n2"].clock.now(), "B"]
+        merge_b = {"bucket": "b", "key": "k", "entry": dict(entry("B"), ts=version_b), "data": None, "ts": version_b}
+        await net.replicas["n2"].merge(merge_b)  # B in flight: on n2 only
+        gate = asyncio.Event()
+        attempts: set[tuple] = set()
+        real_n1, real_n3 = net.replicas["n1"].merge, net.replicas["n3"].merge
+
+        async def n1_merge(args: dict) -> dict:
+            if args.get("displaced") and args["entry"]["wid"] == "A":
+                attempts.add(tuple(args["ts"]))
+            return await real_n1(args)
+
+        async def n3_merge(args: dict) -> dict:
+            ans = await real_n3(args)  # applied at once, answered late
+            if args.get("displaced") and args["entry"]["wid"] == "A":
+                await gate.wait()
+            return ans
+
+        net.replicas["n1"].merge, net.replicas["n3"].merge = n1_merge, n3_merge  # type: ignore[method-assign]
+        put_a = asyncio.ensure_future(idx["n1"].put_displacing("b", "k", entry("A")))
+        while any((regs[n].get_object("b", "k") or {}).get("wid") != "A" for n in ("n1", "n3")):
+            await asyncio.sleep(0.001)
+        assert await wid_through(net, idx, "n1", without="n2") == "A"
+        await real_n3(merge_b)  # B reaches n3 too: acknowledged
+        assert await wid_through(net, idx, "n2", without="n1") == "B"
+        gate.set()
+        await put_a
+        await settle(idx)
+        assert len(attempts) == 1  # A was not merged again
+        for n in NODES:
+            assert (await idx[n].get("b", "k"))["wid"] == "B"
+    finally:
+        await stop_trio(idx, regs)
