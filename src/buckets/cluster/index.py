@@ -55,6 +55,11 @@ TOMBSTONE_TTL = 7 * 24 * 3600.0
 # concurrent writes.
 DISPLACE_ATTEMPTS = 4
 
+# A read whose write-back meets a newer version reads again, at most this many times in all
+# (the last round counts the newer version as holding the one it read, as ABD does).
+READ_ROUNDS = 3
+_AGAIN = object()
+
 # A conditional write's key lock (``write_checked``): held on a quorum of the key's replicas
 # from the condition's check to the commit (milliseconds); one whose writer died expires after
 # KEY_LOCK_SECONDS, and the writer gives up rather than commit after KEY_LOCK_SECONDS / 2. A
@@ -647,12 +652,19 @@ class ReplicatedIndex:
         object's bytes with its entry when its registry keeps a copy, so the GET that follows
         reads no disk. Otherwise, when ``records`` is set (a GET's lookup), it answers the
         write's records on its own disks, which the GET then need not read (``take_records``)."""
-        nodes, q = self._quorum(bucket)
-        # Ask the local replica (free) and enough others to make a read quorum; if one of
-        # those fails, the remaining replicas are asked too.
         args = {"bucket": bucket, "key": key, "small": True}
         if records:
             args["records"] = True
+        for round_ in range(READ_ROUNDS):
+            found = await self._get_round(bucket, key, args, records, last=round_ + 1 == READ_ROUNDS)
+            if found is not _AGAIN:
+                return found  # type: ignore[return-value]
+        raise AssertionError("unreachable: the last round always answers")
+
+    async def _get_round(self, bucket: str, key: str, args: dict, records: bool, *, last: bool) -> Any:
+        nodes, q = self._quorum(bucket)
+        # Ask the local replica (free) and enough others to make a read quorum; if one of
+        # those fails, the remaining replicas are asked too.
         answers = await self._read(nodes, "get", args, q.r)
         best_entry, best_ts = None, None
         for _, ans in answers:
@@ -663,8 +675,9 @@ class ReplicatedIndex:
                 best_entry, best_ts = ans.get("entry"), ts
         if best_ts is not None:
             stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
-            if stale:
-                await self._write_back(bucket, key, best_entry, best_ts, [n for n, _ in answers if n not in stale])
+            if stale and not await self._write_back(bucket, key, best_entry, best_ts,
+                                                     [n for n, _ in answers if n not in stale], strict=not last):
+                return _AGAIN
             if best_entry is not None:
                 data = next((ans["data"] for n, ans in answers if n != self.node_id and ans.get("data") is not None
                              and (ans.get("entry") or {}).get("wid") == best_entry.get("wid")), None)
@@ -706,15 +719,18 @@ class ReplicatedIndex:
         """The bytes of write ``wid`` if a replica sent them with a recent ``get``."""
         return self._small.get((bucket, key, wid))
 
-    async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str]) -> None:
+    async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str], *,
+                          strict: bool = False) -> bool:
         """Before a read returns a version that some replica it asked lacks, put that version
         on a write quorum of every write set (the ``holders`` already have it): ABD's write-back.
         Without it, a read that met a write still in flight (on one replica of three) could
         return the new version, and a later read, asking two replicas the write had not reached
         yet, the old one. Merged under its own version (no new clock value), so it changes
-        nothing a newer write did; a replica that holds a newer one answers so, which counts
-        too (it holds at least this version). Fewer replicas than a quorum reachable: the read
-        fails (``ReadQuorumLost``) rather than return a version a later read might not see."""
+        nothing a newer write did. A replica that holds a newer one answers so: ``strict``, the
+        read must start again (False; the version read may be one that a blind PUT merges again
+        later, newer, so a newer write landing meanwhile is not "at least this version"), else
+        it counts as holding it. Fewer replicas than a quorum reachable: the read fails
+        (``ReadQuorumLost``) rather than return a version a later read might not see."""
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
         answered: dict[str, Any] = dict.fromkeys(holders, True)
         self.read_repairs += 1
@@ -722,9 +738,11 @@ class ReplicatedIndex:
         try:
             while True:
                 await self._gather_sets(placement.write, lambda n: self._call(n, "merge", args), answered)
+                if strict and self._newer_than(ts, (a for a in answered.values() if isinstance(a, dict))):
+                    return False
                 now = self.placement(bucket)
                 if now == placement:
-                    return
+                    return True
                 placement = now
         except errors.WriteQuorumLost as exc:
             raise errors.ReadQuorumLost(f"{bucket}/{key}: the version read could not be written back to a "

@@ -11,7 +11,7 @@ import random
 import time
 
 import pytest
-from test_index_replication import NODES, entry, settle, start_trio, stop_trio
+from test_index_replication import NODES, entry, new_on_n1_only, settle, start_trio, stop_trio
 
 from buckets import errors
 
@@ -295,3 +295,24 @@ async def test_a_blind_put_applied_on_a_quorum_stands_when_a_newer_write_refused
             assert (await idx[n].get("b", "k"))["wid"] == "B"
     finally:
         await stop_trio(idx, regs)
+
+
+async def test_a_read_whose_write_back_meets_a_newer_write_reads_again(cluster) -> None:
+    """A read met a write in flight on one replica and writes it back; meanwhile a newer write
+    lands on the replica it writes back to. That replica's "I hold something newer" does not
+    make the version read safe to return (a blind PUT refused by that newer write may be merged
+    again later, newer still): the read starts again and returns the newer write."""
+    net, idx, regs = cluster
+    await new_on_n1_only(idx)  # "old" everywhere, "new" on n1 only
+    version_b = [idx["n2"].clock.now() + (1000 << 16), "B"]
+    merge_b = {"bucket": "b", "key": "k", "entry": dict(entry("B"), ts=version_b), "data": None, "ts": version_b}
+    real_n3 = net.replicas["n3"].merge
+
+    async def n3_merge(args: dict) -> dict:
+        if (args.get("entry") or {}).get("wid") == "new":  # the read's write-back: B lands first
+            await real_n3(merge_b)
+        return await real_n3(args)
+
+    net.replicas["n3"].merge = n3_merge  # type: ignore[method-assign]
+    assert await wid_through(net, idx, "n3", without="n2") == "B"
+    assert regs["n1"].get_object("b", "k")["wid"] == "B"  # written back where it was missing
