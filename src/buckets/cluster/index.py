@@ -55,6 +55,9 @@ TOMBSTONE_TTL = 7 * 24 * 3600.0
 # concurrent writes.
 DISPLACE_ATTEMPTS = 4
 
+# Merges an index replica remembers the replaced version of (IndexReplica._recent).
+RECENT_MERGES = 65536
+
 # A read whose write-back meets a newer version reads again, at most this many times in all
 # (the last round counts the newer version as holding the one it read, as ABD does).
 READ_ROUNDS = 3
@@ -140,6 +143,11 @@ class IndexReplica:
     def __init__(self, registry: Registry,
                  records: Callable[[str, str, dict], Awaitable[list]] | None = None) -> None:
         self.registry = registry
+        # The latest merges this replica applied, (bucket, key) -> (version, version it
+        # replaced), so a refusal can say which version the one it holds replaced
+        # (``put_displacing``: a write refused by a newer one that replaced it here was held
+        # here). Bounded: it matters for the seconds a write is in flight.
+        self._recent: OrderedDict[tuple[str, str], tuple[tuple, tuple | None]] = OrderedDict()
         # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
         # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
         self.records = records
@@ -161,13 +169,23 @@ class IndexReplica:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.05)
+        where = (args["bucket"], args["key"])
         if op.applied:
+            self._recent[where] = (op.ts, op.prior)  # type: ignore[assignment]
+            self._recent.move_to_end(where)
+            while len(self._recent) > RECENT_MERGES:
+                self._recent.popitem(last=False)
             # ``displaced``: a PUT that needs to know which write it replaced (to remove that
             # write's data) learns it here instead of from a quorum read before the merge.
             return {"applied": True, "was": op.result} if args.get("displaced") else {"applied": True}
-        # What this replica holds instead (equal: a retry of this very write; newer: it lost).
-        _, held = self.registry.get_version(args["bucket"], args["key"])
-        return {"applied": False, "ts": list(held) if held is not None else None}
+        # What this replica holds instead (equal: a retry of this very write; newer: it lost),
+        # and, if this replica merged it recently, the version it replaced here.
+        held = op.prior
+        answer: dict[str, Any] = {"applied": False, "ts": list(held) if held is not None else None}
+        recent = self._recent.get(where)
+        if recent is not None and held is not None and recent[0] == held and recent[1] is not None:
+            answer["replaced"] = list(recent[1])
+        return answer
 
     async def lock(self, args: dict) -> dict:
         """Take the key's lock for a conditional write (``write_checked``) and answer what this
@@ -440,7 +458,8 @@ class ReplicatedIndex:
                 # would have refused this one; one of them is in this quorum).
                 await asyncio.wait(calls, timeout=self.timeout)
                 holders = {n for n, ans in late.items() if ans is not None and (
-                    ans.get("applied") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts))}
+                    ans.get("applied") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts)
+                    or (ans.get("replaced") is not None and _ts(ans["replaced"]) == ts))}
                 if all(len(holders & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None

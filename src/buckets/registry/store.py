@@ -154,6 +154,9 @@ class Op:
     # merge_object, applied: the entry it replaced (None: none, or a tombstone).
     # lock_key: (entry or None, version or None) of the key as the lock found it.
     result: Any = None
+    # merge_object: the version of what it replaced or, not applied, of what it found (an
+    # entry's or a tombstone's; None: nothing).
+    prior: tuple | None = None
     # merge_object of a conditional write's commit: the id of the key lock its ``lock_key``
     # took here (the merge passes that lock and ends it); without one, a locked key is
     # ``KeyLocked``.
@@ -367,6 +370,7 @@ class Registry:
             else:
                 raw = txn.get(tomb_key, db=self.db["tombs"])
                 have = _tomb_version(raw)[0] if raw is not None else None
+            op.prior = have
             if have is not None and have >= version_tuple(op.ts):
                 op.applied = False
                 return
