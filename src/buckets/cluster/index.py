@@ -55,11 +55,12 @@ TOMBSTONE_TTL = 7 * 24 * 3600.0
 # concurrent writes.
 DISPLACE_ATTEMPTS = 4
 
-# Merges an index replica remembers the replaced version of (IndexReplica._recent).
+# Keys an index replica remembers its latest versions of, and how many (IndexReplica._recent).
 RECENT_MERGES = 65536
+RECENT_PAST = 16
 
-# A read whose write-back meets a newer version reads again, at most this many times in all
-# (the last round counts the newer version as holding the one it read, as ABD does).
+# A read whose write-back meets a newer version (on a replica that never held the version
+# read) reads again, at most this many times in all; then it fails with a 503.
 READ_ROUNDS = 3
 _AGAIN = object()
 
@@ -143,11 +144,13 @@ class IndexReplica:
     def __init__(self, registry: Registry,
                  records: Callable[[str, str, dict], Awaitable[list]] | None = None) -> None:
         self.registry = registry
-        # The latest merges this replica applied, (bucket, key) -> (version, version it
-        # replaced), so a refusal can say which version the one it holds replaced
-        # (``put_displacing``: a write refused by a newer one that replaced it here was held
-        # here). Bounded: it matters for the seconds a write is in flight.
-        self._recent: OrderedDict[tuple[str, str], tuple[tuple, tuple | None]] = OrderedDict()
+        # The keys this replica merged lately, (bucket, key) -> (version held, the versions it
+        # held before, oldest first, at most RECENT_PAST; whether the version held is a
+        # conditional write's commit (its merge carried the lock); the version that write
+        # judged its condition on), so a refusal can say whether the refused version was held
+        # here before (``put_displacing``) and whether a conditional write's check saw it.
+        # Bounded: it matters for the seconds a write is in flight.
+        self._recent: OrderedDict[tuple[str, str], tuple[tuple, tuple, bool, tuple | None]] = OrderedDict()
         # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
         # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
         self.records = records
@@ -164,14 +167,20 @@ class IndexReplica:
                 break
             except errors.KeyLocked:
                 # A conditional write of this key is between its check and its commit here:
-                # this write waits for it (then merges after it, or is refused as older).
+                # this write waits for it (refused as older than its commit, the answer says
+                # whether its check saw this write: ``cond`` and ``judged``).
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.05)
         where = (args["bucket"], args["key"])
         if op.applied:
-            self._recent[where] = (op.ts, op.prior)  # type: ignore[assignment]
+            judged = _ts(args["judged"]) if args.get("judged") is not None else None
+            before = self._recent.get(where)
+            past: tuple = ()
+            if op.prior is not None:
+                past = ((before[1] if before is not None and before[0] == op.prior else ()) + (op.prior,))[-RECENT_PAST:]
+            self._recent[where] = (op.ts, past, bool(args.get("lock")), judged)  # type: ignore[assignment]
             self._recent.move_to_end(where)
             while len(self._recent) > RECENT_MERGES:
                 self._recent.popitem(last=False)
@@ -183,8 +192,15 @@ class IndexReplica:
         held = op.prior
         answer: dict[str, Any] = {"applied": False, "ts": list(held) if held is not None else None}
         recent = self._recent.get(where)
-        if recent is not None and held is not None and recent[0] == held and recent[1] is not None:
-            answer["replaced"] = list(recent[1])
+        if recent is not None and held is not None and recent[0] == held:
+            if op.ts in recent[1]:
+                answer["had"] = True  # this very version was held here, then replaced
+            if recent[2]:
+                # The version held here is a conditional write's commit, whose check judged the
+                # key at ``judged``: a refused write newer than that was not seen by the check,
+                # so it comes after the conditional write (``_write_new``, ``put_displacing``).
+                answer["cond"] = True
+                answer["judged"] = list(recent[3]) if recent[3] is not None else None
         return answer
 
     async def lock(self, args: dict) -> dict:
@@ -257,6 +273,19 @@ class IndexReplica:
     def handlers(self) -> dict[str, Callable[[dict], Awaitable[dict]]]:
         return {"merge": self.merge, "get": self.get, "scan": self.scan, "digest": self.digest,
                 "versions": self.versions, "drop": self.drop, "lock": self.lock, "unlock": self.unlock}
+
+
+def _seen_by(answer: Any, ts: tuple) -> bool:
+    """A merge of version ``ts`` was refused by a conditional write's commit whose check saw
+    it: the check judged the key at ``ts`` or a later version."""
+    return (isinstance(answer, dict) and bool(answer.get("cond")) and answer.get("judged") is not None
+            and _ts(answer["judged"]) >= ts)
+
+
+def _unseen_by(answer: Any, ts: tuple) -> bool:
+    """A merge of version ``ts`` was refused by a conditional write's commit whose check did
+    not see it (judged the key at an older version, or at none)."""
+    return isinstance(answer, dict) and bool(answer.get("cond")) and not _seen_by(answer, ts)
 
 
 def _range_of(key: str, n: int) -> int:
@@ -398,9 +427,26 @@ class ReplicatedIndex:
     # -- writes ---------------------------------------------------------------------------
     async def put(self, bucket: str, key: str, entry: dict, data: bytes | None = None) -> dict:
         """Store ``entry`` (given a fresh version) on a write quorum of the bucket's replicas."""
-        entry = dict(entry, ts=[self.clock.now(), entry["wid"]])
-        await self._write(bucket, key, entry, data, entry["ts"])
-        return entry
+        return await self._write_new(bucket, key, entry, data, entry["wid"])  # type: ignore[return-value]
+
+    async def _write_new(self, bucket: str, key: str, entry: dict | None, data: bytes | None,
+                         wid: str) -> dict | None:
+        """``entry`` (None: a tombstone) under a fresh version on a write quorum. Refused as
+        older than a conditional write's commit whose check judged the key at a version older
+        than this write's (``_unseen_by``): the check did not see this write, which was not on
+        a quorum when the key was locked, so this write comes after the conditional one and is
+        merged again under a newer version; kept older, it would be acknowledged and lost, the
+        conditional write standing on a check that missed it. Returns the entry as merged last."""
+        versioned = entry
+        for _ in range(DISPLACE_ATTEMPTS):
+            ts = [self.clock.now(), wid]
+            versioned = dict(entry, ts=ts) if entry is not None else None
+            answered = await self._write(bucket, key, versioned, data, ts)
+            newer = self._newer_than(_ts(ts), [a for a in answered.values() if _unseen_by(a, _ts(ts))])
+            if newer is None:
+                break
+            self.clock.observe(newer[0])
+        return versioned
 
     async def put_displacing(self, bucket: str, key: str, entry: dict,
                              data: bytes | None = None) -> list[dict] | None:
@@ -448,7 +494,9 @@ class ReplicatedIndex:
 
             placement = self.placement(bucket)
             answered = await self._write_placed(bucket, call)
-            newer = self._newer_than(ts, answered.values())
+            # A conditional write whose check saw this one (judged at this version or later)
+            # comes after it: its refusal is no reason to merge this one again.
+            newer = self._newer_than(ts, [a for a in answered.values() if not _seen_by(a, ts)])
             if newer is not None and self.placement(bucket) == placement:
                 # Refused by a newer version. Merged again, this write could come back after a
                 # write that a read has already seen replace it (a read that met this version
@@ -458,8 +506,7 @@ class ReplicatedIndex:
                 # would have refused this one; one of them is in this quorum).
                 await asyncio.wait(calls, timeout=self.timeout)
                 holders = {n for n, ans in late.items() if ans is not None and (
-                    ans.get("applied") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts)
-                    or (ans.get("replaced") is not None and _ts(ans["replaced"]) == ts))}
+                    ans.get("applied") or ans.get("had") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts))}
                 if all(len(holders & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None
@@ -490,11 +537,12 @@ class ReplicatedIndex:
         return newer
 
     async def delete(self, bucket: str, key: str, wid: str) -> None:
-        await self._write(bucket, key, None, None, [self.clock.now(), wid])
+        await self._write_new(bucket, key, None, None, wid)
 
-    async def _write(self, bucket: str, key: str, entry: dict | None, data: bytes | None, ts: list) -> None:
+    async def _write(self, bucket: str, key: str, entry: dict | None, data: bytes | None,
+                     ts: list) -> dict[str, Any]:
         args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": ts}
-        await self._write_placed(bucket, lambda n: self._call(n, "merge", args))
+        return await self._write_placed(bucket, lambda n: self._call(n, "merge", args))
 
     async def _write_placed(self, bucket: str, call: Callable[[str], Awaitable[Any]],
                             stop: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
@@ -638,7 +686,8 @@ class ReplicatedIndex:
             version = [self.clock.now(), wid]
             if entry is not None:
                 entry = dict(entry, ts=version)
-            merge_args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": version, "lock": lock_id}
+            merge_args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": version, "lock": lock_id,
+                          "judged": list(newest) if newest is not None else None}
 
             async def merge(node: str) -> dict:
                 ans = await self._call(node, "merge", merge_args)
@@ -695,7 +744,9 @@ class ReplicatedIndex:
         if best_ts is not None:
             stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
             if stale and not await self._write_back(bucket, key, best_entry, best_ts,
-                                                     [n for n, _ in answers if n not in stale], strict=not last):
+                                                     [n for n, _ in answers if n not in stale]):
+                if last:
+                    raise errors.ReadQuorumLost(f"{bucket}/{key} changed under each of {READ_ROUNDS} reads; retry")
                 return _AGAIN
             if best_entry is not None:
                 data = next((ans["data"] for n, ans in answers if n != self.node_id and ans.get("data") is not None
@@ -738,18 +789,18 @@ class ReplicatedIndex:
         """The bytes of write ``wid`` if a replica sent them with a recent ``get``."""
         return self._small.get((bucket, key, wid))
 
-    async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str], *,
-                          strict: bool = False) -> bool:
+    async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str]) -> bool:
         """Before a read returns a version that some replica it asked lacks, put that version
         on a write quorum of every write set (the ``holders`` already have it): ABD's write-back.
         Without it, a read that met a write still in flight (on one replica of three) could
         return the new version, and a later read, asking two replicas the write had not reached
         yet, the old one. Merged under its own version (no new clock value), so it changes
-        nothing a newer write did. A replica that holds a newer one answers so: ``strict``, the
-        read must start again (False; the version read may be one that a blind PUT merges again
-        later, newer, so a newer write landing meanwhile is not "at least this version"), else
-        it counts as holding it. Fewer replicas than a quorum reachable: the read fails
-        (``ReadQuorumLost``) rather than return a version a later read might not see."""
+        nothing a newer write did. A replica that holds a newer one answers so; it counts only
+        if it held this version before (``had``): else the read must start again (False), since
+        the version read, on fewer than a quorum, may be a blind PUT's first version, which its
+        writer then merges again, newer, after the newer write. Fewer replicas than a quorum
+        reachable: the read fails (``ReadQuorumLost``) rather than return a version a later
+        read might not see."""
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
         answered: dict[str, Any] = dict.fromkeys(holders, True)
         self.read_repairs += 1
@@ -757,7 +808,7 @@ class ReplicatedIndex:
         try:
             while True:
                 await self._gather_sets(placement.write, lambda n: self._call(n, "merge", args), answered)
-                if strict and self._newer_than(ts, (a for a in answered.values() if isinstance(a, dict))):
+                if self._newer_than(ts, (a for a in answered.values() if isinstance(a, dict) and not a.get("had"))):
                     return False
                 now = self.placement(bucket)
                 if now == placement:
