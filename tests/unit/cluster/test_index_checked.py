@@ -63,29 +63,35 @@ async def test_a_write_acknowledged_after_the_first_check_fails_the_condition(cl
     assert time.monotonic() - t0 < 1.0
 
 
-async def test_a_write_arriving_during_the_commit_waits_and_lands_after_it(cluster) -> None:
-    """Before, the commit-time check was a quorum read followed by a merge: a write
-    acknowledged between the two was overwritten by the conditional one, whose condition no
-    longer held (with the old two steps in place of ``write_checked``, this test and the
-    increments below fail: the racing write is acknowledged first, and increments are lost)."""
-    net, idx, regs = cluster
+async def commit_with_a_racing_write(idx, racing_write) -> asyncio.Future:
+    """A conditional write through n1 (If-Match of "old") during whose commit
+    ``racing_write()`` starts through another node; the racing write must wait while the key
+    is locked on a quorum. Returns it, running."""
     await idx["n1"].put("b", "k", entry("old", etag="E0"))
     await settle(idx)
     racing: list[asyncio.Future] = []
 
     def judge(current: dict | None) -> None:
         expect_etag("E0")(current)
-        # The key is locked on a quorum now: an unconditional write through n2 cannot be
-        # acknowledged until the conditional one has committed.
-        racing.append(asyncio.ensure_future(idx["n2"].put_displacing("b", "k", entry("u", etag="EU"))))
+        racing.append(asyncio.ensure_future(racing_write()))
 
     async def still_locked(current: dict | None) -> None:
         await asyncio.sleep(0.05)
-        assert not racing[0].done()  # the racing write waits at the locked replicas
+        assert not racing[0].done()  # it waits at the locked replicas
 
     replaced = await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), judge, before_commit=still_locked)
     assert replaced["wid"] == "old"
-    assert "c" in [e["wid"] for e in await racing[0]]  # it replaced the conditional write
+    return racing[0]
+
+
+async def test_a_write_arriving_during_the_commit_waits_and_lands_after_it(cluster) -> None:
+    """Before, the commit-time check was a quorum read followed by a merge: a write
+    acknowledged between the two was overwritten by the conditional one, whose condition no
+    longer held (with the old two steps in place of ``write_checked``, this test and the
+    increments below fail: the racing write is acknowledged first, and increments are lost)."""
+    net, idx, regs = cluster
+    racing = await commit_with_a_racing_write(idx, lambda: idx["n2"].put_displacing("b", "k", entry("u", etag="EU")))
+    assert "c" in [e["wid"] for e in await racing]  # it replaced the conditional write
     await settle(idx)
     # The racing write was acknowledged after the conditional one: it is the later write.
     for n in ("n1", "n2", "n3"):
@@ -327,23 +333,10 @@ async def test_a_plain_write_that_waited_for_the_lock_comes_after_the_conditiona
     acknowledged DELETE returned the value of a conditional PUT that had judged the key
     before the DELETE.)"""
     net, idx, regs = cluster
-    await idx["n1"].put("b", "k", entry("old", etag="E0"))
-    await settle(idx)
-    racing: list[asyncio.Future] = []
-
-    def judge(current: dict | None) -> None:
-        expect_etag("E0")(current)
-        if how == "delete":
-            racing.append(asyncio.ensure_future(idx["n2"].delete("b", "k", "old")))
-        else:
-            racing.append(asyncio.ensure_future(idx["n2"].put("b", "k", entry("u", etag="EU"))))
-
-    async def still_locked(current: dict | None) -> None:
-        await asyncio.sleep(0.05)
-        assert not racing[0].done()
-
-    await idx["n1"].write_checked("b", "k", entry("c", etag="EC"), judge, before_commit=still_locked)
-    await racing[0]
+    racing = await commit_with_a_racing_write(
+        idx, (lambda: idx["n2"].delete("b", "k", "old")) if how == "delete"
+        else (lambda: idx["n2"].put("b", "k", entry("u", etag="EU"))))
+    await racing
     await settle(idx)
     for n in NODES:
         got = await idx[n].get("b", "k")
