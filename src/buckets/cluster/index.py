@@ -56,8 +56,8 @@ TOMBSTONE_TTL = 7 * 24 * 3600.0
 DISPLACE_ATTEMPTS = 4
 
 # Keys an index replica remembers its latest versions of, and how many (IndexReplica._recent).
-RECENT_MERGES = 65536
-RECENT_PAST = 16
+RECENT_MERGES = 16384
+RECENT_PAST = 8
 
 # A read whose write-back meets a newer version (on a replica that never held the version
 # read) reads again, at most this many times in all; then it fails with a 503.
@@ -144,13 +144,14 @@ class IndexReplica:
     def __init__(self, registry: Registry,
                  records: Callable[[str, str, dict], Awaitable[list]] | None = None) -> None:
         self.registry = registry
-        # The keys this replica merged lately, (bucket, key) -> (version held, the versions it
-        # held before, oldest first, at most RECENT_PAST; whether the version held is a
-        # conditional write's commit (its merge carried the lock); the version that write
-        # judged its condition on), so a refusal can say whether the refused version was held
-        # here before (``put_displacing``) and whether a conditional write's check saw it.
-        # Bounded: it matters for the seconds a write is in flight.
-        self._recent: OrderedDict[tuple[str, str], tuple[tuple, tuple, bool, tuple | None]] = OrderedDict()
+        # The keys this replica merged lately, hash((bucket, key)) -> (hash of the version held,
+        # hashes of the versions it held before, oldest first, at most RECENT_PAST; whether the
+        # version held is a conditional write's commit (its merge carried the lock); the version
+        # that write judged its condition on), so a refusal can say whether the refused version
+        # was held here before (``put_displacing``) and whether a conditional write's check saw
+        # it. Hashes (64-bit, this process's) keep it small: at most RECENT_MERGES keys, a few
+        # hundred bytes each; it matters for the seconds a write is in flight.
+        self._recent: OrderedDict[int, tuple[int, tuple[int, ...], bool, tuple | None]] = OrderedDict()
         # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
         # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
         self.records = records
@@ -173,14 +174,15 @@ class IndexReplica:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.05)
-        where = (args["bucket"], args["key"])
+        where = hash((args["bucket"], args["key"]))
         if op.applied:
             judged = _ts(args["judged"]) if args.get("judged") is not None else None
             before = self._recent.get(where)
-            past: tuple = ()
+            past: tuple[int, ...] = ()
             if op.prior is not None:
-                past = ((before[1] if before is not None and before[0] == op.prior else ()) + (op.prior,))[-RECENT_PAST:]
-            self._recent[where] = (op.ts, past, bool(args.get("lock")), judged)  # type: ignore[assignment]
+                prior = hash(op.prior)
+                past = ((before[1] if before is not None and before[0] == prior else ()) + (prior,))[-RECENT_PAST:]
+            self._recent[where] = (hash(op.ts), past, bool(args.get("lock")), judged)
             self._recent.move_to_end(where)
             while len(self._recent) > RECENT_MERGES:
                 self._recent.popitem(last=False)
@@ -192,8 +194,8 @@ class IndexReplica:
         held = op.prior
         answer: dict[str, Any] = {"applied": False, "ts": list(held) if held is not None else None}
         recent = self._recent.get(where)
-        if recent is not None and held is not None and recent[0] == held:
-            if op.ts in recent[1]:
+        if recent is not None and held is not None and recent[0] == hash(held):
+            if hash(op.ts) in recent[1]:
                 answer["had"] = True  # this very version was held here, then replaced
             if recent[2]:
                 # The version held here is a conditional write's commit, whose check judged the
