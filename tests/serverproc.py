@@ -21,10 +21,22 @@ PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() els
 BIN = Path(PYTHON).parent
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free on 127.0.0.1 now and never handed out before by this process. The kernel
+    may give one ephemeral port to two binds in a row once the first socket closed: two nodes
+    of one test given the same port would become one node with both nodes' disks (a 4-node
+    cluster counted as 3), or the second server would fail to bind."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port left that this test process has not used")
 
 
 def server_env(settings: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from serverproc import free_port
 
 GIB = 1024**3
 MIB = 1024**2
@@ -37,12 +38,6 @@ PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() els
 AWS = str(Path(PYTHON).parent / "aws")
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

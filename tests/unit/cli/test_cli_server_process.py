@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from serverproc import free_port
 
 
 def _module_exists(name: str) -> bool:
@@ -26,12 +27,6 @@ needs_engine_and_app = pytest.mark.skipif(
     not ENGINE_AND_APP,
     reason="buckets.engine.store and buckets.s3.app are not in this tree yet: "
            "the server cannot open a store or serve S3 without them")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_environment() -> dict[str, str]:

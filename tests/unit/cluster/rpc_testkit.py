@@ -7,7 +7,6 @@ Imported by name (``from rpc_testkit import ...``), like the other test kits.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -17,14 +16,11 @@ from aiohttp import web
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache
 from buckets.cluster.rpcclient import HealthPolicy, PeerClient, PeerTimeouts, close_shared_session
 from buckets.cluster.rpcserver import PeerRpcServer
+from serverproc import free_port  # one port per call, never the same twice in a test run
 
 SECRET = b"unit-test-cluster-secret-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
