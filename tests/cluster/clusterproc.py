@@ -142,6 +142,13 @@ class Cluster:
             time.sleep(0.2)
         raise RuntimeError(f"cluster not healthy within {timeout}s: {last}")
 
+    def health(self, i: int) -> dict:
+        """Node ``i``'s ``/health/cluster`` (its view of the nodes, its index counters)."""
+        import json
+
+        with urllib.request.urlopen(f"{self.url(i)}/health/cluster", timeout=5, context=self._ssl()) as r:
+            return json.loads(r.read())
+
     def _ssl(self):
         import ssl
 

@@ -695,6 +695,11 @@ def test_linearizable_under_faults(cluster: FaultCluster) -> None:
     print(f"linearizability: faults: {', '.join(faults)}")
     print(f"linearizability: {len(history)} operations recorded ({dict(kinds)}), {unknown} with unknown outcome")
     print(result.report())
+    counters = [cluster.health(i)["index"] for i in NODES if cluster.procs[i].poll() is None]
+    leased = sum(c.get("lease_lookups", 0) for c in counters)
+    print(f"linearizability: since the last restarts, {leased} lookups answered from read leases, "
+          f"{sum(c.get('lease_waits', 0) for c in counters)} waits for a lease holder")
+    assert leased > 0, "no lookup was answered from a read lease"
     assert kinds[GET] >= 50 and kinds[PUT] >= 50 and kinds[CAS] >= 10, "too few operations to show anything"
     assert not any(op.kind == GET and isinstance(op.value, str) and op.value.startswith("WRONG") for op in history)
     assert result.ok, result.report()

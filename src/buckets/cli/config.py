@@ -50,6 +50,7 @@ class Config:
     cache_size: int = 50_000  # registry LRU entries (~2.6 KB of heap each)
     inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
     small_log: bool = True  # inline objects and delete markers go to each disk's record log (issue 15)
+    read_leases: bool = True  # a cluster bucket's first index replica answers lookups alone (leases)
     small_copy_limit: int = 1024  # objects up to this size keep a copy in the registry (GETs read no disk)
     direct_io: bool = True  # shard files are written with O_DIRECT where the file system takes it
     log_format: str = "json"  # "json" | "console"
@@ -406,6 +407,10 @@ SETTINGS: tuple[Setting, ...] = (
             "write inline objects and delete markers as records of each disk's append-only log "
             "(group-committed) instead of one metadata file per disk, on one node and on a "
             "cluster; objects written either way stay readable", metavar="on|off"),
+    Setting("read_leases", "BUCKETS_READ_LEASES", "--read-leases", _parse_bool,
+            "on a cluster, the first of a bucket's three index replicas holds a read lease and "
+            "answers a GET's lookup alone (one peer call instead of two); writes then wait for "
+            "it, or for its lease to end when it does not answer", metavar="on|off"),
     Setting("direct_io", "BUCKETS_DIRECT_IO", "--direct-io", _parse_bool,
             "write shard files with O_DIRECT (straight to the device, not through the page "
             "cache: far less CPU per byte); the fsync that makes a write durable is unchanged; "

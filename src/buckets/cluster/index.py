@@ -36,6 +36,8 @@ from typing import Any
 import xxhash
 
 from buckets import errors
+from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Promises, promise_answer
+from buckets.cluster.leases import holders as lease_holders
 from buckets.registry import Op, Registry
 from buckets.registry.store import version_tuple
 
@@ -155,8 +157,43 @@ class IndexReplica:
         # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
         # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
         self.records = records
+        # Read leases (``buckets.cluster.leases``, set up by its ``LeaseKeeper``): the promises
+        # this replica keeps, which node holds each bucket's lease, the lookups sent to this
+        # node as a holder, and the hook that tracks the merges on a bucket it holds.
+        self.promises: Promises | None = None
+        self.holder_of: Callable[[str], str | None] | None = None
+        self.serve_read: Callable[[dict], Awaitable[dict]] | None = None
+        self.on_merge: Callable[[str, str], Callable[[tuple | None], None] | None] | None = None
+        self.seq = 0  # merges begun, counted
+        self._merging: dict[str, dict[int, None]] = {}  # bucket -> merges committing now (their seq)
+
+    def merging_since(self, bucket: str, seq: int) -> bool:
+        """Whether a merge of ``bucket`` begun before the ``seq``-th is still committing."""
+        running = self._merging.get(bucket)
+        return bool(running) and min(running) < seq  # type: ignore[arg-type]
 
     async def merge(self, args: dict) -> dict:
+        bucket = args["bucket"]
+        seq = self.seq
+        self.seq += 1
+        running = self._merging.setdefault(bucket, {})
+        running[seq] = None
+        # Before the version can be read here: a lease holder marks the key as merging.
+        done = self.on_merge(bucket, args["key"]) if self.on_merge is not None else None
+        applied: tuple | None = None
+        try:
+            answer = await self._merge(args)
+            if answer.get("applied"):
+                applied = _ts(args["ts"])
+        finally:
+            running.pop(seq, None)
+            if not running and self._merging.get(bucket) is running:
+                del self._merging[bucket]
+            if done is not None:
+                done(applied)
+        return promise_answer(answer, self.promises, bucket)
+
+    async def _merge(self, args: dict) -> dict:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + KEY_LOCK_WAIT
         pause = 0.002
@@ -225,7 +262,8 @@ class IndexReplica:
 
     async def get(self, args: dict) -> dict:
         entry, version = self.registry.get_version(args["bucket"], args["key"])
-        answer = {"entry": entry, "ts": list(version) if version is not None else None}
+        answer = promise_answer({"entry": entry, "ts": list(version) if version is not None else None},
+                                self.promises, args["bucket"])
         if args.get("small") and entry is not None and entry.get("inline"):
             # The registry's copy of a small object's bytes (at most ``small_copy_limit``): the
             # asking node then serves the GET without reading a disk.
@@ -249,7 +287,8 @@ class IndexReplica:
             include_markers=bool(args.get("markers")))
         if args.get("full"):  # whole entries, not only listing fields (small internal listings)
             objects = [(k, self.registry.get_object(bucket, k) or e) for k, e in objects]
-        return {"objects": [[k, e] for k, e in objects], "prefixes": prefixes, "truncated": truncated}
+        return promise_answer({"objects": [[k, e] for k, e in objects], "prefixes": prefixes, "truncated": truncated},
+                              self.promises, bucket)
 
     async def digest(self, args: dict) -> dict:
         n = int(args.get("ranges", DIGEST_RANGES))
@@ -272,9 +311,47 @@ class IndexReplica:
         (the last step of an index move), or is about to start replicating it afresh."""
         return {"dropped": await self.registry.drop_entries(args["bucket"])}
 
+    # -- read leases (``buckets.cluster.leases``) ------------------------------------------
+    async def grant(self, args: dict) -> dict:
+        """A holder asks for (or renews) the promise on a bucket: granted only to the node this
+        replica places first in the bucket's one replica set."""
+        bucket, holder = args["bucket"], str(args["holder"])
+        if self.promises is None or self.holder_of is None or self.holder_of(bucket) != holder:
+            return {"granted": False}
+        return self.promises.grant(bucket, holder)
+
+    async def revoke(self, args: dict) -> dict:
+        """A writer or reader could not reach the holder: no more renewals; the seconds until
+        the promise has ended."""
+        return {"left": self.promises.revoke(args["bucket"]) if self.promises is not None else 0.0}
+
+    async def holds(self, args: dict) -> dict:
+        """Which of ``items`` ([[key, version], ...]) this replica holds, or held before the
+        version it holds now (``_recent``): the holder's merges it may then answer."""
+        bucket = args["bucket"]
+        out: list[bool] = []
+        for key, version in args["items"]:
+            want = _ts(version)
+            _, have = self.registry.get_version(bucket, key)
+            if have is None or have < want:
+                out.append(False)
+            elif have == want:
+                out.append(True)
+            else:
+                recent = self._recent.get(hash((bucket, key)))
+                out.append(recent is not None and recent[0] == hash(have) and hash(want) in recent[1])
+        return {"held": out}
+
+    async def read(self, args: dict) -> dict:
+        """A lookup sent to this node as the bucket's lease holder."""
+        if self.serve_read is None:
+            return {"leased": False}
+        return await self.serve_read(args)
+
     def handlers(self) -> dict[str, Callable[[dict], Awaitable[dict]]]:
         return {"merge": self.merge, "get": self.get, "scan": self.scan, "digest": self.digest,
-                "versions": self.versions, "drop": self.drop, "lock": self.lock, "unlock": self.unlock}
+                "versions": self.versions, "drop": self.drop, "lock": self.lock, "unlock": self.unlock,
+                "grant": self.grant, "revoke": self.revoke, "holds": self.holds, "read": self.read}
 
 
 def _seen_by(answer: Any, ts: tuple) -> bool:
@@ -318,7 +395,8 @@ class ReplicatedIndex:
 
     def __init__(self, node_id: str, local: IndexReplica, transport: IndexTransport,
                  replicas_of: Callable[[str], Sequence[str] | IndexPlacement], *,
-                 clock: HybridClock | None = None, timeout: float = 5.0) -> None:
+                 clock: HybridClock | None = None, timeout: float = 5.0, leases: bool = True,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.node_id = node_id
         self.local = local
         self.transport = transport
@@ -335,6 +413,9 @@ class ReplicatedIndex:
         # A small write's shard records that replicas answered a GET's lookup with, by
         # (bucket, key, wid): {slot: record}. Taken (removed) by the GET's reader.
         self._records: OrderedDict[tuple[str, str, str], dict[int, bytes]] = OrderedDict()
+        self.lease_waits = 0  # writes and reads that waited out a lease holder's promise
+        # Read leases: a bucket's first replica answers its lookups alone (``leases``).
+        self.leases = LeaseKeeper(self, seconds=lease_seconds) if leases else None
 
     # -- calls ----------------------------------------------------------------------------
     async def _call(self, node: str, method: str, args: dict) -> Any:
@@ -372,15 +453,34 @@ class ReplicatedIndex:
         return done
 
     async def _read(self, nodes: Sequence[str], method: str, args: dict, r: int) -> list[tuple[str, Any]]:
-        """A read quorum: this node's replica (free) and the fewest others; if one of those
-        fails, the remaining replicas are asked as well."""
-        ordered = sorted(nodes, key=lambda n: n != self.node_id)
+        """A read quorum: this node's replica (free) and the fewest others, the first replica
+        (a lease holder) before the rest; if one of those fails, the remaining replicas are
+        asked as well. When an answer reports a read lease's promise, the holder's answer is
+        needed too (or the promise revoked and waited out): a version the others hold but the
+        holder lacks (a write in flight) must not be read around it."""
+        first = nodes[0] if nodes else None
+        ordered = sorted(nodes, key=lambda n: (n != self.node_id, n != first))
         try:
-            return await self._gather(ordered[:r], method, args, r)
+            answers = await self._gather(ordered[:r], method, args, r)
         except errors.ReadQuorumLost:
             if len(ordered) == r:
                 raise
-            return await self._gather(ordered, method, args, r)
+            answers = await self._gather(ordered, method, args, r)
+        promises = {n: a["promise"] for n, a in answers if isinstance(a, dict) and a.get("promise")}
+        if promises:
+            asked = {n for n, _ in answers}
+            missing = lease_holders(promises, [nodes]) - asked
+            for holder in sorted(missing):
+                if holder not in nodes:
+                    continue
+                try:
+                    answers.append((holder, await asyncio.wait_for(self._call(holder, method, args), HOLDER_WAIT)))
+                except (errors.BucketsError, asyncio.TimeoutError, OSError):
+                    pass
+            missing -= {n for n, _ in answers}
+            if missing:
+                await self._wait_out(args["bucket"], promises, missing, [nodes], errors.ReadQuorumLost)
+        return answers
 
     def _keep(self, task: asyncio.Future) -> None:
         self._background.add(task)  # type: ignore[arg-type]
@@ -396,35 +496,101 @@ class ReplicatedIndex:
         return nodes, Quorum.for_replicas(len(nodes))
 
     async def _gather_sets(self, sets: Sequence[Sequence[str]], call: Callable[[str], Awaitable[Any]],
-                           answered: dict[str, Any], stop: Callable[[], bool] | None = None) -> None:
+                           answered: dict[str, Any], stop: Callable[[], bool] | None = None,
+                           promises: dict[str, list] | None = None, bucket: str = "") -> None:
         """Call every node of ``sets`` that is not in ``answered`` yet, concurrently, adding
         each answer to ``answered``; return once every set has a write quorum of answers (or
-        ``stop()`` holds). A set that can no longer reach its quorum is ``WriteQuorumLost``."""
-        def satisfied() -> bool:
+        ``stop()`` holds). A set that can no longer reach its quorum is ``WriteQuorumLost``.
+
+        ``promises`` (merges: the writes and write-backs): an answer that reports a read
+        lease's promise is noted there, and the write then needs the lease holder's answer
+        too, or, if the holder does not answer within ``HOLDER_WAIT``, to have revoked the
+        promises and waited until they ended (``buckets.cluster.leases``)."""
+        loop = asyncio.get_running_loop()
+        failed: set[str] = set()
+
+        def quorate() -> bool:
             return all(sum(1 for n in s if n in answered) >= Quorum.for_replicas(len(s)).w for s in sets)
 
+        def awaited() -> set[str]:
+            if not promises:
+                return set()
+            return {h for h in lease_holders(promises, sets) if h not in answered and h not in failed}
+
+        def satisfied() -> bool:
+            return quorate() and not awaited()
+
+        def note(node: str, ans: Any) -> None:
+            if promises is not None and isinstance(ans, dict) and ans.get("promise"):
+                promises[node] = ans["promise"]
+
+        for node, ans in answered.items():
+            note(node, ans)
         nodes = list(dict.fromkeys(n for s in sets for n in s if n not in answered))
         tasks = {asyncio.ensure_future(call(n)): n for n in nodes}
         pending = set(tasks)
         failures: list[str] = []
+        holder_deadline: float | None = None
         try:
-            while pending and not satisfied() and not (stop is not None and stop()):
-                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            while not satisfied() and not (stop is not None and stop()):
+                if quorate():
+                    # Only a lease holder is still awaited: not for long.
+                    called = set(tasks.values())
+                    failed.update(h for h in awaited() if h not in called)
+                    if not awaited() or not pending:
+                        break
+                    if holder_deadline is None:
+                        holder_deadline = loop.time() + HOLDER_WAIT
+                    left = holder_deadline - loop.time()
+                    if left <= 0:
+                        failed.update(awaited())
+                        break
+                    finished, pending = await asyncio.wait(pending, timeout=left,
+                                                           return_when=asyncio.FIRST_COMPLETED)
+                elif pending:
+                    finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    break
                 for t in finished:
                     exc = t.exception()
                     if exc is None:
                         answered[tasks[t]] = t.result()
+                        note(tasks[t], answered[tasks[t]])
                     else:
+                        failed.add(tasks[t])
                         failures.append(f"{tasks[t]}: {exc}")
         finally:
             for t in pending:  # stragglers finish on their own (see _gather)
                 self._keep(t)
-        if satisfied() or (stop is not None and stop()):
+        if stop is not None and stop():
+            return
+        if quorate():
+            if promises:
+                missing = {h for h in lease_holders(promises, sets) if h not in answered}
+                if missing:
+                    await self._wait_out(bucket, promises, missing, sets)
             return
         short = [f"{sum(1 for n in s if n in answered)} of {len(s)}" for s in sets]
         raise errors.WriteQuorumLost(
             f"Index quorum lost: {', '.join(short)} replicas answered, "
             f"{'/'.join(str(Quorum.for_replicas(len(s)).w) for s in sets)} needed ({'; '.join(failures)})")
+
+    async def _wait_out(self, bucket: str, promises: dict[str, list], missing: set[str],
+                        sets: Sequence[Sequence[str]], error: type[errors.BucketsError] = errors.WriteQuorumLost) -> None:
+        """The lease holders ``missing`` did not answer: revoke the promises to them that
+        replicas reported, and wait until those have ended (the holders' leases ended first)."""
+        promisers = [n for n in promises if lease_holders({n: promises[n]}, sets) & missing]
+        waits: list[float] = []
+        for node in promisers:
+            try:
+                ans = await asyncio.wait_for(self._call(node, "revoke", {"bucket": bucket}), HOLDER_WAIT)
+            except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
+                raise error(f"Index of {bucket!r}: lease holder {', '.join(sorted(missing))} did not answer "
+                            f"and its promise on {node} could not be ended ({exc or type(exc).__name__})") from None
+            waits.append(float(ans.get("left") or 0.0))
+        self.lease_waits += 1
+        if waits and max(waits) > 0:
+            await asyncio.sleep(max(waits))
 
     # -- writes ---------------------------------------------------------------------------
     async def put(self, bucket: str, key: str, entry: dict, data: bytes | None = None) -> dict:
@@ -547,17 +713,19 @@ class ReplicatedIndex:
         return await self._write_placed(bucket, lambda n: self._call(n, "merge", args))
 
     async def _write_placed(self, bucket: str, call: Callable[[str], Awaitable[Any]],
-                            stop: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+                            stop: Callable[[dict[str, Any]], bool] | None = None,
+                            promises: dict[str, list] | None = None) -> dict[str, Any]:
         """Write a quorum of every write set of the bucket's placement; if the placement
         changed meanwhile (an index move's phase applied here), write the new one's sets too
         (merging a version twice is harmless). So a write acknowledged under a placement was
         on a quorum of it while that placement was still this node's current one: the move
         waits for every node to apply a phase before it copies, and the copy finds the write."""
         answered: dict[str, Any] = {}
+        promises = {} if promises is None else promises  # read leases' promises the answers report
         placement = self.placement(bucket)
         while True:
             await self._gather_sets(placement.write, call, answered,
-                                    None if stop is None else (lambda: stop(answered)))
+                                    None if stop is None else (lambda: stop(answered)), promises, bucket)
             if stop is not None and stop(answered):
                 return answered
             now = self.placement(bucket)
@@ -581,9 +749,12 @@ class ReplicatedIndex:
         if entry is not None:
             entry = dict(entry, ts=list(version))
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}
+        promises: dict[str, list] = {}
 
         async def merge(node: str) -> tuple:
             ans = await self._call(node, "merge", args)
+            if ans.get("promise"):
+                promises[node] = ans["promise"]
             if ans.get("applied"):
                 return version
             held = ans.get("ts") if "ts" in ans else (await self._call(node, "get", {"bucket": bucket,
@@ -595,7 +766,7 @@ class ReplicatedIndex:
         def lost(answered: dict[str, Any]) -> bool:
             return any(held > version for held in answered.values())
 
-        answered = await self._write_placed(bucket, merge, lost)
+        answered = await self._write_placed(bucket, merge, lost, promises)
         return not lost(answered)
 
     async def write_checked(self, bucket: str, key: str, entry: dict | None, judge: Callable[[dict | None], None],
@@ -725,6 +896,11 @@ class ReplicatedIndex:
         args = {"bucket": bucket, "key": key, "small": True}
         if records:
             args["records"] = True
+        if self.leases is not None:
+            leased, ans = await self.leases.read(bucket, key, args)
+            if leased:
+                assert ans is not None
+                return self._take_answer(bucket, key, records, [("holder", ans)], ans.get("entry"))
         for round_ in range(READ_ROUNDS):
             found = await self._get_round(bucket, key, args, records, last=round_ + 1 == READ_ROUNDS)
             if found is not _AGAIN:
@@ -745,20 +921,32 @@ class ReplicatedIndex:
                 best_entry, best_ts = ans.get("entry"), ts
         if best_ts is not None:
             stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
+            promised = {n: a["promise"] for n, a in answers if a.get("promise")}
             if stale and not await self._write_back(bucket, key, best_entry, best_ts,
-                                                     [n for n, _ in answers if n not in stale]):
+                                                     [n for n, _ in answers if n not in stale], promised):
                 if last:
                     raise errors.ReadQuorumLost(f"{bucket}/{key} changed under each of {READ_ROUNDS} reads; retry")
                 return _AGAIN
-            if best_entry is not None:
-                data = next((ans["data"] for n, ans in answers if n != self.node_id and ans.get("data") is not None
-                             and (ans.get("entry") or {}).get("wid") == best_entry.get("wid")), None)
-                if isinstance(data, bytes):
-                    self._remember_small(bucket, key, best_entry.get("wid", ""), data)
-                if records:
-                    self._remember_records(bucket, key, best_entry.get("wid", ""), [
-                        ans.get("recs") for _, ans in answers
-                        if (ans.get("entry") or {}).get("wid") == best_entry.get("wid")])
+            if self.leases is not None and (stale or len(answers) >= q.w):
+                self.leases.confirmed(bucket, key, best_ts)  # on a write quorum now
+        return self._take_answer(bucket, key, records, answers, best_entry)
+
+    def _take_answer(self, bucket: str, key: str, records: bool, answers: list[tuple[str, Any]],
+                     best_entry: dict | None) -> dict | None:
+        """Keep what the answers brought besides the entry (a small object's bytes, its
+        records on the answering nodes' disks) for the GET that follows."""
+        if best_entry is not None:
+            for _, ans in answers:
+                if ans.get("ts") is not None:
+                    self.clock.observe(_ts(ans["ts"])[0])
+            data = next((ans["data"] for n, ans in answers if n != self.node_id and ans.get("data") is not None
+                         and (ans.get("entry") or {}).get("wid") == best_entry.get("wid")), None)
+            if isinstance(data, bytes):
+                self._remember_small(bucket, key, best_entry.get("wid", ""), data)
+            if records:
+                self._remember_records(bucket, key, best_entry.get("wid", ""), [
+                    ans.get("recs") for _, ans in answers
+                    if (ans.get("entry") or {}).get("wid") == best_entry.get("wid")])
         return best_entry
 
     def _remember_records(self, bucket: str, key: str, wid: str, answered: list) -> None:
@@ -791,7 +979,8 @@ class ReplicatedIndex:
         """The bytes of write ``wid`` if a replica sent them with a recent ``get``."""
         return self._small.get((bucket, key, wid))
 
-    async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str]) -> bool:
+    async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str],
+                          promised: dict[str, list] | None = None) -> bool:
         """Before a read returns a version that some replica it asked lacks, put that version
         on a write quorum of every write set (the ``holders`` already have it): ABD's write-back.
         Without it, a read that met a write still in flight (on one replica of three) could
@@ -807,9 +996,11 @@ class ReplicatedIndex:
         answered: dict[str, Any] = dict.fromkeys(holders, True)
         self.read_repairs += 1
         placement = self.placement(bucket)
+        promises: dict[str, list] = dict(promised or {})
         try:
             while True:
-                await self._gather_sets(placement.write, lambda n: self._call(n, "merge", args), answered)
+                await self._gather_sets(placement.write, lambda n: self._call(n, "merge", args), answered,
+                                        promises=promises, bucket=bucket)
                 if self._newer_than(ts, (a for a in answered.values() if isinstance(a, dict) and not a.get("had"))):
                     return False
                 now = self.placement(bucket)
@@ -977,6 +1168,8 @@ class ReplicatedIndex:
         return dropped
 
     async def close(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()
         for t in list(self._background):
             t.cancel()
         if self._background:

@@ -755,9 +755,18 @@ class ClusterNode:
             "migration": self.migration_summary(),
             "control": control.as_dict() if control is not None else None,
             "has_quorum": bool(control and control.has_quorum),
-            "index": {"read_repairs": self.index.read_repairs if self.index else 0,
-                      "entropy_repairs": self.index.entropy_repairs if self.index else 0},
+            "index": self.index_counters(),
         }
+
+    def index_counters(self) -> dict:
+        """The replicated index's repairs and read leases, since this node started."""
+        index = self.index
+        leases = index.leases if index is not None else None
+        return {"read_repairs": index.read_repairs if index else 0,
+                "entropy_repairs": index.entropy_repairs if index else 0,
+                "lease_lookups": leases.served if leases is not None else 0,
+                "leases_held": len(leases.held()) if leases is not None else 0,
+                "lease_waits": index.lease_waits if index else 0}
 
     def tolerated_node_failures(self, k: int, m: int) -> int:
         """How many whole nodes may fail with every object still readable and writable, every
@@ -841,7 +850,7 @@ class ClusterNode:
         self.placer = IndexPlacer(lambda: control.snapshot)
         replica = IndexReplica(store.registry, functools.partial(smalllog.local_records, store))
         self.index = ReplicatedIndex(node_id_of(self.spec.me), replica, self._transport,
-                                     self.placer.placement)
+                                     self.placer.placement, leases=self.config.read_leases)
         return ClusterCatalog(control, self.index, self.placer,
                               wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied))
 

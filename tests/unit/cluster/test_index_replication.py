@@ -36,8 +36,9 @@ class Net:
         return call
 
 
-async def start_trio(tmp_path, walls: dict | None = None):
-    """Three replicas of bucket ``b``; ``walls``: a node's wall clock, by node (default: the real one)."""
+async def start_trio(tmp_path, walls: dict | None = None, **options):
+    """Three replicas of bucket ``b``; ``walls``: a node's wall clock, by node (default: the real
+    one); ``options``: ``ReplicatedIndex``'s (``leases``, ``lease_seconds``)."""
     regs = {}
     for n in NODES:
         reg = Registry(str(tmp_path / n), cache_size=100, sync=False)
@@ -47,7 +48,7 @@ async def start_trio(tmp_path, walls: dict | None = None):
     replicas = {n: IndexReplica(r) for n, r in regs.items()}
     net = Net(replicas)
     idx = {n: ReplicatedIndex(n, replicas[n], net.transport_for(n), lambda bucket: list(NODES),
-                              clock=HybridClock(walls[n]) if walls else None)
+                              clock=HybridClock(walls[n]) if walls else None, **options)
            for n in NODES}
     return net, idx, regs
 
@@ -216,14 +217,16 @@ async def test_listing_merges_replicas_and_resolves_disagreement(cluster) -> Non
 
 
 async def test_a_node_outside_the_replica_set_gets_a_small_objects_bytes_with_its_entry(cluster, tmp_path) -> None:
-    """A GET through a node that holds no replica of the bucket: the read quorum's answers
-    carry the registry's copy of a small object's bytes, so the GET reads no disk; the copy
-    is keyed by write id, so an overwrite is never answered with the old bytes."""
+    """A GET through a node that holds no replica of the bucket (asking a read quorum, not a
+    lease holder): the quorum's answers carry the registry's copy of a small object's bytes,
+    so the GET reads no disk; the copy is keyed by write id, so an overwrite is never answered
+    with the old bytes. (With a read lease: ``test_index_leases``.)"""
     net, idx, _ = cluster
     reg = Registry(str(tmp_path / "n4"), cache_size=100, sync=False)
     reg.start()
     try:
-        outside = ReplicatedIndex("n4", IndexReplica(reg), net.transport_for("n4"), lambda bucket: list(NODES))
+        outside = ReplicatedIndex("n4", IndexReplica(reg), net.transport_for("n4"), lambda bucket: list(NODES),
+                                  leases=False)
         small = dict(entry("w1"), inline=True)
         await idx["n1"].put("b", "k", small, b"tiny bytes")
         await settle(idx)

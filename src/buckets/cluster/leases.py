@@ -1,0 +1,388 @@
+"""Read leases on a bucket's index: one replica answers a lookup alone.
+
+A quorum read asks two of a bucket's three index replicas, because with writes acknowledged by
+two of three any single replica may lack one. A lease makes one replica, the bucket's *holder*
+(the first node of its replica set), complete for as long as the lease lasts, so a GET's lookup
+is one call to the holder (none on the holder itself):
+
+- **Promises.** The holder asks the other replicas for a promise (``grant``); each keeps it
+  for ``LEASE_SECONDS`` from when it received the request, and renewals extend it. A replica
+  reports every promise it keeps in its answers to ``merge``, ``get`` and ``scan``.
+- **Nothing goes around the holder.** A write (or a read's write-back) whose answers report a
+  promise waits for the holder's answer too, not only for a quorum; a read that meets a
+  promise asks the holder as well. If the holder does not answer within ``HOLDER_WAIT``, the
+  writer revokes the promises it met (``revoke``: no more renewals) and waits until they end
+  before it answers: by then the holder's own view of its lease has ended (it counts from
+  before it asked, shortened by ``DRIFT``), so the holder never answers without a write that
+  was acknowledged.
+- **Complete before it answers.** A lease counts only once the holder has caught up with a
+  promise it relies on: after each *new* promise (not a renewal) it pulls every version the
+  granter holds and pushes every version it holds that the granter lacks (anti-entropy
+  exchanges both ways). Every write acknowledged before the promise is on the granter or the
+  holder (any two of three replicas include one of them), and every one after it waited for
+  the holder. With ``r - 1`` such granters (one of three), every write quorum without the
+  holder contains one.
+- **Never a version only it holds.** The holder tracks the keys merged on it since it began
+  keeping the lease (``unconfirmed``, and ``inflight`` while a merge commits) and answers a
+  lookup of one of them only once a granter said it holds that version too (``holds``, swept
+  every ``CONFIRM_EVERY``); until then the lookup is a quorum read. Answering a version
+  from a write that reached the holder alone, then losing the lease, would let a later quorum
+  read go back in time.
+- **A restarted replica** does not know what it promised before: for ``LEASE_SECONDS`` after
+  it starts it reports a promise to whatever node is its set's holder.
+- **Only outside index moves.** The holder keeps a lease only while its own placement of the
+  bucket is one replica set with it first; a move's phases make it stop (granters' promises
+  still end on their own, and writes keep waiting for the holder until they do).
+
+Leases are kept only for buckets that are read: a holder asks for one when a lookup comes to it,
+and lets it lapse after ``IDLE_SECONDS`` without one. ``architecture/consistency.md`` ("What a
+lookup costs") has the argument in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from buckets import errors
+
+if TYPE_CHECKING:
+    from buckets.cluster.index import ReplicatedIndex
+
+log = logging.getLogger("buckets.cluster.leases")
+
+LEASE_SECONDS = 2.0  # a granter's promise lasts this long after each grant it received
+DRIFT = 0.1  # the holder counts its lease as this much shorter (clock rate drift), and
+MARGIN = 0.05  # this much shorter again
+HOLDER_WAIT = 1.0  # a write or read that met a promise waits this long for the holder
+CONFIRM_EVERY = 0.05  # the holder asks a granter which of its recent merges it holds
+PUSH_AFTER = 2.0  # a version the granter still lacks after this long is pushed to it
+IDLE_SECONDS = 30.0  # a lease not used for this long lapses
+UNCONFIRMED_MAX = 100_000  # more unconfirmed keys than this: the lease is dropped
+CONFIRM_BATCH = 2000
+
+
+@dataclass(slots=True)
+class Promise:
+    holder: str
+    until: float
+    epoch: str
+    revoked: bool = False
+
+
+class Promises:
+    """A replica's side: the promises it keeps, by bucket."""
+
+    def __init__(self, seconds: float = LEASE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.born = clock()
+        self._by_bucket: dict[str, Promise] = {}
+
+    def info(self, bucket: str) -> list[list] | None:
+        """``[[holder, seconds left], ...]`` for the promises in force on ``bucket`` (holder
+        None: whatever node is the holder, the promises of before a restart)."""
+        now = self.clock()
+        out: list[list] = []
+        p = self._by_bucket.get(bucket)
+        if p is not None:
+            if p.until > now:
+                out.append([p.holder, p.until - now])
+            else:
+                del self._by_bucket[bucket]
+        blanket = self.born + self.seconds - now
+        if blanket > 0:
+            out.append([None, blanket])
+        return out or None
+
+    def grant(self, bucket: str, holder: str) -> dict:
+        now = self.clock()
+        p = self._by_bucket.get(bucket)
+        if p is not None and p.until > now:
+            if p.holder == holder and not p.revoked:
+                p.until = now + self.seconds  # a renewal: the same epoch, no catching up
+                return {"granted": True, "epoch": p.epoch}
+            return {"granted": False, "left": p.until - now}
+        p = self._by_bucket[bucket] = Promise(holder, now + self.seconds, os.urandom(8).hex())
+        return {"granted": True, "epoch": p.epoch}
+
+    def revoke(self, bucket: str) -> float:
+        """End the bucket's promise (no more renewals); the seconds until it has ended."""
+        now = self.clock()
+        left = max(0.0, self.born + self.seconds - now)
+        p = self._by_bucket.get(bucket)
+        if p is not None and p.until > now:
+            p.revoked = True
+            left = max(left, p.until - now)
+        return left
+
+
+@dataclass(slots=True)
+class Lease:
+    """The holder's side, for one bucket."""
+
+    bucket: str
+    replicas: tuple[str, ...]
+    start_seq: int
+    valid_until: float = 0.0
+    last_used: float = 0.0
+    caught: dict[str, str] = field(default_factory=dict)  # granter -> epoch caught up with
+    catching: set[str] = field(default_factory=set)
+    unconfirmed: dict[str, tuple] = field(default_factory=dict)  # key -> version merged here
+    since: dict[str, float] = field(default_factory=dict)  # key -> when it became unconfirmed
+    inflight: dict[str, int] = field(default_factory=dict)  # key -> merges committing now
+    task: asyncio.Task | None = None
+
+
+def holders(promises: dict[str, list], sets: Sequence[Sequence[str]]) -> set[str]:
+    """The holders that the promises reported by replicas (``{replica: [[holder, left]]}``)
+    name; a promise of before a restart (holder None) names the first node of the replica's set."""
+    out: set[str] = set()
+    for node, plist in promises.items():
+        for holder, _left in plist:
+            if holder is None:
+                holder = next((s[0] for s in sets if node in s), None)
+            if holder is not None and holder != node:
+                out.add(holder)
+    return out
+
+
+class LeaseKeeper:
+    """The leases this node holds (as the first replica of buckets' sets), and the lookups
+    it answers from them."""
+
+    def __init__(self, index: "ReplicatedIndex", *, seconds: float = LEASE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.index = index
+        self.seconds = seconds
+        self.renew_every = seconds / 4  # renewals: four per promise's length
+        self.clock = clock
+        self._leases: dict[str, Lease] = {}
+        self._skip: dict[str, float] = {}  # bucket -> until when this node does not ask its holder
+        self.served = 0  # lookups this node answered from its leases (its own and its peers')
+        local = index.local
+        local.promises = Promises(seconds, clock)
+        local.holder_of = self.holder_of
+        local.serve_read = self.serve_read
+        local.on_merge = self._on_merge
+
+    # -- who holds ---------------------------------------------------------------------
+    def holder_of(self, bucket: str) -> str | None:
+        placement = self.index.placement(bucket)
+        if len(placement.write) != 1 or len(placement.read) < 2:
+            return None
+        return placement.read[0]
+
+    def _usable(self, bucket: str, key: str) -> bool:
+        lease = self._leases.get(bucket)
+        now = self.clock()
+        if lease is None:
+            return False
+        lease.last_used = now
+        return (lease.valid_until > now and tuple(self.index.placement(bucket).read) == lease.replicas
+                and key not in lease.unconfirmed and not lease.inflight.get(key))
+
+    # -- lookups -----------------------------------------------------------------------
+    async def read(self, bucket: str, key: str, args: dict) -> tuple[bool, dict | None]:
+        """(True, answer) if a lease answered the lookup: this node's own replica when it holds
+        the lease, else the holder's; (False, None): ask a quorum."""
+        holder = self.holder_of(bucket)
+        if holder is None:
+            return False, None
+        me = self.index.node_id
+        if holder == me:
+            if self._usable(bucket, key):
+                self.served += 1
+                return True, await self.index.local.get(args)
+            self.want(bucket)
+            return False, None
+        if self._skip.get(bucket, 0.0) > self.clock():
+            return False, None
+        try:
+            ans = await asyncio.wait_for(self.index._call(holder, "read", args), HOLDER_WAIT)
+        except (errors.BucketsError, asyncio.TimeoutError, OSError):
+            self._skip[bucket] = self.clock() + 1.0
+            return False, None
+        if not isinstance(ans, dict) or not ans.get("leased"):
+            self._skip[bucket] = self.clock() + 0.2
+            return False, None
+        self._skip.pop(bucket, None)
+        return True, ans
+
+    async def serve_read(self, args: dict) -> dict:
+        """``index/read``: a lookup sent to this node as the bucket's holder."""
+        bucket, key = args["bucket"], args["key"]
+        if self.holder_of(bucket) != self.index.node_id:
+            return {"leased": False}
+        if not self._usable(bucket, key):
+            self.want(bucket)
+            return {"leased": False}
+        self.served += 1
+        ans = await self.index.local.get(args)
+        ans["leased"] = True
+        return ans
+
+    # -- merges on this node -----------------------------------------------------------
+    def _on_merge(self, bucket: str, key: str) -> Callable[[tuple | None], None] | None:
+        lease = self._leases.get(bucket)
+        if lease is None:
+            return None
+        lease.inflight[key] = lease.inflight.get(key, 0) + 1
+
+        def done(version: tuple | None) -> None:
+            n = lease.inflight.get(key, 0) - 1
+            if n > 0:
+                lease.inflight[key] = n
+            else:
+                lease.inflight.pop(key, None)
+            if version is not None:
+                held = lease.unconfirmed.get(key)
+                if held is None or version > held:  # merges may finish out of order
+                    lease.unconfirmed[key] = version
+                    lease.since[key] = self.clock()
+        return done
+
+    def confirmed(self, bucket: str, key: str, version: tuple) -> None:
+        """A quorum read through this node found ``version`` on a write quorum."""
+        lease = self._leases.get(bucket)
+        if lease is not None and lease.unconfirmed.get(key) == version:
+            del lease.unconfirmed[key]
+            lease.since.pop(key, None)
+
+    # -- keeping a lease ---------------------------------------------------------------
+    def want(self, bucket: str) -> None:
+        if bucket in self._leases:
+            return
+        placement = self.index.placement(bucket)
+        lease = Lease(bucket, tuple(placement.read), self.index.local.seq, last_used=self.clock())
+        self._leases[bucket] = lease
+        lease.task = asyncio.ensure_future(self._keep(lease))
+
+    async def _keep(self, lease: Lease) -> None:
+        bucket = lease.bucket
+        try:
+            # Merges that began before this lease's tracking: wait until they are done, so each
+            # version merged here is either tracked or there for the catch-up push to find.
+            while self.index.local.merging_since(bucket, lease.start_seq):
+                await asyncio.sleep(0.005)
+            renew_at = 0.0
+            while True:
+                if self.holder_of(bucket) != self.index.node_id or \
+                        tuple(self.index.placement(bucket).read) != lease.replicas:
+                    return
+                now = self.clock()
+                if now - lease.last_used > IDLE_SECONDS or len(lease.unconfirmed) > UNCONFIRMED_MAX:
+                    return
+                if now >= renew_at:
+                    renew_at = now + self.renew_every
+                    await self._renew(lease)
+                await self._confirm(lease)
+                await asyncio.sleep(CONFIRM_EVERY)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a lease is an optimisation: log, drop it, go on
+            log.exception("read lease on %s", bucket)
+        finally:
+            lease.valid_until = 0.0
+            if self._leases.get(bucket) is lease:
+                del self._leases[bucket]
+
+    async def _renew(self, lease: Lease) -> None:
+        from buckets.cluster.index import Quorum
+
+        me = self.index.node_id
+        others = [n for n in lease.replicas if n != me]
+        need = Quorum.for_replicas(len(lease.replicas)).r - 1
+        sent = self.clock()
+        args = {"bucket": lease.bucket, "holder": me}
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(self.index._call(n, "grant", args), HOLDER_WAIT) for n in others),
+            return_exceptions=True)
+        good = 0
+        for node, ans in zip(others, answers):
+            if not isinstance(ans, dict) or not ans.get("granted"):
+                continue
+            epoch = str(ans.get("epoch"))
+            if lease.caught.get(node) == epoch:
+                good += 1
+            elif node not in lease.catching:
+                lease.catching.add(node)
+                self.index._keep(asyncio.ensure_future(self._catch_up(lease, node, epoch)))
+        if good >= need:
+            lease.valid_until = max(lease.valid_until, sent + self.seconds * (1 - DRIFT) - MARGIN)
+
+    async def _catch_up(self, lease: Lease, node: str, epoch: str) -> None:
+        """After a new promise from ``node``: pull what it holds that this replica lacks, and
+        push what this replica holds that it lacks."""
+        me = self.index.node_id
+        try:
+            await self.index.exchange(lease.bucket, node, me)
+            await self.index.exchange(lease.bucket, me, node)
+            lease.caught[node] = epoch
+        except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
+            log.info("read lease on %s: catching up with %s: %s", lease.bucket, node, exc)
+        finally:
+            lease.catching.discard(node)
+
+    async def _confirm(self, lease: Lease) -> None:
+        if not lease.unconfirmed:
+            return
+        granters = [n for n in lease.caught if n in lease.replicas]
+        if not granters:
+            return
+        node = granters[0]
+        items = list(lease.unconfirmed.items())[:CONFIRM_BATCH]
+        try:
+            ans = await asyncio.wait_for(self.index._call(node, "holds", {
+                "bucket": lease.bucket, "items": [[k, list(v)] for k, v in items]}), HOLDER_WAIT)
+        except (errors.BucketsError, asyncio.TimeoutError, OSError):
+            return
+        now = self.clock()
+        stale: list[tuple[str, tuple]] = []
+        for (key, version), held in zip(items, ans.get("held") or []):
+            if lease.unconfirmed.get(key) != version:
+                continue
+            if held:
+                del lease.unconfirmed[key]
+                lease.since.pop(key, None)
+            elif now - lease.since.get(key, now) > PUSH_AFTER:
+                stale.append((key, version))
+        for key, version in stale[:100]:
+            # A version that reached this replica alone (its write failed): put it on the
+            # granter too, so it can be answered (or is replaced there by a newer one).
+            entry, held_here = self.index.local.registry.get_version(lease.bucket, key)
+            if held_here != version:
+                continue
+            try:
+                await asyncio.wait_for(self.index._call(node, "merge", {
+                    "bucket": lease.bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}),
+                    HOLDER_WAIT)
+            except (errors.BucketsError, asyncio.TimeoutError, OSError):
+                return
+            lease.since[key] = now
+
+    def held(self) -> list[str]:
+        """The buckets whose lease this node holds now."""
+        now = self.clock()
+        return [b for b, lease in self._leases.items() if lease.valid_until > now]
+
+    async def close(self) -> None:
+        tasks = [lease.task for lease in self._leases.values() if lease.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def promise_answer(answer: dict, promises: Any, bucket: str) -> dict:
+    """Add the promises a replica keeps on ``bucket`` to its answer."""
+    if promises is not None:
+        info = promises.info(bucket)
+        if info:
+            answer["promise"] = info
+    return answer
