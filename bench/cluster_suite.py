@@ -328,9 +328,11 @@ async def _peer_counts(session, endpoints: list[str]) -> Counter:
 
 # Peer calls the nodes make on their own, whatever the clients do: the disk monitor's probe
 # (every disk's format, every 5 s), the anti-entropy pass, health probes, and the disk usage
-# a /metrics scrape asks every peer for. Counted apart, never charged to a GET.
+# a /metrics scrape asks every peer for, a read lease's renewals (every 0.5 s while a bucket is
+# read) and its holder's confirmations of its recent merges (``buckets.cluster.leases``).
+# Counted apart, never charged to a GET.
 BACKGROUND_APIS = frozenset({"peer.disk.read_format", "peer.disk.info", "peer.disk.status", "peer.index.digest",
-                             "peer.index.versions", "peer.node.ping"})
+                             "peer.index.versions", "peer.node.ping", "peer.index.grant", "peer.index.holds"})
 
 
 async def _rpc_per_get(result: SuiteResult, dep: Deployment, session, clients: list, rng: random.Random,
@@ -358,8 +360,9 @@ async def _rpc_per_get(result: SuiteResult, dep: Deployment, session, clients: l
         index_by_node[client.endpoint].append(index[-1])
         disk_by_node[client.endpoint].append(disk[-1])
     per_node = ", ".join(f"via {url.split('//')[1].split(':')[0]}: {max(v):g}" for url, v in index_by_node.items() if v)
-    # A node that holds no replica of the bucket's index asks two peers and (without the small
-    # object's local copy) reads its shards from the disks; a replica asks one and has it.
+    # With a read lease, the bucket's first index replica answers the lookup alone: one call
+    # from any other node, none from it (without a lease: two from a node holding no replica,
+    # one from a replica).
     round_trips = ", ".join(
         f"via {url.split('//')[1].split(':')[0]}: {sum(index_by_node[url]) / len(v):.2f} index + "
         f"{sum(v) / len(v):.2f} disk" for url, v in disk_by_node.items() if v)
