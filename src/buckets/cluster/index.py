@@ -313,12 +313,16 @@ class IndexReplica:
 
     # -- read leases (``buckets.cluster.leases``) ------------------------------------------
     async def grant(self, args: dict) -> dict:
-        """A holder asks for (or renews) the promise on a bucket: granted only to the node this
-        replica places first in the bucket's one replica set."""
-        bucket, holder = args["bucket"], str(args["holder"])
-        if self.promises is None or self.holder_of is None or self.holder_of(bucket) != holder:
-            return {"granted": False}
-        return self.promises.grant(bucket, holder)
+        """A holder asks for (or renews) the promises on ``buckets``: each granted only to the
+        node this replica places first in the bucket's one replica set."""
+        holder = str(args["holder"])
+        grants: dict[str, dict] = {}
+        for bucket in args["buckets"]:
+            if self.promises is None or self.holder_of is None or self.holder_of(bucket) != holder:
+                grants[bucket] = {"granted": False}
+            else:
+                grants[bucket] = self.promises.grant(bucket, holder)
+        return {"grants": grants}
 
     async def revoke(self, args: dict) -> dict:
         """A writer or reader could not reach the holder: no more renewals; the seconds until
@@ -326,21 +330,23 @@ class IndexReplica:
         return {"left": self.promises.revoke(args["bucket"]) if self.promises is not None else 0.0}
 
     async def holds(self, args: dict) -> dict:
-        """Which of ``items`` ([[key, version], ...]) this replica holds, or held before the
-        version it holds now (``_recent``): the holder's merges it may then answer."""
-        bucket = args["bucket"]
-        out: list[bool] = []
-        for key, version in args["items"]:
-            want = _ts(version)
-            _, have = self.registry.get_version(bucket, key)
-            if have is None or have < want:
-                out.append(False)
-            elif have == want:
-                out.append(True)
-            else:
-                recent = self._recent.get(hash((bucket, key)))
-                out.append(recent is not None and recent[0] == hash(have) and hash(want) in recent[1])
-        return {"held": out}
+        """For each bucket's ``[[key, version], ...]``: whether this replica holds that version,
+        or held it before the version it holds now (``_recent``): the lease holder's merges
+        it may then answer."""
+        held: dict[str, list[bool]] = {}
+        for bucket, items in args["buckets"].items():
+            out = held[bucket] = []
+            for key, version in items:
+                want = _ts(version)
+                _, have = self.registry.get_version(bucket, key)
+                if have is None or have < want:
+                    out.append(False)
+                elif have == want:
+                    out.append(True)
+                else:
+                    recent = self._recent.get(hash((bucket, key)))
+                    out.append(recent is not None and recent[0] == hash(have) and hash(want) in recent[1])
+        return {"held": held}
 
     async def read(self, args: dict) -> dict:
         """A lookup sent to this node as the bucket's lease holder."""

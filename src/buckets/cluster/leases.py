@@ -136,7 +136,6 @@ class Lease:
     unconfirmed: dict[str, tuple] = field(default_factory=dict)  # key -> version merged here
     since: dict[str, float] = field(default_factory=dict)  # key -> when it became unconfirmed
     inflight: dict[str, int] = field(default_factory=dict)  # key -> merges committing now
-    task: asyncio.Task | None = None
 
 
 def holders(promises: dict[str, list], sets: Sequence[Sequence[str]]) -> set[str]:
@@ -164,6 +163,7 @@ class LeaseKeeper:
         self.clock = clock
         self._leases: dict[str, Lease] = {}
         self._skip: dict[str, float] = {}  # bucket -> until when this node does not ask its holder
+        self._task: asyncio.Task | None = None  # the loop that renews and confirms (while any lease is kept)
         self.served = 0  # lookups this node answered from its leases (its own and its peers')
         local = index.local
         local.promises = Promises(seconds, clock)
@@ -254,67 +254,84 @@ class LeaseKeeper:
             del lease.unconfirmed[key]
             lease.since.pop(key, None)
 
-    # -- keeping a lease ---------------------------------------------------------------
+    # -- keeping leases: one loop for all of them, one call per peer per round -------------
     def want(self, bucket: str) -> None:
         if bucket in self._leases:
             return
         placement = self.index.placement(bucket)
-        lease = Lease(bucket, tuple(placement.read), self.index.local.seq, last_used=self.clock())
-        self._leases[bucket] = lease
-        lease.task = asyncio.ensure_future(self._keep(lease))
+        self._leases[bucket] = Lease(bucket, tuple(placement.read), self.index.local.seq, last_used=self.clock())
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
 
-    async def _keep(self, lease: Lease) -> None:
-        bucket = lease.bucket
-        try:
-            # Merges that began before this lease's tracking: wait until they are done, so each
-            # version merged here is either tracked or there for the catch-up push to find.
-            while self.index.local.merging_since(bucket, lease.start_seq):
-                await asyncio.sleep(0.005)
-            renew_at = 0.0
-            while True:
-                if self.holder_of(bucket) != self.index.node_id or \
-                        tuple(self.index.placement(bucket).read) != lease.replicas:
-                    return
+    def _drop(self, lease: Lease) -> None:
+        lease.valid_until = 0.0
+        if self._leases.get(lease.bucket) is lease:
+            del self._leases[lease.bucket]
+
+    async def _run(self) -> None:
+        """Every ``CONFIRM_EVERY``: confirm the holder's recent merges with a granter; every
+        quarter of a promise's length: renew every lease. Both batched, one call per peer."""
+        renew_at = 0.0
+        while self._leases:
+            try:
                 now = self.clock()
-                if now - lease.last_used > IDLE_SECONDS or len(lease.unconfirmed) > UNCONFIRMED_MAX:
-                    return
+                me = self.index.node_id
+                for lease in list(self._leases.values()):
+                    if self.holder_of(lease.bucket) != me or \
+                            tuple(self.index.placement(lease.bucket).read) != lease.replicas or \
+                            now - lease.last_used > IDLE_SECONDS or len(lease.unconfirmed) > UNCONFIRMED_MAX:
+                        self._drop(lease)
+                ready = [lease for lease in self._leases.values()
+                         if not self.index.local.merging_since(lease.bucket, lease.start_seq)]
                 if now >= renew_at:
                     renew_at = now + self.renew_every
-                    await self._renew(lease)
-                await self._confirm(lease)
-                await asyncio.sleep(CONFIRM_EVERY)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a lease is an optimisation: log, drop it, go on
-            log.exception("read lease on %s", bucket)
-        finally:
-            lease.valid_until = 0.0
-            if self._leases.get(bucket) is lease:
-                del self._leases[bucket]
+                    await self._renew(ready)
+                await self._confirm(ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a lease is an optimisation: log, drop them, go on
+                log.exception("read leases")
+                for lease in list(self._leases.values()):
+                    self._drop(lease)
+            await asyncio.sleep(CONFIRM_EVERY)
 
-    async def _renew(self, lease: Lease) -> None:
+    async def _renew(self, leases: list[Lease]) -> None:
         from buckets.cluster.index import Quorum
 
         me = self.index.node_id
-        others = [n for n in lease.replicas if n != me]
-        need = Quorum.for_replicas(len(lease.replicas)).r - 1
+        by_peer: dict[str, list[str]] = {}
+        for lease in leases:
+            for node in lease.replicas:
+                if node != me:
+                    by_peer.setdefault(node, []).append(lease.bucket)
+        if not by_peer:
+            return
         sent = self.clock()
-        args = {"bucket": lease.bucket, "holder": me}
+        peers = list(by_peer)
         answers = await asyncio.gather(
-            *(asyncio.wait_for(self.index._call(n, "grant", args), HOLDER_WAIT) for n in others),
-            return_exceptions=True)
-        good = 0
-        for node, ans in zip(others, answers):
-            if not isinstance(ans, dict) or not ans.get("granted"):
-                continue
-            epoch = str(ans.get("epoch"))
-            if lease.caught.get(node) == epoch:
-                good += 1
-            elif node not in lease.catching:
-                lease.catching.add(node)
-                self.index._keep(asyncio.ensure_future(self._catch_up(lease, node, epoch)))
-        if good >= need:
-            lease.valid_until = max(lease.valid_until, sent + self.seconds * (1 - DRIFT) - MARGIN)
+            *(asyncio.wait_for(self.index._call(n, "grant", {"buckets": by_peer[n], "holder": me}), HOLDER_WAIT)
+              for n in peers), return_exceptions=True)
+        granted: dict[str, dict] = {}
+        for node, ans in zip(peers, answers):
+            if isinstance(ans, dict):
+                granted[node] = ans.get("grants") or {}
+        for lease in leases:
+            need = Quorum.for_replicas(len(lease.replicas)).r - 1
+            good = 0
+            for node in lease.replicas:
+                if node == me:
+                    continue
+                grant = granted.get(node, {}).get(lease.bucket)
+                if not isinstance(grant, dict) or not grant.get("granted"):
+                    continue
+                epoch = str(grant.get("epoch"))
+                if lease.caught.get(node) == epoch:
+                    good += 1
+                elif node not in lease.catching:
+                    lease.catching.add(node)
+                    self.index._keep(asyncio.ensure_future(self._catch_up(lease, node, epoch)))
+            if good >= need:
+                lease.valid_until = max(lease.valid_until, sent + self.seconds * (1 - DRIFT) - MARGIN)
 
     async def _catch_up(self, lease: Lease, node: str, epoch: str) -> None:
         """After a new promise from ``node``: pull what it holds that this replica lacks, and
@@ -329,42 +346,55 @@ class LeaseKeeper:
         finally:
             lease.catching.discard(node)
 
-    async def _confirm(self, lease: Lease) -> None:
-        if not lease.unconfirmed:
-            return
-        granters = [n for n in lease.caught if n in lease.replicas]
-        if not granters:
-            return
-        node = granters[0]
-        items = list(lease.unconfirmed.items())[:CONFIRM_BATCH]
-        try:
-            ans = await asyncio.wait_for(self.index._call(node, "holds", {
-                "bucket": lease.bucket, "items": [[k, list(v)] for k, v in items]}), HOLDER_WAIT)
-        except (errors.BucketsError, asyncio.TimeoutError, OSError):
-            return
-        now = self.clock()
-        stale: list[tuple[str, tuple]] = []
-        for (key, version), held in zip(items, ans.get("held") or []):
-            if lease.unconfirmed.get(key) != version:
+    async def _confirm(self, leases: list[Lease]) -> None:
+        """Ask a granter of each lease which of the holder's recent merges it holds too."""
+        by_peer: dict[str, list[tuple[Lease, list[tuple[str, tuple]]]]] = {}
+        for lease in leases:
+            if not lease.unconfirmed:
                 continue
-            if held:
-                del lease.unconfirmed[key]
-                lease.since.pop(key, None)
-            elif now - lease.since.get(key, now) > PUSH_AFTER:
-                stale.append((key, version))
-        for key, version in stale[:100]:
-            # A version that reached this replica alone (its write failed): put it on the
-            # granter too, so it can be answered (or is replaced there by a newer one).
+            granter = next((n for n in lease.caught if n in lease.replicas), None)
+            if granter is not None:
+                items = list(lease.unconfirmed.items())[:CONFIRM_BATCH]
+                by_peer.setdefault(granter, []).append((lease, items))
+        if not by_peer:
+            return
+        peers = list(by_peer)
+        answers = await asyncio.gather(*(asyncio.wait_for(self.index._call(node, "holds", {"buckets": {
+            lease.bucket: [[k, list(v)] for k, v in items] for lease, items in by_peer[node]}}), HOLDER_WAIT)
+            for node in peers), return_exceptions=True)
+        now = self.clock()
+        for node, ans in zip(peers, answers):
+            if not isinstance(ans, dict):
+                continue
+            held_by_bucket = ans.get("held") or {}
+            for lease, items in by_peer[node]:
+                stale: list[tuple[str, tuple]] = []
+                for (key, version), held in zip(items, held_by_bucket.get(lease.bucket) or []):
+                    if lease.unconfirmed.get(key) != version:
+                        continue
+                    if held:
+                        del lease.unconfirmed[key]
+                        lease.since.pop(key, None)
+                    elif now - lease.since.get(key, now) > PUSH_AFTER:
+                        stale.append((key, version))
+                if stale:
+                    self.index._keep(asyncio.ensure_future(self._push(lease, node, stale[:100])))
+
+    async def _push(self, lease: Lease, node: str, stale: list[tuple[str, tuple]]) -> None:
+        """Versions that reached this replica alone (their writes failed): put them on a
+        granter too, so they can be answered (or are replaced there by newer ones)."""
+        now = self.clock()
+        for key, version in stale:
             entry, held_here = self.index.local.registry.get_version(lease.bucket, key)
             if held_here != version:
                 continue
+            lease.since[key] = now  # not pushed again before PUSH_AFTER
             try:
                 await asyncio.wait_for(self.index._call(node, "merge", {
                     "bucket": lease.bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}),
                     HOLDER_WAIT)
             except (errors.BucketsError, asyncio.TimeoutError, OSError):
                 return
-            lease.since[key] = now
 
     def held(self) -> list[str]:
         """The buckets whose lease this node holds now."""
@@ -372,11 +402,12 @@ class LeaseKeeper:
         return [b for b, lease in self._leases.items() if lease.valid_until > now]
 
     async def close(self) -> None:
-        tasks = [lease.task for lease in self._leases.values() if lease.task is not None]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        for lease in list(self._leases.values()):
+            self._drop(lease)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def promise_answer(answer: dict, promises: Any, bucket: str) -> dict:

@@ -235,8 +235,8 @@ async def test_promises_survive_a_restart_as_a_wait_for_the_holder() -> None:
 
 async def test_only_the_first_replica_of_a_single_set_is_granted_a_lease(trio) -> None:
     _, idx, _ = trio
-    assert (await idx["n2"].local.grant({"bucket": "b", "holder": "n1"}))["granted"]
-    assert not (await idx["n2"].local.grant({"bucket": "b", "holder": "n3"}))["granted"]
+    assert (await idx["n2"].local.grant({"buckets": ["b"], "holder": "n1"}))["grants"]["b"]["granted"]
+    assert not (await idx["n2"].local.grant({"buckets": ["b"], "holder": "n3"}))["grants"]["b"]["granted"]
 
 
 # -- random histories, the holder cut off and back ----------------------------------------
@@ -305,3 +305,18 @@ async def test_histories_with_the_holder_cut_off_are_linearizable(tmp_path, seed
     assert served > 0
     assert result.ok, result.report()
 
+
+
+async def test_leases_on_many_buckets_are_renewed_with_one_call_per_peer(trio) -> None:
+    net, idx, _ = trio
+    buckets = [f"b{i}" for i in range(12)]
+    for bucket in buckets:
+        await leased(idx, bucket)
+    before = net.by_method.get("grant", 0)
+    await asyncio.sleep(1.0)
+    for bucket in buckets:  # still read: still held
+        await idx["n1"].get(bucket, "k")
+    rounds = 1.0 / (SECONDS / 4)
+    grants = net.by_method.get("grant", 0) - before
+    assert grants <= 2 * (rounds + 2), grants  # one call per peer per round, not one per bucket
+    assert set(buckets) <= set(idx["n1"].leases.held())
