@@ -33,6 +33,7 @@ import asyncio
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -100,7 +101,9 @@ class Deployment:
         return [f"http://{h}:{self.port}" for h in self.hosts]
 
     def commands(self) -> list[list[str]]:
-        base = [sys.executable, "-m", "buckets", "server", "--sync", "on"]
+        # BENCH_SERVER_ARGS: more flags for every server started (an A/B: "--read-leases off").
+        base = [sys.executable, "-m", "buckets", "server", "--sync", "on",
+                *shlex.split(os.environ.get("BENCH_SERVER_ARGS", ""))]
         if self.nodes == 1:
             disks = [os.path.join(self.base, f"d{j}") for j in range(1, self.disks_per_node + 1)]
             return [base + ["--address", f"127.0.0.1:{self.port}", *disks]]
