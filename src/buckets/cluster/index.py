@@ -349,7 +349,8 @@ class IndexReplica:
         return {"held": held}
 
     async def read(self, args: dict) -> dict:
-        """A lookup sent to this node as the bucket's lease holder."""
+        """A lookup (or, with ``scan`` set, a listing page) sent to this node as the bucket's
+        lease holder."""
         if self.serve_read is None:
             return {"leased": False}
         return await self.serve_read(args)
@@ -903,7 +904,7 @@ class ReplicatedIndex:
         if records:
             args["records"] = True
         if self.leases is not None:
-            leased, ans = await self.leases.read(bucket, key, args)
+            leased, ans = await self.leases.read(bucket, args)
             if leased:
                 assert ans is not None
                 return self._take_answer(bucket, key, records, [("holder", ans)], ans.get("entry"))
@@ -1038,7 +1039,8 @@ class ReplicatedIndex:
                 "start_after": start_after, "limit": limit, "full": full}
         if markers:
             args["markers"] = True
-        answers = await self._read(nodes, "scan", args, q.r)
+        leased, ans = await self.leases.read(bucket, dict(args, scan=True)) if self.leases is not None else (False, None)
+        answers = [("holder", ans)] if leased else await self._read(nodes, "scan", args, q.r)
         if len(answers) == 1:
             ans = answers[0][1]
             return [(k, e) for k, e in ans["objects"]], list(ans["prefixes"]), bool(ans["truncated"]), None

@@ -34,7 +34,8 @@ is one call to the holder (none on the holder itself):
   bucket is one replica set with it first; a move's phases make it stop (granters' promises
   still end on their own, and writes keep waiting for the holder until they do).
 
-Leases are kept only for buckets that are read: a holder asks for one when a lookup comes to it,
+A listing page is answered the same way when no key of its range has an unconfirmed merge
+on the holder. Leases are kept only for buckets that are read: a holder asks for one when a lookup comes to it,
 and lets it lapse after ``IDLE_SECONDS`` without one. ``architecture/consistency.md`` ("What a
 lookup costs") has the argument in full.
 """
@@ -178,27 +179,41 @@ class LeaseKeeper:
             return None
         return placement.read[0]
 
-    def _usable(self, bucket: str, key: str) -> bool:
+    def _usable(self, bucket: str, args: dict) -> bool:
+        """Whether this node's lease on ``bucket`` answers ``args``: a lookup of a key with no
+        unconfirmed merge, or a listing page (``scan``) whose range holds no such key."""
         lease = self._leases.get(bucket)
         now = self.clock()
         if lease is None:
             return False
         lease.last_used = now
-        return (lease.valid_until > now and tuple(self.index.placement(bucket).read) == lease.replicas
-                and key not in lease.unconfirmed and not lease.inflight.get(key))
+        if lease.valid_until <= now or tuple(self.index.placement(bucket).read) != lease.replicas:
+            return False
+        if not args.get("scan"):
+            key = args["key"]
+            return key not in lease.unconfirmed and not lease.inflight.get(key)
+        prefix = str(args.get("prefix", ""))
+        after = str(args.get("start_after", "")).encode()
+        return not any(k.startswith(prefix) and k.encode() > after
+                       for keys in (lease.unconfirmed, lease.inflight) for k in keys)
 
-    # -- lookups -----------------------------------------------------------------------
-    async def read(self, bucket: str, key: str, args: dict) -> tuple[bool, dict | None]:
-        """(True, answer) if a lease answered the lookup: this node's own replica when it holds
-        the lease, else the holder's; (False, None): ask a quorum."""
+    async def _answer(self, args: dict) -> dict:
+        local = self.index.local
+        self.served += 1
+        return await (local.scan(args) if args.get("scan") else local.get(args))
+
+    # -- lookups and listings -------------------------------------------------------------
+    async def read(self, bucket: str, args: dict) -> tuple[bool, dict | None]:
+        """(True, answer) if a lease answered ``args`` (a ``get``, or with ``scan`` set a
+        listing page): this node's own replica when it holds the lease, else the holder's;
+        (False, None): ask a quorum."""
         holder = self.holder_of(bucket)
         if holder is None:
             return False, None
         me = self.index.node_id
         if holder == me:
-            if self._usable(bucket, key):
-                self.served += 1
-                return True, await self.index.local.get(args)
+            if self._usable(bucket, args):
+                return True, await self._answer(args)
             self.want(bucket)
             return False, None
         if self._skip.get(bucket, 0.0) > self.clock():
@@ -215,15 +230,14 @@ class LeaseKeeper:
         return True, ans
 
     async def serve_read(self, args: dict) -> dict:
-        """``index/read``: a lookup sent to this node as the bucket's holder."""
-        bucket, key = args["bucket"], args["key"]
+        """``index/read``: a lookup or listing page sent to this node as the bucket's holder."""
+        bucket = args["bucket"]
         if self.holder_of(bucket) != self.index.node_id:
             return {"leased": False}
-        if not self._usable(bucket, key):
+        if not self._usable(bucket, args):
             self.want(bucket)
             return {"leased": False}
-        self.served += 1
-        ans = await self.index.local.get(args)
+        ans = await self._answer(args)
         ans["leased"] = True
         return ans
 
