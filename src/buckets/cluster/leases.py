@@ -63,7 +63,7 @@ MARGIN = 0.05  # this much shorter again
 HOLDER_WAIT = 1.0  # a write or read that met a promise waits this long for the holder
 CONFIRM_EVERY = 0.05  # the holder asks a granter which of its recent merges it holds
 PUSH_AFTER = 2.0  # a version the granter still lacks after this long is pushed to it
-IDLE_SECONDS = 30.0  # a lease not used for this long lapses
+IDLE_SECONDS = 300.0  # a lease not used this long lapses (a new one costs a scan of the bucket's index)
 UNCONFIRMED_MAX = 100_000  # more unconfirmed keys than this: the lease is dropped
 CONFIRM_BATCH = 2000
 
