@@ -164,6 +164,7 @@ class IndexReplica:
         self.holder_of: Callable[[str], str | None] | None = None
         self.serve_read: Callable[[dict], Awaitable[dict]] | None = None
         self.on_merge: Callable[[str, str], Callable[[tuple | None], None] | None] | None = None
+        self.on_get: Callable[[str], bool] | None = None  # True: this node holds the bucket's lease
         self.seq = 0  # merges begun, counted
         self._merging: dict[str, dict[int, None]] = {}  # bucket -> merges committing now (their seq)
 
@@ -264,6 +265,8 @@ class IndexReplica:
         entry, version = self.registry.get_version(args["bucket"], args["key"])
         answer = promise_answer({"entry": entry, "ts": list(version) if version is not None else None},
                                 self.promises, args["bucket"])
+        if self.on_get is not None and self.on_get(args["bucket"]):
+            answer["lease"] = True
         if args.get("small") and entry is not None and entry.get("inline"):
             # The registry's copy of a small object's bytes (at most ``small_copy_limit``): the
             # asking node then serves the GET without reading a disk.
@@ -287,8 +290,11 @@ class IndexReplica:
             include_markers=bool(args.get("markers")))
         if args.get("full"):  # whole entries, not only listing fields (small internal listings)
             objects = [(k, self.registry.get_object(bucket, k) or e) for k, e in objects]
-        return promise_answer({"objects": [[k, e] for k, e in objects], "prefixes": prefixes, "truncated": truncated},
-                              self.promises, bucket)
+        answer = promise_answer({"objects": [[k, e] for k, e in objects], "prefixes": prefixes,
+                                 "truncated": truncated}, self.promises, bucket)
+        if self.on_get is not None and self.on_get(bucket):
+            answer["lease"] = True
+        return answer
 
     async def digest(self, args: dict) -> dict:
         n = int(args.get("ranges", DIGEST_RANGES))
@@ -487,6 +493,8 @@ class ReplicatedIndex:
             missing -= {n for n, _ in answers}
             if missing:
                 await self._wait_out(args["bucket"], promises, missing, [nodes], errors.ReadQuorumLost)
+        if self.leases is not None:
+            self.leases.saw(args["bucket"], answers)
         return answers
 
     def _keep(self, task: asyncio.Future) -> None:

@@ -64,6 +64,7 @@ HOLDER_WAIT = 1.0  # a write or read that met a promise waits this long for the 
 CONFIRM_EVERY = 0.05  # the holder asks a granter which of its recent merges it holds
 PUSH_AFTER = 2.0  # a version the granter still lacks after this long is pushed to it
 IDLE_SECONDS = 300.0  # a lease not used this long lapses (a new one costs a scan of the bucket's index)
+KNOWN_SECONDS = 10.0  # a node asks a holder first for this long after it said it holds a lease
 UNCONFIRMED_MAX = 100_000  # more unconfirmed keys than this: the lease is dropped
 CONFIRM_BATCH = 2000
 
@@ -163,7 +164,10 @@ class LeaseKeeper:
         self.renew_every = seconds / 4  # renewals: four per promise's length
         self.clock = clock
         self._leases: dict[str, Lease] = {}
-        self._skip: dict[str, float] = {}  # bucket -> until when this node does not ask its holder
+        # bucket -> until when this node asks the bucket's holder first: set when the holder
+        # said it holds a lease (in a quorum read's answer, or by answering from it), so a
+        # lookup does not spend a call on a holder that has none.
+        self._known: dict[str, float] = {}
         self._task: asyncio.Task | None = None  # the loop that renews and confirms (while any lease is kept)
         self.served = 0  # lookups this node answered from its leases (its own and its peers')
         local = index.local
@@ -171,6 +175,7 @@ class LeaseKeeper:
         local.holder_of = self.holder_of
         local.serve_read = self.serve_read
         local.on_merge = self._on_merge
+        local.on_get = self.on_get
 
     # -- who holds ---------------------------------------------------------------------
     def holder_of(self, bucket: str) -> str | None:
@@ -216,18 +221,40 @@ class LeaseKeeper:
                 return True, await self._answer(args)
             self.want(bucket)
             return False, None
-        if self._skip.get(bucket, 0.0) > self.clock():
+        if self._known.get(bucket, 0.0) <= self.clock():
             return False, None
         try:
             ans = await asyncio.wait_for(self.index._call(holder, "read", args), HOLDER_WAIT)
         except (errors.BucketsError, asyncio.TimeoutError, OSError):
-            self._skip[bucket] = self.clock() + 1.0
+            self._known.pop(bucket, None)
             return False, None
         if not isinstance(ans, dict) or not ans.get("leased"):
-            self._skip[bucket] = self.clock() + 0.2
+            self._known.pop(bucket, None)
             return False, None
-        self._skip.pop(bucket, None)
+        self._known[bucket] = self.clock() + KNOWN_SECONDS
         return True, ans
+
+    def saw(self, bucket: str, answers: list[tuple[str, Any]]) -> None:
+        """A quorum read's answers: if the bucket's holder said it holds a lease, ask it first
+        from now on."""
+        holder = self.holder_of(bucket)
+        if holder is not None and holder != self.index.node_id and any(
+                node == holder and isinstance(ans, dict) and ans.get("lease") for node, ans in answers):
+            if len(self._known) > 100_000:
+                self._known.clear()
+            self._known[bucket] = self.clock() + KNOWN_SECONDS
+
+    def on_get(self, bucket: str) -> bool:
+        """A ``get`` or ``scan`` on this node's replica: if this node is the bucket's holder,
+        it wants a lease (a quorum read asks the holder first); True if it holds one."""
+        if self.holder_of(bucket) != self.index.node_id:
+            return False
+        lease = self._leases.get(bucket)
+        if lease is None:
+            self.want(bucket)
+            return False
+        lease.last_used = self.clock()
+        return lease.valid_until > self.clock()
 
     async def serve_read(self, args: dict) -> dict:
         """``index/read``: a lookup or listing page sent to this node as the bucket's holder."""

@@ -106,6 +106,7 @@ async def test_random_interleavings_are_linearizable(tmp_path, seed) -> None:
         await stop_trio(idx, regs)
     kinds = {k: sum(1 for op in history if op.kind == k) for k in (PUT, GET, DELETE, CAS)}
     result = check(history)
-    print(f"seed {seed}: {len(history)} operations {kinds}; {result.report()}")
+    served = sum(i.leases.served for i in idx.values())  # read leases are on, as on a server
+    print(f"seed {seed}: {len(history)} operations {kinds}, {served} lookups from a read lease; {result.report()}")
     assert kinds[CAS] >= 5 and kinds[DELETE] >= 5, kinds
     assert result.ok, result.report()

@@ -82,6 +82,7 @@ async def test_a_lookup_is_one_call_through_any_node_and_none_through_the_holder
     await settle(idx)
     await leased(idx)
     for via in ("n2", "n3"):
+        await idx[via].get("b", "k0")  # a quorum read: the holder's answer says it holds a lease
         calls = net.calls
         got = await idx[via].get("b", "k")
         assert got["wid"] == "w1" and net.calls - calls == 1, (via, net.calls - calls)
@@ -91,6 +92,8 @@ async def test_a_lookup_is_one_call_through_any_node_and_none_through_the_holder
     reg.start()
     try:  # a node outside the set: one call, and the small object's bytes come with it
         outside = ReplicatedIndex("n4", IndexReplica(reg), net.transport_for("n4"), lambda bucket: list(NODES))
+        calls = net.calls
+        assert await outside.get("b", "k0") is None and net.calls - calls == 2  # a first lookup: a quorum
         calls = net.calls
         got = await outside.get("b", "k")
         assert got["wid"] == "w1" and net.calls - calls == 1
@@ -175,6 +178,7 @@ async def test_a_new_lease_catches_up_with_the_writes_made_around_the_holder(tri
     served = idx["n1"].leases.served
     await leased(idx)  # a new lease, through lookups of another key
     assert regs["n1"].get_object("b", "k2")["wid"] == "new"  # pulled from a granter
+    await idx["n3"].get("b", "k0")  # n3 learns that n1 holds a lease (a quorum read asks n1 first)
     assert (await idx["n3"].get("b", "k2"))["wid"] == "new"
     assert (await idx["n1"].get("b", "k1"))["wid"] == "new"
     assert idx["n1"].leases.served >= served + 2
@@ -332,6 +336,7 @@ async def test_a_listing_page_is_one_call_unless_its_range_holds_an_unconfirmed_
     while idx["n1"].leases._leases["b"].unconfirmed:  # the holder's sweep confirms the puts
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
+    await idx["n3"].get("b", "k0")
     calls = net.calls
     objects, _, _ = await idx["n3"].list("b", prefix="a/")
     assert [k for k, _ in objects] == [f"a/{i}" for i in range(5)] and net.calls - calls == 1

@@ -62,7 +62,8 @@ async def stop_trio(idx, regs) -> None:
 
 @pytest.fixture
 async def cluster(tmp_path):
-    net, idx, regs = await start_trio(tmp_path)
+    # Quorum reads and writes as they are without read leases (test_index_leases.py has those).
+    net, idx, regs = await start_trio(tmp_path, leases=False)
     yield net, idx, regs
     await stop_trio(idx, regs)
 
