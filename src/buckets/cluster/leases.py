@@ -202,10 +202,15 @@ class LeaseKeeper:
         return not any(k.startswith(prefix) and k.encode() > after
                        for keys in (lease.unconfirmed, lease.inflight) for k in keys)
 
-    async def _answer(self, args: dict) -> dict:
+    async def _answer(self, args: dict) -> dict | None:
+        """This replica's answer, if the lease still covers it once read (a listing page is
+        read in a thread: a merge into its range meanwhile, or the lease's end, voids it)."""
         local = self.index.local
+        ans = await (local.scan(args) if args.get("scan") else local.get(args))
+        if not self._usable(args["bucket"], args):
+            return None
         self.served += 1
-        return await (local.scan(args) if args.get("scan") else local.get(args))
+        return ans
 
     # -- lookups and listings -------------------------------------------------------------
     async def read(self, bucket: str, args: dict) -> tuple[bool, dict | None]:
@@ -218,7 +223,9 @@ class LeaseKeeper:
         me = self.index.node_id
         if holder == me:
             if self._usable(bucket, args):
-                return True, await self._answer(args)
+                ans = await self._answer(args)
+                if ans is not None:
+                    return True, ans
             self.want(bucket)
             return False, None
         if self._known.get(bucket, 0.0) <= self.clock():
@@ -265,6 +272,8 @@ class LeaseKeeper:
             self.want(bucket)
             return {"leased": False}
         ans = await self._answer(args)
+        if ans is None:
+            return {"leased": False}
         ans["leased"] = True
         return ans
 
