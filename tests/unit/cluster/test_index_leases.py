@@ -351,3 +351,27 @@ async def test_a_listing_page_is_one_call_unless_its_range_holds_an_unconfirmed_
         await idx["n1"].list("b", prefix="a/")
     objects, _, _ = await idx["n1"].list("b", prefix="z/")  # another range: the lease answers
     assert objects == []
+
+
+async def test_a_merge_that_lands_while_the_holder_reads_a_page_voids_the_lease_answer(trio) -> None:
+    """The holder checks its lease and the page's range, then reads the page (in a thread):
+    a write that reaches the holder alone meanwhile must not be answered from the lease."""
+    net, idx, _ = trio
+    await idx["n2"].put("b", "a/1", entry("w1"))
+    await settle(idx)
+    await leased(idx)
+    while idx["n1"].leases._leases["b"].unconfirmed:
+        await asyncio.sleep(0.02)
+    local = idx["n1"].local
+    real_scan = local.scan
+
+    async def scan_meanwhile(args: dict) -> dict:  # a lone write lands between check and read
+        version = [idx["n1"].clock.now(), "lone"]
+        await local.merge({"bucket": "b", "key": "a/2", "entry": dict(entry("lone"), ts=version),
+                           "data": None, "ts": version})
+        return await real_scan(args)
+
+    local.scan = scan_meanwhile  # type: ignore[method-assign]
+    net.down = {"n2", "n3"}
+    with pytest.raises(errors.ReadQuorumLost):
+        await idx["n1"].list("b", prefix="a/")
