@@ -265,8 +265,8 @@ class IndexReplica:
         entry, version = self.registry.get_version(args["bucket"], args["key"])
         answer = promise_answer({"entry": entry, "ts": list(version) if version is not None else None},
                                 self.promises, args["bucket"])
-        if self.on_get is not None and self.on_get(args["bucket"]):
-            answer["lease"] = True
+        if args.get("small") and self.on_get is not None and self.on_get(args["bucket"]):
+            answer["lease"] = True  # (a client's lookup, not anti-entropy's: only those start leases)
         if args.get("small") and entry is not None and entry.get("inline"):
             # The registry's copy of a small object's bytes (at most ``small_copy_limit``): the
             # asking node then serves the GET without reading a disk.
