@@ -877,18 +877,21 @@ class ReplicatedIndex:
             merge_args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": version, "lock": lock_id,
                           "judged": list(newest) if newest is not None else None}
 
+            mine = _ts(version)
+
             async def merge(node: str) -> dict:
                 ans = await self._call(node, "merge", merge_args)
                 committed.add(node)
+                if not ans.get("applied") and ans.get("ts") is not None and _ts(ans["ts"]) > mine:
+                    # A newer write there: one that came after this commit reached the
+                    # replicas this write locked (it saw this write), or one that came after
+                    # this write's lock expired (its writer stalled). Not an answer toward the
+                    # quorum: the commit stands if a quorum applied it; if not, its outcome is
+                    # open, as for any write that fails after reaching replicas.
+                    raise errors.WriteQuorumLost(f"{bucket}/{key}: {node} holds a newer write")
                 return ans
 
-            written = await self._write_placed(bucket, merge)
-            mine = _ts(version)
-            for node, ans in written.items():
-                if not ans.get("applied") and ans.get("ts") is not None and _ts(ans["ts"]) > mine:
-                    # Only after this write's lock expired there (its writer stalled): the
-                    # outcome is open, as for any write that fails after reaching replicas.
-                    raise errors.WriteQuorumLost(f"{bucket}/{key}: {node} took a newer write while locked for this one")
+            await self._write_placed(bucket, merge)
             return current
         finally:
             finished = True
