@@ -38,6 +38,7 @@ import xxhash
 from buckets import errors
 from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Promises, promise_answer
 from buckets.cluster.leases import holders as lease_holders
+from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.registry import Op, Registry
 from buckets.registry.store import version_tuple
 
@@ -321,9 +322,12 @@ class IndexReplica:
     async def grant(self, args: dict) -> dict:
         """A holder asks for (or renews) the promises on ``buckets``: each granted only to the
         node this replica places first in the bucket's one replica set."""
-        holder = str(args["holder"])
+        buckets, holder = args.get("buckets"), args.get("holder")
+        if not isinstance(buckets, list) or not isinstance(holder, str) or \
+                not all(isinstance(b, str) for b in buckets):
+            raise BadPeerRequest("index/grant takes a list of bucket names and the holder's id")
         grants: dict[str, dict] = {}
-        for bucket in args["buckets"]:
+        for bucket in buckets:
             if self.promises is None or self.holder_of is None or self.holder_of(bucket) != holder:
                 grants[bucket] = {"granted": False}
             else:
@@ -333,14 +337,22 @@ class IndexReplica:
     async def revoke(self, args: dict) -> dict:
         """A writer or reader could not reach the holder: no more renewals; the seconds until
         the promise has ended."""
+        if not isinstance(args.get("bucket"), str):
+            raise BadPeerRequest("index/revoke takes a bucket name")
         return {"left": self.promises.revoke(args["bucket"]) if self.promises is not None else 0.0}
 
     async def holds(self, args: dict) -> dict:
         """For each bucket's ``[[key, version], ...]``: whether this replica holds that version,
         or held it before the version it holds now (``_recent``): the lease holder's merges
         it may then answer."""
+        by_bucket = args.get("buckets")
+        if not isinstance(by_bucket, dict) or not all(
+                isinstance(b, str) and isinstance(items, list) and all(
+                    isinstance(i, list | tuple) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], list | tuple)
+                    for i in items) for b, items in by_bucket.items()):
+            raise BadPeerRequest("index/holds takes {bucket: [[key, version], ...]}")
         held: dict[str, list[bool]] = {}
-        for bucket, items in args["buckets"].items():
+        for bucket, items in by_bucket.items():
             out = held[bucket] = []
             for key, version in items:
                 want = _ts(version)
@@ -357,6 +369,8 @@ class IndexReplica:
     async def read(self, args: dict) -> dict:
         """A lookup (or, with ``scan`` set, a listing page) sent to this node as the bucket's
         lease holder."""
+        if not isinstance(args.get("bucket"), str) or not (args.get("scan") or isinstance(args.get("key"), str)):
+            raise BadPeerRequest("index/read takes a bucket and a key (or scan)")
         if self.serve_read is None:
             return {"leased": False}
         return await self.serve_read(args)

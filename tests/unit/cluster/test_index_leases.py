@@ -375,3 +375,15 @@ async def test_a_merge_that_lands_while_the_holder_reads_a_page_voids_the_lease_
     net.down = {"n2", "n3"}
     with pytest.raises(errors.ReadQuorumLost):
         await idx["n1"].list("b", prefix="a/")
+
+
+@pytest.mark.parametrize("method,args", [
+    ("grant", {"buckets": "b", "holder": "n1"}), ("grant", {"holder": "n1"}),
+    ("revoke", {}), ("holds", {"buckets": {"b": [["k"]]}}), ("holds", {"buckets": ["b"]}),
+    ("read", {"bucket": "b"}), ("read", {"key": "k"})])
+async def test_malformed_lease_calls_are_refused_as_bad_requests(trio, method, args) -> None:
+    from buckets.cluster.rpcerrors import BadPeerRequest
+    _, idx, regs = trio
+    with pytest.raises(BadPeerRequest):
+        await idx["n2"].local.handlers()[method](args)
+    assert idx["n2"].local.promises.info("b") is None and regs["n2"].get_object("b", "k") is None
