@@ -1,6 +1,6 @@
 """Load drivers for profiling and A/B comparisons (not a suite: no table, no targets).
 
-    python -m bench.drivers put [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 disks
+    python -m bench.drivers put [--disks 4] [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 disks
     python -m bench.drivers get [--disks 16] [--n 40]              16 MiB GETs, one node
     python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20] [--checksum CRC32]   16 MiB PUTs, one node
     python -m bench.drivers cluster-put [--n 2000] [--spy OUT]     4 KiB PUTs, 4 nodes x 4 disks
@@ -117,7 +117,7 @@ async def _measured(pid: int, args: argparse.Namespace, op, total: int, concurre
 def cmd_put(args: argparse.Namespace) -> None:
     from bench.http_suite import BUCKET, _with_server
 
-    srv = _single(4)
+    srv = _single(args.disks)
 
     async def body(client) -> None:
         data = payload(4 * KiB)
@@ -125,7 +125,7 @@ def cmd_put(args: argparse.Namespace) -> None:
         run, wall, cpu, (vol, invol) = await _measured(
             srv.proc.pid, args, lambda i: client.put(BUCKET, f"small/{i:07d}", data), args.n, 16)
         lat = sorted(run.latencies)
-        print(f"4 KiB PUT: {args.n / wall:,.0f} ops/s, p50 {lat[len(lat) // 2] * 1e3:.1f} ms, "
+        print(f"4 KiB PUT over {args.disks} disks: {args.n / wall:,.0f} ops/s, p50 {lat[len(lat) // 2] * 1e3:.1f} ms, "
               f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.1f} ms, failed {run.failures}")
         print(f"server CPU: {cpu}; context switches per PUT: {vol:.1f} voluntary, {invol:.1f} involuntary")
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--perf", help="record the server(s) with perf record -g into this file (.<node> on a cluster)")
         if name == "get":
             p.add_argument("--disks", type=int, default=16)
-        if name == "put-large":
+        if name in ("put", "put-large"):
             p.add_argument("--disks", type=int, default=4)
             p.add_argument("--concurrency", type=int, default=1, help="PUTs at a time")
             p.add_argument("--checksum", choices=["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"],

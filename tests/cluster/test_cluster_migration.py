@@ -188,17 +188,19 @@ def test_migration_moves_every_object_and_survives_pause_overwrites_and_a_killed
         assert listed == {k for b, k in objects if b == "mig"}
 
     # ... and sits exactly on the disks its newest metadata names (vacated copies removed after the grace)
-    moved_seen = 0
+    moved_seen = narrow_moved = 0
 
     def placed_exactly() -> str | None:
-        nonlocal moved_seen
-        moved_seen = 0
+        nonlocal moved_seen, narrow_moved
+        moved_seen = narrow_moved = 0
         for bucket, key in objects:
             found = shards_on_disk(disks, bucket, key)
             newest = max(found, key=lambda f: (f[1].get("gen", 0), f[1]["mt"]))[1]
             current = [(d, m) for d, m in found if m["wid"] == newest["wid"]]
             if newest.get("gen") == generation + 1:
                 moved_seen += 1
+                # a small object on a narrow set (4+4 of the 16 slots) moved too
+                narrow_moved += newest["k"] + newest["m"] == 8 == len(newest["disks"])
             want = {(disk_id, slot) for slot, disk_id in enumerate(newest["disks"])}
             have = {(d, m["shard"]) for d, m in current}
             if have != want or len(current) != len(found):
@@ -206,7 +208,7 @@ def test_migration_moves_every_object_and_survives_pause_overwrites_and_a_killed
         return None
 
     problem = eventually("no stale shards", lambda: placed_exactly() is None or None, timeout=60)
-    assert problem and moved_seen > 0, placed_exactly()
+    assert problem and moved_seen > 0 and narrow_moved > 0, (placed_exactly(), moved_seen, narrow_moved)
     # Prometheus: the job's state on every node, the moves counted by the nodes that coordinated
     import urllib.request
 

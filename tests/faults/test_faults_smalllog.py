@@ -78,11 +78,13 @@ def _damage(root: str, loc: list, kind: str, rnd: random.Random) -> None:
             f.write(b"\0" * loc[2])
 
 
-def test_records_damaged_or_lost_are_read_around_and_rewritten(servers, tally: FaultTally) -> None:
+# 10 disks: objects up to 16 KiB are 4+4 on a window of 8 slots (--small-set-limit), larger 6+4
+@pytest.mark.parametrize("n_disks", [4, 10])
+def test_records_damaged_or_lost_are_read_around_and_rewritten(servers, tally: FaultTally, n_disks: int) -> None:
     seed = seed_from_env(1515)
     rnd = random.Random(seed)
-    tally.note(f"seed {seed} (BUCKETS_FAULT_SEED reproduces it)")
-    disks = servers.disks(4)
+    tally.note(f"seed {seed} (BUCKETS_FAULT_SEED reproduces it), {n_disks} disks")
+    disks = servers.disks(n_disks)
     server = servers.start(disks, extra_env=LOG)
     client = server.client()
     client.create_bucket(Bucket=BUCKET)
@@ -101,6 +103,9 @@ def test_records_damaged_or_lost_are_read_around_and_rewritten(servers, tally: F
     entries = _entries(paths)
     roots = _disk_roots(paths)
     assert all(smalllog.uses_log(e) for e in entries.values()), "small objects were not written as records"
+    if n_disks == 10:
+        layouts = {(e["k"], e["m"]) for e in entries.values()}
+        assert layouts == {(4, 4), (6, 4)}, layouts
     damaged: dict[str, list[int]] = {}
     for key in rnd.sample(sorted(entries), 24):
         entry = entries[key]
@@ -182,11 +187,11 @@ def test_a_torn_log_tail_and_a_lost_registry(servers, tally: FaultTally) -> None
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
 
 
-def _crash_rounds(servers, tally: FaultTally, rounds: int, seed: int) -> None:
+def _crash_rounds(servers, tally: FaultTally, rounds: int, seed: int, n_disks: int = 4) -> None:
     seed = seed_from_env(seed)
     rnd = random.Random(seed)
-    tally.note(f"seed {seed}, {rounds} rounds, BUCKETS_SYNC=on, BUCKETS_SMALL_LOG=on")
-    disks = servers.disks(4)
+    tally.note(f"seed {seed}, {rounds} rounds, {n_disks} disks, BUCKETS_SYNC=on, BUCKETS_SMALL_LOG=on")
+    disks = servers.disks(n_disks)
     server = servers.start(disks, sync=True, extra_env=LOG)
     server.client().create_bucket(Bucket=BUCKET)
     ledger = Ledger()
@@ -224,10 +229,12 @@ def _crash_rounds(servers, tally: FaultTally, rounds: int, seed: int) -> None:
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
 
 
-def test_kill_9_once_with_the_log_loses_nothing(servers, tally: FaultTally) -> None:
-    _crash_rounds(servers, tally, rounds=1, seed=41)
+@pytest.mark.parametrize("n_disks", [4, 10])  # 10: small objects on narrow 4+4 windows
+def test_kill_9_once_with_the_log_loses_nothing(servers, tally: FaultTally, n_disks: int) -> None:
+    _crash_rounds(servers, tally, rounds=1, seed=41, n_disks=n_disks)
 
 
 @pytest.mark.faults
-def test_kill_9_rounds_with_the_log_lose_nothing(servers, tally: FaultTally) -> None:
-    _crash_rounds(servers, tally, rounds=6, seed=43)
+@pytest.mark.parametrize("n_disks", [4, 10])
+def test_kill_9_rounds_with_the_log_lose_nothing(servers, tally: FaultTally, n_disks: int) -> None:
+    _crash_rounds(servers, tally, rounds=6, seed=43, n_disks=n_disks)

@@ -365,7 +365,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
 
     store_kwargs = dict(parity=config.parity, sync=config.sync, cache_size=config.cache_size,
                         inline_threshold=config.inline_threshold, small_log=config.small_log,
-                        small_copy_limit=config.small_copy_limit,
+                        small_copy_limit=config.small_copy_limit, small_set_limit=config.small_set_limit,
                         scanner_config=make_scanner_config(config.scanner_rate, config.scanner_mb_rate))
     node = None
     forming: FormingListener | None = None

@@ -370,7 +370,7 @@ class StoreMover:
 
     def target(self, bucket: str, key: str, entry: dict, to_gen: int) -> list[str] | None:
         n = entry["k"] + entry["m"]
-        row = list(self._table(to_gen).locate(*self._real(bucket, key))[1][:n])
+        row = list(self._table(to_gen).object_disks(*self._real(bucket, key), n))
         return None if row == list(entry["disks"]) else row
 
     def shard_bytes(self, entry: dict, target: list[str]) -> int:

@@ -300,6 +300,10 @@ class ClusterNode:
             await disk.close()
         return {"id": disk_id, "path": path}
 
+    def node_of_disk(self, disk_id: str) -> str | None:
+        """The node id of a disk of the adopted topology (None: not one of them)."""
+        return self._node_of_disk.get(disk_id)
+
     def disk_by_id(self, disk_id: str) -> Disk | None:
         store = self._store
         if store is not None:

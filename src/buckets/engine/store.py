@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from buckets.engine.types import (
 from buckets.engine.users import UserStore
 from buckets.engine.writer import ErasureWriter, WriteResult
 from buckets.erasure import ErasureCodec
-from buckets.placement import DiskSpec, PartitionTable, Topology, build_table
+from buckets.placement import DiskSpec, PartitionTable, Topology, build_table, narrow_layout
 from buckets.registry import Op, Registry
 from buckets.storage import Disk, LocalDisk
 from buckets.storage.disk import DiskInfo
@@ -106,6 +107,7 @@ class Store:
                          block_size: int = DEFAULT_BLOCK_SIZE, partitions: int = DEFAULT_PARTITIONS,
                          registry_dir: str | None = None, background: bool = True,
                          small_copy_limit: int = 16 * 1024, small_log: bool = False,
+                         small_set_limit: int = 16 * 1024,
                          scanner_config: "ScannerConfig | None" = None,
                          cluster: "ClusterParts | None" = None) -> "Store":
         """The composition root: a store over ``disks`` (any ``Disk``: local, remote, wrapped),
@@ -119,14 +121,16 @@ class Store:
             await self._open(parity=parity, sync=sync, cache_size=cache_size, inline_threshold=inline_threshold,
                              block_size=block_size, partitions=partitions, registry_dir=registry_dir,
                              background=background, small_copy_limit=small_copy_limit,
-                             scanner_config=scanner_config, small_log=small_log)
+                             scanner_config=scanner_config, small_log=small_log,
+                             small_set_limit=small_set_limit)
         except BaseException:
             await self._abandon()
             raise
         return self
 
     async def _open(self, *, parity, sync, cache_size, inline_threshold, block_size, partitions, registry_dir,
-                    background, small_copy_limit, scanner_config, small_log=False) -> None:
+                    background, small_copy_limit, scanner_config, small_log=False,
+                    small_set_limit=16 * 1024) -> None:
         self.sync = sync
         # Inline writes and delete markers go to the disks' record logs (engine/smalllog.py),
         # on a cluster too (over peer RPC; a write's record locations never change there, see
@@ -134,6 +138,8 @@ class Store:
         self.small_log = bool(small_log)
         self.inline_threshold = inline_threshold
         self.small_copy_limit = min(small_copy_limit, inline_threshold)
+        # Objects up to this size are written to a narrower set (placement.narrow_layout).
+        self.small_set_limit = min(small_set_limit, inline_threshold)
         loop = asyncio.get_running_loop()
         boot = await bootstrap(self.disks, parity=parity, block_size=block_size, partitions=partitions, sync=sync,
                                may_create=self.cluster is None or self.cluster.may_format,
@@ -270,6 +276,36 @@ class Store:
             m = max(1, self.m // 2)
             return n - m, m
         return self.k, self.m
+
+    def placement_for(self, bucket: str, key: str, storage_class: str,
+                      size: int | None) -> tuple[int, int, list[str]]:
+        """``(k, m, disk ids)`` of a new write of ``size`` bytes (None: not known yet).
+
+        A write of at most ``small_set_limit`` bytes whose set is wider than twice its parity
+        goes to ``m + m`` disks of its partition's row (a window: ``PartitionTable.object_disks``),
+        with the same parity, so it survives the loss of as many disks as a wide write. It
+        goes to the whole row instead when the window could not take the write: fewer of its
+        disks online than a write quorum, or, on a cluster, one node holding so many of its
+        slots that the loss of that node would leave less than a quorum (a wide write of
+        this deployment survives a node's loss). The entry records what was chosen (``k``,
+        ``m``, ``disks``); readers, heal, refill and migration go by the entry."""
+        k, m = self.layout_for(storage_class)
+        if size is not None and size <= self.small_set_limit:
+            ks, ms = narrow_layout(k, m)
+            if ks + ms < k + m:
+                ids = list(self.table.object_disks(bucket, key, ks + ms))
+                if self._narrow_fits(ids, self._write_quorum(ks, ms)):
+                    return ks, ms, ids
+        return k, m, list(self.table.object_disks(bucket, key, k + m))
+
+    def _narrow_fits(self, disk_ids: list[str], quorum: int) -> bool:
+        if sum(d is not None for d in self.disks_for(disk_ids)) < quorum:
+            return False
+        node = getattr(self, "cluster_node", None)
+        if node is None:
+            return True
+        per_node = Counter(node.node_of_disk(i) for i in disk_ids)
+        return max(per_node.values()) <= len(disk_ids) - quorum
 
     def report_damage(self, bucket: str, key: str, wid: str, reason: str) -> None:
         item = (bucket, key, wid)
@@ -412,10 +448,8 @@ class Store:
             await self._check_conditions(bucket, key, opts)  # fail fast; re-checked at commit
         sse = opts.sse if opts.sse is not None else crypto.bucket_default(bucket_rec)
         data_key, sse_rec = await crypto.begin_write(self, sse, bucket, key) if sse is not None else (None, None)
-        k, m = self.layout_for(opts.storage_class)
+        k, m, disk_ids = self.placement_for(bucket, key, opts.storage_class, size)
         codec = self.codec_for(k, m, self.block_size)
-        _, disk_ids = self.table.locate(bucket, key)
-        disk_ids = list(disk_ids[: k + m])
         disks = self.disks_for(disk_ids)
         wid = new_id()
         txid = new_id()

@@ -254,9 +254,7 @@ async def _write_marker(self: "Store", bucket: str, key: str, vid: str | None) -
     """Write a delete marker's metadata files (an empty inline write, healed and rebuilt like
     any) to a write quorum of the key's disks; returns its entry and those disks."""
     check_object_key(key)
-    k, m = self.layout_for("STANDARD")
-    _, disk_ids = self.table.locate(bucket, key)
-    disk_ids = list(disk_ids[: k + m])
+    k, m, disk_ids = self.placement_for(bucket, key, "STANDARD", 0)
     disks = self.disks_for(disk_ids)
     vs = time.time_ns()
     entry = {

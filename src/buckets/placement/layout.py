@@ -62,6 +62,22 @@ def erasure_layout(set_size: int, parity: int | None = None) -> tuple[int, int]:
     return k, m
 
 
+def narrow_layout(k: int, m: int) -> tuple[int, int]:
+    """The layout of a small object: as many data shards as parity shards (``m + m``, m >= 2) when
+    that is narrower than ``k + m``, else ``(k, m)`` itself.
+
+    The parity count stays: any ``m`` disks of the object's set may fail, as for a wide
+    object. A small object's shards are a few hundred bytes each, and what it costs to write
+    them is per shard (a record, a checksum, a disk's commit, a peer's call), not per byte:
+    12+4 writes 16 records for a 4 KiB object, 4+4 writes 8 of 1 KiB each, in less space
+    once each record's own metadata is counted. Not with one parity shard: 1+1 would need
+    both its disks for a write (a quorum of k + 1), where 2+1 goes on with one away.
+    """
+    if m >= 2 and k > m:
+        return m, m
+    return k, m
+
+
 def _check_set_size(set_size: int) -> None:
     if isinstance(set_size, bool) or not isinstance(set_size, int):
         raise ValueError(f"set size must be an integer, got {set_size!r}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import msgpack
 
+import xxhash
+
 from buckets.placement.partition import partition_of
 
 TABLE_FORMAT = 1
@@ -57,6 +59,18 @@ class PartitionTable:
         """Partition and slot disks of object ``bucket/key``."""
         partition = partition_of(bucket, key, len(self.rows))
         return partition, self.rows[partition]
+
+    def object_disks(self, bucket: str, key: str, n: int) -> tuple[str, ...]:
+        """The ``n`` disks of object ``bucket/key``, slot order: its partition's whole row when
+        ``n`` is the set size, else a window of ``n`` consecutive slots (wrapping around) that
+        starts at a slot the key's hash picks (``window``). A window is bound to slot
+        positions, not to disks: when a topology change gives a slot another disk, only the
+        shards in that slot move, as for a whole row; and every slot position starts as many
+        windows, so each disk takes a share of narrow objects in proportion to its slots."""
+        _, row = self.locate(bucket, key)
+        if n >= len(row):
+            return row
+        return tuple(row[i] for i in window(bucket, key, len(row), n))
 
     def disk_ids(self) -> tuple[str, ...]:
         """Every disk that holds at least one slot, sorted."""
@@ -120,6 +134,17 @@ class PartitionTable:
             f"PartitionTable(generation={self.generation}, partitions={len(self.rows)}, "
             f"set_size={self.set_size}, disks={len(self.disk_ids())})"
         )
+
+
+def window(bucket: str, key: str, set_size: int, n: int) -> tuple[int, ...]:
+    """Slot positions of a narrow object (``n`` < ``set_size``): ``n`` consecutive ones,
+    wrapping around, from an offset taken from the high half of the key's xxh3-64 (the
+    partition comes from the low bits, so the two are independent)."""
+    if not 1 <= n <= set_size:
+        raise ValueError(f"a window of {n} slots does not fit a set of {set_size}")
+    digest = xxhash.xxh3_64_intdigest(bucket.encode() + b"\0" + key.encode())
+    start = (digest >> 32) % set_size
+    return tuple((start + j) % set_size for j in range(n))
 
 
 def moved_slots(old: PartitionTable, new: PartitionTable) -> int:
