@@ -27,6 +27,7 @@ import asyncio
 import collections
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,9 @@ def _single(disks: int) -> "object":
     from bench.http_suite import ServerProcess
 
     d = tempfile.mkdtemp(prefix="buckets-drive-")
-    return ServerProcess(disks=[f"{d}/d{i}" for i in range(disks)], sync=True, log_path=f"{d}/server.log")
+    # BENCH_SERVER_ARGS: more server flags, as for the cluster suite (an A/B: "--small-set-limit 0")
+    return ServerProcess(disks=[f"{d}/d{i}" for i in range(disks)], sync=True, log_path=f"{d}/server.log",
+                         extra_args=tuple(shlex.split(os.environ.get("BENCH_SERVER_ARGS", ""))))
 
 
 async def _measured(pid: int, args: argparse.Namespace, op, total: int, concurrency: int):

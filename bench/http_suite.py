@@ -65,6 +65,7 @@ class ServerProcess:
     proc: subprocess.Popen | None = None
     port: int = 0
     log_file: BinaryIO | None = field(default=None, repr=False)
+    extra_args: tuple[str, ...] = ()  # more server flags (an A/B)
 
     @property
     def endpoint(self) -> str:
@@ -75,7 +76,7 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BUCKETS_")}
         env.update(BUCKETS_ROOT_USER=ACCESS_KEY, BUCKETS_ROOT_PASSWORD=SECRET_KEY)
         cmd = [sys.executable, "-m", "buckets", "server", "--address", f"127.0.0.1:{self.port}",
-               "--sync", "on" if self.sync else "off", *self.disks]
+               "--sync", "on" if self.sync else "off", *self.extra_args, *self.disks]
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
                                      cwd=REPO_ROOT, stdin=subprocess.DEVNULL)

@@ -71,14 +71,14 @@ def test_a_large_get_reads_each_peers_shards_with_one_streamed_call(cluster4, bi
 
 
 def test_a_small_gets_lookup_brings_the_records_it_reads(cluster4, big) -> None:
-    """A 4 KiB object is 16 records on 16 disks (12+4), 4 per node, and its index entry is on
-    3 of the 4 nodes. The GET's lookup answers with the records on the answering replicas'
-    disks. Without a read lease it asks a read quorum of 2 replicas: with the node's own 4, a
-    node that is not a replica has its 12 and reads none; a replica (itself and one other: 8)
-    reads the last 4 from one peer. With a lease, the holder answers alone: through another
-    node, its 4 and the node's own 4, and one read of a third node's 4; through the holder
-    itself, no lookup call and two reads. At most one lookup call and two peer calls in all
-    per GET through any node, where it was 1-2 lookups plus 2-3 reads."""
+    """A 4 KiB object is 8 records, 4+4 on a window of 8 of its 16 slots (--small-set-limit),
+    2-3 per node, and its index entry is on 3 of the 4 nodes; a GET reads its 4 data records.
+    The GET's lookup answers with the records on the answering replicas' disks. Without a
+    read lease it asks a read quorum of 2 replicas, whose records with the node's own cover
+    the data records or leave one peer to read. With a lease, the holder answers alone,
+    with its records; the rest (if any) come in one read of one more node. At most one
+    lookup call and two peer calls in all per GET through any node (it was 1-2 lookups plus
+    2-3 reads before the lookup brought records)."""
     c = cluster4
     body = os.urandom(4096)
     c.client(1).put_object(Bucket="calls", Key="small", Body=body)

@@ -424,9 +424,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("small_set_limit", "BUCKETS_SMALL_SET_LIMIT", "--small-set-limit",
             _integer(0, MAX_INLINE_THRESHOLD, "small set limit"),
             "objects up to this many bytes are erasure-coded over m + m disks of their set when "
-            "the set is wider (12+4 on 16 disks: 4+4 on 8 of them), with the same parity: fewer "
-            "records, disk commits and peer calls per small write (0: every object uses the "
-            "whole set)", metavar="BYTES"),
+            "the set is wider (12+4 on 16 disks: 4+4 on 8 of them), with the same parity: half "
+            "the records per small write, a third of the record reads per small GET (0: every "
+            "object uses the whole set)", metavar="BYTES"),
     Setting("log_format", "BUCKETS_LOG_FORMAT", "--log-format", _choice(LOG_FORMATS, "log format"),
             "log line format", choices=LOG_FORMATS),
     Setting("log_level", "BUCKETS_LOG_LEVEL", "--log-level", _choice(LOG_LEVELS, "log level"),

@@ -67,10 +67,9 @@ def narrow_layout(k: int, m: int) -> tuple[int, int]:
     that is narrower than ``k + m``, else ``(k, m)`` itself.
 
     The parity count stays: any ``m`` disks of the object's set may fail, as for a wide
-    object. A small object's shards are a few hundred bytes each, and what it costs to write
-    them is per shard (a record, a checksum, a disk's commit, a peer's call), not per byte:
-    12+4 writes 16 records for a 4 KiB object, 4+4 writes 8 of 1 KiB each, in less space
-    once each record's own metadata is counted. Not with one parity shard: 1+1 would need
+    object. A small object's shards are a few hundred bytes each, and each is a record
+    carrying the object's metadata: 12+4 writes 16 records for a 4 KiB object and a GET
+    reads 12; 4+4 writes 8 of 1 KiB each (less space in all) and a GET reads 4. Not with one parity shard: 1+1 would need
     both its disks for a write (a quorum of k + 1), where 2+1 goes on with one away.
     """
     if m >= 2 and k > m:
