@@ -34,12 +34,28 @@ def test_info_table_and_json(aliased: Cli, server: Server) -> None:
     for disk in server.disks:
         assert str(disk) in text
     info = aliased.admin("info", "srv", "--json").ok().json()
-    assert info["erasure"] == {"data": 2, "parity": 2, "write_quorum": 3, "read_quorum": 2, "block_size": 1 << 20}
+    assert info["erasure"] == {"data": 2, "parity": 2, "write_quorum": 3, "read_quorum": 2, "block_size": 1 << 20,
+                               "small": None}  # 2+2 is as narrow as its parity allows
     assert [d["state"] for d in info["disks"]] == ["online"] * 4
     assert all(d["total"] > 0 and d["free"] > 0 for d in info["disks"])
     assert info["uptime_seconds"] > 0 and info["version"] == __import__("buckets").__version__
     assert info["registry"]["size_bytes"] > 0
     assert {"buckets", "objects", "bytes"} <= set(info["usage"])
+
+
+def test_info_shows_the_small_object_layout_of_a_wide_set(cli: Cli, tmp_path) -> None:
+    from opsserver import start_server, stop_server
+
+    wide = start_server(tmp_path / "wide", disks=16, args=["--small-set-limit", "8192"])
+    try:
+        cli.admin("alias", "set", "wide", wide.url + "/", ROOT_USER, ROOT_PASSWORD).ok()
+        info = cli.admin("info", "wide", "--json").ok().json()
+        assert (info["erasure"]["data"], info["erasure"]["parity"]) == (12, 4)
+        assert info["erasure"]["small"] == {"data": 4, "parity": 4, "max_bytes": 8192}
+        text = cli.admin("info", "wide").ok().out
+        assert "Erasure:  12 data + 4 parity; objects up to 8.0 KiB: 4 data + 4 parity" in text
+    finally:
+        stop_server(wide)
 
 
 def test_user_lifecycle_and_the_user_can_sign(aliased: Cli, server: Server) -> None:

@@ -264,7 +264,10 @@ class AdminApi:
             "region": self.region,
             "uptime_seconds": round(time.time() - store.started, 3),
             "erasure": {"data": data, "parity": parity, "write_quorum": health.write_quorum,
-                        "read_quorum": health.read_quorum, "block_size": getattr(store, "block_size", None)},
+                        "read_quorum": health.read_quorum, "block_size": getattr(store, "block_size", None),
+                        # objects up to max_bytes on a narrower set of the same parity (--small-set-limit)
+                        "small": None if (small := store.small_layout) is None else {
+                            "data": small[0], "parity": small[1], "max_bytes": store.small_set_limit}},
             "health": health.as_dict(),
             "disks": disks,
             "usage": {"buckets": len(usage), "objects": sum(u[0] for u in usage.values()),

@@ -82,7 +82,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"Uptime:   {human_duration(info['uptime_seconds'])}")
     print(f"Status:   {'ready' if health['status'] == 'ok' else 'NOT READY'} "
           f"({health['disks_online']}/{health['disks_total']} disks online, write quorum {erasure['write_quorum']})")
-    print(f"Erasure:  {erasure['data']} data + {erasure['parity']} parity")
+    small = erasure.get("small")
+    print(f"Erasure:  {erasure['data']} data + {erasure['parity']} parity"
+          + (f"; objects up to {human_size(small['max_bytes'])}: {small['data']} data + {small['parity']} parity"
+             if small else ""))
     print(f"Usage:    {usage['objects']} objects, {human_size(usage['bytes'])} in {usage['buckets']} buckets")
     print(f"Registry: {human_size(registry['size_bytes'])}, {registry['entries']} entries, "
           f"cache {registry['cache_hits']} hits / {registry['cache_misses']} misses")

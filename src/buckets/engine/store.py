@@ -243,6 +243,13 @@ class Store:
         return self.k, self.m
 
     @property
+    def small_layout(self) -> tuple[int, int] | None:
+        """The (k, m) of objects up to ``small_set_limit`` bytes, when narrower than the
+        deployment's (``placement_for``), else None."""
+        ks, ms = narrow_layout(self.k, self.m)
+        return (ks, ms) if self.small_set_limit > 0 and ks + ms < self.k + self.m else None
+
+    @property
     def disk_count(self) -> int:
         return len(self.disks)
 
