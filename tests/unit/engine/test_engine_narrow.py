@@ -154,12 +154,12 @@ async def test_a_wiped_disk_is_refilled_with_its_narrow_records(tmp_disks) -> No
     store = await open_store(paths)
     try:
         await store.make_bucket("bkt")
-        bodies = {f"k{i}": content(f"k{i}", 700 + i) for i in range(30)}
+        bodies = {f"k{i}": content(f"k{i}", 700 + i) for i in range(60)}
         for k, v in bodies.items():
             await store.put_object("bkt", k, v, len(v))
         wiped = store.disks[3]
         holding = [k for k in bodies if wiped.disk_id in store.registry.get_object("bkt", k)["disks"]]
-        assert 0 < len(holding) < len(bodies)  # a window of 8 of 10: most objects, not all
+        assert 0 < len(holding) < len(bodies)  # a window of 8 of 10: most objects, not all (all 60: p = 0.8^60)
         for name in os.listdir(paths[3]):
             shutil.rmtree(os.path.join(paths[3], name))
         store.scanner.start(scan=False)
