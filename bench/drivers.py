@@ -1,6 +1,6 @@
 """Load drivers for profiling and A/B comparisons (not a suite: no table, no targets).
 
-    python -m bench.drivers put [--disks 4] [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 disks
+    python -m bench.drivers put [--disks 4] [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 (or --disks) disks
     python -m bench.drivers get [--disks 16] [--n 40]              16 MiB GETs, one node
     python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20] [--checksum CRC32]   16 MiB PUTs, one node
     python -m bench.drivers cluster-put [--n 2000] [--spy OUT]     4 KiB PUTs, 4 nodes x 4 disks
@@ -17,7 +17,10 @@ on a cluster), which ``profile`` sums into inclusive and self shares.
 The figures drift with this machine's speed (by up to 30% within an hour): compare two
 versions by alternating them, each run started from its own tree, e.g. the old one with
 ``git worktree add /tmp/old <rev>`` and ``PYTHONPATH=/tmp/old/src python -m bench.drivers put``
-(the servers inherit ``PYTHONPATH``).
+(the servers inherit ``PYTHONPATH``). To compare two settings of one version, give the
+servers flags with ``BENCH_SERVER_ARGS`` (e.g. ``BENCH_SERVER_ARGS="--small-set-limit 0"``), as
+for the cluster suite. This machine changed speed by up to 2x within minutes on 2026-12-02:
+alternate several times and compare pairs.
 """
 
 from __future__ import annotations
