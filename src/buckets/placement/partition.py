@@ -19,5 +19,10 @@ def partition_of(bucket: str, key: str, partitions: int = DEFAULT_PARTITIONS) ->
     """
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
-    digest = xxhash.xxh3_64_intdigest(bucket.encode() + b"\0" + key.encode())
-    return digest % partitions
+    return key_digest(bucket, key) % partitions
+
+
+def key_digest(bucket: str, key: str) -> int:
+    """xxh3-64 of ``bucket \0 key``: its low bits pick the partition, its high half the start
+    of a narrow object's window (``table.window``)."""
+    return xxhash.xxh3_64_intdigest(bucket.encode() + b"\0" + key.encode())

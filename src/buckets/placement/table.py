@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-import xxhash
-
-from buckets.placement.partition import partition_of
+from buckets.placement.partition import key_digest
 
 TABLE_FORMAT = 1
 
@@ -57,7 +55,7 @@ class PartitionTable:
 
     def locate(self, bucket: str, key: str) -> tuple[int, tuple[str, ...]]:
         """Partition and slot disks of object ``bucket/key``."""
-        partition = partition_of(bucket, key, len(self.rows))
+        partition = key_digest(bucket, key) % len(self.rows)  # partition_of's rule
         return partition, self.rows[partition]
 
     def object_disks(self, bucket: str, key: str, n: int) -> tuple[str, ...]:
@@ -67,10 +65,11 @@ class PartitionTable:
         positions, not to disks: when a topology change gives a slot another disk, only the
         shards in that slot move, as for a whole row; and every slot position starts as many
         windows, so each disk takes a share of narrow objects in proportion to its slots."""
-        _, row = self.locate(bucket, key)
+        digest = key_digest(bucket, key)  # one hash for the partition and the window
+        row = self.rows[digest % len(self.rows)]
         if n >= len(row):
             return row
-        return tuple(row[i] for i in window(bucket, key, len(row), n))
+        return tuple(row[i] for i in _window(digest, len(row), n))
 
     def disk_ids(self) -> tuple[str, ...]:
         """Every disk that holds at least one slot, sorted."""
@@ -140,9 +139,12 @@ def window(bucket: str, key: str, set_size: int, n: int) -> tuple[int, ...]:
     """Slot positions of a narrow object (``n`` < ``set_size``): ``n`` consecutive ones,
     wrapping around, from an offset taken from the high half of the key's xxh3-64 (the
     partition comes from the low bits, so the two are independent)."""
+    return _window(key_digest(bucket, key), set_size, n)
+
+
+def _window(digest: int, set_size: int, n: int) -> tuple[int, ...]:
     if not 1 <= n <= set_size:
         raise ValueError(f"a window of {n} slots does not fit a set of {set_size}")
-    digest = xxhash.xxh3_64_intdigest(bucket.encode() + b"\0" + key.encode())
     start = (digest >> 32) % set_size
     return tuple((start + j) % set_size for j in range(n))
 
