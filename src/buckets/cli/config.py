@@ -54,6 +54,7 @@ class Config:
     small_copy_limit: int = 1024  # objects up to this size keep a copy in the registry (GETs read no disk)
     small_set_limit: int = 16384  # objects up to this size go to m + m disks when the set is wider
     direct_io: bool = True  # shard files are written with O_DIRECT where the file system takes it
+    aio_fsync: bool = True  # record-log appends fsync through Linux AIO (no thread hand-off)
     log_format: str = "json"  # "json" | "console"
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
     metrics_auth: str = "public"  # "public" | "bearer"
@@ -416,6 +417,10 @@ SETTINGS: tuple[Setting, ...] = (
             "write shard files with O_DIRECT (straight to the device, not through the page "
             "cache: far less CPU per byte); the fsync that makes a write durable is unchanged; "
             "turned off where the file system refuses it", metavar="on|off"),
+    Setting("aio_fsync", "BUCKETS_AIO_FSYNC", "--aio-fsync", _parse_bool,
+            "append small-object records on the event loop and fsync them through Linux AIO "
+            "instead of handing each batch to the disk's thread (less CPU per small write); "
+            "where AIO is not available the threads are used anyway", metavar="on|off"),
     Setting("small_copy_limit", "BUCKETS_SMALL_COPY_LIMIT", "--small-copy-limit",
             _integer(0, MAX_INLINE_THRESHOLD, "small copy limit"),
             "objects up to this many bytes also keep a checksummed copy of their bytes in the "

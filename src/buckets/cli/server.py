@@ -774,6 +774,7 @@ def run_server(config: Config) -> int:
     configure_logging(config)
     tune_process()
     local_storage.direct_writes = config.direct_io
+    local_storage.aio_fsync = config.aio_fsync
     try:
         code = uvloop.run(serve(config))
     except StartupError as error:

@@ -58,6 +58,7 @@ the strictest (see ``tests/crash/crash_harness.py``).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import ctypes
 import hashlib
@@ -72,6 +73,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from buckets.storage import aiosync
 from buckets.storage.disk import MAX_SMALL_FILE, DiskInfo, FileStat, ShardWriter
 from buckets.storage.local import LocalDisk
 
@@ -178,7 +180,7 @@ class PowerLossRecorder:
         shim_os = _OsShim(self)
         patches = [
             (local, "os", shim_os), (local, "open", _OpenShim(self)), (local, "shutil", _ShutilShim(self)),
-            (local, "_syncfs", _SyncfsShim(self, local._syncfs)),
+            (local, "_syncfs", _SyncfsShim(self, local._syncfs)), (local, "aiosync", _AioShim(shim_os)),
             (registry_store, "os", shim_os), (registry_store, "lmdb", _LmdbShim(self)),
             (registry_store.Registry, "_apply", _apply_hook(registry_store.Registry._apply)),
         ]
@@ -384,6 +386,24 @@ _MISSING = object()
 
 
 # -- the shims -----------------------------------------------------------------------------
+class _AioShim:
+    """``aiosync`` as ``LocalDisk`` sees it while recording: its asynchronous fsync (the
+    record log's appends on the event loop) is the shim's ``fsync`` run in a thread, so it
+    is recorded like any other: covering what was written before it was submitted, once
+    it has completed."""
+
+    AioUnsupported = aiosync.AioUnsupported
+
+    def __init__(self, shim_os: "_OsShim") -> None:
+        self._os = shim_os
+
+    def for_loop(self) -> "_AioShim":
+        return self
+
+    def fsync(self, fd: int, *, datasync: bool = False) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(None, self._os.fsync, fd)
+
+
 class _OsShim:
     """``os`` for the modules under test: mutations below a root are recorded."""
 
