@@ -173,17 +173,24 @@ def _error(code: int, what: str) -> OSError:
 
 _BY_LOOP: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AioFsync | None]" = weakref.WeakKeyDictionary()
 _warned = False
+_last: "tuple[weakref.ref, AioFsync | None] | None" = None  # the last loop asked about, and its answer
 
 
 def for_loop() -> AioFsync | None:
     """The running loop's :class:`AioFsync`, created on first use; None where Linux AIO is
     not available (then every call says so at once, without trying again)."""
-    global _warned
+    global _warned, _last
     loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0]() is loop:  # the common case, without a weak-key lookup
+        return last[1]
     try:
-        return _BY_LOOP[loop]
+        aio = _BY_LOOP[loop]
     except KeyError:
         pass
+    else:
+        _last = (weakref.ref(loop), aio)
+        return aio
     _sweep()
     try:
         aio: AioFsync | None = AioFsync(loop)
@@ -193,6 +200,7 @@ def for_loop() -> AioFsync | None:
             log.info("asynchronous fsync unavailable (%s): record-log syncs use the disks' threads", error)
         aio = None
     _BY_LOOP[loop] = aio
+    _last = (weakref.ref(loop), aio)
     return aio
 
 
@@ -203,3 +211,6 @@ def _sweep() -> None:
             if aio is not None:
                 aio.close()
             _BY_LOOP.pop(loop, None)
+    global _last
+    if _last is not None and (_last[0]() is None or _last[0]().is_closed()):
+        _last = None
