@@ -143,10 +143,10 @@ class Op:
 class Run:
     """The recording side: the recorder, the disks, the store, the operations."""
 
-    def __init__(self, base: Path, rec: PowerLossRecorder) -> None:
+    def __init__(self, base: Path, rec: PowerLossRecorder, disks: int = DISKS) -> None:
         self.base = base
         self.rec = rec
-        self.roots = [str(base / "disks" / f"d{i + 1}") for i in range(DISKS)]
+        self.roots = [str(base / "disks" / f"d{i + 1}") for i in range(disks)]
         for r in self.roots:
             rec.add_root(r)
         self.store: Store | None = None
@@ -735,6 +735,7 @@ class Scenario:
     # every crash state is checked twice: reopened as it is, and with the registry deleted
     # (rebuilt from the disks at the start-up)
     rebuild: bool = False
+    disks: int = DISKS  # 10: 6+4, and small objects 4+4 on a window of 8 (narrow sets)
 
 
 @dataclass
@@ -770,7 +771,7 @@ async def record(scenario: Scenario, base: Path, *, omit_fsync: frozenset[str] =
     base.mkdir(parents=True, exist_ok=True)
     saved = local.OMIT_FSYNC_FOR_TESTS
     with PowerLossRecorder() as rec:
-        run = Run(base, rec)
+        run = Run(base, rec, scenario.disks)
         for r in run.roots:
             os.makedirs(r, exist_ok=True)
         try:

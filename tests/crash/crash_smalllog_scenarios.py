@@ -156,6 +156,26 @@ async def _versioned(run: Run) -> None:
     await run.vput("obj", body("obj-v3", SMALL + 30))
 
 
+async def _narrow_setup(run: Run) -> None:
+    await _open_with_bucket(run)
+    await run.put("n-old", body("n-old-v1", SMALL))
+    await run.put("n-gone", body("n-gone-v1", SMALL + 1))
+    await run.put("n-big", body("n-big-v1", LARGE))
+    entries = [run.store.registry.get_object(BUCKET, k) for k in ("n-old", "n-gone", "n-big")]
+    layouts = [(e["k"], e["m"]) for e in entries]
+    assert layouts == [(4, 4), (4, 4), (6, 4)], layouts  # the small ones narrow, the streamed one 6+4
+
+
+async def _narrow(run: Run) -> None:
+    """On 10 disks: small writes 4+4 on their windows (concurrent, sharing batches), a narrow
+    record replacing a narrow one and a 6+4 object, a delete's marker and kill records."""
+    puts = [run.put(f"n{i}", body(f"n{i}", SMALL + i)) for i in range(6)]
+    puts.append(run.put("n-old", body("n-old-v2", SMALL + 50)))
+    await asyncio.gather(*puts)
+    await run.put("n-big", body("n-big-v2", SMALL + 60))
+    await run.delete("n-gone")
+
+
 SCENARIOS = {
     s.name: s for s in [
         Scenario("log-put", _sealed(_open_with_bucket), _put),
@@ -166,5 +186,6 @@ SCENARIOS = {
         Scenario("log-refill", _sealed(_refill_setup), _refill),
         Scenario("log-compaction", _sealed(_compaction_setup), _compaction, rebuild=True),
         Scenario("log-versioned", _sealed(_versioned_setup), _versioned, rebuild=True),
+        Scenario("log-narrow", _sealed(_narrow_setup), _narrow, rebuild=True, disks=10),
     ]
 }

@@ -61,7 +61,8 @@ class AioFsync:
         numbers = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
         if numbers is None or sys.byteorder != "little":
             raise OSError(errno.ENOSYS, "asynchronous fsync needs Linux on x86-64 or arm64")
-        self._setup, self._destroy, self._getevents, self._submit = numbers
+        # syscall(2) is variadic: every argument goes as a C long (or a pointer)
+        self._setup, self._destroy, self._getevents, self._submit = (ctypes.c_long(n) for n in numbers)
         self._syscall = ctypes.CDLL(None, use_errno=True).syscall
         self._syscall.restype = ctypes.c_long
         ctx = ctypes.c_ulong(0)
