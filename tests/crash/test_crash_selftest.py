@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from crash_harness import run_campaign
 from crash_scenarios import SCENARIOS
+from crash_smalllog_scenarios import SCENARIOS as LOG_SCENARIOS
 
 from buckets.storage import local
 
@@ -28,3 +29,16 @@ async def test_a_missing_fsync_is_reported(crash_dir, crash_summary, omitted, sy
     assert report.violations, f"leaving out the {omitted} fsync went unnoticed ({report.states} states checked)"
     assert any(symptom in v and "crash/large" in v for v in report.violations), "\n".join(report.violations)
     assert local.OMIT_FSYNC_FOR_TESTS == frozenset()  # the switch is off again
+
+
+@pytest.mark.parametrize("scenario", ["log-put", "log-narrow"])
+async def test_a_missing_record_fsync_is_reported(crash_dir, crash_summary, scenario) -> None:
+    """The record log's fsync left out (on the event loop's AIO path and the thread's): an
+    acknowledged small object's records may all be lost while the registry names them."""
+    report = await run_campaign(LOG_SCENARIOS[scenario], crash_dir, omit_fsync=frozenset({"record"}), **BOUNDS)
+    report.name = f"self-test: {scenario}, no record fsync"
+    crash_summary.append(report)
+    assert report.violations, f"leaving out the record fsync went unnoticed ({report.states} states checked)"
+    small = "crash/small" if scenario == "log-put" else "crash/n"
+    assert any(small in v for v in report.violations), "\n".join(report.violations)
+    assert local.OMIT_FSYNC_FOR_TESTS == frozenset()
