@@ -848,13 +848,15 @@ class LocalDisk:
             out = self._write_records(seg, batches)
             if sync and "record" not in OMIT_FSYNC_FOR_TESTS:
                 try:
-                    await aio.fsync(seg.fh.fileno())
-                except aiosync.AioUnsupported:
-                    # Not this file system: the bytes are written; the thread syncs them,
-                    # and every later batch goes there.
-                    self._aio_refused = True
-                    log.info("%s: asynchronous fsync refused; record-log syncs use the disk's thread", self.root)
-                    await self._run(os.fsync, seg.fh.fileno())
+                    try:
+                        await aio.fsync(seg.fh.fileno())
+                    except aiosync.AioUnsupported:
+                        # Not this file system: the bytes are written; the thread syncs them,
+                        # and every later batch goes there.
+                        self._aio_refused = True
+                        log.info("%s: asynchronous fsync refused; record-log syncs use the disk's thread",
+                                 self.root)
+                        await self._run(os.fsync, seg.fh.fileno())
                 except BaseException:
                     self._abandon(seg)  # unsynced bytes may be lost: append nothing after them
                     raise

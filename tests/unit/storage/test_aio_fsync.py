@@ -236,3 +236,25 @@ async def test_no_aio_here_means_the_thread(tmp_path, monkeypatch) -> None:
         assert await disk.read_record(locs[0]) == b"unsynced"
     finally:
         await disk.close()
+
+
+async def test_a_refused_aio_fsync_whose_thread_fsync_fails_ends_the_segment(tmp_path, monkeypatch) -> None:
+    disk = LocalDisk(str(tmp_path))
+    try:
+        before = await disk.append_records([b"kept"], sync=True)
+        refusing = _FailingAio(aiosync.AioUnsupported(errno.EINVAL, "fsync: Invalid argument"))
+        monkeypatch.setattr(aiosync, "for_loop", lambda: refusing)
+
+        def failing_fsync(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(local_storage.os, "fsync", failing_fsync)
+        with pytest.raises(DiskFaulty):
+            await disk.append_records([b"lost"], sync=True)
+        assert disk._seg is None  # nothing is appended after the unsynced record
+        monkeypatch.undo()
+        after = await disk.append_records([b"next"], sync=True)
+        assert after[0][0] > before[0][0]
+        assert await disk.read_record(after[0]) == b"next"
+    finally:
+        await disk.close()
