@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import os
 import queue
 import sys
 import threading
@@ -165,7 +166,30 @@ def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+# The server's --batch-threads / BUCKETS_BATCH_THREADS: helper threads run as SCHED_BATCH.
+batch_threads = True
+
+
+def helper_thread_started() -> None:
+    """Called first by every helper thread (the pools', the log flusher): with
+    ``batch_threads``, the thread becomes ``SCHED_BATCH`` (Linux; a no-op elsewhere or where
+    refused). The kernel then never lets it preempt the running task when it is woken. The
+    event loop wakes a helper (a queue put) while it holds the GIL; a normal thread woken on
+    the loop's CPU often preempts the loop there and then, runs until it needs the GIL, and
+    waits for the loop, which waits to be scheduled back: two context switches and the GIL
+    idle in between. A batch thread waits for the loop to block or for the other CPU. Its
+    share of the CPU is unchanged (the same nice level and weight). Measured on a 4 x 4
+    loopback cluster under 4 KiB PUTs: +11-20% PUT/s in four alternated pairs."""
+    if not batch_threads:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread
+    except (AttributeError, OSError):
+        pass
+
+
 def _work(q: queue.SimpleQueue, idle: list, lock: threading.Lock) -> None:
+    helper_thread_started()
     while True:
         with lock:
             idle[0] += 1

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import threading
 import time
 import weakref
 
 import pytest
 
+from buckets import runtime
 from buckets.runtime import Workers, run_in
 
 
@@ -87,3 +89,18 @@ def test_hash_update_in_pieces_gives_the_same_digests(size) -> None:
         whole.update(data)
         hash_update(pieces, data)
         assert pieces.digest() == whole.digest()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@pytest.mark.parametrize("batch", [True, False])
+async def test_helper_threads_are_batch_threads_unless_turned_off(monkeypatch, batch) -> None:
+    """--batch-threads: a pool's threads run as SCHED_BATCH (never preempt the event loop on
+    wake-up); off, as normal threads. The loop's own thread is never changed."""
+    monkeypatch.setattr(runtime, "batch_threads", batch)
+    pool = Workers(2, "sched-test")
+    try:
+        policies = await asyncio.gather(*(pool.run(os.sched_getscheduler, 0) for _ in range(4)))
+    finally:
+        pool.shutdown(wait=True)
+    assert set(policies) == {os.SCHED_BATCH if batch else os.SCHED_OTHER}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER

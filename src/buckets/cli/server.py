@@ -26,6 +26,7 @@ import socket
 import sys
 from typing import NoReturn, TextIO
 
+from buckets import runtime
 from buckets.runtime import freeze_startup_objects, tune_process
 from buckets.storage import local as local_storage
 from buckets import __version__
@@ -771,6 +772,7 @@ async def open_cluster_store(config: Config, store_kwargs: dict, sockets: list[s
 def run_server(config: Config) -> int:
     import uvloop
 
+    runtime.batch_threads = config.batch_threads  # before the first helper thread (the log writer's)
     configure_logging(config)
     tune_process()
     local_storage.direct_writes = config.direct_io

@@ -128,6 +128,8 @@ class BatchingStreamHandler(logging.StreamHandler):
             self._write_locked()
 
     def _run(self) -> None:
+        from buckets.runtime import helper_thread_started
+        helper_thread_started()
         while not self._closed:
             self._due.wait()
             self._due.clear()
