@@ -26,6 +26,7 @@ alternate several times and compare pairs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import asyncio
 import collections
 import os
@@ -95,10 +96,21 @@ def _per_op(before: list, after: list, ops: int) -> str:
     return "; ".join(parts) + " µs/op"
 
 
+def _scratch(prefix: str) -> str:
+    """A temporary directory for a driver's disks and logs, removed when the driver exits
+    (``BENCH_KEEP=1`` keeps it, to look at the servers' logs)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    if os.environ.get("BENCH_KEEP"):
+        print(f"bench: keeping {d} (BENCH_KEEP)", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, d, True)
+    return d
+
+
 def _single(disks: int) -> "object":
     from bench.http_suite import ServerProcess
 
-    d = tempfile.mkdtemp(prefix="buckets-drive-")
+    d = _scratch("buckets-drive-")
     # BENCH_SERVER_ARGS: more server flags, as for the cluster suite (an A/B: "--small-set-limit 0")
     return ServerProcess(disks=[f"{d}/d{i}" for i in range(disks)], sync=True, log_path=f"{d}/server.log",
                          extra_args=tuple(shlex.split(os.environ.get("BENCH_SERVER_ARGS", ""))))
@@ -213,7 +225,7 @@ async def _put_large(put_stream, count: int) -> None:
 def _cluster():
     from bench.cluster_suite import Deployment
 
-    return Deployment("drivers", tempfile.mkdtemp(prefix="buckets-drive-cluster-"), 4, 4)
+    return Deployment("drivers", _scratch("buckets-drive-cluster-"), 4, 4)
 
 
 def cmd_cluster_put(args: argparse.Namespace) -> None:

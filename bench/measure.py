@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -120,6 +121,9 @@ class ScratchDir:
         return out
 
     def cleanup(self) -> None:
+        if os.environ.get("BENCH_KEEP"):  # keep the disks and the servers' logs for a look
+            print(f"bench: kept {self.path} (BENCH_KEEP)", file=sys.stderr)
+            return
         shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> "ScratchDir":
