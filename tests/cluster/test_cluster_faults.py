@@ -357,6 +357,10 @@ def test_kill_one_node_under_load(cluster: FaultCluster, tmp_path) -> None:
 
 # --- 2. two nodes of four killed -------------------------------------------------------------------
 
+SMALL_BUCKETS = [f"two-small-{i}" for i in range(4)]
+SMALL_PUTS = 3  # small PUTs to each of them through each survivor while two nodes are down
+
+
 def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
     step = Steps("kill two")
     leader = pick_victim(cluster, default=3)
@@ -365,6 +369,8 @@ def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
     s3 = {i: client(cluster, i) for i in NODES}
     ledger = Ledger()
     rng = random.Random(2)
+    for b in SMALL_BUCKETS:
+        s3[survivors[0]].create_bucket(Bucket=b)
     for b in ("two-a", "two-b"):
         s3[survivors[0]].create_bucket(Bucket=b)
         for n, size in enumerate(SIZES):
@@ -377,6 +383,8 @@ def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
         cluster.kill(v)
     outcomes: Counter[str] = Counter()
     slowest = 0.0
+    small_acked: dict[str, str] = {}
+    small_refused: list[str] = []
 
     def timed(fn):
         nonlocal slowest
@@ -404,10 +412,26 @@ def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
                 assert {o["Key"] for o in listed.get("Contents", [])} == {k for (b, k) in ledger.acked if b == bucket}
             except ClientError as exc:
                 assert status_of(exc) == 503, exc.response
-        # Writes need 12 of 16 disks: 8 are left.
+        # A wide write needs 12 of 16 disks: 8 are left.
         with pytest.raises(ClientError) as refused:
-            timed(lambda: s3[node].put_object(Bucket="two-a", Key=f"new-{node}", Body=os.urandom(5000)))
+            timed(lambda: s3[node].put_object(Bucket="two-a", Key=f"new-{node}", Body=os.urandom(100_000)))
         assert (status_of(refused.value), code_of(refused.value)) == (503, "SlowDown"), refused.value.response
+        # A small object goes to 8 of its row's 16 disks (4+4, 5 needed) and its index entry
+        # to 2 of 3 replicas: whether both are on the survivors depends on the deployment's
+        # disk ids. Either it succeeds (and must read back everywhere once the nodes return)
+        # or it is refused, and then it never shows, although it may have reached some disks
+        # and one index replica before the refusal (the writer undoes that merge).
+        # Several buckets (their index replicas: 3 of the 4 nodes, 1 or 2 of them survivors)
+        # and keys (their disk windows), so that each run meets the different cases.
+        for b in SMALL_BUCKETS:
+            for j in range(SMALL_PUTS):
+                key, body = f"small-{node}-{j}", os.urandom(5000)
+                try:
+                    timed(lambda: s3[node].put_object(Bucket=b, Key=key, Body=body))
+                    small_acked[(b, key)] = sha(body)
+                except ClientError as exc:
+                    assert (status_of(exc), code_of(exc)) == (503, "SlowDown"), exc.response
+                    small_refused.append((b, key))
     # Control-plane changes: no majority (2 of 4).
     step("control-plane changes")
     with pytest.raises(ClientError) as refused:
@@ -419,7 +443,9 @@ def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
     assert added.returncode == 1 and "ServiceUnavailable" in added.stderr, (added.returncode, added.stderr)
     assert "Traceback" not in added.stderr
     print(f"two nodes down ({victims}): {sum(outcomes.values())} GETs through {survivors}: {dict(outcomes)}; "
-          f"control-plane changes refused with 503; slowest request {slowest:.1f}s")
+          f"control-plane changes refused with 503; small PUTs: {len(small_acked)} acknowledged, "
+          f"{len(small_refused)} refused (merges undone on an index replica: "
+          f"{sum(cluster.health(i)['index'].get('retractions', 0) for i in survivors)}); slowest request {slowest:.1f}s")
     assert sum(outcomes.values()) == 2 * len(ledger.acked)
 
     step(f"restart nodes {victims}")
@@ -433,12 +459,22 @@ def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
     for node in NODES:
         for (bucket, key), digest in sorted(ledger.acked.items()):
             assert verify_object(s3[node], bucket, key, digest) == "ok", (node, bucket, key)
-    # The refused PUTs were refused: nothing half-written shows, through any node.
+        for (bucket, key), digest in sorted(small_acked.items()):
+            assert verify_object(s3[node], bucket, key, digest) == "ok", (node, bucket, key)
+    # The refused PUTs were refused: nothing half-written shows, through any node, and no
+    # index replica holds an entry for one (else anti-entropy would spread it later).
+    refused = [("two-a", f"new-{i}") for i in survivors] + small_refused
     for node in NODES:
-        for refused_key in (f"new-{i}" for i in survivors):
+        assert cluster.replica_versions(node, refused) == [None] * len(refused), node
+    for node in NODES:
+        for bucket, key in refused:
             with pytest.raises(ClientError) as gone:
-                s3[node].head_object(Bucket="two-a", Key=refused_key)
-            assert status_of(gone.value) == 404
+                s3[node].head_object(Bucket=bucket, Key=key)
+            assert status_of(gone.value) == 404, (node, bucket, key)
+        for bucket in ["two-a", *SMALL_BUCKETS]:
+            listed = {o["Key"] for o in s3[node].list_objects_v2(Bucket=bucket).get("Contents", [])}
+            want = {k for (b, k) in ledger.acked if b == bucket} | {k for (b, k) in small_acked if b == bucket}
+            assert listed == want, (node, bucket, listed ^ want)
 
 
 def test_restart_while_another_node_is_down(cluster: FaultCluster) -> None:

@@ -14,8 +14,9 @@ can return an older one), and by a periodic anti-entropy pass (digests of each
 bucket's versions, hashed into a fixed number of ranges; differing ranges are exchanged).
 
 The per-node LRU cache in front of each LMDB stays correct by construction: it caches that
-replica's own state, which only ever moves forward through ``merge_object``; freshness comes
-from the read quorum, never from the cache alone.
+replica's own state, which moves forward through ``merge_object`` (and back only through
+``retract_object``, the undo of a failed write's merge, updated in the same commit); freshness
+comes from the read quorum, never from the cache alone.
 
 Must not: know about disks, shards or HTTP. Transport is a callable per node
 (``IndexTransport``); the peer RPC layer provides it.
@@ -227,7 +228,10 @@ class IndexReplica:
                 self._recent.popitem(last=False)
             # ``displaced``: a PUT that needs to know which write it replaced (to remove that
             # write's data) learns it here instead of from a quorum read before the merge.
-            return {"applied": True, "was": op.result} if args.get("displaced") else {"applied": True}
+            # ``prior``: that write's version (also a tombstone's), for a ``retract`` of this
+            # merge if the write fails.
+            return {"applied": True, "was": op.result, "prior": list(op.prior) if op.prior is not None else None} \
+                if args.get("displaced") else {"applied": True}
         # What this replica holds instead (equal: a retry of this very write; newer: it lost),
         # and, if this replica merged it recently, the version it replaced here.
         held = op.prior
@@ -243,6 +247,48 @@ class IndexReplica:
                 answer["cond"] = True
                 answer["judged"] = list(recent[3]) if recent[3] is not None else None
         return answer
+
+    async def retract(self, args: dict) -> dict:
+        """Undo this replica's merge of version ``ts`` of a write that failed (it reached fewer
+        replicas than a quorum): if the key still holds exactly that version, put back what the
+        merge replaced (``was``: the entry it answered; else the tombstone of version ``prior``,
+        or nothing). Answers whether it did. A write that is not undone here may still become
+        the key's state (anti-entropy spreads it), as a failed write may."""
+        bucket, key, ts = args.get("bucket"), args.get("key"), args.get("ts")
+        was, prior = args.get("was"), args.get("prior")
+        if not isinstance(bucket, str) or not isinstance(key, str) or not _is_version(ts) \
+                or not (was is None or (isinstance(was, dict) and _is_version(was.get("ts")))) \
+                or not (prior is None or _is_version(prior)):
+            raise BadPeerRequest("index/retract takes a bucket, a key, the version to undo and what it replaced")
+        done = self.on_merge(bucket, key) if self.on_merge is not None else None
+        restored: tuple | None = None
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + KEY_LOCK_WAIT
+            pause = 0.002
+            while True:
+                op = Op("retract_object", bucket, key, value=was, ts=_ts(ts),
+                        prior=_ts(prior) if was is None and prior is not None else None)
+                try:
+                    await self.registry.commit([op])
+                    break
+                except errors.KeyLocked:
+                    # A conditional write is between its check and its commit: its commit
+                    # replaces this version anyway (and then there is nothing to undo).
+                    if loop.time() > deadline:
+                        return {"retracted": False}
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+            if op.applied:
+                self._recent.pop(hash((bucket, key)), None)
+                # A lease holder must not answer the key alone until a granter holds what it
+                # holds now (a write acknowledged while this replica refused it as older than
+                # the version undone may be newer than what was put back).
+                restored = _ts(was["ts"]) if was is not None else (_ts(prior) if prior is not None else (0, ""))
+        finally:
+            if done is not None:
+                done(restored, retracted=restored is not None)
+        return {"retracted": op.applied}
 
     async def lock(self, args: dict) -> dict:
         """Take the key's lock for a conditional write (``write_checked``) and answer what this
@@ -378,7 +424,13 @@ class IndexReplica:
     def handlers(self) -> dict[str, Callable[[dict], Awaitable[dict]]]:
         return {"merge": self.merge, "get": self.get, "scan": self.scan, "digest": self.digest,
                 "versions": self.versions, "drop": self.drop, "lock": self.lock, "unlock": self.unlock,
-                "grant": self.grant, "revoke": self.revoke, "holds": self.holds, "read": self.read}
+                "grant": self.grant, "revoke": self.revoke, "holds": self.holds, "read": self.read,
+                "retract": self.retract}
+
+
+def _is_version(value: Any) -> bool:
+    return isinstance(value, list | tuple) and 2 <= len(value) <= 3 and isinstance(value[0], int) \
+        and isinstance(value[1], str)
 
 
 def _seen_by(answer: Any, ts: tuple) -> bool:
@@ -441,6 +493,10 @@ class ReplicatedIndex:
         # (bucket, key, wid): {slot: record}. Taken (removed) by the GET's reader.
         self._records: OrderedDict[tuple[str, str, str], dict[int, bytes]] = OrderedDict()
         self.lease_waits = 0  # writes and reads that waited out a lease holder's promise
+        # Failed blind PUTs' merges undone on a replica (``_retract``), and those that could
+        # not be (unreachable, or not answered in time).
+        self.retractions = 0
+        self.retract_misses = 0
         # Read leases: a bucket's first replica answers its lookups alone (``leases``).
         self.leases = LeaseKeeper(self, seconds=lease_seconds) if leases else None
 
@@ -690,7 +746,14 @@ class ReplicatedIndex:
                 return calls[-1]
 
             placement = self.placement(bucket)
-            answered = await self._write_placed(bucket, call)
+            try:
+                answered = await self._write_placed(bucket, call)
+            except errors.WriteQuorumLost:
+                # Fewer replicas than a quorum took it: the write fails (503), so undo it where
+                # it was merged, or a node that comes back would spread it (anti-entropy) and a
+                # write the client was told failed would appear.
+                await self._retract(bucket, key, ts, calls, late)
+                raise
             # A conditional write whose check saw this one (judged at this version or later)
             # comes after it: its refusal is no reason to merge this one again.
             newer = self._newer_than(ts, [a for a in answered.values() if not _seen_by(a, ts)])
@@ -721,6 +784,38 @@ class ReplicatedIndex:
                 break
             self.clock.observe(newer[0])
         return None if unknown else list(replaced.values())
+
+    async def _retract(self, bucket: str, key: str, ts: tuple, calls: list[asyncio.Future],
+                       late: dict[str, Any]) -> None:
+        """A merge of version ``ts`` failed to reach a quorum: on every replica that applied it,
+        put back what it replaced (``IndexReplica.retract``, only if the key still holds
+        ``ts`` there). Best effort: a replica that cannot be reached, or whose merge has not
+        answered within the timeout, keeps the version, which may then spread (a failed
+        write's outcome is open, as on S3); ``retract_misses`` counts those."""
+        if calls:
+            await asyncio.wait(calls, timeout=self.timeout)
+        unsure = sum(1 for c in calls if not c.done())
+        applied = [(n, ans) for n, ans in late.items() if isinstance(ans, dict) and ans.get("applied")]
+
+        async def one(node: str, ans: dict) -> int:
+            """1: undone; 0: the key had moved on there (nothing to undo); -1: not undone."""
+            if "was" not in ans or "prior" not in ans:  # a node of an older version
+                return -1
+            try:
+                got = await self._call(node, "retract", {"bucket": bucket, "key": key, "ts": list(ts),
+                                                         "was": ans["was"], "prior": ans["prior"]})
+            except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
+                log.info("%s/%s: the failed write %s could not be undone on %s: %s", bucket, key, list(ts), node, exc)
+                return -1
+            return 1 if got.get("retracted") else 0
+
+        done = await asyncio.gather(*(one(n, a) for n, a in applied))
+        self.retractions += done.count(1)
+        self.retract_misses += unsure + done.count(-1)
+        if applied or unsure:
+            log.info("%s/%s: write %s reached no quorum; undone on %d of %d replicas that took it "
+                     "(%d could not be, %d merges not answered)",
+                     bucket, key, list(ts), done.count(1), len(applied), done.count(-1), unsure)
 
     @staticmethod
     def _newer_than(ts: tuple, answers: Iterable[Any]) -> tuple | None:

@@ -284,13 +284,18 @@ class LeaseKeeper:
             return None
         lease.inflight[key] = lease.inflight.get(key, 0) + 1
 
-        def done(version: tuple | None) -> None:
+        def done(version: tuple | None, retracted: bool = False) -> None:
             n = lease.inflight.get(key, 0) - 1
             if n > 0:
                 lease.inflight[key] = n
             else:
                 lease.inflight.pop(key, None)
-            if version is not None:
+            if retracted and version is not None:
+                # A failed write's merge undone here (``IndexReplica.retract``): the key went back
+                # to an older version, which a write refused here meanwhile may be newer than.
+                lease.unconfirmed[key] = version
+                lease.since[key] = self.clock()
+            elif version is not None:
                 held = lease.unconfirmed.get(key)
                 if held is None or version > held:  # merges may finish out of order
                     lease.unconfirmed[key] = version

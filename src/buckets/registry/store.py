@@ -141,7 +141,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, put_version, delete_version, update_version, merge_object, lock_key, unlock_key, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
+    kind: str  # put_object, delete_object, put_version, delete_version, update_version, merge_object, retract_object, lock_key, unlock_key, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
     name: str
     key: str = ""
     value: Any = None
@@ -155,7 +155,8 @@ class Op:
     # lock_key: (entry or None, version or None) of the key as the lock found it.
     result: Any = None
     # merge_object: the version of what it replaced or, not applied, of what it found (an
-    # entry's or a tombstone's; None: nothing).
+    # entry's or a tombstone's; None: nothing). retract_object: the version of the tombstone
+    # it puts back when ``value`` is None (None: no tombstone, the key held nothing).
     prior: tuple | None = None
     # merge_object of a conditional write's commit: the id of the key lock its ``lock_key``
     # took here (the merge passes that lock and ends it); without one, a locked key is
@@ -378,6 +379,31 @@ class Registry:
             op.result = current
             if op.value is None:
                 txn.put(tomb_key, _tomb_value(version_tuple(op.ts), op.key), db=self.db["tombs"])
+            else:
+                txn.delete(tomb_key, db=self.db["tombs"])
+        elif kind == "retract_object":
+            # Undo a merge_object of version ``ts`` whose write failed (a replica index's
+            # ``retract``): only if that version is still what the key holds, put back what it
+            # replaced (``value``: the entry; None: the tombstone of version ``prior``, or nothing).
+            assert op.ts is not None, "retract_object needs the version it undoes"
+            full = object_key(op.name, op.key)
+            tomb_key = _tomb_key(full)
+            lock = self._txn_key_lock(txn, full)
+            if lock is not None:
+                raise KeyLocked(until=lock["until"])
+            current = self._txn_get_object(txn, op.name, op.key)
+            if current is not None:
+                have = entry_version(current)
+            else:
+                raw = txn.get(tomb_key, db=self.db["tombs"])
+                have = _tomb_version(raw)[0] if raw is not None else None
+            if have != version_tuple(op.ts) or (op.value is not None and entry_version(op.value) >= have) \
+                    or (op.prior is not None and version_tuple(op.prior) >= have):
+                op.applied = False
+                return
+            self._txn_set_object(txn, op.name, op.key, op.value, None, deltas, old=current)
+            if op.value is None and op.prior is not None:
+                txn.put(tomb_key, _tomb_value(version_tuple(op.prior), op.key), db=self.db["tombs"])
             else:
                 txn.delete(tomb_key, db=self.db["tombs"])
         elif kind == "lock_key":
@@ -739,9 +765,10 @@ class Registry:
                     self.cache.discard((op.name, key))
             elif op.kind in ("put_version", "delete_version", "update_version"):
                 self.cache.discard((op.name, op.key))  # the current may have changed: re-read it
-            elif op.kind == "put_object" or (op.kind == "merge_object" and op.applied and op.value is not None):
+            elif op.kind == "put_object" or (op.kind in ("merge_object", "retract_object")
+                                             and op.applied and op.value is not None):
                 self.cache.put((op.name, op.key), op.value)
-            elif op.kind == "delete_object" or (op.kind == "merge_object" and op.applied):
+            elif op.kind == "delete_object" or (op.kind in ("merge_object", "retract_object") and op.applied):
                 self.cache.discard((op.name, op.key))
             elif op.kind == "put_bucket":
                 self.buckets[op.name] = op.value

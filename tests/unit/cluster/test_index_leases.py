@@ -387,3 +387,46 @@ async def test_malformed_lease_calls_are_refused_as_bad_requests(trio, method, a
     with pytest.raises(BadPeerRequest):
         await idx["n2"].local.handlers()[method](args)
     assert idx["n2"].local.promises.info("b") is None and regs["n2"].get_object("b", "k") is None
+
+
+async def test_a_holder_that_undoes_a_failed_write_does_not_answer_what_it_put_back_alone(trio) -> None:
+    """A failed write's merge reached the holder alone with a version ahead of the others'
+    clocks; a write through n2 was then refused by the holder as older and acknowledged by n2
+    and n3 without it. When the failed write is undone on the holder, the key goes back to
+    the version before it, older than the acknowledged write: the lease must not answer that."""
+    net, idx, regs = trio
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    await leased(idx)
+    old, old_version = regs["n1"].get_version("b", "k")
+    ahead = [idx["n1"].clock.now() + (10_000 << 16), "failed"]
+    ans = await idx["n1"].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("failed"), ts=ahead),
+                                       "data": None, "ts": ahead, "displaced": True})
+    assert ans["applied"] and ans["was"]["wid"] == "old" and tuple(ans["prior"]) == old_version
+    await idx["n2"].put_displacing("b", "k", entry("acked"))  # refused by n1 alone: stands on n2, n3
+    assert regs["n1"].get_object("b", "k")["wid"] == "failed"
+    assert await idx["n1"].local.retract({"bucket": "b", "key": "k", "ts": ahead, "was": ans["was"],
+                                          "prior": ans["prior"]}) == {"retracted": True}
+    assert regs["n1"].get_object("b", "k")["wid"] == "old"
+    assert "b" in idx["n1"].leases.held()
+    for via in ("n1", "n2", "n3"):
+        assert (await idx[via].get("b", "k"))["wid"] == "acked", via
+
+
+async def test_a_key_whose_failed_write_was_undone_on_the_holder_is_answered_by_the_lease_again(trio) -> None:
+    net, idx, regs = trio
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    await leased(idx)
+    version = [idx["n1"].clock.now(), "failed"]
+    ans = await idx["n1"].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("failed"), ts=version),
+                                       "data": None, "ts": version, "displaced": True})
+    assert (await idx["n1"].local.retract({"bucket": "b", "key": "k", "ts": version, "was": ans["was"],
+                                           "prior": ans["prior"]}))["retracted"]
+    lease = idx["n1"].leases._leases["b"]
+    deadline = time.monotonic() + 5
+    while "k" in lease.unconfirmed:  # a granter says it holds "old" too
+        assert time.monotonic() < deadline, "the version put back was never confirmed"
+        await asyncio.sleep(0.02)
+    calls = net.calls
+    assert (await idx["n2"].get("b", "k"))["wid"] == "old" and net.calls - calls == 1  # the holder alone

@@ -347,3 +347,74 @@ async def test_a_replica_that_does_not_say_what_it_replaced_leaves_the_caller_un
     idx["n2"].transport = older_node
     assert await idx["n2"].put_displacing("b", "k", entry("w2")) is None
     assert (await idx["n3"].get("b", "k"))["wid"] == "w2"
+
+
+# -- a PUT that reached no quorum is undone where it was merged (IndexReplica.retract) -------------
+
+def held(regs, node: str, key: str = "k") -> tuple[str | None, tuple | None]:
+    """(write id or None, version) of ``key`` on one replica's own registry."""
+    got, version = regs[node].get_version("b", key)
+    return (got["wid"] if got is not None else None), version
+
+
+async def test_a_put_that_reached_no_quorum_is_undone_on_the_replica_that_took_it(cluster) -> None:
+    """Two of three replicas down: the PUT through n1 merges on n1 alone and fails. Left
+    there, anti-entropy would spread it once the others return, and a write the client was
+    told failed would appear. The writer puts back what it replaced: an entry, a tombstone
+    (its own version), or nothing."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("w1"))
+    await idx["n1"].put("b", "gone", entry("g1"))
+    await idx["n1"].delete("b", "gone", "g1")
+    await settle(idx)
+    before = {key: held(regs, "n1", key) for key in ("k", "gone")}
+    net.down = {"n2", "n3"}
+    for key in ("k", "gone", "new"):
+        with pytest.raises(errors.WriteQuorumLost):
+            await idx["n1"].put_displacing("b", key, entry(f"failed-{key}"))
+    assert held(regs, "n1", "k") == before["k"] and before["k"][0] == "w1"
+    assert held(regs, "n1", "gone") == before["gone"] and before["gone"] == (None, before["gone"][1])
+    assert before["gone"][1] is not None  # the tombstone itself came back, with its version
+    assert held(regs, "n1", "new") == (None, None)
+    assert regs["n1"].count_objects() == 1
+    assert idx["n1"].retractions == 3 and idx["n1"].retract_misses == 0
+    net.down = set()
+    for n in NODES:
+        await idx[n].sync_bucket("b")
+    for n in NODES:
+        assert (await idx[n].get("b", "k"))["wid"] == "w1"
+        assert await idx[n].get("b", "gone") is None and await idx[n].get("b", "new") is None
+        assert held(regs, n, "new") == (None, None)
+
+
+async def test_a_retract_leaves_a_key_that_moved_on_alone(cluster) -> None:
+    """The undo is conditional: a newer write merged since stays."""
+    net, idx, regs = cluster
+    replica = idx["n2"].local
+    v1, v2 = [idx["n2"].clock.now(), "a"], [idx["n2"].clock.now(), "b"]
+    ans = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("a"), ts=v1), "data": None,
+                               "ts": v1, "displaced": True})
+    assert ans["applied"] and ans["was"] is None and ans["prior"] is None
+    await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("b"), ts=v2), "data": None, "ts": v2})
+    assert await replica.retract({"bucket": "b", "key": "k", "ts": v1, "was": None, "prior": None}) == \
+        {"retracted": False}
+    assert held(regs, "n2") == ("b", tuple(v2))
+    # and it never moves a key forward: "what it replaced" newer than the version undone is refused
+    assert await replica.retract({"bucket": "b", "key": "k", "ts": v2, "was": dict(entry("z"), ts=[v2[0] + 1, "z"]),
+                                  "prior": None}) == {"retracted": False}
+    assert held(regs, "n2") == ("b", tuple(v2))
+
+
+@pytest.mark.parametrize("args", [
+    {}, {"bucket": "b", "key": "k"}, {"bucket": "b", "key": "k", "ts": "x"},
+    {"bucket": "b", "key": "k", "ts": [1, "w"], "was": {"wid": "x"}},
+    {"bucket": "b", "key": "k", "ts": [1, "w"], "was": None, "prior": [1]},
+    {"bucket": 3, "key": "k", "ts": [1, "w"]}])
+async def test_a_malformed_retract_is_a_bad_request_and_changes_nothing(cluster, args) -> None:
+    from buckets.cluster.rpcerrors import BadPeerRequest
+    _, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("w1"))
+    await settle(idx)
+    with pytest.raises(BadPeerRequest):
+        await idx["n2"].local.retract(args)
+    assert held(regs, "n2")[0] == "w1"
