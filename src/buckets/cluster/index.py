@@ -63,6 +63,11 @@ DISPLACE_ATTEMPTS = 4
 RECENT_MERGES = 16384
 RECENT_PAST = 8
 
+# A blind PUT's merge can be undone (``retract``) while it is this fresh and no read was
+# answered with it (IndexReplica._fresh); at most this many per bucket are remembered.
+FRESH_SECONDS = 30.0
+FRESH_MAX = 4096
+
 # A read whose write-back meets a newer version (on a replica that never held the version
 # read) reads again, at most this many times in all; then it fails with a 503.
 READ_ROUNDS = 3
@@ -142,6 +147,16 @@ class IndexPlacement:
         return tuple(out)
 
 
+@dataclass(slots=True)
+class _Fresh:
+    """A blind PUT's version merged on this replica lately (``IndexReplica._fresh``)."""
+
+    version: tuple
+    since: float  # time.monotonic() of the merge
+    served: bool = False  # a read was answered with it: it can no longer be undone
+    undoing: asyncio.Event | None = None  # set once a ``retract`` of it has committed (or not)
+
+
 class IndexReplica:
     """What one node serves to its peers for the buckets it replicates (the RPC handlers)."""
 
@@ -167,6 +182,12 @@ class IndexReplica:
         self.serve_read: Callable[[dict], Awaitable[dict]] | None = None
         self.on_merge: Callable[[str, str], Callable[[tuple | None], None] | None] | None = None
         self.on_get: Callable[[str], bool] | None = None  # True: this node holds the bucket's lease
+        # A blind PUT's merges applied here lately, bucket -> key -> _Fresh: a ``retract`` of
+        # one undoes it only if no lookup, listing or lock was answered with that version
+        # since (a read that returned it wrote it back to a quorum that includes this replica:
+        # undone here, a later read of the others could go back in time).
+        self._fresh: dict[str, OrderedDict[str, _Fresh]] = {}
+        self.undos = 0  # retracts begun, counted
         self.seq = 0  # merges begun, counted
         self._merging: dict[str, dict[int, None]] = {}  # bucket -> merges committing now (their seq)
 
@@ -223,6 +244,7 @@ class IndexReplica:
                 prior = hash(op.prior)
                 past = ((before[1] if before is not None and before[0] == prior else ()) + (prior,))[-RECENT_PAST:]
             self._recent[where] = (hash(op.ts), past, bool(args.get("lock")), judged)
+            self._note_fresh(args["bucket"], args["key"], op.ts if args.get("displaced") else None)
             self._recent.move_to_end(where)
             while len(self._recent) > RECENT_MERGES:
                 self._recent.popitem(last=False)
@@ -260,8 +282,17 @@ class IndexReplica:
                 or not (was is None or (isinstance(was, dict) and _is_version(was.get("ts")))) \
                 or not (prior is None or _is_version(prior)):
             raise BadPeerRequest("index/retract takes a bucket, a key, the version to undo and what it replaced")
+        fresh = self._fresh.get(bucket, {}).get(key)
+        if fresh is None or fresh.version != _ts(ts) or fresh.served or fresh.undoing is not None \
+                or time.monotonic() - fresh.since > FRESH_SECONDS:
+            # A read was answered with it (or this replica cannot tell: restarted, forgotten):
+            # it stays.
+            return {"retracted": False}
+        fresh.undoing = asyncio.Event()
+        self.undos += 1
         done = self.on_merge(bucket, key) if self.on_merge is not None else None
         restored: tuple | None = None
+        op = None
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + KEY_LOCK_WAIT
@@ -280,15 +311,74 @@ class IndexReplica:
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 0.05)
             if op.applied:
-                self._recent.pop(hash((bucket, key)), None)
+                where = hash((bucket, key))
+                recent = self._recent.get(where)
+                if recent is not None and recent[0] == hash(op.ts) and recent[1]:
+                    # Held now: the version the undone one replaced, the last of those before.
+                    self._recent[where] = (recent[1][-1], recent[1][:-1], False, None)
+                else:
+                    self._recent.pop(where, None)
                 # A lease holder must not answer the key alone until a granter holds what it
                 # holds now (a write acknowledged while this replica refused it as older than
                 # the version undone may be newer than what was put back).
                 restored = _ts(was["ts"]) if was is not None else (_ts(prior) if prior is not None else (0, ""))
         finally:
+            fresh.undoing.set()
+            if self._fresh.get(bucket, {}).get(key) is fresh:  # (not a newer write's, merged meanwhile)
+                self._note_fresh(bucket, key, None)
             if done is not None:
                 done(restored, retracted=restored is not None)
-        return {"retracted": op.applied}
+        return {"retracted": bool(op is not None and op.applied)}
+
+    def _note_fresh(self, bucket: str, key: str, version: tuple | None) -> None:
+        """A merge applied here: remember a blind PUT's version (``version``), or forget the
+        key's (another write replaced it; or it was undone)."""
+        fresh = self._fresh.get(bucket)
+        if version is None:
+            if fresh is not None and fresh.pop(key, None) is not None and not fresh:
+                del self._fresh[bucket]
+            return
+        if fresh is None:
+            fresh = self._fresh[bucket] = OrderedDict()
+        now = time.monotonic()
+        fresh[key] = _Fresh(version, now)
+        fresh.move_to_end(key)
+        while fresh:
+            oldest = next(iter(fresh.values()))
+            if len(fresh) <= FRESH_MAX and now - oldest.since <= FRESH_SECONDS:
+                break
+            fresh.popitem(last=False)
+
+    async def _page_seen(self, bucket: str, objects: list, prefixes: list) -> bool:
+        """``_seen`` for a listing page: each fresh key it lists, and each fresh key under a
+        prefix it lists (a prefix shows that some key exists). False: read the page again."""
+        fresh = self._fresh.get(bucket)
+        if not fresh:
+            return True
+        again = False
+        for key, _entry in objects:
+            rec = fresh.get(key)
+            if rec is not None:  # (whichever version the page shows: marking more only keeps more)
+                again |= not await self._seen(bucket, key, rec.version)
+        if prefixes:
+            for key, rec in list(fresh.items()):
+                if any(key.startswith(p) for p in prefixes):
+                    again |= not await self._seen(bucket, key, rec.version)
+        return not again
+
+    async def _seen(self, bucket: str, key: str, version: tuple | None) -> bool:
+        """A read is about to answer ``version`` of the key: mark a fresh blind PUT's version
+        as seen (it can no longer be undone). False: an undo of it is committing; the caller
+        reads the key again once it has."""
+        fresh = self._fresh.get(bucket)
+        rec = fresh.get(key) if fresh else None
+        if rec is None or version is None or rec.version != version:
+            return True
+        if rec.undoing is not None:
+            await rec.undoing.wait()
+            return False
+        rec.served = True
+        return True
 
     async def lock(self, args: dict) -> dict:
         """Take the key's lock for a conditional write (``write_checked``) and answer what this
@@ -302,6 +392,10 @@ class IndexReplica:
         except errors.KeyLocked:
             return {"locked": True}
         entry, version = op.result
+        if self._fresh and not await self._seen(args["bucket"], args["key"], version):
+            # An undo of that version was committing: the key is locked now, read it again.
+            entry, version = self.registry.get_version(args["bucket"], args["key"])
+            await self._seen(args["bucket"], args["key"], version)
         return {"entry": entry, "ts": list(version) if version is not None else None}
 
     async def unlock(self, args: dict) -> dict:
@@ -310,6 +404,8 @@ class IndexReplica:
 
     async def get(self, args: dict) -> dict:
         entry, version = self.registry.get_version(args["bucket"], args["key"])
+        while self._fresh and not await self._seen(args["bucket"], args["key"], version):
+            entry, version = self.registry.get_version(args["bucket"], args["key"])
         answer = promise_answer({"entry": entry, "ts": list(version) if version is not None else None},
                                 self.promises, args["bucket"])
         if args.get("small") and self.on_get is not None and self.on_get(args["bucket"]):
@@ -331,10 +427,15 @@ class IndexReplica:
 
     async def scan(self, args: dict) -> dict:
         bucket = args["bucket"]
-        objects, prefixes, truncated = await self.registry.list_objects(
-            bucket, args.get("prefix", ""), args.get("delimiter", ""),
-            args.get("start_after", ""), int(args.get("limit", 1000)),
-            include_markers=bool(args.get("markers")))
+        while True:
+            undos = self.undos  # the page is read in a thread: an undo begun meanwhile reads it again
+            objects, prefixes, truncated = await self.registry.list_objects(
+                bucket, args.get("prefix", ""), args.get("delimiter", ""),
+                args.get("start_after", ""), int(args.get("limit", 1000)),
+                include_markers=bool(args.get("markers")))
+            if self.undos == undos and (not self._fresh.get(bucket) or await self._page_seen(bucket, objects, prefixes)) \
+                    and self.undos == undos:
+                break
         if args.get("full"):  # whole entries, not only listing fields (small internal listings)
             objects = [(k, self.registry.get_object(bucket, k) or e) for k, e in objects]
         answer = promise_answer({"objects": [[k, e] for k, e in objects], "prefixes": prefixes,
@@ -767,9 +868,27 @@ class ReplicatedIndex:
                 await asyncio.wait(calls, timeout=self.timeout)
                 holders = {n for n, ans in late.items() if ans is not None and (
                     ans.get("applied") or ans.get("had") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts))}
-                if all(len(holders & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write):
+                # A merge whose answer was lost (or is late) may have been applied: ask those
+                # replicas whether they hold the version, or held it before their current one.
+                unsure = [n for n in placement.nodes if n not in holders and late.get(n) is None]
+                unknown: set[str] = set()
+                if unsure:
+                    found, unknown = await self._holding(bucket, key, ts, unsure)
+                    holders |= found
+
+                def on_quorum(nodes: set[str]) -> bool:
+                    return all(len(nodes & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write)
+
+                if on_quorum(holders):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None
+                elif on_quorum(holders | unknown):
+                    # Perhaps on a quorum (a read may have returned it), perhaps not: merged
+                    # again it could come back after the newer write; left as it is, it may be
+                    # lost to it. Neither is an acknowledgement: the PUT's outcome is unknown.
+                    raise errors.WriteQuorumLost(
+                        f"Index of {bucket!r}: {key!r} met a newer write, and whether its first version "
+                        f"reached a quorum is unknown ({', '.join(sorted(unknown))} did not answer)")
             for ans in answered.values():
                 if not ans.get("applied"):
                     continue
@@ -784,6 +903,21 @@ class ReplicatedIndex:
                 break
             self.clock.observe(newer[0])
         return None if unknown else list(replaced.values())
+
+    async def _holding(self, bucket: str, key: str, ts: tuple, nodes: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Of ``nodes``, those that hold version ``ts`` of the key or held it before the version
+        they hold now (``holds``), and those that did not answer."""
+        async def ask(node: str) -> bool:
+            ans = await self._call(node, "holds", {"buckets": {bucket: [[key, list(ts)]]}})
+            return bool((ans.get("held") or {}).get(bucket, [False])[0])
+
+        answers = await asyncio.gather(*(ask(n) for n in nodes), return_exceptions=True)
+        found = {n for n, a in zip(nodes, answers) if a is True}
+        unknown = {n for n, a in zip(nodes, answers) if isinstance(a, BaseException)}
+        for a in answers:
+            if isinstance(a, BaseException) and not isinstance(a, (errors.BucketsError, asyncio.TimeoutError, OSError)):
+                raise a
+        return found, unknown
 
     async def _retract(self, bucket: str, key: str, ts: tuple, calls: list[asyncio.Future],
                        late: dict[str, Any]) -> None:

@@ -418,3 +418,111 @@ async def test_a_malformed_retract_is_a_bad_request_and_changes_nothing(cluster,
     with pytest.raises(BadPeerRequest):
         await idx["n2"].local.retract(args)
     assert held(regs, "n2")[0] == "w1"
+
+
+def writer_cut_off_until(net, idx, src: str, release: asyncio.Event) -> None:
+    """``src``'s merges to the other replicas wait for ``release``, then fail (its reads and
+    every other node's calls go through)."""
+    plain = net.transport_for(src)
+
+    async def call(node: str, method: str, args: dict):
+        if method == "merge" and node != src:
+            await release.wait()
+            raise errors.ServiceUnavailable(f"{node} unreachable from {src}")
+        return await plain(node, method, args)
+
+    idx[src].transport = call
+
+
+async def test_a_failed_put_that_a_read_returned_is_not_undone(cluster) -> None:
+    """A read through n2 meets the failed write on n1 while n1 waits for its other merges,
+    returns it and writes it back to n2. Undone on n1 after that, a read of n1 and n3 would go
+    back in time; so n1 refuses the undo and the write stays (it may appear, as a write whose
+    outcome the client never learned)."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("w1"))
+    await settle(idx)
+    release = asyncio.Event()
+    writer_cut_off_until(net, idx, "n1", release)
+    put = asyncio.ensure_future(idx["n1"].put_displacing("b", "k", entry("w2")))
+    while held(regs, "n1")[0] != "w2":
+        await asyncio.sleep(0.001)
+    assert (await idx["n2"].get("b", "k"))["wid"] == "w2"  # written back to n2 first
+    release.set()
+    with pytest.raises(errors.WriteQuorumLost):
+        await put
+    assert held(regs, "n1")[0] == "w2" and idx["n1"].retractions == 0
+    idx["n1"].transport = net.transport_for("n1")
+    net.down = {"n2"}
+    for via in ("n1", "n3"):
+        assert (await idx[via].get("b", "k"))["wid"] == "w2", via
+
+
+async def test_a_failed_put_that_a_listing_showed_is_not_undone(cluster) -> None:
+    net, idx, regs = cluster
+    release = asyncio.Event()
+    writer_cut_off_until(net, idx, "n1", release)
+    put = asyncio.ensure_future(idx["n1"].put_displacing("b", "dir/new", entry("w2")))
+    while held(regs, "n1", "dir/new")[0] != "w2":
+        await asyncio.sleep(0.001)
+    page = await idx["n1"].local.scan({"bucket": "b", "prefix": "", "delimiter": "/"})
+    assert page["prefixes"] == ["dir/"]  # a prefix shows the key exists
+    release.set()
+    with pytest.raises(errors.WriteQuorumLost):
+        await put
+    assert held(regs, "n1", "dir/new")[0] == "w2"
+
+
+async def test_a_lookup_that_meets_an_undo_committing_answers_what_it_put_back(cluster) -> None:
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("w1"))
+    await settle(idx)
+    replica = idx["n2"].local
+    v = [idx["n2"].clock.now(), "w2"]
+    ans = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("w2"), ts=v), "data": None,
+                               "ts": v, "displaced": True})
+    commit, gate = replica.registry.commit, asyncio.Event()
+
+    async def slow_commit(ops):  # the undo's commit waits at the gate
+        if any(op.kind == "retract_object" for op in ops):
+            await gate.wait()
+        return await commit(ops)
+
+    replica.registry.commit = slow_commit  # type: ignore[method-assign]
+    undo = asyncio.ensure_future(replica.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"],
+                                                  "prior": ans["prior"]}))
+    await asyncio.sleep(0.01)
+    lookup = asyncio.ensure_future(replica.get({"bucket": "b", "key": "k"}))
+    await asyncio.sleep(0.01)
+    assert not lookup.done()  # it waits for the undo
+    gate.set()
+    assert (await undo)["retracted"]
+    assert (await lookup)["entry"]["wid"] == "w1"
+
+
+async def test_a_replica_that_forgot_a_write_does_not_undo_it(cluster) -> None:
+    """Restarted (or the write forgotten, too old or too many since), a replica cannot tell
+    whether a read returned the version: it keeps it."""
+    net, idx, regs = cluster
+    replica = idx["n3"].local
+    v = [idx["n3"].clock.now(), "w2"]
+    ans = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("w2"), ts=v), "data": None,
+                               "ts": v, "displaced": True})
+    replica._fresh.clear()
+    assert await replica.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"],
+                                  "prior": ans["prior"]}) == {"retracted": False}
+    assert held(regs, "n3")[0] == "w2"
+
+
+async def test_the_fresh_writes_a_replica_remembers_are_bounded(cluster, monkeypatch) -> None:
+    import buckets.cluster.index as index_module
+    monkeypatch.setattr(index_module, "FRESH_MAX", 5)
+    _, idx, _ = cluster
+    replica = idx["n1"].local
+    for i in range(12):
+        v = [idx["n1"].clock.now(), f"w{i}"]
+        await replica.merge({"bucket": "b", "key": f"k{i}", "entry": dict(entry(f"w{i}"), ts=v), "data": None,
+                             "ts": v, "displaced": True})
+    assert list(replica._fresh["b"]) == [f"k{i}" for i in range(7, 12)]
+    await idx["n1"].put("b", "k11", entry("plain"))  # a write that is not a blind PUT: nothing to undo
+    assert "k11" not in replica._fresh["b"]
