@@ -365,12 +365,7 @@ class Registry:
                 if lock["id"] != op.lock:
                     raise KeyLocked(until=lock["until"])
                 txn.delete(_lock_key(full), db=self.db["sys"])  # the lock's own commit ends it
-            current = self._txn_get_object(txn, op.name, op.key)
-            if current is not None:
-                have = entry_version(current)
-            else:
-                raw = txn.get(tomb_key, db=self.db["tombs"])
-                have = _tomb_version(raw)[0] if raw is not None else None
+            current, have = self._txn_held(txn, op.name, op.key)
             op.prior = have
             if have is not None and have >= version_tuple(op.ts):
                 op.applied = False
@@ -391,12 +386,7 @@ class Registry:
             lock = self._txn_key_lock(txn, full)
             if lock is not None:
                 raise KeyLocked(until=lock["until"])
-            current = self._txn_get_object(txn, op.name, op.key)
-            if current is not None:
-                have = entry_version(current)
-            else:
-                raw = txn.get(tomb_key, db=self.db["tombs"])
-                have = _tomb_version(raw)[0] if raw is not None else None
+            current, have = self._txn_held(txn, op.name, op.key)
             if have != version_tuple(op.ts) or (op.value is not None and entry_version(op.value) >= have) \
                     or (op.prior is not None and version_tuple(op.prior) >= have):
                 op.applied = False
@@ -412,12 +402,7 @@ class Registry:
             if lock is not None and lock["id"] != op.value["id"]:
                 raise KeyLocked(until=lock["until"])
             txn.put(_lock_key(full), _pack(op.value), db=self.db["sys"])
-            current = self._txn_get_object(txn, op.name, op.key)
-            if current is not None:
-                op.result = (current, entry_version(current))
-            else:
-                raw = txn.get(_tomb_key(full), db=self.db["tombs"])
-                op.result = (None, _tomb_version(raw)[0] if raw is not None else None)
+            op.result = self._txn_held(txn, op.name, op.key)
         elif kind == "unlock_key":
             full = object_key(op.name, op.key)
             lock = self._txn_key_lock(txn, full)
@@ -783,6 +768,14 @@ class Registry:
             u[1] += d[1]
 
     # -- object records ---------------------------------------------------------------
+    def _txn_held(self, txn, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
+        """(entry, its version) of a key, or (None, its tombstone's version or None)."""
+        current = self._txn_get_object(txn, bucket, key)
+        if current is not None:
+            return current, entry_version(current)
+        raw = txn.get(_tomb_key(object_key(bucket, key)), db=self.db["tombs"])
+        return None, (_tomb_version(raw)[0] if raw is not None else None)
+
     def _txn_get_object(self, txn, bucket: str, key: str) -> dict | None:
         full = object_key(bucket, key)
         if len(full) < LONG:

@@ -52,6 +52,28 @@ def jittery(net, rng: random.Random) -> None:
     net.transport_for = transport_for
 
 
+def lossy(net, rng: random.Random, p: float) -> None:
+    """On top of ``jittery``: a call between two nodes is lost with probability ``p``, half the
+    time before it is delivered and half the time after (its answer lost): writes fail, some
+    after a replica applied them (undone there, or left to appear)."""
+    real = net.transport_for
+
+    def transport_for(src: str):
+        call = real(src)
+
+        async def unreliable(node: str, method: str, args: dict):
+            roll = rng.random()
+            if roll < p / 2:
+                raise errors.ServiceUnavailable(f"{node}: lost on the way")
+            ans = await call(node, method, args)
+            if roll < p:
+                raise errors.ServiceUnavailable(f"{node}: answer lost")
+            return ans
+        return unreliable
+
+    net.transport_for = transport_for
+
+
 def value_entry(value: str) -> dict:
     return {"wid": value, "size": 1, "etag": value, "mt": 1.0, "vid": "null"}
 
@@ -100,11 +122,14 @@ async def client(idx, c: int, rng: random.Random, history: list[Op], ops: int) -
             history.append(Op(c, key, kind, value if kind != CAS else (seen, value), call, None))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_random_interleavings_are_linearizable(tmp_path, seed) -> None:
-    net, idx, regs = await start_trio(tmp_path)
+async def run_history(tmp_path, seed: int, lost: float = 0.0, **options) -> tuple[list[Op], dict]:
+    """Four clients' 60 operations each through three coordinators over a jittery (and, with
+    ``lost``, lossy) transport; the history and the coordinators (stopped)."""
+    net, idx, regs = await start_trio(tmp_path, **options)
     rng = random.Random(seed)
     jittery(net, rng)
+    if lost:
+        lossy(net, rng, lost)
     for n in NODES:  # the coordinators' transports were made before: make them again
         idx[n].transport = net.transport_for(n)
     history: list[Op] = []
@@ -112,34 +137,18 @@ async def test_random_interleavings_are_linearizable(tmp_path, seed) -> None:
         await asyncio.gather(*(client(idx, c, random.Random(seed * 100 + c), history, 60) for c in range(4)))
     finally:
         await stop_trio(idx, regs)
+    return history, idx
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_interleavings_are_linearizable(tmp_path, seed) -> None:
+    history, idx = await run_history(tmp_path, seed)
     kinds = {k: sum(1 for op in history if op.kind == k) for k in (PUT, GET, DELETE, CAS)}
     result = check(history)
     served = sum(i.leases.served for i in idx.values())  # read leases are on, as on a server
     print(f"seed {seed}: {len(history)} operations {kinds}, {served} lookups from a read lease; {result.report()}")
     assert kinds[CAS] >= 5 and kinds[DELETE] >= 5, kinds
     assert result.ok, result.report()
-
-
-def lossy(net, rng: random.Random, p: float) -> None:
-    """On top of ``jittery``: a call between two nodes is lost with probability ``p``, half the
-    time before it is delivered and half the time after (its answer lost): writes fail, some
-    after a replica applied them (undone there, or left to appear)."""
-    real = net.transport_for
-
-    def transport_for(src: str):
-        call = real(src)
-
-        async def unreliable(node: str, method: str, args: dict):
-            roll = rng.random()
-            if roll < p / 2:
-                raise errors.ServiceUnavailable(f"{node}: lost on the way")
-            ans = await call(node, method, args)
-            if roll < p:
-                raise errors.ServiceUnavailable(f"{node}: answer lost")
-            return ans
-        return unreliable
-
-    net.transport_for = transport_for
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -154,17 +163,7 @@ async def test_random_interleavings_with_lost_messages_are_linearizable(tmp_path
     monkeypatch.setattr(index_module, "KEY_LOCK_WAIT", 0.3)
     monkeypatch.setattr(index_module, "HOLDER_WAIT", 0.1)
     monkeypatch.setattr(leases_module, "HOLDER_WAIT", 0.1)
-    net, idx, regs = await start_trio(tmp_path, lease_seconds=0.4)
-    rng = random.Random(seed)
-    jittery(net, rng)
-    lossy(net, rng, 0.35)
-    for n in NODES:
-        idx[n].transport = net.transport_for(n)
-    history: list[Op] = []
-    try:
-        await asyncio.gather(*(client(idx, c, random.Random(seed * 100 + c), history, 60) for c in range(4)))
-    finally:
-        await stop_trio(idx, regs)
+    history, idx = await run_history(tmp_path, seed, lost=0.35, lease_seconds=0.4)
     result = check(history)
     undone = sum(i.retractions for i in idx.values())
     failed = sum(1 for op in history if op.ret is None)
