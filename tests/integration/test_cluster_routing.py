@@ -102,3 +102,23 @@ def test_the_data_dir_holds_every_nodes_disks(server, s3, bucket):
     s3.put_object(Bucket=bucket, Key="spread", Body=b"y" * 1000)
     holding = {d.name.split("-")[0] for d in disks if (d / "buckets" / bucket).is_dir()}
     assert holding == {f"n{i}" for i in range(1, NODES + 1)}, holding  # the bucket exists on every node
+
+
+def test_a_bucket_change_is_seen_through_every_node_once_acknowledged(server, s3) -> None:
+    """Bucket settings are control-plane records read locally on each node: a change is
+    acknowledged once every live node applied it (``catalog.settle``), so the next request,
+    through any node, sees it. Each round changes the tags through one node and reads them
+    through another (boto3 picks a node per request)."""
+    name = f"settle-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    try:
+        for round_ in range(25):
+            s3.head_bucket(Bucket=name)  # created: every node has it
+            tags = [{"Key": "round", "Value": str(round_)}]
+            s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": tags})
+            assert s3.get_bucket_tagging(Bucket=name)["TagSet"] == tags, round_
+            status = "Enabled" if round_ % 2 == 0 else "Suspended"
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
+            assert s3.get_bucket_versioning(Bucket=name).get("Status") == status, round_
+    finally:
+        s3.delete_bucket(Bucket=name)

@@ -188,24 +188,29 @@ class IndexPlacer:
 
 
 def applied_waiter(snapshot: Callable[[], ControlSnapshot], ask: Callable[[str], Awaitable[int]], *,
-                   poll: float = 0.2, timeout: float = 120.0) -> WaitApplied:
+                   poll: float = 0.2, timeout: float = 120.0, ask_timeout: float | None = None) -> WaitApplied:
     """A ``WaitApplied`` over the topology's nodes: ``ask(node_id)`` returns that node's
     ``ControlSnapshot.applied`` (a peer call; this node's own answer may be local). A node that
-    does not answer is not live and is not waited for (it must catch up before it serves
-    again); a live node still behind after ``timeout`` is ``ServiceUnavailable``."""
+    does not answer (within ``ask_timeout``, if given) is not live and is not waited for (it
+    must catch up before it serves again); a live node still behind after ``timeout`` is
+    ``ServiceUnavailable``."""
     async def wait(applied: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         topology = snapshot().topology
         pending = [n.node_id for n in topology.nodes if n.state != "removed"] if topology is not None else []
         while pending:
+            answers = await asyncio.gather(*(asyncio.wait_for(ask(n), ask_timeout) if ask_timeout else ask(n)
+                                             for n in pending), return_exceptions=True)
             behind = []
-            for node in pending:
-                try:
-                    if int(await ask(node)) < applied:
-                        behind.append(node)
-                except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
-                    log.info("index move: %s does not answer (%s); not waited for", node, exc)
+            for node, got in zip(pending, answers):
+                if isinstance(got, (errors.BucketsError, asyncio.TimeoutError, OSError)):
+                    log.info("control-plane change %d: %s does not answer (%s); not waited for",
+                             applied, node, got or type(got).__name__)
+                elif isinstance(got, BaseException):
+                    raise got
+                elif int(got) < applied:
+                    behind.append(node)
             pending = behind
             if pending:
                 if loop.time() >= deadline:
@@ -215,17 +220,37 @@ def applied_waiter(snapshot: Callable[[], ControlSnapshot], ask: Callable[[str],
     return wait
 
 
+SETTLE_SECONDS = 2.0  # a bucket or user change waits at most this long for the live nodes
+SETTLE_ASK = 0.5  # ... and this long for each node's answer
+
+
+async def settle(control: ControlPlane, wait: WaitApplied | None) -> None:
+    """After a bucket or user change committed: until every live node has applied it (at most
+    ``SETTLE_SECONDS``), so that a request through any node sees it once the change is
+    acknowledged (reads of bucket settings and users are local: without this, a node that
+    applies the commit a few milliseconds later would answer from the state before it). A node
+    still behind after that is left to catch up (logged); the change stands."""
+    if wait is None:
+        return
+    try:
+        await wait(control.snapshot.applied)
+    except errors.ServiceUnavailable as exc:
+        log.warning("a control-plane change is acknowledged before every live node applied it: %s", exc)
+
+
 class _NothingThere(Exception):
     """A checked delete found no entry: nothing to write (the key's locks are released)."""
 
 
 class ClusterCatalog:
     def __init__(self, control: ControlPlane, index: ReplicatedIndex, placer: IndexPlacer | None = None, *,
-                 wait_applied: WaitApplied | None = None) -> None:
+                 wait_applied: WaitApplied | None = None, wait_settled: WaitApplied | None = None) -> None:
         self.control = control
         self.index = index
         self.placer = placer or IndexPlacer(lambda: control.snapshot)
         self.wait_applied = wait_applied  # what move_bucket_index waits with, unless given one
+        # What a bucket change waits with before it is acknowledged (``settle``).
+        self.wait_settled = wait_settled
 
     # -- buckets ------------------------------------------------------------------------------
     def get_bucket(self, name: str) -> dict | None:
@@ -255,9 +280,11 @@ class ClusterCatalog:
         if generation > 1:
             settings["index_gen"] = generation
         await self.control.apply("create_bucket", name=name, owner=rec.get("owner", ""), settings=settings)
+        await settle(self.control, self.wait_settled)
 
     async def update_bucket(self, name: str, set: dict, unset: list[str]) -> None:
         await self.control.apply("update_bucket", name=name, set=set, unset=unset)
+        await settle(self.control, self.wait_settled)
 
     async def delete_bucket(self, name: str) -> list[dict]:
         objects, prefixes, _ = await self.index.list(name, limit=1, markers=True)
@@ -267,6 +294,7 @@ class ClusterCatalog:
             raise errors.BucketNotEmpty(resource=name, BucketName=name)
         uploads = await self.list_uploads(name)
         await self.control.apply("delete_bucket", name=name)
+        await settle(self.control, self.wait_settled)
         for u in uploads:
             await self.delete_upload(name, u["uid"])
         return uploads
@@ -712,8 +740,9 @@ class ClusterCatalog:
 class ClusterUserTable:
     """The user table ``UserStore`` works on, kept in the control plane (secrets stay sealed)."""
 
-    def __init__(self, control: ControlPlane) -> None:
+    def __init__(self, control: ControlPlane, wait_settled: WaitApplied | None = None) -> None:
         self.control = control
+        self.wait_settled = wait_settled  # (``settle``)
 
     def get_user(self, access_key: str) -> dict | None:
         rec = self.control.snapshot.users.get(access_key)
@@ -749,3 +778,4 @@ class ClusterUserTable:
                 await self.control.apply("set_settings", unset=[POLICY_PREFIX + op.name])
             else:
                 raise ValueError(f"not a user change: {op.kind}")
+        await settle(self.control, self.wait_settled)

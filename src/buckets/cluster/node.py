@@ -34,7 +34,8 @@ from typing import Any
 
 from buckets import errors
 from buckets.cluster.catalog import (
-    SHADOWS, UPLOADS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter, index_bucket,
+    SETTLE_ASK, SETTLE_SECONDS, SHADOWS, UPLOADS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter,
+    index_bucket,
 )
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
 from buckets.cluster.control_records import REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord
@@ -858,11 +859,20 @@ class ClusterNode:
         self.index = ReplicatedIndex(node_id_of(self.spec.me), replica, self._transport,
                                      self.placer.placement, leases=self.config.read_leases)
         return ClusterCatalog(control, self.index, self.placer,
-                              wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied))
+                              wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied),
+                              wait_settled=self._settle_waiter())
+
+    def _settle_waiter(self) -> Any:
+        """What a bucket or user change waits with before it is acknowledged (``catalog.settle``):
+        every live node applied it, asked every 10 ms, at most 2 s."""
+        control = self.control
+        assert control is not None
+        return applied_waiter(lambda: control.snapshot, self._ask_applied, poll=0.01,
+                              timeout=SETTLE_SECONDS, ask_timeout=SETTLE_ASK)
 
     def _users(self, store: Any) -> ClusterUserTable:
         assert self.control is not None
-        return ClusterUserTable(self.control)
+        return ClusterUserTable(self.control, self._settle_waiter())
 
     async def _transport(self, node: str, method: str, args: dict) -> Any:
         return await self.clients[node].call("index", method, args)

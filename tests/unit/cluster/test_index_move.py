@@ -436,9 +436,42 @@ async def test_applied_waiter_waits_for_every_live_node(cluster) -> None:
 
     with pytest.raises(errors.ServiceUnavailable):
         await applied_waiter(lambda: cluster.control.snapshot, stuck, poll=0, timeout=0)(target)
+
+    async def hangs_on_n3(node: str) -> int:  # a node cut off: its call never answers
+        if node == "n3":
+            await asyncio.sleep(3600)
+        return target
+
+    t0 = asyncio.get_running_loop().time()
+    await applied_waiter(lambda: cluster.control.snapshot, hangs_on_n3, poll=0, ask_timeout=0.05)(target)
+    assert asyncio.get_running_loop().time() - t0 < 1.0  # not waited for past its call's timeout
     # Without any way to wait, a move refuses to start.
     name = moving_bucket(cluster)
     await cluster.bucket(name)
     with pytest.raises(errors.ServiceUnavailable):
         await cluster.catalog.move_bucket_index(name, 2)
     assert index_phase(cluster.control.snapshot.buckets[name].settings) == (1, None, None)
+
+
+async def test_a_bucket_change_is_acknowledged_once_the_live_nodes_applied_it(cluster) -> None:
+    """``catalog.settle``: create, update and delete each wait for the live nodes with the
+    number of the command just applied; a node still behind when the wait ends does not
+    fail the change (it is committed)."""
+    waited: list[int] = []
+
+    async def wait(applied: int) -> None:
+        waited.append(applied)
+        assert cluster.control.snapshot.applied == applied  # the change itself is applied here
+
+    catalog = ClusterCatalog(cluster.control, cluster.idx["n1"], wait_settled=wait)  # type: ignore[arg-type]
+    await catalog.create_bucket("settled", {"created": 1.0})
+    await catalog.update_bucket("settled", {"tags": {"a": "b"}}, [])
+    await catalog.delete_bucket("settled")
+    assert len(waited) == 3 and waited == sorted(waited) and len(set(waited)) == 3
+
+    async def behind(applied: int) -> None:
+        raise errors.ServiceUnavailable("n2 has not applied it within 2s")
+
+    slow = ClusterCatalog(cluster.control, cluster.idx["n1"], wait_settled=behind)  # type: ignore[arg-type]
+    await slow.create_bucket("still-made", {"created": 1.0})
+    assert "still-made" in cluster.control.snapshot.buckets
