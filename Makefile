@@ -37,11 +37,13 @@ test: $(STAMP) tools
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q --durations=25
 
 # Random examples: hypothesis's "fuzz" profile over the unit fuzz tests, then FUZZ_SECONDS
-# of generated HTTP requests against a real server (tests/fuzz; FUZZ_SEED repeats a run).
+# of generated HTTP requests against a real server (tests/fuzz; FUZZ_SEED repeats a run),
+# then six random histories of the replicated index with lost messages (LOSSY_SEEDS repeats).
 FUZZ_SECONDS ?= 600
 test-fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/unit/auth/test_auth_fuzz.py
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -m fuzz tests/fuzz
+	$(PY) -m pytest -q -s -m fuzz tests/unit/cluster/test_index_history.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

