@@ -1,0 +1,62 @@
+"""Find a non-linearizable history of the replicated index with lost messages, and print the
+replicas' merges, undos and lookups of the values its explanation names (a debugging aid for
+``test_index_history.py::test_random_interleavings_with_lost_messages_are_linearizable``;
+not collected by pytest). Run from the repository: ``.venv/bin/python tests/unit/cluster/lossy_trace.py``.
+Each event: (loop time, kind, replica, key, version, write id, applied/retracted, displaced, lock)."""
+import asyncio, random, sys, time, re
+sys.path.insert(0, "tests/unit/cluster"); sys.path.insert(0, "tests/cluster")
+import buckets.cluster.index as ix
+import buckets.cluster.leases as lm
+ix.KEY_LOCK_SECONDS = 0.5; ix.KEY_LOCK_WAIT = 0.3; ix.HOLDER_WAIT = 0.1; lm.HOLDER_WAIT = 0.1
+import test_index_history as tih
+from linearizability import check
+EVENTS = []
+loop_time = lambda: asyncio.get_running_loop().time()
+orig_merge = ix.IndexReplica.merge
+orig_retract = ix.IndexReplica.retract
+orig_get = ix.IndexReplica.get
+def who(rep):
+    return getattr(rep, "_name", "?")
+async def merge(self, args):
+    ans = await orig_merge(self, args)
+    e = args.get("entry")
+    EVENTS.append((loop_time(), "merge", who(self), args["key"], tuple(args["ts"]), e["wid"] if e else None, ans.get("applied"), bool(args.get("displaced")), bool(args.get("lock"))))
+    return ans
+async def retract(self, args):
+    ans = await orig_retract(self, args)
+    EVENTS.append((loop_time(), "retract", who(self), args["key"], tuple(args["ts"]), (args.get("was") or {}).get("wid"), ans.get("retracted")))
+    return ans
+async def get(self, args):
+    ans = await orig_get(self, args)
+    e = ans.get("entry")
+    EVENTS.append((loop_time(), "get", who(self), args["key"], tuple(ans["ts"]) if ans.get("ts") else None, e["wid"] if e else None))
+    return ans
+ix.IndexReplica.merge = merge; ix.IndexReplica.retract = retract; ix.IndexReplica.get = get
+def handlers(self):
+    h = orig_handlers(self); h["merge"] = lambda a: merge(self, a); h["retract"] = lambda a: retract(self, a); h["get"] = lambda a: get(self, a); return h
+orig_handlers = ix.IndexReplica.handlers
+ix.IndexReplica.handlers = handlers
+orig_start = tih.start_trio
+async def start(tmp_path, walls=None, **o):
+    net, idx, regs = await orig_start(tmp_path, walls, **o)
+    for n, i in idx.items(): i.local._name = n
+    return net, idx, regs
+tih.start_trio = start
+import tempfile, pathlib
+async def main():
+    for attempt in range(60):
+        EVENTS.clear()
+        seed = random.randrange(1 << 20)
+        with tempfile.TemporaryDirectory() as d:
+            history, idx = await tih.run_history(pathlib.Path(d), seed, lost=0.35, lease_seconds=0.4)
+        r = check(history)
+        if not r.ok:
+            print("seed", seed, "attempt", attempt)
+            print(r.report())
+            vals = set(re.findall(r"'(k\d:\d:\d+)'", r.report()))
+            for ev in EVENTS:
+                if any(v in map(str, ev) for v in vals):
+                    print(ev)
+            return
+    print("no violation")
+asyncio.run(main())
