@@ -888,7 +888,15 @@ class ReplicatedIndex:
                 def on_quorum(nodes: set[str]) -> bool:
                     return all(len(nodes & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write)
 
-                if on_quorum(holders):
+                # Refused by a conditional write's commit whose check did not see this write:
+                # that write comes first, so this one is merged again (newer) even if it is on
+                # a quorum. It reached a quorum only through replicas that write had not locked
+                # or had unlocked after its commit quorum, so no read returned it before that
+                # write was acknowledged, and none can return it after it until merged again.
+                after_check = self._newer_than(ts, [a for a in late.values() if _unseen_by(a, ts)]) is not None
+                if after_check:
+                    pass
+                elif on_quorum(holders):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None
                 elif on_quorum(holders | unknown):

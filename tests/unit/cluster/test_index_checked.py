@@ -341,3 +341,27 @@ async def test_a_plain_write_that_waited_for_the_lock_comes_after_the_conditiona
     for n in NODES:
         got = await idx[n].get("b", "k")
         assert (got is None) if how == "delete" else (got["wid"] == "u")
+
+
+async def test_a_blind_put_on_a_quorum_refused_by_a_conditional_commit_that_did_not_see_it_comes_after(cluster) -> None:
+    """Traced from a lossy history (tests/unit/cluster/lossy_trace.py): a conditional write
+    judged the key at "old" and committed on n2 (its commit to the replicas it had locked
+    partly lost, their locks ended); a blind PUT then lands on n1 and n3, a quorum, and n2
+    refuses it as older than that commit. The conditional write did not see the PUT, so it
+    comes first: the PUT must be merged again, newer. Standing as it was (older), the PUT
+    was acknowledged and then every read through n2 returned the conditional write."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, judged = regs["n2"].get_version("b", "k")
+    n2 = idx["n2"].local
+    assert (await n2.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
+    ahead = [idx["n2"].clock.now() + (1000 << 16), "cond"]  # its writer's clock ran ahead
+    committed = await n2.merge({"bucket": "b", "key": "k", "entry": dict(entry("cond"), ts=ahead), "data": None,
+                                "ts": ahead, "lock": "L1", "judged": list(judged)})
+    assert committed["applied"]
+    await idx["n1"].put_displacing("b", "k", entry("blind"))  # acknowledged
+    for down, via in ((set(), "n1"), (set(), "n2"), ({"n1"}, "n2"), ({"n3"}, "n2"), ({"n3"}, "n1")):
+        net.down = down  # every read quorum that includes n2
+        assert (await idx[via].get("b", "k"))["wid"] == "blind", (down, via)
+    net.down = set()

@@ -164,8 +164,9 @@ async def test_random_interleavings_with_lost_messages_are_linearizable(tmp_path
     outcome unknown, stay linearizable, and some writes are undone.
 
     Random exploration (``make test-fuzz``; ``LOSSY_SEEDS=1,2`` repeats seeds), not in ``make
-    test``: about 1 history in 40 is still not linearizable (2026-12-02, with and without the
-    undo; ROADMAP "Next"), and thread timing makes a seed's history differ between runs."""
+    test``: thread timing makes a seed's history differ between runs, and about 1 history in
+    40 was not linearizable until a blind PUT refused by a conditional commit that did not see
+    it was merged again even on a quorum (0 of 108 since; ROADMAP "Next" has what is open)."""
     import buckets.cluster.index as index_module
     import buckets.cluster.leases as leases_module
     # Lost unlocks and lease calls cost their full waits: shorter ones keep the test short.
