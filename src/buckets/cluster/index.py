@@ -840,13 +840,16 @@ class ReplicatedIndex:
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
                     "displaced": True}
             late: dict[str, Any] = {}  # every answer, also those after the quorum's (None: the call failed)
+            unsent: set[str] = set()  # calls that failed before anything was sent
             calls: list[asyncio.Future] = []
 
-            async def merge(node: str, a: dict = args, late: dict = late) -> Any:
+            async def merge(node: str, a: dict = args, late: dict = late, unsent: set = unsent) -> Any:
                 try:
                     ans = await self._call(node, "merge", a)
-                except BaseException:
+                except BaseException as exc:
                     late[node] = None
+                    if getattr(exc, "unsent", False):
+                        unsent.add(node)
                     raise
                 late[node] = ans
                 return ans
@@ -858,11 +861,16 @@ class ReplicatedIndex:
             placement = self.placement(bucket)
             try:
                 answered = await self._write_placed(bucket, call)
-            except errors.WriteQuorumLost:
+            except errors.WriteQuorumLost as exc:
                 # Fewer replicas than a quorum took it: the write fails (503), so undo it where
                 # it was merged, or a node that comes back would spread it (anti-entropy) and a
                 # write the client was told failed would appear.
-                await self._retract(bucket, key, ts, calls, late)
+                gone = await self._retract(bucket, key, ts, calls, late, unsent)
+                # Undone on every replica that took it, and every other one answered that it
+                # did not (or was never sent it): no entry points at this write's data, and
+                # none ever will, so the caller removes it now (not the orphan sweep, later).
+                exc.undone = gone and self.placement(bucket) == placement and all(
+                    n in unsent or late.get(n) is not None for n in placement.nodes)
                 raise
             # A conditional write whose check saw this one (judged at this version or later)
             # comes after it: its refusal is no reason to merge this one again.
@@ -937,12 +945,13 @@ class ReplicatedIndex:
         return found, unknown
 
     async def _retract(self, bucket: str, key: str, ts: tuple, calls: list[asyncio.Future],
-                       late: dict[str, Any]) -> None:
+                       late: dict[str, Any], unsent: set[str] = frozenset()) -> bool:
         """A merge of version ``ts`` failed to reach a quorum: on every replica that applied it,
         put back what it replaced (``IndexReplica.retract``, only if the key still holds
         ``ts`` there). Best effort: a replica that cannot be reached, or whose merge has not
         answered within the timeout, keeps the version, which may then spread (a failed
-        write's outcome is open, as on S3); ``retract_misses`` counts those."""
+        write's outcome is open, as on S3); ``retract_misses`` counts those. True when every
+        merge answered (or was never sent) and each one applied was undone."""
         if calls:
             await asyncio.wait(calls, timeout=self.timeout)
         unsure = sum(1 for c in calls if not c.done())
@@ -962,11 +971,13 @@ class ReplicatedIndex:
 
         done = await asyncio.gather(*(one(n, a) for n, a in applied))
         self.retractions += done.count(1)
-        self.retract_misses += unsure + done.count(-1)
+        lost = [n for n, ans in late.items() if ans is None and n not in unsent]  # may have applied it
+        self.retract_misses += unsure + done.count(-1) + len(lost)
         if applied or unsure:
             log.info("%s/%s: write %s reached no quorum; undone on %d of %d replicas that took it "
                      "(%d could not be, %d merges not answered)",
                      bucket, key, list(ts), done.count(1), len(applied), done.count(-1), unsure)
+        return not unsure and not lost and done.count(1) == len(done)
 
     @staticmethod
     def _newer_than(ts: tuple, answers: Iterable[Any]) -> tuple | None:

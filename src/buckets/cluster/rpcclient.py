@@ -618,6 +618,7 @@ class PeerClient:
             definitive = isinstance(error.os_error, ConnectionRefusedError)
             typed: PeerError = PeerUnreachable(f"cannot connect to peer {self.endpoint}: {error.strerror or error}",
                                                endpoint=self.endpoint)
+            typed.unsent = True  # no connection, so no request
         elif isinstance(error, TimeoutError):  # aiohttp's connect/read timeouts are TimeoutErrors too
             typed = PeerTimeout(f"peer {self.endpoint} did not answer in time ({doing} it)", endpoint=self.endpoint)
         elif isinstance(error, asyncio.IncompleteReadError | aiohttp.ClientPayloadError):

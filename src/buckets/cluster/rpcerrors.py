@@ -47,6 +47,9 @@ class PeerError(BucketsError):
     code = "ServiceUnavailable"
     status = 503
     default_message = "A peer node did not answer."
+    # True when the call certainly never reached the peer (it was offline, or the connection
+    # could not be made): the peer did not act on it.
+    unsent = False
 
     def __init__(self, message: str | None = None, *, endpoint: str = "", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -57,6 +60,7 @@ class PeerOffline(PeerError):
     """The peer is marked offline: the call failed fast, nothing was sent."""
 
     default_message = "The peer node is offline."
+    unsent = True
 
 
 class PeerUnreachable(PeerError):

@@ -602,9 +602,11 @@ class Store:
                     await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
                     replaced = [old] if old is not None and old["wid"] != entry["wid"] else []
             except errors.BucketsError as exc:  # precondition failed, or the bucket was deleted under us
-                if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost):
+                if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost) \
+                        and not getattr(exc, "undone", False):
                     # The index entry may have reached some replicas and can still win: keep the
                     # data it points to (the orphan sweep removes it if no entry ever does).
+                    # ``undone``: it was taken back wherever it landed, so the data goes now.
                     raise
                 await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry))
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory

@@ -13,6 +13,7 @@ import pytest
 
 from buckets import errors
 from buckets.cluster.index import HybridClock, IndexReplica, Quorum, ReplicatedIndex, range_digests
+from buckets.cluster.rpcerrors import PeerOffline
 from buckets.registry import Op, Registry
 
 NODES = ["n1", "n2", "n3"]
@@ -29,7 +30,7 @@ class Net:
         async def call(node: str, method: str, args: dict):
             self.calls += 1
             if node in self.down or src in self.down:
-                raise errors.ServiceUnavailable(f"{node} unreachable")
+                raise PeerOffline(f"{node} is offline")  # as the real transport: nothing sent
             if method == "merge" and node in self.held:
                 await self.held[node].wait()
             return await self.replicas[node].handlers()[method](args)
@@ -370,8 +371,10 @@ async def test_a_put_that_reached_no_quorum_is_undone_on_the_replica_that_took_i
     before = {key: held(regs, "n1", key) for key in ("k", "gone")}
     net.down = {"n2", "n3"}
     for key in ("k", "gone", "new"):
-        with pytest.raises(errors.WriteQuorumLost):
+        with pytest.raises(errors.WriteQuorumLost) as failed:
             await idx["n1"].put_displacing("b", key, entry(f"failed-{key}"))
+        # taken back on n1, never sent to n2 or n3: its data can go now
+        assert failed.value.undone is True
     assert held(regs, "n1", "k") == before["k"] and before["k"][0] == "w1"
     assert held(regs, "n1", "gone") == before["gone"] and before["gone"] == (None, before["gone"][1])
     assert before["gone"][1] is not None  # the tombstone itself came back, with its version
@@ -385,6 +388,28 @@ async def test_a_put_that_reached_no_quorum_is_undone_on_the_replica_that_took_i
         assert (await idx[n].get("b", "k"))["wid"] == "w1"
         assert await idx[n].get("b", "gone") is None and await idx[n].get("b", "new") is None
         assert held(regs, n, "new") == (None, None)
+
+
+async def test_a_failed_put_whose_merge_answer_was_lost_keeps_its_data(cluster) -> None:
+    """A merge sent to n2 whose answer never came may have been applied there: the write is
+    not known to be gone, so its data is left (to the entry, should it win; else the orphan
+    sweep), however the other replicas answered."""
+    net, idx, regs = cluster
+    plain = net.transport_for("n1")
+
+    async def lossy(node: str, method: str, args: dict):
+        if node == "n3":
+            raise PeerOffline("n3 is offline")
+        ans = await plain(node, method, args)
+        if method == "merge" and node == "n2":
+            raise errors.ServiceUnavailable("the answer was lost")  # applied, answer lost
+        return ans
+
+    idx["n1"].transport = lossy
+    with pytest.raises(errors.WriteQuorumLost) as failed:
+        await idx["n1"].put_displacing("b", "k", entry("w2"))
+    assert not failed.value.undone
+    assert held(regs, "n1") == (None, None) and held(regs, "n2")[0] == "w2"
 
 
 async def test_a_retract_leaves_a_key_that_moved_on_alone(cluster) -> None:
@@ -449,9 +474,10 @@ async def test_a_failed_put_that_a_read_returned_is_not_undone(cluster) -> None:
         await asyncio.sleep(0.001)
     assert (await idx["n2"].get("b", "k"))["wid"] == "w2"  # written back to n2 first
     release.set()
-    with pytest.raises(errors.WriteQuorumLost):
+    with pytest.raises(errors.WriteQuorumLost) as failed:
         await put
     assert held(regs, "n1")[0] == "w2" and idx["n1"].retractions == 0
+    assert not failed.value.undone  # its data stays: the entry may still win
     idx["n1"].transport = net.transport_for("n1")
     net.down = {"n2"}
     for via in ("n1", "n3"):
