@@ -10,7 +10,11 @@ ADDRESS ?= :9000
 
 .PHONY: run tools test test-fuzz test-slow test-rss test-faults test-crash test-cluster test-all bench bench-http venv clean prometheus-check
 
+# Intel's ISA-L computes the erasure code's parity (the very pieces zfec computes, ~80 times less
+# CPU: src/buckets/erasure/isal.py); without it zfec does the work. Debian's libisal2.
 $(STAMP): pyproject.toml
+	@ldconfig -p | grep -q 'libisal\.so\.2 ' || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libisal2; } \
+		|| echo "libisal2 could not be installed: zfec computes the parity"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

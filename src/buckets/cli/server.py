@@ -29,6 +29,7 @@ from typing import NoReturn, TextIO
 from buckets import runtime
 from buckets.runtime import freeze_startup_objects, tune_process
 from buckets.storage import local as local_storage
+from buckets.erasure import isal as erasure_isal
 from buckets import __version__
 from buckets.cli.config import (
     CONFIG_ENV,
@@ -453,6 +454,8 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
         if node is not None:
             print(node.banner(), file=stream, flush=True)
         log.info("serving on %s", " ".join(endpoint_urls(config)))
+        log.info("erasure coding: %s", "ISA-L (SIMD, zfec's pieces)" if erasure_isal.available()
+                 else "zfec" + ("" if not config.erasure_simd else " (libisal.so.2 not found)"))
         await stopping.wait()
     finally:
         try:
@@ -776,6 +779,7 @@ def run_server(config: Config) -> int:
     configure_logging(config)
     tune_process()
     local_storage.direct_writes = config.direct_io
+    erasure_isal.enabled = config.erasure_simd
     local_storage.aio_fsync = config.aio_fsync
     try:
         code = uvloop.run(serve(config))
