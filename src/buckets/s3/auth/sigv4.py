@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -81,9 +80,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@lru_cache(maxsize=512)
 @functools.lru_cache(maxsize=1024)  # one key per user, day, region and service: four HMACs saved per request
-@functools.lru_cache(maxsize=256)
 def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     """kSigning = HMAC(HMAC(HMAC(HMAC("AWS4"+secret, date), region), service), "aws4_request")."""
     k_date = _hmac(wire_bytes("AWS4" + secret), date)
