@@ -39,7 +39,7 @@ import xxhash
 from buckets import errors
 from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Promises, promise_answer
 from buckets.cluster.leases import holders as lease_holders
-from buckets.cluster.rpcerrors import BadPeerRequest, PeerProtocolError, UnknownPeerMethod, error_from_wire, error_to_wire
+from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.registry import Op, Registry
 from buckets.registry.store import version_tuple
 
@@ -58,9 +58,6 @@ TOMBSTONE_TTL = 7 * 24 * 3600.0
 # a newer one (ReplicatedIndex.put_displacing); beyond this many rounds the newer ones are
 # concurrent writes.
 DISPLACE_ATTEMPTS = 4
-# Merges to one peer that wait while one is in flight go in one index/merge_batch call, at
-# most this many (``MergeBatcher``).
-MAX_MERGE_BATCH = 64
 
 # Keys an index replica remembers its latest versions of, and how many (IndexReplica._recent).
 RECENT_MERGES = 16384
@@ -534,27 +531,8 @@ class IndexReplica:
             return {"leased": False}
         return await self.serve_read(args)
 
-    async def merge_batch(self, args: dict) -> dict:
-        """Several ``merge`` calls in one (``merges``: their arguments, at most
-        ``MAX_MERGE_BATCH``), run concurrently as separate calls would be: what one peer's
-        concurrent writes have for this replica (``MergeBatcher``). Per merge, in order:
-        ``{"ok": <its answer>}`` or ``{"error": <wire record>}`` (one merge's failure is its own)."""
-        merges = args.get("merges")
-        if not isinstance(merges, list) or not merges or len(merges) > MAX_MERGE_BATCH:
-            raise BadPeerRequest(f"index/merge_batch takes a list of 1 to {MAX_MERGE_BATCH} merges")
-
-        async def one(a: Any) -> dict:
-            try:
-                if not isinstance(a, dict) or not isinstance(a.get("bucket"), str) or not isinstance(a.get("key"), str):
-                    raise BadPeerRequest("index/merge takes a bucket and a key")
-                return {"ok": await self.merge(a)}
-            except errors.BucketsError as exc:
-                return {"error": error_to_wire(exc)}
-
-        return {"answers": list(await asyncio.gather(*(one(a) for a in merges)))}
-
     def handlers(self) -> dict[str, Callable[[dict], Awaitable[dict]]]:
-        return {"merge": self.merge, "merge_batch": self.merge_batch, "get": self.get, "scan": self.scan, "digest": self.digest,
+        return {"merge": self.merge, "get": self.get, "scan": self.scan, "digest": self.digest,
                 "versions": self.versions, "drop": self.drop, "lock": self.lock, "unlock": self.unlock,
                 "grant": self.grant, "revoke": self.revoke, "holds": self.holds, "read": self.read,
                 "retract": self.retract}
@@ -1490,87 +1468,3 @@ class ReplicatedIndex:
 
 def _same_listing(a: dict, b: dict) -> bool:
     return a.get("etag") == b.get("etag") and a.get("mt") == b.get("mt") and a.get("size") == b.get("size")
-
-
-class MergeBatcher:
-    """``index/merge`` calls to one peer, batched: while one call to it is in flight the next
-    ones queue, and the next call carries all that wait (``index/merge_batch``, at most
-    ``MAX_MERGE_BATCH``; one alone goes as a plain ``merge``). Concurrent writes through this
-    node then cost the peer one message and one answer instead of one each, as a small PUT's
-    records do (``remotedisk.PeerDisks.append``); no write waits for a timer, only for the call
-    ahead of it. Each caller gets its own merge's answer or error; a failed call fails all of
-    its merges with the same error (``unsent`` kept: an offline peer received none). A caller
-    cancelled (its timeout) before its merge was sent is dropped from the queue. A peer that
-    does not know ``merge_batch`` (an older version) gets plain merges from then on."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client  # the peer's PeerClient (``call(service, method, args)``)
-        self._queue: list[tuple[dict, asyncio.Future]] = []
-        self._task: asyncio.Future | None = None
-        self.batched = True
-        self.calls = 0  # calls made (merge or merge_batch), for tests and debugging
-        self.merges = 0  # merges sent
-
-    async def merge(self, args: dict) -> Any:
-        if not self.batched:
-            return await self.client.call("index", "merge", args)
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((args, fut))
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._send())
-        return await fut
-
-    async def _send(self) -> None:
-        while self._queue:
-            batch = [(a, f) for a, f in self._queue[:MAX_MERGE_BATCH] if not f.done()]
-            self._queue = self._queue[MAX_MERGE_BATCH:]
-            if not batch:
-                continue
-            self.calls += 1
-            self.merges += len(batch)
-            try:
-                if len(batch) == 1:
-                    answers = [{"ok": await self.client.call("index", "merge", batch[0][0])}]
-                else:
-                    try:
-                        answer = await self.client.call("index", "merge_batch", {"merges": [a for a, _ in batch]})
-                    except UnknownPeerMethod:
-                        log.info("a peer has no index/merge_batch (an older version): plain merges to it")
-                        self.batched = False
-                        for a, f in batch + self._queue:
-                            if not f.done():
-                                self._forward(a, f)
-                        self._queue = []
-                        return
-                    answers = answer.get("answers") if isinstance(answer, dict) else None
-                    if not isinstance(answers, list) or len(answers) != len(batch) \
-                            or not all(isinstance(x, dict) for x in answers):
-                        raise PeerProtocolError(f"index/merge_batch answered {type(answers).__name__} "
-                                                f"for {len(batch)} merges")
-            except BaseException as exc:  # every merge of the call gets its error
-                for _, f in batch:
-                    if not f.done():
-                        f.set_exception(exc if isinstance(exc, Exception) else errors.ServiceUnavailable("cancelled"))
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, f), ans in zip(batch, answers):
-                if f.done():
-                    continue
-                if "error" in ans:
-                    f.set_exception(error_from_wire(ans["error"]))
-                else:
-                    f.set_result(ans.get("ok"))
-
-    def _forward(self, args: dict, fut: asyncio.Future) -> None:
-        """A queued merge sent on its own (the peer has no merge_batch)."""
-        async def one() -> None:
-            try:
-                got = await self.client.call("index", "merge", args)
-            except Exception as exc:  # noqa: BLE001 - handed to the caller
-                if not fut.done():
-                    fut.set_exception(exc)
-                return
-            if not fut.done():
-                fut.set_result(got)
-        asyncio.ensure_future(one())

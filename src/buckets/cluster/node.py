@@ -39,7 +39,7 @@ from buckets.cluster.catalog import (
 )
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
 from buckets.cluster.control_records import REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord
-from buckets.cluster.index import IndexReplica, MergeBatcher, ReplicatedIndex
+from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster import membership
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
@@ -125,7 +125,6 @@ class ClusterNode:
     migration: Any = None  # the migration coordinator (``buckets.cluster.migration``), once started
     _node_of_disk: dict[str, str] = field(default_factory=dict)
     _follow: asyncio.Task | None = None
-    _merges: dict[str, MergeBatcher] = field(default_factory=dict)  # index merges to each peer, batched
 
     # -- 1. wiring ------------------------------------------------------------------------
     @classmethod
@@ -876,13 +875,7 @@ class ClusterNode:
         return ClusterUserTable(self.control, self._settle_waiter())
 
     async def _transport(self, node: str, method: str, args: dict) -> Any:
-        client = self.clients[node]
-        if method == "merge":
-            batcher = self._merges.get(node)
-            if batcher is None or batcher.client is not client:
-                batcher = self._merges[node] = MergeBatcher(client)
-            return await batcher.merge(args)
-        return await client.call("index", method, args)
+        return await self.clients[node].call("index", method, args)
 
     async def stop(self) -> None:
         """Before the store closes: stop answering index calls and end every background task
