@@ -113,7 +113,7 @@ def _simd_for(k: int, m: int) -> _Simd | None:
         encoder = zfec.Encoder(k, k + m)
         ok = isal.self_check(k, m, simd.parity.apply, lambda pieces: encoder.encode(pieces, list(range(k, k + m))))
         if ok:
-            length = isal.MIN_PIECE + 8
+            length = isal.MIN_WORK + 8
             pieces = [bytes([i + 1]) * length for i in range(k)]
             parity = simd.parity.apply(pieces, length)
             nums = tuple(range(min(m, k), k)) + tuple(range(k, k + min(m, k)))
@@ -200,7 +200,7 @@ class ErasureCodec:
         """All n framed pieces of a block, in shard order."""
         data = self.split(block)
         if self._encoder is not None and len(data[0]):
-            if self._simd is not None and len(data[0]) >= isal.MIN_PIECE:
+            if self._simd is not None and isal.worth(len(data[0]), self.k, self.m):
                 parity = self._simd.parity.apply(data, len(data[0]))
             else:
                 parity = self._encoder.encode(data, self._parity_nums)
@@ -217,7 +217,7 @@ class ErasureCodec:
             raise ReadQuorumLost(f"only {len(pieces)} of the {k} pieces needed are readable")
         nums = sorted(pieces)[:k]
         plen = len(pieces[nums[0]])
-        if self._simd is not None and plen >= isal.MIN_PIECE:
+        if self._simd is not None and isal.worth(plen, k, self.m):
             rebuilt = iter(self._simd.decoder(tuple(nums)).apply([pieces[i] for i in nums], plen))
             data = [pieces[j] if j in pieces else next(rebuilt) for j in range(k)]
         else:

@@ -42,7 +42,8 @@ def test_encoding_gives_zfecs_frames(k, m, zfec_only) -> None:
     fast, slow = ErasureCodec(k, m), zfec_only(k, m)
     assert fast._simd is not None and slow._simd is None
     # around the size where ISA-L takes over, odd lengths (padded last piece), a full block
-    for size in (1, isal.MIN_PIECE * k - 1, isal.MIN_PIECE * k, isal.MIN_PIECE * k + 1, 100_003, 1 << 20):
+    edge = isal.MIN_WORK // m  # the block size where ISA-L takes over
+    for size in (1, edge - 1, edge, edge + 1, 100_003, 1 << 20):
         block = rng.randbytes(size)
         assert fast.encode_block(block) == slow.encode_block(block), (k, m, size)
 
@@ -51,7 +52,7 @@ def test_encoding_gives_zfecs_frames(k, m, zfec_only) -> None:
 def test_every_set_of_k_pieces_decodes_the_block(k, m, zfec_only) -> None:
     rng = random.Random(k * 7 + m)
     fast, slow = ErasureCodec(k, m), zfec_only(k, m)
-    size = 3 * isal.MIN_PIECE * k + 5
+    size = 3 * isal.MIN_WORK // m + 5
     block = rng.randbytes(size)
     frames = fast.encode_block(block)
     plen = (size + k - 1) // k
