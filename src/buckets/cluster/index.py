@@ -834,7 +834,7 @@ class ReplicatedIndex:
         replaced (a node of an older version): the caller cannot know them."""
         replaced: dict[str, dict] = {}
         unknown = False
-        for _ in range(DISPLACE_ATTEMPTS):
+        for attempt in range(DISPLACE_ATTEMPTS):
             versioned = dict(entry, ts=[self.clock.now(), entry["wid"]])
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
@@ -869,7 +869,9 @@ class ReplicatedIndex:
                 # Undone on every replica that took it, and every other one answered that it
                 # did not (or was never sent it): no entry points at this write's data, and
                 # none ever will, so the caller removes it now (not the orphan sweep, later).
-                exc.undone = gone and self.placement(bucket) == placement and all(
+                # Only on the first attempt: an earlier one's version (the same write id) may
+                # stand on replicas that applied it, and come back if what refused it is undone.
+                exc.undone = attempt == 0 and gone and self.placement(bucket) == placement and all(
                     n in unsent or late.get(n) is not None for n in placement.nodes)
                 raise
             # A conditional write whose check saw this one (judged at this version or later)

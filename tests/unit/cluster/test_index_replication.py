@@ -412,6 +412,36 @@ async def test_a_failed_put_whose_merge_answer_was_lost_keeps_its_data(cluster) 
     assert held(regs, "n1") == (None, None) and held(regs, "n2")[0] == "w2"
 
 
+async def test_a_failed_second_attempt_keeps_the_data_its_first_attempt_may_point_at(tmp_path) -> None:
+    """The first attempt is applied on n1 and refused by n2 and n3 (a newer write, which n1 had
+    missed); the second fails (n2 and n3 gone) and is undone on n1, which puts back the first
+    attempt's entry: the same write, its data still needed. So it is not "undone"."""
+    walls = {"n1": lambda: 1_000_000.0, "n2": lambda: 2_000_000.0, "n3": lambda: 2_000_000.0}  # n1 behind
+    net, idx, regs = await start_trio(tmp_path, walls)
+    try:
+        net.down = {"n1"}
+        await idx["n2"].put("b", "k", entry("w1"))  # on n2 and n3 only
+        net.down = set()
+        plain = net.transport_for("n1")
+        remote_merges = 0
+
+        async def first_round_only(node: str, method: str, args: dict):
+            nonlocal remote_merges
+            if method == "merge" and node != "n1":
+                remote_merges += 1
+                if remote_merges > 2:
+                    raise PeerOffline(f"{node} is offline")
+            return await plain(node, method, args)
+
+        idx["n1"].transport = first_round_only
+        with pytest.raises(errors.WriteQuorumLost) as failed:
+            await idx["n1"].put_displacing("b", "k", entry("w2"))
+        assert held(regs, "n1")[0] == "w2"  # the first attempt's entry, put back by the undo
+        assert not failed.value.undone
+    finally:
+        await stop_trio(idx, regs)
+
+
 async def test_a_retract_leaves_a_key_that_moved_on_alone(cluster) -> None:
     """The undo is conditional: a newer write merged since stays."""
     net, idx, regs = cluster
