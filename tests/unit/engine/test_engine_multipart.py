@@ -285,6 +285,25 @@ async def test_conditional_complete(store, bucket) -> None:
     assert await get_bytes(store, bucket, "k") == b"new"
 
 
+async def test_a_complete_refused_at_commit_leaves_the_upload_completable(store, bucket, monkeypatch) -> None:
+    """The condition passes the early check, then fails under the key's lock (a write landed
+    between): 409 ConditionalRequestConflict, the key unchanged, and the upload's parts, already
+    moved into the new write's place, still complete it on a retry."""
+    await store.put_object(bucket, "k", b"exists", 6)
+    up, done = await upload(store, bucket, "k", [b"new"])
+
+    async def passes(*_args, **_kwargs) -> None:
+        return None
+
+    monkeypatch.setattr(store, "_check_conditions", passes)  # the race: the early check saw no key
+    with pytest.raises(errors.ConditionalRequestConflict):
+        await store.complete_multipart_upload(bucket, "k", up.upload_id, done, PutOptions(if_none_match=True))
+    monkeypatch.undo()
+    assert await get_bytes(store, bucket, "k") == b"exists"
+    await store.complete_multipart_upload(bucket, "k", up.upload_id, done)
+    assert await get_bytes(store, bucket, "k") == b"new"
+
+
 # -- checksums ------------------------------------------------------------------------------
 
 def b64(raw: bytes) -> str:
