@@ -9,6 +9,8 @@ import pytest
 from botocore.exceptions import ClientError
 from opsserver import ROOT_PASSWORD, ROOT_USER, Cli, Server, free_port
 
+from buckets.erasure import isal
+
 
 @pytest.mark.slow  # many CLI process starts: make test-slow (make test keeps this CLI's other tests)
 def test_alias_set_list_remove(cli: Cli, server: Server) -> None:
@@ -34,8 +36,10 @@ def test_info_table_and_json(aliased: Cli, server: Server) -> None:
     for disk in server.disks:
         assert str(disk) in text
     info = aliased.admin("info", "srv", "--json").ok().json()
+    coder = "isal" if isal.available() else "zfec"  # make venv installs libisal2
+    assert f"(parity by {'ISA-L' if coder == 'isal' else 'zfec'})" in text
     assert info["erasure"] == {"data": 2, "parity": 2, "write_quorum": 3, "read_quorum": 2, "block_size": 1 << 20,
-                               "small": None}  # 2+2 is as narrow as its parity allows
+                               "small": None, "coder": coder}  # 2+2 is as narrow as its parity allows
     assert [d["state"] for d in info["disks"]] == ["online"] * 4
     assert all(d["total"] > 0 and d["free"] > 0 for d in info["disks"])
     assert info["uptime_seconds"] > 0 and info["version"] == __import__("buckets").__version__

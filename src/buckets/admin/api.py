@@ -52,6 +52,7 @@ from buckets.admin.jsonio import answer, json_body
 
 from buckets import __version__
 from buckets.admin.settings import LiveSettings
+from buckets.erasure.codec import coder_name
 from buckets.errors import (
     AccessDenied, BucketsError, InternalError, InvalidArgument, XAmzContentSHA256Mismatch, define_error,
 )
@@ -264,6 +265,7 @@ class AdminApi:
             "region": self.region,
             "uptime_seconds": round(time.time() - store.started, 3),
             "erasure": {"data": data, "parity": parity, "write_quorum": health.write_quorum,
+                        "coder": coder_name(data, parity),  # ISA-L or zfec: the same pieces either way
                         "read_quorum": health.read_quorum, "block_size": getattr(store, "block_size", None),
                         # objects up to max_bytes on a narrower set of the same parity (--small-set-limit)
                         "small": None if (small := store.small_layout) is None else {

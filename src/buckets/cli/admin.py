@@ -85,7 +85,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     small = erasure.get("small")
     print(f"Erasure:  {erasure['data']} data + {erasure['parity']} parity"
           + (f"; objects up to {human_size(small['max_bytes'])}: {small['data']} data + {small['parity']} parity"
-             if small else ""))
+             if small else "") + (f" (parity by {'ISA-L' if erasure['coder'] == 'isal' else 'zfec'})"
+                                  if erasure.get("coder") else ""))
     print(f"Usage:    {usage['objects']} objects, {human_size(usage['bytes'])} in {usage['buckets']} buckets")
     print(f"Registry: {human_size(registry['size_bytes'])}, {registry['entries']} entries, "
           f"cache {registry['cache_hits']} hits / {registry['cache_misses']} misses")

@@ -131,6 +131,11 @@ def _simd_for(k: int, m: int) -> _Simd | None:
     return simd
 
 
+def coder_name(k: int, m: int) -> str:
+    """Which library computes k+m's parity on this node: ``"isal"`` or ``"zfec"``."""
+    return "isal" if _simd_for(k, m) is not None else "zfec"
+
+
 @dataclass(frozen=True, slots=True)
 class ShardGeometry:
     """Where each block's frame sits in a shard file, for an encoded stream of ``size`` bytes."""
