@@ -72,6 +72,11 @@ class Cluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.logs = {i: base / f"node{i}.log" for i in range(1, nodes + 1)}
 
+    def disk_roots(self) -> list[Path]:
+        """Every node's disk directories, node by node."""
+        return [self.data_root / f"{self.disk_prefix.format(node=n)}{d}" for n in range(1, self.n + 1)
+                for d in range(1, self.disks + 1)]
+
     def host(self, i: int) -> str:
         return f"127.0.0.{i + self.first_host - 1}"
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import boto3
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
+import diskview
 from clusterproc import ROOT_PASSWORD, ROOT_USER
 from faultkit import FaultCluster, Partition, partition_support
 from linearizability import CAS, DELETE, GET, PUT, Op, check
@@ -475,6 +476,14 @@ def test_kill_two_nodes(cluster: FaultCluster, tmp_path) -> None:
             listed = {o["Key"] for o in s3[node].list_objects_v2(Bucket=bucket).get("Contents", [])}
             want = {k for (b, k) in ledger.acked if b == bucket} | {k for (b, k) in small_acked if b == bucket}
             assert listed == want, (node, bucket, listed ^ want)
+    # A refused PUT that its node undid on every index replica that took it (the others down:
+    # never sent) had its data removed at once: no disk holds a live write of it.
+    logs = "\n".join(cluster.log(i) for i in survivors)
+    undone = [(b, k) for b, k in small_refused if f"{b}/{k}: the failed write " in logs]
+    for bucket, key in undone:
+        left = [str(root) for root in cluster.disk_roots() for _ in diskview.writes_of(root, bucket, key)]
+        assert not left, (bucket, key, left)
+    print(f"refused small PUTs whose data was removed at once: {len(undone)} of {len(small_refused)}")
 
 
 def test_restart_while_another_node_is_down(cluster: FaultCluster) -> None:

@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import diskview
 import pytest
@@ -37,11 +36,6 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop_all()
-
-
-def disk_roots(c: Cluster) -> list[Path]:
-    return [c.data_root / f"{c.disk_prefix.format(node=n)}{d}" for n in range(1, c.n + 1)
-            for d in range(1, c.disks + 1)]
 
 
 def no_bugs_logged(c: Cluster) -> None:
@@ -89,13 +83,13 @@ def test_first_writes_after_formation_land_on_every_disk(fresh: Cluster) -> None
         for w in watchers:
             w.join()
     assert refused == {i: 0 for i in range(1, c.n + 1)}, f"connections refused after a node listened: {refused}"
-    assert len(disk_roots(c)) == 16 and all(root.is_dir() for root in disk_roots(c))
+    assert len(c.disk_roots()) == 16 and all(root.is_dir() for root in c.disk_roots())
     # every shard of every write on its disk: 16 (12+4), or 8 for the small ones (4+4 on a
     # window of the row: --small-set-limit), as each write's metadata says
     short = {}
     logs = "\n".join(c.log(i) for i in range(1, c.n + 1))
     for key in written:
-        metas = [m for root in disk_roots(c) for m in diskview.writes_of(root, "first", key)]
+        metas = [m for root in c.disk_roots() for m in diskview.writes_of(root, "first", key)]
         writes: dict[str, list[dict]] = {}
         for m in metas:
             writes.setdefault(m["wid"], []).append(m)

@@ -608,6 +608,9 @@ class Store:
                     # data it points to (the orphan sweep removes it if no entry ever does).
                     # ``undone``: it was taken back wherever it landed, so the data goes now.
                     raise
+                if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost):
+                    log.info("%s/%s: the failed write %s was undone on every index replica that took it: "
+                             "its data is removed", bucket, key, entry["wid"])
                 await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry))
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)

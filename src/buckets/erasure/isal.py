@@ -43,6 +43,7 @@ def worth(piece: int, k: int, m: int) -> bool:
     """Is ISA-L cheaper than zfec for k+m pieces of ``piece`` bytes?"""
     return piece * k * m >= MIN_WORK
 
+
 enabled = True  # the server's --erasure-simd / BUCKETS_ERASURE_SIMD
 
 _lib: ctypes.CDLL | None = None
@@ -52,6 +53,8 @@ _load_lock = threading.Lock()
 
 def _load() -> ctypes.CDLL | None:
     global _lib, _loaded
+    if _loaded:  # every call after the first: no lock
+        return _lib
     with _load_lock:
         if _loaded:
             return _lib
