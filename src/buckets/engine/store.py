@@ -461,11 +461,11 @@ class Store:
         wid = new_id()
         txid = new_id()
         stage = paths.staging(txid)
-        iv = crypto.write_iv(wid)
         writer = ErasureWriter(codec, disks, [f"{stage}/{wid}/part.1"] * codec.n, self.cpu,
                                algorithms=opts.checksum_algorithms or (checksums.DEFAULT_ALGORITHM,),
                                inline_limit=self.inline_threshold,
-                               cipher=crypto.PartCipher(data_key, iv, 1) if data_key is not None else None)
+                               cipher=crypto.PartCipher(data_key, crypto.write_iv(wid), 1)
+                               if data_key is not None else None)
         try:
             result = await writer.run(stream, size)
             if opts.verify is not None:
@@ -482,7 +482,7 @@ class Store:
                 "parts": [[1, result.stored_size, etag, result.checksums, mtime]],
             }
             if sse_rec is not None:
-                entry["sse"] = dict(sse_rec, iv=[iv])
+                entry["sse"] = dict(sse_rec, iv=[crypto.write_iv(wid)])
             entry.update(opts.access)
             if result.inline is not None:
                 ok = await self._commit_inline(bucket, key, entry, result, disks)

@@ -134,6 +134,8 @@ class ErasureWriter:
         self.inline_limit = inline_limit
         self.writers: list[ShardWriter | None] = []
         self.errors: list[str] = []
+        # Per shard file, its last queued piece write: the next block's piece goes after it.
+        self._tails: list[asyncio.Future | None] = [None] * codec.n
 
     def _alive(self) -> int:
         return sum(1 for w in self.writers if w is not None)
@@ -158,19 +160,19 @@ class ErasureWriter:
                 f"Write quorum lost: {self._alive()} of {self.codec.n} disks writable, "
                 f"{self.codec.write_quorum} needed" + (f" ({'; '.join(self.errors[-3:])})" if self.errors else ""))
 
-    async def _write_frames(self, frames: list[bytes]) -> None:
-        async def write_one(i: int) -> None:
-            w = self.writers[i]
-            if w is None:
-                return
-            try:
-                await w.write(frames[i])
-            except DiskError as exc:
-                self.errors.append(str(exc))
-                self.writers[i] = None
-                await w.abort()
+    async def _write_piece(self, i: int, frame: bytes) -> None:
+        w = self.writers[i]
+        if w is None:
+            return
+        try:
+            await w.write(frame)
+        except DiskError as exc:
+            self.errors.append(str(exc))
+            self.writers[i] = None
+            await w.abort()
 
-        await asyncio.gather(*(write_one(i) for i in range(self.codec.n)))
+    async def _write_frames(self, frames: list[bytes]) -> None:
+        await asyncio.gather(*(self._write_piece(i, frames[i]) for i in range(self.codec.n)))
         self._check_quorum()
 
     async def _process(self, hash_fns: tuple, block: bytes) -> list[bytes]:
@@ -194,9 +196,12 @@ class ErasureWriter:
         else:
             fn(block)
 
-    async def _write_after(self, before: "asyncio.Future | None", block: bytes) -> None:
-        """Block b encoded (beside block b-1's writes), then written after them: each shard
-        file is appended in order."""
+    async def _write_after(self, before: "asyncio.Future | None", queued: asyncio.Future, block: bytes) -> None:
+        """Block b encoded (beside block b-1's writes), then each piece written after the same
+        shard file's piece of block b-1: a shard file is appended in order, but a disk that
+        finished block b-1 goes on with block b while a slower one still writes b-1 (no
+        barrier across the disks between blocks). ``before`` is set once block b-1's pieces
+        are queued behind the shard files' tails; this block sets ``queued`` once its are."""
         if len(block) >= POOL_MIN:
             frames = await run_in(self.cpu, self.codec.encode_block, block)
         else:
@@ -204,7 +209,18 @@ class ErasureWriter:
         del block
         if before is not None:
             await before
-        await self._write_frames(frames)
+        tails = self._tails
+        pieces = [asyncio.ensure_future(self._piece_after(tails[i], i, frames[i])) for i in range(self.codec.n)]
+        self._tails = pieces
+        queued.set_result(None)
+        del frames
+        await asyncio.gather(*pieces)
+        self._check_quorum()
+
+    async def _piece_after(self, before: "asyncio.Future | None", i: int, frame: bytes) -> None:
+        if before is not None:
+            await asyncio.shield(before)  # the previous piece's own failure is its block's to report
+        await self._write_piece(i, frame)
 
     def _seal_batch(self, hashers: _Hashers, plain: bytes, first_index: int, final: bool) -> bytes:
         hashers.update_plain(plain)
@@ -262,6 +278,8 @@ class ErasureWriter:
         # Per block in the pipeline: its step in each digest's chain, then its write.
         inflight: deque[list[asyncio.Future]] = deque()
         chains: list[asyncio.Future | None] = [None] * (len(hash_fns) + 1)
+        loop = asyncio.get_running_loop()
+        last_queued: asyncio.Future | None = None  # the last block's pieces are behind the tails
         streaming = self.inline_limit < 0 or (size is not None and size > self.inline_limit)
         if streaming:
             await self._open()
@@ -278,9 +296,11 @@ class ErasureWriter:
                     # Chains run side by side: each digest over the blocks in order (MD5 and
                     # BLAKE3 apart: neither waits for the other), and the blocks' encoding and
                     # writing, in order per shard file. At most PIPELINE blocks are in them.
+                    queued = loop.create_future()
                     chains = [asyncio.ensure_future(self._hash_after(chains[i], fn, block))
                               for i, fn in enumerate(hash_fns)] + \
-                             [asyncio.ensure_future(self._write_after(chains[-1], block))]
+                             [asyncio.ensure_future(self._write_after(last_queued, queued, block))]
+                    last_queued = queued
                     inflight.append(chains)
                     while inflight and (len(inflight) > PIPELINE or all(f.done() for f in inflight[0])):
                         for f in inflight.popleft():

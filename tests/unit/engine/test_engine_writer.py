@@ -153,3 +153,41 @@ async def test_the_body_is_never_read_more_than_the_pipeline_ahead_of_the_disks(
     # At most ``depth`` blocks wait for a write to start (the chains hold them); the disks
     # being slow, the stream did get that far ahead, and waited there.
     assert max(ahead) == depth, ahead
+
+
+async def test_a_slow_disk_does_not_hold_the_others_back_between_blocks(disks, cpu):
+    """Each shard file is appended in order, but there is no barrier across the disks between
+    blocks: a disk done with block b starts block b+1 while a slower one still writes b (at
+    most the pipeline's blocks apart). The files still hold their frames in block order."""
+    bs = 64 << 10
+    codec = ErasureCodec(K, M, bs)
+    disks[0].delay("shard.write", seconds=0.02)
+    lead: list[int] = []  # at each write disk 1 starts: its writes started minus disk 0's
+    before = disks[1]._before
+
+    async def watched(name: str) -> None:
+        if name == "shard.write":
+            lead.append(disks[1].calls[name] + 1 - disks[0].calls[name])
+        await before(name)
+
+    disks[1]._before = watched
+
+    async def stream():
+        for _ in range(12):
+            yield body_blocks.pop(0)
+
+    body = os.urandom(bs * 12)
+    body_blocks = [body[at:at + bs] for at in range(0, len(body), bs)]
+    w = ErasureWriter(codec, disks, _paths(), cpu, inline_limit=-1)
+    result = await w.run(stream(), len(body))
+    assert await w.finish(sync=False) == [0, 1, 2, 3]
+    assert result.md5 == hashlib.md5(body).digest()
+    # Disk 1 started a block's write before the slow disk 0 had started that block's: with
+    # a barrier between blocks it never could (disk 0's piece is always queued first).
+    assert max(lead) >= 1, lead
+    assert max(lead) <= writer_mod.PIPELINE + 1, lead
+    expected = _expected_shards(codec, body)
+    for i, d in enumerate(disks):
+        with open(d.local_path(_paths()[i]), "rb") as fh:
+            assert fh.read() == expected[i], f"shard {i}"
+    assert not _leftover_tasks()
