@@ -37,8 +37,11 @@ tools:
 
 # Hypothesis runs its "ci" profile here: derandomized, the same examples on every run
 # (tests/hypothesis_profiles.py), so a random example never decides whether a change lands.
+# TEST_WORKERS pytest-xdist workers, each test file on one worker (its module-scoped servers
+# start once); each worker hands out ports from its own block (tests/serverproc.py).
+TEST_WORKERS ?= 2
 test: $(STAMP) tools
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q --durations=25
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # Random examples: hypothesis's "fuzz" profile over the unit fuzz tests, then FUZZ_SECONDS
 # of generated HTTP requests against a real server (tests/fuzz; FUZZ_SEED repeats a run),

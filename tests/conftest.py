@@ -1,5 +1,7 @@
 """Fixtures shared by every test directory. Keep this file small and side-effect free
-(the one effect: choosing the hypothesis profile, before any test module is imported)."""
+(the one effect: choosing the hypothesis profile, before any test module is imported), and
+the hooks that print the fault and power-loss tables at the end of a run, also when
+pytest-xdist's workers ran the tests (``runreport.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import hypothesis_profiles
 import pytest
+import runreport
 
 hypothesis_profiles.load()  # ci unless HYPOTHESIS_PROFILE says otherwise (pytest -v shows it)
 
@@ -29,3 +32,16 @@ def tmp_disks(tmp_path: Path) -> Callable[..., list[str]]:
         return [str(base / f"d{i + 1}") for i in range(n)]
 
     return make
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    runreport.worker_finished(session)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    runreport.worker_down(node)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    runreport.write(terminalreporter, config)

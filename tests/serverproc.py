@@ -23,12 +23,52 @@ BIN = Path(PYTHON).parent
 
 _HANDED_OUT: set[int] = set()
 
+# Under pytest-xdist (``make test`` runs two workers) each worker hands out ports from its own
+# block below the kernel's ephemeral range (32768-60999 here): a port one worker picked and
+# has not bound yet cannot be picked by the other, nor taken meanwhile as the source port of
+# some client's connection. The first PORTS_PICKED of a block are handed out as server ports;
+# a cluster node's control port (+1000) stays inside the block.
+PORT_BLOCK = 4000
+PORTS_PICKED = 3000
+PORT_BASE = 10000
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_cursor = 0
+
+
+def _worker_block() -> int | None:
+    """The first port of this xdist worker's block; None outside xdist."""
+    if not _WORKER.startswith("gw") or not _WORKER[2:].isdigit():
+        return None
+    return PORT_BASE + (int(_WORKER[2:]) % 5) * PORT_BLOCK
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
     """A port free on 127.0.0.1 now and never handed out before by this process. The kernel
     may give one ephemeral port to two binds in a row once the first socket closed: two nodes
     of one test given the same port would become one node with both nodes' disks (a 4-node
     cluster counted as 3), or the second server would fail to bind."""
+    global _cursor
+    block = _worker_block()
+    if block is not None:
+        for _ in range(2 * PORTS_PICKED):
+            if _cursor >= PORTS_PICKED:  # a whole block used: its first ports are long closed
+                _cursor = 0
+                _HANDED_OUT.clear()
+            port = block + _cursor
+            _cursor += 1
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
+        raise RuntimeError(f"no free port left in this worker's block {block}-{block + PORTS_PICKED}")
     for _ in range(1000):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

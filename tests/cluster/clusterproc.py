@@ -21,7 +21,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from serverproc import BIN, server_env, spawn, stop
+from serverproc import BIN, free_port, server_env, spawn, stop
 
 ROOT_USER = "clusteradmin"
 ROOT_PASSWORD = "cluster-secret-pw"
@@ -44,9 +44,7 @@ def free_cluster_port(nodes: int, first_host: int = 1, also: tuple[str, ...] = (
     """A port free on every node's address (and on ``also``), with its control port."""
     hosts = [f"127.0.0.{i}" for i in range(first_host, first_host + nodes)] + list(also)
     for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         if port + CONTROL_OFFSET < 65536 and _free_on_all(port, hosts):
             return port
     raise RuntimeError("no free port on every loopback address")

@@ -5,8 +5,8 @@
   makes each check a few tens of milliseconds instead of hundreds), else the test's
   ``tmp_path``; removed after the test.
 - ``crash_summary``: one row per campaign (sync points, cut positions, cuts checked, crash
-  states, violations), printed as a table at the end of the run by
-  ``pytest_terminal_summary``.
+  states, violations), printed as a table at the end of the run (``tests/runreport.py``,
+  also under pytest-xdist).
 
 The long campaigns are marked ``crash`` (``make test-crash``); the unmarked tests are the
 fast subset that runs in ``make test``.
@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-SUMMARY_KEY = pytest.StashKey[list]()
+import runreport
 
 
 @pytest.fixture
@@ -40,26 +39,4 @@ def crash_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def crash_summary(request: pytest.FixtureRequest) -> list:
-    rows = request.config.stash.get(SUMMARY_KEY, None)
-    if rows is None:
-        rows = request.config.stash[SUMMARY_KEY] = []
-    return rows
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    rows = config.stash.get(SUMMARY_KEY, None)
-    if not rows:
-        return
-    header = ("write path", "sync points", "cut positions", "cuts checked", "sampled cuts", "crash states",
-              "violations", "known bug", "seconds")
-    table = [header] + [(r.name, str(sum(r.sync_points.values())), str(r.events), str(r.cuts_checked),
-                         str(r.sampled_cuts), str(r.states), str(len(r.violations)), str(len(r.known)),
-                         f"{r.seconds:.0f}")
-                        for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    terminalreporter.section("power-loss campaigns")
-    for n, row in enumerate(table):
-        terminalreporter.write_line("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                              for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            terminalreporter.write_line("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    return runreport.rows(request.config, "crash")

@@ -2,9 +2,10 @@
 
 - ``servers`` starts ``buckets server`` processes (see ``fault_server.py``) and kills, by
   pid, any a test left running.
-- ``tally`` is the test's row of the run summary; ``pytest_terminal_summary`` prints the
-  whole table (objects written, faults injected, detected, repaired, objects lost, wrong
-  bytes served) and the session fails if any object was lost or any wrong byte served.
+- ``tally`` is the test's row of the run summary; ``tests/runreport.py`` prints the whole
+  table at the end of the run, also under pytest-xdist (objects written, faults injected,
+  detected, repaired, objects lost, wrong bytes served), and the session fails if any
+  object was lost or any wrong byte served.
 
 The long tests are marked ``faults`` (``make test-faults``); the unmarked ones are the
 fast subset that runs in ``make test``.
@@ -16,22 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import runreport
 from fault_ledger import FaultTally, RunSummary
 from fault_server import ServerProcess, make_disks, start_server
-
-SUMMARY_KEY = pytest.StashKey[RunSummary]()
-
-
-def _summary(config: pytest.Config) -> RunSummary:
-    summary = config.stash.get(SUMMARY_KEY, None)
-    if summary is None:
-        summary = config.stash[SUMMARY_KEY] = RunSummary()
-    return summary
 
 
 @pytest.fixture(scope="session")
 def run_summary(request: pytest.FixtureRequest) -> Iterator[RunSummary]:
-    summary = _summary(request.config)
+    summary = RunSummary(runreport.rows(request.config, "faults"))
     yield summary
     total = summary.totals()
     assert total.objects_lost == 0 and total.wrong_bytes == 0, (
@@ -78,20 +71,3 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         yield s
     finally:
         s.cleanup()
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    summary = config.stash.get(SUMMARY_KEY, None)
-    if summary is None or not summary.tallies:
-        return
-    tr = terminalreporter
-    tr.section("fault-injection run summary")
-    for line in summary.table():
-        tr.write_line(line)
-    total = summary.totals()
-    verdict = "OK" if total.objects_lost == 0 and total.wrong_bytes == 0 else "FAILED"
-    tr.write_line(f"objects lost: {total.objects_lost} (must be 0), wrong bytes served: "
-                  f"{total.wrong_bytes} (must be 0): {verdict}")
-    for t in summary.tallies:
-        for note in t.notes:
-            tr.write_line(f"  {t.test}: {note}")

@@ -573,7 +573,7 @@ async def test_a_replica_that_forgot_a_write_does_not_undo_it(cluster) -> None:
 async def test_the_fresh_writes_a_replica_remembers_are_bounded(cluster, monkeypatch) -> None:
     import buckets.cluster.index as index_module
     monkeypatch.setattr(index_module, "FRESH_MAX", 5)
-    _, idx, _ = cluster
+    _, idx, regs = cluster
     replica = idx["n1"].local
     for i in range(12):
         v = [idx["n1"].clock.now(), f"w{i}"]
@@ -581,4 +581,6 @@ async def test_the_fresh_writes_a_replica_remembers_are_bounded(cluster, monkeyp
                              "ts": v, "displaced": True})
     assert list(replica._fresh["b"]) == [f"k{i}" for i in range(7, 12)]
     await idx["n1"].put("b", "k11", entry("plain"))  # a write that is not a blind PUT: nothing to undo
+    await settle(idx)  # (the put returns at W of N: n1's own merge may be the one still on its way)
+    assert held(regs, "n1", "k11")[0] == "plain"
     assert "k11" not in replica._fresh["b"]
