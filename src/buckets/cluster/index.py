@@ -82,6 +82,13 @@ _AGAIN = object()
 # write that finds the key locked on a replica waits there up to KEY_LOCK_WAIT for it to end.
 KEY_LOCK_SECONDS = 10.0
 KEY_LOCK_WAIT = 3.0
+# A key whose lock ended here without its commit (unlocked, or expired) is "unsettled" for
+# this long: the conditional write may have committed on the replicas whose commit did reach,
+# with a version newer than later blind writes, and a blind write merged here says so, so its
+# writer hears every replica before it is acknowledged (``_gather_sets``). Long enough for two
+# anti-entropy passes (cluster/node.py), which carry such a commit to every replica that is up.
+UNSETTLED_SECONDS = 150.0
+UNSETTLED_MAX = 4096
 
 
 class HybridClock:
@@ -191,6 +198,11 @@ class IndexReplica:
         # undone here, a later read of the others could go back in time).
         self._fresh: dict[str, OrderedDict[str, _Fresh]] = {}
         self.undos: dict[str, int] = {}  # retracts begun, counted by bucket
+        # Conditional writes' key locks taken here whose commit has not arrived, (bucket, key)
+        # -> (lock id, until); and the keys whose lock ended without its commit lately (the
+        # writer's unlock, or the lock's expiry), (bucket, key) -> (lock id, time.monotonic()).
+        self._locked: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._unsettled: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self.seq = 0  # merges begun, counted
         self._merging: dict[str, dict[int, None]] = {}  # bucket -> merges committing now (their seq)
 
@@ -239,6 +251,7 @@ class IndexReplica:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.05)
         where = hash((args["bucket"], args["key"]))
+        unsettled = self._settle((args["bucket"], args["key"]), args.get("lock"))
         if op.applied:
             judged = _ts(args["judged"]) if args.get("judged") is not None else None
             before = self._recent.get(where)
@@ -255,8 +268,11 @@ class IndexReplica:
             # write's data) learns it here instead of from a quorum read before the merge.
             # ``prior``: that write's version (also a tombstone's), for a ``retract`` of this
             # merge if the write fails.
-            return {"applied": True, "was": op.result, "prior": list(op.prior) if op.prior is not None else None} \
+            answer = {"applied": True, "was": op.result, "prior": list(op.prior) if op.prior is not None else None} \
                 if args.get("displaced") else {"applied": True}
+            if unsettled:
+                answer["unsettled"] = True
+            return answer
         # What this replica holds instead (equal: a retry of this very write; newer: it lost),
         # and, if this replica merged it recently, the version it replaced here.
         held = op.prior
@@ -333,6 +349,33 @@ class IndexReplica:
                 done(restored, retracted=restored is not None)
         return {"retracted": bool(op is not None and op.applied)}
 
+    def _settle(self, where: tuple[str, str], lock: str | None) -> bool:
+        """A merge of the key committed here (``lock``: the conditional write's lock id it
+        carries). Its own lock's commit settles the key; any other merge found the key's lock
+        ended (the registry took it), without that commit here if one was taken: the key is
+        unsettled. True: it is unsettled now."""
+        taken = self._locked.pop(where, None)
+        if lock is not None:
+            gone = self._unsettled.get(where)
+            if gone is not None and gone[0] == lock:  # the late commit itself: settled here
+                del self._unsettled[where]
+            return False
+        if taken is not None:
+            self._note_unsettled(where, taken[0])
+        gone = self._unsettled.get(where)
+        if gone is None:
+            return False
+        if time.monotonic() - gone[1] > UNSETTLED_SECONDS:
+            del self._unsettled[where]
+            return False
+        return True
+
+    def _note_unsettled(self, where: tuple[str, str], lock: str) -> None:
+        self._unsettled[where] = (lock, time.monotonic())
+        self._unsettled.move_to_end(where)
+        while len(self._unsettled) > UNSETTLED_MAX:
+            self._unsettled.popitem(last=False)
+
     def _note_fresh(self, bucket: str, key: str, version: tuple | None) -> None:
         """A merge applied here: remember a blind PUT's version (``version``), or forget the
         key's (another write replaced it; or it was undone)."""
@@ -397,6 +440,13 @@ class IndexReplica:
             await self.registry.commit([op])
         except errors.KeyLocked:
             return {"locked": True}
+        where = (args["bucket"], args["key"])
+        taken = self._locked.pop(where, None)
+        if taken is not None and taken[0] != str(args["id"]):
+            self._note_unsettled(where, taken[0])  # that lock expired: its commit never came here
+        self._locked[where] = (str(args["id"]), time.time() + ttl)
+        while len(self._locked) > UNSETTLED_MAX:
+            self._locked.popitem(last=False)
         entry, version = op.result
         if self._fresh and not await self._seen(args["bucket"], args["key"], version):
             # An undo of that version was committing: the key is locked now, read it again.
@@ -405,7 +455,16 @@ class IndexReplica:
         return {"entry": entry, "ts": list(version) if version is not None else None}
 
     async def unlock(self, args: dict) -> dict:
+        """End a conditional write's lock without its commit: the write was refused, or
+        (``committing``) its commit did not reach this replica, and the key is unsettled here
+        (``_settle``)."""
         await self.registry.commit([Op("unlock_key", args["bucket"], args["key"], value={"id": str(args["id"])})])
+        where = (args["bucket"], args["key"])
+        taken = self._locked.get(where)
+        if taken is not None and taken[0] == str(args["id"]):
+            del self._locked[where]
+            if args.get("committing"):  # (not after a refusal: nothing was committed anywhere)
+                self._note_unsettled(where, taken[0])
         return {}
 
     async def get(self, args: dict) -> dict:
@@ -707,10 +766,20 @@ class ReplicatedIndex:
         def quorate() -> bool:
             return all(sum(1 for n in s if n in answered) >= Quorum.for_replicas(len(s)).w for s in sets)
 
+        def unsettled() -> bool:
+            return any(isinstance(a, dict) and a.get("unsettled") for a in answered.values())
+
         def awaited() -> set[str]:
-            if not promises:
-                return set()
-            return {h for h in lease_holders(promises, sets) if h not in answered and h not in failed}
+            missing: set[str] = set()
+            if promises:
+                missing = {h for h in lease_holders(promises, sets) if h not in answered and h not in failed}
+            if unsettled():
+                # A replica's lock of the key ended without its conditional write's commit
+                # there: that write may have committed on replicas not heard yet, with a
+                # version newer than this one, and if its check did not see this write it comes
+                # first (put_displacing, _write_new). Hear them all before acknowledging.
+                missing |= {n for s in sets for n in s if n not in answered and n not in failed}
+            return missing
 
         def satisfied() -> bool:
             return quorate() and not awaited()
@@ -760,6 +829,12 @@ class ReplicatedIndex:
         if stop is not None and stop():
             return
         if quorate():
+            unheard = sorted({n for s in sets for n in s if n not in answered}) if unsettled() else []
+            if unheard:
+                raise errors.WriteQuorumLost(
+                    f"Index of {bucket!r}: a conditional write's lock of the key ended without its commit on "
+                    f"a replica lately, and {', '.join(unheard)} did not answer: whether that write is newer "
+                    f"and came first is unknown ({'; '.join(failures) or 'no answer in time'})")
             if promises:
                 missing = {h for h in lease_holders(promises, sets) if h not in answered}
                 if missing:
@@ -1102,6 +1177,7 @@ class ReplicatedIndex:
         pause = 0.005
         answered: dict[str, Any] = {}
         committed: set[str] = set()
+        committing = False  # the commit was sent: a replica it did not reach is left unsettled
         try:
             while True:
                 # Each round its own lock id, so a lock that lands after its round gave up is
@@ -1164,13 +1240,15 @@ class ReplicatedIndex:
                     raise errors.WriteQuorumLost(f"{bucket}/{key}: {node} holds a newer write")
                 return ans
 
+            committing = True
             await self._write_placed(bucket, merge)
             return current
         finally:
             finished = True
             for node, lid in held.items():
                 if node not in committed:
-                    self._keep(asyncio.ensure_future(self._unlock(node, {"bucket": bucket, "key": key, "id": lid})))
+                    self._keep(asyncio.ensure_future(self._unlock(
+                        node, {"bucket": bucket, "key": key, "id": lid, "committing": committing})))
 
     async def _unlock(self, node: str, args: dict) -> None:
         try:

@@ -343,25 +343,93 @@ async def test_a_plain_write_that_waited_for_the_lock_comes_after_the_conditiona
         assert (got is None) if how == "delete" else (got["wid"] == "u")
 
 
-async def test_a_blind_put_on_a_quorum_refused_by_a_conditional_commit_that_did_not_see_it_comes_after(cluster) -> None:
+async def _commit_on_n2_only(net, idx, regs) -> None:
+    """A conditional write locked n1 and n2 (a quorum), judged the key at "old" and committed
+    on n2 with a version well ahead (its writer's clock ran ahead); its commit to n1 was lost,
+    so it ended its lock there (``committing``): the key is unsettled on n1."""
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, judged = regs["n2"].get_version("b", "k")
+    n1, n2 = idx["n1"].local, idx["n2"].local
+    for replica in (n1, n2):
+        assert (await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
+    ahead = [idx["n2"].clock.now() + (1000 << 16), "cond"]
+    committed = await n2.merge({"bucket": "b", "key": "k", "entry": dict(entry("cond"), ts=ahead), "data": None,
+                                "ts": ahead, "lock": "L1", "judged": list(judged)})
+    assert committed["applied"]
+    await n1.unlock({"bucket": "b", "key": "k", "id": "L1", "committing": True})
+
+
+@pytest.mark.parametrize("n2_answers", ["first", "last"])
+async def test_a_blind_put_on_a_quorum_refused_by_a_conditional_commit_that_did_not_see_it_comes_after(
+        cluster, n2_answers) -> None:
     """Traced from a lossy history (tests/unit/cluster/lossy_trace.py): a conditional write
     judged the key at "old" and committed on n2 (its commit to the replicas it had locked
     partly lost, their locks ended); a blind PUT then lands on n1 and n3, a quorum, and n2
     refuses it as older than that commit. The conditional write did not see the PUT, so it
     comes first: the PUT must be merged again, newer. Standing as it was (older), the PUT
-    was acknowledged and then every read through n2 returned the conditional write."""
+    was acknowledged and then every read through n2 returned the conditional write.
+
+    ``last``: n1 and n3 answer first, a quorum; n1's answer says the key is unsettled there
+    (the lock ended without the commit), so the writer hears n2 too before acknowledging."""
     net, idx, regs = cluster
-    await idx["n1"].put("b", "k", entry("old", etag="E0"))
-    await settle(idx)
-    _, judged = regs["n2"].get_version("b", "k")
-    n2 = idx["n2"].local
-    assert (await n2.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
-    ahead = [idx["n2"].clock.now() + (1000 << 16), "cond"]  # its writer's clock ran ahead
-    committed = await n2.merge({"bucket": "b", "key": "k", "entry": dict(entry("cond"), ts=ahead), "data": None,
-                                "ts": ahead, "lock": "L1", "judged": list(judged)})
-    assert committed["applied"]
+    await _commit_on_n2_only(net, idx, regs)
+    if n2_answers == "last":
+        net.held["n2"] = gate = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.2, gate.set)
     await idx["n1"].put_displacing("b", "k", entry("blind"))  # acknowledged
+    net.held.clear()
     for down, via in ((set(), "n1"), (set(), "n2"), ({"n1"}, "n2"), ({"n3"}, "n2"), ({"n3"}, "n1")):
         net.down = down  # every read quorum that includes n2
         assert (await idx[via].get("b", "k"))["wid"] == "blind", (down, via)
     net.down = set()
+
+
+async def test_a_blind_put_that_cannot_hear_an_unsettled_keys_last_replica_is_not_acknowledged(cluster) -> None:
+    """The same conditional commit, n2 (which holds it) down: the PUT reaches n1 and n3, a
+    quorum, but n1 says the key is unsettled and n2 cannot say whether it holds a newer
+    conditional write that comes first. Acknowledged, the PUT would be lost to that write when
+    n2 returns; it fails instead (its outcome open, 503) and is undone where it was merged."""
+    net, idx, regs = cluster
+    await _commit_on_n2_only(net, idx, regs)
+    net.down = {"n2"}
+    with pytest.raises(errors.WriteQuorumLost, match="did not answer"):
+        await idx["n1"].put_displacing("b", "k", entry("blind"))
+    await settle(idx)
+    assert regs["n1"].get_version("b", "k")[0]["wid"] == "old"
+    assert regs["n3"].get_version("b", "k")[0]["wid"] == "old"
+    net.down = set()
+    assert (await idx["n1"].get("b", "k"))["wid"] == "cond"  # the conditional write's outcome was open
+
+
+async def test_a_refused_conditional_write_leaves_the_key_settled(cluster) -> None:
+    """A conditional write whose check refused it ends its locks before any commit: nothing
+    was committed anywhere, so a blind PUT with a replica down is acknowledged as usual."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    for node in ("n1", "n2"):
+        await idx[node].local.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5})
+        await idx[node].local.unlock({"bucket": "b", "key": "k", "id": "L1", "committing": False})
+    net.down = {"n2"}
+    await idx["n1"].put_displacing("b", "k", entry("blind"))
+    assert (await idx["n1"].get("b", "k"))["wid"] == "blind"
+    net.down = set()
+
+
+async def test_an_expired_lock_leaves_the_key_unsettled(cluster, monkeypatch) -> None:
+    """A lock whose writer never came back (no commit, no unlock) expires; the first merge
+    after it says the key is unsettled, and an unsettled key is forgotten after
+    UNSETTLED_SECONDS."""
+    import buckets.cluster.index as index_module
+    net, idx, regs = cluster
+    n1 = idx["n1"].local
+    await n1.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 0.05})
+    await asyncio.sleep(0.1)
+    v = [idx["n1"].clock.now(), "w1"]
+    ans = await n1.merge({"bucket": "b", "key": "k", "entry": dict(entry("w1"), ts=v), "data": None, "ts": v})
+    assert ans["applied"] and ans.get("unsettled") is True
+    monkeypatch.setattr(index_module, "UNSETTLED_SECONDS", 0.0)
+    v = [idx["n1"].clock.now(), "w2"]
+    ans = await n1.merge({"bucket": "b", "key": "k", "entry": dict(entry("w2"), ts=v), "data": None, "ts": v})
+    assert ans["applied"] and "unsettled" not in ans
