@@ -876,14 +876,18 @@ class ReplicatedIndex:
         merged again under a newer version; kept older, it would be acknowledged and lost, the
         conditional write standing on a check that missed it. Returns the entry as merged last."""
         versioned = entry
+        after: tuple | None = None
         for _ in range(DISPLACE_ATTEMPTS):
-            ts = [self.clock.now(), wid]
+            # Merged again: just above the newest version that refused it (as in put_displacing).
+            ts = [self.clock.now() if after is None else after[0] + 1, wid]
             versioned = dict(entry, ts=ts) if entry is not None else None
             answered = await self._write(bucket, key, versioned, data, ts)
             newer = self._newer_than(_ts(ts), [a for a in answered.values() if _unseen_by(a, _ts(ts))])
             if newer is None:
                 break
             self.clock.observe(newer[0])
+            after = self._newer_than(_ts(ts), [a for a in answered.values() if (
+                _unseen_by(a, _ts(ts)) if after is not None else not _seen_by(a, _ts(ts)))])
         return versioned
 
     async def put_displacing(self, bucket: str, key: str, entry: dict,
@@ -909,8 +913,9 @@ class ReplicatedIndex:
         replaced (a node of an older version): the caller cannot know them."""
         replaced: dict[str, dict] = {}
         unknown = False
+        after: tuple | None = None  # merged again after a conditional write: just above this version
         for attempt in range(DISPLACE_ATTEMPTS):
-            versioned = dict(entry, ts=[self.clock.now(), entry["wid"]])
+            versioned = dict(entry, ts=[self.clock.now() if after is None else after[0] + 1, entry["wid"]])
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
                     "displaced": True}
@@ -950,8 +955,10 @@ class ReplicatedIndex:
                     n in unsent or late.get(n) is not None for n in placement.nodes)
                 raise
             # A conditional write whose check saw this one (judged at this version or later)
-            # comes after it: its refusal is no reason to merge this one again.
-            newer = self._newer_than(ts, [a for a in answered.values() if not _seen_by(a, ts)])
+            # comes after it: its refusal is no reason to merge this one again. Merged again
+            # just after a conditional write (``after``), only another such write's refusal is.
+            newer = self._newer_than(ts, [a for a in answered.values()
+                                          if (_unseen_by(a, ts) if after is not None else not _seen_by(a, ts))])
             if newer is not None and self.placement(bucket) == placement:
                 # Refused by a newer version. Merged again, this write could come back after a
                 # write that a read has already seen replace it (a read that met this version
@@ -965,9 +972,9 @@ class ReplicatedIndex:
                 # A merge whose answer was lost (or is late) may have been applied: ask those
                 # replicas whether they hold the version, or held it before their current one.
                 unsure = [n for n in placement.nodes if n not in holders and late.get(n) is None]
-                unknown: set[str] = set()
+                silent: set[str] = set()
                 if unsure:
-                    found, unknown = await self._holding(bucket, key, ts, unsure)
+                    found, silent = await self._holding(bucket, key, ts, unsure)
                     holders |= found
 
                 def on_quorum(nodes: set[str]) -> bool:
@@ -977,20 +984,28 @@ class ReplicatedIndex:
                 # that write comes first, so this one is merged again (newer) even if it is on
                 # a quorum. It reached a quorum only through replicas that write had not locked
                 # or had unlocked after its commit quorum, so no read returned it before that
-                # write was acknowledged, and none can return it after it until merged again.
-                after_check = self._newer_than(ts, [a for a in late.values() if _unseen_by(a, ts)]) is not None
+                # write was acknowledged. A read may have returned it since, though, and writes
+                # acknowledged after that read replaced it: so it is merged again just above
+                # the newest version that refused it (``after``), not at this node's clock now.
+                # Those later writes stay newer (merged again at now, it came back after them:
+                # a lossy history, 2026-12-02), and a refusal by one of them says nothing but
+                # that it came after this PUT began: every write acknowledged before the PUT
+                # began is on a quorum that met the first version's, so it is at most ``after``.
+                heard = [a for a in late.values() if isinstance(a, dict)]
+                after_check = self._newer_than(ts, [a for a in heard if _unseen_by(a, ts)]) is not None
                 if after_check:
-                    pass
+                    after = self._newer_than(ts, [a for a in heard if (
+                        _unseen_by(a, ts) if after is not None else not _seen_by(a, ts))])
                 elif on_quorum(holders):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None
-                elif on_quorum(holders | unknown):
+                elif on_quorum(holders | silent):
                     # Perhaps on a quorum (a read may have returned it), perhaps not: merged
                     # again it could come back after the newer write; left as it is, it may be
                     # lost to it. Neither is an acknowledgement: the PUT's outcome is unknown.
                     raise errors.WriteQuorumLost(
                         f"Index of {bucket!r}: {key!r} met a newer write, and whether its first version "
-                        f"reached a quorum is unknown ({', '.join(sorted(unknown))} did not answer)")
+                        f"reached a quorum is unknown ({', '.join(sorted(silent))} did not answer)")
             for ans in answered.values():
                 if not ans.get("applied"):
                     continue

@@ -11,7 +11,7 @@ import random
 import time
 
 import pytest
-from test_index_replication import NODES, entry, new_on_n1_only, settle, start_trio, stop_trio
+from test_index_replication import NODES, held, entry, new_on_n1_only, settle, start_trio, stop_trio
 
 from buckets import errors
 
@@ -382,6 +382,55 @@ async def test_a_blind_put_on_a_quorum_refused_by_a_conditional_commit_that_did_
     for down, via in ((set(), "n1"), (set(), "n2"), ({"n1"}, "n2"), ({"n3"}, "n2"), ({"n3"}, "n1")):
         net.down = down  # every read quorum that includes n2
         assert (await idx[via].get("b", "k"))["wid"] == "blind", (down, via)
+    net.down = set()
+
+
+async def test_a_blind_put_merged_again_after_a_conditional_write_stays_older_than_the_writes_after_it(cluster) -> None:
+    """Traced from a lossy history (2026-12-02, session 21): a blind PUT P stood on n1 and n2
+    (n2's answer lost), was read, and was replaced by W, acknowledged and read too; then its
+    merge on n3, waiting behind a conditional write C's lock there, was refused by C's
+    commit (newer than P's first version, and its check had not seen P). P is merged again
+    after C, but just above C's version: merged again at its node's clock, P came back after
+    W, a write that came after it (every read then returned P: one PUT taking effect twice)."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, judged = regs["n3"].get_version("b", "k")
+    n3 = idx["n3"].local
+    assert (await n3.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
+    real = idx["n1"].transport
+    lose = {"n2"}
+
+    async def transport(node: str, method: str, args: dict):
+        ans = await real(node, method, args)
+        if method == "merge" and node in lose and (args.get("entry") or {}).get("wid") == "P":
+            lose.discard(node)
+            raise errors.ServiceUnavailable(f"{node}: answer lost")
+        return ans
+
+    idx["n1"].transport = transport
+    put = asyncio.ensure_future(idx["n1"].put_displacing("b", "k", entry("P")))
+    for _ in range(200):  # P applied on n1 and n2; its merge on n3 waits for C's lock
+        await asyncio.sleep(0.005)
+        if held(regs, "n1")[0] == "P" and held(regs, "n2")[0] == "P":
+            break
+    p_version = held(regs, "n1")[1]
+    assert not put.done()
+    net.down = {"n3"}  # (P's call to n3 is already on its way)
+    assert (await idx["n2"].get("b", "k"))["wid"] == "P"
+    await idx["n2"].put_displacing("b", "k", entry("W"))
+    assert (await idx["n2"].get("b", "k"))["wid"] == "W"
+    net.down = set()
+    c_version = [p_version[0] + 1, "C"]  # C's writer took its version after P's, before W's
+    assert tuple(c_version) < held(regs, "n1")[1]
+    committed = await n3.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c_version), "data": None,
+                                "ts": c_version, "lock": "L1", "judged": list(judged)})
+    assert committed["applied"]
+    await put
+    await settle(idx)
+    for down, via in ((set(), "n1"), (set(), "n3"), ({"n1"}, "n3"), ({"n2"}, "n3"), ({"n3"}, "n1")):
+        net.down = down
+        assert (await idx[via].get("b", "k"))["wid"] == "W", (down, via)
     net.down = set()
 
 
