@@ -38,7 +38,7 @@ tools:
 # Hypothesis runs its "ci" profile here: derandomized, the same examples on every run
 # (tests/hypothesis_profiles.py), so a random example never decides whether a change lands.
 # TEST_WORKERS pytest-xdist workers, each test file on one worker (its module-scoped servers
-# start once); each worker hands out ports from its own block (tests/serverproc.py).
+# start once); each test process hands out ports from its own block (tests/serverproc.py).
 TEST_WORKERS ?= 2
 test: $(STAMP) tools
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
@@ -73,11 +73,12 @@ test-crash: $(STAMP)
 # (test_cluster_basic, test_compose, test_growth_under_load[fast]). The partition
 # cuts peer traffic with nftables (needs root; installed here if missing, skipped if unusable).
 # Then the whole integration suite against a 4-node cluster (its `cluster4` parameter; make test
-# runs only objects, multipart and listing there).
+# runs only objects, multipart and listing there), on TEST_WORKERS workers like make test
+# (tests/cluster stays in one process: its partition rules are the machine's firewall).
 test-cluster: $(STAMP) tools
 	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; } || true
 	$(PY) -m pytest -q -rsx -m 'cluster or not (slow or faults or fuzz)' tests/cluster
-	$(PY) -m pytest -q -m 'not (slow or faults or fuzz)' -k cluster4 tests/integration
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m 'not (slow or faults or fuzz)' -k cluster4 tests/integration
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

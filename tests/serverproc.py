@@ -7,10 +7,12 @@ stopping by process id: SIGTERM for a clean stop, SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,23 +25,35 @@ BIN = Path(PYTHON).parent
 
 _HANDED_OUT: set[int] = set()
 
-# Under pytest-xdist (``make test`` runs two workers) each worker hands out ports from its own
-# block below the kernel's ephemeral range (32768-60999 here): a port one worker picked and
-# has not bound yet cannot be picked by the other, nor taken meanwhile as the source port of
-# some client's connection. The first PORTS_PICKED of a block are handed out as server ports;
-# a cluster node's control port (+1000) stays inside the block.
-PORT_BLOCK = 4000
-PORTS_PICKED = 3000
-PORT_BASE = 10000
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+# Each test process (a pytest-xdist worker, or pytest alone) hands out ports from a block of
+# its own below the kernel's ephemeral range (32768-60999 here), claimed with a lock file
+# that the kernel releases when the process ends: a port one process picked and has not
+# bound yet cannot be picked by another (the other worker, or another test run on this
+# machine at the same time), nor taken meanwhile as the source port of a client's
+# connection. The first PORTS_PICKED of a block are handed out as server ports; a cluster
+# node's control port (+1000) stays inside the block.
+PORT_LOW, PORT_HIGH = 10000, 32000
+PORT_BLOCK = 2000
+PORTS_PICKED = 1000
+_block: int | None = None
+_block_lock: object = None  # the open lock file, held for this process's life
 _cursor = 0
 
 
-def _worker_block() -> int | None:
-    """The first port of this xdist worker's block; None outside xdist."""
-    if not _WORKER.startswith("gw") or not _WORKER[2:].isdigit():
-        return None
-    return PORT_BASE + (int(_WORKER[2:]) % 5) * PORT_BLOCK
+def _claim_block() -> int | None:
+    """This process's block (claimed on first use); None when every block is taken."""
+    global _block, _block_lock
+    if _block is None:
+        for base in range(PORT_LOW, PORT_HIGH - PORT_BLOCK + 1, PORT_BLOCK):
+            handle = open(os.path.join(tempfile.gettempdir(), f"buckets-test-ports-{base}.lock"), "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            _block, _block_lock = base, handle
+            break
+    return _block
 
 
 def _bindable(port: int) -> bool:
@@ -57,7 +71,7 @@ def free_port() -> int:
     of one test given the same port would become one node with both nodes' disks (a 4-node
     cluster counted as 3), or the second server would fail to bind."""
     global _cursor
-    block = _worker_block()
+    block = _claim_block()
     if block is not None:
         for _ in range(2 * PORTS_PICKED):
             if _cursor >= PORTS_PICKED:  # a whole block used: its first ports are long closed
@@ -68,7 +82,7 @@ def free_port() -> int:
             if port not in _HANDED_OUT and _bindable(port):
                 _HANDED_OUT.add(port)
                 return port
-        raise RuntimeError(f"no free port left in this worker's block {block}-{block + PORTS_PICKED}")
+        raise RuntimeError(f"no free port left in this process's block {block}-{block + PORTS_PICKED}")
     for _ in range(1000):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
