@@ -1,9 +1,10 @@
 """Find a non-linearizable history of the replicated index with lost messages, and print the
 replicas' merges, undos and lookups of the values its explanation names (a debugging aid for
 ``test_index_history.py::test_random_interleavings_with_lost_messages_are_linearizable``;
-not collected by pytest). Run from the repository: ``.venv/bin/python tests/unit/cluster/lossy_trace.py``.
+not collected by pytest). Run from the repository: ``.venv/bin/python tests/unit/cluster/lossy_trace.py``
+(``LOSSY_ATTEMPTS``: histories to try, default 60; a violation usually turns up within a few dozen).
 Each event: (loop time, kind, replica, key, version, write id, applied/retracted, displaced, lock)."""
-import asyncio, random, sys, time, re
+import asyncio, os, random, sys, time, re
 sys.path.insert(0, "tests/unit/cluster"); sys.path.insert(0, "tests/cluster")
 import buckets.cluster.index as ix
 import buckets.cluster.leases as lm
@@ -44,7 +45,7 @@ async def start(tmp_path, walls=None, **o):
 tih.start_trio = start
 import tempfile, pathlib
 async def main():
-    for attempt in range(60):
+    for attempt in range(int(os.environ.get("LOSSY_ATTEMPTS", "60"))):
         EVENTS.clear()
         seed = random.randrange(1 << 20)
         with tempfile.TemporaryDirectory() as d:
@@ -57,6 +58,15 @@ async def main():
             for ev in EVENTS:
                 if any(v in map(str, ev) for v in vals):
                     print(ev)
+            # Every event of the failing key (tombstones too: their write id is None) in the
+            # last 150 ms before the latest time the explanation names.
+            key = re.search(r"key '([^']+)': not linearizable", r.report())
+            times = [float(t) for t in re.findall(r"(\d+\.\d+)[\],]", r.report())]
+            if key and times:
+                print(f"-- every event of {key.group(1)} from {max(times) - 0.15:.6f} to {max(times):.6f}")
+                for ev in EVENTS:
+                    if ev[3] == key.group(1) and max(times) - 0.15 <= ev[0] <= max(times) + 0.005:
+                        print(ev)
             return
     print("no violation")
 asyncio.run(main())
