@@ -59,13 +59,14 @@ test-rss: $(STAMP)
 	$(PY) -m pytest -q -s -m slow tests/slow/test_rss_large_upload.py
 
 test-faults: $(STAMP)
-	$(PY) -m pytest -q -m faults tests/faults
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m faults tests/faults
 
 # Power loss (tests/crash): every write path cut at every sync point, each crash state the
 # filesystem model allows reopened and checked (architecture/consistency.md, "Power loss");
-# then a sampled concurrent campaign. BUCKETS_CRASH_SEED picks other samples.
+# then a sampled concurrent campaign. BUCKETS_CRASH_SEED picks other samples. On TEST_WORKERS
+# workers, the campaigns spread one by one (17 minutes here with two; over 30 with one).
 test-crash: $(STAMP)
-	$(PY) -m pytest -q -m 'crash or not (slow or faults or fuzz or cluster)' tests/crash
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load -m 'crash or not (slow or faults or fuzz or cluster)' tests/crash
 
 # 4-node clusters on 127.0.0.1-4 (tests/cluster): the fault suite (kill -9, two nodes down, a
 # partitioned node, a linearizability check; marked `cluster`), growth, membership, disk changes,
