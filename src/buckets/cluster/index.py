@@ -199,9 +199,9 @@ class IndexReplica:
         self._fresh: dict[str, OrderedDict[str, _Fresh]] = {}
         self.undos: dict[str, int] = {}  # retracts begun, counted by bucket
         # Conditional writes' key locks taken here whose commit has not arrived, (bucket, key)
-        # -> (lock id, until); and the keys whose lock ended without its commit lately (the
-        # writer's unlock, or the lock's expiry), (bucket, key) -> (lock id, time.monotonic()).
-        self._locked: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        # -> lock id; and the keys whose lock ended without its commit lately (the writer's
+        # unlock, or the lock's expiry), (bucket, key) -> (lock id, time.monotonic()).
+        self._locked: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._unsettled: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self.seq = 0  # merges begun, counted
         self._merging: dict[str, dict[int, None]] = {}  # bucket -> merges committing now (their seq)
@@ -361,7 +361,7 @@ class IndexReplica:
                 del self._unsettled[where]
             return False
         if taken is not None:
-            self._note_unsettled(where, taken[0])
+            self._note_unsettled(where, taken)
         gone = self._unsettled.get(where)
         if gone is None:
             return False
@@ -442,9 +442,9 @@ class IndexReplica:
             return {"locked": True}
         where = (args["bucket"], args["key"])
         taken = self._locked.pop(where, None)
-        if taken is not None and taken[0] != str(args["id"]):
-            self._note_unsettled(where, taken[0])  # that lock expired: its commit never came here
-        self._locked[where] = (str(args["id"]), time.time() + ttl)
+        if taken is not None and taken != str(args["id"]):
+            self._note_unsettled(where, taken)  # that lock expired: its commit never came here
+        self._locked[where] = str(args["id"])
         while len(self._locked) > UNSETTLED_MAX:
             self._locked.popitem(last=False)
         entry, version = op.result
@@ -460,11 +460,10 @@ class IndexReplica:
         (``_settle``)."""
         await self.registry.commit([Op("unlock_key", args["bucket"], args["key"], value={"id": str(args["id"])})])
         where = (args["bucket"], args["key"])
-        taken = self._locked.get(where)
-        if taken is not None and taken[0] == str(args["id"]):
+        if self._locked.get(where) == str(args["id"]):
             del self._locked[where]
             if args.get("committing"):  # (not after a refusal: nothing was committed anywhere)
-                self._note_unsettled(where, taken[0])
+                self._note_unsettled(where, str(args["id"]))
         return {}
 
     async def get(self, args: dict) -> dict:
