@@ -3,7 +3,7 @@
     python -m bench.drivers put [--disks 4] [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 (or --disks) disks
     python -m bench.drivers get [--disks 16] [--n 40]              16 MiB GETs, one node
     python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20] [--checksum CRC32]   16 MiB PUTs, one node
-    python -m bench.drivers cluster-put [--n 2000] [--spy OUT]     4 KiB PUTs, 4 nodes x 4 disks
+    python -m bench.drivers cluster-put [--n 2000] [--spy OUT] [--perf OUT]   4 KiB PUTs, 4 nodes x 4 disks
     python -m bench.drivers cluster-get [--via 2] [--n 30]         16 MiB GETs, 4 nodes x 4 disks
     python -m bench.drivers profile OUT [OUT...]                   sum py-spy raw files by function
 
@@ -12,7 +12,11 @@ bench's signing client (16 concurrent clients for small objects, one at a time f
 prints rates and the servers' CPU per operation (user and system apart, context switches for
 ``put``), and stops them by pid. ``--spy OUT`` records the servers with py-spy
 (``pip install py-spy``; ``--gil``: only the thread holding the GIL) into ``OUT`` (``OUT.<node>``
-on a cluster), which ``profile`` sums into inclusive and self shares.
+on a cluster), which ``profile`` sums into inclusive and self shares. ``--perf OUT`` (``get``,
+``put-large``, ``cluster-get``, ``cluster-put``) records them with ``perf record -g`` instead:
+C extensions and the kernel, which py-spy does not see. Frame-pointer call graphs stop at
+libc; ``BENCH_PERF_CALLGRAPH="--call-graph dwarf,16384"`` names the callers of ``memmove``
+and the like (larger files: use a smaller ``--n``).
 
 The figures drift with this machine's speed (by up to 30% within an hour): compare two
 versions by alternating them, each run started from its own tree, e.g. the old one with
@@ -49,7 +53,7 @@ def _spy(pid: int, out: str, gil: bool, rate: int) -> subprocess.Popen:
 
 def _perf(pid: int, out: str) -> subprocess.Popen:
     """``perf record`` of one process (C extensions and the kernel, which py-spy does not see)."""
-    return subprocess.Popen(["perf", "record", "-g", "-F", "1999", "-p", str(pid), "-o", out],
+    return subprocess.Popen(["perf", "record", *os.environ.get("BENCH_PERF_CALLGRAPH", "-g").split(), "-F", "1999", "-p", str(pid), "-o", out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -241,6 +245,7 @@ def cmd_cluster_put(args: argparse.Namespace) -> None:
         pids = [p.pid for p in dep.procs]
         calls0 = await _peer_counts(session, dep.endpoints)
         spies = [_spy(p, f"{args.spy}.{n}", args.gil, args.rate) for n, p in enumerate(pids, 1)] if args.spy else []
+        spies += [_perf(p, f"{args.perf}.{n}") for n, p in enumerate(pids, 1)] if args.perf else []
         if spies:
             await asyncio.sleep(1)
         cpu0, t0 = _cpu(pids), time.perf_counter()
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--spy", help="record the server(s) with py-spy into this raw file (.<node> on a cluster)")
         p.add_argument("--gil", action="store_true", help="py-spy: only the thread holding the GIL")
         p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
-        if name in ("get", "put-large", "cluster-get"):
+        if name in ("get", "put-large", "cluster-get", "cluster-put"):
             p.add_argument("--perf", help="record the server(s) with perf record -g into this file (.<node> on a cluster)")
         if name == "get":
             p.add_argument("--disks", type=int, default=16)

@@ -675,13 +675,14 @@ class RemoteShardWriter:
         # exception unretrieved, and asyncio logs it with a traceback when the task is freed.
         self._call.add_done_callback(_consume_failure)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: "bytes | tuple[bytes | memoryview, ...]") -> None:
         if self._done:
             raise DiskError(f"write to {self.path} after close")
         if self._call is None:
             self._start()
         assert self._call is not None
-        put = asyncio.ensure_future(self._queue.put(bytes(data)))
+        # One copy either way: the caller may reuse what it passed once this returns.
+        put = asyncio.ensure_future(self._queue.put(b"".join(data) if isinstance(data, tuple) else bytes(data)))
         done, _ = await asyncio.wait({put, self._call}, return_when=asyncio.FIRST_COMPLETED)
         if put not in done:  # the call ended (failed) while we waited for room
             put.cancel()

@@ -160,7 +160,7 @@ class ErasureWriter:
                 f"Write quorum lost: {self._alive()} of {self.codec.n} disks writable, "
                 f"{self.codec.write_quorum} needed" + (f" ({'; '.join(self.errors[-3:])})" if self.errors else ""))
 
-    async def _write_piece(self, i: int, frame: bytes) -> None:
+    async def _write_piece(self, i: int, frame: "bytes | tuple[bytes | memoryview, ...]") -> None:
         w = self.writers[i]
         if w is None:
             return
@@ -203,9 +203,9 @@ class ErasureWriter:
         barrier across the disks between blocks). ``before`` is set once block b-1's pieces
         are queued behind the shard files' tails; this block sets ``queued`` once its are."""
         if len(block) >= POOL_MIN:
-            frames = await run_in(self.cpu, self.codec.encode_block, block)
+            frames = await run_in(self.cpu, self.codec.encode_block_parts, block)
         else:
-            frames = self.codec.encode_block(block)
+            frames = self.codec.encode_block_parts(block)
         del block
         if before is not None:
             await before
@@ -217,7 +217,8 @@ class ErasureWriter:
         await asyncio.gather(*pieces)
         self._check_quorum()
 
-    async def _piece_after(self, before: "asyncio.Future | None", i: int, frame: bytes) -> None:
+    async def _piece_after(self, before: "asyncio.Future | None", i: int,
+                           frame: "tuple[bytes, bytes | memoryview]") -> None:
         if before is not None:
             await asyncio.shield(before)  # the previous piece's own failure is its block's to report
         await self._write_piece(i, frame)

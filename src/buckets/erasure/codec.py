@@ -33,6 +33,12 @@ def frame_piece(piece: bytes | memoryview) -> bytes:
     return _CK.pack(xxhash.xxh3_64_intdigest(piece)) + piece
 
 
+def frame_parts(piece: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
+    """A piece's frame as (checksum, piece): written one after the other it is
+    ``frame_piece(piece)``, without copying the piece into a new bytes object first."""
+    return _CK.pack(xxhash.xxh3_64_intdigest(piece)), piece
+
+
 def unframe_piece(frame: bytes | memoryview, expected_len: int) -> memoryview:
     """The piece inside ``frame`` (a view, no copy) or CorruptData (short, or checksum mismatch)."""
     if len(frame) != CHECKSUM_SIZE + expected_len:
@@ -201,8 +207,8 @@ class ErasureCodec:
                 pieces[i] = bytes(pieces[i]) + b"\0" * (plen - len(pieces[i]))
         return pieces
 
-    def encode_block(self, block: bytes) -> list[bytes]:
-        """All n framed pieces of a block, in shard order."""
+    def _pieces(self, block: bytes) -> list[bytes | memoryview]:
+        """The n pieces of a block (k data, then m parity), unframed."""
         data = self.split(block)
         if self._encoder is not None and len(data[0]):
             if self._simd is not None and isal.worth(len(data[0]), self.k, self.m):
@@ -211,7 +217,17 @@ class ErasureCodec:
                 parity = self._encoder.encode(data, self._parity_nums)
         else:
             parity = [b""] * self.m
-        return [frame_piece(p) for p in data] + [frame_piece(p) for p in parity]
+        return data + list(parity)
+
+    def encode_block(self, block: bytes) -> list[bytes]:
+        """All n framed pieces of a block, in shard order."""
+        return [frame_piece(p) for p in self._pieces(block)]
+
+    def encode_block_parts(self, block: bytes) -> list[tuple[bytes, bytes | memoryview]]:
+        """``encode_block``'s frames as (checksum, piece) pairs for a shard writer, which takes a
+        sequence of buffers: the pieces are not copied into new frames first (at 2+2, 2 MiB of
+        memmove saved per MiB written)."""
+        return [frame_parts(p) for p in self._pieces(block)]
 
     def decode_block(self, pieces: dict[int, bytes | memoryview], block_len: int) -> bytes:
         """Rebuild a block from >= k verified pieces ({shard index: piece bytes})."""

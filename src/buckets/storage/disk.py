@@ -80,12 +80,13 @@ class FileStat:
 class ShardWriter(Protocol):
     """A file being streamed into place (a shard in staging, a multipart part).
 
-    ``write`` appends; ``close(sync)`` finishes it (fsynced when ``sync``) and reports any
+    ``write`` appends ``data``: one buffer, or a tuple of buffers written one after the other
+    (a framed piece as its checksum and the piece, not joined first); ``close(sync)`` finishes it (fsynced when ``sync``) and reports any
     failure; ``abort`` discards the file whether or not it was closed and never raises.
     ``write`` after ``close``/``abort`` raises ``DiskError``.
     """
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: "bytes | tuple[bytes | memoryview, ...]") -> None: ...
     async def close(self, sync: bool) -> None: ...
     async def abort(self) -> None: ...
 

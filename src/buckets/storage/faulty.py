@@ -301,8 +301,10 @@ class _FaultyShardWriter:
         self._stored = 0
         self._cut = False
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: "bytes | tuple[bytes | memoryview, ...]") -> None:
         await self._disk._before("shard.write")
+        if isinstance(data, tuple):
+            data = b"".join(data)
         if self._torn is not None:
             room = max(0, self._torn.keep - self._stored)
             if len(data) > room:

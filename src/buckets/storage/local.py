@@ -316,21 +316,26 @@ class LocalShardWriter:
         self._direct: _DirectFile | None = None
         self._tried_direct = not direct_writes
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: "bytes | tuple[bytes | memoryview, ...]") -> None:
         if not self._tried_direct:
             self._tried_direct = True
             if _set_direct(self._fh, True):
                 self._direct = _DirectFile(self._fh)
         if self._direct is not None:
-            self._direct.write(data)
+            if isinstance(data, tuple):
+                for part in data:  # each copied once, into the aligned buffer
+                    self._direct.write(part)
+            else:
+                self._direct.write(data)
         else:
-            _write_and_start_writeback(self._fh, data, self._written)
+            _write_and_start_writeback(self._fh, b"".join(data) if isinstance(data, tuple) else data,
+                                       self._written)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: "bytes | tuple[bytes | memoryview, ...]") -> None:
         if self._state != "open":
             raise DiskError(f"{self._path}: write to a file already {self._state}")
         await self._disk._run(self._write, data)
-        self._written += len(data)
+        self._written += sum(map(len, data)) if isinstance(data, tuple) else len(data)
 
     async def close(self, sync: bool) -> None:
         if self._state == "closed":

@@ -3,6 +3,8 @@ caught at the piece, and fewer than k good pieces is a clear error, never wrong 
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -177,3 +179,11 @@ def test_no_parity_layout_needs_every_piece() -> None:
     del pieces[1]
     with pytest.raises(ReadQuorumLost):
         codec.decode_block(pieces, 100)
+
+
+@pytest.mark.parametrize("k,m,size", [(2, 2, 1 << 20), (2, 2, 1000), (4, 2, 12345), (1, 1, 77), (12, 4, 1 << 20)])
+def test_a_block_s_frame_parts_are_its_frames(k, m, size) -> None:
+    """``encode_block_parts`` (what the shard writers get) joins to ``encode_block``'s frames."""
+    codec = ErasureCodec(k, m)
+    block = random.Random(size).randbytes(size)
+    assert [b"".join(parts) for parts in codec.encode_block_parts(block)] == codec.encode_block(block)

@@ -193,6 +193,19 @@ async def test_shard_writer_streams_closes_and_aborts(disk) -> None:
     assert not await disk.exists(f"{TMP_DIR}/tx/w/part.1")
 
 
+async def test_a_shard_writer_takes_a_framed_piece_as_its_parts(disk) -> None:
+    """The erasure writer hands each framed piece over as (checksum, piece), a view of the
+    block it was cut from: the file holds the parts one after the other, as if joined."""
+    block = bytes(range(256)) * 4096  # 1 MiB
+    view = memoryview(block)
+    parts = [(b"\x01" * 8, view[:512 * 1024]), (b"\x02" * 8, view[512 * 1024:]), (b"", b"tail")]
+    w = await disk.create_file(f"{TMP_DIR}/tx/w/parts")
+    for p in parts:
+        await w.write(p)
+    await w.close(True)
+    assert await disk.read_file(f"{TMP_DIR}/tx/w/parts") == b"".join(b"".join(p) for p in parts)
+
+
 # -- the commit: rename_data ------------------------------------------------------------------------
 
 async def test_rename_data_places_data_then_metadata_and_cleans_up(disk) -> None:
