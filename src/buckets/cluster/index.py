@@ -194,8 +194,9 @@ class IndexReplica:
         self.on_get: Callable[[str], bool] | None = None  # True: this node holds the bucket's lease
         # A blind PUT's merges applied here lately, bucket -> key -> _Fresh: a ``retract`` of
         # one undoes it only if no lookup, listing or lock was answered with that version
-        # since (a read that returned it wrote it back to a quorum that includes this replica:
-        # undone here, a later read of the others could go back in time).
+        # and no write-back of it arrived since (a read that returned it wrote it back to a
+        # quorum that includes this replica: undone here, a later read of the others could
+        # go back in time).
         self._fresh: dict[str, OrderedDict[str, _Fresh]] = {}
         self.undos: dict[str, int] = {}  # retracts begun, counted by bucket
         # Conditional writes' key locks taken here whose commit has not arrived, (bucket, key)
@@ -233,6 +234,14 @@ class IndexReplica:
         return promise_answer(answer, self.promises, bucket)
 
     async def _merge(self, args: dict) -> dict:
+        if not args.get("displaced") and not args.get("lock"):
+            # Not a blind PUT's own merge: a read's write-back (or anti-entropy, or a move)
+            # of a version that may be a blind PUT's fresh one here. The read returns it once
+            # a quorum holds it, this replica included, so it can no longer be undone here,
+            # also when this replica holds it already (the merge then changes nothing). An
+            # undo committing meanwhile goes first; this merge then puts the version back.
+            while not await self._seen(args["bucket"], args["key"], _ts(args["ts"])):
+                pass
         loop = asyncio.get_running_loop()
         deadline = loop.time() + KEY_LOCK_WAIT
         pause = 0.002

@@ -556,6 +556,62 @@ async def test_a_lookup_that_meets_an_undo_committing_answers_what_it_put_back(c
     assert (await lookup)["entry"]["wid"] == "w1"
 
 
+async def test_a_failed_put_written_back_to_a_replica_that_held_it_already_is_not_undone(cluster) -> None:
+    """Traced from a lossy history (2026-12-02, session 22): a blind PUT Q merged on n3, and a
+    read met n3 (Q) and n1 (still the old value), returned Q and wrote it back to n1, where
+    Q's own merge had arrived meanwhile (the write-back changed nothing there). Q's writer,
+    its answers lost, undid Q on n1 (no lookup had been answered with Q there): Q was left on
+    n3 alone, and reads of n1 and n2 went back to the old value after one had returned Q.
+    A write-back that finds its version held marks it as read, as a lookup answered with it
+    does."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    n1, n3 = idx["n1"].local, idx["n3"].local
+    v = [held(regs, "n3")[1][0] + 1, "Q"]  # newer than "old" (whichever node's clock wrote it)
+    q = {"bucket": "b", "key": "k", "entry": dict(entry("Q"), ts=v), "data": None, "ts": v}
+    assert (await n3.merge(dict(q, displaced=True)))["applied"]
+    assert (await n3.get({"bucket": "b", "key": "k"}))["entry"]["wid"] == "Q"  # the read, on n3
+    ans = await n1.merge(dict(q, displaced=True))  # Q's own merge on n1, its answer then lost
+    assert ans["applied"]
+    assert (await n1.merge(q))["applied"] is False  # the read's write-back: held already
+    assert await n1.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"], "prior": ans["prior"]}) == \
+        {"retracted": False}
+    assert held(regs, "n1") == ("Q", tuple(v))
+    net.down = {"n3"}
+    assert (await idx["n2"].get("b", "k"))["wid"] == "Q"
+
+
+async def test_a_write_back_meeting_an_undo_committing_puts_the_version_back(cluster) -> None:
+    """The undo goes first; the write-back then merges the version again (newer than what
+    the undo put back), so the read that returns it still finds it on a quorum."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    replica = idx["n2"].local
+    v = [held(regs, "n2")[1][0] + 1, "Q"]
+    q = {"bucket": "b", "key": "k", "entry": dict(entry("Q"), ts=v), "data": None, "ts": v}
+    ans = await replica.merge(dict(q, displaced=True))
+    commit, gate = replica.registry.commit, asyncio.Event()
+
+    async def slow_commit(ops):  # the undo's commit waits at the gate
+        if any(op.kind == "retract_object" for op in ops):
+            await gate.wait()
+        return await commit(ops)
+
+    replica.registry.commit = slow_commit  # type: ignore[method-assign]
+    undo = asyncio.ensure_future(replica.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"],
+                                                  "prior": ans["prior"]}))
+    await asyncio.sleep(0.01)
+    write_back = asyncio.ensure_future(replica.merge(q))
+    await asyncio.sleep(0.01)
+    assert not write_back.done()  # it waits for the undo
+    gate.set()
+    assert (await undo)["retracted"]
+    assert (await write_back)["applied"]
+    assert held(regs, "n2") == ("Q", tuple(v))
+
+
 async def test_a_replica_that_forgot_a_write_does_not_undo_it(cluster) -> None:
     """Restarted (or the write forgotten, too old or too many since), a replica cannot tell
     whether a read returned the version: it keeps it."""
