@@ -66,6 +66,7 @@ POLL = 0.25  # seconds between looks at the job (pause, resume, throttle, leader
 CHECKPOINT_EVERY = 1.0  # seconds between progress checkpoints while moving
 PAGE = 256  # index entries per listing page
 DEFAULT_THROTTLE = {"bytes_per_s": 64 << 20, "objects": 4}
+ADOPT_WAIT = 10.0  # seconds a run waits for this node to adopt the generation it migrates to
 MAX_OBJECTS = 64
 # How long vacated shards stay after their object moved, for readers that looked the entry
 # up just before (a GET streaming from another node holds the old disk list while it reads).
@@ -249,6 +250,9 @@ class TokenBucket:
             await self._sleep(min(self.max_wait, max(need / self.rate, 0.001)))
 
 
+_WAKERS: set[asyncio.Task] = set()  # Limiter.release_soon's tasks, kept until they ran
+
+
 class Limiter:
     """A semaphore whose size changes at run time (objects moved at once)."""
 
@@ -270,6 +274,18 @@ class Limiter:
     async def release(self) -> None:
         async with self._cond:
             self.active -= 1
+            self._cond.notify_all()
+
+    def release_soon(self, _task: "asyncio.Future | None" = None) -> None:
+        """``release`` from a done callback (no await there): the count at once, the waiters
+        woken by a task."""
+        self.active -= 1
+        task = asyncio.get_running_loop().create_task(self._wake())
+        _WAKERS.add(task)
+        task.add_done_callback(_WAKERS.discard)
+
+    async def _wake(self) -> None:
+        async with self._cond:
             self._cond.notify_all()
 
     async def idle(self) -> None:
@@ -387,6 +403,18 @@ class StoreMover:
             if any(d.disk_id == disk_id for d in n.disks):
                 return n.node_id
         return "?"
+
+    async def ready(self, to_gen: int) -> None:
+        """Until this node adopted generation ``to_gen`` (a client and RemoteDisks for each new
+        node): the job and the topology come through the same control-plane log, but the node
+        adopts the topology on its own, and a run that began first failed on the new node's
+        missing client (then started again, from its checkpoint)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ADOPT_WAIT
+        while (getattr(getattr(self.node, "topology", None), "generation", to_gen) or 0) < to_gen:
+            if loop.time() > deadline:
+                raise errors.ServiceUnavailable(f"generation {to_gen} is not adopted on this node yet")
+            await asyncio.sleep(0.02)
 
     def pending_indexes(self, to_gen: int) -> list[str]:
         """Buckets whose index replicas are not on ``to_gen``'s replica set yet."""
@@ -807,6 +835,9 @@ class MigrationCoordinator:
         self._last_rate = (time.monotonic(), self.progress.moved_objects, self.progress.moved_bytes)
         ticker = asyncio.get_running_loop().create_task(self._ticker(), name="migration-checkpoint")
         try:
+            ready = getattr(self.mover, "ready", None)
+            if ready is not None:
+                await ready(to_gen)
             backoff = 1.0
             while True:
                 if self.progress.phase == "plan":
@@ -915,6 +946,11 @@ class MigrationCoordinator:
                             self._move_one(bucket, key, entry, target, to_gen, window))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
+                        # The permit goes back when the task ends, also one cancelled before it
+                        # ever ran: a ``finally`` in it would not run then, and the permit leaked
+                        # (fewer moves at once from then on, none once the leaks reached the
+                        # throttle's count, and ``Limiter.idle`` never returned).
+                        task.add_done_callback(self.limiter.release_soon)
                     if not truncated or not page:
                         break
                     after = page[-1][0]
@@ -929,25 +965,23 @@ class MigrationCoordinator:
 
     async def _move_one(self, bucket: str, key: str, entry: dict, target: list[str], to_gen: int,
                         window: Window) -> None:
+        """One object (its limiter permit goes back through the task's done callback)."""
         try:
-            try:
-                outcome = await self.mover.move(bucket, key, entry, target, to_gen, self.bucket.take)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one object's failure is counted, retried next pass
-                outcome = MoveOutcome("failed", error=f"{bucket}/{key}: {type(exc).__name__}: {exc}")
-            if outcome.status == "failed":
-                self.counters.errors += 1
-                log.warning("migration of %s/%s failed: %s", bucket, key, outcome.error)
-            elif outcome.status == "moved":
-                self.counters.objects_moved += 1
-                self.counters.bytes_moved += outcome.bytes
-            assert self.progress is not None
-            self.progress.record(outcome)
-            window.finish(key)
-            self.progress.cursor = [bucket, window.cursor]
-        finally:
-            await self.limiter.release()
+            outcome = await self.mover.move(bucket, key, entry, target, to_gen, self.bucket.take)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one object's failure is counted, retried next pass
+            outcome = MoveOutcome("failed", error=f"{bucket}/{key}: {type(exc).__name__}: {exc}")
+        if outcome.status == "failed":
+            self.counters.errors += 1
+            log.warning("migration of %s/%s failed: %s", bucket, key, outcome.error)
+        elif outcome.status == "moved":
+            self.counters.objects_moved += 1
+            self.counters.bytes_moved += outcome.bytes
+        assert self.progress is not None
+        self.progress.record(outcome)
+        window.finish(key)
+        self.progress.cursor = [bucket, window.cursor]
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict:

@@ -43,7 +43,7 @@ from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster import membership
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
-from buckets.cluster.rpcerrors import refused_signature
+from buckets.cluster.rpcerrors import PeerOffline, refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.engine import smalllog
@@ -875,7 +875,12 @@ class ClusterNode:
         return ClusterUserTable(self.control, self._settle_waiter())
 
     async def _transport(self, node: str, method: str, args: dict) -> Any:
-        return await self.clients[node].call("index", method, args)
+        client = self.clients.get(node)
+        if client is None:
+            # A node of a topology this node has not adopted yet (the control plane's log can
+            # be ahead of ``_adopt``): unreachable from here for now, as an offline peer is.
+            raise PeerOffline(f"no peer client for {node} yet (its topology is not adopted here)", endpoint=node)
+        return await client.call("index", method, args)
 
     async def stop(self) -> None:
         """Before the store closes: stop answering index calls and end every background task

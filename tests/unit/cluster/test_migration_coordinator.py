@@ -365,6 +365,63 @@ async def test_failed_moves_are_retried_by_the_next_pass(plane) -> None:
     assert c.counters.errors == 2
 
 
+async def test_a_run_stopped_mid_page_gives_back_every_permit(plane) -> None:
+    """A walk that fails while it queues a page's moves (here: the target of the fourth key)
+    cancels the moves it queued before any ran; each one's permit comes back (3 leaked
+    before, and with the throttle at 3 objects every later run waited forever), and the next
+    run finishes with one object at a time."""
+    world = World({"data": 12})
+    mover = MemoryMover(world)
+    real_target, calls = mover.target, [0]
+
+    def failing_target(bucket, key, entry, to_gen):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyError("http://127.0.0.4:10000")  # as a node not adopted yet did
+        return real_target(bucket, key, entry, to_gen)
+
+    mover.target = failing_target
+    await start_migration(Node(plane), 1, 2, throttle={"bytes_per_s": 0, "objects": 3})
+    c = coordinator(plane, mover)
+    c.progress, to_gen = await c._claim()
+    with pytest.raises(KeyError):
+        await c._walk(to_gen)
+    await asyncio.sleep(0)  # the wake-ups of release_soon
+    assert not mover.started and c.limiter.active == 0
+    mover.target = real_target
+    await update_job(plane, lambda v: dict(v, throttle={"bytes_per_s": 0, "objects": 1}))
+    c.start()
+    try:
+        await eventually("done", lambda: job(plane)["state"] == "done", timeout=30)
+    finally:
+        await c.stop()
+    assert world.unmoved() == [] and c.limiter.active == 0
+
+
+async def test_a_run_waits_until_this_node_adopted_the_generation(plane) -> None:
+    """The job can reach a node before the topology it migrates to is adopted there."""
+    world = World({"data": 3})
+    mover = MemoryMover(world)
+    adopted = asyncio.Event()
+
+    async def ready(to_gen):
+        await adopted.wait()
+
+    mover.ready = ready
+    await start_migration(Node(plane), 1, 2)
+    c = coordinator(plane, mover)
+    c.start()
+    try:
+        await eventually("claimed", lambda: (job(plane).get("owner") or {}).get("node") == "n1")
+        await asyncio.sleep(0.1)
+        assert not mover.started and not mover.prepared
+        adopted.set()
+        await eventually("done", lambda: job(plane)["state"] == "done", timeout=30)
+    finally:
+        await c.stop()
+    assert world.unmoved() == []
+
+
 async def test_a_follower_never_moves(plane) -> None:
     world = World({"b": 3})
     mover = MemoryMover(world)
