@@ -565,25 +565,29 @@ class IndexReplica:
         return {"left": self.promises.revoke(args["bucket"]) if self.promises is not None else 0.0}
 
     async def holds(self, args: dict) -> dict:
-        """For each bucket's ``[[key, version], ...]``: whether this replica holds that version,
-        or held it before the version it holds now (``_recent``): the lease holder's merges
+        """For each bucket's ``[[key, version(, exact)], ...]``: whether this replica holds that
+        version, or held it before the version it holds now (``_recent``; not with ``exact``,
+        which asks about a version an undo put back on the holder): the lease holder's merges
         it may then answer."""
         by_bucket = args.get("buckets")
         if not isinstance(by_bucket, dict) or not all(
                 isinstance(b, str) and isinstance(items, list) and all(
-                    isinstance(i, list | tuple) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], list | tuple)
+                    isinstance(i, list | tuple) and len(i) in (2, 3) and isinstance(i[0], str)
+                    and isinstance(i[1], list | tuple) and (len(i) == 2 or isinstance(i[2], bool))
                     for i in items) for b, items in by_bucket.items()):
-            raise BadPeerRequest("index/holds takes {bucket: [[key, version], ...]}")
+            raise BadPeerRequest("index/holds takes {bucket: [[key, version(, exact)], ...]}")
         held: dict[str, list[bool]] = {}
         for bucket, items in by_bucket.items():
             out = held[bucket] = []
-            for key, version in items:
+            for key, version, *exact in items:
                 want = _ts(version)
                 _, have = self.registry.get_version(bucket, key)
                 if have is None or have < want:
                     out.append(False)
                 elif have == want:
                     out.append(True)
+                elif exact and exact[0]:
+                    out.append(False)
                 else:
                     recent = self._recent.get(hash((bucket, key)))
                     out.append(recent is not None and recent[0] == hash(have) and hash(want) in recent[1])

@@ -27,7 +27,10 @@ is one call to the holder (none on the holder itself):
   lookup of one of them only once a granter said it holds that version too (``holds``, swept
   every ``CONFIRM_EVERY``); until then the lookup is a quorum read. Answering a version
   from a write that reached the holder alone, then losing the lease, would let a later quorum
-  read go back in time.
+  read go back in time. A granter that held the version and then a newer one says "held"
+  too (the newer write waited for the holder), except for a version a failed write's undo
+  put back on the holder (``exact``): a write the holder refused meanwhile may stand on the
+  granters without it, so only a granter holding exactly that version confirms it.
 - **A restarted replica** does not know what it promised before: for ``LEASE_SECONDS`` after
   it starts it reports a promise to whatever node is its set's holder.
 - **Only outside index moves.** The holder keeps a lease only while its own placement of the
@@ -136,6 +139,9 @@ class Lease:
     caught: dict[str, str] = field(default_factory=dict)  # granter -> epoch caught up with
     catching: set[str] = field(default_factory=set)
     unconfirmed: dict[str, tuple] = field(default_factory=dict)  # key -> version merged here
+    # Keys whose unconfirmed version an undo put back: confirmed only by a granter holding
+    # exactly that version (``holds``' ``exact``), not by one that held it before a newer one.
+    exact: set[str] = field(default_factory=set)
     since: dict[str, float] = field(default_factory=dict)  # key -> when it became unconfirmed
     inflight: dict[str, int] = field(default_factory=dict)  # key -> merges committing now
 
@@ -293,12 +299,18 @@ class LeaseKeeper:
             if retracted and version is not None:
                 # A failed write's merge undone here (``IndexReplica.retract``): the key went back
                 # to an older version, which a write refused here meanwhile may be newer than.
+                # A granter that held this version and then that write would say "held" to
+                # the usual question (traced in a lossy history, session 22: the holder then
+                # answered the old version alone after the newer write was acknowledged): it
+                # must hold exactly this version.
                 lease.unconfirmed[key] = version
+                lease.exact.add(key)
                 lease.since[key] = self.clock()
             elif version is not None:
                 held = lease.unconfirmed.get(key)
                 if held is None or version > held:  # merges may finish out of order
                     lease.unconfirmed[key] = version
+                    lease.exact.discard(key)
                     lease.since[key] = self.clock()
         return done
 
@@ -307,6 +319,7 @@ class LeaseKeeper:
         lease = self._leases.get(bucket)
         if lease is not None and lease.unconfirmed.get(key) == version:
             del lease.unconfirmed[key]
+            lease.exact.discard(key)
             lease.since.pop(key, None)
 
     # -- keeping leases: one loop for all of them, one call per peer per round -------------
@@ -415,7 +428,8 @@ class LeaseKeeper:
             return
         peers = list(by_peer)
         answers = await asyncio.gather(*(asyncio.wait_for(self.index._call(node, "holds", {"buckets": {
-            lease.bucket: [[k, list(v)] for k, v in items] for lease, items in by_peer[node]}}), HOLDER_WAIT)
+            lease.bucket: [[k, list(v), True] if k in lease.exact else [k, list(v)] for k, v in items]
+            for lease, items in by_peer[node]}}), HOLDER_WAIT)
             for node in peers), return_exceptions=True)
         now = self.clock()
         for node, ans in zip(peers, answers):
@@ -429,6 +443,7 @@ class LeaseKeeper:
                         continue
                     if held:
                         del lease.unconfirmed[key]
+                        lease.exact.discard(key)
                         lease.since.pop(key, None)
                     elif now - lease.since.get(key, now) > PUSH_AFTER:
                         stale.append((key, version))
