@@ -242,23 +242,39 @@ class IndexReplica:
             # undo committing meanwhile goes first; this merge then puts the version back.
             while not await self._seen(args["bucket"], args["key"], _ts(args["ts"])):
                 pass
+        pending: _Fresh | None = None
+        previous: _Fresh | None = None
+        if args.get("displaced"):
+            # A blind PUT's version is noted before its commit: a lookup can be answered with
+            # it as soon as the commit is done, before this coroutine runs again, and must
+            # find it to mark it seen (noted after, it stayed unseen and was undone once it
+            # had been read: traced in a lossy history, session 22).
+            previous = self._fresh.get(args["bucket"], {}).get(args["key"])
+            pending = self._note_fresh(args["bucket"], args["key"], _ts(args["ts"]))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + KEY_LOCK_WAIT
         pause = 0.002
-        while True:
-            op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
-                    data=args.get("data"), ts=_ts(args["ts"]), lock=args.get("lock"))
-            try:
-                await self.registry.commit([op])
-                break
-            except errors.KeyLocked:
-                # A conditional write of this key is between its check and its commit here:
-                # this write waits for it (refused as older than its commit, the answer says
-                # whether its check saw this write: ``cond`` and ``judged``).
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.05)
+        try:
+            while True:
+                op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
+                        data=args.get("data"), ts=_ts(args["ts"]), lock=args.get("lock"))
+                try:
+                    await self.registry.commit([op])
+                    break
+                except errors.KeyLocked:
+                    # A conditional write of this key is between its check and its commit
+                    # here: this write waits for it (refused as older than its commit, the
+                    # answer says whether its check saw this write: ``cond`` and ``judged``).
+                    if loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+        except BaseException:
+            if pending is not None:
+                self._unnote_fresh(args["bucket"], args["key"], pending, previous)
+            raise
+        if pending is not None and not op.applied:
+            self._unnote_fresh(args["bucket"], args["key"], pending, previous)
         where = hash((args["bucket"], args["key"]))
         unsettled = self._settle((args["bucket"], args["key"]), args.get("lock"))
         if op.applied:
@@ -269,7 +285,8 @@ class IndexReplica:
                 prior = hash(op.prior)
                 past = ((before[1] if before is not None and before[0] == prior else ()) + (prior,))[-RECENT_PAST:]
             self._recent[where] = (hash(op.ts), past, bool(args.get("lock")), judged)
-            self._note_fresh(args["bucket"], args["key"], op.ts if args.get("displaced") else None)
+            if pending is None:  # (a blind PUT's version was noted before the commit)
+                self._note_fresh(args["bucket"], args["key"], None)
             self._recent.move_to_end(where)
             while len(self._recent) > RECENT_MERGES:
                 self._recent.popitem(last=False)
@@ -385,24 +402,38 @@ class IndexReplica:
         while len(self._unsettled) > UNSETTLED_MAX:
             self._unsettled.popitem(last=False)
 
-    def _note_fresh(self, bucket: str, key: str, version: tuple | None) -> None:
-        """A merge applied here: remember a blind PUT's version (``version``), or forget the
-        key's (another write replaced it; or it was undone)."""
+    def _note_fresh(self, bucket: str, key: str, version: tuple | None) -> "_Fresh | None":
+        """A merge applied here: remember a blind PUT's version (``version``; the record is
+        returned), or forget the key's (another write replaced it; or it was undone)."""
         fresh = self._fresh.get(bucket)
         if version is None:
             if fresh is not None and fresh.pop(key, None) is not None and not fresh:
                 del self._fresh[bucket]
-            return
+            return None
         if fresh is None:
             fresh = self._fresh[bucket] = OrderedDict()
         now = time.monotonic()
-        fresh[key] = _Fresh(version, now)
+        record = fresh[key] = _Fresh(version, now)
         fresh.move_to_end(key)
         while fresh:
             oldest = next(iter(fresh.values()))
             if len(fresh) <= FRESH_MAX and now - oldest.since <= FRESH_SECONDS:
                 break
             fresh.popitem(last=False)
+        return record
+
+    def _unnote_fresh(self, bucket: str, key: str, pending: _Fresh, previous: "_Fresh | None") -> None:
+        """A blind PUT's merge noted before its commit was not applied: the key's record goes
+        back to what it was (unless another merge replaced it meanwhile)."""
+        fresh = self._fresh.get(bucket)
+        if fresh is None or fresh.get(key) is not pending:
+            return
+        if previous is not None:
+            fresh[key] = previous
+        else:
+            del fresh[key]
+            if not fresh:
+                del self._fresh[bucket]
 
     async def _page_seen(self, bucket: str, prefix: str, delimiter: str, objects: list, prefixes: list) -> bool:
         """``_seen`` for a listing page: each fresh key it lists, and each fresh key under a

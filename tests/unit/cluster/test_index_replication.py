@@ -582,6 +582,49 @@ async def test_a_failed_put_written_back_to_a_replica_that_held_it_already_is_no
     assert (await idx["n2"].get("b", "k"))["wid"] == "Q"
 
 
+async def test_a_lookup_answered_between_a_merge_s_commit_and_its_end_keeps_the_put(cluster) -> None:
+    """Traced from a lossy history (2026-12-02, session 22): a lookup on n1 was answered with
+    a blind PUT's version right after its merge committed there, before the merge noted the
+    version as fresh; noted afterwards it counted as unseen, the PUT's writer undid it on n1,
+    and the value a client had read vanished, then came back. Noted before the commit, the
+    lookup marks it seen."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    replica = idx["n2"].local
+    v = [held(regs, "n2")[1][0] + 1, "P"]
+    commit, seen = replica.registry.commit, []
+
+    async def commit_then_a_lookup(ops):  # the lookup runs before the merge goes on
+        await commit(ops)
+        if any(op.kind == "merge_object" for op in ops) and not seen:
+            seen.append((await replica.get({"bucket": "b", "key": "k"}))["entry"]["wid"])
+
+    replica.registry.commit = commit_then_a_lookup  # type: ignore[method-assign]
+    ans = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("P"), ts=v), "data": None,
+                               "ts": v, "displaced": True})
+    assert ans["applied"] and seen == ["P"]
+    assert await replica.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"], "prior": ans["prior"]}) == \
+        {"retracted": False}
+    assert held(regs, "n2") == ("P", tuple(v))
+
+
+async def test_a_refused_blind_put_leaves_the_fresh_record_it_found(cluster) -> None:
+    """Noted before its commit, a blind PUT refused there (a newer version held) puts back
+    the key's record as it was: the newer blind PUT's, still undoable."""
+    net, idx, regs = cluster
+    replica = idx["n2"].local
+    base = idx["n2"].clock.now()
+    newer, older = [base + 10, "N"], [base + 5, "O"]
+    ans = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("N"), ts=newer), "data": None,
+                               "ts": newer, "displaced": True})
+    assert not (await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("O"), ts=older), "data": None,
+                                     "ts": older, "displaced": True}))["applied"]
+    assert replica._fresh["b"]["k"].version == tuple(newer)
+    assert (await replica.retract({"bucket": "b", "key": "k", "ts": newer, "was": ans["was"],
+                                   "prior": ans["prior"]}))["retracted"]
+
+
 async def test_a_write_back_meeting_an_undo_committing_puts_the_version_back(cluster) -> None:
     """The undo goes first; the write-back then merges the version again (newer than what
     the undo put back), so the read that returns it still finds it on a quorum."""
