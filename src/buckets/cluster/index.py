@@ -303,6 +303,12 @@ class IndexReplica:
         # and, if this replica merged it recently, the version it replaced here.
         held = op.prior
         answer: dict[str, Any] = {"applied": False, "ts": list(held) if held is not None else None}
+        fresh = self._fresh.get(args["bucket"], {}).get(args["key"])
+        if held is not None and fresh is not None and fresh.version == held and not fresh.served:
+            # What refused this merge is a blind PUT's version that its writer may still undo
+            # here (no read returned it): a write merged again after a conditional write cannot
+            # count it as a write that came after it and stands (``put_displacing``).
+            answer["undoable"] = True
         recent = self._recent.get(where)
         if recent is not None and held is not None and recent[0] == hash(held):
             if hash(op.ts) in recent[1]:
@@ -428,7 +434,7 @@ class IndexReplica:
         fresh = self._fresh.get(bucket)
         if fresh is None or fresh.get(key) is not pending:
             return
-        if previous is not None:
+        if previous is not None and previous.undoing is None:  # (one whose undo began is done with)
             fresh[key] = previous
         else:
             del fresh[key]
@@ -464,6 +470,10 @@ class IndexReplica:
         if rec is None or version is None or rec.version != version:
             return True
         if rec.undoing is not None:
+            if rec.undoing.is_set():  # undone (or not) already: nothing left to mark
+                if fresh.get(key) is rec:  # type: ignore[union-attr]
+                    self._note_fresh(bucket, key, None)
+                return True
             await rec.undoing.wait()
             return False
         rec.served = True
@@ -999,9 +1009,18 @@ class ReplicatedIndex:
                 raise
             # A conditional write whose check saw this one (judged at this version or later)
             # comes after it: its refusal is no reason to merge this one again. Merged again
-            # just after a conditional write (``after``), only another such write's refusal is.
-            newer = self._newer_than(ts, [a for a in answered.values()
-                                          if (_unseen_by(a, ts) if after is not None else not _seen_by(a, ts))])
+            # just after a conditional write (``after``), only another such write's refusal is,
+            # or a blind PUT's version its writer may still undo (``undoable``): counted as a
+            # write that came after this one, it made this one acknowledged on no replica,
+            # and once undone this write was lost (a lossy history, session 22: two PUTs
+            # merged again just above one conditional write, the same clock value; the one
+            # that won the tie failed and was undone).
+            def again(a: Any, after: tuple | None = after) -> bool:
+                if after is None:
+                    return not _seen_by(a, ts)
+                return _unseen_by(a, ts) or (isinstance(a, dict) and bool(a.get("undoable")))
+
+            newer = self._newer_than(ts, [a for a in answered.values() if again(a)])
             if newer is not None and self.placement(bucket) == placement:
                 # Refused by a newer version. Merged again, this write could come back after a
                 # write that a read has already seen replace it (a read that met this version
@@ -1035,10 +1054,10 @@ class ReplicatedIndex:
                 # that it came after this PUT began: every write acknowledged before the PUT
                 # began is on a quorum that met the first version's, so it is at most ``after``.
                 heard = [a for a in late.values() if isinstance(a, dict)]
-                after_check = self._newer_than(ts, [a for a in heard if _unseen_by(a, ts)]) is not None
+                after_check = self._newer_than(ts, [a for a in heard if _unseen_by(a, ts) or (
+                    after is not None and bool(a.get("undoable")))]) is not None
                 if after_check:
-                    after = self._newer_than(ts, [a for a in heard if (
-                        _unseen_by(a, ts) if after is not None else not _seen_by(a, ts))])
+                    after = self._newer_than(ts, [a for a in heard if again(a)])
                 elif on_quorum(holders):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None
@@ -1062,6 +1081,13 @@ class ReplicatedIndex:
             if newer is None:
                 break
             self.clock.observe(newer[0])
+        else:
+            if after is not None and any(isinstance(a, dict) and a.get("undoable") for a in answered.values()):
+                # Still refused by a version that may be undone: neither standing nor known
+                # to be replaced by a write that stands.
+                raise errors.WriteQuorumLost(
+                    f"Index of {bucket!r}: {key!r} was merged again {DISPLACE_ATTEMPTS} times and still met "
+                    "a newer write whose outcome is open")
         return None if unknown else list(replaced.values())
 
     async def _holding(self, bucket: str, key: str, ts: tuple, nodes: Sequence[str]) -> tuple[set[str], set[str]]:

@@ -625,6 +625,23 @@ async def test_a_refused_blind_put_leaves_the_fresh_record_it_found(cluster) -> 
                                    "prior": ans["prior"]}))["retracted"]
 
 
+async def test_a_refusal_by_a_blind_put_that_may_be_undone_says_so(cluster) -> None:
+    """A merge refused by a blind PUT's version that its writer may still undo here answers
+    ``undoable`` (a PUT merged again after a conditional write must not count it as a write
+    that came after it and stands); once a lookup returned that version, it does not."""
+    net, idx, regs = cluster
+    replica = idx["n2"].local
+    base = idx["n2"].clock.now()
+    p, older = [base + 10, "P"], [base + 5, "W"]
+    await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("P"), ts=p), "data": None,
+                         "ts": p, "displaced": True})
+    w = {"bucket": "b", "key": "k", "entry": dict(entry("W"), ts=older), "data": None, "ts": older, "displaced": True}
+    refused = await replica.merge(w)
+    assert not refused["applied"] and refused["undoable"] is True
+    await replica.get({"bucket": "b", "key": "k"})  # read: it can no longer be undone here
+    assert "undoable" not in await replica.merge(w)
+
+
 async def test_a_write_back_meeting_an_undo_committing_puts_the_version_back(cluster) -> None:
     """The undo goes first; the write-back then merges the version again (newer than what
     the undo put back), so the read that returns it still finds it on a quorum."""
