@@ -435,6 +435,8 @@ class IndexReplica:
         if fresh is None or fresh.get(key) is not pending:
             return
         if previous is not None and previous.undoing is None:  # (one whose undo began is done with)
+            if pending.served and previous.version == pending.version:
+                previous.served = True  # (a retry of the same version, read meanwhile)
             fresh[key] = previous
         else:
             del fresh[key]
