@@ -276,7 +276,7 @@ class Limiter:
             self.active -= 1
             self._cond.notify_all()
 
-    def release_soon(self, _task: "asyncio.Future | None" = None) -> None:
+    def release_soon(self) -> None:
         """``release`` from a done callback (no await there): the count at once, the waiters
         woken by a task."""
         self.active -= 1
@@ -942,15 +942,16 @@ class MigrationCoordinator:
                             progress.cursor = [bucket, window.cursor]
                             continue
                         await self.limiter.acquire()
+                        ran = [False]
                         task = asyncio.get_running_loop().create_task(
-                            self._move_one(bucket, key, entry, target, to_gen, window))
+                            self._move_one(bucket, key, entry, target, to_gen, window, ran))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
-                        # The permit goes back when the task ends, also one cancelled before it
-                        # ever ran: a ``finally`` in it would not run then, and the permit leaked
-                        # (fewer moves at once from then on, none once the leaks reached the
-                        # throttle's count, and ``Limiter.idle`` never returned).
-                        task.add_done_callback(self.limiter.release_soon)
+                        # A move gives its permit back when it ends; one cancelled before it ever
+                        # ran never enters its ``finally``: its permit goes back here (it leaked
+                        # before: fewer moves at once from then on, none once the leaks reached
+                        # the throttle's count).
+                        task.add_done_callback(lambda _t, ran=ran: None if ran[0] else self.limiter.release_soon())
                     if not truncated or not page:
                         break
                     after = page[-1][0]
@@ -964,24 +965,27 @@ class MigrationCoordinator:
             start_bucket, start_key = None, ""
 
     async def _move_one(self, bucket: str, key: str, entry: dict, target: list[str], to_gen: int,
-                        window: Window) -> None:
-        """One object (its limiter permit goes back through the task's done callback)."""
+                        window: Window, ran: list[bool]) -> None:
+        ran[0] = True
         try:
-            outcome = await self.mover.move(bucket, key, entry, target, to_gen, self.bucket.take)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one object's failure is counted, retried next pass
-            outcome = MoveOutcome("failed", error=f"{bucket}/{key}: {type(exc).__name__}: {exc}")
-        if outcome.status == "failed":
-            self.counters.errors += 1
-            log.warning("migration of %s/%s failed: %s", bucket, key, outcome.error)
-        elif outcome.status == "moved":
-            self.counters.objects_moved += 1
-            self.counters.bytes_moved += outcome.bytes
-        assert self.progress is not None
-        self.progress.record(outcome)
-        window.finish(key)
-        self.progress.cursor = [bucket, window.cursor]
+            try:
+                outcome = await self.mover.move(bucket, key, entry, target, to_gen, self.bucket.take)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one object's failure is counted, retried next pass
+                outcome = MoveOutcome("failed", error=f"{bucket}/{key}: {type(exc).__name__}: {exc}")
+            if outcome.status == "failed":
+                self.counters.errors += 1
+                log.warning("migration of %s/%s failed: %s", bucket, key, outcome.error)
+            elif outcome.status == "moved":
+                self.counters.objects_moved += 1
+                self.counters.bytes_moved += outcome.bytes
+            assert self.progress is not None
+            self.progress.record(outcome)
+            window.finish(key)
+            self.progress.cursor = [bucket, window.cursor]
+        finally:
+            await self.limiter.release()
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict:
