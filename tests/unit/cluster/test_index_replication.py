@@ -529,6 +529,21 @@ async def test_a_failed_put_that_a_listing_showed_is_not_undone(cluster) -> None
     assert held(regs, "n1", "dir/new")[0] == "w2"
 
 
+def undo_held_at_a_gate(replica, v: list, ans: dict) -> tuple[asyncio.Event, asyncio.Future]:
+    """Start the undo of version ``v`` (merged with answer ``ans``) on ``replica``; its commit
+    waits until the returned event is set."""
+    commit, gate = replica.registry.commit, asyncio.Event()
+
+    async def slow_commit(ops):
+        if any(op.kind == "retract_object" for op in ops):
+            await gate.wait()
+        return await commit(ops)
+
+    replica.registry.commit = slow_commit  # type: ignore[method-assign]
+    return gate, asyncio.ensure_future(replica.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"],
+                                                         "prior": ans["prior"]}))
+
+
 async def test_a_lookup_that_meets_an_undo_committing_answers_what_it_put_back(cluster) -> None:
     net, idx, regs = cluster
     await idx["n1"].put("b", "k", entry("w1"))
@@ -537,16 +552,7 @@ async def test_a_lookup_that_meets_an_undo_committing_answers_what_it_put_back(c
     v = [idx["n2"].clock.now(), "w2"]
     ans = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("w2"), ts=v), "data": None,
                                "ts": v, "displaced": True})
-    commit, gate = replica.registry.commit, asyncio.Event()
-
-    async def slow_commit(ops):  # the undo's commit waits at the gate
-        if any(op.kind == "retract_object" for op in ops):
-            await gate.wait()
-        return await commit(ops)
-
-    replica.registry.commit = slow_commit  # type: ignore[method-assign]
-    undo = asyncio.ensure_future(replica.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"],
-                                                  "prior": ans["prior"]}))
+    gate, undo = undo_held_at_a_gate(replica, v, ans)
     await asyncio.sleep(0.01)
     lookup = asyncio.ensure_future(replica.get({"bucket": "b", "key": "k"}))
     await asyncio.sleep(0.01)
@@ -652,16 +658,7 @@ async def test_a_write_back_meeting_an_undo_committing_puts_the_version_back(clu
     v = [held(regs, "n2")[1][0] + 1, "Q"]
     q = {"bucket": "b", "key": "k", "entry": dict(entry("Q"), ts=v), "data": None, "ts": v}
     ans = await replica.merge(dict(q, displaced=True))
-    commit, gate = replica.registry.commit, asyncio.Event()
-
-    async def slow_commit(ops):  # the undo's commit waits at the gate
-        if any(op.kind == "retract_object" for op in ops):
-            await gate.wait()
-        return await commit(ops)
-
-    replica.registry.commit = slow_commit  # type: ignore[method-assign]
-    undo = asyncio.ensure_future(replica.retract({"bucket": "b", "key": "k", "ts": v, "was": ans["was"],
-                                                  "prior": ans["prior"]}))
+    gate, undo = undo_held_at_a_gate(replica, v, ans)
     await asyncio.sleep(0.01)
     write_back = asyncio.ensure_future(replica.merge(q))
     await asyncio.sleep(0.01)
