@@ -932,17 +932,33 @@ class ReplicatedIndex:
         conditional write standing on a check that missed it. Returns the entry as merged last."""
         versioned = entry
         after: tuple | None = None
+        answered: dict[str, Any] = {}
         for _ in range(DISPLACE_ATTEMPTS):
             # Merged again: just above the newest version that refused it (as in put_displacing).
             ts = [self.clock.now() if after is None else after[0] + 1, wid]
             versioned = dict(entry, ts=ts) if entry is not None else None
             answered = await self._write(bucket, key, versioned, data, ts)
-            newer = self._newer_than(_ts(ts), [a for a in answered.values() if _unseen_by(a, _ts(ts))])
+
+            # A refusal by a blind PUT's version that its writer may still undo there
+            # (``undoable``: no read returned it there) is no write that stands after this one:
+            # counted as one, this write was acknowledged with fewer replicas than a quorum
+            # applying it, and lost once that PUT failed and was undone (refused on n1, applied
+            # on n2, n3 not reached; the PUT then undone on n1). Merged again above it, it
+            # stands, and that version can no longer be undone where it was replaced.
+            def again(a: Any, t: tuple = _ts(ts)) -> bool:
+                return _unseen_by(a, t) or (isinstance(a, dict) and bool(a.get("undoable")))
+
+            newer = self._newer_than(_ts(ts), [a for a in answered.values() if again(a)])
             if newer is None:
                 break
             self.clock.observe(newer[0])
             after = self._newer_than(_ts(ts), [a for a in answered.values() if (
-                _unseen_by(a, _ts(ts)) if after is not None else not _seen_by(a, _ts(ts)))])
+                again(a) if after is not None else not _seen_by(a, _ts(ts)))])
+        else:
+            if any(isinstance(a, dict) and a.get("undoable") for a in answered.values()):
+                raise errors.WriteQuorumLost(
+                    f"Index of {bucket!r}: {key!r} was merged again {DISPLACE_ATTEMPTS} times and still met "
+                    "a newer write whose outcome is open")
         return versioned
 
     async def put_displacing(self, bucket: str, key: str, entry: dict,

@@ -697,3 +697,32 @@ async def test_the_fresh_writes_a_replica_remembers_are_bounded(cluster, monkeyp
     await settle(idx)  # (the put returns at W of N: n1's own merge may be the one still on its way)
     assert held(regs, "n1", "k11")[0] == "plain"
     assert "k11" not in replica._fresh["b"]
+
+
+@pytest.mark.parametrize("how", ["delete", "put"])
+async def test_a_write_refused_by_a_blind_put_that_may_be_undone_is_merged_again_above_it(cluster, how) -> None:
+    """A DELETE (or a PUT after a read) refused on n1 by a newer blind PUT's version that no
+    read returned there, applied on n2, n3 not reached: counted as a write that the newer one
+    replaced, it was acknowledged on one replica; the blind PUT then failed and was undone on
+    n1, and a read through n1 and n3 found the key as it was before the acknowledged write.
+    It is merged again above that version instead, which then can no longer be undone."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old"))
+    await settle(idx)
+    replica = idx["n1"].local
+    z = [idx["n1"].clock.now() + (1000 << 16), "Z"]  # its writer's clock ran ahead
+    ans = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("Z"), ts=z), "data": None,
+                               "ts": z, "displaced": True})
+    assert ans["applied"]
+    net.down = {"n3"}
+    if how == "delete":
+        await idx["n2"].delete("b", "k", "D")
+    else:
+        await idx["n2"].put("b", "k", entry("D"))
+    net.down = set()
+    # Z's writer heard no quorum: it undoes Z where it was merged.
+    await replica.retract({"bucket": "b", "key": "k", "ts": z, "was": ans["was"], "prior": ans["prior"]})
+    net.down = {"n2"}
+    got = await idx["n1"].get("b", "k")
+    assert (got is None) if how == "delete" else (got["wid"] == "D")
+    net.down = set()
