@@ -35,6 +35,7 @@ import asyncio
 import collections
 import os
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -244,6 +245,7 @@ def cmd_cluster_put(args: argparse.Namespace) -> None:
         await run_concurrently(lambda i: client.put(BUCKET, f"warm/{i}", data), 200, 16)
         pids = [p.pid for p in dep.procs]
         calls0 = await _peer_counts(session, dep.endpoints)
+        time0 = await _served_times(session, dep.endpoints)
         spies = [_spy(p, f"{args.spy}.{n}", args.gil, args.rate) for n, p in enumerate(pids, 1)] if args.spy else []
         spies += [_perf(p, f"{args.perf}.{n}") for n, p in enumerate(pids, 1)] if args.perf else []
         if spies:
@@ -258,8 +260,26 @@ def cmd_cluster_put(args: argparse.Namespace) -> None:
         print(f"CPU per PUT, node by node: {_per_op(cpu0, cpu1, args.n)}")
         per = {k: (calls1[k] - calls0[k]) / args.n for k in calls1 if calls1[k] - calls0[k] > 0}
         print("peer calls per PUT: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda x: -x[1])))
+        time1 = await _served_times(session, dep.endpoints)
+        print("mean time served, all nodes (ms): " + ", ".join(
+            f"{api} {1000 * (s1 - time0[api][0]) / (n1 - time0[api][1]):.1f}"
+            for api, (s1, n1) in sorted(time1.items()) if api in time0 and n1 - time0[api][1] >= args.n / 10))
 
     asyncio.run(_with(dep, body))
+
+
+_TIME_LINE = re.compile(r'^buckets_s3_request_duration_seconds_(sum|count)\{api="([^"]+)"\} ([0-9.e+]+)$', re.M)
+
+
+async def _served_times(session, endpoints: list[str]) -> dict[str, tuple[float, float]]:
+    """(seconds, requests) served so far by API over every node, from their ``/metrics``."""
+    out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for url in endpoints:
+        async with session.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+        for kind, api, value in _TIME_LINE.findall(text):
+            out[api][0 if kind == "sum" else 1] += float(value)
+    return {api: (v[0], v[1]) for api, v in out.items()}
 
 
 def cmd_cluster_get(args: argparse.Namespace) -> None:

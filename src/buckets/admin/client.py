@@ -72,6 +72,19 @@ class AdminClient:
             raise AdminCallError(f"{code}: {document.get('message', '')}{suffix}", code=code, status=status)
         return document
 
+    def probe(self, base: str, path: str, *, timeout: float = 2.0) -> tuple[int, dict[str, Any] | None]:
+        """An unauthenticated ``GET`` of another node's operations endpoint (``/health/...``):
+        its status and JSON document (None if it sent none). ``AdminCallError`` if it cannot
+        be reached."""
+        other = AdminClient(base, "", "", region=self.region, insecure=self.insecure, ca_file=self.ca_file,
+                            timeout=timeout)
+        status, raw = other._send("GET", f"{other.url}{path}", b"", {})
+        try:
+            document = json.loads(raw) if raw else None
+        except ValueError:
+            document = None
+        return status, document if isinstance(document, dict) else None
+
     def _send(self, method: str, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")

@@ -576,14 +576,42 @@ def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
         state = next((n["state"] for n in nodes if n["endpoint"] == node), "removed")
         if state != "removed":
             time.sleep(args.interval)
+    # The leader committed the removal; the node itself stops serving S3 once it adopted that
+    # topology (milliseconds later, or when it comes back if it is down): wait for it to say so.
+    own = _own_view(client, node, args.interval) if state == "removed" else None
     if args.json:
-        print_json({**result, "state": state, "migration": status})
+        print_json({**result, "state": state, "migration": status, "node_says": own})
     else:
         print(f"Migration done: {status.get('moved_objects') or 0} objects "
               f"({human_size(status.get('moved_bytes') or 0)}) moved, {status.get('errors') or 0} errors")
-        print(f"{node} is {state}" + (": it can be stopped" if state == "removed" else
-                                      "; it leaves shortly (check with list-nodes)"))
+        if state != "removed":
+            print(f"{node} is {state}; it leaves shortly (check with list-nodes)")
+        elif own == "removed":
+            print(f"{node} is removed: it can be stopped")
+        elif own == "unreachable":
+            print(f"{node} is removed (it does not answer): it can be stopped")
+        else:
+            print(f"{node} is removed; it has not adopted its removal yet and may still answer S3 "
+                  f"requests as a member: check {node}/health/cluster before stopping it")
     return EXIT_OK
+
+
+def _own_view(client: Any, node: str, interval: float, timeout: float = 15.0) -> str:
+    """What ``node`` says of itself once the leader removed it: ``removed`` (it adopted the
+    topology and answers S3 with 503), ``unreachable``, or ``member`` (not yet, after ``timeout``)."""
+    from buckets.admin.client import AdminCallError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, health = client.probe(node, "/health/cluster")
+        except AdminCallError:
+            return "unreachable"
+        if (health or {}).get("removed") is True:
+            return "removed"
+        if time.monotonic() > deadline:
+            return "member"
+        time.sleep(min(interval, 0.2))
 
 
 def _one_disk(arg: str) -> tuple[str, str]:

@@ -761,6 +761,7 @@ class ClusterNode:
             "control": control.as_dict() if control is not None else None,
             "has_quorum": bool(control and control.has_quorum),
             "index": self.index_counters(),
+            "removed": bool(self.removed),  # this node adopted its removal: it answers S3 with 503
         }
 
     def index_counters(self) -> dict:
