@@ -482,3 +482,58 @@ async def test_an_expired_lock_leaves_the_key_unsettled(cluster, monkeypatch) ->
     v = [idx["n1"].clock.now(), "w2"]
     ans = await n1.merge({"bucket": "b", "key": "k", "entry": dict(entry("w2"), ts=v), "data": None, "ts": v})
     assert ans["applied"] and "unsettled" not in ans
+
+
+@pytest.mark.parametrize("how", ["put", "delete"])
+async def test_a_write_merged_again_after_a_conditional_write_goes_above_a_blind_put_that_may_be_undone(
+        cluster, how) -> None:
+    """A conditional write C locked n1 and n2, judged the key at "old" and committed there. A
+    write W through n3 (its clock behind C's) is refused by C on n1 and n2 (C's check did not
+    see it) and merged again just above C; meanwhile a blind PUT Z took that same clock value
+    on n1 and n2 and wins the tie. Z's writer may still undo it there (no read returned it):
+    counted as a newer write that stands, W was acknowledged on n3 alone, and once Z failed
+    and was undone, reads returned C. W is merged again above Z instead (session 22 found this
+    for the blind PUT in a lossy history; session 23 for a DELETE or a versioned write)."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, judged = regs["n1"].get_version("b", "k")
+    n1, n2 = idx["n1"].local, idx["n2"].local
+    for replica in (n1, n2):
+        await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5})
+    c = [idx["n3"].clock.now() + (1000 << 16), "C"]  # C's writer's clock ran ahead
+    for replica in (n1, n2):
+        assert (await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c), "data": None,
+                                     "ts": c, "lock": "L1", "judged": list(judged)}))["applied"]
+    z = [c[0] + 1, "Z"]  # "Z" > "W": Z wins the tie with W's second version
+    undo: dict[str, dict] = {}
+    landed = asyncio.Event()
+    real = idx["n3"].transport
+
+    async def transport(node: str, method: str, args: dict):
+        if method == "merge" and list(args.get("ts") or [])[:1] == [z[0]]:
+            if not undo:  # the first of W's second merges: Z lands first
+                undo["started"] = {}
+                for name, replica in (("n1", n1), ("n2", n2)):
+                    undo[name] = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("Z"), ts=z),
+                                                      "data": None, "ts": z, "displaced": True})
+                landed.set()
+            await landed.wait()
+        return await real(node, method, args)
+
+    idx["n3"].transport = transport
+    if how == "put":
+        await idx["n3"].put_displacing("b", "k", entry("W"))
+    else:
+        await idx["n3"].delete("b", "k", "W")
+    assert undo, "W was not merged again at C's version + 1"
+    assert undo["n1"]["applied"] and undo["n2"]["applied"]
+    await settle(idx)
+    for name, replica in (("n1", n1), ("n2", n2)):  # Z's writer heard no quorum: it undoes Z
+        await replica.retract({"bucket": "b", "key": "k", "ts": z, "was": undo[name]["was"],
+                               "prior": undo[name]["prior"]})
+    for down, via in ((set(), "n1"), ({"n3"}, "n1"), ({"n2"}, "n1"), ({"n1"}, "n2")):
+        net.down = down
+        got = await idx[via].get("b", "k")
+        assert (got is None) if how == "delete" else (got["wid"] == "W"), (down, via, got)
+    net.down = set()
