@@ -657,6 +657,37 @@ def _is_version(value: Any) -> bool:
         and isinstance(value[1], str)
 
 
+class _Merges:
+    """One attempt's merge calls: every answer as it comes, also after the quorum's (``late``;
+    None: the call failed), and the replicas whose call failed before anything was sent."""
+
+    def __init__(self, index: "ReplicatedIndex", args: dict) -> None:
+        self.index, self.args = index, args
+        self.late: dict[str, Any] = {}
+        self.unsent: set[str] = set()
+        self.calls: list[asyncio.Future] = []
+
+    async def _merge(self, node: str) -> Any:
+        try:
+            ans = await self.index._call(node, "merge", self.args)
+        except BaseException as exc:
+            self.late[node] = None
+            if getattr(exc, "unsent", False):
+                self.unsent.add(node)
+            raise
+        self.late[node] = ans
+        return ans
+
+    def call(self, node: str) -> asyncio.Future:
+        self.calls.append(asyncio.ensure_future(self._merge(node)))
+        return self.calls[-1]
+
+
+def _on_quorum(nodes: set[str], placement: Any) -> bool:
+    """``nodes`` include a write quorum of every write set of ``placement``."""
+    return all(len(nodes & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write)
+
+
 def _seen_by(answer: Any, ts: tuple) -> bool:
     """A merge of version ``ts`` was refused by a conditional write's commit whose check saw
     it: the check judged the key at ``ts`` or a later version."""
@@ -929,31 +960,55 @@ class ReplicatedIndex:
         than this write's (``_unseen_by``): the check did not see this write, which was not on
         a quorum when the key was locked, so this write comes after the conditional one and is
         merged again under a newer version; kept older, it would be acknowledged and lost, the
-        conditional write standing on a check that missed it. Returns the entry as merged last."""
+        conditional write standing on a check that missed it.
+
+        Refused by a blind PUT's version that its writer may still undo there (``undoable``: no
+        read returned it there): that is no newer write that stands. Counted as one, this write
+        was acknowledged with fewer replicas than a quorum applying it, and lost once that PUT
+        failed and was undone (refused on n1, applied on n2, n3 not reached; the PUT undone on
+        n1). So, as ``put_displacing`` does, every replica is heard first: applied on a write
+        quorum, the write stands as it is (a read may have returned it: merged again, it would
+        take effect twice, after writes acknowledged since); perhaps on one (replicas silent),
+        its outcome is unknown (503); on none, no read returned it and it is merged again above
+        the refusing version. Returns the entry as merged last."""
         versioned = entry
-        after: tuple | None = None
+        after: tuple | None = None  # merged again after a conditional write: just above this version
         answered: dict[str, Any] = {}
         for _ in range(DISPLACE_ATTEMPTS):
-            # Merged again: just above the newest version that refused it (as in put_displacing).
             ts = [self.clock.now() if after is None else after[0] + 1, wid]
+            t = _ts(ts)
             versioned = dict(entry, ts=ts) if entry is not None else None
-            answered = await self._write(bucket, key, versioned, data, ts)
+            args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": ts}
+            merges = _Merges(self, args)
+            late, unsent = merges.late, merges.unsent
 
-            # A refusal by a blind PUT's version that its writer may still undo there
-            # (``undoable``: no read returned it there) is no write that stands after this one:
-            # counted as one, this write was acknowledged with fewer replicas than a quorum
-            # applying it, and lost once that PUT failed and was undone (refused on n1, applied
-            # on n2, n3 not reached; the PUT then undone on n1). Merged again above it, it
-            # stands, and that version can no longer be undone where it was replaced.
-            def again(a: Any, t: tuple = _ts(ts)) -> bool:
+            placement = self.placement(bucket)
+            answered = await self._write_placed(bucket, merges.call)
+
+            def again(a: Any, t: tuple = t) -> bool:
                 return _unseen_by(a, t) or (isinstance(a, dict) and bool(a.get("undoable")))
 
-            newer = self._newer_than(_ts(ts), [a for a in answered.values() if again(a)])
+            newer = self._newer_than(t, [a for a in answered.values() if again(a)])
             if newer is None:
                 break
+            if after is None and not any(_unseen_by(a, t) for a in answered.values()):
+                if self.placement(bucket) != placement:  # (as put_displacing: merged again)
+                    self.clock.observe(newer[0])
+                    continue
+                # A call that never left did not apply this version (fresh for this attempt).
+                holders, silent = await self._heard(bucket, key, t, merges, placement, skip=unsent)
+                if _on_quorum(holders, placement):
+                    break
+                if _on_quorum(holders | silent, placement):
+                    raise errors.WriteQuorumLost(
+                        f"Index of {bucket!r}: {key!r} met a newer write that may be undone, and whether this "
+                        f"write reached a quorum is unknown ({', '.join(sorted(silent))} did not answer)")
+                heard = [a for a in late.values() if isinstance(a, dict)]
+                self.clock.observe(max(self._newer_than(t, [a for a in heard if again(a)]) or newer, newer)[0])
+                continue  # merged again at this node's clock, now above it
             self.clock.observe(newer[0])
-            after = self._newer_than(_ts(ts), [a for a in answered.values() if (
-                again(a) if after is not None else not _seen_by(a, _ts(ts)))])
+            after = self._newer_than(t, [a for a in answered.values() if (
+                again(a) if after is not None else not _seen_by(a, t))])
         else:
             if any(isinstance(a, dict) and a.get("undoable") for a in answered.values()):
                 raise errors.WriteQuorumLost(
@@ -990,28 +1045,12 @@ class ReplicatedIndex:
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
                     "displaced": True}
-            late: dict[str, Any] = {}  # every answer, also those after the quorum's (None: the call failed)
-            unsent: set[str] = set()  # calls that failed before anything was sent
-            calls: list[asyncio.Future] = []
-
-            async def merge(node: str, a: dict = args, late: dict = late, unsent: set = unsent) -> Any:
-                try:
-                    ans = await self._call(node, "merge", a)
-                except BaseException as exc:
-                    late[node] = None
-                    if getattr(exc, "unsent", False):
-                        unsent.add(node)
-                    raise
-                late[node] = ans
-                return ans
-
-            def call(node: str, merge=merge, calls: list = calls) -> asyncio.Future:
-                calls.append(asyncio.ensure_future(merge(node)))
-                return calls[-1]
+            merges = _Merges(self, args)
+            late, unsent, calls = merges.late, merges.unsent, merges.calls
 
             placement = self.placement(bucket)
             try:
-                answered = await self._write_placed(bucket, call)
+                answered = await self._write_placed(bucket, merges.call)
             except errors.WriteQuorumLost as exc:
                 # Fewer replicas than a quorum took it: the write fails (503), so undo it where
                 # it was merged, or a node that comes back would spread it (anti-entropy) and a
@@ -1046,19 +1085,10 @@ class ReplicatedIndex:
                 # of every set, it stands as it is, older than the newer write: no write
                 # acknowledged before this one began can be newer (the replicas of its quorum
                 # would have refused this one; one of them is in this quorum).
-                await asyncio.wait(calls, timeout=self.timeout)
-                holders = {n for n, ans in late.items() if ans is not None and (
-                    ans.get("applied") or ans.get("had") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts))}
-                # A merge whose answer was lost (or is late) may have been applied: ask those
-                # replicas whether they hold the version, or held it before their current one.
-                unsure = [n for n in placement.nodes if n not in holders and late.get(n) is None]
-                silent: set[str] = set()
-                if unsure:
-                    found, silent = await self._holding(bucket, key, ts, unsure)
-                    holders |= found
+                holders, silent = await self._heard(bucket, key, ts, merges, placement)
 
-                def on_quorum(nodes: set[str]) -> bool:
-                    return all(len(nodes & set(s)) >= Quorum.for_replicas(len(s)).w for s in placement.write)
+                def on_quorum(nodes: set[str], placement=placement) -> bool:
+                    return _on_quorum(nodes, placement)
 
                 # Refused by a conditional write's commit whose check did not see this write:
                 # that write comes first, so this one is merged again (newer) even if it is on
@@ -1107,6 +1137,22 @@ class ReplicatedIndex:
                     f"Index of {bucket!r}: {key!r} was merged again {DISPLACE_ATTEMPTS} times and still met "
                     "a newer write whose outcome is open")
         return None if unknown else list(replaced.values())
+
+    async def _heard(self, bucket: str, key: str, ts: tuple, merges: "_Merges", placement: Any,
+                     skip: set[str] | frozenset = frozenset()) -> tuple[set[str], set[str]]:
+        """Every replica heard on a write of version ``ts`` that met a newer one: (those that
+        hold it, those that may and did not say). A merge whose answer was lost (or is late)
+        may have been applied: those replicas are asked whether they hold the version, or held
+        it before their current one; ``skip``: replicas known not to (never sent it)."""
+        await asyncio.wait(merges.calls, timeout=self.timeout)
+        holders = {n for n, ans in merges.late.items() if ans is not None and (
+            ans.get("applied") or ans.get("had") or (ans.get("ts") is not None and _ts(ans["ts"]) == ts))}
+        unsure = [n for n in placement.nodes if n not in holders and merges.late.get(n) is None and n not in skip]
+        silent: set[str] = set()
+        if unsure:
+            found, silent = await self._holding(bucket, key, ts, unsure)
+            holders |= found
+        return holders, silent
 
     async def _holding(self, bucket: str, key: str, ts: tuple, nodes: Sequence[str]) -> tuple[set[str], set[str]]:
         """Of ``nodes``, those that hold version ``ts`` of the key or held it before the version
