@@ -174,13 +174,15 @@ class IndexReplica:
                  records: Callable[[str, str, dict], Awaitable[list]] | None = None) -> None:
         self.registry = registry
         # The keys this replica merged lately, hash((bucket, key)) -> (hash of the version held,
-        # hashes of the versions it held before, oldest first, at most RECENT_PAST; whether the
-        # version held is a conditional write's commit (its merge carried the lock); the version
-        # that write judged its condition on), so a refusal can say whether the refused version
-        # was held here before (``put_displacing``) and whether a conditional write's check saw
-        # it. Hashes (64-bit, this process's) keep it small: at most RECENT_MERGES keys, a few
-        # hundred bytes each; it matters for the seconds a write is in flight.
-        self._recent: OrderedDict[int, tuple[int, tuple[int, ...], bool, tuple | None]] = OrderedDict()
+        # hashes of the versions it held before, oldest first, at most RECENT_PAST; the
+        # conditional writes' commits among the versions held since, oldest first, at most
+        # RECENT_PAST: (version, the version its check judged the key at)), so a refusal can
+        # say whether the refused version was held here before (``put_displacing``) and whether
+        # every conditional write committed above it saw it. Hashes (64-bit, this process's) keep
+        # it small: at most RECENT_MERGES keys, a few hundred bytes each; it matters for the
+        # seconds a write is in flight.
+        self._recent: OrderedDict[int, tuple[int, tuple[int, ...], tuple[tuple[tuple, tuple | None], ...]]] = \
+            OrderedDict()
         # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
         # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
         self.records = records
@@ -281,10 +283,15 @@ class IndexReplica:
             judged = _ts(args["judged"]) if args.get("judged") is not None else None
             before = self._recent.get(where)
             past: tuple[int, ...] = ()
+            conds: tuple[tuple[tuple, tuple | None], ...] = ()
             if op.prior is not None:
                 prior = hash(op.prior)
-                past = ((before[1] if before is not None and before[0] == prior else ()) + (prior,))[-RECENT_PAST:]
-            self._recent[where] = (hash(op.ts), past, bool(args.get("lock")), judged)
+                if before is not None and before[0] == prior:
+                    past, conds = before[1], before[2]
+                past = (past + (prior,))[-RECENT_PAST:]
+            if args.get("lock"):
+                conds = (conds + ((op.ts, judged),))[-RECENT_PAST:]
+            self._recent[where] = (hash(op.ts), past, conds)
             if pending is None:  # (a blind PUT's version was noted before the commit)
                 self._note_fresh(args["bucket"], args["key"], None)
             self._recent.move_to_end(where)
@@ -313,12 +320,17 @@ class IndexReplica:
         if recent is not None and held is not None and recent[0] == hash(held):
             if hash(op.ts) in recent[1]:
                 answer["had"] = True  # this very version was held here, then replaced
-            if recent[2]:
-                # The version held here is a conditional write's commit, whose check judged the
-                # key at ``judged``: a refused write newer than that was not seen by the check,
-                # so it comes after the conditional write (``_write_new``, ``put_displacing``).
+            # Conditional writes committed here above the refused version, each check judging
+            # the key at some version: one that judged it older than the refused write did not
+            # see that write, which then comes after it (``_write_new``, ``put_displacing``).
+            # The oldest judged of them is answered: each must have seen it, not only the
+            # last (a lossy history, session 23: a blind PUT refused by a conditional write that
+            # judged the key at another conditional write's commit, newer than the PUT, whose
+            # own check had judged it older: the PUT counted itself seen, and was lost).
+            above = [judged for version, judged in recent[2] if version > op.ts]
+            if above:
                 answer["cond"] = True
-                answer["judged"] = list(recent[3]) if recent[3] is not None else None
+                answer["judged"] = None if any(j is None for j in above) else list(min(above))
         return answer
 
     async def retract(self, args: dict) -> dict:
@@ -366,7 +378,7 @@ class IndexReplica:
                 recent = self._recent.get(where)
                 if recent is not None and recent[0] == hash(op.ts) and recent[1]:
                     # Held now: the version the undone one replaced, the last of those before.
-                    self._recent[where] = (recent[1][-1], recent[1][:-1], False, None)
+                    self._recent[where] = (recent[1][-1], recent[1][:-1], recent[2])
                 else:
                     self._recent.pop(where, None)
                 # A lease holder must not answer the key alone until a granter holds what it

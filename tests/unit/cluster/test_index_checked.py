@@ -537,3 +537,32 @@ async def test_a_write_merged_again_after_a_conditional_write_goes_above_a_blind
         got = await idx[via].get("b", "k")
         assert (got is None) if how == "delete" else (got["wid"] == "W"), (down, via, got)
     net.down = set()
+
+
+async def test_a_blind_put_refused_by_a_conditional_write_above_one_that_did_not_see_it_comes_after(cluster) -> None:
+    """Traced from a lossy history (session 23): conditional writes C1 (If-Match "old") and
+    then C2 (If-Match C1's value) committed on n1 and n2; a blind PUT P, invoked after both and
+    with a version older than C1's (its node's clock behind), lands on n3 and is refused on n1
+    by C2, whose check judged the key at C1's version, newer than P's. C2 saw P, the PUT's
+    writer concluded, and acknowledged P as it stood, older; but C1, committed above P's
+    version too, judged the key at "old": P came after it, and every read returned C2. A
+    refusal now answers the oldest version any conditional commit above the refused one
+    judged the key at."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, v0 = regs["n1"].get_version("b", "k")
+    n1, n2 = idx["n1"].local, idx["n2"].local
+    v1 = [idx["n3"].clock.now() + (1000 << 16), "C1"]  # C1's and C2's writer's clock ran ahead
+    v2 = [v1[0] + (1 << 16), "C2"]
+    for lock, version, judged in (("L1", v1, v0), ("L2", v2, tuple(v1))):
+        for replica in (n1, n2):
+            await replica.lock({"bucket": "b", "key": "k", "id": lock, "ttl": 5})
+            assert (await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry(version[1]), ts=version),
+                                         "data": None, "ts": version, "lock": lock, "judged": list(judged)}))["applied"]
+    net.down = {"n2"}
+    await idx["n3"].put_displacing("b", "k", entry("P"))  # acknowledged: n3 applied it, n1 answered
+    for down, via in (({"n2"}, "n1"), ({"n2"}, "n3"), ({"n3"}, "n1")):
+        net.down = down
+        assert (await idx[via].get("b", "k"))["wid"] == "P", (down, via)
+    net.down = set()
