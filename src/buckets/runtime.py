@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import logging
 import os
 import queue
 import sys
@@ -249,3 +250,25 @@ def hash_update(hasher: Any, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     for i in range(0, n, _PIECE):
         hasher.update(view[i:i + _PIECE])
+
+
+def quiet_body_writer_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Do not log, as a bug with its traceback, the failure of aiohttp's request-body writer
+    task when a peer closed the connection while a body was still going out: aiohttp (3.14)
+    re-raises it from that task, which nobody awaits, so asyncio reports "Task exception was
+    never retrieved". The same failure reaches the caller through the response (the peer call
+    fails and is handled there): this is its duplicate. Logged at debug level instead; every
+    other unhandled error keeps the default handling."""
+    import aiohttp
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        task = context.get("future") or context.get("task")
+        coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+        if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)) and \
+                getattr(coro, "__qualname__", "") == "ClientRequest.write_bytes":
+            logging.getLogger("buckets.runtime").debug("a request body was cut off: %s", exc)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

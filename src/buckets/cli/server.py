@@ -320,6 +320,10 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
     """Open the store, serve until SIGTERM/SIGINT, shut down cleanly. Returns the exit code."""
     from aiohttp import web
 
+    from buckets.runtime import quiet_body_writer_errors
+
+    quiet_body_writer_errors(asyncio.get_running_loop())
+
     from buckets.s3.connections import GuardedAppRunner
 
     from buckets.cluster.convert import check_not_member, membership_config
