@@ -173,16 +173,17 @@ class IndexReplica:
     def __init__(self, registry: Registry,
                  records: Callable[[str, str, dict], Awaitable[list]] | None = None) -> None:
         self.registry = registry
-        # The keys this replica merged lately, hash((bucket, key)) -> (hash of the version held,
-        # hashes of the versions it held before, oldest first, at most RECENT_PAST; the
-        # conditional writes' commits among the versions held since, oldest first, at most
-        # RECENT_PAST: (version, the version its check judged the key at)), so a refusal can
-        # say whether the refused version was held here before (``put_displacing``) and whether
-        # every conditional write committed above it saw it. Hashes (64-bit, this process's) keep
-        # it small: at most RECENT_MERGES keys, a few hundred bytes each; it matters for the
-        # seconds a write is in flight.
-        self._recent: OrderedDict[int, tuple[int, tuple[int, ...], tuple[tuple[tuple, tuple | None], ...]]] = \
-            OrderedDict()
+        # The keys this replica merged lately, hash((bucket, key)) -> (hash of the version held;
+        # the versions it held before, oldest first, at most RECENT_PAST; the conditional
+        # writes' commits among the versions held since, oldest first, at most RECENT_PAST:
+        # (version, the version its check judged the key at); whether those versions go back
+        # to the key's first (it held nothing before)), so a refusal can say whether the
+        # refused version was held here before (``put_displacing``) and whether every
+        # conditional write committed above it saw it, and ``holds`` can tell a version never
+        # held here from one older than it remembers. At most RECENT_MERGES keys, up to a few
+        # kilobytes each; it matters for the seconds a write is in flight.
+        self._recent: OrderedDict[int, tuple[int, tuple[tuple, ...], tuple[tuple[tuple, tuple | None], ...], bool]] \
+            = OrderedDict()
         # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
         # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
         self.records = records
@@ -282,16 +283,17 @@ class IndexReplica:
         if op.applied:
             judged = _ts(args["judged"]) if args.get("judged") is not None else None
             before = self._recent.get(where)
-            past: tuple[int, ...] = ()
+            past: tuple[tuple, ...] = ()
             conds: tuple[tuple[tuple, tuple | None], ...] = ()
+            whole = op.prior is None  # the key held nothing here before this version
             if op.prior is not None:
-                prior = hash(op.prior)
-                if before is not None and before[0] == prior:
-                    past, conds = before[1], before[2]
-                past = (past + (prior,))[-RECENT_PAST:]
+                if before is not None and before[0] == hash(op.prior):
+                    past, conds, whole = before[1], before[2], before[3]
+                grown = past + (op.prior,)
+                past, whole = grown[-RECENT_PAST:], whole and len(grown) <= RECENT_PAST
             if args.get("lock"):
                 conds = (conds + ((op.ts, judged),))[-RECENT_PAST:]
-            self._recent[where] = (hash(op.ts), past, conds)
+            self._recent[where] = (hash(op.ts), past, conds, whole)
             if pending is None:  # (a blind PUT's version was noted before the commit)
                 self._note_fresh(args["bucket"], args["key"], None)
             self._recent.move_to_end(where)
@@ -318,7 +320,7 @@ class IndexReplica:
             answer["undoable"] = True
         recent = self._recent.get(where)
         if recent is not None and held is not None and recent[0] == hash(held):
-            if hash(op.ts) in recent[1]:
+            if op.ts in recent[1]:
                 answer["had"] = True  # this very version was held here, then replaced
             # Conditional writes committed here above the refused version, each check judging
             # the key at some version: one that judged it older than the refused write did not
@@ -378,7 +380,7 @@ class IndexReplica:
                 recent = self._recent.get(where)
                 if recent is not None and recent[0] == hash(op.ts) and recent[1]:
                     # Held now: the version the undone one replaced, the last of those before.
-                    self._recent[where] = (recent[1][-1], recent[1][:-1], recent[2])
+                    self._recent[where] = (hash(recent[1][-1]), recent[1][:-1], recent[2], recent[3])
                 else:
                     self._recent.pop(where, None)
                 # A lease holder must not answer the key alone until a granter holds what it
@@ -645,7 +647,16 @@ class IndexReplica:
                     out.append(False)
                 else:
                     recent = self._recent.get(hash((bucket, key)))
-                    out.append(recent is not None and recent[0] == hash(have) and hash(want) in recent[1])
+                    if recent is None or recent[0] != hash(have):
+                        out.append(None)  # its versions before this one are not remembered here
+                    elif want in recent[1]:
+                        out.append(True)
+                    else:
+                        # Never held here if it is newer than the oldest version remembered
+                        # (they follow each other), or those go back to the key's first;
+                        # else unknown: it may have been held and forgotten since.
+                        past = recent[1]
+                        out.append(False if recent[3] or (past and want > past[0]) else None)
         return {"held": held}
 
     async def read(self, args: dict) -> dict:
@@ -1168,14 +1179,18 @@ class ReplicatedIndex:
 
     async def _holding(self, bucket: str, key: str, ts: tuple, nodes: Sequence[str]) -> tuple[set[str], set[str]]:
         """Of ``nodes``, those that hold version ``ts`` of the key or held it before the version
-        they hold now (``holds``), and those that did not answer."""
-        async def ask(node: str) -> bool:
+        they hold now (``holds``), and those that did not answer or cannot tell (they no longer
+        remember the key's versions that far back: a lossy history, session 23, where a PUT
+        that stood on a quorum and was read was merged again 0.4 s later, after 10 newer
+        versions, because the replica that had held it said no)."""
+        async def ask(node: str) -> bool | None:
             ans = await self._call(node, "holds", {"buckets": {bucket: [[key, list(ts)]]}})
-            return bool((ans.get("held") or {}).get(bucket, [False])[0])
+            held = (ans.get("held") or {}).get(bucket, [False])[0]
+            return None if held is None else bool(held)
 
         answers = await asyncio.gather(*(ask(n) for n in nodes), return_exceptions=True)
         found = {n for n, a in zip(nodes, answers) if a is True}
-        unknown = {n for n, a in zip(nodes, answers) if isinstance(a, BaseException)}
+        unknown = {n for n, a in zip(nodes, answers) if a is None or isinstance(a, BaseException)}
         for a in answers:
             if isinstance(a, BaseException) and not isinstance(a, (errors.BucketsError, asyncio.TimeoutError, OSError)):
                 raise a

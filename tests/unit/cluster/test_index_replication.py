@@ -759,3 +759,35 @@ async def test_a_write_on_a_quorum_refused_by_a_blind_put_that_may_be_undone_sta
         got = await idx["n1"].get("b", "k")
         assert (got is None) if how == "delete" else (got["wid"] == "D"), (down, got)
     net.down = set()
+
+
+async def test_holds_says_unknown_for_a_version_older_than_it_remembers(cluster) -> None:
+    """``holds``: True for a version held here before the current one, False for one never held
+    (newer than the oldest remembered, or the key's versions remembered from its first), and
+    None (unknown) for one older than what it remembers: it may have been held and forgotten.
+    (A lossy history, session 23: a PUT on a quorum, read, then replaced by ten writes, asked a
+    replica that had held it; "no" made it merge again, and it took effect a second time.)"""
+    from buckets.cluster.index import RECENT_PAST
+
+    net, idx, regs = cluster
+    replica = idx["n2"].local
+    base = idx["n2"].clock.now()
+    versions = [[base + (i << 16), f"w{i}"] for i in range(RECENT_PAST + 3)]
+    for v in versions:
+        assert (await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry(v[1]), ts=v), "data": None,
+                                     "ts": v}))["applied"]
+
+    async def holds(version) -> bool | None:
+        return (await replica.holds({"buckets": {"b": [["k", version]]}}))["held"]["b"][0]
+
+    assert await holds(versions[-1]) is True  # held now
+    assert await holds(versions[-2]) is True and await holds(versions[-RECENT_PAST - 1]) is True
+    assert await holds([versions[-3][0] + 1, "never"]) is False  # between two it held: never held
+    assert await holds(versions[0]) is None  # held, and forgotten since
+    assert await holds([versions[0][0] - 1, "older"]) is None
+    replica._recent.clear()  # (restarted, or the key forgotten among too many others)
+    assert await holds(versions[-2]) is None
+    # A key whose every version is remembered, from its first: an older one was never held.
+    for i, v in enumerate(([base + (1 << 20), "a"], [base + (2 << 20), "b"])):
+        await replica.merge({"bucket": "b", "key": "fresh", "entry": dict(entry(v[1]), ts=v), "data": None, "ts": v})
+    assert (await replica.holds({"buckets": {"b": [["fresh", [base, "x"]]]}}))["held"]["b"] == [False]
