@@ -498,6 +498,7 @@ async def test_a_write_merged_again_after_a_conditional_write_goes_above_a_blind
     await idx["n1"].put("b", "k", entry("old", etag="E0"))
     await settle(idx)
     _, judged = regs["n1"].get_version("b", "k")
+    idx["n3"].clock.observe(judged[0])  # W's writer read the key first (its version is newer than "old")
     n1, n2 = idx["n1"].local, idx["n2"].local
     for replica in (n1, n2):
         await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5})
@@ -552,6 +553,7 @@ async def test_a_blind_put_refused_by_a_conditional_write_above_one_that_did_not
     await idx["n1"].put("b", "k", entry("old", etag="E0"))
     await settle(idx)
     _, v0 = regs["n1"].get_version("b", "k")
+    idx["n3"].clock.observe(v0[0])  # P's version is newer than "old" (taken after it, as it was)
     n1, n2 = idx["n1"].local, idx["n2"].local
     v1 = [idx["n3"].clock.now() + (1000 << 16), "C1"]  # C1's and C2's writer's clock ran ahead
     v2 = [v1[0] + (1 << 16), "C2"]
