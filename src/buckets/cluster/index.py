@@ -1245,11 +1245,6 @@ class ReplicatedIndex:
     async def delete(self, bucket: str, key: str, wid: str) -> None:
         await self._write_new(bucket, key, None, None, wid)
 
-    async def _write(self, bucket: str, key: str, entry: dict | None, data: bytes | None,
-                     ts: list) -> dict[str, Any]:
-        args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": ts}
-        return await self._write_placed(bucket, lambda n: self._call(n, "merge", args))
-
     async def _write_placed(self, bucket: str, call: Callable[[str], Awaitable[Any]],
                             stop: Callable[[dict[str, Any]], bool] | None = None,
                             promises: dict[str, list] | None = None) -> dict[str, Any]:
