@@ -411,7 +411,11 @@ def test_a_partitioned_follower_does_not_unseat_the_leader_when_the_partition_he
         assert leader.apply("create_bucket", name="during-cut")["ok"]
         refused(lone.apply("create_bucket", name="through-lone", timeout=2), "ServiceUnavailable", 503)
         lone_term = lone.status()["term"]
-        assert lone_term == term, f"the lone follower's term went from {term} to {lone_term}"
+        # Not above the majority's: without PreVote it grew at every election timeout (3 or more
+        # in these 5 s). (Equal to the term before the cut, unless this loaded machine delayed a
+        # heartbeat past a timeout as the cut began: fresh run 155 saw the lone node at 2.)
+        term = leader.status()["term"]
+        assert lone_term <= term, f"the lone follower's term went to {lone_term}, the leader's is {term}"
     finally:
         for n in fresh.alive():
             n.ok("isolate", peers=[])
