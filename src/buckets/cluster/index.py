@@ -1026,8 +1026,8 @@ class ReplicatedIndex:
                     raise errors.WriteQuorumLost(
                         f"Index of {bucket!r}: {key!r} met a newer write that may be undone, and whether this "
                         f"write reached a quorum is unknown ({', '.join(sorted(silent))} did not answer)")
-                heard = [a for a in late.values() if isinstance(a, dict)]
-                self.clock.observe(max(self._newer_than(t, [a for a in heard if again(a)]) or newer, newer)[0])
+                # (every answer, the late ones too: merged again above the newest that refused it)
+                self.clock.observe(self._newer_than(t, [a for a in late.values() if again(a)])[0])
                 continue  # merged again at this node's clock, now above it
             self.clock.observe(newer[0])
             after = self._newer_than(t, [a for a in answered.values() if (
@@ -1110,8 +1110,6 @@ class ReplicatedIndex:
                 # would have refused this one; one of them is in this quorum).
                 holders, silent = await self._heard(bucket, key, ts, merges, placement)
 
-                def on_quorum(nodes: set[str], placement=placement) -> bool:
-                    return _on_quorum(nodes, placement)
 
                 # Refused by a conditional write's commit whose check did not see this write:
                 # that write comes first, so this one is merged again (newer) even if it is on
@@ -1129,10 +1127,10 @@ class ReplicatedIndex:
                     after is not None and bool(a.get("undoable")))]) is not None
                 if after_check:
                     after = self._newer_than(ts, [a for a in heard if again(a)])
-                elif on_quorum(holders):
+                elif _on_quorum(holders, placement):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None
-                elif on_quorum(holders | silent):
+                elif _on_quorum(holders | silent, placement):
                     # Perhaps on a quorum (a read may have returned it), perhaps not: merged
                     # again it could come back after the newer write; left as it is, it may be
                     # lost to it. Neither is an acknowledgement: the PUT's outcome is unknown.
