@@ -85,8 +85,11 @@ KEY_LOCK_WAIT = 3.0
 # A key whose lock ended here without its commit (unlocked, or expired) is "unsettled" for
 # this long: the conditional write may have committed on the replicas whose commit did reach,
 # with a version newer than later blind writes, and a blind write merged here says so, so its
-# writer hears every replica before it is acknowledged (``_gather_sets``). Long enough for two
-# anti-entropy passes (cluster/node.py), which carry such a commit to every replica that is up.
+# writer hears every replica before it is acknowledged (``_gather_sets``). When the writer's
+# unlock names the commit's version (``committing``), the key is unsettled only while this
+# replica holds an older one, and lookups and conditional writes' checks through it hear every
+# replica too (``IndexReplica.unsettled``). Long enough for two anti-entropy passes
+# (cluster/node.py), which carry such a commit to every replica that is up.
 UNSETTLED_SECONDS = 150.0
 UNSETTLED_MAX = 4096
 
@@ -204,9 +207,10 @@ class IndexReplica:
         self.undos: dict[str, int] = {}  # retracts begun, counted by bucket
         # Conditional writes' key locks taken here whose commit has not arrived, (bucket, key)
         # -> lock id; and the keys whose lock ended without its commit lately (the writer's
-        # unlock, or the lock's expiry), (bucket, key) -> (lock id, time.monotonic()).
+        # unlock, or the lock's expiry), (bucket, key) -> (lock id, time.monotonic(), the
+        # commit's version if the writer's unlock named it).
         self._locked: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._unsettled: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._unsettled: OrderedDict[tuple[str, str], tuple[str, float, tuple | None]] = OrderedDict()
         self.seq = 0  # merges begun, counted
         self._merging: dict[str, dict[int, None]] = {}  # bucket -> merges committing now (their seq)
 
@@ -279,7 +283,8 @@ class IndexReplica:
         if pending is not None and not op.applied:
             self._unnote_fresh(args["bucket"], args["key"], pending, previous)
         where = hash((args["bucket"], args["key"]))
-        unsettled = self._settle((args["bucket"], args["key"]), args.get("lock"))
+        unsettled = self._settle((args["bucket"], args["key"]), args.get("lock"),
+                                 op.ts if op.applied else op.prior)
         if op.applied:
             judged = _ts(args["judged"]) if args.get("judged") is not None else None
             before = self._recent.get(where)
@@ -395,11 +400,12 @@ class IndexReplica:
                 done(restored, retracted=restored is not None)
         return {"retracted": bool(op is not None and op.applied)}
 
-    def _settle(self, where: tuple[str, str], lock: str | None) -> bool:
+    def _settle(self, where: tuple[str, str], lock: str | None, held: tuple | None) -> bool:
         """A merge of the key committed here (``lock``: the conditional write's lock id it
-        carries). Its own lock's commit settles the key; any other merge found the key's lock
-        ended (the registry took it), without that commit here if one was taken: the key is
-        unsettled. True: it is unsettled now."""
+        carries; ``held``: the version the key holds here after it). Its own lock's commit
+        settles the key; any other merge found the key's lock ended (the registry took it),
+        without that commit here if one was taken: the key is unsettled. True: it is
+        unsettled now."""
         taken = self._locked.pop(where, None)
         if lock is not None:
             gone = self._unsettled.get(where)
@@ -408,16 +414,35 @@ class IndexReplica:
             return False
         if taken is not None:
             self._note_unsettled(where, taken)
+        return self._unsettled_at(where, held) is not None
+
+    def _unsettled_at(self, where: tuple[str, str], held: tuple | None) -> bool | None:
+        """Whether the key is unsettled here while it holds version ``held``: None (settled),
+        False (a lock expired here: the version of a commit it may have had is unknown) or
+        True (the writer's unlock named its commit's version, newer than ``held``). Not
+        forgotten when this replica holds that version or a newer one: a failed write's undo
+        (``retract``) can take the key back below it."""
         gone = self._unsettled.get(where)
         if gone is None:
-            return False
+            return None
         if time.monotonic() - gone[1] > UNSETTLED_SECONDS:
             del self._unsettled[where]
+            return None
+        if gone[2] is None:
             return False
-        return True
+        return True if held is None or held < gone[2] else None
 
-    def _note_unsettled(self, where: tuple[str, str], lock: str) -> None:
-        self._unsettled[where] = (lock, time.monotonic())
+    def unsettled(self, bucket: str, key: str, held: tuple | None) -> bool:
+        """Whether a lookup or a conditional write's check answered ``held`` here must hear
+        every replica: a conditional write's commit, whose lock here ended without it, is newer
+        than ``held`` and may be on replicas a quorum without this one's help would miss. (Its
+        check judged the key older than writes merged here since, so those come after it; a
+        read answering one of them around the commit, and another read answering the commit,
+        cannot both be right: a lossy history, session 23.)"""
+        return bool(self._unsettled) and self._unsettled_at((bucket, key), held) is True
+
+    def _note_unsettled(self, where: tuple[str, str], lock: str, version: tuple | None = None) -> None:
+        self._unsettled[where] = (lock, time.monotonic(), version)
         self._unsettled.move_to_end(where)
         while len(self._unsettled) > UNSETTLED_MAX:
             self._unsettled.popitem(last=False)
@@ -518,18 +543,24 @@ class IndexReplica:
             # An undo of that version was committing: the key is locked now, read it again.
             entry, version = self.registry.get_version(args["bucket"], args["key"])
             await self._seen(args["bucket"], args["key"], version)
-        return {"entry": entry, "ts": list(version) if version is not None else None}
+        answer = {"entry": entry, "ts": list(version) if version is not None else None}
+        if self.unsettled(args["bucket"], args["key"], version):
+            answer["unsettled"] = True  # (the writer hears every replica: ``_gather_sets``)
+        return answer
 
     async def unlock(self, args: dict) -> dict:
         """End a conditional write's lock without its commit: the write was refused, or
         (``committing``) its commit did not reach this replica, and the key is unsettled here
-        (``_settle``)."""
+        (``_settle``) until it holds that commit's version (``ts``) or a newer one."""
         await self.registry.commit([Op("unlock_key", args["bucket"], args["key"], value={"id": str(args["id"])})])
         where = (args["bucket"], args["key"])
+        version = _ts(args["ts"]) if args.get("committing") and _is_version(args.get("ts")) else None
         if self._locked.get(where) == str(args["id"]):
             del self._locked[where]
             if args.get("committing"):  # (not after a refusal: nothing was committed anywhere)
-                self._note_unsettled(where, str(args["id"]))
+                self._note_unsettled(where, str(args["id"]), version)
+        elif version is not None and (gone := self._unsettled.get(where)) is not None and gone[0] == str(args["id"]):
+            self._unsettled[where] = (gone[0], gone[1], version)  # (a merge found the lock expired first)
         return {}
 
     async def get(self, args: dict) -> dict:
@@ -538,6 +569,8 @@ class IndexReplica:
             entry, version = self.registry.get_version(args["bucket"], args["key"])
         answer = promise_answer({"entry": entry, "ts": list(version) if version is not None else None},
                                 self.promises, args["bucket"])
+        if self.unsettled(args["bucket"], args["key"], version):
+            answer["unsettled"] = True  # (the reader hears every replica: ``_get_round``)
         if args.get("small") and self.on_get is not None and self.on_get(args["bucket"]):
             answer["lease"] = True  # (a client's lookup, not anti-entropy's: only those start leases)
         if args.get("small") and entry is not None and entry.get("inline"):
@@ -1415,8 +1448,10 @@ class ReplicatedIndex:
             finished = True
             for node, lid in held.items():
                 if node not in committed:
-                    self._keep(asyncio.ensure_future(self._unlock(
-                        node, {"bucket": bucket, "key": key, "id": lid, "committing": committing})))
+                    unlock = {"bucket": bucket, "key": key, "id": lid, "committing": committing}
+                    if committing:
+                        unlock["ts"] = version  # (the replica is unsettled until it holds this or newer)
+                    self._keep(asyncio.ensure_future(self._unlock(node, unlock)))
 
     async def _unlock(self, node: str, args: dict) -> None:
         try:
@@ -1449,6 +1484,8 @@ class ReplicatedIndex:
         # Ask the local replica (free) and enough others to make a read quorum; if one of
         # those fails, the remaining replicas are asked too.
         answers = await self._read(nodes, "get", args, q.r)
+        if any(ans.get("unsettled") for _, ans in answers):
+            answers += await self._hear_rest(bucket, key, nodes, answers, args)
         best_entry, best_ts = None, None
         for _, ans in answers:
             ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
@@ -1467,6 +1504,23 @@ class ReplicatedIndex:
             if self.leases is not None and (stale or len(answers) >= q.w):
                 self.leases.confirmed(bucket, key, best_ts)  # on a write quorum now
         return self._take_answer(bucket, key, records, answers, best_entry)
+
+    async def _hear_rest(self, bucket: str, key: str, nodes: Sequence[str], answers: list[tuple[str, Any]],
+                         args: dict) -> list[tuple[str, Any]]:
+        """A replica answered that the key is unsettled there (``IndexReplica.unsettled``): a
+        conditional write newer than what it holds may have committed on a replica not asked
+        yet. The others' answers, every one of them, or ``ReadQuorumLost``: read around such a
+        commit, a version it replaces could be returned while another read returns the commit
+        (the write-back of the newest then brings the unsettled replica up to it)."""
+        asked = {n for n, _ in answers}
+        rest = [n for n in nodes if n not in asked]
+        got = await asyncio.gather(*(self._call(n, "get", args) for n in rest), return_exceptions=True)
+        failed = [f"{n}: {a or type(a).__name__}" for n, a in zip(rest, got) if isinstance(a, BaseException)]
+        if failed:
+            raise errors.ReadQuorumLost(
+                f"{bucket}/{key}: a conditional write's lock of the key ended without its commit on a replica "
+                f"lately, and whether that write is newer cannot be told without {'; '.join(failed)}")
+        return list(zip(rest, got))
 
     def _take_answer(self, bucket: str, key: str, records: bool, answers: list[tuple[str, Any]],
                      best_entry: dict | None) -> dict | None:

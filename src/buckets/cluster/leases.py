@@ -213,8 +213,8 @@ class LeaseKeeper:
         read in a thread: a merge into its range meanwhile, or the lease's end, voids it)."""
         local = self.index.local
         ans = await (local.scan(args) if args.get("scan") else local.get(args))
-        if not self._usable(args["bucket"], args):
-            return None
+        if not self._usable(args["bucket"], args) or ans.get("unsettled"):
+            return None  # (unsettled: a quorum read hears every replica, ``ReplicatedIndex._hear_rest``)
         self.served += 1
         return ans
 

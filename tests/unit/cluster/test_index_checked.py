@@ -343,7 +343,7 @@ async def test_a_plain_write_that_waited_for_the_lock_comes_after_the_conditiona
         assert (got is None) if how == "delete" else (got["wid"] == "u")
 
 
-async def _commit_on_n2_only(net, idx, regs) -> None:
+async def _commit_on_n2_only(net, idx, regs) -> list:
     """A conditional write locked n1 and n2 (a quorum), judged the key at "old" and committed
     on n2 with a version well ahead (its writer's clock ran ahead); its commit to n1 was lost,
     so it ended its lock there (``committing``): the key is unsettled on n1."""
@@ -357,7 +357,9 @@ async def _commit_on_n2_only(net, idx, regs) -> None:
     committed = await n2.merge({"bucket": "b", "key": "k", "entry": dict(entry("cond"), ts=ahead), "data": None,
                                 "ts": ahead, "lock": "L1", "judged": list(judged)})
     assert committed["applied"]
-    await n1.unlock({"bucket": "b", "key": "k", "id": "L1", "committing": True})
+    # (The writer's unlock names the commit's version: n1 is unsettled until it holds it.)
+    await n1.unlock({"bucket": "b", "key": "k", "id": "L1", "committing": True, "ts": ahead})
+    return ahead
 
 
 @pytest.mark.parametrize("n2_answers", ["first", "last"])
@@ -568,3 +570,73 @@ async def test_a_blind_put_refused_by_a_conditional_write_above_one_that_did_not
         net.down = down
         assert (await idx[via].get("b", "k"))["wid"] == "P", (down, via)
     net.down = set()
+
+
+async def _delete_around_the_commit(idx, regs, ahead: list) -> None:
+    """A DELETE whose version is older than the conditional commit's (its writer's clock had
+    not seen it) lands on n1 and n3, a quorum, around the commit held by n2 alone (n2 refuses
+    it; its writer merges it again above the commit later)."""
+    vd = [ahead[0] - (10 << 16), "del"]
+    assert tuple(vd) > held(regs, "n3")[1]
+    for n in ("n1", "n3"):
+        assert (await idx[n].local.merge({"bucket": "b", "key": "k", "entry": None, "data": None, "ts": vd}))["applied"]
+
+
+async def test_a_read_through_a_replica_whose_lock_ended_without_the_commit_hears_every_replica(cluster) -> None:
+    """Traced from a lossy history (session 23): a conditional write C locked n1 and n2,
+    judged the key at "old" and committed on n2 only; its commit to n1 was lost, so its writer
+    ended the lock there. A DELETE, older than C's version but taken after C's check, then
+    landed on n1 and n3. A read through n1 and n3 returned "no object" while a read through
+    n2 returned C (and wrote it back): no order explains both, as C's check saw "old", not
+    the DELETE. n1 now says the key is unsettled (it holds a version older than the commit its
+    writer named), and a read through it hears every replica, or fails (503) if one is silent."""
+    net, idx, regs = cluster
+    ahead = await _commit_on_n2_only(net, idx, regs)
+    await _delete_around_the_commit(idx, regs, ahead)
+    for via in ("n3", "n1"):
+        net.down = {"n2"}
+        with pytest.raises(errors.ReadQuorumLost, match="without its commit"):
+            await idx[via].get("b", "k")
+        net.down = set()
+    assert (await idx["n3"].get("b", "k"))["wid"] == "cond"  # and written back to n1 and n3
+    assert held(regs, "n1")[0] == "cond"
+    net.down = {"n2"}  # n1 holds the commit now: settled, a quorum of two answers again
+    assert (await idx["n3"].get("b", "k"))["wid"] == "cond"
+    net.down = set()
+
+
+async def test_a_conditional_write_through_a_replica_whose_lock_ended_without_the_commit_hears_every_replica(
+        cluster) -> None:
+    """The same, for a conditional write's check (its locks answer what the replicas hold):
+    locking n1 and n3 only, it judged the key at the DELETE and committed with a version older
+    than C's, then lost to C on every replica that held it. It hears n2 too, or fails."""
+    net, idx, regs = cluster
+    ahead = await _commit_on_n2_only(net, idx, regs)
+    await _delete_around_the_commit(idx, regs, ahead)
+    net.down = {"n2"}
+    with pytest.raises(errors.WriteQuorumLost, match="did not answer"):
+        await idx["n3"].write_checked("b", "k", entry("new"), expect_etag(None))  # If-None-Match: *
+    net.down = set()
+    await settle(idx)
+    assert held(regs, "n3")[0] is None and held(regs, "n1")[0] is None  # (its locks ended, nothing merged)
+    with pytest.raises(errors.ConditionalRequestConflict):
+        await idx["n3"].write_checked("b", "k", entry("new"), expect_etag(None))  # C exists
+    await idx["n3"].write_checked("b", "k", entry("new"), expect_etag("e"))  # If-Match of C's ETag
+    await settle(idx)
+    for n in NODES:
+        assert (await idx[n].get("b", "k"))["wid"] == "new"
+
+
+async def test_a_replica_holding_the_lost_commits_version_is_settled(cluster) -> None:
+    """The unsettled key ends once the replica holds a version at least as new as the commit
+    its writer named (a write-back, anti-entropy, a newer write), not 150 s later; an undo
+    taking it back below that version makes it unsettled again."""
+    net, idx, regs = cluster
+    ahead = await _commit_on_n2_only(net, idx, regs)
+    n1 = idx["n1"].local
+    assert n1.unsettled("b", "k", held(regs, "n1")[1])
+    newer = [ahead[0] + 1, "w"]
+    ans = await n1.merge({"bucket": "b", "key": "k", "entry": dict(entry("w"), ts=newer), "data": None, "ts": newer})
+    assert ans["applied"] and "unsettled" not in ans
+    assert not n1.unsettled("b", "k", tuple(newer))
+    assert n1.unsettled("b", "k", tuple(held(regs, "n3")[1]))  # (a version below the commit's)

@@ -438,3 +438,26 @@ async def test_a_key_whose_failed_write_was_undone_on_the_holder_is_answered_by_
         await asyncio.sleep(0.02)
     calls = net.calls
     assert (await idx["n2"].get("b", "k"))["wid"] == "old" and net.calls - calls == 1  # the holder alone
+
+
+async def test_the_holder_does_not_answer_a_key_unsettled_on_it_from_its_lease(trio) -> None:
+    """A conditional write locked n1 (the holder) and n2 and committed on n2 only; its writer
+    ended n1's lock naming the commit's version, which n1 does not hold: n1 must not answer the
+    key alone (it would answer the version the commit replaced). A quorum read through any
+    node hears every replica instead and returns the commit."""
+    net, idx, regs = trio
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    await leased(idx)
+    _, judged = regs["n2"].get_version("b", "k")
+    for n in ("n1", "n2"):
+        assert (await idx[n].local.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
+    ahead = [idx["n2"].clock.now() + (1000 << 16), "cond"]
+    assert (await idx["n2"].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("cond"), ts=ahead),
+                                         "data": None, "ts": ahead, "lock": "L1", "judged": list(judged)}))["applied"]
+    await idx["n1"].local.unlock({"bucket": "b", "key": "k", "id": "L1", "committing": True, "ts": ahead})
+    assert "b" in idx["n1"].leases.held()
+    served = idx["n1"].leases.served
+    for via in ("n1", "n3", "n2"):
+        assert (await idx[via].get("b", "k"))["wid"] == "cond", via
+    assert idx["n1"].leases.served == served  # (the key: no lease answer)
