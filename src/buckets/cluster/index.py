@@ -41,7 +41,7 @@ from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Prom
 from buckets.cluster.leases import holders as lease_holders
 from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.registry import Op, Registry
-from buckets.registry.store import version_tuple
+from buckets.registry.store import LISTING_FIELDS, version_tuple
 
 log = logging.getLogger("buckets.cluster.index")
 
@@ -606,6 +606,12 @@ class IndexReplica:
             objects = [(k, self.registry.get_object(bucket, k) or e) for k, e in objects]
         answer = promise_answer({"objects": [[k, e] for k, e in objects], "prefixes": prefixes,
                                  "truncated": truncated}, self.promises, bucket)
+        if self._unsettled:
+            start_after = str(args.get("start_after", "")).encode()
+            keys = [k for (b, k) in list(self._unsettled) if b == bucket and k.startswith(prefix)
+                    and k.encode() > start_after and self.unsettled(b, k, self.registry.get_version(b, k)[1])]
+            if keys:
+                answer["unsettled"] = sorted(keys, key=str.encode)  # (the reader reads each of them: ``_list_page``)
         if self.on_get is not None and self.on_get(bucket):
             answer["lease"] = True
         return answer
@@ -1641,17 +1647,32 @@ class ReplicatedIndex:
             for k, e in page["objects"]:
                 merged.setdefault(k, []).append(e)
             prefixes.update(page["prefixes"])
+        # Keys unsettled on a replica (a conditional write's commit lost there may be newer than
+        # what every answer holds, and on a replica not asked): each is read with a point read,
+        # which hears every replica, as a key the answers disagree about is.
+        doubtful = {k for page in pages for k in page.get("unsettled") or ()
+                    if isinstance(k, str) and k.startswith(prefix) and k.encode() > start_after.encode()}
         objects: list[tuple[str, dict]] = []
-        for k in sorted(merged, key=str.encode):
+        for k in sorted(set(merged) | doubtful, key=str.encode):
             if horizon is not None and k.encode() > horizon.encode():
                 continue
-            seen = merged[k]
-            if len(seen) == len(pages) and all(_same_listing(seen[0], e) for e in seen[1:]):
+            seen = merged.get(k)
+            if seen is not None and k not in doubtful and len(seen) == len(pages) \
+                    and all(_same_listing(seen[0], e) for e in seen[1:]):
                 objects.append((k, seen[0]))
                 continue
+            cut = k.find(delimiter, len(prefix)) if seen is None and delimiter else -1
+            if cut >= 0 and k[:cut + len(delimiter)] in prefixes:
+                continue  # (an unsettled key under a common prefix listed already)
             entry = await self.get(bucket, k)  # disagreement: quorum point read decides
-            if entry is not None and (markers or not entry.get("dm")):
-                objects.append((k, {f: entry.get(f) for f in seen[0]}))
+            if entry is None or (entry.get("dm") and not markers):
+                continue
+            if cut >= 0:
+                prefixes.add(k[:cut + len(delimiter)])
+            elif full:
+                objects.append((k, entry))
+            else:
+                objects.append((k, {f: entry.get(f) for f in (seen[0] if seen else LISTING_FIELDS)}))
         cps = sorted((p for p in prefixes if horizon is None or p.encode() <= horizon.encode()), key=str.encode)
         items = sorted([(k, False) for k, _ in objects] + [(p, True) for p in cps], key=lambda i: i[0].encode())
         truncated = horizon is not None or len(items) > limit

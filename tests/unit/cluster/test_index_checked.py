@@ -343,22 +343,22 @@ async def test_a_plain_write_that_waited_for_the_lock_comes_after_the_conditiona
         assert (got is None) if how == "delete" else (got["wid"] == "u")
 
 
-async def _commit_on_n2_only(net, idx, regs) -> list:
+async def _commit_on_n2_only(net, idx, regs, key: str = "k") -> list:
     """A conditional write locked n1 and n2 (a quorum), judged the key at "old" and committed
     on n2 with a version well ahead (its writer's clock ran ahead); its commit to n1 was lost,
     so it ended its lock there (``committing``): the key is unsettled on n1."""
-    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await idx["n1"].put("b", key, entry("old", etag="E0"))
     await settle(idx)
-    _, judged = regs["n2"].get_version("b", "k")
+    _, judged = regs["n2"].get_version("b", key)
     n1, n2 = idx["n1"].local, idx["n2"].local
     for replica in (n1, n2):
-        assert (await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
+        assert (await replica.lock({"bucket": "b", "key": key, "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
     ahead = [idx["n2"].clock.now() + (1000 << 16), "cond"]
-    committed = await n2.merge({"bucket": "b", "key": "k", "entry": dict(entry("cond"), ts=ahead), "data": None,
+    committed = await n2.merge({"bucket": "b", "key": key, "entry": dict(entry("cond"), ts=ahead), "data": None,
                                 "ts": ahead, "lock": "L1", "judged": list(judged)})
     assert committed["applied"]
     # (The writer's unlock names the commit's version: n1 is unsettled until it holds it.)
-    await n1.unlock({"bucket": "b", "key": "k", "id": "L1", "committing": True, "ts": ahead})
+    await n1.unlock({"bucket": "b", "key": key, "id": "L1", "committing": True, "ts": ahead})
     return ahead
 
 
@@ -572,14 +572,14 @@ async def test_a_blind_put_refused_by_a_conditional_write_above_one_that_did_not
     net.down = set()
 
 
-async def _delete_around_the_commit(idx, regs, ahead: list) -> None:
+async def _delete_around_the_commit(idx, regs, ahead: list, key: str = "k") -> None:
     """A DELETE whose version is older than the conditional commit's (its writer's clock had
     not seen it) lands on n1 and n3, a quorum, around the commit held by n2 alone (n2 refuses
     it; its writer merges it again above the commit later)."""
     vd = [ahead[0] - (10 << 16), "del"]
-    assert tuple(vd) > held(regs, "n3")[1]
+    assert tuple(vd) > held(regs, "n3", key)[1]
     for n in ("n1", "n3"):
-        assert (await idx[n].local.merge({"bucket": "b", "key": "k", "entry": None, "data": None, "ts": vd}))["applied"]
+        assert (await idx[n].local.merge({"bucket": "b", "key": key, "entry": None, "data": None, "ts": vd}))["applied"]
 
 
 async def test_a_read_through_a_replica_whose_lock_ended_without_the_commit_hears_every_replica(cluster) -> None:
@@ -640,3 +640,34 @@ async def test_a_replica_holding_the_lost_commits_version_is_settled(cluster) ->
     assert ans["applied"] and "unsettled" not in ans
     assert not n1.unsettled("b", "k", tuple(newer))
     assert n1.unsettled("b", "k", tuple(held(regs, "n3")[1]))  # (a version below the commit's)
+
+
+async def test_a_listing_through_a_replica_whose_lock_ended_without_the_commit_reads_the_key(cluster) -> None:
+    """The same for a listing page: n1 and n3 both hold the DELETE, so their pages agree that
+    the key is gone, while a read through n2 returns the commit. n1's page names the key as
+    unsettled, and the key is read with a point read that hears every replica (503 if one is
+    silent), as a key the pages disagree about is."""
+    net, idx, regs = cluster
+    ahead = await _commit_on_n2_only(net, idx, regs)
+    await idx["n1"].put("b", "j", entry("j"))
+    await _delete_around_the_commit(idx, regs, ahead)
+    net.down = {"n2"}
+    with pytest.raises(errors.ReadQuorumLost, match="without its commit"):
+        await idx["n3"].list("b")
+    net.down = set()
+    objects, prefixes, truncated = await idx["n3"].list("b")
+    assert [k for k, _ in objects] == ["j", "k"] and not prefixes and not truncated
+    assert objects[1][1]["etag"] == "e" and set(objects[1][1]) == set(objects[0][1])
+    net.down = {"n2"}  # the point read wrote the commit back: settled
+    assert [k for k, _ in (await idx["n3"].list("b"))[0]] == ["j", "k"]
+    net.down = set()
+
+
+async def test_a_listing_with_a_delimiter_shows_the_prefix_of_an_unsettled_key(cluster) -> None:
+    """The unsettled key is the only one under its common prefix: the point read decides
+    whether the prefix is listed."""
+    net, idx, regs = cluster
+    ahead = await _commit_on_n2_only(net, idx, regs, key="d/k")
+    await _delete_around_the_commit(idx, regs, ahead, key="d/k")
+    objects, prefixes, _ = await idx["n3"].list("b", delimiter="/")
+    assert not objects and prefixes == ["d/"]
