@@ -325,6 +325,35 @@ def test_lock_headers_need_an_integrity_header(server, s3, locked):
     assert s3.head_object(Bucket=locked, Key="raw")["ObjectLockMode"] == "GOVERNANCE"
 
 
+def test_a_signed_payload_hash_protects_a_locked_write_too(server, s3, locked):
+    """The body's own SHA-256 in the signature (what MinIO's SDK sends over plain HTTP,
+    without Content-MD5) is checked against the body as a checksum is: the write is taken,
+    and one whose body does not match it is refused and leaves nothing."""
+    headers = {"x-amz-object-lock-mode": "GOVERNANCE",
+               "x-amz-object-lock-retain-until-date": later().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    signed = {**headers, "x-amz-content-sha256": hashlib.sha256(b"data").hexdigest()}
+    resp = rawhttp.request(server, "PUT", f"/{locked}/signed", body=b"data", headers=signed)
+    assert resp.status == 200, resp.text
+    assert s3.head_object(Bucket=locked, Key="signed")["ObjectLockMode"] == "GOVERNANCE"
+    # Signed for another body (botocore puts that body's SHA-256 in), then sent with this one.
+    wrong = rawhttp.sign("PUT", f"http://127.0.0.1:{server.port}/{locked}/wrong",
+                         dict(headers), b"other")
+    wrong["x-amz-content-sha256"] = wrong.pop("X-Amz-Content-SHA256")  # request() sends its own otherwise
+    assert wrong["x-amz-content-sha256"] == hashlib.sha256(b"other").hexdigest()
+    resp = rawhttp.request(server, "PUT", f"/{locked}/wrong", body=b"data", headers=wrong, signed=False)
+    assert (resp.status, resp.code) == (400, "XAmzContentSHA256Mismatch")
+    assert absent(s3, locked, "wrong")
+    # Into a bucket whose default retention applies: the same rule.
+    s3.put_object_lock_configuration(Bucket=locked, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    resp = rawhttp.request(server, "PUT", f"/{locked}/default", body=b"data")
+    assert (resp.status, resp.code) == (400, "InvalidRequest")
+    resp = rawhttp.request(server, "PUT", f"/{locked}/default", body=b"data",
+                           headers={"x-amz-content-sha256": hashlib.sha256(b"data").hexdigest()})
+    assert resp.status == 200, resp.text
+    assert s3.head_object(Bucket=locked, Key="default")["ObjectLockMode"] == "GOVERNANCE"
+
+
 def test_copy_and_multipart_take_the_requests_lock(s3, locked):
     until = later(2)
     s3.put_object(Bucket=locked, Key="src", Body=b"source", ObjectLockMode="COMPLIANCE",

@@ -16,18 +16,21 @@ headers, each only to a caller allowed to read it, as S3 does.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 
 from buckets.errors import InvalidArgument, InvalidRequest
 from buckets.s3 import lockrules, tagrules
+from buckets.s3.auth.credentials import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER
 from buckets.s3.body import Integrity, read_document
 from buckets.s3.context import S3Request, check_key
 from buckets.s3.handlers.common import empty_response, xml_response
 from buckets.s3.handlers.tagging import version_headers, version_param
 from buckets.s3.permissions import allowed, authorize, caller_of
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 LOCK_CHECKSUM_REQUIRED = ("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests "
                           "with Object Lock parameters")
 
@@ -127,6 +130,17 @@ async def get_object_legal_hold(req: S3Request) -> web.StreamResponse:
 # --- writes and reads of objects ----------------------------------------------------------------
 
 
+def _payload_verified(req: S3Request) -> bool:
+    """True when the body is checked end to end by its signature: SigV4 with the body's own
+    SHA-256 in ``x-amz-content-sha256`` (the payload reader refuses a body that does not
+    match it) or with signed aws-chunked chunks. S3 asks a locked write for Content-MD5 or a
+    checksum so that a corrupted body cannot be locked in place; these protect it as well.
+    MinIO's Python SDK sends exactly this over plain HTTP (Content-MD5 only over HTTPS)."""
+    sha = getattr(req.auth, "content_sha256", None)
+    return bool(sha) and (_HEX64.fullmatch(sha) is not None or sha in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER))
+
+
+
 async def apply_write_options(req: S3Request, opts: Any, *, source: Any = None,
                               integrity: Integrity | None = None) -> None:
     """Fill ``opts`` (PutOptions) with the tags and the lock a write asks for.
@@ -149,7 +163,7 @@ async def apply_write_options(req: S3Request, opts: Any, *, source: Any = None,
         lockrules.require_lock(record, req.bucket)
     default = (record.get("lock") or {}).get("mode") if lockrules.lock_enabled(record) else None
     if integrity is not None and (lock.asked or default) \
-            and integrity.content_md5 is None and integrity.algorithm is None:
+            and integrity.content_md5 is None and integrity.algorithm is None and not _payload_verified(req):
         raise InvalidRequest(LOCK_CHECKSUM_REQUIRED)
     if "x-amz-tagging" in req.headers and tags:
         await authorize(req, "s3:PutObjectTagging", req.bucket, req.key)
