@@ -34,6 +34,19 @@ tools:
 		|| echo "rclone could not be installed: its TLS test will be skipped"
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium could not be installed: tests/integration/test_browser_upload.py will be skipped"
+	@$(MAKE) --no-print-directory $(JS_STAMP)
+
+# The AWS SDK for JavaScript v3 (tests/integration/test_client_js.py): Node.js and npm from Debian
+# when the machine has none, the SDK's current release from the npm registry.
+JS_DIR   := tests/integration/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+$(JS_STAMP): $(JS_DIR)/package.json
+	@{ command -v node >/dev/null && command -v npm >/dev/null; } \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } \
+		|| echo "Node.js could not be installed: tests/integration/test_client_js.py will be skipped"
+	@if command -v npm >/dev/null; then \
+		cd $(JS_DIR) && npm install --no-audit --no-fund --no-package-lock --loglevel=error && touch node_modules/.installed \
+		|| echo "the AWS SDK for JavaScript could not be installed: tests/integration/test_client_js.py will be skipped"; fi
 
 # Hypothesis runs its "ci" profile here: derandomized, the same examples on every run
 # (tests/hypothesis_profiles.py), so a random example never decides whether a change lands.
