@@ -25,13 +25,15 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/buckets server --address $(ADDRESS) $(DATA)
 
-# The integration tests drive presigned URLs with curl, rclone over TLS, and browser uploads with Debian's
+# The integration tests drive presigned URLs with curl, rclone and restic, and browser uploads with Debian's
 # chromium (through Playwright, whose own browser download does not work here): install them
 # if this machine lacks them. Without chromium the browser tests skip, saying why.
 tools:
 	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
 	@command -v rclone >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone; } \
-		|| echo "rclone could not be installed: its TLS test will be skipped"
+		|| echo "rclone could not be installed: its tests will be skipped"
+	@command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic; } \
+		|| echo "restic could not be installed: tests/integration/test_client_restic.py will be skipped"
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium could not be installed: tests/integration/test_browser_upload.py will be skipped"
 	@$(MAKE) --no-print-directory $(JS_STAMP)
