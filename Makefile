@@ -34,6 +34,8 @@ tools:
 		|| echo "rclone could not be installed: its tests will be skipped"
 	@command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic; } \
 		|| echo "restic could not be installed: tests/integration/test_client_restic.py will be skipped"
+	@command -v s3fs >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs; } \
+		|| echo "s3fs-fuse could not be installed: tests/integration/test_client_s3fs.py will be skipped"
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium could not be installed: tests/integration/test_browser_upload.py will be skipped"
 	@$(MAKE) --no-print-directory $(JS_STAMP)
