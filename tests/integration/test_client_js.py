@@ -1,9 +1,13 @@
-"""The AWS SDK for JavaScript v3 (``@aws-sdk/client-s3``, ``lib-storage``, the presigner)
-against a real server, with the SDK's default settings: CRC32 checksums on every upload,
-aws-chunked bodies with a trailing checksum for streams, multipart uploads of four parts in
-flight, response checksums validated. The scenario is ``js/scenario.mjs`` (Node.js; ``make
-tools`` installs its packages); this test runs it and checks its report, and what it left
-on the server, through boto3.
+"""JavaScript clients against a real server, with their default settings.
+
+* The AWS SDK for JavaScript v3 (``@aws-sdk/client-s3``, ``lib-storage``, the presigner):
+  CRC32 checksums on every upload, aws-chunked bodies with a trailing checksum for streams,
+  multipart uploads of four parts in flight, response checksums validated (``js/scenario.mjs``).
+* MinIO's JavaScript client (``minio``): its own signer, streams of unknown length cut into
+  parts, partial reads, copies, tags, batch deletes (``js/minio.mjs``).
+
+Node.js runs each scenario (``make tools`` installs the packages); the test checks its
+report, and what it left on the server, through boto3.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ pytestmark = pytest.mark.skipif(
     reason="Node.js or the AWS SDK for JavaScript is not installed (make tools installs them)")
 
 
-def test_the_javascript_sdk_scenario(server, s3):
-    name = new_bucket_name("js")
+def run_scenario(server, script: str, bucket: str) -> dict:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
            "BUCKETS_ENDPOINT": server.endpoint, "BUCKETS_KEY": ROOT_USER, "BUCKETS_SECRET": ROOT_PASSWORD,
-           "BUCKETS_REGION": REGION, "BUCKETS_BUCKET": name}
-    proc = subprocess.run([NODE, str(JS / "scenario.mjs")], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=JS)
-    assert proc.returncode == 0, f"the JavaScript scenario failed:\n{proc.stdout}\n{proc.stderr}"
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+           "BUCKETS_REGION": REGION, "BUCKETS_BUCKET": bucket}
+    proc = subprocess.run([NODE, str(JS / script)], capture_output=True, text=True, env=env, timeout=300, cwd=JS)
+    assert proc.returncode == 0, f"the JavaScript scenario {script} failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_javascript_sdk_scenario(server, s3):
+    name = new_bucket_name("js")
+    seen = run_scenario(server, "scenario.mjs", name)
 
     assert seen["listed_bucket"] is True
     assert seen["put_etag"] == '"' + hashlib.md5(b"hello from javascript").hexdigest() + '"'
@@ -52,5 +59,25 @@ def test_the_javascript_sdk_scenario(server, s3):
     assert seen["presigned_body"] == "hello from javascript"
     assert seen["missing"] == "NoSuchKey 404"
     assert (seen["deleted"], seen["delete_errors"]) == (12, 0)  # the 11 listed and "once"
+    assert seen["done"] is True
+    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+@pytest.mark.skipif(not (JS / "node_modules" / "minio").is_dir(), reason="minio-js is not installed (make tools)")
+def test_the_minio_javascript_client_scenario(server, s3):
+    name = new_bucket_name("mjs")
+    seen = run_scenario(server, "minio.mjs", name)
+    assert seen["exists"] is True
+    assert seen["put"]["etag"] == hashlib.md5(b"hello from minio-js").hexdigest()
+    assert seen["stat"] == {"size": 19, "type": "text/plain", "origin": "minio-js"}
+    assert seen["small_back"] == "hello from minio-js"
+    assert seen["big_etag"].endswith("-3"), seen["big_etag"]  # a 40 MiB stream in 16 MiB parts
+    assert seen["big_equal"] is True and seen["partial_equal"] is True
+    assert seen["listed"] == ["dir/big.bin", "dir/copy.txt", "small.txt"]
+    assert sorted(seen["top"]) == ["dir/", "small.txt"]  # the client yields keys, then prefixes
+    assert seen["presigned_body"] == "hello from minio-js"
+    assert seen["tags"] == [{"Key": "kind", "Value": "test"}]
+    assert seen["after_delete"] == []
+    assert seen["missing"] == "NotFound"
     assert seen["done"] is True
     assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
