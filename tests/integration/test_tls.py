@@ -261,3 +261,42 @@ def test_the_certificate_on_disk_is_what_is_served(tls: ServerProcess):
 
     on_disk = x509.load_pem_x509_certificate((Path(tls.ca_file).parent / "public.crt").read_bytes())
     assert served == on_disk.serial_number
+
+
+def test_minio_sdk_over_https_with_customer_keys(tls: ServerProcess, bucket: str):
+    """MinIO's Python SDK over HTTPS (Content-MD5 and UNSIGNED-PAYLOAD instead of a signed
+    body hash) with SSE-C, which it only allows over TLS: an object sealed under the caller's
+    key, unreadable without it, copied to a new key under another."""
+    minio = pytest.importorskip("minio")
+    import io
+    import urllib3
+    from urllib.parse import urlsplit
+
+    from minio.error import S3Error
+    from minio.sse import SseCustomerKey
+
+    http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=tls.ca_file)
+    mc = minio.Minio(urlsplit(tls.endpoint).netloc, access_key=ROOT_USER, secret_key=ROOT_PASSWORD, secure=True,
+                     region=REGION, http_client=http)
+    key, other = SseCustomerKey(b"k" * 32), SseCustomerKey(b"o" * 32)
+    body = os.urandom(6 * MIB + 5)
+    mc.put_object(bucket, "sealed.bin", io.BytesIO(body), len(body), sse=key, part_size=5 * MIB)
+    got = mc.get_object(bucket, "sealed.bin", ssec=key)
+    try:
+        assert got.read() == body
+    finally:
+        got.close()
+        got.release_conn()
+    with pytest.raises(S3Error) as refused:
+        mc.get_object(bucket, "sealed.bin")
+    assert refused.value.code == "InvalidRequest"
+    from minio.commonconfig import CopySource
+
+    mc.copy_object(bucket, "resealed.bin", CopySource(bucket, "sealed.bin", ssec=key), sse=other)
+    again = mc.get_object(bucket, "resealed.bin", ssec=other)
+    try:
+        assert again.read() == body
+    finally:
+        again.close()
+        again.release_conn()
+    assert mc.stat_object(bucket, "resealed.bin", ssec=other).size == len(body)
