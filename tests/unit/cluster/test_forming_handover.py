@@ -26,15 +26,21 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
     return {"status": head[0], **headers}
 
 
+def alive(text: str):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=text)
+    return handler
+
+
 async def test_connections_kept_from_before_the_hand_over_are_told_to_close() -> None:
     port = free_port()
     rpc = make_rpc()
     # A plain route beside the peer routes: a raw connection can keep itself alive on it.
-    routes = [*rpc.routes(), web.get("/_test/alive", lambda request: web.Response(text="forming"))]
+    routes = [*rpc.routes(), web.get("/_test/alive", alive("forming"))]
     forming = FormingListener(Config(address=f"127.0.0.1:{port}"), routes)
     await forming.start()
     full = web.Application()
-    full.router.add_routes([*make_rpc().routes(), web.get("/_test/alive", lambda request: web.Response(text="full"))])
+    full.router.add_routes([*make_rpc().routes(), web.get("/_test/alive", alive("full"))])
     runner = web.AppRunner(full, handle_signals=False)
     await runner.setup()
     peer = RpcNode(rpc, port=port).client()
