@@ -25,8 +25,10 @@ import pytest
 from s3server import ServerProcess, empty_and_delete, new_bucket_name, start_cluster_server, start_server, stop_server
 from serverproc import no_new_tracebacks, no_new_tracebacks_in
 
-# The fast subset: objects, multipart and listing against the cluster in the default run.
-CLUSTER_IN_DEFAULT_RUN = {"test_s3_objects", "test_s3_multipart", "test_s3_listing", "test_cluster_routing"}
+# The fast subset: objects, multipart and listing against the cluster in the default run, and
+# object_store's conditional puts (delta-rs writers racing through the cluster's key locks).
+CLUSTER_IN_DEFAULT_RUN = {"test_s3_objects", "test_s3_multipart", "test_s3_listing", "test_cluster_routing",
+                          "test_client_object_store"}
 
 
 def pytest_report_header(config: pytest.Config) -> str:
