@@ -140,7 +140,6 @@ def _payload_verified(req: S3Request) -> bool:
     return bool(sha) and (_HEX64.fullmatch(sha) is not None or sha in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER))
 
 
-
 async def apply_write_options(req: S3Request, opts: Any, *, source: Any = None,
                               integrity: Integrity | None = None) -> None:
     """Fill ``opts`` (PutOptions) with the tags and the lock a write asks for.
