@@ -65,11 +65,23 @@ def _bindable(port: int) -> bool:
     return True
 
 
+# Ports browsers and fetch() refuse to connect to (the Fetch standard's "bad ports", Chromium's
+# kRestrictedPorts: ERR_UNSAFE_PORT): a console test handed 10080 cannot load its page, nor can
+# Node's fetch() read a presigned URL there. Never handed out.
+BAD_PORTS = frozenset({
+    0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102,
+    103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465,
+    512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993,
+    995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668,
+    6669, 6679, 6697, 10080})
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now and never handed out before by this process. The kernel
     may give one ephemeral port to two binds in a row once the first socket closed: two nodes
     of one test given the same port would become one node with both nodes' disks (a 4-node
-    cluster counted as 3), or the second server would fail to bind."""
+    cluster counted as 3), or the second server would fail to bind. Never one of
+    :data:`BAD_PORTS`."""
     global _cursor
     block = _claim_block()
     if block is not None:
@@ -79,7 +91,7 @@ def free_port() -> int:
                 _HANDED_OUT.clear()
             port = block + _cursor
             _cursor += 1
-            if port not in _HANDED_OUT and _bindable(port):
+            if port not in _HANDED_OUT and port not in BAD_PORTS and _bindable(port):
                 _HANDED_OUT.add(port)
                 return port
         raise RuntimeError(f"no free port left in this process's block {block}-{block + PORTS_PICKED}")
@@ -87,7 +99,7 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
+        if port not in _HANDED_OUT and port not in BAD_PORTS:
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port left that this test process has not used")
