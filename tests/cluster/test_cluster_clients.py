@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,20 +32,6 @@ VICTIM = 4
 def tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("clients"), nodes=4, disks=4)
-    c.start()
-    try:
-        c.wait_healthy()
-        yield c
-    finally:
-        c.stop_all()
-        for i in range(1, c.n + 1):
-            text = c.log(i)
-            assert "Traceback" not in text and "unhandled error" not in text, f"node {i} logged a bug:\n{text[-6000:]}"
 
 
 class Restic:
@@ -85,7 +70,9 @@ def finished(backup: subprocess.Popen, files_new: int) -> None:
     assert summary["message_type"] == "summary" and summary["files_new"] == files_new, summary
 
 
-def test_restic_backs_up_through_a_killed_node_and_restores_after_it_returns(cluster: Cluster, tmp_path):
+def test_restic_backs_up_through_a_killed_node_and_restores_after_it_returns(cluster4: Cluster, tmp_path):
+    cluster = cluster4  # conftest: one 4 x 4 cluster for the module, its logs checked for bugs
+    cluster.wait_healthy()
     restic = Restic(tmp_path, f"s3:{cluster.url(1)}/backups/host1")
     src = tmp_path / "home"
     fill(src, 0, 60, lambda i: 2_000 + i * 7_000)

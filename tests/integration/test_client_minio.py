@@ -17,6 +17,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
+from minioclient import read_object
 from s3server import REGION, ROOT_PASSWORD, ROOT_USER, empty_and_delete, new_bucket_name
 
 minio = pytest.importorskip("minio")
@@ -48,18 +49,8 @@ def test_buckets_put_get_stat_and_list(mc, s3):
         stat = mc.stat_object(name, "dir/a.bin")
         assert stat.size == len(body) and stat.content_type == "application/x-test"
         assert stat.metadata["x-amz-meta-color"] == "blue"
-        response = mc.get_object(name, "dir/a.bin")
-        try:
-            assert response.read() == body
-        finally:
-            response.close()
-            response.release_conn()
-        part = mc.get_object(name, "dir/a.bin", offset=1000, length=500)
-        try:
-            assert part.read() == body[1000:1500]
-        finally:
-            part.close()
-            part.release_conn()
+        assert read_object(mc, name, "dir/a.bin") == body
+        assert read_object(mc, name, "dir/a.bin", offset=1000, length=500) == body[1000:1500]
         for i in range(12):
             mc.put_object(name, f"dir/sub{i % 3}/k{i:02d}", io.BytesIO(b"x" * i), i)
         flat = [o.object_name for o in mc.list_objects(name, prefix="dir/")]
@@ -170,12 +161,7 @@ def test_tags_versioning_and_policy(mc, s3, bucket, server):
     first = mc.put_object(bucket, "v", io.BytesIO(b"one"), 3).version_id
     second = mc.put_object(bucket, "v", io.BytesIO(b"two"), 3).version_id
     assert first and second and first != second
-    old = mc.get_object(bucket, "v", version_id=first)
-    try:
-        assert old.read() == b"one"
-    finally:
-        old.close()
-        old.release_conn()
+    assert read_object(mc, bucket, "v", version_id=first) == b"one"
     versions = [(o.object_name, o.version_id) for o in mc.list_objects(bucket, prefix="v", include_version=True)]
     assert set(versions) == {("v", first), ("v", second)}
 

@@ -19,30 +19,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from localfiles import run, tree, write_files
 from s3server import REGION, ROOT_PASSWORD, ROOT_USER, empty_and_delete, new_bucket_name
 
 MIB = 1024 * 1024
 RCLONE = shutil.which("rclone")
 
 pytestmark = pytest.mark.skipif(RCLONE is None, reason="rclone is not installed (make test installs it)")
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float = 180) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def write_files(root: Path, files: dict[str, bytes]) -> None:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 class Rclone:

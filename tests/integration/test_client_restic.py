@@ -9,24 +9,18 @@ indexes, snapshots, lock files created and removed around every command).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from localfiles import tree
 from s3server import REGION, ROOT_PASSWORD, ROOT_USER, empty_and_delete, new_bucket_name
 
 RESTIC = shutil.which("restic")
 
 pytestmark = pytest.mark.skipif(RESTIC is None, reason="restic is not installed (make test installs it)")
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_backup_check_restore_and_prune(server, s3, tmp_path):

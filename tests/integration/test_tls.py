@@ -19,6 +19,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import SSLError
 
+from localfiles import run
 from s3server import (PYTHON, REGION, ROOT_PASSWORD, ROOT_USER, SERVER_SETTINGS, ServerProcess,
                       make_certificates, new_bucket_name, start_tls_server, stop_server)
 from serverproc import BIN, free_port, server_env
@@ -44,12 +45,6 @@ def bucket(tls: ServerProcess):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=name, Key=obj["Key"])
     s3.delete_bucket(Bucket=name)
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float = 120) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def served_serial(port: int, ca_file: str) -> int:
@@ -272,8 +267,10 @@ def test_minio_sdk_over_https_with_customer_keys(tls: ServerProcess, bucket: str
     import urllib3
     from urllib.parse import urlsplit
 
+    from minio.commonconfig import CopySource
     from minio.error import S3Error
     from minio.sse import SseCustomerKey
+    from minioclient import read_object
 
     http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=tls.ca_file)
     mc = minio.Minio(urlsplit(tls.endpoint).netloc, access_key=ROOT_USER, secret_key=ROOT_PASSWORD, secure=True,
@@ -281,22 +278,10 @@ def test_minio_sdk_over_https_with_customer_keys(tls: ServerProcess, bucket: str
     key, other = SseCustomerKey(b"k" * 32), SseCustomerKey(b"o" * 32)
     body = os.urandom(6 * MIB + 5)
     mc.put_object(bucket, "sealed.bin", io.BytesIO(body), len(body), sse=key, part_size=5 * MIB)
-    got = mc.get_object(bucket, "sealed.bin", ssec=key)
-    try:
-        assert got.read() == body
-    finally:
-        got.close()
-        got.release_conn()
+    assert read_object(mc, bucket, "sealed.bin", ssec=key) == body
     with pytest.raises(S3Error) as refused:
         mc.get_object(bucket, "sealed.bin")
     assert refused.value.code == "InvalidRequest"
-    from minio.commonconfig import CopySource
-
     mc.copy_object(bucket, "resealed.bin", CopySource(bucket, "sealed.bin", ssec=key), sse=other)
-    again = mc.get_object(bucket, "resealed.bin", ssec=other)
-    try:
-        assert again.read() == body
-    finally:
-        again.close()
-        again.release_conn()
+    assert read_object(mc, bucket, "resealed.bin", ssec=other) == body
     assert mc.stat_object(bucket, "resealed.bin", ssec=other).size == len(body)
