@@ -1053,21 +1053,40 @@ class ReplicatedIndex:
             newer = self._newer_than(t, [a for a in answered.values() if again(a)])
             if newer is None:
                 break
-            if after is None and not any(_unseen_by(a, t) for a in answered.values()):
+            # Refused only by blind PUTs' versions that may be undone, also after being merged
+            # again above a conditional write (``after``): hear every replica first. A read
+            # may have returned this version (a reader's write-back can put it on a quorum
+            # before this writer's own merges arrive, refused there), and writes acknowledged
+            # after that read replaced it: merged again above the refusing PUT, it would take
+            # effect twice (a DELETE read as absent, then the PUT, then absent again: traced
+            # in test_index_history.py, session 26).
+            if not any(_unseen_by(a, t) for a in answered.values()) and (
+                    after is None or self.placement(bucket) == placement):
                 if self.placement(bucket) != placement:  # (as put_displacing: merged again)
                     self.clock.observe(newer[0])
                     continue
                 # A call that never left did not apply this version (fresh for this attempt).
                 holders, silent = await self._heard(bucket, key, t, merges, placement, skip=unsent)
-                if _on_quorum(holders, placement):
+                # A replica that refused it with a conditional commit whose check saw it holds a
+                # write that came after this one: merged again above it, this write would take
+                # effect twice (traced in test_index_history.py, session 26).
+                seen = {n for n, a in late.items() if _seen_by(a, t)}
+                if _on_quorum(holders | seen, placement):
                     break
-                if _on_quorum(holders | silent, placement):
+                if _on_quorum(holders | seen | silent, placement) or seen:
                     raise errors.WriteQuorumLost(
                         f"Index of {bucket!r}: {key!r} met a newer write that may be undone, and whether this "
-                        f"write reached a quorum is unknown ({', '.join(sorted(silent))} did not answer)")
+                        f"write reached a quorum is unknown ({', '.join(sorted(silent)) or 'seen by a conditional write'}"
+                        f"{' did not answer' if silent else ''})")
                 # (every answer, the late ones too: merged again above the newest that refused it)
-                self.clock.observe(self._newer_than(t, [a for a in late.values() if again(a)])[0])
-                continue  # merged again at this node's clock, now above it
+                heard = [a for a in late.values() if a is not None and again(a)]
+                self.clock.observe(self._newer_than(t, heard)[0])
+                if after is None:
+                    continue  # merged again at this node's clock, now above it
+                # After a conditional write: just above the refusing version (an earlier
+                # attempt's version may have been read, and writes acknowledged since are newer).
+                after = self._newer_than(t, heard)
+                continue
             self.clock.observe(newer[0])
             after = self._newer_than(t, [a for a in answered.values() if (
                 again(a) if after is not None else not _seen_by(a, t))])
@@ -1161,21 +1180,31 @@ class ReplicatedIndex:
                 # a lossy history, 2026-12-02), and a refusal by one of them says nothing but
                 # that it came after this PUT began: every write acknowledged before the PUT
                 # began is on a quorum that met the first version's, so it is at most ``after``.
+                # Refused, after being merged again above a conditional write, only by a blind
+                # PUT's version that may be undone: like any other refusal, it stands if on a
+                # quorum (a read may have returned it, and writes acknowledged since replaced
+                # it), else it is merged again just above the refusing version.
+                # A replica that refused it with a conditional commit whose check saw it holds a
+                # write that came after this one, as good as holding it (merged again above that
+                # write, this one would take effect twice).
                 heard = [a for a in late.values() if isinstance(a, dict)]
-                after_check = self._newer_than(ts, [a for a in heard if _unseen_by(a, ts) or (
-                    after is not None and bool(a.get("undoable")))]) is not None
+                after_check = self._newer_than(ts, [a for a in heard if _unseen_by(a, ts)]) is not None
+                seen = {n for n, a in late.items() if _seen_by(a, ts)}
                 if after_check:
                     after = self._newer_than(ts, [a for a in heard if again(a)])
-                elif _on_quorum(holders, placement):
+                elif _on_quorum(holders | seen, placement):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None
-                elif _on_quorum(holders | silent, placement):
+                elif _on_quorum(holders | seen | silent, placement) or seen:
                     # Perhaps on a quorum (a read may have returned it), perhaps not: merged
                     # again it could come back after the newer write; left as it is, it may be
                     # lost to it. Neither is an acknowledgement: the PUT's outcome is unknown.
                     raise errors.WriteQuorumLost(
                         f"Index of {bucket!r}: {key!r} met a newer write, and whether its first version "
-                        f"reached a quorum is unknown ({', '.join(sorted(silent))} did not answer)")
+                        f"reached a quorum is unknown ({', '.join(sorted(silent)) or 'seen by a conditional write'}"
+                        f"{' did not answer' if silent else ''})")
+                elif after is not None:
+                    after = self._newer_than(ts, [a for a in heard if again(a)])
             for ans in answered.values():
                 if not ans.get("applied"):
                     continue

@@ -486,6 +486,23 @@ async def test_an_expired_lock_leaves_the_key_unsettled(cluster, monkeypatch) ->
     assert ans["applied"] and "unsettled" not in ans
 
 
+async def _commit_unseen_by_n3(idx, regs) -> list:
+    """A conditional write C judged key ``k`` at "old" and committed on n1 and n2, its version
+    well ahead of n3's clock (which has passed "old": a write through n3 is newer than "old"
+    and older than C, and C's check did not see it). Returns C's version."""
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, judged = regs["n1"].get_version("b", "k")
+    idx["n3"].clock.observe(judged[0])  # W's writer read the key first (its version is newer than "old")
+    for replica in (idx["n1"].local, idx["n2"].local):
+        await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5})
+    c = [idx["n3"].clock.now() + (1000 << 16), "C"]  # C's writer's clock ran ahead
+    for replica in (idx["n1"].local, idx["n2"].local):
+        assert (await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c), "data": None,
+                                     "ts": c, "lock": "L1", "judged": list(judged)}))["applied"]
+    return c
+
+
 @pytest.mark.parametrize("how", ["put", "delete"])
 async def test_a_write_merged_again_after_a_conditional_write_goes_above_a_blind_put_that_may_be_undone(
         cluster, how) -> None:
@@ -497,17 +514,8 @@ async def test_a_write_merged_again_after_a_conditional_write_goes_above_a_blind
     and was undone, reads returned C. W is merged again above Z instead (session 22 found this
     for the blind PUT in a lossy history; session 23 for a DELETE or a versioned write)."""
     net, idx, regs = cluster
-    await idx["n1"].put("b", "k", entry("old", etag="E0"))
-    await settle(idx)
-    _, judged = regs["n1"].get_version("b", "k")
-    idx["n3"].clock.observe(judged[0])  # W's writer read the key first (its version is newer than "old")
+    c = await _commit_unseen_by_n3(idx, regs)
     n1, n2 = idx["n1"].local, idx["n2"].local
-    for replica in (n1, n2):
-        await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5})
-    c = [idx["n3"].clock.now() + (1000 << 16), "C"]  # C's writer's clock ran ahead
-    for replica in (n1, n2):
-        assert (await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c), "data": None,
-                                     "ts": c, "lock": "L1", "judged": list(judged)}))["applied"]
     z = [c[0] + 1, "Z"]  # "Z" > "W": Z wins the tie with W's second version
     undo: dict[str, dict] = {}
     landed = asyncio.Event()
@@ -539,6 +547,106 @@ async def test_a_write_merged_again_after_a_conditional_write_goes_above_a_blind
         net.down = down
         got = await idx[via].get("b", "k")
         assert (got is None) if how == "delete" else (got["wid"] == "W"), (down, via, got)
+    net.down = set()
+
+
+@pytest.mark.parametrize("how", ["put", "delete"])
+async def test_a_write_merged_again_after_a_conditional_write_and_read_stands_when_a_blind_put_refuses_it(
+        cluster, how) -> None:
+    """Traced from test_index_history.py (session 26; 2 of 120 histories under load): a write W
+    through n3 was refused by a conditional commit C whose check had not seen it and was merged
+    again just above C. That second version reached n3, and a read through n1 returned it and
+    wrote it back to n1: on a quorum. A blind PUT P was then acknowledged over it, and W's own
+    delayed merges to n1 and n2 were refused by P, a version its writer might still undo. W's
+    writer counted that as "not on a quorum" without asking and merged W again above P: a
+    DELETE read as absent, then P, then absent again (one write taking effect twice). Now every
+    replica is heard first, as for a first attempt: W stands on its quorum, older than P."""
+    net, idx, regs = cluster
+    c = await _commit_unseen_by_n3(idx, regs)
+    second = c[0] + 1  # W's version once merged again just above C
+    release = asyncio.Event()
+    real = idx["n3"].transport
+
+    async def transport(node: str, method: str, args: dict):
+        if method == "merge" and node != "n3" and list(args.get("ts") or [])[:1] == [second]:
+            await release.wait()  # W's second merges to n1 and n2 arrive late
+        return await real(node, method, args)
+
+    idx["n3"].transport = transport
+    write = asyncio.ensure_future(idx["n3"].put_displacing("b", "k", entry("W")) if how == "put"
+                                  else idx["n3"].delete("b", "k", "W"))
+    for _ in range(400):
+        await asyncio.sleep(0.005)
+        if held(regs, "n3")[1][0] == second:
+            break
+    assert held(regs, "n3")[1] == (second, "W")
+    net.down = {"n2"}
+    got = await idx["n1"].get("b", "k")  # reads n1 (C) and n3 (W), writes W back to n1
+    net.down = set()
+    assert (got is None) if how == "delete" else (got["wid"] == "W"), got
+    assert held(regs, "n1")[1] == (second, "W")
+    await idx["n1"].put_displacing("b", "k", entry("P"))
+    for _ in range(400):
+        if held(regs, "n2")[0] == "P":
+            break
+        await asyncio.sleep(0.005)
+    release.set()
+    await write
+    await settle(idx)
+    for down, via in ((set(), "n1"), (set(), "n3"), ({"n1"}, "n2"), ({"n2"}, "n3"), ({"n3"}, "n1")):
+        net.down = down
+        got = await idx[via].get("b", "k")
+        assert got is not None and got["wid"] == "P", (down, via, got)
+    net.down = set()
+
+
+@pytest.mark.parametrize("how", ["put", "delete"])
+async def test_a_write_seen_by_a_conditional_write_is_not_merged_again_above_it(cluster, how) -> None:
+    """Traced from test_index_history.py (session 26): a DELETE D reached n2 alone; a
+    conditional write C (If-None-Match) locked n2 and n3, judged the key at D's tombstone on
+    n2 and committed there. D's merge to n3 was refused by C (whose check saw D), its merge to
+    n1 by a blind PUT that may be undone; D's writer, finding D on n2 alone, merged it again
+    at its clock, above C: the key read absent, then C, then absent again. C's refusal says C
+    came after D, as good as holding D: D stands, older than C. (A blind PUT the same.)"""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    n1, n2, n3 = idx["n1"].local, idx["n2"].local, idx["n3"].local
+    release = asyncio.Event()
+    real = idx["n2"].transport
+
+    async def transport(node: str, method: str, args: dict):
+        if method == "merge" and (args.get("entry") or {}).get("wid") in (None, "W") and not release.is_set():
+            await release.wait()  # D's merges to n1 and n3 arrive late
+        return await real(node, method, args)
+
+    idx["n2"].transport = transport  # D's writer: n2 (its own replica answers at once)
+    write = asyncio.ensure_future(idx["n2"].delete("b", "k", "old") if how == "delete"
+                                  else idx["n2"].put_displacing("b", "k", entry("W")))
+    wrote = None if how == "delete" else "W"
+    for _ in range(400):
+        await asyncio.sleep(0.005)
+        if held(regs, "n2")[0] == wrote:
+            break
+    d = held(regs, "n2")[1]
+    assert held(regs, "n2")[0] == wrote and d[1] == (wrote or "old")
+    for replica in (n2, n3):
+        await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5})
+    c = [d[0] + 10, "C"]  # C judged the key at D (absent: If-None-Match passed; or If-Match W)
+    for replica in (n2, n3):
+        assert (await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c), "data": None,
+                                     "ts": c, "lock": "L1", "judged": list(d)}))["applied"]
+    p = [d[0] + 5, "P"]  # a blind PUT on n1 alone, its outcome still open
+    assert (await n1.merge({"bucket": "b", "key": "k", "entry": dict(entry("P"), ts=p), "data": None,
+                            "ts": p, "displaced": True}))["applied"]
+    release.set()
+    await write
+    await settle(idx)
+    assert held(regs, "n3")[0] == "C" and held(regs, "n2")[0] == "C"
+    for down, via in ((set(), "n1"), (set(), "n3"), ({"n1"}, "n2"), ({"n2"}, "n3"), ({"n3"}, "n1")):
+        net.down = down
+        got = await idx[via].get("b", "k")
+        assert got is not None and got["wid"] == "C", (down, via, got)
     net.down = set()
 
 
