@@ -376,9 +376,11 @@ class LeaseKeeper:
             return
         sent = self.clock()
         peers = list(by_peer)
-        answers = await asyncio.gather(
-            *(asyncio.wait_for(self.index._call(n, "grant", {"buckets": by_peer[n], "holder": me}), HOLDER_WAIT)
-              for n in peers), return_exceptions=True)
+        async def ask(n: str) -> Any:  # the call is made only once its task runs (none left unawaited if cancelled first)
+            return await asyncio.wait_for(self.index._call(n, "grant", {"buckets": by_peer[n], "holder": me}),
+                                          HOLDER_WAIT)
+
+        answers = await asyncio.gather(*(ask(n) for n in peers), return_exceptions=True)
         granted: dict[str, dict] = {}
         for node, ans in zip(peers, answers):
             if isinstance(ans, dict):
@@ -427,10 +429,12 @@ class LeaseKeeper:
         if not by_peer:
             return
         peers = list(by_peer)
-        answers = await asyncio.gather(*(asyncio.wait_for(self.index._call(node, "holds", {"buckets": {
-            lease.bucket: [[k, list(v), True] if k in lease.exact else [k, list(v)] for k, v in items]
-            for lease, items in by_peer[node]}}), HOLDER_WAIT)
-            for node in peers), return_exceptions=True)
+        async def ask(node: str) -> Any:  # as in renew: the call is made once its task runs
+            return await asyncio.wait_for(self.index._call(node, "holds", {"buckets": {
+                lease.bucket: [[k, list(v), True] if k in lease.exact else [k, list(v)] for k, v in items]
+                for lease, items in by_peer[node]}}), HOLDER_WAIT)
+
+        answers = await asyncio.gather(*(ask(node) for node in peers), return_exceptions=True)
         now = self.clock()
         for node, ans in zip(peers, answers):
             if not isinstance(ans, dict):
