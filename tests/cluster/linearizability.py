@@ -33,6 +33,12 @@ is "never took effect"). Two exact reductions keep the search small:
   (taking no effect is always one of its outcomes); one whose value was observed took effect,
   so its condition must hold where it is placed.
 
+An unknown conditional write that is kept is linearized either way, taking effect where its
+condition holds or taking none (``outcomes``; the search backtracks over both): placed last,
+an unknown PUT or DELETE is as good as never applied, but a conditional one is not legal
+where its condition fails, and a conditional DELETE (``CAS`` to ``None``) is never dropped,
+since any GET that returned "absent" observes its value.
+
 Failed operations that certainly did not take effect (refused before the request was sent)
 should not be passed in at all.
 """
@@ -78,7 +84,7 @@ class Op:
     def describe(self) -> str:
         if self.kind == CAS:
             expected, new = self.value  # type: ignore[misc]
-            what = f"put({new!r}) if {'absent' if expected is None else repr(expected)}"
+            what = f"{'delete()' if new is None else f'put({new!r})'} if {'absent' if expected is None else repr(expected)}"
         else:
             what = {PUT: f"put({self.value!r})", DELETE: "delete()",
                     GET: f"get() -> {'absent' if self.value is None else repr(self.value)}"}[self.kind]
@@ -96,6 +102,18 @@ def step(state: Hashable | None, op: Op) -> tuple[bool, Hashable | None]:
         expected, new = op.value  # type: ignore[misc]
         return expected == state, new
     return op.value == state, state
+
+
+def outcomes(state: Hashable | None, op: Op) -> list[Hashable | None]:
+    """The states ``op`` may leave behind in ``state`` (none: not legal there). A conditional
+    write whose outcome is unknown may also have taken no effect: placed last, an unknown PUT
+    or DELETE is as good as never applied, but an unknown conditional one is not legal where
+    its condition fails (a conditional DELETE's "absent" is observed whenever any GET returned
+    absent, so ``reduce`` keeps it)."""
+    legal, after = step(state, op)
+    if op.kind == CAS and op.ret is None:
+        return ([after] if legal else []) + ([state] if not legal or after != state else [])
+    return [after] if legal else []
 
 
 @dataclass
@@ -202,7 +220,20 @@ def _search(ops: list[Op], initial: Hashable | None, max_steps: int) -> tuple[bo
     state: Any = initial
     linearized = 0
     cache: set[tuple[int, Any]] = set()
-    stack: list[tuple[int, Any]] = []
+    stack: list[tuple[int, Any, int]] = []  # (op, the state before it, which of its outcomes)
+
+    def place(i: int, first: int) -> bool:
+        """Linearize op i now with its first outcome from ``first`` on not explored yet."""
+        nonlocal state, linearized
+        new_lin = linearized | (1 << i)
+        for tried, new_state in enumerate(outcomes(state, ops[i])):
+            if tried >= first and (new_lin, new_state) not in cache:
+                cache.add((new_lin, new_state))
+                stack.append((i, state, tried))
+                state, linearized = new_state, new_lin
+                lift(i)
+                return True
+        return False
     best: tuple[int, list[int], int, Any] = (-1, [], -1, None)  # depth, order, blocking op, state
     e = nxt[0]
     steps = 0
@@ -212,26 +243,22 @@ def _search(ops: list[Op], initial: Hashable | None, max_steps: int) -> tuple[bo
             return None, f"gave up after {max_steps} search steps over {n} operations"
         i = opi[e]
         if kind[e] == _CALL:
-            legal, new_state = step(state, ops[i])
-            if legal:
-                new_lin = linearized | (1 << i)
-                if (new_lin, new_state) not in cache:
-                    cache.add((new_lin, new_state))
-                    stack.append((i, state))
-                    state, linearized = new_state, new_lin
-                    lift(i)
-                    e = nxt[0]
-                    continue
+            if place(i, 0):
+                e = nxt[0]
+                continue
             e = nxt[e]
         else:
             # Op i returned and is not linearized yet: no order of the choices so far works.
             if len(stack) > best[0]:
-                best = (len(stack), [j for j, _ in stack], i, state)
+                best = (len(stack), [j for j, _, _ in stack], i, state)
             if not stack:
                 return False, _explain(ops, best)
-            j, state = stack.pop()
+            j, state, tried = stack.pop()
             linearized &= ~(1 << j)
             unlift(j)
+            if place(j, tried + 1):  # the same op here with its next outcome
+                e = nxt[0]
+                continue
             e = nxt[cpos[j]]
     return True, ""
 

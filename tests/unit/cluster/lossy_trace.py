@@ -2,13 +2,19 @@
 replicas' merges, undos and lookups of the values its explanation names (a debugging aid for
 ``test_index_history.py::test_random_interleavings_with_lost_messages_are_linearizable``;
 not collected by pytest). Run from the repository: ``.venv/bin/python tests/unit/cluster/lossy_trace.py``
-(``LOSSY_ATTEMPTS``: histories to try, default 60; a violation usually turns up within a few dozen).
+(``LOSSY_ATTEMPTS``: histories to try, default 60; a violation usually turns up within a few dozen;
+``LOSSY_LOST``: the share of calls lost, default 0.35, 0 for the test without loss and its seeds 1-3;
+``HISTORY_MIX``: the operations, ``engine`` or ``wide``, see test_index_history.MIXES).
 Each event: (loop time, kind, replica, key, version, write id, applied/retracted, displaced, lock)."""
 import asyncio, os, random, sys, time, re
 sys.path.insert(0, "tests/unit/cluster"); sys.path.insert(0, "tests/cluster")
 import buckets.cluster.index as ix
 import buckets.cluster.leases as lm
-ix.KEY_LOCK_SECONDS = 0.5; ix.KEY_LOCK_WAIT = 0.3; ix.HOLDER_WAIT = 0.1; lm.HOLDER_WAIT = 0.1
+LOST = float(os.environ.get("LOSSY_LOST", "0.35"))
+MIX = os.environ.get("HISTORY_MIX", "engine")
+if LOST:  # as the lossy test does
+    ix.KEY_LOCK_SECONDS = 0.5; ix.KEY_LOCK_WAIT = 0.3; ix.HOLDER_WAIT = 0.1; lm.HOLDER_WAIT = 0.1
+OPTIONS = dict(lost=LOST, lease_seconds=0.4, mix=MIX) if LOST else dict(mix=MIX)
 import test_index_history as tih
 from linearizability import check
 EVENTS = []
@@ -47,9 +53,9 @@ import tempfile, pathlib
 async def main():
     for attempt in range(int(os.environ.get("LOSSY_ATTEMPTS", "60"))):
         EVENTS.clear()
-        seed = random.randrange(1 << 20)
+        seed = random.randrange(1 << 20) if LOST else 1 + attempt % 3
         with tempfile.TemporaryDirectory() as d:
-            history, idx = await tih.run_history(pathlib.Path(d), seed, lost=0.35, lease_seconds=0.4)
+            history, idx = await tih.run_history(pathlib.Path(d), seed, **OPTIONS)
         r = check(history)
         if not r.ok:
             print("seed", seed, "attempt", attempt)

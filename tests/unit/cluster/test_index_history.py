@@ -79,18 +79,29 @@ def value_entry(value: str) -> dict:
     return {"wid": value, "size": 1, "etag": value, "mt": 1.0, "vid": "null"}
 
 
-async def client(idx, c: int, rng: random.Random, history: list[Op], ops: int) -> None:
+# The engine's other index writes (``wide``): a PUT merged under a fresh version without
+# reporting what it displaced (``ReplicatedIndex.put``, ``_write_new``), and a conditional DELETE
+# (``If-Match`` on a DELETE: ``write_checked`` with a tombstone).
+PUT_FRESH, CDEL = "put_fresh", "cdel"
+MIXES = {"engine": ([PUT, GET, DELETE, CAS], [30, 40, 15, 15]),
+         "wide": ([PUT, PUT_FRESH, GET, DELETE, CAS, CDEL], [20, 10, 40, 10, 12, 8])}
+
+
+async def client(idx, c: int, rng: random.Random, history: list[Op], ops: int, mix: str = "engine") -> None:
     loop = asyncio.get_running_loop()
     for seq in range(ops):
         node = rng.choice(NODES)
         key = rng.choice(KEYS)
-        kind = rng.choices([PUT, GET, DELETE, CAS], [30, 40, 15, 15])[0]
+        kind = rng.choices(*MIXES[mix])[0]
         value = f"{key}:{c}:{seq}"
         call = loop.time()
         seen: str | None = None
         try:
             if kind == PUT:
                 await idx[node].put_displacing("b", key, value_entry(value))
+            elif kind == PUT_FRESH:
+                kind = PUT
+                await idx[node].put("b", key, value_entry(value))
             elif kind == DELETE:
                 current = await idx[node].get("b", key)  # the engine reads the entry it deletes
                 if current is not None:
@@ -102,18 +113,23 @@ async def client(idx, c: int, rng: random.Random, history: list[Op], ops: int) -
                 value = got["wid"] if got is not None else None
             else:
                 read_at = loop.time()
+                deleting = kind == CDEL
                 kind = GET  # until the read has answered: a failure is a failed GET
                 got = await idx[node].get("b", key)
                 seen = got["wid"] if got is not None else None
                 history.append(Op(c, key, GET, seen, read_at, loop.time()))
+                if deleting and seen is None:
+                    continue  # nothing to delete (If-Match on an absent key: 404)
                 call, kind = loop.time(), CAS
+                if deleting:
+                    value = None  # a conditional DELETE: from the value read to absent
 
                 def judge(current: dict | None, seen=seen) -> None:
                     if (current["wid"] if current is not None else None) != seen:
                         raise errors.ConditionalRequestConflict()
 
                 try:
-                    await idx[node].write_checked("b", key, value_entry(value), judge)
+                    await idx[node].write_checked("b", key, value_entry(value) if value is not None else None, judge)
                 except errors.ConditionalRequestConflict:
                     continue  # refused: no effect
                 value = (seen, value)
@@ -123,9 +139,10 @@ async def client(idx, c: int, rng: random.Random, history: list[Op], ops: int) -
             history.append(Op(c, key, kind, value if kind != CAS else (seen, value), call, None))
 
 
-async def run_history(tmp_path, seed: int, lost: float = 0.0, **options) -> tuple[list[Op], dict]:
+async def run_history(tmp_path, seed: int, lost: float = 0.0, mix: str = "engine", **options) -> tuple[list[Op], dict]:
     """Four clients' 60 operations each through three coordinators over a jittery (and, with
-    ``lost``, lossy) transport; the history and the coordinators (stopped)."""
+    ``lost``, lossy) transport, the operations drawn from ``MIXES[mix]``; the history and the
+    coordinators (stopped)."""
     net, idx, regs = await start_trio(tmp_path, **options)
     rng = random.Random(seed)
     jittery(net, rng)
@@ -135,7 +152,7 @@ async def run_history(tmp_path, seed: int, lost: float = 0.0, **options) -> tupl
         idx[n].transport = net.transport_for(n)
     history: list[Op] = []
     try:
-        await asyncio.gather(*(client(idx, c, random.Random(seed * 100 + c), history, 60) for c in range(4)))
+        await asyncio.gather(*(client(idx, c, random.Random(seed * 100 + c), history, 60, mix) for c in range(4)))
     finally:
         await stop_trio(idx, regs)
     return history, idx
