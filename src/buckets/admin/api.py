@@ -58,7 +58,7 @@ from buckets.errors import (
 )
 from buckets.iam.identity import account_id, canonical_id
 from buckets.iam.policy import CANNED_USER_POLICIES, parse_policy
-from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE
+from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE, REQUEST_ID
 from buckets.obs.endpoints import node_health
 from buckets.s3.app import S3_HANDLER
 from buckets.s3.auth import authenticate
@@ -72,7 +72,6 @@ log = logging.getLogger("buckets.admin")
 PREFIX = "/_buckets/admin/v1"
 MAX_BODY = 64 * 1024
 ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9._@+=-]{3,128}")
-_REQUEST_ID = "s3_request_id"  # the key the S3 app stamps into x-amz-request-id
 
 
 NoSuchUser = define_error("NoSuchUser", "NoSuchUser", 404, "The specified user does not exist.")
@@ -86,9 +85,9 @@ AdminMethodNotAllowed = define_error("AdminMethodNotAllowed", "MethodNotAllowed"
 
 
 def _request_id(request: web.Request) -> str:
-    request_id = request.get(_REQUEST_ID)
+    request_id = request.get(REQUEST_ID)
     if not request_id:
-        request_id = request[_REQUEST_ID] = secrets.token_hex(8).upper()
+        request_id = request[REQUEST_ID] = secrets.token_hex(8).upper()
     return request_id
 
 

@@ -76,7 +76,7 @@ from buckets.engine.types import CompletePart, ObjectInfo, PutOptions
 from buckets.errors import (
     AccessDenied, BucketsError, IncompleteBody, InternalError, InvalidArgument, KeyTooLongError, define_error,
 )
-from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE
+from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE, REQUEST_ID
 from buckets.s3.acls import write_access
 from buckets.s3.auth.sigv4 import MAX_PRESIGN_EXPIRES
 from buckets.s3.body import open_stream, send_continue
@@ -98,7 +98,6 @@ MAX_DELETE_JSON = 2 * 1024 * 1024  # 1000 keys of up to 1024 bytes, JSON-escaped
 MAX_DELETE_KEYS = 1000
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-_REQUEST_ID = "s3_request_id"  # the key the S3 app stamps into x-amz-request-id
 _S3_QUERY_AUTH = ("X-Amz-Credential", "X-Amz-Signature", "AWSAccessKeyId", "Signature")
 _DELETE_CONCURRENCY = 16
 _ASCII_SAFE = re.compile(r"[^A-Za-z0-9._ -]")
@@ -277,9 +276,9 @@ class Console:
         s3_handler = request.app.get(S3_HANDLER)
         if s3_handler is not None and _looks_s3(request, self.domains):
             return await s3_handler(request)
-        request_id = request.get(_REQUEST_ID)
+        request_id = request.get(REQUEST_ID)
         if not request_id:
-            request_id = request[_REQUEST_ID] = secrets.token_hex(8).upper()
+            request_id = request[REQUEST_ID] = secrets.token_hex(8).upper()
         tail = request.match_info.get("tail") or ""
         try:
             if tail.startswith("/api/"):

@@ -5,10 +5,10 @@ which calls it once the last byte of the response is written (or the client went
 so the duration and byte counts are those of the whole exchange, streamed bodies
 included. It reads what the layers above left on the request:
 
-- ``request["s3_operation"]``: the S3 API name (set by the S3 app once it routed);
+- ``request[S3_OPERATION]``: the S3 API name (set by the S3 app once it routed);
   ``request[OPS_API]`` for the server's own endpoints (health, metrics, admin);
-- ``request["s3_target"]``: the bucket and key addressed;
-- ``request["s3_access_key"]`` / ``request[OPS_ACCESS_KEY]``: who signed (never a secret);
+- ``request[S3_TARGET]``: the bucket and key addressed;
+- ``request[S3_ACCESS_KEY]`` / ``request[OPS_ACCESS_KEY]``: who signed (never a secret);
 - the ``x-amz-request-id`` response header: the id the client saw, so a complaint that
   quotes it finds this line and any error logged under it.
 """
@@ -18,30 +18,38 @@ from __future__ import annotations
 import logging
 import re
 import time as clock
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from buckets.obs.logs import FIELDS
+from buckets.s3.router import Target
 
 log = logging.getLogger("buckets.access")
 
-OPS_API = "ops_api"  # request key: API name of a non-S3 endpoint ("health", "metrics", "admin.info")
-OPS_ACCESS_KEY = "ops_access_key"  # request key: access key that signed an admin request
-OPS_ERROR_CODE = "ops_error_code"  # request key: error code of a non-S3 error answer
+# What the layers above leave on the request for this module (see the module docstring).
+S3_OPERATION = web.RequestKey("s3_operation", str)  # S3 API name ("PutObject"), once routed
+S3_TARGET = web.RequestKey("s3_target", Target)  # bucket and key the S3 request addresses
+S3_ACCESS_KEY = web.RequestKey[str | None]("s3_access_key")  # who signed an S3 request (None: anonymous)
+OPS_API = web.RequestKey("ops_api", str)  # API name of a non-S3 endpoint ("health", "metrics", "admin.info")
+OPS_ACCESS_KEY = web.RequestKey("ops_access_key", str)  # access key that signed an admin request
+OPS_ERROR_CODE = web.RequestKey("ops_error_code", str)  # error code of a non-S3 error answer
+# The id stamped into x-amz-request-id: the S3 app's, which admin and console answers reuse.
+REQUEST_ID = web.RequestKey("s3_request_id", str)
 QUIET_APIS = frozenset({"health", "metrics"})  # probes and scrapes: logged at debug only
 METRICS_KEY: web.AppKey[Any] = web.AppKey("buckets_metrics", object)
 
-_STARTED = "obs_started"  # request key: perf_counter() when the app first saw the request
+_STARTED = web.RequestKey("obs_started", float)  # perf_counter() when the app first saw the request
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]{1,128})/|^AWS ([^:\s]{1,128}):")
 _XML_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _MAX_PATH = 512
+_T = TypeVar("_T")
 
 
-def _request_value(request: Any, name: str) -> Any:
+def _request_value(request: Any, key: web.RequestKey[_T]) -> _T | None:
     try:
-        return request.get(name)
+        return request.get(key)
     except Exception:  # noqa: BLE001 - a request that failed to parse may lack its mapping
         return None
 
@@ -102,7 +110,7 @@ class AccessLogger(AbstractAccessLogger):
         started = _request_value(request, _STARTED)
         if started is not None:
             seconds = clock.perf_counter() - started
-        api = (_request_value(request, "s3_operation") or _request_value(request, OPS_API) or "unknown")
+        api = (_request_value(request, S3_OPERATION) or _request_value(request, OPS_API) or "unknown")
         content = getattr(request, "content", None)
         received = int(getattr(content, "total_bytes", 0) or 0)
         sent = int(response.body_length or 0)
@@ -120,7 +128,7 @@ class AccessLogger(AbstractAccessLogger):
         level = logging.DEBUG if quiet else (logging.WARNING if status >= 500 else logging.INFO)
         if not log.isEnabledFor(level):
             return
-        target = _request_value(request, "s3_target")
+        target = _request_value(request, S3_TARGET)
         path = getattr(request, "path", "") or ""
         fields = {
             "request_id": response.headers.get("x-amz-request-id", ""),
@@ -134,7 +142,7 @@ class AccessLogger(AbstractAccessLogger):
             "bytes_in": received,
             "bytes_out": sent,
             "duration_ms": round(seconds * 1000.0, 3),
-            "access_key": _request_value(request, "s3_access_key") or _request_value(request, OPS_ACCESS_KEY),
+            "access_key": _request_value(request, S3_ACCESS_KEY) or _request_value(request, OPS_ACCESS_KEY),
             "claimed_access_key": None,
             "remote": getattr(request, "remote", None),
             "user_agent": (getattr(request, "headers", {}) or {}).get("User-Agent", "")[:256],

@@ -26,9 +26,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
 from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError, MethodNotAllowed, NotImplementedErr
+from buckets.obs.access import REQUEST_ID, S3_ACCESS_KEY, S3_OPERATION, S3_TARGET
 from buckets.s3 import corsrules
 from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext, authenticate
-from buckets.s3.context import S3Request, region_is_strict
+from buckets.s3.context import DELETED_KEYS, WRITTEN_KEY, S3Request, region_is_strict
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.errors import InvalidURI, error_response
 from buckets.iam.actions import OPERATION_ACTIONS, VERSION_ACTIONS
@@ -46,12 +47,6 @@ EVENT_OPERATIONS = {
     "CopyObject": "s3:ObjectCreated:Copy", "CompleteMultipartUpload": "s3:ObjectCreated:CompleteMultipartUpload",
     "DeleteObject": "s3:ObjectRemoved:Delete", "DeleteObjects": "s3:ObjectRemoved:Delete",
 }
-# What a handler leaves in the request for the notifier: the keys DeleteObjects removed, the
-# key a POST form wrote.
-DELETED_KEYS = "s3_deleted_keys"
-WRITTEN_KEY = "s3_written_key"
-_REQUEST_ID = "s3_request_id"
-_TARGET = "s3_target"
 
 
 # Request ids without a syscall each (the OS random source costs a GIL round trip on
@@ -71,8 +66,8 @@ def _host_id(request_id: str = "") -> str:
 
 @web.middleware
 async def s3_error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    request_id = request.get(_REQUEST_ID) or _new_request_id()
-    request[_REQUEST_ID] = request_id
+    request_id = request.get(REQUEST_ID) or _new_request_id()
+    request[REQUEST_ID] = request_id
     try:
         return await handler(request)
     except BucketsError as err:
@@ -93,7 +88,7 @@ async def s3_error_middleware(request: web.Request, handler: Any) -> web.StreamR
     except Exception:
         log.exception("request %s: unhandled error in %s %s", request_id, request.method, request.path)
         error = InternalError()
-    target: Target | None = request.get(_TARGET)
+    target: Target | None = request.get(S3_TARGET)
     resource = target.resource if target is not None else (error.resource or request.path)
     if error.status >= 500 and error.code != "NotImplemented":
         log.warning("request %s: %s %s -> %s %s", request_id, request.method, request.path,
@@ -103,8 +98,8 @@ async def s3_error_middleware(request: web.Request, handler: Any) -> web.StreamR
 
 
 async def _stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
-    request_id = request.get(_REQUEST_ID) or _new_request_id()
-    request[_REQUEST_ID] = request_id
+    request_id = request.get(REQUEST_ID) or _new_request_id()
+    request[REQUEST_ID] = request_id
     response.headers["x-amz-request-id"] = request_id
     response.headers["x-amz-id-2"] = _host_id(request_id)
     response.headers["Server"] = SERVER_NAME
@@ -140,7 +135,7 @@ class S3Service:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = parse_target(request.headers.get("Host", ""), request.raw_path, self.domains)
-        request[_TARGET] = target
+        request[S3_TARGET] = target
         if request.method == "OPTIONS":
             # A CORS preflight is never signed; the browser sends it to the URL of the actual
             # request, whose presigned query it does not sign for OPTIONS: do not verify it.
@@ -148,14 +143,14 @@ class S3Service:
         else:
             auth = await authenticate(request, self.credentials, region=self.signing_region,
                                       bucket_from_host=target.host_bucket)
-        request["s3_access_key"] = auth.access_key
+        request[S3_ACCESS_KEY] = auth.access_key
         operation = select_operation(request.method, target, request.query, request.headers)
-        request["s3_operation"] = operation  # read by the access log and metrics (buckets.obs)
+        request[S3_OPERATION] = operation  # read by the access log and metrics (buckets.obs)
         handler = OPERATIONS.get(operation)
         if handler is None:
             raise NotImplementedErr(f"{operation} is not implemented by this server.")
         s3req = S3Request(request=request, store=self.store, config=self.cfg, target=target,
-                          operation=operation, request_id=request[_REQUEST_ID], auth=auth)
+                          operation=operation, request_id=request[REQUEST_ID], auth=auth)
         if operation not in OPERATION_ACTIONS:  # fail closed: an operation with no action is root's
             if not caller_of(s3req).root:
                 raise AccessDenied()
@@ -284,5 +279,5 @@ def create_app(store: Any, cfg: Any, *, extra_routes: list | None = None,
     app.router.add_route("*", "/{tail:(?s:.*)}", service.handle, expect_handler=_defer_continue)
     app[S3_HANDLER] = service.handle
     app.on_response_prepare.append(_stamp_headers)
-    app.on_response_prepare.append(corsrules.response_hook(store, _TARGET))  # CORS headers of a matching rule
+    app.on_response_prepare.append(corsrules.response_hook(store, S3_TARGET))  # CORS headers of a matching rule
     return app

@@ -38,13 +38,14 @@ from buckets.s3.params import BEYOND, decimal
 
 MAX_OBJECT_SIZE = 5 * 1024**3  # single PUT / single part, as S3
 _CHECKSUM_META_HEADERS = ("x-amz-checksum-mode", "x-amz-checksum-algorithm", "x-amz-checksum-type")
+_CONTINUE_SENT = web.RequestKey("continue_sent", bool)  # request key: send_continue() already ran
 
 
 async def send_continue(request: web.Request) -> None:
     """Send `100 Continue` once, if the client asked for it (see module docstring)."""
-    if request.get("continue_sent"):
+    if request.get(_CONTINUE_SENT):
         return
-    request["continue_sent"] = True
+    request[_CONTINUE_SENT] = True
     if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0

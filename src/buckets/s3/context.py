@@ -19,6 +19,10 @@ from buckets.s3.params import INT32_MAX, int_argument
 from buckets.s3.router import Target
 
 MAX_KEY_BYTES = 1024
+# What a handler leaves on the request for the notifier (buckets.s3.app): the keys DeleteObjects
+# removed, as (key, version id, whether a delete marker was written), and the key a POST form wrote.
+DELETED_KEYS = web.RequestKey[list[tuple[str, str | None, bool]]]("s3_deleted_keys")
+WRITTEN_KEY = web.RequestKey("s3_written_key", str)
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from buckets.errors import InvalidRequest, MalformedXML, define_error
+from buckets.s3.router import Target
 from buckets.s3.xmlio import XmlBuilder, XmlNode, parse_document
 
 MAX_RULES = 100
@@ -222,7 +223,7 @@ def bucket_rules(store: Any, bucket: str) -> list[Mapping[str, Any]] | None:
     return record.get("cors") if record else None
 
 
-def response_hook(store: Any, target_key: str):
+def response_hook(store: Any, target_key: web.RequestKey[Target]):
     """An ``on_response_prepare`` hook adding the CORS headers of a matching rule to every
     response (success or error) of a bucket with rules, when the request has an Origin.
     ``target_key`` is where the pipeline keeps the request's routed ``Target``."""

@@ -21,7 +21,7 @@ from buckets.errors import (
     NotImplementedErr,
 )
 from buckets.s3.body import Integrity, read_document
-from buckets.s3.context import MAX_KEY_BYTES, S3Request
+from buckets.s3.context import DELETED_KEYS, MAX_KEY_BYTES, S3Request
 from buckets.engine.types import DeleteResult
 from buckets.s3.handlers.common import xml_response
 from buckets.s3 import lockrules
@@ -90,9 +90,9 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
                 return InternalError()
 
     results = await asyncio.gather(*(delete_one(k, v, c) for (k, v), c in zip(entries, conditions)))
-    # for the notifier (buckets.s3.app.DELETED_KEYS): (key, version id, delete marker written)
-    req.request["s3_deleted_keys"] = [(k, res.version_id if v is None else v, v is None and res.delete_marker)
-                                      for (k, v), res in zip(entries, results) if isinstance(res, DeleteResult)]
+    # for the notifier: (key, version id, delete marker written)
+    req.request[DELETED_KEYS] = [(k, res.version_id if v is None else v, v is None and res.delete_marker)
+                                 for (k, v), res in zip(entries, results) if isinstance(res, DeleteResult)]
     out = XmlBuilder("DeleteResult")
     for (key, version), err in zip(entries, results):
         if isinstance(err, DeleteResult):

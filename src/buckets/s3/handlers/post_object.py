@@ -23,11 +23,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from buckets.engine.types import STORED_HEADERS
 from buckets.errors import EntityTooLarge, EntityTooSmall, InvalidArgument, NotImplementedErr
+from buckets.obs.access import S3_ACCESS_KEY
 from buckets.s3 import postpolicy
 from buckets.s3.acls import write_access
 from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext
 from buckets.s3.body import MAX_OBJECT_SIZE, Integrity, require_length
-from buckets.s3.context import S3Request, check_key, region_is_strict
+from buckets.s3.context import WRITTEN_KEY, S3Request, check_key, region_is_strict
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.formdata import PostForm
 from buckets.s3.handlers.common import empty_response, xml_response
@@ -146,7 +147,7 @@ async def post_object(req: S3Request) -> web.StreamResponse:
                                   "check the order of the fields.", ArgumentName="policy", ArgumentValue="")
         auth = AuthContext(access_key=None, method=METHOD_ANONYMOUS, content_sha256=None)
     req.auth = auth
-    req.request["s3_access_key"] = auth.access_key  # the access log names the form's signer
+    req.request[S3_ACCESS_KEY] = auth.access_key  # the access log names the form's signer
 
     _refuse_unsupported(fields)
     acl = fields.get("acl")
@@ -166,7 +167,7 @@ async def post_object(req: S3Request) -> web.StreamResponse:
     await authorize(req, "s3:PutObject", req.bucket, key, context=context)
     opts.access = await write_access(_FormAsHeaders(req, acl), req.bucket)
     info = await req.store.put_object(req.bucket, key, _limited(form.file_chunks(), form, low, high), None, opts)
-    req.request["s3_written_key"] = key  # the key the notifier reports (buckets.s3.app.WRITTEN_KEY)
+    req.request[WRITTEN_KEY] = key  # the key the notifier reports
     await form.finish()
 
     etag = quote_etag(info.etag)
