@@ -41,7 +41,7 @@ from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Prom
 from buckets.cluster.leases import holders as lease_holders
 from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.registry import Op, Registry
-from buckets.registry.store import LISTING_FIELDS, version_tuple
+from buckets.registry.store import LISTING_FIELDS, UNSEEN, version_tuple
 
 log = logging.getLogger("buckets.cluster.index")
 
@@ -265,6 +265,9 @@ class IndexReplica:
             while True:
                 op = Op("merge_object", args["bucket"], args["key"], value=args.get("entry"),
                         data=args.get("data"), ts=_ts(args["ts"]), lock=args.get("lock"))
+                if args.get("lock") and "judged" in args:  # a conditional write's commit
+                    op.judging = True
+                    op.judged = _ts(args["judged"]) if args["judged"] is not None else None
                 try:
                     await self.registry.commit([op])
                     break
@@ -317,6 +320,10 @@ class IndexReplica:
         # and, if this replica merged it recently, the version it replaced here.
         held = op.prior
         answer: dict[str, Any] = {"applied": False, "ts": list(held) if held is not None else None}
+        if op.result == UNSEEN:
+            # A conditional write's commit over a write its check did not see (``write_checked``):
+            # not applied, not an answer toward its quorum.
+            answer["unseen"] = True
         fresh = self._fresh.get(args["bucket"], {}).get(args["key"])
         if held is not None and fresh is not None and fresh.version == held and not fresh.served:
             # What refused this merge is a blind PUT's version that its writer may still undo
@@ -1474,6 +1481,16 @@ class ReplicatedIndex:
                     # quorum: the commit stands if a quorum applied it; if not, its outcome is
                     # open, as for any write that fails after reaching replicas.
                     raise errors.WriteQuorumLost(f"{bucket}/{key}: {node} holds a newer write")
+                if not ans.get("applied") and ans.get("unseen"):
+                    # A replica whose answer the check did not judge (not locked, its lock
+                    # expired, or its lock's answer came after the quorum's) holds a write newer
+                    # than the one judged, a write whose outcome was open: applied over it, this
+                    # commit would replace a write that a read could still complete and return
+                    # before it, which its condition never saw (a lossy history, session 26: the
+                    # coordinator's own late lock, a failed PUT's version there overwritten by
+                    # the commit, then read and written back by a reader, then the commit read).
+                    # Not an answer toward the quorum: the replicas whose answers were judged are.
+                    raise errors.WriteQuorumLost(f"{bucket}/{key}: {node} holds a write the check did not see")
                 return ans
 
             committing = True

@@ -87,6 +87,8 @@ POLICY_PREFIX = "policy:"
 # Key locks of the cluster index (``lock_key``), in the ``sys`` table: while a conditional write
 # commits, no other write of the key merges on this replica (cluster/index.py, write_checked).
 KEY_LOCK_PREFIX = b"klock\0"
+# merge_object's ``result`` when a conditional write's commit met a write its check did not see.
+UNSEEN = "unseen"
 
 
 def object_key(bucket: str, key: str) -> bytes:
@@ -162,6 +164,12 @@ class Op:
     # took here (the merge passes that lock and ends it); without one, a locked key is
     # ``KeyLocked``.
     lock: str | None = None
+    # merge_object of a conditional write's commit (``judging``): the version its check judged
+    # the key at (None: nothing). Where the key holds a newer version than that, the check did
+    # not see that write (this replica was not locked, or its lock expired, or its lock's answer
+    # came after the check): not applied, ``result`` is ``UNSEEN`` (the lock still ends).
+    judged: tuple | None = None
+    judging: bool = False
 
 
 def version_tuple(ts) -> tuple:
@@ -369,6 +377,10 @@ class Registry:
             op.prior = have
             if have is not None and have >= version_tuple(op.ts):
                 op.applied = False
+                return
+            if op.judging and have is not None and (op.judged is None or have > version_tuple(op.judged)):
+                op.applied = False  # (see ``Op.judged``)
+                op.result = UNSEEN
                 return
             self._txn_set_object(txn, op.name, op.key, op.value, op.data, deltas, old=current)
             op.result = current

@@ -650,6 +650,52 @@ async def test_a_write_seen_by_a_conditional_write_is_not_merged_again_above_it(
     net.down = set()
 
 
+async def test_a_conditional_commit_never_replaces_a_write_its_check_did_not_see(cluster) -> None:
+    """Traced from a lossy history (session 26, the finder's wider mix): a PUT U with an
+    unknown outcome stood on n3 alone, newer than "old". A conditional write C (If-Match "old")
+    judged the key on n1 and n2; its coordinator's own lock on n3 answered after that quorum,
+    and the commit, lost to n1 and n2, landed on n3 over U. A read that had met U on n3 wrote
+    it back to n1 and n2 and returned it; the next read returned C, whose condition ("old")
+    no longer held once U had been read. A commit now applies only over versions at most the
+    one its check judged, on a replica it locked or not; one refused that way does not count
+    toward its quorum."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, judged = regs["n1"].get_version("b", "k")
+    n3 = idx["n3"].local
+    u = [judged[0] + 5, "U"]
+    assert (await n3.merge({"bucket": "b", "key": "k", "entry": dict(entry("U"), ts=u), "data": None,
+                            "ts": u}))["applied"]
+    # The replica rule, with this commit's lock held there (its answer came too late to be
+    # judged) and without it: refused, and the lock ends all the same.
+    for lock in (True, False):
+        if lock:
+            assert (await n3.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "U"
+        c = [judged[0] + 10, "C"]
+        ans = await n3.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c), "data": None,
+                              "ts": c, "lock": "L1", "judged": list(judged)})
+        assert not ans["applied"] and ans.get("unseen"), ans
+        assert held(regs, "n3") == ("U", tuple(u))
+    assert (await n3.lock({"bucket": "b", "key": "k", "id": "L2", "ttl": 5}))["entry"]["wid"] == "U"
+    await n3.unlock({"bucket": "b", "key": "k", "id": "L2", "committing": False})
+    # The writer: n3's lock never arrives, the commit to n2 is lost, n3 refuses it: one
+    # replica applied it (n1), so it fails, and U stays on n3 (before: acknowledged, U replaced).
+    real = idx["n1"].transport
+
+    async def transport(node: str, method: str, args: dict):
+        if (method == "lock" and node == "n3") or (method == "merge" and args.get("lock") and node == "n2"):
+            raise errors.ServiceUnavailable(f"{node}: lost on the way")
+        return await real(node, method, args)
+
+    idx["n1"].transport = transport
+    with pytest.raises(errors.WriteQuorumLost):
+        await idx["n1"].write_checked("b", "k", entry("C2"), expect_etag("E0"))
+    idx["n1"].transport = real
+    assert held(regs, "n3") == ("U", tuple(u))
+    assert held(regs, "n1")[0] == "C2" and held(regs, "n2")[0] == "old"
+
+
 async def test_a_blind_put_refused_by_a_conditional_write_above_one_that_did_not_see_it_comes_after(cluster) -> None:
     """Traced from a lossy history (session 23): conditional writes C1 (If-Match "old") and
     then C2 (If-Match C1's value) committed on n1 and n2; a blind PUT P, invoked after both and
