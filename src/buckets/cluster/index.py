@@ -825,10 +825,16 @@ class ReplicatedIndex:
         self.leases = LeaseKeeper(self, seconds=lease_seconds) if leases else None
 
     # -- calls ----------------------------------------------------------------------------
-    async def _call(self, node: str, method: str, args: dict) -> Any:
+    async def _call(self, node: str, method: str, args: dict, timeout: float | None = None) -> Any:
+        """One call to a replica (this node's own: directly), within ``self.timeout`` or the
+        shorter ``timeout``. (One ``wait_for``, not one around another: an outer one cancelled
+        while the inner call had just failed left that failure in a task nobody retrieved,
+        logged as "Task exception was never retrieved".)"""
         if node == self.node_id:
-            return await self.local.handlers()[method](args)
-        return await asyncio.wait_for(self.transport(node, method, args), self.timeout)
+            call = self.local.handlers()[method](args)
+            return await (call if timeout is None else asyncio.wait_for(call, timeout))
+        return await asyncio.wait_for(self.transport(node, method, args),
+                                      self.timeout if timeout is None else min(timeout, self.timeout))
 
     async def _gather(self, nodes: Sequence[str], method: str, args: dict, need: int,
                       error: type[errors.BucketsError] = errors.ReadQuorumLost) -> list[tuple[str, Any]]:
@@ -881,7 +887,7 @@ class ReplicatedIndex:
                 if holder not in nodes:
                     continue
                 try:
-                    answers.append((holder, await asyncio.wait_for(self._call(holder, method, args), HOLDER_WAIT)))
+                    answers.append((holder, await self._call(holder, method, args, HOLDER_WAIT)))
                 except (errors.BucketsError, asyncio.TimeoutError, OSError):
                     pass
             missing -= {n for n, _ in answers}
@@ -1008,7 +1014,7 @@ class ReplicatedIndex:
         waits: list[float] = []
         for node in promisers:
             try:
-                ans = await asyncio.wait_for(self._call(node, "revoke", {"bucket": bucket}), HOLDER_WAIT)
+                ans = await self._call(node, "revoke", {"bucket": bucket}, HOLDER_WAIT)
             except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
                 raise error(f"Index of {bucket!r}: lease holder {', '.join(sorted(missing))} did not answer "
                             f"and its promise on {node} could not be ended ({exc or type(exc).__name__})") from None

@@ -237,7 +237,7 @@ class LeaseKeeper:
         if self._known.get(bucket, 0.0) <= self.clock():
             return False, None
         try:
-            ans = await asyncio.wait_for(self.index._call(holder, "read", args), HOLDER_WAIT)
+            ans = await self.index._call(holder, "read", args, HOLDER_WAIT)
         except (errors.BucketsError, asyncio.TimeoutError, OSError):
             self._known.pop(bucket, None)
             return False, None
@@ -377,8 +377,7 @@ class LeaseKeeper:
         sent = self.clock()
         peers = list(by_peer)
         async def ask(n: str) -> Any:  # the call is made only once its task runs (none left unawaited if cancelled first)
-            return await asyncio.wait_for(self.index._call(n, "grant", {"buckets": by_peer[n], "holder": me}),
-                                          HOLDER_WAIT)
+            return await self.index._call(n, "grant", {"buckets": by_peer[n], "holder": me}, HOLDER_WAIT)
 
         answers = await asyncio.gather(*(ask(n) for n in peers), return_exceptions=True)
         granted: dict[str, dict] = {}
@@ -430,9 +429,9 @@ class LeaseKeeper:
             return
         peers = list(by_peer)
         async def ask(node: str) -> Any:  # as in renew: the call is made once its task runs
-            return await asyncio.wait_for(self.index._call(node, "holds", {"buckets": {
+            return await self.index._call(node, "holds", {"buckets": {
                 lease.bucket: [[k, list(v), True] if k in lease.exact else [k, list(v)] for k, v in items]
-                for lease, items in by_peer[node]}}), HOLDER_WAIT)
+                for lease, items in by_peer[node]}}, HOLDER_WAIT)
 
         answers = await asyncio.gather(*(ask(node) for node in peers), return_exceptions=True)
         now = self.clock()
@@ -464,8 +463,8 @@ class LeaseKeeper:
                 continue
             lease.since[key] = now  # not pushed again before PUSH_AFTER
             try:
-                await asyncio.wait_for(self.index._call(node, "merge", {
-                    "bucket": lease.bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}),
+                await self.index._call(node, "merge", {
+                    "bucket": lease.bucket, "key": key, "entry": entry, "data": None, "ts": list(version)},
                     HOLDER_WAIT)
             except (errors.BucketsError, asyncio.TimeoutError, OSError):
                 return

@@ -266,8 +266,8 @@ async def test_a_write_that_straddles_a_phase_change_is_written_again_under_the_
     real = idx._call
     changed = asyncio.Event()
 
-    async def slow(dst: str, method: str, args: dict):
-        ans = await real(dst, method, args)
+    async def slow(dst: str, method: str, args: dict, timeout: float | None = None):
+        ans = await real(dst, method, args, timeout)
         if method == "merge" and not changed.is_set():
             # The phase changes at this node while its write is in flight to the old set.
             await cluster.control.apply("update_bucket", name=name, set={"index_next": 2})
