@@ -175,42 +175,17 @@ def brute_force(ops: list[Op]) -> bool:
     return False
 
 
-def random_small_history(rng: random.Random) -> list[Op]:
+PLAIN = ([PUT, PUT, GET, GET, DELETE], 0.2)
+# With conditional PUTs and DELETEs (``If-Match``), some of them of unknown outcome.
+CONDITIONAL = ([PUT, PUT, GET, GET, DELETE, CAS, CAS], 0.3)
+
+
+def random_small_history(rng: random.Random, kinds: list[str], unknown: float) -> list[Op]:
     ops, values = [], 0
     for c in range(rng.randint(2, 6)):
         call = rng.randint(0, 12)
-        ret = None if rng.random() < 0.2 else call + rng.randint(0, 6)
-        kind = rng.choice([PUT, PUT, GET, GET, DELETE])
-        if kind == PUT:
-            values += 1
-            value = f"v{values}"
-        elif kind == GET:
-            value = rng.choice([None, "v1", "v2", "v3"])
-        else:
-            value = None
-        ops.append(Op(c, "k", kind, value, call, ret))
-    return ops
-
-
-def test_agrees_with_brute_force_on_random_small_histories() -> None:
-    rng = random.Random(20240611)
-    outcomes = {True: 0, False: 0}
-    for _ in range(1500):
-        h = random_small_history(rng)
-        expected = brute_force(h)
-        assert check(h).ok == expected, "\n".join(o.describe() for o in h)
-        outcomes[expected] += 1
-    assert outcomes[True] > 200 and outcomes[False] > 200  # both verdicts were exercised
-
-
-def random_small_history_with_conditions(rng: random.Random) -> list[Op]:
-    """As ``random_small_history``, with conditional PUTs and DELETEs (``If-Match``), some of
-    them of unknown outcome."""
-    ops, values = [], 0
-    for c in range(rng.randint(2, 6)):
-        call = rng.randint(0, 12)
-        ret = None if rng.random() < 0.3 else call + rng.randint(0, 6)
-        kind = rng.choice([PUT, PUT, GET, GET, DELETE, CAS, CAS])
+        ret = None if rng.random() < unknown else call + rng.randint(0, 6)
+        kind = rng.choice(kinds)
         if kind in (PUT, CAS):
             values += 1
         if kind == PUT:
@@ -225,6 +200,18 @@ def random_small_history_with_conditions(rng: random.Random) -> list[Op]:
     return ops
 
 
+@pytest.mark.parametrize("mix, seed", [(PLAIN, 20240611), (CONDITIONAL, 20261203)], ids=["plain", "conditional"])
+def test_agrees_with_brute_force_on_random_small_histories(mix, seed) -> None:
+    rng = random.Random(seed)
+    outcomes = {True: 0, False: 0}
+    for _ in range(1500):
+        h = random_small_history(rng, *mix)
+        expected = brute_force(h)
+        assert check(h).ok == expected, "\n".join(o.describe() for o in h)
+        outcomes[expected] += 1
+    assert outcomes[True] > 200 and outcomes[False] > 200  # both verdicts were exercised
+
+
 def test_unknown_conditional_delete_may_have_taken_no_effect() -> None:
     # An If-Match DELETE of "a" with an unknown outcome, sent once "b" had replaced "a": it
     # took no effect (an "absent" read before keeps it in the search; placed anywhere after its
@@ -236,17 +223,6 @@ def test_unknown_conditional_delete_may_have_taken_no_effect() -> None:
                     op(0, GET, None, 5, 6)])
     # Its condition still binds: from "b", it cannot have deleted "a".
     assert not verdict([op(0, PUT, "a", 0, 1), op(1, CAS, ("b", None), 2, None), op(0, GET, None, 3, 4)])
-
-
-def test_agrees_with_brute_force_on_random_small_histories_with_conditional_writes() -> None:
-    rng = random.Random(20261203)
-    outcomes = {True: 0, False: 0}
-    for _ in range(1500):
-        h = random_small_history_with_conditions(rng)
-        expected = brute_force(h)
-        assert check(h).ok == expected, "\n".join(o.describe() for o in h)
-        outcomes[expected] += 1
-    assert outcomes[True] > 200 and outcomes[False] > 200  # both verdicts were exercised
 
 
 # -- larger generated histories -------------------------------------------------------------------
