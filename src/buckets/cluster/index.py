@@ -770,6 +770,12 @@ def _unseen_by(answer: Any, ts: tuple) -> bool:
     return isinstance(answer, dict) and bool(answer.get("cond")) and not _seen_by(answer, ts)
 
 
+def _why_unknown(silent: set[str]) -> str:
+    """Why a write's reach is unknown: the replicas that did not answer, or none (a conditional
+    write saw it where it was not on a quorum)."""
+    return f"{', '.join(sorted(silent))} did not answer" if silent else "seen by a conditional write"
+
+
 def _range_of(key: str, n: int) -> int:
     return xxhash.xxh3_64_intdigest(key.encode()) % n
 
@@ -1089,8 +1095,7 @@ class ReplicatedIndex:
                 if _on_quorum(holders | seen | silent, placement) or seen:
                     raise errors.WriteQuorumLost(
                         f"Index of {bucket!r}: {key!r} met a newer write that may be undone, and whether this "
-                        f"write reached a quorum is unknown ({', '.join(sorted(silent)) or 'seen by a conditional write'}"
-                        f"{' did not answer' if silent else ''})")
+                        f"write reached a quorum is unknown ({_why_unknown(silent)})")
                 # (every answer, the late ones too: merged again above the newest that refused it)
                 heard = [a for a in late.values() if a is not None and again(a)]
                 self.clock.observe(self._newer_than(t, heard)[0])
@@ -1214,8 +1219,7 @@ class ReplicatedIndex:
                     # lost to it. Neither is an acknowledgement: the PUT's outcome is unknown.
                     raise errors.WriteQuorumLost(
                         f"Index of {bucket!r}: {key!r} met a newer write, and whether its first version "
-                        f"reached a quorum is unknown ({', '.join(sorted(silent)) or 'seen by a conditional write'}"
-                        f"{' did not answer' if silent else ''})")
+                        f"reached a quorum is unknown ({_why_unknown(silent)})")
                 elif after is not None:
                     after = self._newer_than(ts, [a for a in heard if again(a)])
             for ans in answered.values():
