@@ -80,9 +80,11 @@ def assert_no_traceback(log: pytest.LogCaptureFixture) -> None:
 
 async def test_objects_with_too_few_readable_shards_are_retried_until_they_are_refilled(store, heal_log) -> None:
     objects = await written_while_away(store, 2, "away")
-    # Disks 0 and 1 cannot be read: of the other shards only disk 3's is readable (k = 2).
+    # Disks 0 and 1 cannot be read, their format file neither (so the probe below finds them
+    # offline, whatever the order in which it and the refill's first reads run): of the other
+    # shards only disk 3's is readable (k = 2).
     for i in (0, 1):
-        store.disks[i].fail(*READS, error=DiskOffline)
+        store.disks[i].fail("read_format", *READS, error=DiskOffline)
     await store.scanner.check_disks()  # disk 2 answers again: back, and its refill starts
     assert store.disks[2].online and store.disks[2].healing
 
