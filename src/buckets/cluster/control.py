@@ -174,6 +174,10 @@ class ControlConfig:
     compaction_entries: int = 5000  # snapshot the state and truncate the journal after this many entries
     compaction_interval: float = 300.0  # ... or this many seconds
     bind_timeout: float = 5.0
+    # A command forwarded to the leader whose answer has not come after this long is sent
+    # again (same request id, so it applies once): pysyncobj drops a forward sent while its
+    # connection to the leader is down, and its callback then waits for a leader change.
+    resend_after: float = 1.0
 
     def __post_init__(self) -> None:
         try:
@@ -327,7 +331,7 @@ class ControlPlane:
         """Commit one command and return its result; raise its typed error, or ``NoQuorum``."""
         payload = encode_command(op, args, os.urandom(16), time.time())
         result = await self._submit(lambda callback: self._started().command(payload, callback=callback),
-                                    op, timeout)
+                                    op, timeout, resend=True)
         if isinstance(result, (tuple, list)) and result and result[0] == "ok":
             return result[1]
         if isinstance(result, (tuple, list)) and len(result) == 3 and result[0] == "err":
@@ -346,12 +350,17 @@ class ControlPlane:
             raise RuntimeError("the control plane is not started")
         return self._raft
 
-    async def _submit(self, send, what: str, timeout: float | None) -> Any:
+    async def _submit(self, send, what: str, timeout: float | None, *, resend: bool = False) -> Any:
+        """Send until committed, refused, or ``timeout`` (default ``commit_timeout``) passes.
+        With ``resend`` (a command with a request id: sending it again applies it once), an
+        answer that has not come within ``resend_after`` (doubling, at most 4 times that) is
+        not waited for any longer: the command is sent again."""
         raft = self._started()
         loop = asyncio.get_running_loop()
         budget = self.config.commit_timeout if timeout is None else timeout
         deadline = loop.time() + budget
         pause = 0.02
+        patience = self.config.resend_after
         denied = False
         while True:
             remaining = deadline - loop.time()
@@ -368,10 +377,14 @@ class ControlPlane:
                 continue
             future: asyncio.Future = loop.create_future()
             send(functools.partial(self._handback, loop, future))
+            wait = min(remaining, patience) if resend else remaining
             try:
-                result, error = await asyncio.wait_for(future, remaining)
+                result, error = await asyncio.wait_for(future, wait)
             except asyncio.TimeoutError:
-                continue  # the loop raises NoQuorum
+                if resend and wait < remaining:
+                    log.info("control plane: %s not answered within %gs; sending it again", what, wait)
+                    patience = min(patience * 2, 4 * self.config.resend_after)
+                continue  # again, or (out of time) the loop raises NoQuorum
             if error == FAIL_REASON.SUCCESS:
                 return result
             # A membership change is refused while the previous one, or a new leader's first
