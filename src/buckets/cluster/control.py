@@ -166,7 +166,7 @@ class ControlConfig:
     secret: bytes | str = field(repr=False)
     directory: str
     commit_timeout: float = 5.0  # apply() gives up with NoQuorum after this long
-    election_timeout: tuple[float, float] = (0.4, 1.4)  # a follower that hears no leader for this long stands
+    election_timeout: tuple[float, float] = (1.0, 2.0)  # a follower that hears no leader for this long stands
     heartbeat: float = 0.1
     connection_timeout: float = 3.5
     reconnect_interval: float = 1.0
