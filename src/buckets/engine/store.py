@@ -564,8 +564,6 @@ class Store:
             raise errors.WriteQuorumLost(
                 f"Write quorum lost: {len(ok)} of {k + m} disks stored the object, "
                 f"{self._write_quorum(k, m)} needed")
-        if len(ok) < k + m:
-            self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks")
         conditional = opts.if_none_match or opts.if_match is not None
         lease = self.catalog.key_lease(bucket, key) if conditional else contextlib.nullcontext()
         async with self.locks.hold((bucket, key)), lease:  # a cluster: across nodes too
@@ -615,6 +613,12 @@ class Store:
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
                 raise
+        if len(ok) < k + m:
+            # Only once committed: a heal started before would read the key while the write's
+            # fate is open (on a cluster that read makes a failed write's index merge one that
+            # can no longer be undone: ``IndexReplica.retract``; on one node it found the old
+            # entry and healed nothing).
+            self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks")
         for old in replaced:
             if old["wid"] != entry["wid"]:
                 self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),
