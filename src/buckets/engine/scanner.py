@@ -12,7 +12,8 @@
   refill cut short by a restart, a settings change that missed a disk).
 - The **disk monitor** probes every disk's format file (``Disk.read_format``): a disk
   whose format vanished (wiped or replaced while running) is re-formatted into its old
-  slot, an offline disk that answers again with its own format comes back; either way a
+  slot, an offline disk that answers again with its own format and takes a probe write (a
+  small synced file, read back and removed) comes back; either way a
   **refill** starts: a pass that rebuilds every shard that belongs on it. An object it
   cannot refill now (too few shards readable, the index quorum lost, a disk error) is
   retried later with backoff; the disk stays ``healing`` until every object is refilled
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,7 +36,9 @@ from typing import TYPE_CHECKING
 from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
-from buckets.errors import BucketsError, CorruptData, DiskError, FileNotFound, FormatError, UnformattedDisk
+from buckets.errors import (
+    BucketsError, CorruptData, DiskError, DiskFull, FileNotFound, FormatError, UnformattedDisk,
+)
 from buckets.registry import Op
 from buckets.registry.cache import background_lookups
 from buckets.storage.disk import Disk
@@ -373,6 +377,14 @@ class Scanner:
                 return
             if disk.online:
                 return
+            problem = await self._cannot_write(disk)
+            if problem is not None:
+                # Its format file reads back (perhaps from the page cache), but the disk
+                # cannot take a write: a file system remounted read-only after errors, a
+                # failing device. Bringing it back would only start a refill that fails, at
+                # every probe.
+                disk.mark_offline(f"{disk.endpoint} answers but cannot take a write: {problem}")
+                return
             log.warning("disk %s is back online: refilling what was written while it was away", disk.endpoint)
         elif added:
             disk.mark_offline(f"{disk.endpoint} has no format: its own node formats it again")
@@ -389,6 +401,23 @@ class Scanner:
         disk.mark_online()
         disk.healing = True
         self._start_refill(disk)
+
+    async def _cannot_write(self, disk: Disk) -> str | None:
+        """Write a small file to the disk (synced as the store syncs), read it back and remove
+        it: None if all of that worked, else what failed. Only for an offline disk about to
+        come back (MinIO checks a returning drive the same way). A probe file left behind by
+        a failure here is swept with the staging directory."""
+        path = f"{TMP_DIR}/probe-{os.urandom(8).hex()}"
+        token = os.urandom(32)
+        try:
+            await disk.write_file(path, token, sync=self.store.sync)
+            back = await disk.read_file(path)
+            await disk.delete(path)
+        except DiskFull:
+            return None  # full, not failing: its shards are read, its writes refused as they come
+        except DiskError as exc:
+            return str(exc)
+        return None if back == token else "the probe file read back different bytes"
 
     def _start_refill(self, disk) -> None:
         current = self.refill.get(disk.disk_id)

@@ -5,6 +5,7 @@ and writes go on; when it does not, they fail with a 503; and whatever the disks
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from buckets import Store, errors
 from buckets.engine.heal import heal_object
 from buckets.errors import CorruptData, DiskError, DiskFaulty, DiskFull, FileNotFound
 from buckets.storage import LocalDisk
+from buckets.storage.format import TMP_DIR
 from buckets.storage.faulty import FaultyDisk
 
 # sizes: empty, inline, inline near the limit, several blocks with a short last one
@@ -147,6 +149,32 @@ async def test_a_failed_disk_is_probed_and_comes_back_refilled(faulty_store) -> 
     await eventually(lambda: not store.disks[2].healing, timeout=30)
     for key in objects:
         assert (await heal_object(store, "bkt", key, deep=True)).bad == [], key
+    await check_all(store, objects)
+
+
+async def test_a_disk_that_reads_but_cannot_write_stays_offline(faulty_store) -> None:
+    """Its format file still reads (a file system remounted read-only after errors, a failing
+    device whose format is in the page cache), but a write fails: the monitor keeps it
+    offline, instead of bringing it back for a refill that fails at every probe. Full is not
+    failing: a full disk comes back (its shards are read; its writes are refused as they come)."""
+    store = faulty_store
+    store.disks[2].fail("*", error=DiskFaulty)
+    objects = await put_all(store, "while-away")
+    store.disks[2].clear()
+    store.disks[2].fail("write_file", "create_file", "rename_data", "append_records", error=DiskFaulty)
+    for _ in range(3):
+        await store.scanner.check_disks()
+        assert not store.disks[2].online and not store.disks[2].healing
+        assert "cannot take a write" in store.disks[2].last_error
+    assert store.scanner.refill.get(store.disks[2].disk_id) is None  # no refill began
+    await check_all(store, objects)
+    assert [p for p in os.listdir(store.disks[2].local_path(TMP_DIR)) if p.startswith("probe-")] == []
+
+    store.disks[2].clear()
+    store.disks[2].fail("write_file", error=DiskFull, times=1)  # the probe meets a full disk
+    await store.scanner.check_disks()
+    assert store.disks[2].online
+    await eventually(lambda: not store.disks[2].healing, timeout=30)
     await check_all(store, objects)
 
 

@@ -110,8 +110,9 @@ async def test_objects_with_too_few_readable_shards_are_retried_until_they_are_r
 
 async def test_writes_the_returning_disk_refuses_are_retried(store, heal_log) -> None:
     objects = await written_while_away(store, 1, "full")
-    # Its first three writes fail (the bucket's metadata file and two objects' shards).
-    store.disks[1].fail("write_file", "rename_data", error=DiskFull, times=3)
+    # The refill's first three writes fail (the bucket's metadata file and two objects'
+    # shards); the monitor's probe write before them passes.
+    store.disks[1].fail("write_file", "rename_data", error=DiskFull, times=3, after=1)
     await store.scanner.check_disks()
     await eventually(lambda: refill_state(store, 1).get("finished"), timeout=30)
     state = refill_state(store, 1)
@@ -123,7 +124,8 @@ async def test_writes_the_returning_disk_refuses_are_retried(store, heal_log) ->
 
 async def test_a_refill_pauses_while_its_disk_is_offline_and_starts_over_when_it_is_back(store, heal_log) -> None:
     objects = await written_while_away(store, 3, "first")
-    store.disks[3].fail("write_file", "rename_data", "create_file", error=DiskOffline)  # gone again at once
+    # Gone again at once: the monitor's probe write passes, the refill's first write does not.
+    store.disks[3].fail("write_file", "rename_data", "create_file", error=DiskOffline, after=1)
     await store.scanner.check_disks()
     state = await eventually(lambda: (s := refill_state(store, 3)).get("state") == "paused" and s, timeout=30)
     assert state["finished"] is None
