@@ -37,7 +37,7 @@ from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import (
-    BucketsError, CorruptData, DiskError, DiskFull, FileNotFound, FormatError, UnformattedDisk,
+    BucketsError, CorruptData, DiskAccessDenied, DiskError, DiskFull, FileNotFound, FormatError, UnformattedDisk,
 )
 from buckets.registry import Op
 from buckets.registry.cache import background_lookups
@@ -379,10 +379,9 @@ class Scanner:
                 return
             problem = await self._cannot_write(disk)
             if problem is not None:
-                # Its format file reads back (perhaps from the page cache), but the disk
-                # cannot take a write: a file system remounted read-only after errors, a
-                # failing device. Bringing it back would only start a refill that fails, at
-                # every probe.
+                # Its format file reads back (perhaps from the page cache), but a write
+                # fails with an I/O error: a failing device. Bringing it back would only start
+                # a refill that fails, at every probe.
                 disk.mark_offline(f"{disk.endpoint} answers but cannot take a write: {problem}")
                 return
             log.warning("disk %s is back online: refilling what was written while it was away", disk.endpoint)
@@ -413,8 +412,10 @@ class Scanner:
             await disk.write_file(path, token, sync=self.store.sync)
             back = await disk.read_file(path)
             await disk.delete(path)
-        except DiskFull:
-            return None  # full, not failing: its shards are read, its writes refused as they come
+        except (DiskFull, DiskAccessDenied):
+            # Full, or read-only: not failing. It comes back as such a disk does at start: its
+            # shards are read, its writes refused as they come.
+            return None
         except DiskError as exc:
             return str(exc)
         return None if back == token else "the probe file read back different bytes"

@@ -13,7 +13,7 @@ from engine_testkit import BLOCK, INLINE, content, eventually, get_bytes
 
 from buckets import Store, errors
 from buckets.engine.heal import heal_object
-from buckets.errors import CorruptData, DiskError, DiskFaulty, DiskFull, FileNotFound
+from buckets.errors import CorruptData, DiskAccessDenied, DiskError, DiskFaulty, DiskFull, FileNotFound
 from buckets.storage import LocalDisk
 from buckets.storage.format import TMP_DIR
 from buckets.storage.faulty import FaultyDisk
@@ -152,11 +152,12 @@ async def test_a_failed_disk_is_probed_and_comes_back_refilled(faulty_store) -> 
     await check_all(store, objects)
 
 
-async def test_a_disk_that_reads_but_cannot_write_stays_offline(faulty_store) -> None:
-    """Its format file still reads (a file system remounted read-only after errors, a failing
-    device whose format is in the page cache), but a write fails: the monitor keeps it
-    offline, instead of bringing it back for a refill that fails at every probe. Full is not
-    failing: a full disk comes back (its shards are read; its writes are refused as they come)."""
+@pytest.mark.parametrize("full", [DiskFull, DiskAccessDenied], ids=["full", "read-only"])
+async def test_a_disk_that_reads_but_cannot_write_stays_offline(faulty_store, full) -> None:
+    """Its format file still reads (a failing device whose format is in the page cache), but
+    a write fails with an I/O error: the monitor keeps it offline, instead of bringing it back
+    for a refill that fails at every probe. Full (or read-only) is not failing: such a disk
+    comes back, as it starts (its shards are read; its writes are refused as they come)."""
     store = faulty_store
     store.disks[2].fail("*", error=DiskFaulty)
     objects = await put_all(store, "while-away")
@@ -171,7 +172,7 @@ async def test_a_disk_that_reads_but_cannot_write_stays_offline(faulty_store) ->
     assert [p for p in os.listdir(store.disks[2].local_path(TMP_DIR)) if p.startswith("probe-")] == []
 
     store.disks[2].clear()
-    store.disks[2].fail("write_file", error=DiskFull, times=1)  # the probe meets a full disk
+    store.disks[2].fail("write_file", error=full, times=1)  # the probe meets a full (read-only) disk
     await store.scanner.check_disks()
     assert store.disks[2].online
     await eventually(lambda: not store.disks[2].healing, timeout=30)
