@@ -30,7 +30,7 @@ from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
 from buckets.engine.locks import KeyLocks
-from buckets.engine.meta import bucket_meta_file, decode_meta_file, encode_meta_file, entry_to_info, entry_to_listing
+from buckets.engine.meta import bucket_meta_file, encode_meta_file, entry_to_info, entry_to_listing
 from buckets.engine.names import check_bucket_name, check_object_key
 from buckets.engine.heal import HealStats
 from buckets.engine.reader import ObjectReader
