@@ -404,8 +404,8 @@ class Scanner:
     async def _cannot_write(self, disk: Disk) -> str | None:
         """Write a small file to the disk (synced as the store syncs), read it back and remove
         it: None if all of that worked, else what failed. Only for an offline disk about to
-        come back (MinIO checks a returning drive the same way). A probe file left behind by
-        a failure here is swept with the staging directory."""
+        come back. A probe file left behind by a failure here is swept with the staging
+        directory."""
         path = f"{TMP_DIR}/probe-{os.urandom(8).hex()}"
         token = os.urandom(32)
         try:
