@@ -998,13 +998,23 @@ class Registry:
                     yield key, version, True
 
     def get_version(self, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
-        """(entry, version) of a key, or (None, tombstone version or None)."""
-        entry = self.get_object(bucket, key)
+        """(entry, version) of a key, or (None, tombstone version or None).
+
+        The entry and the tombstone are read in one transaction: read in two, a commit landing
+        between them (the committer runs in its own thread) that replaces a tombstone with an
+        entry made the key read as never written, neither one nor the other (a replica index
+        answered "nothing" for a key it held, and a reader returned an older version: a lossy
+        history, session 28)."""
+        ck = (bucket, key)
+        quiet = in_background()
+        entry = self.cache.peek(ck) if quiet else self.cache.get(ck)
         if entry is not None:
             return entry, entry_version(entry)
-        with self.env.begin(db=self.db["tombs"]) as txn:
-            raw = txn.get(_tomb_key(object_key(bucket, key)))
-        return None, (_tomb_version(raw)[0] if raw is not None else None)
+        with self.env.begin() as txn:
+            entry, version = self._txn_held(txn, bucket, key)
+        if entry is not None and not quiet:
+            self.cache.put(ck, entry)
+        return entry, version
 
     def drop_tombstones(self, older_than_hlc: int) -> int:
         """Forget delete markers older than a horizon every replica has certainly seen."""
