@@ -36,7 +36,7 @@ import xxhash
 from buckets import errors
 from buckets.cluster.control import ControlPlane
 from buckets.cluster.control_records import ControlSnapshot
-from buckets.cluster.index import IndexPlacement, ReplicatedIndex
+from buckets.cluster.index import JUDGED, IndexPlacement, ReplicatedIndex
 from buckets.placement import PartitionTable
 from buckets.registry import Op
 from buckets.registry.store import POLICY_PREFIX
@@ -62,8 +62,9 @@ def version_record(key: str, entry: dict) -> str:
 
 
 def _plain(entry: dict) -> dict:
-    """An entry without the index's version stamp (the index stamps each record it writes)."""
-    return {f: v for f, v in entry.items() if f != "ts"}
+    """An entry without the index's version stamps (the index stamps each record it writes:
+    its version, and a conditional write's the version its check judged)."""
+    return {f: v for f, v in entry.items() if f not in ("ts", JUDGED)}
 
 
 def _merge_current(records: list[dict], current: dict | None) -> list[dict]:

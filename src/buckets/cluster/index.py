@@ -268,6 +268,13 @@ class IndexReplica:
                 if args.get("lock") and "judged" in args:  # a conditional write's commit
                     op.judging = True
                     op.judged = _ts(args["judged"]) if args["judged"] is not None else None
+                elif not args.get("displaced") and isinstance(args.get("entry"), dict) \
+                        and JUDGED in args["entry"]:
+                    # That commit again, from a read's write-back (or anti-entropy): refused, as
+                    # the commit itself is, where the key holds a write its check did not see.
+                    judged = args["entry"][JUDGED]
+                    op.judging = True
+                    op.judged = _ts(judged) if _is_version(judged) else None
                 try:
                     await self.registry.commit([op])
                     break
@@ -322,8 +329,12 @@ class IndexReplica:
         answer: dict[str, Any] = {"applied": False, "ts": list(held) if held is not None else None}
         if op.result == UNSEEN:
             # A conditional write's commit over a write its check did not see (``write_checked``):
-            # not applied, not an answer toward its quorum.
+            # not applied, not an answer toward its quorum. With the entry held: a reader whose
+            # write-back of that commit is refused so puts that write above it (``_get_round``).
             answer["unseen"] = True
+            entry, version = self.registry.get_version(args["bucket"], args["key"])
+            if version == held:
+                answer["entry"] = entry
         fresh = self._fresh.get(args["bucket"], {}).get(args["key"])
         if held is not None and fresh is not None and fresh.version == held and not fresh.served:
             # What refused this merge is a blind PUT's version that its writer may still undo
@@ -726,6 +737,48 @@ def _is_version(value: Any) -> bool:
         and isinstance(value[1], str)
 
 
+# A conditional write's committed entry carries the version its check judged the key at, so
+# that wherever the entry goes later (a read's write-back, anti-entropy, a lease holder's push)
+# a replica holding a newer write that check did not see refuses it as its commit is refused
+# (``unseen``): the commit, applied there only, must not spread over a write acknowledged
+# after its check (a lossy history, session 28).
+JUDGED = "cj"
+
+
+def _unjudged(entry: dict | None) -> dict | None:
+    """An entry to write anew (a blind PUT, a version moved, a re-written record): not a
+    conditional write's commit, whatever the entry it was made from was."""
+    if entry is None or JUDGED not in entry:
+        return entry
+    return {f: v for f, v in entry.items() if f != JUDGED}
+
+
+def _missed(entry: dict, version: tuple, answers: dict[str, Any], placement: Any) -> tuple[bool, dict | None]:
+    """If ``entry`` (version ``version``) is a conditional write's commit and ``answers``
+    (replica -> what it holds: ``{"entry", "ts"}``) show it never reached a quorum: (True, the
+    entry of the newest write its check did not see, None for a tombstone); else (False,
+    None). A replica holding a version newer than the one the check judged and older than the
+    commit never held the commit (it would have refused it)."""
+    if JUDGED not in entry:
+        return False, None
+    judged = _ts(entry[JUDGED]) if _is_version(entry[JUDGED]) else None
+    missed = {n: _ts(a["ts"]) for n, a in answers.items() if isinstance(a, dict) and a.get("ts") is not None
+              and (judged is None or _ts(a["ts"]) > judged) and _ts(a["ts"]) < version}
+    if not missed or not any(sum(1 for n in s if n not in missed) < Quorum.for_replicas(len(s)).w
+                             for s in placement.write):
+        return False, None
+    return True, answers[max(missed, key=lambda n: missed[n])].get("entry")
+
+
+class _Void(Exception):
+    """A read's write-back of a conditional write's commit met replicas holding writes its check
+    did not see, so many that the commit never reached a quorum (``ReplicatedIndex._write_back``)."""
+
+    def __init__(self, refused: dict[str, dict]) -> None:
+        super().__init__(f"refused by {', '.join(sorted(refused))}")
+        self.refused = refused
+
+
 class _Merges:
     """One attempt's merge calls: every answer as it comes, also after the quorum's (``late``;
     None: the call failed), and the replicas whose call failed before anything was sent."""
@@ -827,6 +880,8 @@ class ReplicatedIndex:
         # not be (unreachable, or not answered in time).
         self.retractions = 0
         self.retract_misses = 0
+        # Failed conditional commits that reads found and put the write they missed above.
+        self.voided = 0
         # Read leases: a bucket's first replica answers its lookups alone (``leases``).
         self.leases = LeaseKeeper(self, seconds=lease_seconds) if leases else None
 
@@ -1058,7 +1113,7 @@ class ReplicatedIndex:
         for _ in range(DISPLACE_ATTEMPTS):
             ts = [self.clock.now() if after is None else after[0] + 1, wid]
             t = _ts(ts)
-            versioned = dict(entry, ts=ts) if entry is not None else None
+            versioned = dict(_unjudged(entry), ts=ts) if entry is not None else None
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": ts}
             merges = _Merges(self, args)
             late, unsent = merges.late, merges.unsent
@@ -1140,7 +1195,7 @@ class ReplicatedIndex:
         unknown = False
         after: tuple | None = None  # merged again after a conditional write: just above this version
         for attempt in range(DISPLACE_ATTEMPTS):
-            versioned = dict(entry, ts=[self.clock.now() if after is None else after[0] + 1, entry["wid"]])
+            versioned = dict(_unjudged(entry), ts=[self.clock.now() if after is None else after[0] + 1, entry["wid"]])
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
                     "displaced": True}
@@ -1363,7 +1418,7 @@ class ReplicatedIndex:
         version = _ts(ts)
         self.clock.observe(version[0])
         if entry is not None:
-            entry = dict(entry, ts=list(version))
+            entry = dict(_unjudged(entry), ts=list(version))
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}
         promises: dict[str, list] = {}
 
@@ -1465,6 +1520,14 @@ class ReplicatedIndex:
                     self.clock.observe(ts[0])
                     if newest is None or ts > newest:
                         current, newest = ans.get("entry"), ts
+            if isinstance(current, dict) and newest is not None:
+                # The newest is another conditional write's commit that never reached a quorum
+                # (replicas enough hold writes its check did not see: ``_write_back``): it failed,
+                # and a read puts the newest write it missed above it. Judged at that write
+                # (as a read now answers), and committed above both.
+                void, missed = _missed(current, newest, answered, placement)
+                if void:
+                    current = missed
             judge(current)
             if before_commit is not None:
                 await before_commit(current)
@@ -1475,7 +1538,8 @@ class ReplicatedIndex:
             wid = entry["wid"] if entry is not None else os.urandom(8).hex()
             version = [self.clock.now(), wid]
             if entry is not None:
-                entry = dict(entry, ts=version)
+                # (the version judged goes with the entry wherever it is written later: JUDGED)
+                entry = dict(entry, ts=version, **{JUDGED: list(newest) if newest is not None else None})
             merge_args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": version, "lock": lock_id,
                           "judged": list(newest) if newest is not None else None}
 
@@ -1558,8 +1622,17 @@ class ReplicatedIndex:
         if best_ts is not None:
             stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
             promised = {n: a["promise"] for n, a in answers if a.get("promise")}
-            if stale and not await self._write_back(bucket, key, best_entry, best_ts,
-                                                     [n for n, _ in answers if n not in stale], promised):
+            written = True
+            if stale:
+                try:
+                    written = await self._write_back(bucket, key, best_entry, best_ts,
+                                                     [n for n, _ in answers if n not in stale], promised)
+                except _Void as void:
+                    above = await self._put_above(bucket, key, best_ts, void.refused, promised)
+                    written = above is not None
+                    if above is not None:
+                        best_entry, best_ts = above
+            if not written:
                 if last:
                     raise errors.ReadQuorumLost(f"{bucket}/{key} changed under each of {READ_ROUNDS} reads; retry")
                 return _AGAIN
@@ -1644,16 +1717,32 @@ class ReplicatedIndex:
         the version read, on fewer than a quorum, may be a blind PUT's first version, which its
         writer then merges again, newer, after the newer write. Fewer replicas than a quorum
         reachable: the read fails (``ReadQuorumLost``) rather than return a version a later
-        read might not see."""
+        read might not see.
+
+        A conditional write's commit (its entry carries the version its check judged:
+        ``JUDGED``) is refused by a replica holding a write that check did not see (``unseen``);
+        such a refusal is no answer toward the quorum. Refused by so many that the others
+        cannot make a write quorum, that commit never reached one (a replica that refused it
+        never held it): it failed, and written back it would replace a write acknowledged after
+        its check. ``_Void`` says so, with the refusals."""
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
         answered: dict[str, Any] = dict.fromkeys(holders, True)
         self.read_repairs += 1
         placement = self.placement(bucket)
         promises: dict[str, list] = dict(promised or {})
+        judged = isinstance(entry, dict) and JUDGED in entry
+        refused: dict[str, dict] = {}
+
+        async def merge(node: str) -> Any:
+            ans = await self._call(node, "merge", args)
+            if judged and isinstance(ans, dict) and ans.get("unseen"):
+                refused[node] = ans
+                raise errors.WriteQuorumLost(f"{node} holds a write the check of {list(ts)} did not see")
+            return ans
+
         try:
             while True:
-                await self._gather_sets(placement.write, lambda n: self._call(n, "merge", args), answered,
-                                        promises=promises, bucket=bucket)
+                await self._gather_sets(placement.write, merge, answered, promises=promises, bucket=bucket)
                 if self._newer_than(ts, (a for a in answered.values() if isinstance(a, dict) and not a.get("had"))):
                     return False
                 now = self.placement(bucket)
@@ -1661,8 +1750,44 @@ class ReplicatedIndex:
                     return True
                 placement = now
         except errors.WriteQuorumLost as exc:
+            placement = self.placement(bucket)
+            if refused and any(sum(1 for n in s if n not in refused) < Quorum.for_replicas(len(s)).w
+                               for s in placement.write):
+                raise _Void(refused) from None
             raise errors.ReadQuorumLost(f"{bucket}/{key}: the version read could not be written back to a "
                                         f"quorum: {exc}") from None
+
+    async def _put_above(self, bucket: str, key: str, void: tuple, refused: dict[str, dict],
+                         promised: dict[str, list]) -> tuple[dict | None, tuple] | None:
+        """A conditional write's commit (version ``void``) was read but never reached a quorum,
+        and replicas enough to tell hold writes its check did not see (``refused``: their
+        answers). Put the newest of those writes above it, on a write quorum, as its writer would
+        have had it heard that replica's refusal (``put_displacing``: just above the refusing
+        version), so that no read returns the failed commit after that write, and anti-entropy
+        and reads converge on it. Returns (entry, version) as written, or None (read again)."""
+        newest = max(refused.values(), key=lambda a: _ts(a["ts"]))
+        if "entry" not in newest:  # (a replica of an older version)
+            return None
+        held = _ts(newest["ts"])
+        ts = (void[0] + 1,) + held[1:]
+        entry = newest["entry"]
+        if entry is not None:
+            entry = dict(entry, ts=list(ts))
+            if JUDGED in entry:
+                # Another conditional write's commit: it comes after the failed one, which never
+                # took effect (a replica holding that one applies this, and does not refuse it).
+                entry[JUDGED] = list(void)
+        self.clock.observe(ts[0])
+        self.voided += 1
+        try:
+            if not await self._write_back(bucket, key, entry, ts, [], promised):
+                return None
+        except _Void:
+            raise errors.ReadQuorumLost(f"{bucket}/{key}: a failed conditional write's commit was read, and the "
+                                        "write it missed could not be put above it") from None
+        log.info("%s/%s: a conditional write's commit %s reached no quorum and missed write %s: that write "
+                 "is put above it", bucket, key, list(void), list(held))
+        return entry, ts
 
     async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
                    limit: int = 1000, *, full: bool = False,

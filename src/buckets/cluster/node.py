@@ -774,7 +774,8 @@ class ClusterNode:
                 "leases_held": len(leases.held()) if leases is not None else 0,
                 "lease_waits": index.lease_waits if index else 0,
                 "retractions": index.retractions if index else 0,
-                "retract_misses": index.retract_misses if index else 0}
+                "retract_misses": index.retract_misses if index else 0,
+                "voided_commits": index.voided if index else 0}
 
     def tolerated_node_failures(self, k: int, m: int) -> int:
         """How many whole nodes may fail with every object still readable and writable, every

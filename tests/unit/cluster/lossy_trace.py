@@ -6,7 +6,7 @@ not collected by pytest). Run from the repository: ``.venv/bin/python tests/unit
 ``LOSSY_LOST``: the share of calls lost, default 0.35, 0 for the test without loss and its seeds 1-3;
 ``HISTORY_MIX``: the operations, ``engine`` or ``wide``, see test_index_history.MIXES).
 Each event: (loop time, kind, replica, key, version, write id, applied/retracted, displaced, lock)."""
-import asyncio, os, random, sys, time, re
+import asyncio, os, random, sys, re
 sys.path.insert(0, "tests/unit/cluster"); sys.path.insert(0, "tests/cluster")
 import buckets.cluster.index as ix
 import buckets.cluster.leases as lm
@@ -40,7 +40,14 @@ async def get(self, args):
     return ans
 ix.IndexReplica.merge = merge; ix.IndexReplica.retract = retract; ix.IndexReplica.get = get
 def handlers(self):
-    h = orig_handlers(self); h["merge"] = lambda a: merge(self, a); h["retract"] = lambda a: retract(self, a); h["get"] = lambda a: get(self, a); return h
+    h = orig_handlers(self); h["merge"] = lambda a: merge(self, a); h["retract"] = lambda a: retract(self, a); h["get"] = lambda a: get(self, a)
+    for m in ("lock", "unlock"):
+        h[m] = (lambda m, f: lambda a: _logged(self, m, f, a))(m, h[m])
+    return h
+async def _logged(self, method, f, args):
+    ans = await f(args)
+    EVENTS.append((loop_time(), method, who(self), args.get("key"), *_brief(method, args, ans)))
+    return ans
 orig_handlers = ix.IndexReplica.handlers
 ix.IndexReplica.handlers = handlers
 orig_start = tih.start_trio
@@ -49,16 +56,69 @@ async def start(tmp_path, walls=None, **o):
     for n, i in idx.items(): i.local._name = n
     return net, idx, regs
 tih.start_trio = start
+
+
+def _brief(method, args, ans):
+    """A call's arguments and answer, in one short line."""
+    a = {k: args[k] for k in ("ts", "id", "lock", "judged", "displaced", "committing") if k in args}
+    if isinstance(args.get("entry"), dict):
+        a["wid"] = args["entry"].get("wid")
+    if isinstance(ans, dict):
+        r = {k: ans[k] for k in ("applied", "ts", "unseen", "unsettled", "cond", "judged", "had", "locked",
+                                 "retracted", "undoable") if k in ans}
+        if isinstance(ans.get("entry"), dict):
+            r["wid"] = ans["entry"].get("wid")
+    else:
+        r = ans
+    return a, r
+
+
+def lossy(net, rng, p):
+    """``test_index_history.lossy``, with every call between nodes recorded (and whether it was
+    lost on the way or its answer was)."""
+    real = net.transport_for
+
+    def transport_for(src):
+        call = real(src)
+
+        async def unreliable(node, method, args):
+            roll = rng.random()
+            key = args.get("key") or "-"
+            if roll < p / 2:
+                EVENTS.append((loop_time(), "call", f"{src}->{node}", key, method, *_brief(method, args, None), "LOST-ON-WAY"))
+                raise tih.errors.ServiceUnavailable(f"{node}: lost on the way")
+            t0 = loop_time()
+            try:
+                ans = await call(node, method, args)
+            except Exception as exc:
+                EVENTS.append((t0, "call", f"{src}->{node}", key, method, *_brief(method, args, None), f"raised {type(exc).__name__}"))
+                raise
+            if roll < p:
+                EVENTS.append((t0, "call", f"{src}->{node}", key, method, *_brief(method, args, ans), "ANSWER-LOST"))
+                raise tih.errors.ServiceUnavailable(f"{node}: answer lost")
+            EVENTS.append((t0, "call", f"{src}->{node}", key, method, *_brief(method, args, ans), "ok"))
+            return ans
+        return unreliable
+
+    net.transport_for = transport_for
+
+
+tih.lossy = lossy
 import tempfile, pathlib
 async def main():
     for attempt in range(int(os.environ.get("LOSSY_ATTEMPTS", "60"))):
         EVENTS.clear()
         seed = random.randrange(1 << 20) if LOST else 1 + attempt % 3
+        if os.environ.get("LOSSY_SEED"):
+            seed = int(os.environ["LOSSY_SEED"])
         with tempfile.TemporaryDirectory() as d:
             history, idx = await tih.run_history(pathlib.Path(d), seed, **OPTIONS)
         r = check(history)
         if not r.ok:
             print("seed", seed, "attempt", attempt)
+            import pickle
+            with open(f"/tmp/lossy_history_{seed}.pkl", "wb") as f:
+                pickle.dump(history, f)
             print(r.report())
             vals = set(re.findall(r"'(k\d:\d:\d+)'", r.report()))
             for ev in EVENTS:
@@ -71,7 +131,7 @@ async def main():
             if key and times:
                 print(f"-- every event of {key.group(1)} from {max(times) - 0.15:.6f} to {max(times):.6f}")
                 for ev in EVENTS:
-                    if ev[3] == key.group(1) and max(times) - 0.15 <= ev[0] <= max(times) + 0.005:
+                    if ev[3] == key.group(1) and max(times) - float(os.environ.get("LOSSY_WINDOW", "0.15")) <= ev[0] <= max(times) + 0.005:
                         print(ev)
             return
     print("no violation")

@@ -362,8 +362,8 @@ async def _commit_on_n2_only(net, idx, regs, key: str = "k") -> list:
     for replica in (n1, n2):
         assert (await replica.lock({"bucket": "b", "key": key, "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
     ahead = [idx["n2"].clock.now() + (1000 << 16), "cond"]
-    committed = await n2.merge({"bucket": "b", "key": key, "entry": dict(entry("cond"), ts=ahead), "data": None,
-                                "ts": ahead, "lock": "L1", "judged": list(judged)})
+    committed = await n2.merge({"bucket": "b", "key": key, "entry": dict(entry("cond"), ts=ahead, cj=list(judged)),
+                                "data": None, "ts": ahead, "lock": "L1", "judged": list(judged)})
     assert committed["applied"]
     # (The writer's unlock names the commit's version: n1 is unsettled until it holds it.)
     await n1.unlock({"bucket": "b", "key": key, "id": "L1", "committing": True, "ts": ahead})
@@ -744,7 +744,10 @@ async def test_a_read_through_a_replica_whose_lock_ended_without_the_commit_hear
     landed on n1 and n3. A read through n1 and n3 returned "no object" while a read through
     n2 returned C (and wrote it back): no order explains both, as C's check saw "old", not
     the DELETE. n1 now says the key is unsettled (it holds a version older than the commit its
-    writer named), and a read through it hears every replica, or fails (503) if one is silent."""
+    writer named), and a read through it hears every replica, or fails (503) if one is silent.
+    Hearing them all, it finds that C never reached a quorum (n1 and n3 refuse it: they hold
+    the DELETE its check did not see), and puts the DELETE above C (session 28; before, it
+    wrote C back over the DELETE, correct only while the DELETE was still in flight)."""
     net, idx, regs = cluster
     ahead = await _commit_on_n2_only(net, idx, regs)
     await _delete_around_the_commit(idx, regs, ahead)
@@ -753,10 +756,12 @@ async def test_a_read_through_a_replica_whose_lock_ended_without_the_commit_hear
         with pytest.raises(errors.ReadQuorumLost, match="without its commit"):
             await idx[via].get("b", "k")
         net.down = set()
-    assert (await idx["n3"].get("b", "k"))["wid"] == "cond"  # and written back to n1 and n3
-    assert held(regs, "n1")[0] == "cond"
-    net.down = {"n2"}  # n1 holds the commit now: settled, a quorum of two answers again
-    assert (await idx["n3"].get("b", "k"))["wid"] == "cond"
+    assert await idx["n3"].get("b", "k") is None
+    await settle(idx)
+    for n in NODES:
+        assert held(regs, n) == (None, (ahead[0] + 1, "del")), n
+    net.down = {"n2"}  # n1 holds a version newer than the commit now: settled, a quorum of two answers again
+    assert await idx["n3"].get("b", "k") is None
     net.down = set()
 
 
@@ -764,7 +769,10 @@ async def test_a_conditional_write_through_a_replica_whose_lock_ended_without_th
         cluster) -> None:
     """The same, for a conditional write's check (its locks answer what the replicas hold):
     locking n1 and n3 only, it judged the key at the DELETE and committed with a version older
-    than C's, then lost to C on every replica that held it. It hears n2 too, or fails."""
+    than C's, then lost to C on every replica that held it. It hears n2 too, or fails. Hearing
+    all three, it finds C never reached a quorum (n1 and n3 hold the DELETE C's check did not
+    see): C failed, the key is judged at the DELETE, as a read now answers (session 28), and
+    the write commits above both."""
     net, idx, regs = cluster
     ahead = await _commit_on_n2_only(net, idx, regs)
     await _delete_around_the_commit(idx, regs, ahead)
@@ -774,9 +782,26 @@ async def test_a_conditional_write_through_a_replica_whose_lock_ended_without_th
     net.down = set()
     await settle(idx)
     assert held(regs, "n3")[0] is None and held(regs, "n1")[0] is None  # (its locks ended, nothing merged)
+    # The locks answer from n1 first (unsettled: every replica is heard). (Had n2 and n3
+    # answered first, a quorum with n3 alone holding the DELETE, the check could not tell the
+    # commit failed, and judging the key at C would be as correct.)
+    real = idx["n3"].transport
+    n1_answered = asyncio.Event()
+
+    async def transport(node: str, method: str, args: dict):
+        if method == "lock" and node == "n2":
+            await n1_answered.wait()
+        ans = await real(node, method, args)
+        if method == "lock" and node == "n1":
+            n1_answered.set()
+        return ans
+
+    idx["n3"].transport = transport
     with pytest.raises(errors.ConditionalRequestConflict):
-        await idx["n3"].write_checked("b", "k", entry("new"), expect_etag(None))  # C exists
-    await idx["n3"].write_checked("b", "k", entry("new"), expect_etag("e"))  # If-Match of C's ETag
+        await idx["n3"].write_checked("b", "k", entry("new"), expect_etag("e"))  # If-Match of C's ETag
+    n1_answered.clear()
+    await idx["n3"].write_checked("b", "k", entry("new"), expect_etag(None))  # If-None-Match: * (deleted)
+    idx["n3"].transport = real
     await settle(idx)
     for n in NODES:
         assert (await idx[n].get("b", "k"))["wid"] == "new"
@@ -798,14 +823,13 @@ async def test_a_replica_holding_the_lost_commits_version_is_settled(cluster) ->
 
 
 async def test_a_listing_through_a_replica_whose_lock_ended_without_the_commit_reads_the_key(cluster) -> None:
-    """The same for a listing page: n1 and n3 both hold the DELETE, so their pages agree that
-    the key is gone, while a read through n2 returns the commit. n1's page names the key as
-    unsettled, and the key is read with a point read that hears every replica (503 if one is
-    silent), as a key the pages disagree about is."""
+    """The same for a listing page: n1 and n3 both hold "old", so their pages agree, while a
+    read through n2 returns the commit (its check saw "old": it stands once written back).
+    n1's page names the key as unsettled, and the key is read with a point read that hears
+    every replica (503 if one is silent), as a key the pages disagree about is."""
     net, idx, regs = cluster
-    ahead = await _commit_on_n2_only(net, idx, regs)
+    await _commit_on_n2_only(net, idx, regs)
     await idx["n1"].put("b", "j", entry("j"))
-    await _delete_around_the_commit(idx, regs, ahead)
     net.down = {"n2"}
     with pytest.raises(errors.ReadQuorumLost, match="without its commit"):
         await idx["n3"].list("b")
@@ -822,7 +846,99 @@ async def test_a_listing_with_a_delimiter_shows_the_prefix_of_an_unsettled_key(c
     """The unsettled key is the only one under its common prefix: the point read decides
     whether the prefix is listed."""
     net, idx, regs = cluster
-    ahead = await _commit_on_n2_only(net, idx, regs, key="d/k")
-    await _delete_around_the_commit(idx, regs, ahead, key="d/k")
+    await _commit_on_n2_only(net, idx, regs, key="d/k")
     objects, prefixes, _ = await idx["n3"].list("b", delimiter="/")
     assert not objects and prefixes == ["d/"]
+
+
+async def _commit_over_a_write_it_missed(net, idx, regs, c_on=("n2",), p_on=("n1", "n3")) -> tuple[list, list]:
+    """"old" everywhere; a conditional write C (If-Match "old") locked n2 and n3, judged the key
+    at "old" and committed on ``c_on`` (by default n2 only: its commit to n3 was lost, its
+    lock there ended, and n1, locked late, refused the commit as it held P). A blind PUT P,
+    newer than "old" and older than C (its writer's clock behind C's), landed on ``p_on`` (by
+    default n1 and n3, a quorum: n2's refusal never reached P's writer, so P stood and was
+    acknowledged). Returns C's and P's versions."""
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    _, judged = regs["n2"].get_version("b", "k")
+    c = [judged[0] + (1000 << 16), "C"]
+    p = [judged[0] + (10 << 16), "P"]
+    for n in c_on:
+        replica = idx[n].local
+        assert (await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
+        # (the entry as write_checked commits it: with the version its check judged)
+        committed = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c, cj=list(judged)),
+                                         "data": None, "ts": c, "lock": "L1", "judged": list(judged)})
+        assert committed["applied"]
+    for n in p_on:
+        assert (await idx[n].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("P"), ts=p), "data": None,
+                                          "ts": p, "displaced": True}))["applied"]
+    return c, p
+
+
+async def test_a_read_never_spreads_a_failed_conditional_commit_over_a_write_its_check_did_not_see(cluster) -> None:
+    """Traced from a lossy history (session 28, ``lossy_trace.py``): C's commit stood on n2
+    alone, newer than P but judged before it. A read through n2 met C and P and wrote C, the
+    newer, back over P on n1 and n3, and returned it: P, acknowledged, was lost to a write that
+    failed and whose condition no longer held. The commit's entry now carries the version its
+    check judged; n1 and n3 refuse it as the commit itself would be refused (``unseen``), so C
+    never reached a quorum and never will, and the read puts P just above C instead (as P's
+    writer would have, had it heard n2's refusal) and returns P."""
+    net, idx, regs = cluster
+    c, p = await _commit_over_a_write_it_missed(net, idx, regs)
+    got = await idx["n2"].get("b", "k")
+    assert got is not None and got["wid"] == "P"
+    await settle(idx)  # (the read returned once a quorum held P above C; the third merge lands after)
+    above = (c[0] + 1, "P")
+    for n in NODES:
+        assert held(regs, n) == ("P", above), n
+        assert (await idx[n].get("b", "k"))["wid"] == "P"
+    assert idx["n2"].voided == 1
+    # P's own writer, merging it again just above C, lands on the very same version.
+    for n in NODES:
+        assert not (await idx[n].local.merge({"bucket": "b", "key": "k", "data": None, "displaced": True,
+                                              "entry": dict(entry("P"), ts=list(above)), "ts": list(above)}))["applied"]
+
+
+async def test_anti_entropy_does_not_spread_a_failed_conditional_commit_over_a_write_it_missed(cluster) -> None:
+    """The same commit pulled by anti-entropy: n1 and n3 refuse it and keep P."""
+    net, idx, regs = cluster
+    await _commit_over_a_write_it_missed(net, idx, regs)
+    for n in ("n1", "n3"):
+        await idx[n].sync_bucket("b")
+        assert held(regs, n)[0] == "P"
+
+
+async def test_a_conditional_commit_on_a_quorum_is_read_though_a_replica_refuses_it(cluster) -> None:
+    """C committed on n2 and n3 (acknowledged); a blind PUT P, taken after C's check and older
+    than it, is in flight on n1 (n2 and n3 refused it; its writer merges it again above C). A
+    read through n1 meets P and C: n1 refuses C's write-back, n3 holds C, so C stands on a
+    quorum and is read; P is left to its writer. With n3 silent, whether C reached a quorum
+    is unknown: the read fails (503) rather than choose."""
+    net, idx, regs = cluster
+    await _commit_over_a_write_it_missed(net, idx, regs, c_on=("n2", "n3"), p_on=("n1",))
+    net.down = {"n3"}
+    with pytest.raises(errors.ReadQuorumLost):
+        await idx["n1"].get("b", "k")
+    net.down = set()
+    got = await idx["n1"].get("b", "k")
+    assert got is not None and got["wid"] == "C"
+    assert held(regs, "n1")[0] == "P" and held(regs, "n3")[0] == "C" and idx["n1"].voided == 0
+
+
+async def test_a_new_write_made_from_a_conditional_commits_entry_is_no_commit(cluster) -> None:
+    """An entry read from the index (a conditional commit's carries the version its check
+    judged) and written again (a copy onto itself, a version's record rewritten) is a new
+    write: it does not carry that version, and no replica refuses it for it."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("old", etag="E0"))
+    await settle(idx)
+    await idx["n1"].write_checked("b", "k", entry("C"), expect_etag("E0"))
+    await settle(idx)
+    current = await idx["n2"].get("b", "k")
+    assert "cj" in current
+    await idx["n2"].put_displacing("b", "k", dict(current, wid="again"))
+    await settle(idx)
+    for n in NODES:
+        got, _ = regs[n].get_version("b", "k")
+        assert got["wid"] == "again" and "cj" not in got
