@@ -5,7 +5,11 @@ not collected by pytest). Run from the repository: ``.venv/bin/python tests/unit
 (``LOSSY_ATTEMPTS``: histories to try, default 60; a violation usually turns up within a few dozen;
 ``LOSSY_LOST``: the share of calls lost, default 0.35, 0 for the test without loss and its seeds 1-3;
 ``HISTORY_MIX``: the operations, ``engine`` or ``wide``, see test_index_history.MIXES).
-Each event: (loop time, kind, replica, key, version, write id, applied/retracted, displaced, lock)."""
+Each event: (loop time, kind, replica, key, version, write id, applied/retracted, displaced, lock);
+each call between nodes: (time sent, "call", "src->dst", key, method, arguments, answer, whether it
+or its answer was lost). The failing history is pickled to /tmp/lossy_history_<seed>.pkl, and a
+smallest failing core of it printed.
+"""
 import asyncio, os, random, sys, re
 sys.path.insert(0, "tests/unit/cluster"); sys.path.insert(0, "tests/cluster")
 import buckets.cluster.index as ix
@@ -105,6 +109,33 @@ def lossy(net, rng, p):
 
 tih.lossy = lossy
 import tempfile, pathlib
+def minimal_core(ops):
+    """Drop operations one by one while the rest still fails (each value a read returns, or a
+    conditional write expects, keeps a write of it): what is left is the anomaly itself."""
+    from linearizability import CAS, GET, check_key
+
+    def written(o):
+        return o.value[1] if o.kind == CAS else o.value
+
+    def sane(ops):
+        w = {written(o) for o in ops if o.kind != GET}
+        return all(not (o.kind == GET and o.ret is not None and o.value is not None and o.value not in w)
+                   and not (o.kind == CAS and o.value[0] is not None and o.value[0] not in w) for o in ops)
+
+    key = ops[0].key
+    changed = True
+    while changed:
+        changed = False
+        i = 0
+        while i < len(ops):
+            trial = ops[:i] + ops[i + 1:]
+            if sane(trial) and check_key(key, trial).ok is False:
+                ops, changed = trial, True
+            else:
+                i += 1
+    return sorted(ops, key=lambda o: o.call)
+
+
 async def main():
     for attempt in range(int(os.environ.get("LOSSY_ATTEMPTS", "60"))):
         EVENTS.clear()
@@ -119,6 +150,11 @@ async def main():
             import pickle
             with open(f"/tmp/lossy_history_{seed}.pkl", "wb") as f:
                 pickle.dump(history, f)
+            bad = re.search(r"key '([^']+)': not linearizable", r.report())
+            if bad:
+                print("-- a smallest failing core of the history:")
+                for op in minimal_core([o for o in history if o.key == bad.group(1)]):
+                    print("   ", op)
             print(r.report())
             vals = set(re.findall(r"'(k\d:\d:\d+)'", r.report()))
             for ev in EVENTS:
