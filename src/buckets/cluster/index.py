@@ -41,7 +41,7 @@ from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Prom
 from buckets.cluster.leases import holders as lease_holders
 from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.registry import Op, Registry
-from buckets.registry.store import LISTING_FIELDS, UNSEEN, version_tuple
+from buckets.registry.store import JUDGED, LISTING_FIELDS, NOT_JUDGED, UNSEEN, version_tuple
 
 log = logging.getLogger("buckets.cluster.index")
 
@@ -268,13 +268,13 @@ class IndexReplica:
                 if args.get("lock") and "judged" in args:  # a conditional write's commit
                     op.judging = True
                     op.judged = _ts(args["judged"]) if args["judged"] is not None else None
-                elif not args.get("displaced") and isinstance(args.get("entry"), dict) \
-                        and JUDGED in args["entry"]:
+                elif not args.get("displaced") and not args.get("lock"):
                     # That commit again, from a read's write-back (or anti-entropy): refused, as
                     # the commit itself is, where the key holds a write its check did not see.
-                    judged = args["entry"][JUDGED]
-                    op.judging = True
-                    op.judged = _ts(judged) if _is_version(judged) else None
+                    judged = _judged_of(args.get("entry"), args)
+                    if judged is not NOT_JUDGED:
+                        op.judging = True
+                        op.judged = judged
                 try:
                     await self.registry.commit([op])
                     break
@@ -332,9 +332,11 @@ class IndexReplica:
             # not applied, not an answer toward its quorum. With the entry held: a reader whose
             # write-back of that commit is refused so puts that write above it (``_get_round``).
             answer["unseen"] = True
-            entry, version = self.registry.get_version(args["bucket"], args["key"])
+            entry, version, judged = self.registry.held_judged(args["bucket"], args["key"])
             if version == held:
                 answer["entry"] = entry
+                if judged is not NOT_JUDGED:
+                    answer[JUDGED] = list(judged) if judged is not None else None
         fresh = self._fresh.get(args["bucket"], {}).get(args["key"])
         if held is not None and fresh is not None and fresh.version == held and not fresh.served:
             # What refused this merge is a blind PUT's version that its writer may still undo
@@ -556,12 +558,14 @@ class IndexReplica:
         self._locked[where] = str(args["id"])
         while len(self._locked) > UNSETTLED_MAX:
             self._locked.popitem(last=False)
-        entry, version = op.result
+        entry, version, judged = op.result
         if self._fresh and not await self._seen(args["bucket"], args["key"], version):
             # An undo of that version was committing: the key is locked now, read it again.
-            entry, version = self.registry.get_version(args["bucket"], args["key"])
+            entry, version, judged = self.registry.held_judged(args["bucket"], args["key"])
             await self._seen(args["bucket"], args["key"], version)
         answer = {"entry": entry, "ts": list(version) if version is not None else None}
+        if judged is not NOT_JUDGED:  # (a conditional delete's tombstone)
+            answer[JUDGED] = list(judged) if judged is not None else None
         if self.unsettled(args["bucket"], args["key"], version):
             answer["unsettled"] = True  # (the writer hears every replica: ``_gather_sets``)
         return answer
@@ -582,11 +586,13 @@ class IndexReplica:
         return {}
 
     async def get(self, args: dict) -> dict:
-        entry, version = self.registry.get_version(args["bucket"], args["key"])
+        entry, version, judged = self.registry.held_judged(args["bucket"], args["key"])
         while self._fresh and not await self._seen(args["bucket"], args["key"], version):
-            entry, version = self.registry.get_version(args["bucket"], args["key"])
+            entry, version, judged = self.registry.held_judged(args["bucket"], args["key"])
         answer = promise_answer({"entry": entry, "ts": list(version) if version is not None else None},
                                 self.promises, args["bucket"])
+        if judged is not NOT_JUDGED:  # (a conditional delete's tombstone)
+            answer[JUDGED] = list(judged) if judged is not None else None
         if self.unsettled(args["bucket"], args["key"], version):
             answer["unsettled"] = True  # (the reader hears every replica: ``_get_round``)
         if args.get("small") and self.on_get is not None and self.on_get(args["bucket"]):
@@ -737,12 +743,23 @@ def _is_version(value: Any) -> bool:
         and isinstance(value[1], str)
 
 
-# A conditional write's committed entry carries the version its check judged the key at, so
-# that wherever the entry goes later (a read's write-back, anti-entropy, a lease holder's push)
-# a replica holding a newer write that check did not see refuses it as its commit is refused
-# (``unseen``): the commit, applied there only, must not spread over a write acknowledged
-# after its check (a lossy history, session 28).
-JUDGED = "cj"
+# A conditional write's committed entry carries the version its check judged the key at
+# (``JUDGED``; a conditional delete's tombstone keeps it in the registry, and calls and answers
+# carrying the tombstone name it), so that wherever the commit goes later (a read's write-back,
+# anti-entropy, a lease holder's push) a replica holding a newer write that check did not see
+# refuses it as its commit is refused (``unseen``): the commit, applied there only, must not
+# spread over a write acknowledged after its check (a lossy history, session 28).
+def _judged_of(entry: dict | None, answer: dict) -> Any:
+    """The version a conditional write's check judged, carried by its entry or (a conditional
+    delete's tombstone) by the answer or call that carries the tombstone; ``NOT_JUDGED`` for
+    any other write."""
+    if isinstance(entry, dict):
+        judged = entry.get(JUDGED, NOT_JUDGED)
+    else:
+        judged = answer.get(JUDGED, NOT_JUDGED) if entry is None else NOT_JUDGED
+    if judged is NOT_JUDGED:
+        return NOT_JUDGED
+    return _ts(judged) if _is_version(judged) else None
 
 
 def _unjudged(entry: dict | None) -> dict | None:
@@ -753,15 +770,15 @@ def _unjudged(entry: dict | None) -> dict | None:
     return {f: v for f, v in entry.items() if f != JUDGED}
 
 
-def _missed(entry: dict, version: tuple, answers: dict[str, Any], placement: Any) -> tuple[bool, dict | None]:
-    """If ``entry`` (version ``version``) is a conditional write's commit and ``answers``
-    (replica -> what it holds: ``{"entry", "ts"}``) show it never reached a quorum: (True, the
-    entry of the newest write its check did not see, None for a tombstone); else (False,
-    None). A replica holding a version newer than the one the check judged and older than the
-    commit never held the commit (it would have refused it)."""
-    if JUDGED not in entry:
+def _missed(judged: Any, version: tuple, answers: dict[str, Any], placement: Any) -> tuple[bool, dict | None]:
+    """If the write of version ``version`` is a conditional write's commit (its check judged
+    the key at ``judged``: ``_judged_of``) and ``answers`` (replica -> what it holds:
+    ``{"entry", "ts"}``) show it never reached a quorum: (True, the entry of the newest write
+    its check did not see, None for a tombstone); else (False, None). A replica holding a
+    version newer than the one the check judged and older than the commit never held the
+    commit (it would have refused it)."""
+    if judged is NOT_JUDGED:
         return False, None
-    judged = _ts(entry[JUDGED]) if _is_version(entry[JUDGED]) else None
     missed = {n: _ts(a["ts"]) for n, a in answers.items() if isinstance(a, dict) and a.get("ts") is not None
               and (judged is None or _ts(a["ts"]) > judged) and _ts(a["ts"]) < version}
     if not missed or not any(sum(1 for n in s if n not in missed) < Quorum.for_replicas(len(s)).w
@@ -1513,19 +1530,19 @@ class ReplicatedIndex:
                 pause = min(pause * 2, 0.1)
                 if self.placement(bucket) != placement:
                     raise errors.SlowDown(f"{bucket}/{key}: the bucket's index is moving; retry")
-            current, newest = None, None
+            current, newest, newest_ans = None, None, {}
             for ans in answered.values():
                 ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
                 if ts is not None:
                     self.clock.observe(ts[0])
                     if newest is None or ts > newest:
-                        current, newest = ans.get("entry"), ts
-            if isinstance(current, dict) and newest is not None:
+                        current, newest, newest_ans = ans.get("entry"), ts, ans
+            if newest is not None:
                 # The newest is another conditional write's commit that never reached a quorum
                 # (replicas enough hold writes its check did not see: ``_write_back``): it failed,
                 # and a read puts the newest write it missed above it. Judged at that write
                 # (as a read now answers), and committed above both.
-                void, missed = _missed(current, newest, answered, placement)
+                void, missed = _missed(_judged_of(current, newest_ans), newest, answered, placement)
                 if void:
                     current = missed
             judge(current)
@@ -1612,13 +1629,13 @@ class ReplicatedIndex:
         answers = await self._read(nodes, "get", args, q.r)
         if any(ans.get("unsettled") for _, ans in answers):
             answers += await self._hear_rest(bucket, key, nodes, answers, args)
-        best_entry, best_ts = None, None
+        best_entry, best_ts, best_ans = None, None, {}
         for _, ans in answers:
             ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
             if ts is not None:
                 self.clock.observe(ts[0])
             if ts is not None and (best_ts is None or ts > best_ts):
-                best_entry, best_ts = ans.get("entry"), ts
+                best_entry, best_ts, best_ans = ans.get("entry"), ts, ans
         if best_ts is not None:
             stale = [n for n, ans in answers if ans.get("ts") is None or _ts(ans["ts"]) < best_ts]
             promised = {n: a["promise"] for n, a in answers if a.get("promise")}
@@ -1626,7 +1643,8 @@ class ReplicatedIndex:
             if stale:
                 try:
                     written = await self._write_back(bucket, key, best_entry, best_ts,
-                                                     [n for n, _ in answers if n not in stale], promised)
+                                                     [n for n, _ in answers if n not in stale], promised,
+                                                     judged=_judged_of(best_entry, best_ans))
                 except _Void as void:
                     above = await self._put_above(bucket, key, best_ts, void.refused, promised)
                     written = above is not None
@@ -1706,7 +1724,7 @@ class ReplicatedIndex:
         return self._small.get((bucket, key, wid))
 
     async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str],
-                          promised: dict[str, list] | None = None) -> bool:
+                          promised: dict[str, list] | None = None, *, judged: Any = NOT_JUDGED) -> bool:
         """Before a read returns a version that some replica it asked lacks, put that version
         on a write quorum of every write set (the ``holders`` already have it): ABD's write-back.
         Without it, a read that met a write still in flight (on one replica of three) could
@@ -1724,18 +1742,21 @@ class ReplicatedIndex:
         such a refusal is no answer toward the quorum. Refused by so many that the others
         cannot make a write quorum, that commit never reached one (a replica that refused it
         never held it): it failed, and written back it would replace a write acknowledged after
-        its check. ``_Void`` says so, with the refusals."""
+        its check. ``_Void`` says so, with the refusals. (A conditional delete's tombstone
+        carries its judged version in the call: ``judged``.)"""
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
+        if entry is None and judged is not NOT_JUDGED:
+            args[JUDGED] = list(judged) if judged is not None else None
         answered: dict[str, Any] = dict.fromkeys(holders, True)
         self.read_repairs += 1
         placement = self.placement(bucket)
         promises: dict[str, list] = dict(promised or {})
-        judged = isinstance(entry, dict) and JUDGED in entry
+        checked = _judged_of(entry, args) is not NOT_JUDGED
         refused: dict[str, dict] = {}
 
         async def merge(node: str) -> Any:
             ans = await self._call(node, "merge", args)
-            if judged and isinstance(ans, dict) and ans.get("unseen"):
+            if checked and isinstance(ans, dict) and ans.get("unseen"):
                 refused[node] = ans
                 raise errors.WriteQuorumLost(f"{node} holds a write the check of {list(ts)} did not see")
             return ans
@@ -1771,16 +1792,17 @@ class ReplicatedIndex:
         held = _ts(newest["ts"])
         ts = (void[0] + 1,) + held[1:]
         entry = newest["entry"]
+        # Another conditional write's commit: it comes after the failed one, which never took
+        # effect (a replica holding that one applies this, and does not refuse it).
+        judged: Any = NOT_JUDGED if _judged_of(entry, newest) is NOT_JUDGED else void
         if entry is not None:
             entry = dict(entry, ts=list(ts))
-            if JUDGED in entry:
-                # Another conditional write's commit: it comes after the failed one, which never
-                # took effect (a replica holding that one applies this, and does not refuse it).
+            if judged is not NOT_JUDGED:
                 entry[JUDGED] = list(void)
         self.clock.observe(ts[0])
         self.voided += 1
         try:
-            if not await self._write_back(bucket, key, entry, ts, [], promised):
+            if not await self._write_back(bucket, key, entry, ts, [], promised, judged=judged):
                 return None
         except _Void:
             raise errors.ReadQuorumLost(f"{bucket}/{key}: a failed conditional write's commit was read, and the "
@@ -1918,8 +1940,10 @@ class ReplicatedIndex:
             ans = await self._call(source, "get", {"bucket": bucket, "key": key})
             if ans.get("ts") is None:
                 continue
-            await self._call(target, "merge", {"bucket": bucket, "key": key, "entry": ans.get("entry"),
-                                               "data": None, "ts": ans["ts"]})
+            merge = {"bucket": bucket, "key": key, "entry": ans.get("entry"), "data": None, "ts": ans["ts"]}
+            if ans.get("entry") is None and JUDGED in ans:  # (a conditional delete's tombstone)
+                merge[JUDGED] = ans[JUDGED]
+            await self._call(target, "merge", merge)
             copied += 1
         return copied
 

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from buckets import errors
+from buckets.registry.store import JUDGED, NOT_JUDGED
 
 if TYPE_CHECKING:
     from buckets.cluster.index import ReplicatedIndex
@@ -458,14 +459,15 @@ class LeaseKeeper:
         granter too, so they can be answered (or are replaced there by newer ones)."""
         now = self.clock()
         for key, version in stale:
-            entry, held_here = self.index.local.registry.get_version(lease.bucket, key)
+            entry, held_here, judged = self.index.local.registry.held_judged(lease.bucket, key)
             if held_here != version:
                 continue
             lease.since[key] = now  # not pushed again before PUSH_AFTER
+            merge = {"bucket": lease.bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}
+            if entry is None and judged is not NOT_JUDGED:  # (a conditional delete's tombstone)
+                merge[JUDGED] = list(judged) if judged is not None else None
             try:
-                await self.index._call(node, "merge", {
-                    "bucket": lease.bucket, "key": key, "entry": entry, "data": None, "ts": list(version)},
-                    HOLDER_WAIT)
+                await self.index._call(node, "merge", merge, HOLDER_WAIT)
             except (errors.BucketsError, asyncio.TimeoutError, OSError):
                 return
 

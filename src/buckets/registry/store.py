@@ -195,15 +195,35 @@ def entry_version(entry: dict) -> tuple:
     return (int(entry.get("mt", 0) * 1000) << 16, entry.get("wid", ""))
 
 
-def _tomb_value(ts: tuple, key: str) -> bytes:
-    """A tombstone record: ``[hlc, wid, key]``, or ``[hlc, wid, key, gen]`` for a moved one."""
-    return _pack([ts[0], ts[1], key, *ts[2:3]])
+# A tombstone that no conditional delete's check judged (``_tomb_value``, ``held_judged``).
+NOT_JUDGED = object()
+# The field of a conditional write's committed entry (and of a call or answer carrying a
+# conditional delete's tombstone) that holds the version its check judged the key at
+# (``buckets.cluster.index``).
+JUDGED = "cj"
+
+
+def _tomb_value(ts: tuple, key: str, judged: Any = NOT_JUDGED) -> bytes:
+    """A tombstone record: ``[hlc, wid, key]``, or ``[hlc, wid, key, gen]`` for a moved one;
+    a conditional delete's (or a merge of it) adds the version its check judged the key at:
+    ``[hlc, wid, key, gen or None, judged or None]``."""
+    if judged is NOT_JUDGED:
+        return _pack([ts[0], ts[1], key, *ts[2:3]])
+    return _pack([ts[0], ts[1], key, ts[2] if len(ts) > 2 else None,
+                  list(judged) if judged is not None else None])
 
 
 def _tomb_version(raw: bytes) -> tuple[tuple, str]:
     """(version, key) of a tombstone record."""
-    hlc, wid, key, *gen = _unpack(raw)
-    return version_tuple([hlc, wid, *gen[:1]]), key
+    hlc, wid, key, *rest = _unpack(raw)
+    return version_tuple([hlc, wid, *rest[:1]] if rest and rest[0] is not None else [hlc, wid]), key
+
+
+def _tomb_judged(raw: bytes) -> Any:
+    """The version a conditional delete's check judged (None: nothing), or ``NOT_JUDGED``."""
+    rest = _unpack(raw)[3:]
+    return version_tuple(rest[1]) if len(rest) > 1 and rest[1] is not None else (
+        None if len(rest) > 1 else NOT_JUDGED)
 
 
 def _fsync_dir(path: str) -> None:
@@ -385,7 +405,8 @@ class Registry:
             self._txn_set_object(txn, op.name, op.key, op.value, op.data, deltas, old=current)
             op.result = current
             if op.value is None:
-                txn.put(tomb_key, _tomb_value(version_tuple(op.ts), op.key), db=self.db["tombs"])
+                txn.put(tomb_key, _tomb_value(version_tuple(op.ts), op.key, op.judged if op.judging else NOT_JUDGED),
+                        db=self.db["tombs"])
             else:
                 txn.delete(tomb_key, db=self.db["tombs"])
         elif kind == "retract_object":
@@ -414,7 +435,7 @@ class Registry:
             if lock is not None and lock["id"] != op.value["id"]:
                 raise KeyLocked(until=lock["until"])
             txn.put(_lock_key(full), _pack(op.value), db=self.db["sys"])
-            op.result = self._txn_held(txn, op.name, op.key)
+            op.result = self._txn_held_judged(txn, op.name, op.key)
         elif kind == "unlock_key":
             full = object_key(op.name, op.key)
             lock = self._txn_key_lock(txn, full)
@@ -780,6 +801,17 @@ class Registry:
             u[1] += d[1]
 
     # -- object records ---------------------------------------------------------------
+    def _txn_held_judged(self, txn, bucket: str, key: str) -> tuple[dict | None, tuple | None, Any]:
+        """``_txn_held``, and for a tombstone the version its conditional delete judged (None:
+        nothing) or ``NOT_JUDGED`` (an entry carries its own)."""
+        current = self._txn_get_object(txn, bucket, key)
+        if current is not None:
+            return current, entry_version(current), NOT_JUDGED
+        raw = txn.get(_tomb_key(object_key(bucket, key)), db=self.db["tombs"])
+        if raw is None:
+            return None, None, NOT_JUDGED
+        return None, _tomb_version(raw)[0], _tomb_judged(raw)
+
     def _txn_held(self, txn, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
         """(entry, its version) of a key, or (None, its tombstone's version or None)."""
         current = self._txn_get_object(txn, bucket, key)
@@ -1005,16 +1037,22 @@ class Registry:
         entry made the key read as never written, neither one nor the other (a replica index
         answered "nothing" for a key it held, and a reader returned an older version: a lossy
         history, session 28)."""
+        entry, version, _ = self.held_judged(bucket, key)
+        return entry, version
+
+    def held_judged(self, bucket: str, key: str) -> tuple[dict | None, tuple | None, Any]:
+        """``get_version``, and for a tombstone the version its conditional delete's check
+        judged (None: nothing), or ``NOT_JUDGED``; one transaction."""
         ck = (bucket, key)
         quiet = in_background()
         entry = self.cache.peek(ck) if quiet else self.cache.get(ck)
         if entry is not None:
-            return entry, entry_version(entry)
+            return entry, entry_version(entry), NOT_JUDGED
         with self.env.begin() as txn:
-            entry, version = self._txn_held(txn, bucket, key)
+            entry, version, judged = self._txn_held_judged(txn, bucket, key)
         if entry is not None and not quiet:
             self.cache.put(ck, entry)
-        return entry, version
+        return entry, version, judged
 
     def drop_tombstones(self, older_than_hlc: int) -> int:
         """Forget delete markers older than a horizon every replica has certainly seen."""

@@ -851,13 +851,15 @@ async def test_a_listing_with_a_delimiter_shows_the_prefix_of_an_unsettled_key(c
     assert not objects and prefixes == ["d/"]
 
 
-async def _commit_over_a_write_it_missed(net, idx, regs, c_on=("n2",), p_on=("n1", "n3")) -> tuple[list, list]:
+async def _commit_over_a_write_it_missed(net, idx, regs, c_on=("n2",), p_on=("n1", "n3"),
+                                        deleting: bool = False) -> tuple[list, list]:
     """"old" everywhere; a conditional write C (If-Match "old") locked n2 and n3, judged the key
     at "old" and committed on ``c_on`` (by default n2 only: its commit to n3 was lost, its
     lock there ended, and n1, locked late, refused the commit as it held P). A blind PUT P,
     newer than "old" and older than C (its writer's clock behind C's), landed on ``p_on`` (by
     default n1 and n3, a quorum: n2's refusal never reached P's writer, so P stood and was
-    acknowledged). Returns C's and P's versions."""
+    acknowledged). ``deleting``: C is a conditional DELETE (If-Match "old"). Returns C's and
+    P's versions."""
     await idx["n1"].put("b", "k", entry("old", etag="E0"))
     await settle(idx)
     _, judged = regs["n2"].get_version("b", "k")
@@ -866,9 +868,11 @@ async def _commit_over_a_write_it_missed(net, idx, regs, c_on=("n2",), p_on=("n1
     for n in c_on:
         replica = idx[n].local
         assert (await replica.lock({"bucket": "b", "key": "k", "id": "L1", "ttl": 5}))["entry"]["wid"] == "old"
-        # (the entry as write_checked commits it: with the version its check judged)
-        committed = await replica.merge({"bucket": "b", "key": "k", "entry": dict(entry("C"), ts=c, cj=list(judged)),
-                                         "data": None, "ts": c, "lock": "L1", "judged": list(judged)})
+        # (the entry as write_checked commits it: with the version its check judged; a
+        # tombstone keeps it in the replica's registry)
+        committed = await replica.merge({"bucket": "b", "key": "k", "data": None, "ts": c, "lock": "L1",
+                                         "entry": None if deleting else dict(entry("C"), ts=c, cj=list(judged)),
+                                         "judged": list(judged)})
         assert committed["applied"]
     for n in p_on:
         assert (await idx[n].local.merge({"bucket": "b", "key": "k", "entry": dict(entry("P"), ts=p), "data": None,
@@ -900,10 +904,26 @@ async def test_a_read_never_spreads_a_failed_conditional_commit_over_a_write_its
                                               "entry": dict(entry("P"), ts=list(above)), "ts": list(above)}))["applied"]
 
 
-async def test_anti_entropy_does_not_spread_a_failed_conditional_commit_over_a_write_it_missed(cluster) -> None:
-    """The same commit pulled by anti-entropy: n1 and n3 refuse it and keep P."""
+async def test_a_read_never_spreads_a_failed_conditional_delete_over_a_write_its_check_did_not_see(cluster) -> None:
+    """The same with a conditional DELETE: its tombstone keeps the version its check judged,
+    and the replicas' answers and the read's write-back carry it."""
     net, idx, regs = cluster
-    await _commit_over_a_write_it_missed(net, idx, regs)
+    c, p = await _commit_over_a_write_it_missed(net, idx, regs, deleting=True)
+    assert held(regs, "n2") == (None, tuple(c))
+    got = await idx["n2"].get("b", "k")
+    assert got is not None and got["wid"] == "P"
+    await settle(idx)
+    for n in NODES:
+        assert held(regs, n) == ("P", (c[0] + 1, "P")), n
+
+
+@pytest.mark.parametrize("deleting", [False, True])
+async def test_anti_entropy_does_not_spread_a_failed_conditional_commit_over_a_write_it_missed(
+        cluster, deleting) -> None:
+    """The same commit (or conditional DELETE) pulled by anti-entropy: n1 and n3 refuse it
+    and keep P."""
+    net, idx, regs = cluster
+    await _commit_over_a_write_it_missed(net, idx, regs, deleting=deleting)
     for n in ("n1", "n3"):
         await idx[n].sync_bucket("b")
         assert held(regs, n)[0] == "P"

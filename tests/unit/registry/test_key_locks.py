@@ -10,6 +10,7 @@ import pytest
 
 from buckets import errors
 from buckets.registry import Op, Registry
+from buckets.registry.store import NOT_JUDGED
 
 
 def entry(wid: str, hlc: int) -> dict:
@@ -37,7 +38,7 @@ async def reg(tmp_path):
 async def test_a_lock_answers_what_the_replica_holds(reg) -> None:
     op = lock("L1")
     await reg.commit([op])
-    assert op.result == (None, None)
+    assert op.result == (None, None, NOT_JUDGED)
     await reg.commit([Op("unlock_key", "b", "k", value={"id": "L1"})])
     await reg.commit([merge("w1", 100)])
     op = lock("L2")
@@ -47,7 +48,19 @@ async def test_a_lock_answers_what_the_replica_holds(reg) -> None:
     await reg.commit([merge(None, 200)])  # a delete: the lock sees its tombstone's version
     op = lock("L3")
     await reg.commit([op])
-    assert op.result == (None, (200, "tomb"))
+    assert op.result == (None, (200, "tomb"), NOT_JUDGED)
+    await reg.commit([Op("unlock_key", "b", "k", value={"id": "L3"})])
+    # A conditional delete's tombstone (a commit under the lock) keeps the version its check
+    # judged; a lock (and ``held_judged``) answers it.
+    await reg.commit([lock("L4")])
+    deleted = merge(None, 300, lock="L4")
+    deleted.judging, deleted.judged = True, (200, "tomb")
+    await reg.commit([deleted])
+    op = lock("L5")
+    await reg.commit([op])
+    assert op.result == (None, (300, "tomb"), (200, "tomb"))
+    assert reg.held_judged("b", "k") == (None, (300, "tomb"), (200, "tomb"))
+    assert reg.get_version("b", "k") == (None, (300, "tomb"))
 
 
 async def test_other_writes_wait_while_the_lock_holders_commit_ends_it(reg) -> None:
