@@ -770,21 +770,21 @@ def _unjudged(entry: dict | None) -> dict | None:
     return {f: v for f, v in entry.items() if f != JUDGED}
 
 
-def _missed(judged: Any, version: tuple, answers: dict[str, Any], placement: Any) -> tuple[bool, dict | None]:
+def _missed(judged: Any, version: tuple, answers: dict[str, Any], placement: Any) -> tuple[bool, dict | None, bool]:
     """If the write of version ``version`` is a conditional write's commit (its check judged
     the key at ``judged``: ``_judged_of``) and ``answers`` (replica -> what it holds:
     ``{"entry", "ts"}``) show it never reached a quorum: (True, the entry of the newest write
-    its check did not see, None for a tombstone); else (False, None). A replica holding a
-    version newer than the one the check judged and older than the commit never held the
-    commit (it would have refused it)."""
+    its check did not see, None for a tombstone, True); else (False, None, whether any answer
+    holds a write that check did not see). A replica holding a version newer than the one the
+    check judged and older than the commit never held the commit (it would have refused it)."""
     if judged is NOT_JUDGED:
-        return False, None
+        return False, None, False
     missed = {n: _ts(a["ts"]) for n, a in answers.items() if isinstance(a, dict) and a.get("ts") is not None
               and (judged is None or _ts(a["ts"]) > judged) and _ts(a["ts"]) < version}
     if not missed or not any(sum(1 for n in s if n not in missed) < Quorum.for_replicas(len(s)).w
                              for s in placement.write):
-        return False, None
-    return True, answers[max(missed, key=lambda n: missed[n])].get("entry")
+        return False, None, bool(missed)
+    return True, answers[max(missed, key=lambda n: missed[n])].get("entry"), True
 
 
 class _Void(Exception):
@@ -1530,21 +1530,34 @@ class ReplicatedIndex:
                 pause = min(pause * 2, 0.1)
                 if self.placement(bucket) != placement:
                     raise errors.SlowDown(f"{bucket}/{key}: the bucket's index is moving; retry")
-            current, newest, newest_ans = None, None, {}
-            for ans in answered.values():
-                ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
-                if ts is not None:
-                    self.clock.observe(ts[0])
-                    if newest is None or ts > newest:
-                        current, newest, newest_ans = ans.get("entry"), ts, ans
-            if newest is not None:
+            for heard_all in (False, True):
+                current, newest, newest_ans = None, None, {}
+                for ans in answered.values():
+                    ts = _ts(ans["ts"]) if ans.get("ts") is not None else None
+                    if ts is not None:
+                        self.clock.observe(ts[0])
+                        if newest is None or ts > newest:
+                            current, newest, newest_ans = ans.get("entry"), ts, ans
+                if newest is None:
+                    break
                 # The newest is another conditional write's commit that never reached a quorum
                 # (replicas enough hold writes its check did not see: ``_write_back``): it failed,
                 # and a read puts the newest write it missed above it. Judged at that write
-                # (as a read now answers), and committed above both.
-                void, missed = _missed(_judged_of(current, newest_ans), newest, answered, placement)
+                # (as a read now answers), and committed above both. Some answer holds such a
+                # write, but too few to tell: the other replicas are locked too (or 503).
+                void, missed, some = _missed(_judged_of(current, newest_ans), newest, answered, placement)
                 if void:
                     current = missed
+                rest = [n for n in placement.nodes if n not in answered]
+                if void or not some or not rest or heard_all:
+                    break
+                got = await asyncio.gather(*(take(n, args, busy) for n in rest), return_exceptions=True)
+                failed = [f"{n}: {a or type(a).__name__}" for n, a in zip(rest, got) if isinstance(a, BaseException)]
+                if failed:
+                    raise errors.WriteQuorumLost(
+                        f"{bucket}/{key}: another conditional write's commit may have failed, and whether it "
+                        f"did cannot be told without {'; '.join(failed)}")
+                answered.update(zip(rest, got))
             judge(current)
             if before_commit is not None:
                 await before_commit(current)

@@ -765,14 +765,17 @@ async def test_a_read_through_a_replica_whose_lock_ended_without_the_commit_hear
     net.down = set()
 
 
+@pytest.mark.parametrize("first", ["n1", "n2"])
 async def test_a_conditional_write_through_a_replica_whose_lock_ended_without_the_commit_hears_every_replica(
-        cluster) -> None:
+        cluster, first) -> None:
     """The same, for a conditional write's check (its locks answer what the replicas hold):
     locking n1 and n3 only, it judged the key at the DELETE and committed with a version older
     than C's, then lost to C on every replica that held it. It hears n2 too, or fails. Hearing
     all three, it finds C never reached a quorum (n1 and n3 hold the DELETE C's check did not
     see): C failed, the key is judged at the DELETE, as a read now answers (session 28), and
-    the write commits above both."""
+    the write commits above both. ``first``: whose lock answers first, with n3's own; n1's
+    says the key is unsettled there, n2's holds C: the DELETE on n3 alone cannot tell whether
+    C reached a quorum, so n1 is locked too (before, the check judged the key at C)."""
     net, idx, regs = cluster
     ahead = await _commit_on_n2_only(net, idx, regs)
     await _delete_around_the_commit(idx, regs, ahead)
@@ -782,24 +785,22 @@ async def test_a_conditional_write_through_a_replica_whose_lock_ended_without_th
     net.down = set()
     await settle(idx)
     assert held(regs, "n3")[0] is None and held(regs, "n1")[0] is None  # (its locks ended, nothing merged)
-    # The locks answer from n1 first (unsettled: every replica is heard). (Had n2 and n3
-    # answered first, a quorum with n3 alone holding the DELETE, the check could not tell the
-    # commit failed, and judging the key at C would be as correct.)
     real = idx["n3"].transport
-    n1_answered = asyncio.Event()
+    answered = asyncio.Event()
+    last = "n2" if first == "n1" else "n1"
 
     async def transport(node: str, method: str, args: dict):
-        if method == "lock" and node == "n2":
-            await n1_answered.wait()
+        if method == "lock" and node == last:
+            await answered.wait()
         ans = await real(node, method, args)
-        if method == "lock" and node == "n1":
-            n1_answered.set()
+        if method == "lock" and node == first:
+            answered.set()
         return ans
 
     idx["n3"].transport = transport
     with pytest.raises(errors.ConditionalRequestConflict):
         await idx["n3"].write_checked("b", "k", entry("new"), expect_etag("e"))  # If-Match of C's ETag
-    n1_answered.clear()
+    answered.clear()
     await idx["n3"].write_checked("b", "k", entry("new"), expect_etag(None))  # If-None-Match: * (deleted)
     idx["n3"].transport = real
     await settle(idx)
