@@ -344,6 +344,7 @@ class IndexReplica:
             # count it as a write that came after it and stands (``put_displacing``).
             answer["undoable"] = True
         recent = self._recent.get(where)
+        above: list[tuple | None] = []
         if recent is not None and held is not None and recent[0] == hash(held):
             if op.ts in recent[1]:
                 answer["had"] = True  # this very version was held here, then replaced
@@ -355,9 +356,20 @@ class IndexReplica:
             # judged the key at another conditional write's commit, newer than the PUT, whose
             # own check had judged it older: the PUT counted itself seen, and was lost).
             above = [judged for version, judged in recent[2] if version > op.ts]
-            if above:
-                answer["cond"] = True
-                answer["judged"] = None if any(j is None for j in above) else list(min(above))
+        if held is not None and held > op.ts:
+            # The version held, if a conditional write's commit, also when it came by a read's
+            # write-back or anti-entropy rather than its own commit (which ``_recent`` records):
+            # a DELETE refused by such a commit on the one replica its writer heard stood older
+            # than it and was acknowledged, and reads then returned the commit (a lossy
+            # history, session 28).
+            entry, version, judged = self.registry.held_judged(args["bucket"], args["key"])
+            judged = _judged_of(entry, {JUDGED: list(judged) if judged is not None else None}
+                                if entry is None and judged is not NOT_JUDGED else {})
+            if version == held and judged is not NOT_JUDGED:
+                above.append(judged)
+        if above:
+            answer["cond"] = True
+            answer["judged"] = None if any(j is None for j in above) else list(min(above))  # type: ignore[type-var]
         return answer
 
     async def retract(self, args: dict) -> dict:

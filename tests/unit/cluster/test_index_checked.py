@@ -963,3 +963,27 @@ async def test_a_new_write_made_from_a_conditional_commits_entry_is_no_commit(cl
     for n in NODES:
         got, _ = regs[n].get_version("b", "k")
         assert got["wid"] == "again" and "cj" not in got
+
+
+async def test_a_write_refused_by_a_conditional_commit_that_came_by_a_write_back_goes_above_it(cluster) -> None:
+    """Traced from a lossy history (session 28, finder seed 233154): a conditional write C
+    (If-Match "old") committed on n3 only; a read then wrote it back to n1 (which held "old",
+    the version C's check saw) and returned it. A DELETE taken after C's check, older than C,
+    landed on n2 and was refused by n1: n1 had C from a write-back, not from C's own commit,
+    so its refusal did not say that C's check had not seen the DELETE, and the DELETE was
+    acknowledged, older than C; reads then returned C. The refusal now names the held
+    commit's judged version (its entry carries it), and the DELETE is merged again above C."""
+    net, idx, regs = cluster
+    c, _ = await _commit_over_a_write_it_missed(net, idx, regs, c_on=("n3",), p_on=())
+    n1 = idx["n1"].local
+    assert (await n1.merge({"bucket": "b", "key": "k", "data": None, "ts": c,
+                            "entry": dict(entry("C"), ts=c, cj=list(held(regs, "n1")[1]))}))["applied"]
+    # The DELETE's version older than C's (its writer's clock behind), n3 unreachable.
+    idx["n2"].clock = type(idx["n2"].clock)(lambda: (c[0] >> 16) / 1000.0 - 0.5)
+    net.down = {"n3"}
+    await idx["n2"].delete("b", "k", "old")
+    net.down = set()
+    await settle(idx)
+    assert held(regs, "n1")[0] is None and held(regs, "n1")[1] > tuple(c), held(regs, "n1")
+    for via in NODES:
+        assert await idx[via].get("b", "k") is None, via
