@@ -1968,9 +1968,25 @@ class ReplicatedIndex:
             merge = {"bucket": bucket, "key": key, "entry": ans.get("entry"), "data": None, "ts": ans["ts"]}
             if ans.get("entry") is None and JUDGED in ans:  # (a conditional delete's tombstone)
                 merge[JUDGED] = ans[JUDGED]
-            await self._call(target, "merge", merge)
+            merged = await self._call(target, "merge", merge)
+            if isinstance(merged, dict) and merged.get("unseen"):
+                # A conditional commit the target refuses: it holds a write that commit's check
+                # did not see. Neither side would ever take the other's version, so the range
+                # would differ at every pass; a quorum read settles the key as any read meeting
+                # both does (the commit, if it stands on a quorum, or that write above it).
+                try:
+                    await self._settle(bucket, key)
+                except errors.BucketsError as exc:
+                    log.info("anti-entropy of %s/%s: %s", bucket, key, exc)
             copied += 1
         return copied
+
+    async def _settle(self, bucket: str, key: str) -> None:
+        """A quorum read of the key (never from a lease), for its write-backs alone."""
+        args = {"bucket": bucket, "key": key}
+        for round_ in range(READ_ROUNDS):
+            if await self._get_round(bucket, key, args, False, last=round_ + 1 == READ_ROUNDS) is not _AGAIN:
+                return
 
     async def copy_replicas(self, bucket: str, sources: Sequence[str], targets: Sequence[str]) -> int:
         """Bring ``targets`` up to date with ``sources`` (an index move's copy step): each

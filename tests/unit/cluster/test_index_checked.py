@@ -987,3 +987,23 @@ async def test_a_write_refused_by_a_conditional_commit_that_came_by_a_write_back
     assert held(regs, "n1")[0] is None and held(regs, "n1")[1] > tuple(c), held(regs, "n1")
     for via in NODES:
         assert await idx[via].get("b", "k") is None, via
+
+
+@pytest.mark.parametrize("deleting", [False, True])
+async def test_anti_entropy_settles_a_failed_conditional_commit_that_no_read_met(cluster, deleting) -> None:
+    """The commit stood on n2 alone and no read met it: n1 and n3 refuse it (they hold P, which
+    its check missed) and n2 refuses P (older than the commit), so the key's range differed at
+    every anti-entropy pass until the next write of the key. A refusal as ``unseen`` now makes
+    the pass read the key through a quorum, which puts P above the commit on every replica: the
+    replicas converge, and a later pass repairs nothing."""
+    net, idx, regs = cluster
+    c, _ = await _commit_over_a_write_it_missed(net, idx, regs, deleting=deleting)
+    await idx["n1"].sync_bucket("b")
+    await settle(idx)
+    above = (c[0] + 1, "P")
+    for n in NODES:
+        assert held(regs, n) == ("P", above), n
+    assert idx["n1"].voided == 1
+    for n in NODES:
+        assert await idx[n].sync_bucket("b") == 0, n
+        assert (await idx[n].get("b", "k"))["wid"] == "P"
