@@ -4,7 +4,8 @@ replicas' merges, undos and lookups of the values its explanation names (a debug
 not collected by pytest). Run from the repository: ``.venv/bin/python tests/unit/cluster/lossy_trace.py``
 (``LOSSY_ATTEMPTS``: histories to try, default 60; a violation usually turns up within a few dozen;
 ``LOSSY_LOST``: the share of calls lost, default 0.35, 0 for the test without loss and its seeds 1-3;
-``HISTORY_MIX``: the operations, ``engine`` or ``wide``, see test_index_history.MIXES).
+``HISTORY_MIX``: the operations, ``engine`` or ``wide``, see test_index_history.MIXES;
+``LOSSY_ENTROPY=1``: anti-entropy passes beside the clients, see test_index_history.anti_entropy).
 Each event: (loop time, kind, replica, key, version, write id, applied/retracted, displaced, lock);
 each call between nodes: (time sent, "call", "src->dst", key, method, arguments, answer, whether it
 or its answer was lost). The failing history is pickled to /tmp/lossy_history_<seed>.pkl, and a
@@ -19,6 +20,7 @@ MIX = os.environ.get("HISTORY_MIX", "engine")
 if LOST:  # as the lossy test does
     ix.KEY_LOCK_SECONDS = 0.5; ix.KEY_LOCK_WAIT = 0.3; ix.HOLDER_WAIT = 0.1; lm.HOLDER_WAIT = 0.1
 OPTIONS = dict(lost=LOST, lease_seconds=0.4, mix=MIX) if LOST else dict(mix=MIX)
+OPTIONS["entropy"] = os.environ.get("LOSSY_ENTROPY", "") not in ("", "0")
 import test_index_history as tih
 from linearizability import check
 EVENTS = []
