@@ -158,3 +158,26 @@ def test_response_override_with_a_tab_is_served(server, s3, bucket):
     got = rawhttp.request(server, "GET", f"/{bucket}/o", query="response-content-type=text/plain;%09x=1")
     assert (got.status, got.body) == (200, b"object")
     assert got.headers["content-type"] == "text/plain;\tx=1"
+
+
+@pytest.mark.parametrize("method, body", [("GET", b""), ("PUT", b"hello")], ids=["get", "put-with-body"])
+def test_a_request_pipelined_behind_a_declined_upgrade_is_not_left_unanswered(server, bucket, method, body):
+    """``Upgrade: h2c`` (curl --http2 on http://), declined, with a second request pipelined
+    in the same write (the 5-minute fuzz run of session 29, FUZZ_SEED=1872576992). aiohttp's
+    C parser dropped the bytes after the upgrade request, and the second request waited for an
+    answer until the connection's idle timeout. The declined upgrade's answer now closes the
+    connection, so the client knows to send the second request again; nothing is lost either
+    way (the first request is served as usual)."""
+    target = f"/{bucket}/upgraded"
+    head = signed_head(server, method, target, {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+                                                "HTTP2-Settings": "AAMAAABkAAQCAAAAAAIAAAAA",
+                                                **({"Content-Length": str(len(body))} if body else {})})
+    follow = f"GET /{bucket}/upgraded HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+    answer, took = exchange(server, head + body + follow)
+    assert took < 10, f"the connection stayed open {took:.1f} s with the pipelined request unanswered"
+    first = answer.split(b"\r\n\r\n", 1)[0]
+    assert first.startswith(b"HTTP/1.1 200" if method == "PUT" else b"HTTP/1.1 404"), answer[:300]
+    assert b"Connection: close" in first, first
+    if method == "PUT":
+        listed = rawhttp.request(server, "GET", f"/{bucket}/upgraded")
+        assert listed.body == body

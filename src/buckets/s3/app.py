@@ -109,6 +109,13 @@ async def _stamp_headers(request: web.Request, response: web.StreamResponse) -> 
         # connection cannot be reused. Tell the client, as S3 does.
         response.headers["Connection"] = "close"
         response.force_close()
+    elif request.message.upgrade and response.status != 101:
+        # An upgrade this server declines (``Upgrade: h2c``: S3 is HTTP/1.1 here). aiohttp's
+        # C parser (3.14) drops whatever the client sent after such a request in the same
+        # read, so a request pipelined behind it would never be answered: close instead,
+        # and the client sends it again on a new connection, as after any closed keep-alive.
+        response.headers["Connection"] = "close"
+        response.force_close()
 
 
 async def _defer_continue(request: web.Request) -> None:
