@@ -363,8 +363,7 @@ class IndexReplica:
             # than it and was acknowledged, and reads then returned the commit (a lossy
             # history, session 28).
             entry, version, judged = self.registry.held_judged(args["bucket"], args["key"])
-            judged = _judged_of(entry, {JUDGED: list(judged) if judged is not None else None}
-                                if entry is None and judged is not NOT_JUDGED else {})
+            judged = _judged_of(entry, {JUDGED: judged} if judged is not NOT_JUDGED else {})
             if version == held and judged is not NOT_JUDGED:
                 above.append(judged)
         if above:
@@ -1641,6 +1640,10 @@ class ReplicatedIndex:
             if leased:
                 assert ans is not None
                 return self._take_answer(bucket, key, records, [("holder", ans)], ans.get("entry"))
+        return await self._quorum_read(bucket, key, args, records)
+
+    async def _quorum_read(self, bucket: str, key: str, args: dict, records: bool) -> dict | None:
+        """Read rounds through a quorum (each writing back what it found) until one answers."""
         for round_ in range(READ_ROUNDS):
             found = await self._get_round(bucket, key, args, records, last=round_ + 1 == READ_ROUNDS)
             if found is not _AGAIN:
@@ -1974,19 +1977,12 @@ class ReplicatedIndex:
                 # did not see. Neither side would ever take the other's version, so the range
                 # would differ at every pass; a quorum read settles the key as any read meeting
                 # both does (the commit, if it stands on a quorum, or that write above it).
-                try:
-                    await self._settle(bucket, key)
+                try:  # (never from a lease: for the write-backs alone)
+                    await self._quorum_read(bucket, key, {"bucket": bucket, "key": key}, False)
                 except errors.BucketsError as exc:
                     log.info("anti-entropy of %s/%s: %s", bucket, key, exc)
             copied += 1
         return copied
-
-    async def _settle(self, bucket: str, key: str) -> None:
-        """A quorum read of the key (never from a lease), for its write-backs alone."""
-        args = {"bucket": bucket, "key": key}
-        for round_ in range(READ_ROUNDS):
-            if await self._get_round(bucket, key, args, False, last=round_ + 1 == READ_ROUNDS) is not _AGAIN:
-                return
 
     async def copy_replicas(self, bucket: str, sources: Sequence[str], targets: Sequence[str]) -> int:
         """Bring ``targets`` up to date with ``sources`` (an index move's copy step): each
