@@ -104,6 +104,9 @@ BucketNotEmpty = define_error("BucketNotEmpty", "BucketNotEmpty", 409, "The buck
 ConditionalRequestConflict = define_error(
     "ConditionalRequestConflict", "ConditionalRequestConflict", 409,
     "A conflicting conditional operation is currently in progress against this resource.")
+OperationAborted = define_error(
+    "OperationAborted", "OperationAborted", 409,
+    "A conflicting conditional operation is currently in progress against this resource. Try again.")
 PreconditionFailed = define_error(
     "PreconditionFailed", "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold")
 MissingContentLength = define_error(

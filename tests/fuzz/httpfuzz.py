@@ -39,6 +39,7 @@ import os
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -61,6 +62,8 @@ REGION = "us-east-1"
 DOMAIN = "s3.fuzz.test"  # virtual-host-style: <bucket>.s3.fuzz.test
 BUCKETS = ("fuzz-one", "fuzz-two")  # created before the run; the fuzzer also tries to make others
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_SETTINGS = {"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD, "BUCKETS_SYNC": "off",
+             "BUCKETS_LOG_FORMAT": "console", "BUCKETS_SCANNER_RATE": "0"}
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -72,11 +75,56 @@ class FuzzServer:
     port: int
     log_path: Path
 
+    @property
+    def hosts(self) -> list[str]:
+        """The addresses requests go to (every one serves the same port)."""
+        return ["127.0.0.1"]
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [self.log_path]
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
         return self.proc.poll() is None  # type: ignore[attr-defined]
+
+    def exit_status(self) -> str:
+        return f"server exited with {self.proc.returncode}"  # type: ignore[attr-defined]
+
+
+@dataclass
+class FuzzCluster:
+    """A cluster of ``buckets server`` processes on 127.0.0.1-127.0.0.N, one port: each
+    fuzzing worker sends its requests to one node (worker i to node i mod N), so a bucket
+    made or an object written through one node is read, copied or deleted through others."""
+
+    cluster: object  # tests/cluster/clusterproc.Cluster
+
+    @property
+    def port(self) -> int:
+        return self.cluster.port  # type: ignore[attr-defined]
+
+    @property
+    def hosts(self) -> list[str]:
+        return [self.cluster.host(i) for i in sorted(self.cluster.procs)]  # type: ignore[attr-defined]
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [self.cluster.logs[i] for i in sorted(self.cluster.procs)]  # type: ignore[attr-defined]
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- node {i} ({path}) ---\n" + path.read_text(errors="replace")
+                         for i, path in enumerate(self.log_paths, 1))
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc in self.cluster.procs.values())  # type: ignore[attr-defined]
+
+    def exit_status(self) -> str:
+        return "; ".join(f"node {i} exited with {proc.returncode}"
+                         for i, proc in sorted(self.cluster.procs.items())  # type: ignore[attr-defined]
+                         if proc.poll() is not None) or "every node is running"
 
 
 def start_server(base: Path, extra_env: dict[str, str] | None = None) -> FuzzServer:
@@ -84,9 +132,7 @@ def start_server(base: Path, extra_env: dict[str, str] | None = None) -> FuzzSer
     port = free_port()
     disks = [str(base / "data" / f"disk{i}") for i in range(1, 5)]
     log_path = base / "server.log"
-    env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
-                      "BUCKETS_SYNC": "off", "BUCKETS_LOG_FORMAT": "console", "BUCKETS_SCANNER_RATE": "0"},
-                     extra_env)
+    env = server_env(_SETTINGS, extra_env)
     cmd = [PYTHON, "-m", "buckets", "server", "--address", f"127.0.0.1:{port}", "--domain", DOMAIN, *disks]
     proc = spawn(cmd, env, log_path, base)
     if not wait_listening(proc, port, log_path):
@@ -94,7 +140,26 @@ def start_server(base: Path, extra_env: dict[str, str] | None = None) -> FuzzSer
     return FuzzServer(proc, port, log_path)
 
 
-def stop_server(server: FuzzServer) -> int:
+def start_cluster(base: Path, nodes: int = 4, disks: int = 2) -> FuzzCluster:
+    """A ``nodes``-node cluster (``disks`` disks each) with the single server's settings,
+    started and healthy (every node sees every disk)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
+    from clusterproc import Cluster  # tests/cluster is not a package
+
+    cluster = Cluster(base, nodes=nodes, disks=disks, extra_env=_SETTINGS, extra_args=("--domain", DOMAIN))
+    cluster.start()
+    try:
+        cluster.wait_healthy()
+    except BaseException:
+        cluster.stop_all()
+        raise
+    return FuzzCluster(cluster)
+
+
+def stop_server(server: FuzzServer | FuzzCluster) -> int:
+    """Stop by process id; the worst exit code (0 when every process stopped cleanly)."""
+    if isinstance(server, FuzzCluster):
+        return max((stop(proc) or 0 for proc in server.cluster.procs.values()), default=0)  # type: ignore[attr-defined]
     return stop(server.proc)  # type: ignore[arg-type]
 
 
@@ -906,11 +971,11 @@ class Outcome:
     error: str = ""
 
 
-def perform(port: int, exchange: Exchange, timeout: float) -> Outcome:
+def perform(port: int, exchange: Exchange, timeout: float, host: str = "127.0.0.1") -> Outcome:
     deadline = time.monotonic() + timeout
     responses: list[Response] = []
     try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as error:
         return Outcome([], True, error=f"connect: {error}")
     conn = _Conn(sock, deadline)
@@ -1002,7 +1067,8 @@ class Campaign:
     """Runs ``workers`` threads of generated exchanges against ``server`` until ``seconds``
     have passed or ``requests`` exchanges were sent, whichever comes first."""
 
-    def __init__(self, server: FuzzServer, seed: int, *, workers: int = 1, timeout: float = 30.0) -> None:
+    def __init__(self, server: FuzzServer | FuzzCluster, seed: int, *, workers: int = 1,
+                 timeout: float = 30.0) -> None:
         self.server = server
         self.seed = seed
         self.workers = workers
@@ -1010,14 +1076,14 @@ class Campaign:
         self.known = Known()
         self.report = Report()
         self.lock = threading.Lock()
-        self.log_offset = 0
+        self.log_offsets: dict[Path, int] = {}
         self.by_request_id: dict[str, tuple[str, bytes]] = {}
 
     def run(self, *, seconds: float | None = None, requests: int | None = None,
             progress: Callable[[str], None] | None = None) -> Report:
         start = time.monotonic()
         stop_at = start + seconds if seconds is not None else None
-        self.log_offset = len(self.server.log_path.read_bytes())
+        self.log_offsets = {path: len(path.read_bytes()) for path in self.server.log_paths}
         budget = iter(range(requests)) if requests is not None else None
         budget_lock = threading.Lock()
         stopping = threading.Event()
@@ -1041,11 +1107,13 @@ class Campaign:
 
         def work(index: int) -> None:
             generator = Generator(random.Random(f"{self.seed}/{index}"), self.server.port, self.known)
+            hosts = self.server.hosts
+            host = hosts[index % len(hosts)]
             done = 0
             while more():
                 batch = generator.housekeeping() if index == 0 and done % 200 == 0 else []
                 for exchange in [*batch, generator.exchange()]:
-                    outcome = perform(self.server.port, exchange, self.timeout)
+                    outcome = perform(self.server.port, exchange, self.timeout, host)
                     self._record(exchange, outcome)
                 done += 1
                 if not self.server.alive():
@@ -1066,8 +1134,7 @@ class Campaign:
         if not self.server.alive() or self.report.crashed:
             self.report.crashed = True
             tail = self.server.log_text()[-3000:]
-            self._find("crash", f"server exited with {self.server.proc.returncode}",  # type: ignore[attr-defined]
-                       "(last request)", b"", tail)
+            self._find("crash", self.server.exit_status(), "(last request)", b"", tail)
         return self.report
 
     def _record(self, exchange: Exchange, outcome: Outcome) -> None:
@@ -1104,17 +1171,20 @@ class Campaign:
         """Tracebacks the server logged since the last scan (after every exchange), one
         finding per exception type.
 
-        The log is read from where the last scan stopped, whole lines only; a record is a
+        Each log (one per node of a cluster) is read from where the last scan stopped, whole
+        lines only; a record is a
         timestamped line and the lines under it (a traceback). A traceback naming no
         request id (aiohttp's own, "Error handling request") is put on ``latest``, the
         exchange that just ended: exact with one worker, a likely culprit with several."""
         with self.lock:
-            with open(self.server.log_path, "rb") as log:
-                log.seek(self.log_offset)
-                new = log.read()
-            cut = new.rfind(b"\n") + 1
-            self.log_offset += cut
-            text = new[:cut].decode("utf-8", "replace")
+            text = ""
+            for path in self.server.log_paths:
+                with open(path, "rb") as log:
+                    log.seek(self.log_offsets.get(path, 0))
+                    new = log.read()
+                cut = new.rfind(b"\n") + 1
+                self.log_offsets[path] = self.log_offsets.get(path, 0) + cut
+                text += new[:cut].decode("utf-8", "replace")
             for record in _LOG_RECORD.split(text):
                 if "Traceback" not in record and "unhandled error" not in record:
                     continue

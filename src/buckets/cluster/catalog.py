@@ -534,8 +534,7 @@ class ClusterCatalog:
                 return items, prefixes, False, None
 
     # -- conditional writes ------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def key_lease(self, bucket: str, key: str) -> AsyncIterator[None]:
+    def key_lease(self, bucket: str, key: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold a short cluster-wide lease on one key while a conditional write checks its
         condition and commits (``If-None-Match: *``, ``If-Match``): two nodes' conditional writes
         to one key then take turns, so the second sees the first's object and fails its
@@ -544,7 +543,30 @@ class ClusterCatalog:
         by a node that died expires after ``LEASE_SECONDS``. Unconditional writes take none: one
         that lands before the check is seen by the check's quorum read, one that lands after
         simply comes later."""
-        name = LEASE_PREFIX + xxhash.xxh3_128_hexdigest(f"{bucket}\0{key}".encode())
+        return self._lease(
+            LEASE_PREFIX + xxhash.xxh3_128_hexdigest(f"{bucket}\0{key}".encode()), f"{bucket}/{key}",
+            lambda: errors.ConditionalRequestConflict(
+                "Another conditional write to this key is in progress; retry the request.",
+                resource=f"/{bucket}/{key}"))
+
+    def upload_lease(self, bucket: str, upload_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold a cluster-wide lease on one multipart upload while a node completes or aborts it,
+        or records a part of it: such requests through different nodes take turns, as the
+        upload lock makes them take turns on one node. Without it, two Completes through two
+        nodes each moved the parts' files into their own object and both were acknowledged,
+        with one object's entry and the other's files (the object unreadable); an UploadPart
+        replacing a part removed the files a Complete was moving. Waited for at most
+        ``LEASE_WAIT``: then ``409 OperationAborted``, as S3 answers a conflicting operation in
+        progress."""
+        return self._lease(
+            LEASE_PREFIX + "upload:" + xxhash.xxh3_128_hexdigest(f"{bucket}\0{upload_id}".encode()),
+            f"upload {upload_id} of {bucket}",
+            lambda: errors.OperationAborted(resource=f"/{bucket}?uploadId={upload_id}"))
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, name: str, what: str, busy: Callable[[], errors.BucketsError]) -> AsyncIterator[None]:
+        """The control-plane record ``name`` held (compare-and-set from absent or expired),
+        waiting up to ``LEASE_WAIT`` for its holder (then ``busy()`` is raised); removed after."""
         token = os.urandom(8).hex()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LEASE_WAIT
@@ -564,9 +586,7 @@ class ClusterCatalog:
                         raise
                     await self.control.read(linearizable=True)
             if loop.time() > deadline:
-                raise errors.ConditionalRequestConflict(
-                    "Another conditional write to this key is in progress; retry the request.",
-                    resource=f"/{bucket}/{key}")
+                raise busy()
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.2)
         try:
@@ -575,7 +595,7 @@ class ClusterCatalog:
             try:
                 await self.control.apply("delete_job", key=name, expected_version=version)
             except errors.BucketsError as exc:  # taken over after expiry, or the plane is away: it expires
-                log.info("lease on %s/%s not released: %s", bucket, key, exc)
+                log.info("lease on %s not released: %s", what, exc)
 
     # -- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:

@@ -82,6 +82,10 @@ class Catalog(Protocol):
     def key_lease(self, bucket: str, key: str):
         """An async context manager held around a conditional write's check and commit, making
         conditional writes to one key take turns across every node (a no-op on one node)."""
+    def upload_lease(self, bucket: str, upload_id: str):
+        """An async context manager held around a multipart upload's Complete, Abort and the
+        recording of a part, making them take turns across every node (a no-op on one node,
+        where the store's upload lock does it)."""
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,
                             version_marker: str, limit: int):
         """``Registry.scan_versions``'s page."""
@@ -207,6 +211,10 @@ class LocalCatalog:
 
     def key_lease(self, bucket: str, key: str):
         """One node: the store's key lock already serializes a key's conditional writes."""
+        return contextlib.nullcontext()
+
+    def upload_lease(self, bucket: str, upload_id: str):
+        """One node: the store's upload lock already serializes an upload's requests."""
         return contextlib.nullcontext()
 
     async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str,

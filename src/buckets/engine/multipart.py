@@ -152,7 +152,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     if len(with_meta) < self._write_quorum(codec.k, codec.m):
         await self._on_disks(drop, disks)
         raise errors.WriteQuorumLost()
-    async with self.locks.hold(("upload", upload_id)):
+    async with self.locks.hold(("upload", upload_id)), self.catalog.upload_lease(bucket, upload_id):
         try:
             await _upload(self, bucket, key, upload_id)
             old = await self.catalog.put_part(bucket, upload_id, part_number, part)
@@ -193,7 +193,7 @@ def _object_checksum(rec: dict, chosen: list[list]) -> tuple[dict[str, str], str
 async def complete_multipart_upload(self: "Store", bucket: str, key: str, upload_id: str,
                                     parts: list[CompletePart], opts: PutOptions | None = None) -> ObjectInfo:
     opts = opts or PutOptions()
-    async with self.locks.hold(("upload", upload_id)):
+    async with self.locks.hold(("upload", upload_id)), self.catalog.upload_lease(bucket, upload_id):
         try:
             rec = await _upload(self, bucket, key, upload_id)
         except errors.NoSuchUpload:
@@ -281,7 +281,7 @@ def _multipart_content_hash(chosen: list[list]) -> str:
 
 
 async def abort_multipart_upload(self: "Store", bucket: str, key: str, upload_id: str) -> None:
-    async with self.locks.hold(("upload", upload_id)):
+    async with self.locks.hold(("upload", upload_id)), self.catalog.upload_lease(bucket, upload_id):
         rec = await _upload(self, bucket, key, upload_id)
         # Its record off a write quorum of its disks first: fewer than k copies are left, and
         # a rebuild (after a crash before the registry forgets it) does not bring it back.
