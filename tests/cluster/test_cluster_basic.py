@@ -138,8 +138,8 @@ def test_health_and_info_show_every_node(cluster4, tmp_path) -> None:
 
 
 
-def _at_once(requests: list[tuple[str, str, bytes]]) -> list[tuple[int, bytes]]:
-    """Send ``requests`` (method, presigned URL, body) at the same moment: each over a
+def _at_once(requests: list[tuple]) -> list[tuple[int, bytes]]:
+    """Send ``requests`` (method, presigned URL, body[, headers]) at the same moment: each over a
     connection opened beforehand, from threads released together (boto3's own calls start
     milliseconds apart, too far apart to race). Each answer's status and body."""
     import http.client
@@ -147,19 +147,19 @@ def _at_once(requests: list[tuple[str, str, bytes]]) -> list[tuple[int, bytes]]:
     from urllib.parse import urlsplit
 
     conns = []
-    for _, url, _ in requests:
+    for _, url, *_ in requests:
         u = urlsplit(url)
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
         conn.connect()
-        conns.append((conn, f"{u.path}?{u.query}"))
+        conns.append((conn, f"{u.path}?{u.query}" if u.query else u.path))
     barrier = threading.Barrier(len(requests))
     out: list = [None] * len(requests)
 
     def run(i: int) -> None:
-        (conn, target), (method, _, body) = conns[i], requests[i]
+        (conn, target), (method, _, body, *headers) = conns[i], requests[i]
         barrier.wait()
         try:
-            conn.request(method, target, body=body)
+            conn.request(method, target, body=body, headers=headers[0] if headers else {})
             response = conn.getresponse()
             out[i] = (response.status, response.read())
         finally:
@@ -259,3 +259,54 @@ def test_one_upload_completed_aborted_and_replaced_through_different_nodes_at_on
                 assert content(i, key) == again + second, (round_, i)
     for i in range(1, 5):
         assert s3[i].list_multipart_uploads(Bucket="racing").get("Uploads", []) == []
+
+
+def _signed(url: str, method: str, body: bytes) -> tuple[str, str, bytes, dict]:
+    """A request signed as boto3 signs it (SigV4 over the body, with its Content-MD5)."""
+    import base64
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from clusterproc import ROOT_PASSWORD, ROOT_USER
+
+    request = AWSRequest(method=method, url=url, data=body,
+                         headers={"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()})
+    S3SigV4Auth(Credentials(ROOT_USER, ROOT_PASSWORD), "s3", "us-east-1").add_auth(request)
+    return method, url, body, dict(request.headers.items())
+
+
+def test_changes_of_one_version_through_different_nodes_at_once_all_stay(cluster4) -> None:
+    """A tag set and a legal hold put on one object at the same moment through two nodes: both
+    stay (each node read the version, changed its field and wrote the whole entry back: the
+    later write dropped the other's change, the legal hold included). And a PUT of the key
+    racing a tag set through another node stays the object (the tag change wrote the older
+    version back over it when it landed between the change's read and write)."""
+    c = cluster4
+    s3 = {i: c.client(i) for i in range(1, 5)}
+    s3[1].create_bucket(Bucket="held", ObjectLockEnabledForBucket=True)
+    s3[1].create_bucket(Bucket="plain")
+    tagging = b"<Tagging><TagSet><Tag><Key>team</Key><Value>a</Value></Tag></TagSet></Tagging>"
+    hold = b'<LegalHold xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>ON</Status></LegalHold>'
+    for round_ in range(8):
+        key = f"k{round_}"
+        version = s3[1].put_object(Bucket="held", Key=key, Body=b"v" * 100)["VersionId"]
+        answers = _at_once([_signed(f"{c.url(2)}/held/{key}?tagging", "PUT", tagging),
+                            _signed(f"{c.url(3)}/held/{key}?legal-hold", "PUT", hold)])
+        assert [status for status, _ in answers] == [200, 200], answers
+        for i in range(1, 5):
+            assert s3[i].get_object_tagging(Bucket="held", Key=key)["TagSet"] == [{"Key": "team", "Value": "a"}], \
+                (round_, i)
+            assert s3[i].get_object_legal_hold(Bucket="held", Key=key)["LegalHold"]["Status"] == "ON", (round_, i)
+        with pytest.raises(ClientError) as refused:  # the hold protects the version
+            s3[4].delete_object(Bucket="held", Key=key, VersionId=version)
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+        s3[1].put_object_legal_hold(Bucket="held", Key=key, VersionId=version, LegalHold={"Status": "OFF"})
+
+        s3[1].put_object(Bucket="plain", Key=key, Body=b"old")
+        new = os.urandom(300)
+        put = s3[2].generate_presigned_url("put_object", Params={"Bucket": "plain", "Key": key}, HttpMethod="PUT")
+        answers = _at_once([("PUT", put, new), _signed(f"{c.url(3)}/plain/{key}?tagging", "PUT", tagging)])
+        assert [status for status, _ in answers] == [200, 200], answers
+        for i in range(1, 5):
+            assert s3[i].get_object(Bucket="plain", Key=key)["Body"].read() == new, (round_, i)

@@ -240,7 +240,8 @@ async def settle(control: ControlPlane, wait: WaitApplied | None) -> None:
 
 
 class _NothingThere(Exception):
-    """A checked delete found no entry: nothing to write (the key's locks are released)."""
+    """A checked write found no entry, or not the version it may replace: nothing to write
+    (the key's locks are released)."""
 
 
 class ClusterCatalog:
@@ -428,19 +429,32 @@ class ClusterCatalog:
         return target
 
     async def update_version(self, bucket: str, key: str, entry: dict) -> bool:
+        """The key's current entry and its version record, where they are ``entry``'s version,
+        replaced by ``entry``; each a checked write on the key's replicas, so it lands only
+        while that version is there. A read then a put put the object back: a PUT acknowledged
+        through another node between the two was replaced by the older version it had replaced
+        (``tests/unit/cluster/test_catalog_update.py``)."""
         entry = _plain(entry)
+        vid, wid = entry.get("vid", "null"), entry["wid"]
+
+        def same_version(seen: dict | None) -> None:
+            if seen is None or seen.get("vid", "null") != vid or seen.get("wid") != wid:
+                raise _NothingThere()
+
         found = False
-        current = await self.index.get(bucket, key)
-        if current is not None and current.get("vid", "null") == entry.get("vid", "null") \
-                and current["wid"] == entry["wid"]:
-            small = self.get_small(bucket, key, entry["wid"])
-            await self.index.put(bucket, key, entry, small)
+        try:
+            await self.index.write_checked(bucket, key, entry, same_version, self.get_small(bucket, key, wid))
             found = True
+        except _NothingThere:
+            pass
         if self._versioned(bucket):
             for rkey, e in await self._version_records(bucket, key):
-                if e.get("vid") == entry.get("vid") and e["wid"] == entry["wid"]:
-                    await self.index.put(bucket + VERSIONS, rkey, entry)
-                    found = True
+                if e.get("vid", "null") == vid and e["wid"] == wid:
+                    try:
+                        await self.index.write_checked(bucket + VERSIONS, rkey, entry, same_version)
+                        found = True
+                    except _NothingThere:
+                        pass
         return found
 
     async def get_version(self, bucket: str, key: str, vid: str) -> dict | None:

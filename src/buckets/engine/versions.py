@@ -318,49 +318,68 @@ async def update_object(self: "Store", bucket: str, key: str, version_id: str | 
     """Change one version's tags, retention, legal hold or ACL (each only when given), in the
     catalog and in the version's metadata file on each of its disks, so a registry rebuild
     keeps it. Retention: COMPLIANCE is never shortened or removed; GOVERNANCE only when
-    ``bypass_governance``; lengthening is always allowed."""
-    async with self.locks.hold((bucket, key)):
-        entry = await lookup_version(self, bucket, key, version_id)
-        changes: dict = {}
-        if tags is not _UNSET:
-            changes["tg"] = dict(tags) if tags else None
-        if lock_mode is not _UNSET or lock_until is not _UNSET:
-            new_mode = entry.get("lm") if lock_mode is _UNSET else lock_mode
-            new_until = entry.get("lu") if lock_until is _UNSET else lock_until
-            _check_retention_change(entry, new_mode, new_until, bypass_governance)
-            changes["lm"], changes["lu"] = new_mode, (float(new_until) if new_until is not None else None)
-        if legal_hold is not _UNSET:
-            changes["lh"] = bool(legal_hold)  # OFF is kept: S3 then answers OFF, not "none"
-        if access is not _UNSET:
-            changes.update(access)
-        updated = {f: v for f, v in entry.items() if f != "ts"}
-        for f, v in changes.items():
-            if v is None:
-                updated.pop(f, None)
-            else:
-                updated[f] = v
-        if smalllog.uses_log(entry):  # new records carrying the change, before the entry points at them
-            updated[smalllog.LOG_FIELD] = await smalllog.rewrite_records(self, bucket, key, entry, updated)
-        if not await self.catalog.update_version(bucket, key, updated):
-            raise errors.NoSuchVersion(resource=f"/{bucket}/{key}", Key=key, VersionId=version_id or NULL_VERSION)
-        if smalllog.uses_log(entry):
-            return entry_to_info(bucket, key, updated)
+    ``bypass_governance``; lengthening is always allowed.
 
-    async def rewrite(disk) -> None:
-        path = paths.meta_path(bucket, key, entry["wid"])
-        try:
-            meta = decode_meta_file(await disk.read_file(path))
+    Under the key's lock, and on a cluster its lease too: two changes of one version through
+    two nodes take turns (each read the version, changed its field and wrote the whole entry
+    back: the second write dropped the first's change, a legal hold or retention included).
+    The catalog writes the change only over the version it read (on a cluster a checked write
+    on the key's replicas: an object that replaced it through another node meanwhile is left
+    alone, not put back to the version changed); a request without a version id then changes
+    the key's new current version."""
+    attempts = 0
+    while True:
+        attempts += 1
+        async with self.locks.hold((bucket, key)), self.catalog.key_lease(bucket, key):
+            entry = await lookup_version(self, bucket, key, version_id)
+            changes: dict = {}
+            if tags is not _UNSET:
+                changes["tg"] = dict(tags) if tags else None
+            if lock_mode is not _UNSET or lock_until is not _UNSET:
+                new_mode = entry.get("lm") if lock_mode is _UNSET else lock_mode
+                new_until = entry.get("lu") if lock_until is _UNSET else lock_until
+                _check_retention_change(entry, new_mode, new_until, bypass_governance)
+                changes["lm"], changes["lu"] = new_mode, (float(new_until) if new_until is not None else None)
+            if legal_hold is not _UNSET:
+                changes["lh"] = bool(legal_hold)  # OFF is kept: S3 then answers OFF, not "none"
+            if access is not _UNSET:
+                changes.update(access)
+            updated = {f: v for f, v in entry.items() if f != "ts"}
             for f, v in changes.items():
                 if v is None:
-                    meta.pop(f, None)
+                    updated.pop(f, None)
                 else:
-                    meta[f] = v
-            await disk.write_file(path, encode_meta_file(meta), sync=self.sync)
-        except errors.BucketsError as exc:  # an offline disk: its next heal rewrites it from the entry
-            log.info("object %s/%s: a metadata change did not reach %s: %s", bucket, key, disk.endpoint, exc)
+                    updated[f] = v
+            if smalllog.uses_log(entry):  # new records carrying the change, before the entry points at them
+                updated[smalllog.LOG_FIELD] = await smalllog.rewrite_records(self, bucket, key, entry, updated)
+            if not await self.catalog.update_version(bucket, key, updated):
+                if version_id is None and attempts < _UPDATE_ATTEMPTS:
+                    continue  # replaced through another node since it was read: change the new one
+                raise errors.NoSuchVersion(resource=f"/{bucket}/{key}", Key=key,
+                                           VersionId=version_id or NULL_VERSION)
+            if not smalllog.uses_log(entry):
+                # The metadata files too, still under the lock: two changes rewriting them at
+                # once could each keep only its own field (read, change, write).
+                await asyncio.gather(*(_rewrite_meta(self, bucket, key, entry["wid"], changes, d)
+                                       for d in self.disks_for(entry["disks"]) if d is not None))
+            return entry_to_info(bucket, key, updated)
 
-    await asyncio.gather(*(rewrite(d) for d in self.disks_for(entry["disks"]) if d is not None))
-    return entry_to_info(bucket, key, updated)
+
+_UPDATE_ATTEMPTS = 5  # a version replaced under a change without a version id: read the new one again
+
+
+async def _rewrite_meta(self: "Store", bucket: str, key: str, wid: str, changes: dict, disk) -> None:
+    path = paths.meta_path(bucket, key, wid)
+    try:
+        meta = decode_meta_file(await disk.read_file(path))
+        for f, v in changes.items():
+            if v is None:
+                meta.pop(f, None)
+            else:
+                meta[f] = v
+        await disk.write_file(path, encode_meta_file(meta), sync=self.sync)
+    except errors.BucketsError as exc:  # an offline disk: its next heal rewrites it from the entry
+        log.info("object %s/%s: a metadata change did not reach %s: %s", bucket, key, disk.endpoint, exc)
 
 
 def _check_retention_change(entry: dict, mode, until, bypass_governance: bool) -> None:

@@ -25,6 +25,7 @@ class Net:
         self.down: set[str] = set()
         self.calls = 0
         self.held: dict[str, asyncio.Event] = {}  # merges to these nodes wait for their event
+        self.before = None  # async (src, node, method, args) awaited before each call is delivered
 
     def transport_for(self, src: str):
         async def call(node: str, method: str, args: dict):
@@ -33,6 +34,8 @@ class Net:
                 raise PeerOffline(f"{node} is offline")  # as the real transport: nothing sent
             if method == "merge" and node in self.held:
                 await self.held[node].wait()
+            if self.before is not None:
+                await self.before(src, node, method, args)
             return await self.replicas[node].handlers()[method](args)
         return call
 
