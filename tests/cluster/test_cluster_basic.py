@@ -310,3 +310,35 @@ def test_changes_of_one_version_through_different_nodes_at_once_all_stay(cluster
         assert [status for status, _ in answers] == [200, 200], answers
         for i in range(1, 5):
             assert s3[i].get_object(Bucket="plain", Key=key)["Body"].read() == new, (round_, i)
+
+
+def test_a_put_racing_the_deletion_of_its_bucket_through_another_node(cluster4) -> None:
+    """A PUT and a DeleteBucket at once through two nodes: never both acknowledged. Before,
+    the PUT's entry could land after the delete's emptiness check: both answered success, and
+    the object came back when a bucket of that name was created again (11 of 40 rounds).
+    Now the delete marks the bucket first (every node then refuses writes into it: 409
+    OperationAborted) and a write that met the mark after storing its entry answers 503,
+    its fate the emptiness check's: the object is there (BucketNotEmpty) or dropped with the
+    bucket."""
+    c = cluster4
+    s3 = {i: c.client(i) for i in range(1, 5)}
+    outcomes = Counter()
+    for round_ in range(12):
+        bucket = f"doomed-{round_ % 3}"
+        s3[1].create_bucket(Bucket=bucket)
+        put = s3[2].generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "x"}, HttpMethod="PUT")
+        stored, deleted = _at_once([("PUT", put, b"data"), _signed(f"{c.url(3)}/{bucket}", "DELETE", b"")])
+        outcomes[(stored[0], deleted[0])] += 1
+        assert stored[0] in (200, 404, 409, 503) and deleted[0] in (204, 409), (stored, deleted)
+        assert not (stored[0] == 200 and deleted[0] == 204), (round_, stored, deleted)
+        if deleted[0] == 204:
+            s3[4].create_bucket(Bucket=bucket)
+            for i in range(1, 5):
+                assert s3[i].list_objects_v2(Bucket=bucket).get("Contents", []) == [], (round_, i, stored)
+        else:
+            assert b"BucketNotEmpty" in deleted[1], deleted
+            for i in range(1, 5):
+                assert s3[i].get_object(Bucket=bucket, Key="x")["Body"].read() == b"data", (round_, i, stored)
+            s3[1].delete_object(Bucket=bucket, Key="x")
+        s3[1].delete_bucket(Bucket=bucket)
+    assert sum(outcomes.values()) == 12, outcomes

@@ -43,6 +43,8 @@ from buckets.registry.store import POLICY_PREFIX
 
 log = logging.getLogger("buckets.cluster.catalog")
 
+DELETING = "deleting"  # bucket setting: a DeleteBucket is under way until this time (writes refused)
+DELETING_SECONDS = 60.0  # the mark of a deleting node that died expires after this
 LEASE_PREFIX = "lease:"  # control-plane job records of conditional writes in progress
 LEASE_SECONDS = 30.0  # a lease a dead node left expires after this
 LEASE_WAIT = 20.0  # how long a conditional write waits for another one on the same key
@@ -289,17 +291,62 @@ class ClusterCatalog:
         await settle(self.control, self.wait_settled)
 
     async def delete_bucket(self, name: str) -> list[dict]:
-        objects, prefixes, _ = await self.index.list(name, limit=1, markers=True)
-        if not objects and not prefixes:
-            objects, prefixes, _ = await self.index.list(name + VERSIONS, limit=1, markers=True)
-        if objects or prefixes:
-            raise errors.BucketNotEmpty(resource=name, BucketName=name)
-        uploads = await self.list_uploads(name)
-        await self.control.apply("delete_bucket", name=name)
+        """Mark the bucket as being deleted (every live node then refuses new writes into it,
+        ``_creating``), check it is empty, delete it, and drop what its index replicas hold.
+
+        Without the mark, a PUT through another node racing the delete was acknowledged
+        while the delete was too (its entry landed after the emptiness check), and the object
+        came back when a bucket of that name was created again. With it, a write whose
+        merge reached a quorum before its node applied the mark is seen by the check (which
+        runs after every live node applied it: ``BucketNotEmpty``); a write that finds the
+        mark after its merge answers 503 (its outcome decided by the check), and what such a
+        write left is dropped with the bucket's index."""
+        await self.control.apply("update_bucket", name=name, set={DELETING: time.time() + DELETING_SECONDS},
+                                 unset=[])
+        await settle(self.control, self.wait_settled)
+        try:
+            objects, prefixes, _ = await self.index.list(name, limit=1, markers=True)
+            if not objects and not prefixes:
+                objects, prefixes, _ = await self.index.list(name + VERSIONS, limit=1, markers=True)
+            if objects or prefixes:
+                raise errors.BucketNotEmpty(resource=name, BucketName=name)
+            uploads = await self.list_uploads(name)
+            await self.control.apply("delete_bucket", name=name)
+        except BaseException:
+            try:
+                await self.control.apply("update_bucket", name=name, set={}, unset=[DELETING])
+            except errors.BucketsError as exc:  # the mark expires by itself
+                log.warning("bucket %s: its deletion mark was not removed: %s", name, exc)
+            raise
         await settle(self.control, self.wait_settled)
         for u in uploads:
             await self.delete_upload(name, u["uid"])
+        nodes = self.placer.placement(name).nodes
+        for space in (name, name + VERSIONS, name + UPLOADS):
+            await self.index.drop_replicas(space, nodes)
         return uploads
+
+    def _writable(self, bucket: str) -> bool:
+        rec = self.control.snapshot.buckets.get(bucket)
+        return rec is not None and float(rec.settings.get(DELETING) or 0) <= time.time()
+
+    @contextlib.asynccontextmanager
+    async def _creating(self, bucket: str) -> AsyncIterator[None]:
+        """Around a write that adds an entry to ``bucket``'s index (an object, a version or a
+        marker, an upload or a part): ``NoSuchBucket``, or ``409 OperationAborted`` while a
+        DeleteBucket is under way, before it; after it, ``503 SlowDown`` (``WriteQuorumLost``) if that mark arrived
+        meanwhile (whether the write stays is the DeleteBucket's emptiness check's call)."""
+        rec = self.control.snapshot.buckets.get(bucket)
+        if rec is None:
+            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
+        if not self._writable(bucket):
+            raise errors.OperationAborted("The bucket is being deleted.", resource=bucket)
+        yield
+        if not self._writable(bucket):
+            # An outcome not known yet (as a write quorum lost: the store keeps the data the
+            # entry points to; the orphan sweep removes it if the entry goes with the bucket).
+            raise errors.WriteQuorumLost("The bucket was being deleted while this write was stored: it may not "
+                                         "have been kept. Retry the request.", resource=bucket)
 
     # -- objects ------------------------------------------------------------------------------
     async def get_object(self, bucket: str, key: str, *, read: bool = False) -> dict | None:
@@ -313,13 +360,12 @@ class ClusterCatalog:
 
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                          finished_upload: str | None = None, displaced: bool = False) -> list[dict] | None:
-        if self.get_bucket(bucket) is None:
-            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
         replaced = None
-        if displaced:
-            replaced = await self.index.put_displacing(bucket, key, entry, small)
-        else:
-            await self.index.put(bucket, key, entry, small)
+        async with self._creating(bucket):
+            if displaced:
+                replaced = await self.index.put_displacing(bucket, key, entry, small)
+            else:
+                await self.index.put(bucket, key, entry, small)
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return replaced
@@ -329,9 +375,8 @@ class ClusterCatalog:
 
     async def put_object_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
                                  small: bytes | None = None, finished_upload: str | None = None) -> dict | None:
-        if self.get_bucket(bucket) is None:
-            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
-        current = await self.index.write_checked(bucket, key, entry, judge, small)
+        async with self._creating(bucket):
+            current = await self.index.write_checked(bucket, key, entry, judge, small)
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return current
@@ -367,11 +412,10 @@ class ClusterCatalog:
     # the main entry, and gets its record once something replaces it.
     async def put_version(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                           finished_upload: str | None = None) -> list[dict]:
-        if self.get_bucket(bucket) is None:
-            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
-        current = await self.index.get(bucket, key)
-        replaced = await self._put_version_records(bucket, key, entry, current)
-        await self.index.put(bucket, key, entry, small)
+        async with self._creating(bucket):
+            current = await self.index.get(bucket, key)
+            replaced = await self._put_version_records(bucket, key, entry, current)
+            await self.index.put(bucket, key, entry, small)
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return replaced
@@ -381,14 +425,13 @@ class ClusterCatalog:
         """``put_version`` of a conditional write: judged and committed under the key's lock on
         its index replicas (``ReplicatedIndex.write_checked``), the version records written
         in between."""
-        if self.get_bucket(bucket) is None:
-            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
         replaced: list[dict] = []
 
         async def records(current: dict | None) -> None:
             replaced.extend(await self._put_version_records(bucket, key, entry, current))
 
-        await self.index.write_checked(bucket, key, entry, judge, small, before_commit=records)
+        async with self._creating(bucket):
+            await self.index.write_checked(bucket, key, entry, judge, small, before_commit=records)
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return replaced
@@ -613,8 +656,9 @@ class ClusterCatalog:
 
     # -- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:
-        await self.index.put(bucket + UPLOADS, upload_id, dict(rec, wid=upload_id, mt=rec.get("init", time.time()),
-                                                                parts={}))
+        async with self._creating(bucket):
+            await self.index.put(bucket + UPLOADS, upload_id,
+                                 dict(rec, wid=upload_id, mt=rec.get("init", time.time()), parts={}))
 
     async def _records(self, bucket: str, prefix: str, delimiter: str) -> list[tuple[str, dict]]:
         out: list[tuple[str, dict]] = []
@@ -637,10 +681,11 @@ class ClusterCatalog:
         return dict(rec, parts=parts)
 
     async def put_part(self, bucket: str, upload_id: str, number: int, part: list) -> list | None:
-        old = await self.index.get(bucket + UPLOADS, _part_key(upload_id, number))
-        await self.index.put(bucket + UPLOADS, _part_key(upload_id, number),
-                             {"wid": part[0], "mt": part[4], "n": number, "part": part, "size": part[1],
-                              "etag": part[2]})
+        async with self._creating(bucket):
+            old = await self.index.get(bucket + UPLOADS, _part_key(upload_id, number))
+            await self.index.put(bucket + UPLOADS, _part_key(upload_id, number),
+                                 {"wid": part[0], "mt": part[4], "n": number, "part": part, "size": part[1],
+                                  "etag": part[2]})
         return old["part"] if old is not None else None
 
     async def delete_upload(self, bucket: str, upload_id: str) -> None:
