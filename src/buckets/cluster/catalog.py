@@ -311,6 +311,7 @@ class ClusterCatalog:
             if objects or prefixes:
                 raise errors.BucketNotEmpty(resource=name, BucketName=name)
             uploads = await self.list_uploads(name)
+            nodes = self.placer.placement(name).nodes  # (placed by the bucket's settings: read them first)
             await self.control.apply("delete_bucket", name=name)
         except BaseException:
             try:
@@ -321,7 +322,6 @@ class ClusterCatalog:
         await settle(self.control, self.wait_settled)
         for u in uploads:
             await self.delete_upload(name, u["uid"])
-        nodes = self.placer.placement(name).nodes
         for space in (name, name + VERSIONS, name + UPLOADS):
             await self.index.drop_replicas(space, nodes)
         return uploads
@@ -333,9 +333,10 @@ class ClusterCatalog:
     @contextlib.asynccontextmanager
     async def _creating(self, bucket: str) -> AsyncIterator[None]:
         """Around a write that adds an entry to ``bucket``'s index (an object, a version or a
-        marker, an upload or a part): ``NoSuchBucket``, or ``409 OperationAborted`` while a
-        DeleteBucket is under way, before it; after it, ``503 SlowDown`` (``WriteQuorumLost``) if that mark arrived
-        meanwhile (whether the write stays is the DeleteBucket's emptiness check's call)."""
+        marker, an upload or a part). Before it: ``NoSuchBucket``, or ``409 OperationAborted``
+        while a DeleteBucket is under way. After it: ``503 SlowDown`` (``WriteQuorumLost``) if
+        that mark arrived meanwhile (whether the write stays is the deletion's emptiness check's
+        call)."""
         rec = self.control.snapshot.buckets.get(bucket)
         if rec is None:
             raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
