@@ -281,7 +281,8 @@ def test_changes_of_one_version_through_different_nodes_at_once_all_stay(cluster
     stay (each node read the version, changed its field and wrote the whole entry back: the
     later write dropped the other's change, the legal hold included). And a PUT of the key
     racing a tag set through another node stays the object (the tag change wrote the older
-    version back over it when it landed between the change's read and write)."""
+    version back over it when it landed between the change's read and write). A legal hold
+    racing the removal of its version: one or the other, never both acknowledged."""
     c = cluster4
     s3 = {i: c.client(i) for i in range(1, 5)}
     s3[1].create_bucket(Bucket="held", ObjectLockEnabledForBucket=True)
@@ -302,6 +303,16 @@ def test_changes_of_one_version_through_different_nodes_at_once_all_stay(cluster
             s3[4].delete_object(Bucket="held", Key=key, VersionId=version)
         assert refused.value.response["Error"]["Code"] == "AccessDenied"
         s3[1].put_object_legal_hold(Bucket="held", Key=key, VersionId=version, LegalHold={"Status": "OFF"})
+
+        # A legal hold and a removal of that version at once through two nodes: the hold
+        # protects the version or comes too late (404), never both acknowledged.
+        held_then, removed = _at_once([_signed(f"{c.url(2)}/held/{key}?legal-hold&versionId={version}", "PUT", hold),
+                                       _signed(f"{c.url(4)}/held/{key}?versionId={version}", "DELETE", b"")])
+        assert (held_then[0], removed[0]) in ((200, 403), (404, 204)), (round_, held_then, removed)
+        versions = [v["VersionId"] for v in s3[1].list_object_versions(Bucket="held", Prefix=key).get("Versions", [])]
+        assert (version in versions) == (held_then[0] == 200), (round_, versions, held_then, removed)
+        if held_then[0] == 200:
+            s3[1].put_object_legal_hold(Bucket="held", Key=key, VersionId=version, LegalHold={"Status": "OFF"})
 
         s3[1].put_object(Bucket="plain", Key=key, Body=b"old")
         new = os.urandom(300)

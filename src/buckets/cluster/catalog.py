@@ -466,10 +466,24 @@ class ClusterCatalog:
         if current is not None and current.get("vid", "null") == vid:
             target = target or _plain(current)
             rest = [e for _, e in records if e.get("vid") != vid]
-            if rest:  # the next newest becomes current
-                await self.index.put(bucket, key, rest[0])
-            else:
-                await self.index.delete(bucket, key, current["wid"])
+            wid = current["wid"]
+
+            def still_current(seen: dict | None) -> None:
+                if seen is None or seen.get("vid", "null") != vid or seen.get("wid") != wid:
+                    raise _NothingThere()  # a write through another node replaced it: it stays current
+
+            # The next newest becomes current (or the key has none left), only over the version
+            # removed: a put here made an object acknowledged meanwhile through another node
+            # (current, with no version record yet) disappear.
+            try:
+                await self.index.write_checked(bucket, key, _plain(rest[0]) if rest else None, still_current)
+            except _NothingThere:
+                pass
+            # A write of the key meanwhile kept the removed version as a version record first
+            # (it was current when that write read the key): that record goes too.
+            for rkey, e in await self._version_records(bucket, key):
+                if e.get("vid") == vid:
+                    await self.index.delete(bucket + VERSIONS, rkey, e["wid"])
         return target
 
     async def update_version(self, bucket: str, key: str, entry: dict) -> bool:

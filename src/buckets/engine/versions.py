@@ -167,7 +167,10 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
         await self._check_conditions(bucket, key, condition)  # fail fast; checked again at commit
     if version_id is None and versioned:
         return await _add_delete_marker(self, bucket, key, bucket_rec, condition)
-    lease = self.catalog.key_lease(bucket, key) if condition is not None else contextlib.nullcontext()
+    # A version removed by id takes the key's lease too (a cluster): a change of that version
+    # through another node (a legal hold put on it) comes wholly before or after its check.
+    leased = condition is not None or (versioned and version_id is not None)
+    lease = self.catalog.key_lease(bucket, key) if leased else contextlib.nullcontext()
     async with self.locks.hold((bucket, key)), lease:
         if condition is not None and not versioned and self.cluster is not None:
             # The check and the delete in one step, under the key's lock on its index replicas

@@ -81,3 +81,29 @@ async def test_a_change_of_the_current_version_lands_on_every_replica(trio) -> N
         got, _ = regs[n].get_version("b", "k")
         assert got["wid"] == "w1" and got["tg"] == {"x": "1"} and got["lh"] is True, n
     assert await catalog.update_version("b", "k", dict(current, wid="gone")) is False
+
+
+async def test_removing_the_current_version_while_a_new_one_lands_keeps_the_new_one(trio) -> None:
+    """DeleteObject with the current version's id: the next newest version became current
+    with an unconditional put, over a version acknowledged meanwhile through another node
+    (which, current and without a version record yet, was then gone: this test failed). Now
+    the promotion is a checked write over the version removed; the new version stays
+    current, and the record the new write made of the removed one goes too."""
+    net, idx, regs = trio
+    ctl = control({"versioning": "Enabled"})
+    through_n1, through_n2 = ClusterCatalog(ctl, idx["n1"]), ClusterCatalog(ctl, idx["n2"])
+    v1, v2, v3 = (dict(entry(w), vid=w) for w in ("v1", "v2", "v3"))
+    await through_n1.put_version("b", "k", v1)
+    await through_n1.put_version("b", "k", v2)  # v1 gets its record; v2 is current, without one
+    await settle(idx)
+    racing = write_through_n2_first(net, lambda: through_n2.put_version("b", "k", v3))
+    removed = await through_n1.delete_version("b", "k", "v2")
+    assert removed is not None and removed["wid"] == "v2"
+    assert racing, "the racing PUT never ran"
+    await asyncio.wait_for(racing[0], 30)
+    net.before = None
+    await settle(idx)
+    for catalog in (through_n1, through_n2):
+        assert (await catalog.get_object("b", "k"))["wid"] == "v3"
+        assert await catalog.get_version("b", "k", "v2") is None
+        assert (await catalog.get_version("b", "k", "v1"))["wid"] == "v1"
