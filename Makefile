@@ -61,7 +61,8 @@ test: $(STAMP) tools
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # Random examples: hypothesis's "fuzz" profile over the unit fuzz tests, then FUZZ_SECONDS
-# of generated HTTP requests against a real server (tests/fuzz; FUZZ_SEED repeats a run),
+# of generated HTTP requests against a real server and as long against a 4-node cluster
+# (tests/fuzz; FUZZ_SEED repeats a run),
 # then six random histories of the replicated index with lost messages (LOSSY_SEEDS repeats).
 FUZZ_SECONDS ?= 600
 test-fuzz: $(STAMP)
