@@ -3,7 +3,7 @@
     python -m bench.drivers put [--disks 4] [--n 3000] [--spy OUT [--gil]]     4 KiB PUTs, one node x 4 (or --disks) disks
     python -m bench.drivers get [--disks 16] [--n 40]              16 MiB GETs, one node
     python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20] [--checksum CRC32]   16 MiB PUTs, one node
-    python -m bench.drivers cluster-put [--n 2000] [--spy OUT] [--perf OUT]   4 KiB PUTs, 4 nodes x 4 disks
+    python -m bench.drivers cluster-put [--n 2000] [--versioned] [--spy OUT] [--perf OUT]   4 KiB PUTs, 4 nodes x 4 disks
     python -m bench.drivers cluster-get [--via 2] [--n 30]         16 MiB GETs, 4 nodes x 4 disks
     python -m bench.drivers profile OUT [OUT...]                   sum py-spy raw files by function
 
@@ -242,6 +242,8 @@ def cmd_cluster_put(args: argparse.Namespace) -> None:
     async def body(session, clients) -> None:
         client = RandomNodeClient(clients, random.Random(1))
         data = payload(4 * KiB)
+        if args.versioned:
+            await clients[0].put_bucket_versioning(BUCKET, "Enabled")
         await run_concurrently(lambda i: client.put(BUCKET, f"warm/{i}", data), 200, 16)
         pids = [p.pid for p in dep.procs]
         calls0 = await _peer_counts(session, dep.endpoints)
@@ -256,7 +258,8 @@ def cmd_cluster_put(args: argparse.Namespace) -> None:
         cpu1 = _cpu(pids)
         await _stop_spies(spies)
         calls1 = await _peer_counts(session, dep.endpoints)
-        print(f"4 KiB PUT through random nodes: {args.n / wall:,.0f} ops/s, failed {run.failures}")
+        print(f"4 KiB PUT through random nodes{' (versioned bucket)' if args.versioned else ''}: "
+              f"{args.n / wall:,.0f} ops/s, failed {run.failures}")
         print(f"CPU per PUT, node by node: {_per_op(cpu0, cpu1, args.n)}")
         per = {k: (calls1[k] - calls0[k]) / args.n for k in calls1 if calls1[k] - calls0[k] > 0}
         print("peer calls per PUT: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda x: -x[1])))
@@ -360,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--concurrency", type=int, default=1, help="PUTs at a time")
             p.add_argument("--checksum", choices=["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"],
                            help="send this checksum of the body (boto3 sends CRC32 by default)")
+        if name == "cluster-put":
+            p.add_argument("--versioned", action="store_true", help="into a bucket with versioning enabled")
         if name == "cluster-get":
             p.add_argument("--via", type=int, choices=[1, 2, 3, 4], help="every GET through this node")
     p = sub.add_parser("profile")

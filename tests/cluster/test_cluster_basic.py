@@ -324,13 +324,15 @@ def test_changes_of_one_version_through_different_nodes_at_once_all_stay(cluster
 
 
 def test_a_put_racing_the_deletion_of_its_bucket_through_another_node(cluster4) -> None:
-    """A PUT and a DeleteBucket at once through two nodes: never both acknowledged. Before,
-    the PUT's entry could land after the delete's emptiness check: both answered success, and
-    the object came back when a bucket of that name was created again (11 of 40 rounds).
-    Now the delete marks the bucket first (every node then refuses writes into it: 409
-    OperationAborted) and a write that met the mark after storing its entry answers 503,
-    its fate the emptiness check's: the object is there (BucketNotEmpty) or dropped with the
-    bucket."""
+    """A PUT and a DeleteBucket at once through two nodes: exactly one of them succeeds.
+    Before, the PUT's entry could land after the delete's emptiness check: both answered
+    success, and the object came back when a bucket of that name was created again (11 of 40
+    rounds). Now the delete marks the bucket first, and a write that meets the mark, before
+    or after storing its entry, waits for the deletion's outcome: the bucket stays (the
+    object in it, BucketNotEmpty) and the PUT is acknowledged, or the bucket goes and the
+    PUT answers NoSuchBucket. (Session 30 answered 409 or 503 to a PUT that met the mark,
+    although a DeleteBucket of a bucket that is not empty changes nothing: the cluster fuzz
+    found those 503s on PUTs into its own buckets.)"""
     c = cluster4
     s3 = {i: c.client(i) for i in range(1, 5)}
     outcomes = Counter()
@@ -340,8 +342,10 @@ def test_a_put_racing_the_deletion_of_its_bucket_through_another_node(cluster4) 
         put = s3[2].generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "x"}, HttpMethod="PUT")
         stored, deleted = _at_once([("PUT", put, b"data"), _signed(f"{c.url(3)}/{bucket}", "DELETE", b"")])
         outcomes[(stored[0], deleted[0])] += 1
-        assert stored[0] in (200, 404, 409, 503) and deleted[0] in (204, 409), (stored, deleted)
-        assert not (stored[0] == 200 and deleted[0] == 204), (round_, stored, deleted)
+        assert stored[0] in (200, 404) and deleted[0] in (204, 409), (stored, deleted)
+        assert (stored[0] == 200) != (deleted[0] == 204), (round_, stored, deleted)
+        if stored[0] == 404:
+            assert b"NoSuchBucket" in stored[1], stored
         if deleted[0] == 204:
             s3[4].create_bucket(Bucket=bucket)
             for i in range(1, 5):
