@@ -116,6 +116,10 @@ RequestTimeout = define_error(
     "Your socket connection to the server was not read from or written to within the timeout period.")
 NotImplementedErr = define_error(
     "NotImplementedErr", "NotImplemented", 501, "A header or query you provided implies functionality that is not implemented.")
+# A bucket's settings changed between a request's check of them and its change of them (a
+# change through another node of a cluster): the request reads them again and retries.
+BucketSettingsChanged = type("BucketSettingsChanged", (OperationAborted,), {
+    "default_message": "The bucket's configuration changed while this request was applied; retry the request."})
 
 # --- 5xx: ours ---------------------------------------------------------------------------
 InternalError = define_error("InternalError", "InternalError", 500, "We encountered an internal error. Please try again.")

@@ -261,8 +261,8 @@ def test_one_upload_completed_aborted_and_replaced_through_different_nodes_at_on
         assert s3[i].list_multipart_uploads(Bucket="racing").get("Uploads", []) == []
 
 
-def _signed(url: str, method: str, body: bytes) -> tuple[str, str, bytes, dict]:
-    """A request signed as boto3 signs it (SigV4 over the body, with its Content-MD5)."""
+def _signed(url: str, method: str, body: bytes, headers: dict | None = None) -> tuple[str, str, bytes, dict]:
+    """A request signed as boto3 signs it (SigV4 over the body and ``headers``, with its Content-MD5)."""
     import base64
 
     from botocore.auth import S3SigV4Auth
@@ -271,7 +271,7 @@ def _signed(url: str, method: str, body: bytes) -> tuple[str, str, bytes, dict]:
     from clusterproc import ROOT_PASSWORD, ROOT_USER
 
     request = AWSRequest(method=method, url=url, data=body,
-                         headers={"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()})
+                         headers={"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(), **(headers or {})})
     S3SigV4Auth(Credentials(ROOT_USER, ROOT_PASSWORD), "s3", "us-east-1").add_auth(request)
     return method, url, body, dict(request.headers.items())
 
@@ -357,3 +357,50 @@ def test_a_put_racing_the_deletion_of_its_bucket_through_another_node(cluster4) 
             s3[1].delete_object(Bucket=bucket, Key="x")
         s3[1].delete_bucket(Bucket=bucket)
     assert sum(outcomes.values()) == 12, outcomes
+
+
+def test_bucket_settings_that_exclude_each_other_set_at_once_through_two_nodes(cluster4) -> None:
+    """Versioning suspended and Object Lock turned on at the same moment through two nodes;
+    a public ACL and the BucketOwnerEnforced ownership likewise. Each request checks the
+    other setting's absence on its own node's record, so before both were acknowledged, and
+    the bucket had Object Lock on with versioning suspended (which S3 never allows). Now the
+    change is a compare-and-set on the settings its check read: at most one of the two
+    succeeds, the other is refused as it would have been one after the other."""
+    c = cluster4
+    s3 = {i: c.client(i) for i in range(1, 5)}
+    ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+    suspend = f"<VersioningConfiguration {ns}><Status>Suspended</Status></VersioningConfiguration>".encode()
+    lock = f"<ObjectLockConfiguration {ns}><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>".encode()
+    enforced = (f"<OwnershipControls {ns}><Rule><ObjectOwnership>BucketOwnerEnforced</ObjectOwnership></Rule>"
+                "</OwnershipControls>").encode()
+    outcomes: Counter = Counter()
+    for round_ in range(8):
+        bucket = f"rules-{round_}"
+        s3[1].create_bucket(Bucket=bucket)
+        s3[1].put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        suspended, locked = _at_once([_signed(f"{c.url(2)}/{bucket}?versioning", "PUT", suspend),
+                                      _signed(f"{c.url(3)}/{bucket}?object-lock", "PUT", lock)])
+        outcomes[("versioning", suspended[0], locked[0])] += 1
+        assert suspended[0] in (200, 409) and locked[0] in (200, 409), (suspended, locked)
+        assert not (suspended[0] == 200 and locked[0] == 200), (round_, suspended, locked)
+        for i in range(1, 5):
+            status = s3[i].get_bucket_versioning(Bucket=bucket).get("Status")
+            if locked[0] == 200:
+                assert status == "Enabled", (round_, i)
+                assert s3[i].get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"][
+                    "ObjectLockEnabled"] == "Enabled"
+            else:
+                assert status == "Suspended", (round_, i)
+
+        acl, owned = _at_once([_signed(f"{c.url(2)}/{bucket}?acl", "PUT", b"", {"x-amz-acl": "public-read"}),
+                               _signed(f"{c.url(3)}/{bucket}?ownershipControls", "PUT", enforced)])
+        outcomes[("acl", acl[0], owned[0])] += 1
+        assert acl[0] in (200, 400) and owned[0] in (200, 400), (acl, owned)
+        assert not (acl[0] == 200 and owned[0] == 200), (round_, acl, owned)
+        if owned[0] == 200:
+            s3[1].put_bucket_ownership_controls(
+                Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+        grants = s3[4].get_bucket_acl(Bucket=bucket)["Grants"]
+        public = any(g["Grantee"].get("URI", "").endswith("/AllUsers") for g in grants)
+        assert public == (acl[0] == 200), (round_, grants)
+    assert sum(outcomes.values()) == 16, outcomes

@@ -110,6 +110,7 @@ _ERRORS: dict[str, type[BucketsError]] = {
     "NoSuchJob": NoSuchJob,
     "GenerationConflict": GenerationConflict,
     "VersionConflict": VersionConflict,
+    "BucketChanged": errors.BucketSettingsChanged,
     "ClusterMismatch": ClusterMismatch,
     "ClusterNotInitialized": ClusterNotInitialized,
 }

@@ -398,6 +398,16 @@ def _merged(current: Mapping[str, Any], args: dict) -> dict:
 @command("update_bucket")
 def _update_bucket(state: ControlSnapshot, args: dict, ts: float):
     bucket = _existing_bucket(state, args)
+    # ``expect``: the settings the caller's check read, with the values it read (None: absent);
+    # the change applies only if they are still those (a compare-and-set: two changes through
+    # two nodes each checked against the other's absence, both applied, broke an invariant
+    # between two settings, e.g. Object Lock on with versioning suspended).
+    expect = args.get("expect", {})
+    if not isinstance(expect, dict) or not all(isinstance(k, str) for k in expect):
+        raise _invalid("expect must be a map of setting names")
+    for name, value in expect.items():
+        if bucket.settings.get(name) != value:
+            raise CommandError("BucketChanged", f"bucket {bucket.name!r}: its setting {name!r} changed")
     record = replace(bucket, settings=_merged(bucket.settings, args))
     return replace(state, buckets=_with(state.buckets, bucket.name, record)), record.to_wire()
 

@@ -32,9 +32,10 @@ class Catalog(Protocol):
         """Like ``list_buckets``, with ``find_bucket``'s freshness."""
     async def create_bucket(self, name: str, rec: dict) -> None:
         """``BucketAlreadyOwnedByYou`` when it exists."""
-    async def update_bucket(self, name: str, set: dict, unset: list[str]) -> None:
+    async def update_bucket(self, name: str, set: dict, unset: list[str], expect: dict | None = None) -> None:
         """Replace the named settings and remove those in ``unset`` (``NoSuchBucket``); the
-        caller holds the bucket's lock."""
+        caller holds the bucket's lock. ``expect``: settings that must still have these values
+        (None: absent), else ``BucketSettingsChanged`` (a change through another node)."""
     async def delete_bucket(self, name: str) -> list[dict]:
         """``BucketNotEmpty`` while it holds objects; returns the uploads it dropped."""
 
@@ -125,10 +126,12 @@ class LocalCatalog:
             raise errors.BucketAlreadyExists(resource=name, BucketName=name)
         await self.registry.commit([Op("put_bucket", name, value=rec)])
 
-    async def update_bucket(self, name: str, set: dict, unset: list[str]) -> None:
+    async def update_bucket(self, name: str, set: dict, unset: list[str], expect: dict | None = None) -> None:
         current = self.registry.get_bucket(name)
         if current is None:
             raise errors.NoSuchBucket(resource=name, BucketName=name)
+        if any(current.get(k) != v for k, v in (expect or {}).items()):
+            raise errors.BucketSettingsChanged(resource=name)
         record = {k: v for k, v in current.items() if k not in unset}
         record.update(set)
         await self.registry.commit([Op("put_bucket", name, value=record)])

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from buckets.runtime import Workers
 log = logging.getLogger("buckets.engine")
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+SETTINGS_ATTEMPTS = 5  # a bucket settings change judged again when another one won (update_bucket)
 
 
 @dataclass(slots=True)
@@ -355,17 +356,33 @@ class Store:
         """The bucket's whole record: ``created``, ``owner`` and its settings (``NoSuchBucket``)."""
         return await self._require_bucket(name)
 
-    async def update_bucket(self, name: str, set: dict | None = None, unset: list[str] | None = None) -> dict:
+    async def update_bucket(self, name: str, set: dict | None = None, unset: list[str] | None = None, *,
+                            check: Callable[[dict], None] | None = None, reads: Sequence[str] = ()) -> dict:
         """Change a bucket's settings (policy, ACL, CORS, encryption, ...): ``set`` replaces the
         named values, ``unset`` removes them. Durable in the catalog and in the bucket's
-        metadata file on every disk (so a registry rebuild keeps it). Returns the new record."""
+        metadata file on every disk (so a registry rebuild keeps it). Returns the new record.
+
+        ``check(record)`` raises to refuse the change; it reads only the settings named in
+        ``reads``, and the change applies only while they hold the values it judged (under the
+        bucket's lock here; on a cluster a compare-and-set in the control plane, since a change
+        through another node takes no lock of this one). Changed meanwhile: judged again on
+        the fresh record, up to ``SETTINGS_ATTEMPTS`` times, then ``409 OperationAborted``."""
         values, drop = dict(set or {}), list(unset or [])
         reserved = {"created", "owner", "bucket", "version"} & (values.keys() | drop)
         if reserved or any(k.startswith("index_") for k in (*values, *drop)):
             raise ValueError(f"not a bucket setting: {sorted(reserved) or drop}")
         async with self.locks.hold(("bucket", name)):
-            await self._require_bucket(name)
-            await self.catalog.update_bucket(name, values, drop)
+            for attempt in range(SETTINGS_ATTEMPTS):
+                record = await self._require_bucket(name)
+                if check is not None:
+                    check(record)
+                try:
+                    await self.catalog.update_bucket(name, values, drop, {k: record.get(k) for k in reads} or None)
+                    break
+                except errors.BucketSettingsChanged:
+                    if attempt == SETTINGS_ATTEMPTS - 1:
+                        raise
+                    await self.catalog.fresh_buckets()  # (on a cluster: this node applied the change that won)
             record = await self._require_bucket(name)
             data = bucket_meta_file(name, record)
             ok = await self._on_disks(lambda d: d.write_file(paths.bucket_meta(name), data, sync=self.sync))

@@ -99,12 +99,17 @@ def check_removable(entry: dict, bypass_governance: bool, now: float | None = No
 async def set_versioning(self: "Store", bucket: str, status: str) -> None:
     if status not in VERSIONING_STATES:
         raise ValueError(f"versioning status must be one of {VERSIONING_STATES}, not {status!r}")
+    def check(rec: dict) -> None:
+        # (judged on the record the change applies to: Object Lock turned on through another
+        # node meanwhile refuses a suspension, update_bucket)
+        if status == "Suspended" and (rec.get("lock") or {}).get("enabled"):
+            raise errors.InvalidBucketState("An Object Lock configuration is present on this bucket, so the "
+                                            "versioning state cannot be changed.")
+
     rec = await self._require_bucket(bucket)
-    if status == "Suspended" and (rec.get("lock") or {}).get("enabled"):
-        raise errors.InvalidBucketState("An Object Lock configuration is present on this bucket, so the "
-                                        "versioning state cannot be changed.")
+    check(rec)
     if rec.get("versioning") != status:
-        await self.update_bucket(bucket, set={"versioning": status})
+        await self.update_bucket(bucket, set={"versioning": status}, check=check, reads=("lock",))
 
 
 def _marker_gone(bucket: str, key: str, entry: dict, *, by_version: bool) -> errors.BucketsError:

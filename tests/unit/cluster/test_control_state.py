@@ -86,6 +86,13 @@ def test_bucket_lifecycle_and_refusals(drive: Driver) -> None:
     assert updated["settings"] == {"policy": {"Version": "2012-10-17"}}
     assert record.settings == {"versioning": "Enabled"}, "records read earlier are values: never changed in place"
     drive.refused("update_bucket", "NoSuchBucket", name="missing", set={})
+    # ``expect``: a compare-and-set on the settings a check read (None: absent)
+    drive.ok("update_bucket", name="photos", set={"lock": {"enabled": True}}, unset=[],
+             expect={"versioning": None, "policy": {"Version": "2012-10-17"}})
+    drive.refused("update_bucket", "BucketChanged", name="photos", set={"versioning": "Suspended"},
+                  expect={"lock": None})
+    assert drive.machine.snapshot.buckets["photos"].settings.get("versioning") is None
+    drive.refused("update_bucket", "InvalidArgument", name="photos", set={}, expect=["lock"])
 
     drive.ok("delete_bucket", name="photos")
     assert "photos" not in drive.machine.snapshot.buckets

@@ -104,10 +104,13 @@ async def put_bucket_acl(req: S3Request) -> web.StreamResponse:
     owner = record.get("owner", "")
     acl = await _acl_in_request(req, owner, for_bucket=True, bucket_owner=owner)
     check_acl_allowed(req, record, acl)
+    # (judged again on the record the change applies to: an ownership or public access block
+    # set through another node meanwhile refuses it, as it would have refused it before)
+    judged = {"check": lambda current: check_acl_allowed(req, current, acl), "reads": ("ownership", "public_access_block")}
     if acl.is_owner_only:
-        await req.store.update_bucket(req.bucket, unset=["acl"])
+        await req.store.update_bucket(req.bucket, unset=["acl"], **judged)
     else:
-        await req.store.update_bucket(req.bucket, set={"acl": acl.to_record()})
+        await req.store.update_bucket(req.bucket, set={"acl": acl.to_record()}, **judged)
     return empty_response(200)
 
 
@@ -155,11 +158,15 @@ async def put_ownership_controls(req: S3Request) -> web.StreamResponse:
     value = (rules[0].child_text("ObjectOwnership") or "").strip()
     if value not in OWNERSHIP_VALUES:
         raise MalformedXML()
-    if value == "BucketOwnerEnforced":
-        access = bucket_access(req.bucket, record)
-        if access.acl is not None and not access.acl.is_owner_only:
-            raise InvalidBucketAclWithObjectOwnership()
-    await req.store.update_bucket(req.bucket, set={"ownership": value})
+
+    def check(current: dict) -> None:  # (judged on the record the change applies to: update_bucket)
+        if value == "BucketOwnerEnforced":
+            access = bucket_access(req.bucket, current)
+            if access.acl is not None and not access.acl.is_owner_only:
+                raise InvalidBucketAclWithObjectOwnership()
+
+    check(record)
+    await req.store.update_bucket(req.bucket, set={"ownership": value}, check=check, reads=("acl",))
     return empty_response(200)
 
 

@@ -63,12 +63,17 @@ async def put_object_lock_configuration(req: S3Request) -> web.StreamResponse:
     integrity.reader = reader
     integrity.check_document(body, required=True)
     config = lockrules.parse_configuration(body)
-    record = await req.store.bucket_record(req.bucket)
-    if not lockrules.lock_enabled(record) and record.get("versioning") != "Enabled":
-        # S3 turns Object Lock on for an existing bucket only when its versioning is Enabled.
-        raise lockrules.InvalidBucketState(
-            "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration", BucketName=req.bucket)
-    await req.store.update_bucket(req.bucket, set={"lock": config})
+
+    def check(record: dict) -> None:
+        if not lockrules.lock_enabled(record) and record.get("versioning") != "Enabled":
+            # S3 turns Object Lock on for an existing bucket only when its versioning is Enabled
+            # (judged on the record the change applies to: a suspension of versioning through
+            # another node meanwhile refuses it, update_bucket).
+            raise lockrules.InvalidBucketState(
+                "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
+                BucketName=req.bucket)
+
+    await req.store.update_bucket(req.bucket, set={"lock": config}, check=check, reads=("lock", "versioning"))
     return empty_response(200)
 
 
