@@ -306,11 +306,17 @@ class ClusterCatalog:
         merge reached a quorum before its node applied the mark is seen by the check (which
         runs after every live node applied it: ``BucketNotEmpty``); a write that finds the
         mark before or after its merge waits for the deletion's outcome (``_creating``), and
-        what such a write left is dropped with the bucket's index if the bucket goes."""
+        what such a write left is dropped with the bucket's index if the bucket goes. A live
+        node that has not applied the mark within the settle bound fails the deletion (503)."""
         await self.control.apply("update_bucket", name=name, set={DELETING: time.time() + DELETING_SECONDS},
                                  unset=[])
-        await settle(self.control, self.wait_settled)
         try:
+            # Every live node must have applied the mark before the emptiness check: one still
+            # behind would acknowledge a write the check may miss, into a bucket then deleted.
+            # Unlike other bucket changes (``settle``), the deletion does not go on without it:
+            # 503, the mark removed, nothing deleted.
+            if self.wait_settled is not None:
+                await self.wait_settled(self.control.snapshot.applied)
             objects, prefixes, _ = await self.index.list(name, limit=1, markers=True)
             if not objects and not prefixes:
                 objects, prefixes, _ = await self.index.list(name + VERSIONS, limit=1, markers=True)
