@@ -404,3 +404,56 @@ def test_bucket_settings_that_exclude_each_other_set_at_once_through_two_nodes(c
         public = any(g["Grantee"].get("URI", "").endswith("/AllUsers") for g in grants)
         assert public == (acl[0] == 200), (round_, grants)
     assert sum(outcomes.values()) == 16, outcomes
+
+
+def test_a_bucket_deleted_while_a_replica_of_its_index_was_down_is_created_again_empty(cluster4) -> None:
+    """Node 4 is down while an object of a bucket is deleted and then the bucket. Its index
+    replica still holds the object's entry, which the deletion could not drop. Before, the
+    bucket could be created again at once. Node 4's old entry then came back into the new
+    bucket, through a read quorum that included node 4 or through anti-entropy. Now the
+    deletion records the replicas that must drop the index. A bucket of that name cannot be
+    created again until they have (409 OperationAborted, as S3 answers a re-creation that
+    comes too soon). Node 4 drops its copy within seconds of its return; then the name is
+    free, and the new bucket is empty through every node."""
+    import time
+
+    c = cluster4
+    s3 = {i: c.client(i) for i in range(1, 5)}
+    names = [f"phoenix-{i}" for i in range(4)]
+    for b in names:
+        s3[1].create_bucket(Bucket=b)
+        s3[1].put_object(Bucket=b, Key="k", Body=b"old")
+    c.kill(4)
+    try:
+        blocked = []
+        for b in names:
+            s3[1].delete_object(Bucket=b, Key="k")
+            s3[2].delete_bucket(Bucket=b)
+            try:
+                s3[3].create_bucket(Bucket=b)
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "OperationAborted", exc.response
+                assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+                blocked.append(b)
+        # Node 4 holds a replica of most buckets' index (3 of 4 nodes do): those are blocked.
+        assert blocked, "node 4 held none of the buckets' index"
+    finally:
+        c.start(4)
+    deadline = time.monotonic() + 60
+    for b in blocked:
+        while True:
+            try:
+                s3[3].create_bucket(Bucket=b)
+                break
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "OperationAborted", exc.response
+                assert time.monotonic() < deadline, f"{b} still blocked a minute after node 4 came back"
+                time.sleep(0.5)
+    time.sleep(7)  # node 4's first anti-entropy pass (5 s after its start) has run
+    for b in names:
+        for i in range(1, 5):
+            assert s3[i].list_objects_v2(Bucket=b).get("KeyCount") == 0, (b, i)
+            with pytest.raises(ClientError) as info:
+                s3[i].head_object(Bucket=b, Key="k")
+            assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404, (b, i)
+        s3[1].delete_bucket(Bucket=b)

@@ -34,8 +34,9 @@ from typing import Any
 import xxhash
 
 from buckets import errors
-from buckets.cluster.control import ControlPlane
+from buckets.cluster.control import ControlPlane, NoSuchJob, VersionConflict
 from buckets.cluster.control_records import ControlSnapshot
+from buckets.cluster.control_state import INDEX_DROP
 from buckets.cluster.index import JUDGED, IndexPlacement, ReplicatedIndex
 from buckets.placement import PartitionTable
 from buckets.registry import Op
@@ -324,7 +325,8 @@ class ClusterCatalog:
                 raise errors.BucketNotEmpty(resource=name, BucketName=name)
             uploads = await self.list_uploads(name)
             nodes = self.placer.placement(name).nodes  # (placed by the bucket's settings: read them first)
-            await self.control.apply("delete_bucket", name=name)
+            # (the nodes to drop the index are recorded with the deletion: INDEX_DROP)
+            await self.control.apply("delete_bucket", name=name, drop=list(nodes))
         except BaseException:
             try:
                 await self.control.apply("update_bucket", name=name, set={}, unset=[DELETING])
@@ -332,11 +334,62 @@ class ClusterCatalog:
                 log.warning("bucket %s: its deletion mark was not removed: %s", name, exc)
             raise
         await settle(self.control, self.wait_settled)
-        for u in uploads:
-            await self.delete_upload(name, u["uid"])
-        for space in (name, name + VERSIONS, name + UPLOADS):
-            await self.index.drop_replicas(space, nodes)
+        # (the uploads' records go with the index: replicas refuse writes into a deleted bucket)
+        await self._forget_dropped(name, [n for n in nodes if await self._drop_index(n, name)])
         return uploads
+
+    async def _drop_index(self, node: str, name: str) -> bool:
+        """One node drops what it holds of a deleted bucket's index (and its shadows); False if
+        it did not answer (it is left on the bucket's ``INDEX_DROP`` job)."""
+        try:
+            for space in (name, *(name + s for s in SHADOWS)):
+                await self.index.drop_on(node, space)
+            return True
+        except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("deleted bucket %s: %s did not drop its index (%s); the bucket cannot be created again "
+                        "until it has", name, node, exc or type(exc).__name__)
+            return False
+
+    async def _forget_dropped(self, name: str, dropped: list[str]) -> None:
+        """Take ``dropped`` off the deleted bucket's ``INDEX_DROP`` job; the job goes with the
+        last node (and a bucket of that name can be created again)."""
+        key = INDEX_DROP + name
+        for _ in range(10):
+            record = self.control.snapshot.jobs.get(key)
+            if record is None or not dropped:
+                return
+            left = [n for n in record.value.get("nodes", []) if n not in dropped]
+            try:
+                if left:
+                    await self.control.apply("put_job", key=key, value={"nodes": left},
+                                             expected_version=record.version)
+                else:
+                    await self.control.apply("delete_job", key=key, expected_version=record.version)
+                return
+            except (VersionConflict, NoSuchJob):  # another node took itself off meanwhile
+                await self.control.read(linearizable=True)
+
+    async def finish_index_drops(self, me: str) -> int:
+        """For each deleted bucket whose index this node (``me``) has not dropped yet (it was
+        down during the DeleteBucket): drop it here and take this node off the job; and take
+        off nodes that have left the cluster. Returns the buckets done (run by every node
+        soon after it starts and then every few seconds: ``ClusterNode``)."""
+        done = 0
+        snapshot = self.control.snapshot
+        members = {n.node_id for n in snapshot.topology.nodes if n.state != "removed"} \
+            if snapshot.topology is not None else None
+        for key, record in list(snapshot.jobs.items()):
+            if not key.startswith(INDEX_DROP):
+                continue
+            name, nodes = key[len(INDEX_DROP):], record.value.get("nodes", [])
+            gone = [n for n in nodes if members is not None and n not in members]
+            if me in nodes:
+                for space in (name, *(name + s for s in SHADOWS)):
+                    await self.index.local.drop({"bucket": space})
+                gone.append(me)
+                done += 1
+            await self._forget_dropped(name, gone)
+        return done
 
     def _writable(self, bucket: str) -> bool:
         rec = self.control.snapshot.buckets.get(bucket)
@@ -384,7 +437,14 @@ class ClusterCatalog:
                 raise errors.SlowDown("The bucket is being deleted; retry the request.", resource=bucket)
             if not kept:
                 raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
-        yield
+        try:
+            yield
+        except errors.BucketsError:
+            # Refused by replicas that applied the deletion already (``IndexReplica.merge``):
+            # the bucket went, so the write is not kept.
+            if self._writable(bucket) or await self._deletion_over(bucket, created, DELETING_SECONDS) is not False:
+                raise
+            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket) from None
         if not self._writable(bucket):
             kept = await self._deletion_over(bucket, created, DELETING_SECONDS)
             if kept is None:

@@ -111,10 +111,12 @@ _ERRORS: dict[str, type[BucketsError]] = {
     "GenerationConflict": GenerationConflict,
     "VersionConflict": VersionConflict,
     "BucketChanged": errors.BucketSettingsChanged,
+    "OperationAborted": errors.OperationAborted,
     "ClusterMismatch": ClusterMismatch,
     "ClusterNotInitialized": ClusterNotInitialized,
 }
-_BUCKET_ERRORS = {"InvalidBucketName", "NoSuchBucket", "BucketAlreadyExists", "BucketAlreadyOwnedByYou"}
+_BUCKET_ERRORS = {"InvalidBucketName", "NoSuchBucket", "BucketAlreadyExists", "BucketAlreadyOwnedByYou",
+                  "OperationAborted"}
 
 # pysyncobj outcomes after which the same request is sent again (it may or may not have
 # been appended; the request id makes a second application answer the first result).

@@ -356,9 +356,20 @@ def _imported_time(args: dict, ts: float) -> float:
     return float(created)
 
 
+# A job under this prefix and a deleted bucket's name: the index replicas that have not yet
+# dropped what they held of it (``{"nodes": [...]}``). A bucket of that name cannot be created
+# again until none is left: a replica that missed the drop (down during the DeleteBucket) would
+# otherwise bring the old bucket's entries into the new one (anti-entropy, or a read quorum).
+INDEX_DROP = "index-drop/"
+
+
 @command("create_bucket")
 def _create_bucket(state: ControlSnapshot, args: dict, ts: float):
     name = _check_bucket_name(args.get("name"))
+    pending = state.jobs.get(INDEX_DROP + name)
+    if pending is not None:
+        raise CommandError("OperationAborted", f"a bucket named {name} was deleted and its index is still held by "
+                                               f"{', '.join(pending.value.get('nodes', []))}; retry later")
     owner = args.get("owner", "")
     if not isinstance(owner, str) or len(owner) > MAX_KEY_CHARS:
         raise _invalid("owner must be a string")
@@ -381,8 +392,19 @@ def _existing_bucket(state: ControlSnapshot, args: dict) -> BucketRecord:
 
 @command("delete_bucket")
 def _delete_bucket(state: ControlSnapshot, args: dict, ts: float):
+    """``drop``: the nodes holding the bucket's index, which must drop it (``INDEX_DROP``)."""
     bucket = _existing_bucket(state, args)
-    return replace(state, buckets=_with(state.buckets, bucket.name, None)), {"deleted": True}
+    drop = args.get("drop", [])
+    if not isinstance(drop, list) or not all(isinstance(n, str) for n in drop):
+        raise _invalid("drop must be a list of node ids")
+    jobs = state.jobs
+    if drop:
+        key = INDEX_DROP + bucket.name
+        current = jobs.get(key)
+        nodes = sorted(set(drop) | set(current.value.get("nodes", []) if current is not None else ()))
+        jobs = _with(jobs, key, JobRecord(key, (current.version if current is not None else 0) + 1,
+                                          {"nodes": nodes}, ts))
+    return replace(state, buckets=_with(state.buckets, bucket.name, None), jobs=jobs), {"deleted": True}
 
 
 def _merged(current: Mapping[str, Any], args: dict) -> dict:

@@ -198,6 +198,8 @@ class IndexReplica:
         self.serve_read: Callable[[dict], Awaitable[dict]] | None = None
         self.on_merge: Callable[[str, str], Callable[[tuple | None], None] | None] | None = None
         self.on_get: Callable[[str], bool] | None = None  # True: this node holds the bucket's lease
+        # Whether a bucket exists as this node's control plane has it (None: every bucket does).
+        self.bucket_known: Callable[[str], bool] | None = None
         # A blind PUT's merges applied here lately, bucket -> key -> _Fresh: a ``retract`` of
         # one undoes it only if no lookup, listing or lock was answered with that version
         # and no write-back of it arrived since (a read that returned it wrote it back to a
@@ -221,6 +223,13 @@ class IndexReplica:
 
     async def merge(self, args: dict) -> dict:
         bucket = args["bucket"]
+        if self.bucket_known is not None and not self.bucket_known(name := bucket.split("\x01", 1)[0]):
+            # A bucket deleted (or created so lately that this node has not applied it yet): a
+            # replica that missed the deletion (down then) can still hold the old bucket's
+            # entries, and its reads' write-backs (its scanner's heal, anti-entropy) would put
+            # them into the replicas that dropped them, then into a bucket created again under
+            # that name (``INDEX_DROP``). Refused: not an answer toward the writer's quorum.
+            raise errors.NoSuchBucket(f"{name!r} is not a bucket on this node's control plane", resource=name)
         seq = self.seq
         self.seq += 1
         running = self._merging.setdefault(bucket, {})
@@ -2016,11 +2025,15 @@ class ReplicatedIndex:
         dropped = 0
         for node in nodes:
             try:
-                dropped += int((await self._call(node, "drop", {"bucket": bucket}))["dropped"])
+                dropped += await self.drop_on(node, bucket)
             except (errors.BucketsError, asyncio.TimeoutError) as exc:
                 log.warning("index of %s: %s did not drop its old replica: %s", bucket, node,
                             exc or type(exc).__name__)
         return dropped
+
+    async def drop_on(self, node: str, bucket: str) -> int:
+        """Ask one node to forget the bucket's entries (raises if it does not answer)."""
+        return int((await self._call(node, "drop", {"bucket": bucket}))["dropped"])
 
     async def close(self) -> None:
         if self.leases is not None:

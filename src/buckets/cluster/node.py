@@ -54,6 +54,7 @@ from buckets.storage.disk import Disk
 log = logging.getLogger("buckets.cluster")
 
 INDEX_REPLICAS = 3
+INDEX_DROPS_INTERVAL = 2.0  # seconds between looks for deleted buckets' index left to drop here
 ANTI_ENTROPY_INTERVAL = 60.0  # seconds between passes (each compares 64 digests per bucket first)
 # How long a node waits for its peers (and the first node's format) before giving up.
 FORMATION_TIMEOUT = 120.0
@@ -110,6 +111,7 @@ class ClusterNode:
     disk_service: Any = None  # serves this node's disks to its peers (a disk added is served at once)
     _entropy: asyncio.Task | None = None
     _peer_disks: asyncio.Task | None = None  # probes a peer's disks as soon as the peer is back
+    _drops: asyncio.Task | None = None  # drops deleted buckets' index this node missed (INDEX_DROP)
     _store: Any = None  # set once the store is open and the node serves; None again once it stops
     _stopping: bool = False
     _replicas: dict[str, list[str]] = field(default_factory=dict)
@@ -434,7 +436,24 @@ class ClusterNode:
         store.cluster_node = self  # for /health/cluster and buckets-admin info
         self._store = store  # from here on the index service answers its peers
         self._follow = asyncio.get_running_loop().create_task(self._follow_topology(store), name="topology")
+        self._drops = asyncio.get_running_loop().create_task(self._index_drops(store), name="index-drops")
         return store
+
+    async def _index_drops(self, store: Any, interval: float = INDEX_DROPS_INTERVAL) -> None:
+        """Every ``interval``: drop the index of buckets deleted while this node was away (each
+        such bucket's name is blocked from being created again until then: ``INDEX_DROP``)."""
+        me = node_id_of(self.spec.me)
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                done = await store.catalog.finish_index_drops(me)
+            except errors.BucketsError as exc:  # no control-plane quorum now: next round
+                log.info("dropping deleted buckets' index: %s", exc)
+            except Exception:  # noqa: BLE001 - next round tries again
+                log.exception("dropping deleted buckets' index failed")
+            else:
+                if done:
+                    log.info("dropped the index of %d bucket(s) deleted while this node was away", done)
 
     async def _disks_follow_peers(self, store: Any, interval: float = PEER_DISKS_INTERVAL) -> None:
         """A peer that was offline and answers again (its client's probe) gets its disks probed
@@ -858,6 +877,7 @@ class ClusterNode:
         # until every live node applied each phase (the ``cluster/applied`` peer call).
         self.placer = IndexPlacer(lambda: control.snapshot)
         replica = IndexReplica(store.registry, functools.partial(smalllog.local_records, store))
+        replica.bucket_known = lambda name: name in control.snapshot.buckets
         self.index = ReplicatedIndex(node_id_of(self.spec.me), replica, self._transport,
                                      self.placer.placement, leases=self.config.read_leases)
         return ClusterCatalog(control, self.index, self.placer,
@@ -889,10 +909,10 @@ class ClusterNode:
         that uses the store (anti-entropy, read repairs), so none runs into a closed registry."""
         self._stopping = True
         self._store = None
-        for task in (self._entropy, self._follow, self._peer_disks):
+        for task in (self._entropy, self._follow, self._peer_disks, self._drops):
             if task is not None:
                 await _cancel_and_wait(task)
-        self._entropy = self._follow = self._peer_disks = None
+        self._entropy = self._follow = self._peer_disks = self._drops = None
         migration, self.migration = self.migration, None
         if migration is not None:
             try:

@@ -98,6 +98,19 @@ def test_bucket_lifecycle_and_refusals(drive: Driver) -> None:
     assert "photos" not in drive.machine.snapshot.buckets
     drive.refused("delete_bucket", "NoSuchBucket", name="photos")
 
+    # ``drop``: the index replicas that must drop the bucket's index before a bucket of that
+    # name can be created again (one down during the deletion kept the old entries)
+    drive.ok("create_bucket", name="photos")
+    drive.refused("delete_bucket", "InvalidArgument", name="photos", drop="n1")
+    drive.ok("delete_bucket", name="photos", drop=["n2", "n1"])
+    job = drive.machine.snapshot.jobs["index-drop/photos"]
+    assert job.value == {"nodes": ["n1", "n2"]}
+    drive.refused("create_bucket", "OperationAborted", name="photos")
+    drive.ok("put_job", key="index-drop/photos", value={"nodes": ["n2"]}, expected_version=job.version)
+    drive.refused("create_bucket", "OperationAborted", name="photos")
+    drive.ok("delete_job", key="index-drop/photos")
+    drive.ok("create_bucket", name="photos")
+
 
 def test_snapshots_are_immutable_values(drive: Driver) -> None:
     drive.ok("create_bucket", name="first")

@@ -480,3 +480,36 @@ async def test_a_bucket_change_is_acknowledged_once_the_live_nodes_applied_it(cl
     with pytest.raises(errors.ServiceUnavailable):
         await slow.delete_bucket("still-made")
     assert "deleting" not in cluster.control.snapshot.buckets["still-made"].settings
+
+
+async def test_a_replica_down_during_a_deletion_drops_the_index_before_the_name_is_free(cluster) -> None:
+    """A replica down while a bucket is deleted keeps the bucket's entries (here an object
+    deleted meanwhile, whose tombstone it never got). The deletion records it as still to drop
+    (``INDEX_DROP``), and a bucket of that name cannot be created until it has. The replicas that
+    dropped refuse that replica's writes into the deleted bucket (a read's write-back would
+    put the old object back into them). Back, it drops its copy and frees the name."""
+    for replica in cluster.replicas.values():
+        replica.bucket_known = lambda name: name in cluster.control.snapshot.buckets
+    await cluster.bucket("gone")
+    nodes = cluster.catalog.placer.placement("gone").nodes
+    await cluster.idx["n1"].put("gone", "k", entry("w1"))
+    victim = next(n for n in nodes if n != "n1")
+    cluster.down.add(victim)
+    await cluster.idx["n1"].get("gone", "k")
+    await cluster.idx["n1"].delete("gone", "k", "x")
+    await cluster.catalog.delete_bucket("gone")
+    assert cluster.control.snapshot.jobs["index-drop/gone"].value == {"nodes": [victim]}
+    with pytest.raises(AssertionError, match="OperationAborted"):
+        await cluster.control.apply("create_bucket", name="gone")
+    cluster.down.discard(victim)
+    assert "k" in live_keys(cluster.regs[victim], "gone")
+    with pytest.raises(errors.BucketsError):  # its write-back of the old object: refused by the others
+        await cluster.idx[victim].put("gone", "k", entry("w1"))
+    for n in nodes:
+        if n != victim:
+            assert not live_keys(cluster.regs[n], "gone"), n
+    assert await ClusterCatalog(cluster.control, cluster.idx[victim]).finish_index_drops(victim) == 1  # type: ignore[arg-type]
+    assert not live_keys(cluster.regs[victim], "gone")
+    assert "index-drop/gone" not in cluster.control.snapshot.jobs
+    await cluster.bucket("gone")
+    assert (await cluster.idx["n1"].list("gone"))[0] == []
