@@ -950,7 +950,7 @@ def read_response(conn: _Conn, method: str, keep: int = 8192) -> Response | None
                 return None
             size = int(size_line.split(b";")[0] or b"0", 16)
             if size == 0:
-                while (trailer := conn.line()) not in (None, b""):
+                while conn.line() not in (None, b""):  # the trailer's lines, up to the blank one
                     pass
                 return Response(status, reason, headers, bytes(body))
             chunk = conn.exactly(size, keep - len(body))
