@@ -261,7 +261,8 @@ def test_one_upload_completed_aborted_and_replaced_through_different_nodes_at_on
         assert s3[i].list_multipart_uploads(Bucket="racing").get("Uploads", []) == []
 
 
-def _signed(url: str, method: str, body: bytes, headers: dict | None = None) -> tuple[str, str, bytes, dict]:
+def _signed(url: str, method: str, body: bytes,
+            headers: dict | None = None) -> tuple[str, str, bytes, dict]:
     """A request signed as boto3 signs it (SigV4 over the body and ``headers``, with its Content-MD5)."""
     import base64
 
@@ -271,7 +272,8 @@ def _signed(url: str, method: str, body: bytes, headers: dict | None = None) -> 
     from clusterproc import ROOT_PASSWORD, ROOT_USER
 
     request = AWSRequest(method=method, url=url, data=body,
-                         headers={"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(), **(headers or {})})
+                         headers={"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                                  **(headers or {})})
     S3SigV4Auth(Credentials(ROOT_USER, ROOT_PASSWORD), "s3", "us-east-1").add_auth(request)
     return method, url, body, dict(request.headers.items())
 
@@ -370,7 +372,8 @@ def test_bucket_settings_that_exclude_each_other_set_at_once_through_two_nodes(c
     s3 = {i: c.client(i) for i in range(1, 5)}
     ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
     suspend = f"<VersioningConfiguration {ns}><Status>Suspended</Status></VersioningConfiguration>".encode()
-    lock = f"<ObjectLockConfiguration {ns}><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>".encode()
+    lock = (f"<ObjectLockConfiguration {ns}><ObjectLockEnabled>Enabled</ObjectLockEnabled>"
+            "</ObjectLockConfiguration>").encode()
     enforced = (f"<OwnershipControls {ns}><Rule><ObjectOwnership>BucketOwnerEnforced</ObjectOwnership></Rule>"
                 "</OwnershipControls>").encode()
     outcomes: Counter = Counter()

@@ -294,7 +294,8 @@ class ClusterCatalog:
         await settle(self.control, self.wait_settled)
 
     async def update_bucket(self, name: str, set: dict, unset: list[str], expect: dict | None = None) -> None:
-        await self.control.apply("update_bucket", name=name, set=set, unset=unset, **({"expect": expect} if expect else {}))
+        await self.control.apply("update_bucket", name=name, set=set, unset=unset,
+                                 **({"expect": expect} if expect else {}))
         await settle(self.control, self.wait_settled)
 
     async def delete_bucket(self, name: str) -> list[dict]:

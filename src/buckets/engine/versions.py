@@ -99,6 +99,7 @@ def check_removable(entry: dict, bypass_governance: bool, now: float | None = No
 async def set_versioning(self: "Store", bucket: str, status: str) -> None:
     if status not in VERSIONING_STATES:
         raise ValueError(f"versioning status must be one of {VERSIONING_STATES}, not {status!r}")
+
     def check(rec: dict) -> None:
         # (judged on the record the change applies to: Object Lock turned on through another
         # node meanwhile refuses a suspension, update_bucket)

@@ -508,7 +508,8 @@ async def test_a_replica_down_during_a_deletion_drops_the_index_before_the_name_
     for n in nodes:
         if n != victim:
             assert not live_keys(cluster.regs[n], "gone"), n
-    assert await ClusterCatalog(cluster.control, cluster.idx[victim]).finish_index_drops(victim) == 1  # type: ignore[arg-type]
+    returned = ClusterCatalog(cluster.control, cluster.idx[victim])  # type: ignore[arg-type]
+    assert await returned.finish_index_drops(victim) == 1
     assert not live_keys(cluster.regs[victim], "gone")
     assert "index-drop/gone" not in cluster.control.snapshot.jobs
     await cluster.bucket("gone")

@@ -106,7 +106,8 @@ async def put_bucket_acl(req: S3Request) -> web.StreamResponse:
     check_acl_allowed(req, record, acl)
     # (judged again on the record the change applies to: an ownership or public access block
     # set through another node meanwhile refuses it, as it would have refused it before)
-    judged = {"check": lambda current: check_acl_allowed(req, current, acl), "reads": ("ownership", "public_access_block")}
+    judged = {"check": lambda current: check_acl_allowed(req, current, acl),
+              "reads": ("ownership", "public_access_block")}
     if acl.is_owner_only:
         await req.store.update_bucket(req.bucket, unset=["acl"], **judged)
     else:
