@@ -287,15 +287,27 @@ class Scanner:
             except DiskError as exc:
                 log.warning("sweep of %s on %s stopped: %s", base, disk.endpoint, exc)
         # object writes the registry does not point to
-        buckets = {b for b, _ in store.catalog.list_buckets()}
         try:
-            on_disk = await disk.list_dir(DATA_DIR)
-        except DiskError:
+            # (on a cluster a linearizable read: a bucket created through another node a moment
+            # ago is one; if the control plane does not answer, nothing is swept)
+            buckets = {b for b, _ in await store.catalog.fresh_buckets()}
+            on_disk = [e async for e in disk.walk_entries(DATA_DIR, 1)]
+        except (DiskError, BucketsError):
             return removed
-        for b in on_disk:
-            if b not in buckets:
-                continue
-            removed += await self._sweep_bucket(disk, b, cutoff)
+        for e in on_disk:
+            b = e.path.rsplit("/", 1)[-1]
+            if b in buckets:
+                removed += await self._sweep_bucket(disk, b, cutoff)
+            elif e.mtime < cutoff:
+                # The directory of a bucket that no longer exists, untouched for the grace
+                # period: its DeleteBucket did not reach this disk (offline then, or its node
+                # down), or a CreateBucket failed after writing its metadata here.
+                try:
+                    await disk.delete(e.path, recursive=True)
+                    removed += 1
+                    log.info("sweep: removed %s on %s (no such bucket)", e.path, disk.endpoint)
+                except DiskError as exc:
+                    log.warning("sweep of %s on %s stopped: %s", e.path, disk.endpoint, exc)
         return removed
 
     async def _sweep_bucket(self, disk: Disk, bucket: str, cutoff: float) -> int:

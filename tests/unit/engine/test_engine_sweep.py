@@ -29,3 +29,26 @@ async def test_the_current_write_on_a_disk_its_entry_does_not_name_is_swept(stor
     await store.registry.commit([Op("put_object", bucket, "moved", entry)])
     assert await get_bytes(store, bucket, "moved") == data
     assert os.path.isdir(vacated.root)
+
+
+async def test_the_directory_of_a_bucket_that_no_longer_exists_goes_after_the_grace(store, bucket, disk_paths) -> None:
+    """A DeleteBucket that missed a disk (offline then, or its node down) left the bucket's
+    directory there, and the sweep skipped every directory not named by a bucket: it stayed
+    for good. Now it goes once untouched for the grace period; a younger one (a bucket being
+    created) stays, and so do the buckets that exist."""
+    import time
+
+    await store.put_object(bucket, "kept", b"data", 4)
+    stale = os.path.join(disk_paths[0], "buckets", "long-gone")
+    os.makedirs(os.path.join(stale, "ab"))
+    with open(os.path.join(stale, "ab", "x.0123.meta"), "wb") as f:
+        f.write(b"old")
+    await store.scanner.sweep()  # default grace (an hour): too young
+    assert os.path.isdir(stale)
+    past = time.time() - 7200
+    os.utime(stale, (past, past))
+    stats = await store.scanner.sweep()
+    assert not os.path.exists(stale)
+    assert stats["orphans_removed"] == 1
+    assert all(os.path.isdir(os.path.join(p, "buckets", bucket)) for p in disk_paths)
+    assert await get_bytes(store, bucket, "kept") == b"data"
