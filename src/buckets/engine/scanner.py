@@ -253,13 +253,17 @@ class Scanner:
         cutoff = time.time() - grace
         removed = 0
         try:
-            uploads = {name: await store.catalog.list_uploads(name) for name, _ in store.catalog.list_buckets()}
+            # (on a cluster a linearizable read: a bucket created through another node a moment
+            # ago is one; if the control plane does not answer, nothing is swept)
+            buckets = [name for name, _ in await store.catalog.fresh_buckets()]
+            uploads = {name: await store.catalog.list_uploads(name) for name in buckets}
         except BucketsError as exc:  # a cluster without its index quorum: sweep nothing rather than guess
             log.info("orphan sweep skipped: %s", exc)
             return {"orphans_removed": 0, "uploads_expired": 0}
         # Each node sweeps only its own disks (in a cluster, peers sweep theirs).
         for disk in [d for d in store.disks if d.online and d.local_path("") is not None]:
-            removed += await self._sweep_disk(disk, cutoff, {u["uid"] for ups in uploads.values() for u in ups})
+            removed += await self._sweep_disk(disk, cutoff, {u["uid"] for ups in uploads.values() for u in ups},
+                                              set(buckets))
         expired = 0
         for name, ups in uploads.items():
             for up in ups:
@@ -273,8 +277,7 @@ class Scanner:
         store.heal_stats.uploads_expired += expired
         return {"orphans_removed": removed, "uploads_expired": expired}
 
-    async def _sweep_disk(self, disk: Disk, cutoff: float, live_uploads: set[str]) -> int:
-        store = self.store
+    async def _sweep_disk(self, disk: Disk, cutoff: float, live_uploads: set[str], buckets: set[str]) -> int:
         removed = 0
         # staging and upload directories nobody owns any more
         for base, keep in ((TMP_DIR, set()), (MULTIPART_DIR, live_uploads)):
@@ -288,11 +291,8 @@ class Scanner:
                 log.warning("sweep of %s on %s stopped: %s", base, disk.endpoint, exc)
         # object writes the registry does not point to
         try:
-            # (on a cluster a linearizable read: a bucket created through another node a moment
-            # ago is one; if the control plane does not answer, nothing is swept)
-            buckets = {b for b, _ in await store.catalog.fresh_buckets()}
             on_disk = [e async for e in disk.walk_entries(DATA_DIR, 1)]
-        except (DiskError, BucketsError):
+        except DiskError:
             return removed
         for e in on_disk:
             b = e.path.rsplit("/", 1)[-1]
