@@ -135,6 +135,14 @@ class WriteQuorumLost(BucketsError):
     default_message = "Write quorum lost: not enough disks are online to store the object safely."
 
 
+class BucketBeingDeleted(WriteQuorumLost):
+    """A cluster's index replicas refused a write's new entry: a DeleteBucket of its bucket is
+    under way there (its mark applied). Nothing of the write stands where it was refused; its
+    node waits for the deletion's outcome and writes again, or answers ``NoSuchBucket``."""
+
+    default_message = "The bucket is being deleted; retry the request."
+
+
 class ReadQuorumLost(BucketsError):
     """Fewer than k good shards are available: the object cannot be reconstructed now."""
 

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import xxhash
 
@@ -55,6 +55,7 @@ UPLOADS = "\x01uploads"
 VERSIONS = "\x01versions"
 SHADOWS = (UPLOADS, VERSIONS)  # a bucket's shadow buckets in the index, on the bucket's replicas
 _VS_MAX = (1 << 64) - 1
+_T = TypeVar("_T")
 
 
 def version_record(key: str, entry: dict) -> str:
@@ -319,9 +320,10 @@ class ClusterCatalog:
             # 503, the mark removed, nothing deleted.
             if self.wait_settled is not None:
                 await self.wait_settled(self.control.snapshot.applied)
-            objects, prefixes, _ = await self.index.list(name, limit=1, markers=True)
+            # (from replicas that applied the mark, each refusing new entries from then on)
+            objects, prefixes, _ = await self.index.list(name, limit=1, markers=True, deleting=True)
             if not objects and not prefixes:
-                objects, prefixes, _ = await self.index.list(name + VERSIONS, limit=1, markers=True)
+                objects, prefixes, _ = await self.index.list(name + VERSIONS, limit=1, markers=True, deleting=True)
             if objects or prefixes:
                 raise errors.BucketNotEmpty(resource=name, BucketName=name)
             uploads = await self.list_uploads(name)
@@ -396,6 +398,13 @@ class ClusterCatalog:
         rec = self.control.snapshot.buckets.get(bucket)
         return rec is not None and float(rec.settings.get(DELETING) or 0) <= time.time()
 
+    def deleting(self, bucket: str) -> bool:
+        """Whether a DeleteBucket of ``bucket`` is under way, as this node's control plane has it
+        (its mark applied and not expired): this node's index replica refuses new entries into
+        it (``IndexReplica.bucket_deleting``)."""
+        rec = self.control.snapshot.buckets.get(bucket)
+        return rec is not None and float(rec.settings.get(DELETING) or 0) > time.time()
+
     async def _deletion_over(self, bucket: str, created: float, within: float) -> bool | None:
         """Wait (up to ``within`` seconds) for a DeleteBucket under way to end, as this node
         applies it: True, the bucket is still there (it was not empty, or the deleting node
@@ -413,39 +422,57 @@ class ClusterCatalog:
                 return None
             await asyncio.sleep(DELETING_POLL)
 
-    @contextlib.asynccontextmanager
-    async def _creating(self, bucket: str) -> AsyncIterator[None]:
-        """Around a write that adds an entry to ``bucket``'s index (an object, a version or a
-        marker, an upload or a part), so that no write is acknowledged into a bucket that a
-        DeleteBucket through another node deletes (``delete_bucket``).
+    async def _creating(self, bucket: str, write: Callable[[], Awaitable[_T]]) -> _T:
+        """``write()``: a write that adds an entry to ``bucket``'s index (an object, a version or
+        a marker, an upload or a part), run so that no write is acknowledged into a bucket that
+        a DeleteBucket through another node deletes (``delete_bucket``).
 
         Before it: ``NoSuchBucket``; while a DeleteBucket is under way (its mark applied here),
         the write waits for its outcome: it goes on if the bucket stays (DeleteBucket of a
         bucket that is not empty changes nothing for the writes into it), ``NoSuchBucket`` if
-        the bucket went, ``503 SlowDown`` after ``DELETING_WAIT``. After it, if the mark arrived
-        meanwhile, the write's outcome is the deletion's: acknowledged if the bucket stays (the
-        write's entry is in it), ``NoSuchBucket`` if the bucket went (the entry went with its
-        index: the write's data goes too), and, the deletion still under way at the mark's
-        expiry, ``503`` as a lost write quorum (the data kept; the orphan sweep removes it if
-        the entry went)."""
+        the bucket went, ``503 SlowDown`` after ``DELETING_WAIT``. Refused by index replicas that
+        applied a mark this node had not (``BucketBeingDeleted``: nothing of it stands), it waits
+        until this node has caught up, then as before it, and writes again. After it, if the mark
+        arrived meanwhile, the write's outcome is the deletion's: acknowledged if the bucket
+        stays (the write's entry is in it), ``NoSuchBucket`` if the bucket went (the entry went
+        with its index: the write's data goes too), and, the deletion still under way at the
+        mark's expiry, ``503`` as a lost write quorum (the data kept; the orphan sweep removes
+        it if the entry went)."""
         rec = self.control.snapshot.buckets.get(bucket)
         if rec is None:
             raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
         created = rec.created
-        if not self._writable(bucket):
-            kept = await self._deletion_over(bucket, created, DELETING_WAIT)
-            if kept is None:
-                raise errors.SlowDown("The bucket is being deleted; retry the request.", resource=bucket)
-            if not kept:
-                raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
-        try:
-            yield
-        except errors.BucketsError:
-            # Refused by replicas that applied the deletion already (``IndexReplica.merge``):
-            # the bucket went, so the write is not kept.
-            if self._writable(bucket) or await self._deletion_over(bucket, created, DELETING_SECONDS) is not False:
-                raise
-            raise errors.NoSuchBucket(resource=bucket, BucketName=bucket) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DELETING_WAIT
+        while True:
+            if not self._writable(bucket):
+                kept = await self._deletion_over(bucket, created, max(0.0, deadline - loop.time()))
+                if kept is None:
+                    raise errors.SlowDown("The bucket is being deleted; retry the request.", resource=bucket)
+                if not kept:
+                    raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
+            try:
+                result = await write()
+                break
+            except errors.BucketBeingDeleted:
+                # This node has not applied the mark (or its end) that those replicas have: catch up.
+                if loop.time() >= deadline:
+                    raise errors.SlowDown("The bucket is being deleted; retry the request.",
+                                          resource=bucket) from None
+                try:
+                    await self.control.read(linearizable=True)
+                except errors.BucketsError as exc:
+                    raise errors.SlowDown(f"The bucket is being deleted, and this node cannot reach the control "
+                                          f"plane ({exc}); retry the request.", resource=bucket) from None
+                rec = self.control.snapshot.buckets.get(bucket)
+                if rec is None or rec.created != created:
+                    raise errors.NoSuchBucket(resource=bucket, BucketName=bucket) from None
+            except errors.BucketsError:
+                # Refused by replicas that applied the deletion already (``IndexReplica.merge``):
+                # the bucket went, so the write is not kept.
+                if self._writable(bucket) or await self._deletion_over(bucket, created, DELETING_SECONDS) is not False:
+                    raise
+                raise errors.NoSuchBucket(resource=bucket, BucketName=bucket) from None
         if not self._writable(bucket):
             kept = await self._deletion_over(bucket, created, DELETING_SECONDS)
             if kept is None:
@@ -453,6 +480,7 @@ class ClusterCatalog:
                                              "not have been kept. Retry the request.", resource=bucket)
             if not kept:
                 raise errors.NoSuchBucket(resource=bucket, BucketName=bucket)
+        return result
 
     # -- objects ------------------------------------------------------------------------------
     async def get_object(self, bucket: str, key: str, *, read: bool = False) -> dict | None:
@@ -466,12 +494,13 @@ class ClusterCatalog:
 
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                          finished_upload: str | None = None, displaced: bool = False) -> list[dict] | None:
-        replaced = None
-        async with self._creating(bucket):
+        async def write() -> list[dict] | None:
             if displaced:
-                replaced = await self.index.put_displacing(bucket, key, entry, small)
-            else:
-                await self.index.put(bucket, key, entry, small)
+                return await self.index.put_displacing(bucket, key, entry, small)
+            await self.index.put(bucket, key, entry, small)
+            return None
+
+        replaced = await self._creating(bucket, write)
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return replaced
@@ -481,8 +510,7 @@ class ClusterCatalog:
 
     async def put_object_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
                                  small: bytes | None = None, finished_upload: str | None = None) -> dict | None:
-        async with self._creating(bucket):
-            current = await self.index.write_checked(bucket, key, entry, judge, small)
+        current = await self._creating(bucket, lambda: self.index.write_checked(bucket, key, entry, judge, small))
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return current
@@ -539,10 +567,11 @@ class ClusterCatalog:
         replaced: list[dict] = []
 
         async def records(current: dict | None) -> None:
-            replaced.extend(await self._put_version_records(bucket, key, entry, current))
+            # (again if a DeleteBucket's mark refused the first try: what this try replaced)
+            replaced[:] = await self._put_version_records(bucket, key, entry, current)
 
-        async with self._creating(bucket):
-            await self.index.write_checked(bucket, key, entry, judge, small, before_commit=records)
+        await self._creating(bucket, lambda: self.index.write_checked(bucket, key, entry, judge, small,
+                                                                      before_commit=records))
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return replaced
@@ -781,9 +810,8 @@ class ClusterCatalog:
 
     # -- multipart uploads ------------------------------------------------------------------------
     async def create_upload(self, bucket: str, upload_id: str, rec: dict) -> None:
-        async with self._creating(bucket):
-            await self.index.put(bucket + UPLOADS, upload_id,
-                                 dict(rec, wid=upload_id, mt=rec.get("init", time.time()), parts={}))
+        await self._creating(bucket, lambda: self.index.put(
+            bucket + UPLOADS, upload_id, dict(rec, wid=upload_id, mt=rec.get("init", time.time()), parts={})))
 
     async def _records(self, bucket: str, prefix: str, delimiter: str) -> list[tuple[str, dict]]:
         out: list[tuple[str, dict]] = []
@@ -806,11 +834,14 @@ class ClusterCatalog:
         return dict(rec, parts=parts)
 
     async def put_part(self, bucket: str, upload_id: str, number: int, part: list) -> list | None:
-        async with self._creating(bucket):
+        async def write() -> dict | None:
             old = await self.index.get(bucket + UPLOADS, _part_key(upload_id, number))
             await self.index.put(bucket + UPLOADS, _part_key(upload_id, number),
                                  {"wid": part[0], "mt": part[4], "n": number, "part": part, "size": part[1],
                                   "etag": part[2]})
+            return old
+
+        old = await self._creating(bucket, write)
         return old["part"] if old is not None else None
 
     async def delete_upload(self, bucket: str, upload_id: str) -> None:

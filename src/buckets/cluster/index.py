@@ -200,6 +200,9 @@ class IndexReplica:
         self.on_get: Callable[[str], bool] | None = None  # True: this node holds the bucket's lease
         # Whether a bucket exists as this node's control plane has it (None: every bucket does).
         self.bucket_known: Callable[[str], bool] | None = None
+        # Whether a DeleteBucket of a bucket is under way as this node's control plane has it
+        # (its mark applied here): writers' new entries into it are refused (``_refuse_new``).
+        self.bucket_deleting: Callable[[str], bool] | None = None
         # A blind PUT's merges applied here lately, bucket -> key -> _Fresh: a ``retract`` of
         # one undoes it only if no lookup, listing or lock was answered with that version
         # and no write-back of it arrived since (a read that returned it wrote it back to a
@@ -230,6 +233,8 @@ class IndexReplica:
             # them into the replicas that dropped them, then into a bucket created again under
             # that name (``INDEX_DROP``). Refused: not an answer toward the writer's quorum.
             raise errors.NoSuchBucket(f"{name!r} is not a bucket on this node's control plane", resource=name)
+        if args.get("entry") is not None and (args.get("new") or args.get("displaced") or args.get("lock")):
+            self._refuse_new(bucket)
         seq = self.seq
         self.seq += 1
         running = self._merging.setdefault(bucket, {})
@@ -248,6 +253,23 @@ class IndexReplica:
             if done is not None:
                 done(applied)
         return promise_answer(answer, self.promises, bucket)
+
+    def _refuse_new(self, bucket: str) -> None:
+        """A writer's new entry (its own merge, or its key lock; not a read's write-back, an
+        anti-entropy copy or an index move) into a bucket being deleted, as this node's control
+        plane has it, is refused (``BucketBeingDeleted``, 503), and its node writes again once
+        the deletion's outcome is known (``ClusterCatalog._creating``).
+
+        The DeleteBucket's emptiness check lists a read quorum of replicas that each applied its
+        mark (``scan`` with ``deleting``). A node the DeleteBucket did not wait for (it did not
+        answer: partitioned from the deleting node, or too slow) may not have applied the mark
+        and still take writes into the bucket. Without this, such a write's entry could reach a
+        write quorum after the check and be acknowledged, then be deleted with the bucket. With
+        it, the write needs a quorum, which shares a replica with the check's: there the entry
+        was merged before the mark (the check saw it: ``BucketNotEmpty``) or is refused."""
+        if self.bucket_deleting is not None and self.bucket_deleting(name := bucket.split("\x01", 1)[0]):
+            raise errors.BucketBeingDeleted(f"a DeleteBucket of {name!r} is under way on this replica's node",
+                                            resource=name)
 
     async def _merge(self, args: dict) -> dict:
         if not args.get("displaced") and not args.get("lock"):
@@ -565,6 +587,8 @@ class IndexReplica:
         replica holds for the key, as ``get`` does; ``{"locked": True}`` if another write holds
         it. Until the write's commit (a ``merge`` carrying the lock's id), an ``unlock`` or
         the lock's expiry, no other write of the key merges here."""
+        if args.get("new"):  # (the lock of a write with an entry: ``write_checked``)
+            self._refuse_new(args["bucket"])
         ttl = min(float(args.get("ttl", KEY_LOCK_SECONDS)), KEY_LOCK_SECONDS)
         op = Op("lock_key", args["bucket"], args["key"], value={"id": str(args["id"]), "until": time.time() + ttl})
         try:
@@ -634,6 +658,10 @@ class IndexReplica:
 
     async def scan(self, args: dict) -> dict:
         bucket = args["bucket"]
+        if args.get("deleting") and self.bucket_deleting is not None and not self.bucket_deleting(
+                name := bucket.split("\x01", 1)[0]):
+            # A DeleteBucket's emptiness check counts only replicas that refuse new entries.
+            raise errors.ServiceUnavailable(f"this node has not applied the deletion mark of {name!r} yet")
         prefix, delimiter = args.get("prefix", ""), args.get("delimiter", "")
         for _ in range(SCAN_ROUNDS):
             undos = self.undos.get(bucket, 0)  # the page is read in a thread: an undo begun meanwhile reads it again
@@ -1053,6 +1081,7 @@ class ReplicatedIndex:
         tasks = {asyncio.ensure_future(call(n)): n for n in nodes}
         pending = set(tasks)
         failures: list[str] = []
+        deleting = False  # a replica refused: its node applied a DeleteBucket's mark (``_refuse_new``)
         holder_deadline: float | None = None
         try:
             while not satisfied() and not (stop is not None and stop()):
@@ -1082,6 +1111,7 @@ class ReplicatedIndex:
                     else:
                         failed.add(tasks[t])
                         failures.append(f"{tasks[t]}: {exc}")
+                        deleting = deleting or isinstance(exc, errors.BucketBeingDeleted)
         finally:
             for t in pending:  # stragglers finish on their own (see _gather)
                 self._keep(t)
@@ -1100,7 +1130,7 @@ class ReplicatedIndex:
                     await self._wait_out(bucket, promises, missing, sets)
             return
         short = [f"{sum(1 for n in s if n in answered)} of {len(s)}" for s in sets]
-        raise errors.WriteQuorumLost(
+        raise (errors.BucketBeingDeleted if deleting else errors.WriteQuorumLost)(
             f"Index quorum lost: {', '.join(short)} replicas answered, "
             f"{'/'.join(str(Quorum.for_replicas(len(s)).w) for s in sets)} needed ({'; '.join(failures)})")
 
@@ -1151,7 +1181,7 @@ class ReplicatedIndex:
             ts = [self.clock.now() if after is None else after[0] + 1, wid]
             t = _ts(ts)
             versioned = dict(_unjudged(entry), ts=ts) if entry is not None else None
-            args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": ts}
+            args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": ts, "new": True}
             merges = _Merges(self, args)
             late, unsent = merges.late, merges.unsent
 
@@ -1529,7 +1559,7 @@ class ReplicatedIndex:
                 # told apart from this round's. A replica held by another write counts as one
                 # that did not answer: a quorum of this write's own locks is what it needs.
                 lock_id = os.urandom(8).hex()
-                args = {"bucket": bucket, "key": key, "id": lock_id, "ttl": KEY_LOCK_SECONDS}
+                args = {"bucket": bucket, "key": key, "id": lock_id, "ttl": KEY_LOCK_SECONDS, "new": entry is not None}
                 busy: set[str] = set()
                 answered = {}
                 try:
@@ -1539,6 +1569,8 @@ class ReplicatedIndex:
                     for node, lid in list(held.items()):
                         held.pop(node)
                         self._keep(asyncio.ensure_future(self._unlock(node, dict(args, id=lid))))
+                    if isinstance(exc, errors.BucketBeingDeleted):
+                        raise  # (nothing committed: its writer may write again)
                     if not busy:
                         raise errors.WriteQuorumLost(
                             f"{bucket}/{key}: the key could not be locked on a quorum: {exc}") from None
@@ -1618,7 +1650,13 @@ class ReplicatedIndex:
                 return ans
 
             committing = True
-            await self._write_placed(bucket, merge)
+            try:
+                await self._write_placed(bucket, merge)
+            except errors.BucketBeingDeleted as exc:
+                # Locked before a DeleteBucket's mark, committing after it: refused where the
+                # mark was applied, perhaps applied elsewhere. Its outcome is open, as for any
+                # commit that failed after reaching replicas: not to be written again as new.
+                raise errors.WriteQuorumLost(str(exc)) from None
             return current
         finally:
             finished = True
@@ -1849,27 +1887,32 @@ class ReplicatedIndex:
         return entry, ts
 
     async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
-                   limit: int = 1000, *, full: bool = False,
-                   markers: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool]:
+                   limit: int = 1000, *, full: bool = False, markers: bool = False,
+                   deleting: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool]:
         """One listing page, merged from a read quorum of replicas. Where replicas disagree about
         a key (present on one, missing or older on another), the key is resolved by a quorum
         point read, so a stale replica can neither hide nor resurrect an object. Keys whose
-        entry is a delete marker are left out unless ``markers``."""
+        entry is a delete marker are left out unless ``markers``. ``deleting``: a DeleteBucket's
+        emptiness check, from replicas that applied its mark only (never a lease holder alone)."""
         while True:
             objects, prefixes, truncated, horizon = await self._list_page(
-                bucket, prefix, delimiter, start_after, limit, full, markers)
+                bucket, prefix, delimiter, start_after, limit, full, markers, deleting)
             if objects or prefixes or not truncated or horizon is None:
                 return objects, prefixes, truncated
             start_after = horizon  # every key up to the horizon was deleted: read on
 
     async def _list_page(self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int,
-                         full: bool, markers: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool, str | None]:
+                         full: bool, markers: bool = False,
+                         deleting: bool = False) -> tuple[list[tuple[str, dict]], list[str], bool, str | None]:
         nodes, q = self._quorum(bucket)
         args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
                 "start_after": start_after, "limit": limit, "full": full}
         if markers:
             args["markers"] = True
-        leased, ans = await self.leases.read(bucket, dict(args, scan=True)) if self.leases is not None else (False, None)
+        if deleting:
+            args["deleting"] = True
+        leased, ans = await self.leases.read(bucket, dict(args, scan=True)) \
+            if self.leases is not None and not deleting else (False, None)
         answers = [("holder", ans)] if leased else await self._read(nodes, "scan", args, q.r)
         if len(answers) == 1:
             ans = answers[0][1]

@@ -34,7 +34,7 @@ from typing import Any
 
 from buckets import errors
 from buckets.cluster.catalog import (
-    SETTLE_ASK, SETTLE_SECONDS, SHADOWS, UPLOADS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter,
+    SETTLE_ASK, SETTLE_SECONDS, SHADOWS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter,
     index_bucket,
 )
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
@@ -880,9 +880,11 @@ class ClusterNode:
         replica.bucket_known = lambda name: name in control.snapshot.buckets
         self.index = ReplicatedIndex(node_id_of(self.spec.me), replica, self._transport,
                                      self.placer.placement, leases=self.config.read_leases)
-        return ClusterCatalog(control, self.index, self.placer,
-                              wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied),
-                              wait_settled=self._settle_waiter())
+        catalog = ClusterCatalog(control, self.index, self.placer,
+                                 wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied),
+                                 wait_settled=self._settle_waiter())
+        replica.bucket_deleting = catalog.deleting
+        return catalog
 
     def _settle_waiter(self) -> Any:
         """What a bucket or user change waits with before it is acknowledged (``catalog.settle``):

@@ -210,3 +210,129 @@ async def test_a_write_waits_for_a_deletion_only_so_long(trio, monkeypatch) -> N
     with pytest.raises(errors.SlowDown):
         await ClusterCatalog(ctl, idx["n1"]).put_object("b", "k", entry("w1"))
     assert held(regs, "n1")[0] is None
+
+
+# -- a node that a DeleteBucket did not wait for -----------------------------------------------
+# The deleting node waits for every node that answers it to apply its mark, then checks the
+# bucket is empty. A node that does not answer it (partitioned from it, or too slow) is not
+# waited for, and may not have applied the mark: here n1, writing through replicas n2 and n3,
+# which applied it. Their refusal of new entries is what keeps such a write from being
+# acknowledged into a bucket the check found empty (before, every one of these writes was).
+WRITES = {
+    "put": lambda c: c.put_object("b", "k", entry("w1")),
+    "displacing": lambda c: c.put_object("b", "k", entry("w1"), displaced=True),
+    "checked": lambda c: c.put_object_checked("b", "k", entry("w1"), lambda current: None),
+    "version": lambda c: c.put_version("b", "k", dict(entry("w1"), vid="w1")),
+    "upload": lambda c: c.create_upload("b", "k", {"init": 1.0}),
+}
+
+
+def _stored(regs, node: str, kind: str) -> bool:
+    space = "b\x01uploads" if kind == "upload" else "b"
+    got, _ = regs[node].get_version(space, "k")
+    return got is not None
+
+
+def _lagging(net, kind: str, on_read) -> tuple[SimpleNamespace, dict[str, bool]]:
+    """n1's control plane without the mark (``on_read(ctl)`` runs at its linearizable read);
+    which replicas' nodes applied it (n2 and n3), changeable by the test."""
+    ctl = control({"versioning": "Enabled"} if kind == "version" else None)
+
+    async def read(*, linearizable: bool = False, timeout: float | None = None) -> SimpleNamespace:
+        await on_read(ctl)
+        return ctl.snapshot
+
+    ctl.read = read
+    marked = {"n1": False, "n2": True, "n3": True}
+    for n in NODES:
+        net.replicas[n].bucket_deleting = lambda name, n=n: marked[n]
+    return ctl, marked
+
+
+@pytest.mark.parametrize("kind", sorted(WRITES))
+async def test_a_node_cut_off_from_a_deletion_has_no_write_acknowledged_into_the_bucket(trio, kind) -> None:
+    """n1 cannot reach the control plane either (its read fails): 503, and the entry is on
+    no replica that applied the mark."""
+    net, idx, regs = trio
+
+    async def cut_off(ctl: SimpleNamespace) -> None:
+        raise errors.ServiceUnavailable("no quorum reachable")
+
+    ctl, _ = _lagging(net, kind, cut_off)
+    with pytest.raises(errors.SlowDown):
+        await WRITES[kind](ClusterCatalog(ctl, idx["n1"]))
+    await settle(idx)
+    assert not _stored(regs, "n2", kind) and not _stored(regs, "n3", kind)
+
+
+@pytest.mark.parametrize("outcome", ["stays", "goes", "under way"])
+@pytest.mark.parametrize("kind", sorted(WRITES))
+async def test_a_node_behind_a_deletion_catches_up_and_writes_again(trio, kind, outcome) -> None:
+    """n1 reads the control plane once refused: the deletion failed (the bucket stays: the
+    write is acknowledged, written again), the bucket went (``NoSuchBucket``), or it is still
+    under way (n1 now has the mark: it waits for the outcome, the bucket stays, then writes)."""
+    net, idx, regs = trio
+    reads: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def catch_up(ctl: SimpleNamespace) -> None:
+        reads.append(loop.time())
+        if outcome == "stays":
+            marked.update(n2=False, n3=False)
+        elif outcome == "goes":
+            del ctl.snapshot.buckets["b"]
+        else:
+            _mark(ctl)
+
+            def ends() -> None:
+                marked.update(n2=False, n3=False)
+                _then(ctl, "stays")
+            loop.call_later(0.2, ends)
+
+    ctl, marked = _lagging(net, kind, catch_up)
+    catalog = ClusterCatalog(ctl, idx["n1"])
+    if outcome == "goes":
+        with pytest.raises(errors.NoSuchBucket):
+            await WRITES[kind](catalog)
+    else:
+        await WRITES[kind](catalog)
+        await settle(idx)
+        assert all(_stored(regs, n, kind) for n in NODES)
+        if outcome == "under way":
+            assert loop.time() - reads[0] >= 0.15  # it waited for the outcome
+    assert len(reads) == 1
+
+
+async def test_a_deletions_emptiness_check_lists_only_replicas_that_applied_its_mark(trio) -> None:
+    net, idx, regs = trio
+    marked = {"n1": True, "n2": False, "n3": False}
+    for n in NODES:
+        net.replicas[n].bucket_deleting = lambda name, n=n: marked[n]
+    with pytest.raises((errors.ReadQuorumLost, errors.ServiceUnavailable)):
+        await idx["n1"].list("b", limit=1, markers=True, deleting=True)
+    assert await idx["n1"].list("b", limit=1, markers=True) == ([], [], False)  # (other listings: as before)
+    marked["n2"] = True
+    assert await idx["n1"].list("b", limit=1, markers=True, deleting=True) == ([], [], False)
+
+
+async def test_a_checked_write_locked_before_the_mark_and_refused_at_commit_is_not_written_again(trio) -> None:
+    """Its commit may stand where it was not refused: its outcome is open (503), and it is not
+    written again as a new write (a retry would judge the key holding its own first commit)."""
+    net, idx, regs = trio
+    reads: list[int] = []
+
+    async def catch_up(ctl: SimpleNamespace) -> None:
+        reads.append(1)
+
+    ctl, marked = _lagging(net, "checked", catch_up)
+    marked.update(n2=False, n3=False)
+
+    async def before(src: str, node: str, method: str, args: dict) -> None:
+        if method == "merge":
+            marked.update(n2=True, n3=True)  # applied between the locks and the commit
+
+    net.before = before
+    with pytest.raises(errors.WriteQuorumLost) as raised:
+        await WRITES["checked"](ClusterCatalog(ctl, idx["n1"]))
+    net.before = None
+    assert not isinstance(raised.value, errors.BucketBeingDeleted) and reads == []
