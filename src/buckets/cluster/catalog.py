@@ -395,8 +395,7 @@ class ClusterCatalog:
         return done
 
     def _writable(self, bucket: str) -> bool:
-        rec = self.control.snapshot.buckets.get(bucket)
-        return rec is not None and float(rec.settings.get(DELETING) or 0) <= time.time()
+        return bucket in self.control.snapshot.buckets and not self.deleting(bucket)
 
     def deleting(self, bucket: str) -> bool:
         """Whether a DeleteBucket of ``bucket`` is under way, as this node's control plane has it
