@@ -346,7 +346,7 @@ class ClusterCatalog:
         it did not answer (it is left on the bucket's ``INDEX_DROP`` job)."""
         try:
             for space in (name, *(name + s for s in SHADOWS)):
-                await self.index.drop_on(node, space)
+                await self.index.drop_on(node, space, deleted=True)
             return True
         except (errors.BucketsError, asyncio.TimeoutError, OSError) as exc:
             log.warning("deleted bucket %s: %s did not drop its index (%s); the bucket cannot be created again "
@@ -388,7 +388,7 @@ class ClusterCatalog:
             gone = [n for n in nodes if members is not None and n not in members]
             if me in nodes:
                 for space in (name, *(name + s for s in SHADOWS)):
-                    await self.index.local.drop({"bucket": space})
+                    await self.index.local.drop({"bucket": space, "deleted": True})
                 gone.append(me)
                 done += 1
             await self._forget_dropped(name, gone)

@@ -49,6 +49,7 @@ DIGEST_RANGES = 64
 VERSIONS_BATCH = 100_000  # keys per anti-entropy "versions" exchange (about 5 MB of answer)
 SMALL_COPIES = 1024  # small objects' bytes kept from replicas' answers (each at most 16 KiB)
 RECORD_SETS = 256  # small objects' shard records kept from replicas' answers until their GET reads them
+DROPPED_REMEMBERED = 4096  # deleted buckets a replica dropped while its node still had them (by name)
 # Tombstones older than this are forgotten; anti-entropy runs far more often, so every
 # replica has long seen them. (A replica down for longer must be re-seeded, not merged.)
 TOMBSTONE_TTL = 7 * 24 * 3600.0
@@ -203,6 +204,13 @@ class IndexReplica:
         # Whether a DeleteBucket of a bucket is under way as this node's control plane has it
         # (its mark applied here): writers' new entries into it are refused (``_refuse_new``).
         self.bucket_deleting: Callable[[str], bool] | None = None
+        # When the bucket of a name was created, as this node's control plane has it (None: no
+        # such bucket): a read's write-back or an anti-entropy copy names the bucket it read
+        # (``created``) and is refused into another one of that name (``_refuse_other``).
+        self.bucket_created: Callable[[str], float | None] | None = None
+        # The buckets deleted whose index this replica dropped while its node still had them
+        # (behind the deletion on the control plane), name -> their ``created``.
+        self._dropped: OrderedDict[str, float] = OrderedDict()
         # A blind PUT's merges applied here lately, bucket -> key -> _Fresh: a ``retract`` of
         # one undoes it only if no lookup, listing or lock was answered with that version
         # and no write-back of it arrived since (a read that returned it wrote it back to a
@@ -233,6 +241,8 @@ class IndexReplica:
             # them into the replicas that dropped them, then into a bucket created again under
             # that name (``INDEX_DROP``). Refused: not an answer toward the writer's quorum.
             raise errors.NoSuchBucket(f"{name!r} is not a bucket on this node's control plane", resource=name)
+        if args.get("created") is not None:
+            self._refuse_other(bucket, args["created"])
         if args.get("entry") is not None and (args.get("new") or args.get("displaced") or args.get("lock")):
             self._refuse_new(bucket)
         seq = self.seq
@@ -270,6 +280,19 @@ class IndexReplica:
         if self.bucket_deleting is not None and self.bucket_deleting(name := bucket.split("\x01", 1)[0]):
             raise errors.BucketBeingDeleted(f"a DeleteBucket of {name!r} is under way on this replica's node",
                                             resource=name)
+
+    def _refuse_other(self, bucket: str, created: Any) -> None:
+        """A read's write-back (or an anti-entropy copy) of a version read from the bucket
+        created at ``created``, arriving after that bucket was deleted, its index dropped and a
+        bucket of that name created again (held up in the network, or by a slow peer): without
+        this it brought a deleted object into the new bucket. Refused (``NoSuchBucket``) where
+        the name now names another bucket, or where this replica dropped that one as deleted
+        while its node had not applied the deletion yet."""
+        name = bucket.split("\x01", 1)[0]
+        now = self.bucket_created(name) if self.bucket_created is not None else created
+        if (now is not None and now != created) or self._dropped.get(name) == created:
+            raise errors.NoSuchBucket(f"{name!r} is not the bucket that was read (deleted, or created again since)",
+                                      resource=name)
 
     async def _merge(self, args: dict) -> dict:
         if not args.get("displaced") and not args.get("lock"):
@@ -706,7 +729,17 @@ class IndexReplica:
 
     async def drop(self, args: dict) -> dict:
         """Forget one bucket's entries and tombstones: this node no longer replicates its index
-        (the last step of an index move), or is about to start replicating it afresh."""
+        (the last step of an index move), or is about to start replicating it afresh.
+        ``deleted``: the bucket was deleted; while this node still has it (behind on the control
+        plane), what was read from it is not merged here again (``_refuse_other``)."""
+        if args.get("deleted") and self.bucket_created is not None:
+            name = args["bucket"].split("\x01", 1)[0]
+            created = self.bucket_created(name)
+            if created is not None:
+                self._dropped[name] = created
+                self._dropped.move_to_end(name)
+                while len(self._dropped) > DROPPED_REMEMBERED:
+                    self._dropped.popitem(last=False)
         return {"dropped": await self.registry.drop_entries(args["bucket"])}
 
     # -- read leases (``buckets.cluster.leases``) ------------------------------------------
@@ -949,6 +982,14 @@ class ReplicatedIndex:
         self.voided = 0
         # Read leases: a bucket's first replica answers its lookups alone (``leases``).
         self.leases = LeaseKeeper(self, seconds=lease_seconds) if leases else None
+        # When the bucket of a name was created, as this node's control plane has it (None: no
+        # such bucket, or not known): what a read writes back names the bucket it read.
+        self.bucket_created: Callable[[str], float | None] | None = None
+
+    def created_of(self, bucket: str) -> float | None:
+        """The ``created`` of the bucket an index space belongs to (its shadows' too), for the
+        write-backs of a read that starts now (``IndexReplica._refuse_other``)."""
+        return self.bucket_created(bucket.split("\x01", 1)[0]) if self.bucket_created is not None else None
 
     # -- calls ----------------------------------------------------------------------------
     async def _call(self, node: str, method: str, args: dict, timeout: float | None = None) -> Any:
@@ -1682,22 +1723,26 @@ class ReplicatedIndex:
         args = {"bucket": bucket, "key": key, "small": True}
         if records:
             args["records"] = True
+        created = self.created_of(bucket)  # (before anything is read)
         if self.leases is not None:
             leased, ans = await self.leases.read(bucket, args)
             if leased:
                 assert ans is not None
                 return self._take_answer(bucket, key, records, [("holder", ans)], ans.get("entry"))
-        return await self._quorum_read(bucket, key, args, records)
+        return await self._quorum_read(bucket, key, args, records, created)
 
-    async def _quorum_read(self, bucket: str, key: str, args: dict, records: bool) -> dict | None:
-        """Read rounds through a quorum (each writing back what it found) until one answers."""
+    async def _quorum_read(self, bucket: str, key: str, args: dict, records: bool,
+                           created: float | None) -> dict | None:
+        """Read rounds through a quorum (each writing back what it found) until one answers.
+        ``created``: the bucket read, as this node had it when the read began."""
         for round_ in range(READ_ROUNDS):
-            found = await self._get_round(bucket, key, args, records, last=round_ + 1 == READ_ROUNDS)
+            found = await self._get_round(bucket, key, args, records, created, last=round_ + 1 == READ_ROUNDS)
             if found is not _AGAIN:
                 return found  # type: ignore[return-value]
         raise AssertionError("unreachable: the last round always answers")
 
-    async def _get_round(self, bucket: str, key: str, args: dict, records: bool, *, last: bool) -> Any:
+    async def _get_round(self, bucket: str, key: str, args: dict, records: bool, created: float | None, *,
+                         last: bool) -> Any:
         nodes, q = self._quorum(bucket)
         # Ask the local replica (free) and enough others to make a read quorum; if one of
         # those fails, the remaining replicas are asked too.
@@ -1719,9 +1764,9 @@ class ReplicatedIndex:
                 try:
                     written = await self._write_back(bucket, key, best_entry, best_ts,
                                                      [n for n, _ in answers if n not in stale], promised,
-                                                     judged=_judged_of(best_entry, best_ans))
+                                                     judged=_judged_of(best_entry, best_ans), created=created)
                 except _Void as void:
-                    above = await self._put_above(bucket, key, best_ts, void.refused, promised)
+                    above = await self._put_above(bucket, key, best_ts, void.refused, promised, created)
                     written = above is not None
                     if above is not None:
                         best_entry, best_ts = above
@@ -1799,7 +1844,8 @@ class ReplicatedIndex:
         return self._small.get((bucket, key, wid))
 
     async def _write_back(self, bucket: str, key: str, entry: dict | None, ts: tuple, holders: list[str],
-                          promised: dict[str, list] | None = None, *, judged: Any = NOT_JUDGED) -> bool:
+                          promised: dict[str, list] | None = None, *, judged: Any = NOT_JUDGED,
+                          created: float | None = None) -> bool:
         """Before a read returns a version that some replica it asked lacks, put that version
         on a write quorum of every write set (the ``holders`` already have it): ABD's write-back.
         Without it, a read that met a write still in flight (on one replica of three) could
@@ -1818,8 +1864,11 @@ class ReplicatedIndex:
         cannot make a write quorum, that commit never reached one (a replica that refused it
         never held it): it failed, and written back it would replace a write acknowledged after
         its check. ``_Void`` says so, with the refusals. (A conditional delete's tombstone
-        carries its judged version in the call: ``judged``.)"""
+        carries its judged version in the call: ``judged``.) ``created`` names the bucket read:
+        a replica where that name is another bucket by now refuses the version."""
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
+        if created is not None:
+            args["created"] = created
         if entry is None and judged is not NOT_JUDGED:
             args[JUDGED] = list(judged) if judged is not None else None
         answered: dict[str, Any] = dict.fromkeys(holders, True)
@@ -1854,7 +1903,7 @@ class ReplicatedIndex:
                                         f"quorum: {exc}") from None
 
     async def _put_above(self, bucket: str, key: str, void: tuple, refused: dict[str, dict],
-                         promised: dict[str, list]) -> tuple[dict | None, tuple] | None:
+                         promised: dict[str, list], created: float | None) -> tuple[dict | None, tuple] | None:
         """A conditional write's commit (version ``void``) was read but never reached a quorum,
         and replicas enough to tell hold writes its check did not see (``refused``: their
         answers). Put the newest of those writes above it, on a write quorum, as its writer would
@@ -1877,7 +1926,7 @@ class ReplicatedIndex:
         self.clock.observe(ts[0])
         self.voided += 1
         try:
-            if not await self._write_back(bucket, key, entry, ts, [], promised, judged=judged):
+            if not await self._write_back(bucket, key, entry, ts, [], promised, judged=judged, created=created):
                 return None
         except _Void:
             raise errors.ReadQuorumLost(f"{bucket}/{key}: a failed conditional write's commit was read, and the "
@@ -1989,6 +2038,7 @@ class ReplicatedIndex:
         """The anti-entropy exchange between two replicas (either may be this node): compare
         their range digests, then copy to ``target`` every entry and tombstone of the differing
         ranges that ``source`` holds newer. Returns how many it copied; errors propagate."""
+        created = self.created_of(bucket)  # (the copies name the bucket they were read from)
         mine = await self._call(target, "digest", {"bucket": bucket})
         theirs = await self._call(source, "digest", {"bucket": bucket})
         differ = [i for i, (a, b) in enumerate(zip(mine["digest"], theirs["digest"])) if a != b]
@@ -2004,11 +2054,12 @@ class ReplicatedIndex:
             batch.append(i)
             held += sizes[i] if i < len(sizes) else 0
             if held >= VERSIONS_BATCH or i == differ[-1]:
-                copied += await self._exchange_ranges(bucket, source, target, batch)
+                copied += await self._exchange_ranges(bucket, source, target, batch, created)
                 batch, held = [], 0
         return copied
 
-    async def _exchange_ranges(self, bucket: str, source: str, target: str, ranges: list[int]) -> int:
+    async def _exchange_ranges(self, bucket: str, source: str, target: str, ranges: list[int],
+                               created: float | None) -> int:
         remote = (await self._call(source, "versions", {"bucket": bucket, "ranges": ranges}))["versions"]
         local = {k: _ts(v) for k, v, _t in (await self._call(
             target, "versions", {"bucket": bucket, "ranges": ranges}))["versions"]}
@@ -2023,6 +2074,8 @@ class ReplicatedIndex:
             merge = {"bucket": bucket, "key": key, "entry": ans.get("entry"), "data": None, "ts": ans["ts"]}
             if ans.get("entry") is None and JUDGED in ans:  # (a conditional delete's tombstone)
                 merge[JUDGED] = ans[JUDGED]
+            if created is not None:
+                merge["created"] = created
             merged = await self._call(target, "merge", merge)
             if isinstance(merged, dict) and merged.get("unseen"):
                 # A conditional commit the target refuses: it holds a write that commit's check
@@ -2030,7 +2083,7 @@ class ReplicatedIndex:
                 # would differ at every pass; a quorum read settles the key as any read meeting
                 # both does (the commit, if it stands on a quorum, or that write above it).
                 try:  # (never from a lease: for the write-backs alone)
-                    await self._quorum_read(bucket, key, {"bucket": bucket, "key": key}, False)
+                    await self._quorum_read(bucket, key, {"bucket": bucket, "key": key}, False, created)
                 except errors.BucketsError as exc:
                     log.info("anti-entropy of %s/%s: %s", bucket, key, exc)
             copied += 1
@@ -2074,9 +2127,13 @@ class ReplicatedIndex:
                             exc or type(exc).__name__)
         return dropped
 
-    async def drop_on(self, node: str, bucket: str) -> int:
-        """Ask one node to forget the bucket's entries (raises if it does not answer)."""
-        return int((await self._call(node, "drop", {"bucket": bucket}))["dropped"])
+    async def drop_on(self, node: str, bucket: str, *, deleted: bool = False) -> int:
+        """Ask one node to forget the bucket's entries (raises if it does not answer);
+        ``deleted``: the bucket was deleted (``IndexReplica.drop``)."""
+        args: dict[str, Any] = {"bucket": bucket}
+        if deleted:
+            args["deleted"] = True
+        return int((await self._call(node, "drop", args))["dropped"])
 
     async def close(self) -> None:
         if self.leases is not None:

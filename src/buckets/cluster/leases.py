@@ -466,6 +466,8 @@ class LeaseKeeper:
             merge = {"bucket": lease.bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}
             if entry is None and judged is not NOT_JUDGED:  # (a conditional delete's tombstone)
                 merge[JUDGED] = list(judged) if judged is not None else None
+            if (created := self.index.created_of(lease.bucket)) is not None:
+                merge["created"] = created  # (not into another bucket of that name: ``_refuse_other``)
             try:
                 await self.index._call(node, "merge", merge, HOLDER_WAIT)
             except (errors.BucketsError, asyncio.TimeoutError, OSError):

@@ -878,8 +878,15 @@ class ClusterNode:
         self.placer = IndexPlacer(lambda: control.snapshot)
         replica = IndexReplica(store.registry, functools.partial(smalllog.local_records, store))
         replica.bucket_known = lambda name: name in control.snapshot.buckets
+
+        def created(name: str) -> float | None:  # which bucket a name is now (reads name what they read)
+            record = control.snapshot.buckets.get(name)
+            return record.created if record is not None else None
+
+        replica.bucket_created = created
         self.index = ReplicatedIndex(node_id_of(self.spec.me), replica, self._transport,
                                      self.placer.placement, leases=self.config.read_leases)
+        self.index.bucket_created = created
         catalog = ClusterCatalog(control, self.index, self.placer,
                                  wait_applied=applied_waiter(lambda: control.snapshot, self._ask_applied),
                                  wait_settled=self._settle_waiter())

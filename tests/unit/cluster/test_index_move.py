@@ -514,3 +514,76 @@ async def test_a_replica_down_during_a_deletion_drops_the_index_before_the_name_
     assert "index-drop/gone" not in cluster.control.snapshot.jobs
     await cluster.bucket("gone")
     assert (await cluster.idx["n1"].list("gone"))[0] == []
+
+
+def _watch_incarnations(cluster: Cluster) -> None:
+    """Each replica and index asks the control plane which bucket a name is now (as ``node.py``
+    wires them): whether it exists, and when that bucket was created."""
+    def created(name: str) -> float | None:
+        rec = cluster.control.snapshot.buckets.get(name)
+        return rec.created if rec is not None else None
+
+    for replica in cluster.replicas.values():
+        replica.bucket_known = lambda name: name in cluster.control.snapshot.buckets
+        replica.bucket_created = created
+    for index in cluster.idx.values():
+        index.bucket_created = created
+
+
+async def test_a_write_back_held_past_a_bucket_deletion_stays_out_of_a_bucket_created_again(cluster) -> None:
+    """A read's write-back delayed in the network (or a slow peer) past the object's deletion,
+    its bucket's deletion and a new bucket of that name: it brought the deleted object into
+    the new bucket. The write-back carries when the bucket it read was created; a replica
+    refuses it into another bucket of that name (``NoSuchBucket``)."""
+    _watch_incarnations(cluster)
+    await cluster.bucket("again")
+    nodes = cluster.catalog.placer.placement("again").nodes
+    reader = next(n for n in NAMES if n not in nodes)  # reads nodes[0] and nodes[1]
+    lacking = nodes[1]
+    cluster.down.add(lacking)
+    await cluster.idx[nodes[0]].put("again", "k", entry("w1"))  # on nodes[0] and nodes[2]
+    cluster.down.discard(lacking)
+    gate, held = asyncio.Event(), asyncio.Event()
+    plain = cluster.idx[reader].transport
+
+    async def slow_write_back(dst: str, method: str, args: dict):
+        if dst == lacking and method == "merge" and (args.get("entry") or {}).get("wid") == "w1":
+            held.set()
+            await gate.wait()
+        return await plain(dst, method, args)
+
+    cluster.idx[reader].transport = slow_write_back
+    assert (await cluster.idx[reader].get("again", "k"))["wid"] == "w1"  # on a quorum: returned
+    await asyncio.wait_for(held.wait(), 5)
+    await cluster.idx[nodes[0]].delete("again", "k", "x")
+    await cluster.catalog.delete_bucket("again")
+    await cluster.bucket("again")
+    gate.set()
+    for _ in range(200):  # the held call runs to its end
+        await asyncio.sleep(0.01)
+    for n in nodes:
+        assert not live_keys(cluster.regs[n], "again"), n
+    assert await cluster.idx[reader].get("again", "k") is None
+    assert (await cluster.idx[reader].list("again"))[0] == []
+
+
+async def test_a_write_back_reaching_a_replica_behind_the_deletion_after_its_drop_is_refused(cluster) -> None:
+    """The same write-back reaching a replica whose node has not applied the deletion yet, but
+    has dropped the bucket's index (the deleting node's call): the name still names the old
+    bucket there, so the creation time matches; the replica remembers what it dropped."""
+    _watch_incarnations(cluster)
+    await cluster.bucket("behind")
+    nodes = cluster.catalog.placer.placement("behind").nodes
+    old = cluster.control.snapshot.buckets["behind"].created
+    lag = nodes[1]
+    stale_view = cluster.control.snapshot  # lag's node does not apply the deletion
+    cluster.replicas[lag].bucket_known = lambda name: name in stale_view.buckets
+    cluster.replicas[lag].bucket_created = lambda name: stale_view.buckets[name].created \
+        if name in stale_view.buckets else None
+    await cluster.catalog.delete_bucket("behind")  # its replica drops the index (as deleted)
+    write_back = {"bucket": "behind", "key": "k", "entry": entry("w1"), "data": None, "ts": [1, 0], "created": old}
+    with pytest.raises(errors.NoSuchBucket):
+        await cluster.replicas[lag].merge(write_back)
+    assert not live_keys(cluster.regs[lag], "behind")
+    # A merge of another bucket under that name, or an untagged one (a writer's), is not refused.
+    await cluster.replicas[lag].merge({**write_back, "created": None, "key": "k2"})
