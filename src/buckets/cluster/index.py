@@ -819,6 +819,12 @@ class IndexReplica:
                 "retract": self.retract}
 
 
+def _name_bucket(args: dict, created: float | None) -> None:
+    """A merge names the bucket it writes into (``IndexReplica._refuse_other``)."""
+    if created is not None:
+        args["created"] = created
+
+
 def _is_version(value: Any) -> bool:
     return isinstance(value, list | tuple) and 2 <= len(value) <= 3 and isinstance(value[0], int) \
         and isinstance(value[1], str)
@@ -1218,11 +1224,13 @@ class ReplicatedIndex:
         versioned = entry
         after: tuple | None = None  # merged again after a conditional write: just above this version
         answered: dict[str, Any] = {}
+        created = self.created_of(bucket)
         for _ in range(DISPLACE_ATTEMPTS):
             ts = [self.clock.now() if after is None else after[0] + 1, wid]
             t = _ts(ts)
             versioned = dict(_unjudged(entry), ts=ts) if entry is not None else None
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": ts, "new": True}
+            _name_bucket(args, created)
             merges = _Merges(self, args)
             late, unsent = merges.late, merges.unsent
 
@@ -1302,11 +1310,13 @@ class ReplicatedIndex:
         replaced: dict[str, dict] = {}
         unknown = False
         after: tuple | None = None  # merged again after a conditional write: just above this version
+        created = self.created_of(bucket)
         for attempt in range(DISPLACE_ATTEMPTS):
             versioned = dict(_unjudged(entry), ts=[self.clock.now() if after is None else after[0] + 1, entry["wid"]])
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
                     "displaced": True}
+            _name_bucket(args, created)
             merges = _Merges(self, args)
             late, unsent, calls = merges.late, merges.unsent, merges.calls
 
@@ -1512,7 +1522,8 @@ class ReplicatedIndex:
                 return answered
             placement = now
 
-    async def put_version(self, bucket: str, key: str, entry: dict | None, ts: Sequence) -> bool:
+    async def put_version(self, bucket: str, key: str, entry: dict | None, ts: Sequence, *,
+                          created: float | None = None) -> bool:
         """Merge ``entry`` (None: a tombstone) with the given version ``ts`` (no new clock
         value) on a write quorum of each of the bucket's write sets: a compare-and-set through
         last-writer-wins for the migration, whose moved entry carries the version it moved plus
@@ -1522,12 +1533,15 @@ class ReplicatedIndex:
         write may still replace it). False: some replica holds a newer version, so this one
         can never be the key's state again (a concurrent overwrite or delete won). Neither
         known (replicas unreachable): ``WriteQuorumLost``, and the outcome is open (the
-        version may still spread): the caller keeps what the entry points to and retries."""
+        version may still spread): the caller keeps what the entry points to and retries.
+        ``created``: the bucket the entry was read from (by default the bucket of that name now);
+        a replica where the name is another bucket by then refuses it."""
         version = _ts(ts)
         self.clock.observe(version[0])
         if entry is not None:
             entry = dict(_unjudged(entry), ts=list(version))
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(version)}
+        _name_bucket(args, created if created is not None else self.created_of(bucket))
         promises: dict[str, list] = {}
 
         async def merge(node: str) -> tuple:
@@ -1572,6 +1586,7 @@ class ReplicatedIndex:
         Returns the entry this replaced (what ``judge`` saw)."""
         loop = asyncio.get_running_loop()
         placement = self.placement(bucket)
+        created = self.created_of(bucket)
         held: dict[str, str] = {}  # replica -> id of this write's lock there (until committed or unlocked)
         finished = False
 
@@ -1665,6 +1680,7 @@ class ReplicatedIndex:
                 entry = dict(entry, ts=version, **{JUDGED: list(newest) if newest is not None else None})
             merge_args = {"bucket": bucket, "key": key, "entry": entry, "data": data, "ts": version, "lock": lock_id,
                           "judged": list(newest) if newest is not None else None}
+            _name_bucket(merge_args, created)
 
             mine = _ts(version)
 
@@ -1867,8 +1883,7 @@ class ReplicatedIndex:
         carries its judged version in the call: ``judged``.) ``created`` names the bucket read:
         a replica where that name is another bucket by now refuses the version."""
         args = {"bucket": bucket, "key": key, "entry": entry, "data": None, "ts": list(ts)}
-        if created is not None:
-            args["created"] = created
+        _name_bucket(args, created)
         if entry is None and judged is not NOT_JUDGED:
             args[JUDGED] = list(judged) if judged is not None else None
         answered: dict[str, Any] = dict.fromkeys(holders, True)
@@ -2074,8 +2089,7 @@ class ReplicatedIndex:
             merge = {"bucket": bucket, "key": key, "entry": ans.get("entry"), "data": None, "ts": ans["ts"]}
             if ans.get("entry") is None and JUDGED in ans:  # (a conditional delete's tombstone)
                 merge[JUDGED] = ans[JUDGED]
-            if created is not None:
-                merge["created"] = created
+            _name_bucket(merge, created)
             merged = await self._call(target, "merge", merge)
             if isinstance(merged, dict) and merged.get("unseen"):
                 # A conditional commit the target refuses: it holds a write that commit's check

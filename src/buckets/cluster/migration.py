@@ -461,6 +461,10 @@ class StoreMover:
         from buckets.engine.move import copy_shards, remove_shards
 
         store = self.store
+        # The bucket read from: a deleted one's entry is not moved into a bucket created again
+        # under its name meanwhile (its replicas refuse it: ``IndexReplica._refuse_other``).
+        created_of = getattr(store.catalog.index, "created_of", None)
+        created = created_of(bucket) if created_of is not None else None
         fresh = await store.catalog.index.get(bucket, key)  # a quorum read: the version to move
         if fresh is None or fresh.get("wid") != entry.get("wid"):
             return MoveOutcome("skipped")
@@ -483,7 +487,7 @@ class StoreMover:
         committed = dict(copy.entry, ts=version, moved_from={"wid": entry["wid"], "disks": vacated})
         uncertain: str | None = None
         try:
-            await self._put_version(bucket, key, committed, version)
+            await self._put_version(bucket, key, committed, version, created)
         except (errors.BucketsError, asyncio.TimeoutError) as exc:
             uncertain = f"{bucket}/{key}: committing the moved entry: {exc or type(exc).__name__}"
         try:
@@ -507,11 +511,11 @@ class StoreMover:
         # The same write, but not our version (yet): the commit may still land, keep every file.
         return MoveOutcome("failed", error=uncertain or f"{bucket}/{key}: the moved entry is not the one read back")
 
-    async def _put_version(self, bucket: str, key: str, entry: dict, ts: list) -> Any:
+    async def _put_version(self, bucket: str, key: str, entry: dict, ts: list, created: float | None = None) -> Any:
         index = self.store.catalog.index
         put_version = getattr(index, "put_version", None)
         if put_version is not None:
-            return await put_version(bucket, key, entry, ts)
+            return await put_version(bucket, key, entry, ts, created=created)
         # Until the index has put_version: the same last-writer-wins merge on a write quorum.
         await index._write(bucket, key, entry, None, ts)
         return None

@@ -587,3 +587,36 @@ async def test_a_write_back_reaching_a_replica_behind_the_deletion_after_its_dro
     assert not live_keys(cluster.regs[lag], "behind")
     # A merge of another bucket under that name, or an untagged one (a writer's), is not refused.
     await cluster.replicas[lag].merge({**write_back, "created": None, "key": "k2"})
+
+
+async def test_writes_from_a_node_behind_a_deletion_stay_out_of_a_bucket_created_again(cluster) -> None:
+    """A node that has not applied a bucket's deletion and its creation again (behind on the
+    control plane) still writes into the bucket it has: a PUT, a DELETE, a conditional write,
+    and the migration's move of an entry read before the deletion. Each names the bucket it
+    writes into, and the replicas, which dropped that bucket, refuse it: nothing of the old
+    bucket lands in the new one."""
+    _watch_incarnations(cluster)
+    await cluster.bucket("twice")
+    nodes = cluster.catalog.placer.placement("twice").nodes
+    writer = next(n for n in NAMES if n not in nodes)
+    old = cluster.control.snapshot.buckets["twice"].created
+    cluster.idx[writer].bucket_created = lambda name: old  # its node stays behind
+    await cluster.catalog.delete_bucket("twice")
+    await cluster.bucket("twice")
+    assert cluster.control.snapshot.buckets["twice"].created != old
+    index = cluster.idx[writer]
+    with pytest.raises(errors.BucketsError):
+        await index.put("twice", "k", entry("w1"))
+    with pytest.raises(errors.BucketsError):
+        await index.put_displacing("twice", "k", entry("w2"))
+    with pytest.raises(errors.BucketsError):
+        await index.write_checked("twice", "k", entry("w3"), lambda current: None)
+    with pytest.raises(errors.BucketsError):
+        await index.put_version("twice", "k", entry("w4"), [1, "w4", 2])
+    with pytest.raises(errors.BucketsError):  # the mover read it from the old bucket
+        await cluster.idx["n1"].put_version("twice", "k", entry("w5"), [2, "w5", 2], created=old)
+    for n in nodes:
+        assert not live_keys(cluster.regs[n], "twice"), n
+    # The same writes from a node that has the new bucket land.
+    await cluster.idx["n1"].put("twice", "k", entry("w6"))
+    assert (await cluster.idx["n1"].get("twice", "k"))["wid"] == "w6"
