@@ -89,7 +89,9 @@ test-crash: $(STAMP)
 # 4-node clusters on 127.0.0.1-4 (tests/cluster): the fault suite (kill -9, two nodes down, a
 # partitioned node, a linearizability check; marked `cluster`), growth, membership, disk changes,
 # lifecycle and peer-call tests (also `cluster`), and the fast subset that make test runs too
-# (test_cluster_basic, test_compose, test_growth_under_load[fast]). The partition
+# (test_cluster_basic, test_compose, test_growth_under_load[fast]); then the control plane's
+# own multi-process tests (tests/unit/cluster, marked `cluster`: members added and removed, a
+# follower sent a snapshot, every node restarted from its journal). The partition
 # cuts peer traffic with nftables (needs root; installed here if missing, skipped if unusable).
 # Then the whole integration suite against a 4-node cluster (its `cluster4` parameter; make test
 # runs only objects, multipart and listing there), on TEST_WORKERS workers like make test
@@ -97,6 +99,7 @@ test-crash: $(STAMP)
 test-cluster: $(STAMP) tools
 	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; } || true
 	$(PY) -m pytest -q -rsx -m 'cluster or not (slow or faults or fuzz)' tests/cluster
+	$(PY) -m pytest -q -rsx -m cluster tests/unit/cluster
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m 'not (slow or faults or fuzz)' -k cluster4 tests/integration
 
 test-all: $(STAMP)
