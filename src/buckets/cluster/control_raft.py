@@ -33,6 +33,13 @@ What this adds to the library, and why:
   pysyncobj raise its term and run the real election. A leader's hand-over (TimeoutNow) goes
   straight to the election, as before. Safety does not depend on it (which elections start
   is Raft's liveness, not its safety); it keeps a healed node from disrupting the cluster.
+- **A leader asked to remove itself hands over.** pysyncobj refuses to remove the node that
+  leads (Raft would let it commit the change and step down; the library cannot), and answers
+  the request like a change still in progress, for as long as that node leads: after a leader
+  was killed and another elected, removing the new one answered `409` after its whole 30 s.
+  A leader that receives a request to remove itself now hands leadership to its most
+  caught-up follower (TimeoutNow), and the request, refused once more, is sent again by its
+  node (``ControlPlane._submit``) to the new leader, which applies it.
 - **Strangers are cut off.** The library's traffic encryption (Fernet, keyed by PBKDF2 of
   ``SyncObjConf.password``) authenticates every message: a peer without the password is
   disconnected at its first complete message, before anything is unpickled. But pysyncobj
@@ -56,7 +63,7 @@ import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import journal as _journal
 from pysyncobj import syncobj as _syncobj
-from pysyncobj.syncobj import _RAFT_STATE
+from pysyncobj.syncobj import _COMMAND_TYPE, _RAFT_STATE
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pickle import dumps as _pickle_dumps
@@ -358,7 +365,25 @@ class RaftNode(SyncObj):
             return
         if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
             self._leader_heard = monotonic()
+        if kind == "apply_command" and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self._hand_over_if_leaving(message.get("command"))
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _hand_over_if_leaving(self, command: Any) -> None:
+        """A follower forwarded a request to remove this node (the leader), which pysyncobj
+        refuses while this node leads: hand leadership over, so the request, sent again,
+        reaches a leader that can apply it (module doc)."""
+        if not isinstance(command, bytes) or command[:1] != bytes([_COMMAND_TYPE.MEMBERSHIP]):
+            return
+        try:
+            request = self._SyncObj__parseChangeClusterRequest(command)
+        except Exception:  # noqa: BLE001 - pysyncobj refuses what it cannot read, as before
+            return
+        me = self._SyncObj__selfNode
+        if (isinstance(request, list | tuple) and len(request) >= 2 and request[0] == "rem"
+                and me is not None and request[1] == me.id and not self._SyncObj__transferInProgress):
+            log.info("control plane: asked to remove this node, the leader; handing leadership over")
+            self.transferLeadership(None)
 
     def _answer_pre_vote(self, node: Any, message: dict) -> None:
         """Would this node vote for the asker? Changes nothing here either way."""
