@@ -48,6 +48,7 @@ DELETING = "deleting"  # bucket setting: a DeleteBucket is under way until this 
 DELETING_SECONDS = 60.0  # the mark of a deleting node that died expires after this
 DELETING_WAIT = 10.0  # how long a write waits for a DeleteBucket under way before 503 SlowDown
 DELETING_POLL = 0.01  # how often a waiting write looks at the bucket's record again
+DELETE_ATTEMPTS = 5  # a DeleteBucket that other deletions of the bucket kept preceding answers 409 after this
 LEASE_PREFIX = "lease:"  # control-plane job records of conditional writes in progress
 LEASE_SECONDS = 30.0  # a lease a dead node left expires after this
 LEASE_WAIT = 20.0  # how long a conditional write waits for another one on the same key
@@ -310,9 +311,42 @@ class ClusterCatalog:
         runs after every live node applied it: ``BucketNotEmpty``); a write that finds the
         mark before or after its merge waits for the deletion's outcome (``_creating``), and
         what such a write left is dropped with the bucket's index if the bucket goes. A live
-        node that has not applied the mark within the settle bound fails the deletion (503)."""
-        await self.control.apply("update_bucket", name=name, set={DELETING: time.time() + DELETING_SECONDS},
-                                 unset=[])
+        node that has not applied the mark within the settle bound fails the deletion (503).
+
+        The mark is this deletion's own (its value, an expiry time, is unique to it): it is
+        set only where no other deletion's mark stands, and the deletion and the mark's
+        removal apply only while it still stands (``expect``). Two DeleteBuckets through two
+        nodes at once: the second waits for the first's outcome (``NoSuchBucket`` if the
+        bucket went, then its own turn if it stayed). Before, the second overwrote the first's
+        mark and either one's failure removed it under the other: the other's check answered
+        503 (its replicas no longer had a mark), or a write acknowledged in that unmarked
+        window was deleted with the bucket."""
+        for _ in range(DELETE_ATTEMPTS):
+            rec = self.control.snapshot.buckets.get(name)
+            if rec is None:
+                raise errors.NoSuchBucket(resource=name, BucketName=name)
+            standing = rec.settings.get(DELETING)
+            if standing is not None and float(standing) > time.time():
+                kept = await self._deletion_over(name, rec.created, DELETING_WAIT)
+                if kept is None:
+                    raise errors.OperationAborted("Another DeleteBucket of this bucket is under way; retry later.",
+                                                  resource=name, BucketName=name)
+                if not kept:
+                    raise errors.NoSuchBucket(resource=name, BucketName=name)
+                continue
+            mine = time.time() + DELETING_SECONDS + int.from_bytes(os.urandom(4), "big") * 1e-12
+            try:
+                await self.control.apply("update_bucket", name=name, set={DELETING: mine}, unset=[],
+                                         expect={DELETING: standing})
+            except errors.BucketSettingsChanged:  # another deletion marked it first: its outcome, then ours
+                await self.control.read(linearizable=True)
+                continue
+            return await self._delete_marked(name, mine)
+        raise errors.OperationAborted("Other DeleteBuckets of this bucket kept going first; retry later.",
+                                      resource=name, BucketName=name)
+
+    async def _delete_marked(self, name: str, mine: float) -> list[dict]:
+        """The rest of ``delete_bucket`` once its mark (``mine``) is applied."""
         try:
             # Every live node must have applied the mark before the emptiness check: one still
             # behind would acknowledge a write the check may miss, into a bucket then deleted.
@@ -328,11 +362,13 @@ class ClusterCatalog:
                 raise errors.BucketNotEmpty(resource=name, BucketName=name)
             uploads = await self.list_uploads(name)
             nodes = self.placer.placement(name).nodes  # (placed by the bucket's settings: read them first)
-            # (the nodes to drop the index are recorded with the deletion: INDEX_DROP)
-            await self.control.apply("delete_bucket", name=name, drop=list(nodes))
+            # (the nodes to drop the index are recorded with the deletion: INDEX_DROP; and it
+            # applies only under this deletion's mark)
+            await self.control.apply("delete_bucket", name=name, drop=list(nodes), expect={DELETING: mine})
         except BaseException:
             try:
-                await self.control.apply("update_bucket", name=name, set={}, unset=[DELETING])
+                await self.control.apply("update_bucket", name=name, set={}, unset=[DELETING],
+                                         expect={DELETING: mine})
             except errors.BucketsError as exc:  # the mark expires by itself
                 log.warning("bucket %s: its deletion mark was not removed: %s", name, exc)
             raise

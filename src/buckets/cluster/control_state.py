@@ -390,10 +390,26 @@ def _existing_bucket(state: ControlSnapshot, args: dict) -> BucketRecord:
     return bucket
 
 
+def _check_expected(bucket: BucketRecord, args: dict) -> None:
+    """``expect``: the settings the caller's check read, with the values it read (None: absent);
+    the command applies only if they are still those (a compare-and-set: two changes through
+    two nodes each checked against the other's absence, both applied, broke an invariant
+    between two settings, e.g. Object Lock on with versioning suspended; and a deletion applies
+    only under its own mark)."""
+    expect = args.get("expect", {})
+    if not isinstance(expect, dict) or not all(isinstance(k, str) for k in expect):
+        raise _invalid("expect must be a map of setting names")
+    for name, value in expect.items():
+        if bucket.settings.get(name) != value:
+            raise CommandError("BucketChanged", f"bucket {bucket.name!r}: its setting {name!r} changed")
+
+
 @command("delete_bucket")
 def _delete_bucket(state: ControlSnapshot, args: dict, ts: float):
-    """``drop``: the nodes holding the bucket's index, which must drop it (``INDEX_DROP``)."""
+    """``drop``: the nodes holding the bucket's index, which must drop it (``INDEX_DROP``);
+    ``expect``: as ``update_bucket``'s (a deletion's own mark)."""
     bucket = _existing_bucket(state, args)
+    _check_expected(bucket, args)
     drop = args.get("drop", [])
     if not isinstance(drop, list) or not all(isinstance(n, str) for n in drop):
         raise _invalid("drop must be a list of node ids")
@@ -420,16 +436,7 @@ def _merged(current: Mapping[str, Any], args: dict) -> dict:
 @command("update_bucket")
 def _update_bucket(state: ControlSnapshot, args: dict, ts: float):
     bucket = _existing_bucket(state, args)
-    # ``expect``: the settings the caller's check read, with the values it read (None: absent);
-    # the change applies only if they are still those (a compare-and-set: two changes through
-    # two nodes each checked against the other's absence, both applied, broke an invariant
-    # between two settings, e.g. Object Lock on with versioning suspended).
-    expect = args.get("expect", {})
-    if not isinstance(expect, dict) or not all(isinstance(k, str) for k in expect):
-        raise _invalid("expect must be a map of setting names")
-    for name, value in expect.items():
-        if bucket.settings.get(name) != value:
-            raise CommandError("BucketChanged", f"bucket {bucket.name!r}: its setting {name!r} changed")
+    _check_expected(bucket, args)
     record = replace(bucket, settings=_merged(bucket.settings, args))
     return replace(state, buckets=_with(state.buckets, bucket.name, record)), record.to_wire()
 

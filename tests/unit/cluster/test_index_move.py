@@ -61,6 +61,8 @@ class Control:
         if result[0] != "ok":
             if result[1] == "NoSuchBucket":
                 raise errors.NoSuchBucket(resource=args.get("name"), BucketName=args.get("name"))
+            if result[1] == "BucketChanged":
+                raise errors.BucketSettingsChanged(result[2])
             raise AssertionError(result)
         await asyncio.sleep(0)
         return result[1]
@@ -620,3 +622,42 @@ async def test_writes_from_a_node_behind_a_deletion_stay_out_of_a_bucket_created
     # The same writes from a node that has the new bucket land.
     await cluster.idx["n1"].put("twice", "k", entry("w6"))
     assert (await cluster.idx["n1"].get("twice", "k"))["wid"] == "w6"
+
+
+async def test_two_deletions_of_one_bucket_at_once_each_get_its_own_answer(cluster) -> None:
+    """Two DeleteBuckets of one bucket through two nodes at once (the cluster fuzz found it:
+    31 answers of 503 in 300 s). Each set the mark, and the first to fail removed it under the
+    other, whose emptiness check then found no replica with a mark: 503; and a write in that
+    unmarked window could be deleted with the bucket. The mark is now each deletion's own: a
+    bucket not empty answers ``BucketNotEmpty`` to both, an empty one is deleted by one while
+    the other answers ``NoSuchBucket``."""
+    from buckets.cluster.catalog import DELETING
+
+    for replica in cluster.replicas.values():
+        replica.bucket_known = lambda name: name in cluster.control.snapshot.buckets
+        replica.bucket_deleting = cluster.catalog.deleting
+
+    def settling(seconds: float):  # the live nodes take a while to apply each change
+        async def wait(applied: int) -> None:
+            await asyncio.sleep(seconds)
+        return wait
+
+    one = ClusterCatalog(cluster.control, cluster.idx["n1"], wait_settled=settling(0.01))  # type: ignore[arg-type]
+    two = ClusterCatalog(cluster.control, cluster.idx["n2"], wait_settled=settling(0.2))  # type: ignore[arg-type]
+    await cluster.bucket("both")
+    await cluster.idx["n1"].put("both", "k", entry("w1"))
+    for _ in range(4):
+        answers = await asyncio.gather(one.delete_bucket("both"), two.delete_bucket("both"), return_exceptions=True)
+        assert all(isinstance(a, errors.BucketNotEmpty) for a in answers), answers
+        assert DELETING not in cluster.control.snapshot.buckets["both"].settings
+    await cluster.idx["n1"].get("both", "k")
+    await cluster.idx["n1"].delete("both", "k", "x")
+    answers = await asyncio.gather(one.delete_bucket("both"), two.delete_bucket("both"), return_exceptions=True)
+    assert sorted(type(a).__name__ for a in answers) == ["NoSuchBucket", "list"], answers
+    assert "both" not in cluster.control.snapshot.buckets
+    # The deletion itself applies only under the mark its check ran under.
+    await cluster.bucket("solo")
+    await cluster.control.apply("update_bucket", name="solo", set={DELETING: 2e9}, unset=[])
+    with pytest.raises(errors.BucketSettingsChanged):
+        await cluster.control.apply("delete_bucket", name="solo", drop=[], expect={DELETING: 2e9 + 1})
+    assert "solo" in cluster.control.snapshot.buckets
