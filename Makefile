@@ -36,6 +36,8 @@ tools:
 		|| echo "restic could not be installed: tests/integration/test_client_restic.py will be skipped"
 	@command -v s3fs >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs; } \
 		|| echo "s3fs-fuse could not be installed: tests/integration/test_client_s3fs.py will be skipped"
+	@command -v faketime >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; } \
+		|| echo "faketime could not be installed: tests/cluster/test_cluster_clocks.py will be skipped"
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium could not be installed: tests/integration/test_browser_upload.py will be skipped"
 	@$(MAKE) --no-print-directory $(JS_STAMP)

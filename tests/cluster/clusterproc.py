@@ -54,7 +54,7 @@ class Cluster:
     def __init__(self, base: Path, nodes: int = 4, disks: int = 4, extra_env: dict | None = None, *,
                  first_host: int = 1, also_free: tuple[str, ...] = (), data_root: Path | None = None,
                  disk_prefix: str = "n{node}/d", extra_args: tuple[str, ...] = (),
-                 ca_file: str | None = None) -> None:
+                 ca_file: str | None = None, node_env: dict[int, dict[str, str]] | None = None) -> None:
         self.base = base
         self.n = nodes
         self.disks = disks
@@ -67,6 +67,7 @@ class Cluster:
         self.port = free_cluster_port(nodes, first_host, also_free)
         self.env = server_env({"BUCKETS_ROOT_USER": ROOT_USER, "BUCKETS_ROOT_PASSWORD": ROOT_PASSWORD,
                                "BUCKETS_SCANNER_RATE": "0"}, extra_env)
+        self.node_env = node_env or {}  # node i's own variables on top of ``env`` (a shifted clock)
         self.procs: dict[int, subprocess.Popen] = {}
         self.logs = {i: base / f"node{i}.log" for i in range(1, nodes + 1)}
 
@@ -95,7 +96,7 @@ class Cluster:
         a fixture whose setup fails never runs its teardown, and they would outlive the test."""
         started = list(which or range(1, self.n + 1))
         for i in started:
-            self.procs[i] = spawn(self.command(i), self.env, self.logs[i], self.base)
+            self.procs[i] = spawn(self.command(i), {**self.env, **self.node_env.get(i, {})}, self.logs[i], self.base)
         if wait:
             try:
                 for i in started:

@@ -95,11 +95,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"Cluster:  {cluster['nodes_online']}/{cluster['nodes_total']} nodes online, generation "
               f"{cluster['generation']}, control plane {'has a majority' if cluster['has_quorum'] else 'HAS NO MAJORITY'}")
         print(f"Migration: {_migration_line(cluster.get('migration'))}")
+        clock = cluster.get("clock")
+        if clock and clock.get("skewed"):
+            print(f"Clocks:   SKEWED: {', '.join(clock['skewed'])} more than {clock['warn_above']:g} s off this "
+                  f"node's clock; keep every node's clock in sync (NTP)")
         print()
-        table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS"],
+        table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "CLOCK"],
               [[n["endpoint"] + ("  (this node)" if n["self"] else ""), n.get("state", "active"),
                 "online" if n["online"] else "OFFLINE", "leader" if n["leader"] else "",
-                f"{n['disks_online']}/{n['disks_total']}"]
+                f"{n['disks_online']}/{n['disks_total']}", _clock_cell(n)]
                for n in cluster["nodes"]])
     print()
     table(["DISK", "STATE", "USED", "FREE", "TOTAL", "ERROR"],
@@ -108,6 +112,16 @@ def cmd_info(args: argparse.Namespace) -> int:
             human_size(d["total"]) if d["state"] != "offline" else "-", d.get("error") or ""]
            for d in info["disks"]])
     return EXIT_OK
+
+
+def _clock_cell(node: dict) -> str:
+    """A node's clock against the answering node's: ``+0.003s ±0.001`` (``-`` not measured yet)."""
+    if node.get("self"):
+        return "reference"
+    offset, spread = node.get("clock_offset"), node.get("clock_uncertainty")
+    if offset is None:
+        return "-"
+    return f"{offset:+.3f}s ±{spread:.3f}"
 
 
 # --- users -------------------------------------------------------------------------------------

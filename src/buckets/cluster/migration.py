@@ -56,6 +56,7 @@ from typing import Any, Protocol
 from buckets import errors
 from buckets.registry.store import entry_version
 from buckets.errors import define_error
+from buckets.obs.metrics import NodeCollector
 
 log = logging.getLogger("buckets.migration")
 
@@ -1023,24 +1024,17 @@ def ensure_coordinator(store: Any) -> MigrationCoordinator | None:
 
 
 # --- metrics ------------------------------------------------------------------------------------
-class MigrationCollector:
+class MigrationCollector(NodeCollector):
     """Prometheus metrics of the migration (registered by ``buckets.obs.metrics``). The totals
     count what this node's coordinator moved (summed over nodes they give the cluster's);
     the gauges describe the cluster's job, the same on every node."""
 
     STATES = ("none", RUNNING, PAUSED, DONE)
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def describe(self) -> list:
-        return []
-
-    def collect(self):
+    def collect_node(self, node: Any):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        node = getattr(self.store, "cluster_node", None)
-        control = getattr(node, "control", None) if node is not None else None
+        control = getattr(node, "control", None)
         if control is None:
             return
         coordinator = getattr(node, "migration", None)

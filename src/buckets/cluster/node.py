@@ -37,6 +37,7 @@ from buckets.cluster.catalog import (
     SETTLE_ASK, SETTLE_SECONDS, SHADOWS, ClusterCatalog, ClusterUserTable, IndexPlacer, applied_waiter,
     index_bucket,
 )
+from buckets.cluster.clocks import ClockWatch
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
 from buckets.cluster.control_records import REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
@@ -127,6 +128,8 @@ class ClusterNode:
     migration: Any = None  # the migration coordinator (``buckets.cluster.migration``), once started
     _node_of_disk: dict[str, str] = field(default_factory=dict)
     _follow: asyncio.Task | None = None
+    clocks: ClockWatch = field(default_factory=ClockWatch)  # the peers' clock offsets (``buckets.cluster.clocks``)
+    _clock_watch: asyncio.Task | None = None
 
     # -- 1. wiring ------------------------------------------------------------------------
     @classmethod
@@ -437,7 +440,16 @@ class ClusterNode:
         self._store = store  # from here on the index service answers its peers
         self._follow = asyncio.get_running_loop().create_task(self._follow_topology(store), name="topology")
         self._drops = asyncio.get_running_loop().create_task(self._index_drops(store), name="index-drops")
+        self._clock_watch = asyncio.get_running_loop().create_task(self.clocks.watch(self._clock_peers),
+                                                                   name="clock-watch")
         return store
+
+    def _clock_peers(self) -> dict[str, Any]:
+        """The peers whose clocks ``clocks`` pings this round: the members online now."""
+        members = ({n.endpoint for n in self.topology.nodes if n.state != REMOVED} if self.topology is not None
+                   else {n.url for n in self.spec.nodes})
+        return {url: functools.partial(client.call, "node", "ping") for url, client in self.clients.items()
+                if url in members and url != self.spec.me.url and client.state is PeerState.ONLINE}
 
     async def _index_drops(self, store: Any, interval: float = INDEX_DROPS_INTERVAL) -> None:
         """Every ``interval``: drop the index of buckets deleted while this node was away (each
@@ -769,6 +781,7 @@ class ClusterNode:
                 "online": True if me else (client is not None and client.state.value == "online"),
                 "leader": leader is not None and control_address(url) == leader,
                 "disks_total": disks, "disks_online": online_disks.get(url, 0),
+                **({"clock_offset": 0.0, "clock_uncertainty": 0.0} if me else self.clocks.peer_status(url)),
             })
         members = [n for n in nodes if n["state"] != REMOVED]
         return {
@@ -781,6 +794,7 @@ class ClusterNode:
             "has_quorum": bool(control and control.has_quorum),
             "index": self.index_counters(),
             "removed": bool(self.removed),  # this node adopted its removal: it answers S3 with 503
+            "clock": self.clocks.status(),  # the peers' clocks against this node's (``clocks``)
         }
 
     def index_counters(self) -> dict:
@@ -918,10 +932,10 @@ class ClusterNode:
         that uses the store (anti-entropy, read repairs), so none runs into a closed registry."""
         self._stopping = True
         self._store = None
-        for task in (self._entropy, self._follow, self._peer_disks, self._drops):
+        for task in (self._entropy, self._follow, self._peer_disks, self._drops, self._clock_watch):
             if task is not None:
                 await _cancel_and_wait(task)
-        self._entropy = self._follow = self._peer_disks = self._drops = None
+        self._entropy = self._follow = self._peer_disks = self._drops = self._clock_watch = None
         migration, self.migration = self.migration, None
         if migration is not None:
             try:

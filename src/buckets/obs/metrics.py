@@ -170,6 +170,25 @@ class StoreCollector:
                                 value=registry.size_bytes())
 
 
+class NodeCollector:
+    """Base of the collectors of a cluster node's own figures (``collect_node``), registered on
+    every server: on a single node (no ``store.cluster_node``) they yield nothing."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        node = getattr(self.store, "cluster_node", None)
+        if node is not None:
+            yield from self.collect_node(node)
+
+    def collect_node(self, node: Any) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
 class ServerMetrics:
     """Every metric of one app, in its own registry."""
 
@@ -192,6 +211,9 @@ class ServerMetrics:
         from buckets.cluster.migration import MigrationCollector  # cluster nodes only; nothing on one node
 
         self.registry.register(MigrationCollector(store))
+        from buckets.cluster.clocks import ClockCollector  # cluster nodes only
+
+        self.registry.register(ClockCollector(store))
         # Process memory, CPU and open file descriptors (Linux /proc), Python version.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
