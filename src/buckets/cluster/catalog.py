@@ -46,6 +46,10 @@ log = logging.getLogger("buckets.cluster.catalog")
 
 DELETING = "deleting"  # bucket setting: a DeleteBucket is under way until this time (writes refused)
 DELETING_SECONDS = 60.0  # the mark of a deleting node that died expires after this
+# A deletion is proposed only while at least this much of its mark is left (and the control
+# plane applies it only if so by the proposal's time): no node, its clock within a second of
+# the others' (``buckets.cluster.clocks``), has taken the mark as expired and let a write in.
+DELETING_MARGIN = 10.0
 DELETING_WAIT = 10.0  # how long a write waits for a DeleteBucket under way before 503 SlowDown
 DELETING_POLL = 0.01  # how often a waiting write looks at the bucket's record again
 DELETE_ATTEMPTS = 5  # a DeleteBucket that other deletions of the bucket kept preceding answers 409 after this
@@ -362,9 +366,18 @@ class ClusterCatalog:
                 raise errors.BucketNotEmpty(resource=name, BucketName=name)
             uploads = await self.list_uploads(name)
             nodes = self.placer.placement(name).nodes  # (placed by the bucket's settings: read them first)
+            # A deletion that took so long that its mark is about to end (a stalled node, a slow
+            # check) is not proposed: once the mark ends, every node lets writes in again, which
+            # the check did not see. The control plane applies the same bound to the proposal's
+            # time (``before``), as this node may stall between here and proposing.
+            before = mine - DELETING_MARGIN
+            if time.time() > before:
+                raise errors.OperationAborted("The DeleteBucket took longer than its turn; retry the request.",
+                                              resource=name, BucketName=name)
             # (the nodes to drop the index are recorded with the deletion: INDEX_DROP; and it
             # applies only under this deletion's mark)
-            await self.control.apply("delete_bucket", name=name, drop=list(nodes), expect={DELETING: mine})
+            await self.control.apply("delete_bucket", name=name, drop=list(nodes), expect={DELETING: mine},
+                                     before=before)
         except BaseException:
             try:
                 await self.control.apply("update_bucket", name=name, set={}, unset=[DELETING],

@@ -407,9 +407,18 @@ def _check_expected(bucket: BucketRecord, args: dict) -> None:
 @command("delete_bucket")
 def _delete_bucket(state: ControlSnapshot, args: dict, ts: float):
     """``drop``: the nodes holding the bucket's index, which must drop it (``INDEX_DROP``);
-    ``expect``: as ``update_bucket``'s (a deletion's own mark)."""
+    ``expect``: as ``update_bucket``'s (a deletion's own mark); ``before``: the latest proposal
+    time (the command's ``ts``) at which the deletion may apply (its mark's end, less a margin:
+    a proposal later than that could delete writes nodes let in once the mark had ended)."""
     bucket = _existing_bucket(state, args)
     _check_expected(bucket, args)
+    before = args.get("before")
+    if before is not None:
+        if isinstance(before, bool) or not isinstance(before, (int, float)):
+            raise _invalid("before must be a time")
+        if ts > before:
+            raise CommandError("OperationAborted", f"bucket {bucket.name!r}: its deletion was proposed too late "
+                                                   f"under its mark; retry")
     drop = args.get("drop", [])
     if not isinstance(drop, list) or not all(isinstance(n, str) for n in drop):
         raise _invalid("drop must be a list of node ids")

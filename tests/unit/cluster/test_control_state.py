@@ -110,6 +110,15 @@ def test_bucket_lifecycle_and_refusals(drive: Driver) -> None:
     drive.refused("create_bucket", "OperationAborted", name="photos")
     drive.ok("delete_job", key="index-drop/photos")
     drive.ok("create_bucket", name="photos")
+    # ``before``: the deletion applies only if it was proposed by then (its mark's end, less a
+    # margin); the command's own time decides, the same on every node
+    drive.refused("delete_bucket", "InvalidArgument", name="photos", before="soon")
+    drive.refused("delete_bucket", "InvalidArgument", name="photos", before=True)
+    drive.refused("delete_bucket", "OperationAborted", name="photos", before=drive.ts)  # proposed at ts + 1
+    assert "photos" in drive.machine.snapshot.buckets
+    drive.ok("delete_bucket", name="photos", before=drive.ts + 1)
+    assert "photos" not in drive.machine.snapshot.buckets
+    drive.ok("create_bucket", name="photos")
 
 
 def test_snapshots_are_immutable_values(drive: Driver) -> None:

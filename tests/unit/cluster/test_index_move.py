@@ -49,6 +49,7 @@ class Control:
     def __init__(self) -> None:
         self.machine = ControlMachine()
         self.ts = 1_700_000_000.0
+        self.real_time = False  # stamp commands with the wall clock, as ``ControlPlane.apply`` does
         self.fail_after: str | None = None  # crash the coordinator after committing this phase
 
     @property
@@ -56,13 +57,15 @@ class Control:
         return self.machine.snapshot
 
     async def apply(self, op: str, **args: Any) -> Any:
-        self.ts += 1
+        self.ts = time.time() if self.real_time else self.ts + 1
         result = self.machine.apply(encode_command(op, args, os.urandom(16), self.ts))
         if result[0] != "ok":
             if result[1] == "NoSuchBucket":
                 raise errors.NoSuchBucket(resource=args.get("name"), BucketName=args.get("name"))
             if result[1] == "BucketChanged":
                 raise errors.BucketSettingsChanged(result[2])
+            if result[1] == "OperationAborted":
+                raise errors.OperationAborted(result[2])
             raise AssertionError(result)
         await asyncio.sleep(0)
         return result[1]
@@ -501,7 +504,7 @@ async def test_a_replica_down_during_a_deletion_drops_the_index_before_the_name_
     await cluster.idx["n1"].delete("gone", "k", "x")
     await cluster.catalog.delete_bucket("gone")
     assert cluster.control.snapshot.jobs["index-drop/gone"].value == {"nodes": [victim]}
-    with pytest.raises(AssertionError, match="OperationAborted"):
+    with pytest.raises(errors.OperationAborted):
         await cluster.control.apply("create_bucket", name="gone")
     cluster.down.discard(victim)
     assert "k" in live_keys(cluster.regs[victim], "gone")
@@ -661,3 +664,53 @@ async def test_two_deletions_of_one_bucket_at_once_each_get_its_own_answer(clust
     with pytest.raises(errors.BucketSettingsChanged):
         await cluster.control.apply("delete_bucket", name="solo", drop=[], expect={DELETING: 2e9 + 1})
     assert "solo" in cluster.control.snapshot.buckets
+
+
+async def test_a_deletion_that_stalls_past_its_mark_leaves_the_writes_let_in_after_the_mark(cluster, monkeypatch) -> None:
+    """A DeleteBucket whose node stalled after its emptiness check until its mark had ended (a
+    long pause of the process, a slow control plane) went on and deleted the bucket, while every
+    node had let writes in again since the mark ended: an acknowledged PUT went with the bucket.
+    A deletion is now proposed only while enough of its mark is left (``DELETING_MARGIN``), and
+    the control plane applies it only if its proposal time says so too (``before``)."""
+    from buckets.cluster import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "DELETING_SECONDS", 0.6)
+    monkeypatch.setattr(catalog_module, "DELETING_MARGIN", 0.2)
+    for replica in cluster.replicas.values():
+        replica.bucket_known = lambda name: name in cluster.control.snapshot.buckets
+        replica.bucket_deleting = cluster.catalog.deleting
+    cluster.control.real_time = True
+    writer = ClusterCatalog(cluster.control, cluster.idx["n2"])  # type: ignore[arg-type]
+    for name, stall in (("paused", "proposal"), ("slow", "check")):
+        await cluster.bucket(name)
+        stalled = asyncio.Event()
+        apply, uploads = cluster.control.apply, cluster.catalog.list_uploads
+
+        async def slow_apply(op: str, **args: Any) -> Any:
+            if op == "delete_bucket":  # the deleting node stalls between its check and the proposal
+                stalled.set()
+                await asyncio.sleep(0.8)
+            return await apply(op, **args)
+
+        async def slow_uploads(bucket: str) -> Any:  # the end of the check (uploads to drop) is slow
+            found = await uploads(bucket)
+            stalled.set()
+            await asyncio.sleep(0.8)
+            return found
+
+        if stall == "proposal":
+            monkeypatch.setattr(cluster.control, "apply", slow_apply)
+        else:
+            monkeypatch.setattr(cluster.catalog, "list_uploads", slow_uploads)
+        deletion = asyncio.ensure_future(cluster.catalog.delete_bucket(name))
+        await stalled.wait()
+        await asyncio.sleep(0.7)
+        assert not cluster.catalog.deleting(name)  # the mark ended: writes are let in, and acknowledged
+        await writer.put_object(name, "late", entry(f"w-{name}"))
+        with pytest.raises(errors.OperationAborted):
+            await deletion
+        monkeypatch.setattr(cluster.control, "apply", apply)
+        monkeypatch.setattr(cluster.catalog, "list_uploads", uploads)
+        assert name in cluster.control.snapshot.buckets, stall
+        assert (await cluster.idx["n3"].get(name, "late"))["wid"] == f"w-{name}"
+        assert "deleting" not in cluster.control.snapshot.buckets[name].settings  # its mark went with it
