@@ -162,10 +162,15 @@ class ClockWatch:
         ``first``), until cancelled; peers no longer named are forgotten."""
         await asyncio.sleep(first)
         while True:
-            current = peers()
-            for gone in [p for p in self._samples if p not in current]:
-                self.forget(gone)
-            await asyncio.gather(*(self.measure(p, ping) for p, ping in current.items()))
+            try:
+                current = peers()
+                for gone in [p for p in self._samples if p not in current]:
+                    self.forget(gone)
+                await asyncio.gather(*(self.measure(p, ping) for p, ping in current.items()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the watch must outlive a bug in one round
+                log.exception("measuring the peers' clocks failed")
             await asyncio.sleep(interval)
 
 
