@@ -95,11 +95,6 @@ class ClockWatch:
         fresh = [s for s in samples if self._monotonic() - s.at <= self.stale]
         return min(fresh, key=lambda s: s.rtt) if fresh else None
 
-    def skewed(self) -> list[tuple[str, Sample]]:
-        """The peers whose clocks are more than ``warn`` off for certain, farthest first."""
-        out = [(peer, s) for peer in self._samples if (s := self.estimate(peer)) is not None and s.at_least > self.warn]
-        return sorted(out, key=lambda p: -p[1].at_least)
-
     def peer_status(self, peer: str) -> dict[str, Any]:
         """For ``/health/cluster``: the offset and its uncertainty (None when not measured)."""
         s = self.estimate(peer)
@@ -109,11 +104,12 @@ class ClockWatch:
 
     def status(self) -> dict[str, Any]:
         """The verdict over every peer measured: ``skewed`` names those off by more than ``warn``."""
-        estimates = {p: s for p in self._samples if (s := self.estimate(p)) is not None}
-        skewed = self.skewed()
+        estimates = dict(self.items())
+        skewed = sorted((p for p, s in estimates.items() if s.at_least > self.warn),
+                        key=lambda p: -estimates[p].at_least)
         return {"status": "skewed" if skewed else "ok", "warn_above": self.warn, "limit": self.limit,
                 "max_offset": round(max((abs(s.offset) for s in estimates.values()), default=0.0), 6),
-                "measured": len(estimates), "skewed": [p for p, _ in skewed]}
+                "measured": len(estimates), "skewed": skewed}
 
     def items(self) -> Iterator[tuple[str, Sample]]:
         for peer in list(self._samples):
@@ -180,14 +176,11 @@ class ClockCollector(NodeCollector):
     def collect_node(self, node: Any):
         from prometheus_client.core import GaugeMetricFamily
 
-        clocks = getattr(node, "clocks", None)
-        if clocks is None:
-            return
         offset = GaugeMetricFamily("buckets_peer_clock_offset_seconds",
                                    "The peer's wall clock minus this node's, estimated from pings.", labels=["peer"])
         spread = GaugeMetricFamily("buckets_peer_clock_uncertainty_seconds",
                                    "Half the round trip of the ping the offset comes from.", labels=["peer"])
-        for peer, s in clocks.items():
+        for peer, s in node.clocks.items():
             offset.add_metric([peer], s.offset)
             spread.add_metric([peer], s.uncertainty)
         yield offset

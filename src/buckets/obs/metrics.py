@@ -14,6 +14,7 @@ status class (``2xx``..``5xx``), bucket names and disk endpoints.
 
 from __future__ import annotations
 
+import abc
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -170,7 +171,7 @@ class StoreCollector:
                                 value=registry.size_bytes())
 
 
-class NodeCollector:
+class NodeCollector(abc.ABC):
     """Base of the collectors of a cluster node's own figures (``collect_node``), registered on
     every server: on a single node (no ``store.cluster_node``) they yield nothing."""
 
@@ -185,8 +186,9 @@ class NodeCollector:
         if node is not None:
             yield from self.collect_node(node)
 
+    @abc.abstractmethod
     def collect_node(self, node: Any) -> Iterator[Metric]:
-        raise NotImplementedError
+        """The metrics of ``node`` (a ``ClusterNode``)."""
 
 
 class ServerMetrics:
