@@ -95,15 +95,19 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"Cluster:  {cluster['nodes_online']}/{cluster['nodes_total']} nodes online, generation "
               f"{cluster['generation']}, control plane {'has a majority' if cluster['has_quorum'] else 'HAS NO MAJORITY'}")
         print(f"Migration: {_migration_line(cluster.get('migration'))}")
+        level = cluster.get("level")
+        if level and level.get("cluster") is not None:
+            print(f"Level:    {_level_line(level)}")
         clock = cluster.get("clock")
         if clock and clock.get("skewed"):
             print(f"Clocks:   SKEWED: {', '.join(clock['skewed'])} more than {clock['warn_above']:g} s off this "
                   f"node's clock; keep every node's clock in sync (NTP)")
         print()
-        table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "CLOCK"],
+        table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "CLOCK", "LEVEL"],
               [[n["endpoint"] + ("  (this node)" if n["self"] else ""), n.get("state", "active"),
                 "online" if n["online"] else "OFFLINE", "leader" if n["leader"] else "",
-                f"{n['disks_online']}/{n['disks_total']}", _clock_cell(n)]
+                f"{n['disks_online']}/{n['disks_total']}", _clock_cell(n),
+                "-" if n.get("level") is None else str(n["level"])]
                for n in cluster["nodes"]])
     print()
     table(["DISK", "STATE", "USED", "FREE", "TOTAL", "ERROR"],
@@ -112,6 +116,19 @@ def cmd_info(args: argparse.Namespace) -> int:
             human_size(d["total"]) if d["state"] != "offline" else "-", d.get("error") or ""]
            for d in info["disks"]])
     return EXIT_OK
+
+
+def _level_line(level: dict) -> str:
+    """The cluster's control level, and what an upgrade in progress waits for."""
+    line = f"control level {level['cluster']}"
+    if level.get("behind"):
+        line += (f"; upgrade in progress: {', '.join(level['behind'])} still run"
+                 f"{'s' if len(level['behind']) == 1 else ''} an older release")
+    elif level.get("upgrading"):
+        line += f"; rises to {level['highest']} once every node has answered"
+    if level.get("unknown"):
+        line += f" (no answer yet from {', '.join(level['unknown'])})"
+    return line
 
 
 def _clock_cell(node: dict) -> str:

@@ -92,6 +92,9 @@ ClusterMismatch = define_error(
     "The cluster is already initialised with different nodes or layout.")
 ClusterNotInitialized = define_error(
     "ClusterNotInitialized", "ServiceUnavailable", 503, "The cluster has not been initialised yet.")
+LevelTooLow = define_error(
+    "LevelTooLow", "LevelTooLow", 409,
+    "A node runs an older release than the cluster's control level: upgrade it first.")
 MembershipChangeRefused = define_error(
     "MembershipChangeRefused", "MembershipChangeRefused", 409,
     "The control plane kept refusing the membership change (another change is in progress).")
@@ -114,6 +117,7 @@ _ERRORS: dict[str, type[BucketsError]] = {
     "OperationAborted": errors.OperationAborted,
     "ClusterMismatch": ClusterMismatch,
     "ClusterNotInitialized": ClusterNotInitialized,
+    "LevelTooLow": LevelTooLow,
 }
 _BUCKET_ERRORS = {"InvalidBucketName", "NoSuchBucket", "BucketAlreadyExists", "BucketAlreadyOwnedByYou",
                   "OperationAborted"}
@@ -418,11 +422,12 @@ class ControlPlane:
         return await self.apply("init_cluster", timeout=timeout, deployment_id=deployment_id,
                                 layout=layout.to_wire(), nodes=[n.to_wire() for n in records], table=table)
 
-    async def propose_generation(self, nodes: Iterable[NodeRecord | dict], *,
+    async def propose_generation(self, nodes: Iterable[NodeRecord | dict], *, levels: dict[str, int] | None = None,
                                  timeout: float | None = None) -> dict:
         """Commit generation g+1 with ``nodes`` (states decide which disks are placed) and a
         table built from generation g's, so only what must move moves. Raises
-        ``GenerationConflict`` if another change committed g+1 first."""
+        ``GenerationConflict`` if another change committed g+1 first. ``levels``: the control
+        level each node that becomes a member runs (``LevelTooLow`` if below the cluster's)."""
         try:
             records = check_nodes(list(nodes))
         except ValueError as exc:
@@ -434,7 +439,12 @@ class ControlPlane:
         table = await asyncio.to_thread(plan_table, topology.layout, records, generation + 1,
                                         topology.partition_table())
         return await self.apply("propose_generation", timeout=timeout, expected_generation=generation,
-                                nodes=[n.to_wire() for n in records], table=table)
+                                nodes=[n.to_wire() for n in records], table=table,
+                                **({"levels": dict(levels)} if levels else {}))
+
+    async def set_level(self, level: int, nodes: dict[str, int], *, timeout: float | None = None) -> dict:
+        """Raise the cluster's control level to ``level``; ``nodes``: the level each member runs."""
+        return await self.apply("set_level", timeout=timeout, level=level, nodes=dict(nodes))
 
     # --- Raft membership (one change at a time) --------------------------------------------------
     async def add_member(self, address: str, *, timeout: float | None = None) -> bool:

@@ -25,6 +25,11 @@ import msgpack
 from buckets.placement import MAX_SET_SIZE, DiskSpec, PartitionTable, Topology
 
 FORMAT_VERSION = 1  # of records and snapshots
+# Control levels (``buckets.cluster.levels``): the rule set the state machine applies. A rule
+# that changes what a command decides applies from the level that introduced it, once every
+# member runs a release of that level; ``CONTROL_LEVEL`` is this release's.
+BASE_LEVEL = 1  # the rules of the releases before levels (their nodes name no level)
+CONTROL_LEVEL = 2  # this release: nodes report their level, the cluster records the one all of them run
 MAX_TABLE_BYTES = 16 << 20  # decompressed table bound (zip-bomb guard); 65,536 x 16 slots is ~3 MiB
 MAX_KEY_CHARS = 256
 
@@ -422,13 +427,14 @@ class ControlSnapshot:
     buckets: Mapping[str, BucketRecord] = field(default_factory=lambda: _EMPTY)
     settings: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     jobs: Mapping[str, JobRecord] = field(default_factory=lambda: _EMPTY)
+    level: int = BASE_LEVEL  # the control level every member runs (raised by ``set_level``, never lowered)
 
     @property
     def generation(self) -> int:
         return self.topology.generation if self.topology is not None else 0
 
     def to_wire(self) -> Wire:
-        return {"applied": self.applied,
+        return {"applied": self.applied, "level": self.level,
                 "topology": self.topology.to_wire() if self.topology is not None else None,
                 "users": [u.to_wire() for u in self.users.values()],
                 "buckets": [b.to_wire() for b in self.buckets.values()],
@@ -446,6 +452,7 @@ class ControlSnapshot:
             buckets=frozen_map({b["name"]: BucketRecord.from_wire(b) for b in doc.get("buckets", ())}),
             settings=frozen_map(dict(doc.get("settings", {}))),
             jobs=frozen_map({j["key"]: JobRecord.from_wire(j) for j in doc.get("jobs", ())}),
+            level=check_int(doc.get("level", BASE_LEVEL), "control level", minimum=BASE_LEVEL),
         )
 
 

@@ -34,9 +34,9 @@ from typing import Any
 import msgpack
 
 from buckets.cluster.control_records import (
-    FORMAT_VERSION, MAX_KEY_CHARS, NODE_STATES, PLACED_STATES, BucketRecord, ControlSnapshot, GenerationRecord,
-    JobRecord, Layout, NodeRecord, TopologyRecord, UserRecord, Wire, as_map, check_int, check_nodes, check_plain,
-    check_str, check_table, frozen_map, placement_disks,
+    BASE_LEVEL, FORMAT_VERSION, MAX_KEY_CHARS, NODE_STATES, PLACED_STATES, REMOVED, BucketRecord, ControlSnapshot,
+    GenerationRecord, JobRecord, Layout, NodeRecord, TopologyRecord, UserRecord, Wire, as_map, check_int,
+    check_nodes, check_plain, check_str, check_table, frozen_map, placement_disks,
 )
 from buckets.errors import BucketsError, InvalidArgument
 
@@ -234,12 +234,57 @@ def _propose_generation(state: ControlSnapshot, args: dict, ts: float):
             owner = old_disks.get(disk.disk_id)
             if owner is not None and owner != node.node_id:
                 raise _invalid(f"disk {disk.disk_id} belongs to node {owner}, not {node.node_id}")
+    _check_joining_levels(state, topology, nodes, args.get("levels"))
     disks = placement_disks(nodes)
     generation = topology.generation + 1
     table = check_table(args.get("table"), generation, topology.layout, disks)
     record = GenerationRecord(generation, ts, disks, table)
     new = replace(topology, nodes=nodes, history=topology.history + (record,))
     return replace(state, topology=new), {"generation": generation}
+
+
+def _check_joining_levels(state: ControlSnapshot, topology: TopologyRecord, nodes: tuple[NodeRecord, ...],
+                          levels: Any) -> None:
+    """A node that becomes a member (new, or back after its removal) must run the cluster's
+    control level at least: ``levels`` (node id -> level, from its ``node/hello``) says which it
+    runs. Releases before levels send none; they only propose at the base level."""
+    if state.level <= BASE_LEVEL:
+        return
+    if levels is None:
+        levels = {}
+    if not isinstance(levels, dict):
+        raise _invalid("levels must be a map of node id to control level")
+    for node in nodes:
+        before = topology.node(node.node_id)
+        if node.state == REMOVED or (before is not None and before.state != REMOVED):
+            continue
+        level = levels.get(node.node_id)
+        if isinstance(level, bool) or not isinstance(level, int) or level < state.level:
+            raise CommandError("LevelTooLow", f"node {node.node_id} runs control level "
+                                              f"{level if isinstance(level, int) else 'unknown'}; the cluster "
+                                              f"runs level {state.level}: upgrade the node first")
+
+
+@command("set_level")
+def _set_level(state: ControlSnapshot, args: dict, ts: float):
+    """Raise the cluster's control level to ``level`` once every member runs it: ``nodes`` maps
+    each node id to the level its ``node/hello`` named. Refused unless every member that is not
+    removed is there at ``level`` or above (a node added since is not). Never lowers the level."""
+    topology = _require_topology(state)
+    level = check_int(args.get("level"), "control level", minimum=BASE_LEVEL)
+    seen = args.get("nodes")
+    if not isinstance(seen, dict):
+        raise _invalid("nodes must be a map of node id to control level")
+    if level <= state.level:
+        return state, {"level": state.level, "raised": False}
+    for node in topology.nodes:
+        if node.state == REMOVED:
+            continue
+        runs = seen.get(node.node_id)
+        if isinstance(runs, bool) or not isinstance(runs, int) or runs < level:
+            raise CommandError("LevelTooLow", f"node {node.node_id} runs control level "
+                                              f"{runs if isinstance(runs, int) else 'unknown'}, below {level}")
+    return replace(state, level=level), {"level": level, "raised": True}
 
 
 @command("set_node_state")

@@ -45,11 +45,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from buckets import errors
-from buckets.cluster.control import control_address, control_directory
+from buckets.cluster.control import LevelTooLow, control_address, control_directory
 from buckets.cluster.rpcerrors import refused_signature
 from buckets.cluster.control_records import (
     ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint,
 )
+from buckets.cluster.levels import level_of
 from buckets.errors import define_error
 
 log = logging.getLogger("buckets.cluster")
@@ -123,7 +124,7 @@ def join_info(control: Any) -> dict:
     status = control.status()
     return {"deployment_id": topology.deployment_id, "layout": topology.layout.to_wire(),
             "generation": topology.generation, "nodes": [n.to_wire() for n in topology.nodes],
-            "members": [m.address for m in status.members]}
+            "members": [m.address for m in status.members], "level": control.snapshot.level}
 
 
 async def format_for_join(disks: list, info: dict, sync: bool = True) -> list[str]:
@@ -322,6 +323,10 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None, *, from_queue: b
     if answer.get("deployment") != topology.deployment_id:
         raise NodeNotJoined(f"{endpoint} is not joining this cluster (its deployment is "
                             f"{answer.get('deployment') or 'none yet'}): start it with --join {node.spec.me.url}")
+    level = level_of(answer)
+    if level < snapshot.level:
+        raise LevelTooLow(f"{endpoint} runs control level {level} (an older release); the cluster runs level "
+                          f"{snapshot.level}: start it with this cluster's release, then add it")
     disks = answer.get("disks") or []
     served = [d.get("path") for d in disks]
     if paths is not None and list(paths) != served:
@@ -339,7 +344,7 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None, *, from_queue: b
         return await _enqueue(control, {"op": "add-node", "endpoint": endpoint, "paths": paths}, migrating)
     await control.add_member(record.control_address, timeout=30.0)
     from_gen = topology.generation
-    result = await control.propose_generation([*others, record], timeout=30.0)
+    result = await control.propose_generation([*others, record], levels={record.node_id: level}, timeout=30.0)
     to_gen = result["generation"]
     log.info("node %s added (%d disks): generation %d, migrating from %d", endpoint, len(record.disks),
              to_gen, from_gen)
@@ -499,7 +504,7 @@ async def _settled(node: Any, draining: bool) -> bool:
     return True
 
 
-def _leading(control: Any) -> Any:
+def leading(control: Any) -> Any:
     """The control plane's status if this node leads with a majority, else None."""
     status = control.status()
     return status if status.role == "leader" and status.has_quorum and control.snapshot.topology else None
@@ -508,7 +513,7 @@ def _leading(control: Any) -> Any:
 async def finish_disk_removals(node: Any) -> None:
     """On the leader, once the migration off draining disks is done: a generation without
     them (the table does not change: they were not placed), and its (empty) migration."""
-    if _leading(node.control) is None:
+    if leading(node.control) is None:
         return
     topology = node.control.snapshot.topology
     if not any(d.draining for n in topology.nodes for d in n.disks) or not await _settled(node, True):
@@ -524,7 +529,7 @@ async def finish_removals(node: Any) -> None:
     (while it is still a Raft member, so it learns it), then leaves Raft. A leader that is
     itself the node leaving hands its leadership over first."""
     control = node.control
-    status = _leading(control)
+    status = leading(control)
     if status is None:
         return
     topology = control.snapshot.topology

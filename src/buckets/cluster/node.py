@@ -39,7 +39,10 @@ from buckets.cluster.catalog import (
 )
 from buckets.cluster.clocks import ClockWatch
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
-from buckets.cluster.control_records import REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord
+from buckets.cluster.control_records import (
+    BASE_LEVEL, CONTROL_LEVEL, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord,
+)
+from buckets.cluster.levels import LevelTooNew, LevelWatch, check_level
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster import membership
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
@@ -130,6 +133,8 @@ class ClusterNode:
     _follow: asyncio.Task | None = None
     clocks: ClockWatch = field(default_factory=ClockWatch)  # the peers' clock offsets (``buckets.cluster.clocks``)
     _clock_watch: asyncio.Task | None = None
+    levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
+    _level_watch: asyncio.Task | None = None
 
     # -- 1. wiring ------------------------------------------------------------------------
     @classmethod
@@ -191,6 +196,7 @@ class ClusterNode:
                 disk_nodes.append(url)
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
         self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join)
+        self.levels = LevelWatch(node_id_of(spec.me))
         if known is not None:
             self.deployment_id = known["deployment_id"]
         self._served = list(local.values())
@@ -221,7 +227,7 @@ class ClusterNode:
         return {"url": self.spec.me.url, "fingerprint": self.spec.fingerprint(),
                 "deployment": self.deployment_id or "",
                 "disks": [{"id": d.disk_id, "path": d.root} for d in own] if self.deployment_id else [],
-                "member": self.known is not None or self._store is not None}
+                "member": self.known is not None or self._store is not None, "level": CONTROL_LEVEL}
 
     async def _join_info(self, args: dict) -> dict:
         control = self.control
@@ -442,6 +448,10 @@ class ClusterNode:
         self._drops = asyncio.get_running_loop().create_task(self._index_drops(store), name="index-drops")
         self._clock_watch = asyncio.get_running_loop().create_task(self.clocks.watch(self._clock_peers),
                                                                    name="clock-watch")
+        assert self.levels is not None and self.control is not None
+        self._level_watch = asyncio.get_running_loop().create_task(
+            self.levels.watch(self._level_peers, self.control, lambda: membership.leading(self.control) is not None),
+            name="level-watch")
         return store
 
     def _clock_peers(self) -> dict[str, Any]:
@@ -450,6 +460,13 @@ class ClusterNode:
                    else {n.url for n in self.spec.nodes})
         return {url: functools.partial(client.call, "node", "ping") for url, client in self.clients.items()
                 if url in members and url != self.spec.me.url and client.state is PeerState.ONLINE}
+
+    def _level_peers(self) -> dict[str, Any]:
+        """The members whose control level ``levels`` asks this round: every one not removed."""
+        topology = self.topology
+        members = {n.endpoint for n in topology.nodes if n.state != REMOVED} if topology is not None else set()
+        return {url: functools.partial(client.call, "node", "hello", {}, timeout=2.0)
+                for url, client in self.clients.items() if url in members and url != self.spec.me.url}
 
     async def _index_drops(self, store: Any, interval: float = INDEX_DROPS_INTERVAL) -> None:
         """Every ``interval``: drop the index of buckets deleted while this node was away (each
@@ -559,6 +576,7 @@ class ClusterNode:
         if topology.deployment_id != boot.deployment_id:
             raise ClusterStartError(f"the control plane belongs to deployment {topology.deployment_id}, "
                                     f"the disks to {boot.deployment_id}")
+        self._check_level()
         return self._adopt(topology, store)
 
     # -- 2b. joining a running cluster, restarting as a member ------------------------------
@@ -592,6 +610,10 @@ class ClusterNode:
                                             f"{exc}") from None
                 log.info("waiting for %s (--join) to answer: %s", self.join, exc)
                 await asyncio.sleep(1.0)
+        level = info.get("level", BASE_LEVEL)
+        if isinstance(level, int) and level > CONTROL_LEVEL:
+            raise ClusterStartError(f"{self.join} runs control level {level}; this release knows levels up to "
+                                    f"{CONTROL_LEVEL}: start this node with the cluster's release (or later)")
         nodes = [NodeRecord.from_wire(n) for n in info["nodes"]]
         mine = next((n for n in nodes if n.endpoint == self.spec.me.url), None)
         own = [d for d in self.disks if isinstance(d, LocalDisk)]
@@ -645,6 +667,7 @@ class ClusterNode:
             raise ClusterStartError(f"the control plane belongs to deployment {topology.deployment_id}, "
                                     f"the disks to {boot.deployment_id}")
         log.info("added to the cluster: generation %d", topology.generation)
+        self._check_level()
         return self._adopt(topology, store)
 
     async def _start_member_control(self, store: Any, boot: Any) -> PartitionTable:
@@ -680,7 +703,17 @@ class ClusterNode:
         mine = topology.node(self.spec.me.url)
         if mine is not None and mine.state == REMOVED:
             raise ClusterStartError(f"{self.spec.me.url} was removed from the cluster")
+        self._check_level()
         return self._adopt(topology, store)
+
+    def _check_level(self) -> None:
+        """Stop here if the cluster runs a control level this release does not know: its log
+        holds commands whose rules this node would apply differently (``buckets.cluster.levels``)."""
+        assert self.control is not None
+        try:
+            check_level(self.control.snapshot)
+        except LevelTooNew as exc:
+            raise ClusterStartError(str(exc)) from None
 
     # -- 2c. following the control plane's topology -----------------------------------------
     def _adopt(self, topology: TopologyRecord, store: Any) -> PartitionTable:
@@ -782,6 +815,7 @@ class ClusterNode:
                 "leader": leader is not None and control_address(url) == leader,
                 "disks_total": disks, "disks_online": online_disks.get(url, 0),
                 **({"clock_offset": 0.0, "clock_uncertainty": 0.0} if me else self.clocks.peer_status(url)),
+                "level": self.levels.level(url) if self.levels is not None and state != REMOVED else None,
             })
         members = [n for n in nodes if n["state"] != REMOVED]
         return {
@@ -795,6 +829,9 @@ class ClusterNode:
             "index": self.index_counters(),
             "removed": bool(self.removed),  # this node adopted its removal: it answers S3 with 503
             "clock": self.clocks.status(),  # the peers' clocks against this node's (``clocks``)
+            # the control level the cluster applies, and the nodes still on an older release (``levels``)
+            "level": (self.levels.status(self.control.snapshot) if self.levels is not None and self.control is not None
+                      else {"cluster": None, "this_node": CONTROL_LEVEL}),
         }
 
     def index_counters(self) -> dict:
@@ -932,10 +969,11 @@ class ClusterNode:
         that uses the store (anti-entropy, read repairs), so none runs into a closed registry."""
         self._stopping = True
         self._store = None
-        for task in (self._entropy, self._follow, self._peer_disks, self._drops, self._clock_watch):
+        for task in (self._entropy, self._follow, self._peer_disks, self._drops, self._clock_watch,
+                     self._level_watch):
             if task is not None:
                 await _cancel_and_wait(task)
-        self._entropy = self._follow = self._peer_disks = self._drops = self._clock_watch = None
+        self._entropy = self._follow = self._peer_disks = self._drops = self._clock_watch = self._level_watch = None
         migration, self.migration = self.migration, None
         if migration is not None:
             try:

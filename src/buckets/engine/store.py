@@ -150,9 +150,13 @@ class Store:
         self.k, self.m, self.block_size = boot.k, boot.m, boot.block_size
         self.by_id = {d.disk_id: d for d in self.disks}
         online = [d for d in self.disks if d.online]
-        if len(online) < self.k:
+        # A cluster node reads through its peers' disks too, and a node joining a cluster
+        # opens with its own disks alone (fewer than k, if it has fewer disks than the layout
+        # has data shards): only a single node needs k disks of its own.
+        if len(online) < (self.k if self.cluster is None else 1):
             raise errors.FormatError(f"only {len(online)} of {len(self.disks)} disks are usable; "
-                                     f"at least {self.k} are needed to read this deployment")
+                                     f"at least {self.k if self.cluster is None else 1} are needed to read "
+                                     f"this deployment")
         if self.cluster is not None:
             self.table = await self.cluster.table(self, boot)  # the control plane's, same on every node
         else:

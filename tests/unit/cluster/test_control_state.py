@@ -51,8 +51,8 @@ class Driver:
         assert result[0] == "err" and result[1] == code, result
         after = self.machine.snapshot
         # A refused command changes nothing but the applied count.
-        assert (after.topology, after.users, after.buckets, after.settings, after.jobs) == \
-            (before.topology, before.users, before.buckets, before.settings, before.jobs)
+        assert (after.topology, after.users, after.buckets, after.settings, after.jobs, after.level) == \
+            (before.topology, before.users, before.buckets, before.settings, before.jobs, before.level)
         assert after.applied == before.applied + 1
         return result[2]
 
