@@ -9,8 +9,11 @@ on the new one while clients keep writing and reading through the other nodes. T
 - while the releases are mixed, the cluster stays at control level 1 and says who is behind
   (``/health/cluster``, ``buckets-admin info``); once every node runs the new release it rises
   to 2 by itself;
+- a node cannot go back: restarted on a release of level 1 that knows levels (this checkout
+  with its level set to 1), it stops once it has caught up;
 - a node of the old release is then refused by ``cluster add-node`` (409 LevelTooLow, the
-  cluster unchanged), and the same node started on the new release is added.
+  cluster unchanged), and the same node started on the new release is added, with two disks
+  where the layout has three data shards.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +40,9 @@ pytestmark = pytest.mark.cluster
 OLD_RELEASE = "da13d85"  # session 34's last commit: its nodes name no control level (level 1)
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "upgrade"
+# A later release's node that knows levels but runs an older one than the cluster: this checkout, level 1.
+LEVEL_ONE = ("import sys; import buckets.cluster.control_records as r; r.CONTROL_LEVEL = 1; "
+             "from buckets.cli.server import main; sys.argv[0] = 'buckets'; sys.exit(main())")
 
 
 def old_release(into: Path) -> Path:
@@ -144,6 +151,18 @@ def test_a_cluster_upgrades_one_node_at_a_time_while_it_serves(tmp_path) -> None
         assert any("the cluster's control level is now 2" in c.log(i) for i in (1, 2, 3))  # the leader's
         info = admin(c, tmp_path, "info", "n1")
         assert info.returncode == 0 and "control level 2" in info.stdout and "LEVEL" in info.stdout, info.stdout
+
+        # No way back: node 3 restarted on a release of level 1 that knows levels (this checkout
+        # with its level set to 1) stops once it has caught up, and starts again on level 2.
+        assert stop(c.procs[3]) == 0
+        log3 = tmp_path / "node3.level1.log"
+        back = spawn([sys.executable, "-c", LEVEL_ONE, *c.command(3)[1:]], c.env, log3, tmp_path)
+        assert back.wait(timeout=120) != 0
+        assert "the cluster runs control level 2; this release knows levels up to 1" in log3.read_text(), \
+            log3.read_text()[-3000:]
+        c.logs[3] = tmp_path / "node3.again.log"
+        c.start(3)
+        c.wait_healthy()
 
         # A node of the old release is refused now, and nothing changes; on the new release it joins.
         # (four disks: the old release cannot open a joining node with fewer disks than k)
