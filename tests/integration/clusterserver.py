@@ -132,6 +132,10 @@ class RandomNodeProxy:
             _reset(dst)
 
     def stop(self) -> None:
+        try:  # wakes the thread blocked in accept() (closing the socket alone does not, on Linux)
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         with self._lock:
             for sock in list(self._open):

@@ -201,7 +201,7 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     from buckets.obs import AccessLogger, OpsEndpoints, ServerMetrics
     from buckets.obs.access import METRICS_KEY, timing_middleware
     from buckets.s3.app import create_app
-    from buckets.s3.connections import ConnectionCollector
+    from buckets.s3.connections import BEFORE_STOP_KEY, ConnectionCollector
 
     metrics = ServerMetrics(store)
     endpoints = OpsEndpoints(store, metrics, metrics_auth=config.metrics_auth,
@@ -234,7 +234,11 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     async def channels_go_away(app) -> None:  # the peers' channels: new calls go elsewhere, no call is cut
         await peer_rpc.go_away(app)
 
-    app.on_shutdown.append(channels_go_away)
+    async def channels_drain(app) -> None:  # as above, and the callers close them while the server still reads
+        await peer_rpc.drain(app)
+
+    app[BEFORE_STOP_KEY] = [channels_drain]
+    app.on_shutdown.append(channels_go_away)  # (a no-op after the drain; for a runner without it)
     from buckets.lifecycle.worker import attach_worker
 
     attach_worker(app, store, config, notifier)  # applies the buckets' lifecycle rules while the app runs

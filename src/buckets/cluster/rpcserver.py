@@ -24,6 +24,7 @@ into ``buckets server`` is :func:`build_node_rpc`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import inspect
@@ -51,6 +52,9 @@ log = logging.getLogger("buckets.cluster.rpc")
 
 Handler = Callable[..., Any]  # (args) or (args, body) -> result | Awaitable[result] | AsyncIterator[bytes]
 TYPED_ERRORS = (BucketsError, DiskError, FormatError)
+# How long a stopping node waits for its callers to close their channels after GOAWAY (they do
+# once their calls on it are answered); calls still running then get the shutdown timeout.
+DRAIN_SECONDS = 5.0
 
 
 class PeerNotReady(PeerError):
@@ -246,6 +250,15 @@ class PeerRpcServer:
         for channel in list(self._channels):
             if app is None or channel.app is app:
                 await channel.go_away()
+
+    async def drain(self, app: Any = None, timeout: float = DRAIN_SECONDS) -> None:
+        """``go_away``, then wait until the callers have closed those channels (each does once
+        its calls on it are answered), for at most ``timeout`` seconds."""
+        await self.go_away(app)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(app is None or c.app is app for c in self._channels) \
+                and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
 
     @property
     def open_channels(self) -> int:

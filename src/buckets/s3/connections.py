@@ -435,6 +435,12 @@ class GuardedServer(web.Server):
         return GuardedRequestHandler(self, loop=self._loop, guard=self.guard, **self._kwargs)
 
 
+# Hooks (``async def hook(app)``) a runner awaits when it starts to stop, before aiohttp's own
+# shutdown: ``on_shutdown`` comes after aiohttp has begun closing the connections, when a peer
+# channel's close handshake no longer completes (the caller waits out its close timeout).
+BEFORE_STOP_KEY: web.AppKey[list] = web.AppKey("buckets_before_stop", list)
+
+
 class GuardedAppRunner(web.AppRunner):
     """``web.AppRunner`` whose connections are guarded; the idle timeout is aiohttp's
     keep-alive timeout, which also bounds a connection that never completes a header."""
@@ -442,6 +448,11 @@ class GuardedAppRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(app, keepalive_timeout=guard.limits.idle_timeout, **kwargs)
         self.guard = guard
+
+    async def cleanup(self) -> None:
+        for hook in self.app.get(BEFORE_STOP_KEY, ()):
+            await hook(self.app)
+        await super().cleanup()
 
     async def _make_server(self) -> web.Server:
         return GuardedServer.adopt(await super()._make_server(), self.guard)
