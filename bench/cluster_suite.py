@@ -332,10 +332,12 @@ async def _peer_counts(session, endpoints: list[str]) -> Counter:
 # Peer calls the nodes make on their own, whatever the clients do: the disk monitor's probe
 # (every disk's format, every 5 s), the anti-entropy pass, health probes, and the disk usage
 # a /metrics scrape asks every peer for, a read lease's renewals (every 0.5 s while a bucket is
-# read) and its holder's confirmations of its recent merges (``buckets.cluster.leases``).
+# read) and its holder's confirmations of its recent merges (``buckets.cluster.leases``), the
+# clock watch's pings and the level watch's hellos (every 10 s to each peer).
 # Counted apart, never charged to a GET.
 BACKGROUND_APIS = frozenset({"peer.disk.read_format", "peer.disk.info", "peer.disk.status", "peer.index.digest",
-                             "peer.index.versions", "peer.node.ping", "peer.index.grant", "peer.index.holds"})
+                             "peer.index.versions", "peer.node.ping", "peer.node.hello", "peer.index.grant",
+                             "peer.index.holds"})
 
 
 async def _rpc_per_get(result: SuiteResult, dep: Deployment, session, clients: list, rng: random.Random,
