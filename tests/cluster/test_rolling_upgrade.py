@@ -145,12 +145,15 @@ def test_a_cluster_upgrades_one_node_at_a_time_while_it_serves(tmp_path) -> None
             time.sleep(2.0)
         finally:
             load.stop()
+        print(f"load while upgrading: {load.summary()}")
         assert not load.failures, f"{load.summary()}: {load.failures[:10]}"
         assert load.counts["PUT ok"] > 20 and load.counts["GET ok"] > 10, load.summary()
         read_all(Clients(c), [1, 2, 3], BUCKET, {**seeded, **load.acked}, load.maybe)  # type: ignore[arg-type]
         assert any("the cluster's control level is now 2" in c.log(i) for i in (1, 2, 3))  # the leader's
         info = admin(c, tmp_path, "info", "n1")
         assert info.returncode == 0 and "control level 2" in info.stdout and "LEVEL" in info.stdout, info.stdout
+        listing = json.loads(admin(c, tmp_path, "cluster", "list-nodes", "n1", "--json").stdout)
+        assert listing["level"] == CONTROL_LEVEL and [n["level"] for n in listing["nodes"]] == [CONTROL_LEVEL] * 3
 
         # No way back: node 3 restarted on a release of level 1 that knows levels (this checkout
         # with its level set to 1) stops once it has caught up, and starts again on level 2.

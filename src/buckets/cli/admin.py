@@ -730,16 +730,18 @@ def cmd_cluster_list_nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     layout = listing["layout"]
     print(f"Deployment {listing['deployment_id']}, generation {listing['generation']}, "
-          f"{layout['k']} data + {layout['m']} parity")
+          f"{layout['k']} data + {layout['m']} parity"
+          + (f", control level {listing['level']}" if listing.get("level") is not None else ""))
     print(f"Migration: {_migration_line(listing.get('migration'))}")
     for n, change in enumerate(listing.get("queued") or [], 1):
         print(f"Queued {n}:  {change.get('op')} {change.get('endpoint')}{change.get('path') or ''}"
               f"{' --force' if change.get('force') else ''} (after the running migration)")
     print()
-    table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "SLOTS"],
+    table(["NODE", "STATE", "ONLINE", "ROLE", "DISKS", "SLOTS", "LEVEL"],
           [[n["endpoint"] + ("  (this node)" if n["self"] else ""), n["state"],
             "online" if n["online"] else "OFFLINE",
-            "leader" if n["leader"] else ("member" if n["raft_member"] else "-"), _disk_summary(n), n["slots"]]
+            "leader" if n["leader"] else ("member" if n["raft_member"] else "-"), _disk_summary(n), n["slots"],
+            "-" if n.get("level") is None else str(n["level"])]
            for n in listing["nodes"]])
     return EXIT_OK
 

@@ -583,10 +583,13 @@ def describe_nodes(node: Any) -> dict:
         out.append({"endpoint": n.endpoint, "node_id": n.node_id, "state": n.state, "self": me,
                     "online": online, "control_address": n.control_address,
                     "raft_member": member is not None, "leader": member is not None and member.leader,
-                    "disks": disks, "slots": sum(d["slots"] for d in disks)})
+                    "disks": disks, "slots": sum(d["slots"] for d in disks),
+                    "level": node.levels.level(n.endpoint) if node.levels is not None and n.state != REMOVED
+                    else None})
     record = snapshot.jobs.get(JOB_KEY)
     job = record.value if record is not None and isinstance(record.value, dict) else None
     return {"deployment_id": topology.deployment_id, "generation": topology.generation,
-            "layout": topology.layout.to_wire(), "nodes": out, "queued": queued_changes(snapshot),
+            "layout": topology.layout.to_wire(), "level": snapshot.level, "nodes": out,
+            "queued": queued_changes(snapshot),
             "migration": None if job is None else {k: job.get(k) for k in (
                 "state", "from_gen", "to_gen", "moved_objects", "moved_bytes", "errors")}}

@@ -455,11 +455,13 @@ class ClusterNode:
         return store
 
     def _clock_peers(self) -> dict[str, Any]:
-        """The peers whose clocks ``clocks`` pings this round: the members online now."""
+        """The peers whose clocks ``clocks`` pings this round: every member. A ping to one that
+        is offline fails at once, and its last estimate stays until it is stale: a peer back
+        with the same skew is not logged again."""
         members = ({n.endpoint for n in self.topology.nodes if n.state != REMOVED} if self.topology is not None
                    else {n.url for n in self.spec.nodes})
         return {url: functools.partial(client.call, "node", "ping") for url, client in self.clients.items()
-                if url in members and url != self.spec.me.url and client.state is PeerState.ONLINE}
+                if url in members and url != self.spec.me.url}
 
     def _level_peers(self) -> dict[str, Any]:
         """The members whose control level ``levels`` asks this round: every one not removed."""
