@@ -38,7 +38,10 @@ log = logging.getLogger("buckets.cluster.levels")
 
 INTERVAL = 10.0  # seconds between two rounds of hellos
 HELLO_TIMEOUT = 3.0
-STALE_SECONDS = 60.0  # an answer older than this no longer counts (the node may have been replaced)
+STALE_SECONDS = 60.0  # an answer older than this is no longer shown (the node may have been replaced)
+# Raising the level takes every member's answer to the latest round (a node restarted on an
+# older release a minute ago must not count with the level it named before).
+FRESH_SECONDS = INTERVAL + HELLO_TIMEOUT + 2.0
 
 Hello = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -72,12 +75,13 @@ class LevelWatch:
     def record(self, node: str, level: int) -> None:
         self._seen[node] = (level, self._monotonic())
 
-    def level(self, node: str) -> int | None:
-        """The level ``node`` runs (this node's own for ``me``), None if it has not answered lately."""
+    def level(self, node: str, within: float = STALE_SECONDS) -> int | None:
+        """The level ``node`` runs (this node's own for ``me``), None if it has not answered
+        within the last ``within`` seconds."""
         if node == self.me:
             return CONTROL_LEVEL
         seen = self._seen.get(node)
-        if seen is None or self._monotonic() - seen[1] > STALE_SECONDS:
+        if seen is None or self._monotonic() - seen[1] > within:
             return None
         return seen[0]
 
@@ -86,9 +90,9 @@ class LevelWatch:
         return [n.node_id for n in topology.nodes if n.state != REMOVED] if topology is not None else []
 
     def ready(self, snapshot: ControlSnapshot) -> tuple[int, dict[str, int]] | None:
-        """``(level, every member's level)`` when every member has answered lately and the
+        """``(level, every member's level)`` when every member answered the latest round and the
         lowest level they run is above the cluster's: what ``set_level`` is given."""
-        levels = {node: self.level(node) for node in self.members(snapshot)}
+        levels = {node: self.level(node, FRESH_SECONDS) for node in self.members(snapshot)}
         if not levels or any(v is None for v in levels.values()):
             return None
         lowest = min(v for v in levels.values() if v is not None)
