@@ -37,7 +37,9 @@ from serverproc import BIN, spawn, stop
 
 pytestmark = pytest.mark.cluster
 
-OLD_RELEASE = "da13d85"  # session 34's last commit: its nodes name no control level (level 1)
+# Session 34's last commit: its nodes name no control level (level 1). A release that raises
+# CONTROL_LEVEL points this at the last commit of the release before it.
+OLD_RELEASE = "da13d85"
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "upgrade"
 # A later release's node that knows levels but runs an older one than the cluster: this checkout, level 1.
