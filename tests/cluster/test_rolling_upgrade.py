@@ -40,6 +40,7 @@ pytestmark = pytest.mark.cluster
 # Session 34's last commit: its nodes name no control level (level 1). A release that raises
 # CONTROL_LEVEL points this at the last commit of the release before it.
 OLD_RELEASE = "da13d85"
+OLD_LEVEL = 1
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "upgrade"
 # A later release's node that knows levels but runs an older one than the cluster: this checkout, level 1.
@@ -135,13 +136,13 @@ def test_a_cluster_upgrades_one_node_at_a_time_while_it_serves(tmp_path) -> None
                 c.wait_healthy()
                 view = level_view(c, i)
                 if i != 1:  # some node still runs the old release: the cluster stays at level 1
-                    assert view["cluster"] == 1 and view["this_node"] == CONTROL_LEVEL, view
+                    assert view["cluster"] == OLD_LEVEL and view["this_node"] == CONTROL_LEVEL, view
                     time.sleep(12)  # one round of the level watch (10 s) has asked every peer
                     view = level_view(c, i)
                     old_nodes = sorted(c.url(j) for j in (1, 2) if c.node_env.get(j))
-                    assert view["behind"] == old_nodes and view["upgrading"] and view["cluster"] == 1, view
+                    assert view["behind"] == old_nodes and view["upgrading"] and view["cluster"] == OLD_LEVEL, view
                     nodes = {n["endpoint"]: n["level"] for n in c.health(i)["nodes"]}
-                    assert nodes == {c.url(j): 1 if c.node_env.get(j) else CONTROL_LEVEL for j in (1, 2, 3)}, nodes
+                    assert nodes == {c.url(j): OLD_LEVEL if c.node_env.get(j) else CONTROL_LEVEL for j in (1, 2, 3)}, nodes
             load.nodes[:] = [1, 2, 3]
             wait_level(c, [1, 2, 3], CONTROL_LEVEL)  # every node runs level 2: the cluster moves to it
             time.sleep(2.0)
@@ -151,9 +152,9 @@ def test_a_cluster_upgrades_one_node_at_a_time_while_it_serves(tmp_path) -> None
         assert not load.failures, f"{load.summary()}: {load.failures[:10]}"
         assert load.counts["PUT ok"] > 20 and load.counts["GET ok"] > 10, load.summary()
         read_all(Clients(c), [1, 2, 3], BUCKET, {**seeded, **load.acked}, load.maybe)  # type: ignore[arg-type]
-        assert any("the cluster's control level is now 2" in c.log(i) for i in (1, 2, 3))  # the leader's
+        assert any(f"the cluster's control level is now {CONTROL_LEVEL}" in c.log(i) for i in (1, 2, 3))  # the leader's
         info = admin(c, tmp_path, "info", "n1")
-        assert info.returncode == 0 and "control level 2" in info.stdout and "LEVEL" in info.stdout, info.stdout
+        assert info.returncode == 0 and f"control level {CONTROL_LEVEL}" in info.stdout and "LEVEL" in info.stdout, info.stdout
         listing = json.loads(admin(c, tmp_path, "cluster", "list-nodes", "n1", "--json").stdout)
         assert listing["level"] == CONTROL_LEVEL and [n["level"] for n in listing["nodes"]] == [CONTROL_LEVEL] * 3
 
@@ -163,7 +164,8 @@ def test_a_cluster_upgrades_one_node_at_a_time_while_it_serves(tmp_path) -> None
         log3 = tmp_path / "node3.level1.log"
         back = spawn([sys.executable, "-c", LEVEL_ONE, *c.command(3)[1:]], c.env, log3, tmp_path)
         assert back.wait(timeout=120) != 0
-        assert "the cluster runs control level 2; this release knows levels up to 1" in log3.read_text(), \
+        assert f"the cluster runs control level {CONTROL_LEVEL}; this release knows levels up to 1" \
+            in log3.read_text(), \
             log3.read_text()[-3000:]
         c.logs[3] = tmp_path / "node3.again.log"
         c.start(3)
@@ -179,7 +181,8 @@ def test_a_cluster_upgrades_one_node_at_a_time_while_it_serves(tmp_path) -> None
         generation = c.health(1)["generation"]
         refused = admin(c, tmp_path, "cluster", "add-node", "n1", disks, "--no-wait", "--json")
         assert refused.returncode != 0, refused.stdout
-        assert "runs control level 1 (an older release); the cluster runs level 2" in refused.stderr, refused.stderr
+        assert (f"runs control level {OLD_LEVEL} (an older release); the cluster runs level {CONTROL_LEVEL}"
+                in refused.stderr), refused.stderr
         assert c.health(1)["generation"] == generation and len(c.health(1)["nodes"]) == 3
         assert stop(joiner) == 0
         # two disks, fewer than the layout's data shards: a joining node opens with its own disks alone
