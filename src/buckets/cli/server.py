@@ -231,14 +231,16 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
                      extra_middlewares=middlewares, notifier=notifier)
     app[METRICS_KEY] = metrics
 
-    async def channels_go_away(app) -> None:  # the peers' channels: new calls go elsewhere, no call is cut
-        await peer_rpc.go_away(app)
-
-    async def channels_drain(app) -> None:  # as above, and the callers close them while the server still reads
+    async def channels_drain(app) -> None:  # the peers' channels: new calls go elsewhere, no call is cut
         await peer_rpc.drain(app)
 
-    app[BEFORE_STOP_KEY] = [channels_drain]
-    app.on_shutdown.append(channels_go_away)  # (a no-op after the drain; for a runner without it)
+    async def channels_go_away(app) -> None:
+        await peer_rpc.go_away(app)
+
+    app[BEFORE_STOP_KEY] = [channels_drain]  # (GuardedAppRunner runs it while the server still reads)
+    # A channel a peer opened after the drain, before the port closed, is sent away too: else
+    # its caller keeps it open and the stop waits for the shutdown timeout.
+    app.on_shutdown.append(channels_go_away)
     from buckets.lifecycle.worker import attach_worker
 
     attach_worker(app, store, config, notifier)  # applies the buckets' lifecycle rules while the app runs

@@ -64,6 +64,11 @@ def check_level(snapshot: ControlSnapshot) -> None:
                           f"(a node cannot go back to an older release once every node has been upgraded)")
 
 
+def _members(snapshot: ControlSnapshot) -> list[str]:
+    topology = snapshot.topology
+    return [n.node_id for n in topology.nodes if n.state != REMOVED] if topology is not None else []
+
+
 class LevelWatch:
     """The control level each member named in its last ``node/hello`` (``watch`` asks them)."""
 
@@ -85,14 +90,10 @@ class LevelWatch:
             return None
         return seen[0]
 
-    def members(self, snapshot: ControlSnapshot) -> list[str]:
-        topology = snapshot.topology
-        return [n.node_id for n in topology.nodes if n.state != REMOVED] if topology is not None else []
-
     def ready(self, snapshot: ControlSnapshot) -> tuple[int, dict[str, int]] | None:
         """``(level, every member's level)`` when every member answered the latest round and the
         lowest level they run is above the cluster's: what ``set_level`` is given."""
-        levels = {node: self.level(node, FRESH_SECONDS) for node in self.members(snapshot)}
+        levels = {node: self.level(node, FRESH_SECONDS) for node in _members(snapshot)}
         if not levels or any(v is None for v in levels.values()):
             return None
         lowest = min(v for v in levels.values() if v is not None)
@@ -100,7 +101,7 @@ class LevelWatch:
 
     def status(self, snapshot: ControlSnapshot) -> dict[str, Any]:
         """For ``/health/cluster``: the cluster's level, this release's, and who is behind."""
-        levels = {node: self.level(node) for node in self.members(snapshot)}
+        levels = {node: self.level(node) for node in _members(snapshot)}
         known = [v for v in levels.values() if v is not None]
         highest = max(known, default=CONTROL_LEVEL)
         return {"cluster": snapshot.level, "this_node": CONTROL_LEVEL, "highest": highest,

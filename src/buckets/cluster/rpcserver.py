@@ -253,11 +253,14 @@ class PeerRpcServer:
 
     async def drain(self, app: Any = None, timeout: float = DRAIN_SECONDS) -> None:
         """``go_away``, then wait until the callers have closed those channels (each does once
-        its calls on it are answered), for at most ``timeout`` seconds."""
-        await self.go_away(app)
+        its calls on it are answered), for at most ``timeout`` seconds. A channel opened
+        meanwhile (a caller's next call, while the port still listens) is sent away too."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while any(app is None or c.app is app for c in self._channels) \
-                and asyncio.get_running_loop().time() < deadline:
+        while True:
+            await self.go_away(app)
+            if not any(app is None or c.app is app for c in self._channels) \
+                    or asyncio.get_running_loop().time() >= deadline:
+                return
             await asyncio.sleep(0.02)
 
     @property
