@@ -51,7 +51,7 @@ def free_cluster_port(nodes: int, first_host: int = 1, also: tuple[str, ...] = (
 
 
 class Cluster:
-    def __init__(self, base: Path, nodes: int = 4, disks: int = 4, extra_env: dict | None = None, *,
+    def __init__(self, base: Path, nodes: int = 4, disks: int | tuple[int, ...] = 4, extra_env: dict | None = None, *,
                  first_host: int = 1, also_free: tuple[str, ...] = (), data_root: Path | None = None,
                  disk_prefix: str = "n{node}/d", extra_args: tuple[str, ...] = (),
                  ca_file: str | None = None, node_env: dict[int, dict[str, str]] | None = None) -> None:
@@ -74,7 +74,11 @@ class Cluster:
     def disk_roots(self) -> list[Path]:
         """Every node's disk directories, node by node."""
         return [self.data_root / f"{self.disk_prefix.format(node=n)}{d}" for n in range(1, self.n + 1)
-                for d in range(1, self.disks + 1)]
+                for d in range(1, self.disks_of(n) + 1)]
+
+    def disks_of(self, i: int) -> int:
+        """Node ``i``'s disk count (``disks`` is one count for every node, or one per node)."""
+        return self.disks if isinstance(self.disks, int) else self.disks[i - 1]
 
     def host(self, i: int) -> str:
         return f"127.0.0.{i + self.first_host - 1}"
@@ -83,7 +87,8 @@ class Cluster:
         return f"{self.scheme}://{self.host(i)}:{self.port}"
 
     def endpoint_args(self) -> list[str]:
-        return [f"{self.url(i)}{self.data_root}/{self.disk_prefix.format(node=i)}{{1...{self.disks}}}"
+        return [f"{self.url(i)}{self.data_root}/{self.disk_prefix.format(node=i)}"
+                + (f"{{1...{self.disks_of(i)}}}" if self.disks_of(i) > 1 else "1")
                 for i in range(1, self.n + 1)]
 
     def command(self, i: int) -> list[str]:
@@ -170,6 +175,13 @@ class Cluster:
     def stop_all(self) -> None:
         for proc in self.procs.values():
             stop(proc)
+
+    def stop_and_check_logs(self) -> None:
+        """Stop every node, then fail if one logged a traceback (a 500 in any node is a bug)."""
+        self.stop_all()
+        for i in range(1, self.n + 1):
+            text = self.log(i)
+            assert "Traceback" not in text and "unhandled error" not in text, f"node {i} logged a bug:\n{text[-6000:]}"
 
     def client(self, i: int, **config) -> "boto3.client":
         return boto3.client("s3", endpoint_url=self.url(i), aws_access_key_id=ROOT_USER,

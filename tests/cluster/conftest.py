@@ -19,7 +19,4 @@ def cluster4(tmp_path_factory) -> Iterator[Cluster]:
     try:
         yield c
     finally:
-        c.stop_all()
-        for i in range(1, c.n + 1):
-            text = c.log(i)
-            assert "Traceback" not in text and "unhandled error" not in text, f"node {i} logged a bug:\n{text[-6000:]}"
+        c.stop_and_check_logs()

@@ -77,10 +77,7 @@ def cluster(tmp_path_factory):
     try:
         yield c
     finally:
-        c.stop_all()
-        for i in range(1, c.n + 1):
-            text = c.log(i)
-            assert "Traceback" not in text and "unhandled error" not in text, f"node {i} logged a bug:\n{text[-6000:]}"
+        c.stop_and_check_logs()
 
 
 def test_migration_moves_every_object_and_survives_pause_overwrites_and_a_killed_coordinator(cluster) -> None:

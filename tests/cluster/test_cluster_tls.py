@@ -31,10 +31,7 @@ def tls_cluster(tmp_path_factory):
         c.wait_healthy()
         yield c
     finally:
-        c.stop_all()
-        for i in range(1, c.n + 1):
-            text = c.log(i)
-            assert "Traceback" not in text and "unhandled error" not in text, f"node {i} logged a bug:\n{text[-6000:]}"
+        c.stop_and_check_logs()
 
 
 def test_every_node_serves_https_and_reads_what_another_wrote(tls_cluster: Cluster):

@@ -51,7 +51,7 @@ from buckets.cluster.rpcerrors import PeerOffline, refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.engine import smalllog
-from buckets.placement import PartitionTable
+from buckets.placement import PartitionTable, nodes_survived
 from buckets.storage import LocalDisk
 from buckets.storage.disk import Disk
 
@@ -860,8 +860,7 @@ class ClusterNode:
             for disk_id in row:
                 per_node[node_of[disk_id]] = per_node.get(node_of[disk_id], 0) + 1
             worst = max(worst, max(per_node.values()))
-        write_spare = m - (1 if k == m else 0)  # the write quorum is k, or k + 1 when k == m
-        shards = write_spare // worst
+        shards = nodes_survived(k, m, worst)
         nodes = len(self.member_urls)
         majority = (nodes - 1) // 2
         index = min(INDEX_REPLICAS, nodes) - (min(INDEX_REPLICAS, nodes) // 2 + 1)
@@ -882,6 +881,8 @@ class ClusterNode:
                          f"{'  (this node)' if n.endpoint == me.url else ''}")
         lines.append(f"Migration:   {self.migration_line()}")
         if layout is not None:
+            disks = sum(len(n.disks) for n in members)
+            lines.append(f"Layout:      {layout.k}+{layout.m}, each object on {layout.set_size} of the {disks} disks")
             lines.append(f"Tolerates:   {self.tolerated_node_failures(layout.k, layout.m)} node failure(s) "
                          f"for reads and writes")
         return "\n".join(lines)

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from buckets.errors import CorruptData, DiskError, ForeignDisk, FormatError, UnformattedDisk
-from buckets.placement import default_set_size, erasure_layout
+from buckets.placement import cluster_layout, default_set_size, erasure_layout
 from buckets.storage.disk import Disk
 from buckets.storage.format import REGISTRY_DIR, REGISTRY_POINTER, DiskFormat, FORMAT_FILE, new_format, new_ids
 
@@ -71,14 +71,18 @@ async def read_disk_format(disk: Disk) -> Probe:
 
 
 async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, partitions: int,
-                    sync: bool, may_create: bool = True, known_ids: bool = False) -> Bootstrap:
+                    sync: bool, may_create: bool = True, known_ids: bool = False,
+                    disks_per_node: list[int] | None = None) -> Bootstrap:
     """Format or check ``disks`` (in slot order); set each one's ``disk_id`` and state
     (offline with its error, or ``healing`` when it was formatted into an existing slot).
 
     ``known_ids``: a cluster member restarting, whose disks (its own and its peers') and their
     ids come from the control plane (its membership file, set on each disk as ``disk_id``), not
     from the format files' disk lists: a disk added or removed since the first start is no
-    mismatch. Each format must still be this deployment's and name the disk id expected."""
+    mismatch. Each format must still be this deployment's and name the disk id expected.
+
+    ``disks_per_node``: a new cluster's disk count per node, which may narrow its set
+    (``placement.cluster_layout``)."""
     if not disks:
         raise FormatError("no disk paths given")
     if len({d.endpoint for d in disks}) != len(disks):
@@ -90,7 +94,7 @@ async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, p
     if not formats:
         if not may_create:
             raise NotFormatted("no disk is formatted yet: waiting for the first node to format the cluster")
-        return await _new_deployment(disks, probes, parity, block_size, partitions, sync)
+        return await _new_deployment(disks, probes, parity, block_size, partitions, sync, disks_per_node)
 
     deployments = Counter(f.deployment_id for f in formats)
     deployment_id, _ = deployments.most_common(1)[0]
@@ -156,13 +160,15 @@ async def _bootstrap_known(disks: list[Disk], probes: list[Probe], formats: list
 
 
 async def _new_deployment(disks: list[Disk], probes: list[Probe], parity: int | None, block_size: int,
-                          partitions: int, sync: bool) -> Bootstrap:
+                          partitions: int, sync: bool, disks_per_node: list[int] | None) -> Bootstrap:
     offline = [r for r in probes if isinstance(r, str)]
     if offline:
         raise FormatError(f"cannot format a new deployment while a disk is unusable: {offline[0]}")
-    set_size = default_set_size(len(disks))
     try:
-        k, m = erasure_layout(set_size, parity)
+        if disks_per_node is not None:
+            k, m = cluster_layout(disks_per_node, parity)
+        else:
+            k, m = erasure_layout(default_set_size(len(disks)), parity)
     except ValueError as exc:
         raise FormatError(str(exc)) from None
     deployment_id, disk_ids = new_ids(len(disks))

@@ -144,7 +144,9 @@ class Store:
         loop = asyncio.get_running_loop()
         boot = await bootstrap(self.disks, parity=parity, block_size=block_size, partitions=partitions, sync=sync,
                                may_create=self.cluster is None or self.cluster.may_format,
-                               known_ids=self.cluster is not None and self.cluster.known_ids)
+                               known_ids=self.cluster is not None and self.cluster.known_ids,
+                               disks_per_node=(list(Counter(self.cluster.disk_nodes).values())
+                                               if self.cluster is not None else None))
         self.boot = boot
         self.deployment_id = boot.deployment_id
         self.k, self.m, self.block_size = boot.k, boot.m, boot.block_size

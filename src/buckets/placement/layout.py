@@ -6,6 +6,8 @@ Pure arithmetic on the design's defaults; the erasure codec itself lives in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 MAX_SET_SIZE = 16
 
 # (largest set size of the band, parity) by disks per partition, from the design brief.
@@ -60,6 +62,45 @@ def erasure_layout(set_size: int, parity: int | None = None) -> tuple[int, int]:
     if k < 1:  # unreachable given the checks above; kept as the contract's last line
         raise ValueError(f"a set of {set_size} disks with parity {m} leaves no data shard")
     return k, m
+
+
+def write_spare(k: int, m: int) -> int:
+    """Shards of an object that may be missing while it stays writable: ``m``, or ``m - 1`` when
+    ``k == m`` (the write quorum is then ``k + 1``, so that two writes cannot both win)."""
+    return m - (1 if k == m else 0)
+
+
+def nodes_survived(k: int, m: int, shards_per_node: int) -> int:
+    """Whole nodes an object of ``k + m`` shards survives, for reads and writes, when no node
+    holds more than ``shards_per_node`` of its shards."""
+    return write_spare(k, m) // max(1, shards_per_node)
+
+
+def cluster_layout(disks_per_node: Sequence[int], parity: int | None = None) -> tuple[int, int]:
+    """``(k, m)`` of a new cluster whose nodes have ``disks_per_node`` disks.
+
+    The set takes every disk (up to 16), as on one node, when that survives the loss of any
+    one node. On uneven nodes it may not: with 4 + 2 + 1 disks, 4+3 puts 4 shards of every
+    object on the 4-disk node, one more than the parity covers. Then the set is the widest
+    one, of the default (or the given) parity, in which no node holds more shards than an
+    object can lose: 3+2 on 5 of the 7 disks, at most 2 on a node (the partition table
+    spreads every set over the nodes as evenly as their disks allow, ``build_table``). With
+    fewer than 3 nodes no layout survives a node (the control plane needs a majority of
+    them), nor when no set does (one node holding most of the disks): every disk then.
+    """
+    from buckets.placement.builder import node_limit
+
+    if not disks_per_node or min(disks_per_node) < 1:
+        raise ValueError(f"every node needs at least one disk, got {list(disks_per_node)}")
+    widest = default_set_size(sum(disks_per_node))
+    if len(disks_per_node) >= 3:
+        for set_size in range(widest, 0, -1):
+            if parity is not None and parity > set_size // 2:
+                break  # narrower sets cannot hold this parity either
+            k, m = erasure_layout(set_size, parity)
+            if nodes_survived(k, m, node_limit(disks_per_node, 1, set_size)) >= 1:
+                return k, m
+    return erasure_layout(widest, parity)
 
 
 def narrow_layout(k: int, m: int) -> tuple[int, int]:
