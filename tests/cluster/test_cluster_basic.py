@@ -135,6 +135,9 @@ def test_health_and_info_show_every_node(cluster4, tmp_path) -> None:
     assert info["cluster"]["nodes_online"] == 4 and info["cluster"]["generation"] == 1
     text = run("info", "n3").stdout
     assert "4/4 nodes online" in text and "(this node)" in text and "leader" in text
+    assert info["cluster"]["layout"] == {"k": 12, "m": 4, "set_size": 16, "disks": 16}
+    assert info["cluster"]["tolerates"] == 1
+    assert "Layout:   12+4, each object on 16 of the 16 disks; tolerates 1 node failure(s)" in text, text
 
 
 

@@ -194,6 +194,7 @@ def test_one_node_cluster_grows_by_a_joining_node(pair: Pair) -> None:
     added = pair.admin("cluster", "add-node", "c1", pair.disks(5), "--no-wait", "--json")
     result = json.loads(added.stdout)
     assert result["added"] is True and result["generation"] == 2 and len(result["disks"]) == 4
+    assert result["tolerates"] == {"before": 0, "after": 0}  # two nodes: no majority without either
     status = pair.admin("cluster", "add-node", "c1", pair.disks(5), "--no-progress", "--wait-timeout", "150")
     assert "already an active node" in status.stdout  # add-node again: nothing to do
 
@@ -209,6 +210,7 @@ def test_one_node_cluster_grows_by_a_joining_node(pair: Pair) -> None:
     assert object_files(pair, 5), "no object moved to the new node"
     info = pair.admin("info", "c1").stdout
     assert "2/2 nodes online, generation 2" in info and "Migration: done, generation 1 -> 2" in info, info
+    assert "Layout:   2+2, each object on 4 of the 8 disks; tolerates 0 node failure(s)" in info, info
     text = pair.admin("cluster", "node-info", "c1", pair.url(5)).stdout
     assert "State:     active, online" in text and text.count(" yes ") == 4, text
 

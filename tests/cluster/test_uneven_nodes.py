@@ -38,6 +38,8 @@ def test_uneven_nodes_survive_the_loss_of_the_largest(uneven: Cluster) -> None:
         log = c.log(i)
         assert "Layout:      3+2, each object on 5 of the 7 disks" in log, log[-3000:]
         assert "Tolerates:   1 node failure(s) for reads and writes" in log, log[-3000:]
+    health = c.health(2)
+    assert health["layout"] == {"k": 3, "m": 2, "set_size": 5, "disks": 7} and health["tolerates"] == 1, health
     s3 = {i: c.client(i, retries={"max_attempts": 8, "mode": "standard"}) for i in range(1, 4)}
     s3[1].create_bucket(Bucket="uneven")
     bodies = {key: os.urandom(size) for key, size in SIZES.items()}

@@ -95,6 +95,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"Cluster:  {cluster['nodes_online']}/{cluster['nodes_total']} nodes online, generation "
               f"{cluster['generation']}, control plane {'has a majority' if cluster['has_quorum'] else 'HAS NO MAJORITY'}")
         print(f"Migration: {_migration_line(cluster.get('migration'))}")
+        layout = cluster.get("layout")
+        if layout:
+            print(f"Layout:   {layout['k']}+{layout['m']}, each object on {layout['set_size']} of the "
+                  f"{layout['disks']} disks; tolerates {cluster['tolerates']} node failure(s)")
         level = cluster.get("level")
         if level and level.get("cluster") is not None:
             print(f"Level:    {_level_line(level)}")
@@ -524,7 +528,22 @@ def _run_add(args: argparse.Namespace, client: Any, result: dict[str, Any], wait
         return EXIT_OK
     if not args.json:
         print(added(result))
+        _print_tolerance(result)
     return _after_change(args, client, result, what)
+
+
+def _print_tolerance(result: dict[str, Any]) -> None:
+    """What a membership change does to the node failures the cluster tolerates, when it changes them."""
+    tolerance = result.get("tolerates")
+    if not tolerance or tolerance["before"] == tolerance["after"]:
+        return
+    before, after = tolerance["before"], tolerance["after"]
+    if after < before:
+        print(f"Warning: once this change is done the cluster tolerates {after} node failure(s), not {before}: "
+              f"with {after + 1} node(s) down some objects answer 503 until they are back; add a node (or disks) "
+              f"to restore it")
+    else:
+        print(f"Once this change is done the cluster tolerates {after} node failure(s) (was {before})")
 
 
 def _wait_queued(args: argparse.Namespace, client: Any, result: dict[str, Any], op: str,
@@ -592,6 +611,7 @@ def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{'Removed' if args.force else 'Draining'} {node}: generation {result['generation']}, migrating "
               f"from generation {result['from_generation']}")
+        _print_tolerance(result)
     if args.no_wait:
         if args.json:
             print_json(result)
@@ -672,6 +692,7 @@ def cmd_cluster_remove_disk(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"Draining disk {url}{path}: generation {result['generation']}, migrating from generation "
               f"{result['from_generation']}")
+        _print_tolerance(result)
     code = _after_change(args, client, result, "Draining")
     if not args.no_wait:
         deadline = time.monotonic() + 60.0

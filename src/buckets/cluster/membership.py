@@ -40,6 +40,8 @@ import json
 import logging
 import os
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,11 +49,14 @@ from urllib.parse import urlsplit
 from buckets import errors
 from buckets.cluster.control import LevelTooLow, control_address, control_directory
 from buckets.cluster.rpcerrors import refused_signature
+from buckets.cluster.catalog import INDEX_REPLICAS
 from buckets.cluster.control_records import (
-    ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint,
+    ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint, placement_disks,
 )
 from buckets.cluster.levels import level_of
 from buckets.errors import define_error
+from buckets.placement import nodes_survived
+from buckets.placement.builder import node_limit
 
 log = logging.getLogger("buckets.cluster")
 
@@ -75,6 +80,33 @@ NotACluster = define_error(
 
 
 # --- the membership file ----------------------------------------------------------------------
+def tolerated_failures(shards_per_node: int, k: int, m: int, members: int) -> int:
+    """How many whole nodes may fail with every object still readable and writable, every
+    index still answering and the control plane keeping its majority, when no node holds more
+    than ``shards_per_node`` shards of an object."""
+    majority = (members - 1) // 2
+    replicas = min(INDEX_REPLICAS, members)
+    index = replicas - (replicas // 2 + 1)
+    return max(0, min(nodes_survived(k, m, shards_per_node), majority, index))
+
+
+def tolerates(nodes: Sequence[NodeRecord], layout: Layout) -> int:
+    """``tolerated_failures`` of a cluster of ``nodes``, by the rule its partition table keeps:
+    no node holds more shards of a partition than the most even spread its disks allow
+    (``placement.builder.node_limit``). What a membership change is about to make of it."""
+    per_node = Counter(node_id for _, node_id, _ in placement_disks(nodes))
+    if not per_node:
+        return 0
+    per_disk = -(-layout.set_size // sum(per_node.values()))
+    worst = node_limit(list(per_node.values()), per_disk, layout.set_size)
+    return tolerated_failures(worst, layout.k, layout.m, sum(1 for n in nodes if n.state != REMOVED))
+
+
+def _tolerance(topology: TopologyRecord, nodes: Sequence[NodeRecord]) -> dict:
+    """A change's answer names the node failures the cluster tolerates before and after it."""
+    return {"before": tolerates(topology.nodes, topology.layout), "after": tolerates(nodes, topology.layout)}
+
+
 def members_path(first_disk_root: str) -> str:
     return os.path.join(control_directory(first_disk_root), MEMBERS_FILE)
 
@@ -350,7 +382,8 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None, *, from_queue: b
              to_gen, from_gen)
     job = await start_migration(node, from_gen, to_gen)
     return {"node": endpoint, "added": True, "generation": to_gen, "from_generation": from_gen,
-            "disks": [d.to_wire() for d in record.disks], "migration": {"state": job.get("state")}}
+            "disks": [d.to_wire() for d in record.disks], "migration": {"state": job.get("state")},
+            "tolerates": _tolerance(topology, [*others, record])}
 
 
 async def remove_node(node: Any, endpoint: Any, force: bool = False, *, from_queue: bool = False) -> dict:
@@ -390,8 +423,9 @@ async def remove_node(node: Any, endpoint: Any, force: bool = False, *, from_que
     else:
         log.info("node %s draining: generation %d, migrating from %d", target.endpoint, to_gen, from_gen)
     job = await start_migration(node, from_gen, to_gen)
+    gone = [replace(n, state=REMOVED) if n.node_id == target.node_id else n for n in topology.nodes]
     return {"node": target.endpoint, "state": state, "generation": to_gen, "from_generation": from_gen,
-            "migration": {"state": job.get("state")}}
+            "migration": {"state": job.get("state")}, "tolerates": _tolerance(topology, gone)}
 
 
 # --- one disk at a time ----------------------------------------------------------------------------
@@ -447,7 +481,8 @@ async def add_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = Fa
     log.info("disk %s%s added (%s): generation %d, migrating from %d", target.endpoint, path, disk.disk_id,
              to_gen, from_gen)
     return {"node": target.endpoint, "added": True, "disk": disk.to_wire(), "generation": to_gen,
-            "from_generation": from_gen, "migration": {"state": job.get("state")}}
+            "from_generation": from_gen, "migration": {"state": job.get("state")},
+            "tolerates": _tolerance(topology, nodes)}
 
 
 async def remove_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = False) -> dict:
@@ -482,7 +517,8 @@ async def remove_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool =
     log.info("disk %s%s (%s) draining: generation %d, migrating from %d", target.endpoint, path, disk.disk_id,
              to_gen, from_gen)
     return {"node": target.endpoint, "disk": replace(disk, draining=True).to_wire(), "state": "draining",
-            "generation": to_gen, "from_generation": from_gen, "migration": {"state": job.get("state")}}
+            "generation": to_gen, "from_generation": from_gen, "migration": {"state": job.get("state")},
+            "tolerates": _tolerance(topology, nodes)}
 
 
 async def _settled(node: Any, draining: bool) -> bool:

@@ -51,7 +51,7 @@ from buckets.cluster.rpcerrors import PeerOffline, refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.engine import smalllog
-from buckets.placement import PartitionTable, nodes_survived
+from buckets.placement import PartitionTable
 from buckets.storage import LocalDisk
 from buckets.storage.disk import Disk
 
@@ -99,6 +99,11 @@ async def _cancel_and_wait(task: asyncio.Task, attempts: int = 20) -> None:
         log.debug("background task ended with %r while stopping", task.exception())
 
 
+def layout_line(layout: dict) -> str:
+    """``12+4, each object on 16 of the 16 disks`` (``layout_status``'s layout)."""
+    return f"{layout['k']}+{layout['m']}, each object on {layout['set_size']} of the {layout['disks']} disks"
+
+
 @dataclass
 class ClusterNode:
     spec: ClusterSpec
@@ -133,6 +138,7 @@ class ClusterNode:
     _follow: asyncio.Task | None = None
     clocks: ClockWatch = field(default_factory=ClockWatch)  # the peers' clock offsets (``buckets.cluster.clocks``)
     _clock_watch: asyncio.Task | None = None
+    _tolerates: tuple | None = None  # (table, members, node failures tolerated, disks placed): ``layout_status``
     levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
     _level_watch: asyncio.Task | None = None
 
@@ -834,7 +840,21 @@ class ClusterNode:
             # the control level the cluster applies, and the nodes still on an older release (``levels``)
             "level": (self.levels.status(self.control.snapshot) if self.levels is not None and self.control is not None
                       else {"cluster": None, "this_node": CONTROL_LEVEL}),
+            # the erasure layout, and the node failures the current table tolerates (``tolerated_node_failures``)
+            **self.layout_status(),
         }
+
+    def layout_status(self) -> dict:
+        layout = self.control.snapshot.topology.layout if self.control and self.control.snapshot.topology else None
+        if layout is None or self.table is None:
+            return {"layout": None, "tolerates": None}
+        table, members = self.table, len(self.member_urls)
+        cached = self._tolerates
+        if cached is None or cached[0] is not table or cached[1] != members:  # one pass over the table per change
+            cached = self._tolerates = (table, members, self.tolerated_node_failures(layout.k, layout.m),
+                                        len(table.disk_ids()))
+        return {"layout": {"k": layout.k, "m": layout.m, "set_size": layout.set_size, "disks": cached[3]},
+                "tolerates": cached[2]}
 
     def index_counters(self) -> dict:
         """The replicated index's repairs and read leases, since this node started."""
@@ -860,16 +880,11 @@ class ClusterNode:
             for disk_id in row:
                 per_node[node_of[disk_id]] = per_node.get(node_of[disk_id], 0) + 1
             worst = max(worst, max(per_node.values()))
-        shards = nodes_survived(k, m, worst)
-        nodes = len(self.member_urls)
-        majority = (nodes - 1) // 2
-        index = min(INDEX_REPLICAS, nodes) - (min(INDEX_REPLICAS, nodes) // 2 + 1)
-        return max(0, min(shards, majority, index))
+        return membership.tolerated_failures(worst, k, m, len(self.member_urls))
 
     def banner(self) -> str:
         assert self.table is not None
         me = self.spec.me
-        layout = self.control.snapshot.topology.layout if self.control and self.control.snapshot.topology else None
         topology = self.topology
         nodes = topology.nodes if topology is not None else ()
         members = [n for n in nodes if n.state != REMOVED]
@@ -880,11 +895,10 @@ class ClusterNode:
             lines.append(f"  {n.endpoint}  {len(n.disks)} disks  {n.state}"
                          f"{'  (this node)' if n.endpoint == me.url else ''}")
         lines.append(f"Migration:   {self.migration_line()}")
-        if layout is not None:
-            disks = sum(len(n.disks) for n in members)
-            lines.append(f"Layout:      {layout.k}+{layout.m}, each object on {layout.set_size} of the {disks} disks")
-            lines.append(f"Tolerates:   {self.tolerated_node_failures(layout.k, layout.m)} node failure(s) "
-                         f"for reads and writes")
+        status = self.layout_status()
+        if status["layout"] is not None:
+            lines.append(f"Layout:      {layout_line(status['layout'])}")
+            lines.append(f"Tolerates:   {status['tolerates']} node failure(s) for reads and writes")
         return "\n".join(lines)
 
     def migration_summary(self) -> dict | None:
