@@ -30,6 +30,7 @@ import hmac
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,9 @@ class PeerRpcServer:
         self.max_args = max_args
         self._handlers: dict[tuple[str, str], Registration] = {}
         self._channels: set[channels.ServedChannel] = set()
+        # The apps sent away (``go_away``): a channel one of them opens later is sent away as it
+        # opens (its upgrade was read before the port closed, its handler ran after the GOAWAY).
+        self._gone: weakref.WeakSet = weakref.WeakSet()
         self.refused = 0  # requests answered 403 (for metrics)
         self.register("node", "ping", self._ping)
 
@@ -211,6 +215,8 @@ class PeerRpcServer:
         channel = channels.ServedChannel(ws, key, self._invoke, metrics.observe if metrics is not None else None,
                                          request.app, request.remote or "?")
         self._channels.add(channel)
+        if request.app in self._gone:
+            await channel.go_away()
         try:
             await channel.run()
         finally:
@@ -246,7 +252,11 @@ class PeerRpcServer:
 
     async def go_away(self, app: Any = None) -> None:
         """Ask the callers on this node's channels (those ``app`` serves; all without it) to
-        open new ones for their next calls: the node stops, or its port passes to another app."""
+        open new ones for their next calls: the node stops, or its port passes to another app.
+        A channel ``app`` opens after this is sent away as it opens (without ``app``, only the
+        channels open now are)."""
+        if app is not None:
+            self._gone.add(app)
         for channel in list(self._channels):
             if app is None or channel.app is app:
                 await channel.go_away()

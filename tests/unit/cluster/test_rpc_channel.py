@@ -277,6 +277,24 @@ async def test_drain_waits_for_the_callers_to_close_their_channels_or_gives_up_a
         await client.close()
 
 
+async def test_a_channel_its_app_opens_after_it_was_sent_away_is_sent_away_as_it_opens(peer) -> None:
+    """A caller's upgrade read before the port closed, served after the stop's GOAWAY: without a
+    GOAWAY of its own its caller kept it open and the stop waited for the shutdown timeout."""
+    node, _ = peer
+    client = node.client()
+    try:
+        await node.rpc.go_away(node.runner.app)
+        assert (await client.call("test", "echo", {"n": 1}))["n"] == 1  # its call is answered all the same
+        for _ in range(100):
+            if node.rpc.open_channels == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert node.rpc.open_channels == 0  # closed by its caller: nothing left for a shutdown to wait for
+        assert node.served.http == Counter({"/channel": 1}) and client.health.failures == 0
+    finally:
+        await client.close()
+
+
 async def test_a_peer_that_goes_down_fails_the_calls_it_held_and_a_restart_serves_again(peer) -> None:
     node, state = peer
     client = node.client()
