@@ -47,9 +47,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from buckets import errors
+from buckets.cluster.catalog import INDEX_REPLICAS
 from buckets.cluster.control import LevelTooLow, control_address, control_directory
 from buckets.cluster.rpcerrors import refused_signature
-from buckets.cluster.catalog import INDEX_REPLICAS
 from buckets.cluster.control_records import (
     ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint, placement_disks,
 )
@@ -79,7 +79,7 @@ NotACluster = define_error(
     "This server is not a cluster node: start it with node URLs (http://HOST:PORT/path).")
 
 
-# --- the membership file ----------------------------------------------------------------------
+# --- what the cluster survives -----------------------------------------------------------------
 def tolerated_failures(shards_per_node: int, k: int, m: int, members: int) -> int:
     """How many whole nodes may fail with every object still readable and writable, every
     index still answering and the control plane keeping its majority, when no node holds more
@@ -107,6 +107,7 @@ def _tolerance(topology: TopologyRecord, nodes: Sequence[NodeRecord]) -> dict:
     return {"before": tolerates(topology.nodes, topology.layout), "after": tolerates(nodes, topology.layout)}
 
 
+# --- the membership file ----------------------------------------------------------------------
 def members_path(first_disk_root: str) -> str:
     return os.path.join(control_directory(first_disk_root), MEMBERS_FILE)
 
