@@ -12,6 +12,10 @@ scanned, and a record counts like a metadata file (its newest record per write a
 the write was rewritten by a tag or ACL change, a heal or compaction), unless a kill record on
 the same disk says the write was removed there. The rebuilt entry points at the records (``lg``).
 
+What the disks hold is gathered on disk, not in memory (``_Spill``: a scratch LMDB beside the
+registry, one entry per write and disk, walked object by object), and the entries are committed
+as each object is decided: the heap stays flat whatever the object count.
+
 Multipart uploads in progress come back from their directories (``engine/multipart.py``): an
 upload whose ``upload.meta`` at least k of its disks hold, unless a write found here completed
 it (its ``mpu``), with per part number the newest part whose ``.pmeta`` and part file at least
@@ -21,9 +25,15 @@ k disks hold.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+import lmdb
+import msgpack
 
 from buckets.engine import paths, smalllog
 from buckets.engine.meta import decode_meta_file
@@ -39,34 +49,93 @@ log = logging.getLogger("buckets.engine")
 _DROP = ("bucket", "key", "shard", "data")
 
 
+# A spilled write's kind, per disk (the last byte of its spill key).
+_RECORD, _FILE, _KILL = 0, 1, 2
+_SPILL_BATCH = 4096  # spill puts per LMDB transaction
+_COMMIT_BATCH = 2000  # registry ops per commit
+
+
+class _Spill:
+    """What a rebuild found on the disks, kept on disk (a scratch LMDB beside the registry) and
+    not in memory: one entry per write and disk, grouped by object. A node of a million objects
+    held every write's metadata of every disk at once (about 11 KB per object: 1.1 GB of heap at
+    100,000 objects); the heap now stays at a few batches whatever the object count.
+
+    Key: 16 bytes of the (bucket, key) hash, the write id, then the disk's index and the kind
+    (a record, a metadata file, a kill record): a cursor walk yields each object's writes
+    together. A record put again later (the same write rewritten on that disk) replaces the
+    earlier one, as the log's newest record wins."""
+
+    def __init__(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)  # a rebuild cut short left it
+        self.path = path
+        self.env = lmdb.open(path, map_size=1 << 40, sync=False, metasync=False, readahead=False, lock=True)
+        self._pending: list[tuple[bytes, bytes]] = []
+
+    def put(self, meta: dict, disk: int, kind: int) -> None:
+        group = hashlib.blake2b(f"{meta['bucket']}\0{meta['key']}".encode(), digest_size=16).digest()
+        key = group + meta["wid"].encode() + b"\0" + bytes((disk, kind))
+        if kind == _KILL:
+            meta = {"bucket": meta["bucket"], "key": meta["key"]}
+        self._pending.append((key, msgpack.packb(meta, use_bin_type=True)))
+        if len(self._pending) >= _SPILL_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pending.sort(key=lambda item: item[0])  # stable: a key put twice keeps its last value
+            with self.env.begin(write=True) as txn:
+                txn.cursor().putmulti(self._pending)
+            self._pending = []
+
+    def objects(self) -> Iterator[dict[tuple[str, str], dict[str, dict[int, dict[int, dict]]]]]:
+        """Per hash group (one object, but for a hash collision): (bucket, key) -> write id ->
+        disk -> kind -> metadata (a kill's is its bucket and key)."""
+        self.flush()
+        with self.env.begin(buffers=False) as txn:
+            group_id, group = None, {}
+            for raw_key, raw_value in txn.cursor():
+                if raw_key[:16] != group_id:
+                    if group:
+                        yield group
+                    group_id, group = raw_key[:16], {}
+                wid = raw_key[16:-3].decode()
+                disk, kind = raw_key[-2], raw_key[-1]
+                meta = msgpack.unpackb(raw_value, raw=False)
+                slot = group.setdefault((meta["bucket"], meta["key"]), {}).setdefault(wid, {}).setdefault(disk, {})
+                slot[kind] = meta
+            if group:
+                yield group
+
+    def close(self) -> None:
+        self.env.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 async def rebuild_registry(store: "Store") -> dict:
     buckets: dict[str, float] = {}
     records: dict[str, dict] = {}  # the newest bucket record any disk holds
-    # (bucket, key) -> wid -> [entry, count]
-    writes: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
-
     unscanned = {d.disk_id for d in store.disks}  # logs not read whole (a disk away, an error)
     # upload id -> [record, disks holding it]; upload id -> pwid -> [part number, part, disks]
     uploads: dict[str, list] = {}
     stored_parts: dict[str, dict[str, list]] = defaultdict(dict)
     completed: set[str] = set()  # uploads a write names as the one it completed
+    spill = _Spill(store.registry.path.rstrip("/") + ".rebuild")
 
-    async def scan(disk) -> None:
-        # this disk's writes: (bucket, key, wid) -> metadata (with "_loc" when it is a record)
-        found: dict[tuple[str, str, str], dict] = {}
-        killed: set[tuple[str, str, str]] = set()
+    async def scan(index: int, disk) -> None:
         try:
             async for loc, raw in disk.walk_records():
                 try:
                     meta = smalllog.decode(raw)
-                    ident = (meta["bucket"], meta["key"], meta["wid"])
+                    meta["bucket"], meta["key"], meta["wid"]
                 except (CorruptData, KeyError, TypeError):
                     continue
                 if meta.get("kill"):
-                    killed.add(ident)
+                    spill.put(meta, index, _KILL)
                 else:
-                    meta.pop("data", None)  # never kept: a rebuild holds every write's metadata at once
-                    found[ident] = dict(meta, _loc=loc)  # records come in append order: the newest wins
+                    meta.pop("data", None)  # never kept: only what the entry needs
+                    meta["_loc"] = loc
+                    spill.put(meta, index, _RECORD)
             unscanned.discard(disk.disk_id)
         except DiskError as exc:
             log.warning("rebuild: the log of %s could not be read whole: %s", disk.endpoint, exc)
@@ -87,52 +156,34 @@ async def rebuild_registry(store: "Store") -> dict:
                     continue
                 try:
                     meta = decode_meta_file(await disk.read_file(rel))
-                except (DiskError, CorruptData):
+                    meta["bucket"], meta["key"], meta["wid"]
+                except (DiskError, CorruptData, KeyError, TypeError):
                     continue
                 meta.pop("data", None)
-                found.setdefault((meta["bucket"], meta["key"], meta["wid"]), meta)
+                spill.put(meta, index, _FILE)
         await _scan_uploads(disk, uploads, stored_parts)
-        for ident, meta in found.items():
-            if meta.get("mpu"):
-                completed.add(meta["mpu"])
-            if ident in killed:
-                continue
-            slot = writes[(ident[0], ident[1])].setdefault(ident[2], [meta, 0, {}])
-            slot[1] += 1
-            if "_loc" in meta and isinstance(meta.get("shard"), int):
-                slot[2][meta["shard"]] = meta["_loc"]
 
-    await asyncio.gather(*(scan(d) for d in store.disks if d.online))
-    ops = [Op("put_bucket", b, value=_bucket_record(records[b], c)) for b, c in buckets.items()]
-    users, policies = await _newest_users(store)
-    ops += [Op("put_user", ak, value=rec) for ak, rec in users.items()]
-    ops += [Op("put_policy", name, value=rec) for name, rec in policies.items()]
-    objects = 0
-    versions = 0
-    for (bucket, key), by_wid in writes.items():
-        if bucket not in buckets:
-            continue
-        readable = sorted((version_seq(m), wid, _entry_meta(m, locs))
-                          for wid, (m, count, locs) in by_wid.items() if count >= m["k"])
-        if not readable:
-            continue
-        if records[bucket].get("versioning") is None:
-            # Never versioned: the newest write is the object (older ones are an overwrite's
-            # leftovers); a delete marker there means the key was deleted.
-            meta = readable[-1][2]
-            if not meta.get("dm"):
-                ops.append(Op("put_object", bucket, key, {f: v for f, v in meta.items() if f not in _DROP}))
+    try:
+        await asyncio.gather(*(scan(i, d) for i, d in enumerate(store.disks) if d.online))
+        ops = [Op("put_bucket", b, value=_bucket_record(records[b], c)) for b, c in buckets.items()]
+        users, policies = await _newest_users(store)
+        ops += [Op("put_user", ak, value=rec) for ak, rec in users.items()]
+        ops += [Op("put_policy", name, value=rec) for name, rec in policies.items()]
+        objects = versions = 0
+        for group in spill.objects():
+            for (bucket, key), by_wid in group.items():
+                readable = _readable(by_wid, completed)
+                if bucket not in buckets or not readable:
+                    continue
+                for op in _object_ops(bucket, key, readable, records[bucket].get("versioning") is not None):
+                    ops.append(op)
+                    versions += op.kind == "put_version"
                 objects += 1
-            continue
-        # Versioned: every version id's newest write, oldest first, so each makes the one
-        # before it noncurrent (a version id written twice, "null", keeps its newest write).
-        newest: dict[str, dict] = {}
-        for _, _, meta in readable:
-            newest[meta.get("vid", "null")] = meta
-        for meta in sorted(newest.values(), key=lambda m: (version_seq(m), m["wid"])):
-            ops.append(Op("put_version", bucket, key, {f: v for f, v in meta.items() if f not in _DROP}))
-            versions += 1
-        objects += 1
+                if len(ops) >= _COMMIT_BATCH:
+                    await store.registry.commit(ops)
+                    ops = []
+    finally:
+        spill.close()
     recovered = 0
     for uid, (rec, holders) in uploads.items():
         if holders < rec.get("k", 1) or uid in completed or rec.get("bucket") not in buckets:
@@ -149,10 +200,56 @@ async def rebuild_registry(store: "Store") -> dict:
         recovered += 1
     # the records of a disk not scanned here are adopted when it is back (smalllog.adopt_records)
     ops.append(Op("put_sys", smalllog.UNSCANNED, value=sorted(unscanned)))
-    for i in range(0, len(ops), 2000):
-        await store.registry.commit(ops[i:i + 2000])
+    for i in range(0, len(ops), _COMMIT_BATCH):
+        await store.registry.commit(ops[i:i + _COMMIT_BATCH])
     return {"buckets": len(buckets), "objects": objects, "versions": versions, "users": len(users),
             "uploads": recovered}
+
+
+def _readable(by_wid: dict[str, dict[int, dict[int, dict]]], completed: set[str]) -> list[tuple]:
+    """``(version seq, wid, entry metadata)`` of each write at least k disks hold (oldest first).
+
+    Per disk a write counts once: its newest record, else its metadata file, unless a kill
+    record on that disk says it was removed there. A write naming the multipart upload it
+    completed (``mpu``) marks that upload done, wherever it is found."""
+    readable = []
+    for wid, per_disk in by_wid.items():
+        meta, count, locs = None, 0, {}
+        for disk, kinds in sorted(per_disk.items()):
+            found = kinds.get(_RECORD) or kinds.get(_FILE)
+            if found is None:
+                continue
+            if found.get("mpu"):
+                completed.add(found["mpu"])
+            if _KILL in kinds:
+                continue
+            count += 1
+            if meta is None:
+                meta = found
+            loc = found.pop("_loc", None)
+            if loc is not None and isinstance(found.get("shard"), int):
+                locs[found["shard"]] = loc
+        if meta is not None and count >= meta["k"]:
+            readable.append((version_seq(meta), wid, _entry_meta(meta, locs)))
+    readable.sort()
+    return readable
+
+
+def _object_ops(bucket: str, key: str, readable: list[tuple], versioned: bool) -> list[Op]:
+    if not versioned:
+        # Never versioned: the newest write is the object (older ones are an overwrite's
+        # leftovers); a delete marker there means the key was deleted.
+        meta = readable[-1][2]
+        if meta.get("dm"):
+            return []
+        return [Op("put_object", bucket, key, {f: v for f, v in meta.items() if f not in _DROP})]
+    # Versioned: every version id's newest write, oldest first, so each makes the one before it
+    # noncurrent (a version id written twice, "null", keeps its newest write).
+    newest: dict[str, dict] = {}
+    for _, _, meta in readable:
+        newest[meta.get("vid", "null")] = meta
+    return [Op("put_version", bucket, key, {f: v for f, v in meta.items() if f not in _DROP})
+            for meta in sorted(newest.values(), key=lambda m: (version_seq(m), m["wid"]))]
 
 
 async def _scan_uploads(disk, uploads: dict[str, list], stored_parts: dict[str, dict[str, list]]) -> None:
