@@ -6,6 +6,7 @@
     python -m bench --suite migration       4 KiB GET/PUT p50/p99 with and without a migration running
     python -m bench --suite smallwrites     4 KiB PUT: the fsync-per-file reference, Buckets without and with the log
     python -m bench --suite versioning      PUT/GET/DELETE/list on a versioned bucket beside an unversioned one
+    python -m bench --suite rebuild         a registry rebuilt from the disks: time and heap at 20k and 100k objects
     python -m bench --all --quick           every suite, shrunk to a smoke check
     python -m bench --json out.json         write the JSON there instead of bench/results/
 
@@ -37,6 +38,7 @@ SUITES = {
     "versioning": "bench.versioning_suite",
     "scale": "bench.scale_suite",
     "bigwrites": "bench.bigwrites_suite",
+    "rebuild": "bench.rebuild_suite",
 }
 DEFAULT_SUITES = ("codec", "engine", "registry")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
