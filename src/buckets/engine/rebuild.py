@@ -12,7 +12,7 @@ scanned, and a record counts like a metadata file (its newest record per write a
 the write was rewritten by a tag or ACL change, a heal or compaction), unless a kill record on
 the same disk says the write was removed there. The rebuilt entry points at the records (``lg``).
 
-What the disks hold is gathered on disk, not in memory (``_Spill``: a scratch LMDB beside the
+What the disks hold is gathered on disk, not in memory (``Spill``: a scratch LMDB beside the
 registry, one entry per write and disk, walked object by object), and the entries are committed
 as each object is decided: the heap stays flat whatever the object count.
 
@@ -50,14 +50,15 @@ _DROP = ("bucket", "key", "shard", "data")
 
 
 # A spilled write's kind, per disk (the last byte of its spill key).
-_RECORD, _FILE, _KILL = 0, 1, 2
+RECORD, FILE, KILL = 0, 1, 2
 _SPILL_BATCH = 4096  # spill puts per LMDB transaction
 _COMMIT_BATCH = 2000  # registry ops per commit
 
 
-class _Spill:
+class Spill:
     """What a rebuild found on the disks, kept on disk (a scratch LMDB beside the registry) and
-    not in memory: one entry per write and disk, grouped by object. A node of a million objects
+    not in memory: one entry per write and disk, grouped by object (``smalllog.adopt_records``
+    keeps one disk's records in one the same way, a slot in place of the disk). A node of a million objects
     held every write's metadata of every disk at once (about 11 KB per object: 1.1 GB of heap at
     100,000 objects); the heap now stays at a few batches whatever the object count.
 
@@ -75,7 +76,7 @@ class _Spill:
     def put(self, meta: dict, disk: int, kind: int) -> None:
         group = hashlib.blake2b(f"{meta['bucket']}\0{meta['key']}".encode(), digest_size=16).digest()
         key = group + meta["wid"].encode() + b"\0" + bytes((disk, kind))
-        if kind == _KILL:
+        if kind == KILL:
             meta = {"bucket": meta["bucket"], "key": meta["key"]}
         self._pending.append((key, msgpack.packb(meta, use_bin_type=True)))
         if len(self._pending) >= _SPILL_BATCH:
@@ -120,7 +121,7 @@ async def rebuild_registry(store: "Store") -> dict:
     uploads: dict[str, list] = {}
     stored_parts: dict[str, dict[str, list]] = defaultdict(dict)
     completed: set[str] = set()  # uploads a write names as the one it completed
-    spill = _Spill(store.registry.path.rstrip("/") + ".rebuild")
+    spill = Spill(store.registry.path.rstrip("/") + ".rebuild")
 
     async def scan(index: int, disk) -> None:
         try:
@@ -131,11 +132,11 @@ async def rebuild_registry(store: "Store") -> dict:
                 except (CorruptData, KeyError, TypeError):
                     continue
                 if meta.get("kill"):
-                    spill.put(meta, index, _KILL)
+                    spill.put(meta, index, KILL)
                 else:
                     meta.pop("data", None)  # never kept: only what the entry needs
                     meta["_loc"] = loc
-                    spill.put(meta, index, _RECORD)
+                    spill.put(meta, index, RECORD)
             unscanned.discard(disk.disk_id)
         except DiskError as exc:
             log.warning("rebuild: the log of %s could not be read whole: %s", disk.endpoint, exc)
@@ -160,7 +161,7 @@ async def rebuild_registry(store: "Store") -> dict:
                 except (DiskError, CorruptData, KeyError, TypeError):
                     continue
                 meta.pop("data", None)
-                spill.put(meta, index, _FILE)
+                spill.put(meta, index, FILE)
         await _scan_uploads(disk, uploads, stored_parts)
 
     try:
@@ -216,12 +217,12 @@ def _readable(by_wid: dict[str, dict[int, dict[int, dict]]], completed: set[str]
     for wid, per_disk in by_wid.items():
         meta, count, locs = None, 0, {}
         for disk, kinds in sorted(per_disk.items()):
-            found = kinds.get(_RECORD) or kinds.get(_FILE)
+            found = kinds.get(RECORD) or kinds.get(FILE)
             if found is None:
                 continue
             if found.get("mpu"):
                 completed.add(found["mpu"])
-            if _KILL in kinds:
+            if KILL in kinds:
                 continue
             count += 1
             if meta is None:

@@ -287,32 +287,48 @@ async def adopt_records(store: "Store", disk) -> int:
     rewriting it. How many were adopted."""
     if store.cluster is not None or disk.disk_id not in (store.registry.get_sys(UNSCANNED) or ()):
         return 0  # only a disk a registry rebuild could not scan can hold records it lost track of
-    newest: dict[tuple, tuple[list, str]] = {}
-    killed: set[tuple] = set()
-    async for loc, raw in disk.walk_records():
-        try:
-            meta = decode(raw)
-            ident = (meta["bucket"], meta["key"], meta["wid"])
-        except (CorruptData, KeyError, TypeError):
-            continue
-        if meta.get("kill"):
-            killed.add(ident)
-        elif isinstance(meta.get("shard"), int):
-            newest[ident + (meta["shard"],)] = (loc, meta.get("vid", "null"))
+    from buckets.engine.rebuild import KILL, RECORD, Spill
+
+    # Gathered on disk, not in memory (a disk of a million records): per write and slot its
+    # newest record (the spill's "disk" byte is the slot here), and the write's kill records.
+    spill = Spill(store.registry.path.rstrip("/") + ".adopt")
     adopted = 0
-    for (bucket, key, wid, shard), (loc, vid) in newest.items():
-        if (bucket, key, wid) in killed:
-            continue
-        entry = await lookup_write(store, bucket, key, wid, vid)
-        if (entry is None or not uses_log(entry) or location_of(entry, shard) is not None
-                or shard >= len(entry.get("disks", ())) or entry["disks"][shard] != disk.disk_id):
-            continue
-        async with store.locks.hold((bucket, key)):
-            if await set_locations(store, bucket, key, entry, {shard: loc}, expect={shard: None}):
-                adopted += 1
+    try:
+        async for loc, raw in disk.walk_records():
+            try:
+                meta = decode(raw)
+                ident = {"bucket": meta["bucket"], "key": meta["key"], "wid": meta["wid"]}
+            except (CorruptData, KeyError, TypeError):
+                continue
+            if meta.get("kill"):
+                spill.put(ident, 0, KILL)
+            elif isinstance(meta.get("shard"), int) and 0 <= meta["shard"] < 256:
+                spill.put(dict(ident, vid=meta.get("vid", "null"), loc=loc), meta["shard"], RECORD)
+        for group in spill.objects():
+            for (bucket, key), by_wid in group.items():
+                for wid, by_shard in by_wid.items():
+                    if any(KILL in kinds for kinds in by_shard.values()):
+                        continue
+                    for shard, kinds in sorted(by_shard.items()):
+                        found = kinds.get(RECORD)
+                        if found is not None and await _adopt(store, disk, bucket, key, wid, shard, found):
+                            adopted += 1
+    finally:
+        spill.close()
     left = [d for d in (store.registry.get_sys(UNSCANNED) or ()) if d != disk.disk_id]
     await store.registry.commit([Op("put_sys", UNSCANNED, value=left)])
     return adopted
+
+
+async def _adopt(store: "Store", disk, bucket: str, key: str, wid: str, shard: int, found: dict) -> bool:
+    """Point the entry of write ``wid`` at ``found``'s record for ``shard``, if it has no record
+    location there and the slot is this disk's."""
+    entry = await lookup_write(store, bucket, key, wid, found["vid"])
+    if (entry is None or not uses_log(entry) or location_of(entry, shard) is not None
+            or shard >= len(entry.get("disks", ())) or entry["disks"][shard] != disk.disk_id):
+        return False
+    async with store.locks.hold((bucket, key)):
+        return bool(await set_locations(store, bucket, key, entry, {shard: found["loc"]}, expect={shard: None}))
 
 
 async def adopt_at_start(store: "Store") -> None:

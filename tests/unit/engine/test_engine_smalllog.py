@@ -437,6 +437,7 @@ async def test_records_of_a_disk_away_during_a_rebuild_are_adopted_when_it_is_ba
             assert store.registry.get_object("bkt", k)["lg"] == before[k]  # adopted, not rewritten
             assert (await heal_object(store, "bkt", k, deep=True)).bad == []
         assert store.registry.get_sys(smalllog.UNSCANNED) == []
+        assert not os.path.exists(store.registry.path.rstrip("/") + ".adopt")  # its scratch LMDB is gone
     finally:
         await store.close()
 
