@@ -415,8 +415,8 @@ class ClusterNode:
         from buckets.engine.store import ClusterParts, Store
 
         # A new cluster needs every node: the first node formats every disk (a disk it cannot
-        # reach would be left out of the deployment) and the layout follows the total disk
-        # count. A restart needs a majority only: the disks are formatted already, the control
+        # reach would be left out of the deployment) and the layout follows every node's disk
+        # count (placement.cluster_layout). A restart needs a majority only: the disks are formatted already, the control
         # plane commits with a majority, and a missing node's disks are offline until it answers.
         restart = await self._restarting()
         if self.join is not None:
