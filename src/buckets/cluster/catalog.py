@@ -882,12 +882,21 @@ class ClusterCatalog:
         return dict(rec, parts=parts)
 
     async def put_part(self, bucket: str, upload_id: str, number: int, part: list) -> list | None:
+        """Record ``part`` as the upload's part ``number``; the part it replaced (whose files the
+        caller removes), or None."""
+        replaced: list[dict | None] = []
+
         async def write() -> dict | None:
             old = await self.index.get(bucket + UPLOADS, _part_key(upload_id, number))
+            # Written again (``_creating``: replicas refused it during a DeleteBucket's check) after
+            # an attempt that some replica took: the read finds this very part. It replaced what
+            # the first attempt found, not itself (its files went, under a record naming them).
+            if old is None or old.get("wid") != part[0]:
+                replaced[:] = [old]
             await self.index.put(bucket + UPLOADS, _part_key(upload_id, number),
                                  {"wid": part[0], "mt": part[4], "n": number, "part": part, "size": part[1],
                                   "etag": part[2]})
-            return old
+            return replaced[0] if replaced else None
 
         old = await self._creating(bucket, write)
         return old["part"] if old is not None else None

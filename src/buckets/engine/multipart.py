@@ -159,7 +159,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
         except errors.BucketsError:
             await self._on_disks(drop, disks)
             raise
-    if old is not None:
+    if old is not None and old[0] != pwid:  # (never this part's own files: the record names them)
         old_path, old_meta = paths.upload_part(upload_id, old[0]), paths.upload_part_meta(upload_id, old[0])
 
         async def drop_old(d) -> None:

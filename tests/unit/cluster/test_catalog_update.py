@@ -303,6 +303,27 @@ async def test_a_node_behind_a_deletion_catches_up_and_writes_again(trio, kind, 
     assert len(reads) == 1
 
 
+async def test_a_part_written_again_after_a_deletions_refusal_replaced_nothing(trio) -> None:
+    """A part's record refused by n2 and n3 (they applied a DeleteBucket's mark, n1 had not) but
+    taken by n1's own replica; n1 catches up (the bucket stays) and writes it again. That
+    second write read the record the first had left on n1 and answered it as the part it
+    replaced: the engine then removed the files of the part it had just recorded (found by the
+    cluster HTTP fuzzer: an acknowledged part, then a Complete that found none of its files)."""
+    net, idx, regs = trio
+
+    async def catch_up(ctl: SimpleNamespace) -> None:
+        marked.update(n2=False, n3=False)
+
+    ctl, marked = _lagging(net, "upload", catch_up)
+    catalog = ClusterCatalog(ctl, idx["n1"])
+    first, second = ["pwid-1", 100, "etag-1", {}, 1.0], ["pwid-2", 200, "etag-2", {}, 2.0]
+    for _ in range(5):  # (whichever two replicas the second attempt's read asks)
+        assert await catalog.put_part("b", "upl", 1, first) is None
+        assert await catalog.put_part("b", "upl", 1, second) == first  # a real replacement is named
+        await catalog.delete_upload("b", "upl")
+        marked.update(n2=True, n3=True)
+
+
 async def test_a_deletions_emptiness_check_lists_only_replicas_that_applied_its_mark(trio) -> None:
     net, idx, regs = trio
     marked = {"n1": True, "n2": False, "n3": False}
