@@ -514,7 +514,7 @@ class Scanner:
             adopted = await smalllog.adopt_records(self.store, disk)
             if adopted:
                 log.warning("refill of %s: %d records on the disk adopted by their entries", disk.endpoint, adopted)
-        except _UNAVAILABLE as exc:
+        except (*_UNAVAILABLE, FormatError) as exc:  # (FormatError: no scratch space for the scan)
             log.warning("refill of %s: its log could not be scanned (%s); its slots are rebuilt", disk.endpoint, exc)
         for name, rec in self.store.catalog.list_buckets():
             data = bucket_meta_file(name, self.store.catalog.get_bucket(name) or rec)

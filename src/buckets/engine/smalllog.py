@@ -340,6 +340,6 @@ async def adopt_at_start(store: "Store") -> None:
                 adopted = await adopt_records(store, disk)
                 log.warning("disk %s is back after a registry rebuild without it: %d of its records adopted",
                             disk.endpoint, adopted)
-            except (DiskError, errors.BucketsError) as exc:
+            except (DiskError, errors.BucketsError, errors.FormatError) as exc:  # (no scratch space: FormatError)
                 log.warning("disk %s: its log could not be scanned (%s); its slots are rebuilt as they are read",
                             disk.endpoint, exc)

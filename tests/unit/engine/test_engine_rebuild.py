@@ -305,3 +305,26 @@ async def test_an_abort_that_cannot_reach_a_write_quorum_is_refused_and_changes_
     finally:
         await store.close()
     assert await _uploads_after_a_rebuild(disks, "bkt") == []
+
+
+async def test_a_rebuild_without_scratch_space_fails_the_start_with_one_line(tmp_disks) -> None:
+    """The rebuild gathers what the disks hold in a scratch LMDB beside the registry: when it
+    cannot (a full disk; here a file in its place), the start fails with a FormatError saying
+    where, and succeeds once the space is there."""
+    disks = tmp_disks(4)
+    store = await Store.open(disks, **OPTS)
+    await store.make_bucket("scratch")
+    await store.put_object("scratch", "k", b"kept", 4)
+    await store.close()
+    reg = os.path.join(disks[0], REGISTRY_DIR)
+    shutil.rmtree(reg)
+    with open(reg + ".rebuild", "wb") as blocker:
+        blocker.write(b"not a directory")
+    with pytest.raises(errors.FormatError, match="scratch space at .*registry.rebuild"):
+        await Store.open(disks, **OPTS)
+    os.unlink(reg + ".rebuild")
+    store = await Store.open(disks, **OPTS)
+    try:
+        assert await get_bytes(store, "scratch", "k") == b"kept"
+    finally:
+        await store.close()
