@@ -8,8 +8,10 @@ sample, not estimates.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -195,3 +197,24 @@ async def run_sequentially(count: int, op) -> LatencyRun:
         run.latencies.append(time.perf_counter() - t0)
     run.wall = time.perf_counter() - start
     return run
+
+
+def run_child(module: str, spec: dict) -> dict:
+    """Run ``python -m MODULE --child SPEC --out FILE`` in a fresh interpreter (a server restart:
+    its own heap, an empty registry cache) and return the JSON it wrote; its progress goes to
+    our stderr. A child that fails raises, its traceback above."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    fd, out = tempfile.mkstemp(prefix="buckets-bench-child-", suffix=".json")
+    os.close(fd)
+    try:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, "-m", module, "--child", json.dumps(spec), "--out", out]
+        proc = subprocess.run(cmd, env=env, cwd=repo, stdout=sys.stderr, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{module} {spec.get('phase')} child exited with status {proc.returncode} "
+                               "(its traceback is above)")
+        with open(out, encoding="utf-8") as fh:
+            return json.load(fh)
+    finally:
+        os.unlink(out)

@@ -44,15 +44,14 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-from bench.measure import KiB, LatencyRun, OtherLoad, ScratchDir, percentile, run_async, run_concurrently
+from bench.measure import (
+    KiB, LatencyRun, OtherLoad, ScratchDir, percentile, run_async, run_child, run_concurrently,
+)
 from bench.report import SuiteResult, at_least, below
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "scale"
 PREFIX = "s/"
 CONCURRENCY = 64  # population tasks: more than 16 lets more PUTs share a log append and fsync
@@ -326,21 +325,7 @@ def _busy(cpus: float | None) -> str:
 
 
 def _child(spec: dict) -> dict:
-    """Run one phase in a fresh interpreter; its progress goes to our stderr."""
-    fd, out = tempfile.mkstemp(prefix="buckets-bench-scale-", suffix=".json")
-    os.close(fd)
-    try:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, "-m", "bench.scale_suite", "--child", json.dumps(spec), "--out", out]
-        proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, stdout=sys.stderr, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise RuntimeError(f"scale {spec['phase']} child exited with status {proc.returncode} "
-                               "(its traceback is above)")
-        with open(out, encoding="utf-8") as fh:
-            return json.load(fh)
-    finally:
-        os.unlink(out)
+    return run_child("bench.scale_suite", spec)
 
 
 def _ratios(result: SuiteResult, values: dict[int, dict]) -> None:
