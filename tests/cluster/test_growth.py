@@ -30,7 +30,6 @@ The ``cluster``-marked chain (one cluster, each test leaves it for the next):
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import threading
 import time
@@ -45,7 +44,6 @@ from growkit import GrowCluster, Load, movement_bound, read_all, shard_totals, w
 from linearizability import DELETE, GET, PUT, Op, check
 
 from buckets.admin.client import AdminCallError
-from buckets.engine import paths
 
 # fast (the default run): 1 -> 2 -> 3 nodes, a small data set; full: 1 -> 2 -> 3 -> 4.
 SIZES = {"fast": {"objects": 7, "multipart": 1, "workers": 2, "grow_to": 3},
@@ -157,15 +155,22 @@ def _done(chain: Chain) -> None:
 def test_remove_node_under_load(grown: Chain) -> None:
     c = grown.cluster
     assert grown.live == [1, 2, 3, 4]
+    # 2+2 (the first node's 4 disks) on 3 nodes puts 2 shards of some objects on one node: the
+    # removal lowers what the cluster survives, refused until the operator accepts it.
+    generation = c.nodes(1)["generation"]
+    refused = c.admin(2, "cluster", "remove-node", c.url(4), "--no-progress", check=False)
+    assert refused.returncode != 0 and "ToleranceWouldFall" in refused.stderr, (refused.stdout, refused.stderr)
+    assert "tolerates 0 node failure(s), not 1" in refused.stderr and "--accept-lower-tolerance" in refused.stderr
+    assert c.nodes(1)["generation"] == generation
     load = Load(c, "chain", [1, 2, 3], workers=3, seed=11)
     load.start()
     try:
-        removed = c.admin(2, "cluster", "remove-node", c.url(4), "--no-progress", "--wait-timeout", "400")
+        removed = c.admin(2, "cluster", "remove-node", c.url(4), "--accept-lower-tolerance", "--no-progress",
+                          "--wait-timeout", "400")
     finally:
         load.stop()
     print(f"load during remove-node: {load.summary()}")
     assert f"{c.url(4)} is removed: it can be stopped" in removed.stdout, removed.stdout
-    # 2+2 (the first node's 4 disks) on 3 nodes puts 2 shards of some objects on one node
     assert "Warning: once this change is done the cluster tolerates 0 node failure(s), not 1" in removed.stdout
     assert load.failures == [], load.failures[:10]
     grown.live = [1, 2, 3]

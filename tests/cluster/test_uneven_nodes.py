@@ -68,3 +68,33 @@ def test_uneven_nodes_survive_the_loss_of_the_largest(uneven: Cluster) -> None:
     with pytest.raises(ClientError) as caught:
         s3[1].head_object(Bucket="uneven", Key="tiny")
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_a_change_that_lowers_what_the_cluster_survives_is_refused_unless_accepted(uneven: Cluster) -> None:
+    """Removing a disk of the 2-disk node leaves 4 + 1 + 1: 3 of an object's 5 shards on the
+    first node, so the cluster would survive no node's loss. Refused (409, nothing changes),
+    then done when the operator accepts it."""
+    from buckets.admin.client import AdminCallError, AdminClient
+    from clusterproc import ROOT_PASSWORD, ROOT_USER
+
+    c = uneven
+    c.wait_healthy()
+    admin = AdminClient(c.url(3), ROOT_USER, ROOT_PASSWORD, timeout=60)
+    before = admin.call("GET", "cluster/nodes")
+    disk = f"{c.data_root}/{c.disk_prefix.format(node=2)}2"
+    with pytest.raises(AdminCallError) as refused:
+        admin.call("POST", "cluster/remove-disk", {"endpoint": c.url(2), "path": disk})
+    assert refused.value.status == 409 and refused.value.code == "ToleranceWouldFall", refused.value
+    assert "tolerates 0 node failure(s), not 1" in str(refused.value), refused.value
+    assert "--accept-lower-tolerance" in str(refused.value), refused.value
+    with pytest.raises(AdminCallError) as bad:
+        admin.call("POST", "cluster/remove-disk", {"endpoint": c.url(2), "path": disk,
+                                                   "accept_lower_tolerance": "yes"})
+    assert bad.value.status == 400, bad.value
+    assert admin.call("GET", "cluster/nodes") == before  # nothing changed: same generation, no disk draining
+    assert c.health(1)["tolerates"] == 1
+
+    done = admin.call("POST", "cluster/remove-disk", {"endpoint": c.url(2), "path": disk,
+                                                      "accept_lower_tolerance": True})
+    assert done["tolerates"] == {"before": 1, "after": 0} and done["generation"] == before["generation"] + 1, done
+    assert done["disk"]["draining"] is True, done

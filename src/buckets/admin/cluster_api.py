@@ -21,6 +21,10 @@ POST         ``cluster/remove-disk``             ``{"endpoint": "http://h:p", "p
                                                  it), then leaves the node's record
 ===========  ==================================  =============================================
 
+Every change answers ``tolerates`` (the node failures the cluster survives before and after
+it); one that lowers it is refused (``409 ToleranceWouldFall``, nothing changes) unless the
+body says ``"accept_lower_tolerance": true`` (a forced removal of a dead node goes on anyway).
+
 Any node answers: the changes are control-plane commands, forwarded to the Raft leader. A
 change asked for while a migration runs is checked and queued (``"queued": true`` and its
 position), and applied once the migration is done. The orchestration is
@@ -34,11 +38,13 @@ from typing import Any
 
 from aiohttp import web
 
-from buckets import errors
 from buckets.admin.jsonio import answer, json_body
 from buckets.cluster import membership
 
 
+
+
+ACCEPT = "accept_lower_tolerance"  # a change that lowers the node failures tolerated goes on only with it
 
 
 class ClusterApi:
@@ -64,20 +70,23 @@ class ClusterApi:
             endpoint = membership.normalize_endpoint(document.get("endpoint"))
             membership.check_paths(document.get("paths"))
             return answer(await convert(request.host, endpoint))
-        return answer(await membership.add_node(self.node, document.get("endpoint"), document.get("paths")))
+        return answer(await membership.add_node(self.node, document.get("endpoint"), document.get("paths"),
+                                                 document.get(ACCEPT, False)))
 
     async def add_disk(self, request: web.Request, body: bytes) -> web.Response:
         document = json_body(body)
-        return answer(await membership.add_disk(self.node, document.get("endpoint"), document.get("path")))
+        return answer(await membership.add_disk(self.node, document.get("endpoint"), document.get("path"),
+                                                 document.get(ACCEPT, False)))
 
     async def remove_disk(self, request: web.Request, body: bytes) -> web.Response:
         document = json_body(body)
-        return answer(await membership.remove_disk(self.node, document.get("endpoint"), document.get("path")))
+        return answer(await membership.remove_disk(self.node, document.get("endpoint"), document.get("path"),
+                                                    document.get(ACCEPT, False)))
 
     async def remove_node(self, request: web.Request, body: bytes) -> web.Response:
         document = json_body(body)
         return answer(await membership.remove_node(self.node, document.get("endpoint"),
-                                                    document.get("force", False)))
+                                                    document.get("force", False), document.get(ACCEPT, False)))
 
 
 def routes(store: Any) -> list[tuple[Any, dict[str, Any], str]]:

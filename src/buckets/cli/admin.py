@@ -474,7 +474,7 @@ def _add_node_call(args: argparse.Namespace, client: Any, url: str, paths: list[
     needs a moment to format its disks for the deployment: retried while it has not)."""
     from buckets.admin.client import AdminCallError
 
-    body = {"endpoint": url, "paths": paths or None}
+    body = _accepting(args, {"endpoint": url, "paths": paths or None})
     result = client.call("POST", "cluster/add-node", body)
     if not result.get("converting"):
         return result
@@ -530,6 +530,12 @@ def _run_add(args: argparse.Namespace, client: Any, result: dict[str, Any], wait
         print(added(result))
         _print_tolerance(result)
     return _after_change(args, client, result, what)
+
+
+def _accepting(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
+    """A change's body, with ``--accept-lower-tolerance`` when given (the server refuses a change
+    that lowers the node failures the cluster tolerates without it: ``ToleranceWouldFall``)."""
+    return {**body, "accept_lower_tolerance": True} if args.accept_lower_tolerance else body
 
 
 def _print_tolerance(result: dict[str, Any]) -> None:
@@ -603,7 +609,8 @@ def _removal(args: argparse.Namespace, result: dict[str, Any], wait_queued: Any)
 
 def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
     client = _client(args)
-    result = client.call("POST", "cluster/remove-node", {"endpoint": args.node, "force": args.force})
+    result = client.call("POST", "cluster/remove-node",
+                         _accepting(args, {"endpoint": args.node, "force": args.force}))
     node = result["node"]
     result = _removal(args, result, lambda: _wait_queued(args, client, result, "remove-node", node))
     if result is None:
@@ -675,7 +682,7 @@ def _one_disk(arg: str) -> tuple[str, str]:
 def cmd_cluster_add_disk(args: argparse.Namespace) -> int:
     url, path = _one_disk(args.disk)
     client = _client(args)
-    result = client.call("POST", "cluster/add-disk", {"endpoint": url, "path": path})
+    result = client.call("POST", "cluster/add-disk", _accepting(args, {"endpoint": url, "path": path}))
     return _run_add(args, client, result, lambda: _wait_queued_disk(args, client, result, "add-disk", url, path),
                     f"{url}{path} is a disk of the cluster already",
                     lambda r: f"Added disk {url}{path} ({r['disk']['id']}): generation {r['generation']}, "
@@ -685,7 +692,7 @@ def cmd_cluster_add_disk(args: argparse.Namespace) -> int:
 def cmd_cluster_remove_disk(args: argparse.Namespace) -> int:
     url, path = _one_disk(args.disk)
     client = _client(args)
-    result = client.call("POST", "cluster/remove-disk", {"endpoint": url, "path": path})
+    result = client.call("POST", "cluster/remove-disk", _accepting(args, {"endpoint": url, "path": path}))
     result = _removal(args, result, lambda: _wait_queued_disk(args, client, result, "remove-disk", url, path))
     if result is None:
         return EXIT_OK
@@ -914,6 +921,9 @@ def build_parser() -> argparse.ArgumentParser:
         progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                               help="always show the progress bar")
         progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show it")
+        sub.add_argument("--accept-lower-tolerance", action="store_true",
+                         help="go on when the change lowers the node failures the cluster tolerates (refused "
+                              "without it)")
 
     cluster_group = commands.add_parser("cluster", help="nodes and the migration between generations").add_subparsers(
         dest="cluster_command", metavar="ACTION", required=True)

@@ -74,6 +74,9 @@ NodeRefused = define_error(
 NodeNotJoined = define_error(
     "NodeNotJoined", "NodeNotJoined", 409,
     "The node is not joining this cluster: start it with --join and this cluster's URL.")
+ToleranceWouldFall = define_error(
+    "ToleranceWouldFall", "ToleranceWouldFall", 409,
+    "This change lowers the node failures the cluster tolerates: ask again with --accept-lower-tolerance.")
 NotACluster = define_error(
     "NotACluster", "InvalidRequest", 400,
     "This server is not a cluster node: start it with node URLs (http://HOST:PORT/path).")
@@ -102,9 +105,20 @@ def tolerates(nodes: Sequence[NodeRecord], layout: Layout) -> int:
     return tolerated_failures(worst, layout.k, layout.m, sum(1 for n in nodes if n.state != REMOVED))
 
 
-def _tolerance(topology: TopologyRecord, nodes: Sequence[NodeRecord]) -> dict:
-    """A change's answer names the node failures the cluster tolerates before and after it."""
-    return {"before": tolerates(topology.nodes, topology.layout), "after": tolerates(nodes, topology.layout)}
+def _tolerance(topology: TopologyRecord, nodes: Sequence[NodeRecord], change: str, accept: Any) -> dict:
+    """The node failures the cluster tolerates before and after a change to ``nodes`` (its
+    answer names both). A change that lowers them is refused unless ``accept`` (the operator's
+    ``--accept-lower-tolerance``): with that many nodes down some objects would stop reading or
+    writing, which the operator should choose, not find out."""
+    if not isinstance(accept, bool):
+        raise errors.InvalidArgument("accept_lower_tolerance must be true or false")
+    before, after = tolerates(topology.nodes, topology.layout), tolerates(nodes, topology.layout)
+    if after < before and not accept:
+        raise ToleranceWouldFall(
+            f"{change} would leave a cluster that tolerates {after} node failure(s), not {before}: with {after + 1} "
+            f"node(s) down some objects would neither read nor write until they are back. Add a node (or disks) "
+            f"first, or ask again with --accept-lower-tolerance")
+    return {"before": before, "after": after}
 
 
 # --- the membership file ----------------------------------------------------------------------
@@ -250,6 +264,12 @@ async def _update_queue(control: Any, change) -> list[dict]:
     raise errors.ServiceUnavailable("the queue of changes kept changing; try again")
 
 
+def _accepting(change: dict, accept: bool) -> dict:
+    """A queued change carries the operator's ``--accept-lower-tolerance``: it is checked
+    again when it is applied, against the topology of then."""
+    return {**change, "accept_lower_tolerance": True} if accept is True else change
+
+
 def _same_change(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in ("op", "endpoint", "path"))
 
@@ -290,15 +310,17 @@ async def run_queued(node: Any) -> None:
     if topology is None or any(n.state == DRAINING or any(d.draining for d in n.disks) for n in topology.nodes):
         return  # finish_removals and finish_disk_removals first
     change = queue[0]
+    accept = change.get("accept_lower_tolerance") is True
     try:
         if change.get("op") == "add-node":
-            result = await add_node(node, change.get("endpoint"), change.get("paths"), from_queue=True)
+            result = await add_node(node, change.get("endpoint"), change.get("paths"), accept, from_queue=True)
         elif change.get("op") == "remove-node":
-            result = await remove_node(node, change.get("endpoint"), bool(change.get("force")), from_queue=True)
+            result = await remove_node(node, change.get("endpoint"), bool(change.get("force")), accept,
+                                       from_queue=True)
         elif change.get("op") == "add-disk":
-            result = await add_disk(node, change.get("endpoint"), change.get("path"), from_queue=True)
+            result = await add_disk(node, change.get("endpoint"), change.get("path"), accept, from_queue=True)
         elif change.get("op") == "remove-disk":
-            result = await remove_disk(node, change.get("endpoint"), change.get("path"), from_queue=True)
+            result = await remove_disk(node, change.get("endpoint"), change.get("path"), accept, from_queue=True)
         else:
             result = {"message": f"unknown change {change.get('op')!r}"}
         log.info("queued %s %s applied: %s", change.get("op"), change.get("endpoint"),
@@ -336,7 +358,8 @@ def check_paths(paths: Any) -> None:
         raise errors.InvalidArgument("paths must be a list of the node's disk paths")
 
 
-async def add_node(node: Any, endpoint: Any, paths: Any = None, *, from_queue: bool = False) -> dict:
+async def add_node(node: Any, endpoint: Any, paths: Any = None, accept_lower_tolerance: Any = False, *,
+                   from_queue: bool = False) -> dict:
     from buckets.cluster.migration import start_migration
 
     endpoint = normalize_endpoint(endpoint)
@@ -373,8 +396,10 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None, *, from_queue: b
     if any(d.disk_id in taken for d in record.disks):
         raise errors.InvalidArgument(f"{endpoint}'s disks already belong to a node of this cluster: a removed "
                                      f"node comes back with wiped disks")
+    tolerance = _tolerance(topology, [*others, record], f"adding {endpoint}", accept_lower_tolerance)
     if migrating is not None and not from_queue:
-        return await _enqueue(control, {"op": "add-node", "endpoint": endpoint, "paths": paths}, migrating)
+        return await _enqueue(control, _accepting({"op": "add-node", "endpoint": endpoint, "paths": paths},
+                                                  accept_lower_tolerance), migrating)
     await control.add_member(record.control_address, timeout=30.0)
     from_gen = topology.generation
     result = await control.propose_generation([*others, record], levels={record.node_id: level}, timeout=30.0)
@@ -384,10 +409,11 @@ async def add_node(node: Any, endpoint: Any, paths: Any = None, *, from_queue: b
     job = await start_migration(node, from_gen, to_gen)
     return {"node": endpoint, "added": True, "generation": to_gen, "from_generation": from_gen,
             "disks": [d.to_wire() for d in record.disks], "migration": {"state": job.get("state")},
-            "tolerates": _tolerance(topology, [*others, record])}
+            "tolerates": tolerance}
 
 
-async def remove_node(node: Any, endpoint: Any, force: bool = False, *, from_queue: bool = False) -> dict:
+async def remove_node(node: Any, endpoint: Any, force: bool = False, accept_lower_tolerance: Any = False, *,
+                      from_queue: bool = False) -> dict:
     from buckets.cluster.migration import start_migration
 
     if not isinstance(force, bool):
@@ -409,9 +435,15 @@ async def remove_node(node: Any, endpoint: Any, force: bool = False, *, from_que
                                      f"{topology.layout.set_size} each object's shards need")
     if force and target.control_address == control.config.address:
         raise errors.InvalidArgument("a node cannot force its own removal: ask another node")
+    # A forced removal is of a dead node: the cluster lost it already, and refusing would keep its
+    # shards from being rebuilt; ``--force`` is the operator's say-so.
+    gone = [replace(n, state=REMOVED) if n.node_id == target.node_id else n for n in topology.nodes]
+    tolerance = _tolerance(topology, gone, f"removing {target.endpoint}",
+                           accept_lower_tolerance if not force else True)
     migrating = _migration_active(snapshot)
     if migrating is not None and not from_queue:
-        return await _enqueue(control, {"op": "remove-node", "endpoint": target.endpoint, "force": force}, migrating)
+        return await _enqueue(control, _accepting({"op": "remove-node", "endpoint": target.endpoint, "force": force},
+                                                  accept_lower_tolerance), migrating)
     state = REMOVED if force else DRAINING
     nodes = [replace(n, state=state) if n.node_id == target.node_id else n for n in topology.nodes]
     from_gen = topology.generation
@@ -424,9 +456,8 @@ async def remove_node(node: Any, endpoint: Any, force: bool = False, *, from_que
     else:
         log.info("node %s draining: generation %d, migrating from %d", target.endpoint, to_gen, from_gen)
     job = await start_migration(node, from_gen, to_gen)
-    gone = [replace(n, state=REMOVED) if n.node_id == target.node_id else n for n in topology.nodes]
     return {"node": target.endpoint, "state": state, "generation": to_gen, "from_generation": from_gen,
-            "migration": {"state": job.get("state")}, "tolerates": _tolerance(topology, gone)}
+            "migration": {"state": job.get("state")}, "tolerates": tolerance}
 
 
 # --- one disk at a time ----------------------------------------------------------------------------
@@ -452,7 +483,8 @@ async def _commit(node: Any, nodes: list[NodeRecord], from_gen: int) -> tuple[in
     return to_gen, await start_migration(node, from_gen, to_gen)
 
 
-async def add_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = False) -> dict:
+async def add_disk(node: Any, endpoint: Any, path: Any, accept_lower_tolerance: Any = False, *,
+                   from_queue: bool = False) -> dict:
     """``cluster add-disk``: the node formats and serves the new disk (``prepare_disk``), then a
     generation that places it is committed and the migration moves its share onto it."""
     control = node.control
@@ -465,9 +497,14 @@ async def add_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = Fa
                 "disk": existing.to_wire(), "message": f"{target.endpoint}{path} is a disk of the cluster already"}
     if target.state != ACTIVE:
         raise errors.InvalidArgument(f"{target.endpoint} is {target.state}: disks are added to active nodes")
+    # Checked before the node formats the disk; the count is what matters, not the new disk's id.
+    planned = DiskRecord("disk-being-added", path)
+    tolerance = _tolerance(topology, [replace(n, disks=(*n.disks, planned)) if n.node_id == target.node_id else n
+                          for n in topology.nodes], f"adding {target.endpoint}{path}", accept_lower_tolerance)
     migrating = _migration_active(snapshot)
     if migrating is not None and not from_queue:
-        return await _enqueue(control, {"op": "add-disk", "endpoint": target.endpoint, "path": path}, migrating)
+        return await _enqueue(control, _accepting({"op": "add-disk", "endpoint": target.endpoint, "path": path},
+                                                  accept_lower_tolerance), migrating)
     if target.endpoint == node.spec.me.url:
         answer = await node.prepare_disk({"path": path})
     else:
@@ -483,10 +520,11 @@ async def add_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = Fa
              to_gen, from_gen)
     return {"node": target.endpoint, "added": True, "disk": disk.to_wire(), "generation": to_gen,
             "from_generation": from_gen, "migration": {"state": job.get("state")},
-            "tolerates": _tolerance(topology, nodes)}
+            "tolerates": tolerance}
 
 
-async def remove_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool = False) -> dict:
+async def remove_disk(node: Any, endpoint: Any, path: Any, accept_lower_tolerance: Any = False, *,
+                      from_queue: bool = False) -> dict:
     """``cluster remove-disk``: the disk drains (a generation that does not place it, and the
     migration off it); once that is done the leader drops it from the node's record
     (``finish_disk_removals``). The node's first disk (its control plane and membership
@@ -507,19 +545,21 @@ async def remove_disk(node: Any, endpoint: Any, path: Any, *, from_queue: bool =
     if target.placed and placed - 1 < topology.layout.set_size:
         raise errors.InvalidArgument(f"removing {path} would leave {placed - 1} disks, fewer than the "
                                      f"{topology.layout.set_size} each object's shards need")
-    migrating = _migration_active(snapshot)
-    if migrating is not None and not from_queue:
-        return await _enqueue(control, {"op": "remove-disk", "endpoint": target.endpoint, "path": path}, migrating)
     record = replace(target, disks=tuple(replace(d, draining=True) if d.disk_id == disk.disk_id else d
                                          for d in target.disks))
     nodes = [record if n.node_id == target.node_id else n for n in topology.nodes]
+    tolerance = _tolerance(topology, nodes, f"removing {target.endpoint}{path}", accept_lower_tolerance)
+    migrating = _migration_active(snapshot)
+    if migrating is not None and not from_queue:
+        return await _enqueue(control, _accepting({"op": "remove-disk", "endpoint": target.endpoint, "path": path},
+                                                  accept_lower_tolerance), migrating)
     from_gen = topology.generation
     to_gen, job = await _commit(node, nodes, from_gen)
     log.info("disk %s%s (%s) draining: generation %d, migrating from %d", target.endpoint, path, disk.disk_id,
              to_gen, from_gen)
     return {"node": target.endpoint, "disk": replace(disk, draining=True).to_wire(), "state": "draining",
             "generation": to_gen, "from_generation": from_gen, "migration": {"state": job.get("state")},
-            "tolerates": _tolerance(topology, nodes)}
+            "tolerates": tolerance}
 
 
 async def _settled(node: Any, draining: bool) -> bool:

@@ -61,3 +61,23 @@ def test_the_arithmetic_matches_the_tables_the_builder_makes(disks: tuple[int, .
     table = build_table(Topology(generation=1, disks=specs, partitions=128), k + m)
     worst = max(max(Counter(disk_id.split("-")[0] for disk_id in row).values()) for row in table.rows)
     assert membership.tolerates(nodes, _layout(k, m)) == membership.tolerated_failures(worst, k, m, len(nodes))
+
+
+def test_a_change_that_lowers_it_is_refused_unless_accepted() -> None:
+    from types import SimpleNamespace
+
+    from buckets import errors
+
+    nodes = _nodes(4, 4, 4, 4)  # grown from one 4-disk node: 2+2
+    topology = SimpleNamespace(nodes=tuple(nodes), layout=_layout(2, 2))
+    fourth_gone = [replace(n, state=REMOVED) if n is nodes[3] else n for n in nodes]
+    with pytest.raises(membership.ToleranceWouldFall) as refused:
+        membership._tolerance(topology, fourth_gone, "removing n4", False)
+    assert refused.value.status == 409 and "tolerates 0 node failure(s), not 1" in str(refused.value)
+    assert membership._tolerance(topology, fourth_gone, "removing n4", True) == {"before": 1, "after": 0}
+    with pytest.raises(errors.InvalidArgument):
+        membership._tolerance(topology, fourth_gone, "removing n4", "true")
+    # what keeps or raises it needs no say-so
+    assert membership._tolerance(topology, nodes, "a no-op", False) == {"before": 1, "after": 1}
+    three = SimpleNamespace(nodes=tuple(nodes[:3]), layout=_layout(2, 2))
+    assert membership._tolerance(three, nodes, "adding n4", False) == {"before": 0, "after": 1}
