@@ -135,6 +135,18 @@ class WriteQuorumLost(BucketsError):
     default_message = "Write quorum lost: not enough disks are online to store the object safely."
 
 
+class StorageFull(WriteQuorumLost):
+    """Too many of the disks an object goes to are at their free-space reserve (kept for
+    deletions: ``--disk-reserve``) for a write quorum; nothing was written. Not a moment's
+    trouble, so not a 503 that SDKs retry: 507, as MinIO answers a full drive
+    (``XMinioStorageFull``); deleting objects or adding disks makes room."""
+
+    code = "StorageFull"
+    status = 507
+    default_message = ("The storage is full: the disks this object goes to keep their remaining space for "
+                       "deletions. Delete objects, or add disks, to make room.")
+
+
 class BucketBeingDeleted(WriteQuorumLost):
     """A cluster's index replicas refused a write's new entry: a DeleteBucket of its bucket is
     under way there (its mark applied). Nothing of the write stands where it was refused; its

@@ -66,6 +66,7 @@ from buckets.s3.auth.credentials import STREAMING_PAYLOADS, UNSIGNED_PAYLOAD
 from buckets.s3.body import send_continue
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.router import bucket_from_host
+from buckets.storage.local import reserve_bytes
 
 log = logging.getLogger("buckets.admin")
 
@@ -252,10 +253,12 @@ class AdminApi:
         health = node_health(store)
         disks = []
         for info, disk in zip(await store.disk_infos(), store.disks):
+            # "full": at its free-space reserve, the disk takes no new data (507 StorageFull)
+            reserve = reserve_bytes(info.total) if info.online else 0
             state = "healing" if getattr(disk, "healing", False) and info.online else (
-                "online" if info.online else "offline")
+                ("full" if reserve and info.free < reserve else "online") if info.online else "offline")
             disks.append({"endpoint": info.endpoint, "id": info.disk_id, "state": state, "total": info.total,
-                          "free": info.free, "used": info.used, "error": info.error or None})
+                          "free": info.free, "used": info.used, "reserve": reserve, "error": info.error or None})
         usage = store.registry.usage
         cache = store.registry.cache
         return answer({

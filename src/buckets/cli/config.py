@@ -54,6 +54,7 @@ class Config:
     small_copy_limit: int = 1024  # objects up to this size keep a copy in the registry (GETs read no disk)
     small_set_limit: int = 16384  # objects up to this size go to m + m disks when the set is wider
     direct_io: bool = True  # shard files are written with O_DIRECT where the file system takes it
+    disk_reserve: float = 1.0  # percent of each disk kept free for deletions (new data refused below it)
     erasure_simd: bool = True  # Reed-Solomon through ISA-L (zfec's pieces, SIMD) where libisal is installed
     aio_fsync: bool = True  # record-log appends fsync through Linux AIO (no thread hand-off)
     batch_threads: bool = True  # helper threads run as SCHED_BATCH (never preempt the event loop on wake-up)
@@ -340,6 +341,13 @@ def _decimal(minimum: float, what: str) -> Callable[[object], float]:
     return parse
 
 
+def _parse_reserve(value: object) -> float:
+    number = _decimal(0, "disk reserve")(value)
+    if number > 50:
+        raise ValueError(f"disk reserve is a percent of each disk, from 0 to 50; got {value!r}")
+    return number
+
+
 def _choice(choices: tuple[str, ...], what: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         if isinstance(value, str) and value.strip().lower() in choices:
@@ -419,6 +427,10 @@ SETTINGS: tuple[Setting, ...] = (
             "write shard files with O_DIRECT (straight to the device, not through the page "
             "cache: far less CPU per byte); the fsync that makes a write durable is unchanged; "
             "turned off where the file system refuses it", metavar="on|off"),
+    Setting("disk_reserve", "BUCKETS_DISK_RESERVE", "--disk-reserve", _parse_reserve,
+            "percent of each disk kept free for deletions, compaction and metadata: new data is "
+            "refused below it (507 StorageFull), so a full store can still delete (at least 256 MiB, "
+            "or 5%% of a disk under 5 GiB; 0: none)", metavar="PERCENT"),
     Setting("erasure_simd", "BUCKETS_ERASURE_SIMD", "--erasure-simd", _parse_bool,
             "compute Reed-Solomon parity (and rebuild lost pieces) with Intel's ISA-L where "
             "libisal.so.2 is installed: the same pieces as zfec, checked at startup, ~80 times "

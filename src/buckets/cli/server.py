@@ -789,6 +789,7 @@ def run_server(config: Config) -> int:
     configure_logging(config)
     tune_process()
     local_storage.direct_writes = config.direct_io
+    local_storage.disk_reserve = config.disk_reserve
     erasure_isal.enabled = config.erasure_simd
     local_storage.aio_fsync = config.aio_fsync
     try:

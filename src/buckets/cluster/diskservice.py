@@ -23,7 +23,7 @@ import msgpack
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcerrors import BadPeerRequest, error_to_wire
 from buckets.cluster.rpcserver import BodyReader, PeerRpcServer
-from buckets.errors import DiskError
+from buckets.errors import DiskError, DiskFull
 from buckets.storage.disk import Disk, FileStat
 
 WALK_BATCH = 256
@@ -209,7 +209,8 @@ class DiskService:
         records = args.get("records")
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
             raise BadPeerRequest("disk/append_records takes a list of byte strings")
-        return await self._disk(args).append_records(records, sync=bool(args.get("sync")))
+        return await self._disk(args).append_records(records, sync=bool(args.get("sync")),
+                                                      data=args.get("data") is True)
 
     async def append_batch(self, args: dict) -> dict:
         """``append_records`` for many of this node's disks in one call (``disks``: path ->
@@ -228,7 +229,7 @@ class DiskService:
             try:
                 if disk is None:
                     raise NoSuchDisk(f"this node serves no disk {path!r}")
-                return {"locs": await disk.append_records(doc["records"], sync=bool(doc.get("sync")))}
+                return await _append_split(disk, doc["records"], bool(doc.get("sync")), doc.get("data"))
             except DiskError as exc:
                 return {"error": error_to_wire(exc)}
 
@@ -340,3 +341,32 @@ async def _batched(items: AsyncIterator[Any], encode) -> AsyncIterator[bytes]:
 def _record(batch: list[Any]) -> bytes:
     body = msgpack.packb(batch, use_bin_type=True)
     return len(body).to_bytes(4, "big") + body
+
+
+async def _append_split(disk: Disk, records: list[bytes], sync: bool, data: Any) -> dict:
+    """One disk's share of ``disk/append_batch``: ``{"locs": [...]}``, in order. ``data`` (the
+    indexes of the records that are new data) go in only above the disk's free-space reserve;
+    refused, their locations are None and ``"refused"`` says why, while the others (deletions)
+    are appended all the same. Both kinds join the disk's one group commit."""
+    if not data:
+        return {"locs": await disk.append_records(records, sync=sync)}
+    if (not isinstance(data, list) or not all(isinstance(i, int) and 0 <= i < len(records) for i in data)
+            or len(set(data)) != len(data)):
+        raise BadPeerRequest("disk/append_batch: data names the indexes of the records that are new data")
+    marked = set(data)
+    plain = [r for i, r in enumerate(records) if i not in marked]
+    new = [records[i] for i in sorted(marked)]
+
+    async def put_new() -> tuple[list | None, DiskFull | None]:
+        try:
+            return await disk.append_records(new, sync=sync, data=True), None
+        except DiskFull as exc:
+            return None, exc
+
+    plain_locs, (new_locs, refused) = await asyncio.gather(
+        disk.append_records(plain, sync=sync) if plain else asyncio.sleep(0, []), put_new())
+    plain_at, new_at = iter(plain_locs), iter(new_locs if new_locs is not None else [None] * len(new))
+    answer: dict = {"locs": [next(new_at) if i in marked else next(plain_at) for i in range(len(records))]}
+    if refused is not None:
+        answer["refused"] = error_to_wire(refused)
+    return answer

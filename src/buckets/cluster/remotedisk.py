@@ -31,7 +31,7 @@ import msgpack
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcclient import PeerClient, PeerState, PeerStream
 from buckets.cluster.rpcerrors import PeerError, PeerProtocolError, UnknownPeerMethod, error_from_wire
-from buckets.errors import DiskError, DiskOffline, PathEscape
+from buckets.errors import DiskError, DiskFull, DiskOffline, PathEscape
 from buckets.storage.disk import MAX_SMALL_FILE, DiskInfo, FileStat
 
 log = logging.getLogger("buckets.cluster.disk")
@@ -147,16 +147,20 @@ class PeerDisks:
         answer = await asyncio.shield(self._fetch)
         return answer.get(path) if self.batched else None
 
-    async def append(self, disk: "RemoteDisk", records: list[bytes], sync: bool) -> list[list[int]] | None:
+    async def append(self, disk: "RemoteDisk", records: list[bytes], sync: bool,
+                     data: bool = False) -> list[list[int]] | None:
         """Append ``records`` to ``disk`` of this peer together with every other append waiting
         for any of its disks: while one ``disk/append_batch`` call is in flight the next ones
         queue, and the next call carries all of them (a small PUT writes a record on each of
         a peer's disks: one call per peer, not one per disk). None when the peer does not know
-        the method (an older version): the caller asks the disk directly."""
+        the method (an older version): the caller asks the disk directly. ``data``: new data,
+        which the peer's disk refuses below its free-space reserve (``LocalDisk._room_for``);
+        the call names those records (``"data"``: their indexes), so a deletion sharing the
+        call with a refused PUT still goes in."""
         if not self.has_append_batch:
             return None
         fut = asyncio.get_running_loop().create_future()
-        self._appends.append((disk, records, sync, fut))
+        self._appends.append((disk, records, sync, fut, data))
         if self._append_task is None or self._append_task.done():
             self._append_task = asyncio.ensure_future(self._send_appends())
         return await fut
@@ -164,34 +168,36 @@ class PeerDisks:
     async def _send_appends(self) -> None:
         while self._appends:
             take, size = 0, 0
-            for _, recs, _, _ in self._appends[:MAX_APPEND_BATCH]:
+            for _, recs, _, _, _ in self._appends[:MAX_APPEND_BATCH]:
                 size += sum(len(r) for r in recs)
                 if take and size > MAX_APPEND_BYTES:
                     break
                 take += 1
             batch, self._appends = self._appends[:take], self._appends[take:]
             per_disk: dict[str, dict[str, Any]] = {}
-            for disk, recs, sync, _ in batch:
+            for disk, recs, sync, _, data in batch:
                 doc = per_disk.setdefault(disk.path, {"records": [], "sync": False})
+                if data:
+                    doc.setdefault("data", []).extend(range(len(doc["records"]), len(doc["records"]) + len(recs)))
                 doc["records"].extend(recs)
                 doc["sync"] = doc["sync"] or sync
             try:
                 self.append_calls += 1
                 results = await self._batch_call("append_batch", per_disk)
             except BaseException as exc:  # every caller of the batch gets the error
-                _fail_waiters([(disk, fut) for disk, _, _, fut in batch], exc)
+                _fail_waiters([(disk, fut) for disk, _, _, fut, _ in batch], exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
             if results is None:
                 self.has_append_batch = False
-                for _, _, _, fut in batch + self._appends:
+                for _, _, _, fut, _ in batch + self._appends:
                     if not fut.done():
                         fut.set_result(None)
                 self._appends = []
                 return
             taken: dict[str, int] = {}
-            for disk, recs, _, fut in batch:
+            for disk, recs, _, fut, _ in batch:
                 if fut.done():
                     continue
                 record = results.get(disk.path)
@@ -205,8 +211,13 @@ class PeerDisks:
                         f"disk/append_batch answered {len(locs) if isinstance(locs, list) else locs!r} "
                         f"locations for {disk.path}", endpoint=self.client.endpoint))
                     continue
-                fut.set_result([list(loc) for loc in locs[at:at + len(recs)]])
+                mine = locs[at:at + len(recs)]
                 taken[disk.path] = at + len(recs)
+                if any(loc is None for loc in mine):  # refused for want of space (its data records only)
+                    fut.set_exception(_disk_failure(disk, record.get("refused")) if record.get("refused")
+                                      else DiskFull(f"{disk.endpoint}: no room for new data"))
+                    continue
+                fut.set_result([list(loc) for loc in mine])
 
     async def read_record(self, disk: "RemoteDisk", location: list[int]) -> bytes | None:
         """One record of ``disk``, read in one ``disk/read_records`` call with every other record
@@ -957,7 +968,7 @@ class RemoteDisk:
                     yield FileStat.from_wire(doc)
 
     # -- the record log: one call carries every append waiting for this peer's disks ---------
-    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+    async def append_records(self, records: list[bytes], *, sync: bool, data: bool = False) -> list[list[int]]:
         """Concurrent appends to any of this peer's disks (many small PUTs) share one call
         (``PeerDisks.append``); the peer's disk group-commits them in one write and one fsync."""
         self._check_open()
@@ -967,11 +978,11 @@ class RemoteDisk:
             raise DiskError(f"{self.endpoint}: {sum(len(r) for r in records)} bytes of records in one append, "
                             f"more than one call carries ({MAX_APPEND_BYTES})")
         if self._peer_disks.has_append_batch:
-            locs = await self._peer_disks.append(self, list(records), sync)
+            locs = await self._peer_disks.append(self, list(records), sync, data)
             if locs is not None:
                 return locs
         # A peer of an older version (no disk/append_batch): this disk's records in one call.
-        locs = await self._call("append_records", {"records": list(records), "sync": sync})
+        locs = await self._call("append_records", {"records": list(records), "sync": sync, "data": data})
         if not isinstance(locs, list) or len(locs) != len(records):
             raise PeerProtocolError(f"disk/append_records answered {len(locs) if isinstance(locs, list) else locs!r} "
                                     f"locations for {len(records)} records")

@@ -28,7 +28,7 @@ from buckets import errors
 from buckets.engine import paths
 from buckets.engine.meta import decode_meta_file, encode_meta_file
 from buckets.registry.entrycodec import compact, expand  # noqa: F401 - the records' codec
-from buckets.errors import CorruptData, DiskError
+from buckets.errors import CorruptData, DiskError, DiskFull
 from buckets.registry import Op
 
 if TYPE_CHECKING:
@@ -164,18 +164,24 @@ async def relocate(store: "Store", bucket: str, key: str, disk, meta: dict) -> N
 
 
 async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks: list,
-                       data: dict[int, bytes | None]) -> dict[int, list]:
+                       data: dict[int, bytes | None], *, full: set[int] | None = None) -> dict[int, list]:
     """Append slot ``i``'s record (with ``data[i]``) to ``disks[i]`` for every ``i`` in ``data``;
-    the locations of those that succeeded, by slot."""
+    the locations of those that succeeded, by slot. Every record but a delete marker's is new
+    data, refused by a disk at its free-space reserve: those slots are added to ``full``."""
     out: dict[int, list] = {}
     payloads = slot_payloads(bucket, key, entry, {i: data[i] for i in data if disks[i] is not None})
+    new_data = not entry.get("dm")
 
     async def one(i: int) -> None:
         d = disks[i]
         if d is None:
             return
         try:
-            out[i] = (await d.append_records([payloads[i]], sync=store.sync))[0]
+            out[i] = (await d.append_records([payloads[i]], sync=store.sync, data=new_data))[0]
+        except DiskFull as exc:
+            log.info("disk %s: %s", d.endpoint, exc)
+            if full is not None:
+                full.add(i)
         except DiskError as exc:
             log.warning("disk %s: %s", d.endpoint, exc)
 

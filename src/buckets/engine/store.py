@@ -507,8 +507,9 @@ class Store:
             if sse_rec is not None:
                 entry["sse"] = dict(sse_rec, iv=[crypto.write_iv(wid)])
             entry.update(opts.access)
+            full: set[int] = set()  # slots whose disk refused the inline record for want of space
             if result.inline is not None:
-                ok = await self._commit_inline(bucket, key, entry, result, disks)
+                ok = await self._store_inline(bucket, key, entry, disks, result.inline or [], full=full)
             else:
                 ok_slots = await writer.finish(self.sync)
                 ok = await self._commit_streamed(bucket, key, entry, stage, disks, ok_slots,
@@ -518,7 +519,7 @@ class Store:
             await self._on_disks(lambda d: d.delete(stage, recursive=True), disks)
             raise
         small = result.body if result.body is not None and len(result.body) <= self.small_copy_limit else None
-        await self._publish(bucket, key, entry, opts, disks, ok, small=small)
+        await self._publish(bucket, key, entry, opts, disks, ok, small=small, full=len(full))
         return entry_to_info(bucket, key, entry)
 
     @staticmethod
@@ -532,17 +533,16 @@ class Store:
             payload["data"] = data
         return encode_meta_file(payload)
 
-    async def _commit_inline(self, bucket, key, entry, result: WriteResult, disks) -> list[int]:
-        return await self._store_inline(bucket, key, entry, disks, result.inline or [])
-
-    async def _store_inline(self, bucket: str, key: str, entry: dict, disks: list, inline: list) -> list[int]:
+    async def _store_inline(self, bucket: str, key: str, entry: dict, disks: list, inline: list,
+                            full: set[int] | None = None) -> list[int]:
         """Write an inline write's (or a delete marker's) metadata with each slot's framed
         data to its disk: one record per disk in the disks' logs (``entry["lg"]`` gets their
-        locations), or, with the log off, one metadata file per disk. The slots that took it."""
+        locations), or, with the log off, one metadata file per disk. The slots that took it
+        (``full`` gets those whose disk refused new data at its free-space reserve)."""
         if self.small_log:
             n = len(disks)
             got = await smalllog.append_slots(self, bucket, key, entry, disks,
-                                              {i: inline[i] if i < len(inline) else b"" for i in range(n)})
+                                              {i: inline[i] if i < len(inline) else b"" for i in range(n)}, full=full)
             entry[smalllog.LOG_FIELD] = [got.get(i) for i in range(n)]
             return sorted(got)
         mp = paths.meta_path(bucket, key, entry["wid"])
@@ -579,11 +579,14 @@ class Store:
 
     async def _publish(self, bucket: str, key: str, entry: dict, opts: PutOptions,
                        disks: list, ok: list[int], finished_upload: str | None = None,
-                       small: bytes | None = None) -> None:
-        """Quorum check, then the registry commit under the key lock, then old-data cleanup."""
+                       small: bytes | None = None, full: int = 0) -> None:
+        """Quorum check, then the registry commit under the key lock, then old-data cleanup.
+        ``full``: slots refused for want of space (a quorum without them: ``StorageFull``)."""
         k, m = entry["k"], entry["m"]
         if len(ok) < self._write_quorum(k, m):
             await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry))
+            if len(ok) + full >= self._write_quorum(k, m):
+                raise errors.StorageFull()
             raise errors.WriteQuorumLost(
                 f"Write quorum lost: {len(ok)} of {k + m} disks stored the object, "
                 f"{self._write_quorum(k, m)} needed")

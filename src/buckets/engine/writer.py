@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
@@ -31,9 +32,11 @@ import blake3
 
 from buckets.engine import crypto
 from buckets.erasure import ErasureCodec
-from buckets.errors import DiskError, IncompleteBody, WriteQuorumLost
+from buckets.errors import DiskError, DiskFull, IncompleteBody, StorageFull, WriteQuorumLost
 from buckets.runtime import hash_update, run_in
 from buckets.storage.disk import Disk, ShardWriter
+
+log = logging.getLogger("buckets.engine")
 
 # Blocks a stream may leave in the chains before it reads on (memory: this many blocks and their
 # frames, plus the one it waits behind); see the module doc. 2 or 3 measured no faster than 1
@@ -134,6 +137,7 @@ class ErasureWriter:
         self.inline_limit = inline_limit
         self.writers: list[ShardWriter | None] = []
         self.errors: list[str] = []
+        self.full = 0  # shard files a disk refused at its free-space reserve
         # Per shard file, its last queued piece write: the next block's piece goes after it.
         self._tails: list[asyncio.Future | None] = [None] * codec.n
 
@@ -148,17 +152,29 @@ class ErasureWriter:
             try:
                 return await disk.create_file(self.paths[i])
             except DiskError as exc:
-                self.errors.append(str(exc))
+                self._failed(exc)
                 return None
 
         self.writers = list(await asyncio.gather(*(open_one(i) for i in range(self.codec.n))))
         self._check_quorum()
 
+    def _failed(self, exc: DiskError) -> None:
+        self.errors.append(str(exc))
+        if isinstance(exc, DiskFull):
+            self.full += 1
+
     def _check_quorum(self) -> None:
-        if self._alive() < self.codec.write_quorum:
-            raise WriteQuorumLost(
-                f"Write quorum lost: {self._alive()} of {self.codec.n} disks writable, "
-                f"{self.codec.write_quorum} needed" + (f" ({'; '.join(self.errors[-3:])})" if self.errors else ""))
+        alive, quorum = self._alive(), self.codec.write_quorum
+        if alive >= quorum:
+            return
+        # The disks' own words (paths, errno) go to the log, not to the client. A full store
+        # refuses every write: one line at info each (the request's 507 is logged too).
+        full = alive + self.full >= quorum
+        log.log(logging.INFO if full else logging.WARNING, "write quorum lost: %d of %d disks writable, %d needed (%s)",
+                alive, self.codec.n, quorum, "; ".join(self.errors[-3:]) or "disks offline")
+        if full:
+            raise StorageFull()
+        raise WriteQuorumLost(f"Write quorum lost: {alive} of {self.codec.n} disks writable, {quorum} needed")
 
     async def _write_piece(self, i: int, frame: "bytes | tuple[bytes | memoryview, ...]") -> None:
         w = self.writers[i]
@@ -167,7 +183,7 @@ class ErasureWriter:
         try:
             await w.write(frame)
         except DiskError as exc:
-            self.errors.append(str(exc))
+            self._failed(exc)
             self.writers[i] = None
             await w.abort()
 
@@ -348,7 +364,7 @@ class ErasureWriter:
                 await w.close(sync)
                 return True
             except DiskError as exc:
-                self.errors.append(str(exc))
+                self._failed(exc)  # a peer's disk says so at the end of its stream
                 self.writers[i] = None
                 return False
 

@@ -183,12 +183,14 @@ class Disk(Protocol):
         mtimes (the orphan sweep's listing); nothing if ``path`` does not exist. Streamed."""
 
     # -- the record log of small writes (``buckets.storage.records``) -------------------------
-    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+    async def append_records(self, records: list[bytes], *, sync: bool, data: bool = False) -> list[list[int]]:
         """Append each payload as one framed record to this disk's current log segment and
         return their locations ``[segment, offset, length]``, in order. Concurrent calls are
         group-committed: they share one write and (with ``sync``) one fsync of the segment,
         and none is answered before the batch is durable. On failure none of them is
-        (the segment is closed; the next append starts a new one)."""
+        (the segment is closed; the next append starts a new one). ``data``: the records
+        are new data (inline objects), refused with ``DiskFull`` below the disk's free-space
+        reserve; other records (deletions, compaction) may use the reserve."""
 
     async def read_record(self, location: list[int]) -> bytes:
         """The payload of the record at ``location`` (one ``pread``): ``FileNotFound`` when

@@ -266,13 +266,13 @@ class FaultyDisk:
             yield entry
 
     # -- the record log ------------------------------------------------------------------------
-    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+    async def append_records(self, records: list[bytes], *, sync: bool, data: bool = False) -> list[list[int]]:
         await self._before("append_records")
         torn = self._take("tear", "append_records")
         if torn is None:
-            return await self.inner.append_records(records, sync=sync)
+            return await self.inner.append_records(records, sync=sync, data=data)
         cut = [r[:min(torn.keep, max(len(r) - 1, 0))] for r in records]
-        locs = await self.inner.append_records(cut, sync=sync)
+        locs = await self.inner.append_records(cut, sync=sync, data=data)
         if not torn.silent:
             raise self._error(torn, "append_records", "torn write")
         return locs

@@ -210,6 +210,25 @@ direct_writes = True  # the server's --direct-io / BUCKETS_DIRECT_IO
 aio_fsync = True  # the server's --aio-fsync / BUCKETS_AIO_FSYNC
 LOOP_APPEND_MAX = 512 << 10
 
+# Free space every disk keeps for what frees space or only describes it: deletions (their
+# records in the log, the registry's commits), compaction, metadata files. New data (a shard
+# file's bytes, an inline object's record) is refused with ``DiskFull`` once it would take the
+# disk below its reserve, so a store that filled up can still delete (before, a disk filled to
+# its last block refused the delete markers too, and nothing could be freed through S3).
+disk_reserve = 1.0  # percent of each disk: the server's --disk-reserve / BUCKETS_DISK_RESERVE (0: none)
+RESERVE_FLOOR = 256 << 20  # at least this much, but never more than RESERVE_CAP of the disk
+RESERVE_CAP = 0.05
+_SPACE_TTL = 1.0  # seconds a disk's statvfs is trusted, less what was written since
+_SPACE_RECHECK = 64 << 20  # ... or until this much was written since
+
+
+def reserve_bytes(total: int, percent: float | None = None) -> int:
+    """The bytes a disk of ``total`` bytes keeps free for deletions (``disk_reserve``)."""
+    percent = disk_reserve if percent is None else percent
+    if percent <= 0:
+        return 0
+    return int(max(total * percent / 100, min(RESERVE_FLOOR, total * RESERVE_CAP)))
+
 
 def _set_direct(fh, on: bool) -> bool:
     try:
@@ -317,6 +336,7 @@ class LocalShardWriter:
         self._tried_direct = not direct_writes
 
     def _write(self, data: "bytes | tuple[bytes | memoryview, ...]") -> None:
+        self._disk._room_for(sum(map(len, data)) if isinstance(data, tuple) else len(data))
         if not self._tried_direct:
             self._tried_direct = True
             if _set_direct(self._fh, True):
@@ -406,6 +426,10 @@ class LocalDisk:
         # Read descriptors of recently read segments (see read_record), oldest first.
         self._read_fds: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._nowait = True
+        # Free space (``_room_for``): (monotonic time, free bytes, reserve) of the last statvfs,
+        # and the data bytes let in since.
+        self._space: tuple[float, int, int] | None = None
+        self._spent = 0
 
     def __repr__(self) -> str:
         return f"LocalDisk({self.root!r}, {self.disk_id!r})"
@@ -534,6 +558,28 @@ class LocalDisk:
         except DiskError as exc:
             return DiskInfo(self.disk_id, self.endpoint, False, error=str(exc), healing=self.healing)
 
+    def _room_for(self, nbytes: int) -> None:
+        """Let ``nbytes`` of new data in, or raise ``DiskFull`` when they would take the disk
+        below its reserve (``disk_reserve``). From the event loop or the disk's threads: a
+        statvfs at most every ``_SPACE_TTL`` seconds (or ``_SPACE_RECHECK`` bytes), and again
+        after each refusal, so space a deletion freed is seen at once."""
+        if disk_reserve <= 0:
+            return
+        space, now = self._space, time.monotonic()
+        if space is None or now - space[0] > _SPACE_TTL or self._spent > _SPACE_RECHECK:
+            try:
+                st = os.statvfs(self.root)
+            except OSError as exc:
+                raise self._typed(exc) from None
+            space = self._space = (now, st.f_bavail * st.f_frsize, reserve_bytes(st.f_blocks * st.f_frsize))
+            self._spent = 0
+        free = space[1] - self._spent
+        if free - nbytes < space[2]:
+            self._space = None
+            raise DiskFull(f"{self.root}: {max(free, 0)} bytes free, and {space[2]} are kept for deletions "
+                           f"(--disk-reserve): no room for {nbytes} bytes of new data")
+        self._spent += nbytes
+
     # -- the format file ----------------------------------------------------------------
     async def read_format(self) -> bytes:
         root = self.root
@@ -586,6 +632,7 @@ class LocalDisk:
         staged = full.startswith(self._abs(TMP_DIR) + os.sep)
 
         def _open():
+            self._room_for(0)  # new data: not into the reserve
             if staged:
                 os.makedirs(os.path.dirname(full), exist_ok=True)
             else:
@@ -784,11 +831,15 @@ class LocalDisk:
                 yield entry
 
     # -- the record log ---------------------------------------------------------------------
-    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
+    async def append_records(self, records: list[bytes], *, sync: bool, data: bool = False) -> list[list[int]]:
         """Group commit: calls that arrive while a batch is being written and synced wait
-        for the next batch, which takes all of them in one write and one fsync."""
+        for the next batch, which takes all of them in one write and one fsync. ``data``:
+        the records carry new data (inline objects), refused below the disk's reserve;
+        deletions and compaction's records are not."""
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
+        if data:
+            self._room_for(sum(len(p) for p in records))
         if self._log_owner is not None:
             return await self._log_owner.append_records(records, sync=sync)
         for p in records:  # an oversized record fails alone, here (framing is the pool's work)

@@ -788,8 +788,8 @@ class PowerLossDisk:
         async for entry in self.inner.walk_entries(path, depth):
             yield entry
 
-    async def append_records(self, records: list[bytes], *, sync: bool) -> list[list[int]]:
-        return await self.inner.append_records(records, sync=sync)
+    async def append_records(self, records: list[bytes], *, sync: bool, data: bool = False) -> list[list[int]]:
+        return await self.inner.append_records(records, sync=sync, data=data)
 
     async def read_record(self, location: list[int]) -> bytes:
         return await self.inner.read_record(location)

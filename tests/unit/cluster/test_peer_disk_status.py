@@ -227,6 +227,30 @@ async def test_one_disk_failing_in_a_batch_fails_only_its_appends(peer) -> None:
         assert await peer.local[peer.paths[i]].read_record(results[i][0]) == b"record"
 
 
+async def test_a_full_disk_refuses_new_data_but_takes_a_deletion_sharing_its_call(peer, monkeypatch) -> None:
+    """A peer's disk at its free-space reserve: a small PUT's record is refused (``DiskFull``)
+    while a delete marker's, in the same disk/append_batch call, goes in."""
+    from buckets.errors import DiskFull
+    from buckets.storage import local
+
+    disk = remote_disks(peer)[0]
+    group = remotedisk.peer_disks(disk.client)
+    monkeypatch.setattr(local, "disk_reserve", 100.0)  # the whole disk is reserve: no data goes in
+    calls = group.append_calls
+    results = await asyncio.gather(disk.append_records([b"new object"], sync=True, data=True),
+                                   disk.append_records([b"delete marker"], sync=True),
+                                   disk.append_records([b"another object"], sync=True, data=True),
+                                   return_exceptions=True)
+    assert isinstance(results[0], DiskFull) and isinstance(results[2], DiskFull), results
+    assert "kept for deletions" in str(results[0])
+    assert await peer.local[peer.paths[0]].read_record(results[1][0]) == b"delete marker"
+    assert group.append_calls - calls <= 2  # batched as before
+    assert disk.online  # full is not failing
+    monkeypatch.setattr(local, "disk_reserve", 0.0)
+    got = await disk.append_records([b"new object"], sync=True, data=True)  # room again: in at once
+    assert await peer.local[peer.paths[0]].read_record(got[0]) == b"new object"
+
+
 async def test_a_peer_without_append_batch_gets_one_call_per_disk(tmp_path) -> None:
     old = Peer(str(tmp_path))  # a peer of the version before disk/append_batch
     del old.rpc._handlers[("disk", "append_batch")]
@@ -245,7 +269,9 @@ async def test_a_peer_without_append_batch_gets_one_call_per_disk(tmp_path) -> N
 async def test_append_batch_refuses_malformed_arguments(peer) -> None:
     client = peer.node.client()
     for args in ({"disks": [1, 2]}, {"disks": {peer.paths[0]: {"records": ["text"]}}},
-                 {"disks": {peer.paths[0]: {"records": b"x"}}}):
+                 {"disks": {peer.paths[0]: {"records": b"x"}}},
+                 {"disks": {peer.paths[0]: {"records": [b"x"], "data": [1]}}},
+                 {"disks": {peer.paths[0]: {"records": [b"x"], "data": "all"}}}):
         with pytest.raises(BadPeerRequest):
             await client.call("disk", "append_batch", args)
     assert await peer.local[peer.paths[0]].list_segments() == []  # nothing appended

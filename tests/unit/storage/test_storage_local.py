@@ -77,3 +77,38 @@ async def test_format_file_round_trip_and_errors(disk) -> None:
         with pytest.raises(FormatError, match=match):
             DiskFormat.from_json(bad, "where")
     assert len(set(ids)) == 3 and dep not in ids
+
+
+# -- the free-space reserve (--disk-reserve): new data refused below it, deletions not -------------
+def test_the_reserve_is_a_percent_with_a_floor_capped_for_small_disks() -> None:
+    from buckets.storage.local import reserve_bytes
+
+    gib = 1 << 30
+    assert reserve_bytes(1000 * gib, 1.0) == 10 * gib  # 1% of a large disk
+    assert reserve_bytes(10 * gib, 1.0) == 256 << 20  # at least 256 MiB ...
+    assert reserve_bytes(1 * gib, 1.0) == int(0.05 * gib)  # ... but never more than 5% of a small one
+    assert reserve_bytes(1000 * gib, 0.0) == 0  # 0: none
+    assert reserve_bytes(1000 * gib, 10.0) == 100 * gib
+
+
+async def test_a_disk_at_its_reserve_refuses_new_data_and_takes_the_rest(disk, monkeypatch) -> None:
+    from buckets.storage import local
+
+    writer = await disk.create_file("tmp/streaming")  # opened with room
+    await writer.write(b"x" * 8192)
+    monkeypatch.setattr(local, "disk_reserve", 100.0)  # now every byte of the disk is reserve
+    disk._space = None  # (the statvfs of a second ago would serve otherwise)
+    with pytest.raises(DiskFull, match="kept for deletions"):
+        await writer.write(b"y" * 8192)  # a shard file stops where the reserve begins
+    await writer.abort()
+    with pytest.raises(DiskFull):
+        await disk.create_file("tmp/another")
+    with pytest.raises(DiskFull):
+        await disk.append_records([b"an inline object"], sync=False, data=True)
+    assert disk.online  # full is not failing
+    loc = (await disk.append_records([b"a delete marker"], sync=False))[0]  # deletions use the reserve
+    assert await disk.read_record(loc) == b"a delete marker"
+    await disk.write_file("meta/x", b"metadata", sync=False)  # and metadata
+    monkeypatch.setattr(local, "disk_reserve", 0.0)
+    loc = (await disk.append_records([b"an inline object"], sync=False, data=True))[0]
+    assert await disk.read_record(loc) == b"an inline object"

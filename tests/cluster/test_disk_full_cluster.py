@@ -1,0 +1,58 @@
+"""A cluster whose disks fill up: every node's disks are small tmpfs mounts. New data through
+any node is refused with ``507 StorageFull`` once the disks reach their reserve (the peers'
+disks refuse shard files and small objects' records; a delete marker sharing the call goes
+in), deletions through another node free space, and writes go in again. Marked ``cluster``
+(make test-cluster); the single node's case is in make test (integration/test_disk_full.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from botocore.exceptions import ClientError
+from clusterproc import Cluster
+from smalldisks import small_disks
+
+pytestmark = pytest.mark.cluster
+
+MiB = 1 << 20
+
+
+def _code(error: ClientError) -> tuple[str, int]:
+    return error.response["Error"]["Code"], error.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _fill(s3, prefix: str, size: int, limit: int) -> tuple[list[str], ClientError]:
+    stored = []
+    for i in range(limit):
+        try:
+            s3.put_object(Bucket="full", Key=f"{prefix}/{i:04d}", Body=os.urandom(size))
+        except ClientError as refused:
+            return stored, refused
+        stored.append(f"{prefix}/{i:04d}")
+    raise AssertionError(f"{limit} objects of {size} bytes went into the small disks")
+
+
+def test_a_full_cluster_refuses_new_data_with_507_and_still_deletes(tmp_path) -> None:
+    c = Cluster(tmp_path, nodes=3, disks=2)
+    with small_disks(c.disk_roots(), 20):
+        c.start()
+        try:
+            s3 = {i: c.client(i) for i in (1, 2, 3)}
+            s3[1].create_bucket(Bucket="full")
+            big, refused = _fill(s3[1], "big", MiB, 300)
+            assert len(big) >= 10 and _code(refused) == ("StorageFull", 507), (len(big), refused.response)
+            small, refused = _fill(s3[3], "small", 3000, 3000)  # records on the peers' logs
+            assert _code(refused) == ("StorageFull", 507), refused.response
+            assert len(s3[2].get_object(Bucket="full", Key=big[0])["Body"].read()) == MiB
+            s3[2].delete_object(Bucket="full", Key=big[0])
+            deleted = s3[3].delete_objects(Bucket="full", Delete={"Objects": [{"Key": k} for k in big[1:6] + small]})
+            assert "Errors" not in deleted, deleted["Errors"][:3]
+            listed = [o["Key"] for o in s3[1].list_objects_v2(Bucket="full").get("Contents", [])]
+            assert listed == sorted(big[6:])
+            s3[1].put_object(Bucket="full", Key="after-delete", Body=b"a" * MiB)
+            assert s3[3].get_object(Bucket="full", Key="after-delete")["Body"].read() == b"a" * MiB
+            s3[2].put_object(Bucket="full", Key="small-after", Body=b"s" * 100)
+            assert s3[1].get_object(Bucket="full", Key="small-after")["Body"].read() == b"s" * 100
+        finally:
+            c.stop_and_check_logs()

@@ -1,0 +1,114 @@
+"""A store whose disks fill up: new data is refused with ``507 StorageFull`` (not a 503 that
+SDKs retry) once the disks reach their free-space reserve (``--disk-reserve``), and what frees
+space still works: reads, listings, DeleteObject, DeleteObjects, aborting an upload. Space a
+deletion freed takes writes again at once; a restart of a full node serves as before.
+
+Real filesystems that fill: each disk is a 24 MiB tmpfs (needs root and mount; skipped
+where that is not allowed). Before the reserve, a disk filled to its last block refused the
+delete markers too: nothing could be freed through S3. In `make test`: about 5 s."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from buckets.admin.client import AdminClient
+from s3server import ROOT_PASSWORD, ROOT_USER, error_of, start_server, stop_server
+from smalldisks import small_disks as mounted_disks
+
+MiB = 1 << 20
+DISKS = 4
+
+
+@pytest.fixture
+def small_disks(tmp_path: Path):
+    with mounted_disks([tmp_path / "data" / f"disk{i}" for i in range(1, DISKS + 1)], 24):
+        yield tmp_path
+
+
+def _fill(s3, bucket: str, prefix: str, size: int, limit: int) -> tuple[list[str], ClientError]:
+    """PUT ``size``-byte objects until one is refused: the keys stored and the refusal."""
+    stored = []
+    for i in range(limit):
+        key = f"{prefix}/{i:04d}"
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=os.urandom(size))
+        except ClientError as refused:
+            return stored, refused
+        stored.append(key)
+    raise AssertionError(f"{limit} objects of {size} bytes went into 4 x 24 MiB disks")
+
+
+def _staged(data: Path) -> list[str]:
+    return [str(p) for disk in data.iterdir() for p in (disk / ".buckets.sys" / "tmp").rglob("*") if p.is_file()]
+
+
+def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: Path) -> None:
+    srv = start_server(small_disks)
+    try:
+        s3 = srv.client()  # boto3's defaults: it retries 503s, not a 507
+        s3.create_bucket(Bucket="full")
+        big, refused = _fill(s3, "full", "big", MiB, 200)
+        assert len(big) >= 20, len(big)
+        assert error_of_client(refused) == ("StorageFull", 507), refused.response
+        message = refused.response["Error"]["Message"]
+        assert "storage is full" in message and str(small_disks) not in message  # no server paths
+        refused_key = f"big/{len(big):04d}"
+        log = srv.wait_log(f"PUT /full/{refused_key} 507")
+        assert log.count(f"PUT /full/{refused_key} 507") == 1  # asked once: not retried
+        with pytest.raises(ClientError) as gone:
+            s3.head_object(Bucket="full", Key=refused_key)
+        assert error_of(gone)[1] == 404  # nothing of the refused PUT stands
+        assert _staged(small_disks / "data") == []
+        # Small objects (records in the disks' logs) fill what a large one's pieces left (if any), then stop.
+        small, refused = _fill(s3, "full", "small", 2000, 2000)
+        assert error_of_client(refused) == ("StorageFull", 507), refused.response
+        # The operator sees why: every disk is "full" in `buckets-admin info`.
+        info = AdminClient(srv.endpoint, ROOT_USER, ROOT_PASSWORD).call("GET", "info")
+        assert [d["state"] for d in info["disks"]] == ["full"] * DISKS, info["disks"]
+        assert all(0 < d["free"] < d["reserve"] for d in info["disks"]), info["disks"]
+        # A multipart upload starts (a small record), its part is refused.
+        upload = s3.create_multipart_upload(Bucket="full", Key="multi")["UploadId"]
+        with pytest.raises(ClientError) as part:
+            s3.upload_part(Bucket="full", Key="multi", UploadId=upload, PartNumber=1, Body=os.urandom(MiB))
+        assert error_of(part) == ("StorageFull", 507)
+
+        # Everything stored reads back, and the listing is whole.
+        assert len(s3.get_object(Bucket="full", Key=big[0])["Body"].read()) == MiB
+        listed = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="full")
+                  for o in page.get("Contents", [])]
+        assert listed == sorted(big + small)
+
+        # What frees space works on a full store, and the space is taken again at once.
+        s3.abort_multipart_upload(Bucket="full", Key="multi", UploadId=upload)
+        s3.delete_object(Bucket="full", Key=big[0])
+        deleted = s3.delete_objects(Bucket="full", Delete={"Objects": [{"Key": k} for k in big[1:8] + small]})
+        assert "Errors" not in deleted, deleted["Errors"][:3]
+        for key in (big[0], big[7], *small[:1]):
+            with pytest.raises(ClientError) as gone:
+                s3.head_object(Bucket="full", Key=key)
+            assert error_of(gone)[1] == 404
+        s3.put_object(Bucket="full", Key="after-delete", Body=b"z" * MiB)
+        assert s3.get_object(Bucket="full", Key="after-delete")["Body"].read() == b"z" * MiB
+        _, refused = _fill(s3, "full", "again", MiB, 200)  # full again
+        assert error_of_client(refused) == ("StorageFull", 507)
+    finally:
+        stop_server(srv)
+
+    # A full node starts and serves: reads, a deletion, and a write into the space it freed.
+    srv = start_server(small_disks)
+    try:
+        s3 = srv.client()
+        assert len(s3.get_object(Bucket="full", Key=big[-1])["Body"].read()) == MiB
+        s3.delete_object(Bucket="full", Key=big[-1])
+        s3.put_object(Bucket="full", Key="after-restart", Body=b"r" * 1000)
+        assert s3.get_object(Bucket="full", Key="after-restart")["Body"].read() == b"r" * 1000
+    finally:
+        stop_server(srv)
+
+
+def error_of_client(error: ClientError) -> tuple[str, int]:
+    return error.response["Error"]["Code"], error.response["ResponseMetadata"]["HTTPStatusCode"]

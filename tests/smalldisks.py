@@ -1,0 +1,36 @@
+"""Small real filesystems for tests of a store that fills up: a tmpfs of a few MiB mounted on
+each disk directory (needs root and mount; the test is skipped where that is not allowed)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _unmount(mounted: list[Path]) -> None:
+    for disk in mounted:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@contextlib.contextmanager
+def small_disks(paths: list[Path], size_mib: int) -> Iterator[list[Path]]:
+    """Mount a ``size_mib`` MiB tmpfs on each of ``paths`` (created), unmounted on exit."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+    try:
+        for disk in paths:
+            disk.mkdir(parents=True, exist_ok=True)
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(disk)],
+                                  capture_output=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+            mounted.append(disk)
+        yield mounted
+    finally:
+        _unmount(mounted)
