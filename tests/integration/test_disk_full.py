@@ -51,6 +51,7 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
     try:
         s3 = srv.client()  # boto3's defaults: it retries 503s, not a 507
         s3.create_bucket(Bucket="full")
+        s3.put_object(Bucket="full", Key="kept-small", Body=b"k" * 3000)  # a record in each disk's log
         big, refused = _fill(s3, "full", "big", MiB, 200)
         assert len(big) >= 20, len(big)
         assert error_of_client(refused) == ("StorageFull", 507), refused.response
@@ -76,11 +77,16 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
             s3.upload_part(Bucket="full", Key="multi", UploadId=upload, PartNumber=1, Body=os.urandom(MiB))
         assert error_of(part) == ("StorageFull", 507)
 
+        # A metadata change is not new data: a small object's records are written again, in the reserve.
+        s3.put_object_tagging(Bucket="full", Key="kept-small", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+        assert s3.get_object_tagging(Bucket="full", Key="kept-small")["TagSet"] == [{"Key": "k", "Value": "v"}]
+        assert s3.get_object(Bucket="full", Key="kept-small")["Body"].read() == b"k" * 3000
+
         # Everything stored reads back, and the listing is whole.
         assert len(s3.get_object(Bucket="full", Key=big[0])["Body"].read()) == MiB
         listed = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="full")
                   for o in page.get("Contents", [])]
-        assert listed == sorted(big + small)
+        assert listed == sorted(big + small + ["kept-small"])
 
         # What frees space works on a full store, and the space is taken again at once.
         s3.abort_multipart_upload(Bucket="full", Key="multi", UploadId=upload)

@@ -164,13 +164,16 @@ async def relocate(store: "Store", bucket: str, key: str, disk, meta: dict) -> N
 
 
 async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks: list,
-                       data: dict[int, bytes | None], *, full: set[int] | None = None) -> dict[int, list]:
+                       data: dict[int, bytes | None], *, full: set[int] | None = None,
+                       new_data: bool | None = None) -> dict[int, list]:
     """Append slot ``i``'s record (with ``data[i]``) to ``disks[i]`` for every ``i`` in ``data``;
-    the locations of those that succeeded, by slot. Every record but a delete marker's is new
-    data, refused by a disk at its free-space reserve: those slots are added to ``full``."""
+    the locations of those that succeeded, by slot. ``new_data`` (by default: any record but a
+    delete marker's) is refused by a disk at its free-space reserve: those slots are added to
+    ``full``. A metadata change's records (the same data again) are not new data."""
     out: dict[int, list] = {}
     payloads = slot_payloads(bucket, key, entry, {i: data[i] for i in data if disks[i] is not None})
-    new_data = not entry.get("dm")
+    if new_data is None:
+        new_data = not entry.get("dm")
 
     async def one(i: int) -> None:
         d = disks[i]
@@ -258,7 +261,7 @@ async def rewrite_records(store: "Store", bucket: str, key: str, entry: dict, up
             continue
         if meta.get("wid") == entry["wid"] and meta.get("shard") == i:
             data[i] = meta.get("data") or b""
-    got = await append_slots(store, bucket, key, updated, disks, data)
+    got = await append_slots(store, bucket, key, updated, disks, data, new_data=False)  # may use the reserve
     return [got.get(i) for i in range(n)]
 
 

@@ -360,7 +360,15 @@ async def update_object(self: "Store", bucket: str, key: str, version_id: str | 
                 else:
                     updated[f] = v
             if smalllog.uses_log(entry):  # new records carrying the change, before the entry points at them
-                updated[smalllog.LOG_FIELD] = await smalllog.rewrite_records(self, bucket, key, entry, updated)
+                locs = await smalllog.rewrite_records(self, bucket, key, entry, updated)
+                stored = sum(loc is not None for loc in locs)
+                if stored < entry["k"]:
+                    # Fewer new records than a read needs: the entry would point at too few, and
+                    # the object would not read (all its disks failing an append, or full to the
+                    # last block). The change fails; the object keeps its records and metadata.
+                    raise errors.WriteQuorumLost(f"Write quorum lost: {stored} of {entry['k'] + entry['m']} disks "
+                                                 f"took the change, {entry['k']} needed")
+                updated[smalllog.LOG_FIELD] = locs
             if not await self.catalog.update_version(bucket, key, updated):
                 if version_id is None and attempts < _UPDATE_ATTEMPTS:
                     continue  # replaced through another node since it was read: change the new one

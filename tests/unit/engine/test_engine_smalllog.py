@@ -126,6 +126,34 @@ async def test_a_slot_that_missed_the_write_is_healed_as_a_record(tmp_disks) -> 
         await store.close()
 
 
+async def test_a_metadata_change_that_reaches_too_few_disks_fails_and_the_object_still_reads(tmp_disks) -> None:
+    """Tags on a small object whose new records no disk takes (every disk failing appends, as
+    disks full to their last block do): before, the entry was committed pointing at no record,
+    and the object no longer read ("0 good inline pieces of 4")."""
+    paths = tmp_disks(4)
+    disks = [FaultyDisk(LocalDisk(p)) for p in paths]
+    store = await Store.open_disks(disks, **OPTS)
+    try:
+        await store.make_bucket("bkt")
+        body = content("m", 2500)
+        await store.put_object("bkt", "m", body, len(body), PutOptions(tags={"old": "1"}))
+        before = store.registry.get_object("bkt", "m")
+        for d in disks[:3]:
+            d.fail("append_records", error=errors.DiskFull)
+        with pytest.raises(errors.WriteQuorumLost):
+            await store.update_object("bkt", "m", tags={"new": "2"})
+        after = store.registry.get_object("bkt", "m")
+        assert after["lg"] == before["lg"] and after.get("tg") == {"old": "1"}
+        assert await get_bytes(store, "bkt", "m") == body
+        for d in disks[:3]:
+            d.clear()
+        await store.update_object("bkt", "m", tags={"new": "2"})  # disks back: it goes through
+        assert store.registry.get_object("bkt", "m")["tg"] == {"new": "2"}
+        assert await get_bytes(store, "bkt", "m") == body
+    finally:
+        await store.close()
+
+
 async def test_write_quorum_lost_leaves_nothing_readable(tmp_disks) -> None:
     paths = tmp_disks(4)
     disks = [FaultyDisk(LocalDisk(p)) for p in paths]
