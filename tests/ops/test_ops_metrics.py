@@ -39,6 +39,8 @@ def test_metrics_parse_and_describe_the_node(server: Server) -> None:
         assert value(samples, "buckets_disk_online", endpoint=str(disk)) == 1
         assert value(samples, "buckets_disk_total_bytes", endpoint=str(disk)) > 0
         assert value(samples, "buckets_disk_free_bytes", endpoint=str(disk)) > 0
+        total = value(samples, "buckets_disk_total_bytes", endpoint=str(disk))
+        assert 0.0099 * total <= value(samples, "buckets_disk_reserve_bytes", endpoint=str(disk)) <= 0.05 * total
     for name in ("buckets_heal_shards_bad_total", "buckets_heal_shards_repaired_total",
                  "buckets_heal_shards_failed_total", "buckets_registry_cache_hits_total",
                  "buckets_registry_cache_misses_total", "buckets_registry_commits_total",

@@ -26,6 +26,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 
 from buckets import __version__
+from buckets.storage.local import reserve_bytes
 
 # Latency buckets from a cached HEAD (sub-millisecond) to a large streamed PUT (minutes).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -84,6 +85,9 @@ class StoreCollector:
         total = GaugeMetricFamily("buckets_disk_total_bytes", "Capacity of the disk's filesystem.", labels=labels)
         free = GaugeMetricFamily("buckets_disk_free_bytes", "Free bytes on the disk's filesystem.", labels=labels)
         used = GaugeMetricFamily("buckets_disk_used_bytes", "Used bytes on the disk's filesystem.", labels=labels)
+        reserve = GaugeMetricFamily("buckets_disk_reserve_bytes", "Free bytes the disk keeps for deletions "
+                                    "(--disk-reserve): below it, new data is refused (507 StorageFull).",
+                                    labels=labels)
         online = GaugeMetricFamily("buckets_disk_online", "1 if the disk is online, else 0.", labels=labels)
         healing = GaugeMetricFamily("buckets_disk_healing", "1 while the disk is being refilled.", labels=labels)
         infos = {info.disk_id: info for info in self.disks}
@@ -97,7 +101,8 @@ class StoreCollector:
                 total.add_metric(key, info.total)
                 free.add_metric(key, info.free)
                 used.add_metric(key, info.used)
-        yield from (total, free, used, online, healing)
+                reserve.add_metric(key, reserve_bytes(info.total))
+        yield from (total, free, used, reserve, online, healing)
         data, parity = store.layout
         count_online = sum(1 for disk in store.disks if disk.online)
         yield GaugeMetricFamily("buckets_disks", "Disks configured on this node.", value=len(store.disks))
