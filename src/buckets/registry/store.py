@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import logging
 import os
 import struct
 import time
@@ -27,12 +28,14 @@ import lmdb
 import msgpack
 import xxhash
 
-from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket
+from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket, StorageFull
 from buckets.registry.cache import LRUCache, in_background
 from buckets.registry.entrycodec import (
     MARK, compact, compactable, default_checksum, default_checksum_fields, expand,
 )
 from buckets.runtime import Workers
+
+log = logging.getLogger("buckets.registry")
 
 LONG = 480  # record-key bytes; keeps us under LMDB's 511-byte key limit
 # Object record values: _SINGLE | u16 head length | head | entry, where head is the msgpack
@@ -234,11 +237,24 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _typed_failure(exc: Exception, path: str) -> Exception:
+    """A commit's failure as the client should see it: a registry that cannot grow (its map
+    size reached, or its disk full to the last block) is a full store (``507 StorageFull``,
+    logged with the path), not a 500."""
+    if isinstance(exc, lmdb.MapFullError):
+        log.error("registry %s reached its map size: no commit goes in until objects are deleted", path)
+        return StorageFull("The storage is full: the registry reached its size limit. Delete objects to make room.")
+    if isinstance(exc, lmdb.Error) and "No space left" in str(exc):
+        log.error("registry %s: its disk is full: %s", path, exc)
+        return StorageFull()
+    return exc
+
+
 class Registry:
     TABLES = ("buckets", "objects", "small", "uploads", "users", "usage", "sys", "tombs", "events", "versions")
 
     def __init__(self, path: str, *, cache_size: int = 1_000_000, sync: bool = True,
-                 map_size: int = 1 << 36) -> None:
+                 map_size: int = 1 << 40) -> None:
         self.path = path
         self.created = not os.path.exists(os.path.join(path, "data.mdb"))
         os.makedirs(path, exist_ok=True)
@@ -320,6 +336,7 @@ class Registry:
                 try:
                     results, deltas = await self._pool.run(self._apply, [ops for ops, _ in batch])
                 except Exception as exc:  # the environment failed (disk full, I/O): fail the batch
+                    exc = _typed_failure(exc, self.path)
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)

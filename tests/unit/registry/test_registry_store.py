@@ -330,3 +330,24 @@ async def test_buckets_uploads_users_sys(registry) -> None:
     await registry.commit([Op("delete_bucket", "zz")])
     assert [n for n, _ in registry.list_buckets()] == ["aa", "b", "bkt"]
     assert registry.size_bytes() > 0
+
+
+async def test_a_registry_at_its_map_size_answers_storage_full_not_a_crash(tmp_path) -> None:
+    """LMDB's map size reached: the commit fails as a full store (507 StorageFull), the
+    registry stays open and serves reads. (The default map is 1 TiB; this one is 1 MiB.)"""
+    from buckets.errors import StorageFull
+
+    reg = Registry(str(tmp_path / "reg"), cache_size=0, sync=False, map_size=1 << 20)
+    reg.start()
+    try:
+        await reg.commit(buckets("b"))
+        stored = 0
+        with pytest.raises(StorageFull):
+            for i in range(10_000):
+                await reg.commit([Op("put_object", "b", f"key-{i:05d}-" + "x" * 200,
+                                     value=entry(size=i, etag="e" * 32))])
+                stored = i + 1
+        assert stored > 100
+        assert reg.get_object("b", "key-00000-" + "x" * 200)["size"] == 0
+    finally:
+        await reg.close()
