@@ -18,15 +18,17 @@ def _unmount(mounted: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def small_disks(paths: list[Path], size_mib: int) -> Iterator[list[Path]]:
-    """Mount a ``size_mib`` MiB tmpfs on each of ``paths`` (created), unmounted on exit."""
+def small_disks(paths: list[Path], size_mib: int | list[int]) -> Iterator[list[Path]]:
+    """Mount a ``size_mib`` MiB tmpfs (one size, or one per path) on each of ``paths``
+    (created), unmounted on exit."""
+    sizes = size_mib if isinstance(size_mib, list) else [size_mib] * len(paths)
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mounted: list[Path] = []
     try:
-        for disk in paths:
+        for disk, size in zip(paths, sizes):
             disk.mkdir(parents=True, exist_ok=True)
-            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(disk)],
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}m", "tmpfs", str(disk)],
                                   capture_output=True)
             if done.returncode != 0:
                 pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode(errors='replace').strip()}")

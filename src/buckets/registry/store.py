@@ -274,6 +274,7 @@ class Registry:
         self._committer: asyncio.Task | None = None
         self._pool = Workers(max_workers=1, thread_name_prefix="registry-commit")
         self._read_pool = Workers(max_workers=2, thread_name_prefix="registry-read")
+        self._room: tuple[float, bool] = (float("-inf"), True)  # (monotonic time, room) of check_room's statvfs
         self.commits = 0
         self.committed_ops = 0
         self.last_batch = 0
@@ -316,6 +317,26 @@ class Registry:
         with self.env.begin(db=self.db["usage"]) as txn:
             for k, v in txn.cursor():
                 self.usage[bytes(k).decode()] = list(_unpack(v))
+
+    def check_room(self) -> None:
+        """Raise ``StorageFull`` when the registry's disk is below its free-space reserve
+        (``storage.local.disk_reserve``), before a write of a new object or part. Such a write
+        may still reach a quorum of other disks, but its entry grows the registry into the
+        reserve its disk keeps for deletions, until no deletion fits either. A statvfs at most
+        once a second."""
+        from buckets.storage import local
+
+        now = time.monotonic()
+        checked, room = self._room
+        if now - checked > 1.0:
+            try:
+                st = os.statvfs(self.path)
+            except OSError:
+                return  # the commit will say what is wrong with the disk
+            room = st.f_bavail * st.f_frsize >= local.reserve_bytes(st.f_blocks * st.f_frsize)
+            self._room = (now, room)
+        if not room:
+            raise StorageFull()
 
     # -- group commit ---------------------------------------------------------------
     async def commit(self, ops: list[Op]) -> None:
