@@ -12,6 +12,7 @@ remaining. Bad requests are refused with the right error and change nothing.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import diskview
@@ -148,6 +149,45 @@ def test_a_wiped_disk_of_a_member_is_formatted_under_its_known_id_and_refilled(t
         print([line for line in cluster.log(1).splitlines() if "refill of" in line][-1][:240])
         assert len(diskview.shards(disk)) >= 13  # a shard of every object is back (files or log records)
         read_all(cluster, [1], "wiped", seed)
+    finally:
+        cluster.stop_all()
+    bugs = cluster.bugs()
+    assert not bugs, bugs
+
+
+def test_a_multipart_upload_that_spans_a_disk_removal_completes_off_the_removed_disk(tmp_path: Path) -> None:
+    """An upload begun before remove-disk, its parts on the disk being removed, completed after
+    the migration was done and the disk dropped: the object must not name the removed disk (the
+    migration had nothing of it to move: the parts belong to no object until the Complete)."""
+    cluster = GrowCluster(tmp_path)
+    base = tmp_path / "n1"
+    try:
+        s3 = cluster.begin("spans")
+        out = cluster.admin(1, "cluster", "add-disk", f"{cluster.url(1)}{base}/d5").stdout
+        assert "Migration done" in out, out
+        parts = [os.urandom(5 << 20), os.urandom(1 << 20)]
+        upload = s3.create_multipart_upload(Bucket="spans", Key="big")["UploadId"]
+        etags = [s3.upload_part(Bucket="spans", Key="big", UploadId=upload, PartNumber=n, Body=body)["ETag"]
+                 for n, body in enumerate(parts, 1)]
+        holding = [f"d{i}" for i in range(2, 6) if (base / f"d{i}" / ".buckets.sys" / "multipart" / upload).is_dir()]
+        assert holding, "no disk but the first holds the upload's parts"
+        victim = holding[0]
+        out = cluster.admin(1, "cluster", "remove-disk", f"{cluster.url(1)}{base}/{victim}").stdout
+        assert "removed from the cluster" in out, out
+        s3.complete_multipart_upload(Bucket="spans", Key="big", UploadId=upload, MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, 1)]})
+        assert s3.get_object(Bucket="spans", Key="big")["Body"].read() == b"".join(parts)
+        # All four shards on disks of the cluster (the removed disk keeps its old copies: it has
+        # left, nothing there is touched). Before: one of the four was only on the removed disk.
+        placed = [f"{base}/{p.rsplit('/', 1)[-1]}" for p in disk_paths(cluster)]
+        assert f"{base}/{victim}" not in placed
+        shards = {k: {p: n for p, n in v.items() if p in placed}
+                  for k, v in cluster.census([1]).items() if k[0] == "spans"}
+        assert len(shards) == 1 and all(len(held) == 4 for held in shards.values()), shards
+        assert cluster.stop(1) == 0  # and it reads after a restart, with the removed disk gone
+        cluster.start(1)
+        cluster.wait_ready(1)
+        assert s3.get_object(Bucket="spans", Key="big")["Body"].read() == b"".join(parts)
     finally:
         cluster.stop_all()
     bugs = cluster.bugs()

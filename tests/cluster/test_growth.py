@@ -291,7 +291,8 @@ def test_pause_resume_and_throttle_take_effect_within_a_second(grown: Chain) -> 
     # finished job carries over to the next one).
     slow = 96 << 10
     api.call("POST", "cluster/migration/throttle", {"bytes_per_s": slow, "objects": 1})
-    c.admin(3, "cluster", "remove-node", c.url(5), "--no-wait")
+    # 4 nodes to 3 at 2+2: one node holds two shards of some objects, so it is accepted explicitly
+    c.admin(3, "cluster", "remove-node", c.url(5), "--no-wait", "--accept-lower-tolerance")
     deadline = time.monotonic() + 120
     while (status := c.migration(1))["moved_objects"] < 2 or status["state"] != "running":
         assert time.monotonic() < deadline, f"nothing moves: {status}"

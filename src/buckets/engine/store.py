@@ -651,6 +651,41 @@ class Store:
             if old["wid"] != entry["wid"]:
                 self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),
                                                in_log=smalllog.uses_log(old)))
+        if self.cluster is not None:
+            await self._follow_table(bucket, key, entry)
+
+    async def _follow_table(self, bucket: str, key: str, entry: dict) -> None:
+        """A cluster's write placed under a partition table that changed before it committed
+        (a membership change ran meanwhile; a multipart upload's disks are chosen when it is
+        created, maybe days before) moves itself to the current table now, before it is
+        acknowledged, as the migration would (``StoreMover.move``): the migration may have
+        finished before this entry existed, and the object would then name a disk that left
+        the cluster. One table lookup per write when nothing changed."""
+        if list(self.table.object_disks(bucket, key, entry["k"] + entry["m"])) == list(entry["disks"]):
+            return
+        from buckets.cluster.migration import ensure_coordinator
+
+        coordinator = ensure_coordinator(self)
+        if coordinator is None:
+            return
+        generation = self.table.generation
+        target = coordinator.mover.target(bucket, key, entry, generation)
+        if target is None:
+            return
+
+        async def unpaced(_: int) -> None:
+            return None
+
+        try:
+            outcome = await coordinator.mover.move(bucket, key, entry, target, generation, unpaced)
+        except Exception as exc:  # noqa: BLE001 - committed: the next migration pass moves it
+            outcome = None
+            log.warning("%s/%s: moving the write to generation %d failed: %s", bucket, key, generation, exc)
+        if outcome is not None and outcome.status == "failed":
+            log.warning("%s/%s: moving the write to generation %d failed: %s", bucket, key, generation, outcome.error)
+        elif outcome is not None:
+            log.info("%s/%s: written under an older table, %s to generation %d", bucket, key, outcome.status,
+                     generation)
 
     def read_started(self, ident: tuple[str, str, str]) -> None:
         slot = self._active_reads.get(ident)
