@@ -10,6 +10,7 @@ delete markers too: nothing could be freed through S3. In `make test`: about 5 s
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,20 @@ def _fill(s3, bucket: str, prefix: str, size: int, limit: int) -> tuple[list[str
             return stored, refused
         stored.append(key)
     raise AssertionError(f"{limit} objects of {size} bytes went into 4 x 24 MiB disks")
+
+
+def _put_once_freed(s3, bucket: str, key: str, body: bytes) -> None:
+    """PUT, retried for a few seconds while it is refused for space: a deletion's data goes
+    just after its answer (the space is free a moment later, and a client retrying sees it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            return
+        except ClientError as refused:
+            if error_of_client(refused) != ("StorageFull", 507) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _staged(data: Path) -> list[str]:
@@ -99,7 +114,7 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
             with pytest.raises(ClientError) as gone:
                 s3.head_object(Bucket="full", Key=key)
             assert error_of(gone)[1] == 404
-        s3.put_object(Bucket="full", Key="after-delete", Body=b"z" * MiB)
+        _put_once_freed(s3, "full", "after-delete", b"z" * MiB)
         assert s3.get_object(Bucket="full", Key="after-delete")["Body"].read() == b"z" * MiB
         _, refused = _fill(s3, "full", "again", MiB, 200)  # full again
         assert error_of_client(refused) == ("StorageFull", 507)
@@ -112,7 +127,7 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
         s3 = srv.client()
         assert len(s3.get_object(Bucket="full", Key=big[-1])["Body"].read()) == MiB
         s3.delete_object(Bucket="full", Key=big[-1])
-        s3.put_object(Bucket="full", Key="after-restart", Body=b"r" * 1000)
+        _put_once_freed(s3, "full", "after-restart", b"r" * 1000)
         assert s3.get_object(Bucket="full", Key="after-restart")["Body"].read() == b"r" * 1000
     finally:
         stop_server(srv)

@@ -323,12 +323,13 @@ class Registry:
         (``storage.local.disk_reserve``), before a write of a new object or part. Such a write
         may still reach a quorum of other disks, but its entry grows the registry into the
         reserve its disk keeps for deletions, until no deletion fits either. A statvfs at most
-        once a second."""
+        once a second while there is room, and at every write while there is not (so space a
+        deletion freed is seen at once)."""
         from buckets.storage import local
 
         now = time.monotonic()
         checked, room = self._room
-        if now - checked > 1.0:
+        if not room or now - checked > 1.0:
             try:
                 st = os.statvfs(self.path)
             except OSError:
