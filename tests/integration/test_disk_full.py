@@ -1,7 +1,8 @@
 """A store whose disks fill up: new data is refused with ``507 StorageFull`` (not a 503 that
 SDKs retry) once the disks reach their free-space reserve (``--disk-reserve``), and what frees
 space still works: reads, listings, DeleteObject, DeleteObjects, aborting an upload. Space a
-deletion freed takes writes again at once; a restart of a full node serves as before.
+deletion freed takes writes again (once its data is gone, just after the answer); a restart
+of a full node serves as before.
 
 Real filesystems that fill: each disk is a 24 MiB tmpfs (needs root and mount; skipped
 where that is not allowed). Before the reserve, a disk filled to its last block refused the
@@ -105,7 +106,7 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
                   for o in page.get("Contents", [])]
         assert listed == sorted(big + small + ["kept-small"])
 
-        # What frees space works on a full store, and the space is taken again at once.
+        # What frees space works on a full store, and the space is taken again once freed.
         s3.abort_multipart_upload(Bucket="full", Key="multi", UploadId=upload)
         s3.delete_object(Bucket="full", Key=big[0])
         deleted = s3.delete_objects(Bucket="full", Delete={"Objects": [{"Key": k} for k in big[1:8] + small]})
