@@ -253,10 +253,12 @@ class AdminApi:
         health = node_health(store)
         disks = []
         for info, disk in zip(await store.disk_infos(), store.disks):
-            # "full": at its free-space reserve, the disk takes no new data (507 StorageFull)
+            # "full": at (or within a write's pieces of) its free-space reserve, the disk refuses
+            # new data (507 StorageFull): a shard piece is refused once it would cross the reserve
             reserve = reserve_bytes(info.total) if info.online else 0
+            near = reserve + min(reserve, 64 << 20)
             state = "healing" if getattr(disk, "healing", False) and info.online else (
-                ("full" if reserve and info.free < reserve else "online") if info.online else "offline")
+                ("full" if reserve and info.free < near else "online") if info.online else "offline")
             disks.append({"endpoint": info.endpoint, "id": info.disk_id, "state": state, "total": info.total,
                           "free": info.free, "used": info.used, "reserve": reserve, "error": info.error or None})
         usage = store.registry.usage
