@@ -36,3 +36,22 @@ def small_disks(paths: list[Path], size_mib: int | list[int]) -> Iterator[list[P
         yield mounted
     finally:
         _unmount(mounted)
+
+
+def put_once_freed(s3, bucket: str, key: str, body: bytes, *, wait: float = 10.0) -> None:
+    """PUT, retried for ``wait`` seconds while it is refused for space (``507 StorageFull``): a
+    deletion's data goes just after its answer, so the space is free a moment later."""
+    import time
+
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            return
+        except ClientError as refused:
+            code = (refused.response["Error"]["Code"], refused.response["ResponseMetadata"]["HTTPStatusCode"])
+            if code != ("StorageFull", 507) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -7,12 +7,11 @@ in), deletions through another node free space, and writes go in again. Marked `
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from botocore.exceptions import ClientError
 from clusterproc import Cluster
-from smalldisks import small_disks
+from smalldisks import put_once_freed, small_disks
 
 pytestmark = pytest.mark.cluster
 
@@ -34,20 +33,6 @@ def _fill(s3, prefix: str, size: int, limit: int) -> tuple[list[str], ClientErro
     raise AssertionError(f"{limit} objects of {size} bytes went into the small disks")
 
 
-def _put_once_freed(s3, key: str, body: bytes) -> None:
-    """PUT, retried for a few seconds while refused for space: a deletion's data goes just
-    after its answer."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            s3.put_object(Bucket="full", Key=key, Body=body)
-            return
-        except ClientError as refused:
-            if _code(refused) != ("StorageFull", 507) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_a_full_cluster_refuses_new_data_with_507_and_still_deletes(tmp_path) -> None:
     c = Cluster(tmp_path, nodes=3, disks=2)
     with small_disks(c.disk_roots(), 20):
@@ -65,9 +50,9 @@ def test_a_full_cluster_refuses_new_data_with_507_and_still_deletes(tmp_path) ->
             assert "Errors" not in deleted, deleted["Errors"][:3]
             listed = [o["Key"] for o in s3[1].list_objects_v2(Bucket="full").get("Contents", [])]
             assert listed == sorted(big[6:])
-            _put_once_freed(s3[1], "after-delete", b"a" * MiB)
+            put_once_freed(s3[1], "full", "after-delete", b"a" * MiB)
             assert s3[3].get_object(Bucket="full", Key="after-delete")["Body"].read() == b"a" * MiB
-            _put_once_freed(s3[2], "small-after", b"s" * 100)
+            put_once_freed(s3[2], "full", "small-after", b"s" * 100)
             assert s3[1].get_object(Bucket="full", Key="small-after")["Body"].read() == b"s" * 100
         finally:
             c.stop_and_check_logs()

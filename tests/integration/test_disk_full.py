@@ -11,7 +11,6 @@ delete markers too: nothing could be freed through S3. In `make test`: about 5 s
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from buckets.admin.client import AdminClient
 from s3server import ROOT_PASSWORD, ROOT_USER, error_of, start_server, stop_server
+from smalldisks import put_once_freed
 from smalldisks import small_disks as mounted_disks
 
 MiB = 1 << 20
@@ -42,20 +42,6 @@ def _fill(s3, bucket: str, prefix: str, size: int, limit: int) -> tuple[list[str
             return stored, refused
         stored.append(key)
     raise AssertionError(f"{limit} objects of {size} bytes went into 4 x 24 MiB disks")
-
-
-def _put_once_freed(s3, bucket: str, key: str, body: bytes) -> None:
-    """PUT, retried for a few seconds while it is refused for space: a deletion's data goes
-    just after its answer (the space is free a moment later, and a client retrying sees it)."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-            return
-        except ClientError as refused:
-            if error_of_client(refused) != ("StorageFull", 507) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _staged(data: Path) -> list[str]:
@@ -114,7 +100,7 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
             with pytest.raises(ClientError) as gone:
                 s3.head_object(Bucket="full", Key=key)
             assert error_of(gone)[1] == 404
-        _put_once_freed(s3, "full", "after-delete", b"z" * MiB)
+        put_once_freed(s3, "full", "after-delete", b"z" * MiB)
         assert s3.get_object(Bucket="full", Key="after-delete")["Body"].read() == b"z" * MiB
         _, refused = _fill(s3, "full", "again", MiB, 200)  # full again
         assert error_of_client(refused) == ("StorageFull", 507)
@@ -127,7 +113,7 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
         s3 = srv.client()
         assert len(s3.get_object(Bucket="full", Key=big[-1])["Body"].read()) == MiB
         s3.delete_object(Bucket="full", Key=big[-1])
-        _put_once_freed(s3, "full", "after-restart", b"r" * 1000)
+        put_once_freed(s3, "full", "after-restart", b"r" * 1000)
         assert s3.get_object(Bucket="full", Key="after-restart")["Body"].read() == b"r" * 1000
     finally:
         stop_server(srv)
