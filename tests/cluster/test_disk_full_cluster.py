@@ -56,3 +56,37 @@ def test_a_full_cluster_refuses_new_data_with_507_and_still_deletes(tmp_path) ->
             assert s3[1].get_object(Bucket="full", Key="small-after")["Body"].read() == b"s" * 100
         finally:
             c.stop_and_check_logs()
+
+
+
+def test_an_index_replicas_registry_disk_at_its_reserve_stops_new_objects(tmp_path) -> None:
+    """Node 1's registry disk (its first) smaller than every other disk: once it is at its
+    reserve, new objects are refused with 507 although the other disks could take their
+    shards. Before, the writes went on degraded to the other disks (an object has at most one
+    shard on the small one) and the index entries grew node 1's registry, which replicates
+    every bucket of a 3-node cluster, into the space its disk keeps for deletions."""
+    c = Cluster(tmp_path, nodes=3, disks=2)
+    roots = c.disk_roots()
+    with small_disks(roots, [12] + [24] * 5):
+        c.start()
+        try:
+            s3 = {i: c.client(i) for i in (1, 2, 3)}
+            s3[1].create_bucket(Bucket="full")
+            if not (roots[0] / ".buckets.sys" / "registry").is_dir():
+                pytest.skip("node 1's registry went to another disk")
+            stored, refused = _fill(s3[2], "obj", 16 << 10, 8000)
+            assert _code(refused) == ("StorageFull", 507), refused.response
+            free = [os.statvfs(r).f_bavail * os.statvfs(r).f_frsize for r in roots]
+            # the other disks had room: what stopped the writes is node 1's registry disk, which
+            # keeps some of its reserve (5% of 12 MiB: its statvfs is read at most once a second
+            # while it has room, and a second's writes take a third of so small a reserve)
+            assert min(free[1:]) > 6 * MiB and free[0] > 64 << 10, (len(stored), free)
+            deleted = s3[3].delete_objects(Bucket="full", Delete={"Objects": [{"Key": k} for k in stored[:300]]})
+            assert "Errors" not in deleted, deleted["Errors"][:3]
+            listed = [o["Key"] for page in s3[1].get_paginator("list_objects_v2").paginate(Bucket="full")
+                      for o in page.get("Contents", [])]
+            assert listed == stored[300:]
+            assert len(s3[1].get_object(Bucket="full", Key=stored[-1])["Body"].read()) == 16 << 10
+            put_once_freed(s3[3], "full", "after-delete", b"d" * (16 << 10))
+        finally:
+            c.stop_and_check_logs()

@@ -540,6 +540,11 @@ class ClusterCatalog:
     # put_object(displaced=True) answers the entries the write replaced (Catalog protocol).
     reports_displaced = True
 
+    def check_room(self, bucket: str) -> None:
+        """``StorageFull`` when an index replica of ``bucket`` has its registry's disk at its
+        reserve (``ReplicatedIndex.check_room``): asked before a new object or part is written."""
+        self.index.check_room(bucket)
+
     async def put_object(self, bucket: str, key: str, entry: dict, *, small: bytes | None = None,
                          finished_upload: str | None = None, displaced: bool = False) -> list[dict] | None:
         async def write() -> list[dict] | None:

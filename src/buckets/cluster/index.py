@@ -93,6 +93,9 @@ KEY_LOCK_WAIT = 3.0
 # (cluster/node.py), which carry such a commit to every replica that is up.
 UNSETTLED_SECONDS = 150.0
 UNSETTLED_MAX = 4096
+# How long a writer keeps a replica's answer that its registry's disk is at its reserve
+# (``ReplicatedIndex.check_room``) without a newer answer: then one write goes in and asks again.
+FULL_MEMORY = 1.0
 
 
 class HybridClock:
@@ -262,6 +265,11 @@ class IndexReplica:
                 del self._merging[bucket]
             if done is not None:
                 done(applied)
+        if not self.registry.has_room():
+            # This node's registry disk is at its free-space reserve: writers stop sending new
+            # objects to the buckets it replicates (``ReplicatedIndex.check_room``), as a single
+            # node does (``Registry.check_room``), so deletions still fit.
+            answer["room"] = False
         return promise_answer(answer, self.promises, bucket)
 
     def _refuse_new(self, bucket: str) -> None:
@@ -980,6 +988,9 @@ class ReplicatedIndex:
         # (bucket, key, wid): {slot: record}. Taken (removed) by the GET's reader.
         self._records: OrderedDict[tuple[str, str, str], dict[int, bytes]] = OrderedDict()
         self.lease_waits = 0  # writes and reads that waited out a lease holder's promise
+        # The replicas whose last merge answer said their registry's disk is at its reserve,
+        # node -> time.monotonic() of that answer (``check_room``).
+        self._full: dict[str, float] = {}
         # Failed blind PUTs' merges undone on a replica (``_retract``), and those that could
         # not be (unreachable, or not answered in time).
         self.retractions = 0
@@ -1005,9 +1016,37 @@ class ReplicatedIndex:
         logged as "Task exception was never retrieved".)"""
         if node == self.node_id:
             call = self.local.handlers()[method](args)
-            return await (call if timeout is None else asyncio.wait_for(call, timeout))
-        return await asyncio.wait_for(self.transport(node, method, args),
-                                      self.timeout if timeout is None else min(timeout, self.timeout))
+            answer = await (call if timeout is None else asyncio.wait_for(call, timeout))
+        else:
+            answer = await asyncio.wait_for(self.transport(node, method, args),
+                                            self.timeout if timeout is None else min(timeout, self.timeout))
+        if method == "merge" and isinstance(answer, dict):
+            if answer.get("room") is False:
+                if node not in self._full:
+                    log.warning("the index replica on %s has its registry's disk at its free-space reserve: "
+                                "new objects in the buckets it replicates are refused (507) until it has room",
+                                node)
+                self._full[node] = time.monotonic()
+            else:
+                self._full.pop(node, None)
+        return answer
+
+    def check_room(self, bucket: str) -> None:
+        """Raise ``StorageFull`` when one of ``bucket``'s index replicas answered a merge lately
+        (within ``FULL_MEMORY`` seconds, and none since with room) that its registry's disk is
+        at its free-space reserve: a new object's entry would grow that registry into the space
+        its disk keeps for deletions, as ``Registry.check_room`` keeps a single node's. Learnt
+        from the merges' answers (any writer's, deletions' too), so no call of its own; once the
+        memory lapses a write goes in and its answer says again."""
+        if not self._full:
+            return
+        placement = self.replicas_of(bucket)
+        nodes = placement.nodes if isinstance(placement, IndexPlacement) else placement
+        now = time.monotonic()
+        for node in nodes:
+            seen = self._full.get(node)
+            if seen is not None and now - seen < FULL_MEMORY:
+                raise errors.StorageFull()
 
     async def _gather(self, nodes: Sequence[str], method: str, args: dict, need: int,
                       error: type[errors.BucketsError] = errors.ReadQuorumLost) -> list[tuple[str, Any]]:

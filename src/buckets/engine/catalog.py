@@ -53,6 +53,9 @@ class Catalog(Protocol):
         ``displaced=True`` and then returns the entries the write replaced, or None when it
         cannot tell: a PUT uses that instead of reading the key before it commits."""
     async def delete_object(self, bucket: str, key: str, entry: dict) -> None: ...
+    def check_room(self, bucket: str) -> None:
+        """``StorageFull`` when the registry that takes ``bucket``'s new entries is on a disk at
+        its free-space reserve (kept for deletions): asked before a new object or part."""
     async def put_object_checked(self, bucket: str, key: str, entry: dict, judge: Callable[[dict | None], None], *,
                                  small: bytes | None = None, finished_upload: str | None = None) -> dict | None:
         """A conditional write: ``judge(current)`` raises to refuse, and no other write of the
@@ -117,6 +120,9 @@ class LocalCatalog:
 
     async def fresh_buckets(self) -> list[tuple[str, dict]]:
         return self.registry.list_buckets()
+
+    def check_room(self, bucket: str) -> None:
+        self.registry.check_room()
 
     async def create_bucket(self, name: str, rec: dict) -> None:
         existing = self.registry.get_bucket(name)

@@ -102,8 +102,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
         raise errors.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
                                      ArgumentName="partNumber", ArgumentValue=str(part_number))
     rec = await _upload(self, bucket, key, upload_id)
-    if self.cluster is None:
-        self.registry.check_room()  # see Store.put_object
+    self.catalog.check_room(bucket)  # see Store.put_object
     customer_key = opts.sse.customer_key if opts.sse is not None else None
     data_key = crypto.open_data_key(self, rec.get("sse"), bucket, key, customer_key, upload=True)
     codec = self.codec_for(rec["k"], rec["m"], rec["bs"])

@@ -474,8 +474,7 @@ class Store:
         opts = opts or PutOptions()
         check_object_key(key)
         bucket_rec = await self._require_bucket(bucket)
-        if self.cluster is None:  # a cluster's entries go to the bucket's index replicas, not here
-            self.registry.check_room()
+        self.catalog.check_room(bucket)  # its entry would grow a registry into a full disk's reserve
         if opts.if_none_match or opts.if_match is not None:
             await self._check_conditions(bucket, key, opts)  # fail fast; re-checked at commit
         sse = opts.sse if opts.sse is not None else crypto.bucket_default(bucket_rec)

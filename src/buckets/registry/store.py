@@ -244,10 +244,19 @@ def _typed_failure(exc: Exception, path: str) -> Exception:
     if isinstance(exc, lmdb.MapFullError):
         log.error("registry %s reached its map size: no commit goes in until objects are deleted", path)
         return StorageFull("The storage is full: the registry reached its size limit. Delete objects to make room.")
-    if isinstance(exc, lmdb.Error) and "No space left" in str(exc):
+    if isinstance(exc, lmdb.Error) and ("No space left" in str(exc) or _out_of_space(path)):
+        # (LMDB reports a page write that found no space as an I/O error: told by the free space)
         log.error("registry %s: its disk is full: %s", path, exc)
         return StorageFull()
     return exc
+
+
+def _out_of_space(path: str) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 class Registry:
@@ -325,6 +334,12 @@ class Registry:
         reserve its disk keeps for deletions, until no deletion fits either. A statvfs at most
         once a second while there is room, and at every write while there is not (so space a
         deletion freed is seen at once)."""
+        if not self.has_room():
+            raise StorageFull()
+
+    def has_room(self) -> bool:
+        """Whether the registry's disk is above its free-space reserve (see ``check_room``); True
+        when the disk cannot be asked (the commit will say what is wrong with it)."""
         from buckets.storage import local
 
         now = time.monotonic()
@@ -333,11 +348,10 @@ class Registry:
             try:
                 st = os.statvfs(self.path)
             except OSError:
-                return  # the commit will say what is wrong with the disk
+                return True
             room = st.f_bavail * st.f_frsize >= local.reserve_bytes(st.f_blocks * st.f_frsize)
             self._room = (now, room)
-        if not room:
-            raise StorageFull()
+        return room
 
     # -- group commit ---------------------------------------------------------------
     async def commit(self, ops: list[Op]) -> None:

@@ -798,3 +798,39 @@ async def test_holds_says_unknown_for_a_version_older_than_it_remembers(cluster)
     for i, v in enumerate(([base + (1 << 20), "a"], [base + (2 << 20), "b"])):
         await replica.merge({"bucket": "b", "key": "fresh", "entry": dict(entry(v[1]), ts=v), "data": None, "ts": v})
     assert (await replica.holds({"buckets": {"b": [["fresh", [base, "x"]]]}}))["held"]["b"] == [False]
+
+
+async def test_a_replica_whose_registry_disk_is_at_its_reserve_stops_new_objects(cluster, monkeypatch) -> None:
+    """A replica answers its merges with ``room: False`` while its registry's disk is at its
+    reserve; a writer that heard it refuses new objects of the buckets it replicates
+    (``StorageFull``) before writing anything, deletions go on, and once the replica has room
+    again (the answer of a deletion's merge, or the next write after FULL_MEMORY) writes go in."""
+    import buckets.cluster.index as index_module
+
+    net, idx, regs = cluster
+    room = {"n3": True}
+    monkeypatch.setattr(regs["n3"], "has_room", lambda: room["n3"])
+    idx["n1"].check_room("b")  # nothing heard yet
+    await idx["n1"].put("b", "k1", entry("w1"))
+    await settle(idx)
+    idx["n1"].check_room("b")
+    room["n3"] = False
+    await idx["n1"].put("b", "k2", entry("w2"))  # taken: its answer says no room
+    await settle(idx)
+    with pytest.raises(errors.StorageFull):
+        idx["n1"].check_room("b")
+    idx["n2"].check_room("b")  # another writer has heard nothing yet
+    await idx["n1"].delete("b", "k1", "w1")  # deletions still merge
+    await settle(idx)
+    with pytest.raises(errors.StorageFull):
+        idx["n1"].check_room("b")
+    room["n3"] = True
+    await idx["n1"].delete("b", "k2", "w2")  # its answer: room again
+    await settle(idx)
+    idx["n1"].check_room("b")
+    room["n3"] = False
+    await idx["n1"].put("b", "k3", entry("w3"))
+    await settle(idx)
+    monkeypatch.setattr(index_module, "FULL_MEMORY", 0.0)  # the memory lapsed: the next write asks again
+    idx["n1"].check_room("b")
+    assert (await idx["n2"].get("b", "k3"))["wid"] == "w3"

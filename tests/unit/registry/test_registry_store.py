@@ -351,3 +351,22 @@ async def test_a_registry_at_its_map_size_answers_storage_full_not_a_crash(tmp_p
         assert reg.get_object("b", "key-00000-" + "x" * 200)["size"] == 0
     finally:
         await reg.close()
+
+
+def test_an_lmdb_io_error_on_a_disk_out_of_space_is_storage_full(tmp_path, monkeypatch) -> None:
+    """LMDB reports a page it could not write for want of space as an I/O error (seen on a
+    tmpfs filled to its last block): told apart from a real I/O error by the disk's free space."""
+    import os
+
+    import lmdb
+
+    from buckets.errors import StorageFull
+    from buckets.registry import store
+
+    error = lmdb.Error("mdb_txn_commit: Input/output error")
+    assert store._typed_failure(error, str(tmp_path)) is error  # this disk has room: an I/O error
+    real = os.statvfs(str(tmp_path))
+    full = os.statvfs_result((real.f_bsize, real.f_frsize, real.f_blocks, 0, 0, real.f_files, real.f_ffree,
+                              real.f_favail, real.f_flag, real.f_namemax))
+    monkeypatch.setattr(store.os, "statvfs", lambda path: full)
+    assert isinstance(store._typed_failure(error, str(tmp_path)), StorageFull)
