@@ -11,6 +11,7 @@ delete markers too: nothing could be freed through S3. In `make test`: about 5 s
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,66 @@ def test_the_registrys_disk_at_its_reserve_stops_new_objects(tmp_path: Path) -> 
 
 def error_of_client(error: ClientError) -> tuple[str, int]:
     return error.response["Error"]["Code"], error.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _fill_to_the_last_block(disk: Path) -> Path:
+    """What another program does to a file system it shares with the store: a file that takes
+    every free block."""
+    filler = disk / "someone-elses-file"
+    with open(filler, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 64 << 10, 4096):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+    return filler
+
+
+def _ballasts(data: Path) -> list[int]:
+    return [(d / ".buckets.sys" / "ballast").stat().st_size if (d / ".buckets.sys" / "ballast").exists() else 0
+            for d in sorted(data.iterdir())]
+
+
+def test_disks_filled_by_another_program_still_delete(small_disks: Path) -> None:
+    """The reserve holds back only the store's own data: another program can fill the file
+    systems to their last block, and then a deletion's records had no room (DeleteObjects
+    answered "Write quorum lost: 0 of 4 disks stored the delete marker" for every key). Each disk keeps a ballast (a quarter of its
+    reserve) that the first write finding no space releases; the deletions go into that space,
+    and the ballast comes back once the file system has room again."""
+    data = small_disks / "data"
+    srv = start_server(small_disks)
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="shared")
+        keys = [f"obj/{i}" for i in range(6)]
+        for i, key in enumerate(keys):
+            s3.put_object(Bucket="shared", Key=key, Body=os.urandom(MiB if i % 2 else 3000))
+        many = [f"many/{i:03d}" for i in range(400)]  # their deletion's records take new blocks
+        for key in many:
+            s3.put_object(Bucket="shared", Key=key, Body=b"m" * 2000)
+        deadline = time.monotonic() + 15
+        while 0 in _ballasts(data) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(300_000 < b <= 16 * MiB for b in _ballasts(data)), _ballasts(data)  # 24 MiB x 5% / 4
+        fillers = [_fill_to_the_last_block(d) for d in sorted(data.iterdir())]
+        assert all(os.statvfs(d).f_bavail < 8 for d in data.iterdir())
+        s3.delete_object(Bucket="shared", Key=keys[0])
+        deleted = s3.delete_objects(Bucket="shared", Delete={"Objects": [{"Key": k} for k in keys[1:4] + many]})
+        assert "Errors" not in deleted, deleted["Errors"][:3]
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket="shared").get("Contents", [])]
+        assert listed == keys[4:]
+        assert len(s3.get_object(Bucket="shared", Key=keys[5])["Body"].read()) == MiB
+        assert "released its" in srv.wait_log("released its")
+        with pytest.raises(ClientError) as refused:  # new data has no room, and says so
+            s3.put_object(Bucket="shared", Key="new", Body=os.urandom(MiB))
+        assert error_of(refused) == ("StorageFull", 507)
+        for filler in fillers:
+            filler.unlink()
+        deadline = time.monotonic() + 15  # the disk monitor makes the ballasts again
+        while 0 in _ballasts(data) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert 0 not in _ballasts(data), _ballasts(data)
+        put_once_freed(s3, "shared", "new", b"n" * MiB)
+    finally:
+        stop_server(srv)

@@ -862,6 +862,9 @@ class RemoteDisk:
             return error
         return DiskError(f"{self.endpoint}: the peer's disk status is unreadable ({error or record!r:.100})")
 
+    async def upkeep(self) -> None:
+        """Nothing: the peer's disk monitor keeps its own disks."""
+
     async def info(self) -> DiskInfo:
         if not self.online:
             return DiskInfo(self.disk_id, self.endpoint, False, error=self.last_error or "offline")

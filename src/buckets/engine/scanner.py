@@ -357,6 +357,10 @@ class Scanner:
     # -- disks ------------------------------------------------------------------------------
     async def _monitor(self) -> None:
         while True:
+            # This node's own disks keep their ballast (``LocalDisk.keep_ballast``); a peer's
+            # are its node's to keep.
+            for disk in self.store.disks:
+                await disk.upkeep()
             await asyncio.sleep(self.cfg.monitor_interval)
             try:
                 await self.check_disks()

@@ -361,6 +361,25 @@ class Registry:
         self._wakeup.set()
         await fut
 
+    async def _apply_batch(self, batch: list[list[Op]]) -> tuple[list, Any]:
+        """One group commit (``_apply`` in the registry's thread), its failure typed. A commit
+        that found its disk full to the last block releases the disk's ballast
+        (``storage.local.BALLAST``: another program filled the file system) and is tried once
+        more in that space: deletions go on."""
+        from buckets.storage import local
+
+        try:
+            return await self._pool.run(self._apply, batch)
+        except Exception as exc:
+            failure = _typed_failure(exc, self.path)
+            if not (isinstance(failure, StorageFull) and not isinstance(exc, lmdb.MapFullError)
+                    and local.release_ballast(os.path.dirname(os.path.abspath(self.path)), f"registry commit: {exc}")):
+                raise failure from None
+        try:
+            return await self._pool.run(self._apply, batch)
+        except Exception as exc:
+            raise _typed_failure(exc, self.path) from None
+
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wakeup is not None
@@ -370,9 +389,8 @@ class Registry:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    results, deltas = await self._pool.run(self._apply, [ops for ops, _ in batch])
+                    results, deltas = await self._apply_batch([ops for ops, _ in batch])
                 except Exception as exc:  # the environment failed (disk full, I/O): fail the batch
-                    exc = _typed_failure(exc, self.path)
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)

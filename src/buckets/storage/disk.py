@@ -119,6 +119,11 @@ class Disk(Protocol):
     async def info(self) -> DiskInfo:
         """Capacity and state. Never raises; does not touch the device while offline."""
 
+    async def upkeep(self) -> None:
+        """The disk monitor's periodic round on a disk of this node (a local disk's ballast,
+        ``LocalDisk.keep_ballast``); nothing for a peer's disk, which its own node keeps.
+        Never raises."""
+
     # -- the format file (owned by the storage layer) ---------------------------------------
     async def read_format(self) -> bytes:
         """The raw format file. ``UnformattedDisk`` when the root is missing or holds nothing

@@ -182,6 +182,9 @@ class FaultyDisk:
         await self.inner.close()
 
     # -- the protocol ------------------------------------------------------------------------
+    async def upkeep(self) -> None:
+        await self.inner.upkeep()
+
     async def info(self) -> DiskInfo:
         try:
             await self._before("info")

@@ -230,6 +230,36 @@ def reserve_bytes(total: int, percent: float | None = None) -> int:
     return int(max(total * percent / 100, min(RESERVE_FLOOR, total * RESERVE_CAP)))
 
 
+# The reserve holds back only the store's own data. Another program that fills the file system
+# to its last block (its files on the same mount) would still leave no room for a deletion's
+# record or a registry commit, and nothing could be freed through S3. So every disk also keeps
+# a ballast: a file of a quarter of its reserve (at most BALLAST_MAX) in its system directory,
+# released when the disk runs out of space (ENOSPC, or free space under half the reserve) and
+# made again once the disk has room (LocalDisk.keep_ballast, from the disk monitor).
+BALLAST = "ballast"  # under SYS_DIR
+BALLAST_MAX = 16 << 20
+
+
+def ballast_bytes(total: int) -> int:
+    """The ballast a disk of ``total`` bytes keeps (0 without a reserve)."""
+    return min(BALLAST_MAX, reserve_bytes(total) // 4)
+
+
+def release_ballast(sys_dir: str, why: str) -> bool:
+    """Remove the ballast of the disk whose system directory is ``sys_dir`` (from any thread):
+    its space goes to what the reserve is for. False when there was none."""
+    path = os.path.join(sys_dir, BALLAST)
+    try:
+        size = os.stat(path).st_blocks * 512
+        os.unlink(path)
+    except OSError:
+        return False
+    log.error("disk %s is out of space (%s): released its %d-byte ballast so that deletions fit. "
+              "Something other than the store may be filling it; free space there", os.path.dirname(sys_dir),
+              why, size)
+    return True
+
+
 def _set_direct(fh, on: bool) -> bool:
     try:
         fd = fh.fileno()
@@ -429,6 +459,7 @@ class LocalDisk:
         # Free space (``_room_for``): (monotonic time, free bytes, reserve) of the last statvfs,
         # and the data bytes let in since.
         self._space: tuple[float, int, int] | None = None
+        self._ballast_freed = False  # a full file system released the ballast: one append is tried again
         self._spent = 0
 
     def __repr__(self) -> str:
@@ -480,6 +511,11 @@ class LocalDisk:
             return FileNotFound(msg)
         if exc.errno in _FULL_ERRNOS:
             err: DiskError = DiskFull(msg)
+            # The file system itself is full, not just the reserve (which _room_for keeps):
+            # the ballast's space lets the next deletion in.
+            if release_ballast(os.path.join(self.root, SYS_DIR), str(exc)):
+                self._ballast_freed = True
+            self._space = None  # and new data is measured against the space there is now
         elif exc.errno in _DENIED_ERRNOS:
             err = DiskAccessDenied(msg)
         elif exc.errno in _FAULTY_ERRNOS:
@@ -557,6 +593,43 @@ class LocalDisk:
             return await self._run(_info)
         except DiskError as exc:
             return DiskInfo(self.disk_id, self.endpoint, False, error=str(exc), healing=self.healing)
+
+    async def upkeep(self) -> None:
+        """The disk monitor's round on this disk: its ballast (``keep_ballast``)."""
+        if self.online and not self._closed:
+            try:
+                await self._run(self.keep_ballast)
+            except DiskError as exc:
+                log.warning("disk %s: its ballast: %s", self.root, exc)
+
+    def keep_ballast(self) -> None:
+        """The disk monitor's upkeep of the ballast (see ``BALLAST``), in the disk's thread:
+        release it when free space fell under half the reserve, make it when it is missing and
+        the disk has room (its reserve and twice the ballast free)."""
+        if disk_reserve <= 0:
+            return
+        st = os.statvfs(self.root)
+        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        reserve, size = reserve_bytes(total), ballast_bytes(total)
+        sys_dir = os.path.join(self.root, SYS_DIR)
+        path = os.path.join(sys_dir, BALLAST)
+        if os.path.exists(path):
+            if free < reserve // 2:
+                release_ballast(sys_dir, f"{free} bytes free, under half its reserve of {reserve}")
+            return
+        if size <= 0 or free < reserve + 2 * size or not os.path.isdir(sys_dir):
+            return
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+        log.info("disk %s keeps a ballast of %d bytes (released if the file system fills up)", self.root, size)
 
     def _room_for(self, nbytes: int) -> None:
         """Let ``nbytes`` of new data in, or raise ``DiskFull`` when they would take the disk
@@ -859,8 +932,16 @@ class LocalDisk:
             sync = any(item[1] for item in batch)
             payloads = [item[0] for item in batch]
             try:
-                results = await self._append_here(payloads, sync)
-                if results is None:
+                try:
+                    results = await self._append_here(payloads, sync)
+                    if results is None:
+                        results = await self._run(self._append_batch, payloads, sync)
+                except DiskFull:
+                    if not self._ballast_freed:
+                        raise
+                    # The file system was full to its last block and this failure released the
+                    # ballast: the batch goes into that space (a deletion's records get in).
+                    self._ballast_freed = False
                     results = await self._run(self._append_batch, payloads, sync)
             except DiskError as exc:
                 for _, _, fut in batch:

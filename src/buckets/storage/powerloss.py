@@ -740,6 +740,9 @@ class PowerLossDisk:
     async def info(self) -> DiskInfo:
         return await self.inner.info()
 
+    async def upkeep(self) -> None:
+        await self.inner.upkeep()
+
     async def read_format(self) -> bytes:
         return await self.inner.read_format()
 
