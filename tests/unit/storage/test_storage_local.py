@@ -112,3 +112,47 @@ async def test_a_disk_at_its_reserve_refuses_new_data_and_takes_the_rest(disk, m
     monkeypatch.setattr(local, "disk_reserve", 0.0)
     loc = (await disk.append_records([b"an inline object"], sync=False, data=True))[0]
     assert await disk.read_record(loc) == b"an inline object"
+
+
+async def test_the_ballast_is_kept_while_there_is_room_and_released_when_the_file_system_fills(
+        disk, monkeypatch, caplog) -> None:
+    """A quarter of the reserve (at most 16 MiB) kept as allocated space: released when free space
+    falls under half the reserve, or at once by a write that finds no space at all (ENOSPC: not
+    the reserve's refusal), and made again once the disk has its reserve and twice the ballast."""
+    from buckets.storage import local
+
+    ballast = os.path.join(disk.root, ".buckets.sys", "ballast")
+    os.makedirs(os.path.dirname(ballast), exist_ok=True)  # a formatted disk's system directory
+    real = os.statvfs(disk.root)
+    total = real.f_blocks * real.f_frsize
+    size = local.ballast_bytes(total)
+    assert 0 < size <= local.BALLAST_MAX and size == min(local.BALLAST_MAX, local.reserve_bytes(total) // 4)
+    if real.f_bavail * real.f_frsize < local.reserve_bytes(total) + 2 * size:
+        pytest.skip("the test directory's file system is too full for a ballast")
+    await disk.upkeep()
+    assert os.stat(ballast).st_blocks * 512 >= size  # allocated, not a sparse file
+    assert not os.path.exists(ballast + ".tmp")
+
+    def free(n: int):
+        return lambda path: os.statvfs_result((real.f_bsize, 1, total, n, n, real.f_files, real.f_ffree,
+                                               real.f_favail, real.f_flag, real.f_namemax))
+
+    monkeypatch.setattr(local.os, "statvfs", free(local.reserve_bytes(total) // 2 + 1))
+    await disk.upkeep()
+    assert os.path.exists(ballast)  # within the reserve, but more than half of it left
+    monkeypatch.setattr(local.os, "statvfs", free(local.reserve_bytes(total) // 2 - 1))
+    await disk.upkeep()
+    assert not os.path.exists(ballast) and "released its" in caplog.text
+    monkeypatch.setattr(local.os, "statvfs", free(local.reserve_bytes(total) + 2 * size - 1))
+    await disk.upkeep()
+    assert not os.path.exists(ballast)  # not yet: room for the reserve and twice the ballast first
+    monkeypatch.undo()
+    await disk.upkeep()
+    assert os.path.exists(ballast)
+
+    error = disk._typed(OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(error, DiskFull) and not os.path.exists(ballast) and disk._ballast_freed
+    assert disk._typed(OSError(errno.ENOSPC, "No space left on device"))  # none left: nothing more to do
+    monkeypatch.setattr(local, "disk_reserve", 0.0)
+    await disk.upkeep()
+    assert not os.path.exists(ballast)  # no reserve, no ballast
