@@ -350,7 +350,7 @@ async def _append_split(disk: Disk, records: list[bytes], sync: bool, data: Any)
     are appended all the same. Both kinds join the disk's one group commit."""
     if not data:
         return {"locs": await disk.append_records(records, sync=sync)}
-    if (not isinstance(data, list) or not all(isinstance(i, int) and 0 <= i < len(records) for i in data)
+    if (not isinstance(data, list) or not all(type(i) is int and 0 <= i < len(records) for i in data)
             or len(set(data)) != len(data)):
         raise BadPeerRequest("disk/append_batch: data names the indexes of the records that are new data")
     marked = set(data)

@@ -271,6 +271,7 @@ async def test_append_batch_refuses_malformed_arguments(peer) -> None:
     for args in ({"disks": [1, 2]}, {"disks": {peer.paths[0]: {"records": ["text"]}}},
                  {"disks": {peer.paths[0]: {"records": b"x"}}},
                  {"disks": {peer.paths[0]: {"records": [b"x"], "data": [1]}}},
+                 {"disks": {peer.paths[0]: {"records": [b"x"], "data": [False]}}},  # a bool is not an index
                  {"disks": {peer.paths[0]: {"records": [b"x"], "data": "all"}}}):
         with pytest.raises(BadPeerRequest):
             await client.call("disk", "append_batch", args)
