@@ -468,6 +468,31 @@ def _print_migration(status: dict[str, Any]) -> None:
         print(f"Last error: {status['last_error']}")
 
 
+def _unconfirmed(error: Exception) -> bool:
+    """A membership change answered 503 because the control plane did not confirm it in time
+    (its leader changed, or a follower's forward was lost on a reconnect): asking again is safe,
+    as the change applies once and a retry finishes what the first attempt began."""
+    text = str(error)
+    return getattr(error, "status", None) == 503 and (
+        "committed it within" in text or "no control-plane leader" in text)
+
+
+def _change(args: argparse.Namespace, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST path`` (a membership change), asked again while the control plane leaves it
+    unconfirmed (``_unconfirmed``), up to ``--wait-timeout``."""
+    from buckets.admin.client import AdminCallError
+
+    deadline = time.monotonic() + (args.wait_timeout or 300.0)
+    while True:
+        try:
+            return client.call("POST", path, body)
+        except AdminCallError as error:
+            if not _unconfirmed(error) or time.monotonic() > deadline:
+                raise
+            print(f"{path}: {error}; asking again (a change applies once)", file=sys.stderr)
+            time.sleep(1.0)
+
+
 def _add_node_call(args: argparse.Namespace, client: Any, url: str, paths: list[str]) -> dict[str, Any]:
     """``cluster/add-node``; a single node answers that it becomes a cluster of one and
     restarts: wait until it answers as a cluster node, then ask again (the joining node
@@ -475,7 +500,7 @@ def _add_node_call(args: argparse.Namespace, client: Any, url: str, paths: list[
     from buckets.admin.client import AdminCallError
 
     body = _accepting(args, {"endpoint": url, "paths": paths or None})
-    result = client.call("POST", "cluster/add-node", body)
+    result = _change(args, client, "cluster/add-node", body)
     if not result.get("converting"):
         return result
     if not args.json:
@@ -609,8 +634,8 @@ def _removal(args: argparse.Namespace, result: dict[str, Any], wait_queued: Any)
 
 def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
     client = _client(args)
-    result = client.call("POST", "cluster/remove-node",
-                         _accepting(args, {"endpoint": args.node, "force": args.force}))
+    result = _change(args, client, "cluster/remove-node",
+                     _accepting(args, {"endpoint": args.node, "force": args.force}))
     node = result["node"]
     result = _removal(args, result, lambda: _wait_queued(args, client, result, "remove-node", node))
     if result is None:
@@ -682,7 +707,7 @@ def _one_disk(arg: str) -> tuple[str, str]:
 def cmd_cluster_add_disk(args: argparse.Namespace) -> int:
     url, path = _one_disk(args.disk)
     client = _client(args)
-    result = client.call("POST", "cluster/add-disk", _accepting(args, {"endpoint": url, "path": path}))
+    result = _change(args, client, "cluster/add-disk", _accepting(args, {"endpoint": url, "path": path}))
     return _run_add(args, client, result, lambda: _wait_queued_disk(args, client, result, "add-disk", url, path),
                     f"{url}{path} is a disk of the cluster already",
                     lambda r: f"Added disk {url}{path} ({r['disk']['id']}): generation {r['generation']}, "
@@ -692,7 +717,7 @@ def cmd_cluster_add_disk(args: argparse.Namespace) -> int:
 def cmd_cluster_remove_disk(args: argparse.Namespace) -> int:
     url, path = _one_disk(args.disk)
     client = _client(args)
-    result = client.call("POST", "cluster/remove-disk", _accepting(args, {"endpoint": url, "path": path}))
+    result = _change(args, client, "cluster/remove-disk", _accepting(args, {"endpoint": url, "path": path}))
     result = _removal(args, result, lambda: _wait_queued_disk(args, client, result, "remove-disk", url, path))
     if result is None:
         return EXIT_OK

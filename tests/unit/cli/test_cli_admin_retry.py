@@ -1,0 +1,75 @@
+"""``buckets-admin cluster add-node`` (and remove-node, add-disk, remove-disk) ask again when the
+control plane leaves a change unconfirmed (503 "no majority of the control plane committed it
+within 30s": a leader change, or a follower's forward lost on a reconnect). Before, the operator
+saw the 503 and had to run the command again; a change applies once, so asking again is safe."""
+
+from __future__ import annotations
+
+import pytest
+
+from buckets.admin.client import AdminCallError
+from buckets.cli import admin
+
+
+class FlakyControlPlane:
+    def __init__(self, failures: list[AdminCallError], answer: dict) -> None:
+        self.failures = failures
+        self.answer = answer
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        self.calls.append((method, path, body))
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.answer
+
+
+UNCONFIRMED = AdminCallError("ServiceUnavailable: add member 127.0.0.5:9101: no majority of the control plane "
+                             "committed it within 30s", code="ServiceUnavailable", status=503)
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(admin.time, "sleep", lambda s: None)
+
+
+@pytest.mark.parametrize("argv,path,answer", [
+    (["cluster", "add-node", "local", "http://127.0.0.5:9000/d{1...4}"], "cluster/add-node",
+     {"node": "http://127.0.0.5:9000", "added": False, "message": "http://127.0.0.5:9000 is already an active node"}),
+    (["cluster", "remove-node", "local", "http://127.0.0.5:9000"], "cluster/remove-node",
+     {"node": "http://127.0.0.5:9000", "removed": False, "message": "http://127.0.0.5:9000 is draining already"}),
+    (["cluster", "add-disk", "local", "http://127.0.0.2:9000/srv/d5"], "cluster/add-disk",
+     {"added": False, "message": "http://127.0.0.2:9000/srv/d5 is a disk of the cluster already"}),
+])
+def test_an_unconfirmed_change_is_asked_again(argv, path, answer, monkeypatch, capsys, no_sleep) -> None:
+    control = FlakyControlPlane([UNCONFIRMED, UNCONFIRMED], answer)
+    monkeypatch.setattr(admin, "_client", lambda args: control)
+    args = admin.build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert [p for _, p, _ in control.calls] == [path] * 3  # the same change, asked three times
+    assert len({repr(body) for _, _, body in control.calls}) == 1
+    out, err = capsys.readouterr()
+    assert err.count("asking again") == 2 and answer["message"] in out
+
+
+def test_other_refusals_are_not_asked_again(monkeypatch, no_sleep) -> None:
+    queued = AdminCallError("ServiceUnavailable: 4 changes are queued already: wait for the migration",
+                            code="ServiceUnavailable", status=503)
+    control = FlakyControlPlane([queued], {})
+    monkeypatch.setattr(admin, "_client", lambda args: control)
+    args = admin.build_parser().parse_args(["cluster", "add-node", "local", "http://127.0.0.5:9000/d{1...4}"])
+    with pytest.raises(AdminCallError, match="queued already"):
+        args.func(args)
+    assert len(control.calls) == 1
+
+
+def test_asking_again_stops_at_the_wait_timeout(monkeypatch, no_sleep) -> None:
+    clock = iter(range(0, 10_000, 50))
+    monkeypatch.setattr(admin.time, "monotonic", lambda: float(next(clock)))
+    control = FlakyControlPlane([UNCONFIRMED] * 100, {})
+    monkeypatch.setattr(admin, "_client", lambda args: control)
+    args = admin.build_parser().parse_args(["cluster", "remove-disk", "local", "http://127.0.0.2:9000/srv/d3",
+                                            "--wait-timeout", "120"])
+    with pytest.raises(AdminCallError, match="committed it within"):
+        args.func(args)
+    assert 2 <= len(control.calls) <= 4
