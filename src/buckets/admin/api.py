@@ -66,7 +66,7 @@ from buckets.s3.auth.credentials import STREAMING_PAYLOADS, UNSIGNED_PAYLOAD
 from buckets.s3.body import send_continue
 from buckets.s3.credentials import ServerCredentials
 from buckets.s3.router import bucket_from_host
-from buckets.storage.local import reserve_bytes
+from buckets.storage.local import full_below, reserve_bytes
 
 log = logging.getLogger("buckets.admin")
 
@@ -256,9 +256,8 @@ class AdminApi:
             # "full": at (or within a write's pieces of) its free-space reserve, the disk refuses
             # new data (507 StorageFull): a shard piece is refused once it would cross the reserve
             reserve = reserve_bytes(info.total) if info.online else 0
-            near = reserve + min(reserve, 64 << 20)
             state = "healing" if getattr(disk, "healing", False) and info.online else (
-                ("full" if reserve and info.free < near else "online") if info.online else "offline")
+                ("full" if reserve and info.free < full_below(info.total) else "online") if info.online else "offline")
             disks.append({"endpoint": info.endpoint, "id": info.disk_id, "state": state, "total": info.total,
                           "free": info.free, "used": info.used, "reserve": reserve, "error": info.error or None})
         usage = store.registry.usage

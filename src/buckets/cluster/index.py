@@ -1023,7 +1023,7 @@ class ReplicatedIndex:
         if method == "merge" and isinstance(answer, dict):
             if answer.get("room") is False:
                 if node not in self._full:
-                    log.warning("the index replica on %s has its registry's disk at its free-space reserve: "
+                    log.warning("the index replica on %s has its registry's disk full (at its free-space reserve): "
                                 "new objects in the buckets it replicates are refused (507) until it has room",
                                 node)
                 self._full[node] = time.monotonic()

@@ -29,7 +29,7 @@ import time
 from typing import TYPE_CHECKING
 
 from buckets import checksums, errors
-from buckets.engine import crypto, paths, versions
+from buckets.engine import crypto, paths, space, versions
 from buckets.engine.ids import new_id
 from buckets.engine.meta import encode_meta_file, entry_to_info, upload_to_info
 from buckets.engine.names import check_object_key
@@ -95,6 +95,7 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
     return upload_to_info(rec)
 
 
+@space.notes_full
 async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_number: int, stream,
                    size: int | None, opts: PutOptions | None = None) -> PartInfo:
     opts = opts or PutOptions()

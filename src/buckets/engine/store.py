@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from buckets import checksums, errors
-from buckets.engine import crypto, paths, smalllog, versions
+from buckets.engine import crypto, paths, smalllog, space, versions
 from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry
@@ -88,6 +88,9 @@ class Store:
         self.heal_stats = HealStats()
         self._codecs: dict[tuple[int, int, int], ErasureCodec] = {}
         self._background: set[asyncio.Task] = set()
+        # Until when deletions wait for their space (engine/space.py): a write refused for want
+        # of space (507) sets it.
+        self.short_of_space_until = 0.0
         # (bucket, key, wid) -> [readers streaming that write, event set when none are left]
         self._active_reads: dict[tuple[str, str, str], list] = {}
         self.sync = True
@@ -469,6 +472,7 @@ class Store:
                 raise errors.ConditionalRequestConflict(resource=f"/{bucket}/{key}")
             raise failed
 
+    @space.notes_full
     async def put_object(self, bucket: str, key: str, stream: AsyncIterator[bytes] | bytes,
                          size: int | None, opts: PutOptions | None = None) -> ObjectInfo:
         opts = opts or PutOptions()

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from buckets import errors
-from buckets.engine import paths, smalllog
+from buckets.engine import paths, smalllog, space
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file, encode_meta_file, entry_to_info, entry_to_version
 from buckets.engine.names import check_object_key
@@ -163,6 +163,17 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
     a write that won meanwhile makes it ``409 ConditionalRequestConflict``, and nothing is
     deleted. ``if_current`` (internal: the lifecycle's "still the version I judged") is a
     predicate on the current entry, checked the same way (412 when it does not hold)."""
+    removals: list = []  # the deleted write's removal, waited for while short of space (engine/space.py)
+    try:
+        return await _delete_object(self, bucket, key, version_id, removals, bypass_governance=bypass_governance,
+                                    if_match=if_match, if_current=if_current)
+    finally:
+        await space.settle(self, removals)
+
+
+async def _delete_object(self: "Store", bucket: str, key: str, version_id: str | None, removals: list, *,
+                         bypass_governance: bool, if_match: str | None,
+                         if_current: Callable[[dict], bool] | None) -> DeleteResult:
     if version_id is not None:
         check_version_id(version_id)
     bucket_rec = await self._require_bucket(bucket)
@@ -194,7 +205,8 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
                 removed = None
             if removed is None:
                 return DeleteResult(version_id, False, deleted=False)
-            self._spawn(self._remove_write(bucket, key, removed["wid"], self.disks_for(removed["disks"])))
+            space.start(self, self._remove_write(bucket, key, removed["wid"], self.disks_for(removed["disks"])),
+                        removals)
             return DeleteResult(version_id, False, deleted=True)
         checked = None
         if condition is not None:
@@ -217,7 +229,7 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
                     await self._remove_write(bucket, key, marker["wid"], marker_disks)
                 raise
             if marker is not None:
-                self._spawn(_remove_then_forget(self, bucket, key, entry, marker, marker_disks))
+                space.start(self, _remove_then_forget(self, bucket, key, entry, marker, marker_disks), removals)
                 return DeleteResult(version_id, False, deleted=True)
         else:
             entry = await self.catalog.get_version(bucket, key, version_id)  # type: ignore[arg-type]
@@ -232,10 +244,10 @@ async def delete_object(self: "Store", bucket: str, key: str, version_id: str | 
             # The kill records said it all for a write in the logs; files (a large version's, or
             # on a cluster those that compaction and heal make) are removed now, metadata first.
             if smalllog.LOG_FIELD not in entry or self.cluster is not None:
-                self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
-                                               in_log=False))
+                space.start(self, self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
+                                                     in_log=False), removals)
             return DeleteResult(entry.get("vid", NULL_VERSION), bool(entry.get("dm")), deleted=True)
-    self._spawn(self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])))
+    space.start(self, self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])), removals)
     return DeleteResult(entry.get("vid", NULL_VERSION) if versioned or version_id else None,
                         bool(entry.get("dm")), deleted=True)
 

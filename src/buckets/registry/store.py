@@ -328,10 +328,12 @@ class Registry:
                 self.usage[bytes(k).decode()] = list(_unpack(v))
 
     def check_room(self) -> None:
-        """Raise ``StorageFull`` when the registry's disk is below its free-space reserve
-        (``storage.local.disk_reserve``), before a write of a new object or part. Such a write
-        may still reach a quorum of other disks, but its entry grows the registry into the
-        reserve its disk keeps for deletions, until no deletion fits either. A statvfs at most
+        """Raise ``StorageFull`` when the registry's disk is full: within its free-space reserve
+        and the margin of the writes under way (``storage.local.full_below``, what ``buckets-admin
+        info`` calls ``full``), before a write of a new object or part. Such a write may still
+        reach a quorum of other disks, but degraded (this disk takes none of its shards), and
+        its entry grows the registry into the reserve its disk keeps for deletions, until no
+        deletion fits either. A statvfs at most
         once a second while there is room, and at every write while there is not (so space a
         deletion freed is seen at once)."""
         if not self.has_room():
@@ -349,7 +351,7 @@ class Registry:
                 st = os.statvfs(self.path)
             except OSError:
                 return True
-            room = st.f_bavail * st.f_frsize >= local.reserve_bytes(st.f_blocks * st.f_frsize)
+            room = st.f_bavail * st.f_frsize >= local.full_below(st.f_blocks * st.f_frsize)
             self._room = (now, room)
         return room
 

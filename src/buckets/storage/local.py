@@ -230,6 +230,20 @@ def reserve_bytes(total: int, percent: float | None = None) -> int:
     return int(max(total * percent / 100, min(RESERVE_FLOOR, total * RESERVE_CAP)))
 
 
+FULL_MARGIN = 64 << 20
+
+
+def full_below(total: int) -> int:
+    """Free space under which a disk of ``total`` bytes counts as full: its reserve, plus a
+    margin (the reserve, at most FULL_MARGIN) for the pieces of the writes under way, since a
+    piece is refused once it would cross the reserve. ``buckets-admin info`` calls such a disk
+    ``full``, and the registry's disk there stops new objects (``Registry.check_room``): the
+    disk takes no more of their shards, and each would go in degraded while its entry grows
+    the registry into the reserve. 0 without a reserve."""
+    reserve = reserve_bytes(total)
+    return reserve + min(reserve, FULL_MARGIN)
+
+
 # The reserve holds back only the store's own data. Another program that fills the file system
 # to its last block (its files on the same mount) would still leave no room for a deletion's
 # record or a registry commit, and nothing could be freed through S3. So every disk also keeps
@@ -639,7 +653,10 @@ class LocalDisk:
         if disk_reserve <= 0:
             return
         space, now = self._space, time.monotonic()
-        if space is None or now - space[0] > _SPACE_TTL or self._spent > _SPACE_RECHECK:
+        fresh = space is None or now - space[0] > _SPACE_TTL or self._spent > _SPACE_RECHECK
+        if not fresh and space[1] - self._spent - nbytes < space[2]:
+            fresh = True  # a refusal is decided on a fresh statvfs: a deletion may have freed space since
+        if fresh:
             try:
                 st = os.statvfs(self.root)
             except OSError as exc:

@@ -1,0 +1,52 @@
+"""A store short of space: deletions that wait for their space.
+
+A deleted write's files are removed just after the deletion's answer (in the background: a
+GET may still be streaming them, and a deletion should not wait for that). On a store that is
+refusing writes for want of space (``507 StorageFull``), a client that deletes to make room and
+writes at once would find the space not yet free, and SDKs do not retry a 507. So while this
+node has refused a write for space lately (``SHORT_OF_SPACE`` seconds), a deletion waits for
+its files to go, up to ``FREE_WAIT`` seconds, before it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from buckets import errors
+
+if TYPE_CHECKING:
+    from buckets.engine.store import Store
+
+SHORT_OF_SPACE = 60.0
+FREE_WAIT = 2.0
+
+
+def notes_full(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A write method of ``Store`` whose ``StorageFull`` marks the store short of space."""
+    @functools.wraps(fn)
+    async def write(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(self, *args, **kwargs)
+        except errors.StorageFull:
+            self.short_of_space_until = time.monotonic() + SHORT_OF_SPACE
+            raise
+    return write
+
+
+def start(store: "Store", removal: Awaitable[None], started: list[asyncio.Future]) -> None:
+    """Run a deleted write's ``removal`` in the background, noted in ``started`` for ``settle``."""
+    task = asyncio.ensure_future(removal)
+    store._background.add(task)
+    task.add_done_callback(store._background.discard)
+    started.append(task)
+
+
+async def settle(store: "Store", started: list[asyncio.Future]) -> None:
+    """While the store is short of space, wait up to ``FREE_WAIT`` seconds for the removals in
+    ``started`` (they go on after that, as they would have). Called once the deletion let go of
+    the key's lock: a write of the key does not wait for it."""
+    if started and time.monotonic() < store.short_of_space_until:
+        await asyncio.wait(started, timeout=FREE_WAIT)

@@ -1,0 +1,59 @@
+"""A store short of space (engine/space.py): after it refused a write for want of space, a
+deletion answers once the deleted write's files are gone (up to FREE_WAIT), so that a write
+right after the answer finds the space; otherwise the files go after the answer, as before."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from engine_testkit import BLOCK, content
+
+from buckets import errors
+from buckets.engine import space
+
+
+@pytest.fixture
+def slow_removals(store, monkeypatch):
+    """Every removal of a deleted write takes 0.3 s; the list says which ones ended."""
+    ended: list[str] = []
+    remove = store._remove_write
+
+    async def slowly(bucket, key, wid, disks, **kw):
+        await asyncio.sleep(0.3)
+        await remove(bucket, key, wid, disks, **kw)
+        ended.append(key)
+
+    monkeypatch.setattr(store, "_remove_write", slowly)
+    return ended
+
+
+async def test_a_deletion_waits_for_its_space_only_while_the_store_is_short_of_it(store, bucket, slow_removals,
+                                                                                  monkeypatch) -> None:
+    for key in ("a", "b", "c"):
+        await store.put_object(bucket, key, content(key, 3 * BLOCK), 3 * BLOCK)
+    await store.delete_object(bucket, "a")
+    assert slow_removals == []  # answered before its files went (the store has room)
+
+    def no_room(bucket: str) -> None:
+        raise errors.StorageFull()
+
+    with monkeypatch.context() as m:  # the registry's disk at its reserve: a 507
+        m.setattr(store.catalog, "check_room", no_room)
+        with pytest.raises(errors.StorageFull):
+            await store.put_object(bucket, "d", content("d", BLOCK), BLOCK)
+    assert store.short_of_space_until > time.monotonic() + space.SHORT_OF_SPACE - 5
+
+    started = time.monotonic()
+    await store.delete_object(bucket, "b")
+    assert slow_removals[-1:] == ["b"] and time.monotonic() - started >= 0.3  # its files are gone
+    # a removal that takes longer than FREE_WAIT: the deletion answers at FREE_WAIT, the files go on
+    monkeypatch.setattr(space, "FREE_WAIT", 0.1)
+    await store.delete_object(bucket, "c")
+    assert "c" not in slow_removals
+    for _ in range(50):
+        if "c" in slow_removals:
+            break
+        await asyncio.sleep(0.02)
+    assert "c" in slow_removals
