@@ -333,15 +333,14 @@ class Registry:
         info`` calls ``full``), before a write of a new object or part. Such a write may still
         reach a quorum of other disks, but degraded (this disk takes none of its shards), and
         its entry grows the registry into the reserve its disk keeps for deletions, until no
-        deletion fits either. A statvfs at most
-        once a second while there is room, and at every write while there is not (so space a
-        deletion freed is seen at once)."""
+        deletion fits either. A statvfs at most once a second while there is room, and at every
+        write while there is not (so space a deletion freed is seen at once)."""
         if not self.has_room():
             raise StorageFull()
 
     def has_room(self) -> bool:
-        """Whether the registry's disk is above its free-space reserve (see ``check_room``); True
-        when the disk cannot be asked (the commit will say what is wrong with it)."""
+        """Whether the registry's disk is not full (see ``check_room``); True when the disk cannot
+        be asked (the commit will say what is wrong with it)."""
         from buckets.storage import local
 
         now = time.monotonic()
