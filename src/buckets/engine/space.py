@@ -38,10 +38,7 @@ def notes_full(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
 
 def start(store: "Store", removal: Awaitable[None], started: list[asyncio.Future]) -> None:
     """Run a deleted write's ``removal`` in the background, noted in ``started`` for ``settle``."""
-    task = asyncio.ensure_future(removal)
-    store._background.add(task)
-    task.add_done_callback(store._background.discard)
-    started.append(task)
+    started.append(store._spawn(removal))
 
 
 async def settle(store: "Store", started: list[asyncio.Future]) -> None:

@@ -335,10 +335,11 @@ class Store:
         except asyncio.QueueFull:
             pass
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     # -- buckets --------------------------------------------------------------------------
     async def make_bucket(self, name: str, owner: str = "", settings: dict | None = None) -> BucketInfo:
