@@ -122,7 +122,8 @@ class DiskService:
         return {"written": written}
 
     async def write_file(self, args: dict) -> None:
-        await self._disk(args).write_file(args["path"], args["data"], sync=bool(args["sync"]))
+        await self._disk(args).write_file(args["path"], args["data"], sync=bool(args["sync"]),
+                                          new_data=args.get("new_data") is True)
 
     async def read_file(self, args: dict) -> bytes:
         return await self._disk(args).read_file(args["path"], max_size=int(args["max_size"]))

@@ -906,8 +906,11 @@ class RemoteDisk:
         _check_rel(path)  # refused here, as a local disk would, before any byte is streamed
         return RemoteShardWriter(self, path)
 
-    async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
-        await self._call("write_file", {"path": path, "data": data, "sync": sync})
+    async def write_file(self, path: str, data: bytes, *, sync: bool, new_data: bool = False) -> None:
+        args = {"path": path, "data": data, "sync": sync}
+        if new_data:  # the peer's disk refuses it below its reserve (an older peer ignores it)
+            args["new_data"] = True
+        await self._call("write_file", args)
 
     async def read_file(self, path: str, *, max_size: int = MAX_SMALL_FILE) -> bytes:
         return await self._call("read_file", {"path": path, "max_size": max_size})

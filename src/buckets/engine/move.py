@@ -40,7 +40,7 @@ from buckets.engine import crypto, paths, smalllog
 from buckets.engine.heal import _check_slot, _rebuild_shards, _verify_frames, _verify_span
 from buckets.engine.ids import new_id
 from buckets.erasure import ShardGeometry
-from buckets.errors import CorruptData, DiskOffline, ReadQuorumLost, define_error
+from buckets.errors import CorruptData, DiskFull, DiskOffline, ReadQuorumLost, define_error
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -139,6 +139,8 @@ async def copy_shards(store: "Store", bucket: str, key: str, entry: dict, new_di
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):
                     raise outcome  # cancelled
+                if isinstance(outcome, DiskFull):
+                    raise outcome  # the new disk has no room: rebuilding onto it would not either
                 log.info("migration of %s/%s: slot %d cannot be copied from %s (%s); rebuilding it",
                          bucket, key, i, entry["disks"][i], outcome)
                 failed.append(i)
@@ -164,7 +166,6 @@ async def _copy_slot(store: "Store", bucket: str, key: str, entry: dict, new_ent
     if source is None:
         raise DiskOffline(f"disk {entry['disks'][slot]} is offline")
     k, bs = entry["k"], entry["bs"]
-    old_mp = paths.meta_path(bucket, key, entry["wid"])
     new_mp = paths.meta_path(bucket, key, new_entry["wid"])
     if entry.get("inline"):
         meta = await smalllog.read_slot(bucket, key, entry, slot, source)  # its record or its file
@@ -175,7 +176,8 @@ async def _copy_slot(store: "Store", bucket: str, key: str, entry: dict, new_ent
         if len(data) != geo.shard_size or not _verify_frames(data, geo):
             raise CorruptData(f"inline shard {slot} on {source.endpoint} is damaged")
         await pace(len(data))
-        await target.write_file(new_mp, _meta_bytes(store, bucket, key, new_entry, slot, data), sync=store.sync)
+        await target.write_file(new_mp, _meta_bytes(store, bucket, key, new_entry, slot, data), sync=store.sync,
+                                new_data=True)  # not into the new disk's reserve, as a shard file is not
         return len(data)
     loop = asyncio.get_running_loop()
     written = 0
@@ -235,7 +237,8 @@ async def _rebuild_slots(store: "Store", bucket: str, key: str, entry: dict, new
         d = targets[t]
         if inline is not None:
             await pace(len(inline[t]))
-            await d.write_file(new_mp, _meta_bytes(store, bucket, key, new_entry, t, inline[t]), sync=store.sync)
+            await d.write_file(new_mp, _meta_bytes(store, bucket, key, new_entry, t, inline[t]), sync=store.sync,
+                               new_data=True)
             return len(inline[t])
         size = sum(ShardGeometry(entry["k"], entry["bs"], p[1]).shard_size for p in entry["parts"])
         await pace(size)

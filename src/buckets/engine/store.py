@@ -552,14 +552,21 @@ class Store:
             entry[smalllog.LOG_FIELD] = [got.get(i) for i in range(n)]
             return sorted(got)
         mp = paths.meta_path(bucket, key, entry["wid"])
+        new_data = not entry.get("dm")  # a delete marker may use the reserve, as its record does
 
         async def one(i: int) -> int | None:
             d = disks[i]
             if d is None:
                 return None
             try:
-                await d.write_file(mp, self._disk_meta(bucket, key, entry, i, inline[i]), sync=self.sync)
+                await d.write_file(mp, self._disk_meta(bucket, key, entry, i, inline[i]), sync=self.sync,
+                                   new_data=new_data)
                 return i
+            except errors.DiskFull as exc:
+                log.info("disk %s: %s", d.endpoint, exc)
+                if full is not None:
+                    full.add(i)
+                return None
             except errors.DiskError as exc:
                 log.warning("disk %s: %s", d.endpoint, exc)
                 return None

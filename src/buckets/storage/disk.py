@@ -143,9 +143,12 @@ class Disk(Protocol):
         is refused here; a disk failure may surface here or at the first ``write``/``close``
         (a remote disk opens its stream lazily, so a PUT costs one round trip per shard)."""
 
-    async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
+    async def write_file(self, path: str, data: bytes, *, sync: bool, new_data: bool = False) -> None:
         """Write a whole small file atomically: a reader sees the old content or the new,
-        never a mix (temp file, fsync, rename, fsync dir)."""
+        never a mix (temp file, fsync, rename, fsync dir). ``new_data``: the file carries new
+        data (an inline object's metadata with its shard, as a new write or a migration's
+        copy makes), refused with ``DiskFull`` below the disk's free-space reserve; other
+        files (a bucket's or a user's settings, heal's restored shards) may use it."""
 
     async def read_file(self, path: str, *, max_size: int = MAX_SMALL_FILE) -> bytes:
         """A whole small file; ``CorruptData`` when it is larger than ``max_size``."""

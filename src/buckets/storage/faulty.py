@@ -205,12 +205,12 @@ class FaultyDisk:
         torn = self._take("tear", "create_file")
         return _FaultyShardWriter(self, await self.inner.create_file(path), path, torn)
 
-    async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
+    async def write_file(self, path: str, data: bytes, *, sync: bool, new_data: bool = False) -> None:
         await self._before("write_file")
         torn = self._take("tear", "write_file")
         if torn is None:
-            return await self.inner.write_file(path, data, sync=sync)
-        await self.inner.write_file(path, data[:min(torn.keep, max(len(data) - 1, 0))], sync=sync)
+            return await self.inner.write_file(path, data, sync=sync, new_data=new_data)
+        await self.inner.write_file(path, data[:min(torn.keep, max(len(data) - 1, 0))], sync=sync, new_data=new_data)
         if not torn.silent:
             raise self._error(torn, "write_file", "torn write")
 

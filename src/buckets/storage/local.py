@@ -731,13 +731,16 @@ class LocalDisk:
 
         return LocalShardWriter(self, full, await self._run(_open))
 
-    async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
+    async def write_file(self, path: str, data: bytes, *, sync: bool, new_data: bool = False) -> None:
         """Atomic small-file write. Concurrent writes to this disk are batched into one
         thread hand-off: each is written to staging and renamed into place; with ``sync``,
-        a single ``syncfs`` then makes the whole batch durable before any caller is answered."""
+        a single ``syncfs`` then makes the whole batch durable before any caller is answered.
+        ``new_data``: refused below the disk's reserve (``_room_for``)."""
         full = self._abs(path)
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
+        if new_data:
+            self._room_for(len(data))
         tmp = self._abs(f"{TMP_DIR}/{next(_TMP_IDS)}.w")
         if sync and _syncfs is None:  # no syncfs here: fsync each file and directory instead
             await self._run(_write_atomic, tmp, full, data, sync)

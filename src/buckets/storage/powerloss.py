@@ -752,8 +752,8 @@ class PowerLossDisk:
     async def create_file(self, path: str) -> ShardWriter:
         return await self.inner.create_file(path)
 
-    async def write_file(self, path: str, data: bytes, *, sync: bool) -> None:
-        await self.inner.write_file(path, data, sync=sync)
+    async def write_file(self, path: str, data: bytes, *, sync: bool, new_data: bool = False) -> None:
+        await self.inner.write_file(path, data, sync=sync, new_data=new_data)
 
     async def read_file(self, path: str, *, max_size: int = MAX_SMALL_FILE) -> bytes:
         return await self.inner.read_file(path, max_size=max_size)

@@ -246,9 +246,15 @@ async def test_a_full_disk_refuses_new_data_but_takes_a_deletion_sharing_its_cal
     assert await peer.local[peer.paths[0]].read_record(results[1][0]) == b"delete marker"
     assert group.append_calls - calls <= 2  # batched as before
     assert disk.online  # full is not failing
+    with pytest.raises(DiskFull, match="kept for deletions"):  # an inline object's metadata file too
+        await disk.write_file("meta/new", b"new object", sync=True, new_data=True)
+    await disk.write_file("meta/settings", b"a bucket's settings", sync=True)  # what is not new data goes in
+    assert await disk.read_file("meta/settings") == b"a bucket's settings"
     monkeypatch.setattr(local, "disk_reserve", 0.0)
     got = await disk.append_records([b"new object"], sync=True, data=True)  # room again: in at once
     assert await peer.local[peer.paths[0]].read_record(got[0]) == b"new object"
+    await disk.write_file("meta/new", b"new object", sync=True, new_data=True)
+    assert await disk.read_file("meta/new") == b"new object"
 
 
 async def test_a_peer_without_append_batch_gets_one_call_per_disk(tmp_path) -> None:

@@ -400,6 +400,34 @@ async def test_objects_written_before_the_log_stay_readable(tmp_disks) -> None:
         await store.close()
 
 
+async def test_with_the_log_off_an_inline_put_on_disks_at_their_reserve_is_refused(tmp_disks, monkeypatch) -> None:
+    """An inline object's metadata files are new data: refused below the disks' reserve like
+    its records (507, nothing left on a disk); a delete marker's are not."""
+    from buckets.storage import local
+
+    paths = tmp_disks(4)
+    store = await open_store(paths, small_log=False)
+    try:
+        await store.make_bucket("vbk")
+        await store.set_versioning("vbk", "Enabled")
+        await store.put_object("vbk", "k", b"before", 6)
+        monkeypatch.setattr(local, "disk_reserve", 100.0)  # every byte of every disk is reserve
+        monkeypatch.setattr(store.catalog, "check_room", lambda bucket: None)  # not the registry's disk: the data's
+        for d in store.disks:
+            d._space = None
+        files = sorted(meta_files(paths))
+        with pytest.raises(errors.StorageFull):
+            await store.put_object("vbk", "k", b"refused", 7)
+        with pytest.raises(errors.StorageFull):
+            await store.put_object("vbk", "new", b"refused", 7)
+        assert sorted(meta_files(paths)) == files  # nothing of either write is left
+        assert await get_bytes(store, "vbk", "k") == b"before"
+        marker = await store.delete_object("vbk", "k")  # a deletion goes into the reserve
+        assert marker.delete_marker and len(meta_files(paths)) == len(files) + 4
+    finally:
+        await store.close()
+
+
 async def test_versioned_delete_markers_and_lock_through_the_log(store) -> None:
     await store.make_bucket("vbk")
     await store.set_versioning("vbk", "Enabled")

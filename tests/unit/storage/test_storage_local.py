@@ -109,7 +109,13 @@ async def test_a_disk_at_its_reserve_refuses_new_data_and_takes_the_rest(disk, m
     loc = (await disk.append_records([b"a delete marker"], sync=False))[0]  # deletions use the reserve
     assert await disk.read_record(loc) == b"a delete marker"
     await disk.write_file("meta/x", b"metadata", sync=False)  # and metadata
+    with pytest.raises(DiskFull):  # but not an inline object's metadata file (new data)
+        await disk.write_file("meta/y", b"an inline object", sync=False, new_data=True)
+    with pytest.raises(FileNotFound):
+        await disk.read_file("meta/y")  # nothing of it was written
     monkeypatch.setattr(local, "disk_reserve", 0.0)
+    await disk.write_file("meta/y", b"an inline object", sync=False, new_data=True)
+    assert await disk.read_file("meta/y") == b"an inline object"
     loc = (await disk.append_records([b"an inline object"], sync=False, data=True))[0]
     assert await disk.read_record(loc) == b"an inline object"
 

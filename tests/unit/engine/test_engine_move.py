@@ -1,0 +1,58 @@
+"""A migration's copy of an object onto the disks of a newer placement (engine/move.py): the
+new disks' free-space reserve holds for small objects as it does for shard files, and a copy
+refused for want of space leaves nothing behind. A real store over real directories; the new
+placement is a permutation of its own disks (every slot changes, so the object is copied
+whole under a fresh write id)."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+from engine_testkit import BLOCK, INLINE, content, get_bytes
+
+from buckets import Store
+from buckets.engine import move
+from buckets.errors import DiskFull
+from buckets.storage import local
+
+OPTS = dict(sync=False, block_size=BLOCK, inline_threshold=INLINE, partitions=64, background=False)
+
+
+def written_files(paths: list[str]) -> list[str]:
+    """Every object file under the disks (metadata files and shard parts; not the logs)."""
+    out = []
+    for root in paths:
+        out += glob.glob(os.path.join(root, "buckets", "**", "*"), recursive=True)
+    return sorted(f for f in out if os.path.isfile(f))
+
+
+@pytest.mark.parametrize("size", [INLINE // 2, 3 * BLOCK], ids=["inline", "streamed"])
+async def test_a_copy_onto_disks_at_their_reserve_is_refused_and_leaves_nothing(tmp_disks, monkeypatch,
+                                                                                size) -> None:
+    paths = tmp_disks(4)
+    store = await Store.open(paths, **OPTS)
+    try:
+        await store.make_bucket("bkt")
+        body = content("k", size)
+        await store.put_object("bkt", "k", body, size)
+        entry = store.registry.get_object("bkt", "k")
+        new_disks = entry["disks"][1:] + entry["disks"][:1]
+        assert move.needs_rewrite(entry, new_disks)
+
+        copy = await move.copy_shards(store, "bkt", "k", entry, new_disks, entry.get("gen", 0) + 1)
+        assert copy.entry["wid"] != entry["wid"] and sorted(copy.slots) == [0, 1, 2, 3]
+        await move.remove_shards(store, "bkt", "k", copy.wid, store.disks_for(new_disks))  # undone
+
+        before = written_files(paths)
+        monkeypatch.setattr(local, "disk_reserve", 100.0)  # every byte of every disk is reserve
+        for d in store.disks:
+            d._space = None
+        with pytest.raises(DiskFull):
+            await move.copy_shards(store, "bkt", "k", entry, new_disks, entry.get("gen", 0) + 1)
+        assert written_files(paths) == before  # no copy went into the reserve, none half-made
+        monkeypatch.setattr(local, "disk_reserve", 0.0)
+        assert await get_bytes(store, "bkt", "k") == body  # the object is as it was
+    finally:
+        await store.close()
