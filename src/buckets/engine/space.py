@@ -4,8 +4,10 @@ A deleted write's files are removed just after the deletion's answer (in the bac
 GET may still be streaming them, and a deletion should not wait for that). On a store that is
 refusing writes for want of space (``507 StorageFull``), a client that deletes to make room and
 writes at once would find the space not yet free, and SDKs do not retry a 507. So while this
-node has refused a write for space lately (``SHORT_OF_SPACE`` seconds), a deletion waits for
-its files to go, up to ``FREE_WAIT`` seconds, before it answers."""
+node has refused a write for space lately (``SHORT_OF_SPACE`` seconds), or one of its disks
+refused new data (a write through another node of a cluster, whose client may delete through
+this one next), a deletion waits for its files to go, up to ``FREE_WAIT`` seconds, before it
+answers."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from buckets import errors
+from buckets.storage import local
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -45,5 +48,10 @@ async def settle(store: "Store", started: list[asyncio.Future]) -> None:
     """While the store is short of space, wait up to ``FREE_WAIT`` seconds for the removals in
     ``started`` (they go on after that, as they would have). Called once the deletion let go of
     the key's lock: a write of the key does not wait for it."""
-    if started and time.monotonic() < store.short_of_space_until:
+    if started and short_of_space(store):
         await asyncio.wait(started, timeout=FREE_WAIT)
+
+
+def short_of_space(store: "Store") -> bool:
+    now = time.monotonic()
+    return now < store.short_of_space_until or now < local.last_refusal + SHORT_OF_SPACE

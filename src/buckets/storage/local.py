@@ -222,6 +222,16 @@ _SPACE_TTL = 1.0  # seconds a disk's statvfs is trusted, less what was written s
 _SPACE_RECHECK = 64 << 20  # ... or until this much was written since
 
 
+# time.monotonic() of the last refusal of new data by any disk of this process (its own writes
+# or a peer's, through the disk service): the node is short of space (engine/space.py).
+last_refusal = float("-inf")
+
+
+def _note_refusal(when: float) -> None:
+    global last_refusal
+    last_refusal = when
+
+
 def reserve_bytes(total: int, percent: float | None = None) -> int:
     """The bytes a disk of ``total`` bytes keeps free for deletions (``disk_reserve``)."""
     percent = disk_reserve if percent is None else percent
@@ -666,6 +676,7 @@ class LocalDisk:
         free = space[1] - self._spent
         if free - nbytes < space[2]:
             self._space = None
+            _note_refusal(now)
             raise DiskFull(f"{self.root}: {max(free, 0)} bytes free, and {space[2]} are kept for deletions "
                            f"(--disk-reserve): no room for {nbytes} bytes of new data")
         self._spent += nbytes

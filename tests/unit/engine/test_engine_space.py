@@ -16,7 +16,11 @@ from buckets.engine import space
 
 @pytest.fixture
 def slow_removals(store, monkeypatch):
-    """Every removal of a deleted write takes 0.3 s; the list says which ones ended."""
+    """Every removal of a deleted write takes 0.3 s; the list says which ones ended. No disk of
+    this process refused new data lately (another test's would count)."""
+    from buckets.storage import local
+
+    monkeypatch.setattr(local, "last_refusal", float("-inf"))
     ended: list[str] = []
     remove = store._remove_write
 
@@ -57,3 +61,26 @@ async def test_a_deletion_waits_for_its_space_only_while_the_store_is_short_of_i
             break
         await asyncio.sleep(0.02)
     assert "c" in slow_removals
+
+
+async def test_a_disk_that_refused_new_data_makes_deletions_wait_too(store, bucket, slow_removals,
+                                                                     monkeypatch) -> None:
+    """On a cluster a node's disks take other nodes' writes: one that refused new data (a write
+    through another node, answered 507 there) makes this node's deletions wait for their space,
+    though this node refused no write itself."""
+    from buckets.storage import local
+
+    for key in ("a", "b"):
+        await store.put_object(bucket, key, content(key, 3 * BLOCK), 3 * BLOCK)
+    await store.delete_object(bucket, "a")
+    assert slow_removals == []  # no refusal anywhere: answered before its files went
+
+    disk = store.disks[0]
+    with monkeypatch.context() as m:
+        m.setattr(local, "disk_reserve", 100.0)
+        disk._space = None
+        with pytest.raises(errors.DiskFull):
+            await disk.append_records([b"another node's small object"], sync=False, data=True)
+    assert store.short_of_space_until < time.monotonic()  # the store itself refused nothing
+    await store.delete_object(bucket, "b")
+    assert slow_removals[-1:] == ["b"]  # its files are gone
