@@ -37,7 +37,11 @@ def verdict(report) -> None:
         pytest.xfail(f"{report.line()}\n" + "\n".join(report.known[:3]))
 
 
+# An exhaustive campaign checks thousands of states: 300-480 s each for the largest alone on the
+# bench machine, more beside another campaign (make test-crash runs two at a time). The suite's
+# 600 s timeout failed three of them on a loaded machine (session 38) with no violation found.
 @pytest.mark.crash
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_power_cut_exhaustive(name, crash_dir, crash_summary) -> None:
     report = await run_campaign(SCENARIOS[name], crash_dir, limit=64, combos=256, seed=SEED)

@@ -20,6 +20,7 @@ def verdict(report) -> None:
 
 
 @pytest.mark.crash
+@pytest.mark.timeout(1800)  # as test_crash_paths.py's exhaustive campaigns: the 10-disk one takes ~7 min alone
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_log_power_cut_exhaustive(name, crash_dir, crash_summary) -> None:
     scenario = SCENARIOS[name]
