@@ -479,18 +479,32 @@ def _unconfirmed(error: Exception) -> bool:
 
 def _change(args: argparse.Namespace, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """``POST path`` (a membership change), asked again while the control plane leaves it
-    unconfirmed (``_unconfirmed``), up to ``--wait-timeout``."""
+    unconfirmed (``_unconfirmed``), up to ``--wait-timeout``. An answer after such a retry
+    carries ``after_retry``: if it says the change was made already, the first attempt made it
+    (``_made_by_the_first_attempt``)."""
     from buckets.admin.client import AdminCallError
 
     deadline = time.monotonic() + (args.wait_timeout or 300.0)
+    retried = False
     while True:
         try:
-            return client.call("POST", path, body)
+            result = client.call("POST", path, body)
+            return {**result, "after_retry": True} if retried else result
         except AdminCallError as error:
             if not _unconfirmed(error) or time.monotonic() > deadline:
                 raise
             print(f"{path}: {error}; asking again (a change applies once)", file=sys.stderr)
+            retried = True
             time.sleep(1.0)
+
+
+def _made_by_the_first_attempt(args: argparse.Namespace, client: Any, result: dict[str, Any], message: str,
+                               what: str) -> int:
+    """A retried change answered that it was made already: most likely by the attempt whose
+    answer was lost, so its migration is followed as the first answer would have been."""
+    if not args.json:
+        print(f"{message} (the first attempt, left unconfirmed, made the change)")
+    return _after_change(args, client, result, what)
 
 
 def _add_node_call(args: argparse.Namespace, client: Any, url: str, paths: list[str]) -> dict[str, Any]:
@@ -546,6 +560,8 @@ def _run_add(args: argparse.Namespace, client: Any, result: dict[str, Any], wait
         if result is None:
             return EXIT_OK
     if not result.get("added"):
+        if result.get("after_retry"):
+            return _made_by_the_first_attempt(args, client, result, result.get("message") or already, what)
         if args.json:
             print_json(result)
         else:
@@ -616,13 +632,17 @@ def _wait_queued(args: argparse.Namespace, client: Any, result: dict[str, Any], 
     return applied
 
 
-def _removal(args: argparse.Namespace, result: dict[str, Any], wait_queued: Any) -> dict[str, Any] | None:
+def _removal(args: argparse.Namespace, client: Any, result: dict[str, Any], wait_queued: Any) -> dict[str, Any] | None:
     """A remove-node or remove-disk answer: its turn in the queue, or a message that ends it
-    (draining already; None returned), or the change to follow."""
+    (draining already; None returned, after following the migration when a retry found it so),
+    or the change to follow."""
     if result.get("queued"):
         result = wait_queued()
         if result is None:
             return None
+    if result.get("message") and result.get("after_retry"):
+        _made_by_the_first_attempt(args, client, result, result["message"], "Draining")
+        return None
     if result.get("message"):
         if args.json:
             print_json(result)
@@ -637,7 +657,7 @@ def cmd_cluster_remove_node(args: argparse.Namespace) -> int:
     result = _change(args, client, "cluster/remove-node",
                      _accepting(args, {"endpoint": args.node, "force": args.force}))
     node = result["node"]
-    result = _removal(args, result, lambda: _wait_queued(args, client, result, "remove-node", node))
+    result = _removal(args, client, result, lambda: _wait_queued(args, client, result, "remove-node", node))
     if result is None:
         return EXIT_OK
     if not args.json:
@@ -718,7 +738,8 @@ def cmd_cluster_remove_disk(args: argparse.Namespace) -> int:
     url, path = _one_disk(args.disk)
     client = _client(args)
     result = _change(args, client, "cluster/remove-disk", _accepting(args, {"endpoint": url, "path": path}))
-    result = _removal(args, result, lambda: _wait_queued_disk(args, client, result, "remove-disk", url, path))
+    result = _removal(args, client, result,
+                      lambda: _wait_queued_disk(args, client, result, "remove-disk", url, path))
     if result is None:
         return EXIT_OK
     if not args.json:

@@ -19,6 +19,8 @@ class FlakyControlPlane:
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         self.calls.append((method, path, body))
+        if path == "cluster/migration":
+            return {"state": "done", "moved_objects": 7, "moved_bytes": 7 << 20, "errors": 0}
         if self.failures:
             raise self.failures.pop(0)
         return self.answer
@@ -42,14 +44,30 @@ def no_sleep(monkeypatch):
      {"added": False, "message": "http://127.0.0.2:9000/srv/d5 is a disk of the cluster already"}),
 ])
 def test_an_unconfirmed_change_is_asked_again(argv, path, answer, monkeypatch, capsys, no_sleep) -> None:
+    """The retry's answer says the change was made already: by the first attempt, whose answer
+    was lost; its migration is followed as the first answer's would have been."""
     control = FlakyControlPlane([UNCONFIRMED, UNCONFIRMED], answer)
     monkeypatch.setattr(admin, "_client", lambda args: control)
     args = admin.build_parser().parse_args(argv)
     assert args.func(args) == 0
-    assert [p for _, p, _ in control.calls] == [path] * 3  # the same change, asked three times
-    assert len({repr(body) for _, _, body in control.calls}) == 1
+    posts = [(p, body) for method, p, body in control.calls if method == "POST"]
+    assert [p for p, _ in posts] == [path] * 3  # the same change, asked three times
+    assert len({repr(body) for _, body in posts}) == 1
+    assert control.calls[3][:2] == ("GET", "cluster/migration")  # then its migration, followed
     out, err = capsys.readouterr()
     assert err.count("asking again") == 2 and answer["message"] in out
+    assert "the first attempt" in out and "Migration done: 7 objects" in out
+
+
+def test_a_change_made_before_is_not_followed(monkeypatch, capsys, no_sleep) -> None:
+    """Without a retry, "already" means the operator asked for what was there: nothing to follow."""
+    control = FlakyControlPlane([], {"added": False, "message": "http://127.0.0.5:9000 is already an active node"})
+    monkeypatch.setattr(admin, "_client", lambda args: control)
+    args = admin.build_parser().parse_args(["cluster", "add-node", "local", "http://127.0.0.5:9000/d{1...4}"])
+    assert args.func(args) == 0
+    assert [(m, p) for m, p, _ in control.calls] == [("POST", "cluster/add-node")]
+    out, _ = capsys.readouterr()
+    assert "already an active node" in out and "first attempt" not in out
 
 
 def test_other_refusals_are_not_asked_again(monkeypatch, no_sleep) -> None:
