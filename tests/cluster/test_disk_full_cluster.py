@@ -6,7 +6,9 @@ in), deletions through another node free space, and writes go in again. Marked `
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -90,3 +92,65 @@ def test_an_index_replicas_registry_disk_at_its_reserve_stops_new_objects(tmp_pa
             put_once_freed(s3[3], "full", "after-delete", b"d" * (16 << 10))
         finally:
             c.stop_and_check_logs()
+
+
+def test_a_disk_removal_onto_full_disks_keeps_their_reserve_and_ends_once_there_is_room(tmp_path) -> None:
+    """A one-node cluster of five small disks, filled with small objects until 507; then the
+    fifth disk is removed. Its objects' shards must go onto the four others, which are at their
+    reserve: the migration's copies are refused (each object's move fails and is tried again by
+    the next pass) and the disks keep their reserve for deletions. Before, a small object's copy
+    (a metadata file) ignored the reserve: the migration filled the disks to their last blocks.
+    Once deletions make room, the migration ends and the disk leaves."""
+    from growkit import GrowCluster
+
+    from buckets.storage.local import reserve_bytes
+
+    cluster = GrowCluster(tmp_path)
+    base = tmp_path / "n1"
+    roots = [base / f"d{i}" for i in range(1, 6)]
+    with small_disks(roots, 24):
+        try:
+            s3 = cluster.begin("full")
+            out = cluster.admin(1, "cluster", "add-disk", f"{cluster.url(1)}{base}/d5").stdout
+            assert "Migration done" in out, out
+            stored, refused = _fill(s3, "obj", 32 << 10, 4000)
+            assert _code(refused) == ("StorageFull", 507), refused.response
+            removal = json.loads(cluster.admin(1, "cluster", "remove-disk", f"{cluster.url(1)}{base}/d5",
+                                               "--no-wait", "--json").stdout)
+            to_gen = removal["generation"]
+            deadline = time.monotonic() + 60
+            status = cluster.migration(1)
+            while (status.get("errors") or 0) < 20 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                status = cluster.migration(1)
+            assert status.get("state") != "done" and (status.get("errors") or 0) >= 20, status
+
+            def free(root) -> int:
+                st = os.statvfs(root)
+                return st.f_bavail * st.f_frsize
+
+            reserve = reserve_bytes(os.statvfs(roots[0]).f_blocks * os.statvfs(roots[0]).f_frsize)
+            # the moves stopped at the reserve; the registry's commits may use a little of it
+            assert all(free(r) >= reserve * 3 // 4 for r in roots[:4]), ([free(r) for r in roots], reserve)
+            for key in stored[::40]:  # every object still reads while its moves fail
+                assert len(s3.get_object(Bucket="full", Key=key)["Body"].read()) == 32 << 10
+
+            gone, kept = stored[::2], stored[1::2]
+            for at in range(0, len(gone), 1000):
+                deleted = s3.delete_objects(Bucket="full", Delete={"Objects": [{"Key": k} for k in gone[at:at + 1000]]})
+                assert "Errors" not in deleted, deleted["Errors"][:3]
+            deadline = time.monotonic() + 300  # the migration ends, then the disk leaves (a generation more)
+            while f"{base}/d5" in [d["path"] for d in cluster.nodes(1)["nodes"][0]["disks"]]:
+                assert time.monotonic() < deadline, f"the drained disk did not leave: {cluster.migration(1)}"
+                time.sleep(0.5)
+            deadline = time.monotonic() + 60
+            while (status := cluster.migration(1))["state"] != "done":  # the generation that dropped it
+                assert time.monotonic() < deadline, status
+                time.sleep(0.5)
+            assert status["to_gen"] > to_gen, status
+            for key in kept:
+                assert len(s3.get_object(Bucket="full", Key=key)["Body"].read()) == 32 << 10
+        finally:
+            cluster.stop_all()
+    bugs = cluster.bugs()
+    assert not bugs, bugs

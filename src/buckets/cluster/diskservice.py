@@ -24,6 +24,7 @@ from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcerrors import BadPeerRequest, error_to_wire
 from buckets.cluster.rpcserver import BodyReader, PeerRpcServer
 from buckets.errors import DiskError, DiskFull
+from buckets.storage import records as rlog
 from buckets.storage.disk import Disk, FileStat
 
 WALK_BATCH = 256
@@ -58,7 +59,7 @@ class DiskService:
             "append_records": self.append_records, "append_batch": self.append_batch,
             "read_record": self.read_record, "read_records": self.read_records,
             "walk_records": self.walk_records, "list_segments": self.list_segments,
-            "delete_segment": self.delete_segment,
+            "delete_segment": self.delete_segment, "release_records": self.release_records,
         }
         for name, fn in simple.items():
             rpc.register("disk", name, fn)
@@ -276,6 +277,16 @@ class DiskService:
 
     async def list_segments(self, args: dict) -> list[list[int]]:
         return await self._disk(args).list_segments()
+
+    async def release_records(self, args: dict) -> int:
+        wid, locations = args.get("wid"), args.get("locations")
+        if not isinstance(wid, str) or not wid or not isinstance(locations, list) or len(locations) > 256:
+            raise BadPeerRequest("disk/release_records takes a write id and at most 256 record locations")
+        try:
+            checked = [list(rlog.check_location(loc)) for loc in locations]
+        except DiskError as exc:
+            raise BadPeerRequest(f"disk/release_records: {exc}") from None
+        return await self._disk(args).release_records(wid, checked)
 
     async def delete_segment(self, args: dict) -> None:
         segment = args.get("segment")

@@ -114,6 +114,7 @@ class PeerDisks:
         # Appends to any of this peer's disks (small PUTs' records): one disk/append_batch call
         # carries all that wait, for every disk (see ``append``).
         self.has_append_batch = True  # False once the peer answered UnknownPeerMethod
+        self.has_release = True  # disk/release_records: False once the peer answered UnknownPeerMethod
         self.append_calls = 0  # disk/append_batch calls made (for tests and debugging)
         self._appends: list[tuple["RemoteDisk", list[bytes], bool, asyncio.Future]] = []
         self._append_task: asyncio.Future | None = None
@@ -1013,6 +1014,20 @@ class RemoteDisk:
 
     async def list_segments(self) -> list[list[int]]:
         return [list(s) for s in await self._call("list_segments", {})]
+
+    async def release_records(self, wid: str, locations: list[list[int]]) -> int:
+        from buckets.storage.records import check_location
+
+        checked = [list(check_location(loc)) for loc in locations]
+        group = self._peer_disks
+        if not group.has_release or not checked:
+            return 0
+        try:
+            freed = await self._call("release_records", {"wid": wid, "locations": checked})
+        except UnknownPeerMethod:
+            group.has_release = False  # a peer of an older version: its compaction reclaims the space
+            return 0
+        return freed if isinstance(freed, int) and not isinstance(freed, bool) else 0
 
     async def delete_segment(self, segment: int) -> None:
         await self._call("delete_segment", {"segment": segment})

@@ -211,6 +211,26 @@ async def kill(store: "Store", bucket: str, key: str, wid: str, disks: list, *, 
     return sum(await asyncio.gather(*(one(d) for d in disks)))
 
 
+async def release(store: "Store", wid: str, disks: list, locs: list | None) -> int:
+    """Free at once the space of a removed write's records: on each disk its slot's record
+    (``Disk.release_records``, which checks it is one of ``wid``'s). Called where the write's
+    files would be unlinked; best effort: what a disk does not release, compaction reclaims.
+    The bytes freed."""
+    if not locs:
+        return 0
+
+    async def one(d, loc) -> int:
+        if d is None or not isinstance(loc, list):
+            return 0
+        try:
+            return await d.release_records(wid, [loc])
+        except errors.BucketsError as exc:
+            log.info("disk %s: the records of removed write %s stay until compaction: %s", d.endpoint, wid, exc)
+            return 0
+
+    return sum(await asyncio.gather(*(one(d, loc) for d, loc in zip(disks, locs))))
+
+
 async def lookup_write(store: "Store", bucket: str, key: str, wid: str, vid: str | None) -> dict | None:
     """The registry entry of write ``wid`` (the key's current version or its version ``vid``)."""
     entry = await store.catalog.get_object(bucket, key)

@@ -597,7 +597,8 @@ class Store:
         ``full``: slots refused for want of space (a quorum without them: ``StorageFull``)."""
         k, m = entry["k"], entry["m"]
         if len(ok) < self._write_quorum(k, m):
-            await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry))
+            await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry),
+                                     locs=entry.get(smalllog.LOG_FIELD))
             if len(ok) + full >= self._write_quorum(k, m):
                 raise errors.StorageFull()
             raise errors.WriteQuorumLost(
@@ -648,7 +649,8 @@ class Store:
                 if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost):
                     log.info("%s/%s: the failed write %s was undone on every index replica that took it: "
                              "its data is removed", bucket, key, entry["wid"])
-                await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry))
+                await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry),
+                                         locs=entry.get(smalllog.LOG_FIELD))
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
                 raise
@@ -661,7 +663,7 @@ class Store:
         for old in replaced:
             if old["wid"] != entry["wid"]:
                 self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),
-                                               in_log=smalllog.uses_log(old)))
+                                               in_log=smalllog.uses_log(old), locs=old.get(smalllog.LOG_FIELD)))
         if self.cluster is not None:
             await self._follow_table(bucket, key, entry)
 
@@ -715,10 +717,13 @@ class Store:
             slot[1].set()
 
     async def _remove_write(self, bucket: str, key: str, wid: str, disks: list,
-                            *, wait_readers: float = 3600.0, in_log: bool | None = None) -> None:
+                            *, wait_readers: float = 3600.0, in_log: bool | None = None,
+                            locs: list | None = None, kill: bool = True) -> None:
         """Delete one write's files once no GET is streaming them; metadata first, so no
         metadata outlives its data. A write in the disks' logs (``in_log``; None: not known, so
-        both when the log is on) gets a kill record on each disk instead (engine/smalllog.py)."""
+        both when the log is on) gets a kill record on each disk instead (engine/smalllog.py),
+        and its records at ``locs`` (the entry's ``lg``) give their space back at once. ``kill``:
+        False when the kill records were written already (a version removed by id)."""
         slot = self._active_reads.get((bucket, key, wid))
         if slot is not None:
             try:
@@ -726,10 +731,12 @@ class Store:
             except asyncio.TimeoutError:
                 log.warning("removing %s/%s write %s with a reader still attached", bucket, key, wid)
 
-        if in_log or (in_log is None and self.small_log):
+        if kill and (in_log or (in_log is None and self.small_log)):
             await smalllog.kill(self, bucket, key, wid, disks)
-            if in_log and self.cluster is None:
-                return  # a log write has no files (on a cluster, compaction and heal may make some)
+        if locs:
+            await smalllog.release(self, wid, disks, locs)
+        if in_log and self.cluster is None:
+            return  # a log write has no files (on a cluster, compaction and heal may make some)
 
         async def one(d) -> None:
             meta = paths.meta_path(bucket, key, wid)

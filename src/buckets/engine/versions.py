@@ -205,8 +205,8 @@ async def _delete_object(self: "Store", bucket: str, key: str, version_id: str |
                 removed = None
             if removed is None:
                 return DeleteResult(version_id, False, deleted=False)
-            space.start(self, self._remove_write(bucket, key, removed["wid"], self.disks_for(removed["disks"])),
-                        removals)
+            space.start(self, self._remove_write(bucket, key, removed["wid"], self.disks_for(removed["disks"]),
+                                                 locs=removed.get(smalllog.LOG_FIELD)), removals)
             return DeleteResult(version_id, False, deleted=True)
         checked = None
         if condition is not None:
@@ -226,7 +226,8 @@ async def _delete_object(self: "Store", bucket: str, key: str, version_id: str |
                 await self.catalog.delete_object(bucket, key, entry)
             except BaseException:
                 if marker is not None:
-                    await self._remove_write(bucket, key, marker["wid"], marker_disks)
+                    await self._remove_write(bucket, key, marker["wid"], marker_disks,
+                                             locs=marker.get(smalllog.LOG_FIELD))
                 raise
             if marker is not None:
                 space.start(self, _remove_then_forget(self, bucket, key, entry, marker, marker_disks), removals)
@@ -245,9 +246,14 @@ async def _delete_object(self: "Store", bucket: str, key: str, version_id: str |
             # on a cluster those that compaction and heal make) are removed now, metadata first.
             if smalllog.LOG_FIELD not in entry or self.cluster is not None:
                 space.start(self, self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
-                                                     in_log=False), removals)
+                                                     in_log=False, locs=entry.get(smalllog.LOG_FIELD)), removals)
+            else:  # killed first (above): its records give their space back once no GET reads them
+                space.start(self, self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
+                                                     in_log=True, kill=False, locs=entry.get(smalllog.LOG_FIELD)),
+                            removals)
             return DeleteResult(entry.get("vid", NULL_VERSION), bool(entry.get("dm")), deleted=True)
-    space.start(self, self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"])), removals)
+    space.start(self, self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
+                                         locs=entry.get(smalllog.LOG_FIELD)), removals)
     return DeleteResult(entry.get("vid", NULL_VERSION) if versioned or version_id else None,
                         bool(entry.get("dm")), deleted=True)
 
@@ -286,7 +292,7 @@ async def _write_marker(self: "Store", bucket: str, key: str, vid: str | None) -
     # a record in each disk's log (or a metadata file each, with the log off)
     ok = await self._store_inline(bucket, key, entry, disks, [b""] * len(disks))
     if len(ok) < self._write_quorum(k, m):
-        await self._remove_write(bucket, key, entry["wid"], disks)
+        await self._remove_write(bucket, key, entry["wid"], disks, locs=entry.get(smalllog.LOG_FIELD))
         raise errors.WriteQuorumLost(f"Write quorum lost: {len(ok)} of {k + m} disks stored the delete marker")
     return entry, disks
 
@@ -304,18 +310,20 @@ async def _add_delete_marker(self: "Store", bucket: str, key: str, bucket_rec: d
             else:
                 replaced = await self.catalog.put_version(bucket, key, entry)
         except errors.BucketsError:
-            await self._remove_write(bucket, key, entry["wid"], disks)
+            await self._remove_write(bucket, key, entry["wid"], disks, locs=entry.get(smalllog.LOG_FIELD))
             raise
     for old in replaced:
-        self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"])))
+        self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),
+                                       locs=old.get(smalllog.LOG_FIELD)))
     return DeleteResult(entry["vid"], True, deleted=True)
 
 
 async def _remove_then_forget(self: "Store", bucket: str, key: str, entry: dict, marker: dict, disks: list) -> None:
     """After an unversioned delete: remove the object's files, then the marker that told a
     registry rebuild the key is gone (the orphan sweep removes it if this never runs)."""
-    await self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]))
-    await self._remove_write(bucket, key, marker["wid"], disks)
+    await self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
+                             locs=entry.get(smalllog.LOG_FIELD))
+    await self._remove_write(bucket, key, marker["wid"], disks, locs=marker.get(smalllog.LOG_FIELD))
 
 
 async def list_object_versions(self: "Store", bucket: str, prefix: str = "", delimiter: str = "",

@@ -283,7 +283,9 @@ class Registry:
         self._committer: asyncio.Task | None = None
         self._pool = Workers(max_workers=1, thread_name_prefix="registry-commit")
         self._read_pool = Workers(max_workers=2, thread_name_prefix="registry-read")
-        self._room: tuple[float, bool] = (float("-inf"), True)  # (monotonic time, room) of check_room's statvfs
+        # (monotonic time, room, near) of check_room's statvfs; ``near``: within twice the full
+        # threshold, where it is asked again at every check (a second's writes could cross it)
+        self._room: tuple[float, bool, bool] = (float("-inf"), True, False)
         self.commits = 0
         self.committed_ops = 0
         self.last_batch = 0
@@ -333,8 +335,10 @@ class Registry:
         info`` calls ``full``), before a write of a new object or part. Such a write may still
         reach a quorum of other disks, but degraded (this disk takes none of its shards), and
         its entry grows the registry into the reserve its disk keeps for deletions, until no
-        deletion fits either. A statvfs at most once a second while there is room, and at every
-        write while there is not (so space a deletion freed is seen at once)."""
+        deletion fits either. A statvfs at most once a second while there is room to spare, and
+        at every write once free space is under twice the threshold (a second's writes could
+        cross it: a cluster test found the registry's disk 1.6 MB past it) or the disk is full
+        (so space a deletion freed is seen at once)."""
         if not self.has_room():
             raise StorageFull()
 
@@ -344,14 +348,15 @@ class Registry:
         from buckets.storage import local
 
         now = time.monotonic()
-        checked, room = self._room
-        if not room or now - checked > 1.0:
+        checked, room, near = self._room
+        if not room or near or now - checked > 1.0:
             try:
                 st = os.statvfs(self.path)
             except OSError:
                 return True
-            room = st.f_bavail * st.f_frsize >= local.full_below(st.f_blocks * st.f_frsize)
-            self._room = (now, room)
+            free, full = st.f_bavail * st.f_frsize, local.full_below(st.f_blocks * st.f_frsize)
+            room = free >= full
+            self._room = (now, room, free < 2 * full)
         return room
 
     # -- group commit ---------------------------------------------------------------

@@ -213,6 +213,14 @@ class Disk(Protocol):
     async def list_segments(self) -> list[list[int]]:
         """``[[segment, size], ...]`` ascending; the one being appended to, if any, is last."""
 
+    async def release_records(self, wid: str, locations: list[list[int]]) -> int:
+        """Free now the space of write ``wid``'s records at ``locations``: the write was removed
+        (its entry is gone, as its files would be unlinked). Each is checked first to be an
+        intact record of that write; it then reads as zeros (a scan skips it, as a damaged
+        record) and its whole blocks go back to the file system, so deleting small objects
+        frees space at once instead of at the segment's compaction. Returns the bytes freed
+        (0 where the file system cannot punch holes, or a peer of an older version)."""
+
     async def delete_segment(self, segment: int) -> None:
         """Remove a sealed segment (compaction moved its live records away first). The segment
         being appended to is refused (``DiskError``); a missing one is not an error."""

@@ -293,6 +293,10 @@ class FaultyDisk:
         await self._before("list_segments")
         return await self.inner.list_segments()
 
+    async def release_records(self, wid: str, locations: list[list[int]]) -> int:
+        await self._before("release_records")
+        return await self.inner.release_records(wid, locations)
+
     async def delete_segment(self, segment: int) -> None:
         await self._before("delete_segment")
         await self.inner.delete_segment(segment)

@@ -47,6 +47,7 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _DENIED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _WALK_BATCH = 512  # entries per thread hand-off (and per round trip, for a remote disk)
 _NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None  # Linux 4.14+
+_FILE_BLOCK = 4096  # what a small file takes at least (write_file's reserve check counts whole blocks)
 _KEPT_SEGMENT_FDS = 64  # read descriptors of log segments a disk keeps open
 
 
@@ -159,19 +160,78 @@ def _write_all(fh, data: bytes) -> None:
         view = view[n:]
 
 
-def _load_sync_file_range():
-    """libc ``sync_file_range`` (Linux; Python's ``os`` has no binding), or None."""
+def _libc_function(name: str, argtypes: list):
+    """A libc function Python's ``os`` has no binding for (Linux), or None."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        fn = getattr(libc, name)
+        fn.argtypes = argtypes
         fn.restype = ctypes.c_int
         return fn
     except (OSError, AttributeError):
         return None
 
 
-_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint])
+
+
+# (``os.posix_fallocate`` has no modes)
+_FALLOCATE = _libc_function("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
+_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+
+
+class _CannotPunch(Exception):
+    """The file system cannot punch holes (not an error of the disk)."""
+
+
+def _punch(fd: int, offset: int, length: int) -> None:
+    if _FALLOCATE(fd, _PUNCH_HOLE, offset, length) != 0:
+        err = ctypes.get_errno() or errno.EIO
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise _CannotPunch()
+        raise OSError(err, os.strerror(err))
+
+
+def _wid_tokens(wid: str) -> tuple[bytes, ...]:
+    """How a record's payload names write ``wid``: its text, or (the compact form of
+    ``registry/entrycodec.py``) the bytes of a hex id."""
+    try:
+        return (wid.encode(), bytes.fromhex(wid)) if len(wid) >= 16 else (wid.encode(),)
+    except ValueError:
+        return (wid.encode(),)
+
+
+def _release_records(path: str, wid: tuple[bytes, ...], locations: list[tuple[int, int, int]]) -> int:
+    """Punch the records at ``locations`` of one segment out of its file (their bytes read as
+    zeros from then on, and a scan skips them as it skips a damaged record), each only after
+    checking that it is an intact record of write ``wid``. A record's partial first and last
+    blocks are zeroed, not freed: such a block is freed too once all of it reads as zeros (its
+    other bytes were another released record's, or zeros), which changes no byte of the file.
+    Blocks past the last whole block below the end of the file are left alone: an append may
+    be writing there. Returns the bytes the file system freed."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0  # compacted away meanwhile
+    try:
+        st = os.fstat(fd)
+        before, size, bs = st.st_blocks, st.st_size, max(st.st_blksize, 512)
+        for _segment, offset, length in locations:
+            if offset + length > size:
+                continue
+            try:
+                payload = rlog.unframe(os.pread(fd, length, offset))
+            except CorruptData:
+                continue  # released already, damaged, or not a record: nothing is known of it
+            if not any(token in payload for token in wid):
+                continue  # not the write's record: a stale location is never released
+            _punch(fd, offset, length)
+            for block in {offset // bs * bs, (offset + length) // bs * bs}:
+                if block + bs <= size // bs * bs and not any(os.pread(fd, bs, block)):
+                    _punch(fd, block, bs)
+        return max(0, before - os.fstat(fd).st_blocks) * 512
+    finally:
+        os.close(fd)
 _SYNC_FILE_RANGE_WRITE = 2
 WRITEBACK_MIN = 64 << 10  # shard writes at least this big start their writeback at once
 
@@ -462,6 +522,7 @@ class LocalDisk:
         # leaves alone only the segment its handle appends to (and judges "sealed" by the
         # next segment's id).
         self._log_owner = log_owner
+        self._punch_holes = True  # False once the file system said it cannot (release_records)
         self.endpoint = self.root
         self.disk_id = disk_id
         self.online = True
@@ -750,8 +811,8 @@ class LocalDisk:
         full = self._abs(path)
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
-        if new_data:
-            self._room_for(len(data))
+        if new_data:  # counted in whole blocks: many small files between two statvfs add up
+            self._room_for(-(-max(len(data), 1) // _FILE_BLOCK) * _FILE_BLOCK)
         tmp = self._abs(f"{TMP_DIR}/{next(_TMP_IDS)}.w")
         if sync and _syncfs is None:  # no syncfs here: fsync each file and directory instead
             await self._run(_write_atomic, tmp, full, data, sync)
@@ -1155,6 +1216,33 @@ class LocalDisk:
         async for batch in self._batches(gen):
             for item in batch:
                 yield item
+
+    async def release_records(self, wid: str, locations: list[list[int]]) -> int:
+        """Free the space of write ``wid``'s records at ``locations`` now (the write was removed:
+        ``Disk.release_records``); bytes freed. 0 where the file system cannot punch holes."""
+        if self._closed:
+            raise DiskOffline(f"{self.endpoint}: disk is closed")
+        if self._log_owner is not None:
+            return await self._log_owner.release_records(wid, locations)
+        checked = [rlog.check_location(loc) for loc in locations]
+        if not checked or _FALLOCATE is None or not self._punch_holes:
+            return 0
+        by_segment: dict[int, list[tuple[int, int, int]]] = {}
+        for loc in checked:
+            by_segment.setdefault(loc[0], []).append(loc)
+        directory, tokens = os.path.join(self.root, LOG_DIR), _wid_tokens(wid)
+
+        def _release() -> int:
+            freed = 0
+            for segment, locs in by_segment.items():
+                freed += _release_records(os.path.join(directory, rlog.segment_name(segment)), tokens, locs)
+            return freed
+
+        try:
+            return await self._run(_release)
+        except _CannotPunch:
+            self._punch_holes = False  # this file system cannot: compaction reclaims the space
+            return 0
 
     async def list_segments(self) -> list[list[int]]:
         directory = os.path.join(self.root, LOG_DIR)
