@@ -350,7 +350,7 @@ class StoreMover:
         self.store = store
         self.grace = grace
         self._tables: dict[int, Any] = {}
-        self._vacate: list[tuple[float, str, str, str, list[str]]] = []
+        self._vacate: list[tuple[float, str, str, str, list[str], list | None]] = []
         self._vacate_wakeup = asyncio.Event()
         self._vacate_task: asyncio.Task | None = None
 
@@ -482,7 +482,10 @@ class StoreMover:
         copy = await copy_shards(store, real_bucket, real_key, entry, target, to_gen, pace=pace)
         version = [ts[0], ts[1], to_gen]
         old, new = list(entry["disks"]), list(target)
-        vacated = old if copy.rewritten else [old[i] for i in copy.slots if old[i] not in new]
+        left = range(len(old)) if copy.rewritten else [i for i in copy.slots if old[i] not in new]
+        vacated = [old[i] for i in left]
+        records = entry.get("lg")  # a log write's records on the vacated disks: released with them
+        vacated_locs = [records[i] if i < len(records) else None for i in left] if isinstance(records, list) else None
         # What the move leaves behind, so a coordinator that takes over after a crash can
         # remove it (the delayed removal below lives in this process only).
         committed = dict(copy.entry, ts=version, moved_from={"wid": entry["wid"], "disks": vacated})
@@ -496,7 +499,7 @@ class StoreMover:
         except (errors.BucketsError, asyncio.TimeoutError) as exc:
             return MoveOutcome("failed", error=uncertain or f"{bucket}/{key}: reading the moved entry back: {exc}")
         if current is not None and current.get("wid") == copy.wid and list(current.get("disks", ())) == new:
-            self._schedule_vacate(real_bucket, real_key, entry["wid"], vacated)
+            self._schedule_vacate(real_bucket, real_key, entry["wid"], vacated, vacated_locs)
             per = copy.bytes // max(1, len(copy.slots))
             into: dict[str, int] = {}
             out_of: dict[str, int] = {}
@@ -529,10 +532,11 @@ class StoreMover:
         await remove_shards(self.store, *self._real(bucket, key), moved_from["wid"], self.store.disks_for(disks))
 
     # -- vacated shards, after the grace delay ------------------------------------------------------
-    def _schedule_vacate(self, bucket: str, key: str, wid: str, disk_ids: list[str]) -> None:
+    def _schedule_vacate(self, bucket: str, key: str, wid: str, disk_ids: list[str],
+                         locs: list | None = None) -> None:
         if not disk_ids:
             return
-        self._vacate.append((time.monotonic() + self.grace, bucket, key, wid, disk_ids))
+        self._vacate.append((time.monotonic() + self.grace, bucket, key, wid, disk_ids, locs))
         self._vacate_wakeup.set()
         if self._vacate_task is None or self._vacate_task.done():
             self._vacate_task = asyncio.get_running_loop().create_task(self._vacate_loop(), name="migration-vacate")
@@ -541,7 +545,7 @@ class StoreMover:
         from buckets.engine.move import remove_shards
 
         while self._vacate:
-            due, bucket, key, wid, disk_ids = self._vacate[0]
+            due, bucket, key, wid, disk_ids, locs = self._vacate[0]
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(min(wait, 1.0))
@@ -554,7 +558,7 @@ class StoreMover:
                 except asyncio.TimeoutError:
                     pass
             try:
-                await remove_shards(self.store, bucket, key, wid, self.store.disks_for(disk_ids))
+                await remove_shards(self.store, bucket, key, wid, self.store.disks_for(disk_ids), locs)
             except Exception as exc:  # noqa: BLE001 - a stale copy is the orphan sweep's, not fatal
                 log.warning("migration: removing the vacated shards of %s/%s failed: %s", bucket, key, exc)
 

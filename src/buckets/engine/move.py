@@ -264,15 +264,20 @@ async def _discard(store: "Store", bucket: str, key: str, wid: str, installed: l
     await store._on_disks(lambda d: d.delete(stage, recursive=True), all_targets)
 
 
-async def remove_shards(store: "Store", bucket: str, key: str, wid: str, disks: list) -> int:
+async def remove_shards(store: "Store", bucket: str, key: str, wid: str, disks: list,
+                        locs: list | None = None) -> int:
     """Remove one write's files (metadata first, so no metadata outlives its data) from
-    ``disks``; an offline disk is skipped (its stale copy is the orphan sweep's). Returns how
-    many disks answered."""
+    ``disks``; an offline disk is skipped (its stale copy is the orphan sweep's). ``locs``:
+    the write's record on each of ``disks`` (None where none), released at once
+    (``smalllog.release``). Returns how many disks answered."""
     async def one(d) -> None:
         await d.delete(paths.meta_path(bucket, key, wid))
         await d.delete(paths.data_dir(bucket, key, wid), recursive=True)
 
-    live = [d for d in disks if d is not None]
+    pairs = [(d, locs[i] if locs and i < len(locs) else None) for i, d in enumerate(disks) if d is not None]
+    live = [d for d, _ in pairs]
     if store.small_log:  # a write in the disks' logs: say on each vacated disk that it left
         await smalllog.kill(store, bucket, key, wid, live)
+        if locs:
+            await smalllog.release(store, wid, live, [loc for _, loc in pairs])
     return await store._on_disks(one, live)

@@ -56,3 +56,29 @@ async def test_a_copy_onto_disks_at_their_reserve_is_refused_and_leaves_nothing(
         assert await get_bytes(store, "bkt", "k") == body  # the object is as it was
     finally:
         await store.close()
+
+
+async def test_the_vacated_disks_records_are_released_with_them(tmp_disks) -> None:
+    """After a move, the old placement's records of a small object are killed and punched out of
+    their segments (``remove_shards`` with their locations), not left to compaction."""
+    from buckets.engine import smalllog
+    from buckets.errors import CorruptData
+
+    paths = tmp_disks(4)
+    store = await Store.open(paths, **OPTS, small_log=True)
+    try:
+        await store.make_bucket("bkt")
+        body = content("k", INLINE // 2)
+        await store.put_object("bkt", "k", body, len(body))
+        entry = store.registry.get_object("bkt", "k")
+        assert smalllog.uses_log(entry)
+        new_disks = entry["disks"][1:] + entry["disks"][:1]
+        copy = await move.copy_shards(store, "bkt", "k", entry, new_disks, entry.get("gen", 0) + 1)
+        old = store.disks_for(entry["disks"])
+        await move.remove_shards(store, "bkt", "k", entry["wid"], old, entry["lg"])
+        for disk, loc in zip(old, entry["lg"]):
+            with pytest.raises(CorruptData):  # read as zeros
+                await disk.read_record(loc)
+        await move.remove_shards(store, "bkt", "k", copy.wid, store.disks_for(new_disks))
+    finally:
+        await store.close()
