@@ -201,22 +201,24 @@ def _wid_tokens(wid: str) -> tuple[bytes, ...]:
         return (wid.encode(),)
 
 
-def _release_records(path: str, wid: tuple[bytes, ...], locations: list[tuple[int, int, int]]) -> int:
-    """Punch the records at ``locations`` of one segment out of its file (their bytes read as
-    zeros from then on, and a scan skips them as it skips a damaged record), each only after
-    checking that it is an intact record of write ``wid``. A record's partial first and last
-    blocks are zeroed, not freed: such a block is freed too once all of it reads as zeros (its
-    other bytes were another released record's, or zeros), which changes no byte of the file.
-    Blocks past the last whole block below the end of the file are left alone: an append may
-    be writing there. Returns the bytes the file system freed."""
+def _release_records(path: str, records: list[tuple[tuple[bytes, ...], tuple[int, int, int]]]) -> list[int]:
+    """Punch records of one segment out of its file (their bytes read as zeros from then on,
+    and a scan skips them as it skips a damaged record), each ``(wid, location)`` only after
+    checking that it is an intact record naming that write (``wid``: how a payload may name
+    it). A record's partial first and last blocks are zeroed, not freed: such a block is freed
+    too once all of it reads as zeros (its other bytes were another released record's, or
+    zeros), which changes no byte of the file. Blocks past the last whole block below the end
+    of the file are left alone: an append may be writing there. The bytes the file system
+    freed, per record."""
+    freed = [0] * len(records)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
-        return 0  # compacted away meanwhile
+        return freed  # compacted away meanwhile
     try:
         st = os.fstat(fd)
-        before, size, bs = st.st_blocks, st.st_size, max(st.st_blksize, 512)
-        for _segment, offset, length in locations:
+        blocks, size, bs = st.st_blocks, st.st_size, max(st.st_blksize, 512)
+        for n, (wid, (_segment, offset, length)) in enumerate(records):
             if offset + length > size:
                 continue
             try:
@@ -229,7 +231,9 @@ def _release_records(path: str, wid: tuple[bytes, ...], locations: list[tuple[in
             for block in {offset // bs * bs, (offset + length) // bs * bs}:
                 if block + bs <= size // bs * bs and not any(os.pread(fd, bs, block)):
                     _punch(fd, block, bs)
-        return max(0, before - os.fstat(fd).st_blocks) * 512
+            now = os.fstat(fd).st_blocks
+            freed[n], blocks = max(0, blocks - now) * 512, now
+        return freed
     finally:
         os.close(fd)
 _SYNC_FILE_RANGE_WRITE = 2
@@ -523,6 +527,8 @@ class LocalDisk:
         # next segment's id).
         self._log_owner = log_owner
         self._punch_holes = True  # False once the file system said it cannot (release_records)
+        self._releases: list[tuple[list, asyncio.Future]] = []  # release_records waiting for the pool
+        self._release_task: asyncio.Task | None = None
         self.endpoint = self.root
         self.disk_id = disk_id
         self.online = True
@@ -1227,22 +1233,48 @@ class LocalDisk:
         checked = [rlog.check_location(loc) for loc in locations]
         if not checked or _FALLOCATE is None or not self._punch_holes:
             return 0
-        by_segment: dict[int, list[tuple[int, int, int]]] = {}
-        for loc in checked:
-            by_segment.setdefault(loc[0], []).append(loc)
-        directory, tokens = os.path.join(self.root, LOG_DIR), _wid_tokens(wid)
+        # Batched like appends: the releases that arrive while one batch is in the disk's pool
+        # go together in the next (a bulk delete would otherwise hand off once per record).
+        fut = asyncio.get_running_loop().create_future()
+        tokens = _wid_tokens(wid)
+        self._releases.append(([(tokens, loc) for loc in checked], fut))
+        if self._release_task is None or self._release_task.done():
+            self._release_task = asyncio.get_running_loop().create_task(self._flush_releases())
+        return await fut
 
-        def _release() -> int:
-            freed = 0
-            for segment, locs in by_segment.items():
-                freed += _release_records(os.path.join(directory, rlog.segment_name(segment)), tokens, locs)
-            return freed
+    async def _flush_releases(self) -> None:
+        directory = os.path.join(self.root, LOG_DIR)
+        while self._releases:
+            batch, self._releases = self._releases, []
+            records = [(item, n) for n, (items, _) in enumerate(batch) for item in items]
 
-        try:
-            return await self._run(_release)
-        except _CannotPunch:
-            self._punch_holes = False  # this file system cannot: compaction reclaims the space
-            return 0
+            def _release() -> list[int]:
+                per_call = [0] * len(batch)
+                by_segment: dict[int, list[tuple[tuple, int]]] = {}
+                for (tokens, loc), n in records:
+                    by_segment.setdefault(loc[0], []).append(((tokens, loc), n))
+                for segment, items in by_segment.items():
+                    freed = _release_records(os.path.join(directory, rlog.segment_name(segment)),
+                                             [item for item, _ in items])
+                    for (_, n), got in zip(items, freed):
+                        per_call[n] += got
+                return per_call
+
+            try:
+                results = await self._run(_release)
+            except _CannotPunch:
+                self._punch_holes = False  # this file system cannot: compaction reclaims the space
+                results = [0] * len(batch)
+            except BaseException as exc:  # every caller of the batch gets the error
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, fut), got in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(got)
 
     async def list_segments(self) -> list[list[int]]:
         directory = os.path.join(self.root, LOG_DIR)
