@@ -649,8 +649,12 @@ class Store:
                 if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost):
                     log.info("%s/%s: the failed write %s was undone on every index replica that took it: "
                              "its data is removed", bucket, key, entry["wid"])
+                # Its records are released only where the entry is known to be nowhere: on one
+                # node, or undone on every replica (another refusal may have left a copy of the
+                # entry on a replica, which a kill record leaves readable and a release would not).
+                certain = self.cluster is None or getattr(exc, "undone", False)
                 await self._remove_write(bucket, key, entry["wid"], disks, in_log=smalllog.uses_log(entry),
-                                         locs=entry.get(smalllog.LOG_FIELD))
+                                         locs=entry.get(smalllog.LOG_FIELD) if certain else None)
                 if self.catalog.get_bucket(bucket) is None:  # our rename re-created its directory
                     await self._on_disks(lambda d: d.delete(paths.bucket_dir(bucket), recursive=True), disks)
                 raise

@@ -309,8 +309,9 @@ async def _add_delete_marker(self: "Store", bucket: str, key: str, bucket_rec: d
                     bucket, key, entry, lambda cur: self._judge(bucket, key, condition, cur, at_commit=True))
             else:
                 replaced = await self.catalog.put_version(bucket, key, entry)
-        except errors.BucketsError:
-            await self._remove_write(bucket, key, entry["wid"], disks, locs=entry.get(smalllog.LOG_FIELD))
+        except errors.BucketsError:  # (released on one node only: see Store._publish)
+            await self._remove_write(bucket, key, entry["wid"], disks,
+                                     locs=entry.get(smalllog.LOG_FIELD) if self.cluster is None else None)
             raise
     for old in replaced:
         self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),
