@@ -383,6 +383,10 @@ async def update_object(self: "Store", bucket: str, key: str, version_id: str | 
             if smalllog.uses_log(entry):  # new records carrying the change, before the entry points at them
                 locs = await smalllog.rewrite_records(self, bucket, key, entry, updated)
                 stored = sum(loc is not None for loc in locs)
+                if stored < entry["k"] and version_id is None and attempts < _UPDATE_ATTEMPTS:
+                    current = await self.catalog.get_object(bucket, key)
+                    if current is not None and current.get("wid") != entry["wid"]:
+                        continue  # replaced through another node (its records released): change the new one
                 if stored < entry["k"]:
                     # Fewer new records than a read needs: the entry would point at too few, and
                     # the object would not read (all its disks failing an append, or full to the

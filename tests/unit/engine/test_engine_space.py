@@ -84,3 +84,59 @@ async def test_a_disk_that_refused_new_data_makes_deletions_wait_too(store, buck
     assert store.short_of_space_until < time.monotonic()  # the store itself refused nothing
     await store.delete_object(bucket, "b")
     assert slow_removals[-1:] == ["b"]  # its files are gone
+
+
+@pytest.fixture
+async def log_store(tmp_disks):
+    from engine_testkit import INLINE
+
+    from buckets import Store
+
+    s = await Store.open(tmp_disks(4), sync=False, block_size=BLOCK, inline_threshold=INLINE, partitions=64,
+                         small_log=True, background=False)
+    await s.make_bucket("bkt")
+    yield s
+    await s.close()
+
+
+async def test_delayed_releases_wait_out_their_grace_unless_the_node_is_short_of_space(log_store,
+                                                                                        monkeypatch) -> None:
+    """On a cluster a removed write's records are released after ``RELEASE_GRACE`` (another node's
+    GET may still read them), at once while the node is short of space."""
+    from buckets.engine import smalllog
+    from buckets.errors import CorruptData
+    from buckets.storage import local
+
+    monkeypatch.setattr(local, "last_refusal", float("-inf"))
+    monkeypatch.setattr(space, "RELEASE_GRACE", 0.3)
+    store, bucket = log_store, "bkt"
+    writes = []
+    for key in ("a", "b"):
+        await store.put_object(bucket, key, content(key, 100), 100)
+        writes.append(store.registry.get_object(bucket, key))
+    assert all(smalllog.uses_log(e) for e in writes)
+    releases = space.DelayedReleases(store)
+    try:
+        a = writes[0]
+        releases.add(a["wid"], store.disks_for(a["disks"]), a["lg"])
+        await asyncio.sleep(0.1)
+        disk0 = store.disks_for(a["disks"])[0]
+        assert await disk0.read_record(a["lg"][0])  # not yet
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            try:
+                await disk0.read_record(a["lg"][0])
+            except CorruptData:
+                break
+        else:
+            raise AssertionError("not released after its grace")
+        b = writes[1]
+        store.short_of_space_until = time.monotonic() + 60
+        monkeypatch.setattr(space, "RELEASE_GRACE", 60.0)
+        releases.add(b["wid"], store.disks_for(b["disks"]), b["lg"])
+        await asyncio.wait_for(releases.task, 5)  # at once: short of space
+        with pytest.raises(CorruptData):
+            await store.disks_for(b["disks"])[0].read_record(b["lg"][0])
+    finally:
+        store.short_of_space_until = 0.0
+        await releases.close()
