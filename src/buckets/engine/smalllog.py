@@ -224,7 +224,7 @@ async def release(store: "Store", wid: str, disks: list, locs: list | None) -> i
             return 0
         try:
             return await d.release_records(wid, [loc])
-        except errors.BucketsError as exc:
+        except (DiskError, errors.BucketsError) as exc:  # (a disk's errors are not BucketsErrors)
             log.info("disk %s: the records of removed write %s stay until compaction: %s", d.endpoint, wid, exc)
             return 0
 
