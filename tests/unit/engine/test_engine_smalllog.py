@@ -635,3 +635,24 @@ async def test_compaction_does_not_rescan_a_segment_it_found_mostly_live(tmp_dis
         assert done["segments_scanned"] == 4 and done["segments_compacted"] == 4
     finally:
         await store.close()
+
+
+async def test_a_release_on_a_disk_that_fails_is_left_to_compaction(store) -> None:
+    """A disk that fails its release (a peer down: ``DiskOffline``, not a BucketsError) does not
+    fail the removal; the others release theirs."""
+    from buckets.errors import DiskOffline
+
+    class Down:
+        endpoint = "http://down/d1"
+
+        async def release_records(self, wid, locations):
+            raise DiskOffline("peer is offline")
+
+    body = content("gone", 3000)
+    await store.put_object("bkt", "gone", body, len(body))
+    entry = store.registry.get_object("bkt", "gone")
+    disks = store.disks_for(entry["disks"])
+    await smalllog.release(store, entry["wid"], [Down()] + disks[1:], entry["lg"])
+    with pytest.raises(errors.CorruptData):
+        await disks[1].read_record(entry["lg"][1])
+    assert await disks[0].read_record(entry["lg"][0])  # the failed disk's record stays
