@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from buckets.engine import crypto, paths, smalllog
+from buckets.engine import crypto, paths, smalllog, space
 from buckets.engine.heal import _check_slot, _rebuild_shards, _verify_frames, _verify_span
 from buckets.engine.ids import new_id
 from buckets.erasure import ShardGeometry
@@ -278,6 +278,6 @@ async def remove_shards(store: "Store", bucket: str, key: str, wid: str, disks: 
     live = [d for d, _ in pairs]
     if store.small_log:  # a write in the disks' logs: say on each vacated disk that it left
         await smalllog.kill(store, bucket, key, wid, live)
-        if locs:
+        if locs and space.releases_space(store):
             await smalllog.release(store, wid, live, [loc for _, loc in pairs])
     return await store._on_disks(one, live)

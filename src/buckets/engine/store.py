@@ -91,7 +91,6 @@ class Store:
         # Until when deletions wait for their space (engine/space.py): a write refused for want
         # of space (507) sets it.
         self.short_of_space_until = 0.0
-        self.releases = space.DelayedReleases(self)
         # (bucket, key, wid) -> [readers streaming that write, event set when none are left]
         self._active_reads: dict[tuple[str, str, str], list] = {}
         self.sync = True
@@ -237,7 +236,6 @@ class Store:
                 await asyncio.wait_for(task, 10)
             except (asyncio.TimeoutError, Exception):
                 pass
-        await self.releases.close()  # records still waiting out their grace are compaction's
         await self.registry.close()
         await asyncio.gather(*(d.close() for d in self.disks))
         self.cpu.shutdown(wait=True)
@@ -739,11 +737,8 @@ class Store:
 
         if kill and (in_log or (in_log is None and self.small_log)):
             await smalllog.kill(self, bucket, key, wid, disks)
-        if locs:
-            if self.cluster is None or space.short_of_space(self):
-                await smalllog.release(self, wid, disks, locs)
-            else:  # other nodes' readers may still be at them: after a grace (space.RELEASE_GRACE)
-                self.releases.add(wid, disks, locs)
+        if locs and space.releases_space(self):
+            await smalllog.release(self, wid, disks, locs)
         if in_log and self.cluster is None:
             return  # a log write has no files (on a cluster, compaction and heal may make some)
 

@@ -218,6 +218,7 @@ def _release_records(path: str, records: list[tuple[tuple[bytes, ...], tuple[int
     try:
         st = os.fstat(fd)
         blocks, size, bs = st.st_blocks, st.st_size, max(st.st_blksize, 512)
+        zeros = bytes(bs)
         for n, (wid, (_segment, offset, length)) in enumerate(records):
             if offset + length > size:
                 continue
@@ -229,7 +230,7 @@ def _release_records(path: str, records: list[tuple[tuple[bytes, ...], tuple[int
                 continue  # not the write's record: a stale location is never released
             _punch(fd, offset, length)
             for block in {offset // bs * bs, (offset + length) // bs * bs}:
-                if block + bs <= size // bs * bs and not any(os.pread(fd, bs, block)):
+                if block + bs <= size // bs * bs and os.pread(fd, bs, block) == zeros:
                     _punch(fd, block, bs)
             now = os.fstat(fd).st_blocks
             freed[n], blocks = max(0, blocks - now) * 512, now
@@ -286,15 +287,10 @@ _SPACE_TTL = 1.0  # seconds a disk's statvfs is trusted, less what was written s
 _SPACE_RECHECK = 64 << 20  # ... or until this much was written since
 
 
-# time.monotonic() of the last refusal of new data by any disk of this process (its own writes
-# or a peer's, through the disk service): the node is short of space (engine/space.py).
-last_refusal = float("-inf")
-
-
-def _note_refusal(when: float) -> None:
-    global last_refusal
-    last_refusal = when
-
+# A disk with less free space than this many reserves is near full (the disk monitor's
+# round): the removal of small objects then gives their records' space back at once
+# (engine/space.py) instead of leaving it to compaction.
+NEAR_FULL = 4
 
 def reserve_bytes(total: int, percent: float | None = None) -> int:
     """The bytes a disk of ``total`` bytes keeps free for deletions (``disk_reserve``)."""
@@ -527,6 +523,8 @@ class LocalDisk:
         # next segment's id).
         self._log_owner = log_owner
         self._punch_holes = True  # False once the file system said it cannot (release_records)
+        self.near_full = False  # free space under NEAR_FULL reserves at the disk monitor's last round
+        self.refused_at = float("-inf")  # time.monotonic() of the last refusal of new data (_room_for)
         self._releases: list[tuple[list, asyncio.Future]] = []  # release_records waiting for the pool
         self._release_task: asyncio.Task | None = None
         self.endpoint = self.root
@@ -702,6 +700,7 @@ class LocalDisk:
         st = os.statvfs(self.root)
         total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
         reserve, size = reserve_bytes(total), ballast_bytes(total)
+        self.near_full = free < NEAR_FULL * reserve
         sys_dir = os.path.join(self.root, SYS_DIR)
         path = os.path.join(sys_dir, BALLAST)
         if os.path.exists(path):
@@ -743,7 +742,11 @@ class LocalDisk:
         free = space[1] - self._spent
         if free - nbytes < space[2]:
             self._space = None
-            _note_refusal(now)
+            # the node is short of space (engine/space.py): on the disk the store holds too when
+            # this is the disk service's handle of it (another node's write)
+            self.refused_at = now
+            if self._log_owner is not None:
+                self._log_owner.refused_at = now
             raise DiskFull(f"{self.root}: {max(free, 0)} bytes free, and {space[2]} are kept for deletions "
                            f"(--disk-reserve): no room for {nbytes} bytes of new data")
         self._spent += nbytes

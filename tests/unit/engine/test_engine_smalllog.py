@@ -225,11 +225,19 @@ def allocated_log_bytes(paths: list[str]) -> int:
 
 
 async def test_deleting_small_objects_gives_their_space_back_at_once(store) -> None:
-    """Their records are punched out of the segments (``Disk.release_records``) as a deleted
-    write's files are unlinked, not left for a compaction of the segment, which a full disk
-    may never seal: the space is free when the deletions' removals are done. What stays reads,
-    and a registry rebuild from the disks finds exactly what stays."""
+    """On a disk near full, their records are punched out of the segments
+    (``Disk.release_records``) as a deleted write's files are unlinked, not left for a
+    compaction of the segment, which a full disk may never seal: the space is free when the
+    deletions' removals are done. What stays reads, and a registry rebuild from the disks finds
+    exactly what stays. With room to spare nothing is released (compaction's work, as before)."""
     paths = store.test_paths
+    await store.put_object("bkt", "roomy", content("roomy", 4000), 4000)
+    roomy = store.registry.get_object("bkt", "roomy")
+    await store.delete_object("bkt", "roomy")
+    await asyncio.gather(*list(store._background), return_exceptions=True)
+    assert await store.disks_for(roomy["disks"])[0].read_record(roomy["lg"][0])  # still there
+    for d in store.disks:
+        d.near_full = True  # as the disk monitor finds a disk under 4 reserves free
     bodies = {f"k{i:02d}": content(f"k{i}", 4000) for i in range(60)}
     for k, v in bodies.items():
         await store.put_object("bkt", k, v, len(v))
