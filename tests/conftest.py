@@ -15,6 +15,19 @@ import runreport
 hypothesis_profiles.load()  # ci unless HYPOTHESIS_PROFILE says otherwise (pytest -v shows it)
 
 
+@pytest.fixture(autouse=True)
+def no_ballast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disks of stores opened in a test process keep no ballast (``storage.local.BALLAST_MAX``),
+    except in tests marked ``ballast``: on a large file system each disk allocates 16 MiB, and
+    the hundreds of stores of one run, kept in pytest's last three base directories, took 20 GB
+    a run and filled this machine's disk (session 39: a fresh-clone run failed with 507s
+    everywhere). Servers started as processes keep theirs."""
+    if request.node.get_closest_marker("ballast") is None:
+        from buckets.storage import local
+
+        monkeypatch.setattr(local, "BALLAST_MAX", 0)
+
+
 @pytest.fixture
 def tmp_disks(tmp_path: Path) -> Callable[..., list[str]]:
     """Factory: ``tmp_disks(4)`` -> four fresh disk directory paths (not yet created).

@@ -120,6 +120,7 @@ async def test_a_disk_at_its_reserve_refuses_new_data_and_takes_the_rest(disk, m
     assert await disk.read_record(loc) == b"an inline object"
 
 
+@pytest.mark.ballast
 async def test_the_ballast_is_kept_while_there_is_room_and_released_when_the_file_system_fills(
         disk, monkeypatch, caplog) -> None:
     """A quarter of the reserve (at most 16 MiB) kept as allocated space: released when free space
