@@ -4,11 +4,9 @@
   ``/dev/shm`` when there is one (thousands of small stores are written and opened: tmpfs
   makes each check a few tens of milliseconds instead of hundreds), else the test's
   ``tmp_path``; removed after the test.
-- ``no_ballast`` (every test): the disks keep no ballast (``storage.local.BALLAST``). Each of
-  the thousands of crash states opens a store, whose disk monitor would allocate 16 MiB per
-  disk in RAM (tmpfs) at once: a campaign took 45% longer (526 s against 358 for
-  versioned-delete-version). The ballast is a plain file of no content, outside every
-  write path these campaigns cut (a leftover ``ballast.tmp`` is truncated and made again).
+- no ballast: ``tests/conftest.py``'s autouse ``no_ballast`` covers these campaigns too (each
+  of the thousands of crash states opens a store whose disks would allocate 16 MiB each on
+  tmpfs: a campaign took 45% longer, 526 s against 358 for versioned-delete-version).
 - ``crash_summary``: one row per campaign (sync points, cut positions, cuts checked, crash
   states, violations), printed as a table at the end of the run (``tests/runreport.py``,
   also under pytest-xdist).
@@ -26,13 +24,6 @@ from pathlib import Path
 
 import pytest
 import runreport
-
-
-@pytest.fixture(autouse=True)
-def no_ballast(monkeypatch: pytest.MonkeyPatch) -> None:
-    from buckets.storage import local
-
-    monkeypatch.setattr(local, "BALLAST_MAX", 0)
 
 
 @pytest.fixture
