@@ -668,7 +668,8 @@ class ClusterCatalog:
             # removed: a put here made an object acknowledged meanwhile through another node
             # (current, with no version record yet) disappear.
             try:
-                await self.index.write_checked(bucket, key, _plain(rest[0]) if rest else None, still_current)
+                await self._creating(bucket, lambda: self.index.write_checked(
+                    bucket, key, _plain(rest[0]) if rest else None, still_current))
             except _NothingThere:
                 pass
             # A write of the key meanwhile kept the removed version as a version record first
@@ -683,7 +684,10 @@ class ClusterCatalog:
         replaced by ``entry``; each a checked write on the key's replicas, so it lands only
         while that version is there. A read then a put put the object back: a PUT acknowledged
         through another node between the two was replaced by the older version it had replaced
-        (``tests/unit/cluster/test_catalog_update.py``)."""
+        (``tests/unit/cluster/test_catalog_update.py``). Each write waits out a DeleteBucket under
+        way (``_creating``): its replicas refuse changed entries while its mark stands, and a
+        change of an object is a write into a bucket that is not empty, which the deletion
+        leaves (the cluster HTTP fuzzer found a tag removal answering 503 there)."""
         entry = _plain(entry)
         vid, wid = entry.get("vid", "null"), entry["wid"]
 
@@ -692,8 +696,9 @@ class ClusterCatalog:
                 raise _NothingThere()
 
         found = False
+        small = self.get_small(bucket, key, wid)
         try:
-            await self.index.write_checked(bucket, key, entry, same_version, self.get_small(bucket, key, wid))
+            await self._creating(bucket, lambda: self.index.write_checked(bucket, key, entry, same_version, small))
             found = True
         except _NothingThere:
             pass
@@ -701,7 +706,8 @@ class ClusterCatalog:
             for rkey, e in await self._version_records(bucket, key):
                 if e.get("vid", "null") == vid and e["wid"] == wid:
                     try:
-                        await self.index.write_checked(bucket + VERSIONS, rkey, entry, same_version)
+                        await self._creating(bucket, lambda rkey=rkey: self.index.write_checked(
+                            bucket + VERSIONS, rkey, entry, same_version))
                         found = True
                     except _NothingThere:
                         pass

@@ -174,12 +174,24 @@ async def test_a_write_that_meets_a_deletion_waits_for_its_outcome(trio, when, o
     net, idx, regs = trio
     ctl = control()
     catalog = ClusterCatalog(ctl, idx["n1"])
+    await _meets_deletion(net, ctl, when, outcome, lambda: catalog.put_object("b", "k", entry("w1")))
+    if outcome == "stays":
+        assert (await catalog.get_object("b", "k"))["wid"] == "w1"
+
+
+async def _meets_deletion(net, ctl: SimpleNamespace, when: str, outcome: str, write) -> None:
+    """``write()`` with a DeleteBucket's mark applied ``before`` it or ``during`` it (at its
+    first lock or merge), the deletion's ``outcome`` 0.2 s later: the write waits for it, and
+    is acknowledged if the bucket stays, ``NoSuchBucket`` if it goes."""
     loop = asyncio.get_running_loop()
     if when == "before":
         _mark(ctl)
     else:
+        marked: list[bool] = []
+
         async def before(src: str, node: str, method: str, args: dict) -> None:
-            if method == "merge" and DELETING not in ctl.snapshot.buckets["b"].settings:
+            if method in ("lock", "merge") and not marked:
+                marked.append(True)
                 _mark(ctl)
 
         net.before = before
@@ -187,11 +199,10 @@ async def test_a_write_that_meets_a_deletion_waits_for_its_outcome(trio, when, o
     started = loop.time()
     try:
         if outcome == "stays":
-            await catalog.put_object("b", "k", entry("w1"))
-            assert (await catalog.get_object("b", "k"))["wid"] == "w1"
+            await write()
         else:
             with pytest.raises(errors.NoSuchBucket):
-                await catalog.put_object("b", "k", entry("w1"))
+                await write()
     finally:
         later.cancel()
         net.before = None
@@ -210,6 +221,46 @@ async def test_a_write_waits_for_a_deletion_only_so_long(trio, monkeypatch) -> N
     with pytest.raises(errors.SlowDown):
         await ClusterCatalog(ctl, idx["n1"]).put_object("b", "k", entry("w1"))
     assert held(regs, "n1")[0] is None
+
+
+CHANGES = {
+    "tags": lambda c, current: c.update_version("b", "k", dict(current, tg={"x": "1"})),
+    "version removal": lambda c, current: c.delete_version("b", "k", current["vid"]),
+}
+
+
+@pytest.mark.parametrize("outcome", ["stays", "goes"])
+@pytest.mark.parametrize("when", ["before", "during"])
+@pytest.mark.parametrize("kind", sorted(CHANGES))
+async def test_a_change_of_an_object_that_meets_a_deletion_waits_for_its_outcome(trio, kind, when, outcome) -> None:
+    """A change of an object's entry (its tags; the removal of its current version, which
+    makes the one before current) while a DeleteBucket's mark stands on every node: each
+    replica refuses the changed entry. The change waits for the deletion's outcome as a new
+    object does. The bucket stays (it was not empty): the change lands. The bucket goes:
+    NoSuchBucket. Before, it answered 503 "Index quorum lost" at once (the cluster HTTP
+    fuzzer found a DeleteObjectTagging racing a DeleteBucket)."""
+    net, idx, regs = trio
+    ctl = control({"versioning": "Enabled"} if kind == "version removal" else None)
+
+    async def read(*, linearizable: bool = False, timeout: float | None = None) -> SimpleNamespace:
+        return ctl.snapshot  # (this node applied the mark as its replicas did: nothing to catch up)
+
+    ctl.read = read
+    catalog = ClusterCatalog(ctl, idx["n1"])
+    if kind == "version removal":
+        for w in ("v1", "v2"):
+            await catalog.put_version("b", "k", dict(entry(w), vid=w))
+    else:
+        await catalog.put_object("b", "k", entry("w1"))
+    await settle(idx)
+    current = await catalog.get_object("b", "k")
+    for n in NODES:
+        net.replicas[n].bucket_deleting = lambda name: "b" in ctl.snapshot.buckets and \
+            DELETING in ctl.snapshot.buckets["b"].settings
+    await _meets_deletion(net, ctl, when, outcome, lambda: CHANGES[kind](catalog, current))
+    if outcome == "stays":
+        now = await catalog.get_object("b", "k")
+        assert (now["wid"] == "v1") if kind == "version removal" else (now["tg"] == {"x": "1"})
 
 
 # -- a node that a DeleteBucket did not wait for -----------------------------------------------
