@@ -21,6 +21,18 @@ becomes its write's ``.meta`` file on the same disk (``smalllog.relocate``), whi
 when the record is gone, because an entry of the replicated index is not changed after its
 write (a change would race with writes of the key through other nodes).
 
+A disk short of space (it refused new data in the last minute, or is near full: under four
+reserves free, ``storage.local.NEAR_FULL``) has its dead records freed in place as well, each
+punched out of its segment (``Disk.release_records``) without moving anything, which needs no
+room and no sealed segment (``_reclaim_disk``): in segments past ``settle``, every record the
+registry does not point at, as a compaction judges them (the garbage of segments under the
+threshold, up to half of each); in the newer ones (the current segment, which a full disk may
+never fill to seal it, and those sealed lately), only the records of writes that a kill record
+after them in the log removed, which the registry does not point at either: there a record
+without an entry may be a PUT's whose commit is on its way, and the kill is what says it is
+not. Deletions made while a disk is short release their records at once (``Store._remove_write``);
+this frees what was deleted before. The freed bytes then count as dead in a compaction's share.
+
 Kill records (a removal, see smalllog) are carried forward like live records, except from the
 disk's oldest segment: records they kill are never newer than they are, so once no older
 segment exists, none of those records remains, and the kill has nothing left to say, unless
@@ -36,7 +48,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buckets.engine import paths, smalllog
+from buckets.engine import paths, smalllog, space
 from buckets.registry.cache import background_lookups
 from buckets.engine.scanner import ScannerConfig, Throttle
 from buckets.errors import BucketsError, CorruptData, DiskError
@@ -47,6 +59,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("buckets.heal")
 
 _MOVE_BATCH = 64  # live records moved at once (their appends share one group commit)
+_RELEASE_BATCH = 256  # dead records freed at once (one hand-off to the disk's thread)
+KILLS_AT_ONCE = 100_000  # kill records' write ids held while reclaiming a disk's newer segments
+
+
+def short_of_space(disk) -> bool:
+    """The disk refused new data lately (``space.SHORT_OF_SPACE``) or is near full: its dead
+    records are freed in place (``Compactor._reclaim_disk``)."""
+    return bool(getattr(disk, "near_full", False)) or \
+        time.monotonic() < getattr(disk, "refused_at", float("-inf")) + space.SHORT_OF_SPACE
 
 
 @dataclass(slots=True)
@@ -66,7 +87,7 @@ class Compactor:
         self.cfg = cfg or CompactionConfig(interval=(scanner_cfg or ScannerConfig()).cycle_pause,
                                            mb_per_sec=(scanner_cfg or ScannerConfig()).mb_per_sec)
         self.stats = {"passes": 0, "segments_scanned": 0, "segments_compacted": 0, "records_moved": 0,
-                      "kills_carried": 0, "bytes_reclaimed": 0}
+                      "kills_carried": 0, "bytes_reclaimed": 0, "bytes_released": 0}
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one pass at a time (background and on demand)
         # (disk id, segment) -> time.monotonic() of the scan that found it mostly live: such a
@@ -74,6 +95,11 @@ class Compactor:
         # minute apart) rescanned every record on every disk: at 1M objects a pass took ~13
         # minutes of a third of a CPU, for nothing when little had changed.
         self._clean: dict[tuple[str, int], float] = {}
+        # Reclaiming a disk short of space: (disk id, segment) -> time.monotonic() its dead
+        # records were freed (a settled segment: not walked again for ``cfg.recheck``), and disk
+        # id -> the newer segments (id, size) as they were when last walked (not again unchanged).
+        self._released: dict[tuple[str, int], float] = {}
+        self._newer: dict[str, list] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="log-compaction")
@@ -120,6 +146,8 @@ class Compactor:
                 if self.store.cluster is not None and disk.local_path("") is None:
                     continue  # on a cluster each node compacts its own disks' logs
                 try:
+                    if short_of_space(disk):
+                        await self._reclaim_disk(disk, throttle, wait, again)
                     await self._compact_disk(disk, throttle, limit, wait, again)
                 except (DiskError, BucketsError) as exc:
                     log.warning("log compaction of %s stopped: %s", disk.endpoint, exc)
@@ -164,6 +192,96 @@ class Compactor:
                          seg, disk.endpoint, size - live_bytes, size)
             else:
                 oldest = False
+
+    async def _reclaim_disk(self, disk, throttle: Throttle | None, settle: float, recheck: float) -> None:
+        """Free the dead records of a disk short of space in place (see the module doc)."""
+        segments = await disk.list_segments()
+        now_ms, now = time.time() * 1000, time.monotonic()
+        present = {seg for seg, _ in segments}
+        for gone in [k for k in self._released if k[0] == disk.disk_id and k[1] not in present]:
+            del self._released[gone]  # (compacted away since)
+        newer = list(segments)
+        for (seg, _), (following, _) in zip(segments[:-1], segments[1:]):
+            if now_ms - following < settle * 1000:
+                break
+            newer.pop(0)
+            done = self._released.get((disk.disk_id, seg))
+            if done is not None and now - done < recheck:
+                continue
+            dead: list[tuple[str, list]] = []
+            async for loc, raw in disk.walk_records(seg):
+                if throttle is not None:
+                    await throttle.pace(0)
+                if await self._classify(disk, loc, raw, False) == "dead":
+                    wid = _wid_of(raw)
+                    if wid is not None:
+                        dead.append((wid, loc))
+                if len(dead) >= _RELEASE_BATCH:
+                    await self._release(disk, dead)
+            await self._release(disk, dead)
+            self._released[(disk.disk_id, seg)] = time.monotonic()
+        if newer and self._newer.get(disk.disk_id) != newer:
+            await self._release_killed(disk, [seg for seg, _ in newer], throttle)
+            self._newer[disk.disk_id] = newer
+
+    async def _release_killed(self, disk, segments: list[int], throttle: Throttle | None) -> None:
+        """Free the records in ``segments`` of writes that a kill record after them removed
+        (and the registry does not point at): up to ``KILLS_AT_ONCE`` kills per walk."""
+        kills: dict[str, tuple[int, int]] = {}  # write id -> its last kill's (segment, offset)
+
+        async def release_killed(upto: tuple[int, int]) -> None:
+            dead: list[tuple[str, list]] = []
+            for seg in segments:
+                if seg > upto[0]:
+                    break
+                async for loc, raw in disk.walk_records(seg):
+                    if (loc[0], loc[1]) >= upto:
+                        break
+                    if throttle is not None:
+                        await throttle.pace(0)
+                    try:
+                        meta = smalllog.decode(raw)
+                        killed = kills.get(meta["wid"])
+                    except (CorruptData, KeyError, TypeError):
+                        continue
+                    if meta.get("kill") or killed is None or (loc[0], loc[1]) > killed:
+                        continue
+                    if not await self._is_live(disk, loc, meta):
+                        dead.append((meta["wid"], loc))
+                    if len(dead) >= _RELEASE_BATCH:
+                        await self._release(disk, dead)
+            await self._release(disk, dead)
+
+        last = None
+        for seg in segments:
+            async for loc, raw in disk.walk_records(seg):
+                if throttle is not None:
+                    await throttle.pace(0)
+                if b"kill" not in raw:
+                    continue
+                try:
+                    meta = smalllog.decode(raw)
+                except CorruptData:
+                    continue
+                if meta.get("kill") and isinstance(meta.get("wid"), str):
+                    kills[meta["wid"]] = last = (loc[0], loc[1])
+                    if len(kills) >= KILLS_AT_ONCE:
+                        await release_killed(last)
+                        kills.clear()
+        if kills and last is not None:
+            await release_killed(last)
+
+    async def _release(self, disk, dead: list[tuple[str, list]]) -> None:
+        """Punch ``dead`` (write id, location) out of their segments; empties the list."""
+        if not dead:
+            return
+        batch, dead[:] = list(dead), []
+        try:
+            freed = await asyncio.gather(*(disk.release_records(wid, [loc]) for wid, loc in batch))
+        except (DiskError, BucketsError) as exc:
+            log.warning("freeing dead records of %s: %s", disk.endpoint, exc)
+            return
+        self.stats["bytes_released"] += sum(freed)
 
     async def _classify(self, disk, loc: list, raw: bytes, oldest: bool) -> str:
         """"live" (the registry points at it), "kill" (a kill record to carry) or "dead"."""
@@ -259,3 +377,11 @@ class Compactor:
             await smalllog.set_locations(store, bucket, key, entry, {shard: new}, expect={shard: list(loc)})
             self.stats["records_moved"] += 1
             return True
+
+
+def _wid_of(raw: bytes) -> str | None:
+    try:
+        wid = smalllog.decode(raw).get("wid")
+    except CorruptData:
+        return None
+    return wid if isinstance(wid, str) else None
