@@ -143,7 +143,8 @@ def _check_journal_header(path: str) -> None:
 
 
 class DurableJournal(_journal.FileJournal):
-    """pysyncobj's file journal, synced to disk after every change, checked when opened."""
+    """pysyncobj's file journal, synced to disk after every change, checked when opened, its
+    blocks allocated before they are written (``_room``)."""
 
     def __init__(self, path: str) -> None:
         _check_journal_header(path)
@@ -152,15 +153,47 @@ class DurableJournal(_journal.FileJournal):
         if any(b != a + 1 for a, b in zip(indices, indices[1:])):
             self._destroy()
             raise ValueError(f"{path}: damaged journal (entry indices are not consecutive)")
-        if not hasattr(self, "_FileJournal__metaStorer"):
+        shape = ("_FileJournal__metaStorer", "_FileJournal__journalFile", "_FileJournal__currentOffset")
+        if not all(hasattr(self, name) for name in shape) or not all(
+                hasattr(self._FileJournal__journalFile, f"_ResizableFile__{name}") for name in ("mm", "f")):
             raise RuntimeError("pysyncobj's FileJournal changed shape; DurableJournal needs updating")
         self._FileJournal__metaStorer = _DurableMeta(path + ".meta")
         self._directory = os.path.dirname(path)
         self._batch = False
+        self._allocated = 0
+        try:
+            self._room(0)  # holes a sparse growth left (pysyncobj's own, before this code did it)
+        except OSError as exc:
+            self._destroy()
+            raise OSError(exc.errno, f"{path}: no room to allocate the control plane's journal "
+                                     f"({os.strerror(exc.errno or 0)})") from None
         self.flush()
         _fsync_dir(self._directory)
 
+    def _room(self, end: int) -> None:
+        """Have the file's blocks allocated up to its mapped length, first grown to hold ``end``
+        bytes (doubled, as pysyncobj grows it), before a byte is written there.
+
+        pysyncobj grows the file with ``ftruncate`` (sparse) and writes through an mmap. On a
+        full file system a write into such a hole gets no block, and the kernel kills the
+        process with SIGBUS: a node ended without a log line when its disks filled up
+        (``tests/unit/cluster/test_control_raft_journal.py``). ``posix_fallocate`` fails with
+        ENOSPC instead, an ``OSError`` raised here before anything changed, which pysyncobj's
+        tick logs and retries (an append that cannot be stored is not acknowledged)."""
+        journal_file = self._FileJournal__journalFile
+        mapped, fh = journal_file._ResizableFile__mm, journal_file._ResizableFile__f
+        size = len(mapped)
+        if end > size:
+            size = max(size * 2, end)
+        if size > self._allocated:
+            os.posix_fallocate(fh.fileno(), 0, size)
+            if size > len(mapped):
+                mapped.resize(size)  # (the file has that length already: only the mapping grows)
+            self._allocated = size
+
     def add(self, command: bytes, idx: int, term: int) -> None:
+        # the record: its length, index and term (4 + 16 bytes), the command, its length again
+        self._room(self._FileJournal__currentOffset + 24 + len(command))
         super().add(command, idx, term)
         if not self._batch:
             self.flush()
@@ -189,10 +222,39 @@ class DurableJournal(_journal.FileJournal):
 _install_lock = threading.Lock()
 
 
+class _RepeatedTickFailures(logging.Filter):
+    """pysyncobj logs a traceback for each tick that raised, and retries at the next one: a
+    journal that cannot grow (its disk full: ``DurableJournal._room``) failed every append
+    from then on, each with its traceback. The first failure of a kind is logged whole; the
+    same one again within ``EVERY`` seconds is counted, and said with the next one logged."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.exc_info[1] is None:
+            return True
+        kind = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        now = monotonic()
+        if now - self._last.get(kind, float("-inf")) < self.EVERY:
+            self._quiet[kind] = self._quiet.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        quiet = self._quiet.pop(kind, 0)
+        if quiet:
+            record.msg = f"{record.msg} (and {quiet} times more in the last {self.EVERY:.0f} s)"
+        return True
+
+
 def _install_durable_journal() -> None:
     with _install_lock:
         if getattr(_syncobj.createJournal, "buckets_durable", False):
             return
+        _syncobj.logger.addFilter(_RepeatedTickFailures())
 
         def create_journal(journalFile: str | None = None) -> _journal.Journal:  # noqa: N803
             return _journal.MemoryJournal() if journalFile is None else DurableJournal(journalFile)
