@@ -154,3 +154,82 @@ def test_a_disk_removal_onto_full_disks_keeps_their_reserve_and_ends_once_there_
             cluster.stop_all()
     bugs = cluster.bugs()
     assert not bugs, bugs
+
+
+def _fill_to_the_last_block(path) -> None:
+    """Another program's file on that file system, written until no block is left (again after
+    the disk monitor released the disk's ballast into it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for _ in range(3):
+            try:
+                while True:
+                    os.write(fd, b"x" * 4096)
+            except OSError:
+                pass
+            time.sleep(2.5)  # (a disk monitor round: the ballast goes, and its space with it)
+    finally:
+        os.close(fd)
+
+
+def _policy(bucket: str, n: int) -> str:
+    """A bucket policy of about 15 KB (a big control-plane entry)."""
+    resources = [f"arn:aws:s3:::{bucket}/p{n}-{i:04d}-{'r' * 40}/*" for i in range(200)]
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": f"s{n}", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": resources}]})
+
+
+@pytest.mark.parametrize("role", ["leader", "follower"])
+def test_a_node_whose_journal_disk_fills_to_the_last_block_keeps_running_and_catches_up(tmp_path, role) -> None:
+    """Another program fills the first disk of one node (the leader of the control plane, or a
+    follower) to its last block: that disk holds the node's control-plane journal, which then
+    cannot grow. Before, the next entry written into the journal's mmap killed that node with
+    SIGBUS, without a log line. Now the entry is refused and not acknowledged: a leader hands
+    leadership over, the cluster's changes go on through the other two nodes, the full node
+    keeps serving, and it catches up once its disk has room."""
+    c = Cluster(tmp_path, nodes=3, disks=2)
+    roots = c.disk_roots()
+    with small_disks(roots, 20):
+        c.start()
+        try:
+            c.wait_healthy()
+            s3 = {i: c.client(i) for i in (1, 2, 3)}
+            s3[1].create_bucket(Bucket="pol")
+            leader = next(i for i in (1, 2, 3) if c.health(1)["nodes"][i - 1]["leader"])
+            full = leader if role == "leader" else next(i for i in (1, 2, 3) if i != leader)
+            through = next(i for i in (1, 2, 3) if i != full)
+            disk = roots[(full - 1) * 2]
+            journals = list(disk.rglob("raft.journal"))
+            assert journals, sorted(str(p) for p in disk.rglob("*"))[:20]
+            _fill_to_the_last_block(disk / "filler")
+            policies = [_policy("pol", n) for n in range(8)]  # ~120 KB: the journal must grow
+            for text in policies:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        s3[through].put_bucket_policy(Bucket="pol", Policy=text)
+                        break
+                    except ClientError as exc:  # while the leadership moves: 503
+                        assert _code(exc)[1] == 503 and time.monotonic() < deadline, exc.response
+                        time.sleep(0.5)
+            assert c.procs[full].poll() is None, c.log(full)[-3000:]
+            assert json.loads(s3[through].get_bucket_policy(Bucket="pol")["Policy"]) == json.loads(policies[-1])
+            assert "journal's disk is full" in c.log(full)
+            assert s3[full].list_objects_v2(Bucket="pol")["KeyCount"] == 0  # it serves meanwhile
+            os.unlink(disk / "filler")
+
+            def policy_through_full() -> dict | None:
+                try:
+                    return json.loads(s3[full].get_bucket_policy(Bucket="pol")["Policy"])
+                except ClientError as exc:  # (behind: none yet)
+                    assert _code(exc) == ("NoSuchBucketPolicy", 404), exc.response
+                    return None
+
+            deadline = time.monotonic() + 60
+            while policy_through_full() != json.loads(policies[-1]):
+                assert time.monotonic() < deadline, "the node did not catch up"
+                time.sleep(0.5)
+            s3[full].create_bucket(Bucket="after")  # and takes changes again
+            assert "after" in [b["Name"] for b in s3[through].list_buckets()["Buckets"]]
+        finally:
+            c.stop_and_check_logs()

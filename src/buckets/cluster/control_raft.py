@@ -51,10 +51,12 @@ What this adds to the library, and why:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +80,7 @@ SNAPSHOT_FILE = "raft.snapshot"
 SNAPSHOT_KIND = "buckets-control-snapshot"
 
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+JOURNAL_FULL_LOG_EVERY = 60.0  # seconds between "journal full" warnings (with a count)
 PRE_VOTE = "buckets_pre_vote"
 PRE_VOTE_ANSWER = "buckets_pre_vote_answer"
 
@@ -222,39 +225,10 @@ class DurableJournal(_journal.FileJournal):
 _install_lock = threading.Lock()
 
 
-class _RepeatedTickFailures(logging.Filter):
-    """pysyncobj logs a traceback for each tick that raised, and retries at the next one: a
-    journal that cannot grow (its disk full: ``DurableJournal._room``) failed every append
-    from then on, each with its traceback. The first failure of a kind is logged whole; the
-    same one again within ``EVERY`` seconds is counted, and said with the next one logged."""
-
-    EVERY = 60.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: dict[str, float] = {}
-        self._quiet: dict[str, int] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info or record.exc_info[1] is None:
-            return True
-        kind = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        now = monotonic()
-        if now - self._last.get(kind, float("-inf")) < self.EVERY:
-            self._quiet[kind] = self._quiet.get(kind, 0) + 1
-            return False
-        self._last[kind] = now
-        quiet = self._quiet.pop(kind, 0)
-        if quiet:
-            record.msg = f"{record.msg} (and {quiet} times more in the last {self.EVERY:.0f} s)"
-        return True
-
-
 def _install_durable_journal() -> None:
     with _install_lock:
         if getattr(_syncobj.createJournal, "buckets_durable", False):
             return
-        _syncobj.logger.addFilter(_RepeatedTickFailures())
 
         def create_journal(journalFile: str | None = None) -> _journal.Journal:  # noqa: N803
             return _journal.MemoryJournal() if journalFile is None else DurableJournal(journalFile)
@@ -375,6 +349,8 @@ class RaftNode(SyncObj):
         self._pre_round = 0  # this node's current pre-vote round
         self._pre_grants: set[str] = set()  # who said yes in it (this node included)
         self._pre_won = False  # a majority said yes: the next tick runs the real election
+        self._full_logged = float("-inf")  # monotonic() of the last "journal full" warning
+        self._full_quiet = 0  # ticks that failed the same way since
         self._leader_heard = 0.0  # monotonic time of the last append_entries from a current leader
         # The dump is loaded on pysyncobj's first tick, after its journal exists.
         serialize, deserialize = _snapshot_hooks(machine, lambda: getattr(self, "_SyncObj__raftLog", None))
@@ -393,7 +369,32 @@ class RaftNode(SyncObj):
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj's names)
         self._pre_vote_gate()
-        super()._onTick(timeToWait)
+        try:
+            super()._onTick(timeToWait)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise  # (pysyncobj's tick loop logs it and goes on)
+            self._journal_full(exc)
+            time.sleep(max(timeToWait, 0.01))
+
+    def _journal_full(self, exc: OSError) -> None:
+        """An entry did not fit in the journal (its disk full: ``DurableJournal._room``): it was
+        not stored, so not acknowledged; the leader sends it again, or the request times out.
+        Said once a minute with a count (every append fails so until there is room), and a
+        leader hands leadership over: the cluster's changes go on through a node that can
+        store them, while this one catches up once its disk has room."""
+        now = monotonic()
+        if now - self._full_logged >= JOURNAL_FULL_LOG_EVERY:
+            more = f" ({self._full_quiet} more since)" if self._full_quiet else ""
+            log.warning("control plane: its journal's disk is full (%s): entries are not stored until "
+                        "there is room%s", exc, more)
+            self._full_logged, self._full_quiet = now, 0
+        else:
+            self._full_quiet += 1
+        if (self._SyncObj__raftState == _RAFT_STATE.LEADER and self._SyncObj__otherNodes
+                and not self._SyncObj__transferInProgress):
+            log.warning("control plane: this node leads but cannot store entries; handing leadership over")
+            self.transferLeadership(None)
 
     def _pre_vote_gate(self) -> None:
         """Where pysyncobj's tick would start an election, run a pre-vote round instead,

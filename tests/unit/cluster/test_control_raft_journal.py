@@ -5,8 +5,9 @@ through an mmap. On a full file system a write into such a hole finds no block t
 the kernel kills the process with SIGBUS: a cluster node ended with no log line while its
 disks were full to the last block (session 39, ``tests/cluster/test_disk_full_cluster.py``,
 once). ``DurableJournal`` now allocates the blocks first (``posix_fallocate``), so an append
-that does not fit raises ``OSError`` (ENOSPC) with nothing changed, which pysyncobj's tick logs
-and retries. Run in a child process: before the fix the test process itself would die."""
+that does not fit raises ``OSError`` (ENOSPC) with nothing changed, which the node's tick logs
+and retries (``RaftNode._journal_full``). Run in a child process: before the fix the test
+process itself would die."""
 
 from __future__ import annotations
 
@@ -59,26 +60,3 @@ def test_a_journal_on_a_full_file_system_refuses_an_entry_instead_of_killing_the
     assert refused == "28" and int(kept) == int(added) > 0, done.stdout  # ENOSPC, and what it kept is all it took
     assert f"reopened {int(added) + 39}" in done.stdout
 
-
-def test_the_same_tick_failure_is_logged_once_a_minute_with_a_count(monkeypatch) -> None:
-    """pysyncobj logs a traceback per failed tick and retries at the next: a full journal's
-    disk would log one per append attempt."""
-    import logging
-
-    from buckets.cluster import control_raft
-
-    now = [1000.0]
-    monkeypatch.setattr(control_raft, "monotonic", lambda: now[0])
-    quiet = control_raft._RepeatedTickFailures()
-
-    def record(exc: Exception) -> logging.LogRecord:
-        return logging.LogRecord("pysyncobj.syncobj", logging.ERROR, __file__, 1, "failed _onTick in _autoTickThread",
-                                 None, (type(exc), exc, None))
-
-    full = OSError(28, "No space left on device")
-    assert quiet.filter(record(full))
-    assert not any(quiet.filter(record(full)) for _ in range(50))
-    assert quiet.filter(record(ValueError("another")))  # another failure: logged
-    now[0] += 61
-    again = record(full)
-    assert quiet.filter(again) and "50 times more" in again.getMessage()
