@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def _timed(server: FuzzServer | FuzzCluster, capsys: pytest.CaptureFixture[str],
         (tmp_path / "fuzz-report.txt").write_text(summary + "\n")
         if os.environ.get("FUZZ_REPORT"):
             Path(os.environ["FUZZ_REPORT"]).write_text(f"FUZZ_SEED={seed}\n{summary}\n")
+            if report.findings or report.crashed:  # the servers' logs beside it (pytest drops old tmp dirs)
+                kept = Path(os.environ["FUZZ_REPORT"] + ".logs")
+                kept.mkdir(exist_ok=True)
+                for log in server.log_paths:
+                    shutil.copy(log, kept / Path(log).name)
         _check(report)
 
 
