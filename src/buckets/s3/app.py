@@ -103,10 +103,11 @@ async def _stamp_headers(request: web.Request, response: web.StreamResponse) -> 
     response.headers["x-amz-request-id"] = request_id
     response.headers["x-amz-id-2"] = _host_id(request_id)
     response.headers["Server"] = SERVER_NAME
-    if request.can_read_body and not request.content.is_eof():
+    if request.can_read_body and (not request.content.is_eof() or request.content.exception() is not None):
         # Answered before the body arrived (an error, or a client still waiting for
-        # 100 Continue): the unread body would be parsed as the next request, so this
-        # connection cannot be reused. Tell the client, as S3 does.
+        # 100 Continue), or the body's framing was broken: the unread body would be parsed
+        # as the next request, so this connection cannot be reused. Tell the client, as S3
+        # does.
         response.headers["Connection"] = "close"
         response.force_close()
     elif request.message.upgrade and response.status != 101:
