@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
 from botocore.exceptions import ClientError
-from clusterproc import Cluster
+from clusterproc import ROOT_PASSWORD, ROOT_USER, Cluster
+from serverproc import BIN
 from smalldisks import put_once_freed, small_disks
 
 pytestmark = pytest.mark.cluster
@@ -215,6 +217,12 @@ def test_a_node_whose_journal_disk_fills_to_the_last_block_keeps_running_and_cat
             assert c.procs[full].poll() is None, c.log(full)[-3000:]
             assert json.loads(s3[through].get_bucket_policy(Bucket="pol")["Policy"]) == json.loads(policies[-1])
             assert "journal's disk is full" in c.log(full)
+            assert c.health(full)["control"]["journal_full"] is True  # (and buckets-admin info says so)
+            admin_env = dict(c.env, BUCKETS_CLIENT_CONFIG=str(tmp_path / "client.json"))
+            for argv in (["alias", "set", "full", c.url(full), ROOT_USER, ROOT_PASSWORD], ["info", "full"]):
+                info = subprocess.run([str(BIN / "buckets-admin"), *argv], env=admin_env, capture_output=True,
+                                      text=True, timeout=60)
+            assert "JOURNAL DISK IS FULL" in info.stdout, (info.stdout, info.stderr)
             assert s3[full].list_objects_v2(Bucket="pol")["KeyCount"] == 0  # it serves meanwhile
             os.unlink(disk / "filler")
 
@@ -231,5 +239,9 @@ def test_a_node_whose_journal_disk_fills_to_the_last_block_keeps_running_and_cat
                 time.sleep(0.5)
             s3[full].create_bucket(Bucket="after")  # and takes changes again
             assert "after" in [b["Name"] for b in s3[through].list_buckets()["Buckets"]]
+            deadline = time.monotonic() + 30
+            while c.health(full)["control"]["journal_full"]:
+                assert time.monotonic() < deadline, c.health(full)["control"]
+                time.sleep(0.5)
         finally:
             c.stop_and_check_logs()

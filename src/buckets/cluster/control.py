@@ -230,12 +230,14 @@ class ControlStatus:
     deployment_id: str | None
     generation: int
     members: tuple[MemberStatus, ...]
+    journal_full: bool = False  # this node's journal could not store an entry lately (its disk full)
 
     def as_dict(self) -> dict[str, Any]:
         return {"address": self.address, "role": self.role, "leader": self.leader, "term": self.term,
                 "commit_index": self.commit_index, "last_applied": self.last_applied,
                 "has_quorum": self.has_quorum, "deployment_id": self.deployment_id,
-                "generation": self.generation, "members": [m.as_dict() for m in self.members]}
+                "generation": self.generation, "members": [m.as_dict() for m in self.members],
+                "journal_full": self.journal_full}
 
 
 # --- planning: what the proposer computes before it proposes (CPU, off the loop) -------------
@@ -540,5 +542,5 @@ class ControlPlane:
             address=status.address, role=status.role, leader=status.leader, term=status.term,
             commit_index=status.commit_index, last_applied=status.last_applied, has_quorum=status.has_quorum,
             deployment_id=topology.deployment_id if topology is not None else None,
-            generation=snapshot.generation, members=tuple(members),
+            generation=snapshot.generation, members=tuple(members), journal_full=status.journal_full,
         )

@@ -81,6 +81,7 @@ SNAPSHOT_KIND = "buckets-control-snapshot"
 
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
 JOURNAL_FULL_LOG_EVERY = 60.0  # seconds between "journal full" warnings (with a count)
+JOURNAL_FULL_SECONDS = 10.0  # the status says "journal full" this long after an entry did not fit
 PRE_VOTE = "buckets_pre_vote"
 PRE_VOTE_ANSWER = "buckets_pre_vote_answer"
 
@@ -156,7 +157,8 @@ class DurableJournal(_journal.FileJournal):
         if any(b != a + 1 for a, b in zip(indices, indices[1:])):
             self._destroy()
             raise ValueError(f"{path}: damaged journal (entry indices are not consecutive)")
-        shape = ("_FileJournal__metaStorer", "_FileJournal__journalFile", "_FileJournal__currentOffset")
+        shape = ("_FileJournal__metaStorer", "_FileJournal__journalFile", "_FileJournal__currentOffset",
+                 "_FileJournal__meta")
         if not all(hasattr(self, name) for name in shape) or not all(
                 hasattr(self._FileJournal__journalFile, f"_ResizableFile__{name}") for name in ("mm", "f")):
             raise RuntimeError("pysyncobj's FileJournal changed shape; DurableJournal needs updating")
@@ -205,6 +207,21 @@ class DurableJournal(_journal.FileJournal):
         super().clear()
         if not self._batch:
             self.flush()
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802,N803 (pysyncobj's names)
+        """Store the term and vote (synchronously, as Raft needs). pysyncobj's journal puts them
+        into its metadata before it writes the file: a write that fails (ENOSPC) would leave
+        them there, and the next store of the commit index would make them durable after all,
+        though this node never acted on them (``RaftNode._SyncObj__setCurrentTerm`` undoes its
+        own copy). Undone here too."""
+        meta = self._FileJournal__meta
+        before = dict(meta)
+        try:
+            super().setCurrentTerm(term, votedForNodeId)
+        except OSError:
+            meta.clear()
+            meta.update(before)
+            raise
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802,N803
         super().deleteEntriesFrom(entryFrom)
@@ -334,6 +351,7 @@ class RaftStatus:
     connected: frozenset[str]  # members this node has a live connection to (itself included)
     match_index: dict[str, int]  # leader only: how far each follower's log is known to match
     log_entries: int
+    journal_full: bool = False  # an entry did not fit in the journal in the last JOURNAL_FULL_SECONDS
 
 
 class RaftNode(SyncObj):
@@ -351,6 +369,8 @@ class RaftNode(SyncObj):
         self._pre_won = False  # a majority said yes: the next tick runs the real election
         self._full_logged = float("-inf")  # monotonic() of the last "journal full" warning
         self._full_quiet = 0  # ticks that failed the same way since
+        self._full_at = float("-inf")  # monotonic() of the last entry that did not fit
+        self._handed_over_at = float("-inf")  # ... and of the last hand-over it made this node ask for
         self._leader_heard = 0.0  # monotonic time of the last append_entries from a current leader
         # The dump is loaded on pysyncobj's first tick, after its journal exists.
         serialize, deserialize = _snapshot_hooks(machine, lambda: getattr(self, "_SyncObj__raftLog", None))
@@ -383,7 +403,7 @@ class RaftNode(SyncObj):
         Said once a minute with a count (every append fails so until there is room), and a
         leader hands leadership over: the cluster's changes go on through a node that can
         store them, while this one catches up once its disk has room."""
-        now = monotonic()
+        now = self._full_at = monotonic()
         if now - self._full_logged >= JOURNAL_FULL_LOG_EVERY:
             more = f" ({self._full_quiet} more since)" if self._full_quiet else ""
             log.warning("control plane: its journal's disk is full (%s): entries are not stored until "
@@ -392,7 +412,8 @@ class RaftNode(SyncObj):
         else:
             self._full_quiet += 1
         if (self._SyncObj__raftState == _RAFT_STATE.LEADER and self._SyncObj__otherNodes
-                and not self._SyncObj__transferInProgress):
+                and now - self._handed_over_at >= 1.0):  # (the tick fails again until another leads)
+            self._handed_over_at = now
             log.warning("control plane: this node leads but cannot store entries; handing leadership over")
             self.transferLeadership(None)
 
@@ -417,6 +438,21 @@ class RaftNode(SyncObj):
                    "last_log_term": self._SyncObj__getCurrentLogTerm()}
         for node in list(others):
             self._SyncObj__transport.send(node, message)
+
+    def _SyncObj__setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:  # noqa: N802,N803 (pysyncobj's)
+        """pysyncobj takes a new term (or vote) in memory, then stores it. A store that fails
+        (its disk full: ``DurableJournal.setCurrentTerm``) left this node at a term no other node
+        knew: a candidate whose vote requests were never sent, which ignored the leader's
+        appends (pysyncobj drops those of a lower term without an answer), and which PreVote
+        kept from running an election while the others heard their leader. Stuck so, it never
+        caught up once the disk had room (``tests/cluster/test_disk_full_cluster.py``). The term
+        and vote it could not store are undone: Raft acts only on what is durable."""
+        before = (self._SyncObj__raftCurrentTerm, self._SyncObj__votedForNodeId)
+        try:
+            SyncObj._SyncObj__setCurrentTerm(self, term, votedForNodeId)
+        except OSError:
+            self._SyncObj__raftCurrentTerm, self._SyncObj__votedForNodeId = before
+            raise
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict) -> None:  # noqa: N802 (overrides pysyncobj's)
         kind = message.get("type") if isinstance(message, dict) else None
@@ -489,6 +525,7 @@ class RaftNode(SyncObj):
             match_index={n: status[f"match_idx_server_{n}"] for n in others
                          if f"match_idx_server_{n}" in status} if status["state"] == 2 else {},
             log_entries=status["log_len"],
+            journal_full=monotonic() - self._full_at < JOURNAL_FULL_SECONDS,
         )
 
     @property

@@ -60,3 +60,36 @@ def test_a_journal_on_a_full_file_system_refuses_an_entry_instead_of_killing_the
     assert refused == "28" and int(kept) == int(added) > 0, done.stdout  # ENOSPC, and what it kept is all it took
     assert f"reopened {int(added) + 39}" in done.stdout
 
+
+
+def test_a_term_or_vote_that_could_not_be_stored_is_not_kept(tmp_path: Path, monkeypatch) -> None:
+    """pysyncobj's journal puts a new term and vote into its metadata, then writes it: a
+    write that failed left them in memory, and the next store (the commit index, every
+    second) made durable a term this node never announced."""
+    import errno
+    import os
+
+    from buckets.cluster import control_raft
+
+    path = str(tmp_path / "raft.journal")
+    journal = control_raft.DurableJournal(path)
+    journal.setCurrentTerm(3, "node-a")
+    real = control_raft._DurableMeta.storeMeta
+
+    def full(self, meta):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(control_raft._DurableMeta, "storeMeta", full)
+    try:
+        journal.setCurrentTerm(4, "node-b")
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    else:
+        raise AssertionError("the store did not fail")
+    assert (journal.getCurrentTerm(), journal.getVotedForNodeId()) == (3, "node-a")
+    monkeypatch.setattr(control_raft._DurableMeta, "storeMeta", real)
+    journal.setRaftCommitIndex(7)
+    journal.onOneSecondTimer()  # (pysyncobj's periodic store)
+    journal._destroy()
+    again = control_raft.DurableJournal(path)
+    assert (again.getCurrentTerm(), again.getVotedForNodeId(), again.getRaftCommitIndex()) == (3, "node-a", 7)
