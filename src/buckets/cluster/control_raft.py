@@ -183,8 +183,8 @@ class DurableJournal(_journal.FileJournal):
         full file system a write into such a hole gets no block, and the kernel kills the
         process with SIGBUS: a node ended without a log line when its disks filled up
         (``tests/unit/cluster/test_control_raft_journal.py``). ``posix_fallocate`` fails with
-        ENOSPC instead, an ``OSError`` raised here before anything changed, which pysyncobj's
-        tick logs and retries (an append that cannot be stored is not acknowledged)."""
+        ENOSPC instead, an ``OSError`` raised here before anything changed: the tick ends
+        (``RaftNode._journal_full`` says so) and the append, not acknowledged, comes again."""
         journal_file = self._FileJournal__journalFile
         mapped, fh = journal_file._ResizableFile__mm, journal_file._ResizableFile__f
         size = len(mapped)
