@@ -63,12 +63,6 @@ _RELEASE_BATCH = 256  # dead records freed at once (one hand-off to the disk's t
 KILLS_AT_ONCE = 100_000  # kill records' write ids held while reclaiming a disk's newer segments
 
 
-def short_of_space(disk) -> bool:
-    """The disk refused new data lately (``space.SHORT_OF_SPACE``) or is near full: its dead
-    records are freed in place (``Compactor._reclaim_disk``)."""
-    return bool(getattr(disk, "near_full", False)) or \
-        time.monotonic() < getattr(disk, "refused_at", float("-inf")) + space.SHORT_OF_SPACE
-
 
 @dataclass(slots=True)
 class CompactionConfig:
@@ -146,7 +140,7 @@ class Compactor:
                 if self.store.cluster is not None and disk.local_path("") is None:
                     continue  # on a cluster each node compacts its own disks' logs
                 try:
-                    if short_of_space(disk):
+                    if space.disk_short(disk):
                         await self._reclaim_disk(disk, throttle, wait, again)
                     await self._compact_disk(disk, throttle, limit, wait, again)
                 except (DiskError, BucketsError) as exc:
@@ -212,10 +206,13 @@ class Compactor:
             async for loc, raw in disk.walk_records(seg):
                 if throttle is not None:
                     await throttle.pace(0)
-                if await self._classify(disk, loc, raw, False) == "dead":
-                    wid = _wid_of(raw)
-                    if wid is not None:
-                        dead.append((wid, loc))
+                try:
+                    meta = smalllog.decode(raw)
+                except CorruptData:
+                    continue  # (nothing is known of it: a release checks the record names its write)
+                if not meta.get("kill") and isinstance(meta.get("wid"), str) \
+                        and not await self._is_live(disk, loc, meta):
+                    dead.append((meta["wid"], loc))
                 if len(dead) >= _RELEASE_BATCH:
                     await self._release(disk, dead)
             await self._release(disk, dead)
@@ -377,11 +374,3 @@ class Compactor:
             await smalllog.set_locations(store, bucket, key, entry, {shard: new}, expect={shard: list(loc)})
             self.stats["records_moved"] += 1
             return True
-
-
-def _wid_of(raw: bytes) -> str | None:
-    try:
-        wid = smalllog.decode(raw).get("wid")
-    except CorruptData:
-        return None
-    return wid if isinstance(wid, str) else None

@@ -54,9 +54,18 @@ async def settle(store: "Store", started: list[asyncio.Future]) -> None:
 def short_of_space(store: "Store") -> bool:
     """This node refused a write for space in the last ``SHORT_OF_SPACE`` seconds, or one of its
     disks refused new data (its own writes' or another node's)."""
-    now = time.monotonic()
-    return now < store.short_of_space_until or any(
-        now < getattr(d, "refused_at", _NEVER) + SHORT_OF_SPACE for d in store.disks if d is not None)
+    return time.monotonic() < store.short_of_space_until or any(disk_refused(d) for d in store.disks)
+
+
+def disk_refused(disk) -> bool:
+    """The disk refused new data in the last ``SHORT_OF_SPACE`` seconds (``LocalDisk.refused_at``)."""
+    return disk is not None and time.monotonic() < getattr(disk, "refused_at", _NEVER) + SHORT_OF_SPACE
+
+
+def disk_short(disk) -> bool:
+    """The disk refused new data lately, or is near full (``storage.local.NEAR_FULL``): its dead
+    records are freed in place (``Compactor._reclaim_disk``)."""
+    return disk_refused(disk) or bool(getattr(disk, "near_full", False))
 
 
 _NEVER = float("-inf")
@@ -70,4 +79,4 @@ def releases_space(store: "Store") -> bool:
     that frees a block (a third more CPU per small DELETE, measured), and on a cluster another
     node's GET or metadata change that read the entry just before may still be reading them
     (this node only knows its own readers)."""
-    return short_of_space(store) or any(getattr(d, "near_full", False) for d in store.disks if d is not None)
+    return time.monotonic() < store.short_of_space_until or any(disk_short(d) for d in store.disks)
