@@ -38,6 +38,9 @@ disk's oldest segment: records they kill are never newer than they are, so once 
 segment exists, none of those records remains, and the kill has nothing left to say, unless
 the write's ``.meta`` file is still on that disk (a version removed by id whose files were not
 yet deleted when the node stopped): then it is carried until they are.
+
+A disk back after a registry rebuild that could not scan it is left alone until its refill
+adopted its records (``smalllog.adopt_records``): until then the registry names none of them.
 """
 
 from __future__ import annotations
@@ -134,8 +137,12 @@ class Compactor:
             limit = self.cfg.threshold if threshold is None else threshold
             wait = self.cfg.settle if settle is None else settle
             again = self.cfg.recheck if recheck is None else recheck
+            # A disk a registry rebuild could not scan: the registry names none of its records
+            # until they are adopted (``smalllog.adopt_records``, at its refill), so every one
+            # of them would look dead.
+            unscanned = set(self.store.registry.get_sys(smalllog.UNSCANNED) or ())
             for disk in list(self.store.disks):
-                if disk is None or not disk.online:
+                if disk is None or not disk.online or disk.disk_id in unscanned:
                     continue
                 if self.store.cluster is not None and disk.local_path("") is None:
                     continue  # on a cluster each node compacts its own disks' logs

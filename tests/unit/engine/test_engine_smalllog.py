@@ -564,6 +564,49 @@ async def test_records_of_a_disk_away_during_a_rebuild_are_adopted_when_it_is_ba
         await store.close()
 
 
+async def test_compaction_leaves_a_disk_alone_until_its_records_are_adopted(tmp_disks) -> None:
+    """A disk back while the store runs, after a registry rebuild without it: until the refill
+    adopts its records, the registry names none of them, so a compaction pass would judge them
+    all dead and delete their segments (or punch them out, the disk short of space) under the
+    adoption's feet. It waits for the adoption."""
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    bodies = {f"k{i}": content(f"k{i}", 300 + i) for i in range(12)}
+    for n, (k, v) in enumerate(bodies.items()):
+        await store.put_object("bkt", k, v, len(v))
+        if n == 5:  # two segments on each disk: the first one sealed
+            await store.close()
+            store = await open_store(paths)
+    before = {k: store.registry.get_object("bkt", k)["lg"] for k in bodies}
+    away_id = store.disks[2].disk_id
+    await store.close()
+    away = paths[2]
+    os.rename(away, away + ".aside")
+    with open(away, "w") as f:
+        f.write("not a disk")
+    for p in paths:
+        shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
+    store = await open_store(paths)
+    try:
+        disk = store.by_id[away_id]
+        assert not disk.online
+        os.unlink(away)
+        os.rename(away + ".aside", away)
+        segments = await asyncio.to_thread(os.listdir, os.path.join(away, LOG_DIR))
+        disk.mark_online()  # back, its refill not started yet
+        await store.compactor.run_pass(paced=False, settle=0)
+        disk.refused_at = time.monotonic()  # and short of space
+        await store.compactor.run_pass(paced=False, settle=0)
+        assert sorted(await asyncio.to_thread(os.listdir, os.path.join(away, LOG_DIR))) == sorted(segments)
+        assert await smalllog.adopt_records(store, disk) == len(bodies)
+        for k, v in bodies.items():
+            assert store.registry.get_object("bkt", k)["lg"] == before[k]
+            assert (await heal_object(store, "bkt", k, deep=True)).bad == []
+    finally:
+        await store.close()
+
+
 def test_records_are_compact_and_decode_to_exactly_the_metadata() -> None:
     entry = {"vid": "null", "vs": 1, "wid": "18ecc13069212000000072bba86db624", "mt": 1.5, "size": 4,
              "etag": "dfcb7b8896c2d6a942b284c956beee86", "h": {}, "um": {}, "ck": {}, "ckt": None,
