@@ -61,6 +61,14 @@ def test_unknown_endpoint_and_wrong_method(server: Server) -> None:
     assert status == 405 and body["code"] == "MethodNotAllowed"
 
 
+def test_an_error_names_its_reason_where_one_code_covers_several(server: Server) -> None:
+    """A client tells refusals of one S3 code apart by ``reason``, not by the message's text."""
+    status, _, body = send(server, "GET", "/cluster/nodes")
+    assert status == 400 and body["code"] == "InvalidRequest" and body["reason"] == "NotACluster"
+    status, _, body = send(server, "GET", "/nothing-here")
+    assert body["reason"] == "NoSuchAdminEndpoint" and body["request_id"]
+
+
 def test_malformed_json_body(server: Server) -> None:
     status, _, body = send(server, "PUT", "/config", b"{not json")
     assert status == 400 and body["code"] == "InvalidArgument"

@@ -24,8 +24,11 @@ GET / PUT    ``config``                          live settings / change some: ``
 GET / PUT    ``kms/keys[/{name}]``               the key store: list / create a KMS key (kms_api)
 ===========  ==================================  =========================================
 
-Errors are ``{"code": ..., "message": ..., "request_id": ...}`` with the HTTP status of
-the matching S3 error; the request id is the one in ``x-amz-request-id`` and in the log.
+Errors are ``{"code": ..., "reason": ..., "message": ..., "request_id": ...}`` with the HTTP
+status of the matching S3 error; ``reason`` names the refusal where one S3 code covers several
+(``NoQuorum``, a change the control plane did not confirm in time, is a ``ServiceUnavailable``
+like others): a client decides on it, never on the message's text. The request id is the one
+in ``x-amz-request-id`` and in the log.
 
 A request is authenticated before it is routed: whatever the path under the prefix and
 whatever the method, a request that is not signed by the root user gets the same 403 (or
@@ -213,8 +216,8 @@ class AdminApi:
         if error.status >= 500:
             log.warning("request %s: admin %s %s -> %s %s", request_id, request.method, request.path,
                         error.status, error.code)
-        return answer({"code": error.code, "message": error.message, "request_id": request_id},
-                       status=error.status)
+        return answer({"code": error.code, "reason": type(error).__name__, "message": error.message,
+                       "request_id": request_id}, status=error.status)
 
     async def _authenticate(self, request: web.Request) -> bytes:
         auth = await authenticate(request, self.credentials, region=None, service="s3")

@@ -24,12 +24,15 @@ MAX_RESPONSE = 16 << 20
 
 
 class AdminCallError(Exception):
-    """One line for the operator; ``code`` is the server's error code when it answered."""
+    """One line for the operator; ``code`` is the server's error code when it answered, and
+    ``reason`` the refusal it names (``NoQuorum``, ...; None from a server before 2026-12-05)."""
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.reason = reason
 
 
 class AdminClient:
@@ -69,7 +72,9 @@ class AdminClient:
                 raise AdminCallError(f"{self.url} answered HTTP {status}", status=status)
             request_id = document.get("request_id")
             suffix = f" (request id {request_id})" if request_id else ""
-            raise AdminCallError(f"{code}: {document.get('message', '')}{suffix}", code=code, status=status)
+            reason = document.get("reason")
+            raise AdminCallError(f"{code}: {document.get('message', '')}{suffix}", code=code, status=status,
+                                 reason=reason if isinstance(reason, str) else None)
         return document
 
     def probe(self, base: str, path: str, *, timeout: float = 2.0) -> tuple[int, dict[str, Any] | None]:

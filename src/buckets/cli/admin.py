@@ -474,10 +474,15 @@ def _print_migration(status: dict[str, Any]) -> None:
 def _unconfirmed(error: Exception) -> bool:
     """A membership change answered 503 because the control plane did not confirm it in time
     (its leader changed, or a follower's forward was lost on a reconnect): asking again is safe,
-    as the change applies once and a retry finishes what the first attempt began."""
+    as the change applies once and a retry finishes what the first attempt began. Told by the
+    error's ``reason``; a server from before it had one is read by its message."""
+    if getattr(error, "status", None) != 503:
+        return False
+    reason = getattr(error, "reason", None)
+    if reason is not None:
+        return reason == "NoQuorum"
     text = str(error)
-    return getattr(error, "status", None) == 503 and (
-        "committed it within" in text or "no control-plane leader" in text)
+    return "committed it within" in text or "no control-plane leader" in text
 
 
 def _change(args: argparse.Namespace, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -535,9 +540,10 @@ def _add_node_call(args: argparse.Namespace, client: Any, url: str, paths: list[
         except AdminCallError as error:
             if error.code == "ConversionFailed":
                 raise CliError(f"{args.alias} did not become a cluster: {error}") from None
-            if error.code == "InvalidRequest" and "not a cluster node" in str(error):
+            if error.reason == "NotACluster" or (error.reason is None and error.code == "InvalidRequest"
+                                                 and "not a cluster node" in str(error)):
                 raise CliError(f"{args.alias} did not become a cluster: see its log") from None
-            if error.code not in (None, "NodeNotJoined", "ServiceUnavailable", "SlowDown", "NoQuorum"):
+            if error.code not in (None, "NodeNotJoined", "ServiceUnavailable", "SlowDown"):
                 raise
             last = str(error)
         if time.monotonic() > deadline:

@@ -27,7 +27,7 @@ class FlakyControlPlane:
 
 
 UNCONFIRMED = AdminCallError("ServiceUnavailable: add member 127.0.0.5:9101: no majority of the control plane "
-                             "committed it within 30s", code="ServiceUnavailable", status=503)
+                             "committed it within 30s", code="ServiceUnavailable", status=503, reason="NoQuorum")
 
 
 @pytest.fixture
@@ -91,3 +91,26 @@ def test_asking_again_stops_at_the_wait_timeout(monkeypatch, no_sleep) -> None:
     with pytest.raises(AdminCallError, match="committed it within"):
         args.func(args)
     assert 2 <= len(control.calls) <= 4
+
+
+def test_the_retry_is_decided_by_the_reason_not_the_message(monkeypatch, capsys, no_sleep) -> None:
+    """A server names the refusal (``reason``): a NoQuorum is asked again whatever its wording,
+    and another 503 is not, even one whose text reads like a NoQuorum's. A server from before
+    ``reason`` (None) is still read by its message."""
+    answer = {"node": "http://127.0.0.5:9000", "added": True, "generation": 3, "from_generation": 2}
+    argv = ["cluster", "add-node", "local", "http://127.0.0.5:9000/d{1...4}", "--no-wait"]
+    reworded = AdminCallError("ServiceUnavailable: the change is not confirmed yet", code="ServiceUnavailable",
+                              status=503, reason="NoQuorum")
+    lookalike = AdminCallError("ServiceUnavailable: nothing committed it within 30s", code="ServiceUnavailable",
+                               status=503, reason="SlowDown")
+    older = AdminCallError(str(UNCONFIRMED), code="ServiceUnavailable", status=503)
+    for failures, asked in (([reworded], 2), ([older], 2), ([lookalike], 1)):
+        control = FlakyControlPlane(list(failures), answer)
+        monkeypatch.setattr(admin, "_client", lambda args: control)
+        args = admin.build_parser().parse_args(argv)
+        if asked == 1:
+            with pytest.raises(AdminCallError, match="nothing committed"):
+                args.func(args)
+        else:
+            assert args.func(args) == 0
+        assert [p for m, p, _ in control.calls if m == "POST"] == ["cluster/add-node"] * asked
