@@ -1422,6 +1422,16 @@ class ReplicatedIndex:
                 seen = {n for n, a in late.items() if _seen_by(a, ts)}
                 if after_check:
                     after = self._newer_than(ts, [a for a in heard if again(a)])
+                elif seen and attempt == 0 and not holders and not silent:
+                    # The first version was applied nowhere (every replica said so): no read
+                    # returned it, so it cannot take effect twice, and a conditional commit
+                    # whose check judged a version at or above it did not see it: it judged
+                    # another write whose version is ahead of this one's (this node's wall
+                    # clock behind, or the same millisecond and a larger write id), perhaps
+                    # one acknowledged before this PUT began. Left as "older", this PUT was
+                    # acknowledged and lost (tests/unit/cluster/test_catalog_update.py, tied
+                    # clocks). Merged again above every refusal, as after a plain one.
+                    newer = self._newer_than(ts, heard)
                 elif _on_quorum(holders | seen, placement):
                     answered = {n: ans for n, ans in late.items() if ans is not None}
                     newer = None

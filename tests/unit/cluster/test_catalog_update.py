@@ -47,28 +47,40 @@ def write_through_n2_first(net, write) -> list[asyncio.Future]:
     return racing
 
 
-async def test_a_change_of_a_version_replaced_meanwhile_leaves_the_new_object(trio) -> None:
+@pytest.mark.parametrize("clocks", ["real", "tied"])
+async def test_a_change_of_a_version_replaced_meanwhile_leaves_the_new_object(tmp_path, clocks) -> None:
     """Before, the change was a quorum read of the key, then a put of the changed entry: a
     PUT acknowledged through another node between the two was replaced by the older object
     with its new tags (the acknowledged object lost: this test failed). Now the change is a
     checked write: it lands before the PUT (which waits for it), or finds the new object
-    there and changes nothing (the engine then reads the key again and changes the new one)."""
-    net, idx, regs = trio
-    ctl = control()
-    through_n1, through_n2 = ClusterCatalog(ctl, idx["n1"]), ClusterCatalog(ctl, idx["n2"])
-    await through_n1.put_object("b", "k", entry("old"))
-    await settle(idx)
-    seen_before = await through_n1.get_object("b", "k")
-    racing = write_through_n2_first(net, lambda: through_n2.put_object("b", "k", entry("new")))
-    await through_n1.update_version("b", "k", dict(seen_before, tg={"team": "a"}))
-    assert racing, "the racing PUT never ran"
-    await asyncio.wait_for(racing[0], 30)  # acknowledged
-    net.before = None
-    await settle(idx)
-    for n in NODES:
-        assert held(regs, n)[0] == "new", n
-    for catalog in (through_n1, through_n2):
-        assert (await catalog.get_object("b", "k"))["wid"] == "new"
+    there and changes nothing (the engine then reads the key again and changes the new one).
+
+    The PUT is written as the engine writes a blind PUT on a cluster: no read first, its
+    order after the writes acknowledged before it coming from the replicas' refusals
+    (``put_displacing``). ``tied``: every node's wall clock reads the same, so the PUT's first
+    version ties with the old object's and loses the tie on the write id. (The test wrote a
+    plain ``put`` without a read, which the engine never does: it failed in 2 of 150 runs on
+    a loaded machine, the PUT acknowledged as older than the object it followed.)"""
+    walls = {n: (lambda: 1000.0) for n in NODES} if clocks == "tied" else None
+    net, idx, regs = await start_trio(tmp_path, walls, leases=False)
+    try:
+        ctl = control()
+        through_n1, through_n2 = ClusterCatalog(ctl, idx["n1"]), ClusterCatalog(ctl, idx["n2"])
+        await through_n1.put_object("b", "k", entry("old"))
+        await settle(idx)
+        seen_before = await through_n1.get_object("b", "k")
+        racing = write_through_n2_first(net, lambda: through_n2.put_object("b", "k", entry("new"), displaced=True))
+        await through_n1.update_version("b", "k", dict(seen_before, tg={"team": "a"}))
+        assert racing, "the racing PUT never ran"
+        await asyncio.wait_for(racing[0], 30)  # acknowledged
+        net.before = None
+        await settle(idx)
+        for n in NODES:
+            assert held(regs, n)[0] == "new", n
+        for catalog in (through_n1, through_n2):
+            assert (await catalog.get_object("b", "k"))["wid"] == "new"
+    finally:
+        await stop_trio(idx, regs)
 
 
 async def test_a_change_of_the_current_version_lands_on_every_replica(trio) -> None:
