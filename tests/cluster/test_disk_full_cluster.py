@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -181,14 +183,24 @@ def _policy(bucket: str, n: int) -> str:
         "Sid": f"s{n}", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": resources}]})
 
 
+def _health(c: Cluster, i: int, what: str = "ready") -> tuple[int, dict]:
+    """Node ``i``'s ``/health/<what>``: status and document (a 503 has one too)."""
+    try:
+        with urllib.request.urlopen(f"{c.url(i)}/health/{what}", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 @pytest.mark.parametrize("role", ["leader", "follower"])
 def test_a_node_whose_journal_disk_fills_to_the_last_block_keeps_running_and_catches_up(tmp_path, role) -> None:
     """Another program fills the first disk of one node (the leader of the control plane, or a
     follower) to its last block: that disk holds the node's control-plane journal, which then
     cannot grow. Before, the next entry written into the journal's mmap killed that node with
     SIGBUS, without a log line. Now the entry is refused and not acknowledged: a leader hands
-    leadership over, the cluster's changes go on through the other two nodes, the full node
-    keeps serving, and it catches up once its disk has room."""
+    leadership over, the cluster's changes go on through the other two nodes, and the full node
+    keeps running and catches up once its disk has room. While it has missed changes it is not
+    ready and answers S3 with 503 (it would grant from a stale policy), and says why."""
     c = Cluster(tmp_path, nodes=3, disks=2)
     roots = c.disk_roots()
     with small_disks(roots, 20):
@@ -217,31 +229,41 @@ def test_a_node_whose_journal_disk_fills_to_the_last_block_keeps_running_and_cat
             assert c.procs[full].poll() is None, c.log(full)[-3000:]
             assert json.loads(s3[through].get_bucket_policy(Bucket="pol")["Policy"]) == json.loads(policies[-1])
             assert "journal's disk is full" in c.log(full)
-            assert c.health(full)["control"]["journal_full"] is True  # (and buckets-admin info says so)
+            status, health = _health(c, full, "cluster")
+            assert status == 503 and health["control"]["journal_full"] is True  # (and buckets-admin info says so)
+            assert health["control"]["behind"] is True, (health["control"], c.health(through)["control"])
+            status, ready = _health(c, full)
+            assert status == 503 and ready["control_behind"] is True, ready
+            assert _health(c, through)[0] == 200
             admin_env = dict(c.env, BUCKETS_CLIENT_CONFIG=str(tmp_path / "client.json"))
             for argv in (["alias", "set", "full", c.url(full), ROOT_USER, ROOT_PASSWORD], ["info", "full"]):
                 info = subprocess.run([str(BIN / "buckets-admin"), *argv], env=admin_env, capture_output=True,
                                       text=True, timeout=60)
-            assert "JOURNAL DISK IS FULL" in info.stdout, (info.stdout, info.stderr)
-            assert s3[full].list_objects_v2(Bucket="pol")["KeyCount"] == 0  # it serves meanwhile
+            assert "JOURNAL DISK IS FULL" in info.stdout and "503" in info.stdout, (info.stdout, info.stderr)
+            with pytest.raises(ClientError) as refused:  # not from the stale settings
+                s3[full].get_bucket_policy(Bucket="pol")
+            assert _code(refused.value) == ("ServiceUnavailable", 503)
+            assert "journal disk is full" in refused.value.response["Error"]["Message"]
+            assert s3[through].list_objects_v2(Bucket="pol")["KeyCount"] == 0  # the others serve
             os.unlink(disk / "filler")
 
             def policy_through_full() -> dict | None:
                 try:
                     return json.loads(s3[full].get_bucket_policy(Bucket="pol")["Policy"])
-                except ClientError as exc:  # (behind: none yet)
-                    assert _code(exc) == ("NoSuchBucketPolicy", 404), exc.response
+                except ClientError as exc:  # still behind
+                    assert _code(exc) == ("ServiceUnavailable", 503), exc.response
                     return None
 
             deadline = time.monotonic() + 60
             while policy_through_full() != json.loads(policies[-1]):
                 assert time.monotonic() < deadline, "the node did not catch up"
                 time.sleep(0.5)
+            assert _health(c, full)[0] == 200
             s3[full].create_bucket(Bucket="after")  # and takes changes again
             assert "after" in [b["Name"] for b in s3[through].list_buckets()["Buckets"]]
             deadline = time.monotonic() + 30
-            while c.health(full)["control"]["journal_full"]:
-                assert time.monotonic() < deadline, c.health(full)["control"]
+            while _health(c, full, "cluster")[1]["control"]["journal_full"]:
+                assert time.monotonic() < deadline, _health(c, full, "cluster")[1]["control"]
                 time.sleep(0.5)
         finally:
             c.stop_and_check_logs()

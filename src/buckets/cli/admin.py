@@ -94,9 +94,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if cluster:
         print(f"Cluster:  {cluster['nodes_online']}/{cluster['nodes_total']} nodes online, generation "
               f"{cluster['generation']}, control plane {'has a majority' if cluster['has_quorum'] else 'HAS NO MAJORITY'}")
-        if (cluster.get("control") or {}).get("journal_full"):
-            print("Control:  THIS NODE'S JOURNAL DISK IS FULL: it cannot store control-plane changes and answers "
-                  "from the bucket settings and users it applied last; free space on its first disk")
+        control = cluster.get("control") or {}
+        if control.get("journal_full"):
+            print("Control:  THIS NODE'S JOURNAL DISK IS FULL: it cannot store control-plane changes; free space "
+                  "on its first disk" + ("; it missed some, and answers S3 with 503 until it caught up"
+                                         if control.get("behind") else ""))
         print(f"Migration: {_migration_line(cluster.get('migration'))}")
         layout = cluster.get("layout")
         if layout:

@@ -213,7 +213,7 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     middlewares = [timing_middleware, endpoints.middleware]
     node = getattr(store, "cluster_node", None)
     if node is not None:
-        middlewares.append(removed_node_guard(node))
+        middlewares.append(cluster_node_guard(store, node))
     notifier = None
     if config.notify_webhooks:
         from buckets.notify import Notifier, parse_targets
@@ -256,18 +256,31 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     return app, runner_kwargs
 
 
-def removed_node_guard(node: object):
-    """A node removed from its cluster (``buckets-admin cluster remove-node``) answers S3 with
-    a 503 until it is stopped; peer RPC, health, metrics and the admin API still answer."""
+def cluster_node_guard(store: object, node: object):
+    """S3 requests answered 503 by a cluster node that must not serve them; peer RPC, health,
+    metrics and the admin API still answer:
+
+    - a node removed from its cluster (``buckets-admin cluster remove-node``), until stopped;
+    - a node behind the control plane because its journal's disk is full
+      (``obs.endpoints.control_behind``): it would answer from bucket settings, policies and
+      users the cluster has changed since (a revoked permission still granted), until it has
+      room and caught up. ``/health/ready`` says 503 meanwhile, so a load balancer sends the
+      requests to the other nodes."""
     from aiohttp import web
+
+    from buckets.obs.endpoints import control_behind
 
     @web.middleware
     async def guard(request, handler):
-        if getattr(node, "removed", False) and not request.path.startswith(("/_buckets/", "/health", "/metrics")):
+        removed = getattr(node, "removed", False)
+        if (removed or control_behind(store)) and not request.path.startswith(("/_buckets/", "/health", "/metrics")):
             from buckets.errors import ServiceUnavailable
             from buckets.s3.errors import error_response
 
-            error = ServiceUnavailable("This node was removed from the cluster: send requests to another node.")
+            error = ServiceUnavailable(
+                "This node was removed from the cluster: send requests to another node." if removed else
+                "This node's control-plane journal disk is full and it has not applied the cluster's latest "
+                "bucket, policy or user changes: send requests to another node.")
             return error_response(error, request_id="0", host_id="", resource=request.path,
                                   head=request.method == "HEAD")
         return await handler(request)

@@ -231,13 +231,14 @@ class ControlStatus:
     generation: int
     members: tuple[MemberStatus, ...]
     journal_full: bool = False  # this node's journal could not store an entry lately (its disk full)
+    behind: bool = False  # and the leader committed changes it has not applied (``RaftStatus.behind``)
 
     def as_dict(self) -> dict[str, Any]:
         return {"address": self.address, "role": self.role, "leader": self.leader, "term": self.term,
                 "commit_index": self.commit_index, "last_applied": self.last_applied,
                 "has_quorum": self.has_quorum, "deployment_id": self.deployment_id,
                 "generation": self.generation, "members": [m.as_dict() for m in self.members],
-                "journal_full": self.journal_full}
+                "journal_full": self.journal_full, "behind": self.behind}
 
 
 # --- planning: what the proposer computes before it proposes (CPU, off the loop) -------------
@@ -520,6 +521,13 @@ class ControlPlane:
                 raise NoQuorum("no control-plane leader elected (no majority of members online)")
             await asyncio.sleep(0.05)
 
+    @property
+    def behind(self) -> bool:
+        """This node cannot store the control plane's entries and has not applied changes the
+        leader committed (``RaftStatus.behind``): as of the last tick, cheap enough per request."""
+        status = self._raft.published_status if self._raft is not None else None
+        return status is not None and status.behind
+
     def status(self) -> ControlStatus:
         """Per member: online, leader; for this node: role, term, commit index, quorum, generation."""
         raft = self._started()
@@ -543,4 +551,5 @@ class ControlPlane:
             commit_index=status.commit_index, last_applied=status.last_applied, has_quorum=status.has_quorum,
             deployment_id=topology.deployment_id if topology is not None else None,
             generation=snapshot.generation, members=tuple(members), journal_full=status.journal_full,
+            behind=status.behind,
         )

@@ -166,6 +166,7 @@ class DurableJournal(_journal.FileJournal):
         self._directory = os.path.dirname(path)
         self._batch = False
         self._allocated = 0
+        self.added_at = float("-inf")  # monotonic() of the last entry stored
         try:
             self._room(0)  # holes a sparse growth left (pysyncobj's own, before this code did it)
         except OSError as exc:
@@ -200,6 +201,7 @@ class DurableJournal(_journal.FileJournal):
         # the record: its length, index and term (4 + 16 bytes), the command, its length again
         self._room(self._FileJournal__currentOffset + 24 + len(command))
         super().add(command, idx, term)
+        self.added_at = monotonic()
         if not self._batch:
             self.flush()
 
@@ -352,6 +354,16 @@ class RaftStatus:
     match_index: dict[str, int]  # leader only: how far each follower's log is known to match
     log_entries: int
     journal_full: bool = False  # an entry did not fit in the journal in the last JOURNAL_FULL_SECONDS
+    leader_commit_index: int | None = None  # the commit index the leader last announced here
+    journal_refusing: bool = False  # the last entry offered to the journal did not fit (none stored since)
+
+    @property
+    def behind(self) -> bool:
+        """This node's journal cannot take entries (its disk full) and the leader committed
+        changes it has not applied: its bucket settings, policies and users are stale. (Not
+        the ordinary lag of a follower: once an entry fits again, the node is catching up.)"""
+        return (self.journal_refusing and self.leader_commit_index is not None
+                and self.leader_commit_index > self.last_applied)
 
 
 class RaftNode(SyncObj):
@@ -526,6 +538,8 @@ class RaftNode(SyncObj):
                          if f"match_idx_server_{n}" in status} if status["state"] == 2 else {},
             log_entries=status["log_len"],
             journal_full=monotonic() - self._full_at < JOURNAL_FULL_SECONDS,
+            leader_commit_index=status.get("leader_commit_idx"),
+            journal_refusing=self._full_at > getattr(getattr(self, "_SyncObj__raftLog", None), "added_at", 0.0),
         )
 
     @property

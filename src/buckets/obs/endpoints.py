@@ -12,7 +12,8 @@ nothing and still answers while disks are slow.
 =====================  ===========================================================
 ``/health/live``       200 while the process answers
 ``/health/ready``      200 when this node can serve: registry open and a write
-                       quorum of disks online; 503 otherwise
+                       quorum of disks online, and (a cluster node) not behind the
+                       control plane for a full journal disk; 503 otherwise
 ``/health/cluster``    the same verdict for the deployment (one node today), with
                        the write quorum in ``X-Buckets-Write-Quorum``
 =====================  ===========================================================
@@ -47,10 +48,13 @@ class NodeHealth:
     disks_total: int
     write_quorum: int
     read_quorum: int
+    # a cluster node whose control-plane journal cannot store entries (its disk full) while the
+    # cluster changed its settings: it answers S3 with 503 until it caught up
+    control_behind: bool = False
 
     @property
     def ready(self) -> bool:
-        return self.registry_open and self.disks_online >= self.write_quorum
+        return self.registry_open and self.disks_online >= self.write_quorum and not self.control_behind
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": "ok" if self.ready else "unavailable", **asdict(self)}
@@ -68,7 +72,15 @@ def node_health(store: Any) -> NodeHealth:
         disks_total=len(store.disks),
         write_quorum=write_quorum(data, parity),
         read_quorum=data,
+        control_behind=control_behind(store),
     )
+
+
+def control_behind(store: Any) -> bool:
+    """A cluster node that cannot store the control plane's changes and missed some
+    (``ControlPlane.behind``)."""
+    control = getattr(getattr(store, "cluster_node", None), "control", None)
+    return bool(control is not None and control.behind)
 
 
 def _looks_s3_signed(request: web.Request) -> bool:
