@@ -202,6 +202,10 @@ class IndexReplica:
         self.serve_read: Callable[[dict], Awaitable[dict]] | None = None
         self.on_merge: Callable[[str, str], Callable[[tuple | None], None] | None] | None = None
         self.on_get: Callable[[str], bool] | None = None  # True: this node holds the bucket's lease
+        # The node's hybrid clock passes every version merged here (``ReplicatedIndex`` sets it):
+        # a write through this node after one that reached its replica gets a newer version
+        # at once, instead of being refused and merged again (or worse, see ``put_displacing``).
+        self.observe: Callable[[int], None] | None = None
         # Whether a bucket exists as this node's control plane has it (None: every bucket does).
         self.bucket_known: Callable[[str], bool] | None = None
         # Whether a DeleteBucket of a bucket is under way as this node's control plane has it
@@ -248,6 +252,8 @@ class IndexReplica:
             self._refuse_other(bucket, args["created"])
         if args.get("entry") is not None and (args.get("new") or args.get("displaced") or args.get("lock")):
             self._refuse_new(bucket)
+        if self.observe is not None and args.get("ts") is not None:
+            self.observe(_ts(args["ts"])[0])
         seq = self.seq
         self.seq += 1
         running = self._merging.setdefault(bucket, {})
@@ -976,6 +982,7 @@ class ReplicatedIndex:
         self.transport = transport
         self.replicas_of = replicas_of
         self.clock = clock or HybridClock()
+        local.observe = self.clock.observe
         self.timeout = timeout
         self._background: set[asyncio.Task] = set()
         self.read_repairs = 0

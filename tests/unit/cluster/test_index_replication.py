@@ -100,6 +100,24 @@ def test_hybrid_clock_is_monotonic_and_follows_remote() -> None:
     assert clock.now() > b + (10_000 << 16)
 
 
+async def test_a_node_clock_passes_every_version_its_replica_merges(tmp_path) -> None:
+    """Every node's wall clock reads the same: a PUT through n2 right after one through n1
+    would get the same clock value and, with a smaller write id, an older version, refused
+    and merged again. The version n2's replica merged moves n2's clock first."""
+    net, idx, regs = await start_trio(tmp_path, {n: (lambda: 1000.0) for n in NODES}, leases=False)
+    try:
+        await idx["n1"].put_displacing("b", "k", entry("w2"))
+        await settle(idx)
+        calls = net.calls
+        await idx["n2"].put_displacing("b", "k", entry("w1"))  # ("w1" < "w2")
+        await settle(idx)
+        assert net.calls - calls == 2  # its two peers' merges, once: nothing refused it
+        assert {held(regs, n)[0] for n in NODES} == {"w1"}
+        assert held(regs, "n1")[1] > (1000_000 << 16, "w2")
+    finally:
+        await stop_trio(idx, regs)
+
+
 async def test_write_with_one_replica_down_is_read_through_any_other_quorum(cluster) -> None:
     net, idx, regs = cluster
     net.down = {"n3"}
