@@ -17,8 +17,10 @@ from crash_scenarios import LARGE, SCENARIOS
 
 from buckets import Store
 from buckets.engine import paths
+from buckets.errors import CorruptData
 from buckets.registry import Op, Registry
 from buckets.storage import local
+from buckets.storage.local import LocalDisk
 from buckets.storage.powerloss import BLOCK, CrashModel, ModelError, PowerLossDisk, PowerLossRecorder
 
 
@@ -266,3 +268,146 @@ async def test_power_loss_disk_passes_calls_through(tmp_path) -> None:
         assert [(e.kind, e.path) for e in disk.pending()] == [("unlink", "obj/x.meta")]
         await disk.close()
     await asyncio.sleep(0)
+
+
+def contents(rec: PowerLossRecorder, tmp: Path, cut: int | None = None) -> set[bytes | None]:
+    """What file ``f`` of the root holds in each state it can come back in (None: no file)."""
+    model = CrashModel(rec)
+    cut = len(model.events) if cut is None else cut
+    out = set()
+    for n, state in enumerate(model.states(cut, limit=1000, combos=1000)):
+        dest = tmp / f"s{n}"
+        model.materialize(state, [str(dest / "d0")])
+        f = dest / "d0" / "f"
+        out.add(f.read_bytes() if f.exists() else None)
+    return out
+
+
+def punch(path: Path, offset: int, length: int, *, fsync: bool = False) -> None:
+    """A hole punched as ``LocalDisk.release_records`` punches it (``O_RDWR``, ``local._punch``)."""
+    fd = local.os.open(str(path), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            local._punch(fd, offset, length)
+        except local._CannotPunch:
+            pytest.skip("this file system does not punch holes")
+        if fsync:
+            local.os.fsync(fd)
+    finally:
+        local.os.close(fd)
+
+
+def zeroed(data: bytes, *spans: tuple[int, int]) -> bytes:
+    out = bytearray(data)
+    for a, b in spans:
+        b = min(b, len(out))
+        out[a:b] = bytes(b - a)
+    return bytes(out)
+
+
+def test_a_punched_hole_is_durable_only_once_its_file_is_synced(root, tmp_path) -> None:
+    """Rule 6, in a file from before the checkpoint: a punch shows as zeros in the states it
+    happened in and the bytes it took (the baseline's: the real file's are zeros by then) in
+    the others; the file's fsync makes every punch before it durable, and each punch after the
+    last sync may or may not have happened, independently of the others."""
+    if local._FALLOCATE is None:
+        pytest.skip("no fallocate")
+    data = body("f", 3 * BLOCK)
+    (root / "f").write_bytes(data)
+    a, b, c = (100, 300), (BLOCK, 2 * BLOCK), (2 * BLOCK + 10, 2 * BLOCK + 60)
+    with recorder(root) as rec:
+        rec.checkpoint()
+        first = len(rec.events)
+        punch(root / "f", a[0], a[1] - a[0])
+        punch(root / "f", b[0], b[1] - b[0], fsync=True)
+        synced = len(rec.events) - 1
+        punch(root / "f", c[0], c[1] - c[0])
+    assert (root / "f").read_bytes() == zeroed(data, a, b, c)  # the real file: every hole
+    assert [e.kind for e in rec.events] == ["punch", "punch", "fsync", "punch"]
+    assert contents(rec, tmp_path / "o1", cut=first) == {data}  # a punch after the cut never shows
+    assert contents(rec, tmp_path / "o2", cut=synced) == {data, zeroed(data, a), zeroed(data, b), zeroed(data, a, b)}
+    assert contents(rec, tmp_path / "o3") == {zeroed(data, a, b), zeroed(data, a, b, c)}
+
+
+def test_a_hole_in_unsynced_data_is_cut_with_the_file(root, tmp_path) -> None:
+    """A file written in the window: the punch zeros what the file holds of its range in each
+    state (a hole past a state's length is no data), and ``syncfs`` makes it durable too."""
+    if local._FALLOCATE is None:
+        pytest.skip("no fallocate")
+    data = body("f", 3 * BLOCK)
+    with recorder(root) as rec:
+        rec.checkpoint()
+        with local.open(str(root / "f"), "wb") as f:
+            f.write(data[:2 * BLOCK])
+            f.flush()
+            local.os.fsync(f.fileno())
+            f.write(data[2 * BLOCK:])
+        fsync_dir(root)
+        hole = (BLOCK + 100, 2 * BLOCK + 100)  # across the durable end
+        punch(root / "f", hole[0], hole[1] - hole[0])
+        before_syncfs = len(rec.events)
+        fd = local.os.open(str(root), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert local._syncfs(fd) == 0
+        finally:
+            local.os.close(fd)
+    assert contents(rec, tmp_path / "o1", cut=before_syncfs) == {
+        data[:2 * BLOCK], data, zeroed(data[:2 * BLOCK], hole), zeroed(data, hole)}
+    assert contents(rec, tmp_path / "o2") == {zeroed(data, hole)}
+
+
+def test_writes_through_a_read_write_descriptor_are_refused(root) -> None:
+    """``O_RDWR`` is followed for the holes it punches, nothing else."""
+    (root / "f").write_bytes(b"x" * 100)
+    with recorder(root) as rec:
+        rec.checkpoint()
+        fd = local.os.open(str(root / "f"), os.O_RDWR)
+        try:
+            with pytest.raises(ModelError):
+                local.os.pwrite(fd, b"y", 0)
+            with pytest.raises(ModelError):
+                local.os.ftruncate(fd, 10)
+        finally:
+            local.os.close(fd)
+        with pytest.raises(ModelError):
+            local.os.open(str(root / "f"), os.O_RDWR | os.O_TRUNC)
+    assert (root / "f").read_bytes() == b"x" * 100
+
+
+async def test_released_records_are_punches_the_model_follows(tmp_path) -> None:
+    """``PowerLossDisk.release_records`` releases for real, and what it punched is zeros only
+    in the states where the punch happened: the record reads back whole in the others."""
+    if local._FALLOCATE is None:
+        pytest.skip("no fallocate")
+    rec = PowerLossRecorder()
+    rec.sync_delay = 0.0
+    with rec:
+        disk = PowerLossDisk(str(tmp_path / "d"), rec)
+        (tmp_path / "d").mkdir()
+        rec.checkpoint()
+        payloads = [b"write " + wid.encode() + b" " + body(wid, 1500) for wid in ("w-dead", "w-live")]
+        dead, live = await disk.append_records(payloads, sync=True)
+        freed = await disk.release_records("w-dead", [dead])
+        if not any(e.kind == "punch" for e in rec.events):
+            pytest.skip("this file system does not punch holes")
+        assert freed >= 0
+        assert [(e.kind, e.offset, e.length) for e in disk.pending() if e.kind == "punch"] == [
+            ("punch", dead[1], dead[2])]  # not durable: nothing synced the segment since
+        with pytest.raises(CorruptData):
+            await disk.read_record(dead)
+        await disk.close()
+    model = CrashModel(rec)
+    seen = set()
+    for n, state in enumerate(model.states(len(model.events), limit=1000, combos=1000)):
+        dest = str(tmp_path / "s" / str(n))
+        model.materialize(state, [dest])
+        check = LocalDisk(dest)
+        try:
+            assert await check.read_record(live) == payloads[1]
+            try:
+                seen.add(await check.read_record(dead) == payloads[0])
+            except CorruptData:
+                seen.add("zeros")
+        finally:
+            await check.close()
+    assert seen == {True, "zeros"}

@@ -12,13 +12,15 @@ uses (and the ``os`` and ``lmdb`` of ``buckets.registry.store``) with thin shims
 ``LocalDisk`` runs on a real directory and every call really happens; for paths below a
 registered disk root the shim also appends an event to one global trace (under one lock,
 so the trace order is the order the calls took effect): ``creat``/``mkdir``/``link``/
-``rename``/``unlink``/``rmdir`` (directory entries), ``write`` (file data), ``fsync`` of a
-file or a directory, ``syncfs`` of a disk, and for the LMDB registry ``lmdb_begin``/
-``lmdb_commit`` around each group-commit transaction (with a dump of the database after
-it). The real ``fsync``/``syncfs`` are skipped while recording (the machine never loses
-power, the model decides what would have survived); each sleeps ``sync_delay`` instead,
-as a device would take time, so that the disks' threads interleave as they really do, and
-is recorded when it returns, covering only what preceded its call.
+``rename``/``unlink``/``rmdir`` (directory entries), ``write`` (file data), ``punch`` (a
+hole punched in a file, ``fallocate(PUNCH_HOLE | KEEP_SIZE)``: how ``LocalDisk.release_records``
+frees dead records of its log, through a descriptor opened ``O_RDWR``, through which nothing
+else may be written), ``fsync`` of a file or a directory, ``syncfs`` of a disk, and for the
+LMDB registry ``lmdb_begin``/``lmdb_commit`` around each group-commit transaction (with a
+dump of the database after it). The real ``fsync``/``syncfs`` are skipped while recording
+(the machine never loses power, the model decides what would have survived); each sleeps
+``sync_delay`` instead, as a device would take time, so that the disks' threads interleave
+as they really do, and is recorded when it returns, covering only what preceded its call.
 
 **What survives (the filesystem model).** Each disk root is its own filesystem (as in
 production, one device per disk: ``syncfs`` on one root flushes only that root). We assume
@@ -43,12 +45,20 @@ what ext4 with ``data=ordered`` guarantees, and nothing more:
 5. The LMDB registry is outside the Disk seam: a transaction committed with ``sync`` on
    survives whole, one in flight at the cut may or may not (never torn). Its ``data.mdb``
    is a file like any other for rules 1-2 (a registry whose file's entry was lost is gone).
+6. A punched hole (its range reads as zeros; the file keeps its size) is durable once the file
+   was fsynced (or fdatasynced) afterwards, or the filesystem synced, like a write. Until then
+   each punch call may or may not have happened, all of it or none, independently of the
+   other punches and of the file's other changes; a punch after the cut never shows. The
+   model keeps the bytes a punch took away (a file's bytes are the ones its writes recorded,
+   or the baseline's, never read back from the real file), so a state where the punch did
+   not happen shows them, and one where it did shows zeros over its range (within the
+   length the file has in that state).
 
 **Crash states.** For a cut at event ``c``, per root: the changes forced durable by a later
 sync (and everything they depend on, rule 2) are in; every other subset of changes closed
 under rule 2 is a possible state, combined with every length choice of every file with
-unsynced data (rule 3) and the registry choices (rule 5). :meth:`CrashModel.states`
-enumerates them (exhaustively up to a limit, then by seeded sampling, always with the
+unsynced data (rule 3), every subset of the punches not yet durable (rule 6) and the
+registry choices (rule 5). :meth:`CrashModel.states` enumerates them (exhaustively up to a limit, then by seeded sampling, always with the
 all-lost and all-kept extremes), and :meth:`CrashModel.materialize` writes one into fresh
 directories. Only cuts just before each sync event (and at the end) need checking: between
 two syncs nothing becomes durable, so a later cut's states include every earlier cut's
@@ -99,7 +109,8 @@ class Event:
     dir2: int = 0  # rename: the destination directory and name
     name2: str = ""
     replaced: int = 0  # rename over an existing entry: the inode it replaced
-    length: int = 0  # write: the file's length after it
+    length: int = 0  # write: the file's length after it; punch: the length of the hole
+    offset: int = 0  # punch: where the hole starts (the range is cut at the file's end when punched)
     snap: int = -1  # lmdb_commit: index into the recorder's snapshots
     since: int = 0  # fsync/syncfs (recorded when it returns): the trace length when it was called
     path: str = ""  # relative to the root, for reports
@@ -184,6 +195,8 @@ class PowerLossRecorder:
             (registry_store, "os", shim_os), (registry_store, "lmdb", _LmdbShim(self)),
             (registry_store.Registry, "_apply", _apply_hook(registry_store.Registry._apply)),
         ]
+        if local._FALLOCATE is not None:
+            patches.append((local, "_FALLOCATE", _FallocateShim(self, local._FALLOCATE, local._PUNCH_HOLE)))
         for obj, name, value in patches:
             self._saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
             setattr(obj, name, value)
@@ -368,6 +381,11 @@ class PowerLossRecorder:
         buf += data
         self._add(Event("write", root.rid, ino, length=len(buf)))
 
+    def _record_punch(self, root: _Root, ino: int, offset: int, length: int) -> None:
+        if root.kind.get(ino) != "f":
+            raise ModelError(f"hole punched in {self._path_of(root, ino)}, which is not a plain file")
+        self._add(Event("punch", root.rid, ino, length=length, offset=offset, path=self._path_of(root, ino)))
+
     def _record_fsync(self, root: _Root, ino: int, since: int) -> None:
         self._add(Event("fsync", root.rid, ino, path=self._path_of(root, ino), since=since))
 
@@ -409,11 +427,22 @@ class _OsShim:
 
     path = _os.path
 
+    # the ways of writing through a descriptor: refused on one the recorder follows (``_refuse``)
+    _FD_WRITES = frozenset({"write", "pwrite", "writev", "pwritev", "ftruncate", "posix_fallocate"})
+
     def __init__(self, rec: PowerLossRecorder) -> None:
         self._rec = rec
 
     def __getattr__(self, name: str):
-        return getattr(_os, name)
+        real = getattr(_os, name)
+        if name not in self._FD_WRITES:
+            return real
+
+        def refused(fd, *args, **kwargs):
+            self._refuse(fd, f"os.{name}")
+            return real(fd, *args, **kwargs)
+
+        return refused
 
     def mkdir(self, path, mode=0o777):
         rec = self._rec
@@ -481,14 +510,28 @@ class _OsShim:
     def open(self, path, flags, mode=0o777, *, dir_fd=None):
         rec = self._rec
         with rec._lock:
-            fd = _os.open(path, flags, mode, dir_fd=dir_fd)
             loc = rec._where(path) if dir_fd is None else None
+            # O_RDWR (of a plain file) is followed for the holes punched through it
+            # (``_FallocateShim``); every other way of writing through a descriptor is refused
+            refused = f"{path}: written through os.open, which the model does not follow"
+            if loc is not None and flags & (_os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC | _os.O_APPEND):
+                raise ModelError(refused)
+            fd = _os.open(path, flags, mode, dir_fd=dir_fd)
             if loc is not None:
-                if flags & (_os.O_WRONLY | _os.O_RDWR | _os.O_CREAT | _os.O_TRUNC):
+                try:
+                    ino = rec._resolve(*loc)
+                    if flags & _os.O_RDWR and loc[0].kind.get(ino) != "f":
+                        raise ModelError(refused)
+                except ModelError:
                     _os.close(fd)
-                    raise ModelError(f"{path}: written through os.open, which the model does not follow")
-                rec._fds[fd] = (loc[0], rec._resolve(*loc))
+                    raise
+                rec._fds[fd] = (loc[0], ino)
             return fd
+
+    def _refuse(self, fd, what: str) -> None:
+        rec = self._rec
+        if rec.recording and isinstance(fd, int) and fd in rec._fds:
+            raise ModelError(f"{what} through a descriptor of {rec._fds[fd][0].path}, which the model does not follow")
 
     def close(self, fd):
         with self._rec._lock:
@@ -644,6 +687,40 @@ class _SyncfsShim:
         return self._real(fd)
 
 
+class _FallocateShim:
+    """``local._FALLOCATE`` (libc's ``fallocate``) while recording: a hole punched in a file
+    below a root (``PUNCH_HOLE | KEEP_SIZE``, through a descriptor the shim of ``os.open``
+    follows) is done and recorded under the lock, as the range it really zeroed (cut at the
+    file's end); any other mode there, or a descriptor the recorder does not know, is refused."""
+
+    def __init__(self, rec: PowerLossRecorder, real, punch_mode: int) -> None:
+        self._rec, self._real, self._punch = rec, real, punch_mode
+
+    def __call__(self, fd: int, mode: int, offset: int, length: int) -> int:
+        rec = self._rec
+        with rec._lock:
+            target = rec._fds.get(fd) if rec.recording else None
+            if target is None:
+                if rec.recording and rec._where(_fd_path(fd)) is not None:
+                    raise ModelError(f"fallocate on {_fd_path(fd)}: a descriptor the recorder did not see opened")
+                return self._real(fd, mode, offset, length)
+            if mode != self._punch:
+                raise ModelError(f"fallocate mode {mode:#x} on {target[0].path}: only hole punches are modelled")
+            size = _os.fstat(fd).st_size
+            result = self._real(fd, mode, offset, length)
+            end = min(offset + length, size)
+            if result == 0 and end > offset:
+                rec._record_punch(target[0], target[1], offset, end - offset)
+            return result
+
+
+def _fd_path(fd: int) -> str | None:
+    try:
+        return _os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
 class _LmdbShim:
     def __init__(self, rec: PowerLossRecorder) -> None:
         self._rec = rec
@@ -724,6 +801,9 @@ class PowerLossDisk:
     online = property(lambda self: self.inner.online, lambda self, v: setattr(self.inner, "online", v))
     healing = property(lambda self: self.inner.healing, lambda self, v: setattr(self.inner, "healing", v))
     last_error = property(lambda self: self.inner.last_error, lambda self, v: setattr(self.inner, "last_error", v))
+    # what engine/space asks of a disk short of space (releases, compaction's reclaim)
+    refused_at = property(lambda self: self.inner.refused_at, lambda self, v: setattr(self.inner, "refused_at", v))
+    near_full = property(lambda self: self.inner.near_full, lambda self, v: setattr(self.inner, "near_full", v))
 
     def mark_offline(self, reason: str) -> None:
         self.inner.mark_offline(reason)
@@ -805,10 +885,8 @@ class PowerLossDisk:
         return await self.inner.list_segments()
 
     async def release_records(self, wid: str, locations: list[list[int]]) -> int:
-        """Nothing released: a crash state is made of the files' real bytes up to the lengths the
-        model allows, and a record punched after the cut would read as zeros in a state from
-        before its write was removed. Space is not what the campaigns check."""
-        return 0
+        """The real release: each hole it punches is recorded (rule 6 of the module doc)."""
+        return await self.inner.release_records(wid, locations)
 
     async def delete_segment(self, segment: int) -> None:
         await self.inner.delete_segment(segment)
@@ -828,6 +906,7 @@ class RootState:
     lost: tuple[str, ...] = ()  # the unsynced changes it lost, for reports
     key: tuple = ()
     extreme: int = 0  # 1: every unsynced change lost; 2: every one kept
+    punched: frozenset[int] = frozenset()  # the punch events that happened (durable or kept)
 
 
 @dataclass(slots=True)
@@ -969,10 +1048,28 @@ class CrashModel:
                     stack.append(d)
         return forced, durable, current
 
+    def _punches(self, rid: int, cut: int) -> tuple[set[int], list[int]]:
+        """(the punches of root ``rid`` durable at ``cut``, the others before it): a punch is
+        durable once an fsync of its file or a syncfs called after it returned (rule 6)."""
+        durable: set[int] = set()
+        open_: list[int] = []
+        for i in range(cut):
+            ev = self.events[i]
+            if ev.root != rid:
+                continue
+            if ev.kind == "punch":
+                open_.append(i)
+            elif ev.kind in ("fsync", "syncfs") and open_:
+                done = [j for j in open_ if j < ev.since and (ev.kind == "syncfs" or self.events[j].ino == ev.ino)]
+                durable.update(done)
+                open_ = [j for j in open_ if j not in durable]
+        return durable, open_
+
     def pending(self, rid: int, cut: int) -> list[Event]:
         forced, durable, current = self._forced(rid, cut)
         out = [self.events[i] for i in self._windows[rid].ops if i < cut and i not in forced]
         out += [Event("write", rid, ino, length=current[ino]) for ino in current if durable.get(ino, 0) < current[ino]]
+        out += [self.events[i] for i in self._punches(rid, cut)[1]]
         return out
 
     def _lmdb_choices(self, rid: int, cut: int) -> dict[int, list[int]]:
@@ -1006,6 +1103,7 @@ class CrashModel:
         for r in self.roots:
             forced, durable, current = self._forced(r.rid, cut)
             info.optional += sum(1 for i in self._windows[r.rid].ops if i < cut and i not in forced)
+            info.optional += len(self._punches(r.rid, cut)[1])
             info.unsynced_files += sum(1 for ino in current if durable.get(ino, 0) < current[ino])
             for choices in self._lmdb_choices(r.rid, cut).values():
                 info.lmdb_choices *= len(choices)
@@ -1024,6 +1122,7 @@ class CrashModel:
         optional = [i for i in window.ops if i < cut and i not in forced]
         subsets = self._closed_subsets(optional, forced, window.needs, limit, rng)
         lmdb_choices = self._lmdb_choices(rid, cut)
+        durable_punches, open_punches = self._punches(rid, cut)
         base = self.baseline[rid]
         everything = frozenset(optional)
         candidates: list[RootState] = []
@@ -1036,13 +1135,22 @@ class CrashModel:
             length_options = [self._lengths(durable.get(ino, 0), current[ino], self._ends(ino, cut)) for ino in files]
             lmdb_inos = [ino for ino in reachable if self.kind.get(ino) == "lmdb"]
             lmdb_options = [lmdb_choices.get(ino, [base.lmdb.get(ino, -1)]) for ino in lmdb_inos]
-            combos = _product_limited(length_options + lmdb_options, limit, rng)
-            if len(combos) < _count(length_options + lmdb_options):
+            # rule 6: each punch not yet durable, in a file of this namespace, happened or not
+            in_ns = set(reachable)
+            punched = frozenset(i for i in durable_punches if self.events[i].ino in in_ns)
+            maybe = [i for i in open_punches if self.events[i].ino in in_ns]
+            options = length_options + lmdb_options + [[False, True]] * len(maybe)
+            combos = _product_limited(options, limit, rng)
+            if len(combos) < _count(options):
                 self.sampled += 1
             for n, combo in enumerate(combos):
-                state = RootState(rid, ns, dict(zip(files, combo[:len(files)])),
-                                  dict(zip(lmdb_inos, combo[len(files):])), len(chosen),
-                                  tuple(_change(self.events[i]) for i in optional if i not in chosen))
+                nf, nl = len(files), len(lmdb_inos)
+                kept = [i for i, on in zip(maybe, combo[nf + nl:]) if on]
+                state = RootState(rid, ns, dict(zip(files, combo[:nf])), dict(zip(lmdb_inos, combo[nf:nf + nl])),
+                                  len(chosen) + len(kept),
+                                  tuple(_change(self.events[i]) for i in optional if i not in chosen)
+                                  + tuple(_change(self.events[i]) for i in maybe if i not in kept),
+                                  punched=punched | frozenset(kept))
                 state.key = self._root_key(state, collapse)
                 # combos[0]: every file at its durable length (and the registry's last commit);
                 # combos[1]: every file whole (and the commit in flight, if any)
@@ -1170,8 +1278,28 @@ class CrashModel:
             budget -= 1
             yield from emit(tuple(rng.randrange(len(s)) for s in per_root))
 
+    def _holes(self, state: RootState) -> dict[int, list[tuple[int, int]]]:
+        """Per file inode, the ranges its punches in ``state`` zeroed (as punched)."""
+        out: dict[int, list[tuple[int, int]]] = {}
+        for i in state.punched:
+            ev = self.events[i]
+            out.setdefault(ev.ino, []).append((ev.offset, ev.offset + ev.length))
+        return out
+
+    def _file_bytes(self, state: RootState, ino: int, holes: dict[int, list[tuple[int, int]]]) -> bytes:
+        """What file ``ino`` holds in ``state``: its bytes up to its length there (the baseline's
+        for a file older than the checkpoint), zeros where a punch in the state took them."""
+        if ino in self.content:
+            data = bytearray(self.content[ino][:state.lengths.get(ino, len(self.content[ino]))])
+        else:
+            data = bytearray(self.baseline[state.rid].content[ino])
+        for a, b in _merged(holes.get(ino, ()), len(data)):
+            data[a:b] = bytes(b - a)
+        return bytes(data)
+
     def _root_key(self, state: RootState, collapse: tuple[str, ...] = ()) -> tuple:
         items = []
+        holes = self._holes(state)
         for path, ino in _walk(state.ns, self.roots[state.rid].ino, ""):
             if any(path.startswith(c + "/") for c in collapse):
                 continue  # what is below counts only as "something" (the directory's entry stays)
@@ -1181,9 +1309,10 @@ class CrashModel:
             elif kind == "lmdb":
                 items.append((path, "lmdb", state.lmdb.get(ino, -1)))
             elif ino in self.content:
-                items.append((path, "f", ino, state.lengths.get(ino, len(self.content[ino]))))
+                length = state.lengths.get(ino, len(self.content[ino]))
+                items.append((path, "f", ino, length, _merged(holes.get(ino, ()), length)))
             else:
-                items.append((path, "b", ino))
+                items.append((path, "b", ino, _merged(holes.get(ino, ()), len(self.baseline[state.rid].content[ino]))))
         return tuple(items)
 
     # -- materialization -------------------------------------------------------------------------
@@ -1191,7 +1320,7 @@ class CrashModel:
         """Write ``state`` into ``dests`` (one fresh directory per root, created here)."""
         for rs, dest in zip(state.roots, dests):
             _os.makedirs(dest, exist_ok=True)
-            base = self.baseline[rs.rid]
+            holes = self._holes(rs)
             for path, ino in _walk(rs.ns, self.roots[rs.rid].ino, ""):
                 full = _os.path.join(dest, path)
                 kind = self.kind.get(ino, "f")
@@ -1201,12 +1330,8 @@ class CrashModel:
                     snap = rs.lmdb.get(ino, -1)
                     _write_lmdb(_os.path.dirname(full), self.snapshots[snap] if snap >= 0 else {})
                 else:
-                    if ino in self.content:
-                        data = bytes(self.content[ino][:rs.lengths.get(ino, len(self.content[ino]))])
-                    else:
-                        data = base.content[ino]
                     with builtins.open(full, "wb") as f:
-                        f.write(data)
+                        f.write(self._file_bytes(rs, ino, holes))
 
     def describe(self, state: CrashState) -> str:
         """What a state lost, for a violation report."""
@@ -1214,11 +1339,16 @@ class CrashModel:
         for rs in state.roots:
             root = self.roots[rs.rid]
             lost = []
+            holes = self._holes(rs)
             for path, ino in _walk(rs.ns, root.ino, ""):
                 if ino in self.content:
                     full = len(self.content[ino])
                     if rs.lengths.get(ino, full) < full:
                         lost.append(f"{path_pattern(path)} cut to {rs.lengths[ino]} of {full} bytes")
+                if ino in holes:
+                    spans = [f"{a}-{b}" for a, b in _merged(holes[ino], 1 << 62)]
+                    more = ", ..." if len(spans) > 4 else ""
+                    lost.append(f"{path_pattern(path)} zeros at {', '.join(spans[:4])}{more}")
             for ino, snap in rs.lmdb.items():
                 lost.append(f"registry snapshot {snap}")
             gone = sorted(set(rs.lost))
@@ -1233,7 +1363,22 @@ class CrashModel:
 
 
 def _change(ev: Event) -> str:
+    if ev.kind == "punch":
+        return f"punch {path_pattern(ev.path)} @{ev.offset}+{ev.length}"
     return f"{ev.kind} {path_pattern(ev.path)}"
+
+
+def _merged(spans: Iterable[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...]:
+    """``spans`` cut at ``size``, sorted, overlapping and adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted((a, min(b, size)) for a, b in spans):
+        if b <= a:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return tuple(out)
 
 
 def _apply(ns: dict[int, dict[str, int]], ev: Event, kind: dict[int, str]) -> None:
