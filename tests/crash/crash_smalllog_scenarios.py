@@ -3,6 +3,8 @@ deletes, delete markers, tag changes, heals, refills and compaction of stores wh
 objects and delete markers are records of each disk's log (``Store(small_log=True)``), with
 small and streamed objects in every campaign. The versioned ones, and the plain ones that
 delete, are checked with the registry rebuilt from the disks as well (``Scenario.rebuild``).
+``log-release-delete`` and ``log-release-compaction`` run on disks short of space, where dead
+records are punched out of their segments (``Disk.release_records``: holes the model follows).
 
 (Its own module while the versioned campaigns of ``crash_scenarios.py`` are being written; the
 checks are ``crash_harness``'s, unchanged.)
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 
-from crash_harness import BUCKET, Run, Scenario, body
+from crash_harness import BUCKET, KNOWN_MARKER_RELEASE, Run, Scenario, body
 
+from buckets.engine import space
 from buckets.engine.heal import heal_object
 from buckets.engine.scanner import ScannerConfig
 from buckets.storage import records as rlog
@@ -176,6 +180,70 @@ async def _narrow(run: Run) -> None:
     await run.delete("n-gone")
 
 
+def _short_of_space(run: Run) -> None:
+    """Every disk refused new data just now (``LocalDisk.refused_at``): for a minute a removed
+    small write's records are punched out at once, after the registry commit that removed it
+    (``smalllog.release``), and a compaction pass frees dead records in place first
+    (``Compactor._reclaim_disk``); see engine/space.py."""
+    now = time.monotonic()
+    for d in run.store.disks:
+        d.refused_at = now
+    assert space.releases_space(run.store)
+
+
+def _punched(run: Run, at_least: int) -> None:
+    """The window punched holes on every disk (at least ``at_least`` each), still short of space."""
+    assert space.releases_space(run.store), "the window outlasted the shortness of space"
+    per_disk = [sum(1 for e in run.rec.events if e.kind == "punch" and e.root == rid)
+                for rid in range(len(run.roots))]
+    assert min(per_disk) >= at_least, f"holes punched per disk: {per_disk}"
+
+
+async def _release_setup(run: Run) -> None:
+    await _open_with_bucket(run)
+    # records that stay beside records that go, in the same blocks of the first segment
+    for i, key in enumerate(["k0", "d1", "k1", "o1", "k2", "d2", "k3", "o2"]):
+        await run.put(key, body(f"{key}-v1", SMALL + i))
+    for i in range(8):  # a run of records that all go: whole blocks of them (freed, not zeroed)
+        await run.put(f"x{i}", body(f"x{i}-v1", SMALL + 10 + i))
+    await run.put("k4", body("k4-v1", SMALL + 20))
+    await run.put("big", body("big-v1", LARGE))
+
+
+async def _release_delete(run: Run) -> None:
+    """Deletes and overwrites of small objects on disks short of space: each removed write's
+    records are punched right after the registry commit, beside records that stay."""
+    _short_of_space(run)
+    await run.delete("d1")
+    await run.put("o1", body("o1-v2", SMALL + 30))  # a record replaces a record
+    await asyncio.gather(run.delete("d2"), run.put("o2", body("o2-v2", LARGE)),  # files replace a record
+                         *(run.delete(f"x{i}") for i in range(8)))
+    await run.put("w1", body("w1-v1", SMALL + 40))  # a record of the segment being appended to...
+    await run.put("w1", body("w1-v2", SMALL + 42))  # ... punched there, beside the window's others
+    _punched(run, 12)
+
+
+async def _reclaim_setup(run: Run) -> None:
+    await _compaction_setup(run)  # c1-c4 overwritten and c5 deleted: dead records in the first segment
+    await run.put("r1", body("r1-v1", SMALL + 60))
+    await run.put("r1", body("r1-v2", SMALL + 61))  # r1-v1 dead in the newest segment, its kill after it
+
+
+async def _reclaim(run: Run) -> None:
+    """A compaction pass on disks short of space: the dead records freed in place (nothing
+    moved), then a write and a delete, then a pass that compacts the first segment away."""
+    _short_of_space(run)
+    compactor = run.store.compactor
+    done = await run.maintenance("reclaim", lambda: compactor.run_pass(paced=False, settle=0, threshold=2.0))
+    assert done["segments_compacted"] == 0 and done["records_moved"] == 0, done
+    _punched(run, 6)  # c1-c5 and r1-v1's records at least
+    await run.put("c0", body("c0-v2", SMALL + 99))
+    await run.delete("c2")
+    done = await run.maintenance("compaction", lambda: compactor.run_pass(paced=False, settle=0, recheck=0))
+    assert done["segments_compacted"] >= 1, done
+    _punched(run, 7)
+
+
 SCENARIOS = {
     s.name: s for s in [
         Scenario("log-put", _sealed(_open_with_bucket), _put),
@@ -187,5 +255,10 @@ SCENARIOS = {
         Scenario("log-compaction", _sealed(_compaction_setup), _compaction, rebuild=True),
         Scenario("log-versioned", _sealed(_versioned_setup), _versioned, rebuild=True),
         Scenario("log-narrow", _sealed(_narrow_setup), _narrow, rebuild=True, disks=10),
+        # (known: a DELETE's marker punched before the deleted write's kill records are durable)
+        Scenario("log-release-delete", _sealed(_release_setup), _release_delete, rebuild=True,
+                 known=(KNOWN_MARKER_RELEASE,)),
+        Scenario("log-release-compaction", _sealed(_reclaim_setup), _reclaim, rebuild=True,
+                 known=(KNOWN_MARKER_RELEASE,)),
     ]
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import lmdb
 import pytest
@@ -22,8 +23,9 @@ from buckets.engine.meta import bucket_meta_file, decode_meta_file
 from buckets.engine.types import CompletePart
 from buckets.registry import Registry
 from buckets.storage import LocalDisk
+from buckets.storage import records as rlog
 from buckets.storage.faulty import FaultyDisk
-from buckets.storage.format import REGISTRY_DIR
+from buckets.storage.format import LOG_DIR, REGISTRY_DIR
 
 OPTS = dict(block_size=BLOCK, inline_threshold=INLINE, partitions=16, background=False)
 
@@ -170,3 +172,57 @@ async def _read_version(store: Store, bucket: str, key: str, vid: str) -> bytes:
     finally:
         await reader.aclose()
     return bytes(out)
+
+
+@pytest.mark.xfail(strict=True, reason="known engine bug (crash_harness.KNOWN_MARKER_RELEASE): the removal after an "
+                                        "unversioned DELETE punches the delete marker's records without waiting for "
+                                        "the deleted write's kill records (or its own holes) to be durable")
+async def test_a_small_object_deleted_short_of_space_is_not_revived_by_a_rebuild(tmp_disks) -> None:
+    """What the release campaigns found (``log-release-delete``, ``log-release-compaction``): on
+    a store short of space, DELETE of a small object commits the registry, then (before its
+    answer) appends a kill record of the write to each disk, unsynced, and punches its records,
+    then does the same to its delete marker. The power cut keeps the marker's hole (its zeroed
+    bytes written back with their page) and loses the rest (the kill records past the
+    segment's durable length, the object's hole): made here by hand on every disk. After a
+    registry rebuild the key must stay deleted; it comes back."""
+    roots = tmp_disks(4)
+    store = await Store.open(roots, sync=False, small_log=True, **OPTS)
+    await store.make_bucket("bkt")
+    data = body("k", 1000)
+    await store.put_object("bkt", "k", data, len(data))
+    entry = store.registry.get_object("bkt", "k")
+    records = {}
+    for slot, disk_id in enumerate(entry["disks"]):
+        seg, off, length = entry["lg"][slot]
+        path = store.by_id[disk_id].local_path(f"{LOG_DIR}/{rlog.segment_name(seg)}")
+        with open(path, "rb") as f:
+            f.seek(off)
+            records[path] = (off, f.read(length))
+    registry_dir = store.disks[0].local_path(REGISTRY_DIR)
+    await store.close()
+    store = await Store.open(roots, sync=False, small_log=True, **OPTS)  # the delete's records: a new segment
+    for d in store.disks:
+        d.refused_at = time.monotonic()  # short of space: removed records are punched at once
+    await store.delete_object("bkt", "k")
+    tails = {}
+    for d in store.disks:
+        segments = await d.list_segments()
+        first_kill = [loc async for loc, _ in d.walk_records(segments[-1][0])][0]
+        tails[d.local_path(f"{LOG_DIR}/{rlog.segment_name(segments[-1][0])}")] = first_kill[1]
+    await store.close()
+    for path, (off, raw) in records.items():  # the object's hole lost
+        with open(path, "r+b") as f:
+            f.seek(off)
+            f.write(raw)
+    for path, end in tails.items():  # the marker's hole kept (zeros), the kill records after it lost
+        with open(path, "r+b") as f:
+            if f.read(end) != bytes(end):
+                pytest.skip("this file system does not punch holes")
+            f.truncate(end)
+    shutil.rmtree(registry_dir)
+    store = await Store.open(roots, sync=False, small_log=True, **OPTS)
+    try:
+        with pytest.raises(errors.NoSuchKey):
+            await _read(store, "bkt", "k")
+    finally:
+        await store.close()
