@@ -31,7 +31,7 @@ async def test_log_power_cut_exhaustive(name, crash_dir, crash_summary) -> None:
     scenario = SCENARIOS[name]
     # 10 disks: far more combinations per cut than 4; every cut, fewer states per cut (~7 min).
     # The same for the release campaigns: dozens of holes at a cut, each durable or not
-    # (log-release-delete ~9 min, log-release-compaction ~3)
+    # (log-release-delete ~7-9 min, log-release-compaction ~3-5)
     wide = scenario.disks > 4 or name in FEWER_STATES
     report = await run_campaign(scenario, crash_dir, limit=16 if wide else 64, combos=48 if wide else 256, seed=SEED)
     crash_summary.append(report)
