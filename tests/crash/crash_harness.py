@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import time
 from collections import Counter
@@ -630,26 +629,6 @@ def _meta_outlived_data(roots: list[str], bucket: str, key: str, wid: str) -> bo
 KNOWN_TORN_REVIVAL = "known engine bug, a deleted version revived torn by the rebuild"
 
 
-# A known engine bug, found by the campaigns that punch records (``log-release-*``, see
-# tests/crash/README.md): an unversioned DELETE acknowledged on a store short of space, whose
-# removal punched the delete marker's records while the removed write's kill records (and its
-# own holes) were not yet durable, can be undone by a registry rebuild after a power cut (the
-# key reads as the deleted write). In the scenarios that name it (``Scenario.known``), exactly
-# that symptom after a rebuild is reported apart, so that the campaign goes on to every cut.
-KNOWN_MARKER_RELEASE = "known engine bug, a deleted key revived by the rebuild (its marker punched first)"
-_REVIVED = re.compile(r"^(\S+?)/(\S+) reads sha256 ([0-9a-f]+), expected absent$")
-
-
-def _revived(problem: str, run: Run) -> bool:
-    """``problem`` is a key that must be absent reading as a write it held before (a revival)."""
-    m = _REVIVED.match(problem)
-    if m is None:
-        return False
-    bk = (m.group(1), m.group(2))
-    held = [run.baseline.get(bk)] + [o.value for o in run.ops if (o.bucket, o.key) == bk]
-    return any(isinstance(v, tuple) and v[0] != "V" and v[0].startswith(m.group(3)) for v in held)
-
-
 async def check_state(model: CrashModel, state: CrashState, expect: Expect, workdir: Path,
                       rebuild: bool = False, known: list[str] | None = None) -> list[str]:
     """Everything that is wrong with one crash state (empty: nothing). ``rebuild``: the
@@ -757,7 +736,6 @@ class Scenario:
     # (rebuilt from the disks at the start-up)
     rebuild: bool = False
     disks: int = DISKS  # 10: 6+4, and small objects 4+4 on a window of 8 (narrow sets)
-    known: tuple[str, ...] = ()  # known engine bugs it shows (KNOWN_MARKER_RELEASE), reported apart
 
 
 @dataclass
@@ -857,10 +835,6 @@ async def run_campaign(scenario: Scenario, base: Path, *, limit: int = 64, combo
                 known: list[str] = []
                 problems = await check_state(model, state, expect, base / "check" / str(n), rebuild=rebuild,
                                              known=known)
-                if rebuild and KNOWN_MARKER_RELEASE in scenario.known:
-                    revived = [p for p in problems if _revived(p, run)]
-                    known += [f"{KNOWN_MARKER_RELEASE}: {p}" for p in revived]
-                    problems = [p for p in problems if p not in revived]
                 where = _where_cut(model, cut) + (", registry deleted and rebuilt" if rebuild else "")
                 if known:
                     report.known.append(f"cut {cut} ({where}):\n  " + "\n  ".join(known) +

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 
-from crash_harness import BUCKET, KNOWN_MARKER_RELEASE, Run, Scenario, body
+from crash_harness import BUCKET, Run, Scenario, body
 
 from buckets.engine import space
 from buckets.engine.heal import heal_object
@@ -255,10 +255,7 @@ SCENARIOS = {
         Scenario("log-compaction", _sealed(_compaction_setup), _compaction, rebuild=True),
         Scenario("log-versioned", _sealed(_versioned_setup), _versioned, rebuild=True),
         Scenario("log-narrow", _sealed(_narrow_setup), _narrow, rebuild=True, disks=10),
-        # (known: a DELETE's marker punched before the deleted write's kill records are durable)
-        Scenario("log-release-delete", _sealed(_release_setup), _release_delete, rebuild=True,
-                 known=(KNOWN_MARKER_RELEASE,)),
-        Scenario("log-release-compaction", _sealed(_reclaim_setup), _reclaim, rebuild=True,
-                 known=(KNOWN_MARKER_RELEASE,)),
+        Scenario("log-release-delete", _sealed(_release_setup), _release_delete, rebuild=True),
+        Scenario("log-release-compaction", _sealed(_reclaim_setup), _reclaim, rebuild=True),
     ]
 }

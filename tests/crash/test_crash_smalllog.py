@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from crash_harness import KNOWN_MARKER_RELEASE, run_campaign
+from crash_harness import run_campaign
 from crash_smalllog_scenarios import SCENARIOS
 
 SEED = int(os.environ.get("BUCKETS_CRASH_SEED", "0"))
@@ -17,10 +17,6 @@ FEWER_STATES = {"log-release-delete", "log-release-compaction"}
 def verdict(report) -> None:
     assert report.states > 0, "no crash state was checked"
     assert not report.violations, f"{report.line()}\n" + "\n".join(report.violations)
-    if report.known and all(KNOWN_MARKER_RELEASE in k for k in report.known):
-        # the engine bug the release campaigns found (crash_harness.KNOWN_MARKER_RELEASE): an
-        # xfail naming it, until the engine is fixed
-        pytest.xfail(f"{report.line()}\n" + "\n".join(report.known[:3]))
     assert not report.known, f"{report.line()}\n" + "\n".join(report.known[:3])
 
 
@@ -31,7 +27,7 @@ async def test_log_power_cut_exhaustive(name, crash_dir, crash_summary) -> None:
     scenario = SCENARIOS[name]
     # 10 disks: far more combinations per cut than 4; every cut, fewer states per cut (~7 min).
     # The same for the release campaigns: dozens of holes at a cut, each durable or not
-    # (log-release-delete ~7-9 min, log-release-compaction ~3-5)
+    # (log-release-delete ~12 min, log-release-compaction ~5)
     wide = scenario.disks > 4 or name in FEWER_STATES
     report = await run_campaign(scenario, crash_dir, limit=16 if wide else 64, combos=48 if wide else 256, seed=SEED)
     crash_summary.append(report)
