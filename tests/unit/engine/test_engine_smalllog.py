@@ -524,6 +524,22 @@ async def test_a_scanner_cycle_checks_records_and_sweeps_nothing_live(store) -> 
         assert (await heal_object(store, "bkt", k, deep=True)).bad == []
 
 
+async def _rebuilt_without_a_disk(store, paths: list, slot: int):
+    """Close ``store``; its disk ``slot`` goes away (a file in its place) and so does every
+    registry; the store opened again rebuilds its registry without that disk. (The new
+    store, the disk's id, its path: the disk is back with ``os.unlink`` then a rename of
+    ``path + ".aside"``.)"""
+    away_id = store.disks[slot].disk_id
+    await store.close()
+    away = paths[slot]
+    os.rename(away, away + ".aside")
+    with open(away, "w") as f:
+        f.write("not a disk")
+    for p in paths:
+        shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
+    return await open_store(paths), away_id, away
+
+
 async def test_records_of_a_disk_away_during_a_rebuild_are_adopted_when_it_is_back(tmp_disks) -> None:
     """A registry rebuilt while a disk is away cannot see that disk's records (its slots get no
     location); when the disk is back, its records are taken as they are, not rebuilt."""
@@ -534,15 +550,7 @@ async def test_records_of_a_disk_away_during_a_rebuild_are_adopted_when_it_is_ba
     for k, v in bodies.items():
         await store.put_object("bkt", k, v, len(v))
     before = {k: store.registry.get_object("bkt", k)["lg"] for k in bodies}
-    away_id = store.disks[2].disk_id
-    await store.close()
-    away = paths[2]
-    os.rename(away, away + ".aside")  # the disk is gone, and so is the registry
-    with open(away, "w") as f:
-        f.write("not a disk")
-    for p in paths:
-        shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
-    store = await open_store(paths)
+    store, away_id, away = await _rebuilt_without_a_disk(store, paths, 2)
     try:
         for k, v in bodies.items():
             entry = store.registry.get_object("bkt", k)
@@ -579,15 +587,7 @@ async def test_compaction_leaves_a_disk_alone_until_its_records_are_adopted(tmp_
             await store.close()
             store = await open_store(paths)
     before = {k: store.registry.get_object("bkt", k)["lg"] for k in bodies}
-    away_id = store.disks[2].disk_id
-    await store.close()
-    away = paths[2]
-    os.rename(away, away + ".aside")
-    with open(away, "w") as f:
-        f.write("not a disk")
-    for p in paths:
-        shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
-    store = await open_store(paths)
+    store, away_id, away = await _rebuilt_without_a_disk(store, paths, 2)
     try:
         disk = store.by_id[away_id]
         assert not disk.online
