@@ -29,6 +29,13 @@ def slow_removals(store, monkeypatch):
     return ended
 
 
+async def _until(done, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_deletion_waits_for_its_space_only_while_the_store_is_short_of_it(store, bucket, slow_removals,
                                                                                   monkeypatch) -> None:
     for key in ("a", "b", "c"):
@@ -45,21 +52,20 @@ async def test_a_deletion_waits_for_its_space_only_while_the_store_is_short_of_i
             await store.put_object(bucket, "d", content("d", BLOCK), BLOCK)
     assert store.short_of_space_until > time.monotonic() + space.SHORT_OF_SPACE - 5
 
-    # The deletion waits for its files up to FREE_WAIT (2 s): room enough for a removal of 0.3 s,
-    # unless the machine is loaded (a fresh-clone run failed so, its removal still under way).
+    # The deletion waits for its files up to FREE_WAIT (2 s), which a loaded machine's removal
+    # can pass: the test allows 60 s. It checks that b's removal ended, not that it ended last:
+    # a's removal (the object's files, then its marker's) started a millisecond before b's (the
+    # refused PUT between them is that quick), and on a loaded machine the disks' threads may
+    # end it later (fresh-clone runs 266 and 267 ended with ['a', 'b', 'b', 'a']).
     monkeypatch.setattr(space, "FREE_WAIT", 60.0)
     started = time.monotonic()
     await store.delete_object(bucket, "b")
-    assert slow_removals[-1:] == ["b"] and time.monotonic() - started >= 0.3  # its files are gone
+    assert "b" in slow_removals and time.monotonic() - started >= 0.3  # its files are gone
     # a removal that takes longer than FREE_WAIT: the deletion answers at FREE_WAIT, the files go on
     monkeypatch.setattr(space, "FREE_WAIT", 0.1)
     await store.delete_object(bucket, "c")
     assert "c" not in slow_removals
-    for _ in range(50):
-        if "c" in slow_removals:
-            break
-        await asyncio.sleep(0.02)
-    assert "c" in slow_removals
+    await _until(lambda: "c" in slow_removals)
 
 
 async def test_a_disk_that_refused_new_data_makes_deletions_wait_too(store, bucket, slow_removals,
@@ -85,7 +91,7 @@ async def test_a_disk_that_refused_new_data_makes_deletions_wait_too(store, buck
     assert store.short_of_space_until < time.monotonic()  # the store itself refused nothing
     monkeypatch.setattr(space, "FREE_WAIT", 60.0)  # (as above: a loaded machine)
     await store.delete_object(bucket, "b")
-    assert slow_removals[-1:] == ["b"]  # its files are gone
+    assert "b" in slow_removals  # its files are gone (a's removal may still be under way: as above)
 
 
 async def test_records_are_released_at_once_only_while_space_is_short(store, monkeypatch) -> None:
