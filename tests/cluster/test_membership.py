@@ -38,6 +38,7 @@ from serverproc import BIN, server_env, spawn, stop
 
 SIZES = [0, 10, 5000, 200_000, 1_500_000]  # empty, inline, single block, multi-block
 OBJECTS = 15
+DOMAIN = "s3.membership.test"
 
 
 def body_of(i: int) -> bytes:
@@ -66,7 +67,7 @@ class Pair:
         return f"{self.url(i)}{self.base}/n{i}/d{{1...4}}"
 
     def command(self, i: int) -> list[str]:
-        line = [str(BIN / "buckets"), "server", "--address", f"127.0.0.{i}:{self.port}"]
+        line = [str(BIN / "buckets"), "server", "--address", f"127.0.0.{i}:{self.port}", "--domain", DOMAIN]
         if i == 5:
             line += ["--join", self.url(1)]
         return line + [self.disks(i)]
@@ -80,9 +81,11 @@ class Pair:
     def log(self, i: int) -> str:
         return (self.base / f"node{i}.{self.runs[i]}.log").read_text(errors="replace")
 
-    def status(self, i: int, path: str = "/health/ready") -> int:
+    def status(self, i: int, path: str = "/health/ready", host: str | None = None) -> int:
+        """``GET path`` on node ``i`` (with ``host`` as its Host header): the status, 0 if none."""
+        request = urllib.request.Request(f"{self.url(i)}{path}", headers={"Host": host} if host else {})
         try:
-            with urllib.request.urlopen(f"{self.url(i)}{path}", timeout=5) as r:
+            with urllib.request.urlopen(request, timeout=5) as r:
                 return r.status
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -233,6 +236,10 @@ def test_restart_with_first_command_lines_then_remove_the_node(pair: Pair) -> No
     assert f"{pair.url(5)} is removed: it can be stopped" in removed.stdout, removed.stdout
     assert nodes_listed(pair) == {pair.url(1): "active", pair.url(5): "removed"}
     assert pair.status(5, "/grow") == 503  # a removed node no longer serves S3
+    # nor virtual-host-style (also a key under the admin API's path), nor the console's API
+    assert pair.status(5, "/_buckets/admin/v1/info", host=f"grow.{DOMAIN}:{pair.port}") == 503
+    assert pair.status(5, "/console/api/buckets") == 503
+    assert pair.status(1, "/_buckets/admin/v1/info", host=f"grow.{DOMAIN}:{pair.port}") == 403  # (anonymous)
     read_back(pair, 1)
     # The vacated shards go once the grace delay (1 s here) for readers of the old entries passed.
     deadline = time.monotonic() + 60

@@ -64,6 +64,30 @@ def test_virtual_host_keys_that_look_like_an_authority(server, s3, bucket, targe
     assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
 
 
+# The server's own paths: virtual-host-style, each is an object key in the bucket.
+OWN_PATHS = ["/_buckets/admin/v1/info", "/_buckets/peer/v1/node/ping", "/console/api/login", "/metrics",
+             "/health/ready"]
+
+
+@pytest.mark.parametrize("target", OWN_PATHS)
+def test_virtual_host_keys_under_the_servers_own_paths(server, s3, bucket, target):
+    """Virtual-host-style, the admin API's, peer RPC's, console's, metrics' and health's paths
+    are object keys like any other: stored, read back, listed and deleted through the S3
+    handler (the peer RPC once answered them 403 itself)."""
+    host = f"{bucket}.{DOMAIN}:{server.port}"
+    key = target[1:]
+    body = b"body of " + key.encode()
+    put = rawhttp.request(server, "PUT", target, body=body, host=host)
+    assert (put.status, put.code) == (200, None), put.text
+    got = rawhttp.request(server, "GET", target, host=host)
+    assert (got.status, got.body) == (200, body), got.text
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
+    deleted = rawhttp.request(server, "DELETE", target, host=host)
+    assert deleted.status == 204, deleted.text
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+
+
 @pytest.mark.parametrize("target", AUTHORITY_LOOKALIKES)
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "anonymous"])
 def test_path_style_empty_bucket_segment_is_invalid_uri(server, target, signed):

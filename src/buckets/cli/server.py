@@ -211,9 +211,8 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     if peer_rpc is None:  # one node: /_buckets/peer/v1/... answers ping and info (a cluster node brings its own)
         peer_rpc = build_node_rpc(store, config)
     middlewares = [timing_middleware, endpoints.middleware]
-    node = getattr(store, "cluster_node", None)
-    if node is not None:
-        middlewares.append(cluster_node_guard(store, node))
+    # (a removed node, or one behind the control plane, refuses S3: obs.endpoints.serving_refusal)
+    peer_rpc.domains = list(config.domains or [])  # a virtual-host request's /_buckets/peer/... is S3's
     notifier = None
     if config.notify_webhooks:
         from buckets.notify import Notifier, parse_targets
@@ -254,38 +253,6 @@ def build_app(store: object, config: Config, peer_rpc: object | None = None):
     runner_kwargs = {"access_log_class": AccessLogger, "access_log": logging.getLogger("buckets.access"),
                      "guard": guard}
     return app, runner_kwargs
-
-
-def cluster_node_guard(store: object, node: object):
-    """S3 requests answered 503 by a cluster node that must not serve them; peer RPC, health,
-    metrics and the admin API still answer:
-
-    - a node removed from its cluster (``buckets-admin cluster remove-node``), until stopped;
-    - a node behind the control plane because its journal's disk is full
-      (``obs.endpoints.control_behind``): it would answer from bucket settings, policies and
-      users the cluster has changed since (a revoked permission still granted), until it has
-      room and caught up. ``/health/ready`` says 503 meanwhile, so a load balancer sends the
-      requests to the other nodes."""
-    from aiohttp import web
-
-    from buckets.obs.endpoints import control_behind
-
-    @web.middleware
-    async def guard(request, handler):
-        removed = getattr(node, "removed", False)
-        if (removed or control_behind(store)) and not request.path.startswith(("/_buckets/", "/health", "/metrics")):
-            from buckets.errors import ServiceUnavailable
-            from buckets.s3.errors import error_response
-
-            error = ServiceUnavailable(
-                "This node was removed from the cluster: send requests to another node." if removed else
-                "This node's control-plane journal disk is full and it has not applied the cluster's latest "
-                "bucket, policy or user changes: send requests to another node.")
-            return error_response(error, request_id="0", host_id="", resource=request.path,
-                                  head=request.method == "HEAD")
-        return await handler(request)
-
-    return guard
 
 
 def connection_guard(config: Config):

@@ -48,6 +48,7 @@ from buckets.cluster.rpcerrors import (
 )
 from buckets.errors import BucketsError, DiskError, FormatError, InternalError
 from buckets.obs.access import METRICS_KEY, OPS_API, OPS_ERROR_CODE
+from buckets.s3.router import bucket_from_host
 
 log = logging.getLogger("buckets.cluster.rpc")
 
@@ -136,6 +137,9 @@ class PeerRpcServer:
         # opens (its upgrade was read before the port closed, its handler ran after the GOAWAY).
         self._gone: weakref.WeakSet = weakref.WeakSet()
         self.refused = 0  # requests answered 403 (for metrics)
+        # The S3 domains (``buckets server --domain``): a virtual-host-style request's
+        # /_buckets/peer/... is an object key in its bucket, handed to the S3 handler.
+        self.domains: list[str] = []
         self.register("node", "ping", self._ping)
 
     def register(self, service: str, method: str, fn: Handler, *, stream_in: bool = False) -> None:
@@ -163,6 +167,10 @@ class PeerRpcServer:
 
     # -- the pipeline ---------------------------------------------------------------------------
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        if self.domains and bucket_from_host(request.headers.get("Host", ""), self.domains) is not None:
+            from buckets.s3.app import S3_HANDLER
+
+            return await request.app[S3_HANDLER](request)
         request[OPS_API] = "peer"
         url = request.rel_url
         try:

@@ -77,6 +77,7 @@ from buckets.errors import (
     AccessDenied, BucketsError, IncompleteBody, InternalError, InvalidArgument, KeyTooLongError, define_error,
 )
 from buckets.obs.access import OPS_ACCESS_KEY, OPS_API, OPS_ERROR_CODE, REQUEST_ID
+from buckets.obs.endpoints import serving_refusal
 from buckets.s3.acls import write_access
 from buckets.s3.auth.sigv4 import MAX_PRESIGN_EXPIRES
 from buckets.s3.body import open_stream, send_continue
@@ -316,6 +317,9 @@ class Console:
     async def _api_call(self, request: web.Request, tail: str, request_id: str) -> web.StreamResponse:
         request[OPS_API] = "console.api"
         try:
+            refusal = serving_refusal(self.store)
+            if refusal is not None:  # a cluster node removed, or behind the control plane (as S3 is)
+                raise refusal
             handler, params, name, needs_session, root_only = self._resolve(request, tail)
             request[OPS_API] = f"console.{name}"
             if not needs_session:

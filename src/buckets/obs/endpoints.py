@@ -83,6 +83,33 @@ def control_behind(store: Any) -> bool:
     return bool(control is not None and control.behind)
 
 
+def serving_refusal(store: Any) -> Exception | None:
+    """Why this node must not serve S3 (or the console's API) now, as the error to answer
+    (``503 ServiceUnavailable``), or None. A cluster node refuses:
+
+    - once removed from its cluster (``buckets-admin cluster remove-node``), until stopped;
+    - while behind the control plane because its journal's disk is full (``control_behind``):
+      it would answer from bucket settings, policies and users the cluster has changed since
+      (a revoked permission still granted), until it has room and caught up. ``/health/ready``
+      says 503 meanwhile, so a load balancer sends the requests to the other nodes.
+
+    Checked by the S3 handler itself (path-style, virtual-host-style, and the requests the
+    admin API, the peer RPC and the console hand it) and by the console's API, on the S3 port
+    or its own; health, metrics, the admin API and peer RPC still answer."""
+    node = getattr(store, "cluster_node", None)
+    if node is None:
+        return None
+    from buckets.errors import ServiceUnavailable
+
+    if getattr(node, "removed", False):
+        return ServiceUnavailable("This node was removed from the cluster: send requests to another node.")
+    if control_behind(store):
+        return ServiceUnavailable(
+            "This node's control-plane journal disk is full and it has not applied the cluster's latest "
+            "bucket, policy or user changes: send requests to another node.")
+    return None
+
+
 def _looks_s3_signed(request: web.Request) -> bool:
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith(("AWS4-", "AWS ")):

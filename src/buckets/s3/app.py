@@ -27,6 +27,7 @@ from aiohttp.log import server_logger
 
 from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError, MethodNotAllowed, NotImplementedErr
 from buckets.obs.access import REQUEST_ID, S3_ACCESS_KEY, S3_OPERATION, S3_TARGET
+from buckets.obs.endpoints import serving_refusal
 from buckets.s3 import corsrules
 from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext, authenticate
 from buckets.s3.context import DELETED_KEYS, WRITTEN_KEY, S3Request, region_is_strict
@@ -142,6 +143,9 @@ class S3Service:
         self.notifier: Any = None  # buckets.notify.Notifier, when the server has webhook targets
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        refusal = serving_refusal(self.store)
+        if refusal is not None:  # a cluster node removed, or behind the control plane: 503
+            raise refusal
         target = parse_target(request.headers.get("Host", ""), request.raw_path, self.domains)
         request[S3_TARGET] = target
         if request.method == "OPTIONS":
