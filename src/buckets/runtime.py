@@ -272,3 +272,24 @@ def quiet_body_writer_errors(loop: asyncio.AbstractEventLoop) -> None:
         loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+async def cancel_and_wait(task: "asyncio.Future", attempts: int = 20, patience: float = 1.0) -> None:
+    """Cancel ``task`` and wait for it to end: how a background loop is stopped. On Python
+    3.11 ``asyncio.wait_for`` swallows a cancel that arrives as its inner call finishes (it
+    returns that call's result instead), and a loop task then goes on into its next round:
+    a single ``cancel()`` and ``await task`` then waits forever (a cluster's migration never
+    finished so: its checkpoint ticker went on after a cancel swallowed by a control-plane
+    commit). So cancel again, every ``patience`` seconds, until it ends; after ``attempts``
+    cancels it is logged and left. Never raises the task's own exception or cancellation (a
+    cancellation of the caller still propagates)."""
+    for _ in range(attempts):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=patience)
+        if done:
+            break
+    else:
+        logging.getLogger(__name__).warning("a background task did not stop after %d cancels: %r", attempts, task)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).debug("background task ended with %r while stopping", task.exception())

@@ -36,6 +36,7 @@ from typing import Any
 
 import xxhash
 
+from buckets.runtime import cancel_and_wait
 from buckets import errors
 from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Promises, promise_answer
 from buckets.cluster.leases import holders as lease_holders
@@ -2210,8 +2211,8 @@ class ReplicatedIndex:
             await self.leases.close()
         for t in list(self._background):
             t.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        for t in list(self._background):
+            await cancel_and_wait(t)
 
 
 def _same_listing(a: dict, b: dict) -> bool:

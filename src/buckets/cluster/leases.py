@@ -53,6 +53,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from buckets.runtime import cancel_and_wait
 from buckets import errors
 from buckets.registry.store import JUDGED, NOT_JUDGED
 
@@ -483,8 +484,7 @@ class LeaseKeeper:
             self._drop(lease)
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
 
 
 def promise_answer(answer: dict, promises: Any, bucket: str) -> dict:

@@ -57,6 +57,7 @@ from buckets import errors
 from buckets.registry.store import entry_version
 from buckets.errors import define_error
 from buckets.obs.metrics import NodeCollector
+from buckets.runtime import cancel_and_wait
 
 log = logging.getLogger("buckets.migration")
 
@@ -687,10 +688,7 @@ class MigrationCoordinator:
     async def stop(self) -> None:
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.wait({supervisor})
-            if not supervisor.cancelled():
-                supervisor.exception()
+            await cancel_and_wait(supervisor)
         await self._cancel_run()
         await self.mover.close()
 
@@ -747,11 +745,10 @@ class MigrationCoordinator:
         run, self._run = self._run, None
         if run is None:
             return
+        # (not ``await run``: a cancellation of this task must not be swallowed with the run's)
         if not run.done():
-            run.cancel()
-        # wait() rather than await: a cancellation of this task must not be swallowed with the run's
-        await asyncio.wait({run})
-        if not run.cancelled():
+            await cancel_and_wait(run)
+        elif not run.cancelled():
             run.exception()  # retrieved (the run logs its own failures)
         if checkpoint and self.progress is not None and self.token is not None:
             try:
@@ -874,8 +871,9 @@ class MigrationCoordinator:
             if self.progress.sweep:
                 await self._sweep(to_gen)
                 self.progress.sweep = False
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+            # (cancelled until it ends: one cancel that lands as its checkpoint's commit returns
+            # is swallowed on Python 3.11, and the run then waited for it forever, "running")
+            await cancel_and_wait(ticker)
             self._update_rate()
             await self._checkpoint(done=True)
             self.token = None
@@ -891,8 +889,7 @@ class MigrationCoordinator:
             await asyncio.sleep(1.0)
         finally:
             if not ticker.done():
-                ticker.cancel()
-                await asyncio.gather(ticker, return_exceptions=True)
+                await cancel_and_wait(ticker)
 
     async def _plan(self, to_gen: int) -> None:
         objects = shard_bytes = 0

@@ -52,6 +52,7 @@ from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.engine import smalllog
 from buckets.placement import PartitionTable
+from buckets.runtime import cancel_and_wait
 from buckets.storage import LocalDisk
 from buckets.storage.disk import Disk
 
@@ -81,22 +82,6 @@ class ClusterStartError(Exception):
 def node_id_of(node: NodeSpec) -> str:
     """A node's id in the topology: its URL, stable across restarts with the same command line."""
     return node.url
-
-
-async def _cancel_and_wait(task: asyncio.Task, attempts: int = 20) -> None:
-    """Cancel ``task`` and wait for it to end. On Python 3.11 ``asyncio.wait_for`` can swallow
-    a cancel that arrives as its inner call finishes, and the task then goes on (into its
-    next sleep): cancel again until it ends, a second at a time, instead of waiting forever."""
-    for _ in range(attempts):
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=1.0)
-        if done:
-            break
-    else:
-        log.warning("a background task did not stop after %d cancels: %r", attempts, task)
-        return
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("background task ended with %r while stopping", task.exception())
 
 
 def layout_line(layout: dict) -> str:
@@ -989,7 +974,7 @@ class ClusterNode:
         for task in (self._entropy, self._follow, self._peer_disks, self._drops, self._clock_watch,
                      self._level_watch):
             if task is not None:
-                await _cancel_and_wait(task)
+                await cancel_and_wait(task)
         self._entropy = self._follow = self._peer_disks = self._drops = self._clock_watch = self._level_watch = None
         migration, self.migration = self.migration, None
         if migration is not None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import aiohttp
 
+from buckets.runtime import cancel_and_wait
 from buckets.cluster import rpcchannel as channels
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcauth import NONCE_HEADER, PeerSigner, body_declaration
@@ -430,11 +431,7 @@ class PeerClient:
             await channel.close()
         task, self._probe_task = self._probe_task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
 
     # -- internals -------------------------------------------------------------------------------
     def _session_(self, bulk: bool = False) -> aiohttp.ClientSession:

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+from buckets.runtime import cancel_and_wait
 
 log = logging.getLogger("buckets.console")
 
@@ -94,8 +95,4 @@ class RateSampler:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)

@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from buckets.runtime import cancel_and_wait
 from buckets.engine import paths, smalllog, space
 from buckets.registry.cache import background_lookups
 from buckets.engine.scanner import ScannerConfig, Throttle
@@ -104,11 +105,7 @@ class Compactor:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await cancel_and_wait(task)
 
     def status(self) -> dict:
         return dict(self.stats)

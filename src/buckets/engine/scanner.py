@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from buckets.runtime import cancel_and_wait
 from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
@@ -112,10 +113,7 @@ class Scanner:
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+            await cancel_and_wait(t)
         self.tasks.clear()
 
     def status(self) -> dict:

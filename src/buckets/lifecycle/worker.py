@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from buckets.runtime import cancel_and_wait
 from buckets.engine.scanner import ScannerConfig, Throttle
 from buckets.errors import BucketsError, ConditionalRequestConflict, NoSuchBucket, NoSuchKey, PreconditionFailed
 from buckets.lifecycle import rules as lc
@@ -100,11 +101,7 @@ class LifecycleWorker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
 
     def status(self) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
+from buckets.runtime import cancel_and_wait
 from buckets.notify.rules import rules_of
 from buckets.registry import Op
 
@@ -124,11 +125,7 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         if self._session is not None:
             await self._session.close()

@@ -239,6 +239,40 @@ async def test_runs_to_done_with_counters_and_a_clean_final_pass(plane) -> None:
     assert status["remaining_objects"] == 0 and status["state"] == "done"
 
 
+async def test_a_run_finishes_though_a_cancel_of_its_checkpoint_ticker_is_swallowed(plane, monkeypatch) -> None:
+    """On Python 3.11 ``asyncio.wait_for`` (inside every control-plane commit) returns its
+    call's result instead of raising a cancel that lands as that call finishes. The run's
+    checkpoint ticker is cancelled when the run ends: a swallowed cancel left it ticking, and
+    the run waited for it forever, "running" at pass 2 with nothing left to move (fresh-clone
+    run 268, ``test_growth_under_load[fast]``). Here the ticker's commit swallows the first
+    cancel every time."""
+    real_apply = plane.apply
+    swallowed: list[str] = []
+
+    async def racy_apply(op, /, **kw):
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "migration-checkpoint" and not swallowed:
+            try:
+                await asyncio.Event().wait()  # the commit under way when the cancel comes
+            except asyncio.CancelledError:
+                swallowed.append(op)
+                return await real_apply(op, **kw)  # what 3.11's wait_for does: the result, no cancel
+        return await real_apply(op, **kw)
+
+    monkeypatch.setattr(plane, "apply", racy_apply)
+    world = World({"alpha": 5})
+    await start_migration(Node(plane), 1, 2, throttle={"bytes_per_s": 0, "objects": 2})
+    c = coordinator(plane, MemoryMover(world))
+    c.start()
+    try:
+        await eventually("done", lambda: job(plane)["state"] == "done", timeout=30)
+        await eventually("the run ended", lambda: not c.running, timeout=30)
+    finally:
+        await c.stop()
+    assert swallowed == ["put_job"] and world.unmoved() == []
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "migration-checkpoint"]
+
+
 async def test_a_second_migration_is_refused_while_one_runs_and_replaces_a_done_one(plane) -> None:
     node = Node(plane)
     await start_migration(node, 1, 2)
