@@ -293,3 +293,16 @@ async def cancel_and_wait(task: "asyncio.Future", attempts: int = 20, patience: 
         return
     if not task.cancelled() and task.exception() is not None:
         logging.getLogger(__name__).debug("background task ended with %r while stopping", task.exception())
+
+
+async def wait_for(aw: Any, timeout: float | None) -> Any:
+    """``asyncio.wait_for`` as Python 3.12 has it (on ``asyncio.timeout``): the result of
+    ``aw``, or ``TimeoutError`` after ``timeout`` seconds (None: no limit). Python 3.11's own
+    returns the call's result instead of raising a cancel of the caller that lands as the call
+    finishes: the cancel is lost, and a loop cancelled so goes on (a migration's checkpoint
+    ticker did, and its run waited for it forever). Here a cancel of the caller is always
+    raised. ``aw`` runs in the caller's task (3.11's wraps a coroutine in a task of its own)."""
+    if timeout is None:
+        return await aw
+    async with asyncio.timeout(timeout):
+        return await aw

@@ -57,6 +57,7 @@ from pysyncobj import SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import SyncObjException
 
+from buckets.runtime import wait_for
 from buckets import errors
 from buckets.cluster.control_raft import JOURNAL_FILE, SNAPSHOT_FILE, RaftNode, RaftStatus
 from buckets.cluster.control_records import (
@@ -389,7 +390,7 @@ class ControlPlane:
             send(functools.partial(self._handback, loop, future))
             wait = min(remaining, patience) if resend else remaining
             try:
-                result, error = await asyncio.wait_for(future, wait)
+                result, error = await wait_for(future, wait)
             except asyncio.TimeoutError:
                 if resend and wait < remaining:
                     log.info("control plane: %s not answered within %gs; sending it again", what, wait)
@@ -492,7 +493,7 @@ class ControlPlane:
 
         raft.addOnTickCallback(on_tick)
         try:
-            _, error = await asyncio.wait_for(future, timeout)
+            _, error = await wait_for(future, timeout)
         except asyncio.TimeoutError:
             return False
         finally:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from buckets.runtime import wait_for
 from buckets.cluster.control_records import BASE_LEVEL, CONTROL_LEVEL, REMOVED, ControlSnapshot
 
 log = logging.getLogger("buckets.cluster.levels")
@@ -111,7 +112,7 @@ class LevelWatch:
 
     async def ask(self, node: str, hello: Hello) -> int | None:
         try:
-            answer = await asyncio.wait_for(hello(), HELLO_TIMEOUT)
+            answer = await wait_for(hello(), HELLO_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - a node that does not answer keeps its last level
             log.debug("control level of %s: no answer (%s)", node, exc)
             return None

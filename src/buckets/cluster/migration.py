@@ -57,7 +57,7 @@ from buckets import errors
 from buckets.registry.store import entry_version
 from buckets.errors import define_error
 from buckets.obs.metrics import NodeCollector
-from buckets.runtime import cancel_and_wait
+from buckets.runtime import cancel_and_wait, wait_for
 
 log = logging.getLogger("buckets.migration")
 
@@ -555,7 +555,7 @@ class StoreMover:
             slot = self.store._active_reads.get((bucket, key, wid))
             if slot is not None:  # a GET on this node still streams this write: let it finish
                 try:
-                    await asyncio.wait_for(slot[1].wait(), self.grace)
+                    await wait_for(slot[1].wait(), self.grace)
                 except asyncio.TimeoutError:
                     pass
             try:

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buckets.runtime import cancel_and_wait
+from buckets.runtime import cancel_and_wait, wait_for
 from buckets.engine import paths
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
@@ -152,7 +152,7 @@ class Scanner:
         background_lookups()  # see registry.cache: the cache stays the clients'
         while True:
             try:
-                await asyncio.wait_for(self._manual.wait(), timeout=self.cfg.cycle_pause)
+                await wait_for(self._manual.wait(), timeout=self.cfg.cycle_pause)
             except asyncio.TimeoutError:
                 pass
             self._manual.clear()

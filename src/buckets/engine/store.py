@@ -46,7 +46,7 @@ from buckets.registry import Op, Registry
 from buckets.storage import Disk, LocalDisk
 from buckets.storage.disk import DiskInfo
 from buckets.storage.format import TMP_DIR, USERS_FILE
-from buckets.runtime import Workers
+from buckets.runtime import Workers, wait_for
 
 log = logging.getLogger("buckets.engine")
 
@@ -233,7 +233,7 @@ class Store:
             done.set()  # readers left open do not hold up shutdown; their write's removal proceeds
         for task in list(self._background):
             try:
-                await asyncio.wait_for(task, 10)
+                await wait_for(task, 10)
             except (asyncio.TimeoutError, Exception):
                 pass
         await self.registry.close()
@@ -731,7 +731,7 @@ class Store:
         slot = self._active_reads.get((bucket, key, wid))
         if slot is not None:
             try:
-                await asyncio.wait_for(slot[1].wait(), wait_readers)
+                await wait_for(slot[1].wait(), wait_readers)
             except asyncio.TimeoutError:
                 log.warning("removing %s/%s write %s with a reader still attached", bucket, key, wid)
 

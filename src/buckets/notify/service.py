@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
-from buckets.runtime import cancel_and_wait
+from buckets.runtime import cancel_and_wait, wait_for
 from buckets.notify.rules import rules_of
 from buckets.registry import Op
 
@@ -139,7 +139,7 @@ class Notifier:
             self._wake.clear()
             wait = await self.deliver_once()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                await wait_for(self._wake.wait(), timeout=wait)
             except asyncio.TimeoutError:
                 pass
 
