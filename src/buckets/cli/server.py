@@ -27,7 +27,7 @@ import sys
 from typing import NoReturn, TextIO
 
 from buckets import runtime
-from buckets.runtime import freeze_startup_objects, tune_process
+from buckets.runtime import cancel_and_wait, freeze_startup_objects, tune_process
 from buckets.storage import local as local_storage
 from buckets.erasure import isal as erasure_isal
 from buckets import __version__
@@ -371,13 +371,12 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
             await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if not opening.done():
-                opening.cancel()
-                try:
-                    await opening
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                    pass
-                log.info("stopped before the cluster formed")
-                return EXIT_OK
+                await cancel_and_wait(opening)
+                if opening.cancelled() or opening.exception() is not None:
+                    log.info("stopped before the cluster formed")
+                    return EXIT_OK
+                # (a cancel swallowed as the opening finished: it opened, and is closed below
+                # without serving, since the stop was asked for)
             node, store, forming = opening.result()
         else:
             sockets = inherited  # bound once the store is open, unless a re-exec passed them on

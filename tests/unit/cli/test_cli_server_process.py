@@ -93,3 +93,22 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path, start_server) -> Non
     assert output.strip() == (f"buckets: error: cannot listen on 127.0.0.1:{port}: address already in use "
                               "(another server is running there; pick one with --address)")
     assert not (tmp_path / "data").exists()  # refused before touching the disks
+
+
+@needs_engine_and_app
+def test_a_cluster_node_stops_on_sigterm_while_it_waits_for_its_peers(tmp_path: Path, start_server) -> None:
+    """A node of a two-node cluster whose peer never starts waits for it; SIGTERM then stops
+    it at once, exit 0 (the wait is cancelled until it ends: on Python 3.11 a cancel can be
+    swallowed by ``asyncio.wait_for``), and it served nothing."""
+    port = free_port()
+    nodes = [f"http://127.0.0.{i}:{port}{tmp_path}/n{i}/d{{1...4}}" for i in (1, 2)]
+    process, log_path = start_server("--address", f"127.0.0.1:{port}", *nodes)
+    deadline = time.monotonic() + 60
+    while "waiting for its peers" not in log_path.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    output = log_path.read_text()
+    assert "stopped before the cluster formed" in output and "serving on" not in output
+    assert "Traceback" not in output
