@@ -28,6 +28,7 @@ from typing import Any
 
 import msgpack
 
+from buckets.runtime import cancel_and_wait
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcclient import PeerClient, PeerState, PeerStream
 from buckets.cluster.rpcerrors import PeerError, PeerProtocolError, UnknownPeerMethod, error_from_wire
@@ -718,11 +719,8 @@ class RemoteShardWriter:
     async def abort(self) -> None:
         self._done = True
         if self._call is not None and not self._call.done():
-            self._call.cancel()
-            try:
-                await self._call
-            except BaseException:  # noqa: BLE001 - aborting: the outcome is discarded
-                pass
+            # (the outcome is discarded; a cancel of this task still propagates)
+            await cancel_and_wait(self._call)
         try:
             await self.disk.delete(self.path)
         except DiskError:

@@ -49,6 +49,7 @@ import aiohttp
 from aiohttp import web
 from blake3 import blake3
 
+from buckets.runtime import cancel_and_wait
 from buckets.cluster import rpcframe as wire
 
 log = logging.getLogger("buckets.cluster.rpc")
@@ -306,9 +307,5 @@ class CallerChannel:
         self.draining = True
         if not self.ws.closed:
             await self.ws.close()
-        if not self.reader.done():
-            self.reader.cancel()
-        try:
-            await self.reader
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing: nothing to report
-            pass
+        # (closing: its outcome is not reported; a cancel of this task still propagates)
+        await cancel_and_wait(self.reader)

@@ -28,6 +28,7 @@ import lmdb
 import msgpack
 import xxhash
 
+from buckets.runtime import cancel_and_wait
 from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket, StorageFull
 from buckets.registry.cache import LRUCache, in_background
 from buckets.registry.entrycodec import (
@@ -307,11 +308,7 @@ class Registry:
         if self._committer is not None:
             while self._pending:
                 await asyncio.sleep(0.005)
-            self._committer.cancel()
-            try:
-                await self._committer
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._committer)
             self._committer = None
         self._pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
