@@ -21,7 +21,7 @@ from buckets.engine import crypto, paths, smalllog
 from buckets.engine.ids import new_id
 from buckets.engine.meta import decode_meta_file
 from buckets.erasure import ShardGeometry, unframe_piece
-from buckets.errors import CorruptData, DiskError
+from buckets.errors import CorruptData, DiskError, DiskFull
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -235,13 +235,16 @@ async def _install(store, bucket, key, entry, disks, targets, stage, inline) -> 
     for t in targets:
         d = disks[t]
         try:
-            if inline is not None:
-                await d.write_file(mp, store._disk_meta(bucket, key, entry, t, inline[t]), sync=store.sync)
+            if inline is not None:  # a rebuilt slot is new data on its disk: not into the reserve
+                await d.write_file(mp, store._disk_meta(bucket, key, entry, t, inline[t]), sync=store.sync,
+                                   new_data=True)
             else:
                 moves = [(f"{stage}/part.{p[0]}", paths.part_path(bucket, key, entry["wid"], p[0]))
                          for p in entry["parts"]]
                 await d.rename_data(moves, (mp, store._disk_meta(bucket, key, entry, t)), sync=store.sync)
             done.append(t)
+        except DiskFull as exc:
+            log.info("heal of %s/%s on %s: it stays degraded until the disk has room: %s", bucket, key, d.endpoint, exc)
         except DiskError as exc:
             log.warning("heal of %s/%s on %s failed: %s", bucket, key, d.endpoint, exc)
     return done

@@ -152,15 +152,18 @@ async def local_records(store: "Store", bucket: str, key: str, entry: dict) -> l
     return [r for r in await asyncio.gather(*(one(*s) for s in slots)) if r is not None]
 
 
-async def relocate(store: "Store", bucket: str, key: str, disk, meta: dict) -> None:
+async def relocate(store: "Store", bucket: str, key: str, disk, meta: dict, *, new_data: bool = False) -> None:
     """Store a slot's metadata (a decoded record: the entry's fields, ``bucket``, ``key``,
     ``shard``, ``data``) as the write's ``.meta`` file on ``disk``, which ``read_slot`` finds
     when the record is gone. A cluster's compaction and heal do this instead of appending a
     new record and pointing the entry at it: the entry lives in the replicated index, where
     changing it would race with writes of the same key through other nodes (last writer
-    wins), so a write's record locations are fixed when it commits."""
+    wins), so a write's record locations are fixed when it commits. ``new_data`` (a heal: the
+    slot's data was not on this disk) is refused below the disk's reserve (``DiskFull``);
+    compaction's copy of a record the disk holds may go into it."""
     payload = {f: v for f, v in meta.items() if f not in (LOG_FIELD, "z")}
-    await disk.write_file(paths.meta_path(bucket, key, payload["wid"]), encode_meta_file(payload), sync=store.sync)
+    await disk.write_file(paths.meta_path(bucket, key, payload["wid"]), encode_meta_file(payload), sync=store.sync,
+                          new_data=new_data)
 
 
 async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks: list,
@@ -294,9 +297,11 @@ async def install(store: "Store", bucket: str, key: str, entry: dict, disks: lis
         for t in targets:
             meta = {f: v for f, v in entry.items() if f != LOG_FIELD}
             meta.update(bucket=bucket, key=key, shard=t, data=inline[t])
-            try:
-                await relocate(store, bucket, key, disks[t], meta)
+            try:  # (a rebuilt slot is new data on its disk: not into the reserve kept for deletions)
+                await relocate(store, bucket, key, disks[t], meta, new_data=True)
                 done.append(t)
+            except DiskFull as exc:
+                log.info("disk %s: %s/%s stays degraded until it has room: %s", disks[t].endpoint, bucket, key, exc)
             except DiskError as exc:
                 log.warning("disk %s: %s", disks[t].endpoint, exc)
         return done

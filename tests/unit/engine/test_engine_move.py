@@ -1,6 +1,6 @@
 """A migration's copy of an object onto the disks of a newer placement (engine/move.py): the
 new disks' free-space reserve holds for small objects as it does for shard files, and a copy
-refused for want of space leaves nothing behind. A real store over real directories; the new
+refused for want of space leaves nothing behind; a heal's rebuilt slot keeps out of the reserve too. A real store over real directories; the new
 placement is a permutation of its own disks (every slot changes, so the object is copied
 whole under a fresh write id)."""
 
@@ -83,5 +83,45 @@ async def test_the_vacated_disks_records_are_released_with_them(tmp_disks) -> No
             with pytest.raises(CorruptData):  # read as zeros
                 await disk.read_record(loc)
         await move.remove_shards(store, "bkt", "k", copy.wid, store.disks_for(new_disks))
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("size", ["inline", "shards"])
+async def test_a_heal_does_not_rebuild_into_a_disks_reserve(tmp_disks, monkeypatch, size) -> None:
+    """A slot lost on a disk at its free-space reserve is not rebuilt there: the object stays
+    degraded (and reads) until the disk has room, then heals. Before, an inline object's
+    metadata file (and on a cluster a small object's relocated record) went into the reserve
+    kept for deletions: a cluster whose first disk refused writes healed them onto it until it
+    had 120 KB of its 1.6 MB reserve left (tests/cluster/test_disk_full_cluster.py)."""
+    from buckets.engine.heal import heal_object
+
+    paths = tmp_disks(4)
+    store = await Store.open(paths, **OPTS, small_log=False)
+    try:
+        await store.make_bucket("bkt")
+        body = content("k", INLINE // 2 if size == "inline" else 3 * BLOCK)
+        await store.put_object("bkt", "k", body, len(body))
+        entry = store.registry.get_object("bkt", "k")
+        assert bool(entry.get("inline")) == (size == "inline")
+        lost = store.disks_for(entry["disks"])[0]
+        ours = [f for f in written_files([lost.root]) if entry["wid"] in f]
+        assert ours
+        for f in sorted(ours, reverse=True):
+            os.remove(f)
+        before = written_files(paths)
+        monkeypatch.setattr(local, "disk_reserve", 100.0)  # every byte of every disk is reserve
+        for d in store.disks:
+            d._space = None
+        healed = await heal_object(store, "bkt", "k", deep=True)
+        assert healed.bad == [0] and healed.repaired == [] and healed.failed == [0], healed
+        assert written_files(paths) == before  # nothing went into the reserve
+        assert await get_bytes(store, "bkt", "k") == body  # degraded, and it reads
+        monkeypatch.setattr(local, "disk_reserve", 0.0)
+        for d in store.disks:
+            d._space = None
+        healed = await heal_object(store, "bkt", "k", deep=True)
+        assert healed.repaired == [0], healed
+        assert (await heal_object(store, "bkt", "k", deep=True)).bad == []
     finally:
         await store.close()
