@@ -126,6 +126,9 @@ class ClusterNode:
     _tolerates: tuple | None = None  # (table, members, node failures tolerated, disks placed): ``layout_status``
     levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
     _level_watch: asyncio.Task | None = None
+    # (generation, monotonic time) a committed generation was first seen without its migration
+    # job here (``membership.start_missed_migration``)
+    unstarted_since: tuple[int, float] | None = None
 
     # -- 1. wiring ------------------------------------------------------------------------
     @classmethod
@@ -777,6 +780,7 @@ class ClusterNode:
                     self._adopt(topology, store)
                 if loop.time() >= next_finish:
                     next_finish = loop.time() + 1.0
+                    await membership.start_missed_migration(self)
                     await membership.finish_removals(self)
                     await membership.finish_disk_removals(self)
                     await membership.run_queued(self)

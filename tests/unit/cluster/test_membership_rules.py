@@ -5,6 +5,7 @@ peers from."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,6 +79,35 @@ async def test_a_change_while_a_migration_runs_is_queued_then_applied_in_order(n
     assert [c["endpoint"] for c in membership.queued_changes(snapshot)] == [third.endpoint]
     await membership.run_queued(node)  # the second waits for the first's migration
     assert control.snapshot.generation == 3
+
+
+async def test_a_generation_committed_without_its_migration_gets_one(node) -> None:
+    """An add-node whose proposer stopped between its two commits (the generation, then its
+    migration's job) left the new generation without a job: the leader starts it once the
+    generation has gone the grace period without one, from the last job's generation."""
+    control = node.control
+    other = node_record("127.0.0.8", 9000)
+    await control.propose_generation([*control.snapshot.topology.nodes, other], timeout=10)
+    assert control.snapshot.generation == 2 and "migration" not in control.snapshot.jobs  # the proposer stopped here
+    assert await membership.start_missed_migration(node, grace=0.2) is None  # first seen: its proposer may be starting it
+    assert "migration" not in control.snapshot.jobs
+    await asyncio.sleep(0.3)
+    started = await membership.start_missed_migration(node, grace=0.2)
+    assert started is not None and (started["from_gen"], started["to_gen"], started["state"]) == (1, 2, "running")
+    job = control.snapshot.jobs["migration"]
+    assert job.value["to_gen"] == 2
+    assert await membership.start_missed_migration(node, grace=0.0) is None  # it runs: nothing more
+    # Done, then a generation committed and its job lost again: started from the done job's generation.
+    await control.apply("put_job", key="migration", value=dict(job.value, state="done"), expected_version=job.version)
+    third = node_record("127.0.0.9", 9000)
+    await control.propose_generation([*control.snapshot.topology.nodes, third], timeout=10)
+    assert control.snapshot.generation == 3
+    assert await membership.start_missed_migration(node, grace=0.0) is None  # first seen
+    started = await membership.start_missed_migration(node, grace=0.0)
+    assert (started["from_gen"], started["to_gen"]) == (2, 3)
+    # A generation whose proposer started its job (the normal case) is left alone.
+    assert await membership.start_missed_migration(node, grace=0.0) is None
+    assert control.snapshot.jobs["migration"].value["to_gen"] == 3
 
 
 async def test_bad_changes_are_refused_with_typed_errors(node) -> None:
