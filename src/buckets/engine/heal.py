@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from buckets.engine import crypto, paths, smalllog
 from buckets.engine.ids import new_id
-from buckets.engine.meta import decode_meta_file
 from buckets.erasure import ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, DiskFull
 

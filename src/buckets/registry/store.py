@@ -384,7 +384,6 @@ class Registry:
             raise _typed_failure(exc, self.path) from None
 
     async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
@@ -1035,7 +1034,6 @@ class Registry:
                     return objects, prefixes, False
 
     async def list_objects(self, *args, **kwargs):
-        loop = asyncio.get_running_loop()
         return await self._read_pool.run(lambda: self.scan_objects(*args, **kwargs))
 
     def bucket_has_objects(self, bucket: str) -> bool:
