@@ -591,8 +591,9 @@ async def start_missed_migration(node: Any, *, grace: float = UNSTARTED_GRACE) -
     (its leader died, it lost its majority, a restart) left the new generation without a job:
     the added disks would only ever get new writes, the bucket indexes would stay on the old
     replica sets, and `cluster migration` would still say the previous one is done. Once such
-    a generation has gone ``grace`` seconds without its job (the proposer's own start comes
-    within milliseconds), it is started here. The job started, or None."""
+    a generation was committed ``grace`` seconds ago (its ``created``; the proposer's own start
+    comes within milliseconds, and a start from both is one job), it is started here. The job
+    started, or None."""
     from buckets.cluster.migration import ACTIVE_STATES, start_migration
 
     if leading(node.control) is None:
@@ -602,20 +603,13 @@ async def start_missed_migration(node: Any, *, grace: float = UNSTARTED_GRACE) -
     record = snapshot.jobs.get(JOB_KEY)
     job = record.value if record is not None and isinstance(record.value, dict) else None
     if job is not None and (job.get("state") in ACTIVE_STATES or job.get("to_gen", 0) >= topology.generation):
-        node.unstarted_since = None
         return None
     if job is None and topology.generation <= 1:
         return None  # a cluster's first generation has nothing to migrate from
-    seen = getattr(node, "unstarted_since", None)
-    now = time.monotonic()
-    if seen is None or seen[0] != topology.generation:
-        node.unstarted_since = (topology.generation, now)
-        return None
-    if now - seen[1] < grace:
+    if time.time() - topology.current.created < grace:
         return None
     from_gen = job["to_gen"] if job is not None and isinstance(job.get("to_gen"), int) else topology.generation - 1
     started = await start_migration(node, from_gen, topology.generation)
-    node.unstarted_since = None
     log.warning("generation %d was committed without its migration (its proposer stopped between the two "
                 "commits): the migration from generation %d is started now", topology.generation, from_gen)
     return started

@@ -126,9 +126,6 @@ class ClusterNode:
     _tolerates: tuple | None = None  # (table, members, node failures tolerated, disks placed): ``layout_status``
     levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
     _level_watch: asyncio.Task | None = None
-    # (generation, monotonic time) a committed generation was first seen without its migration
-    # job here (``membership.start_missed_migration``)
-    unstarted_since: tuple[int, float] | None = None
 
     # -- 1. wiring ------------------------------------------------------------------------
     @classmethod

@@ -32,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
+from buckets.errors import ServiceUnavailable
 from buckets.obs.access import OPS_API, OPS_ERROR_CODE
 from buckets.obs.metrics import ServerMetrics, write_quorum
 
@@ -99,8 +100,6 @@ def serving_refusal(store: Any) -> Exception | None:
     node = getattr(store, "cluster_node", None)
     if node is None:
         return None
-    from buckets.errors import ServiceUnavailable
-
     if getattr(node, "removed", False):
         return ServiceUnavailable("This node was removed from the cluster: send requests to another node.")
     if control_behind(store):
