@@ -55,6 +55,7 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
         s3 = srv.client()  # boto3's defaults: it retries 503s, not a 507
         s3.create_bucket(Bucket="full")
         s3.put_object(Bucket="full", Key="kept-small", Body=b"k" * 3000)  # a record in each disk's log
+        upload = s3.create_multipart_upload(Bucket="full", Key="multi")["UploadId"]  # begun with room
         big, refused = _fill(s3, "full", "big", MiB, 200)
         assert len(big) >= 20, len(big)
         assert error_of_client(refused) == ("StorageFull", 507), refused.response
@@ -75,8 +76,12 @@ def test_a_full_store_refuses_new_data_with_507_and_still_deletes(small_disks: P
         info = AdminClient(srv.endpoint, ROOT_USER, ROOT_PASSWORD).call("GET", "info")
         assert sum(d["state"] == "full" for d in info["disks"]) >= 2, info["disks"]
         assert all(d["free"] < d["reserve"] + 2 * MiB for d in info["disks"]), info["disks"]
-        # A multipart upload starts (a small record), its part is refused.
-        upload = s3.create_multipart_upload(Bucket="full", Key="multi")["UploadId"]
+        # A new multipart upload is refused at its start: its record is new data, kept out of
+        # the reserve (its parts would be refused anyway). The one begun before: its part is refused.
+        with pytest.raises(ClientError) as created:
+            s3.create_multipart_upload(Bucket="full", Key="multi-new")
+        assert error_of(created) == ("StorageFull", 507)
+        assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="full").get("Uploads", [])] == [upload]
         with pytest.raises(ClientError) as part:
             s3.upload_part(Bucket="full", Key="multi", UploadId=upload, PartNumber=1, Body=os.urandom(MiB))
         assert error_of(part) == ("StorageFull", 507)

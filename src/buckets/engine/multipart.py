@@ -55,11 +55,13 @@ async def _upload(self: "Store", bucket: str, key: str, upload_id: str) -> dict:
     return rec
 
 
+@space.notes_full
 async def create_multipart_upload(self: "Store", bucket: str, key: str,
                                   opts: PutOptions | None = None) -> UploadInfo:
     opts = opts or PutOptions()
     check_object_key(key)
     bucket_rec = await self._require_bucket(bucket)
+    self.catalog.check_room(bucket)  # see Store.put_object: an upload's entry is new data too
     # One data key for the whole upload, sealed in its record; each part is its own packages.
     sse = opts.sse if opts.sse is not None else crypto.bucket_default(bucket_rec)
     _, sse_rec = await crypto.begin_write(self, sse, bucket, key) if sse is not None else (None, None)
@@ -84,11 +86,24 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
     if sse_rec is not None:
         rec["sse"] = sse_rec
     # On the disks first (a rebuild's source), then in the registry (the commit point).
+    # New data: not into a disk's free-space reserve, which is kept for deletions (as a PUT's
+    # pieces are not); a quorum lost only for want of space is ``StorageFull``.
     disks = self.disks_for(rec["disks"])
     meta = encode_meta_file({f: v for f, v in rec.items() if f != "parts"})
-    stored = await self._on_disks(lambda d: d.write_file(paths.upload_meta(upload_id), meta, sync=self.sync), disks)
+    full: list[int] = []
+
+    async def write(d) -> None:
+        try:
+            await d.write_file(paths.upload_meta(upload_id), meta, sync=self.sync, new_data=True)
+        except errors.DiskFull:
+            full.append(1)
+            raise
+
+    stored = await self._on_disks(write, disks)
     if stored < self._write_quorum(k, m):
         await self._on_disks(lambda d: d.delete(paths.upload_dir(upload_id), recursive=True), disks)
+        if stored + len(full) >= self._write_quorum(k, m):
+            raise errors.StorageFull()
         raise errors.WriteQuorumLost(f"Write quorum lost: the upload's record reached {stored} of {k + m} disks, "
                                      f"{self._write_quorum(k, m)} needed")
     await self.catalog.create_upload(bucket, upload_id, rec)

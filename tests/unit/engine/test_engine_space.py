@@ -104,3 +104,41 @@ async def test_records_are_released_at_once_only_while_space_is_short(store, mon
     store.disks[2].near_full = False
     store.disks[1].refused_at = time.monotonic()  # a disk refused new data (another node's write)
     assert space.releases_space(store) and space.short_of_space(store)
+
+
+async def test_an_upload_is_not_created_into_the_disks_reserve(store, bucket, disk_paths, monkeypatch) -> None:
+    """CreateMultipartUpload writes its record beside the parts (a rebuild's source): new data,
+    refused as a PUT is (507 StorageFull) where the disks are at their free-space reserve, kept
+    for deletions, with nothing left behind; once there is room it is created as before."""
+    import glob
+    import os
+
+    from buckets.engine import paths
+    from buckets.storage import local
+
+    monkeypatch.setattr(store.catalog, "check_room", lambda bucket: None)  # the disks' own check
+    monkeypatch.setattr(local, "disk_reserve", 100.0)  # every byte of every disk is reserve
+    for d in store.disks:
+        d._space = None
+    with pytest.raises(errors.StorageFull):
+        await store.create_multipart_upload(bucket, "k")
+    assert store.short_of_space_until > time.monotonic()
+    assert await store.catalog.list_uploads(bucket) == []
+    assert [f for root in disk_paths for f in glob.glob(os.path.join(root, paths.MULTIPART_DIR, "**"), recursive=True)
+            if os.path.isfile(f)] == []  # nothing half-made
+
+    monkeypatch.setattr(local, "disk_reserve", 0.0)
+    for d in store.disks:
+        d._space = None
+    upload = await store.create_multipart_upload(bucket, "k")
+    assert [u["uid"] for u in await store.catalog.list_uploads(bucket)] == [upload.upload_id]
+
+
+async def test_an_upload_is_not_created_while_the_registrys_disk_is_full(store, bucket, monkeypatch) -> None:
+    def no_room(bucket: str) -> None:
+        raise errors.StorageFull()
+
+    monkeypatch.setattr(store.catalog, "check_room", no_room)
+    with pytest.raises(errors.StorageFull):
+        await store.create_multipart_upload(bucket, "k")
+    assert await store.catalog.list_uploads(bucket) == []
