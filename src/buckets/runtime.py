@@ -28,7 +28,7 @@ import queue
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 _M_TRIM_THRESHOLD = -1
@@ -293,6 +293,28 @@ async def cancel_and_wait(task: "asyncio.Future", attempts: int = 20, patience: 
         return
     if not task.cancelled() and task.exception() is not None:
         logging.getLogger(__name__).debug("background task ended with %r while stopping", task.exception())
+
+
+async def cancel_all_and_wait(futures: Iterable[asyncio.Future]) -> None:
+    """Cancel ``futures`` and wait until every one has ended (its own cleanup done), retrieving
+    their outcomes: how a reader lets go of the reads it started ahead. A cancel of the caller
+    that arrives meanwhile is raised once they have all ended, not lost (a bare ``await`` of
+    each inside ``except BaseException: pass`` swallowed it: the caller went on as if it had
+    not been cancelled)."""
+    futures = [f for f in futures]
+    for f in futures:
+        f.cancel()
+    cancelled = False
+    for f in futures:
+        while not f.done():
+            try:
+                await asyncio.wait({f})
+            except asyncio.CancelledError:
+                cancelled = True  # ours: the reads still end first
+        if not f.cancelled():
+            f.exception()  # retrieved: not logged as never retrieved
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def wait_for(aw: Any, timeout: float | None) -> Any:

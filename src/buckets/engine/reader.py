@@ -25,7 +25,7 @@ from buckets.engine import crypto, paths, smalllog
 from buckets.engine.types import ByteRange, ObjectInfo
 from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, ReadQuorumLost
-from buckets.runtime import run_in
+from buckets.runtime import cancel_all_and_wait, run_in
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -111,8 +111,14 @@ class ObjectReader:
     async def _iterate(self) -> AsyncIterator[bytes]:
         try:
             if self._plan is None:
-                async for chunk in self._iterate_spans():
-                    yield chunk
+                # Closed explicitly: the reads it started ahead end before this write is
+                # unpinned (a generator merely dropped is closed whenever the loop gets to it).
+                plain = self._iterate_spans()
+                try:
+                    async for chunk in plain:
+                        yield chunk
+                finally:
+                    await plain.aclose()
             else:
                 spans = self._iterate_spans()
                 try:
@@ -164,13 +170,7 @@ class ObjectReader:
                     yield block if (a == 0 and b == len(block)) else block[a:b]
                 del blocks
         finally:
-            for fut in pending:
-                fut.cancel()
-            for fut in pending:
-                try:
-                    await fut
-                except BaseException:
-                    pass
+            await cancel_all_and_wait(pending)
 
     def _spans(self):
         """(part number, geometry, first block, last block+1, lo, hi) per read, in order."""
