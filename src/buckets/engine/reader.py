@@ -81,6 +81,7 @@ class ObjectReader:
         # (slot, part number), None where the slot reads span by span.
         self._streams: dict[tuple[int, int], Any] = {}
         self._part_ends: dict[int, int] = {}  # part number -> the last block this read needs + 1
+        self._iterator: Any = None  # the iteration ``__aiter__`` began (``aclose`` closes it)
         # Pin this write: an overwrite or delete waits for us before removing its files.
         self._ident: tuple[str, str, str] | None = (bucket, key, entry["wid"])
         store.read_started(self._ident)
@@ -101,10 +102,17 @@ class ObjectReader:
             pass
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
+        self._iterator = self._iterate()
+        return self._iterator
 
     async def aclose(self) -> None:
+        """Stop reading and let go of the write. An iteration begun and not finished (a copy
+        whose destination failed: its writer stopped reading) is closed first, so the span it
+        was reading ahead ends before the write is unpinned."""
         self._closed = True
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None and not iterator.ag_running:
+            await iterator.aclose()
         self._release()
 
     # -- iteration ----------------------------------------------------------------------

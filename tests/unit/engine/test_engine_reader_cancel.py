@@ -45,3 +45,38 @@ async def test_a_cancel_of_the_task_closing_a_reader_is_raised_after_its_reads_e
         pass
     assert ended == ["span"]  # the read ended before the closing task did
     assert closing.cancelled()  # and the cancel reached the closing task
+
+
+async def test_closing_a_reader_whose_consumer_stopped_ends_its_read_ahead_first(store, bucket) -> None:
+    """A copy's writer that failed stops iterating its source without closing the iteration:
+    the reader's own ``aclose`` (the handler's ``finally``) closes it, so the span read ahead
+    ends before the write is unpinned."""
+    size = 3 << 20
+    await store.put_object(bucket, "k", content("k", size), size)
+    reader = await store.get_object(bucket, "k")
+    ended: list[str] = []
+    read_span = reader._read_span
+
+    async def slow_span(*args):
+        if args[2] == 0:
+            return await read_span(*args)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            ended.append("span")
+            raise
+
+    reader._read_span = slow_span
+
+    async def consume_one() -> None:  # as a writer that failed after its first block
+        async for _chunk in reader:
+            break
+
+    await consume_one()
+    await asyncio.sleep(0.05)
+    ident = (bucket, "k", reader.entry["wid"])
+    assert ended == [] and ident in store._active_reads  # the write is pinned, a span in flight
+    await reader.aclose()
+    assert ended == ["span"]  # the read ahead ended before the close returned
+    assert ident not in store._active_reads
