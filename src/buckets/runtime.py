@@ -301,7 +301,7 @@ async def cancel_all_and_wait(futures: Iterable[asyncio.Future]) -> None:
     that arrives meanwhile is raised once they have all ended, not lost (a bare ``await`` of
     each inside ``except BaseException: pass`` swallowed it: the caller went on as if it had
     not been cancelled)."""
-    futures = [f for f in futures]
+    futures = list(futures)
     for f in futures:
         f.cancel()
     cancelled = False

@@ -90,13 +90,13 @@ async def create_multipart_upload(self: "Store", bucket: str, key: str,
     # pieces are not); a quorum lost only for want of space is ``StorageFull``.
     disks = self.disks_for(rec["disks"])
     meta = encode_meta_file({f: v for f, v in rec.items() if f != "parts"})
-    full: list[int] = []
+    full = []  # the disks that refused it for want of space
 
     async def write(d) -> None:
         try:
             await d.write_file(paths.upload_meta(upload_id), meta, sync=self.sync, new_data=True)
         except errors.DiskFull:
-            full.append(1)
+            full.append(d)
             raise
 
     stored = await self._on_disks(write, disks)

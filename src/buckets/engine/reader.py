@@ -117,27 +117,20 @@ class ObjectReader:
 
     # -- iteration ----------------------------------------------------------------------
     async def _iterate(self) -> AsyncIterator[bytes]:
+        # The spans are closed explicitly: the reads they started ahead end before this write
+        # is unpinned (a generator merely dropped is closed whenever the loop gets to it).
+        spans = self._iterate_spans()
         try:
-            if self._plan is None:
-                # Closed explicitly: the reads it started ahead end before this write is
-                # unpinned (a generator merely dropped is closed whenever the loop gets to it).
-                plain = self._iterate_spans()
-                try:
-                    async for chunk in plain:
-                        yield chunk
-                finally:
-                    await plain.aclose()
-            else:
-                spans = self._iterate_spans()
-                try:
-                    async for chunk in self._plan.decrypt(spans, self.store.cpu):
-                        if self._closed:
-                            return
-                        yield chunk
-                finally:
-                    await spans.aclose()
+            source = spans if self._plan is None else self._plan.decrypt(spans, self.store.cpu)
+            async for chunk in source:
+                if self._closed:
+                    return
+                yield chunk
         finally:
-            self._release()
+            try:
+                await spans.aclose()
+            finally:
+                self._release()
 
     async def _iterate_spans(self) -> AsyncIterator[bytes]:
         """The stored bytes [_start, _end) (plaintext, unless the object is encrypted)."""
