@@ -17,28 +17,32 @@ async def test_a_cancel_of_the_task_closing_a_reader_is_raised_after_its_reads_e
     await store.put_object(bucket, "k", content("k", size), size)
     reader = await store.get_object(bucket, "k")
     ended: list[str] = []
+    started, cleaning, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
     read_span = reader._read_span
 
     async def slow_span(*args):
         if args[2] == 0:  # the first span reads as usual
             return await read_span(*args)
+        started.set()
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
-            await asyncio.sleep(0.3)  # letting go of its shard streams takes a while
+            cleaning.set()
+            await release.wait()  # letting go of its shard streams takes a while
             ended.append("span")
             raise
 
     reader._read_span = slow_span
     chunks = reader.__aiter__()
     first = await chunks.__anext__()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(started.wait(), 30)
     assert first and ended == []  # the second span's read is in flight
 
     closing = asyncio.ensure_future(chunks.aclose())
-    await asyncio.sleep(0.1)  # the reader now waits for the read it cancelled
+    await asyncio.wait_for(cleaning.wait(), 30)  # the reader cancelled the read and waits for it
     assert not closing.done()
-    closing.cancel()
+    closing.cancel()  # delivered before the read is released (its wake-up is queued first)
+    release.set()
     try:
         await closing
     except asyncio.CancelledError:
@@ -57,9 +61,12 @@ async def test_closing_a_reader_whose_consumer_stopped_ends_its_read_ahead_first
     ended: list[str] = []
     read_span = reader._read_span
 
+    started = asyncio.Event()
+
     async def slow_span(*args):
         if args[2] == 0:
             return await read_span(*args)
+        started.set()
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
@@ -74,7 +81,7 @@ async def test_closing_a_reader_whose_consumer_stopped_ends_its_read_ahead_first
             break
 
     await consume_one()
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(started.wait(), 30)
     ident = (bucket, "k", reader.entry["wid"])
     assert ended == [] and ident in store._active_reads  # the write is pinned, a span in flight
     await reader.aclose()
