@@ -41,6 +41,7 @@ from buckets.cluster.index import JUDGED, IndexPlacement, ReplicatedIndex
 from buckets.placement import PartitionTable
 from buckets.registry import Op
 from buckets.registry.store import POLICY_PREFIX
+from buckets.runtime import wait_for
 
 log = logging.getLogger("buckets.cluster.catalog")
 
@@ -216,7 +217,7 @@ def applied_waiter(snapshot: Callable[[], ControlSnapshot], ask: Callable[[str],
         topology = snapshot().topology
         pending = [n.node_id for n in topology.nodes if n.state != "removed"] if topology is not None else []
         while pending:
-            answers = await asyncio.gather(*(asyncio.wait_for(ask(n), ask_timeout) if ask_timeout else ask(n)
+            answers = await asyncio.gather(*(wait_for(ask(n), ask_timeout) if ask_timeout else ask(n)
                                              for n in pending), return_exceptions=True)
             behind = []
             for node, got in zip(pending, answers):

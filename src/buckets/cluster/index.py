@@ -36,7 +36,7 @@ from typing import Any
 
 import xxhash
 
-from buckets.runtime import cancel_and_wait
+from buckets.runtime import cancel_and_wait, wait_for
 from buckets import errors
 from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Promises, promise_answer
 from buckets.cluster.leases import holders as lease_holders
@@ -1021,13 +1021,14 @@ class ReplicatedIndex:
         """One call to a replica (this node's own: directly), within ``self.timeout`` or the
         shorter ``timeout``. (One ``wait_for``, not one around another: an outer one cancelled
         while the inner call had just failed left that failure in a task nobody retrieved,
-        logged as "Task exception was never retrieved".)"""
+        logged as "Task exception was never retrieved".) ``runtime.wait_for``, not 3.11's
+        ``asyncio.wait_for``: the call runs in the caller's task (no task of its own per call)
+        and a cancel of the caller that lands as the call finishes is raised, not lost."""
         if node == self.node_id:
-            call = self.local.handlers()[method](args)
-            answer = await (call if timeout is None else asyncio.wait_for(call, timeout))
+            answer = await wait_for(self.local.handlers()[method](args), timeout)
         else:
-            answer = await asyncio.wait_for(self.transport(node, method, args),
-                                            self.timeout if timeout is None else min(timeout, self.timeout))
+            answer = await wait_for(self.transport(node, method, args),
+                                    self.timeout if timeout is None else min(timeout, self.timeout))
         if method == "merge" and isinstance(answer, dict):
             if answer.get("room") is False:
                 if node not in self._full:
