@@ -310,7 +310,7 @@ SCENARIOS = {
         Scenario("upload-part", _open_with_bucket, _upload_part, rebuild=True),
         Scenario("multipart-complete", _open_with_bucket, _multipart, rebuild=True),
         Scenario("overwrite", _overwrite_setup, _overwrite),
-        Scenario("delete", _overwrite_setup, _delete),
+        Scenario("delete", _overwrite_setup, _delete, rebuild=True),
         Scenario("copy", _overwrite_setup, _copy),
         Scenario("heal-repair", _heal_setup, _heal),
         Scenario("orphan-sweep", _sweep_setup, _sweep),

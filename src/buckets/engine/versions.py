@@ -321,9 +321,24 @@ async def _add_delete_marker(self: "Store", bucket: str, key: str, bucket_rec: d
 
 async def _remove_then_forget(self: "Store", bucket: str, key: str, entry: dict, marker: dict, disks: list) -> None:
     """After an unversioned delete: remove the object's files, then the marker that told a
-    registry rebuild the key is gone (the orphan sweep removes it if this never runs)."""
-    await self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
-                             locs=entry.get(smalllog.LOG_FIELD))
+    registry rebuild the key is gone (the orphan sweep removes it if this never runs).
+
+    The marker may go only once the object's removal is durable, or a power cut in between
+    can keep the marker's removal and lose the object's, and a registry rebuilt from the disks
+    brings the key back. With the record log on, the object's kill records are appended
+    before the marker's on each disk, and appends to a log are durable in order. Without it
+    both removals are unlinks in the key's directory, which a file system need not make
+    durable in order (ext4's journal happens to), so that directory is fsynced on each of the
+    object's disks first; where that fails the marker stays, for the orphan sweep."""
+    obj_disks = self.disks_for(entry["disks"])
+    await self._remove_write(bucket, key, entry["wid"], obj_disks, locs=entry.get(smalllog.LOG_FIELD))
+    if self.sync and not self.small_log:
+        where = paths.object_dir(bucket, key)
+        targets = [d for d in obj_disks if d is not None and d.online]
+        if await self._on_disks(lambda d: d.fsync_dir(where), targets) < len(targets):
+            log.warning("%s/%s: the delete marker is kept (the removal of the object it replaced is not known "
+                        "durable on every disk); the orphan sweep removes it", bucket, key)
+            return
     await self._remove_write(bucket, key, marker["wid"], disks, locs=marker.get(smalllog.LOG_FIELD))
 
 
