@@ -123,7 +123,7 @@ def store_options(**extra) -> dict:
 @dataclass
 class Op:
     id: int
-    kind: str  # put, delete, acl, bucket, create_upload, part, complete, maintenance
+    kind: str  # put, delete, acl, bucket, drop_bucket, create_upload, part, complete, maintenance
     bucket: str = ""
     key: str = ""
     value: Value = None  # what the key holds once this op took effect
@@ -204,10 +204,15 @@ class Run:
             self.baseline[(op.bucket, op.key)] = op.value
         elif op.kind == "bucket":
             self.baseline_buckets.add(op.bucket)
+        elif op.kind == "drop_bucket":
+            self.baseline_buckets.discard(op.bucket)
         return result
 
     async def make_bucket(self, name: str = BUCKET, settings: dict | None = None) -> None:
         await self.op(Op(0, "bucket", name), lambda: self.store.make_bucket(name, settings=settings))
+
+    async def delete_bucket(self, name: str) -> None:
+        await self.op(Op(0, "drop_bucket", name), lambda: self.store.delete_bucket(name))
 
     # -- versioned buckets: the model follows each op as it completes (ops on one key are
     # sequential in every scenario, so the state after each is well defined) --------------------
@@ -360,6 +365,7 @@ class Expect:
     # cut and not acknowledged: after a registry rebuild (only then), each may come back while
     # its files remain
     revivable: tuple = ()
+    gone: frozenset = frozenset()  # buckets whose DeleteBucket was acknowledged: must not exist
 
 
 class Oracle:
@@ -389,6 +395,8 @@ class Oracle:
             acks = [(s, a) for s, a, _ in cands if a != float("inf")]
             allowed[bk] = {v for s, a, v in cands if not any(s2 > a for s2, a2 in acks)}
         buckets = set(run.baseline_buckets) | {o.bucket for o in started if o.kind == "bucket" and acked(o)}
+        buckets -= {o.bucket for o in started if o.kind == "drop_bucket"}  # in flight: either
+        gone = frozenset(o.bucket for o in started if o.kind == "drop_bucket" and acked(o))
         uploads = []
         for create in (o for o in started if o.kind == "create_upload" and acked(o)):
             uid = create.upload
@@ -401,8 +409,8 @@ class Oracle:
                           if o.kind == "vdelete" and o.revive and not acked(o))
         key = (tuple(sorted((bk, tuple(sorted(v, key=repr))) for bk, v in allowed.items())), tuple(sorted(buckets)),
                tuple((u.upload, tuple(p.number for p in u.parts), u.must_exist, u.must_be_gone) for u in uploads),
-               revivable)
-        return Expect(allowed, buckets, uploads, key, self.versioned, revivable)
+               revivable, tuple(sorted(gone)))
+        return Expect(allowed, buckets, uploads, key, self.versioned, revivable, gone)
 
 
 def with_revivals(allowed: set, revive: list[tuple]) -> set:
@@ -669,6 +677,9 @@ async def check_state(model: CrashModel, state: CrashState, expect: Expect, work
         for b in sorted(expect.buckets):
             if not await store.bucket_exists(b):
                 problems.append(f"acknowledged bucket {b} is gone")
+        for b in sorted(expect.gone):
+            if await store.bucket_exists(b):
+                problems.append(f"bucket {b} is back after its DeleteBucket was acknowledged")
         values = await _read_all(store, expect)
         for bk, v in values.items():
             if v not in allowed[bk]:

@@ -67,6 +67,28 @@ async def _delete(run: Run) -> None:
     await run.delete("tiny")
 
 
+# -- DeleteBucket ----------------------------------------------------------------------------------
+async def _drop_setup(run: Run) -> None:
+    await _open_with_bucket(run)
+    await emptied_bucket(run)
+
+
+async def emptied_bucket(run: Run) -> None:
+    """Bucket ``gone``, whose objects (a streamed and an inline one) were deleted."""
+    await run.make_bucket("gone")
+    await run.put("large", body("large-v1", LARGE), bucket="gone")
+    await run.put("small", body("small-v1", SMALL), bucket="gone")
+    await run.delete("large", bucket="gone")
+    await run.delete("small", bucket="gone")
+    await run.drain()  # the objects' and markers' removal
+
+
+async def drop_bucket(run: Run) -> None:
+    """DeleteBucket of ``gone``, then a small write into another bucket."""
+    await run.delete_bucket("gone")
+    await run.put("after", body("after", SMALL))
+
+
 # -- CopyObject -------------------------------------------------------------------------------------
 async def _copy(run: Run) -> None:
     await run.copy("obj", "copy", body("obj-v1", LARGE))
@@ -311,6 +333,7 @@ SCENARIOS = {
         Scenario("multipart-complete", _open_with_bucket, _multipart, rebuild=True),
         Scenario("overwrite", _overwrite_setup, _overwrite),
         Scenario("delete", _overwrite_setup, _delete, rebuild=True),
+        Scenario("delete-bucket", _drop_setup, drop_bucket, rebuild=True),
         Scenario("copy", _overwrite_setup, _copy),
         Scenario("heal-repair", _heal_setup, _heal),
         Scenario("orphan-sweep", _sweep_setup, _sweep),

@@ -18,6 +18,7 @@ import shutil
 import time
 
 from crash_harness import BUCKET, Run, Scenario, body
+from crash_scenarios import drop_bucket, emptied_bucket
 
 from buckets.engine import space
 from buckets.engine.heal import heal_object
@@ -75,6 +76,11 @@ async def _overwrite_delete(run: Run) -> None:
     await run.put("tiny", body("tiny-v2", SMALL + 10))  # a record replaces a record
     await run.put("obj", body("obj-v2", SMALL + 20))  # a record replaces files
     await run.delete("other")  # a marker record, then kill records
+
+
+async def _drop_setup(run: Run) -> None:
+    await _open_with_bucket(run)
+    await emptied_bucket(run)  # its objects' kill records in the log
 
 
 async def _acl(run: Run) -> None:
@@ -249,6 +255,7 @@ SCENARIOS = {
         Scenario("log-put", _sealed(_open_with_bucket), _put),
         Scenario("log-group-commit", _sealed(_open_with_bucket), _group_commit),
         Scenario("log-overwrite-delete", _sealed(_overwrite_setup), _overwrite_delete, rebuild=True),
+        Scenario("log-delete-bucket", _sealed(_drop_setup), drop_bucket, rebuild=True),
         Scenario("log-acl", _sealed(_overwrite_setup), _acl),
         Scenario("log-heal", _sealed(_heal_setup), _heal),
         Scenario("log-refill", _sealed(_refill_setup), _refill),

@@ -45,7 +45,7 @@ from buckets.placement import DiskSpec, PartitionTable, Topology, build_table, n
 from buckets.registry import Op, Registry
 from buckets.storage import Disk, LocalDisk
 from buckets.storage.disk import DiskInfo
-from buckets.storage.format import TMP_DIR, USERS_FILE
+from buckets.storage.format import DATA_DIR, TMP_DIR, USERS_FILE
 from buckets.runtime import Workers, wait_for
 
 log = logging.getLogger("buckets.engine")
@@ -405,6 +405,11 @@ class Store:
             await self._require_bucket(name)
             uploads = await self.catalog.delete_bucket(name)
             await self._on_disks(lambda d: d.delete(paths.bucket_dir(name), recursive=True))
+            if self.sync:
+                # Durable before the answer: a registry rebuilt from the disks makes a bucket of
+                # every ``.bucket.meta`` it finds, and a power cut could otherwise keep the
+                # directory on a disk and bring the deleted bucket back.
+                await self._on_disks(lambda d: d.fsync_dir(DATA_DIR))
             for u in uploads:
                 await self._on_disks(lambda d, u=u: d.delete(paths.upload_dir(u["uid"]), recursive=True))
 
