@@ -538,9 +538,6 @@ class ClusterCatalog:
     def take_records(self, bucket: str, key: str, wid: str) -> dict[int, bytes]:
         return self.index.take_records(bucket, key, wid)
 
-    # put_object(displaced=True) answers the entries the write replaced (Catalog protocol).
-    reports_displaced = True
-
     def check_room(self, bucket: str) -> None:
         """``StorageFull`` when an index replica of ``bucket`` has its registry's disk at its
         reserve (``ReplicatedIndex.check_room``): asked before a new object or part is written."""

@@ -615,10 +615,11 @@ class Store:
             try:
                 bucket_rec = await self._require_bucket(bucket)
                 versioned = versions.versioning_of(bucket_rec) is not None
-                # An unconditional write to an unversioned bucket on a cluster needs no read of
-                # the key first (a quorum read: one or two peer calls): the replicas say which
-                # write it replaced as they merge it.
-                blind = not conditional and not versioned and getattr(self.catalog, "reports_displaced", False)
+                # An unconditional write to an unversioned bucket needs no read of the key first:
+                # its commit says which write it replaced (one node: read in the same LMDB write
+                # transaction; a cluster: the replicas say so as they merge it, which saves a
+                # quorum read, one or two peer calls).
+                blind = not conditional and not versioned
                 if conditional and versioned:
                     # The check and the commit in one step (a cluster: under the key's lock on
                     # its replicas, so no write lands between them).
@@ -640,10 +641,6 @@ class Store:
                         log.info("%s/%s: a replica did not say which write this one replaced; "
                                  "its data is left to the orphan sweep", bucket, key)
                     replaced = displaced or []
-                else:
-                    old = await self.catalog.get_object(bucket, key)  # the write this one replaces
-                    await self.catalog.put_object(bucket, key, entry, small=small, finished_upload=finished_upload)
-                    replaced = [old] if old is not None and old["wid"] != entry["wid"] else []
             except errors.BucketsError as exc:  # precondition failed, or the bucket was deleted under us
                 if self.cluster is not None and isinstance(exc, errors.WriteQuorumLost) \
                         and not getattr(exc, "undone", False):

@@ -157,7 +157,8 @@ class Op:
     ts: tuple | None = None
     applied: bool = True  # merge_object: set False when a newer version was already stored
     # drop_entries: the keys it removed (for the cache); ``applied`` then says whether more remain.
-    # merge_object, applied: the entry it replaced (None: none, or a tombstone).
+    # merge_object, applied: the entry it replaced (None: none, or a tombstone); put_object and
+    # delete_object: the entry it replaced or removed (None: none).
     # lock_key: (entry or None, version or None) of the key as the lock found it.
     result: Any = None
     # merge_object: the version of what it replaced or, not applied, of what it found (an
@@ -449,8 +450,8 @@ class Registry:
         if kind == "put_object" or kind == "delete_object":
             if kind == "put_object" and txn.get(op.name.encode(), db=self.db["buckets"]) is None:
                 raise NoSuchBucket(resource=op.name, BucketName=op.name)
-            self._txn_set_object(txn, op.name, op.key, op.value if kind == "put_object" else None,
-                                 op.data, deltas)
+            op.result = self._txn_set_object(txn, op.name, op.key, op.value if kind == "put_object" else None,
+                                             op.data, deltas)
         elif kind == "put_version":
             self._txn_put_version(txn, op, deltas)
         elif kind == "delete_version":
@@ -560,9 +561,9 @@ class Registry:
         return lock
 
     def _txn_set_object(self, txn, bucket: str, key: str, entry: dict | None, data: bytes | None,
-                        deltas: dict[str, list[int] | None], old: Any = False) -> None:
+                        deltas: dict[str, list[int] | None], old: Any = False) -> dict | None:
         """Store ``entry`` for (bucket, key), or remove the key when it is None; keep the
-        usage counters and the small-object copy in step."""
+        usage counters and the small-object copy in step. Returns the entry it replaced."""
         if old is False:
             old = self._txn_get_object(txn, bucket, key)
         d = deltas.get(bucket) or [0, 0]
@@ -574,6 +575,7 @@ class Registry:
             d[0] += 1
             d[1] += entry.get("size", 0)
         self._txn_set_current(txn, bucket, key, entry, data, old)
+        return old
 
     # -- versions (versioned buckets) ----------------------------------------------------
     # The ``objects`` table holds each key's current version (an object or a delete marker,

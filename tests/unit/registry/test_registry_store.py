@@ -370,3 +370,23 @@ def test_an_lmdb_io_error_on_a_disk_out_of_space_is_storage_full(tmp_path, monke
                               real.f_favail, real.f_flag, real.f_namemax))
     monkeypatch.setattr(store.os, "statvfs", lambda path: full)
     assert isinstance(store._typed_failure(error, str(tmp_path)), StorageFull)
+
+
+async def test_a_put_or_delete_reports_the_entry_it_replaced(registry) -> None:
+    """A PUT learns which write it replaced from its commit (read in the same write
+    transaction), not from a lookup before it; a long key (several entries under one LMDB
+    record) too."""
+    long_key = "k" * (LONG + 10)
+    for key in ("k", long_key):
+        first = Op("put_object", "b", key, dict(entry(), wid="w1"))
+        await registry.commit([first])
+        assert first.result is None
+        second = Op("put_object", "b", key, dict(entry(), wid="w2"))
+        await registry.commit([second])
+        assert second.result["wid"] == "w1"
+        gone = Op("delete_object", "b", key)
+        await registry.commit([gone])
+        assert gone.result["wid"] == "w2"
+        again = Op("delete_object", "b", key)
+        await registry.commit([again])
+        assert again.result is None
