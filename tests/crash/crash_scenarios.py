@@ -67,6 +67,21 @@ async def _delete(run: Run) -> None:
     await run.delete("tiny")
 
 
+# -- DELETE after the record log was turned off ----------------------------------------------
+async def _log_off_setup(run: Run) -> None:
+    await run.open_store(small_log=True)
+    await run.make_bucket()
+    await run.put("tiny", body("tiny-v1", SMALL))  # records in the disks' logs
+    await run.put("obj", body("obj-v1", LARGE))
+    await run.close_store()
+    await run.open_store()  # restarted with the record log off: the markers are metadata files
+
+
+async def _log_off_delete(run: Run) -> None:
+    await run.delete("tiny")
+    await run.delete("obj")
+
+
 # -- DeleteBucket ----------------------------------------------------------------------------------
 async def _drop_setup(run: Run) -> None:
     await _open_with_bucket(run)
@@ -334,6 +349,7 @@ SCENARIOS = {
         Scenario("overwrite", _overwrite_setup, _overwrite),
         Scenario("delete", _overwrite_setup, _delete, rebuild=True),
         Scenario("delete-bucket", _drop_setup, drop_bucket, rebuild=True),
+        Scenario("delete-after-log-off", _log_off_setup, _log_off_delete, rebuild=True),
         Scenario("copy", _overwrite_setup, _copy),
         Scenario("heal-repair", _heal_setup, _heal),
         Scenario("orphan-sweep", _sweep_setup, _sweep),

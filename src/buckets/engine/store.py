@@ -727,9 +727,12 @@ class Store:
                             locs: list | None = None, kill: bool = True) -> None:
         """Delete one write's files once no GET is streaming them; metadata first, so no
         metadata outlives its data. A write in the disks' logs (``in_log``; None: not known, so
-        both when the log is on) gets a kill record on each disk instead (engine/smalllog.py),
-        and its records at ``locs`` (the entry's ``lg``) give their space back at once. ``kill``:
-        False when the kill records were written already (a version removed by id)."""
+        both when the log is on, or when ``locs`` says it is one) gets a kill record on each
+        disk instead (engine/smalllog.py), and its records at ``locs`` (the entry's ``lg``) give
+        their space back at once. ``kill``: False when the kill records were written already (a
+        version removed by id). (A write made with the log on and removed after a restart with
+        it off got no kill record: a registry rebuild then found its records and brought it
+        back.)"""
         slot = self._active_reads.get((bucket, key, wid))
         if slot is not None:
             try:
@@ -737,7 +740,7 @@ class Store:
             except asyncio.TimeoutError:
                 log.warning("removing %s/%s write %s with a reader still attached", bucket, key, wid)
 
-        if kill and (in_log or (in_log is None and self.small_log)):
+        if kill and (in_log or (in_log is None and (self.small_log or bool(locs)))):
             await smalllog.kill(self, bucket, key, wid, disks)
         if locs and space.releases_space(self):
             await smalllog.release(self, wid, disks, locs)

@@ -325,17 +325,27 @@ async def _remove_then_forget(self: "Store", bucket: str, key: str, entry: dict,
 
     The marker may go only once the object's removal is durable, or a power cut in between
     can keep the marker's removal and lose the object's, and a registry rebuilt from the disks
-    brings the key back. With the record log on, the object's kill records are appended
-    before the marker's on each disk, and appends to a log are durable in order. Without it
-    both removals are unlinks in the key's directory, which a file system need not make
-    durable in order (ext4's journal happens to), so that directory is fsynced on each of the
-    object's disks first; where that fails the marker stays, for the orphan sweep."""
+    brings the key back. A marker in the disks' logs (the record log on) is removed by a kill
+    record appended after the object's, and appends to a log are durable in order. A marker
+    that is a metadata file (the log off) is removed by an unlink, which a file system need
+    not order with anything before it (ext4's journal happens to), so the object's removal is
+    made durable first: its kill records synced (a write made while the log was on), or its
+    key's directory fsynced after the unlinks. Where that fails on a disk the marker stays, for
+    the orphan sweep."""
     obj_disks = self.disks_for(entry["disks"])
-    await self._remove_write(bucket, key, entry["wid"], obj_disks, locs=entry.get(smalllog.LOG_FIELD))
-    if self.sync and not self.small_log:
-        where = paths.object_dir(bucket, key)
+    locs = entry.get(smalllog.LOG_FIELD)
+    if smalllog.uses_log(marker) or not self.sync:
+        await self._remove_write(bucket, key, entry["wid"], obj_disks, locs=locs)
+    else:
         targets = [d for d in obj_disks if d is not None and d.online]
-        if await self._on_disks(lambda d: d.fsync_dir(where), targets) < len(targets):
+        if smalllog.uses_log(entry):
+            durable = await smalllog.kill(self, bucket, key, entry["wid"], targets, sync=True)
+            await self._remove_write(bucket, key, entry["wid"], obj_disks, in_log=True, kill=False, locs=locs)
+        else:
+            await self._remove_write(bucket, key, entry["wid"], obj_disks, locs=locs)
+            where = paths.object_dir(bucket, key)
+            durable = await self._on_disks(lambda d: d.fsync_dir(where), targets)
+        if durable < len(targets):
             log.warning("%s/%s: the delete marker is kept (the removal of the object it replaced is not known "
                         "durable on every disk); the orphan sweep removes it", bucket, key)
             return

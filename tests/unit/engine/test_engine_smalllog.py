@@ -466,6 +466,40 @@ async def test_objects_written_before_the_log_stay_readable(tmp_disks) -> None:
         await store.close()
 
 
+async def test_objects_written_with_the_log_and_deleted_after_it_was_turned_off_stay_deleted(tmp_disks) -> None:
+    """A small object written while the record log was on, deleted (or replaced by a delete
+    marker) after a restart with it off: its records got no kill record, and a registry
+    rebuilt from the disks brought it back (no power cut needed). Its removal is now recorded
+    in the log whatever the flag, synced before the delete marker (a metadata file now) goes."""
+    paths = tmp_disks(4)
+    store = await open_store(paths)
+    await store.make_bucket("bkt")
+    await store.make_bucket("vbk")
+    await store.set_versioning("vbk", "Enabled")
+    await store.put_object("bkt", "gone", b"written through the log", 23)
+    await store.put_object("bkt", "kept", b"stays", 5)
+    await store.put_object("vbk", "v", b"a version", 9)
+    assert smalllog.uses_log(store.registry.get_object("bkt", "gone"))
+    await store.close()
+    store = await open_store(paths, small_log=False)
+    try:
+        await store.delete_object("bkt", "gone")
+        noncurrent = (await store.put_object("vbk", "v", b"newer", 5)).version_id
+        first = [v.version_id for v in (await store.list_object_versions("vbk")).versions if v.version_id != noncurrent]
+        await store.delete_object("vbk", "v", version_id=first[0])  # the log version, by id
+        await asyncio.gather(*list(store._background), return_exceptions=True)
+        await store.close()
+        for p in paths:
+            shutil.rmtree(os.path.join(p, REGISTRY_DIR), ignore_errors=True)
+        store = await open_store(paths, small_log=False)
+        with pytest.raises(errors.NoSuchKey):
+            await get_bytes(store, "bkt", "gone")
+        assert await get_bytes(store, "bkt", "kept") == b"stays"
+        assert [v.version_id for v in (await store.list_object_versions("vbk")).versions] == [noncurrent]
+    finally:
+        await store.close()
+
+
 async def test_with_the_log_off_an_inline_put_on_disks_at_their_reserve_is_refused(tmp_disks, monkeypatch) -> None:
     """An inline object's metadata files are new data: refused below the disks' reserve like
     its records (507, nothing left on a disk); a delete marker's are not."""
