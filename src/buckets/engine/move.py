@@ -276,7 +276,7 @@ async def remove_shards(store: "Store", bucket: str, key: str, wid: str, disks: 
 
     pairs = [(d, locs[i] if locs and i < len(locs) else None) for i, d in enumerate(disks) if d is not None]
     live = [d for d, _ in pairs]
-    if store.small_log:  # a write in the disks' logs: say on each vacated disk that it left
+    if store.small_log or locs:  # a write in the disks' logs (also one made before the log was turned off)
         await smalllog.kill(store, bucket, key, wid, live)
         if locs and space.releases_space(store):
             await smalllog.release(store, wid, live, [loc for _, loc in pairs])

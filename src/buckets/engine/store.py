@@ -201,8 +201,9 @@ class Store:
         self.compactor = Compactor(self, self.scanner.cfg)
         if background:
             self.scanner.start()
-            if self.small_log:
-                self.compactor.start()
+            # With the log off too: the segments written while it was on still hold dead
+            # records to reclaim (a pass over disks without segments finds nothing to do).
+            self.compactor.start()
 
     async def _abandon(self) -> None:
         """Undo a failed open: stop what started, close the registry and the disks."""

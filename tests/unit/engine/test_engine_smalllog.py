@@ -318,13 +318,19 @@ async def test_tags_and_acl_changes_rewrite_the_records(store) -> None:
     assert await get_bytes(store, "bkt", "t") == b"tagged"
 
 
-async def test_compaction_reclaims_overwritten_and_deleted_records(tmp_disks) -> None:
-    paths = tmp_disks(4)
+async def written_and_closed(paths: list[str], n: int) -> None:
+    """``n`` small objects k0.. (500 bytes) written through the log by a store now closed: in
+    the first segment of each disk, sealed once a store opens the disks again."""
     store = await open_store(paths)
     await store.make_bucket("bkt")
-    for i in range(40):
+    for i in range(n):
         await store.put_object("bkt", f"k{i}", content(f"old{i}", 500), 500)
     await store.close()
+
+
+async def test_compaction_reclaims_overwritten_and_deleted_records(tmp_disks) -> None:
+    paths = tmp_disks(4)
+    await written_and_closed(paths, 40)
     store = await open_store(paths)  # a new process: the first segments are sealed now
     try:
         final = {}
@@ -496,6 +502,32 @@ async def test_objects_written_with_the_log_and_deleted_after_it_was_turned_off_
             await get_bytes(store, "bkt", "gone")
         assert await get_bytes(store, "bkt", "kept") == b"stays"
         assert [v.version_id for v in (await store.list_object_versions("vbk")).versions] == [noncurrent]
+    finally:
+        await store.close()
+
+
+async def test_a_store_whose_log_was_turned_off_still_compacts_its_segments(tmp_disks) -> None:
+    """The segments written while the record log was on keep dead records once their objects
+    are replaced or deleted with it off: the background compaction runs anyway (before, it was
+    started only with the log on, and that space was never reclaimed)."""
+    from buckets.engine.scanner import ScannerConfig
+
+    paths = tmp_disks(4)
+    await written_and_closed(paths, 20)
+    store = await open_store(paths, small_log=False, background=True,
+                             scanner_config=ScannerConfig(cycle_pause=0.05))
+    try:
+        store.compactor.cfg.settle = 0
+        for i in range(20):
+            if i % 2:
+                await store.delete_object("bkt", f"k{i}")
+            else:
+                await store.put_object("bkt", f"k{i}", content(f"new{i}", 400), 400)
+        await asyncio.gather(*list(store._background), return_exceptions=True)
+        await eventually(lambda: store.compactor.stats["segments_compacted"] >= 1, timeout=20)
+        assert store.compactor.stats["bytes_reclaimed"] > 0
+        for i in range(0, 20, 2):
+            assert await get_bytes(store, "bkt", f"k{i}") == content(f"new{i}", 400)
     finally:
         await store.close()
 
