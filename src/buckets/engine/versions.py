@@ -344,7 +344,15 @@ async def _remove_then_forget(self: "Store", bucket: str, key: str, entry: dict,
         else:
             await self._remove_write(bucket, key, entry["wid"], obj_disks, locs=locs)
             where = paths.object_dir(bucket, key)
-            durable = await self._on_disks(lambda d: d.fsync_dir(where), targets)
+
+            async def sync_dir(d) -> None:
+                try:
+                    await d.fsync_dir(where)
+                except errors.DiskError:
+                    if await d.exists(where):
+                        raise  # (no directory there: the write never reached this disk)
+
+            durable = await self._on_disks(sync_dir, targets)
         if durable < len(targets):
             log.warning("%s/%s: the delete marker is kept (the removal of the object it replaced is not known "
                         "durable on every disk); the orphan sweep removes it", bucket, key)
