@@ -155,6 +155,17 @@ class BucketBeingDeleted(WriteQuorumLost):
     default_message = "The bucket is being deleted; retry the request."
 
 
+class RegistryFailed(BucketsError):
+    """This node's registry (its LMDB environment) can no longer be written or read: its disk
+    failed (an I/O error, a file system gone read-only) or the environment is damaged. Nothing
+    of the request was committed. A single node restarts in place and rebuilds its registry on
+    another disk (``buckets.cli.server``); a cluster node answers this until it is repaired."""
+
+    code = "ServiceUnavailable"
+    status = 503
+    default_message = "This node's registry disk failed; the node is recovering. Retry the request."
+
+
 class ReadQuorumLost(BucketsError):
     """Fewer than k good shards are available: the object cannot be reconstructed now."""
 

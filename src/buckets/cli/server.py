@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import sys
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from buckets import runtime
 from buckets.runtime import cancel_and_wait, freeze_startup_objects, tune_process
@@ -46,10 +46,13 @@ from buckets.errors import BucketsError, FormatError, define_error
 PROG = "buckets"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # ``serve`` asks ``run_server`` to start the process again in place (same pid, same command
-# line, the listening sockets inherited): a single node that became a cluster of one.
+# line, the listening sockets inherited): a single node that became a cluster of one, or whose
+# registry failed (``_registry_failure_hook``).
 EXIT_RESTART = -1
 LISTEN_FDS_ENV = "BUCKETS_LISTEN_FDS"  # set only across that re-exec: the inherited sockets
 CONVERSION_ERROR_ENV = "BUCKETS_CONVERSION_ERROR"  # ... and why the conversion failed, if it did
+# ... and the disks whose registry failed in the processes before (``_registry_failure_hook``)
+REGISTRY_FAILED_ENV = "BUCKETS_REGISTRY_FAILED"
 
 log = logging.getLogger("buckets.server")
 
@@ -363,6 +366,8 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
     forming: FormingListener | None = None
     sockets: list[socket.socket] = []  # a single node's listening sockets (kept across a re-exec)
     convert_to: list[str] = []  # the URL this single node becomes a cluster of one at, once asked
+    registry_failed: list[str] = []  # why this single node's registry failed (it restarts to move it)
+    avoid = frozenset(filter(None, os.environ.pop(REGISTRY_FAILED_ENV, "").split(",")))
     try:
         if config.is_cluster:
             # Forming a cluster waits for peers: a signal meanwhile stops the wait.
@@ -380,7 +385,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
             node, store, forming = opening.result()
         else:
             sockets = inherited  # bound once the store is open, unless a re-exec passed them on
-            store = await Store.open(config.disk_paths, **store_kwargs)
+            store = await Store.open(config.disk_paths, registry_avoid=avoid, **store_kwargs)
             try:
                 check_not_member(store)
             except FormatError:
@@ -388,6 +393,7 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                 raise
             store.become_cluster = _conversion_hook(config, convert_to, stopping,
                                                     os.environ.pop(CONVERSION_ERROR_ENV, None))
+            store.registry.on_failure = _registry_failure_hook(store, avoid, registry_failed, stopping)
     except (FormatError, BucketsError, ValueError) as error:
         # The engine's refusals (foreign or mismatched disks, bad parity for the disk
         # count) are the operator's to fix: one line; the traceback only at debug level.
@@ -460,13 +466,13 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
                     await node.stop()  # anti-entropy and read repairs end before the registry closes
             finally:
                 try:
-                    if convert_to:
+                    if convert_to and not registry_failed:
                         await _convert(store, config, convert_to[0])
                 finally:
                     await store.close()
                     if node is not None:
                         await node.close()
-    if convert_to and not signalled:
+    if (convert_to or registry_failed) and not signalled:
         for sock in sockets:
             os.set_inheritable(sock.fileno(), True)
         _RESTART_SOCKETS[:] = sockets
@@ -520,6 +526,27 @@ async def _convert(store, config: Config, url: str) -> None:
     except Exception as error:  # noqa: BLE001 - the node restarts either way; the log has the traceback
         log.exception("this node could not become a cluster (it restarts as a single node)")
         os.environ[CONVERSION_ERROR_ENV] = f"{type(error).__name__}: {error}"
+
+
+def _registry_failure_hook(store: Any, avoid: frozenset[str], failed: list[str], stopping: asyncio.Event):
+    """``store.registry.on_failure(reason)`` on a single node: its registry's disk (or the LMDB
+    environment there) failed, and no write can be committed any more. The node stops serving
+    (the requests in flight finish, answering 503), closes the store and starts again in place
+    with its port kept open (``restart_in_place``), naming that disk in ``REGISTRY_FAILED_ENV``:
+    the new process rebuilds the registry on another disk from the disks' metadata
+    (``choose_registry``) and serves again, the disk counted offline if it no longer answers.
+    A registry is an index of what the disks hold: every acknowledged write is on them."""
+    def on_failure(reason: str) -> None:
+        if failed:
+            return
+        failed.append(reason)
+        if store.registry_disk_id is not None:
+            os.environ[REGISTRY_FAILED_ENV] = ",".join(sorted(avoid | {store.registry_disk_id}))
+        log.error("this node's registry failed (%s): the node stops serving for a moment and starts again, "
+                  "rebuilding its registry on another disk from the disks' metadata", reason)
+        stopping.set()
+
+    return on_failure
 
 
 def _conversion_hook(config: Config, convert_to: list[str], stopping: asyncio.Event, failed: str | None):

@@ -182,8 +182,8 @@ async def _new_deployment(disks: list[Disk], probes: list[Probe], parity: int | 
     return boot
 
 
-async def choose_registry(disks: list[Disk], sync: bool) -> tuple[str, bool]:
-    """Pick the disk whose registry is authoritative; return (registry dir, rebuild needed).
+async def choose_registry(disks: list[Disk], sync: bool, avoid: frozenset[str] = frozenset()) -> tuple[Disk, bool]:
+    """Pick the disk whose registry is authoritative; return (its disk, rebuild needed).
 
     Only online disks with a ``local_path`` count: the registry is an LMDB environment of
     this node, on one of its own disks, and the pointer beside it is this node's too.
@@ -193,9 +193,13 @@ async def choose_registry(disks: list[Disk], sync: bool) -> tuple[str, bool]:
     copy there, from an older epoch, is discarded). The new pointer, epoch + 1, is written
     to every local online disk before the store serves, so a disk that returns later with
     an old registry can never shadow writes acknowledged meanwhile.
+
+    ``avoid``: ids of disks whose registry failed while this process ran (the server restarted
+    in place to move it, ``buckets.cli.server``): such a disk counts as unavailable here even
+    where it still answers, and the registry is rebuilt on another.
     """
     local = [d for d in disks if d.online and d.local_path(REGISTRY_DIR) is not None]
-    if not local:
+    if not any(d.disk_id not in avoid for d in local):
         raise FormatError("no online local disk can hold this node's registry")
     best: dict | None = None
     for d in local:
@@ -205,15 +209,15 @@ async def choose_registry(disks: list[Disk], sync: bool) -> tuple[str, bool]:
                 best = ptr
         except (DiskError, ValueError, KeyError, TypeError):
             continue
-    by_id = {d.disk_id: d for d in local}
+    by_id = {d.disk_id: d for d in local if d.disk_id not in avoid}
     rebuild = False
     if best is not None and best.get("disk_id") in by_id:
         home = by_id[best["disk_id"]]
     else:
-        home = local[0]
+        home = next(iter(by_id.values()))
         if best is not None:  # the authoritative registry is unreachable: start over from the disks
-            log.warning("registry disk %s is unavailable: rebuilding the registry on %s",
-                        best.get("disk_id"), home.endpoint)
+            log.warning("registry disk %s is %s: rebuilding the registry on %s", best.get("disk_id"),
+                        "failed" if best.get("disk_id") in avoid else "unavailable", home.endpoint)
             try:
                 await home.delete(REGISTRY_DIR, recursive=True)
             except DiskError as exc:
@@ -226,6 +230,4 @@ async def choose_registry(disks: list[Disk], sync: bool) -> tuple[str, bool]:
             await d.write_file(REGISTRY_POINTER, data, sync=sync)
         except DiskError as exc:
             log.warning("cannot write the registry pointer on %s: %s", d.endpoint, exc)
-    path = home.local_path(REGISTRY_DIR)
-    assert path is not None
-    return path, rebuild
+    return home, rebuild

@@ -45,7 +45,7 @@ from buckets.placement import DiskSpec, PartitionTable, Topology, build_table, n
 from buckets.registry import Op, Registry
 from buckets.storage import Disk, LocalDisk
 from buckets.storage.disk import DiskInfo
-from buckets.storage.format import DATA_DIR, TMP_DIR, USERS_FILE
+from buckets.storage.format import DATA_DIR, REGISTRY_DIR, TMP_DIR, USERS_FILE
 from buckets.runtime import Workers, wait_for
 
 log = logging.getLogger("buckets.engine")
@@ -113,7 +113,8 @@ class Store:
                          small_copy_limit: int = 16 * 1024, small_log: bool = False,
                          small_set_limit: int = 16 * 1024,
                          scanner_config: "ScannerConfig | None" = None,
-                         cluster: "ClusterParts | None" = None) -> "Store":
+                         cluster: "ClusterParts | None" = None,
+                         registry_avoid: frozenset[str] = frozenset()) -> "Store":
         """The composition root: a store over ``disks`` (any ``Disk``: local, remote, wrapped),
         in slot order. The store owns them from here on and closes them, also when opening
         fails. ``cluster`` (given by ``buckets.cluster.node``) names the node of each disk and
@@ -126,7 +127,7 @@ class Store:
                              block_size=block_size, partitions=partitions, registry_dir=registry_dir,
                              background=background, small_copy_limit=small_copy_limit,
                              scanner_config=scanner_config, small_log=small_log,
-                             small_set_limit=small_set_limit)
+                             small_set_limit=small_set_limit, registry_avoid=registry_avoid)
         except BaseException:
             await self._abandon()
             raise
@@ -134,7 +135,7 @@ class Store:
 
     async def _open(self, *, parity, sync, cache_size, inline_threshold, block_size, partitions, registry_dir,
                     background, small_copy_limit, scanner_config, small_log=False,
-                    small_set_limit=16 * 1024) -> None:
+                    small_set_limit=16 * 1024, registry_avoid: frozenset[str] = frozenset()) -> None:
         self.sync = sync
         # Inline writes and delete markers go to the disks' record logs (engine/smalllog.py),
         # on a cluster too (over peer RPC; a write's record locations never change there, see
@@ -169,10 +170,13 @@ class Store:
                             partitions=boot.partitions)
             self.table = await loop.run_in_executor(None, build_table, topo, self.k + self.m)
         await asyncio.gather(*(self._clean_staging(d) for d in online))
+        self.registry_disk_id: str | None = None  # the disk the registry lives on (None: registry_dir)
         if registry_dir:
             reg_dir, rebuild = registry_dir, False
         else:
-            reg_dir, rebuild = await choose_registry(online, sync)
+            home, rebuild = await choose_registry(online, sync, registry_avoid)
+            reg_dir, self.registry_disk_id = home.local_path(REGISTRY_DIR), home.disk_id
+            assert reg_dir is not None
         self.registry = Registry(reg_dir, cache_size=cache_size, sync=sync)
         self.registry.start()
         # In a cluster this registry is only this node's replica of the index: a lost one is

@@ -295,7 +295,7 @@ def parse_policy(text: str, bucket: str | None = None) -> Policy:
         raise MalformedPolicy(f"Unknown field {sorted(unknown)[0]}")
     version = doc.get("Version")
     if version is not None and version not in VERSIONS:
-        raise MalformedPolicy(f"The policy must contain a valid version string")
+        raise MalformedPolicy("The policy must contain a valid version string")
     if "Statement" not in doc:
         raise MalformedPolicy("Missing required field Statement")
     raw = doc["Statement"]

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import hashlib
 import logging
 import os
 import struct
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,7 @@ import msgpack
 import xxhash
 
 from buckets.runtime import cancel_and_wait
-from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket, StorageFull
+from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket, RegistryFailed, StorageFull
 from buckets.registry.cache import LRUCache, in_background
 from buckets.registry.entrycodec import (
     MARK, compact, compactable, default_checksum, default_checksum_fields, expand,
@@ -253,6 +255,39 @@ def _typed_failure(exc: Exception, path: str) -> Exception:
     return exc
 
 
+# What says the registry's disk (or the environment on it) is gone, not the request: an I/O
+# error, a file system that went read-only after an error of its own (ext4's errors=remount-ro),
+# a device that vanished, LMDB's own verdicts on a damaged or fatally failed environment.
+_DISK_ERRNOS = (errno.EIO, errno.EROFS, errno.ENODEV, errno.ENXIO, errno.ESTALE)
+_DISK_MESSAGES = tuple(os.strerror(code) for code in _DISK_ERRNOS)
+
+
+def is_disk_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised by LMDB or the file system under it) means the registry's disk
+    or environment failed, as opposed to a full disk or a request's own fault."""
+    if isinstance(exc, (lmdb.PanicError, lmdb.DiskError, lmdb.CorruptedError, lmdb.PageNotFoundError)):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_ERRNOS
+    return isinstance(exc, lmdb.Error) and not isinstance(exc, lmdb.MapFullError) and \
+        any(text in str(exc) for text in _DISK_MESSAGES)
+
+
+_OPEN: "weakref.WeakSet[Registry]" = weakref.WeakSet()  # the registries serving (normally one)
+
+
+def storage_failure(exc: BaseException) -> BucketsError | None:
+    """For a request that failed with an exception nobody typed: ``RegistryFailed`` when it is
+    a registry read that found the environment failed (``is_disk_failure``), after marking the
+    open registries failed (``Registry.fail``); None for anything else. An LMDB error can only
+    come from a registry, and a node serves one."""
+    if not isinstance(exc, lmdb.Error) or not is_disk_failure(exc):
+        return None
+    for registry in list(_OPEN):
+        registry.fail(f"a read failed: {exc}")
+    return RegistryFailed()
+
+
 def _out_of_space(path: str) -> bool:
     try:
         st = os.statvfs(path)
@@ -296,12 +331,18 @@ class Registry:
         self.batch_counts = [0] * (len(self.batch_bounds) + 1)
         self.batch_sum = 0
         self.closed = False
+        # Set once the environment failed (``fail``): every commit is refused from then on, with
+        # ``RegistryFailed``; ``on_failure(reason)`` is called once (the server restarts a
+        # single node to rebuild its registry elsewhere).
+        self.failed: str | None = None
+        self.on_failure: Any = None
         self._load_usage()
         # Buckets are few and read on every request: keep the table in memory.
         self.buckets: dict[str, dict] = dict(self._items("buckets"))
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
+        _OPEN.add(self)
         self._wakeup = asyncio.Event()
         self._committer = asyncio.get_running_loop().create_task(self._commit_loop(), name="registry-commit")
 
@@ -313,14 +354,37 @@ class Registry:
             self._committer = None
         self._pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
-        self.env.sync(True)
+        _OPEN.discard(self)
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            if not is_disk_failure(exc):
+                raise
+            # Nothing to save: every commit was synced as it went (or, without sync, its
+            # loss is what --sync off accepts); the environment is closed all the same.
+            log.error("registry %s: the sync at close failed: %s", self.path, exc)
         self.env.close()
         self.closed = True
 
     @property
     def is_open(self) -> bool:
-        """True while writes can be committed (environment open, committer alive)."""
-        return not self.closed and self._committer is not None and not self._committer.done()
+        """True while writes can be committed (environment open, committer alive, not failed)."""
+        return not self.closed and self.failed is None and self._committer is not None \
+            and not self._committer.done()
+
+    def fail(self, reason: str) -> None:
+        """The environment (or its disk) failed: refuse every commit from now on, and tell
+        ``on_failure`` once. Reads go on while they can (LMDB's map keeps what it has read)."""
+        if self.failed is not None:
+            return
+        self.failed = reason
+        log.error("registry %s failed: %s; no write can be committed on this node until it is rebuilt "
+                  "elsewhere", self.path, reason)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(reason)
+            except Exception:  # noqa: BLE001 - the failure itself is already recorded and logged
+                log.exception("registry %s: the failure hook failed", self.path)
 
     def _load_usage(self) -> None:
         with self.env.begin(db=self.db["usage"]) as txn:
@@ -359,6 +423,8 @@ class Registry:
 
     # -- group commit ---------------------------------------------------------------
     async def commit(self, ops: list[Op]) -> None:
+        if self.failed is not None:
+            raise RegistryFailed()
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((ops, fut))
         assert self._wakeup is not None, "Registry.start() not called"
@@ -372,17 +438,28 @@ class Registry:
         more in that space: deletions go on."""
         from buckets.storage import local
 
+        if self.failed is not None:
+            raise RegistryFailed()
         try:
             return await self._pool.run(self._apply, batch)
         except Exception as exc:
-            failure = _typed_failure(exc, self.path)
+            failure = self._failure(exc)
             if not (isinstance(failure, StorageFull) and not isinstance(exc, lmdb.MapFullError)
                     and local.release_ballast(os.path.dirname(os.path.abspath(self.path)), f"registry commit: {exc}")):
                 raise failure from None
         try:
             return await self._pool.run(self._apply, batch)
         except Exception as exc:
-            raise _typed_failure(exc, self.path) from None
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: Exception) -> Exception:
+        """``_typed_failure``, and a failed disk or environment (``is_disk_failure``; a full disk
+        is not one) fails the registry (``fail``)."""
+        failure = _typed_failure(exc, self.path)
+        if failure is exc and is_disk_failure(exc):
+            self.fail(f"a commit failed: {exc}")
+            return RegistryFailed()
+        return failure
 
     async def _commit_loop(self) -> None:
         assert self._wakeup is not None

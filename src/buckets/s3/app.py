@@ -28,6 +28,7 @@ from aiohttp.log import server_logger
 from buckets.errors import AccessDenied, BucketsError, IncompleteBody, InternalError, MethodNotAllowed, NotImplementedErr
 from buckets.obs.access import REQUEST_ID, S3_ACCESS_KEY, S3_OPERATION, S3_TARGET
 from buckets.obs.endpoints import serving_refusal
+from buckets.registry.store import storage_failure
 from buckets.s3 import corsrules
 from buckets.s3.auth import METHOD_ANONYMOUS, AuthContext, authenticate
 from buckets.s3.context import DELETED_KEYS, WRITTEN_KEY, S3Request, region_is_strict
@@ -86,9 +87,13 @@ async def s3_error_middleware(request: web.Request, handler: Any) -> web.StreamR
         error = MethodNotAllowed() if request.method == "CONNECT" else InvalidURI()
     except web.HTTPException:
         raise
-    except Exception:
-        log.exception("request %s: unhandled error in %s %s", request_id, request.method, request.path)
-        error = InternalError()
+    except Exception as exc:
+        failed = storage_failure(exc)  # the registry's disk failed under a read: 503, logged there once
+        if failed is not None:
+            error = failed
+        else:
+            log.exception("request %s: unhandled error in %s %s", request_id, request.method, request.path)
+            error = InternalError()
     target: Target | None = request.get(S3_TARGET)
     resource = target.resource if target is not None else (error.resource or request.path)
     if error.status >= 500 and error.code != "NotImplemented":

@@ -620,7 +620,6 @@ class LocalDisk:
     async def _run(self, fn, *args, check_root: bool = True):
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
-        loop = asyncio.get_running_loop()
         try:
             if check_root:
                 return await self._pool.run(self._checked, fn, *args)

@@ -21,7 +21,6 @@ from buckets.errors import (
     InvalidPartNumber,
     InvalidRange,
     InvalidRequest,
-    NoSuchVersion,
     NotImplementedErr,
 )
 from buckets.s3.body import Integrity, open_stream
