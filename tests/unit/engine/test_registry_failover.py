@@ -1,7 +1,7 @@
 """A registry whose disk failed refuses every commit with 503, and a store told to avoid that
 disk (the server's restart in place, ``buckets.cli.server._registry_failure_hook``) rebuilds its
 registry on another disk from the disks' metadata. The real failure, an ext4 file system shut
-down under load, is ``tests/faults/test_faults_registry_disk.py``."""
+down under load, is ``tests/faults/test_faults_eio.py``."""
 
 from __future__ import annotations
 

@@ -1,12 +1,16 @@
-"""The registry's disk fails while the node serves.
+"""Disks that fail with I/O errors while the node serves.
 
-A single node keeps its LMDB registry on one of its disks (disk 1 at first). Here that disk
-is a real ext4 file system on a loop device, and it fails under load the way a dead disk
-does: ``EXT4_IOC_SHUTDOWN`` makes every read and write on it fail with EIO from then on
-(xfstests' "godown"). The node must notice at its next registry commit, answer that request
-503 (never a 500 or a traceback), restart in place with its port kept open, rebuild the
-registry on another disk from the disks' metadata, and serve again: every acknowledged object
-reads back exactly, new writes go on (degraded to the three disks left), and nothing was lost.
+Here a disk is a real ext4 file system on a loop device, and it fails under load the way a
+dead disk does: ``EXT4_IOC_SHUTDOWN`` makes every read and write on it fail with EIO from then
+on (xfstests' "godown"); open files, a log segment being appended to, the registry's LMDB map,
+fail as well (renaming a disk's directory away, as the other fault tests do, leaves those
+working).
+
+- A data disk: the node marks it offline and goes on degraded; every acknowledged object
+  reads back exactly, and no request fails.
+- Disk 1, home of the single node's LMDB registry: the node must notice at its next registry
+  commit, answer that request 503 (never a 500 or a traceback), restart in place with its port
+  kept open, rebuild the registry on another disk from the disks' metadata, and serve again.
 
 Needs root, a free loop device and ``mkfs.ext4``; skipped (with the reason) where missing.
 """
@@ -73,12 +77,19 @@ class LoopDisk:
 
 @pytest.fixture
 def loop_disk(tmp_path: Path, servers):
-    disk = LoopDisk(tmp_path / "disk1.img", tmp_path / "disks" / "disk1")
+    """``loop_disk(n)``: disk n of ``servers.disks(4)`` made a loop-mounted ext4 file system."""
+    made: list[LoopDisk] = []
+
+    def make(n: int) -> LoopDisk:
+        made.append(LoopDisk(tmp_path / f"disk{n}.img", tmp_path / "disks" / f"disk{n}"))
+        return made[-1]
+
     try:
-        yield disk
+        yield make
     finally:
         servers.cleanup()  # no server may hold the file system when it goes
-        disk.close()
+        for disk in made:
+            disk.close()
 
 
 def ready(server) -> int:
@@ -90,8 +101,9 @@ def ready(server) -> int:
 
 
 def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loop_disk) -> None:
-    disks = servers.disks(4)  # disks[0] is the loop disk's mount point
-    assert disks[0] == loop_disk.path
+    registry_disk = loop_disk(1)
+    disks = servers.disks(4)
+    assert disks[0] == registry_disk.path
     server = servers.start(disks)
     pid = server.proc.pid
     client = server.client()
@@ -100,7 +112,7 @@ def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loo
     load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=900, seed=45)
     time.sleep(3)
     mark = len(server.log_text())
-    loop_disk.fail()
+    registry_disk.fail()
     tally.faults_injected += 1
     moved = server.wait_log(r"registry disk \S+ is failed: rebuilding the registry on (\S+)", timeout=60, start=mark)
     rebuilt = server.wait_log(r"registry was missing: rebuilt from disk metadata \((.*)\)", timeout=60, start=mark)
@@ -122,6 +134,32 @@ def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loo
     assert client.get_object(Bucket=BUCKET, Key="after-the-move")["Body"].read() == b"still writable"
     tally.objects_written += ledger.acked_objects() + 1
     tally.repaired += 1
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0
+
+
+def test_a_data_disk_failing_under_load(servers, tally, loop_disk) -> None:
+    data_disk = loop_disk(3)
+    disks = servers.disks(4)
+    assert disks[2] == data_disk.path
+    server = servers.start(disks)
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    ledger = Ledger()
+    load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=900, seed=46)
+    time.sleep(3)
+    mark = len(server.log_text())
+    data_disk.fail()
+    tally.faults_injected += 1
+    server.wait_log(r"disk \S+disk3 went offline", timeout=30, start=mark)
+    tally.faults_detected += 1
+    time.sleep(4)
+    stats = load.finish()
+    judge_load(tally, stats, "load across a data disk's failure")
+    after = verify_ledger(client, ledger, BUCKET)
+    judge_load(tally, after, "every key read back over S3 with the disk failed")
+    tally.objects_written += ledger.acked_objects()
     bugs = server_bugs(server.log_text())
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0
