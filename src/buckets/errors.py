@@ -163,7 +163,7 @@ class RegistryFailed(BucketsError):
 
     code = "ServiceUnavailable"
     status = 503
-    default_message = "This node's registry disk failed; the node is recovering. Retry the request."
+    default_message = "This node's registry could not be written: its disk failed. Retry the request."
 
 
 class ReadQuorumLost(BucketsError):

@@ -95,7 +95,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"Cluster:  {cluster['nodes_online']}/{cluster['nodes_total']} nodes online, generation "
               f"{cluster['generation']}, control plane {'has a majority' if cluster['has_quorum'] else 'HAS NO MAJORITY'}")
         control = cluster.get("control") or {}
-        if control.get("journal_full"):
+        if control.get("journal_failed"):
+            print("Control:  THIS NODE'S JOURNAL DISK FAILED (I/O errors): it stores no control-plane change; replace "
+                  "its first disk" + ("; it missed some, and answers S3 with 503" if control.get("behind") else ""))
+        elif control.get("journal_full"):
             print("Control:  THIS NODE'S JOURNAL DISK IS FULL: it cannot store control-plane changes; free space "
                   "on its first disk" + ("; it missed some, and answers S3 with 503 until it caught up"
                                          if control.get("behind") else ""))

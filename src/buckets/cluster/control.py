@@ -233,13 +233,14 @@ class ControlStatus:
     members: tuple[MemberStatus, ...]
     journal_full: bool = False  # this node's journal could not store an entry lately (its disk full)
     behind: bool = False  # and the leader committed changes it has not applied (``RaftStatus.behind``)
+    journal_failed: bool = False  # ... because its journal's disk failed (I/O errors), not full
 
     def as_dict(self) -> dict[str, Any]:
         return {"address": self.address, "role": self.role, "leader": self.leader, "term": self.term,
                 "commit_index": self.commit_index, "last_applied": self.last_applied,
                 "has_quorum": self.has_quorum, "deployment_id": self.deployment_id,
                 "generation": self.generation, "members": [m.as_dict() for m in self.members],
-                "journal_full": self.journal_full, "behind": self.behind}
+                "journal_full": self.journal_full, "behind": self.behind, "journal_failed": self.journal_failed}
 
 
 # --- planning: what the proposer computes before it proposes (CPU, off the loop) -------------
@@ -552,5 +553,5 @@ class ControlPlane:
             commit_index=status.commit_index, last_applied=status.last_applied, has_quorum=status.has_quorum,
             deployment_id=topology.deployment_id if topology is not None else None,
             generation=snapshot.generation, members=tuple(members), journal_full=status.journal_full,
-            behind=status.behind,
+            behind=status.behind, journal_failed=status.journal_failed,
         )

@@ -81,6 +81,8 @@ SNAPSHOT_KIND = "buckets-control-snapshot"
 
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
 JOURNAL_FULL_LOG_EVERY = 60.0  # seconds between "journal full" warnings (with a count)
+# errnos that say the journal's disk failed (not full): the entry was not stored either
+JOURNAL_DISK_FAILED = (errno.EIO, errno.EROFS, errno.ENODEV, errno.ENXIO, errno.ESTALE)
 JOURNAL_FULL_SECONDS = 10.0  # the status says "journal full" this long after an entry did not fit
 PRE_VOTE = "buckets_pre_vote"
 PRE_VOTE_ANSWER = "buckets_pre_vote_answer"
@@ -225,6 +227,21 @@ class DurableJournal(_journal.FileJournal):
             meta.update(before)
             raise
 
+    def _destroy(self) -> None:
+        """Close the journal. Its last flush may fail on a disk that failed (EIO): whatever was
+        not synced was never acknowledged (every change is flushed before it counts), so the
+        file is closed all the same instead of raising in pysyncobj's tick thread."""
+        try:
+            super()._destroy()
+        except OSError as exc:
+            log.error("control plane: closing its journal failed: %s", exc)
+            journal_file = self._FileJournal__journalFile
+            for handle in (journal_file._ResizableFile__mm, journal_file._ResizableFile__f):
+                try:
+                    handle.close()
+                except (OSError, ValueError):
+                    pass
+
     def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802,N803
         super().deleteEntriesFrom(entryFrom)
         self.flush()
@@ -356,6 +373,7 @@ class RaftStatus:
     journal_full: bool = False  # an entry did not fit in the journal in the last JOURNAL_FULL_SECONDS
     leader_commit_index: int | None = None  # the commit index the leader last announced here
     journal_refusing: bool = False  # the last entry offered to the journal did not fit (none stored since)
+    journal_failed: bool = False  # ... of journal_full, the ones its failed disk refused (I/O errors)
 
     @property
     def behind(self) -> bool:
@@ -382,6 +400,7 @@ class RaftNode(SyncObj):
         self._full_logged = float("-inf")  # monotonic() of the last "journal full" warning
         self._full_quiet = 0  # ticks that failed the same way since
         self._full_at = float("-inf")  # monotonic() of the last entry that did not fit
+        self._failed_at = float("-inf")  # ... of the last one the journal's failed disk refused
         self._handed_over_at = float("-inf")  # ... and of the last hand-over it made this node ask for
         self._leader_heard = 0.0  # monotonic time of the last append_entries from a current leader
         # The dump is loaded on pysyncobj's first tick, after its journal exists.
@@ -404,22 +423,30 @@ class RaftNode(SyncObj):
         try:
             super()._onTick(timeToWait)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and exc.errno not in JOURNAL_DISK_FAILED:
                 raise  # (pysyncobj's tick loop logs it and goes on)
             self._journal_full(exc)
             time.sleep(max(timeToWait, 0.01))
 
     def _journal_full(self, exc: OSError) -> None:
-        """An entry did not fit in the journal (its disk full: ``DurableJournal._room``): it was
+        """An entry did not fit in the journal (its disk full: ``DurableJournal._room``), or its
+        disk failed (an I/O error, a file system gone read-only: ``JOURNAL_DISK_FAILED``): it was
         not stored, so not acknowledged; the leader sends it again, or the request times out.
-        Said once a minute with a count (every append fails so until there is room), and a
-        leader hands leadership over: the cluster's changes go on through a node that can
-        store them, while this one catches up once its disk has room."""
+        Said once a minute with a count (every append fails so until there is room, or until
+        the disk is replaced), and a leader hands leadership over: the cluster's changes go on
+        through a node that can store them, while this one catches up once its disk has room."""
         now = self._full_at = monotonic()
+        failed = exc.errno in JOURNAL_DISK_FAILED
+        if failed:
+            self._failed_at = now
         if now - self._full_logged >= JOURNAL_FULL_LOG_EVERY:
             more = f" ({self._full_quiet} more since)" if self._full_quiet else ""
-            log.warning("control plane: its journal's disk is full (%s): entries are not stored until "
-                        "there is room%s", exc, more)
+            if failed:
+                log.error("control plane: its journal's disk failed (%s): this node stores no control-plane "
+                          "entry and takes no part in its decisions until that disk is replaced%s", exc, more)
+            else:
+                log.warning("control plane: its journal's disk is full (%s): entries are not stored until "
+                            "there is room%s", exc, more)
             self._full_logged, self._full_quiet = now, 0
         else:
             self._full_quiet += 1
@@ -540,6 +567,7 @@ class RaftNode(SyncObj):
             journal_full=monotonic() - self._full_at < JOURNAL_FULL_SECONDS,
             leader_commit_index=status.get("leader_commit_idx"),
             journal_refusing=self._full_at > getattr(getattr(self, "_SyncObj__raftLog", None), "added_at", 0.0),
+            journal_failed=monotonic() - self._failed_at < JOURNAL_FULL_SECONDS,
         )
 
     @property

@@ -1,0 +1,77 @@
+"""A cluster node's first disk fails with I/O errors while the cluster serves.
+
+Node 2's first disk holds its replica of the index (an LMDB registry), its control-plane
+journal, and data. Here it is an ext4 file system on a loop device, shut down under load
+(``EXT4_IOC_SHUTDOWN``: every read and write fails with EIO from then on, see
+``tests/loopdisk.py``). The index replica there refuses its merges (``503 RegistryFailed``
+across the peer call), the other replicas carry the quorum, node 2 goes on serving S3 as a
+coordinator while its ``/health/ready`` says ``registry_open: false``; no client request fails,
+every object reads back exactly through any node, and no node logs a traceback. Marked
+``cluster`` (make test-cluster); the single node's case is tests/faults/test_faults_eio.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+
+import pytest
+from clusterproc import Cluster
+from loopdisk import LoopDisk
+
+pytestmark = pytest.mark.cluster
+
+
+def ready(cluster: Cluster, i: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{cluster.url(i)}/health/ready", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
+    cluster = Cluster(tmp_path, nodes=4, disks=2)
+    disk = LoopDisk(tmp_path / "n2d1.img", tmp_path / "n2" / "d1", size_mb=512)
+    try:
+        cluster.start()
+        clients = {i: cluster.client(i) for i in (1, 2, 3)}
+        clients[1].create_bucket(Bucket="eio")
+        written: dict[str, str] = {}
+
+        def put(i: int, key: str, size: int) -> None:
+            body = os.urandom(size)
+            clients[i].put_object(Bucket="eio", Key=key, Body=body)
+            written[key] = hashlib.md5(body).hexdigest()
+
+        for n in range(40):
+            put(1 + n % 3, f"before/{n:03d}", 3000 if n % 2 else 200_000)
+        disk.fail()
+        errors: list[str] = []
+        for n in range(60):  # small and large objects through every node, node 2 included
+            key = f"after/{n:03d}"
+            try:
+                put(1 + n % 3, key, 3000 if n % 2 else 200_000)
+                back = clients[1 + (n + 1) % 3].get_object(Bucket="eio", Key=key)["Body"].read()
+                assert hashlib.md5(back).hexdigest() == written[key], key
+            except Exception as exc:  # noqa: BLE001 - counted: none is expected
+                errors.append(f"{key}: {exc}")
+        assert not errors, errors[:5]
+        status, health = ready(cluster, 2)
+        assert status == 503 and health.get("registry_open") is False, (status, health)
+        for i in (1, 3, 4):
+            assert ready(cluster, i)[0] == 200, i
+        s3 = cluster.client(4)
+        for key, digest in written.items():
+            assert hashlib.md5(s3.get_object(Bucket="eio", Key=key)["Body"].read()).hexdigest() == digest, key
+        listed = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="eio")
+                  for o in page.get("Contents", [])}
+        assert listed == set(written)
+    finally:
+        try:
+            cluster.stop_and_check_logs()
+        finally:
+            disk.close()

@@ -1,0 +1,58 @@
+"""A disk that fails as a real one does, for fault tests: an ext4 file system on a loop device,
+mounted on a disk directory; ``fail()`` makes every read and write on it fail with EIO from then
+on (``EXT4_IOC_SHUTDOWN``, xfstests' "godown"), open files and mapped pages included. Needs
+root, a free loop device and ``mkfs.ext4``: the test is skipped (with the reason) otherwise."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
+EXT4_GOING_FLAGS_NOLOGFLUSH = 2  # the journal is not flushed: as a disk that just stops
+
+
+class LoopDisk:
+    """An ext4 file system on a loop device, mounted at ``path``; ``fail()`` shuts it down."""
+
+    def __init__(self, image: Path, path: Path, size_mb: int = 256) -> None:
+        self.image, self.path, self.device = image, path, None
+        if os.geteuid() != 0:
+            pytest.skip("a loop-mounted disk needs root")
+        for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
+            if shutil.which(tool) is None:
+                pytest.skip(f"{tool} is not installed")
+        subprocess.run(["truncate", "-s", f"{size_mb}M", str(image)], check=True)
+        found = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True)
+        if found.returncode != 0:
+            pytest.skip(f"no loop device: {found.stderr.strip()}")
+        self.device = found.stdout.strip()
+        try:
+            subprocess.run(["mkfs.ext4", "-q", self.device], check=True, capture_output=True)
+            path.mkdir(parents=True, exist_ok=True)
+            mounted = subprocess.run(["mount", self.device, str(path)], capture_output=True, text=True)
+            if mounted.returncode != 0:
+                pytest.skip(f"cannot mount a loop device here: {mounted.stderr.strip()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def fail(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.path.is_mount():
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+        if self.device:
+            subprocess.run(["losetup", "-d", self.device], check=False)
+            self.device = None
