@@ -1,6 +1,7 @@
 """A disk that fails as a real one does, for fault tests: an ext4 file system on a loop device,
 mounted on a disk directory; ``fail()`` makes every read and write on it fail with EIO from then
-on (``EXT4_IOC_SHUTDOWN``, xfstests' "godown"), open files and mapped pages included. Needs
+on (``EXT4_IOC_SHUTDOWN``, xfstests' "godown"), open files and mapped pages included;
+``go_read_only()`` makes ext4 turn itself read-only as after an error of its own. Needs
 root, a free loop device and ``mkfs.ext4``: the test is skipped (with the reason) otherwise."""
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class LoopDisk:
         try:
             subprocess.run(["mkfs.ext4", "-q", self.device], check=True, capture_output=True)
             path.mkdir(parents=True, exist_ok=True)
-            mounted = subprocess.run(["mount", self.device, str(path)], capture_output=True, text=True)
+            mounted = subprocess.run(["mount", "-o", "errors=remount-ro", self.device, str(path)],
+                                     capture_output=True, text=True)
             if mounted.returncode != 0:
                 pytest.skip(f"cannot mount a loop device here: {mounted.stderr.strip()}")
         except BaseException:
@@ -44,11 +46,21 @@ class LoopDisk:
             raise
 
     def fail(self) -> None:
+        """Every read and write fails with EIO from now on: a dead disk."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
         finally:
             os.close(fd)
+
+    def go_read_only(self) -> None:
+        """ext4 finds an error of its own and, mounted ``errors=remount-ro``, refuses every write
+        from now on (EROFS) while reads still work: a disk going bad. Needs the kernel's
+        ``/sys/fs/ext4/<device>/trigger_fs_error`` (skipped otherwise)."""
+        trigger = Path("/sys/fs/ext4") / os.path.basename(self.device or "") / "trigger_fs_error"
+        if not trigger.exists():
+            pytest.skip(f"{trigger} is missing: cannot make ext4 find an error")
+        trigger.write_text("1")
 
     def close(self) -> None:
         if self.path.is_mount():

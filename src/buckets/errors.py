@@ -222,7 +222,8 @@ class DiskFull(DiskError):
 
 
 class DiskAccessDenied(DiskError):
-    """The disk refused the operation: permissions, or a read-only filesystem."""
+    """The disk refused the operation: permissions (a file system gone read-only is
+    ``DiskFaulty``)."""
 
     code = "DiskAccessDenied"
 
@@ -242,8 +243,9 @@ class DiskOffline(DiskError):
 
 
 class DiskFaulty(DiskOffline):
-    """The device answered with an I/O error (EIO, ENODEV, ...): the disk is marked offline
-    and probed until it answers again."""
+    """The device answered with an I/O error (EIO, ENODEV, ...), or its file system went
+    read-only after an error (EROFS): the disk is marked offline and probed until it answers
+    again, a write included."""
 
     code = "DiskFaulty"
 

@@ -54,7 +54,8 @@ def ready(server) -> int:
         return exc.code
 
 
-def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loop_disk) -> None:
+@pytest.mark.parametrize("failure", ["eio", "read-only"])
+def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loop_disk, failure) -> None:
     registry_disk = loop_disk(1)
     disks = servers.disks(4)
     assert disks[0] == registry_disk.path
@@ -66,12 +67,12 @@ def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loo
     load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=900, seed=45)
     time.sleep(3)
     mark = len(server.log_text())
-    registry_disk.fail()
+    registry_disk.fail() if failure == "eio" else registry_disk.go_read_only()
     tally.faults_injected += 1
     moved = server.wait_log(r"registry disk \S+ is failed: rebuilding the registry on (\S+)", timeout=60, start=mark)
     rebuilt = server.wait_log(r"registry was missing: rebuilt from disk metadata \((.*)\)", timeout=60, start=mark)
     tally.faults_detected += 1
-    tally.note(f"disk1's file system shut down under load: the registry moved to {moved.group(1)}, "
+    tally.note(f"disk1 failed ({failure}) under load: the registry moved to {moved.group(1)}, "
                f"rebuilt: {rebuilt.group(1)}")
     assert server.alive() and server.proc.pid == pid, "the node must restart in place, not exit"
     time.sleep(3)
@@ -93,7 +94,8 @@ def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loo
     assert server.stop() == 0
 
 
-def test_a_data_disk_failing_under_load(servers, tally, loop_disk) -> None:
+@pytest.mark.parametrize("failure", ["eio", "read-only"])
+def test_a_data_disk_failing_under_load(servers, tally, loop_disk, failure) -> None:
     data_disk = loop_disk(3)
     disks = servers.disks(4)
     assert disks[2] == data_disk.path
@@ -104,7 +106,7 @@ def test_a_data_disk_failing_under_load(servers, tally, loop_disk) -> None:
     load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=900, seed=46)
     time.sleep(3)
     mark = len(server.log_text())
-    data_disk.fail()
+    data_disk.fail() if failure == "eio" else data_disk.go_read_only()
     tally.faults_injected += 1
     server.wait_log(r"disk \S+disk3 went offline", timeout=30, start=mark)
     tally.faults_detected += 1

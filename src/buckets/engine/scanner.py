@@ -427,8 +427,9 @@ class Scanner:
             back = await disk.read_file(path)
             await disk.delete(path)
         except (DiskFull, DiskAccessDenied):
-            # Full, or read-only: not failing. It comes back as such a disk does at start: its
-            # shards are read, its writes refused as they come.
+            # Full, or a permission refused: not failing. It comes back as such a disk does at
+            # start: its shards are read, its writes refused as they come. (A file system gone
+            # read-only is ``DiskFaulty``: it stays offline until it takes a write again.)
             return None
         except DiskError as exc:
             return str(exc)

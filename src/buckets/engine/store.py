@@ -329,11 +329,13 @@ class Store:
         per_node = Counter(node.node_of_disk(i) for i in disk_ids)
         return max(per_node.values()) <= len(disk_ids) - quorum
 
-    def report_damage(self, bucket: str, key: str, wid: str, reason: str) -> None:
+    def report_damage(self, bucket: str, key: str, wid: str, reason: str, *, quiet: bool = False) -> None:
+        """Queue a heal of this write (``quiet``: logged at debug level, not as a warning)."""
         item = (bucket, key, wid)
         if item in self._heal_pending:
             return
-        log.warning("damaged object %s/%s (write %s): %s; queued for heal", bucket, key, wid, reason)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "damaged object %s/%s (write %s): %s; queued for heal",
+                bucket, key, wid, reason)
         try:
             self.heal_queue.put_nowait((bucket, key, wid, reason))
             self._heal_pending.add(item)
@@ -670,7 +672,11 @@ class Store:
             # fate is open (on a cluster that read makes a failed write's index merge one that
             # can no longer be undone: ``IndexReplica.retract``; on one node it found the old
             # entry and healed nothing).
-            self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks")
+            # Quiet when every slot left out is on a disk known offline (its going offline was
+            # logged, and each write meanwhile is degraded alike: a line per write said nothing).
+            taken = set(ok)
+            offline = all(disks[i] is None or not disks[i].online for i in range(k + m) if i not in taken)
+            self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks", quiet=offline)
         for old in replaced:
             if old["wid"] != entry["wid"]:
                 self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),

@@ -42,9 +42,14 @@ from buckets.runtime import Workers
 log = logging.getLogger("buckets.storage")
 
 # errnos that mean the device itself is failing: the disk goes offline until probed back
-_FAULTY_ERRNOS = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN, errno.EUCLEAN}
+# EROFS too: a file system that turned itself read-only after an error of its own (ext4's
+# errors=remount-ro) takes no write again until it is repaired. Kept online, it was tried by
+# every write, each logging its refusal and queueing a heal that failed the same way (about
+# 4,000 warnings a minute under load, tests/faults/test_faults_eio.py); offline, its shards are
+# still read when the others are not enough (``Store.disks_for_read``).
+_FAULTY_ERRNOS = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN, errno.EUCLEAN, errno.EROFS}
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-_DENIED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+_DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
 _WALK_BATCH = 512  # entries per thread hand-off (and per round trip, for a remote disk)
 _NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None  # Linux 4.14+
 _FILE_BLOCK = 4096  # what a small file takes at least (write_file's reserve check counts whole blocks)

@@ -25,7 +25,7 @@ def disk(local_disk):
 
 @pytest.mark.parametrize("err,typed,offline", [
     (errno.EIO, DiskFaulty, True), (errno.ENODEV, DiskFaulty, True), (errno.ENOSPC, DiskFull, False),
-    (errno.EDQUOT, DiskFull, False), (errno.EACCES, DiskAccessDenied, False), (errno.EROFS, DiskAccessDenied, False),
+    (errno.EDQUOT, DiskFull, False), (errno.EACCES, DiskAccessDenied, False), (errno.EROFS, DiskFaulty, True),
     (errno.ENOENT, FileNotFound, False), (errno.ENOTEMPTY, DiskError, False),
 ])
 async def test_os_errors_become_typed_disk_errors(disk, err, typed, offline) -> None:
