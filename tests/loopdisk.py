@@ -23,27 +23,39 @@ class LoopDisk:
     """An ext4 file system on a loop device, mounted at ``path``; ``fail()`` shuts it down."""
 
     def __init__(self, image: Path, path: Path, size_mb: int = 256) -> None:
-        self.image, self.path, self.device = image, path, None
+        self.image, self.path, self.device, self.size_mb = image, path, None, size_mb
         if os.geteuid() != 0:
             pytest.skip("a loop-mounted disk needs root")
         for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
             if shutil.which(tool) is None:
                 pytest.skip(f"{tool} is not installed")
-        subprocess.run(["truncate", "-s", f"{size_mb}M", str(image)], check=True)
+        self._attach(image)
+
+    def _attach(self, image: Path) -> None:
+        """A new, empty ext4 file system in ``image``, mounted at ``path``."""
+        subprocess.run(["truncate", "-s", f"{self.size_mb}M", str(image)], check=True)
         found = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True)
         if found.returncode != 0:
             pytest.skip(f"no loop device: {found.stderr.strip()}")
         self.device = found.stdout.strip()
         try:
             subprocess.run(["mkfs.ext4", "-q", self.device], check=True, capture_output=True)
-            path.mkdir(parents=True, exist_ok=True)
-            mounted = subprocess.run(["mount", "-o", "errors=remount-ro", self.device, str(path)],
+            self.path.mkdir(parents=True, exist_ok=True)
+            mounted = subprocess.run(["mount", "-o", "errors=remount-ro", self.device, str(self.path)],
                                      capture_output=True, text=True)
             if mounted.returncode != 0:
                 pytest.skip(f"cannot mount a loop device here: {mounted.stderr.strip()}")
         except BaseException:
             self.close()
             raise
+
+    def replace(self) -> None:
+        """Swap the failed disk for a new, empty one at the same path, as an operator does with
+        the node running (the dead file system is detached lazily: the node may still hold
+        files open on it)."""
+        self.close()
+        self.image = self.image.with_name(self.image.stem + "-new" + self.image.suffix)
+        self._attach(self.image)
 
     def fail(self) -> None:
         """Every read and write fails with EIO from now on: a dead disk."""

@@ -22,8 +22,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fault_campaign import BUCKET
+from fault_campaign import BUCKET, EDGE_SIZES, write_objects
+from fault_checks import read_all_ok
 from fault_load import Ledger, start_load, verify_ledger
+from fault_offline import heal_pass
 from fault_server import server_bugs
 from loopdisk import LoopDisk
 from test_faults_wipe import judge_load
@@ -119,3 +121,37 @@ def test_a_data_disk_failing_under_load(servers, tally, loop_disk, failure) -> N
     bugs = server_bugs(server.log_text())
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0
+
+
+def test_a_failed_data_disk_replaced_while_the_node_runs(servers, tally, loop_disk) -> None:
+    """The operator's side: the dead disk is swapped for a new, empty one at the same mount
+    point with the node running; the disk monitor formats it into its slot and refills it,
+    and the offline check afterwards finds every shard in place."""
+    data_disk = loop_disk(2)
+    disks = servers.disks(4)
+    server = servers.start(disks)
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    before = write_objects(client, EDGE_SIZES, prefix="before")
+    mark = len(server.log_text())
+    data_disk.fail()
+    tally.faults_injected += 1
+    during = write_objects(client, EDGE_SIZES, prefix="during")  # the first of them meet the EIO
+    server.wait_log(r"disk \S+disk2 went offline", timeout=30, start=mark)
+    tally.faults_detected += 1
+    data_disk.replace()
+    refilled = server.wait_log(r"refill of \S+disk2 (finished: (\d+) shards rebuilt|failed)", timeout=120, start=mark)
+    assert refilled.group(1) != "failed", server.log_text()[mark:][-3000:]
+    tally.note(f"disk2 failed (EIO) and was replaced by an empty one while the node ran: refilled, "
+               f"{refilled.group(2)} shards rebuilt")
+    stats = read_all_ok(client, before)
+    stats.merge(read_all_ok(client, during))
+    judge_load(tally, stats, "every object read back after the replacement")
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0
+    report = heal_pass(server.disk_paths)
+    tally.note(f"offline heal pass: {report.objects} objects, {report.shards_bad} shards bad")
+    assert report.shards_bad == 0, report.bad
+    tally.objects_written += len(before.keys) + len(during.keys)
+    tally.repaired += 1
