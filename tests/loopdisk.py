@@ -1,7 +1,8 @@
 """A disk that fails as a real one does, for fault tests: an ext4 file system on a loop device,
 mounted on a disk directory; ``fail()`` makes every read and write on it fail with EIO from then
 on (``EXT4_IOC_SHUTDOWN``, xfstests' "godown"), open files and mapped pages included;
-``go_read_only()`` makes ext4 turn itself read-only as after an error of its own. Needs
+``go_read_only()`` makes ext4 turn itself read-only as after an error of its own; ``freeze()``
+makes its writes hang (``fsfreeze``) until ``thaw()``. Needs
 root, a free loop device and ``mkfs.ext4``: the test is skipped (with the reason) otherwise."""
 
 from __future__ import annotations
@@ -74,7 +75,21 @@ class LoopDisk:
             pytest.skip(f"{trigger} is missing: cannot make ext4 find an error")
         trigger.write_text("1")
 
+    def freeze(self) -> None:
+        """Every write (and fsync) blocks from now on, reads still work: a disk that hangs
+        (``fsfreeze``, as a snapshot tool freezes a file system). ``thaw()`` ends it."""
+        if shutil.which("fsfreeze") is None:
+            pytest.skip("fsfreeze is not installed")
+        subprocess.run(["fsfreeze", "--freeze", str(self.path)], check=True)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        if getattr(self, "frozen", False):
+            subprocess.run(["fsfreeze", "--unfreeze", str(self.path)], check=False)
+            self.frozen = False
+
     def close(self) -> None:
+        self.thaw()
         if self.path.is_mount():
             subprocess.run(["umount", "-l", str(self.path)], check=False)
         if self.device:

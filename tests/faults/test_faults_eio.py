@@ -155,3 +155,47 @@ def test_a_failed_data_disk_replaced_while_the_node_runs(servers, tally, loop_di
     assert report.shards_bad == 0, report.bad
     tally.objects_written += len(before.keys) + len(during.keys)
     tally.repaired += 1
+
+
+def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tally, loop_disk) -> None:
+    """A disk whose writes hang (its file system frozen, as a snapshot tool or a device stuck
+    retrying does). Before, the event loop itself wrote small objects' records and blocked in
+    that write: every request of the node, reads of other disks included, timed out until the
+    disk thawed. Now no disk call runs on the loop, and a call that does not finish within
+    ``--disk-timeout`` takes the disk offline: writes go on degraded after at most that long,
+    and once thawed the disk is brought back and refilled."""
+    data_disk = loop_disk(3)
+    disks = servers.disks(4)
+    server = servers.start(disks, extra_env={"BUCKETS_DISK_TIMEOUT": "3"})
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    before = write_objects(client, EDGE_SIZES, prefix="before")
+    mark = len(server.log_text())
+    data_disk.freeze()
+    tally.faults_injected += 1
+    started = time.monotonic()
+    during = write_objects(client, EDGE_SIZES, prefix="during")
+    took = time.monotonic() - started
+    hung = server.wait_log(r"disk \S+disk3 went offline: .*did not finish within 3s", timeout=30, start=mark)
+    tally.faults_detected += 1
+    stats = read_all_ok(client, before)
+    stats.merge(read_all_ok(client, during))
+    judge_load(tally, stats, "while the disk hung")
+    tally.note(f"disk3 frozen: {len(during.keys)} PUTs took {took:.1f}s in all; {hung.group(0)[:120]}")
+    assert took < 60, f"the writes waited {took:.0f}s on the hung disk"
+    data_disk.thaw()
+    server.wait_log(r"disk \S+disk3 is back online", timeout=60, start=mark)
+    refilled = server.wait_log(r"refill of \S+disk3 (finished: (\d+) shards rebuilt|failed)", timeout=120, start=mark)
+    assert refilled.group(1) != "failed", server.log_text()[mark:][-3000:]
+    tally.note(f"thawed: back online and refilled, {refilled.group(2)} shards rebuilt")
+    stats = read_all_ok(client, before)
+    stats.merge(read_all_ok(client, during))
+    judge_load(tally, stats, "every object read back after the thaw")
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0
+    report = heal_pass(server.disk_paths)
+    tally.note(f"offline heal pass: {report.objects} objects, {report.shards_bad} shards bad")
+    assert report.shards_bad == 0, report.bad
+    tally.objects_written += len(before.keys) + len(during.keys)
+    tally.repaired += 1

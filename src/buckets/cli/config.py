@@ -55,8 +55,9 @@ class Config:
     small_set_limit: int = 16384  # objects up to this size go to m + m disks when the set is wider
     direct_io: bool = True  # shard files are written with O_DIRECT where the file system takes it
     disk_reserve: float = 1.0  # percent of each disk kept free for deletions (new data refused below it)
+    disk_timeout: float = 30.0  # seconds a disk call may take before the disk counts as hung (0: no limit)
     erasure_simd: bool = True  # Reed-Solomon through ISA-L (zfec's pieces, SIMD) where libisal is installed
-    aio_fsync: bool = True  # record-log appends fsync through Linux AIO (no thread hand-off)
+    aio_fsync: bool = False  # record-log appends written on the event loop, fsynced through Linux AIO
     batch_threads: bool = True  # helper threads run as SCHED_BATCH (never preempt the event loop on wake-up)
     log_format: str = "json"  # "json" | "console"
     log_level: str = "info"  # "debug" | "info" | "warning" | "error"
@@ -431,14 +432,19 @@ SETTINGS: tuple[Setting, ...] = (
             "percent of each disk kept free for deletions, compaction and metadata: new data is "
             "refused below it (507 StorageFull), so a full store can still delete (at least 256 MiB, "
             "or 5%% of a disk under 5 GiB; 0: none)", metavar="PERCENT"),
+    Setting("disk_timeout", "BUCKETS_DISK_TIMEOUT", "--disk-timeout", _decimal(0, "disk timeout"),
+            "seconds a call on a disk may take before the disk counts as hung: marked offline "
+            "(as after an I/O error) so that requests go on without it, and brought back once it "
+            "answers in time again; 0: no limit", metavar="SECONDS"),
     Setting("erasure_simd", "BUCKETS_ERASURE_SIMD", "--erasure-simd", _parse_bool,
             "compute Reed-Solomon parity (and rebuild lost pieces) with Intel's ISA-L where "
             "libisal.so.2 is installed: the same pieces as zfec, checked at startup, ~80 times "
             "less CPU; off, or without the library, zfec does it", metavar="on|off"),
     Setting("aio_fsync", "BUCKETS_AIO_FSYNC", "--aio-fsync", _parse_bool,
             "append small-object records on the event loop and fsync them through Linux AIO "
-            "instead of handing each batch to the disk's thread (less CPU per small write); "
-            "where AIO is not available the threads are used anyway", metavar="on|off"),
+            "instead of handing each batch to the disk's thread (fewer context switches); a disk "
+            "that hangs, or a file system frozen for a snapshot, then stops the whole node until "
+            "it answers: off by default", metavar="on|off"),
     Setting("batch_threads", "BUCKETS_BATCH_THREADS", "--batch-threads", _parse_bool,
             "run the helper threads (disk I/O, hashing and coding, registry commits, the log "
             "writer) as SCHED_BATCH on Linux: a woken helper never preempts the event loop, "

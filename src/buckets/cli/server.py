@@ -796,6 +796,7 @@ def run_server(config: Config) -> int:
     tune_process()
     local_storage.direct_writes = config.direct_io
     local_storage.disk_reserve = config.disk_reserve
+    local_storage.disk_timeout = config.disk_timeout
     erasure_isal.enabled = config.erasure_simd
     local_storage.aio_fsync = config.aio_fsync
     try:

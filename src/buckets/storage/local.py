@@ -28,6 +28,7 @@ import threading
 import time
 from builtins import open as builtins_open
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from buckets.errors import (
     CorruptData, DiskAccessDenied, DiskError, DiskFaulty, DiskFull, DiskOffline, FileNotFound, ForeignDisk,
@@ -37,7 +38,7 @@ from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, Dis
 from buckets.storage import aiosync
 from buckets.storage import records as rlog
 from buckets.storage.format import DATA_DIR, FORMAT_FILE, LOG_DIR, MULTIPART_DIR, SYS_DIR, TMP_DIR
-from buckets.runtime import Workers
+from buckets.runtime import Workers, wait_for
 
 log = logging.getLogger("buckets.storage")
 
@@ -273,11 +274,15 @@ _direct_free: list[mmap.mmap] = []
 _direct_lock = threading.Lock()
 direct_writes = True  # the server's --direct-io / BUCKETS_DIRECT_IO
 
-# Record-log appends (see LocalDisk._append_here): a batch up to this size is written on the
-# event loop (into the page cache: ~10-30 us) and fsynced through Linux AIO (aiosync), with
-# no thread hand-off; a bigger one, a segment's first, or any where AIO is not available goes
-# to the disk's thread as before.
-aio_fsync = True  # the server's --aio-fsync / BUCKETS_AIO_FSYNC
+# Record-log appends (see LocalDisk._append_here): with --aio-fsync on, a batch up to this size is
+# written on the event loop (into the page cache: ~10-30 us) and fsynced through Linux AIO
+# (aiosync), with no thread hand-off; a bigger one, a segment's first, or any where AIO is not
+# available goes to the disk's thread as before. Off by default since session 45: that write is
+# a blocking call on the loop, and a file system frozen (fsfreeze, a snapshot) or a device stuck
+# under it stopped the whole node, every disk and request, until it thawed (7 minutes of
+# timeouts in a test); in the disk's thread it stops only that disk (``disk_timeout``). Six
+# alternated pairs of 4 KiB PUTs on the bench machine: 831-1,055 PUT/s off, 695-1,030 on.
+aio_fsync = False  # the server's --aio-fsync / BUCKETS_AIO_FSYNC
 LOOP_APPEND_MAX = 512 << 10
 
 # Free space every disk keeps for what frees space or only describes it: deletions (their
@@ -286,6 +291,16 @@ LOOP_APPEND_MAX = 512 << 10
 # disk below its reserve, so a store that filled up can still delete (before, a disk filled to
 # its last block refused the delete markers too, and nothing could be freed through S3).
 disk_reserve = 1.0  # percent of each disk: the server's --disk-reserve / BUCKETS_DISK_RESERVE (0: none)
+
+# A disk that hangs (a dying device retrying a sector, a file system frozen for a snapshot, a
+# controller reset) answers nothing, and every request waiting on it would wait too: a call on
+# a disk that has not finished after this many seconds marks the disk offline, as an I/O error
+# does, and fails with ``DiskFaulty``; its thread is left to finish (or not) on its own, and
+# what it was doing is undone or swept as after any failed call. The disk monitor brings the
+# disk back once a write and a read there finish in time again. Calls that may rightly take
+# longer (removing a whole tree) are not bounded. The server's --disk-timeout /
+# BUCKETS_DISK_TIMEOUT (0: none).
+disk_timeout = 30.0
 RESERVE_FLOOR = 256 << 20  # at least this much, but never more than RESERVE_CAP of the disk
 RESERVE_CAP = 0.05
 _SPACE_TTL = 1.0  # seconds a disk's statvfs is trusted, less what was written since
@@ -622,18 +637,36 @@ class LocalDisk:
         self.last_error = msg
         return err
 
-    async def _run(self, fn, *args, check_root: bool = True):
+    async def _run(self, fn, *args, check_root: bool = True, bounded: bool = True):
+        """``fn(*args)`` in the disk's thread, its failure typed; ``bounded``: at most
+        ``disk_timeout`` seconds, after which the disk counts as hung (``_hung``)."""
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
         try:
-            if check_root:
-                return await self._pool.run(self._checked, fn, *args)
-            return await self._pool.run(fn, *args)
+            call = self._pool.run(self._checked, fn, *args) if check_root else self._pool.run(fn, *args)
+            return await self._bounded(call, fn) if bounded else await call
         except (DiskError, OSError) as exc:
             err = self._failure(exc)
             if err is exc:
                 raise
             raise err from None
+
+    async def _bounded(self, call: Any, what: Any) -> Any:
+        """Await ``call`` (a disk call, or an asynchronous fsync) for at most ``disk_timeout``."""
+        if disk_timeout <= 0:
+            return await call
+        try:
+            return await wait_for(call, disk_timeout)
+        except TimeoutError:
+            # (asyncio's own: a subclass of OSError, never the call's, which ends as it may)
+            raise self._hung(what) from None
+
+    def _hung(self, what: Any) -> DiskFaulty:
+        name = getattr(what, "__qualname__", None) or getattr(what, "__name__", None) or type(what).__name__
+        msg = f"{self.root}: a call ({name}) did not finish within {disk_timeout:g}s: the disk hangs"
+        self.last_error = msg
+        self.mark_offline(msg)
+        return DiskFaulty(msg)
 
     def _failure(self, exc: Exception) -> DiskError:
         """The typed error of a failed call; one that says the disk is gone marks it offline."""
@@ -981,7 +1014,7 @@ class LocalDisk:
                     break
                 parent = os.path.dirname(parent)
 
-        await self._run(_delete)
+        await self._run(_delete, bounded=not recursive)  # (a whole tree may rightly take long)
 
     async def list_dir(self, path: str) -> list[str]:
         return await self._run(os.listdir, self._abs(path, root_ok=True))
@@ -1096,7 +1129,7 @@ class LocalDisk:
             elif "record" not in OMIT_FSYNC_FOR_TESTS:
                 try:
                     try:
-                        await aio.fsync(seg.fh.fileno())
+                        await self._bounded(aio.fsync(seg.fh.fileno()), "fsync")
                     except aiosync.AioUnsupported:
                         # Not this file system: the bytes are written; the thread syncs them,
                         # and every later batch goes there.

@@ -18,6 +18,12 @@ from buckets.storage import records as rlog
 from buckets.storage.format import LOG_DIR
 
 
+@pytest.fixture(autouse=True)
+def appends_on_the_loop(monkeypatch) -> None:
+    """The path these tests are about (``--aio-fsync on``; off by default since session 45)."""
+    monkeypatch.setattr(local_storage, "aio_fsync", True)
+
+
 def _aio_or_skip() -> aiosync.AioFsync:
     aio = aiosync.for_loop()
     if aio is None:
