@@ -123,6 +123,27 @@ def test_a_data_disk_failing_under_load(servers, tally, loop_disk, failure) -> N
     assert server.stop() == 0
 
 
+def refilled_and_whole(server, tally, disk: str, mark: int, written: list, what: str) -> None:
+    """``disk`` is refilled (the log from ``mark``), every object of ``written`` reads back
+    exactly, the log shows no bug, and after a clean stop the offline heal pass finds every
+    shard in place."""
+    refilled = server.wait_log(rf"refill of \S+{disk} (finished: (\d+) shards rebuilt|failed)", timeout=120, start=mark)
+    assert refilled.group(1) != "failed", server.log_text()[mark:][-3000:]
+    tally.note(f"{what}: refilled, {refilled.group(2)} shards rebuilt")
+    stats = read_all_ok(server.client(), written[0])
+    for w in written[1:]:
+        stats.merge(read_all_ok(server.client(), w))
+    judge_load(tally, stats, f"every object read back ({what})")
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0
+    report = heal_pass(server.disk_paths)
+    tally.note(f"offline heal pass: {report.objects} objects, {report.shards_bad} shards bad")
+    assert report.shards_bad == 0, report.bad
+    tally.objects_written += sum(len(w.keys) for w in written)
+    tally.repaired += 1
+
+
 def test_a_failed_data_disk_replaced_while_the_node_runs(servers, tally, loop_disk) -> None:
     """The operator's side: the dead disk is swapped for a new, empty one at the same mount
     point with the node running; the disk monitor formats it into its slot and refills it,
@@ -140,21 +161,8 @@ def test_a_failed_data_disk_replaced_while_the_node_runs(servers, tally, loop_di
     server.wait_log(r"disk \S+disk2 went offline", timeout=30, start=mark)
     tally.faults_detected += 1
     data_disk.replace()
-    refilled = server.wait_log(r"refill of \S+disk2 (finished: (\d+) shards rebuilt|failed)", timeout=120, start=mark)
-    assert refilled.group(1) != "failed", server.log_text()[mark:][-3000:]
-    tally.note(f"disk2 failed (EIO) and was replaced by an empty one while the node ran: refilled, "
-               f"{refilled.group(2)} shards rebuilt")
-    stats = read_all_ok(client, before)
-    stats.merge(read_all_ok(client, during))
-    judge_load(tally, stats, "every object read back after the replacement")
-    bugs = server_bugs(server.log_text())
-    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
-    assert server.stop() == 0
-    report = heal_pass(server.disk_paths)
-    tally.note(f"offline heal pass: {report.objects} objects, {report.shards_bad} shards bad")
-    assert report.shards_bad == 0, report.bad
-    tally.objects_written += len(before.keys) + len(during.keys)
-    tally.repaired += 1
+    refilled_and_whole(server, tally, "disk2", mark, [before, during],
+                       "disk2 failed (EIO) and was replaced by an empty one while the node ran")
 
 
 def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tally, loop_disk) -> None:
@@ -185,17 +193,4 @@ def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tall
     assert took < 60, f"the writes waited {took:.0f}s on the hung disk"
     data_disk.thaw()
     server.wait_log(r"disk \S+disk3 is back online", timeout=60, start=mark)
-    refilled = server.wait_log(r"refill of \S+disk3 (finished: (\d+) shards rebuilt|failed)", timeout=120, start=mark)
-    assert refilled.group(1) != "failed", server.log_text()[mark:][-3000:]
-    tally.note(f"thawed: back online and refilled, {refilled.group(2)} shards rebuilt")
-    stats = read_all_ok(client, before)
-    stats.merge(read_all_ok(client, during))
-    judge_load(tally, stats, "every object read back after the thaw")
-    bugs = server_bugs(server.log_text())
-    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
-    assert server.stop() == 0
-    report = heal_pass(server.disk_paths)
-    tally.note(f"offline heal pass: {report.objects} objects, {report.shards_bad} shards bad")
-    assert report.shards_bad == 0, report.bad
-    tally.objects_written += len(before.keys) + len(during.keys)
-    tally.repaired += 1
+    refilled_and_whole(server, tally, "disk3", mark, [before, during], "thawed: back online")
