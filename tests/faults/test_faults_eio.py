@@ -182,7 +182,8 @@ def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tall
     data_disk.freeze()
     tally.faults_injected += 1
     started = time.monotonic()
-    during = write_objects(client, EDGE_SIZES, prefix="during")
+    # the first write after the freeze streams a shard file to it: its piece write hangs
+    during = write_objects(client, list(reversed(EDGE_SIZES)), prefix="during")
     took = time.monotonic() - started
     hung = server.wait_log(r"disk \S+disk3 went offline: .*did not finish within 3s", timeout=30, start=mark)
     tally.faults_detected += 1
@@ -190,7 +191,7 @@ def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tall
     stats.merge(read_all_ok(client, during))
     judge_load(tally, stats, "while the disk hung")
     tally.note(f"disk3 frozen: {len(during.keys)} PUTs took {took:.1f}s in all; {hung.group(0)[:120]}")
-    assert took < 60, f"the writes waited {took:.0f}s on the hung disk"
+    assert took < 20, f"the writes waited {took:.0f}s on the hung disk (timeout 3s)"
     data_disk.thaw()
     server.wait_log(r"disk \S+disk3 is back online", timeout=60, start=mark)
     refilled_and_whole(server, tally, "disk3", mark, [before, during], "thawed: back online")

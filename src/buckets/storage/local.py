@@ -525,6 +525,11 @@ class LocalShardWriter:
                 except FileNotFoundError:
                     pass
 
+        if not self._disk.online:
+            # A disk gone offline (perhaps hung on this very file's write): the file is removed
+            # when its thread gets to it; the write that gave it up does not wait for that.
+            self._disk._later(_abort)
+            return
         try:
             await self._disk._run(_abort)
         except DiskError:
@@ -650,6 +655,17 @@ class LocalDisk:
             if err is exc:
                 raise
             raise err from None
+
+    def _later(self, fn) -> None:
+        """``fn()`` in the disk's thread, not waited for (its failure only logged at debug)."""
+        if self._closed:
+            return
+
+        def done(fut: asyncio.Future) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.debug("%s: a call left to finish failed: %s", self.root, fut.exception())
+
+        self._pool.run(fn).add_done_callback(done)
 
     async def _bounded(self, call: Any, what: Any) -> Any:
         """Await ``call`` (a disk call, or an asynchronous fsync) for at most ``disk_timeout``."""
