@@ -17,6 +17,7 @@ Needs root, a free loop device and ``mkfs.ext4``; skipped (with the reason) wher
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -43,9 +44,13 @@ def loop_disk(tmp_path: Path, servers):
     try:
         yield make
     finally:
-        servers.cleanup()  # no server may hold the file system when it goes
         for disk in made:
-            disk.close()
+            disk.thaw()  # a process stuck in a frozen file system cannot even be killed
+        try:
+            servers.cleanup()  # no server may hold the file system when it goes
+        finally:
+            for disk in made:
+                disk.close()
 
 
 def ready(server) -> int:
@@ -195,3 +200,50 @@ def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tall
     data_disk.thaw()
     server.wait_log(r"disk \S+disk3 is back online", timeout=60, start=mark)
     refilled_and_whole(server, tally, "disk3", mark, [before, during], "thawed: back online")
+
+
+def test_a_hung_registry_disk_makes_the_node_not_ready_until_it_answers(servers, tally, loop_disk) -> None:
+    """Disk 1, the registry's home, hangs (``fsfreeze``): a commit cannot be abandoned (it may
+    still land), so the writes wait for it, but the node says so (an error in the log,
+    ``/health/ready`` 503); once the disk answers, the write waiting completes and the node is
+    ready again. (Reads may wait too meanwhile: LMDB's reader table is a mapped file on that
+    disk, and a read transaction's write to it blocks while the file system is frozen.)"""
+    registry_disk = loop_disk(1)
+    disks = servers.disks(4)
+    server = servers.start(disks, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    before = write_objects(client, EDGE_SIZES, prefix="before")
+    assert ready(server) == 200
+    mark = len(server.log_text())
+    registry_disk.freeze()
+    tally.faults_injected += 1
+    waiting: dict[str, object] = {}
+
+    def put() -> None:
+        try:
+            waiting["etag"] = server.client().put_object(Bucket=BUCKET, Key="while-hung", Body=b"waits")["ETag"]
+        except Exception as exc:  # noqa: BLE001 - checked below
+            waiting["error"] = exc
+
+    writer = threading.Thread(target=put)
+    writer.start()
+    server.wait_log(r"a commit has not finished in 2s: its disk hangs", timeout=60, start=mark)
+    tally.faults_detected += 1
+    assert ready(server) == 503
+    registry_disk.thaw()
+    writer.join(90)
+    assert not writer.is_alive() and "etag" in waiting, waiting
+    server.wait_log(r"the commit that hung finished after", timeout=30, start=mark)
+    assert client.get_object(Bucket=BUCKET, Key="while-hung")["Body"].read() == b"waits"
+    judge_load(tally, read_all_ok(client, before), "reads after the registry's disk answered again")
+    deadline = time.monotonic() + 30
+    while ready(server) != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ready(server) == 200
+    tally.note("registry disk frozen: not ready; after the thaw the waiting PUT completed, every object read back")
+    tally.repaired += 1
+    tally.objects_written += len(before.keys) + 1
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0

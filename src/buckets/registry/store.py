@@ -336,6 +336,7 @@ class Registry:
         # single node to rebuild its registry elsewhere).
         self.failed: str | None = None
         self.on_failure: Any = None
+        self.hung_since: float | None = None  # monotonic() start of a commit past the disk timeout
         self._load_usage()
         # Buckets are few and read on every request: keep the table in memory.
         self.buckets: dict[str, dict] = dict(self._items("buckets"))
@@ -368,9 +369,10 @@ class Registry:
 
     @property
     def is_open(self) -> bool:
-        """True while writes can be committed (environment open, committer alive, not failed)."""
-        return not self.closed and self.failed is None and self._committer is not None \
-            and not self._committer.done()
+        """True while writes can be committed (environment open, committer alive, not failed,
+        no commit hung past the disk timeout)."""
+        return not self.closed and self.failed is None and self.hung_since is None \
+            and self._committer is not None and not self._committer.done()
 
     def fail(self, reason: str) -> None:
         """The environment (or its disk) failed: refuse every commit from now on, and tell
@@ -452,6 +454,32 @@ class Registry:
         except Exception as exc:
             raise self._failure(exc) from None
 
+    def _watch_commit(self) -> asyncio.TimerHandle | None:
+        """A commit whose disk hangs (its file system frozen, its device stuck) cannot be
+        abandoned: it may still land. Past ``storage.local.disk_timeout`` the registry says so
+        (an error in the log, ``is_open`` false: ``/health/ready`` answers 503) while the
+        writes wait for it; ``_commit_done`` ends that once it returns."""
+        from buckets.storage import local
+
+        if local.disk_timeout <= 0:
+            return None
+        started = time.monotonic()
+
+        def hung() -> None:
+            self.hung_since = started
+            log.error("registry %s: a commit has not finished in %gs: its disk hangs; writes wait for it, "
+                      "and the node reports itself not ready", self.path, local.disk_timeout)
+
+        return asyncio.get_running_loop().call_later(local.disk_timeout, hung)
+
+    def _commit_done(self, watch: asyncio.TimerHandle | None) -> None:
+        if watch is not None:
+            watch.cancel()
+        if self.hung_since is not None:
+            log.warning("registry %s: the commit that hung finished after %.0fs: writes go on", self.path,
+                        time.monotonic() - self.hung_since)
+            self.hung_since = None
+
     def _failure(self, exc: Exception) -> Exception:
         """``_typed_failure``, and a failed disk or environment (``is_disk_failure``; a full disk
         is not one) fails the registry (``fail``)."""
@@ -468,6 +496,7 @@ class Registry:
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
+                watch = self._watch_commit()
                 try:
                     results, deltas = await self._apply_batch([ops for ops, _ in batch])
                 except Exception as exc:  # the environment failed (disk full, I/O): fail the batch
@@ -475,6 +504,8 @@ class Registry:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
+                finally:
+                    self._commit_done(watch)
                 self._after_commit([op for (ops, _), err in zip(batch, results) if err is None for op in ops], deltas)
                 self.commits += 1
                 self.committed_ops += sum(len(ops) for ops, _ in batch)
