@@ -293,6 +293,8 @@ def align_journal(journal: _journal.Journal | None, last: tuple, previous: tuple
 def _snapshot_hooks(machine: ControlMachine, journal: Callable[[], _journal.Journal | None]) -> tuple[Callable, Callable]:
     """pysyncobj's serializer/deserializer: our state in msgpack plus the raft fields it needs."""
 
+    refused = {"at": float("-inf"), "quiet": 0}  # the last "could not write" line, and how many since
+
     def serialize(filename: str, data: tuple) -> None:
         last, previous, cluster = data
         document = {
@@ -306,8 +308,18 @@ def _snapshot_hooks(machine: ControlMachine, journal: Callable[[], _journal.Jour
                 f.write(msgpack.packb(document, use_bin_type=True))
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError:
-            log.exception("control plane: could not write the snapshot %s", filename)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and exc.errno not in JOURNAL_DISK_FAILED:
+                log.exception("control plane: could not write the snapshot %s", filename)
+                raise
+            # Its disk full or failed: pysyncobj tries again at every tick; said once a minute.
+            now = monotonic()
+            if now - refused["at"] >= JOURNAL_FULL_LOG_EVERY:
+                more = f" ({refused['quiet']} more since)" if refused["quiet"] else ""
+                log.error("control plane: could not write the snapshot %s: %s%s", filename, exc, more)
+                refused["at"], refused["quiet"] = now, 0
+            else:
+                refused["quiet"] += 1
             raise
 
     def deserialize(filename: str) -> tuple:

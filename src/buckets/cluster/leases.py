@@ -325,8 +325,13 @@ class LeaseKeeper:
             lease.since.pop(key, None)
 
     # -- keeping leases: one loop for all of them, one call per peer per round -------------
+    def _registry_failed(self) -> bool:
+        """This node's registry failed (its disk: ``Registry.fail``): it refuses every merge, so
+        it can neither catch up nor hold what it would answer from; it holds no lease."""
+        return getattr(getattr(self.index.local, "registry", None), "failed", None) is not None
+
     def want(self, bucket: str) -> None:
-        if bucket in self._leases:
+        if bucket in self._leases or self._registry_failed():
             return
         placement = self.index.placement(bucket)
         self._leases[bucket] = Lease(bucket, tuple(placement.read), self.index.local.seq, last_used=self.clock())
@@ -346,8 +351,9 @@ class LeaseKeeper:
             try:
                 now = self.clock()
                 me = self.index.node_id
+                failed = self._registry_failed()
                 for lease in list(self._leases.values()):
-                    if self.holder_of(lease.bucket) != me or \
+                    if failed or self.holder_of(lease.bucket) != me or \
                             tuple(self.index.placement(lease.bucket).read) != lease.replicas or \
                             now - lease.last_used > IDLE_SECONDS or len(lease.unconfirmed) > UNCONFIRMED_MAX:
                         self._drop(lease)
