@@ -678,7 +678,7 @@ class LocalDisk:
             raise self._hung(what) from None
 
     def _hung(self, what: Any) -> DiskFaulty:
-        name = getattr(what, "__qualname__", None) or getattr(what, "__name__", None) or type(what).__name__
+        name = what if isinstance(what, str) else (getattr(what, "__qualname__", None) or type(what).__name__)
         msg = f"{self.root}: a call ({name}) did not finish within {disk_timeout:g}s: the disk hangs"
         self.last_error = msg
         self.mark_offline(msg)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import pytest
 
@@ -163,3 +164,24 @@ async def test_the_ballast_is_kept_while_there_is_room_and_released_when_the_fil
     monkeypatch.setattr(local, "disk_reserve", 0.0)
     await disk.upkeep()
     assert not os.path.exists(ballast)  # no reserve, no ballast
+
+
+async def test_a_call_past_the_disk_timeout_takes_the_disk_offline(disk, monkeypatch) -> None:
+    """A disk that hangs answers nothing: past ``disk_timeout`` its call fails as an I/O error
+    does (the thread is left to finish on its own), and the disk goes offline. A call marked
+    unbounded (a whole tree's removal) waits as long as it takes. The real case, a frozen file
+    system under load, is tests/faults/test_faults_eio.py."""
+    import threading
+
+    from buckets.storage import local as local_storage
+
+    monkeypatch.setattr(local_storage, "disk_timeout", 0.2)
+    release = threading.Event()
+    with pytest.raises(DiskFaulty) as hung:
+        await disk._run(release.wait, 5)
+    assert "did not finish within 0.2s: the disk hangs" in str(hung.value) and "wait" in str(hung.value)
+    assert not disk.online and "the disk hangs" in disk.last_error
+    release.set()
+    disk.mark_online()
+    assert await disk._run(lambda: (time.sleep(0.4), "done")[1], bounded=False) == "done"
+    assert disk.online
