@@ -41,8 +41,12 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def json_lines(self) -> list[dict]:
+        """Every JSON line the server has written whole: a line without its newline yet is still
+        being written (the log's writer thread writes batches of lines while this reads; one
+        run read half an access line and failed on it)."""
+        text = self.log_text()
         out = []
-        for line in self.log_text().splitlines():
+        for line in text[:text.rfind("\n") + 1].splitlines():
             if line.startswith("{"):
                 out.append(json.loads(line))
         return out
