@@ -39,13 +39,18 @@ def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
     try:
         cluster.start()
         clients = {i: cluster.client(i) for i in (1, 2, 3)}
-        clients[1].create_bucket(Bucket="eio")
-        written: dict[str, str] = {}
+        # Four buckets: each has three of the four nodes as its index replicas, so node 2's
+        # registry is written to whatever the placement (one bucket alone may leave it out).
+        buckets = [f"eio-{n}" for n in range(4)]
+        for bucket in buckets:
+            clients[1].create_bucket(Bucket=bucket)
+        written: dict[tuple[str, str], str] = {}
 
         def put(i: int, key: str, size: int) -> None:
             body = os.urandom(size)
-            clients[i].put_object(Bucket="eio", Key=key, Body=body)
-            written[key] = hashlib.md5(body).hexdigest()
+            bucket = buckets[sum(map(ord, key)) % len(buckets)]
+            clients[i].put_object(Bucket=bucket, Key=key, Body=body)
+            written[bucket, key] = hashlib.md5(body).hexdigest()
 
         for n in range(40):
             put(1 + n % 3, f"before/{n:03d}", 3000 if n % 2 else 200_000)
@@ -55,8 +60,9 @@ def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
             key = f"after/{n:03d}"
             try:
                 put(1 + n % 3, key, 3000 if n % 2 else 200_000)
-                back = clients[1 + (n + 1) % 3].get_object(Bucket="eio", Key=key)["Body"].read()
-                assert hashlib.md5(back).hexdigest() == written[key], key
+                bucket = buckets[sum(map(ord, key)) % len(buckets)]
+                back = clients[1 + (n + 1) % 3].get_object(Bucket=bucket, Key=key)["Body"].read()
+                assert hashlib.md5(back).hexdigest() == written[bucket, key], key
             except Exception as exc:  # noqa: BLE001 - counted: none is expected
                 errors.append(f"{key}: {exc}")
         assert not errors, errors[:5]
@@ -65,9 +71,10 @@ def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
         for i in (1, 3, 4):
             assert ready(cluster, i)[0] == 200, i
         s3 = cluster.client(4)
-        for key, digest in written.items():
-            assert hashlib.md5(s3.get_object(Bucket="eio", Key=key)["Body"].read()).hexdigest() == digest, key
-        listed = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="eio")
+        for (bucket, key), digest in written.items():
+            assert hashlib.md5(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, key
+        listed = {(bucket, o["Key"]) for bucket in buckets
+                  for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
                   for o in page.get("Contents", [])}
         assert listed == set(written)
     finally:
