@@ -61,21 +61,28 @@ def ready(server) -> int:
         return exc.code
 
 
-@pytest.mark.parametrize("failure", ["eio", "read-only"])
-def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loop_disk, failure) -> None:
-    registry_disk = loop_disk(1)
+def failing_under_load(servers, tally, disk, slot: int, failure: str, seed: int):
+    """A node whose disk ``slot`` (0-based) is ``disk``, under load for 3 s, then that disk
+    failing (``eio``: shut down; ``read-only``: ext4 turned read-only). Returns the server,
+    its client, the load's ledger, the load and the log mark at the failure."""
     disks = servers.disks(4)
-    assert disks[0] == registry_disk.path
+    assert disks[slot] == disk.path
     server = servers.start(disks)
-    pid = server.proc.pid
     client = server.client()
     client.create_bucket(Bucket=BUCKET)
     ledger = Ledger()
-    load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=900, seed=45)
+    load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=900, seed=seed)
     time.sleep(3)
     mark = len(server.log_text())
-    registry_disk.fail() if failure == "eio" else registry_disk.go_read_only()
+    disk.fail() if failure == "eio" else disk.go_read_only()
     tally.faults_injected += 1
+    return server, client, ledger, load, mark
+
+
+@pytest.mark.parametrize("failure", ["eio", "read-only"])
+def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loop_disk, failure) -> None:
+    server, client, ledger, load, mark = failing_under_load(servers, tally, loop_disk(1), 0, failure, seed=45)
+    pid = server.proc.pid
     moved = server.wait_log(r"registry disk \S+ is failed: rebuilding the registry on (\S+)", timeout=60, start=mark)
     rebuilt = server.wait_log(r"registry was missing: rebuilt from disk metadata \((.*)\)", timeout=60, start=mark)
     tally.faults_detected += 1
@@ -103,18 +110,7 @@ def test_registry_disk_failing_under_load_moves_the_registry(servers, tally, loo
 
 @pytest.mark.parametrize("failure", ["eio", "read-only"])
 def test_a_data_disk_failing_under_load(servers, tally, loop_disk, failure) -> None:
-    data_disk = loop_disk(3)
-    disks = servers.disks(4)
-    assert disks[2] == data_disk.path
-    server = servers.start(disks)
-    client = server.client()
-    client.create_bucket(Bucket=BUCKET)
-    ledger = Ledger()
-    load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=900, seed=46)
-    time.sleep(3)
-    mark = len(server.log_text())
-    data_disk.fail() if failure == "eio" else data_disk.go_read_only()
-    tally.faults_injected += 1
+    server, client, ledger, load, mark = failing_under_load(servers, tally, loop_disk(3), 2, failure, seed=46)
     server.wait_log(r"disk \S+disk3 went offline", timeout=30, start=mark)
     tally.faults_detected += 1
     time.sleep(4)
