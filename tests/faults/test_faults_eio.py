@@ -243,3 +243,69 @@ def test_a_hung_registry_disk_makes_the_node_not_ready_until_it_answers(servers,
     bugs = server_bugs(server.log_text())
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0
+
+
+def written_and_stopped(servers):
+    """A node's four disks holding a bucket of objects of every edge size, the node stopped:
+    returns the disks, its port and what was written."""
+    disks = servers.disks(4)
+    server = servers.start(disks)
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    before = write_objects(client, EDGE_SIZES, prefix="before")
+    assert server.stop() == 0
+    return disks, server.port, before
+
+
+@pytest.mark.parametrize("slot", [1, 3])
+def test_a_node_restarts_with_a_dead_disk(servers, tally, loop_disk, slot) -> None:
+    """The node is stopped, a disk dies meanwhile (every I/O on it fails with EIO, as a disk that
+    did not survive a reboot), and the node starts again: it must come up degraded and serve
+    every object. Disk 1 holds the registry: the registry is rebuilt on another disk."""
+    dead = loop_disk(slot)
+    disks, port, before = written_and_stopped(servers)
+    dead.fail()
+    tally.faults_injected += 1
+    server = servers.start(disks, port=port)
+    client = server.client()
+    assert ready(server) == 200
+    tally.faults_detected += 1
+    stats = read_all_ok(client, before)
+    judge_load(tally, stats, f"every object after a restart with disk{slot} dead")
+    client.put_object(Bucket=BUCKET, Key="after-restart", Body=b"writable")
+    assert client.get_object(Bucket=BUCKET, Key="after-restart")["Body"].read() == b"writable"
+    tally.note(f"disk{slot} dead across a restart: {len(before.keys)} objects read back, writable")
+    tally.objects_written += len(before.keys) + 1
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("slot", [1, 3])
+def test_a_node_starts_with_a_hung_disk(servers, tally, loop_disk, slot) -> None:
+    """A disk whose writes hang (frozen) when the node starts: the node must not wait for it
+    forever. It starts within about ``--disk-timeout`` with that disk offline (disk 1: the
+    registry on another disk) and serves every object; once thawed the disk comes back."""
+    hung = loop_disk(slot)
+    disks, port, before = written_and_stopped(servers)
+    hung.freeze()
+    tally.faults_injected += 1
+    started = time.monotonic()
+    server = servers.start(disks, port=port, extra_env={"BUCKETS_DISK_TIMEOUT": "3"})
+    took = time.monotonic() - started
+    client = server.client()
+    assert ready(server) == 200
+    tally.faults_detected += 1
+    stats = read_all_ok(client, before)
+    client.put_object(Bucket=BUCKET, Key="after-start", Body=b"writable")
+    assert client.get_object(Bucket=BUCKET, Key="after-start")["Body"].read() == b"writable"
+    judge_load(tally, stats, f"every object after a start with disk{slot} hung")
+    tally.note(f"disk{slot} frozen at start: ready after {took:.1f}s, {len(before.keys)} objects read back")
+    mark = len(server.log_text())
+    hung.thaw()
+    server.wait_log(rf"disk \S+disk{slot} is back online", timeout=60, start=mark)
+    tally.repaired += 1
+    tally.objects_written += len(before.keys) + 1
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0

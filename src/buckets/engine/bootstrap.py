@@ -211,21 +211,41 @@ async def choose_registry(disks: list[Disk], sync: bool, avoid: frozenset[str] =
             continue
     by_id = {d.disk_id: d for d in local if d.disk_id not in avoid}
     rebuild = False
-    if best is not None and best.get("disk_id") in by_id:
-        home = by_id[best["disk_id"]]
-    else:
-        home = next(iter(by_id.values()))
-        if best is not None:  # the authoritative registry is unreachable: start over from the disks
-            log.warning("registry disk %s is %s: rebuilding the registry on %s", best.get("disk_id"),
-                        "failed" if best.get("disk_id") in avoid else "unavailable", home.endpoint)
+    epoch = (best["epoch"] + 1) if best else 1
+    while True:
+        if not by_id:
+            raise FormatError("no online local disk can hold this node's registry")
+        if best is not None and best.get("disk_id") in by_id and not rebuild:
+            home = by_id[best["disk_id"]]
+        else:
+            home = next(iter(by_id.values()))
+            if best is not None:  # the authoritative registry is unreachable: start over from the disks
+                log.warning("registry disk %s is %s: rebuilding the registry on %s", best.get("disk_id"),
+                            "failed" if best.get("disk_id") in avoid else "unavailable", home.endpoint)
+                rebuild = True
+        # The home's own pointer first: a disk that fails or hangs (``--disk-timeout``) here
+        # would hold the registry, so another disk takes it, rebuilt from the disks' metadata.
+        # Each attempt takes a new epoch: a hung write that lands later names its disk at an
+        # epoch below the one the other disks are given.
+        data = json.dumps({"epoch": epoch, "disk_id": home.disk_id}).encode()
+        try:
+            await home.write_file(REGISTRY_POINTER, data, sync=sync)
+        except DiskError as exc:
+            log.warning("cannot write the registry pointer on %s: %s; the registry goes elsewhere", home.endpoint, exc)
+            del by_id[home.disk_id]
+            epoch += 1
+            if best is not None and home.disk_id == best.get("disk_id"):
+                rebuild = True
+            continue
+        if rebuild:  # start over from the disks: a stale copy here, from an older epoch, goes
             try:
                 await home.delete(REGISTRY_DIR, recursive=True)
             except DiskError as exc:
                 raise FormatError(f"cannot clear the stale registry on {home.endpoint}: {exc}") from None
-            rebuild = True
-    epoch = (best["epoch"] + 1) if best else 1
-    data = json.dumps({"epoch": epoch, "disk_id": home.disk_id}).encode()
+        break
     for d in local:
+        if d is home or not d.online:  # one that failed or hung above is offline now
+            continue
         try:
             await d.write_file(REGISTRY_POINTER, data, sync=sync)
         except DiskError as exc:

@@ -5,6 +5,7 @@ down under load, is ``tests/faults/test_faults_eio.py``."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import lmdb
@@ -83,5 +84,48 @@ async def test_a_store_that_avoids_its_registry_disk_rebuilds_the_registry_elsew
     store = await Store.open(paths, **kwargs)
     try:
         assert store.registry_disk_id not in (None, first)
+    finally:
+        await store.close()
+
+
+async def test_a_registry_disk_that_cannot_take_its_pointer_at_start_gives_the_registry_up(tmp_disks, monkeypatch) -> None:
+    """At start the registry's disk answers reads but its first write fails (here: times out, as
+    a frozen file system's does): the registry is rebuilt on another disk, and the pointer the
+    other disks get names that disk at a higher epoch than the one the hung write may still
+    land (the real hang, ``fsfreeze``: tests/faults/test_faults_eio.py)."""
+    from buckets.errors import DiskTimeout
+    from buckets.storage.format import REGISTRY_POINTER
+    from buckets.storage.local import LocalDisk
+
+    paths = tmp_disks(4)
+    kwargs = dict(sync=False, block_size=BLOCK, inline_threshold=INLINE, partitions=64)
+    store = await Store.open(paths, **kwargs)
+    try:
+        await store.make_bucket("bkt")
+        bodies = {f"k{i}": os.urandom(size) for i, size in enumerate((0, INLINE, 3 * BLOCK + 1))}
+        for key, body in bodies.items():
+            await store.put_object("bkt", key, body, len(body))
+        first = store.registry_disk_id
+        home = store.by_id[first].root
+    finally:
+        await store.close()
+    write_file, tried = LocalDisk.write_file, []
+
+    async def hanging_home(self, rel, data, **kw):
+        if self.root == home and rel == REGISTRY_POINTER:
+            tried.append(json.loads(data)["epoch"])
+            self.mark_offline("a call (write_file) did not finish within 1s")
+            raise DiskTimeout(f"{self.root}: a call (write_file) did not finish within 1s")
+        return await write_file(self, rel, data, **kw)
+
+    monkeypatch.setattr(LocalDisk, "write_file", hanging_home)
+    store = await Store.open(paths, **kwargs)
+    try:
+        assert store.registry_disk_id != first and tried
+        for key, body in bodies.items():
+            assert await get_bytes(store, "bkt", key) == body
+        pointers = [json.loads(await d.read_file(REGISTRY_POINTER)) for d in store.disks if d.root != home]
+        assert {p["disk_id"] for p in pointers} == {store.registry_disk_id}
+        assert all(p["epoch"] > max(tried) for p in pointers)
     finally:
         await store.close()
