@@ -21,6 +21,7 @@ import urllib.request
 import pytest
 from clusterproc import Cluster
 from loopdisk import LoopDisk
+from serverproc import stop
 
 pytestmark = pytest.mark.cluster
 
@@ -77,6 +78,45 @@ def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
                   for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
                   for o in page.get("Contents", [])}
         assert listed == set(written)
+    finally:
+        try:
+            cluster.stop_and_check_logs()
+        finally:
+            disk.close()
+
+
+def test_a_node_restarts_with_its_first_disk_dead(tmp_path) -> None:
+    """Node 2 stopped, its first disk dead meanwhile: its journal is gone, so it must refuse to
+    start with a message that says what to do (a Raft member may not come back without what it
+    voted), not a traceback; the other three serve every object and take writes."""
+    cluster = Cluster(tmp_path, nodes=4, disks=2)
+    disk = LoopDisk(tmp_path / "n2d1.img", tmp_path / "n2" / "d1", size_mb=512)
+    try:
+        cluster.start()
+        s3 = cluster.client(1)
+        buckets = [f"dead-{n}" for n in range(4)]
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket)
+        written: dict[tuple[str, str], str] = {}
+        for n in range(40):
+            body = os.urandom(3000 if n % 2 else 200_000)
+            bucket, key = buckets[n % 4], f"before/{n:03d}"
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            written[bucket, key] = hashlib.md5(body).hexdigest()
+        assert stop(cluster.procs[2]) == 0
+        disk.fail()
+        cluster.start(2, wait=False)
+        assert cluster.procs[2].wait(timeout=60) != 0
+        said = cluster.log(2)
+        assert "this node's first disk is failing" in said and "remove-node" in said, said[-3000:]
+        assert "Traceback" not in said, said[-3000:]
+        del cluster.procs[2]
+        for i in (1, 3, 4):  # the others serve every object, and take writes, without it
+            c = cluster.client(i)
+            for (bucket, key), digest in written.items():
+                assert hashlib.md5(c.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, key
+            c.put_object(Bucket=buckets[i % 4], Key=f"after/{i}", Body=b"still writable")
+            assert c.get_object(Bucket=buckets[i % 4], Key=f"after/{i}")["Body"].read() == b"still writable"
     finally:
         try:
             cluster.stop_and_check_logs()

@@ -36,6 +36,7 @@ that died between applying and dequeuing) is a no-op the second time.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -137,10 +138,22 @@ def read_members(first_disk_root: str) -> dict | None:
         return {"deployment_id": str(doc["deployment_id"]), "generation": int(doc["generation"]), "nodes": nodes}
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise errors.FormatError(f"{path}: unreadable membership file ({exc}); it is rewritten from the "
-                                 f"control plane: restore it from another node's copy with this node's "
-                                 f"own entry, or start with --join again") from None
+    except OSError as exc:
+        if exc.errno in (errno.EIO, errno.ENXIO, errno.ENODEV):
+            raise errors.FormatError(
+                f"{first_disk_root}: this node's first disk is failing ({exc.strerror}): it holds the node's "
+                f"control-plane journal, which a Raft member cannot start again without. Remove the node through "
+                f"another one (buckets-admin cluster remove-node ALIAS <this node's URL> --force), then replace "
+                f"the disk, wipe the node's other disks and start it with --join (docs/cluster.md)") from None
+        raise _unreadable(path, exc) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: str, exc: Exception) -> errors.FormatError:
+    return errors.FormatError(f"{path}: unreadable membership file ({exc}); it is rewritten from the "
+                              f"control plane: restore it from another node's copy with this node's "
+                              f"own entry, or start with --join again")
 
 
 def write_members(first_disk_root: str, topology: TopologyRecord) -> None:
