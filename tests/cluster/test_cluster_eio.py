@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import time
 import urllib.error
 import urllib.request
 
@@ -118,6 +120,55 @@ def test_a_node_restarts_with_its_first_disk_dead(tmp_path) -> None:
             c.put_object(Bucket=buckets[i % 4], Key=f"after/{i}", Body=b"still writable")
             assert c.get_object(Bucket=buckets[i % 4], Key=f"after/{i}")["Body"].read() == b"still writable"
     finally:
+        try:
+            cluster.stop_and_check_logs()
+        finally:
+            disk.close()
+
+
+@pytest.mark.parametrize("failure", ["eio", "hung"])
+def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
+    """Node 3's second disk (data only) dies (EIO) or hangs (frozen) while objects are written
+    through node 1, whose writes reach that disk over peer RPC: node 3 takes the disk offline
+    (at once, or after ``--disk-timeout`` 3 s), the writers go on degraded, every object reads
+    back through every node, and a thawed disk comes back online."""
+    cluster = Cluster(tmp_path, nodes=4, disks=2, extra_env={"BUCKETS_DISK_TIMEOUT": "3"})
+    disk = LoopDisk(tmp_path / "n3d2.img", tmp_path / "n3" / "d2", size_mb=512)
+    try:
+        cluster.start()
+        s3 = cluster.client(1)
+        buckets = [f"peer-{n}" for n in range(2)]
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket)
+        written: dict[tuple[str, str], str] = {}
+
+        def put(key: str, size: int) -> None:
+            body = os.urandom(size)
+            bucket = buckets[len(written) % 2]
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            written[bucket, key] = hashlib.md5(body).hexdigest()
+
+        for n in range(20):
+            put(f"before/{n:03d}", 3000 if n % 2 else 200_000)
+        disk.fail() if failure == "eio" else disk.freeze()
+        started = time.monotonic()
+        for n in range(40):
+            put(f"after/{n:03d}", 3000 if n % 2 else 200_000)
+        took = time.monotonic() - started
+        assert took < 40, f"40 PUTs took {took:.0f}s with a peer's disk {failure}"
+        assert re.search(r"disk \S+n3/d2 went offline", cluster.log(3)), cluster.log(3)[-3000:]
+        for i in range(1, 5):
+            c = cluster.client(i)
+            for (bucket, key), digest in written.items():
+                assert hashlib.md5(c.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, (i, key)
+        if failure == "hung":
+            disk.thaw()
+            deadline = time.monotonic() + 60
+            while not re.search(r"disk \S+n3/d2 is back online", cluster.log(3)):
+                assert time.monotonic() < deadline, cluster.log(3)[-3000:]
+                time.sleep(0.5)
+    finally:
+        disk.thaw()
         try:
             cluster.stop_and_check_logs()
         finally:
