@@ -36,6 +36,14 @@ def ready(cluster: Cluster, i: int) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+def wait_log(cluster: Cluster, i: int, pattern: str, timeout: float = 60) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while not (found := re.search(pattern, cluster.log(i))):
+        assert time.monotonic() < deadline, f"node {i} never logged {pattern!r}:\n{cluster.log(i)[-3000:]}"
+        time.sleep(0.5)
+    return found
+
+
 def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
     cluster = Cluster(tmp_path, nodes=4, disks=2)
     disk = LoopDisk(tmp_path / "n2d1.img", tmp_path / "n2" / "d1", size_mb=512)
@@ -131,7 +139,8 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
     """Node 3's second disk (data only) dies (EIO) or hangs (frozen) while objects are written
     through node 1, whose writes reach that disk over peer RPC: node 3 takes the disk offline
     (at once, or after ``--disk-timeout`` 3 s), the writers go on degraded, every object reads
-    back through every node, and a thawed disk comes back online."""
+    back through every node; a thawed disk comes back online, a dead one replaced by an empty
+    file system at its mount point is formatted into its slot and refilled."""
     cluster = Cluster(tmp_path, nodes=4, disks=2, extra_env={"BUCKETS_DISK_TIMEOUT": "3"})
     disk = LoopDisk(tmp_path / "n3d2.img", tmp_path / "n3" / "d2", size_mb=512)
     try:
@@ -163,10 +172,14 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
                 assert hashlib.md5(c.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, (i, key)
         if failure == "hung":
             disk.thaw()
-            deadline = time.monotonic() + 60
-            while not re.search(r"disk \S+n3/d2 is back online", cluster.log(3)):
-                assert time.monotonic() < deadline, cluster.log(3)[-3000:]
-                time.sleep(0.5)
+            wait_log(cluster, 3, r"disk \S+n3/d2 is back online")
+        else:  # the operator swaps the dead disk for a new, empty one with the node running
+            disk.replace()
+            refill = wait_log(cluster, 3, r"refill of \S+n3/d2 (finished: (\d+) shards rebuilt|failed)", timeout=120)
+            assert refill.group(1) != "failed", cluster.log(3)[-3000:]
+            assert int(refill.group(2)) > 0
+            for (bucket, key), digest in written.items():
+                assert hashlib.md5(cluster.client(3).get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest
     finally:
         disk.thaw()
         try:
