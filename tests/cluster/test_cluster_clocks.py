@@ -109,3 +109,25 @@ def test_a_node_whose_clock_is_off_is_named_by_every_node(tmp_path) -> None:
     for i in (1, 2, 3):
         text = c.log(i)
         assert "Traceback" not in text and "unhandled error" not in text, f"node {i} logged a bug:\n{text[-6000:]}"
+
+
+@pytest.mark.skipif(FAKETIME is None, reason="libfaketime is not installed (make tools installs faketime)")
+def test_nodes_whose_clocks_are_minutes_apart_say_so_at_start(tmp_path) -> None:
+    """Peer requests are signed with a timestamp valid for 60 s either side of the receiver's
+    clock, so a node ten minutes off cannot form a cluster with the others. The node refused
+    must say that its clocks are the cause (the refusal's ``Date`` tells it), not send the
+    operator looking for a wrong cluster secret."""
+    c = Cluster(tmp_path, nodes=3, disks=1, node_env={3: {"LD_PRELOAD": FAKETIME, "FAKETIME": "+600s"}})
+    c.start(wait=False)
+    try:
+        deadline = time.monotonic() + 90
+        said: list[str] = []
+        while time.monotonic() < deadline and not said:
+            said = [line for i in (1, 2, 3) for line in c.log(i).splitlines() if "refused this node's signature" in line]
+            time.sleep(0.5)
+        assert said, [c.log(i)[-2000:] for i in (1, 2, 3)]
+        for line in said:
+            assert re.search(r"its clock is [+-](59\d|60\d) s from this node's, beyond the 60 s .*NTP", line), line
+            assert "cluster secret" not in line, line
+    finally:
+        c.stop_all()

@@ -357,6 +357,8 @@ async def hello(node: Any, endpoint: str) -> dict:
         return await client.call("node", "hello", {}, timeout=5.0)
     except errors.BucketsError as exc:
         if refused_signature(exc):
+            if getattr(exc, "clock_offset", None) is not None:
+                raise NodeRefused(f"{endpoint} refused this cluster's signature: {exc.cause()}") from None
             raise NodeRefused(f"{endpoint} refused this cluster's signature: it was started with another "
                               f"cluster secret") from None
         raise NodeUnreachable(f"{endpoint} did not answer ({exc}): start it with `buckets server --join "

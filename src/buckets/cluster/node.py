@@ -47,7 +47,7 @@ from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster import membership
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
-from buckets.cluster.rpcerrors import PeerOffline, refused_signature
+from buckets.cluster.rpcerrors import PeerAuthRefused, PeerOffline, refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.engine import smalllog
@@ -350,8 +350,8 @@ class ClusterNode:
                 ans = await client.call("node", "hello", {}, timeout=2.0)
             except errors.BucketsError as exc:
                 if refused_signature(exc):
-                    raise ClusterStartError(f"{url} refused this node's signature: the nodes were "
-                                            f"started with different cluster secrets") from None
+                    cause = exc.cause() if isinstance(exc, PeerAuthRefused) else PeerAuthRefused().cause()
+                    raise ClusterStartError(f"{url} refused this node's signature: {cause}") from None
                 last[url] = str(exc)
                 return
             if self.known is not None:
@@ -595,6 +595,8 @@ class ClusterNode:
                 continue
             except errors.BucketsError as exc:
                 if refused_signature(exc):
+                    if isinstance(exc, PeerAuthRefused) and exc.clock_offset is not None:
+                        raise ClusterStartError(f"{self.join} refused this node's signature: {exc.cause()}") from None
                     raise ClusterStartError(f"{self.join} refused this node's signature: start it with the "
                                             f"cluster's secret (BUCKETS_CLUSTER_SECRET or the same root "
                                             f"credentials)") from None

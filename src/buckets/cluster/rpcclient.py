@@ -45,7 +45,7 @@ import aiohttp
 from buckets.runtime import cancel_and_wait
 from buckets.cluster import rpcchannel as channels
 from buckets.cluster import rpcframe as wire
-from buckets.cluster.rpcauth import NONCE_HEADER, PeerSigner, body_declaration
+from buckets.cluster.rpcauth import DEFAULT_WINDOW, NONCE_HEADER, PeerSigner, body_declaration
 from buckets.cluster.rpcerrors import (
     PeerAuthRefused, PeerError, PeerOffline, PeerProtocolError, PeerTimeout, PeerUnreachable, error_from_wire,
 )
@@ -523,8 +523,7 @@ class PeerClient:
                         timeout=aiohttp.ClientWSTimeout(ws_close=self.timeouts.connect))
             except aiohttp.WSServerHandshakeError as refused:
                 if refused.status == 403:
-                    self.health.last_error = "refused our signature (cluster secret or clock mismatch)"
-                    raise PeerAuthRefused(endpoint=self.endpoint) from None
+                    raise self._refused(refused.headers) from None
                 log.info("peer %s opens no channel (HTTP %s): calling it over HTTP for %.0f s",
                          self.endpoint, refused.status, CHANNEL_RETRY)
                 self._channel_refused_until = loop.time() + CHANNEL_RETRY
@@ -580,10 +579,16 @@ class PeerClient:
             self._succeeded()
             return None, error_from_wire(record)
         if status == 403:
-            self.health.last_error = "refused our signature (cluster secret or clock mismatch)"
-            return None, PeerAuthRefused(endpoint=self.endpoint)
+            return None, self._refused(response.headers)
         raise PeerProtocolError(f"peer {self.endpoint} answered HTTP {status} ({kind}): not a Buckets peer "
                                 "of this version?", endpoint=self.endpoint)
+
+    def _refused(self, headers) -> PeerAuthRefused:
+        """The peer refused our signature; its ``Date`` says whether our clocks alone explain it."""
+        offset = clock_offset_from(headers)
+        self.health.last_error = ("refused our signature (cluster secret or clock mismatch)" if offset is None
+                                  else f"refused our signature: its clock is {offset:+.0f} s from ours")
+        return PeerAuthRefused(endpoint=self.endpoint, clock_offset=offset)
 
     def _decode(self, data: bytes) -> Any:
         try:
@@ -642,3 +647,16 @@ class PeerClient:
                 log.debug("probe of %s failed: %s", self.endpoint, error.message)
             except Exception:  # noqa: BLE001 - the probe must survive anything a peer answers
                 log.exception("probe of %s failed unexpectedly", self.endpoint)
+
+
+def clock_offset_from(headers) -> float | None:
+    """The answering peer's clock minus ours by its ``Date`` header (HTTP's, whole seconds),
+    when it is beyond the window a peer signature is valid for; None otherwise (or no Date)."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        sent = parsedate_to_datetime(headers.get("Date", "")).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    offset = sent - time.time()
+    return offset if abs(offset) > DEFAULT_WINDOW - 1 else None

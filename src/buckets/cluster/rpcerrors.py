@@ -82,10 +82,26 @@ class PeerProtocolError(PeerError):
 
 
 class PeerAuthRefused(PeerProtocolError):
-    """The peer refused our signature: another cluster secret, or clocks too far apart."""
+    """The peer refused our signature: another cluster secret, or clocks too far apart.
+    ``clock_offset``: the peer's clock minus ours by its answer's ``Date`` header, when that
+    alone is enough to refuse (beyond the signatures' window); None otherwise."""
 
     default_message = ("The peer node refused this node's signature: check that both use the "
                        "same cluster secret and that their clocks agree.")
+
+    def __init__(self, *args, clock_offset: float | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock_offset = clock_offset
+
+    def cause(self) -> str:
+        """What to tell an operator: the clocks when they explain it, else the secrets."""
+        from buckets.cluster.rpcauth import DEFAULT_WINDOW
+
+        if self.clock_offset is not None:
+            return (f"its clock is {self.clock_offset:+.0f} s from this node's, beyond the {DEFAULT_WINDOW:g} s "
+                    f"a peer request's signature is valid for: make the nodes' clocks agree (NTP)")
+        return ("the nodes were started with different cluster secrets (or their clocks are more than "
+                f"{DEFAULT_WINDOW:g} s apart)")
 
 
 def refused_signature(exc: BaseException) -> bool:

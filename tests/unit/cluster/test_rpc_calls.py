@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
@@ -132,6 +133,26 @@ async def test_a_client_with_another_secret_is_refused(node: RpcNode) -> None:
     assert client.state is PeerState.ONLINE  # reachable, just not ours: not a health failure
     assert "signature" in client.health.last_error
     assert node.rpc.refused == 1
+    with pytest.raises(PeerAuthRefused) as refused:
+        await client.call("test", "echo", {"n": 1})
+    assert refused.value.clock_offset is None  # the clocks agree: the secret is the suspect
+    assert "different cluster secrets" in refused.value.cause()
+
+
+def test_a_refusal_whose_date_is_minutes_off_names_the_clocks() -> None:
+    """The refusing peer's ``Date`` beyond the signatures' 60 s window explains the refusal."""
+    from email.utils import formatdate
+
+    from buckets.cluster.rpcclient import clock_offset_from
+
+    ahead = clock_offset_from({"Date": formatdate(time.time() + 600, usegmt=True)})
+    assert ahead is not None and 598 <= ahead <= 601
+    behind = clock_offset_from({"Date": formatdate(time.time() - 90, usegmt=True)})
+    assert behind is not None and -92 <= behind <= -88
+    assert clock_offset_from({"Date": formatdate(time.time() + 20, usegmt=True)}) is None
+    assert clock_offset_from({}) is None and clock_offset_from({"Date": "yesterday"}) is None
+    said = PeerAuthRefused(clock_offset=ahead).cause()
+    assert said.startswith("its clock is +60") and "NTP" in said and "secret" not in said
 
 
 async def test_names_are_checked_on_both_sides(node: RpcNode) -> None:
