@@ -269,9 +269,17 @@ class ForeignDisk(DiskError):
     code = "ForeignDisk"
 
 
+class DiskInUse(DiskError):
+    """Another process holds the disk's lock (``.buckets.sys/lock``): a second server started
+    on the same directories. Two processes appending to one disk's logs and registry would
+    corrupt it, so the start is refused."""
+
+    code = "DiskInUse"
+
+
 DISK_ERRORS: dict[str, type[DiskError]] = {cls.code: cls for cls in (
     DiskError, FileNotFound, CorruptData, DiskFull, DiskAccessDenied, PathEscape, DiskOffline,
-    DiskFaulty, DiskTimeout, UnformattedDisk, ForeignDisk)}
+    DiskFaulty, DiskTimeout, UnformattedDisk, ForeignDisk, DiskInUse)}
 
 
 def disk_error_to_wire(error: DiskError) -> dict[str, str]:

@@ -21,10 +21,10 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from buckets.errors import CorruptData, DiskError, ForeignDisk, FormatError, UnformattedDisk
+from buckets.errors import CorruptData, DiskError, DiskInUse, ForeignDisk, FormatError, UnformattedDisk
 from buckets.placement import cluster_layout, default_set_size, erasure_layout
 from buckets.storage.disk import Disk
-from buckets.storage.format import REGISTRY_DIR, REGISTRY_POINTER, DiskFormat, FORMAT_FILE, new_format, new_ids
+from buckets.storage.format import REGISTRY_DIR, REGISTRY_POINTER, SYS_DIR, DiskFormat, FORMAT_FILE, new_format, new_ids
 
 log = logging.getLogger("buckets.engine")
 
@@ -65,6 +65,10 @@ async def read_disk_format(disk: Disk) -> Probe:
         raise FormatError(str(exc)) from None
     except CorruptData as exc:
         raise FormatError(f"{disk.endpoint}: unreadable format file ({exc})") from None
+    except DiskInUse as exc:
+        if disk.local_path(SYS_DIR) is not None:  # ours: a second server on this node's disks
+            raise FormatError(str(exc)) from None
+        return str(exc)  # a peer's: that node refuses to start, and counts as offline here
     except DiskError as exc:
         return str(exc) or f"{disk.endpoint} is unusable"
     return DiskFormat.from_json(raw, f"{disk.endpoint}/{FORMAT_FILE}")

@@ -31,8 +31,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from buckets.errors import (
-    CorruptData, DiskAccessDenied, DiskError, DiskFaulty, DiskFull, DiskOffline, FileNotFound, ForeignDisk,
-    PathEscape, UnformattedDisk,
+    CorruptData, DiskAccessDenied, DiskError, DiskFaulty, DiskFull, DiskInUse, DiskOffline, FileNotFound,
+    ForeignDisk, PathEscape, UnformattedDisk,
 )
 from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, DiskInfo, FileStat
 from buckets.storage import aiosync
@@ -536,6 +536,50 @@ class LocalShardWriter:
             pass
 
 
+# -- one process per disk ----------------------------------------------------------------
+# Each disk directory a process serves is locked (``flock`` on ``.buckets.sys/lock``, holding
+# the process id) from the first read of its format on: a second server started on the same
+# directories by mistake would append to the same logs and registry and corrupt both. The
+# kernel drops the lock when the process ends, ``kill -9`` included, and at an ``exec`` (the
+# descriptor is close-on-exec: a restart in place takes it again). Handles on one directory in
+# one process share the lock (counted): keyed by the root's (device, inode), so a new file
+# system mounted at the same path (a replaced disk) is locked anew.
+LOCK_FILE = f"{SYS_DIR}/lock"
+_claims: dict[tuple[int, int], list[int]] = {}  # root's (st_dev, st_ino) -> [fd, handles]
+_claims_guard = threading.Lock()  # the dict; each root's own lock below guards its file's I/O
+_claim_locks: dict[tuple[int, int], threading.Lock] = {}  # (a hung disk holds only its own)
+
+
+def _lock_root(root: str) -> int:
+    os.makedirs(os.path.join(root, SYS_DIR), exist_ok=True)
+    fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DiskInUse(f"{root} is in use by another Buckets process"
+                        f"{f' (pid {holder})' if holder.isdigit() else ''}: two processes on one disk "
+                        f"would corrupt it; stop the other one first") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _release_claim(key: tuple[int, int]) -> None:
+    with _claims_guard:
+        entry = _claims.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _claims[key]
+            os.close(entry[0])
+
+
 class LocalDisk:
     """One directory of this machine. See ``buckets.storage.disk`` for the contract."""
 
@@ -578,6 +622,7 @@ class LocalDisk:
         self._space: tuple[float, int, int] | None = None
         self._ballast_freed = False  # a full file system released the ballast: one append is tried again
         self._spent = 0
+        self._claim: tuple[int, int] | None = None  # the root this handle holds the lock of (_claim_root)
 
     def __repr__(self) -> str:
         return f"LocalDisk({self.root!r}, {self.disk_id!r})"
@@ -707,9 +752,34 @@ class LocalDisk:
                 pass
 
     # -- lifecycle and health ---------------------------------------------------------
+    def _claim_root(self) -> None:
+        """This process's lock on the disk directory (in a disk thread): taken at the first
+        format read or write, and again when a new file system appears at the same path."""
+        st = os.stat(self.root)
+        key = (st.st_dev, st.st_ino)
+        if key == self._claim:
+            return
+        with _claims_guard:
+            root_lock = _claim_locks.setdefault(key, threading.Lock())
+        with root_lock:  # the lock file's I/O, which a hung disk may never finish, under this root's lock only
+            with _claims_guard:
+                entry = _claims.get(key)
+                if entry is not None:
+                    entry[1] += 1
+            if entry is None:
+                fd = _lock_root(self.root)
+                with _claims_guard:
+                    _claims[key] = [fd, 1]
+        old, self._claim = self._claim, key
+        if old is not None:
+            _release_claim(old)
+
     async def close(self) -> None:
         if self._closed:
             return
+        if self._claim is not None:
+            claim, self._claim = self._claim, None
+            _release_claim(claim)
         for flusher in (self._flusher, self._rec_flusher):
             if flusher is not None and not flusher.done():
                 try:
@@ -821,15 +891,18 @@ class LocalDisk:
                     size = os.fstat(f.fileno()).st_size
                     if size > MAX_FORMAT_FILE:
                         raise CorruptData(f"{root}/{FORMAT_FILE}: {size} bytes, not a format file")
-                    return f.read(size)
+                    data = f.read(size)
+                self._claim_root()
+                return data
             except FileNotFoundError:
                 pass
             # Our own two trees are not foreign: a disk wiped while the server runs gets
             # written to (staging, shards) before the disk monitor re-formats it.
             entries = sorted(e for e in os.listdir(root) if e not in ("lost+found", SYS_DIR, DATA_DIR))
-            if entries:
+            if entries:  # someone else's: nothing is written there, not even our lock
                 raise ForeignDisk(f"{root} is not empty and holds no Buckets format file "
                                   f"(found {', '.join(entries[:3])}); refusing to use a foreign directory")
+            self._claim_root()
             raise UnformattedDisk(f"{root} is empty")
 
         return await self._run(_read, check_root=False)
@@ -843,6 +916,7 @@ class LocalDisk:
                 if not create_root or os.path.lexists(root):
                     raise DiskOffline(f"{root}: disk root is missing or not a directory")
                 _makedirs(root, sync)
+            self._claim_root()
             _makedirs(os.path.join(root, TMP_DIR), sync)
             _write_atomic(tmp, os.path.join(root, FORMAT_FILE), data, sync)
 

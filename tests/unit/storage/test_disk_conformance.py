@@ -354,7 +354,7 @@ async def test_format_file_lifecycle(open_disk, tmp_path) -> None:
     with pytest.raises(UnformattedDisk):
         await disk.read_format()
     os.makedirs(tmp_path / "fresh" / "lost+found")
-    os.makedirs(tmp_path / "fresh" / SYS_DIR)
+    os.makedirs(tmp_path / "fresh" / SYS_DIR, exist_ok=True)  # (the read above locked the disk in it)
     with pytest.raises(UnformattedDisk):  # lost+found and our own system dir are not foreign
         await disk.read_format()
     # nor is our own tree without its format file (a disk wiped under load is written to

@@ -185,3 +185,58 @@ async def test_a_call_past_the_disk_timeout_takes_the_disk_offline(disk, monkeyp
     disk.mark_online()
     assert await disk._run(lambda: (time.sleep(0.4), "done")[1], bounded=False) == "done"
     assert disk.online
+
+
+def _claim_elsewhere(root: str) -> str:
+    """Another process reads the disk's format (and so takes its lock): what it says."""
+    import subprocess
+    import sys
+
+    code = ("import asyncio, sys\n"
+            "from buckets.storage import LocalDisk\n"
+            "from buckets.errors import DiskInUse, ForeignDisk, UnformattedDisk\n"
+            "async def main():\n"
+            "    d = LocalDisk(sys.argv[1])\n"
+            "    try:\n"
+            "        await d.read_format()\n"
+            "        print('claimed')\n"
+            "    except UnformattedDisk:\n"
+            "        print('claimed')\n"
+            "    except ForeignDisk:\n"
+            "        print('foreign')\n"
+            "    except DiskInUse as exc:\n"
+            "        print('refused:', exc)\n"
+            "    finally:\n"
+            "        await d.close()\n"
+            "asyncio.run(main())\n")
+    return subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
+async def test_a_disk_is_locked_by_the_first_process_that_reads_its_format(tmp_path) -> None:
+    """Two servers on one directory would append to the same logs and registry: the second
+    process is refused with the first one's pid; handles in one process share the lock, which
+    lasts until the last of them closes."""
+    from buckets.errors import UnformattedDisk
+
+    root = tmp_path / "disk"
+    root.mkdir()
+    first, second = LocalDisk(str(root)), LocalDisk(str(root))
+    try:
+        for d in (first, second):
+            with pytest.raises(UnformattedDisk):
+                await d.read_format()
+        said = _claim_elsewhere(str(root))
+        assert said.startswith("refused:") and f"(pid {os.getpid()})" in said and "stop the other one" in said, said
+        await first.close()
+        assert _claim_elsewhere(str(root)).startswith("refused:")  # the second handle still holds it
+    finally:
+        await first.close()
+        await second.close()
+    assert _claim_elsewhere(str(root)) == "claimed"
+    # a foreign directory is not written to, not even for the lock
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "photo.jpg").write_bytes(b"x")
+    assert _claim_elsewhere(str(foreign)) == "foreign"
+    assert sorted(os.listdir(foreign)) == ["photo.jpg"]
