@@ -388,10 +388,11 @@ class ClusterNode:
     async def _restarting(self) -> bool:
         """Whether this node's disks already belong to a deployment (a restart), as opposed to
         a new cluster forming. A foreign or unreadable format refuses the start (FormatError)."""
-        from buckets.engine.bootstrap import read_disk_format
+        from buckets.engine.bootstrap import read_disk_format, refuse_shared_directories
         from buckets.storage.format import DiskFormat
 
         own = [d for d in self.disks if isinstance(d, LocalDisk)]
+        refuse_shared_directories(own)
         probes = await asyncio.gather(*(read_disk_format(d) for d in own))
         return any(isinstance(p, DiskFormat) for p in probes)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -74,6 +75,27 @@ async def read_disk_format(disk: Disk) -> Probe:
     return DiskFormat.from_json(raw, f"{disk.endpoint}/{FORMAT_FILE}")
 
 
+def refuse_shared_directories(disks: list[Disk]) -> None:
+    """Two local disk paths that are one directory (a symlink, a bind mount, ``d1`` and
+    ``d1/``'s twin) would put two shards of every object in one place, below the redundancy
+    the layout promises: refused before anything is written. Told apart by the directory's
+    (device, inode); a path that does not exist yet is skipped (it is created empty)."""
+    seen: dict[tuple[int, int], str] = {}
+    for d in disks:
+        root = d.local_path(SYS_DIR)
+        if root is None:
+            continue
+        try:
+            st = os.stat(os.path.dirname(root))
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise FormatError(f"{d.endpoint} and {seen[key]} are the same directory (a symlink or a bind mount?): "
+                              f"give each disk once, each on its own device")
+        seen[key] = d.endpoint
+
+
 async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, partitions: int,
                     sync: bool, may_create: bool = True, known_ids: bool = False,
                     disks_per_node: list[int] | None = None) -> Bootstrap:
@@ -91,6 +113,7 @@ async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, p
         raise FormatError("no disk paths given")
     if len({d.endpoint for d in disks}) != len(disks):
         raise FormatError("the same disk path is given twice")
+    refuse_shared_directories(disks)
     probes: list[Probe] = list(await asyncio.gather(*(read_disk_format(d) for d in disks)))
     formats = [r for r in probes if isinstance(r, DiskFormat)]
     if known_ids and formats:

@@ -199,6 +199,20 @@ async def test_same_path_twice_is_refused(tmp_disks) -> None:
         await Store.open([disks[0], disks[1], disks[0] + "/"], **OPTS)
 
 
+async def test_one_directory_under_two_paths_is_refused(tmp_disks) -> None:
+    """A symlink (or a bind mount) giving one directory as two disks would hold two shards of
+    every object in one place: refused before anything is written."""
+    disks = tmp_disks(4)
+    for d in disks[:3]:
+        os.makedirs(d)
+    os.symlink(disks[0], disks[3])
+    with pytest.raises(errors.FormatError, match="same directory") as exc:
+        await Store.open(disks, **OPTS)
+    assert disks[3] in str(exc.value) and disks[0] in str(exc.value)
+    for d in disks[:3]:
+        assert not os.path.exists(os.path.join(d, FORMAT_FILE))
+
+
 async def test_unreadable_format_file_is_a_clear_error(tmp_disks) -> None:
     disks = tmp_disks(4)
     await populate(disks)
