@@ -58,6 +58,14 @@ class LoopDisk:
         self.image = self.image.with_name(self.image.stem + "-new" + self.image.suffix)
         self._attach(self.image)
 
+    def unmount(self) -> None:
+        """The file system is no longer mounted (a failed fstab line, a device gone at boot):
+        ``path`` is the bare mount point again, an empty directory on the parent's file system."""
+        subprocess.run(["umount", str(self.path)], check=True)
+
+    def mount(self) -> None:
+        subprocess.run(["mount", "-o", "errors=remount-ro", str(self.device), str(self.path)], check=True)
+
     def fail(self) -> None:
         """Every read and write fails with EIO from now on: a dead disk."""
         fd = os.open(self.path, os.O_RDONLY)

@@ -17,6 +17,7 @@ Needs root, a free loop device and ``mkfs.ext4``; skipped (with the reason) wher
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import urllib.request
@@ -306,6 +307,45 @@ def test_a_node_starts_with_a_hung_disk(servers, tally, loop_disk, slot) -> None
     server.wait_log(rf"disk \S+disk{slot} is back online", timeout=60, start=mark)
     tally.repaired += 1
     tally.objects_written += len(before.keys) + 1
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0
+
+
+def test_a_disk_that_did_not_mount_is_not_formatted_on_the_system_disk(servers, tally, loop_disk) -> None:
+    """Each of the node's four disks is its own file system; one did not mount at the next
+    start (its mount point is an empty directory on the parent's file system). Formatting and
+    refilling it there would fill the system disk: it must stay offline, saying why, while the
+    node serves degraded, and come back once its file system is mounted again."""
+    loops = [loop_disk(n) for n in (1, 2, 3, 4)]
+    disks, port, before = written_and_stopped(servers)
+    loops[2].unmount()
+    tally.faults_injected += 1
+    server = servers.start(disks, port=port)
+    client = server.client()
+    said = server.wait_log(r"disk \S+disk3 went offline: \S+ looks unmounted", timeout=30)
+    tally.faults_detected += 1
+    assert ready(server) == 200
+    judge_load(tally, read_all_ok(client, before), "every object with disk3 unmounted")
+    client.put_object(Bucket=BUCKET, Key="while-unmounted", Body=b"degraded")
+    time.sleep(2)  # a disk monitor round or two: still not formatted there
+    assert not (loops[2].path / ".buckets.sys" / "format.json").exists()
+    assert sorted(p.name for p in loops[2].path.iterdir()) in ([], [".buckets.sys"])
+    mark = len(server.log_text())
+    loops[2].mount()
+    server.wait_log(r"disk \S+disk3 is back online", timeout=60, start=mark)
+    tally.note(f"disk3 not mounted at start: {said.group(0)[:100]}...; mounted again: back online")
+    tally.repaired += 1
+    tally.objects_written += len(before.keys) + 1
+    assert client.get_object(Bucket=BUCKET, Key="while-unmounted")["Body"].read() == b"degraded"
+    # the same while the node runs: the file system detached (lazily: the node holds files on it)
+    mark = len(server.log_text())
+    subprocess.run(["umount", "-l", str(loops[2].path)], check=True)
+    server.wait_log(r"disk \S+disk3 went offline: \S+ looks unmounted", timeout=60, start=mark)
+    time.sleep(2)
+    assert not (loops[2].path / ".buckets.sys" / "format.json").exists()
+    client.put_object(Bucket=BUCKET, Key="after-detach", Body=b"degraded again")
+    assert client.get_object(Bucket=BUCKET, Key="after-detach")["Body"].read() == b"degraded again"
     bugs = server_bugs(server.log_text())
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0

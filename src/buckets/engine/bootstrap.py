@@ -75,6 +75,28 @@ async def read_disk_format(disk: Disk) -> Probe:
     return DiskFormat.from_json(raw, f"{disk.endpoint}/{FORMAT_FILE}")
 
 
+def looks_unmounted(disk: Disk, others: list[Disk]) -> str | None:
+    """Why an empty directory in a slot of an existing deployment must not be formatted, or
+    None. A disk whose file system did not mount (a failed fstab line, a device gone at boot)
+    leaves its mount point: an empty directory on the parent's file system. Formatted and
+    refilled there, it would fill the system disk. Told by the node's other local disks: when
+    each of them is its own mount point and this one is not, it is taken for unmounted and
+    stays offline until it is mounted (or made a mount point: a new disk)."""
+    root = disk.local_path(SYS_DIR)
+    if root is None:
+        return None
+    root = os.path.dirname(root)
+    mounts = [os.path.dirname(p) for p in (o.local_path(SYS_DIR) for o in others if o is not disk) if p is not None]
+    try:
+        if not mounts or os.path.ismount(root) or not all(os.path.ismount(m) for m in mounts):
+            return None
+    except OSError:
+        return None
+    return (f"{disk.endpoint} looks unmounted: it is an empty directory on its parent's file system, while this "
+            f"node's other disks are each mounted; mount its file system there (a new, empty one is formatted "
+            f"and refilled)")
+
+
 def refuse_shared_directories(disks: list[Disk]) -> None:
     """Two local disk paths that are one directory (a symlink, a bind mount, ``d1`` and
     ``d1/``'s twin) would put two shards of every object in one place, below the redundancy
@@ -137,11 +159,14 @@ async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, p
         if isinstance(r, DiskFormat) and (r.slot != slot or r.disk_id != ref.disks[slot]):
             raise FormatError(f"{d.endpoint} holds disk {r.disk_id} of slot {r.slot}, but is given at "
                               f"position {slot}; keep the disk order of the first start")
+    formatted = [d for d, r in zip(disks, probes) if isinstance(r, DiskFormat)]
     for slot, (d, r) in enumerate(zip(disks, probes)):
         d.disk_id = ref.disks[slot]
         if isinstance(r, DiskFormat):
             continue
-        if r is None:
+        if r is None and (why := looks_unmounted(d, formatted)) is not None:
+            d.mark_offline(why)
+        elif r is None:
             try:
                 await d.write_format(boot.format_for(slot).to_json(), create_root=False, sync=sync)
             except DiskError as exc:
@@ -171,6 +196,9 @@ async def _bootstrap_known(disks: list[Disk], probes: list[Probe], formats: list
             if r.disk_id != d.disk_id:
                 raise FormatError(f"{d.endpoint} holds disk {r.disk_id}, but the cluster knows this path as disk "
                                   f"{d.disk_id}: keep each disk at the path it was added with")
+        elif r is None and (why := looks_unmounted(d, [o for o, p in zip(disks, probes)
+                                                           if isinstance(p, DiskFormat)])) is not None:
+            d.mark_offline(why)
         elif r is None:
             fmt = new_format(0, [d.disk_id], deployment_id, ref.k, ref.m, ref.block_size, ref.partitions)
             try:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from buckets.runtime import cancel_and_wait, wait_for
 from buckets.engine import paths
+from buckets.engine.bootstrap import looks_unmounted
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import (
@@ -404,6 +405,12 @@ class Scanner:
             return
         else:
             # no format file: wiped/replaced while running, or its root is still missing
+            why = looks_unmounted(disk, [d for d in store.disks if d.online and not d.healing])
+            if why is not None:
+                if not disk.online and disk.last_error != why:  # (going offline logs it itself)
+                    log.error("disk %s: %s", disk.endpoint, why)
+                disk.mark_offline(why)
+                return
             try:
                 await disk.write_format(ref.format_for(slot).to_json(), create_root=False, sync=store.sync)
             except DiskError as exc:
