@@ -551,8 +551,15 @@ _claim_locks: dict[tuple[int, int], threading.Lock] = {}  # (a hung disk holds o
 
 
 def _lock_root(root: str) -> int:
-    os.makedirs(os.path.join(root, SYS_DIR), exist_ok=True)
-    fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """The lock's descriptor; -1 on a read-only file system, which no second process can
+    write to either (its disk goes offline at its first write, as before the lock)."""
+    try:
+        os.makedirs(os.path.join(root, SYS_DIR), exist_ok=True)
+        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            return -1
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -577,7 +584,8 @@ def _release_claim(key: tuple[int, int]) -> None:
         entry[1] -= 1
         if entry[1] <= 0:
             del _claims[key]
-            os.close(entry[0])
+            if entry[0] >= 0:
+                os.close(entry[0])
 
 
 class LocalDisk:
