@@ -92,6 +92,9 @@ SYNCS = frozenset({"fsync", "syncfs", "lmdb_commit"})
 BLOCK = 4096  # filesystem block: unsynced data may be cut at any of these (or at a write's end)
 LMDB_FILE = "data.mdb"
 _IGNORED = frozenset({"lock.mdb"})  # LMDB's reader table: rebuilt on open, not modelled
+# The disk's lock (storage/local.py): the serving process's id, no state, taken anew at every
+# start: what a crash leaves of it does not matter, so it is neither modelled nor followed.
+_UNMODELED = ("/.buckets.sys/lock",)
 _ROOT_DEV_BASE = 0x7F000000  # synthetic st_dev per recorded root (one device per disk)
 
 
@@ -249,7 +252,7 @@ class PowerLossRecorder:
 
         def visit(path: str, ino: int) -> None:
             for entry in sorted(_os.scandir(path), key=lambda e: e.name):
-                if entry.name in _IGNORED:
+                if entry.name in _IGNORED or entry.path.endswith(_UNMODELED):
                     continue
                 child = next(self._inos)
                 root.ns[ino][entry.name] = child
@@ -509,6 +512,8 @@ class _OsShim:
 
     def open(self, path, flags, mode=0o777, *, dir_fd=None):
         rec = self._rec
+        if isinstance(path, str) and path.endswith(_UNMODELED):  # (see _UNMODELED)
+            return _os.open(path, flags, mode, dir_fd=dir_fd)
         with rec._lock:
             loc = rec._where(path) if dir_fd is None else None
             # O_RDWR (of a plain file) is followed for the holes punched through it
