@@ -349,3 +349,40 @@ def test_a_disk_that_did_not_mount_is_not_formatted_on_the_system_disk(servers, 
     bugs = server_bugs(server.log_text())
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0
+
+
+def test_a_node_whose_disks_did_not_mount_does_not_start_empty(servers, tally, loop_disk, tmp_path) -> None:
+    """None of the node's file systems mounted at boot: its disk paths are bare, empty mount
+    points. Taken for a new deployment, the node would serve an empty store and write to the
+    system disk; the data would be back, hidden, once the disks mount. /etc/fstab (here a file
+    of the test's, ``BUCKETS_FSTAB``) says those paths are mount points: the start is refused,
+    nothing is written there, and once they are mounted every object is back."""
+    loops = [loop_disk(n) for n in (1, 2, 3, 4)]
+    fstab = tmp_path / "fstab"
+    fstab.write_text("".join(f"{d.device} {d.path} ext4 defaults,nofail 0 2\n" for d in loops))
+    env = {"BUCKETS_FSTAB": str(fstab)}
+    disks = servers.disks(4)
+    server = servers.start(disks, extra_env=env)
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    before = write_objects(client, EDGE_SIZES, prefix="before")
+    port = server.port
+    assert server.stop() == 0
+    for d in loops:
+        d.unmount()
+    tally.faults_injected += 1
+    refused = servers.start(disks, port=port, extra_env=env, expect_failure=True)
+    assert refused.proc.wait(timeout=30) != 0
+    said = refused.log_text()
+    assert "is not mounted: /etc/fstab mounts a file system at" in said and "Traceback" not in said, said[-2000:]
+    for d in loops:
+        assert not (d.path / ".buckets.sys" / "format.json").exists()
+    tally.faults_detected += 1
+    for d in loops:
+        d.mount()
+    server = servers.start(disks, port=port, extra_env=env)
+    judge_load(tally, read_all_ok(server.client(), before), "every object once the disks are mounted again")
+    tally.note(f"no disk mounted at start: refused ({said.strip().splitlines()[-1][:120]}...)")
+    tally.repaired += 1
+    tally.objects_written += len(before.keys)
+    assert server.stop() == 0

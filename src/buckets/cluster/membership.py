@@ -190,12 +190,13 @@ def join_info(control: Any) -> dict:
 async def format_for_join(disks: list, info: dict, sync: bool = True) -> list[str]:
     """Format this node's own empty disks for the deployment of ``info``; disks already
     formatted for it (a restart before add-node) are kept. Returns the disk ids."""
-    from buckets.engine.bootstrap import read_disk_format, refuse_shared_directories
+    from buckets.engine.bootstrap import read_disk_format, refuse_shared_directories, refuse_unmounted
     from buckets.storage.format import DiskFormat, new_format, new_ids
 
     deployment = info["deployment_id"]
     layout = Layout.from_wire(info["layout"])
     refuse_shared_directories(disks)
+    refuse_unmounted(disks)
     probes = await asyncio.gather(*(read_disk_format(d) for d in disks))
     for d, p in zip(disks, probes):
         if isinstance(p, str):

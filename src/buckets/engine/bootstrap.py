@@ -75,6 +75,51 @@ async def read_disk_format(disk: Disk) -> Probe:
     return DiskFormat.from_json(raw, f"{disk.endpoint}/{FORMAT_FILE}")
 
 
+FSTAB = "/etc/fstab"
+
+
+def fstab_mount_points(path: str | None = None) -> list[str]:
+    """The mount points ``/etc/fstab`` lists (``BUCKETS_FSTAB`` names another file; tests),
+    longest first, without ``/`` and swap; [] when there is no such file."""
+    path = path or os.environ.get("BUCKETS_FSTAB") or FSTAB
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    points = []
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 3 or fields[2] == "swap" or not fields[1].startswith("/"):
+            continue
+        point = os.path.normpath(fields[1].replace("\\040", " ").replace("\\011", "\t"))
+        if point != "/":
+            points.append(point)
+    return sorted(set(points), key=len, reverse=True)
+
+
+def not_mounted(disk: Disk) -> str | None:
+    """Why a local disk's path is not on the file system meant for it, by ``/etc/fstab``: the
+    path is (or is under) a mount point listed there that is not mounted now (a failed boot
+    mount, a ``nofail`` device missing). Formatting there would put the data on the file system
+    below, the system disk."""
+    root = disk.local_path(SYS_DIR)
+    if root is None:
+        return None
+    root = os.path.dirname(root)
+    for point in fstab_mount_points():
+        if root == point or root.startswith(point + os.sep):
+            try:
+                if os.path.ismount(point):
+                    return None
+            except OSError:
+                return None
+            return (f"{disk.endpoint} is not mounted: /etc/fstab mounts a file system at {point}, and none is "
+                    f"mounted there now; mount it (formatting the directory below would put the data on the "
+                    f"system disk)")
+    return None
+
+
 def looks_unmounted(disk: Disk, others: list[Disk]) -> str | None:
     """Why an empty directory in a slot of an existing deployment must not be formatted, or
     None. A disk whose file system did not mount (a failed fstab line, a device gone at boot)
@@ -82,6 +127,9 @@ def looks_unmounted(disk: Disk, others: list[Disk]) -> str | None:
     refilled there, it would fill the system disk. Told by the node's other local disks: when
     each of them is its own mount point and this one is not, it is taken for unmounted and
     stays offline until it is mounted (or made a mount point: a new disk)."""
+    listed = not_mounted(disk)
+    if listed is not None:
+        return listed
     root = disk.local_path(SYS_DIR)
     if root is None:
         return None
@@ -95,6 +143,16 @@ def looks_unmounted(disk: Disk, others: list[Disk]) -> str | None:
     return (f"{disk.endpoint} looks unmounted: it is an empty directory on its parent's file system, while this "
             f"node's other disks are each mounted; mount its file system there (a new, empty one is formatted "
             f"and refilled)")
+
+
+def refuse_unmounted(disks: list[Disk]) -> None:
+    """A new deployment (or a joining node's empty disks) is never formatted on a disk that
+    ``/etc/fstab`` says is not mounted: when every disk is, an existing store would look new
+    and empty, and its clients' writes would land on the system disk."""
+    for d in disks:
+        why = not_mounted(d)
+        if why is not None:
+            raise FormatError(why)
 
 
 def refuse_shared_directories(disks: list[Disk]) -> None:
@@ -143,6 +201,7 @@ async def bootstrap(disks: list[Disk], *, parity: int | None, block_size: int, p
     if not formats:
         if not may_create:
             raise NotFormatted("no disk is formatted yet: waiting for the first node to format the cluster")
+        refuse_unmounted(disks)
         return await _new_deployment(disks, probes, parity, block_size, partitions, sync, disks_per_node)
 
     deployments = Counter(f.deployment_id for f in formats)

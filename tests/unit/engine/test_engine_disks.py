@@ -368,3 +368,31 @@ async def test_read_tries_disks_marked_offline_when_too_few_are_online(tmp_disks
         assert [d is not None for d in chosen] == [True, True, False, True]
     finally:
         await store.close()
+
+
+def test_fstab_mount_points_are_read_as_mount_does(tmp_path) -> None:
+    from buckets.engine.bootstrap import fstab_mount_points
+
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# static file system information\nUUID=1 / ext4 defaults 0 1\n"
+                     "/dev/sdb1 /srv/disk\\0401 xfs defaults,nofail 0 2  # a comment\n"
+                     "/dev/sdc1 none swap sw 0 0\nLABEL=d2 /srv/disk2/ xfs defaults 0 2\n\nbroken line\n")
+    assert fstab_mount_points(str(fstab)) == ["/srv/disk 1", "/srv/disk2"]
+    assert fstab_mount_points(str(tmp_path / "missing")) == []
+
+
+async def test_a_new_store_is_not_formatted_under_a_mount_point_that_is_not_mounted(tmp_disks, tmp_path,
+                                                                                   monkeypatch) -> None:
+    """/etc/fstab mounts a file system where the disks are, and none is mounted: the disks are
+    the bare directories below, and a new deployment there would put the data on the system
+    disk (and hide an existing store). Refused, nothing written."""
+    disks = tmp_disks(4)
+    for d in disks:
+        os.makedirs(d)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"/dev/sdb1 {os.path.dirname(disks[0])} xfs defaults,nofail 0 2\n")
+    monkeypatch.setenv("BUCKETS_FSTAB", str(fstab))
+    with pytest.raises(errors.FormatError, match="is not mounted: /etc/fstab mounts a file system at"):
+        await Store.open(disks, **OPTS)
+    for d in disks:
+        assert not os.path.exists(os.path.join(d, FORMAT_FILE))
