@@ -785,9 +785,6 @@ class LocalDisk:
     async def close(self) -> None:
         if self._closed:
             return
-        if self._claim is not None:
-            claim, self._claim = self._claim, None
-            _release_claim(claim)
         for flusher in (self._flusher, self._rec_flusher):
             if flusher is not None and not flusher.done():
                 try:
@@ -800,6 +797,9 @@ class LocalDisk:
             seg, self._seg = self._seg, None
             await asyncio.get_running_loop().run_in_executor(self._pool, seg.close)
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        if self._claim is not None:  # last: nothing of this handle writes to the disk any more
+            claim, self._claim = self._claim, None
+            _release_claim(claim)
 
     async def info(self) -> DiskInfo:
         if not self.online:
