@@ -552,12 +552,13 @@ _claim_locks: dict[tuple[int, int], threading.Lock] = {}  # (a hung disk holds o
 
 def _lock_root(root: str) -> int:
     """The lock's descriptor; -1 on a read-only file system, which no second process can
-    write to either (its disk goes offline at its first write, as before the lock)."""
+    write to either (its disk goes offline at its first write, as before the lock), or a full
+    one that has no room for the file (it still serves its shards, as a full disk does)."""
     try:
         os.makedirs(os.path.join(root, SYS_DIR), exist_ok=True)
         fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        if exc.errno == errno.EROFS:
+        if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
             return -1
         raise
     try:
@@ -571,8 +572,13 @@ def _lock_root(root: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:  # who holds it, for the refusal's message: the lock itself is the flock
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            os.close(fd)
+            raise
     return fd
 
 
