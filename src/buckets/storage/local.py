@@ -537,8 +537,8 @@ class LocalShardWriter:
 
 
 # -- one process per disk ----------------------------------------------------------------
-# Each disk directory a process serves is locked (``flock`` on ``.buckets.sys/lock``, holding
-# the process id) from the first read of its format on: a second server started on the same
+# Each disk directory a process serves is locked (``flock`` on ``.buckets.sys/lock``; the
+# holder's pid is read from /proc/locks for the refusal) from the first read of its format on: a second server started on the same
 # directories by mistake would append to the same logs and registry and corrupt both. The
 # kernel drops the lock when the process ends, ``kill -9`` included, and at an ``exec`` (the
 # descriptor is close-on-exec: a restart in place takes it again). Handles on one directory in
@@ -551,35 +551,48 @@ _claim_locks: dict[tuple[int, int], threading.Lock] = {}  # (a hung disk holds o
 
 
 def _lock_root(root: str) -> int:
-    """The lock's descriptor; -1 on a read-only file system, which no second process can
-    write to either (its disk goes offline at its first write, as before the lock), or a full
-    one that has no room for the file (it still serves its shards, as a full disk does)."""
+    """The lock's descriptor, opened read-only: an existing lock file is taken without a write,
+    so a disk whose writes hang (a frozen file system) is not held up here. -1 when the file
+    cannot be made (a read-only or full file system that never held it): no lock then."""
+    path = os.path.join(root, LOCK_FILE)
     try:
-        os.makedirs(os.path.join(root, SYS_DIR), exist_ok=True)
-        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
-            return -1
-        raise
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        try:
+            if not os.path.isdir(os.path.dirname(path)):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                return -1
+            raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        holder = _flock_holder(fd)
         os.close(fd)
-        raise DiskInUse(f"{root} is in use by another Buckets process"
-                        f"{f' (pid {holder})' if holder.isdigit() else ''}: two processes on one disk "
-                        f"would corrupt it; stop the other one first") from None
+        raise DiskInUse(f"{root} is in use by another Buckets process{f' (pid {holder})' if holder else ''}: "
+                        f"two processes on one disk would corrupt it; stop the other one first") from None
     except BaseException:
         os.close(fd)
         raise
-    try:  # who holds it, for the refusal's message: the lock itself is the flock
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            os.close(fd)
-            raise
     return fd
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The process holding the flock on ``fd``'s file, from ``/proc/locks`` (Linux), or None."""
+    st = os.fstat(fd)
+    inode = f":{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(inode) and fields[4].isdigit():
+                    return int(fields[4])
+    except OSError:
+        pass
+    return None
 
 
 def _release_claim(key: tuple[int, int]) -> None:

@@ -92,7 +92,7 @@ SYNCS = frozenset({"fsync", "syncfs", "lmdb_commit"})
 BLOCK = 4096  # filesystem block: unsynced data may be cut at any of these (or at a write's end)
 LMDB_FILE = "data.mdb"
 _IGNORED = frozenset({"lock.mdb"})  # LMDB's reader table: rebuilt on open, not modelled
-# The disk's lock (storage/local.py): the serving process's id, no state, taken anew at every
+# The disk's lock (storage/local.py): an empty file, no state, taken anew at every
 # start: what a crash leaves of it does not matter, so it is neither modelled nor followed.
 _UNMODELED = ("/.buckets.sys/lock",)
 _ROOT_DEV_BASE = 0x7F000000  # synthetic st_dev per recorded root (one device per disk)
