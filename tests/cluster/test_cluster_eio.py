@@ -186,3 +186,44 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
             cluster.stop_and_check_logs()
         finally:
             disk.close()
+
+
+def test_a_node_restarted_with_its_first_disk_hung_waits_for_it_and_says_so(tmp_path) -> None:
+    """Node 2 stopped, its first disk (its control-plane journal) frozen, node 2 started: it
+    cannot start without its journal, so it waits, but its event loop must not wait inside that
+    disk: it says so in its log, answers /health/ready (503) at once, and its other disk
+    answers its peers. Once the disk is thawed it starts and serves every object."""
+    cluster = Cluster(tmp_path, nodes=4, disks=2)
+    disk = LoopDisk(tmp_path / "n2d1.img", tmp_path / "n2" / "d1", size_mb=512)
+    try:
+        cluster.start()
+        s3 = cluster.client(1)
+        s3.create_bucket(Bucket="hung-first")
+        written = {}
+        for n in range(12):
+            body = os.urandom(3000 if n % 2 else 200_000)
+            s3.put_object(Bucket="hung-first", Key=f"k{n}", Body=body)
+            written[f"k{n}"] = hashlib.md5(body).hexdigest()
+        assert stop(cluster.procs[2]) == 0
+        disk.freeze()
+        cluster.start(2, wait=False)
+        wait_log(cluster, 2, r"the disk of its journal \(\S+\) has not taken a write in \d+s: it hangs", timeout=60)
+        started = time.monotonic()
+        try:
+            urllib.request.urlopen(f"{cluster.url(2)}/health/ready", timeout=5)
+            status = 200
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status == 503 and time.monotonic() - started < 5, status
+        disk.thaw()
+        cluster.wait_ready(2, timeout=120)
+        assert "the journal's disk answered after" in cluster.log(2)
+        c = cluster.client(2)
+        for key, digest in written.items():
+            assert hashlib.md5(c.get_object(Bucket="hung-first", Key=key)["Body"].read()).hexdigest() == digest, key
+    finally:
+        disk.thaw()
+        try:
+            cluster.stop_and_check_logs()
+        finally:
+            disk.close()

@@ -257,6 +257,40 @@ def _settle(future: asyncio.Future, result: Any, error: int) -> None:
         future.set_result((result, error))
 
 
+JOURNAL_WAIT_SAY = (10.0, 60.0)  # a hung journal disk at start: said after this long, then this often
+
+
+async def _journal_disk_answers(directory: str) -> None:
+    """Make the journal's directory, in a thread: the journal is opened on the event loop's
+    thread (pysyncobj's), and a disk whose writes hang (a frozen file system) would stop the
+    loop there, the node's peer routes (its other disks) and health answers with it. Until
+    the disk answers the node waits, saying so, rather than starting without its journal."""
+    def probe() -> None:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        probe_path = os.path.join(directory, ".write-probe")
+        try:  # a hang is what is looked for: a refusal (full, read-only) is the journal's to handle
+            os.close(os.open(probe_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+            os.unlink(probe_path)
+        except OSError:
+            pass
+
+    started = time.monotonic()
+    task = asyncio.ensure_future(asyncio.to_thread(probe))
+    first, every = JOURNAL_WAIT_SAY
+    wait = first
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=wait)
+        if done:
+            task.result()
+            if time.monotonic() - started > first:
+                log.warning("control plane: the journal's disk answered after %.0fs", time.monotonic() - started)
+            return
+        log.error("control plane: the disk of its journal (%s) has not taken a write in %.0fs: it hangs; "
+                  "this node starts once it answers", directory, time.monotonic() - started)
+        wait = every
+
+
 class ControlPlane:
     """One node's replica of the control plane, driven from asyncio."""
 
@@ -274,7 +308,7 @@ class ControlPlane:
         """
         config = self.config
         try:  # the journal holds sealed user secrets and bucket names: owner only
-            os.makedirs(config.directory, mode=0o700, exist_ok=True)
+            await _journal_disk_answers(config.directory)
         except OSError as exc:
             raise ControlPlaneError(f"cannot create the control-plane directory {config.directory}: "
                                     f"{exc.strerror}") from None
