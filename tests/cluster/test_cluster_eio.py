@@ -12,6 +12,7 @@ every object reads back exactly through any node, and no node logs a traceback. 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from clusterproc import Cluster
@@ -26,6 +28,23 @@ from loopdisk import LoopDisk
 from serverproc import stop
 
 pytestmark = pytest.mark.cluster
+
+
+@contextlib.contextmanager
+def cluster_with_loop_disk(tmp_path, where: str, **kwargs) -> Iterator[tuple[Cluster, LoopDisk]]:
+    """A 4-node cluster of 2 disks each (not started), disk ``where`` (``n2/d1``) a loop-mounted
+    ext4 file system; at the end the disk is thawed, the nodes stopped (failing on a traceback
+    in a log) and the disk detached."""
+    cluster = Cluster(tmp_path, nodes=4, disks=2, **kwargs)
+    disk = LoopDisk(tmp_path / (where.replace("/", "") + ".img"), tmp_path / where, size_mb=512)
+    try:
+        yield cluster, disk
+    finally:
+        disk.thaw()
+        try:
+            cluster.stop_and_check_logs()
+        finally:
+            disk.close()
 
 
 def ready(cluster: Cluster, i: int) -> tuple[int, dict]:
@@ -45,9 +64,7 @@ def wait_log(cluster: Cluster, i: int, pattern: str, timeout: float = 60) -> re.
 
 
 def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
-    cluster = Cluster(tmp_path, nodes=4, disks=2)
-    disk = LoopDisk(tmp_path / "n2d1.img", tmp_path / "n2" / "d1", size_mb=512)
-    try:
+    with cluster_with_loop_disk(tmp_path, "n2/d1") as (cluster, disk):
         cluster.start()
         clients = {i: cluster.client(i) for i in (1, 2, 3)}
         # Four buckets: each has three of the four nodes as its index replicas, so node 2's
@@ -88,20 +105,13 @@ def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
                   for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
                   for o in page.get("Contents", [])}
         assert listed == set(written)
-    finally:
-        try:
-            cluster.stop_and_check_logs()
-        finally:
-            disk.close()
 
 
 def test_a_node_restarts_with_its_first_disk_dead(tmp_path) -> None:
     """Node 2 stopped, its first disk dead meanwhile: its journal is gone, so it must refuse to
     start with a message that says what to do (a Raft member may not come back without what it
     voted), not a traceback; the other three serve every object and take writes."""
-    cluster = Cluster(tmp_path, nodes=4, disks=2)
-    disk = LoopDisk(tmp_path / "n2d1.img", tmp_path / "n2" / "d1", size_mb=512)
-    try:
+    with cluster_with_loop_disk(tmp_path, "n2/d1") as (cluster, disk):
         cluster.start()
         s3 = cluster.client(1)
         buckets = [f"dead-{n}" for n in range(4)]
@@ -127,11 +137,6 @@ def test_a_node_restarts_with_its_first_disk_dead(tmp_path) -> None:
                 assert hashlib.md5(c.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, key
             c.put_object(Bucket=buckets[i % 4], Key=f"after/{i}", Body=b"still writable")
             assert c.get_object(Bucket=buckets[i % 4], Key=f"after/{i}")["Body"].read() == b"still writable"
-    finally:
-        try:
-            cluster.stop_and_check_logs()
-        finally:
-            disk.close()
 
 
 @pytest.mark.parametrize("failure", ["eio", "hung"])
@@ -141,9 +146,7 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
     (at once, or after ``--disk-timeout`` 3 s), the writers go on degraded, every object reads
     back through every node; a thawed disk comes back online, a dead one replaced by an empty
     file system at its mount point is formatted into its slot and refilled."""
-    cluster = Cluster(tmp_path, nodes=4, disks=2, extra_env={"BUCKETS_DISK_TIMEOUT": "3"})
-    disk = LoopDisk(tmp_path / "n3d2.img", tmp_path / "n3" / "d2", size_mb=512)
-    try:
+    with cluster_with_loop_disk(tmp_path, "n3/d2", extra_env={"BUCKETS_DISK_TIMEOUT": "3"}) as (cluster, disk):
         cluster.start()
         s3 = cluster.client(1)
         buckets = [f"peer-{n}" for n in range(2)]
@@ -178,14 +181,9 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
             refill = wait_log(cluster, 3, r"refill of \S+n3/d2 (finished: (\d+) shards rebuilt|failed)", timeout=120)
             assert refill.group(1) != "failed", cluster.log(3)[-3000:]
             assert int(refill.group(2)) > 0
+            through3 = cluster.client(3)
             for (bucket, key), digest in written.items():
-                assert hashlib.md5(cluster.client(3).get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest
-    finally:
-        disk.thaw()
-        try:
-            cluster.stop_and_check_logs()
-        finally:
-            disk.close()
+                assert hashlib.md5(through3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest
 
 
 def test_a_node_restarted_with_its_first_disk_hung_waits_for_it_and_says_so(tmp_path) -> None:
@@ -193,9 +191,7 @@ def test_a_node_restarted_with_its_first_disk_hung_waits_for_it_and_says_so(tmp_
     cannot start without its journal, so it waits, but its event loop must not wait inside that
     disk: it says so in its log, answers /health/ready (503) at once, and its other disk
     answers its peers. Once the disk is thawed it starts and serves every object."""
-    cluster = Cluster(tmp_path, nodes=4, disks=2)
-    disk = LoopDisk(tmp_path / "n2d1.img", tmp_path / "n2" / "d1", size_mb=512)
-    try:
+    with cluster_with_loop_disk(tmp_path, "n2/d1") as (cluster, disk):
         cluster.start()
         s3 = cluster.client(1)
         s3.create_bucket(Bucket="hung-first")
@@ -221,9 +217,3 @@ def test_a_node_restarted_with_its_first_disk_hung_waits_for_it_and_says_so(tmp_
         c = cluster.client(2)
         for key, digest in written.items():
             assert hashlib.md5(c.get_object(Bucket="hung-first", Key=key)["Body"].read()).hexdigest() == digest, key
-    finally:
-        disk.thaw()
-        try:
-            cluster.stop_and_check_logs()
-        finally:
-            disk.close()
