@@ -123,7 +123,8 @@ def test_nodes_whose_clocks_are_minutes_apart_say_so_at_start(tmp_path) -> None:
         deadline = time.monotonic() + 90
         said: list[str] = []
         while time.monotonic() < deadline and not said:
-            said = [line for i in (1, 2, 3) for line in c.log(i).splitlines() if "refused this node's signature" in line]
+            said = [line for i in (1, 2, 3) for line in c.log(i).splitlines()
+                    if "refused this node's signature" in line]
             time.sleep(0.5)
         assert said, [c.log(i)[-2000:] for i in (1, 2, 3)]
         for line in said:

@@ -157,8 +157,9 @@ def refuse_unmounted(disks: list[Disk]) -> None:
 
 def refuse_shared_directories(disks: list[Disk]) -> None:
     """Two local disk paths that are one directory (through a symlink or a bind mount) would
-    put two shards of every object in one place, below the redundancy the layout promises: refused before anything is written. Told apart by the directory's
-    (device, inode); a path that does not exist yet is skipped (it is created empty)."""
+    put two shards of every object in one place, below the redundancy the layout promises:
+    refused before anything is written. Told apart by the directory's (device, inode); a path
+    that does not exist yet is skipped (it is created empty)."""
     seen: dict[tuple[int, int], str] = {}
     for d in disks:
         root = d.local_path(SYS_DIR)

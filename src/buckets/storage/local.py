@@ -538,12 +538,13 @@ class LocalShardWriter:
 
 # -- one process per disk ----------------------------------------------------------------
 # Each disk directory a process serves is locked (``flock`` on ``.buckets.sys/lock``; the
-# holder's pid is read from /proc/locks for the refusal) from the first read of its format on: a second server started on the same
-# directories by mistake would append to the same logs and registry and corrupt both. The
-# kernel drops the lock when the process ends, ``kill -9`` included, and at an ``exec`` (the
-# descriptor is close-on-exec: a restart in place takes it again). Handles on one directory in
-# one process share the lock (counted): keyed by the root's (device, inode), so a new file
-# system mounted at the same path (a replaced disk) is locked anew.
+# holder's pid is read from /proc/locks for the refusal) from the first read of its format
+# on: a second server started on the same directories by mistake would append to the same
+# logs and registry and corrupt both. The kernel drops the lock when the process ends,
+# ``kill -9`` included, and at an ``exec`` (the descriptor is close-on-exec: a restart in
+# place takes it again). Handles on one directory in one process share the lock (counted):
+# keyed by the root's (device, inode), so a new file system mounted at the same path (a
+# replaced disk) is locked anew.
 LOCK_FILE = f"{SYS_DIR}/lock"
 _claims: dict[tuple[int, int], list[int]] = {}  # root's (st_dev, st_ino) -> [fd, handles]
 _claims_guard = threading.Lock()  # the dict; each root's own lock below guards its file's I/O

@@ -88,7 +88,8 @@ async def test_a_store_that_avoids_its_registry_disk_rebuilds_the_registry_elsew
         await store.close()
 
 
-async def test_a_registry_disk_that_cannot_take_its_pointer_at_start_gives_the_registry_up(tmp_disks, monkeypatch) -> None:
+async def test_a_registry_disk_that_cannot_take_its_pointer_at_start_gives_the_registry_up(tmp_disks,
+                                                                                          monkeypatch) -> None:
     """At start the registry's disk answers reads but its first write fails (here: times out, as
     a frozen file system's does): the registry is rebuilt on another disk, and the pointer the
     other disks get names that disk at a higher epoch than the one the hung write may still
