@@ -518,6 +518,9 @@ async def test_a_store_whose_log_was_turned_off_still_compacts_its_segments(tmp_
                              scanner_config=ScannerConfig(cycle_pause=0.05))
     try:
         store.compactor.cfg.settle = 0
+        # A pass may look at the sealed segment while the loop below is still halfway (passes
+        # run every 0.05 s here): found mostly live then, it would wait out ``recheck`` (an hour).
+        store.compactor.cfg.recheck = 0
         for i in range(20):
             if i % 2:
                 await store.delete_object("bkt", f"k{i}")
