@@ -386,3 +386,18 @@ def test_a_node_whose_disks_did_not_mount_does_not_start_empty(servers, tally, l
     tally.repaired += 1
     tally.objects_written += len(before.keys)
     assert server.stop() == 0
+
+
+def test_a_disk_replaced_while_the_node_was_stopped_is_formatted_and_refilled(servers, tally, loop_disk) -> None:
+    """The other side of the unmounted-disk check: each disk its own file system, one swapped
+    for a new, empty one (mounted) while the node was stopped. That one is a mount point, so it
+    is a replacement: formatted into its slot at start and refilled."""
+    loops = [loop_disk(n) for n in (1, 2, 3, 4)]
+    disks, port, before = written_and_stopped(servers)
+    loops[2].fail()
+    loops[2].replace()
+    tally.faults_injected += 1
+    server = servers.start(disks, port=port)
+    server.wait_log(r"disk \S+disk3 was empty: formatted into slot 2", timeout=30)
+    tally.faults_detected += 1
+    refilled_and_whole(server, tally, "disk3", 0, [before], "disk3 replaced while the node was stopped")
