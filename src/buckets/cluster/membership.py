@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 from buckets import errors
 from buckets.cluster.catalog import INDEX_REPLICAS
 from buckets.cluster.control import LevelTooLow, control_address, control_directory
-from buckets.cluster.rpcerrors import refused_signature
+from buckets.cluster.rpcerrors import clock_cause, refused_signature
 from buckets.cluster.control_records import (
     ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint, placement_disks,
 )
@@ -359,10 +359,8 @@ async def hello(node: Any, endpoint: str) -> dict:
         return await client.call("node", "hello", {}, timeout=5.0)
     except errors.BucketsError as exc:
         if refused_signature(exc):
-            if getattr(exc, "clock_offset", None) is not None:
-                raise NodeRefused(f"{endpoint} refused this cluster's signature: {exc.cause()}") from None
-            raise NodeRefused(f"{endpoint} refused this cluster's signature: it was started with another "
-                              f"cluster secret") from None
+            cause = clock_cause(exc) or "it was started with another cluster secret"
+            raise NodeRefused(f"{endpoint} refused this cluster's signature: {cause}") from None
         raise NodeUnreachable(f"{endpoint} did not answer ({exc}): start it with `buckets server --join "
                               f"{node.spec.me.url} {endpoint}/DISKS...` first") from None
     finally:

@@ -47,7 +47,7 @@ from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster import membership
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
-from buckets.cluster.rpcerrors import PeerAuthRefused, PeerOffline, refused_signature
+from buckets.cluster.rpcerrors import PeerOffline, clock_cause, refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.engine import smalllog
@@ -350,7 +350,7 @@ class ClusterNode:
                 ans = await client.call("node", "hello", {}, timeout=2.0)
             except errors.BucketsError as exc:
                 if refused_signature(exc):
-                    cause = exc.cause() if isinstance(exc, PeerAuthRefused) else PeerAuthRefused().cause()
+                    cause = clock_cause(exc) or "the nodes were started with different cluster secrets"
                     raise ClusterStartError(f"{url} refused this node's signature: {cause}") from None
                 last[url] = str(exc)
                 return
@@ -388,11 +388,10 @@ class ClusterNode:
     async def _restarting(self) -> bool:
         """Whether this node's disks already belong to a deployment (a restart), as opposed to
         a new cluster forming. A foreign or unreadable format refuses the start (FormatError)."""
-        from buckets.engine.bootstrap import read_disk_format, refuse_shared_directories
+        from buckets.engine.bootstrap import read_disk_format
         from buckets.storage.format import DiskFormat
 
         own = [d for d in self.disks if isinstance(d, LocalDisk)]
-        refuse_shared_directories(own)
         probes = await asyncio.gather(*(read_disk_format(d) for d in own))
         return any(isinstance(p, DiskFormat) for p in probes)
 
@@ -596,11 +595,9 @@ class ClusterNode:
                 continue
             except errors.BucketsError as exc:
                 if refused_signature(exc):
-                    if isinstance(exc, PeerAuthRefused) and exc.clock_offset is not None:
-                        raise ClusterStartError(f"{self.join} refused this node's signature: {exc.cause()}") from None
-                    raise ClusterStartError(f"{self.join} refused this node's signature: start it with the "
-                                            f"cluster's secret (BUCKETS_CLUSTER_SECRET or the same root "
-                                            f"credentials)") from None
+                    cause = clock_cause(exc) or ("start it with the cluster's secret (BUCKETS_CLUSTER_SECRET or "
+                                                 "the same root credentials)")
+                    raise ClusterStartError(f"{self.join} refused this node's signature: {cause}") from None
                 if loop.time() >= deadline:
                     raise ClusterStartError(f"{self.join} (--join) did not answer within {timeout:g}s: "
                                             f"{exc}") from None

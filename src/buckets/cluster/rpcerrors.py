@@ -93,15 +93,18 @@ class PeerAuthRefused(PeerProtocolError):
         super().__init__(*args, **kwargs)
         self.clock_offset = clock_offset
 
-    def cause(self) -> str:
-        """What to tell an operator: the clocks when they explain it, else the secrets."""
-        from buckets.cluster.rpcauth import DEFAULT_WINDOW
 
-        if self.clock_offset is not None:
-            return (f"its clock is {self.clock_offset:+.0f} s from this node's, beyond the {DEFAULT_WINDOW:g} s "
-                    f"a peer request's signature is valid for: make the nodes' clocks agree (NTP)")
-        return ("the nodes were started with different cluster secrets (or their clocks are more than "
-                f"{DEFAULT_WINDOW:g} s apart)")
+def clock_cause(exc: BaseException) -> str | None:
+    """What to tell an operator when a peer's refusal of our signature is explained by the
+    clocks alone (``PeerAuthRefused.clock_offset``); None when it is not (then the secrets are
+    the suspect, in words that fit the caller)."""
+    from buckets.cluster.rpcauth import DEFAULT_WINDOW
+
+    offset = getattr(exc, "clock_offset", None)
+    if offset is None:
+        return None
+    return (f"its clock is {offset:+.0f} s from this node's, beyond the {DEFAULT_WINDOW:g} s a peer request's "
+            f"signature is valid for: make the nodes' clocks agree (NTP)")
 
 
 def refused_signature(exc: BaseException) -> bool:

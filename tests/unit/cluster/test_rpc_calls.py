@@ -24,7 +24,7 @@ from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcauth import PeerSigner, body_declaration
 from buckets.cluster.rpcclient import PeerState, shared_session
 from buckets.cluster.rpcerrors import (
-    BadPeerRequest, PeerAuthRefused, PeerBodyIncomplete, PeerProtocolError, UnknownPeerMethod,
+    BadPeerRequest, PeerAuthRefused, clock_cause, PeerBodyIncomplete, PeerProtocolError, UnknownPeerMethod,
 )
 from buckets.cluster.rpcserver import BodyReader
 from buckets.errors import CorruptData, DiskError, InternalError, NoSuchKey, WriteQuorumLost
@@ -137,7 +137,7 @@ async def test_a_client_with_another_secret_is_refused(node: RpcNode) -> None:
     with pytest.raises(PeerAuthRefused) as refused:
         await client.call("test", "echo", {"n": 1})
     assert refused.value.clock_offset is None  # the clocks agree: the secret is the suspect
-    assert "different cluster secrets" in refused.value.cause()
+    assert clock_cause(refused.value) is None
 
 
 def test_a_refusal_whose_date_is_minutes_off_names_the_clocks() -> None:
@@ -152,7 +152,7 @@ def test_a_refusal_whose_date_is_minutes_off_names_the_clocks() -> None:
     assert behind is not None and -92 <= behind <= -88
     assert clock_offset_from({"Date": formatdate(time.time() + 20, usegmt=True)}) is None
     assert clock_offset_from({}) is None and clock_offset_from({"Date": "yesterday"}) is None
-    said = PeerAuthRefused(clock_offset=ahead).cause()
+    said = clock_cause(PeerAuthRefused(clock_offset=ahead))
     assert re.match(r"its clock is \+(599|600|601) s from", said) and "NTP" in said and "secret" not in said
 
 
