@@ -31,13 +31,18 @@ pytestmark = pytest.mark.cluster
 
 
 @contextlib.contextmanager
-def cluster_with_loop_disk(tmp_path, where: str, **kwargs) -> Iterator[tuple[Cluster, LoopDisk]]:
-    """A 4-node cluster of 2 disks each (not started), disk ``where`` (``n2/d1``) a loop-mounted
-    ext4 file system; at the end the disk is thawed, the nodes stopped (failing on a traceback
-    in a log) and the disk detached."""
+def cluster_with_loop_disk(tmp_path, where: str, buckets: list[str],
+                           **kwargs) -> Iterator[tuple[Cluster, LoopDisk]]:
+    """A 4-node cluster of 2 disks each, disk ``where`` (``n2/d1``) a loop-mounted ext4 file
+    system, started, with ``buckets`` created through node 1; at the end the disk is thawed,
+    the nodes stopped (failing on a traceback in a log) and the disk detached."""
     cluster = Cluster(tmp_path, nodes=4, disks=2, **kwargs)
     disk = LoopDisk(tmp_path / (where.replace("/", "") + ".img"), tmp_path / where, size_mb=512)
     try:
+        cluster.start()
+        s3 = cluster.client(1)
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket)
         yield cluster, disk
     finally:
         disk.thaw()
@@ -64,14 +69,11 @@ def wait_log(cluster: Cluster, i: int, pattern: str, timeout: float = 60) -> re.
 
 
 def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
-    with cluster_with_loop_disk(tmp_path, "n2/d1") as (cluster, disk):
-        cluster.start()
+    # Four buckets: each has three of the four nodes as its index replicas, so node 2's
+    # registry is written to whatever the placement (one bucket alone may leave it out).
+    buckets = [f"eio-{n}" for n in range(4)]
+    with cluster_with_loop_disk(tmp_path, "n2/d1", buckets) as (cluster, disk):
         clients = {i: cluster.client(i) for i in (1, 2, 3)}
-        # Four buckets: each has three of the four nodes as its index replicas, so node 2's
-        # registry is written to whatever the placement (one bucket alone may leave it out).
-        buckets = [f"eio-{n}" for n in range(4)]
-        for bucket in buckets:
-            clients[1].create_bucket(Bucket=bucket)
         written: dict[tuple[str, str], str] = {}
 
         def put(i: int, key: str, size: int) -> None:
@@ -111,12 +113,9 @@ def test_a_node_restarts_with_its_first_disk_dead(tmp_path) -> None:
     """Node 2 stopped, its first disk dead meanwhile: its journal is gone, so it must refuse to
     start with a message that says what to do (a Raft member may not come back without what it
     voted), not a traceback; the other three serve every object and take writes."""
-    with cluster_with_loop_disk(tmp_path, "n2/d1") as (cluster, disk):
-        cluster.start()
+    buckets = [f"dead-{n}" for n in range(4)]
+    with cluster_with_loop_disk(tmp_path, "n2/d1", buckets) as (cluster, disk):
         s3 = cluster.client(1)
-        buckets = [f"dead-{n}" for n in range(4)]
-        for bucket in buckets:
-            s3.create_bucket(Bucket=bucket)
         written: dict[tuple[str, str], str] = {}
         for n in range(40):
             body = os.urandom(3000 if n % 2 else 200_000)
@@ -146,12 +145,9 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
     (at once, or after ``--disk-timeout`` 3 s), the writers go on degraded, every object reads
     back through every node; a thawed disk comes back online, a dead one replaced by an empty
     file system at its mount point is formatted into its slot and refilled."""
-    with cluster_with_loop_disk(tmp_path, "n3/d2", extra_env={"BUCKETS_DISK_TIMEOUT": "3"}) as (cluster, disk):
-        cluster.start()
+    buckets = [f"peer-{n}" for n in range(2)]
+    with cluster_with_loop_disk(tmp_path, "n3/d2", buckets, extra_env={"BUCKETS_DISK_TIMEOUT": "3"}) as (cluster, disk):
         s3 = cluster.client(1)
-        buckets = [f"peer-{n}" for n in range(2)]
-        for bucket in buckets:
-            s3.create_bucket(Bucket=bucket)
         written: dict[tuple[str, str], str] = {}
 
         def put(key: str, size: int) -> None:
@@ -191,10 +187,8 @@ def test_a_node_restarted_with_its_first_disk_hung_waits_for_it_and_says_so(tmp_
     cannot start without its journal, so it waits, but its event loop must not wait inside that
     disk: it says so in its log, answers /health/ready (503) at once, and its other disk
     answers its peers. Once the disk is thawed it starts and serves every object."""
-    with cluster_with_loop_disk(tmp_path, "n2/d1") as (cluster, disk):
-        cluster.start()
+    with cluster_with_loop_disk(tmp_path, "n2/d1", ["hung-first"]) as (cluster, disk):
         s3 = cluster.client(1)
-        s3.create_bucket(Bucket="hung-first")
         written = {}
         for n in range(12):
             body = os.urandom(3000 if n % 2 else 200_000)

@@ -62,6 +62,23 @@ def ready(server) -> int:
         return exc.code
 
 
+def serving_with_objects(servers, **kwargs):
+    """A node on four disks serving a bucket of objects of every edge size (``kwargs``: for
+    ``servers.start``): returns the disks, the server, its client and what was written."""
+    disks = servers.disks(4)
+    server = servers.start(disks, **kwargs)
+    client = server.client()
+    client.create_bucket(Bucket=BUCKET)
+    return disks, server, client, write_objects(client, EDGE_SIZES, prefix="before")
+
+
+def written_and_stopped(servers, **kwargs):
+    """The same, the node stopped: returns the disks, its port and what was written."""
+    disks, server, _, before = serving_with_objects(servers, **kwargs)
+    assert server.stop() == 0
+    return disks, server.port, before
+
+
 def failing_under_load(servers, tally, disk, slot: int, failure: str, seed: int):
     """A node whose disk ``slot`` (0-based) is ``disk``, under load for 3 s, then that disk
     failing (``eio``: shut down; ``read-only``: ext4 turned read-only). Returns the server,
@@ -151,11 +168,7 @@ def test_a_failed_data_disk_replaced_while_the_node_runs(servers, tally, loop_di
     point with the node running; the disk monitor formats it into its slot and refills it,
     and the offline check afterwards finds every shard in place."""
     data_disk = loop_disk(2)
-    disks = servers.disks(4)
-    server = servers.start(disks)
-    client = server.client()
-    client.create_bucket(Bucket=BUCKET)
-    before = write_objects(client, EDGE_SIZES, prefix="before")
+    disks, server, client, before = serving_with_objects(servers)
     mark = len(server.log_text())
     data_disk.fail()
     tally.faults_injected += 1
@@ -175,11 +188,7 @@ def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tall
     ``--disk-timeout`` takes the disk offline: writes go on degraded after at most that long,
     and once thawed the disk is brought back and refilled."""
     data_disk = loop_disk(3)
-    disks = servers.disks(4)
-    server = servers.start(disks, extra_env={"BUCKETS_DISK_TIMEOUT": "3"})
-    client = server.client()
-    client.create_bucket(Bucket=BUCKET)
-    before = write_objects(client, EDGE_SIZES, prefix="before")
+    disks, server, client, before = serving_with_objects(servers, extra_env={"BUCKETS_DISK_TIMEOUT": "3"})
     mark = len(server.log_text())
     data_disk.freeze()
     tally.faults_injected += 1
@@ -206,11 +215,7 @@ def test_a_hung_registry_disk_makes_the_node_not_ready_until_it_answers(servers,
     ready again. (Reads may wait too meanwhile: LMDB's reader table is a mapped file on that
     disk, and a read transaction's write to it blocks while the file system is frozen.)"""
     registry_disk = loop_disk(1)
-    disks = servers.disks(4)
-    server = servers.start(disks, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
-    client = server.client()
-    client.create_bucket(Bucket=BUCKET)
-    before = write_objects(client, EDGE_SIZES, prefix="before")
+    disks, server, client, before = serving_with_objects(servers, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
     assert ready(server) == 200
     mark = len(server.log_text())
     registry_disk.freeze()
@@ -244,18 +249,6 @@ def test_a_hung_registry_disk_makes_the_node_not_ready_until_it_answers(servers,
     bugs = server_bugs(server.log_text())
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0
-
-
-def written_and_stopped(servers):
-    """A node's four disks holding a bucket of objects of every edge size, the node stopped:
-    returns the disks, its port and what was written."""
-    disks = servers.disks(4)
-    server = servers.start(disks)
-    client = server.client()
-    client.create_bucket(Bucket=BUCKET)
-    before = write_objects(client, EDGE_SIZES, prefix="before")
-    assert server.stop() == 0
-    return disks, server.port, before
 
 
 @pytest.mark.parametrize("slot", [1, 3])
@@ -361,13 +354,7 @@ def test_a_node_whose_disks_did_not_mount_does_not_start_empty(servers, tally, l
     fstab = tmp_path / "fstab"
     fstab.write_text("".join(f"{d.device} {d.path} ext4 defaults,nofail 0 2\n" for d in loops))
     env = {"BUCKETS_FSTAB": str(fstab)}
-    disks = servers.disks(4)
-    server = servers.start(disks, extra_env=env)
-    client = server.client()
-    client.create_bucket(Bucket=BUCKET)
-    before = write_objects(client, EDGE_SIZES, prefix="before")
-    port = server.port
-    assert server.stop() == 0
+    disks, port, before = written_and_stopped(servers, extra_env=env)
     for d in loops:
         d.unmount()
     tally.faults_injected += 1
