@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 from clusterproc import Cluster
+from fusedisk import FuseDisk
 from loopdisk import LoopDisk
 from serverproc import stop
 
@@ -31,13 +32,16 @@ pytestmark = pytest.mark.cluster
 
 
 @contextlib.contextmanager
-def cluster_with_loop_disk(tmp_path, where: str, buckets: list[str],
+def cluster_with_loop_disk(tmp_path, where: str, buckets: list[str], fuse: bool = False,
                            **kwargs) -> Iterator[tuple[Cluster, LoopDisk]]:
     """A 4-node cluster of 2 disks each, disk ``where`` (``n2/d1``) a loop-mounted ext4 file
-    system, started, with ``buckets`` created through node 1; at the end the disk is thawed,
-    the nodes stopped (failing on a traceback in a log) and the disk detached."""
+    system (``fuse``: a FUSE disk with bad sectors, tests/fusedisk.py), started, with ``buckets``
+    created through node 1; at the end the disk is thawed, the nodes stopped (failing on a
+    traceback in a log) and the disk detached."""
     cluster = Cluster(tmp_path, nodes=4, disks=2, **kwargs)
-    disk = LoopDisk(tmp_path / (where.replace("/", "") + ".img"), tmp_path / where, size_mb=512)
+    name = where.replace("/", "")
+    disk = FuseDisk(tmp_path / (name + "-backing"), tmp_path / where) if fuse else \
+        LoopDisk(tmp_path / (name + ".img"), tmp_path / where, size_mb=512)
     try:
         cluster.start()
         s3 = cluster.client(1)
@@ -45,7 +49,8 @@ def cluster_with_loop_disk(tmp_path, where: str, buckets: list[str],
             s3.create_bucket(Bucket=bucket)
         yield cluster, disk
     finally:
-        disk.thaw()
+        if not fuse:
+            disk.thaw()
         try:
             cluster.stop_and_check_logs()
         finally:
@@ -109,12 +114,16 @@ def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
         assert listed == set(written)
 
 
-def test_a_node_restarts_with_its_first_disk_dead(tmp_path) -> None:
-    """Node 2 stopped, its first disk dead meanwhile: its journal is gone, so it must refuse to
-    start with a message that says what to do (a Raft member may not come back without what it
-    voted), not a traceback; the other three serve every object and take writes."""
-    buckets = [f"dead-{n}" for n in range(4)]
-    with cluster_with_loop_disk(tmp_path, "n2/d1", buckets) as (cluster, disk):
+@pytest.mark.parametrize("damage", ["dead", "registry-unreadable"])
+def test_a_node_restarts_with_its_first_disk_failing(tmp_path, damage) -> None:
+    """Node 2 stopped, and meanwhile its first disk died (``dead``: its journal is gone, and a
+    Raft member may not come back without what it voted), or the pages of its index replica
+    there became unreadable (``registry-unreadable``, bad sectors on a FUSE disk: through
+    LMDB's map a SIGBUS at every start before; an emptied replica must not answer for writes it
+    acknowledged). It must refuse to start with a message that says what to do, not a
+    traceback or a signal; the other three serve every object and take writes."""
+    buckets = [f"{damage[:4]}-{n}" for n in range(4)]
+    with cluster_with_loop_disk(tmp_path, "n2/d1", buckets, fuse=damage != "dead") as (cluster, disk):
         s3 = cluster.client(1)
         written: dict[tuple[str, str], str] = {}
         for n in range(40):
@@ -123,11 +132,18 @@ def test_a_node_restarts_with_its_first_disk_dead(tmp_path) -> None:
             s3.put_object(Bucket=bucket, Key=key, Body=body)
             written[bucket, key] = hashlib.md5(body).hexdigest()
         assert stop(cluster.procs[2]) == 0
-        disk.fail()
+        if damage == "dead":
+            disk.fail()
+            says = "this node's first disk is failing"
+        else:
+            registry = ".buckets.sys/registry/data.mdb"
+            disk.bad(registry, 2 * 4096, os.path.getsize(disk.path / registry))  # past LMDB's meta pages
+            says = "cannot be read (Input/output error reading data.mdb"
         cluster.start(2, wait=False)
-        assert cluster.procs[2].wait(timeout=60) != 0
+        code = cluster.procs[2].wait(timeout=60)
         said = cluster.log(2)
-        assert "this node's first disk is failing" in said and "remove-node" in said, said[-3000:]
+        assert code > 0, (code, said[-3000:])  # refused, not ended by a signal
+        assert says in said and "remove-node" in said, said[-3000:]
         assert "Traceback" not in said, said[-3000:]
         del cluster.procs[2]
         for i in (1, 3, 4):  # the others serve every object, and take writes, without it

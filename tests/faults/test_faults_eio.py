@@ -17,6 +17,7 @@ Needs root, a free loop device and ``mkfs.ext4``; skipped (with the reason) wher
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -33,25 +34,34 @@ from loopdisk import LoopDisk
 from test_faults_wipe import judge_load
 
 
-@pytest.fixture
-def loop_disk(tmp_path: Path, servers):
-    """``loop_disk(n)``: disk n of ``servers.disks(4)`` made a loop-mounted ext4 file system."""
-    made: list[LoopDisk] = []
+@contextlib.contextmanager
+def mounted_disks(servers, mount):
+    """``make(n)`` mounts disk n with ``mount(n)``; at the end every server is stopped before
+    the disks go (thawed first: a process stuck in a frozen file system cannot even be killed)."""
+    made: list = []
 
-    def make(n: int) -> LoopDisk:
-        made.append(LoopDisk(tmp_path / f"disk{n}.img", tmp_path / "disks" / f"disk{n}"))
+    def make(n: int):
+        made.append(mount(n))
         return made[-1]
 
     try:
         yield make
     finally:
         for disk in made:
-            disk.thaw()  # a process stuck in a frozen file system cannot even be killed
+            if hasattr(disk, "thaw"):
+                disk.thaw()
         try:
             servers.cleanup()  # no server may hold the file system when it goes
         finally:
             for disk in made:
                 disk.close()
+
+
+@pytest.fixture
+def loop_disk(tmp_path: Path, servers):
+    """``loop_disk(n)``: disk n of ``servers.disks(4)`` made a loop-mounted ext4 file system."""
+    with mounted_disks(servers, lambda n: LoopDisk(tmp_path / f"disk{n}.img", tmp_path / "disks" / f"disk{n}")) as make:
+        yield make
 
 
 def ready(server) -> int:

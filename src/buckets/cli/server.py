@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import faulthandler
 import logging
 import os
 import signal
@@ -793,6 +794,9 @@ def run_server(config: Config) -> int:
 
     runtime.batch_threads = config.batch_threads  # before the first helper thread (the log writer's)
     configure_logging(config)
+    # A fatal signal (SIGBUS: a registry page its disk cannot read, met through LMDB's map) ends
+    # the process with the Python stack of every thread on stderr, not without a line.
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     tune_process()
     local_storage.direct_writes = config.direct_io
     local_storage.disk_reserve = config.disk_reserve

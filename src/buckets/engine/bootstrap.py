@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -294,6 +295,47 @@ async def _new_deployment(disks: list[Disk], probes: list[Probe], parity: int | 
         except DiskError as exc:
             raise FormatError(f"cannot format {d.endpoint}: {exc}") from None
     return boot
+
+
+async def registry_unreadable(path: str) -> str | None:
+    """Why the registry at ``path`` cannot be opened safely, or None: a part of its files that
+    the disk cannot read (``registry.store.read_through``: opened, LMDB's map would end the
+    process with SIGBUS there), or a read that stopped answering for ``--disk-timeout``
+    (abandoned: its thread stays blocked in the disk). Read in a thread; nothing is read when
+    ``registry.store.needs_read_through`` says so."""
+    from buckets.registry import store as registry_store
+    from buckets.storage import local
+
+    loop = asyncio.get_running_loop()
+    progress = [0]
+
+    def job() -> float | None:
+        needed, left_by = registry_store.needs_read_through(path)
+        if left_by is not None:
+            log.warning("registry %s was not closed by the last process to open it (pid %s: killed, crashed, or "
+                        "the power was cut): reading it through before it is opened", path, left_by)
+        if not needed:
+            return None
+        started = time.monotonic()
+        registry_store.read_through(path, progress)
+        return time.monotonic() - started
+
+    reading = loop.run_in_executor(None, job)
+    seen = -1
+    while True:
+        done, _ = await asyncio.wait({reading}, timeout=local.disk_timeout)
+        if done:
+            break
+        if progress[0] == seen:
+            return f"a read of it has not answered for {local.disk_timeout:g} s"
+        seen = progress[0]
+    try:
+        took = reading.result()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if took is not None and took > 2:
+        log.info("registry %s read through before it was opened: %.1f MB in %.1f s", path, progress[0] / 1e6, took)
+    return None
 
 
 async def choose_registry(disks: list[Disk], sync: bool, avoid: frozenset[str] = frozenset()) -> tuple[Disk, bool]:

@@ -28,7 +28,7 @@ from buckets import checksums, errors
 from buckets.engine import crypto, paths, smalllog, space, versions
 from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
-from buckets.engine.bootstrap import bootstrap, choose_registry
+from buckets.engine.bootstrap import bootstrap, choose_registry, registry_unreadable
 from buckets.engine.locks import KeyLocks
 from buckets.engine.meta import bucket_meta_file, encode_meta_file, entry_to_info, entry_to_listing
 from buckets.engine.names import check_bucket_name, check_object_key
@@ -175,6 +175,16 @@ class Store:
             reg_dir, rebuild = registry_dir, False
         else:
             home, rebuild = await choose_registry(online, sync, registry_avoid)
+            problem = None if rebuild else await registry_unreadable(home.local_path(REGISTRY_DIR))
+            if problem is not None:
+                if self.cluster is not None:  # its index replica: refilled only by a new join
+                    raise errors.FormatError(
+                        f"this node's registry on {home.endpoint} cannot be read ({problem}): its disk is failing. "
+                        f"Remove the node through another one (buckets-admin cluster remove-node ALIAS <this "
+                        f"node's URL> --force), then replace the disk, wipe the node's other disks and start it "
+                        f"with --join (docs/cluster.md)")
+                log.error("the registry on %s cannot be read (%s): its disk is failing", home.endpoint, problem)
+                home, rebuild = await choose_registry(online, sync, registry_avoid | {home.disk_id})
             reg_dir, self.registry_disk_id = home.local_path(REGISTRY_DIR), home.disk_id
             assert reg_dir is not None
         self.registry = Registry(reg_dir, cache_size=cache_size, sync=sync)

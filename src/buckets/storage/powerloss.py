@@ -91,7 +91,10 @@ META = frozenset({"creat", "mkdir", "link", "rename", "unlink", "rmdir"})
 SYNCS = frozenset({"fsync", "syncfs", "lmdb_commit"})
 BLOCK = 4096  # filesystem block: unsynced data may be cut at any of these (or at a write's end)
 LMDB_FILE = "data.mdb"
-_IGNORED = frozenset({"lock.mdb"})  # LMDB's reader table: rebuilt on open, not modelled
+# LMDB's reader table (rebuilt on open) and the registry's running mark (registry/store.py: no
+# state; whichever way a crash leaves it, the next start reads the registry through): neither
+# modelled nor followed.
+_IGNORED = frozenset({"lock.mdb", "running.pid"})
 # The disk's lock (storage/local.py): an empty file, no state, taken anew at every
 # start: what a crash leaves of it does not matter, so it is neither modelled nor followed.
 _UNMODELED = ("/.buckets.sys/lock",)
@@ -512,8 +515,8 @@ class _OsShim:
 
     def open(self, path, flags, mode=0o777, *, dir_fd=None):
         rec = self._rec
-        if isinstance(path, str) and path.endswith(_UNMODELED):  # (see _UNMODELED)
-            return _os.open(path, flags, mode, dir_fd=dir_fd)
+        if isinstance(path, str) and (path.endswith(_UNMODELED) or _os.path.basename(path) in _IGNORED):
+            return _os.open(path, flags, mode, dir_fd=dir_fd)  # (see _UNMODELED, _IGNORED)
         with rec._lock:
             loc = rec._where(path) if dir_fd is None else None
             # O_RDWR (of a plain file) is followed for the holes punched through it

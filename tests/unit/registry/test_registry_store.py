@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -390,3 +391,26 @@ async def test_a_put_or_delete_reports_the_entry_it_replaced(registry) -> None:
         again = Op("delete_object", "b", key)
         await registry.commit([again])
         assert again.result is None
+
+
+async def test_a_registry_is_read_through_after_a_stop_that_did_not_close_it(tmp_path, monkeypatch) -> None:
+    """``running.pid`` marks a registry open; a clean close removes it. A large registry is
+    read through before the next open only when the mark was left behind (a kill, a crash, a
+    SIGBUS); a small one always. ``read_through`` reads every byte of its files."""
+    from buckets.registry import store as registry_store
+
+    path = str(tmp_path / "reg")
+    reg = Registry(path, sync=False)
+    reg.start()
+    await reg.commit(buckets("b1"))
+    assert (tmp_path / "reg" / "running.pid").read_text().strip() == str(os.getpid())
+    assert registry_store.needs_read_through(path) == (True, str(os.getpid()))  # as after kill -9
+    await reg.close()
+    assert not (tmp_path / "reg" / "running.pid").exists()
+    assert registry_store.needs_read_through(path) == (True, None)  # small: always
+    monkeypatch.setattr(registry_store, "READ_THROUGH_ALWAYS_BELOW", 0)
+    assert registry_store.needs_read_through(path) == (False, None)  # large, closed cleanly
+    progress = [0]
+    registry_store.read_through(path, progress)
+    assert progress[0] == sum(os.path.getsize(os.path.join(path, f)) for f in ("data.mdb", "lock.mdb"))
+    assert registry_store.needs_read_through(str(tmp_path / "none")) == (False, None)
