@@ -12,6 +12,10 @@ ranges of chosen files, through ``read`` and through mapped pages alike (``tests
 - Unreadable pages met while serving: the process ends (``SIGBUS``), and the start that a
   supervisor makes next finds them as above.
 
+The scanner's deep cycles read the registry through from its disk before they walk it:
+``tests/unit/engine/test_engine_registry_check.py`` (here every page is unreadable, and the
+node's other background work maps one in before a cycle starts).
+
 Needs root, ``/dev/fuse``, libfuse 2 and fusepy; skipped (with the reason) where missing.
 """
 

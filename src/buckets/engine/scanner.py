@@ -29,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buckets.runtime import cancel_and_wait, wait_for
+from buckets.runtime import Workers, cancel_and_wait, run_in, wait_for
 from buckets.engine import paths
 from buckets.engine.bootstrap import looks_unmounted
 from buckets.engine.heal import heal_object
@@ -96,6 +97,7 @@ class Scanner:
         self.last_cycle_end = 0.0
         self._manual = asyncio.Event()
         self._force_deep = False
+        self._registry_reader: Workers | None = None  # check_registry's thread
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, *, scan: bool = True) -> None:
@@ -116,6 +118,9 @@ class Scanner:
         for t in self.tasks:
             await cancel_and_wait(t)
         self.tasks.clear()
+        if self._registry_reader is not None:
+            self._registry_reader.shutdown(wait=False)  # (a read hung in a dead disk stays behind)
+            self._registry_reader = None
 
     def status(self) -> dict:
         s = self.store.heal_stats
@@ -171,6 +176,8 @@ class Scanner:
         self.running_cycle = True
         checked = 0
         try:
+            if deep and not await self.check_registry(paced):
+                return {"checked": 0, "deep": deep, "registry_failed": True}
             start = self.position.encode() if self.position else b""
             batch: list = []
             for bucket, key, entry in store.registry.walk_objects(start):
@@ -191,6 +198,32 @@ class Scanner:
             return {"checked": checked, "deep": deep, "bucket_files_rewritten": rewritten, **swept}
         finally:
             self.running_cycle = False
+
+    async def check_registry(self, paced: bool = True) -> bool:
+        """A deep cycle reads this node's registry through from its disk first (past the page
+        cache, at the scanner's pace: ``registry.store.read_through``). Its walk below, and any
+        lookup, reads the registry through LMDB's map, where a page the disk cannot read ends
+        the process with SIGBUS; found here it is an EIO, and the registry is failed
+        (``Registry.fail``: a single node restarts in place and rebuilds it on another disk, a
+        cluster node's replica refuses its merges). False when the registry failed."""
+        from buckets.registry import store as registry_store
+
+        registry = self.store.registry
+        if registry.failed is not None or registry.closed:
+            return registry.failed is None
+        if self._registry_reader is None:
+            self._registry_reader = Workers(max_workers=1, thread_name_prefix="registry-check")
+        rate = self.cfg.mb_per_sec * 1e6 if paced else None
+        stop = threading.Event()
+        try:
+            await run_in(self._registry_reader, lambda: registry_store.read_through(
+                registry.path, [0], media=True, rate=rate, stop=stop))
+        except OSError as exc:
+            registry.fail(f"its disk cannot read it ({exc.strerror})")
+            return False
+        finally:
+            stop.set()  # (cancelled: the thread stops at its next read)
+        return True
 
     async def _scan_batch(self, batch, deep: bool, throttle: Throttle | None) -> int:
         unavailable: list[tuple[str, str, BaseException]] = []

@@ -18,6 +18,7 @@ import bisect
 import errno
 import hashlib
 import logging
+import mmap
 import os
 import struct
 import time
@@ -323,31 +324,53 @@ def needs_read_through(path: str) -> tuple[bool, str | None]:
     return size < READ_THROUGH_ALWAYS_BELOW or left is not None, left
 
 
-def read_through(path: str, progress: list[int]) -> None:
+def read_through(path: str, progress: list[int], *, media: bool = False, rate: float | None = None,
+                 stop: Any = None) -> None:
     """Read every byte of the registry's files at ``path`` with ``pread`` (adding to
     ``progress[0]`` as it goes); an ``OSError`` naming the file and the offset where a read
-    failed."""
-    buf = bytearray(_READ_CHUNK)
-    for name in _FILES:
-        full = os.path.join(path, name)
-        try:
-            fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            offset = 0
-            while True:
+    failed. ``media``: past the page cache (``O_DIRECT``, where the file system takes it), as
+    the scanner's deep cycles do: a page cached now is read from the disk again once evicted,
+    and a sector that went bad under it then ends the process. ``rate``: at most so many bytes
+    a second (the scanner's pace). ``stop``: a ``threading.Event`` that ends the read early."""
+    buf = mmap.mmap(-1, _READ_CHUNK)  # page-aligned, as O_DIRECT wants
+    started = time.monotonic()
+    try:
+        for name in _FILES:
+            full = os.path.join(path, name)
+            fd = -1
+            if media and hasattr(os, "O_DIRECT"):
                 try:
-                    got = os.preadv(fd, [buf], offset)
-                except OSError as exc:
-                    raise OSError(exc.errno, f"{exc.strerror} reading {name} at byte {offset:,}", full) from None
-                if got == 0:
-                    break
-                offset += got
-                progress[0] += got
-        finally:
-            os.close(fd)
+                    fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    fd = -1  # (EINVAL: a file system without O_DIRECT; read through the cache)
+            if fd < 0:
+                try:
+                    fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                offset = 0
+                while True:
+                    try:
+                        got = os.preadv(fd, [buf], offset)
+                    except OSError as exc:
+                        raise OSError(exc.errno, f"{exc.strerror} reading {name} at byte {offset:,}",
+                                      full) from None
+                    if got == 0 or (stop is not None and stop.is_set()):
+                        break
+                    offset += got
+                    progress[0] += got
+                    if rate:
+                        ahead = started + progress[0] / rate - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
+            finally:
+                os.close(fd)
+    finally:
+        buf.close()
 
 
 def _mark_running(path: str) -> None:
