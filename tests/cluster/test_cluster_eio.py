@@ -114,12 +114,13 @@ def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
         assert listed == set(written)
 
 
-@pytest.mark.parametrize("damage", ["dead", "registry-unreadable"])
+@pytest.mark.parametrize("damage", ["dead", "registry-unreadable", "journal-unreadable"])
 def test_a_node_restarts_with_its_first_disk_failing(tmp_path, damage) -> None:
     """Node 2 stopped, and meanwhile its first disk died (``dead``: its journal is gone, and a
     Raft member may not come back without what it voted), or the pages of its index replica
-    there became unreadable (``registry-unreadable``, bad sectors on a FUSE disk: through
-    LMDB's map a SIGBUS at every start before; an emptied replica must not answer for writes it
+    or of its control-plane journal there became unreadable (``registry-unreadable``,
+    ``journal-unreadable``: bad sectors on a FUSE disk; read through LMDB's or pysyncobj's map,
+    a SIGBUS at every start before; an emptied replica must not answer for writes it
     acknowledged). It must refuse to start with a message that says what to do, not a
     traceback or a signal; the other three serve every object and take writes."""
     buckets = [f"{damage[:4]}-{n}" for n in range(4)]
@@ -135,10 +136,15 @@ def test_a_node_restarts_with_its_first_disk_failing(tmp_path, damage) -> None:
         if damage == "dead":
             disk.fail()
             says = "this node's first disk is failing"
-        else:
+        elif damage == "registry-unreadable":
             registry = ".buckets.sys/registry/data.mdb"
             disk.bad(registry, 2 * 4096, os.path.getsize(disk.path / registry))  # past LMDB's meta pages
-            says = "cannot be read (Input/output error reading data.mdb"
+            says = "first disk is failing (its registry, this node's replica of the index, cannot be read: " \
+                   "Input/output error reading data.mdb"
+        else:
+            journal = next(disk.path.glob("**/raft.journal")).relative_to(disk.path)
+            disk.bad(str(journal), 4096, os.path.getsize(disk.path / journal))  # past its header
+            says = "this node's first disk is failing (Input/output error reading raft.journal at byte"
         cluster.start(2, wait=False)
         code = cluster.procs[2].wait(timeout=60)
         said = cluster.log(2)

@@ -760,6 +760,7 @@ async def open_cluster_store(config: Config, store_kwargs: dict, sockets: list[s
     """A cluster node: serve the peer routes (this node's disks, its hello) on the node's own
     port while the cluster forms and the store opens. Returns the node, the store and the
     listener, whose port ``serve`` hands to the full app (:class:`FormingListener`)."""
+    from buckets.cluster.control import ControlPlaneError
     from buckets.cluster.node import ClusterNode, ClusterStartError
 
     try:
@@ -783,7 +784,7 @@ async def open_cluster_store(config: Config, store_kwargs: dict, sockets: list[s
             await forming.close()
         finally:
             await node.close()
-        if isinstance(error, ClusterStartError):
+        if isinstance(error, (ClusterStartError, ControlPlaneError)):  # (the operator's to fix: one line)
             raise StartupError(str(error)) from None
         raise
     return node, store, forming

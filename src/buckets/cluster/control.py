@@ -59,7 +59,7 @@ from pysyncobj.syncobj import SyncObjException
 
 from buckets.runtime import wait_for
 from buckets import errors
-from buckets.cluster.control_raft import JOURNAL_FILE, SNAPSHOT_FILE, RaftNode, RaftStatus
+from buckets.cluster.control_raft import JOURNAL_DISK_FAILED, JOURNAL_FILE, SNAPSHOT_FILE, RaftNode, RaftStatus
 from buckets.cluster.control_records import (
     ControlSnapshot, Layout, NodeRecord, check_address, check_endpoint, check_nodes, compress_table,
     placement_disks,
@@ -127,6 +127,15 @@ _BUCKET_ERRORS = {"InvalidBucketName", "NoSuchBucket", "BucketAlreadyExists", "B
 # been appended; the request id makes a second application answer the first result).
 _RETRY = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED, FAIL_REASON.NOT_LEADER,
           FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME}
+
+
+def first_disk_failing(first_disk_root: str, cause: str) -> str:
+    """What a node whose first disk fails at start says: that disk holds its control-plane
+    journal (and its index replica), which it cannot start again without."""
+    return (f"{first_disk_root}: this node's first disk is failing ({cause}): it holds the node's "
+            f"control-plane journal, which a Raft member cannot start again without. Remove the node through "
+            f"another one (buckets-admin cluster remove-node ALIAS <this node's URL> --force), then replace "
+            f"the disk, wipe the node's other disks and start it with --join (docs/cluster.md)")
 
 
 class ControlPlaneError(Exception):
@@ -332,7 +341,11 @@ class ControlPlane:
         )
         try:
             raft = RaftNode(config.address, config.members, conf, self.machine)
-        except (OSError, ValueError, struct.error) as exc:  # unreadable or damaged journal
+        except OSError as exc:
+            if exc.errno in JOURNAL_DISK_FAILED:  # (EIO: a sector it cannot read, see _check_journal_header)
+                raise ControlPlaneError(first_disk_failing(config.directory, exc.strerror or str(exc))) from None
+            raise ControlPlaneError(f"cannot open the control-plane journal in {config.directory}: {exc}") from None
+        except (ValueError, struct.error) as exc:  # a damaged journal
             raise ControlPlaneError(f"cannot open the control-plane journal in {config.directory}: {exc}") from None
         try:
             await asyncio.to_thread(raft.waitBinded)

@@ -138,6 +138,11 @@ def _check_journal_header(path: str) -> None:
     if size == 0:  # created, then the process died before the header was synced
         os.remove(path)
         return
+    # Every byte read with pread first: pysyncobj reads the entries through a map, where a page
+    # the disk cannot read (a bad sector) ends the process with SIGBUS, at every start.
+    from buckets.registry.store import read_file_through
+
+    read_file_through(path)
     with open(path, "rb") as f:
         header = f.read(_journal.FIRST_RECORD_OFFSET)
     name = _journal.APP_NAME + b"\0" * (_journal.NAME_SIZE - len(_journal.APP_NAME))

@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 from buckets import errors
 from buckets.cluster.catalog import INDEX_REPLICAS
-from buckets.cluster.control import LevelTooLow, control_address, control_directory
+from buckets.cluster.control import LevelTooLow, control_address, control_directory, first_disk_failing
 from buckets.cluster.rpcerrors import clock_cause, refused_signature
 from buckets.cluster.control_records import (
     ACTIVE, DRAINING, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord, check_endpoint, placement_disks,
@@ -140,11 +140,7 @@ def read_members(first_disk_root: str) -> dict | None:
         return None
     except OSError as exc:
         if exc.errno in (errno.EIO, errno.ENXIO, errno.ENODEV):
-            raise errors.FormatError(
-                f"{first_disk_root}: this node's first disk is failing ({exc.strerror}): it holds the node's "
-                f"control-plane journal, which a Raft member cannot start again without. Remove the node through "
-                f"another one (buckets-admin cluster remove-node ALIAS <this node's URL> --force), then replace "
-                f"the disk, wipe the node's other disks and start it with --join (docs/cluster.md)") from None
+            raise errors.FormatError(first_disk_failing(first_disk_root, exc.strerror)) from None
         raise _unreadable(path, exc) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise _unreadable(path, exc) from None

@@ -178,11 +178,10 @@ class Store:
             problem = None if rebuild else await registry_unreadable(home.local_path(REGISTRY_DIR))
             if problem is not None:
                 if self.cluster is not None:  # its index replica: refilled only by a new join
-                    raise errors.FormatError(
-                        f"this node's registry on {home.endpoint} cannot be read ({problem}): its disk is failing. "
-                        f"Remove the node through another one (buckets-admin cluster remove-node ALIAS <this "
-                        f"node's URL> --force), then replace the disk, wipe the node's other disks and start it "
-                        f"with --join (docs/cluster.md)")
+                    from buckets.cluster.control import first_disk_failing
+
+                    raise errors.FormatError(first_disk_failing(
+                        home.endpoint, f"its registry, this node's replica of the index, cannot be read: {problem}"))
                 log.error("the registry on %s cannot be read (%s): its disk is failing", home.endpoint, problem)
                 home, rebuild = await choose_registry(online, sync, registry_avoid | {home.disk_id})
             reg_dir, self.registry_disk_id = home.local_path(REGISTRY_DIR), home.disk_id

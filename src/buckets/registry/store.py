@@ -325,7 +325,7 @@ def needs_read_through(path: str) -> tuple[bool, str | None]:
 
 
 def read_through(path: str, progress: list[int], *, media: bool = False, rate: float | None = None,
-                 stop: Any = None) -> None:
+                 stop: Any = None, names: tuple[str, ...] = _FILES) -> None:
     """Read every byte of the registry's files at ``path`` with ``pread`` (adding to
     ``progress[0]`` as it goes); an ``OSError`` naming the file and the offset where a read
     failed. ``media``: past the page cache (``O_DIRECT``, where the file system takes it), as
@@ -335,7 +335,7 @@ def read_through(path: str, progress: list[int], *, media: bool = False, rate: f
     buf = mmap.mmap(-1, _READ_CHUNK)  # page-aligned, as O_DIRECT wants
     started = time.monotonic()
     try:
-        for name in _FILES:
+        for name in names:
             full = os.path.join(path, name)
             fd = -1
             if media and hasattr(os, "O_DIRECT"):
@@ -371,6 +371,12 @@ def read_through(path: str, progress: list[int], *, media: bool = False, rate: f
                 os.close(fd)
     finally:
         buf.close()
+
+
+def read_file_through(path: str) -> None:
+    """``read_through`` for one file (a cluster node's control-plane journal, read through a map
+    as well); an ``OSError`` where a read fails."""
+    read_through(os.path.dirname(path), [0], names=(os.path.basename(path),))
 
 
 def _mark_running(path: str) -> None:
