@@ -10,7 +10,8 @@ makes everything readable again, ``close()`` unmounts. Needs root, ``/dev/fuse``
 (``make tools`` installs it with s3fs) and fusepy: the test is skipped with the reason otherwise.
 
 Run as a script, it is the daemon: ``python fusedisk.py BACKING MOUNTPOINT CONTROL``, where
-CONTROL is a JSON file ``{relative path: [[start, end], ...]}`` read again whenever it changes.
+CONTROL is a JSON file ``{inode of the backing file: [[start, end], ...]}`` read again whenever
+it changes.
 """
 
 from __future__ import annotations
@@ -61,10 +62,17 @@ class FuseDisk:
         return Path(self.log.name).read_text(errors="replace")
 
     def bad(self, relative: str, start: int, end: int) -> None:
-        """Bytes [start, end) of ``relative`` (under the disk) read as EIO from now on."""
-        self._ranges.setdefault(relative, []).append([start, end])
+        """Bytes [start, end) of ``relative`` (under the disk) read as EIO from now on: of the
+        file there now (its inode), as sectors are where its blocks are; a file written anew in
+        its place (a rewrite renamed over it) reads well."""
+        inode = os.stat(self.backing / relative).st_ino
+        self._ranges.setdefault(str(inode), []).append([start, end])
         self._publish()
         self._drop_cache(relative)
+
+    def bad_inodes(self) -> set[int]:
+        """The inodes (of backing files) with bad ranges."""
+        return {int(inode) for inode in self._ranges}
 
     def heal(self) -> None:
         self._ranges = {}
@@ -111,7 +119,7 @@ def _serve(backing: str, mountpoint: str, control: str) -> None:
         def _full(self, path: str) -> str:
             return os.path.join(self.root, path.lstrip("/"))
 
-        def _ranges(self, path: str) -> list[list[int]]:
+        def _ranges(self, fh: int) -> list[list[int]]:
             try:
                 mtime = os.stat(control).st_mtime_ns
             except OSError:
@@ -122,7 +130,7 @@ def _serve(backing: str, mountpoint: str, control: str) -> None:
                     self._control_mtime = mtime
                 except ValueError:
                     pass
-            return self._bad.get(path.lstrip("/"), [])
+            return self._bad.get(str(os.fstat(fh).st_ino), []) if self._bad else []
 
         def access(self, path, mode):
             if not os.access(self._full(path), mode):
@@ -182,7 +190,7 @@ def _serve(backing: str, mountpoint: str, control: str) -> None:
             # a mapped page through whichever handle it has)
 
         def read(self, path, length, offset, fh):
-            for start, end in self._ranges(path):
+            for start, end in self._ranges(fh):
                 if offset < end and offset + length > start:
                     raise FuseOSError(errno.EIO)
             return os.pread(fh, length, offset)

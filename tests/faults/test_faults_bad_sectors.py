@@ -9,6 +9,8 @@ ranges of chosen files, through ``read`` and through mapped pages alike (``tests
 - Unreadable pages found at start: the node reads its registry through with ``pread`` before
   it opens it, finds the EIO, leaves the registry on that disk alone, rebuilds it on another
   from the disks' metadata and serves every object.
+- Unreadable sectors in a data disk's shard files: reads go around them, the shards are
+  rewritten, and the disk stays online.
 - Unreadable pages met while serving: the process ends (``SIGBUS``), and the start that a
   supervisor makes next finds them as above.
 
@@ -22,17 +24,19 @@ Needs root, ``/dev/fuse``, libfuse 2 and fusepy; skipped (with the reason) where
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from fault_campaign import BUCKET
 from fault_checks import read_all_ok
+from fault_offline import heal_pass, verify
 from fault_server import server_bugs
 from fusedisk import FuseDisk
 from test_faults_eio import mounted_disks, ready, serving_with_objects
 from test_faults_wipe import judge_load
 
-from buckets.storage.format import REGISTRY_DIR
+from buckets.storage.format import LOG_DIR, REGISTRY_DIR
 
 DATA_MDB = f"{REGISTRY_DIR}/data.mdb"
 META_PAGES = 2 * 4096  # LMDB's two meta pages: the rest is the tables' pages
@@ -108,4 +112,58 @@ def test_unreadable_registry_pages_met_while_serving(servers, tally, fuse_disk) 
     server = servers.restart(server)
     server.wait_log(r"was not closed by the last process to open it \(pid \d+", timeout=30)
     check_moved_and_serving(server, tally, before, "a restart after a SIGBUS")
+    assert server.stop() == 0
+
+
+def test_unreadable_sectors_in_a_data_disks_shards(servers, tally, fuse_disk) -> None:
+    """Disk 3's shard files of the larger objects get unreadable sectors (one 64 KiB range in
+    each), and so do its log segments (the small objects' records): every GET still returns the right bytes (read around, from the other slots); a shard
+    a GET met is rewritten by the heal after it, the rest (parity, which a GET reads only when
+    it must) by the deep check (here the offline heal pass); a rewritten shard is a new file, on
+    sound sectors. The disk stays online: one bad sector is not a dead disk."""
+    bad = fuse_disk(3)
+    disks, server, client, before = serving_with_objects(servers)
+    shards = [p for p in bad.backing.rglob("*") if p.is_file() and ".buckets.sys" not in p.parts
+              and p.stat().st_size > 256 * 1024]
+    assert len(shards) >= 4, shards
+    for shard in shards:
+        bad.bad(str(shard.relative_to(bad.backing)), 128 * 1024, 192 * 1024)
+        tally.faults_injected += 1
+    # and the small objects' records in the disk's log: all of its segments so far
+    segments = sorted((bad.backing / LOG_DIR).glob("*.seg"))
+    assert segments
+    for segment in segments:
+        bad.bad(str(segment.relative_to(bad.backing)), 0, segment.stat().st_size)
+
+    def still_bad() -> list[Path]:
+        return [p for p in shards if p.exists() and p.stat().st_ino in bad.bad_inodes()]
+
+    mark = len(server.log_text())
+    stats = read_all_ok(client, before)
+    judge_load(tally, stats, "every object with disk3's shards unreadable in places")
+    deadline = time.monotonic() + 10
+    while len(still_bad()) == len(shards) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = server.log_text()[mark:]
+    assert "went offline" not in log, log[-3000:]
+    assert server.stop() == 0  # (a heal still running finishes or not: counted after the stop)
+    on_read = len(shards) - len(still_bad())
+    assert on_read > 0
+    report = heal_pass([str(d) for d in disks])
+    assert report.shards_repaired == report.shards_bad and not report.failed, report
+    assert report.shards_bad >= len(shards) - on_read, report
+    after = verify([str(d) for d in disks])  # every slot of every object reads well now
+    assert not after.still_bad and not after.read_errors and after.objects == len(before.keys), after
+    assert still_bad() == []
+    tally.faults_detected += len(shards)
+    tally.repaired += len(shards)
+    server = servers.start(disks, port=server.port)
+    stats = read_all_ok(server.client(), before)  # read again, the rewritten shards too
+    judge_load(tally, stats, "every object after the rewrite")
+    tally.objects_written += len(before.keys)
+    tally.note(f"{len(shards)} shard files with a bad 64 KiB range and the log's segments unreadable on disk3: "
+               f"every read right, {on_read} shard files rewritten after a GET, {report.shards_repaired} slots "
+               f"by the deep check, the disk online")
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0

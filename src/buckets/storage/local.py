@@ -7,7 +7,8 @@ after the rename (when ``sync`` is on).
 
 Errors: ``OSError`` never leaves this module; it becomes the typed ``DiskError`` its errno
 means (``FileNotFound``, ``DiskFull``, ``DiskAccessDenied``, ``DiskFaulty``...). An I/O
-error or a vanished root marks the disk offline.
+error or a vanished root marks the disk offline, except an I/O error reading a file's data
+(bad sectors: ``CorruptData``, see ``_UNREADABLE_ERRNOS``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,65 @@ log = logging.getLogger("buckets.storage")
 # still read when the others are not enough (``Store.disks_for_read``).
 _FAULTY_ERRNOS = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN, errno.EUCLEAN, errno.EROFS}
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# ... except an I/O error from the read of a file's data (a shard's range, a record, a metadata
+# file): its sectors cannot be read, the most common way a disk fails, and the rest of the disk
+# serves. Such a read is damage (``CorruptData``: read around, rewritten by the heal), not a
+# dead disk: taken offline, the disk came back at the monitor's next probe, its refill met the
+# same sectors and took it offline again, every 5 s (tests/faults/test_faults_bad_sectors.py).
+# A disk that is dead fails its writes and the monitor's probe, and goes offline by those.
+_UNREADABLE_ERRNOS = {errno.EIO, errno.EBADMSG}
+
+
+def _pread_data(fd: int, length: int, offset: int, full: str) -> bytes:
+    """``os.pread`` of ``length`` bytes (fewer only at the end of the file), a read of data
+    whose sectors fail raised as ``CorruptData``. A read that meets a failing sector after
+    good ones returns those first (a short read), and the next one fails: read on until the
+    length or the end."""
+    at = offset
+    try:
+        data = os.pread(fd, length, at)
+        if len(data) == length or not data:
+            return data
+        out = bytearray(data)
+        while len(out) < length:
+            at = offset + len(out)
+            more = os.pread(fd, length - len(out), at)
+            if not more:
+                break
+            out += more
+        return bytes(out)
+    except OSError as exc:
+        if exc.errno in _UNREADABLE_ERRNOS:
+            raise CorruptData(f"{full}@{at}: unreadable ({exc.strerror})") from None
+        raise
+
+
+def _pread_salvaging(fd: int, length: int, offset: int) -> bytes:
+    """``os.pread``, with the blocks whose sectors fail read as zeros (which no record scan
+    takes for a record): a log scan goes on past a bad sector, as past a damaged record."""
+    try:
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data or offset + len(data) >= os.fstat(fd).st_size:
+            return data
+    except OSError as exc:  # (a short read before the end: the next block may fail, below)
+        if exc.errno not in _UNREADABLE_ERRNOS:
+            raise
+    out = bytearray()
+    size = os.fstat(fd).st_size
+    at, end = offset, min(offset + length, size)
+    while at < end:
+        step = min(4096 - at % 4096, end - at)
+        try:
+            piece = os.pread(fd, step, at)
+        except OSError as exc:
+            if exc.errno not in _UNREADABLE_ERRNOS:
+                raise
+            piece = bytes(step)
+        if not piece:
+            break
+        out += piece
+        at += len(piece)
+    return bytes(out)
 _DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
 _WALK_BATCH = 512  # entries per thread hand-off (and per round trip, for a remote disk)
 _NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None  # Linux 4.14+
@@ -1045,7 +1105,7 @@ class LocalDisk:
                 size = os.fstat(f.fileno()).st_size
                 if size > max_size:
                     raise CorruptData(f"{full}: {size} bytes, more than any metadata file holds")
-                return f.read(size)
+                return _pread_data(f.fileno(), size, 0, full)
 
         return await self._run(_read)
 
@@ -1057,7 +1117,7 @@ class LocalDisk:
         def _read() -> bytes:
             fd = os.open(full, os.O_RDONLY)
             try:
-                return os.pread(fd, length, offset)
+                return _pread_data(fd, length, offset, full)
             finally:
                 os.close(fd)
 
@@ -1336,7 +1396,7 @@ class LocalDisk:
         def _read() -> tuple[int | None, bytes]:
             fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                raw = os.pread(fd, length, offset)
+                raw = _pread_data(fd, length, offset, full)
             except BaseException:
                 os.close(fd)
                 raise
@@ -1541,8 +1601,10 @@ def _walk_records(directory: str, only: int | None) -> Iterator[list[tuple[list[
         with f:
             base = 0
             pending = b""
+            at = 0
             while True:
-                chunk = f.read(_SCAN_CHUNK)
+                chunk = _pread_salvaging(f.fileno(), _SCAN_CHUNK, at)
+                at += len(chunk)
                 final = len(chunk) < _SCAN_CHUNK  # the end of the segment is in this read
                 data = pending + chunk if pending else chunk
                 found, used = rlog.scan(data, base, seg, final)

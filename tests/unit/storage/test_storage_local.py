@@ -240,3 +240,44 @@ async def test_a_disk_is_locked_by_the_first_process_that_reads_its_format(tmp_p
     (foreign / "photo.jpg").write_bytes(b"x")
     assert _claim_elsewhere(str(foreign)) == "foreign"
     assert sorted(os.listdir(foreign)) == ["photo.jpg"]
+
+
+async def test_a_read_of_sectors_that_fail_is_damage_not_a_dead_disk(tmp_path) -> None:
+    """On a FUSE disk answering EIO for chosen byte ranges (tests/fusedisk.py): a read of data
+    whose sectors fail (a shard's range, a record, a metadata file) is ``CorruptData`` and the
+    disk stays online; a log scan reads the blocks around the bad one and finds the records
+    there; the bad ranges healed, every read works again."""
+    from fusedisk import FuseDisk
+
+    from buckets.errors import CorruptData
+    from buckets.storage import LocalDisk
+    from buckets.storage.format import LOG_DIR
+
+    fuse = FuseDisk(tmp_path / "backing", tmp_path / "disk")
+    disk = LocalDisk(str(fuse.path), "disk-1")
+    try:
+        await disk.write_file("shards/a", b"s" * 65536, sync=False)
+        await disk.write_file("meta/b", b"metadata", sync=False)
+        locs = await disk.append_records([bytes([i]) * 3000 for i in range(8)], sync=True, data=True)
+        [segment] = (fuse.backing / LOG_DIR).glob("*.seg")
+        fuse.bad("shards/a", 8192, 12288)
+        fuse.bad("meta/b", 0, 8)  # (meta/b: written anew by a rename: the file there now)
+        fuse.bad(str(segment.relative_to(fuse.backing)), locs[2][1], locs[2][1] + 1)
+        assert await disk.read_range("shards/a", 0, 8192) == b"s" * 8192  # around the bad sector
+        with pytest.raises(CorruptData, match="unreadable"):
+            await disk.read_range("shards/a", 4096, 8192)
+        with pytest.raises(CorruptData, match="unreadable"):
+            await disk.read_file("meta/b")
+        with pytest.raises(CorruptData, match="unreadable"):
+            await disk.read_record(locs[2])
+        assert disk.online
+        scanned = [raw async for _, raw in disk.walk_records(None)]
+        lost = {bytes([2]) * 3000}  # (and any other record in the bad 4 KiB block)
+        assert set(scanned) - lost and set(scanned) <= {bytes([i]) * 3000 for i in range(8)} - lost
+        assert len(scanned) >= 5
+        fuse.heal()
+        assert await disk.read_record(locs[2]) == bytes([2]) * 3000
+        assert await disk.read_file("meta/b") == b"metadata"
+    finally:
+        await disk.close()
+        fuse.close()
