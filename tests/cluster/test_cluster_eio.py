@@ -204,6 +204,42 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
                 assert hashlib.md5(through3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest
 
 
+def test_a_peers_data_disk_with_bad_sectors(tmp_path) -> None:
+    """Node 3's second disk (data only) gets sectors it cannot read under every shard file and
+    log segment it holds (a FUSE disk): every object reads back exactly through every node
+    (read around, the reads' errors crossing peer RPC as damage), and the disk stays online on
+    node 3 and for the others: one bad sector is not a dead disk. The slots a GET met are
+    rewritten by the heal after it (over peer RPC, into new files and records)."""
+    buckets = [f"sectors-{n}" for n in range(2)]
+    with cluster_with_loop_disk(tmp_path, "n3/d2", buckets, fuse=True) as (cluster, disk):
+        s3 = cluster.client(1)
+        written: dict[tuple[str, str], str] = {}
+        for n in range(30):
+            body = os.urandom(3000 if n % 2 else 200_000)
+            bucket, key = buckets[n % 2], f"before/{n:03d}"
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            written[bucket, key] = hashlib.md5(body).hexdigest()
+        files = [p for p in disk.backing.rglob("*") if p.is_file() and p.stat().st_size > 0 and (
+            p.suffix == ".seg" or (".buckets.sys" not in p.parts and not p.name.endswith(".meta")))]
+        assert files
+        for f in files:
+            disk.bad(str(f.relative_to(disk.backing)), 0, f.stat().st_size)
+        for i in range(1, 5):
+            c = cluster.client(i)
+            for (bucket, key), digest in written.items():
+                assert hashlib.md5(c.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, (i, key)
+        for i in range(1, 5):
+            assert not re.search(r"n3/d2\S* went offline", cluster.log(i)), cluster.log(i)[-3000:]
+        deadline = time.monotonic() + 30
+        while not any(p.exists() and p.stat().st_ino not in disk.bad_inodes()
+                      for p in disk.backing.rglob("*") if p.is_file() and ".buckets.sys" not in p.parts
+                      and not p.name.endswith(".meta")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        rewritten = [p for p in disk.backing.rglob("*") if p.is_file() and ".buckets.sys" not in p.parts
+                     and not p.name.endswith(".meta") and p.stat().st_ino not in disk.bad_inodes()]
+        assert rewritten, "no slot on the disk was rewritten after the GETs"
+
+
 def test_a_node_restarted_with_its_first_disk_hung_waits_for_it_and_says_so(tmp_path) -> None:
     """Node 2 stopped, its first disk (its control-plane journal) frozen, node 2 started: it
     cannot start without its journal, so it waits, but its event loop must not wait inside that
