@@ -323,7 +323,7 @@ async def registry_unreadable(path: str) -> str | None:
     reading = loop.run_in_executor(None, job)
     seen = -1
     while True:
-        done, _ = await asyncio.wait({reading}, timeout=local.disk_timeout)
+        done, _ = await asyncio.wait({reading}, timeout=local.disk_timeout if local.disk_timeout > 0 else None)
         if done:
             break
         if progress[0] == seen:
