@@ -248,10 +248,12 @@ async def test_a_run_finishes_though_a_cancel_of_its_checkpoint_ticker_is_swallo
     cancel every time."""
     real_apply = plane.apply
     swallowed: list[str] = []
+    inside = asyncio.Event()  # the ticker's commit is under way
 
     async def racy_apply(op, /, **kw):
         task = asyncio.current_task()
         if task is not None and task.get_name() == "migration-checkpoint" and not swallowed:
+            inside.set()
             try:
                 await asyncio.Event().wait()  # the commit under way when the cancel comes
             except asyncio.CancelledError:
@@ -259,10 +261,17 @@ async def test_a_run_finishes_though_a_cancel_of_its_checkpoint_ticker_is_swallo
                 return await real_apply(op, **kw)  # what 3.11's wait_for does: the result, no cancel
         return await real_apply(op, **kw)
 
+    class WaitingMover(MemoryMover):
+        async def move(self, *args, **kw):
+            # The run may not end before the ticker is inside a commit (a run faster than its
+            # first tick, as a loaded machine can make it, left nothing to swallow: fresh-clone run 308).
+            await inside.wait()
+            return await super().move(*args, **kw)
+
     monkeypatch.setattr(plane, "apply", racy_apply)
     world = World({"alpha": 5})
     await start_migration(Node(plane), 1, 2, throttle={"bytes_per_s": 0, "objects": 2})
-    c = coordinator(plane, MemoryMover(world))
+    c = coordinator(plane, WaitingMover(world))
     c.start()
     try:
         await eventually("done", lambda: job(plane)["state"] == "done", timeout=30)
