@@ -10,23 +10,48 @@ makes everything readable again, ``close()`` unmounts. Needs root, ``/dev/fuse``
 (``make tools`` installs it with s3fs) and fusepy: the test is skipped with the reason otherwise.
 
 Run as a script, it is the daemon: ``python fusedisk.py BACKING MOUNTPOINT CONTROL``, where
-CONTROL is a JSON file ``{inode of the backing file: [[start, end], ...]}`` read again whenever
-it changes.
+CONTROL is a JSON file ``{"inode:generation" of the backing file: [[start, end], ...]}`` read
+again whenever it changes.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import importlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 _HERE = os.path.abspath(__file__)
+_FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode's generation
+
+
+def _generation(fd: int) -> int:
+    """The inode's generation number (ext4 draws a new one when it reuses an inode number), 0
+    where the file system has none."""
+    try:
+        return struct.unpack("q", fcntl.ioctl(fd, _FS_IOC_GETVERSION, b"\0" * 8))[0] & 0xFFFFFFFF
+    except OSError:
+        return 0
+
+
+def _fd_id(fd: int) -> str:
+    return f"{os.fstat(fd).st_ino}:{_generation(fd)}"
+
+
+def file_id(path: Path) -> str:
+    """A backing file's identity: its inode number and generation (a number alone is reused)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _fd_id(fd)
+    finally:
+        os.close(fd)
 
 
 class FuseDisk:
@@ -63,16 +88,18 @@ class FuseDisk:
 
     def bad(self, relative: str, start: int, end: int) -> None:
         """Bytes [start, end) of ``relative`` (under the disk) read as EIO from now on: of the
-        file there now (its inode), as sectors are where its blocks are; a file written anew in
-        its place (a rewrite renamed over it) reads well."""
-        inode = os.stat(self.backing / relative).st_ino
-        self._ranges.setdefault(str(inode), []).append([start, end])
+        file there now, as sectors are where its blocks are; a file written anew in its place
+        (a rewrite renamed over it) reads well, even where it reuses the inode."""
+        self._ranges.setdefault(file_id(self.backing / relative), []).append([start, end])
         self._publish()
         self._drop_cache(relative)
 
-    def bad_inodes(self) -> set[int]:
-        """The inodes (of backing files) with bad ranges."""
-        return {int(inode) for inode in self._ranges}
+    def is_bad(self, backing_file: Path) -> bool:
+        """Whether the file at this path of the backing directory has bad ranges."""
+        try:
+            return file_id(backing_file) in self._ranges
+        except FileNotFoundError:
+            return False
 
     def heal(self) -> None:
         self._ranges = {}
@@ -130,7 +157,7 @@ def _serve(backing: str, mountpoint: str, control: str) -> None:
                     self._control_mtime = mtime
                 except ValueError:
                     pass
-            return self._bad.get(str(os.fstat(fh).st_ino), []) if self._bad else []
+            return self._bad.get(_fd_id(fh), []) if self._bad else []
 
         def access(self, path, mode):
             if not os.access(self._full(path), mode):

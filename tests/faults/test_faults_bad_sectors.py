@@ -136,7 +136,7 @@ def test_unreadable_sectors_in_a_data_disks_shards(servers, tally, fuse_disk) ->
         bad.bad(str(segment.relative_to(bad.backing)), 0, segment.stat().st_size)
 
     def still_bad() -> list[Path]:
-        return [p for p in shards if p.exists() and p.stat().st_ino in bad.bad_inodes()]
+        return [p for p in shards if bad.is_bad(p)]
 
     mark = len(server.log_text())
     stats = read_all_ok(client, before)
