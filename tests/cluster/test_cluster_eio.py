@@ -73,6 +73,18 @@ def wait_log(cluster: Cluster, i: int, pattern: str, timeout: float = 60) -> re.
     return found
 
 
+def written_through(s3, buckets: list[str], count: int) -> dict[tuple[str, str], str]:
+    """``count`` objects (3000 bytes and 200 KB, in turn) PUT through ``s3`` over ``buckets``
+    in turn: their MD5 digests by (bucket, key)."""
+    written: dict[tuple[str, str], str] = {}
+    for n in range(count):
+        body = os.urandom(3000 if n % 2 else 200_000)
+        bucket, key = buckets[n % len(buckets)], f"before/{n:03d}"
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        written[bucket, key] = hashlib.md5(body).hexdigest()
+    return written
+
+
 def test_a_nodes_first_disk_failing_under_load(tmp_path) -> None:
     # Four buckets: each has three of the four nodes as its index replicas, so node 2's
     # registry is written to whatever the placement (one bucket alone may leave it out).
@@ -125,13 +137,7 @@ def test_a_node_restarts_with_its_first_disk_failing(tmp_path, damage) -> None:
     traceback or a signal; the other three serve every object and take writes."""
     buckets = [f"{damage[:4]}-{n}" for n in range(4)]
     with cluster_with_loop_disk(tmp_path, "n2/d1", buckets, fuse=damage != "dead") as (cluster, disk):
-        s3 = cluster.client(1)
-        written: dict[tuple[str, str], str] = {}
-        for n in range(40):
-            body = os.urandom(3000 if n % 2 else 200_000)
-            bucket, key = buckets[n % 4], f"before/{n:03d}"
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-            written[bucket, key] = hashlib.md5(body).hexdigest()
+        written = written_through(cluster.client(1), buckets, 40)
         assert stop(cluster.procs[2]) == 0
         if damage == "dead":
             disk.fail()
@@ -212,13 +218,7 @@ def test_a_peers_data_disk_with_bad_sectors(tmp_path) -> None:
     rewritten by the heal after it (over peer RPC, into new files and records)."""
     buckets = [f"sectors-{n}" for n in range(2)]
     with cluster_with_loop_disk(tmp_path, "n3/d2", buckets, fuse=True) as (cluster, disk):
-        s3 = cluster.client(1)
-        written: dict[tuple[str, str], str] = {}
-        for n in range(30):
-            body = os.urandom(3000 if n % 2 else 200_000)
-            bucket, key = buckets[n % 2], f"before/{n:03d}"
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-            written[bucket, key] = hashlib.md5(body).hexdigest()
+        written = written_through(cluster.client(1), buckets, 30)
         files = [p for p in disk.backing.rglob("*") if p.is_file() and p.stat().st_size > 0 and (
             p.suffix == ".seg" or (".buckets.sys" not in p.parts and not p.name.endswith(".meta")))]
         assert files

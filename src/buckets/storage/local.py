@@ -51,13 +51,18 @@ log = logging.getLogger("buckets.storage")
 # still read when the others are not enough (``Store.disks_for_read``).
 _FAULTY_ERRNOS = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN, errno.EUCLEAN, errno.EROFS}
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-# ... except an I/O error from the read of a file's data (a shard's range, a record, a metadata
-# file): its sectors cannot be read, the most common way a disk fails, and the rest of the disk
+_DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
+# An I/O error from the read of a file's data (a shard's range, a record, a metadata file) is
+# not one of those, though: its sectors cannot be read, the most common way a disk fails, and the rest of the disk
 # serves. Such a read is damage (``CorruptData``: read around, rewritten by the heal), not a
 # dead disk: taken offline, the disk came back at the monitor's next probe, its refill met the
 # same sectors and took it offline again, every 5 s (tests/faults/test_faults_bad_sectors.py).
 # A disk that is dead fails its writes and the monitor's probe, and goes offline by those.
 _UNREADABLE_ERRNOS = {errno.EIO, errno.EBADMSG}
+_WALK_BATCH = 512  # entries per thread hand-off (and per round trip, for a remote disk)
+_NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None  # Linux 4.14+
+_FILE_BLOCK = 4096  # what a small file takes at least (write_file's reserve check counts whole blocks)
+_KEPT_SEGMENT_FDS = 64  # read descriptors of log segments a disk keeps open
 
 
 def _pread_data(fd: int, length: int, offset: int, full: str) -> bytes:
@@ -110,11 +115,7 @@ def _pread_salvaging(fd: int, length: int, offset: int) -> bytes:
         out += piece
         at += len(piece)
     return bytes(out)
-_DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
-_WALK_BATCH = 512  # entries per thread hand-off (and per round trip, for a remote disk)
-_NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None  # Linux 4.14+
-_FILE_BLOCK = 4096  # what a small file takes at least (write_file's reserve check counts whole blocks)
-_KEPT_SEGMENT_FDS = 64  # read descriptors of log segments a disk keeps open
+
 
 
 def _load_syncfs():
