@@ -47,9 +47,10 @@ class ServerProcess:
     def disk_paths(self) -> list[str]:
         return [str(d) for d in self.disks]
 
-    def client(self):
-        """boto3 with its DEFAULT configuration (flexible checksums, default retries)."""
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
+    def client(self, config=None):
+        """boto3 with its DEFAULT configuration (flexible checksums, default retries), or
+        ``config`` (a ``botocore.config.Config``: a test that must not wait out retries)."""
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION, config=config,
                             aws_access_key_id=ROOT_USER, aws_secret_access_key=ROOT_PASSWORD)
 
     def log_text(self) -> str:

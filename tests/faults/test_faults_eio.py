@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from botocore.config import Config
 from fault_campaign import BUCKET, EDGE_SIZES, write_objects
 from fault_checks import read_all_ok
 from fault_load import Ledger, start_load, verify_ledger
@@ -152,10 +153,20 @@ def test_a_data_disk_failing_under_load(servers, tally, loop_disk, failure) -> N
     assert server.stop() == 0
 
 
+def stopped_whole(server, tally) -> None:
+    """The log shows no bug, the node stops cleanly, and the offline heal pass finds every
+    shard in place."""
+    bugs = server_bugs(server.log_text())
+    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
+    assert server.stop() == 0
+    report = heal_pass(server.disk_paths)
+    tally.note(f"offline heal pass: {report.objects} objects, {report.shards_bad} shards bad")
+    assert report.shards_bad == 0, report.bad
+
+
 def refilled_and_whole(server, tally, disk: str, mark: int, written: list, what: str) -> None:
     """``disk`` is refilled (the log from ``mark``), every object of ``written`` reads back
-    exactly, the log shows no bug, and after a clean stop the offline heal pass finds every
-    shard in place."""
+    exactly, and then ``stopped_whole``."""
     refilled = server.wait_log(rf"refill of \S+{disk} (finished: (\d+) shards rebuilt|failed)", timeout=120, start=mark)
     assert refilled.group(1) != "failed", server.log_text()[mark:][-3000:]
     tally.note(f"{what}: refilled, {refilled.group(2)} shards rebuilt")
@@ -163,12 +174,7 @@ def refilled_and_whole(server, tally, disk: str, mark: int, written: list, what:
     for w in written[1:]:
         stats.merge(read_all_ok(server.client(), w))
     judge_load(tally, stats, f"every object read back ({what})")
-    bugs = server_bugs(server.log_text())
-    assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
-    assert server.stop() == 0
-    report = heal_pass(server.disk_paths)
-    tally.note(f"offline heal pass: {report.objects} objects, {report.shards_bad} shards bad")
-    assert report.shards_bad == 0, report.bad
+    stopped_whole(server, tally)
     tally.objects_written += sum(len(w.keys) for w in written)
     tally.repaired += 1
 
@@ -219,17 +225,26 @@ def test_a_hung_disk_is_taken_offline_and_the_node_keeps_answering(servers, tall
 
 
 def test_a_hung_registry_disk_makes_the_node_not_ready_until_it_answers(servers, tally, loop_disk) -> None:
-    """Disk 1, the registry's home, hangs (``fsfreeze``): a commit cannot be abandoned (it may
-    still land), so the writes wait for it, but the node says so (an error in the log,
-    ``/health/ready`` 503); once the disk answers, the write waiting completes and the node is
-    ready again. (Reads may wait too meanwhile: LMDB's reader table is a mapped file on that
-    disk, and a read transaction's write to it blocks while the file system is frozen.)"""
+    """Disk 1, the registry's home, hangs (``fsfreeze``, as snapshot tools freeze a file system
+    for seconds). Reads go on, from a cold cache (every lookup in LMDB) and while a write waits:
+    LMDB's reader table, which every read transaction writes, is in memory, not on that disk
+    (before, the first GET waited in a page fault of the event loop and the whole node stopped,
+    health checks included, until the thaw). A commit cannot be abandoned (it may still land),
+    so the writes wait for it, but the node says so (an error in the log, ``/health/ready``
+    503); once the disk answers, the write waiting completes and the node is ready again."""
     registry_disk = loop_disk(1)
-    disks, server, client, before = serving_with_objects(servers, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
+    disks, port, before = written_and_stopped(servers, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
+    server = servers.start(disks, port=port, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
+    client = server.client()
     assert ready(server) == 200
     mark = len(server.log_text())
     registry_disk.freeze()
     tally.faults_injected += 1
+    client = server.client(Config(read_timeout=10, retries={"total_max_attempts": 1}))  # (a read waiting fails)
+    judge_load(tally, read_all_ok(client, before), "reads from a cold cache while the registry's disk is frozen")
+    listed = client.list_objects_v2(Bucket=BUCKET)
+    assert sorted(o["Key"] for o in listed.get("Contents", [])) == sorted(before.keys)
+    assert ready(server) == 200  # (nothing waits yet)
     waiting: dict[str, object] = {}
 
     def put() -> None:
@@ -243,6 +258,7 @@ def test_a_hung_registry_disk_makes_the_node_not_ready_until_it_answers(servers,
     server.wait_log(r"a commit has not finished in 2s: its disk hangs", timeout=60, start=mark)
     tally.faults_detected += 1
     assert ready(server) == 503
+    judge_load(tally, read_all_ok(client, before), "reads while a commit waits for the frozen disk")
     registry_disk.thaw()
     writer.join(90)
     assert not writer.is_alive() and "etag" in waiting, waiting
@@ -253,12 +269,59 @@ def test_a_hung_registry_disk_makes_the_node_not_ready_until_it_answers(servers,
     while ready(server) != 200 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ready(server) == 200
-    tally.note("registry disk frozen: not ready; after the thaw the waiting PUT completed, every object read back")
+    tally.note("registry disk frozen: reads served, not ready while a write waited; after the thaw it completed")
     tally.repaired += 1
     tally.objects_written += len(before.keys) + 1
     bugs = server_bugs(server.log_text())
     assert not bugs, "server logged bugs:\n" + "\n".join(bugs[:10])
     assert server.stop() == 0
+
+
+def test_a_snapshot_freezes_every_disk_under_load(servers, tally, loop_disk) -> None:
+    """A snapshot of the whole node: all four disks frozen (``fsfreeze``) for 8 s under a load of
+    PUTs, GETs and DELETEs. Reads of what was written before go on throughout (from a cold
+    cache: every lookup in the registry, whose disk is frozen too); writes past ``--disk-timeout``
+    answer 503 (the disks are offline, no quorum), the node says it is not ready; after the thaw
+    every disk comes back and is refilled, every acknowledged write reads back, and the offline
+    heal pass finds every shard in place."""
+    frozen = [loop_disk(n) for n in (1, 2, 3, 4)]
+    disks, port, before = written_and_stopped(servers, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
+    server = servers.start(disks, port=port, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
+    client = server.client()
+    ledger = Ledger()
+    load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=100_000, seed=48)
+    time.sleep(3)
+    mark = len(server.log_text())
+    for disk in frozen:
+        disk.freeze()
+    tally.faults_injected += 1
+    thawed_at = time.monotonic() + 8
+    reader = server.client(Config(read_timeout=10, retries={"total_max_attempts": 1}))  # (a read waiting fails)
+    judge_load(tally, read_all_ok(reader, before), "reads from a cold cache while every disk is frozen")
+    server.wait_log(r"did not finish within 2s: the disk h", timeout=30, start=mark)
+    tally.faults_detected += 1
+    deadline = time.monotonic() + 20  # (until the writes waiting on the other disks time out too)
+    while ready(server) != 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ready(server) == 503
+    judge_load(tally, read_all_ok(reader, before), "reads with every disk frozen and offline")
+    time.sleep(max(0.0, thawed_at - time.monotonic()))
+    for disk in frozen:
+        disk.thaw()
+    for n in (1, 2, 3, 4):
+        server.wait_log(rf"refill of \S+disk{n} finished", timeout=60, start=mark)
+    time.sleep(2)
+    stats = load.finish()
+    judge_load(tally, stats, "the load across the snapshot", errors_allowed=True)
+    assert {e.split(" ", 1)[1] for e in stats.write_errors} <= {"503 SlowDown", "SlowDown", "ServiceUnavailable"}, \
+        stats.summary()
+    assert ready(server) == 200
+    judge_load(tally, verify_ledger(client, ledger, BUCKET), "every acknowledged write after the thaw")
+    judge_load(tally, read_all_ok(client, before), "what was written before, after the thaw")
+    tally.note(f"every disk frozen for 8s under load: {stats.summary()}")
+    stopped_whole(server, tally)
+    tally.objects_written += ledger.acked_objects() + len(before.keys)
+    tally.repaired += 1
 
 
 @pytest.mark.parametrize("slot", [1, 3])

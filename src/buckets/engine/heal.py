@@ -148,6 +148,11 @@ async def _heal_version(store: "Store", bucket: str, key: str, vid: str | None, 
         res.failed = res.bad
         res.reason = f"only {len(good)} good shards, {entry['k']} needed"
         store.heal_stats.shards_failed += len(res.bad)
+        away = len(res.failed) - len(targets)
+        if len(good) + away >= entry["k"]:  # not lost: its disks are offline (hung, a peer down)
+            res.reason += f", {away} more on disks offline"
+            log.warning("cannot heal %s/%s while its disks are offline: %s", bucket, key, res.reason)
+            return res
         store.heal_stats.objects_unrecoverable += 1
         log.error("cannot heal %s/%s: %s", bucket, key, res.reason)
         return res

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from buckets.engine import crypto, paths, smalllog
 from buckets.engine.types import ByteRange, ObjectInfo
 from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
-from buckets.errors import CorruptData, DiskError, ReadQuorumLost
+from buckets.errors import CorruptData, DiskError, DiskOffline, ReadQuorumLost
 from buckets.runtime import cancel_all_and_wait, run_in
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ class ObjectReader:
         self.length = end - start  # what the caller gets: plaintext bytes
         self._codec = store.codec_for(entry["k"], entry["m"], entry["bs"])
         self._disks = store.disks_for_read(entry["disks"], entry["k"])
+        # Slots whose disk went offline (or hung) under this read: missing, not damage (the
+        # disk's refill, or its replacement's, is what covers them)
+        self._gone: set[int] = set()
         self._closed = False
         self._inline: dict[int, bytes] | None = None
         self._inline_fetch: asyncio.Future | None = None
@@ -237,6 +240,8 @@ class ObjectReader:
                 meta = await smalllog.read_slot(self.bucket, self.key, self.entry, i, self._disks[i])
                 if not accept(i, meta):
                     failed.append(i)
+            except DiskOffline:
+                self._gone.add(i)
             except (DiskError, CorruptData):
                 failed.append(i)
 
@@ -277,6 +282,9 @@ class ObjectReader:
             if stream is not None and (data := await stream.read(start, length)) is not None:
                 return data
             return await disk.read_range(path, start, length)
+        except DiskOffline:
+            self._gone.add(slot)
+            return None
         except DiskError:
             return None
 
@@ -341,7 +349,7 @@ class ObjectReader:
             return await run_in(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
         # Some data pieces are missing or corrupt: bring in parity for the whole span. Slots
         # on offline disks are not damage (the refill handles them when the disk returns).
-        damaged = sorted(i for i in bad if self._disks[i] is not None)
+        damaged = sorted(i for i in bad if self._disks[i] is not None and i not in self._gone)
         if damaged:
             self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {damaged}")
         extra = list(range(k, n))

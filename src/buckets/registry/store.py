@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import errno
 import hashlib
 import logging
 import mmap
 import os
 import struct
+import tempfile
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -379,6 +381,87 @@ def read_file_through(path: str) -> None:
     read_through(os.path.dirname(path), [0], names=(os.path.basename(path),))
 
 
+# LMDB's reader table (``lock.mdb``) is a file it maps and writes at every read transaction. In
+# the registry's directory, a read then waits, in a page fault of the event loop, whenever that
+# file system is frozen (``fsfreeze``, as snapshot tools freeze one for seconds): every request
+# of the node stopped, GETs of objects on other disks and health checks included. Nothing in it
+# outlives the process (LMDB resets it when the first process opens the registry), so it is kept
+# in memory instead: a new file on a tmpfs, reached through a ``lock.mdb`` symlink while LMDB
+# opens it, then unlinked (symlink and file: LMDB keeps its descriptor and map, the kernel frees
+# the file with the process, even after ``kill -9``). A second process cannot share the table,
+# and none may: the disks' lock (``storage/local.py``, one process per disk) keeps the registry to one process.
+LOCK_FILE = "lock.mdb"
+_TMPFS_DIRS = ("/dev/shm", "/run")
+_MEMORY_LOCK_PREFIX = "buckets-registry-"
+
+
+def _memory_lock_dir() -> str | None:
+    """The first of ``_TMPFS_DIRS`` that is a writable tmpfs, or None (the lock then stays a
+    file in the registry's directory, as LMDB makes it)."""
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = {fields[1]: fields[2] for fields in (line.split() for line in f) if len(fields) > 2}
+    except OSError:
+        return None
+    for candidate in _TMPFS_DIRS:
+        if mounts.get(candidate) == "tmpfs" and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return None
+
+
+def _sweep_memory_locks(directory: str) -> None:
+    """Remove lock files left in ``directory`` by processes that ended between creating one and
+    unlinking it (a window of one ``lmdb.open``)."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(_MEMORY_LOCK_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            pid = int(name[len(_MEMORY_LOCK_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # (its process lives: it may be opening a registry now)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def open_with_lock_in_memory(path: str, **kwargs: Any) -> lmdb.Environment:
+    """``lmdb.open(path, **kwargs)`` with its reader table in memory (above); where no tmpfs
+    takes it, as LMDB does by itself."""
+    lock = os.path.join(path, LOCK_FILE)
+    directory = _memory_lock_dir()
+    if directory is None:
+        if os.path.islink(lock):
+            os.unlink(lock)  # (left by an earlier process that had a tmpfs: LMDB would follow it)
+        return lmdb.open(path, **kwargs)
+    _sweep_memory_locks(directory)
+    fd, target = tempfile.mkstemp(prefix=f"{_MEMORY_LOCK_PREFIX}{os.getpid()}-", suffix=".lock", dir=directory)
+    os.close(fd)
+    link = f"{lock}.{os.getpid()}.new"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        os.symlink(target, link)
+        os.replace(link, lock)  # (a lock.mdb file an older release left is replaced too)
+        return lmdb.open(path, **kwargs)
+    finally:
+        for leftover in (lock, link):
+            if os.path.islink(leftover):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+
+
 def _mark_running(path: str) -> None:
     try:
         with open(os.path.join(path, RUNNING_MARK), "w") as f:
@@ -412,8 +495,8 @@ class Registry:
         self.path = path
         self.created = not os.path.exists(os.path.join(path, "data.mdb"))
         os.makedirs(path, exist_ok=True)
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=len(self.TABLES) + 2, sync=sync,
-                             metasync=sync, readahead=False, max_readers=512, lock=True)
+        self.env = open_with_lock_in_memory(path, map_size=map_size, max_dbs=len(self.TABLES) + 2, sync=sync,
+                                            metasync=sync, readahead=False, max_readers=512, lock=True)
         _mark_running(path)
         if self.created and sync:
             # LMDB syncs its file's data at every commit, never the directory entries: until

@@ -692,6 +692,10 @@ class LocalDisk:
         self.last_error = ""
         self._closed = False
         self._pool = Workers(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}")
+        # Reads of data (a GET's metadata, shard ranges and records) have threads of their own:
+        # behind writes that hang (a frozen file system takes reads, never writes) they waited
+        # for the thaw, or timed out and failed the GET, though nothing kept them from running.
+        self._read_pool = Workers(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}-r")
         self._batch: list[tuple[str, str, bytes, bool, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         # The record log: appends queue here and one task writes each batch (group commit).
@@ -776,13 +780,15 @@ class LocalDisk:
         self.last_error = msg
         return err
 
-    async def _run(self, fn, *args, check_root: bool = True, bounded: bool = True):
+    async def _run(self, fn, *args, check_root: bool = True, bounded: bool = True, read: bool = False):
         """``fn(*args)`` in the disk's thread, its failure typed; ``bounded``: at most
-        ``disk_timeout`` seconds, after which the disk counts as hung (``_hung``)."""
+        ``disk_timeout`` seconds, after which the disk counts as hung (``_hung``); ``read``: a
+        read of data, in the threads for those (``_read_pool``)."""
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
+        pool = self._read_pool if read else self._pool
         try:
-            call = self._pool.run(self._checked, fn, *args) if check_root else self._pool.run(fn, *args)
+            call = pool.run(self._checked, fn, *args) if check_root else pool.run(fn, *args)
             return await self._bounded(call, fn) if bounded else await call
         except (DiskError, OSError) as exc:
             err = self._failure(exc)
@@ -878,6 +884,7 @@ class LocalDisk:
             seg, self._seg = self._seg, None
             await asyncio.get_running_loop().run_in_executor(self._pool, seg.close)
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+        await asyncio.get_running_loop().run_in_executor(None, self._read_pool.shutdown, True)
         if self._claim is not None:  # last: nothing of this handle writes to the disk any more
             claim, self._claim = self._claim, None
             _release_claim(claim)
@@ -1108,7 +1115,7 @@ class LocalDisk:
                     raise CorruptData(f"{full}: {size} bytes, more than any metadata file holds")
                 return _pread_data(f.fileno(), size, 0, full)
 
-        return await self._run(_read)
+        return await self._run(_read, read=True)
 
     async def read_range(self, path: str, offset: int, length: int) -> bytes:
         full = self._abs(path, root_ok=True)
@@ -1122,7 +1129,7 @@ class LocalDisk:
             finally:
                 os.close(fd)
 
-        return await self._run(_read)
+        return await self._run(_read, read=True)
 
     async def rename_data(self, moves: list[tuple[str, str]], meta: tuple[str, bytes] | None, *,
                           sync: bool, cleanup: str | None = None) -> None:
@@ -1199,14 +1206,14 @@ class LocalDisk:
         return await self._run(os.listdir, self._abs(path, root_ok=True))
 
     async def file_size(self, path: str) -> int:
-        return (await self._run(os.stat, self._abs(path, root_ok=True))).st_size
+        return (await self._run(os.stat, self._abs(path, root_ok=True), read=True)).st_size
 
     async def exists(self, path: str) -> bool:
-        return await self._run(os.path.exists, self._abs(path, root_ok=True))
+        return await self._run(os.path.exists, self._abs(path, root_ok=True), read=True)
 
     async def stat(self, path: str) -> FileStat:
         full = self._abs(path, root_ok=True)
-        st = await self._run(os.stat, full)
+        st = await self._run(os.stat, full, read=True)
         return FileStat(os.path.relpath(full, self.root), st.st_size, st.st_mtime, stat_mod.S_ISDIR(st.st_mode))
 
     async def walk_files(self, path: str, suffix: str) -> AsyncIterator[str]:
@@ -1406,7 +1413,7 @@ class LocalDisk:
                 return None, raw
             return fd, raw
 
-        opened, raw = await self._run(_read)
+        opened, raw = await self._run(_read, read=True)
         if opened is not None:
             if segment in self._read_fds or self._closed:
                 os.close(opened)

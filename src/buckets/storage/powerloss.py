@@ -95,6 +95,12 @@ LMDB_FILE = "data.mdb"
 # state; whichever way a crash leaves it, the next start reads the registry through): neither
 # modelled nor followed.
 _IGNORED = frozenset({"lock.mdb", "running.pid"})
+
+
+def _ignored(name: str) -> bool:
+    """One of ``_IGNORED``, or the link that points ``lock.mdb`` at memory while LMDB opens it
+    (``registry/store.py: open_with_lock_in_memory``)."""
+    return name in _IGNORED or name.startswith("lock.mdb.")
 # The disk's lock (storage/local.py): an empty file, no state, taken anew at every
 # start: what a crash leaves of it does not matter, so it is neither modelled nor followed.
 _UNMODELED = ("/.buckets.sys/lock",)
@@ -255,7 +261,7 @@ class PowerLossRecorder:
 
         def visit(path: str, ino: int) -> None:
             for entry in sorted(_os.scandir(path), key=lambda e: e.name):
-                if entry.name in _IGNORED or entry.path.endswith(_UNMODELED):
+                if _ignored(entry.name) or entry.path.endswith(_UNMODELED):
                     continue
                 child = next(self._inos)
                 root.ns[ino][entry.name] = child
@@ -349,7 +355,7 @@ class PowerLossRecorder:
 
     def _record_remove(self, root: _Root, rel: str, kind: str) -> None:
         d, name = self._split(root, rel)
-        if name in _IGNORED:
+        if _ignored(name):
             return
         ino = root.ns[d].pop(name, None)
         if ino is None:
@@ -477,6 +483,8 @@ class _OsShim:
         rec = self._rec
         with rec._lock:
             _os.replace(src, dst)
+            if _ignored(_os.path.basename(src)) and _ignored(_os.path.basename(dst)):
+                return
             s, d = rec._where(src), rec._where(dst)
             if s is not None and d is not None and s[0] is d[0]:
                 rec._record_rename(s[0], s[1], d[1])
@@ -515,7 +523,7 @@ class _OsShim:
 
     def open(self, path, flags, mode=0o777, *, dir_fd=None):
         rec = self._rec
-        if isinstance(path, str) and (path.endswith(_UNMODELED) or _os.path.basename(path) in _IGNORED):
+        if isinstance(path, str) and (path.endswith(_UNMODELED) or _ignored(_os.path.basename(path))):
             return _os.open(path, flags, mode, dir_fd=dir_fd)  # (see _UNMODELED, _IGNORED)
         with rec._lock:
             loc = rec._where(path) if dir_fd is None else None

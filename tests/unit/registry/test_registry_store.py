@@ -8,6 +8,7 @@ import os
 import pytest
 
 from buckets.registry import LRUCache, Op, Registry
+from buckets.registry import store as registry_store
 from buckets.registry.store import LONG, object_key, prefix_successor
 
 
@@ -397,8 +398,6 @@ async def test_a_registry_is_read_through_after_a_stop_that_did_not_close_it(tmp
     """``running.pid`` marks a registry open; a clean close removes it. A large registry is
     read through before the next open only when the mark was left behind (a kill, a crash, a
     SIGBUS); a small one always. ``read_through`` reads every byte of its files."""
-    from buckets.registry import store as registry_store
-
     path = str(tmp_path / "reg")
     reg = Registry(path, sync=False)
     reg.start()
@@ -412,5 +411,62 @@ async def test_a_registry_is_read_through_after_a_stop_that_did_not_close_it(tmp
     assert registry_store.needs_read_through(path) == (False, None)  # large, closed cleanly
     progress = [0]
     registry_store.read_through(path, progress)
-    assert progress[0] == sum(os.path.getsize(os.path.join(path, f)) for f in ("data.mdb", "lock.mdb"))
+    assert progress[0] == os.path.getsize(os.path.join(path, "data.mdb"))  # (its lock is in memory: below)
     assert registry_store.needs_read_through(str(tmp_path / "none")) == (False, None)
+
+
+# -- the reader table in memory ---------------------------------------------------------------
+
+def memory_locks(directory: str) -> list[str]:
+    return sorted(n for n in os.listdir(directory) if n.startswith("buckets-registry-"))
+
+
+async def test_the_reader_table_is_kept_in_memory_not_in_the_registrys_directory(tmp_path) -> None:
+    """LMDB's ``lock.mdb`` is written at every read transaction: on the registry's disk, a read
+    waited while that file system was frozen (``tests/faults/test_faults_eio.py``). It lives in
+    an unlinked tmpfs file instead: nothing in the directory, nothing left on the tmpfs."""
+    shm = registry_store._memory_lock_dir()
+    if shm is None:
+        pytest.skip("no writable tmpfs here (/dev/shm, /run)")
+    before = memory_locks(shm)
+    path = tmp_path / "reg"
+    path.mkdir()
+    (path / "lock.mdb").write_bytes(b"\0" * 8192)  # as an older release left it
+    reg = Registry(str(path), cache_size=10, sync=False)
+    reg.start()
+    await reg.commit(buckets("b1"))
+    assert not os.path.lexists(path / "lock.mdb") and sorted(os.listdir(path)) == ["data.mdb", "running.pid"]
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.islink(f"/proc/self/fd/{fd}")]
+    assert any(link.startswith(f"{shm}/buckets-registry-") and link.endswith("(deleted)") for link in held), held
+    assert memory_locks(shm) == before
+    with reg.env.begin(db=reg.db["buckets"]) as txn:
+        assert txn.get(b"b1") is not None
+    await reg.close()
+    again = Registry(str(path), cache_size=10, sync=False)  # reopened: a new table, the data as it was
+    assert "b1" in again.buckets and not os.path.lexists(path / "lock.mdb")
+    again.env.close()
+    assert memory_locks(shm) == before
+
+
+def test_lock_files_left_by_processes_that_died_are_swept(tmp_path) -> None:
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    for pid in (dead, os.getpid()):
+        (tmp_path / f"buckets-registry-{pid}-x.lock").write_bytes(b"")
+    (tmp_path / "other.lock").write_bytes(b"")
+    registry_store._sweep_memory_locks(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [f"buckets-registry-{os.getpid()}-x.lock", "other.lock"]
+
+
+def test_without_a_tmpfs_the_reader_table_stays_beside_the_registry(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(registry_store, "_memory_lock_dir", lambda: None)
+    path = tmp_path / "reg"
+    path.mkdir()
+    os.symlink("/dev/shm/buckets-registry-1-gone.lock", path / "lock.mdb")  # left by a process that had one
+    reg = Registry(str(path), cache_size=10, sync=False)
+    assert (path / "lock.mdb").is_file() and not (path / "lock.mdb").is_symlink()
+    assert not os.path.lexists("/dev/shm/buckets-registry-1-gone.lock")
+    reg.env.close()
