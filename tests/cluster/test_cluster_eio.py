@@ -240,6 +240,64 @@ def test_a_peers_data_disk_with_bad_sectors(tmp_path) -> None:
         assert rewritten(), "no slot on the disk was rewritten after the GETs"
 
 
+def test_a_nodes_first_disk_frozen_while_the_cluster_serves(tmp_path) -> None:
+    """Node 2's first disk (its replica of the index, its control-plane journal and data) frozen
+    for 12 s, as a snapshot tool freezes a file system, while objects are written and read
+    through every node. Node 2 was restarted first, so its lookups start from a cold cache.
+    Reads through every node, node 2 included, are served throughout, with no retry: LMDB's
+    reader table is in memory (on that disk, the replica's reads waited in a page fault of node
+    2's event loop: every request of the node stopped), and the disk's reads do not wait behind
+    its writes that hung. Writes through every node go on (the other replicas and disks make
+    the quorums): after one disk timeout, at once, as node 2 refuses the disk's writes until
+    the calls that hung return, and the peers take that answer (they had each waited the
+    timeout, again after every probe that read the disk's format); through node 2, when it
+    holds the bucket's read lease, about a second and the lease's end. After the thaw, node 2
+    is ready again and every object reads back through every node."""
+    buckets = [f"frozen-{n}" for n in range(4)]
+    with cluster_with_loop_disk(tmp_path, "n2/d1", buckets, extra_env={"BUCKETS_DISK_TIMEOUT": "3"}) as (cluster, disk):
+        written = written_through(cluster.client(1), buckets, 24)
+        assert stop(cluster.procs[2]) == 0
+        cluster.start(2)
+        readers = {i: cluster.client(i, read_timeout=15, retries={"total_max_attempts": 1}) for i in range(1, 5)}
+        writers = {i: cluster.client(i) for i in range(1, 5)}
+        disk.freeze()
+        thaw_at = time.monotonic() + 12
+        failed: list[str] = []
+        n, slowest = 0, 0.0
+        while time.monotonic() < thaw_at:
+            i = 1 + n % 4
+            for (bucket, key), digest in list(written.items())[n % 4::6]:
+                try:
+                    asked = time.monotonic()
+                    body = readers[i].get_object(Bucket=bucket, Key=key)["Body"].read()
+                    slowest = max(slowest, time.monotonic() - asked)
+                    assert hashlib.md5(body).hexdigest() == digest, (i, key)
+                except AssertionError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - counted: none is expected
+                    failed.append(f"GET {key} through node {i}: {exc}")
+            body = os.urandom(3000 if n % 2 else 200_000)
+            bucket, key = buckets[n % 4], f"during/{n:03d}"
+            try:
+                writers[i].put_object(Bucket=bucket, Key=key, Body=body)
+                written[bucket, key] = hashlib.md5(body).hexdigest()
+            except Exception as exc:  # noqa: BLE001 - counted: none is expected
+                failed.append(f"PUT {key} through node {i}: {exc}")
+            n += 1
+        assert not failed, failed[:5]
+        assert n >= 4, f"only {n} rounds of reads and writes in 12 s"
+        assert slowest < 2, f"a GET took {slowest:.1f}s: it waited for the frozen disk"
+        disk.thaw()
+        deadline = time.monotonic() + 60
+        while ready(cluster, 2)[0] != 200:
+            assert time.monotonic() < deadline, ready(cluster, 2)
+            time.sleep(0.5)
+        for i in range(1, 5):
+            c = cluster.client(i)
+            for (bucket, key), digest in written.items():
+                assert hashlib.md5(c.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, (i, key)
+
+
 def test_a_node_restarted_with_its_first_disk_hung_waits_for_it_and_says_so(tmp_path) -> None:
     """Node 2 stopped, its first disk (its control-plane journal) frozen, node 2 started: it
     cannot start without its journal, so it waits, but its event loop must not wait inside that

@@ -327,8 +327,12 @@ class LeaseKeeper:
     # -- keeping leases: one loop for all of them, one call per peer per round -------------
     def _registry_failed(self) -> bool:
         """This node's registry failed (its disk: ``Registry.fail``): it refuses every merge, so
-        it can neither catch up nor hold what it would answer from; it holds no lease."""
-        return getattr(getattr(self.index.local, "registry", None), "failed", None) is not None
+        it can neither catch up nor hold what it would answer from; it holds no lease. Nor while
+        a commit of it hangs past the disk timeout (``Registry.hung_since``: a frozen file system):
+        merges wait behind that commit, and every write and read write-back that met a promise
+        to this node waited for it (``HOLDER_WAIT``, then the promise's end), lease after lease."""
+        registry = getattr(self.index.local, "registry", None)
+        return getattr(registry, "failed", None) is not None or getattr(registry, "hung_since", None) is not None
 
     def want(self, bucket: str) -> None:
         if bucket in self._leases or self._registry_failed():

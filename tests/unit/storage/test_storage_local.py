@@ -4,6 +4,7 @@ writes; and the per-disk format file."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -168,7 +169,8 @@ async def test_the_ballast_is_kept_while_there_is_room_and_released_when_the_fil
 
 async def test_a_call_past_the_disk_timeout_takes_the_disk_offline(disk, monkeypatch) -> None:
     """A disk that hangs answers nothing: past ``disk_timeout`` its call fails as an I/O error
-    does (the thread is left to finish on its own), and the disk goes offline. A call marked
+    does (the thread is left to finish on its own), and the disk goes offline; until the call
+    returns, the disk hangs (every call but a read of data fails at once). A call marked
     unbounded (a whole tree's removal) waits as long as it takes. The real case, a frozen file
     system under load, is tests/faults/test_faults_eio.py."""
     import threading
@@ -181,8 +183,22 @@ async def test_a_call_past_the_disk_timeout_takes_the_disk_offline(disk, monkeyp
         await disk._run(release.wait, 5)
     assert "did not finish within 0.2s: the disk hangs" in str(hung.value) and "wait" in str(hung.value)
     assert not disk.online and "the disk hangs" in disk.last_error
+    # Until that call returns, every other call but a read of data fails at once (no thread of
+    # its own waiting out the timeout again), the probe's read of the format included.
+    started = time.monotonic()
+    with pytest.raises(DiskFaulty, match=r"1 call\(s\) have not returned for \d+s: the disk hangs"):
+        await disk.write_file("probe", b"x", sync=False)
+    with pytest.raises(DiskFaulty):
+        await disk.read_format()
+    assert time.monotonic() - started < 0.1
+    assert await disk._run(lambda: "read", read=True) == "read"  # (a frozen file system takes reads)
     release.set()
+    deadline = time.monotonic() + 5
+    while disk._stuck and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert not disk._stuck
     disk.mark_online()
+    await disk.write_file("probe", b"x", sync=False)
     assert await disk._run(lambda: (time.sleep(0.4), "done")[1], bounded=False) == "done"
     assert disk.online
 
