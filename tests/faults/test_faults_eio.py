@@ -289,7 +289,7 @@ def test_a_snapshot_freezes_every_disk_under_load(servers, tally, loop_disk) -> 
     server = servers.start(disks, port=port, extra_env={"BUCKETS_DISK_TIMEOUT": "2"})
     client = server.client()
     ledger = Ledger()
-    load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=100_000, seed=48)
+    load = start_load(server.client, BUCKET, ledger, workers=3, max_ops=600, seed=48)  # (within 256 MB disks)
     time.sleep(3)
     mark = len(server.log_text())
     for disk in frozen:
@@ -308,10 +308,10 @@ def test_a_snapshot_freezes_every_disk_under_load(servers, tally, loop_disk) -> 
     time.sleep(max(0.0, thawed_at - time.monotonic()))
     for disk in frozen:
         disk.thaw()
-    for n in (1, 2, 3, 4):
-        server.wait_log(rf"refill of \S+disk{n} finished", timeout=60, start=mark)
     time.sleep(2)
     stats = load.finish()
+    for n in (1, 2, 3, 4):
+        server.wait_log(rf"refill of \S+disk{n} finished", timeout=90, start=mark)
     judge_load(tally, stats, "the load across the snapshot", errors_allowed=True)
     assert {e.split(" ", 1)[1] for e in stats.write_errors} <= {"503 SlowDown", "SlowDown", "ServiceUnavailable"}, \
         stats.summary()
