@@ -39,7 +39,7 @@ from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, Dis
 from buckets.storage import aiosync
 from buckets.storage import records as rlog
 from buckets.storage.format import DATA_DIR, FORMAT_FILE, LOG_DIR, MULTIPART_DIR, SYS_DIR, TMP_DIR
-from buckets.runtime import Workers
+from buckets.runtime import Workers, wait_for
 
 log = logging.getLogger("buckets.storage")
 
@@ -696,8 +696,10 @@ class LocalDisk:
         # behind writes that hang (a frozen file system takes reads, never writes) they waited
         # for the thaw, or timed out and failed the GET, though nothing kept them from running.
         self._read_pool = Workers(max_workers=threads, thread_name_prefix=f"disk-{os.path.basename(self.root)}-r")
-        self._stuck = 0  # calls past disk_timeout that have not returned yet (_bounded)
-        self._stuck_since = 0.0
+        # Bounded calls running in the disk's threads: thread id -> monotonic start (``_timed``);
+        # and when the first call past the timeout was given up (0: none is), ``_still_stuck``
+        self._busy: dict[int, float] = {}
+        self._hung_at = 0.0
         self._batch: list[tuple[str, str, bytes, bool, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         # The record log: appends queue here and one task writes each batch (group commit).
@@ -788,12 +790,16 @@ class LocalDisk:
         read of data, in the threads for those (``_read_pool``)."""
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
-        if self._stuck and not read:
+        if self._hung_at and not read and self._still_stuck():
             raise self._still_hung()
         pool = self._read_pool if read else self._pool
+        what = fn
         try:
-            call = pool.run(self._checked, fn, *args) if check_root else pool.run(fn, *args)
-            return await self._bounded(call, fn) if bounded else await call
+            if check_root:
+                fn, args = self._checked, (fn, *args)
+            if not bounded:
+                return await pool.run(fn, *args)
+            return await self._bounded(pool.run(fn, *args) if read else pool.run(self._timed, fn, *args), what)
         except (DiskError, OSError) as exc:
             err = self._failure(exc)
             if err is exc:
@@ -820,42 +826,40 @@ class LocalDisk:
         the monitor's probe, a read, brought the disk back between them)."""
         if disk_timeout <= 0:
             return await call
-        fut = asyncio.ensure_future(call)
         try:
-            async with asyncio.timeout(disk_timeout):
-                return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            fut.cancel()  # (only drops its result: as the caller no longer waits)
-            raise
+            return await wait_for(call, disk_timeout)
         except TimeoutError:
-            if fut.done():  # (it ended as the time ran out; or the call's own TimeoutError)
-                return fut.result()
-        self._stuck += 1
-        self._stuck_since = self._stuck_since or time.monotonic()
-        fut.add_done_callback(self._answered)
-        raise self._hung(what) from None
+            # (asyncio's own: a subclass of OSError, never the call's, which ends as it may)
+            raise self._hung(what) from None
 
-    def _answered(self, fut: asyncio.Future) -> None:
-        """A call that hung returned: once none is left, the disk answers again (the monitor's
-        probe then brings it back, with a refill)."""
-        if not fut.cancelled():
-            fut.exception()  # (retrieved: its caller gave up on it)
-        self._stuck -= 1
-        if not self._stuck:
-            log.warning("disk %s: the calls that hung returned after %.0fs", self.root,
-                        time.monotonic() - self._stuck_since)
-            self._stuck_since = 0.0
+    def _timed(self, fn, *args):
+        """In the disk's thread: a bounded call, its start noted while it runs (``_still_stuck``)."""
+        me = threading.get_ident()
+        self._busy[me] = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self._busy.pop(me, None)
+
+    def _still_stuck(self) -> bool:
+        """Since a call passed the timeout (``_hung``): whether one still runs past it."""
+        now = time.monotonic()
+        if any(now - started >= disk_timeout for started in list(self._busy.values())):
+            return True
+        log.warning("disk %s: the calls that hung returned after %.0fs", self.root, now - self._hung_at)
+        self._hung_at = 0.0
+        return False
 
     def _hung(self, what: Any) -> DiskFaulty:
         name = what if isinstance(what, str) else (getattr(what, "__qualname__", None) or type(what).__name__)
         msg = f"{self.root}: a call ({name}) did not finish within {disk_timeout:g}s: the disk hangs"
         self.last_error = msg
         self.mark_offline(msg)
+        self._hung_at = self._hung_at or time.monotonic()
         return DiskFaulty(msg)
 
     def _still_hung(self) -> DiskFaulty:
-        msg = (f"{self.root}: {self._stuck} call(s) have not returned for "
-               f"{time.monotonic() - self._stuck_since:.0f}s: the disk hangs")
+        msg = f"{self.root}: a call has not returned for {time.monotonic() - self._hung_at:.0f}s: the disk hangs"
         self.mark_offline(msg)
         return DiskFaulty(msg)
 

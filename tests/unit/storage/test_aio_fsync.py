@@ -125,7 +125,9 @@ class _CountingPool:
         disk._pool.run = self.run
 
     def run(self, fn, *args):
-        inner = args[0] if args and callable(args[0]) else fn
+        inner, rest = fn, list(args)
+        while rest and callable(rest[0]):  # (the disk's wrappers: _timed, _checked)
+            inner = rest.pop(0)
         name = getattr(inner, "__name__", repr(inner))
         if name != "_read":  # reads of records not in the page cache: not what is counted
             self.calls.append(name)
