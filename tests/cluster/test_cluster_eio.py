@@ -171,8 +171,9 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
     """Node 3's second disk (data only) dies (EIO) or hangs (frozen) while objects are written
     through node 1, whose writes reach that disk over peer RPC: node 3 takes the disk offline
     (at once, or after ``--disk-timeout`` 3 s), the writers go on degraded, every object reads
-    back through every node; a thawed disk comes back online, a dead one replaced by an empty
-    file system at its mount point is formatted into its slot and refilled."""
+    back through every node; a thawed disk comes back online for the writer, refilled, a dead
+    one replaced by an empty file system at its mount point is formatted into its slot and
+    refilled."""
     buckets = [f"peer-{n}" for n in range(2)]
     with cluster_with_loop_disk(tmp_path, "n3/d2", buckets, extra_env={"BUCKETS_DISK_TIMEOUT": "3"}) as (cluster, disk):
         s3 = cluster.client(1)
@@ -199,7 +200,14 @@ def test_a_peers_data_disk_failing_or_hanging(tmp_path, failure) -> None:
                 assert hashlib.md5(c.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest, (i, key)
         if failure == "hung":
             disk.thaw()
-            wait_log(cluster, 3, r"disk \S+n3/d2 is back online")
+            # The writer's view: node 1 took the peer's disk offline (node 3 refused its calls
+            # once one hung) and brings it back once it answers, refilling what it missed.
+            # (Node 3's own handle goes offline only if node 3 itself wrote there meanwhile.)
+            refill = wait_log(cluster, 1, r"refill of \S+n3/d2 (finished: (\d+) shards rebuilt|failed)", timeout=120)
+            assert refill.group(1) != "failed", cluster.log(1)[-3000:]
+            through3 = cluster.client(3)
+            for (bucket, key), digest in written.items():
+                assert hashlib.md5(through3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == digest
         else:  # the operator swaps the dead disk for a new, empty one with the node running
             disk.replace()
             refill = wait_log(cluster, 3, r"refill of \S+n3/d2 (finished: (\d+) shards rebuilt|failed)", timeout=120)
