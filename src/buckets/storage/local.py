@@ -799,7 +799,9 @@ class LocalDisk:
                 fn, args = self._checked, (fn, *args)
             if not bounded:
                 return await pool.run(fn, *args)
-            return await self._bounded(pool.run(fn, *args) if read else pool.run(self._timed, fn, *args), what)
+            if read:
+                return await self._bounded(pool.run(fn, *args), what)
+            return await self._bounded(pool.run(self._timed, fn, *args), what, tracked=True)
         except (DiskError, OSError) as exc:
             err = self._failure(exc)
             if err is exc:
@@ -817,19 +819,22 @@ class LocalDisk:
 
         self._pool.run(fn).add_done_callback(done)
 
-    async def _bounded(self, call: Any, what: Any) -> Any:
+    async def _bounded(self, call: Any, what: Any, tracked: bool = False) -> Any:
         """Await ``call`` (a disk call, or an asynchronous fsync) for at most ``disk_timeout``.
         Past it the call goes on (a thread in a system call cannot be stopped), and until it
         returns the disk hangs: every other call but a read of data fails at once (``_run``),
         instead of each waiting out its own timeout in a thread of its own (a writer per
         request, and every peer's writers, had each waited the timeout on a frozen disk, and
-        the monitor's probe, a read, brought the disk back between them)."""
+        the monitor's probe, a read, brought the disk back between them). ``tracked``: a call
+        ``_timed`` follows (not a read, nor the asynchronous fsync: those only time out)."""
         if disk_timeout <= 0:
             return await call
         try:
             return await wait_for(call, disk_timeout)
         except TimeoutError:
             # (asyncio's own: a subclass of OSError, never the call's, which ends as it may)
+            if tracked:
+                self._hung_at = self._hung_at or time.monotonic()
             raise self._hung(what) from None
 
     def _timed(self, fn, *args):
@@ -855,7 +860,6 @@ class LocalDisk:
         msg = f"{self.root}: a call ({name}) did not finish within {disk_timeout:g}s: the disk hangs"
         self.last_error = msg
         self.mark_offline(msg)
-        self._hung_at = self._hung_at or time.monotonic()
         return DiskFaulty(msg)
 
     def _still_hung(self) -> DiskFaulty:
