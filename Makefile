@@ -94,12 +94,14 @@ test-crash: $(STAMP)
 # (test_cluster_basic, test_compose, test_growth_under_load[fast]); then the control plane's
 # own multi-process tests (tests/unit/cluster, marked `cluster`: members added and removed, a
 # follower sent a snapshot, every node restarted from its journal). The partition
-# cuts peer traffic with nftables (needs root; installed here if missing, skipped if unusable).
+# cuts peer traffic with nftables, and the slow link throttles it through tc's HTB on lo (both
+# need root; installed here if missing, skipped if unusable).
 # Then the whole integration suite against a 4-node cluster (its `cluster4` parameter; make test
 # runs only objects, multipart and listing there), on TEST_WORKERS workers like make test
 # (tests/cluster stays in one process: its partition rules are the machine's firewall).
 test-cluster: $(STAMP) tools
 	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; } || true
+	@command -v tc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; } || true
 	$(PY) -m pytest -q -rsx -m 'cluster or not (slow or faults or fuzz)' tests/cluster
 	$(PY) -m pytest -q -rsx -m cluster tests/unit/cluster
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m 'not (slow or faults or fuzz)' -k cluster4 tests/integration

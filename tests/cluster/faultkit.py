@@ -1,4 +1,5 @@
-"""Fault injection for the cluster suite: restarts that keep the logs, and network partitions.
+"""Fault injection for the cluster suite: restarts that keep the logs, network partitions and
+slow links.
 
 ``FaultCluster`` is ``clusterproc.Cluster`` plus:
 
@@ -27,11 +28,21 @@ The test process's sockets are in neither cgroup, so clients still reach every n
 table is named after the cluster's port and removed on heal (and at teardown), so it touches
 nothing else on the machine. It needs root, nftables with the ``socket`` expression, and a
 writable cgroup v2 hierarchy: ``partition_support()`` says why not when one is missing.
+
+Slow links (``SlowLink``): node P's traffic with the other nodes, both directions, goes through
+a token bucket of a few Mbit/s instead of loopback's speed (a degraded NIC, a link renegotiated
+at a fraction of its rate, a congested switch port). The same cgroup rules find P's connections
+(nftables marks each one, ``ct mark``, whichever side opened it) and set the DSCP field of their
+packets; an HTB queue at the root of ``lo`` sends the packets with that DSCP value through one
+class of the chosen rate and every other packet straight on, unshaped (HTB's default of no
+class). ``lo`` has one root queue for the whole machine, so slow links take a file lock: one at
+a time. ``slow_link_support()`` says why not when ``tc`` or the kernel's HTB is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -233,3 +244,87 @@ class Partition:
 
     def __exit__(self, *exc: object) -> None:
         self.heal()
+
+
+SLOW_DSCP = "cs1"  # DSCP class 8: the TOS byte 0x20, what the tc filter matches
+SLOW_LOCK = Path("/tmp/buckets-test-slow-link.lock")
+
+
+def slow_link_support() -> str | None:
+    """None if slow links work here, else the reason they do not."""
+    reason = partition_support()
+    if reason is not None:
+        return reason
+    if shutil.which("tc") is None:
+        return "tc is not installed (apt-get install iproute2)"
+    return None
+
+
+class SlowLink:
+    """Throttle one node's peer traffic (both directions, S3 and control ports) to ``rate``
+    (a tc rate: ``"2mbit"``), and restore it. ``sent_bytes()`` counts what went through the
+    throttled class since ``slow``: the bytes that crossed the slow link."""
+
+    def __init__(self, cluster: FaultCluster) -> None:
+        if not cluster.cgroups:
+            raise RuntimeError("start the cluster with partitionable=True")
+        self.cluster = cluster
+        self.table = f"buckets_slow_{cluster.port}"
+        self.node: int | None = None
+        self._lock = None
+
+    def slow(self, p: int, rate: str) -> None:
+        c = self.cluster
+        SLOW_LOCK.touch()
+        self._lock = open(SLOW_LOCK)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # lo's root queue is the machine's: one slow link at a time
+        ports = f"{{ {c.port}, {c.port + CONTROL_OFFSET} }}"
+        rel = str(c.cgroups[p].relative_to(NFT_CGROUP_BASE))
+        rules = [
+            f"add table inet {self.table}",
+            f"add chain inet {self.table} out {{ type filter hook output priority -150; policy accept; }}",
+            # every connection P opens or answers, and every one another node opens to P ...
+            f'add rule inet {self.table} out socket cgroupv2 level 1 "{rel}" ip daddr 127.0.0.0/8 ct mark set 0x5107',
+            f"add rule inet {self.table} out ip daddr {c.host(p)} tcp dport {ports} ct mark set 0x5107",
+            # ... has its packets, both ways, sent through the slow class
+            f"add rule inet {self.table} out ct mark 0x5107 ip dscp set {SLOW_DSCP}",
+        ]
+        commands = [
+            "tc qdisc add dev lo root handle 1: htb",
+            f"tc class add dev lo parent 1: classid 1:1 htb rate {rate} ceil {rate}",
+            "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip tos 0x20 0xfc flowid 1:1",
+        ]
+        try:
+            done = subprocess.run(["nft", "-f", "-"], input="\n".join(rules) + "\n", capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"nft refused the slow link's rules: {done.stderr}")
+            for command in commands:
+                done = subprocess.run(command.split(), capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{command}: {done.stderr.strip()}")
+        except BaseException:
+            self.restore()
+            raise
+        self.node = p
+
+    def sent_bytes(self) -> int:
+        """Bytes the slow class has sent since ``slow`` (0 when no link is slow)."""
+        out = subprocess.run(["tc", "-s", "class", "show", "dev", "lo", "classid", "1:1"],
+                             capture_output=True, text=True).stdout
+        words = out.split()
+        return int(words[words.index("Sent") + 1]) if "Sent" in words else 0
+
+    def restore(self) -> None:
+        if self._lock is None:
+            return
+        subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
+        self.node = None
+        lock, self._lock = self._lock, None
+        lock.close()  # releases the flock
+
+    def __enter__(self) -> SlowLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()

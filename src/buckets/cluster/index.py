@@ -41,6 +41,7 @@ from buckets import errors
 from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Promises, promise_answer
 from buckets.cluster.leases import holders as lease_holders
 from buckets.cluster.rpcerrors import BadPeerRequest
+from buckets.engine import hedge
 from buckets.registry import Op, Registry
 from buckets.registry.store import JUDGED, LISTING_FIELDS, NOT_JUDGED, UNSEEN, version_tuple
 
@@ -1058,22 +1059,48 @@ class ReplicatedIndex:
                 raise errors.StorageFull()
 
     async def _gather(self, nodes: Sequence[str], method: str, args: dict, need: int,
-                      error: type[errors.BucketsError] = errors.ReadQuorumLost) -> list[tuple[str, Any]]:
+                      error: type[errors.BucketsError] = errors.ReadQuorumLost,
+                      spares: Sequence[str] = ()) -> list[tuple[str, Any]]:
         """Call ``nodes`` concurrently; return as soon as ``need`` have answered (the rest keep
-        going in the background). Fewer than ``need`` answers is ``IndexQuorumLost``."""
+        going in the background). ``spares`` are called too once one of ``nodes`` failed, or
+        lags far behind the others (a replica behind a slow link: ``engine/hedge.py``'s rule),
+        rather than after the call's timeout. Fewer than ``need`` answers is ``error``."""
+        loop = asyncio.get_running_loop()
         tasks = {asyncio.ensure_future(self._call(n, method, args)): n for n in nodes}
         done: list[tuple[str, Any]] = []
         failures: list[str] = []
         pending = set(tasks)
+        spares = list(spares)
+        start, last = loop.time(), None
+
+        def ask_spares() -> None:
+            for n in spares:
+                t = asyncio.ensure_future(self._call(n, method, args))
+                tasks[t] = n
+                pending.add(t)
+            spares.clear()
+
         try:
-            while pending and len(done) < need:
-                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            while (pending or spares) and len(done) < need:
+                if not pending:
+                    ask_spares()
+                timeout = None
+                if spares:
+                    due = start + hedge.HEDGE_NONE if last is None else \
+                        last + max(hedge.HEDGE_MIN, hedge.HEDGE_FACTOR * (last - start))
+                    timeout = max(0.0, due - loop.time())
+                finished, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not finished:
+                    ask_spares()
+                    continue
+                last = loop.time()
                 for t in finished:
                     exc = t.exception()
                     if exc is None:
                         done.append((tasks[t], t.result()))
                     else:
                         failures.append(f"{tasks[t]}: {exc}")
+                        ask_spares()
         finally:
             # Stragglers finish (or fail) on their own; their answers are not needed. If we were
             # cancelled (the request or the scanner stopped), every call still running is one:
@@ -1082,24 +1109,19 @@ class ReplicatedIndex:
                 self._keep(t)
         if len(done) < need:
             raise error(
-                f"Index quorum lost: {len(done)} of {len(nodes)} replicas answered, {need} needed "
+                f"Index quorum lost: {len(done)} of {len(tasks)} replicas answered, {need} needed "
                 f"({'; '.join(failures)})")
         return done
 
     async def _read(self, nodes: Sequence[str], method: str, args: dict, r: int) -> list[tuple[str, Any]]:
         """A read quorum: this node's replica (free) and the fewest others, the first replica
-        (a lease holder) before the rest; if one of those fails, the remaining replicas are
-        asked as well. When an answer reports a read lease's promise, the holder's answer is
+        (a lease holder) before the rest; if one of those fails or lags far behind (``_gather``),
+        the remaining replicas are asked as well. When an answer reports a read lease's promise, the holder's answer is
         needed too (or the promise revoked and waited out): a version the others hold but the
         holder lacks (a write in flight) must not be read around it."""
         first = nodes[0] if nodes else None
         ordered = sorted(nodes, key=lambda n: (n != self.node_id, n != first))
-        try:
-            answers = await self._gather(ordered[:r], method, args, r)
-        except errors.ReadQuorumLost:
-            if len(ordered) == r:
-                raise
-            answers = await self._gather(ordered, method, args, r)
+        answers = await self._gather(ordered[:r], method, args, r, spares=ordered[r:])
         promises = {n: a["promise"] for n, a in answers if isinstance(a, dict) and a.get("promise")}
         if promises:
             asked = {n for n, _ in answers}

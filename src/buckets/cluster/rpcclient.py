@@ -257,7 +257,7 @@ class PeerStream:
             raise
         except Exception as error:  # noqa: BLE001 - timeouts, resets, cut streams
             await self.aclose()
-            raise self._client._transport_error(error, "streaming from") from error
+            raise self._client._transport_error(error, "streaming from it") from error
         if kind == wire.FRAME_DATA:
             self.received += len(payload)
             return payload
@@ -375,7 +375,7 @@ class PeerClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as failure:
             if dog.producer_error is not None:  # aiohttp reports our source's failure as its own
                 raise dog.producer_error from None
-            raise self._transport_error(failure, "streaming to") from failure
+            raise self._transport_error(failure, f"streaming {service}/{method} to it") from failure
         if error is not None:
             raise error
         return result
@@ -412,7 +412,7 @@ class PeerClient:
                 return stream
             _, error = await self._answer(response)
         except (TimeoutError, aiohttp.ClientError, OSError) as failure:
-            raise self._transport_error(failure, "calling") from failure
+            raise self._transport_error(failure, f"calling {service}/{method}") from failure
         finally:
             if response is not None:
                 response.release()
@@ -471,7 +471,7 @@ class PeerClient:
                     log.debug("%s/%s to %s: the pooled connection was closed before the call was sent; "
                               "sending it again on a new one", service, method, self.endpoint)
                     continue
-                raise self._transport_error(failure, "calling") from failure
+                raise self._transport_error(failure, f"calling {service}/{method}") from failure
         if error is not None:
             raise error
         return result
@@ -497,7 +497,7 @@ class PeerClient:
                         raise
                     break
         except (TimeoutError, aiohttp.ClientError, OSError) as failure:
-            raise self._transport_error(failure, "calling") from failure
+            raise self._transport_error(failure, f"calling {service}/{method}") from failure
         self._succeeded()
         return answer
 
@@ -622,11 +622,11 @@ class PeerClient:
                                                endpoint=self.endpoint)
             typed.unsent = True  # no connection, so no request
         elif isinstance(error, TimeoutError):  # aiohttp's connect/read timeouts are TimeoutErrors too
-            typed = PeerTimeout(f"peer {self.endpoint} did not answer in time ({doing} it)", endpoint=self.endpoint)
+            typed = PeerTimeout(f"peer {self.endpoint} did not answer in time ({doing})", endpoint=self.endpoint)
         elif isinstance(error, asyncio.IncompleteReadError | aiohttp.ClientPayloadError):
             typed = PeerProtocolError(f"the stream from peer {self.endpoint} was cut", endpoint=self.endpoint)
         else:
-            typed = PeerUnreachable(f"lost the connection to peer {self.endpoint} ({doing} it): "
+            typed = PeerUnreachable(f"lost the connection to peer {self.endpoint} ({doing}): "
                                     f"{type(error).__name__}: {error}", endpoint=self.endpoint)
         if self.health.failed(typed.message, definitive=definitive):
             log.warning("peer %s is offline: %s", self.endpoint, typed.message)

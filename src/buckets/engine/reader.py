@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from buckets.engine import crypto, paths, smalllog
+from buckets.engine import crypto, hedge, paths, smalllog
 from buckets.engine.types import ByteRange, ObjectInfo
 from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, DiskOffline, ReadQuorumLost
@@ -85,13 +85,19 @@ class ObjectReader:
         self._streams: dict[tuple[int, int], Any] = {}
         self._part_ends: dict[int, int] = {}  # part number -> the last block this read needs + 1
         self._iterator: Any = None  # the iteration ``__aiter__`` began (``aclose`` closes it)
+        # The slots the last span read from (None: not chosen yet), and slots given up because
+        # their reads lagged far behind the others' (engine/hedge.py): read last, if at all.
+        self._chosen: list[int] | None = None
+        self._lagged: set[int] = set()
+        self._set_aside: list[Any] = []  # streams of lagging sources, closed at the end
         # Pin this write: an overwrite or delete waits for us before removing its files.
         self._ident: tuple[str, str, str] | None = (bucket, key, entry["wid"])
         store.read_started(self._ident)
 
     def _release(self) -> None:
         streams, self._streams = self._streams, {}
-        for stream in streams.values():
+        set_aside, self._set_aside = self._set_aside, []
+        for stream in [*streams.values(), *set_aside]:
             if stream is not None:
                 stream.close()
         if self._ident is not None:
@@ -234,23 +240,28 @@ class ObjectReader:
                 except CorruptData:
                     pass  # read again from its disk below
 
-        async def fetch(i: int) -> None:
+        async def fetch(i: int) -> bool | None:
             try:
                 # its record in the disk's log (one pread), or its metadata file
                 meta = await smalllog.read_slot(self.bucket, self.key, self.entry, i, self._disks[i])
-                if not accept(i, meta):
-                    failed.append(i)
+                if accept(i, meta):
+                    return True
+                failed.append(i)
             except DiskOffline:
                 self._gone.add(i)
             except (DiskError, CorruptData):
                 failed.append(i)
+            return None
 
-        order = self._slot_order([i for i in range(n) if i not in got and self._disks[i] is not None])
-        first, rest = order[:max(k - len(got), 0)], order[max(k - len(got), 0):]
-        await asyncio.gather(*(fetch(i) for i in first))
-        if len(got) < k:
-            await asyncio.gather(*(fetch(i) for i in rest))
-            rest = []
+        slow = self.store.slow_sources
+        order = sorted(self._slot_order([i for i in range(n) if i not in got and self._disks[i] is not None]),
+                       key=lambda i: slow.slow(hedge.source_of(self._disks[i])))  # stable: slow sources last
+        need = max(k - len(got), 0)
+        rest = order
+        if need:  # the first reads hedged (engine/hedge.py); a failed one's spare asked at once
+            answers, given_up = await hedge.read_k(need, order[:need], order[need:], fetch, self._disks, slow)
+            self._lagged.update(given_up)
+            rest = [i for i in order if i not in answers and i not in given_up] + given_up
         if failed:  # not just offline
             self.store.report_damage(self.bucket, self.key, wid, "inline metadata unreadable")
         self._inline, self._inline_rest = got, (rest, fetch)
@@ -270,7 +281,21 @@ class ObjectReader:
         return sorted(local, key=lambda i: (i >= k, i)) + [
             i for g in groups for i in sorted(g, key=lambda i: (i >= k, i))]
 
-    async def _read_frames(self, slot: int, part_no: int, geo: ShardGeometry, b0: int, b1: int) -> bytes | None:
+    def _give_up(self, slots: list[int]) -> None:
+        """Slots whose reads were cancelled for lagging: read them last from now on. A peer's
+        slots share streamed calls, and cancelling a read ends its call for every slot in it
+        (the next span may be reading one of them: it gets an error, not damage), so this
+        read's streams from the same sources are set aside too, closed when the read ends; any
+        later read of those slots asks for its range alone."""
+        self._lagged.update(slots)
+        sources = {id(hedge.source_of(self._disks[i])) for i in slots}
+        for key, stream in list(self._streams.items()):
+            if stream is not None and id(hedge.source_of(self._disks[key[0]])) in sources:
+                self._set_aside.append(stream)
+                self._streams[key] = None
+
+    async def _read_frames(self, slot: int, part_no: int, geo: ShardGeometry, b0: int, b1: int,
+                           together: tuple[int, ...] = ()) -> bytes | None:
         disk = self._disks[slot]
         if disk is None:
             return None
@@ -278,7 +303,7 @@ class ObjectReader:
         length = geo.frame_offset(b1 - 1) + geo.frame_len(b1 - 1) - start
         path = paths.part_path(self.bucket, self.key, self.entry["wid"], part_no)
         try:
-            stream = self._shard_stream(slot, disk, path, part_no, geo, start, length)
+            stream = self._shard_stream(slot, disk, path, part_no, geo, start, length, together)
             if stream is not None and (data := await stream.read(start, length)) is not None:
                 return data
             return await disk.read_range(path, start, length)
@@ -288,10 +313,12 @@ class ObjectReader:
         except DiskError:
             return None
 
-    def _shard_stream(self, slot: int, disk, path: str, part_no: int, geo: ShardGeometry, start: int, length: int):
+    def _shard_stream(self, slot: int, disk, path: str, part_no: int, geo: ShardGeometry, start: int, length: int,
+                      together: tuple[int, ...]):
         """The disk's reader for the rest of this slot's range in this part, opened at its first
         read when the disk has one (remote disks: one call for the range instead of one per
-        span) and more than one span is left; None: read span by span."""
+        span) and more than one span is left; None: read span by span. ``together``: the slots
+        read beside this one, span after span (a spare asked alone streams alone)."""
         key = (slot, part_no)
         if self._ident is None:  # released: nothing may hold a stream open any more
             return None
@@ -302,12 +329,11 @@ class ObjectReader:
             if opener is None or end - start <= length:
                 self._streams[key] = None
                 return None
-            # The slots of this read (data, or parity) on the same peer share one call; every
-            # slot's range of a part is the same (same file, same frames), so one set of
-            # arguments serves them all.
-            k = self._codec.k
+            # The slots read together on the same peer share one call (a slot's buffer fills
+            # only as fast as it is read when all of them are); every slot's range of a part is
+            # the same (same file, same frames), so one set of arguments serves them all.
             peer = getattr(disk, "client", None)
-            siblings = [i for i in (range(k) if slot < k else range(k, self._codec.n))
+            siblings = [i for i in sorted(set(together) | {slot})
                         if (i == slot or (i, part_no) not in self._streams)
                         and getattr(self._disks[i], "client", None) is peer]
             grouped = getattr(disk, "open_ranges", None)
@@ -342,17 +368,28 @@ class ObjectReader:
         k, n = codec.k, codec.n
         if self.entry.get("inline"):
             return await self._inline_span(geo, b0, b1)
-        slots = list(range(k))
-        raw = dict(zip(slots, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in slots))))
+        # k slots (the last span's, hedged when one lags: engine/hedge.py), spares as needed
+        first, spares = hedge.choose(self._disks, k, self.store.slow_sources, self._lagged)
+        if self._chosen is not None:
+            first, spares = self._chosen, [i for i in first + spares if i not in self._chosen]
+        together = tuple(first)
+        raw, given_up = await hedge.read_k(
+            k, first, spares, lambda i: self._read_frames(i, part_no, geo, b0, b1, together if i in together else ()),
+            self._disks, self.store.slow_sources)
+        if given_up:
+            self._give_up(given_up)
+        answered = [i for i in first + spares if raw.get(i) is not None]
+        if len(answered) >= k:
+            self._chosen = answered[:k]
         pieces, bad = await run_in(self.store.cpu, _split_frames, raw, geo, b0, b1)
-        if not bad:
+        if not bad and len(answered) >= k:
             return await run_in(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
-        # Some data pieces are missing or corrupt: bring in parity for the whole span. Slots
-        # on offline disks are not damage (the refill handles them when the disk returns).
-        damaged = sorted(i for i in bad if self._disks[i] is not None and i not in self._gone)
+        # Some pieces are missing or corrupt: bring in every other slot for the whole span.
+        # Slots on offline disks are not damage (the refill handles them when the disk returns).
+        damaged = sorted(i for i in bad if self._disks[i] is not None and i not in self._gone | self._lagged)
         if damaged:
             self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {damaged}")
-        extra = list(range(k, n))
+        extra = [i for i in range(n) if i not in raw]
         raw2 = dict(zip(extra, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in extra))))
         pieces2, _ = await run_in(self.store.cpu, _split_frames, raw2, geo, b0, b1)
         for idx, per_block in enumerate(pieces):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from buckets import checksums, errors
-from buckets.engine import crypto, paths, smalllog, space, versions
+from buckets.engine import crypto, hedge, paths, smalllog, space, versions
 from buckets.engine.ids import new_id
 from buckets.engine.catalog import Catalog, LocalCatalog
 from buckets.engine.bootstrap import bootstrap, choose_registry, registry_unreadable
@@ -86,6 +86,7 @@ class Store:
         self.heal_queue: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self._heal_pending: set[tuple[str, str, str]] = set()
         self.heal_stats = HealStats()
+        self.slow_sources = hedge.SlowSources()  # peers and disks reads hedge around (engine/hedge.py)
         self._codecs: dict[tuple[int, int, int], ErasureCodec] = {}
         self._background: set[asyncio.Task] = set()
         # Until when deletions wait for their space (engine/space.py): a write refused for want

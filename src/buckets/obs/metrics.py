@@ -57,6 +57,7 @@ class StoreCollector:
         yield from self._usage(store.registry.usage)
         yield from self._disks(store)
         yield from self._heal(store)
+        yield from self._hedges(store)
         yield from self._registry(store.registry)
 
     @staticmethod
@@ -111,6 +112,21 @@ class StoreCollector:
         yield GaugeMetricFamily("buckets_erasure_parity_shards", "Parity shards per object (m).", value=parity)
         yield GaugeMetricFamily("buckets_write_quorum_disks", "Disks that must be online to accept writes.",
                                 value=write_quorum(data, parity))
+
+    @staticmethod
+    def _hedges(store: Any) -> Iterable[Metric]:
+        slow = getattr(store, "slow_sources", None)
+        if slow is None:
+            return
+        yield CounterMetricFamily("buckets_read_hedges", "Shard reads that lagged far behind the object's other "
+                                  "shards, for which a read asked another shard (engine/hedge.py).", value=slow.hedges)
+        yield CounterMetricFamily("buckets_read_hedges_won", "Of those, the other shard answered first.",
+                                  value=slow.hedges_won)
+        avoided = GaugeMetricFamily("buckets_read_slow_source", "1 for a peer or disk whose shards reads avoid "
+                                    "because they lagged lately.", labels=["source"])
+        for name in slow.names():
+            avoided.add_metric([name], 1)
+        yield avoided
 
     @staticmethod
     def _heal(store: Any) -> Iterable[Metric]:

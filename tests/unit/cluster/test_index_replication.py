@@ -852,3 +852,25 @@ async def test_a_replica_whose_registry_disk_is_at_its_reserve_stops_new_objects
     monkeypatch.setattr(index_module, "FULL_MEMORY", 0.0)  # the memory lapsed: the next write asks again
     idx["n1"].check_room("b")
     assert (await idx["n2"].get("b", "k3"))["wid"] == "w3"
+
+
+async def test_a_lookup_asks_another_replica_when_one_of_its_quorum_lags(cluster) -> None:
+    """A replica behind a slow link answers, but late: the read asks the third replica once
+    the lagging one is far behind the others (``engine/hedge.py``'s rule), not after the
+    call's timeout. Guarded by a timeout far above what the hedge needs (a hang check)."""
+    net, idx, regs = cluster
+    await idx["n1"].put("b", "k", entry("w1"))
+    await settle(idx)
+    asked: list[str] = []
+
+    async def slow_n2(src, node, method, args):
+        if method == "get":
+            asked.append(node)
+            if node == "n2":
+                await asyncio.sleep(600)
+
+    net.before = slow_n2
+    got = await asyncio.wait_for(idx["n1"].get("b", "k"), 60)
+    assert got is not None and got["wid"] == "w1"
+    assert asked == ["n2", "n3"]  # n1's own replica is read directly; n2 first, n3 once n2 lagged
+    net.before = None

@@ -35,3 +35,20 @@ async def store(disk_paths):
 async def bucket(store) -> str:
     await store.make_bucket("bkt")
     return "bkt"
+
+
+@pytest.fixture
+async def faulty_store(disk_paths):
+    """A store on ``FaultyDisk``s (faults injected per method) with bucket ``bkt``."""
+    from buckets.storage import LocalDisk
+    from buckets.storage.faulty import FaultyDisk
+
+    disks = [FaultyDisk(LocalDisk(p)) for p in disk_paths]
+    # small_copy_limit=0: every read goes to the disks (no registry copy of small objects)
+    store = await Store.open_disks(disks, sync=False, block_size=BLOCK, inline_threshold=INLINE,
+                                   partitions=64, small_copy_limit=0, background=False)
+    await store.make_bucket("bkt")
+    yield store
+    for d in disks:
+        d.clear()  # a delay left in place would hold up the close
+    await store.close()

@@ -11,26 +11,13 @@ import random
 import pytest
 from engine_testkit import BLOCK, INLINE, content, eventually, get_bytes
 
-from buckets import Store, errors
+from buckets import errors
 from buckets.engine.heal import heal_object
 from buckets.errors import CorruptData, DiskAccessDenied, DiskError, DiskFaulty, DiskFull, FileNotFound
-from buckets.storage import LocalDisk
 from buckets.storage.format import TMP_DIR
-from buckets.storage.faulty import FaultyDisk
 
 # sizes: empty, inline, inline near the limit, several blocks with a short last one
 SIZES = {"empty": 0, "tiny": 10, "inline": INLINE - 7, "blocks": 3 * BLOCK + 7, "one-block": BLOCK}
-
-
-@pytest.fixture
-async def faulty_store(disk_paths):
-    disks = [FaultyDisk(LocalDisk(p)) for p in disk_paths]
-    # small_copy_limit=0: every read goes to the disks (no registry copy of small objects)
-    store = await Store.open_disks(disks, sync=False, block_size=BLOCK, inline_threshold=INLINE,
-                                   partitions=64, small_copy_limit=0, background=False)
-    await store.make_bucket("bkt")
-    yield store
-    await store.close()
 
 
 async def put_all(store, tag: str) -> dict[str, bytes]:

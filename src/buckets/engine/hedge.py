@@ -1,0 +1,139 @@
+"""Hedged shard reads: a read whose slot lags far behind the others asks a spare slot instead.
+
+An object can be read from any k of its n slots. A read asks k of them (data slots first: no
+decoding). When some are still out long after the others answered (a peer behind a degraded
+link, a disk retrying a sector, a node swapping), waiting for them makes every GET as slow as
+the slowest source. :func:`read_k` waits ``HEDGE_MIN`` and ``HEDGE_FACTOR`` times what the
+answered slots took (``HEDGE_NONE`` when none answered yet), then asks as many spare slots
+(parity, on other sources) as are still out, takes the first k answers, and cancels the rest.
+A slot whose read failed is replaced by a spare at once.
+
+The sources hedged around are remembered for ``SLOW_FOR`` seconds (:class:`SlowSources`):
+reads started meanwhile choose their slots on other sources first and do not wait for the
+hedge again; after that, one read tries the source again. A source is a peer for a remote
+disk (one link carries all its disks) and the disk itself for a local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+log = logging.getLogger("buckets.engine")
+
+HEDGE_MIN = 0.1  # s: never hedge a slot sooner than this after the last answer
+HEDGE_FACTOR = 3.0  # ... nor sooner than this many times what the answered slots took
+HEDGE_NONE = 1.0  # s: no slot answered at all: ask spares after this long
+SLOW_FOR = 10.0  # s: a source hedged around is avoided this long by later reads
+WARN_EVERY = 60.0  # s: at most one warning per source in this long
+
+
+def source_of(disk: Any) -> Any:
+    """What a slot's read waits on: the peer of a remote disk, else the disk."""
+    client = getattr(disk, "client", None)
+    return client if client is not None else disk
+
+
+def source_name(disk: Any) -> str:
+    client = getattr(disk, "client", None)
+    return str(getattr(client, "endpoint", None) or getattr(disk, "endpoint", None) or disk)
+
+
+class SlowSources:
+    """The sources reads hedged around lately, and the counters behind the metrics."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[Any, tuple[float, str]] = {}
+        self._warned: dict[Any, float] = {}
+        self.hedges = 0  # slots a read asked a spare for because they lagged
+        self.hedges_won = 0  # of those, spares that answered before the slot they stood in for
+
+    def slow(self, source: Any) -> bool:
+        held = self._until.get(source)
+        if held is None:
+            return False
+        if held[0] <= self._clock():
+            del self._until[source]
+            return False
+        return True
+
+    def mark(self, source: Any, name: str, lag: float) -> None:
+        now = self._clock()
+        fresh = not self.slow(source)
+        self._until[source] = (now + SLOW_FOR, name)
+        if fresh and now - self._warned.get(source, -WARN_EVERY) >= WARN_EVERY:
+            self._warned[source] = now
+            log.warning("reads from %s lag %.0f ms behind the other shards: reading other shards instead for %.0f s "
+                        "(a slow link or disk: see docs/operations.md)", name, lag * 1000, SLOW_FOR)
+
+    def names(self) -> list[str]:
+        """The sources avoided now."""
+        now = self._clock()
+        return sorted(name for until, name in self._until.values() if until > now)
+
+
+def choose(disks: list[Any], k: int, slow: SlowSources, avoid: Iterable[int] = ()) -> tuple[list[int], list[int]]:
+    """The k slots to read first and the spares, in order: slots with a disk, sources not slow
+    before slow ones, slots in ``avoid`` last, data slots (below k) before parity."""
+    avoid = set(avoid)
+    order = sorted((i for i, d in enumerate(disks) if d is not None),
+                   key=lambda i: (i in avoid, slow.slow(source_of(disks[i])), i >= k, i))
+    return order[:k], order[k:]
+
+
+async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[int], Awaitable[Any]],
+                 disks: list[Any], slow: SlowSources) -> tuple[dict[int, Any], list[int]]:
+    """Read ``first`` (then ``spares`` as needed) until k reads answered something other than
+    None. Returns the answers by slot (None: that read failed) and the slots given up because
+    they lagged (their reads cancelled: neither answered nor failed)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks: dict[asyncio.Future, int] = {asyncio.ensure_future(read(i)): i for i in first}
+    answers: dict[int, Any] = {}
+    spares = list(spares)
+    stand_in: dict[int, int] = {}  # spare slot -> the lagging slot it was asked for
+    last: float | None = None  # when the latest answer came
+    good = 0
+    try:
+        while tasks and good < k:
+            out = [i for i in tasks.values() if i not in stand_in and i not in stand_in.values()]
+            timeout = None
+            if spares and out:
+                due = start + HEDGE_NONE if last is None else last + max(HEDGE_MIN, HEDGE_FACTOR * (last - start))
+                timeout = max(0.0, due - loop.time())
+            done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not done:  # lagging: a spare for each slot still out (as many as there are)
+                for i in out[:len(spares)]:
+                    s = spares.pop(0)
+                    stand_in[s] = i
+                    slow.hedges += 1
+                    tasks[asyncio.ensure_future(read(s))] = s
+                continue
+            last = loop.time()
+            for f in done:
+                i = tasks.pop(f)
+                answers[i] = f.result()
+                if answers[i] is not None:
+                    good += 1
+                    if i in stand_in and stand_in[i] in tasks.values():
+                        slow.hedges_won += 1
+                elif spares and good + len(tasks) < k:  # failed: its spare now, not after the others
+                    s = spares.pop(0)
+                    tasks[asyncio.ensure_future(read(s))] = s
+    finally:
+        leftovers = list(tasks)
+        for f in leftovers:
+            f.cancel()
+        if leftovers:
+            await asyncio.gather(*leftovers, return_exceptions=True)
+    given_up = [i for i in tasks.values() if i not in answers]
+    if given_up and good >= k:
+        lag = loop.time() - start
+        for i in given_up:
+            if i in stand_in.values():
+                slow.mark(source_of(disks[i]), source_name(disks[i]), lag)
+    return answers, given_up

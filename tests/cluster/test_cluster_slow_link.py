@@ -1,0 +1,95 @@
+"""A node behind a slow link: the cluster reads around it.
+
+Node 3's traffic with the other nodes is throttled to 1 Mbit/s (``faultkit.SlowLink``: its
+connections marked by nftables, their packets sent through an HTB class on ``lo``): a degraded
+NIC or a congested port, the node alive and answering, only slowly. A 16 MiB object is written
+8+8 over the 16 disks, 2 MiB per shard; reading the shards of node 3's data slots over that
+link would take ~16 s per slot. Reads ask a spare shard for a slot that lags far behind the
+others (``engine/hedge.py``) and avoid its source for a while; index lookups ask another
+replica in the same way.
+
+What is checked, with no timing assertion: every byte read through nodes 1, 2 and 4 while the
+link is slow is right, with no retry; the bytes that crossed the slow link during those reads
+(counted by the kernel's queue) are a small fraction of what the reads of node 3's data slots
+alone would have carried; the nodes count the hedges and name node 3 as a slow source in
+``/metrics``; and once the link is restored everything reads back through every node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import urllib.request
+
+import pytest
+from faultkit import FaultCluster, SlowLink, slow_link_support
+
+pytestmark = pytest.mark.cluster
+
+SLOW_REASON = slow_link_support()
+RATE = "1mbit"
+BIG = 16 << 20
+
+
+def metric(text: str, name: str) -> list[tuple[str, float]]:
+    """(labels, value) of every sample of ``name`` in a Prometheus text page."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            head, value = line.rsplit(" ", 1)
+            out.append((head[len(name):], float(value)))
+    return out
+
+
+@pytest.mark.skipif(SLOW_REASON is not None, reason=SLOW_REASON or "")
+def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
+    c = FaultCluster(tmp_path, partitionable=True, nodes=4, disks=4)
+    c.start()
+    try:
+        s3 = c.client(1)
+        s3.create_bucket(Bucket="slowlink")
+        rng = random.Random(7)
+        digests: dict[str, str] = {}
+        for i in range(4):  # written while every link is fast
+            body = rng.randbytes(BIG)
+            digests[f"big{i}"] = hashlib.sha256(body).hexdigest()
+            s3.put_object(Bucket="slowlink", Key=f"big{i}", Body=body)
+        del body
+        for i in range(20):
+            body = rng.randbytes(4096)
+            digests[f"small{i}"] = hashlib.sha256(body).hexdigest()
+            s3.put_object(Bucket="slowlink", Key=f"small{i}", Body=body)
+
+        def read_all(via: int) -> None:
+            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
+            for key, digest in digests.items():
+                got = client.get_object(Bucket="slowlink", Key=key)["Body"].read()
+                assert hashlib.sha256(got).hexdigest() == digest, f"{key} through node {via}"
+
+        with SlowLink(c) as link:
+            link.slow(3, RATE)
+            before = link.sent_bytes()
+            for via in (1, 2, 4):
+                read_all(via)
+            crossed = link.sent_bytes() - before
+            pages = {}
+            for via in (1, 2, 4):
+                with urllib.request.urlopen(f"{c.url(via)}/metrics", timeout=30) as r:
+                    pages[via] = r.read().decode()
+        # Three reads of each 16 MiB object: node 3 holds 4 of its 16 slots, about 2 of them
+        # data slots (2 MiB each), which an unhedged read takes over the link every time.
+        read = 3 * 4 * BIG
+        print(f"bytes over the slow link while {read >> 20} MiB were read around it: {crossed}")
+        assert crossed < read * 0.02, f"{crossed} bytes crossed the slow link: the reads did not go around it"
+        won = sum(v for via in pages for _, v in metric(pages[via], "buckets_read_hedges_won_total"))
+        assert won >= 1, "no node counted a hedged read"
+        slow_named = [via for via in pages
+                      if any(c.url(3) in labels and v == 1 for labels, v in metric(pages[via], "buckets_read_slow_source"))]
+        assert slow_named, "no node names node 3 as a slow source in /metrics"
+        assert any("behind the other shards" in c.log(i) for i in (1, 2, 4))
+
+        for via in (1, 2, 3, 4):  # the link restored: everything through every node
+            read_all(via)
+        assert not c.bug_lines(), c.bug_lines()
+    finally:
+        c.close()
