@@ -8,11 +8,16 @@ link would take ~16 s per slot. Reads ask a spare shard for a slot that lags far
 others (``engine/hedge.py``) and avoid its source for a while; index lookups ask another
 replica in the same way.
 
+Writes through the other nodes leave node 3's lagging shards out after a budget and heal
+them afterwards.
+
 What is checked, with no timing assertion: every byte read through nodes 1, 2 and 4 while the
 link is slow is right, with no retry; the bytes that crossed the slow link during those reads
 (counted by the kernel's queue) are a small fraction of what the reads of node 3's data slots
-alone would have carried; the nodes count the hedges and name node 3 as a slow source in
-``/metrics``; and once the link is restored everything reads back through every node.
+alone would have carried; writes meanwhile succeed with no retry; the nodes count the hedges
+and the shards writes left out, name node 3 as a slow source in ``/metrics`` and log it; and once the
+link is restored everything, the writes made meanwhile included, reads back through every
+node.
 """
 
 from __future__ import annotations
@@ -72,21 +77,38 @@ def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
             for via in (1, 2, 4):
                 read_all(via)
             crossed = link.sent_bytes() - before
+            # Writes through the other nodes meanwhile: each leaves node 3's lagging shards out
+            # (healed later, across the slow link), with no retry.
+            for via in (1, 2, 4):
+                client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
+                body = rng.randbytes(BIG)
+                digests[f"during-big{via}"] = hashlib.sha256(body).hexdigest()
+                client.put_object(Bucket="slowlink", Key=f"during-big{via}", Body=body)
+                for i in range(5):
+                    body = rng.randbytes(4096)
+                    digests[f"during-small{via}-{i}"] = hashlib.sha256(body).hexdigest()
+                    client.put_object(Bucket="slowlink", Key=f"during-small{via}-{i}", Body=body)
+            del body
             pages = {}
             for via in (1, 2, 4):
                 with urllib.request.urlopen(f"{c.url(via)}/metrics", timeout=30) as r:
                     pages[via] = r.read().decode()
         # Three reads of each 16 MiB object: node 3 holds 4 of its 16 slots, about 2 of them
         # data slots (2 MiB each), which an unhedged read takes over the link every time.
+        # Unhedged, that is ~48 MiB over the link (56 MB counted in one run); hedged, what crosses
+        # it is the control traffic and, every 10 s, one read trying node 3 again (its stream's
+        # bytes already queued drain at the link's rate): 0.2-3 MB in the runs seen.
         read = 3 * 4 * BIG
         print(f"bytes over the slow link while {read >> 20} MiB were read around it: {crossed}")
-        assert crossed < read * 0.02, f"{crossed} bytes crossed the slow link: the reads did not go around it"
+        assert crossed < read * 0.05, f"{crossed} bytes crossed the slow link: the reads did not go around it"
         won = sum(v for via in pages for _, v in metric(pages[via], "buckets_read_hedges_won_total"))
         assert won >= 1, "no node counted a hedged read"
         slow_named = [via for via in pages
                       if any(c.url(3) in labels and v == 1 for labels, v in metric(pages[via], "buckets_read_slow_source"))]
         assert slow_named, "no node names node 3 as a slow source in /metrics"
-        assert any("behind the other shards" in c.log(i) for i in (1, 2, 4))
+        assert any("reads from" in c.log(i) and "behind the other shards" in c.log(i) for i in (1, 2, 4))
+        left_out = sum(v for via in pages for _, v in metric(pages[via], "buckets_write_shards_left_out_total"))
+        assert left_out >= 1, "no write went on without node 3's lagging shards"
 
         for via in (1, 2, 3, 4):  # the link restored: everything through every node
             read_all(via)

@@ -204,6 +204,9 @@ class IndexReplica:
         self.serve_read: Callable[[dict], Awaitable[dict]] | None = None
         self.on_merge: Callable[[str, str], Callable[[tuple | None], None] | None] | None = None
         self.on_get: Callable[[str], bool] | None = None  # True: this node holds the bucket's lease
+        # True for a node whose calls lag far behind the other nodes' here (``engine/hedge.py``):
+        # it gets no promise (a lease on a slow holder would make every read wait for it).
+        self.holder_slow: Callable[[str], bool] | None = None
         # The node's hybrid clock passes every version merged here (``ReplicatedIndex`` sets it):
         # a write through this node after one that reached its replica gets a newer version
         # at once, instead of being refused and merged again (or worse, see ``put_displacing``).
@@ -761,14 +764,17 @@ class IndexReplica:
     # -- read leases (``buckets.cluster.leases``) ------------------------------------------
     async def grant(self, args: dict) -> dict:
         """A holder asks for (or renews) the promises on ``buckets``: each granted only to the
-        node this replica places first in the bucket's one replica set."""
+        node this replica places first in the bucket's one replica set, and not while that
+        node lags far behind the others here (``holder_slow``: its lease then lapses, and
+        reads are quorum reads, which go around it)."""
         buckets, holder = args.get("buckets"), args.get("holder")
         if not isinstance(buckets, list) or not isinstance(holder, str) or \
                 not all(isinstance(b, str) for b in buckets):
             raise BadPeerRequest("index/grant takes a list of bucket names and the holder's id")
         grants: dict[str, dict] = {}
         for bucket in buckets:
-            if self.promises is None or self.holder_of is None or self.holder_of(bucket) != holder:
+            if self.promises is None or self.holder_of is None or self.holder_of(bucket) != holder \
+                    or (self.holder_slow is not None and self.holder_slow(holder)):
                 grants[bucket] = {"granted": False}
             else:
                 grants[bucket] = self.promises.grant(bucket, holder)

@@ -933,6 +933,12 @@ class ClusterNode:
         replica = IndexReplica(store.registry, functools.partial(smalllog.local_records, store))
         replica.bucket_known = lambda name: name in control.snapshot.buckets
 
+        def holder_slow(node: str) -> bool:  # reads and writes here lag behind on that node lately
+            client = self.clients.get(node)
+            return client is not None and store.slow_sources.slow(client)
+
+        replica.holder_slow = holder_slow
+
         def created(name: str) -> float | None:  # which bucket a name is now (reads name what they read)
             record = control.snapshot.buckets.get(name)
             return record.created if record is not None else None

@@ -248,7 +248,8 @@ class PeerStream:
         if response is None:
             raise StopAsyncIteration
         try:
-            kind, payload = await self._next_frame(response)
+            async with asyncio.timeout(self._client.timeouts.idle):  # the peer sent nothing meanwhile
+                kind, payload = await self._next_frame(response)
         except asyncio.CancelledError:
             await self.aclose()
             raise
@@ -389,23 +390,28 @@ class PeerClient:
         path = wire.path_for(service, method)
         packed = wire.pack(args or {})
         headers = self._signer.headers("POST", path, "", packed, body_declaration(None, streamed=False))
+        # No socket read timeout: aiohttp's runs whenever the socket is read, also while our
+        # consumer is busy elsewhere (a heal writing what it read to a slow disk) and the data
+        # waits in the buffer; the stream times out only while its consumer waits for the
+        # peer (``PeerStream``). The answer's head comes within the call timeout.
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.call,
-                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle)
+                                        sock_connect=self.timeouts.connect)
         self.health.calls += 1
         response: aiohttp.ClientResponse | None = None
         try:
-            try:
-                response = await self._session_(bulk).post(self.endpoint + path,
-                                                           data=wire.args_prefix(packed) + packed,
-                                                           headers=headers, timeout=timeout)
-            except (aiohttp.ClientError, OSError) as failure:
-                if not _never_sent(failure):
-                    raise
-                log.debug("%s/%s to %s: the pooled connection was closed before the call was sent; "
-                          "sending it again on a new one", service, method, self.endpoint)
-                response = await self._session_(bulk).post(self.endpoint + path,
-                                                           data=wire.args_prefix(packed) + packed,
-                                                           headers=headers, timeout=timeout)
+            async with asyncio.timeout(self.timeouts.call):  # until the answer's head
+                try:
+                    response = await self._session_(bulk).post(self.endpoint + path,
+                                                               data=wire.args_prefix(packed) + packed,
+                                                               headers=headers, timeout=timeout)
+                except (aiohttp.ClientError, OSError) as failure:
+                    if not _never_sent(failure):
+                        raise
+                    log.debug("%s/%s to %s: the pooled connection was closed before the call was sent; "
+                              "sending it again on a new one", service, method, self.endpoint)
+                    response = await self._session_(bulk).post(self.endpoint + path,
+                                                               data=wire.args_prefix(packed) + packed,
+                                                               headers=headers, timeout=timeout)
             if response.status == 200 and response.content_type == wire.STREAM_TYPE:
                 self._succeeded()
                 stream, response = PeerStream(self, response), None

@@ -28,6 +28,13 @@ HEDGE_MIN = 0.1  # s: never hedge a slot sooner than this after the last answer
 HEDGE_FACTOR = 3.0  # ... nor sooner than this many times what the answered slots took
 HEDGE_NONE = 1.0  # s: no slot answered at all: ask spares after this long
 SLOW_FOR = 10.0  # s: a source hedged around is avoided this long by later reads
+# Writes: a shard file or record that lags (a peer behind a slow link, a disk retrying) is
+# waited for until the write has spent LAG_MIN seconds, and LAG_SHARE of its time, waiting for
+# slots beyond its write quorum; the slots still out are then dropped and the write goes on
+# without them, degraded, as with a disk that failed (healed after its commit). Never below
+# the write quorum.
+LAG_MIN = 1.0
+LAG_SHARE = 0.5
 WARN_EVERY = 60.0  # s: at most one warning per source in this long
 
 
@@ -51,6 +58,7 @@ class SlowSources:
         self._warned: dict[Any, float] = {}
         self.hedges = 0  # slots a read asked a spare for because they lagged
         self.hedges_won = 0  # of those, spares that answered before the slot they stood in for
+        self.left_out = 0  # shards (or records) writes went on without because they lagged
 
     def slow(self, source: Any) -> bool:
         held = self._until.get(source)
@@ -61,14 +69,16 @@ class SlowSources:
             return False
         return True
 
-    def mark(self, source: Any, name: str, lag: float) -> None:
+    def mark(self, source: Any, name: str, lag: float, what: str = "reads from") -> None:
+        """``source`` lagged ``lag`` seconds behind the others (``what``: in reads or writes)."""
         now = self._clock()
         fresh = not self.slow(source)
         self._until[source] = (now + SLOW_FOR, name)
         if fresh and now - self._warned.get(source, -WARN_EVERY) >= WARN_EVERY:
             self._warned[source] = now
-            log.warning("reads from %s lag %.0f ms behind the other shards: reading other shards instead for %.0f s "
-                        "(a slow link or disk: see docs/operations.md)", name, lag * 1000, SLOW_FOR)
+            log.warning("%s %s lag %.0f ms behind the other shards: reads go around it for %.0f s, writes leave "
+                        "out a shard that lags %g s (a slow link or disk: see docs/operations.md)",
+                        what, name, lag * 1000, SLOW_FOR, LAG_MIN)
 
     def names(self) -> list[str]:
         """The sources avoided now."""
@@ -137,3 +147,29 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
             if i in stand_in.values():
                 slow.mark(source_of(disks[i]), source_name(disks[i]), lag)
     return answers, given_up
+
+
+def grace(quorum_took: float, slow: bool) -> float:
+    """How long a write waits for its slots beyond the write quorum: ``LAG_MIN``, or when every
+    one of them is on a source known to be slow, the reads' hedge rule (it lagged lately: one
+    write paid the full wait, the writes after it need not)."""
+    return max(HEDGE_MIN, HEDGE_FACTOR * quorum_took) if slow else LAG_MIN
+
+
+async def until_quorum(calls: dict[asyncio.Future, int], quorum: int, ok: Callable[[asyncio.Future], bool],
+                       lagged: Callable[[asyncio.Future, int, float], None],
+                       known_slow: Callable[[int], bool]) -> None:
+    """Wait for the calls (one per slot) until ``quorum`` of them are ``ok``, then for the
+    rest ``grace`` more at most. Those still out are left to finish on their own:
+    ``lagged(call, slot, seconds)`` is told of each (it keeps the call)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    waiting = set(calls)
+    while waiting and sum(1 for f in calls if f.done() and ok(f)) < quorum:
+        _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if waiting:
+        began = loop.time()
+        wait = grace(began - start, all(known_slow(calls[f]) for f in waiting))
+        _, waiting = await asyncio.wait(waiting, timeout=wait)
+        for f in waiting:
+            lagged(f, calls[f], loop.time() - began)

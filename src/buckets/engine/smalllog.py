@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from buckets import errors
-from buckets.engine import paths
+from buckets.engine import hedge, paths
 from buckets.engine.meta import decode_meta_file, encode_meta_file
 from buckets.registry.entrycodec import compact, expand  # noqa: F401 - the records' codec
 from buckets.errors import CorruptData, DiskError, DiskFull
@@ -168,11 +168,17 @@ async def relocate(store: "Store", bucket: str, key: str, disk, meta: dict, *, n
 
 async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks: list,
                        data: dict[int, bytes | None], *, full: set[int] | None = None,
-                       new_data: bool | None = None) -> dict[int, list]:
+                       new_data: bool | None = None, quorum: int | None = None) -> dict[int, list]:
     """Append slot ``i``'s record (with ``data[i]``) to ``disks[i]`` for every ``i`` in ``data``;
     the locations of those that succeeded, by slot. ``new_data`` (by default: any record but a
     delete marker's) is refused by a disk at its free-space reserve: those slots are added to
-    ``full``. A metadata change's records (the same data again) are not new data."""
+    ``full``. A metadata change's records (the same data again) are not new data.
+
+    ``quorum`` (a new write): once that many slots have their record, the others are waited
+    for ``hedge.LAG_MIN`` seconds more at most (a disk or peer that lags far behind: a slow
+    link); those still out are left out of the answer (the write is degraded and healed after
+    its commit, as with a disk that failed) and finish on their own: a record that lands later
+    is one no entry points at, which compaction reclaims."""
     out: dict[int, list] = {}
     payloads = slot_payloads(bucket, key, entry, {i: data[i] for i in data if disks[i] is not None})
     if new_data is None:
@@ -191,8 +197,13 @@ async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks
         except DiskError as exc:
             log.warning("disk %s: %s", d.endpoint, exc)
 
-    await asyncio.gather(*(one(i) for i in data))
-    return out
+    calls = {asyncio.ensure_future(one(i)): i for i in data}
+    if quorum is None:
+        await asyncio.gather(*calls)
+        return out
+    await hedge.until_quorum(calls, quorum, lambda f: calls[f] in out,
+                             lambda f, i, lag: store.lagging_call(f, disks[i], lag), lambda i: store.known_slow(disks[i]))
+    return dict(out)  # a copy: what lands later is not the write's
 
 
 async def kill(store: "Store", bucket: str, key: str, wid: str, disks: list, *, sync: bool = False) -> int:

@@ -354,9 +354,28 @@ class Store:
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
+        self.keep(task)
+        return task
+
+    def keep(self, task: asyncio.Future) -> None:
+        """Hold ``task`` until it ends (the store's close cancels what is still running)."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return task
+
+    def known_slow(self, disk: Disk | None) -> bool:
+        """``disk``'s source lagged lately (``engine/hedge.py``)."""
+        return disk is not None and self.slow_sources.slow(hedge.source_of(disk))
+
+    def lagging_call(self, call: asyncio.Future, disk: Disk, lag: float) -> None:
+        """A write's call to ``disk`` left to finish on its own (see ``lagging_disk``)."""
+        self.keep(call)
+        self.lagging_disk(disk, lag)
+
+    def lagging_disk(self, disk: Disk, lag: float) -> None:
+        """A write went on without ``disk``'s shard (it lagged ``lag`` seconds behind the write
+        quorum's): its source counts as slow (``engine/hedge.py``)."""
+        self.slow_sources.left_out += 1
+        self.slow_sources.mark(hedge.source_of(disk), hedge.source_name(disk), lag, "writes to")
 
     # -- buckets --------------------------------------------------------------------------
     async def make_bucket(self, name: str, owner: str = "", settings: dict | None = None) -> BucketInfo:
@@ -516,7 +535,8 @@ class Store:
                                algorithms=opts.checksum_algorithms or (checksums.DEFAULT_ALGORITHM,),
                                inline_limit=self.inline_threshold,
                                cipher=crypto.PartCipher(data_key, crypto.write_iv(wid), 1)
-                               if data_key is not None else None)
+                               if data_key is not None else None, on_lag=self.lagging_disk, keep=self.keep,
+                               known_slow=self.known_slow)
         try:
             result = await writer.run(stream, size)
             if opts.verify is not None:
@@ -570,7 +590,8 @@ class Store:
         if self.small_log:
             n = len(disks)
             got = await smalllog.append_slots(self, bucket, key, entry, disks,
-                                              {i: inline[i] if i < len(inline) else b"" for i in range(n)}, full=full)
+                                              {i: inline[i] if i < len(inline) else b"" for i in range(n)}, full=full,
+                                              quorum=self._write_quorum(entry["k"], entry["m"]))
             entry[smalllog.LOG_FIELD] = [got.get(i) for i in range(n)]
             return sorted(got)
         mp = paths.meta_path(bucket, key, entry["wid"])
@@ -593,7 +614,11 @@ class Store:
                 log.warning("disk %s: %s", d.endpoint, exc)
                 return None
 
-        return [i for i in await asyncio.gather(*(one(i) for i in range(len(disks)))) if i is not None]
+        calls = {asyncio.ensure_future(one(i)): i for i in range(len(disks))}
+        await hedge.until_quorum(calls, self._write_quorum(entry["k"], entry["m"]),
+                                 lambda f: f.result() is not None, lambda f, i, lag: self.lagging_call(f, disks[i], lag),
+                                 lambda i: self.known_slow(disks[i]))
+        return sorted(i for f, i in calls.items() if f.done() and f.result() is not None)
 
     async def _commit_streamed(self, bucket, key, entry, stage, disks, slots: list[int],
                                moves: list[tuple[str, str]]) -> list[int]:
@@ -685,7 +710,8 @@ class Store:
             # Quiet when every slot left out is on a disk known offline (its going offline was
             # logged, and each write meanwhile is degraded alike: a line per write said nothing).
             taken = set(ok)
-            offline = all(disks[i] is None or not disks[i].online for i in range(k + m) if i not in taken)
+            offline = all(disks[i] is None or not disks[i].online or self.known_slow(disks[i])
+                          for i in range(k + m) if i not in taken)
             self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks", quiet=offline)
         for old in replaced:
             if old["wid"] != entry["wid"]:

@@ -24,13 +24,13 @@ import base64
 import hashlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import blake3
 
-from buckets.engine import crypto
+from buckets.engine import crypto, hedge
 from buckets.erasure import ErasureCodec
 from buckets.errors import DiskError, DiskFull, IncompleteBody, StorageFull, WriteQuorumLost
 from buckets.runtime import hash_update, run_in
@@ -44,6 +44,7 @@ log = logging.getLogger("buckets.engine")
 PIPELINE = 1
 # Blocks smaller than this are hashed and encoded on the loop: a hand-off costs more.
 POOL_MIN = 65536
+_dropping: set[asyncio.Task] = set()  # aborts of dropped shard files, run in the background
 
 
 @dataclass(slots=True)
@@ -127,7 +128,10 @@ class ErasureWriter:
 
     def __init__(self, codec: ErasureCodec, disks: list[Disk | None], paths: list[str], cpu: Executor,
                  *, algorithms: tuple[str, ...] = (), inline_limit: int = 0,
-                 cipher: crypto.PartCipher | None = None) -> None:
+                 cipher: crypto.PartCipher | None = None,
+                 on_lag: Callable[[Disk, float], None] | None = None,
+                 keep: Callable[[asyncio.Future], None] | None = None,
+                 known_slow: Callable[[Disk | None], bool] | None = None) -> None:
         self.codec = codec
         self.cipher = cipher
         self.disks = disks
@@ -140,6 +144,12 @@ class ErasureWriter:
         self.full = 0  # shard files a disk refused at its free-space reserve
         # Per shard file, its last queued piece write: the next block's piece goes after it.
         self._tails: list[asyncio.Future | None] = [None] * codec.n
+        self.on_lag = on_lag  # told of each disk dropped for lagging, and by how long
+        self.keep = keep or _keep  # holds the aborts of dropped shard files until they end
+        self.known_slow = known_slow or (lambda disk: False)  # a disk whose source lagged lately
+        self.dropped: list[int] = []  # slots dropped for lagging
+        self._started: float | None = None  # loop time the shard files were opened
+        self._waited = 0.0  # seconds spent waiting for pieces beyond the write quorum
 
     def _alive(self) -> int:
         return sum(1 for w in self.writers if w is not None)
@@ -155,6 +165,7 @@ class ErasureWriter:
                 self._failed(exc)
                 return None
 
+        self._started = asyncio.get_running_loop().time()
         self.writers = list(await asyncio.gather(*(open_one(i) for i in range(self.codec.n))))
         self._check_quorum()
 
@@ -188,8 +199,65 @@ class ErasureWriter:
             await w.abort()
 
     async def _write_frames(self, frames: list[bytes]) -> None:
-        await asyncio.gather(*(self._write_piece(i, frames[i]) for i in range(self.codec.n)))
+        await self._await_slots({asyncio.ensure_future(self._write_piece(i, frames[i])): i
+                                 for i in range(self.codec.n) if self.writers[i] is not None})
         self._check_quorum()
+
+    async def _await_slots(self, calls: dict[asyncio.Future, int]) -> None:
+        """Wait for one call per slot (a piece's write, a shard file's close): for every call
+        while fewer than the write quorum's slots are done, then for the rest no longer than
+        the write's lag budget (``hedge.LAG_MIN``; shorter for disks known to be slow:
+        ``hedge.grace``); slots still out then are dropped."""
+        quorum = self.codec.write_quorum
+        waiting = dict(calls)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            while waiting and sum(1 for f, i in calls.items() if f.done() and self.writers[i] is not None) < quorum:
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for f in done:
+                    del waiting[f]
+            if waiting:
+                began = loop.time()
+                elapsed = began - (self._started if self._started is not None else began)
+                budget = max(hedge.LAG_MIN, hedge.LAG_SHARE * elapsed) - self._waited
+                if all(self.known_slow(self.disks[i]) for i in waiting.values()):  # it lagged lately
+                    budget = min(budget, hedge.grace(began - start, True))
+                done, _ = await asyncio.wait(waiting, timeout=max(budget, 0.0))
+                self._waited += loop.time() - began
+                for f in done:
+                    del waiting[f]
+                for f, i in waiting.items():
+                    self._drop(i, loop.time() - began, f)
+                    f.add_done_callback(_consume)  # its file is aborted once it ends
+        except BaseException:  # cancelled (the write failed elsewhere): as a gather would, stop them all
+            for f in calls:
+                f.cancel()
+            raise
+        for f in calls:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                raise f.exception()  # not a disk's error (those drop the slot): a bug, or a cancel
+
+    def _drop(self, i: int, lag: float, call: asyncio.Future) -> None:
+        """Go on without slot ``i``'s shard file: it lags far behind the write quorum's. Its
+        file is aborted once ``call`` (the write or close it lags in) has ended: a disk's
+        thread may still be writing to it (a peer's stream ends at its idle timeout at most)."""
+        w, self.writers[i] = self.writers[i], None
+        if w is None:
+            return
+        self.dropped.append(i)
+        disk = self.disks[i]
+        self.errors.append(f"{getattr(disk, 'endpoint', disk)}: lagged {lag:.1f}s behind the other disks")
+
+        async def abort() -> None:
+            await asyncio.wait([call])
+            await w.abort()
+
+        task = asyncio.get_running_loop().create_task(abort())
+        task.add_done_callback(_consume)
+        self.keep(task)
+        if self.on_lag is not None and disk is not None:
+            self.on_lag(disk, lag)
 
     async def _process(self, hash_fns: tuple, block: bytes) -> list[bytes]:
         """Hash and encode one block at once (the tail block)."""
@@ -230,13 +298,15 @@ class ErasureWriter:
         self._tails = pieces
         queued.set_result(None)
         del frames
-        await asyncio.gather(*pieces)
+        await self._await_slots({f: i for i, f in enumerate(pieces) if self.writers[i] is not None})
         self._check_quorum()
 
     async def _piece_after(self, before: "asyncio.Future | None", i: int,
                            frame: "tuple[bytes, bytes | memoryview]") -> None:
-        if before is not None:
-            await asyncio.shield(before)  # the previous piece's own failure is its block's to report
+        if before is not None and self.writers[i] is not None:
+            # The previous piece's own failure is its block's to report, and a dropped slot's
+            # piece may end cancelled: either way this one goes on (or finds its writer gone).
+            await asyncio.wait([before])
         await self._write_piece(i, frame)
 
     def _seal_batch(self, hashers: _Hashers, plain: bytes, first_index: int, final: bool) -> bytes:
@@ -368,10 +438,23 @@ class ErasureWriter:
                 self.writers[i] = None
                 return False
 
-        ok = await asyncio.gather(*(close_one(i) for i in range(len(self.writers))))
+        closes = {asyncio.ensure_future(close_one(i)): i for i in range(len(self.writers)) if self.writers[i] is not None}
+        await self._await_slots(closes)
         self._check_quorum()
-        return [i for i, good in enumerate(ok) if good]
+        return sorted(i for f, i in closes.items() if f.done() and not f.cancelled() and f.result()
+                      and self.writers[i] is not None)
 
     async def abort(self) -> None:
         await asyncio.gather(*(w.abort() for w in self.writers if w is not None), return_exceptions=True)
         self.writers = [None] * len(self.writers)
+
+
+def _consume(f: asyncio.Future) -> None:
+    """Retrieve the outcome of a call no one waits for any more (asyncio would log it)."""
+    if not f.cancelled():
+        f.exception()
+
+
+def _keep(task: asyncio.Future) -> None:
+    _dropping.add(task)
+    task.add_done_callback(_dropping.discard)

@@ -122,6 +122,9 @@ class StoreCollector:
                                   "shards, for which a read asked another shard (engine/hedge.py).", value=slow.hedges)
         yield CounterMetricFamily("buckets_read_hedges_won", "Of those, the other shard answered first.",
                                   value=slow.hedges_won)
+        yield CounterMetricFamily("buckets_write_shards_left_out", "Shards (or small objects' records) writes went "
+                                  "on without because their disk lagged far behind the others (healed after).",
+                                  value=slow.left_out)
         avoided = GaugeMetricFamily("buckets_read_slow_source", "1 for a peer or disk whose shards reads avoid "
                                     "because they lagged lately.", labels=["source"])
         for name in slow.names():

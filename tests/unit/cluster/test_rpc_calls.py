@@ -22,9 +22,10 @@ from rpc_testkit import SECRET, RpcNode, closed_peer_session, make_rpc  # noqa: 
 
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcauth import PeerSigner, body_declaration
-from buckets.cluster.rpcclient import PeerState, shared_session
+from buckets.cluster.rpcclient import PeerState, PeerTimeouts, shared_session
 from buckets.cluster.rpcerrors import (
-    BadPeerRequest, PeerAuthRefused, clock_cause, PeerBodyIncomplete, PeerProtocolError, UnknownPeerMethod,
+    BadPeerRequest, PeerAuthRefused, clock_cause, PeerBodyIncomplete, PeerProtocolError, PeerTimeout,
+    UnknownPeerMethod,
 )
 from buckets.cluster.rpcserver import BodyReader
 from buckets.errors import CorruptData, DiskError, InternalError, NoSuchKey, WriteQuorumLost
@@ -317,6 +318,30 @@ async def test_a_stream_closed_early_releases_the_handler_and_the_connection(nod
             break
     await asyncio.wait_for(closed.wait(), 10)
     assert await client.ping()
+
+
+async def test_a_stream_times_out_only_while_its_reader_waits_for_the_peer(node: RpcNode) -> None:
+    """A consumer busy elsewhere for longer than the idle timeout (a heal writing what it read
+    to a slow disk) while the peer's bytes wait in the buffer is not a peer that stopped
+    answering; a peer that sends nothing while the consumer waits is."""
+    async def two_then_pause(args: dict[str, Any]) -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        yield b"b" * 1000
+        await asyncio.sleep(30 if args.get("stall") else 1.0)  # longer than the idle timeout
+        yield b"c" * 1000
+
+    node.rpc.register("test", "two", two_then_pause)
+    client = node.client(timeouts=PeerTimeouts(connect=10.0, call=30.0, idle=0.5, probe=5.0))
+    got = []
+    async for chunk in await client.call_stream_out("test", "two", {}):
+        got.append(chunk)
+        if len(got) == 1:
+            await asyncio.sleep(1.5)  # away while the peer pauses: "c" is there when it reads on
+    assert b"".join(got) == b"a" * 1000 + b"b" * 1000 + b"c" * 1000
+    assert client.state is PeerState.ONLINE
+    with pytest.raises(PeerTimeout):
+        async for _ in await client.call_stream_out("test", "two", {"stall": True}):
+            pass
 
 
 async def test_a_result_answer_to_a_stream_call_is_a_protocol_error(node: RpcNode) -> None:

@@ -1,0 +1,195 @@
+"""A disk that answers, but far behind the others (``engine/hedge.py``).
+
+Reads: a shard read that lags far behind the others is read from a spare slot instead, the
+slow disk is avoided for a while, and nothing it did is taken for damage. The slow disk is a
+``FaultyDisk`` whose reads sleep for minutes: a read that waited for it would hang, so each
+read runs under a guard far longer than a hedged read needs (a hang check, not a timing
+assertion).
+
+Writes: a shard file or record that lags beyond the write's budget once a write quorum has
+its pieces is left out; the write is acknowledged degraded, the object reads back right and
+is queued for heal, which rebuilds the slot once the disk keeps up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from engine_testkit import BLOCK, INLINE, content, get_bytes, shard_file
+
+import os
+
+from buckets import Store
+from buckets.engine import hedge, smalllog
+from buckets.engine.heal import heal_object
+from buckets.storage import LocalDisk
+from buckets.storage.faulty import FaultyDisk
+
+HANG = 600.0  # the slow disk's delay: a read that waited for it would not finish in the test
+GUARD = 60.0  # a hedged read finishes in well under a second
+
+
+@pytest.fixture
+def store(faulty_store):
+    return faulty_store
+
+
+def disk_of(store, key: str, slot: int) -> FaultyDisk:
+    return store.by_id[store.registry.get_object("bkt", key)["disks"][slot]]
+
+
+async def guarded(coro):
+    return await asyncio.wait_for(coro, GUARD)
+
+
+async def test_a_lagging_data_shard_is_read_from_parity_and_its_disk_avoided(store) -> None:
+    data = content("big", 9 * BLOCK + 13)  # several spans
+    await store.put_object("bkt", "big", data, len(data))
+    slow = disk_of(store, "big", 0)
+    slow.delay("read_range", "read_file", "read_record", seconds=HANG)
+    assert await guarded(get_bytes(store, "bkt", "big")) == data
+    sources = store.slow_sources
+    assert sources.hedges >= 1 and sources.hedges_won >= 1
+    assert sources.slow(slow) and sources.names() == [slow.endpoint]
+    assert store.heal_queue.qsize() == 0, "a slot given up for lagging is not damage"
+    # Meanwhile GETs choose other slots first: not one hedge more, ranges included
+    hedges = sources.hedges
+    assert await guarded(get_bytes(store, "bkt", "big")) == data
+    got = await guarded(get_bytes(store, "bkt", "big", range=(BLOCK + 5, 4 * BLOCK)))
+    assert got == data[BLOCK + 5:4 * BLOCK + 1]
+    assert sources.hedges == hedges
+
+
+async def test_a_small_objects_lagging_record_is_read_from_another_disk(store) -> None:
+    data = content("small", INLINE - 7)
+    await store.put_object("bkt", "small", data, len(data))
+    slow = disk_of(store, "small", 1)
+    slow.delay("read_range", "read_file", "read_record", seconds=HANG)
+    assert await guarded(get_bytes(store, "bkt", "small")) == data
+    assert store.slow_sources.hedges_won >= 1 and store.slow_sources.slow(slow)
+    assert store.heal_queue.qsize() == 0
+
+
+async def test_a_failed_read_gets_its_spare_at_once_and_is_damage() -> None:
+    slow = hedge.SlowSources()
+    disks = ["d0", "d1", "d2", "d3"]
+    asked: list[int] = []
+
+    async def read(i: int):
+        asked.append(i)
+        return None if i == 0 else f"piece {i}"
+
+    answers, given_up = await guarded(hedge.read_k(2, [0, 1], [2, 3], read, disks, slow))
+    assert answers == {0: None, 1: "piece 1", 2: "piece 2"} and given_up == []
+    assert asked == [0, 1, 2] and slow.hedges == 0 and slow.names() == []
+
+
+async def test_nothing_answering_asks_every_spare_after_a_while(monkeypatch) -> None:
+    monkeypatch.setattr(hedge, "HEDGE_NONE", 0.05)
+    slow = hedge.SlowSources()
+    disks = ["d0", "d1", "d2", "d3"]
+    late = asyncio.Event()
+
+    async def read(i: int):
+        if i < 2:
+            await late.wait()  # never set: both first slots hang
+        return i
+
+    answers, given_up = await guarded(hedge.read_k(2, [0, 1], [2, 3], read, disks, slow))
+    assert answers == {2: 2, 3: 3} and sorted(given_up) == [0, 1]
+    assert slow.hedges == 2 and slow.hedges_won == 2
+    assert slow.slow("d0") and slow.slow("d1") and not slow.slow("d2")
+
+
+async def test_without_spares_a_read_waits_for_its_slots() -> None:
+    slow = hedge.SlowSources()
+
+    async def read(i: int):
+        await asyncio.sleep(0.3 if i == 1 else 0)
+        return i
+
+    answers, given_up = await guarded(hedge.read_k(2, [0, 1], [], read, ["d0", "d1"], slow))
+    assert answers == {0: 0, 1: 1} and given_up == [] and slow.hedges == 0
+
+
+def test_a_slow_source_is_remembered_for_a_while_then_tried_again() -> None:
+    now = [100.0]
+    slow = hedge.SlowSources(clock=lambda: now[0])
+    slow.mark("peer", "http://peer", 1.5)
+    assert slow.slow("peer") and slow.names() == ["http://peer"]
+    disks = ["peer", "other", "peer", "other"]
+    first, spares = hedge.choose(disks, 2, slow)
+    assert first == [1, 3] and spares == [0, 2]  # slots elsewhere first, parity included
+    now[0] += hedge.SLOW_FOR + 0.1
+    assert not slow.slow("peer") and slow.names() == []
+    assert hedge.choose(disks, 2, slow) == ([0, 1], [2, 3])  # data slots first again
+    assert hedge.choose([None, "a", "b", "c"], 2, slow) == ([1, 2], [3])  # offline slots are never chosen
+
+
+@pytest.fixture
+def quick_lag(monkeypatch):
+    monkeypatch.setattr(hedge, "LAG_MIN", 0.2)
+
+
+async def heal_when_caught_up(store, key: str, slow: FaultyDisk) -> None:
+    slow.clear()
+    result = await heal_object(store, "bkt", key, deep=True)
+    assert result.repaired == result.bad and result.bad, result
+    assert (await heal_object(store, "bkt", key, deep=True)).bad == []
+
+
+async def test_a_lagging_shard_file_is_left_out_of_a_large_write(store, quick_lag) -> None:
+    data = content("big", 9 * BLOCK + 13)
+    await store.put_object("bkt", "first", b"x" * (2 * BLOCK), 2 * BLOCK)  # learn the key's disks
+    slow = disk_of(store, "first", 0)
+    slow.delay("shard.write", seconds=5.0, after=2)  # its first pieces go through, then it lags
+    info = await guarded(store.put_object("bkt", "first", data, len(data)))
+    entry = store.registry.get_object("bkt", "first")
+    assert entry["wid"] and info.size == len(data)
+    assert not os.path.exists(shard_file(store, "bkt", "first", 0)), "the lagging slot was committed"
+    assert await guarded(get_bytes(store, "bkt", "first")) == data
+    assert store.slow_sources.slow(slow)
+    assert ("bkt", "first", entry["wid"]) in store._heal_pending
+    await heal_when_caught_up(store, "first", slow)
+    assert await guarded(get_bytes(store, "bkt", "first")) == data
+
+
+@pytest.mark.parametrize("small_log", [True, False], ids=["records", "metadata-files"])
+async def test_a_lagging_record_is_left_out_of_a_small_write(disk_paths, quick_lag, small_log) -> None:
+    disks = [FaultyDisk(LocalDisk(p)) for p in disk_paths]
+    store = await Store.open_disks(disks, sync=False, block_size=BLOCK, inline_threshold=INLINE, partitions=64,
+                                   small_copy_limit=0, background=False, small_log=small_log)
+    try:
+        await store.make_bucket("bkt")
+        data = content("small", INLINE - 7)
+        await store.put_object("bkt", "small", b"x", 1)
+        slow = disk_of(store, "small", 1)
+        slow.delay("append_records" if small_log else "write_file", seconds=3.0)
+        await guarded(store.put_object("bkt", "small", data, len(data)))
+        entry = store.registry.get_object("bkt", "small")
+        if small_log:
+            assert smalllog.uses_log(entry) and smalllog.location_of(entry, 1) is None
+            assert all(smalllog.location_of(entry, i) is not None for i in (0, 2, 3))
+        else:
+            assert not os.path.exists(shard_file(store, "bkt", "small", 1))
+        assert await guarded(get_bytes(store, "bkt", "small")) == data
+        assert store.slow_sources.slow(slow)
+        assert ("bkt", "small", entry["wid"]) in store._heal_pending
+        await heal_when_caught_up(store, "small", slow)
+    finally:
+        for d in disks:
+            d.clear()
+        await store.close()
+
+
+async def test_a_write_never_leaves_out_more_than_its_quorum_allows(store, quick_lag) -> None:
+    """Two of four disks lagging: 2+2 needs three, so the write waits for one of them."""
+    data = content("q", 3 * BLOCK)
+    await store.put_object("bkt", "q", b"x" * (2 * BLOCK), 2 * BLOCK)
+    for slot in (0, 1):
+        disk_of(store, "q", slot).delay("shard.write", seconds=0.6 + 0.3 * slot, after=1)
+    await guarded(store.put_object("bkt", "q", data, len(data)))
+    assert await guarded(get_bytes(store, "bkt", "q")) == data
+    present = [os.path.exists(shard_file(store, "bkt", "q", slot)) for slot in range(4)]
+    assert sum(present) >= 3, present
