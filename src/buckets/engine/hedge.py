@@ -102,46 +102,70 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
     they lagged (their reads cancelled: neither answered nor failed)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    tasks: dict[asyncio.Future, int] = {asyncio.ensure_future(read(i)): i for i in first}
+    tasks: dict[asyncio.Future, int] = {}
     answers: dict[int, Any] = {}
     spares = list(spares)
     stand_in: dict[int, int] = {}  # spare slot -> the lagging slot it was asked for
-    last: float | None = None  # when the latest answer came
-    good = 0
+    state = {"good": 0, "last": None}  # answers other than None; when the latest came
+    failures: list[BaseException] = []
+    wake: list[asyncio.Future] = [loop.create_future()]
+
+    def launch(i: int) -> None:
+        t = asyncio.ensure_future(read(i))
+        tasks[t] = i
+        t.add_done_callback(landed)
+
+    def landed(t: asyncio.Future) -> None:
+        i = tasks.pop(t, None)
+        if i is None or t.cancelled():
+            return
+        if t.exception() is not None:
+            failures.append(t.exception())
+        else:
+            answers[i] = t.result()
+            state["last"] = loop.time()
+            if answers[i] is not None:
+                state["good"] += 1
+                if i in stand_in and stand_in[i] in tasks.values():
+                    slow.hedges_won += 1
+            elif spares and state["good"] + len(tasks) < k:  # failed: its spare now, not after the others
+                launch(spares.pop(0))
+        if not wake[0].done():
+            wake[0].set_result(None)
+
+    for i in first:
+        launch(i)
     try:
-        while tasks and good < k:
+        while tasks and state["good"] < k and not failures:
             out = [i for i in tasks.values() if i not in stand_in and i not in stand_in.values()]
-            timeout = None
+            timer = None
             if spares and out:
+                last = state["last"]
                 due = start + HEDGE_NONE if last is None else last + max(HEDGE_MIN, HEDGE_FACTOR * (last - start))
-                timeout = max(0.0, due - loop.time())
-            done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if not done:  # lagging: a spare for each slot still out (as many as there are)
+                timer = loop.call_at(due, lambda w=wake[0]: w.done() or w.set_result("due"))
+            try:
+                why = await wake[0]
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            wake[0] = loop.create_future()
+            if why == "due":  # lagging: a spare for each slot still out (as many as there are)
                 for i in out[:len(spares)]:
-                    s = spares.pop(0)
-                    stand_in[s] = i
-                    slow.hedges += 1
-                    tasks[asyncio.ensure_future(read(s))] = s
-                continue
-            last = loop.time()
-            for f in done:
-                i = tasks.pop(f)
-                answers[i] = f.result()
-                if answers[i] is not None:
-                    good += 1
-                    if i in stand_in and stand_in[i] in tasks.values():
-                        slow.hedges_won += 1
-                elif spares and good + len(tasks) < k:  # failed: its spare now, not after the others
-                    s = spares.pop(0)
-                    tasks[asyncio.ensure_future(read(s))] = s
+                    if i in tasks.values():
+                        s = spares.pop(0)
+                        stand_in[s] = i
+                        slow.hedges += 1
+                        launch(s)
     finally:
-        leftovers = list(tasks)
+        leftovers = dict(tasks)
         for f in leftovers:
             f.cancel()
         if leftovers:
             await asyncio.gather(*leftovers, return_exceptions=True)
-    given_up = [i for i in tasks.values() if i not in answers]
-    if given_up and good >= k:
+    if failures:
+        raise failures[0]  # not a disk's error (reads answer None for those): a bug
+    given_up = [i for i in leftovers.values() if i not in answers]
+    if given_up and state["good"] >= k:
         lag = loop.time() - start
         for i in given_up:
             if i in stand_in.values():
@@ -161,15 +185,33 @@ async def until_quorum(calls: dict[asyncio.Future, int], quorum: int, ok: Callab
                        known_slow: Callable[[int], bool]) -> None:
     """Wait for the calls (one per slot) until ``quorum`` of them are ``ok``, then for the
     rest ``grace`` more at most. Those still out are left to finish on their own:
-    ``lagged(call, slot, seconds)`` is told of each (it keeps the call)."""
+    ``lagged(call, slot, seconds)`` is told of each (it keeps the call). Cancelled, it cancels
+    the calls (as a gather would)."""
+    if not calls:
+        return
     loop = asyncio.get_running_loop()
     start = loop.time()
-    waiting = set(calls)
-    while waiting and sum(1 for f in calls if f.done() and ok(f)) < quorum:
-        _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    if waiting:
-        began = loop.time()
-        wait = grace(began - start, all(known_slow(calls[f]) for f in waiting))
-        _, waiting = await asyncio.wait(waiting, timeout=wait)
-        for f in waiting:
-            lagged(f, calls[f], loop.time() - began)
+    reached = loop.create_future()
+    tally = [len(calls), 0]  # calls still out, calls ok
+
+    def done(f: asyncio.Future) -> None:
+        tally[0] -= 1
+        if not f.cancelled() and f.exception() is None and ok(f):
+            tally[1] += 1
+        if (tally[1] >= quorum or not tally[0]) and not reached.done():
+            reached.set_result(None)
+
+    for f in calls:
+        f.add_done_callback(done)
+    try:
+        await reached
+        waiting = [f for f in calls if not f.done()]  # (a call done may not have told the tally yet)
+        if waiting:
+            began = loop.time()
+            _, out = await asyncio.wait(waiting, timeout=grace(began - start, all(known_slow(calls[f]) for f in waiting)))
+            for f in out:
+                lagged(f, calls[f], loop.time() - began)
+    except asyncio.CancelledError:
+        for f in calls:
+            f.cancel()
+        raise
