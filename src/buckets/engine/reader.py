@@ -89,6 +89,7 @@ class ObjectReader:
         # their reads lagged far behind the others' (engine/hedge.py): read last, if at all.
         self._chosen: list[int] | None = None
         self._lagged: set[int] = set()
+        self._lagging_sources: set[int] = set()  # their sources (ids): a read of theirs cut short is not damage
         self._set_aside: list[Any] = []  # streams of lagging sources, closed at the end
         # Pin this write: an overwrite or delete waits for us before removing its files.
         self._ident: tuple[str, str, str] | None = (bucket, key, entry["wid"])
@@ -289,6 +290,7 @@ class ObjectReader:
         later read of those slots asks for its range alone."""
         self._lagged.update(slots)
         sources = {id(hedge.source_of(self._disks[i])) for i in slots}
+        self._lagging_sources |= sources
         for key, stream in list(self._streams.items()):
             if stream is not None and id(hedge.source_of(self._disks[key[0]])) in sources:
                 self._set_aside.append(stream)
@@ -386,7 +388,8 @@ class ObjectReader:
             return await run_in(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
         # Some pieces are missing or corrupt: bring in every other slot for the whole span.
         # Slots on offline disks are not damage (the refill handles them when the disk returns).
-        damaged = sorted(i for i in bad if self._disks[i] is not None and i not in self._gone | self._lagged)
+        damaged = sorted(i for i in bad if self._disks[i] is not None and i not in self._gone | self._lagged
+                         and id(hedge.source_of(self._disks[i])) not in self._lagging_sources)
         if damaged:
             self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {damaged}")
         extra = [i for i in range(n) if i not in raw]
