@@ -110,11 +110,9 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
     failures: list[BaseException] = []
     wake: list[asyncio.Future] = [loop.create_future()]
 
-    def launch(i: int) -> None:
-        t = asyncio.ensure_future(read(i))
-        tasks[t] = i
-        t.add_done_callback(landed)
-
+    # (``landed`` never calls ``launch``: two closures calling each other would be a reference
+    # cycle holding ``answers``, the span's bytes, until the garbage collector ran: measured, a
+    # 16 MiB GET's pages were then new memory each time, 4x the page faults, 40% slower.)
     def landed(t: asyncio.Future) -> None:
         i = tasks.pop(t, None)
         if i is None or t.cancelled():
@@ -128,15 +126,22 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
                 state["good"] += 1
                 if i in stand_in and stand_in[i] in tasks.values():
                     slow.hedges_won += 1
-            elif spares and state["good"] + len(tasks) < k:  # failed: its spare now, not after the others
-                launch(spares.pop(0))
         if not wake[0].done():
             wake[0].set_result(None)
+
+    def launch(i: int) -> None:
+        t = asyncio.ensure_future(read(i))
+        tasks[t] = i
+        t.add_done_callback(landed)
 
     for i in first:
         launch(i)
     try:
-        while tasks and state["good"] < k and not failures:
+        while state["good"] < k and not failures:
+            while spares and state["good"] + len(tasks) < k:  # a read failed: its spare now, not after the others
+                launch(spares.pop(0))
+            if not tasks:
+                break
             out = [i for i in tasks.values() if i not in stand_in and i not in stand_in.values()]
             timer = None
             if spares and out:

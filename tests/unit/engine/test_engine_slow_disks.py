@@ -193,3 +193,40 @@ async def test_a_write_never_leaves_out_more_than_its_quorum_allows(store, quick
     assert await guarded(get_bytes(store, "bkt", "q")) == data
     present = [os.path.exists(shard_file(store, "bkt", "q", slot)) for slot in range(4)]
     assert sum(present) >= 3, present
+
+
+async def test_reads_that_all_fail_at_once_still_get_their_spares() -> None:
+    slow = hedge.SlowSources()
+
+    async def read(i: int):
+        return None if i < 2 else i
+
+    answers, given_up = await guarded(hedge.read_k(2, [0, 1], [2, 3], read, ["d0", "d1", "d2", "d3"], slow))
+    assert answers == {0: None, 1: None, 2: 2, 3: 3} and given_up == []
+
+
+async def test_a_read_leaves_no_reference_cycle_holding_its_bytes() -> None:
+    """What a span read returns is freed when its caller drops it, not at the next garbage
+    collection (a cycle there made every 16 MiB GET's memory new: 4x the page faults)."""
+    import gc
+    import weakref
+
+    class Piece:  # stands for a span's bytes (bytes cannot be weakly referenced)
+        pass
+
+    slow = hedge.SlowSources()
+    seen = []
+
+    async def read(i: int):
+        piece = Piece()
+        seen.append(weakref.ref(piece))
+        return piece
+
+    gc.disable()
+    try:
+        answers, _ = await hedge.read_k(2, [0, 1], [2, 3], read, ["d0", "d1", "d2", "d3"], slow)
+        del answers
+        await asyncio.sleep(0)
+        assert all(ref() is None for ref in seen), "a span's pieces outlived the read"
+    finally:
+        gc.enable()
