@@ -329,17 +329,18 @@ async def _peer_counts(session, endpoints: list[str]) -> Counter:
     return total
 
 
-async def _hedges(session, endpoints: list[str]) -> tuple[float, float]:
-    """Hedged shard reads and those the spare won, summed over the nodes' /metrics."""
-    hedged = won = 0.0
+async def _hedges(session, endpoints: list[str]) -> tuple[float, float, float]:
+    """Hedged shard reads, those the spare won, and shards writes left out for lagging,
+    summed over the nodes' /metrics."""
+    names = ("buckets_read_hedges_total ", "buckets_read_hedges_won_total ", "buckets_write_shards_left_out_total ")
+    sums = [0.0, 0.0, 0.0]
     for url in endpoints:
         async with session.get(f"{url}/metrics") as resp:
             for line in (await resp.text()).splitlines():
-                if line.startswith("buckets_read_hedges_total "):
-                    hedged += float(line.split()[1])
-                elif line.startswith("buckets_read_hedges_won_total "):
-                    won += float(line.split()[1])
-    return hedged, won
+                for n, name in enumerate(names):
+                    if line.startswith(name):
+                        sums[n] += float(line.split()[1])
+    return sums[0], sums[1], sums[2]
 
 
 # Peer calls the nodes make on their own, whatever the clients do: the disk monitor's probe
@@ -440,10 +441,11 @@ async def _suite(result: SuiteResult, base_dir: str | None, quick: bool) -> None
                     await _rpc_per_get(result, dep, session, clients, rng, small_keys, rpc_gets, "4 KiB")
                     await _rpc_per_get(result, dep, session, clients, rng, large_keys, min(rpc_gets, 10),
                                        f"{size // MiB} MiB")
-                hedged, won = await _hedges(session, dep.endpoints)
+                hedged, won, left_out = await _hedges(session, dep.endpoints)
                 result.notes.append(f"{label}: {hedged:g} shard reads lagged far enough behind the others to be "
-                                    f"hedged ({won:g} of them won by the spare) over the whole run "
-                                    "(engine/hedge.py: healthy disks and links should hedge rarely)")
+                                    f"hedged ({won:g} of them won by the spare), and writes left {left_out:g} "
+                                    "lagging shards out, over the whole run (engine/hedge.py: healthy disks and "
+                                    "links should do either rarely)")
 
             await _with(dep, body)
             damaged = dep.log_count("damaged object")
