@@ -8,9 +8,10 @@ answered slots took (``HEDGE_NONE`` when none answered yet), then asks as many s
 (parity, on other sources) as are still out, takes the first k answers, and cancels the rest.
 A slot whose read failed is replaced by a spare at once.
 
-The sources hedged around are remembered for ``SLOW_FOR`` seconds (:class:`SlowSources`):
-reads started meanwhile choose their slots on other sources first and do not wait for the
-hedge again; after that, one read tries the source again. A source is a peer for a remote
+The sources hedged around are remembered for ``SLOW_FOR`` seconds (:class:`SlowSources`;
+doubled, up to ``SLOW_MAX``, for a source that lags again soon after): reads started meanwhile
+choose their slots on other sources first and do not wait for the hedge again; after that,
+one read tries the source again. A source is a peer for a remote
 disk (one link carries all its disks) and the disk itself for a local one.
 """
 
@@ -27,7 +28,8 @@ log = logging.getLogger("buckets.engine")
 HEDGE_MIN = 0.1  # s: never hedge a slot sooner than this after the last answer
 HEDGE_FACTOR = 3.0  # ... nor sooner than this many times what the answered slots took
 HEDGE_NONE = 1.0  # s: no slot answered at all: ask spares after this long
-SLOW_FOR = 10.0  # s: a source hedged around is avoided this long by later reads
+SLOW_FOR = 10.0  # s: a source hedged around is avoided this long by later reads ...
+SLOW_MAX = 80.0  # ... doubled each time it lags again soon after, up to this
 # Writes: a shard file or record that lags (a peer behind a slow link, a disk retrying) is
 # waited for until the write has spent LAG_MIN seconds, and LAG_SHARE of its time, waiting for
 # slots beyond its write quorum; the slots still out are then dropped and the write goes on
@@ -50,11 +52,15 @@ def source_name(disk: Any) -> str:
 
 
 class SlowSources:
-    """The sources reads hedged around lately, and the counters behind the metrics."""
+    """The sources reads hedged around lately, and the counters behind the metrics.
+
+    A source that lags again soon after its time avoided ended is avoided twice as long, up to
+    ``SLOW_MAX`` (a link that stays slow costs one trial read per period, not one per 10 s);
+    one that kept up for a while starts again from ``SLOW_FOR``."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._until: dict[Any, tuple[float, str]] = {}
+        self._until: dict[Any, tuple[float, str, float]] = {}  # source -> (avoided until, name, period)
         self._warned: dict[Any, float] = {}
         self.hedges = 0  # slots a read asked a spare for because they lagged
         self.hedges_won = 0  # of those, spares that answered before the slot they stood in for
@@ -62,28 +68,31 @@ class SlowSources:
 
     def slow(self, source: Any) -> bool:
         held = self._until.get(source)
-        if held is None:
-            return False
-        if held[0] <= self._clock():
-            del self._until[source]
-            return False
-        return True
+        return held is not None and held[0] > self._clock()
 
     def mark(self, source: Any, name: str, lag: float, what: str = "reads from") -> None:
         """``source`` lagged ``lag`` seconds behind the others (``what``: in reads or writes)."""
         now = self._clock()
-        fresh = not self.slow(source)
-        self._until[source] = (now + SLOW_FOR, name)
+        held = self._until.get(source)
+        fresh = held is None or held[0] <= now
+        period = SLOW_FOR
+        if held is not None:
+            until, _, last = held
+            if until > now:
+                period = last  # still avoided (a write that lagged meanwhile): the same period
+            elif now - until < 2 * last:
+                period = min(2 * last, SLOW_MAX)  # lagged again soon after its period ended
+        self._until[source] = (now + period, name, period)
         if fresh and now - self._warned.get(source, -WARN_EVERY) >= WARN_EVERY:
             self._warned[source] = now
             log.warning("%s %s lag %.0f ms behind the other shards: reads go around it for %.0f s, writes leave "
                         "out a shard that lags %g s (a slow link or disk: see docs/operations.md)",
-                        what, name, lag * 1000, SLOW_FOR, LAG_MIN)
+                        what, name, lag * 1000, period, LAG_MIN)
 
     def names(self) -> list[str]:
         """The sources avoided now."""
         now = self._clock()
-        return sorted(name for until, name in self._until.values() if until > now)
+        return sorted(name for until, name, _ in self._until.values() if until > now)
 
 
 def choose(disks: list[Any], k: int, slow: SlowSources, avoid: Iterable[int] = ()) -> tuple[list[int], list[int]]:

@@ -230,3 +230,20 @@ async def test_a_read_leaves_no_reference_cycle_holding_its_bytes() -> None:
         assert all(ref() is None for ref in seen), "a span's pieces outlived the read"
     finally:
         gc.enable()
+
+
+def test_a_source_that_keeps_lagging_is_avoided_longer_and_forgiven_after_a_while() -> None:
+    now = [0.0]
+    slow = hedge.SlowSources(clock=lambda: now[0])
+    periods = []
+    for _ in range(5):  # lags again each time the read after its period tries it
+        slow.mark("peer", "http://peer", 0.5)
+        start = now[0]
+        while slow.slow("peer"):
+            now[0] += 0.5
+        periods.append(now[0] - start)
+    assert periods == [10.0, 20.0, 40.0, 80.0, 80.0]  # doubled up to SLOW_MAX
+    now[0] += 2 * hedge.SLOW_MAX + 1  # kept up for a long while
+    slow.mark("peer", "http://peer", 0.5)
+    now[0] += hedge.SLOW_FOR + 0.1
+    assert not slow.slow("peer")  # back to the first period
