@@ -147,7 +147,6 @@ class ErasureWriter:
         self.on_lag = on_lag  # told of each disk dropped for lagging, and by how long
         self.keep = keep or _keep  # holds the aborts of dropped shard files until they end
         self.known_slow = known_slow or (lambda disk: False)  # a disk whose source lagged lately
-        self.dropped: list[int] = []  # slots dropped for lagging
         self._started: float | None = None  # loop time the shard files were opened
         self._waited = 0.0  # seconds spent waiting for pieces beyond the write quorum
 
@@ -245,7 +244,6 @@ class ErasureWriter:
         w, self.writers[i] = self.writers[i], None
         if w is None:
             return
-        self.dropped.append(i)
         disk = self.disks[i]
         self.errors.append(f"{getattr(disk, 'endpoint', disk)}: lagged {lag:.1f}s behind the other disks")
 
