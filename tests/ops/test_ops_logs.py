@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
@@ -69,3 +70,34 @@ def test_failed_login_logs_the_claimed_key_and_never_a_secret(server: Server) ->
     text = server.log_text()
     assert ROOT_PASSWORD not in text
     assert "definitely-the-wrong-secret" not in text
+
+
+def test_sigusr1_logs_what_each_task_waits_on_and_the_node_serves_on(server: Server) -> None:
+    """``kill -USR1``: a dump of the event loop's tasks, a request hung on its client included."""
+    s3 = server.s3()
+    bucket = f"dump-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="big", Body=b"b" * (32 << 20))
+    # A GET whose client reads nothing of the body: its handler waits for the socket to drain.
+    hung = s3.get_object(Bucket=bucket, Key="big")["Body"]
+    try:
+        time.sleep(0.5)
+        before = len(server.json_lines())
+        server.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not (dumps := [e for e in server.json_lines()[before:] if e.get("logger") == "buckets.taskdump"]):
+            assert time.monotonic() < deadline, "no task dump logged"
+            time.sleep(0.05)
+    finally:
+        hung.close()
+    [dump] = dumps
+    assert dump["level"] == "warning"
+    message = dump["message"]
+    assert "pending tasks in" in message and "other threads" in message, message[:2000]
+    # The hung request's chain, from aiohttp's connection task down through the GET handler.
+    assert "web_protocol.py" in message and "handlers/object.py" in message and " get_object\n" in message, message
+    s3.put_object(Bucket=bucket, Key="after", Body=b"still serving")
+    assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == b"still serving"
+    s3.delete_object(Bucket=bucket, Key="after")
+    s3.delete_object(Bucket=bucket, Key="big")
+    s3.delete_bucket(Bucket=bucket)

@@ -358,6 +358,9 @@ async def serve(config: Config, stream: TextIO = sys.stderr) -> int:
     tls = setup_tls(config)
     loop.add_signal_handler(signal.SIGHUP, lambda: tls.reload() if tls is not None else
                             log.info("SIGHUP: no --certs-dir, nothing to reload"))
+    from buckets.obs.taskdump import install as install_task_dump
+
+    install_task_dump(loop, signal.SIGUSR1)  # what the node waits on (docs/operations.md)
 
     store_kwargs = dict(parity=config.parity, sync=config.sync, cache_size=config.cache_size,
                         inline_threshold=config.inline_threshold, small_log=config.small_log,
