@@ -11,6 +11,7 @@ frames changes nothing; the dump runs on the event loop between two callbacks.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 import threading
@@ -22,6 +23,8 @@ log = logging.getLogger("buckets.taskdump")
 
 MAX_DEPTH = 40  # awaits followed per task (a chain this deep is a loop, or recursion)
 MAX_GROUPS = 200  # distinct chains written per dump; the rest are counted
+MAX_FOLLOWED = 8  # tasks a waiting task's chain goes on into (an asyncio.wait over many)
+MAX_NESTED = 4  # ... and how deep
 
 
 def _where(frame: Any) -> str:
@@ -29,24 +32,54 @@ def _where(frame: Any) -> str:
     return f"{code.co_filename}:{frame.f_lineno} {code.co_name}"
 
 
-def await_chain(task: asyncio.Task) -> tuple[str, ...]:
-    """The frames a task is suspended in, outermost first, then what the innermost awaits."""
+def _awaited_tasks(waiter: Any, frame: Any) -> list[asyncio.Future]:
+    """The tasks a suspended task waits for: the one it awaits, a gather's children, or the
+    pending tasks held by its innermost frame (``asyncio.wait``'s set, ``wait_for``'s task)."""
+    if isinstance(waiter, asyncio.Task):
+        return [waiter]
+    found: list[asyncio.Future] = list(getattr(waiter, "_children", None) or ())  # gather's
+    if not found and frame is not None:
+        for value in list(frame.f_locals.values()):
+            items = value if isinstance(value, set | frozenset | list | tuple | dict) else (value,)
+            found.extend(f for f in items if isinstance(f, asyncio.Task))
+    return [f for f in dict.fromkeys(found) if not f.done()][:MAX_FOLLOWED]
+
+
+def await_chain(task: asyncio.Task, depth: int = 0, seen: set[int] | None = None) -> tuple[str, ...]:
+    """The frames a task is suspended in, outermost first, then what the innermost awaits:
+    the chains of the tasks it waits for follow, indented (``MAX_NESTED`` deep)."""
+    seen = {id(task)} if seen is None else seen
     chain: list[str] = []
     current: Any = task.get_coro()
+    innermost = None
     for _ in range(MAX_DEPTH):
         frame = getattr(current, "cr_frame", None) or getattr(current, "ag_frame", None) \
             or getattr(current, "gi_frame", None)
         if frame is None:
             break
         chain.append(_where(frame))
+        innermost = frame
         current = (getattr(current, "cr_await", None) or getattr(current, "ag_await", None)
                    or getattr(current, "gi_yieldfrom", None))
         if current is None:
             break
+        if type(current).__name__ in ("async_generator_asend", "async_generator_athrow"):
+            # An ``async with`` of an @asynccontextmanager: the generator it steps is its ``gen``.
+            gen = getattr(frame.f_locals.get("self"), "gen", None)
+            if not inspect.isasyncgen(gen):
+                break
+            current = gen
     waiter = getattr(task, "_fut_waiter", None)  # what the task is blocked on (CPython's tasks, C or not)
-    if isinstance(waiter, asyncio.Task):
-        chain.append(f"-> awaits task {waiter.get_name()}")
-    elif waiter is not None:
+    awaited = _awaited_tasks(waiter, innermost) if waiter is not None else []
+    for other in awaited:
+        name = other.get_name()
+        if id(other) in seen or depth >= MAX_NESTED:
+            chain.append(f"-> awaits task {name} (its chain: elsewhere in this dump)")
+            continue
+        seen.add(id(other))
+        chain.append(f"-> awaits task {name}:")
+        chain.extend(f"    {line}" for line in await_chain(other, depth + 1, seen))
+    if waiter is not None and not awaited:
         chain.append(f"-> awaits {type(waiter).__name__}")
     return tuple(chain)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from buckets.obs.taskdump import await_chain, format_dump
 
@@ -47,3 +48,50 @@ async def test_identical_chains_are_grouped_and_a_task_awaited_is_named() -> Non
     assert "other threads" in text
     event.set()
     await asyncio.gather(*waiters, first, watcher)
+
+
+async def test_a_chain_goes_on_into_the_tasks_it_waits_for() -> None:
+    event = asyncio.Event()
+    first = asyncio.create_task(outer(event), name="first-inner")
+    second = asyncio.create_task(outer(event), name="second-inner")
+
+    async def waits_for_either() -> None:
+        await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+
+    async def gathers() -> None:
+        await asyncio.gather(waits_for(first), asyncio.sleep(30))
+
+    waiting = asyncio.create_task(waits_for_either())
+    gathering = asyncio.create_task(gathers())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    chain = await_chain(waiting)
+    text = "\n".join(chain)
+    assert "-> awaits task first-inner:" in text and "-> awaits task second-inner:" in text, text
+    assert any(line.startswith("    ") and line.endswith(" innermost") for line in chain), text
+    text = "\n".join(await_chain(gathering))
+    # gather wraps each coroutine in a task of its own: both are followed, down to the sleep
+    assert text.count("-> awaits task ") == 3 and " waits_for" in text and " sleep" in text, text
+    event.set()
+    await asyncio.gather(waiting, first, second)
+    gathering.cancel()
+
+
+async def test_a_chain_goes_into_an_async_context_manager() -> None:
+    event = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def held():
+        await middle(event)
+        yield
+
+    async def enters() -> None:
+        async with held():
+            pass
+
+    task = asyncio.create_task(enters())
+    await asyncio.sleep(0)
+    names = [line.rsplit(" ", 1)[-1] for line in await_chain(task)[:-1]]
+    assert names == ["enters", "__aenter__", "held", "middle", "innermost", "wait"], names
+    event.set()
+    await task
