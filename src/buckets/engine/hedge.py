@@ -6,9 +6,12 @@ link, a disk retrying a sector, a node swapping), waiting for them makes every G
 the slowest source. :func:`read_k` waits ``HEDGE_MIN`` and ``HEDGE_FACTOR`` times what the
 answered slots took (``HEDGE_NONE`` when none answered yet), then asks as many spare slots
 (parity, on other sources) as are still out, takes the first k answers, and cancels the rest.
-A slot whose read failed is replaced by a spare at once.
+Spares on the lagging slots' own sources come last (before a source is known slow, its parity
+slots are spares like any other), and a spare that lags in turn, as long again after it was
+asked, gets a spare of its own. A slot whose read failed is replaced by a spare at once.
 
-The sources hedged around are remembered for ``SLOW_FOR`` seconds (:class:`SlowSources`;
+The sources hedged around (marked as soon as a spare answers before the slot it stands in
+for, so the reads running beside it go around them too) are remembered for ``SLOW_FOR`` seconds (:class:`SlowSources`;
 doubled, up to ``SLOW_MAX``, for a source that lags again soon after): reads started meanwhile
 choose their slots on other sources first and do not wait for the hedge again; after that,
 one read tries the source again. A source is a peer for a remote
@@ -115,6 +118,7 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
     answers: dict[int, Any] = {}
     spares = list(spares)
     stand_in: dict[int, int] = {}  # spare slot -> the lagging slot it was asked for
+    launched: dict[int, float] = {}  # a spare slot -> when it was asked
     state = {"good": 0, "last": None}  # answers other than None; when the latest came
     failures: list[BaseException] = []
     wake: list[asyncio.Future] = [loop.create_future()]
@@ -133,8 +137,12 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
             state["last"] = loop.time()
             if answers[i] is not None:
                 state["good"] += 1
-                if i in stand_in and stand_in[i] in tasks.values():
+                lagging = stand_in.get(i)
+                if lagging is not None and lagging in tasks.values():
                     slow.hedges_won += 1
+                    # Said now, not when this read is done: the reads running beside it (the
+                    # first GETs after a link went slow) choose their spares around it at once.
+                    slow.mark(source_of(disks[lagging]), source_name(disks[lagging]), state["last"] - start)
         if not wake[0].done():
             wake[0].set_result(None)
 
@@ -142,6 +150,15 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
         t = asyncio.ensure_future(read(i))
         tasks[t] = i
         t.add_done_callback(landed)
+
+    def due(i: int) -> float:
+        """When slot ``i``, still out, counts as lagging: a first read by the rule above; a spare
+        after as long again from when it was asked (it may stand on a slow source too)."""
+        last = state["last"]
+        took = HEDGE_NONE if last is None else max(HEDGE_MIN, HEDGE_FACTOR * (last - start))
+        if i in launched:
+            return launched[i] + took
+        return start + HEDGE_NONE if last is None else last + took
 
     for i in first:
         launch(i)
@@ -151,12 +168,10 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
                 launch(spares.pop(0))
             if not tasks:
                 break
-            out = [i for i in tasks.values() if i not in stand_in and i not in stand_in.values()]
+            out = [i for i in tasks.values() if i not in stand_in.values()]  # no spare asked for it yet
             timer = None
             if spares and out:
-                last = state["last"]
-                due = start + HEDGE_NONE if last is None else last + max(HEDGE_MIN, HEDGE_FACTOR * (last - start))
-                timer = loop.call_at(due, lambda w=wake[0]: w.done() or w.set_result("due"))
+                timer = loop.call_at(min(due(i) for i in out), lambda w=wake[0]: w.done() or w.set_result("due"))
             try:
                 why = await wake[0]
             finally:
@@ -164,12 +179,18 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
                     timer.cancel()
             wake[0] = loop.create_future()
             if why == "due":  # lagging: a spare for each slot still out (as many as there are)
-                for i in out[:len(spares)]:
-                    if i in tasks.values():
-                        s = spares.pop(0)
-                        stand_in[s] = i
-                        slow.hedges += 1
-                        launch(s)
+                now = loop.time()
+                late = [i for i in out if i in tasks.values() and due(i) <= now + 0.001]  # (timers fire a tick early)
+                # Spares on the sources of the lagging slots last: the same slow link or disk
+                # would keep a spare behind it too (a peer not known slow yet holds parity too).
+                suspects = {source_of(disks[i]) for i in late}
+                spares.sort(key=lambda j: source_of(disks[j]) in suspects)
+                for i in late[:len(spares)]:
+                    s = spares.pop(0)
+                    stand_in[s] = i
+                    launched[s] = now
+                    slow.hedges += 1
+                    launch(s)
     finally:
         leftovers = dict(tasks)
         for f in leftovers:

@@ -28,8 +28,12 @@ MAX_NESTED = 4  # ... and how deep
 
 
 def _where(frame: Any) -> str:
+    """``file:line function``, and the peer or disk the frame's object stands for, if it names
+    one (an ``endpoint``: which of a node's peers a call waits on)."""
     code = frame.f_code
-    return f"{code.co_filename}:{frame.f_lineno} {code.co_name}"
+    where = f"{code.co_filename}:{frame.f_lineno} {code.co_name}"
+    endpoint = getattr(frame.f_locals.get("self"), "endpoint", None) if "self" in code.co_varnames else None
+    return f"{where} [{endpoint}]" if isinstance(endpoint, str) else where
 
 
 def _awaited_tasks(waiter: Any, frame: Any) -> list[asyncio.Future]:

@@ -247,3 +247,89 @@ def test_a_source_that_keeps_lagging_is_avoided_longer_and_forgiven_after_a_whil
     slow.mark("peer", "http://peer", 0.5)
     now[0] += hedge.SLOW_FOR + 0.1
     assert not slow.slow("peer")  # back to the first period
+
+
+class Peer:
+    """A source of several slots (a peer's link carries all its disks)."""
+
+    def __init__(self, name: str) -> None:
+        self.endpoint = name
+
+
+class OnPeer:
+    def __init__(self, peer: Peer, i: int) -> None:
+        self.client, self.i = peer, i
+
+
+async def test_a_spare_is_not_asked_of_the_lagging_slots_source_while_others_remain(monkeypatch) -> None:
+    """Before a peer is known slow its parity slots are spares like any other: the spare for a
+    lagging slot comes from another source first (it once came from the same slow peer, and the
+    GET waited for that link: 12-16 s in the slow-link scan of session 50)."""
+    monkeypatch.setattr(hedge, "HEDGE_MIN", 0.02)
+    slow_peer, fast = Peer("slow"), Peer("fast")
+    # 2+2: data slot 1 and parity slot 2 on the slow peer, slot 0 and parity slot 3 elsewhere.
+    disks = [OnPeer(fast, 0), OnPeer(slow_peer, 1), OnPeer(slow_peer, 2), OnPeer(fast, 3)]
+    never = asyncio.Event()
+    asked: list[int] = []
+
+    async def read(i: int):
+        asked.append(i)
+        if disks[i].client is slow_peer:
+            await never.wait()
+        return f"piece {i}"
+
+    slow = hedge.SlowSources()
+    answers, given_up = await guarded(hedge.read_k(2, [0, 1], [2, 3], read, disks, slow))
+    assert answers == {0: "piece 0", 3: "piece 3"} and given_up == [1], (answers, given_up, asked)
+    assert asked == [0, 1, 3] and slow.hedges == 1 and slow.hedges_won == 1
+    assert slow.names() == ["slow"]
+
+
+async def test_a_spare_that_lags_too_gets_a_spare_of_its_own(monkeypatch) -> None:
+    monkeypatch.setattr(hedge, "HEDGE_MIN", 0.02)
+    peers = [Peer(f"p{i}") for i in range(5)]
+    disks = [OnPeer(p, i) for i, p in enumerate(peers)]
+    never = asyncio.Event()
+
+    async def read(i: int):
+        if i in (1, 2):  # the lagging slot and the first spare asked for it
+            await never.wait()
+        return i
+
+    slow = hedge.SlowSources()
+    answers, given_up = await guarded(hedge.read_k(2, [0, 1], [2, 3, 4], read, disks, slow))
+    assert answers == {0: 0, 3: 3} and sorted(given_up) == [1, 2], (answers, given_up)
+    assert slow.hedges == 2 and slow.names() == ["p1", "p2"]
+
+
+async def test_a_source_is_marked_slow_as_soon_as_a_spare_beats_it(monkeypatch) -> None:
+    """The reads running beside a hedged read go around the source from then on, not once the
+    hedged read (a whole span) is done."""
+    monkeypatch.setattr(hedge, "HEDGE_MIN", 0.02)
+    disks = ["d0", "d1", "d2", "d3"]
+    never, spare_answered = asyncio.Event(), asyncio.Event()
+    release = asyncio.Event()
+    slow = hedge.SlowSources()
+    seen_during: list[bool] = []
+
+    async def read(i: int):
+        if i == 1:
+            await never.wait()
+        if i == 2:
+            spare_answered.set()
+            return i
+        if i == 3:
+            await release.wait()  # the read goes on: it needs a third answer (k=3 of 4, say)
+        return i
+
+    async def watch() -> None:
+        await spare_answered.wait()
+        await asyncio.sleep(0)
+        seen_during.append(slow.slow("d1"))
+        release.set()
+
+    watcher = asyncio.create_task(watch())
+    answers, given_up = await guarded(hedge.read_k(3, [0, 1, 3], [2], read, disks, slow))
+    await watcher
+    assert answers == {0: 0, 2: 2, 3: 3} and given_up == [1]
+    assert seen_during == [True]

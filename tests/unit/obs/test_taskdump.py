@@ -95,3 +95,19 @@ async def test_a_chain_goes_into_an_async_context_manager() -> None:
     assert names == ["enters", "__aenter__", "held", "middle", "innermost", "wait"], names
     event.set()
     await task
+
+
+class Peer:
+    endpoint = "http://127.0.0.3:9000"
+
+    async def call(self, event: asyncio.Event) -> None:
+        await event.wait()
+
+
+async def test_a_frame_of_an_object_with_an_endpoint_names_it() -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(Peer().call(event))
+    await asyncio.sleep(0)
+    assert any(line.endswith(" call [http://127.0.0.3:9000]") for line in await_chain(task)), await_chain(task)
+    event.set()
+    await task
