@@ -136,6 +136,7 @@ class HealTracker:
                 "objects_checked": state["objects_checked"], "shards_bad": state["shards_bad"],
                 "shards_repaired": state["shards_repaired"], "shards_failed": state["shards_failed"],
                 "objects_unrecoverable": state["objects_unrecoverable"], "queued": state["queued"],
+                "shards_deferred": state["shards_deferred"], "deferred": state["deferred"],
                 "refill": state["refill"]}
 
 

@@ -306,7 +306,8 @@ def _heal_lines(status: dict[str, Any]) -> list[str]:
             f"{'done' if status['done'] else 'in progress'}",
             f"Shards:  {status['shards_bad']} bad, {status['shards_repaired']} repaired, "
             f"{status['shards_failed']} failed; {status['objects_unrecoverable']} objects unrecoverable",
-            f"Queued:  {status['queued']} objects waiting for repair"]
+            f"Queued:  {status['queued']} objects waiting for repair"
+            + (f", {status['deferred']} waiting for a slow peer or disk to keep up" if status.get("deferred") else "")]
 
 
 def cmd_heal_start(args: argparse.Namespace) -> int:

@@ -8,6 +8,13 @@ into the disk's staging area, fsynced, and only then renamed over the damaged fi
 (data first, metadata last) while holding the object's key lock and after re-checking
 that the object was not overwritten meanwhile. A reader never sees a half-repaired shard:
 every file is replaced whole by rename.
+
+Slots on a source the reads currently go around (a peer behind a slow link, a disk that lags:
+``engine/hedge.py``) are neither checked nor rebuilt: reading or writing them would queue behind
+that link, and the install, under the key's lock, would hold the writes of that key for as long
+(4 KiB PUTs waited 3-7 s behind such a heal in the slow-link scan of session 50). They are left
+for later (``ObjectHealResult.deferred``): the heal queue asks again once the source keeps up,
+the scanner at its next cycle.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from buckets.engine import crypto, paths, smalllog
+from buckets.engine import crypto, hedge, paths, smalllog
 from buckets.engine.ids import new_id
 from buckets.erasure import ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, DiskFull
@@ -34,6 +41,7 @@ class HealStats:
     shards_bad: int = 0  # shards found missing, short or corrupt
     shards_repaired: int = 0
     shards_failed: int = 0  # could not be repaired (too few good shards, disk error)
+    shards_deferred: int = 0  # left for later: on a source reads go around (slow)
     objects_unrecoverable: int = 0
     orphans_removed: int = 0
     uploads_expired: int = 0
@@ -45,6 +53,8 @@ class ObjectHealResult:
     repaired: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     reason: str = ""
+    deferred: list[int] = field(default_factory=list)  # slots on a slow source: not checked, not rebuilt
+    waits_on: list = field(default_factory=list)  # ... those sources (``hedge.source_of``)
 
 
 async def _check_slot(store: "Store", bucket: str, key: str, entry: dict, slot: int, disk, deep: bool) -> bool:
@@ -119,6 +129,8 @@ async def heal_object(store: "Store", bucket: str, key: str, *, deep: bool = Tru
             res.repaired += more.repaired
             res.failed += more.failed
             res.reason = res.reason or more.reason
+            res.deferred += more.deferred
+            res.waits_on += [w for w in more.waits_on if w not in res.waits_on]
     return res
 
 
@@ -135,22 +147,30 @@ async def _heal_version(store: "Store", bucket: str, key: str, vid: str | None, 
         return res
     disks = store.disks_for(entry["disks"])
     n = entry["k"] + entry["m"]
-    checks = await asyncio.gather(*(_check_slot(store, bucket, key, entry, i, disks[i], deep) for i in range(n)))
+    slow = store.slow_sources
+    res.deferred = [i for i in range(n) if disks[i] is not None and slow.slow(hedge.source_of(disks[i]))]
+    for i in res.deferred:
+        if hedge.source_of(disks[i]) not in res.waits_on:
+            res.waits_on.append(hedge.source_of(disks[i]))
+    checked = [i for i in range(n) if i not in res.deferred]
+    checks = dict(zip(checked, await asyncio.gather(
+        *(_check_slot(store, bucket, key, entry, i, disks[i], deep) for i in checked))))
     store.heal_stats.objects_checked += 1
-    res.bad = [i for i, ok in enumerate(checks) if not ok]
+    store.heal_stats.shards_deferred += len(res.deferred)
+    res.bad = [i for i, ok in checks.items() if not ok]
     if not res.bad:
         return res
     store.heal_stats.shards_bad += len(res.bad)
-    good = [i for i, ok in enumerate(checks) if ok]
+    good = [i for i, ok in checks.items() if ok]
     targets = [i for i in res.bad if disks[i] is not None]
     res.failed = [i for i in res.bad if disks[i] is None]
     if len(good) < entry["k"]:
         res.failed = res.bad
         res.reason = f"only {len(good)} good shards, {entry['k']} needed"
         store.heal_stats.shards_failed += len(res.bad)
-        away = len(res.failed) - len(targets)
+        away = len(res.failed) - len(targets) + len(res.deferred)  # (deferred: unchecked, maybe good)
         if len(good) + away >= entry["k"]:  # not lost: its disks are offline (hung, a peer down)
-            res.reason += f", {away} more on disks offline"
+            res.reason += f", {away} more on disks offline or slow"
             log.warning("cannot heal %s/%s while its disks are offline: %s", bucket, key, res.reason)
             return res
         store.heal_stats.objects_unrecoverable += 1

@@ -55,6 +55,8 @@ log = logging.getLogger("buckets.heal")
 # What a heal meets while nodes or disks are away (a quorum lost, a peer or disk error, a
 # timeout): expected, logged in one line without a traceback, and tried again later.
 _UNAVAILABLE = (BucketsError, DiskError, asyncio.TimeoutError)
+DEFERRED_MAX = 10_000  # queued heals kept for later while their slots' sources are slow
+DEFERRED_CHECK = 2.0  # s between checks whether those sources keep up again
 
 
 @dataclass(slots=True)
@@ -98,6 +100,9 @@ class Scanner:
         self._manual = asyncio.Event()
         self._force_deep = False
         self._registry_reader: Workers | None = None  # check_registry's thread
+        # Queued heals whose slots on slow sources were left for later: item -> (reason, sources)
+        self.deferred: dict[tuple[str, str, str], tuple[str, list]] = {}
+        self._deferred_added = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, *, scan: bool = True) -> None:
@@ -105,6 +110,7 @@ class Scanner:
         state = self.store.registry.get_sys("scanner") or {}
         self.cycle, self.position = state.get("cycle", 0), state.get("pos", "")
         self.tasks.append(loop.create_task(self._heal_worker(), name="heal-worker"))
+        self.tasks.append(loop.create_task(self._deferred_loop(), name="heal-deferred"))
         self.tasks.append(loop.create_task(self._monitor(), name="disk-monitor"))
         if scan:
             self.tasks.append(loop.create_task(self._scan_loop(), name="scanner"))
@@ -130,6 +136,7 @@ class Scanner:
             "shards_repaired": s.shards_repaired, "shards_failed": s.shards_failed,
             "objects_unrecoverable": s.objects_unrecoverable, "orphans_removed": s.orphans_removed,
             "uploads_expired": s.uploads_expired, "queued": self.store.heal_queue.qsize(),
+            "shards_deferred": s.shards_deferred, "deferred": len(self.deferred),
             "refill": {k: {f: v for f, v in r.items() if f != "task"} for k, r in self.refill.items()},
         }
 
@@ -143,15 +150,37 @@ class Scanner:
         background_lookups()  # see registry.cache: the cache stays the clients'
         q = self.store.heal_queue
         while True:
-            bucket, key, wid, _reason = await q.get()
+            bucket, key, wid, reason = await q.get()
             self.store._heal_pending.discard((bucket, key, wid))
             try:
-                await heal_object(self.store, bucket, key, deep=True)
+                res = await heal_object(self.store, bucket, key, deep=True)
+                if res.deferred:
+                    self._defer((bucket, key, wid), reason, res.waits_on)
             except _UNAVAILABLE as exc:  # nodes or disks away: the scanner checks it again
                 log.warning("heal of %s/%s not possible now (%s: %s); the scanner will check it again",
                             bucket, key, type(exc).__name__, exc)
             except Exception:
                 log.exception("heal of %s/%s failed", bucket, key)
+
+    def _defer(self, item: tuple[str, str, str], reason: str, sources: list) -> None:
+        """A queued heal left slots on slow sources for later (``heal.py``): ask again once
+        none of them is avoided any more (``_deferred_loop``). Bounded like the queue; beyond
+        it the scanner's next cycle finds them."""
+        if item in self.deferred or len(self.deferred) < DEFERRED_MAX:
+            self.deferred[item] = (reason, sources)
+            self._deferred_added.set()
+
+    async def _deferred_loop(self) -> None:
+        slow = self.store.slow_sources
+        while True:
+            if not self.deferred:
+                self._deferred_added.clear()
+                await self._deferred_added.wait()
+            await asyncio.sleep(DEFERRED_CHECK)
+            for item, (reason, sources) in list(self.deferred.items()):
+                if not any(slow.slow(source) for source in sources):
+                    del self.deferred[item]
+                    self.store.report_damage(*item, reason, quiet=True)
 
     # -- scanner ----------------------------------------------------------------------------
     async def _scan_loop(self) -> None:
@@ -628,7 +657,7 @@ class Scanner:
         try:
             res = await heal_object(self.store, bucket, key, deep=False)
             st["repaired"] += len(res.repaired)
-            if not res.failed:
+            if not res.failed and not res.deferred:
                 return None
             # Some slot could not be rebuilt: is it this disk's? (Another disk being away
             # is that disk's refill to deal with.)
@@ -645,6 +674,8 @@ class Scanner:
         if entry is None:
             return None
         mine = {i for i, d in enumerate(entry["disks"]) if d == disk.disk_id}
+        if mine & set(res.deferred):  # (not a failure: retried once the disk keeps up)
+            return "the disk lags behind the others (a slow link or disk): its shard is rebuilt once it keeps up"
         if not mine & set(res.failed):
             return None
         st["failed"] += 1

@@ -139,6 +139,8 @@ class StoreCollector:
             ("buckets_heal_shards_bad", "Shards found missing, short or corrupt.", stats.shards_bad),
             ("buckets_heal_shards_repaired", "Shards rebuilt.", stats.shards_repaired),
             ("buckets_heal_shards_failed", "Shards that could not be rebuilt.", stats.shards_failed),
+            ("buckets_heal_shards_deferred", "Shards a heal left for later: on a peer or disk that lags "
+             "(reads go around it).", stats.shards_deferred),
             ("buckets_heal_objects_unrecoverable", "Objects with fewer than k good shards.",
              stats.objects_unrecoverable),
             ("buckets_heal_orphans_removed", "Orphaned write files removed by the sweep.", stats.orphans_removed),

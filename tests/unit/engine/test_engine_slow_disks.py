@@ -132,8 +132,21 @@ def quick_lag(monkeypatch):
     monkeypatch.setattr(hedge, "LAG_MIN", 0.2)
 
 
+def forward(store, seconds: float) -> None:
+    """Move the store's view of slow sources ``seconds`` ahead (their avoidance lapses)."""
+    clock = store.slow_sources._clock
+    store.slow_sources._clock = lambda: clock() + seconds
+
+
 async def heal_when_caught_up(store, key: str, slow: FaultyDisk) -> None:
+    # While the disk is avoided, a heal leaves its slot alone: not read, not rebuilt (the disk
+    # still lags: touching it would hang this test), no key lock held waiting for it.
+    early = await guarded(heal_object(store, "bkt", key, deep=True))
+    [slot] = [i for i, d in enumerate(store.registry.get_object("bkt", key)["disks"]) if store.by_id[d] is slow]
+    assert early.deferred == [slot] and early.waits_on == [slow] and not early.repaired, early
+    assert store.heal_stats.shards_deferred >= 1
     slow.clear()
+    forward(store, hedge.SLOW_MAX)
     result = await heal_object(store, "bkt", key, deep=True)
     assert result.repaired == result.bad and result.bad, result
     assert (await heal_object(store, "bkt", key, deep=True)).bad == []
@@ -333,3 +346,29 @@ async def test_a_source_is_marked_slow_as_soon_as_a_spare_beats_it(monkeypatch) 
     await watcher
     assert answers == {0: 0, 2: 2, 3: 3} and given_up == [1]
     assert seen_during == [True]
+
+
+async def test_a_deferred_heal_is_queued_again_once_its_source_keeps_up(store, monkeypatch) -> None:
+    from buckets.engine import scanner as scanner_module
+
+    monkeypatch.setattr(scanner_module, "DEFERRED_CHECK", 0.01)
+    await store.put_object("bkt", "later", b"x" * (2 * BLOCK), 2 * BLOCK)
+    slow = disk_of(store, "later", 0)
+    store.slow_sources.mark(slow, "slow disk", 2.0)
+    item = ("bkt", "later", store.registry.get_object("bkt", "later")["wid"])
+    scanner = store.scanner
+    scanner._defer(item, "left out by a write", [slow])
+    loop_task = asyncio.create_task(scanner._deferred_loop())
+    try:
+        await asyncio.sleep(0.1)
+        assert item in scanner.deferred and item not in store._heal_pending  # still slow: kept back
+        assert scanner.status()["deferred"] == 1
+        forward(store, hedge.SLOW_MAX)
+        for _ in range(200):
+            if item in store._heal_pending:
+                break
+            await asyncio.sleep(0.01)
+        assert item in store._heal_pending and not scanner.deferred
+        assert store.heal_queue.get_nowait()[:3] == item
+    finally:
+        loop_task.cancel()
