@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 import urllib.request
 
 import pytest
@@ -120,9 +121,20 @@ def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
                       for i in (1, 2, 4) for line in c.log(i).splitlines())
         print(f"shards left out by writes: {left_out}; node 3's disks taken offline meanwhile: {offline}")
         assert left_out >= 1 or offline, "no write went on without node 3's lagging shards"
+        deferred = sum(v for via in pages for _, v in metric(pages[via], "buckets_heal_shards_deferred_total"))
+        print(f"shards heals left for later (node 3 slow): {deferred}")
+        if left_out and not offline:  # their heals waited for node 3 instead of writing across the link
+            assert deferred >= 1, "heals of the shards left out were not deferred while node 3 lagged"
 
         for via in (1, 2, 3, 4):  # the link restored: everything through every node
             read_all(via)
+        # The heals kept back are asked again once node 3 keeps up (its avoidance lapses: 10-80 s).
+        deadline = time.monotonic() + 240
+        while waiting := {via: sum(v for _, v in metric(scrape(via), "buckets_heal_deferred")) for via in (1, 2, 4)}:
+            if not any(waiting.values()):
+                break
+            assert time.monotonic() < deadline, f"heals still deferred after the link was restored: {waiting}"
+            time.sleep(2)
         assert not c.bug_lines(), c.bug_lines()
     finally:
         c.close()

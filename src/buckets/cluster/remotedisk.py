@@ -660,6 +660,12 @@ class GroupedRangeReader(_ReadsInTurn):
 class RemoteShardWriter:
     """One streamed ``create_file`` call, fed chunk by chunk."""
 
+    # ``abort`` may run while a ``write`` waits for the peer: it cuts the stream (no thread
+    # of this process writes the file), so a write that drops this slot for lagging aborts it
+    # at once instead of waiting, which over a slow link ended at the stream's idle timeout
+    # and took the peer's disks offline (``ErasureWriter._drop``).
+    abort_anytime = True
+
     def __init__(self, disk: "RemoteDisk", path: str) -> None:
         self.disk = disk
         self.path = path
@@ -717,10 +723,17 @@ class RemoteShardWriter:
         await self._call
 
     async def abort(self) -> None:
+        ended = self._done  # close() queued the end: the peer may hold the whole file
         self._done = True
-        if self._call is not None and not self._call.done():
+        if self._call is None:
+            return  # nothing was sent
+        if not self._call.done():
             # (the outcome is discarded; a cancel of this task still propagates)
             await cancel_and_wait(self._call)
+            if not ended:
+                # Cut before its end: the peer aborts the file itself (``DiskService.create_file``),
+                # and a delete sent across a link that lags could only time out.
+                return
         try:
             await self.disk.delete(self.path)
         except DiskError:

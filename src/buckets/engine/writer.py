@@ -240,7 +240,7 @@ class ErasureWriter:
     def _drop(self, i: int, lag: float, call: asyncio.Future) -> None:
         """Go on without slot ``i``'s shard file: it lags far behind the write quorum's. Its
         file is aborted once ``call`` (the write or close it lags in) has ended: a disk's
-        thread may still be writing to it (a peer's stream ends at its idle timeout at most)."""
+        thread may still be writing to it. A peer's stream is cut at once (``abort_anytime``)."""
         w, self.writers[i] = self.writers[i], None
         if w is None:
             return
@@ -248,7 +248,8 @@ class ErasureWriter:
         self.errors.append(f"{getattr(disk, 'endpoint', disk)}: lagged {lag:.1f}s behind the other disks")
 
         async def abort() -> None:
-            await asyncio.wait([call])
+            if not getattr(w, "abort_anytime", False):
+                await asyncio.wait([call])
             await w.abort()
 
         task = asyncio.get_running_loop().create_task(abort())

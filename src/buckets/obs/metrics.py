@@ -152,6 +152,8 @@ class StoreCollector:
                                 value=store.heal_queue.qsize())
         scanner = getattr(store, "scanner", None)
         if scanner is not None:
+            yield GaugeMetricFamily("buckets_heal_deferred", "Objects whose repair waits for a slow peer or disk "
+                                    "to keep up.", value=len(scanner.deferred))
             yield CounterMetricFamily("buckets_scanner_cycles", "Full scanner passes completed.",
                                       value=scanner.cycle)
             yield GaugeMetricFamily("buckets_scanner_running", "1 while a scanner pass is running.",

@@ -9,6 +9,7 @@ import asyncio
 import gc
 
 import pytest
+from rpc_testkit import RpcNode, closed_peer_session, make_rpc  # noqa: F401 - autouse fixture
 
 from buckets.cluster.remotedisk import RemoteShardWriter
 from buckets.errors import DiskOffline
@@ -74,3 +75,52 @@ async def test_the_failure_still_reaches_close() -> None:
             await writer.close(True)
 
     assert [c.get("message") for c in await run_with_handler(scenario)] == []
+
+
+async def test_a_stream_cut_before_its_end_is_aborted_at_once_by_the_peer(tmp_path) -> None:
+    """A write that drops a lagging remote slot aborts its writer while a write waits for the
+    peer (``ErasureWriter._drop``: ``abort_anytime``): the stream is cut at once, the peer
+    aborts the file itself, no delete is sent across the lagging link, and neither the disk nor
+    the peer is taken offline (over a slow link the stream used to end at its idle timeout,
+    which marked a live peer offline)."""
+    from buckets.cluster.diskservice import DiskService
+    from buckets.cluster.remotedisk import RemoteDisk
+    from buckets.cluster.rpcclient import PeerState
+    from buckets.storage import LocalDisk
+    from buckets.storage.faulty import FaultyDisk
+
+    root = tmp_path / "d1"
+    root.mkdir()
+    local = FaultyDisk(LocalDisk(str(root), "disk-1"))
+    served: list[str] = []
+
+    class Service(DiskService):
+        async def delete(self, args: dict) -> None:
+            served.append(args["path"])
+            return await super().delete(args)
+
+    rpc = make_rpc()
+    Service({str(root): local}).register(rpc)
+    node = RpcNode(rpc)
+    await node.start()
+    try:
+        disk = RemoteDisk(node.client(), str(root), f"{node.endpoint}{root}", "disk-1")
+        assert RemoteShardWriter.abort_anytime
+        local.delay("shard.write", seconds=1.0)  # the peer lags: each piece waits a second there
+        writer = await disk.create_file("stage/w/part.1")
+        for _ in range(4):
+            await writer.write(b"x" * 65536)
+        stalled = asyncio.ensure_future(writer.write(b"y" * 65536))
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(writer.abort(), 5)  # not after the peer caught up (4 s and more)
+        await asyncio.wait_for(asyncio.gather(stalled, return_exceptions=True), 5)  # (queued, or cut)
+        for _ in range(100):  # the peer aborts once its lagging write returns
+            if not any(p.is_file() for p in root.rglob("*")):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(p.is_file() for p in root.rglob("*")), list(root.rglob("*"))
+        assert served == [], served
+        assert disk.online and disk.client.state is PeerState.ONLINE
+    finally:
+        local.clear()
+        await node.stop()
