@@ -122,7 +122,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     customer_key = opts.sse.customer_key if opts.sse is not None else None
     data_key = crypto.open_data_key(self, rec.get("sse"), bucket, key, customer_key, upload=True)
     codec = self.codec_for(rec["k"], rec["m"], rec["bs"])
-    disks = self.disks_for(rec["disks"])
+    disks = self.writable(self.disks_for(rec["disks"]), self._write_quorum(rec["k"], rec["m"]))
     pwid = new_id()
     path = paths.upload_part(upload_id, pwid)
     algs = tuple(opts.checksum_algorithms)

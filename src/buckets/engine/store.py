@@ -366,6 +366,18 @@ class Store:
         """``disk``'s source lagged lately (``engine/hedge.py``)."""
         return disk is not None and self.slow_sources.slow(hedge.source_of(disk))
 
+    def writable(self, disks: list, quorum: int) -> list:
+        """``disks`` for a new write: those whose source is known slow left out (``None``) when
+        the others make the write quorum. The write would leave their shards out after 0.1 s
+        anyway (``hedge.grace``), having queued them on the slow link for nothing, where they
+        crowd out the calls that must cross it (its index replica, its probes), and a heal of
+        them waits until it keeps up (``heal.py``). Counted as left out."""
+        slow = [i for i, d in enumerate(disks) if self.known_slow(d)]
+        if not slow or sum(d is not None for d in disks) - len(slow) < quorum:
+            return disks
+        self.slow_sources.left_out += len(slow)
+        return [None if i in slow else d for i, d in enumerate(disks)]
+
     def lagging_call(self, call: asyncio.Future, disk: Disk, lag: float) -> None:
         """A write's call to ``disk`` left to finish on its own (see ``lagging_disk``)."""
         self.keep(call)
@@ -527,7 +539,7 @@ class Store:
         data_key, sse_rec = await crypto.begin_write(self, sse, bucket, key) if sse is not None else (None, None)
         k, m, disk_ids = self.placement_for(bucket, key, opts.storage_class, size)
         codec = self.codec_for(k, m, self.block_size)
-        disks = self.disks_for(disk_ids)
+        disks = self.writable(self.disks_for(disk_ids), self._write_quorum(k, m))
         wid = new_id()
         txid = new_id()
         stage = paths.staging(txid)

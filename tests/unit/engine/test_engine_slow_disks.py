@@ -372,3 +372,39 @@ async def test_a_deferred_heal_is_queued_again_once_its_source_keeps_up(store, m
         assert store.heal_queue.get_nowait()[:3] == item
     finally:
         loop_task.cancel()
+
+
+@pytest.mark.parametrize("size", [2 * BLOCK + 5, INLINE - 7], ids=["streamed", "inline"])
+async def test_a_write_leaves_a_disk_known_slow_out_from_the_start(store, size) -> None:
+    """While a disk's source is avoided, new writes do not queue its shard on it only to leave
+    it out after 0.1 s: they go without it from the start (degraded, healed once it keeps up),
+    as long as the others make the write quorum."""
+    key = f"skip-{size}"
+    await store.put_object("bkt", key, b"x", 1)
+    slow = disk_of(store, key, 0)
+    store.slow_sources.mark(slow, "slow disk", 2.0)
+    slow.calls.clear()
+    left_out = store.slow_sources.left_out
+    data = content(key, size)
+    await guarded(store.put_object("bkt", key, data, len(data)))
+    written = {name: n for name, n in slow.calls.items() if name in
+               ("create_file", "shard.write", "shard.close", "append_records", "write_file", "rename_data")}
+    assert written == {}, written
+    assert store.slow_sources.left_out == left_out + 1
+    entry = store.registry.get_object("bkt", key)
+    assert ("bkt", key, entry["wid"]) in store._heal_pending
+    assert await guarded(get_bytes(store, "bkt", key)) == data
+
+
+async def test_a_write_still_uses_slow_disks_it_needs_for_its_quorum(store) -> None:
+    """Two of four disks known slow: 2+2 needs three, so the write takes both slow ones too
+    (and waits for one of them)."""
+    await store.put_object("bkt", "need", b"x", 1)
+    slow = [disk_of(store, "need", slot) for slot in (0, 1)]
+    for d in slow:
+        store.slow_sources.mark(d, f"slow {d}", 2.0)
+        d.calls.clear()
+    data = content("need", 2 * BLOCK + 5)
+    await guarded(store.put_object("bkt", "need", data, len(data)))
+    assert all(d.calls["create_file"] == 1 for d in slow), [d.calls for d in slow]
+    assert await guarded(get_bytes(store, "bkt", "need")) == data
