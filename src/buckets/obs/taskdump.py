@@ -27,12 +27,24 @@ MAX_FOLLOWED = 8  # tasks a waiting task's chain goes on into (an asyncio.wait o
 MAX_NESTED = 4  # ... and how deep
 
 
+def _locals(frame: Any) -> dict[str, Any]:
+    """A suspended coroutine frame's locals, without leaving them pinned: reading
+    ``f_locals`` of a function's frame stores a snapshot on it that would keep each value
+    alive after the coroutine moved on (a span's bytes, say) until the frame ends. The
+    snapshot is a copy (the frame's own variables are elsewhere), so it is emptied again."""
+    snapshot = frame.f_locals
+    values = dict(snapshot)
+    if frame.f_code.co_flags & inspect.CO_OPTIMIZED:  # (a module's or class's are its namespace)
+        snapshot.clear()
+    return values
+
+
 def _where(frame: Any) -> str:
     """``file:line function``, and the peer or disk the frame's object stands for, if it names
     one (an ``endpoint``: which of a node's peers a call waits on)."""
     code = frame.f_code
     where = f"{code.co_filename}:{frame.f_lineno} {code.co_name}"
-    endpoint = getattr(frame.f_locals.get("self"), "endpoint", None) if "self" in code.co_varnames else None
+    endpoint = getattr(_locals(frame).get("self"), "endpoint", None) if "self" in code.co_varnames else None
     return f"{where} [{endpoint}]" if isinstance(endpoint, str) else where
 
 
@@ -43,7 +55,7 @@ def _awaited_tasks(waiter: Any, frame: Any) -> list[asyncio.Future]:
         return [waiter]
     found: list[asyncio.Future] = list(getattr(waiter, "_children", None) or ())  # gather's
     if not found and frame is not None:
-        for value in list(frame.f_locals.values()):
+        for value in _locals(frame).values():
             items = value if isinstance(value, set | frozenset | list | tuple | dict) else (value,)
             found.extend(f for f in items if isinstance(f, asyncio.Task))
     return [f for f in dict.fromkeys(found) if not f.done()][:MAX_FOLLOWED]
@@ -69,7 +81,7 @@ def await_chain(task: asyncio.Task, depth: int = 0, seen: set[int] | None = None
             break
         if type(current).__name__ in ("async_generator_asend", "async_generator_athrow"):
             # An ``async with`` of an @asynccontextmanager: the generator it steps is its ``gen``.
-            gen = getattr(frame.f_locals.get("self"), "gen", None)
+            gen = getattr(_locals(frame).get("self"), "gen", None)
             if not inspect.isasyncgen(gen):
                 break
             current = gen

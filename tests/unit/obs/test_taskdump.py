@@ -111,3 +111,30 @@ async def test_a_frame_of_an_object_with_an_endpoint_names_it() -> None:
     assert any(line.endswith(" call [http://127.0.0.3:9000]") for line in await_chain(task)), await_chain(task)
     event.set()
     await task
+
+
+async def test_a_dump_leaves_no_value_pinned_to_a_frame() -> None:
+    import weakref
+
+    class Big:
+        pass
+
+    loop = asyncio.get_running_loop()
+    first, moved_on = loop.create_future(), asyncio.Event()
+    refs: list = []
+
+    async def holds() -> None:
+        value = Big()
+        refs.append(weakref.ref(value))
+        await first  # the innermost frame: the dump reads its locals (what it may wait on)
+        value = None  # the coroutine drops it and goes on waiting
+        moved_on.set()
+        await loop.create_future()
+
+    task = asyncio.create_task(holds())
+    await asyncio.sleep(0)
+    format_dump()  # reads the frame's locals while it holds the value
+    first.set_result(None)
+    await moved_on.wait()
+    assert refs[0]() is None, "the dump's snapshot of the frame's locals kept the value alive"
+    task.cancel()
