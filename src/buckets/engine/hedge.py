@@ -64,6 +64,7 @@ class SlowSources:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._until: dict[Any, tuple[float, str, float]] = {}  # source -> (avoided until, name, period)
+        self._sure: dict[Any, float] = {}  # source -> until when it is ``surely_slow``
         self._warned: dict[Any, float] = {}
         self.hedges = 0  # slots a read asked a spare for because they lagged
         self.hedges_won = 0  # of those, spares that answered before the slot they stood in for
@@ -72,6 +73,12 @@ class SlowSources:
     def slow(self, source: Any) -> bool:
         held = self._until.get(source)
         return held is not None and held[0] > self._clock()
+
+    def surely_slow(self, source: Any) -> bool:
+        """Avoided on stronger evidence than one read's hedge (a GC pause on a peer can make
+        that): a write waited for it past its budget, or it lagged again soon after its period
+        ended. What new writes leave out from the start (``Store.writable``)."""
+        return self._sure.get(source, 0.0) > self._clock() and self.slow(source)
 
     def mark(self, source: Any, name: str, lag: float, what: str = "reads from") -> None:
         """``source`` lagged ``lag`` seconds behind the others (``what``: in reads or writes)."""
@@ -86,6 +93,8 @@ class SlowSources:
             elif now - until < 2 * last:
                 period = min(2 * last, SLOW_MAX)  # lagged again soon after its period ended
         self._until[source] = (now + period, name, period)
+        if what != "reads from" or period > SLOW_FOR:
+            self._sure[source] = now + period
         if fresh and now - self._warned.get(source, -WARN_EVERY) >= WARN_EVERY:
             self._warned[source] = now
             log.warning("%s %s lag %.0f ms behind the other shards: reads go around it for %.0f s, writes leave "

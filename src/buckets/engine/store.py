@@ -367,12 +367,15 @@ class Store:
         return disk is not None and self.slow_sources.slow(hedge.source_of(disk))
 
     def writable(self, disks: list, quorum: int) -> list:
-        """``disks`` for a new write: those whose source is known slow left out (``None``) when
-        the others make the write quorum. The write would leave their shards out after 0.1 s
-        anyway (``hedge.grace``), having queued them on the slow link for nothing, where they
-        crowd out the calls that must cross it (its index replica, its probes), and a heal of
-        them waits until it keeps up (``heal.py``). Counted as left out."""
-        slow = [i for i, d in enumerate(disks) if self.known_slow(d)]
+        """``disks`` for a new write: those whose source is surely slow (a write waited for it
+        past its budget, or it keeps lagging: ``SlowSources.surely_slow``) left out (``None``)
+        when the others make the write quorum. The write would leave their shards out after
+        0.1 s anyway (``hedge.grace``), having queued them on the slow link for nothing, where
+        they crowd out the calls that must cross it (its index replica, its probes), and a heal
+        of them waits until it keeps up (``heal.py``). Counted as left out. (One read's hedge
+        is not enough: a peer's GC pause can make one, and every write for 10 s would then be
+        degraded.)"""
+        slow = [i for i, d in enumerate(disks) if d is not None and self.slow_sources.surely_slow(hedge.source_of(d))]
         if not slow or sum(d is not None for d in disks) - len(slow) < quorum:
             return disks
         self.slow_sources.left_out += len(slow)

@@ -382,7 +382,7 @@ async def test_a_write_leaves_a_disk_known_slow_out_from_the_start(store, size) 
     key = f"skip-{size}"
     await store.put_object("bkt", key, b"x", 1)
     slow = disk_of(store, key, 0)
-    store.slow_sources.mark(slow, "slow disk", 2.0)
+    store.slow_sources.mark(slow, "slow disk", 2.0, "writes to")  # a write waited for it past its budget
     slow.calls.clear()
     left_out = store.slow_sources.left_out
     data = content(key, size)
@@ -402,9 +402,35 @@ async def test_a_write_still_uses_slow_disks_it_needs_for_its_quorum(store) -> N
     await store.put_object("bkt", "need", b"x", 1)
     slow = [disk_of(store, "need", slot) for slot in (0, 1)]
     for d in slow:
-        store.slow_sources.mark(d, f"slow {d}", 2.0)
+        store.slow_sources.mark(d, f"slow {d}", 2.0, "writes to")
         d.calls.clear()
     data = content("need", 2 * BLOCK + 5)
     await guarded(store.put_object("bkt", "need", data, len(data)))
     assert all(d.calls["create_file"] == 1 for d in slow), [d.calls for d in slow]
     assert await guarded(get_bytes(store, "bkt", "need")) == data
+
+
+async def test_one_reads_hedge_does_not_make_writes_leave_a_disk_out(store) -> None:
+    """A single hedge (a peer's GC pause can cause one) avoids the source for reads only; new
+    writes still write to it (or every write for 10 s would be degraded)."""
+    await store.put_object("bkt", "once", b"x", 1)
+    slow = disk_of(store, "once", 0)
+    store.slow_sources.mark(slow, "slow disk", 0.3)
+    slow.calls.clear()
+    data = content("once", 2 * BLOCK + 5)
+    await guarded(store.put_object("bkt", "once", data, len(data)))
+    assert slow.calls["create_file"] == 1, slow.calls
+
+
+def test_a_source_is_surely_slow_after_a_write_waited_for_it_or_when_it_lags_again() -> None:
+    now = [100.0]
+    slow = hedge.SlowSources(clock=lambda: now[0])
+    slow.mark("peer", "http://peer", 0.5)  # one read's hedge
+    assert slow.slow("peer") and not slow.surely_slow("peer")
+    now[0] += hedge.SLOW_FOR + 1  # its period ended; it lags again soon after
+    slow.mark("peer", "http://peer", 0.5)
+    assert slow.surely_slow("peer")
+    now[0] += 10 * hedge.SLOW_MAX  # forgiven
+    assert not slow.slow("peer") and not slow.surely_slow("peer")
+    slow.mark("peer", "http://peer", 1.0, "writes to")  # a write waited for it past its budget
+    assert slow.surely_slow("peer")
