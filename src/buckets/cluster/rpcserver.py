@@ -350,8 +350,10 @@ class PeerRpcServer:
             except StopAsyncIteration:
                 first = None
             response = web.StreamResponse(status=200, headers={"Content-Type": wire.STREAM_TYPE})
-            await response.prepare(request)
             try:
+                # (The caller may have gone before the head: a hedged read that a spare
+                # already answered cancels its stream at once.)
+                await response.prepare(request)
                 chunk = first
                 while chunk is not None:
                     await self._write_data(response, chunk)

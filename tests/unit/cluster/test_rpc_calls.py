@@ -344,6 +344,35 @@ async def test_a_stream_times_out_only_while_its_reader_waits_for_the_peer(node:
             pass
 
 
+async def test_a_stream_whose_caller_left_before_its_head_is_no_server_error(node: RpcNode, caplog) -> None:
+    """A hedged read cancels its stream once a spare answered, often before the peer's first
+    chunk was ready: the peer finds the connection closing as it writes the head. The caller
+    went away; that is no unhandled error on the peer (the slow-link mixed-load test's bug-line
+    check caught one)."""
+    first_asked = asyncio.Event()
+
+    async def late_first(args: dict[str, Any]) -> AsyncIterator[bytes]:
+        first_asked.set()
+        await asyncio.sleep(0.5)  # the first chunk comes after the caller has gone
+        yield b"late" * 100
+
+    node.rpc.register("test", "late", late_first)
+    client = node.client()
+
+    async def read_it() -> None:
+        async for _ in await client.call_stream_out("test", "late", {}):
+            pass
+
+    reading = asyncio.ensure_future(read_it())
+    await asyncio.wait_for(first_asked.wait(), 10)
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    await asyncio.sleep(1.0)  # the peer writes its head into the closed connection meanwhile
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], errors
+    assert await client.ping()
+
+
 async def test_a_result_answer_to_a_stream_call_is_a_protocol_error(node: RpcNode) -> None:
     node.rpc.register("test", "plain", lambda args: "not a stream")
     with pytest.raises(PeerProtocolError):
