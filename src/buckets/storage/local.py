@@ -836,6 +836,25 @@ class LocalDisk:
             if tracked:
                 self._hung_at = self._hung_at or time.monotonic()
             raise self._hung(what) from None
+        except asyncio.CancelledError:
+            # The waiter went (a peer's caller cut its stream, a request ended): the call goes
+            # on in its thread. If it outlasts the timeout the disk hangs all the same; no one
+            # else may be left waiting to notice (a peer whose writes left this disk out stopped
+            # sending it any).
+            if tracked:
+                asyncio.get_running_loop().call_later(disk_timeout, self._check_stuck, what)
+            raise
+
+    def _check_stuck(self, what: Any) -> None:
+        """A tracked call whose waiter was cancelled ``disk_timeout`` ago: hung if a call is
+        still running past the timeout (``_busy``), as if its waiter had timed out."""
+        if self._hung_at or self._closed:
+            return
+        now = time.monotonic()
+        stuck = [started for started in list(self._busy.values()) if now - started >= disk_timeout]
+        if stuck:
+            self._hung_at = min(stuck)
+            self._hung(what)
 
     def _timed(self, fn, *args):
         """In the disk's thread: a bounded call, its start noted while it runs (``_still_stuck``)."""

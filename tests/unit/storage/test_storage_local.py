@@ -203,6 +203,51 @@ async def test_a_call_past_the_disk_timeout_takes_the_disk_offline(disk, monkeyp
     assert disk.online
 
 
+async def test_a_call_whose_waiter_left_still_takes_a_hung_disk_offline(disk, monkeypatch) -> None:
+    """A peer's write cut its stream (it left this disk's shard out: session 50) while the
+    call was stuck in the disk's thread: no waiter is left to time out, and no more calls
+    come. The call still counts: once it outlasts the timeout the disk hangs and goes offline."""
+    import threading
+
+    from buckets.storage import local as local_storage
+
+    monkeypatch.setattr(local_storage, "disk_timeout", 0.2)
+    release = threading.Event()
+    waiter = asyncio.ensure_future(disk._run(release.wait, 5))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert disk.online  # not yet: the call has not outlasted the timeout
+    deadline = time.monotonic() + 5
+    while disk.online and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not disk.online and "did not finish within 0.2s: the disk hangs" in disk.last_error
+    with pytest.raises(DiskFaulty, match=r"a call has not returned for \d+s: the disk hangs"):
+        await disk.write_file("probe", b"x", sync=False)
+    release.set()
+    deadline = time.monotonic() + 5
+    while disk._busy and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    disk.mark_online()
+    await disk.write_file("probe", b"x", sync=False)
+
+
+async def test_a_cancelled_call_that_returns_in_time_is_no_hang(disk, monkeypatch) -> None:
+    import threading
+
+    from buckets.storage import local as local_storage
+
+    monkeypatch.setattr(local_storage, "disk_timeout", 0.2)
+    release = threading.Event()
+    waiter = asyncio.ensure_future(disk._run(release.wait, 5))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    release.set()  # it returns well within the timeout
+    await asyncio.sleep(0.5)
+    assert disk.online and not disk._hung_at
+
+
 def _claim_elsewhere(root: str) -> str:
     """Another process reads the disk's format (and so takes its lock): what it says."""
     import subprocess
