@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from buckets.engine import crypto, hedge, paths, smalllog
+from buckets.engine import crypto, paths, smalllog
 from buckets.engine.ids import new_id
 from buckets.erasure import ShardGeometry, unframe_piece
 from buckets.errors import CorruptData, DiskError, DiskFull
@@ -54,7 +54,7 @@ class ObjectHealResult:
     failed: list[int] = field(default_factory=list)
     reason: str = ""
     deferred: list[int] = field(default_factory=list)  # slots on a slow source: not checked, not rebuilt
-    waits_on: list = field(default_factory=list)  # ... those sources (``hedge.source_of``)
+    waits_on: list = field(default_factory=list)  # ... what they wait on (``SlowSources.avoided``)
 
 
 async def _check_slot(store: "Store", bucket: str, key: str, entry: dict, slot: int, disk, deep: bool) -> bool:
@@ -148,10 +148,10 @@ async def _heal_version(store: "Store", bucket: str, key: str, vid: str | None, 
     disks = store.disks_for(entry["disks"])
     n = entry["k"] + entry["m"]
     slow = store.slow_sources
-    res.deferred = [i for i in range(n) if disks[i] is not None and slow.slow(hedge.source_of(disks[i]))]
+    res.deferred = [i for i in range(n) if disks[i] is not None and slow.avoids(disks[i])]
     for i in res.deferred:
-        if hedge.source_of(disks[i]) not in res.waits_on:
-            res.waits_on.append(hedge.source_of(disks[i]))
+        if slow.avoided(disks[i]) not in res.waits_on:
+            res.waits_on.append(slow.avoided(disks[i]))
     checked = [i for i in range(n) if i not in res.deferred]
     checks = dict(zip(checked, await asyncio.gather(
         *(_check_slot(store, bucket, key, entry, i, disks[i], deep) for i in checked))))

@@ -74,6 +74,22 @@ class SlowSources:
         held = self._until.get(source)
         return held is not None and held[0] > self._clock()
 
+    def avoided(self, disk: Any) -> Any:
+        """What makes ``disk`` avoided now: its source (a peer, for all its disks), or the disk
+        itself (marked alone: it lagged while its peer's other disks kept up); None if neither."""
+        source = source_of(disk)
+        if self.slow(source):
+            return source
+        return disk if source is not disk and self.slow(disk) else None
+
+    def avoids(self, disk: Any) -> bool:
+        return self.avoided(disk) is not None
+
+    def surely(self, disk: Any) -> bool:
+        """``surely_slow`` for ``disk``'s source, or for the disk marked alone."""
+        source = source_of(disk)
+        return self.surely_slow(source) or (source is not disk and self.surely_slow(disk))
+
     def surely_slow(self, source: Any) -> bool:
         """Avoided on stronger evidence than one read's hedge (a GC pause on a peer can make
         that): a write waited for it past its budget, or it lagged again soon after its period
@@ -112,7 +128,7 @@ def choose(disks: list[Any], k: int, slow: SlowSources, avoid: Iterable[int] = (
     before slow ones, slots in ``avoid`` last, data slots (below k) before parity."""
     avoid = set(avoid)
     order = sorted((i for i, d in enumerate(disks) if d is not None),
-                   key=lambda i: (i in avoid, slow.slow(source_of(disks[i])), i >= k, i))
+                   key=lambda i: (i in avoid, slow.avoids(disks[i]), i >= k, i))
     return order[:k], order[k:]
 
 

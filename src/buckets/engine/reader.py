@@ -256,7 +256,7 @@ class ObjectReader:
 
         slow = self.store.slow_sources
         order = sorted(self._slot_order([i for i in range(n) if i not in got and self._disks[i] is not None]),
-                       key=lambda i: slow.slow(hedge.source_of(self._disks[i])))  # stable: slow sources last
+                       key=lambda i: slow.avoids(self._disks[i]))  # stable: slow sources last
         need = max(k - len(got), 0)
         rest = order
         if need:  # the first reads hedged (engine/hedge.py); a failed one's spare asked at once

@@ -364,7 +364,7 @@ class Store:
 
     def known_slow(self, disk: Disk | None) -> bool:
         """``disk``'s source lagged lately (``engine/hedge.py``)."""
-        return disk is not None and self.slow_sources.slow(hedge.source_of(disk))
+        return disk is not None and self.slow_sources.avoids(disk)
 
     def writable(self, disks: list, quorum: int) -> list:
         """``disks`` for a new write: those whose source is surely slow (a write waited for it
@@ -375,22 +375,29 @@ class Store:
         of them waits until it keeps up (``heal.py``). Counted as left out. (One read's hedge
         is not enough: a peer's GC pause can make one, and every write for 10 s would then be
         degraded.)"""
-        slow = [i for i, d in enumerate(disks) if d is not None and self.slow_sources.surely_slow(hedge.source_of(d))]
+        slow = [i for i, d in enumerate(disks) if d is not None and self.slow_sources.surely(d)]
         if not slow or sum(d is not None for d in disks) - len(slow) < quorum:
             return disks
         self.slow_sources.left_out += len(slow)
         return [None if i in slow else d for i, d in enumerate(disks)]
 
-    def lagging_call(self, call: asyncio.Future, disk: Disk, lag: float) -> None:
+    def lagging_call(self, call: asyncio.Future, disk: Disk, lag: float, kept: list | None = None) -> None:
         """A write's call to ``disk`` left to finish on its own (see ``lagging_disk``)."""
         self.keep(call)
-        self.lagging_disk(disk, lag)
+        self.lagging_disk(disk, lag, kept)
 
-    def lagging_disk(self, disk: Disk, lag: float) -> None:
+    def lagging_disk(self, disk: Disk, lag: float, kept: list | None = None) -> None:
         """A write went on without ``disk``'s shard (it lagged ``lag`` seconds behind the write
-        quorum's): its source counts as slow (``engine/hedge.py``)."""
+        quorum's): its source counts as slow (``engine/hedge.py``), or the disk alone when
+        another disk of the same peer in ``kept`` (those the write did not leave out) kept up:
+        one hung disk is not a slow link, and its peer's other disks stay in use."""
         self.slow_sources.left_out += 1
-        self.slow_sources.mark(hedge.source_of(disk), hedge.source_name(disk), lag, "writes to")
+        source = hedge.source_of(disk)
+        if source is not disk and any(d is not disk and d is not None and hedge.source_of(d) is source
+                                      for d in kept or ()):
+            self.slow_sources.mark(disk, str(getattr(disk, "endpoint", disk)), lag, "writes to")
+        else:
+            self.slow_sources.mark(source, hedge.source_name(disk), lag, "writes to")
 
     # -- buckets --------------------------------------------------------------------------
     async def make_bucket(self, name: str, owner: str = "", settings: dict | None = None) -> BucketInfo:
@@ -631,7 +638,9 @@ class Store:
 
         calls = {asyncio.ensure_future(one(i)): i for i in range(len(disks))}
         await hedge.until_quorum(calls, self._write_quorum(entry["k"], entry["m"]),
-                                 lambda f: f.result() is not None, lambda f, i, lag: self.lagging_call(f, disks[i], lag),
+                                 lambda f: f.result() is not None,
+                                 lambda f, i, lag: self.lagging_call(
+                                     f, disks[i], lag, [disks[j] for g, j in calls.items() if g.done() and not g.cancelled() and g.result() is not None]),
                                  lambda i: self.known_slow(disks[i]))
         return sorted(i for f, i in calls.items() if f.done() and f.result() is not None)
 

@@ -129,7 +129,7 @@ class ErasureWriter:
     def __init__(self, codec: ErasureCodec, disks: list[Disk | None], paths: list[str], cpu: Executor,
                  *, algorithms: tuple[str, ...] = (), inline_limit: int = 0,
                  cipher: crypto.PartCipher | None = None,
-                 on_lag: Callable[[Disk, float], None] | None = None,
+                 on_lag: Callable[[Disk, float, list | None], None] | None = None,
                  keep: Callable[[asyncio.Future], None] | None = None,
                  known_slow: Callable[[Disk | None], bool] | None = None) -> None:
         self.codec = codec
@@ -226,8 +226,9 @@ class ErasureWriter:
                 self._waited += loop.time() - began
                 for f in done:
                     del waiting[f]
+                kept = [self.disks[i] for f, i in calls.items() if f not in waiting and self.writers[i] is not None]
                 for f, i in waiting.items():
-                    self._drop(i, loop.time() - began, f)
+                    self._drop(i, loop.time() - began, f, kept)
                     f.add_done_callback(_consume)  # its file is aborted once it ends
         except BaseException:  # cancelled (the write failed elsewhere): as a gather would, stop them all
             for f in calls:
@@ -237,7 +238,7 @@ class ErasureWriter:
             if f.done() and not f.cancelled() and f.exception() is not None:
                 raise f.exception()  # not a disk's error (those drop the slot): a bug, or a cancel
 
-    def _drop(self, i: int, lag: float, call: asyncio.Future) -> None:
+    def _drop(self, i: int, lag: float, call: asyncio.Future, kept: list | None = None) -> None:
         """Go on without slot ``i``'s shard file: it lags far behind the write quorum's. Its
         file is aborted once ``call`` (the write or close it lags in) has ended: a disk's
         thread may still be writing to it. A peer's stream is cut at once (``abort_anytime``)."""
@@ -256,7 +257,7 @@ class ErasureWriter:
         task.add_done_callback(_consume)
         self.keep(task)
         if self.on_lag is not None and disk is not None:
-            self.on_lag(disk, lag)
+            self.on_lag(disk, lag, kept)  # (``kept``: the disks that kept up: is it the disk or its peer?)
 
     async def _process(self, hash_fns: tuple, block: bytes) -> list[bytes]:
         """Hash and encode one block at once (the tail block)."""

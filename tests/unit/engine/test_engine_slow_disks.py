@@ -434,3 +434,19 @@ def test_a_source_is_surely_slow_after_a_write_waited_for_it_or_when_it_lags_aga
     assert not slow.slow("peer") and not slow.surely_slow("peer")
     slow.mark("peer", "http://peer", 1.0, "writes to")  # a write waited for it past its budget
     assert slow.surely_slow("peer")
+
+
+def test_a_write_blames_one_disk_when_its_peers_other_disks_kept_up(store) -> None:
+    """A peer's disk that hangs while the same peer's other disks keep up is that disk's lag,
+    not the peer's: only it is avoided, the peer's other disks stay in use."""
+    peer = Peer("http://peer")
+    hung, sibling, elsewhere = OnPeer(peer, 0), OnPeer(peer, 1), OnPeer(Peer("http://other"), 2)
+    hung.endpoint = "http://peer/d1"
+    slow = store.slow_sources
+    store.lagging_disk(hung, 1.0, [sibling, elsewhere])
+    assert slow.avoids(hung) and slow.surely(hung) and not slow.avoids(sibling)
+    assert slow.names() == ["http://peer/d1"]
+    lone = OnPeer(Peer("http://lone"), 3)
+    store.lagging_disk(lone, 1.0, [elsewhere])  # no other disk of its peer kept up: the peer lags
+    assert slow.avoids(lone) and slow.avoided(lone) is lone.client
+    assert slow.avoids(OnPeer(lone.client, 4))
