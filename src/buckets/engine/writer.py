@@ -241,15 +241,25 @@ class ErasureWriter:
     def _drop(self, i: int, lag: float, call: asyncio.Future, kept: list | None = None) -> None:
         """Go on without slot ``i``'s shard file: it lags far behind the write quorum's. Its
         file is aborted once ``call`` (the write or close it lags in) has ended: a disk's
-        thread may still be writing to it. A peer's stream is cut at once (``abort_anytime``)."""
+        thread may still be writing to it. A lagging peer's stream is cut at once
+        (``abort_anytime``), unless ``kept`` (the slots that kept up) holds another disk of it."""
         w, self.writers[i] = self.writers[i], None
         if w is None:
             return
         disk = self.disks[i]
         self.errors.append(f"{getattr(disk, 'endpoint', disk)}: lagged {lag:.1f}s behind the other disks")
 
+        # A peer's stream is cut at once when the peer lags as a whole (a slow link: nothing
+        # on its disks is wrong, and a stream left to its idle timeout would take them offline).
+        # When its other disks kept up, the disk itself lags (hung, retrying): the call is left
+        # to end, so the peer's own disk timeout finds the hang and takes the disk offline.
+        source = hedge.source_of(disk)
+        alone = source is not disk and any(d is not disk and d is not None and hedge.source_of(d) is source
+                                           for d in kept or ())
+        cut = getattr(w, "abort_anytime", False) and not alone
+
         async def abort() -> None:
-            if not getattr(w, "abort_anytime", False):
+            if not cut:
                 await asyncio.wait([call])
             await w.abort()
 
