@@ -48,24 +48,26 @@ def metric(text: str, name: str) -> list[tuple[str, float]]:
     return out
 
 
+def seed(s3, bucket: str, rng: random.Random, *, bigs: int, smalls: int) -> dict[str, str]:
+    """A bucket with ``bigs`` 16 MiB and ``smalls`` 4 KiB objects: their SHA-256 by key."""
+    s3.create_bucket(Bucket=bucket)
+    digests: dict[str, str] = {}
+    for name, count, size in (("big", bigs, BIG), ("small", smalls, 4096)):
+        for i in range(count):
+            body = rng.randbytes(size)
+            digests[f"{name}{i}"] = hashlib.sha256(body).hexdigest()
+            s3.put_object(Bucket=bucket, Key=f"{name}{i}", Body=body)
+    return digests
+
+
 @pytest.mark.skipif(SLOW_REASON is not None, reason=SLOW_REASON or "")
 def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
     c = FaultCluster(tmp_path, partitionable=True, nodes=4, disks=4)
     c.start()
     try:
         s3 = c.client(1)
-        s3.create_bucket(Bucket="slowlink")
         rng = random.Random(7)
-        digests: dict[str, str] = {}
-        for i in range(4):  # written while every link is fast
-            body = rng.randbytes(BIG)
-            digests[f"big{i}"] = hashlib.sha256(body).hexdigest()
-            s3.put_object(Bucket="slowlink", Key=f"big{i}", Body=body)
-        del body
-        for i in range(20):
-            body = rng.randbytes(4096)
-            digests[f"small{i}"] = hashlib.sha256(body).hexdigest()
-            s3.put_object(Bucket="slowlink", Key=f"small{i}", Body=body)
+        digests = seed(s3, "slowlink", rng, bigs=4, smalls=20)  # written while every link is fast
 
         def read_all(via: int) -> None:
             client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
@@ -155,18 +157,7 @@ def test_mixed_load_goes_on_around_a_node_behind_a_slow_link(tmp_path) -> None:
     c = FaultCluster(tmp_path, partitionable=True, nodes=4, disks=4)
     c.start()
     try:
-        s3 = c.client(1)
-        s3.create_bucket(Bucket="mixed")
-        rng = random.Random(11)
-        digests: dict[str, str] = {}
-        for i in range(3):
-            body = rng.randbytes(BIG)
-            digests[f"big{i}"] = hashlib.sha256(body).hexdigest()
-            s3.put_object(Bucket="mixed", Key=f"big{i}", Body=body)
-        for i in range(30):
-            body = rng.randbytes(4096)
-            digests[f"small{i}"] = hashlib.sha256(body).hexdigest()
-            s3.put_object(Bucket="mixed", Key=f"small{i}", Body=body)
+        digests = seed(c.client(1), "mixed", random.Random(11), bigs=3, smalls=30)
         fixed = sorted(digests)
         written: dict[str, str] = {}
         failures: list[str] = []

@@ -203,10 +203,9 @@ async def test_a_call_past_the_disk_timeout_takes_the_disk_offline(disk, monkeyp
     assert disk.online
 
 
-async def test_a_call_whose_waiter_left_still_takes_a_hung_disk_offline(disk, monkeypatch) -> None:
-    """A peer's write cut its stream (it left this disk's shard out: session 50) while the
-    call was stuck in the disk's thread: no waiter is left to time out, and no more calls
-    come. The call still counts: once it outlasts the timeout the disk hangs and goes offline."""
+async def _a_stuck_call_whose_waiter_left(disk, monkeypatch):
+    """A call held in the disk's thread (until the returned event is set) whose waiter was
+    cancelled, with a disk timeout of 0.2 s."""
     import threading
 
     from buckets.storage import local as local_storage
@@ -217,6 +216,14 @@ async def test_a_call_whose_waiter_left_still_takes_a_hung_disk_offline(disk, mo
     await asyncio.sleep(0.05)
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
+    return release
+
+
+async def test_a_call_whose_waiter_left_still_takes_a_hung_disk_offline(disk, monkeypatch) -> None:
+    """A peer's write cut its stream (it left this disk's shard out: session 50) while the
+    call was stuck in the disk's thread: no waiter is left to time out, and no more calls
+    come. The call still counts: once it outlasts the timeout the disk hangs and goes offline."""
+    release = await _a_stuck_call_whose_waiter_left(disk, monkeypatch)
     assert disk.online  # not yet: the call has not outlasted the timeout
     deadline = time.monotonic() + 5
     while disk.online and time.monotonic() < deadline:
@@ -233,16 +240,7 @@ async def test_a_call_whose_waiter_left_still_takes_a_hung_disk_offline(disk, mo
 
 
 async def test_a_cancelled_call_that_returns_in_time_is_no_hang(disk, monkeypatch) -> None:
-    import threading
-
-    from buckets.storage import local as local_storage
-
-    monkeypatch.setattr(local_storage, "disk_timeout", 0.2)
-    release = threading.Event()
-    waiter = asyncio.ensure_future(disk._run(release.wait, 5))
-    await asyncio.sleep(0.05)
-    waiter.cancel()
-    await asyncio.gather(waiter, return_exceptions=True)
+    release = await _a_stuck_call_whose_waiter_left(disk, monkeypatch)
     release.set()  # it returns well within the timeout
     await asyncio.sleep(0.5)
     assert disk.online and not disk._hung_at
