@@ -65,6 +65,7 @@ class SlowSources:
         self._clock = clock
         self._until: dict[Any, tuple[float, str, float]] = {}  # source -> (avoided until, name, period)
         self._sure: dict[Any, float] = {}  # source -> until when it is ``surely_slow``
+        self._sure_until = 0.0  # the latest of those: before it, none is (a write's fast path)
         self._warned: dict[Any, float] = {}
         self.hedges = 0  # slots a read asked a spare for because they lagged
         self.hedges_won = 0  # of those, spares that answered before the slot they stood in for
@@ -90,6 +91,10 @@ class SlowSources:
         source = source_of(disk)
         return self.surely_slow(source) or (source is not disk and self.surely_slow(disk))
 
+    def none_surely_slow(self) -> bool:
+        """No source is ``surely_slow`` now (one clock read: what every write asks first)."""
+        return self._sure_until <= self._clock()
+
     def surely_slow(self, source: Any) -> bool:
         """Avoided on stronger evidence than one read's hedge (a GC pause on a peer can make
         that): a write waited for it past its budget, or it lagged again soon after its period
@@ -111,6 +116,7 @@ class SlowSources:
         self._until[source] = (now + period, name, period)
         if what != "reads from" or period > SLOW_FOR:
             self._sure[source] = now + period
+            self._sure_until = max(self._sure_until, now + period)
         if fresh and now - self._warned.get(source, -WARN_EVERY) >= WARN_EVERY:
             self._warned[source] = now
             log.warning("%s %s lag %.0f ms behind the other shards: reads go around it for %.0f s, writes leave "

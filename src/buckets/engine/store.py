@@ -375,6 +375,8 @@ class Store:
         of them waits until it keeps up (``heal.py``). Counted as left out. (One read's hedge
         is not enough: a peer's GC pause can make one, and every write for 10 s would then be
         degraded.)"""
+        if self.slow_sources.none_surely_slow():
+            return disks
         slow = [i for i, d in enumerate(disks) if d is not None and self.slow_sources.surely(d)]
         if not slow or sum(d is not None for d in disks) - len(slow) < quorum:
             return disks
