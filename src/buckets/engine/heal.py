@@ -149,9 +149,9 @@ async def _heal_version(store: "Store", bucket: str, key: str, vid: str | None, 
     n = entry["k"] + entry["m"]
     slow = store.slow_sources
     res.deferred = [i for i in range(n) if disks[i] is not None and slow.avoids(disks[i])]
-    for i in res.deferred:
-        if slow.avoided(disks[i]) not in res.waits_on:
-            res.waits_on.append(slow.avoided(disks[i]))
+    for what in (slow.avoided(disks[i]) for i in res.deferred):
+        if what not in res.waits_on:
+            res.waits_on.append(what)
     checked = [i for i in range(n) if i not in res.deferred]
     checks = dict(zip(checked, await asyncio.gather(
         *(_check_slot(store, bucket, key, entry, i, disks[i], deep) for i in checked))))

@@ -11,11 +11,12 @@ slots are spares like any other), and a spare that lags in turn, as long again a
 asked, gets a spare of its own. A slot whose read failed is replaced by a spare at once.
 
 The sources hedged around (marked as soon as a spare answers before the slot it stands in
-for, so the reads running beside it go around them too) are remembered for ``SLOW_FOR`` seconds (:class:`SlowSources`;
-doubled, up to ``SLOW_MAX``, for a source that lags again soon after): reads started meanwhile
-choose their slots on other sources first and do not wait for the hedge again; after that,
-one read tries the source again. A source is a peer for a remote
-disk (one link carries all its disks) and the disk itself for a local one.
+for, so the reads running beside it go around them too) are remembered for ``SLOW_FOR``
+seconds (:class:`SlowSources`; doubled, up to ``SLOW_MAX``, for a source that lags again soon
+after): reads started meanwhile choose their slots on other sources first and do not wait for
+the hedge again; after that, one read tries the source again. A source is a peer for a remote
+disk (one link carries all its disks) and the disk itself for a local one; a write that left
+out one disk of a peer whose other disks kept up marks that disk alone (``lags_alone``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ def source_of(disk: Any) -> Any:
     """What a slot's read waits on: the peer of a remote disk, else the disk."""
     client = getattr(disk, "client", None)
     return client if client is not None else disk
+
+
+def lags_alone(disk: Any, kept: Iterable[Any] | None) -> bool:
+    """``disk`` (of a peer) lagged while another disk of the same peer in ``kept`` (those a
+    write did not leave out) kept up: the disk lags (hung, retrying), not the peer's link."""
+    source = source_of(disk)
+    return source is not disk and any(d is not disk and d is not None and source_of(d) is source
+                                      for d in kept or ())
 
 
 def source_name(disk: Any) -> str:
@@ -99,7 +108,7 @@ class SlowSources:
         """Avoided on stronger evidence than one read's hedge (a GC pause on a peer can make
         that): a write waited for it past its budget, or it lagged again soon after its period
         ended. What new writes leave out from the start (``Store.writable``)."""
-        return self._sure.get(source, 0.0) > self._clock() and self.slow(source)
+        return self._sure.get(source, 0.0) > self._clock()
 
     def mark(self, source: Any, name: str, lag: float, what: str = "reads from") -> None:
         """``source`` lagged ``lag`` seconds behind the others (``what``: in reads or writes)."""
@@ -274,7 +283,8 @@ async def until_quorum(calls: dict[asyncio.Future, int], quorum: int, ok: Callab
         waiting = [f for f in calls if not f.done()]  # (a call done may not have told the tally yet)
         if waiting:
             began = loop.time()
-            _, out = await asyncio.wait(waiting, timeout=grace(began - start, all(known_slow(calls[f]) for f in waiting)))
+            budget = grace(began - start, all(known_slow(calls[f]) for f in waiting))
+            _, out = await asyncio.wait(waiting, timeout=budget)
             for f in out:
                 lagged(f, calls[f], loop.time() - began)
     except asyncio.CancelledError:

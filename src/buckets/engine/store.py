@@ -394,12 +394,10 @@ class Store:
         another disk of the same peer in ``kept`` (those the write did not leave out) kept up:
         one hung disk is not a slow link, and its peer's other disks stay in use."""
         self.slow_sources.left_out += 1
-        source = hedge.source_of(disk)
-        if source is not disk and any(d is not disk and d is not None and hedge.source_of(d) is source
-                                      for d in kept or ()):
+        if hedge.lags_alone(disk, kept):
             self.slow_sources.mark(disk, str(getattr(disk, "endpoint", disk)), lag, "writes to")
         else:
-            self.slow_sources.mark(source, hedge.source_name(disk), lag, "writes to")
+            self.slow_sources.mark(hedge.source_of(disk), hedge.source_name(disk), lag, "writes to")
 
     # -- buckets --------------------------------------------------------------------------
     async def make_bucket(self, name: str, owner: str = "", settings: dict | None = None) -> BucketInfo:
@@ -641,8 +639,9 @@ class Store:
         calls = {asyncio.ensure_future(one(i)): i for i in range(len(disks))}
         await hedge.until_quorum(calls, self._write_quorum(entry["k"], entry["m"]),
                                  lambda f: f.result() is not None,
-                                 lambda f, i, lag: self.lagging_call(
-                                     f, disks[i], lag, [disks[j] for g, j in calls.items() if g.done() and not g.cancelled() and g.result() is not None]),
+                                 lambda f, i, lag: self.lagging_call(f, disks[i], lag, [
+                                     disks[j] for g, j in calls.items()
+                                     if g.done() and not g.cancelled() and g.result() is not None]),
                                  lambda i: self.known_slow(disks[i]))
         return sorted(i for f, i in calls.items() if f.done() and f.result() is not None)
 

@@ -253,10 +253,7 @@ class ErasureWriter:
         # on its disks is wrong, and a stream left to its idle timeout would take them offline).
         # When its other disks kept up, the disk itself lags (hung, retrying): the call is left
         # to end, so the peer's own disk timeout finds the hang and takes the disk offline.
-        source = hedge.source_of(disk)
-        alone = source is not disk and any(d is not disk and d is not None and hedge.source_of(d) is source
-                                           for d in kept or ())
-        cut = getattr(w, "abort_anytime", False) and not alone
+        cut = getattr(w, "abort_anytime", False) and not hedge.lags_alone(disk, kept)
 
         async def abort() -> None:
             if not cut:
@@ -448,7 +445,8 @@ class ErasureWriter:
                 self.writers[i] = None
                 return False
 
-        closes = {asyncio.ensure_future(close_one(i)): i for i in range(len(self.writers)) if self.writers[i] is not None}
+        closes = {asyncio.ensure_future(close_one(i)): i
+                  for i in range(len(self.writers)) if self.writers[i] is not None}
         await self._await_slots(closes)
         self._check_quorum()
         return sorted(i for f, i in closes.items() if f.done() and not f.cancelled() and f.result()
