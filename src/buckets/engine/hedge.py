@@ -75,6 +75,9 @@ class SlowSources:
         self._until: dict[Any, tuple[float, str, float]] = {}  # source -> (avoided until, name, period)
         self._sure: dict[Any, float] = {}  # source -> until when it is ``surely_slow``
         self._sure_until = 0.0  # the latest of those: before it, none is (a write's fast path)
+        # source -> until when writes still wait for it only the reads' hedge time (``lately``):
+        # its time avoided, then as long again, unless a write found it keeping up meanwhile
+        self._probe: dict[Any, float] = {}
         self._warned: dict[Any, float] = {}
         self.hedges = 0  # slots a read asked a spare for because they lagged
         self.hedges_won = 0  # of those, spares that answered before the slot they stood in for
@@ -110,6 +113,31 @@ class SlowSources:
         ended. What new writes leave out from the start (``Store.writable``)."""
         return self._sure.get(source, 0.0) > self._clock()
 
+    def lately(self, disk: Any) -> bool:
+        """``disk``'s source (or the disk marked alone) is avoided now, or was until lately and no
+        write has seen it keep up since. A write waits for such a slot beyond its quorum only
+        ``grace(..., True)``, not the full ``LAG_MIN``: when a slow link's period ends, the writes
+        that try it again drop its shards after 0.1 s rather than 1 s each."""
+        if not self._probe:
+            return False
+        now = self._clock()
+        source = source_of(disk)
+        return self._probe.get(source, 0.0) > now or (source is not disk and self._probe.get(disk, 0.0) > now)
+
+    def kept_up(self, disks: Iterable[Any]) -> None:
+        """A write's slots on ``disks`` kept up with its quorum: their sources, no longer avoided,
+        are no longer ``lately`` slow either (it recovered: a slot that lags now gets the full
+        budget again)."""
+        if not self._probe:
+            return
+        now = self._clock()
+        for disk in disks:
+            for key in (source_of(disk), disk):
+                if key in self._probe and not self.slow(key):
+                    del self._probe[key]
+        for key in [key for key, until in self._probe.items() if until <= now]:
+            del self._probe[key]
+
     def mark(self, source: Any, name: str, lag: float, what: str = "reads from") -> None:
         """``source`` lagged ``lag`` seconds behind the others (``what``: in reads or writes)."""
         now = self._clock()
@@ -123,6 +151,7 @@ class SlowSources:
             elif now - until < 2 * last:
                 period = min(2 * last, SLOW_MAX)  # lagged again soon after its period ended
         self._until[source] = (now + period, name, period)
+        self._probe[source] = now + 2 * period
         if what != "reads from" or period > SLOW_FOR:
             self._sure[source] = now + period
             self._sure_until = max(self._sure_until, now + period)
@@ -257,11 +286,13 @@ def grace(quorum_took: float, slow: bool) -> float:
 
 async def until_quorum(calls: dict[asyncio.Future, int], quorum: int, ok: Callable[[asyncio.Future], bool],
                        lagged: Callable[[asyncio.Future, int, float], None],
-                       known_slow: Callable[[int], bool]) -> None:
+                       known_slow: Callable[[int], bool],
+                       kept: Callable[[Iterable[int]], None] | None = None) -> None:
     """Wait for the calls (one per slot) until ``quorum`` of them are ``ok``, then for the
     rest ``grace`` more at most. Those still out are left to finish on their own:
-    ``lagged(call, slot, seconds)`` is told of each (it keeps the call). Cancelled, it cancels
-    the calls (as a gather would)."""
+    ``lagged(call, slot, seconds)`` is told of each (it keeps the call); ``kept`` is told of
+    the slots whose calls were done and ``ok``. Cancelled, it cancels the calls (as a gather
+    would)."""
     if not calls:
         return
     loop = asyncio.get_running_loop()
@@ -287,6 +318,8 @@ async def until_quorum(calls: dict[asyncio.Future, int], quorum: int, ok: Callab
             _, out = await asyncio.wait(waiting, timeout=budget)
             for f in out:
                 lagged(f, calls[f], loop.time() - began)
+        if kept is not None:
+            kept(i for f, i in calls.items() if f.done() and not f.cancelled() and f.exception() is None and ok(f))
     except asyncio.CancelledError:
         for f in calls:
             f.cancel()

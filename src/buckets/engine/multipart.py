@@ -134,7 +134,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
     cipher = crypto.PartCipher(data_key, crypto.write_iv(pwid), part_number) if data_key is not None else None
     writer = ErasureWriter(codec, disks, [path] * codec.n, self.cpu, algorithms=algs, inline_limit=-1,
                            cipher=cipher, on_lag=self.lagging_disk, keep=self.keep,
-                           known_slow=self.known_slow)
+                           known_slow=self.known_slow, kept_up=self.kept_up)
     meta_path = paths.upload_part_meta(upload_id, pwid)
 
     async def drop(d) -> None:

@@ -203,7 +203,8 @@ async def append_slots(store: "Store", bucket: str, key: str, entry: dict, disks
         return out
     await hedge.until_quorum(calls, quorum, lambda f: calls[f] in out,
                              lambda f, i, lag: store.lagging_call(f, disks[i], lag, [disks[j] for j in out]),
-                             lambda i: store.known_slow(disks[i]))
+                             lambda i: store.known_slow(disks[i]),
+                             lambda slots: store.kept_up(disks[i] for i in slots))
     return dict(out)  # a copy: what lands later is not the write's
 
 

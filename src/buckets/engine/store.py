@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -363,8 +363,12 @@ class Store:
         task.add_done_callback(self._background.discard)
 
     def known_slow(self, disk: Disk | None) -> bool:
-        """``disk``'s source lagged lately (``engine/hedge.py``)."""
-        return disk is not None and self.slow_sources.avoids(disk)
+        """``disk``'s source lagged lately (``engine/hedge.py``: ``SlowSources.lately``)."""
+        return disk is not None and self.slow_sources.lately(disk)
+
+    def kept_up(self, disks: Iterable[Disk | None]) -> None:
+        """A write's slots on ``disks`` kept up (``SlowSources.kept_up``)."""
+        self.slow_sources.kept_up(d for d in disks if d is not None)
 
     def writable(self, disks: list, quorum: int) -> list:
         """``disks`` for a new write: those whose source is surely slow (a write waited for it
@@ -558,7 +562,7 @@ class Store:
                                inline_limit=self.inline_threshold,
                                cipher=crypto.PartCipher(data_key, crypto.write_iv(wid), 1)
                                if data_key is not None else None, on_lag=self.lagging_disk, keep=self.keep,
-                               known_slow=self.known_slow)
+                               known_slow=self.known_slow, kept_up=self.kept_up)
         try:
             result = await writer.run(stream, size)
             if opts.verify is not None:
@@ -642,7 +646,8 @@ class Store:
                                  lambda f, i, lag: self.lagging_call(f, disks[i], lag, [
                                      disks[j] for g, j in calls.items()
                                      if g.done() and not g.cancelled() and g.result() is not None]),
-                                 lambda i: self.known_slow(disks[i]))
+                                 lambda i: self.known_slow(disks[i]),
+                                 lambda slots: self.kept_up(disks[i] for i in slots))
         return sorted(i for f, i in calls.items() if f.done() and f.result() is not None)
 
     async def _commit_streamed(self, bucket, key, entry, stage, disks, slots: list[int],

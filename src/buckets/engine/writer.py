@@ -24,7 +24,7 @@ import base64
 import hashlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -131,7 +131,8 @@ class ErasureWriter:
                  cipher: crypto.PartCipher | None = None,
                  on_lag: Callable[[Disk, float, list | None], None] | None = None,
                  keep: Callable[[asyncio.Future], None] | None = None,
-                 known_slow: Callable[[Disk | None], bool] | None = None) -> None:
+                 known_slow: Callable[[Disk | None], bool] | None = None,
+                 kept_up: Callable[[Iterable[Disk | None]], None] | None = None) -> None:
         self.codec = codec
         self.cipher = cipher
         self.disks = disks
@@ -147,6 +148,7 @@ class ErasureWriter:
         self.on_lag = on_lag  # told of each disk dropped for lagging, and by how long
         self.keep = keep or _keep  # holds the aborts of dropped shard files until they end
         self.known_slow = known_slow or (lambda disk: False)  # a disk whose source lagged lately
+        self.kept_up = kept_up  # told of the disks whose slots kept up (``SlowSources.kept_up``)
         self._started: float | None = None  # loop time the shard files were opened
         self._waited = 0.0  # seconds spent waiting for pieces beyond the write quorum
 
@@ -230,6 +232,9 @@ class ErasureWriter:
                 for f, i in waiting.items():
                     self._drop(i, loop.time() - began, f, kept)
                     f.add_done_callback(_consume)  # its file is aborted once it ends
+            if self.kept_up is not None:
+                self.kept_up(self.disks[i] for f, i in calls.items()
+                             if f.done() and not f.cancelled() and self.writers[i] is not None)
         except BaseException:  # cancelled (the write failed elsewhere): as a gather would, stop them all
             for f in calls:
                 f.cancel()

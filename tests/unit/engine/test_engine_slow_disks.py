@@ -450,3 +450,51 @@ def test_a_write_blames_one_disk_when_its_peers_other_disks_kept_up(store) -> No
     store.lagging_disk(lone, 1.0, [elsewhere])  # no other disk of its peer kept up: the peer lags
     assert slow.avoids(lone) and slow.avoided(lone) is lone.client
     assert slow.avoids(OnPeer(lone.client, 4))
+
+
+def test_a_source_stays_lately_slow_after_its_period_until_a_write_sees_it_keep_up() -> None:
+    now = [100.0]
+    slow = hedge.SlowSources(clock=lambda: now[0])
+    assert not slow.lately("peer")
+    slow.mark("peer", "http://peer", 1.0, "writes to")
+    assert slow.lately("peer") and not slow.lately("other")
+    slow.kept_up(["peer"])  # a small record got through while it was avoided: it still is
+    assert slow.slow("peer") and slow.lately("peer")
+    now[0] += hedge.SLOW_FOR + 0.1  # its period ended: reads and writes try it again ...
+    assert not slow.slow("peer") and slow.lately("peer")  # ... and writes wait for it briefly
+    slow.kept_up(["other"])
+    assert slow.lately("peer")
+    slow.kept_up(["peer"])  # a write's slot on it kept up with its quorum: it recovered
+    assert not slow.lately("peer")
+    slow.mark("peer", "http://peer", 1.0, "writes to")
+    now[0] += 2 * hedge.SLOW_MAX  # nothing wrote to it since: forgotten as well
+    assert not slow.lately("peer")
+
+
+@pytest.mark.parametrize("size", [2 * BLOCK + 5, INLINE - 7], ids=["streamed", "inline"])
+async def test_a_write_trying_a_source_again_after_its_period_waits_for_it_briefly(store, monkeypatch, size) -> None:
+    """When a slow source's period ends, writes use it again. If it still lags, each of them
+    leaves its shard out after the reads' hedge time (0.1 s, or three times what the quorum
+    took), not after the write's full budget (``LAG_MIN``, 1 s by default: here far longer
+    than the guard, so a write that waited it would fail the test). Once a write finds it
+    keeping up, a slot that lags gets the full budget again."""
+    monkeypatch.setattr(hedge, "LAG_MIN", 2 * GUARD)
+    key = f"again-{size}"
+    await store.put_object("bkt", key, b"x", 1)
+    slow = disk_of(store, key, 0)
+    store.slow_sources.mark(slow, "slow disk", 2.0, "writes to")
+    forward(store, hedge.SLOW_FOR + 0.1)  # its period is over
+    assert not store.slow_sources.slow(slow) and store.known_slow(slow)
+    slow.delay("shard.write", "append_records", "write_file", seconds=HANG)
+    left_out = store.slow_sources.left_out
+    data = content(key, size)
+    await guarded(store.put_object("bkt", key, data, len(data)))  # (it would hang waiting LAG_MIN)
+    assert store.slow_sources.left_out == left_out + 1
+    assert store.slow_sources.slow(slow)  # avoided again, for longer
+    assert await guarded(get_bytes(store, "bkt", key)) == data
+    slow.clear()
+    forward(store, 2 * hedge.SLOW_FOR + 0.1)  # its second, doubled period is over too
+    assert not store.slow_sources.slow(slow) and store.known_slow(slow)
+    await guarded(store.put_object("bkt", key, data, len(data)))
+    assert not store.known_slow(slow)  # that write found it keeping up
+    assert store.registry.get_object("bkt", key)["disks"][0] == slow.disk_id
