@@ -256,6 +256,16 @@ class DiskTimeout(DiskOffline):
     code = "DiskTimeout"
 
 
+class DiskSlow(DiskOffline):
+    """(Remote) the call timed out, but the disk's node answered other calls meanwhile: it is
+    alive and slow (a saturated or degraded link), not gone. The slot is left out of this
+    operation like an offline one, but the disk is not marked offline and its node stays
+    online: the engine goes around slow sources by itself (``engine/hedge.py``), and a disk
+    that hangs on a node that answers is taken offline by that node's own ``--disk-timeout``."""
+
+    code = "DiskSlow"
+
+
 class UnformattedDisk(DiskError):
     """The disk root holds no format file and nothing else (missing or empty): it may be
     formatted."""
@@ -279,7 +289,7 @@ class DiskInUse(DiskError):
 
 DISK_ERRORS: dict[str, type[DiskError]] = {cls.code: cls for cls in (
     DiskError, FileNotFound, CorruptData, DiskFull, DiskAccessDenied, PathEscape, DiskOffline,
-    DiskFaulty, DiskTimeout, UnformattedDisk, ForeignDisk, DiskInUse)}
+    DiskFaulty, DiskTimeout, DiskSlow, UnformattedDisk, ForeignDisk, DiskInUse)}
 
 
 def disk_error_to_wire(error: DiskError) -> dict[str, str]:

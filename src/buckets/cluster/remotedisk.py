@@ -32,7 +32,7 @@ from buckets.runtime import cancel_and_wait
 from buckets.cluster import rpcframe as wire
 from buckets.cluster.rpcclient import PeerClient, PeerState, PeerStream
 from buckets.cluster.rpcerrors import PeerError, PeerProtocolError, UnknownPeerMethod, error_from_wire
-from buckets.errors import DiskError, DiskFull, DiskOffline, PathEscape
+from buckets.errors import DiskError, DiskFull, DiskOffline, DiskSlow, PathEscape
 from buckets.storage.disk import MAX_SMALL_FILE, DiskInfo, FileStat
 
 log = logging.getLogger("buckets.cluster.disk")
@@ -780,6 +780,10 @@ class RemoteDisk:
 
     # -- calls ----------------------------------------------------------------------------
     def _offline(self, exc: PeerError) -> DiskOffline:
+        """The error for a call the peer did not answer: the disk is marked offline, unless the
+        peer answered other calls meanwhile (``PeerTimeout.alive``: slow, not gone)."""
+        if getattr(exc, "alive", False):
+            return DiskSlow(f"{self.endpoint}: {exc.message}")
         err = DiskOffline(f"{self.endpoint}: {exc.message}")
         self.mark_offline(err.args[0])
         return err

@@ -89,6 +89,8 @@ class PeerHealth:
         self.consecutive_failures = 0
         self.last_error = ""
         self.last_ok: float | None = None
+        self.heard = float("-inf")  # time.monotonic() of the peer's last answer (or streamed frame)
+        self.slow_timeouts = 0  # calls that timed out while the peer answered others (not failures)
         self.calls = 0
         self.failures = 0
         self.times_offline = 0
@@ -102,6 +104,7 @@ class PeerHealth:
         was_offline = self.state is PeerState.OFFLINE
         self.consecutive_failures = 0
         self.last_ok = time.time()
+        self.heard = time.monotonic()
         self._move(PeerState.ONLINE)
         return was_offline
 
@@ -122,7 +125,8 @@ class PeerHealth:
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.state.value, "since": self.since, "consecutive_failures": self.consecutive_failures,
                 "last_error": self.last_error, "last_ok": self.last_ok, "calls": self.calls,
-                "failures": self.failures, "times_offline": self.times_offline}
+                "failures": self.failures, "times_offline": self.times_offline,
+                "slow_timeouts": self.slow_timeouts}
 
 
 # --- one pooled session per process (per event loop) ---------------------------------------
@@ -204,6 +208,7 @@ class _IdleWatchdog:
         self.idle = idle
         self._timeout: asyncio.Timeout | None = None
         self.producer_error: BaseException | None = None
+        self.armed_at = time.monotonic()  # when the wait it bounds now began (``_transport_error``)
 
     def attach(self, timeout: asyncio.Timeout) -> None:
         self._timeout = timeout
@@ -213,6 +218,7 @@ class _IdleWatchdog:
         self._timeout = None
 
     def arm(self) -> None:
+        self.armed_at = time.monotonic()
         self._set(asyncio.get_running_loop().time() + self.idle)
 
     def disarm(self) -> None:
@@ -247,6 +253,7 @@ class PeerStream:
         response = self._response
         if response is None:
             raise StopAsyncIteration
+        waited = time.monotonic()
         try:
             async with asyncio.timeout(self._client.timeouts.idle):  # the peer sent nothing meanwhile
                 kind, payload = await self._next_frame(response)
@@ -258,7 +265,8 @@ class PeerStream:
             raise
         except Exception as error:  # noqa: BLE001 - timeouts, resets, cut streams
             await self.aclose()
-            raise self._client._transport_error(error, "streaming from it") from error
+            raise self._client._transport_error(error, "streaming from it", waited) from error
+        self._client.health.heard = time.monotonic()
         if kind == wire.FRAME_DATA:
             self.received += len(payload)
             return payload
@@ -360,6 +368,7 @@ class PeerClient:
         if length is not None:
             headers["Content-Length"] = str(wire.ARGS_PREFIX.size + len(packed) + length)
         dog = _IdleWatchdog(self.timeouts.idle)
+        dog.armed_at = time.monotonic()
         data = self._upload(wire.args_prefix(packed) + packed, body, length, dog)
         # The watchdog bounds the upload; aiohttp's read timeout starts once the body is
         # sent and bounds the answer, which may include an fsync: a control call's time.
@@ -376,7 +385,7 @@ class PeerClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as failure:
             if dog.producer_error is not None:  # aiohttp reports our source's failure as its own
                 raise dog.producer_error from None
-            raise self._transport_error(failure, f"streaming {service}/{method} to it") from failure
+            raise self._transport_error(failure, f"streaming {service}/{method} to it", dog.armed_at) from failure
         if error is not None:
             raise error
         return result
@@ -398,6 +407,7 @@ class PeerClient:
                                         sock_connect=self.timeouts.connect)
         self.health.calls += 1
         response: aiohttp.ClientResponse | None = None
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeouts.call):  # until the answer's head
                 try:
@@ -418,7 +428,7 @@ class PeerClient:
                 return stream
             _, error = await self._answer(response)
         except (TimeoutError, aiohttp.ClientError, OSError) as failure:
-            raise self._transport_error(failure, f"calling {service}/{method}") from failure
+            raise self._transport_error(failure, f"calling {service}/{method}", started) from failure
         finally:
             if response is not None:
                 response.release()
@@ -448,6 +458,7 @@ class PeerClient:
             raise PeerOffline(f"peer {self.endpoint} is offline ({self.health.last_error})", endpoint=self.endpoint)
 
     async def _call(self, service: str, method: str, args: dict[str, Any] | None, total: float) -> Any:
+        started = time.monotonic()
         path = wire.path_for(service, method)
         packed = wire.pack(args or {})
         if self.use_channel and len(packed) <= channels.MAX_CHANNEL_ARGS:
@@ -477,7 +488,7 @@ class PeerClient:
                     log.debug("%s/%s to %s: the pooled connection was closed before the call was sent; "
                               "sending it again on a new one", service, method, self.endpoint)
                     continue
-                raise self._transport_error(failure, f"calling {service}/{method}") from failure
+                raise self._transport_error(failure, f"calling {service}/{method}", started) from failure
         if error is not None:
             raise error
         return result
@@ -488,6 +499,7 @@ class PeerClient:
         no channel (it is then called over HTTP). A channel that closes before the call left
         is replaced once; one that closes after is a lost connection, as over HTTP."""
         self.health.calls += 1
+        started = time.monotonic()
         try:
             async with asyncio.timeout(total):
                 for attempt in range(2):
@@ -503,7 +515,7 @@ class PeerClient:
                         raise
                     break
         except (TimeoutError, aiohttp.ClientError, OSError) as failure:
-            raise self._transport_error(failure, f"calling {service}/{method}") from failure
+            raise self._transport_error(failure, f"calling {service}/{method}", started) from failure
         self._succeeded()
         return answer
 
@@ -619,8 +631,19 @@ class PeerClient:
         if self.health.succeeded():
             log.info("peer %s is back online", self.endpoint)
 
-    def _transport_error(self, error: BaseException, doing: str) -> PeerError:
-        """The typed error for a failed exchange; records it in the peer's health."""
+    def _transport_error(self, error: BaseException, doing: str, since: float | None = None) -> PeerError:
+        """The typed error for a failed exchange; records it in the peer's health. A timeout of a
+        wait that began at ``since`` (``time.monotonic()``) while the peer answered other calls
+        after that is not a failure of the peer: it is alive, and slow (a saturated link, where
+        a small call waits behind megabytes queued ahead of it). Its ``PeerTimeout`` says so
+        (``alive``), and the health is left as it is: a peer that answers nothing is still
+        taken offline after ``failures_to_offline`` timeouts."""
+        if isinstance(error, TimeoutError) and since is not None and self.health.heard > since:
+            typed = PeerTimeout(f"peer {self.endpoint} did not answer in time ({doing}), though it answered "
+                                "other calls meanwhile", endpoint=self.endpoint)
+            typed.alive = True
+            self.health.slow_timeouts += 1
+            return typed
         definitive = False
         if isinstance(error, aiohttp.ClientConnectorError):
             definitive = isinstance(error.os_error, ConnectionRefusedError)

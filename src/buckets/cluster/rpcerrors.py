@@ -70,9 +70,11 @@ class PeerUnreachable(PeerError):
 
 
 class PeerTimeout(PeerError):
-    """The peer did not answer (or stopped sending) within the call's timeout."""
+    """The peer did not answer (or stopped sending) within the call's timeout. ``alive``: it
+    answered other calls meanwhile (slow, not gone: not counted against its health)."""
 
     default_message = "The peer node did not answer in time."
+    alive = False
 
 
 class PeerProtocolError(PeerError):

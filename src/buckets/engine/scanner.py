@@ -40,7 +40,8 @@ from buckets.engine.bootstrap import looks_unmounted
 from buckets.engine.heal import heal_object
 from buckets.engine.meta import decode_meta_file
 from buckets.errors import (
-    BucketsError, CorruptData, DiskAccessDenied, DiskError, DiskFull, FileNotFound, FormatError, UnformattedDisk,
+    BucketsError, CorruptData, DiskAccessDenied, DiskError, DiskFull, DiskSlow, FileNotFound, FormatError,
+    UnformattedDisk,
 )
 from buckets.registry import Op
 from buckets.registry.cache import background_lookups
@@ -440,6 +441,8 @@ class Scanner:
             fmt = DiskFormat.from_json(await disk.read_format(), f"{disk.endpoint}/{FORMAT_FILE}")
         except UnformattedDisk:
             fmt = None
+        except DiskSlow:  # its node answers, slowly (a saturated link): neither gone nor back
+            return
         except (DiskError, FormatError) as exc:
             disk.mark_offline(str(exc))
             return

@@ -21,8 +21,9 @@ from buckets.cluster import remotedisk
 from buckets.cluster.diskservice import DiskService
 from buckets.cluster.remotedisk import RemoteDisk
 from buckets.cluster.rpcchannel import CHANNEL_PATH
+from buckets.cluster.rpcclient import PeerState, PeerTimeouts
 from buckets.cluster.rpcerrors import BadPeerRequest
-from buckets.errors import DiskError, DiskOffline
+from buckets.errors import DiskError, DiskOffline, DiskSlow
 from buckets.obs.access import METRICS_KEY
 from buckets.storage import LocalDisk
 
@@ -168,6 +169,35 @@ async def test_a_peer_that_went_down_fails_every_disk_with_one_call(peer: Peer) 
     assert client.health.calls == 1
     infos = await scrape(disks)  # offline disks are reported without asking
     assert [i.online for i in infos] == [False] * DISKS and client.health.calls == 1
+
+
+async def test_calls_that_time_out_while_the_peer_answers_others_leave_its_disks_online(
+        peer: Peer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saturated link: the deletes a write sends to clean up after a cut stream (one per disk
+    of the peer) wait behind megabytes queued ahead of them and time out together, while the
+    peer still answers other calls. The disks and the peer are slow, not gone: no disk is
+    marked offline (each delete fails with ``DiskSlow``) and the peer stays online. Without
+    the rule, those four timeouts took every disk of a live node offline (seen in
+    ``tests/cluster/test_cluster_slow_link.py``)."""
+    async def stalls(path: str, **_) -> None:
+        await asyncio.sleep(60)
+
+    for disk in peer.local.values():
+        monkeypatch.setattr(disk, "delete", stalls)
+    client = peer.node.client(timeouts=PeerTimeouts(connect=5.0, call=1.0, idle=1.0, probe=5.0))
+    disks = remote_disks(peer, client)
+
+    async def answered_meanwhile() -> None:
+        for _ in range(8):
+            await asyncio.sleep(0.25)
+            assert await disks[0].exists("nothing-here") is False
+
+    results = await asyncio.gather(*(d.delete("stage/cut/part.1") for d in disks), answered_meanwhile(),
+                                   return_exceptions=True)
+    assert all(isinstance(r, DiskSlow) for r in results[:DISKS]), results
+    assert results[DISKS] is None, results
+    assert all(d.online for d in disks) and client.state is PeerState.ONLINE
+    assert client.status()["slow_timeouts"] == DISKS
 
 
 async def test_a_disk_the_peer_does_not_serve(peer: Peer) -> None:

@@ -104,6 +104,34 @@ async def test_repeated_timeouts_take_the_peer_offline_and_calls_fail_fast(
     assert client.status()["times_offline"] == 1
 
 
+async def test_timeouts_while_the_peer_answers_other_calls_are_slowness_not_failures(
+        node: RpcNode, clients: list[PeerClient]) -> None:
+    """A saturated link: a small call waits behind megabytes queued ahead of it and times out,
+    while the peer answers other calls. Not a failure of the peer: several such timeouts at
+    once (a write's cleanup to each of the peer's disks) must not take a live peer offline.
+    A timeout with nothing answered since its call was sent still counts."""
+    node.rpc.register("test", "slow", sleeper(STALL))
+    node.rpc.register("test", "quick", lambda args: "ok")
+    client = node.client(timeouts=QUICK, policy=HealthPolicy(failures_to_offline=2, probe_interval=30))
+    clients.append(client)
+
+    async def answered_meanwhile() -> None:
+        for _ in range(8):
+            await asyncio.sleep(0.25)
+            assert await client.call("test", "quick", timeout=30) == "ok"
+
+    results = await asyncio.gather(*(client.call("test", "slow") for _ in range(4)), answered_meanwhile(),
+                                   return_exceptions=True)
+    timeouts = results[:4]
+    assert all(isinstance(r, PeerTimeout) and r.alive for r in timeouts), results
+    assert results[4] is None, results
+    assert client.state is PeerState.ONLINE and client.health.consecutive_failures == 0
+    assert client.status()["slow_timeouts"] == 4
+    with pytest.raises(PeerTimeout) as silent:  # nothing answered while it waited
+        await client.call("test", "slow")
+    assert not silent.value.alive and client.state is PeerState.SUSPECT
+
+
 async def test_a_stalled_download_times_out_per_read(node: RpcNode, clients: list[PeerClient]) -> None:
     async def stalls(args: dict[str, Any]) -> AsyncIterator[bytes]:
         yield b"first"
