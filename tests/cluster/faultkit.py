@@ -37,6 +37,14 @@ packets; an HTB queue at the root of ``lo`` sends the packets with that DSCP val
 class of the chosen rate and every other packet straight on, unshaped (HTB's default of no
 class). ``lo`` has one root queue for the whole machine, so slow links take a file lock: one at
 a time. ``slow_link_support()`` says why not when ``tc`` or the kernel's HTB is missing.
+
+The class queues what waits for its turn in a byte FIFO holding one second at its rate (what
+a device's buffer holds; beyond it packets are dropped and TCP backs off). HTB's default
+queue there counts packets (``lo``'s 1,000, each up to a 64 KiB segment): 64 MB, two minutes
+at 4 Mbit/s, in which the stale bytes of streams cut long ago (a hedged read's, a dropped
+shard's) held every later call to the node for more than the 10 s peer call timeout, and the
+other nodes rightly took it offline. No device buffers minutes; this kernel has no fair
+queueing (``fq_codel``, ``sfq``) to model a host's default queue with.
 """
 
 from __future__ import annotations
@@ -260,6 +268,16 @@ def slow_link_support() -> str | None:
     return None
 
 
+def queue_bytes(rate: str, seconds: float = 1.0) -> int:
+    """What a link of tc ``rate`` (``"4mbit"``, ``"512kbit"``) sends in ``seconds``, at least one
+    of ``lo``'s 64 KiB segments."""
+    units = {"gbit": 1e9, "mbit": 1e6, "kbit": 1e3, "bit": 1.0}
+    for unit, bits in units.items():
+        if rate.endswith(unit):
+            return max(int(float(rate[:-len(unit)]) * bits / 8 * seconds), 64 << 10)
+    raise ValueError(f"a tc rate in bit/s units, not {rate!r}")
+
+
 class SlowLink:
     """Throttle one node's peer traffic (both directions, S3 and control ports) to ``rate``
     (a tc rate: ``"2mbit"``), and restore it. ``sent_bytes()`` counts what went through the
@@ -292,6 +310,7 @@ class SlowLink:
         commands = [
             "tc qdisc add dev lo root handle 1: htb",
             f"tc class add dev lo parent 1: classid 1:1 htb rate {rate} ceil {rate}",
+            f"tc qdisc add dev lo parent 1:1 bfifo limit {queue_bytes(rate)}",
             "tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip tos 0x20 0xfc flowid 1:1",
         ]
         try:

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+import struct
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator
@@ -153,6 +155,23 @@ def _peer_ssl() -> ssl.SSLContext | bool:
     return _CLIENT_SSL[0] if _CLIENT_SSL else True
 
 
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _resetting_socket(addr_info: tuple) -> socket.socket:
+    """A peer connection's socket whose close discards what it has not sent yet (``SO_LINGER``
+    0: a reset, not a FIN after the queue drains). A connection is closed with bytes queued only
+    when a call is cut: a write dropping a lagging shard stream, a hedged read's spare beating
+    it. Drained, those bytes would hold a slow link for seconds after nobody wants them (a
+    socket's send buffer grows to megabytes), and the calls behind them (the cleanup deletes,
+    the index's replica calls) would time out on a live peer. A connection closed after its
+    answer has nothing queued: the reset changes nothing for it."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    return sock
+
+
 def shared_session(*, bulk: bool = False) -> aiohttp.ClientSession:
     """The process's peer session (one per event loop: a session cannot change loops).
 
@@ -167,10 +186,11 @@ def shared_session(*, bulk: bool = False) -> aiohttp.ClientSession:
     if session is None or session.closed:
         if bulk:
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=KEEPALIVE, ttl_dns_cache=60,
-                                             ssl=_peer_ssl())
+                                             ssl=_peer_ssl(), socket_factory=_resetting_socket)
         else:
             connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT_PER_HOST,
-                                             keepalive_timeout=KEEPALIVE, ttl_dns_cache=60, ssl=_peer_ssl())
+                                             keepalive_timeout=KEEPALIVE, ttl_dns_cache=60, ssl=_peer_ssl(),
+                                             socket_factory=_resetting_socket)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False,
                                         read_bufsize=READ_BUFSIZE)
         sessions[loop] = session

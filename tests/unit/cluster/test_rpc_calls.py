@@ -235,6 +235,51 @@ async def test_a_producer_error_cuts_the_upload_and_reaches_the_caller(node: Rpc
     assert client.state is PeerState.ONLINE  # our producer failed, not the peer
 
 
+async def test_a_cut_upload_does_not_send_what_it_had_queued(node: RpcNode) -> None:
+    """A write drops a lagging peer's shard stream by cutting its call. The bytes already queued
+    in the connection (megabytes of send buffer) must not go on to the peer: over a slow link
+    they held it for seconds after the cut, and the calls behind them timed out on a live peer
+    (``tests/cluster/test_cluster_slow_link.py``). The connection is reset, not closed after
+    its queue drains: the peer's handler sees the reset, short of what the caller produced."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Event()
+    outcome: asyncio.Future[tuple[int, BaseException]] = loop.create_future()
+
+    async def sink(args: dict[str, Any], body: BodyReader) -> None:
+        await gate.wait()  # reads nothing until the caller has cut the call
+        received = 0
+        try:
+            async for chunk in body:
+                received += len(chunk)
+        except PeerBodyIncomplete as error:
+            outcome.set_result((received, error))
+            raise
+        outcome.set_result((received, AssertionError("the handler saw a complete body")))
+
+    node.rpc.register("test", "sink", sink, stream_in=True)
+    client = node.client()
+    produced = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal produced
+        block = b"z" * MiB
+        while True:
+            yield block
+            produced += MiB
+
+    call = asyncio.ensure_future(client.call_stream_in("test", "sink", None, endless()))
+    last = -1
+    while produced != last:  # until every buffer between the two is full
+        last = produced
+        await asyncio.sleep(0.5)
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    gate.set()
+    received, error = await asyncio.wait_for(outcome, 30)
+    assert isinstance(error, PeerBodyIncomplete) and "reset" in str(error), error
+    assert received < produced, (received, produced)
+
+
 async def test_a_body_that_does_not_match_its_declared_length_is_refused_by_the_client(node: RpcNode) -> None:
     async def sink(args: dict[str, Any], body: BodyReader) -> int:
         return sum([len(chunk) async for chunk in body])
