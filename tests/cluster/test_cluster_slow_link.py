@@ -118,16 +118,19 @@ def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
         assert all("# TYPE buckets_read_slow_source gauge" in page for page in pages.values())
         assert any("reads from" in c.log(i) and "behind the other shards" in c.log(i) for i in (1, 2, 4))
         left_out = sum(v for via in pages for _, v in metric(pages[via], "buckets_write_shards_left_out_total"))
-        # (or its disks were offline by then: a probe through the slow link timed out, and
-        # writes went on without them from the start)
-        offline = any(f"{c.host(3)}:" in line and "went offline" in line
-                      for i in (1, 2, 4) for line in c.log(i).splitlines())
-        print(f"shards left out by writes: {left_out}; node 3's disks taken offline meanwhile: {offline}")
-        assert left_out >= 1 or offline, "no write went on without node 3's lagging shards"
+        # Node 3 answers throughout, slowly: none of its disks may be taken offline. (Before
+        # session 51 the cleanup deletes of a write's dropped shards, each waiting behind the
+        # stale bytes of cut streams, timed out together and took them all offline.)
+        offline = [line for i in (1, 2, 4) for line in c.log(i).splitlines()
+                   if f"{c.host(3)}:" in line and "went offline" in line]
+        print(f"shards left out by writes: {left_out}; node 3's disks taken offline meanwhile: {bool(offline)}; "
+              "calls to node 3 that timed out while it answered others: "
+              f"{[n['slow_timeouts'] for i in (1, 2, 4) for n in c.health(i)['nodes'] if n['endpoint'] == c.url(3)]}")
+        assert not offline, offline[:3]
+        assert left_out >= 1, "no write went on without node 3's lagging shards"
         deferred = sum(v for via in pages for _, v in metric(pages[via], "buckets_heal_shards_deferred_total"))
         print(f"shards heals left for later (node 3 slow): {deferred}")
-        if left_out and not offline:  # their heals waited for node 3 instead of writing across the link
-            assert deferred >= 1, "heals of the shards left out were not deferred while node 3 lagged"
+        assert deferred >= 1, "heals of the shards left out were not deferred while node 3 lagged"
 
         for via in (1, 2, 3, 4):  # the link restored: everything through every node
             read_all(via)
@@ -152,8 +155,9 @@ def test_mixed_load_goes_on_around_a_node_behind_a_slow_link(tmp_path) -> None:
     4 Mbit/s: the load that found session 50's defects (GETs waiting 12-16 s on a spare asked of
     the slow node itself, PUTs waiting 3-7 s behind a heal holding their key's lock across the
     link, a live node taken offline by a dropped shard stream's timeout). Checked: no request
-    fails (no retries), every byte read is right, and every object written meanwhile reads back
-    through every node once the link is restored. The latencies are printed, not asserted."""
+    fails (no retries), every byte read is right, node 3's disks are never taken offline, and
+    every object written meanwhile reads back through every node once the link is restored.
+    The latencies are printed, not asserted."""
     c = FaultCluster(tmp_path, partitionable=True, nodes=4, disks=4)
     c.start()
     try:
@@ -212,6 +216,9 @@ def test_mixed_load_goes_on_around_a_node_behind_a_slow_link(tmp_path) -> None:
                   + ", ".join(f"{d:.2f} s ({what})" for d, what in durations[-3:]))
         assert not failures, failures[:10]
         assert len(durations) > 100, "the load did not run"
+        offline = [line for i in (1, 2, 4) for line in c.log(i).splitlines()
+                   if f"{c.host(3)}:" in line and "went offline" in line]
+        assert not offline, offline[:3]  # node 3 answered throughout, slowly
         digests.update(written)
         for via in (1, 2, 3, 4):  # the link restored: everything through every node
             client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)

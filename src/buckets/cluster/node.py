@@ -809,6 +809,8 @@ class ClusterNode:
                 "leader": leader is not None and control_address(url) == leader,
                 "disks_total": disks, "disks_online": online_disks.get(url, 0),
                 **({"clock_offset": 0.0, "clock_uncertainty": 0.0} if me else self.clocks.peer_status(url)),
+                # calls to it that timed out while it answered others (slow, not gone: ``rpcclient``)
+                "slow_timeouts": 0 if me or client is None else client.health.slow_timeouts,
                 "level": self.levels.level(url) if self.levels is not None and state != REMOVED else None,
             })
         members = [n for n in nodes if n["state"] != REMOVED]
