@@ -14,18 +14,22 @@ them afterwards.
 What is checked, with no timing assertion: every byte read through nodes 1, 2 and 4 while the
 link is slow is right, with no retry; the bytes that crossed the slow link during those reads
 (counted by the kernel's queue) are a small fraction of what the reads of node 3's data slots
-alone would have carried (56 MB with the hedge disabled, at most 6.9 MB with it); writes meanwhile succeed with no retry; the nodes count the hedges
-and the shards writes left out, name node 3 as a slow source in ``/metrics`` and log it; and once the
-link is restored everything, the writes made meanwhile included, reads back through every
-node.
+alone would have carried (56 MB with the hedge disabled, at most 6.9 MB with it); writes
+meanwhile succeed with no retry; the nodes count the hedges and the shards writes left out,
+name node 3 as a slow source in ``/metrics`` and log it; none of node 3's disks is taken
+offline; node 3 takes itself out of load balancers' rotation (``/health/ready`` 503,
+``cluster/slowlink.py``) while the others stay in; and once the link is restored everything,
+the writes made meanwhile included, reads back through every node, and node 3 is back in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -101,6 +105,24 @@ def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
                     client.put_object(Bucket="slowlink", Key=f"during-small{via}-{i}", Body=body)
             del body
             pages = {via: scrape(via) for via in (1, 2, 4)}
+            # The other nodes find node 3 surely slow (writes left it out): it takes itself out of
+            # load balancers' rotation (/health/ready 503, "slow_link") while they stay in. PUTs
+            # through them meanwhile keep finding it slow, as clients' traffic would.
+            deadline, k = time.monotonic() + 90, 0
+            while (answer := ready(c, 3))[0] == 200:
+                assert time.monotonic() < deadline, f"node 3 still ready behind its slow link: {answer}"
+                body = rng.randbytes(BIG // 8)
+                digests[f"keep{k}"] = hashlib.sha256(body).hexdigest()
+                c.client(1 + k % 2 * 3).put_object(Bucket="slowlink", Key=f"keep{k}", Body=body)
+                k += 1
+            assert answer[0] == 503 and answer[1]["slow_link"] and answer[1]["registry_open"], answer
+            assert all(ready(c, via)[0] == 200 for via in (1, 2, 4))
+            health = c.health(3)  # the deployment is fine: only node 3's link is slow
+            assert health["status"] == "ok" and health["slow_link"] and set(health["slow_link_named_by"]) >= {
+                c.url(1), c.url(4)}, health
+            assert metric(scrape(3), "buckets_node_slow_link") == [("", 1.0)]
+            print(f"node 3 out of rotation after {k} PUTs through the others: named by {health['slow_link_named_by']}")
+            del body
         # Three reads of each 16 MiB object: node 3 holds 4 of its 16 slots, about 2 of them
         # data slots (2 MiB each), which an unhedged read takes over the link every time.
         # Unhedged, that is ~48 MiB over the link (56 MB counted in one run); hedged, what crosses
@@ -141,9 +163,22 @@ def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
                 break
             assert time.monotonic() < deadline, f"heals still deferred after the link was restored: {waiting}"
             time.sleep(2)
+        # ... and node 3 is back in rotation once they no longer find it slow
+        while (answer := ready(c, 3))[0] != 200:
+            assert time.monotonic() < deadline, f"node 3 still out of rotation after the link was restored: {answer}"
+            time.sleep(2)
         assert not c.bug_lines(), c.bug_lines()
     finally:
         c.close()
+
+
+def ready(c: FaultCluster, i: int) -> tuple[int, dict]:
+    """Node ``i``'s ``/health/ready``: its status and body."""
+    try:
+        with urllib.request.urlopen(f"{c.url(i)}/health/ready", timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
 MIXED_SECONDS = 60.0

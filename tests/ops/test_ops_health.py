@@ -25,7 +25,7 @@ def test_healthy_node_answers_200_without_credentials(server: Server, path: str)
 def test_ready_reports_quorum_facts(server: Server) -> None:
     body = json.loads(server.get("/health/ready")[2])
     assert body == {"status": "ok", "registry_open": True, "disks_online": 4, "disks_total": 4,
-                    "write_quorum": 3, "read_quorum": 2, "control_behind": False}
+                    "write_quorum": 3, "read_quorum": 2, "control_behind": False, "slow_link": False}
     _, headers, _ = server.get("/minio/health/cluster")
     assert headers["X-Minio-Write-Quorum"] == "3" and headers["X-Buckets-Write-Quorum"] == "3"
 

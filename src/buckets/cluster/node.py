@@ -38,13 +38,14 @@ from buckets.cluster.catalog import (
     index_bucket,
 )
 from buckets.cluster.clocks import ClockWatch
+from buckets.cluster.slowlink import SlowLinkWatch
 from buckets.cluster.control import ControlConfig, ControlPlane, control_address, control_directory
 from buckets.cluster.control_records import (
     BASE_LEVEL, CONTROL_LEVEL, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord,
 )
 from buckets.cluster.levels import LevelTooNew, LevelWatch, check_level
 from buckets.cluster.index import IndexReplica, ReplicatedIndex
-from buckets.cluster import membership
+from buckets.cluster import membership, slowlink
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
 from buckets.cluster.rpcerrors import PeerOffline, clock_cause, refused_signature
@@ -123,6 +124,8 @@ class ClusterNode:
     _follow: asyncio.Task | None = None
     clocks: ClockWatch = field(default_factory=ClockWatch)  # the peers' clock offsets (``buckets.cluster.clocks``)
     _clock_watch: asyncio.Task | None = None
+    slow_link: SlowLinkWatch = field(default_factory=lambda: SlowLinkWatch(""))  # (``cluster/slowlink.py``)
+    _slow_watch: asyncio.Task | None = None
     _tolerates: tuple | None = None  # (table, members, node failures tolerated, disks placed): ``layout_status``
     levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
     _level_watch: asyncio.Task | None = None
@@ -188,6 +191,7 @@ class ClusterNode:
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
         self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join)
         self.levels = LevelWatch(node_id_of(spec.me))
+        self.slow_link = SlowLinkWatch(spec.me.url)
         if known is not None:
             self.deployment_id = known["deployment_id"]
         self._served = list(local.values())
@@ -195,6 +199,7 @@ class ClusterNode:
         self.disk_service.register(rpc)
         rpc.register("cluster", "prepare_disk", self.prepare_disk)
         rpc.register("node", "hello", self._hello)
+        rpc.register("node", "slow_view", self._slow_view)
         rpc.register("cluster", "join_info", self._join_info)
         rpc.register("cluster", "applied", self._applied)
         register_node_info(rpc, config, lambda: self._store, disks=len(disks))
@@ -219,6 +224,12 @@ class ClusterNode:
                 "deployment": self.deployment_id or "",
                 "disks": [{"id": d.disk_id, "path": d.root} for d in own] if self.deployment_id else [],
                 "member": self.known is not None or self._store is not None, "level": CONTROL_LEVEL}
+
+    async def _slow_view(self, args: dict) -> dict:
+        """The nodes this one finds surely slow now, and whether it is out itself
+        (``cluster/slowlink.py``)."""
+        store = self._store
+        return {"slow": store.slow_sources.surely_names() if store is not None else [], "out": self.slow_link.out}
 
     async def _join_info(self, args: dict) -> dict:
         control = self.control
@@ -439,20 +450,30 @@ class ClusterNode:
         self._drops = asyncio.get_running_loop().create_task(self._index_drops(store), name="index-drops")
         self._clock_watch = asyncio.get_running_loop().create_task(self.clocks.watch(self._clock_peers),
                                                                    name="clock-watch")
+        self._slow_watch = asyncio.get_running_loop().create_task(self.slow_link.watch(self._view_peers),
+                                                                  name="slow-link-watch")
         assert self.levels is not None and self.control is not None
         self._level_watch = asyncio.get_running_loop().create_task(
             self.levels.watch(self._level_peers, self.control, lambda: membership.leading(self.control) is not None),
             name="level-watch")
         return store
 
+    def _member_clients(self) -> dict[str, PeerClient]:
+        """The client of every other member (not removed)."""
+        members = ({n.endpoint for n in self.topology.nodes if n.state != REMOVED} if self.topology is not None
+                   else {n.url for n in self.spec.nodes})
+        return {url: client for url, client in self.clients.items() if url in members and url != self.spec.me.url}
+
     def _clock_peers(self) -> dict[str, Any]:
         """The peers whose clocks ``clocks`` pings this round: every member. A ping to one that
         is offline fails at once, and its last estimate stays until it is stale: a peer back
         with the same skew is not logged again."""
-        members = ({n.endpoint for n in self.topology.nodes if n.state != REMOVED} if self.topology is not None
-                   else {n.url for n in self.spec.nodes})
-        return {url: functools.partial(client.call, "node", "ping") for url, client in self.clients.items()
-                if url in members and url != self.spec.me.url}
+        return {url: functools.partial(client.call, "node", "ping") for url, client in self._member_clients().items()}
+
+    def _view_peers(self) -> dict[str, Any]:
+        """The members ``slow_link`` asks this round which nodes they find slow: every one."""
+        return {url: functools.partial(client.call, "node", "slow_view", {}, timeout=slowlink.ASK_TIMEOUT)
+                for url, client in self._member_clients().items()}
 
     def _level_peers(self) -> dict[str, Any]:
         """The members whose control level ``levels`` asks this round: every one not removed."""
@@ -825,6 +846,8 @@ class ClusterNode:
             "index": self.index_counters(),
             "removed": bool(self.removed),  # this node adopted its removal: it answers S3 with 503
             "clock": self.clocks.status(),  # the peers' clocks against this node's (``clocks``)
+            # the other nodes find this node's link slow: its /health/ready answers 503 (``slowlink``)
+            "slow_link": self.slow_link.out, "slow_link_named_by": self.slow_link.named_by,
             # the control level the cluster applies, and the nodes still on an older release (``levels``)
             "level": (self.levels.status(self.control.snapshot) if self.levels is not None and self.control is not None
                       else {"cluster": None, "this_node": CONTROL_LEVEL}),
@@ -981,10 +1004,11 @@ class ClusterNode:
         self._stopping = True
         self._store = None
         for task in (self._entropy, self._follow, self._peer_disks, self._drops, self._clock_watch,
-                     self._level_watch):
+                     self._level_watch, self._slow_watch):
             if task is not None:
                 await cancel_and_wait(task)
         self._entropy = self._follow = self._peer_disks = self._drops = self._clock_watch = self._level_watch = None
+        self._slow_watch = None
         migration, self.migration = self.migration, None
         if migration is not None:
             try:

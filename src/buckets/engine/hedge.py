@@ -161,6 +161,15 @@ class SlowSources:
                         "out a shard that lags %g s (a slow link or disk: see docs/operations.md)",
                         what, name, lag * 1000, period, LAG_MIN)
 
+    def surely_names(self) -> list[str]:
+        """The sources ``surely_slow`` now (what a peer's ``node/slow_view`` answers:
+        ``cluster/slowlink.py``)."""
+        now = self._clock()
+        if self._sure_until <= now:
+            return []
+        return sorted(self._until[source][1] for source, until in self._sure.items()
+                      if until > now and source in self._until)
+
     def names(self) -> list[str]:
         """The sources avoided now."""
         now = self._clock()

@@ -13,7 +13,8 @@ nothing and still answers while disks are slow.
 ``/health/live``       200 while the process answers
 ``/health/ready``      200 when this node can serve: registry open and a write
                        quorum of disks online, and (a cluster node) not behind the
-                       control plane for a full journal disk; 503 otherwise
+                       control plane for a full journal disk, and its peers do not
+                       find its link slow (``cluster/slowlink.py``); 503 otherwise
 ``/health/cluster``    the same verdict for the deployment (one node today), with
                        the write quorum in ``X-Buckets-Write-Quorum``
 =====================  ===========================================================
@@ -52,10 +53,18 @@ class NodeHealth:
     # a cluster node whose control-plane journal cannot store entries (its disk full) while the
     # cluster changed its settings: it answers S3 with 503 until it caught up
     control_behind: bool = False
+    # a cluster node whose peers find its link slow (``cluster/slowlink.py``): it serves, but a
+    # load balancer should send clients to the other nodes
+    slow_link: bool = False
+
+    @property
+    def serving(self) -> bool:
+        """Able to serve (what ``/health/cluster`` counts), whatever its link's speed."""
+        return self.registry_open and self.disks_online >= self.write_quorum and not self.control_behind
 
     @property
     def ready(self) -> bool:
-        return self.registry_open and self.disks_online >= self.write_quorum and not self.control_behind
+        return self.serving and not self.slow_link
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": "ok" if self.ready else "unavailable", **asdict(self)}
@@ -74,7 +83,14 @@ def node_health(store: Any) -> NodeHealth:
         write_quorum=write_quorum(data, parity),
         read_quorum=data,
         control_behind=control_behind(store),
+        slow_link=slow_link(store),
     )
+
+
+def slow_link(store: Any) -> bool:
+    """A cluster node whose peers find its link slow (``SlowLinkWatch.out``)."""
+    watch = getattr(getattr(store, "cluster_node", None), "slow_link", None)
+    return bool(watch is not None and watch.out)
 
 
 def control_behind(store: Any) -> bool:
@@ -175,7 +191,7 @@ class OpsEndpoints:
         node = getattr(self.store, "cluster_node", None)
         if node is not None:  # a cluster: every node as this one sees it, and the control plane's majority
             status = node.status()
-            ok = health.ready and status["has_quorum"]
+            ok = health.serving and status["has_quorum"]  # (a slow link is this node's, not the deployment's)
             body = {**health.as_dict(), **status, "status": "ok" if ok else "unavailable"}
             if not ok:
                 request[OPS_ERROR_CODE] = "NotReady"

@@ -244,6 +244,9 @@ class ServerMetrics:
         from buckets.cluster.clocks import ClockCollector  # cluster nodes only
 
         self.registry.register(ClockCollector(store))
+        from buckets.cluster.slowlink import SlowLinkCollector  # cluster nodes only
+
+        self.registry.register(SlowLinkCollector(store))
         # Process memory, CPU and open file descriptors (Linux /proc), Python version.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
