@@ -27,13 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from clusterproc import ROOT_PASSWORD, ROOT_USER
 from faultkit import FaultCluster, SlowLink, slow_link_support
+from serverproc import BIN
 
 pytestmark = pytest.mark.cluster
 
@@ -121,6 +124,12 @@ def test_reads_go_around_a_node_behind_a_slow_link(tmp_path) -> None:
             assert health["status"] == "ok" and health["slow_link"] and set(health["slow_link_named_by"]) >= {
                 c.url(1), c.url(4)}, health
             assert metric(scrape(3), "buckets_node_slow_link") == [("", 1.0)]
+            env = dict(c.env, BUCKETS_CLIENT_CONFIG=str(tmp_path / "client.json"))
+            admin = str(BIN / "buckets-admin")
+            subprocess.run([admin, "alias", "set", "n3", c.url(3), ROOT_USER, ROOT_PASSWORD], env=env, check=True,
+                           capture_output=True, timeout=60)
+            shown = subprocess.run([admin, "info", "n3"], env=env, capture_output=True, text=True, timeout=60)
+            assert "Link:     SLOW: the other nodes find this node's link slow" in shown.stdout, shown
             print(f"node 3 out of rotation after {k} PUTs through the others: named by {health['slow_link_named_by']}")
             del body
         # Three reads of each 16 MiB object: node 3 holds 4 of its 16 slots, about 2 of them

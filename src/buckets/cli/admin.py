@@ -110,6 +110,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         level = cluster.get("level")
         if level and level.get("cluster") is not None:
             print(f"Level:    {_level_line(level)}")
+        if cluster.get("slow_link"):
+            print(f"Link:     SLOW: the other nodes find this node's link slow "
+                  f"({', '.join(cluster.get('slow_link_named_by') or [])}): its /health/ready answers 503 so that "
+                  "load balancers send clients to the other nodes; check its network")
         clock = cluster.get("clock")
         if clock and clock.get("skewed"):
             print(f"Clocks:   SKEWED: {', '.join(clock['skewed'])} more than {clock['warn_above']:g} s off this "
