@@ -272,3 +272,61 @@ def test_mixed_load_goes_on_around_a_node_behind_a_slow_link(tmp_path) -> None:
         assert not c.bug_lines(), c.bug_lines()
     finally:
         c.close()
+
+
+def leader_of(c: FaultCluster, via: int) -> str | None:
+    """The control-plane leader's endpoint as node ``via`` sees it."""
+    return next((n["endpoint"] for n in c.health(via)["nodes"] if n["leader"]), None)
+
+
+@pytest.mark.skipif(SLOW_REASON is not None, reason=SLOW_REASON or "")
+def test_a_control_plane_leader_behind_a_slow_link_hands_leadership_over(tmp_path) -> None:
+    """The node whose link goes slow is the control plane's leader. Its followers hear its
+    heartbeats within the election timeout, so before session 52 it kept leading, and every
+    bucket, user and topology change waited for its link (~0.5 s each at 4 Mbit/s, more at 1). Once the
+    other nodes find its link slow (out of rotation, ``cluster/slowlink.py``) it hands
+    leadership over and starts no election while out. Checked: another node leads, every node
+    agrees which, and it stays so while the link is slow; buckets created through every node
+    meanwhile (the slow one included) exist everywhere; back in rotation after the restore."""
+    c = FaultCluster(tmp_path, partitionable=True, nodes=4, disks=4)
+    c.start()
+    try:
+        s3 = c.client(1)
+        s3.create_bucket(Bucket="lead")
+        slow_url = leader_of(c, 1)
+        assert slow_url is not None
+        s = next(i for i in range(1, 5) if c.url(i) == slow_url)
+        others = [i for i in range(1, 5) if i != s]
+        rng = random.Random(5)
+        with SlowLink(c) as link:
+            link.slow(s, RATE)
+            # PUTs through the others find node s slow (writes leave its shards out): it goes out.
+            deadline, k = time.monotonic() + 120, 0
+            while ready(c, s)[0] == 200:
+                assert time.monotonic() < deadline, f"node {s} (the leader) still ready behind its slow link"
+                c.client(others[k % 3]).put_object(Bucket="lead", Key=f"k{k}", Body=rng.randbytes(BIG // 8))
+                k += 1
+            print(f"node {s}, the control plane's leader, out of rotation after {k} PUTs through the others")
+            deadline = time.monotonic() + 30
+            while {leader_of(c, i) for i in range(1, 5)} & {slow_url, None} or \
+                    len({leader_of(c, i) for i in range(1, 5)}) != 1:
+                assert time.monotonic() < deadline, f"node {s} still leads: {[leader_of(c, i) for i in range(1, 5)]}"
+                time.sleep(0.2)
+            new_leader = leader_of(c, others[0])
+            assert "handing leadership over" in c.log(s)
+            print(f"leadership handed from node {s} to {new_leader}")
+            for i in range(1, 5):  # control changes go on through every node, the slow one included
+                c.client(i).create_bucket(Bucket=f"during-{i}")
+            time.sleep(8)  # longer than the election timeout, several times over
+            assert ready(c, s)[0] == 503  # still out, and still not leading
+            assert {leader_of(c, i) for i in range(1, 5)} == {new_leader}
+        deadline = time.monotonic() + 240
+        while ready(c, s)[0] != 200:
+            assert time.monotonic() < deadline, f"node {s} still out of rotation after the link was restored"
+            time.sleep(2)
+        for i in range(1, 5):
+            names = {b["Name"] for b in c.client(i).list_buckets()["Buckets"]}
+            assert {f"during-{j}" for j in range(1, 5)} <= names, (i, names)
+        assert not c.bug_lines(), c.bug_lines()
+    finally:
+        c.close()

@@ -307,6 +307,7 @@ class ControlPlane:
         self.config = config
         self.machine = ControlMachine()
         self._raft: RaftNode | None = None
+        self._aside = False  # (``stand_aside``)
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -353,6 +354,7 @@ class ControlPlane:
             await asyncio.to_thread(raft.destroy_synchronous)
             raise ControlPlaneError(f"cannot bind the control port {config.address}: in use, or not an "
                                     "address of this host") from None
+        raft.stand_aside = self._aside
         self._raft = raft
         log.info("control plane on %s, members %s", config.address, ", ".join(config.members))
 
@@ -556,6 +558,14 @@ class ControlPlane:
                 return True
             await asyncio.sleep(0.05)
         return False
+
+    def stand_aside(self, aside: bool) -> None:
+        """While ``aside`` (the other nodes find this node's link slow: ``cluster/slowlink.py``),
+        this node hands leadership over if it leads and starts no election
+        (``control_raft.py``, module doc)."""
+        self._aside = aside
+        if self._raft is not None:
+            self._raft.stand_aside = aside
 
     # --- status ---------------------------------------------------------------------------------
     async def wait_leader(self, timeout: float | None = None) -> str:

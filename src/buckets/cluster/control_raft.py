@@ -40,6 +40,13 @@ What this adds to the library, and why:
   A leader that receives a request to remove itself now hands leadership to its most
   caught-up follower (TimeoutNow), and the request, refused once more, is sent again by its
   node (``ControlPlane._submit``) to the new leader, which applies it.
+- **A node behind a slow link does not lead.** Its followers hear its heartbeats within the
+  election timeout, so nothing elects another, and every control change (buckets, users,
+  topology) waits for its link: ~0.5 s each at 4 Mbit/s. While the other nodes find its link
+  slow (``cluster/slowlink.py``: ``stand_aside``), a leader hands leadership to its most
+  caught-up follower (TimeoutNow; asked again each second until another leads), and the
+  node starts no election of its own. It still votes, answers pre-votes, and takes a
+  hand-over a leader sends it: the cluster keeps a leader as long as a majority is up.
 - **Strangers are cut off.** The library's traffic encryption (Fernet, keyed by PBKDF2 of
   ``SyncObjConf.password``) authenticates every message: a peer without the password is
   disconnected at its first complete message, before anything is unpickled. But pysyncobj
@@ -420,6 +427,9 @@ class RaftNode(SyncObj):
         self._failed_at = float("-inf")  # ... of the last one the journal's failed disk refused
         self._handed_over_at = float("-inf")  # ... and of the last hand-over it made this node ask for
         self._leader_heard = 0.0  # monotonic time of the last append_entries from a current leader
+        # Set from the event loop while the other nodes find this node's link slow (module doc;
+        # one attribute, read by the tick thread).
+        self.stand_aside = False
         # The dump is loaded on pysyncobj's first tick, after its journal exists.
         serialize, deserialize = _snapshot_hooks(machine, lambda: getattr(self, "_SyncObj__raftLog", None))
         conf.serializer, conf.deserializer = serialize, deserialize
@@ -436,6 +446,8 @@ class RaftNode(SyncObj):
     # -- PreVote (module doc) -------------------------------------------------------------------
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 (pysyncobj's names)
+        if self.stand_aside:
+            self._step_aside()
         self._pre_vote_gate()
         try:
             super()._onTick(timeToWait)
@@ -473,6 +485,16 @@ class RaftNode(SyncObj):
             log.warning("control plane: this node leads but cannot store entries; handing leadership over")
             self.transferLeadership(None)
 
+    def _step_aside(self) -> None:
+        """This node's link is slow (``stand_aside``): if it leads, hand leadership over (asked
+        again each second: pysyncobj refuses while no follower is connected and caught up)."""
+        now = monotonic()
+        if (self._SyncObj__raftState == _RAFT_STATE.LEADER and self._SyncObj__otherNodes
+                and now - self._handed_over_at >= 1.0):
+            self._handed_over_at = now
+            log.warning("control plane: the other nodes find this node's link slow; handing leadership over")
+            self.transferLeadership(None)
+
     def _pre_vote_gate(self) -> None:
         """Where pysyncobj's tick would start an election, run a pre-vote round instead,
         unless the last round won (then let the tick start the election)."""
@@ -482,6 +504,10 @@ class RaftNode(SyncObj):
                 or self._SyncObj__raftElectionDeadline >= monotonic()
                 or self._SyncObj__transferInProgress  # the leader handed over: elect at once
                 or not self._SyncObj__connectedToAnyone()):
+            return
+        if self.stand_aside:  # (module doc) no election from here: another node leads
+            self._pre_won = False
+            self._SyncObj__raftElectionDeadline = monotonic() + self._SyncObj__generateRaftTimeout()
             return
         if self._pre_won:
             self._pre_won = False

@@ -191,7 +191,7 @@ class ClusterNode:
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
         self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join)
         self.levels = LevelWatch(node_id_of(spec.me))
-        self.slow_link = SlowLinkWatch(spec.me.url)
+        self.slow_link = SlowLinkWatch(spec.me.url, on_change=self._slow_link_changed)
         if known is not None:
             self.deployment_id = known["deployment_id"]
         self._served = list(local.values())
@@ -474,6 +474,12 @@ class ClusterNode:
         """The members ``slow_link`` asks this round which nodes they find slow: every one."""
         return {url: functools.partial(client.call, "node", "slow_view", {}, timeout=slowlink.ASK_TIMEOUT)
                 for url, client in self._member_clients().items()}
+
+    def _slow_link_changed(self, out: bool) -> None:
+        """The other nodes find this node's link slow (or no longer): it does not lead the
+        control plane meanwhile (``ControlPlane.stand_aside``)."""
+        if self.control is not None:
+            self.control.stand_aside(out)
 
     def _level_peers(self) -> dict[str, Any]:
         """The members whose control level ``levels`` asks this round: every one not removed."""

@@ -20,6 +20,9 @@ It goes out after ``ROUNDS_OUT`` rounds in a row that say so, and comes back aft
 ``ROUNDS_IN`` rounds in a row that do not. A peer's verdict lapses at the end of each period
 until a read tries the node again; the rounds keep one such gap from flapping the answer.
 
+While out, the node does not lead the control plane (it hands leadership over, and starts no
+election: ``control_raft.py``): every control change would wait for its link.
+
 At most one node is out at a time: ``node/slow_view`` also says whether the answering node is
 out. A node does not go out while a peer that answered is; if two went out in the same round,
 the one with the smaller URL stays out and the other comes back at the next round. When most
@@ -62,9 +65,10 @@ def first_out(me: str, views: dict[str, dict[str, Any]]) -> bool:
 class SlowLinkWatch:
     """The verdict for this node (``out``), asked of its peers every ``INTERVAL``."""
 
-    def __init__(self, me: str) -> None:
+    def __init__(self, me: str, on_change: Callable[[bool], None] | None = None) -> None:
         self.me = me
         self.out = False
+        self.on_change = on_change  # called with ``out`` each time it changes (the control plane's leader)
         self._says = 0  # rounds in a row that said "out" (or, while out, that said "in")
         self.named_by: list[str] = []  # the peers that named this node in the last round
 
@@ -90,6 +94,8 @@ class SlowLinkWatch:
                         "(see docs/operations.md)", ", ".join(self.named_by))
         else:
             log.warning("the other nodes no longer find this node's link slow: /health/ready answers 200 again")
+        if self.on_change is not None:
+            self.on_change(self.out)
         return True
 
     async def ask(self, peers: dict[str, View]) -> dict[str, dict[str, Any]]:

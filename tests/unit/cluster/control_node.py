@@ -63,6 +63,9 @@ class NodeProcess:
             return await plane.add_member(request["address"], timeout=timeout)
         if call == "remove_member":
             return await plane.remove_member(request["address"], timeout=timeout)
+        if call == "stand_aside":
+            plane.stand_aside(bool(request["aside"]))
+            return True
         if call == "isolate":
             return isolate(plane, set(request["peers"]))
         raise ValueError(f"unknown call {call!r}")

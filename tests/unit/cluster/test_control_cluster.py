@@ -420,6 +420,41 @@ def test_a_follower_behind_the_compacted_log_gets_a_snapshot(tmp_path: Path) -> 
         cluster.close()
 
 
+def test_a_leader_standing_aside_hands_over_and_the_cluster_keeps_a_leader(fresh: ControlCluster) -> None:
+    """A node whose link the others find slow stands aside (``ControlPlane.stand_aside``,
+    control_raft.py): if it leads it hands leadership over, and it starts no election while
+    aside. Its followers heard it within the election timeout, so before, it kept leading and
+    every control change waited for its link. It still votes: with the new leader killed, the
+    remaining two elect the other one, and changes go on through every live node."""
+    leader = fresh.wait_leader()
+    assert leader.apply("create_bucket", name="before-aside")["ok"]
+    leader.ok("stand_aside", aside=True)
+    deadline = time.monotonic() + 30
+    while True:
+        statuses = [n.status() for n in fresh.nodes]
+        if all(s["has_quorum"] and s["leader"] not in (None, leader.address) for s in statuses) and \
+                len({s["leader"] for s in statuses}) == 1:
+            break
+        assert time.monotonic() < deadline, f"the leader did not hand over: {statuses}"
+        time.sleep(0.05)
+    assert "handing leadership over" in leader.log_text()
+    assert leader.apply("create_bucket", name="through-the-aside-node", timeout=10)["ok"]  # forwarded
+    successor = fresh.node(statuses[0]["leader"])
+    successor.kill()
+    third = next(n for n in fresh.nodes if n not in (leader, successor))
+    deadline = time.monotonic() + 30
+    while (status := third.status())["leader"] != third.address or not status["has_quorum"]:
+        # the node aside never leads meanwhile, though the third needs its vote
+        assert leader.status()["role"] != "leader", leader.status()
+        assert time.monotonic() < deadline, f"no leader elected with the node aside: {status}"
+        time.sleep(0.05)
+    assert leader.apply("create_bucket", name="after-the-successor-died", timeout=10)["ok"]
+    successor.restart()
+    leader.ok("stand_aside", aside=False)  # back: it may lead again, and follows meanwhile
+    fresh.wait_applied(lambda s: {"before-aside", "through-the-aside-node", "after-the-successor-died"}
+                       <= bucket_names(s))
+
+
 def test_a_partitioned_follower_does_not_unseat_the_leader_when_the_partition_heals(fresh: ControlCluster) -> None:
     """PreVote (control_raft.py): cut off with its connections up, a follower keeps asking
     whether it could win an election and is told no; its term does not grow, so when the
