@@ -16,6 +16,8 @@ import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from clusterproc import Cluster
@@ -91,3 +93,69 @@ def test_a_paused_node_never_answers_from_before_its_pause(tmp_path, pause) -> N
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)
         cluster.stop_and_check_logs()
+
+
+@pytest.mark.parametrize("seconds", [8, 15])
+def test_a_node_resumed_after_a_pause_stays_in_rotation(tmp_path, seconds) -> None:
+    """A node paused under writes is left out of them while stopped: its shards lag (the
+    others mark it slow, "surely" so, as they would a slow link), and after 10 s of no answer
+    it is taken offline. Once it resumes it keeps up, and its ``/health/ready`` must not send
+    load balancers away as if its link were slow (``cluster/slowlink.py``: out once the others
+    name it for two rounds of 5 s; their marks could outlast the pause by 10-20 s). 8 s stays
+    below the offline timeout, 15 s goes past it. Checked each second for 35 s after the
+    resume: 200 every time; and the writes through the others never failed."""
+    cluster = Cluster(tmp_path, nodes=4, disks=2)
+    try:
+        cluster.start()
+        cluster.client(1).create_bucket(Bucket=BUCKET)
+        stop = threading.Event()
+        failures: list[str] = []
+
+        def writer(via: int) -> None:
+            client = cluster.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120)
+            n = 0
+            while not stop.is_set():
+                try:
+                    body = os.urandom(1 << 20 if n % 5 == 0 else 4096)
+                    client.put_object(Bucket=BUCKET, Key=f"w{via}-{n % 20}", Body=body)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    failures.append(f"PUT via {via}: {exc!r}"[:300])
+                n += 1
+
+        threads = [threading.Thread(target=writer, args=(via,)) for via in (1, 2, 4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(3)
+            os.kill(cluster.procs[3].pid, signal.SIGSTOP)
+            try:
+                time.sleep(seconds)
+            finally:
+                os.kill(cluster.procs[3].pid, signal.SIGCONT)
+            answers = []
+            for _ in range(35):
+                answers.append(ready_status(cluster.url(3)))
+                time.sleep(1)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(120)
+        assert not failures, failures[:5]
+        assert any(f"writes to {cluster.url(3)} lag" in cluster.log(i) for i in (1, 2, 4)), \
+            "the pause was not felt: no node left node 3's shards out"
+        assert answers == [200] * len(answers), f"node 3 out of rotation after it resumed: {answers}"
+    finally:
+        for proc in cluster.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+        cluster.stop_and_check_logs()
+
+
+def ready_status(url: str) -> int | str:
+    try:
+        with urllib.request.urlopen(f"{url}/health/ready", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+    except OSError as exc:
+        return f"{exc!r}"[:80]
