@@ -9,7 +9,7 @@ import os
 
 import pytest
 from engine_testkit import (
-    BLOCK, INLINE, chunks, content, eventually, get_bytes, key_files, object_files, read_all,
+    BLOCK, INLINE, chunks, content, eventually, get_bytes, heal_left_out, key_files, object_files, read_all,
     staging_files,
 )
 
@@ -95,6 +95,7 @@ async def test_invalid_keys_are_refused_and_change_nothing(store, bucket, disk_p
 async def test_inline_below_threshold_streamed_above(store, bucket, disk_paths, size, known_size) -> None:
     data = content(f"t{size}", size)
     await store.put_object(bucket, "obj", chunks(data, 1000), size if known_size else None)
+    await heal_left_out(store, bucket, "obj")
     entry = store.registry.get_object(bucket, "obj")
     files = key_files(disk_paths, bucket, "obj")
     metas = [f for f in files if f.endswith(".meta")]
@@ -170,6 +171,7 @@ async def test_verify_hook_failure_keeps_the_previous_version(store, bucket, dis
         await store.put_object(bucket, "obj", new, len(new), PutOptions(verify=verify))
     assert await get_bytes(store, bucket, "obj") == old
     assert staging_files(disk_paths) == []
+    await heal_left_out(store, bucket, "obj")
     assert len(key_files(disk_paths, bucket, "obj")) == 8  # old write only: 4 metas + 4 shards
 
 
@@ -287,6 +289,7 @@ async def test_concurrent_if_none_match_has_exactly_one_winner(store, bucket, di
     assert await get_bytes(store, bucket, "race") == bodies[winners[0]]
     # the losers' files are gone: only the winner's write is on the disks
     expected = 4 if size <= INLINE else 8
+    await heal_left_out(store, bucket, "race")
     await eventually(lambda: len(key_files(disk_paths, bucket, "race")) == expected)
     assert staging_files(disk_paths) == []
 
@@ -300,6 +303,7 @@ async def test_overwrite_removes_the_old_write(store, bucket, disk_paths, sizes)
     assert await get_bytes(store, bucket, "k") == b
     await eventually(lambda: not any(old_wid in f for f in key_files(disk_paths, bucket, "k")))
     expected = 4 if sizes[1] <= INLINE else 8
+    await heal_left_out(store, bucket, "k")
     assert len(key_files(disk_paths, bucket, "k")) == expected
 
 
@@ -362,6 +366,7 @@ async def test_concurrent_unconditional_puts_leave_one_write(store, bucket, disk
     got = await get_bytes(store, bucket, "same")
     assert got in bodies
     assert (await store.head_object(bucket, "same")).size == len(got)
+    await heal_left_out(store, bucket, "same")
     await eventually(lambda: len(key_files(disk_paths, bucket, "same")) == 8)  # one write: 4 metas + 4 shards
     assert store.registry.usage[bucket] == [1, len(got)]
 
