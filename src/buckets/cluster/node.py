@@ -54,7 +54,7 @@ from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
 from buckets.engine import smalllog
 from buckets.placement import PartitionTable
 from buckets.runtime import cancel_and_wait
-from buckets.storage import LocalDisk
+from buckets.storage import LocalDisk, pace
 from buckets.storage.disk import Disk
 
 log = logging.getLogger("buckets.cluster")
@@ -126,6 +126,8 @@ class ClusterNode:
     _clock_watch: asyncio.Task | None = None
     slow_link: SlowLinkWatch = field(default_factory=lambda: SlowLinkWatch(""))  # (``cluster/slowlink.py``)
     _slow_watch: asyncio.Task | None = None
+    _peer_lagging: dict = field(default_factory=dict)  # peer client -> its disks' paths it says lag (``pace``)
+    _lagging_said: set = field(default_factory=set)  # this node's disks logged as lagging
     _tolerates: tuple | None = None  # (table, members, node failures tolerated, disks placed): ``layout_status``
     levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
     _level_watch: asyncio.Task | None = None
@@ -191,7 +193,7 @@ class ClusterNode:
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
         self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join)
         self.levels = LevelWatch(node_id_of(spec.me))
-        self.slow_link = SlowLinkWatch(spec.me.url, on_change=self._slow_link_changed)
+        self.slow_link = SlowLinkWatch(spec.me.url, on_change=self._slow_link_changed, on_views=self._peer_disks_lag)
         if known is not None:
             self.deployment_id = known["deployment_id"]
         self._served = list(local.values())
@@ -226,10 +228,51 @@ class ClusterNode:
                 "member": self.known is not None or self._store is not None, "level": CONTROL_LEVEL}
 
     async def _slow_view(self, args: dict) -> dict:
-        """The nodes this one finds surely slow now, and whether it is out itself
-        (``cluster/slowlink.py``)."""
+        """The nodes this one finds surely slow now, whether it is out itself
+        (``cluster/slowlink.py``), and which of its disks lag its others (``storage/pace.py``)."""
         store = self._store
-        return {"slow": store.slow_sources.surely_names() if store is not None else [], "out": self.slow_link.out}
+        return {"slow": store.slow_sources.surely_names() if store is not None else [], "out": self.slow_link.out,
+                "slow_disks": self._own_disks_lagging()}
+
+    def _own_disks_lagging(self) -> list[str]:
+        """This node's disks that lag its other disks (their paths, as its peers name them);
+        said in the log when one starts or stops lagging."""
+        served = self.disk_service.disks if self.disk_service is not None else {}
+        slow = set(pace.lagging(served.values()))
+        # one said to lag stays so until its calls show otherwise: its peers now go around it,
+        # so its average may go stale for want of calls, which proves nothing
+        slow |= {d for p, d in served.items() if p in self._lagging_said and d.pace.current() is None}
+        paths = sorted(path for path, disk in served.items() if disk in slow)
+        for path in sorted(set(paths) - self._lagging_said):
+            disk = served[path]
+            typical = sorted(d.pace.share for d in served.values() if d is not disk)
+            log.warning("disk %s lags this node's other disks (%.0f%% of its calls lately took over %.0f ms, of "
+                        "theirs %.0f%%): the other nodes read and write around it alone (a disk retrying or "
+                        "failing: see docs/operations.md)", path, disk.pace.share * 100, pace.SLOW_CALL * 1000,
+                        typical[len(typical) // 2] * 100 if typical else 0.0)
+        for path in sorted(self._lagging_said - set(paths)):
+            log.info("disk %s no longer lags this node's other disks", path)
+        self._lagging_said = set(paths)
+        return paths
+
+    def _peer_says_lagging(self, disk: Any) -> bool:
+        """``disk``'s own node said, in the last round of ``slow_link``, that it lags its others."""
+        return getattr(disk, "path", None) in self._peer_lagging.get(getattr(disk, "client", None), ())
+
+    def _peer_disks_lag(self, views: dict[str, dict]) -> None:
+        """A round of the peers' ``node/slow_view`` answers: the disks each says lag its others.
+        A peer that names one for the first time is forgiven what lags were put on it as a
+        whole meanwhile (they were that disk's: ``SlowSources.forgive``)."""
+        lagging: dict[Any, frozenset[str]] = {}
+        for url, view in views.items():
+            client, paths = self.clients.get(url), view.get("slow_disks")
+            if client is not None and isinstance(paths, list) and paths:
+                lagging[client] = frozenset(p for p in paths if isinstance(p, str))
+        store = self._store
+        for client in lagging:
+            if not self._peer_lagging.get(client) and store is not None:
+                store.slow_sources.forgive(client)
+        self._peer_lagging = lagging
 
     async def _join_info(self, args: dict) -> dict:
         control = self.control
@@ -445,6 +488,7 @@ class ClusterNode:
         self._peer_disks = asyncio.get_running_loop().create_task(self._disks_follow_peers(store),
                                                                   name="peer-disks")
         store.cluster_node = self  # for /health/cluster and buckets-admin info
+        store.slow_sources.says_lagging = self._peer_says_lagging
         self._store = store  # from here on the index service answers its peers
         self._follow = asyncio.get_running_loop().create_task(self._follow_topology(store), name="topology")
         self._drops = asyncio.get_running_loop().create_task(self._index_drops(store), name="index-drops")
@@ -854,6 +898,8 @@ class ClusterNode:
             "clock": self.clocks.status(),  # the peers' clocks against this node's (``clocks``)
             # the other nodes find this node's link slow: its /health/ready answers 503 (``slowlink``)
             "slow_link": self.slow_link.out, "slow_link_named_by": self.slow_link.named_by,
+            # this node's disks that lag its others, as it last told its peers (``storage/pace.py``)
+            "disks_lagging": sorted(self._lagging_said),
             # the control level the cluster applies, and the nodes still on an older release (``levels``)
             "level": (self.levels.status(self.control.snapshot) if self.levels is not None and self.control is not None
                       else {"cluster": None, "this_node": CONTROL_LEVEL}),

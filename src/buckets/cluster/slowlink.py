@@ -20,6 +20,10 @@ It goes out after ``ROUNDS_OUT`` rounds in a row that say so, and comes back aft
 ``ROUNDS_IN`` rounds in a row that do not. A peer's verdict lapses at the end of each period
 until a read tries the node again; the rounds keep one such gap from flapping the answer.
 
+The same answer names the disks of the answering node that lag its other disks
+(``slow_disks``, ``storage/pace.py``): the asking node puts lags on that peer on those disks
+alone (``SlowSources.says_lagging``), so one slow disk does not make its node look slow.
+
 While out, the node does not lead the control plane (it hands leadership over, and starts no
 election: ``control_raft.py``): every control change would wait for its link.
 
@@ -65,10 +69,12 @@ def first_out(me: str, views: dict[str, dict[str, Any]]) -> bool:
 class SlowLinkWatch:
     """The verdict for this node (``out``), asked of its peers every ``INTERVAL``."""
 
-    def __init__(self, me: str, on_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, me: str, on_change: Callable[[bool], None] | None = None,
+                 on_views: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> None:
         self.me = me
         self.out = False
         self.on_change = on_change  # called with ``out`` each time it changes (the control plane's leader)
+        self.on_views = on_views  # called with each round's views (the disks the peers say lag: ``storage/pace.py``)
         self._says = 0  # rounds in a row that said "out" (or, while out, that said "in")
         self.named_by: list[str] = []  # the peers that named this node in the last round
 
@@ -120,7 +126,10 @@ class SlowLinkWatch:
             await asyncio.sleep(interval)
             try:
                 current = peers()
-                self.round(await self.ask(current), len(current))
+                views = await self.ask(current)
+                self.round(views, len(current))
+                if self.on_views is not None:
+                    self.on_views(views)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the watch must outlive a bug in one round

@@ -16,7 +16,9 @@ seconds (:class:`SlowSources`; doubled, up to ``SLOW_MAX``, for a source that la
 after): reads started meanwhile choose their slots on other sources first and do not wait for
 the hedge again; after that, one read tries the source again. A source is a peer for a remote
 disk (one link carries all its disks) and the disk itself for a local one; a write that left
-out one disk of a peer whose other disks kept up marks that disk alone (``lags_alone``).
+out one disk of a peer whose other disks kept up marks that disk alone (``lags_alone``), and so
+does a lag on a peer whose node says that disk lags its siblings (``storage/pace.py``:
+``SlowSources.blame``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def source_name(disk: Any) -> str:
     return str(getattr(client, "endpoint", None) or getattr(disk, "endpoint", None) or disk)
 
 
+def disk_name(disk: Any) -> str:
+    return str(getattr(disk, "endpoint", disk))
+
+
 class SlowSources:
     """The sources reads hedged around lately, and the counters behind the metrics.
 
@@ -79,6 +85,10 @@ class SlowSources:
         # its time avoided, then as long again, unless a write found it keeping up meanwhile
         self._probe: dict[Any, float] = {}
         self._warned: dict[Any, float] = {}
+        # Set by a cluster node: ``says_lagging(disk)`` is True when that remote disk's own
+        # node says it lags its sibling disks (``storage/pace.py``): a lag on that peer is then
+        # put on the disk, not on the peer's link (``blame``).
+        self.says_lagging: Callable[[Any], bool] | None = None
         self.hedges = 0  # slots a read asked a spare for because they lagged
         self.hedges_won = 0  # of those, spares that answered before the slot they stood in for
         self.left_out = 0  # shards (or records) writes went on without because they lagged
@@ -137,6 +147,34 @@ class SlowSources:
                     del self._probe[key]
         for key in [key for key, until in self._probe.items() if until <= now]:
             del self._probe[key]
+
+    def blame(self, disk: Any, beside: Iterable[Any] = ()) -> list[Any]:
+        """The disks to mark for ``disk``'s lag instead of its peer: ``disk`` itself if its node
+        says it lags its siblings, else those of ``beside`` (the same call's other disks) on the
+        same peer that their node says so (a peer's disks share one stream or call, so one slow
+        disk holds back the others); [] when none: the peer is to blame (its link)."""
+        says = self.says_lagging
+        source = source_of(disk)
+        if says is None or source is disk:
+            return []
+        if says(disk):
+            return [disk]
+        return [d for d in beside if d is not None and d is not disk and source_of(d) is source and says(d)]
+
+    def mark_lag(self, disk: Any, lag: float, what: str = "reads from", beside: Iterable[Any] = ()) -> None:
+        """``disk``'s call lagged: mark the disks ``blame`` names, else its source."""
+        blamed = self.blame(disk, beside)
+        for d in blamed:
+            self.mark(d, disk_name(d), lag, what)
+        if not blamed:
+            self.mark(source_of(disk), source_name(disk), lag, what)
+
+    def forgive(self, source: Any) -> None:
+        """Forget that ``source`` lagged (its node says one of its disks lags its siblings: that
+        disk is to blame for what was put on the whole peer)."""
+        if self._until.pop(source, None) is not None:
+            self._sure.pop(source, None)
+            self._probe.pop(source, None)
 
     def mark(self, source: Any, name: str, lag: float, what: str = "reads from") -> None:
         """``source`` lagged ``lag`` seconds behind the others (``what``: in reads or writes)."""
@@ -220,7 +258,9 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
                     slow.hedges_won += 1
                     # Said now, not when this read is done: the reads running beside it (the
                     # first GETs after a link went slow) choose their spares around it at once.
-                    slow.mark(source_of(disks[lagging]), source_name(disks[lagging]), state["last"] - start)
+                    # (on a peer whose node says a disk of this read lags its siblings: that disk)
+                    slow.mark_lag(disks[lagging], state["last"] - start,
+                                  beside=[disks[j] for j in (*first, *launched)])
         if not wake[0].done():
             wake[0].set_result(None)
 
@@ -280,9 +320,10 @@ async def read_k(k: int, first: list[int], spares: list[int], read: Callable[[in
     given_up = [i for i in leftovers.values() if i not in answers]
     if given_up and state["good"] >= k:
         lag = loop.time() - start
+        asked = [disks[j] for j in (*first, *launched)]
         for i in given_up:
             if i in stand_in.values():
-                slow.mark(source_of(disks[i]), source_name(disks[i]), lag)
+                slow.mark_lag(disks[i], lag, beside=asked)
     return answers, given_up
 
 

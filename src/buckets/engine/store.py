@@ -395,13 +395,17 @@ class Store:
     def lagging_disk(self, disk: Disk, lag: float, kept: list | None = None) -> None:
         """A write went on without ``disk``'s shard (it lagged ``lag`` seconds behind the write
         quorum's): its source counts as slow (``engine/hedge.py``), or the disk alone when
-        another disk of the same peer in ``kept`` (those the write did not leave out) kept up:
-        one hung disk is not a slow link, and its peer's other disks stay in use."""
-        self.slow_sources.left_out += 1
-        if hedge.lags_alone(disk, kept):
-            self.slow_sources.mark(disk, str(getattr(disk, "endpoint", disk)), lag, "writes to")
-        else:
-            self.slow_sources.mark(hedge.source_of(disk), hedge.source_name(disk), lag, "writes to")
+        another disk of the same peer in ``kept`` (those the write did not leave out) kept up,
+        or its node says it lags its siblings (``SlowSources.blame``): one hung or slow disk is
+        not a slow link, and its peer's other disks stay in use."""
+        slow = self.slow_sources
+        slow.left_out += 1
+        if hedge.lags_alone(disk, kept) or slow.blame(disk):
+            slow.mark(disk, hedge.disk_name(disk), lag, "writes to")
+        elif not slow.blame(disk, self.disks):
+            slow.mark(hedge.source_of(disk), hedge.source_name(disk), lag, "writes to")
+        # (else its node says another of its disks lags its siblings: the write's call to this
+        # one lagged with it, as a peer's records for all its disks go in one call)
 
     # -- buckets --------------------------------------------------------------------------
     async def make_bucket(self, name: str, owner: str = "", settings: dict | None = None) -> BucketInfo:

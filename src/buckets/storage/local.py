@@ -38,6 +38,7 @@ from buckets.errors import (
 from buckets.storage.disk import MAX_FORMAT_FILE, MAX_RANGE, MAX_SMALL_FILE, DiskInfo, FileStat
 from buckets.storage import aiosync
 from buckets.storage import records as rlog
+from buckets.storage.pace import Pace
 from buckets.storage.format import DATA_DIR, FORMAT_FILE, LOG_DIR, MULTIPART_DIR, SYS_DIR, TMP_DIR
 from buckets.runtime import Workers, wait_for
 
@@ -680,6 +681,8 @@ class LocalDisk:
         # leaves alone only the segment its handle appends to (and judges "sealed" by the
         # next segment's id).
         self._log_owner = log_owner
+        # how long its calls take lately, shared with its owner (``storage/pace.py``)
+        self.pace = log_owner.pace if log_owner is not None else Pace()
         self._punch_holes = True  # False once the file system said it cannot (release_records)
         self.near_full = False  # free space under NEAR_FULL reserves at the disk monitor's last round
         self.refused_at = float("-inf")  # time.monotonic() of the last refusal of new data (_room_for)
@@ -784,10 +787,12 @@ class LocalDisk:
         self.last_error = msg
         return err
 
-    async def _run(self, fn, *args, check_root: bool = True, bounded: bool = True, read: bool = False):
+    async def _run(self, fn, *args, check_root: bool = True, bounded: bool = True, read: bool = False,
+                   paced: bool = True):
         """``fn(*args)`` in the disk's thread, its failure typed; ``bounded``: at most
         ``disk_timeout`` seconds, after which the disk counts as hung (``_hung``); ``read``: a
-        read of data, in the threads for those (``_read_pool``)."""
+        read of data, in the threads for those (``_read_pool``); ``paced``: a call that moves
+        data (not a lookup of metadata), timed into ``pace`` (``storage/pace.py``)."""
         if self._closed:
             raise DiskOffline(f"{self.endpoint}: disk is closed")
         if self._hung_at and not read and self._still_stuck():
@@ -799,9 +804,14 @@ class LocalDisk:
                 fn, args = self._checked, (fn, *args)
             if not bounded:
                 return await pool.run(fn, *args)
-            if read:
-                return await self._bounded(pool.run(fn, *args), what)
-            return await self._bounded(pool.run(self._timed, fn, *args), what, tracked=True)
+            started = time.monotonic() if paced else 0.0
+            try:
+                if read:
+                    return await self._bounded(pool.run(fn, *args), what)
+                return await self._bounded(pool.run(self._timed, fn, *args), what, tracked=True)
+            finally:
+                if paced:
+                    self.pace.note(time.monotonic() - started)
         except (DiskError, OSError) as exc:
             err = self._failure(exc)
             if err is exc:
@@ -963,7 +973,7 @@ class LocalDisk:
                             healing=self.healing)
 
         try:
-            return await self._run(_info)
+            return await self._run(_info, paced=False)
         except DiskError as exc:
             return DiskInfo(self.disk_id, self.endpoint, False, error=str(exc), healing=self.healing)
 
@@ -1265,17 +1275,17 @@ class LocalDisk:
         await self._run(_delete, bounded=not recursive)  # (a whole tree may rightly take long)
 
     async def list_dir(self, path: str) -> list[str]:
-        return await self._run(os.listdir, self._abs(path, root_ok=True))
+        return await self._run(os.listdir, self._abs(path, root_ok=True), paced=False)
 
     async def file_size(self, path: str) -> int:
-        return (await self._run(os.stat, self._abs(path, root_ok=True), read=True)).st_size
+        return (await self._run(os.stat, self._abs(path, root_ok=True), read=True, paced=False)).st_size
 
     async def exists(self, path: str) -> bool:
-        return await self._run(os.path.exists, self._abs(path, root_ok=True), read=True)
+        return await self._run(os.path.exists, self._abs(path, root_ok=True), read=True, paced=False)
 
     async def stat(self, path: str) -> FileStat:
         full = self._abs(path, root_ok=True)
-        st = await self._run(os.stat, full, read=True)
+        st = await self._run(os.stat, full, read=True, paced=False)
         return FileStat(os.path.relpath(full, self.root), st.st_size, st.st_mtime, stat_mod.S_ISDIR(st.st_mode))
 
     async def walk_files(self, path: str, suffix: str) -> AsyncIterator[str]:

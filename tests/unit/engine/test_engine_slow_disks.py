@@ -498,3 +498,66 @@ async def test_a_write_trying_a_source_again_after_its_period_waits_for_it_brief
     await guarded(store.put_object("bkt", key, data, len(data)))
     assert not store.known_slow(slow)  # that write found it keeping up
     assert store.registry.get_object("bkt", key)["disks"][0] == slow.disk_id
+
+
+def says_lagging(*disks) -> object:
+    """A cluster node's ``says_lagging``: the disks whose own node said they lag its others."""
+    return lambda disk: any(disk is d for d in disks)
+
+
+async def test_a_read_puts_a_lag_on_the_disk_its_node_says_lags_not_on_the_peer(monkeypatch) -> None:
+    """A peer's shards come in one stream, a round of each range at a time: one slow disk holds
+    back all of them, and the read found the whole peer lagging (a slow-disk experiment of
+    session 52: the peers then named that node's link slow and took it out of rotation). When
+    the peer says one of this read's disks lags its siblings (``storage/pace.py``), that disk is
+    marked alone, whichever of the peer's slots lagged; the peer's other disks stay in use."""
+    monkeypatch.setattr(hedge, "HEDGE_MIN", 0.02)
+    peer, other = Peer("http://peer"), Peer("http://other")
+    disks = [OnPeer(peer, 0), OnPeer(peer, 1), OnPeer(other, 2), OnPeer(other, 3), OnPeer(other, 4)]
+    for d in disks:
+        d.endpoint = f"{d.client.endpoint}/d{d.i}"
+    never = asyncio.Event()
+
+    async def read(i: int):
+        if disks[i].client is peer:
+            await never.wait()  # the whole group lags behind its slow disk (slot 1's)
+        return i
+
+    slow = hedge.SlowSources()
+    slow.says_lagging = says_lagging(disks[1])
+    answers, given_up = await guarded(hedge.read_k(3, [0, 1, 2], [3, 4], read, disks, slow))
+    assert answers == {2: 2, 3: 3, 4: 4} and sorted(given_up) == [0, 1]
+    assert slow.names() == ["http://peer/d1"] and not slow.slow(peer), slow.names()
+    assert slow.avoids(disks[1]) and not slow.avoids(disks[0])
+    # The same read with no word from the peer: its link is to blame, for all its disks.
+    plain = hedge.SlowSources()
+    await guarded(hedge.read_k(3, [0, 1, 2], [3, 4], read, disks, plain))
+    assert plain.names() == ["http://peer"] and plain.avoids(disks[0])
+
+
+def test_a_write_puts_a_lag_on_the_disk_its_node_says_lags(store) -> None:
+    """A peer's records for all its disks go in one call: when it lags, each of its disks in
+    the write lags with it. The disk its node says lags is marked alone (surely: writes leave
+    it out from the start); the others are not marked, nor the peer."""
+    peer = Peer("http://peer")
+    lagging, sibling, elsewhere = OnPeer(peer, 0), OnPeer(peer, 1), OnPeer(Peer("http://other"), 2)
+    lagging.endpoint, sibling.endpoint = "http://peer/d1", "http://peer/d2"
+    store.disks.extend([lagging, sibling])  # (the store's disks: where a write's sibling slots come from)
+    slow = store.slow_sources
+    slow.says_lagging = says_lagging(lagging)
+    try:
+        store.lagging_disk(sibling, 1.0, [elsewhere])
+        store.lagging_disk(lagging, 1.0, [elsewhere])
+        assert slow.names() == ["http://peer/d1"] and slow.surely(lagging)
+        assert not slow.avoids(sibling) and not slow.slow(peer)
+    finally:
+        del store.disks[-2:]
+
+
+def test_a_peer_that_names_its_lagging_disk_is_forgiven_the_lags_put_on_it() -> None:
+    slow = hedge.SlowSources()
+    slow.mark("peer", "http://peer", 1.0, "writes to")
+    assert slow.surely_slow("peer") and slow.surely_names() == ["http://peer"]
+    slow.forgive("peer")
+    assert not slow.slow("peer") and not slow.surely_slow("peer") and slow.surely_names() == []
+    slow.forgive("never-marked")  # (nothing to forget)
