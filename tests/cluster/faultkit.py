@@ -347,3 +347,62 @@ class SlowLink:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+BLKIO = Path("/sys/fs/cgroup/blkio")  # cgroup v1's block I/O controller, where this host has it
+
+
+def slow_disk_support() -> str | None:
+    """None if one disk of a node can be made slow here (a loop device throttled for that
+    node's process by cgroup v1 ``blkio``), else the reason it cannot."""
+    if os.geteuid() != 0:
+        return "throttling a disk needs root"
+    if not (BLKIO / "blkio.throttle.read_bps_device").exists():
+        return "no cgroup v1 blkio controller with throttling on this host"
+    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+class SlowDisk:
+    """Throttle node ``i``'s I/O on one block ``device`` (a loop device under one of its disks)
+    to ``rate`` bytes per second each way, and restore it. The throttle applies to direct I/O
+    and to reads that miss the page cache (the kernel writes buffered pages back unthrottled):
+    ``drop_caches`` sends the node's reads to the device again. A device that answers most
+    calls at once and some only after seconds, as a disk retrying sectors does."""
+
+    def __init__(self, cluster: Cluster, i: int, device: str) -> None:
+        self.cluster, self.i, self.device = cluster, i, device
+        self.group = BLKIO / f"buckets-test-{cluster.port}-n{i}"
+
+    def slow(self, rate: int) -> None:
+        dev = os.stat(self.device).st_rdev
+        numbers = f"{os.major(dev)}:{os.minor(dev)}"
+        self.group.mkdir(exist_ok=True)
+        (self.group / "blkio.throttle.read_bps_device").write_text(f"{numbers} {rate}")
+        (self.group / "blkio.throttle.write_bps_device").write_text(f"{numbers} {rate}")
+        (self.group / "cgroup.procs").write_text(str(self.cluster.procs[self.i].pid))
+
+    @staticmethod
+    def drop_caches() -> None:
+        subprocess.run(["sh", "-c", "sync; echo 1 > /proc/sys/vm/drop_caches"], capture_output=True)
+
+    def restore(self) -> None:
+        if not self.group.exists():
+            return
+        for pid in (self.group / "cgroup.procs").read_text().split():
+            try:
+                (BLKIO / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass  # (gone meanwhile)
+        try:
+            self.group.rmdir()
+        except OSError:
+            pass
+
+    def __enter__(self) -> SlowDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()

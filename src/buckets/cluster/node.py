@@ -241,7 +241,7 @@ class ClusterNode:
         slow = set(pace.lagging(served.values()))
         # one said to lag stays so until its calls show otherwise: its peers now go around it,
         # so its average may go stale for want of calls, which proves nothing
-        slow |= {d for p, d in served.items() if p in self._lagging_said and d.pace.current() is None}
+        slow |= {d for p, d in served.items() if p in self._lagging_said and d.online and d.pace.current() is None}
         paths = sorted(path for path, disk in served.items() if disk in slow)
         for path in sorted(set(paths) - self._lagging_said):
             disk = served[path]

@@ -1,0 +1,138 @@
+"""A node with one slow disk: the cluster goes around that disk, not around the node.
+
+Node 3's second disk is an ext4 file system on a loop device whose I/O, for node 3's process,
+is throttled to 512 KB/s by cgroup v1 ``blkio`` (``faultkit.SlowDisk``), with the page cache
+dropped every 3 s so that its reads go to the device: a disk retrying sectors, answering most
+calls at once and some only after seconds.
+
+A peer's shards come to a reader in one stream and a writer's records go to a peer in one
+call, so one slow disk holds back the whole peer. Before session 52 the other nodes marked node
+3 as a whole slow, went around all its disks, and took it out of the load balancers' rotation
+as if its link were slow (503 from 18 s on in the experiment this test comes from). Node 3 now
+names its lagging disk (``storage/pace.py``) and its peers put lags on that disk alone.
+
+Checked, under 40 s of reads and writes through nodes 1, 2 and 4 (no retries): no request
+fails and every byte read is right; node 3 names the disk in its log and in
+``/health/cluster``; the other nodes blame that disk (their log names it, not the node); node
+3 stays in rotation (``/health/ready``) at all but at most one of the checks made every 3 s
+(the first lags can land on the node before it has judged its disk); and once the disk is
+fast again everything, the writes made meanwhile included, reads back through every node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from faultkit import FaultCluster, SlowDisk, slow_disk_support
+from loopdisk import LoopDisk
+
+pytestmark = pytest.mark.cluster
+
+REASON = slow_disk_support()
+RATE = 512 << 10
+SECONDS = 40.0
+
+
+def ready(c: FaultCluster, i: int) -> int:
+    try:
+        with urllib.request.urlopen(f"{c.url(i)}/health/ready", timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_the_disk(tmp_path) -> None:
+    c = FaultCluster(tmp_path, nodes=4, disks=4)
+    slow_path = c.disk_roots()[2 * 4 + 1]  # node 3's second disk
+    loop = LoopDisk(tmp_path / "slow.img", slow_path, size_mb=1024)
+    try:
+        c.start()
+        s3 = c.client(1)
+        s3.create_bucket(Bucket="slowdisk")
+        rng = random.Random(3)
+        digests: dict[str, str] = {}
+        for name, count, size in (("big", 4, 16 << 20), ("small", 30, 4096)):
+            for i in range(count):
+                body = rng.randbytes(size)
+                digests[f"{name}{i}"] = hashlib.sha256(body).hexdigest()
+                s3.put_object(Bucket="slowdisk", Key=f"{name}{i}", Body=body)
+        fixed = sorted(digests)
+        written: dict[str, str] = {}
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def reader(via: int, seed: int) -> None:
+            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
+            pick = random.Random(seed)
+            while not stop.is_set():
+                key = pick.choice(fixed)
+                try:
+                    got = client.get_object(Bucket="slowdisk", Key=key)["Body"].read()
+                    if hashlib.sha256(got).hexdigest() != digests[key]:
+                        failures.append(f"GET {key} via {via}: wrong bytes")
+                except Exception as exc:  # noqa: BLE001 - every failure is reported
+                    failures.append(f"GET {key} via {via}: {exc!r}"[:300])
+
+        def writer(via: int, seed: int) -> None:
+            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
+            make = random.Random(seed)
+            n = 0
+            while not stop.is_set():
+                key = f"w{via}-{n % 15}"
+                body = make.randbytes(4096 if make.random() < 0.8 else 1 << 20)
+                try:
+                    client.put_object(Bucket="slowdisk", Key=key, Body=body)
+                    written[key] = hashlib.sha256(body).hexdigest()
+                except Exception as exc:  # noqa: BLE001
+                    failures.append(f"PUT {key} via {via}: {exc!r}"[:300])
+                n += 1
+
+        with SlowDisk(c, 3, loop.device) as disk:
+            disk.slow(RATE)
+            disk.drop_caches()
+            threads = [threading.Thread(target=reader, args=(via, via)) for via in (1, 2, 4)]
+            threads += [threading.Thread(target=writer, args=(via, 10 + via)) for via in (1, 4)]
+            for t in threads:
+                t.start()
+            checks: list[int] = []
+            named: list[str] = []
+            try:
+                started = time.monotonic()
+                while time.monotonic() - started < SECONDS:
+                    checks.append(ready(c, 3))
+                    named = named or (c.health(3) or {}).get("disks_lagging") or []
+                    disk.drop_caches()
+                    time.sleep(3)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(timeout=600)
+        print(f"node 3's /health/ready every 3 s: {checks}; its disks_lagging: {named}")
+        assert not failures, failures[:10]
+        lagging = [json.loads(line)["message"] for line in c.log(3).splitlines()
+                   if "lags this node's other disks" in line]
+        assert lagging and str(slow_path) in lagging[0], lagging
+        assert named == [str(slow_path)], named
+        blamed_disk = [line for i in (1, 2, 4) for line in c.log(i).splitlines()
+                       if f"{c.url(3)}{slow_path} lag" in line]
+        print(f"lines blaming the disk on the other nodes: {len(blamed_disk)}")
+        assert blamed_disk, "no other node put a lag on node 3's slow disk"
+        assert checks.count(503) <= 1, f"node 3 taken out of rotation for one slow disk: {checks}"
+        digests.update(written)
+        for via in (1, 2, 3, 4):  # the disk fast again: everything through every node
+            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
+            for key, digest in digests.items():
+                got = client.get_object(Bucket="slowdisk", Key=key)["Body"].read()
+                assert hashlib.sha256(got).hexdigest() == digest, f"{key} through node {via}"
+        assert not c.bug_lines(), c.bug_lines()
+    finally:
+        c.close()
+        loop.close()
