@@ -12,8 +12,8 @@ as if its link were slow (503 from 18 s on in the experiment this test comes fro
 names its lagging disk (``storage/pace.py``) and its peers put lags on that disk alone.
 
 Checked, under 40 s of reads and writes through nodes 1, 2 and 4 (no retries): no request
-fails and every byte read is right; node 3 names the disk in its log and in
-``/health/cluster``; the other nodes blame that disk (their log names it, not the node); node
+fails and every byte read is right; node 3 names the disk in its log, in ``/health/cluster``
+and in ``buckets_disk_lagging``; the other nodes blame that disk (their log names it, not the node); node
 3 stays in rotation (``/health/ready``) at all but at most one of the checks made every 3 s
 (the first lags can land on the node before it has judged its disk); and once the disk is
 fast again everything, the writes made meanwhile included, reads back through every node.
@@ -104,11 +104,17 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
                 t.start()
             checks: list[int] = []
             named: list[str] = []
+            gauge = ""
             try:
                 started = time.monotonic()
                 while time.monotonic() - started < SECONDS:
                     checks.append(ready(c, 3))
-                    named = named or (c.health(3) or {}).get("disks_lagging") or []
+                    if not named:
+                        named = (c.health(3) or {}).get("disks_lagging") or []
+                        if named:  # ... and the gauge says so meanwhile
+                            with urllib.request.urlopen(f"{c.url(3)}/metrics", timeout=30) as r:
+                                gauge = next((line for line in r.read().decode().splitlines()
+                                              if line.startswith("buckets_disk_lagging{") and named[0] in line), "")
                     disk.drop_caches()
                     time.sleep(3)
             finally:
@@ -121,6 +127,7 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
                    if "lags this node's other disks" in line]
         assert lagging and str(slow_path) in lagging[0], lagging
         assert named == [str(slow_path)], named
+        assert gauge.endswith(" 1.0"), gauge
         blamed_disk = [line for i in (1, 2, 4) for line in c.log(i).splitlines()
                        if f"{c.url(3)}{slow_path} lag" in line]
         print(f"lines blaming the disk on the other nodes: {len(blamed_disk)}")

@@ -32,4 +32,4 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     path.write_text(rules)
     result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 12 rules found" in result.stdout
+    assert "SUCCESS: 13 rules found" in result.stdout

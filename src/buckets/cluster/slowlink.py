@@ -137,7 +137,9 @@ class SlowLinkWatch:
 
 
 class SlowLinkCollector(NodeCollector):
-    """``buckets_node_slow_link``: 1 while the other nodes find this node's link slow."""
+    """``buckets_node_slow_link``: 1 while the other nodes find this node's link slow;
+    ``buckets_disk_lagging{disk}``: 1 for each of its disks it last told them lags its others
+    (``storage/pace.py``)."""
 
     def collect_node(self, node: Any):
         from prometheus_client.core import GaugeMetricFamily
@@ -146,3 +148,10 @@ class SlowLinkCollector(NodeCollector):
                                   "1 while the other nodes find this node's link slow (its /health/ready answers 503).")
         gauge.add_metric([], 1.0 if node.slow_link.out else 0.0)
         yield gauge
+        lagging = GaugeMetricFamily("buckets_disk_lagging",
+                                    "1 while this disk lags the node's other disks (the other nodes read and write "
+                                    "around it alone).", labels=["disk"])
+        served = node.disk_service.disks if node.disk_service is not None else {}
+        for path in sorted(served):
+            lagging.add_metric([path], 1.0 if path in node._lagging_said else 0.0)
+        yield lagging
