@@ -13,7 +13,7 @@ names its lagging disk (``storage/pace.py``) and its peers put lags on that disk
 
 Checked, under 40 s of reads and writes through nodes 1, 2 and 4 (no retries): no request
 fails and every byte read is right; node 3 names the disk in its log, in ``/health/cluster``
-and in ``buckets_disk_lagging``; the other nodes blame that disk (their log names it, not the node); node
+in ``buckets_disk_lagging`` and in ``buckets-admin info``; the other nodes blame that disk (their log names it, not the node); node
 3 stays in rotation (``/health/ready``) at all but at most one of the checks made every 3 s
 (the first lags can land on the node before it has judged its disk); and once the disk is
 fast again everything, the writes made meanwhile included, reads back through every node.
@@ -24,14 +24,17 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from clusterproc import ROOT_PASSWORD, ROOT_USER
 from faultkit import FaultCluster, SlowDisk, slow_disk_support
 from loopdisk import LoopDisk
+from serverproc import BIN
 
 pytestmark = pytest.mark.cluster
 
@@ -46,6 +49,15 @@ def ready(c: FaultCluster, i: int) -> int:
             return r.status
     except urllib.error.HTTPError as refused:
         return refused.code
+
+
+def admin_info(c: FaultCluster, tmp_path, i: int) -> str:
+    """What ``buckets-admin info`` prints for node ``i``."""
+    env = dict(c.env, BUCKETS_CLIENT_CONFIG=str(tmp_path / "client.json"))
+    admin = str(BIN / "buckets-admin")
+    subprocess.run([admin, "alias", "set", f"n{i}", c.url(i), ROOT_USER, ROOT_PASSWORD], env=env, check=True,
+                   capture_output=True, timeout=60)
+    return subprocess.run([admin, "info", f"n{i}"], env=env, capture_output=True, text=True, timeout=60).stdout
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -104,7 +116,7 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
                 t.start()
             checks: list[int] = []
             named: list[str] = []
-            gauge = ""
+            gauge = shown = ""
             try:
                 started = time.monotonic()
                 while time.monotonic() - started < SECONDS:
@@ -115,6 +127,9 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
                             with urllib.request.urlopen(f"{c.url(3)}/metrics", timeout=30) as r:
                                 gauge = next((line for line in r.read().decode().splitlines()
                                               if line.startswith("buckets_disk_lagging{") and named[0] in line), "")
+                            shown = admin_info(c, tmp_path, 3)  # (asked right after: it may have changed since)
+                    elif "Disks:    LAGGING" not in shown:
+                        shown = admin_info(c, tmp_path, 3)
                     disk.drop_caches()
                     time.sleep(3)
             finally:
@@ -128,6 +143,7 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
         assert lagging and str(slow_path) in lagging[0], lagging
         assert named == [str(slow_path)], named
         assert gauge.endswith(" 1.0"), gauge
+        assert f"Disks:    LAGGING: {slow_path} lag this node's other disks" in shown, shown
         blamed_disk = [line for i in (1, 2, 4) for line in c.log(i).splitlines()
                        if f"{c.url(3)}{slow_path} lag" in line]
         print(f"lines blaming the disk on the other nodes: {len(blamed_disk)}")

@@ -114,6 +114,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"Link:     SLOW: the other nodes find this node's link slow "
                   f"({', '.join(cluster.get('slow_link_named_by') or [])}): its /health/ready answers 503 so that "
                   "load balancers send clients to the other nodes; check its network")
+        if cluster.get("disks_lagging"):
+            print(f"Disks:    LAGGING: {', '.join(cluster['disks_lagging'])} lag this node's other disks: the other "
+                  "nodes read and write around them; check them (smartctl, dmesg), replace one that stays so")
         clock = cluster.get("clock")
         if clock and clock.get("skewed"):
             print(f"Clocks:   SKEWED: {', '.join(clock['skewed'])} more than {clock['warn_above']:g} s off this "

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,7 +127,7 @@ class ClusterNode:
     _clock_watch: asyncio.Task | None = None
     slow_link: SlowLinkWatch = field(default_factory=lambda: SlowLinkWatch(""))  # (``cluster/slowlink.py``)
     _slow_watch: asyncio.Task | None = None
-    _peer_lagging: dict = field(default_factory=dict)  # peer client -> its disks' paths it says lag (``pace``)
+    _peer_lagging: dict = field(default_factory=dict)  # (peer client, disk path) -> when it said that disk lags
     _lagging_said: set = field(default_factory=set)  # this node's disks logged as lagging
     _tolerates: tuple | None = None  # (table, members, node failures tolerated, disks placed): ``layout_status``
     levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
@@ -238,7 +239,7 @@ class ClusterNode:
         """This node's disks that lag its other disks (their paths, as its peers name them);
         said in the log when one starts or stops lagging."""
         served = self.disk_service.disks if self.disk_service is not None else {}
-        slow = set(pace.lagging(served.values()))
+        slow = set(pace.lagging(served.values(), [d for p, d in served.items() if p in self._lagging_said]))
         # one said to lag stays so until its calls show otherwise: its peers now go around it,
         # so its average may go stale for want of calls, which proves nothing
         slow |= {d for p, d in served.items() if p in self._lagging_said and d.online and d.pace.current() is None}
@@ -256,23 +257,31 @@ class ClusterNode:
         return paths
 
     def _peer_says_lagging(self, disk: Any) -> bool:
-        """``disk``'s own node said, in the last round of ``slow_link``, that it lags its others."""
-        return getattr(disk, "path", None) in self._peer_lagging.get(getattr(disk, "client", None), ())
+        """``disk``'s own node said, within the last ``pace.LINGER`` seconds, that it lags its
+        others. (It stops saying so once the calls it still gets are quick, which they are while
+        the others go around it: the lag the next trial meets is still that disk's.)"""
+        said = self._peer_lagging.get((getattr(disk, "client", None), getattr(disk, "path", None)))
+        return said is not None and time.monotonic() - said < pace.LINGER
 
     def _peer_disks_lag(self, views: dict[str, dict]) -> None:
         """A round of the peers' ``node/slow_view`` answers: the disks each says lag its others.
-        A peer that names one for the first time is forgiven what lags were put on it as a
+        A peer that names one it had not named lately is forgiven what lags were put on it as a
         whole meanwhile (they were that disk's: ``SlowSources.forgive``)."""
-        lagging: dict[Any, frozenset[str]] = {}
+        now = time.monotonic()
+        store = self._store
         for url, view in views.items():
             client, paths = self.clients.get(url), view.get("slow_disks")
-            if client is not None and isinstance(paths, list) and paths:
-                lagging[client] = frozenset(p for p in paths if isinstance(p, str))
-        store = self._store
-        for client in lagging:
-            if not self._peer_lagging.get(client) and store is not None:
-                store.slow_sources.forgive(client)
-        self._peer_lagging = lagging
+            if client is None or not isinstance(paths, list):
+                continue
+            for path in paths:
+                if not isinstance(path, str):
+                    continue
+                if not any(c is client and now - at < pace.LINGER for (c, _), at in self._peer_lagging.items()) \
+                        and store is not None:
+                    store.slow_sources.forgive(client)
+                self._peer_lagging[(client, path)] = now
+        for said in [said for said, at in self._peer_lagging.items() if now - at >= pace.LINGER]:
+            del self._peer_lagging[said]
 
     async def _join_info(self, args: dict) -> dict:
         control = self.control

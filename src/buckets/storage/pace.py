@@ -19,7 +19,9 @@ object's shards are equal), so its disks compare. ``lagging`` names the disks wh
 over ``RATIO`` times the median of the others' (and at least ``FLOOR``): outliers among
 siblings, never most of them (a node whose disks are all slow is slow as a whole, and its
 peers are right to go around it). Its peers ask (``node/slow_view``'s ``slow_disks``) and put
-the blame for a lag on that disk alone (``engine/hedge.py``, ``SlowSources.blame``).
+the blame for a lag on that disk alone (``engine/hedge.py``, ``SlowSources.blame``), for
+``LINGER`` seconds after the node last said so: while they go around the disk its calls are
+few and quick, and the node stops naming it, but the lag the next trial meets is the disk's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ STALE = 30.0  # s: a share this old no longer counts (the disk had no call since
 MIN_CALLS = 20  # calls since the share went stale before it counts
 RATIO = 5.0  # a disk lags when its share of slow calls is over this many times its siblings' median ...
 FLOOR = 0.05  # ... and over this share
+LINGER = 60.0  # s: a peer's word that its disk lags is taken this long after it last said so
 
 
 class Pace:
@@ -67,9 +70,12 @@ class Pace:
         return self.share
 
 
-def lagging(disks: Iterable[Any]) -> list[Any]:
+def lagging(disks: Iterable[Any], held: Iterable[Any] = ()) -> list[Any]:
     """The disks (each with a ``pace`` and ``online``) that lag far behind their siblings: at
-    least three with a current share, and fewer than half of them lagging."""
+    least three with a current share, and fewer than half of them lagging. Those in ``held``
+    (found lagging before) stay so down to half the thresholds, so that a share hovering at
+    the line does not flap the verdict."""
+    held = list(held)
     known = [(d, d.pace.current()) for d in disks if getattr(d, "online", True) and getattr(d, "pace", None)]
     known = [(d, share) for d, share in known if share is not None]
     if len(known) < 3:
@@ -78,6 +84,7 @@ def lagging(disks: Iterable[Any]) -> list[Any]:
     for disk, share in known:
         others = sorted(s for d, s in known if d is not disk)
         typical = others[len(others) // 2]
-        if share > max(FLOOR, RATIO * typical):
+        relax = 0.5 if any(disk is h for h in held) else 1.0
+        if share > relax * max(FLOOR, RATIO * typical):
             slow.append(disk)
     return slow if 2 * len(slow) < len(known) else []

@@ -125,3 +125,18 @@ def test_a_disks_calls_feed_its_pace_shared_with_its_peer_handle(tmp_path) -> No
             await disk.close()
 
     asyncio.run(run())
+
+
+def test_a_disk_found_lagging_stays_so_down_to_half_the_line() -> None:
+    clock = Clock()
+    disks = [Disk(clock, f"d{i}") for i in range(4)]
+    for d in disks[:3]:
+        d.calls(0.003, n=50)
+    disks[3].calls(0.003, n=50)
+    disks[3].calls(0.5, n=3)  # a share just over the floor
+    assert pace.lagging(disks) == [disks[3]]
+    disks[3].calls(0.003, n=10)  # ... and just under it: not lagging, unless found so before
+    assert pace.FLOOR / 2 < disks[3].pace.share < pace.FLOOR
+    assert pace.lagging(disks) == [] and pace.lagging(disks, held=[disks[3]]) == [disks[3]]
+    disks[3].calls(0.003, n=50)
+    assert pace.lagging(disks, held=[disks[3]]) == []
