@@ -286,7 +286,7 @@ def test_a_control_plane_leader_behind_a_slow_link_hands_leadership_over(tmp_pat
     bucket, user and topology change waited for its link (~0.5 s each at 4 Mbit/s, more at 1). Once the
     other nodes find its link slow (out of rotation, ``cluster/slowlink.py``) it hands
     leadership over and starts no election while out. Checked: another node leads, every node
-    agrees which, and it stays so while the link is slow; buckets created through every node
+    agrees which, and no election follows; buckets created through every node
     meanwhile (the slow one included) exist everywhere; back in rotation after the restore."""
     c = FaultCluster(tmp_path, partitionable=True, nodes=4, disks=4)
     c.start()
@@ -301,7 +301,7 @@ def test_a_control_plane_leader_behind_a_slow_link_hands_leadership_over(tmp_pat
         with SlowLink(c) as link:
             link.slow(s, RATE)
             # PUTs through the others find node s slow (writes leave its shards out): it goes out.
-            deadline, k = time.monotonic() + 120, 0
+            deadline, k = time.monotonic() + 240, 0  # (67 and 42 PUTs in two runs; none in 120 s in one)
             while ready(c, s)[0] == 200:
                 assert time.monotonic() < deadline, f"node {s} (the leader) still ready behind its slow link"
                 c.client(others[k % 3]).put_object(Bucket="lead", Key=f"k{k}", Body=rng.randbytes(BIG // 8))
@@ -317,8 +317,10 @@ def test_a_control_plane_leader_behind_a_slow_link_hands_leadership_over(tmp_pat
             print(f"leadership handed from node {s} to {new_leader}")
             for i in range(1, 5):  # control changes go on through every node, the slow one included
                 c.client(i).create_bucket(Bucket=f"during-{i}")
-            time.sleep(8)  # longer than the election timeout, several times over
-            assert ready(c, s)[0] == 503  # still out, and still not leading
+            # No election meanwhile: longer than the election timeout, several times over. (With
+            # no more PUTs nothing keeps finding node s slow: it may be back in rotation by now,
+            # free to lead again, but it follows the leader it hears.)
+            time.sleep(8)
             assert {leader_of(c, i) for i in range(1, 5)} == {new_leader}
         deadline = time.monotonic() + 240
         while ready(c, s)[0] != 200:

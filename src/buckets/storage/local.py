@@ -818,6 +818,15 @@ class LocalDisk:
                 raise
             raise err from None
 
+    async def _paced(self, waited: "asyncio.Future") -> Any:
+        """Await ``waited`` (a group commit's future), timed into ``pace`` as a call: what its
+        caller waits, the batches queued ahead of it included."""
+        started = time.monotonic()
+        try:
+            return await waited
+        finally:
+            self.pace.note(time.monotonic() - started)
+
     def _later(self, fn) -> None:
         """``fn()`` in the disk's thread, not waited for (its failure only logged at debug)."""
         if self._closed:
@@ -1128,14 +1137,15 @@ class LocalDisk:
         self._batch.append((tmp, full, data, sync, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_batches())
-        await fut
+        await self._paced(fut)
 
     async def _flush_batches(self) -> None:
         while self._batch:
             batch, self._batch = self._batch, []
             sync = any(item[3] for item in batch)
             try:
-                results = await self._run(self._write_batch, [(t, f, d) for t, f, d, _, _ in batch], sync)
+                results = await self._run(self._write_batch, [(t, f, d) for t, f, d, _, _ in batch], sync,
+                                          paced=False)  # (each caller's whole wait is: ``write_file``)
             except DiskError as exc:
                 results = [exc] * len(batch)
             for (_, _, _, _, fut), err in zip(batch, results):
@@ -1323,7 +1333,7 @@ class LocalDisk:
         self._rec_batch.append((list(records), sync, fut))
         if self._rec_flusher is None or self._rec_flusher.done():
             self._rec_flusher = asyncio.get_running_loop().create_task(self._flush_records())
-        return await fut
+        return await self._paced(fut)
 
     async def _flush_records(self) -> None:
         while self._rec_batch:
@@ -1333,15 +1343,15 @@ class LocalDisk:
             try:
                 try:
                     results = await self._append_here(payloads, sync)
-                    if results is None:
-                        results = await self._run(self._append_batch, payloads, sync)
+                    if results is None:  # (each caller's whole wait is paced: ``append_records``)
+                        results = await self._run(self._append_batch, payloads, sync, paced=False)
                 except DiskFull:
                     if not self._ballast_freed:
                         raise
                     # The file system was full to its last block and this failure released the
                     # ballast: the batch goes into that space (a deletion's records get in).
                     self._ballast_freed = False
-                    results = await self._run(self._append_batch, payloads, sync)
+                    results = await self._run(self._append_batch, payloads, sync, paced=False)
             except DiskError as exc:
                 for _, _, fut in batch:
                     if not fut.done():
