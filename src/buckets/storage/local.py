@@ -804,22 +804,19 @@ class LocalDisk:
                 fn, args = self._checked, (fn, *args)
             if not bounded:
                 return await pool.run(fn, *args)
-            started = time.monotonic() if paced else 0.0
-            try:
-                if read:
-                    return await self._bounded(pool.run(fn, *args), what)
-                return await self._bounded(pool.run(self._timed, fn, *args), what, tracked=True)
-            finally:
-                if paced:
-                    self.pace.note(time.monotonic() - started)
+            if read:
+                call = self._bounded(pool.run(fn, *args), what)
+            else:
+                call = self._bounded(pool.run(self._timed, fn, *args), what, tracked=True)
+            return await (self._paced(call) if paced else call)
         except (DiskError, OSError) as exc:
             err = self._failure(exc)
             if err is exc:
                 raise
             raise err from None
 
-    async def _paced(self, waited: "asyncio.Future") -> Any:
-        """Await ``waited`` (a group commit's future), timed into ``pace`` as a call: what its
+    async def _paced(self, waited: Any) -> Any:
+        """Await ``waited`` (a call, or a group commit's future), timed into ``pace``: what its
         caller waits, the batches queued ahead of it included."""
         started = time.monotonic()
         try:
