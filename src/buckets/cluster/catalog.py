@@ -727,6 +727,14 @@ class ClusterCatalog:
         wid = current["wid"] if current is not None else None
         return [_plain(e) for _, e in await self._version_records(bucket, key) if e["wid"] != wid]
 
+    async def live_entries(self, bucket: str, key: str) -> list[dict]:
+        """Every entry that names a write of ``key``: its current one and its version records
+        (a noncurrent version keeps the files its write has, wherever they were when it was
+        replaced). A migration removes no file that one of them names (``StoreMover``)."""
+        current = await self.index.get(bucket, key)
+        out = [current] if current is not None else []
+        return out + [e for _, e in await self._version_records(bucket, key)]
+
     def _versioned(self, bucket: str) -> bool:
         record = self.get_bucket(bucket)
         return record is not None and record.get("versioning") is not None

@@ -351,7 +351,7 @@ class StoreMover:
         self.store = store
         self.grace = grace
         self._tables: dict[int, Any] = {}
-        self._vacate: list[tuple[float, str, str, str, list[str], list | None]] = []
+        self._vacate: list[tuple[float, str, str, str, list[str], list | None, bool]] = []
         self._vacate_wakeup = asyncio.Event()
         self._vacate_task: asyncio.Task | None = None
 
@@ -480,10 +480,12 @@ class StoreMover:
         if not isinstance(ts, (list, tuple)) or len(ts) < 2:
             return MoveOutcome("failed", error=f"{bucket}/{key}: the entry has no version to move")
         real_bucket, real_key = self._real(bucket, key)
-        copy = await copy_shards(store, real_bucket, real_key, entry, target, to_gen, pace=pace)
+        copy = await self._follow_key(real_bucket, real_key, entry, target) if bucket != real_bucket else None
+        if copy is None:
+            copy = await copy_shards(store, real_bucket, real_key, entry, target, to_gen, pace=pace)
         version = [ts[0], ts[1], to_gen]
         old, new = list(entry["disks"]), list(target)
-        left = range(len(old)) if copy.rewritten else [i for i in copy.slots if old[i] not in new]
+        left = range(len(old)) if copy.wid != entry["wid"] else [i for i in range(len(old)) if old[i] not in new]
         vacated = [old[i] for i in left]
         records = entry.get("lg")  # a log write's records on the vacated disks: released with them
         vacated_locs = [records[i] if i < len(records) else None for i in left] if isinstance(records, list) else None
@@ -510,11 +512,46 @@ class StoreMover:
                     out_of[self.node_of(old[i])] = out_of.get(self.node_of(old[i]), 0) + per
             return MoveOutcome("moved", copy.bytes, len(copy.rebuilt), into, out_of)
         if current is None or current.get("wid") not in (entry["wid"], copy.wid):
-            # An overwrite or a delete won (a newer hlc: it stays the winner): drop the copies.
-            await remove_shards(store, real_bucket, real_key, copy.wid, store.disks_for([new[i] for i in copy.slots]))
+            # An overwrite or a delete won (a newer hlc: it stays the winner). Its writer removed
+            # the files of the entry it replaced: the one before the move, or the moved one (it
+            # landed between the commit and this read), which the move cannot tell apart. Remove
+            # the rest, the copies and the vacated shards, but not what an entry still names: in
+            # a versioned bucket the replaced entry lives on as a noncurrent version, and when
+            # that is the moved one its files are the copies.
+            try:
+                named = await self._named(real_bucket, real_key)
+            except (errors.BucketsError, asyncio.TimeoutError) as exc:
+                log.info("migration: %s/%s was overwritten during its move, and its versions could not be read "
+                         "(%s): its copies are left to the orphan sweep", bucket, key, exc)
+                return MoveOutcome("skipped")
+            copies = [new[i] for i in copy.slots if (copy.wid, new[i]) not in named]
+            await remove_shards(store, real_bucket, real_key, copy.wid, store.disks_for(copies))
+            self._schedule_vacate(real_bucket, real_key, entry["wid"], vacated, vacated_locs, check=True)
             return MoveOutcome("skipped")
         # The same write, but not our version (yet): the commit may still land, keep every file.
         return MoveOutcome("failed", error=uncertain or f"{bucket}/{key}: the moved entry is not the one read back")
+
+    async def _follow_key(self, bucket: str, key: str, record: dict, target: list[str]) -> Any:
+        """A version record's move when its write is the key's current one and the key's entry
+        was moved to ``target`` already (the migration moves a bucket before its versions): the
+        record takes the moved entry's files (``ShardCopy`` with no slot copied), rather than a
+        second copy of the same shards (under a second write id when the key's move rewrote
+        them: the two then parted, and the next overwrite left one of them named by nothing).
+        None when that is not so (the record's shards are copied as any object's)."""
+        from buckets.engine import smalllog
+        from buckets.engine.move import ShardCopy
+
+        current = await self.store.catalog.index.get(bucket, key)
+        if current is None or current.get("vid", "null") != record.get("vid", "null") \
+                or list(current.get("disks", ())) != list(target):
+            return None
+        if current["wid"] != record["wid"] and (current.get("moved_from") or {}).get("wid") != record["wid"]:
+            return None
+        moved = {f: v for f, v in record.items() if f not in ("ts", smalllog.LOG_FIELD)}
+        moved.update(wid=current["wid"], disks=list(current["disks"]), gen=current.get("gen"))
+        if current.get(smalllog.LOG_FIELD) is not None:
+            moved[smalllog.LOG_FIELD] = current[smalllog.LOG_FIELD]
+        return ShardCopy(moved, [])
 
     async def _put_version(self, bucket: str, key: str, entry: dict, ts: list, created: float | None = None) -> Any:
         index = self.store.catalog.index
@@ -529,15 +566,39 @@ class StoreMover:
         from buckets.engine.move import remove_shards
 
         moved_from = entry["moved_from"]
-        disks = [d for d in moved_from.get("disks", ()) if d not in entry["disks"] or moved_from["wid"] != entry["wid"]]
-        await remove_shards(self.store, *self._real(bucket, key), moved_from["wid"], self.store.disks_for(disks))
+        real_bucket, real_key = self._real(bucket, key)
+        named = await self._named(real_bucket, real_key) if self._versioned(real_bucket) else set()
+        disks = [d for d in moved_from.get("disks", ())
+                 if (d not in entry["disks"] or moved_from["wid"] != entry["wid"]) and (moved_from["wid"], d) not in named]
+        await remove_shards(self.store, real_bucket, real_key, moved_from["wid"], self.store.disks_for(disks))
+
+    def _versioned(self, bucket: str) -> bool:
+        """Whether ``bucket`` has had versioning (enabled or suspended: it may have version
+        records, and a record made before a move names the disks the write was on then)."""
+        record = self.node.control.snapshot.buckets.get(bucket)
+        return record is not None and record.settings.get("versioning") is not None
+
+    async def _named(self, bucket: str, key: str) -> set[tuple[str, str]]:
+        """The (write id, disk id) pairs the object's entries name: its current one and its
+        version records (``ClusterCatalog.live_entries``)."""
+        live = getattr(self.store.catalog, "live_entries", None)
+        if live is not None:
+            entries = await live(bucket, key)
+        else:
+            current = await self.store.catalog.index.get(bucket, key)
+            entries = [current] if current is not None else []
+        return {(e["wid"], d) for e in entries if e.get("wid") for d in e.get("disks", ())}
 
     # -- vacated shards, after the grace delay ------------------------------------------------------
     def _schedule_vacate(self, bucket: str, key: str, wid: str, disk_ids: list[str],
-                         locs: list | None = None) -> None:
+                         locs: list | None = None, *, check: bool = False) -> None:
+        """Remove ``wid``'s files from ``disk_ids`` after the grace delay, but not those an entry
+        of the object names by then: checked when ``check`` or when the bucket has had
+        versioning. (After a move of a version's entry, its record, made before the move, still
+        names the old disks until the record is moved in its turn, after its bucket.)"""
         if not disk_ids:
             return
-        self._vacate.append((time.monotonic() + self.grace, bucket, key, wid, disk_ids, locs))
+        self._vacate.append((time.monotonic() + self.grace, bucket, key, wid, disk_ids, locs, check))
         self._vacate_wakeup.set()
         if self._vacate_task is None or self._vacate_task.done():
             self._vacate_task = asyncio.get_running_loop().create_task(self._vacate_loop(), name="migration-vacate")
@@ -546,7 +607,7 @@ class StoreMover:
         from buckets.engine.move import remove_shards
 
         while self._vacate:
-            due, bucket, key, wid, disk_ids, locs = self._vacate[0]
+            due, bucket, key, wid, disk_ids, locs, check = self._vacate[0]
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(min(wait, 1.0))
@@ -559,6 +620,12 @@ class StoreMover:
                 except asyncio.TimeoutError:
                     pass
             try:
+                if check or self._versioned(bucket):
+                    named = await self._named(bucket, key)
+                    keep = [i for i, d in enumerate(disk_ids) if (wid, d) in named]
+                    if keep:
+                        disk_ids = [d for i, d in enumerate(disk_ids) if i not in keep]
+                        locs = [loc for i, loc in enumerate(locs) if i not in keep] if locs else locs
                 await remove_shards(self.store, bucket, key, wid, self.store.disks_for(disk_ids), locs)
             except Exception as exc:  # noqa: BLE001 - a stale copy is the orphan sweep's, not fatal
                 log.warning("migration: removing the vacated shards of %s/%s failed: %s", bucket, key, exc)
