@@ -51,10 +51,13 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -406,3 +409,82 @@ class SlowDisk:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+class MixedLoad:
+    """Readers of fixed objects and writers of their own keys through some nodes of a cluster,
+    with no retries (every failure is reported) and every request timed: the load of the slow
+    link and slow disk tests. Readers GET random keys of ``digests`` and check their bytes;
+    each writer PUTs ``w<via>-<n % 15>``, ``big_share`` of them 1 MiB, the rest 4 KiB."""
+
+    def __init__(self, c: Cluster, bucket: str, digests: dict[str, str], *, readers=(1, 2, 4), writers=(1, 4),
+                 writer_seed: int = 100, big_share: float = 0.1) -> None:
+        self.c = c
+        self.bucket = bucket
+        self.digests = digests
+        self.fixed = sorted(digests)
+        self.big_share = big_share
+        self.written: dict[str, str] = {}  # key -> sha256 of its last acknowledged body
+        self.failures: list[str] = []
+        self.timings: list[tuple[float, str]] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._reader, args=(via, via), daemon=True) for via in readers]
+        self.threads += [threading.Thread(target=self._writer, args=(via, writer_seed + via), daemon=True)
+                         for via in writers]
+
+    def start(self) -> MixedLoad:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __enter__(self) -> MixedLoad:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=600)
+
+    def _client(self, via: int):
+        return self.c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
+
+    def _reader(self, via: int, seed: int) -> None:
+        client = self._client(via)
+        pick = random.Random(seed)
+        while not self.stopping.is_set():
+            key = pick.choice(self.fixed)
+            started = time.monotonic()
+            try:
+                got = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                if hashlib.sha256(got).hexdigest() != self.digests[key]:
+                    self.failures.append(f"GET {key} via {via}: wrong bytes")
+            except Exception as exc:  # noqa: BLE001 - every failure is reported
+                self.failures.append(f"GET {key} via {via}: {exc!r}"[:300])
+            self.timings.append((time.monotonic() - started, f"GET {key} via {via}"))
+
+    def _writer(self, via: int, seed: int) -> None:
+        client = self._client(via)
+        make = random.Random(seed)
+        n = 0
+        while not self.stopping.is_set():
+            key = f"w{via}-{n % 15}"
+            body = make.randbytes(4096 if make.random() < 1 - self.big_share else 1 << 20)
+            started = time.monotonic()
+            try:
+                client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                self.written[key] = hashlib.sha256(body).hexdigest()
+            except Exception as exc:  # noqa: BLE001 - every failure is reported
+                self.failures.append(f"PUT {key} via {via}: {exc!r}"[:300])
+            self.timings.append((time.monotonic() - started, f"PUT {key} ({len(body)} B) via {via}"))
+            n += 1
+
+    def summary(self) -> str:
+        durations = sorted(self.timings)
+        if not durations:
+            return "no requests"
+        return (f"{len(durations)} requests: median {durations[len(durations) // 2][0] * 1000:.0f} ms, "
+                f"p99 {durations[int(len(durations) * 0.99)][0] * 1000:.0f} ms, slowest "
+                + ", ".join(f"{d:.2f} s ({what})" for d, what in durations[-3:]))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pytest
 from clusterproc import ROOT_PASSWORD, ROOT_USER, Cluster
 
 from buckets.admin.client import AdminCallError, AdminClient
-from buckets.engine.meta import decode_meta_file
 
 pytestmark = pytest.mark.cluster
 

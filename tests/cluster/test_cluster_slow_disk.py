@@ -25,14 +25,13 @@ import hashlib
 import json
 import random
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 from clusterproc import ROOT_PASSWORD, ROOT_USER
-from faultkit import FaultCluster, SlowDisk, slow_disk_support
+from faultkit import FaultCluster, MixedLoad, SlowDisk, slow_disk_support
 from loopdisk import LoopDisk
 from serverproc import BIN
 
@@ -76,44 +75,10 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
                 body = rng.randbytes(size)
                 digests[f"{name}{i}"] = hashlib.sha256(body).hexdigest()
                 s3.put_object(Bucket="slowdisk", Key=f"{name}{i}", Body=body)
-        fixed = sorted(digests)
-        written: dict[str, str] = {}
-        failures: list[str] = []
-        stop = threading.Event()
-
-        def reader(via: int, seed: int) -> None:
-            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
-            pick = random.Random(seed)
-            while not stop.is_set():
-                key = pick.choice(fixed)
-                try:
-                    got = client.get_object(Bucket="slowdisk", Key=key)["Body"].read()
-                    if hashlib.sha256(got).hexdigest() != digests[key]:
-                        failures.append(f"GET {key} via {via}: wrong bytes")
-                except Exception as exc:  # noqa: BLE001 - every failure is reported
-                    failures.append(f"GET {key} via {via}: {exc!r}"[:300])
-
-        def writer(via: int, seed: int) -> None:
-            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
-            make = random.Random(seed)
-            n = 0
-            while not stop.is_set():
-                key = f"w{via}-{n % 15}"
-                body = make.randbytes(4096 if make.random() < 0.8 else 1 << 20)
-                try:
-                    client.put_object(Bucket="slowdisk", Key=key, Body=body)
-                    written[key] = hashlib.sha256(body).hexdigest()
-                except Exception as exc:  # noqa: BLE001
-                    failures.append(f"PUT {key} via {via}: {exc!r}"[:300])
-                n += 1
-
         with SlowDisk(c, 3, loop.device) as disk:
             disk.slow(RATE)
             disk.drop_caches()
-            threads = [threading.Thread(target=reader, args=(via, via)) for via in (1, 2, 4)]
-            threads += [threading.Thread(target=writer, args=(via, 10 + via)) for via in (1, 4)]
-            for t in threads:
-                t.start()
+            load = MixedLoad(c, "slowdisk", digests, writer_seed=10, big_share=0.2).start()
             checks: list[int] = []
             named: list[str] = []
             gauge = shown = ""
@@ -133,11 +98,9 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
                     disk.drop_caches()
                     time.sleep(3)
             finally:
-                stop.set()
-                for t in threads:
-                    t.join(timeout=600)
-        print(f"node 3's /health/ready every 3 s: {checks}; its disks_lagging: {named}")
-        assert not failures, failures[:10]
+                load.stop()
+        print(f"node 3's /health/ready every 3 s: {checks}; its disks_lagging: {named}; {load.summary()}")
+        assert not load.failures, load.failures[:10]
         lagging = [json.loads(line)["message"] for line in c.log(3).splitlines()
                    if "lags this node's other disks" in line]
         assert lagging and str(slow_path) in lagging[0], lagging
@@ -149,7 +112,7 @@ def test_a_node_with_one_slow_disk_stays_in_rotation_and_the_others_go_around_th
         print(f"lines blaming the disk on the other nodes: {len(blamed_disk)}")
         assert blamed_disk, "no other node put a lag on node 3's slow disk"
         assert checks.count(503) <= 1, f"node 3 taken out of rotation for one slow disk: {checks}"
-        digests.update(written)
+        digests.update(load.written)
         for via in (1, 2, 3, 4):  # the disk fast again: everything through every node
             client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
             for key, digest in digests.items():

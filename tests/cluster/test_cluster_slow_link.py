@@ -28,14 +28,13 @@ import hashlib
 import json
 import random
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 from clusterproc import ROOT_PASSWORD, ROOT_USER
-from faultkit import FaultCluster, SlowLink, slow_link_support
+from faultkit import FaultCluster, MixedLoad, SlowLink, slow_link_support
 from serverproc import BIN
 
 pytestmark = pytest.mark.cluster
@@ -206,64 +205,18 @@ def test_mixed_load_goes_on_around_a_node_behind_a_slow_link(tmp_path) -> None:
     c.start()
     try:
         digests = seed(c.client(1), "mixed", random.Random(11), bigs=3, smalls=30)
-        fixed = sorted(digests)
-        written: dict[str, str] = {}
-        failures: list[str] = []
-        timings: list[tuple[float, str]] = []
-        stop = threading.Event()
-
-        def reader(via: int, seed: int) -> None:
-            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
-            pick = random.Random(seed)
-            while not stop.is_set():
-                key = pick.choice(fixed)
-                started = time.monotonic()
-                try:
-                    got = client.get_object(Bucket="mixed", Key=key)["Body"].read()
-                    if hashlib.sha256(got).hexdigest() != digests[key]:
-                        failures.append(f"GET {key} via {via}: wrong bytes")
-                except Exception as exc:  # noqa: BLE001 - every failure is reported
-                    failures.append(f"GET {key} via {via}: {exc!r}"[:300])
-                timings.append((time.monotonic() - started, f"GET {key} via {via}"))
-
-        def writer(via: int, seed: int) -> None:
-            client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
-            make = random.Random(seed)
-            n = 0
-            while not stop.is_set():
-                key = f"w{via}-{n % 15}"
-                body = make.randbytes(4096 if make.random() < 0.9 else 1 << 20)
-                started = time.monotonic()
-                try:
-                    client.put_object(Bucket="mixed", Key=key, Body=body)
-                    written[key] = hashlib.sha256(body).hexdigest()
-                except Exception as exc:  # noqa: BLE001
-                    failures.append(f"PUT {key} via {via}: {exc!r}"[:300])
-                timings.append((time.monotonic() - started, f"PUT {key} ({len(body)} B) via {via}"))
-                n += 1
-
         with SlowLink(c) as link:
             link.slow(3, "4mbit")
-            threads = [threading.Thread(target=reader, args=(via, via)) for via in (1, 2, 4)]
-            threads += [threading.Thread(target=writer, args=(via, 100 + via)) for via in (1, 4)]
-            for t in threads:
-                t.start()
-            time.sleep(MIXED_SECONDS)
-            stop.set()
-            for t in threads:
-                t.join(timeout=600)
+            with MixedLoad(c, "mixed", digests, writer_seed=100, big_share=0.1) as load:
+                time.sleep(MIXED_SECONDS)
             print(f"bytes over the slow link: {link.sent_bytes()}")
-        durations = sorted(timings)
-        if durations:
-            print(f"{len(durations)} requests: median {durations[len(durations) // 2][0] * 1000:.0f} ms, "
-                  f"p99 {durations[int(len(durations) * 0.99)][0] * 1000:.0f} ms, slowest "
-                  + ", ".join(f"{d:.2f} s ({what})" for d, what in durations[-3:]))
-        assert not failures, failures[:10]
-        assert len(durations) > 100, "the load did not run"
+        print(load.summary())
+        assert not load.failures, load.failures[:10]
+        assert len(load.timings) > 100, "the load did not run"
         offline = [line for i in (1, 2, 4) for line in c.log(i).splitlines()
                    if f"{c.host(3)}:" in line and "went offline" in line]
         assert not offline, offline[:3]  # node 3 answered throughout, slowly
-        digests.update(written)
+        digests.update(load.written)
         for via in (1, 2, 3, 4):  # the link restored: everything through every node
             client = c.client(via, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=300)
             for key, digest in digests.items():

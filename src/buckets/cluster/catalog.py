@@ -261,6 +261,10 @@ class _NothingThere(Exception):
 
 
 class ClusterCatalog:
+    # Its writes are merged on replicas, and a write they replaced may be merged again by its
+    # writer (the Store's removal of replaced data waits: engine/replaced.py).
+    replicated = True
+
     def __init__(self, control: ControlPlane, index: ReplicatedIndex, placer: IndexPlacer | None = None, *,
                  wait_applied: WaitApplied | None = None, wait_settled: WaitApplied | None = None) -> None:
         self.control = control

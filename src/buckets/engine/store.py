@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from buckets.engine.meta import bucket_meta_file, encode_meta_file, entry_to_inf
 from buckets.engine.names import check_bucket_name, check_object_key
 from buckets.engine.heal import HealStats
 from buckets.engine.reader import ObjectReader
+from buckets.engine.replaced import DeferredRemovals
 from buckets.engine.scanner import Scanner, ScannerConfig
 from buckets.engine.types import (
     BucketInfo, ByteRange, ListResult, ObjectInfo, PutOptions,
@@ -89,6 +90,9 @@ class Store:
         self.slow_sources = hedge.SlowSources()  # peers and disks reads hedge around (engine/hedge.py)
         self._codecs: dict[tuple[int, int, int], ErasureCodec] = {}
         self._background: set[asyncio.Task] = set()
+        # A cluster's replaced writes that may still be merged again: removed once they cannot
+        # (engine/replaced.py).
+        self.replaced = DeferredRemovals(self)
         # Until when deletions wait for their space (engine/space.py): a write refused for want
         # of space (507) sets it.
         self.short_of_space_until = 0.0
@@ -242,6 +246,7 @@ class Store:
             log.warning("the user table reached only %d disks; a registry rebuild may not restore it", ok)
 
     async def close(self) -> None:
+        await self.replaced.close()
         await self.scanner.stop()
         await self.compactor.stop()
         for _count, done in self._active_reads.values():
@@ -749,8 +754,9 @@ class Store:
             self.report_damage(bucket, key, entry["wid"], f"written to {len(ok)} of {k + m} disks", quiet=offline)
         for old in replaced:
             if old["wid"] != entry["wid"]:
-                self._spawn(self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]),
-                                               in_log=smalllog.uses_log(old), locs=old.get(smalllog.LOG_FIELD)))
+                removal = self.remove_replaced(bucket, key, old, smalllog.uses_log(old))
+                if removal is not None:
+                    self._spawn(removal)
         if self.cluster is not None:
             await self._follow_table(bucket, key, entry)
 
@@ -802,6 +808,17 @@ class Store:
         if slot[0] <= 0:
             del self._active_reads[ident]
             slot[1].set()
+
+    def remove_replaced(self, bucket: str, key: str, old: dict,
+                        in_log: bool | None = None) -> Coroutine[Any, Any, None] | None:
+        """The removal of the data of ``old``, a write that a write or a delete just replaced: a
+        coroutine to run now, or None when it waits (on a cluster, a write made moments ago may
+        still be merged again by its writer, and be the key's state: engine/replaced.py)."""
+        if getattr(self.catalog, "replicated", False) and self.replaced.may_come_back(old):
+            self.replaced.add(bucket, key, old, in_log)
+            return None
+        return self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]), in_log=in_log,
+                                  locs=old.get(smalllog.LOG_FIELD))
 
     async def _remove_write(self, bucket: str, key: str, wid: str, disks: list,
                             *, wait_readers: float = 3600.0, in_log: bool | None = None,

@@ -205,8 +205,9 @@ async def _delete_object(self: "Store", bucket: str, key: str, version_id: str |
                 removed = None
             if removed is None:
                 return DeleteResult(version_id, False, deleted=False)
-            space.start(self, self._remove_write(bucket, key, removed["wid"], self.disks_for(removed["disks"]),
-                                                 locs=removed.get(smalllog.LOG_FIELD)), removals)
+            removal = self.remove_replaced(bucket, key, removed)
+            if removal is not None:
+                space.start(self, removal, removals)
             return DeleteResult(version_id, False, deleted=True)
         checked = None
         if condition is not None:
@@ -252,8 +253,9 @@ async def _delete_object(self: "Store", bucket: str, key: str, version_id: str |
                                                      in_log=True, kill=False, locs=entry.get(smalllog.LOG_FIELD)),
                             removals)
             return DeleteResult(entry.get("vid", NULL_VERSION), bool(entry.get("dm")), deleted=True)
-    space.start(self, self._remove_write(bucket, key, entry["wid"], self.disks_for(entry["disks"]),
-                                         locs=entry.get(smalllog.LOG_FIELD)), removals)
+    removal = self.remove_replaced(bucket, key, entry)
+    if removal is not None:
+        space.start(self, removal, removals)
     return DeleteResult(entry.get("vid", NULL_VERSION) if versioned or version_id else None,
                         bool(entry.get("dm")), deleted=True)
 

@@ -874,3 +874,36 @@ async def test_a_lookup_asks_another_replica_when_one_of_its_quorum_lags(cluster
     assert got is not None and got["wid"] == "w1"
     assert asked == ["n2", "n3"]  # n1's own replica is read directly; n2 first, n3 once n2 lagged
     net.before = None
+
+
+async def test_a_write_reported_replaced_can_still_be_merged_again(cluster) -> None:
+    """Why a replaced write's data is not removed at once on a cluster (engine/replaced.py):
+    W is applied on its own node's replica, X then replaces it there (that replica answers X's
+    writer "was W") and on the others; W's first merges to the others arrive after X and are
+    refused, so W's writer merges it again above X, and W is the key's state. X's writer, told
+    that W was replaced, must not remove W's data then: a GET found no shard of W anywhere
+    (tests/cluster/test_growth.py's linearizability phase, session 53)."""
+    net, idx, regs = cluster
+    first: list = []
+
+    async def holding(n: str, wid: str) -> None:
+        while (regs[n].get_object("b", "k") or {}).get("wid") != wid:
+            await asyncio.sleep(0.005)
+
+    async def before(src: str, node: str, method: str, args: dict) -> None:
+        wid = (args.get("entry") or {}).get("wid") if method == "merge" else None
+        if wid == "wW":
+            first[:] = first or [args["ts"]]
+            if args["ts"] == first[0]:  # W's first merges to n2 and n3 arrive after X's
+                await holding(node, "wX")
+        elif wid == "wX" and node == "n3":
+            await holding("n1", "wX")  # X's quorum: n1 (which answers "was W") and n2
+
+    net.before = before
+    w = asyncio.create_task(idx["n1"].put_displacing("b", "k", entry("wW")))
+    await holding("n1", "wW")
+    replaced_by_x = await idx["n2"].put_displacing("b", "k", entry("wX"))
+    await w  # acknowledged
+    await settle(idx)
+    assert [e["wid"] for e in replaced_by_x] == ["wW"]  # X's writer is told W is replaced ...
+    assert (await idx["n3"].get("b", "k"))["wid"] == "wW"  # ... and W is the key's state after all

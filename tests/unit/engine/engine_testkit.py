@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from buckets.engine import paths
 from buckets.storage.format import DATA_DIR, MULTIPART_DIR, TMP_DIR
+
+if TYPE_CHECKING:
+    from buckets import Store
+    from buckets.cluster.index import ReplicatedIndex
 
 # Small geometry so multi-block objects stay cheap: 16 KiB blocks, inline up to 4 KiB.
 BLOCK = 16 * 1024
@@ -148,3 +155,40 @@ def shard_file(store, bucket: str, key: str, slot: int) -> str:
     else:
         rel = paths.part_path(bucket, key, entry["wid"], 1)
     return disk.local_path(rel)
+
+
+# -- a store with a cluster node's catalog ----------------------------------------------------------
+def files_of(paths: list[str], wid: str) -> list[str]:
+    out = []
+    for root in paths:
+        out += [f for f in glob.glob(os.path.join(root, "buckets", "**", "*"), recursive=True)
+                if wid in f and os.path.isfile(f)]
+    return sorted(out)
+
+
+def files_on(store: Store, disk_ids: list[str], wid: str) -> list[str]:
+    return files_of([d.root for d in store.disks_for(disk_ids)], wid)
+
+
+async def as_cluster_node(store: Store, versioned: bool) -> ReplicatedIndex:
+    """Give ``store`` a cluster node's catalog: the bucket ``bkt`` in a control-plane snapshot,
+    its index on one replica (this node's registry)."""
+    from buckets.cluster.catalog import ClusterCatalog
+    from buckets.cluster.control_records import BucketRecord
+    from buckets.cluster.index import IndexReplica, ReplicatedIndex
+
+    settings = {"versioning": "Enabled"} if versioned else {}
+    snapshot = SimpleNamespace(buckets={"bkt": BucketRecord("bkt", 1.0, "", settings)},
+                               topology=SimpleNamespace(nodes=[]))
+    control = SimpleNamespace(snapshot=snapshot)
+    replica = IndexReplica(store.registry)
+    replica.bucket_known = lambda name: name in snapshot.buckets
+    replica.bucket_created = lambda name: 1.0 if name in snapshot.buckets else None
+
+    async def transport(node: str, method: str, args: dict):
+        return await replica.handlers()[method](args)
+
+    index = ReplicatedIndex("n1", replica, transport, lambda bucket: ["n1"])
+    index.bucket_created = replica.bucket_created
+    store.catalog = ClusterCatalog(control, index)
+    return index

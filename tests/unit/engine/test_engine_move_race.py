@@ -21,21 +21,15 @@ write id."""
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
 from types import SimpleNamespace
 
 import pytest
-from engine_testkit import BLOCK, INLINE, content, get_bytes
+from engine_testkit import BLOCK, INLINE, as_cluster_node, content, files_of, files_on, get_bytes
 
 from buckets import Store
-from buckets.cluster.catalog import ClusterCatalog
-from buckets.cluster.control_records import BucketRecord
-from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.cluster.migration import StoreMover
 
 OPTS = dict(sync=False, block_size=BLOCK, inline_threshold=INLINE, partitions=64, background=False, parity=2)
-ME = "n1"
 # The object's size, and its new placement: two slots on the two disks it is not on (the same
 # write id), or a permutation of its disks (every slot changes, so it is copied whole under a
 # new write id). A streamed object is on all six disks: it has no spare ones.
@@ -53,37 +47,6 @@ def new_placement(store: Store, entry: dict, how: str) -> list[str]:
     return spare + disks[2:]
 
 
-def files_of(paths: list[str], wid: str) -> list[str]:
-    out = []
-    for root in paths:
-        out += [f for f in glob.glob(os.path.join(root, "buckets", "**", "*"), recursive=True)
-                if wid in f and os.path.isfile(f)]
-    return sorted(out)
-
-
-def files_on(store: Store, disk_ids: list[str], wid: str) -> list[str]:
-    return files_of([d.root for d in store.disks_for(disk_ids)], wid)
-
-
-async def as_cluster_node(store: Store, versioned: bool) -> ReplicatedIndex:
-    """Give ``store`` a cluster node's catalog: the bucket ``bkt`` in a control-plane snapshot,
-    its index on one replica (this node's registry)."""
-    settings = {"versioning": "Enabled"} if versioned else {}
-    snapshot = SimpleNamespace(buckets={"bkt": BucketRecord("bkt", 1.0, "", settings)}, topology=SimpleNamespace(nodes=[]))
-    control = SimpleNamespace(snapshot=snapshot)
-    replica = IndexReplica(store.registry)
-    replica.bucket_known = lambda name: name in snapshot.buckets
-    replica.bucket_created = lambda name: 1.0 if name in snapshot.buckets else None
-
-    async def transport(node: str, method: str, args: dict):
-        return await replica.handlers()[method](args)
-
-    index = ReplicatedIndex(ME, replica, transport, lambda bucket: [ME])
-    index.bucket_created = replica.bucket_created
-    store.catalog = ClusterCatalog(control, index)
-    return index
-
-
 class Race:
     """The mover, with an overwrite of the key landing at the move's commit. ``seen``: which
     entry the overwrite's writer replaces ("old": it lands just before the commit, which then
@@ -91,6 +54,7 @@ class Race:
 
     def __init__(self, store: Store, seen: str, body: bytes) -> None:
         self.store = store
+        store.replaced.window = 0.0  # the overwrite removes what it replaced at once (test_engine_replaced.py: the wait)
         self.mover = StoreMover(SimpleNamespace(control=store.catalog.control), store, grace=0.0)
         self.body = body
         commit = self.mover._put_version
