@@ -620,13 +620,26 @@ class ClusterCatalog:
         its index replicas (``ReplicatedIndex.write_checked``), the version records written
         in between."""
         replaced: list[dict] = []
+        recorded: list[bool] = []
 
         async def records(current: dict | None) -> None:
             # (again if a DeleteBucket's mark refused the first try: what this try replaced)
             replaced[:] = await self._put_version_records(bucket, key, entry, current)
+            recorded[:] = [True]
 
-        await self._creating(bucket, lambda: self.index.write_checked(bucket, key, entry, judge, small,
-                                                                      before_commit=records))
+        try:
+            await self._creating(bucket, lambda: self.index.write_checked(bucket, key, entry, judge, small,
+                                                                          before_commit=records))
+        except errors.WriteQuorumLost:
+            raise  # the commit may still land: the version's record stays with it
+        except BaseException:
+            if recorded:
+                # Refused after its record was written (the locks held too long, the bucket's
+                # index moving): nothing committed, and the engine removes the write's data. Its
+                # record went on naming that data: a version listed that no GET could read and
+                # no migration could move (tests/cluster/test_growth_versions.py, session 53).
+                await asyncio.shield(self._drop_version_record(bucket, key, entry))
+            raise
         if finished_upload is not None:
             await self.delete_upload(bucket, finished_upload)
         return replaced
@@ -649,6 +662,13 @@ class ClusterCatalog:
             replaced.append(_plain(current))
         await self.index.put(bucket + VERSIONS, version_record(key, entry), entry)
         return replaced
+
+    async def _drop_version_record(self, bucket: str, key: str, entry: dict) -> None:
+        try:
+            await self.index.delete(bucket + VERSIONS, version_record(key, entry), entry["wid"])
+        except (errors.BucketsError, asyncio.TimeoutError) as exc:
+            log.warning("%s/%s: the record of the failed write %s could not be removed (%s): a version is "
+                        "listed that does not read", bucket, key, entry["wid"], exc)
 
     async def delete_version(self, bucket: str, key: str, vid: str) -> dict | None:
         current = await self.index.get(bucket, key)

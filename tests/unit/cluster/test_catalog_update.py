@@ -424,3 +424,33 @@ async def test_a_checked_write_locked_before_the_mark_and_refused_at_commit_is_n
         await WRITES["checked"](ClusterCatalog(ctl, idx["n1"]))
     net.before = None
     assert not isinstance(raised.value, errors.BucketBeingDeleted) and reads == []
+
+
+async def test_a_versioned_write_refused_after_its_record_leaves_no_version(trio, monkeypatch) -> None:
+    """A versioned PUT writes its version record under the key's locks, then commits. Refused
+    between the two (the locks held too long, or the bucket's index moving: 503 SlowDown),
+    nothing is committed and the engine removes the write's data; its record stayed, and
+    ListObjectVersions listed a version that no GET could read and no migration could move
+    (tests/cluster/test_growth_versions.py). Now the record goes with the refusal."""
+    from buckets.cluster import index as index_module
+    from buckets.cluster.catalog import VERSIONS
+
+    _net, idx, _regs = trio
+    catalog = ClusterCatalog(control({"versioning": "Enabled"}), idx["n1"])
+    first = dict(entry("w1"), vid="v1")
+    await catalog.put_version("b", "k", first)
+    monkeypatch.setattr(index_module, "KEY_LOCK_SECONDS", 0.4)
+    write_records = catalog._put_version_records
+
+    async def slow_records(*args):  # the records written, then the commit too late for the locks
+        replaced = await write_records(*args)
+        await asyncio.sleep(0.3)
+        return replaced
+
+    monkeypatch.setattr(catalog, "_put_version_records", slow_records)
+    with pytest.raises(errors.SlowDown):
+        await catalog.put_version("b", "k", dict(entry("w2"), vid="v2"))
+    monkeypatch.undo()
+    records, _, _ = await idx["n2"].list("b" + VERSIONS, "k\0", "", "", 10, full=True, markers=True)
+    assert [e["wid"] for _, e in records] == ["w1"]
+    assert (await idx["n3"].get("b", "k"))["wid"] == "w1"
