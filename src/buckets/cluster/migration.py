@@ -568,9 +568,10 @@ class StoreMover:
         moved_from = entry["moved_from"]
         real_bucket, real_key = self._real(bucket, key)
         named = await self._named(real_bucket, real_key) if self._versioned(real_bucket) else set()
+        wid = moved_from["wid"]
         disks = [d for d in moved_from.get("disks", ())
-                 if (d not in entry["disks"] or moved_from["wid"] != entry["wid"]) and (moved_from["wid"], d) not in named]
-        await remove_shards(self.store, real_bucket, real_key, moved_from["wid"], self.store.disks_for(disks))
+                 if (d not in entry["disks"] or wid != entry["wid"]) and (wid, d) not in named]
+        await remove_shards(self.store, real_bucket, real_key, wid, self.store.disks_for(disks))
 
     def _versioned(self, bucket: str) -> bool:
         """Whether ``bucket`` has had versioning (enabled or suspended: it may have version

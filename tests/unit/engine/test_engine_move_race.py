@@ -54,7 +54,7 @@ class Race:
 
     def __init__(self, store: Store, seen: str, body: bytes) -> None:
         self.store = store
-        store.replaced.window = 0.0  # the overwrite removes what it replaced at once (test_engine_replaced.py: the wait)
+        store.replaced.window = 0.0  # what the overwrite replaced goes at once (the wait: test_engine_replaced.py)
         self.mover = StoreMover(SimpleNamespace(control=store.catalog.control), store, grace=0.0)
         self.body = body
         commit = self.mover._put_version
