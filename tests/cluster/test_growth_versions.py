@@ -127,7 +127,7 @@ def test_versions_under_overwrites_while_a_node_joins_and_one_leaves(tmp_path: P
                 cluster.wait_ready(new)
                 live.append(new)
             removed = cluster.admin(1, "cluster", "remove-node", cluster.url(3), "--accept-lower-tolerance",
-                                    "--no-progress", "--wait-timeout", "400")
+                                    "--no-progress", "--wait-timeout", "400", timeout=450)
             assert f"{cluster.url(3)} is removed" in removed.stdout, removed.stdout
             live.remove(3)
         finally:
