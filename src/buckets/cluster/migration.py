@@ -531,6 +531,26 @@ class StoreMover:
         # The same write, but not our version (yet): the commit may still land, keep every file.
         return MoveOutcome("failed", error=uncertain or f"{bucket}/{key}: the moved entry is not the one read back")
 
+    async def move_record(self, bucket: str, key: str, entry: dict, to_gen: int,
+                          pace: Callable[[int], Awaitable[None]]) -> MoveOutcome | None:
+        """After a versioned write ``entry`` of ``bucket``/``key`` moved itself to generation
+        ``to_gen`` (``Store._follow_table``): move its version record too, which takes the moved
+        files (``_follow_key``). The migration that would have moved the record may be over:
+        the record then named the old disks for good, a node removed since among them. None
+        when the bucket has no versioning or the record is not that write's."""
+        from buckets.cluster.catalog import VERSIONS, version_record
+
+        if not self._versioned(bucket):
+            return None
+        shadow, rkey = bucket + VERSIONS, version_record(key, entry)
+        record = await self.store.catalog.index.get(shadow, rkey)
+        if record is None or record.get("wid") != entry["wid"]:
+            return None
+        target = self.target(shadow, rkey, record, to_gen)
+        if target is None:
+            return None
+        return await self.move(shadow, rkey, record, target, to_gen, pace)
+
     async def _follow_key(self, bucket: str, key: str, record: dict, target: list[str]) -> Any:
         """A version record's move when its write is the key's current one and the key's entry
         was moved to ``target`` already (the migration moves a bucket before its versions): the

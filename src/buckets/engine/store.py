@@ -784,6 +784,11 @@ class Store:
 
         try:
             outcome = await coordinator.mover.move(bucket, key, entry, target, generation, unpaced)
+            if outcome.status == "moved":  # a versioned write: its version record follows it
+                record = await coordinator.mover.move_record(bucket, key, entry, generation, unpaced)
+                if record is not None and record.status == "failed":
+                    log.warning("%s/%s: moving the version record of the write to generation %d failed: %s",
+                                bucket, key, generation, record.error)
         except Exception as exc:  # noqa: BLE001 - committed: the next migration pass moves it
             outcome = None
             log.warning("%s/%s: moving the write to generation %d failed: %s", bucket, key, generation, exc)

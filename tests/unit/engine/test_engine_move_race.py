@@ -183,3 +183,35 @@ async def test_a_versions_files_stay_on_the_old_disks_until_its_record_is_moved(
         assert orphans == []
     finally:
         await store.close()
+
+
+@CASES
+async def test_a_write_that_moves_itself_takes_its_version_record_along(tmp_disks, size, how) -> None:
+    """A write placed under an older table moves itself before it is acknowledged
+    (``Store._follow_table``); the migration that would move its version record may be over,
+    and the record then named the old disks for good (a removed node's among them). Its record
+    now follows it (``StoreMover.move_record``), taking the moved files."""
+    from buckets.cluster.catalog import VERSIONS, version_record
+
+    paths = tmp_disks(6)
+    store = await Store.open(paths, **OPTS)
+    try:
+        await store.make_bucket("bkt")
+        index = await as_cluster_node(store, versioned=True)
+        body = content("k", size)
+        vid = (await store.put_object("bkt", "k", body, size)).version_id
+        entry = await index.get("bkt", "k")
+        target = new_placement(store, entry, how)
+        mover = StoreMover(SimpleNamespace(control=store.catalog.control), store, grace=0.0)
+        mover.target = lambda *_a: list(target)
+        assert (await mover.move("bkt", "k", entry, target, 2, _no_pace)).status == "moved"
+        outcome = await mover.move_record("bkt", "k", entry, 2, _no_pace)
+        assert outcome is not None and outcome.status == "moved" and outcome.bytes == 0, outcome
+        await mover.drain()
+        moved = await index.get("bkt", "k")
+        record = await index.get("bkt" + VERSIONS, version_record("k", entry))
+        assert (record["wid"], record["disks"]) == (moved["wid"], moved["disks"])
+        await store.put_object("bkt", "k", b"newer", 5)
+        assert await get_bytes(store, "bkt", "k", version_id=vid) == body
+    finally:
+        await store.close()
