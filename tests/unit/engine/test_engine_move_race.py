@@ -21,6 +21,7 @@ write id."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -138,6 +139,29 @@ async def test_an_overwrite_that_wins_over_a_move_keeps_the_replaced_version_rea
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def one_version_moved(tmp_disks, size: int, how: str):
+    """A store with a cluster node's catalog and a versioned bucket ``bkt``, one version of
+    ``k`` written, and the key's entry moved to its new placement (the record not yet):
+    (store, index, mover, the entry before the move, the new disks, version id, body)."""
+    paths = tmp_disks(6)
+    store = await Store.open(paths, **OPTS)
+    store.paths = paths
+    try:
+        await store.make_bucket("bkt")
+        index = await as_cluster_node(store, versioned=True)
+        body = content("k", size)
+        vid = (await store.put_object("bkt", "k", body, size)).version_id
+        entry = await index.get("bkt", "k")
+        target = new_placement(store, entry, how)
+        mover = StoreMover(SimpleNamespace(control=store.catalog.control), store, grace=0.0)
+        mover.target = lambda *_a: list(target)
+        assert (await mover.move("bkt", "k", entry, target, 2, _no_pace)).status == "moved"
+        yield store, index, mover, entry, target, vid, body
+    finally:
+        await store.close()
+
+
 @CASES
 async def test_a_versions_files_stay_on_the_old_disks_until_its_record_is_moved(tmp_disks, size, how) -> None:
     """A versioned bucket's current write has two entries: the key's, and its version record
@@ -149,18 +173,7 @@ async def test_a_versions_files_stay_on_the_old_disks_until_its_record_is_moved(
     copy); then the old ones go."""
     from buckets.cluster.catalog import VERSIONS
 
-    paths = tmp_disks(6)
-    store = await Store.open(paths, **OPTS)
-    try:
-        await store.make_bucket("bkt")
-        index = await as_cluster_node(store, versioned=True)
-        body = content("k", size)
-        vid = (await store.put_object("bkt", "k", body, size)).version_id
-        entry = await index.get("bkt", "k")
-        target = new_placement(store, entry, how)
-        mover = StoreMover(SimpleNamespace(control=store.catalog.control), store, grace=0.0)
-        mover.target = lambda *_a: list(target)
-        assert (await mover.move("bkt", "k", entry, target, 2, _no_pace)).status == "moved"
+    async with one_version_moved(tmp_disks, size, how) as (store, index, mover, entry, target, vid, body):
         await mover.drain()
         moved = await index.get("bkt", "k")
         assert (moved["wid"] != entry["wid"]) == (how == "rewritten")
@@ -179,10 +192,8 @@ async def test_a_versions_files_stay_on_the_old_disks_until_its_record_is_moved(
         await store.put_object("bkt", "k", b"newer", 5)  # the version becomes noncurrent
         assert await get_bytes(store, "bkt", "k", version_id=vid) == body
         named = {e["wid"] for e in await store.catalog.live_entries("bkt", "k")}
-        orphans = [f for f in files_of(paths, "/buckets/bkt/") if not any(w in f for w in named)]
+        orphans = [f for f in files_of(store.paths, "/buckets/bkt/") if not any(w in f for w in named)]
         assert orphans == []
-    finally:
-        await store.close()
 
 
 @CASES
@@ -193,18 +204,7 @@ async def test_a_write_that_moves_itself_takes_its_version_record_along(tmp_disk
     now follows it (``StoreMover.move_record``), taking the moved files."""
     from buckets.cluster.catalog import VERSIONS, version_record
 
-    paths = tmp_disks(6)
-    store = await Store.open(paths, **OPTS)
-    try:
-        await store.make_bucket("bkt")
-        index = await as_cluster_node(store, versioned=True)
-        body = content("k", size)
-        vid = (await store.put_object("bkt", "k", body, size)).version_id
-        entry = await index.get("bkt", "k")
-        target = new_placement(store, entry, how)
-        mover = StoreMover(SimpleNamespace(control=store.catalog.control), store, grace=0.0)
-        mover.target = lambda *_a: list(target)
-        assert (await mover.move("bkt", "k", entry, target, 2, _no_pace)).status == "moved"
+    async with one_version_moved(tmp_disks, size, how) as (store, index, mover, entry, target, vid, body):
         outcome = await mover.move_record("bkt", "k", entry, 2, _no_pace)
         assert outcome is not None and outcome.status == "moved" and outcome.bytes == 0, outcome
         await mover.drain()
@@ -213,5 +213,4 @@ async def test_a_write_that_moves_itself_takes_its_version_record_along(tmp_disk
         assert (record["wid"], record["disks"]) == (moved["wid"], moved["disks"])
         await store.put_object("bkt", "k", b"newer", 5)
         assert await get_bytes(store, "bkt", "k", version_id=vid) == body
-    finally:
-        await store.close()
+
