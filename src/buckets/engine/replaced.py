@@ -22,8 +22,10 @@ made is removed at once, as before (the common case: a key overwritten minutes o
 What is queued lives in this process only: a node that stops leaves the pending removals to
 the orphan sweep (files older than its grace that no entry names). A writer stalled for longer
 than the window between two of its merges (a process paused that long mid-PUT) is not
-covered. A DELETE of a write made moments ago frees its space only after the window (a full
-disk's DELETE does not wait for it, as it waits for an immediate removal).
+covered. While the node is short of space (a write refused for space lately) or one of its
+disks is near full, replaced data goes at once, as before: the space is wanted now, and the
+race stays open then. Otherwise a DELETE of a write made moments ago frees its space only
+after the window.
 """
 
 from __future__ import annotations

@@ -818,8 +818,10 @@ class Store:
                         in_log: bool | None = None) -> Coroutine[Any, Any, None] | None:
         """The removal of the data of ``old``, a write that a write or a delete just replaced: a
         coroutine to run now, or None when it waits (on a cluster, a write made moments ago may
-        still be merged again by its writer, and be the key's state: engine/replaced.py)."""
-        if getattr(self.catalog, "replicated", False) and self.replaced.may_come_back(old):
+        still be merged again by its writer, and be the key's state: engine/replaced.py). Not
+        while the node is short of space or a disk is near full: the space is wanted now."""
+        if getattr(self.catalog, "replicated", False) and self.replaced.may_come_back(old) \
+                and not (space.short_of_space(self) or space.releases_space(self)):
             self.replaced.add(bucket, key, old, in_log)
             return None
         return self._remove_write(bucket, key, old["wid"], self.disks_for(old["disks"]), in_log=in_log,

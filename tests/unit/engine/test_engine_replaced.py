@@ -85,3 +85,16 @@ async def test_a_write_replaced_long_after_it_was_made_is_removed_at_once(store)
     await settled(store)
     assert files_of(store.paths, w["wid"]) == []
     assert len(store.replaced) == 0
+
+
+async def test_a_node_short_of_space_removes_a_replaced_write_at_once(store) -> None:
+    """The space is wanted now (a DELETE on a full cluster answers once its data is gone, so a
+    write right after it finds the room): the wait is skipped, as before."""
+    import time
+
+    w = await put(store, "k", "w", 3 * BLOCK)
+    store.short_of_space_until = time.monotonic() + 60  # a write refused for space just now
+    await store.delete_object("bkt", "k")
+    await settled(store)
+    assert files_of(store.paths, w["wid"]) == []
+    assert len(store.replaced) == 0
