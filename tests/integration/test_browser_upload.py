@@ -13,7 +13,6 @@ installs both: the ``test`` extras and the ``tools`` target).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator

@@ -11,7 +11,6 @@ import random
 
 import pytest
 
-from buckets.storage import LocalDisk
 from buckets.storage import local
 
 KiB, MiB = 1024, 1024 * 1024
