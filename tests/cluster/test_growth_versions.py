@@ -34,6 +34,8 @@ pytestmark = pytest.mark.cluster
 BUCKET = "vers"
 SIZES = [700, 3000, 90_000, 1_300_000]  # inline, inline, one block, several blocks
 WEIGHTS = [4, 4, 2, 1]
+PAUSE = 0.05  # between one worker's PUTs: a few thousand versions over the run, not tens
+PER_WORKER = 800  # versions each worker writes at most (every one is read back through every node)
 
 
 def code_of(exc: Exception) -> str:
@@ -76,7 +78,8 @@ class Overwrites:
             node = rng.choice(list(self.nodes))
             s3 = clients.get(node) or clients.setdefault(
                 node, self.cluster.s3(node, retries={"total_max_attempts": 1}))
-            if mine and rng.random() < 0.25:
+            if mine and (rng.random() < 0.25 or len(mine) >= PER_WORKER):  # (enough written: reads only)
+                time.sleep(PAUSE)
                 key, vid = rng.choice(mine)
                 try:
                     got = s3.get_object(Bucket=BUCKET, Key=key, VersionId=vid)["Body"].read()
@@ -89,6 +92,7 @@ class Overwrites:
                     if hashlib.sha256(got).hexdigest() != self.acked[(key, vid)]:
                         self.wrong.append(f"{key} {vid} through node {node}")
                 continue
+            time.sleep(PAUSE)
             key = f"hot/w{w}/{rng.randrange(self.keys)}"
             body = os.urandom(rng.choices(SIZES, WEIGHTS)[0])
             try:
@@ -116,6 +120,7 @@ def writes_held(cluster: GrowCluster, nodes: list[int]) -> set[str]:
     return {write.split(".", 1)[1] for (bucket, write) in cluster.census(nodes) if bucket == BUCKET}
 
 
+@pytest.mark.timeout(1200)
 def test_versions_under_overwrites_while_a_node_joins_and_one_leaves(tmp_path: Path) -> None:
     cluster = GrowCluster(tmp_path)
     try:

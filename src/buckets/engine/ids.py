@@ -19,3 +19,8 @@ _COUNTER = itertools.count()
 def new_id() -> str:
     """32 hex chars, time-ordered within a process, unique across processes and restarts."""
     return f"{time.time_ns():016x}{next(_COUNTER) & 0xFFFF:04x}{_PREFIX}"
+
+
+def made_here(wid: str) -> bool:
+    """Whether ``wid`` was made by this process (its per-process suffix)."""
+    return isinstance(wid, str) and len(wid) == 32 and wid.endswith(_PREFIX)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from buckets import errors
 from buckets.engine import smalllog
+from buckets.engine.ids import made_here
 
 if TYPE_CHECKING:
     from buckets.engine.store import Store
@@ -71,8 +72,13 @@ class DeferredRemovals:
         return len(self._queue)
 
     def may_come_back(self, entry: dict) -> bool:
+        """Whether ``entry``'s writer may still merge it again: its version is recent, and it
+        was written through another node. This node's writes of a key hold its key lock for
+        their whole commit (merges again included), and a write replacing or deleting the key
+        here takes that lock too: one made here has finished (a single-node cluster never
+        waits)."""
         age = version_age(entry)
-        return age is not None and age < self.window
+        return age is not None and age < self.window and not made_here(entry.get("wid"))
 
     def add(self, bucket: str, key: str, entry: dict, in_log: bool | None = None) -> None:
         """Remove ``entry``'s data once its version is ``window`` old, unless it is the key's
