@@ -11,14 +11,15 @@ its client. Removed by then, its data was gone: a read found no shard on any dis
 seen in ``tests/cluster/test_growth.py``'s linearizability phase, two keys written through
 three nodes at once, session 53).
 
-So a replaced write made through another node (a write id's per-process suffix tells; this
-node's own writes of a key hold the key's lock through their whole commit, as does the write
-or delete that replaces one here) whose version is recent (younger than ``COME_BACK_WINDOW``, 30 s: a writer
-merges again right after the refusals, at most one call timeout (5 s) for the merges and one for
-hearing the silent replicas later, and each new attempt is a new version with its own window)
-is not removed at once: after that window, the key is read
-(a quorum read) and the data removed only if the key's entry is another write by then. If W came
-back, it stays: the write that replaces it next removes it. A write replaced long after it was
+So a replaced write made through another node whose version is recent is not removed at
+once. A write id's per-process suffix tells which node made it: this node's own writes of a
+key hold the key's lock through their whole commit, as does the write or delete that
+replaces one here, so one made here has finished. Recent is younger than
+``COME_BACK_WINDOW``, 30 s: a writer merges again right after the refusals, at most one call
+timeout (5 s) for the merges and one for hearing the silent replicas later, and each new
+attempt is a new version with its own window. After that window, the key is read (a quorum
+read) and the data removed only if the key's entry is another write by then. If W came back,
+it stays: the write that replaces it next removes it. A write replaced long after it was
 made is removed at once, as before (the common case: a key overwritten minutes or days later).
 
 What is queued lives in this process only: a node that stops leaves the pending removals to
