@@ -724,7 +724,7 @@ class ClusterCatalog:
             found = True
         except _NothingThere:
             pass
-        if self._versioned(bucket):
+        if self.versioned(bucket):
             for rkey, e in await self._version_records(bucket, key):
                 if e.get("vid", "null") == vid and e["wid"] == wid:
                     try:
@@ -739,13 +739,13 @@ class ClusterCatalog:
         current = await self.index.get(bucket, key)
         if current is not None and current.get("vid", "null") == vid:
             return current
-        if not self._versioned(bucket):
+        if not self.versioned(bucket):
             return None
         return next((_plain(e) for _, e in await self._version_records(bucket, key) if e.get("vid") == vid), None)
 
     async def noncurrent_versions(self, bucket: str, key: str) -> list[dict]:
         """A key's versions other than the current one, newest first (heal, sweep)."""
-        if not self._versioned(bucket):
+        if not self.versioned(bucket):
             return []
         current = await self.index.get(bucket, key)
         wid = current["wid"] if current is not None else None
@@ -759,7 +759,8 @@ class ClusterCatalog:
         out = [current] if current is not None else []
         return out + [e for _, e in await self._version_records(bucket, key)]
 
-    def _versioned(self, bucket: str) -> bool:
+    def versioned(self, bucket: str) -> bool:
+        """Whether ``bucket`` has had versioning (enabled or suspended): it may have version records."""
         record = self.get_bucket(bucket)
         return record is not None and record.get("versioning") is not None
 
@@ -795,7 +796,7 @@ class ClusterCatalog:
             return last_item[0], last_item[1].get("vid", "null")
 
         async def expand(key: str, current: dict | None, after_vid: str | None) -> bool:
-            records = [e for _, e in await self._version_records(bucket, key)] if self._versioned(bucket) else []
+            records = [e for _, e in await self._version_records(bucket, key)] if self.versioned(bucket) else []
             versions = _merge_current(records, current)
             if after_vid is not None:
                 ids = [e.get("vid", "null") for e in versions]

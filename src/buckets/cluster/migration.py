@@ -594,20 +594,13 @@ class StoreMover:
         await remove_shards(self.store, real_bucket, real_key, wid, self.store.disks_for(disks))
 
     def _versioned(self, bucket: str) -> bool:
-        """Whether ``bucket`` has had versioning (enabled or suspended: it may have version
-        records, and a record made before a move names the disks the write was on then)."""
-        record = self.node.control.snapshot.buckets.get(bucket)
-        return record is not None and record.settings.get("versioning") is not None
+        """(A record made before a move names the disks its write was on then.)"""
+        return self.store.catalog.versioned(bucket)
 
     async def _named(self, bucket: str, key: str) -> set[tuple[str, str]]:
         """The (write id, disk id) pairs the object's entries name: its current one and its
         version records (``ClusterCatalog.live_entries``)."""
-        live = getattr(self.store.catalog, "live_entries", None)
-        if live is not None:
-            entries = await live(bucket, key)
-        else:
-            current = await self.store.catalog.index.get(bucket, key)
-            entries = [current] if current is not None else []
+        entries = await self.store.catalog.live_entries(bucket, key)
         return {(e["wid"], d) for e in entries if e.get("wid") for d in e.get("disks", ())}
 
     # -- vacated shards, after the grace delay ------------------------------------------------------
@@ -643,10 +636,9 @@ class StoreMover:
             try:
                 if check or self._versioned(bucket):
                     named = await self._named(bucket, key)
-                    keep = [i for i, d in enumerate(disk_ids) if (wid, d) in named]
-                    if keep:
-                        disk_ids = [d for i, d in enumerate(disk_ids) if i not in keep]
-                        locs = [loc for i, loc in enumerate(locs) if i not in keep] if locs else locs
+                    gone = [i for i, d in enumerate(disk_ids) if (wid, d) not in named]
+                    disk_ids = [disk_ids[i] for i in gone]
+                    locs = [locs[i] for i in gone] if locs else locs
                 await remove_shards(self.store, bucket, key, wid, self.store.disks_for(disk_ids), locs)
             except Exception as exc:  # noqa: BLE001 - a stale copy is the orphan sweep's, not fatal
                 log.warning("migration: removing the vacated shards of %s/%s failed: %s", bucket, key, exc)
