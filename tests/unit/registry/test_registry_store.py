@@ -418,7 +418,9 @@ async def test_a_registry_is_read_through_after_a_stop_that_did_not_close_it(tmp
 # -- the reader table in memory ---------------------------------------------------------------
 
 def memory_locks(directory: str) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if n.startswith("buckets-registry-"))
+    """This process's lock files in the tmpfs ``directory``: other processes (servers that the
+    other test workers start) open registries of their own at any moment."""
+    return sorted(n for n in os.listdir(directory) if n.startswith(f"buckets-registry-{os.getpid()}-"))
 
 
 async def test_the_reader_table_is_kept_in_memory_not_in_the_registrys_directory(tmp_path) -> None:
