@@ -174,6 +174,15 @@ class ReadQuorumLost(BucketsError):
     default_message = "Read quorum lost: not enough healthy disks hold this object to reconstruct it."
 
 
+class WriteReplaced(ReadQuorumLost):
+    """The write a read looked up was replaced or deleted while it was read, and its data is
+    gone (on a cluster, the overwrite's or delete's node removes it without waiting for GETs
+    through other nodes). Still a 503 if it reaches a client: a second try reads what the key
+    holds now (``Store.get_object(..., begin=True)`` takes that try itself)."""
+
+    default_message = "The object was replaced while it was read; please try again."
+
+
 class KeyLocked(BucketsError):
     """An index replica holds the key for a conditional write that is committing (the key's
     lock, ``Registry`` op ``lock_key``): other writes of the key wait for it to end."""

@@ -542,16 +542,12 @@ class Console:
                        bucket: str) -> web.StreamResponse:
         key = self._key(request.query.get("key"))
         await authorize(ctx, "s3:GetObject", bucket, key)
-        reader = await self.store.get_object(bucket, key)
+        # The first block read before the headers: a failure there is still a JSON error.
+        reader = await self.store.get_object(bucket, key, begin=True)
         try:
             info = reader.info
             chunks = reader.__aiter__()
             try:
-                # The first block before the headers: a failure there is still a JSON error.
-                try:
-                    first = await chunks.__anext__()
-                except StopAsyncIteration:
-                    first = b""
                 response = web.StreamResponse(status=200, headers={
                     "Content-Type": info.content_type, "Content-Disposition": _attachment(key),
                     "ETag": f'"{info.etag}"', "Cache-Control": "no-store",
@@ -560,9 +556,6 @@ class Console:
                 _secure(response)
                 await response.prepare(request)
                 try:
-                    if first:
-                        await response.write(first)
-                    del first
                     while True:
                         try:
                             chunk = await chunks.__anext__()

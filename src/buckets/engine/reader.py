@@ -9,6 +9,13 @@ A disk with ``open_range`` (a peer's, in a cluster) reads a slot's span after sp
 streamed call instead of one call per span, and the slots on one peer share one such call
 (``open_ranges``); every piece is still verified here.
 
+A read that finds too few of its write's pieces, or damaged ones, first asks whether that
+write is still what the key (or the version read) holds: on a cluster an overwrite or delete
+through another node removes the write's data without waiting for this node's GETs. If it was
+replaced, nothing is damaged: the read raises ``WriteReplaced`` and reports no damage, and
+``Store.get_object(..., begin=True)`` (its first bytes read before an answer's headers go out)
+looks the key up again and reads what it holds now.
+
 An encrypted object (``entry["sse"]``) is read the same way over its stored bytes: the
 plaintext range is widened to the packages that cover it (``crypto.DecryptPlan``), those
 stored bytes are read as above, and the packages are opened and cut to the range.
@@ -21,10 +28,11 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from buckets.engine import crypto, hedge, paths, smalllog
+from buckets.engine import crypto, hedge, paths, smalllog, versions
 from buckets.engine.types import ByteRange, ObjectInfo
 from buckets.erasure import ErasureCodec, ShardGeometry, unframe_piece
-from buckets.errors import CorruptData, DiskError, DiskOffline, ReadQuorumLost
+from buckets import errors
+from buckets.errors import CorruptData, DiskError, DiskOffline, ReadQuorumLost, WriteReplaced
 from buckets.runtime import cancel_all_and_wait, run_in
 
 if TYPE_CHECKING:
@@ -50,10 +58,13 @@ def span_blocks(k: int, block_size: int) -> int:
 
 class ObjectReader:
     def __init__(self, store: "Store", bucket: str, key: str, entry: dict, info: ObjectInfo,
-                 rng: ByteRange | None, data_key: bytes | None = None) -> None:
+                 rng: ByteRange | None, data_key: bytes | None = None, version_id: str | None = None) -> None:
         self.store = store
         self.bucket, self.key = bucket, key
         self.entry = entry
+        self.version_id = version_id  # what the read asked for: the key's current version (None) or this one
+        self._replaced = False  # the write was found replaced (it stays so)
+        self._first: bytes | None = None  # read by ``begin``, the first chunk iteration yields
         self.info = info
         if rng is not None and info.size == 0:
             # An empty object has no byte a range could select: whatever satisfiable range
@@ -112,8 +123,51 @@ class ObjectReader:
             pass
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._first is not None:
+            return self._resume()
         self._iterator = self._iterate()
         return self._iterator
+
+    async def begin(self) -> None:
+        """Read the first chunk now, before an answer's headers go out: a failure (quorum lost,
+        the write replaced) is then still an error the caller can answer, or a read it can try
+        again. Iteration yields that chunk first. Memory: one chunk more, until it is taken."""
+        self._iterator = self._iterate()
+        try:
+            self._first = await self._iterator.__anext__()
+        except StopAsyncIteration:
+            self._first = b""
+
+    async def _resume(self) -> AsyncIterator[bytes]:
+        first, self._first = self._first, None
+        if first:
+            yield first
+        del first
+        iterator = self._iterator
+        if iterator is None:
+            return
+        async for chunk in iterator:
+            yield chunk
+
+    async def replaced(self) -> bool:
+        """Whether the write this read looked up is no longer what the key (or the version
+        asked for) holds: replaced or deleted since, so its data may be gone without any damage
+        (on a cluster, an overwrite or delete through another node removes it without waiting
+        for this node's GETs). False when that cannot be told now (the lookup failed)."""
+        if not self._replaced:
+            try:
+                now = await versions.lookup_version(self.store, self.bucket, self.key, self.version_id, read=True)
+            except (errors.NoSuchKey, errors.NoSuchVersion, errors.MethodNotAllowed):
+                self._replaced = True  # deleted (or a delete marker now)
+            except (errors.BucketsError, asyncio.TimeoutError):
+                return False
+            else:
+                self._replaced = now.get("wid") != self.entry["wid"]
+        return self._replaced
+
+    def _replaced_error(self, where: str) -> WriteReplaced:
+        return WriteReplaced(f"{self.bucket}/{self.key}: write {self.entry['wid']} was replaced while it was read "
+                             f"({where} not found)")
 
     async def aclose(self) -> None:
         """Stop reading and let go of the write. An iteration begun and not finished (a copy
@@ -263,7 +317,7 @@ class ObjectReader:
             answers, given_up = await hedge.read_k(need, order[:need], order[need:], fetch, self._disks, slow)
             self._lagged.update(given_up)
             rest = [i for i in order if i not in answers and i not in given_up] + given_up
-        if failed:  # not just offline
+        if failed and not await self.replaced():  # not just offline, nor replaced since
             self.store.report_damage(self.bucket, self.key, wid, "inline metadata unreadable")
         self._inline, self._inline_rest = got, (rest, fetch)
         return got
@@ -358,6 +412,10 @@ class ObjectReader:
             await asyncio.gather(*(fetch(i) for i in rest))
             blocks, bad = await run_in(
                 self.store.cpu, _inline_blocks, self._codec, loaded, geo, b0, b1)
+        if (bad or blocks is None) and await self.replaced():
+            if blocks is None:
+                raise self._replaced_error("inline pieces")
+            return blocks
         if bad:
             self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"inline slots {sorted(bad)}")
         if blocks is None:
@@ -390,17 +448,24 @@ class ObjectReader:
         # Slots on offline disks are not damage (the refill handles them when the disk returns).
         damaged = sorted(i for i in bad if self._disks[i] is not None and i not in self._gone | self._lagged
                          and id(hedge.source_of(self._disks[i])) not in self._lagging_sources)
-        if damaged:
-            self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {damaged}")
         extra = [i for i in range(n) if i not in raw]
         raw2 = dict(zip(extra, await asyncio.gather(*(self._read_frames(i, part_no, geo, b0, b1) for i in extra))))
         pieces2, _ = await run_in(self.store.cpu, _split_frames, raw2, geo, b0, b1)
+        short = None
         for idx, per_block in enumerate(pieces):
             per_block.update(pieces2[idx])
-            if len(per_block) < k:
-                raise ReadQuorumLost(
-                    f"{self.bucket}/{self.key}: block {b0 + idx} of part {part_no} has only "
-                    f"{len(per_block)} good pieces, {k} needed")
+            if short is None and len(per_block) < k:
+                short = idx
+        if (damaged or short is not None) and await self.replaced():
+            if short is not None:
+                raise self._replaced_error(f"part {part_no}'s pieces")
+            damaged = []  # the pieces missing are the replaced write's removal, not damage
+        if damaged:
+            self.store.report_damage(self.bucket, self.key, self.entry["wid"], f"part {part_no}: slots {damaged}")
+        if short is not None:
+            raise ReadQuorumLost(
+                f"{self.bucket}/{self.key}: block {b0 + short} of part {part_no} has only "
+                f"{len(pieces[short])} good pieces, {k} needed")
         return await run_in(self.store.cpu, _join_blocks, codec, pieces, geo, b0)
 
 

@@ -53,6 +53,7 @@ log = logging.getLogger("buckets.engine")
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 SETTINGS_ATTEMPTS = 5  # a bucket settings change judged again when another one won (update_bucket)
+READ_ATTEMPTS = 3  # lookups of a GET whose write was replaced under it (get_object(begin=True))
 
 
 @dataclass(slots=True)
@@ -899,10 +900,41 @@ class Store:
 
     async def get_object(self, bucket: str, key: str, range: tuple[int | None, int | None] | None = None,
                          part_number: int | None = None, customer_key: bytes | None = None,
-                         version_id: str | None = None) -> ObjectReader:
+                         version_id: str | None = None, *, begin: bool = False,
+                         check: Callable[[ObjectInfo], None] | None = None) -> ObjectReader:
         """A reader of the object (or a range, or a part; the current version or
         ``version_id``'s). An encrypted object's data key is opened first: an SSE-C object
-        needs ``customer_key`` (missing: 400, wrong: 403)."""
+        needs ``customer_key`` (missing: 400, wrong: 403).
+
+        ``begin``: its first chunk is read before it is returned (``ObjectReader.begin``), so
+        what would fail the read fails here. A write replaced or deleted between the lookup and
+        that read (on a cluster, through another node: its data is removed without waiting for
+        this node's GETs) is not an error: the key is looked up again and that read is returned,
+        up to ``READ_ATTEMPTS`` lookups. ``check``: called with each lookup's object before
+        its bytes are read (a GET's conditions), and may raise."""
+        attempt = 0
+        while True:  # (``range`` is the byte range asked for here)
+            attempt += 1
+            reader = await self._open_reader(bucket, key, range, part_number, customer_key, version_id)
+            if not begin:
+                return reader
+            try:
+                if check is not None:
+                    check(reader.info)
+                await reader.begin()
+                return reader
+            except errors.WriteReplaced as exc:
+                await reader.aclose()
+                if attempt == READ_ATTEMPTS:
+                    raise
+                log.info("%s/%s: %s; reading it again", bucket, key, exc)
+            except BaseException:
+                await reader.aclose()
+                raise
+
+    async def _open_reader(self, bucket: str, key: str, range: tuple[int | None, int | None] | None,
+                           part_number: int | None, customer_key: bytes | None,
+                           version_id: str | None) -> ObjectReader:
         entry = await versions.lookup_version(self, bucket, key, version_id, read=True)
         info = entry_to_info(bucket, key, entry)
         data_key = crypto.open_data_key(self, entry.get("sse"), bucket, key, customer_key)
@@ -911,7 +943,7 @@ class Store:
             rng = _part_range(entry, part_number)
         elif range is not None:
             rng = resolve_range(range, info.size)
-        return ObjectReader(self, bucket, key, entry, info, rng, data_key=data_key)
+        return ObjectReader(self, bucket, key, entry, info, rng, data_key=data_key, version_id=version_id)
 
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "",
                            start_after: str = "", limit: int = 1000) -> ListResult:

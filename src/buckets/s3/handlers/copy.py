@@ -105,10 +105,11 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     # encrypted as the request (or the destination bucket's default) says, streamed.
     source_key = sse_headers.read_key(req.headers, sse_headers.COPY_CUSTOMER)
     destination_key = sse_headers.customer_key(req.headers)
-    reader = await req.store.get_object(src_bucket, src_key, customer_key=source_key, version_id=src_version)
+    # (its first bytes read now: a source replaced since its lookup is looked up again)
+    reader = await req.store.get_object(src_bucket, src_key, customer_key=source_key, version_id=src_version,
+                                        begin=True, check=lambda info: check_copy_source(req.headers, info))
     try:
         info = reader.info
-        check_copy_source(req.headers, info)
         if info.size > MAX_COPY_SOURCE:
             raise InvalidRequest(f"The specified copy source is larger than the maximum allowable size "
                                  f"for a copy source: {MAX_COPY_SOURCE}")
@@ -157,11 +158,11 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
         raise InvalidRequest("The specified copy source is larger than the maximum allowable size "
                              f"for a copy source: {MAX_COPY_SOURCE}")
     destination_key = sse_headers.customer_key(req.headers)
-    reader = await req.store.get_object(src_bucket, src_key, range=wanted, version_id=src_version,
-                                        customer_key=sse_headers.read_key(req.headers, sse_headers.COPY_CUSTOMER))
+    reader = await req.store.get_object(
+        src_bucket, src_key, range=wanted, version_id=src_version, begin=True,
+        customer_key=sse_headers.read_key(req.headers, sse_headers.COPY_CUSTOMER),
+        check=lambda info: info.etag == source.etag or check_copy_source(req.headers, info))  # (replaced: again)
     try:
-        if reader.info.etag != source.etag:  # replaced between the two lookups: check again
-            check_copy_source(req.headers, reader.info)
         opts = PutOptions(sse=SSESpec(MODE_C, customer_key=destination_key.key) if destination_key else None)
         part = await req.store.put_part(req.bucket, req.key, upload_id, part_number, reader,
                                         reader.length, opts)

@@ -22,6 +22,7 @@ from buckets.errors import (
     InvalidRange,
     InvalidRequest,
     NotImplementedErr,
+    WriteReplaced,
 )
 from buckets.s3.body import Integrity, open_stream
 from buckets.s3.conditions import ReadOutcome, evaluate_read
@@ -124,8 +125,20 @@ def _not_modified(info: ObjectInfo) -> web.Response:
                                              "Last-Modified": http_date(info.last_modified)})
 
 
-async def _open_reader(req: S3Request):
-    """Resolve range/partNumber and open a (lazy) reader; conditions decide before errors."""
+class _NotModified(Exception):
+    """A GET's conditions say 304: raised from the check ``Store.get_object`` runs on the
+    object it looked up, before any of its bytes are read."""
+
+    def __init__(self, info: ObjectInfo) -> None:
+        super().__init__()
+        self.info = info
+
+
+async def _open_reader(req: S3Request, *, body: bool):
+    """Resolve range/partNumber and open a reader; conditions decide before errors. For a GET
+    (``body``) the reader has read its first chunk, so a read that fails still gets an S3
+    error (and one whose write was replaced meanwhile reads the key again: the conditions are
+    evaluated on what it reads)."""
     check_key(req.key)
     version_id = version_param(req)
     check_response_overrides(req.query)
@@ -135,9 +148,17 @@ async def _open_reader(req: S3Request):
         raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
     wanted = parse_range(range_header)
     customer_key = sse_headers.read_key(req.headers)
+
+    def conditions(info: ObjectInfo) -> None:
+        if evaluate_read(req.headers, info) is ReadOutcome.NOT_MODIFIED:
+            raise _NotModified(info)
+
     try:
         reader = await req.store.get_object(req.bucket, req.key, range=wanted, part_number=part_number,
-                                            customer_key=customer_key, version_id=version_id)
+                                            customer_key=customer_key, version_id=version_id,
+                                            begin=body, check=conditions if body else None)
+    except _NotModified as nm:
+        return None, _not_modified(nm.info), part_number
     except (InvalidRange, InvalidPart, InvalidPartNumber) as err:
         # Preconditions take precedence over an unsatisfiable range, as in S3.
         info = await req.store.head_object(req.bucket, req.key, version_id)
@@ -169,7 +190,7 @@ def _range_headers(reader, info: ObjectInfo, headers: dict[str, str]) -> int:
 async def _read_response(req: S3Request, *, body: bool) -> web.StreamResponse:
     """GET, and HEAD with Range or partNumber: open a reader, apply the conditions, and
     answer with the headers of the selected bytes (streaming them for GET)."""
-    reader, early, part_number = await _open_reader(req)
+    reader, early, part_number = await _open_reader(req, body=body)
     if early is not None:
         return early
     try:
@@ -192,24 +213,17 @@ async def get_object(req: S3Request) -> web.StreamResponse:
 
 
 async def _stream(req: S3Request, reader, status: int, headers: dict[str, str], length: int) -> web.StreamResponse:
-    """Write the reader's bytes as the response body, block by block."""
+    """Write the reader's bytes as the response body, block by block. The reader has read its
+    first block already (``Store.get_object(..., begin=True)``): a failure there (quorum
+    lost, ...) was answered as a proper S3 error instead of a cut connection."""
     chunks = reader.__aiter__()
     try:
-        # Read the first block before sending headers: a failure there (quorum lost, ...)
-        # can still be answered as a proper S3 error instead of a cut connection.
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = b""
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = length
         await resp.prepare(req.request)
         try:
             # Drop each chunk as soon as it is written: a name still bound to it would pin
-            # one more span per GET while the next is read (the first for the whole stream).
-            if first:
-                await resp.write(first)
-            del first
+            # one more span per GET while the next is read.
             while True:
                 try:
                     chunk = await chunks.__anext__()
@@ -220,9 +234,12 @@ async def _stream(req: S3Request, reader, status: int, headers: dict[str, str], 
         except ConnectionError:  # reset, or aiohttp's "Connection lost" while draining: not a bug
             log.info("request %s: client went away during GET %s/%s", req.request_id, req.bucket, req.key)
             return resp
-        except Exception:
+        except Exception as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
-            log.exception("request %s: GET %s/%s failed mid-stream", req.request_id, req.bucket, req.key)
+            if isinstance(exc, WriteReplaced):  # (a cluster's overwrite through another node: not a bug)
+                log.warning("request %s: GET %s/%s cut mid-stream: %s", req.request_id, req.bucket, req.key, exc)
+            else:
+                log.exception("request %s: GET %s/%s failed mid-stream", req.request_id, req.bucket, req.key)
             transport = req.request.transport
             if transport is not None:
                 transport.abort()
