@@ -295,16 +295,40 @@ class DiskService:
         await self._disk(args).delete_segment(segment)
 
 
+class _Range:
+    """One range a stream serves: read through one descriptor where the disk has one
+    (``LocalDisk.open_range``: a file an overwrite through another node removes meanwhile
+    stays readable to the end of the GET), else chunk by chunk with ``read_range``."""
+
+    def __init__(self, disk: Disk, path: str, offset: int, length: int) -> None:
+        self.disk, self.path = disk, path
+        opener = getattr(disk, "open_range", None)
+        self.reader = opener(path, offset, length) if opener is not None else None
+
+    async def read(self, offset: int, length: int) -> bytes:
+        if self.reader is not None and (data := await self.reader.read(offset, length)) is not None:
+            return data
+        return await self.disk.read_range(self.path, offset, length)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
 async def _ranged(disk: Disk, path: str, offset: int, length: int, chunk: int) -> AsyncIterator[bytes]:
     end = offset + length
-    while offset < end:
-        want = min(chunk, end - offset)
-        data = await disk.read_range(path, offset, want)
-        if data:
-            yield data
-        if len(data) < want:  # the file ends here
-            return
-        offset += want
+    source = _Range(disk, path, offset, length)
+    try:
+        while offset < end:
+            want = min(chunk, end - offset)
+            data = await source.read(offset, want)
+            if data:
+                yield data
+            if len(data) < want:  # the file ends here
+                return
+            offset += want
+    finally:
+        source.close()
 
 
 async def _interleaved(ranges: list[tuple[Disk, str, int, int]], chunk: int) -> AsyncIterator[bytes]:
@@ -312,30 +336,34 @@ async def _interleaved(ranges: list[tuple[Disk, str, int, int]], chunk: int) -> 
     their disks) behind its tag. Memory: one chunk per range."""
     pos = [start for _, _, start, _ in ranges]
     going = [i for i, (_, _, start, end) in enumerate(ranges) if start < end]
+    sources = [_Range(disk, path, start, end - start) for disk, path, start, end in ranges]
 
     async def read(i: int) -> bytes:
-        disk, path, _, end = ranges[i]
-        return await disk.read_range(path, pos[i], min(chunk, end - pos[i]))
+        return await sources[i].read(pos[i], min(chunk, ranges[i][3] - pos[i]))
 
-    while going:  # an empty range gets no frame: the caller knows it is complete
-        results = await asyncio.gather(*(read(i) for i in going), return_exceptions=True)
-        later = []
-        for i, data in zip(going, results):
-            if isinstance(data, DiskError):
-                record = wire.pack(error_to_wire(data))
-                yield wire.range_tag(i, wire.RANGE_ERROR, len(record))
-                yield record
-                continue
-            if isinstance(data, BaseException):
-                raise data
-            want = min(chunk, ranges[i][3] - pos[i])
-            yield wire.range_tag(i, wire.RANGE_DATA, len(data))
-            if data:
-                yield data
-            pos[i] += len(data)
-            if len(data) == want and pos[i] < ranges[i][3]:
-                later.append(i)
-        going = later
+    try:
+        while going:  # an empty range gets no frame: the caller knows it is complete
+            results = await asyncio.gather(*(read(i) for i in going), return_exceptions=True)
+            later = []
+            for i, data in zip(going, results):
+                if isinstance(data, DiskError):
+                    record = wire.pack(error_to_wire(data))
+                    yield wire.range_tag(i, wire.RANGE_ERROR, len(record))
+                    yield record
+                    continue
+                if isinstance(data, BaseException):
+                    raise data
+                want = min(chunk, ranges[i][3] - pos[i])
+                yield wire.range_tag(i, wire.RANGE_DATA, len(data))
+                if data:
+                    yield data
+                pos[i] += len(data)
+                if len(data) == want and pos[i] < ranges[i][3]:
+                    later.append(i)
+            going = later
+    finally:
+        for source in sources:
+            source.close()
 
 
 async def _batched(items: AsyncIterator[Any], encode) -> AsyncIterator[bytes]:

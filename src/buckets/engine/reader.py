@@ -5,16 +5,20 @@ systematic, so a healthy read never decodes). A shard that is missing, short, or
 its piece checksum is replaced by parity for the affected blocks; the right bytes are
 served anyway and the object is queued for heal. Reads run one span ahead of the
 consumer, so memory is bounded by two spans (at most 8 MiB each), never by object size.
-A disk with ``open_range`` (a peer's, in a cluster) reads a slot's span after span over one
-streamed call instead of one call per span, and the slots on one peer share one such call
-(``open_ranges``); every piece is still verified here.
+A disk with ``open_range`` reads a slot's span after span through one opened range: a peer's
+(in a cluster) over one streamed call instead of one call per span, the slots on one peer
+sharing one such call (``open_ranges``); a local disk's through one descriptor. Every piece is
+still verified here.
 
-A read that finds too few of its write's pieces, or damaged ones, first asks whether that
-write is still what the key (or the version read) holds: on a cluster an overwrite or delete
-through another node removes the write's data without waiting for this node's GETs. If it was
-replaced, nothing is damaged: the read raises ``WriteReplaced`` and reports no damage, and
-``Store.get_object(..., begin=True)`` (its first bytes read before an answer's headers go out)
-looks the key up again and reads what it holds now.
+On a cluster an overwrite or delete through another node removes the replaced write's data
+without waiting for this node's GETs. Once a slot's range is open (the local descriptor, or
+the peer's, which reads its stream through one too) the removal does not cut the read: the
+file stays readable until the read ends. Before that, a read finds too few of the write's
+pieces, or damaged ones: it first asks whether that write is still what the key (or the
+version read) holds. If it was replaced, nothing is damaged: the read raises
+``WriteReplaced`` and reports no damage, and ``Store.get_object(..., begin=True)`` (its first
+bytes read before an answer's headers go out) looks the key up again and reads what it holds
+now.
 
 An encrypted object (``entry["sse"]``) is read the same way over its stored bytes: the
 plaintext range is widened to the packages that cover it (``crypto.DecryptPlan``), those
@@ -373,7 +377,8 @@ class ObjectReader:
                       together: tuple[int, ...]):
         """The disk's reader for the rest of this slot's range in this part, opened at its first
         read when the disk has one (remote disks: one call for the range instead of one per
-        span) and more than one span is left; None: read span by span. ``together``: the slots
+        span; local disks: one descriptor, so a file removed under the read stays readable) and
+        more than one span is left; None: read span by span. ``together``: the slots
         read beside this one, span after span (a spare asked alone streams alone)."""
         key = (slot, part_no)
         if self._ident is None:  # released: nothing may hold a stream open any more

@@ -670,6 +670,75 @@ def _release_claim(key: tuple[int, int]) -> None:
                 os.close(entry[0])
 
 
+class LocalRangeReader:
+    """Reads of one byte range of one of a disk's files through one descriptor, opened at the
+    first read (in the disk's read threads, bounded as ``read_range`` is): what a GET reads of
+    one shard, span after span (``LocalDisk.open_range``; a peer serving a GET's stream reads
+    through one too, ``cluster/diskservice.py``).
+
+    A file removed meanwhile stays readable through it, as an open file does, until the read
+    ends: on a cluster an overwrite or delete through another node removes the write it
+    replaced without waiting for GETs through other nodes, and a GET streaming that write was
+    cut mid-way. A read outside the range answers None (the caller reads it with
+    ``read_range``). ``close`` closes the descriptor once no read of it is running in a disk
+    thread (one stuck in a hung disk closes it when it returns): a descriptor closed under a
+    ``pread`` could be reused by another open and read the wrong file."""
+
+    def __init__(self, disk: "LocalDisk", path: str, offset: int, length: int) -> None:
+        self.disk = disk
+        self.path = path
+        self._start, self._end = offset, offset + length
+        self._fd: int | None = None
+        self._lock = threading.Lock()  # _fd, _busy, _closed: the loop's close against the disk threads
+        self._busy = 0
+        self._closed = False
+
+    async def read(self, offset: int, length: int) -> bytes | None:
+        if self._closed or offset < self._start or offset + length > self._end:
+            return None
+        return await self.disk._run(self._pread, self.disk._abs(self.path, root_ok=True), offset, length, read=True)
+
+    def _pread(self, full: str, offset: int, length: int) -> bytes:
+        with self._lock:
+            if self._closed:
+                raise DiskError(f"{full}: the range reader was closed")
+            self._busy += 1
+            fd = self._fd
+        try:
+            if fd is None:
+                fd = os.open(full, os.O_RDONLY)
+                with self._lock:
+                    if self._fd is None:
+                        self._fd = fd
+                    else:  # another read opened it first
+                        os.close(fd)
+                        fd = self._fd
+            return _pread_data(fd, length, offset, full)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._closed and not self._busy:
+                    self._close_fd()
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if not self._busy:
+                self._close_fd()
+
+    def __del__(self) -> None:  # a reader dropped without being closed
+        if self._fd is not None and not self._busy:
+            self._close_fd()
+
+
 class LocalDisk:
     """One directory of this machine. See ``buckets.storage.disk`` for the contract."""
 
@@ -1209,6 +1278,15 @@ class LocalDisk:
                 os.close(fd)
 
         return await self._run(_read, read=True)
+
+    def open_range(self, path: str, offset: int, length: int, *, chunk: int = 0) -> "LocalRangeReader | None":
+        """Reads of ``[offset, offset + length)`` of ``path`` through one descriptor, opened at
+        the first read (``LocalRangeReader``): a GET's span after span of one shard, which an
+        overwrite removing the file meanwhile does not cut. None for a range ``read_range``
+        would refuse. (``chunk``: a remote disk's frame size; nothing here.)"""
+        if offset < 0 or length < 0 or length > MAX_RANGE:
+            return None
+        return LocalRangeReader(self, path, offset, length)
 
     async def rename_data(self, moves: list[tuple[str, str]], meta: tuple[str, bytes] | None, *,
                           sync: bool, cleanup: str | None = None) -> None:

@@ -278,6 +278,21 @@ async def test_the_shards_of_one_peer_are_read_in_one_call(group_peer) -> None:
     assert await disks[1].read_range(FILE, 0, 10) == contents[1][:10]
 
 
+async def test_grouped_reads_keep_reading_files_removed_under_them(group_peer) -> None:
+    """The peer reads each range through one descriptor from its first chunk on: an overwrite
+    through another node removing the files meanwhile does not cut the GET (4 MiB per file,
+    far more than the peer sends ahead of the reads)."""
+    peer, contents = group_peer
+    disks = peer.all_disks()
+    end = len(contents[0])
+    readers = disks[0].open_ranges(disks, FILE, 0, end, chunk=SPAN)
+    first = await asyncio.gather(*(r.read(0, SPAN) for r in readers))
+    for d in disks:
+        await d.delete(FILE)
+    rest = await read_all_spans(readers, SPAN, end)
+    assert [a + b for a, b in zip(first, rest)] == contents
+
+
 async def test_grouped_reads_that_do_not_match_the_chunks_or_each_other(group_peer) -> None:
     peer, contents = group_peer
     disks = peer.all_disks()

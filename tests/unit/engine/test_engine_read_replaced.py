@@ -19,6 +19,7 @@ from engine_testkit import BLOCK, INLINE, content, read_all
 
 from buckets import Store, errors
 from buckets.engine import reader as reader_module
+from buckets.storage import LocalDisk
 
 SIZE = 6 * BLOCK  # part files, read in several spans (conftest: two blocks per span)
 
@@ -94,7 +95,27 @@ async def test_a_conditions_check_sees_the_object_each_lookup_found(store, monke
     assert len(seen) == 2 and seen[0] != seen[1] and seen[1] == got.info.etag
 
 
-async def test_a_read_streaming_when_its_write_is_replaced_says_so_and_reports_no_damage(store) -> None:
+async def test_a_read_streaming_when_its_write_is_replaced_reads_it_to_the_end(store) -> None:
+    """Each slot's file is read through one descriptor from its first span on
+    (``LocalDisk.open_range``): the removal unlinks the files, the read keeps them."""
+    await store.put_object("bkt", "k", content("v1", SIZE), SIZE)
+    got = await store.get_object("bkt", "k")
+    chunks = got.__aiter__()
+    first = await chunks.__anext__()
+    await store.put_object("bkt", "k", content("v2", SIZE), SIZE)
+    await remove_now(store, got.entry)
+    rest = [chunk async for chunk in chunks]
+    await got.aclose()
+    assert first + b"".join(rest) == content("v1", SIZE)
+    assert not store._heal_pending
+    assert await read_all(await store.get_object("bkt", "k")) == content("v2", SIZE)
+
+
+async def test_a_read_streaming_span_by_span_when_its_write_is_replaced_says_so(store, monkeypatch) -> None:
+    """A disk read span by span (one without ``open_range``, as the fault-injecting wrappers
+    are) finds the later spans gone: the read says the write was replaced, and reports no
+    damage. (Its headers went out already: a GET is cut there.)"""
+    monkeypatch.setattr(LocalDisk, "open_range", None)
     await store.put_object("bkt", "k", content("v1", SIZE), SIZE)
     got = await store.get_object("bkt", "k")
     chunks = got.__aiter__()

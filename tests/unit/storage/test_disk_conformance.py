@@ -101,6 +101,27 @@ async def test_read_range_refuses_impossible_arguments(disk, offset, length) -> 
         await disk.read_range("r.bin", offset, length)
 
 
+async def test_a_range_reader_keeps_reading_a_file_removed_under_it(disk) -> None:
+    """A GET's reads of one shard, span after span, through one descriptor (``open_range``,
+    where the disk has one): an overwrite removing the file meanwhile (through another node of
+    a cluster, which does not wait for this GET) does not cut the GET."""
+    opener = getattr(disk, "open_range", None)
+    if opener is None:
+        pytest.skip("this disk reads span by span (no open_range)")
+    span = 64 << 10
+    data = os.urandom(3 * span + 100)
+    await disk.write_file("shard.bin", data, sync=False)
+    reader = opener("shard.bin", 0, len(data), chunk=span)
+    try:
+        assert await reader.read(0, span) == data[:span]
+        await disk.delete("shard.bin")
+        assert not await disk.exists("shard.bin")
+        assert await reader.read(span, span) == data[span:2 * span]
+        assert await reader.read(2 * span, span + 100) == data[2 * span:]
+    finally:
+        reader.close()
+
+
 # -- errors are typed ---------------------------------------------------------------------------
 
 async def test_missing_files_are_file_not_found(disk) -> None:

@@ -340,3 +340,64 @@ async def test_a_read_of_sectors_that_fail_is_damage_not_a_dead_disk(tmp_path) -
     finally:
         await disk.close()
         fuse.close()
+
+
+def open_descriptors_of(path: str) -> int:
+    fds = "/proc/self/fd"
+    count = 0
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(f"{fds}/{fd}")
+        except OSError:
+            continue
+        count += target.startswith(path)
+    return count
+
+
+async def test_a_range_reader_opens_one_descriptor_and_closes_it(disk) -> None:
+    """``open_range``: opened at its first read, one descriptor for every read of the range,
+    reads outside the range answered None (the caller reads those with read_range), closed by
+    ``close``, after which it reads nothing."""
+    data = os.urandom(10_000)
+    await disk.write_file("r.bin", data, sync=False)
+    full = disk.local_path("r.bin")
+    reader = disk.open_range("r.bin", 1000, 8000)
+    assert open_descriptors_of(full) == 0  # nothing opened before the first read
+    assert await reader.read(1000, 10) == data[1000:1010]
+    assert await reader.read(5000, 4000) == data[5000:9000]
+    assert open_descriptors_of(full) == 1
+    assert await reader.read(0, 10) is None and await reader.read(8999, 2) is None
+    reader.close()
+    assert open_descriptors_of(full) == 0
+    assert await reader.read(1000, 10) is None
+    assert disk.open_range("r.bin", -1, 10) is None
+
+
+async def test_a_range_reader_closed_during_a_read_closes_after_it(disk, monkeypatch) -> None:
+    """A descriptor closed under a ``pread`` running in a disk thread could be reused by
+    another open and read the wrong file: ``close`` leaves it to the read, which closes it
+    when it returns."""
+    import threading
+
+    from buckets.storage import local
+
+    await disk.write_file("r.bin", b"x" * 100, sync=False)
+    full = disk.local_path("r.bin")
+    entered, release = threading.Event(), threading.Event()
+    real = local._pread_data
+
+    def held(fd, length, offset, path):
+        entered.set()
+        release.wait(10)
+        return real(fd, length, offset, path)
+
+    monkeypatch.setattr(local, "_pread_data", held)
+    reader = disk.open_range("r.bin", 0, 100)
+    read = asyncio.ensure_future(reader.read(0, 10))
+    while not entered.is_set():
+        await asyncio.sleep(0.01)
+    reader.close()
+    assert open_descriptors_of(full) == 1  # still being read
+    release.set()
+    assert await read == b"x" * 10
+    assert open_descriptors_of(full) == 0
