@@ -42,6 +42,7 @@ from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Prom
 from buckets.cluster.leases import holders as lease_holders
 from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.engine import hedge
+from buckets.engine.replaced import MERGE_AGAIN_WITHIN
 from buckets.registry import Op, Registry
 from buckets.registry.store import JUDGED, LISTING_FIELDS, NOT_JUDGED, UNSEEN, version_tuple
 
@@ -118,6 +119,11 @@ class HybridClock:
     def observe(self, remote: int) -> None:
         if remote > self._last:
             self._last = remote
+
+    def age(self, version: int) -> float:
+        """Seconds on this node's wall clock since ``version``'s milliseconds (negative when it
+        is ahead of this clock)."""
+        return self._wall() - (version >> 16) / 1000.0
 
 
 # (node id, method, args) -> result. Raises errors.BucketsError subclasses on failure.
@@ -1387,7 +1393,19 @@ class ReplicatedIndex:
         unknown = False
         after: tuple | None = None  # merged again after a conditional write: just above this version
         created = self.created_of(bucket)
+        ts: tuple = ()  # the version of the last attempt
         for attempt in range(DISPLACE_ATTEMPTS):
+            if ts and (age := self.clock.age(ts[0])) > MERGE_AGAIN_WITHIN:
+                # Too late to merge it again: another node told that this write's previous version
+                # was replaced removes its data once that version is COME_BACK_WINDOW old
+                # (engine/replaced.py), and merged again after that, it was the key's state
+                # with no data. Its outcome is unknown (the version may stand where it was
+                # applied, under the newer one), as after any lost quorum.
+                late_again = errors.WriteQuorumLost(
+                    f"Index of {bucket!r}: {key!r} met a newer write, and {age:.1f} s after its previous version "
+                    f"it is too late to merge it again (at most {MERGE_AGAIN_WITHIN:.0f} s)")
+                late_again.undone = False  # (its versions may stand, under the newer one: the data stays)
+                raise late_again
             versioned = dict(_unjudged(entry), ts=[self.clock.now() if after is None else after[0] + 1, entry["wid"]])
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],

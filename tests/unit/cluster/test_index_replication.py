@@ -12,6 +12,7 @@ import asyncio
 import pytest
 
 from buckets import errors
+from buckets.cluster import index as index_module
 from buckets.cluster.index import HybridClock, IndexReplica, Quorum, ReplicatedIndex, range_digests
 from buckets.cluster.rpcerrors import PeerOffline
 from buckets.registry import Op, Registry
@@ -876,34 +877,61 @@ async def test_a_lookup_asks_another_replica_when_one_of_its_quorum_lags(cluster
     net.before = None
 
 
-async def test_a_write_reported_replaced_can_still_be_merged_again(cluster) -> None:
-    """Why a replaced write's data is not removed at once on a cluster (engine/replaced.py):
-    W is applied on its own node's replica, X then replaces it there (that replica answers X's
-    writer "was W") and on the others; W's first merges to the others arrive after X and are
-    refused, so W's writer merges it again above X, and W is the key's state. X's writer, told
-    that W was replaced, must not remove W's data then: a GET found no shard of W anywhere
-    (tests/cluster/test_growth.py's linearizability phase, session 53)."""
+async def holding_of(regs: dict, n: str, wid: str) -> None:
+    """Until node ``n``'s replica holds ``wid`` as b/k."""
+    while (regs[n].get_object("b", "k") or {}).get("wid") != wid:
+        await asyncio.sleep(0.005)
+
+
+async def w_replaced_by_x(cluster, stall: float = 0.0) -> tuple[asyncio.Task, list[dict]]:
+    """W through n1, X through n2: W is applied on n1's replica, X then replaces it there (that
+    replica answers X's writer "was W") and on n2; W's first merges to n2 and n3 arrive after
+    X's (``stall`` seconds later: W's writer paused with its first round) and are refused.
+    Returns W's PUT (a task) and what X's writer was told it replaced."""
     net, idx, regs = cluster
     first: list = []
-
-    async def holding(n: str, wid: str) -> None:
-        while (regs[n].get_object("b", "k") or {}).get("wid") != wid:
-            await asyncio.sleep(0.005)
 
     async def before(src: str, node: str, method: str, args: dict) -> None:
         wid = (args.get("entry") or {}).get("wid") if method == "merge" else None
         if wid == "wW":
             first[:] = first or [args["ts"]]
             if args["ts"] == first[0]:  # W's first merges to n2 and n3 arrive after X's
-                await holding(node, "wX")
+                await holding_of(regs, node, "wX")
+                await asyncio.sleep(stall)
         elif wid == "wX" and node == "n3":
-            await holding("n1", "wX")  # X's quorum: n1 (which answers "was W") and n2
+            await holding_of(regs, "n1", "wX")  # X's quorum: n1 (which answers "was W") and n2
 
     net.before = before
     w = asyncio.create_task(idx["n1"].put_displacing("b", "k", entry("wW")))
-    await holding("n1", "wW")
-    replaced_by_x = await idx["n2"].put_displacing("b", "k", entry("wX"))
+    await holding_of(regs, "n1", "wW")
+    return w, await idx["n2"].put_displacing("b", "k", entry("wX"))
+
+
+async def test_a_write_reported_replaced_can_still_be_merged_again(cluster) -> None:
+    """Why a replaced write's data is not removed at once on a cluster (engine/replaced.py):
+    W's writer, refused by X, merges it again above X, and W is the key's state. X's writer,
+    told that W was replaced, must not remove W's data then: a GET found no shard of W anywhere
+    (tests/cluster/test_growth.py's linearizability phase, session 53)."""
+    net, idx, regs = cluster
+    w, replaced_by_x = await w_replaced_by_x(cluster)
     await w  # acknowledged
     await settle(idx)
     assert [e["wid"] for e in replaced_by_x] == ["wW"]  # X's writer is told W is replaced ...
     assert (await idx["n3"].get("b", "k"))["wid"] == "wW"  # ... and W is the key's state after all
+
+
+async def test_a_writer_stalled_past_its_deadline_does_not_merge_again(cluster, monkeypatch) -> None:
+    """The same race, W's writer stalled between its first round and the next for longer than
+    ``MERGE_AGAIN_WITHIN`` (a process paused mid-PUT): X's writer may have removed W's data by
+    then (its wait for W's version is over), so W is not merged again. Its PUT fails (503, the
+    outcome unknown), and X is the key's state on every replica."""
+    net, idx, regs = cluster
+    monkeypatch.setattr(index_module, "MERGE_AGAIN_WITHIN", 0.3)
+    w, replaced_by_x = await w_replaced_by_x(cluster, stall=0.5)
+    with pytest.raises(errors.WriteQuorumLost, match="too late to merge it again"):
+        await w
+    net.before = None
+    await settle(idx)
+    assert [e["wid"] for e in replaced_by_x] == ["wW"]
+    for n in ("n1", "n2", "n3"):
+        assert (await idx[n].get("b", "k"))["wid"] == "wX"
