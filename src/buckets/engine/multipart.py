@@ -142,10 +142,14 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
         await d.delete(meta_path)
 
     try:
-        result = await writer.run(stream, size)
-        if opts.verify is not None:
-            await opts.verify(self._computed(result))
-        ok = await writer.finish(self.sync)
+        try:
+            result = await writer.run(stream, size)
+            if opts.verify is not None:
+                await opts.verify(self._computed(result))
+            ok = await writer.finish(self.sync)
+        except errors.WriteQuorumLost:
+            await _still_open(self, bucket, key, upload_id)
+            raise
         mtime = time.time()
         etag = crypto.etag_for(rec.get("sse"), data_key, result.md5)
         part = [pwid, result.stored_size, etag, result.checksums, mtime, ok, result.content_hash]
@@ -169,6 +173,7 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
         raise
     if len(with_meta) < self._write_quorum(codec.k, codec.m):
         await self._on_disks(drop, disks)
+        await _still_open(self, bucket, key, upload_id)
         raise errors.WriteQuorumLost()
     async with self.locks.hold(("upload", upload_id)), self.catalog.upload_lease(bucket, upload_id):
         try:
@@ -190,6 +195,18 @@ async def put_part(self: "Store", bucket: str, key: str, upload_id: str, part_nu
 
 async def _noop() -> None:
     return None
+
+
+async def _still_open(self: "Store", bucket: str, key: str, upload_id: str) -> None:
+    """A part whose files could not be written: NoSuchUpload if a Complete or an Abort ended the
+    upload meanwhile (they remove its directory, where the part's files go), as the part would
+    have been told a moment later; else nothing (the caller's error stands: a 503)."""
+    try:
+        await _upload(self, bucket, key, upload_id)
+    except errors.NoSuchUpload:
+        raise
+    except errors.BucketsError:
+        pass  # (not known now: the write's own error says it)
 
 
 def _object_checksum(rec: dict, chosen: list[list]) -> tuple[dict[str, str], str | None]:

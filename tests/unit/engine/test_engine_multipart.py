@@ -3,6 +3,7 @@ list_multipart_uploads paging, and the object checksum (COMPOSITE / FULL_OBJECT)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -14,6 +15,7 @@ from engine_testkit import (MiB, chunks, content, eventually, get_bytes, heal_le
 from buckets import checksums, errors
 from buckets.engine import paths
 from buckets.engine.types import CompletePart, PutOptions
+from buckets.storage import LocalDisk
 
 PART = 5 * MiB
 
@@ -158,6 +160,51 @@ async def test_abort_cleans_the_disks(store, bucket, disk_paths) -> None:
         assert exc.value.status == 404
     with pytest.raises(errors.NoSuchKey):
         await store.head_object(bucket, "k")
+
+
+@pytest.mark.parametrize("end", ["complete", "abort"])
+@pytest.mark.parametrize("race", ["after", "during"])
+async def test_a_part_streamed_while_the_upload_ends_is_no_such_upload(store, bucket, disk_paths, end, race,
+                                                                       monkeypatch) -> None:
+    """A part's bytes are written before it takes the upload's lock; a Complete or an Abort
+    meanwhile removes the upload's directory, where the part's files go. That part is told
+    NoSuchUpload (404), as it would be a moment later, not 503 "write quorum lost", and leaves
+    nothing behind. ``during``: the directory's removal races the part's metadata files, which
+    then fail to land (seen in tests/cluster/test_cluster_basic.py, an UploadPart racing a
+    Complete through another node: "No such file or directory" on every disk, and a 503)."""
+    up, done = await upload(store, bucket, "k", [content("p1", PART)])
+    streaming = asyncio.Event()
+    if race == "during":
+        real = LocalDisk.write_file
+
+        async def racing(disk, path, data, **kw):
+            if path.endswith(".pmeta") and ended:
+                raise errors.FileNotFound(f"{path}: its directory was removed meanwhile")
+            return await real(disk, path, data, **kw)
+
+        monkeypatch.setattr(LocalDisk, "write_file", racing)
+    ended = False
+
+    async def body():
+        data = content("again", 3 * 256 * 1024)
+        for i in range(0, len(data), 256 * 1024):
+            yield data[i:i + 256 * 1024]
+            if i == 0:
+                streaming.set()
+                await asyncio.sleep(0.3)  # the upload ends meanwhile
+
+    part = asyncio.ensure_future(store.put_part(bucket, "k", up.upload_id, 2, body(), 3 * 256 * 1024))
+    await streaming.wait()
+    if end == "complete":
+        await store.complete_multipart_upload(bucket, "k", up.upload_id, done)
+    else:
+        await store.abort_multipart_upload(bucket, "k", up.upload_id)
+    ended = True
+    with pytest.raises(errors.NoSuchUpload):
+        await part
+    await eventually(lambda: upload_files(disk_paths) == [])
+    if end == "complete":
+        assert await get_bytes(store, bucket, "k") == content("p1", PART)
 
 
 async def test_upload_id_is_bound_to_its_key_and_bucket(store, bucket) -> None:
