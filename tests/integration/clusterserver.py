@@ -30,7 +30,9 @@ One write trails the requests: pysyncobj persists a node's Raft commit index
 two after a bucket was created or deleted the followers rewrite that file. Reading
 ``data_dir`` therefore first waits until every node has persisted the highest commit index
 any node holds (``quiesce()``: the nodes' ``/health/cluster`` against the files, no fixed
-sleep), so a test that snapshots the disks before and after a request compares what the
+sleep), and until no node holds back the removal of a write replaced moments ago (its
+``buckets_replaced_removals_pending``: a DELETE through one node of a write made through
+another removes it up to 30 s later), so a test that snapshots the disks before and after a request compares what the
 request did, not what the previous test's bucket change left pending. A change the request
 itself makes (a commit, a file) is still there to see.
 """
@@ -230,19 +232,32 @@ class ClusterServer:
         with open(path, "rb") as f:
             return int(pickle.load(f).get("raftCommitIndex", 0))  # pysyncobj's own file, in our tmp dir
 
+    def _pending_removals(self, i: int) -> float:
+        with urllib.request.urlopen(f"{self.cluster.url(i)}/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("buckets_replaced_removals_pending "):
+                    return float(line.split()[1])
+        return 0.0
+
     def quiesce(self, timeout: float = 60.0) -> None:
-        """Wait until every node has persisted the highest Raft commit index any node holds:
-        then no control-plane write is pending until the next change."""
+        """Wait until every node has persisted the highest Raft commit index any node holds (then
+        no control-plane write is pending until the next change), and has removed the data of
+        the writes replaced moments ago that it held back (engine/replaced.py: a DELETE through
+        one node of a write made through another removes it up to 30 s later, and a disk's log
+        gets its kill records then)."""
         nodes = range(1, NODES + 1)
         deadline = time.monotonic() + timeout
         while True:
             committed = max(self._control_status(i)["commit_index"] for i in nodes)
             persisted = {i: self._persisted_commit(i) for i in nodes}
+            pending: dict[int, float] = {}
             if min(persisted.values()) >= committed:
-                return
+                pending = {i: self._pending_removals(i) for i in nodes}
+                if not any(pending.values()):
+                    return
             if time.monotonic() > deadline:
-                raise AssertionError(f"nodes did not persist commit index {committed} within {timeout:g}s: "
-                                     f"{persisted}")
+                raise AssertionError(f"nodes did not persist commit index {committed} within {timeout:g}s "
+                                     f"({persisted}), or removals still wait ({pending})")
             time.sleep(0.05)
 
     def _route(self, request, signature_version=None, **_) -> None:

@@ -150,6 +150,13 @@ class StoreCollector:
             yield CounterMetricFamily(name, documentation, value=value)
         yield GaugeMetricFamily("buckets_heal_queue_length", "Objects queued for repair.",
                                 value=store.heal_queue.qsize())
+        replaced = getattr(store, "replaced", None)
+        if replaced is not None:
+            yield GaugeMetricFamily("buckets_replaced_removals_pending", "Replaced writes whose data waits before "
+                                    "its removal: on a cluster, one made moments ago through another node may "
+                                    "still be merged again (engine/replaced.py).", value=len(replaced))
+            yield CounterMetricFamily("buckets_replaced_writes_kept", "Of those, writes found to be their key's "
+                                      "state again when their removal was due: kept.", value=replaced.kept)
         scanner = getattr(store, "scanner", None)
         if scanner is not None:
             yield GaugeMetricFamily("buckets_heal_deferred", "Objects whose repair waits for a slow peer or disk "
