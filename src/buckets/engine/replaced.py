@@ -27,9 +27,10 @@ the orphan sweep (files older than its grace that no entry names). A writer stal
 than the window between two of its merges (a process paused that long mid-PUT) does not merge
 again: past ``MERGE_AGAIN_WITHIN`` after its previous version its PUT fails instead (503), so a
 write merged again is never older than the wait for it. (One paused between that check and
-its merge's arrival at the replicas, for the rest of the window, is still not covered.) While the node is short of space (a write refused for space lately) or one of its
-disks is near full, replaced data goes at once, as before: the space is wanted now, and the
-race stays open then. Otherwise a DELETE of a write made moments ago frees its space only
+its merge's arrival at the replicas, for the rest of the window, is still not covered.)
+While the node is short of space (a write refused for space lately) or one of its disks is
+near full, replaced data goes at once, as before: the space is wanted now, and the race stays
+open then. Otherwise a DELETE of a write made moments ago frees its space only
 after the window.
 """
 
