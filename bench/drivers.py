@@ -227,17 +227,17 @@ async def _put_large(put_stream, count: int) -> None:
         await put_stream(BUCKET, f"big{i}", 16 * MiB, gen())
 
 
-def _cluster():
+def _cluster(disks_per_node: int = 4):
     from bench.cluster_suite import Deployment
 
-    return Deployment("drivers", _scratch("buckets-drive-cluster-"), 4, 4)
+    return Deployment("drivers", _scratch("buckets-drive-cluster-"), 4, disks_per_node)
 
 
 def cmd_cluster_put(args: argparse.Namespace) -> None:
     from bench.cluster_suite import RandomNodeClient, _peer_counts, _with
     from bench.http_suite import BUCKET
 
-    dep = _cluster()
+    dep = _cluster(args.disks)
 
     async def body(session, clients) -> None:
         client = RandomNodeClient(clients, random.Random(1))
@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
                            help="send this checksum of the body (boto3 sends CRC32 by default)")
         if name == "cluster-put":
             p.add_argument("--versioned", action="store_true", help="into a bucket with versioning enabled")
+            p.add_argument("--disks", type=int, default=4, help="disks per node")
         if name == "cluster-get":
             p.add_argument("--via", type=int, choices=[1, 2, 3, 4], help="every GET through this node")
     p = sub.add_parser("profile")
