@@ -166,6 +166,14 @@ class RegistryFailed(BucketsError):
     default_message = "This node's registry could not be written: its disk failed. Retry the request."
 
 
+class MergedTooLate(WriteQuorumLost):
+    """An index replica refused a blind PUT's entry merged again too long after its first
+    version (``IndexReplica._refuse_late``): another node may have removed that write's data by
+    then. Not an answer toward the writer's quorum; its PUT fails with its outcome unknown."""
+
+    default_message = "The write was merged again too late; retry the request."
+
+
 class ReadQuorumLost(BucketsError):
     """Fewer than k good shards are available: the object cannot be reconstructed now."""
 

@@ -217,6 +217,9 @@ class IndexReplica:
         # a write through this node after one that reached its replica gets a newer version
         # at once, instead of being refused and merged again (or worse, see ``put_displacing``).
         self.observe: Callable[[int], None] | None = None
+        # Seconds on this node's clock since a version (``HybridClock.age``; ``ReplicatedIndex``
+        # sets it): a blind PUT merged again too long after its first version is refused.
+        self.age: Callable[[int], float] | None = None
         # Whether a bucket exists as this node's control plane has it (None: every bucket does).
         self.bucket_known: Callable[[str], bool] | None = None
         # Whether a DeleteBucket of a bucket is under way as this node's control plane has it
@@ -289,6 +292,24 @@ class IndexReplica:
             answer["room"] = False
         return promise_answer(answer, self.promises, bucket)
 
+    def _refuse_late(self, args: dict) -> None:
+        """A blind PUT merged again (``put_displacing``: ``again`` is its first version) more
+        than ``MERGE_AGAIN_WITHIN`` after that version, on this node's clock, is refused
+        (``MergedTooLate``). Its writer checks the same before it sends, but the merge can be
+        held up after that check (a paused process, a stalled link); landing after another
+        node removed the write's data (engine/replaced.py: once one of its versions is
+        ``COME_BACK_WINDOW`` old), it made the key's state a write with no data. Checked before
+        each try of the commit, so a wait for a conditional write's key lock counts too."""
+        again = args.get("again")
+        if again is None or self.age is None:
+            return
+        if not isinstance(again, int) or isinstance(again, bool):
+            raise errors.InvalidArgument(f"a merge's first version is not a clock value: {again!r}")
+        if (age := self.age(again)) > MERGE_AGAIN_WITHIN:
+            raise errors.MergedTooLate(
+                f"Index of {args['bucket']!r}: {args['key']!r} merged again {age:.1f} s after its first version, "
+                f"too late (at most {MERGE_AGAIN_WITHIN:.0f} s)")
+
     def _refuse_new(self, bucket: str) -> None:
         """A writer's new entry (its own merge, or its key lock; not a read's write-back, an
         anti-entropy copy or an index move) into a bucket being deleted, as this node's control
@@ -354,6 +375,7 @@ class IndexReplica:
                     if judged is not NOT_JUDGED:
                         op.judging = True
                         op.judged = judged
+                self._refuse_late(args)
                 try:
                     await self.registry.commit([op])
                     break
@@ -997,6 +1019,7 @@ class ReplicatedIndex:
         self.replicas_of = replicas_of
         self.clock = clock or HybridClock()
         local.observe = self.clock.observe
+        local.age = self.clock.age
         self.timeout = timeout
         self._background: set[asyncio.Task] = set()
         self.read_repairs = 0
@@ -1394,15 +1417,18 @@ class ReplicatedIndex:
         after: tuple | None = None  # merged again after a conditional write: just above this version
         created = self.created_of(bucket)
         ts: tuple = ()  # the version of the last attempt
+        first: int | None = None  # the first attempt's version (its hybrid clock value)
         for attempt in range(DISPLACE_ATTEMPTS):
-            if ts and (age := self.clock.age(ts[0])) > MERGE_AGAIN_WITHIN:
-                # Too late to merge it again: another node told that this write's previous version
+            if first is not None and (age := self.clock.age(first)) > MERGE_AGAIN_WITHIN:
+                # Too late to merge it again: another node told that one of this write's versions
                 # was replaced removes its data once that version is COME_BACK_WINDOW old
                 # (engine/replaced.py), and merged again after that, it was the key's state
-                # with no data. Its outcome is unknown (the version may stand where it was
-                # applied, under the newer one), as after any lost quorum.
+                # with no data. Measured from the first version, which every later one follows:
+                # the attempts together stay within the window. Its outcome is unknown (the
+                # version may stand where it was applied, under the newer one), as after any
+                # lost quorum.
                 late_again = errors.WriteQuorumLost(
-                    f"Index of {bucket!r}: {key!r} met a newer write, and {age:.1f} s after its previous version "
+                    f"Index of {bucket!r}: {key!r} met a newer write, and {age:.1f} s after its first version "
                     f"it is too late to merge it again (at most {MERGE_AGAIN_WITHIN:.0f} s)")
                 late_again.undone = False  # (its versions may stand, under the newer one: the data stays)
                 raise late_again
@@ -1410,6 +1436,13 @@ class ReplicatedIndex:
             ts = _ts(versioned["ts"])
             args = {"bucket": bucket, "key": key, "entry": versioned, "data": data, "ts": versioned["ts"],
                     "displaced": True}
+            if first is None:
+                first = ts[0]
+            else:
+                # The replicas refuse it past the deadline too, on their own clocks: a merge held
+                # up between the check above and its arrival (a pause, a stalled link) is refused
+                # there instead of landing after the other node's removal (``MergedTooLate``).
+                args["again"] = first
             _name_bucket(args, created)
             merges = _Merges(self, args)
             late, unsent, calls = merges.late, merges.unsent, merges.calls

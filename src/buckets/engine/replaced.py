@@ -25,9 +25,10 @@ made is removed at once, as before (the common case: a key overwritten minutes o
 What is queued lives in this process only: a node that stops leaves the pending removals to
 the orphan sweep (files older than its grace that no entry names). A writer stalled for longer
 than the window between two of its merges (a process paused that long mid-PUT) does not merge
-again: past ``MERGE_AGAIN_WITHIN`` after its previous version its PUT fails instead (503), so a
-write merged again is never older than the wait for it. (One paused between that check and
-its merge's arrival at the replicas, for the rest of the window, is still not covered.)
+again: past ``MERGE_AGAIN_WITHIN`` after its first version its PUT fails instead (503), so a
+write merged again is never older than the wait for it; and the replicas refuse a round that
+arrives later than that on their own clocks (a merge held up after the writer's check:
+``IndexReplica._refuse_late``).
 While the node is short of space (a write refused for space lately) or one of its disks is
 near full, replaced data goes at once, as before: the space is wanted now, and the race stays
 open then. Otherwise a DELETE of a write made moments ago frees its space only
@@ -52,13 +53,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("buckets.engine")
 
 COME_BACK_WINDOW = 30.0  # seconds: a write whose version is younger may still be merged again
-# A blind PUT's writer merges a write again only this soon after its previous version
-# (``ReplicatedIndex.put_displacing``); later, the PUT fails instead (503, its outcome unknown).
-# The rest of the window covers that last merge's round (one call timeout, 5 s, and one more
-# for the replicas that did not answer) and clocks a few seconds apart: its replicas have
-# applied it before any node's wait for the version it follows is over, so the removal's read
-# finds it. Without it, a writer stalled longer than the window between two rounds (a process
-# paused mid-PUT) merged its write again after another node had removed its data.
+# A blind PUT's writer merges a write again only this soon after its first version (which
+# every later one follows; ``ReplicatedIndex.put_displacing``); later, the PUT fails instead
+# (503, its outcome unknown), and a replica refuses a round that arrives later than that on its
+# own clock (``IndexReplica._refuse_late``). The rest of the window covers that last merge's
+# round (one call timeout, 5 s, and one more for the replicas that did not answer) and clocks a
+# few seconds apart: its replicas have applied it before any node's wait for a version of it is
+# over, so the removal's read finds it. Without it, a writer stalled longer than the window
+# between two rounds (a process paused mid-PUT) merged its write again after another node had
+# removed its data.
 MERGE_AGAIN_WITHIN = 15.0
 CHECK_ATTEMPTS = 3  # reads of the key that may fail (no quorum) before the removal is left to the sweep
 

@@ -935,3 +935,56 @@ async def test_a_writer_stalled_past_its_deadline_does_not_merge_again(cluster, 
     assert [e["wid"] for e in replaced_by_x] == ["wW"]
     for n in ("n1", "n2", "n3"):
         assert (await idx[n].get("b", "k"))["wid"] == "wX"
+
+
+async def test_a_merge_held_up_past_the_deadline_is_refused_where_it_lands(cluster, monkeypatch) -> None:
+    """The same race, W's writer merging again in time, but its second round held up on the
+    way to n2 and n3 (a stalled link, a process paused after its check) until past
+    ``MERGE_AGAIN_WITHIN`` from W's first version: those replicas refuse it on their own clocks
+    (``MergedTooLate``), so W cannot land after X's writer removed its data. Its PUT fails
+    (503, the outcome unknown), and X is the key's state on every replica."""
+    net, idx, regs = cluster
+    monkeypatch.setattr(index_module, "MERGE_AGAIN_WITHIN", 0.3)
+    held: list[str] = []
+    w, replaced_by_x = await w_replaced_by_x(cluster)
+    first_round = net.before
+
+    async def before(src: str, node: str, method: str, args: dict) -> None:
+        if method == "merge" and (args.get("entry") or {}).get("wid") == "wW" and "again" in args:
+            held.append(node)
+            await asyncio.sleep(0.5)  # W's writer checked its deadline before this round left
+        else:
+            await first_round(src, node, method, args)
+
+    net.before = before
+    with pytest.raises(errors.WriteQuorumLost) as raised:
+        await w
+    assert "too late" in str(raised.value) and "merged again" in str(raised.value), raised.value
+    assert sorted(held) == ["n2", "n3"]
+    net.before = None
+    await settle(idx)
+    assert [e["wid"] for e in replaced_by_x] == ["wW"]
+    for n in ("n1", "n2", "n3"):
+        assert (await idx[n].get("b", "k"))["wid"] == "wX"
+
+
+async def test_a_merge_again_names_its_first_version_and_one_in_time_is_taken(cluster) -> None:
+    """Merged again within the deadline, W is taken everywhere (the replicas' check passes),
+    and every round after the first names the first round's version (``again``)."""
+    net, idx, regs = cluster
+    rounds: dict[tuple, dict] = {}
+    w, replaced_by_x = await w_replaced_by_x(cluster)
+    first_round = net.before
+
+    async def before(src: str, node: str, method: str, args: dict) -> None:
+        if method == "merge" and (args.get("entry") or {}).get("wid") == "wW":
+            rounds[tuple(args["ts"])] = args
+        await first_round(src, node, method, args)
+
+    net.before = before
+    await w
+    await settle(idx)
+    # (the hook is set once X is acknowledged: W's first round has left by then)
+    firsts = {a.get("again") for a in rounds.values()}
+    assert rounds and len(firsts) == 1 and all(isinstance(f, int) and f < min(rounds)[0] for f in firsts), rounds
+    assert (await idx["n3"].get("b", "k"))["wid"] == "wW"
