@@ -26,8 +26,9 @@ run: $(STAMP)
 	$(VENV)/bin/buckets server --address $(ADDRESS) $(DATA)
 
 # The integration tests drive presigned URLs with curl, rclone and restic, and browser uploads with Debian's
-# chromium (through Playwright, whose own browser download does not work here): install them
-# if this machine lacks them. Without chromium the browser tests skip, saying why.
+# chromium (through Playwright, whose own browser download does not work here); the ops tests
+# scrape a server with a real Prometheus and check the documented alert rules with promtool:
+# install them if this machine lacks them. Without one, its tests skip, saying why.
 tools:
 	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
 	@command -v rclone >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone; } \
@@ -40,6 +41,9 @@ tools:
 		|| echo "faketime could not be installed: tests/cluster/test_cluster_clocks.py will be skipped"
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium could not be installed: tests/integration/test_browser_upload.py will be skipped"
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } \
+		|| echo "prometheus could not be installed: tests/ops/test_ops_prometheus.py and the alert rules' promtool check will be skipped"
 	@$(MAKE) --no-print-directory $(JS_STAMP)
 
 # The AWS SDK for JavaScript v3 (tests/integration/test_client_js.py): Node.js and npm from Debian
