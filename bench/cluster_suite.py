@@ -435,6 +435,7 @@ async def _suite(result: SuiteResult, base_dir: str | None, quick: bool) -> None
     seed = int(os.environ.get("BENCH_SEED") or 1)
     result.params.update(small_ops=small, small_object_bytes=4 * KiB, concurrency=CONCURRENCY, large_object_bytes=size,
                          large_repetitions=reps, large_get_repetitions=GET_REPS if reps > 2 else 2 * reps, nodes=NODES, disks_per_node=DISKS_PER_NODE, sync="on",
+                         deployments=["1 node x 4", "1 node x 16", CLUSTER, NARROW_CLUSTER],
                          rpc_sample_gets=rpc_gets, seed=seed, client="aiohttp + botocore S3SigV4Auth")
     rates: dict[str, dict[str, float]] = {}
     with ScratchDir(base_dir, "buckets-bench-cluster-") as scratch:
