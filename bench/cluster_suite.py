@@ -62,6 +62,9 @@ NARROW_CLUSTER = f"{NODES} nodes x 1"  # the disks and layout of "1 node x 4", o
 # erasure layout, so the difference is peer RPC and the replicated index) carry the 4 KiB PUT target.
 LIKE_FOR_LIKE = ((NARROW_CLUSTER, "1 node x 4"), (CLUSTER, "1 node x 16"))
 RATIOS = ((CLUSTER, "1 node x 4"), *LIKE_FOR_LIKE)
+# The deployments, in the order they run: (label, nodes, disks per node).
+PLANS = (("1 node x 4", 1, DISKS_PER_NODE), ("1 node x 16", 1, NODES * DISKS_PER_NODE),
+         (CLUSTER, NODES, DISKS_PER_NODE), (NARROW_CLUSTER, NODES, 1))
 CONCURRENCY = 16
 START_TIMEOUT = 180.0  # a cluster forms in 10-60 s on a loaded 2-core machine
 CONTROL_PORT_OFFSET = 1000  # buckets.cluster.control: the Raft port is the S3 port + 1000
@@ -435,13 +438,11 @@ async def _suite(result: SuiteResult, base_dir: str | None, quick: bool) -> None
     seed = int(os.environ.get("BENCH_SEED") or 1)
     result.params.update(small_ops=small, small_object_bytes=4 * KiB, concurrency=CONCURRENCY, large_object_bytes=size,
                          large_repetitions=reps, large_get_repetitions=GET_REPS if reps > 2 else 2 * reps, nodes=NODES, disks_per_node=DISKS_PER_NODE, sync="on",
-                         deployments=["1 node x 4", "1 node x 16", CLUSTER, NARROW_CLUSTER],
+                         deployments=[label for label, _, _ in PLANS],
                          rpc_sample_gets=rpc_gets, seed=seed, client="aiohttp + botocore S3SigV4Auth")
     rates: dict[str, dict[str, float]] = {}
     with ScratchDir(base_dir, "buckets-bench-cluster-") as scratch:
-        plans = [("1 node x 4", 1, DISKS_PER_NODE), ("1 node x 16", 1, NODES * DISKS_PER_NODE),
-                 (CLUSTER, NODES, DISKS_PER_NODE), (NARROW_CLUSTER, NODES, 1)]
-        for label, nodes, disks in plans:
+        for label, nodes, disks in PLANS:
             dep = Deployment(label, scratch.sub(label.replace(" ", ""))[0], nodes, disks)
             rng = random.Random(seed)
 
