@@ -1162,7 +1162,7 @@ class Registry:
                 self.cache.discard((op.name, op.key))  # the current may have changed: re-read it
             elif op.kind == "put_object" or (op.kind in ("merge_object", "retract_object")
                                              and op.applied and op.value is not None):
-                self.cache.put((op.name, op.key), op.value)
+                self.cache.replace((op.name, op.key), op.value)  # a write does not admit (cache.py)
             elif op.kind == "delete_object" or (op.kind in ("merge_object", "retract_object") and op.applied):
                 self.cache.discard((op.name, op.key))
             elif op.kind == "put_bucket":

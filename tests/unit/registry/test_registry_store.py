@@ -44,6 +44,9 @@ def test_lru_hits_misses_and_eviction_order() -> None:
     c.put("a", "A2")  # update refreshes recency, no growth
     c.put("e", "E")  # evicts c
     assert c.get("c") is None and c.get("a") == "A2" and len(c) == 3
+    c.replace("a", "A3")  # cached: the value changes, its recency does not
+    c.replace("zzz", "Z")  # not cached: nothing is admitted
+    assert c.peek("a") == "A3" and c.peek("zzz") is None and list(c._data) == ["d", "e", "a"]
     c.discard("a")
     c.discard("zzz")
     assert c.get("a") is None and len(c) == 2
@@ -63,20 +66,42 @@ async def test_registry_lookups_go_through_the_cache(tmp_path) -> None:
     try:
         await reg.commit(buckets("b") + [Op("put_object", "b", f"k{i}", entry(i)) for i in range(3)])
         cache = reg.cache
+        assert len(cache) == 0  # a write does not admit its entry
         h, m = cache.hits, cache.misses
-        assert reg.get_object("b", "k2")["size"] == 2  # written through on commit: a hit
-        assert (cache.hits - h, cache.misses - m) == (1, 0)
-        assert reg.get_object("b", "k0")["size"] == 0  # evicted (capacity 2): miss, then LMDB
+        assert reg.get_object("b", "k2")["size"] == 2  # miss, then LMDB, then cached
+        assert (cache.hits - h, cache.misses - m) == (0, 1)
+        assert reg.get_object("b", "k2")["size"] == 2
         assert (cache.hits - h, cache.misses - m) == (1, 1)
-        assert reg.get_object("b", "k0")["size"] == 0  # now cached
-        assert (cache.hits - h, cache.misses - m) == (2, 1)
+        assert reg.get_object("b", "k0")["size"] == 0 and reg.get_object("b", "k1")["size"] == 1
+        assert ("b", "k2") not in cache._data  # capacity 2: the least recently read went
         assert reg.get_object("b", "absent") is None  # absent keys are not cached
         assert reg.get_object("b", "absent") is None
-        assert (cache.hits - h, cache.misses - m) == (2, 3)
+        assert (cache.hits - h, cache.misses - m) == (1, 5)
         await reg.commit([Op("delete_object", "b", "k0")])
         assert reg.get_object("b", "k0") is None  # delete invalidates: never stale
-        await reg.commit([Op("put_object", "b", "k2", entry(99))])
-        assert reg.get_object("b", "k2")["size"] == 99
+        await reg.commit([Op("put_object", "b", "k1", entry(99))])
+        assert reg.get_object("b", "k1")["size"] == 99  # a cached key's write replaces it: never stale
+    finally:
+        await reg.close()
+
+
+async def test_writes_do_not_push_the_read_entries_out(tmp_path) -> None:
+    """A burst of writes of new keys (a backup, a log shipper) leaves the entries clients read
+    where they are: a write refreshes a cached entry's value and admits nothing."""
+    reg = Registry(str(tmp_path / "reg"), cache_size=3, sync=False)
+    reg.start()
+    try:
+        await reg.commit(buckets("b") + [Op("put_object", "b", f"hot{i}", entry(i)) for i in range(3)])
+        assert [reg.get_object("b", f"hot{i}")["size"] for i in range(3)] == [0, 1, 2]
+        hot = list(reg.cache._data)
+        await reg.commit([Op("put_object", "b", f"new{i}", entry(i)) for i in range(50)])
+        await reg.commit([Op("put_object", "b", "hot0", entry(100))])  # overwrite of a cached key
+        assert list(reg.cache._data) == hot  # no eviction, no reordering by a write
+        h, m = reg.cache.hits, reg.cache.misses
+        assert [reg.get_object("b", f"hot{i}")["size"] for i in range(3)] == [100, 1, 2]
+        assert (reg.cache.hits - h, reg.cache.misses - m) == (3, 0)
+        assert reg.get_object("b", "new7")["size"] == 7  # written keys are read from LMDB
+        assert reg.cache.misses - m == 1
     finally:
         await reg.close()
 
