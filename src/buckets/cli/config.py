@@ -47,7 +47,7 @@ class Config:
     region: str = "us-east-1"
     region_strict: bool = False  # refuse requests signed for another region (S3's behaviour)
     sync: bool = True  # fsync before acknowledging writes; off is for development only
-    cache_size: int = 50_000  # registry LRU entries (~2.6 KB of heap each)
+    cache_size: int = 50_000  # registry LRU entries, admitted by reads (~2.6 KB of heap each)
     inline_threshold: int = 131072  # objects up to this many bytes live in the metadata file
     small_log: bool = True  # inline objects and delete markers go to each disk's record log (issue 15)
     read_leases: bool = True  # a cluster bucket's first index replica answers lookups alone (leases)
@@ -410,8 +410,8 @@ SETTINGS: tuple[Setting, ...] = (
             "fsync data before acknowledging writes; 'off' loses acknowledged writes on power "
             "failure (development only)", metavar="on|off"),
     Setting("cache_size", "BUCKETS_CACHE_SIZE", "--cache-size",
-            _integer(0, None, "cache size"), "registry cache size in entries (about 2.6 KB of memory "
-            "each; a miss costs one LMDB lookup)", metavar="N"),
+            _integer(0, None, "cache size"), "registry cache size in entries of recently read objects "
+            "(about 2.6 KB of memory each; a miss costs one LMDB lookup)", metavar="N"),
     Setting("inline_threshold", "BUCKETS_INLINE_THRESHOLD", "--inline-threshold",
             _integer(0, MAX_INLINE_THRESHOLD, "inline threshold"),
             f"objects up to this many bytes are stored inside their metadata file "
