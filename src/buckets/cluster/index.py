@@ -2138,11 +2138,20 @@ class ReplicatedIndex:
                 last = max([k for k, _ in page["objects"]] + list(page["prefixes"]), key=str.encode, default="")
                 horizon = last if horizon is None or last.encode() < horizon.encode() else horizon
         merged: dict[str, list] = {}
-        prefixes: set[str] = set()
+        listed: dict[str, int] = {}
         for page in pages:
             for k, e in page["objects"]:
                 merged.setdefault(k, []).append(e)
-            prefixes.update(page["prefixes"])
+            for p in page["prefixes"]:
+                listed[p] = listed.get(p, 0) + 1
+        # A common prefix every answer lists stands. One that only some list (a replica that
+        # missed the DELETE of the last key under it, or the PUT of the first) is decided as a
+        # disputed key is: by a quorum listing under it (``_prefix_live``).
+        prefixes = {p for p, n in listed.items() if n == len(pages)}
+        for p in sorted(listed.keys() - prefixes, key=str.encode):
+            if (horizon is None or p.encode() <= horizon.encode()) and await self._prefix_live(
+                    bucket, p, markers, deleting):
+                prefixes.add(p)
         # Keys unsettled on a replica (a conditional write's commit lost there may be newer than
         # what every answer holds, and on a replica not asked): each is read with a point read,
         # which hears every replica, as a key the answers disagree about is.
@@ -2176,6 +2185,21 @@ class ReplicatedIndex:
         keep = {k for k, is_cp in items if not is_cp}
         return ([(k, e) for k, e in objects if k in keep], [p for p, is_cp in items if is_cp], truncated,
                 horizon)
+
+    async def _prefix_live(self, bucket: str, prefix: str, markers: bool, deleting: bool) -> bool:
+        """Whether a quorum of replicas holds a key under ``prefix`` that a listing shows: pages
+        without a delimiter, each disputed key read through a quorum (``_list_page``)."""
+        start = ""
+        while True:
+            objects, _, truncated, horizon = await self._list_page(bucket, prefix, "", start, 100, False,
+                                                                   markers, deleting)
+            if objects:
+                return True
+            if not truncated:
+                return False
+            if horizon is None or horizon.encode() <= start.encode():
+                return True  # (no progress: listed, as every answer's union was before)
+            start = horizon  # every key up to the horizon was deleted: read on
 
     # -- anti-entropy ---------------------------------------------------------------------
     async def sync_bucket(self, bucket: str) -> int:

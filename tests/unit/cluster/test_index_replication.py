@@ -988,3 +988,30 @@ async def test_a_merge_again_names_its_first_version_and_one_in_time_is_taken(cl
     firsts = {a.get("again") for a in rounds.values()}
     assert rounds and len(firsts) == 1 and all(isinstance(f, int) and f < min(rounds)[0] for f in firsts), rounds
     assert (await idx["n3"].get("b", "k"))["wid"] == "wW"
+
+
+async def test_a_common_prefix_only_a_stale_replica_lists_is_read_through_a_quorum(cluster) -> None:
+    """A DELETE acknowledged by n1 and n2 while n3 was cut off leaves n3 holding the key. A
+    listing with a delimiter through n3 then read n2's page (no ``d/``) and n3's (``d/``) and
+    listed the union: the deleted "directory" came back (s3fs showed ``docs`` after its rmdir
+    through a cluster). A prefix that not every page lists is now decided by a quorum listing
+    under it; one that every page lists is kept without one."""
+    net, idx, regs = cluster
+    for key in ("d/k", "e/k", "top"):
+        await idx["n1"].put("b", key, entry(key))
+    await settle(idx)
+    net.down = {"n3"}
+    await idx["n1"].delete("b", "d/k", "d/k")
+    net.down = {"n1"}  # the read quorum: n2 (has the DELETE) and n3 (missed it)
+    assert regs["n3"].get_object("b", "d/k") is not None and regs["n2"].get_object("b", "d/k") is None
+    calls = net.calls
+    objects, prefixes, truncated = await idx["n3"].list("b", delimiter="/")
+    assert [k for k, _ in objects] == ["top"] and prefixes == ["e/"] and not truncated
+    assert net.calls - calls <= 9  # three reads of the three replicas at most: the page, under d/, d/k
+    # A prefix whose only key is on the stale replica alone but newer there: listed.
+    net.down = {"n1", "n2"}
+    await idx["n3"].local.merge({"bucket": "b", "key": "f/k", "entry": dict(entry("f/k"), ts=[1 << 62, "f"]),
+                                 "data": None, "ts": [1 << 62, "f"]})
+    net.down = {"n1"}
+    objects, prefixes, _ = await idx["n3"].list("b", delimiter="/")
+    assert prefixes == ["e/", "f/"]
