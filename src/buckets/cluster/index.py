@@ -2187,19 +2187,10 @@ class ReplicatedIndex:
                 horizon)
 
     async def _prefix_live(self, bucket: str, prefix: str, markers: bool, deleting: bool) -> bool:
-        """Whether a quorum of replicas holds a key under ``prefix`` that a listing shows: pages
-        without a delimiter, each disputed key read through a quorum (``_list_page``)."""
-        start = ""
-        while True:
-            objects, _, truncated, horizon = await self._list_page(bucket, prefix, "", start, 100, False,
-                                                                   markers, deleting)
-            if objects:
-                return True
-            if not truncated:
-                return False
-            if horizon is None or horizon.encode() <= start.encode():
-                return True  # (no progress: listed, as every answer's union was before)
-            start = horizon  # every key up to the horizon was deleted: read on
+        """Whether a quorum of replicas holds a key under ``prefix`` that a listing shows: a
+        listing under it without a delimiter (each disputed key read through a quorum)."""
+        objects, _, _ = await self.list(bucket, prefix, "", "", 100, markers=markers, deleting=deleting)
+        return bool(objects)
 
     # -- anti-entropy ---------------------------------------------------------------------
     async def sync_bucket(self, bucket: str) -> int:
