@@ -5,6 +5,7 @@
     python -m bench.drivers put-large [--disks 4] [--concurrency 1] [--n 20] [--checksum CRC32]   16 MiB PUTs, one node
     python -m bench.drivers cluster-put [--n 2000] [--versioned] [--spy OUT] [--perf OUT]   4 KiB PUTs, 4 nodes x 4 disks
     python -m bench.drivers cluster-get [--via 2] [--n 30]         16 MiB GETs, 4 nodes x 4 disks
+    python -m bench.drivers cluster-idle [--n 40000] [--seconds 130]   CPU of an idle cluster holding n keys
     python -m bench.drivers profile OUT [OUT...]                   sum py-spy raw files by function
 
 Each starts its own servers on fresh temporary disks (``--sync on``), drives them with the
@@ -285,6 +286,44 @@ async def _served_times(session, endpoints: list[str]) -> dict[str, tuple[float,
     return {api: (v[0], v[1]) for api, v in out.items()}
 
 
+def cmd_cluster_idle(args: argparse.Namespace) -> None:
+    """A 4-node cluster (one disk each) given ``--n`` small objects in one bucket, then left
+    alone for ``--seconds``: each node's CPU while only its background work runs (anti-entropy
+    passes every minute, the scanner, the control plane's ticks), and the full scans anti-entropy
+    made of the bucket's index (``buckets_registry_digest_scans_total``, when the nodes have it)."""
+    from bench.cluster_suite import RandomNodeClient, _with
+    from bench.http_suite import BUCKET
+
+    dep = _cluster(1)
+
+    async def scans(session) -> list[float | None]:
+        out: list[float | None] = []
+        for url in dep.endpoints:
+            async with session.get(f"{url}/metrics") as resp:
+                found = re.search(r"^buckets_registry_digest_scans_total ([0-9.e+]+)$", await resp.text(), re.M)
+            out.append(float(found.group(1)) if found else None)
+        return out
+
+    async def body(session, clients) -> None:
+        client = RandomNodeClient(clients, random.Random(1))
+        t0 = time.perf_counter()
+        run = await run_concurrently(lambda i: client.put(BUCKET, f"idle/{i:08d}", b"x"), args.n, 16)
+        print(f"populated {args.n:,} keys in {time.perf_counter() - t0:.0f} s (failed {run.failures}); "
+              f"waiting {args.settle:g} s for the writes' own background work")
+        await asyncio.sleep(args.settle)
+        pids = [p.pid for p in dep.procs]
+        cpu0, scans0 = _cpu(pids), await scans(session)
+        await asyncio.sleep(args.seconds)
+        cpu1, scans1 = _cpu(pids), await scans(session)
+        per_min = [((b[0] + b[1]) - (a[0] + a[1])) * 60 / args.seconds for a, b in zip(cpu0, cpu1)]
+        print(f"idle CPU over {args.seconds:g} s, s per minute, node by node: "
+              + ", ".join(f"{v:.2f}" for v in per_min) + f" (mean {sum(per_min) / len(per_min):.2f})")
+        print("anti-entropy's full scans of an index meanwhile, node by node: "
+              + ", ".join("n/a" if a is None or b is None else f"{b - a:.0f}" for a, b in zip(scans0, scans1)))
+
+    asyncio.run(_with(dep, body))
+
+
 def cmd_cluster_get(args: argparse.Namespace) -> None:
     from bench.cluster_suite import _with
     from bench.http_suite import BUCKET
@@ -368,6 +407,11 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--disks", type=int, default=4, help="disks per node")
         if name == "cluster-get":
             p.add_argument("--via", type=int, choices=[1, 2, 3, 4], help="every GET through this node")
+    p = sub.add_parser("cluster-idle")
+    p.set_defaults(fn=cmd_cluster_idle)
+    p.add_argument("--n", type=int, default=40_000, help="keys put in the bucket first")
+    p.add_argument("--settle", type=float, default=20.0, help="seconds left alone before measuring")
+    p.add_argument("--seconds", type=float, default=130.0, help="seconds measured (anti-entropy: a pass a minute)")
     p = sub.add_parser("profile")
     p.set_defaults(fn=cmd_profile)
     p.add_argument("files", nargs="+")

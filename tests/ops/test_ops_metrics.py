@@ -44,7 +44,8 @@ def test_metrics_parse_and_describe_the_node(server: Server) -> None:
     for name in ("buckets_heal_shards_bad_total", "buckets_heal_shards_repaired_total",
                  "buckets_heal_shards_failed_total", "buckets_registry_cache_hits_total",
                  "buckets_registry_cache_misses_total", "buckets_registry_commits_total",
-                 "buckets_registry_committed_ops_total", "buckets_registry_size_bytes"):
+                 "buckets_registry_committed_ops_total", "buckets_registry_size_bytes",
+                 "buckets_registry_digest_scans_total"):
         assert value(samples, name) >= 0
     assert value(samples, "process_resident_memory_bytes") > 10_000_000
     assert value(samples, "process_open_fds") > 4

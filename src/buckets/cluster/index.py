@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import xxhash
 
 from buckets.runtime import cancel_and_wait, wait_for
 from buckets import errors
@@ -45,10 +44,14 @@ from buckets.engine import hedge
 from buckets.engine.replaced import MERGE_AGAIN_WITHIN
 from buckets.registry import Op, Registry
 from buckets.registry.store import JUDGED, LISTING_FIELDS, NOT_JUDGED, UNSEEN, version_tuple
+from buckets.registry.digests import DIGEST_RANGES, range_of
 
 log = logging.getLogger("buckets.cluster.index")
 
-DIGEST_RANGES = 64
+# Anti-entropy's passes compare a bucket's differing ranges this many times more, this far apart,
+# before exchanging them (``ReplicatedIndex.exchange``).
+SETTLE_CHECKS = 2
+SETTLE_SECONDS = 1.0
 VERSIONS_BATCH = 100_000  # keys per anti-entropy "versions" exchange (about 5 MB of answer)
 SMALL_COPIES = 1024  # small objects' bytes kept from replicas' answers (each at most 16 KiB)
 RECORD_SETS = 256  # small objects' shard records kept from replicas' answers until their GET reads them
@@ -759,10 +762,12 @@ class IndexReplica:
         return answer
 
     async def digest(self, args: dict) -> dict:
+        """The bucket's range digests and key counts: kept current by the registry's commits
+        once scanned (``registry/digests.py``), so a pass costs a scan of the bucket only the
+        first time, or once the digests went stale."""
         n = int(args.get("ranges", DIGEST_RANGES))
-        counts = [0] * n
-        digest = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: range_digests(self.registry.iter_bucket_versions(args["bucket"]), n, counts))
+        digest, counts = await asyncio.get_running_loop().run_in_executor(
+            None, self.registry.bucket_digest, args["bucket"], n)
         return {"digest": digest, "counts": counts}
 
     async def versions(self, args: dict) -> dict:
@@ -771,7 +776,7 @@ class IndexReplica:
         n = int(args.get("ranges_total", DIGEST_RANGES))
         versions = await asyncio.get_running_loop().run_in_executor(
             None, lambda: [[k, list(v), t] for k, v, t in self.registry.iter_bucket_versions(args["bucket"])
-                           if _range_of(k, n) in wanted])
+                           if range_of(k, n) in wanted])
         return {"versions": versions}
 
     async def drop(self, args: dict) -> dict:
@@ -981,25 +986,6 @@ def _why_unknown(silent: set[str]) -> str:
     """Why a write's reach is unknown: the replicas that did not answer, or none (a conditional
     write saw it where it was not on a quorum)."""
     return f"{', '.join(sorted(silent))} did not answer" if silent else "seen by a conditional write"
-
-
-def _range_of(key: str, n: int) -> int:
-    return xxhash.xxh3_64_intdigest(key.encode()) % n
-
-
-def range_digests(versions: Iterable[tuple[str, tuple, bool]], n: int, counts: list[int] | None = None) -> list[int]:
-    """An order-independent digest per key-hash range: the xor of each (key, version)'s hash.
-    ``counts``, if given, gets the number of keys and tombstones of each range."""
-    out = [0] * n
-    for key, version, tomb in versions:
-        if counts is not None:
-            counts[_range_of(key, n)] += 1
-        # A moved entry's generation is part of its version: replicas holding (h, w) and
-        # (h, w, g) of one key must differ, so anti-entropy spreads the moved one.
-        gen = f"\0g{version[2]}" if len(version) > 2 else ""
-        h = xxhash.xxh3_64_intdigest(f"{key}\0{version[0]}\0{version[1]}\0{int(tomb)}{gen}".encode())
-        out[_range_of(key, n)] ^= h
-    return out
 
 
 class ReplicatedIndex:
@@ -2205,7 +2191,7 @@ class ReplicatedIndex:
             if peer == self.node_id:
                 continue
             try:
-                repaired += await self.exchange(bucket, peer, self.node_id)
+                repaired += await self.exchange(bucket, peer, self.node_id, settle=SETTLE_CHECKS)
             except errors.BucketsError as exc:
                 log.info("anti-entropy of %s with %s: %s", bucket, peer, exc)
             except asyncio.TimeoutError:
@@ -2213,14 +2199,30 @@ class ReplicatedIndex:
         self.entropy_repairs += repaired
         return repaired
 
-    async def exchange(self, bucket: str, source: str, target: str) -> int:
+    async def exchange(self, bucket: str, source: str, target: str, settle: int = 0) -> int:
         """The anti-entropy exchange between two replicas (either may be this node): compare
         their range digests, then copy to ``target`` every entry and tombstone of the differing
-        ranges that ``source`` holds newer. Returns how many it copied; errors propagate."""
+        ranges that ``source`` holds newer. Returns how many it copied; errors propagate.
+
+        ``settle``: compare the ranges that differ this many times more, ``SETTLE_SECONDS``
+        apart, and exchange only those that differ every time. Under writes, a range differs
+        whenever a write in it has reached one replica and not yet the other, and each
+        exchange of a range costs both sides a scan of the whole bucket (``versions``); a
+        range whose replicas really disagree differs at every comparison."""
         created = self.created_of(bucket)  # (the copies name the bucket they were read from)
-        mine = await self._call(target, "digest", {"bucket": bucket})
-        theirs = await self._call(source, "digest", {"bucket": bucket})
-        differ = [i for i, (a, b) in enumerate(zip(mine["digest"], theirs["digest"])) if a != b]
+
+        async def compare(among: "list[int] | None") -> tuple[list[int], dict, dict]:
+            mine = await self._call(target, "digest", {"bucket": bucket})
+            theirs = await self._call(source, "digest", {"bucket": bucket})
+            differ = [i for i, (a, b) in enumerate(zip(mine["digest"], theirs["digest"])) if a != b]
+            return (differ if among is None else [i for i in differ if i in among]), mine, theirs
+
+        differ, mine, theirs = await compare(None)
+        for _ in range(settle):
+            if not differ:
+                break
+            await asyncio.sleep(SETTLE_SECONDS)
+            differ, mine, theirs = await compare(differ)
         copied = 0
         # The differing ranges in batches of about VERSIONS_BATCH keys (by the larger side's
         # counts): a replica far behind, or new, never gets a huge bucket's whole version list

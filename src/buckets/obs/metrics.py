@@ -193,6 +193,10 @@ class StoreCollector:
         yield CounterMetricFamily("buckets_registry_committed_ops",
                                   "Registry operations committed; divided by commits it is the mean "
                                   "group-commit size.", value=registry.committed_ops)
+        yield CounterMetricFamily("buckets_registry_digest_scans",
+                                  "Full scans of a bucket's index for anti-entropy's range digests (a cluster "
+                                  "node's first digest of a bucket, then only once it went stale: "
+                                  "registry/digests.py).", value=registry.digests.scans)
         yield GaugeMetricFamily("buckets_registry_last_commit_writers",
                                 "Writers coalesced into the most recent group commit.", value=registry.last_batch)
         cumulative, buckets = 0, []

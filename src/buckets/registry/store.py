@@ -36,6 +36,7 @@ import xxhash
 from buckets.runtime import cancel_and_wait
 from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket, RegistryFailed, StorageFull
 from buckets.registry.cache import LRUCache, in_background
+from buckets.registry.digests import BucketDigests, range_digests
 from buckets.registry.entrycodec import (
     MARK, compact, compactable, default_checksum, default_checksum_fields, expand,
 )
@@ -207,6 +208,10 @@ def entry_version(entry: dict) -> tuple:
 
 # A tombstone that no conditional delete's check judged (``_tomb_value``, ``held_judged``).
 NOT_JUDGED = object()
+# Ops that change a bucket's keys other than one version at a time (and never on a cluster
+# node's index replica, but for a drop): the bucket's anti-entropy digests are scanned again.
+_RESTATES = frozenset({"put_object", "delete_object", "put_version", "delete_version", "update_version",
+                       "drop_entries", "delete_bucket"})
 # The field of a conditional write's committed entry (and of a call or answer carrying a
 # conditional delete's tombstone) that holds the version its check judged the key at
 # (``buckets.cluster.index``).
@@ -506,6 +511,9 @@ class Registry:
             _fsync_dir(os.path.dirname(os.path.abspath(path)))
         self.db = {name: self.env.open_db(name.encode()) for name in self.TABLES}
         self.cache = LRUCache(cache_size)
+        # Anti-entropy's range digests of the buckets a cluster node's index replica was asked
+        # about, kept current by the commits (``digests.py``, ``bucket_digest``)
+        self.digests = BucketDigests()
         self.usage: dict[str, list[int]] = {}  # bucket -> [objects, bytes], mirrors the usage table
         self._pending: list[tuple[list[Op], asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
@@ -719,17 +727,20 @@ class Registry:
         a failed precondition rejects only that caller's change."""
         results: list[Exception | None] = []
         deltas: dict[str, list[int] | None] = {}
+        changes: list[tuple] = []  # (bucket, key, old, new) of the keys' versions: the range digests'
         with self.env.begin(write=True) as txn:
             for ops in items:
                 item_deltas: dict[str, list[int] | None] = {}
+                item_changes: list[tuple] = []
                 try:
                     with self.env.begin(write=True, parent=txn) as sub:
                         for op in ops:
-                            self._apply_op(sub, op, item_deltas)
+                            self._apply_op(sub, op, item_deltas, item_changes)
                 except BucketsError as exc:
                     results.append(exc)
                     continue
                 results.append(None)
+                changes += item_changes
                 for bucket, d in item_deltas.items():
                     acc = deltas.get(bucket)
                     if d is None:
@@ -745,10 +756,17 @@ class Registry:
                 cur = txn.get(bucket.encode(), db=self.db["usage"])
                 objs, size = _unpack(cur) if cur else (0, 0)
                 txn.put(bucket.encode(), _pack([objs + d[0], size + d[1]]), db=self.db["usage"])
+            txn_id = txn.id()
+        self.digests.committed(txn_id, changes)  # (after the commit: see digests.py)
         return results, deltas  # type: ignore[return-value]
 
-    def _apply_op(self, txn, op: Op, deltas: dict[str, list[int] | None]) -> None:
+    def _apply_op(self, txn, op: Op, deltas: dict[str, list[int] | None], changes: list[tuple]) -> None:
+        """Apply one op in ``txn``; ``changes`` gets (bucket, key, old, new) for each key whose
+        version it changed, each state (version, is tombstone) or None, or (bucket, None, None,
+        None) when it changed the bucket's keys in another way (its range digests are stale)."""
         kind = op.kind
+        if kind in _RESTATES:
+            changes.append((op.name, None, None, None))
         if kind == "put_object" or kind == "delete_object":
             if kind == "put_object" and txn.get(op.name.encode(), db=self.db["buckets"]) is None:
                 raise NoSuchBucket(resource=op.name, BucketName=op.name)
@@ -783,8 +801,11 @@ class Registry:
             if op.value is None:
                 txn.put(tomb_key, _tomb_value(version_tuple(op.ts), op.key, op.judged if op.judging else NOT_JUDGED),
                         db=self.db["tombs"])
+                new = (version_tuple(op.ts), True)
             else:
                 txn.delete(tomb_key, db=self.db["tombs"])
+                new = (entry_version(op.value), False)
+            changes.append((op.name, op.key, None if have is None else (have, current is None), new))
         elif kind == "retract_object":
             # Undo a merge_object of version ``ts`` whose write failed (a replica index's
             # ``retract``): only if that version is still what the key holds, put back what it
@@ -803,8 +824,11 @@ class Registry:
             self._txn_set_object(txn, op.name, op.key, op.value, None, deltas, old=current)
             if op.value is None and op.prior is not None:
                 txn.put(tomb_key, _tomb_value(version_tuple(op.prior), op.key), db=self.db["tombs"])
+                new = (version_tuple(op.prior), True)
             else:
                 txn.delete(tomb_key, db=self.db["tombs"])
+                new = None if op.value is None else (entry_version(op.value), False)
+            changes.append((op.name, op.key, (have, current is None), new))
         elif kind == "lock_key":
             full = object_key(op.name, op.key)
             lock = self._txn_key_lock(txn, full)
@@ -1381,29 +1405,47 @@ class Registry:
         """Every (key, version, is_tombstone) of one bucket, as a list (tests, small buckets)."""
         return list(self.iter_bucket_versions(bucket))
 
+    def bucket_digest(self, bucket: str, n: int) -> tuple[list[int], list[int]]:
+        """Anti-entropy's ``n`` range digests of ``bucket`` and the keys counted in each
+        (``digests.range_digests`` over ``iter_bucket_versions``): for the usual ``n``, kept
+        current by the commits once scanned (``digests.py``). Blocking: call it off-loop."""
+        if n != self.digests.ranges:
+            counts = [0] * n
+            return range_digests(self.iter_bucket_versions(bucket), n, counts), counts
+
+        def scan() -> tuple[int, list[int], list[int]]:
+            counts = [0] * n
+            with self.env.begin() as txn:
+                return txn.id(), range_digests(self._txn_bucket_versions(txn, bucket), n, counts), counts
+
+        return self.digests.get(bucket, scan)
+
     def iter_bucket_versions(self, bucket: str) -> Iterator[tuple[str, tuple, bool]]:
         """Every (key, version, is_tombstone) of one bucket, one at a time from one read
         transaction: the input of anti-entropy digests, which fold it as it comes (memory does
         not grow with the bucket). Blocking and linear in the bucket's size: consume it
         off-loop, paced by the caller."""
-        base = bucket.encode() + b"\0"
         with self.env.begin() as txn:
-            cur = txn.cursor(db=self.db["objects"])
-            if cur.set_range(base):
-                for rec, raw in cur:
-                    if not bytes(rec).startswith(base):
-                        break
-                    items = ([(bytes(rec), _decode_single(raw))] if raw[:1] == _SINGLE
-                             else [(bytes(k), e) for k, e in _unpack(raw[1:])])
-                    for full, entry in items:
-                        yield full[len(base):].decode(), entry_version(entry), False
-            cur = txn.cursor(db=self.db["tombs"])
-            if cur.set_range(base):
-                for rec, raw in cur:
-                    if not bytes(rec).startswith(base):
-                        break
-                    version, key = _tomb_version(raw)
-                    yield key, version, True
+            yield from self._txn_bucket_versions(txn, bucket)
+
+    def _txn_bucket_versions(self, txn, bucket: str) -> Iterator[tuple[str, tuple, bool]]:
+        base = bucket.encode() + b"\0"
+        cur = txn.cursor(db=self.db["objects"])
+        if cur.set_range(base):
+            for rec, raw in cur:
+                if not bytes(rec).startswith(base):
+                    break
+                items = ([(bytes(rec), _decode_single(raw))] if raw[:1] == _SINGLE
+                         else [(bytes(k), e) for k, e in _unpack(raw[1:])])
+                for full, entry in items:
+                    yield full[len(base):].decode(), entry_version(entry), False
+        cur = txn.cursor(db=self.db["tombs"])
+        if cur.set_range(base):
+            for rec, raw in cur:
+                if not bytes(rec).startswith(base):
+                    break
+                version, key = _tomb_version(raw)
+                yield key, version, True
 
     def get_version(self, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
         """(entry, version) of a key, or (None, tombstone version or None).
@@ -1439,6 +1481,8 @@ class Registry:
                 if _unpack(raw)[0] < older_than_hlc:
                     txn.delete(rec)
                     dropped += 1
+        if dropped:
+            self.digests.stale_all()
         return dropped
 
     def count_objects(self) -> int:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from buckets import errors
-from buckets.cluster.index import IndexReplica, ReplicatedIndex, range_digests
+from buckets.registry.digests import range_digests
+from buckets.cluster.index import IndexReplica, ReplicatedIndex
 from buckets.registry import Op, Registry
 from buckets.registry.store import entry_version, version_tuple
 
