@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 from buckets.runtime import cancel_and_wait, wait_for
 from buckets import errors
 from buckets.cluster.leases import HOLDER_WAIT, LEASE_SECONDS, LeaseKeeper, Promises, promise_answer

@@ -4,8 +4,9 @@ Anti-entropy (``cluster/index.py``) compares two replicas of a bucket's index by
 each the xor of a hash of every (key, version, tombstone) whose key hashes into that range.
 Computed by a scan, a digest costs about 3 µs of CPU per key (the LMDB walk and msgpack
 decoding of every entry, then the hashing), and a pass computed each replica's digests four
-times a minute per bucket (twice as the target of its own exchanges, once for each peer's):
-at a million keys, 12 s of CPU a minute on each node, every minute, holding the GIL.
+times a minute per bucket (twice as the target of its own exchanges, once for each peer's),
+holding the GIL: an idle cluster's replica nodes spent ~1.4 s of CPU a minute on it for
+40,000 keys (bench/README.md, session 57), half a core at a million.
 
 An xor is its own inverse, so a digest is kept current instead: the first request for a
 bucket's digests scans it once (from one LMDB snapshot, off the event loop), and every commit
@@ -32,6 +33,7 @@ import xxhash
 
 DIGEST_RANGES = 64
 REFRESH = 3600.0  # seconds a bucket's incremental digests are trusted before a new scan
+
 
 def range_of(key: str, n: int) -> int:
     return xxhash.xxh3_64_intdigest(key.encode()) % n
@@ -121,10 +123,6 @@ class BucketDigests:
                 tracked.journal = []
                 return list(tracked.digest), list(tracked.counts)
         return digest, counts  # made stale meanwhile, or another scan finished first: this one's own
-
-    def tracked(self) -> list[str]:
-        with self._lock:
-            return [b for b, t in self._buckets.items() if t.digest is not None]
 
 
 def _fold(tracked: _Tracked, key: str, old, new) -> None:
