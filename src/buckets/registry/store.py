@@ -757,7 +757,11 @@ class Registry:
                 objs, size = _unpack(cur) if cur else (0, 0)
                 txn.put(bucket.encode(), _pack([objs + d[0], size + d[1]]), db=self.db["usage"])
             txn_id = txn.id()
-        self.digests.committed(txn_id, changes)  # (after the commit: see digests.py)
+        try:  # (after the commit: see digests.py)
+            self.digests.committed(txn_id, changes)
+        except Exception:  # noqa: BLE001 - the commit stands; digests that missed it must not be kept
+            log.exception("registry: keeping anti-entropy digests failed; they are scanned again")
+            self.digests.stale_all()
         return results, deltas  # type: ignore[return-value]
 
     def _apply_op(self, txn, op: Op, deltas: dict[str, list[int] | None], changes: list[tuple]) -> None:

@@ -168,3 +168,17 @@ def test_a_report_the_scans_snapshot_holds_is_not_folded_again() -> None:
     digests.committed(8, [("b", None, None, None)])  # changed in another way: scanned again
     digests.get("b", scan)
     assert digests.scans == 2
+
+
+async def test_a_failure_to_keep_the_digests_never_fails_the_commit(reg, monkeypatch) -> None:
+    reg.bucket_digest("b", DIGEST_RANGES)
+
+    def broken(txn_id, changes):
+        raise RuntimeError("a bug in the digests")
+
+    monkeypatch.setattr(reg.digests, "committed", broken)
+    await reg.commit([Op("merge_object", "b", "k", value=entry("w", [5, "w"]), ts=(5, "w"))])
+    assert reg.get_version("b", "k")[1] == (5, "w")
+    monkeypatch.undo()
+    assert reg.bucket_digest("b", DIGEST_RANGES) == scanned(reg, "b")
+    assert reg.digests.scans == 2  # the kept ones were dropped, not trusted
