@@ -43,7 +43,7 @@ from buckets.engine import hedge
 from buckets.engine.replaced import MERGE_AGAIN_WITHIN
 from buckets.registry import Op, Registry
 from buckets.registry.store import JUDGED, LISTING_FIELDS, NOT_JUDGED, UNSEEN, version_tuple
-from buckets.registry.digests import DIGEST_RANGES, range_of
+from buckets.registry.digests import DIGEST_RANGES
 
 log = logging.getLogger("buckets.cluster.index")
 
@@ -774,8 +774,8 @@ class IndexReplica:
         wanted = set(args["ranges"])
         n = int(args.get("ranges_total", DIGEST_RANGES))
         versions = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: [[k, list(v), t] for k, v, t in self.registry.iter_bucket_versions(args["bucket"])
-                           if range_of(k, n) in wanted])
+            None, lambda: [[k, list(v), t]
+                           for k, v, t in self.registry.iter_bucket_versions(args["bucket"], wanted, n)])
         return {"versions": versions}
 
     async def drop(self, args: dict) -> dict:

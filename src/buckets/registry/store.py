@@ -36,7 +36,7 @@ import xxhash
 from buckets.runtime import cancel_and_wait
 from buckets.errors import BucketNotEmpty, BucketsError, KeyLocked, NoSuchBucket, RegistryFailed, StorageFull
 from buckets.registry.cache import LRUCache, in_background
-from buckets.registry.digests import BucketDigests, range_digests
+from buckets.registry.digests import BucketDigests, range_digests, range_of
 from buckets.registry.entrycodec import (
     MARK, compact, compactable, default_checksum, default_checksum_fields, expand,
 )
@@ -1424,32 +1424,45 @@ class Registry:
 
         return self.digests.get(bucket, scan)
 
-    def iter_bucket_versions(self, bucket: str) -> Iterator[tuple[str, tuple, bool]]:
+    def iter_bucket_versions(self, bucket: str, ranges: "set[int] | None" = None,
+                             n: int = 0) -> Iterator[tuple[str, tuple, bool]]:
         """Every (key, version, is_tombstone) of one bucket, one at a time from one read
         transaction: the input of anti-entropy digests, which fold it as it comes (memory does
         not grow with the bucket). Blocking and linear in the bucket's size: consume it
-        off-loop, paced by the caller."""
+        off-loop, paced by the caller. ``ranges``: only the keys in these of ``n`` digest
+        ranges (``digests.range_of``), the others not decoded (an exchange asks for a few)."""
         with self.env.begin() as txn:
-            yield from self._txn_bucket_versions(txn, bucket)
+            yield from self._txn_bucket_versions(txn, bucket, ranges, n)
 
-    def _txn_bucket_versions(self, txn, bucket: str) -> Iterator[tuple[str, tuple, bool]]:
+    def _txn_bucket_versions(self, txn, bucket: str, ranges: "set[int] | None" = None,
+                             n: int = 0) -> Iterator[tuple[str, tuple, bool]]:
         base = bucket.encode() + b"\0"
         cur = txn.cursor(db=self.db["objects"])
         if cur.set_range(base):
             for rec, raw in cur:
-                if not bytes(rec).startswith(base):
+                rec = bytes(rec)
+                if not rec.startswith(base):
                     break
-                items = ([(bytes(rec), _decode_single(raw))] if raw[:1] == _SINGLE
-                         else [(bytes(k), e) for k, e in _unpack(raw[1:])])
-                for full, entry in items:
-                    yield full[len(base):].decode(), entry_version(entry), False
+                if raw[:1] == _SINGLE:
+                    key = rec[len(base):].decode()
+                    if ranges is None or range_of(key, n) in ranges:
+                        yield key, entry_version(_decode_single(raw)), False
+                    continue
+                for full, entry in _unpack(raw[1:]):
+                    key = bytes(full)[len(base):].decode()
+                    if ranges is None or range_of(key, n) in ranges:
+                        yield key, entry_version(entry), False
         cur = txn.cursor(db=self.db["tombs"])
         if cur.set_range(base):
             for rec, raw in cur:
-                if not bytes(rec).startswith(base):
+                rec = bytes(rec)
+                if not rec.startswith(base):
                     break
+                if ranges is not None and len(rec) < LONG and range_of(rec[len(base):].decode(), n) not in ranges:
+                    continue  # (a long key's record names its hash: decoded to be judged)
                 version, key = _tomb_version(raw)
-                yield key, version, True
+                if ranges is None or range_of(key, n) in ranges:
+                    yield key, version, True
 
     def get_version(self, bucket: str, key: str) -> tuple[dict | None, tuple | None]:
         """(entry, version) of a key, or (None, tombstone version or None).

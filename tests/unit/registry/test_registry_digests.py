@@ -182,3 +182,23 @@ async def test_a_failure_to_keep_the_digests_never_fails_the_commit(reg, monkeyp
     monkeypatch.undo()
     assert reg.bucket_digest("b", DIGEST_RANGES) == scanned(reg, "b")
     assert reg.digests.scans == 2  # the kept ones were dropped, not trusted
+
+
+async def test_the_versions_of_some_ranges_are_those_of_the_whole_bucket_in_them(reg) -> None:
+    """An exchange asks for the versions of a few ranges: the others are not decoded, and long
+    keys (records filed by a hash, several keys sharing one) are judged by their real key."""
+    from buckets.registry.digests import range_of
+
+    long = "x" * 600
+    keys = [f"k{i}" for i in range(300)] + [f"{long}{i}" for i in range(20)]
+    await reg.commit([Op("merge_object", "b", k, value=entry(f"w{i}", [i + 1, f"w{i}"]), ts=(i + 1, f"w{i}"))
+                      for i, k in enumerate(keys)])
+    await reg.commit([Op("merge_object", "b", k, value=None, ts=(1000 + i, f"d{i}")) for i, k in enumerate(keys[::7])])
+    everything = reg.bucket_versions("b")
+    assert len(everything) == len(keys)
+    for wanted in ({0}, {3, 17, 40}, set(range(0, 64, 2))):
+        some = list(reg.iter_bucket_versions("b", wanted, DIGEST_RANGES))
+        assert some == [v for v in everything if range_of(v[0], DIGEST_RANGES) in wanted]
+    # (the last set covered both kinds of records)
+    assert any(t for _, _, t in some) and any(k.startswith(long) for k, _, _ in some)
+    assert any(t and k.startswith(long) for k, _, t in some)
