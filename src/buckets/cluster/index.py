@@ -55,8 +55,10 @@ VERSIONS_BATCH = 100_000  # keys per anti-entropy "versions" exchange (about 5 M
 SMALL_COPIES = 1024  # small objects' bytes kept from replicas' answers (each at most 16 KiB)
 RECORD_SETS = 256  # small objects' shard records kept from replicas' answers until their GET reads them
 DROPPED_REMEMBERED = 4096  # deleted buckets a replica dropped while its node still had them (by name)
-# Tombstones older than this are forgotten; anti-entropy runs far more often, so every
-# replica has long seen them. (A replica down for longer must be re-seeded, not merged.)
+# Meant as the age past which tombstones are forgotten (anti-entropy runs far more often, so
+# every replica has long seen them; a replica down for longer would have to be re-seeded, not
+# merged). Not applied yet: nothing calls ``Registry.drop_tombstones``, so a cluster keeps every
+# tombstone (ROADMAP, session 57), and nothing enforces the re-seeding.
 TOMBSTONE_TTL = 7 * 24 * 3600.0
 
 
