@@ -6,8 +6,12 @@ from buckets.cluster import index
 
 
 @pytest.fixture(autouse=True)
-def _settle_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Anti-entropy compares differing ranges again a second apart before exchanging them
-    (``SETTLE_SECONDS``); these tests' replicas disagree for good or not at all, and their
-    passes would each wait seconds."""
+def _exchange_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's anti-entropy pass compares differing ranges twice more, a second apart, before
+    exchanging them (``SETTLE_CHECKS``, ``SETTLE_SECONDS``). These tests' passes exchange at
+    once, as before that rule: the history tests run a pass every 10-50 ms precisely to copy
+    writes still in flight (as a lease's catch-up and an index move still do), and their
+    passes would each wait seconds. The settle itself is tested with ``exchange(settle=...)``
+    (``test_index_replication.py``) and on real clusters (tests/cluster)."""
+    monkeypatch.setattr(index, "SETTLE_CHECKS", 0)
     monkeypatch.setattr(index, "SETTLE_SECONDS", 0.0)

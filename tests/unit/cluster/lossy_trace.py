@@ -15,7 +15,7 @@ import asyncio, os, random, sys, re
 sys.path.insert(0, "tests/unit/cluster"); sys.path.insert(0, "tests/cluster")
 import buckets.cluster.index as ix
 import buckets.cluster.leases as lm
-ix.SETTLE_SECONDS = 0.0  # as conftest.py: passes every 10-50 ms meet the writes in flight, as they are meant to
+ix.SETTLE_CHECKS = 0  # as conftest.py: passes every 10-50 ms copy the writes in flight, as they are meant to
 LOST = float(os.environ.get("LOSSY_LOST", "0.35"))
 MIX = os.environ.get("HISTORY_MIX", "engine")
 if LOST:  # as the lossy test does
