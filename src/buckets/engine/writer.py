@@ -1,8 +1,9 @@
 """``ErasureWriter``: stream a body into k+m shard files, block by block.
 
-The blocks of a body go through chains that run side by side in the CPU pool: MD5 (the
-ETag) with the client's flexible checksums, BLAKE3 (the content hash), and encoding followed
-by the writing of each block's pieces to the disks. Each chain takes the blocks in order (a
+The blocks of a body go through chains that run side by side: MD5 (the ETag) with the
+client's flexible checksums and BLAKE3 (the content hash) in the CPU pool, and encoding (on
+the loop when it is cheap: ISA-L's, see ``_encode_here``) followed by the writing of each
+block's pieces to the disks. Each chain takes the blocks in order (a
 digest is a running state; a shard file is appended in order), but no chain waits for
 another: MD5 and BLAKE3 of block b+1 run beside its encoding and the writes of block b.
 Memory is bounded by ``PIPELINE`` + 1 blocks in the chains with their frames (two, as
@@ -44,6 +45,12 @@ log = logging.getLogger("buckets.engine")
 PIPELINE = 1
 # Blocks smaller than this are hashed and encoded on the loop: a hand-off costs more.
 POOL_MIN = 65536
+# A block whose encoding is cheap (``ErasureCodec.encodes_quickly``: ISA-L's parity, ~130 µs per
+# MiB at 2+2, the GIL released meanwhile) is encoded on the loop whatever its size: the hand-off
+# to the CPU pool and back cost more than that, and its two wake-ups sat on the write's critical
+# path (each block's pieces wait for them). 16 MiB PUTs one at a time: 306-311 -> 326-351 MB/s,
+# three alternated runs (bench/README.md, session 58). zfec's encoding (~2 ms per MiB) still goes
+# to the pool.
 _dropping: set[asyncio.Task] = set()  # aborts of dropped shard files, run in the background
 
 
@@ -271,12 +278,18 @@ class ErasureWriter:
         if self.on_lag is not None and disk is not None:
             self.on_lag(disk, lag, kept)  # (``kept``: the disks that kept up: is it the disk or its peer?)
 
+    def _encode_here(self, block: bytes) -> bool:
+        return len(block) < POOL_MIN or self.codec.encodes_quickly(len(block))
+
     async def _process(self, hash_fns: tuple, block: bytes) -> list[bytes]:
         """Hash and encode one block at once (the tail block)."""
         if len(block) >= POOL_MIN:
-            *_, frames = await asyncio.gather(
-                *(run_in(self.cpu, fn, block) for fn in hash_fns),
-                run_in(self.cpu, self.codec.encode_block, block))
+            hashed = asyncio.gather(*(run_in(self.cpu, fn, block) for fn in hash_fns))
+            try:
+                frames = self.codec.encode_block(block) if self._encode_here(block) else \
+                    await run_in(self.cpu, self.codec.encode_block, block)
+            finally:
+                await hashed
         else:
             for fn in hash_fns:
                 fn(block)
@@ -298,10 +311,10 @@ class ErasureWriter:
         finished block b-1 goes on with block b while a slower one still writes b-1 (no
         barrier across the disks between blocks). ``before`` is set once block b-1's pieces
         are queued behind the shard files' tails; this block sets ``queued`` once its are."""
-        if len(block) >= POOL_MIN:
-            frames = await run_in(self.cpu, self.codec.encode_block_parts, block)
-        else:
+        if self._encode_here(block):
             frames = self.codec.encode_block_parts(block)
+        else:
+            frames = await run_in(self.cpu, self.codec.encode_block_parts, block)
         del block
         if before is not None:
             await before

@@ -69,15 +69,31 @@ def _leftover_tasks() -> set[asyncio.Task]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()}
 
 
-# 64 KiB blocks go through the CPU pool (POOL_MIN); 4 KiB blocks are hashed and encoded on
-# the loop. Chunk sizes that straddle block edges, and a tail block.
+# 64 KiB blocks are hashed in the CPU pool (POOL_MIN) and encoded there too unless the codec
+# encodes them quickly (ISA-L: then on the loop); 4 KiB blocks are hashed and encoded on the
+# loop. Chunk sizes that straddle block edges, and a tail block.
+@pytest.mark.parametrize("quick", [True, False], ids=["encoded-on-loop", "encoded-in-pool"])
 @pytest.mark.parametrize("block_size,chunk", [(64 << 10, 50_000), (64 << 10, 200_000), (4096, 3000)])
-async def test_many_blocks_are_hashed_in_order_and_written_in_order(disks, cpu, block_size, chunk):
+async def test_many_blocks_are_hashed_in_order_and_written_in_order(disks, cpu, monkeypatch, block_size, chunk,
+                                                                     quick):
     codec = ErasureCodec(K, M, block_size)
+    monkeypatch.setattr(codec, "encodes_quickly", lambda n: quick)
+    handed: list[str] = []
+    real_run_in = writer_mod.run_in
+
+    def counted(pool, fn, *args):
+        handed.append(getattr(fn, "__name__", ""))
+        return real_run_in(pool, fn, *args)
+
+    monkeypatch.setattr(writer_mod, "run_in", counted)
     body = random.Random(block_size + chunk).randbytes(block_size * 9 + block_size // 2 + 7)
     w = ErasureWriter(codec, disks, _paths(), cpu, algorithms=("crc32c",), inline_limit=-1)
     result = await w.run(_chunks(body, chunk), len(body))
     assert await w.finish(sync=True) == [0, 1, 2, 3]
+    pooled = block_size >= writer_mod.POOL_MIN
+    assert handed.count("update_digests") == (9 if pooled else 0)
+    assert handed.count("encode_block_parts") == (9 if pooled and not quick else 0)
+    assert handed.count("encode_block") == 0  # the tail block: below POOL_MIN
 
     assert result.size == len(body)
     assert result.md5 == hashlib.md5(body).digest()

@@ -89,3 +89,11 @@ def test_off_means_zfec_alone(monkeypatch) -> None:
     monkeypatch.setattr(isal, "enabled", False)
     assert not isal.available()
     assert ErasureCodec(2, 2)._simd is None
+
+
+def test_a_block_encodes_quickly_with_isal_or_without_parity(zfec_only) -> None:
+    """What the writer encodes on the event loop rather than in the CPU pool."""
+    assert ErasureCodec(2, 2).encodes_quickly(1 << 20)
+    assert ErasureCodec(4, 0).encodes_quickly(1 << 20) and zfec_only(4, 0).encodes_quickly(1 << 20)  # no parity
+    assert not zfec_only(2, 2).encodes_quickly(1 << 20)  # zfec: ~2 ms per MiB
+    assert not ErasureCodec(2, 2).encodes_quickly(2048)  # below ISA-L's worth: zfec's tables

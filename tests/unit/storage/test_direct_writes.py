@@ -48,18 +48,42 @@ async def test_a_file_holds_exactly_what_was_written(disk, sizes) -> None:
 
 
 async def test_buffers_are_reused_and_given_back_on_abort(disk) -> None:
-    local._direct_free.clear()
+    local._direct_free.clear()  # size -> buffers
     first = await disk.create_file("d/a")
     await first.write(_body(MiB + 5, 1))
     await first.close(sync=False)
-    assert len(local._direct_free) == 1
-    kept = local._direct_free[0]
+    kept = [buf for bufs in local._direct_free.values() for buf in bufs]
+    assert len(kept) == 1 and len(kept[0]) >= MiB + 5 + local.DIRECT_ALIGN  # sized to take the first write whole
     second = await disk.create_file("d/b")
     await second.write(_body(10, 2))
-    assert local._direct_free == [] and second._direct._buf is kept  # the same buffer again
+    assert second._direct._buf is kept[0]  # the same buffer again (any free one large enough)
+    assert not any(local._direct_free.values())
     await second.abort()
-    assert local._direct_free == [kept]
+    assert [buf for bufs in local._direct_free.values() for buf in bufs] == kept
     assert not os.path.exists(os.path.join(disk.root, "d/b"))
+
+
+@pytest.mark.parametrize("piece", [512 * KiB, 256 * KiB, 87 * KiB + 5, MiB])
+async def test_each_framed_piece_leaves_in_one_direct_write(disk, monkeypatch, piece) -> None:
+    """A frame (checksum, piece) is copied into a buffer sized by the first one and written
+    in one call of whole blocks; the part block left over waits for the next frame."""
+    calls: list[int] = []
+    real = local._write_all
+
+    def counted(fh, data) -> None:
+        calls.append(len(data))
+        real(fh, data)
+
+    monkeypatch.setattr(local, "_write_all", counted)
+    writer = await disk.create_file("d/f")
+    frames = [(_body(8, i), _body(piece, 100 + i)) for i in range(6)]
+    for frame in frames:
+        await writer.write(frame)
+    assert len(calls) == len(frames) and all(n % local.DIRECT_ALIGN == 0 for n in calls)
+    await writer.close(sync=True)
+    assert len(calls) == len(frames) + 1  # the tail, less than a block, at the close
+    with open(os.path.join(disk.root, "d/f"), "rb") as f:
+        assert f.read() == b"".join(a + b for a, b in frames)
 
 
 @pytest.mark.parametrize("sizes", [[2 * MiB + 3], [100, 5000, MiB]])
