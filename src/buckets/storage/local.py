@@ -330,9 +330,8 @@ def _write_and_start_writeback(fh, data: bytes, offset: int) -> None:
 # unchanged (O_DIRECT alone promises nothing; the fsync does). A file system that refuses O_DIRECT
 # (older tmpfs, some FUSE ones) gets buffered writes, as before.
 DIRECT_ALIGN = 4096
-# A file's buffer takes its first write whole (a framed piece: 512 KiB and its checksum at 2+2),
-# plus the part block carried from the write before, so that each piece leaves in one write
-# call: two writes per piece in a 256 KiB buffer cost the disk's thread one more system call
+# A file's buffer takes its first framed piece whole (512 KiB and its checksum at 2+2), plus the
+# part block carried from the write before, so that each piece leaves in one write call: two writes per piece in a 256 KiB buffer cost the disk's thread one more system call
 # and one more wait for the GIL each, and the event loop, waiting for the GIL behind four disks'
 # threads doing that, stalled 1-3 ms at a time (16 MiB PUTs: 270-279 -> 290-302 MB/s, context
 # switches per PUT 800 -> 615, three alternated runs). At least DIRECT_BUFFER, at most
@@ -497,11 +496,13 @@ class _DirectFile:
                 self._refused = True
         _write_all(self._fh, view)
 
-    def write(self, *parts: "bytes | memoryview") -> None:
-        """Append ``parts`` (a frame's checksum and piece: each copied once, into the buffer)."""
+    def write(self, *parts: "bytes | memoryview", frame: bool = False) -> None:
+        """Append ``parts``, each copied once, into the buffer. ``frame``: they are one framed
+        piece (its checksum, the piece), and the file's first sizes its buffer to take each in
+        one write (DIRECT_BUFFER); a stream's chunks (a peer's write) get the least buffer."""
         with self._lock:
             if self._view is None:
-                self._buf = _take_direct(_direct_size(sum(map(len, parts))))
+                self._buf = _take_direct(_direct_size(sum(map(len, parts))) if frame else DIRECT_BUFFER)
                 self._view = memoryview(self._buf)
             buf, size = self._view, len(self._view)
             for part in parts:
@@ -569,8 +570,8 @@ class LocalShardWriter:
             if _set_direct(self._fh, True):
                 self._direct = _DirectFile(self._fh)
         if self._direct is not None:
-            if isinstance(data, tuple):
-                self._direct.write(*data)
+            if isinstance(data, tuple):  # a framed piece (``ErasureCodec.encode_block_parts``)
+                self._direct.write(*data, frame=True)
             else:
                 self._direct.write(data)
         else:
