@@ -1,9 +1,10 @@
 """``ErasureWriter``: stream a body into k+m shard files, block by block.
 
 The blocks of a body go through chains that run side by side: MD5 (the ETag) with the
-client's flexible checksums and BLAKE3 (the content hash) in the CPU pool, and encoding (on
-the loop when it is cheap: ISA-L's, see ``_encode_here``) followed by the writing of each
-block's pieces to the disks. Each chain takes the blocks in order (a
+client's flexible checksums in the CPU pool, and encoding followed by the writing of each
+block's pieces to the disks. Where encoding is cheap (ISA-L's parity, see ``_encode_here``)
+it runs on the loop, and so does BLAKE3 (the content hash), as each block is cut; else
+each is a chain in the pool too. Each chain takes the blocks in order (a
 digest is a running state; a shard file is appended in order), but no chain waits for
 another: MD5 and BLAKE3 of block b+1 run beside its encoding and the writes of block b.
 Memory is bounded by ``PIPELINE`` + 1 blocks in the chains with their frames (two, as
@@ -50,7 +51,9 @@ POOL_MIN = 65536
 # to the CPU pool and back cost more than that, and its two wake-ups sat on the write's critical
 # path (each block's pieces wait for them). 16 MiB PUTs one at a time: 306-311 -> 326-351 MB/s,
 # three alternated runs (bench/README.md, session 58). zfec's encoding (~2 ms per MiB) still goes
-# to the pool.
+# to the pool. BLAKE3 (~130 µs per MiB) goes with it: on the loop beside ISA-L's encoding (one
+# hand-off less per block: 306-333 -> 317-341 MB/s one at a time, 320-324 -> 331-346 four at a
+# time, alternated), a chain in the pool beside zfec's.
 _dropping: set[asyncio.Task] = set()  # aborts of dropped shard files, run in the background
 
 
@@ -278,15 +281,15 @@ class ErasureWriter:
         if self.on_lag is not None and disk is not None:
             self.on_lag(disk, lag, kept)  # (``kept``: the disks that kept up: is it the disk or its peer?)
 
-    def _encode_here(self, block: bytes) -> bool:
-        return len(block) < POOL_MIN or self.codec.encodes_quickly(len(block))
+    def _encode_here(self, block_len: int) -> bool:
+        return block_len < POOL_MIN or self.codec.encodes_quickly(block_len)
 
     async def _process(self, hash_fns: tuple, block: bytes) -> list[bytes]:
         """Hash and encode one block at once (the tail block)."""
         if len(block) >= POOL_MIN:
             hashed = asyncio.gather(*(run_in(self.cpu, fn, block) for fn in hash_fns))
             try:
-                frames = self.codec.encode_block(block) if self._encode_here(block) else \
+                frames = self.codec.encode_block(block) if self._encode_here(len(block)) else \
                     await run_in(self.cpu, self.codec.encode_block, block)
             finally:
                 await hashed
@@ -311,7 +314,7 @@ class ErasureWriter:
         finished block b-1 goes on with block b while a slower one still writes b-1 (no
         barrier across the disks between blocks). ``before`` is set once block b-1's pieces
         are queued behind the shard files' tails; this block sets ``queued`` once its are."""
-        if self._encode_here(block):
+        if self._encode_here(len(block)):
             frames = self.codec.encode_block_parts(block)
         else:
             frames = await run_in(self.cpu, self.codec.encode_block_parts, block)
@@ -374,17 +377,24 @@ class ErasureWriter:
         the caller must call ``abort()``."""
         hashers = _Hashers(self.algorithms)
         if self.cipher is None:
-            return await self._run(stream, size, hashers, (hashers.update_digests, hashers.update_content))
+            return await self._run(stream, size, hashers, (hashers.update_digests,), hashers.update_content)
         plain_total = [0]
         result = await self._run(self._encrypting(stream, size, hashers, plain_total),
                                  None if size is None else crypto.stored_size(size), hashers,
-                                 (hashers.update_stored,))
+                                 (), hashers.update_stored)
         result.size = plain_total[0]
         return result
 
     async def _run(self, stream: AsyncIterator[bytes] | bytes, size: int | None, hashers: _Hashers,
-                   hash_fns: tuple) -> WriteResult:
+                   hash_fns: tuple, content: Callable[[bytes], None]) -> WriteResult:
+        """``hash_fns``: the digests, each a chain of its own (in the pool for large blocks);
+        ``content``: the content hash's update, with each block on the loop where the blocks
+        are encoded there too (``_encode_here``: BLAKE3 is as cheap, ~130 µs per MiB), else a
+        chain of its own."""
         bs = self.codec.block_size
+        here = content if self._encode_here(bs) else None
+        if here is None:
+            hash_fns = (*hash_fns, content)
         buf = bytearray()
         total = 0
         # Per block in the pipeline: its step in each digest's chain, then its write.
@@ -405,6 +415,8 @@ class ErasureWriter:
                     streaming = True
                     await self._open()
                 for block in _take_blocks(buf, chunk, bs):
+                    if here is not None:
+                        here(block)  # the blocks in order: the loop takes them one at a time
                     # Chains run side by side: each digest over the blocks in order (MD5 and
                     # BLAKE3 apart: neither waits for the other), and the blocks' encoding and
                     # writing, in order per shard file. At most PIPELINE blocks are in them.
@@ -424,7 +436,7 @@ class ErasureWriter:
                     await f
             inline = None
             if buf or (total == 0):
-                frames = await self._process(hash_fns, bytes(buf)) if buf else None
+                frames = await self._process((*hash_fns, here) if here else hash_fns, bytes(buf)) if buf else None
                 if streaming:
                     if frames is not None:
                         await self._write_frames(frames)

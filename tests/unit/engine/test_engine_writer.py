@@ -93,6 +93,7 @@ async def test_many_blocks_are_hashed_in_order_and_written_in_order(disks, cpu, 
     pooled = block_size >= writer_mod.POOL_MIN
     assert handed.count("update_digests") == (9 if pooled else 0)
     assert handed.count("encode_block_parts") == (9 if pooled and not quick else 0)
+    assert handed.count("update_content") == (9 if pooled and not quick else 0)  # BLAKE3 goes with the encoding
     assert handed.count("encode_block") == 0  # the tail block: below POOL_MIN
 
     assert result.size == len(body)
