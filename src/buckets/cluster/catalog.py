@@ -1025,10 +1025,12 @@ class ClusterCatalog:
             old = gen
             if nxt != to_gen:
                 # (a). The new-only replicas start empty: nothing is written there yet, and an
-                # entry left by an earlier stay of the index cannot come back through the copy.
+                # entry left by an earlier stay of the index cannot come back through the copy
+                # (its delete's tombstone may have been forgotten since: ``forget_tombstones``),
+                # so one that does not empty its replica stops the move (retried later).
                 fresh = set(self.placer.replica_set(bucket, to_gen)) - set(self.placer.replica_set(bucket, old))
                 for name in shadow:
-                    await self.index.drop_replicas(name, sorted(fresh))
+                    await self.index.drop_replicas(name, sorted(fresh), strict=True)
                 await self._set_phase(bucket, wait_applied, values={"index_next": to_gen})
             else:
                 await wait_applied(self.control.snapshot.applied)  # resumed after (a): make sure

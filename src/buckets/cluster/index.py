@@ -55,11 +55,15 @@ VERSIONS_BATCH = 100_000  # keys per anti-entropy "versions" exchange (about 5 M
 SMALL_COPIES = 1024  # small objects' bytes kept from replicas' answers (each at most 16 KiB)
 RECORD_SETS = 256  # small objects' shard records kept from replicas' answers until their GET reads them
 DROPPED_REMEMBERED = 4096  # deleted buckets a replica dropped while its node still had them (by name)
-# Meant as the age past which tombstones are forgotten (anti-entropy runs far more often, so
-# every replica has long seen them; a replica down for longer would have to be re-seeded, not
-# merged). Not applied yet: nothing calls ``Registry.drop_tombstones``, so a cluster keeps every
-# tombstone (ROADMAP, session 57), and nothing enforces the re-seeding.
+# A delete's tombstone older than this (by its version's clock) is forgotten once every replica
+# of its bucket's index holds exactly it (``ReplicatedIndex.forget_tombstones``, from each
+# bucket's first replica, every TOMBSTONE_SWEEP seconds: cluster/node.py). Until then a replica
+# that missed the delete could still hold the entry it deleted, and would spread it back; a
+# replica that is down holds the forgetting back. Far longer than any write can be in flight
+# (a blind PUT merged again is refused past MERGE_AGAIN_WITHIN) or an anti-entropy pass takes.
 TOMBSTONE_TTL = 7 * 24 * 3600.0
+TOMBSTONE_SWEEP = 3600.0
+TOMBSTONE_BATCH = 1000  # tombstones judged per round of calls
 
 
 # A PUT merged without a read first is merged again under a later version when a replica holds
@@ -780,6 +784,25 @@ class IndexReplica:
                            for k, v, t in self.registry.iter_bucket_versions(args["bucket"], wanted, n)])
         return {"versions": versions}
 
+    async def tombs_held(self, args: dict) -> dict:
+        """Which of ``items`` ([key, version] of ``bucket``'s tombstones) this replica holds as
+        its key's state, exactly that version and no entry, with no conditional write's lock
+        or unsettled commit on the key (``ReplicatedIndex.forget_tombstones``)."""
+        bucket, items = _tomb_items(args, "index/tombs_held")
+        held = await asyncio.get_running_loop().run_in_executor(None, self.registry.tombstones_held, bucket, items)
+        return {"held": [h and (bucket, key) not in self._locked and not self.unsettled(bucket, key, version)
+                         for h, (key, version) in zip(held, items)]}
+
+    async def forget_tombs(self, args: dict) -> dict:
+        """Forget ``items`` ([key, version] of ``bucket``'s tombstones), each only where the key
+        still holds exactly that tombstone (``Op`` ``forget_tombstone``): every replica said it
+        held them (``tombs_held``), so no replica keeps an entry the delete removed."""
+        bucket, items = _tomb_items(args, "index/forget_tombs")
+        ops = [Op("forget_tombstone", bucket, key, ts=version) for key, version in items]
+        if ops:
+            await self.registry.commit(ops)
+        return {"forgot": sum(1 for op in ops if op.applied)}
+
     async def drop(self, args: dict) -> dict:
         """Forget one bucket's entries and tombstones: this node no longer replicates its index
         (the last step of an index move), or is about to start replicating it afresh.
@@ -872,7 +895,17 @@ class IndexReplica:
         return {"merge": self.merge, "get": self.get, "scan": self.scan, "digest": self.digest,
                 "versions": self.versions, "drop": self.drop, "lock": self.lock, "unlock": self.unlock,
                 "grant": self.grant, "revoke": self.revoke, "holds": self.holds, "read": self.read,
-                "retract": self.retract}
+                "retract": self.retract, "tombs_held": self.tombs_held, "forget_tombs": self.forget_tombs}
+
+
+def _tomb_items(args: dict, call: str) -> tuple[str, list[tuple[str, tuple]]]:
+    """(bucket, [(key, version)]) of a ``tombs_held`` or ``forget_tombs`` call."""
+    bucket, items = args.get("bucket"), args.get("items")
+    if not isinstance(bucket, str) or not bucket or not isinstance(items, list) or len(items) > 10 * TOMBSTONE_BATCH \
+            or not all(isinstance(i, list | tuple) and len(i) == 2 and isinstance(i[0], str) and _is_version(i[1])
+                       for i in items):
+        raise BadPeerRequest(f"{call} takes a bucket and a list of [key, version]")
+    return bucket, [(key, _ts(version)) for key, version in items]
 
 
 def _name_bucket(args: dict, created: float | None) -> None:
@@ -2296,17 +2329,64 @@ class ReplicatedIndex:
                 f"({'; '.join(failures)})")
         return copied
 
-    async def drop_replicas(self, bucket: str, nodes: Sequence[str]) -> int:
+    async def drop_replicas(self, bucket: str, nodes: Sequence[str], *, strict: bool = False) -> int:
         """Ask ``nodes`` to forget the bucket's entries; a node that does not answer keeps them
-        (it is no replica, so nothing reads them) and is logged. Returns the entries dropped."""
+        (it is no replica, so nothing reads them) and is logged. Returns the entries dropped.
+        ``strict``: the nodes are about to become replicas (an index move's new-only ones), so
+        one that did not drop is ``WriteQuorumLost`` (the move is retried): an entry it kept
+        from an earlier stay of the index could be one whose delete's tombstone was forgotten
+        since (``forget_tombstones``), and it would spread that entry back."""
         dropped = 0
         for node in nodes:
             try:
                 dropped += await self.drop_on(node, bucket)
             except (errors.BucketsError, asyncio.TimeoutError) as exc:
+                if strict:
+                    raise errors.WriteQuorumLost(f"Index move of {bucket!r}: {node} did not empty its replica "
+                                                 f"({exc or type(exc).__name__})") from None
                 log.warning("index of %s: %s did not drop its old replica: %s", bucket, node,
                             exc or type(exc).__name__)
         return dropped
+
+    async def forget_tombstones(self, bucket: str, before_hlc: int, after: str = "",
+                                limit: int = TOMBSTONE_BATCH) -> tuple[int, str | None]:
+        """Forget up to ``limit`` of ``bucket``'s tombstones whose version's clock is below
+        ``before_hlc`` (from this replica's record after ``after``'s), on every replica, those
+        that every replica holds exactly (``IndexReplica.tombs_held``): no replica then keeps an
+        entry one of them deleted. Not during an index move (two replica sets, one being
+        filled), nor with a replica that does not answer (it may hold an entry a tombstone
+        deleted): nothing is forgotten then. Each replica forgets a tombstone only where its
+        key still holds it (``forget_tombs``); one that fails keeps it, and anti-entropy may
+        give it back to the others, to be forgotten at a later round. Returns (tombstones
+        forgotten here, the key to resume after; None: the walk is done). Errors propagate."""
+        placement = self.placement(bucket)
+        nodes = list(placement.read)
+        if len(placement.write) != 1 or set(placement.write[0]) != set(nodes) or self.node_id not in nodes:
+            return 0, None  # (an index move under way, or not a replica)
+        old = await asyncio.get_running_loop().run_in_executor(
+            None, self.local.registry.old_tombstones, bucket, before_hlc, limit, after)
+        if not old:
+            return 0, None
+        items = [[key, list(version)] for key, version in old]
+        held = [True] * len(items)
+        for node in nodes:
+            answer = (await self._call(node, "tombs_held", {"bucket": bucket, "items": items}))["held"]
+            if len(answer) != len(items):
+                raise errors.ServiceUnavailable(f"{node} answered tombs_held for {len(answer)} of {len(items)}")
+            held = [a and b is True for a, b in zip(held, answer)]
+        sure = [item for item, h in zip(items, held) if h]
+        forgot = 0
+        if sure:
+            for node in nodes:
+                try:
+                    n = int((await self._call(node, "forget_tombs", {"bucket": bucket, "items": sure}))["forgot"])
+                except (errors.BucketsError, asyncio.TimeoutError) as exc:
+                    log.info("index of %s: %s did not forget %d tombstones: %s", bucket, node, len(sure),
+                             exc or type(exc).__name__)
+                    continue
+                if node == self.node_id:
+                    forgot = n
+        return forgot, (old[-1][0] if len(old) >= limit else None)
 
     async def drop_on(self, node: str, bucket: str, *, deleted: bool = False) -> int:
         """Ask one node to forget the bucket's entries (raises if it does not answer);

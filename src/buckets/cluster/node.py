@@ -45,7 +45,7 @@ from buckets.cluster.control_records import (
     BASE_LEVEL, CONTROL_LEVEL, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord,
 )
 from buckets.cluster.levels import LevelTooNew, LevelWatch, check_level
-from buckets.cluster.index import IndexReplica, ReplicatedIndex
+from buckets.cluster.index import TOMBSTONE_SWEEP, TOMBSTONE_TTL, IndexReplica, ReplicatedIndex
 from buckets.cluster import membership, slowlink
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
@@ -579,6 +579,7 @@ class ClusterNode:
         assert self.index is not None
         me = node_id_of(self.spec.me)
         await asyncio.sleep(min(5.0, interval))
+        swept = time.monotonic()  # (the first sweep of old tombstones an hour after the start)
         while not self._stopping:
             repaired = 0
             buckets = [name for name, _ in store.catalog.list_buckets() if me in self.replicas_of(name)]
@@ -593,7 +594,34 @@ class ClusterNode:
                         log.exception("anti-entropy of %s failed", bucket)
             if repaired:
                 log.info("anti-entropy repaired %d index entries", repaired)
+            if time.monotonic() - swept >= TOMBSTONE_SWEEP:
+                swept = time.monotonic()
+                await self._forget_tombstones(buckets)
             await asyncio.sleep(interval)
+
+    async def _forget_tombstones(self, buckets: list[str]) -> int:
+        """Forget the tombstones older than ``TOMBSTONE_TTL`` of the buckets whose index this
+        node is the first replica of, where every replica holds them
+        (``ReplicatedIndex.forget_tombstones``). Returns how many this replica forgot."""
+        assert self.index is not None
+        me = node_id_of(self.spec.me)
+        before = int((time.time() - TOMBSTONE_TTL) * 1000) << 16
+        forgot = 0
+        for name in buckets:
+            for bucket in (name, *(name + s for s in SHADOWS)):
+                first = self.index.placement(bucket).read[:1]
+                if self._stopping or first != (me,):
+                    continue
+                after: str | None = ""
+                try:
+                    while after is not None and not self._stopping:
+                        n, after = await self.index.forget_tombstones(bucket, before, after)
+                        forgot += n
+                except Exception as exc:  # noqa: BLE001 - a later sweep tries again
+                    log.info("forgetting old tombstones of %s: %s", bucket, exc or type(exc).__name__)
+        if forgot:
+            log.info("forgot %d tombstones older than %.0f days", forgot, TOMBSTONE_TTL / 86400)
+        return forgot
 
     async def _wait_formatted(self, timeout: float = FORMATION_TIMEOUT) -> None:
         """Wait until the first node has formatted every disk of a new cluster (a disk that

@@ -153,7 +153,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Op:
     """One change inside a group commit. ``kind`` picks the table."""
 
-    kind: str  # put_object, delete_object, put_version, delete_version, update_version, merge_object, retract_object, lock_key, unlock_key, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
+    kind: str  # put_object, delete_object, put_version, delete_version, update_version, merge_object, retract_object, forget_tombstone, lock_key, unlock_key, drop_entries, put_bucket, delete_bucket, put_upload, delete_upload, put_user, delete_user, put_sys, put_policy, delete_policy, put_event, delete_event
     name: str
     key: str = ""
     value: Any = None
@@ -833,6 +833,18 @@ class Registry:
                 txn.delete(tomb_key, db=self.db["tombs"])
                 new = None if op.value is None else (entry_version(op.value), False)
             changes.append((op.name, op.key, (have, current is None), new))
+        elif kind == "forget_tombstone":
+            # Forget a delete's tombstone (a replica index's ``forget_tombs``): only if the key
+            # holds exactly that tombstone (version ``ts``: no entry, no newer or older one) and
+            # no conditional write holds its lock; else not applied.
+            assert op.ts is not None, "forget_tombstone needs the version it forgets"
+            full = object_key(op.name, op.key)
+            current, have = self._txn_held(txn, op.name, op.key)
+            if current is not None or have != version_tuple(op.ts) or self._txn_key_lock(txn, full) is not None:
+                op.applied = False
+                return
+            txn.delete(_tomb_key(full), db=self.db["tombs"])
+            changes.append((op.name, op.key, (have, True), None))
         elif kind == "lock_key":
             full = object_key(op.name, op.key)
             lock = self._txn_key_lock(txn, full)
@@ -1488,6 +1500,35 @@ class Registry:
         if entry is not None and not quiet:
             self.cache.put(ck, entry)
         return entry, version, judged
+
+    def old_tombstones(self, bucket: str, before_hlc: int, limit: int, after: str = "") -> list[tuple[str, tuple]]:
+        """Up to ``limit`` (key, version) of ``bucket``'s tombstones whose version's clock is
+        below ``before_hlc``, from the first record after ``after``'s (a walk of the bucket's
+        tombstones in record order, resumed where the last call stopped). Blocking: off the loop."""
+        base = bucket.encode() + b"\0"
+        start = _tomb_key(object_key(bucket, after)) + b"\0" if after else base
+        out: list[tuple[str, tuple]] = []
+        with self.env.begin(db=self.db["tombs"]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(start):
+                return out
+            for rec, raw in cur:
+                if not bytes(rec).startswith(base):
+                    break
+                version, key = _tomb_version(raw)
+                if version[0] < before_hlc:
+                    out.append((key, version))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def tombstones_held(self, bucket: str, items: list[tuple[str, tuple]]) -> list[bool]:
+        """For each (key, version): whether the key holds exactly that tombstone (no entry), read
+        in one transaction, past the cache. Blocking: off the loop."""
+        with self.env.begin() as txn:
+            return [current is None and have == version
+                    for (current, have), (_, version) in zip((self._txn_held(txn, bucket, key) for key, _ in items),
+                                                             items)]
 
     def drop_tombstones(self, older_than_hlc: int) -> int:
         """Forget delete markers older than a horizon every replica has certainly seen."""

@@ -27,7 +27,7 @@ from buckets.cluster.control import plan_table
 from buckets.cluster.control_records import DiskRecord, Layout, NodeRecord
 from buckets.cluster.control_state import ControlMachine, encode_command
 from buckets.cluster.index import IndexPlacement, IndexReplica, ReplicatedIndex
-from buckets.registry import Registry
+from buckets.registry import Op as RegistryOp, Registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cluster"))
 from linearizability import DELETE, GET, PUT, Op, check  # noqa: E402
@@ -244,6 +244,28 @@ async def test_move_copies_entries_and_tombstones_and_drops_the_old_replicas(clu
         assert {k for k, _ in objects} == live and not truncated
         assert await cluster.idx[n].get(name, sorted(deleted)[0]) is None
         assert (await cluster.idx[n].get(name + UPLOADS, "up1"))["wid"] == "up1"
+
+
+async def test_a_new_replica_that_does_not_empty_itself_stops_the_move(cluster) -> None:
+    """Step (a): a new-only replica may hold entries from an earlier stay of the index, among
+    them one whose delete's tombstone was forgotten since (``forget_tombstones``); kept, it
+    would spread that entry back. So its drop must succeed before the move goes on."""
+    name = moving_bucket(cluster)
+    await cluster.bucket(name)
+    live, deleted = await fill(cluster, name)
+    old, new = cluster.sets(name)
+    fresh = sorted(set(new) - set(old))[0]
+    stale = sorted(deleted)[0]
+    await cluster.regs[fresh].commit([RegistryOp("merge_object", name, stale, value=entry("stale"), ts=(1, "stale"))])
+    cluster.down = {fresh}
+    with pytest.raises(errors.WriteQuorumLost):
+        await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    assert index_phase(cluster.control.snapshot.buckets[name].settings) == (1, None, None)
+    cluster.down = set()
+    await cluster.catalog.move_bucket_index(name, 2, wait_applied=cluster.wait_applied)
+    assert index_phase(cluster.control.snapshot.buckets[name].settings) == (2, None, None)
+    versions = {k: tomb for k, _, tomb in cluster.regs[fresh].bucket_versions(name)}
+    assert versions[stale] is True and {k for k, t in versions.items() if not t} == live
 
 
 async def test_writes_during_the_move_reach_a_quorum_of_both_sets(cluster) -> None:
