@@ -36,6 +36,7 @@ from fusedisk import FuseDisk
 from test_faults_eio import mounted_disks, ready, serving_with_objects
 from test_faults_wipe import judge_load
 
+from buckets.engine import hedge
 from buckets.storage.format import LOG_DIR, REGISTRY_DIR
 
 DATA_MDB = f"{REGISTRY_DIR}/data.mdb"
@@ -144,6 +145,15 @@ def test_unreadable_sectors_in_a_data_disks_shards(servers, tally, fuse_disk) ->
     deadline = time.monotonic() + 10
     while len(still_bad()) == len(shards) and time.monotonic() < deadline:
         time.sleep(0.2)
+    if len(still_bad()) == len(shards):
+        # No GET met a bad range: on a loaded machine the FUSE disk's reads can lag past the
+        # hedge (engine/hedge.py), its slots answered by spares instead, and the disk avoided
+        # by the reads after for SLOW_FOR seconds. Once that has passed, read again.
+        time.sleep(hedge.SLOW_FOR + 1)
+        judge_load(tally, read_all_ok(client, before), "read again, once the disk was no longer avoided")
+        deadline = time.monotonic() + 10
+        while len(still_bad()) == len(shards) and time.monotonic() < deadline:
+            time.sleep(0.2)
     log = server.log_text()[mark:]
     assert "went offline" not in log, log[-3000:]
     assert server.stop() == 0  # (a heal still running finishes or not: counted after the stop)
