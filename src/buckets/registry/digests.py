@@ -18,7 +18,7 @@ if its transaction id is above the scan's snapshot. Xor and counts commute: repo
 arrive in any order.
 
 What changes keys some other way than one at a time (a whole bucket's entries dropped, a
-single node's ``put_object``, versions, a tombstone expiry) makes the bucket's digests stale:
+single node's ``put_object``, versions) makes the bucket's digests stale:
 they are scanned again at the next request. So are digests older than ``REFRESH``, a bound on
 any drift a missed path could cause (at most one more scan an hour, not four a minute).
 """

@@ -1530,19 +1530,6 @@ class Registry:
                     for (current, have), (_, version) in zip((self._txn_held(txn, bucket, key) for key, _ in items),
                                                              items)]
 
-    def drop_tombstones(self, older_than_hlc: int) -> int:
-        """Forget delete markers older than a horizon every replica has certainly seen."""
-        dropped = 0
-        with self.env.begin(write=True, db=self.db["tombs"]) as txn:
-            cur = txn.cursor()
-            for rec, raw in list(cur):
-                if _unpack(raw)[0] < older_than_hlc:
-                    txn.delete(rec)
-                    dropped += 1
-        if dropped:
-            self.digests.stale_all()
-        return dropped
-
     def count_objects(self) -> int:
         with self.env.begin(db=self.db["objects"]) as txn:
             return txn.stat(self.db["objects"])["entries"]

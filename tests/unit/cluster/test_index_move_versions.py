@@ -95,8 +95,10 @@ def test_digests_tell_a_moved_version_from_the_one_it_moved() -> None:
 async def test_tombstones_with_a_generation_survive_and_expire(registry) -> None:
     assert await merge(registry, [10, "a", 2], tomb=True, key="t")
     assert registry.get_version("b", "t") == (None, (10, "a", 2))
-    assert registry.drop_tombstones(11) == 1
-    assert registry.get_version("b", "t") == (None, None)
+    assert registry.old_tombstones("b", 11, 10) == [("t", (10, "a", 2))]  # (its version's clock is 10)
+    forget = Op("forget_tombstone", "b", "t", ts=(10, "a", 2))
+    await registry.commit([forget])
+    assert forget.applied and registry.get_version("b", "t") == (None, None)
 
 
 # -- put_version on three replicas ---------------------------------------------------------------
