@@ -76,6 +76,7 @@ class Config:
     scanner_mb_rate: float = 50.0  # megabytes per second the scanner may read for deep checks
     lifecycle_day_seconds: float = 86400.0  # length of a lifecycle "day"; shortened only for tests
     lifecycle_interval: float = 3600.0  # seconds between two passes of the lifecycle worker
+    tombstone_retention: float = 7 * 86400.0  # cluster: seconds a delete's tombstone is kept at least
     shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
     # Slow clients (buckets.s3.connections): how long each stage may take, how many connections.
     header_timeout: float = 10.0  # seconds from connect (or a request's first byte) to its whole header
@@ -510,6 +511,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lifecycle_interval", "BUCKETS_LIFECYCLE_INTERVAL", "--lifecycle-interval",
             _positive(_decimal(0, "lifecycle interval"), "lifecycle interval"),
             "seconds between two passes of the worker that applies the buckets' lifecycle rules",
+            metavar="SECONDS"),
+    Setting("tombstone_retention", "BUCKETS_TOMBSTONE_RETENTION", "--tombstone-retention",
+            _decimal(1, "tombstone retention"),
+            "cluster: seconds a deleted key's tombstone is kept at least (then forgotten once every "
+            "replica of its bucket's index holds it); what counts is the bucket's first replica's. "
+            "Shorten it only to test: a write older than a forgotten delete could come back",
             metavar="SECONDS"),
     Setting("shutdown_timeout", "BUCKETS_SHUTDOWN_TIMEOUT", "--shutdown-timeout",
             _decimal(0, "shutdown timeout"),

@@ -61,9 +61,15 @@ DROPPED_REMEMBERED = 4096  # deleted buckets a replica dropped while its node st
 # that missed the delete could still hold the entry it deleted, and would spread it back; a
 # replica that is down holds the forgetting back. Far longer than any write can be in flight
 # (a blind PUT merged again is refused past MERGE_AGAIN_WITHIN) or an anti-entropy pass takes.
-TOMBSTONE_TTL = 7 * 24 * 3600.0
+TOMBSTONE_TTL = 7 * 24 * 3600.0  # (the default of the setting ``tombstone_retention``)
 TOMBSTONE_SWEEP = 3600.0
 TOMBSTONE_BATCH = 1000  # tombstones judged per round of calls
+
+
+def tombstone_sweep_interval(retention: float) -> float:
+    """How often a node sweeps its buckets' old tombstones: hourly, or twice per retention when
+    that is shorter (a test's), never more than once a second."""
+    return min(TOMBSTONE_SWEEP, max(1.0, retention / 2))
 
 
 # A PUT merged without a read first is merged again under a later version when a replica holds
@@ -210,6 +216,7 @@ class IndexReplica:
         # The records of a small write's slots on this node's disks, [[slot, bytes], ...]
         # (``smalllog.local_records``): a ``get`` for a GET answers them with the entry.
         self.records = records
+        self.tombstones_forgotten = 0  # (``forget_tombs``; the metric buckets_index_tombstones_forgotten)
         # Read leases (``buckets.cluster.leases``, set up by its ``LeaseKeeper``): the promises
         # this replica keeps, which node holds each bucket's lease, the lookups sent to this
         # node as a holder, and the hook that tracks the merges on a bucket it holds.
@@ -801,7 +808,9 @@ class IndexReplica:
         ops = [Op("forget_tombstone", bucket, key, ts=version) for key, version in items]
         if ops:
             await self.registry.commit(ops)
-        return {"forgot": sum(1 for op in ops if op.applied)}
+        forgot = sum(1 for op in ops if op.applied)
+        self.tombstones_forgotten += forgot
+        return {"forgot": forgot}
 
     async def drop(self, args: dict) -> dict:
         """Forget one bucket's entries and tombstones: this node no longer replicates its index

@@ -45,7 +45,7 @@ from buckets.cluster.control_records import (
     BASE_LEVEL, CONTROL_LEVEL, REMOVED, DiskRecord, Layout, NodeRecord, TopologyRecord,
 )
 from buckets.cluster.levels import LevelTooNew, LevelWatch, check_level
-from buckets.cluster.index import TOMBSTONE_SWEEP, TOMBSTONE_TTL, IndexReplica, ReplicatedIndex
+from buckets.cluster.index import TOMBSTONE_TTL, IndexReplica, ReplicatedIndex, tombstone_sweep_interval
 from buckets.cluster import membership, slowlink
 from buckets.cluster.rpcauth import PeerVerifier, ReplayCache, cluster_secret
 from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_session
@@ -84,6 +84,14 @@ class ClusterStartError(Exception):
 def node_id_of(node: NodeSpec) -> str:
     """A node's id in the topology: its URL, stable across restarts with the same command line."""
     return node.url
+
+
+def _span(seconds: float) -> str:
+    """``7 days``, ``2 hours``, ``3 s``: a retention for a log line."""
+    for unit, size in (("days", 86400), ("hours", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def layout_line(layout: dict) -> str:
@@ -132,6 +140,8 @@ class ClusterNode:
     _tolerates: tuple | None = None  # (table, members, node failures tolerated, disks placed): ``layout_status``
     levels: LevelWatch | None = None  # the control level each member runs (``buckets.cluster.levels``)
     _level_watch: asyncio.Task | None = None
+    tombstone_ttl: float = TOMBSTONE_TTL  # (the setting ``tombstone_retention``)
+    _tomb_sweeps: asyncio.Task | None = None
 
     # -- 1. wiring ------------------------------------------------------------------------
     @classmethod
@@ -192,7 +202,8 @@ class ClusterNode:
                 disks.append(disk)
                 disk_nodes.append(url)
         rpc = PeerRpcServer(PeerVerifier(secret, replay=ReplayCache()))
-        self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join)
+        self = cls(spec, secret, clients, disks, disk_nodes, rpc, config, known=known, join=join,
+                   tombstone_ttl=getattr(config, "tombstone_retention", TOMBSTONE_TTL))
         self.levels = LevelWatch(node_id_of(spec.me))
         self.slow_link = SlowLinkWatch(spec.me.url, on_change=self._slow_link_changed, on_views=self._peer_disks_lag)
         if known is not None:
@@ -494,6 +505,8 @@ class ClusterNode:
                                     f"{self.spec.nodes[0].url} (the first node) formatting another cluster?") from None
         assert self.index is not None
         self._entropy = asyncio.get_running_loop().create_task(self._anti_entropy(store), name="anti-entropy")
+        self._tomb_sweeps = asyncio.get_running_loop().create_task(self._sweep_tombstones(store),
+                                                                   name="tombstone-sweeps")
         self._peer_disks = asyncio.get_running_loop().create_task(self._disks_follow_peers(store),
                                                                   name="peer-disks")
         store.cluster_node = self  # for /health/cluster and buckets-admin info
@@ -577,12 +590,10 @@ class ClusterNode:
         """Every ``interval`` (and soon after a start, to catch up on what was missed while
         down): for each bucket this node replicates, pull what the other replicas have newer."""
         assert self.index is not None
-        me = node_id_of(self.spec.me)
         await asyncio.sleep(min(5.0, interval))
-        swept = time.monotonic()  # (the first sweep of old tombstones an hour after the start)
         while not self._stopping:
             repaired = 0
-            buckets = [name for name, _ in store.catalog.list_buckets() if me in self.replicas_of(name)]
+            buckets = self._replicated(store)
             log.debug("anti-entropy: a pass over the %d buckets this node replicates", len(buckets))
             for name in buckets:
                 for bucket in (name, *(name + s for s in SHADOWS)):
@@ -594,18 +605,32 @@ class ClusterNode:
                         log.exception("anti-entropy of %s failed", bucket)
             if repaired:
                 log.info("anti-entropy repaired %d index entries", repaired)
-            if time.monotonic() - swept >= TOMBSTONE_SWEEP:
-                swept = time.monotonic()
-                await self._forget_tombstones(buckets)
             await asyncio.sleep(interval)
 
+    def _replicated(self, store: Any) -> list[str]:
+        """The buckets whose index this node is a replica of."""
+        me = node_id_of(self.spec.me)
+        return [name for name, _ in store.catalog.list_buckets() if me in self.replicas_of(name)]
+
+    async def _sweep_tombstones(self, store: Any) -> None:
+        """Every ``tombstone_sweep_interval`` (hourly by default; the first sweep one interval
+        after the start): forget the old tombstones of the buckets this node replicates."""
+        while not self._stopping:
+            await asyncio.sleep(tombstone_sweep_interval(self.tombstone_ttl))
+            if self._stopping:
+                return
+            try:
+                await self._forget_tombstones(self._replicated(store))
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("a sweep of old tombstones failed")
+
     async def _forget_tombstones(self, buckets: list[str]) -> int:
-        """Forget the tombstones older than ``TOMBSTONE_TTL`` of the buckets whose index this
+        """Forget the tombstones older than ``tombstone_ttl`` of the buckets whose index this
         node is the first replica of, where every replica holds them
         (``ReplicatedIndex.forget_tombstones``). Returns how many this replica forgot."""
         assert self.index is not None
         me = node_id_of(self.spec.me)
-        before = int((time.time() - TOMBSTONE_TTL) * 1000) << 16
+        before = int((time.time() - self.tombstone_ttl) * 1000) << 16
         forgot = 0
         for name in buckets:
             for bucket in (name, *(name + s for s in SHADOWS)):
@@ -620,7 +645,7 @@ class ClusterNode:
                 except Exception as exc:  # noqa: BLE001 - a later sweep tries again
                     log.info("forgetting old tombstones of %s: %s", bucket, exc or type(exc).__name__)
         if forgot:
-            log.info("forgot %d tombstones older than %.0f days", forgot, TOMBSTONE_TTL / 86400)
+            log.info("forgot %d tombstones older than %s", forgot, _span(self.tombstone_ttl))
         return forgot
 
     async def _wait_formatted(self, timeout: float = FORMATION_TIMEOUT) -> None:
@@ -1093,11 +1118,11 @@ class ClusterNode:
         self._stopping = True
         self._store = None
         for task in (self._entropy, self._follow, self._peer_disks, self._drops, self._clock_watch,
-                     self._level_watch, self._slow_watch):
+                     self._level_watch, self._slow_watch, self._tomb_sweeps):
             if task is not None:
                 await cancel_and_wait(task)
         self._entropy = self._follow = self._peer_disks = self._drops = self._clock_watch = self._level_watch = None
-        self._slow_watch = None
+        self._slow_watch = self._tomb_sweeps = None
         migration, self.migration = self.migration, None
         if migration is not None:
             try:

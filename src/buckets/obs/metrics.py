@@ -59,6 +59,7 @@ class StoreCollector:
         yield from self._heal(store)
         yield from self._hedges(store)
         yield from self._registry(store.registry)
+        yield from self._tombstones(store)
 
     @staticmethod
     def _usage(usage: dict[str, list[int]]) -> Iterable[Metric]:
@@ -208,6 +209,21 @@ class StoreCollector:
                                     buckets=buckets, sum_value=registry.batch_sum)
         yield GaugeMetricFamily("buckets_registry_size_bytes", "Size of the LMDB registry file.",
                                 value=registry.size_bytes())
+
+
+    @staticmethod
+    def _tombstones(store: Any) -> Iterable[Metric]:
+        node = getattr(store, "cluster_node", None)
+        replica = getattr(getattr(node, "index", None), "local", None)
+        if replica is None:
+            return  # a single node deletes entries outright: no tombstones
+        yield GaugeMetricFamily("buckets_index_tombstones",
+                                "Deletes this node's index replicas remember (a tombstone per deleted key), "
+                                "until they are older than the tombstone retention and every replica "
+                                "holds them.", value=store.registry.count_tombstones())
+        yield CounterMetricFamily("buckets_index_tombstones_forgotten",
+                                  "Tombstones this node's index replicas forgot (older than the retention, "
+                                  "held by every replica).", value=replica.tombstones_forgotten)
 
 
 class NodeCollector(abc.ABC):

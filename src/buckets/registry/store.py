@@ -1534,6 +1534,12 @@ class Registry:
         with self.env.begin(db=self.db["objects"]) as txn:
             return txn.stat(self.db["objects"])["entries"]
 
+    def count_tombstones(self) -> int:
+        """The deletes this registry remembers (a cluster's index replica: ``tombs``); one
+        read of the table's header."""
+        with self.env.begin(db=self.db["tombs"]) as txn:
+            return txn.stat(self.db["tombs"])["entries"]
+
     # -- other tables -----------------------------------------------------------------
     def _get(self, table: str, key: str) -> Any:
         if not key:  # LMDB rejects an empty key (MDB_BAD_VALSIZE); no record can have one

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from buckets.cluster.index import IndexPlacement
+from buckets.cli.config import ConfigError, build_config
+from buckets.cluster.index import TOMBSTONE_SWEEP, TOMBSTONE_TTL, IndexPlacement, tombstone_sweep_interval
 from buckets.cluster.rpcerrors import BadPeerRequest
 from buckets.registry import Op
 from buckets.registry.digests import DIGEST_RANGES, range_digests
@@ -44,11 +45,12 @@ async def test_tombstones_every_replica_holds_are_forgotten_everywhere(cluster) 
     await _deleted(idx, 30)
     await idx["n1"].put("b", "live", entry("wl"))
     await settle(idx)
-    assert all(len(tombs(regs[n])) == 30 for n in NODES)
+    assert all(len(tombs(regs[n])) == 30 == regs[n].count_tombstones() for n in NODES)
     before = [(await idx[n].local.digest({"bucket": "b"}))["digest"] for n in NODES]
     forgot, after = await idx["n1"].forget_tombstones("b", FAR)
     assert (forgot, after) == (30, None)
-    assert all(tombs(regs[n]) == {} for n in NODES)
+    assert all(tombs(regs[n]) == {} and regs[n].count_tombstones() == 0 for n in NODES)
+    assert all(idx[n].local.tombstones_forgotten == 30 for n in NODES)  # (the metric's counter)
     # The kept digests folded the tombstones out (equal to a fresh scan), and still agree.
     digests = [(await idx[n].local.digest({"bucket": "b"}))["digest"] for n in NODES]
     assert digests[0] == digests[1] == digests[2] != before[0]
@@ -150,3 +152,24 @@ async def test_bad_calls_are_refused(cluster, args) -> None:
     for call in (idx["n1"].local.tombs_held, idx["n1"].local.forget_tombs):
         with pytest.raises(BadPeerRequest):
             await call(args)
+
+
+@pytest.mark.parametrize("raw, seconds", [(None, TOMBSTONE_TTL), (" 3 ", 3.0), ("86400", 86400.0), ("1", 1.0),
+                                          ("2.5", 2.5)])
+def test_the_retention_a_node_is_given(raw, seconds) -> None:
+    environ = {} if raw is None else {"BUCKETS_TOMBSTONE_RETENTION": raw}
+    assert build_config({"paths": ["/tmp/d1"]}, environ).tombstone_retention == seconds
+    if raw is not None:
+        assert build_config({"paths": ["/tmp/d1"], "tombstone_retention": raw}, {}).tombstone_retention == seconds
+
+
+@pytest.mark.parametrize("raw", ["0", "0.5", "-3", "a week", "nan", "inf", "1e400"])
+def test_a_retention_that_is_not_a_number_of_seconds_is_refused(raw) -> None:
+    with pytest.raises(ConfigError, match="tombstone retention"):
+        build_config({"paths": ["/tmp/d1"]}, {"BUCKETS_TOMBSTONE_RETENTION": raw})
+
+
+def test_sweeps_are_hourly_or_twice_per_retention() -> None:
+    assert tombstone_sweep_interval(TOMBSTONE_TTL) == TOMBSTONE_SWEEP == 3600
+    assert tombstone_sweep_interval(600) == 300
+    assert tombstone_sweep_interval(1) == 1.0  # never more than once a second
