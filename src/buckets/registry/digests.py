@@ -9,8 +9,9 @@ holding the GIL: an idle cluster's replica nodes spent ~1.4 s of CPU a minute on
 40,000 keys (bench/README.md, session 57), half a core at a million.
 
 An xor is its own inverse, so a digest is kept current instead: the first request for a
-bucket's digests scans it once (from one LMDB snapshot, off the event loop), and every commit
-after that snapshot folds each changed key's old state out and its new state in. The writers
+bucket's digests scans it once (from one LMDB snapshot, off the event loop; requests meanwhile
+wait for that scan), and every commit after that snapshot folds each changed key's old state
+out and its new state in. The writers
 report their changes right after their transaction commits (``committed``), whether or not
 the bucket is tracked yet, so a scan that begins after a commit sees it in its snapshot and a
 commit whose report arrives while a scan runs is kept in the bucket's journal and folded in
@@ -34,6 +35,7 @@ import xxhash
 
 DIGEST_RANGES = 64
 REFRESH = 3600.0  # seconds a bucket's incremental digests are trusted before a new scan
+SCAN_WAIT = 60.0  # seconds a request waits for the bucket's scan under way before it scans too
 
 
 def range_of(key: str, n: int) -> int:
@@ -62,13 +64,14 @@ def range_digests(versions: Iterable[tuple[str, tuple, bool]], n: int, counts: l
 class _Tracked:
     """One bucket's kept digests. Machine-word arrays: about 1.2 KB a bucket (a cluster node
     tracks each bucket it replicates and its two shadows), against 5 KB as lists of ints."""
-    __slots__ = ("digest", "counts", "journal", "made")
+    __slots__ = ("digest", "counts", "journal", "made", "scanned")
 
     def __init__(self) -> None:
         self.digest: array | None = None  # None while the first scan runs
         self.counts = array("q", bytes(8 * DIGEST_RANGES))
         self.journal: list[tuple[int, list]] = []  # (transaction id, changes) reported during the scan
         self.made = 0.0  # monotonic time of the scan
+        self.scanned = threading.Event()  # set when its scan ended (kept, failed or made stale)
 
 
 class BucketDigests:
@@ -105,18 +108,38 @@ class BucketDigests:
 
     def get(self, bucket: str, scan: Callable[[], tuple[int, list[int], list[int]]]) -> tuple[list[int], list[int]]:
         """(digests, counts) of ``bucket``: kept ones, or ``scan()``'s (snapshot transaction id,
-        digests, counts), which then start being kept. Blocking: call it off the event loop."""
-        with self._lock:
-            tracked = self._buckets.get(bucket)
-            if tracked is not None and tracked.digest is not None:
-                if time.monotonic() - tracked.made < self.refresh:
-                    return list(tracked.digest), list(tracked.counts)
-                tracked = None
-            if tracked is None:
-                tracked = self._buckets[bucket] = _Tracked()
-        snapshot, digest, counts = scan()  # (registered first: every commit after it is journaled)
+        digests, counts), which then start being kept. A request that finds the bucket's scan
+        under way waits for it (up to ``SCAN_WAIT``) rather than scan too: the first requests
+        after a start, a replica's own pass and its peers' exchanges, came together, and each
+        scanned. Blocking: call it off the event loop."""
+        waited = False
+        while True:
+            with self._lock:
+                tracked = self._buckets.get(bucket)
+                if tracked is not None and tracked.digest is not None:
+                    if time.monotonic() - tracked.made < self.refresh:
+                        return list(tracked.digest), list(tracked.counts)
+                    tracked = None
+                if tracked is None:
+                    tracked = self._buckets[bucket] = _Tracked()
+                elif not waited:  # another thread's scan runs: wait for it, then look again
+                    waited = True
+                    running = tracked
+                    tracked = None
+            if tracked is not None:
+                break
+            running.scanned.wait(SCAN_WAIT)
+        try:
+            snapshot, digest, counts = scan()  # (registered first: every commit after it is journaled)
+        except BaseException:
+            with self._lock:
+                if self._buckets.get(bucket) is tracked and tracked.digest is None:
+                    del self._buckets[bucket]  # (the next request scans again)
+            tracked.scanned.set()
+            raise
         with self._lock:
             self.scans += 1
+            tracked.scanned.set()
             if self._buckets.get(bucket) is tracked and tracked.digest is None:
                 tracked.digest, tracked.counts, tracked.made = array("Q", digest), array("q", counts), time.monotonic()
                 for txn_id, changes in tracked.journal:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 
 import pytest
 
@@ -171,6 +172,72 @@ def test_a_report_the_scans_snapshot_holds_is_not_folded_again() -> None:
     digests.committed(8, [("b", None, None, None)])  # changed in another way: scanned again
     digests.get("b", scan)
     assert digests.scans == 2
+
+
+def test_requests_that_come_together_share_one_scan() -> None:
+    """A bucket's first requests (a replica's own pass, its peers' exchanges) arrive together
+    after a start: those that find its scan under way wait for it instead of scanning too."""
+    digests = BucketDigests()
+    started, release, calls = threading.Event(), threading.Event(), []
+    counts = [0] * DIGEST_RANGES
+    want = range_digests([("x", (1, "w"), False)], DIGEST_RANGES, counts)
+
+    def scan() -> tuple[int, list[int], list[int]]:
+        calls.append(1)
+        started.set()
+        assert release.wait(10)
+        return 5, list(want), list(counts)
+
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(digests.get("b", scan))) for _ in range(4)]
+    threads[0].start()
+    assert started.wait(10)
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.2)  # (the three others now wait on the scan)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert answers == [(want, counts)] * 4
+    assert len(calls) == 1 and digests.scans == 1
+
+
+def test_a_scan_that_fails_leaves_the_next_request_to_scan() -> None:
+    digests = BucketDigests()
+    started, release, calls = threading.Event(), threading.Event(), []
+    counts = [0] * DIGEST_RANGES
+
+    def failing() -> tuple[int, list[int], list[int]]:
+        calls.append("failing")
+        started.set()
+        assert release.wait(10)
+        raise OSError("LMDB read failed")
+
+    def scan() -> tuple[int, list[int], list[int]]:
+        calls.append("scan")
+        return 5, [7] * DIGEST_RANGES, list(counts)
+
+    errors: list = []
+    answers: list = []
+
+    def first() -> None:
+        try:
+            digests.get("b", failing)
+        except OSError as exc:
+            errors.append(exc)
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert started.wait(10)
+    t2 = threading.Thread(target=lambda: answers.append(digests.get("b", scan)))
+    t2.start()
+    time.sleep(0.2)  # (it waits on the failing scan)
+    release.set()
+    t1.join(10)
+    t2.join(10)
+    assert len(errors) == 1 and answers == [([7] * DIGEST_RANGES, counts)]
+    assert calls == ["failing", "scan"] and digests.scans == 1
+    assert digests.get("b", scan) == ([7] * DIGEST_RANGES, counts) and calls == ["failing", "scan"]  # kept
 
 
 async def test_a_failure_to_keep_the_digests_never_fails_the_commit(reg, monkeypatch) -> None:
