@@ -46,7 +46,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -411,11 +411,14 @@ class ControlPlane:
             raise RuntimeError("the control plane is not started")
         return self._raft
 
-    async def _submit(self, send, what: str, timeout: float | None, *, resend: bool = False) -> Any:
+    async def _submit(self, send, what: str, timeout: float | None, *, resend: bool = False,
+                      settled: Callable[[], bool] | None = None) -> Any:
         """Send until committed, refused, or ``timeout`` (default ``commit_timeout``) passes.
         With ``resend`` (a command with a request id: sending it again applies it once), an
         answer that has not come within ``resend_after`` (doubling, at most 4 times that) is
-        not waited for any longer: the command is sent again."""
+        not waited for any longer: the command is sent again. ``settled()`` true before a
+        send again: what the command would do is done already (another node's membership
+        change, committed meanwhile): None."""
         raft = self._started()
         loop = asyncio.get_running_loop()
         budget = self.config.commit_timeout if timeout is None else timeout
@@ -423,7 +426,11 @@ class ControlPlane:
         pause = 0.02
         patience = self.config.resend_after
         denied = False
+        first = True
         while True:
+            if not first and settled is not None and settled():
+                return None
+            first = False
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if denied:
@@ -524,7 +531,17 @@ class ControlPlane:
         if (address in members) == (kind == "add"):
             return False
         change = raft.addNodeToCluster if kind == "add" else raft.removeNodeFromCluster
-        await self._submit(lambda callback: change(address, callback=callback), f"{kind} member {address}", timeout)
+
+        def settled() -> bool:
+            # Made meanwhile by another node (the leader's ``finish_removals`` removes a node a
+            # forced ``remove-node`` marked REMOVED as soon as it sees it): this node's view
+            # showed it still to be made when it sent the change, and the leader refuses a
+            # change already made as if another were in progress, until the budget ran out.
+            now = raft.published_status
+            return now is not None and (address in now.members) == (kind == "add")
+
+        await self._submit(lambda callback: change(address, callback=callback), f"{kind} member {address}", timeout,
+                           settled=settled)
         return True
 
     async def transfer_leadership(self, *, timeout: float = 5.0) -> bool:

@@ -93,3 +93,37 @@ async def test_forwards_lost_for_longer_than_the_budget_end_in_no_quorum(tmp_pat
         assert "never" not in (await leader.read(linearizable=True, timeout=30)).buckets
     finally:
         await asyncio.gather(*(p.close() for p in planes))
+
+
+async def test_a_membership_change_made_meanwhile_by_another_node_is_done(tmp_path: Path) -> None:
+    """A forced ``cluster remove-node`` commits the node's REMOVED state, then removes it from
+    Raft; the leader's ``finish_removals`` removes it as soon as it sees that state. When the
+    leader's change came first while the proposer's view still listed the member, the
+    proposer's change was refused ("another membership change in progress") until its budget
+    ran out, and the admin call answered 409 though the node was gone (seen once in
+    ``tests/cluster/test_growth.py::test_force_remove_a_killed_node_then_heal``). Here the
+    proposer's view is held stale while the leader removes the member; once its view shows the
+    change, its own is done."""
+    port = free_port()
+    members = tuple(f"127.0.0.{i}:{port}" for i in (1, 2, 3, 4))
+    planes = [ControlPlane(ControlConfig(address=a, members=members, secret="resend-test-secret",
+                                         directory=str(tmp_path / a.replace(":", "_")), commit_timeout=8.0))
+              for a in members]
+    for plane in planes:
+        await plane.start()
+    try:
+        leader_address = await planes[0].wait_leader(timeout=30)
+        await planes[0].read(linearizable=True, timeout=30)
+        leader = next(p for p in planes if p.config.address == leader_address)
+        dead, proposer = [p for p in planes if p is not leader][:2]
+        await dead.close()
+        raft = proposer._raft
+        raft.removeOnTickCallback(raft._publish_status)  # the proposer's view: frozen, the member still in it
+        assert await leader.remove_member(dead.config.address, timeout=8.0) is True
+        asyncio.get_running_loop().call_later(0.5, raft.addOnTickCallback, raft._publish_status)
+        started = time.monotonic()
+        assert await proposer.remove_member(dead.config.address, timeout=8.0) is True
+        assert time.monotonic() - started < 4.0  # not the whole budget
+        assert dead.config.address not in proposer._raft.published_status.members
+    finally:
+        await asyncio.gather(*(p.close() for p in planes if p is not dead))
