@@ -52,6 +52,7 @@ from buckets.cluster.rpcclient import PeerClient, PeerState, close_shared_sessio
 from buckets.cluster.rpcerrors import PeerOffline, clock_cause, refused_signature
 from buckets.cluster.rpcserver import PeerNotReady, PeerRpcServer, register_node_info
 from buckets.cluster.topology import ClusterSpec, NodeSpec, cluster_spec
+from buckets.cli.output import human_duration
 from buckets.engine import smalllog
 from buckets.placement import PartitionTable
 from buckets.runtime import cancel_and_wait
@@ -84,14 +85,6 @@ class ClusterStartError(Exception):
 def node_id_of(node: NodeSpec) -> str:
     """A node's id in the topology: its URL, stable across restarts with the same command line."""
     return node.url
-
-
-def _span(seconds: float) -> str:
-    """``7 days``, ``2 hours``, ``3 s``: a retention for a log line."""
-    for unit, size in (("days", 86400), ("hours", 3600)):
-        if seconds >= size:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} s"
 
 
 def layout_line(layout: dict) -> str:
@@ -645,7 +638,7 @@ class ClusterNode:
                 except Exception as exc:  # noqa: BLE001 - a later sweep tries again
                     log.info("forgetting old tombstones of %s: %s", bucket, exc or type(exc).__name__)
         if forgot:
-            log.info("forgot %d tombstones older than %s", forgot, _span(self.tombstone_ttl))
+            log.info("forgot %d tombstones older than %s", forgot, human_duration(self.tombstone_ttl))
         return forgot
 
     async def _wait_formatted(self, timeout: float = FORMATION_TIMEOUT) -> None:

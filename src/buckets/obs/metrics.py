@@ -210,7 +210,6 @@ class StoreCollector:
         yield GaugeMetricFamily("buckets_registry_size_bytes", "Size of the LMDB registry file.",
                                 value=registry.size_bytes())
 
-
     @staticmethod
     def _tombstones(store: Any) -> Iterable[Metric]:
         node = getattr(store, "cluster_node", None)

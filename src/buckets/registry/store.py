@@ -1531,14 +1531,16 @@ class Registry:
                                                              items)]
 
     def count_objects(self) -> int:
-        with self.env.begin(db=self.db["objects"]) as txn:
-            return txn.stat(self.db["objects"])["entries"]
+        return self._entries("objects")
 
     def count_tombstones(self) -> int:
-        """The deletes this registry remembers (a cluster's index replica: ``tombs``); one
-        read of the table's header."""
-        with self.env.begin(db=self.db["tombs"]) as txn:
-            return txn.stat(self.db["tombs"])["entries"]
+        """The deletes this registry remembers (a cluster's index replica: ``tombs``)."""
+        return self._entries("tombs")
+
+    def _entries(self, table: str) -> int:
+        """Records in ``table``: one read of its header."""
+        with self.env.begin(db=self.db[table]) as txn:
+            return txn.stat(self.db[table])["entries"]
 
     # -- other tables -----------------------------------------------------------------
     def _get(self, table: str, key: str) -> Any:
